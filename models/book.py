@@ -1,0 +1,224 @@
+"""The book: what the user holds (spot, futures, collateral) and what they want (target weights).
+
+Units: spot quantities in base units, futures positions in contracts (signed, long > 0), cash and all
+valuations in USD. Weights are fractions of the target base (invested NAV unless ``targets_base`` is
+``nav``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from models.errors import ValidationError
+from models.instruments import FuturesContract, Settlement, SpotAsset
+from models.market import MarketSnapshot
+
+WEIGHT_TOL = 1e-6
+
+
+class TargetsBase(StrEnum):
+    """What the target weights are fractions of.
+
+    INVESTED: NAV less the futures wallet (the margin reserve carries no target exposure).
+    NAV: the whole NAV (capital-efficient: futures give exposure on the reserve too).
+    """
+
+    INVESTED = "invested"
+    NAV = "nav"
+
+
+@dataclass(frozen=True)
+class FuturesPosition:
+    """An open futures position: signed contracts and the average entry price (USD)."""
+
+    contracts: float
+    entry_price: float
+
+
+@dataclass(frozen=True)
+class Book:
+    """A spot portfolio with its futures overlay and targets.
+
+    ``cash`` is the stablecoin balance of the futures wallet (collateral, USD). ``pledged`` maps a spot
+    asset to the haircut-adjusted fraction of its value the exchange counts as collateral (0.95 = 5%
+    haircut). ``targets`` map spot asset -> weight; the weights sum to at most 1 (the rest is cash).
+    """
+
+    assets: tuple[SpotAsset, ...]
+    contracts: tuple[FuturesContract, ...]
+    spot: Mapping[str, float]
+    targets: Mapping[str, float]
+    cash: float = 0.0
+    futures: Mapping[str, FuturesPosition] = field(default_factory=dict)
+    pledged: Mapping[str, float] = field(default_factory=dict)
+    targets_base: TargetsBase = TargetsBase.INVESTED
+    name: str = "book"
+
+    def __post_init__(self) -> None:
+        asset_syms = [a.symbol for a in self.assets]
+        if len(set(asset_syms)) != len(asset_syms):
+            raise ValidationError("assets", "has duplicate symbols", "list each asset once")
+        con_syms = [c.symbol for c in self.contracts]
+        if len(set(con_syms)) != len(con_syms):
+            raise ValidationError("contracts", "has duplicate symbols", "list each contract once")
+        known = set(asset_syms)
+        for c in self.contracts:
+            if c.underlying not in known:
+                raise ValidationError(f"contracts.{c.symbol}.underlying",
+                                      f"names unknown asset {c.underlying!r}",
+                                      f"add {c.underlying} to assets or use one of {sorted(known)}")
+        for sym, q in self.spot.items():
+            if sym not in known:
+                raise ValidationError(f"spot.{sym}", "is not a known asset",
+                                      f"add {sym} to assets or use one of {sorted(known)}")
+            if not math.isfinite(float(q)) or float(q) < 0:
+                raise ValidationError(f"spot.{sym}", f"is {q}",
+                                      "give a finite quantity >= 0 (spot is never short)")
+        total = 0.0
+        for sym, w in self.targets.items():
+            if sym not in known:
+                raise ValidationError(f"targets.{sym}", "is a target for an unknown symbol",
+                                      f"add {sym} to assets or use one of {sorted(known)}")
+            if not math.isfinite(float(w)) or float(w) < 0:
+                raise ValidationError(f"targets.{sym}", f"is {w}", "give a weight >= 0")
+            total += float(w)
+        if total > 1 + WEIGHT_TOL:
+            raise ValidationError("targets", f"weights sum to {total:.6g} (> 1)",
+                                  "make the target weights sum to 1 or less (the rest is cash)")
+        if not math.isfinite(self.cash) or self.cash < 0:
+            raise ValidationError("cash", f"is {self.cash}", "give the wallet's stablecoin USD >= 0")
+        for sym, pos in self.futures.items():
+            if sym not in set(con_syms):
+                raise ValidationError(f"futures.{sym}", "is a position in an unknown contract",
+                                      f"add {sym} to contracts or use one of {sorted(con_syms)}")
+            if not math.isfinite(pos.contracts):
+                raise ValidationError(f"futures.{sym}.contracts", "is not finite",
+                                      "give a signed contract count")
+            if pos.contracts != 0 and not (math.isfinite(pos.entry_price) and pos.entry_price > 0):
+                raise ValidationError(f"futures.{sym}.entry_price", f"is {pos.entry_price}",
+                                      "give the position's entry price (USD > 0)")
+        for sym, h in self.pledged.items():
+            if sym not in known:
+                raise ValidationError(f"pledged.{sym}", "is not a known asset",
+                                      f"pledge one of {sorted(known)}")
+            if not 0 <= float(h) <= 1:
+                raise ValidationError(f"pledged.{sym}", f"is {h}",
+                                      "give the collateral ratio after haircut in [0, 1]")
+
+    # --- symbols and structure -------------------------------------------------------------
+    @property
+    def asset_symbols(self) -> list[str]:
+        """Spot asset symbols, in book order (the optimiser's asset index i)."""
+        return [a.symbol for a in self.assets]
+
+    @property
+    def contract_symbols(self) -> list[str]:
+        """Contract symbols, in book order (the optimiser's contract index j)."""
+        return [c.symbol for c in self.contracts]
+
+    def exposure_matrix(self) -> np.ndarray:
+        """B (N x M): B[i, j] = 1 when contract j's underlying is asset i."""
+        idx = {s: i for i, s in enumerate(self.asset_symbols)}
+        B = np.zeros((len(self.assets), len(self.contracts)))
+        for j, c in enumerate(self.contracts):
+            B[idx[c.underlying], j] = 1.0
+        return B
+
+    def target_vector(self) -> np.ndarray:
+        """w* (N): target weights in asset order (0 for assets without a target)."""
+        return np.array([float(self.targets.get(s, 0.0)) for s in self.asset_symbols])
+
+    def pledge_vector(self) -> np.ndarray:
+        """Collateral ratio after haircut per asset (0 where not pledged)."""
+        return np.array([float(self.pledged.get(s, 0.0)) for s in self.asset_symbols])
+
+    # --- valuation -------------------------------------------------------------------------
+    def check_market(self, market: MarketSnapshot) -> None:
+        """Raise a clear error if the market lacks a price this book needs."""
+        for s in self.asset_symbols:
+            market.spot_price(s)
+        for c in self.contracts:
+            market.mark_price(c.symbol)
+
+    def spot_values(self, market: MarketSnapshot) -> np.ndarray:
+        """Spot value per asset (USD)."""
+        return np.array([float(self.spot.get(s, 0.0)) * market.spot_price(s)
+                         for s in self.asset_symbols])
+
+    def contracts_vector(self) -> np.ndarray:
+        """Current position per contract, in contracts (signed)."""
+        return np.array([self.futures[c.symbol].contracts if c.symbol in self.futures else 0.0
+                         for c in self.contracts])
+
+    def futures_notional(self, market: MarketSnapshot) -> np.ndarray:
+        """x0 (M): signed USD notional of each current position at mark."""
+        q = self.contracts_vector()
+        return np.array([q[j] * c.notional_per_contract(market.mark_price(c.symbol))
+                         for j, c in enumerate(self.contracts)])
+
+    def unrealized_pnl(self, market: MarketSnapshot) -> float:
+        """Unrealised futures PnL (USD) at mark: linear q*size*(mark-entry); inverse in coin x mark."""
+        pnl = 0.0
+        for c in self.contracts:
+            pos = self.futures.get(c.symbol)
+            if pos is None or pos.contracts == 0:
+                continue
+            mark = market.mark_price(c.symbol)
+            if c.settlement == Settlement.INVERSE:
+                pnl += pos.contracts * c.contract_size * (1 / pos.entry_price - 1 / mark) * mark
+            else:
+                pnl += pos.contracts * c.contract_size * (mark - pos.entry_price)
+        return pnl
+
+    def wallet_balance(self, market: MarketSnapshot) -> float:
+        """Futures wallet margin balance (USD): stable cash + unrealised PnL (pledged spot excluded)."""
+        return self.cash + self.unrealized_pnl(market)
+
+    def collateral(self, market: MarketSnapshot) -> float:
+        """Margin balance (USD): stable cash + unrealised PnL + sum_i haircut_i * pledged spot value."""
+        return self.wallet_balance(market) + float(self.pledge_vector() @ self.spot_values(market))
+
+    def nav(self, market: MarketSnapshot) -> float:
+        """NAV (USD) = spot value + stable cash + unrealised futures PnL."""
+        return float(self.spot_values(market).sum()) + self.wallet_balance(market)
+
+    def base(self, market: MarketSnapshot) -> float:
+        """V, the value the target weights apply to (USD)."""
+        if self.targets_base == TargetsBase.NAV:
+            return self.nav(market)
+        return self.nav(market) - self.wallet_balance(market)
+
+    def effective_weights(self, market: MarketSnapshot) -> np.ndarray:
+        """e = s + B x0 / V: spot plus futures exposure per asset, as weights of the base."""
+        V = self.base(market)
+        return (self.spot_values(market) + self.exposure_matrix() @ self.futures_notional(market)) / V
+
+    def with_futures(self, contracts: Mapping[str, float], market: MarketSnapshot) -> Book:
+        """A copy holding ``contracts`` (by contract symbol), realising PnL of changed positions.
+
+        Positions that change are re-struck at mark; their unrealised PnL moves into cash, so NAV and
+        collateral are unchanged by the switch (fees are not charged here).
+        """
+        new_cash = self.cash
+        new_pos: dict[str, FuturesPosition] = {}
+        for c in self.contracts:
+            old = self.futures.get(c.symbol)
+            q = float(contracts.get(c.symbol, old.contracts if old else 0.0))
+            mark = market.mark_price(c.symbol)
+            if old is not None and old.contracts == q:
+                new_pos[c.symbol] = old
+                continue
+            if old is not None and old.contracts != 0:
+                if c.settlement == Settlement.INVERSE:
+                    new_cash += old.contracts * c.contract_size * (1 / old.entry_price - 1 / mark) * mark
+                else:
+                    new_cash += old.contracts * c.contract_size * (mark - old.entry_price)
+            if q != 0:
+                new_pos[c.symbol] = FuturesPosition(q, mark)
+        from dataclasses import replace
+        return replace(self, futures=new_pos, cash=new_cash)

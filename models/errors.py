@@ -1,0 +1,38 @@
+"""Typed errors for bad input. Every message names the field and says how to fix it."""
+
+from __future__ import annotations
+
+
+class FbrError(Exception):
+    """Base class of every error fbr raises on purpose (the CLI prints these without a traceback)."""
+
+
+class ValidationError(FbrError, ValueError):
+    """An input value is wrong. ``field`` is the dotted path of the offending value."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+
+def check_finite_positive(field: str, value: float, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as float if it is finite and > 0 (>= 0 with ``allow_zero``), else raise."""
+    v = float(value)
+    if v != v:  # NaN
+        raise ValidationError(field, "is NaN", "give a finite number")
+    if v in (float("inf"), float("-inf")):
+        raise ValidationError(field, f"is {v}", "give a finite number")
+    if v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValidationError(field, f"is {v}", f"give a value {bound}")
+    return v
+
+
+def check_fraction(field: str, value: float, *, lo: float = 0.0, hi: float = 1.0) -> float:
+    """Return ``value`` if it is finite and in [lo, hi], else raise."""
+    v = float(value)
+    if v != v or not (lo <= v <= hi):
+        raise ValidationError(field, f"is {v}", f"give a number between {lo} and {hi}")
+    return v

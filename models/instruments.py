@@ -1,0 +1,188 @@
+"""Instruments: spot assets and futures contracts (perpetual or dated, linear or inverse).
+
+Units: prices and notionals in the quote currency (USD/USDT); fees and spreads are fractions of
+notional (0.0005 = 5 bp); funding intervals in hours; contract sizes in base units per contract for
+linear contracts and in USD per contract for inverse ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import numpy as np
+
+from models.errors import ValidationError, check_finite_positive, check_fraction
+
+
+class ContractKind(StrEnum):
+    """A perpetual swap (funding every interval) or a dated future (basis converges at expiry)."""
+
+    PERPETUAL = "perpetual"
+    DATED = "dated"
+
+
+class Settlement(StrEnum):
+    """Linear: margined and sized in the quote (contract_size base units). Inverse: sized in USD."""
+
+    LINEAR = "linear"
+    INVERSE = "inverse"
+
+
+@dataclass(frozen=True)
+class TierBracket:
+    """One exchange margin bracket: applies to position notional in [min_notional, max_notional).
+
+    ``mmr`` is the maintenance margin rate (fraction), ``cum`` the cumulative maintenance amount (USD)
+    that makes MM(n) = mmr * n - cum continuous across brackets.
+    """
+
+    min_notional: float
+    max_notional: float
+    max_leverage: float
+    mmr: float
+    cum: float
+
+
+@dataclass(frozen=True)
+class MarginTiers:
+    """Tier brackets of one contract, sorted by notional.
+
+    Maintenance margin MM(n) = max_k (mmr_k n - cum_k) (USD, n = |notional| in USD): convex and piecewise
+    linear, equal to the exchange's bracket lookup because ``cum`` makes it continuous.
+    """
+
+    brackets: tuple[TierBracket, ...]
+
+    def __post_init__(self) -> None:
+        if not self.brackets:
+            raise ValidationError("tiers", "has no brackets", "give at least one bracket")
+        prev_hi = None
+        for k, b in enumerate(self.brackets):
+            f = f"tiers[{k}]"
+            check_finite_positive(f"{f}.max_leverage", b.max_leverage)
+            check_fraction(f"{f}.mmr", b.mmr)
+            if not math.isfinite(b.cum):
+                raise ValidationError(f"{f}.cum", "is not finite", "give the exchange's cum amount")
+            if b.max_notional <= b.min_notional:
+                raise ValidationError(f"{f}.max_notional", "is not above min_notional",
+                                      "give brackets with max_notional > min_notional")
+            if prev_hi is not None and abs(b.min_notional - prev_hi) > 1e-6 * max(1.0, prev_hi):
+                raise ValidationError(f"{f}.min_notional", f"is {b.min_notional}, expected {prev_hi}",
+                                      "brackets must be contiguous and sorted by notional")
+            prev_hi = b.max_notional
+
+    @staticmethod
+    def flat(max_leverage: float = 20.0, mmr: float = 0.005, cap: float = 1e12) -> MarginTiers:
+        """A single bracket (no tiering)."""
+        return MarginTiers((TierBracket(0.0, cap, max_leverage, mmr, 0.0),))
+
+    @property
+    def mmr(self) -> np.ndarray:
+        """Maintenance rates of the brackets (fractions)."""
+        return np.array([b.mmr for b in self.brackets])
+
+    @property
+    def cum(self) -> np.ndarray:
+        """Cumulative maintenance amounts of the brackets (USD)."""
+        return np.array([b.cum for b in self.brackets])
+
+    def maintenance(self, notional: float | np.ndarray) -> np.ndarray:
+        """MM(n) = max_k (mmr_k |n| - cum_k), USD; never below zero."""
+        n = np.abs(np.asarray(notional, dtype=float))
+        mm = np.max(np.multiply.outer(n, self.mmr) - self.cum, axis=-1)
+        return np.maximum(mm, 0.0)
+
+    def bracket_lookup(self, notional: float) -> float:
+        """The exchange's own rule: find the bracket of |n|, then mmr * |n| - cum (USD)."""
+        n = abs(notional)
+        for b in self.brackets:
+            if b.min_notional <= n < b.max_notional:
+                return max(b.mmr * n - b.cum, 0.0)
+        last = self.brackets[-1]
+        return max(last.mmr * n - last.cum, 0.0)
+
+    def max_notional_at_leverage(self, leverage: float) -> float:
+        """Largest |notional| (USD) at which ``leverage`` is still allowed by the brackets."""
+        allowed = [b.max_notional for b in self.brackets if b.max_leverage >= leverage - 1e-12]
+        return max(allowed) if allowed else 0.0
+
+
+@dataclass(frozen=True)
+class SpotAsset:
+    """A spot asset held in the book. ``fee`` is the spot taker fee (fraction of notional)."""
+
+    symbol: str
+    fee: float = 0.001
+    lot_step: float = 0.0
+
+
+@dataclass(frozen=True)
+class FuturesContract:
+    """A futures contract on ``underlying``.
+
+    ``leverage`` is the leverage the user sets on the exchange: initial margin IM(n) = |n| / leverage.
+    ``lot_step`` and ``min_qty`` are in contracts, ``min_notional`` in USD. ``funding_interval_h`` is the
+    hours between funding settlements (perpetuals only).
+    """
+
+    symbol: str
+    underlying: str
+    kind: ContractKind = ContractKind.PERPETUAL
+    settlement: Settlement = Settlement.LINEAR
+    contract_size: float = 1.0
+    lot_step: float = 0.001
+    min_qty: float = 0.0
+    max_qty: float = math.inf
+    min_notional: float = 5.0
+    tick: float = 0.01
+    maker_fee: float = 0.0002
+    taker_fee: float = 0.0005
+    funding_interval_h: float = 8.0
+    expiry: datetime | None = None
+    leverage: float = 10.0
+    tiers: MarginTiers = field(default_factory=MarginTiers.flat)
+
+    def __post_init__(self) -> None:
+        f = f"contracts.{self.symbol}"
+        if not self.symbol:
+            raise ValidationError("contracts[].symbol", "is empty", "give the contract a symbol")
+        if not self.underlying:
+            raise ValidationError(f"{f}.underlying", "is empty", "name the spot asset it tracks")
+        check_finite_positive(f"{f}.contract_size", self.contract_size)
+        check_finite_positive(f"{f}.lot_step", self.lot_step, allow_zero=True)
+        check_finite_positive(f"{f}.min_notional", self.min_notional, allow_zero=True)
+        check_fraction(f"{f}.taker_fee", self.taker_fee, lo=-0.01, hi=0.05)
+        check_fraction(f"{f}.maker_fee", self.maker_fee, lo=-0.01, hi=0.05)
+        check_finite_positive(f"{f}.funding_interval_h", self.funding_interval_h)
+        check_finite_positive(f"{f}.leverage", self.leverage)
+        top = max(b.max_leverage for b in self.tiers.brackets)
+        if self.leverage > top + 1e-12:
+            raise ValidationError(f"{f}.leverage", f"is {self.leverage}x, above the tiers' {top}x",
+                                  f"set leverage <= {top}")
+        if self.kind == ContractKind.DATED and self.expiry is None:
+            raise ValidationError(f"{f}.expiry", "is missing for a dated future",
+                                  "give the expiry as an ISO date")
+
+    def notional_per_contract(self, price: float) -> float:
+        """USD notional of one contract at ``price``: size x price (linear) or size (inverse, USD)."""
+        if self.settlement == Settlement.INVERSE:
+            return self.contract_size
+        return self.contract_size * price
+
+    def contracts_for(self, notional: float, price: float) -> float:
+        """Contracts (unrounded, signed) that carry ``notional`` USD at ``price``."""
+        return notional / self.notional_per_contract(price)
+
+    def round_contracts(self, contracts: float) -> float:
+        """Round a contract quantity to the nearest lot step (sign kept)."""
+        if self.lot_step <= 0:
+            return contracts
+        return float(np.round(contracts / self.lot_step) * self.lot_step)
+
+    @property
+    def max_notional_usd(self) -> float:
+        """The largest |notional| the tiers allow at the chosen leverage (USD)."""
+        return self.tiers.max_notional_at_leverage(self.leverage)

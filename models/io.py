@@ -1,0 +1,369 @@
+"""Loaders for market data in the shared layout (``../shared/data``) or user files in that layout.
+
+Layout under a data directory (one file per symbol; gzip CSV, plain CSV or Parquet):
+
+    spot_<interval>/<SYM>.csv.gz   timestamp, open, high, low, close, ...  (close in USD)
+    perp_mark_4h/<SYM>.csv.gz      timestamp, close                        (perp mark, USD)
+    funding/<SYM>.csv.gz           timestamp, funding_rate                 (fraction per settlement)
+    markets/...                    contract specs and leverage tiers (ccxt symbols)
+
+``timestamp`` is the first column, ISO 8601 in UTC (bar open time for klines). Every loaded frame
+has a tz-aware UTC ``DatetimeIndex`` named ``timestamp`` and one column per symbol.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.errors import ValidationError
+from models.instruments import MarginTiers, TierBracket
+
+DATA_DIR_ENV = "FBR_DATA_DIR"
+SUFFIXES = (".csv.gz", ".csv", ".parquet")
+TIER_COLUMNS = ("symbol", "min_notional", "max_notional", "maintenance_margin_rate",
+                "max_leverage", "maint_amount_cum")
+_CCXT_RE = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+):([A-Z0-9]+)(?:-(\d{6}))?$")
+_CCXT_FORMAT = ("use the ccxt form BASE/QUOTE:SETTLE, e.g. 'BTC/USDT:USDT' for the perpetual or "
+                "'BTC/USDT:USDT-260626' for the future delivering 2026-06-26")
+
+#: Contract-spec columns (Binance exchangeInfo names) -> keys returned by ``load_contract_spec``.
+SPEC_COLUMNS = {
+    "lot_stepSize": "lot_step",
+    "lot_minQty": "min_qty",
+    "lot_maxQty": "max_qty",
+    "mkt_stepSize": "market_lot_step",
+    "mkt_minQty": "market_min_qty",
+    "mkt_maxQty": "market_max_qty",
+    "minNotional": "min_notional",
+    "tickSize": "tick",
+    "minPrice": "min_price",
+    "maxPrice": "max_price",
+    "pricePrecision": "price_precision",
+    "quantityPrecision": "quantity_precision",
+    "liquidationFee": "liquidation_fee",
+}
+
+
+def default_data_dir() -> Path | None:
+    """``$FBR_DATA_DIR`` if set; else ``<repo>/../shared/data`` if it exists; else None.
+
+    The repository root is the parent of the ``models`` package.
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one symbol's file
+# ---------------------------------------------------------------------------------------------
+
+
+def _find_file(data_dir: Path, folder: str, symbol: str) -> Path:
+    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists."""
+    for suffix in SUFFIXES:
+        path = data_dir / folder / f"{symbol}{suffix}"
+        if path.is_file():
+            return path
+    expected = data_dir / folder / f"{symbol}.csv.gz"
+    where = "" if data_dir.is_dir() else f" (the directory {data_dir} does not exist)"
+    raise ValidationError(f"data.{folder}.{symbol}",
+                          f"has no file {expected} (nor .csv or .parquet){where}",
+                          f"put one file per symbol at <data_dir>/{folder}/<SYM>.csv.gz (or .csv, "
+                          ".parquet) with a 'timestamp' first column (ISO 8601, UTC), or point "
+                          f"{DATA_DIR_ENV} at a directory in that layout")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A per-symbol file as a frame indexed by UTC ``timestamp`` (sorted, unique)."""
+    if path.name.endswith(".parquet"):
+        try:
+            raw = pd.read_parquet(path)
+        except ImportError:
+            raise ValidationError(f"data.{path.name}", "is Parquet but no Parquet engine is "
+                                  "installed", "install pyarrow, or convert the file to "
+                                  ".csv.gz") from None
+        if "timestamp" not in raw.columns and raw.index.name == "timestamp":
+            raw = raw.reset_index()
+    else:
+        raw = pd.read_csv(path)
+    if "timestamp" not in raw.columns:
+        raise ValidationError(f"data.{path}", f"has no 'timestamp' column (columns: "
+                              f"{list(raw.columns)[:8]})",
+                              "make 'timestamp' (ISO 8601, UTC) the first column")
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True), name="timestamp")
+    except (ValueError, TypeError):
+        raise ValidationError(f"data.{path}", "has timestamps that do not parse",
+                              "write timestamps as ISO 8601, e.g. 2024-01-01T00:00:00Z") from None
+    frame = raw.drop(columns="timestamp").set_axis(index, axis=0).sort_index()
+    if frame.index.has_duplicates:
+        first = frame.index[frame.index.duplicated()][0]
+        raise ValidationError(f"data.{path}", f"repeats the timestamp {first}",
+                              "keep one row per timestamp")
+    return frame
+
+
+def _clip_span(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    """Rows with start <= timestamp <= end (both inclusive, UTC when no zone is given)."""
+    lo = _utc(start, "start") if start is not None else None
+    hi = _utc(end, "end") if end is not None else None
+    if lo is not None and hi is not None and hi < lo:
+        raise ValidationError("end", f"({hi}) is before start ({lo})", "give end >= start")
+    mask = np.ones(len(frame), dtype=bool)
+    if lo is not None:
+        mask &= frame.index >= lo
+    if hi is not None:
+        mask &= frame.index <= hi
+    return frame.loc[mask]
+
+
+def _utc(value: str, field: str) -> pd.Timestamp:
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ValidationError(field, f"is {value!r}", "give an ISO date such as '2024-01-01'")\
+            from None
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def _column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    if column not in frame.columns:
+        raise ValidationError(f"data.{path}", f"has no '{column}' column (columns: "
+                              f"{list(frame.columns)[:8]})",
+                              f"give a '{column}' column next to 'timestamp'")
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
+
+
+def _check_prices(series: pd.Series, symbol: str, path: Path) -> None:
+    """Prices must be finite and > 0; name the first bad timestamp."""
+    values = series.to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValidationError(f"data.{symbol}", f"has price {values[k]} at {series.index[k]} "
+                              f"in {path}", "fix or drop that row (prices must be finite and > 0)")
+
+
+def _load_series(data_dir: Path | str, folder: str, symbol: str, column: str,
+                 start: str | None, end: str | None) -> tuple[pd.Series, Path]:
+    path = _find_file(Path(data_dir), folder, symbol)
+    series = _column(_clip_span(_read_table(path), start, end), column, path)
+    return series.rename(symbol), path
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices and funding
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_symbols(symbols: Sequence[str]) -> list[str]:
+    if isinstance(symbols, str) or len(symbols) == 0:
+        raise ValidationError("symbols", f"is {symbols!r}",
+                              "give a non-empty list of symbols, e.g. ['BTC', 'ETH']")
+    syms = [str(s) for s in symbols]
+    dup = sorted({s for k, s in enumerate(syms) if s in syms[:k]})
+    if dup:
+        raise ValidationError("symbols", f"repeats {dup}", "give each symbol once")
+    return syms
+
+
+def _align(series: dict[str, pd.Series], what: str) -> pd.DataFrame:
+    """Inner-join price series; warn (naming the limiting symbols) when rows are dropped."""
+    frame = pd.concat(series.values(), axis=1, join="inner")
+    frame.index.name = "timestamp"
+    if frame.empty:
+        spans = {s: f"{v.index.min()} .. {v.index.max()}" for s, v in series.items()}
+        raise ValidationError(f"data.{what}", f"has no timestamp common to all symbols ({spans})",
+                              "choose symbols whose histories overlap, or a different span")
+    if any(len(v) > len(frame) for v in series.values()):
+        late = max(series, key=lambda s: series[s].index.min())
+        early = min(series, key=lambda s: series[s].index.max())
+        gaps = [s for s, v in series.items()
+                if v.index[(v.index >= frame.index[0]) & (v.index <= frame.index[-1])].size
+                > len(frame)]
+        note = f"; rows also dropped where {gaps} have bars the others lack" if gaps else ""
+        warnings.warn(f"{what}: aligned on the common span {frame.index[0]} .. {frame.index[-1]} "
+                      f"({len(frame)} rows): the start is set by {late}, the end by {early}{note}",
+                      stacklevel=3)
+    return frame
+
+
+def _load_prices(data_dir: Path | str, folder: str, symbols: Sequence[str], start: str | None,
+                 end: str | None) -> pd.DataFrame:
+    series: dict[str, pd.Series] = {}
+    for sym in _check_symbols(symbols):
+        s, path = _load_series(data_dir, folder, sym, "close", start, end)
+        if s.empty:
+            raise ValidationError(f"data.{folder}.{sym}", f"has no rows between {start} and {end}"
+                                  f" in {path}", "widen the span or pick another symbol")
+        _check_prices(s, sym, path)
+        series[sym] = s
+    return _align(series, folder)
+
+
+def load_spot_closes(data_dir: Path | str, symbols: Sequence[str], *, interval: str = "1d",
+                     start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """Spot close prices (USD) from ``<data_dir>/spot_<interval>/<SYM>``, one column per symbol.
+
+    Rows: bar open times (UTC) with start <= t <= end, aligned on the timestamps every symbol has
+    (a warning names the symbols that limit the span when that drops rows).
+    """
+    if not re.fullmatch(r"[0-9]+[a-zA-Z]+", str(interval)):
+        raise ValidationError("interval", f"is {interval!r}", "give a bar length such as '1d' "
+                              "or '4h' (the folder spot_<interval> must exist)")
+    return _load_prices(data_dir, f"spot_{interval}", symbols, start, end)
+
+
+def load_mark_closes(data_dir: Path | str, symbols: Sequence[str], *, start: str | None = None,
+                     end: str | None = None) -> pd.DataFrame:
+    """Perpetual mark closes (USD, 4 h bars) from ``<data_dir>/perp_mark_4h/<SYM>``, aligned as
+    in ``load_spot_closes``."""
+    return _load_prices(data_dir, "perp_mark_4h", symbols, start, end)
+
+
+def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | None = None,
+                 end: str | None = None) -> pd.DataFrame:
+    """Funding rates (fraction per settlement; > 0: longs pay) from ``<data_dir>/funding/<SYM>``.
+
+    Rows are the union of all symbols' settlement times (no fixed 8 h grid: intervals vary), NaN
+    where a symbol did not settle. Sum the settlements inside a period to get its funding.
+    """
+    series: dict[str, pd.Series] = {}
+    for sym in _check_symbols(symbols):
+        s, path = _load_series(data_dir, "funding", sym, "funding_rate", start, end)
+        values = s.to_numpy(dtype=float)
+        bad = ~(np.isfinite(values) & (np.abs(values) < 1))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValidationError(f"data.funding.{sym}", f"has rate {values[k]} at {s.index[k]} "
+                                  f"in {path}", "give funding as a finite fraction in (-1, 1)")
+        series[sym] = s
+    frame = pd.concat(series.values(), axis=1, join="outer").sort_index()
+    frame.index.name = "timestamp"
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Markets: leverage tiers and contract specs
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_markets(path: Path | str, columns: Sequence[str]) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise ValidationError(f"data.markets.{p.name}", f"has no file {p}",
+                              "give the path of a markets file, e.g. <data_dir>/markets/"
+                              "binance_usdm_leverage_tiers_2026-05-07.csv.gz")
+    frame = pd.read_csv(p)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValidationError(f"data.{p}", f"lacks the columns {missing}",
+                              "give a file with the columns of the shared markets snapshot")
+    return frame
+
+
+def _unknown_symbol(path: Path | str, symbol: str, known: Sequence[str]) -> ValidationError:
+    close = difflib.get_close_matches(symbol, [str(k) for k in known], n=3)
+    hint = f"; close matches: {close}" if close else ""
+    return ValidationError("ccxt_symbol", f"{symbol!r} is not in {path}", _CCXT_FORMAT + hint)
+
+
+def load_leverage_tiers(path: Path | str, ccxt_symbol: str, *,
+                        as_of: str | None = None) -> MarginTiers:
+    """Margin tiers of ``ccxt_symbol`` (e.g. 'BTC/USDT:USDT') from a leverage-tier file.
+
+    Each row is one bracket [min_notional, max_notional) (USD) with maintenance_margin_rate
+    (fraction), max_leverage and maint_amount_cum (USD), so MM(n) = mmr n - cum in the bracket of n.
+    Files holding several snapshots (``snapshot_commit_date``) give the latest one, or the latest
+    at or before ``as_of``.
+    """
+    frame = _read_markets(path, TIER_COLUMNS)
+    if not _CCXT_RE.match(str(ccxt_symbol)):
+        raise ValidationError("ccxt_symbol", f"is {ccxt_symbol!r}", _CCXT_FORMAT)
+    rows = frame.loc[frame["symbol"] == ccxt_symbol]
+    if rows.empty:
+        raise _unknown_symbol(path, ccxt_symbol, frame["symbol"].unique().tolist())
+    rows = _latest_snapshot(rows, as_of, path)
+    rows = rows.sort_values("min_notional")
+    brackets = tuple(
+        TierBracket(min_notional=float(r.min_notional), max_notional=float(r.max_notional),
+                    max_leverage=float(r.max_leverage), mmr=float(r.maintenance_margin_rate),
+                    cum=float(r.maint_amount_cum))
+        for r in rows.itertuples(index=False)
+    )
+    return MarginTiers(brackets)
+
+
+def _latest_snapshot(rows: pd.DataFrame, as_of: str | None, path: Path | str) -> pd.DataFrame:
+    if "snapshot_commit_date" not in rows.columns:
+        return rows
+    dates = pd.to_datetime(rows["snapshot_commit_date"], utc=True)
+    if as_of is not None:
+        cutoff = _utc(as_of, "as_of")
+        keep = dates <= cutoff
+        if not keep.any():
+            raise ValidationError("as_of", f"({cutoff}) is before the first snapshot in {path} "
+                                  f"({dates.min()})", "give a later date or no as_of")
+        rows, dates = rows.loc[keep], dates.loc[keep]
+    return rows.loc[dates == dates.max()]
+
+
+def _binance_id(ccxt_symbol: str) -> tuple[str, str]:
+    """ccxt 'BTC/USDT:USDT[-YYMMDD]' -> (Binance id 'BTCUSDT[_YYMMDD]', settle asset)."""
+    m = _CCXT_RE.match(str(ccxt_symbol))
+    if m is None:
+        raise ValidationError("ccxt_symbol", f"is {ccxt_symbol!r}", _CCXT_FORMAT)
+    base, quote, settle, expiry = m.groups()
+    return base + quote + (f"_{expiry}" if expiry else ""), settle
+
+
+def load_contract_spec(path: Path | str, ccxt_symbol: str) -> dict[str, float]:
+    """Trading rules of ``ccxt_symbol`` from a contract-spec file (Binance exchangeInfo columns).
+
+    Returns lot_step, min_qty, max_qty (base units; limit orders), market_lot_step, market_min_qty,
+    market_max_qty, min_notional (USD), tick, min_price, max_price (USD), price_precision,
+    quantity_precision, liquidation_fee, maint_margin_rate and required_margin_rate (fractions),
+    contract_size (1 base unit: USD-M contracts are linear) and, for dated futures,
+    delivery_epoch_s (UTC seconds). Keys whose column is absent or empty are left out.
+    """
+    frame = _read_markets(path, ("symbol",))
+    binance_id, settle = _binance_id(ccxt_symbol)
+    rows = frame.loc[frame["symbol"] == binance_id]
+    if "marginAsset" in rows.columns:
+        rows = rows.loc[rows["marginAsset"] == settle]
+    if rows.empty:
+        known = [_ccxt_name(r) for r in frame.itertuples(index=False)]
+        raise _unknown_symbol(path, ccxt_symbol, known)
+    row = rows.iloc[-1]
+    spec = {key: float(row[col]) for col, key in SPEC_COLUMNS.items()
+            if col in row.index and pd.notna(row[col])}
+    for col, key in (("maintMarginPercent", "maint_margin_rate"),
+                     ("requiredMarginPercent", "required_margin_rate")):
+        if col in row.index and pd.notna(row[col]):
+            spec[key] = float(row[col]) / 100.0
+    spec["contract_size"] = 1.0
+    if "_" in binance_id and "deliveryDate_utc" in row.index:
+        delivery = _utc(str(row["deliveryDate_utc"]), "deliveryDate_utc")
+        spec["delivery_epoch_s"] = delivery.timestamp()
+    return spec
+
+
+def _ccxt_name(row: object) -> str:
+    """Best-effort ccxt name of a contract-spec row (for suggestions only)."""
+    base = str(getattr(row, "baseAsset", ""))
+    quote = str(getattr(row, "quoteAsset", ""))
+    settle = str(getattr(row, "marginAsset", quote))
+    symbol = str(getattr(row, "symbol", ""))
+    suffix = f"-{symbol.split('_', 1)[1]}" if "_" in symbol else ""
+    return f"{base}/{quote}:{settle}{suffix}" if base and quote else symbol

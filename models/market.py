@@ -1,0 +1,89 @@
+"""The market snapshot: what the optimiser needs to know about prices, funding and liquidity now.
+
+Units: prices in USD; funding rates are fractions per funding interval (positive: longs pay shorts);
+half spreads are fractions of notional; average daily volume (ADV) is USD per day.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from models.errors import ValidationError
+
+
+def _check_prices(kind: str, prices: Mapping[str, float]) -> None:
+    for sym, p in prices.items():
+        v = float(p)
+        if math.isnan(v):
+            raise ValidationError(f"market.{kind}.{sym}", "is NaN",
+                                  "give a finite positive price (USD)")
+        if not math.isfinite(v) or v <= 0:
+            raise ValidationError(f"market.{kind}.{sym}", f"is {v}",
+                                  "give a finite positive price (USD)")
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """Prices and market conditions at one instant (UTC).
+
+    ``spot`` by asset symbol; ``mark``, ``funding``, ``half_spread`` and ``adv`` by contract symbol.
+    Missing half spreads default to 1 bp, missing ADV to infinity (no impact), missing funding to 0.
+    ``synthetic`` marks data from the embedded generator, so reports can label it.
+    """
+
+    time: pd.Timestamp
+    spot: Mapping[str, float]
+    mark: Mapping[str, float]
+    funding: Mapping[str, float] = field(default_factory=dict)
+    half_spread: Mapping[str, float] = field(default_factory=dict)
+    adv: Mapping[str, float] = field(default_factory=dict)
+    spot_half_spread: Mapping[str, float] = field(default_factory=dict)
+    synthetic: bool = False
+
+    def __post_init__(self) -> None:
+        _check_prices("spot", self.spot)
+        _check_prices("mark", self.mark)
+        for sym, r in self.funding.items():
+            if not math.isfinite(float(r)) or abs(float(r)) >= 1:
+                raise ValidationError(f"market.funding.{sym}", f"is {r}",
+                                      "give the funding rate per interval as a fraction in (-1, 1)")
+        for sym, h in self.half_spread.items():
+            if not math.isfinite(float(h)) or not 0 <= float(h) < 0.5:
+                raise ValidationError(f"market.half_spread.{sym}", f"is {h}",
+                                      "give the half spread as a fraction in [0, 0.5)")
+        for sym, a in self.adv.items():
+            if math.isnan(float(a)) or float(a) <= 0:
+                raise ValidationError(f"market.adv.{sym}", f"is {a}",
+                                      "give the average daily volume in USD (> 0)")
+
+    def spot_price(self, asset: str) -> float:
+        """Spot price of ``asset`` (USD); a clear error if the market has none."""
+        try:
+            return float(self.spot[asset])
+        except KeyError:
+            raise ValidationError(f"market.spot.{asset}", "is missing",
+                                  f"give a spot price for {asset}") from None
+
+    def mark_price(self, contract: str) -> float:
+        """Mark price of ``contract`` (USD); a clear error if the market has none."""
+        try:
+            return float(self.mark[contract])
+        except KeyError:
+            raise ValidationError(f"market.mark.{contract}", "is missing",
+                                  f"give a mark price for contract {contract}") from None
+
+    def funding_rate(self, contract: str) -> float:
+        """Funding rate per interval of ``contract`` (0 when not given)."""
+        return float(self.funding.get(contract, 0.0))
+
+    def contract_half_spread(self, contract: str) -> float:
+        """Half spread of ``contract`` as a fraction (1 bp when not given)."""
+        return float(self.half_spread.get(contract, 0.0001))
+
+    def contract_adv(self, contract: str) -> float:
+        """ADV of ``contract`` in USD/day (infinite when not given: no impact)."""
+        return float(self.adv.get(contract, math.inf))

@@ -1,0 +1,320 @@
+"""Constraints, one small class each, in weight units (USD / V).
+
+Each builds its cvxpy constraints once with Parameters (DPP), optionally with a scalar elastic slack
+added to its right-hand side (for the infeasibility diagnosis), sets its Parameter values per
+rebalance, and re-checks itself with numpy: ``violation(z, d)`` is the largest amount (weight units)
+by which z breaks it, 0 when satisfied. ``rows`` name each scalar row for the dual report, and
+``per_unit`` converts a dual (objective per weight unit of right-hand side) to the user unit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import cvxpy as cp
+import numpy as np
+
+from optimizer.context import Context
+from optimizer.data import ProblemData, Structure
+
+
+class Constraint(ABC):
+    """A named, switchable constraint."""
+
+    name: str = "constraint"
+    unit: str = "USD"
+    #: how many user units one weight unit of right-hand side is (V for USD limits)
+    cons: list[cp.Constraint]
+
+    @abstractmethod
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        """cvxpy constraints (right-hand side relaxed by ``slack`` >= 0 when given)."""
+
+    @abstractmethod
+    def update(self, d: ProblemData) -> None:
+        """Set the Parameter values from ``d``."""
+
+    @abstractmethod
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        """Per-row violation at ``z`` (weight units, >= 0 means broken by that much)."""
+
+    def rows(self, d: ProblemData) -> list[str]:
+        """A label per row of :meth:`violation`."""
+        return [self.name]
+
+    def per_unit(self, d: ProblemData) -> float:
+        """Weight units of right-hand side per user unit (1/V for USD limits)."""
+        return 1.0 / d.V
+
+    def dual_rows(self) -> np.ndarray:
+        """The dual value per row from the last cvxpy solve (>= 0), aligned with :meth:`rows`."""
+        return np.atleast_1d(np.asarray(self.cons[0].dual_value, dtype=float))
+
+    def explain(self, row: str, dual_user: float) -> str:
+        """One line saying what the dual means for the user."""
+        return (f"{row}: loosening it by 1,000 {self.unit} would lower the objective by "
+                f"{1000 * dual_user:.3g}")
+
+
+def _s(slack: cp.Variable | None) -> cp.Expression | float:
+    return slack if slack is not None else 0.0
+
+
+class InitialMargin(Constraint):
+    """sum_j |x_j| / L_j <= collateral - buffer, i.e. inv_lev' a <= (collateral - buffer) / V."""
+
+    name = "margin"
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self.inv_lev = ctx.param("inv_lev", ctx.structure.n_contracts, nonneg=True)
+        self.budget = ctx.param("im_budget")
+        self.cons = [self.inv_lev @ ctx.a <= self.budget + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.inv_lev.value = d.inv_lev
+        self.budget.value = d.im_budget
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.array([max(float(d.inv_lev @ np.abs(z)) - d.im_budget, 0.0)])
+
+    def explain(self, row: str, dual_user: float) -> str:
+        return (f"initial margin binds: one more 1,000 USD of collateral would lower the objective "
+                f"by {1000 * dual_user:.3g}")
+
+
+class StressMargin(Constraint):
+    """No liquidation in scenario s: C_s + g_s' z - sum_j MM_j(|z_j| (1 + g_sj)) >= 0, with
+    MM_j(n) = max_k (mmr_jk n - cum_jk / V) >= 0, g_s = B' r_s, C_s = collateral(r_s) / V.
+    The per-contract coefficients mmr_jk (1 + g_sj) are precomputed into one Parameter (DPP).
+    """
+
+    unit = "USD of collateral"
+
+    def __init__(self, index: int, scenario: str) -> None:
+        self.index = index
+        self.name = f"stress[{scenario}]"
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        st = ctx.structure
+        M, K = st.n_contracts, st.n_tiers
+        self.coef = ctx.param(f"stress_coef_{self.index}", (M, K), nonneg=True)
+        self.cum = ctx.param(f"stress_cum_{self.index}", (M, K))
+        self.g = ctx.param(f"stress_g_{self.index}", M)
+        self.coll = ctx.param(f"stress_coll_{self.index}")
+        m = cp.Variable(M, nonneg=True, name=f"mm_{self.index}")
+        a_mat = cp.reshape(ctx.a, (M, 1), order="F") @ np.ones((1, K))
+        self.cons = [self.coll + self.g @ ctx.z - cp.sum(m) + _s(slack) >= 0,
+                     cp.reshape(m, (M, 1), order="F") @ np.ones((1, K))
+                     >= cp.multiply(self.coef, a_mat) - self.cum]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        g = d.stress_g[self.index]
+        self.coef.value = d.mmr * (1.0 + g)[:, None]
+        self.cum.value = d.cum
+        self.g.value = g
+        self.coll.value = float(d.stress_coll[self.index])
+
+    def surplus(self, z: np.ndarray, d: ProblemData) -> float:
+        """Margin surplus after the shock (weight units); negative = liquidation."""
+        g = d.stress_g[self.index]
+        n = np.abs(z) * (1.0 + g)
+        mm = np.maximum(np.max(d.mmr * n[:, None] - d.cum, axis=1), 0.0)
+        return float(d.stress_coll[self.index] + g @ z - mm.sum())
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.array([max(-self.surplus(z, d), 0.0)])
+
+    def explain(self, row: str, dual_user: float) -> str:
+        return (f"{row} binds (the book would sit at its liquidation edge): one more 1,000 USD of "
+                f"collateral would lower the objective by {1000 * dual_user:.3g}")
+
+
+class GrossLeverage(Constraint):
+    """sum_i |s_i + (B z)_i| <= L_max (gross effective exposure as a multiple of V)."""
+
+    name = "gross_leverage"
+    unit = "x of leverage"
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self.lmax = ctx.param("max_gross", nonneg=True)
+        self.cons = [cp.sum(cp.abs(ctx.effective())) <= self.lmax + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.lmax.value = d.max_gross
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.array([max(float(np.abs(d.s + d.B @ z).sum()) - d.max_gross, 0.0)])
+
+    def per_unit(self, d: ProblemData) -> float:
+        return 1.0
+
+    def explain(self, row: str, dual_user: float) -> str:
+        return (f"gross leverage binds: allowing 0.1x more would lower the objective by "
+                f"{0.1 * dual_user:.3g}")
+
+
+class PositionLimit(Constraint):
+    """|x_j| <= cap_j for the capped contracts: a_j <= cap_j / V. The cap of each contract is the
+    smallest of the user's cap, the tier limit at the chosen leverage and the proxy-correlation rule.
+    """
+
+    name = "position_limit"
+
+    def __init__(self, capped: tuple[int, ...]) -> None:
+        self.idx = list(capped)
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self.cap = ctx.param("caps", len(self.idx), nonneg=True)
+        self.cons = [ctx.a[self.idx] <= self.cap + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.cap.value = d.caps[self.idx]
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.maximum(np.abs(z[self.idx]) - d.caps[self.idx], 0.0)
+
+    def rows(self, d: ProblemData) -> list[str]:
+        return [f"{d.cap_source[j]}[{d.contracts[j]}]" for j in self.idx]
+
+
+class ClusterBands(Constraint):
+    """For each cluster G: |sum_{i in G} (e_i - w*_i)| <= band_G (weights)."""
+
+    name = "cluster_band"
+    unit = "pp of band"
+
+    def __init__(self, members: tuple[tuple[int, ...], ...], n_assets: int) -> None:
+        self.S = np.zeros((len(members), n_assets))
+        for g, mem in enumerate(members):
+            self.S[g, list(mem)] = 1.0
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self.band = ctx.param("cluster_band", self.S.shape[0], nonneg=True)
+        dev = self.S @ ctx.deviation()
+        self.cons = [dev <= self.band + _s(slack), -dev <= self.band + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.band.value = d.cluster_bands
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        dev = self.S @ (d.s + d.B @ z - d.w)
+        return np.maximum(np.abs(dev) - d.cluster_bands, 0.0)
+
+    def rows(self, d: ProblemData) -> list[str]:
+        return [f"cluster_band[{n}]" for n in d.cluster_names]
+
+    def dual_rows(self) -> np.ndarray:
+        up = np.atleast_1d(np.asarray(self.cons[0].dual_value, dtype=float))
+        dn = np.atleast_1d(np.asarray(self.cons[1].dual_value, dtype=float))
+        return up + dn
+
+    def per_unit(self, d: ProblemData) -> float:
+        return 0.01
+
+    def explain(self, row: str, dual_user: float) -> str:
+        return f"{row} binds: widening it by 1 pp would lower the objective by {dual_user:.3g}"
+
+
+class VolatilityCap(Constraint):
+    """sqrt(e' Sigma e) <= vol_max (annualised): ||[F' e; sqrt(d) * e]||_2 <= vol_max. Conic (SOC)."""
+
+    name = "vol_cap"
+    unit = "pp of volatility"
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        st = ctx.structure
+        self.FtB = ctx.param("vol_FtB", (st.n_factors, st.n_contracts))
+        self.Fts = ctx.param("vol_Fts", st.n_factors)
+        self.vmax = ctx.param("vol_max", nonneg=True)
+        parts = [self.FtB @ ctx.z + self.Fts]
+        if st.idio:
+            self.sd = ctx.param("vol_sqrt_idio", st.n_assets, nonneg=True)
+            parts.append(cp.multiply(self.sd, ctx.effective()))
+        self.cons = [cp.norm(cp.hstack(parts), 2) <= self.vmax + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.FtB.value = d.F.T @ d.B
+        self.Fts.value = d.F.T @ d.s
+        self.vmax.value = d.vol_cap
+        if hasattr(self, "sd"):
+            self.sd.value = d.sqrt_idio
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        e = d.s + d.B @ z
+        vol = np.sqrt(np.sum((d.F.T @ e) ** 2) + np.sum((d.sqrt_idio * e) ** 2))
+        return np.array([max(float(vol) - d.vol_cap, 0.0)])
+
+    def per_unit(self, d: ProblemData) -> float:
+        return 0.01
+
+    def explain(self, row: str, dual_user: float) -> str:
+        return f"vol cap binds: 1 pp more volatility allowed would lower the objective by {dual_user:.3g}"
+
+
+class FundingBudget(Constraint):
+    """sum_j horizon_j r_j z_j <= budget / V: carry paid over the horizon stays within budget."""
+
+    name = "funding_budget"
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self.carry = ctx.param("budget_carry", ctx.structure.n_contracts)
+        self.budget = ctx.param("funding_budget")
+        self.cons = [self.carry @ ctx.z <= self.budget + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.carry.value = d.carry
+        self.budget.value = d.funding_budget
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.array([max(float(d.carry @ z) - d.funding_budget, 0.0)])
+
+
+class TradeLimit(Constraint):
+    """|t_j| <= tau_j (USD, e.g. a fraction of ADV): u_j <= tau_j / V on the limited contracts."""
+
+    name = "trade_limit"
+
+    def __init__(self, limited: tuple[int, ...]) -> None:
+        self.idx = list(limited)
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self.tau = ctx.param("trade_limit", len(self.idx), nonneg=True)
+        self.cons = [ctx.u[self.idx] <= self.tau + _s(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self.tau.value = d.trade_limits[self.idx]
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.maximum(np.abs(z - d.z0)[self.idx] - d.trade_limits[self.idx], 0.0)
+
+    def rows(self, d: ProblemData) -> list[str]:
+        return [f"trade_limit[{d.contracts[j]}]" for j in self.idx]
+
+
+def constraints_for(st: Structure) -> list[Constraint]:
+    """The constraints this problem's settings switch on, in a fixed order."""
+    out: list[Constraint] = []
+    if st.margin:
+        out.append(InitialMargin())
+    out.extend(StressMargin(k, n) for k, n in enumerate(st.stress_names))
+    if st.leverage:
+        out.append(GrossLeverage())
+    if st.capped:
+        out.append(PositionLimit(st.capped))
+    if st.cluster_members:
+        out.append(ClusterBands(st.cluster_members, st.n_assets))
+    if st.vol_cap:
+        out.append(VolatilityCap())
+    if st.funding_budget:
+        out.append(FundingBudget())
+    if st.trade_limited:
+        out.append(TradeLimit(st.trade_limited))
+    return out

@@ -1,0 +1,288 @@
+"""Numbers of one rebalance in weight units, prepared from the book, market, risk model and settings.
+
+Everything the cvxpy Parameters take is computed here, once per rebalance, so the problem itself only
+sees arrays. Weight units: USD divided by the target base V. The decision variable is z = x / V
+(signed futures notional per contract as a fraction of V).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.book import Book
+from models.costs import CostModel
+from models.errors import ValidationError
+from models.instruments import ContractKind
+from models.margin import MarginModel
+from models.market import MarketSnapshot
+from models.risk import DAYS_PER_YEAR, RiskModel
+from optimizer.settings import OptimizerSettings, StressScenario
+
+HOURS_PER_DAY = 24.0
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What fixes the shape of the compiled problem; a new value means a rebuild.
+
+    Parameter *values* may change freely between solves; these may not.
+    """
+
+    n_assets: int
+    n_contracts: int
+    n_factors: int
+    idio: bool
+    n_basis_factors: int
+    n_tiers: int
+    exposure: bytes
+    stress_names: tuple[str, ...]
+    cluster_members: tuple[tuple[int, ...], ...]
+    cluster_names: tuple[str, ...]
+    capped: tuple[int, ...]
+    trade_limited: tuple[int, ...]
+    margin: bool
+    leverage: bool
+    vol_cap: bool
+    funding_budget: bool
+    trading: bool
+    impact: bool
+    carry: bool
+    objective_scale: float
+
+
+@dataclass(frozen=True)
+class ProblemData:
+    """One rebalance in weight units (see module docstring). Arrays are indexed i (asset), j (contract)."""
+
+    assets: tuple[str, ...]
+    contracts: tuple[str, ...]
+    V: float
+    nav: float
+    collateral: float
+    s: np.ndarray
+    w: np.ndarray
+    B: np.ndarray
+    z0: np.ndarray
+    F: np.ndarray
+    sqrt_idio: np.ndarray
+    Gb: np.ndarray
+    lin_cost: np.ndarray
+    impact_cost: np.ndarray
+    carry: np.ndarray
+    inv_lev: np.ndarray
+    im_budget: float
+    mmr: np.ndarray
+    cum: np.ndarray
+    stress_g: np.ndarray
+    stress_coll: np.ndarray
+    stress_names: tuple[str, ...]
+    max_gross: float
+    caps: np.ndarray
+    cap_source: tuple[str, ...]
+    cluster_members: tuple[tuple[int, ...], ...]
+    cluster_names: tuple[str, ...]
+    cluster_bands: np.ndarray
+    vol_cap: float
+    funding_budget: float
+    trade_limits: np.ndarray
+    prices: np.ndarray
+    costs: CostModel
+    margin_model: MarginModel
+    settings: OptimizerSettings
+    gamma_trade: float = 1.0
+    gamma_fund: float = 1.0
+    extras: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def structure(self) -> Structure:
+        """The problem shape these numbers need (see :class:`Structure`)."""
+        st = self.settings
+        capped = tuple(int(j) for j in np.flatnonzero(np.isfinite(self.caps)))
+        limited = tuple(int(j) for j in np.flatnonzero(np.isfinite(self.trade_limits)))
+        return Structure(
+            n_assets=len(self.assets), n_contracts=len(self.contracts),
+            n_factors=self.F.shape[1], idio=bool(np.any(self.sqrt_idio > 0)),
+            n_basis_factors=self.Gb.shape[1],
+            n_tiers=self.mmr.shape[1], exposure=self.B.astype(np.int8).tobytes(),
+            stress_names=self.stress_names, cluster_members=self.cluster_members,
+            cluster_names=self.cluster_names, capped=capped, trade_limited=limited,
+            margin=st.constraints.margin, leverage=math.isfinite(self.max_gross),
+            vol_cap=math.isfinite(self.vol_cap), funding_budget=math.isfinite(self.funding_budget),
+            trading=st.costs.trading, impact=st.costs.impact, carry=st.costs.carry,
+            objective_scale=st.objective_scale,
+        )
+
+    @property
+    def is_conic(self) -> bool:
+        """True when the problem needs a conic solver (3/2-power impact or the vol cap)."""
+        return self.settings.costs.impact or math.isfinite(self.vol_cap)
+
+    def naive_z(self) -> np.ndarray:
+        """The seed rule in weight units: per asset, hedge w* - s through its first contract."""
+        z = np.zeros(len(self.contracts))
+        gap = self.w - self.s - self.B @ self.z0
+        done: set[int] = set()
+        for j in range(len(self.contracts)):
+            i = int(np.argmax(self.B[:, j]))
+            z[j] = self.z0[j]
+            if i not in done:
+                z[j] += gap[i]
+                done.add(i)
+        return z
+
+
+def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
+    known = set(assets)
+    for sym in sc.returns:
+        if sym not in known:
+            raise ValidationError(f"constraints.stress.{sc.name}.returns.{sym}", "is not a book asset",
+                                  f"use one of {sorted(known)}")
+    r = np.array([float(sc.returns.get(a, sc.common)) for a in assets])
+    bad = np.flatnonzero(~np.isfinite(r) | (r <= -1))
+    if bad.size:
+        a = assets[int(bad[0])]
+        raise ValidationError(f"constraints.stress.{sc.name}.returns.{a}", f"is {r[bad[0]]}",
+                              "give a simple return above -100% (e.g. -0.3 for -30%)")
+    return r
+
+
+def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) -> np.ndarray:
+    """Carry paid by a long per unit notional over the horizon (fraction).
+
+    Perpetual: funding rate x settlements in the horizon. Dated: basis decays linearly to expiry, so a
+    long pays basis x horizon / days-to-expiry.
+    """
+    out = np.zeros(len(book.contracts))
+    for j, c in enumerate(book.contracts):
+        if c.kind == ContractKind.PERPETUAL:
+            out[j] = market.funding_rate(c.symbol) * horizon_days * HOURS_PER_DAY / c.funding_interval_h
+        else:
+            assert c.expiry is not None
+            basis = market.mark_price(c.symbol) / market.spot_price(c.underlying) - 1.0
+            expiry = c.expiry.timestamp()
+            days = max((expiry - market.time.timestamp()) / 86400.0, horizon_days)
+            out[j] = basis * horizon_days / days
+    return out
+
+
+def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: OptimizerSettings,
+          V: float) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Per-contract |z_j| bound (weight units, inf = none) and the name of the rule that sets it."""
+    cs = settings.constraints
+    M = len(book.contracts)
+    caps = np.full(M, math.inf)
+    source = ["" for _ in range(M)]
+    known = set(book.contract_symbols)
+    for sym in cs.caps_usd:
+        if sym not in known:
+            raise ValidationError(f"constraints.caps_usd.{sym}", "is not a contract of the book",
+                                  f"use one of {sorted(known)}")
+    targets = book.target_vector()
+    spot = book.spot_values(market)
+    held = (targets > 0) | (spot > 0)
+    corr = risk.correlation()
+    idx = {s: i for i, s in enumerate(book.asset_symbols)}
+    for j, c in enumerate(book.contracts):
+        cands: list[tuple[float, str]] = []
+        if c.symbol in cs.caps_usd:
+            cands.append((float(cs.caps_usd[c.symbol]) / V, "position_cap"))
+        elif cs.default_cap_usd is not None:
+            cands.append((float(cs.default_cap_usd) / V, "position_cap"))
+        if settings.constraints.margin:
+            tier_max = c.max_notional_usd
+            if math.isfinite(tier_max) and tier_max < 1e11:
+                cands.append((tier_max / V, "tier_limit"))
+        if cs.rho_min is not None:
+            i = idx[c.underlying]
+            if not held[i]:
+                others = [k for k in range(len(targets)) if held[k]]
+                best = max((corr[i, k] for k in others), default=-1.0)
+                if best < cs.rho_min:
+                    cands.append((0.0, "proxy_correlation"))
+        if cands:
+            cap, name = min(cands)
+            caps[j], source[j] = cap, name
+    return caps, tuple(source)
+
+
+def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
+            settings: OptimizerSettings) -> ProblemData:
+    """Turn user-unit inputs into the weight-unit arrays of one rebalance (validating as it goes)."""
+    book.check_market(market)
+    assets = book.asset_symbols
+    if not book.contracts:
+        raise ValidationError("contracts", "is empty", "list at least one futures contract to hedge with")
+    risk = risk.subset(assets)
+    V = book.base(market)
+    if not (math.isfinite(V) and V > 0):
+        raise ValidationError("book", f"has a target base of {V:.2f} USD",
+                              "hold some spot (or set targets_base = 'nav' with cash)")
+    cs, cc = settings.constraints, settings.costs
+    spot = book.spot_values(market)
+    B = book.exposure_matrix()
+    x0 = book.futures_notional(market)
+    collateral = book.collateral(market)
+    prices = np.array([market.mark_price(c) for c in book.contract_symbols])
+    daily_vol = B.T @ risk.daily_vol
+    costs = CostModel.build(book.contracts, market, daily_vol, cc.impact_k)
+    mm = MarginModel.from_contracts(book.contracts)
+
+    if settings.basis_risk and risk.basis_cov is not None:
+        bc = np.asarray(risk.basis_cov, dtype=float)
+        if bc.shape != (len(book.contracts),) * 2:
+            raise ValidationError("risk.basis_cov", f"has shape {bc.shape}",
+                                  "give an M x M covariance over the book's contracts")
+        lam, vec = np.linalg.eigh(0.5 * (bc + bc.T))
+        keep = lam > 1e-14 * max(1.0, float(lam.max(initial=0.0)))
+        Gb = vec[:, keep] * np.sqrt(lam[keep])
+    else:
+        Gb = np.zeros((len(book.contracts), 0))
+
+    scen = cs.stress
+    stress_r = np.array([_stress_returns(sc, assets) for sc in scen]).reshape(len(scen), len(assets))
+    stress_g = stress_r @ B
+    pledged_value = book.pledge_vector() * spot
+    stress_coll = np.array([collateral + pledged_value @ r for r in stress_r]) / V
+
+    caps, cap_source = _caps(book, market, risk, settings, V)
+    adv = np.array([market.contract_adv(c) for c in book.contract_symbols])
+    tl = np.full(len(book.contracts), math.inf)
+    if cs.trade_limit_adv is not None:
+        tl = np.minimum(tl, cs.trade_limit_adv * adv / V)
+    if cs.trade_limit_usd is not None:
+        tl = np.minimum(tl, cs.trade_limit_usd / V)
+
+    members: list[tuple[int, ...]] = []
+    idx = {s: i for i, s in enumerate(assets)}
+    for cl in cs.clusters:
+        for a in cl.assets:
+            if a not in idx:
+                raise ValidationError(f"constraints.clusters.{cl.name}.assets", f"names unknown asset {a!r}",
+                                      f"use assets of the book: {assets}")
+        members.append(tuple(sorted(idx[a] for a in cl.assets)))
+
+    if cs.margin_buffer_usd < 0:
+        raise ValidationError("constraints.margin_buffer_usd", f"is {cs.margin_buffer_usd}",
+                              "give a buffer >= 0 USD")
+    return ProblemData(
+        assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=book.nav(market),
+        collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
+        sqrt_idio=np.sqrt(np.clip(risk.idio, 0.0, None)), Gb=Gb,
+        lin_cost=costs.linear, impact_cost=costs.impact * math.sqrt(V),
+        carry=_carry_per_horizon(book, market, cc.horizon_days),
+        inv_lev=1.0 / mm.leverage, im_budget=(collateral - cs.margin_buffer_usd) / V,
+        mmr=mm.mmr, cum=mm.cum / V, stress_g=stress_g, stress_coll=stress_coll,
+        stress_names=tuple(sc.name for sc in scen),
+        max_gross=cs.max_gross_leverage if cs.max_gross_leverage is not None else math.inf,
+        caps=caps, cap_source=cap_source, cluster_members=tuple(members),
+        cluster_names=tuple(cl.name for cl in cs.clusters),
+        cluster_bands=np.array([cl.band for cl in cs.clusters], dtype=float),
+        vol_cap=cs.vol_cap if cs.vol_cap is not None else math.inf,
+        funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
+        trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
+        gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund,
+        extras={"annual_days": DAYS_PER_YEAR},
+    )

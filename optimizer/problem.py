@@ -1,0 +1,241 @@
+"""The hedge problem: built once per structure with cvxpy Parameters (DPP), re-solved by updating values.
+
+minimise  scale * (TE^2 + basis risk + gamma_trade * trading cost + gamma_fund * carry)
+s.t.      the switched-on constraints (optimizer.constraints), a >= |z|, u >= |z - z0|
+
+Solvers: PIQP (native, lean path) when the problem is a QP; Clarabel when it is conic; SCS last.
+A failing solver falls through to the next; the result says which one served and which failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import cvxpy as cp
+import numpy as np
+
+from models.errors import FbrError
+from optimizer.constraints import Constraint, constraints_for
+from optimizer.context import Context
+from optimizer.data import ProblemData, Structure
+from optimizer.engines import (
+    FAILED,
+    INFEASIBLE,
+    OPTIMAL,
+    UNBOUNDED,
+    CvxpyDataEngine,
+    PiqpEngine,
+    RawResult,
+)
+from optimizer.settings import SolverName
+from optimizer.terms import Term, terms_for
+
+
+class SolverFailedError(FbrError):
+    """Every solver in the chain failed (numerical trouble, not infeasibility)."""
+
+
+class UnboundedBookError(FbrError):
+    """The book admits a riskless carry trade with no bound: refuse rather than return nonsense."""
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    """A raw solve plus the fallback record: ``tried`` lists (solver, status) in order."""
+
+    result: RawResult
+    tried: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fallbacks(self) -> int:
+        """How many solvers failed before the one that served."""
+        return max(len(self.tried) - 1, 0)
+
+
+def check_bounded(d: ProblemData) -> None:
+    """Refuse a riskless, unbounded carry trade.
+
+    Two contracts j, k on one asset with different carry, no basis risk, and neither bounded by
+    initial margin, a cap, a trade limit or impact costs: going long the cheap one and short the dear
+    one changes no exposure and earns carry without limit.
+    """
+    st = d.structure
+    if st.margin or st.impact or not st.carry or d.gamma_fund == 0:
+        return
+    bounded = set(st.capped) | set(st.trade_limited)
+    basis_rows = np.abs(d.Gb).sum(axis=1) > 0 if d.Gb.size else np.zeros(len(d.contracts), bool)
+    for i, asset in enumerate(d.assets):
+        js = [j for j in np.flatnonzero(d.B[i]) if j not in bounded and not basis_rows[j]]
+        for j, k in itertools.combinations(js, 2):
+            spread = abs(d.carry[j] - d.carry[k]) * d.gamma_fund
+            lin = (d.lin_cost[j] + d.lin_cost[k]) * d.gamma_trade if st.trading else 0.0
+            if spread > lin:
+                raise UnboundedBookError(
+                    f"unbounded book: {d.contracts[j]} and {d.contracts[k]} both track {asset} with "
+                    f"different funding/carry ({d.carry[j]:.4%} vs {d.carry[k]:.4%} per horizon) and "
+                    f"nothing bounds them, so a long/short pair earns carry risk-free without limit. "
+                    f"Fix: switch on the margin constraint, set caps_usd or a trade limit for one of "
+                    f"them, or give the basis risk model.")
+
+
+class HedgeProblem:
+    """The compiled problem for one :class:`Structure`. ``builds`` counts compilations (for tests)."""
+
+    builds: ClassVar[int] = 0
+
+    def __init__(self, structure: Structure) -> None:
+        HedgeProblem.builds += 1
+        self.structure = structure
+        self.ctx = Context.create(structure)
+        self.terms: list[Term] = terms_for(structure)
+        self.constraints: list[Constraint] = constraints_for(structure)
+        objective = structure.objective_scale * cp.sum([t.build(self.ctx) for t in self.terms])
+        cons = self._base_constraints()
+        for c in self.constraints:
+            cons.extend(c.build(self.ctx))
+        self.problem = cp.Problem(cp.Minimize(objective), cons)
+        if not self.problem.is_dpp():  # pragma: no cover - a programming error, caught by tests
+            raise RuntimeError("the hedge problem is not DPP")
+        self.is_conic = structure.impact or structure.vol_cap
+        self._engines: dict[str, PiqpEngine | CvxpyDataEngine] = {}
+        self.data: ProblemData | None = None
+
+    def _base_constraints(self) -> list[cp.Constraint]:
+        st, ctx = self.structure, self.ctx
+        cons: list[cp.Constraint] = []
+        if st.margin or st.stress_names or st.capped:
+            cons += [ctx.a >= ctx.z, ctx.a >= -ctx.z]
+        else:
+            cons += [ctx.a == 0]
+        if st.trading or st.impact or st.trade_limited:
+            cons += [ctx.u >= ctx.z - ctx.z0, ctx.u >= ctx.z0 - ctx.z]
+        else:
+            cons += [ctx.u == 0]
+        return cons
+
+    # ------------------------------------------------------------------------------------------
+    def update(self, d: ProblemData) -> None:
+        """Set every Parameter from ``d`` (which must have this problem's structure)."""
+        if d.structure != self.structure:
+            raise ValueError("ProblemData structure differs from the compiled problem's")
+        self.ctx.set_common(d)
+        for t in self.terms:
+            t.update(d)
+        for c in self.constraints:
+            c.update(d)
+        self.data = d
+
+    def default_chain(self) -> tuple[SolverName, ...]:
+        """PIQP -> Clarabel -> SCS for a QP; Clarabel -> SCS when conic (PIQP cannot take cones)."""
+        if self.is_conic:
+            return (SolverName.CLARABEL, SolverName.SCS)
+        return (SolverName.PIQP, SolverName.CLARABEL, SolverName.SCS)
+
+    def engine(self, solver: SolverName) -> PiqpEngine | CvxpyDataEngine:
+        """The (cached) lean engine for ``solver``."""
+        eng = self._engines.get(solver)
+        if eng is None:
+            if solver == SolverName.PIQP:
+                if self.is_conic:
+                    raise ValueError("PIQP cannot solve the conic problem (impact or vol cap on)")
+                try:
+                    eng = PiqpEngine(self.problem, self.ctx.z)
+                except RuntimeError:
+                    eng = CvxpyDataEngine(self.problem, self.ctx.z, cp.PIQP)
+            elif solver == SolverName.SCS:
+                eng = CvxpyDataEngine(self.problem, self.ctx.z, cp.SCS,
+                                      {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000})
+            else:
+                eng = CvxpyDataEngine(self.problem, self.ctx.z, solver.value)
+            self._engines[solver] = eng
+        return eng
+
+    def solve(self, solvers: tuple[SolverName, ...] = ()) -> SolveOutcome:
+        """Solve with the first solver of the chain that succeeds (infeasible/unbounded are answers)."""
+        chain = [s for s in (solvers or self.default_chain())
+                 if not (self.is_conic and s == SolverName.PIQP)]
+        tried: list[tuple[str, str]] = []
+        last: RawResult | None = None
+        for s in chain:
+            res = self.engine(s).solve()
+            tried.append((s.value, res.status))
+            last = res
+            if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED):
+                return SolveOutcome(res, tuple(tried))
+            if res.status == "optimal_inaccurate" and s == chain[-1]:
+                return SolveOutcome(res, tuple(tried))
+        if last is not None and last.status == "optimal_inaccurate":
+            return SolveOutcome(last, tuple(tried))
+        detail = ", ".join(f"{n}: {st}" for n, st in tried)
+        raise SolverFailedError(f"every solver failed ({detail}). Try scaling the book, loosening "
+                                f"tolerances, or another solver with [solver] solvers = [...].")
+
+    def unpack(self, solver: str) -> None:
+        """Load the last solve of ``solver`` into the cvxpy problem, for dual values."""
+        self._engines[SolverName(solver)].unpack()
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A constraint the elastic re-solve had to relax, and by how much (weight units and user units)."""
+
+    name: str
+    violation: float
+    violation_user: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class ElasticResult:
+    """The closest feasible book: positions z and the relaxed constraints."""
+
+    z: np.ndarray
+    conflicts: tuple[Conflict, ...] = field(default_factory=tuple)
+
+
+def elastic_resolve(d: ProblemData) -> ElasticResult:
+    """Re-solve with a slack on every constraint, minimising total slack first (then the objective).
+
+    The constraints whose slack is positive are the conflicting ones; the positions are the closest
+    feasible book in that sense.
+    """
+    st = d.structure
+    ctx = Context.create(st)
+    terms = terms_for(st)
+    constraints = constraints_for(st)
+    slacks = [cp.Variable(nonneg=True, name=f"slack_{k}") for k in range(len(constraints))]
+    obj = cp.sum([t.build(ctx) for t in terms])
+    cons: list[cp.Constraint] = [ctx.a >= ctx.z, ctx.a >= -ctx.z, ctx.u >= ctx.z - ctx.z0,
+                                 ctx.u >= ctx.z0 - ctx.z]
+    for c, sl in zip(constraints, slacks, strict=True):
+        cons.extend(c.build(ctx, sl))
+    ctx.set_common(d)
+    for t in terms:
+        t.update(d)
+    for c in constraints:
+        c.update(d)
+    total_slack = cp.sum(cp.hstack(slacks)) if slacks else cp.Constant(0.0)
+    prob = cp.Problem(cp.Minimize(1e6 * total_slack + obj), cons)
+    for solver in (cp.CLARABEL, cp.SCS):
+        try:
+            prob.solve(solver=solver)
+        except cp.SolverError:
+            continue
+        if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+            break
+    z = np.asarray(ctx.z.value if ctx.z.value is not None else d.z0, dtype=float)
+    conflicts: list[Conflict] = []
+    for c, sl in zip(constraints, slacks, strict=True):
+        v = float(sl.value or 0.0)
+        if v > 1e-7:
+            per = c.per_unit(d)
+            conflicts.append(Conflict(c.name, v, v / per if per else v, c.unit))
+    return ElasticResult(z=z, conflicts=tuple(conflicts))
+
+
+def finite_or_none(x: float) -> float | None:
+    """``x`` if finite, else None (for JSON)."""
+    return x if math.isfinite(x) else None

@@ -1,0 +1,218 @@
+"""One rebalance end to end: prepare -> (cached) compiled problem -> solve with fallbacks -> round and
+repair -> explain. A :class:`Rebalancer` keeps one compiled problem per structure, so a sequence of
+rebalances on the same instruments only updates Parameter values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from models.book import Book
+from models.errors import FbrError
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.constraints import Constraint, constraints_for
+from optimizer.data import ProblemData, Structure, prepare
+from optimizer.engines import INFEASIBLE, UNBOUNDED
+from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
+from optimizer.rounding import Rounded, round_positions
+from optimizer.settings import OptimizerSettings
+from optimizer.solution import (
+    Binding,
+    ConflictReport,
+    Costs,
+    MarginReport,
+    Position,
+    Solution,
+    StressResult,
+    Trade,
+)
+from optimizer.terms import BasisRisk, TrackingError
+
+DUAL_TOL = 1e-9
+
+
+class InsufficientCollateralError(FbrError):
+    """The margin budget cannot carry even the smallest hedge the book needs."""
+
+
+def tracking_error(z: np.ndarray, d: ProblemData) -> float:
+    """Annualised tracking error sqrt((e - w*)' Sigma (e - w*) + z' Sigma_basis z) at ``z``."""
+    te2 = TrackingError().value(z, d) + BasisRisk().value(z, d)
+    return math.sqrt(max(te2, 0.0))
+
+
+def _check_collateral(d: ProblemData, book: Book) -> None:
+    """Raise when margin is on, a hedge is needed and the budget cannot open the smallest lot."""
+    if not d.structure.margin:
+        return
+    gap = np.abs(d.w - d.s - d.B @ d.z0)
+    if float(gap.max(initial=0.0)) * d.V < 1.0:
+        return
+    smallest = min(max(c.min_notional, c.lot_step * c.notional_per_contract(p)) / c.leverage
+                   for c, p in zip(book.contracts, d.prices, strict=True))
+    budget = d.im_budget * d.V
+    if budget < smallest:
+        raise InsufficientCollateralError(
+            f"collateral too small for any hedge: margin budget {budget:,.2f} USD (collateral "
+            f"{d.collateral:,.2f} less buffer) but the smallest position needs {smallest:,.2f} USD of "
+            f"initial margin. Fix: add stablecoin collateral ([book] cash), pledge spot ([pledged]), "
+            f"lower margin_buffer_usd or raise the contracts' leverage.")
+
+
+class Rebalancer:
+    """Solves rebalances, compiling each problem structure once and re-using it."""
+
+    def __init__(self) -> None:
+        self._problems: dict[Structure, HedgeProblem] = {}
+
+    def problem_for(self, d: ProblemData) -> HedgeProblem:
+        """The compiled problem for ``d``'s structure (built on first use)."""
+        st = d.structure
+        hp = self._problems.get(st)
+        if hp is None:
+            hp = HedgeProblem(st)
+            self._problems[st] = hp
+        return hp
+
+    def solve_z(self, d: ProblemData) -> tuple[np.ndarray, HedgeProblem, str, float]:
+        """The lean path: optimal z (weight units, unrounded), the problem, solver, seconds."""
+        hp = self.problem_for(d)
+        hp.update(d)
+        out = hp.solve(d.settings.solvers)
+        if out.result.status == UNBOUNDED:
+            raise UnboundedBookError("the solver reports the book unbounded: a carry trade with no "
+                                     "limit. Fix: switch on margin, or cap the contracts.")
+        if out.result.z is None:
+            return d.z0.copy(), hp, out.result.status, out.result.seconds
+        return out.result.z, hp, out.result.solver, out.result.seconds
+
+    def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
+              settings: OptimizerSettings, *, explain: bool = True,
+              labels: tuple[str, ...] = ()) -> Solution:
+        """Solve one rebalance and build the full :class:`Solution`."""
+        t0 = time.perf_counter()
+        d = prepare(book, market, risk, settings)
+        check_bounded(d)
+        _check_collateral(d, book)
+        hp = self.problem_for(d)
+        hp.update(d)
+        outcome = hp.solve(settings.solvers)
+        res = outcome.result
+        if res.status == UNBOUNDED:
+            raise UnboundedBookError("the solver reports the book unbounded: a carry trade with no "
+                                     "limit. Fix: switch on margin, or cap the contracts.")
+        cons = constraints_for(d.structure)
+        q0 = book.contracts_vector()
+        messages: list[str] = []
+        if outcome.fallbacks:
+            failed = ", ".join(f"{s} ({st})" for s, st in outcome.tried[:-1])
+            messages.append(f"solver fallback: {failed} failed; {res.solver} served")
+        if res.status == INFEASIBLE:
+            el = elastic_resolve(d)
+            conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
+            names = ", ".join(c.name for c in conflicts) or "(none found)"
+            messages.append(f"infeasible: these constraints conflict: {names}. Positions shown are "
+                            f"the closest feasible book (least total violation).")
+            z_unrounded = el.z
+            rounded = Rounded(contracts=el.z * d.V / _npc(book, d), z=el.z, repairs=0, broken=())
+            bindings: tuple[Binding, ...] = ()
+            status = "infeasible"
+        else:
+            z_unrounded = np.asarray(res.z)
+            rounded = (round_positions(z_unrounded, d, book.contracts, q0, cons)
+                       if settings.round_lots else
+                       Rounded(z_unrounded * d.V / _npc(book, d), z_unrounded, 0, ()))
+            if rounded.broken:
+                messages.append("after lot rounding these still break: " + ", ".join(rounded.broken))
+            bindings = self._bindings(hp, res.solver, d, z_unrounded) if explain else ()
+            conflicts = ()
+            status = res.status
+        sol = _assemble(book, d, rounded, z_unrounded, cons, status=status, solver=res.solver,
+                        tried=outcome.tried, solve_s=res.seconds, t0=t0, bindings=bindings,
+                        conflicts=conflicts, messages=tuple(messages), labels=labels)
+        return sol
+
+    @staticmethod
+    def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,
+                  z: np.ndarray) -> tuple[Binding, ...]:
+        try:
+            hp.unpack(solver)
+        except Exception:  # duals are an explanation; never fail the solve for them
+            return ()
+        te = tracking_error(z, d)
+        out: list[Binding] = []
+        for c in hp.constraints:
+            duals = c.dual_rows()
+            rows = c.rows(d)
+            for lab, dual in zip(rows, duals, strict=False):
+                if not np.isfinite(dual) or dual <= DUAL_TOL:
+                    continue
+                du = float(dual) * c.per_unit(d) / d.structure.objective_scale
+                line = c.explain(lab, du)
+                if te > 0:
+                    line += f" (about {1e4 * du / (2 * te):.3g} bp of tracking error per unit)"
+                out.append(Binding(lab, du, line))
+        return tuple(out)
+
+
+def _npc(book: Book, d: ProblemData) -> np.ndarray:
+    return np.array([c.notional_per_contract(p) for c, p in zip(book.contracts, d.prices, strict=True)])
+
+
+def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndarray,
+              cons: list[Constraint], *, status: str, solver: str,
+              tried: tuple[tuple[str, str], ...], solve_s: float, t0: float,
+              bindings: tuple[Binding, ...], conflicts: tuple[ConflictReport, ...],
+              messages: tuple[str, ...], labels: tuple[str, ...]) -> Solution:
+    V = d.V
+    x = rounded.z * V
+    t = x - d.z0 * V
+    npc = _npc(book, d)
+    q0 = book.contracts_vector()
+    trades = tuple(Trade(c.symbol, c.underlying, float(t[j]), float(rounded.contracts[j] - q0[j]),
+                         float(d.prices[j]))
+                   for j, c in enumerate(book.contracts) if abs(t[j]) > 1e-9 * max(V, 1.0))
+    positions = tuple(Position(c.symbol, c.underlying, float(x[j]), float(rounded.contracts[j]))
+                      for j, c in enumerate(book.contracts))
+    costs = Costs(fees=d.costs.fees(t), spread=d.costs.spread(t),
+                  impact=d.costs.impact_cost(t) if d.settings.costs.impact else 0.0,
+                  funding_carry=float(d.carry @ x), horizon_days=d.settings.costs.horizon_days)
+    mm = d.margin_model
+    stress = []
+    for k, name in enumerate(d.stress_names):
+        g = d.stress_g[k]
+        surplus = d.stress_coll[k] * V + g @ x - mm.maintenance(np.abs(x) * (1 + g)).sum()
+        stress.append(StressResult(name, float(surplus)))
+    im, maint = float(mm.initial(x).sum()), float(mm.maintenance(x).sum())
+    margin = MarginReport(collateral=d.collateral, initial=im, maintenance=maint,
+                          initial_utilisation=im / d.collateral if d.collateral > 0 else math.inf,
+                          maintenance_ratio=maint / d.collateral if d.collateral > 0 else math.inf,
+                          stress=tuple(stress))
+    e_before = d.s + d.B @ d.z0
+    e_after = d.s + d.B @ rounded.z
+    assert npc.shape == x.shape
+    return Solution(
+        status=status, solver=solver, solvers_tried=tried, solve_time_ms=1e3 * solve_s,
+        total_time_ms=1e3 * (time.perf_counter() - t0), nav=d.nav, base=V,
+        tracking_error_before=tracking_error(d.z0, d),
+        tracking_error_after=tracking_error(rounded.z, d),
+        tracking_error_unrounded=tracking_error(z_unrounded, d),
+        trades=trades, target_positions=positions, costs=costs, margin=margin,
+        gross_leverage=float(np.abs(e_after).sum()), net_exposure=float(e_after.sum()),
+        effective_weights_before=dict(zip(d.assets, map(float, e_before), strict=True)),
+        effective_weights_after=dict(zip(d.assets, map(float, e_after), strict=True)),
+        targets=dict(zip(d.assets, map(float, d.w), strict=True)),
+        binding_constraints=bindings, conflicts=conflicts, rounding_repairs=rounded.repairs,
+        rounding_broken=rounded.broken, messages=messages, labels=labels,
+    )
+
+
+def solve_rebalance(book: Book, market: MarketSnapshot, risk: RiskModel,
+                    settings: OptimizerSettings | None = None, **kw: object) -> Solution:
+    """Convenience: one rebalance with a fresh :class:`Rebalancer`."""
+    return Rebalancer().solve(book, market, risk, settings or OptimizerSettings(),
+                              labels=tuple(kw.get("labels", ())))  # type: ignore[arg-type]

@@ -1,0 +1,96 @@
+"""Settings of one rebalance problem: which objective terms and constraints are on, and their limits.
+
+Every field is in user units (USD, fractions, days); the optimiser converts to weight units
+(divide USD by the base V). ``None`` switches a constraint off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class SolverName(StrEnum):
+    """Solvers fbr can use. PIQP for QPs, Clarabel for conic problems, SCS as the last resort."""
+
+    PIQP = "PIQP"
+    CLARABEL = "CLARABEL"
+    SCS = "SCS"
+
+
+@dataclass(frozen=True)
+class StressScenario:
+    """A named vector of simple asset returns (each > -1); assets not named move by ``common``."""
+
+    name: str
+    returns: Mapping[str, float]
+    common: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClusterBand:
+    """|sum_{i in assets} (e_i - w*_i)| <= band (weights): a group of correlated assets stays on target."""
+
+    name: str
+    assets: tuple[str, ...]
+    band: float
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """Objective: TE^2 + gamma_trade * trading_cost + gamma_fund * carry_cost.
+
+    ``impact`` switches on the 3/2-power term (conic); ``impact_k`` is its coefficient k.
+    ``horizon_days`` is the carry horizon (funding paid over it per unit of notional).
+    """
+
+    trading: bool = True
+    impact: bool = False
+    impact_k: float = 1.0
+    carry: bool = True
+    gamma_trade: float = 1.0
+    gamma_fund: float = 1.0
+    horizon_days: float = 1.0
+
+
+@dataclass(frozen=True)
+class ConstraintSettings:
+    """The switchable constraints (None = off).
+
+    - margin: sum_j |x_j| / L_j <= collateral - margin_buffer_usd (on when ``margin`` is True)
+    - maintenance tiers: collateral - sum_j MM_j(|x_j|) >= 0 (part of ``margin``)
+    - stress: no liquidation in any of ``stress`` scenarios
+    - max_gross_leverage: sum_i |e_i| <= L_max
+    - caps_usd: |x_j| <= cap_j by contract symbol; ``default_cap_usd`` for the others
+    - clusters: correlation cluster bands; vol_cap: sqrt(e' Sigma e) <= vol_cap (annualised)
+    - rho_min: a contract on an asset with no target and no spot may be held only if its correlation
+      with some target asset is >= rho_min
+    - funding_budget_usd: carry cost over the horizon <= budget (USD)
+    - trade_limit_adv: |t_j| <= fraction x ADV_j; trade_limit_usd: |t_j| <= USD
+    """
+
+    margin: bool = True
+    margin_buffer_usd: float = 0.0
+    stress: tuple[StressScenario, ...] = ()
+    max_gross_leverage: float | None = None
+    caps_usd: Mapping[str, float] = field(default_factory=dict)
+    default_cap_usd: float | None = None
+    clusters: tuple[ClusterBand, ...] = ()
+    vol_cap: float | None = None
+    rho_min: float | None = None
+    funding_budget_usd: float | None = None
+    trade_limit_adv: float | None = None
+    trade_limit_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """Everything that parametrises one rebalance besides the book, market and risk model."""
+
+    costs: CostSettings = field(default_factory=CostSettings)
+    constraints: ConstraintSettings = field(default_factory=ConstraintSettings)
+    basis_risk: bool = True
+    solvers: tuple[SolverName, ...] = ()
+    objective_scale: float = 1e4
+    round_lots: bool = True

@@ -1,0 +1,174 @@
+"""The answer of one rebalance: positions, trades, risk, costs, margin and why (binding constraints).
+
+Units: USD for notionals, costs and margin; tracking error annualised as a fraction (0.01 = 1%);
+duals in objective units per user unit of the constraint (USD, pp, x of leverage).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Trade:
+    """A futures trade: signed USD notional and contracts (after lot rounding)."""
+
+    symbol: str
+    underlying: str
+    notional: float
+    contracts: float
+    price: float
+
+
+@dataclass(frozen=True)
+class Position:
+    """A target futures position: signed USD notional and contracts."""
+
+    symbol: str
+    underlying: str
+    notional: float
+    contracts: float
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A binding constraint: name, dual value in user units, and a one-line explanation."""
+
+    name: str
+    dual: float
+    explanation: str
+
+
+@dataclass(frozen=True)
+class ConflictReport:
+    """A constraint relaxed by the elastic re-solve of an infeasible book."""
+
+    name: str
+    violation: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Costs of the trades (USD) and the carry of the target positions over the horizon (USD)."""
+
+    fees: float
+    spread: float
+    impact: float
+    funding_carry: float
+    horizon_days: float
+
+    @property
+    def trading(self) -> float:
+        """fees + spread + impact (USD)."""
+        return self.fees + self.spread + self.impact
+
+
+@dataclass(frozen=True)
+class StressResult:
+    """Margin surplus (USD) after a stress scenario; negative means liquidation."""
+
+    name: str
+    surplus: float
+
+
+@dataclass(frozen=True)
+class MarginReport:
+    """Margin use at the target positions (USD) and in every stress scenario."""
+
+    collateral: float
+    initial: float
+    maintenance: float
+    initial_utilisation: float
+    maintenance_ratio: float
+    stress: tuple[StressResult, ...] = ()
+
+    @property
+    def worst_stress_surplus(self) -> float | None:
+        """The smallest stress surplus (USD), None without scenarios."""
+        return min((s.surplus for s in self.stress), default=None)
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Everything a rebalance returns. ``status``: optimal | infeasible | optimal_inaccurate."""
+
+    status: str
+    solver: str
+    solvers_tried: tuple[tuple[str, str], ...]
+    solve_time_ms: float
+    total_time_ms: float
+    nav: float
+    base: float
+    tracking_error_before: float
+    tracking_error_after: float
+    tracking_error_unrounded: float
+    trades: tuple[Trade, ...]
+    target_positions: tuple[Position, ...]
+    costs: Costs
+    margin: MarginReport
+    gross_leverage: float
+    net_exposure: float
+    effective_weights_before: dict[str, float]
+    effective_weights_after: dict[str, float]
+    targets: dict[str, float]
+    binding_constraints: tuple[Binding, ...] = ()
+    conflicts: tuple[ConflictReport, ...] = ()
+    rounding_repairs: int = 0
+    rounding_broken: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fallbacks(self) -> int:
+        """Solvers that failed before the one that served."""
+        return max(len(self.solvers_tried) - 1, 0)
+
+    def trade_vector(self) -> dict[str, float]:
+        """Trades as symbol -> USD notional."""
+        return {t.symbol: t.notional for t in self.trades}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the schema is documented in the README)."""
+        out: dict[str, Any] = {
+            "status": self.status,
+            "solver": self.solver,
+            "solvers_tried": [{"solver": s, "status": st} for s, st in self.solvers_tried],
+            "fallbacks": self.fallbacks,
+            "solve_time_ms": self.solve_time_ms,
+            "total_time_ms": self.total_time_ms,
+            "nav": self.nav,
+            "base": self.base,
+            "tracking_error_before": self.tracking_error_before,
+            "tracking_error_after": self.tracking_error_after,
+            "tracking_error_unrounded": self.tracking_error_unrounded,
+            "trades": [asdict(t) for t in self.trades],
+            "target_positions": [asdict(p) for p in self.target_positions],
+            "costs": {**asdict(self.costs), "trading": self.costs.trading},
+            "margin": {**asdict(self.margin),
+                       "stress": [asdict(s) for s in self.margin.stress],
+                       "worst_stress_surplus": self.margin.worst_stress_surplus},
+            "leverage": {"gross": self.gross_leverage, "net": self.net_exposure},
+            "effective_weights_before": self.effective_weights_before,
+            "effective_weights_after": self.effective_weights_after,
+            "targets": self.targets,
+            "binding_constraints": [asdict(b) for b in self.binding_constraints],
+            "conflicts": [asdict(c) for c in self.conflicts],
+            "rounding": {"repairs": self.rounding_repairs, "broken": list(self.rounding_broken)},
+            "messages": list(self.messages),
+            "labels": list(self.labels),
+        }
+        return _clean(out)
+
+
+def _clean(obj: Any) -> Any:
+    """Replace non-finite floats by None so the output is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj

@@ -1,0 +1,145 @@
+"""Objective terms, one small class each. All in weight units; values are annualised variances
+(tracking error) or fractions of the base V (costs).
+
+Each term builds its cvxpy expression once (with Parameters, DPP), sets the Parameter values for a
+rebalance, and evaluates itself with numpy on a candidate z (independent of cvxpy).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import cvxpy as cp
+import numpy as np
+
+from optimizer.context import Context
+from optimizer.data import ProblemData, Structure
+
+
+class Term(ABC):
+    """An objective term: build (once), update (each solve), value (numpy re-check)."""
+
+    name: str = "term"
+
+    @abstractmethod
+    def build(self, ctx: Context) -> cp.Expression:
+        """The term as a cvxpy expression of ctx's variables and this term's Parameters."""
+
+    @abstractmethod
+    def update(self, d: ProblemData) -> None:
+        """Set this term's Parameter values from ``d``."""
+
+    @abstractmethod
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        """The term at ``z`` computed with numpy (the same units as the expression)."""
+
+
+class TrackingError(Term):
+    """TE^2 = (e - w*)' Sigma (e - w*), Sigma = F F' + diag(d), as a sum of squares:
+    ||F' B z + F'(s - w*)||^2 + ||sqrt(d) * (B z + s - w*)||^2 (annualised variance, weight units).
+    """
+
+    name = "tracking_error"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        st = ctx.structure
+        self.FtB = ctx.param("FtB", (st.n_factors, st.n_contracts))
+        self.c = ctx.param("Ft_s_minus_w", st.n_factors)
+        expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
+        if st.idio:
+            self.sd = ctx.param("sqrt_idio", st.n_assets, nonneg=True)
+            expr = expr + cp.sum_squares(cp.multiply(self.sd, ctx.deviation()))
+        return expr
+
+    def update(self, d: ProblemData) -> None:
+        self.FtB.value = d.F.T @ d.B
+        self.c.value = d.F.T @ (d.s - d.w)
+        if hasattr(self, "sd"):
+            self.sd.value = d.sqrt_idio
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        dev = d.s + d.B @ z - d.w
+        return float(np.sum((d.F.T @ dev) ** 2) + np.sum((d.sqrt_idio * dev) ** 2))
+
+
+class BasisRisk(Term):
+    """(x/V)' Sigma_basis (x/V) = ||Gb' z||^2: the part of TE that futures add through basis moves."""
+
+    name = "basis_risk"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        st = ctx.structure
+        self.GbT = ctx.param("GbT", (st.n_basis_factors, st.n_contracts))
+        return cp.sum_squares(self.GbT @ ctx.z)
+
+    def update(self, d: ProblemData) -> None:
+        self.GbT.value = d.Gb.T
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        return float(np.sum((d.Gb.T @ z) ** 2))
+
+
+class LinearTradingCost(Term):
+    """gamma_trade * sum_j (fee_j + half_spread_j) |t_j| / V = gamma * lin' u, u = |z - z0|."""
+
+    name = "trading_cost"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        self.lin = ctx.param("lin_cost", ctx.structure.n_contracts, nonneg=True)
+        return self.lin @ ctx.u
+
+    def update(self, d: ProblemData) -> None:
+        self.lin.value = d.gamma_trade * d.lin_cost
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        return float(d.gamma_trade * d.lin_cost @ np.abs(z - d.z0))
+
+
+class ImpactCost(Term):
+    """gamma_trade * sum_j k_j sigma_j |t_j|^{3/2} / (V sqrt(ADV_j)) = gamma * sum_j c_j |z_j - z0_j|^{3/2},
+    with c_j = k_j sigma_j sqrt(V / ADV_j) (sigma daily). Conic (power cone / SOC).
+    """
+
+    name = "impact_cost"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        self.coef = ctx.param("impact_coef", ctx.structure.n_contracts, nonneg=True)
+        return self.coef @ cp.power(ctx.u, 1.5)
+
+    def update(self, d: ProblemData) -> None:
+        self.coef.value = d.gamma_trade * d.impact_cost
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        return float(d.gamma_trade * d.impact_cost @ np.abs(z - d.z0) ** 1.5)
+
+
+class CarryCost(Term):
+    """gamma_fund * sum_j horizon_j r_j z_j: funding (perps, longs pay when r > 0) or basis carry
+    (dated futures) over the horizon, as a fraction of V.
+    """
+
+    name = "carry_cost"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        self.carry = ctx.param("carry", ctx.structure.n_contracts)
+        return self.carry @ ctx.z
+
+    def update(self, d: ProblemData) -> None:
+        self.carry.value = d.gamma_fund * d.carry
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        return float(d.gamma_fund * d.carry @ z)
+
+
+def terms_for(st: Structure) -> list[Term]:
+    """The objective terms this problem's settings switch on."""
+    out: list[Term] = [TrackingError()]
+    if st.n_basis_factors > 0:
+        out.append(BasisRisk())
+    if st.trading:
+        out.append(LinearTradingCost())
+    if st.impact:
+        out.append(ImpactCost())
+    if st.carry:
+        out.append(CarryCost())
+    return out
