@@ -56,7 +56,7 @@ class MarginModel:
         return np.maximum(np.max(self.mmr * n - self.cum, axis=1), 0.0)
 
     def stress_surplus(self, x: np.ndarray, collateral_r: float, g: np.ndarray) -> float:
-        """Margin surplus (USD) after contract returns g = B' r, with collateral re-priced to ``collateral_r``.
+        """Margin surplus (USD) after contract returns g = B' r; collateral re-priced to ``collateral_r``.
 
         collateral(r) + g' x - sum_j MM_j(|x_j| (1 + g_j)); negative means liquidation.
         """

@@ -22,13 +22,13 @@ from optimizer.constraints import Constraint, constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import (
-    FAILED,
     INFEASIBLE,
     OPTIMAL,
     UNBOUNDED,
     CvxpyDataEngine,
     PiqpEngine,
     RawResult,
+    quiet_bounds,
 )
 from optimizer.settings import SolverName
 from optimizer.terms import Term, terms_for
@@ -221,7 +221,8 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
     prob = cp.Problem(cp.Minimize(1e6 * total_slack + obj), cons)
     for solver in (cp.CLARABEL, cp.SCS):
         try:
-            prob.solve(solver=solver)
+            with quiet_bounds():
+                prob.solve(solver=solver)
         except cp.SolverError:
             continue
         if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):

@@ -1,0 +1,87 @@
+"""Human-readable rendering of a :class:`Solution` with rich tables."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from optimizer.solution import Solution
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def _usd(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def trades_table(sol: Solution) -> Table:
+    """Trades: contract, side, USD notional, contracts, price."""
+    t = Table(title="Trades (futures)", title_justify="left")
+    for col in ("contract", "underlying", "side", "notional USD", "contracts", "price"):
+        t.add_column(col, justify="right" if col not in ("contract", "underlying", "side") else "left")
+    for tr in sol.trades:
+        side = "BUY" if tr.notional > 0 else "SELL"
+        t.add_row(tr.symbol, tr.underlying, side, _usd(tr.notional), f"{tr.contracts:.8g}",
+                  _usd(tr.price))
+    if not sol.trades:
+        t.add_row("-", "-", "no trade", "0.00", "0", "-")
+    return t
+
+
+def exposure_table(sol: Solution) -> Table:
+    """Effective weights before and after against the targets."""
+    t = Table(title="Effective weights (spot + futures, % of base)", title_justify="left")
+    for col in ("asset", "target", "before", "after", "drift after"):
+        t.add_column(col, justify="right" if col != "asset" else "left")
+    for a, w in sol.targets.items():
+        b, e = sol.effective_weights_before[a], sol.effective_weights_after[a]
+        t.add_row(a, _pct(w), _pct(b), _pct(e), f"{100 * (e - w):+.2f} pp")
+    return t
+
+
+def summary_table(sol: Solution) -> Table:
+    """Risk, costs, margin and leverage in one table."""
+    t = Table(title="Risk, costs, margin", title_justify="left", show_header=False)
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    rows = [
+        ("NAV / target base (USD)", f"{_usd(sol.nav)} / {_usd(sol.base)}"),
+        ("tracking error before -> after (annualised)",
+         f"{_pct(sol.tracking_error_before, 3)} -> {_pct(sol.tracking_error_after, 3)}"),
+        ("fees / spread / impact (USD)",
+         f"{_usd(sol.costs.fees)} / {_usd(sol.costs.spread)} / {_usd(sol.costs.impact)}"),
+        (f"funding carry over {sol.costs.horizon_days:g} d (USD, + = paid)",
+         _usd(sol.costs.funding_carry)),
+        ("collateral (USD)", _usd(sol.margin.collateral)),
+        ("initial margin (USD, % of collateral)",
+         f"{_usd(sol.margin.initial)} ({_pct(sol.margin.initial_utilisation)})"),
+        ("maintenance margin (USD, ratio)",
+         f"{_usd(sol.margin.maintenance)} ({_pct(sol.margin.maintenance_ratio)})"),
+        ("gross / net exposure (x base)", f"{sol.gross_leverage:.3f} / {sol.net_exposure:.3f}"),
+    ]
+    rows += [(f"stress {s.name}: margin surplus (USD)", _usd(s.surplus)) for s in sol.margin.stress]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def render_solution(sol: Solution, console: Console) -> None:
+    """Print the whole plan."""
+    if sol.labels:
+        console.print(Panel(" / ".join(sol.labels), title="data", style="yellow"))
+    console.print(trades_table(sol))
+    console.print(exposure_table(sol))
+    console.print(summary_table(sol))
+    if sol.binding_constraints:
+        lines = [f"- {b.explanation}" for b in sol.binding_constraints]
+        console.print(Panel(Group(*lines), title="binding constraints"))
+    if sol.conflicts:
+        lines = [f"- {c.name}: relaxed by {c.violation:.6g} {c.unit}" for c in sol.conflicts]
+        console.print(Panel(Group(*lines), title="conflicting constraints", style="red"))
+    for m in sol.messages:
+        console.print(f"[bold]note:[/bold] {m}")
+    console.print(f"status [bold]{sol.status}[/bold], solver {sol.solver}, solve "
+                  f"{sol.solve_time_ms:.2f} ms (total {sol.total_time_ms:.1f} ms)")

@@ -1,0 +1,168 @@
+"""Policies: one interface for the backtester, the scenarios and the CLI alike.
+
+``policy(book, market, t) -> TargetHoldings``: spot quantities (base units) and futures notional
+(signed USD) per contract. An overlay policy leaves spot as it is; a spot policy keeps futures flat.
+
+- :class:`NoRebalance` (buy and hold)
+- :class:`CalendarSpotRebalance`, :class:`BandSpotRebalance` (sell/buy spot back to target)
+- :class:`NaiveFutures` (the seed rule: per asset, futures notional w*_i V - spot_i, i.e. short the
+  overweight dollars and long the underweight, on a calendar or when a band is breached)
+- :class:`OptimizedFutures` (the convex optimiser)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.book import Book
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.rebalance import Rebalancer
+from optimizer.settings import OptimizerSettings
+from optimizer.solution import Solution
+
+
+@dataclass(frozen=True)
+class TargetHoldings:
+    """What a policy wants held: spot quantities by asset and futures notional (USD) by contract."""
+
+    spot: dict[str, float]
+    futures: dict[str, float]
+    solution: Solution | None = field(default=None, compare=False)
+
+
+def current_holdings(book: Book, market: MarketSnapshot) -> TargetHoldings:
+    """The book as it is, as target holdings."""
+    x0 = book.futures_notional(market)
+    return TargetHoldings(spot={a: float(book.spot.get(a, 0.0)) for a in book.asset_symbols},
+                          futures=dict(zip(book.contract_symbols, map(float, x0), strict=True)))
+
+
+def max_drift(book: Book, market: MarketSnapshot) -> float:
+    """Largest |e_i - w*_i| over assets (effective weights incl. futures)."""
+    return float(np.max(np.abs(book.effective_weights(market) - book.target_vector()), initial=0.0))
+
+
+class Policy(ABC):
+    """A rebalancing rule. ``name`` labels it in reports."""
+
+    name: str = "policy"
+
+    @abstractmethod
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        """Target holdings at time ``t``."""
+
+
+class NoRebalance(Policy):
+    """Buy and hold: never trades."""
+
+    name = "no_rebalance"
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        return current_holdings(book, market)
+
+
+@dataclass
+class _Trigger:
+    """When to act: every ``period`` (calendar) and/or when max drift exceeds ``band``."""
+
+    period: pd.Timedelta | None = None
+    band: float | None = None
+    last: pd.Timestamp | None = None
+
+    def due(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> bool:
+        if self.period is not None and (self.last is None or t - self.last >= self.period):
+            return True
+        return self.band is not None and max_drift(book, market) > self.band
+
+
+def _spot_to_target(book: Book, market: MarketSnapshot) -> TargetHoldings:
+    """Spot quantities w*_i V / p_i (futures flat)."""
+    V = book.base(market)
+    spot = {a: float(book.targets.get(a, 0.0)) * V / market.spot_price(a) for a in book.asset_symbols}
+    return TargetHoldings(spot=spot, futures={c: 0.0 for c in book.contract_symbols})
+
+
+class CalendarSpotRebalance(Policy):
+    """Trade spot back to target every ``period``."""
+
+    def __init__(self, period: str | pd.Timedelta = "30D") -> None:
+        self.trigger = _Trigger(period=pd.Timedelta(period))
+        self.name = f"calendar_spot_{period}"
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        if not self.trigger.due(book, market, t):
+            return current_holdings(book, market)
+        self.trigger.last = t
+        return _spot_to_target(book, market)
+
+
+class BandSpotRebalance(Policy):
+    """Trade spot back to target when any weight drifts more than ``band`` from its target."""
+
+    def __init__(self, band: float = 0.05) -> None:
+        self.trigger = _Trigger(band=band)
+        self.name = f"band_spot_{band:g}"
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        if not self.trigger.due(book, market, t):
+            return current_holdings(book, market)
+        return _spot_to_target(book, market)
+
+
+def naive_futures_notional(book: Book, market: MarketSnapshot) -> dict[str, float]:
+    """The seed rule: B x = w* V - spot, through each asset's first contract (others flat).
+
+    Returns futures notional (USD) by contract. Assets without a contract stay unhedged.
+    """
+    V = book.base(market)
+    spot = book.spot_values(market)
+    gap = dict(zip(book.asset_symbols, book.target_vector() * V - spot, strict=True))
+    out: dict[str, float] = {}
+    for c in book.contracts:
+        out[c.symbol] = gap.pop(c.underlying, 0.0)
+    return out
+
+
+class NaiveFutures(Policy):
+    """The seed article's overlay: short the overweight dollars, long the underweight, on a calendar
+    (``period``) and/or when drift exceeds ``band``; spot is never traded.
+    """
+
+    def __init__(self, period: str | pd.Timedelta | None = None, band: float | None = None) -> None:
+        self.trigger = _Trigger(period=pd.Timedelta(period) if period is not None else None, band=band)
+        self.name = "naive_futures" + (f"_{period}" if period else "") + (f"_band{band:g}" if band else "")
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        held = current_holdings(book, market)
+        if not self.trigger.due(book, market, t):
+            return held
+        self.trigger.last = t
+        return TargetHoldings(spot=held.spot, futures=naive_futures_notional(book, market))
+
+
+class OptimizedFutures(Policy):
+    """The convex optimiser as an overlay policy (spot untouched). The risk model may be fixed or
+    a function of time (re-estimated by the caller). Compiled problems are re-used across calls.
+    """
+
+    name = "optimized_futures"
+
+    def __init__(self, risk: RiskModel | Callable[[pd.Timestamp], RiskModel],
+                 settings: OptimizerSettings | None = None, *, explain: bool = False) -> None:
+        self.risk = risk
+        self.settings = settings or OptimizerSettings()
+        self.rebalancer = Rebalancer()
+        self.explain = explain
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        risk = self.risk(t) if callable(self.risk) else self.risk
+        sol = self.rebalancer.solve(book, market, risk, self.settings, explain=self.explain)
+        held = current_holdings(book, market)
+        fut = {p.symbol: p.notional for p in sol.target_positions}
+        return TargetHoldings(spot=held.spot, futures=fut, solution=sol)
