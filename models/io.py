@@ -30,7 +30,7 @@ DATA_DIR_ENV = "FBR_DATA_DIR"
 SUFFIXES = (".csv.gz", ".csv", ".parquet")
 TIER_COLUMNS = ("symbol", "min_notional", "max_notional", "maintenance_margin_rate",
                 "max_leverage", "maint_amount_cum")
-_CCXT_RE = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+):([A-Z0-9]+)(?:-(\d{6}))?$")
+_CCXT_RE = re.compile(r"^([^/:\s]+)/([^/:\s]+):([^/:\s-]+)(?:-(\d{6}))?$")
 _CCXT_FORMAT = ("use the ccxt form BASE/QUOTE:SETTLE, e.g. 'BTC/USDT:USDT' for the perpetual or "
                 "'BTC/USDT:USDT-260626' for the future delivering 2026-06-26")
 
@@ -132,8 +132,9 @@ def _utc(value: str, field: str) -> pd.Timestamp:
     try:
         t = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise ValidationError(field, f"is {value!r}", "give an ISO date such as '2024-01-01'")\
-            from None
+        t = None
+    if t is None or pd.isna(t):
+        raise ValidationError(field, f"is {value!r}", "give an ISO date such as '2024-01-01'")
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
@@ -180,23 +181,35 @@ def _check_symbols(symbols: Sequence[str]) -> list[str]:
 
 def _align(series: dict[str, pd.Series], what: str) -> pd.DataFrame:
     """Inner-join price series; warn (naming the limiting symbols) when rows are dropped."""
-    frame = pd.concat(series.values(), axis=1, join="inner")
+    frame = pd.concat(series.values(), axis=1, join="inner", sort=True)
     frame.index.name = "timestamp"
     if frame.empty:
         spans = {s: f"{v.index.min()} .. {v.index.max()}" for s, v in series.items()}
         raise ValidationError(f"data.{what}", f"has no timestamp common to all symbols ({spans})",
                               "choose symbols whose histories overlap, or a different span")
     if any(len(v) > len(frame) for v in series.values()):
-        late = max(series, key=lambda s: series[s].index.min())
-        early = min(series, key=lambda s: series[s].index.max())
-        gaps = [s for s, v in series.items()
-                if v.index[(v.index >= frame.index[0]) & (v.index <= frame.index[-1])].size
-                > len(frame)]
-        note = f"; rows also dropped where {gaps} have bars the others lack" if gaps else ""
-        warnings.warn(f"{what}: aligned on the common span {frame.index[0]} .. {frame.index[-1]} "
-                      f"({len(frame)} rows): the start is set by {late}, the end by {early}{note}",
-                      stacklevel=3)
+        warnings.warn(_alignment_note(series, frame, what), stacklevel=4)
     return frame
+
+
+def _alignment_note(series: dict[str, pd.Series], frame: pd.DataFrame, what: str) -> str:
+    """Say which symbols limited the common span (late start, early end, interior gaps)."""
+    first, last = frame.index[0], frame.index[-1]
+    reasons = []
+    starts = {s: v.index.min() for s, v in series.items()}
+    ends = {s: v.index.max() for s, v in series.items()}
+    if len(set(starts.values())) > 1:
+        late = [s for s, t in starts.items() if t == first]
+        reasons.append(f"the start is set by {late} (first bar {first})")
+    if len(set(ends.values())) > 1:
+        early = [s for s, t in ends.items() if t == last]
+        reasons.append(f"the end is set by {early} (last bar {last})")
+    gaps = [s for s, v in series.items() if ((v.index >= first) & (v.index <= last)).sum()
+            > len(frame)]
+    if gaps:
+        reasons.append(f"bars of {gaps} that other symbols lack were dropped")
+    return (f"{what}: aligned on the span common to {list(series)}, {first} .. {last} "
+            f"({len(frame)} rows): " + "; ".join(reasons))
 
 
 def _load_prices(data_dir: Path | str, folder: str, symbols: Sequence[str], start: str | None,
@@ -249,7 +262,7 @@ def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | N
             raise ValidationError(f"data.funding.{sym}", f"has rate {values[k]} at {s.index[k]} "
                                   f"in {path}", "give funding as a finite fraction in (-1, 1)")
         series[sym] = s
-    frame = pd.concat(series.values(), axis=1, join="outer").sort_index()
+    frame = pd.concat(series.values(), axis=1, join="outer", sort=True)
     frame.index.name = "timestamp"
     return frame
 
@@ -296,12 +309,12 @@ def load_leverage_tiers(path: Path | str, ccxt_symbol: str, *,
         raise _unknown_symbol(path, ccxt_symbol, frame["symbol"].unique().tolist())
     rows = _latest_snapshot(rows, as_of, path)
     rows = rows.sort_values("min_notional")
-    brackets = tuple(
-        TierBracket(min_notional=float(r.min_notional), max_notional=float(r.max_notional),
-                    max_leverage=float(r.max_leverage), mmr=float(r.maintenance_margin_rate),
-                    cum=float(r.maint_amount_cum))
-        for r in rows.itertuples(index=False)
-    )
+    cols = ["min_notional", "max_notional", "max_leverage", "maintenance_margin_rate",
+            "maint_amount_cum"]
+    values = rows[cols].to_numpy(dtype=float)
+    brackets = tuple(TierBracket(min_notional=float(lo), max_notional=float(hi),
+                                 max_leverage=float(lev), mmr=float(mmr), cum=float(cum))
+                     for lo, hi, lev, mmr, cum in values)
     return MarginTiers(brackets)
 
 
@@ -345,18 +358,33 @@ def load_contract_spec(path: Path | str, ccxt_symbol: str) -> dict[str, float]:
     if rows.empty:
         known = [_ccxt_name(r) for r in frame.itertuples(index=False)]
         raise _unknown_symbol(path, ccxt_symbol, known)
-    row = rows.iloc[-1]
-    spec = {key: float(row[col]) for col, key in SPEC_COLUMNS.items()
-            if col in row.index and pd.notna(row[col])}
+    row: dict[str, object] = {str(k): v for k, v in rows.iloc[-1].to_dict().items()}
+    spec: dict[str, float] = {}
+    for col, key in SPEC_COLUMNS.items():
+        value = _number(row.get(col))
+        if value is not None:
+            spec[key] = value
     for col, key in (("maintMarginPercent", "maint_margin_rate"),
                      ("requiredMarginPercent", "required_margin_rate")):
-        if col in row.index and pd.notna(row[col]):
-            spec[key] = float(row[col]) / 100.0
+        value = _number(row.get(col))
+        if value is not None:
+            spec[key] = value / 100.0
     spec["contract_size"] = 1.0
-    if "_" in binance_id and "deliveryDate_utc" in row.index:
+    if "_" in binance_id and row.get("deliveryDate_utc") is not None:
         delivery = _utc(str(row["deliveryDate_utc"]), "deliveryDate_utc")
         spec["delivery_epoch_s"] = delivery.timestamp()
     return spec
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is missing or not a number."""
+    if not isinstance(value, int | float | str | np.number):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        return None
+    return v if np.isfinite(v) else None
 
 
 def _ccxt_name(row: object) -> str:

@@ -145,7 +145,8 @@ def _log_returns(specs: list[CoinSpec], n_days: int, rng: np.random.Generator) -
     eps = _student_t(rng, (n_days, n))
     x = np.sqrt(_garch_multiplier(z)) * (beta * z + SECTOR_LOADING * u[:, sector] + idio_w * eps)
     target = np.array([s.vol for s in specs]) / math.sqrt(DAYS_PER_YEAR)
-    scale = target / np.maximum(x.std(axis=0, ddof=1), 1e-12)
+    realised = x.std(axis=0, ddof=1) if n_days > 1 else np.ones(n)  # one day: no estimate
+    scale = target / np.maximum(realised, 1e-12)
     return np.asarray(x * scale, dtype=float)
 
 

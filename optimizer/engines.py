@@ -25,6 +25,7 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
+from cvxpy.reductions.solvers.solver_inverse_data import SolverInverseData
 from cvxpy.reductions.solvers.solving_chain import SolvingChain
 
 PARAM_PROB = "param_prob"
@@ -199,7 +200,9 @@ class PiqpEngine:
 
     def unpack(self) -> None:
         """Push the last result into the cvxpy problem (variable values and dual values)."""
-        self.inverse[-1][cp.settings.OFFSET] = self.offset
+        last = self.inverse[-1]
+        target = last.inverse_data if isinstance(last, SolverInverseData) else last
+        target[cp.settings.OFFSET] = self.offset
         self.problem.unpack_results(self.solver.result, self.chain, self.inverse)
 
 
@@ -224,10 +227,11 @@ class CvxpyDataEngine:
         t0 = time.perf_counter()
         solver = self.chain.solver
         data, inv_last = solver.apply(self.prog)
-        self.inverse[-1] = inv_last
+        wrapped = SolverInverseData(inv_last, solver_instance=solver, solver_options=self.options)
+        self.inverse[-1] = wrapped
         try:
             raw = solver.solve_via_data(data, True, False, self.options, solver_cache=self.cache)
-            sol = solver.invert(raw, inv_last)
+            sol = solver.invert(raw, wrapped)
         except Exception:  # solver crashed: a failure the fallback chain handles
             return RawResult(None, FAILED, self.name, time.perf_counter() - t0, 0, float("nan"))
         self.raw = raw

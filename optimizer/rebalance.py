@@ -128,7 +128,12 @@ class Rebalancer:
                        Rounded(z_unrounded * d.V / _npc(book, d), z_unrounded, 0, ()))
             if rounded.broken:
                 messages.append("after lot rounding these still break: " + ", ".join(rounded.broken))
-            bindings = self._bindings(hp, res.solver, d, z_unrounded) if explain else ()
+            bindings = ()
+            if explain:
+                try:
+                    bindings = self._bindings(hp, res.solver, d, z_unrounded)
+                except Exception as exc:  # duals explain; they never fail the solve
+                    messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
             conflicts = ()
             status = res.status
         sol = _assemble(book, d, rounded, z_unrounded, cons, status=status, solver=res.solver,
@@ -139,10 +144,7 @@ class Rebalancer:
     @staticmethod
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,
                   z: np.ndarray) -> tuple[Binding, ...]:
-        try:
-            hp.unpack(solver)
-        except Exception:  # duals are an explanation; never fail the solve for them
-            return ()
+        hp.unpack(solver)
         te = tracking_error(z, d)
         out: list[Binding] = []
         for c in hp.constraints:
