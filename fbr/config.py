@@ -168,7 +168,11 @@ def load_book_file(path: str | Path) -> LoadedBook:
         where = "is a folder" if p.is_dir() else "does not exist"
         raise ConfigError(f"book file {str(p)!r} {where}. Fix: give the path of a .toml book file "
                           "(see examples/ for complete ones)")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"book file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
+                          "UTF-8 text file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -180,7 +184,8 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<dict>",
                base_dir: Path | None = None) -> LoadedBook:
     """Build a :class:`LoadedBook` from a parsed TOML document (``source`` names it in errors)."""
     try:
-        return _parse(data, _Context(base_dir))
+        default_name = "book" if source == "<dict>" else Path(source).stem
+        return _parse(data, _Context(base_dir), default_name)
     except ValidationError as exc:
         if source == "<dict>":
             raise
@@ -206,8 +211,8 @@ def _describe_toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) ->
             "tables as [name])")
 
 
-def _parse(data: Mapping[str, Any], ctx: _Context) -> LoadedBook:
-    """The whole document, section by section."""
+def _parse(data: Mapping[str, Any], ctx: _Context, default_name: str) -> LoadedBook:
+    """The whole document, section by section (``default_name`` when [book] has no name)."""
     if not isinstance(data, Mapping):
         raise ValidationError("<document>", f"is {type(data).__name__}", "give a TOML table")
     _check_keys(data, TOP_LEVEL_KEYS, "")
@@ -230,7 +235,7 @@ def _parse(data: Mapping[str, Any], ctx: _Context) -> LoadedBook:
         futures=futures, pledged=pledged,
         targets_base=_choice(head.get("targets_base", "invested"), "book.targets_base",
                              [t.value for t in TargetsBase], TargetsBase),
-        name=_string(head.get("name", "book"), "book.name"),
+        name=_string(head.get("name", default_name), "book.name"),
     )
     _check_base(book, market)
     risk_table = _table(data, "risk", "")
@@ -558,7 +563,15 @@ def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, Margi
         kwargs["tiers"] = _tiers_value(merged["tiers"], at("tiers"), schedules)
     elif "tiers_from" in merged:
         kwargs["tiers"] = _tiers_from(merged["tiers_from"], at("tiers_from"), ctx)
-    return FuturesContract(**kwargs)
+    try:
+        return FuturesContract(**kwargs)
+    except ValidationError as exc:  # re-label the model's path with the TOML one
+        prefix = f"contracts.{sym}."
+        if not exc.field.startswith(prefix):
+            raise
+        key = exc.field[len(prefix):]
+        field_path = at(key) if key in merged else _join(p, key)
+        raise ValidationError(field_path, exc.problem, exc.fix) from exc
 
 
 _CONTRACT_NUMBERS: dict[str, Callable[[Any, str], float]] = {
@@ -604,8 +617,8 @@ def _spec_from(value: Any, path: str, ctx: _Context) -> Table:
     resolved, symbol = _file_ref(value, path, ctx)
     try:
         spec = load_contract_spec(resolved, symbol)
-    except FbrError:
-        raise
+    except ValidationError as exc:
+        raise ValidationError(path, f"{exc.field} {exc.problem}", exc.fix) from exc
     except (OSError, KeyError, ValueError) as exc:
         raise ValidationError(path, f"could not be read from {resolved}: {exc!r}",
                               f"check that the file lists {symbol!r}") from exc
@@ -619,8 +632,8 @@ def _tiers_from(value: Any, path: str, ctx: _Context) -> MarginTiers:
     resolved, symbol = _file_ref(value, path, ctx)
     try:
         return load_leverage_tiers(resolved, symbol)
-    except FbrError:
-        raise
+    except ValidationError as exc:
+        raise ValidationError(path, f"{exc.field} {exc.problem}", exc.fix) from exc
     except (OSError, KeyError, ValueError) as exc:
         raise ValidationError(path, f"could not be read from {resolved}: {exc!r}",
                               f"check that the file lists {symbol!r}") from exc
@@ -650,7 +663,11 @@ def _brackets(rows: Any, path: str) -> MarginTiers:
     out: list[TierBracket] = []
     for k, row in enumerate(rows):
         out.append(_bracket(row, _join(path, k), out[-1] if out else None))
-    return MarginTiers(tuple(out))
+    try:
+        return MarginTiers(tuple(out))
+    except ValidationError as exc:  # the model names fields tiers[k].key
+        raise ValidationError(path + exc.field.removeprefix("tiers"), exc.problem,
+                              exc.fix) from exc
 
 
 def _bracket(row: Table, path: str, prev: TierBracket | None) -> TierBracket:
@@ -799,14 +816,19 @@ def _synthetic_params(table: Table, path: str,
     return int(seed), int(days), start_ts.strftime("%Y-%m-%d")
 
 
-def _history(symbols: Sequence[str], seed: int, days: int, start: str,
-             ctx: _Context) -> _History:
+def _history(symbols: Sequence[str], seed: int, days: int, start: str, ctx: _Context,
+             section: str) -> _History:
     """models.synthetic.generate_history, cached so market and risk share one history."""
     key = (tuple(symbols), seed, days, start)
     if key not in ctx.histories:
         from models.synthetic import generate_history
 
-        ctx.histories[key] = generate_history(tuple(symbols), days=days, start=start, seed=seed)
+        try:
+            ctx.histories[key] = generate_history(tuple(symbols), days=days, start=start,
+                                                  seed=seed)
+        except ValidationError as exc:  # the generator names fields synthetic.<key>
+            field_path = _join(section, exc.field.removeprefix("synthetic."))
+            raise ValidationError(field_path, exc.problem, exc.fix) from exc
     return ctx.histories[key]
 
 
@@ -815,7 +837,13 @@ def _synthetic_market(table: Table, symbols: Sequence[str],
                       ctx: _Context) -> MarketSnapshot:
     """The generator's snapshot at ``at`` (its last day when not given)."""
     seed, days, start = _synthetic_params(table, "market")
-    snap = _history(symbols, seed, days, start, ctx).snapshot(tuple(contracts), at=at)
+    hist = _history(symbols, seed, days, start, ctx, "market")
+    try:
+        snap = hist.snapshot(tuple(contracts), at=at)
+    except ValidationError as exc:
+        if not exc.field.startswith("snapshot"):
+            raise
+        raise ValidationError("market.time", exc.problem, exc.fix) from exc
     ctx.labels.append(f"synthetic market data (seed {seed}, {days} days from {start}, "
                       f"snapshot {snap.time:%Y-%m-%d})")
     return snap
@@ -843,12 +871,10 @@ def _data_dir(table: Table, path: str, ctx: _Context) -> Path:
 
 def _data_market(table: Table, symbols: Sequence[str], at: pd.Timestamp | None,
                  ctx: _Context) -> MarketSnapshot:
-    """Spot = the last daily close at or before ``at`` (all data when not given)."""
-    from models.io import load_spot_closes
-
+    """Spot = the last daily close at or before ``at`` (the last one when not given); marks are set
+    to spot by the caller (the data folder's perp marks are 4-hourly and cover fewer symbols)."""
     d = _data_dir(table, "market", ctx)
-    closes = load_spot_closes(d, list(symbols), interval="1d")
-    closes = _until(closes, at)
+    closes = _until(_spot_closes(d, symbols, "market"), at)
     if closes.empty:
         raise ValidationError("market.time", f"is {at}, before the first close in {d}",
                               "give a later market.time")
@@ -926,10 +952,10 @@ def _explicit_risk(table: Table, symbols: Sequence[str]) -> RiskModel:
                               "give an annualised vol for every asset, e.g. BTC = 0.6 or \"60%\"")
     vols = {s: _vol(vols_table[s], f"risk.vols.{s}") for s in vols_table}
     order = list(vols_table)
-    if "correlation" not in table:
+    if "correlation" not in table and len(order) > 1:
         raise ValidationError("risk.correlation", "is missing",
                               "give one correlation for all pairs (e.g. 0.7) or a matrix")
-    corr = _correlation(table["correlation"], order)
+    corr = _correlation(table.get("correlation", 1.0), order)
     d = np.array([vols[s] for s in order])
     model = RiskModel.from_covariance(order, corr * np.outer(d, d), method="given")
     return model.subset(list(symbols))
@@ -1043,22 +1069,30 @@ def _risk_history(table: Table, symbols: Sequence[str], market: MarketSnapshot,
     """
     same = str(market_table.get("source", "")).lower() == "synthetic"
     seed, days, start = _synthetic_params(table, "risk", market_table if same else None)
-    hist = _history(symbols, seed, days, start, ctx)
+    hist = _history(symbols, seed, days, start, ctx, "risk")
     return hist, (market.time if same else None), seed
 
 
 def _data_returns(data_dir: Path, symbols: Sequence[str], end: pd.Timestamp) -> pd.DataFrame:
     """Daily simple returns of the data folder's spot closes up to ``end``, common span only."""
-    from models.io import load_spot_closes
-
-    closes = _until(load_spot_closes(data_dir, list(symbols), interval="1d"), end).dropna()
-    return _returns_from_prices(closes)
-
-
-def _returns_from_prices(closes: pd.DataFrame) -> pd.DataFrame:
     from models.risk import returns_from_prices
 
+    closes = _until(_spot_closes(data_dir, symbols, "risk"), end)
     return returns_from_prices(closes)
+
+
+def _spot_closes(data_dir: Path, symbols: Sequence[str], section: str) -> pd.DataFrame:
+    """Daily spot closes from models.io.load_spot_closes, indexed by close time (bar open + 1 day,
+    so a cut at time t never uses a close from after t); errors name the book file's section."""
+    from models.io import load_spot_closes
+
+    try:
+        closes = load_spot_closes(data_dir, list(symbols), interval="1d")
+    except ValidationError as exc:
+        raise ValidationError(_join(section, "data_dir"), f"({data_dir}) {exc.field} {exc.problem}",
+                              exc.fix) from exc
+    closes.index = pd.DatetimeIndex(closes.index) + pd.Timedelta(days=1)
+    return closes
 
 
 def _synthetic_basis(model: RiskModel, table: Table, book: Book, market: MarketSnapshot,

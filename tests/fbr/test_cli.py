@@ -202,3 +202,9 @@ def test_demo_runs() -> None:
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert len(res) == 3 and all(v["status"] == "optimal" for v in res.values())
+
+
+def test_demo_books_match_examples() -> None:
+    """The demo's embedded books are the shipped examples, byte for byte (no drift)."""
+    for name in ("seed_example_1.toml", "seed_example_2.toml", "ten_assets.toml"):
+        assert (ROOT / "fbr" / "data" / name).read_bytes() == (EXAMPLES / name).read_bytes()
