@@ -96,7 +96,7 @@ COST_KEYS = tuple(f.name for f in dataclasses.fields(CostSettings))
 CONSTRAINT_KEYS = tuple(f.name for f in dataclasses.fields(ConstraintSettings))
 STRESS_KEYS = ("name", "returns", "common")
 CLUSTER_KEYS = ("name", "assets", "band")
-SOLVER_KEYS = ("solvers", "objective_scale", "round_lots")
+SOLVER_KEYS = ("solvers", "objective_scale", "round_lots", "noise_trade_weight", "noise_objective")
 
 #: Tolerances: target weights may exceed 1 by this much; MM may jump by this many USD at an edge.
 WEIGHT_TOL = 1e-6
@@ -1141,6 +1141,9 @@ def _settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> Optimiz
         kwargs["objective_scale"] = _positive(solver["objective_scale"], "solver.objective_scale")
     if "round_lots" in solver:
         kwargs["round_lots"] = _bool(solver["round_lots"], "solver.round_lots")
+    for key in ("noise_trade_weight", "noise_objective"):
+        if key in solver:
+            kwargs[key] = _positive(solver[key], f"solver.{key}")
     return OptimizerSettings(**kwargs)
 
 

@@ -52,6 +52,8 @@ class MarginTiers:
 
     Maintenance margin MM(n) = max_k (mmr_k n - cum_k) (USD, n = |notional| in USD): convex and piecewise
     linear, equal to the exchange's bracket lookup because ``cum`` makes it continuous.
+    Every bracket must have mmr_k <= 1 / max_leverage_k (exchanges guarantee it): then at a leverage L
+    the bracket allows, MM(n) <= n / L = IM(n), so the initial-margin constraint implies maintenance.
     """
 
     brackets: tuple[TierBracket, ...]
@@ -64,6 +66,10 @@ class MarginTiers:
             f = f"tiers[{k}]"
             check_finite_positive(f"{f}.max_leverage", b.max_leverage)
             check_fraction(f"{f}.mmr", b.mmr)
+            if b.mmr * b.max_leverage > 1 + 1e-12:
+                raise ValidationError(f"{f}.mmr", f"is {b.mmr} at {b.max_leverage}x max leverage "
+                                      f"(maintenance above initial margin)",
+                                      "give mmr <= 1 / max_leverage, as every exchange bracket has")
             if not math.isfinite(b.cum):
                 raise ValidationError(f"{f}.cum", "is not finite", "give the exchange's cum amount")
             if b.max_notional <= b.min_notional:

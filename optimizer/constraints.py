@@ -102,11 +102,13 @@ class StressMargin(Constraint):
         self.cum = ctx.param(f"stress_cum_{self.index}", (M, K))
         self.g = ctx.param(f"stress_g_{self.index}", M)
         self.coll = ctx.param(f"stress_coll_{self.index}")
-        m = cp.Variable(M, nonneg=True, name=f"mm_{self.index}")
+        # m >= 0 as a row, not a variable attribute: the lean PIQP path passes no variable bounds
+        m = cp.Variable(M, name=f"mm_{self.index}")
         a_mat = cp.reshape(ctx.a, (M, 1), order="F") @ np.ones((1, K))
         self.cons = [self.coll + self.g @ ctx.z - cp.sum(m) + _s(slack) >= 0,
                      cp.reshape(m, (M, 1), order="F") @ np.ones((1, K))
-                     >= cp.multiply(self.coef, a_mat) - self.cum]
+                     >= cp.multiply(self.coef, a_mat) - self.cum,
+                     m >= 0]
         return self.cons
 
     def update(self, d: ProblemData) -> None:
@@ -234,7 +236,8 @@ class VolatilityCap(Constraint):
         parts = [self.FtB @ ctx.z + self.Fts]
         if st.idio:
             self.sd = ctx.param("vol_sqrt_idio", st.n_assets, nonneg=True)
-            parts.append(cp.multiply(self.sd, ctx.effective()))
+            self.sd_s = ctx.param("vol_sqrt_idio_s", st.n_assets)
+            parts.append(cp.multiply(self.sd, ctx.B @ ctx.z) + self.sd_s)
         self.cons = [cp.norm(cp.hstack(parts), 2) <= self.vmax + _s(slack)]
         return self.cons
 
@@ -244,6 +247,7 @@ class VolatilityCap(Constraint):
         self.vmax.value = d.vol_cap
         if hasattr(self, "sd"):
             self.sd.value = d.sqrt_idio
+            self.sd_s.value = d.sqrt_idio * d.s
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         e = d.s + d.B @ z

@@ -33,6 +33,8 @@ PARAM_PROB = "param_prob"
 #: reference to 1e-5 of NAV
 PIQP_SETTINGS: dict[str, float] = {"eps_abs": 1e-10, "eps_rel": 1e-10, "eps_duality_gap_abs": 1e-10,
                                    "eps_duality_gap_rel": 1e-10}
+#: tighter than Clarabel's defaults (1e-8); 1e-10 often ends 'almost solved' on these problems
+CLARABEL_SETTINGS: dict[str, float] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 CONSTANT_ID = -1
 
 
@@ -49,6 +51,7 @@ class RawResult:
 
 
 OPTIMAL = "optimal"
+OPTIMAL_INACCURATE = "optimal_inaccurate"
 INFEASIBLE = "infeasible"
 UNBOUNDED = "unbounded"
 FAILED = "solver_error"
@@ -109,6 +112,10 @@ class PiqpEngine:
         data, chain, inverse = compile_problem(problem, cp.PIQP)
         self.problem, self.chain, self.inverse = problem, chain, inverse
         prog = data[PARAM_PROB]
+        for key in (cp.settings.LOWER_BOUNDS, cp.settings.UPPER_BOUNDS):
+            bounds = data.get(key)
+            if bounds is not None and np.any(np.isfinite(bounds)):
+                raise RuntimeError("variable bounds are not supported by the lean PIQP path")
         self.prog = prog
         self.n = int(prog.x.size)
         self.m_eq = int(prog.cone_dims.zero)
@@ -210,35 +217,56 @@ class CvxpyDataEngine:
     """Any cvxpy-supported solver through cvxpy's solver interface, skipping the reduction chain."""
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, solver: str,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, *, reuse: bool = False,
+                 retry_defaults: bool = False) -> None:
         data, chain, inverse = compile_problem(problem, solver)
         self.problem, self.inverse = problem, inverse
         self.chain: SolvingChain = chain
         self.prog = data[PARAM_PROB]
         self.name = solver
         self.options = dict(options or {})
+        # Reusing the solver object (cvxpy's solver cache) makes an answer depend on earlier solves
+        # (kept scaling, warm iterates); fbr wants same inputs -> same outputs, so it is off by default.
+        self.reuse = reuse
+        self.retry_defaults = retry_defaults
         self.cache: dict[str, Any] = {}
         off = _var_offset(self.prog, z)
         self.z_slice = slice(off, off + z.size)
         self.raw: Any = None
 
     def solve(self) -> RawResult:
-        """Apply parameters, solve via the solver interface (warm data update when it can)."""
+        """Apply parameters and solve via the solver interface; when the tight options end
+        inaccurate, retry once with the solver's defaults and keep an accurate answer if it gives one.
+        """
         t0 = time.perf_counter()
+        data, inv_last = self.chain.solver.apply(self.prog)
+        first = self._solve_data(data, inv_last, self.options, t0)
+        if first.status != OPTIMAL_INACCURATE or not self.retry_defaults:
+            return first
+        kept = (self.raw, self.inverse[-1])
+        second = self._solve_data(data, inv_last, {}, t0)
+        if second.status == OPTIMAL:
+            return second
+        self.raw, self.inverse[-1] = kept
+        return RawResult(first.z, first.status, first.solver, time.perf_counter() - t0,
+                         first.iterations, first.objective)
+
+    def _solve_data(self, data: dict[str, Any], inv_last: Any, options: dict[str, Any],
+                    t0: float) -> RawResult:
         solver = self.chain.solver
-        data, inv_last = solver.apply(self.prog)
-        wrapped = SolverInverseData(inv_last, solver_instance=solver, solver_options=self.options)
-        self.inverse[-1] = wrapped
+        wrapped = SolverInverseData(inv_last, solver_instance=solver, solver_options=options)
         try:
-            raw = solver.solve_via_data(data, True, False, self.options, solver_cache=self.cache)
+            raw = solver.solve_via_data(data, self.reuse, False, options,
+                                        solver_cache=self.cache if self.reuse else None)
             sol = solver.invert(raw, wrapped)
         except Exception:  # solver crashed: a failure the fallback chain handles
             return RawResult(None, FAILED, self.name, time.perf_counter() - t0, 0, float("nan"))
         self.raw = raw
+        self.inverse[-1] = wrapped
         status = str(sol.status)
         if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and sol.primal_vars:
             x = np.asarray(next(iter(sol.primal_vars.values()))).ravel()
-            st = OPTIMAL if status == cp.OPTIMAL else "optimal_inaccurate"
+            st = OPTIMAL if status == cp.OPTIMAL else OPTIMAL_INACCURATE
             return RawResult(x[self.z_slice].copy(), st, self.name, time.perf_counter() - t0,
                              int(sol.attr.get(cp.settings.NUM_ITERS, 0) or 0), float(sol.opt_val))
         mapped = {cp.INFEASIBLE: INFEASIBLE, cp.INFEASIBLE_INACCURATE: INFEASIBLE,

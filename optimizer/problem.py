@@ -22,8 +22,10 @@ from optimizer.constraints import Constraint, constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import (
+    CLARABEL_SETTINGS,
     INFEASIBLE,
     OPTIMAL,
+    OPTIMAL_INACCURATE,
     UNBOUNDED,
     CvxpyDataEngine,
     PiqpEngine,
@@ -63,7 +65,8 @@ def check_bounded(d: ProblemData) -> None:
     one changes no exposure and earns carry without limit.
     """
     st = d.structure
-    if st.margin or st.impact or not st.carry or d.gamma_fund == 0:
+    # margin (IM) and stress scenarios (tiered MM, mmr > 0) bound every position
+    if st.margin or st.stress_names or st.impact or not st.carry or d.gamma_fund == 0:
         return
     bounded = set(st.capped) | set(st.trade_limited)
     basis_rows = np.abs(d.Gb).sum(axis=1) > 0 if d.Gb.size else np.zeros(len(d.contracts), bool)
@@ -149,26 +152,34 @@ class HedgeProblem:
                 eng = CvxpyDataEngine(self.problem, self.ctx.z, cp.SCS,
                                       {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000})
             else:
-                eng = CvxpyDataEngine(self.problem, self.ctx.z, solver.value)
+                eng = CvxpyDataEngine(self.problem, self.ctx.z, solver.value, dict(CLARABEL_SETTINGS),
+                                      retry_defaults=True)
             self._engines[solver] = eng
         return eng
 
     def solve(self, solvers: tuple[SolverName, ...] = ()) -> SolveOutcome:
         """Solve with the first solver of the chain that succeeds (infeasible/unbounded are answers)."""
-        chain = [s for s in (solvers or self.default_chain())
-                 if not (self.is_conic and s == SolverName.PIQP)]
+        asked = solvers or self.default_chain()
+        chain = [s for s in asked if not (self.is_conic and s == SolverName.PIQP)]
+        if not chain:
+            raise SolverFailedError(
+                "PIQP cannot solve this problem: the 3/2-power impact cost or the vol cap makes it "
+                "conic. Fix: list CLARABEL or SCS in [solver] solvers, or switch those off.")
         tried: list[tuple[str, str]] = []
-        last: RawResult | None = None
+        inaccurate: RawResult | None = None
         for s in chain:
             res = self.engine(s).solve()
             tried.append((s.value, res.status))
-            last = res
             if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED):
                 return SolveOutcome(res, tuple(tried))
-            if res.status == "optimal_inaccurate" and s == chain[-1]:
-                return SolveOutcome(res, tuple(tried))
-        if last is not None and last.status == "optimal_inaccurate":
-            return SolveOutcome(last, tuple(tried))
+            if res.status == OPTIMAL_INACCURATE:
+                # an interior-point solver's inaccurate answer beats SCS's first-order one; SCS's
+                # is kept only until a later solver does better
+                if s != SolverName.SCS:
+                    return SolveOutcome(res, tuple(tried))
+                inaccurate = inaccurate or res
+        if inaccurate is not None:
+            return SolveOutcome(inaccurate, tuple(tried))
         detail = ", ".join(f"{n}: {st}" for n, st in tried)
         raise SolverFailedError(f"every solver failed ({detail}). Try scaling the book, loosening "
                                 f"tolerances, or another solver with [solver] solvers = [...].")

@@ -18,7 +18,7 @@ from optimizer.constraints import Constraint, constraints_for
 from optimizer.data import ProblemData, Structure, prepare
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
-from optimizer.rounding import Rounded, round_positions
+from optimizer.rounding import Rounded, round_positions, snap_small_trades
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import (
     Binding,
@@ -115,14 +115,16 @@ class Rebalancer:
             el = elastic_resolve(d)
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             names = ", ".join(c.name for c in conflicts) or "(none found)"
-            messages.append(f"infeasible: these constraints conflict: {names}. Positions shown are "
-                            f"the closest feasible book (least total violation).")
+            messages.append(f"infeasible: these constraints conflict: {names}. The positions shown "
+                            f"are the least-violation book: they still break those constraints by "
+                            f"the amounts listed.")
             z_unrounded = el.z
             rounded = Rounded(contracts=el.z * d.V / _npc(book, d), z=el.z, repairs=0, broken=())
             bindings: tuple[Binding, ...] = ()
             status = "infeasible"
         else:
-            z_unrounded = np.asarray(res.z)
+            z_unrounded = snap_small_trades(np.asarray(res.z), d, cons, hp.terms,
+                                            settings.noise_trade_weight, settings.noise_objective)
             rounded = (round_positions(z_unrounded, d, book.contracts, q0, cons)
                        if settings.round_lots else
                        Rounded(z_unrounded * d.V / _npc(book, d), z_unrounded, 0, ()))

@@ -59,7 +59,9 @@ class ConstraintSettings:
     """The switchable constraints (None = off).
 
     - margin: sum_j |x_j| / L_j <= collateral - margin_buffer_usd (on when ``margin`` is True)
-    - maintenance tiers: collateral - sum_j MM_j(|x_j|) >= 0 (part of ``margin``)
+    - maintenance: collateral - sum_j MM_j(|x_j|) >= 0 is implied by the margin row, because the
+      tier limit keeps |x_j| in brackets whose max leverage is >= L_j and mmr_k <= 1 / max_lev_k, so
+      MM_j <= IM_j (models.instruments.MarginTiers validates mmr_k <= 1 / max_lev_k)
     - stress: no liquidation in any of ``stress`` scenarios
     - max_gross_leverage: sum_i |e_i| <= L_max
     - caps_usd: |x_j| <= cap_j by contract symbol; ``default_cap_usd`` for the others
@@ -94,3 +96,8 @@ class OptimizerSettings:
     solvers: tuple[SolverName, ...] = ()
     objective_scale: float = 1e4
     round_lots: bool = True
+    #: trades smaller than this fraction of the base are cancelled when cancelling them does not
+    #: raise the objective (solver noise, not a decision; see optimizer.rounding.snap_small_trades)
+    noise_trade_weight: float = 1e-4
+    #: ... and when cancelling raises the objective (TE^2 + costs, annualised) by at most this
+    noise_objective: float = 1e-9

@@ -47,8 +47,11 @@ class TrackingError(Term):
         self.c = ctx.param("Ft_s_minus_w", st.n_factors)
         expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
         if st.idio:
+            # sqrt(d) * (B z) + sqrt(d) * (s - w*): the second product is precomputed (DPP forbids
+            # a Parameter times a Parameter)
             self.sd = ctx.param("sqrt_idio", st.n_assets, nonneg=True)
-            expr = expr + cp.sum_squares(cp.multiply(self.sd, ctx.deviation()))
+            self.sd_dev0 = ctx.param("sqrt_idio_s_minus_w", st.n_assets)
+            expr = expr + cp.sum_squares(cp.multiply(self.sd, ctx.B @ ctx.z) + self.sd_dev0)
         return expr
 
     def update(self, d: ProblemData) -> None:
@@ -56,6 +59,7 @@ class TrackingError(Term):
         self.c.value = d.F.T @ (d.s - d.w)
         if hasattr(self, "sd"):
             self.sd.value = d.sqrt_idio
+            self.sd_dev0.value = d.sqrt_idio * (d.s - d.w)
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
         dev = d.s + d.B @ z - d.w
