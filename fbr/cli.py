@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from models.errors import FbrError
 
@@ -52,7 +53,7 @@ def user_errors(as_json: bool) -> Iterator[None]:
 def _fail(message: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"status": "error", "error": message}))
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from optimizer.solution import Solution
 
@@ -71,17 +73,17 @@ def summary_table(sol: Solution) -> Table:
 def render_solution(sol: Solution, console: Console) -> None:
     """Print the whole plan."""
     if sol.labels:
-        console.print(Panel(" / ".join(sol.labels), title="data", style="yellow"))
+        console.print(Panel(Text(" / ".join(sol.labels)), title="data", style="yellow"))
     console.print(trades_table(sol))
     console.print(exposure_table(sol))
     console.print(summary_table(sol))
     if sol.binding_constraints:
-        lines = [f"- {b.explanation}" for b in sol.binding_constraints]
+        lines = [Text(f"- {b.explanation}") for b in sol.binding_constraints]
         console.print(Panel(Group(*lines), title="binding constraints"))
     if sol.conflicts:
-        lines = [f"- {c.name}: relaxed by {c.violation:.6g} {c.unit}" for c in sol.conflicts]
+        lines = [Text(f"- {c.name}: relaxed by {c.violation:.6g} {c.unit}") for c in sol.conflicts]
         console.print(Panel(Group(*lines), title="conflicting constraints", style="red"))
     for m in sol.messages:
-        console.print(f"[bold]note:[/bold] {m}")
+        console.print(f"[bold]note:[/bold] {escape(m)}")
     console.print(f"status [bold]{sol.status}[/bold], solver {sol.solver}, solve "
                   f"{sol.solve_time_ms:.2f} ms (total {sol.total_time_ms:.1f} ms)")

@@ -208,3 +208,14 @@ def test_demo_books_match_examples() -> None:
     """The demo's embedded books are the shipped examples, byte for byte (no drift)."""
     for name in ("seed_example_1.toml", "seed_example_2.toml", "ten_assets.toml"):
         assert (ROOT / "fbr" / "data" / name).read_bytes() == (EXAMPLES / name).read_bytes()
+
+
+def test_contract_without_price(tmp_path: Path) -> None:
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace("mark_from_spot = true", "")
+    text += '\n[market.mark]\n"BTC-PERP" = 60000.0\n"ETH-PERP" = 2500.0\n'
+    f = tmp_path / "noprice.toml"
+    f.write_text(text)
+    proc = run_fbr("solve", str(f))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # the message names the field and the fix, with its TOML table intact
+    assert "market.mark.SOL-PERP" in proc.stderr and "[market.mark]" in proc.stderr
