@@ -74,7 +74,8 @@ class RiskModel:
     @property
     def vol(self) -> np.ndarray:
         """Annualised volatility per asset."""
-        return np.asarray(np.sqrt(np.clip(np.diag(self.covariance), 0.0, None)), dtype=float)
+        var = np.einsum("ik,ik->i", self.loadings, self.loadings) + self.idio
+        return np.asarray(np.sqrt(np.clip(var, 0.0, None)), dtype=float)
 
     @property
     def daily_vol(self) -> np.ndarray:

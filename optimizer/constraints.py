@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import cvxpy as cp
 import numpy as np
 
-from optimizer.context import Context
+from optimizer.context import Context, assign
 from optimizer.data import ProblemData, Structure
 
 
@@ -72,8 +72,8 @@ class InitialMargin(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.inv_lev.value = d.inv_lev
-        self.budget.value = d.im_budget
+        assign(self.inv_lev, d.inv_lev)
+        assign(self.budget, d.im_budget)
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.array([max(float(d.inv_lev @ np.abs(z)) - d.im_budget, 0.0)])
@@ -102,21 +102,23 @@ class StressMargin(Constraint):
         self.cum = ctx.param(f"stress_cum_{self.index}", (M, K))
         self.g = ctx.param(f"stress_g_{self.index}", M)
         self.coll = ctx.param(f"stress_coll_{self.index}")
-        # m >= 0 as a row, not a variable attribute: the lean PIQP path passes no variable bounds
         m = cp.Variable(M, name=f"mm_{self.index}")
         a_mat = cp.reshape(ctx.a, (M, 1), order="F") @ np.ones((1, K))
         self.cons = [self.coll + self.g @ ctx.z - cp.sum(m) + _s(slack) >= 0,
                      cp.reshape(m, (M, 1), order="F") @ np.ones((1, K))
-                     >= cp.multiply(self.coef, a_mat) - self.cum,
-                     m >= 0]
+                     >= cp.multiply(self.coef, a_mat) - self.cum]
+        if st.mm_floor:
+            # MM >= 0 is implied when every first bracket has cum <= 0 (then m >= mmr_0 |z| >= 0);
+            # a row, not a variable attribute: the lean PIQP path passes no variable bounds
+            self.cons.append(m >= 0)
         return self.cons
 
     def update(self, d: ProblemData) -> None:
         g = d.stress_g[self.index]
-        self.coef.value = d.mmr * (1.0 + g)[:, None]
-        self.cum.value = d.cum
-        self.g.value = g
-        self.coll.value = float(d.stress_coll[self.index])
+        assign(self.coef, d.mmr * (1.0 + g)[:, None])
+        assign(self.cum, d.cum)
+        assign(self.g, g)
+        assign(self.coll, float(d.stress_coll[self.index]))
 
     def surplus(self, z: np.ndarray, d: ProblemData) -> float:
         """Margin surplus after the shock (weight units); negative = liquidation."""
@@ -145,7 +147,7 @@ class GrossLeverage(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.lmax.value = d.max_gross
+        assign(self.lmax, d.max_gross)
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.array([max(float(np.abs(d.s + d.B @ z).sum()) - d.max_gross, 0.0)])
@@ -174,7 +176,7 @@ class PositionLimit(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.cap.value = d.caps[self.idx]
+        assign(self.cap, d.caps[self.idx])
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.maximum(np.abs(z[self.idx]) - d.caps[self.idx], 0.0)
@@ -201,7 +203,7 @@ class ClusterBands(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.band.value = d.cluster_bands
+        assign(self.band, d.cluster_bands)
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         dev = self.S @ (d.s + d.B @ z - d.w)
@@ -242,12 +244,12 @@ class VolatilityCap(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.FtB.value = d.F.T @ d.B
-        self.Fts.value = d.F.T @ d.s
-        self.vmax.value = d.vol_cap
+        assign(self.FtB, d.FtB)
+        assign(self.Fts, d.F.T @ d.s)
+        assign(self.vmax, d.vol_cap)
         if hasattr(self, "sd"):
-            self.sd.value = d.sqrt_idio
-            self.sd_s.value = d.sqrt_idio * d.s
+            assign(self.sd, d.sqrt_idio)
+            assign(self.sd_s, d.sqrt_idio * d.s)
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         e = d.s + d.B @ z
@@ -273,8 +275,8 @@ class FundingBudget(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.carry.value = d.carry
-        self.budget.value = d.funding_budget
+        assign(self.carry, d.carry)
+        assign(self.budget, d.funding_budget)
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.array([max(float(d.carry @ z) - d.funding_budget, 0.0)])
@@ -294,7 +296,7 @@ class TradeLimit(Constraint):
         return self.cons
 
     def update(self, d: ProblemData) -> None:
-        self.tau.value = d.trade_limits[self.idx]
+        assign(self.tau, d.trade_limits[self.idx])
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.maximum(np.abs(z - d.z0)[self.idx] - d.trade_limits[self.idx], 0.0)

@@ -16,6 +16,19 @@ import numpy as np
 from optimizer.data import ProblemData, Structure
 
 
+def assign(param: cp.Parameter, value: np.ndarray | float) -> None:
+    """Set a Parameter's value without cvxpy's per-assignment validation (about 18 us each, the
+    largest fixed cost of a small re-solve). Shapes are still checked here; finiteness and signs are
+    checked once in optimizer.data.prepare, and non-negative Parameters are checked below.
+    """
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != param.shape:
+        raise ValueError(f"parameter {param.name()}: shape {arr.shape}, expected {param.shape}")
+    if param.attributes["nonneg"] and arr.size and float(arr.min()) < 0:
+        raise ValueError(f"parameter {param.name()} must be non-negative")
+    param.save_value(arr)
+
+
 @dataclass
 class Context:
     """Variables, common parameters and expressions shared by terms and constraints."""
@@ -55,9 +68,9 @@ class Context:
 
     def set_common(self, d: ProblemData) -> None:
         """Values of the shared parameters."""
-        self.z0.value = d.z0
-        self.s.value = d.s
-        self.s_minus_w.value = d.s - d.w
+        assign(self.z0, d.z0)
+        assign(self.s, d.s)
+        assign(self.s_minus_w, d.s - d.w)
 
     def deviation(self) -> cp.Expression:
         """e - w* = s + B z - w* (N), the effective weights' distance from target."""

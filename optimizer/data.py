@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class Structure:
     idio: bool
     n_basis_factors: int
     n_tiers: int
+    mm_floor: bool
     exposure: bytes
     stress_names: tuple[str, ...]
     cluster_members: tuple[tuple[int, ...], ...]
@@ -67,6 +69,7 @@ class ProblemData:
     B: np.ndarray
     z0: np.ndarray
     F: np.ndarray
+    FtB: np.ndarray
     sqrt_idio: np.ndarray
     Gb: np.ndarray
     lin_cost: np.ndarray
@@ -96,7 +99,7 @@ class ProblemData:
     gamma_fund: float = 1.0
     extras: dict[str, float] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def structure(self) -> Structure:
         """The problem shape these numbers need (see :class:`Structure`)."""
         st = self.settings
@@ -106,13 +109,14 @@ class ProblemData:
             n_assets=len(self.assets), n_contracts=len(self.contracts),
             n_factors=self.F.shape[1], idio=bool(np.any(self.sqrt_idio > 0)),
             n_basis_factors=self.Gb.shape[1],
-            n_tiers=self.mmr.shape[1], exposure=self.B.astype(np.int8).tobytes(),
+            n_tiers=self.mmr.shape[1], mm_floor=bool(np.any(self.cum[:, 0] > 0)),
+            exposure=self.B.astype(np.int8).tobytes(),
             stress_names=self.stress_names, cluster_members=self.cluster_members,
             cluster_names=self.cluster_names, capped=capped, trade_limited=limited,
             margin=st.constraints.margin, leverage=math.isfinite(self.max_gross),
             vol_cap=math.isfinite(self.vol_cap), funding_budget=math.isfinite(self.funding_budget),
             trading=st.costs.trading, impact=st.costs.impact, carry=st.costs.carry,
-            objective_scale=st.objective_scale,
+            objective_scale=st.objective_scale if st.objective_scale is not None else 1e4,
         )
 
     @property
@@ -183,7 +187,7 @@ def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: Optimiz
     targets = book.target_vector()
     spot = book.spot_values(market)
     held = (targets > 0) | (spot > 0)
-    corr = risk.correlation()
+    corr = risk.correlation() if cs.rho_min is not None else None
     idx = {s: i for i, s in enumerate(book.asset_symbols)}
     for j, c in enumerate(book.contracts):
         cands: list[tuple[float, str]] = []
@@ -195,7 +199,7 @@ def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: Optimiz
             tier_max = c.max_notional_usd
             if math.isfinite(tier_max) and tier_max < 1e11:
                 cands.append((tier_max / V, "tier_limit"))
-        if cs.rho_min is not None:
+        if cs.rho_min is not None and corr is not None:
             i = idx[c.underlying]
             if not held[i]:
                 others = [k for k in range(len(targets)) if held[k]]
@@ -206,6 +210,27 @@ def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: Optimiz
             cap, name = min(cands)
             caps[j], source[j] = cap, name
     return caps, tuple(source)
+
+
+def _reachable_tiers(book: Book, caps_usd: np.ndarray,
+                     stress_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tier arrays (M x K, USD) keeping only brackets a position can reach.
+
+    A position is at most cap_j, and a stress scenario scales it by (1 + g_sj); brackets starting above
+    cap_j (1 + max_s g_sj) never hold the max in MM(n) = max_k (mmr_k n - cum_k) for reachable n
+    (MM is convex and continuous, each bracket is the max only inside its own range), so dropping
+    them changes nothing but the problem size. Shorter rows are padded with their last bracket.
+    """
+    up = 1.0 + np.clip(stress_g.max(axis=0), 0.0, None) if stress_g.size else np.ones(len(caps_usd))
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    for j, c in enumerate(book.contracts):
+        reach = caps_usd[j] * up[j]
+        keep = [b for b in c.tiers.brackets if b.min_notional < reach] or [c.tiers.brackets[0]]
+        rows.append((np.array([b.mmr for b in keep]), np.array([b.cum for b in keep])))
+    K = max(len(r[0]) for r in rows)
+    mmr = np.array([np.pad(m, (0, K - len(m)), mode="edge") for m, _ in rows])
+    cum = np.array([np.pad(cm, (0, K - len(cm)), mode="edge") for _, cm in rows])
+    return mmr, cum
 
 
 def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
@@ -248,6 +273,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     stress_coll = np.array([collateral + pledged_value @ r for r in stress_r]) / V
 
     caps, cap_source = _caps(book, market, risk, settings, V)
+    mmr, cum = _reachable_tiers(book, caps * V, stress_g)
     adv = np.array([market.contract_adv(c) for c in book.contract_symbols])
     tl = np.full(len(book.contracts), math.inf)
     if cs.trade_limit_adv is not None:
@@ -270,11 +296,12 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     return ProblemData(
         assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=book.nav(market),
         collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
+        FtB=risk.loadings.T[:, np.argmax(B, axis=0)],
         sqrt_idio=np.sqrt(np.clip(risk.idio, 0.0, None)), Gb=Gb,
         lin_cost=costs.linear, impact_cost=costs.impact * math.sqrt(V),
         carry=_carry_per_horizon(book, market, cc.horizon_days),
         inv_lev=1.0 / mm.leverage, im_budget=(collateral - cs.margin_buffer_usd) / V,
-        mmr=mm.mmr, cum=mm.cum / V, stress_g=stress_g, stress_coll=stress_coll,
+        mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),
         max_gross=cs.max_gross_leverage if cs.max_gross_leverage is not None else math.inf,
         caps=caps, cap_source=cap_source, cluster_members=tuple(members),

@@ -96,11 +96,92 @@ class _ParamVector:
         return vec
 
 
+def _write(target: np.ndarray, values: np.ndarray) -> bool:
+    """Copy ``values`` into ``target`` in place; True when anything changed."""
+    if np.array_equal(target, values):
+        return False
+    target[:] = values
+    return True
+
+
 def _var_offset(prog: Any, var: cp.Variable) -> int:
     try:
         return int(prog.var_id_to_col[var.id])
     except KeyError:  # pragma: no cover - cvxpy replaced the variable
         raise RuntimeError("cvxpy replaced the decision variable during canonicalisation") from None
+
+
+class CompiledMap:
+    """The affine map from cvxpy's parameter vector p to a compiled program's data, kept once.
+
+    cvxpy stores, for the constraint matrix with its offset column, ``values = R_A @ p`` on a fixed
+    sparsity pattern, and likewise for P and q. Sub-blocks of A (rows) and of P (upper triangle) are
+    located once with a template whose data are entry positions, so a refresh is three mat-vecs and
+    a few gathers.
+    """
+
+    def __init__(self, prog: Any) -> None:
+        self.n = int(prog.x.size)
+        self.pvec = _ParamVector(prog)
+        red = prog.reduced_A
+        red.cache(keep_zeros=False)
+        if red.problem_data_index is None:
+            raise RuntimeError("degenerate constraint tensor")
+        indices, indptr, shape = red.problem_data_index
+        n, m = self.n, int(shape[0])
+        self.m = m
+        self.RA = sp.csr_matrix(red.reduced_mat)
+        self.nnz_a = int(indptr[n])
+        self.b_rows = np.asarray(indices[self.nnz_a:indptr[n + 1]])
+        self.tmpl_a = sp.csc_matrix((np.arange(1, self.nnz_a + 1, dtype=float), indices[:self.nnz_a],
+                                     indptr[:n + 1]), shape=(m, n))
+        self.tmpl_a.sum_duplicates()
+        if self.tmpl_a.nnz != self.nnz_a:
+            raise RuntimeError("constraint tensor has duplicate entries")
+        self.Rq = sp.csr_matrix(prog.q)
+        redp = prog.reduced_P
+        redp.cache(keep_zeros=False)
+        self.RP: sp.csr_matrix | None = None
+        self.tmpl_p = sp.csc_matrix((n, n))
+        if redp.problem_data_index is not None:
+            p_idx, p_ptr, _ = redp.problem_data_index
+            self.RP = sp.csr_matrix(redp.reduced_mat)
+            self.tmpl_p = sp.csc_matrix((np.arange(1, len(p_idx) + 1, dtype=float), p_idx, p_ptr),
+                                        shape=(n, n))
+            self.tmpl_p.sum_duplicates()
+
+    @staticmethod
+    def located(tmpl: sp.csc_matrix) -> tuple[sp.csc_matrix, np.ndarray]:
+        """A matrix with ``tmpl``'s pattern (values zero) and, per entry, its position in the values."""
+        tmpl = sp.csc_matrix(tmpl)
+        tmpl.sort_indices()
+        pos = tmpl.data.astype(np.int64) - 1
+        out = tmpl.copy()
+        out.data[:] = 0.0
+        return out, pos
+
+    def rows(self, lo: int, hi: int) -> tuple[sp.csc_matrix, np.ndarray]:
+        """Rows lo:hi of A, located."""
+        return self.located(self.tmpl_a[lo:hi, :])
+
+    def p_matrix(self, upper: bool) -> tuple[sp.csc_matrix, np.ndarray]:
+        """P (or its upper triangle), located."""
+        return self.located(sp.csc_matrix(sp.triu(self.tmpl_p)) if upper else self.tmpl_p)
+
+    def values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(A values, b (m), q with the offset last (n + 1), P values or None) for the current p."""
+        p = self.pvec()
+        vals = self.RA @ p
+        bfull = np.zeros(self.m)
+        bfull[self.b_rows] = vals[self.nnz_a:]
+        return vals, bfull, self.Rq @ p, (self.RP @ p if self.RP is not None else None)
+
+
+def _check_no_bounds(data: dict[str, Any]) -> None:
+    for key in (cp.settings.LOWER_BOUNDS, cp.settings.UPPER_BOUNDS):
+        bounds = data.get(key)
+        if bounds is not None and np.any(np.isfinite(bounds)):
+            raise RuntimeError("variable bounds are not supported by the lean solver paths")
 
 
 class PiqpEngine:
@@ -110,76 +191,33 @@ class PiqpEngine:
 
     def __init__(self, problem: cp.Problem, z: cp.Variable) -> None:
         data, chain, inverse = compile_problem(problem, cp.PIQP)
+        _check_no_bounds(data)
         self.problem, self.chain, self.inverse = problem, chain, inverse
         prog = data[PARAM_PROB]
-        for key in (cp.settings.LOWER_BOUNDS, cp.settings.UPPER_BOUNDS):
-            bounds = data.get(key)
-            if bounds is not None and np.any(np.isfinite(bounds)):
-                raise RuntimeError("variable bounds are not supported by the lean PIQP path")
         self.prog = prog
-        self.n = int(prog.x.size)
+        self.map = CompiledMap(prog)
+        self.n = self.map.n
         self.m_eq = int(prog.cone_dims.zero)
-        self.z_slice = slice(_var_offset(prog, z), _var_offset(prog, z) + z.size)
-        self.pvec = _ParamVector(prog)
-        self._compile_constraints(prog)
-        self._compile_objective(prog)
+        off = _var_offset(prog, z)
+        self.z_slice = slice(off, off + z.size)
+        self.A, self.pos_eq = self.map.rows(0, self.m_eq)
+        self.G, self.pos_ineq = self.map.rows(self.m_eq, self.map.m)
+        self.P, self.pos_p = self.map.p_matrix(upper=False)
         self.solver: Any = None
-
-    def _compile_constraints(self, prog: Any) -> None:
-        red = prog.reduced_A
-        red.cache(keep_zeros=False)
-        if red.problem_data_index is None:
-            raise RuntimeError("degenerate constraint tensor")
-        indices, indptr, shape = red.problem_data_index
-        n, m = self.n, shape[0]
-        self.RA = sp.csr_matrix(red.reduced_mat)
-        nnz_a = int(indptr[n])
-        self.nnz_a = nnz_a
-        self.b_rows = np.asarray(indices[nnz_a:indptr[n + 1]])
-        self.m = m
-        # A template whose data are positions, to learn where each value lands after the split.
-        tmpl = sp.csc_matrix((np.arange(1, nnz_a + 1, dtype=float), indices[:nnz_a], indptr[:n + 1]),
-                             shape=(m, n))
-        tmpl.sum_duplicates()
-        if tmpl.nnz != nnz_a:
-            raise RuntimeError("constraint tensor has duplicate entries")
-        eq = sp.csc_matrix(tmpl[: self.m_eq, :])
-        ineq = sp.csc_matrix(tmpl[self.m_eq:, :])
-        self.pos_eq = eq.data.astype(np.int64) - 1
-        self.pos_ineq = ineq.data.astype(np.int64) - 1
-        self.A, self.G = eq.copy(), ineq.copy()
-
-    def _compile_objective(self, prog: Any) -> None:
-        self.Rq = sp.csr_matrix(prog.q)
-        redp = prog.reduced_P
-        redp.cache(keep_zeros=False)
-        n = self.n
-        if redp.problem_data_index is None:
-            self.RP = None
-            self.P = sp.csc_matrix((n, n))
-            return
-        indices, indptr, _shape = redp.problem_data_index
-        self.RP = sp.csr_matrix(redp.reduced_mat)
-        self.P = sp.csc_matrix((np.zeros(len(indices)), indices, indptr), shape=(n, n))
-        self.P.has_sorted_indices = False
-        self.P.sort_indices()
-        order = sp.csc_matrix((np.arange(1, len(indices) + 1, dtype=float), indices, indptr),
-                              shape=(n, n))
-        order.sort_indices()
-        self.pos_p = order.data.astype(np.int64) - 1
 
     def refresh(self) -> tuple[sp.csc_matrix, np.ndarray, float, sp.csc_matrix, np.ndarray,
                                sp.csc_matrix, np.ndarray]:
-        """Solver data (P, q, offset, A, b, G, h) for the current Parameter values."""
-        p = self.pvec()
-        vals = self.RA @ p
-        self.A.data[:] = vals[self.pos_eq]
-        self.G.data[:] = -vals[self.pos_ineq]
-        bfull = np.zeros(self.m)
-        bfull[self.b_rows] = vals[self.nnz_a:]
-        qfull = self.Rq @ p
-        if self.RP is not None:
-            self.P.data[:] = (self.RP @ p)[self.pos_p]
+        """Solver data (P, q, offset, A, b, G, h) for the current Parameter values.
+
+        ``self.changed`` records which matrices differ from the previous refresh, so the solver
+        update can skip the unchanged ones (the risk model and tiers rarely change day to day).
+        """
+        vals, bfull, qfull, pvals = self.map.values()
+        changed: dict[str, bool] = {}
+        changed["A"] = _write(self.A.data, vals[self.pos_eq])
+        changed["G"] = _write(self.G.data, -vals[self.pos_ineq])
+        changed["P"] = pvals is not None and _write(self.P.data, pvals[self.pos_p])
+        self.changed = changed
         return (self.P, qfull[: self.n], float(qfull[self.n]), self.A, -bfull[: self.m_eq],
                 self.G, bfull[self.m_eq:])
 
@@ -196,7 +234,8 @@ class PiqpEngine:
                 setattr(self.solver.settings, key, val)
             self.solver.setup(P=P, c=q, A=A, b=b, G=G, h_u=h)
         else:
-            self.solver.update(P=P, c=q, A=A, b=b, G=G, h_u=h)
+            mats = {k: m for k, m in (("P", P), ("A", A), ("G", G)) if self.changed[k]}
+            self.solver.update(c=q, b=b, h_u=h, **mats)
         self.solver.solve()
         res = self.solver.result
         self.offset = offset
@@ -239,7 +278,7 @@ class CvxpyDataEngine:
         inaccurate, retry once with the solver's defaults and keep an accurate answer if it gives one.
         """
         t0 = time.perf_counter()
-        data, inv_last = self.chain.solver.apply(self.prog)
+        data, inv_last = self._data()
         first = self._solve_data(data, inv_last, self.options, t0)
         if first.status != OPTIMAL_INACCURATE or not self.retry_defaults:
             return first
@@ -251,13 +290,21 @@ class CvxpyDataEngine:
         return RawResult(first.z, first.status, first.solver, time.perf_counter() - t0,
                          first.iterations, first.objective)
 
+    def _data(self) -> tuple[dict[str, Any], Any]:
+        """The solver's data for the current Parameter values, and its inverse data."""
+        return self.chain.solver.apply(self.prog)
+
+    def _call(self, data: dict[str, Any], options: dict[str, Any]) -> Any:
+        """Run the solver on ``data``; returns its raw result."""
+        return self.chain.solver.solve_via_data(data, self.reuse, False, options,
+                                                solver_cache=self.cache if self.reuse else None)
+
     def _solve_data(self, data: dict[str, Any], inv_last: Any, options: dict[str, Any],
                     t0: float) -> RawResult:
         solver = self.chain.solver
         wrapped = SolverInverseData(inv_last, solver_instance=solver, solver_options=options)
         try:
-            raw = solver.solve_via_data(data, self.reuse, False, options,
-                                        solver_cache=self.cache if self.reuse else None)
+            raw = self._call(data, options)
             sol = solver.invert(raw, wrapped)
         except Exception:  # solver crashed: a failure the fallback chain handles
             return RawResult(None, FAILED, self.name, time.perf_counter() - t0, 0, float("nan"))
@@ -276,3 +323,38 @@ class CvxpyDataEngine:
     def unpack(self) -> None:
         """Push the last result into the cvxpy problem (variable values and dual values)."""
         self.problem.unpack_results(self.raw, self.chain, self.inverse)
+
+
+class ClarabelEngine(CvxpyDataEngine):
+    """The conic path straight into Clarabel's native API: the compiled map gives A, b, q and the
+    upper triangle of P; the cones are built once. A fresh solver object per solve keeps every answer
+    independent of earlier solves (Clarabel's data update keeps state, shifting answers by ~1e-7).
+    """
+
+    def __init__(self, problem: cp.Problem, z: cp.Variable, options: dict[str, Any]) -> None:
+        super().__init__(problem, z, cp.CLARABEL, options, reuse=False, retry_defaults=True)
+        from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import dims_to_solver_cones
+
+        data, self.inv_last = self.chain.solver.apply(self.prog)
+        _check_no_bounds(data)
+        self.map = CompiledMap(self.prog)
+        self.A, self.pos_a = self.map.rows(0, self.map.m)
+        self.P, self.pos_p = self.map.p_matrix(upper=True)
+        self.cones = dims_to_solver_cones(self.prog.cone_dims)
+        self.q = np.zeros(self.map.n)
+        self.b = np.zeros(self.map.m)
+
+    def _data(self) -> tuple[dict[str, Any], Any]:
+        vals, bfull, qfull, pvals = self.map.values()
+        self.A.data[:] = -vals[self.pos_a]
+        if pvals is not None:
+            self.P.data[:] = pvals[self.pos_p]
+        self.q, self.b = qfull[: self.map.n], bfull
+        self.inv_last[cp.settings.OFFSET] = float(qfull[self.map.n])
+        return {}, self.inv_last
+
+    def _call(self, data: dict[str, Any], options: dict[str, Any]) -> Any:
+        import clarabel
+
+        settings = self.chain.solver.parse_solver_opts(False, options)
+        return clarabel.DefaultSolver(self.P, self.q, self.A, self.b, self.cones, settings).solve()

@@ -27,6 +27,7 @@ from optimizer.engines import (
     OPTIMAL,
     OPTIMAL_INACCURATE,
     UNBOUNDED,
+    ClarabelEngine,
     CvxpyDataEngine,
     PiqpEngine,
     RawResult,
@@ -152,8 +153,11 @@ class HedgeProblem:
                 eng = CvxpyDataEngine(self.problem, self.ctx.z, cp.SCS,
                                       {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000})
             else:
-                eng = CvxpyDataEngine(self.problem, self.ctx.z, solver.value, dict(CLARABEL_SETTINGS),
-                                      retry_defaults=True)
+                try:
+                    eng = ClarabelEngine(self.problem, self.ctx.z, dict(CLARABEL_SETTINGS))
+                except RuntimeError:
+                    eng = CvxpyDataEngine(self.problem, self.ctx.z, solver.value,
+                                          dict(CLARABEL_SETTINGS), retry_defaults=True)
             self._engines[solver] = eng
         return eng
 

@@ -94,7 +94,8 @@ class OptimizerSettings:
     constraints: ConstraintSettings = field(default_factory=ConstraintSettings)
     basis_risk: bool = True
     solvers: tuple[SolverName, ...] = ()
-    objective_scale: float = 1e4
+    #: numerical scale of the objective; None: 1e4 for a QP (PIQP), 1 when conic (Clarabel)
+    objective_scale: float | None = None
     round_lots: bool = True
     #: trades smaller than this fraction of the base are cancelled when cancelling them does not
     #: raise the objective (solver noise, not a decision; see optimizer.rounding.snap_small_trades)
