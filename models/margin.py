@@ -25,12 +25,14 @@ from models.instruments import FuturesContract
 class MarginModel:
     """Margin arrays for contracts j = 1..M, tiers padded to a common K by repeating the last one.
 
-    ``mmr`` and ``cum`` are (M x K); ``leverage`` (M).
+    ``mmr`` and ``cum`` are (M x K); ``lo`` (M x K) each bracket's lower notional bound (USD, inf for
+    padding); ``leverage`` (M).
     """
 
     leverage: np.ndarray
     mmr: np.ndarray
     cum: np.ndarray
+    lo: np.ndarray
 
     @staticmethod
     def from_contracts(contracts: Sequence[FuturesContract]) -> MarginModel:
@@ -39,12 +41,15 @@ class MarginModel:
         K = max((len(c.tiers.brackets) for c in contracts), default=1)
         mmr = np.zeros((M, K))
         cum = np.zeros((M, K))
+        lo = np.full((M, K), np.inf)
         for j, c in enumerate(contracts):
+            b = c.tiers.brackets
             m, cm = c.tiers.mmr, c.tiers.cum
             mmr[j, : len(m)], cum[j, : len(cm)] = m, cm
             mmr[j, len(m):], cum[j, len(cm):] = m[-1], cm[-1]
+            lo[j, : len(b)] = [x.min_notional for x in b]
         lev = np.array([c.leverage for c in contracts], dtype=float)
-        return MarginModel(leverage=lev, mmr=mmr, cum=cum)
+        return MarginModel(leverage=lev, mmr=mmr, cum=cum, lo=lo)
 
     def initial(self, notional: np.ndarray) -> np.ndarray:
         """IM_j = |n_j| / L_j (USD)."""

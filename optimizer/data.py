@@ -212,25 +212,22 @@ def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: Optimiz
     return caps, tuple(source)
 
 
-def _reachable_tiers(book: Book, caps_usd: np.ndarray,
+def _reachable_tiers(mm: MarginModel, caps_usd: np.ndarray,
                      stress_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tier arrays (M x K, USD) keeping only brackets a position can reach.
 
     A position is at most cap_j, and a stress scenario scales it by (1 + g_sj); brackets starting above
     cap_j (1 + max_s g_sj) never hold the max in MM(n) = max_k (mmr_k n - cum_k) for reachable n
     (MM is convex and continuous, each bracket is the max only inside its own range), so dropping
-    them changes nothing but the problem size. Shorter rows are padded with their last bracket.
+    them changes nothing but the problem size. Shorter rows repeat their last kept bracket.
     """
-    up = 1.0 + np.clip(stress_g.max(axis=0), 0.0, None) if stress_g.size else np.ones(len(caps_usd))
-    rows: list[tuple[np.ndarray, np.ndarray]] = []
-    for j, c in enumerate(book.contracts):
-        reach = caps_usd[j] * up[j]
-        keep = [b for b in c.tiers.brackets if b.min_notional < reach] or [c.tiers.brackets[0]]
-        rows.append((np.array([b.mmr for b in keep]), np.array([b.cum for b in keep])))
-    K = max(len(r[0]) for r in rows)
-    mmr = np.array([np.pad(m, (0, K - len(m)), mode="edge") for m, _ in rows])
-    cum = np.array([np.pad(cm, (0, K - len(cm)), mode="edge") for _, cm in rows])
-    return mmr, cum
+    up = 1.0 + np.clip(stress_g.max(axis=0), 0.0, None) if stress_g.size else 1.0
+    reach = caps_usd * up
+    count = np.maximum((mm.lo < reach[:, None]).sum(axis=1), 1)
+    K = int(count.max())
+    idx = np.minimum(np.arange(K)[None, :], count[:, None] - 1)
+    rows = np.arange(len(count))[:, None]
+    return mm.mmr[rows, idx], mm.cum[rows, idx]
 
 
 def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
@@ -273,7 +270,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     stress_coll = np.array([collateral + pledged_value @ r for r in stress_r]) / V
 
     caps, cap_source = _caps(book, market, risk, settings, V)
-    mmr, cum = _reachable_tiers(book, caps * V, stress_g)
+    mmr, cum = _reachable_tiers(mm, caps * V, stress_g)
     adv = np.array([market.contract_adv(c) for c in book.contract_symbols])
     tl = np.full(len(book.contracts), math.inf)
     if cs.trade_limit_adv is not None:
