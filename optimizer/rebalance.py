@@ -14,7 +14,7 @@ from models.book import Book
 from models.errors import FbrError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.constraints import Constraint, constraints_for
+from optimizer.constraints import Constraint
 from optimizer.data import ProblemData, Structure, prepare
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
@@ -105,7 +105,7 @@ class Rebalancer:
         if res.status == UNBOUNDED:
             raise UnboundedBookError("the solver reports the book unbounded: a carry trade with no "
                                      "limit. Fix: switch on margin, or cap the contracts.")
-        cons = constraints_for(d.structure)
+        cons = hp.constraints
         q0 = book.contracts_vector()
         messages: list[str] = []
         if outcome.fallbacks:
@@ -175,7 +175,6 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
     V = d.V
     x = rounded.z * V
     t = x - d.z0 * V
-    npc = _npc(book, d)
     q0 = book.contracts_vector()
     trades = tuple(Trade(c.symbol, c.underlying, float(t[j]), float(rounded.contracts[j] - q0[j]),
                          float(d.prices[j]))
@@ -198,7 +197,6 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
                           stress=tuple(stress))
     e_before = d.s + d.B @ d.z0
     e_after = d.s + d.B @ rounded.z
-    assert npc.shape == x.shape
     return Solution(
         status=status, solver=solver, solvers_tried=tried, solve_time_ms=1e3 * solve_s,
         total_time_ms=1e3 * (time.perf_counter() - t0), nav=d.nav, base=V,
@@ -216,7 +214,7 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
 
 
 def solve_rebalance(book: Book, market: MarketSnapshot, risk: RiskModel,
-                    settings: OptimizerSettings | None = None, **kw: object) -> Solution:
+                    settings: OptimizerSettings | None = None, *,
+                    labels: tuple[str, ...] = ()) -> Solution:
     """Convenience: one rebalance with a fresh :class:`Rebalancer`."""
-    return Rebalancer().solve(book, market, risk, settings or OptimizerSettings(),
-                              labels=tuple(kw.get("labels", ())))  # type: ignore[arg-type]
+    return Rebalancer().solve(book, market, risk, settings or OptimizerSettings(), labels=labels)
