@@ -63,8 +63,7 @@ measures without that contention; the JSON records the BLAS configuration used.
 ``--profile`` adds a stage split of fbr's time (Parameter values, parameter-vector assembly, sparse
 mat-vecs, scatter into the solver's matrices, solver update/setup, solver solve, result
 extraction), timed stage by stage with the engine's own objects, and writes a cProfile listing per
-(config, N) next to the JSON. ``--experiment powcone`` and ``--objective-scale`` try two proposed
-changes to the conic path without editing the optimizer (see ``apply_powcone_experiment``).
+(config, N) next to the JSON. ``--objective-scale`` overrides OptimizerSettings.objective_scale.
 
 Run: ``python benchmarks/solve_speed.py [--sizes 3,10,20] [--days 25] [--config qp|conic|both]
 [--seed 7] [--out benchmarks/results/solve_speed.json] [--blas-threads 1] [--profile]``.
@@ -312,103 +311,9 @@ def advance_book(book: Book, d: ProblemData, z: np.ndarray, market: MarketSnapsh
     return book.with_futures(q, market)
 
 
-# ==============================================================================================
-# work-around: idiosyncratic risk makes the compiled problem non-DPP
-# ==============================================================================================
-#: set when the work-around below had to be applied in this process
-DPP_PATCH: dict[str, bool] = {"applied": False}
-
-
-def apply_idio_dpp_patch() -> None:
-    """Re-write the two idiosyncratic parts as DPP, in this process only.
-
-    ``TrackingError`` builds ``multiply(sqrt_idio, s_minus_w + B z)`` and ``VolatilityCap`` builds
-    ``multiply(sqrt_idio, s + B z)``: a Parameter times a Parameter, which is not DPP, so
-    ``HedgeProblem`` refuses any risk model with idio > 0. The patch writes them as
-    ``multiply(sqrt_idio, B z) + p`` with ``p = sqrt_idio * (s - w)`` (resp. ``sqrt_idio * s``)
-    precomputed into one Parameter: the same numbers, DPP. Applied only when the unpatched build
-    fails, and reported in the output; remove once optimizer/terms.py and constraints.py are fixed.
-    """
-    from optimizer.constraints import VolatilityCap
-    from optimizer.context import Context
-    from optimizer.terms import TrackingError
-
-    def te_build(self: TrackingError, ctx: Context) -> cp.Expression:
-        st = ctx.structure
-        self.FtB = ctx.param("FtB", (st.n_factors, st.n_contracts))
-        self.c = ctx.param("Ft_s_minus_w", st.n_factors)
-        expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
-        if st.idio:
-            self.sd = ctx.param("sqrt_idio", st.n_assets, nonneg=True)
-            self.sd_dev0 = ctx.param("sqrt_idio_s_minus_w", st.n_assets)
-            expr = expr + cp.sum_squares(cp.multiply(self.sd, ctx.B @ ctx.z) + self.sd_dev0)
-        return expr
-
-    def te_update(self: TrackingError, d: ProblemData) -> None:
-        self.FtB.value = d.F.T @ d.B
-        self.c.value = d.F.T @ (d.s - d.w)
-        if hasattr(self, "sd"):
-            self.sd.value = d.sqrt_idio
-            self.sd_dev0.value = d.sqrt_idio * (d.s - d.w)
-
-    def vc_build(self: VolatilityCap, ctx: Context,
-                 slack: cp.Variable | None = None) -> list[cp.Constraint]:
-        st = ctx.structure
-        self.FtB = ctx.param("vol_FtB", (st.n_factors, st.n_contracts))
-        self.Fts = ctx.param("vol_Fts", st.n_factors)
-        self.vmax = ctx.param("vol_max", nonneg=True)
-        parts = [self.FtB @ ctx.z + self.Fts]
-        if st.idio:
-            self.sd = ctx.param("vol_sqrt_idio", st.n_assets, nonneg=True)
-            self.sd_s = ctx.param("vol_sqrt_idio_s", st.n_assets)
-            parts.append(cp.multiply(self.sd, ctx.B @ ctx.z) + self.sd_s)
-        rhs = self.vmax + slack if slack is not None else self.vmax
-        self.cons = [cp.norm(cp.hstack(parts), 2) <= rhs]
-        return self.cons
-
-    def vc_update(self: VolatilityCap, d: ProblemData) -> None:
-        self.FtB.value = d.F.T @ d.B
-        self.Fts.value = d.F.T @ d.s
-        self.vmax.value = d.vol_cap
-        if hasattr(self, "sd"):
-            self.sd.value = d.sqrt_idio
-            self.sd_s.value = d.sqrt_idio * d.s
-
-    TrackingError.build = te_build  # type: ignore[method-assign]
-    TrackingError.update = te_update  # type: ignore[method-assign]
-    VolatilityCap.build = vc_build  # type: ignore[method-assign]
-    VolatilityCap.update = vc_update  # type: ignore[method-assign]
-    DPP_PATCH["applied"] = True
-
-
-def apply_powcone_experiment() -> None:
-    """Experiment (``--experiment powcone``): the impact term as exact 3-d power cones.
-
-    ``ImpactCost`` writes ``power(u, 1.5)``, which cvxpy approximates by a chain of second-order
-    cones; Clarabel then often stops at AlmostSolved or fails after a warm data update. With
-    ``approx=False`` cvxpy emits one PowCone3D per contract, which Clarabel supports natively.
-    """
-    from optimizer.context import Context
-    from optimizer.terms import ImpactCost
-
-    def build(self: ImpactCost, ctx: Context) -> cp.Expression:
-        self.coef = ctx.param("impact_coef", ctx.structure.n_contracts, nonneg=True)
-        return self.coef @ cp.power(ctx.u, 1.5, approx=False)
-
-    ImpactCost.build = build  # type: ignore[method-assign]
-
-
 def problem_for(rb: Rebalancer, d: ProblemData) -> HedgeProblem:
-    """``rb.problem_for(d)``, applying :func:`apply_idio_dpp_patch` if the build is not DPP."""
-    try:
-        return rb.problem_for(d)
-    except RuntimeError as exc:
-        if "not DPP" not in str(exc) or DPP_PATCH["applied"] or not d.structure.idio:
-            raise
-        log("  WARNING: HedgeProblem is not DPP with idiosyncratic risk (optimizer bug); "
-            "applying the benchmark's DPP work-around (apply_idio_dpp_patch)")
-        apply_idio_dpp_patch()
-        return rb.problem_for(d)
+    """The compiled problem for ``d`` (built once per structure)."""
+    return rb.problem_for(d)
 
 
 # ==============================================================================================
@@ -661,7 +566,6 @@ class SizeResult:
     binding: dict[str, int] = field(default_factory=dict)
     stages_ms: dict[str, float] = field(default_factory=dict)
     note: str = ""
-    patched: bool = False
 
     def summary(self) -> dict[str, Any]:
         med = float(np.median(self.fbr_ms))
@@ -686,7 +590,7 @@ class SizeResult:
             "cvxpy_default_inaccurate_days": self.cvxpy_inaccurate_days,
             "cvxpy_default_failed_days": self.cvxpy_failed_days,
             "builds_after_day0": self.builds_after_day0, "builds_at_end": self.builds_at_end,
-            "idio_dpp_patch": self.patched, "binding_days": self.binding,
+            "binding_days": self.binding,
             "stages_median_ms": self.stages_ms, "note": self.note,
         }
 
@@ -848,7 +752,6 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
             raise AssertionError(f"{config} N={n} day {day}: HedgeProblem rebuilt "
                                  f"({builds_after} -> {HedgeProblem.builds})")
     res.builds_at_end = HedgeProblem.builds
-    res.patched = DPP_PATCH["applied"] and hp.structure.idio
     if stage_rows:
         keys = list(dict.fromkeys(k for r in stage_rows for k in r))
         res.stages_ms = {k: 1e3 * float(np.median([r[k] for r in stage_rows if k in r]))
@@ -906,8 +809,6 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
         if r["max_dz"] > ACCURACY_BAR:
             flags.append("dz MISS")
             misses.append(f"{config} N={r['n']}: max |dz| {r['max_dz']:.2e} > {ACCURACY_BAR:g}")
-        if r["idio_dpp_patch"]:
-            flags.append("idio DPP patch")
         body.append([str(r["n"]), _fmt(r["fbr_median_ms"]), _fmt(r["fbr_p90_ms"]),
                      _fmt(r["native_median_ms"]), f"{r['ratio_fbr_native']:.2f}",
                      _fmt(r["naive_median_ms"]), _fmt(r["cvxpy_default_median_ms"]),
@@ -1030,9 +931,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="limit BLAS (OpenBLAS) threads with threadpoolctl; default: leave as is")
     ap.add_argument("--conic-max-days", type=int, default=25,
                     help="cap on timed days for conic N >= 1000 (time budget)")
-    ap.add_argument("--experiment", choices=("none", "powcone"), default="none",
-                    help="powcone: impact term as exact power cones (a proposed fix, patched "
-                         "in this process only)")
     ap.add_argument("--objective-scale", type=float, default=None,
                     help="OptimizerSettings.objective_scale (default: fbr's default)")
     ap.add_argument("--profile", action="store_true",
@@ -1051,9 +949,6 @@ def main(argv: list[str] | None = None) -> int:
         threadpool_limits(limits=args.blas_threads)
         blas = _blas_info()
     log(f"  BLAS: {blas}")
-    if args.experiment == "powcone":
-        log("  EXPERIMENT: impact term as exact power cones (apply_powcone_experiment)")
-        apply_powcone_experiment()
     warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
     t_start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {}
@@ -1089,10 +984,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "sizes": sizes, "days": args.days, "seed": args.seed, "configs": configs,
-            "experiment": args.experiment, "objective_scale": args.objective_scale,
+            "objective_scale": args.objective_scale,
             "blas": blas, "cpu_count": os.cpu_count(), "loadavg_end": os.getloadavg(),
             "git": _git_state(),
-            "idio_dpp_patch": DPP_PATCH["applied"],
+
             "python": sys.version.split()[0], "cvxpy": cp.__version__, "numpy": np.__version__,
             "wall_s": elapsed, "targets": {"qp_ms": {str(k): v for k, v in QP_TARGETS_MS.items()},
                                            "native_ratio": NATIVE_RATIO_TARGET,
