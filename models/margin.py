@@ -21,6 +21,15 @@ import numpy as np
 from models.instruments import FuturesContract
 
 
+def tier_maintenance(mmr: np.ndarray, cum: np.ndarray, notional: np.ndarray) -> np.ndarray:
+    """MM_j(n_j) = max(max_k (mmr_jk |n_j| - cum_jk), 0) for tier arrays (M x K) and notionals (M).
+
+    Units follow the inputs: USD with ``cum`` in USD, weight units with ``cum`` divided by V.
+    """
+    n = np.abs(np.asarray(notional, dtype=float))[:, None]
+    return np.maximum(np.max(mmr * n - cum, axis=1), 0.0)
+
+
 @dataclass(frozen=True)
 class MarginModel:
     """Margin arrays for contracts j = 1..M, tiers padded to a common K by repeating the last one.
@@ -57,8 +66,7 @@ class MarginModel:
 
     def maintenance(self, notional: np.ndarray) -> np.ndarray:
         """MM_j = max(max_k (mmr_jk |n_j| - cum_jk), 0) (USD)."""
-        n = np.abs(np.asarray(notional, dtype=float))[:, None]
-        return np.maximum(np.max(self.mmr * n - self.cum, axis=1), 0.0)
+        return tier_maintenance(self.mmr, self.cum, notional)
 
     def stress_surplus(self, x: np.ndarray, collateral_r: float, g: np.ndarray) -> float:
         """Margin surplus (USD) after contract returns g = B' r; collateral re-priced to ``collateral_r``.
@@ -92,8 +100,3 @@ def margin_state(model: MarginModel, notional: np.ndarray, collateral: float) ->
     return MarginState(collateral=collateral,
                        initial=float(model.initial(notional).sum()),
                        maintenance=float(model.maintenance(notional).sum()))
-
-
-def stressed_collateral(collateral: float, pledged_value: np.ndarray, r: np.ndarray) -> float:
-    """collateral(r) = collateral + sum_i pledged_value_i r_i, where pledged_value is haircut x spot value."""
-    return float(collateral + pledged_value @ r)

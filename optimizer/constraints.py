@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import cvxpy as cp
 import numpy as np
 
+from models.margin import tier_maintenance
 from optimizer.context import Context, assign
 from optimizer.data import ProblemData, Structure
 
@@ -123,8 +124,7 @@ class StressMargin(Constraint):
     def surplus(self, z: np.ndarray, d: ProblemData) -> float:
         """Margin surplus after the shock (weight units); negative = liquidation."""
         g = d.stress_g[self.index]
-        n = np.abs(z) * (1.0 + g)
-        mm = np.maximum(np.max(d.mmr * n[:, None] - d.cum, axis=1), 0.0)
+        mm = tier_maintenance(d.mmr, d.cum, np.abs(z) * (1.0 + g))
         return float(d.stress_coll[self.index] + g @ z - mm.sum())
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:

@@ -8,7 +8,7 @@ sees arrays. Weight units: USD divided by the target base V. The decision variab
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -19,7 +19,7 @@ from models.errors import ValidationError
 from models.instruments import ContractKind
 from models.margin import MarginModel
 from models.market import MarketSnapshot
-from models.risk import DAYS_PER_YEAR, RiskModel
+from models.risk import RiskModel
 from optimizer.settings import OptimizerSettings, StressScenario
 
 HOURS_PER_DAY = 24.0
@@ -97,7 +97,6 @@ class ProblemData:
     settings: OptimizerSettings
     gamma_trade: float = 1.0
     gamma_fund: float = 1.0
-    extras: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def structure(self) -> Structure:
@@ -308,5 +307,4 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund,
-        extras={"annual_days": DAYS_PER_YEAR},
     )

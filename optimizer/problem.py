@@ -10,7 +10,6 @@ A failing solver falls through to the next; the result says which one served and
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -250,8 +249,3 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
             per = c.per_unit(d)
             conflicts.append(Conflict(c.name, v, v / per if per else v, c.unit))
     return ElasticResult(z=z, conflicts=tuple(conflicts))
-
-
-def finite_or_none(x: float) -> float | None:
-    """``x`` if finite, else None (for JSON)."""
-    return x if math.isfinite(x) else None

@@ -83,9 +83,7 @@ class Rebalancer:
         hp = self.problem_for(d)
         hp.update(d)
         out = hp.solve(d.settings.solvers)
-        if out.result.status == UNBOUNDED:
-            raise UnboundedBookError("the solver reports the book unbounded: a carry trade with no "
-                                     "limit. Fix: switch on margin, or cap the contracts.")
+        _refuse_unbounded(out.result.status)
         if out.result.z is None:
             return d.z0.copy(), hp, out.result.status, out.result.seconds
         return out.result.z, hp, out.result.solver, out.result.seconds
@@ -102,9 +100,7 @@ class Rebalancer:
         hp.update(d)
         outcome = hp.solve(settings.solvers)
         res = outcome.result
-        if res.status == UNBOUNDED:
-            raise UnboundedBookError("the solver reports the book unbounded: a carry trade with no "
-                                     "limit. Fix: switch on margin, or cap the contracts.")
+        _refuse_unbounded(res.status)
         cons = hp.constraints
         q0 = book.contracts_vector()
         messages: list[str] = []
@@ -163,6 +159,14 @@ class Rebalancer:
         return tuple(out)
 
 
+def _refuse_unbounded(status: str) -> None:
+    """The solver's own unboundedness verdict (check_bounded catches the known cases first)."""
+    if status == UNBOUNDED:
+        raise UnboundedBookError("the solver reports the book unbounded: a position can grow without "
+                                 "limit (a carry trade, or an asset with zero variance). Fix: switch "
+                                 "on margin, or cap the contracts.")
+
+
 def _npc(book: Book, d: ProblemData) -> np.ndarray:
     return np.array([c.notional_per_contract(p) for c, p in zip(book.contracts, d.prices, strict=True)])
 
@@ -187,9 +191,7 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
     mm = d.margin_model
     stress = []
     for k, name in enumerate(d.stress_names):
-        g = d.stress_g[k]
-        surplus = d.stress_coll[k] * V + g @ x - mm.maintenance(np.abs(x) * (1 + g)).sum()
-        stress.append(StressResult(name, float(surplus)))
+        stress.append(StressResult(name, mm.stress_surplus(x, d.stress_coll[k] * V, d.stress_g[k])))
     im, maint = float(mm.initial(x).sum()), float(mm.maintenance(x).sum())
     margin = MarginReport(collateral=d.collateral, initial=im, maintenance=maint,
                           initial_utilisation=im / d.collateral if d.collateral > 0 else math.inf,
