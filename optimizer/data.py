@@ -118,11 +118,6 @@ class ProblemData:
             objective_scale=st.objective_scale if st.objective_scale is not None else 1e4,
         )
 
-    @property
-    def is_conic(self) -> bool:
-        """True when the problem needs a conic solver (3/2-power impact or the vol cap)."""
-        return self.settings.costs.impact or math.isfinite(self.vol_cap)
-
     def naive_z(self) -> np.ndarray:
         """The seed rule in weight units: per asset, hedge w* - s through its first contract."""
         z = np.zeros(len(self.contracts))
