@@ -44,7 +44,8 @@ class FuturesPosition:
 class Book:
     """A spot portfolio with its futures overlay and targets.
 
-    ``cash`` is the stablecoin balance of the futures wallet (collateral, USD). ``pledged`` maps a spot
+    ``cash`` is the stablecoin balance of the futures wallet (collateral, USD; negative is a debt).
+    ``pledged`` maps a spot
     asset to the haircut-adjusted fraction of its value the exchange counts as collateral (0.95 = 5%
     haircut). ``targets`` map spot asset -> weight; the weights sum to at most 1 (the rest is cash).
     """
@@ -90,8 +91,10 @@ class Book:
         if total > 1 + WEIGHT_TOL:
             raise ValidationError("targets", f"weights sum to {total:.6g} (> 1)",
                                   "make the target weights sum to 1 or less (the rest is cash)")
-        if not math.isfinite(self.cash) or self.cash < 0:
-            raise ValidationError("cash", f"is {self.cash}", "give the wallet's stablecoin USD >= 0")
+        # Negative cash is a stablecoin debt of the wallet (fees, funding or a liquidation penalty can
+        # take it there in a replay); a book file's cash is checked >= 0 by fbr.config.
+        if not math.isfinite(self.cash):
+            raise ValidationError("cash", f"is {self.cash}", "give the wallet's stablecoin USD")
         for sym, pos in self.futures.items():
             if sym not in set(con_syms):
                 raise ValidationError(f"futures.{sym}", "is a position in an unknown contract",

@@ -1,0 +1,316 @@
+"""The backtester: a hand-computed example, the PnL identity, funding, liquidation, determinism.
+
+No network; the long runs use the embedded seeded synthetic generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.book import Book
+from models.instruments import FuturesContract, SpotAsset
+from models.market import MarketSnapshot
+from models.synthetic import generate_history
+from optimizer.policies import (
+    CalendarSpotRebalance,
+    NaiveFutures,
+    NoRebalance,
+    Policy,
+    TargetHoldings,
+    current_holdings,
+)
+from scenarios.backtest import BacktestResult, MarketPath, run_backtest
+from scenarios.metrics import compute_metrics, max_drawdown
+
+D0 = pd.Timestamp("2025-01-01", tz="UTC")
+DAY = pd.Timedelta(days=1)
+HOUR = pd.Timedelta(hours=1)
+
+
+class Scripted(Policy):
+    """Holds, except at the listed times, where it sets spot quantities and/or futures notional."""
+
+    name = "scripted"
+
+    def __init__(self, futures: Mapping[pd.Timestamp, Mapping[str, float]] | None = None,
+                 spot: Mapping[pd.Timestamp, Mapping[str, float]] | None = None) -> None:
+        self.futures = dict(futures or {})
+        self.spot = dict(spot or {})
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        held = current_holdings(book, market)
+        return TargetHoldings(spot={**held.spot, **self.spot.get(t, {})},
+                              futures={**held.futures, **self.futures.get(t, {})})
+
+
+def days(n: int) -> pd.DatetimeIndex:
+    return pd.date_range(D0, periods=n, freq="D")
+
+
+def identity_gap(result: BacktestResult) -> pd.Series:
+    """nav_t - nav_{t-1} minus the sum of the recorded components (should be ~0)."""
+    s = result.steps
+    explained = (s["spot_pnl"] + s["futures_pnl"] - s["fee_spot"] - s["fee_futures"]
+                 - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"])
+    return (s["nav"].diff() - explained).iloc[1:]
+
+
+# --- (a) a hand-computed 3-step example ------------------------------------------------------
+
+def test_hand_computed_three_steps() -> None:
+    perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0005)
+    book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (perp,), spot={"BTC": 1.0, "ETH": 10.0},
+                targets={"BTC": 0.5, "ETH": 0.5}, cash=10_000.0)
+    idx = days(3)
+    spot = pd.DataFrame({"BTC": [60_000.0, 66_000.0, 63_000.0], "ETH": [3_000.0, 2_900.0, 3_100.0]},
+                        index=idx)
+    mark = pd.DataFrame({"BTC-PERP": [60_100.0, 66_100.0, 63_050.0]}, index=idx)
+    funding = pd.DataFrame(
+        {"BTC-PERP": [0.0002, 0.0001, 0.05]},
+        index=pd.DatetimeIndex([D0 + 16 * HOUR,         # step 1, no position yet: pays nothing
+                                D0 + DAY + 16 * HOUR,   # step 2: the one settlement that pays
+                                D0 + 2 * DAY + 8 * HOUR]))  # after the last step: ignored
+    path = MarketPath(spot=spot, mark=mark, funding=funding,
+                      half_spread=pd.Series({"BTC-PERP": 0.0001}))
+    policy = Scripted(futures={idx[1]: {"BTC-PERP": -33_050.0}})
+    res = run_backtest(book, path, policy)
+    s = res.steps
+
+    # step 0: nothing to mark, the policy holds.
+    #   NAV = 1 x 60,000 + 10 x 3,000 + 10,000 cash = 100,000.00
+    assert s["nav"].iloc[0] == pytest.approx(100_000.00, abs=0.005)
+    assert s["cash"].iloc[0] == pytest.approx(10_000.00, abs=0.005)
+
+    # step 1: spot 66,000 + 29,000 = 95,000 (spot PnL +5,000); no position, so the settlement at
+    # 16:00 of day 0 pays 0. Policy shorts 33,050 USD at mark 66,100 = -0.5 contracts.
+    #   fee = 0.0005 x 33,050 = 16.525; half spread = 0.0001 x 33,050 = 3.305; total 19.83
+    #   cash = 10,000 - 19.83 = 9,980.17; NAV = 95,000 + 9,980.17 + 0 (fresh position) = 104,980.17
+    assert s["spot_pnl"].iloc[1] == pytest.approx(5_000.00, abs=0.005)
+    assert s["fee_futures"].iloc[1] == pytest.approx(16.525, abs=1e-9)
+    assert s["slippage_futures"].iloc[1] == pytest.approx(3.305, abs=1e-9)
+    assert s["cash"].iloc[1] == pytest.approx(9_980.17, abs=0.005)
+    assert s["nav"].iloc[1] == pytest.approx(104_980.17, abs=0.005)
+
+    # step 2: spot 63,000 + 31,000 = 94,000 (spot PnL -1,000).
+    #   futures PnL = -0.5 x (63,050 - 66,100) = +1,525.00 (unrealised, in the wallet)
+    #   funding (settlement at 16:00 of day 1, rate 0.0001) on notional -0.5 x 63,050 = -31,525:
+    #   paid = 0.0001 x -31,525 = -3.1525 (the short receives) -> cash = 9,980.17 + 3.1525 = 9,983.3225
+    #   NAV = 94,000 + 9,983.3225 + 1,525 = 105,508.3225
+    #   margin: MM = 0.005 x 31,525 = 157.625; collateral = 9,983.3225 + 1,525 = 11,508.3225
+    assert s["spot_pnl"].iloc[2] == pytest.approx(-1_000.00, abs=0.005)
+    assert s["futures_pnl"].iloc[2] == pytest.approx(1_525.00, abs=0.005)
+    assert s["funding"].iloc[2] == pytest.approx(-3.1525, abs=1e-9)
+    assert s["cash"].iloc[2] == pytest.approx(9_983.32, abs=0.005)
+    assert s["nav"].iloc[2] == pytest.approx(105_508.32, abs=0.005)
+    assert s["margin_ratio"].iloc[2] == pytest.approx(157.625 / 11_508.3225, rel=1e-12)
+    assert s["wallet"].iloc[2] == pytest.approx(11_508.3225, abs=1e-6)
+
+    assert list(res.trades["symbol"]) == ["BTC-PERP"]
+    assert res.trades["quantity"].iloc[0] == pytest.approx(-0.5, rel=1e-12)
+    assert res.futures_notional["BTC-PERP"].iloc[2] == pytest.approx(-31_525.0, rel=1e-12)
+    # effective weights on the invested base (spot 94,000): BTC (63,000 - 31,525) / 94,000
+    assert res.weights["BTC"].iloc[2] == pytest.approx(31_475.0 / 94_000.0, rel=1e-12)
+    assert res.liquidations.empty
+    assert float(identity_gap(res).abs().max()) < 1e-9
+
+
+def test_spot_trade_moves_cash_and_pays_fee() -> None:
+    book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (), spot={"BTC": 1.0, "ETH": 10.0},
+                targets={"BTC": 0.5, "ETH": 0.5}, cash=1_000.0)
+    idx = days(2)
+    spot = pd.DataFrame({"BTC": [60_000.0, 66_000.0], "ETH": [3_000.0, 2_900.0]}, index=idx)
+    policy = Scripted(spot={idx[1]: {"BTC": 0.9, "ETH": 12.0}})
+    s = run_backtest(book, MarketPath(spot=spot), policy).steps
+    # sell 0.1 BTC at 66,000 = 6,600 (fee 6.60); buy 2 ETH at 2,900 = 5,800 (fee 5.80)
+    # cash = 1,000 + 6,600 - 5,800 - 12.40 = 1,787.60; NAV = 0.9 x 66,000 + 12 x 2,900 + 1,787.60
+    #      = 59,400 + 34,800 + 1,787.60 = 95,987.60
+    assert s["fee_spot"].iloc[1] == pytest.approx(12.40, abs=1e-9)
+    assert s["cash"].iloc[1] == pytest.approx(1_787.60, abs=0.005)
+    assert s["nav"].iloc[1] == pytest.approx(95_987.60, abs=0.005)
+    assert s["traded_spot"].iloc[1] == pytest.approx(12_400.0, abs=1e-9)
+
+
+# --- (b) the PnL identity over a long synthetic run ---------------------------------------------
+
+def synthetic_case(n_days: int = 730, seed: int = 7) -> tuple[Book, MarketPath]:
+    hist = generate_history(("BTC", "ETH", "SOL"), days=n_days, seed=seed)
+    cons = tuple(FuturesContract(f"{s}-PERP", s) for s in hist.symbols)
+    p0 = hist.spot.iloc[0]
+    book = Book(tuple(SpotAsset(s) for s in hist.symbols), cons,
+                spot={"BTC": 50_000 / p0["BTC"], "ETH": 30_000 / p0["ETH"], "SOL": 20_000 / p0["SOL"]},
+                targets={"BTC": 0.5, "ETH": 0.3, "SOL": 0.2}, cash=20_000.0)
+    return book, MarketPath.from_synthetic(hist, cons)
+
+
+def test_nav_change_is_spot_plus_futures_pnl_less_costs_and_funding() -> None:
+    book, path = synthetic_case()
+    res = run_backtest(book, path, NaiveFutures(period="7D"))
+    s = res.steps
+    scale = float(s["nav"].abs().max())
+    assert float(identity_gap(res).abs().max()) <= 1e-9 * scale
+    total = (s["spot_pnl"].sum() + s["futures_pnl"].sum() - s["fee_spot"].sum()
+             - s["fee_futures"].sum() - s["slippage_futures"].sum() - s["funding"].sum()
+             - s["liquidation_penalty"].sum())
+    assert s["nav"].iloc[-1] - s["nav"].iloc[0] == pytest.approx(total, rel=1e-9, abs=1e-9 * scale)
+    # every component is really exercised
+    assert s["liquidated"].sum() == 0
+    assert abs(s["futures_pnl"].sum()) > 100.0
+    assert abs(s["funding"].sum()) > 1.0
+    assert s["fee_futures"].sum() > 1.0 and s["slippage_futures"].sum() > 0.0
+    # recorded trades add up to the per-step totals
+    fut = res.trades[res.trades["kind"] == "futures"]
+    assert fut["fee"].sum() == pytest.approx(s["fee_futures"].sum(), rel=1e-12)
+    assert fut["notional"].abs().sum() == pytest.approx(s["traded_futures"].sum(), rel=1e-12)
+    # on a rebalance day the effective weights sit on target
+    rebal = pd.Timestamp(fut["time"].iloc[-1])
+    np.testing.assert_allclose(res.weights.loc[rebal].to_numpy(), [0.5, 0.3, 0.2], atol=1e-9)
+
+
+def test_identity_holds_with_spot_trades_too() -> None:
+    book, path = synthetic_case(n_days=200, seed=3)
+    res = run_backtest(book, path, CalendarSpotRebalance("30D"))
+    assert res.steps["fee_spot"].sum() > 0
+    assert float(identity_gap(res).abs().max()) <= 1e-9 * float(res.steps["nav"].max())
+
+
+# --- (c) funding sign ---------------------------------------------------------------------------
+
+def one_perp_book(cash: float = 10_000.0) -> Book:
+    perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0005)
+    return Book((SpotAsset("BTC"),), (perp,), spot={"BTC": 1.0}, targets={"BTC": 1.0}, cash=cash)
+
+
+@pytest.mark.parametrize(("notional", "rate", "cash_change"), [
+    (10_000.0, 0.001, -10.0),     # long pays when rate > 0
+    (-10_000.0, 0.001, +10.0),    # short receives
+    (10_000.0, -0.001, +10.0),    # long receives when rate < 0
+    (-10_000.0, -0.001, -10.0),   # short pays
+])
+def test_funding_sign(notional: float, rate: float, cash_change: float) -> None:
+    idx = days(2)
+    spot = pd.DataFrame({"BTC": [100.0, 100.0]}, index=idx)
+    funding = pd.DataFrame({"BTC-PERP": [rate]}, index=pd.DatetimeIndex([D0 + 8 * HOUR]))
+    path = MarketPath(spot=spot, funding=funding, half_spread=pd.Series({"BTC-PERP": 0.0}))
+    res = run_backtest(one_perp_book(), path, Scripted(futures={idx[0]: {"BTC-PERP": notional}}))
+    s = res.steps
+    assert s["funding"].iloc[1] == pytest.approx(-cash_change, abs=1e-12)
+    assert s["cash"].iloc[1] - s["cash"].iloc[0] == pytest.approx(cash_change, abs=1e-9)
+
+
+# --- (d) an irregular schedule: several settlements in one step are summed ---------------------
+
+def test_irregular_settlements_are_summed_at_the_steps_mark() -> None:
+    idx = days(3)
+    spot = pd.DataFrame({"BTC": [100.0, 100.0, 100.0]}, index=idx)
+    mark = pd.DataFrame({"BTC-PERP": [100.0, 110.0, 110.0]}, index=idx)
+    times = [D0,                    # at t0: before the first interval, ignored
+             D0 + 1 * HOUR, D0 + 3 * HOUR, D0 + 4 * HOUR, D0 + 13 * HOUR,
+             D0 + DAY,              # on the step's own timestamp: included in (t0, t1]
+             D0 + DAY + 2 * HOUR]   # next step
+    rates = [0.5, 0.001, -0.002, 0.0005, 0.003, 0.0001, -0.01]
+    funding = pd.DataFrame({"BTC-PERP": rates}, index=pd.DatetimeIndex(times))
+    path = MarketPath(spot=spot, mark=mark, funding=funding, half_spread=pd.Series({"BTC-PERP": 0.0}))
+    res = run_backtest(one_perp_book(), path, Scripted(futures={idx[0]: {"BTC-PERP": 10_000.0}}))
+    s = res.steps
+    # 100 contracts long; step 1 at mark 110: notional 11,000
+    # (0.001 - 0.002 + 0.0005 + 0.003 + 0.0001) = 0.0026 -> paid 0.0026 x 11,000 = 28.60
+    assert s["funding"].iloc[1] == pytest.approx(28.60, abs=1e-9)
+    # step 2: one settlement, -0.01 x 11,000 = -110 (received)
+    assert s["funding"].iloc[2] == pytest.approx(-110.0, abs=1e-9)
+    assert s["funding"].iloc[0] == 0.0
+
+
+# --- (e) liquidation ------------------------------------------------------------------------------
+
+def liquidation_run(price_1: float) -> BacktestResult:
+    idx = days(3)
+    spot = pd.DataFrame({"BTC": [100.0, price_1, price_1]}, index=idx)
+    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0001}))
+    book = one_perp_book(cash=1_000.0)
+    return run_backtest(book, path, Scripted(futures={idx[0]: {"BTC-PERP": 10_000.0}}),
+                        liquidation_penalty=0.01)
+
+
+def test_breach_of_maintenance_liquidates_at_the_penalty() -> None:
+    res = liquidation_run(90.4)
+    s = res.steps
+    # t0: long 100 contracts at 100; cost 0.0006 x 10,000 = 6 -> cash 994
+    # t1: PnL 100 x (90.4 - 100) = -960; collateral 994 - 960 = 34 < MM 0.005 x 9,040 = 45.20
+    #     -> liquidate: realise -960 into cash (34), penalty 0.01 x 9,040 = 90.40 -> cash -56.40
+    assert s["cash"].iloc[0] == pytest.approx(994.0, abs=1e-9)
+    assert s["margin_ratio"].iloc[1] == pytest.approx(45.2 / 34.0, rel=1e-9)
+    assert bool(s["liquidated"].iloc[1])
+    assert s["liquidation_penalty"].iloc[1] == pytest.approx(90.40, abs=1e-9)
+    assert s["cash"].iloc[1] == pytest.approx(-56.40, abs=1e-9)
+    assert s["nav"].iloc[1] == pytest.approx(90.4 - 56.40, abs=1e-9)
+    assert res.futures_notional["BTC-PERP"].iloc[1] == 0.0
+    assert len(res.liquidations) == 1
+    assert res.liquidations["notional"].iloc[0] == pytest.approx(9_040.0, rel=1e-12)
+    assert res.liquidations["penalty"].iloc[0] == pytest.approx(90.40, rel=1e-12)
+    assert not bool(s["liquidated"].iloc[2])  # nothing left to liquidate
+    assert compute_metrics(res).liquidations == 1
+    assert float(identity_gap(res).abs().max()) < 1e-9
+
+
+def test_staying_above_maintenance_does_not_liquidate() -> None:
+    res = liquidation_run(95.0)
+    s = res.steps
+    # t1: collateral 994 - 500 = 494 >= MM 0.005 x 9,500 = 47.50
+    assert s["margin_ratio"].iloc[1] == pytest.approx(47.5 / 494.0, rel=1e-9)
+    assert not s["liquidated"].any()
+    assert res.liquidations.empty
+    assert res.futures_notional["BTC-PERP"].iloc[2] == pytest.approx(9_500.0, rel=1e-12)
+    assert compute_metrics(res).liquidations == 0
+
+
+# --- (f) determinism ------------------------------------------------------------------------------
+
+def test_two_runs_are_identical() -> None:
+    book, path = synthetic_case(n_days=365, seed=11)
+    for make in (lambda: NaiveFutures(period="7D"), lambda: CalendarSpotRebalance("30D")):
+        a = run_backtest(book, path, make())
+        b = run_backtest(book, path, make())
+        for name, frame in a.frames().items():
+            other = b.frames()[name]
+            pd.testing.assert_frame_equal(frame, other, check_exact=True)
+            assert frame.equals(other), name
+        pd.testing.assert_series_equal(a.targets, b.targets, check_exact=True)
+        assert compute_metrics(a) == compute_metrics(b)
+
+
+# --- the path and the metrics -----------------------------------------------------------------------
+
+def test_from_synthetic_aligns_contract_columns() -> None:
+    _book, path = synthetic_case(n_days=30)
+    assert path.synthetic
+    assert path.mark is not None and path.funding is not None and path.adv is not None
+    assert list(path.mark.columns) == ["BTC-PERP", "ETH-PERP", "SOL-PERP"]
+    assert path.mark.index.equals(path.spot.index)
+    assert len(path.funding.index) == 3 * 30
+
+
+def test_market_path_rejects_naive_index() -> None:
+    spot = pd.DataFrame({"BTC": [1.0, 2.0]}, index=pd.date_range("2025-01-01", periods=2, freq="D"))
+    with pytest.raises(ValueError, match="tz-aware"):
+        MarketPath(spot=spot)
+
+
+def test_metrics() -> None:
+    assert max_drawdown(pd.Series([100.0, 120.0, 90.0, 130.0, 117.0])) == pytest.approx(0.25)
+    book, path = synthetic_case(n_days=365, seed=5)
+    hold = compute_metrics(run_backtest(book, path, NoRebalance()))
+    assert hold.fees_bps == 0.0 and hold.turnover == 0.0 and hold.funding_bps == 0.0
+    assert hold.liquidations == 0 and hold.peak_margin_ratio == 0.0
+    assert hold.years == pytest.approx(364 / 365)
+    daily = compute_metrics(run_backtest(book, path, NaiveFutures(period="1D")))
+    # rebalanced every step: effective weights on target at each close, so no exposure drift
+    assert daily.exposure_tracking_error < 1e-10
+    assert daily.tracking_error < hold.tracking_error
+    assert daily.fees_bps > 0 and daily.turnover > 0 and daily.peak_margin_ratio > 0
+    assert 0.1 < daily.volatility < 2.0
+    assert math.isfinite(daily.annual_return)
