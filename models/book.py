@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 
@@ -30,6 +31,21 @@ class TargetsBase(StrEnum):
 
     INVESTED = "invested"
     NAV = "nav"
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """A book valued at one market (USD): spot value per asset, futures notional per contract,
+    unrealised PnL, wallet (cash + PnL), NAV, collateral (wallet + haircut x pledged spot) and the
+    target base V."""
+
+    spot_values: np.ndarray
+    notional: np.ndarray
+    upnl: float
+    wallet: float
+    nav: float
+    collateral: float
+    base: float
 
 
 @dataclass(frozen=True)
@@ -124,13 +140,25 @@ class Book:
         """Contract symbols, in book order (the optimiser's contract index j)."""
         return [c.symbol for c in self.contracts]
 
-    def exposure_matrix(self) -> np.ndarray:
-        """B (N x M): B[i, j] = 1 when contract j's underlying is asset i."""
+    @cached_property
+    def _exposure(self) -> np.ndarray:
         idx = {s: i for i, s in enumerate(self.asset_symbols)}
         B = np.zeros((len(self.assets), len(self.contracts)))
         for j, c in enumerate(self.contracts):
             B[idx[c.underlying], j] = 1.0
+        B.flags.writeable = False
         return B
+
+    @cached_property
+    def _contract_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(contract sizes, inverse mask) per contract."""
+        size = np.array([c.contract_size for c in self.contracts], dtype=float)
+        inverse = np.array([c.settlement == Settlement.INVERSE for c in self.contracts], dtype=bool)
+        return size, inverse
+
+    def exposure_matrix(self) -> np.ndarray:
+        """B (N x M): B[i, j] = 1 when contract j's underlying is asset i (read-only)."""
+        return self._exposure
 
     def target_vector(self) -> np.ndarray:
         """w* (N): target weights in asset order (0 for assets without a target)."""
@@ -158,25 +186,41 @@ class Book:
         return np.array([self.futures[c.symbol].contracts if c.symbol in self.futures else 0.0
                          for c in self.contracts])
 
+    def marks(self, market: MarketSnapshot) -> np.ndarray:
+        """Mark price per contract (USD)."""
+        return np.array([market.mark_price(c.symbol) for c in self.contracts], dtype=float)
+
     def futures_notional(self, market: MarketSnapshot) -> np.ndarray:
-        """x0 (M): signed USD notional of each current position at mark."""
-        q = self.contracts_vector()
-        return np.array([q[j] * c.notional_per_contract(market.mark_price(c.symbol))
-                         for j, c in enumerate(self.contracts)])
+        """x0 (M): signed USD notional of each current position at mark (linear: q x size x mark;
+        inverse: q x size USD)."""
+        size, inverse = self._contract_arrays
+        return self.contracts_vector() * size * np.where(inverse, 1.0, self.marks(market))
 
     def unrealized_pnl(self, market: MarketSnapshot) -> float:
-        """Unrealised futures PnL (USD) at mark: linear q*size*(mark-entry); inverse in coin x mark."""
-        pnl = 0.0
-        for c in self.contracts:
-            pos = self.futures.get(c.symbol)
-            if pos is None or pos.contracts == 0:
-                continue
-            mark = market.mark_price(c.symbol)
-            if c.settlement == Settlement.INVERSE:
-                pnl += pos.contracts * c.contract_size * (1 / pos.entry_price - 1 / mark) * mark
-            else:
-                pnl += pos.contracts * c.contract_size * (mark - pos.entry_price)
-        return pnl
+        """Unrealised futures PnL (USD) at mark: linear q*size*(mark-entry); inverse in coin x mark,
+        q*size*(1/entry - 1/mark)*mark."""
+        if not self.futures:
+            return 0.0
+        size, inverse = self._contract_arrays
+        q = self.contracts_vector()
+        entry = np.array([self.futures[c.symbol].entry_price if c.symbol in self.futures else 1.0
+                          for c in self.contracts], dtype=float)
+        entry = np.where(q != 0, entry, 1.0)
+        mark = self.marks(market)
+        linear = q * size * (mark - entry)
+        inv = q * size * (1.0 / entry - 1.0 / mark) * mark
+        return float(np.where(inverse, inv, linear).sum())
+
+    def valuation(self, market: MarketSnapshot) -> Valuation:
+        """Every valuation at once (each price read once): see :class:`Valuation`."""
+        spot = self.spot_values(market)
+        upnl = self.unrealized_pnl(market)
+        wallet = self.cash + upnl
+        nav = float(spot.sum()) + wallet
+        return Valuation(spot_values=spot, notional=self.futures_notional(market), upnl=upnl,
+                         wallet=wallet, nav=nav,
+                         collateral=wallet + float(self.pledge_vector() @ spot),
+                         base=nav if self.targets_base == TargetsBase.NAV else float(spot.sum()))
 
     def wallet_balance(self, market: MarketSnapshot) -> float:
         """Futures wallet margin balance (USD): stable cash + unrealised PnL (pledged spot excluded)."""
@@ -191,10 +235,10 @@ class Book:
         return float(self.spot_values(market).sum()) + self.wallet_balance(market)
 
     def base(self, market: MarketSnapshot) -> float:
-        """V, the value the target weights apply to (USD)."""
+        """V, the value the target weights apply to (USD): NAV, or NAV less the wallet (= spot value)."""
         if self.targets_base == TargetsBase.NAV:
             return self.nav(market)
-        return self.nav(market) - self.wallet_balance(market)
+        return float(self.spot_values(market).sum())
 
     def effective_weights(self, market: MarketSnapshot) -> np.ndarray:
         """e = s + B x0 / V: spot plus futures exposure per asset, as weights of the base."""

@@ -16,7 +16,7 @@ import numpy as np
 from models.book import Book
 from models.costs import CostModel
 from models.errors import ValidationError
-from models.instruments import ContractKind
+from models.instruments import ContractKind, FuturesContract
 from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -132,6 +132,22 @@ class ProblemData:
         return z
 
 
+#: MarginModel per contracts tuple (by identity): contracts are immutable and a replay keeps the
+#: same tuple across steps, so the tier arrays are built once
+_MARGIN_CACHE: dict[int, tuple[tuple[FuturesContract, ...], MarginModel]] = {}
+
+
+def _margin_model(contracts: tuple[FuturesContract, ...]) -> MarginModel:
+    hit = _MARGIN_CACHE.get(id(contracts))
+    if hit is not None and hit[0] is contracts:
+        return hit[1]
+    mm = MarginModel.from_contracts(contracts)
+    if len(_MARGIN_CACHE) > 256:
+        _MARGIN_CACHE.clear()
+    _MARGIN_CACHE[id(contracts)] = (contracts, mm)
+    return mm
+
+
 def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
     known = set(assets)
     for sym in sc.returns:
@@ -166,7 +182,7 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     return out
 
 
-def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: OptimizerSettings,
+def _caps(book: Book, spot: np.ndarray, risk: RiskModel, settings: OptimizerSettings,
           V: float) -> tuple[np.ndarray, tuple[str, ...]]:
     """Per-contract |z_j| bound (weight units, inf = none) and the name of the rule that sets it."""
     cs = settings.constraints
@@ -179,7 +195,6 @@ def _caps(book: Book, market: MarketSnapshot, risk: RiskModel, settings: Optimiz
             raise ValidationError(f"constraints.caps_usd.{sym}", "is not a contract of the book",
                                   f"use one of {sorted(known)}")
     targets = book.target_vector()
-    spot = book.spot_values(market)
     held = (targets > 0) | (spot > 0)
     corr = risk.correlation() if cs.rho_min is not None else None
     idx = {s: i for i, s in enumerate(book.asset_symbols)}
@@ -232,19 +247,20 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     if not book.contracts:
         raise ValidationError("contracts", "is empty", "list at least one futures contract to hedge with")
     risk = risk.subset(assets)
-    V = book.base(market)
+    val = book.valuation(market)
+    V = val.base
     if not (math.isfinite(V) and V > 0):
         raise ValidationError("book", f"has a target base of {V:.2f} USD",
                               "hold some spot (or set targets_base = 'nav' with cash)")
     cs, cc = settings.constraints, settings.costs
-    spot = book.spot_values(market)
+    spot = val.spot_values
     B = book.exposure_matrix()
-    x0 = book.futures_notional(market)
-    collateral = book.collateral(market)
+    x0 = val.notional
+    collateral = val.collateral
     prices = np.array([market.mark_price(c) for c in book.contract_symbols])
     daily_vol = B.T @ risk.daily_vol
     costs = CostModel.build(book.contracts, market, daily_vol, cc.impact_k)
-    mm = MarginModel.from_contracts(book.contracts)
+    mm = _margin_model(book.contracts)
 
     if settings.basis_risk and risk.basis_cov is not None:
         bc = np.asarray(risk.basis_cov, dtype=float)
@@ -263,7 +279,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     pledged_value = book.pledge_vector() * spot
     stress_coll = np.array([collateral + pledged_value @ r for r in stress_r]) / V
 
-    caps, cap_source = _caps(book, market, risk, settings, V)
+    caps, cap_source = _caps(book, spot, risk, settings, V)
     mmr, cum = _reachable_tiers(mm, caps * V, stress_g)
     adv = np.array([market.contract_adv(c) for c in book.contract_symbols])
     tl = np.full(len(book.contracts), math.inf)
@@ -285,7 +301,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         raise ValidationError("constraints.margin_buffer_usd", f"is {cs.margin_buffer_usd}",
                               "give a buffer >= 0 USD")
     return ProblemData(
-        assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=book.nav(market),
+        assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=val.nav,
         collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
         FtB=risk.loadings.T[:, np.argmax(B, axis=0)],
         sqrt_idio=np.sqrt(np.clip(risk.idio, 0.0, None)), Gb=Gb,
