@@ -1,4 +1,4 @@
-"""The ``fbr`` command line: solve a book, run the demo.
+"""The ``fbr`` command line: solve a book, backtest policies, run the demo.
 
 Errors a user can cause end in one clear message on stderr (exit code 2), never a traceback;
 set FBR_DEBUG=1 to see the traceback of an unexpected internal error.
@@ -28,6 +28,9 @@ out = Console()
 err = Console(stderr=True)
 
 DEMO_BOOKS = ("seed_example_1.toml", "seed_example_2.toml", "ten_assets.toml")
+DEMO_BACKTEST = "backtest_demo.toml"
+#: The demo's backtest: the embedded backtest file over this many synthetic days, no report.
+DEMO_BACKTEST_DAYS = 180
 
 
 class CliError(FbrError):
@@ -100,7 +103,8 @@ def demo_books() -> list[tuple[str, Path]]:
 
 @app.command()
 def demo(as_json: JsonOpt = False) -> None:
-    """Solve the seed article's books and a ten-asset book on the embedded (synthetic) data."""
+    """Solve the seed article's books and a ten-asset book, then a short backtest of several
+    policies, all on the embedded (synthetic) data."""
     from fbr.render import render_solution
 
     with user_errors(as_json):
@@ -112,8 +116,177 @@ def demo(as_json: JsonOpt = False) -> None:
             else:
                 out.rule(f"demo: {name}")
                 render_solution(sol, out)
+        summary = _demo_backtest(show=not as_json)
         if as_json:
-            print(json.dumps(results, indent=2))
+            results["backtest"] = summary
+            print(json.dumps(results, indent=2, allow_nan=False))
+        else:
+            out.rule(f"demo: backtest, {DEMO_BACKTEST_DAYS} days")
+            _print_backtest(summary, f"Policies over {DEMO_BACKTEST_DAYS} synthetic days")
+
+
+# ---------------------------------------------------------------------------------------------
+# backtest
+
+
+def _pct_cell(x: Any, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * float(x):.{digits}f}"
+
+
+def _num_cell(x: Any, digits: int = 1) -> str:
+    return "-" if x is None else f"{float(x):,.{digits}f}"
+
+
+#: Comparison table: header, metrics key, formatter.
+BACKTEST_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("TE %", "tracking_error", _pct_cell),
+    ("return %", "total_return", _pct_cell),
+    ("vol %", "volatility", _pct_cell),
+    ("max DD %", "max_drawdown", _pct_cell),
+    ("fees bp/yr", "fees_bps", _num_cell),
+    ("funding bp/yr", "funding_bps", _num_cell),
+    ("turnover", "turnover", lambda x: _num_cell(x, 2)),
+    ("peak margin %", "peak_margin_ratio", _pct_cell),
+    ("liquidations", "liquidations", lambda x: "-" if x is None else str(int(x))),
+)
+
+
+def backtest_table(metrics: dict[str, dict[str, Any]], title: str) -> Any:
+    """One row per policy, the columns of ``BACKTEST_COLUMNS``."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("policy", no_wrap=True)
+    for head, _, _ in BACKTEST_COLUMNS:
+        t.add_column(head, justify="right")
+    for name, m in metrics.items():
+        t.add_row(escape(name), *(fmt(m.get(key)) for _, key, fmt in BACKTEST_COLUMNS))
+    return t
+
+
+def _run_with_progress(cfg: Any, path: Any, show: bool) -> dict[str, Any]:
+    """Every policy of ``cfg`` over ``path``, one progress task per policy (advanced per step)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fbr.backtest_config import run_all
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, disable=not show, transient=False) as bar:
+        def start(name: str, n: int) -> Any:
+            task = bar.add_task(escape(name), total=n)
+            return lambda: bar.advance(task)
+
+        return run_all(cfg, path, start)
+
+
+def _write_report(results: dict[str, Any], path: Path, title: str, labels: list[str],
+                  png_dir: Path | None) -> tuple[Path | None, str | None]:
+    """scenarios.report.write_report if this build has it: (path written or None, note)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("scenarios.report")
+    except ImportError as exc:
+        return None, f"HTML report unavailable: scenarios.report cannot be imported ({exc})"
+    writer = getattr(module, "write_report", None)
+    if writer is None:
+        return None, "HTML report unavailable: scenarios.report has no write_report"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer(results, path, title=title, labels=labels, png_dir=png_dir)
+    return path, None
+
+
+def run_backtest_config(cfg: Any, *, report: Path | None, show_progress: bool,
+                        title: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a loaded backtest config: ({name: BacktestResult}, JSON-ready summary)."""
+    import warnings
+
+    from fbr.backtest_config import build_path, is_timing, metrics_dict
+
+    with warnings.catch_warnings(record=True) as caught:  # data gaps etc.: notes, not tracebacks
+        warnings.simplefilter("always")
+        path = build_path(cfg)
+    notes: list[str] = list(dict.fromkeys(str(w.message) for w in caught))
+    results = _run_with_progress(cfg, path, show_progress)
+    raw = {name: metrics_dict(r) for name, r in results.items()}
+    # deterministic metrics apart from wall-clock timings (same file -> same "policies")
+    metrics = {name: {k: v for k, v in m.items() if not is_timing(k)} for name, m in raw.items()}
+    timings = {name: {k: v for k, v in m.items() if is_timing(k)} for name, m in raw.items()}
+    labels = list(cfg.labels)
+    written: Path | None = None
+    if report is not None:
+        written, note = _write_report(results, report, title, labels, cfg.png_dir)
+        if note:
+            notes.append(note)
+    summary: dict[str, Any] = {"policies": metrics, "report": str(written) if written else None,
+                               "labels": labels}
+    if any(timings.values()):
+        summary["timings"] = timings
+    if notes:
+        summary["notes"] = notes
+    return results, summary
+
+
+def _print_backtest(summary: dict[str, Any], title: str) -> None:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    if summary["labels"]:
+        out.print(Panel(Text(" / ".join(summary["labels"])), title="data", style="yellow"))
+    # piped output is 80 columns wide by default: let the table keep its columns readable
+    table = backtest_table(summary["policies"], title)
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=max(out.width, 140), highlight=False).print(table)
+    for note in summary.get("notes", []):
+        out.print(f"[bold]note:[/bold] {escape(note)}")
+    if summary["report"]:
+        out.print(f"report written to [bold]{escape(summary['report'])}[/bold]")
+
+
+@app.command()
+def backtest(config: Annotated[Path, typer.Argument(help="Backtest file (TOML), see "
+                                                    "examples/backtest_demo.toml.")],
+             as_json: JsonOpt = False,
+             report: Annotated[Path | None, typer.Option(
+                 "--report", help="HTML report path (default: the file's backtest.report).")] = None,
+             no_report: Annotated[bool, typer.Option("--no-report",
+                                                     help="Do not write the HTML report.")] = False,
+             ) -> None:
+    """Run every policy of a backtest file over the same market path and compare them."""
+    from fbr.backtest_config import load_backtest_file
+
+    with user_errors(as_json):
+        if not config.exists():
+            raise CliError(f"backtest file {config} does not exist. Fix: give the path to a TOML "
+                           f"backtest file (see examples/backtest_demo.toml)")
+        cfg = load_backtest_file(config)
+        target = None if no_report else (report if report is not None else cfg.report)
+        title = f"fbr backtest {config.name}"
+        _, summary = run_backtest_config(cfg, report=target, show_progress=not as_json, title=title)
+        if as_json:
+            print(json.dumps(summary, indent=2, allow_nan=False))
+        else:
+            out.rule(title)
+            _print_backtest(summary, "Policies over the same path")
+
+
+def _demo_backtest(show: bool) -> dict[str, Any]:
+    """The embedded backtest file over ``DEMO_BACKTEST_DAYS`` days, no report written."""
+    import dataclasses
+
+    from fbr.backtest_config import load_backtest_file
+
+    res = resources.files("fbr") / "data" / DEMO_BACKTEST
+    with resources.as_file(res) as p:
+        cfg = load_backtest_file(Path(p))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, days=DEMO_BACKTEST_DAYS),
+                                  report=None)
+        _, summary = run_backtest_config(cfg, report=None, show_progress=show,
+                                         title="fbr demo backtest")
+    summary["days"] = DEMO_BACKTEST_DAYS
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,23 +13,34 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). Spot fee:
    ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|; futures cost: the linear part of
    ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power impact when an ADV is
-   given. Futures trades go through ``Book.with_futures``; every cost is paid from cash.
+   given. Futures trades go through ``Book.with_futures``; every cost is paid from cash;
+5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
+   contracts): while positions are open, a wallet balance outside its band around the reserve
+   target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
+   (top-up) or buying spot pro rata to the target weights (excess), at the close, spot fee paid.
+   The default target is the book's initial wallet / NAV, so a book that starts with no reserve
+   keeps none: give it a ``CollateralPolicy(target_fraction=...)``.
 
-The first timestamp only runs step 4 (no t_prev: settlements at or before it are ignored).
+The first timestamp only runs steps 4 and 5 (no t_prev: settlements at or before it are ignored).
 
 Cash: spot sales credit cash, purchases debit it, and fees, funding and penalties are paid from it,
 so cash may go negative: a negative balance is a stablecoin debt (no interest), counted as such in
 NAV, the wallet and the collateral (``Book`` allows it; a book file's cash must be >= 0).
 
-No lot rounding, no spot spread or impact, no collateral sweeps between spot and wallet: groundwork.
-Same inputs -> identical results: everything iterates in book order, nothing is random.
+Market paths come from the embedded generator (``MarketPath.from_synthetic``) or from real data in
+the shared layout (``MarketPath.from_data``: 4 h / 8 h / 1 d steps, irregular funding kept, ADV
+lagged one step). No lot rounding, no spot spread or impact.
+Same inputs -> identical results: everything iterates in book order, nothing is random (only the
+recorded wall-clock solve times of an optimising policy differ between runs).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,6 +49,7 @@ from models.book import Book, FuturesPosition
 from models.costs import CostModel
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
+from models.io import SUFFIXES, load_funding, load_mark_closes, load_spot_closes
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.synthetic import SyntheticHistory
@@ -76,14 +88,16 @@ class MarketPath:
     marked at its underlying's spot. ``funding``: rate per settlement (fraction, positive: longs pay)
     per contract symbol, indexed by settlement timestamps (irregular allowed; a contract without a
     column pays none). ``half_spread`` (fraction) and ``adv`` (USD/day) per contract symbol; a missing
-    half spread defaults to 1 bp, no ADV means no impact. ``synthetic`` labels generated data.
+    half spread defaults to 1 bp, no ADV means no impact. ``adv`` is either one value per contract
+    (a Series) or a frame on the spot index (a value per step; NaN: no impact at that step).
+    ``synthetic`` labels generated data.
     """
 
     spot: pd.DataFrame
     mark: pd.DataFrame | None = None
     funding: pd.DataFrame | None = None
     half_spread: pd.Series | None = None
-    adv: pd.Series | None = None
+    adv: pd.Series | pd.DataFrame | None = None
     synthetic: bool = False
 
     def __post_init__(self) -> None:
@@ -99,6 +113,24 @@ class MarketPath:
         if self.funding is not None:
             _check_index("funding", self.funding.index)
             _check_finite("funding", self.funding)
+        if isinstance(self.adv, pd.DataFrame):
+            if not self.adv.index.equals(self.spot.index):
+                raise ValidationError("market_path.adv", "is a frame not on the spot index",
+                                      "align the ADV frame to the spot closes, or give a Series")
+            values = self.adv.to_numpy(dtype=float)
+            if np.any(~np.isnan(values) & ~(np.isfinite(values) & (values > 0))):
+                raise ValidationError("market_path.adv", "has values <= 0 or infinite",
+                                      "give ADV in USD/day (> 0), NaN where unknown")
+
+    @staticmethod
+    def from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,
+                  start: str | None = None, end: str | None = None, step: str = "8h",
+                  assets: Sequence[str] = ()) -> MarketPath:
+        """A path from real data in the shared layout (``models.io``; e.g. ``default_data_dir()``).
+
+        See :func:`path_from_data` for the sources, alignment and the no-look-ahead ADV.
+        """
+        return path_from_data(data_dir, contracts, start=start, end=end, step=step, assets=assets)
 
     @staticmethod
     def from_synthetic(hist: SyntheticHistory, contracts: Sequence[FuturesContract],
@@ -126,6 +158,258 @@ class MarketPath:
 
 
 # ---------------------------------------------------------------------------------------------
+# Real data
+
+#: Step name -> (spot folder interval, bar length, step length). Files stamp bars by open time;
+#: a bar's close is known at open + bar length, which is the step timestamp used here.
+DATA_STEPS: dict[str, tuple[str, pd.Timedelta, pd.Timedelta]] = {
+    "4h": ("4h", pd.Timedelta(hours=4), pd.Timedelta(hours=4)),
+    "8h": ("4h", pd.Timedelta(hours=4), pd.Timedelta(hours=8)),
+    "1d": ("1d", pd.Timedelta(days=1), pd.Timedelta(days=1)),
+}
+#: Window of the rolling mean daily quote volume used as ADV.
+ADV_WINDOW = pd.Timedelta(days=30)
+MARK_FOLDER = "perp_mark_4h"
+MARK_BAR = pd.Timedelta(hours=4)
+
+
+def _has_file(data_dir: Path, folder: str, symbol: str) -> Path | None:
+    for suffix in SUFFIXES:
+        path = data_dir / folder / f"{symbol}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _on_grid(series: pd.Series, bar: pd.Timedelta, step: pd.Timedelta) -> pd.Series:
+    """Re-stamp bars at their close time (open + bar) and keep the closes on the step grid (UTC
+    multiples of ``step``): the last close of each step, dropped when that bar is missing."""
+    out = series.copy()
+    out.index = pd.DatetimeIndex(series.index) + bar
+    keep = out.index.floor(step) == out.index
+    return out.loc[keep]
+
+
+def _quote_volume(path: Path) -> pd.Series | None:
+    """The ``quote_volume`` column (USD per bar) of a spot file, by bar open time, or None."""
+    if path.name.endswith(".parquet"):
+        raw = pd.read_parquet(path)
+        if "timestamp" not in raw.columns:
+            raw = raw.reset_index()
+    else:
+        raw = pd.read_csv(path)
+    if "quote_volume" not in raw.columns or "timestamp" not in raw.columns:
+        return None
+    index = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True), name="timestamp")
+    qv = pd.Series(pd.to_numeric(raw["quote_volume"], errors="coerce").to_numpy(dtype=float),
+                   index=index)
+    return qv[~qv.index.duplicated()].sort_index()
+
+
+def _adv(qv_open: pd.Series, bar: pd.Timedelta, index: pd.DatetimeIndex,
+         step: pd.Timedelta) -> pd.Series:
+    """ADV (USD/day) at each step t: the mean quote volume per bar over the bars that closed in
+    (t - step - 30 d, t - step], times bars per day: lagged one step, so no look-ahead. NaN before
+    any bar has closed."""
+    qv = qv_open.copy()
+    qv.index = pd.DatetimeIndex(qv_open.index) + bar
+    qv = qv.dropna()
+    per_day = pd.Timedelta(days=1) / bar
+    mean = qv.rolling(ADV_WINDOW).mean() * per_day
+    lagged = mean.reindex(index - step, method="ffill")
+    values = np.array(lagged.to_numpy(dtype=float), dtype=float)
+    values[~(values > 0)] = np.nan
+    return pd.Series(values, index=index)
+
+
+def _span_note(spans: Mapping[str, tuple[pd.Timestamp, pd.Timestamp]],
+               lo: pd.Timestamp | None, hi: pd.Timestamp | None) -> str:
+    """Which series set the common start and end, where they cut into [lo, hi]."""
+    first = max(a for a, _b in spans.values())
+    last = min(b for _a, b in spans.values())
+    parts = []
+    if (lo is None or first > lo) and len({a for a, _b in spans.values()}) > 1:
+        parts.append(f"the start {first} is set by {[k for k, (a, _b) in spans.items() if a == first]}")
+    if (hi is None or last < hi) and len({b for _a, b in spans.values()}) > 1:
+        parts.append(f"the end {last} is set by {[k for k, (_a, b) in spans.items() if b == last]}")
+    return "; ".join(parts)
+
+
+def _utc_stamp(value: str | None, field: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ValidationError(field, f"is {value!r}", "give an ISO date such as '2024-01-01'") from None
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,
+                   start: str | None = None, end: str | None = None, step: str = "8h",
+                   assets: Sequence[str] = ()) -> MarketPath:
+    """A market path from files in the shared layout (see ``models.io``).
+
+    - **steps** every ``step`` ("4h", "8h" or "1d") at UTC multiples of it; a step's timestamp is
+      the close time of the bar that ends there (files stamp bars by open time);
+    - **spot** (assets: the contracts' underlyings, then ``assets``): closes of ``spot_4h``
+      (steps "4h"/"8h": the last 4 h close of each step) or ``spot_1d`` (step "1d"); a step whose
+      last bar is missing is dropped (never a stale close);
+    - **marks**: ``perp_mark_4h/<underlying>`` closes on the same grid where the file and the
+      bar exist, else the underlying's spot close (dated contracts also use the perp mark);
+    - **funding** (perpetuals): every settlement of ``funding/<underlying>`` as it is, irregular
+      times kept (the backtest sums those in each step); 0 where another contract settled alone;
+    - **ADV** (USD/day, a frame on the steps): mean daily ``quote_volume`` of the underlying's spot
+      bars over 30 days, lagged one step (bars closed by t - step), where the files have it.
+
+    Alignment: steps from the latest first close / first settlement to the earliest last one,
+    clipped to [start, end] (inclusive, UTC); steps missing for any asset are dropped. A warning
+    names the series that limited the span or dropped steps.
+    """
+    if step not in DATA_STEPS:
+        raise ValidationError("step", f"is {step!r}", f"give one of {sorted(DATA_STEPS)}")
+    interval, bar, step_td = DATA_STEPS[step]
+    root = Path(data_dir)
+    asset_syms: list[str] = []
+    for a in [c.underlying for c in contracts] + [str(x) for x in assets]:
+        if a not in asset_syms:
+            asset_syms.append(a)
+    if not asset_syms:
+        raise ValidationError("contracts", "is empty and no assets are given",
+                              "give at least one contract or asset")
+    lo = _utc_stamp(start, "start")
+    hi = _utc_stamp(end, "end")
+    # bars open before the first step's close: load from start - bar - ADV window
+    load_from = str(lo - bar - ADV_WINDOW - step_td) if lo is not None else None
+    load_to = str(hi) if hi is not None else None
+
+    spot_cols: dict[str, pd.Series] = {}
+    spans: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+    for a in asset_syms:
+        raw = load_spot_closes(root, [a], interval=interval, start=load_from, end=load_to)[a]
+        grid = _on_grid(raw, bar, step_td)
+        spot_cols[a] = grid
+        if len(grid):
+            spans[f"spot {a}"] = (grid.index[0], grid.index[-1])
+    perps = [c for c in contracts if c.kind == ContractKind.PERPETUAL]
+    fund_cols: dict[str, pd.Series] = {}
+    notes: list[str] = []
+    for c in perps:
+        if _has_file(root, "funding", c.underlying) is None:
+            notes.append(f"no funding file for {c.underlying}: {c.symbol} pays no funding")
+            continue
+        f = load_funding(root, [c.underlying], start=load_from, end=load_to)[c.underlying].dropna()
+        fund_cols[c.symbol] = f.rename(c.symbol)
+        if len(f):
+            spans[f"funding {c.underlying}"] = (f.index[0], f.index[-1])
+
+    if any(len(v) == 0 for v in spot_cols.values()) or not spans:
+        raise ValidationError("data", f"has no {step} closes for {asset_syms} between {start} "
+                              f"and {end}", "widen the span or pick other symbols")
+    first = max(a for a, _b in spans.values())
+    last = min(b for _a, b in spans.values())
+    span_note = _span_note(spans, lo, hi)
+    if lo is not None:
+        first = max(first, lo)
+    if hi is not None:
+        last = min(last, hi)
+    if last < first:
+        raise ValidationError("data", f"has no span common to {sorted(spans)} within "
+                              f"[{start}, {end}]", "choose symbols whose histories overlap")
+    spot = pd.concat([v.loc[(v.index >= first) & (v.index <= last)].rename(k)
+                      for k, v in spot_cols.items()], axis=1, join="outer", sort=True)
+    complete = spot.notna().all(axis=1)
+    if not complete.all():
+        short = [a for a in asset_syms if spot[a].isna().any()]
+        notes.append(f"{int((~complete).sum())} steps dropped where {short} lack a close")
+        spot = spot.loc[complete]
+    if spot.empty:
+        raise ValidationError("data", f"has no step common to {asset_syms}",
+                              "choose symbols whose histories overlap")
+    index = pd.DatetimeIndex(spot.index, name="timestamp")
+    spot.index = index
+    if span_note:
+        notes.insert(0, span_note)
+
+    marks: dict[str, pd.Series] = {}
+    for c in contracts:
+        spot_c = spot[c.underlying]
+        if _has_file(root, MARK_FOLDER, c.underlying) is None:
+            continue
+        raw = load_mark_closes(root, [c.underlying], start=load_from, end=load_to)[c.underlying]
+        m = _on_grid(raw, MARK_BAR, step_td).reindex(index)
+        missing = int(m.isna().sum())
+        if missing:
+            notes.append(f"{c.symbol}: {missing} of {len(index)} steps marked at spot (no mark bar)")
+        marks[c.symbol] = m.fillna(spot_c)
+    mark = (pd.DataFrame(marks, index=index, columns=list(marks), dtype=float)
+            if marks else None)
+
+    funding = None
+    if fund_cols:
+        frame = pd.concat(list(fund_cols.values()), axis=1, join="outer", sort=True)
+        frame = frame.loc[(frame.index >= index[0]) & (frame.index <= index[-1])]
+        funding = frame.fillna(0.0).astype(float)
+        funding.index = pd.DatetimeIndex(funding.index, name="timestamp")
+
+    advs: dict[str, pd.Series] = {}
+    for c in contracts:
+        path = _has_file(root, f"spot_{interval}", c.underlying)
+        qv = _quote_volume(path) if path is not None else None
+        if qv is not None:
+            advs[c.symbol] = _adv(qv, bar, index, step_td)
+    adv = pd.DataFrame(advs, index=index, columns=list(advs), dtype=float) if advs else None
+
+    if notes:
+        warnings.warn(f"MarketPath.from_data ({step}, {index[0]} .. {index[-1]}, "
+                      f"{len(index)} steps): " + "; ".join(notes), stacklevel=3)
+    return MarketPath(spot=spot.astype(float), mark=mark, funding=funding, adv=adv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Collateral management
+
+
+@dataclass(frozen=True)
+class CollateralPolicy:
+    """Keep the futures wallet's margin balance in a band around a reserve target (DESIGN.md).
+
+    Wallet balance ``W = cash + unrealised PnL`` (USD; pledged spot is not counted), NAV ``V``.
+    ``target_fraction`` tau (fraction of NAV; None: the book's initial ``W / V`` at the first
+    step's prices, before any trade) and ``band`` b (relative, >= 0): after the policy's trades,
+    while futures positions are open, a wallet outside ``[tau (1 - b) V, tau (1 + b) V]`` is moved
+    back to exactly ``tau V'`` (V' the NAV after the sweep's fees):
+
+    - **top-up** (W too low): sell spot pro rata to spot values v_i, gross
+      ``G = (tau V - W) / (1 - f + tau f)`` with f = sum_i v_i f_i / sum_i v_i (spot fee rates), capped
+      at all the spot held; the wallet receives G (1 - f);
+    - **sweep-out** (W too high): buy spot pro rata to the target weights w*_i, gross
+      ``B = (W - tau V) / (1 + f - tau f)`` with f = sum_i w*_i f_i / sum_i w*_i; the wallet pays
+      B (1 + f).
+
+    Spot trades at the close and pays the spot fee only (no spread/impact, as for policy trades).
+    ``enabled=False`` switches sweeps off (see ``NO_SWEEPS``).
+    """
+
+    target_fraction: float | None = None
+    band: float = 0.5
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target_fraction is not None and not (
+                math.isfinite(self.target_fraction) and 0 <= self.target_fraction < 1):
+            raise ValidationError("collateral.target_fraction", f"is {self.target_fraction}",
+                                  "give the wallet reserve as a fraction of NAV in [0, 1)")
+        if not (math.isfinite(self.band) and self.band >= 0):
+            raise ValidationError("collateral.band", f"is {self.band}",
+                                  "give the relative band around the target as a number >= 0")
+
+
+#: Collateral management switched off (the wallet drifts with futures PnL, as without sweeps).
+NO_SWEEPS = CollateralPolicy(enabled=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # Result
 
 
@@ -137,13 +421,19 @@ class BacktestResult:
     collateral, spot_pnl, futures_pnl (mark-to-market of held positions), fee_spot, fee_futures
     (exchange fee), slippage_futures (half spread + impact), funding (paid, > 0 is a cost),
     liquidation_penalty, margin_ratio (maintenance / collateral at the margin check, before the
-    policy), margin_ratio_end (after the trades), liquidated (bool), traded_spot and
-    traded_futures (gross |notional| traded).
+    policy), margin_ratio_end (after the trades and sweeps), liquidated (bool), traded_spot and
+    traded_futures (gross |notional| traded by the policy), sweep_in (gross spot sold to top up
+    the wallet), sweep_out (gross spot bought with the wallet's excess) and sweep_fees (their
+    spot fees; not in fee_spot), solve_time_ms and solver_fallbacks (from the policy's
+    ``TargetHoldings.solution`` when it gives one: solver time in ms and solvers that failed
+    before the one that served; NaN and 0 otherwise). solve_time_ms is wall-clock, the one
+    recorded value that differs between two runs of the same inputs.
     Identity per step: nav_t - nav_{t-1} = spot_pnl + futures_pnl - fee_spot - fee_futures
-    - slippage_futures - funding - liquidation_penalty.
+    - slippage_futures - funding - liquidation_penalty - sweep_fees.
     ``spot_value`` (per asset), ``futures_notional`` (signed, per contract) and ``weights``
     (effective weights per asset) are frames on the same index. ``trades`` and ``liquidations``
-    list events (one row each). ``targets``: w* per asset; ``policy``: the policy's name.
+    list events (one row each; trade kinds: spot, futures, sweep_in, sweep_out). ``targets``: w*
+    per asset; ``policy``: the policy's name.
     """
 
     steps: pd.DataFrame
@@ -274,13 +564,82 @@ def _rebalance_futures(book: Book, state: _State, market: MarketSnapshot,
     state.futures = dict(moved.futures)
 
 
+@dataclass(frozen=True)
+class _Sweep:
+    """One collateral sweep (USD): gross spot sold into the wallet, gross spot bought from it, fees."""
+
+    sweep_in: float = 0.0
+    sweep_out: float = 0.0
+    fees: float = 0.0
+
+
+def _sweep(book: Book, state: _State, market: MarketSnapshot, tau: float, band: float,
+           fee_rate: np.ndarray, trades: list[dict[str, object]]) -> _Sweep:
+    """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V]
+    (``CollateralPolicy``); returns what moved. Mutates ``state`` and appends to ``trades``."""
+    val = _value(book, state, market)
+    nav, wallet = val.nav, val.wallet
+    if not (nav > 0) or not np.any(val.notional != 0):
+        return _Sweep()
+    lo, hi = tau * (1.0 - band) * nav, tau * (1.0 + band) * nav
+    assets = book.asset_symbols
+    ts = market.time
+    if wallet < lo:
+        v = val.spot_values
+        total = float(v.sum())
+        if total <= 0:
+            return _Sweep()
+        fbar = float(v @ fee_rate) / total
+        gross = min((tau * nav - wallet) / (1.0 - fbar + tau * fbar), total)
+        sell_all = gross >= total
+        fees = 0.0
+        for i, a in enumerate(assets):
+            if v[i] <= 0:
+                continue
+            g = float(v[i]) if sell_all else gross * float(v[i]) / total
+            px = market.spot_price(a)
+            dq = -state.spot[a] if sell_all else -g / px
+            fee = float(fee_rate[i]) * g
+            state.spot[a] = 0.0 if sell_all else state.spot[a] + dq
+            state.cash += g - fee
+            fees += fee
+            trades.append({"time": ts, "kind": "sweep_in", "symbol": a, "quantity": dq,
+                           "price": px, "notional": -g, "fee": fee, "slippage": 0.0})
+        return _Sweep(sweep_in=float(v.sum()) if sell_all else gross, fees=fees)
+    if wallet > hi:
+        w = book.target_vector()
+        wsum = float(w.sum())
+        if wsum <= 0:
+            return _Sweep()
+        fbar = float(w @ fee_rate) / wsum
+        gross = (wallet - tau * nav) / (1.0 + fbar - tau * fbar)
+        fees = 0.0
+        for i, a in enumerate(assets):
+            if w[i] <= 0:
+                continue
+            b = gross * float(w[i]) / wsum
+            px = market.spot_price(a)
+            fee = float(fee_rate[i]) * b
+            state.spot[a] += b / px
+            state.cash -= b + fee
+            fees += fee
+            trades.append({"time": ts, "kind": "sweep_out", "symbol": a, "quantity": b / px,
+                           "price": px, "notional": b, "fee": fee, "slippage": 0.0})
+        return _Sweep(sweep_out=gross, fees=fees)
+    return _Sweep()
+
+
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
-                 liquidation_penalty: float = 0.01, spot_fee: float | None = None) -> BacktestResult:
+                 liquidation_penalty: float = 0.01, spot_fee: float | None = None,
+                 collateral: CollateralPolicy | None = None) -> BacktestResult:
     """Replay ``history`` from ``book`` under ``policy`` (see the module docstring for the steps).
 
     ``liquidation_penalty``: fraction of |notional| charged when positions are liquidated;
     ``spot_fee``: spot fee as a fraction of notional for every asset (default: each asset's
     ``SpotAsset.fee``, 0.001 unless set). Policies with state (calendar triggers) should be fresh.
+    ``collateral``: the wallet's reserve band (step 5); None means ``CollateralPolicy()`` (target =
+    the initial wallet / NAV, band 0.5) for a book that lists futures contracts, and no sweeps for
+    a spot-only book; ``NO_SWEEPS`` switches them off.
     """
     if not (math.isfinite(liquidation_penalty) and 0 <= liquidation_penalty < 1):
         raise ValidationError("liquidation_penalty", f"is {liquidation_penalty}",
@@ -303,11 +662,19 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     vol = _impact_vol(book, history) if with_impact else None
     half = {c: float(history.half_spread[c]) for c in cons
             if history.half_spread is not None and c in history.half_spread.index}
-    adv = {c: float(history.adv[c]) for c in cons
-           if history.adv is not None and c in history.adv.index}
+    adv_static: dict[str, float] = {}
+    adv_frame: pd.DataFrame | None = None
+    if isinstance(history.adv, pd.DataFrame):
+        adv_frame = history.adv[[c for c in cons if c in history.adv.columns]].astype(float)
+    elif history.adv is not None:
+        adv_static = {c: float(history.adv[c]) for c in cons if c in history.adv.index}
     margin = MarginModel.from_contracts(book.contracts)
     fee_spot_rate = np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets])
     con_by_sym = {c.symbol: c for c in book.contracts}
+
+    if collateral is None:
+        collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
+    tau: float | None = collateral.target_fraction
 
     state = _State(spot={a: float(book.spot.get(a, 0.0)) for a in assets},
                    futures={s: p for s, p in book.futures.items() if p.contracts != 0},
@@ -326,16 +693,24 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         # the latest funding rate at or before t: the policy's view of carry
         n_settled = int(np.searchsorted(settle_t, step_ns[k], side="right"))
         last_rate = settle_r[n_settled - 1] if n_settled > 0 else np.zeros(len(cons))
+        adv = adv_static if adv_frame is None else {
+            c: v for c, v in _row(adv_frame, k).items() if math.isfinite(v)}
         market = MarketSnapshot(time=ts, spot=_row(spot_px, k), mark=_row(marks, k),
                                 funding={c: float(last_rate[j]) for j, c in enumerate(cons)},
                                 half_spread=half, adv=adv, synthetic=history.synthetic)
         row: dict[str, float | bool] = dict.fromkeys(
             ("spot_pnl", "futures_pnl", "fee_spot", "fee_futures", "slippage_futures", "funding",
-             "liquidation_penalty", "traded_spot", "traded_futures"), 0.0)
+             "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
+             "sweep_fees"), 0.0)
         row["liquidated"] = False
+        row["solve_time_ms"] = math.nan
+        row["solver_fallbacks"] = 0.0
         if prev_market is None:
             first = _value(book, state, market)
             row["margin_ratio"] = margin_state(margin, first.notional, first.collateral).margin_ratio
+            if tau is None:
+                tau = first.wallet / first.nav if first.nav > 0 else 0.0
+                tau = min(max(tau, 0.0), 1.0)
         else:
             # (1) mark to market (positions and quantities as held since t_prev)
             before = _value(book, state, prev_market)
@@ -368,6 +743,9 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
 
         # (4) policy, then trades at the close (spot) and at mark (futures)
         target = policy(_view(book, state), market, ts)
+        if target.solution is not None:
+            row["solve_time_ms"] = float(target.solution.solve_time_ms)
+            row["solver_fallbacks"] = float(target.solution.fallbacks)
         for i, a in enumerate(assets):
             q_new = float(target.spot.get(a, state.spot[a]))
             if not (math.isfinite(q_new) and q_new >= 0):
@@ -422,6 +800,11 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                                    "notional": float(trade_usd[j]), "fee": float(fee_j[j]),
                                    "slippage": float(slip_j[j])})
 
+        # (5) collateral sweeps between spot and the wallet
+        if collateral.enabled and tau is not None:
+            sw = _sweep(book, state, market, tau, collateral.band, fee_spot_rate, trades)
+            row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
+
         end = _value(book, state, market)
         row["margin_ratio_end"] = margin_state(margin, end.notional, end.collateral).margin_ratio
         row.update(nav=end.nav, base=end.base, cash=state.cash, wallet=end.wallet,
@@ -434,7 +817,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
 
     order = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
              "fee_futures", "slippage_futures", "funding", "liquidation_penalty", "margin_ratio",
-             "margin_ratio_end", "liquidated", "traded_spot", "traded_futures"]
+             "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
+             "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
     steps = pd.DataFrame(rows, index=index, columns=order)
     steps["liquidated"] = steps["liquidated"].astype(bool)
     return BacktestResult(

@@ -10,6 +10,11 @@ return over step t is its PnL per unit of target base, ``(nav_t - nav_{t-1}) / b
 (base: the invested NAV or the NAV, as the book says), so fees, funding and the reserve's
 zero return count against it. ``exposure_tracking_error`` is the frictionless part only:
 ``(e_{t-1} - w*)' r_t`` with e the effective weights held over the step.
+
+Margin utilisation is maintenance / collateral (``margin_ratio``; 1 = liquidation). A step's
+utilisation is the larger of the ratio at the margin check and after the step's trades and sweeps;
+a **margin call** is a step whose utilisation exceeds ``MARGIN_CALL_THRESHOLD`` (0.8: an exchange
+warns well before liquidation, and 80 % leaves one typical bad day of room).
 """
 
 from __future__ import annotations
@@ -23,18 +28,38 @@ import pandas as pd
 from scenarios.backtest import BacktestResult, median_step_days
 
 DAYS_PER_YEAR = 365.0
+#: Margin utilisation (maintenance / collateral) above which a step counts as a margin call.
+MARGIN_CALL_THRESHOLD = 0.8
+#: Default stablecoin yield (fraction per year) forgone on the wallet reserve.
+STABLECOIN_YIELD = 0.04
 
 
 @dataclass(frozen=True)
 class BacktestMetrics:
-    """Summary of one backtest. Rates are fractions unless the name says bps.
+    """Summary of one backtest. Rates are fractions unless the name says bps or ms.
 
     tracking_error, exposure_tracking_error, volatility: annualised; total_return over the span,
-    annual_return its compounded annual rate; max_drawdown a positive fraction of the peak NAV;
-    fees_bps (spot + futures fees and slippage), slippage_bps, funding_bps (paid; negative:
-    received) and penalty_bps: bps of the mean NAV per year; turnover: gross traded notional
-    over the mean NAV, per year; peak_margin_ratio: max maintenance / collateral seen;
-    liquidations: number of liquidation events (steps); years: the span.
+    annual_return its compounded annual rate; active_return: mean per-step (book - ideal) return
+    times steps per year (the mean of the series whose std is the tracking error);
+    max_drawdown a positive fraction of the peak NAV.
+
+    Costs, in bps of the mean NAV per year (total / mean NAV / years x 1e4):
+    exchange_fee_bps (spot + futures exchange fees of the policy's trades), slippage_bps (futures
+    half spread + impact), fees_bps = exchange_fee_bps + slippage_bps, funding_bps (paid;
+    negative: received), penalty_bps (liquidation penalties), sweep_cost_bps (spot fees of
+    collateral sweeps), total_cost_bps (the sum of fees, funding, penalty and sweep costs);
+    reserve_opportunity_cost_bps: the yield forgone on the wallet,
+    sum_t W_{t-1} y dt_t / (mean NAV x years) x 1e4 (W signed: a debt counts negative; y the
+    stablecoin yield per year, dt in years). Not a cash flow: not in total_cost_bps.
+
+    Turnover (fraction of the mean NAV per year): spot_turnover (policy spot trades plus sweeps,
+    gross), futures_turnover (gross futures notional traded), turnover = their sum.
+    Margin: peak_margin_ratio and margin_ratio_p99 (max and 99th percentile, linear
+    interpolation, of the per-step utilisation), margin_calls (steps above
+    ``MARGIN_CALL_THRESHOLD``), liquidations (steps with a liquidation).
+    Solver (steps whose policy returned a solution): solves, solve_time_median_ms,
+    solve_time_p99_ms (NaN without solves), solver_fallbacks (total failed solver attempts).
+    years: the span.
     """
 
     tracking_error: float
@@ -51,6 +76,19 @@ class BacktestMetrics:
     peak_margin_ratio: float
     liquidations: int
     years: float
+    active_return: float = math.nan
+    exchange_fee_bps: float = math.nan
+    sweep_cost_bps: float = math.nan
+    total_cost_bps: float = math.nan
+    reserve_opportunity_cost_bps: float = math.nan
+    spot_turnover: float = math.nan
+    futures_turnover: float = math.nan
+    margin_ratio_p99: float = math.nan
+    margin_calls: int = 0
+    solves: int = 0
+    solve_time_median_ms: float = math.nan
+    solve_time_p99_ms: float = math.nan
+    solver_fallbacks: int = 0
 
 
 def steps_per_year(index: pd.DatetimeIndex) -> float:
@@ -106,16 +144,51 @@ def max_drawdown(nav: pd.Series) -> float:
     return float(np.max(1.0 - values / peak))
 
 
-def compute_metrics(result: BacktestResult) -> BacktestMetrics:
-    """Every metric of ``result`` (see :class:`BacktestMetrics`)."""
+def active_return(result: BacktestResult) -> float:
+    """Annualised mean of book minus ideal per-step returns: mean(b_t - i_t) x steps per year."""
+    diff = book_returns(result) - ideal_returns(result)
+    if len(diff) < 1:
+        return math.nan
+    return float(diff.mean() * steps_per_year(pd.DatetimeIndex(result.steps.index)))
+
+
+def margin_utilisation(result: BacktestResult) -> pd.Series:
+    """Per step max(margin_ratio at the check, margin_ratio_end after trades and sweeps)."""
+    s = result.steps
+    return pd.Series(np.fmax(s["margin_ratio"].to_numpy(dtype=float),
+                             s["margin_ratio_end"].to_numpy(dtype=float)), index=s.index)
+
+
+def reserve_wallet_years(result: BacktestResult) -> float:
+    """Integral of the wallet balance over time, sum_t W_{t-1} dt_t (USD x years)."""
+    s = result.steps
+    if len(s.index) < 2:
+        return 0.0
+    dt = np.diff(pd.DatetimeIndex(s.index).as_unit("ns").asi8) / (DAYS_PER_YEAR * 86400e9)
+    return float(s["wallet"].to_numpy(dtype=float)[:-1] @ dt)
+
+
+def _column(s: pd.DataFrame, name: str) -> pd.Series:
+    """A step column, zeros when an older result lacks it."""
+    return s[name] if name in s.columns else pd.Series(0.0, index=s.index)
+
+
+def compute_metrics(result: BacktestResult, *,
+                    stablecoin_yield: float = STABLECOIN_YIELD) -> BacktestMetrics:
+    """Every metric of ``result`` (see :class:`BacktestMetrics`); ``stablecoin_yield`` (fraction
+    per year) prices the wallet reserve's opportunity cost."""
     s = result.steps
     index = pd.DatetimeIndex(s.index)
     nav = s["nav"]
     years = span_years(index)
     mean_nav = float(nav.mean())
+    scale = mean_nav * years if years > 0 and mean_nav != 0 else math.nan
 
     def per_year_bps(total: float) -> float:
-        return total / mean_nav / years * 1e4 if years > 0 and mean_nav != 0 else math.nan
+        return total / scale * 1e4
+
+    def per_year(total: float) -> float:
+        return total / scale
 
     total_return = float(nav.iloc[-1] / nav.iloc[0] - 1.0)
     growth = 1.0 + total_return
@@ -123,10 +196,19 @@ def compute_metrics(result: BacktestResult) -> BacktestMetrics:
     nav_ret = nav.pct_change().iloc[1:]
     vol = (float(nav_ret.std(ddof=1) * math.sqrt(steps_per_year(index)))
            if len(nav_ret) > 1 else math.nan)
-    fees = float(s["fee_spot"].sum() + s["fee_futures"].sum() + s["slippage_futures"].sum())
-    traded = float(s["traded_spot"].sum() + s["traded_futures"].sum())
-    ratios = np.concatenate([s["margin_ratio"].to_numpy(dtype=float),
-                             s["margin_ratio_end"].to_numpy(dtype=float)])
+    exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
+    slip = float(s["slippage_futures"].sum())
+    funding = float(s["funding"].sum())
+    penalty = float(s["liquidation_penalty"].sum())
+    sweep_fees = float(_column(s, "sweep_fees").sum())
+    spot_traded = float(s["traded_spot"].sum() + _column(s, "sweep_in").sum()
+                        + _column(s, "sweep_out").sum())
+    fut_traded = float(s["traded_futures"].sum())
+    util = margin_utilisation(result).to_numpy(dtype=float)
+    util = util[np.isfinite(util)]
+    solve = (s["solve_time_ms"].to_numpy(dtype=float) if "solve_time_ms" in s.columns
+             else np.zeros(0))
+    solve = solve[np.isfinite(solve)]
     return BacktestMetrics(
         tracking_error=tracking_error(result),
         exposure_tracking_error=exposure_tracking_error(result),
@@ -134,12 +216,25 @@ def compute_metrics(result: BacktestResult) -> BacktestMetrics:
         annual_return=annual,
         volatility=vol,
         max_drawdown=max_drawdown(nav),
-        fees_bps=per_year_bps(fees),
-        slippage_bps=per_year_bps(float(s["slippage_futures"].sum())),
-        funding_bps=per_year_bps(float(s["funding"].sum())),
-        penalty_bps=per_year_bps(float(s["liquidation_penalty"].sum())),
-        turnover=traded / mean_nav / years if years > 0 and mean_nav != 0 else math.nan,
-        peak_margin_ratio=float(np.nanmax(ratios)) if len(ratios) else 0.0,
+        fees_bps=per_year_bps(exch + slip),
+        slippage_bps=per_year_bps(slip),
+        funding_bps=per_year_bps(funding),
+        penalty_bps=per_year_bps(penalty),
+        turnover=per_year(spot_traded + fut_traded),
+        peak_margin_ratio=float(util.max()) if len(util) else 0.0,
         liquidations=int(s["liquidated"].sum()),
         years=years,
+        active_return=active_return(result),
+        exchange_fee_bps=per_year_bps(exch),
+        sweep_cost_bps=per_year_bps(sweep_fees),
+        total_cost_bps=per_year_bps(exch + slip + funding + penalty + sweep_fees),
+        reserve_opportunity_cost_bps=per_year_bps(stablecoin_yield * reserve_wallet_years(result)),
+        spot_turnover=per_year(spot_traded),
+        futures_turnover=per_year(fut_traded),
+        margin_ratio_p99=float(np.percentile(util, 99)) if len(util) else 0.0,
+        margin_calls=int((util > MARGIN_CALL_THRESHOLD).sum()),
+        solves=len(solve),
+        solve_time_median_ms=float(np.median(solve)) if len(solve) else math.nan,
+        solve_time_p99_ms=float(np.percentile(solve, 99)) if len(solve) else math.nan,
+        solver_fallbacks=int(_column(s, "solver_fallbacks").sum()),
     )

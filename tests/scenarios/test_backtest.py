@@ -5,8 +5,10 @@ No network; the long runs use the embedded seeded synthetic generator.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ import pytest
 
 from models.book import Book
 from models.instruments import FuturesContract, SpotAsset
+from models.io import default_data_dir, load_funding, load_mark_closes, load_spot_closes
 from models.market import MarketSnapshot
 from models.synthetic import generate_history
 from optimizer.policies import (
@@ -24,7 +27,13 @@ from optimizer.policies import (
     TargetHoldings,
     current_holdings,
 )
-from scenarios.backtest import BacktestResult, MarketPath, run_backtest
+from scenarios.backtest import (
+    NO_SWEEPS,
+    BacktestResult,
+    CollateralPolicy,
+    MarketPath,
+    run_backtest,
+)
 from scenarios.metrics import compute_metrics, max_drawdown
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")
@@ -56,7 +65,7 @@ def identity_gap(result: BacktestResult) -> pd.Series:
     """nav_t - nav_{t-1} minus the sum of the recorded components (should be ~0)."""
     s = result.steps
     explained = (s["spot_pnl"] + s["futures_pnl"] - s["fee_spot"] - s["fee_futures"]
-                 - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"])
+                 - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"] - s["sweep_fees"])
     return (s["nav"].diff() - explained).iloc[1:]
 
 
@@ -155,7 +164,7 @@ def test_nav_change_is_spot_plus_futures_pnl_less_costs_and_funding() -> None:
     assert float(identity_gap(res).abs().max()) <= 1e-9 * scale
     total = (s["spot_pnl"].sum() + s["futures_pnl"].sum() - s["fee_spot"].sum()
              - s["fee_futures"].sum() - s["slippage_futures"].sum() - s["funding"].sum()
-             - s["liquidation_penalty"].sum())
+             - s["liquidation_penalty"].sum() - s["sweep_fees"].sum())
     assert s["nav"].iloc[-1] - s["nav"].iloc[0] == pytest.approx(total, rel=1e-9, abs=1e-9 * scale)
     # every component is really exercised
     assert s["liquidated"].sum() == 0
@@ -167,7 +176,8 @@ def test_nav_change_is_spot_plus_futures_pnl_less_costs_and_funding() -> None:
     assert fut["fee"].sum() == pytest.approx(s["fee_futures"].sum(), rel=1e-12)
     assert fut["notional"].abs().sum() == pytest.approx(s["traded_futures"].sum(), rel=1e-12)
     # on a rebalance day the effective weights sit on target
-    rebal = pd.Timestamp(fut["time"].iloc[-1])
+    swept = set(res.trades.loc[res.trades["kind"] != "futures", "time"])
+    rebal = pd.Timestamp([t for t in fut["time"] if t not in swept][-1])
     np.testing.assert_allclose(res.weights.loc[rebal].to_numpy(), [0.5, 0.3, 0.2], atol=1e-9)
 
 
@@ -307,10 +317,226 @@ def test_metrics() -> None:
     assert hold.fees_bps == 0.0 and hold.turnover == 0.0 and hold.funding_bps == 0.0
     assert hold.liquidations == 0 and hold.peak_margin_ratio == 0.0
     assert hold.years == pytest.approx(364 / 365)
-    daily = compute_metrics(run_backtest(book, path, NaiveFutures(period="1D")))
+    daily = compute_metrics(run_backtest(book, path, NaiveFutures(period="1D"), collateral=NO_SWEEPS))
     # rebalanced every step: effective weights on target at each close, so no exposure drift
     assert daily.exposure_tracking_error < 1e-10
+    # sweeps after the policy's trades move spot, so the exposure drifts a little on sweep days
+    swept = compute_metrics(run_backtest(book, path, NaiveFutures(period="1D")))
+    assert 0 < swept.exposure_tracking_error < 1e-3
     assert daily.tracking_error < hold.tracking_error
     assert daily.fees_bps > 0 and daily.turnover > 0 and daily.peak_margin_ratio > 0
     assert 0.1 < daily.volatility < 2.0
     assert math.isfinite(daily.annual_return)
+
+
+# --- (g) collateral management: sweeps between spot and the wallet --------------------------------
+
+def sweep_case(btc_2: float, collateral: CollateralPolicy | None = None) -> BacktestResult:
+    """BTC 10 @ 1,000 + ETH 100 @ 50 (flat) + 3,000 cash: NAV 18,000, reserve tau = 1/6.
+    A short BTC hedge of 5,000 USD from t0 (no futures fee or spread; spot fee 10 bp)."""
+    perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0)
+    book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (perp,), spot={"BTC": 10.0, "ETH": 100.0},
+                targets={"BTC": 0.6, "ETH": 0.4}, cash=3_000.0)
+    idx = days(3)
+    spot = pd.DataFrame({"BTC": [1_000.0, 1_100.0, btc_2], "ETH": [50.0, 50.0, 50.0]}, index=idx)
+    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0}))
+    return run_backtest(book, path, Scripted(futures={idx[0]: {"BTC-PERP": -5_000.0}}),
+                        collateral=collateral)
+
+
+def test_losing_short_hedge_tops_up_the_wallet_from_spot() -> None:
+    res = sweep_case(1_400.0)
+    s = res.steps
+    # t1: BTC 1,100: hedge PnL -5 x 100 = -500 -> wallet 2,500, NAV 18,500;
+    #     band [1/12, 1/4] x 18,500 = [1,541.67, 4,625]: inside, no sweep
+    assert s["wallet"].iloc[1] == pytest.approx(2_500.0, abs=1e-9)
+    assert s[["sweep_in", "sweep_out", "sweep_fees"]].iloc[:2].to_numpy().sum() == 0.0
+    # t2: BTC 1,400: spot 14,000 + 5,000 = 19,000, hedge PnL -2,000 -> wallet 1,000, NAV 20,000
+    #     1,000 < 20,000 / 12 = 1,666.67: top up to tau V' (V' after the fee):
+    #     G = (20,000 / 6 - 1,000) / (1 - 0.001 + 0.001 / 6) = 2,333.333 / 0.9991667 = 2,335.2794
+    #     pro rata to spot values: BTC 14/19 G = 1,720.7322, ETH 5/19 G = 614.5472; fee 2.3352794
+    gross = (20_000.0 / 6 - 1_000.0) / (1 - 0.001 + 0.001 / 6)
+    assert gross == pytest.approx(2_335.2794, abs=1e-4)
+    assert s["sweep_in"].iloc[2] == pytest.approx(gross, rel=1e-12)
+    assert s["sweep_fees"].iloc[2] == pytest.approx(0.001 * gross, rel=1e-12)
+    assert s["fee_spot"].iloc[2] == 0.0  # sweep fees are counted apart
+    nav = 20_000.0 - 0.001 * gross                                    # 19,997.6647
+    assert s["nav"].iloc[2] == pytest.approx(nav, rel=1e-12)
+    assert s["wallet"].iloc[2] == pytest.approx(1_000.0 + 0.999 * gross, rel=1e-12)
+    assert s["wallet"].iloc[2] == pytest.approx(nav / 6, rel=1e-12)   # back on target: 3,332.944
+    sw = res.trades[res.trades["kind"] == "sweep_in"].set_index("symbol")
+    assert sw.loc["BTC", "notional"] == pytest.approx(-gross * 14 / 19, rel=1e-12)  # -1,720.7322
+    assert sw.loc["ETH", "quantity"] == pytest.approx(-gross * 5 / 19 / 50, rel=1e-12)  # -12.2909
+    assert res.spot_value["ETH"].iloc[2] == pytest.approx(5_000.0 - gross * 5 / 19, rel=1e-12)
+    assert float(identity_gap(res).abs().max()) < 1e-9
+    # without sweeps the wallet is left at 1,000
+    off = sweep_case(1_400.0, NO_SWEEPS).steps
+    assert off["wallet"].iloc[2] == pytest.approx(1_000.0, abs=1e-9)
+    assert off["sweep_in"].sum() == 0.0
+
+
+def test_winning_short_hedge_sweeps_the_excess_into_target_weights() -> None:
+    res = sweep_case(600.0)
+    s = res.steps
+    # t2: BTC 600: spot 6,000 + 5,000 = 11,000, hedge PnL +2,000 -> wallet 5,000, NAV 16,000
+    #     5,000 > 16,000 / 4 = 4,000: buy spot with B = (5,000 - 16,000 / 6) / (1 + 0.001 - 0.001 / 6)
+    #     = 2,333.333 / 1.00083333 = 2,331.3905, 60 % BTC / 40 % ETH (target weights)
+    gross = (5_000.0 - 16_000.0 / 6) / (1 + 0.001 - 0.001 / 6)
+    assert gross == pytest.approx(2_331.3905, abs=1e-4)
+    assert s["sweep_out"].iloc[2] == pytest.approx(gross, rel=1e-12)
+    assert s["sweep_in"].iloc[2] == 0.0
+    assert s["wallet"].iloc[2] == pytest.approx(s["nav"].iloc[2] / 6, rel=1e-12)
+    assert s["nav"].iloc[2] == pytest.approx(16_000.0 - 0.001 * gross, rel=1e-12)
+    assert res.spot_value["BTC"].iloc[2] == pytest.approx(6_000.0 + 0.6 * gross, rel=1e-12)
+    assert float(identity_gap(res).abs().max()) < 1e-9
+
+
+def test_a_wider_band_or_explicit_target() -> None:
+    # band 1.0: [0, 2 tau] -> the losing hedge at t2 (wallet 1,000 > 0) is left alone
+    assert sweep_case(1_400.0, CollateralPolicy(band=1.0)).steps["sweep_in"].sum() == 0.0
+    # an explicit target of 10 % with band 0.05: t0 (wallet 3,000 / 18,000 = 16.7 %) sweeps out
+    s = sweep_case(1_400.0, CollateralPolicy(target_fraction=0.1, band=0.05)).steps
+    assert s["sweep_out"].iloc[0] > 0
+    assert s["wallet"].iloc[0] == pytest.approx(0.1 * s["nav"].iloc[0], rel=1e-12)
+    with pytest.raises(ValueError, match="band"):
+        CollateralPolicy(band=-0.1)
+
+
+@pytest.mark.parametrize("policy", [lambda: NaiveFutures(period="7D"),
+                                    lambda: NaiveFutures(band=0.05)])
+def test_identity_holds_with_sweeps_over_a_long_run(policy: Callable[[], Policy]) -> None:
+    book, path = synthetic_case()
+    res = run_backtest(book, path, policy())
+    s = res.steps
+    assert (s["sweep_in"] + s["sweep_out"]).sum() > 0 and s["sweep_fees"].sum() > 0
+    assert float(identity_gap(res).abs().max()) <= 1e-9 * float(s["nav"].abs().max())
+    sweeps = res.trades[res.trades["kind"].isin(["sweep_in", "sweep_out"])]
+    assert sweeps["fee"].sum() == pytest.approx(s["sweep_fees"].sum(), rel=1e-12)
+
+
+def test_sweeps_prevent_the_liquidations_of_a_drained_wallet() -> None:
+    book, path = synthetic_case(n_days=365, seed=11)
+    off = run_backtest(book, path, NaiveFutures(band=0.05), collateral=NO_SWEEPS)
+    assert off.steps["liquidated"].sum() > 0
+    on = run_backtest(book, path, NaiveFutures(band=0.05))
+    assert on.steps["liquidated"].sum() == 0
+    assert on.liquidations.empty
+    assert on.steps["sweep_in"].sum() > 0
+    # a spot-only book has no wallet to manage: default off
+    spot_only = Book(book.assets, (), spot=book.spot, targets=book.targets, cash=book.cash)
+    hold = run_backtest(spot_only, MarketPath(spot=path.spot), NoRebalance()).steps
+    assert hold[["sweep_in", "sweep_out"]].to_numpy().sum() == 0.0
+
+
+# --- (h) the real-data path ---------------------------------------------------------------------
+
+DATA_DIR = default_data_dir()
+needs_data = pytest.mark.skipif(
+    DATA_DIR is None or not (DATA_DIR / "spot_4h").is_dir(),
+    reason="shared market data not found (models.io.default_data_dir(): set FBR_DATA_DIR or "
+           "put the data at <repo>/../shared/data)")
+
+
+def write_table(path: Path, index: pd.DatetimeIndex, **columns: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(columns, index=index.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.index.name = "timestamp"
+    frame.to_csv(path)
+
+
+def test_from_data_resamples_aligns_and_lags_adv(tmp_path: Path) -> None:
+    a_open = pd.date_range(D0, periods=18, freq="4h")           # AAA: bars 00:00 day 0 .. 20:00 day 2
+    write_table(tmp_path / "spot_4h" / "AAA.csv", a_open, close=[100.0 + k for k in range(18)],
+                quote_volume=[1_000.0 * (k + 1) for k in range(18)])
+    b_open = pd.date_range(D0 + 8 * HOUR, periods=18, freq="4h")  # BBB starts 8 h later
+    write_table(tmp_path / "spot_4h" / "BBB.csv", b_open, close=[50.0 + k for k in range(18)])
+    write_table(tmp_path / "perp_mark_4h" / "AAA.csv", a_open[:6],  # marks on day 0 only
+                close=[200.0 + k for k in range(6)])
+    settle = pd.DatetimeIndex([D0 + h * HOUR for h in (0, 8, 16, 24, 32, 34, 40, 48, 56, 64)])
+    write_table(tmp_path / "funding" / "AAA.csv", settle,
+                funding_rate=[0.0001 * (k + 1) for k in range(10)])
+    perp = FuturesContract("AAA-PERP", "AAA")
+    with pytest.warns(UserWarning) as record:
+        path = MarketPath.from_data(tmp_path, [perp], step="8h", assets=["BBB"])
+    note = str(record[0].message)
+    # the start is BBB's first 8 h close (16:00 day 0), the end AAA's last settlement (16:00 day 2)
+    assert "['spot BBB']" in note and "['funding AAA']" in note
+    assert "no mark bar" in note
+    idx = path.spot.index
+    assert list(idx) == [D0 + h * HOUR for h in (16, 24, 32, 40, 48, 56, 64)]
+    # the step at 8m hours closes the bar that opened at 8m - 4: AAA bar k = 2m - 1 -> 100 + 2m - 1
+    assert list(path.spot["AAA"]) == [103.0, 105.0, 107.0, 109.0, 111.0, 113.0, 115.0]
+    assert path.spot["BBB"].iloc[0] == 51.0           # BBB's bar 08:00-12:00 ... 12:00-16:00: k'=1
+    assert path.mark is not None and path.funding is not None and path.adv is not None
+    # marks where a bar exists (16:00, 24:00 of day 0), the spot close after that
+    assert list(path.mark["AAA-PERP"]) == [203.0, 205.0, 107.0, 109.0, 111.0, 113.0, 115.0]
+    # settlements kept as they are (34 h irregular), inside [first step, last step]
+    assert list(path.funding.index) == [D0 + h * HOUR for h in (16, 24, 32, 34, 40, 48, 56, 64)]
+    # ADV at 16:00 uses bars closed by 08:00 (k = 0, 1): mean(1,000, 2,000) x 6 bars/day = 9,000
+    assert isinstance(path.adv, pd.DataFrame)
+    assert path.adv["AAA-PERP"].iloc[0] == pytest.approx(9_000.0)
+    # at 64 h: bars closed by 56 h: k = 0..13 -> mean 7,500 x 6 = 45,000
+    assert path.adv["AAA-PERP"].iloc[-1] == pytest.approx(45_000.0)
+    # the path runs: funding at 40 h sums the settlements at 34 h and 40 h
+    book = Book((SpotAsset("AAA"), SpotAsset("BBB")), (perp,), spot={"AAA": 10.0, "BBB": 10.0},
+                targets={"AAA": 0.5, "BBB": 0.5}, cash=1_000.0)
+    res = run_backtest(book, path, Scripted(futures={idx[0]: {"AAA-PERP": 2_030.0}}),
+                       collateral=NO_SWEEPS)
+    # 10 contracts (2,030 / 203); at 40 h mark 109: (0.0006 + 0.0007) x 10 x 109 = 1.417
+    assert res.steps["funding"].iloc[3] == pytest.approx(0.0013 * 1_090.0, rel=1e-12)
+
+
+def test_from_data_rejects_an_unknown_step(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="step"):
+        MarketPath.from_data(tmp_path, [FuturesContract("AAA-PERP", "AAA")], step="2h")
+
+
+@needs_data
+def test_sol_november_2022_funding_is_summed_per_step() -> None:
+    assert DATA_DIR is not None
+    perp = FuturesContract("SOL-PERP", "SOL", taker_fee=0.0)
+    path = MarketPath.from_data(DATA_DIR, [perp], start="2022-11-08", end="2022-11-14", step="8h")
+    assert path.funding is not None and path.mark is None  # no SOL mark file: marked at spot
+    raw = load_funding(DATA_DIR, ["SOL"], start="2022-11-08", end="2022-11-14")["SOL"].dropna()
+    idx = path.spot.index
+    counts = [int(((raw.index > a) & (raw.index <= b)).sum()) for a, b in itertools.pairwise(idx)]
+    assert max(counts) >= 4  # settlements every 2 h for part of November 2022
+    p0 = float(path.spot["SOL"].iloc[0])
+    book = Book((SpotAsset("SOL"),), (perp,), spot={"SOL": 100.0}, targets={"SOL": 1.0},
+                cash=10_000.0)
+    res = run_backtest(book, path, Scripted(futures={idx[0]: {"SOL-PERP": 10_000.0}}),
+                       collateral=NO_SWEEPS)
+    q = 10_000.0 / p0
+    spot = path.spot["SOL"].to_numpy()
+    expected = [float(raw[(raw.index > a) & (raw.index <= b)].sum()) * q * spot[k + 1]
+                for k, (a, b) in enumerate(itertools.pairwise(idx))]
+    np.testing.assert_allclose(res.steps["funding"].to_numpy()[1:], expected, rtol=1e-12, atol=1e-12)
+    # e.g. 2022-11-10 16:00: four settlements (10:00 .. 16:00) summing to -5.74 %
+    k = idx.get_loc(pd.Timestamp("2022-11-10 16:00", tz="UTC"))
+    assert res.steps["funding"].iloc[k] == pytest.approx(-0.057393 * q * spot[k], rel=1e-4)
+
+
+@needs_data
+def test_from_data_on_the_shared_files_is_causal() -> None:
+    assert DATA_DIR is not None
+    cons = [FuturesContract("BTC-PERP", "BTC"), FuturesContract("ETH-PERP", "ETH")]
+    path = MarketPath.from_data(DATA_DIR, cons, start="2023-03-01", end="2023-03-31", step="8h")
+    raw = load_spot_closes(DATA_DIR, ["BTC"], interval="4h", start="2023-01-01", end="2023-04-01")
+    marks = load_mark_closes(DATA_DIR, ["BTC"], start="2023-01-01", end="2023-04-01")
+    t = pd.Timestamp("2023-03-10 08:00", tz="UTC")
+    # the 08:00 step closes the 04:00 bar
+    assert path.spot["BTC"].to_dict()[t] == raw["BTC"].to_dict()[t - 4 * HOUR]
+    assert path.mark is not None
+    assert path.mark["BTC-PERP"].to_dict()[t] == marks["BTC"].to_dict()[t - 4 * HOUR]
+    # ADV: 30-day mean of daily quote volume from bars closed by the previous step (00:00)
+    qv = pd.read_csv(DATA_DIR / "spot_4h" / "BTC.csv.gz", index_col="timestamp", parse_dates=True)
+    closes = pd.DatetimeIndex(qv.index) + pd.Timedelta(hours=4)
+    prev = t - 8 * HOUR
+    window = qv.loc[(closes > prev - 30 * DAY) & (closes <= prev), "quote_volume"]
+    assert path.adv is not None
+    assert path.adv.loc[t, "BTC-PERP"] == pytest.approx(float(window.mean()) * 6, rel=1e-9)
+    daily = MarketPath.from_data(DATA_DIR, cons, start="2023-03-01", end="2023-03-31", step="1d")
+    raw_1d = load_spot_closes(DATA_DIR, ["ETH"], interval="1d", start="2023-02-27", end="2023-04-01")
+    t1 = pd.Timestamp("2023-03-10", tz="UTC")
+    assert daily.spot["ETH"].to_dict()[t1] == raw_1d["ETH"].to_dict()[t1 - DAY]
+    assert daily.spot.index[0] == pd.Timestamp("2023-03-01", tz="UTC")

@@ -1,0 +1,606 @@
+"""Backtest files: one TOML file names a book, a market path, the policies to compare and options.
+
+``load_backtest_file(path)`` reads and validates a file and returns a :class:`BacktestConfig`;
+``build_path`` makes the market path, ``build_policy`` a fresh policy per entry, and ``run_all``
+runs every policy over the same path. The format (see examples/backtest_demo.toml)::
+
+    book = "backtest_book.toml"    # a book file (README "Book file format"), relative to this file
+
+    [data]                         # the market path
+    source = "synthetic"           # "synthetic" (seed, days, start) | "data" (data_dir, start, end, step)
+    seed = 7
+    days = 365
+    start = "2024-01-01"
+
+    [[policies]]                   # one entry per policy; `name` (optional) labels it
+    kind = "naive_futures"         # no_rebalance | calendar_spot | band_spot | naive_futures |
+    period = "7D"                  # vol_band_futures | dca_futures | optimized
+    name = "naive weekly"
+
+    [backtest]
+    liquidation_penalty = 0.01     # fraction of |notional| charged at a liquidation
+    spot_fee = "10bp"              # spot fee for every asset (default: each asset's fee)
+    report = "out/backtest.html"   # HTML report (relative to the working directory)
+    png_dir = "out/png"            # optional PNG charts folder
+
+    [backtest.collateral]          # the wallet reserve band (scenarios.backtest.CollateralPolicy)
+    target_fraction = 0.2          # wallet / NAV to keep (default: the book's initial ratio)
+    band = 0.5                     # relative band before a top-up / sweep-out
+    # or: collateral = false       # no sweeps between spot and the futures wallet
+
+Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets such as "7D", "8h"):
+
+- ``no_rebalance``: none
+- ``calendar_spot``: period (default "30D")
+- ``band_spot``: band (default 0.05)
+- ``naive_futures``: period and/or band (at least one)
+- ``vol_band_futures``: base_band (required), ref_vol, window, min_band, max_band
+- ``dca_futures``: steps (required), period and/or band (at least one)
+- ``optimized``: gamma_trade, gamma_fund (override the book's [costs]), risk_lookback_days,
+  risk_method. Without ``risk_lookback_days`` the optimiser uses the book file's risk model
+  throughout (simple, but the book's model may have been estimated on data after the path's start).
+  With it, the model is re-estimated with models.risk.estimate_risk every
+  ``RISK_REESTIMATE_DAYS`` days from the path's spot returns up to the current step only (no
+  look-ahead), over the trailing ``risk_lookback_days``; until ``MIN_RISK_ROWS`` returns exist the
+  book's model is used. The book's basis covariance (if any) is kept.
+
+Every mistake raises :class:`models.errors.ValidationError` naming the TOML field (``policies[2].band``)
+and the fix; file-level problems raise :class:`fbr.config.ConfigError`, like book files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fbr.config import (
+    ConfigError,
+    LoadedBook,
+    _check_keys,
+    _describe_toml_error,
+    _join,
+    _number,
+    _string,
+    _table,
+    _tables,
+    _timestamp,
+    load_book_file,
+)
+from models.book import Book
+from models.errors import ValidationError
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.policies import Policy, TargetHoldings
+from optimizer.settings import OptimizerSettings
+
+TOP_LEVEL_KEYS = ("book", "data", "policies", "backtest")
+DATA_SOURCES = ("synthetic", "data")
+SYNTHETIC_KEYS = ("source", "seed", "days", "start")
+DATA_KEYS = ("source", "data_dir", "start", "end", "step")
+DATA_STEPS = ("1d", "8h", "4h")
+BACKTEST_KEYS = ("liquidation_penalty", "spot_fee", "report", "png_dir", "collateral")
+COLLATERAL_KEYS = ("target_fraction", "band", "enabled")
+POLICY_KINDS = ("no_rebalance", "calendar_spot", "band_spot", "naive_futures", "vol_band_futures",
+                "dca_futures", "optimized")
+#: Parameters of each policy kind (besides ``kind`` and ``name``).
+POLICY_PARAMS: dict[str, tuple[str, ...]] = {
+    "no_rebalance": (),
+    "calendar_spot": ("period",),
+    "band_spot": ("band",),
+    "naive_futures": ("period", "band"),
+    "vol_band_futures": ("base_band", "ref_vol", "window", "min_band", "max_band"),
+    "dca_futures": ("steps", "period", "band"),
+    "optimized": ("gamma_trade", "gamma_fund", "risk_lookback_days", "risk_method"),
+}
+DEFAULT_REPORT = "out/backtest.html"
+DEFAULT_SEED = 7
+DEFAULT_DAYS = 365
+DEFAULT_START = "2024-01-01"
+#: The optimised policy's re-estimated risk model is refreshed this often (days of path time).
+RISK_REESTIMATE_DAYS = 30
+#: Fewest trailing returns a re-estimate needs; before that the book's risk model is used.
+MIN_RISK_ROWS = 30
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the market path comes from: the synthetic generator or the data folder."""
+
+    source: str
+    seed: int = DEFAULT_SEED
+    days: int = DEFAULT_DAYS
+    start: str | None = DEFAULT_START
+    end: str | None = None
+    step: str = "1d"
+    data_dir: Path | None = None
+
+    def label(self) -> str:
+        """One line saying where the path's data came from."""
+        if self.source == "synthetic":
+            return f"SYNTHETIC market path (seed {self.seed}, {self.days} days from {self.start})"
+        span = f"{self.start or 'first'} .. {self.end or 'last'}"
+        return f"market data from {self.data_dir} ({span}, step {self.step})"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One [[policies]] entry: its kind, display name and parsed parameters."""
+
+    kind: str
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    where: str = "policies"
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """A validated backtest file."""
+
+    source: Path
+    book_path: Path
+    loaded: LoadedBook
+    data: DataSpec
+    policies: tuple[PolicySpec, ...]
+    liquidation_penalty: float = 0.01
+    spot_fee: float | None = None
+    report: Path | None = Path(DEFAULT_REPORT)
+    png_dir: Path | None = None
+    collateral: Mapping[str, Any] | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Data labels: the book's and the path's."""
+        return (*self.loaded.labels, self.data.label())
+
+
+# ==============================================================================================
+# loading
+# ==============================================================================================
+def load_backtest_file(path: str | Path) -> BacktestConfig:
+    """Read and validate a TOML backtest file (its book file is loaded too)."""
+    p = Path(path)
+    if not p.is_file():
+        where = "is a folder" if p.is_dir() else "does not exist"
+        raise ConfigError(f"backtest file {str(p)!r} {where}. Fix: give the path of a .toml "
+                          "backtest file (see examples/backtest_demo.toml)")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"backtest file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
+                          "UTF-8 text file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_describe_toml_error(p, text, exc)) from None
+    try:
+        return parse_backtest(data, source=p)
+    except ValidationError as exc:
+        if "(in " in exc.problem:  # already located (an error inside the book file)
+            raise
+        raise ValidationError(exc.field, f"{exc.problem} (in {p})", exc.fix) from exc
+
+
+def parse_backtest(data: Mapping[str, Any], *, source: Path) -> BacktestConfig:
+    """Build a :class:`BacktestConfig` from a parsed document; relative paths start at ``source``'s
+    folder (except report and png_dir, which are relative to the working directory)."""
+    base_dir = source.resolve().parent
+    _check_keys(data, TOP_LEVEL_KEYS, "")
+    if "book" not in data:
+        raise ValidationError("book", "is missing", 'give the book file: book = "my_book.toml" '
+                              "(relative to this file)")
+    book_path = _resolve(_string(data["book"], "book"), base_dir)
+    if not book_path.is_file():
+        raise ValidationError("book", f"is {data['book']!r}: {book_path} does not exist",
+                              "give the path of a book file, relative to the backtest file")
+    loaded = load_book_file(book_path)
+    spec = _data(_table(data, "data", ""), base_dir)
+    rows = _tables(data, "policies", "")
+    if not rows:
+        raise ValidationError("policies", "is empty", 'add at least one [[policies]] entry with '
+                              f"kind = one of {', '.join(POLICY_KINDS)}")
+    policies = tuple(_policy(row, _join("policies", k)) for k, row in enumerate(rows))
+    names = [p.name for p in policies]
+    dup = sorted({n for k, n in enumerate(names) if n in names[:k]})
+    if dup:
+        raise ValidationError("policies", f"has the name(s) {dup} more than once",
+                              "give each entry a distinct name = \"...\"")
+    opts = _table(data, "backtest", "")
+    _check_keys(opts, BACKTEST_KEYS, "backtest")
+    penalty = _fraction(opts.get("liquidation_penalty", 0.01), "backtest.liquidation_penalty",
+                        upper=1.0, upper_open=True)
+    spot_fee = (_fraction(opts["spot_fee"], "backtest.spot_fee", upper=1.0, upper_open=True)
+                if "spot_fee" in opts else None)
+    report = Path(_string(opts.get("report", DEFAULT_REPORT), "backtest.report"))
+    png_dir = Path(_string(opts["png_dir"], "backtest.png_dir")) if "png_dir" in opts else None
+    return BacktestConfig(source=source, book_path=book_path, loaded=loaded, data=spec,
+                          policies=policies, liquidation_penalty=penalty, spot_fee=spot_fee,
+                          report=report, png_dir=png_dir,
+                          collateral=_collateral(opts["collateral"]) if "collateral" in opts else None)
+
+
+def _collateral(value: Any) -> dict[str, Any]:
+    """[backtest.collateral] (or collateral = true/false) as CollateralPolicy keyword arguments."""
+    path = "backtest.collateral"
+    if isinstance(value, bool):
+        return {} if value else {"enabled": False}
+    if not isinstance(value, dict):
+        raise ValidationError(path, f"is {value!r}", "give a table [backtest.collateral] with "
+                              f"{', '.join(COLLATERAL_KEYS)}, or true / false")
+    _check_keys(value, COLLATERAL_KEYS, path)
+    out: dict[str, Any] = {}
+    if "target_fraction" in value:
+        out["target_fraction"] = _fraction(value["target_fraction"], _join(path, "target_fraction"),
+                                           upper_open=True)
+    if "band" in value:
+        out["band"] = _fraction(value["band"], _join(path, "band"), upper=1e6)
+    if "enabled" in value:
+        if not isinstance(value["enabled"], bool):
+            raise ValidationError(_join(path, "enabled"), f"is {value['enabled']!r}",
+                                  "write true or false (no quotes)")
+        out["enabled"] = value["enabled"]
+    return out
+
+
+def _resolve(raw: str, base_dir: Path) -> Path:
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def _int(value: Any, path: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValidationError(path, f"is {value!r}", f"give a whole number >= {lo}")
+    return int(value)
+
+
+def _fraction(value: Any, path: str, *, upper: float = 1.0, upper_open: bool = False,
+              positive: bool = False) -> float:
+    """A fraction (number, "5%" or "50bp") in [0, upper] ((0, ...] with ``positive``)."""
+    v = _number(value, path, percent=True)
+    low_bad = v <= 0 if positive else v < 0
+    high_bad = v >= upper if upper_open else v > upper
+    if low_bad or high_bad:
+        lo = "0 <" if positive else "0 <="
+        hi = "<" if upper_open else "<="
+        raise ValidationError(path, f"is {value!r}",
+                              f"give a fraction with {lo} value {hi} {upper:g}, e.g. 0.05 or \"5%\"")
+    return v
+
+
+def _period(value: Any, path: str) -> str:
+    """A pandas offset such as "7D", "30D" or "8h" (> 0)."""
+    if not isinstance(value, str):
+        raise ValidationError(path, f"is {value!r}", 'give a period in quotes, e.g. "7D" or "8h"')
+    try:
+        td = pd.Timedelta(value)
+    except (ValueError, TypeError):
+        raise ValidationError(path, f"is {value!r}, not a period",
+                              'give a period such as "7D", "30D" or "8h"') from None
+    if pd.isna(td) or td <= pd.Timedelta(0):
+        raise ValidationError(path, f"is {value!r}", 'give a period > 0, e.g. "7D"')
+    return value
+
+
+def _data(table: Mapping[str, Any], base_dir: Path) -> DataSpec:
+    """The [data] section."""
+    source = table.get("source", "synthetic")
+    if not isinstance(source, str) or source.lower() not in DATA_SOURCES:
+        raise ValidationError("data.source", f"is {source!r}",
+                              f"use one of {', '.join(map(repr, DATA_SOURCES))}")
+    source = source.lower()
+    if source == "synthetic":
+        _check_keys(table, SYNTHETIC_KEYS, "data")
+        seed = _int(table.get("seed", DEFAULT_SEED), "data.seed", 0)
+        days = _int(table.get("days", DEFAULT_DAYS), "data.days", 2)
+        start = _timestamp(table.get("start", DEFAULT_START), "data.start").strftime("%Y-%m-%d")
+        return DataSpec("synthetic", seed=seed, days=days, start=start)
+    _check_keys(table, DATA_KEYS, "data")
+    first = _timestamp(table["start"], "data.start").isoformat() if "start" in table else None
+    end = _timestamp(table["end"], "data.end").isoformat() if "end" in table else None
+    if first is not None and end is not None and pd.Timestamp(end) <= pd.Timestamp(first):
+        raise ValidationError("data.end", f"is {table['end']!r}, not after data.start",
+                              "give an end later than the start")
+    step = table.get("step", "1d")
+    if not isinstance(step, str) or step.lower() not in DATA_STEPS:
+        raise ValidationError("data.step", f"is {step!r}",
+                              f"use one of {', '.join(map(repr, DATA_STEPS))}")
+    if "data_dir" in table:
+        d: Path | None = _resolve(_string(table["data_dir"], "data.data_dir"), base_dir)
+    else:
+        from models.io import default_data_dir
+
+        d = default_data_dir()
+        if d is None:
+            raise ValidationError("data.data_dir", "is not set and no data folder was found",
+                                  'set data_dir = "path/to/shared/data" (relative to this file) '
+                                  "or FBR_DATA_DIR")
+    if d is None or not d.is_dir():
+        raise ValidationError("data.data_dir", f"is {str(d)!r}, which is not a folder",
+                              "give the folder that holds spot_1d/ (relative to this file)")
+    return DataSpec("data", start=first, end=end, step=step.lower(), data_dir=d)
+
+
+def _policy(row: Mapping[str, Any], where: str) -> PolicySpec:
+    """One [[policies]] entry, validated (the policy object itself is built per run)."""
+    if "kind" not in row:
+        raise ValidationError(_join(where, "kind"), "is missing",
+                              f"give kind = one of {', '.join(POLICY_KINDS)}")
+    kind = row["kind"]
+    if not isinstance(kind, str) or kind not in POLICY_KINDS:
+        raise ValidationError(_join(where, "kind"), f"is {kind!r}, not a known policy kind",
+                              f"use one of {', '.join(POLICY_KINDS)}")
+    _check_keys(row, ("kind", "name", *POLICY_PARAMS[kind]), where)
+
+    def at(key: str) -> str:
+        return _join(where, key)
+
+    params: dict[str, Any] = {}
+    if "period" in row:
+        params["period"] = _period(row["period"], at("period"))
+    for key in ("band", "base_band", "min_band", "max_band"):
+        if key in row:
+            params[key] = _fraction(row[key], at(key), positive=key != "min_band")
+    if kind == "calendar_spot":
+        params.setdefault("period", "30D")
+    elif kind == "band_spot":
+        params.setdefault("band", 0.05)
+    elif kind in ("naive_futures", "dca_futures") and "period" not in params and "band" not in params:
+        raise ValidationError(where, f"({kind}) has neither a period nor a band",
+                              'give period = "7D" and/or band = 0.05')
+    elif kind == "vol_band_futures":
+        if "base_band" not in params:
+            raise ValidationError(at("base_band"), "is missing", "give base_band = 0.05 (a weight)")
+        if "ref_vol" in row:
+            params["ref_vol"] = _fraction(row["ref_vol"], at("ref_vol"), upper=10.0, positive=True)
+        if "window" in row:
+            params["window"] = _int(row["window"], at("window"), 2)
+        lo, hi = params.get("min_band"), params.get("max_band")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValidationError(at("min_band"), f"is {lo} > max_band {hi}", "give min_band <= max_band")
+    if kind == "dca_futures":
+        if "steps" not in row:
+            raise ValidationError(at("steps"), "is missing", "give steps = 3 (a whole number >= 1)")
+        params["steps"] = _int(row["steps"], at("steps"), 1)
+    if kind == "optimized":
+        for key in ("gamma_trade", "gamma_fund"):
+            if key in row:
+                v = _number(row[key], at(key))
+                if v < 0:
+                    raise ValidationError(at(key), f"is {row[key]!r}", "give a weight >= 0")
+                params[key] = v
+        if "risk_lookback_days" in row:
+            params["risk_lookback_days"] = _int(row["risk_lookback_days"], at("risk_lookback_days"),
+                                                MIN_RISK_ROWS)
+        if "risk_method" in row:
+            from models.risk import RiskMethod
+
+            method = row["risk_method"]
+            options = [m.value for m in RiskMethod]
+            if not isinstance(method, str) or method.lower() not in options:
+                raise ValidationError(at("risk_method"), f"is {method!r}",
+                                      f"use one of {', '.join(map(repr, options))}")
+            params["risk_method"] = method.lower()
+    name = _string(row["name"], at("name")) if "name" in row else _default_name(kind, params)
+    return PolicySpec(kind=kind, name=name, params=params, where=where)
+
+
+def _default_name(kind: str, params: Mapping[str, Any]) -> str:
+    parts = [kind]
+    for key in ("period", "band", "base_band", "steps", "risk_lookback_days"):
+        if key in params:
+            v = params[key]
+            parts.append(f"{key}={v:g}" if isinstance(v, float) else f"{key}={v}")
+    return " ".join(parts)
+
+
+# ==============================================================================================
+# building and running
+# ==============================================================================================
+def build_path(cfg: BacktestConfig) -> Any:
+    """The market path (``scenarios.backtest.MarketPath``) for the book's assets and contracts."""
+    from scenarios.backtest import MarketPath
+
+    book = cfg.loaded.book
+    spec = cfg.data
+    if spec.source == "synthetic":
+        from models.synthetic import generate_history
+
+        try:
+            hist = generate_history(tuple(book.asset_symbols), days=spec.days,
+                                    start=spec.start or DEFAULT_START, seed=spec.seed)
+        except ValidationError as exc:
+            raise ValidationError(_join("data", exc.field.removeprefix("synthetic.")), exc.problem,
+                                  exc.fix) from exc
+        return MarketPath.from_synthetic(hist, book.contracts)
+    from_data = getattr(MarketPath, "from_data", None)
+    if from_data is None:
+        raise ValidationError("data.source", "is 'data', but this build's MarketPath has no "
+                              "from_data", 'use source = "synthetic" (or update fbr)')
+    kwargs: dict[str, Any] = {"start": spec.start, "end": spec.end, "step": spec.step}
+    if "assets" in inspect.signature(from_data).parameters:
+        kwargs["assets"] = tuple(book.asset_symbols)
+    try:
+        return from_data(spec.data_dir, book.contracts, **kwargs)
+    except ValidationError as exc:
+        raise ValidationError(f"data ({exc.field})", exc.problem, exc.fix) from exc
+
+
+class TrailingRisk:
+    """risk(t): the book's model until ``MIN_RISK_ROWS`` trailing returns exist, then
+    models.risk.estimate_risk on the path's spot returns with timestamps <= t (no look-ahead) over
+    the last ``lookback_days``, refreshed every ``RISK_REESTIMATE_DAYS`` days."""
+
+    def __init__(self, fallback: RiskModel, spot: pd.DataFrame, symbols: Sequence[str],
+                 lookback_days: int, method: str = "ledoit_wolf") -> None:
+        from models.risk import returns_from_prices
+
+        self.fallback = fallback
+        self.symbols = list(symbols)
+        self.returns = returns_from_prices(spot[self.symbols].astype(float))
+        idx = pd.DatetimeIndex(spot.index)
+        step_days = (float(pd.Series(idx).diff().dropna().median() / pd.Timedelta(days=1))
+                     if len(idx) > 1 else 1.0)
+        self.periods_per_year = 365.0 / step_days if step_days > 0 else 365.0
+        self.rows = max(2, round(lookback_days / step_days)) if step_days > 0 else lookback_days
+        self.method = method
+        self.current: RiskModel = fallback
+        self.refreshed: pd.Timestamp | None = None
+        self.estimates = 0
+
+    def __call__(self, t: pd.Timestamp) -> RiskModel:
+        if self.refreshed is not None and t - self.refreshed < pd.Timedelta(days=RISK_REESTIMATE_DAYS):
+            return self.current
+        past = self.returns.loc[self.returns.index <= t].tail(self.rows)
+        if len(past) < MIN_RISK_ROWS:
+            return self.fallback
+        from models.risk import estimate_risk
+
+        est = estimate_risk(past, self.method, periods_per_year=self.periods_per_year)
+        self.current = dataclasses.replace(est.subset(self.symbols), basis_cov=self.fallback.basis_cov)
+        self.refreshed = t
+        self.estimates += 1
+        return self.current
+
+
+def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: Any) -> Policy:
+    """A fresh policy object for ``spec`` (policies with state must not be shared between runs)."""
+    from optimizer.baselines import DcaFutures, VolScaledBandFutures
+    from optimizer.policies import (
+        BandSpotRebalance,
+        CalendarSpotRebalance,
+        NaiveFutures,
+        NoRebalance,
+        OptimizedFutures,
+    )
+
+    p = dict(spec.params)
+    try:
+        policy: Policy
+        if spec.kind == "no_rebalance":
+            policy = NoRebalance()
+        elif spec.kind == "calendar_spot":
+            policy = CalendarSpotRebalance(period=p["period"])
+        elif spec.kind == "band_spot":
+            policy = BandSpotRebalance(band=p["band"])
+        elif spec.kind == "naive_futures":
+            policy = NaiveFutures(period=p.get("period"), band=p.get("band"))
+        elif spec.kind == "vol_band_futures":
+            policy = VolScaledBandFutures(**p)
+        elif spec.kind == "dca_futures":
+            policy = DcaFutures(**p)
+        else:
+            policy = OptimizedFutures(*_optimized_inputs(p, cfg, path))
+    except ValidationError as exc:
+        key = exc.field.removeprefix("policy").lstrip(".")
+        raise ValidationError(_join(spec.where, key) if key else spec.where, exc.problem,
+                              exc.fix) from exc
+    policy.name = spec.name
+    return policy
+
+
+def _optimized_inputs(p: Mapping[str, Any], cfg: BacktestConfig, path: Any
+                      ) -> tuple[RiskModel | Callable[[pd.Timestamp], RiskModel], OptimizerSettings]:
+    """(risk, settings) of the optimised policy: the book's, with the entry's overrides."""
+    loaded = cfg.loaded
+    settings = loaded.settings
+    if "gamma_trade" in p or "gamma_fund" in p:
+        costs = dataclasses.replace(settings.costs,
+                                    gamma_trade=float(p.get("gamma_trade", settings.costs.gamma_trade)),
+                                    gamma_fund=float(p.get("gamma_fund", settings.costs.gamma_fund)))
+        settings = dataclasses.replace(settings, costs=costs)
+    risk: RiskModel | Callable[[pd.Timestamp], RiskModel] = loaded.risk
+    if "risk_lookback_days" in p:
+        risk = TrailingRisk(loaded.risk, path.spot, loaded.book.asset_symbols,
+                            int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))
+    return risk, settings
+
+
+def backtest_options(cfg: BacktestConfig) -> dict[str, Any]:
+    """Keyword options for scenarios.backtest.run_backtest (``collateral`` only when set, and only
+    if this build's run_backtest takes it; otherwise the backtester's default applies)."""
+    import scenarios.backtest as bt
+
+    opts: dict[str, Any] = {"liquidation_penalty": cfg.liquidation_penalty, "spot_fee": cfg.spot_fee}
+    if cfg.collateral is not None:
+        make = getattr(bt, "CollateralPolicy", None)
+        if make is None or "collateral" not in inspect.signature(bt.run_backtest).parameters:
+            raise ValidationError("backtest.collateral", "is set, but this build's backtester has "
+                                  "no collateral option", "remove it")
+        try:
+            opts["collateral"] = make(**cfg.collateral)
+        except ValidationError as exc:
+            raise ValidationError(_join("backtest", exc.field), exc.problem, exc.fix) from exc
+    return opts
+
+
+def run_all(cfg: BacktestConfig, path: Any,
+            on_start: Callable[[str, int], Callable[[], None] | None] | None = None) -> dict[str, Any]:
+    """Run every policy over ``path``: {name: BacktestResult}, in file order.
+
+    ``on_start(name, n_steps)`` may return a callback called once per step (a progress bar).
+    """
+    from scenarios.backtest import run_backtest
+
+    opts = backtest_options(cfg)
+    n = len(path.spot.index)
+    results: dict[str, Any] = {}
+    for spec in cfg.policies:
+        policy = build_policy(spec, cfg, path)
+        tick = on_start(spec.name, n) if on_start is not None else None
+        if tick is not None:
+            policy = Ticking(policy, tick)
+        try:
+            results[spec.name] = run_backtest(cfg.loaded.book, path, policy, **opts)
+        except ValidationError as exc:
+            raise ValidationError(exc.field, f"{exc.problem} (policy {spec.name!r})", exc.fix) from exc
+    return results
+
+
+class Ticking(Policy):
+    """A policy that calls ``tick()`` after each decision (drives a progress bar)."""
+
+    def __init__(self, inner: Policy, tick: Callable[[], None]) -> None:
+        self.inner = inner
+        self.tick = tick
+        self.name = inner.name
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        out = self.inner(book, market, t)
+        self.tick()
+        return out
+
+
+def is_timing(key: str) -> bool:
+    """Wall-clock measurements (e.g. solve_time_median_ms): they differ from run to run."""
+    return "time" in key and key.endswith(("_ms", "_s"))
+
+
+def metrics_dict(result: Any) -> dict[str, Any]:
+    """scenarios.metrics.compute_metrics as a JSON-ready dict (nan/inf become None)."""
+    from scenarios.metrics import compute_metrics
+
+    m = compute_metrics(result)
+    raw = dataclasses.asdict(m) if dataclasses.is_dataclass(m) else dict(vars(m))
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = None
+        elif isinstance(v, bool | int | float | str) or v is None:
+            out[k] = v
+        else:
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError):
+                out[k] = str(v)
+    return out
+
+
+__all__ = ["BacktestConfig", "DataSpec", "PolicySpec", "build_path", "build_policy",
+           "is_timing", "load_backtest_file", "metrics_dict", "run_all"]
