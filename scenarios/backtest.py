@@ -7,6 +7,11 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 2. **funding**: every settlement with timestamp in (t_prev, t] pays ``rate x notional`` at this
    step's mark: ``cash -= rate * notional`` for signed notional (longs pay when rate > 0). All the
    settlements in the interval are summed; nothing assumes three a day;
+2b. **settlement** of dated futures (``ContractKind.DATED``): on the first step at or after a
+   contract's expiry its position is closed at the underlying's spot S (not the mark): the PnL
+   realised into cash, ``q x size x (S - mark)`` (linear) added to ``futures_pnl`` on top of the
+   mark-to-market, and a settlement fee ``taker_fee x |notional at S|`` in ``fee_futures``; trade
+   kind "settle". From its expiry on, a contract's policy target is taken as 0 (it cannot be held);
 3. **margin check** (``models.margin.MarginModel.maintenance`` on |notional| against the collateral
    cash + unrealised PnL + haircut x pledged spot): below maintenance every futures position is
    closed at mark (PnL realised into cash) and ``liquidation_penalty x |notional|`` is taken from cash;
@@ -39,7 +44,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +58,7 @@ from models.io import SUFFIXES, load_funding, load_mark_closes, load_spot_closes
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.synthetic import SyntheticHistory
-from optimizer.policies import Policy
+from optimizer.policies import Policy, TargetHoldings
 
 #: Trailing window (steps) of the underlying's volatility used by the impact term.
 IMPACT_VOL_WINDOW = 30
@@ -137,8 +142,9 @@ class MarketPath:
                        *, with_adv: bool = True) -> MarketPath:
         """A path from the embedded generator: daily spot; per contract the synthetic perp mark
         (the dated-future carry of ``SyntheticHistory.snapshot`` is not modelled: dated futures are
-        marked at the perp mark and pay no funding); perps pay the 8 h funding of their underlying
-        at its 8 h settlement times; half spread and (``with_adv``) ADV of the underlying."""
+        marked at the perp mark and pay no funding; ``scenarios.rolls.with_dated_marks`` re-prices
+        them from a basis model); perps pay the 8 h funding of their underlying at its 8 h
+        settlement times; half spread and (``with_adv``) ADV of the underlying."""
         for c in contracts:
             if c.underlying not in hist.spot.columns:
                 raise ValidationError(f"contracts.{c.symbol}.underlying",
@@ -256,7 +262,8 @@ def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *
       (steps "4h"/"8h": the last 4 h close of each step) or ``spot_1d`` (step "1d"); a step whose
       last bar is missing is dropped (never a stale close);
     - **marks**: ``perp_mark_4h/<underlying>`` closes on the same grid where the file and the
-      bar exist, else the underlying's spot close (dated contracts also use the perp mark);
+      bar exist, else the underlying's spot close (dated contracts also use the perp mark;
+      ``scenarios.rolls.with_dated_marks`` re-prices them from a basis model);
     - **funding** (perpetuals): every settlement of ``funding/<underlying>`` as it is, irregular
       times kept (the backtest sums those in each step); 0 where another contract settled alone;
     - **ADV** (USD/day, a frame on the steps): mean daily ``quote_volume`` of the underlying's spot
@@ -413,6 +420,11 @@ NO_SWEEPS = CollateralPolicy(enabled=False)
 # Result
 
 
+#: Columns of ``BacktestResult.rolls``.
+ROLL_COLUMNS = ["time", "step", "from", "to", "from_price", "to_price", "notional", "opened",
+                "fee", "slippage", "basis"]
+
+
 @dataclass(frozen=True)
 class BacktestResult:
     """What a backtest recorded (all USD unless said otherwise; one row per step, end of step).
@@ -432,8 +444,17 @@ class BacktestResult:
     - slippage_futures - funding - liquidation_penalty - sweep_fees.
     ``spot_value`` (per asset), ``futures_notional`` (signed, per contract) and ``weights``
     (effective weights per asset) are frames on the same index. ``trades`` and ``liquidations``
-    list events (one row each; trade kinds: spot, futures, sweep_in, sweep_out). ``targets``: w*
-    per asset; ``policy``: the policy's name.
+    list events (one row each; trade kinds: spot, futures, settle (a dated future closed at spot
+    at expiry; its fee is in fee_futures, its spot-vs-mark PnL in futures_pnl), sweep_in,
+    sweep_out). ``targets``: w* per asset; ``policy``: the policy's name.
+    ``rolls``: one row per roll a policy declared (``RollTargets``) with a leg traded: time, step
+    (position in the index), from / to (contracts), from_price / to_price (marks, USD), notional
+    (USD, signed: the position closed in ``from``, at its mark), opened (USD, signed: the ``to``
+    leg's trade), fee and slippage (both legs; already in fee_futures / slippage_futures) and
+    basis = opened x (to_price - from_price) / to_price (USD; > 0 a cost: a long rolled into
+    contango, a short into backwardation): the price
+    gap between the legs, paid later through futures_pnl as the new contract converges, not a
+    separate cash flow (exact for linear contracts when the old leg was at spot).
     """
 
     steps: pd.DataFrame
@@ -445,17 +466,28 @@ class BacktestResult:
     targets: pd.Series
     spot_returns: pd.DataFrame
     policy: str
+    rolls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROLL_COLUMNS))
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Every recorded frame by name (for comparisons and export)."""
         return {"steps": self.steps, "spot_value": self.spot_value,
                 "futures_notional": self.futures_notional, "weights": self.weights,
                 "trades": self.trades, "liquidations": self.liquidations,
-                "spot_returns": self.spot_returns}
+                "spot_returns": self.spot_returns, "rolls": self.rolls}
 
 
 TRADE_COLUMNS = ["time", "kind", "symbol", "quantity", "price", "notional", "fee", "slippage"]
 LIQUIDATION_COLUMNS = ["time", "contract", "contracts", "mark", "notional", "penalty"]
+
+
+@dataclass(frozen=True)
+class RollTargets(TargetHoldings):
+    """Target holdings that say which of their trades are rolls: ``rolls`` lists (from, to)
+    contract pairs whose position moves from the first into the second at this step (e.g.
+    ``scenarios.rolls.RollingPolicy``). The backtest trades them like any target and records one
+    row per pair in ``BacktestResult.rolls`` (see there)."""
+
+    rolls: tuple[tuple[str, str], ...] = ()
 
 # ---------------------------------------------------------------------------------------------
 # Engine
@@ -541,18 +573,14 @@ class _Valuation:
 
 
 def _value(book: Book, state: _State, market: MarketSnapshot) -> _Valuation:
-    """Valuation through ``Book``'s own methods."""
+    """Valuation in one pass (``Book.valuation``: each price read once) plus the effective
+    weights ``e = (spot + B x) / V`` (NaN when the base V is 0)."""
     view = _view(book, state)
-    spot_values = view.spot_values(market)
-    upnl = view.unrealized_pnl(market)
-    notional = view.futures_notional(market)
-    wallet = view.wallet_balance(market)
-    nav = view.nav(market)
-    base = view.base(market)
-    exposure = spot_values + view.exposure_matrix() @ notional
-    weights = exposure / base if base != 0 else np.full(len(spot_values), np.nan)
-    return _Valuation(spot_values=spot_values, notional=notional, weights=weights, upnl=upnl,
-                      wallet=wallet, nav=nav, collateral=view.collateral(market), base=base)
+    v = view.valuation(market)
+    exposure = v.spot_values + view.exposure_matrix() @ v.notional
+    weights = exposure / v.base if v.base != 0 else np.full(len(v.spot_values), np.nan)
+    return _Valuation(spot_values=v.spot_values, notional=v.notional, weights=weights, upnl=v.upnl,
+                      wallet=v.wallet, nav=v.nav, collateral=v.collateral, base=v.base)
 
 
 def _rebalance_futures(book: Book, state: _State, market: MarketSnapshot,
@@ -562,6 +590,47 @@ def _rebalance_futures(book: Book, state: _State, market: MarketSnapshot,
     moved = _view(book, state).with_futures(contracts, market)
     state.cash = moved.cash
     state.futures = dict(moved.futures)
+
+
+def expiry_ns(contract: FuturesContract) -> int | None:
+    """A dated contract's expiry as UTC int64 ns (a naive expiry is read as UTC); None for a
+    perpetual."""
+    if contract.kind != ContractKind.DATED or contract.expiry is None:
+        return None
+    t = pd.Timestamp(contract.expiry)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return int(t.as_unit("ns").value)
+
+
+def _settle_expired(book: Book, state: _State, market: MarketSnapshot, t_ns: int,
+                    expiries: Mapping[str, int], trades: list[dict[str, object]]
+                    ) -> tuple[float, float]:
+    """Close every open dated position with expiry <= t at its underlying's spot S (step 2b).
+
+    The PnL is realised into cash at S; returns (PnL of S against the mark, USD: the NAV change of
+    re-marking the settled positions from mark to S; fees, USD: ``taker_fee x |q x size x S|``
+    for linear, ``taker_fee x |q x size|`` for inverse, paid from cash). Appends "settle" trades.
+    """
+    due = [c for c in book.contract_symbols if c in expiries and t_ns >= expiries[c]
+           and c in state.futures and state.futures[c].contracts != 0]
+    if not due:
+        return 0.0, 0.0
+    cons = {c.symbol: c for c in book.contracts}
+    at_spot = replace(market, mark={**market.mark,
+                                    **{c: market.spot_price(cons[c].underlying) for c in due}})
+    pnl = _value(book, state, at_spot).nav - _value(book, state, market).nav
+    fees = 0.0
+    for c in due:
+        q = state.futures[c].contracts
+        px = at_spot.mark_price(c)
+        notional = q * cons[c].notional_per_contract(px)
+        fee = cons[c].taker_fee * abs(notional)
+        fees += fee
+        trades.append({"time": market.time, "kind": "settle", "symbol": c, "quantity": -q,
+                       "price": px, "notional": -notional, "fee": fee, "slippage": 0.0})
+    _rebalance_futures(book, state, at_spot, dict.fromkeys(due, 0.0))
+    state.cash -= fees
+    return pnl, fees
 
 
 @dataclass(frozen=True)
@@ -629,6 +698,28 @@ def _sweep(book: Book, state: _State, market: MarketSnapshot, tau: float, band: 
     return _Sweep()
 
 
+def _roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, k: int,
+               trade_usd: np.ndarray, fee_j: np.ndarray, slip_j: np.ndarray
+               ) -> list[dict[str, object]]:
+    """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded."""
+    out: list[dict[str, object]] = []
+    for a, b in target.rolls:
+        for sym in (a, b):
+            if sym not in cons:
+                raise ValidationError(f"policy.rolls.{sym}", f"is not a contract of the book at "
+                                      f"{market.time}", f"roll between {list(cons)}")
+        ja, jb = cons.index(a), cons.index(b)
+        if trade_usd[ja] == 0 and trade_usd[jb] == 0:
+            continue
+        pa, pb = market.mark_price(a), market.mark_price(b)
+        opened = float(trade_usd[jb])
+        out.append({"time": market.time, "step": k, "from": a, "to": b, "from_price": pa,
+                    "to_price": pb, "notional": -float(trade_usd[ja]), "opened": opened,
+                    "fee": float(fee_j[ja] + fee_j[jb]), "slippage": float(slip_j[ja] + slip_j[jb]),
+                    "basis": opened * (pb - pa) / pb})
+    return out
+
+
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                  liquidation_penalty: float = 0.01, spot_fee: float | None = None,
                  collateral: CollateralPolicy | None = None) -> BacktestResult:
@@ -671,6 +762,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     margin = MarginModel.from_contracts(book.contracts)
     fee_spot_rate = np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets])
     con_by_sym = {c.symbol: c for c in book.contracts}
+    expiries = {c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None}
 
     if collateral is None:
         collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
@@ -686,6 +778,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     w_rows: list[np.ndarray] = []
     trades: list[dict[str, object]] = []
     liqs: list[dict[str, object]] = []
+    roll_rows: list[dict[str, object]] = []
     prev_market: MarketSnapshot | None = None
 
     for k, t in enumerate(index):
@@ -706,6 +799,9 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         row["solve_time_ms"] = math.nan
         row["solver_fallbacks"] = 0.0
         if prev_market is None:
+            # (2b) positions already expired at the start settle at spot
+            pnl_s, fee_s = _settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
+            row["futures_pnl"], row["fee_futures"] = pnl_s, fee_s
             first = _value(book, state, market)
             row["margin_ratio"] = margin_state(margin, first.notional, first.collateral).margin_ratio
             if tau is None:
@@ -723,6 +819,10 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 paid = float(settle_r[lo:n_settled].sum(axis=0) @ now.notional)
                 state.cash -= paid
                 row["funding"] = paid
+            # (2b) dated futures at or past expiry settle at spot
+            pnl_s, fee_s = _settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
+            row["futures_pnl"] = float(row["futures_pnl"]) + pnl_s
+            row["fee_futures"] = fee_s
             # (3) margin check against maintenance (the one margin engine)
             now = _value(book, state, market)
             ms = margin_state(margin, now.notional, now.collateral)
@@ -772,6 +872,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             pos = state.futures.get(c)
             q_old = pos.contracts if pos is not None else 0.0
             x_new = float(target.futures.get(c, q_old * con.notional_per_contract(mark)))
+            if c in expiries and step_ns[k] >= expiries[c]:
+                x_new = 0.0  # an expired dated contract cannot be held
             if not math.isfinite(x_new):
                 raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {ts}",
                                       "a policy must target finite futures notional (USD)")
@@ -781,6 +883,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             new_q[c] = q_new
             dq_f[j] = q_new - q_old
             trade_usd[j] = dq_f[j] * con.notional_per_contract(mark)
+        fee_j = np.zeros(len(cons))
+        slip_j = np.zeros(len(cons))
         if new_q:
             daily_vol = vol.to_numpy(dtype=float)[k] if vol is not None else np.zeros(len(cons))
             cost = CostModel.build(book.contracts, market, daily_vol)
@@ -790,7 +894,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 slip_j = slip_j + cost.impact * np.abs(trade_usd) ** 1.5
             _rebalance_futures(book, state, market, new_q)
             state.cash -= float(fee_j.sum()) + float(slip_j.sum())
-            row["fee_futures"] = float(fee_j.sum())
+            row["fee_futures"] = float(row["fee_futures"]) + float(fee_j.sum())
             row["slippage_futures"] = float(slip_j.sum())
             row["traded_futures"] = float(np.abs(trade_usd).sum())
             for j, c in enumerate(cons):
@@ -799,6 +903,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                                    "quantity": float(dq_f[j]), "price": market.mark_price(c),
                                    "notional": float(trade_usd[j]), "fee": float(fee_j[j]),
                                    "slippage": float(slip_j[j])})
+        if isinstance(target, RollTargets):
+            roll_rows.extend(_roll_rows(target, cons, market, k, trade_usd, fee_j, slip_j))
 
         # (5) collateral sweeps between spot and the wallet
         if collateral.enabled and tau is not None:
@@ -832,4 +938,5 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         targets=pd.Series(book.target_vector(), index=assets, dtype=float),
         spot_returns=spot_px / spot_px.shift(1) - 1.0,
         policy=str(getattr(policy, "name", type(policy).__name__)),
+        rolls=pd.DataFrame(roll_rows, columns=ROLL_COLUMNS),
     )

@@ -1,0 +1,270 @@
+"""Dated futures in the replay: a basis term-structure model, dated marks, and rolling a chain.
+
+Units: prices USD; the basis ``b`` is annualised (fraction per year of 365 days); funding rates are
+fractions per funding interval (``FuturesContract.funding_interval_h`` hours, 8 by default).
+
+- :class:`BasisModel` gives ``b_u(t)`` per underlying u. A dated contract expiring at T is priced
+  ``P(t) = S(t) x (1 + b_u(t) x tau / 365)``, ``tau = max(T - t, 0)`` in days, so ``P(T) = S(T)``:
+  the contract converges to spot at expiry (and stays at spot after it).
+- :func:`with_dated_marks` returns a copy of a :class:`~scenarios.backtest.MarketPath` whose mark
+  columns for the dated contracts follow that model (dated futures pay no funding).
+- Settlement at expiry is done by :func:`scenarios.backtest.run_backtest` (step 2b: closed at
+  spot, ``taker_fee`` charged, trade kind "settle").
+- :class:`RollingPolicy` wraps a policy that targets one "front" contract symbol and moves the
+  position along a chain of dated contracts (quarterlies), rolling ``roll_days_before`` days before
+  each expiry; the backtest records the rolls in ``BacktestResult.rolls``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from models.book import Book, FuturesPosition
+from models.errors import ValidationError
+from models.instruments import ContractKind, FuturesContract
+from models.market import MarketSnapshot
+from optimizer.policies import Policy, TargetHoldings
+from scenarios.backtest import MarketPath, RollTargets, expiry_ns
+
+DAYS_PER_YEAR = 365.0
+HOURS_PER_YEAR = 24.0 * DAYS_PER_YEAR
+NS_PER_DAY = 86_400 * 10**9
+#: Annualised basis used where nothing is fitted: the synthetic generator's calm funding
+#: (1e-4 per 8 h) as carry, 1e-4 x 3 x 365 = 10.95% a year.
+DEFAULT_BASIS = 1e-4 * 3 * DAYS_PER_YEAR
+#: Trailing window of the fitted basis (funding settlements or perp premia in (t - window, t]).
+BASIS_WINDOW = pd.Timedelta(days=30)
+
+
+def _days_left(index: pd.DatetimeIndex, expiry: int) -> np.ndarray:
+    """max(T - t, 0) in days for every t of ``index`` (T as UTC int64 ns)."""
+    t_ns = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns").asi8
+    return np.maximum((expiry - t_ns).astype(float), 0.0) / NS_PER_DAY
+
+
+@dataclass(frozen=True)
+class BasisModel:
+    """Annualised basis ``b_u(t)`` per underlying u (fraction per year; > 0: contango).
+
+    ``rates`` maps an underlying to a constant or to a Series indexed by time (tz-aware UTC; read
+    as of t: the last value at or before t, ``default`` before its first value or where NaN);
+    an underlying not in ``rates`` gets ``default``.
+    """
+
+    rates: Mapping[str, float | pd.Series] = field(default_factory=dict)
+    default: float = DEFAULT_BASIS
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.default):
+            raise ValidationError("basis.default", f"is {self.default}",
+                                  "give an annualised basis as a finite fraction (0.1 = 10%/yr)")
+        for u, r in self.rates.items():
+            if isinstance(r, pd.Series):
+                if not isinstance(r.index, pd.DatetimeIndex) or r.index.tz is None:
+                    raise ValidationError(f"basis.rates.{u}", "is not indexed by tz-aware time",
+                                          "index it by a UTC DatetimeIndex")
+                values = r.to_numpy(dtype=float)
+                if np.any(np.isinf(values)):
+                    raise ValidationError(f"basis.rates.{u}", "has infinite values",
+                                          "give finite annualised rates (NaN: use the default)")
+            elif not math.isfinite(float(r)):
+                raise ValidationError(f"basis.rates.{u}", f"is {r}",
+                                      "give an annualised basis as a finite fraction")
+
+    @staticmethod
+    def constant(rates: Mapping[str, float], default: float = DEFAULT_BASIS) -> BasisModel:
+        """A flat basis per underlying (fraction per year)."""
+        return BasisModel(rates={u: float(r) for u, r in rates.items()}, default=default)
+
+    @staticmethod
+    def fit(path: MarketPath, contracts: Sequence[FuturesContract], *,
+            window: pd.Timedelta | str = BASIS_WINDOW, default: float = DEFAULT_BASIS) -> BasisModel:
+        """Fit ``b_u(t)`` from the path's perpetuals, with no look-ahead (data up to t only).
+
+        Per underlying u, from the first perpetual on u in ``contracts`` (interval h hours):
+
+        - with funding in ``path.funding``: the funding-implied carry
+          ``b = mean(f over settlements in (s - window, s]) x 8760 / h`` (s the last settlement at
+          or before t; 8 h: ``mean f x 3 x 365``);
+        - else with a perp mark in ``path.mark``: the premium as a per-interval rate proxy,
+          ``b = mean(mark / spot - 1 over steps in (t - window, t]) x 8760 / h``;
+        - else (no perpetual on u, or neither series): ``default`` (the synthetic carry).
+        """
+        win = pd.Timedelta(window)
+        if not win > pd.Timedelta(0):
+            raise ValidationError("basis.window", f"is {window}", "give a positive duration")
+        rates: dict[str, float | pd.Series] = {}
+        for c in contracts:
+            u = c.underlying
+            if c.kind != ContractKind.PERPETUAL or u in rates:
+                continue
+            per_year = HOURS_PER_YEAR / c.funding_interval_h
+            if path.funding is not None and c.symbol in path.funding.columns:
+                f = path.funding[c.symbol].astype(float)
+                rates[u] = f.rolling(win).mean() * per_year
+            elif path.mark is not None and c.symbol in path.mark.columns and u in path.spot.columns:
+                premium = path.mark[c.symbol].astype(float) / path.spot[u].astype(float) - 1.0
+                rates[u] = premium.rolling(win).mean() * per_year
+        return BasisModel(rates=rates, default=default)
+
+    def annual(self, underlying: str, index: pd.DatetimeIndex) -> np.ndarray:
+        """``b_u(t)`` for every t of ``index`` (fraction per year)."""
+        r = self.rates.get(underlying)
+        if r is None:
+            return np.full(len(index), self.default)
+        if not isinstance(r, pd.Series):
+            return np.full(len(index), float(r))
+        src = r.sort_index()
+        src = src[~src.index.duplicated(keep="last")]
+        pos = src.index.searchsorted(pd.DatetimeIndex(index), side="right") - 1
+        values = src.to_numpy(dtype=float)
+        out = np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
+        return np.where(np.isnan(out), self.default, out)
+
+    def dated_price(self, contract: FuturesContract, spot: pd.Series) -> pd.Series:
+        """``P(t) = S(t) x (1 + b_u(t) x max(T - t, 0) / 365)`` (USD) for a dated ``contract``,
+        ``spot`` the underlying's closes (tz-aware index)."""
+        expiry = expiry_ns(contract)
+        if expiry is None:
+            raise ValidationError(f"contracts.{contract.symbol}", "is not a dated future",
+                                  "price only contracts with kind DATED and an expiry")
+        index = pd.DatetimeIndex(spot.index)
+        b = self.annual(contract.underlying, index)
+        tau = _days_left(index, expiry)
+        values = spot.to_numpy(dtype=float) * (1.0 + b * tau / DAYS_PER_YEAR)
+        return pd.Series(values, index=index, name=contract.symbol)
+
+
+def with_dated_marks(path: MarketPath, contracts: Sequence[FuturesContract],
+                     basis: BasisModel) -> MarketPath:
+    """A copy of ``path`` whose mark columns for the dated contracts of ``contracts`` are
+    ``basis.dated_price`` of their underlying's spot (any existing column for them, e.g. the
+    perp mark ``MarketPath.from_synthetic`` / ``from_data`` give, is replaced) and whose funding
+    has no column for them (dated futures pay none). Other columns are kept as they are."""
+    dated = [c for c in contracts if c.kind == ContractKind.DATED]
+    for c in dated:
+        if c.underlying not in path.spot.columns:
+            raise ValidationError(f"contracts.{c.symbol}.underlying",
+                                  f"is {c.underlying!r}, not in the path's spot",
+                                  f"use one of {list(path.spot.columns)[:10]}")
+    mark = (path.mark.copy() if path.mark is not None
+            else pd.DataFrame(index=path.spot.index, dtype=float))
+    for c in dated:
+        mark[c.symbol] = basis.dated_price(c, path.spot[c.underlying].astype(float)).to_numpy()
+    funding = path.funding
+    if funding is not None:
+        funding = funding.drop(columns=[c.symbol for c in dated if c.symbol in funding.columns])
+    return replace(path, mark=mark.astype(float), funding=funding)
+
+
+class RollingPolicy(Policy):
+    """Roll a position along a chain of dated contracts (quarterlies) on one underlying.
+
+    ``inner`` targets the chain through one symbol, the *front* ``schedule[0].symbol``. At t the
+    *active* contract is the first of ``schedule`` (sorted by expiry T_k) with
+    ``t < T_k - roll_days_before`` days; when none is left the chain is flat. The inner policy sees
+    the book with the whole chain as one position in the front symbol, priced as the active
+    contract: contract spec and mark of the active one, notional
+    ``N = sum_k q_k x size_k x mark_k`` (the chain's positions at their marks) and entry = mark, its
+    unrealised PnL moved into cash (so NAV, wallet and collateral are those of the real book).
+    The inner's front target x (USD; default N) goes to the active contract, every other chain
+    contract to 0; other contracts and spot pass through. A position still in a non-active chain
+    contract is rolled: closed at its mark, x opened in the active one, both legs charged as normal
+    futures trades (fee + slippage) and declared in ``RollTargets.rolls`` so the backtest records it
+    (``BacktestResult.rolls``, with the basis ``x (P_to - P_from) / P_to`` that the new leg pays as
+    it converges). Every contract of the schedule must be in the book.
+    """
+
+    def __init__(self, inner: Policy, schedule: Sequence[FuturesContract],
+                 roll_days_before: float = 3.0) -> None:
+        if not schedule:
+            raise ValidationError("schedule", "is empty", "give the chain of dated contracts")
+        if not (math.isfinite(roll_days_before) and roll_days_before >= 0):
+            raise ValidationError("roll_days_before", f"is {roll_days_before}",
+                                  "give the days before expiry to roll (>= 0)")
+        expiries: list[int] = []
+        for c in schedule:
+            e = expiry_ns(c)
+            if e is None:
+                raise ValidationError(f"schedule.{c.symbol}", "is not a dated future",
+                                      "list contracts of kind DATED with an expiry")
+            if c.underlying != schedule[0].underlying:
+                raise ValidationError(f"schedule.{c.symbol}.underlying",
+                                      f"is {c.underlying!r}, not {schedule[0].underlying!r}",
+                                      "roll contracts on one underlying")
+            if expiries and e <= expiries[-1]:
+                raise ValidationError(f"schedule.{c.symbol}.expiry", "is not after the previous one",
+                                      "sort the chain by expiry, each contract once")
+            expiries.append(e)
+        self.inner = inner
+        self.schedule = tuple(schedule)
+        self.roll_days_before = float(roll_days_before)
+        self.front = schedule[0].symbol
+        self.name = f"rolling_{getattr(inner, 'name', type(inner).__name__)}"
+        self._roll_at = [e - round(self.roll_days_before * NS_PER_DAY) for e in expiries]
+
+    def active(self, t: pd.Timestamp) -> FuturesContract | None:
+        """The contract the chain is held in at t: the first with t < expiry - roll_days_before."""
+        ts = pd.Timestamp(t)
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        t_ns = int(ts.as_unit("ns").value)
+        for c, at in zip(self.schedule, self._roll_at, strict=True):
+            if t_ns < at:
+                return c
+        return None
+
+    def _view(self, book: Book, market: MarketSnapshot,
+              shown: FuturesContract) -> tuple[Book, MarketSnapshot, float]:
+        """The book and market the inner policy sees, and the chain's notional N (USD)."""
+        chain = {c.symbol for c in self.schedule}
+        missing = sorted(chain - set(book.contract_symbols))
+        if missing:
+            raise ValidationError("book.contracts", f"lacks the schedule's {missing}",
+                                  "list every contract of the roll schedule in the book")
+        held = replace(book, futures={s: p for s, p in book.futures.items() if s in chain})
+        upnl = held.unrealized_pnl(market)
+        notional = float(held.futures_notional(market).sum())
+        front = replace(shown, symbol=self.front)
+        mark = market.mark_price(shown.symbol)
+        contracts: list[FuturesContract] = []
+        for c in book.contracts:  # book order, the chain shown once where its first member is
+            if c.symbol not in chain:
+                contracts.append(c)
+            elif not any(k.symbol == self.front for k in contracts):
+                contracts.append(front)
+        futures = {s: p for s, p in book.futures.items() if s not in chain}
+        if notional != 0:
+            futures[self.front] = FuturesPosition(front.contracts_for(notional, mark), mark)
+        view = replace(book, contracts=tuple(contracts), futures=futures, cash=book.cash + upnl)
+
+        def relabel(values: Mapping[str, float]) -> dict[str, float]:
+            out = {s: v for s, v in values.items() if s not in chain}
+            if shown.symbol in values:
+                out[self.front] = values[shown.symbol]
+            return out
+
+        mk = replace(market, mark={**relabel(market.mark), self.front: mark},
+                     funding=relabel(market.funding), half_spread=relabel(market.half_spread),
+                     adv=relabel(market.adv))
+        return view, mk, notional
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        act = self.active(t)
+        shown = act if act is not None else self.schedule[-1]
+        view, mk, notional = self._view(book, market, shown)
+        inner = self.inner(view, mk, t)
+        x = float(inner.futures.get(self.front, notional))
+        futures = {s: float(v) for s, v in inner.futures.items() if s != self.front}
+        rolls: list[tuple[str, str]] = []
+        for c in self.schedule:
+            futures[c.symbol] = x if act is not None and c.symbol == act.symbol else 0.0
+            pos = book.futures.get(c.symbol)
+            if act is not None and c.symbol != act.symbol and pos is not None and pos.contracts != 0:
+                rolls.append((c.symbol, act.symbol))
+        return RollTargets(spot=dict(inner.spot), futures=futures, solution=inner.solution,
+                           rolls=tuple(rolls))
