@@ -7,6 +7,7 @@ valuations in USD. Weights are fractions of the target base (invested NAV unless
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -267,5 +268,35 @@ class Book:
                     new_cash += old.contracts * c.contract_size * (mark - old.entry_price)
             if q != 0:
                 new_pos[c.symbol] = FuturesPosition(q, mark)
-        from dataclasses import replace
-        return replace(self, futures=new_pos, cash=new_cash)
+        return self.evolve(futures=new_pos, cash=new_cash)
+
+    def evolve(self, *, spot: Mapping[str, float] | None = None,
+               futures: Mapping[str, FuturesPosition] | None = None,
+               cash: float | None = None) -> Book:
+        """A copy with new holdings (same instruments, targets and settings).
+
+        Only the holdings change, so the full validation of ``__post_init__`` is not re-run (a
+        replay calls this every step); the new values are checked here instead: spot quantities
+        finite and >= 0 for known assets, positions in known contracts, cash finite. Cached
+        instrument arrays (exposure matrix, contract sizes) carry over.
+        """
+        new = copy.copy(self)
+        if spot is not None:
+            known = set(self.asset_symbols)
+            for sym, q in spot.items():
+                if sym not in known or not (math.isfinite(q) and q >= 0):
+                    raise ValidationError(f"spot.{sym}", f"is {q}",
+                                          "hold a finite quantity >= 0 of a book asset")
+            object.__setattr__(new, "spot", dict(spot))
+        if futures is not None:
+            known_c = set(self.contract_symbols)
+            for sym, pos in futures.items():
+                if sym not in known_c or not math.isfinite(pos.contracts):
+                    raise ValidationError(f"futures.{sym}", f"is {pos.contracts} contracts",
+                                          "hold a finite position in a book contract")
+            object.__setattr__(new, "futures", dict(futures))
+        if cash is not None:
+            if not math.isfinite(cash):
+                raise ValidationError("cash", f"is {cash}", "give the wallet's stablecoin USD")
+            object.__setattr__(new, "cash", float(cash))
+        return new

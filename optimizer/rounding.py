@@ -66,14 +66,20 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     if small.size == 0:
         return z
     best, best_obj = z, objective_value(z, d, terms)
+    cand = z.copy()
+    cand[small] = d.z0[small]
+    obj = objective_value(cand, d, terms)
+    if obj > best_obj + objective_tol and small.size > 50:
+        return z
+    # a candidate that breaks nothing is never worse than z on the constraints
+    if obj <= best_obj + objective_tol and total_violation(cand, d, constraints) <= TOL:
+        return cand
     best_viol = total_violation(z, d, constraints)
 
     def better(cand: np.ndarray) -> tuple[bool, float, float]:
         obj, viol = objective_value(cand, d, terms), total_violation(cand, d, constraints)
         return obj <= best_obj + objective_tol and viol <= best_viol + TOL, obj, viol
 
-    cand = z.copy()
-    cand[small] = d.z0[small]
     ok, obj, viol = better(cand)
     if ok:
         return cand

@@ -555,7 +555,7 @@ class _State:
 
 def _view(book: Book, state: _State) -> Book:
     """The book as it stands: its spot, positions and signed wallet cash."""
-    return replace(book, spot=dict(state.spot), futures=dict(state.futures), cash=state.cash)
+    return book.evolve(spot=state.spot, futures=state.futures, cash=state.cash)
 
 
 @dataclass(frozen=True)
