@@ -90,6 +90,8 @@ class RiskModel:
 
     def subset(self, symbols: list[str]) -> RiskModel:
         """The model restricted to ``symbols`` (in that order); unknown symbols raise clearly."""
+        if tuple(symbols) == self.symbols:
+            return self
         idx = {s: i for i, s in enumerate(self.symbols)}
         missing = [s for s in symbols if s not in idx]
         if missing:

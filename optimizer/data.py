@@ -148,6 +148,30 @@ def _margin_model(contracts: tuple[FuturesContract, ...]) -> MarginModel:
     return mm
 
 
+#: basis factor per risk model (by identity): an eigen-decomposition a replay need not redo each step
+_BASIS_CACHE: dict[int, tuple[RiskModel, np.ndarray | None]] = {}
+
+
+def _basis_factor(risk: RiskModel, n_contracts: int) -> np.ndarray | None:
+    """Gb (M x K) with Sigma_basis = Gb Gb' (eigen form, null directions dropped), None without one."""
+    hit = _BASIS_CACHE.get(id(risk))
+    if hit is not None and hit[0] is risk:
+        return hit[1]
+    Gb: np.ndarray | None = None
+    if risk.basis_cov is not None:
+        bc = np.asarray(risk.basis_cov, dtype=float)
+        if bc.shape != (n_contracts,) * 2:
+            raise ValidationError("risk.basis_cov", f"has shape {bc.shape}",
+                                  "give an M x M covariance over the book's contracts")
+        lam, vec = np.linalg.eigh(0.5 * (bc + bc.T))
+        keep = lam > 1e-14 * max(1.0, float(lam.max(initial=0.0)))
+        Gb = vec[:, keep] * np.sqrt(lam[keep])
+    if len(_BASIS_CACHE) > 256:
+        _BASIS_CACHE.clear()
+    _BASIS_CACHE[id(risk)] = (risk, Gb)
+    return Gb
+
+
 def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
     known = set(assets)
     for sym in sc.returns:
@@ -262,15 +286,8 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     costs = CostModel.build(book.contracts, market, daily_vol, cc.impact_k)
     mm = _margin_model(book.contracts)
 
-    if settings.basis_risk and risk.basis_cov is not None:
-        bc = np.asarray(risk.basis_cov, dtype=float)
-        if bc.shape != (len(book.contracts),) * 2:
-            raise ValidationError("risk.basis_cov", f"has shape {bc.shape}",
-                                  "give an M x M covariance over the book's contracts")
-        lam, vec = np.linalg.eigh(0.5 * (bc + bc.T))
-        keep = lam > 1e-14 * max(1.0, float(lam.max(initial=0.0)))
-        Gb = vec[:, keep] * np.sqrt(lam[keep])
-    else:
+    Gb = _basis_factor(risk, len(book.contracts)) if settings.basis_risk else None
+    if Gb is None:
         Gb = np.zeros((len(book.contracts), 0))
 
     scen = cs.stress
