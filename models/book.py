@@ -280,6 +280,7 @@ class Book:
         finite and >= 0 for known assets, positions in known contracts, cash finite. Cached
         instrument arrays (exposure matrix, contract sizes) carry over.
         """
+        _ = self._exposure, self._contract_arrays  # fill the caches once so every copy shares them
         new = copy.copy(self)
         if spot is not None:
             known = set(self.asset_symbols)
