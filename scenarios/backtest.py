@@ -722,10 +722,13 @@ def _roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot,
 
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                  liquidation_penalty: float = 0.01, spot_fee: float | None = None,
-                 collateral: CollateralPolicy | None = None) -> BacktestResult:
+                 collateral: CollateralPolicy | None = None,
+                 impact_k: float = 1.0) -> BacktestResult:
     """Replay ``history`` from ``book`` under ``policy`` (see the module docstring for the steps).
 
     ``liquidation_penalty``: fraction of |notional| charged when positions are liquidated;
+    ``impact_k``: coefficient k of the square-root impact charged on futures fills (when ADV is
+    known), as in models.costs.CostModel;
     ``spot_fee``: spot fee as a fraction of notional for every asset (default: each asset's
     ``SpotAsset.fee``, 0.001 unless set). Policies with state (calendar triggers) should be fresh.
     ``collateral``: the wallet's reserve band (step 5); None means ``CollateralPolicy()`` (target =
@@ -737,6 +740,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                               "give a fraction of notional in [0, 1)")
     if spot_fee is not None and not (math.isfinite(spot_fee) and 0 <= spot_fee < 1):
         raise ValidationError("spot_fee", f"is {spot_fee}", "give a fraction of notional in [0, 1)")
+    if not (math.isfinite(impact_k) and impact_k >= 0):
+        raise ValidationError("impact_k", f"is {impact_k}", "give the impact coefficient k >= 0")
     missing = [a for a in book.asset_symbols if a not in history.spot.columns]
     if missing:
         raise ValidationError("market_path.spot", f"has no prices for {missing}",
@@ -887,7 +892,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         slip_j = np.zeros(len(cons))
         if new_q:
             daily_vol = vol.to_numpy(dtype=float)[k] if vol is not None else np.zeros(len(cons))
-            cost = CostModel.build(book.contracts, market, daily_vol)
+            cost = CostModel.build(book.contracts, market, daily_vol, impact_k)
             fee_j = cost.fee * np.abs(trade_usd)
             slip_j = cost.half_spread * np.abs(trade_usd)
             if with_impact:

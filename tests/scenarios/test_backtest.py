@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from models.book import Book
+from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.io import default_data_dir, load_funding, load_mark_closes, load_spot_closes
 from models.market import MarketSnapshot
@@ -540,3 +541,18 @@ def test_from_data_on_the_shared_files_is_causal() -> None:
     t1 = pd.Timestamp("2023-03-10", tz="UTC")
     assert daily.spot["ETH"].to_dict()[t1] == raw_1d["ETH"].to_dict()[t1 - DAY]
     assert daily.spot.index[0] == pd.Timestamp("2023-03-01", tz="UTC")
+
+
+def test_impact_coefficient_scales_the_impact_part_of_slippage() -> None:
+    """k = 0 leaves only the half spread on each futures fill; k > 0 adds k sigma |t|^1.5/sqrt(ADV)."""
+    book, path = synthetic_case()
+    assert path.adv is not None  # impact needs an ADV
+    runs = {k: run_backtest(book, path, NaiveFutures(period="7D"), impact_k=k) for k in (0.0, 1.0)}
+    fut = runs[0.0].trades[runs[0.0].trades["kind"] == "futures"]
+    assert path.half_spread is not None
+    spread = sum(abs(n) * float(path.half_spread[s]) for s, n in zip(fut["symbol"], fut["notional"],
+                                                                       strict=True))
+    assert fut["slippage"].sum() == pytest.approx(spread, rel=1e-12)
+    assert runs[1.0].steps["slippage_futures"].sum() > runs[0.0].steps["slippage_futures"].sum()
+    with pytest.raises(ValidationError, match="impact_k"):
+        run_backtest(book, path, NaiveFutures(period="7D"), impact_k=-1.0)
