@@ -53,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +61,8 @@ from typing import Any
 import pandas as pd
 
 from fbr.config import (
-    ConfigError,
     LoadedBook,
     _check_keys,
-    _describe_toml_error,
     _join,
     _number,
     _string,
@@ -73,6 +70,7 @@ from fbr.config import (
     _tables,
     _timestamp,
     load_book_file,
+    read_toml,
 )
 from models.book import Book
 from models.errors import ValidationError
@@ -167,19 +165,7 @@ class BacktestConfig:
 def load_backtest_file(path: str | Path) -> BacktestConfig:
     """Read and validate a TOML backtest file (its book file is loaded too)."""
     p = Path(path)
-    if not p.is_file():
-        where = "is a folder" if p.is_dir() else "does not exist"
-        raise ConfigError(f"backtest file {str(p)!r} {where}. Fix: give the path of a .toml "
-                          "backtest file (see examples/backtest_demo.toml)")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"backtest file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
-                          "UTF-8 text file") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_describe_toml_error(p, text, exc)) from None
+    data = read_toml(p, "backtest", "examples/backtest_demo.toml")
     try:
         return parse_backtest(data, source=p)
     except ValidationError as exc:

@@ -161,22 +161,28 @@ class _Context:
 # ==============================================================================================
 # entry points
 # ==============================================================================================
-def load_book_file(path: str | Path) -> LoadedBook:
-    """Read a TOML book file and build the book, market, risk model and settings it describes."""
-    p = Path(path)
+def read_toml(p: Path, kind: str, example: str) -> dict[str, Any]:
+    """Parse the TOML file ``p`` (a ``kind`` file, e.g. "book"); every failure is one ConfigError
+    naming the file, and for a syntax error the line, column and the offending line."""
     if not p.is_file():
         where = "is a folder" if p.is_dir() else "does not exist"
-        raise ConfigError(f"book file {str(p)!r} {where}. Fix: give the path of a .toml book file "
-                          "(see examples/ for complete ones)")
+        raise ConfigError(f"{kind} file {str(p)!r} {where}. Fix: give the path of a .toml {kind} "
+                          f"file (see {example})")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"book file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
+        raise ConfigError(f"{kind} file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
                           "UTF-8 text file") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_describe_toml_error(p, text, exc)) from None
+
+
+def load_book_file(path: str | Path) -> LoadedBook:
+    """Read a TOML book file and build the book, market, risk model and settings it describes."""
+    p = Path(path)
+    data = read_toml(p, "book", "examples/ for complete ones")
     return parse_book(data, source=str(p), base_dir=p.resolve().parent)
 
 
