@@ -289,6 +289,27 @@ def _demo_backtest(show: bool) -> dict[str, Any]:
     return summary
 
 
+#: Command modules that add their commands to ``app`` through ``register(app)`` (one per feature,
+#: so each stays small): what-if and Monte Carlo, execution and status, market data.
+COMMAND_MODULES = ("fbr.whatif_cli", "fbr.montecarlo_cli", "fbr.execute_cli", "fbr.data_cli")
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # not built yet
+            raise
+        module.register(app)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="fbr")
