@@ -272,16 +272,26 @@ class Book:
 
     def evolve(self, *, spot: Mapping[str, float] | None = None,
                futures: Mapping[str, FuturesPosition] | None = None,
-               cash: float | None = None) -> Book:
+               cash: float | None = None, validate: bool = True) -> Book:
         """A copy with new holdings (same instruments, targets and settings).
 
         Only the holdings change, so the full validation of ``__post_init__`` is not re-run (a
         replay calls this every step); the new values are checked here instead: spot quantities
         finite and >= 0 for known assets, positions in known contracts, cash finite. Cached
-        instrument arrays (exposure matrix, contract sizes) carry over.
+        instrument arrays (exposure matrix, contract sizes) carry over. ``validate=False`` skips
+        those checks for a caller that has already checked the holdings (the backtester's replay
+        loop checks every policy output before it changes its state).
         """
         _ = self._exposure, self._contract_arrays  # fill the caches once so every copy shares them
         new = copy.copy(self)
+        if not validate:
+            if spot is not None:
+                object.__setattr__(new, "spot", dict(spot))
+            if futures is not None:
+                object.__setattr__(new, "futures", dict(futures))
+            if cash is not None:
+                object.__setattr__(new, "cash", float(cash))
+            return new
         if spot is not None:
             known = set(self.asset_symbols)
             for sym, q in spot.items():

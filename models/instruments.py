@@ -7,6 +7,7 @@ linear contracts and in USD per contract for inverse ones.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,7 +189,7 @@ class FuturesContract:
             return contracts
         return float(np.round(contracts / self.lot_step) * self.lot_step)
 
-    @property
+    @functools.cached_property
     def max_notional_usd(self) -> float:
         """The largest |notional| the tiers allow at the chosen leverage (USD)."""
         return self.tiers.max_notional_at_leverage(self.leverage)

@@ -27,7 +27,7 @@ def tier_maintenance(mmr: np.ndarray, cum: np.ndarray, notional: np.ndarray) -> 
     Units follow the inputs: USD with ``cum`` in USD, weight units with ``cum`` divided by V.
     """
     n = np.abs(np.asarray(notional, dtype=float))[:, None]
-    return np.maximum(np.max(mmr * n - cum, axis=1), 0.0)
+    return np.maximum((mmr * n - cum).max(axis=1), 0.0)
 
 
 @dataclass(frozen=True)

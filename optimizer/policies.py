@@ -29,11 +29,22 @@ from optimizer.solution import Solution
 
 @dataclass(frozen=True)
 class TargetHoldings:
-    """What a policy wants held: spot quantities by asset and futures notional (USD) by contract."""
+    """What a policy wants held: spot quantities by asset and futures notional (USD) by contract.
+
+    An optimising policy also says how long its solver took (``solve_time_ms``) and how many
+    solvers failed before one served (``solver_fallbacks``), and may attach the full ``solution``.
+    """
 
     spot: dict[str, float]
     futures: dict[str, float]
     solution: Solution | None = field(default=None, compare=False)
+    solve_time_ms: float | None = field(default=None, compare=False)
+    solver_fallbacks: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.solution is not None and self.solve_time_ms is None:  # stats from the solution
+            object.__setattr__(self, "solve_time_ms", float(self.solution.solve_time_ms))
+            object.__setattr__(self, "solver_fallbacks", self.solution.fallbacks)
 
 
 def current_holdings(book: Book, market: MarketSnapshot) -> TargetHoldings:
@@ -149,20 +160,32 @@ class NaiveFutures(Policy):
 class OptimizedFutures(Policy):
     """The convex optimiser as an overlay policy (spot untouched). The risk model may be fixed or
     a function of time (re-estimated by the caller). Compiled problems are re-used across calls.
+
+    ``report=True`` attaches the full :class:`Solution` (risk, costs, margin, effective weights;
+    with ``explain`` also the binding constraints) to every decision; a replay, which records only
+    the positions, leaves it off. The positions are the same either way.
     """
 
     name = "optimized_futures"
 
     def __init__(self, risk: RiskModel | Callable[[pd.Timestamp], RiskModel],
-                 settings: OptimizerSettings | None = None, *, explain: bool = False) -> None:
+                 settings: OptimizerSettings | None = None, *, report: bool = False,
+                 explain: bool = False) -> None:
         self.risk = risk
         self.settings = settings or OptimizerSettings()
         self.rebalancer = Rebalancer()
+        self.report = report
         self.explain = explain
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
         risk = self.risk(t) if callable(self.risk) else self.risk
-        sol = self.rebalancer.solve(book, market, risk, self.settings, explain=self.explain)
         held = current_holdings(book, market)
-        fut = {p.symbol: p.notional for p in sol.target_positions}
-        return TargetHoldings(spot=held.spot, futures=fut, solution=sol)
+        if self.report:
+            sol = self.rebalancer.solve(book, market, risk, self.settings, explain=self.explain)
+            fut = {p.symbol: p.notional for p in sol.target_positions}
+            return TargetHoldings(spot=held.spot, futures=fut, solution=sol)
+        dec = self.rebalancer.decide(book, market, risk, self.settings)
+        x = dec.rounded.z * dec.data.V
+        fut = dict(zip(book.contract_symbols, map(float, x), strict=True))
+        return TargetHoldings(spot=held.spot, futures=fut, solve_time_ms=1e3 * dec.solve_s,
+                              solver_fallbacks=dec.fallbacks)

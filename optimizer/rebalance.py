@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,6 +34,30 @@ from optimizer.solution import (
 from optimizer.terms import BasisRisk, TrackingError
 
 DUAL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One rebalance's outcome before the report: the data, the compiled problem, the solver's
+    status, the unrounded optimum and the lot-rounded positions (``rounded.contracts``, signed
+    contracts; ``rounded.z`` weight units, x = z V USD)."""
+
+    data: ProblemData
+    problem: HedgeProblem
+    status: str
+    solver: str
+    tried: tuple[tuple[str, str], ...]
+    solve_s: float
+    t0: float
+    z_unrounded: np.ndarray
+    rounded: Rounded
+    conflicts: tuple[ConflictReport, ...]
+    messages: tuple[str, ...]
+
+    @property
+    def fallbacks(self) -> int:
+        """Solvers that failed before the one that served."""
+        return max(len(self.tried) - 1, 0)
 
 
 class InsufficientCollateralError(FbrError):
@@ -88,10 +113,11 @@ class Rebalancer:
             return d.z0.copy(), hp, out.result.status, out.result.seconds
         return out.result.z, hp, out.result.solver, out.result.seconds
 
-    def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
-              settings: OptimizerSettings, *, explain: bool = True,
-              labels: tuple[str, ...] = ()) -> Solution:
-        """Solve one rebalance and build the full :class:`Solution`."""
+    def decide(self, book: Book, market: MarketSnapshot, risk: RiskModel,
+               settings: OptimizerSettings) -> Decision:
+        """Prepare, solve with fallbacks, snap solver noise and round to lots: the positions to hold,
+        without the report (:meth:`solve` adds it). An infeasible book gives the elastic re-solve's
+        least-violation positions, unrounded, with the conflicting constraints named."""
         t0 = time.perf_counter()
         d = prepare(book, market, risk, settings)
         check_bounded(d)
@@ -102,11 +128,11 @@ class Rebalancer:
         res = outcome.result
         _refuse_unbounded(res.status)
         cons = hp.constraints
-        q0 = book.contracts_vector()
         messages: list[str] = []
         if outcome.fallbacks:
             failed = ", ".join(f"{s} ({st})" for s, st in outcome.tried[:-1])
             messages.append(f"solver fallback: {failed} failed; {res.solver} served")
+        conflicts: tuple[ConflictReport, ...] = ()
         if res.status == INFEASIBLE:
             el = elastic_resolve(d)
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
@@ -116,28 +142,37 @@ class Rebalancer:
                             f"the amounts listed.")
             z_unrounded = el.z
             rounded = Rounded(contracts=el.z * d.V / _npc(book, d), z=el.z, repairs=0, broken=())
-            bindings: tuple[Binding, ...] = ()
             status = "infeasible"
         else:
             z_unrounded = snap_small_trades(np.asarray(res.z), d, cons, hp.terms,
                                             settings.noise_trade_weight, settings.noise_objective)
-            rounded = (round_positions(z_unrounded, d, book.contracts, q0, cons)
+            rounded = (round_positions(z_unrounded, d, book.contracts, book.contracts_vector(), cons)
                        if settings.round_lots else
                        Rounded(z_unrounded * d.V / _npc(book, d), z_unrounded, 0, ()))
             if rounded.broken:
                 messages.append("after lot rounding these still break: " + ", ".join(rounded.broken))
-            bindings = ()
-            if explain:
-                try:
-                    bindings = self._bindings(hp, res.solver, d, z_unrounded)
-                except Exception as exc:  # duals explain; they never fail the solve
-                    messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
-            conflicts = ()
             status = res.status
-        sol = _assemble(book, d, rounded, z_unrounded, cons, status=status, solver=res.solver,
-                        tried=outcome.tried, solve_s=res.seconds, t0=t0, bindings=bindings,
-                        conflicts=conflicts, messages=tuple(messages), labels=labels)
-        return sol
+        return Decision(data=d, problem=hp, status=status, solver=res.solver, tried=outcome.tried,
+                        solve_s=res.seconds, t0=t0, z_unrounded=z_unrounded, rounded=rounded,
+                        conflicts=conflicts, messages=tuple(messages))
+
+    def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
+              settings: OptimizerSettings, *, explain: bool = True,
+              labels: tuple[str, ...] = ()) -> Solution:
+        """Solve one rebalance and build the full :class:`Solution`."""
+        dec = self.decide(book, market, risk, settings)
+        d, hp = dec.data, dec.problem
+        messages = list(dec.messages)
+        bindings: tuple[Binding, ...] = ()
+        if explain and dec.status != "infeasible":
+            try:
+                bindings = self._bindings(hp, dec.solver, d, dec.z_unrounded)
+            except Exception as exc:  # duals explain; they never fail the solve
+                messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
+        return _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
+                         solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
+                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
+                         labels=labels)
 
     @staticmethod
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,

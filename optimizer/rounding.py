@@ -8,6 +8,7 @@ move toward the current position (or toward flat) that most reduces the total vi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,57 +60,65 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
 
     Solvers stop at a tolerance, so re-solving from a solution would otherwise trade dust; with
     linear costs the exact optimum of such a re-solve is z0 itself, which this recovers. All the
-    small trades are tried together first, then (for up to 50 of them) one at a time.
+    small trades are tried together first, then (for up to 50 of them) one at a time, smallest first.
     """
-    small = np.flatnonzero(np.abs(z - d.z0) < threshold)
-    small = small[np.abs(z - d.z0)[small] > 0]
+    dz = np.abs(z - d.z0)
+    small = np.flatnonzero((dz < threshold) & (dz > 0))
     if small.size == 0:
         return z
-    best, best_obj = z, objective_value(z, d, terms)
+    best_obj = objective_value(z, d, terms)
     cand = z.copy()
     cand[small] = d.z0[small]
     obj = objective_value(cand, d, terms)
-    if obj > best_obj + objective_tol and small.size > 50:
+    obj_ok = obj <= best_obj + objective_tol
+    if not obj_ok and small.size > 50:
         return z
-    # a candidate that breaks nothing is never worse than z on the constraints
-    if obj <= best_obj + objective_tol and total_violation(cand, d, constraints) <= TOL:
+    viol = total_violation(cand, d, constraints) if obj_ok else math.inf
+    if viol <= TOL:  # breaks nothing, so never worse than z on the constraints
         return cand
     best_viol = total_violation(z, d, constraints)
-
-    def better(cand: np.ndarray) -> tuple[bool, float, float]:
-        obj, viol = objective_value(cand, d, terms), total_violation(cand, d, constraints)
-        return obj <= best_obj + objective_tol and viol <= best_viol + TOL, obj, viol
-
-    ok, obj, viol = better(cand)
-    if ok:
+    if obj_ok and viol <= best_viol + TOL:
         return cand
     if small.size > 50:
         return z
-    for j in small[np.argsort(np.abs(z - d.z0)[small])]:
+    best = z
+    for j in small[np.argsort(dz[small])]:
         cand = best.copy()
         cand[j] = d.z0[j]
-        ok, obj, viol = better(cand)
-        if ok:
+        obj = objective_value(cand, d, terms)
+        if obj > best_obj + objective_tol:
+            continue
+        viol = total_violation(cand, d, constraints)
+        if viol <= best_viol + TOL:
             best, best_obj, best_viol = cand, obj, viol
     return best
+
+
+def contract_arrays(contracts: Sequence[FuturesContract],
+                    prices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per contract: USD notional of one contract at ``prices``, lot step (contracts), and minimum
+    order notional (USD)."""
+    npc = np.array([c.notional_per_contract(p) for c, p in zip(contracts, prices, strict=True)])
+    lot = np.array([c.lot_step for c in contracts], dtype=float)
+    min_notional = np.array([c.min_notional for c in contracts], dtype=float)
+    return npc, lot, min_notional
 
 
 def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesContract],
                     q0: np.ndarray, constraints: Sequence[Constraint]) -> Rounded:
     """Round ``z`` to tradeable contract quantities and repair constraint breaks (see module doc)."""
-    npc = np.array([c.notional_per_contract(p) for c, p in zip(contracts, d.prices, strict=True)])
-    lot = np.array([c.lot_step for c in contracts])
-    min_notional = np.array([c.min_notional for c in contracts])
+    npc, lot, min_notional = contract_arrays(contracts, d.prices)
     q_raw = z * d.V / npc
-    q = np.where(lot > 0, np.round(q_raw / np.where(lot > 0, lot, 1.0)) * lot, q_raw)
-    for j in range(len(q)):
-        trade = abs(q[j] - q0[j]) * npc[j]
-        closes = q[j] == 0
-        if 0 < trade < min_notional[j] and not closes:
-            q[j] = q0[j]
+    has_lot = lot > 0
+    q = np.where(has_lot, np.round(q_raw / np.where(has_lot, lot, 1.0)) * lot, q_raw)
+    trade = np.abs(q - q0) * npc
+    dropped = (trade > 0) & (trade < min_notional) & (q != 0)  # closing a position is always allowed
+    q = np.where(dropped, q0, q)
     zq = q * npc / d.V
     repairs = 0
     viol = total_violation(zq, d, constraints)
+    if viol <= TOL:  # nothing broken: no row can exceed TOL when their sum does not
+        return Rounded(contracts=q, z=zq, repairs=0, broken=())
     while viol > TOL and repairs < 10 * len(q):
         best: tuple[float, int, float] | None = None
         for j in range(len(q)):

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.book import Book, FuturesPosition
+from models.book import Book, FuturesPosition, TargetsBase
 from models.costs import CostModel
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
@@ -437,7 +437,7 @@ class BacktestResult:
     traded_futures (gross |notional| traded by the policy), sweep_in (gross spot sold to top up
     the wallet), sweep_out (gross spot bought with the wallet's excess) and sweep_fees (their
     spot fees; not in fee_spot), solve_time_ms and solver_fallbacks (from the policy's
-    ``TargetHoldings.solution`` when it gives one: solver time in ms and solvers that failed
+    ``TargetHoldings`` when it gives them: solver time in ms and solvers that failed
     before the one that served; NaN and 0 otherwise). solve_time_ms is wall-clock, the one
     recorded value that differs between two runs of the same inputs.
     Identity per step: nav_t - nav_{t-1} = spot_pnl + futures_pnl - fee_spot - fee_futures
@@ -491,11 +491,6 @@ class RollTargets(TargetHoldings):
 
 # ---------------------------------------------------------------------------------------------
 # Engine
-
-
-def _row(frame: pd.DataFrame, pos: int) -> dict[str, float]:
-    values = frame.to_numpy(dtype=float)[pos]
-    return {str(c): float(v) for c, v in zip(frame.columns, values, strict=True)}
 
 
 def _resolved_marks(book: Book, path: MarketPath) -> pd.DataFrame:
@@ -555,7 +550,10 @@ class _State:
 
 def _view(book: Book, state: _State) -> Book:
     """The book as it stands: its spot, positions and signed wallet cash."""
-    return book.evolve(spot=state.spot, futures=state.futures, cash=state.cash)
+    if not math.isfinite(state.cash):  # holdings are checked where they change; cash sums inputs
+        raise ValidationError("market_path", f"drove the wallet cash to {state.cash}",
+                              "check the path's prices and funding rates for NaN or inf")
+    return book.evolve(spot=state.spot, futures=state.futures, cash=state.cash, validate=False)
 
 
 @dataclass(frozen=True)
@@ -570,6 +568,18 @@ class _Valuation:
     nav: float
     collateral: float
     base: float
+    nav_base: bool = False
+
+    def with_cash(self, delta: float) -> _Valuation:
+        """The same valuation after ``delta`` USD of cash moved into the wallet (funding): wallet,
+        NAV and collateral move by ``delta``; so does the base V when targets apply to the NAV."""
+        if delta == 0:
+            return self
+        base = self.base + delta if self.nav_base else self.base
+        exposure = self.weights * self.base
+        weights = exposure / base if base != 0 else np.full(len(self.spot_values), np.nan)
+        return replace(self, weights=weights, wallet=self.wallet + delta, nav=self.nav + delta,
+                       collateral=self.collateral + delta, base=base)
 
 
 def _value(book: Book, state: _State, market: MarketSnapshot) -> _Valuation:
@@ -580,7 +590,8 @@ def _value(book: Book, state: _State, market: MarketSnapshot) -> _Valuation:
     exposure = v.spot_values + view.exposure_matrix() @ v.notional
     weights = exposure / v.base if v.base != 0 else np.full(len(v.spot_values), np.nan)
     return _Valuation(spot_values=v.spot_values, notional=v.notional, weights=weights, upnl=v.upnl,
-                      wallet=v.wallet, nav=v.nav, collateral=v.collateral, base=v.base)
+                      wallet=v.wallet, nav=v.nav, collateral=v.collateral, base=v.base,
+                      nav_base=book.targets_base == TargetsBase.NAV)
 
 
 def _rebalance_futures(book: Book, state: _State, market: MarketSnapshot,
@@ -643,10 +654,13 @@ class _Sweep:
 
 
 def _sweep(book: Book, state: _State, market: MarketSnapshot, tau: float, band: float,
-           fee_rate: np.ndarray, trades: list[dict[str, object]]) -> _Sweep:
+           fee_rate: np.ndarray, trades: list[dict[str, object]],
+           val: _Valuation | None = None) -> _Sweep:
     """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V]
-    (``CollateralPolicy``); returns what moved. Mutates ``state`` and appends to ``trades``."""
-    val = _value(book, state, market)
+    (``CollateralPolicy``); returns what moved. Mutates ``state`` and appends to ``trades``.
+    ``val``: the state's valuation at ``market`` when the caller already has it."""
+    if val is None:
+        val = _value(book, state, market)
     nav, wallet = val.nav, val.wallet
     if not (nav > 0) or not np.any(val.notional != 0):
         return _Sweep()
@@ -777,6 +791,14 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                    futures={s: p for s, p in book.futures.items() if p.contracts != 0},
                    cash=float(book.cash))
 
+    # plain arrays and symbol lists, read once: a step reads row k of each
+    spot_arr = spot_px.to_numpy(dtype=float)
+    mark_arr = marks.to_numpy(dtype=float)
+    vol_arr = vol.to_numpy(dtype=float) if vol is not None else None
+    adv_cols = [str(c) for c in adv_frame.columns] if adv_frame is not None else []
+    adv_arr = adv_frame.to_numpy(dtype=float) if adv_frame is not None else None
+    zero_rate = np.zeros(len(cons))
+
     rows: list[dict[str, float | bool]] = []
     spot_rows: list[np.ndarray] = []
     fut_rows: list[np.ndarray] = []
@@ -785,16 +807,18 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     liqs: list[dict[str, object]] = []
     roll_rows: list[dict[str, object]] = []
     prev_market: MarketSnapshot | None = None
+    prev_end: _Valuation | None = None
 
     for k, t in enumerate(index):
         ts = pd.Timestamp(t)
         # the latest funding rate at or before t: the policy's view of carry
         n_settled = int(np.searchsorted(settle_t, step_ns[k], side="right"))
-        last_rate = settle_r[n_settled - 1] if n_settled > 0 else np.zeros(len(cons))
-        adv = adv_static if adv_frame is None else {
-            c: v for c, v in _row(adv_frame, k).items() if math.isfinite(v)}
-        market = MarketSnapshot(time=ts, spot=_row(spot_px, k), mark=_row(marks, k),
-                                funding={c: float(last_rate[j]) for j, c in enumerate(cons)},
+        last_rate = settle_r[n_settled - 1] if n_settled > 0 else zero_rate
+        adv = adv_static if adv_arr is None else {
+            c: v for c, v in zip(adv_cols, adv_arr[k].tolist(), strict=True) if math.isfinite(v)}
+        market = MarketSnapshot(time=ts, spot=dict(zip(assets, spot_arr[k].tolist(), strict=True)),
+                                mark=dict(zip(cons, mark_arr[k].tolist(), strict=True)),
+                                funding=dict(zip(cons, last_rate.tolist(), strict=True)),
                                 half_spread=half, adv=adv, synthetic=history.synthetic)
         row: dict[str, float | bool] = dict.fromkeys(
             ("spot_pnl", "futures_pnl", "fee_spot", "fee_futures", "slippage_futures", "funding",
@@ -808,13 +832,15 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             pnl_s, fee_s = _settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
             row["futures_pnl"], row["fee_futures"] = pnl_s, fee_s
             first = _value(book, state, market)
+            now = first
             row["margin_ratio"] = margin_state(margin, first.notional, first.collateral).margin_ratio
             if tau is None:
                 tau = first.wallet / first.nav if first.nav > 0 else 0.0
                 tau = min(max(tau, 0.0), 1.0)
         else:
-            # (1) mark to market (positions and quantities as held since t_prev)
-            before = _value(book, state, prev_market)
+            # (1) mark to market (positions and quantities as held since t_prev; nothing changed
+            # the state since the previous step's end valuation)
+            before = prev_end if prev_end is not None else _value(book, state, prev_market)
             now = _value(book, state, market)
             row["spot_pnl"] = float(now.spot_values.sum() - before.spot_values.sum())
             row["futures_pnl"] = now.upnl - before.upnl
@@ -824,12 +850,15 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 paid = float(settle_r[lo:n_settled].sum(axis=0) @ now.notional)
                 state.cash -= paid
                 row["funding"] = paid
+                now = now.with_cash(-paid)
             # (2b) dated futures at or past expiry settle at spot
+            n_trades = len(trades)
             pnl_s, fee_s = _settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
             row["futures_pnl"] = float(row["futures_pnl"]) + pnl_s
             row["fee_futures"] = fee_s
+            if len(trades) != n_trades:
+                now = _value(book, state, market)
             # (3) margin check against maintenance (the one margin engine)
-            now = _value(book, state, market)
             ms = margin_state(margin, now.notional, now.collateral)
             row["margin_ratio"] = ms.margin_ratio
             if np.any(now.notional != 0) and now.collateral < ms.maintenance:
@@ -845,12 +874,15 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 state.cash -= penalty
                 row["liquidation_penalty"] = penalty
                 row["liquidated"] = True
+                now = _value(book, state, market)
 
-        # (4) policy, then trades at the close (spot) and at mark (futures)
+        # (4) policy, then trades at the close (spot) and at mark (futures); ``current`` stays the
+        # state's valuation at ``market`` until a trade changes the state
+        current: _Valuation | None = now
         target = policy(_view(book, state), market, ts)
-        if target.solution is not None:
-            row["solve_time_ms"] = float(target.solution.solve_time_ms)
-            row["solver_fallbacks"] = float(target.solution.fallbacks)
+        if target.solve_time_ms is not None:
+            row["solve_time_ms"] = float(target.solve_time_ms)
+            row["solver_fallbacks"] = float(target.solver_fallbacks)
         for i, a in enumerate(assets):
             q_new = float(target.spot.get(a, state.spot[a]))
             if not (math.isfinite(q_new) and q_new >= 0):
@@ -863,6 +895,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             fee = float(fee_spot_rate[i]) * abs(dq) * px
             state.cash -= dq * px + fee
             state.spot[a] = q_new
+            current = None
             row["fee_spot"] = float(row["fee_spot"]) + fee
             row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
             trades.append({"time": ts, "kind": "spot", "symbol": a, "quantity": dq, "price": px,
@@ -891,7 +924,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         fee_j = np.zeros(len(cons))
         slip_j = np.zeros(len(cons))
         if new_q:
-            daily_vol = vol.to_numpy(dtype=float)[k] if vol is not None else np.zeros(len(cons))
+            daily_vol = vol_arr[k] if vol_arr is not None else np.zeros(len(cons))
             cost = CostModel.build(book.contracts, market, daily_vol, impact_k)
             fee_j = cost.fee * np.abs(trade_usd)
             slip_j = cost.half_spread * np.abs(trade_usd)
@@ -899,6 +932,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 slip_j = slip_j + cost.impact * np.abs(trade_usd) ** 1.5
             _rebalance_futures(book, state, market, new_q)
             state.cash -= float(fee_j.sum()) + float(slip_j.sum())
+            current = None
             row["fee_futures"] = float(row["fee_futures"]) + float(fee_j.sum())
             row["slippage_futures"] = float(slip_j.sum())
             row["traded_futures"] = float(np.abs(trade_usd).sum())
@@ -913,10 +947,15 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
 
         # (5) collateral sweeps between spot and the wallet
         if collateral.enabled and tau is not None:
-            sw = _sweep(book, state, market, tau, collateral.band, fee_spot_rate, trades)
+            if current is None:
+                current = _value(book, state, market)
+            n_trades = len(trades)
+            sw = _sweep(book, state, market, tau, collateral.band, fee_spot_rate, trades, current)
             row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
+            if len(trades) != n_trades:
+                current = None
 
-        end = _value(book, state, market)
+        end = current if current is not None else _value(book, state, market)
         row["margin_ratio_end"] = margin_state(margin, end.notional, end.collateral).margin_ratio
         row.update(nav=end.nav, base=end.base, cash=state.cash, wallet=end.wallet,
                    collateral=end.collateral)
@@ -925,6 +964,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         fut_rows.append(end.notional.astype(float))
         w_rows.append(end.weights.astype(float))
         prev_market = market
+        prev_end = end
 
     order = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
              "fee_futures", "slippage_futures", "funding", "liquidation_penalty", "margin_ratio",

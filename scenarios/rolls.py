@@ -267,4 +267,5 @@ class RollingPolicy(Policy):
             if act is not None and c.symbol != act.symbol and pos is not None and pos.contracts != 0:
                 rolls.append((c.symbol, act.symbol))
         return RollTargets(spot=dict(inner.spot), futures=futures, solution=inner.solution,
-                           rolls=tuple(rolls))
+                           solve_time_ms=inner.solve_time_ms,
+                           solver_fallbacks=inner.solver_fallbacks, rolls=tuple(rolls))

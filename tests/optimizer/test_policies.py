@@ -85,8 +85,11 @@ def test_optimized_equals_naive_without_costs_or_constraints() -> None:
     book, market = make_book((5500.0, 2000.0, 2500.0))
     st = OptimizerSettings(costs=CostSettings(trading=False, carry=False),
                            constraints=ConstraintSettings(margin=False), basis_risk=False)
-    h = OptimizedFutures(risk(), st)(book, market, T0)
+    h = OptimizedFutures(risk(), st, report=True)(book, market, T0)
     assert isinstance(h, TargetHoldings) and h.solution is not None
+    lean = OptimizedFutures(risk(), st)(book, market, T0)
+    assert lean.solution is None and lean.solve_time_ms is not None
+    assert lean.futures == h.futures  # the report changes nothing in the decision
     naive = naive_futures_notional(book, market)
     for k, v in naive.items():
         assert h.futures[k] == pytest.approx(v, abs=0.01)
