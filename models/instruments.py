@@ -193,3 +193,43 @@ class FuturesContract:
     def max_notional_usd(self) -> float:
         """The largest |notional| the tiers allow at the chosen leverage (USD)."""
         return self.tiers.max_notional_at_leverage(self.leverage)
+
+
+@dataclass(frozen=True)
+class ContractArrays:
+    """Per-contract instrument numbers as arrays (M), for vectorised sizing: contract size (base
+    units, or USD for inverse), inverse mask, lot step (contracts), minimum order notional (USD),
+    leverage."""
+
+    size: np.ndarray
+    inverse: np.ndarray
+    lot: np.ndarray
+    min_notional: np.ndarray
+    leverage: np.ndarray
+
+    def notional_per_contract(self, prices: np.ndarray) -> np.ndarray:
+        """USD notional of one contract at ``prices``: size x price (linear), size (inverse)."""
+        return self.size * np.where(self.inverse, 1.0, prices)
+
+
+_ARRAYS_CACHE: dict[int, tuple[tuple[FuturesContract, ...], ContractArrays]] = {}
+
+
+def contract_arrays(contracts: tuple[FuturesContract, ...]) -> ContractArrays:
+    """:class:`ContractArrays` of ``contracts``, cached by the tuple's identity (contracts are
+    immutable, and a replay passes the same tuple every step)."""
+    hit = _ARRAYS_CACHE.get(id(contracts))
+    if hit is not None and hit[0] is contracts:
+        return hit[1]
+    arrays = ContractArrays(
+        size=np.array([c.contract_size for c in contracts], dtype=float),
+        inverse=np.array([c.settlement == Settlement.INVERSE for c in contracts], dtype=bool),
+        lot=np.array([c.lot_step for c in contracts], dtype=float),
+        min_notional=np.array([c.min_notional for c in contracts], dtype=float),
+        leverage=np.array([c.leverage for c in contracts], dtype=float))
+    for a in (arrays.size, arrays.inverse, arrays.lot, arrays.min_notional, arrays.leverage):
+        a.flags.writeable = False
+    if len(_ARRAYS_CACHE) > 256:
+        _ARRAYS_CACHE.clear()
+    _ARRAYS_CACHE[id(contracts)] = (contracts, arrays)
+    return arrays

@@ -83,6 +83,13 @@ class MarginState:
     collateral: float
     initial: float
     maintenance: float
+    has_positions: bool = False
+
+    @property
+    def liquidated(self) -> bool:
+        """The liquidation rule every engine applies (replay, what-if, Monte Carlo): a position is
+        open and collateral < maintenance margin."""
+        return self.has_positions and self.collateral < self.maintenance
 
     @property
     def initial_utilisation(self) -> float:
@@ -99,4 +106,10 @@ def margin_state(model: MarginModel, notional: np.ndarray, collateral: float) ->
     """Margin use of positions ``notional`` (USD, signed) against ``collateral`` (USD)."""
     return MarginState(collateral=collateral,
                        initial=float(model.initial(notional).sum()),
-                       maintenance=float(model.maintenance(notional).sum()))
+                       maintenance=float(model.maintenance(notional).sum()),
+                       has_positions=bool(np.any(np.asarray(notional) != 0)))
+
+
+#: Penalty charged when positions are liquidated, as a fraction of the |notional| closed (the
+#: default of the replay, the what-if and Monte Carlo).
+LIQUIDATION_PENALTY = 0.01

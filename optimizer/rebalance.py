@@ -13,6 +13,7 @@ import numpy as np
 
 from models.book import Book
 from models.errors import FbrError
+from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.constraints import Constraint
@@ -77,8 +78,9 @@ def _check_collateral(d: ProblemData, book: Book) -> None:
     gap = np.abs(d.w - d.s - d.B @ d.z0)
     if float(gap.max(initial=0.0)) * d.V < 1.0:
         return
-    smallest = min(max(c.min_notional, c.lot_step * c.notional_per_contract(p)) / c.leverage
-                   for c, p in zip(book.contracts, d.prices, strict=True))
+    arrays = contract_arrays(book.contracts)
+    smallest = float(np.min(np.maximum(arrays.min_notional, arrays.lot * _npc(book, d))
+                            / arrays.leverage))
     budget = d.im_budget * d.V
     if budget < smallest:
         raise InsufficientCollateralError(
@@ -203,7 +205,8 @@ def _refuse_unbounded(status: str) -> None:
 
 
 def _npc(book: Book, d: ProblemData) -> np.ndarray:
-    return np.array([c.notional_per_contract(p) for c, p in zip(book.contracts, d.prices, strict=True)])
+    """USD notional of one contract of each of the book's contracts at the prices of ``d``."""
+    return contract_arrays(book.contracts).notional_per_contract(d.prices)
 
 
 def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndarray,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.instruments import FuturesContract
+from models.instruments import FuturesContract, contract_arrays
 from optimizer.constraints import Constraint
 from optimizer.data import ProblemData
 from optimizer.terms import Term
@@ -94,20 +94,11 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     return best
 
 
-def contract_arrays(contracts: Sequence[FuturesContract],
-                    prices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per contract: USD notional of one contract at ``prices``, lot step (contracts), and minimum
-    order notional (USD)."""
-    npc = np.array([c.notional_per_contract(p) for c, p in zip(contracts, prices, strict=True)])
-    lot = np.array([c.lot_step for c in contracts], dtype=float)
-    min_notional = np.array([c.min_notional for c in contracts], dtype=float)
-    return npc, lot, min_notional
-
-
 def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesContract],
                     q0: np.ndarray, constraints: Sequence[Constraint]) -> Rounded:
     """Round ``z`` to tradeable contract quantities and repair constraint breaks (see module doc)."""
-    npc, lot, min_notional = contract_arrays(contracts, d.prices)
+    arrays = contract_arrays(tuple(contracts))
+    npc, lot, min_notional = arrays.notional_per_contract(d.prices), arrays.lot, arrays.min_notional
     q_raw = z * d.V / npc
     has_lot = lot > 0
     q = np.where(has_lot, np.round(q_raw / np.where(has_lot, lot, 1.0)) * lot, q_raw)

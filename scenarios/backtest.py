@@ -53,9 +53,9 @@ import pandas as pd
 from models.book import Book, FuturesPosition, TargetsBase
 from models.costs import CostModel
 from models.errors import ValidationError
-from models.instruments import ContractKind, FuturesContract
+from models.instruments import ContractKind, FuturesContract, contract_arrays
 from models.io import SUFFIXES, load_funding, load_mark_closes, load_spot_closes
-from models.margin import MarginModel, margin_state
+from models.margin import LIQUIDATION_PENALTY, MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.synthetic import SyntheticHistory
 from optimizer.policies import Policy, TargetHoldings
@@ -735,7 +735,7 @@ def _roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot,
 
 
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
-                 liquidation_penalty: float = 0.01, spot_fee: float | None = None,
+                 liquidation_penalty: float = LIQUIDATION_PENALTY, spot_fee: float | None = None,
                  collateral: CollateralPolicy | None = None,
                  impact_k: float = 1.0) -> BacktestResult:
     """Replay ``history`` from ``book`` under ``policy`` (see the module docstring for the steps).
@@ -780,7 +780,6 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         adv_static = {c: float(history.adv[c]) for c in cons if c in history.adv.index}
     margin = MarginModel.from_contracts(book.contracts)
     fee_spot_rate = np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets])
-    con_by_sym = {c.symbol: c for c in book.contracts}
     expiries = {c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None}
 
     if collateral is None:
@@ -798,6 +797,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     adv_cols = [str(c) for c in adv_frame.columns] if adv_frame is not None else []
     adv_arr = adv_frame.to_numpy(dtype=float) if adv_frame is not None else None
     zero_rate = np.zeros(len(cons))
+    arrays = contract_arrays(book.contracts)
 
     rows: list[dict[str, float | bool]] = []
     spot_rows: list[np.ndarray] = []
@@ -861,7 +861,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             # (3) margin check against maintenance (the one margin engine)
             ms = margin_state(margin, now.notional, now.collateral)
             row["margin_ratio"] = ms.margin_ratio
-            if np.any(now.notional != 0) and now.collateral < ms.maintenance:
+            if ms.liquidated:
                 per = liquidation_penalty * np.abs(now.notional)
                 for j, c in enumerate(cons):
                     pos = state.futures.get(c)
@@ -904,23 +904,22 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         new_q: dict[str, float] = {}
         dq_f = np.zeros(len(cons))
         trade_usd = np.zeros(len(cons))
+        npc = arrays.notional_per_contract(mark_arr[k])
         for j, c in enumerate(cons):
-            con = con_by_sym[c]
-            mark = market.mark_price(c)
             pos = state.futures.get(c)
             q_old = pos.contracts if pos is not None else 0.0
-            x_new = float(target.futures.get(c, q_old * con.notional_per_contract(mark)))
+            x_new = float(target.futures.get(c, q_old * npc[j]))
             if c in expiries and step_ns[k] >= expiries[c]:
                 x_new = 0.0  # an expired dated contract cannot be held
             if not math.isfinite(x_new):
                 raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {ts}",
                                       "a policy must target finite futures notional (USD)")
-            q_new = con.contracts_for(x_new, mark)
+            q_new = x_new / float(npc[j])
             if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
                 continue  # the same position (notional round trip): no trade, no re-strike
             new_q[c] = q_new
             dq_f[j] = q_new - q_old
-            trade_usd[j] = dq_f[j] * con.notional_per_contract(mark)
+            trade_usd[j] = dq_f[j] * npc[j]
         fee_j = np.zeros(len(cons))
         slip_j = np.zeros(len(cons))
         if new_q:

@@ -1,0 +1,74 @@
+"""Making ccxt exchange instances and retrying reads safely.
+
+- :func:`make_exchange` builds one ccxt instance with the settings fbr relies on: ccxt's own rate
+  limiter on (``enableRateLimit``), ccxt's own resend-on-failure off (``maxRetriesOnFailure`` 0: it
+  would re-POST an order after a timeout), no private currency call on ``load_markets``
+  (``fetchCurrencies`` False). Pass ``session`` to route HTTP elsewhere (the tests' loopback
+  emulator). Keys are optional (public data needs none) and never logged.
+- :func:`retry_read` retries a *read* on ``ccxt.NetworkError`` subclasses only (RequestTimeout,
+  DDoSProtection / RateLimitExceeded, ExchangeNotAvailable / OnMaintenance, InvalidNonce) with
+  exponential backoff: delay_k = min(max_delay, base_delay * 2**k) seconds before attempt k+2.
+  ``ExchangeError`` subclasses (bad symbol, auth, insufficient funds, invalid order) are raised at
+  once. Never wrap an order placement in it: a timeout there is ambiguous (the order may exist).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import ccxt
+
+from models.errors import ValidationError
+
+T = TypeVar("T")
+
+#: A factory: ccxt exchange id ("binanceusdm", "binance", ...) -> a ready ccxt instance.
+ExchangeFactory = Callable[[str], Any]
+
+
+def make_exchange(exchange_id: str, *, api_key: str | None = None, secret: str | None = None,
+                  session: Any = None, options: Mapping[str, object] | None = None,
+                  timeout_ms: int = 10_000) -> Any:
+    """A ccxt instance of ``exchange_id`` (rate limited, no automatic resends); see the module doc.
+
+    Raises ValidationError when ccxt has no such exchange."""
+    cls = getattr(ccxt, exchange_id, None) if exchange_id in ccxt.exchanges else None
+    if cls is None:
+        raise ValidationError("exchange", f"is {exchange_id!r}, not a ccxt exchange id",
+                              "give a ccxt id such as 'binanceusdm' (Binance USD-M futures)")
+    config: dict[str, object] = {
+        "enableRateLimit": True,
+        "timeout": int(timeout_ms),
+        "options": {"fetchCurrencies": False, "maxRetriesOnFailure": 0, **dict(options or {})},
+    }
+    if api_key:
+        config["apiKey"] = api_key
+    if secret:
+        config["secret"] = secret
+    if session is not None:
+        config["session"] = session
+    return cls(config)
+
+
+def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 0.5,
+               max_delay_s: float = 8.0, sleep: Callable[[float], None] = time.sleep,
+               on_retry: Callable[[int, Exception], None] | None = None) -> T:
+    """``fn()``, retried up to ``attempts`` calls in all on ``ccxt.NetworkError`` only.
+
+    Between calls k and k+1 (k = 0, 1, ...) it sleeps min(max_delay_s, base_delay_s * 2**k) s and
+    calls ``on_retry(k + 1, error)``. The last NetworkError is re-raised when attempts run out.
+    """
+    if attempts < 1:
+        raise ValidationError("attempts", f"is {attempts}", "give at least 1")
+    for k in range(attempts):
+        try:
+            return fn()
+        except ccxt.NetworkError as exc:
+            if k == attempts - 1:
+                raise
+            if on_retry is not None:
+                on_retry(k + 1, exc)
+            sleep(min(max_delay_s, base_delay_s * 2.0**k))
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,169 @@
+"""``fbr data fetch``: download market history through ccxt into the shared data layout.
+
+    fbr data fetch --exchange binanceusdm --symbols BTC,ETH,SOL --since 2024-01-01 \\
+        [--until 2025-01-01] [--out data] [--interval 1d,4h] [--spot-source exchange|index]
+
+writes ``spot_<interval>/``, ``perp_mark_4h/``, ``funding/`` and ``markets/`` under ``--out`` (see
+``executor.marketdata`` for the files and the choices behind them); ``MarketPath.from_data`` and
+``models.io`` read that directory as it is (``FBR_DATA_DIR=<out>`` or a backtest file's data dir).
+Public data needs no keys; leverage tiers are a signed Binance endpoint and are fetched only when
+``FBR_EXCHANGE_API_KEY`` and ``FBR_EXCHANGE_SECRET`` are set (they are never printed or written).
+The 8 h and 4 h backtest steps need ``--interval 4h`` (spot_4h); the 1 d step needs ``1d``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from executor.ccxt_wiring import ExchangeFactory, make_exchange
+from executor.marketdata import (
+    SPOT_EXCHANGE,
+    FetchRequest,
+    FetchSummary,
+    SpotSource,
+    fetch_market_data,
+)
+from models.errors import FbrError, ValidationError
+
+API_KEY_ENV = "FBR_EXCHANGE_API_KEY"
+SECRET_ENV = "FBR_EXCHANGE_SECRET"
+
+
+class ExchangeAccessError(FbrError):
+    """The exchange could not be reached or refused a request (a user-facing message)."""
+
+
+def default_factory(exchange_id: str) -> Any:
+    """Real ccxt instances: keys from the environment for the derivatives exchange only."""
+    if exchange_id in SPOT_EXCHANGE.values():  # public spot klines: no keys, spot markets only
+        return make_exchange(exchange_id, options={"fetchMarkets": {"types": ["spot"]},
+                                                   "defaultType": "spot"})
+    return make_exchange(exchange_id, api_key=os.environ.get(API_KEY_ENV) or None,
+                         secret=os.environ.get(SECRET_ENV) or None)
+
+
+#: The factory ``fetch`` uses (tests swap in one wired to the loopback emulator).
+exchange_factory: ExchangeFactory = default_factory
+
+
+def _utc(value: str | None, name: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        t = None
+    if t is None or pd.isna(t):
+        raise ValidationError(name, f"is {value!r}", "give an ISO date such as 2024-01-01")
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def build_request(exchange: str, symbols: str, since: str, until: str | None, out: Path,
+                  interval: str, quote: str, spot_source: str, tiers: bool) -> FetchRequest:
+    """Validate the command line into a :class:`FetchRequest`."""
+    start = _utc(since, "since")
+    assert start is not None
+    try:
+        source = SpotSource(spot_source)
+    except ValueError:
+        raise ValidationError("spot-source", f"is {spot_source!r}",
+                              f"give one of {[s.value for s in SpotSource]}") from None
+    return FetchRequest(exchange_id=exchange, symbols=_split(symbols.upper()), since=start,
+                        until=_utc(until, "until"), intervals=_split(interval), out_dir=out,
+                        quote=quote.upper(), spot_source=source, tiers=tiers)
+
+
+def run_fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:
+    """Fetch with a rich progress bar (one task per series); ccxt errors become one message."""
+    import ccxt
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from fbr.cli import err
+
+    try:
+        if not show_progress:
+            return fetch_market_data(request, exchange_factory)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=err, transient=False) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(label: str, done: int, expected: int | None) -> None:
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=expected)
+                total = max(done, expected or done)
+                bar.update(tasks[label], completed=done, total=total)
+
+            return fetch_market_data(request, exchange_factory, progress=progress)
+    except ccxt.NetworkError as exc:
+        raise ExchangeAccessError(f"could not reach {request.exchange_id} after retries "
+                              f"({type(exc).__name__}); check the network and try again") from exc
+    except ccxt.BadSymbol as exc:
+        raise ExchangeAccessError(f"{request.exchange_id} does not know a symbol: {exc}") from exc
+    except ccxt.BaseError as exc:
+        raise ExchangeAccessError(f"{request.exchange_id} refused a request "
+                              f"({type(exc).__name__}): {exc}") from exc
+
+
+def fetch(
+    symbols: Annotated[str, typer.Option("--symbols", help="Base assets, comma separated: "
+                                         "BTC,ETH,SOL.")],
+    since: Annotated[str, typer.Option("--since", help="First bar (UTC date), e.g. 2024-01-01.")],
+    exchange: Annotated[str, typer.Option("--exchange", help="ccxt exchange id of the "
+                                          "perpetuals.")] = "binanceusdm",
+    until: Annotated[str | None, typer.Option("--until", help="End (UTC, exclusive); default: "
+                                              "now (closed bars only).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output data directory.")] = Path("data"),
+    interval: Annotated[str, typer.Option("--interval", help="Spot bar intervals, comma "
+                                          "separated: 1d, 4h, ...")] = "1d",
+    quote: Annotated[str, typer.Option("--quote", help="Quote / settlement asset.")] = "USDT",
+    spot_source: Annotated[str, typer.Option("--spot-source", help="'exchange' (spot klines) "
+                                             "or 'index' (the perp's index price).")] = "exchange",
+    tiers: Annotated[bool, typer.Option("--tiers/--no-tiers", help="Fetch leverage tiers "
+                                        "(needs API keys in the environment).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of "
+                                          "tables.")] = False,
+) -> None:
+    """Fetch spot klines, perp marks, funding and contract specs into the shared data layout."""
+    from rich.table import Table
+
+    from fbr.cli import out as console
+    from fbr.cli import user_errors
+
+    with user_errors(as_json):
+        request = build_request(exchange, symbols, since, until, out, interval, quote,
+                                spot_source, tiers)
+        summary = run_fetch(request, show_progress=not as_json)
+        if as_json:
+            print(json.dumps({"status": "ok", "exchange": request.exchange_id,
+                              "out": str(request.out_dir), **summary.as_dict()}))
+            return
+        table = Table(title=f"fbr data fetch: {request.exchange_id} -> {request.out_dir}")
+        for col in ("file", "rows", "first", "last"):
+            table.add_column(col, justify="right" if col == "rows" else "left")
+        for f in summary.files:
+            try:
+                name = str(f.path.relative_to(request.out_dir))
+            except ValueError:
+                name = str(f.path)
+            table.add_row(name, str(f.rows), f.first or "", f.last or "")
+        console.print(table)
+        for note in summary.notes:
+            console.print(f"note: {note}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` command group (``fbr data fetch``) to the fbr CLI."""
+    data = typer.Typer(no_args_is_help=True, help="Market data: fetch history into the shared "
+                       "layout.")
+    data.command("fetch")(fetch)
+    app.add_typer(data, name="data")

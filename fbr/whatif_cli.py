@@ -1,0 +1,186 @@
+"""``fbr whatif BOOK.toml``: apply shocks or named scenarios to a book and report what happens.
+
+    fbr whatif BOOK.toml --shock BTC=-30% --shock funding.ETH=+0.1%
+    fbr whatif BOOK.toml --scenario alt-crash --scenario my_file.toml
+    fbr whatif BOOK.toml --all --with-solution --json
+    fbr whatif BOOK.toml --list
+
+The ``--shock`` strings together form one scenario ("command line"); the grammar is in
+``scenarios.shocks``. ``--scenario`` takes a TOML file or a library name (``--list`` shows them:
+hypothetical, historical from the data folder, and the book's own ``[[constraints.stress]]`` as
+``book:NAME``). ``--with-solution`` tests the positions ``fbr solve`` proposes instead of the
+current ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+ShockOpt = Annotated[list[str] | None, typer.Option(
+    "--shock", "-s", help="A shock KEY=VALUE, repeatable: BTC=-30%, common=-20%, funding.ETH=+0.1%, "
+    "basis.BTC-PERP=-5%, vol=x1.5, corr=0.9, spread=x3, liquidity=x0.5, horizon=21 (or 7d).")]
+ScenarioOpt = Annotated[list[str] | None, typer.Option(
+    "--scenario", help="A scenario file (TOML) or a library name; repeatable.")]
+
+
+def _is_file_ref(ref: str) -> bool:
+    return ref.endswith(".toml") or Path(ref).exists()
+
+
+def _solution_summary(sol: Any) -> dict[str, Any]:
+    return {"status": sol.status,
+            "target_positions": [{"symbol": p.symbol, "notional": p.notional,
+                                  "contracts": p.contracts} for p in sol.target_positions],
+            "stress": [{"name": s.name, "surplus": s.surplus} for s in sol.margin.stress],
+            "messages": list(sol.messages)}
+
+
+def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the README.")],
+           shock: ShockOpt = None,
+           scenario: ScenarioOpt = None,
+           run_all: Annotated[bool, typer.Option(
+               "--all", help="Every library scenario (and the book's stress scenarios).")] = False,
+           with_solution: Annotated[bool, typer.Option(
+               "--with-solution", help="Test the positions the optimiser proposes for this book "
+               "(fbr solve) instead of the current ones.")] = False,
+           no_resolve: Annotated[bool, typer.Option(
+               "--no-resolve", help="Skip the optimiser's re-solve on the shocked book.")] = False,
+           list_only: Annotated[bool, typer.Option(
+               "--list", help="List the library's scenarios and exit.")] = False,
+           as_json: Annotated[bool, typer.Option(
+               "--json", help="Print one JSON object instead of tables.")] = False,
+           ) -> None:
+    """What-if: shock prices, funding, basis, volatility, correlation or liquidity; see PnL, NAV,
+    weights, margin, the moves that liquidate the book, and the optimiser's next move."""
+    from fbr.cli import CliError, err, out, user_errors
+
+    with user_errors(as_json):
+        from fbr.config import load_book_file
+        from optimizer.rebalance import Rebalancer
+        from scenarios.library import Library, load_library, load_scenario_file
+        from scenarios.shocks import Scenario, parse_scenario
+        from scenarios.whatif import apply_solution, resolve_shocks
+
+        loaded = load_book_file(book)
+        stress = loaded.settings.constraints.stress
+        library: Library | None = None
+
+        def lib() -> Library:
+            nonlocal library
+            if library is None:
+                library = load_library(stress=stress)
+            return library
+
+        if list_only:
+            listing = [{"name": s.name, "description": s.description, "source": s.source,
+                        "shocks": s.shock_texts} for s in lib().scenarios]
+            if as_json:
+                print(json.dumps({"scenarios": listing, "notes": list(lib().notes)}, indent=2))
+            else:
+                _print_listing(listing, list(lib().notes))
+            return
+
+        chosen: list[Scenario] = []
+        if shock:
+            chosen.append(parse_scenario("command line", shock, source="--shock"))
+        for ref in scenario or []:
+            chosen.extend(load_scenario_file(ref) if _is_file_ref(ref) else [lib().find(ref)])
+        if run_all:
+            chosen.extend(s for s in lib().scenarios if s.name not in {c.name for c in chosen})
+        if not chosen:
+            raise CliError("no scenario given. Fix: add --shock KEY=VALUE (e.g. --shock BTC=-30%), "
+                           "--scenario FILE|NAME or --all (--list shows the library)")
+        for sc in chosen:  # every symbol checked before any work
+            resolve_shocks(sc, loaded.book)
+
+        rebalancer = Rebalancer()
+        tested = loaded.book
+        solution = None
+        notes = list(lib().notes) if run_all else []
+        if with_solution:
+            solution = rebalancer.solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+            if solution.status == "infeasible":
+                notes.append("the optimiser found the book infeasible: the positions tested are its "
+                             "least-violation book")
+            tested = apply_solution(loaded.book, loaded.market, solution)
+        results = _run(chosen, tested, loaded, rebalancer, positions="solution" if with_solution
+                       else "current", resolve=not no_resolve, show=not as_json and len(chosen) > 1,
+                       console=err)
+        if as_json:
+            doc = {"book": loaded.book.name, "positions": "solution" if with_solution else "current",
+                   "solution": _solution_summary(solution) if solution is not None else None,
+                   "scenarios": [r.to_dict() for r in results], "notes": notes,
+                   "labels": list(loaded.labels)}
+            print(json.dumps(doc, indent=2, allow_nan=False))
+        else:
+            _print_results(results, out, book, notes, list(loaded.labels))
+
+
+def _run(chosen: list[Any], book: Any, loaded: Any, rebalancer: Any, *, positions: str,
+         resolve: bool, show: bool, console: Any) -> list[Any]:
+    """Every scenario, with a progress bar when there are several."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scenarios.whatif import run_whatif
+
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=not show, transient=True) as bar:
+        task = bar.add_task("what-if", total=len(chosen))
+        for sc in chosen:
+            bar.update(task, description=escape(f"what-if: {sc.name}"))
+            results.append(run_whatif(book, loaded.market, loaded.risk, sc, loaded.settings,
+                                      resolve=resolve, positions=positions, rebalancer=rebalancer))
+            bar.advance(task)
+    return results
+
+
+def _print_results(results: list[Any], console: Any, book: Path, notes: list[str],
+                   labels: list[str]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from fbr.whatif_render import overview_table, render_result
+
+    wide = console if console.is_terminal else Console(width=max(console.width, 140), highlight=False)
+    wide.rule(escape(f"fbr whatif {book}"))
+    if labels:
+        wide.print(f"data: {escape(' / '.join(labels))}")
+    for r in results:
+        wide.rule()
+        render_result(r, wide)
+    if len(results) > 1:
+        wide.rule()
+        wide.print(overview_table(results))
+    for note in notes:
+        wide.print(f"[bold]note:[/bold] {escape(note)}")
+
+
+def _print_listing(listing: list[dict[str, Any]], notes: list[str]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from fbr.cli import out
+
+    t = Table(title="what-if scenarios", title_justify="left")
+    for head in ("name", "source", "shocks", "description"):
+        t.add_column(head)
+    for s in listing:
+        t.add_row(escape(s["name"]), s["source"], escape(", ".join(s["shocks"][:6])
+                                                         + (" ..." if len(s["shocks"]) > 6 else "")),
+                  escape(s["description"]))
+    console = out if out.is_terminal else Console(width=max(out.width, 160), highlight=False)
+    console.print(t)
+    for note in notes:
+        console.print(f"[bold]note:[/bold] {escape(note)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``whatif`` to the ``fbr`` app."""
+    app.command("whatif")(whatif)

@@ -1,0 +1,1107 @@
+"""A Binance USD-M futures emulator on 127.0.0.1, driven through real ccxt (``binanceusdm``).
+
+The emulator is a real HTTP server (``ThreadingHTTPServer`` in a daemon thread, random free port).
+ccxt keeps its real ``https://fapi.binance.com`` (and ``https://api.binance.com``) URLs; the
+exchange gets a ``requests.Session`` whose ``https://`` adapter (:class:`LoopbackAdapter`) rewrites
+every request to ``http://127.0.0.1:PORT`` with the same path and query (and the original ``Host``
+header). So ccxt's URL building, HMAC signing, response parsing and its URL-dependent error table
+all run untouched.
+
+What is emulated (one-way position mode, USDT collateral, linear contracts of size 1):
+
+- public: ``/fapi/v1/ping``, ``time``, ``exchangeInfo``, ``premiumIndex``, ``fundingRate``
+  (startTime/endTime/limit paging, max 1000), ``klines``, ``markPriceKlines``, ``indexPriceKlines``
+  (intervals 1h/4h/8h/1d, paging, max 1500), ``ticker/price``; spot ``/api/v3/ping``, ``time``,
+  ``exchangeInfo`` and ``klines`` (max 1000);
+- signed (HMAC-SHA256 over the query/body before ``&signature=``, checked with the emulator's secret,
+  else -1022; ``X-MBX-APIKEY`` must equal the api key, else -2015): ``/fapi/v3/account``,
+  ``/fapi/v2/account``, ``/fapi/v2/balance``, ``/fapi/v3/positionRisk``, ``/fapi/v2/positionRisk``,
+  ``/fapi/v1/leverageBracket``, ``/fapi/v1/order`` (POST/GET/DELETE), ``/fapi/v1/openOrders``,
+  ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
+  ``/fapi/v1/positionSide/dual``.
+
+Order rules: MARKET orders fill at once at the mark; LIMIT orders fill at the mark when marketable
+(buy price >= mark, sell price <= mark), else rest NEW. Checks, in Binance's order: client id
+(``^[.A-Za-z0-9:/_-]{1,36}$``, -4015; duplicate among open orders -4116), quantity a multiple of
+the LOT_SIZE step (-1111), >= minQty (-4003... Binance answers -1013 ``Filter failure: LOT_SIZE``;
+we send -4003 which ccxt maps to BadRequest too), <= maxQty (-4005), price a multiple of the tick
+(-4014), reduceOnly that would open or increase (-2022), notional qty x price (mark for MARKET)
+below MIN_NOTIONAL unless reduceOnly (-4164), initial margin after the order above the margin balance
+(-2019). IM = sum |position| x mark / leverage + sum open-order qty x price / leverage.
+A fill pays the taker fee (0.05%) from the wallet; reducing a position realises its PnL against the
+average entry price.
+
+Synthetic history (deterministic, seeded by the symbol name): hourly marks from ``history_start``
+for ``history_days`` days (default 2024-01-01, 400 days; a geometric random walk, 60%/yr vol, from
+the market's price), aggregated to 4h/8h/1d bars; spot = mark / (1 + basis) with a small smooth
+basis (a few bp); funding every 8 h (00/08/16 UTC), rate 0.0001 + N(0, 0.0001^2) clipped.
+
+Faults (:class:`Fault`) are one-shot and queued per (method, path) with :meth:`BinanceEmulator.inject`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import math
+import re
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import ccxt
+import numpy as np
+import requests
+from requests.adapters import HTTPAdapter
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+INTERVAL_MS = {"1h": HOUR_MS, "4h": 4 * HOUR_MS, "8h": 8 * HOUR_MS, "1d": DAY_MS}
+TAKER_FEE = 0.0005
+CLIENT_ID_RE = re.compile(r"^[.A-Za-z0-9:/_-]{1,36}$")
+DEFAULT_LEVERAGE = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Markets
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """One leverage bracket: notional in [floor, cap) USD, max leverage, maintenance rate."""
+
+    floor: float
+    cap: float
+    max_leverage: int
+    mmr: float
+    cum: float
+
+
+def brackets_from(rows: Sequence[tuple[float, int, float]]) -> tuple[Bracket, ...]:
+    """Brackets from (cap, max leverage, mmr) rows; ``cum`` makes MM = mmr n - cum continuous:
+    cum_k = cum_{k-1} + floor_k (mmr_k - mmr_{k-1})."""
+    out: list[Bracket] = []
+    floor, cum, prev = 0.0, 0.0, 0.0
+    for cap, lev, mmr in rows:
+        cum = cum + floor * (mmr - prev) if out else 0.0
+        out.append(Bracket(floor, cap, lev, mmr, cum))
+        floor, prev = cap, mmr
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class EmuMarket:
+    """A USD-M perpetual: Binance id (``BTCUSDT``), base/quote, LOT_SIZE step/min/max (base
+    units), tick (USD), min notional (USD), initial mark (USD), leverage brackets."""
+
+    symbol: str
+    base: str
+    quote: str
+    step: str
+    min_qty: str
+    max_qty: str
+    tick: str
+    min_notional: float
+    price: float
+    brackets: tuple[Bracket, ...]
+
+    @property
+    def quantity_precision(self) -> int:
+        return _decimals(self.step)
+
+    @property
+    def price_precision(self) -> int:
+        return _decimals(self.tick)
+
+
+def _decimals(step: str) -> int:
+    exp = Decimal(step).normalize().as_tuple().exponent
+    return max(0, -int(exp))
+
+
+#: Defaults: steps, ticks and min notionals as Binance listed them in 2025 (SOLUSDT trades whole
+#: SOL: step 1, tick 0.01, min notional 5); brackets are a realistic shortened tier ladder.
+DEFAULT_MARKETS: tuple[EmuMarket, ...] = (
+    EmuMarket("BTCUSDT", "BTC", "USDT", "0.001", "0.001", "1000", "0.1", 100.0, 60_000.0,
+              brackets_from([(300_000, 125, 0.004), (3_000_000, 50, 0.01), (20_000_000, 20, 0.025),
+                             (100_000_000, 5, 0.1), (500_000_000, 1, 0.5)])),
+    EmuMarket("ETHUSDT", "ETH", "USDT", "0.001", "0.001", "10000", "0.01", 20.0, 3_000.0,
+              brackets_from([(300_000, 100, 0.005), (3_000_000, 50, 0.01), (20_000_000, 20, 0.025),
+                             (100_000_000, 5, 0.1), (400_000_000, 1, 0.5)])),
+    EmuMarket("SOLUSDT", "SOL", "USDT", "1", "1", "1000000", "0.01", 5.0, 150.0,
+              brackets_from([(50_000, 75, 0.005), (1_000_000, 25, 0.02), (8_000_000, 10, 0.05),
+                             (100_000_000, 2, 0.25), (200_000_000, 1, 0.5)])),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records and faults
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as received: method, path, host it was meant for, params (query + form body,
+    ``signature`` removed), headers without ``X-MBX-APIKEY``, arrival time (epoch seconds)."""
+
+    method: str
+    path: str
+    host: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    time: float
+
+
+@dataclass
+class EmuOrder:
+    """An accepted order (mutable: status and fills change)."""
+
+    orderId: int  # noqa: N815 - Binance field names
+    clientOrderId: str  # noqa: N815 - Binance field names
+    symbol: str
+    side: str
+    type: str
+    quantity: float
+    price: float
+    reduceOnly: bool  # noqa: N815 - Binance field names
+    status: str
+    executedQty: float = 0.0  # noqa: N815 - Binance field names
+    avgPrice: float = 0.0  # noqa: N815 - Binance field names
+    timeInForce: str = "GTC"  # noqa: N815 - Binance field names
+    time_ms: int = 0
+    update_ms: int = 0
+    quantity_str: str = ""
+
+
+@dataclass(frozen=True)
+class EmuTrade:
+    """One fill: trade id, order id, Binance symbol, side, qty (base), price, fee and realised
+    PnL (USDT), time (ms)."""
+
+    id: int
+    order_id: int
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    realized_pnl: float
+    time_ms: int
+
+
+class Fault(enum.Enum):
+    """One-shot faults. TIMEOUT_AFTER_ACCEPT processes the request (an order is accepted and
+    filled) and then holds the answer ``delay_s`` seconds (past the client's timeout);
+    TIMEOUT_BEFORE_ACCEPT holds first and then drops the request without processing it;
+    DISCONNECT_AFTER_ACCEPT processes the request and closes the connection without an answer."""
+
+    TIMEOUT_AFTER_ACCEPT = "timeout_after_accept"
+    TIMEOUT_BEFORE_ACCEPT = "timeout_before_accept"
+    DISCONNECT_AFTER_ACCEPT = "disconnect_after_accept"
+    HTTP_429 = "http_429"
+    HTTP_503 = "http_503"
+    MIN_NOTIONAL = "min_notional"
+    INSUFFICIENT_MARGIN = "insufficient_margin"
+
+
+@dataclass(frozen=True)
+class ArmedFault:
+    fault: Fault
+    method: str
+    path: str
+    delay_s: float
+
+
+@dataclass
+class FaultPlan:
+    """Queues of one-shot faults keyed by (method, path); the first matching request takes one."""
+
+    queue: deque[ArmedFault] = field(default_factory=deque)
+    fired: list[ArmedFault] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, armed: ArmedFault) -> None:
+        with self.lock:
+            self.queue.append(armed)
+
+    def take(self, method: str, path: str) -> ArmedFault | None:
+        with self.lock:
+            for armed in self.queue:
+                if armed.path == path and armed.method in (method, "*"):
+                    self.queue.remove(armed)
+                    self.fired.append(armed)
+                    return armed
+        return None
+
+
+class ApiError(Exception):
+    """A Binance error answer: HTTP status and ``{"code": code, "msg": msg}``."""
+
+    def __init__(self, status: int, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg = status, code, msg
+
+
+def _bad(code: int, msg: str) -> ApiError:
+    return ApiError(400, code, msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic history
+
+
+@dataclass(frozen=True)
+class History:
+    """Hourly marks (USD) with open times (ms), spot basis per hour, 8-hourly funding."""
+
+    hour_ms: np.ndarray
+    mark: np.ndarray
+    basis: np.ndarray
+    volume: np.ndarray
+    funding_ms: np.ndarray
+    funding: np.ndarray
+
+
+def make_history(market: EmuMarket, start_ms: int, days: int) -> History:
+    """Seeded synthetic history (seed = crc32 of the symbol): see the module docstring."""
+    rng = np.random.default_rng(zlib.crc32(market.symbol.encode()))
+    n = days * 24
+    sigma_h = 0.60 / np.sqrt(365 * 24)
+    steps = rng.normal(-0.5 * sigma_h**2, sigma_h, n)
+    mark = market.price * np.exp(np.cumsum(steps))
+    hours = np.arange(n)
+    basis = 0.0003 + 0.0002 * np.sin(hours / 97.0)
+    volume = (1.0 + rng.random(n)) * 2e6 / market.price
+    funding_ms = start_ms + np.arange(days * 3, dtype=np.int64) * 8 * HOUR_MS
+    funding = np.clip(0.0001 + rng.normal(0.0, 0.0001, days * 3), -0.003, 0.003)
+    return History(start_ms + hours.astype(np.int64) * HOUR_MS, mark, basis, volume,
+                   funding_ms, funding)
+
+
+def _page(times: np.ndarray, params: dict[str, str], default_limit: int, max_limit: int
+          ) -> np.ndarray:
+    """Indices of rows returned by a Binance history endpoint: from startTime (ascending, up to
+    limit); with only endTime the last ``limit`` rows at or before it; with neither the latest."""
+    try:
+        limit = int(params.get("limit", default_limit))
+    except ValueError:
+        raise _bad(-1100, "Illegal characters found in parameter 'limit'.") from None
+    if limit <= 0 or limit > max_limit:
+        raise _bad(-1130, f"Data sent for parameter 'limit' is not valid (max {max_limit}).")
+    lo = int(params["startTime"]) if "startTime" in params else None
+    hi = int(params["endTime"]) if "endTime" in params else None
+    mask = np.ones(len(times), dtype=bool)
+    if lo is not None:
+        mask &= times >= lo
+    if hi is not None:
+        mask &= times <= hi
+    idx = np.flatnonzero(mask)
+    return idx[:limit] if lo is not None else idx[-limit:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring ccxt to the emulator
+
+
+class LoopbackAdapter(HTTPAdapter):
+    """Sends every request to ``http://127.0.0.1:port`` keeping path, query and the Host header."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(max_retries=0)
+        self.port = port
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+             ) -> requests.Response:
+        parts = urlsplit(str(request.url))
+        request.headers["Host"] = parts.netloc
+        request.url = urlunsplit(("http", f"127.0.0.1:{self.port}", parts.path, parts.query, ""))
+        return super().send(request, *args, **kwargs)
+
+
+def loopback_session(port: int) -> requests.Session:
+    """A requests session whose https:// (and http://) traffic goes to the loopback emulator."""
+    session = requests.Session()
+    session.trust_env = False  # never a proxy from the environment
+    adapter = LoopbackAdapter(port)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator
+
+
+Route = Callable[[dict[str, str]], object]
+
+
+class BinanceEmulator:
+    """Binance USD-M futures (plus spot klines) on 127.0.0.1; see the module docstring."""
+
+    def __init__(self, api_key: str = "test-key", secret: str = "test-secret", *,
+                 markets: Sequence[EmuMarket] | None = None, balance_usdt: float = 100_000.0,
+                 history_start: str = "2024-01-01", history_days: int = 400) -> None:
+        self.api_key = api_key
+        self._secret = secret
+        self.markets: dict[str, EmuMarket] = {m.symbol: m for m in (markets or DEFAULT_MARKETS)}
+        self.balance = float(balance_usdt)
+        self.positions: dict[str, float] = {s: 0.0 for s in self.markets}
+        self.entry_price: dict[str, float] = {s: 0.0 for s in self.markets}
+        self.leverage: dict[str, int] = {s: DEFAULT_LEVERAGE for s in self.markets}
+        self.margin_type: dict[str, str] = {s: "CROSSED" for s in self.markets}
+        self.marks: dict[str, float] = {s: m.price for s, m in self.markets.items()}
+        self.funding_rate: dict[str, float] = {s: 0.0001 for s in self.markets}
+        self.requests: list[RecordedRequest] = []
+        self.orders: list[EmuOrder] = []
+        self.trades: list[EmuTrade] = []
+        self.faults = FaultPlan()
+        start = int(np.datetime64(history_start, "ms").astype(np.int64))
+        self.history: dict[str, History] = {s: make_history(m, start, history_days)
+                                            for s, m in self.markets.items()}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._next_id = 1_000_001
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self.base_url = ""
+        self._routes = self._build_routes()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> BinanceEmulator:
+        handler = type("EmuHandler", (_Handler,), {"emulator": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="binance-emulator",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> BinanceEmulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def session(self) -> requests.Session:
+        """A requests session routed to this emulator."""
+        if not self.port:
+            raise RuntimeError("start the emulator first")
+        return loopback_session(self.port)
+
+    def exchange(self, *, api_key: str | None = None, secret: str | None = None,
+                 **options: object) -> ccxt.binanceusdm:
+        """A real ``ccxt.binanceusdm`` wired to this emulator (keys default to the emulator's).
+        ``options`` are extra ccxt constructor options (e.g. ``timeout=500``); an ``options``
+        dict is merged into the default ``{"fetchCurrencies": False}``."""
+        config: dict[str, object] = {
+            "apiKey": self.api_key if api_key is None else api_key,
+            "secret": self._secret if secret is None else secret,
+            "session": self.session(),
+            "enableRateLimit": False,
+        }
+        config.update(options)
+        config["options"] = {"fetchCurrencies": False, **_as_dict(options.get("options"))}
+        return ccxt.binanceusdm(config)
+
+    def spot_exchange(self, **options: object) -> ccxt.binance:
+        """A public (keyless) ``ccxt.binance`` spot client wired to this emulator."""
+        config: dict[str, object] = {"session": self.session(), "enableRateLimit": False}
+        config.update(options)
+        config["options"] = {"fetchCurrencies": False, "fetchMarkets": {"types": ["spot"]},
+                             "defaultType": "spot", **_as_dict(options.get("options"))}
+        return ccxt.binance(config)
+
+    # -- state controls ------------------------------------------------------------------------
+
+    def set_mark(self, symbol: str, price: float) -> None:
+        """Set the mark (USD) of a Binance symbol, e.g. ``set_mark("BTCUSDT", 61000.0)``."""
+        with self._lock:
+            self._market(symbol)
+            self.marks[symbol] = float(price)
+            self._fill_marketable(symbol)
+
+    def set_funding(self, symbol: str, rate: float) -> None:
+        """Set the current (last) funding rate of a symbol (fraction per 8 h)."""
+        with self._lock:
+            self._market(symbol)
+            self.funding_rate[symbol] = float(rate)
+
+    def set_position(self, symbol: str, contracts: float, entry_price: float | None = None
+                     ) -> None:
+        """Set a signed position (contracts = base units) directly, at ``entry_price`` (mark)."""
+        with self._lock:
+            self._market(symbol)
+            self.positions[symbol] = float(contracts)
+            self.entry_price[symbol] = float(entry_price or self.marks[symbol])
+
+    def inject(self, fault: Fault, *, path: str, method: str = "*", delay_s: float = 2.0
+               ) -> None:
+        """Arm a one-shot fault for the next request to ``path`` (``method`` or any).
+
+        The TIMEOUT_* faults hold the answer ``delay_s`` seconds: give the ccxt client a shorter
+        ``timeout`` (ms), e.g. ``emulator.exchange(timeout=250)``, so it gives up first."""
+        self.faults.add(ArmedFault(fault, method.upper(), path, float(delay_s)))
+
+    def orders_for(self, client_order_id: str) -> list[EmuOrder]:
+        with self._lock:
+            return [o for o in self.orders if o.clientOrderId == client_order_id]
+
+    def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
+        return [r for r in list(self.requests)
+                if r.path == path and (method is None or r.method == method)]
+
+    # -- request handling (called by the handler thread) --------------------------------------
+
+    def handle(self, method: str, path: str, host: str, query: str, body: str,
+               headers: dict[str, str]) -> tuple[int, object, Fault | None, float]:
+        """Process one request -> (HTTP status, JSON body, fault to apply, its delay)."""
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        params.update(parse_qsl(body, keep_blank_values=True))
+        params.pop("signature", None)
+        clean = {k: v for k, v in headers.items() if k.lower() != "x-mbx-apikey"}
+        with self._lock:
+            self.requests.append(RecordedRequest(method, path, host, params, clean, time.time()))
+        armed = self.faults.take(method, path)
+        if armed is not None:
+            early = self._early_fault(armed)
+            if early is not None:
+                return early[0], early[1], armed.fault, armed.delay_s
+        key = (method, path)
+        if key not in self._routes:
+            status = 404
+            payload: object = {"code": -1000, "msg": f"emulator: no route {method} {path}"}
+        else:
+            signed, route = self._routes[key]
+            try:
+                if signed:
+                    self._authenticate(headers, query, body)
+                with self._lock:
+                    status, payload = 200, route(params)
+            except ApiError as e:
+                status, payload = e.status, {"code": e.code, "msg": e.msg}
+        if armed is not None:
+            return status, payload, armed.fault, armed.delay_s
+        return status, payload, None, 0.0
+
+    def _early_fault(self, armed: ArmedFault) -> tuple[int, object] | None:
+        if armed.fault is Fault.HTTP_429:
+            return 429, {"code": -1003, "msg": "Too many requests; current limit exceeded."}
+        if armed.fault is Fault.HTTP_503:
+            return 503, "Service Unavailable"
+        if armed.fault is Fault.MIN_NOTIONAL:
+            return 400, {"code": -4164, "msg": "Order's notional must be no smaller than 100 "
+                         "(unless you choose reduce only)."}
+        if armed.fault is Fault.INSUFFICIENT_MARGIN:
+            return 400, {"code": -2019, "msg": "Margin is insufficient."}
+        if armed.fault is Fault.TIMEOUT_BEFORE_ACCEPT:
+            return 0, None
+        return None
+
+    def hold(self, delay_s: float) -> None:
+        """Wait ``delay_s`` (returns early when the emulator stops)."""
+        self._stop.wait(delay_s)
+
+    def _authenticate(self, headers: dict[str, str], query: str, body: str) -> None:
+        key = next((v for k, v in headers.items() if k.lower() == "x-mbx-apikey"), None)
+        if key != self.api_key:
+            raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        signed = body if body else query
+        payload, sep, signature = signed.rpartition("&signature=")
+        if not sep:
+            raise _bad(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, "
+                       "or malformed.")
+        expected = hmac.new(self._secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise _bad(-1022, "Signature for this request is not valid.")
+        if "timestamp" not in dict(parse_qsl(payload)):
+            raise _bad(-1102, "Mandatory parameter 'timestamp' was not sent.")
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def _build_routes(self) -> dict[tuple[str, str], tuple[bool, Route]]:
+        public: dict[tuple[str, str], Route] = {
+            ("GET", "/fapi/v1/ping"): lambda p: {},
+            ("GET", "/fapi/v1/time"): lambda p: {"serverTime": _now_ms()},
+            ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
+            ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
+            ("GET", "/fapi/v1/fundingRate"): self._funding_history,
+            ("GET", "/fapi/v1/klines"): lambda p: self._klines(p, "last", 1500),
+            ("GET", "/fapi/v1/markPriceKlines"): lambda p: self._klines(p, "mark", 1500),
+            ("GET", "/fapi/v1/indexPriceKlines"): lambda p: self._klines(p, "index", 1500),
+            ("GET", "/fapi/v1/ticker/price"): self._ticker_price,
+            ("GET", "/fapi/v1/ticker/24hr"): self._ticker_24h,
+            ("GET", "/fapi/v1/ticker/bookTicker"): self._book_ticker,
+            ("GET", "/fapi/v1/depth"): self._depth,
+            ("GET", "/api/v3/ping"): lambda p: {},
+            ("GET", "/api/v3/time"): lambda p: {"serverTime": _now_ms()},
+            ("GET", "/api/v3/exchangeInfo"): self._spot_exchange_info,
+            ("GET", "/api/v3/klines"): lambda p: self._klines(p, "spot", 1000),
+        }
+        signed: dict[tuple[str, str], Route] = {
+            ("GET", "/fapi/v3/account"): self._account,
+            ("GET", "/fapi/v2/account"): self._account,
+            ("GET", "/fapi/v2/balance"): self._balance,
+            ("GET", "/fapi/v3/balance"): self._balance,
+            ("GET", "/fapi/v3/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v2/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v1/leverageBracket"): self._leverage_bracket,
+            ("POST", "/fapi/v1/order"): self._new_order,
+            ("GET", "/fapi/v1/order"): self._get_order,
+            ("DELETE", "/fapi/v1/order"): self._cancel_order,
+            ("GET", "/fapi/v1/openOrders"): self._open_orders,
+            ("GET", "/fapi/v1/allOrders"): self._all_orders,
+            ("GET", "/fapi/v1/userTrades"): self._user_trades,
+            ("POST", "/fapi/v1/leverage"): self._set_leverage,
+            ("POST", "/fapi/v1/marginType"): self._set_margin_type,
+            ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": False},
+        }
+        routes: dict[tuple[str, str], tuple[bool, Route]] = {k: (False, v)
+                                                             for k, v in public.items()}
+        routes.update({k: (True, v) for k, v in signed.items()})
+        return routes
+
+    def _market(self, symbol: str | None) -> EmuMarket:
+        if symbol is None:
+            raise _bad(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or "
+                       "malformed.")
+        if symbol not in self.markets:
+            raise _bad(-1121, "Invalid symbol.")
+        return self.markets[symbol]
+
+    # public --------------------------------------------------------------------------------
+
+    def _exchange_info(self, p: dict[str, str]) -> object:
+        symbols = []
+        for m in self.markets.values():
+            symbols.append({
+                "symbol": m.symbol, "pair": m.symbol, "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": "TRADING",
+                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": m.base, "quoteAsset": m.quote, "marginAsset": m.quote,
+                "pricePrecision": m.price_precision, "quantityPrecision": m.quantity_precision,
+                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
+                "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
+                "liquidationFee": "0.020000", "marketTakeBound": "0.30",
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": m.tick, "maxPrice": "1000000",
+                     "tickSize": m.tick},
+                    {"filterType": "LOT_SIZE", "stepSize": m.step, "minQty": m.min_qty,
+                     "maxQty": m.max_qty},
+                    {"filterType": "MARKET_LOT_SIZE", "stepSize": m.step, "minQty": m.min_qty,
+                     "maxQty": m.max_qty},
+                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                    {"filterType": "MIN_NOTIONAL", "notional": _num(m.min_notional)},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
+                     "multiplierDown": "0.9500", "multiplierDecimal": "4"},
+                ],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
+                               "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+            })
+        return {"timezone": "UTC", "serverTime": _now_ms(), "futuresType": "U_MARGINED",
+                "rateLimits": [], "exchangeFilters": [],
+                "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "0"}],
+                "symbols": symbols}
+
+    def _spot_exchange_info(self, p: dict[str, str]) -> object:
+        symbols = []
+        for m in self.markets.values():
+            symbols.append({
+                "symbol": m.symbol, "status": "TRADING", "baseAsset": m.base,
+                "baseAssetPrecision": 8, "quoteAsset": m.quote, "quotePrecision": 8,
+                "quoteAssetPrecision": 8, "orderTypes": ["LIMIT", "MARKET"],
+                "icebergAllowed": True, "ocoAllowed": True, "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False, "permissions": ["SPOT"], "permissionSets": [],
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000",
+                     "tickSize": "0.01"},
+                    {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000",
+                     "stepSize": "0.00001"},
+                    {"filterType": "NOTIONAL", "minNotional": "5"},
+                ],
+            })
+        return {"timezone": "UTC", "serverTime": _now_ms(), "rateLimits": [],
+                "exchangeFilters": [], "symbols": symbols}
+
+    def _premium_index_row(self, s: str) -> dict[str, object]:
+        now = _now_ms()
+        return {"symbol": s, "markPrice": _num(self.marks[s]),
+                "indexPrice": _num(self.marks[s] / 1.0003),
+                "estimatedSettlePrice": _num(self.marks[s]),
+                "lastFundingRate": _num(self.funding_rate[s]), "interestRate": "0.00010000",
+                "nextFundingTime": (now // (8 * HOUR_MS) + 1) * 8 * HOUR_MS, "time": now}
+
+    def _premium_index(self, p: dict[str, str]) -> object:
+        if "symbol" in p:
+            return self._premium_index_row(self._market(p["symbol"]).symbol)
+        return [self._premium_index_row(s) for s in self.markets]
+
+    def _ticker_price(self, p: dict[str, str]) -> object:
+        rows = [{"symbol": s, "price": _num(self.marks[s]), "time": _now_ms()}
+                for s in ([self._market(p["symbol"]).symbol] if "symbol" in p else self.markets)]
+        return rows[0] if "symbol" in p else rows
+
+    def _bid_ask(self, s: str) -> tuple[float, float]:
+        """Best bid and ask: the mark -/+ 1 bp, on the tick grid (at least one tick apart)."""
+        tick = float(self.markets[s].tick)
+        mark = self.marks[s]
+        bid = math.floor(mark * (1 - 1e-4) / tick) * tick
+        ask = max(math.ceil(mark * (1 + 1e-4) / tick) * tick, bid + tick)
+        d = self.markets[s].price_precision
+        return round(bid, d), round(ask, d)
+
+    def _ticker_24h(self, p: dict[str, str]) -> object:
+        def row(s: str) -> dict[str, object]:
+            mark = self.marks[s]
+            now = _now_ms()
+            return {"symbol": s, "priceChange": "0", "priceChangePercent": "0",
+                    "weightedAvgPrice": _num(mark), "lastPrice": _num(mark), "lastQty": "1",
+                    "openPrice": _num(mark), "highPrice": _num(mark), "lowPrice": _num(mark),
+                    "volume": "1000", "quoteVolume": _num(1000 * mark), "openTime": now - DAY_MS,
+                    "closeTime": now, "firstId": 1, "lastId": 2, "count": 2}
+        if "symbol" in p:
+            return row(self._market(p["symbol"]).symbol)
+        return [row(s) for s in self.markets]
+
+    def _book_ticker(self, p: dict[str, str]) -> object:
+        def row(s: str) -> dict[str, object]:
+            bid, ask = self._bid_ask(s)
+            return {"symbol": s, "bidPrice": _num(bid), "bidQty": "10", "askPrice": _num(ask),
+                    "askQty": "10", "time": _now_ms()}
+        if "symbol" in p:
+            return row(self._market(p["symbol"]).symbol)
+        return [row(s) for s in self.markets]
+
+    def _depth(self, p: dict[str, str]) -> object:
+        s = self._market(p.get("symbol")).symbol
+        bid, ask = self._bid_ask(s)
+        tick = float(self.markets[s].tick)
+        d = self.markets[s].price_precision
+        now = _now_ms()
+        levels = range(min(int(p.get("limit", "5")), 20))
+        return {"lastUpdateId": now, "E": now, "T": now,
+                "bids": [[_num(round(bid - k * tick, d)), "10"] for k in levels],
+                "asks": [[_num(round(ask + k * tick, d)), "10"] for k in levels]}
+
+    def _funding_history(self, p: dict[str, str]) -> object:
+        if "symbol" not in p:
+            raise _bad(-1102, "Mandatory parameter 'symbol' was not sent.")
+        s = self._market(p["symbol"]).symbol
+        h = self.history[s]
+        idx = _page(h.funding_ms, p, 100, 1000)
+        return [{"symbol": s, "fundingTime": int(h.funding_ms[i]),
+                 "fundingRate": f"{h.funding[i]:.8f}",
+                 "markPrice": _num(float(h.mark[min(int(i) * 8, len(h.mark) - 1)]))}
+                for i in idx]
+
+    def _klines(self, p: dict[str, str], kind: str, max_limit: int) -> object:
+        symbol = p.get("pair", p.get("symbol"))
+        s = self._market(symbol).symbol
+        interval = p.get("interval")
+        if interval not in INTERVAL_MS:
+            raise _bad(-1120, "Invalid interval.")
+        h = self.history[s]
+        k = INTERVAL_MS[interval] // HOUR_MS
+        n = len(h.mark) // k
+        mark = h.mark[: n * k].reshape(n, k)
+        scale = {"last": 1.0, "mark": 1.0}.get(kind)
+        prices = mark * scale if scale is not None else mark / (1.0 + h.basis[: n * k].reshape(n, k))
+        opens_ms = h.hour_ms[: n * k: k]
+        idx = _page(opens_ms, p, 500, max_limit)
+        rows: list[list[object]] = []
+        vol = h.volume[: n * k].reshape(n, k).sum(axis=1)
+        for i in idx:
+            bar = prices[i]
+            first = float(bar[0]) if i == 0 else float(prices[i - 1][-1])
+            o, hi_, lo_, c = first, float(max(bar.max(), first)), float(min(bar.min(), first)), \
+                float(bar[-1])
+            v = 0.0 if kind in ("mark", "index") else float(vol[i])
+            t0 = int(opens_ms[i])
+            rows.append([t0, _num(o), _num(hi_), _num(lo_), _num(c), _num(v),
+                         t0 + INTERVAL_MS[interval] - 1, _num(v * c), 100, _num(v / 2),
+                         _num(v * c / 2), "0"])
+        return rows
+
+    # signed: account ------------------------------------------------------------------------
+
+    def _im_mm(self) -> tuple[float, float, float, float]:
+        """(position IM, open-order IM, maintenance margin, unrealised PnL), USD."""
+        pos_im = mm = upnl = 0.0
+        for s, q in self.positions.items():
+            if q == 0:
+                continue
+            notional = abs(q) * self.marks[s]
+            pos_im += notional / self.leverage[s]
+            mm += self._maintenance(s, notional)
+            upnl += q * (self.marks[s] - self.entry_price[s])
+        ord_im = sum(o.quantity * o.price / self.leverage[o.symbol]
+                     for o in self.orders if o.status == "NEW")
+        return pos_im, ord_im, mm, upnl
+
+    def _maintenance(self, s: str, notional: float) -> float:
+        for b in self.markets[s].brackets:
+            if notional < b.cap:
+                return notional * b.mmr - b.cum
+        b = self.markets[s].brackets[-1]
+        return notional * b.mmr - b.cum
+
+    def _account(self, p: dict[str, str]) -> object:
+        pos_im, ord_im, mm, upnl = self._im_mm()
+        margin_balance = self.balance + upnl
+        available = max(0.0, margin_balance - pos_im - ord_im)
+        now = _now_ms()
+        asset = {"asset": "USDT", "walletBalance": _num(self.balance),
+                 "unrealizedProfit": _num(upnl), "marginBalance": _num(margin_balance),
+                 "maintMargin": _num(mm), "initialMargin": _num(pos_im + ord_im),
+                 "positionInitialMargin": _num(pos_im), "openOrderInitialMargin": _num(ord_im),
+                 "crossWalletBalance": _num(self.balance), "crossUnPnl": _num(upnl),
+                 "availableBalance": _num(available), "maxWithdrawAmount": _num(available),
+                 "marginAvailable": True, "updateTime": now}
+        positions = [self._position_row(s, account=True) for s, q in self.positions.items()
+                     if q != 0]
+        return {"totalInitialMargin": _num(pos_im + ord_im), "totalMaintMargin": _num(mm),
+                "totalWalletBalance": _num(self.balance), "totalUnrealizedProfit": _num(upnl),
+                "totalMarginBalance": _num(margin_balance),
+                "totalPositionInitialMargin": _num(pos_im),
+                "totalOpenOrderInitialMargin": _num(ord_im),
+                "totalCrossWalletBalance": _num(self.balance), "totalCrossUnPnl": _num(upnl),
+                "availableBalance": _num(available), "maxWithdrawAmount": _num(available),
+                "assets": [asset], "positions": positions}
+
+    def _balance(self, p: dict[str, str]) -> object:
+        pos_im, ord_im, _mm, upnl = self._im_mm()
+        available = max(0.0, self.balance + upnl - pos_im - ord_im)
+        return [{"accountAlias": "emu", "asset": "USDT", "balance": _num(self.balance),
+                 "crossWalletBalance": _num(self.balance), "crossUnPnl": _num(upnl),
+                 "availableBalance": _num(available), "maxWithdrawAmount": _num(available),
+                 "marginAvailable": True, "updateTime": _now_ms()}]
+
+    def _position_row(self, s: str, *, account: bool = False) -> dict[str, object]:
+        q = self.positions[s]
+        mark = self.marks[s]
+        notional = q * mark
+        entry = self.entry_price[s] if q != 0 else 0.0
+        im = abs(notional) / self.leverage[s]
+        row: dict[str, object] = {
+            "symbol": s, "positionSide": "BOTH", "positionAmt": _num(q),
+            "unrealizedProfit": _num(q * (mark - entry)) if q else "0",
+            "isolatedMargin": "0", "notional": _num(notional), "isolatedWallet": "0",
+            "initialMargin": _num(im), "maintMargin": _num(self._maintenance(s, abs(notional))),
+            "positionInitialMargin": _num(im), "openOrderInitialMargin": "0",
+            "updateTime": _now_ms(),
+        }
+        if not account:
+            row.update({"entryPrice": _num(entry), "breakEvenPrice": _num(entry),
+                        "markPrice": _num(mark),
+                        "unRealizedProfit": _num(q * (mark - entry)) if q else "0",
+                        "liquidationPrice": "0", "marginAsset": "USDT", "adl": 0,
+                        "bidNotional": "0", "askNotional": "0",
+                        "leverage": str(self.leverage[s]),
+                        "marginType": "cross" if self.margin_type[s] == "CROSSED" else "isolated",
+                        "maxNotionalValue": _num(self.markets[s].brackets[0].cap)})
+        return row
+
+    def _position_risk(self, p: dict[str, str]) -> object:
+        syms = [self._market(p["symbol"]).symbol] if "symbol" in p else list(self.markets)
+        return [self._position_row(s) for s in syms]
+
+    def _leverage_bracket(self, p: dict[str, str]) -> object:
+        syms = [self._market(p["symbol"]).symbol] if "symbol" in p else list(self.markets)
+        return [{"symbol": s, "brackets": [
+            {"bracket": k + 1, "initialLeverage": b.max_leverage, "notionalCap": _num(b.cap),
+             "notionalFloor": _num(b.floor), "maintMarginRatio": b.mmr, "cum": b.cum}
+            for k, b in enumerate(self.markets[s].brackets)]} for s in syms]
+
+    def _set_leverage(self, p: dict[str, str]) -> object:
+        s = self._market(p.get("symbol")).symbol
+        try:
+            lev = int(p.get("leverage", ""))
+        except ValueError:
+            raise _bad(-4028, "Leverage is not valid.") from None
+        max_lev = self.markets[s].brackets[0].max_leverage
+        if lev < 1 or lev > max_lev:
+            raise _bad(-4028, f"Leverage {lev} is not valid")
+        self.leverage[s] = lev
+        return {"symbol": s, "leverage": lev,
+                "maxNotionalValue": _num(self._max_notional(s, lev))}
+
+    def _max_notional(self, s: str, lev: int) -> float:
+        caps = [b.cap for b in self.markets[s].brackets if b.max_leverage >= lev]
+        return caps[-1] if caps else self.markets[s].brackets[0].cap
+
+    def _set_margin_type(self, p: dict[str, str]) -> object:
+        s = self._market(p.get("symbol")).symbol
+        mode = p.get("marginType", "").upper()
+        if mode not in ("ISOLATED", "CROSSED"):
+            raise _bad(-1102, "Mandatory parameter 'marginType' was not sent or is invalid.")
+        if self.margin_type[s] == mode:
+            raise _bad(-4046, "No need to change margin type.")
+        self.margin_type[s] = mode
+        return {"code": 200, "msg": "success"}
+
+    # signed: orders -------------------------------------------------------------------------
+
+    def _order_json(self, o: EmuOrder) -> dict[str, object]:
+        m = self.markets[o.symbol]
+        return {"orderId": o.orderId, "symbol": o.symbol, "status": o.status,
+                "clientOrderId": o.clientOrderId, "price": _fmt(o.price, m.price_precision),
+                "avgPrice": _num(o.avgPrice),
+                "origQty": _fmt(o.quantity, m.quantity_precision),
+                "executedQty": _fmt(o.executedQty, m.quantity_precision),
+                "cumQty": _fmt(o.executedQty, m.quantity_precision),
+                "cumQuote": _num(o.executedQty * o.avgPrice), "timeInForce": o.timeInForce,
+                "type": o.type, "reduceOnly": o.reduceOnly, "closePosition": False,
+                "side": o.side, "positionSide": "BOTH", "stopPrice": "0", "workingType":
+                "CONTRACT_PRICE", "priceProtect": False, "origType": o.type,
+                "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0,
+                "time": o.time_ms, "updateTime": o.update_ms}
+
+    def _new_order(self, p: dict[str, str]) -> object:
+        m = self._market(p.get("symbol"))
+        side = p.get("side", "")
+        if side not in ("BUY", "SELL"):
+            raise _bad(-1102, "Mandatory parameter 'side' was not sent or is invalid.")
+        otype = p.get("type", "")
+        if otype not in ("MARKET", "LIMIT"):
+            raise _bad(-1116, "Invalid orderType.")
+        reduce_only = p.get("reduceOnly", "false").lower() == "true"
+        if reduce_only and p.get("positionSide", "BOTH") != "BOTH":
+            raise _bad(-1106, "Parameter 'reduceonly' sent when not required.")
+        cid = p.get("newClientOrderId") or f"emu-{self._next_id}"
+        if not CLIENT_ID_RE.match(cid):
+            raise _bad(-4015, "Client order id is not valid.")
+        if any(o.clientOrderId == cid and o.status == "NEW" for o in self.orders):
+            raise _bad(-4116, "ClientOrderId is duplicated.")
+        qty = _decimal(p.get("quantity"), "quantity")
+        if qty <= 0:
+            raise _bad(-4003, "Quantity less than or equal to zero.")
+        if qty % Decimal(m.step) != 0:
+            raise _bad(-1111, "Precision is over the maximum defined for this asset.")
+        if qty < Decimal(m.min_qty):
+            raise _bad(-4003, f"Quantity less than minimum quantity {m.min_qty}.")
+        if qty > Decimal(m.max_qty):
+            raise _bad(-4005, "Quantity greater than max quantity.")
+        mark = self.marks[m.symbol]
+        price = mark
+        tif = "GTC"
+        if otype == "LIMIT":
+            price_d = _decimal(p.get("price"), "price")
+            if price_d <= 0 or price_d % Decimal(m.tick) != 0:
+                raise _bad(-4014, "Price not increased by tick size.")
+            price = float(price_d)
+            tif = p.get("timeInForce", "GTC")
+        signed_qty = float(qty) if side == "BUY" else -float(qty)
+        pos = self.positions[m.symbol]
+        if reduce_only and (pos == 0 or pos * signed_qty > 0 or abs(signed_qty) > abs(pos) + 1e-12):
+            raise _bad(-2022, "ReduceOnly Order is rejected.")
+        if not reduce_only and float(qty) * price < m.min_notional:
+            raise _bad(-4164, f"Order's notional must be no smaller than {m.min_notional:g} "
+                       "(unless you choose reduce only).")
+        increases = abs(pos + signed_qty) > abs(pos)
+        if increases and not reduce_only:
+            self._check_margin(m.symbol, signed_qty, price)
+        now = _now_ms()
+        order = EmuOrder(self._next_id, cid, m.symbol, side, otype, float(qty), price if
+                         otype == "LIMIT" else 0.0, reduce_only, "NEW", timeInForce=tif,
+                         time_ms=now, update_ms=now, quantity_str=str(qty))
+        self._next_id += 1
+        self.orders.append(order)
+        marketable = otype == "MARKET" or (side == "BUY" and price >= mark) or (
+            side == "SELL" and price <= mark)
+        if marketable:
+            self._fill(order, mark)
+        return self._order_json(order)
+
+    def _check_margin(self, s: str, signed_qty: float, price: float) -> None:
+        pos_im, ord_im, _mm, upnl = self._im_mm()
+        new_pos = self.positions[s] + signed_qty
+        extra = (abs(new_pos) - abs(self.positions[s])) * max(price, self.marks[s]) / self.leverage[s]
+        if pos_im + ord_im + extra > self.balance + upnl:
+            raise _bad(-2019, "Margin is insufficient.")
+
+    def _fill(self, o: EmuOrder, px: float) -> None:
+        signed = o.quantity if o.side == "BUY" else -o.quantity
+        s = o.symbol
+        pos, entry = self.positions[s], self.entry_price[s]
+        new = pos + signed
+        realized = 0.0
+        if pos == 0 or pos * signed > 0:
+            entry = (abs(pos) * entry + abs(signed) * px) / abs(new)
+        else:
+            closed = min(abs(signed), abs(pos))
+            realized = closed * (px - entry) * (1 if pos > 0 else -1)
+            if abs(signed) > abs(pos):
+                entry = px
+            elif new == 0:
+                entry = 0.0
+        fee = abs(signed) * px * TAKER_FEE
+        self.balance += realized - fee
+        self.trades.append(EmuTrade(len(self.trades) + 1, o.orderId, s, o.side, o.quantity, px,
+                                    fee, realized, _now_ms()))
+        self.positions[s] = round(new, 12)
+        self.entry_price[s] = entry
+        o.status, o.executedQty, o.avgPrice, o.update_ms = "FILLED", o.quantity, px, _now_ms()
+
+    def _fill_marketable(self, s: str) -> None:
+        mark = self.marks[s]
+        for o in self.orders:
+            if o.symbol == s and o.status == "NEW" and (
+                    (o.side == "BUY" and o.price >= mark) or (o.side == "SELL" and o.price <= mark)):
+                self._fill(o, mark)
+
+    def _find_order(self, p: dict[str, str]) -> EmuOrder:
+        s = self._market(p.get("symbol")).symbol
+        if "orderId" in p:
+            hits = [o for o in self.orders if str(o.orderId) == p["orderId"] and o.symbol == s]
+        elif "origClientOrderId" in p:
+            hits = [o for o in self.orders
+                    if o.clientOrderId == p["origClientOrderId"] and o.symbol == s]
+        else:
+            raise _bad(-1102, "Param 'orderId' or 'origClientOrderId' must be sent, but both "
+                       "were empty/null!")
+        if not hits:
+            raise _bad(-2013, "Order does not exist.")
+        return hits[-1]
+
+    def _get_order(self, p: dict[str, str]) -> object:
+        return self._order_json(self._find_order(p))
+
+    def _cancel_order(self, p: dict[str, str]) -> object:
+        try:
+            o = self._find_order(p)
+        except ApiError as e:
+            if e.code == -2013:
+                raise _bad(-2011, "Unknown order sent.") from None
+            raise
+        if o.status != "NEW":
+            raise _bad(-2011, "Unknown order sent.")
+        o.status, o.update_ms = "CANCELED", _now_ms()
+        return self._order_json(o)
+
+    def _open_orders(self, p: dict[str, str]) -> object:
+        s = self._market(p["symbol"]).symbol if "symbol" in p else None
+        return [self._order_json(o) for o in self.orders
+                if o.status == "NEW" and (s is None or o.symbol == s)]
+
+    def _user_trades(self, p: dict[str, str]) -> object:
+        s = self._market(p.get("symbol")).symbol
+        lo = int(p.get("startTime", "0"))
+        rows = [t for t in self.trades if t.symbol == s and t.time_ms >= lo]
+        m = self.markets[s]
+        return [{"symbol": t.symbol, "id": t.id, "orderId": t.order_id, "side": t.side,
+                 "price": _num(t.price), "qty": _fmt(t.qty, m.quantity_precision),
+                 "realizedPnl": _num(t.realized_pnl), "quoteQty": _num(t.qty * t.price),
+                 "commission": _num(t.fee), "commissionAsset": "USDT", "time": t.time_ms,
+                 "positionSide": "BOTH", "buyer": t.side == "BUY", "maker": False}
+                for t in rows[-int(p.get("limit", "500")):]]
+
+    def _all_orders(self, p: dict[str, str]) -> object:
+        s = self._market(p.get("symbol")).symbol
+        return [self._order_json(o) for o in self.orders if o.symbol == s]
+
+
+def _as_dict(value: object) -> dict[str, object]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _num(x: float) -> str:
+    """A float as Binance sends it: a decimal string without exponent."""
+    return format(Decimal(repr(float(x))).normalize(), "f")
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return f"{x:.{decimals}f}"
+
+
+def _decimal(value: str | None, name: str) -> Decimal:
+    if value is None or value == "":
+        raise _bad(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or "
+                   "malformed.")
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        raise _bad(-1100, f"Illegal characters found in parameter '{name}'.") from None
+    if not d.is_finite():
+        raise _bad(-1100, f"Illegal characters found in parameter '{name}'.")
+    return d
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP front of the emulator: parse, delegate to ``BinanceEmulator.handle``, answer JSON."""
+
+    emulator: BinanceEmulator
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _serve(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        headers = {k: v for k, v in self.headers.items()}
+        host = headers.get("Host", "")
+        emu = self.emulator
+        status, payload, fault, delay = emu.handle(method, parts.path, host, parts.query, body,
+                                                   headers)
+        if fault is Fault.DISCONNECT_AFTER_ACCEPT:
+            self.close_connection = True
+            return
+        if fault in (Fault.TIMEOUT_AFTER_ACCEPT, Fault.TIMEOUT_BEFORE_ACCEPT):
+            emu.hold(delay)
+            if fault is Fault.TIMEOUT_BEFORE_ACCEPT:
+                self.close_connection = True
+                return
+        data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+        try:
+            self.send_response(status)
+            ctype = "text/plain" if isinstance(payload, str) else "application/json"
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")

@@ -1,0 +1,150 @@
+"""`fbr whatif` end to end: shocks, named scenarios and files, --all --with-solution against the
+book's stress constraints, and bad input as one clear message (exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fbr.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+SEED = str(EXAMPLES / "seed_example_1.toml")
+runner = CliRunner()
+
+
+def whatif_json(*args: str) -> dict[str, Any]:
+    res = runner.invoke(app, ["whatif", *args, "--json"])
+    assert res.exit_code == 0, res.output
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def test_shocks_on_the_seed_book() -> None:
+    doc = whatif_json(SEED, "--shock", "BTC=-30%", "--shock", "common=-10%", "--no-resolve")
+    [r] = doc["scenarios"]
+    assert doc["positions"] == "current" and r["scenario"] == "command line"
+    # 0.1 BTC at 60,000 -30%; 1 ETH at 2,500 and 10 SOL at 150 -10%; no futures held
+    assert r["pnl"]["spot"] == pytest.approx(-1_800 - 250 - 150, abs=1e-9)
+    assert r["pnl"]["futures"] == 0.0 and r["pnl"]["funding"] == 0.0
+    assert r["nav_after"] == pytest.approx(13_000 - 2_200, abs=1e-9)
+    spot = {"BTC": 4_200.0, "ETH": 2_250.0, "SOL": 1_350.0}
+    for a, v in spot.items():
+        assert r["weights_after"][a] == pytest.approx(v / sum(spot.values()), abs=1e-12)
+    assert r["liquidated"] is False and r["next"] is None
+    assert r["liquidation_move_after"][0]["has_positions"] is False
+
+
+def test_named_scenario_and_file_with_resolve() -> None:
+    doc = whatif_json(SEED, "--scenario", "crash-30", "--scenario",
+                      str(EXAMPLES / "scenarios" / "eth_squeeze.toml"))
+    names = [r["scenario"] for r in doc["scenarios"]]
+    assert names == ["crash-30", "eth squeeze", "deleveraging"]
+    crash = doc["scenarios"][0]
+    assert crash["pnl"]["spot"] == pytest.approx(-0.3 * 10_000, abs=1e-9)
+    # the re-solve (no costs, no constraints in this book) puts the shocked book back on target
+    assert crash["next"]["status"] == "optimal" and crash["next"]["tracking_error_after"] < 1e-6
+
+
+def test_list() -> None:
+    doc = whatif_json(SEED, "--list")
+    names = [s["name"] for s in doc["scenarios"]]
+    assert "alt-crash" in names and "funding-spike-week" in names
+
+
+def test_all_with_solution_survives_the_books_stress_scenarios() -> None:
+    """ten_assets.toml lists two [[constraints.stress]]; the proposed hedge survives both."""
+    doc = whatif_json(str(EXAMPLES / "ten_assets.toml"), "--all", "--with-solution", "--no-resolve")
+    assert doc["positions"] == "solution" and doc["solution"]["status"] == "optimal"
+    surplus = {s["name"]: s["surplus"] for s in doc["solution"]["stress"]}
+    book_runs = {r["scenario"].removeprefix("book:"): r for r in doc["scenarios"]
+                 if r["source"] == "book"}
+    assert set(book_runs) == set(surplus) and len(surplus) == 2
+    for name, r in book_runs.items():
+        assert r["positions"] == "solution" and r["liquidated"] is False
+        assert r["margin_after"]["surplus"] >= 0
+        assert r["margin_after"]["surplus"] == pytest.approx(surplus[name], rel=1e-9, abs=1e-6)
+    lib = {r["scenario"] for r in doc["scenarios"]}
+    assert {"crash-30", "alt-crash", "basis-5"} <= lib
+
+
+def test_table_output() -> None:
+    res = runner.invoke(app, ["whatif", SEED, "--shock", "BTC=-30%", "--shock",
+                              "funding.ETH=+0.1%"])
+    assert res.exit_code == 0, res.output
+    for text in ("PnL spot / futures / funding", "effective weights", "next move"):
+        assert text in res.stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--shock", "DOGE=-10%"], "DOGE"),
+    (["--shock", "BTC=-150%"], "above -100%"),
+    (["--shock", "BTC"], "KEY=VALUE"),
+    (["--shock", "basis.XRP-PERP=-5%"], "XRP-PERP"),
+    (["--scenario", "no-such-scenario"], "neither a file nor a library scenario"),
+    ([], "no scenario given"),
+])
+def test_bad_input_is_one_message(args: list[str], needle: str) -> None:
+    res = runner.invoke(app, ["whatif", SEED, *args])
+    assert res.exit_code == 2
+    assert needle in res.stderr and "Traceback" not in res.output + res.stderr
+    assert res.stderr.strip().startswith("error:")
+    js = runner.invoke(app, ["whatif", SEED, *args, "--json"])
+    assert js.exit_code == 2 and json.loads(js.stdout)["status"] == "error"
+
+
+def test_malformed_scenario_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("shocks = [\n")
+    res = runner.invoke(app, ["whatif", SEED, "--scenario", str(bad)])
+    assert res.exit_code == 2 and "not valid TOML" in res.stderr and "Fix:" in res.stderr
+    typo = tmp_path / "typo.toml"
+    typo.write_text("shocks = ['BTC=-10%']\nshock = ['ETH=-5%']\n")
+    res = runner.invoke(app, ["whatif", SEED, "--scenario", str(typo)])
+    assert res.exit_code == 2 and "not a scenario key" in res.stderr
+
+
+def test_real_entry_point_exit_code() -> None:
+    proc = subprocess.run([sys.executable, "-m", "fbr.cli", "whatif", SEED, "--shock", "ETH=-101%"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "above -100%" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_binding_stress_constraint_is_survived_to_the_cent(tmp_path: Path) -> None:
+    """A book whose stress constraint binds: little collateral (120 USD), margin on and a BTC +40%
+    stress; the optimiser trims the short BTC hedge to meet it. The proposed hedge survives that
+    rally with a surplus >= 0 (and equal to the optimiser's own), and the BTC move that liquidates
+    it is just past +40%."""
+    text = (EXAMPLES / "seed_example_1.toml").read_text()
+    text = text.replace("cash = 3000.0", "cash = 120.0").replace("margin = false", "margin = true")
+    text += '\n[[constraints.stress]]\nname = "btc rally"\nreturns = { BTC = "+40%" }\n'
+    book = tmp_path / "bind.toml"
+    book.write_text(text)
+    doc = whatif_json(str(book), "--scenario", "book:btc rally", "--with-solution", "--no-resolve")
+    [stress] = doc["solution"]["stress"]
+    [r] = doc["scenarios"]
+    assert r["liquidated"] is False
+    assert 0 <= r["margin_after"]["surplus"] < 0.01  # binding: the last cent of collateral is used
+    assert r["margin_after"]["surplus"] == pytest.approx(stress["surplus"], abs=1e-9)
+    btc = next(m for m in r["liquidation_move_before"] if m["scope"] == "BTC-PERP")
+    assert btc["down"] is None and 0.4 <= btc["up"] < 0.4 + 1e-4
+
+
+def test_all_without_data_says_why_history_is_missing(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["whatif", SEED, "--all", "--no-resolve", "--json"],
+                        env={"FBR_DATA_DIR": str(tmp_path)})
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert not any(r["scenario"].startswith("hist-") for r in doc["scenarios"])
+    assert any("historical scenarios unavailable" in n for n in doc["notes"])
+    bad = runner.invoke(app, ["whatif", SEED, "--scenario", "hist-nov-2022-day"],
+                        env={"FBR_DATA_DIR": str(tmp_path)})
+    assert bad.exit_code == 2 and "FBR_DATA_DIR" in bad.stderr
