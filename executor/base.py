@@ -1,0 +1,176 @@
+"""The executor interface and the small injected I/O interface it drives.
+
+An :class:`Executor` turns an :class:`~executor.plan.OrderPlan` into an :class:`ExecutionReport`.
+The journaled runner (:mod:`executor.live`) does so over any :class:`ExchangeGateway`: the paper
+exchange (:mod:`executor.paper`) or a ccxt exchange (:mod:`executor.ccxt_gateway`).
+
+Units: quantities in contracts (signed where stated), prices in USD, fees and funding in USD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from executor.plan import Instrument, OrderLeg, OrderPlan
+from models.book import Book
+from models.errors import FbrError
+from models.market import MarketSnapshot
+
+
+class OrderStatus(StrEnum):
+    """Life of one leg in the journal. FILLED, PARTIAL (an IOC/limit remainder cancelled), REJECTED and
+    CANCELED are final; SENDING and UNKNOWN are reconciled by client id before any resend."""
+
+    PLANNED = "planned"
+    SENDING = "sending"
+    OPEN = "open"
+    PARTIAL = "partial"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+
+    @property
+    def final(self) -> bool:
+        """True when nothing more will happen to the order."""
+        return self in (OrderStatus.FILLED, OrderStatus.PARTIAL, OrderStatus.REJECTED,
+                        OrderStatus.CANCELED, OrderStatus.SKIPPED)
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What the exchange says about an order: ``filled`` contracts (>= 0), ``average`` fill price
+    (USD), ``fee`` (USD)."""
+
+    client_id: str
+    exchange_id: str | None
+    status: OrderStatus
+    filled: float
+    average: float | None
+    fee: float = 0.0
+
+
+@dataclass(frozen=True)
+class FundingRow:
+    """A funding payment: ``amount`` USD (> 0 received, < 0 paid) at ``time`` (ms since epoch)."""
+
+    symbol: str
+    amount: float
+    time: int
+
+
+class AmbiguousOrderError(FbrError):
+    """Order creation failed in a way that leaves its fate unknown (timeout, 5xx, 429)."""
+
+
+class OrderRejectedError(FbrError):
+    """The exchange refused the order for good (min notional, margin, bad parameters)."""
+
+
+class ReadFailedError(FbrError):
+    """A read (balance, positions, order lookup) kept failing after its retries."""
+
+
+class ExchangeGateway(Protocol):
+    """The I/O an executor needs from an exchange, and nothing more."""
+
+    venue: str
+
+    def instruments(self, book: Book) -> dict[str, Instrument]:
+        """The exchange's metadata for each book contract."""
+        ...
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        """Marks (and funding) now; ``fallback`` supplies what the exchange does not."""
+        ...
+
+    def account(self, book: Book, market: MarketSnapshot) -> Book:
+        """``book`` with the exchange's futures positions and wallet cash."""
+        ...
+
+    def prepare(self, instruments: Mapping[str, Instrument]) -> None:
+        """Set leverage and margin mode before trading."""
+        ...
+
+    def create_order(self, leg: OrderLeg) -> OrderState:
+        """Send one order (raises AmbiguousOrderError / OrderRejectedError)."""
+        ...
+
+    def find_order(self, leg: OrderLeg) -> OrderState | None:
+        """The order with the leg's client id, or None when the exchange has none."""
+        ...
+
+    def open_orders(self, instruments: Mapping[str, Instrument]) -> list[dict[str, Any]]:
+        """Open orders on the book's contracts: {symbol, side, contracts, price, client_id}."""
+        ...
+
+    def funding_since(self, since_ms: int,
+                      instruments: Mapping[str, Instrument]) -> list[FundingRow] | None:
+        """Funding paid/received since ``since_ms``; None when the exchange cannot say."""
+        ...
+
+
+@dataclass(frozen=True)
+class LegReport:
+    """Planned vs filled for one leg (contracts > 0; ``filled`` in the leg's direction)."""
+
+    index: int
+    client_id: str
+    symbol: str
+    side: str
+    planned: float
+    filled: float
+    average: float | None
+    fee: float
+    status: str
+    attempts: int
+    message: str
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    """The outcome of a plan: legs, positions reached (contracts per book contract) and the residual
+    tracking error there (annualised fraction, None without a risk model)."""
+
+    plan_id: str
+    venue: str
+    mode: str
+    legs: tuple[LegReport, ...]
+    positions: dict[str, float]
+    target: dict[str, float]
+    tracking_error_residual: float | None
+    messages: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every leg filled in full."""
+        return all(leg.status == OrderStatus.FILLED.value for leg in self.legs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["complete"] = self.complete
+        return d
+
+
+class Executor(Protocol):
+    """Carries out an order plan."""
+
+    def execute(self, plan: OrderPlan) -> ExecutionReport:
+        """Run ``plan`` and report what happened."""
+        ...
+
+
+def planned_vs_filled(legs: Sequence[LegReport]) -> dict[str, dict[str, float]]:
+    """Per contract: planned and filled signed contracts summed over the legs."""
+    out: dict[str, dict[str, float]] = {}
+    for leg in legs:
+        sign = 1.0 if leg.side == "buy" else -1.0
+        row = out.setdefault(leg.symbol, {"planned": 0.0, "filled": 0.0})
+        row["planned"] += sign * leg.planned
+        row["filled"] += sign * leg.filled
+    return out

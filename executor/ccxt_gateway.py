@@ -1,0 +1,344 @@
+"""A ccxt exchange as an :class:`~executor.base.ExchangeGateway` (Binance USD-M first; Bybit and OKX
+metadata paths too).
+
+- markets -> :class:`FuturesContract`: ``contractSize`` (OKX BTC-USDT-SWAP: 0.01 BTC), ``inverse``
+  (sized in USD: Binance coin-M BTC 100 USD per contract), amount/price precision as lot step and
+  tick (TICK_SIZE or DECIMAL_PLACES precision mode), amount and cost limits, fees; leverage tiers
+  -> :class:`MarginTiers` (``cum`` from the exchange when given, else computed for continuity);
+- balances and positions -> the book (futures positions and the wallet's stablecoin cash);
+- leverage and margin mode set before trading;
+- orders carry the leg's client id; ccxt's own resend is switched off (``maxRetriesOnFailure`` = 0):
+  a timeout, 5xx or 429 on order creation becomes :class:`AmbiguousOrderError` for the executor to
+  reconcile with :meth:`find_order` (``fetch_order`` by client id);
+- reads retry on ``ccxt.NetworkError`` only, with exponential backoff; ``ExchangeError`` subclasses
+  (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried.
+
+Every message that leaves this module goes through :func:`executor.safety.redact`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import ccxt
+import pandas as pd
+
+from executor.base import (
+    AmbiguousOrderError,
+    FundingRow,
+    OrderRejectedError,
+    OrderState,
+    OrderStatus,
+    ReadFailedError,
+)
+from executor.plan import Instrument, OrderLeg, OrderType, default_exchange_symbol
+from executor.safety import redact
+from models.book import Book, FuturesPosition
+from models.errors import FbrError, ValidationError
+from models.instruments import (
+    ContractKind,
+    FuturesContract,
+    MarginTiers,
+    Settlement,
+    TierBracket,
+)
+from models.market import MarketSnapshot
+
+log = logging.getLogger("executor.ccxt")
+_T = TypeVar("_T")
+
+
+class ExchangeSetupError(FbrError):
+    """The exchange refused a setup call (leverage, margin mode) or lacks a contract."""
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+def _step(value: Any, decimal_places: bool) -> float:
+    """A ccxt precision value as a step: itself (TICK_SIZE mode) or 10^-value (DECIMAL_PLACES)."""
+    if value is None:
+        return 0.0
+    v = float(value)
+    return 10.0 ** (-v) if decimal_places else v
+
+
+def tiers_from_ccxt(rows: list[dict[str, Any]]) -> MarginTiers:
+    """ccxt leverage tiers (minNotional, maxNotional, maintenanceMarginRate, maxLeverage, info.cum)
+    -> :class:`MarginTiers`; ``cum`` computed for continuity when the exchange does not give it:
+    cum_k = cum_(k-1) + (mmr_k - mmr_(k-1)) x min_notional_k."""
+    brackets: list[TierBracket] = []
+    prev: TierBracket | None = None
+    for row in sorted(rows, key=lambda r: float(r.get("minNotional") or 0.0)):
+        lo = float(row.get("minNotional") or 0.0)
+        hi = float(row["maxNotional"]) if row.get("maxNotional") is not None else math.inf
+        mmr = float(row["maintenanceMarginRate"])
+        info = row.get("info") or {}
+        cum_raw = info.get("cum") if isinstance(info, dict) else None
+        if cum_raw is not None:
+            cum = float(cum_raw)
+        else:
+            cum = 0.0 if prev is None else prev.cum + (mmr - prev.mmr) * lo
+        b = TierBracket(lo if prev is None else prev.max_notional, hi, float(row["maxLeverage"]), mmr, cum)
+        brackets.append(b)
+        prev = b
+    return MarginTiers(tuple(brackets))
+
+
+def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
+                         decimal_places: bool = False,
+                         tiers: MarginTiers | None = None) -> FuturesContract:
+    """``base`` (the book's contract) with the exchange's metadata from a ccxt unified market."""
+    limits = market.get("limits") or {}
+    amount = limits.get("amount") or {}
+    cost = limits.get("cost") or {}
+    precision = market.get("precision") or {}
+    settlement = Settlement.INVERSE if market.get("inverse") else Settlement.LINEAR
+    expiry = market.get("expiry")
+    kind = ContractKind.DATED if expiry and not market.get("swap") else ContractKind.PERPETUAL
+    use_tiers = tiers if tiers is not None else base.tiers
+    top = max(b.max_leverage for b in use_tiers.brackets)
+    fields: dict[str, Any] = {
+        "contract_size": float(market.get("contractSize") or 1.0),
+        "settlement": settlement,
+        "kind": kind,
+        "expiry": (pd.Timestamp(int(expiry or 0), unit="ms", tz="UTC").to_pydatetime()
+                   if kind == ContractKind.DATED else base.expiry),
+        "lot_step": _step(precision.get("amount"), decimal_places) or base.lot_step,
+        "tick": _step(precision.get("price"), decimal_places) or base.tick,
+        "min_qty": float(amount.get("min") or 0.0),
+        "max_qty": float(amount["max"]) if amount.get("max") is not None else math.inf,
+        "min_notional": float(cost.get("min") or 0.0),
+        "tiers": use_tiers,
+        "leverage": min(base.leverage, top),
+    }
+    if market.get("taker") is not None:
+        fields["taker_fee"] = float(market["taker"])
+    if market.get("maker") is not None:
+        fields["maker_fee"] = float(market["maker"])
+    return dataclasses.replace(base, **fields)
+
+
+def with_instruments(book: Book, instruments: Mapping[str, Instrument]) -> Book:
+    """``book`` whose contracts carry the exchange's metadata (positions then count in its units)."""
+    return dataclasses.replace(book, contracts=tuple(instruments[c.symbol].contract
+                                                     for c in book.contracts))
+
+
+# --- the gateway --------------------------------------------------------------------------------
+
+_STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
+           "cancelled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
+           "rejected": OrderStatus.REJECTED}
+
+
+class CcxtGateway:
+    """An exchange gateway over one ccxt exchange instance (shared per account: one rate limiter).
+
+    ``symbols`` maps book contracts to ccxt symbols (default ``BTC/USDT:USDT`` for ``BTC``'s linear
+    perpetual); ``margin_mode`` is set on every traded contract; reads retry ``read_attempts`` times
+    with ``base_delay_s`` x 2^k backoff (network errors only).
+    """
+
+    def __init__(self, exchange: Any, *, symbols: Mapping[str, str] | None = None,
+                 margin_mode: str = "cross", quote: str = "USDT", read_attempts: int = 4,
+                 base_delay_s: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> None:
+        exchange.options["maxRetriesOnFailure"] = 0  # never let ccxt resend an order itself
+        exchange.options["maxRetriesOnFailureDelay"] = 0
+        exchange.options.setdefault("fetchCurrencies", False)
+        self.ex = exchange
+        self.venue = str(exchange.id)
+        self._symbols = dict(symbols or {})
+        self._margin_mode = margin_mode
+        self._quote = quote
+        self._attempts = read_attempts
+        self._delay = base_delay_s
+        self._sleep = sleep
+        self._to_book: dict[str, str] = {}
+        self._contracts: dict[str, FuturesContract] = {}
+
+    # --- reads with retry ----------------------------------------------------------------------
+    def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
+        last: Exception | None = None
+        for k in range(self._attempts):
+            try:
+                return fn(*args)
+            except ccxt.NetworkError as exc:
+                last = exc
+                log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
+                if k + 1 < self._attempts:
+                    self._sleep(self._delay * 2 ** k)
+            except ccxt.BaseError as exc:
+                raise ExchangeSetupError(f"{self.venue}: {what} failed: "
+                                         f"{type(exc).__name__}: {redact(str(exc))}") from None
+        raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
+                              f"{type(last).__name__}: {redact(str(last))}")
+
+    def exchange_symbol(self, contract: FuturesContract) -> str:
+        """The ccxt symbol of a book contract."""
+        return self._symbols.get(contract.symbol, default_exchange_symbol(contract, self._quote))
+
+    # --- metadata -------------------------------------------------------------------------------
+    def instruments(self, book: Book) -> dict[str, Instrument]:
+        markets = self._read("load_markets", self.ex.load_markets)
+        decimal_places = self.ex.precisionMode == ccxt.DECIMAL_PLACES
+        wanted = {c.symbol: self.exchange_symbol(c) for c in book.contracts}
+        for book_sym, sym in wanted.items():
+            if sym not in markets:
+                raise ValidationError(f"contracts.{book_sym}", f"maps to {sym!r}, which {self.venue} "
+                                      f"does not list", "map it to a listed ccxt symbol")
+        tiers: dict[str, Any] = {}
+        if self.ex.has.get("fetchLeverageTiers"):
+            tiers = self._read("fetch_leverage_tiers", self.ex.fetch_leverage_tiers,
+                               list(wanted.values()))
+        out: dict[str, Instrument] = {}
+        for c in book.contracts:
+            sym = wanted[c.symbol]
+            rows = tiers.get(sym)
+            t = tiers_from_ccxt(rows) if rows and not markets[sym].get("inverse") else None
+            contract = contract_from_market(markets[sym], c, decimal_places=decimal_places, tiers=t)
+            out[c.symbol] = Instrument(contract, sym)
+            self._to_book[sym] = c.symbol
+            self._contracts[c.symbol] = contract
+        return out
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        """Marks, index prices (as the underlying's spot) and funding rates from the exchange."""
+        spot = dict(fallback.spot)
+        mark = dict(fallback.mark)
+        funding = dict(fallback.funding)
+        for c in book.contracts:
+            row = self._read("fetch_funding_rate", self.ex.fetch_funding_rate, self.exchange_symbol(c))
+            if row.get("markPrice"):
+                mark[c.symbol] = float(row["markPrice"])
+            if row.get("indexPrice") and c.kind == ContractKind.PERPETUAL:
+                spot[c.underlying] = float(row["indexPrice"])
+            if row.get("fundingRate") is not None:
+                funding[c.symbol] = float(row["fundingRate"])
+        return MarketSnapshot(time=pd.Timestamp.now(tz="UTC"), spot=spot, mark=mark, funding=funding,
+                              half_spread=dict(fallback.half_spread), adv=dict(fallback.adv),
+                              spot_half_spread=dict(fallback.spot_half_spread))
+
+    def account(self, book: Book, market: MarketSnapshot) -> Book:
+        """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD)."""
+        syms = [self.exchange_symbol(c) for c in book.contracts]
+        to_book = {self.exchange_symbol(c): c.symbol for c in book.contracts}
+        rows = self._read("fetch_positions", self.ex.fetch_positions, syms)
+        futures: dict[str, FuturesPosition] = {}
+        upnl = 0.0
+        for row in rows:
+            book_sym = to_book.get(str(row.get("symbol")))
+            q = float(row.get("contracts") or 0.0)
+            if book_sym is None or q == 0:
+                continue
+            sign = -1.0 if row.get("side") == "short" else 1.0
+            futures[book_sym] = FuturesPosition(sign * q, float(row.get("entryPrice") or 0.0))
+            upnl += float(row.get("unrealizedPnl") or 0.0)
+        bal = self._read("fetch_balance", self.ex.fetch_balance)
+        cash = self._wallet(bal, upnl)
+        return book.evolve(futures=futures, cash=cash)
+
+    def _wallet(self, bal: Mapping[str, Any], upnl: float) -> float:
+        """Stablecoin wallet balance (USD, unrealised PnL excluded)."""
+        info = bal.get("info") or {}
+        for asset in (info.get("assets") or []) if isinstance(info, dict) else []:
+            if asset.get("asset") == self._quote and asset.get("walletBalance") is not None:
+                return float(asset["walletBalance"])
+        total = (bal.get("total") or {}).get(self._quote)
+        return float(total or 0.0) - upnl
+
+    def prepare(self, instruments: Mapping[str, Instrument]) -> None:
+        """Margin mode (already set is fine) and leverage per traded contract."""
+        for inst in instruments.values():
+            sym = inst.exchange_symbol
+            if self.ex.has.get("setMarginMode"):
+                try:
+                    self._read("set_margin_mode", self.ex.set_margin_mode, self._margin_mode, sym)
+                except ExchangeSetupError as exc:
+                    if "MarginModeAlreadySet" not in str(exc) and "-4046" not in str(exc):
+                        raise
+            if self.ex.has.get("setLeverage"):
+                self._read("set_leverage", self.ex.set_leverage, int(inst.contract.leverage), sym)
+
+    # --- orders ---------------------------------------------------------------------------------
+    def _state(self, leg: OrderLeg, order: Mapping[str, Any]) -> OrderState:
+        filled = float(order.get("filled") or 0.0)
+        amount = float(order.get("amount") or leg.contracts)
+        status = _STATUS.get(str(order.get("status")), OrderStatus.OPEN)
+        if status == OrderStatus.FILLED and filled < amount - 1e-12:
+            status = OrderStatus.PARTIAL
+        if status == OrderStatus.CANCELED and filled > 0:
+            status = OrderStatus.PARTIAL
+        average = order.get("average") or order.get("price")
+        avg = float(average) if average else None
+        fee_info = order.get("fee") or {}
+        c = self._contracts.get(leg.symbol)
+        if fee_info.get("cost") is not None:
+            fee = float(fee_info["cost"])
+        elif c is not None and avg is not None:  # not in the order answer: the taker fee schedule
+            fee = c.taker_fee * filled * c.notional_per_contract(avg)
+        else:
+            fee = 0.0
+        return OrderState(leg.client_id, str(order.get("id")) if order.get("id") else None, status,
+                          filled, avg, fee)
+
+    def create_order(self, leg: OrderLeg) -> OrderState:
+        """One order with the leg's client id; ccxt never resends it."""
+        sym = leg.exchange_symbol
+        params: dict[str, Any] = {"clientOrderId": leg.client_id}
+        if leg.reduce_only:
+            params["reduceOnly"] = True
+        price = None
+        if leg.order_type == OrderType.LIMIT and leg.limit_price is not None:
+            params["timeInForce"] = "IOC"
+            price = float(self.ex.price_to_precision(sym, leg.limit_price))
+        try:
+            amount = float(self.ex.amount_to_precision(sym, leg.contracts))
+            order = self.ex.create_order(sym, leg.order_type.value, leg.side.value, amount, price,
+                                         params)
+        except ccxt.NetworkError as exc:
+            raise AmbiguousOrderError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        except ccxt.InsufficientFunds as exc:
+            raise OrderRejectedError(f"insufficient margin: {redact(str(exc))}") from None
+        except ccxt.BaseError as exc:
+            raise OrderRejectedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        return self._state(leg, order)
+
+    def find_order(self, leg: OrderLeg) -> OrderState | None:
+        """``fetch_order`` by client id; None when the exchange has no such order."""
+        try:
+            order = self.ex.fetch_order(None, leg.exchange_symbol, {"clientOrderId": leg.client_id})
+        except ccxt.OrderNotFound:
+            return None
+        except ccxt.NetworkError as exc:
+            raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        except ccxt.BaseError as exc:
+            raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        return self._state(leg, order)
+
+    def open_orders(self, instruments: Mapping[str, Instrument]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for book_sym, inst in instruments.items():
+            rows = self._read("fetch_open_orders", self.ex.fetch_open_orders, inst.exchange_symbol)
+            out.extend({"symbol": book_sym, "side": r.get("side"), "contracts": r.get("remaining"),
+                        "price": r.get("price"), "client_id": r.get("clientOrderId")} for r in rows)
+        return out
+
+    def funding_since(self, since_ms: int,
+                      instruments: Mapping[str, Instrument]) -> list[FundingRow] | None:
+        """Funding income since ``since_ms`` (exchange income history); None when unavailable."""
+        if not self.ex.has.get("fetchFundingHistory"):
+            return None
+        to_book = {inst.exchange_symbol: s for s, inst in instruments.items()}
+        try:
+            rows = self.ex.fetch_funding_history(None, since_ms)
+        except ccxt.BaseError as exc:
+            log.info("funding history unavailable: %s", type(exc).__name__)
+            return None
+        return [FundingRow(to_book[str(r["symbol"])], float(r.get("amount") or 0.0),
+                           int(r.get("timestamp") or 0))
+                for r in rows if str(r.get("symbol")) in to_book]

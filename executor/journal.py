@@ -1,0 +1,294 @@
+"""The order journal: SQLite (standard library) with plans, orders, fills, positions and funding.
+
+Every state change is one transaction, written *before* the action it announces when the action
+can fail half-way (a leg is marked ``sending`` before its order goes out), so a crash leaves a
+journal from which ``resume`` can finish the plan without sending any leg twice. The schema is
+versioned (``meta.schema_version``). Money in USD, quantities in contracts, times in ms (UTC).
+API keys never reach it (nothing here takes them).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from executor.base import OrderState, OrderStatus
+from executor.plan import OrderPlan
+from executor.safety import redact
+from models.errors import FbrError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plans (
+    plan_id TEXT PRIMARY KEY, venue TEXT NOT NULL, book_name TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    status TEXT NOT NULL, plan_json TEXT NOT NULL, book_path TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS orders (
+    plan_id TEXT NOT NULL REFERENCES plans(plan_id), leg INTEGER NOT NULL, client_id TEXT NOT NULL UNIQUE,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, contracts REAL NOT NULL, reduce_only INTEGER NOT NULL,
+    status TEXT NOT NULL, exchange_id TEXT, filled REAL NOT NULL DEFAULT 0, average REAL,
+    fee REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+    updated_ms INTEGER NOT NULL, PRIMARY KEY (plan_id, leg));
+CREATE TABLE IF NOT EXISTS fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, plan_id TEXT NOT NULL, leg INTEGER NOT NULL,
+    client_id TEXT NOT NULL, contracts REAL NOT NULL, price REAL, fee REAL NOT NULL,
+    time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, plan_id TEXT NOT NULL, venue TEXT NOT NULL,
+    book_name TEXT NOT NULL, symbol TEXT NOT NULL, contracts REAL NOT NULL, entry_price REAL NOT NULL,
+    cash REAL NOT NULL, time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS funding (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, venue TEXT NOT NULL, book_name TEXT NOT NULL,
+    symbol TEXT NOT NULL, amount REAL NOT NULL, time_ms INTEGER NOT NULL);
+"""
+
+
+class JournalError(FbrError):
+    """The journal cannot be used as asked (unknown plan, newer schema, plan already there)."""
+
+
+@dataclass(frozen=True)
+class JournalOrder:
+    """One leg's row."""
+
+    plan_id: str
+    leg: int
+    client_id: str
+    symbol: str
+    side: str
+    contracts: float
+    reduce_only: bool
+    status: OrderStatus
+    exchange_id: str | None
+    filled: float
+    average: float | None
+    fee: float
+    attempts: int
+    message: str
+
+
+def now_ms() -> int:
+    """Current UTC time in ms since the epoch."""
+    return int(time.time() * 1000)
+
+
+class Journal:
+    """A SQLite journal file. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None)
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        try:
+            self._init_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _init_schema(self) -> None:
+        self._conn.executescript(_SCHEMA)
+        with self._tx() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise JournalError(f"journal {self.path} has schema version {row[0]}, newer than this "
+                                   f"fbr ({SCHEMA_VERSION}). Fix: upgrade fbr or use another --journal")
+
+    # --- plumbing -----------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One transaction: committed on success, rolled back on any error."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The file's schema version."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+
+    # --- plans --------------------------------------------------------------------------------
+    def record_plan(self, plan: OrderPlan, book_path: str = "") -> None:
+        """The plan (and the book file it came from) and one ``planned`` row per leg, in one
+        transaction."""
+        t = now_ms()
+        with self._tx() as cur:
+            if cur.execute("SELECT 1 FROM plans WHERE plan_id = ?", (plan.plan_id,)).fetchone():
+                raise JournalError(f"plan {plan.plan_id} is already in the journal. Fix: "
+                                   f"`fbr execute --resume {plan.plan_id}` to finish it")
+            cur.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (plan.plan_id, plan.venue, plan.book_name, t, "open",
+                         json.dumps(plan.to_dict()), book_path))
+            cur.executemany(
+                "INSERT INTO orders (plan_id, leg, client_id, symbol, side, contracts, reduce_only, "
+                "status, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(plan.plan_id, leg.index, leg.client_id, leg.symbol, leg.side.value, leg.contracts,
+                  int(leg.reduce_only), OrderStatus.PLANNED.value, t) for leg in plan.legs])
+
+    def plan(self, plan_id: str) -> OrderPlan:
+        """The stored plan (a clear error when unknown)."""
+        row = self._conn.execute("SELECT plan_json FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"plan {plan_id!r} is not in journal {self.path}. Fix: give a plan id "
+                               f"that `fbr execute` printed, and the same --journal")
+        return OrderPlan.from_dict(json.loads(row[0]))
+
+    def book_path(self, plan_id: str) -> str:
+        """The book file the plan was made from ('' when not recorded)."""
+        row = self._conn.execute("SELECT book_path FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"plan {plan_id!r} is not in journal {self.path}")
+        return str(row[0])
+
+    def fills_with_legs(self, plan_id: str) -> list[tuple[str, float, float, float]]:
+        """(book symbol, signed contracts, price, fee) per fill of a plan, in fill order."""
+        rows = self._conn.execute(
+            "SELECT o.symbol, o.side, f.contracts, f.price, f.fee FROM fills f JOIN orders o "
+            "ON o.plan_id = f.plan_id AND o.leg = f.leg WHERE f.plan_id = ? ORDER BY f.id",
+            (plan_id,)).fetchall()
+        return [(r[0], float(r[2]) if r[1] == "buy" else -float(r[2]), float(r[3] or 0.0), float(r[4]))
+                for r in rows]
+
+    def plan_status(self, plan_id: str) -> str:
+        """open | done."""
+        row = self._conn.execute("SELECT status FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"plan {plan_id!r} is not in journal {self.path}")
+        return str(row[0])
+
+    def close_plan(self, plan_id: str, status: str = "done") -> None:
+        """Mark the plan finished."""
+        with self._tx() as cur:
+            cur.execute("UPDATE plans SET status = ? WHERE plan_id = ?", (status, plan_id))
+
+    def last_plan(self, venue: str, book_name: str) -> tuple[str, int] | None:
+        """(plan id, created ms) of the latest plan for this venue and book."""
+        row = self._conn.execute("SELECT plan_id, created_ms FROM plans WHERE venue = ? AND book_name = ? "
+                                 "ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+                                 (venue, book_name)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    # --- orders -------------------------------------------------------------------------------
+    def orders(self, plan_id: str) -> list[JournalOrder]:
+        """Every leg of a plan, by leg index."""
+        rows = self._conn.execute(
+            "SELECT plan_id, leg, client_id, symbol, side, contracts, reduce_only, status, exchange_id, "
+            "filled, average, fee, attempts, message FROM orders WHERE plan_id = ? ORDER BY leg",
+            (plan_id,)).fetchall()
+        return [JournalOrder(r[0], int(r[1]), r[2], r[3], r[4], float(r[5]), bool(r[6]),
+                             OrderStatus(r[7]), r[8], float(r[9]), r[10], float(r[11]), int(r[12]),
+                             r[13]) for r in rows]
+
+    def order(self, plan_id: str, leg: int) -> JournalOrder:
+        """One leg's row."""
+        for o in self.orders(plan_id):
+            if o.leg == leg:
+                return o
+        raise JournalError(f"plan {plan_id} has no leg {leg}")
+
+    def mark_sending(self, plan_id: str, leg: int) -> int:
+        """Announce a send (before it happens): status ``sending``, attempts + 1; returns attempts."""
+        with self._tx() as cur:
+            cur.execute("UPDATE orders SET status = ?, attempts = attempts + 1, updated_ms = ? "
+                        "WHERE plan_id = ? AND leg = ?",
+                        (OrderStatus.SENDING.value, now_ms(), plan_id, leg))
+            row = cur.execute("SELECT attempts FROM orders WHERE plan_id = ? AND leg = ?",
+                              (plan_id, leg)).fetchone()
+        return int(row[0])
+
+    def set_status(self, plan_id: str, leg: int, status: OrderStatus, message: str = "") -> None:
+        """A status change without fills (rejected, unknown, skipped)."""
+        with self._tx() as cur:
+            cur.execute("UPDATE orders SET status = ?, message = ?, updated_ms = ? "
+                        "WHERE plan_id = ? AND leg = ?",
+                        (status.value, redact(message), now_ms(), plan_id, leg))
+
+    def record_state(self, plan_id: str, leg: int, state: OrderState, message: str = "") -> None:
+        """The exchange's view of the order, plus a fill row for any newly filled quantity (one
+        transaction)."""
+        t = now_ms()
+        with self._tx() as cur:
+            row = cur.execute("SELECT filled, fee FROM orders WHERE plan_id = ? AND leg = ?",
+                              (plan_id, leg)).fetchone()
+            prev_filled, prev_fee = float(row[0]), float(row[1])
+            cur.execute("UPDATE orders SET status = ?, exchange_id = ?, filled = ?, average = ?, fee = ?, "
+                        "message = ?, updated_ms = ? WHERE plan_id = ? AND leg = ?",
+                        (state.status.value, state.exchange_id, state.filled, state.average, state.fee,
+                         redact(message), t, plan_id, leg))
+            if state.filled > prev_filled + 1e-15:
+                cur.execute("INSERT INTO fills (plan_id, leg, client_id, contracts, price, fee, time_ms) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (plan_id, leg, state.client_id, state.filled - prev_filled, state.average,
+                             state.fee - prev_fee, t))
+
+    def fills(self, plan_id: str) -> list[dict[str, Any]]:
+        """Fill rows of a plan."""
+        rows = self._conn.execute("SELECT leg, client_id, contracts, price, fee FROM fills WHERE "
+                                  "plan_id = ? ORDER BY id", (plan_id,)).fetchall()
+        return [{"leg": r[0], "client_id": r[1], "contracts": r[2], "price": r[3], "fee": r[4]}
+                for r in rows]
+
+    # --- positions and funding ----------------------------------------------------------------
+    def record_positions(self, plan_id: str, venue: str, book_name: str,
+                         positions: Mapping[str, tuple[float, float]], cash: float) -> None:
+        """A snapshot of positions {symbol: (contracts, entry price)} and wallet cash (USD)."""
+        t = now_ms()
+        rows = [(plan_id, venue, book_name, s, q, e, cash, t) for s, (q, e) in positions.items()]
+        if not rows:
+            rows = [(plan_id, venue, book_name, "", 0.0, 0.0, cash, t)]
+        with self._tx() as cur:
+            cur.executemany("INSERT INTO positions (plan_id, venue, book_name, symbol, contracts, "
+                            "entry_price, cash, time_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def latest_positions(self, venue: str,
+                         book_name: str) -> tuple[dict[str, tuple[float, float]], float] | None:
+        """The last snapshot for this venue and book: ({symbol: (contracts, entry)}, cash)."""
+        row = self._conn.execute("SELECT time_ms, plan_id FROM positions WHERE venue = ? AND book_name = ? "
+                                 "ORDER BY id DESC LIMIT 1", (venue, book_name)).fetchone()
+        if row is None:
+            return None
+        rows = self._conn.execute("SELECT symbol, contracts, entry_price, cash FROM positions WHERE "
+                                  "venue = ? AND book_name = ? AND plan_id = ? AND time_ms = ?",
+                                  (venue, book_name, row[1], row[0])).fetchall()
+        pos = {r[0]: (float(r[1]), float(r[2])) for r in rows if r[0]}
+        return pos, float(rows[0][3])
+
+    def record_funding(self, venue: str, book_name: str, symbol: str, amount: float,
+                       time_ms: int) -> None:
+        """A funding payment (USD, > 0 received)."""
+        with self._tx() as cur:
+            cur.execute("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "
+                        "VALUES (?, ?, ?, ?, ?)", (venue, book_name, symbol, amount, time_ms))
+
+    def funding_since(self, venue: str, book_name: str, since_ms: int) -> dict[str, float]:
+        """Funding (USD, > 0 received) per symbol since ``since_ms``."""
+        rows = self._conn.execute("SELECT symbol, SUM(amount) FROM funding WHERE venue = ? AND "
+                                  "book_name = ? AND time_ms >= ? GROUP BY symbol",
+                                  (venue, book_name, since_ms)).fetchall()
+        return {r[0]: float(r[1]) for r in rows}

@@ -1,0 +1,369 @@
+"""Order planning: a solution's target positions -> exchange orders (legs).
+
+For each contract j with current position q0_j (contracts) and target notional x_j (USD):
+
+- target contracts q1_j = round_lot(x_j / npc_j(mark_j)), npc = contract_size x mark (linear) or
+  contract_size (inverse, USD per contract); trade = q1_j - q0_j contracts;
+- a trade that shrinks a position is reduce-only; one that flips its sign is split into a
+  reduce-only close of q0_j and an opening order of q1_j;
+- a leg under the contract's min quantity, or under its min notional (USD, opening legs only when
+  the venue exempts reduce-only orders), is dropped and reported with the tracking error it leaves;
+- a leg above the max quantity is split into chunks of at most max_qty (rounded down to the lot);
+- each leg gets a deterministic client order id from the plan id and its index, within the venue's
+  length and alphabet rule; reduce-only legs come first (they free margin for the opening ones);
+- market orders, or limit orders at mark x (1 +/- slippage guard) rounded to the tick (away from
+  the guard, so the limit never exceeds it).
+
+The residual tracking error (annualised fraction) of the positions the plan can reach is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from executor.safety import Limits
+from models.book import Book
+from models.errors import ValidationError
+from models.instruments import FuturesContract
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.solution import Solution
+
+
+class Side(StrEnum):
+    """Order side."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    """Market orders, or limit orders priced at the slippage guard."""
+
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+@dataclass(frozen=True)
+class ClientIdRule:
+    """A venue's client order id rule: at most ``max_len`` characters, each matching ``alphabet``
+    (a regex character class); ``separator`` joins the plan id and the leg index."""
+
+    max_len: int
+    alphabet: str
+    separator: str
+
+    def make(self, plan_id: str, leg: int) -> str:
+        """``fbr{plan_id}{sep}{leg:03d}``, checked against the rule."""
+        cid = f"fbr{plan_id}{self.separator}{leg:03d}"
+        if len(cid) > self.max_len or not re.fullmatch(f"{self.alphabet}+", cid):
+            raise ValidationError("plan_id", f"gives client order id {cid!r}, outside the venue's rule "
+                                  f"(<= {self.max_len} of {self.alphabet})",
+                                  "use a shorter, alphanumeric plan id")
+        return cid
+
+
+#: Client id rules per venue (Binance newClientOrderId, Bybit orderLinkId, OKX clOrdId).
+CLIENT_ID_RULES: dict[str, ClientIdRule] = {
+    "binanceusdm": ClientIdRule(36, r"[.A-Za-z0-9:/_-]", "-"),
+    "bybit": ClientIdRule(36, r"[A-Za-z0-9_-]", "-"),
+    "okx": ClientIdRule(32, r"[A-Za-z0-9]", ""),
+}
+DEFAULT_RULE = CLIENT_ID_RULES["binanceusdm"]
+
+
+def client_id_rule(venue: str) -> ClientIdRule:
+    """The venue's rule (Binance's for paper and dry runs)."""
+    return CLIENT_ID_RULES.get(venue, DEFAULT_RULE)
+
+
+def new_plan_id(now: datetime | None = None) -> str:
+    """A fresh alphanumeric plan id: UTC time to the second plus 4 random hex digits (18 chars)."""
+    t = now or datetime.now(UTC)
+    return t.strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """An exchange's contract, as the book names it: metadata (lot step, sizes, min notional,
+    settlement) in a :class:`FuturesContract` plus the exchange's own symbol (ccxt unified)."""
+
+    contract: FuturesContract
+    exchange_symbol: str
+
+
+def default_exchange_symbol(contract: FuturesContract, quote: str = "USDT") -> str:
+    """ccxt unified symbol of a book contract: ``BTC/USDT:USDT`` (linear), ``BTC/USD:BTC`` (inverse)."""
+    if contract.settlement.value == "inverse":
+        return f"{contract.underlying}/USD:{contract.underlying}"
+    return f"{contract.underlying}/{quote}:{quote}"
+
+
+def book_instruments(book: Book, symbols: Mapping[str, str] | None = None) -> dict[str, Instrument]:
+    """Instruments from the book's own contracts (paper and dry runs), exchange symbols by default."""
+    symbols = symbols or {}
+    return {c.symbol: Instrument(c, symbols.get(c.symbol, default_exchange_symbol(c)))
+            for c in book.contracts}
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How legs are priced and checked. ``slippage_guard`` is a fraction of mark (limit orders);
+    ``reduce_only_exempt`` says the venue waives min notional for reduce-only orders (Binance does)."""
+
+    venue: str = "binanceusdm"
+    order_type: OrderType = OrderType.MARKET
+    slippage_guard: float = 0.005
+    reduce_only_exempt: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.slippage_guard) and 0 <= self.slippage_guard < 0.5):
+            raise ValidationError("slippage_guard", f"is {self.slippage_guard}",
+                                  "give a fraction of mark in [0, 0.5), e.g. 0.005")
+
+
+@dataclass(frozen=True)
+class OrderLeg:
+    """One order: ``contracts`` > 0 (a lot multiple), ``notional`` signed USD at ``price`` (mark)."""
+
+    index: int
+    client_id: str
+    symbol: str
+    exchange_symbol: str
+    side: Side
+    contracts: float
+    notional: float
+    price: float
+    reduce_only: bool
+    order_type: OrderType
+    limit_price: float | None = None
+
+    @property
+    def signed_contracts(self) -> float:
+        """+contracts for a buy, -contracts for a sell."""
+        return self.contracts if self.side == Side.BUY else -self.contracts
+
+
+@dataclass(frozen=True)
+class DroppedOrder:
+    """An order the plan cannot send, why, and the tracking error (annualised) the plan leaves
+    without it (None without a risk model)."""
+
+    symbol: str
+    contracts: float
+    notional: float
+    reason: str
+    tracking_error_left: float | None
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    """The orders of one rebalance and what they reach.
+
+    ``start`` / ``target`` / ``reachable``: contracts per book contract now, at the lot-rounded
+    target, and after dropped orders. Tracking errors are annualised fractions (None without risk).
+    """
+
+    plan_id: str
+    venue: str
+    created: str
+    book_name: str
+    legs: tuple[OrderLeg, ...]
+    dropped: tuple[DroppedOrder, ...]
+    start: dict[str, float]
+    target: dict[str, float]
+    reachable: dict[str, float]
+    tracking_error_before: float | None
+    tracking_error_solution: float | None
+    tracking_error_residual: float | None
+
+    @property
+    def gross_notional(self) -> float:
+        """Sum of |leg notional| (USD)."""
+        return float(sum(abs(leg.notional) for leg in self.legs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (round-trips through :meth:`from_dict`)."""
+        d = asdict(self)
+        d["gross_notional"] = self.gross_notional
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> OrderPlan:
+        """Inverse of :meth:`to_dict`."""
+        legs = tuple(OrderLeg(**{**leg, "side": Side(leg["side"]),
+                                 "order_type": OrderType(leg["order_type"])}) for leg in d["legs"])
+        dropped = tuple(DroppedOrder(**x) for x in d["dropped"])
+        return OrderPlan(plan_id=d["plan_id"], venue=d["venue"], created=d["created"],
+                         book_name=d["book_name"], legs=legs, dropped=dropped, start=dict(d["start"]),
+                         target=dict(d["target"]), reachable=dict(d["reachable"]),
+                         tracking_error_before=d["tracking_error_before"],
+                         tracking_error_solution=d["tracking_error_solution"],
+                         tracking_error_residual=d["tracking_error_residual"])
+
+
+# --- arithmetic on lot steps (decimal, so 0.1 + 0.2 never leaves 0.30000000000000004) -------------
+
+def round_to_step(q: float, step: float, mode: str = ROUND_HALF_EVEN) -> float:
+    """``q`` rounded to a multiple of ``step`` (no rounding when step <= 0)."""
+    if step <= 0:
+        return float(q)
+    s = Decimal(repr(step))
+    ratio = Decimal(repr(q)) / s
+    nearest = ratio.to_integral_value(rounding=ROUND_HALF_EVEN)
+    if abs(ratio - nearest) < Decimal("1e-9"):  # float noise (2500 x 1.001 = 2502.4999999999995)
+        ratio = nearest
+    return float(ratio.to_integral_value(rounding=mode) * s)
+
+
+def _tick_round(price: float, tick: float, up: bool) -> float:
+    return round_to_step(price, tick, ROUND_CEILING if up else ROUND_FLOOR)
+
+
+# --- tracking error of a set of positions ---------------------------------------------------------
+
+def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
+                      contracts: Mapping[str, float]) -> float:
+    """Annualised TE of ``book`` holding ``contracts``: sqrt(d' Sigma d + z' Sigma_b z), d = e - w*,
+    e = (spot + B x) / V, z = x / V (the basis term when the risk model has one)."""
+    held = book.with_futures(contracts, market)
+    V = held.base(market)
+    e = held.effective_weights(market)
+    d = e - held.target_vector()
+    idx = [risk.symbols.index(s) for s in held.asset_symbols]
+    cov = risk.covariance[np.ix_(idx, idx)]
+    te2 = float(d @ cov @ d)
+    if risk.basis_cov is not None and risk.basis_cov.shape == (len(held.contracts),) * 2:
+        z = held.futures_notional(market) / V
+        te2 += float(z @ risk.basis_cov @ z)
+    return math.sqrt(max(te2, 0.0))
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Part:
+    symbol: str
+    contracts: float  # signed
+    reduce_only: bool
+
+
+def _parts(symbol: str, q0: float, q1: float, step: float) -> list[_Part]:
+    """The trade q0 -> q1 as reduce-only and opening parts (signed contracts)."""
+    delta = round_to_step(q1 - q0, step)
+    if delta == 0:
+        return []
+    if q0 == 0 or (q1 != 0 and math.copysign(1, q1) == math.copysign(1, q0) and abs(q1) > abs(q0)):
+        return [_Part(symbol, delta, False)]
+    if q1 == 0 or math.copysign(1, q1) == math.copysign(1, q0):  # shrinks (|q1| < |q0|) or closes
+        return [_Part(symbol, delta, True)]
+    return [_Part(symbol, -q0, True), _Part(symbol, q1, False)]  # flips sign
+
+
+def _split(q: float, c: FuturesContract) -> list[float]:
+    """|q| in chunks of at most max_qty (rounded down to the lot), sign kept."""
+    if not math.isfinite(c.max_qty) or abs(q) <= c.max_qty:
+        return [q]
+    chunk = round_to_step(c.max_qty, c.lot_step, ROUND_FLOOR) if c.lot_step > 0 else c.max_qty
+    if chunk <= 0:
+        raise ValidationError(f"contracts.{c.symbol}.max_qty", f"is {c.max_qty}, below one lot",
+                              "check the exchange's market metadata")
+    n_full = int(abs(q) // chunk)
+    rest = round_to_step(abs(q) - n_full * chunk, c.lot_step)
+    sizes = [chunk] * n_full + ([rest] if rest > 0 else [])
+    return [math.copysign(s, q) for s in sizes]
+
+
+def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
+                instruments: Mapping[str, Instrument], options: PlanOptions | None = None, *,
+                risk: RiskModel | None = None, plan_id: str | None = None,
+                now: datetime | None = None) -> OrderPlan:
+    """The orders that move ``book`` (positions in the instruments' contract units) to the
+    solution's target notionals at ``market`` marks; see the module docstring."""
+    opts = options or PlanOptions()
+    pid = plan_id or new_plan_id(now)
+    rule = client_id_rule(opts.venue)
+    targets = {p.symbol: p.notional for p in solution.target_positions}
+    q0_all = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
+    start: dict[str, float] = {}
+    target: dict[str, float] = {}
+    kept: list[tuple[_Part, float]] = []
+    dropped_parts: list[tuple[_Part, float, str]] = []
+    for sym in book.contract_symbols:
+        if sym not in instruments:
+            raise ValidationError(f"instruments.{sym}", "is missing",
+                                  f"list {sym} on the exchange or map it to an exchange symbol")
+        c = instruments[sym].contract
+        mark = market.mark_price(sym)
+        q0 = q0_all[sym]
+        q1 = round_to_step(c.contracts_for(targets.get(sym, q0 * c.notional_per_contract(mark)),
+                                           mark), c.lot_step)
+        start[sym], target[sym] = q0, q1
+        npc = c.notional_per_contract(mark)
+        for part in _parts(sym, q0, q1, c.lot_step):
+            notional = abs(part.contracts) * npc
+            if abs(part.contracts) < c.min_qty - 1e-12:
+                dropped_parts.append((part, npc, f"below min quantity {c.min_qty:g} contracts"))
+            elif notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
+                dropped_parts.append((part, npc, f"{notional:,.2f} USD is below the min notional "
+                                                 f"{c.min_notional:,.2f} USD"))
+            else:
+                kept.append((part, npc))
+    kept.sort(key=lambda pn: not pn[0].reduce_only)  # reduce-only legs first (stable)
+    legs: list[OrderLeg] = []
+    for part, npc in kept:
+        inst = instruments[part.symbol]
+        c = inst.contract
+        mark = market.mark_price(part.symbol)
+        for q in _split(part.contracts, c):
+            side = Side.BUY if q > 0 else Side.SELL
+            limit = None
+            if opts.order_type == OrderType.LIMIT:
+                g = opts.slippage_guard
+                limit = (_tick_round(mark * (1 + g), c.tick, up=False) if side == Side.BUY
+                         else _tick_round(mark * (1 - g), c.tick, up=True))
+            idx = len(legs)
+            legs.append(OrderLeg(index=idx, client_id=rule.make(pid, idx), symbol=part.symbol,
+                                 exchange_symbol=inst.exchange_symbol, side=side, contracts=abs(q),
+                                 notional=q * npc, price=mark, reduce_only=part.reduce_only,
+                                 order_type=opts.order_type, limit_price=limit))
+    opts.limits.check(leg.notional for leg in legs)
+    reachable = dict(start)
+    for leg in legs:
+        c = instruments[leg.symbol].contract
+        reachable[leg.symbol] = round_to_step(reachable[leg.symbol] + leg.signed_contracts, c.lot_step)
+
+    def te(q: Mapping[str, float]) -> float | None:
+        return None if risk is None else tracking_error_of(book, market, risk, q)
+
+    dropped = []
+    for part, npc, reason in dropped_parts:
+        without = dict(target)
+        without[part.symbol] = round_to_step(target[part.symbol] - part.contracts,
+                                             instruments[part.symbol].contract.lot_step)
+        dropped.append(DroppedOrder(part.symbol, part.contracts, part.contracts * npc, reason,
+                                    te(without)))
+    created = (now or datetime.now(UTC)).isoformat()
+    return OrderPlan(plan_id=pid, venue=opts.venue, created=created, book_name=book.name,
+                     legs=tuple(legs), dropped=tuple(dropped), start=start, target=target,
+                     reachable=reachable, tracking_error_before=te(start),
+                     tracking_error_solution=te(target), tracking_error_residual=te(reachable))
+
+
+def legs_by_symbol(legs: Sequence[OrderLeg]) -> dict[str, float]:
+    """Signed contracts per book contract summed over ``legs``."""
+    out: dict[str, float] = {}
+    for leg in legs:
+        out[leg.symbol] = out.get(leg.symbol, 0.0) + leg.signed_contracts
+    return out

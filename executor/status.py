@@ -1,0 +1,191 @@
+"""The daily view of a hedged book: weights vs targets, tracking error, margin, funding, open orders,
+and whether a rebalance is due (with the plan it would send).
+
+- effective weights e = (spot + B x) / V and drift e - w* (fractions of the base V);
+- tracking error sqrt(d' Sigma d (+ basis)), annualised;
+- margin ratio MM / collateral (liquidation at 1) and the distance to liquidation: the smallest
+  common move r of every asset (down and up) at which the stress surplus
+  collateral(r) + r sum_j x_j - sum_j MM_j(|x_j| (1 + r)) falls below zero (models.margin);
+- funding since the last rebalance (USD, > 0 received): the exchange's income history, else the
+  journal's rows, else (paper) a model: - sum_j x_j r_j per settlement since the last plan;
+- a rebalance is due when the plan has legs and its fall in TE^2 beats its trading cost in the
+  optimiser's units: TE_before^2 - TE_after^2 > gamma_trade x trading cost / V.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from executor.base import ExchangeGateway
+from executor.journal import Journal, now_ms
+from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
+from models.book import Book
+from models.margin import MarginModel, margin_state
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.rebalance import Rebalancer
+from optimizer.settings import OptimizerSettings
+from optimizer.solution import Solution
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class WeightRow:
+    """One asset: effective weight, target and drift (fractions of the base)."""
+
+    asset: str
+    effective: float
+    target: float
+    drift: float
+
+
+@dataclass(frozen=True)
+class MarginView:
+    """Margin now (USD) and the common asset move (fraction) that would liquidate (None: none
+    within -99% .. +500%)."""
+
+    collateral: float
+    initial: float
+    maintenance: float
+    margin_ratio: float
+    initial_utilisation: float
+    liquidation_move_down: float | None
+    liquidation_move_up: float | None
+
+
+@dataclass(frozen=True)
+class FundingView:
+    """Funding since ``since_ms`` (USD, > 0 received), by contract; ``source`` says where from."""
+
+    since_ms: int | None
+    total: float
+    by_symbol: dict[str, float]
+    source: str
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """See the module docstring. ``plan`` is the plan a rebalance would send now."""
+
+    venue: str
+    book_name: str
+    nav: float
+    base: float
+    weights: tuple[WeightRow, ...]
+    tracking_error: float
+    margin: MarginView
+    funding: FundingView
+    open_orders: tuple[dict[str, Any], ...]
+    rebalance_due: bool
+    benefit: float
+    cost: float
+    plan: OrderPlan
+    positions: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["plan"] = self.plan.to_dict()
+        return d
+
+
+def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> float | None:
+    """Smallest |r| (fraction, r of sign ``direction``) at which a common move of every asset
+    liquidates the book; None when no move within -99% / +500% does (bisection on the surplus)."""
+    x = book.futures_notional(market)
+    if not np.any(x):
+        return None
+    model = MarginModel.from_contracts(book.contracts)
+    spot = book.spot_values(market)
+    pledged = float(book.pledge_vector() @ spot)
+    coll = book.collateral(market)
+
+    def surplus(r: float) -> float:
+        g = np.full(len(x), r)
+        return model.stress_surplus(x, coll + r * pledged, g)
+
+    if surplus(0.0) < 0:
+        return 0.0
+    hi = 0.99 if direction < 0 else 5.0
+    if surplus(direction * hi) >= 0:
+        return None
+    lo = 0.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if surplus(direction * mid) < 0:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def margin_view(book: Book, market: MarketSnapshot) -> MarginView:
+    """Margin use at mark plus the distance to liquidation (see :func:`liquidation_move`)."""
+    model = MarginModel.from_contracts(book.contracts)
+    st = margin_state(model, book.futures_notional(market), book.collateral(market))
+    return MarginView(collateral=st.collateral, initial=st.initial, maintenance=st.maintenance,
+                      margin_ratio=st.margin_ratio, initial_utilisation=st.initial_utilisation,
+                      liquidation_move_down=liquidation_move(book, market, -1.0),
+                      liquidation_move_up=liquidation_move(book, market, 1.0))
+
+
+def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
+                 journal: Journal | None, instruments: Mapping[str, Instrument]) -> FundingView:
+    """Funding since the last journalled plan of this venue and book (see the module docstring)."""
+    last = journal.last_plan(gateway.venue, book.name) if journal is not None else None
+    since = last[1] if last else None
+    if since is None:
+        return FundingView(None, 0.0, {}, "no rebalance in the journal")
+    rows = gateway.funding_since(since, instruments)
+    if rows is not None:
+        by: dict[str, float] = {}
+        for r in rows:
+            by[r.symbol] = by.get(r.symbol, 0.0) + r.amount
+        return FundingView(since, float(sum(by.values())), by, "exchange income history")
+    assert journal is not None
+    stored = journal.funding_since(gateway.venue, book.name, since)
+    if stored:
+        return FundingView(since, float(sum(stored.values())), stored, "journal")
+    x = book.futures_notional(market)
+    by = {}
+    elapsed_h = (now_ms() - since) / HOUR_MS
+    for j, c in enumerate(book.contracts):
+        n = math.floor(elapsed_h / c.funding_interval_h)
+        if x[j] != 0 and n > 0:
+            by[c.symbol] = -float(x[j]) * market.funding_rate(c.symbol) * n
+    return FundingView(since, float(sum(by.values())), by,
+                       "model: current positions x current funding rate per settlement")
+
+
+def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, float, float]:
+    """(due, TE^2 fall, gamma x trading cost / V): see the module docstring."""
+    benefit = solution.tracking_error_before ** 2 - solution.tracking_error_after ** 2
+    cost = gamma_trade * solution.costs.trading / solution.base if solution.base > 0 else math.inf
+    return bool(plan.legs) and benefit > cost, benefit, cost
+
+
+def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, risk: RiskModel,
+                   settings: OptimizerSettings, options: PlanOptions,
+                   instruments: Mapping[str, Instrument], journal: Journal | None) -> StatusReport:
+    """The status of ``book`` (already the account's view, exchange units) at ``market``."""
+    e = book.effective_weights(market)
+    w = book.target_vector()
+    weights = tuple(WeightRow(a, float(e[i]), float(w[i]), float(e[i] - w[i]))
+                    for i, a in enumerate(book.asset_symbols))
+    q = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
+    solution = Rebalancer().solve(book, market, risk, settings, explain=False)
+    plan = plan_orders(solution, book, market, instruments, options, risk=risk)
+    is_due, benefit, cost = due(solution, plan, settings.costs.gamma_trade)
+    return StatusReport(venue=gateway.venue, book_name=book.name, nav=book.nav(market),
+                        base=book.base(market), weights=weights,
+                        tracking_error=tracking_error_of(book, market, risk, q),
+                        margin=margin_view(book, market),
+                        funding=funding_view(book, market, gateway, journal, instruments),
+                        open_orders=tuple(gateway.open_orders(instruments)),
+                        rebalance_due=is_due, benefit=benefit, cost=cost, plan=plan, positions=q)

@@ -1,0 +1,52 @@
+"""From a loaded book to an order plan on one exchange: metadata, market, account, solve, plan.
+
+1. the exchange's instruments (lot steps, contract sizes, tiers) replace the book's contract specs;
+2. the exchange's marks, index prices and funding replace the book file's market where it has them;
+3. the exchange's positions and wallet cash replace the book file's (spot stays the book file's);
+4. the optimiser solves that book; the plan rounds its target positions to the exchange's lots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from executor.base import ExchangeGateway
+from executor.ccxt_gateway import with_instruments
+from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
+from models.book import Book
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.rebalance import Rebalancer
+from optimizer.settings import OptimizerSettings
+from optimizer.solution import Solution
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything an execution needs: the account's book (exchange units), the market, the
+    instruments, the optimiser's solution and the plan."""
+
+    book: Book
+    market: MarketSnapshot
+    instruments: dict[str, Instrument]
+    solution: Solution
+    plan: OrderPlan
+
+
+def account_view(gateway: ExchangeGateway, book: Book,
+                 market: MarketSnapshot) -> tuple[Book, MarketSnapshot, dict[str, Instrument]]:
+    """Steps 1-3: (account book in exchange units, exchange market, instruments)."""
+    instruments = gateway.instruments(book)
+    book_x = with_instruments(book, instruments)
+    live_market = gateway.market(book_x, market)
+    return gateway.account(book_x, live_market), live_market, instruments
+
+
+def prepare_plan(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, risk: RiskModel,
+                 settings: OptimizerSettings, options: PlanOptions, *,
+                 labels: tuple[str, ...] = (), plan_id: str | None = None) -> Prepared:
+    """Steps 1-4 (see the module docstring)."""
+    acc, live_market, instruments = account_view(gateway, book, market)
+    solution = Rebalancer().solve(acc, live_market, risk, settings, labels=labels)
+    plan = plan_orders(solution, acc, live_market, instruments, options, risk=risk, plan_id=plan_id)
+    return Prepared(acc, live_market, instruments, solution, plan)

@@ -1,0 +1,76 @@
+"""Shared builders for the executor tests (importable through tests/executor/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.book import Book, FuturesPosition
+from models.instruments import FuturesContract
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.solution import Costs, MarginReport, Position, Solution
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_BOOK = ROOT / "examples" / "seed_example_1.toml"
+
+VOLS = {"BTC": 0.55, "ETH": 0.70, "SOL": 0.95}
+RHO = 0.7
+
+
+def risk_model(symbols: tuple[str, ...] = ("BTC", "ETH", "SOL")) -> RiskModel:
+    """Sigma_ij = vol_i vol_j (rho off the diagonal, 1 on it)."""
+    v = np.array([VOLS[s] for s in symbols])
+    corr = np.full((len(v), len(v)), RHO)
+    np.fill_diagonal(corr, 1.0)
+    return RiskModel.from_covariance(symbols, np.outer(v, v) * corr)
+
+
+def covariance(symbols: tuple[str, ...] = ("BTC", "ETH", "SOL")) -> np.ndarray:
+    v = np.array([VOLS[s] for s in symbols])
+    corr = np.full((len(v), len(v)), RHO)
+    np.fill_diagonal(corr, 1.0)
+    return np.outer(v, v) * corr
+
+
+def three_asset_book(contracts: Mapping[str, FuturesContract] | None = None,
+                     futures: Mapping[str, FuturesPosition] | None = None,
+                     cash: float = 3000.0) -> Book:
+    """The seed article's book: 0.1 BTC, 1 ETH, 10 SOL, 50/30/20 target, one perp each."""
+    from models.instruments import SpotAsset
+
+    cons = contracts or {}
+    con = tuple(cons.get(f"{a}-PERP", FuturesContract(f"{a}-PERP", a)) for a in ("BTC", "ETH", "SOL"))
+    return Book(assets=tuple(SpotAsset(a) for a in ("BTC", "ETH", "SOL")), contracts=con,
+                spot={"BTC": 0.1, "ETH": 1.0, "SOL": 10.0},
+                targets={"BTC": 0.5, "ETH": 0.3, "SOL": 0.2}, cash=cash,
+                futures=dict(futures or {}), name="test book")
+
+
+def market(prices: Mapping[str, float] | None = None) -> MarketSnapshot:
+    p = dict(prices or {"BTC": 60_000.0, "ETH": 2_500.0, "SOL": 150.0})
+    return MarketSnapshot(time=pd.Timestamp("2024-06-01", tz="UTC"), spot=p,
+                          mark={f"{a}-PERP": v for a, v in p.items()},
+                          half_spread={f"{a}-PERP": 0.0 for a in p})
+
+
+def solution_with(targets: Mapping[str, float]) -> Solution:
+    """A Solution carrying only target notionals (USD) per contract: what plan_orders reads."""
+    pos = tuple(Position(s, s.split("-")[0], n, 0.0) for s, n in targets.items())
+    return Solution(status="optimal", solver="test", solvers_tried=(), solve_time_ms=0.0,
+                    total_time_ms=0.0, nav=0.0, base=1.0, tracking_error_before=0.0,
+                    tracking_error_after=0.0, tracking_error_unrounded=0.0, trades=(),
+                    target_positions=pos, costs=Costs(0.0, 0.0, 0.0, 0.0, 1.0),
+                    margin=MarginReport(0.0, 0.0, 0.0, 0.0, 0.0), gross_leverage=0.0,
+                    net_exposure=0.0, effective_weights_before={}, effective_weights_after={},
+                    targets={})
+
+
+def te_reference(spot_usd: np.ndarray, futures_usd: np.ndarray, targets: np.ndarray,
+                 cov: np.ndarray, base: float) -> float:
+    """sqrt(d' Sigma d), d = (spot + futures) / V - w*: the tracking error by hand."""
+    d = (spot_usd + futures_usd) / base - targets
+    return float(np.sqrt(d @ cov @ d))

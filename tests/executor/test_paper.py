@@ -1,0 +1,147 @@
+"""Paper execution: fills at mark plus slippage, fees, book updates, the seed example end to end,
+and a crash between legs followed by resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from exec_helpers import SEED_BOOK, market, three_asset_book
+
+from executor.base import OrderStatus
+from executor.journal import Journal
+from executor.live import Context, JournaledExecutor, RetryPolicy
+from executor.paper import PaperGateway, apply_fill, paper_book
+from executor.plan import OrderLeg, OrderType, PlanOptions, Side
+from executor.workflow import prepare_plan
+from fbr.config import load_book_file
+from models.book import FuturesPosition
+from models.instruments import FuturesContract, Settlement
+
+
+class Crash(BaseException):
+    """Stands for the process dying (not an Exception: nothing catches it)."""
+
+
+def _leg(symbol: str, side: Side, q: float, *, limit: float | None = None,
+         reduce_only: bool = False) -> OrderLeg:
+    return OrderLeg(0, "fbrtest-000", symbol, "X", side, q, 0.0, 0.0, reduce_only,
+                    OrderType.LIMIT if limit else OrderType.MARKET, limit)
+
+
+def test_fill_at_mark_plus_half_spread_and_fee() -> None:
+    book = three_asset_book()
+    m = dataclasses.replace(market(), half_spread={"BTC-PERP": 0.0002})
+    gw = PaperGateway(book, m)
+    st = gw.create_order(_leg("BTC-PERP", Side.SELL, 0.017))
+    # sell: 60000 x (1 - 0.0002) = 59988; fee 0.05% x 0.017 x 59988
+    assert st.status == OrderStatus.FILLED and st.average == pytest.approx(59_988.0)
+    assert st.fee == pytest.approx(0.0005 * 0.017 * 59_988.0)
+    after = gw.account(book, m)
+    assert after.futures["BTC-PERP"] == FuturesPosition(-0.017, pytest.approx(59_988.0))
+    assert after.cash == pytest.approx(3000.0 - 0.0005 * 0.017 * 59_988.0)
+
+
+def test_square_root_impact_moves_the_fill() -> None:
+    book = three_asset_book()
+    m = dataclasses.replace(market(), adv={"ETH-PERP": 1e6})
+    gw = PaperGateway(book, m, daily_vol={"ETH-PERP": 0.04})
+    st = gw.create_order(_leg("ETH-PERP", Side.BUY, 4.0))
+    # half spread 0; impact 1 x 0.04 x sqrt(10000 / 1e6) = 0.004 -> 2500 x 1.004
+    assert st.average == pytest.approx(2510.0)
+
+
+def test_a_limit_beyond_the_fill_is_cancelled() -> None:
+    book = three_asset_book()
+    m = dataclasses.replace(market(), half_spread={"ETH-PERP": 0.001})
+    gw = PaperGateway(book, m)
+    st = gw.create_order(_leg("ETH-PERP", Side.BUY, 0.2, limit=2501.0))  # fill 2502.5 > 2501
+    assert st.status == OrderStatus.CANCELED and st.filled == 0.0
+    assert gw.account(book, m).futures == {}
+
+
+def test_apply_fill_realises_pnl_by_hand() -> None:
+    c = FuturesContract("X", "X")
+    pos, r = apply_fill(FuturesPosition(1.0, 100.0), -0.4, 110.0, c)
+    assert pos == FuturesPosition(pytest.approx(0.6), 100.0) and r == pytest.approx(0.4 * 10.0)
+    pos, r = apply_fill(pos, -1.6, 120.0, c)  # closes 0.6 at +20, opens -1 at 120
+    assert pos == FuturesPosition(pytest.approx(-1.0), 120.0) and r == pytest.approx(0.6 * 20.0)
+    pos, r = apply_fill(FuturesPosition(1.0, 100.0), 1.0, 200.0, c)
+    assert pos == FuturesPosition(2.0, pytest.approx(150.0)) and r == 0.0
+    inv = FuturesContract("I", "X", settlement=Settlement.INVERSE, contract_size=100.0)
+    # 10 contracts of 100 USD long from 50000, closed at 60000: 1000 x (1/50000 - 1/60000) x 60000
+    pos, r = apply_fill(FuturesPosition(10.0, 50_000.0), -10.0, 60_000.0, inv)
+    assert pos is None and r == pytest.approx(1000.0 * (1 / 50_000 - 1 / 60_000) * 60_000)
+
+
+def _seed_run(tmp_path: Path, gateway_wrap=None):  # type: ignore[no-untyped-def]
+    loaded = load_book_file(SEED_BOOK)
+    j = Journal(tmp_path / "j.sqlite")
+    gw = PaperGateway(loaded.book, loaded.market)
+    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+    runner_gw = gateway_wrap(gw) if gateway_wrap else gw
+    ex = JournaledExecutor(runner_gw, j, Context(prep.book, prep.market, prep.instruments, loaded.risk),
+                           retry=RetryPolicy(base_delay_s=0.0), mode="paper")
+    return loaded, j, prep, ex
+
+
+def test_paper_execution_of_the_seed_example_reaches_the_target(tmp_path: Path) -> None:
+    loaded, j, prep, ex = _seed_run(tmp_path)
+    report = ex.execute(prep.plan)
+    j.close()
+    assert report.complete and len(report.legs) == 3
+    # the seed answer by hand: B x = w* V - spot, V = 10,000 USD of spot
+    prices = {"BTC": 60_000.0, "ETH": 2_500.0, "SOL": 150.0}
+    spot = {"BTC": 6000.0, "ETH": 2500.0, "SOL": 1500.0}
+    w = {"BTC": 0.5, "ETH": 0.3, "SOL": 0.2}
+    for a in prices:
+        c = next(c for c in loaded.book.contracts if c.underlying == a)
+        want = (w[a] * 10_000.0 - spot[a]) / prices[a]
+        assert abs(report.positions[c.symbol] - want) <= c.lot_step + 1e-12
+    e = {a: (spot[a] + report.positions[f"{a}-PERP"] * prices[a]) / 10_000.0 for a in prices}
+    assert e == pytest.approx(w, abs=1e-6)
+    assert report.tracking_error_residual == pytest.approx(0.0, abs=1e-6)
+
+
+def test_paper_crash_between_legs_then_resume_sends_each_leg_once(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    class CrashAfterFirst:
+        def __init__(self, inner: PaperGateway) -> None:
+            self.inner = inner
+            self.venue = inner.venue
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def create_order(self, leg: OrderLeg):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Crash()
+            return self.inner.create_order(leg)
+
+    loaded, j, prep, ex = _seed_run(tmp_path, CrashAfterFirst)
+    with pytest.raises(Crash):
+        ex.execute(prep.plan)
+    pid = prep.plan.plan_id
+    assert [o.status for o in j.orders(pid)] == [OrderStatus.FILLED, OrderStatus.SENDING,
+                                                 OrderStatus.PLANNED]
+    # a new process: the paper account is the journal's (plus this plan's fills)
+    acc, _ = paper_book(loaded.book, j, resume=pid)
+    assert acc.futures[prep.plan.legs[0].symbol].contracts == pytest.approx(
+        prep.plan.legs[0].signed_contracts)
+    gw2 = PaperGateway(acc, loaded.market)
+    ex2 = JournaledExecutor(gw2, j, Context(acc, loaded.market, prep.instruments, loaded.risk),
+                            retry=RetryPolicy(base_delay_s=0.0), mode="paper")
+    report = ex2.resume(pid)
+    assert report.complete
+    fills = j.fills(pid)
+    assert sorted(f["leg"] for f in fills) == [0, 1, 2]  # one fill per leg: nothing sent twice
+    assert set(gw2.orders) == {leg.client_id for leg in prep.plan.legs[1:]}
+    want = np.array([prep.plan.target[s] for s in sorted(prep.plan.target)])
+    got = np.array([report.positions[s] for s in sorted(prep.plan.target)])
+    assert got == pytest.approx(want, abs=1e-12)
+    assert j.plan_status(pid) == "done"
+    j.close()

@@ -1,0 +1,79 @@
+"""The daily status: distance to liquidation, funding since the last rebalance, rebalance due."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+from exec_helpers import market, risk_model, solution_with, three_asset_book
+
+from executor.journal import Journal, now_ms
+from executor.paper import PaperGateway
+from executor.plan import PlanOptions, book_instruments, plan_orders
+from executor.status import account_status, funding_view, liquidation_move, margin_view
+from models.book import FuturesPosition
+from models.instruments import FuturesContract, MarginTiers
+from optimizer.settings import OptimizerSettings
+
+
+def _flat(sym: str, und: str) -> FuturesContract:
+    return FuturesContract(sym, und, tiers=MarginTiers.flat(20.0, 0.005), leverage=10.0)
+
+
+def test_liquidation_move_by_hand() -> None:
+    c = {"BTC-PERP": _flat("BTC-PERP", "BTC")}
+    # long 10,000 USD of BTC-PERP on 1,000 USD cash: surplus(r) = 1000 + 10000 r - 0.005 x 10000 (1 + r)
+    # = 0 at r = -950 / 9950; an up move only adds to it
+    long_book = three_asset_book(c, futures={"BTC-PERP": FuturesPosition(10_000 / 60_000, 60_000.0)},
+                                 cash=1000.0)
+    assert liquidation_move(long_book, market(), -1.0) == pytest.approx(950 / 9950, rel=1e-9)
+    assert liquidation_move(long_book, market(), 1.0) is None
+    short_book = three_asset_book(c, futures={"BTC-PERP": FuturesPosition(-10_000 / 60_000, 60_000.0)},
+                                  cash=1000.0)
+    # short: 1000 - 10000 r - 50 (1 + r) = 0 at r = 950 / 10050
+    assert liquidation_move(short_book, market(), 1.0) == pytest.approx(950 / 10050, rel=1e-9)
+    mv = margin_view(short_book, market())
+    assert (mv.initial, mv.maintenance) == pytest.approx((1000.0, 50.0))
+    assert mv.margin_ratio == pytest.approx(50.0 / 1000.0)
+    assert liquidation_move(three_asset_book(), market(), -1.0) is None  # no position, nothing to lose
+
+
+def test_funding_since_the_last_rebalance_modelled_for_paper(tmp_path: Path) -> None:
+    book = three_asset_book(futures={"BTC-PERP": FuturesPosition(-1000 / 60_000, 60_000.0)})
+    m = dataclasses.replace(market(), funding={"BTC-PERP": 0.0001})
+    gw = PaperGateway(book, m)
+    with Journal(tmp_path / "j.sqlite") as j:
+        assert funding_view(book, m, gw, j, {}).source == "no rebalance in the journal"
+        plan = plan_orders(solution_with({"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0}), book,
+                           m, book_instruments(book), PlanOptions(venue="paper"), plan_id="F1")
+        j.record_plan(plan)
+    con = sqlite3.connect(tmp_path / "j.sqlite")
+    con.execute("UPDATE plans SET created_ms = ?", (now_ms() - 25 * 3_600_000,))
+    con.commit()
+    con.close()
+    with Journal(tmp_path / "j.sqlite") as j:
+        fv = funding_view(book, m, gw, j, {})
+        # 25 h = 3 settlements of 8 h; a 1,000 USD short receives 0.01% each: +0.30 USD
+        assert fv.total == pytest.approx(3 * 1000 * 0.0001) and fv.by_symbol.keys() == {"BTC-PERP"}
+        j.record_funding("paper", book.name, "BTC-PERP", -0.7, now_ms())
+        assert funding_view(book, m, gw, j, {}).total == pytest.approx(-0.7)  # journal rows win
+
+
+def test_rebalance_due_when_the_te_fall_beats_the_cost(tmp_path: Path) -> None:
+    book = three_asset_book()
+    m = market()
+    gw = PaperGateway(book, m)
+    settings = OptimizerSettings()
+    rep = account_status(gw, book, m, risk_model(), settings, PlanOptions(venue="paper"),
+                         book_instruments(book), None)
+    # 60/25/15 vs 50/30/20: drift +10/-5/-5 pp
+    drift = {w.asset: w.drift for w in rep.weights}
+    assert drift == pytest.approx({"BTC": 0.1, "ETH": -0.05, "SOL": -0.05})
+    assert rep.rebalance_due and rep.plan.legs and rep.benefit > rep.cost > 0
+    # the same book already hedged by the plan: nothing left worth doing
+    hedged = book.with_futures({s: q for s, q in rep.plan.target.items()}, m)
+    rep2 = account_status(PaperGateway(hedged, m), hedged, m, risk_model(), settings,
+                          PlanOptions(venue="paper"), book_instruments(hedged), None)
+    assert not rep2.rebalance_due and rep2.tracking_error < rep.tracking_error / 10
