@@ -76,8 +76,13 @@ but pays no funding and is marked at spot (``MarketPath.from_data``'s rule, whic
 overlays' BNB carry is understated alike for the naive and the optimised overlay; tiers: the
 first history snapshot (2023-01-13).
 
+Margin-row options of the optimised overlays: ``--margin-buffer-fraction F`` keeps a share F of
+the collateral free for new margin, ``--margin-hysteresis`` lets positions already inside the hard
+bound stay (optimizer.data.MarginBudget); both off by default.
+
 Run: ``python benchmarks/vs_naive.py [--quick] [--out DIR] [--impact-k 0.5] [--lookback 180]
-[--resume] [--analyse-only]``. Results go to ``DIR/vs_naive[_quick].json`` (raw per-policy metrics
+[--resume] [--analyse-only] [--margin-buffer-fraction F] [--margin-hysteresis]``.
+Results go to ``DIR/vs_naive[_quick].json`` (raw per-policy metrics
 are written after every run, so a partial run keeps its figures) and ``DIR/vs_naive[_quick]_frontier
 .png``. Without the data folder (``FBR_DATA_DIR`` or ``../shared/data``) it prints why and exits 0.
 """
@@ -122,7 +127,7 @@ from optimizer.policies import (  # noqa: E402
     OptimizedFutures,
     Policy,
 )
-from optimizer.settings import CostSettings, OptimizerSettings  # noqa: E402
+from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings  # noqa: E402
 from scenarios.backtest import (  # noqa: E402
     NO_SWEEPS,
     BacktestResult,
@@ -256,8 +261,11 @@ class Spec:
 
 
 def policy_grid(quick: bool, risk: Callable[[], Callable[[pd.Timestamp], RiskModel]],
-                gammas: list[float], gamma_funds: list[float]) -> list[Spec]:
-    """The grid (``--quick``: a reduced one)."""
+                gammas: list[float], gamma_funds: list[float],
+                constraints: ConstraintSettings | None = None) -> list[Spec]:
+    """The grid (``--quick``: a reduced one); ``constraints`` for the optimised overlays (default:
+    margin row on, no relative buffer, no hysteresis)."""
+    cons = constraints if constraints is not None else ConstraintSettings()
     specs = [Spec("spot", "no_rebalance", "hold", NoRebalance, False)]
     for p in (("7D",) if quick else ("1D", "7D", "30D")):
         specs.append(Spec("spot", f"calendar_spot_{p}", f"cal {p}",
@@ -276,7 +284,8 @@ def policy_grid(quick: bool, risk: Callable[[], Callable[[pd.Timestamp], RiskMod
             def make(g: float = g, gf: float = gf) -> Policy:
                 costs = CostSettings(trading=True, impact=True, impact_k=1.0, carry=gf > 0,
                                      gamma_trade=g, gamma_fund=gf, horizon_days=1.0)
-                return OptimizedFutures(risk(), OptimizerSettings(costs=costs, basis_risk=False),
+                return OptimizedFutures(risk(), OptimizerSettings(costs=costs, constraints=cons,
+                                                                  basis_risk=False),
                                         explain=False)
             specs.append(Spec("optimised", f"opt_gt{g:g}_gf{gf:g}", f"gt {g:g} gf {gf:g}", make,
                               True))
@@ -617,6 +626,12 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true", help="skip policies already in the JSON")
     ap.add_argument("--analyse-only", action="store_true", help="re-analyse the JSON, no runs")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
+    ap.add_argument("--margin-buffer-fraction", type=float, default=0.0,
+                    help="optimised overlays: share of collateral the margin row keeps free "
+                    "(ConstraintSettings.margin_buffer_fraction)")
+    ap.add_argument("--margin-hysteresis", action="store_true",
+                    help="optimised overlays: positions already inside the hard margin bound need "
+                    "not be cut to the relative buffer's target (ConstraintSettings.margin_hysteresis)")
     ap.add_argument("--book2", action="store_true",
                     help="the second book (BTC ETH XRP LTC ADA BNB, equal weights, from 2020-02)")
     args = ap.parse_args()
@@ -659,7 +674,9 @@ def main() -> int:
               f"{time.perf_counter() - t0:.1f} s")
         print("tiers: " + ", ".join(
             f"{c.symbol} mmr0 {c.tiers.brackets[0].mmr:.4f}" for c in cons))
-        specs = policy_grid(args.quick, risk, gammas, gfs)
+        opt_cons = ConstraintSettings(margin_buffer_fraction=args.margin_buffer_fraction,
+                                      margin_hysteresis=args.margin_hysteresis)
+        specs = policy_grid(args.quick, risk, gammas, gfs, opt_cons)
         if args.only:
             specs = [s for s in specs if args.only in s.name]
         doc["setup"] = {
@@ -670,7 +687,9 @@ def main() -> int:
             "impact_k": args.impact_k, "risk_lookback_days": args.lookback,
             "risk_reestimate_days": 30, "liquidation_penalty": LIQ_PENALTY,
             "stablecoin_yield": STABLECOIN_YIELD, "windows": WINDOWS,
-            "sol_crash_excluded": [str(SOL_CRASH[0]), str(SOL_CRASH[1])], "quick": args.quick}
+            "sol_crash_excluded": [str(SOL_CRASH[0]), str(SOL_CRASH[1])], "quick": args.quick,
+            "margin_buffer_fraction": args.margin_buffer_fraction,
+            "margin_hysteresis": args.margin_hysteresis}
         for k, spec in enumerate(specs, 1):
             if args.resume and spec.name in raw:
                 print(f"[{k}/{len(specs)}] {spec.name}: already done, skipped")

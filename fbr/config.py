@@ -1189,6 +1189,8 @@ def _constraints(table: Table, book: Book) -> ConstraintSettings:
     p = "constraints"
     kwargs: dict[str, Any] = {
         "margin_buffer_usd": _nonneg(table.get("margin_buffer_usd", 0.0), f"{p}.margin_buffer_usd"),
+        "margin_buffer_fraction": _fraction_below_one(table.get("margin_buffer_fraction", 0.0),
+                                                      f"{p}.margin_buffer_fraction"),
         "max_gross_leverage": _optional(table, "max_gross_leverage", p, _positive),
         "default_cap_usd": _optional(table, "default_cap_usd", p, _positive),
         "vol_cap": _optional(table, "vol_cap", p, lambda v, q: _positive(v, q, percent=True)),
@@ -1204,7 +1206,17 @@ def _constraints(table: Table, book: Book) -> ConstraintSettings:
     }
     if "margin" in table:
         kwargs["margin"] = _bool(table["margin"], f"{p}.margin")
+    if "margin_hysteresis" in table:
+        kwargs["margin_hysteresis"] = _bool(table["margin_hysteresis"], f"{p}.margin_hysteresis")
     return ConstraintSettings(**kwargs)
+
+
+def _fraction_below_one(value: Any, path: str) -> float:
+    """A fraction in [0, 1) ("20%" allowed)."""
+    v = _number(value, path, percent=True)
+    if not 0.0 <= v < 1.0:
+        raise ValidationError(path, f"is {value!r}", 'give a fraction in [0, 1), e.g. 0.2 or "20%"')
+    return v
 
 
 def _caps(table: Table, book: Book) -> dict[str, float]:

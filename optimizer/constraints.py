@@ -62,9 +62,16 @@ def _s(slack: cp.Variable | None) -> cp.Expression | float:
 
 
 class InitialMargin(Constraint):
-    """sum_j |x_j| / L_j <= collateral - buffer, i.e. inv_lev' a <= (collateral - buffer) / V."""
+    """sum_j |x_j| / L_j <= budget, i.e. inv_lev' a <= im_budget (weight units).
+
+    The budget is collateral - buffer by default; with a relative buffer f and hysteresis it is
+    the current positions' margin clipped into [(1 - f) collateral - buffer, collateral - buffer]
+    (optimizer.data.MarginBudget): a Parameter value, so the row's form never changes.
+    """
 
     name = "margin"
+    holding: bool = False
+    per_collateral: float = 1.0
 
     def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
         self.inv_lev = ctx.param("inv_lev", ctx.structure.n_contracts, nonneg=True)
@@ -75,13 +82,21 @@ class InitialMargin(Constraint):
     def update(self, d: ProblemData) -> None:
         assign(self.inv_lev, d.inv_lev)
         assign(self.budget, d.im_budget)
+        mb = d.margin_budget
+        self.holding = mb is not None and mb.holding
+        #: budget gained per unit of collateral (1 - f at the relative buffer's target)
+        self.per_collateral = mb.per_collateral if mb is not None else 1.0
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.array([max(float(d.inv_lev @ np.abs(z)) - d.im_budget, 0.0)])
 
     def explain(self, row: str, dual_user: float) -> str:
+        if self.holding:
+            return (f"initial margin binds at the margin the current positions hold (hysteresis: "
+                    f"above the relative buffer's target, below the hard limit): 1,000 USD more "
+                    f"budget would lower the objective by {1000 * dual_user:.3g}")
         return (f"initial margin binds: one more 1,000 USD of collateral would lower the objective "
-                f"by {1000 * dual_user:.3g}")
+                f"by {1000 * dual_user * self.per_collateral:.3g}")
 
 
 class StressMargin(Constraint):

@@ -56,6 +56,74 @@ class Structure:
 
 
 @dataclass(frozen=True)
+class MarginBudget:
+    """Right-hand side of the initial-margin row sum_j |z_j| / L_j <= budget, in weight units (USD / V).
+
+    With C the collateral, b = ``margin_buffer_usd``, f = ``margin_buffer_fraction`` in [0, 1) and
+    x0 the current positions:
+
+    - ``hard``   = (C - b) / V: the most margin the book may ever use;
+    - ``target`` = (C - b - f max(C, 0)) / V: the most *new* margin it takes (f C is kept free);
+    - ``held``   = sum_j |x0_j| / L_j / V: the margin the current positions use;
+    - ``budget`` = target without hysteresis; with hysteresis
+      ``min(hard, max(target, held))`` (held clipped into [target, hard]).
+
+    So with hysteresis the row never forces a cut while the current positions fit under the hard
+    bound, and never lets the book grow past max(held, target): a bound that moves by less than the
+    band f C leaves the current book feasible and forces no trade, and the book does not follow the
+    hard bound up. A cut is forced only when the hard bound falls below ``held``, and then only down
+    to the hard bound. Re-growing needs target > held, i.e. the
+    collateral must rise by a factor of about 1 / (1 - f) over the level the book was cut at, which
+    stops round trips on bound moves smaller than the band. The budget is a Parameter value:
+    the compiled (DPP) problem is the same with or without it.
+    """
+
+    hard: float
+    target: float
+    held: float
+    hysteresis: bool
+    fraction: float = 0.0
+
+    @property
+    def budget(self) -> float:
+        """The row's right-hand side (weight units)."""
+        if not self.hysteresis:
+            return self.target
+        return min(self.hard, max(self.target, self.held))
+
+    @property
+    def per_collateral(self) -> float:
+        """d budget / d collateral: 1 - f at the target (collateral > 0), 0 while holding, 1 at
+        the hard bound."""
+        if self.holding:
+            return 0.0
+        return 1.0 - self.fraction if self.budget == self.target < self.hard else 1.0
+
+    @property
+    def holding(self) -> bool:
+        """True when hysteresis lets the current positions keep more margin than the target."""
+        return self.hysteresis and self.held > self.target and self.budget > self.target
+
+
+def margin_budget(collateral: float, held_usd: float, V: float,
+                  settings: OptimizerSettings) -> MarginBudget:
+    """The :class:`MarginBudget` of a book with ``collateral`` (USD) whose positions use ``held_usd``
+    of initial margin, validating the two buffer settings."""
+    cs = settings.constraints
+    if not (math.isfinite(cs.margin_buffer_usd) and cs.margin_buffer_usd >= 0):
+        raise ValidationError("constraints.margin_buffer_usd", f"is {cs.margin_buffer_usd}",
+                              "give a buffer >= 0 USD")
+    f = cs.margin_buffer_fraction
+    if not (math.isfinite(f) and 0.0 <= f < 1.0):
+        raise ValidationError("constraints.margin_buffer_fraction", f"is {f}",
+                              "give the share of collateral kept free as a fraction in [0, 1), "
+                              "e.g. 0.2")
+    hard = collateral - cs.margin_buffer_usd
+    return MarginBudget(hard=hard / V, target=(hard - f * max(collateral, 0.0)) / V,
+                        held=held_usd / V, hysteresis=cs.margin_hysteresis, fraction=f)
+
+
+@dataclass(frozen=True)
 class ProblemData:
     """One rebalance in weight units (see module docstring). Arrays are indexed i (asset), j (contract)."""
 
@@ -97,6 +165,8 @@ class ProblemData:
     settings: OptimizerSettings
     gamma_trade: float = 1.0
     gamma_fund: float = 1.0
+    #: how ``im_budget`` was set (relative buffer, hysteresis); None: plain collateral - buffer
+    margin_budget: MarginBudget | None = None
 
     @cached_property
     def structure(self) -> Structure:
@@ -314,9 +384,8 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
                                       f"use assets of the book: {assets}")
         members.append(tuple(sorted(idx[a] for a in cl.assets)))
 
-    if cs.margin_buffer_usd < 0:
-        raise ValidationError("constraints.margin_buffer_usd", f"is {cs.margin_buffer_usd}",
-                              "give a buffer >= 0 USD")
+    inv_lev = 1.0 / mm.leverage
+    mb = margin_budget(collateral, float(inv_lev @ np.abs(x0)), V, settings)
     return ProblemData(
         assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=val.nav,
         collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
@@ -324,7 +393,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         sqrt_idio=np.sqrt(np.clip(risk.idio, 0.0, None)), Gb=Gb,
         lin_cost=costs.linear, impact_cost=costs.impact * math.sqrt(V),
         carry=_carry_per_horizon(book, market, cc.horizon_days),
-        inv_lev=1.0 / mm.leverage, im_budget=(collateral - cs.margin_buffer_usd) / V,
+        inv_lev=inv_lev, im_budget=mb.budget,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),
         max_gross=cs.max_gross_leverage if cs.max_gross_leverage is not None else math.inf,
@@ -334,5 +403,5 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         vol_cap=cs.vol_cap if cs.vol_cap is not None else math.inf,
         funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
-        gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund,
+        gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb,
     )

@@ -58,7 +58,11 @@ class CostSettings:
 class ConstraintSettings:
     """The switchable constraints (None = off).
 
-    - margin: sum_j |x_j| / L_j <= collateral - margin_buffer_usd (on when ``margin`` is True)
+    - margin: sum_j |x_j| / L_j <= collateral - margin_buffer_usd (on when ``margin`` is True);
+      ``margin_buffer_fraction`` f in [0, 1) also keeps f x collateral free (new margin is taken
+      only up to collateral (1 - f) - margin_buffer_usd); ``margin_hysteresis`` turns that free
+      share into a no-chase band: positions already using more margin, up to collateral -
+      margin_buffer_usd, need not be cut (see optimizer.data.MarginBudget)
     - maintenance: collateral - sum_j MM_j(|x_j|) >= 0 is implied by the margin row, because the
       tier limit keeps |x_j| in brackets whose max leverage is >= L_j and mmr_k <= 1 / max_lev_k, so
       MM_j <= IM_j (models.instruments.MarginTiers validates mmr_k <= 1 / max_lev_k)
@@ -74,6 +78,8 @@ class ConstraintSettings:
 
     margin: bool = True
     margin_buffer_usd: float = 0.0
+    margin_buffer_fraction: float = 0.0
+    margin_hysteresis: bool = False
     stress: tuple[StressScenario, ...] = ()
     max_gross_leverage: float | None = None
     caps_usd: Mapping[str, float] = field(default_factory=dict)
