@@ -87,7 +87,7 @@ def _check_collateral(d: ProblemData, book: Book) -> None:
             f"collateral too small for any hedge: margin budget {budget:,.2f} USD (collateral "
             f"{d.collateral:,.2f} less buffer) but the smallest position needs {smallest:,.2f} USD of "
             f"initial margin. Fix: add stablecoin collateral ([book] cash), pledge spot ([pledged]), "
-            f"lower margin_buffer_usd or raise the contracts' leverage.")
+            f"lower margin_buffer_usd / margin_buffer_fraction or raise the contracts' leverage.")
 
 
 class Rebalancer:
