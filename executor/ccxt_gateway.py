@@ -11,7 +11,11 @@ metadata paths too).
   a timeout, 5xx or 429 on order creation becomes :class:`AmbiguousOrderError` for the executor to
   reconcile with :meth:`find_order` (``fetch_order`` by client id);
 - reads retry on ``ccxt.NetworkError`` only, with exponential backoff; ``ExchangeError`` subclasses
-  (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried.
+  (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried;
+- funding paid and received: the account's income history (Binance ``GET /fapi/v1/income``,
+  incomeType FUNDING_FEE, through ccxt ``fetch_funding_history``), paged forward from ``since``
+  (1000 rows a call) and de-duplicated by transaction id, as :class:`FundingPayment` rows
+  (USD, > 0 received, < 0 paid).
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
@@ -23,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ccxt
@@ -36,6 +41,7 @@ from executor.base import (
     OrderStatus,
     ReadFailedError,
 )
+from executor.ccxt_wiring import retry_read
 from executor.plan import Instrument, OrderLeg, OrderType, default_exchange_symbol
 from executor.safety import redact
 from models.book import Book, FuturesPosition
@@ -127,6 +133,26 @@ def with_instruments(book: Book, instruments: Mapping[str, Instrument]) -> Book:
     """``book`` whose contracts carry the exchange's metadata (positions then count in its units)."""
     return dataclasses.replace(book, contracts=tuple(instruments[c.symbol].contract
                                                      for c in book.contracts))
+
+
+# --- funding income -------------------------------------------------------------------------------
+
+#: Rows asked per income-history call (Binance's maximum).
+FUNDING_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """One funding settlement on the account: ``amount`` USD (stablecoin) signed, > 0 received,
+    < 0 paid (a long pays a positive rate: amount = -rate x position notional at mark), at ``time_ms``
+    (ms since the epoch, UTC). ``contract`` is the book's contract symbol (None when the exchange
+    symbol is not one of the book's contracts); ``tran_id`` is the exchange's transaction id."""
+
+    contract: str | None
+    exchange_symbol: str
+    time_ms: int
+    amount: float
+    tran_id: str
 
 
 # --- the gateway --------------------------------------------------------------------------------
@@ -328,17 +354,66 @@ class CcxtGateway:
                         "price": r.get("price"), "client_id": r.get("clientOrderId")} for r in rows)
         return out
 
+    @property
+    def offers_funding_history(self) -> bool:
+        """True when the exchange serves the account's funding income history."""
+        return bool(self.ex.has.get("fetchFundingHistory"))
+
+    def _funding_page(self, since_ms: int) -> list[dict[str, Any]]:
+        """One income-history call (all symbols), retried on network errors only."""
+        def on_retry(k: int, exc: Exception) -> None:
+            log.warning("fetch_funding_history failed (%s), retry %d", type(exc).__name__, k)
+
+        try:
+            rows: list[dict[str, Any]] = retry_read(
+                lambda: self.ex.fetch_funding_history(None, since_ms, FUNDING_PAGE),
+                attempts=self._attempts, base_delay_s=self._delay, sleep=self._sleep,
+                on_retry=on_retry)
+        except ccxt.NetworkError as exc:
+            raise ReadFailedError(f"{self.venue}: fetch_funding_history failed {self._attempts} "
+                                  f"times: {type(exc).__name__}: {redact(str(exc))}") from None
+        except ccxt.BaseError as exc:
+            raise ReadFailedError(f"{self.venue}: fetch_funding_history failed: "
+                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
+        return rows
+
+    def funding_history(self, since_ms: int, instruments: Mapping[str, Instrument] | None = None
+                        ) -> list[FundingPayment]:
+        """Every funding payment at or after ``since_ms`` (ms), oldest first, all symbols.
+
+        Paged forward (``FUNDING_PAGE`` rows a call, the next call from the last row's time) and
+        de-duplicated by transaction id. Contracts are named through ``instruments`` (or the ones
+        :meth:`instruments` loaded). Raises ReadFailedError when the exchange cannot answer, or
+        ExchangeSetupError when it has no income history."""
+        if not self.offers_funding_history:
+            raise ExchangeSetupError(f"{self.venue}: ccxt offers no funding history here")
+        to_book = dict(self._to_book)
+        if instruments is not None:
+            to_book.update({inst.exchange_symbol: s for s, inst in instruments.items()})
+        seen: dict[str, FundingPayment] = {}
+        cursor = int(since_ms)
+        while True:
+            page = self._funding_page(cursor)
+            last = cursor
+            for r in page:
+                t = int(r.get("timestamp") or 0)
+                if t < since_ms:
+                    continue
+                sym = str(r.get("symbol"))
+                tran = str(r.get("id") or f"{sym}@{t}")
+                seen[tran] = FundingPayment(to_book.get(sym), sym, t, float(r.get("amount") or 0.0),
+                                            tran)
+                last = max(last, t)
+            if len(page) < FUNDING_PAGE:
+                break
+            cursor = last if last > cursor else cursor + 1  # a full page at one instant: step on
+        return sorted(seen.values(), key=lambda p: (p.time_ms, p.tran_id))
+
     def funding_since(self, since_ms: int,
                       instruments: Mapping[str, Instrument]) -> list[FundingRow] | None:
-        """Funding income since ``since_ms`` (exchange income history); None when unavailable."""
-        if not self.ex.has.get("fetchFundingHistory"):
+        """The book contracts' funding since ``since_ms`` from the income history; None when the
+        exchange has none (ReadFailedError when it has one but cannot answer)."""
+        if not self.offers_funding_history:
             return None
-        to_book = {inst.exchange_symbol: s for s, inst in instruments.items()}
-        try:
-            rows = self.ex.fetch_funding_history(None, since_ms)
-        except ccxt.BaseError as exc:
-            log.info("funding history unavailable: %s", type(exc).__name__)
-            return None
-        return [FundingRow(to_book[str(r["symbol"])], float(r.get("amount") or 0.0),
-                           int(r.get("timestamp") or 0))
-                for r in rows if str(r.get("symbol")) in to_book]
+        return [FundingRow(p.contract, p.amount, p.time_ms)
+                for p in self.funding_history(since_ms, instruments) if p.contract is not None]

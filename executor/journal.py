@@ -74,6 +74,15 @@ class JournalOrder:
     message: str
 
 
+@dataclass(frozen=True)
+class LastRebalance:
+    """The last rebalance of a venue and book: plan id, time (ms, UTC) and whether it completed."""
+
+    plan_id: str
+    time_ms: int
+    completed: bool
+
+
 def now_ms() -> int:
     """Current UTC time in ms since the epoch."""
     return int(time.time() * 1000)
@@ -187,6 +196,20 @@ class Journal:
         with self._tx() as cur:
             cur.execute("UPDATE plans SET status = ? WHERE plan_id = ?", (status, plan_id))
 
+    def last_rebalance(self, venue: str, book_name: str) -> LastRebalance | None:
+        """The last rebalance of this venue and book: its latest journalled plan; the time is when
+        that plan completed (its closing position snapshot) when done, else when it was created
+        (an interrupted plan may already have moved positions)."""
+        row = self._conn.execute(
+            "SELECT p.plan_id, p.created_ms, p.status, (SELECT MAX(s.time_ms) FROM positions s "
+            "WHERE s.plan_id = p.plan_id) FROM plans p WHERE p.venue = ? AND p.book_name = ? "
+            "ORDER BY p.created_ms DESC, p.rowid DESC LIMIT 1", (venue, book_name)).fetchone()
+        if row is None:
+            return None
+        done = row[2] == "done"
+        t = int(row[3]) if done and row[3] is not None else int(row[1])
+        return LastRebalance(str(row[0]), t, done)
+
     def last_plan(self, venue: str, book_name: str) -> tuple[str, int] | None:
         """(plan id, created ms) of the latest plan for this venue and book."""
         row = self._conn.execute("SELECT plan_id, created_ms FROM plans WHERE venue = ? AND book_name = ? "
@@ -285,6 +308,18 @@ class Journal:
         with self._tx() as cur:
             cur.execute("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "
                         "VALUES (?, ?, ?, ?, ?)", (venue, book_name, symbol, amount, time_ms))
+
+    def record_funding_once(self, venue: str, book_name: str, symbol: str, amount: float,
+                            time_ms: int) -> bool:
+        """A funding payment (USD, > 0 received) unless this venue, book, contract and settlement
+        time already has one (re-reading the exchange's history is idempotent); True if written."""
+        with self._tx() as cur:
+            if cur.execute("SELECT 1 FROM funding WHERE venue = ? AND book_name = ? AND symbol = ? "
+                           "AND time_ms = ?", (venue, book_name, symbol, time_ms)).fetchone():
+                return False
+            cur.execute("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "
+                        "VALUES (?, ?, ?, ?, ?)", (venue, book_name, symbol, amount, time_ms))
+        return True
 
     def funding_since(self, venue: str, book_name: str, since_ms: int) -> dict[str, float]:
         """Funding (USD, > 0 received) per symbol since ``since_ms``."""

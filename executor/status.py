@@ -6,8 +6,14 @@ and whether a rebalance is due (with the plan it would send).
 - margin ratio MM / collateral (liquidation at 1) and the distance to liquidation: the smallest
   common move r of every asset (down and up) at which the stress surplus
   collateral(r) + r sum_j x_j - sum_j MM_j(|x_j| (1 + r)) falls below zero (models.margin);
-- funding since the last rebalance (USD, > 0 received): the exchange's income history, else the
-  journal's rows, else (paper) a model: - sum_j x_j r_j per settlement since the last plan;
+- funding paid and received since the last rebalance (USD, > 0 received). The last rebalance is
+  the journal's latest plan for this venue and book (its completion time when done, else
+  its creation time). Sources, first that answers (``FundingView.source`` says which):
+  1. the exchange's income history (real settlements; each row is also written to the journal,
+     once per contract and settlement time);
+  2. the journal's funding rows (written by earlier exchange reads);
+  3. a model: - x_j r_j n_j per contract, x_j its notional at mark now (USD, signed), r_j its
+     current funding rate, n_j = floor(hours since the rebalance / funding interval) settlements;
 - a rebalance is due when the plan has legs and its fall in TE^2 beats its trading cost in the
   optimiser's units: TE_before^2 - TE_after^2 > gamma_trade x trading cost / V.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -24,7 +31,9 @@ import numpy as np
 from executor.base import ExchangeGateway
 from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
+from executor.safety import redact
 from models.book import Book
+from models.errors import FbrError
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -59,14 +68,28 @@ class MarginView:
     liquidation_move_up: float | None
 
 
+class FundingSource(StrEnum):
+    """Where a funding figure comes from (see the module docstring)."""
+
+    NO_REBALANCE = "no rebalance in the journal"
+    EXCHANGE = "exchange income history"
+    JOURNAL = "journal"
+    MODEL = "model: current positions x current funding rate per settlement"
+
+
 @dataclass(frozen=True)
 class FundingView:
-    """Funding since ``since_ms`` (USD, > 0 received), by contract; ``source`` says where from."""
+    """Funding since ``since_ms`` (USD, > 0 received), by contract; ``source`` says where from.
+    ``plan_id`` is the last rebalance's plan, ``payments`` the number of settlement rows summed
+    (None for the model), ``note`` why an earlier source was not used (e.g. the exchange failed)."""
 
     since_ms: int | None
     total: float
     by_symbol: dict[str, float]
     source: str
+    plan_id: str | None = None
+    payments: int | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,21 +160,28 @@ def margin_view(book: Book, market: MarketSnapshot) -> MarginView:
 
 def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
                  journal: Journal | None, instruments: Mapping[str, Instrument]) -> FundingView:
-    """Funding since the last journalled plan of this venue and book (see the module docstring)."""
-    last = journal.last_plan(gateway.venue, book.name) if journal is not None else None
-    since = last[1] if last else None
-    if since is None:
-        return FundingView(None, 0.0, {}, "no rebalance in the journal")
-    rows = gateway.funding_since(since, instruments)
+    """Funding since the last rebalance of this venue and book (see the module docstring)."""
+    last = journal.last_rebalance(gateway.venue, book.name) if journal is not None else None
+    if journal is None or last is None:
+        return FundingView(None, 0.0, {}, FundingSource.NO_REBALANCE)
+    since, venue = last.time_ms, gateway.venue
+    note = ""
+    try:
+        rows = gateway.funding_since(since, instruments)
+    except FbrError as exc:
+        rows = None
+        note = f"exchange income history failed: {redact(str(exc))}"
     if rows is not None:
         by: dict[str, float] = {}
         for r in rows:
             by[r.symbol] = by.get(r.symbol, 0.0) + r.amount
-        return FundingView(since, float(sum(by.values())), by, "exchange income history")
-    assert journal is not None
-    stored = journal.funding_since(gateway.venue, book.name, since)
+            journal.record_funding_once(venue, book.name, r.symbol, r.amount, r.time)
+        return FundingView(since, float(sum(by.values())), by, FundingSource.EXCHANGE, last.plan_id,
+                           len(rows), note)
+    stored = journal.funding_since(venue, book.name, since)
     if stored:
-        return FundingView(since, float(sum(stored.values())), stored, "journal")
+        return FundingView(since, float(sum(stored.values())), stored, FundingSource.JOURNAL,
+                           last.plan_id, None, note)
     x = book.futures_notional(market)
     by = {}
     elapsed_h = (now_ms() - since) / HOUR_MS
@@ -159,8 +189,8 @@ def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
         n = math.floor(elapsed_h / c.funding_interval_h)
         if x[j] != 0 and n > 0:
             by[c.symbol] = -float(x[j]) * market.funding_rate(c.symbol) * n
-    return FundingView(since, float(sum(by.values())), by,
-                       "model: current positions x current funding rate per settlement")
+    return FundingView(since, float(sum(by.values())), by, FundingSource.MODEL, last.plan_id, None,
+                       note)
 
 
 def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, float, float]:

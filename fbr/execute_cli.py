@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -420,7 +421,13 @@ def _print_status(rep: Any) -> None:
               f"move of {_pct(None if m.liquidation_move_down is None else -m.liquidation_move_down)} "
               f"down / {_pct(m.liquidation_move_up)} up ('-' = none)")
     f = rep.funding
-    out.print(f"funding since the last rebalance: {f.total:+,.4f} USD ({escape(f.source)})")
+    since = ("" if f.since_ms is None else
+             f" ({datetime.fromtimestamp(f.since_ms / 1000, tz=UTC):%Y-%m-%d %H:%M} UTC)")
+    count = "" if f.payments is None else f", {f.payments} payments"
+    out.print(f"funding since the last rebalance{since}: {f.total:+,.4f} USD (+ = received; source: "
+              f"{escape(f.source)}{count})")
+    if f.note:
+        out.print(f"[yellow]note:[/yellow] {escape(redact(f.note))}")
     out.print(f"open orders: {len(rep.open_orders)}")
     verdict = "[bold green]due[/bold green]" if rep.rebalance_due else "not due"
     out.print(f"rebalance {verdict}: TE² falls by {rep.benefit:.3g}, trading cost {rep.cost:.3g} "

@@ -18,7 +18,18 @@ What is emulated (one-way position mode, USDT collateral, linear contracts of si
   ``/fapi/v2/account``, ``/fapi/v2/balance``, ``/fapi/v3/positionRisk``, ``/fapi/v2/positionRisk``,
   ``/fapi/v1/leverageBracket``, ``/fapi/v1/order`` (POST/GET/DELETE), ``/fapi/v1/openOrders``,
   ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
-  ``/fapi/v1/positionSide/dual``.
+  ``/fapi/v1/positionSide/dual``, ``/fapi/v1/income`` (income history: symbol, incomeType,
+  startTime/endTime/limit, default 100 rows, max 1000; neither time given: the last 7 days).
+
+Clock and funding settlement: by default the emulator's clock is the wall clock and no funding ever
+settles (what the order tests rely on). :meth:`BinanceEmulator.set_time` pins the clock to a time of
+our choosing (nothing settles on that jump); :meth:`BinanceEmulator.advance` /
+:meth:`BinanceEmulator.advance_to` move it forward and settle funding at every 8 h settlement time
+T = 00:00, 08:00, 16:00 UTC with t0 < T <= t1: for each open position q (base units, signed) at the
+current mark P and the symbol's current rate r (set with :meth:`BinanceEmulator.set_funding`), the
+account receives income = -r x q x P USDT, rounded to 1e-8 (a long pays when r > 0, a short
+receives), credited to the wallet and recorded as a ``FUNDING_FEE`` income row. Fills record
+``COMMISSION`` (-fee) and, when a position is reduced, ``REALIZED_PNL`` rows.
 
 Order rules: MARKET orders fill at once at the mark; LIMIT orders fill at the mark when marketable
 (buy price >= mark, sell price <= mark), else rest NEW. Checks, in Binance's order: client id
@@ -198,6 +209,26 @@ class EmuTrade:
     time_ms: int
 
 
+@dataclass(frozen=True)
+class EmuIncome:
+    """One income-history row: Binance symbol, incomeType (FUNDING_FEE, COMMISSION, REALIZED_PNL),
+    signed amount (USDT, > 0 = received), time (ms), transaction id, trade id ("" for funding)."""
+
+    symbol: str
+    income_type: str
+    amount: float
+    time_ms: int
+    tran_id: int
+    trade_id: str = ""
+
+
+INCOME_TYPES = frozenset({"TRANSFER", "WELCOME_BONUS", "REALIZED_PNL", "FUNDING_FEE", "COMMISSION",
+                          "INSURANCE_CLEAR", "REFERRAL_KICKBACK", "COMMISSION_REBATE",
+                          "API_REBATE", "CONTEST_REWARD", "INTERNAL_TRANSFER",
+                          "AUTO_EXCHANGE", "DELIVERED_SETTELMENT"})
+FUNDING_PERIOD_MS = 8 * HOUR_MS
+
+
 class Fault(enum.Enum):
     """One-shot faults. TIMEOUT_AFTER_ACCEPT processes the request (an order is accepted and
     filled) and then holds the answer ``delay_s`` seconds (past the client's timeout);
@@ -363,7 +394,10 @@ class BinanceEmulator:
         self.requests: list[RecordedRequest] = []
         self.orders: list[EmuOrder] = []
         self.trades: list[EmuTrade] = []
+        self.income: list[EmuIncome] = []
         self.faults = FaultPlan()
+        self._clock_ms: int | None = None
+        self._next_tran = 9_000_000_001
         start = int(np.datetime64(history_start, "ms").astype(np.int64))
         self.history: dict[str, History] = {s: make_history(m, start, history_days)
                                             for s, m in self.markets.items()}
@@ -461,6 +495,62 @@ class BinanceEmulator:
             self.positions[symbol] = float(contracts)
             self.entry_price[symbol] = float(entry_price or self.marks[symbol])
 
+    # -- clock and funding settlement --------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The emulator's time (ms since the epoch): the pinned clock, else the wall clock."""
+        with self._lock:
+            return self._clock_ms if self._clock_ms is not None else _now_ms()
+
+    def set_time(self, time_ms: int) -> None:
+        """Pin the clock at ``time_ms`` (ms since the epoch). Nothing settles on this jump."""
+        with self._lock:
+            self._clock_ms = int(time_ms)
+
+    def next_funding_ms(self) -> int:
+        """The next settlement time strictly after now (a multiple of 8 h since the epoch)."""
+        return (self.now_ms() // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
+
+    def advance(self, *, hours: float = 0.0, ms: int = 0) -> list[EmuIncome]:
+        """Move the clock forward by ``hours`` + ``ms`` and settle funding on the way (see the
+        module docstring); returns the funding rows written."""
+        step = round(hours * HOUR_MS) + int(ms)
+        return self.advance_to(self.now_ms() + step)
+
+    def advance_to(self, time_ms: int) -> list[EmuIncome]:
+        """Move the clock to ``time_ms`` (not backwards), settling every 8 h settlement T with
+        now < T <= time_ms at the then current marks and rates; returns the funding rows written."""
+        with self._lock:
+            t0 = self.now_ms()
+            if time_ms < t0:
+                raise ValueError(f"the emulator's clock only moves forward ({time_ms} < {t0})")
+            rows: list[EmuIncome] = []
+            t = (t0 // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
+            while t <= time_ms:
+                self._clock_ms = t
+                rows.extend(self._settle_funding(t))
+                t += FUNDING_PERIOD_MS
+            self._clock_ms = int(time_ms)
+            return rows
+
+    def _settle_funding(self, t: int) -> list[EmuIncome]:
+        """One settlement at ``t``: income = -rate x q x mark per open position (USDT, 1e-8)."""
+        rows: list[EmuIncome] = []
+        for s, q in self.positions.items():
+            if q == 0:
+                continue
+            amount = round(-self.funding_rate[s] * q * self.marks[s], 8)
+            self.balance += amount
+            rows.append(self._add_income(s, "FUNDING_FEE", amount, t))
+        return rows
+
+    def _add_income(self, symbol: str, income_type: str, amount: float, t: int,
+                    trade_id: str = "") -> EmuIncome:
+        row = EmuIncome(symbol, income_type, amount, t, self._next_tran, trade_id)
+        self._next_tran += 1
+        self.income.append(row)
+        return row
+
     def inject(self, fault: Fault, *, path: str, method: str = "*", delay_s: float = 2.0
                ) -> None:
         """Arm a one-shot fault for the next request to ``path`` (``method`` or any).
@@ -548,7 +638,7 @@ class BinanceEmulator:
     def _build_routes(self) -> dict[tuple[str, str], tuple[bool, Route]]:
         public: dict[tuple[str, str], Route] = {
             ("GET", "/fapi/v1/ping"): lambda p: {},
-            ("GET", "/fapi/v1/time"): lambda p: {"serverTime": _now_ms()},
+            ("GET", "/fapi/v1/time"): lambda p: {"serverTime": self.now_ms()},
             ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
             ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
             ("GET", "/fapi/v1/fundingRate"): self._funding_history,
@@ -560,7 +650,7 @@ class BinanceEmulator:
             ("GET", "/fapi/v1/ticker/bookTicker"): self._book_ticker,
             ("GET", "/fapi/v1/depth"): self._depth,
             ("GET", "/api/v3/ping"): lambda p: {},
-            ("GET", "/api/v3/time"): lambda p: {"serverTime": _now_ms()},
+            ("GET", "/api/v3/time"): lambda p: {"serverTime": self.now_ms()},
             ("GET", "/api/v3/exchangeInfo"): self._spot_exchange_info,
             ("GET", "/api/v3/klines"): lambda p: self._klines(p, "spot", 1000),
         }
@@ -581,6 +671,7 @@ class BinanceEmulator:
             ("POST", "/fapi/v1/leverage"): self._set_leverage,
             ("POST", "/fapi/v1/marginType"): self._set_margin_type,
             ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": False},
+            ("GET", "/fapi/v1/income"): self._income,
         }
         routes: dict[tuple[str, str], tuple[bool, Route]] = {k: (False, v)
                                                              for k, v in public.items()}
@@ -625,7 +716,7 @@ class BinanceEmulator:
                                "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
                 "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
             })
-        return {"timezone": "UTC", "serverTime": _now_ms(), "futuresType": "U_MARGINED",
+        return {"timezone": "UTC", "serverTime": self.now_ms(), "futuresType": "U_MARGINED",
                 "rateLimits": [], "exchangeFilters": [],
                 "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "0"}],
                 "symbols": symbols}
@@ -647,11 +738,11 @@ class BinanceEmulator:
                     {"filterType": "NOTIONAL", "minNotional": "5"},
                 ],
             })
-        return {"timezone": "UTC", "serverTime": _now_ms(), "rateLimits": [],
+        return {"timezone": "UTC", "serverTime": self.now_ms(), "rateLimits": [],
                 "exchangeFilters": [], "symbols": symbols}
 
     def _premium_index_row(self, s: str) -> dict[str, object]:
-        now = _now_ms()
+        now = self.now_ms()
         return {"symbol": s, "markPrice": _num(self.marks[s]),
                 "indexPrice": _num(self.marks[s] / 1.0003),
                 "estimatedSettlePrice": _num(self.marks[s]),
@@ -664,7 +755,7 @@ class BinanceEmulator:
         return [self._premium_index_row(s) for s in self.markets]
 
     def _ticker_price(self, p: dict[str, str]) -> object:
-        rows = [{"symbol": s, "price": _num(self.marks[s]), "time": _now_ms()}
+        rows = [{"symbol": s, "price": _num(self.marks[s]), "time": self.now_ms()}
                 for s in ([self._market(p["symbol"]).symbol] if "symbol" in p else self.markets)]
         return rows[0] if "symbol" in p else rows
 
@@ -680,7 +771,7 @@ class BinanceEmulator:
     def _ticker_24h(self, p: dict[str, str]) -> object:
         def row(s: str) -> dict[str, object]:
             mark = self.marks[s]
-            now = _now_ms()
+            now = self.now_ms()
             return {"symbol": s, "priceChange": "0", "priceChangePercent": "0",
                     "weightedAvgPrice": _num(mark), "lastPrice": _num(mark), "lastQty": "1",
                     "openPrice": _num(mark), "highPrice": _num(mark), "lowPrice": _num(mark),
@@ -694,7 +785,7 @@ class BinanceEmulator:
         def row(s: str) -> dict[str, object]:
             bid, ask = self._bid_ask(s)
             return {"symbol": s, "bidPrice": _num(bid), "bidQty": "10", "askPrice": _num(ask),
-                    "askQty": "10", "time": _now_ms()}
+                    "askQty": "10", "time": self.now_ms()}
         if "symbol" in p:
             return row(self._market(p["symbol"]).symbol)
         return [row(s) for s in self.markets]
@@ -704,7 +795,7 @@ class BinanceEmulator:
         bid, ask = self._bid_ask(s)
         tick = float(self.markets[s].tick)
         d = self.markets[s].price_precision
-        now = _now_ms()
+        now = self.now_ms()
         levels = range(min(int(p.get("limit", "5")), 20))
         return {"lastUpdateId": now, "E": now, "T": now,
                 "bids": [[_num(round(bid - k * tick, d)), "10"] for k in levels],
@@ -776,7 +867,7 @@ class BinanceEmulator:
         pos_im, ord_im, mm, upnl = self._im_mm()
         margin_balance = self.balance + upnl
         available = max(0.0, margin_balance - pos_im - ord_im)
-        now = _now_ms()
+        now = self.now_ms()
         asset = {"asset": "USDT", "walletBalance": _num(self.balance),
                  "unrealizedProfit": _num(upnl), "marginBalance": _num(margin_balance),
                  "maintMargin": _num(mm), "initialMargin": _num(pos_im + ord_im),
@@ -801,7 +892,7 @@ class BinanceEmulator:
         return [{"accountAlias": "emu", "asset": "USDT", "balance": _num(self.balance),
                  "crossWalletBalance": _num(self.balance), "crossUnPnl": _num(upnl),
                  "availableBalance": _num(available), "maxWithdrawAmount": _num(available),
-                 "marginAvailable": True, "updateTime": _now_ms()}]
+                 "marginAvailable": True, "updateTime": self.now_ms()}]
 
     def _position_row(self, s: str, *, account: bool = False) -> dict[str, object]:
         q = self.positions[s]
@@ -815,7 +906,7 @@ class BinanceEmulator:
             "isolatedMargin": "0", "notional": _num(notional), "isolatedWallet": "0",
             "initialMargin": _num(im), "maintMargin": _num(self._maintenance(s, abs(notional))),
             "positionInitialMargin": _num(im), "openOrderInitialMargin": "0",
-            "updateTime": _now_ms(),
+            "updateTime": self.now_ms(),
         }
         if not account:
             row.update({"entryPrice": _num(entry), "breakEvenPrice": _num(entry),
@@ -927,7 +1018,7 @@ class BinanceEmulator:
         increases = abs(pos + signed_qty) > abs(pos)
         if increases and not reduce_only:
             self._check_margin(m.symbol, signed_qty, price)
-        now = _now_ms()
+        now = self.now_ms()
         order = EmuOrder(self._next_id, cid, m.symbol, side, otype, float(qty), price if
                          otype == "LIMIT" else 0.0, reduce_only, "NEW", timeInForce=tif,
                          time_ms=now, update_ms=now, quantity_str=str(qty))
@@ -963,11 +1054,16 @@ class BinanceEmulator:
                 entry = 0.0
         fee = abs(signed) * px * TAKER_FEE
         self.balance += realized - fee
-        self.trades.append(EmuTrade(len(self.trades) + 1, o.orderId, s, o.side, o.quantity, px,
-                                    fee, realized, _now_ms()))
+        now = self.now_ms()
+        trade = EmuTrade(len(self.trades) + 1, o.orderId, s, o.side, o.quantity, px, fee, realized,
+                         now)
+        self.trades.append(trade)
+        self._add_income(s, "COMMISSION", -fee, now, str(trade.id))
+        if realized != 0:
+            self._add_income(s, "REALIZED_PNL", realized, now, str(trade.id))
         self.positions[s] = round(new, 12)
         self.entry_price[s] = entry
-        o.status, o.executedQty, o.avgPrice, o.update_ms = "FILLED", o.quantity, px, _now_ms()
+        o.status, o.executedQty, o.avgPrice, o.update_ms = "FILLED", o.quantity, px, self.now_ms()
 
     def _fill_marketable(self, s: str) -> None:
         mark = self.marks[s]
@@ -1002,7 +1098,7 @@ class BinanceEmulator:
             raise
         if o.status != "NEW":
             raise _bad(-2011, "Unknown order sent.")
-        o.status, o.update_ms = "CANCELED", _now_ms()
+        o.status, o.update_ms = "CANCELED", self.now_ms()
         return self._order_json(o)
 
     def _open_orders(self, p: dict[str, str]) -> object:
@@ -1021,6 +1117,25 @@ class BinanceEmulator:
                  "commission": _num(t.fee), "commissionAsset": "USDT", "time": t.time_ms,
                  "positionSide": "BOTH", "buyer": t.side == "BUY", "maker": False}
                 for t in rows[-int(p.get("limit", "500")):]]
+
+    def _income(self, p: dict[str, str]) -> object:
+        """GET /fapi/v1/income: rows in time order; from startTime the first ``limit``, else the
+        last ``limit`` up to endTime; neither time given: the last 7 days."""
+        s = self._market(p["symbol"]).symbol if "symbol" in p else None
+        kind = p.get("incomeType")
+        if kind is not None and kind not in INCOME_TYPES:
+            raise _bad(-1102, "Parameter 'incomeType' was invalid.")
+        params = dict(p)
+        if "startTime" not in p and "endTime" not in p:
+            params["startTime"] = str(self.now_ms() - 7 * DAY_MS)
+        rows = [r for r in self.income
+                if (s is None or r.symbol == s) and (kind is None or r.income_type == kind)]
+        times = np.array([r.time_ms for r in rows], dtype=np.int64)
+        idx = _page(times, params, 100, 1000)
+        return [{"symbol": rows[i].symbol, "incomeType": rows[i].income_type,
+                 "income": f"{rows[i].amount:.8f}", "asset": "USDT", "info": rows[i].income_type,
+                 "time": rows[i].time_ms, "tranId": rows[i].tran_id, "tradeId": rows[i].trade_id}
+                for i in idx]
 
     def _all_orders(self, p: dict[str, str]) -> object:
         s = self._market(p.get("symbol")).symbol
