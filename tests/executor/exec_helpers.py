@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+from binance_emulator import BinanceEmulator
 
 from models.book import Book, FuturesPosition
 from models.instruments import FuturesContract
@@ -74,3 +77,23 @@ def te_reference(spot_usd: np.ndarray, futures_usd: np.ndarray, targets: np.ndar
     """sqrt(d' Sigma d), d = (spot + futures) / V - w*: the tracking error by hand."""
     d = (spot_usd + futures_usd) / base - targets
     return float(np.sqrt(d @ cov @ d))
+
+
+@contextmanager
+def cli_emulator(monkeypatch: pytest.MonkeyPatch, api_key: str,
+                 secret: str) -> Iterator[BinanceEmulator]:
+    """A loopback emulator that `fbr ... --exchange binanceusdm` reaches: the keys in the
+    environment variables the CLI reads, the CLI's exchange factory wired to the emulator, no
+    backoff sleeps. Stopped on exit."""
+    from fbr import execute_cli
+
+    emu = BinanceEmulator(api_key=api_key, secret=secret).start()
+    monkeypatch.setenv("FBR_BINANCEUSDM_API_KEY", api_key)
+    monkeypatch.setenv("FBR_BINANCEUSDM_SECRET", secret)
+    monkeypatch.setitem(execute_cli.EXCHANGE_FACTORIES, "binanceusdm",
+                        lambda c: emu.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
+    monkeypatch.setattr(execute_cli, "BACKOFF_S", 0.0)
+    try:
+        yield emu
+    finally:
+        emu.stop()

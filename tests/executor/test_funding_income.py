@@ -15,7 +15,7 @@ from pathlib import Path
 import ccxt
 import pytest
 from binance_emulator import BinanceEmulator, Fault
-from exec_helpers import SEED_BOOK, market, solution_with, three_asset_book
+from exec_helpers import SEED_BOOK, cli_emulator, market, solution_with, three_asset_book
 from typer.testing import CliRunner
 
 import executor.ccxt_gateway as gw_mod
@@ -24,7 +24,6 @@ from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal, now_ms
 from executor.plan import PlanOptions, book_instruments, plan_orders
 from executor.status import FundingSource, funding_view
-from fbr import execute_cli
 from fbr.cli import app
 
 H = 3_600_000
@@ -193,16 +192,8 @@ def test_status_funding_uses_the_exchange_then_the_journal(emulator: BinanceEmul
 @pytest.fixture
 def canary_emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceEmulator]:
     """An emulator `fbr ... --exchange binanceusdm` reaches, canary keys in the environment."""
-    emu = BinanceEmulator(api_key=CANARY_KEY, secret=CANARY_SECRET).start()
-    monkeypatch.setenv("FBR_BINANCEUSDM_API_KEY", CANARY_KEY)
-    monkeypatch.setenv("FBR_BINANCEUSDM_SECRET", CANARY_SECRET)
-    monkeypatch.setitem(execute_cli.EXCHANGE_FACTORIES, "binanceusdm",
-                        lambda c: emu.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
-    monkeypatch.setattr(execute_cli, "BACKOFF_S", 0.0)
-    try:
+    with cli_emulator(monkeypatch, CANARY_KEY, CANARY_SECRET) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 def test_fbr_status_shows_the_exchange_funding(canary_emu: BinanceEmulator, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator, Fault
-from exec_helpers import SEED_BOOK
+from exec_helpers import SEED_BOOK, cli_emulator
 from typer.testing import CliRunner
 
 from executor.safety import Credentials, RedactingFilter, load_credentials, redact
@@ -22,16 +22,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def canary_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceEmulator]:
-    emu = BinanceEmulator(api_key=CANARY_KEY, secret=CANARY_SECRET).start()
-    monkeypatch.setenv("FBR_BINANCEUSDM_API_KEY", CANARY_KEY)
-    monkeypatch.setenv("FBR_BINANCEUSDM_SECRET", CANARY_SECRET)
-    monkeypatch.setitem(execute_cli.EXCHANGE_FACTORIES, "binanceusdm",
-                        lambda c: emu.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
-    monkeypatch.setattr(execute_cli, "BACKOFF_S", 0.0)
-    try:
+    with cli_emulator(monkeypatch, CANARY_KEY, CANARY_SECRET) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 def _assert_clean(text: str, where: str) -> None:

@@ -18,9 +18,9 @@ if EXEC_TESTS not in sys.path:
     sys.path.insert(0, EXEC_TESTS)
 
 from binance_emulator import BinanceEmulator, Fault  # noqa: E402
+from exec_helpers import cli_emulator  # noqa: E402
 
 from executor.ccxt_gateway import CcxtGateway  # noqa: E402
-from fbr import execute_cli  # noqa: E402
 from fbr.cli import app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,16 +35,8 @@ class Crash(BaseException):
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceEmulator]:
     """A loopback emulator that `fbr ... --exchange binanceusdm` talks to, keys in the environment."""
-    e = BinanceEmulator(api_key="cli-key", secret="cli-secret").start()
-    monkeypatch.setenv("FBR_BINANCEUSDM_API_KEY", "cli-key")
-    monkeypatch.setenv("FBR_BINANCEUSDM_SECRET", "cli-secret")
-    monkeypatch.setitem(execute_cli.EXCHANGE_FACTORIES, "binanceusdm",
-                        lambda c: e.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
-    monkeypatch.setattr(execute_cli, "BACKOFF_S", 0.0)
-    try:
-        yield e
-    finally:
-        e.stop()
+    with cli_emulator(monkeypatch, "cli-key", "cli-secret") as emu:
+        yield emu
 
 
 def _json(*args: str) -> dict[str, Any]:
