@@ -30,6 +30,7 @@ from executor.marketdata import (
     fetch_market_data,
 )
 from models.errors import FbrError, ValidationError
+from models.io import utc_timestamp
 
 API_KEY_ENV = "FBR_EXCHANGE_API_KEY"
 SECRET_ENV = "FBR_EXCHANGE_SECRET"
@@ -53,15 +54,7 @@ exchange_factory: ExchangeFactory = default_factory
 
 
 def _utc(value: str | None, name: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        t = None
-    if t is None or pd.isna(t):
-        raise ValidationError(name, f"is {value!r}", "give an ISO date such as 2024-01-01")
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return None if value is None else utc_timestamp(value, name)
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -116,8 +116,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _clip_span(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
     """Rows with start <= timestamp <= end (both inclusive, UTC when no zone is given)."""
-    lo = _utc(start, "start") if start is not None else None
-    hi = _utc(end, "end") if end is not None else None
+    lo = utc_timestamp(start, "start") if start is not None else None
+    hi = utc_timestamp(end, "end") if end is not None else None
     if lo is not None and hi is not None and hi < lo:
         raise ValidationError("end", f"({hi}) is before start ({lo})", "give end >= start")
     mask = np.ones(len(frame), dtype=bool)
@@ -128,7 +128,9 @@ def _clip_span(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.Da
     return frame.loc[mask]
 
 
-def _utc(value: str, field: str) -> pd.Timestamp:
+def utc_timestamp(value: str, field: str) -> pd.Timestamp:
+    """``value`` (an ISO date or time) as a UTC timestamp (a naive one is read as UTC); a clear
+    error naming ``field`` otherwise."""
     try:
         t = pd.Timestamp(value)
     except (ValueError, TypeError):
@@ -323,7 +325,7 @@ def _latest_snapshot(rows: pd.DataFrame, as_of: str | None, path: Path | str) ->
         return rows
     dates = pd.to_datetime(rows["snapshot_commit_date"], utc=True)
     if as_of is not None:
-        cutoff = _utc(as_of, "as_of")
+        cutoff = utc_timestamp(as_of, "as_of")
         keep = dates <= cutoff
         if not keep.any():
             raise ValidationError("as_of", f"({cutoff}) is before the first snapshot in {path} "
@@ -371,7 +373,7 @@ def load_contract_spec(path: Path | str, ccxt_symbol: str) -> dict[str, float]:
             spec[key] = value / 100.0
     spec["contract_size"] = 1.0
     if "_" in binance_id and row.get("deliveryDate_utc") is not None:
-        delivery = _utc(str(row["deliveryDate_utc"]), "deliveryDate_utc")
+        delivery = utc_timestamp(str(row["deliveryDate_utc"]), "deliveryDate_utc")
         spec["delivery_epoch_s"] = delivery.timestamp()
     return spec
 
