@@ -16,6 +16,10 @@ class ValidationError(FbrError, ValueError):
         self.fix = fix
         super().__init__(f"{field}: {problem}. Fix: {fix}")
 
+    def __reduce__(self) -> tuple[type[ValidationError], tuple[str, str, str]]:
+        """Pickle by the three parts (errors raised in worker processes travel back pickled)."""
+        return type(self), (self.field, self.problem, self.fix)
+
 
 def check_finite_positive(field: str, value: float, *, allow_zero: bool = False) -> float:
     """Return ``value`` as float if it is finite and > 0 (>= 0 with ``allow_zero``), else raise."""
