@@ -213,15 +213,29 @@ class Book:
         return float(np.where(inverse, inv, linear).sum())
 
     def valuation(self, market: MarketSnapshot) -> Valuation:
-        """Every valuation at once (each price read once): see :class:`Valuation`."""
+        """Every valuation at once (each price read once): see :class:`Valuation`. The same
+        formulas as :meth:`spot_values`, :meth:`unrealized_pnl` and :meth:`futures_notional`."""
         spot = self.spot_values(market)
-        upnl = self.unrealized_pnl(market)
+        size, inverse = self._contract_arrays
+        mark = self.marks(market)
+        if self.futures:
+            q = self.contracts_vector()
+            entry = np.array([self.futures[c.symbol].entry_price if c.symbol in self.futures else 1.0
+                              for c in self.contracts], dtype=float)
+            entry = np.where(q != 0, entry, 1.0)
+            upnl = float(np.where(inverse, q * size * (1.0 / entry - 1.0 / mark) * mark,
+                                  q * size * (mark - entry)).sum())
+            notional = q * size * np.where(inverse, 1.0, mark)
+        else:
+            upnl = 0.0
+            notional = np.zeros(len(self.contracts))
         wallet = self.cash + upnl
-        nav = float(spot.sum()) + wallet
-        return Valuation(spot_values=spot, notional=self.futures_notional(market), upnl=upnl,
-                         wallet=wallet, nav=nav,
-                         collateral=wallet + float(self.pledge_vector() @ spot),
-                         base=nav if self.targets_base == TargetsBase.NAV else float(spot.sum()))
+        invested = float(spot.sum())
+        nav = invested + wallet
+        collateral = wallet + (float(self.pledge_vector() @ spot) if self.pledged else 0.0)
+        return Valuation(spot_values=spot, notional=notional, upnl=upnl, wallet=wallet, nav=nav,
+                         collateral=collateral,
+                         base=nav if self.targets_base == TargetsBase.NAV else invested)
 
     def wallet_balance(self, market: MarketSnapshot) -> float:
         """Futures wallet margin balance (USD): stable cash + unrealised PnL (pledged spot excluded)."""
