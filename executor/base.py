@@ -55,12 +55,17 @@ class OrderState:
 
 
 @dataclass(frozen=True)
-class FundingRow:
-    """A funding payment: ``amount`` USD (> 0 received, < 0 paid) at ``time`` (ms since epoch)."""
+class FundingPayment:
+    """One funding settlement on the account: ``amount`` USD (stablecoin) signed, > 0 received,
+    < 0 paid (a long pays a positive rate: amount = -rate x position notional at mark), at ``time_ms``
+    (ms since the epoch, UTC). ``contract`` is the book's contract symbol (None when the exchange
+    symbol is not one of the book's contracts); ``tran_id`` is the exchange's transaction id."""
 
-    symbol: str
+    contract: str | None
+    exchange_symbol: str
+    time_ms: int
     amount: float
-    time: int
+    tran_id: str
 
 
 class AmbiguousOrderError(FbrError):
@@ -109,8 +114,9 @@ class ExchangeGateway(Protocol):
         ...
 
     def funding_since(self, since_ms: int,
-                      instruments: Mapping[str, Instrument]) -> list[FundingRow] | None:
-        """Funding paid/received since ``since_ms``; None when the exchange cannot say."""
+                      instruments: Mapping[str, Instrument]) -> list[FundingPayment] | None:
+        """Funding paid/received since ``since_ms`` on the book's contracts (``contract`` never
+        None); None when the exchange cannot say."""
         ...
 
 

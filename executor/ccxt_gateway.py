@@ -2,8 +2,9 @@
 metadata paths too).
 
 - markets -> :class:`FuturesContract`: ``contractSize`` (OKX BTC-USDT-SWAP: 0.01 BTC), ``inverse``
-  (sized in USD: Binance coin-M BTC 100 USD per contract), amount/price precision as lot step and
-  tick (TICK_SIZE or DECIMAL_PLACES precision mode), amount and cost limits, fees; leverage tiers
+  (sized in USD: Binance coin-M BTC 100 USD per contract, Bybit BTCUSD 1 USD), amount/price
+  precision as lot step and tick (TICK_SIZE or DECIMAL_PLACES precision mode), amount and cost
+  limits (the largest order also capped by Bybit's market-order maximum), fees; leverage tiers
   -> :class:`MarginTiers` (``cum`` from the exchange when given, else computed for continuity);
 - balances and positions -> the book (futures positions and the wallet's stablecoin cash);
 - leverage and margin mode set before trading;
@@ -14,7 +15,7 @@ metadata paths too).
   (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried;
 - funding paid and received: the account's income history (Binance ``GET /fapi/v1/income``,
   incomeType FUNDING_FEE, through ccxt ``fetch_funding_history``), paged forward from ``since``
-  (1000 rows a call) and de-duplicated by transaction id, as :class:`FundingPayment` rows
+  (1000 rows a call) and de-duplicated by transaction id, as :class:`~executor.base.FundingPayment` rows
   (USD, > 0 received, < 0 paid).
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
@@ -27,7 +28,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ccxt
@@ -35,7 +35,7 @@ import pandas as pd
 
 from executor.base import (
     AmbiguousOrderError,
-    FundingRow,
+    FundingPayment,
     OrderRejectedError,
     OrderState,
     OrderStatus,
@@ -95,6 +95,26 @@ def tiers_from_ccxt(rows: list[dict[str, Any]]) -> MarginTiers:
     return MarginTiers(tuple(brackets))
 
 
+def _max_qty(market: Mapping[str, Any]) -> float:
+    """Largest order in contracts: ccxt's ``limits.amount.max``, lowered to the exchange's
+    market-order cap when it states one (Binance ``MARKET_LOT_SIZE``, which ccxt gives as
+    ``limits.market.max``; Bybit v5 ``lotSizeFilter.maxMktOrderQty``, e.g. BTCUSDT 119 BTC against
+    1190 for limit orders); one cap serves both order types, so larger orders are split rather than
+    rejected. inf when none is given."""
+    limits = market.get("limits") or {}
+    amount = limits.get("amount") or {}
+    cap = float(amount["max"]) if amount.get("max") is not None else math.inf
+    market_max = (limits.get("market") or {}).get("max")
+    if market_max is not None and float(market_max) > 0:
+        cap = min(cap, float(market_max))
+    info = market.get("info")
+    lot = info.get("lotSizeFilter") if isinstance(info, Mapping) else None
+    mkt = lot.get("maxMktOrderQty") if isinstance(lot, Mapping) else None
+    if mkt not in (None, "") and float(mkt) > 0:
+        cap = min(cap, float(mkt))
+    return cap
+
+
 def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
                          decimal_places: bool = False,
                          tiers: MarginTiers | None = None) -> FuturesContract:
@@ -117,7 +137,7 @@ def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
         "lot_step": _step(precision.get("amount"), decimal_places) or base.lot_step,
         "tick": _step(precision.get("price"), decimal_places) or base.tick,
         "min_qty": float(amount.get("min") or 0.0),
-        "max_qty": float(amount["max"]) if amount.get("max") is not None else math.inf,
+        "max_qty": _max_qty(market),
         "min_notional": float(cost.get("min") or 0.0),
         "tiers": use_tiers,
         "leverage": min(base.leverage, top),
@@ -139,20 +159,6 @@ def with_instruments(book: Book, instruments: Mapping[str, Instrument]) -> Book:
 
 #: Rows asked per income-history call (Binance's maximum).
 FUNDING_PAGE = 1000
-
-
-@dataclass(frozen=True)
-class FundingPayment:
-    """One funding settlement on the account: ``amount`` USD (stablecoin) signed, > 0 received,
-    < 0 paid (a long pays a positive rate: amount = -rate x position notional at mark), at ``time_ms``
-    (ms since the epoch, UTC). ``contract`` is the book's contract symbol (None when the exchange
-    symbol is not one of the book's contracts); ``tran_id`` is the exchange's transaction id."""
-
-    contract: str | None
-    exchange_symbol: str
-    time_ms: int
-    amount: float
-    tran_id: str
 
 
 # --- the gateway --------------------------------------------------------------------------------
@@ -410,10 +416,9 @@ class CcxtGateway:
         return sorted(seen.values(), key=lambda p: (p.time_ms, p.tran_id))
 
     def funding_since(self, since_ms: int,
-                      instruments: Mapping[str, Instrument]) -> list[FundingRow] | None:
+                      instruments: Mapping[str, Instrument]) -> list[FundingPayment] | None:
         """The book contracts' funding since ``since_ms`` from the income history; None when the
         exchange has none (ReadFailedError when it has one but cannot answer)."""
         if not self.offers_funding_history:
             return None
-        return [FundingRow(p.contract, p.amount, p.time_ms)
-                for p in self.funding_history(since_ms, instruments) if p.contract is not None]
+        return [p for p in self.funding_history(since_ms, instruments) if p.contract is not None]

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from executor.base import FundingRow, OrderRejectedError, OrderState, OrderStatus
+from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus
 from executor.journal import Journal
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
 from models.book import Book, FuturesPosition
@@ -130,7 +130,7 @@ class PaperGateway:
         return []
 
     def funding_since(self, since_ms: int,
-                      instruments: Mapping[str, Instrument]) -> list[FundingRow] | None:
+                      instruments: Mapping[str, Instrument]) -> list[FundingPayment] | None:
         return None
 
 

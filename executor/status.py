@@ -174,8 +174,10 @@ def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
     if rows is not None:
         by: dict[str, float] = {}
         for r in rows:
-            by[r.symbol] = by.get(r.symbol, 0.0) + r.amount
-            journal.record_funding_once(venue, book.name, r.symbol, r.amount, r.time)
+            if r.contract is None:  # funding_since names only the book's contracts
+                continue
+            by[r.contract] = by.get(r.contract, 0.0) + r.amount
+            journal.record_funding_once(venue, book.name, r.contract, r.amount, r.time_ms)
         return FundingView(since, float(sum(by.values())), by, FundingSource.EXCHANGE, last.plan_id,
                            len(rows), note)
     stored = journal.funding_since(venue, book.name, since)

@@ -113,7 +113,8 @@ def brackets_from(rows: Sequence[tuple[float, int, float]]) -> tuple[Bracket, ..
 @dataclass(frozen=True)
 class EmuMarket:
     """A USD-M perpetual: Binance id (``BTCUSDT``), base/quote, LOT_SIZE step/min/max (base
-    units), tick (USD), min notional (USD), initial mark (USD), leverage brackets."""
+    units), tick (USD), min notional (USD), initial mark (USD), leverage brackets, and the
+    MARKET_LOT_SIZE max for market orders (``max_mkt_qty``; None = the LOT_SIZE max)."""
 
     symbol: str
     base: str
@@ -125,6 +126,12 @@ class EmuMarket:
     min_notional: float
     price: float
     brackets: tuple[Bracket, ...]
+    max_mkt_qty: str | None = None
+
+    @property
+    def market_max_qty(self) -> str:
+        """The largest market order (base units)."""
+        return self.max_mkt_qty if self.max_mkt_qty is not None else self.max_qty
 
     @property
     def quantity_precision(self) -> int:
@@ -141,11 +148,13 @@ def _decimals(step: str) -> int:
 
 
 #: Defaults: steps, ticks and min notionals as Binance listed them in 2025 (SOLUSDT trades whole
-#: SOL: step 1, tick 0.01, min notional 5); brackets are a realistic shortened tier ladder.
+#: SOL: step 1, tick 0.01, min notional 5; BTCUSDT market orders at most 120 BTC, limit orders
+#: 1000); brackets are a realistic shortened tier ladder.
 DEFAULT_MARKETS: tuple[EmuMarket, ...] = (
     EmuMarket("BTCUSDT", "BTC", "USDT", "0.001", "0.001", "1000", "0.1", 100.0, 60_000.0,
               brackets_from([(300_000, 125, 0.004), (3_000_000, 50, 0.01), (20_000_000, 20, 0.025),
-                             (100_000_000, 5, 0.1), (500_000_000, 1, 0.5)])),
+                             (100_000_000, 5, 0.1), (500_000_000, 1, 0.5)]),
+              max_mkt_qty="120"),
     EmuMarket("ETHUSDT", "ETH", "USDT", "0.001", "0.001", "10000", "0.01", 20.0, 3_000.0,
               brackets_from([(300_000, 100, 0.005), (3_000_000, 50, 0.01), (20_000_000, 20, 0.025),
                              (100_000_000, 5, 0.1), (400_000_000, 1, 0.5)])),
@@ -706,7 +715,7 @@ class BinanceEmulator:
                     {"filterType": "LOT_SIZE", "stepSize": m.step, "minQty": m.min_qty,
                      "maxQty": m.max_qty},
                     {"filterType": "MARKET_LOT_SIZE", "stepSize": m.step, "minQty": m.min_qty,
-                     "maxQty": m.max_qty},
+                     "maxQty": m.market_max_qty},
                     {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                     {"filterType": "MIN_NOTIONAL", "notional": _num(m.min_notional)},
                     {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
@@ -997,7 +1006,7 @@ class BinanceEmulator:
             raise _bad(-1111, "Precision is over the maximum defined for this asset.")
         if qty < Decimal(m.min_qty):
             raise _bad(-4003, f"Quantity less than minimum quantity {m.min_qty}.")
-        if qty > Decimal(m.max_qty):
+        if qty > Decimal(m.max_qty) or (otype == "MARKET" and qty > Decimal(m.market_max_qty)):
             raise _bad(-4005, "Quantity greater than max quantity.")
         mark = self.marks[m.symbol]
         price = mark
