@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fbr.config import load_book_file
+from fbr.config_loader import load_book_file
 from models.synthetic import generate_history
 from optimizer.policies import NaiveFutures, NoRebalance, OptimizedFutures, Policy
-from scenarios.backtest import MarketPath, run_backtest
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_H = 8

@@ -128,14 +128,11 @@ from optimizer.policies import (  # noqa: E402
     Policy,
 )
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings  # noqa: E402
-from scenarios.backtest import (  # noqa: E402
-    NO_SWEEPS,
-    BacktestResult,
-    CollateralPolicy,
-    MarketPath,
-    run_backtest,
-)
+from scenarios.backtest_result import BacktestResult  # noqa: E402
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy  # noqa: E402
+from scenarios.market_path import MarketPath  # noqa: E402
 from scenarios.metrics import STABLECOIN_YIELD, compute_metrics, steps_per_year  # noqa: E402
+from scenarios.replay import run_backtest  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 ASSETS = ("BTC", "ETH", "SOL")

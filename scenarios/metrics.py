@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scenarios.backtest import BacktestResult, median_step_days
+from scenarios.backtest_result import BacktestResult
+from scenarios.replay_inputs import median_step_days
 
 DAYS_PER_YEAR = 365.0
 #: Margin utilisation (maintenance / collateral) above which a step counts as a margin call.

@@ -36,9 +36,11 @@ from models.book import Book
 from models.errors import ValidationError
 from models.margin import LIQUIDATION_PENALTY
 from optimizer.policies import Policy
-from scenarios.backtest import CollateralPolicy, MarketPath, run_backtest
+from scenarios.collateral import CollateralPolicy
+from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics
 from scenarios.paths import PathGenerator
+from scenarios.replay import run_backtest
 from scenarios.sweep import EngineSpec, run_sweep
 
 ParamValue = float | int | str

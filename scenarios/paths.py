@@ -47,7 +47,7 @@ from scipy import stats
 
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
-from scenarios.backtest import MarketPath
+from scenarios.market_path import MarketPath
 
 SeedLike = int | np.random.Generator | np.random.SeedSequence
 #: Largest alpha + beta kept from a GARCH fit. Each asset's variance follows its own recursion

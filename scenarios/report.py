@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from scenarios.backtest import BacktestResult
+from scenarios.backtest_result import BacktestResult
 from scenarios.metrics import BacktestMetrics, book_returns, compute_metrics, ideal_returns, steps_per_year
 
 #: Rolling window (steps) of the realised tracking-error chart.

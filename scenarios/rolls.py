@@ -29,7 +29,9 @@ from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
 from models.market import MarketSnapshot
 from optimizer.policies import Policy, TargetHoldings
-from scenarios.backtest import MarketPath, RollTargets, expiry_ns
+from scenarios.backtest_result import RollTargets
+from scenarios.market_path import MarketPath
+from scenarios.settlement import expiry_ns
 
 DAYS_PER_YEAR = 365.0
 HOURS_PER_YEAR = 24.0 * DAYS_PER_YEAR

@@ -1,0 +1,81 @@
+"""What a backtest records: :class:`BacktestResult` (per-step frames and event lists, USD) and its
+column lists, and :class:`RollTargets` (target holdings that declare rolls, recorded per pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from optimizer.policies import TargetHoldings
+
+#: Columns of ``BacktestResult.rolls``.
+ROLL_COLUMNS = ["time", "step", "from", "to", "from_price", "to_price", "notional", "opened",
+                "fee", "slippage", "basis"]
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """What a backtest recorded (all USD unless said otherwise; one row per step, end of step).
+
+    ``steps`` columns: nav, base (the target base V), cash, wallet (cash + unrealised PnL),
+    collateral, spot_pnl, futures_pnl (mark-to-market of held positions), fee_spot, fee_futures
+    (exchange fee), slippage_futures (half spread + impact), funding (paid, > 0 is a cost),
+    liquidation_penalty, margin_ratio (maintenance / collateral at the margin check, before the
+    policy), margin_ratio_end (after the trades and sweeps), liquidated (bool), traded_spot and
+    traded_futures (gross |notional| traded by the policy), sweep_in (gross spot sold to top up
+    the wallet), sweep_out (gross spot bought with the wallet's excess) and sweep_fees (their
+    spot fees; not in fee_spot), solve_time_ms and solver_fallbacks (from the policy's
+    ``TargetHoldings`` when it gives them: solver time in ms and solvers that failed
+    before the one that served; NaN and 0 otherwise). solve_time_ms is wall-clock, the one
+    recorded value that differs between two runs of the same inputs.
+    Identity per step: nav_t - nav_{t-1} = spot_pnl + futures_pnl - fee_spot - fee_futures
+    - slippage_futures - funding - liquidation_penalty - sweep_fees.
+    ``spot_value`` (per asset), ``futures_notional`` (signed, per contract) and ``weights``
+    (effective weights per asset) are frames on the same index. ``trades`` and ``liquidations``
+    list events (one row each; trade kinds: spot, futures, settle (a dated future closed at spot
+    at expiry; its fee is in fee_futures, its spot-vs-mark PnL in futures_pnl), sweep_in,
+    sweep_out). ``targets``: w* per asset; ``policy``: the policy's name.
+    ``rolls``: one row per roll a policy declared (``RollTargets``) with a leg traded: time, step
+    (position in the index), from / to (contracts), from_price / to_price (marks, USD), notional
+    (USD, signed: the position closed in ``from``, at its mark), opened (USD, signed: the ``to``
+    leg's trade), fee and slippage (both legs; already in fee_futures / slippage_futures) and
+    basis = opened x (to_price - from_price) / to_price (USD; > 0 a cost: a long rolled into
+    contango, a short into backwardation): the price
+    gap between the legs, paid later through futures_pnl as the new contract converges, not a
+    separate cash flow (exact for linear contracts when the old leg was at spot).
+    """
+
+    steps: pd.DataFrame
+    spot_value: pd.DataFrame
+    futures_notional: pd.DataFrame
+    weights: pd.DataFrame
+    trades: pd.DataFrame
+    liquidations: pd.DataFrame
+    targets: pd.Series
+    spot_returns: pd.DataFrame
+    policy: str
+    rolls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROLL_COLUMNS))
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Every recorded frame by name (for comparisons and export)."""
+        return {"steps": self.steps, "spot_value": self.spot_value,
+                "futures_notional": self.futures_notional, "weights": self.weights,
+                "trades": self.trades, "liquidations": self.liquidations,
+                "spot_returns": self.spot_returns, "rolls": self.rolls}
+
+
+#: Columns of ``BacktestResult.trades`` and ``BacktestResult.liquidations``.
+TRADE_COLUMNS = ["time", "kind", "symbol", "quantity", "price", "notional", "fee", "slippage"]
+LIQUIDATION_COLUMNS = ["time", "contract", "contracts", "mark", "notional", "penalty"]
+
+
+@dataclass(frozen=True)
+class RollTargets(TargetHoldings):
+    """Target holdings that say which of their trades are rolls: ``rolls`` lists (from, to)
+    contract pairs whose position moves from the first into the second at this step (e.g.
+    ``scenarios.rolls.RollingPolicy``). The backtest trades them like any target and records one
+    row per pair in ``BacktestResult.rolls`` (see there)."""
+
+    rolls: tuple[tuple[str, str], ...] = ()

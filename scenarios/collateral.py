@@ -1,0 +1,126 @@
+"""Collateral management of a backtest (step 5): the wallet's reserve band and the sweeps.
+
+:class:`CollateralPolicy` states the band (reserve target tau as a fraction of NAV, relative band
+b); :func:`sweep_collateral` moves value between spot and the futures wallet when the wallet
+leaves ``[tau (1 - b) V, tau (1 + b) V]`` and reports what moved (:class:`Sweep`, USD).
+``NO_SWEEPS`` switches the sweeps off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.book import Book
+from models.errors import ValidationError
+from models.market import MarketSnapshot
+from scenarios.replay_state import ReplayState, StepValuation, value_state
+
+
+@dataclass(frozen=True)
+class CollateralPolicy:
+    """Keep the futures wallet's margin balance in a band around a reserve target (DESIGN.md).
+
+    Wallet balance ``W = cash + unrealised PnL`` (USD; pledged spot is not counted), NAV ``V``.
+    ``target_fraction`` tau (fraction of NAV; None: the book's initial ``W / V`` at the first
+    step's prices, before any trade) and ``band`` b (relative, >= 0): after the policy's trades,
+    while futures positions are open, a wallet outside ``[tau (1 - b) V, tau (1 + b) V]`` is moved
+    back to exactly ``tau V'`` (V' the NAV after the sweep's fees):
+
+    - **top-up** (W too low): sell spot pro rata to spot values v_i, gross
+      ``G = (tau V - W) / (1 - f + tau f)`` with f = sum_i v_i f_i / sum_i v_i (spot fee rates), capped
+      at all the spot held; the wallet receives G (1 - f);
+    - **sweep-out** (W too high): buy spot pro rata to the target weights w*_i, gross
+      ``B = (W - tau V) / (1 + f - tau f)`` with f = sum_i w*_i f_i / sum_i w*_i; the wallet pays
+      B (1 + f).
+
+    Spot trades at the close and pays the spot fee only (no spread/impact, as for policy trades).
+    ``enabled=False`` switches sweeps off (see ``NO_SWEEPS``).
+    """
+
+    target_fraction: float | None = None
+    band: float = 0.5
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target_fraction is not None and not (
+                math.isfinite(self.target_fraction) and 0 <= self.target_fraction < 1):
+            raise ValidationError("collateral.target_fraction", f"is {self.target_fraction}",
+                                  "give the wallet reserve as a fraction of NAV in [0, 1)")
+        if not (math.isfinite(self.band) and self.band >= 0):
+            raise ValidationError("collateral.band", f"is {self.band}",
+                                  "give the relative band around the target as a number >= 0")
+
+
+#: Collateral management switched off (the wallet drifts with futures PnL, as without sweeps).
+NO_SWEEPS = CollateralPolicy(enabled=False)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One collateral sweep (USD): gross spot sold into the wallet, gross spot bought from it, fees."""
+
+    sweep_in: float = 0.0
+    sweep_out: float = 0.0
+    fees: float = 0.0
+
+
+def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau: float,
+                     band: float, fee_rate: np.ndarray, trades: list[dict[str, object]],
+                     val: StepValuation | None = None) -> Sweep:
+    """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V]
+    (``CollateralPolicy``); returns what moved. Mutates ``state`` and appends to ``trades``.
+    ``val``: the state's valuation at ``market`` when the caller already has it."""
+    if val is None:
+        val = value_state(book, state, market)
+    nav, wallet = val.nav, val.wallet
+    if not (nav > 0) or not np.any(val.notional != 0):
+        return Sweep()
+    lo, hi = tau * (1.0 - band) * nav, tau * (1.0 + band) * nav
+    assets = book.asset_symbols
+    ts = market.time
+    if wallet < lo:
+        v = val.spot_values
+        total = float(v.sum())
+        if total <= 0:
+            return Sweep()
+        fbar = float(v @ fee_rate) / total
+        gross = min((tau * nav - wallet) / (1.0 - fbar + tau * fbar), total)
+        sell_all = gross >= total
+        fees = 0.0
+        for i, a in enumerate(assets):
+            if v[i] <= 0:
+                continue
+            g = float(v[i]) if sell_all else gross * float(v[i]) / total
+            px = market.spot_price(a)
+            dq = -state.spot[a] if sell_all else -g / px
+            fee = float(fee_rate[i]) * g
+            state.spot[a] = 0.0 if sell_all else state.spot[a] + dq
+            state.cash += g - fee
+            fees += fee
+            trades.append({"time": ts, "kind": "sweep_in", "symbol": a, "quantity": dq,
+                           "price": px, "notional": -g, "fee": fee, "slippage": 0.0})
+        return Sweep(sweep_in=float(v.sum()) if sell_all else gross, fees=fees)
+    if wallet > hi:
+        w = book.target_vector()
+        wsum = float(w.sum())
+        if wsum <= 0:
+            return Sweep()
+        fbar = float(w @ fee_rate) / wsum
+        gross = (wallet - tau * nav) / (1.0 + fbar - tau * fbar)
+        fees = 0.0
+        for i, a in enumerate(assets):
+            if w[i] <= 0:
+                continue
+            b = gross * float(w[i]) / wsum
+            px = market.spot_price(a)
+            fee = float(fee_rate[i]) * b
+            state.spot[a] += b / px
+            state.cash -= b + fee
+            fees += fee
+            trades.append({"time": ts, "kind": "sweep_out", "symbol": a, "quantity": b / px,
+                           "price": px, "notional": b, "fee": fee, "slippage": 0.0})
+        return Sweep(sweep_out=gross, fees=fees)
+    return Sweep()

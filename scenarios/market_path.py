@@ -1,0 +1,129 @@
+"""The market path a backtest replays: aligned spot, mark, funding, spread and ADV series.
+
+:class:`MarketPath` validates the series (tz-aware sorted index, finite values, marks and ADV
+frames on the spot index) and is built from the embedded generator (``MarketPath.from_synthetic``)
+or from real data in the shared layout (``MarketPath.from_data`` / :func:`path_from_data`, read by
+``scenarios.market_data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.errors import ValidationError
+from models.instruments import ContractKind, FuturesContract
+from models.synthetic import SyntheticHistory
+from scenarios.market_data import load_market_data
+
+
+def _check_index(name: str, index: pd.Index) -> None:
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
+        raise ValidationError(f"market_path.{name}", "is not indexed by tz-aware timestamps",
+                              "index it by a UTC pandas DatetimeIndex")
+    if not index.is_monotonic_increasing or not index.is_unique:
+        raise ValidationError(f"market_path.{name}", "has an unsorted or repeated index",
+                              "sort the index and drop duplicate timestamps")
+
+
+def _check_finite(name: str, frame: pd.DataFrame) -> None:
+    if not np.all(np.isfinite(frame.to_numpy(dtype=float))):
+        raise ValidationError(f"market_path.{name}", "has missing or non-finite values",
+                              "align the series on their common span and drop or fill the gaps")
+
+
+@dataclass(frozen=True)
+class MarketPath:
+    """Aligned market history for a backtest.
+
+    ``spot``: closes (USD), index = the steps (tz-aware UTC), one column per asset symbol.
+    ``mark``: mark closes per contract symbol on the same index; a contract without a column is
+    marked at its underlying's spot. ``funding``: rate per settlement (fraction, positive: longs pay)
+    per contract symbol, indexed by settlement timestamps (irregular allowed; a contract without a
+    column pays none). ``half_spread`` (fraction) and ``adv`` (USD/day) per contract symbol; a missing
+    half spread defaults to 1 bp, no ADV means no impact. ``adv`` is either one value per contract
+    (a Series) or a frame on the spot index (a value per step; NaN: no impact at that step).
+    ``synthetic`` labels generated data.
+    """
+
+    spot: pd.DataFrame
+    mark: pd.DataFrame | None = None
+    funding: pd.DataFrame | None = None
+    half_spread: pd.Series | None = None
+    adv: pd.Series | pd.DataFrame | None = None
+    synthetic: bool = False
+
+    def __post_init__(self) -> None:
+        _check_index("spot", self.spot.index)
+        if len(self.spot.index) < 1:
+            raise ValidationError("market_path.spot", "is empty", "give at least one close")
+        _check_finite("spot", self.spot)
+        if self.mark is not None:
+            if not self.mark.index.equals(self.spot.index):
+                raise ValidationError("market_path.mark", "is not on the spot index",
+                                      "align marks to the spot closes (reindex them)")
+            _check_finite("mark", self.mark)
+        if self.funding is not None:
+            _check_index("funding", self.funding.index)
+            _check_finite("funding", self.funding)
+        if isinstance(self.adv, pd.DataFrame):
+            if not self.adv.index.equals(self.spot.index):
+                raise ValidationError("market_path.adv", "is a frame not on the spot index",
+                                      "align the ADV frame to the spot closes, or give a Series")
+            values = self.adv.to_numpy(dtype=float)
+            if np.any(~np.isnan(values) & ~(np.isfinite(values) & (values > 0))):
+                raise ValidationError("market_path.adv", "has values <= 0 or infinite",
+                                      "give ADV in USD/day (> 0), NaN where unknown")
+
+    @staticmethod
+    def from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,
+                  start: str | None = None, end: str | None = None, step: str = "8h",
+                  assets: Sequence[str] = ()) -> MarketPath:
+        """A path from real data in the shared layout (``models.io``; e.g. ``default_data_dir()``).
+
+        See :func:`path_from_data` for the sources, alignment and the no-look-ahead ADV.
+        """
+        return path_from_data(data_dir, contracts, start=start, end=end, step=step, assets=assets)
+
+    @staticmethod
+    def from_synthetic(hist: SyntheticHistory, contracts: Sequence[FuturesContract],
+                       *, with_adv: bool = True) -> MarketPath:
+        """A path from the embedded generator: daily spot; per contract the synthetic perp mark
+        (the dated-future carry of ``SyntheticHistory.snapshot`` is not modelled: dated futures are
+        marked at the perp mark and pay no funding; ``scenarios.rolls.with_dated_marks`` re-prices
+        them from a basis model); perps pay the 8 h funding of their underlying at its 8 h
+        settlement times; half spread and (``with_adv``) ADV of the underlying."""
+        for c in contracts:
+            if c.underlying not in hist.spot.columns:
+                raise ValidationError(f"contracts.{c.symbol}.underlying",
+                                      f"is {c.underlying!r}, not in the synthetic history",
+                                      f"use one of {list(hist.symbols)[:10]}")
+        syms = [c.symbol for c in contracts]
+        mark = pd.DataFrame({c.symbol: hist.mark[c.underlying] for c in contracts},
+                            index=hist.spot.index, columns=syms, dtype=float)
+        perps = [c for c in contracts if c.kind == ContractKind.PERPETUAL]
+        funding = pd.DataFrame({c.symbol: hist.funding[c.underlying] for c in perps},
+                               index=hist.funding.index, columns=[c.symbol for c in perps], dtype=float)
+        half = pd.Series({c.symbol: hist.half_spread[c.underlying] for c in contracts}, dtype=float)
+        adv = (pd.Series({c.symbol: hist.adv_usd[c.underlying] for c in contracts}, dtype=float)
+               if with_adv else None)
+        return MarketPath(spot=hist.spot.astype(float), mark=mark, funding=funding, half_spread=half,
+                          adv=adv, synthetic=True)
+
+
+def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,
+                   start: str | None = None, end: str | None = None, step: str = "8h",
+                   assets: Sequence[str] = ()) -> MarketPath:
+    """A market path from files in the shared layout (see ``models.io``; e.g. ``default_data_dir()``).
+
+    Steps every ``step`` ("4h", "8h" or "1d"), stamped at bar close; spot of the contracts'
+    underlyings then ``assets``; perp marks (else spot); irregular funding kept; ADV lagged one
+    step. See :func:`scenarios.market_data.load_market_data` for the sources, the alignment and
+    the warning naming the series that limited the span.
+    """
+    data = load_market_data(data_dir, contracts, start=start, end=end, step=step, assets=assets)
+    return MarketPath(spot=data.spot, mark=data.mark, funding=data.funding, adv=data.adv)
