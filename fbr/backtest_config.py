@@ -60,18 +60,15 @@ from typing import Any
 
 import pandas as pd
 
-from fbr.config import (
-    LoadedBook,
-    _check_keys,
-    _join,
-    _number,
-    _string,
-    _table,
-    _tables,
-    _timestamp,
-    load_book_file,
-    read_toml,
-)
+from fbr.config_loader import LoadedBook, load_book_file
+from fbr.config_values import check_keys as _check_keys
+from fbr.config_values import join as _join
+from fbr.config_values import number as _number
+from fbr.config_values import read_toml
+from fbr.config_values import string as _string
+from fbr.config_values import sub_table as _table
+from fbr.config_values import table_array as _tables
+from fbr.config_values import timestamp as _timestamp
 from models.book import Book
 from models.errors import ValidationError
 from models.market import MarketSnapshot
@@ -391,7 +388,7 @@ def _default_name(kind: str, params: Mapping[str, Any]) -> str:
 # ==============================================================================================
 def build_path(cfg: BacktestConfig) -> Any:
     """The market path (``scenarios.backtest.MarketPath``) for the book's assets and contracts."""
-    from scenarios.backtest import MarketPath
+    from scenarios.market_path import MarketPath
 
     book = cfg.loaded.book
     spec = cfg.data
@@ -532,7 +529,7 @@ def run_all(cfg: BacktestConfig, path: Any,
 
     ``on_start(name, n_steps)`` may return a callback called once per step (a progress bar).
     """
-    from scenarios.backtest import run_backtest
+    from scenarios.replay import run_backtest
 
     opts = backtest_options(cfg)
     n = len(path.spot.index)

@@ -145,7 +145,7 @@ def _venue(exchange: ExchangeChoice) -> str:
 
 def _load(book: Path) -> Any:
     from fbr.cli import CliError
-    from fbr.config import load_book_file
+    from fbr.config_loader import load_book_file
 
     if not book.exists():
         raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book "

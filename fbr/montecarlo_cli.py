@@ -37,7 +37,7 @@ import typer
 from fbr.backtest_config import POLICY_PARAMS, BacktestConfig, PolicySpec
 from models.errors import ValidationError
 from optimizer.policies import Policy
-from scenarios.backtest import MarketPath
+from scenarios.market_path import MarketPath
 from scenarios.montecarlo import ParamValue, PolicyRun
 from scenarios.paths import GeneratorKind
 
@@ -84,7 +84,7 @@ def _whole(value: Any, field: str, lo: int) -> int:
 
 def load_montecarlo_file(path: str | Path) -> MonteCarloConfig:
     """Read and validate a Monte Carlo file (its book file too)."""
-    from fbr.config import read_toml
+    from fbr.config_values import read_toml
 
     p = Path(path)
     data = read_toml(p, "montecarlo", "examples/montecarlo_demo.toml")
@@ -99,7 +99,10 @@ def load_montecarlo_file(path: str | Path) -> MonteCarloConfig:
 def parse_montecarlo(data: Mapping[str, Any], *, source: Path) -> MonteCarloConfig:
     """The [montecarlo] section, then the rest as a backtest file."""
     from fbr.backtest_config import parse_backtest
-    from fbr.config import _check_keys, _number, _string, _table
+    from fbr.config_values import check_keys as _check_keys
+    from fbr.config_values import number as _number
+    from fbr.config_values import string as _string
+    from fbr.config_values import sub_table as _table
 
     mc = _table(data, "montecarlo", "")
     _check_keys(mc, MC_KEYS, "montecarlo")

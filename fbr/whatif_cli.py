@@ -59,7 +59,7 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
     from fbr.cli import CliError, err, out, user_errors
 
     with user_errors(as_json):
-        from fbr.config import load_book_file
+        from fbr.config_loader import load_book_file
         from optimizer.rebalance import Rebalancer
         from scenarios.library import Library, load_library, load_scenario_file
         from scenarios.shocks import Scenario, parse_scenario

@@ -1,0 +1,241 @@
+"""Book-file futures contracts and margin tiers.
+
+[contract_defaults] merged under each [[contracts]] entry (one linear perpetual "<SYM>-PERP" per
+asset when none is listed), [tier_schedules] shared by name, and spec_from / tiers_from file
+references. In tier bracket k, maintenance margin is MM(N) = mmr_k * N - cum_k (N = notional, USD);
+``cum`` defaults to the continuous value cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) * min_notional_k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fbr.config_sources import ParseContext
+from fbr.config_values import (
+    Table,
+    check_keys,
+    choice,
+    in_range,
+    join,
+    known,
+    nonneg,
+    number,
+    positive,
+    string,
+    sub_table,
+    table_array,
+    timestamp,
+)
+from models.errors import ValidationError
+from models.instruments import ContractKind, FuturesContract, MarginTiers, Settlement, TierBracket
+
+CONTRACT_SETTING_KEYS = (
+    "kind", "settlement", "contract_size", "lot_step", "min_qty", "max_qty", "min_notional", "tick",
+    "maker_fee", "taker_fee", "funding_interval_h", "expiry", "leverage", "tiers", "tiers_from",
+    "spec_from",
+)
+CONTRACT_KEYS = ("symbol", "underlying", *CONTRACT_SETTING_KEYS)
+BRACKET_KEYS = ("min_notional", "max_notional", "max_leverage", "mmr", "cum")
+FILE_REF_KEYS = ("file", "symbol")
+#: Tolerance: maintenance margin may jump by this many USD at a bracket edge.
+MM_JUMP_TOL_USD = 0.01
+
+
+def parse_contracts(data: Mapping[str, Any], symbols: Sequence[str],
+                    ctx: ParseContext) -> tuple[FuturesContract, ...]:
+    """[[contracts]] merged over [contract_defaults]; none listed: one perpetual per asset."""
+    defaults = sub_table(data, "contract_defaults", "")
+    check_keys(defaults, CONTRACT_SETTING_KEYS, "contract_defaults")
+    schedules = _tier_schedules(sub_table(data, "tier_schedules", ""))
+    rows = table_array(data, "contracts", "")
+    if not rows:
+        rows = [{"symbol": f"{s}-PERP", "underlying": s} for s in symbols]
+        ctx.labels.append("contracts: one linear perpetual per asset (none listed)")
+    out = [_contract(row, k, defaults, schedules, symbols, ctx) for k, row in enumerate(rows)]
+    syms = [c.symbol for c in out]
+    dup = sorted({s for s in syms if syms.count(s) > 1})
+    if dup:
+        raise ValidationError("contracts", f"lists {dup} more than once", "list each contract once")
+    return tuple(out)
+
+
+def _merge_contract(row: Table, defaults: Table) -> tuple[Table, dict[str, str]]:
+    """Contract keys over defaults; a tier source in the row replaces the default's. Also returns
+    the TOML path each merged key came from (for error messages)."""
+    base = dict(defaults)
+    if "tiers" in row or "tiers_from" in row:
+        base.pop("tiers", None)
+        base.pop("tiers_from", None)
+    merged = {**base, **row}
+    origin = {k: ("row" if k in row else "contract_defaults") for k in merged}
+    return merged, origin
+
+
+def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, MarginTiers],
+              symbols: Sequence[str], ctx: ParseContext) -> FuturesContract:
+    """One [[contracts]] entry (with defaults applied) as a FuturesContract."""
+    p = join("contracts", k)
+    check_keys(row, CONTRACT_KEYS, p)
+    merged, origin = _merge_contract(row, defaults)
+
+    def at(key: str) -> str:
+        return join(p if origin.get(key) == "row" else "contract_defaults", key)
+
+    sym = string(merged.get("symbol"), join(p, "symbol"))
+    under = string(merged.get("underlying"), join(p, "underlying"))
+    known(under, symbols, join(p, "underlying"), "an asset of the book (unknown underlying)")
+    if "spec_from" in merged:
+        spec = _spec_from(merged["spec_from"], at("spec_from"), ctx)
+        merged = {**spec, **{key: v for key, v in merged.items() if key != "spec_from"}}
+    if "tiers" in merged and "tiers_from" in merged:
+        raise ValidationError(join(p, "tiers_from"), "is given together with tiers",
+                              "give the brackets inline (tiers) or from a file (tiers_from), "
+                              "not both")
+    kwargs: dict[str, Any] = {"symbol": sym, "underlying": under}
+    kwargs.update(_contract_numbers(merged, at))
+    if "kind" in merged:
+        kwargs["kind"] = choice(merged["kind"], at("kind"), [c.value for c in ContractKind],
+                                ContractKind)
+    if "settlement" in merged:
+        kwargs["settlement"] = choice(merged["settlement"], at("settlement"),
+                                      [s.value for s in Settlement], Settlement)
+    if "expiry" in merged:
+        kwargs["expiry"] = timestamp(merged["expiry"], at("expiry")).to_pydatetime()
+    if "tiers" in merged:
+        kwargs["tiers"] = _tiers_value(merged["tiers"], at("tiers"), schedules)
+    elif "tiers_from" in merged:
+        kwargs["tiers"] = _tiers_from(merged["tiers_from"], at("tiers_from"), ctx)
+    try:
+        return FuturesContract(**kwargs)
+    except ValidationError as exc:  # re-label the model's path with the TOML one
+        prefix = f"contracts.{sym}."
+        if not exc.field.startswith(prefix):
+            raise
+        key = exc.field[len(prefix):]
+        field_path = at(key) if key in merged else join(p, key)
+        raise ValidationError(field_path, exc.problem, exc.fix) from exc
+
+_CONTRACT_NUMBERS: dict[str, Callable[[Any, str], float]] = {
+    "contract_size": positive,
+    "lot_step": nonneg,
+    "min_qty": nonneg,
+    "max_qty": lambda v, p: positive(v, p, allow_inf=True),
+    "min_notional": nonneg,
+    "tick": nonneg,
+    "maker_fee": lambda v, p: in_range(v, p, -0.01, 0.05),
+    "taker_fee": lambda v, p: in_range(v, p, -0.01, 0.05),
+    "funding_interval_h": positive,
+    "leverage": positive,
+}
+
+
+def _contract_numbers(merged: Table, at: Callable[[str], str]) -> dict[str, float]:
+    """The numeric contract fields present in ``merged``, parsed and range-checked."""
+    return {key: parse(merged[key], at(key)) for key, parse in _CONTRACT_NUMBERS.items()
+            if key in merged}
+
+
+def _file_ref(value: Any, path: str, ctx: ParseContext) -> tuple[Path, str]:
+    """{file = "...", symbol = "BTC/USDT:USDT"}: an existing file and a ccxt symbol."""
+    if not isinstance(value, dict):
+        raise ValidationError(path, f"is {value!r}",
+                              'write {file = "path/to/file.csv.gz", symbol = "BTC/USDT:USDT"}')
+    check_keys(value, FILE_REF_KEYS, path)
+    raw = string(value.get("file"), join(path, "file"))
+    symbol = string(value.get("symbol"), join(path, "symbol"))
+    resolved = ctx.resolve(raw)
+    if not resolved.is_file():
+        raise ValidationError(join(path, "file"), f"is {raw!r}, which does not exist "
+                              f"(looked for {resolved})",
+                              "give a path relative to the book file, or an absolute one")
+    return resolved, symbol
+
+
+def _spec_from(value: Any, path: str, ctx: ParseContext) -> Table:
+    """Contract spec fields (lot_step, tick, ...) read with models.io.load_contract_spec."""
+    from models.io import load_contract_spec
+
+    resolved, symbol = _file_ref(value, path, ctx)
+    try:
+        spec = load_contract_spec(resolved, symbol)
+    except ValidationError as exc:
+        raise ValidationError(path, f"{exc.field} {exc.problem}", exc.fix) from exc
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValidationError(path, f"could not be read from {resolved}: {exc!r}",
+                              f"check that the file lists {symbol!r}") from exc
+    return {k: v for k, v in spec.items() if k in _CONTRACT_NUMBERS}
+
+
+def _tiers_from(value: Any, path: str, ctx: ParseContext) -> MarginTiers:
+    """Tier brackets read with models.io.load_leverage_tiers."""
+    from models.io import load_leverage_tiers
+
+    resolved, symbol = _file_ref(value, path, ctx)
+    try:
+        return load_leverage_tiers(resolved, symbol)
+    except ValidationError as exc:
+        raise ValidationError(path, f"{exc.field} {exc.problem}", exc.fix) from exc
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValidationError(path, f"could not be read from {resolved}: {exc!r}",
+                              f"check that the file lists {symbol!r}") from exc
+
+
+def _tier_schedules(table: Table) -> dict[str, MarginTiers]:
+    """[tier_schedules]: NAME = array of brackets, shared by contracts (tiers = "NAME")."""
+    return {name: _brackets(rows, join("tier_schedules", name)) for name, rows in table.items()}
+
+
+def _tiers_value(value: Any, path: str, schedules: Mapping[str, MarginTiers]) -> MarginTiers:
+    """tiers = [brackets...] inline, or tiers = "NAME" of a [tier_schedules] entry."""
+    if isinstance(value, str):
+        known(value, list(schedules), path, "a name in [tier_schedules]")
+        return schedules[value]
+    return _brackets(value, path)
+
+
+def _brackets(rows: Any, path: str) -> MarginTiers:
+    """Brackets sorted by notional. ``min_notional`` defaults to the previous ``max_notional``
+    (0 for the first), ``cum`` to the value that makes maintenance margin continuous; a given
+    ``cum`` that makes MM jump at a bracket edge is rejected."""
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValidationError(path, f"is {rows!r}",
+                              "give a non-empty array of brackets, e.g. [{max_notional = 50000, "
+                              "max_leverage = 125, mmr = 0.004}, ...]")
+    out: list[TierBracket] = []
+    for k, row in enumerate(rows):
+        out.append(_bracket(row, join(path, k), out[-1] if out else None))
+    try:
+        return MarginTiers(tuple(out))
+    except ValidationError as exc:  # the model names fields tiers[k].key
+        raise ValidationError(path + exc.field.removeprefix("tiers"), exc.problem,
+                              exc.fix) from exc
+
+
+def _bracket(row: Table, path: str, prev: TierBracket | None) -> TierBracket:
+    """One bracket, checked for contiguity and MM continuity against ``prev``."""
+    check_keys(row, BRACKET_KEYS, path)
+    lo_default = prev.max_notional if prev else 0.0
+    lo = nonneg(row.get("min_notional", lo_default), join(path, "min_notional"))
+    if "max_notional" not in row:
+        raise ValidationError(join(path, "max_notional"), "is missing",
+                              "give the bracket's upper notional (USD; inf for the last one)")
+    hi = positive(row["max_notional"], join(path, "max_notional"), allow_inf=True)
+    if "mmr" not in row or "max_leverage" not in row:
+        missing = "mmr" if "mmr" not in row else "max_leverage"
+        raise ValidationError(join(path, missing), "is missing",
+                              "give max_leverage (x) and mmr (maintenance rate, fraction)")
+    lev = positive(row["max_leverage"], join(path, "max_leverage"))
+    mmr = in_range(row["mmr"], join(path, "mmr"), 0.0, 1.0)
+    if prev is not None and abs(lo - prev.max_notional) > 1e-6 * max(1.0, lo):
+        raise ValidationError(join(path, "min_notional"), f"is {row.get('min_notional')!r}, "
+                              f"but the previous bracket ends at {prev.max_notional:g}",
+                              "make brackets contiguous and sorted by notional")
+    continuous = 0.0 if prev is None else prev.cum + (mmr - prev.mmr) * lo
+    cum = continuous if "cum" not in row else number(row["cum"], join(path, "cum"))
+    if prev is not None and abs(cum - continuous) > MM_JUMP_TOL_USD + 1e-9 * lo:
+        raise ValidationError(join(path, "cum"), f"is {row['cum']!r}, which makes maintenance "
+                              f"margin jump by {continuous - cum:+.6g} USD at notional {lo:g}",
+                              f"set cum = {continuous:.10g} (or leave cum out: fbr computes it)")
+    return TierBracket(lo, hi, lev, mmr, cum)

@@ -1,0 +1,141 @@
+"""Book-file sections that describe what is held and wanted.
+
+[targets] weights (fractions of the target base V, sum <= 1, the rest is cash), [spot] quantities
+(base units), [spot_usd] values (USD, converted at the spot price), [[assets]], [pledged]
+collateral ratios (fractions after haircut), [[futures]] positions (signed contracts, entry price
+in USD), and the checks that tie them together (every symbol known, V > 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fbr.config_values import (
+    Table,
+    check_keys,
+    in_range,
+    join,
+    known,
+    nonneg,
+    number,
+    positive,
+    string,
+    symbol_map,
+    table_array,
+)
+from models.book import Book, FuturesPosition
+from models.errors import ValidationError
+from models.instruments import FuturesContract, SpotAsset
+from models.market import MarketSnapshot
+
+ASSET_KEYS = ("symbol", "fee", "lot_step")
+POSITION_KEYS = ("symbol", "contracts", "entry_price")
+#: Tolerance: target weights may sum to 1 + WEIGHT_TOL.
+WEIGHT_TOL = 1e-6
+
+
+def parse_weights(table: Table, path: str) -> dict[str, float]:
+    """[targets]: weights >= 0 summing to at most 1 (the rest is cash)."""
+    if not table:
+        raise ValidationError(path, "is missing or empty",
+                              "add a [targets] table, e.g. BTC = 0.5, ETH = 0.3, SOL = 0.2")
+    weights = symbol_map(table, path, lambda v, p: nonneg(v, p, percent=True))
+    total = sum(weights.values())
+    if total > 1 + WEIGHT_TOL:
+        listed = ", ".join(f"{s} = {table[s]!r}" for s in table)
+        raise ValidationError(path, f"weights sum to {total:.6g}, above 1 ({listed})",
+                              "make the target weights sum to 1 or less (the rest stays in cash)")
+    return weights
+
+
+def parse_amounts(table: Table, path: str) -> dict[str, float]:
+    """[spot] quantities or [spot_usd] values: finite and >= 0."""
+    return symbol_map(table, path, nonneg)
+
+
+def parse_assets(data: Mapping[str, Any], targets: Mapping[str, float], spot_qty: Mapping[str, float],
+                 spot_usd: Mapping[str, float]) -> tuple[SpotAsset, ...]:
+    """[[assets]] if given, else one default SpotAsset per symbol in targets/spot/spot_usd."""
+    rows = table_array(data, "assets", "")
+    if not rows:
+        symbols = dict.fromkeys([*targets, *spot_qty, *spot_usd])
+        return tuple(SpotAsset(s) for s in symbols)
+    out: list[SpotAsset] = []
+    for k, row in enumerate(rows):
+        p = join("assets", k)
+        check_keys(row, ASSET_KEYS, p)
+        sym = string(row.get("symbol"), join(p, "symbol"))
+        kwargs: dict[str, float] = {}
+        if "fee" in row:
+            kwargs["fee"] = in_range(row["fee"], join(p, "fee"), 0.0, 0.05)
+        if "lot_step" in row:
+            kwargs["lot_step"] = nonneg(row["lot_step"], join(p, "lot_step"))
+        out.append(SpotAsset(sym, **kwargs))
+    syms = [a.symbol for a in out]
+    dup = sorted({s for s in syms if syms.count(s) > 1})
+    if dup:
+        raise ValidationError("assets", f"lists {dup} more than once", "list each asset once")
+    return tuple(out)
+
+
+def check_references(targets: Mapping[str, float], spot_qty: Mapping[str, float],
+                     spot_usd: Mapping[str, float], symbols: Sequence[str]) -> None:
+    """Every symbol in [targets], [spot], [spot_usd] must be an asset; spot given once."""
+    for name, table in (("targets", targets), ("spot", spot_qty), ("spot_usd", spot_usd)):
+        for sym, v in table.items():
+            known(sym, symbols, join(name, sym), "in [[assets]]", v)
+    both = [s for s in spot_qty if s in spot_usd]
+    if both:
+        raise ValidationError(f"spot_usd.{both[0]}", f"is also given in [spot] "
+                              f"({spot_qty[both[0]]!r} units and {spot_usd[both[0]]!r} USD)",
+                              "give each holding once, as a quantity or as a USD value")
+
+
+def parse_pledged(table: Table, symbols: Sequence[str]) -> dict[str, float]:
+    """[pledged]: collateral ratio after haircut, a fraction in [0, 1]."""
+    out: dict[str, float] = {}
+    for sym, v in table.items():
+        known(sym, symbols, join("pledged", sym), "an asset of the book", v)
+        out[sym] = in_range(v, join("pledged", sym), 0.0, 1.0)
+    return out
+
+
+def parse_positions(data: Mapping[str, Any],
+                    contracts: Sequence[FuturesContract]) -> dict[str, FuturesPosition]:
+    """[[futures]]: current positions in contracts (signed) with their entry price (USD)."""
+    syms = [c.symbol for c in contracts]
+    out: dict[str, FuturesPosition] = {}
+    for k, row in enumerate(table_array(data, "futures", "")):
+        p = join("futures", k)
+        check_keys(row, POSITION_KEYS, p)
+        sym = string(row.get("symbol"), join(p, "symbol"))
+        known(sym, syms, join(p, "symbol"), "a listed contract")
+        if sym in out:
+            raise ValidationError(join(p, "symbol"), f"repeats {sym!r}",
+                                  "give one [[futures]] entry per contract (net position)")
+        qty = number(row.get("contracts", 0.0), join(p, "contracts"))
+        if qty != 0 and "entry_price" not in row:
+            raise ValidationError(join(p, "entry_price"), "is missing",
+                                  "give the position's average entry price (USD)")
+        entry = positive(row.get("entry_price", 1.0), join(p, "entry_price"))
+        out[sym] = FuturesPosition(qty, entry)
+    return out
+
+
+def spot_quantities(spot_qty: Mapping[str, float], spot_usd: Mapping[str, float],
+                    market: MarketSnapshot) -> dict[str, float]:
+    """Spot in base units; [spot_usd] values are converted at the market's spot price."""
+    out = dict(spot_qty)
+    for sym, usd in spot_usd.items():
+        out[sym] = usd / market.spot_price(sym)
+    return out
+
+
+def check_base(book: Book, market: MarketSnapshot) -> None:
+    """The target base V must be positive (else weights are undefined)."""
+    if book.base(market) <= 0:
+        raise ValidationError("spot", f"holds no value, so the target base "
+                              f"({book.targets_base.value}) is {book.base(market):.6g} USD",
+                              "give spot holdings ([spot] or [spot_usd]) or set "
+                              'book.targets_base = "nav" with book.cash > 0')

@@ -1,0 +1,109 @@
+"""Book-file entry points: ``load_book_file(path)`` and ``parse_book(data)`` -> :class:`LoadedBook`.
+
+The document is parsed section by section, each by its own module (fbr.config_holdings,
+fbr.config_contracts, fbr.config_market, fbr.config_risk, fbr.config_settings); the format is
+described in fbr.config and README.md ("Book file format").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fbr.config_contracts import parse_contracts
+from fbr.config_holdings import (
+    check_base,
+    check_references,
+    parse_amounts,
+    parse_assets,
+    parse_pledged,
+    parse_positions,
+    parse_weights,
+    spot_quantities,
+)
+from fbr.config_market import parse_market
+from fbr.config_risk import parse_risk
+from fbr.config_settings import parse_settings
+from fbr.config_sources import ParseContext
+from fbr.config_values import check_keys, choice, nonneg, read_toml, string, sub_table
+from models.book import Book, TargetsBase
+from models.errors import ValidationError
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.settings import OptimizerSettings
+
+#: Top-level sections of a book file (anything else is a typo).
+TOP_LEVEL_KEYS = (
+    "book", "targets", "spot", "spot_usd", "assets", "contract_defaults", "tier_schedules",
+    "contracts", "futures", "pledged", "market", "risk", "costs", "constraints", "solver",
+)
+BOOK_KEYS = ("name", "cash", "targets_base")
+
+
+@dataclass(frozen=True)
+class LoadedBook:
+    """Everything one rebalance needs, built from a book file.
+
+    ``labels`` describe where the data came from (e.g. "synthetic market data (seed 7)") so reports
+    can show them next to the numbers.
+    """
+
+    book: Book
+    market: MarketSnapshot
+    risk: RiskModel
+    settings: OptimizerSettings
+    labels: tuple[str, ...]
+
+
+def load_book_file(path: str | Path) -> LoadedBook:
+    """Read a TOML book file and build the book, market, risk model and settings it describes."""
+    p = Path(path)
+    data = read_toml(p, "book", "examples/ for complete ones")
+    return parse_book(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def parse_book(data: Mapping[str, Any], *, source: str = "<dict>",
+               base_dir: Path | None = None) -> LoadedBook:
+    """Build a :class:`LoadedBook` from a parsed TOML document (``source`` names it in errors)."""
+    try:
+        default_name = "book" if source == "<dict>" else Path(source).stem
+        return parse_document(data, ParseContext(base_dir), default_name)
+    except ValidationError as exc:
+        if source == "<dict>":
+            raise
+        raise ValidationError(exc.field, f"{exc.problem} (in {source})", exc.fix) from exc
+
+
+def parse_document(data: Mapping[str, Any], ctx: ParseContext, default_name: str) -> LoadedBook:
+    """The whole document, section by section (``default_name`` when [book] has no name)."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("<document>", f"is {type(data).__name__}", "give a TOML table")
+    check_keys(data, TOP_LEVEL_KEYS, "")
+    head = sub_table(data, "book", "")
+    check_keys(head, BOOK_KEYS, "book")
+    targets = parse_weights(sub_table(data, "targets", ""), "targets")
+    spot_qty = parse_amounts(sub_table(data, "spot", ""), "spot")
+    spot_usd = parse_amounts(sub_table(data, "spot_usd", ""), "spot_usd")
+    assets = parse_assets(data, targets, spot_qty, spot_usd)
+    symbols = [a.symbol for a in assets]
+    check_references(targets, spot_qty, spot_usd, symbols)
+    contracts = parse_contracts(data, symbols, ctx)
+    futures = parse_positions(data, contracts)
+    pledged = parse_pledged(sub_table(data, "pledged", ""), symbols)
+    market = parse_market(sub_table(data, "market", ""), assets, contracts, ctx)
+    spot = spot_quantities(spot_qty, spot_usd, market)
+    book = Book(
+        assets=assets, contracts=contracts, spot=spot, targets=targets,
+        cash=nonneg(head.get("cash", 0.0), "book.cash"),
+        futures=futures, pledged=pledged,
+        targets_base=choice(head.get("targets_base", "invested"), "book.targets_base",
+                            [t.value for t in TargetsBase], TargetsBase),
+        name=string(head.get("name", default_name), "book.name"),
+    )
+    check_base(book, market)
+    risk_table = sub_table(data, "risk", "")
+    risk = parse_risk(risk_table, book, market, sub_table(data, "market", ""), ctx)
+    settings = parse_settings(data, risk_table, book)
+    return LoadedBook(book, market, risk, settings, tuple(ctx.labels))

@@ -1,0 +1,259 @@
+"""Book-file [risk]: the risk model.
+
+Either explicit, Sigma = D C D with D = diag(annualised vols) and C a correlation matrix (or one
+common correlation), or estimated by models.risk.estimate_risk from daily returns (synthetic or a
+data folder) up to the market time. Optional basis risk per contract: basis_vols (diagonal), or
+estimated from the synthetic history's mark vs spot. Vols are annualised on a 365-day year.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fbr.config_sources import (
+    MARKET_SOURCES,
+    History,
+    ParseContext,
+    resolve_data_dir,
+    spot_closes,
+    synthetic_history,
+    synthetic_params,
+    until,
+)
+from fbr.config_values import (
+    Table,
+    check_keys,
+    choice,
+    in_range,
+    join,
+    known,
+    nonneg,
+    number,
+    positive,
+    string,
+    sub_table,
+)
+from models.book import Book
+from models.errors import FbrError, ValidationError
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+
+RISK_EXPLICIT_KEYS = ("vols", "correlation")
+RISK_ESTIMATE_KEYS = (
+    "method", "lookback_days", "halflife", "n_factors", "seed", "days", "start", "data_dir",
+)
+RISK_KEYS = ("source", *RISK_EXPLICIT_KEYS, *RISK_ESTIMATE_KEYS, "basis_risk", "basis_vols")
+DEFAULT_LOOKBACK_DAYS = 365
+
+
+def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: Table,
+               ctx: ParseContext) -> RiskModel:
+    """[risk]: explicit vols + correlation, or estimated from synthetic or real returns."""
+    check_keys(table, RISK_KEYS, "risk")
+    symbols = book.asset_symbols
+    source = _risk_source(table, market_table)
+    if source == "explicit":
+        model = _explicit_risk(table, symbols)
+        ctx.labels.append("risk model: vols and correlation given in the book file")
+    else:
+        model = _estimated_risk(table, source, symbols, market, market_table, ctx)
+    if "basis_vols" in table:
+        model = _with_basis(model, sub_table(table, "basis_vols", "risk"), book)
+    elif source == "synthetic":
+        model = _synthetic_basis(model, table, book, market, market_table, ctx)
+    return model
+
+
+def _risk_source(table: Table, market_table: Table) -> str:
+    """explicit when vols are given; else [risk].source; else the market's source if it has one."""
+    if "source" in table:
+        src = choice(table["source"], "risk.source", MARKET_SOURCES, str)
+    elif "vols" in table or "correlation" in table:
+        src = "explicit"
+    else:
+        src = str(market_table.get("source", "explicit")).lower()
+        if src not in ("synthetic", "data"):
+            raise ValidationError("risk", "gives no risk model",
+                                  "add risk.vols and risk.correlation, or set risk.source = "
+                                  '"synthetic" or "data" to estimate one')
+    wrong = RISK_ESTIMATE_KEYS if src == "explicit" else RISK_EXPLICIT_KEYS
+    for key in wrong:
+        if key in table:
+            raise ValidationError(join("risk", key), f"is {table[key]!r} but the risk model is "
+                                  f"{'explicit' if src == 'explicit' else 'estimated'} "
+                                  f"(source {src!r})",
+                                  "remove it, or change risk.source")
+    return src
+
+
+def _explicit_risk(table: Table, symbols: Sequence[str]) -> RiskModel:
+    """Sigma = D C D from annual vols (D) and a correlation matrix C (or one common value)."""
+    vols_table = sub_table(table, "vols", "risk")
+    for sym, v in vols_table.items():
+        known(sym, symbols, f"risk.vols.{sym}", "an asset of the book", v)
+    missing = [s for s in symbols if s not in vols_table]
+    if missing:
+        raise ValidationError("risk.vols", f"has no vol for {missing}",
+                              "give an annualised vol for every asset, e.g. BTC = 0.6 or \"60%\"")
+    vols = {s: _vol(vols_table[s], f"risk.vols.{s}") for s in vols_table}
+    order = list(vols_table)
+    if "correlation" not in table and len(order) > 1:
+        raise ValidationError("risk.correlation", "is missing",
+                              "give one correlation for all pairs (e.g. 0.7) or a matrix")
+    corr = _correlation(table.get("correlation", 1.0), order)
+    d = np.array([vols[s] for s in order])
+    model = RiskModel.from_covariance(order, corr * np.outer(d, d), method="given")
+    return model.subset(list(symbols))
+
+
+def _vol(value: Any, path: str) -> float:
+    """An annualised volatility: a fraction > 0 ("60%" allowed)."""
+    v = number(value, path, percent=True)
+    if v <= 0:
+        raise ValidationError(path, f"is {value!r}",
+                              'give an annualised vol > 0, e.g. 0.6 or "60%"')
+    return v
+
+
+def _correlation(value: Any, order: Sequence[str]) -> np.ndarray:
+    """A symmetric, positive semi-definite correlation matrix over ``order`` (the vols' order)."""
+    n = len(order)
+    path = "risk.correlation"
+    if not isinstance(value, list):
+        rho = in_range(value, path, -1.0, 1.0)
+        corr = np.full((n, n), rho)
+        np.fill_diagonal(corr, 1.0)
+    else:
+        corr = _matrix(value, n, path, order)
+    lam_min = float(np.linalg.eigvalsh(corr).min()) if n else 0.0
+    if lam_min < -1e-8:
+        raise ValidationError(path, f"is {value!r}, which is not positive semi-definite "
+                              f"(smallest eigenvalue {lam_min:.3g})",
+                              "give a valid correlation matrix (e.g. estimate it from returns); "
+                              "pairwise values cannot be set independently")
+    return corr
+
+
+def _matrix(value: list[Any], n: int, path: str, order: Sequence[str]) -> np.ndarray:
+    """An n x n matrix with unit diagonal, entries in [-1, 1], symmetric."""
+    if len(value) != n or not all(isinstance(r, list) and len(r) == n for r in value):
+        shape = f"{len(value)} rows" + (f" of lengths {[len(r) for r in value]}"
+                                        if all(isinstance(r, list) for r in value) else "")
+        raise ValidationError(path, f"has {shape}, expected {n} x {n}",
+                              f"give one row and one column per asset in the order of risk.vols: "
+                              f"{', '.join(order)}")
+    corr = np.array([[in_range(x, f"{path}[{i}][{j}]", -1.0, 1.0) for j, x in enumerate(row)]
+                     for i, row in enumerate(value)])
+    for i in range(n):
+        if abs(corr[i, i] - 1.0) > 1e-9:
+            raise ValidationError(f"{path}[{i}][{i}]", f"is {value[i][i]!r}",
+                                  "the diagonal of a correlation matrix is 1")
+    bad = np.argwhere(np.abs(corr - corr.T) > 1e-9)
+    if len(bad):
+        i, j = (int(x) for x in bad[0])
+        raise ValidationError(f"{path}[{i}][{j}]", f"is {value[i][j]!r} but {path}[{j}][{i}] is "
+                              f"{value[j][i]!r}: the matrix is not symmetric",
+                              f"give the same correlation for {order[i]}/{order[j]} both ways")
+    return corr
+
+
+def _estimated_risk(table: Table, source: str, symbols: Sequence[str], market: MarketSnapshot,
+                    market_table: Table, ctx: ParseContext) -> RiskModel:
+    """models.risk.estimate_risk on daily returns up to the market time (no look-ahead)."""
+    from models.risk import estimate_risk
+
+    method = string(table.get("method", "ledoit_wolf"), "risk.method")
+    lookback = table.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 2:
+        raise ValidationError("risk.lookback_days", f"is {lookback!r}", "give whole days >= 2")
+    halflife = positive(table.get("halflife", 30.0), "risk.halflife")
+    n_factors = table.get("n_factors")
+    if n_factors is not None and (isinstance(n_factors, bool) or not isinstance(n_factors, int)
+                                  or n_factors < 1):
+        raise ValidationError("risk.n_factors", f"is {n_factors!r}", "give a whole number >= 1")
+    returns, what = _risk_returns(table, source, symbols, market, market_table, ctx)
+    returns = returns.tail(lookback)
+    if len(returns) < 2:
+        raise ValidationError("risk.lookback_days", f"leaves {len(returns)} return rows",
+                              "use a longer lookback or a later market time")
+    try:
+        model = estimate_risk(returns, method, periods_per_year=365.0, halflife=halflife,
+                              n_factors=n_factors)
+    except FbrError:
+        raise
+    except ValueError as exc:
+        raise ValidationError("risk.method", f"is {method!r}: {exc}",
+                              "use a method models.risk.estimate_risk knows") from exc
+    ctx.labels.append(f"risk model: {method} estimated on {len(returns)} days of {what}")
+    return model.subset(list(symbols))
+
+
+def _risk_returns(table: Table, source: str, symbols: Sequence[str], market: MarketSnapshot,
+                  market_table: Table, ctx: ParseContext) -> tuple[pd.DataFrame, str]:
+    """Daily simple returns for the estimate, cut at the market time."""
+    if source == "synthetic":
+        hist, end, seed = _risk_history(table, symbols, market, market_table, ctx)
+        return until(hist.returns, end), f"synthetic returns (seed {seed})"
+    for key in ("seed", "days", "start"):
+        if key in table:
+            raise ValidationError(join("risk", key), f"is {table[key]!r} but risk.source is "
+                                  "'data'", 'remove it, or set risk.source = "synthetic"')
+    if "data_dir" not in table and "data_dir" in market_table:
+        d = resolve_data_dir(market_table, "market", ctx)
+    else:
+        d = resolve_data_dir(table, "risk", ctx)
+    return _data_returns(d, symbols, market.time), f"daily spot returns from {d}"
+
+
+def _risk_history(table: Table, symbols: Sequence[str], market: MarketSnapshot,
+                  market_table: Table, ctx: ParseContext) -> tuple[History, pd.Timestamp | None, int]:
+    """The synthetic history the risk estimate uses, the time to cut it at, and its seed.
+
+    When the market is synthetic too, missing seed/days/start come from [market] (one shared
+    history) and the history is cut at the market time (no look-ahead).
+    """
+    same = str(market_table.get("source", "")).lower() == "synthetic"
+    seed, days, start = synthetic_params(table, "risk", market_table if same else None)
+    hist = synthetic_history(symbols, seed, days, start, ctx, "risk")
+    return hist, (market.time if same else None), seed
+
+
+def _data_returns(data_dir: Path, symbols: Sequence[str], end: pd.Timestamp) -> pd.DataFrame:
+    """Daily simple returns of the data folder's spot closes up to ``end``, common span only."""
+    from models.risk import returns_from_prices
+
+    closes = until(spot_closes(data_dir, symbols, "risk"), end)
+    return returns_from_prices(closes)
+
+
+def _synthetic_basis(model: RiskModel, table: Table, book: Book, market: MarketSnapshot,
+                     market_table: Table, ctx: ParseContext) -> RiskModel:
+    """basis_cov from the synthetic history's mark vs spot (each contract takes its underlying's
+    basis), over the same lookback as the return estimate."""
+    from models.risk import basis_covariance
+
+    hist, end, _ = _risk_history(table, book.asset_symbols, market, market_table, ctx)
+    lookback = int(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS)) + 1
+    mark = until(hist.mark, end).tail(lookback)
+    spot = until(hist.spot, end).tail(lookback)
+    cov = basis_covariance(mark, spot)
+    idx = {str(s): i for i, s in enumerate(mark.columns)}
+    rows = [idx[c.underlying] for c in book.contracts]
+    ctx.labels.append("basis risk: estimated from synthetic mark vs spot")
+    return dataclasses.replace(model, basis_cov=cov[np.ix_(rows, rows)])
+
+
+def _with_basis(model: RiskModel, table: Table, book: Book) -> RiskModel:
+    """basis_cov = diag(basis_vol_j^2) in contract order (0 for contracts not listed)."""
+    csyms = book.contract_symbols
+    for sym, v in table.items():
+        known(sym, csyms, f"risk.basis_vols.{sym}", "a contract", v)
+    vols = [nonneg(table[s], f"risk.basis_vols.{s}", percent=True) if s in table else 0.0
+            for s in csyms]
+    return dataclasses.replace(model, basis_cov=np.diag(np.square(vols)))

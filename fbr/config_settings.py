@@ -1,0 +1,179 @@
+"""Book-file optimiser settings: [costs], [constraints] and [solver] as OptimizerSettings.
+
+Constraints include stress scenarios ([[constraints.stress]]: simple asset returns, each > -1) and
+cluster bands ([[constraints.clusters]]: |sum of (e_i - w*_i)| <= band, in weights). Money in USD;
+fractions accept "30%" / "5bp".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from fbr.config_values import (
+    Table,
+    boolean,
+    check_keys,
+    in_range,
+    known,
+    nonneg,
+    number,
+    optional,
+    positive,
+    string,
+    sub_table,
+    symbol_map,
+    table_array,
+)
+from models.book import Book
+from models.errors import ValidationError
+from optimizer.settings import (
+    ClusterBand,
+    ConstraintSettings,
+    CostSettings,
+    OptimizerSettings,
+    SolverName,
+    StressScenario,
+)
+
+COST_KEYS = tuple(f.name for f in dataclasses.fields(CostSettings))
+CONSTRAINT_KEYS = tuple(f.name for f in dataclasses.fields(ConstraintSettings))
+STRESS_KEYS = ("name", "returns", "common")
+CLUSTER_KEYS = ("name", "assets", "band")
+SOLVER_KEYS = ("solvers", "objective_scale", "round_lots", "noise_trade_weight", "noise_objective")
+
+
+def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> OptimizerSettings:
+    """[costs], [constraints], [solver] and risk.basis_risk as OptimizerSettings."""
+    solver = sub_table(data, "solver", "")
+    check_keys(solver, SOLVER_KEYS, "solver")
+    kwargs: dict[str, Any] = {
+        "costs": _costs(sub_table(data, "costs", "")),
+        "constraints": _constraints(sub_table(data, "constraints", ""), book),
+    }
+    if "basis_risk" in risk_table:
+        kwargs["basis_risk"] = boolean(risk_table["basis_risk"], "risk.basis_risk")
+    if "solvers" in solver:
+        kwargs["solvers"] = _solvers(solver["solvers"])
+    if "objective_scale" in solver:
+        kwargs["objective_scale"] = positive(solver["objective_scale"], "solver.objective_scale")
+    if "round_lots" in solver:
+        kwargs["round_lots"] = boolean(solver["round_lots"], "solver.round_lots")
+    for key in ("noise_trade_weight", "noise_objective"):
+        if key in solver:
+            kwargs[key] = positive(solver[key], f"solver.{key}")
+    return OptimizerSettings(**kwargs)
+
+
+def _solvers(value: Any) -> tuple[SolverName, ...]:
+    """solver.solvers: names tried in order."""
+    options = [s.value for s in SolverName]
+    if not isinstance(value, list):
+        raise ValidationError("solver.solvers", f"is {value!r}",
+                              f"give a list, e.g. [{', '.join(map(repr, options))}]")
+    out: list[SolverName] = []
+    for k, v in enumerate(value):
+        if not isinstance(v, str) or v.upper() not in options:
+            raise ValidationError(f"solver.solvers[{k}]", f"is {v!r}",
+                                  f"use one of {', '.join(map(repr, options))}")
+        out.append(SolverName(v.upper()))
+    return tuple(out)
+
+
+def _costs(table: Table) -> CostSettings:
+    """[costs]: switches (bool) and coefficients (numbers >= 0; horizon_days > 0)."""
+    check_keys(table, COST_KEYS, "costs")
+    kwargs: dict[str, Any] = {}
+    for key in ("trading", "impact", "carry"):
+        if key in table:
+            kwargs[key] = boolean(table[key], f"costs.{key}")
+    for key in ("impact_k", "gamma_trade", "gamma_fund"):
+        if key in table:
+            kwargs[key] = nonneg(table[key], f"costs.{key}")
+    if "horizon_days" in table:
+        kwargs["horizon_days"] = positive(table["horizon_days"], "costs.horizon_days")
+    return CostSettings(**kwargs)
+
+
+def _constraints(table: Table, book: Book) -> ConstraintSettings:
+    """[constraints]: each limit is off unless given."""
+    check_keys(table, CONSTRAINT_KEYS, "constraints")
+    p = "constraints"
+    kwargs: dict[str, Any] = {
+        "margin_buffer_usd": nonneg(table.get("margin_buffer_usd", 0.0), f"{p}.margin_buffer_usd"),
+        "margin_buffer_fraction": _fraction_below_one(table.get("margin_buffer_fraction", 0.0),
+                                                      f"{p}.margin_buffer_fraction"),
+        "max_gross_leverage": optional(table, "max_gross_leverage", p, positive),
+        "default_cap_usd": optional(table, "default_cap_usd", p, positive),
+        "vol_cap": optional(table, "vol_cap", p, lambda v, q: positive(v, q, percent=True)),
+        "rho_min": optional(table, "rho_min", p, lambda v, q: in_range(v, q, -1.0, 1.0)),
+        "funding_budget_usd": optional(table, "funding_budget_usd", p, number),
+        "trade_limit_adv": optional(table, "trade_limit_adv", p,
+                                    lambda v, q: positive(v, q, percent=True)),
+        "trade_limit_usd": optional(table, "trade_limit_usd", p, positive),
+        "caps_usd": _caps(sub_table(table, "caps_usd", p), book),
+        "stress": tuple(_stress(row, k, book) for k, row in enumerate(table_array(table, "stress", p))),
+        "clusters": tuple(_cluster(row, k, book)
+                          for k, row in enumerate(table_array(table, "clusters", p))),
+    }
+    if "margin" in table:
+        kwargs["margin"] = boolean(table["margin"], f"{p}.margin")
+    if "margin_hysteresis" in table:
+        kwargs["margin_hysteresis"] = boolean(table["margin_hysteresis"], f"{p}.margin_hysteresis")
+    return ConstraintSettings(**kwargs)
+
+
+def _fraction_below_one(value: Any, path: str) -> float:
+    """A fraction in [0, 1) ("20%" allowed)."""
+    v = number(value, path, percent=True)
+    if not 0.0 <= v < 1.0:
+        raise ValidationError(path, f"is {value!r}", 'give a fraction in [0, 1), e.g. 0.2 or "20%"')
+    return v
+
+
+def _caps(table: Table, book: Book) -> dict[str, float]:
+    """constraints.caps_usd: |x_j| <= cap (USD) by contract symbol."""
+    for sym, v in table.items():
+        known(sym, book.contract_symbols, f"constraints.caps_usd.{sym}", "a contract", v)
+    return symbol_map(table, "constraints.caps_usd", positive)
+
+
+def _stress(row: Table, k: int, book: Book) -> StressScenario:
+    """One [[constraints.stress]]: asset returns (each > -1); others move by ``common``."""
+    p = f"constraints.stress[{k}]"
+    check_keys(row, STRESS_KEYS, p)
+    name = string(row.get("name", f"stress {k + 1}"), f"{p}.name")
+    rets = sub_table(row, "returns", p)
+    for sym, v in rets.items():
+        known(sym, book.asset_symbols, f"{p}.returns.{sym}", "an asset of the book", v)
+    returns = symbol_map(rets, f"{p}.returns", _shock)
+    common = _shock(row.get("common", 0.0), f"{p}.common")
+    if not returns and common == 0.0:
+        raise ValidationError(p, "moves no asset",
+                              'give returns = {BTC = "-30%"} or common = "-30%"')
+    return StressScenario(name, returns, common)
+
+
+def _shock(value: Any, path: str) -> float:
+    """A simple return > -1 ("-30%" allowed)."""
+    v = number(value, path, percent=True)
+    if v <= -1:
+        raise ValidationError(path, f"is {value!r}", 'give a return above -100%, e.g. "-30%"')
+    return v
+
+
+def _cluster(row: Table, k: int, book: Book) -> ClusterBand:
+    """One [[constraints.clusters]]: |sum over assets of (e_i - w*_i)| <= band (weights)."""
+    p = f"constraints.clusters[{k}]"
+    check_keys(row, CLUSTER_KEYS, p)
+    name = string(row.get("name", f"cluster {k + 1}"), f"{p}.name")
+    assets = row.get("assets")
+    if not isinstance(assets, list) or not assets or not all(isinstance(a, str) for a in assets):
+        raise ValidationError(f"{p}.assets", f"is {assets!r}", 'give a list, e.g. ["SOL", "AVAX"]')
+    for a in assets:
+        known(a, book.asset_symbols, f"{p}.assets", "an asset of the book")
+    if "band" not in row:
+        raise ValidationError(f"{p}.band", "is missing", 'give the band as a weight, e.g. "1%"')
+    band = nonneg(row["band"], f"{p}.band", percent=True)
+    return ClusterBand(name, tuple(assets), band)

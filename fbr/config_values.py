@@ -1,0 +1,214 @@
+"""Book-file values: reading a TOML file, and parsing one value at a time with a clear error.
+
+Every parser takes the raw TOML value and its dotted field path (``contracts[2].lot_step``) and
+returns the parsed value or raises :class:`models.errors.ValidationError` naming the field, quoting
+the value and saying how to fix it. File-level problems (missing file, TOML syntax) raise
+:class:`ConfigError`. Where a fraction is expected, strings "30%" (= 0.3) and "5bp" (= 0.0005) are
+accepted. Shared by book, backtest and Monte Carlo files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from models.errors import FbrError, ValidationError
+
+#: A TOML table as parsed by tomllib (keys are text, values any TOML value).
+Table = dict[str, Any]
+_T = TypeVar("_T")
+
+
+class ConfigError(FbrError):
+    """A book file cannot be read at all: it is missing or is not valid TOML."""
+
+
+def read_toml(p: Path, kind: str, example: str) -> dict[str, Any]:
+    """Parse the TOML file ``p`` (a ``kind`` file, e.g. "book"); every failure is one ConfigError
+    naming the file, and for a syntax error the line, column and the offending line."""
+    if not p.is_file():
+        where = "is a folder" if p.is_dir() else "does not exist"
+        raise ConfigError(f"{kind} file {str(p)!r} {where}. Fix: give the path of a .toml {kind} "
+                          f"file (see {example})")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{kind} file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
+                          "UTF-8 text file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_describe_toml_error(p, text, exc)) from None
+
+
+def _describe_toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """'file.toml, line 3, column 7: Invalid value' plus the offending line, quoted."""
+    line = getattr(exc, "lineno", None)
+    col = getattr(exc, "colno", None)
+    reason = str(getattr(exc, "msg", "") or exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+    if m:
+        line, col = int(m.group(1)), int(m.group(2))
+        reason = str(exc)[: m.start()].strip()
+    if line is None:
+        return f"{path}: not valid TOML: {reason}. Fix: correct the TOML syntax"
+    lines = text.splitlines()
+    quoted = lines[line - 1] if 0 < line <= len(lines) else ""
+    return (f"{path}, line {line}, column {col}: not valid TOML: {reason}\n"
+            f"    {quoted}\n    {' ' * max(int(col or 1) - 1, 0)}^\n"
+            "Fix: correct the TOML syntax at that place (strings need quotes, one key per line, "
+            "tables as [name])")
+
+
+def join(path: str, key: str | int) -> str:
+    """The dotted field path of ``key`` under ``path``: "a.b", "a[2]", or "b" at the top."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def check_keys(table: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
+    """Reject keys not in ``allowed`` (typos), suggesting the closest valid key."""
+    valid = list(allowed)
+    for key in table:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        where = f"section [{path}]" if path else "the top level"
+        raise ValidationError(join(path, key), f"is not a known key of {where} "
+                              f"(value {table[key]!r})",
+                              f"{hint}valid keys are: {', '.join(valid)}")
+
+
+def sub_table(data: Mapping[str, Any], key: str, path: str) -> Table:
+    """``data[key]`` as a table ({} when absent)."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ValidationError(join(path, key), f"is {value!r}, not a table",
+                              f"write it as a table: [{join(path, key)}] or {key} = {{...}}")
+    return value
+
+
+def table_array(data: Mapping[str, Any], key: str, path: str) -> list[Table]:
+    """``data[key]`` as an array of tables ([] when absent)."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValidationError(join(path, key), f"is {value!r}, not an array of tables",
+                              f"write each entry as [[{join(path, key)}]]")
+    return value
+
+_FRACTION_TEXT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|bp|bps)\s*$")
+
+
+def number(value: Any, path: str, *, percent: bool = False, allow_inf: bool = False) -> float:
+    """A finite number; with ``percent`` also "30%" (0.3) or "5bp" (0.0005)."""
+    if isinstance(value, bool):
+        raise ValidationError(path, f"is {value!r}, not a number", "give a number")
+    if isinstance(value, str):
+        m = _FRACTION_TEXT.match(value) if percent else None
+        if m is None:
+            fix = 'give a number, e.g. 0.3, or a percentage string "30%"' if percent \
+                else "give a number without quotes"
+            raise ValidationError(path, f"is the text {value!r}", fix)
+        scale = 100.0 if m.group(2) == "%" else 10_000.0
+        return float(m.group(1)) / scale
+    if not isinstance(value, int | float):
+        raise ValidationError(path, f"is {value!r}, not a number", "give a number")
+    v = float(value)
+    if math.isnan(v):
+        raise ValidationError(path, "is nan", "give a finite number")
+    if math.isinf(v) and not allow_inf:
+        raise ValidationError(path, f"is {v}", "give a finite number")
+    return v
+
+
+def positive(value: Any, path: str, *, percent: bool = False, allow_inf: bool = False) -> float:
+    """A number > 0 (see :func:`number` for ``percent`` and ``allow_inf``)."""
+    v = number(value, path, percent=percent, allow_inf=allow_inf)
+    if v <= 0:
+        raise ValidationError(path, f"is {value!r}", "give a value > 0")
+    return v
+
+
+def nonneg(value: Any, path: str, *, percent: bool = False) -> float:
+    """A finite number >= 0 (with ``percent`` also "30%" or "5bp")."""
+    v = number(value, path, percent=percent)
+    if v < 0:
+        raise ValidationError(path, f"is {value!r}", "give a value >= 0")
+    return v
+
+
+def in_range(value: Any, path: str, lo: float, hi: float) -> float:
+    """A fraction in [lo, hi] (percent strings allowed)."""
+    v = number(value, path, percent=True)
+    if not lo <= v <= hi:
+        raise ValidationError(path, f"is {value!r}", f"give a value between {lo} and {hi}")
+    return v
+
+
+def optional(table: Mapping[str, Any], key: str, path: str,
+             parse: Callable[[Any, str], float]) -> float | None:
+    """``parse(table[key])`` when ``key`` is given, else None (the setting is off)."""
+    return None if key not in table else parse(table[key], join(path, key))
+
+
+def boolean(value: Any, path: str) -> bool:
+    """A TOML boolean (true/false without quotes)."""
+    if not isinstance(value, bool):
+        raise ValidationError(path, f"is {value!r}", "write true or false (no quotes)")
+    return value
+
+
+def string(value: Any, path: str) -> str:
+    """A non-empty text."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(path, f"is {value!r}", "give a non-empty text in quotes")
+    return value
+
+
+def choice(value: Any, path: str, options: Sequence[str], make: Callable[[str], _T]) -> _T:
+    """One of ``options`` (case-insensitive), turned into a value by ``make`` (e.g. an enum)."""
+    if not isinstance(value, str) or value.lower() not in options:
+        raise ValidationError(path, f"is {value!r}", f"use one of {', '.join(map(repr, options))}")
+    return make(value.lower())
+
+
+def timestamp(value: Any, path: str) -> pd.Timestamp:
+    """A TOML date/datetime or ISO text as a tz-aware UTC timestamp (naive times are UTC)."""
+    if isinstance(value, time) or not isinstance(value, str | date | datetime):
+        raise ValidationError(path, f"is {value!r}",
+                              "give a date or time, e.g. 2024-06-01T00:00:00Z")
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ValidationError(path, f"is {value!r}, not a date",
+                              'give an ISO date or time, e.g. 2024-06-01T00:00:00Z') from None
+    if pd.isna(ts):
+        raise ValidationError(path, f"is {value!r}", "give a date")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def symbol_map(table: Mapping[str, Any], path: str,
+               parse: Callable[[Any, str], float]) -> dict[str, float]:
+    """SYMBOL = value tables, parsed value by value (order kept)."""
+    return {str(sym): parse(v, join(path, sym)) for sym, v in table.items()}
+
+
+def known(sym: str, known: Sequence[str], path: str, what: str, value: Any = None) -> None:
+    """Raise unless ``sym`` is one of ``known`` (``what`` says which list it must be in)."""
+    if sym in known:
+        return
+    close = difflib.get_close_matches(sym, list(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    quoted = "" if value is None else f" (value {value!r})"
+    raise ValidationError(path, f"names {sym!r}, which is not {what}{quoted}",
+                          f"{hint}use one of {', '.join(known) or '(none)'}")
