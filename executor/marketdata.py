@@ -325,7 +325,8 @@ def _write_markets(ctx: _Context, exchange: Any, symbols: list[str]) -> None:
         return
     if not exchange.apiKey:
         ctx.notes.append("leverage tiers skipped: the endpoint is signed and no API key is set "
-                         "(set FBR_EXCHANGE_API_KEY and FBR_EXCHANGE_SECRET)")
+                         "(set FBR_<EXCHANGE>_API_KEY and FBR_<EXCHANGE>_SECRET, e.g. "
+                         "FBR_BINANCEUSDM_API_KEY)")
         return
     try:
         tiers = _read(ctx, lambda: exchange.fetch_leverage_tiers(symbols))

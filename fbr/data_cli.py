@@ -7,7 +7,8 @@ writes ``spot_<interval>/``, ``perp_mark_4h/``, ``funding/`` and ``markets/`` un
 ``executor.marketdata`` for the files and the choices behind them); ``MarketPath.from_data`` and
 ``models.io`` read that directory as it is (``FBR_DATA_DIR=<out>`` or a backtest file's data dir).
 Public data needs no keys; leverage tiers are a signed Binance endpoint and are fetched only when
-``FBR_EXCHANGE_API_KEY`` and ``FBR_EXCHANGE_SECRET`` are set (they are never printed or written).
+the exchange's keys are set, in the same variables ``fbr execute`` reads: ``FBR_<EXCHANGE>_API_KEY``
+and ``FBR_<EXCHANGE>_SECRET`` (e.g. ``FBR_BINANCEUSDM_API_KEY``; never printed or written).
 The 8 h and 4 h backtest steps need ``--interval 4h`` (spot_4h); the 1 d step needs ``1d``.
 """
 
@@ -29,11 +30,9 @@ from executor.marketdata import (
     SpotSource,
     fetch_market_data,
 )
+from executor.safety import env_names, register_secret
 from models.errors import FbrError, ValidationError
 from models.io import utc_timestamp
-
-API_KEY_ENV = "FBR_EXCHANGE_API_KEY"
-SECRET_ENV = "FBR_EXCHANGE_SECRET"
 
 
 class ExchangeAccessError(FbrError):
@@ -45,8 +44,12 @@ def default_factory(exchange_id: str) -> Any:
     if exchange_id in SPOT_EXCHANGE.values():  # public spot klines: no keys, spot markets only
         return make_exchange(exchange_id, options={"fetchMarkets": {"types": ["spot"]},
                                                    "defaultType": "spot"})
-    return make_exchange(exchange_id, api_key=os.environ.get(API_KEY_ENV) or None,
-                         secret=os.environ.get(SECRET_ENV) or None)
+    key_env, secret_env = env_names(exchange_id)
+    key, secret = os.environ.get(key_env) or None, os.environ.get(secret_env) or None
+    for value in (key, secret):
+        if value:
+            register_secret(value)
+    return make_exchange(exchange_id, api_key=key, secret=secret)
 
 
 #: The factory ``fetch`` uses (tests swap in one wired to the loopback emulator).

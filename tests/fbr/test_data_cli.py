@@ -117,8 +117,8 @@ def test_usage_error_through_the_console_entry_point(tmp_path: Path) -> None:
 def test_default_factory_keys_only_for_the_futures_exchange(monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
     """No network: building ccxt instances opens no connection."""
-    monkeypatch.setenv(fbr.data_cli.API_KEY_ENV, "k-123")
-    monkeypatch.setenv(fbr.data_cli.SECRET_ENV, "s-456")
+    monkeypatch.setenv("FBR_BINANCEUSDM_API_KEY", "k-123")  # the variables `fbr execute` reads
+    monkeypatch.setenv("FBR_BINANCEUSDM_SECRET", "s-456")
     fut = fbr.data_cli.default_factory("binanceusdm")
     spot = fbr.data_cli.default_factory("binance")
     assert (fut.id, fut.apiKey, fut.secret, fut.enableRateLimit) == ("binanceusdm", "k-123",
