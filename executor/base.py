@@ -10,7 +10,7 @@ Units: quantities in contracts (signed where stated), prices in USD, fees and fu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -21,8 +21,9 @@ from models.market import MarketSnapshot
 
 
 class OrderStatus(StrEnum):
-    """Life of one leg in the journal. FILLED, PARTIAL (an IOC/limit remainder cancelled), REJECTED and
-    CANCELED are final; SENDING and UNKNOWN are reconciled by client id before any resend."""
+    """Life of one leg in the journal. FILLED, PARTIAL (an IOC/limit/expired remainder cancelled),
+    REJECTED, CANCELED, NOT_PLACED (proven absent by a reconcile against the account) and SKIPPED
+    are final; SENDING and UNKNOWN are reconciled against the account before anything is resent."""
 
     PLANNED = "planned"
     SENDING = "sending"
@@ -33,12 +34,13 @@ class OrderStatus(StrEnum):
     REJECTED = "rejected"
     UNKNOWN = "unknown"
     SKIPPED = "skipped"
+    NOT_PLACED = "not_placed"
 
     @property
     def final(self) -> bool:
         """True when nothing more will happen to the order."""
         return self in (OrderStatus.FILLED, OrderStatus.PARTIAL, OrderStatus.REJECTED,
-                        OrderStatus.CANCELED, OrderStatus.SKIPPED)
+                        OrderStatus.CANCELED, OrderStatus.SKIPPED, OrderStatus.NOT_PLACED)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,26 @@ class FundingPayment:
     tran_id: str
 
 
+@dataclass(frozen=True)
+class Trade:
+    """One fill on the account: the exchange's order id, signed contracts (> 0 bought), price
+    (USD), fee (USD) and time (ms, UTC)."""
+
+    order_id: str
+    contracts: float
+    price: float
+    fee: float
+    time_ms: int
+
+
 class AmbiguousOrderError(FbrError):
-    """Order creation failed in a way that leaves its fate unknown (timeout, 5xx, 429)."""
+    """Order creation failed in a way that leaves its fate unknown (timeout, 5xx, 429, Binance
+    -1000/-1001/-1006/-1007). ``exists`` is True when the answer itself proves the order exists
+    (Binance -4116, a duplicate client id among open orders): it must be found, never resent."""
+
+    def __init__(self, message: str, *, exists: bool = False) -> None:
+        super().__init__(message)
+        self.exists = exists
 
 
 class OrderRejectedError(FbrError):
@@ -84,6 +104,10 @@ class ExchangeGateway(Protocol):
     """The I/O an executor needs from an exchange, and nothing more."""
 
     venue: str
+
+    def account_key(self) -> str:
+        """A stable name of the account (no secret in it): one executor per key at a time."""
+        ...
 
     def instruments(self, book: Book) -> dict[str, Instrument]:
         """The exchange's metadata for each book contract."""
@@ -113,6 +137,18 @@ class ExchangeGateway(Protocol):
         """Open orders on the book's contracts: {symbol, side, contracts, price, client_id}."""
         ...
 
+    def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:
+        """Signed net contracts per book contract, read from the account now (0 when flat)."""
+        ...
+
+    def orders_since(self, instrument: Instrument, since_ms: int) -> list[OrderState]:
+        """Orders on one contract created at or after ``since_ms`` (ms, UTC), with client ids."""
+        ...
+
+    def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
+        """Fills on one contract at or after ``since_ms`` (ms, UTC)."""
+        ...
+
     def funding_since(self, since_ms: int,
                       instruments: Mapping[str, Instrument]) -> list[FundingPayment] | None:
         """Funding paid/received since ``since_ms`` on the book's contracts (``contract`` never
@@ -137,10 +173,23 @@ class LegReport:
     message: str
 
 
+class Outcome(StrEnum):
+    """How a plan ended: COMPLETE (every contract within one lot step of its target), INCOMPLETE
+    (some contract is not; nothing is in doubt), UNKNOWN (some order's fate could not be
+    established: the plan stopped), DRY_RUN (nothing was sent)."""
+
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    UNKNOWN = "unknown"
+    DRY_RUN = "dry-run"
+
+
 @dataclass(frozen=True)
 class ExecutionReport:
-    """The outcome of a plan: legs, positions reached (contracts per book contract) and the residual
-    tracking error there (annualised fraction, None without a risk model)."""
+    """The outcome of a plan: legs, positions reached (contracts per book contract, read from the
+    account), the target they are compared with, the gap per contract that is more than one lot
+    step off (position - target, contracts), and the residual tracking error (annualised
+    fraction, None without a risk model)."""
 
     plan_id: str
     venue: str
@@ -150,15 +199,19 @@ class ExecutionReport:
     target: dict[str, float]
     tracking_error_residual: float | None
     messages: tuple[str, ...] = ()
+    gaps: dict[str, float] = field(default_factory=dict)
+    outcome: Outcome = Outcome.COMPLETE
 
     @property
     def complete(self) -> bool:
-        """Every leg filled in full."""
-        return all(leg.status == OrderStatus.FILLED.value for leg in self.legs)
+        """Every contract within one lot step of its target and no order in doubt (a dry run,
+        which sends nothing, is never complete)."""
+        return self.outcome == Outcome.COMPLETE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         d = asdict(self)
+        d["outcome"] = self.outcome.value
         d["complete"] = self.complete
         return d
 

@@ -8,9 +8,15 @@ metadata paths too).
   -> :class:`MarginTiers` (``cum`` from the exchange when given, else computed for continuity);
 - balances and positions -> the book (futures positions and the wallet's stablecoin cash);
 - leverage and margin mode set before trading;
-- orders carry the leg's client id; ccxt's own resend is switched off (``maxRetriesOnFailure`` = 0):
-  a timeout, 5xx or 429 on order creation becomes :class:`AmbiguousOrderError` for the executor to
-  reconcile with :meth:`find_order` (``fetch_order`` by client id);
+- orders carry the leg's client id; ccxt's own resend is switched off (``maxRetriesOnFailure`` = 0).
+  Every answer that leaves an order's fate open becomes :class:`AmbiguousOrderError` for the
+  executor to reconcile against the account: any ``ccxt.OperationFailed`` (timeouts, 5xx, 429,
+  unparseable answers) and, whatever class ccxt maps them to, Binance's "status unknown" codes
+  -1000, -1001, -1006, -1007; -4116 (the client id is taken by an open order) proves the order
+  exists (``exists=True``). Everything else is a definite rejection;
+- positions: rows of one symbol are summed (hedge mode gives a LONG and a SHORT row: net = long -
+  short), never overwritten; trading is refused in hedge mode (orders there need ``positionSide``
+  and reject reduce-only), with a message saying how to switch;
 - reads retry on ``ccxt.NetworkError`` only, with exponential backoff; ``ExchangeError`` subclasses
   (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried;
 - funding paid and received: the account's income history (Binance ``GET /fapi/v1/income``,
@@ -24,8 +30,10 @@ Every message that leaves this module goes through :func:`executor.safety.redact
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -40,6 +48,7 @@ from executor.base import (
     OrderState,
     OrderStatus,
     ReadFailedError,
+    Trade,
 )
 from executor.ccxt_wiring import retry_read
 from executor.plan import Instrument, OrderLeg, OrderType, default_exchange_symbol
@@ -61,6 +70,32 @@ _T = TypeVar("_T")
 
 class ExchangeSetupError(FbrError):
     """The exchange refused a setup call (leverage, margin mode) or lacks a contract."""
+
+
+#: Binance answers that leave an order's execution status unknown (whatever ccxt maps them to).
+AMBIGUOUS_CODES = frozenset({-1000, -1001, -1006, -1007})
+#: Binance: "ClientOrderId is duplicated" (an open order has that id: the order exists).
+DUPLICATE_CLIENT_ID = -4116
+_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+
+
+def exchange_code(exc: BaseException) -> int | None:
+    """The exchange's numeric error code in a ccxt error message (Binance ``{"code": -NNNN}``)."""
+    m = _CODE.search(str(exc))
+    return int(m.group(1)) if m else None
+
+
+def order_error(exc: Exception) -> FbrError:
+    """A failed ``create_order`` as AmbiguousOrderError (fate open) or OrderRejectedError."""
+    code = exchange_code(exc)
+    text = f"{type(exc).__name__}: {redact(str(exc))}"
+    if code == DUPLICATE_CLIENT_ID:
+        return AmbiguousOrderError(text, exists=True)
+    if code in AMBIGUOUS_CODES or isinstance(exc, ccxt.OperationFailed):
+        return AmbiguousOrderError(text)
+    if isinstance(exc, ccxt.InsufficientFunds):
+        return OrderRejectedError(f"insufficient margin: {redact(str(exc))}")
+    return OrderRejectedError(text)
 
 
 # --- metadata -------------------------------------------------------------------------------------
@@ -192,6 +227,22 @@ class CcxtGateway:
         self._sleep = sleep
         self._to_book: dict[str, str] = {}
         self._contracts: dict[str, FuturesContract] = {}
+        self._hedged: bool | None = None
+
+    def account_key(self) -> str:
+        """``<venue>:<first 16 hex of sha256(api key)>``: names the account, reveals no secret."""
+        key = str(getattr(self.ex, "apiKey", "") or "")
+        return f"{self.venue}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def hedge_mode(self) -> bool:
+        """True when the account is in hedge (dual-side) position mode (asked once)."""
+        if self._hedged is None:
+            if not self.ex.has.get("fetchPositionMode"):
+                self._hedged = False
+            else:
+                mode = self._read("fetch_position_mode", self.ex.fetch_position_mode)
+                self._hedged = bool(mode.get("hedged"))
+        return self._hedged
 
     # --- reads with retry ----------------------------------------------------------------------
     def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
@@ -255,12 +306,12 @@ class CcxtGateway:
                               half_spread=dict(fallback.half_spread), adv=dict(fallback.adv),
                               spot_half_spread=dict(fallback.spot_half_spread))
 
-    def account(self, book: Book, market: MarketSnapshot) -> Book:
-        """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD)."""
-        syms = [self.exchange_symbol(c) for c in book.contracts]
-        to_book = {self.exchange_symbol(c): c.symbol for c in book.contracts}
-        rows = self._read("fetch_positions", self.ex.fetch_positions, syms)
-        futures: dict[str, FuturesPosition] = {}
+    def _net_positions(self, to_book: Mapping[str, str]) -> tuple[dict[str, FuturesPosition], float]:
+        """Net signed position per book contract (rows of one symbol summed: hedge mode's LONG
+        and SHORT rows net out; the entry is the larger row's) and the unrealised PnL (USD)."""
+        rows = self._read("fetch_positions", self.ex.fetch_positions, list(to_book))
+        net: dict[str, float] = {}
+        entry: dict[str, tuple[float, float]] = {}
         upnl = 0.0
         for row in rows:
             book_sym = to_book.get(str(row.get("symbol")))
@@ -268,11 +319,46 @@ class CcxtGateway:
             if book_sym is None or q == 0:
                 continue
             sign = -1.0 if row.get("side") == "short" else 1.0
-            futures[book_sym] = FuturesPosition(sign * q, float(row.get("entryPrice") or 0.0))
+            net[book_sym] = net.get(book_sym, 0.0) + sign * q
+            if q > entry.get(book_sym, (0.0, 0.0))[0]:
+                entry[book_sym] = (q, float(row.get("entryPrice") or 0.0))
             upnl += float(row.get("unrealizedPnl") or 0.0)
+        futures = {s: FuturesPosition(round(q, 12), entry[s][1]) for s, q in net.items()
+                   if round(q, 12) != 0}
+        return futures, upnl
+
+    def account(self, book: Book, market: MarketSnapshot) -> Book:
+        """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD)."""
+        to_book = {self.exchange_symbol(c): c.symbol for c in book.contracts}
+        futures, upnl = self._net_positions(to_book)
         bal = self._read("fetch_balance", self.ex.fetch_balance)
         cash = self._wallet(bal, upnl)
         return book.evolve(futures=futures, cash=cash)
+
+    def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:
+        """Signed net contracts per book contract, read now (0 when flat)."""
+        futures, _ = self._net_positions({i.exchange_symbol: s for s, i in instruments.items()})
+        return {s: (futures[s].contracts if s in futures else 0.0) for s in instruments}
+
+    def orders_since(self, instrument: Instrument, since_ms: int) -> list[OrderState]:
+        """The account's orders on one contract since ``since_ms`` (Binance allOrders)."""
+        rows = self._read("fetch_orders", self.ex.fetch_orders, instrument.exchange_symbol,
+                          int(since_ms))
+        return [self._order_state(str(r.get("clientOrderId") or ""), instrument.contract.symbol, r)
+                for r in rows]
+
+    def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
+        """The account's fills on one contract since ``since_ms`` (Binance userTrades)."""
+        rows = self._read("fetch_my_trades", self.ex.fetch_my_trades, instrument.exchange_symbol,
+                          int(since_ms))
+        out = []
+        for r in rows:
+            q = float(r.get("amount") or 0.0)
+            fee = (r.get("fee") or {}).get("cost")
+            out.append(Trade(str(r.get("order") or ""), q if r.get("side") == "buy" else -q,
+                             float(r.get("price") or 0.0), float(fee or 0.0),
+                             int(r.get("timestamp") or 0)))
+        return out
 
     def _wallet(self, bal: Mapping[str, Any], upnl: float) -> float:
         """Stablecoin wallet balance (USD, unrealised PnL excluded)."""
@@ -284,7 +370,13 @@ class CcxtGateway:
         return float(total or 0.0) - upnl
 
     def prepare(self, instruments: Mapping[str, Instrument]) -> None:
-        """Margin mode (already set is fine) and leverage per traded contract."""
+        """Refuse hedge mode; margin mode (already set is fine) and leverage per traded contract."""
+        if self.hedge_mode():
+            raise ExchangeSetupError(
+                f"{self.venue}: the account is in hedge position mode (separate long and short "
+                f"positions); fbr trades one net position per contract. Fix: switch the account "
+                f"to one-way mode (Binance: Preferences > Position Mode, with no open positions "
+                f"or orders), then run again")
         for inst in instruments.values():
             sym = inst.exchange_symbol
             if self.ex.has.get("setMarginMode"):
@@ -298,8 +390,12 @@ class CcxtGateway:
 
     # --- orders ---------------------------------------------------------------------------------
     def _state(self, leg: OrderLeg, order: Mapping[str, Any]) -> OrderState:
+        return self._order_state(leg.client_id, leg.symbol, order, leg.contracts)
+
+    def _order_state(self, client_id: str, symbol: str, order: Mapping[str, Any],
+                     planned: float = 0.0) -> OrderState:
         filled = float(order.get("filled") or 0.0)
-        amount = float(order.get("amount") or leg.contracts)
+        amount = float(order.get("amount") or planned)
         status = _STATUS.get(str(order.get("status")), OrderStatus.OPEN)
         if status == OrderStatus.FILLED and filled < amount - 1e-12:
             status = OrderStatus.PARTIAL
@@ -308,14 +404,14 @@ class CcxtGateway:
         average = order.get("average") or order.get("price")
         avg = float(average) if average else None
         fee_info = order.get("fee") or {}
-        c = self._contracts.get(leg.symbol)
+        c = self._contracts.get(symbol)
         if fee_info.get("cost") is not None:
             fee = float(fee_info["cost"])
         elif c is not None and avg is not None:  # not in the order answer: the taker fee schedule
             fee = c.taker_fee * filled * c.notional_per_contract(avg)
         else:
             fee = 0.0
-        return OrderState(leg.client_id, str(order.get("id")) if order.get("id") else None, status,
+        return OrderState(client_id, str(order.get("id")) if order.get("id") else None, status,
                           filled, avg, fee)
 
     def create_order(self, leg: OrderLeg) -> OrderState:
@@ -332,12 +428,8 @@ class CcxtGateway:
             amount = float(self.ex.amount_to_precision(sym, leg.contracts))
             order = self.ex.create_order(sym, leg.order_type.value, leg.side.value, amount, price,
                                          params)
-        except ccxt.NetworkError as exc:
-            raise AmbiguousOrderError(f"{type(exc).__name__}: {redact(str(exc))}") from None
-        except ccxt.InsufficientFunds as exc:
-            raise OrderRejectedError(f"insufficient margin: {redact(str(exc))}") from None
         except ccxt.BaseError as exc:
-            raise OrderRejectedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+            raise order_error(exc) from None
         return self._state(leg, order)
 
     def find_order(self, leg: OrderLeg) -> OrderState | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from executor.base import ExecutionReport, LegReport, OrderStatus
+from executor.base import ExecutionReport, LegReport, OrderStatus, Outcome
 from executor.plan import OrderPlan
 
 
@@ -25,4 +25,5 @@ class DryRunExecutor:
         return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode="dry-run", legs=legs,
                                positions=dict(plan.start), target=dict(plan.target),
                                tracking_error_residual=plan.tracking_error_before,
-                               messages=("dry run: nothing was sent; add --live to trade",))
+                               messages=("dry run: nothing was sent; add --live to trade",),
+                               outcome=Outcome.DRY_RUN)

@@ -12,30 +12,36 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from executor.base import OrderState, OrderStatus
-from executor.plan import OrderPlan
+from executor.plan import OrderLeg, OrderPlan
 from executor.safety import redact
 from models.errors import FbrError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Columns added in schema 2: each leg's signed position before its send and the send time (the
+#: account-side evidence a reconcile compares against), and each plan's account and successor.
+_V2_COLUMNS = (("orders", "position_before", "REAL"), ("orders", "sent_ms", "INTEGER"),
+               ("plans", "account", "TEXT NOT NULL DEFAULT ''"), ("plans", "superseded_by", "TEXT"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plans (
     plan_id TEXT PRIMARY KEY, venue TEXT NOT NULL, book_name TEXT NOT NULL, created_ms INTEGER NOT NULL,
-    status TEXT NOT NULL, plan_json TEXT NOT NULL, book_path TEXT NOT NULL DEFAULT '');
+    status TEXT NOT NULL, plan_json TEXT NOT NULL, book_path TEXT NOT NULL DEFAULT '',
+    account TEXT NOT NULL DEFAULT '', superseded_by TEXT);
 CREATE TABLE IF NOT EXISTS orders (
     plan_id TEXT NOT NULL REFERENCES plans(plan_id), leg INTEGER NOT NULL, client_id TEXT NOT NULL UNIQUE,
     symbol TEXT NOT NULL, side TEXT NOT NULL, contracts REAL NOT NULL, reduce_only INTEGER NOT NULL,
     status TEXT NOT NULL, exchange_id TEXT, filled REAL NOT NULL DEFAULT 0, average REAL,
     fee REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
-    updated_ms INTEGER NOT NULL, PRIMARY KEY (plan_id, leg));
+    updated_ms INTEGER NOT NULL, position_before REAL, sent_ms INTEGER, PRIMARY KEY (plan_id, leg));
 CREATE TABLE IF NOT EXISTS fills (
     id INTEGER PRIMARY KEY AUTOINCREMENT, plan_id TEXT NOT NULL, leg INTEGER NOT NULL,
     client_id TEXT NOT NULL, contracts REAL NOT NULL, price REAL, fee REAL NOT NULL,
@@ -72,6 +78,8 @@ class JournalOrder:
     fee: float
     attempts: int
     message: str
+    position_before: float | None = None
+    sent_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,17 +96,54 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def check_journal_path(path: Path) -> None:
+    """A journal path must be an SQLite file or not exist yet, under a folder (checked before any
+    long work, so a bad --journal fails at once)."""
+    if path.is_dir():
+        raise JournalError(f"journal {path} is a folder. Fix: give --journal a file path, e.g. "
+                           f"{path / 'journal.sqlite'}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise JournalError(f"journal {path}: {parent} is a file, not a folder. Fix: give "
+                               f"--journal a path under a folder")
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head != b"SQLite format 3\x00":
+            raise JournalError(f"journal {path} is not an fbr journal (not an SQLite file). Fix: "
+                               f"give --journal the file fbr execute wrote, or a new file name")
+
+
+def _migrate(cur: sqlite3.Cursor) -> None:
+    """Schema 1 -> 2: add the columns of :data:`_V2_COLUMNS` that are missing."""
+    for table, column, decl in _V2_COLUMNS:
+        have = {r[1] for r in cur.execute(f"PRAGMA table_info({table})").fetchall()}
+        if column not in have:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
 class Journal:
     """A SQLite journal file. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None)
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        check_journal_path(self.path)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"journal {self.path} cannot be opened ({exc}). Fix: give --journal a "
+                               f"writable file path (a new name creates a journal)") from None
+        try:
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
             self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise JournalError(f"journal {self.path} is not an fbr journal (SQLite says: {exc}). "
+                               f"Fix: give --journal the file fbr execute wrote, or a new file "
+                               f"name") from None
         except BaseException:
             self._conn.close()
             raise
@@ -112,6 +157,8 @@ class Journal:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise JournalError(f"journal {self.path} has schema version {row[0]}, newer than this "
                                    f"fbr ({SCHEMA_VERSION}). Fix: upgrade fbr or use another --journal")
+            elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(cur)
 
     # --- plumbing -----------------------------------------------------------------------------
     @contextmanager
@@ -143,22 +190,59 @@ class Journal:
         return int(row[0])
 
     # --- plans --------------------------------------------------------------------------------
-    def record_plan(self, plan: OrderPlan, book_path: str = "") -> None:
+    def record_plan(self, plan: OrderPlan, book_path: str = "", account: str = "") -> None:
         """The plan (and the book file it came from) and one ``planned`` row per leg, in one
-        transaction."""
+        transaction; every earlier open plan of the same ``account`` is marked superseded by it."""
         t = now_ms()
         with self._tx() as cur:
             if cur.execute("SELECT 1 FROM plans WHERE plan_id = ?", (plan.plan_id,)).fetchone():
                 raise JournalError(f"plan {plan.plan_id} is already in the journal. Fix: "
                                    f"`fbr execute --resume {plan.plan_id}` to finish it")
-            cur.execute("INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?, ?)",
+            if account:
+                cur.execute("UPDATE plans SET status = 'superseded', superseded_by = ? WHERE "
+                            "account = ? AND status = 'open'", (plan.plan_id, account))
+            cur.execute("INSERT INTO plans (plan_id, venue, book_name, created_ms, status, plan_json, "
+                        "book_path, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (plan.plan_id, plan.venue, plan.book_name, t, "open",
-                         json.dumps(plan.to_dict()), book_path))
-            cur.executemany(
-                "INSERT INTO orders (plan_id, leg, client_id, symbol, side, contracts, reduce_only, "
-                "status, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(plan.plan_id, leg.index, leg.client_id, leg.symbol, leg.side.value, leg.contracts,
-                  int(leg.reduce_only), OrderStatus.PLANNED.value, t) for leg in plan.legs])
+                         json.dumps(plan.to_dict()), book_path, account))
+            self._insert_legs(cur, plan.plan_id, plan.legs, t)
+
+    @staticmethod
+    def _insert_legs(cur: sqlite3.Cursor, plan_id: str, legs: Sequence[OrderLeg], t: int) -> None:
+        cur.executemany(
+            "INSERT INTO orders (plan_id, leg, client_id, symbol, side, contracts, reduce_only, "
+            "status, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(plan_id, leg.index, leg.client_id, leg.symbol, leg.side.value, leg.contracts,
+              int(leg.reduce_only), OrderStatus.PLANNED.value, t) for leg in legs])
+
+    def add_legs(self, plan_id: str, legs: Sequence[OrderLeg]) -> None:
+        """Legs re-planned from the account's positions (new indices and client ids), ``planned``."""
+        with self._tx() as cur:
+            self._insert_legs(cur, plan_id, legs, now_ms())
+
+    def open_plans(self, account: str) -> list[str]:
+        """Plan ids of this account still open, oldest first."""
+        rows = self._conn.execute("SELECT plan_id FROM plans WHERE account = ? AND status = 'open' "
+                                  "ORDER BY created_ms, rowid", (account,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def plan_ids(self) -> list[str]:
+        """Every plan id in the journal, oldest first."""
+        return [str(r[0]) for r in self._conn.execute("SELECT plan_id FROM plans ORDER BY rowid")]
+
+    def successor(self, plan_id: str) -> str | None:
+        """The plan that superseded this one, or a newer plan of the same account (None if none)."""
+        row = self._conn.execute("SELECT superseded_by, account, created_ms, rowid FROM plans WHERE "
+                                 "plan_id = ?", (plan_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"plan {plan_id!r} is not in journal {self.path}")
+        if row[0]:
+            return str(row[0])
+        if not row[1]:
+            return None
+        newer = self._conn.execute("SELECT plan_id FROM plans WHERE account = ? AND rowid > ? "
+                                   "ORDER BY rowid LIMIT 1", (row[1], row[3])).fetchone()
+        return None if newer is None else str(newer[0])
 
     def plan(self, plan_id: str) -> OrderPlan:
         """The stored plan (a clear error when unknown)."""
@@ -185,7 +269,7 @@ class Journal:
                 for r in rows]
 
     def plan_status(self, plan_id: str) -> str:
-        """open | done."""
+        """open | done | superseded | stopped."""
         row = self._conn.execute("SELECT status FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
         if row is None:
             raise JournalError(f"plan {plan_id!r} is not in journal {self.path}")
@@ -222,11 +306,12 @@ class Journal:
         """Every leg of a plan, by leg index."""
         rows = self._conn.execute(
             "SELECT plan_id, leg, client_id, symbol, side, contracts, reduce_only, status, exchange_id, "
-            "filled, average, fee, attempts, message FROM orders WHERE plan_id = ? ORDER BY leg",
-            (plan_id,)).fetchall()
+            "filled, average, fee, attempts, message, position_before, sent_ms FROM orders "
+            "WHERE plan_id = ? ORDER BY leg", (plan_id,)).fetchall()
         return [JournalOrder(r[0], int(r[1]), r[2], r[3], r[4], float(r[5]), bool(r[6]),
                              OrderStatus(r[7]), r[8], float(r[9]), r[10], float(r[11]), int(r[12]),
-                             r[13]) for r in rows]
+                             r[13], None if r[14] is None else float(r[14]),
+                             None if r[15] is None else int(r[15])) for r in rows]
 
     def order(self, plan_id: str, leg: int) -> JournalOrder:
         """One leg's row."""
@@ -235,12 +320,17 @@ class Journal:
                 return o
         raise JournalError(f"plan {plan_id} has no leg {leg}")
 
-    def mark_sending(self, plan_id: str, leg: int) -> int:
-        """Announce a send (before it happens): status ``sending``, attempts + 1; returns attempts."""
+    def mark_sending(self, plan_id: str, leg: int, position_before: float | None = None,
+                     sent_ms: int | None = None) -> int:
+        """Announce a send (before it happens): status ``sending``, attempts + 1, the contract's
+        signed position read just before (contracts) and the send time (ms, UTC); returns
+        attempts."""
+        t = now_ms()
         with self._tx() as cur:
-            cur.execute("UPDATE orders SET status = ?, attempts = attempts + 1, updated_ms = ? "
-                        "WHERE plan_id = ? AND leg = ?",
-                        (OrderStatus.SENDING.value, now_ms(), plan_id, leg))
+            cur.execute("UPDATE orders SET status = ?, attempts = attempts + 1, updated_ms = ?, "
+                        "position_before = ?, sent_ms = ? WHERE plan_id = ? AND leg = ?",
+                        (OrderStatus.SENDING.value, t, position_before,
+                         t if sent_ms is None else sent_ms, plan_id, leg))
             row = cur.execute("SELECT attempts FROM orders WHERE plan_id = ? AND leg = ?",
                               (plan_id, leg)).fetchone()
         return int(row[0])

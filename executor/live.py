@@ -1,21 +1,28 @@
-"""The journaled executor: sends a plan's legs through an :class:`ExchangeGateway`, exactly once.
+"""The journaled executor: moves an account to a plan's target positions, each order exactly once.
 
-Per leg (journal first, then the exchange):
+Under the account's lock (:mod:`executor.lock`: one run per account; a crashed holder releases it):
 
-1. the journal marks the leg ``sending`` (one transaction) *before* the order goes out;
-2. ``create_order`` with the leg's client id; success -> the exchange's state is journalled;
-3. an ambiguous failure (timeout, 5xx, 429) -> ``find_order`` by client id (reads retry on network
-   errors with backoff); found -> journalled, no resend; not found -> resend with the same client id,
-   at most ``max_sends`` times in all; a failed lookup leaves the leg ``unknown`` for ``resume``;
-4. a definite rejection (min notional, insufficient margin, bad parameters) is journalled and the
-   next leg goes on.
+1. open plans of the account that this plan supersedes get their in-doubt legs reconciled
+   (:mod:`executor.reconcile`) before anything new is sent;
+2. every leg still ``sending``/``unknown``/``open`` in this plan is reconciled against the account;
+   a leg that stays in doubt stops the plan (outcome UNKNOWN, the leg named);
+3. rounds (at most ``RetryPolicy.max_rounds``): the account's positions are read and the legs that
+   move each contract from where it is now to the plan's target are sent (the plan's own legs in the
+   first round when the account is where the plan started, re-planned legs otherwise, with fresh
+   client ids). Per leg the journal records ``sending``, the contract's position just before and
+   the send time *before* the order goes out; then:
+   - accepted -> the exchange's state is journalled;
+   - a definite rejection (min notional, margin, bad parameters) -> journalled; that contract is
+     not tried again;
+   - an ambiguous answer (timeout, 5xx, 429, Binance -1000/-1001/-1006/-1007, -4116) -> reconcile:
+     placed -> journalled as filled; provably not placed -> ``not_placed`` (the next round
+     re-plans it from the positions); in doubt -> ``unknown``, the plan stops;
+4. the final positions are read from the account and compared with the plan's target: COMPLETE
+   when every contract is within one lot step, else INCOMPLETE with each gap named.
 
-``resume(plan_id)`` runs the same loop over a journalled plan: final legs are skipped, ``sending``
-and ``unknown`` ones are reconciled by client id before anything is sent, so a crash between two
-legs (or in the middle of one) never sends a leg twice.
-
-At the end the positions are read back, journalled, and the residual tracking error (annualised)
-at those positions is reported.
+The target is the plan's ``reachable`` positions: the lot-rounded target less the parts the plan
+showed it could not send (below the exchange's minimums, each listed with the tracking error it
+leaves).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from executor.base import (
     AmbiguousOrderError,
@@ -31,28 +39,45 @@ from executor.base import (
     ExecutionReport,
     LegReport,
     OrderRejectedError,
-    OrderState,
     OrderStatus,
+    Outcome,
     ReadFailedError,
 )
-from executor.journal import Journal
-from executor.plan import Instrument, OrderLeg, OrderPlan, round_to_step, tracking_error_of
+from executor.journal import Journal, JournalOrder
+from executor.legs import legs_toward, within_lot
+from executor.lock import account_lock
+from executor.plan import (
+    Instrument,
+    OrderLeg,
+    OrderPlan,
+    OrderType,
+    PlanOptions,
+    Side,
+    round_to_step,
+    tracking_error_of,
+)
+from executor.reconcile import DEFAULT_DELAYS_S, Finding, Reconciler, SentLeg, Verdict
 from executor.safety import redact
 from models.book import Book
+from models.errors import ExitCode, FbrError, RefusedError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 
 log = logging.getLogger("executor.live")
 
+_IN_DOUBT = (OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Reads: ``attempts`` tries with exponential backoff ``base_delay_s`` x 2^k (seconds);
-    orders: at most ``max_sends`` sends of one leg (each after a reconcile found nothing)."""
+    """Reads: ``attempts`` tries with backoff ``base_delay_s`` x 2^k (seconds). Orders: at most
+    ``max_rounds`` rounds of sends per plan; a reconcile checks the account over
+    ``reconcile_delays_s`` (seconds between checks)."""
 
     attempts: int = 4
     base_delay_s: float = 0.5
-    max_sends: int = 3
+    max_rounds: int = 3
+    reconcile_delays_s: tuple[float, ...] = DEFAULT_DELAYS_S
 
 
 @dataclass(frozen=True)
@@ -66,13 +91,28 @@ class Context:
     risk: RiskModel | None = None
 
 
+class ExecutionUnknownError(FbrError):
+    """An order's fate could not be established; nothing more was sent (exit code 5)."""
+
+    exit_code = ExitCode.UNKNOWN
+
+
+class PlanStoppedError(Exception):
+    """A leg's fate is unknown: nothing more is sent (internal signal)."""
+
+
 class JournaledExecutor:
-    """Executes plans through ``gateway`` with every state change journalled (see module doc)."""
+    """Executes plans through ``gateway`` with every state change journalled (see module doc).
+
+    ``sleep`` waits (seconds) and ``clock`` gives the time (ms, UTC); both are injected so tests
+    run the reconcile windows on a simulated clock."""
 
     def __init__(self, gateway: ExchangeGateway, journal: Journal, context: Context, *,
                  retry: RetryPolicy | None = None, mode: str = "live",
                  sleep: Callable[[float], None] = time.sleep,
-                 on_leg: Callable[[OrderLeg], None] | None = None) -> None:
+                 clock: Callable[[], int] | None = None,
+                 on_leg: Callable[[OrderLeg], None] | None = None,
+                 lock_dir: Path | None = None) -> None:
         self.gateway = gateway
         self._on_leg = on_leg
         self.journal = journal
@@ -80,128 +120,242 @@ class JournaledExecutor:
         self.retry = retry or RetryPolicy()
         self.mode = mode
         self._sleep = sleep
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._lock_dir = lock_dir
+        self._reconciler = Reconciler(gateway, delays_s=self.retry.reconcile_delays_s, sleep=sleep)
+        self._messages: list[str] = []
 
     # --- public -------------------------------------------------------------------------------
     def execute(self, plan: OrderPlan, book_path: str = "") -> ExecutionReport:
-        """Journal the plan (and the book file it came from), then run it."""
-        self.journal.record_plan(plan, book_path)
-        return self._run(plan)
+        """Journal the plan (superseding the account's open plans), then run it."""
+        account = self.gateway.account_key()
+        with account_lock(account, self._lock_dir):
+            self._messages = []
+            for old in self.journal.open_plans(account):
+                try:
+                    self._settle_in_doubt(self.journal.plan(old))
+                except PlanStoppedError:
+                    raise ExecutionUnknownError(
+                        f"an earlier plan {old} on this account has an order in doubt, so plan "
+                        f"{plan.plan_id} was not sent. " + " ".join(self._messages)) from None
+            self.journal.record_plan(plan, book_path, account)
+            return self._run(plan)
 
     def resume(self, plan_id: str) -> ExecutionReport:
-        """Finish a journalled plan (no leg is sent twice)."""
-        return self._run(self.journal.plan(plan_id))
+        """Finish a journalled plan from the account's positions now (nothing is replayed)."""
+        account = self.gateway.account_key()
+        with account_lock(account, self._lock_dir):
+            self._messages = []
+            plan = self.journal.plan(plan_id)
+            newer = self.journal.successor(plan_id)
+            if newer is not None:
+                raise RefusedError(f"plan {plan_id} is superseded by the newer plan {newer} for the "
+                                   f"same account; resuming it would trade toward a stale target. "
+                                   f"Fix: `fbr execute --resume {newer}`, or run `fbr execute` "
+                                   f"again for a fresh plan")
+            return self._run(plan)
 
     # --- the loop -----------------------------------------------------------------------------
     def _run(self, plan: OrderPlan) -> ExecutionReport:
-        messages: list[str] = []
-        if any(not o.status.final for o in self.journal.orders(plan.plan_id)):
-            self.gateway.prepare({leg.symbol: self.ctx.instruments[leg.symbol] for leg in plan.legs})
-        for leg in plan.legs:
-            if self._on_leg is not None:
-                self._on_leg(leg)
-            row = self.journal.order(plan.plan_id, leg.index)
-            if row.status.final:
-                continue
-            if row.status in (OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN):
-                if self._reconcile(plan.plan_id, leg) is not None:
-                    continue
-                if self._lookup_failed(plan.plan_id, leg):
-                    continue  # the exchange still cannot say: leave it for the next resume
-            self._send(plan.plan_id, leg, messages)
-        return self._report(plan, messages)
-
-    def _send(self, plan_id: str, leg: OrderLeg, messages: list[str]) -> None:
-        sends = 0
-        while sends < self.retry.max_sends:
-            sends += 1
-            self.journal.mark_sending(plan_id, leg.index)
-            try:
-                state = self.gateway.create_order(leg)
-            except OrderRejectedError as exc:
-                msg = redact(str(exc))
-                self.journal.set_status(plan_id, leg.index, OrderStatus.REJECTED, msg)
-                messages.append(f"leg {leg.index} ({leg.symbol}) rejected: {msg}")
-                log.warning("leg %s rejected: %s", leg.client_id, msg)
-                return
-            except AmbiguousOrderError as exc:
-                log.warning("leg %s: ambiguous failure (%s); reconciling by client id",
-                            leg.client_id, redact(str(exc)))
-                found = self._reconcile(plan_id, leg)
-                if found is not None:
-                    return
-                if self._lookup_failed(plan_id, leg):
-                    messages.append(f"leg {leg.index} ({leg.symbol}): state unknown after a failed "
-                                    f"lookup; run `fbr execute --resume {plan_id}`")
-                    return
-                self._sleep(self.retry.base_delay_s * 2 ** (sends - 1))
-                continue
-            self._record(plan_id, leg, self._settle(leg, state))
-            return
-        self.journal.set_status(plan_id, leg.index, OrderStatus.UNKNOWN,
-                                f"not placed after {sends} sends")
-        messages.append(f"leg {leg.index} ({leg.symbol}): not placed after {sends} sends; "
-                        f"run `fbr execute --resume {plan_id}` later")
-
-    def _settle(self, leg: OrderLeg, state: OrderState) -> OrderState:
-        """An accepted market order not reported filled yet: look it up once more."""
-        if state.status == OrderStatus.OPEN and leg.limit_price is None:
-            again = self._lookup(leg)
-            if again is not None:
-                return again
-        return state
-
-    def _lookup_failed(self, plan_id: str, leg: OrderLeg) -> bool:
-        row = self.journal.order(plan_id, leg.index)
-        return row.status == OrderStatus.UNKNOWN and row.message.startswith("lookup failed")
-
-    def _reconcile(self, plan_id: str, leg: OrderLeg) -> OrderState | None:
-        """Find the leg's order by client id; journal what was found (or ``unknown`` on failure)."""
+        if self._pending(plan.plan_id):
+            self.gateway.prepare(self._instruments(plan))
         try:
-            found = self._lookup(leg)
-        except ReadFailedError as exc:
-            self.journal.set_status(plan_id, leg.index, OrderStatus.UNKNOWN,
-                                    f"lookup failed: {exc}")
-            return None
-        if found is not None:
-            self._record(plan_id, leg, found)
-        return found
+            self._settle_in_doubt(plan)
+            self._rounds(plan)
+        except PlanStoppedError:
+            pass
+        return self._report(plan)
 
-    def _lookup(self, leg: OrderLeg) -> OrderState | None:
-        """``find_order`` with the read retry policy (network errors only)."""
-        last: Exception | None = None
-        for k in range(self.retry.attempts):
-            try:
-                return self.gateway.find_order(leg)
-            except ReadFailedError as exc:
-                last = exc
-                self._sleep(self.retry.base_delay_s * 2 ** k)
-        raise ReadFailedError(f"order {leg.client_id} lookup failed {self.retry.attempts} times: "
-                              f"{redact(str(last))}")
+    def _pending(self, plan_id: str) -> bool:
+        return any(not o.status.final for o in self.journal.orders(plan_id))
 
-    def _record(self, plan_id: str, leg: OrderLeg, state: OrderState) -> None:
-        self.journal.record_state(plan_id, leg.index, state)
+    def _instruments(self, plan: OrderPlan) -> dict[str, Instrument]:
+        return {s: self.ctx.instruments[s] for s in plan.reachable}
+
+    def _settle_in_doubt(self, plan: OrderPlan) -> None:
+        """Reconcile every in-doubt leg of ``plan``; raise PlanStoppedError when one stays in doubt."""
+        for row in self.journal.orders(plan.plan_id):
+            if row.status not in _IN_DOUBT:
+                continue
+            if row.symbol not in self.ctx.instruments:
+                self._messages.append(
+                    f"plan {plan.plan_id} leg {row.leg} ({row.symbol}, client id {row.client_id}) "
+                    f"is in doubt and {row.symbol} is not in this book. Fix: resume that plan "
+                    f"with the book it was made from")
+                raise PlanStoppedError
+            finding = self._reconcile_row(plan, row)
+            if finding.verdict == Verdict.UNKNOWN:
+                self._stop(plan.plan_id, self._leg_of(plan, row), finding)
+
+    def _reconcile_row(self, plan: OrderPlan, row: JournalOrder) -> Finding:
+        leg = self._leg_of(plan, row)
+        sent = SentLeg(leg, self.ctx.instruments[leg.symbol], row.position_before,
+                       row.sent_ms if row.sent_ms is not None else self._clock(),
+                       self._known_orders(plan.plan_id, leg.index))
+        finding = self._reconciler.reconcile(sent)
+        self._apply(plan.plan_id, leg, finding)
+        return finding
+
+    def _known_orders(self, plan_id: str, leg: int) -> frozenset[str]:
+        """Exchange ids of the plan's other journalled orders (their trades are explained)."""
+        return frozenset(r.exchange_id for r in self.journal.orders(plan_id)
+                         if r.leg != leg and r.exchange_id)
+
+    def _leg_of(self, plan: OrderPlan, row: JournalOrder) -> OrderLeg:
+        """The leg of a journal row (re-planned legs are only in the orders table)."""
+        for leg in plan.legs:
+            if leg.index == row.leg:
+                return leg
+        inst = self.ctx.instruments[row.symbol]
+        side = Side(row.side)
+        mark = self.ctx.market.mark_price(row.symbol)
+        sign = 1.0 if side == Side.BUY else -1.0
+        return OrderLeg(index=row.leg, client_id=row.client_id, symbol=row.symbol,
+                        exchange_symbol=inst.exchange_symbol, side=side, contracts=row.contracts,
+                        notional=sign * row.contracts * inst.contract.notional_per_contract(mark),
+                        price=mark, reduce_only=row.reduce_only, order_type=OrderType.MARKET)
+
+    def _rounds(self, plan: OrderPlan) -> None:
+        blocked: set[str] = set()
+        options = _options_of(plan)
+        for k in range(self.retry.max_rounds):
+            instruments = self._instruments(plan)
+            positions = self.gateway.positions(instruments)
+            legs = self._round_legs(plan, positions, options, blocked, first=k == 0)
+            if not legs:
+                return
+            for leg in legs:
+                if self._on_leg is not None:
+                    self._on_leg(leg)
+                if leg.symbol in blocked:
+                    self.journal.set_status(plan.plan_id, leg.index, OrderStatus.SKIPPED,
+                                            "an earlier leg on this contract was rejected")
+                    continue
+                if not self._send(plan, leg):
+                    blocked.add(leg.symbol)
+
+    def _round_legs(self, plan: OrderPlan, positions: Mapping[str, float], options: PlanOptions,
+                    blocked: set[str], *, first: bool) -> list[OrderLeg]:
+        """The plan's own legs when nothing was sent yet and the account is where the plan
+        started; else legs re-planned from ``positions`` (journalled as new legs)."""
+        rows = self.journal.orders(plan.plan_id)
+        untouched = all(r.attempts == 0 and r.status == OrderStatus.PLANNED for r in rows)
+        if first and untouched and self._at_start(plan, positions):
+            return list(plan.legs)
+        for r in rows:
+            if r.status == OrderStatus.PLANNED:
+                self.journal.set_status(plan.plan_id, r.leg, OrderStatus.SKIPPED,
+                                        "re-planned from the account's positions")
+        target = {s: t for s, t in plan.reachable.items() if s not in blocked}
+        marks = {s: self.ctx.market.mark_price(s) for s in target}
+        nxt = max((r.leg for r in rows), default=-1) + 1
+        remaining = legs_toward(positions, target, self.ctx.instruments, marks, options,
+                                plan.plan_id, nxt)
+        if remaining.legs:
+            self.journal.add_legs(plan.plan_id, remaining.legs)
+        return list(remaining.legs)
+
+    def _at_start(self, plan: OrderPlan, positions: Mapping[str, float]) -> bool:
+        return all(within_lot(positions.get(s, 0.0), q, self.ctx.instruments[s].contract.lot_step)
+                   for s, q in plan.start.items())
+
+    def _send(self, plan: OrderPlan, leg: OrderLeg) -> bool:
+        """One send; False when the exchange rejected the leg for good. Raises PlanStoppedError."""
+        inst = self.ctx.instruments[leg.symbol]
+        before = self.gateway.positions({leg.symbol: inst}).get(leg.symbol, 0.0)
+        sent_ms = self._clock()
+        self.journal.mark_sending(plan.plan_id, leg.index, before, sent_ms)
+        try:
+            state = self.gateway.create_order(leg)
+        except OrderRejectedError as exc:
+            msg = redact(str(exc))
+            self.journal.set_status(plan.plan_id, leg.index, OrderStatus.REJECTED, msg)
+            self._messages.append(f"leg {leg.index} ({leg.symbol}) rejected: {msg}")
+            log.warning("leg %s rejected: %s", leg.client_id, msg)
+            return False
+        except AmbiguousOrderError as exc:
+            log.warning("leg %s: ambiguous answer (%s); reconciling against the account",
+                        leg.client_id, redact(str(exc)))
+            finding = self._reconciler.reconcile(
+                SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)),
+                exists=exc.exists)
+            self._apply(plan.plan_id, leg, finding)
+            if finding.verdict == Verdict.UNKNOWN:
+                self._stop(plan.plan_id, leg, finding)
+            return True
+        if not state.status.final:
+            finding = self._reconciler.reconcile(
+                SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)))
+            self._apply(plan.plan_id, leg, finding)
+            if finding.verdict == Verdict.UNKNOWN:
+                self._stop(plan.plan_id, leg, finding)
+            return True
+        self.journal.record_state(plan.plan_id, leg.index, state)
         log.info("leg %s %s: %s filled %.10g", leg.client_id, leg.symbol, state.status.value,
                  state.filled)
+        return True
+
+    def _apply(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
+        """Journal a reconcile's finding."""
+        if finding.verdict == Verdict.PLACED and finding.state is not None:
+            self.journal.record_state(plan_id, leg.index, finding.state, finding.reason)
+        elif finding.verdict == Verdict.NOT_PLACED:
+            self.journal.set_status(plan_id, leg.index, OrderStatus.NOT_PLACED, finding.reason)
+        else:
+            self.journal.set_status(plan_id, leg.index, OrderStatus.UNKNOWN, finding.reason)
+
+    def _stop(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
+        self._messages.append(
+            f"leg {leg.index} ({leg.symbol} {leg.side.value} {leg.contracts:g}, client id "
+            f"{leg.client_id}): state unknown: {finding.reason}. The plan stopped; nothing more "
+            f"was sent. Check the order and the {leg.symbol} position on {self.gateway.venue}, "
+            f"then `fbr execute --resume {plan_id}`")
+        raise PlanStoppedError
 
     # --- the report ---------------------------------------------------------------------------
-    def _report(self, plan: OrderPlan, messages: list[str]) -> ExecutionReport:
-        rows = {o.leg: o for o in self.journal.orders(plan.plan_id)}
-        legs = tuple(LegReport(index=leg.index, client_id=leg.client_id, symbol=leg.symbol,
-                               side=leg.side.value, planned=leg.contracts,
-                               filled=rows[leg.index].filled, average=rows[leg.index].average,
-                               fee=rows[leg.index].fee, status=rows[leg.index].status.value,
-                               attempts=rows[leg.index].attempts, message=rows[leg.index].message)
-                     for leg in plan.legs)
-        after = self.gateway.account(self.ctx.book, self.ctx.market)
-        positions = {c.symbol: round_to_step(after.futures[c.symbol].contracts, c.lot_step)
-                     if c.symbol in after.futures else 0.0 for c in after.contracts}
+    def _report(self, plan: OrderPlan) -> ExecutionReport:
+        rows = self.journal.orders(plan.plan_id)
+        legs = tuple(LegReport(index=r.leg, client_id=r.client_id, symbol=r.symbol, side=r.side,
+                               planned=r.contracts, filled=r.filled, average=r.average, fee=r.fee,
+                               status=r.status.value, attempts=r.attempts, message=r.message)
+                     for r in rows)
+        in_doubt = any(r.status in _IN_DOUBT for r in rows)
+        instruments = self._instruments(plan)
+        try:
+            now = self.gateway.positions(instruments)
+            after = self.gateway.account(self.ctx.book, self.ctx.market)
+        except ReadFailedError as exc:
+            self._messages.append(f"the final positions could not be read: {redact(str(exc))}")
+            return self._unread_report(plan, legs)
+        positions = {s: round_to_step(now.get(s, 0.0), instruments[s].contract.lot_step)
+                     for s in plan.reachable}
         self.journal.record_positions(
             plan.plan_id, plan.venue, plan.book_name,
             {s: (p.contracts, p.entry_price) for s, p in after.futures.items()}, after.cash)
-        if all(OrderStatus(row.status).final for row in rows.values()):
-            self.journal.close_plan(plan.plan_id)
+        gaps = {s: positions[s] - t for s, t in plan.reachable.items()
+                if not within_lot(now.get(s, 0.0), t, instruments[s].contract.lot_step)}
+        outcome = (Outcome.UNKNOWN if in_doubt else Outcome.INCOMPLETE if gaps else
+                   Outcome.COMPLETE)
+        for s, g in gaps.items():
+            self._messages.append(f"{s}: {positions[s]:g} contracts, target {plan.reachable[s]:g} "
+                                  f"(gap {g:+g})")
+        if outcome != Outcome.UNKNOWN:
+            self.journal.close_plan(plan.plan_id, "done" if not gaps else "stopped")
         te = (None if self.ctx.risk is None else
               tracking_error_of(self.ctx.book, self.ctx.market, self.ctx.risk, positions))
         return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=self.mode, legs=legs,
-                               positions=positions, target=dict(plan.target),
-                               tracking_error_residual=te, messages=tuple(messages))
+                               positions=positions, target=dict(plan.reachable),
+                               tracking_error_residual=te, messages=tuple(self._messages),
+                               gaps=gaps, outcome=outcome)
+
+    def _unread_report(self, plan: OrderPlan, legs: tuple[LegReport, ...]) -> ExecutionReport:
+        return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=self.mode, legs=legs,
+                               positions={}, target=dict(plan.reachable),
+                               tracking_error_residual=None, messages=tuple(self._messages),
+                               gaps={}, outcome=Outcome.UNKNOWN)
+
+
+def _options_of(plan: OrderPlan) -> PlanOptions:
+    """How the plan priced its legs (venue and order type), for re-planned legs."""
+    kind = plan.legs[0].order_type if plan.legs else OrderType.MARKET
+    return PlanOptions(venue=plan.venue, order_type=kind)

@@ -8,18 +8,24 @@ against its average entry (linear: q x size x (p - entry); inverse: q x size x (
 USD); one that grows averages its entry (arithmetic for linear, harmonic for inverse).
 Limit legs fill only when p is within the limit (else they are cancelled, like IOC).
 
-The paper account lives in the journal: :func:`paper_book` applies the latest journalled positions
-and cash for the book to the book file, so successive ``fbr execute --exchange paper`` runs build on
-each other.
+The paper exchange keeps its account (positions, wallet cash), its orders and its trades in its
+own tables of the journal file (:class:`PaperStore`), written in one transaction per fill, just as a
+real exchange keeps them on its side. So the paper venue has the live venue's semantics: an order is
+journalled before it is sent, ``--resume`` reads positions from the paper account and sends only
+what is still missing (a finished plan sends nothing and charges nothing), and successive
+``fbr execute --exchange paper`` runs build on each other.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus
+from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus, Trade
 from executor.journal import Journal
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
 from models.book import Book, FuturesPosition
@@ -54,23 +60,135 @@ def apply_fill(pos: FuturesPosition | None, dq: float, price: float,
     return (FuturesPosition(new, entry) if new != 0 else None), realised
 
 
+_STORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS paper_account (book_name TEXT PRIMARY KEY, cash REAL NOT NULL,
+    updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS paper_positions (book_name TEXT NOT NULL, symbol TEXT NOT NULL,
+    contracts REAL NOT NULL, entry REAL NOT NULL, PRIMARY KEY (book_name, symbol));
+CREATE TABLE IF NOT EXISTS paper_orders (client_id TEXT PRIMARY KEY, book_name TEXT NOT NULL,
+    exchange_id TEXT NOT NULL, symbol TEXT NOT NULL, status TEXT NOT NULL, filled REAL NOT NULL,
+    average REAL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS paper_trades (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    book_name TEXT NOT NULL, symbol TEXT NOT NULL, order_id TEXT NOT NULL, contracts REAL NOT NULL,
+    price REAL NOT NULL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
+"""
+
+
+class PaperStore:
+    """The paper exchange's side of the account, in tables of the journal file (one per book
+    name): positions (signed contracts, entry USD), cash (USD), orders and trades."""
+
+    def __init__(self, path: str | Path, book_name: str) -> None:
+        self.book_name = book_name
+        self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+        self._conn.executescript(_STORE_SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def load(self) -> tuple[dict[str, FuturesPosition], float] | None:
+        """(positions, cash) of this book's paper account, None before its first fill."""
+        row = self._conn.execute("SELECT cash FROM paper_account WHERE book_name = ?",
+                                 (self.book_name,)).fetchone()
+        if row is None:
+            return None
+        rows = self._conn.execute("SELECT symbol, contracts, entry FROM paper_positions WHERE "
+                                  "book_name = ? AND contracts != 0", (self.book_name,)).fetchall()
+        return {r[0]: FuturesPosition(float(r[1]), float(r[2])) for r in rows}, float(row[0])
+
+    def orders(self) -> dict[str, OrderState]:
+        """Every paper order of this book by client id."""
+        rows = self._conn.execute("SELECT client_id, exchange_id, status, filled, average, fee FROM "
+                                  "paper_orders WHERE book_name = ?", (self.book_name,)).fetchall()
+        return {r[0]: OrderState(r[0], r[1], OrderStatus(r[2]), float(r[3]), r[4], float(r[5]))
+                for r in rows}
+
+    def trades(self) -> list[tuple[str, Trade]]:
+        """(book symbol, trade) of this book, in fill order."""
+        rows = self._conn.execute("SELECT symbol, order_id, contracts, price, fee, time_ms FROM "
+                                  "paper_trades WHERE book_name = ? ORDER BY id",
+                                  (self.book_name,)).fetchall()
+        return [(r[0], Trade(r[1], float(r[2]), float(r[3]), float(r[4]), int(r[5]))) for r in rows]
+
+    def save_fill(self, state: OrderState, symbol: str, trade: Trade | None,
+                  futures: Mapping[str, FuturesPosition], cash: float) -> None:
+        """An order, its trade and the account after it, in one transaction."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("INSERT INTO paper_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (state.client_id, self.book_name, state.exchange_id or "", symbol,
+                         state.status.value, state.filled, state.average, state.fee,
+                         trade.time_ms if trade else 0))
+            if trade is not None:
+                cur.execute("INSERT INTO paper_trades (book_name, symbol, order_id, contracts, price, "
+                            "fee, time_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (self.book_name, symbol, trade.order_id, trade.contracts, trade.price,
+                             trade.fee, trade.time_ms))
+            self._write_account(cur, futures, cash)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def init_account(self, futures: Mapping[str, FuturesPosition], cash: float) -> None:
+        """Open this book's paper account at ``futures`` and ``cash`` (no-op when it exists)."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            if cur.execute("SELECT 1 FROM paper_account WHERE book_name = ?",
+                           (self.book_name,)).fetchone() is None:
+                self._write_account(cur, futures, cash)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _write_account(self, cur: sqlite3.Cursor, futures: Mapping[str, FuturesPosition],
+                       cash: float) -> None:
+        cur.execute("INSERT OR REPLACE INTO paper_account VALUES (?, ?, ?)",
+                    (self.book_name, cash, int(time.time() * 1000)))
+        cur.execute("DELETE FROM paper_positions WHERE book_name = ?", (self.book_name,))
+        cur.executemany("INSERT INTO paper_positions VALUES (?, ?, ?, ?)",
+                        [(self.book_name, s, p.contracts, p.entry_price) for s, p in futures.items()])
+
+
 class PaperGateway:
-    """An :class:`~executor.base.ExchangeGateway` over an in-memory account (see module doc).
+    """An :class:`~executor.base.ExchangeGateway` over a simulated account (see module doc):
+    in memory, or persisted in a :class:`PaperStore` when one is given.
 
     ``daily_vol`` maps a contract to its underlying's daily volatility (fraction) for the impact
-    term; ``impact_k`` is its coefficient.
+    term; ``impact_k`` is its coefficient; ``clock`` gives fill times (ms, UTC).
     """
 
     venue = VENUE
 
     def __init__(self, book: Book, market: MarketSnapshot, *,
-                 daily_vol: Mapping[str, float] | None = None, impact_k: float = 1.0) -> None:
-        self._book = book
+                 daily_vol: Mapping[str, float] | None = None, impact_k: float = 1.0,
+                 store: PaperStore | None = None,
+                 clock: Callable[[], int] | None = None) -> None:
         self._market = market
         self._daily_vol = dict(daily_vol or {})
         self._impact_k = impact_k
         self._contracts = {c.symbol: c for c in book.contracts}
+        self._store = store
+        self._clock = clock or (lambda: int(time.time() * 1000))
         self.orders: dict[str, OrderState] = {}
+        self._trades: list[tuple[str, Trade]] = []
+        self._book = book
+        if store is not None:
+            saved = store.load()
+            if saved is None:
+                store.init_account(book.futures, book.cash)
+            else:
+                self._book = book.evolve(futures=saved[0], cash=saved[1])
+            self.orders = store.orders()
+            self._trades = store.trades()
+
+    def account_key(self) -> str:
+        """``paper:<book name>``."""
+        return f"paper:{self._book.name}"
 
     def instruments(self, book: Book) -> dict[str, Instrument]:
         return book_instruments(book)
@@ -80,6 +198,21 @@ class PaperGateway:
 
     def account(self, book: Book, market: MarketSnapshot) -> Book:
         return self._book
+
+    def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:
+        """Signed contracts per book contract (0 when flat)."""
+        return {s: (self._book.futures[s].contracts if s in self._book.futures else 0.0)
+                for s in instruments}
+
+    def orders_since(self, instrument: Instrument, since_ms: int) -> list[OrderState]:
+        """Paper orders on the contract (all of them: the paper venue keeps its whole history)."""
+        ids = {t.order_id for s, t in self._trades if s == instrument.contract.symbol}
+        return [o for o in self.orders.values() if o.exchange_id in ids]
+
+    def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
+        """Paper fills on the contract at or after ``since_ms``."""
+        return [t for s, t in self._trades
+                if s == instrument.contract.symbol and t.time_ms >= since_ms]
 
     def prepare(self, instruments: Mapping[str, Instrument]) -> None:
         return None
@@ -100,13 +233,12 @@ class PaperGateway:
             raise OrderRejectedError(f"client order id {leg.client_id} is already used")
         c = self._contracts[leg.symbol]
         price = self.fill_price(leg)
+        oid = f"paper-{leg.client_id}"
         if leg.limit_price is not None and (
                 (leg.side == Side.BUY and price > leg.limit_price)
                 or (leg.side == Side.SELL and price < leg.limit_price)):
-            state = OrderState(leg.client_id, f"paper-{len(self.orders) + 1}", OrderStatus.CANCELED,
-                               0.0, None, 0.0)
-            self.orders[leg.client_id] = state
-            return state
+            return self._keep(leg.symbol, OrderState(leg.client_id, oid, OrderStatus.CANCELED,
+                                                     0.0, None, 0.0), None)
         pos = self._book.futures.get(leg.symbol)
         if leg.reduce_only and (pos is None or pos.contracts * leg.signed_contracts >= 0
                                 or leg.contracts > abs(pos.contracts) + 1e-12):
@@ -118,9 +250,17 @@ class PaperGateway:
         if new_pos is not None:
             futures[leg.symbol] = new_pos
         self._book = self._book.evolve(futures=futures, cash=self._book.cash + realised - fee)
-        state = OrderState(leg.client_id, f"paper-{len(self.orders) + 1}", OrderStatus.FILLED,
-                           leg.contracts, price, fee)
-        self.orders[leg.client_id] = state
+        trade = Trade(oid, leg.signed_contracts, price, fee, self._clock())
+        return self._keep(leg.symbol, OrderState(leg.client_id, oid, OrderStatus.FILLED,
+                                                 leg.contracts, price, fee), trade)
+
+    def _keep(self, symbol: str, state: OrderState, trade: Trade | None) -> OrderState:
+        """Remember (and persist) an order, its trade and the account after it."""
+        if self._store is not None:
+            self._store.save_fill(state, symbol, trade, self._book.futures, self._book.cash)
+        self.orders[state.client_id] = state
+        if trade is not None:
+            self._trades.append((symbol, trade))
         return state
 
     def find_order(self, leg: OrderLeg) -> OrderState | None:
@@ -134,29 +274,25 @@ class PaperGateway:
         return None
 
 
-def paper_book(book: Book, journal: Journal, resume: str | None = None) -> tuple[Book, bool]:
-    """``book`` with the paper account's latest journalled positions and cash; (book, found).
+def paper_book(book: Book, journal: Journal) -> tuple[Book, bool]:
+    """``book`` with its paper account (positions and cash) from the journal file; (book, found).
 
-    With ``resume`` (a plan interrupted before its closing snapshot), that plan's journalled fills
-    are applied on top, so the resumed paper account holds what the interrupted run filled.
+    The paper exchange's own tables come first; a journal written before they existed falls back
+    to its latest position snapshot for the book.
     """
-    snap = journal.latest_positions(VENUE, book.name)
-    found = snap is not None
-    if snap is not None:
-        positions, cash = snap
+    store = PaperStore(journal.path, book.name)
+    try:
+        saved = store.load()
+    finally:
+        store.close()
+    if saved is not None:
         known = set(book.contract_symbols)
-        futures = {s: FuturesPosition(q, e) for s, (q, e) in positions.items()
-                   if s in known and q != 0}
-        book = book.evolve(futures=futures, cash=cash)
-    if resume is not None:
-        contracts = {c.symbol: c for c in book.contracts}
-        futures = dict(book.futures)
-        cash = book.cash
-        for sym, dq, price, fee in journal.fills_with_legs(resume):
-            new, realised = apply_fill(futures.get(sym), dq, price, contracts[sym])
-            futures.pop(sym, None)
-            if new is not None:
-                futures[sym] = new
-            cash += realised - fee
-        book = book.evolve(futures=futures, cash=cash)
-    return book, found
+        return book.evolve(futures={s: p for s, p in saved[0].items() if s in known},
+                           cash=saved[1]), True
+    snap = journal.latest_positions(VENUE, book.name)
+    if snap is None:
+        return book, False
+    positions, cash = snap
+    known = set(book.contract_symbols)
+    futures = {s: FuturesPosition(q, e) for s, (q, e) in positions.items() if s in known and q != 0}
+    return book.evolve(futures=futures, cash=cash), True

@@ -8,6 +8,10 @@ For each contract j with current position q0_j (contracts) and target notional x
   reduce-only close of q0_j and an opening order of q1_j;
 - a leg under the contract's min quantity, or under its min notional (USD, opening legs only when
   the venue exempts reduce-only orders), is dropped and reported with the tracking error it leaves;
+- dated contracts: a contract at or past its expiry (at the market snapshot's time) with a position
+  or a trade is refused (ValidationError naming it and its expiry); within
+  ``PlanOptions.min_days_to_expiry`` days of its expiry a contract is not opened or increased (those
+  legs are dropped and reported), while reduce-only legs that close or shrink it are still sent;
 - a leg above the max quantity is split into chunks of at most max_qty (rounded down to the lot);
 - each leg gets a deterministic client order id from the plan id and its index, within the venue's
   length and alphabet rule; reduce-only legs come first (they free margin for the opening ones);
@@ -15,6 +19,9 @@ For each contract j with current position q0_j (contracts) and target notional x
   the guard, so the limit never exceeds it).
 
 The residual tracking error (annualised fraction) of the positions the plan can reach is reported.
+When lot rounding removes most of the solution's trades (a share >= ``rounding_warn_share`` of their
+USD notional, e.g. every target rounds to 0 on a coarse lot), ``OrderPlan.warnings`` says so, naming
+the contracts and giving the tracking error left.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import math
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
@@ -34,10 +41,14 @@ import numpy as np
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
-from models.instruments import FuturesContract
+from models.instruments import MIN_DAYS_TO_EXPIRY, FuturesContract
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
+
+#: Lot rounding that removes less than this much trade notional (USD) is never reported.
+ROUNDING_WARN_MIN_USD = 1.0
 
 
 class Side(StrEnum):
@@ -119,18 +130,34 @@ def book_instruments(book: Book, symbols: Mapping[str, str] | None = None) -> di
 @dataclass(frozen=True)
 class PlanOptions:
     """How legs are priced and checked. ``slippage_guard`` is a fraction of mark (limit orders);
-    ``reduce_only_exempt`` says the venue waives min notional for reduce-only orders (Binance does)."""
+    ``reduce_only_exempt`` says the venue waives min notional for reduce-only orders (Binance does);
+    ``min_days_to_expiry`` (days) keeps dated contracts from being opened or increased that close to
+    their expiry; ``rounding_warn_share`` (fraction) is the share of the solution's trade notional
+    whose removal by lot rounding is reported in ``OrderPlan.warnings``."""
 
     venue: str = "binanceusdm"
     order_type: OrderType = OrderType.MARKET
     slippage_guard: float = 0.005
     reduce_only_exempt: bool = True
     limits: Limits = field(default_factory=Limits)
+    min_days_to_expiry: float = MIN_DAYS_TO_EXPIRY
+    rounding_warn_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.slippage_guard) and 0 <= self.slippage_guard < 0.5):
             raise ValidationError("slippage_guard", f"is {self.slippage_guard}",
                                   "give a fraction of mark in [0, 0.5), e.g. 0.005")
+        if not (math.isfinite(self.min_days_to_expiry) and 0 <= self.min_days_to_expiry <= 366):
+            raise ValidationError("min_days_to_expiry", f"is {self.min_days_to_expiry}",
+                                  "give the days before expiry in [0, 366], e.g. 2")
+        if not (math.isfinite(self.rounding_warn_share) and 0 < self.rounding_warn_share <= 1):
+            raise ValidationError("rounding_warn_share", f"is {self.rounding_warn_share}",
+                                  "give a fraction in (0, 1], e.g. 0.5")
+
+
+def with_book_settings(options: PlanOptions, settings: OptimizerSettings) -> PlanOptions:
+    """``options`` with the book file's planner settings (constraints.min_days_to_expiry)."""
+    return replace(options, min_days_to_expiry=settings.constraints.min_days_to_expiry)
 
 
 @dataclass(frozen=True)
@@ -173,6 +200,8 @@ class OrderPlan:
 
     ``start`` / ``target`` / ``reachable``: contracts per book contract now, at the lot-rounded
     target, and after dropped orders. Tracking errors are annualised fractions (None without risk).
+    ``warnings``: what the user should know before sending (lot rounding that removed most of the
+    solution), one sentence each.
     """
 
     plan_id: str
@@ -187,6 +216,7 @@ class OrderPlan:
     tracking_error_before: float | None
     tracking_error_solution: float | None
     tracking_error_residual: float | None
+    warnings: tuple[str, ...] = ()
 
     @property
     def gross_notional(self) -> float:
@@ -210,7 +240,8 @@ class OrderPlan:
                          target=dict(d["target"]), reachable=dict(d["reachable"]),
                          tracking_error_before=d["tracking_error_before"],
                          tracking_error_solution=d["tracking_error_solution"],
-                         tracking_error_residual=d["tracking_error_residual"])
+                         tracking_error_residual=d["tracking_error_residual"],
+                         warnings=tuple(d.get("warnings", ())))
 
 
 # --- arithmetic on lot steps (decimal, so 0.1 + 0.2 never leaves 0.30000000000000004) -------------
@@ -285,44 +316,56 @@ def _split(q: float, c: FuturesContract) -> list[float]:
     return [math.copysign(s, q) for s in sizes]
 
 
-def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
-                instruments: Mapping[str, Instrument], options: PlanOptions | None = None, *,
-                risk: RiskModel | None = None, plan_id: str | None = None,
-                now: datetime | None = None) -> OrderPlan:
-    """The orders that move ``book`` (positions in the instruments' contract units) to the
-    solution's target notionals at ``market`` marks; see the module docstring."""
-    opts = options or PlanOptions()
-    pid = plan_id or new_plan_id(now)
-    rule = client_id_rule(opts.venue)
-    targets = {p.symbol: p.notional for p in solution.target_positions}
-    q0_all = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
-    start: dict[str, float] = {}
-    target: dict[str, float] = {}
-    kept: list[tuple[_Part, float]] = []
-    dropped_parts: list[tuple[_Part, float, str]] = []
-    for sym in book.contract_symbols:
-        if sym not in instruments:
-            raise ValidationError(f"instruments.{sym}", "is missing",
-                                  f"list {sym} on the exchange or map it to an exchange symbol")
-        c = instruments[sym].contract
-        mark = market.mark_price(sym)
-        q0 = q0_all[sym]
-        q1 = round_to_step(c.contracts_for(targets.get(sym, q0 * c.notional_per_contract(mark)),
-                                           mark), c.lot_step)
-        start[sym], target[sym] = q0, q1
-        npc = c.notional_per_contract(mark)
-        for part in _parts(sym, q0, q1, c.lot_step):
-            notional = abs(part.contracts) * npc
-            if abs(part.contracts) < c.min_qty - 1e-12:
-                dropped_parts.append((part, npc, f"below min quantity {c.min_qty:g} contracts"))
-            elif notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
-                dropped_parts.append((part, npc, f"{notional:,.2f} USD is below the min notional "
-                                                 f"{c.min_notional:,.2f} USD"))
-            else:
-                kept.append((part, npc))
-    kept.sort(key=lambda pn: not pn[0].reduce_only)  # reduce-only legs first (stable)
+def _check_not_expired(c: FuturesContract, clock: datetime, q0: float, q1: float) -> None:
+    """Refuse a contract at or past its expiry that holds a position or would be traded."""
+    days = c.days_to_expiry(clock)
+    if days is None or c.expiry is None or days > 0 or (q0 == 0 and q1 == 0):
+        return
+    raise ValidationError(f"contracts.{c.symbol}.expiry",
+                          f"is {_iso(c.expiry)}, {-days:.2f} days before the market time "
+                          f"{_iso(clock)}: {c.symbol} has expired and cannot be traded (position "
+                          f"{q0:g}, target {q1:g} contracts)",
+                          f"remove {c.symbol} from the book (the exchange settled it at expiry) and "
+                          "hedge with a live contract (the next dated future or the perpetual)")
+
+
+def _near_expiry(c: FuturesContract, clock: datetime, min_days: float) -> str | None:
+    """Why an opening leg of ``c`` is dropped when ``c`` expires within ``min_days`` days, else None."""
+    days = c.days_to_expiry(clock)
+    if days is None or days >= min_days or c.expiry is None:
+        return None
+    return (f"{c.symbol} expires {_iso(c.expiry)}, {days:.2f} days after the market time, within "
+            f"min_days_to_expiry = {min_days:g} days: it is not opened or increased that close to "
+            "expiry (closing and reducing orders are still sent)")
+
+
+def _iso(t: datetime) -> str:
+    """``t`` as 'YYYY-MM-DD HH:MM UTC' (naive times are UTC)."""
+    utc = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return utc.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _drop_reason(part: _Part, c: FuturesContract, npc: float, opts: PlanOptions,
+                 near_expiry: str | None) -> str | None:
+    """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can."""
+    if near_expiry is not None and not part.reduce_only:
+        return near_expiry
+    notional = abs(part.contracts) * npc
+    if abs(part.contracts) < c.min_qty - 1e-12:
+        return f"below min quantity {c.min_qty:g} contracts"
+    if notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
+        return f"{notional:,.2f} USD is below the min notional {c.min_notional:,.2f} USD"
+    return None
+
+
+def _legs(kept: Sequence[tuple[_Part, float]], instruments: Mapping[str, Instrument],
+          market: MarketSnapshot, opts: PlanOptions, rule: ClientIdRule,
+          pid: str) -> list[OrderLeg]:
+    """The orders of the kept parts (``npc``: USD per contract), reduce-only ones first, each split
+    at the max quantity and numbered with its client order id."""
+    ordered = sorted(kept, key=lambda pn: not pn[0].reduce_only)  # reduce-only first (stable)
     legs: list[OrderLeg] = []
-    for part, npc in kept:
+    for part, npc in ordered:
         inst = instruments[part.symbol]
         c = inst.contract
         mark = market.mark_price(part.symbol)
@@ -338,6 +381,92 @@ def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
                                  exchange_symbol=inst.exchange_symbol, side=side, contracts=abs(q),
                                  notional=q * npc, price=mark, reduce_only=part.reduce_only,
                                  order_type=opts.order_type, limit_price=limit))
+    return legs
+
+
+@dataclass(frozen=True)
+class _Rounded:
+    """One contract's trade as the solution asks for it and after lot rounding (USD notional),
+    and the notional of one lot step (USD)."""
+
+    symbol: str
+    requested: float
+    rounded: float
+    lot_usd: float
+    lot_step: float
+
+    @property
+    def removed(self) -> float:
+        """|requested - rounded| (USD): the trade notional lot rounding took away."""
+        return abs(self.requested - self.rounded)
+
+
+def _pct_text(x: float | None) -> str:
+    return "n/a (no risk model)" if x is None else f"{100 * x:.3f}%"
+
+
+def _rounding_warning(rows: Sequence[_Rounded], share: float, te_now: float | None,
+                      te_unrounded: float | None, te_rounded: float | None) -> str | None:
+    """A warning when lot rounding removed at least ``share`` of the solution's trade notional
+    (and at least ROUNDING_WARN_MIN_USD), naming the contracts; None otherwise. TEs annualised."""
+    asked = sum(abs(r.requested) for r in rows)
+    removed = sum(r.removed for r in rows)
+    if asked <= 0 or removed < ROUNDING_WARN_MIN_USD or removed < share * asked:
+        return None
+    whole = all(r.rounded == 0 for r in rows)
+    what = "the whole solution" if whole else f"most of the solution ({removed / asked:.0%})"
+    named = sorted((r for r in rows if r.removed >= max(0.01, 0.01 * removed)),
+                   key=lambda r: -r.removed)  # the contracts behind at least 1% of it
+    detail = "; ".join(f"{r.symbol} trade {r.requested:,.2f} USD -> {r.rounded:,.2f} USD (lot step "
+                       f"{r.lot_step:g} contracts = {r.lot_usd:,.2f} USD)" for r in named)
+    return (f"lot rounding removed {what}: {asked:,.2f} USD of trades asked, "
+            f"{sum(abs(r.rounded) for r in rows):,.2f} USD left ({detail}). Tracking error: now "
+            f"{_pct_text(te_now)}, solution before rounding {_pct_text(te_unrounded)}, after "
+            f"rounding {_pct_text(te_rounded)}. Fix: use contracts with a finer lot step, or "
+            "rebalance a larger book")
+
+
+def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
+                instruments: Mapping[str, Instrument], options: PlanOptions | None = None, *,
+                risk: RiskModel | None = None, plan_id: str | None = None,
+                now: datetime | None = None) -> OrderPlan:
+    """The orders that move ``book`` (positions in the instruments' contract units) to the
+    solution's target notionals at ``market`` marks; see the module docstring. Expiries are judged
+    at the market snapshot's time."""
+    opts = options or PlanOptions()
+    pid = plan_id or new_plan_id(now)
+    rule = client_id_rule(opts.venue)
+    clock: datetime = market.time
+    targets = {p.symbol: p.notional for p in solution.target_positions}
+    q0_all = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
+    start: dict[str, float] = {}
+    target: dict[str, float] = {}
+    unrounded: dict[str, float] = {}
+    rounding: list[_Rounded] = []
+    kept: list[tuple[_Part, float]] = []
+    dropped_parts: list[tuple[_Part, float, str]] = []
+    for sym in book.contract_symbols:
+        if sym not in instruments:
+            raise ValidationError(f"instruments.{sym}", "is missing",
+                                  f"list {sym} on the exchange or map it to an exchange symbol")
+        c = instruments[sym].contract
+        mark = market.mark_price(sym)
+        npc = c.notional_per_contract(mark)
+        q0 = q0_all[sym]
+        wanted = c.contracts_for(targets.get(sym, q0 * npc), mark)
+        q1 = round_to_step(wanted, c.lot_step)
+        start[sym], target[sym], unrounded[sym] = q0, q1, wanted
+        rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc + 0.0,  # no -0.0
+                                 c.lot_step * npc, c.lot_step))
+        _check_not_expired(c, clock, q0, q1)
+        near = _near_expiry(c, clock, opts.min_days_to_expiry)
+        for part in _parts(sym, q0, q1, c.lot_step):
+            reason = _drop_reason(part, c, npc, opts, near)
+            if reason is None:
+                kept.append((part, npc))
+            else:
+                dropped_parts.append((part, npc, reason))
+    legs = _legs(kept, instruments, market, opts, rule, pid)
     opts.limits.check(leg.notional for leg in legs)
     reachable = dict(start)
     for leg in legs:
@@ -354,11 +483,15 @@ def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
                                              instruments[part.symbol].contract.lot_step)
         dropped.append(DroppedOrder(part.symbol, part.contracts, part.contracts * npc, reason,
                                     te(without)))
+    te_before, te_target = te(start), te(target)
+    warning = _rounding_warning(rounding, opts.rounding_warn_share, te_before,
+                                te(unrounded) if risk is not None else None, te_target)
     created = (now or datetime.now(UTC)).isoformat()
     return OrderPlan(plan_id=pid, venue=opts.venue, created=created, book_name=book.name,
                      legs=tuple(legs), dropped=tuple(dropped), start=start, target=target,
-                     reachable=reachable, tracking_error_before=te(start),
-                     tracking_error_solution=te(target), tracking_error_residual=te(reachable))
+                     reachable=reachable, tracking_error_before=te_before,
+                     tracking_error_solution=te_target, tracking_error_residual=te(reachable),
+                     warnings=() if warning is None else (warning,))
 
 
 def legs_by_symbol(legs: Sequence[OrderLeg]) -> dict[str, float]:

@@ -3,8 +3,10 @@ and whether a rebalance is due (with the plan it would send).
 
 - effective weights e = (spot + B x) / V and drift e - w* (fractions of the base V);
 - tracking error sqrt(d' Sigma d (+ basis)), annualised;
-- margin ratio MM / collateral (liquidation at 1) and the distance to liquidation: the smallest
-  common move r of every asset (down and up) at which the stress surplus
+- margin ratio MM / collateral (liquidation at 1; ``inf`` when collateral <= 0 with a position
+  open, as is the initial utilisation: ``null`` in ``fbr status --json``, whose non-finite numbers
+  all become ``null``) and the distance to liquidation: the smallest common move r of every
+  asset (down and up) at which the stress surplus
   collateral(r) + r sum_j x_j - sum_j MM_j(|x_j| (1 + r)) falls below zero (models.margin);
 - funding paid and received since the last rebalance (USD, > 0 received). The last rebalance is
   the journal's latest plan for this venue and book (its completion time when done, else

@@ -3,7 +3,11 @@
 1. the exchange's instruments (lot steps, contract sizes, tiers) replace the book's contract specs;
 2. the exchange's marks, index prices and funding replace the book file's market where it has them;
 3. the exchange's positions and wallet cash replace the book file's (spot stays the book file's);
-4. the optimiser solves that book; the plan rounds its target positions to the exchange's lots.
+4. the optimiser solves that book; a solution that is infeasible, or whose returned positions break
+   a hard margin row (maintenance, initial margin, a stress scenario; re-checked here with the
+   margin engine, ``optimizer.checks``), stops here with :class:`~models.errors.InfeasibleError`
+   (exit code 3) naming the conflicting constraints: no order is planned;
+5. the plan rounds the target positions to the exchange's lots.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
 from models.book import Book
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from optimizer.checks import require_orderable
+from optimizer.data import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
@@ -45,8 +51,20 @@ def account_view(gateway: ExchangeGateway, book: Book,
 def prepare_plan(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, risk: RiskModel,
                  settings: OptimizerSettings, options: PlanOptions, *,
                  labels: tuple[str, ...] = (), plan_id: str | None = None) -> Prepared:
-    """Steps 1-4 (see the module docstring)."""
+    """Steps 1-5 (see the module docstring); raises InfeasibleError before planning any order
+    when the solution may not be traded."""
     acc, live_market, instruments = account_view(gateway, book, market)
-    solution = Rebalancer().solve(acc, live_market, risk, settings, labels=labels)
+    solution = orderable_solution(acc, live_market, risk, settings, labels=labels)
     plan = plan_orders(solution, acc, live_market, instruments, options, risk=risk, plan_id=plan_id)
     return Prepared(acc, live_market, instruments, solution, plan)
+
+
+def orderable_solution(book: Book, market: MarketSnapshot, risk: RiskModel,
+                       settings: OptimizerSettings, *, labels: tuple[str, ...] = ()) -> Solution:
+    """Step 4: the optimiser's solution for ``book`` at ``market``; raises InfeasibleError (exit
+    code 3, the conflicting constraints named) when it may not be traded. Every execution path
+    (the dry run from the book file alone included) goes through here before planning orders."""
+    solution = Rebalancer().solve(book, market, risk, settings, labels=labels)
+    require_orderable(solution.status, solution.conflicts, prepare(book, market, risk, settings),
+                      {p.symbol: p.notional for p in solution.target_positions}, solution.opposing)
+    return solution

@@ -22,6 +22,7 @@ runs every policy over the same path. The format (see examples/backtest_demo.tom
     spot_fee = "10bp"              # spot fee for every asset (default: each asset's fee)
     report = "out/backtest.html"   # HTML report (relative to the working directory)
     png_dir = "out/png"            # optional PNG charts folder
+    risk_model = "trailing"        # "trailing" (default, no look-ahead) | "book" (see below)
 
     [backtest.collateral]          # the wallet reserve band (scenarios.backtest.CollateralPolicy)
     target_fraction = 0.2          # wallet / NAV to keep (default: the book's initial ratio)
@@ -43,6 +44,22 @@ Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets su
   ``RISK_REESTIMATE_DAYS`` days from the path's spot returns up to the current step only (no
   look-ahead), over the trailing ``risk_lookback_days``; until ``MIN_RISK_ROWS`` returns exist the
   book's model is used. The book's basis covariance (if any) is kept.
+
+Look-ahead of the book's risk model: a book whose [risk] is *estimated* (source "data" or
+"synthetic") is estimated on returns up to its market time T_book. When the path starts at
+t0 < T_book, using that model from t0 on would use returns from (t0, T_book]. So by default
+(``risk_model = "trailing"``) the optimised policies then estimate the model themselves at each
+refresh t (every ``RISK_REESTIMATE_DAYS``) from daily returns with close time <= t only, over the
+trailing ``risk_lookback_days`` (default ``DEFAULT_TRAILING_DAYS``): for a data path these are the
+data folder's daily closes, the history before t0 included (at least ``MIN_RISK_ROWS`` returns must
+precede t0, else the file is refused); for a synthetic path, the path's own returns (so the path
+must not start before the book's estimate ends: refused otherwise). ``risk_model = "book"`` uses
+the book's full-sample model as it is; the CLI output, the JSON and the HTML report then say
+"LOOK-AHEAD". An explicit risk model (vols + correlation in the book) is used as given.
+
+A backtest ``end`` (or start) beyond the data runs over the span the data cover: the actual
+first and last steps are reported (``actual_span``, ``span_notes``) in the CLI output, the JSON
+and the HTML report's labels.
 
 Every mistake raises :class:`models.errors.ValidationError` naming the TOML field (``policies[2].band``)
 and the fix; file-level problems raise :class:`fbr.config.ConfigError`, like book files.
@@ -81,7 +98,11 @@ DATA_SOURCES = ("synthetic", "data")
 SYNTHETIC_KEYS = ("source", "seed", "days", "start")
 DATA_KEYS = ("source", "data_dir", "start", "end", "step")
 DATA_STEPS = ("1d", "8h", "4h")
-BACKTEST_KEYS = ("liquidation_penalty", "spot_fee", "report", "png_dir", "collateral")
+BACKTEST_KEYS = ("liquidation_penalty", "spot_fee", "report", "png_dir", "collateral", "risk_model")
+#: backtest.risk_model: re-estimate without look-ahead (default), or the book's full-sample model.
+RISK_MODES = ("trailing", "book")
+#: Trailing window (days) of the default look-ahead-free risk estimate.
+DEFAULT_TRAILING_DAYS = 365
 COLLATERAL_KEYS = ("target_fraction", "band", "enabled")
 POLICY_KINDS = ("no_rebalance", "calendar_spot", "band_spot", "naive_futures", "vol_band_futures",
                 "dca_futures", "optimized")
@@ -149,6 +170,7 @@ class BacktestConfig:
     report: Path | None = Path(DEFAULT_REPORT)
     png_dir: Path | None = None
     collateral: Mapping[str, Any] | None = None
+    risk_model: str = "trailing"
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -203,9 +225,14 @@ def parse_backtest(data: Mapping[str, Any], *, source: Path) -> BacktestConfig:
                 if "spot_fee" in opts else None)
     report = Path(_string(opts.get("report", DEFAULT_REPORT), "backtest.report"))
     png_dir = Path(_string(opts["png_dir"], "backtest.png_dir")) if "png_dir" in opts else None
+    mode = opts.get("risk_model", "trailing")
+    if not isinstance(mode, str) or mode.lower() not in RISK_MODES:
+        raise ValidationError("backtest.risk_model", f"is {mode!r}",
+                              'use "trailing" (no look-ahead) or "book" (the book\'s full-sample '
+                              "model, look-ahead stated in the output)")
     return BacktestConfig(source=source, book_path=book_path, loaded=loaded, data=spec,
                           policies=policies, liquidation_penalty=penalty, spot_fee=spot_fee,
-                          report=report, png_dir=png_dir,
+                          report=report, png_dir=png_dir, risk_model=mode.lower(),
                           collateral=_collateral(opts["collateral"]) if "collateral" in opts else None)
 
 
@@ -488,6 +515,134 @@ def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: Any) -> Policy:
     return policy
 
 
+def _utc(t: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def risk_lookahead(cfg: BacktestConfig, path: Any) -> pd.Timestamp | None:
+    """T_book, the end of the data the book's risk model was estimated on (its market time), when
+    the model is estimated (not given) and T_book is after the path's first step t0; else None
+    (no look-ahead: an explicit model, or one estimated on data up to t0 at the latest)."""
+    if cfg.loaded.risk.method == "given":
+        return None
+    t_book = _utc(cfg.loaded.market.time)
+    return t_book if t_book > _utc(path.spot.index[0]) else None
+
+
+def trailing_closes(cfg: BacktestConfig, path: Any) -> pd.DataFrame:
+    """Closes (USD) the look-ahead-free risk estimate reads, indexed by close time (UTC), up to the
+    path's last step: the data folder's daily closes (history before the path included) for a
+    data path, the path's own closes for a synthetic one."""
+    if cfg.data.source != "data" or cfg.data.data_dir is None:
+        return pd.DataFrame(path.spot)
+    from fbr.config_sources import spot_closes
+
+    closes = spot_closes(cfg.data.data_dir, list(cfg.loaded.book.asset_symbols), "data")
+    idx = pd.DatetimeIndex(closes.index)
+    if idx.tz is None:
+        closes.index = idx.tz_localize("UTC")
+    return closes.loc[closes.index <= _utc(path.spot.index[-1])]
+
+
+def _check_trailing_history(closes: pd.DataFrame, t0: pd.Timestamp, t_book: pd.Timestamp) -> None:
+    """At least ``MIN_RISK_ROWS`` returns must close at or before t0 (the first estimate's data)."""
+    n = max(int((pd.DatetimeIndex(closes.index) <= t0).sum()) - 1, 0)
+    if n < MIN_RISK_ROWS:
+        raise ValidationError(
+            "backtest.risk_model", f"is 'trailing' (the default: no look-ahead), but the book's "
+            f"risk model is estimated on data up to {t_book:%Y-%m-%d %H:%M}, after the backtest's "
+            f"start {t0:%Y-%m-%d %H:%M}, and only {n} daily returns precede that start "
+            f"({MIN_RISK_ROWS} needed for an estimate without look-ahead)",
+            f"start the backtest at least {MIN_RISK_ROWS + 1} days after the data begin, give the "
+            "book explicit [risk] vols and correlation, or set backtest.risk_model = \"book\" to "
+            "use the book's full-sample model (look-ahead, stated in the output and the report)")
+
+
+def _trailing_method(p: Mapping[str, Any], fallback: RiskModel) -> str:
+    """The entry's risk_method, else the book's estimator when it is one estimate_risk knows."""
+    from models.risk import RiskMethod
+
+    if "risk_method" in p:
+        return str(p["risk_method"])
+    return fallback.method if fallback.method in {m.value for m in RiskMethod} else "ledoit_wolf"
+
+
+def _risk_input(p: Mapping[str, Any], cfg: BacktestConfig, path: Any
+                ) -> RiskModel | Callable[[pd.Timestamp], RiskModel]:
+    """The optimised policy's risk model (see the module docstring, "Look-ahead"): the book's; a
+    :class:`TrailingRisk` on the path's returns (``risk_lookback_days``); or, when the book's
+    model would look ahead and ``risk_model = "trailing"``, a TrailingRisk on daily closes that
+    start before the path (so its book-model fallback is never reached)."""
+    loaded = cfg.loaded
+    t_book = risk_lookahead(cfg, path)
+    if t_book is None or cfg.risk_model == "book":
+        if "risk_lookback_days" not in p:
+            return loaded.risk
+        return TrailingRisk(loaded.risk, path.spot, loaded.book.asset_symbols,
+                            int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))
+    closes = trailing_closes(cfg, path)
+    _check_trailing_history(closes, _utc(path.spot.index[0]), t_book)
+    return TrailingRisk(loaded.risk, closes, loaded.book.asset_symbols,
+                        int(p.get("risk_lookback_days", DEFAULT_TRAILING_DAYS)),
+                        _trailing_method(p, loaded.risk))
+
+
+def risk_labels(cfg: BacktestConfig, path: Any) -> list[str]:
+    """What the optimised policies' risk model is, when the book's would look ahead: one label
+    (shown in the CLI, the JSON and the report); none otherwise. Raises (before any run) when
+    the trailing estimate lacks history before the path's start."""
+    if not any(spec.kind == "optimized" for spec in cfg.policies):
+        return []
+    t_book = risk_lookahead(cfg, path)
+    if t_book is None:
+        return []
+    t0 = _utc(path.spot.index[0])
+    if cfg.risk_model == "trailing":
+        _check_trailing_history(trailing_closes(cfg, path), t0, t_book)
+    where = f"estimated on data up to {t_book:%Y-%m-%d}, after the backtest's start {t0:%Y-%m-%d}"
+    if cfg.risk_model == "book":
+        return [f"LOOK-AHEAD: the optimised policies use the book's full-sample risk model, {where} "
+                '(backtest.risk_model = "book")']
+    return [f"risk model of the optimised policies: re-estimated without look-ahead every "
+            f"{RISK_REESTIMATE_DAYS} days from daily returns up to each refresh (the book's model is "
+            f"{where}, so it is not used)"]
+
+
+def actual_span(path: Any) -> tuple[pd.Timestamp, pd.Timestamp, int]:
+    """(first step, last step, number of steps) of the path actually replayed (UTC)."""
+    idx = pd.DatetimeIndex(path.spot.index)
+    return _utc(idx[0]), _utc(idx[-1]), len(idx)
+
+
+def span_notes(cfg: BacktestConfig, path: Any) -> list[str]:
+    """A note when the data end before ``data.end`` (or begin after ``data.start``) by more than one
+    step: the backtest then runs over the shorter span, and says so."""
+    if cfg.data.source != "data":
+        return []
+    first, last, n = actual_span(path)
+    idx = pd.DatetimeIndex(path.spot.index)
+    step = pd.Series(idx).diff().median() if n > 1 else pd.Timedelta(days=1)
+    ran = f"the backtest ran {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC ({n} steps)"
+    notes = []
+    if cfg.data.end is not None and last + step < _utc(cfg.data.end):
+        notes.append(f"data.end is {cfg.data.end}, but the data end at {last:%Y-%m-%d %H:%M} UTC: "
+                     f"{ran}, shorter than asked")
+    if cfg.data.start is not None and first - step > _utc(cfg.data.start):
+        notes.append(f"data.start is {cfg.data.start}, but the data (common to every series) begin "
+                     f"at {first:%Y-%m-%d %H:%M} UTC: {ran}")
+    return notes
+
+
+def span_dict(cfg: BacktestConfig, path: Any) -> dict[str, Any]:
+    """JSON-ready span: the steps actually replayed and the start/end asked for (None: not set)."""
+    first, last, n = actual_span(path)
+    return {"start": first.isoformat(), "end": last.isoformat(), "steps": n,
+            "requested_start": cfg.data.start,
+            "requested_end": cfg.data.end if cfg.data.source == "data" else None,
+            "shorter_than_requested": bool(span_notes(cfg, path))}
+
+
 def _optimized_inputs(p: Mapping[str, Any], cfg: BacktestConfig, path: Any
                       ) -> tuple[RiskModel | Callable[[pd.Timestamp], RiskModel], OptimizerSettings]:
     """(risk, settings) of the optimised policy: the book's, with the entry's overrides."""
@@ -498,11 +653,7 @@ def _optimized_inputs(p: Mapping[str, Any], cfg: BacktestConfig, path: Any
                                     gamma_trade=float(p.get("gamma_trade", settings.costs.gamma_trade)),
                                     gamma_fund=float(p.get("gamma_fund", settings.costs.gamma_fund)))
         settings = dataclasses.replace(settings, costs=costs)
-    risk: RiskModel | Callable[[pd.Timestamp], RiskModel] = loaded.risk
-    if "risk_lookback_days" in p:
-        risk = TrailingRisk(loaded.risk, path.spot, loaded.book.asset_symbols,
-                            int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))
-    return risk, settings
+    return _risk_input(p, cfg, path), settings
 
 
 def backtest_options(cfg: BacktestConfig) -> dict[str, Any]:
@@ -560,6 +711,134 @@ class Ticking(Policy):
         return out
 
 
+# ==============================================================================================
+# before the long work: output paths and the size of the run
+# ==============================================================================================
+#: CPU seconds per policy step (one decision and one replay step): the optimiser solves a convex
+#: problem (a few ms), rule-based policies only do arithmetic. Rough, on the side of caution.
+SECONDS_PER_STEP = {"optimized": 5e-3}
+SECONDS_PER_STEP_DEFAULT = 3e-4
+#: Bytes kept per policy step (the steps frame's float columns and the NAV series).
+BYTES_PER_STEP = 400.0
+#: Above either limit a run is refused unless --force: 30 CPU-minutes, 4 GB.
+MAX_WORK_SECONDS = 1800.0
+MAX_WORK_BYTES = 4e9
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """The size of a run, estimated before it starts.
+
+    ``policy_steps`` = sum over runs of steps (paths x steps x policy runs for Monte Carlo);
+    ``seconds`` = sum of policy_steps x ``SECONDS_PER_STEP`` of the kind (CPU seconds, whatever
+    the engine); ``bytes`` held in memory. ``factors`` are (option, value, usual value): the one
+    furthest above its usual value is named when the run is refused.
+    """
+
+    policy_steps: float
+    seconds: float
+    bytes: float
+    factors: tuple[tuple[str, float, float], ...]
+
+    @property
+    def too_big(self) -> bool:
+        """Above ``MAX_WORK_SECONDS`` or ``MAX_WORK_BYTES``."""
+        return self.seconds > MAX_WORK_SECONDS or self.bytes > MAX_WORK_BYTES
+
+    def describe(self) -> str:
+        """``3.6e+09 policy steps, about 5.0 CPU-hours and 58 GB``."""
+        secs = self.seconds
+        span = (f"{secs / 3600:.1f} CPU-hours" if secs >= 3600 else f"{secs / 60:.1f} CPU-minutes"
+                if secs >= 60 else f"{secs:.0f} CPU-seconds")
+        return f"{self.policy_steps:.3g} policy steps, about {span} and {self.bytes / 1e9:.2g} GB"
+
+    def check(self, force: bool) -> None:
+        """Refuse a run above the limits (naming the option to lower), unless ``force``."""
+        if force or not self.too_big:
+            return
+        name, value, _usual = max(self.factors, key=lambda f: f[1] / f[2])
+        sizes = ", ".join(f"{n} {v:.10g}" for n, v, _ in self.factors)
+        raise ValidationError(name, f"is {value:.10g}: the run ({sizes}) is {self.describe()}, above "
+                              f"the limit of {MAX_WORK_SECONDS / 60:.0f} CPU-minutes or "
+                              f"{MAX_WORK_BYTES / 1e9:.0f} GB",
+                              f"lower {name}, or pass --force to run it anyway")
+
+
+def seconds_per_step(kinds: Sequence[str]) -> float:
+    """Sum over policy runs of the CPU seconds one step costs."""
+    return sum(SECONDS_PER_STEP.get(k, SECONDS_PER_STEP_DEFAULT) for k in kinds)
+
+
+def estimate_steps(cfg: BacktestConfig) -> float:
+    """Steps of the path before it is built: ``days`` (synthetic), else the span asked for (or
+    the data folder's whole history, at most to the data's end, 2025-06-30) over the step."""
+    spec = cfg.data
+    if spec.source == "synthetic":
+        return float(spec.days)
+    lo = _utc(spec.start) if spec.start else _utc("2017-01-01")
+    now = _utc(pd.Timestamp.now(tz="UTC"))
+    hi = min(_utc(spec.end), now) if spec.end else now  # no data after today
+    step = {"1d": pd.Timedelta(days=1), "8h": pd.Timedelta(hours=8),
+            "4h": pd.Timedelta(hours=4)}.get(spec.step, pd.Timedelta(days=1))
+    return max((hi - lo) / step, 1.0)
+
+
+def estimate_backtest(cfg: BacktestConfig) -> WorkEstimate:
+    """Every policy over the one path: steps x policies (the path's history counted too)."""
+    steps = estimate_steps(cfg)
+    kinds = [p.kind for p in cfg.policies]
+    n_cols = len(cfg.loaded.book.asset_symbols) + 2 * len(cfg.loaded.book.contracts)
+    factors = (("data.days" if cfg.data.source == "synthetic" else "data.end", steps, DEFAULT_DAYS),
+               ("policies", float(len(kinds)), 6.0))
+    return WorkEstimate(policy_steps=steps * len(kinds), seconds=steps * seconds_per_step(kinds),
+                        bytes=steps * (len(kinds) * BYTES_PER_STEP + 8.0 * 4 * n_cols),
+                        factors=factors)
+
+
+def check_output_file(path: Path | None, field_name: str) -> None:
+    """Fail now, not after the run, when ``path`` cannot be written as a file: it is a folder,
+    a parent is a file, or the nearest existing folder is not writable."""
+    if path is None:
+        return
+    fix = f"give a file path such as out/report.html to {field_name}"
+    if path.is_dir():
+        raise ValidationError(field_name, f"is {str(path)!r}, which is a folder",
+                              f"{fix} (e.g. {path / 'report.html'})")
+    _check_writable_parent(path, field_name, fix)
+    if path.exists() and not _writable(path):
+        raise ValidationError(field_name, f"is {str(path)!r}, which is not writable",
+                              f"{fix}, or make the file writable")
+
+
+def check_output_dir(path: Path | None, field_name: str) -> None:
+    """Like :func:`check_output_file` for a folder to write into (``png_dir``)."""
+    if path is None:
+        return
+    fix = f"give a folder path to {field_name}"
+    if path.exists() and not path.is_dir():
+        raise ValidationError(field_name, f"is {str(path)!r}, which is a file", fix)
+    _check_writable_parent(path / "x", field_name, fix)
+
+
+def _writable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.W_OK)
+
+
+def _check_writable_parent(path: Path, field_name: str, fix: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable folder."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValidationError(field_name, f"is {str(path)!r}, but {parent} is a file, not a folder",
+                              fix)
+    if parent.exists() and not _writable(parent):
+        raise ValidationError(field_name, f"is {str(path)!r}, but the folder {parent} is not "
+                              "writable", fix)
+
+
 def is_timing(key: str) -> bool:
     """Wall-clock measurements (e.g. solve_time_median_ms): they differ from run to run."""
     return "time" in key and key.endswith(("_ms", "_s"))
@@ -585,5 +864,7 @@ def metrics_dict(result: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["BacktestConfig", "DataSpec", "PolicySpec", "build_path", "build_policy",
-           "is_timing", "load_backtest_file", "metrics_dict", "run_all"]
+__all__ = ["BacktestConfig", "DataSpec", "PolicySpec", "WorkEstimate", "actual_span", "build_path",
+           "build_policy", "check_output_dir", "check_output_file", "estimate_backtest",
+           "is_timing", "load_backtest_file", "metrics_dict", "risk_labels", "risk_lookahead",
+           "run_all", "span_dict", "span_notes"]

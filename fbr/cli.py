@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from models.errors import FbrError
+from models.errors import ExitCode, FbrError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fbr: keep a crypto spot portfolio on target with futures, sized by a convex "
@@ -39,25 +39,28 @@ class CliError(FbrError):
 
 @contextmanager
 def user_errors(as_json: bool) -> Iterator[None]:
-    """Turn fbr's own errors (and unexpected ones) into one message and exit code 2."""
+    """Turn fbr's own errors into one message and the error's exit code (bad input: 2; see
+    :class:`~models.errors.ExitCode`), unexpected ones into exit code 1."""
     try:
         yield
     except typer.Exit:
         raise
-    except (FbrError, ValueError, OSError) as exc:
-        _fail(str(exc), as_json)
+    except FbrError as exc:
+        _fail(str(exc), as_json, exc.exit_code)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), as_json, ExitCode.BAD_INPUT)
     except Exception as exc:  # an internal error: still no traceback unless asked
         if os.environ.get("FBR_DEBUG"):
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set FBR_DEBUG=1 for the traceback)",
-              as_json)
+              as_json, ExitCode.INTERNAL)
 
 
-def _fail(message: str, as_json: bool) -> None:
+def _fail(message: str, as_json: bool, code: ExitCode = ExitCode.BAD_INPUT) -> None:
     if as_json:
-        print(json.dumps({"status": "error", "error": message}))
+        print(json.dumps({"status": "error", "exit_code": int(code), "error": message}))
     err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=int(code))
 
 
 def _solve_file(path: Path) -> Any:
@@ -75,8 +78,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 @app.command()
 def solve(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the README.")],
           as_json: JsonOpt = False) -> None:
-    """Solve one rebalance: target futures positions, trades, risk, costs, margin, binding constraints."""
+    """Solve one rebalance: target futures positions, trades, risk, costs, margin, binding constraints.
+
+    An answer that may not be traded (infeasible, or positions past a hard margin row) is printed,
+    then the command exits with code 3 naming the conflicting constraints on stderr."""
     from fbr.render import render_solution
+    from optimizer.checks import blocked_message
 
     with user_errors(as_json):
         if not book.exists():
@@ -88,6 +95,10 @@ def solve(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the R
         else:
             out.rule(f"fbr solve {book}")
             render_solution(sol, out)
+        if sol.blockers:  # the answer stays the one JSON object on stdout; the verdict goes to stderr
+            err.print(f"[bold red]error:[/bold red] {escape(blocked_message(sol.blockers))}",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(code=int(ExitCode.INFEASIBLE))
 
 
 def demo_books() -> list[tuple[str, Path]]:
@@ -164,6 +175,26 @@ def backtest_table(metrics: dict[str, dict[str, Any]], title: str) -> Any:
     return t
 
 
+@contextmanager
+def _preparing(what: str, show: bool) -> Iterator[None]:
+    """A spinner on stderr while ``what`` runs (data loading, path generation)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, disable=not show, transient=True) as bar:
+        bar.add_task(escape(what), total=None)
+        yield
+
+
+def _check_backtest_outputs(cfg: Any, report: Path | None) -> None:
+    """Every path the run writes, checked before the run (a folder given as --report, ...)."""
+    from fbr.backtest_config import check_output_dir, check_output_file
+
+    check_output_file(report, "--report (or backtest.report)")
+    if report is not None:
+        check_output_dir(cfg.png_dir, "backtest.png_dir")
+
+
 def _run_with_progress(cfg: Any, path: Any, show: bool) -> dict[str, Any]:
     """Every policy of ``cfg`` over ``path``, one progress task per policy (advanced per step)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -201,25 +232,37 @@ def run_backtest_config(cfg: Any, *, report: Path | None, show_progress: bool,
     """Run a loaded backtest config: ({name: BacktestResult}, JSON-ready summary)."""
     import warnings
 
-    from fbr.backtest_config import build_path, is_timing, metrics_dict
+    from fbr.backtest_config import (
+        build_path,
+        is_timing,
+        metrics_dict,
+        risk_labels,
+        span_dict,
+        span_notes,
+    )
 
     with warnings.catch_warnings(record=True) as caught:  # data gaps etc.: notes, not tracebacks
         warnings.simplefilter("always")
-        path = build_path(cfg)
+        with _preparing("building the market path", show_progress):
+            path = build_path(cfg)
     notes: list[str] = list(dict.fromkeys(str(w.message) for w in caught))
+    # the span actually replayed and the risk model's look-ahead: notes, labels (report) and JSON
+    spans = span_notes(cfg, path)
+    extra = [*spans, *risk_labels(cfg, path)]
+    notes.extend(spans)
     results = _run_with_progress(cfg, path, show_progress)
     raw = {name: metrics_dict(r) for name, r in results.items()}
     # deterministic metrics apart from wall-clock timings (same file -> same "policies")
     metrics = {name: {k: v for k, v in m.items() if not is_timing(k)} for name, m in raw.items()}
     timings = {name: {k: v for k, v in m.items() if is_timing(k)} for name, m in raw.items()}
-    labels = list(cfg.labels)
+    labels = [*cfg.labels, *extra]
     written: Path | None = None
     if report is not None:
         written, note = _write_report(results, report, title, labels, cfg.png_dir)
         if note:
             notes.append(note)
     summary: dict[str, Any] = {"policies": metrics, "report": str(written) if written else None,
-                               "labels": labels}
+                               "labels": labels, "span": span_dict(cfg, path)}
     if any(timings.values()):
         summary["timings"] = timings
     if notes:
@@ -231,15 +274,17 @@ def _print_backtest(summary: dict[str, Any], title: str) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
-    if summary["labels"]:
-        out.print(Panel(Text(" / ".join(summary["labels"])), title="data", style="yellow"))
+    notes = summary.get("notes", [])
+    labels = [x for x in summary["labels"] if x not in notes]  # a span note is printed below
+    if labels:
+        out.print(Panel(Text(" / ".join(labels)), title="data", style="yellow"))
     # piped output is 80 columns wide by default: let the table keep its columns readable
     table = backtest_table(summary["policies"], title)
     if out.is_terminal:
         out.print(table)
     else:
         Console(width=max(out.width, 140), highlight=False).print(table)
-    for note in summary.get("notes", []):
+    for note in notes:
         out.print(f"[bold]note:[/bold] {escape(note)}")
     if summary["report"]:
         out.print(f"report written to [bold]{escape(summary['report'])}[/bold]")
@@ -253,9 +298,11 @@ def backtest(config: Annotated[Path, typer.Argument(help="Backtest file (TOML), 
                  "--report", help="HTML report path (default: the file's backtest.report).")] = None,
              no_report: Annotated[bool, typer.Option("--no-report",
                                                      help="Do not write the HTML report.")] = False,
+             force: Annotated[bool, typer.Option(
+                 "--force", help="Run even when the estimated work is above the limit.")] = False,
              ) -> None:
     """Run every policy of a backtest file over the same market path and compare them."""
-    from fbr.backtest_config import load_backtest_file
+    from fbr.backtest_config import estimate_backtest, load_backtest_file
 
     with user_errors(as_json):
         if not config.exists():
@@ -263,8 +310,11 @@ def backtest(config: Annotated[Path, typer.Argument(help="Backtest file (TOML), 
                            f"backtest file (see examples/backtest_demo.toml)")
         cfg = load_backtest_file(config)
         target = None if no_report else (report if report is not None else cfg.report)
+        _check_backtest_outputs(cfg, target)
+        estimate_backtest(cfg).check(force)
         title = f"fbr backtest {config.name}"
-        _, summary = run_backtest_config(cfg, report=target, show_progress=not as_json, title=title)
+        show = not as_json or err.is_terminal  # progress on stderr: not in the way of --json
+        _, summary = run_backtest_config(cfg, report=target, show_progress=show, title=title)
         if as_json:
             print(json.dumps(summary, indent=2, allow_nan=False))
         else:

@@ -4,10 +4,15 @@
 asset when none is listed), [tier_schedules] shared by name, and spec_from / tiers_from file
 references. In tier bracket k, maintenance margin is MM(N) = mmr_k * N - cum_k (N = notional, USD);
 ``cum`` defaults to the continuous value cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) * min_notional_k.
+Brackets read with tiers_from are held to the same continuity as inline ones (a given cum may make
+maintenance margin jump by at most MM_JUMP_TOL_USD at a bracket edge); referenced files must be CSV
+text (plain or .gz); contract and exchange symbols are ASCII without whitespace.
 """
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ from fbr.config_values import (
     positive,
     string,
     sub_table,
+    symbol_name,
     table_array,
     timestamp,
 )
@@ -41,6 +47,10 @@ BRACKET_KEYS = ("min_notional", "max_notional", "max_leverage", "mmr", "cum")
 FILE_REF_KEYS = ("file", "symbol")
 #: Tolerance: maintenance margin may jump by this many USD at a bracket edge.
 MM_JUMP_TOL_USD = 0.01
+#: Bytes of a referenced file looked at to tell text from binary.
+SNIFF_BYTES = 65_536
+#: Longest quote of a reader's error message in a ValidationError (characters).
+MAX_QUOTED_ERROR = 200
 
 
 def parse_contracts(data: Mapping[str, Any], symbols: Sequence[str],
@@ -83,7 +93,8 @@ def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, Margi
     def at(key: str) -> str:
         return join(p if origin.get(key) == "row" else "contract_defaults", key)
 
-    sym = string(merged.get("symbol"), join(p, "symbol"))
+    sym = symbol_name(string(merged.get("symbol"), join(p, "symbol")), join(p, "symbol"),
+                      contract=True)
     under = string(merged.get("underlying"), join(p, "underlying"))
     known(under, symbols, join(p, "underlying"), "an asset of the book (unknown underlying)")
     if "spec_from" in merged:
@@ -144,13 +155,56 @@ def _file_ref(value: Any, path: str, ctx: ParseContext) -> tuple[Path, str]:
                               'write {file = "path/to/file.csv.gz", symbol = "BTC/USDT:USDT"}')
     check_keys(value, FILE_REF_KEYS, path)
     raw = string(value.get("file"), join(path, "file"))
-    symbol = string(value.get("symbol"), join(path, "symbol"))
+    symbol = symbol_name(string(value.get("symbol"), join(path, "symbol")), join(path, "symbol"),
+                         contract=True)
     resolved = ctx.resolve(raw)
     if not resolved.is_file():
         raise ValidationError(join(path, "file"), f"is {raw!r}, which does not exist "
                               f"(looked for {resolved})",
                               "give a path relative to the book file, or an absolute one")
+    _check_text_file(resolved, raw, join(path, "file"))
     return resolved, symbol
+
+
+def _file_head(resolved: Path) -> bytes:
+    """The first SNIFF_BYTES of the file's content (decompressed when named .gz, as pandas does)."""
+    if resolved.suffix.lower() == ".gz":
+        with gzip.open(resolved, "rb") as fh:
+            return fh.read(SNIFF_BYTES)
+    with resolved.open("rb") as fh:
+        return fh.read(SNIFF_BYTES)
+
+
+def _check_text_file(resolved: Path, raw: str, path: str) -> None:
+    """One short ValidationError naming the file unless it is UTF-8 text (plain or .gz): a binary
+    file would otherwise surface as the reader's error with a dump of its bytes."""
+    fix = ("give a CSV file (plain or .gz) of the shared markets snapshot, e.g. "
+           "<data_dir>/markets/binance_usdm_leverage_tiers_2026-05-07.csv.gz")
+    shown = repr(raw) if Path(raw) == resolved else f"{raw!r} ({resolved})"
+    try:
+        head = _file_head(resolved)
+    except (OSError, EOFError, zlib.error) as exc:
+        what = ("named .gz but not a readable gzip file" if resolved.suffix.lower() == ".gz"
+                else f"which cannot be read ({type(exc).__name__})")
+        raise ValidationError(path, f"is {shown}, {what}", fix) from None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the sample
+            raise ValidationError(path, f"is {shown}, a binary file (byte "
+                                  f"{exc.start} is not UTF-8 text), not CSV", fix) from None
+    if b"\x00" in head:
+        raise ValidationError(path, f"is {shown}, a binary file (it holds NUL "
+                              "bytes), not CSV", fix)
+
+
+def _quoted(exc: BaseException) -> str:
+    """A reader's error as 'Type: message', cut at MAX_QUOTED_ERROR characters (never the repr,
+    which for a decoding error holds the whole undecodable input)."""
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_QUOTED_ERROR:
+        text = text[:MAX_QUOTED_ERROR] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 def _spec_from(value: Any, path: str, ctx: ParseContext) -> Table:
@@ -163,7 +217,7 @@ def _spec_from(value: Any, path: str, ctx: ParseContext) -> Table:
     except ValidationError as exc:
         raise ValidationError(path, f"{exc.field} {exc.problem}", exc.fix) from exc
     except (OSError, KeyError, ValueError) as exc:
-        raise ValidationError(path, f"could not be read from {resolved}: {exc!r}",
+        raise ValidationError(path, f"could not be read from {resolved}: {_quoted(exc)}",
                               f"check that the file lists {symbol!r}") from exc
     return {k: v for k, v in spec.items() if k in _CONTRACT_NUMBERS}
 
@@ -174,12 +228,47 @@ def _tiers_from(value: Any, path: str, ctx: ParseContext) -> MarginTiers:
 
     resolved, symbol = _file_ref(value, path, ctx)
     try:
-        return load_leverage_tiers(resolved, symbol)
+        tiers = load_leverage_tiers(resolved, symbol)
     except ValidationError as exc:
         raise ValidationError(path, f"{exc.field} {exc.problem}", exc.fix) from exc
     except (OSError, KeyError, ValueError) as exc:
-        raise ValidationError(path, f"could not be read from {resolved}: {exc!r}",
+        raise ValidationError(path, f"could not be read from {resolved}: {_quoted(exc)}",
                               f"check that the file lists {symbol!r}") from exc
+    _check_file_continuity(tiers, path, resolved, symbol)
+    return tiers
+
+
+def _continuous_cum(prev: TierBracket, mmr: float, lo: float) -> float:
+    """The cum (USD) of a bracket starting at ``lo`` with rate ``mmr`` that keeps maintenance margin
+    continuous after ``prev``: cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) x lo_k."""
+    return prev.cum + (mmr - prev.mmr) * lo
+
+
+def _jumps(cum: float, continuous: float, lo: float) -> bool:
+    """True when ``cum`` makes maintenance margin jump at ``lo`` by more than MM_JUMP_TOL_USD
+    (plus a relative 1e-9 of ``lo`` for float noise)."""
+    return abs(cum - continuous) > MM_JUMP_TOL_USD + 1e-9 * lo
+
+
+def _check_file_continuity(tiers: MarginTiers, path: str, resolved: Path, symbol: str) -> None:
+    """Brackets from a file must make maintenance margin continuous at every edge, as inline ones
+    must: else the optimiser's MM = max_k (mmr_k n - cum_k) differs from the exchange's lookup."""
+    brackets = tiers.brackets
+    for k in range(1, len(brackets)):
+        prev, b = brackets[k - 1], brackets[k]
+        lo = b.min_notional
+        continuous = _continuous_cum(prev, b.mmr, lo)
+        if not _jumps(b.cum, continuous, lo):
+            continue
+        below, at = prev.mmr * lo - prev.cum, b.mmr * lo - b.cum
+        raise ValidationError(path, f"reads {symbol} from {resolved}, whose bracket {k + 1} of "
+                              f"{len(brackets)} ({lo:,.10g} to {b.max_notional:,.10g} USD, "
+                              f"maintenance rate {b.mmr:g}) has maint_amount_cum {b.cum:,.10g}: "
+                              f"maintenance margin jumps from {below:,.2f} USD just below "
+                              f"{lo:,.10g} USD to {at:,.2f} USD at it ({at - below:+,.2f} USD)",
+                              f"set maint_amount_cum = {continuous:.10g} in that row (cum_k = "
+                              "cum_k-1 + (mmr_k - mmr_k-1) x min_notional_k), or use the "
+                              "exchange's unedited file")
 
 
 def _tier_schedules(table: Table) -> dict[str, MarginTiers]:
@@ -232,9 +321,9 @@ def _bracket(row: Table, path: str, prev: TierBracket | None) -> TierBracket:
         raise ValidationError(join(path, "min_notional"), f"is {row.get('min_notional')!r}, "
                               f"but the previous bracket ends at {prev.max_notional:g}",
                               "make brackets contiguous and sorted by notional")
-    continuous = 0.0 if prev is None else prev.cum + (mmr - prev.mmr) * lo
+    continuous = 0.0 if prev is None else _continuous_cum(prev, mmr, lo)
     cum = continuous if "cum" not in row else number(row["cum"], join(path, "cum"))
-    if prev is not None and abs(cum - continuous) > MM_JUMP_TOL_USD + 1e-9 * lo:
+    if prev is not None and _jumps(cum, continuous, lo):
         raise ValidationError(join(path, "cum"), f"is {row['cum']!r}, which makes maintenance "
                               f"margin jump by {continuous - cum:+.6g} USD at notional {lo:g}",
                               f"set cum = {continuous:.10g} (or leave cum out: fbr computes it)")

@@ -3,15 +3,19 @@
 [targets] weights (fractions of the target base V, sum <= 1, the rest is cash), [spot] quantities
 (base units), [spot_usd] values (USD, converted at the spot price), [[assets]], [pledged]
 collateral ratios (fractions after haircut), [[futures]] positions (signed contracts, entry price
-in USD), and the checks that tie them together (every symbol known, V > 0).
+in USD), and the checks that tie them together (every symbol known, V > 0). Symbols are ASCII
+without whitespace (they are sent to exchanges); holdings and positions are finite and worth at most
+MAX_HOLDING_USD each (larger values are typos or overflow).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fbr.config_values import (
+    MAX_HOLDING_USD,
     Table,
     check_keys,
     in_range,
@@ -19,10 +23,13 @@ from fbr.config_values import (
     known,
     nonneg,
     number,
-    positive,
+    price,
     string,
+    symbol_keys,
     symbol_map,
+    symbol_name,
     table_array,
+    usd_amount,
 )
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
@@ -40,6 +47,7 @@ def parse_weights(table: Table, path: str) -> dict[str, float]:
     if not table:
         raise ValidationError(path, "is missing or empty",
                               "add a [targets] table, e.g. BTC = 0.5, ETH = 0.3, SOL = 0.2")
+    symbol_keys(table, path)
     weights = symbol_map(table, path, lambda v, p: nonneg(v, p, percent=True))
     total = sum(weights.values())
     if total > 1 + WEIGHT_TOL:
@@ -49,9 +57,11 @@ def parse_weights(table: Table, path: str) -> dict[str, float]:
     return weights
 
 
-def parse_amounts(table: Table, path: str) -> dict[str, float]:
-    """[spot] quantities or [spot_usd] values: finite and >= 0."""
-    return symbol_map(table, path, nonneg)
+def parse_amounts(table: Table, path: str, *, usd: bool = False) -> dict[str, float]:
+    """[spot] quantities or (``usd``) [spot_usd] values: finite and >= 0, USD values at most
+    MAX_HOLDING_USD (quantities are checked against it once prices are known)."""
+    symbol_keys(table, path)
+    return symbol_map(table, path, usd_amount if usd else nonneg)
 
 
 def parse_assets(data: Mapping[str, Any], targets: Mapping[str, float], spot_qty: Mapping[str, float],
@@ -65,7 +75,7 @@ def parse_assets(data: Mapping[str, Any], targets: Mapping[str, float], spot_qty
     for k, row in enumerate(rows):
         p = join("assets", k)
         check_keys(row, ASSET_KEYS, p)
-        sym = string(row.get("symbol"), join(p, "symbol"))
+        sym = symbol_name(string(row.get("symbol"), join(p, "symbol")), join(p, "symbol"))
         kwargs: dict[str, float] = {}
         if "fee" in row:
             kwargs["fee"] = in_range(row["fee"], join(p, "fee"), 0.0, 0.05)
@@ -118,9 +128,40 @@ def parse_positions(data: Mapping[str, Any],
         if qty != 0 and "entry_price" not in row:
             raise ValidationError(join(p, "entry_price"), "is missing",
                                   "give the position's average entry price (USD)")
-        entry = positive(row.get("entry_price", 1.0), join(p, "entry_price"))
+        entry = price(row.get("entry_price", 1.0), join(p, "entry_price"))
+        if entry <= 0:
+            raise ValidationError(join(p, "entry_price"), f"is {row.get('entry_price')!r}",
+                                  "give a value > 0")
         out[sym] = FuturesPosition(qty, entry)
     return out
+
+
+def check_holding_values(spot_qty: Mapping[str, float], futures: Mapping[str, FuturesPosition],
+                         contracts: Sequence[FuturesContract], market: MarketSnapshot) -> None:
+    """Each spot holding (quantity x spot price) and each futures position (|contracts| x notional
+    per contract at mark) must be finite and at most MAX_HOLDING_USD, so sums and weights stay
+    finite; the error names the [spot] entry or the [[futures]] row."""
+    for sym, q in spot_qty.items():
+        px = market.spot_price(sym)
+        _check_value(f"spot.{sym}", q, "units", q * px, f"the spot price {px:,.6g} USD",
+                     f"give a finite quantity of realistic size in base units (e.g. {sym} = 0.5), "
+                     "or its USD value under [spot_usd]")
+    by_symbol = {c.symbol: c for c in contracts}
+    for k, (sym, pos) in enumerate(futures.items()):
+        mark = market.mark_price(sym)
+        value = abs(pos.contracts) * by_symbol[sym].notional_per_contract(mark)
+        _check_value(f"futures[{k}].contracts", pos.contracts, "contracts", value,
+                     f"the mark price {mark:,.6g} USD", "give a finite position of realistic "
+                     "size in contracts (signed), as the exchange shows it")
+
+
+def _check_value(path: str, amount: float, unit: str, value: float, at: str, fix: str) -> None:
+    """Raise unless ``value`` (USD) is finite and at most MAX_HOLDING_USD."""
+    if math.isfinite(value) and value <= MAX_HOLDING_USD:
+        return
+    raise ValidationError(path, f"is {amount!r} {unit}, worth {value:,.6g} USD at {at}: not a "
+                          f"realistic holding (at most {MAX_HOLDING_USD:.0e} USD)",
+                          fix)
 
 
 def spot_quantities(spot_qty: Mapping[str, float], spot_usd: Mapping[str, float],

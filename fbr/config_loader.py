@@ -15,6 +15,7 @@ from typing import Any
 from fbr.config_contracts import parse_contracts
 from fbr.config_holdings import (
     check_base,
+    check_holding_values,
     check_references,
     parse_amounts,
     parse_assets,
@@ -27,7 +28,7 @@ from fbr.config_market import parse_market
 from fbr.config_risk import parse_risk
 from fbr.config_settings import parse_settings
 from fbr.config_sources import ParseContext
-from fbr.config_values import check_keys, choice, nonneg, read_toml, string, sub_table
+from fbr.config_values import check_keys, choice, read_toml, string, sub_table, usd_amount
 from models.book import Book, TargetsBase
 from models.errors import ValidationError
 from models.market import MarketSnapshot
@@ -85,7 +86,7 @@ def parse_document(data: Mapping[str, Any], ctx: ParseContext, default_name: str
     check_keys(head, BOOK_KEYS, "book")
     targets = parse_weights(sub_table(data, "targets", ""), "targets")
     spot_qty = parse_amounts(sub_table(data, "spot", ""), "spot")
-    spot_usd = parse_amounts(sub_table(data, "spot_usd", ""), "spot_usd")
+    spot_usd = parse_amounts(sub_table(data, "spot_usd", ""), "spot_usd", usd=True)
     assets = parse_assets(data, targets, spot_qty, spot_usd)
     symbols = [a.symbol for a in assets]
     check_references(targets, spot_qty, spot_usd, symbols)
@@ -93,10 +94,11 @@ def parse_document(data: Mapping[str, Any], ctx: ParseContext, default_name: str
     futures = parse_positions(data, contracts)
     pledged = parse_pledged(sub_table(data, "pledged", ""), symbols)
     market = parse_market(sub_table(data, "market", ""), assets, contracts, ctx)
+    check_holding_values(spot_qty, futures, contracts, market)
     spot = spot_quantities(spot_qty, spot_usd, market)
     book = Book(
         assets=assets, contracts=contracts, spot=spot, targets=targets,
-        cash=nonneg(head.get("cash", 0.0), "book.cash"),
+        cash=usd_amount(head.get("cash", 0.0), "book.cash"),
         futures=futures, pledged=pledged,
         targets_base=choice(head.get("targets_base", "invested"), "book.targets_base",
                             [t.value for t in TargetsBase], TargetsBase),

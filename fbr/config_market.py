@@ -2,8 +2,8 @@
 
 The source is explicit prices, the synthetic generator, or the last daily close of a data folder;
 explicit [market.*] sub-tables are written over the source's values, and marks can be filled from
-spot (no basis). Units: prices USD, funding per funding interval, half spreads fractions, ADV USD per
-day.
+spot (no basis). Explicit prices must be realistic (config_values.price: finite, at most 1e9 USD).
+Units: prices USD, funding per funding interval, half spreads fractions, ADV USD per day.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from fbr.config_values import (
     known,
     number,
     positive,
+    price,
     sub_table,
     symbol_map,
     timestamp,
@@ -83,7 +84,7 @@ def _market_overrides(table: Table, symbols: Sequence[str],
                       csyms: Sequence[str]) -> dict[str, dict[str, float]]:
     """The explicit [market.*] sub-tables, keyed by asset (spot, spot_half_spread) or contract."""
     parsers: dict[str, Callable[[Any, str], float]] = {
-        "spot": number, "mark": number,  # MarketSnapshot rejects <= 0 with the field name
+        "spot": price, "mark": price,  # MarketSnapshot rejects <= 0 with the field name
         "funding": lambda v, p: number(v, p, percent=True),
         "half_spread": lambda v, p: number(v, p, percent=True),
         "spot_half_spread": lambda v, p: number(v, p, percent=True),

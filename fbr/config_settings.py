@@ -2,7 +2,8 @@
 
 Constraints include stress scenarios ([[constraints.stress]]: simple asset returns, each > -1) and
 cluster bands ([[constraints.clusters]]: |sum of (e_i - w*_i)| <= band, in weights). Money in USD;
-fractions accept "30%" / "5bp".
+fractions accept "30%" / "5bp". ``constraints.min_days_to_expiry`` (days, default 2) is read by the
+order planner: a dated contract is not opened or increased that close to its expiry.
 """
 
 from __future__ import annotations
@@ -121,7 +122,20 @@ def _constraints(table: Table, book: Book) -> ConstraintSettings:
         kwargs["margin"] = boolean(table["margin"], f"{p}.margin")
     if "margin_hysteresis" in table:
         kwargs["margin_hysteresis"] = boolean(table["margin_hysteresis"], f"{p}.margin_hysteresis")
+    if "min_days_to_expiry" in table:
+        kwargs["min_days_to_expiry"] = _days(table["min_days_to_expiry"],
+                                             f"{p}.min_days_to_expiry")
     return ConstraintSettings(**kwargs)
+
+
+def _days(value: Any, path: str) -> float:
+    """A number of days in [0, 366] (0: only expired contracts are refused)."""
+    v = nonneg(value, path)
+    if v > 366:
+        raise ValidationError(path, f"is {value!r} days",
+                              "give the days before expiry within which a dated contract is no "
+                              "longer opened, between 0 and 366 (e.g. 2)")
+    return v
 
 
 def _fraction_below_one(value: Any, path: str) -> float:

@@ -21,10 +21,18 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from models.errors import FbrError, ValidationError
+from models.instruments import check_symbol
 
 #: A TOML table as parsed by tomllib (keys are text, values any TOML value).
 Table = dict[str, Any]
 _T = TypeVar("_T")
+
+#: Largest USD value one holding, cash balance or futures position may have (10 trillion USD, more
+#: than the whole crypto market): larger values are typos or overflow, not books.
+MAX_HOLDING_USD = 1e13
+#: Prices (USD per unit) outside [MIN_PRICE_USD, MAX_PRICE_USD] are refused as unrealistic.
+MIN_PRICE_USD = 1e-12
+MAX_PRICE_USD = 1e9
 
 
 class ConfigError(FbrError):
@@ -145,6 +153,39 @@ def nonneg(value: Any, path: str, *, percent: bool = False) -> float:
     if v < 0:
         raise ValidationError(path, f"is {value!r}", "give a value >= 0")
     return v
+
+
+def usd_amount(value: Any, path: str) -> float:
+    """A USD amount (cash, a holding's value): finite, >= 0 and at most MAX_HOLDING_USD."""
+    v = nonneg(value, path)
+    if v > MAX_HOLDING_USD:
+        raise ValidationError(path, f"is {value!r} USD, more than the {MAX_HOLDING_USD:.0e} USD a "
+                              "book may hold", "give a finite USD amount of realistic size "
+                              f"(at most {MAX_HOLDING_USD:.0e})")
+    return v
+
+
+def price(value: Any, path: str) -> float:
+    """A price in USD per unit: finite and, when > 0, within [MIN_PRICE_USD, MAX_PRICE_USD]
+    (zero and negative prices are left to MarketSnapshot, which names the field)."""
+    v = number(value, path)
+    if v > 0 and not MIN_PRICE_USD <= v <= MAX_PRICE_USD:
+        raise ValidationError(path, f"is {value!r} USD, not a realistic price",
+                              f"give the price in USD per unit, between {MIN_PRICE_USD:.0e} and "
+                              f"{MAX_PRICE_USD:.0e}")
+    return v
+
+
+def symbol_name(value: Any, path: str, *, contract: bool = False) -> str:
+    """An asset symbol, or with ``contract`` a contract or exchange symbol: ASCII letters and
+    digits plus a few separators, no whitespace (symbols are sent to exchanges as they are)."""
+    return check_symbol(path, value, contract=contract)
+
+
+def symbol_keys(table: Mapping[str, Any], path: str) -> None:
+    """Every key of ``table`` must be a valid asset symbol (see :func:`symbol_name`)."""
+    for key in table:
+        symbol_name(key, join(path, key))
 
 
 def in_range(value: Any, path: str, lo: float, hi: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from executor.safety import Credentials, Limits, install_log_redaction, load_credentials, redact
-from models.errors import FbrError
+from models.errors import ExitCode, FbrError
 
 DEFAULT_JOURNAL = Path(".fbr") / "journal.sqlite"
 
@@ -46,6 +47,16 @@ def _binanceusdm(creds: Credentials) -> Any:
 EXCHANGE_FACTORIES: dict[str, Callable[[Credentials], Any]] = {"binanceusdm": _binanceusdm}
 #: Read retry backoff of the ccxt gateway and the executor (seconds); tests set it to 0.
 BACKOFF_S = 0.5
+#: Seconds between the account checks of a reconcile on a real exchange (tests set zeros). The
+#: paper exchange answers at once and consistently, so its reconcile needs no window.
+RECONCILE_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _retry(paper: bool) -> Any:
+    from executor.live import RetryPolicy
+
+    return RetryPolicy(base_delay_s=BACKOFF_S,
+                       reconcile_delays_s=() if paper else RECONCILE_DELAYS_S)
 
 ExchangeOpt = Annotated[ExchangeChoice, typer.Option(
     "--exchange", help="dry-run (default: show the plan), paper (simulated fills) or binanceusdm.")]
@@ -56,20 +67,28 @@ BookArg = Annotated[Path | None, typer.Argument(help="Book file (TOML), as `fbr 
 
 @contextmanager
 def redacting() -> Iterator[None]:
-    """Re-raise any error with registered secrets scrubbed from its message (inside user_errors)."""
-    from fbr.cli import CliError
-
+    """Re-raise any error with registered secrets scrubbed from its message (inside user_errors),
+    keeping its exit code."""
     try:
         yield
     except typer.Exit:
         raise
     except (FbrError, ValueError, OSError) as exc:
-        raise CliError(redact(str(exc))) from None
+        raise _scrubbed(redact(str(exc)), getattr(exc, "exit_code", ExitCode.BAD_INPUT)) from None
     except Exception as exc:
         if os.environ.get("FBR_DEBUG"):
             raise
-        raise CliError(f"internal error: {type(exc).__name__}: {redact(str(exc))} "
-                       f"(set FBR_DEBUG=1 for the traceback)") from None
+        raise _scrubbed(f"internal error: {type(exc).__name__}: {redact(str(exc))} "
+                        f"(set FBR_DEBUG=1 for the traceback)", ExitCode.INTERNAL) from None
+
+
+def _scrubbed(message: str, code: ExitCode) -> FbrError:
+    """A CliError carrying ``message`` (already redacted) and the original error's exit code."""
+    from fbr.cli import CliError
+
+    exc = CliError(message)
+    exc.exit_code = code
+    return exc
 
 
 def _journal_path(path: Path | None) -> Path:
@@ -79,9 +98,27 @@ def _journal_path(path: Path | None) -> Path:
     return Path(env) if env else DEFAULT_JOURNAL
 
 
+def json_ready(obj: Any) -> Any:
+    """``obj`` with every non-finite float (nan, inf, -inf; numpy floats too) replaced by None, so
+    that it serialises as strict JSON (``null``, never ``NaN`` / ``Infinity``). A ``null`` where a
+    number is expected means the figure has no finite value: e.g. ``margin.margin_ratio`` and
+    ``margin.initial_utilisation`` are null when no collateral backs an open position (collateral
+    <= 0: infinite, the book is liquidatable), ``cost`` in ``fbr status`` when the base is 0."""
+    if isinstance(obj, float):  # numpy float64 is a float subclass
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return json_ready(obj.tolist())
+    return obj
+
+
 def _emit(obj: dict[str, Any]) -> None:
-    """Print one JSON object, secrets scrubbed."""
-    print(redact(json.dumps(obj, indent=2, default=str)))
+    """Print one strict JSON object (non-finite numbers as null, see :func:`json_ready`), secrets
+    scrubbed."""
+    print(redact(json.dumps(json_ready(obj), indent=2, default=str, allow_nan=False)))
 
 
 def register(app: typer.Typer) -> None:
@@ -125,6 +162,10 @@ def execute(book: BookArg = None,
         if live and resume is None and exchange != ExchangeChoice.BINANCEUSDM:
             raise CliError(f"--live sends real orders, but --exchange is {exchange.value}. Fix: drop "
                            f"--live, or give --exchange binanceusdm")
+        if exchange != ExchangeChoice.DRY_RUN or resume is not None:
+            from executor.journal import check_journal_path
+
+            check_journal_path(_journal_path(journal))
         if resume is not None:
             result = _resume(resume, book, exchange, live, _journal_path(journal))
         else:
@@ -133,10 +174,21 @@ def execute(book: BookArg = None,
             options = PlanOptions(venue=_venue(exchange), order_type=otype, slippage_guard=slippage,
                                   limits=limits)
             result = _execute(book, exchange, live, _journal_path(journal), options)
+        code = _exit_code(result)
         if as_json:
-            _emit({"status": "ok", **result})
+            _emit({"status": "ok" if code == ExitCode.OK else result["report"]["outcome"],
+                   "exit_code": int(code), **result})
         else:
             _print_result(result)
+    if code != ExitCode.OK:
+        raise typer.Exit(code=int(code))
+
+
+def _exit_code(result: dict[str, Any]) -> ExitCode:
+    """OK, INCOMPLETE (a contract off its target) or UNKNOWN (an order in doubt)."""
+    outcome = result["report"].get("outcome", "complete")
+    codes = {"incomplete": ExitCode.INCOMPLETE, "unknown": ExitCode.UNKNOWN}
+    return codes.get(outcome, ExitCode.OK)
 
 
 def _venue(exchange: ExchangeChoice) -> str:
@@ -153,10 +205,18 @@ def _load(book: Path) -> Any:
     return load_book_file(book)
 
 
-def _gateway(exchange: ExchangeChoice) -> Any:
+def _gateway(exchange: ExchangeChoice, live: bool = True) -> Any:
     """A ccxt gateway; keys from the environment (a dry run reads the account too)."""
     from executor.ccxt_gateway import CcxtGateway
+    from executor.safety import env_names
+    from fbr.cli import CliError
 
+    names = env_names(exchange.value)
+    if not live and not all(os.environ.get(n) for n in names):
+        raise CliError(f"a dry run on {exchange.value} reads the account (positions and wallet), "
+                       f"which needs API keys (read-only keys are enough): set {names[0]} and "
+                       f"{names[1]}. Fix: export them, or plan from the book file alone with "
+                       f"--exchange dry-run (no account is read)")
     creds = load_credentials(exchange.value)
     factory = EXCHANGE_FACTORIES[exchange.value]
     return CcxtGateway(factory(creds), base_delay_s=BACKOFF_S)
@@ -166,17 +226,16 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
              options: Any) -> dict[str, Any]:
     from executor.dryrun import DryRunExecutor
     from executor.journal import Journal
-    from executor.live import Context, JournaledExecutor, RetryPolicy
-    from executor.paper import PaperGateway, paper_book
-    from executor.plan import book_instruments, plan_orders
-    from executor.workflow import prepare_plan
-    from optimizer.rebalance import Rebalancer
+    from executor.live import Context, JournaledExecutor
+    from executor.paper import PaperGateway, PaperStore, paper_book
+    from executor.plan import book_instruments, plan_orders, with_book_settings
+    from executor.workflow import orderable_solution, prepare_plan
 
     loaded = _load(book_path)
-    retry = RetryPolicy(base_delay_s=BACKOFF_S)
+    options = with_book_settings(options, loaded.settings)
     if exchange == ExchangeChoice.DRY_RUN:
         instruments = book_instruments(loaded.book)
-        sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings,
+        sol = orderable_solution(loaded.book, loaded.market, loaded.risk, loaded.settings,
                                  labels=loaded.labels)
         plan = plan_orders(sol, loaded.book, loaded.market, instruments, options, risk=loaded.risk)
         report = DryRunExecutor().execute(plan)
@@ -184,23 +243,30 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
     if exchange == ExchangeChoice.PAPER:
         with Journal(journal_path) as j:
             acc, _ = paper_book(loaded.book, j)
-            gw: Any = PaperGateway(acc, loaded.market, daily_vol=_daily_vol(loaded))
-            prep = prepare_plan(gw, acc, loaded.market, loaded.risk, loaded.settings, options,
-                                labels=loaded.labels)
-            with _progress(len(prep.plan.legs)) as step:
-                ex = JournaledExecutor(gw, j, Context(prep.book, prep.market, prep.instruments,
-                                                      loaded.risk), retry=retry, mode="paper",
-                                       on_leg=step)
-                report = ex.execute(prep.plan, str(book_path.resolve()))
+            store = PaperStore(j.path, loaded.book.name)
+            try:
+                gw: Any = PaperGateway(acc, loaded.market, daily_vol=_daily_vol(loaded),
+                                       store=store)
+                prep = prepare_plan(gw, acc, loaded.market, loaded.risk, loaded.settings, options,
+                                    labels=loaded.labels)
+                with _progress(len(prep.plan.legs)) as step:
+                    ex = JournaledExecutor(gw, j, Context(prep.book, prep.market, prep.instruments,
+                                                          loaded.risk), retry=_retry(True),
+                                           mode="paper",
+                                           on_leg=step)
+                    report = ex.execute(prep.plan, str(book_path.resolve()))
+            finally:
+                store.close()
         return _result(prep.plan, report, journal_path, prep.solution)
-    gw = _gateway(exchange)
+    gw = _gateway(exchange, live)
     prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
                         labels=loaded.labels)
     if not live:
         return _result(prep.plan, DryRunExecutor().execute(prep.plan), None, prep.solution)
     with Journal(journal_path) as j, _progress(len(prep.plan.legs)) as step:
         ex = JournaledExecutor(gw, j, Context(prep.book, prep.market, prep.instruments,
-                                              loaded.risk), retry=retry, mode="live", on_leg=step)
+                                              loaded.risk), retry=_retry(False), mode="live",
+                               on_leg=step)
         report = ex.execute(prep.plan, str(book_path.resolve()))
     return _result(prep.plan, report, journal_path, prep.solution)
 
@@ -208,8 +274,8 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
 def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: bool,
             journal_path: Path) -> dict[str, Any]:
     from executor.journal import Journal
-    from executor.live import Context, JournaledExecutor, RetryPolicy
-    from executor.paper import PaperGateway, paper_book
+    from executor.live import Context, JournaledExecutor
+    from executor.paper import PaperGateway, PaperStore, paper_book
     from executor.safety import SafetyError
     from executor.workflow import account_view
     from fbr.cli import CliError
@@ -217,29 +283,48 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
     if not journal_path.exists():
         raise CliError(f"journal {journal_path} does not exist. Fix: give the --journal the plan "
                        f"was executed with")
-    retry = RetryPolicy(base_delay_s=BACKOFF_S)
     with Journal(journal_path) as j:
         plan = j.plan(plan_id)
         path = book if book is not None else Path(j.book_path(plan_id))
         loaded = _load(path)
+        _check_same_book(plan, loaded.book, path)
+        store = None
         if plan.venue == "paper":
-            acc, _ = paper_book(loaded.book, j, resume=plan_id)
-            gw: Any = PaperGateway(acc, loaded.market, daily_vol=_daily_vol(loaded))
-            acc_b, market, instruments = account_view(gw, acc, loaded.market)
+            acc, _ = paper_book(loaded.book, j)
+            store = PaperStore(j.path, loaded.book.name)
+            gw: Any = PaperGateway(acc, loaded.market, daily_vol=_daily_vol(loaded), store=store)
             mode = "paper"
         else:
             if not live:
                 raise SafetyError(f"plan {plan_id} sends real orders on {plan.venue}. Fix: add --live "
                                   f"to resume it")
             gw = _gateway(ExchangeChoice(plan.venue))
-            acc_b, market, instruments = account_view(gw, loaded.book, loaded.market)
+            acc = loaded.book
             mode = "live"
         del exchange
-        with _progress(len(plan.legs)) as step:
-            ex = JournaledExecutor(gw, j, Context(acc_b, market, instruments, loaded.risk),
-                                   retry=retry, mode=mode, on_leg=step)
-            report = ex.resume(plan_id)
+        try:
+            acc_b, market, instruments = account_view(gw, acc, loaded.market)
+            with _progress(len(plan.legs)) as step:
+                ex = JournaledExecutor(gw, j, Context(acc_b, market, instruments, loaded.risk),
+                                       retry=_retry(mode == "paper"), mode=mode, on_leg=step)
+                report = ex.resume(plan_id)
+        finally:
+            if store is not None:
+                store.close()
     return _result(plan, report, journal_path, None)
+
+
+def _check_same_book(plan: Any, book: Any, path: Path) -> None:
+    """A plan resumes only with the book it was made from (same name, every contract in it)."""
+    from fbr.cli import CliError
+
+    missing = sorted(set(plan.target) - set(book.contract_symbols))
+    if plan.book_name != book.name or missing:
+        what = (f"contracts {', '.join(missing)} are not in it" if missing else
+                f"it is book {book.name!r}")
+        raise CliError(f"plan {plan.plan_id} was made for book {plan.book_name!r}, but {path}: "
+                       f"{what}. Fix: resume with the book file the plan was made from (or omit "
+                       f"the book: the journal remembers it)")
 
 
 @contextmanager
@@ -317,6 +402,7 @@ def _print_plan(plan: dict[str, Any], out: Any) -> None:
     from rich.markup import escape
 
     out.print(_plan_table(plan, f"Plan {plan['plan_id']} ({plan['venue']})"))
+    _print_warnings(plan, out)
     for d in plan["dropped"]:
         out.print(f"[yellow]dropped[/yellow] {escape(d['symbol'])} {d['contracts']:.10g} contracts "
                   f"({d['notional']:,.2f} USD): {escape(d['reason'])}; tracking error without it "
@@ -324,6 +410,14 @@ def _print_plan(plan: dict[str, Any], out: Any) -> None:
     out.print(f"tracking error: now {_pct(plan['tracking_error_before'])}, at the lot-rounded target "
               f"{_pct(plan['tracking_error_solution'])}, residual after this plan "
               f"{_pct(plan['tracking_error_residual'])}; gross {plan['gross_notional']:,.2f} USD")
+
+
+def _print_warnings(plan: dict[str, Any], out: Any) -> None:
+    """The plan's warnings (e.g. lot rounding that removed most of the solution), one line each."""
+    from rich.markup import escape
+
+    for w in plan.get("warnings", ()):
+        out.print(f"[yellow]warning:[/yellow] {escape(redact(w))}")
 
 
 def _print_result(result: dict[str, Any]) -> None:
@@ -379,12 +473,12 @@ def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr 
 def _status(book_path: Path, exchange: ExchangeChoice, journal_path: Path) -> Any:
     from executor.journal import Journal
     from executor.paper import PaperGateway, paper_book
-    from executor.plan import PlanOptions
+    from executor.plan import PlanOptions, with_book_settings
     from executor.status import account_status
     from executor.workflow import account_view
 
     loaded = _load(book_path)
-    options = PlanOptions(venue=_venue(exchange))
+    options = with_book_settings(PlanOptions(venue=_venue(exchange)), loaded.settings)
     j = Journal(journal_path) if (journal_path.exists() or exchange == ExchangeChoice.PAPER) else None
     try:
         if exchange in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
@@ -434,6 +528,8 @@ def _print_status(rep: Any) -> None:
               f"(annualised units)")
     if rep.plan.legs:
         _print_plan(rep.plan.to_dict(), out)
+    else:
+        _print_warnings(rep.plan.to_dict(), out)
 
 
 logging.getLogger("executor").addHandler(logging.NullHandler())

@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fbr.backtest_config import POLICY_PARAMS, BacktestConfig, PolicySpec
+from fbr.backtest_config import POLICY_PARAMS, BacktestConfig, PolicySpec, WorkEstimate
 from models.errors import ValidationError
 from optimizer.policies import Policy
 from scenarios.market_path import MarketPath
@@ -220,6 +220,45 @@ def build_spec(cfg: MonteCarloConfig) -> tuple[Any, list[str]]:
     return spec, labels
 
 
+#: Bytes per Monte Carlo task besides its NAV series: the metrics row (about 40 fields, pandas).
+BYTES_PER_TASK = 2_000.0
+#: Bytes per day and column of a synthetic source history (spot, mark, returns, funding x 3).
+BYTES_PER_HISTORY_CELL = 6 * 8.0
+
+
+def estimate_montecarlo(cfg: MonteCarloConfig, paths_option: str = "montecarlo.paths"
+                        ) -> WorkEstimate:
+    """The work of a Monte Carlo file before it starts.
+
+    K paths x S steps x R policy runs (one run per policy and grid point) policy steps; CPU
+    seconds = K S sum_r c_r (c_r: ``SECONDS_PER_STEP`` of run r's kind) plus the source history's
+    days x policies x the default cost; memory = K R ((S + 1) 8 bytes of NAV + ``BYTES_PER_TASK``)
+    + the source history (days x columns x ``BYTES_PER_HISTORY_CELL``). ``paths_option`` names
+    where K came from (``--paths`` when it overrides the file).
+    """
+    from fbr.backtest_config import (
+        BYTES_PER_STEP,
+        SECONDS_PER_STEP_DEFAULT,
+        estimate_steps,
+        seconds_per_step,
+    )
+
+    runs = policy_runs(cfg)
+    kind = {spec.name: spec.kind for spec in cfg.backtest.policies}
+    kinds = [kind[r.name] for r in runs]
+    K, S, R = float(cfg.paths), float(cfg.steps), float(len(runs))
+    history = estimate_steps(cfg.backtest)
+    book = cfg.backtest.loaded.book
+    cols = len(book.asset_symbols) + len(book.contracts)
+    seconds = K * S * seconds_per_step(kinds) + history * cols * SECONDS_PER_STEP_DEFAULT / 10
+    memory = (K * R * ((S + 1) * 8.0 + BYTES_PER_TASK) + history * cols * BYTES_PER_HISTORY_CELL
+              + S * cols * BYTES_PER_STEP)
+    days_name = "data.days" if cfg.backtest.data.source == "synthetic" else "data.end"
+    return WorkEstimate(policy_steps=K * S * R, seconds=seconds, bytes=memory,
+                        factors=((paths_option, K, 100.0), ("montecarlo.steps", S, 365.0),
+                                 ("policy runs", R, 4.0), (days_name, history, 730.0)))
+
+
 def _engine(workers: int | None, scheduler: str | None, processes: int | None) -> Any:
     from fbr.cli import CliError
     from scenarios.sweep import Engine, EngineSpec
@@ -289,13 +328,16 @@ def montecarlo(
     report: Annotated[Path | None, typer.Option("--report", help="HTML report path (default: the "
                                                 "file's montecarlo.report).")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the report.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run even when the estimated work (paths x "
+                                        "steps x policies, memory) is above the limit.")] = False,
 ) -> None:
     """Run every policy over K generated market paths (block bootstrap or GARCH-t) and report the
     distributions of tracking error, costs, drawdown, margin use and P(liquidation)."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fbr.cli import CliError, err, out, user_errors
+    from fbr.backtest_config import check_output_file
+    from fbr.cli import CliError, _preparing, err, out, user_errors
     from scenarios.mc_report import write_mc_report
     from scenarios.montecarlo import run_montecarlo
 
@@ -309,13 +351,17 @@ def montecarlo(
             cfg = dataclasses.replace(cfg, paths=_whole(paths, "--paths", 1))
         if seed is not None:
             cfg = dataclasses.replace(cfg, seed=_whole(seed, "--seed", 0))
-        spec, labels = build_spec(cfg)
-        n_tasks = len(spec.keys())
+        target = None if no_report else (report if report is not None else cfg.report)
+        check_output_file(target, "--report (or montecarlo.report)")  # before the long work
+        estimate_montecarlo(cfg, "--paths" if paths is not None else "montecarlo.paths").check(force)
+        show = not as_json or err.is_terminal  # progress on stderr: not in the way of --json
+        with _preparing("fitting the path generator to the source history", show):
+            spec, labels = build_spec(cfg)
+        n_tasks = cfg.paths * len(spec.policies)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, disable=as_json) as bar:
+                      TimeElapsedColumn(), console=err, disable=not show) as bar:
             task = bar.add_task(escape(f"{n_tasks} tasks on {engine.describe()}"), total=n_tasks)
             result = run_montecarlo(spec, engine, on_done=lambda: bar.advance(task), labels=labels)
-        target = None if no_report else (report if report is not None else cfg.report)
         written = write_mc_report(result, target, title=f"fbr montecarlo {config.name}") if target else None
         summary = result.to_dict(per_path=per_path)
         summary.update(paths=cfg.paths, steps=cfg.steps, step=cfg.step, seed=cfg.seed,
@@ -340,5 +386,5 @@ def register(app: typer.Typer) -> None:
     app.command("montecarlo")(montecarlo)
 
 
-__all__ = ["ConfigPolicy", "MonteCarloConfig", "build_spec", "load_montecarlo_file", "policy_runs",
-           "register"]
+__all__ = ["ConfigPolicy", "MonteCarloConfig", "build_spec", "estimate_montecarlo",
+           "load_montecarlo_file", "policy_runs", "register"]

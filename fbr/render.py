@@ -82,7 +82,11 @@ def render_solution(sol: Solution, console: Console) -> None:
         console.print(Panel(Group(*lines), title="binding constraints"))
     if sol.conflicts:
         lines = [Text(f"- {c.name}: relaxed by {c.violation:.6g} {c.unit}") for c in sol.conflicts]
+        lines += [Text(f"- {row}: binding against them") for row in sol.opposing]
         console.print(Panel(Group(*lines), title="conflicting constraints", style="red"))
+    if sol.blockers:
+        lines = [Text(f"- {b}") for b in sol.blockers]
+        console.print(Panel(Group(*lines), title="not tradeable: no order may be sent", style="red"))
     for m in sol.messages:
         console.print(f"[bold]note:[/bold] {escape(m)}")
     console.print(f"status [bold]{sol.status}[/bold], solver {sol.solver}, solve "

@@ -10,6 +10,12 @@ The ``--shock`` strings together form one scenario ("command line"); the grammar
 hypothetical, historical from the data folder, and the book's own ``[[constraints.stress]]`` as
 ``book:NAME``). ``--with-solution`` tests the positions ``fbr solve`` proposes instead of the
 current ones.
+
+A futures-only book (no [spot] / [spot_usd] holdings, positions in [[futures]], cash in the
+wallet) is a real account: its default target base, the invested NAV (= spot value), is 0, so
+weights would be undefined. ``fbr whatif`` then takes the whole NAV (wallet cash + unrealised PnL)
+as the base, as ``targets_base = "nav"`` would: effective weights e_i = (B x)_i / NAV and drift
+e_i - w*_i are fractions of the account's NAV, and a note says so.
 """
 
 from __future__ import annotations
@@ -59,13 +65,12 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
     from fbr.cli import CliError, err, out, user_errors
 
     with user_errors(as_json):
-        from fbr.config_loader import load_book_file
         from optimizer.rebalance import Rebalancer
         from scenarios.library import Library, load_library, load_scenario_file
         from scenarios.shocks import Scenario, parse_scenario
         from scenarios.whatif import apply_solution, resolve_shocks
 
-        loaded = load_book_file(book)
+        loaded, book_notes = load_whatif_book(book)
         stress = loaded.settings.constraints.stress
         library: Library | None = None
 
@@ -100,7 +105,7 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
         rebalancer = Rebalancer()
         tested = loaded.book
         solution = None
-        notes = list(lib().notes) if run_all else []
+        notes = [*book_notes, *(lib().notes if run_all else [])]
         if with_solution:
             solution = rebalancer.solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
             if solution.status == "infeasible":
@@ -110,6 +115,7 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
         results = _run(chosen, tested, loaded, rebalancer, positions="solution" if with_solution
                        else "current", resolve=not no_resolve, show=not as_json and len(chosen) > 1,
                        console=err)
+        notes.extend(liquidation_notes(results))
         if as_json:
             doc = {"book": loaded.book.name, "positions": "solution" if with_solution else "current",
                    "solution": _solution_summary(solution) if solution is not None else None,
@@ -118,6 +124,53 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
             print(json.dumps(doc, indent=2, allow_nan=False))
         else:
             _print_results(results, out, book, notes, list(loaded.labels))
+
+
+def _holds_spot(data: dict[str, Any]) -> bool:
+    """Any positive amount in [spot] or [spot_usd] (non-numbers: let the loader say what is wrong)."""
+    for section in ("spot", "spot_usd"):
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            return True
+        for v in table.values():
+            if not isinstance(v, int | float) or isinstance(v, bool) or v != 0:
+                return True
+    return False
+
+
+def load_whatif_book(path: Path) -> tuple[Any, list[str]]:
+    """The book file, and notes. A futures-only book (no spot, [[futures]] listed, targets on the
+    invested base) is loaded with ``targets_base = "nav"`` (see the module docstring)."""
+    from fbr.config_loader import load_book_file, parse_book
+    from fbr.config_values import read_toml
+
+    if not path.exists():
+        return load_book_file(path), []  # the loader's own message
+    data = dict(read_toml(path, "book", "examples/ for complete ones"))
+    head = data.get("book", {})
+    base = head.get("targets_base", "invested") if isinstance(head, dict) else "invested"
+    if _holds_spot(data) or not data.get("futures") or str(base).lower() == "nav":
+        return load_book_file(path), []
+    data["book"] = {**head, "targets_base": "nav"}
+    loaded = parse_book(data, source=str(path), base_dir=path.resolve().parent)
+    return loaded, ["futures-only book (no spot): weights and drift are fractions of the NAV "
+                    "(wallet cash + unrealised PnL), as with book.targets_base = \"nav\"; the "
+                    "invested base (spot value) is 0"]
+
+
+def liquidation_notes(results: list[Any]) -> list[str]:
+    """One note per scenario whose funding was cut short by the liquidation."""
+    notes = []
+    for r in results:
+        hours = getattr(r, "liquidated_after_h", None)
+        if hours is None:
+            continue
+        asked = sum(r.settlements_asked.values())
+        paid = sum(r.settlements.values())
+        when = "by the price move, before any funding" if hours == 0 else (
+            f"{hours:g} h after the shock ({paid:g} of {asked:g} funding settlements paid)")
+        notes.append(f"{r.scenario.name}: the wallet is liquidated {when}; losses stop there")
+    return notes
 
 
 def _run(chosen: list[Any], book: Any, loaded: Any, rebalancer: Any, *, positions: str,

@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The process exit code of every ``fbr`` command (the README's table).
+
+    - OK: the command did what was asked (for ``execute``: every contract within one lot step of
+      the plan's target);
+    - INTERNAL: an unexpected error (a bug: set FBR_DEBUG=1 for the traceback);
+    - BAD_INPUT: a file, option or value is wrong; nothing was done (the message names it);
+    - INFEASIBLE: the constraints cannot all hold; no order was sent (the message names them);
+    - INCOMPLETE: execution ended with some contract more than one lot step from its target;
+    - UNKNOWN: an order's fate could not be established; the plan stopped (check the named leg);
+    - REFUSED: another run holds the account, or the plan is superseded; nothing was sent.
+    """
+
+    OK = 0
+    INTERNAL = 1
+    BAD_INPUT = 2
+    INFEASIBLE = 3
+    INCOMPLETE = 4
+    UNKNOWN = 5
+    REFUSED = 6
+
 
 class FbrError(Exception):
-    """Base class of every error fbr raises on purpose (the CLI prints these without a traceback)."""
+    """Base class of every error fbr raises on purpose (the CLI prints these without a traceback).
+    ``exit_code`` is the process exit code the CLI ends with (bad input unless a subclass says)."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+
+class InfeasibleError(FbrError):
+    """The problem has no point that meets every hard constraint: nothing may be traded."""
+
+    exit_code = ExitCode.INFEASIBLE
+
+
+class RefusedError(FbrError):
+    """The run may not go ahead now (another run holds the account; a superseded plan)."""
+
+    exit_code = ExitCode.REFUSED
 
 
 class ValidationError(FbrError, ValueError):

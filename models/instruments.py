@@ -9,13 +9,69 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import numpy as np
 
 from models.errors import ValidationError, check_finite_positive, check_fraction
+
+#: Asset symbols: an ASCII letter or digit, then letters, digits, '.', '_' or '-' (<= 32 characters).
+ASSET_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+ASSET_SYMBOL_RULE = ("ASCII letters and digits, then also '.', '_' or '-' (no spaces, at most "
+                     "32 characters), e.g. 'BTC' or '1000PEPE'")
+#: Contract and exchange symbols: as assets, plus ':' and '/' (ccxt 'BTC/USDT:USDT'; <= 64 chars).
+CONTRACT_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+CONTRACT_SYMBOL_RULE = ("ASCII letters and digits, then also '.', '_', '-', ':' or '/' (no spaces, "
+                        "at most 64 characters), e.g. 'BTC-PERP' or 'BTC/USDT:USDT'")
+#: Default days before expiry within which a dated contract is no longer opened or increased.
+MIN_DAYS_TO_EXPIRY = 2.0
+SECONDS_PER_DAY = 86_400.0
+
+
+def _offending_character(value: str, separators: str) -> str:
+    """Names the first character of ``value`` a symbol may not hold, given the ``separators``
+    allowed after the first character (for messages)."""
+    for k, ch in enumerate(value):
+        if ch.isspace():
+            return f"whitespace ({unicodedata.name(ch, hex(ord(ch)))})"
+        if not ch.isascii():
+            return f"the non-ASCII character {ch!r} (U+{ord(ch):04X})"
+        if ch.isalnum():
+            continue
+        if ch not in separators:
+            return f"the character {ch!r}"
+        if k == 0:
+            return f"{ch!r} as its first character"
+    return "a form that is not allowed"
+
+
+def check_symbol(field: str, value: object, *, contract: bool = False) -> str:
+    """``value`` if it is a valid asset symbol (``contract``: a contract or exchange symbol), else a
+    ValidationError naming ``field``, the offending character and what is allowed. Symbols are sent
+    to exchanges as they are, so whitespace and non-ASCII look-alikes are refused."""
+    pattern, rule = ((CONTRACT_SYMBOL, CONTRACT_SYMBOL_RULE) if contract
+                     else (ASSET_SYMBOL, ASSET_SYMBOL_RULE))
+    if not isinstance(value, str):
+        raise ValidationError(field, f"is {value!r}, not a text", f"give a symbol of {rule}")
+    if pattern.fullmatch(value):
+        return value
+    if not value:
+        problem = "is empty"
+    elif len(value) > (64 if contract else 32):
+        problem = f"is {value!r}, {len(value)} characters long"
+    else:
+        separators = "._-:/" if contract else "._-"
+        problem = f"is {value!r}, which holds {_offending_character(value, separators)}"
+    raise ValidationError(field, problem, f"use only {rule}")
+
+
+def _as_utc(t: datetime) -> datetime:
+    """``t`` as an aware UTC time (naive times are read as UTC)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 class ContractKind(StrEnum):
@@ -125,6 +181,9 @@ class SpotAsset:
     fee: float = 0.001
     lot_step: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_symbol(f"assets.{self.symbol}.symbol", self.symbol)
+
 
 @dataclass(frozen=True)
 class FuturesContract:
@@ -156,8 +215,10 @@ class FuturesContract:
         f = f"contracts.{self.symbol}"
         if not self.symbol:
             raise ValidationError("contracts[].symbol", "is empty", "give the contract a symbol")
+        check_symbol(f"{f}.symbol", self.symbol, contract=True)
         if not self.underlying:
             raise ValidationError(f"{f}.underlying", "is empty", "name the spot asset it tracks")
+        check_symbol(f"{f}.underlying", self.underlying)
         check_finite_positive(f"{f}.contract_size", self.contract_size)
         check_finite_positive(f"{f}.lot_step", self.lot_step, allow_zero=True)
         check_finite_positive(f"{f}.min_notional", self.min_notional, allow_zero=True)
@@ -172,6 +233,13 @@ class FuturesContract:
         if self.kind == ContractKind.DATED and self.expiry is None:
             raise ValidationError(f"{f}.expiry", "is missing for a dated future",
                                   "give the expiry as an ISO date")
+
+    def days_to_expiry(self, at: datetime) -> float | None:
+        """Days (of 86,400 s; negative once expired) from ``at`` to the expiry, None without an
+        expiry (perpetuals). Naive times are read as UTC."""
+        if self.expiry is None:
+            return None
+        return (_as_utc(self.expiry) - _as_utc(at)).total_seconds() / SECONDS_PER_DAY
 
     def notional_per_contract(self, price: float) -> float:
         """USD notional of one contract at ``price``: size x price (linear) or size (inverse, USD)."""

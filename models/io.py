@@ -17,6 +17,7 @@ import difflib
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,19 +85,44 @@ def _find_file(data_dir: Path, folder: str, symbol: str) -> Path:
                           f"{DATA_DIR_ENV} at a directory in that layout")
 
 
+#: What pandas (and gzip, zlib, pyarrow) raise on a truncated, corrupt or undecodable file.
+UNREADABLE_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, OSError, zlib.error, UnicodeDecodeError, ValueError, pd.errors.ParserError,
+    pd.errors.EmptyDataError)
+
+
+def unreadable_file(path: Path | str, exc: BaseException) -> ValidationError:
+    """The one message for a data file that cannot be read: it names the file and the cause
+    (e.g. ``EOFError``: a gzip stream cut short by an interrupted download or copy)."""
+    p = Path(path)
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ValidationError(f"data file {p}", f"cannot be read: truncated, corrupt or unreadable ({cause})",
+                           f"download or copy {p.name} again (check it with `gzip -t` for .gz), or "
+                           "remove it")
+
+
+def read_frame(path: Path | str) -> pd.DataFrame:
+    """``pd.read_csv`` / ``pd.read_parquet`` of ``path`` (by suffix); a truncated or corrupt file
+    raises :func:`unreadable_file` (naming the file) instead of a bare EOFError / zlib error."""
+    p = Path(path)
+    try:
+        if p.name.endswith(".parquet"):
+            return pd.read_parquet(p)
+        return pd.read_csv(p)
+    except ImportError:
+        raise ValidationError(f"data.{p.name}", "is Parquet but no Parquet engine is "
+                              "installed", "install pyarrow, or convert the file to "
+                              ".csv.gz") from None
+    except UNREADABLE_ERRORS as exc:
+        raise unreadable_file(p, exc) from exc
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     """A per-symbol file as a frame indexed by UTC ``timestamp`` (sorted, unique)."""
-    if path.name.endswith(".parquet"):
-        try:
-            raw = pd.read_parquet(path)
-        except ImportError:
-            raise ValidationError(f"data.{path.name}", "is Parquet but no Parquet engine is "
-                                  "installed", "install pyarrow, or convert the file to "
-                                  ".csv.gz") from None
-        if "timestamp" not in raw.columns and raw.index.name == "timestamp":
-            raw = raw.reset_index()
-    else:
-        raw = pd.read_csv(path)
+    raw = read_frame(path)
+    if path.name.endswith(".parquet") and "timestamp" not in raw.columns \
+            and raw.index.name == "timestamp":
+        raw = raw.reset_index()
     if "timestamp" not in raw.columns:
         raise ValidationError(f"data.{path}", f"has no 'timestamp' column (columns: "
                               f"{list(raw.columns)[:8]})",
@@ -280,7 +306,7 @@ def _read_markets(path: Path | str, columns: Sequence[str]) -> pd.DataFrame:
         raise ValidationError(f"data.markets.{p.name}", f"has no file {p}",
                               "give the path of a markets file, e.g. <data_dir>/markets/"
                               "binance_usdm_leverage_tiers_2026-05-07.csv.gz")
-    frame = pd.read_csv(p)
+    frame = read_frame(p)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValidationError(f"data.{p}", f"lacks the columns {missing}",

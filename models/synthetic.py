@@ -56,6 +56,8 @@ FUNDING_TRANSITIONS = np.array([
     [0.120, 0.000, 0.880],
 ])
 BASIS_PERSISTENCE = 0.8
+#: Longest history generated (days; pandas timestamps end in 2262, 100 years is plenty).
+MAX_DAYS = 36_500
 #: Settlements (30 days) averaged for a dated future's carry in ``SyntheticHistory.snapshot``.
 CARRY_WINDOW = 90
 BASIS_NOISE = 3e-4
@@ -296,10 +298,17 @@ def _check_args(symbols: Sequence[str], days: int, start: str) -> pd.Timestamp:
     if int(days) != days or days < 2:
         raise ValidationError("synthetic.days", f"is {days}", "give an integer number of days >= 2")
     try:
-        return _utc(start).normalize()
+        t0 = _utc(start).normalize()
     except (ValueError, TypeError):
         raise ValidationError("synthetic.start", f"is {start!r}",
                               "give an ISO date such as '2023-01-01'") from None
+    last = pd.Timestamp.max.tz_localize("UTC").normalize()
+    if int(days) > MAX_DAYS or t0 + pd.Timedelta(days=int(days) - 1) > last:
+        raise ValidationError("synthetic.days", f"is {int(days)}: the history would run past "
+                              f"{last:%Y-%m-%d} (or above {MAX_DAYS} days)",
+                              f"give at most {min(MAX_DAYS, (last - t0).days + 1)} days from "
+                              f"{t0:%Y-%m-%d}")
+    return t0
 
 
 def generate_history(symbols: Sequence[str] = ("BTC", "ETH", "SOL"), *, days: int = 730,

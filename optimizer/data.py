@@ -19,7 +19,7 @@ from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
 from models.margin import MarginModel
 from models.market import MarketSnapshot
-from models.risk import RiskModel
+from models.risk import RiskModel, factor_form
 from optimizer.settings import OptimizerSettings, StressScenario
 
 HOURS_PER_DAY = 24.0
@@ -167,6 +167,8 @@ class ProblemData:
     gamma_fund: float = 1.0
     #: how ``im_budget`` was set (relative buffer, hysteresis); None: plain collateral - buffer
     margin_budget: MarginBudget | None = None
+    #: set when the risk model was replaced by its factor form (see :func:`solver_risk`)
+    risk_note: str | None = None
 
     @cached_property
     def structure(self) -> Structure:
@@ -240,6 +242,39 @@ def _basis_factor(risk: RiskModel, n_contracts: int) -> np.ndarray | None:
         _BASIS_CACHE.clear()
     _BASIS_CACHE[id(risk)] = (risk, Gb)
     return Gb
+
+
+#: the factor form per (risk model, assets, settings) (by identity): a replay re-uses one risk model
+_FACTOR_CACHE: dict[tuple[int, tuple[str, ...], int, int], tuple[RiskModel, RiskModel, str | None]] = {}
+
+
+def solver_risk(risk: RiskModel, assets: list[str],
+                settings: OptimizerSettings) -> tuple[RiskModel, str | None]:
+    """The risk model the problem is built from (``risk`` over ``assets``), and a note when it is
+    not that model itself.
+
+    With N >= ``settings.factor_min_assets`` assets and more than ``settings.factor_max`` loading
+    columns, the K-factor form of :func:`models.risk.factor_form` (K <= factor_max): the tracking
+    error then costs O(N K) Parameters instead of O(N^2), and compiling it O(N^2) memory instead of
+    O(N^3). Cached per model, so a replay fits once.
+    """
+    key = (id(risk), tuple(assets), settings.factor_min_assets, settings.factor_max)
+    hit = _FACTOR_CACHE.get(key)
+    if hit is not None and hit[0] is risk:
+        return hit[1], hit[2]
+    sub = risk.subset(assets)
+    n, k = sub.loadings.shape
+    if n < settings.factor_min_assets or k <= settings.factor_max:
+        return sub, None
+    fit = factor_form(sub, settings.factor_max)
+    kf = fit.model.loadings.shape[1]
+    note = (f"risk model: {n} assets with {k} loading columns (a full covariance); solved with its "
+            f"{kf}-factor form F F' + diag(d), off-diagonal residual {fit.residual:.2g} of "
+            f"||Sigma|| (0 = exact)")
+    if len(_FACTOR_CACHE) > 16:
+        _FACTOR_CACHE.clear()
+    _FACTOR_CACHE[key] = (risk, fit.model, note)
+    return fit.model, note
 
 
 def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
@@ -340,7 +375,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     assets = book.asset_symbols
     if not book.contracts:
         raise ValidationError("contracts", "is empty", "list at least one futures contract to hedge with")
-    risk = risk.subset(assets)
+    risk, risk_note = solver_risk(risk, assets, settings)
     val = book.valuation(market)
     V = val.base
     if not (math.isfinite(V) and V > 0):
@@ -403,5 +438,5 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         vol_cap=cs.vol_cap if cs.vol_cap is not None else math.inf,
         funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
-        gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb,
+        gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
     )

@@ -208,13 +208,21 @@ class ElasticResult:
 
     z: np.ndarray
     conflicts: tuple[Conflict, ...] = field(default_factory=tuple)
+    #: rows not relaxed that hold the relaxed ones back: zero slack, dual above ``OPPOSING_DUAL``
+    opposing: tuple[str, ...] = field(default_factory=tuple)
+
+
+#: A dual (objective per weight unit) above this marks a row the elastic re-solve pushes against: the
+#: slack weight is 1e6, while rows bound only by the objective (TE^2 and costs) have duals of O(1).
+OPPOSING_DUAL = 1e3
 
 
 def elastic_resolve(d: ProblemData) -> ElasticResult:
     """Re-solve with a slack on every constraint, minimising total slack first (then the objective).
 
-    The constraints whose slack is positive are the conflicting ones; the positions are the closest
-    feasible book in that sense.
+    The constraints whose slack is positive are the conflicting ones; the rows with no slack whose
+    dual exceeds ``OPPOSING_DUAL`` are those they conflict with (``opposing``); the positions are the
+    closest feasible book in that sense.
     """
     st = d.structure
     ctx = Context.create(st)
@@ -243,9 +251,13 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
             break
     z = np.asarray(ctx.z.value if ctx.z.value is not None else d.z0, dtype=float)
     conflicts: list[Conflict] = []
+    opposing: list[str] = []
     for c, sl in zip(constraints, slacks, strict=True):
         v = float(sl.value or 0.0)
         if v > 1e-7:
             per = c.per_unit(d)
             conflicts.append(Conflict(c.name, v, v / per if per else v, c.unit))
-    return ElasticResult(z=z, conflicts=tuple(conflicts))
+        elif c.cons[0].dual_value is not None:
+            opposing += [row for row, dual in zip(c.rows(d), c.dual_rows(), strict=False)
+                         if np.isfinite(dual) and dual > OPPOSING_DUAL]
+    return ElasticResult(z=z, conflicts=tuple(conflicts), opposing=tuple(opposing))

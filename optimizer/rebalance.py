@@ -16,10 +16,12 @@ from models.errors import FbrError
 from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraints import Constraint
 from optimizer.data import ProblemData, Structure, prepare
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
+from optimizer.proxy import proxy_hedge_messages
 from optimizer.rounding import Rounded, round_positions, snap_small_trades
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import (
@@ -54,6 +56,8 @@ class Decision:
     rounded: Rounded
     conflicts: tuple[ConflictReport, ...]
     messages: tuple[str, ...]
+    #: rows the relaxed constraints conflict with (not relaxed themselves; infeasible books only)
+    opposing: tuple[str, ...] = ()
 
     @property
     def fallbacks(self) -> int:
@@ -122,6 +126,7 @@ class Rebalancer:
         least-violation positions, unrounded, with the conflicting constraints named."""
         t0 = time.perf_counter()
         d = prepare(book, market, risk, settings)
+        check_not_liquidatable(d, book)
         check_bounded(d)
         _check_collateral(d, book)
         hp = self.problem_for(d)
@@ -135,10 +140,12 @@ class Rebalancer:
             failed = ", ".join(f"{s} ({st})" for s, st in outcome.tried[:-1])
             messages.append(f"solver fallback: {failed} failed; {res.solver} served")
         conflicts: tuple[ConflictReport, ...] = ()
+        opposing: tuple[str, ...] = ()
         if res.status == INFEASIBLE:
             el = elastic_resolve(d)
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
-            names = ", ".join(c.name for c in conflicts) or "(none found)"
+            opposing = el.opposing
+            names = ", ".join([c.name for c in conflicts] + list(opposing)) or "(none found)"
             messages.append(f"infeasible: these constraints conflict: {names}. The positions shown "
                             f"are the least-violation book: they still break those constraints by "
                             f"the amounts listed.")
@@ -156,7 +163,7 @@ class Rebalancer:
             status = res.status
         return Decision(data=d, problem=hp, status=status, solver=res.solver, tried=outcome.tried,
                         solve_s=res.seconds, t0=t0, z_unrounded=z_unrounded, rounded=rounded,
-                        conflicts=conflicts, messages=tuple(messages))
+                        conflicts=conflicts, messages=tuple(messages), opposing=opposing)
 
     def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
               settings: OptimizerSettings, *, explain: bool = True,
@@ -171,10 +178,15 @@ class Rebalancer:
                 bindings = self._bindings(hp, dec.solver, d, dec.z_unrounded)
             except Exception as exc:  # duals explain; they never fail the solve
                 messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
+        messages += rounding_messages(book, d, dec.z_unrounded, dec.rounded.z)
+        messages += proxy_hedge_messages(d, dec.rounded.z)
+        if d.risk_note:
+            messages.append(d.risk_note)
+        blockers = order_blockers(dec.status, dec.conflicts, d, dec.rounded.z * d.V, dec.opposing)
         return _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
                          solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
                          bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
-                         labels=labels)
+                         labels=labels, blockers=blockers, opposing=dec.opposing)
 
     @staticmethod
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,
@@ -196,6 +208,35 @@ class Rebalancer:
         return tuple(out)
 
 
+#: Lot rounding that removes at least this share of the solution's trade notional is reported.
+ROUNDING_REPORT_SHARE = 0.5
+
+
+def rounding_messages(book: Book, d: ProblemData, z_unrounded: np.ndarray,
+                      z_rounded: np.ndarray) -> list[str]:
+    """A note when lot rounding removed most of the solution: with t = (z - z0) V (USD), the share
+    1 - sum|t_rounded| / sum|t_unrounded| >= ROUNDING_REPORT_SHARE (and over 1 USD removed); it
+    names the contracts whose trade rounding cut (with one lot in USD) and gives the tracking
+    error (annualised) before the trade, of the unrounded solution and left after rounding."""
+    V = d.V
+    t_u = np.abs((z_unrounded - d.z0) * V)
+    t_r = np.abs((z_rounded - d.z0) * V)
+    removed = float(t_u.sum() - t_r.sum())
+    if t_u.sum() <= 0 or removed < 1.0 or removed / float(t_u.sum()) < ROUNDING_REPORT_SHARE:
+        return []
+    npc = _npc(book, d)
+    cut = [f"{c.symbol} (one lot {c.lot_step * npc[j]:,.0f} USD, wanted {t_u[j]:,.0f} USD)"
+           for j, c in enumerate(book.contracts) if t_u[j] - t_r[j] > 0.5 * max(t_u[j], 1e-12)]
+    whole = t_r.sum() <= 1e-9 * max(V, 1.0)
+    share = 100 * removed / float(t_u.sum())
+    what = "the whole solution" if whole else f"{share:.0f}% of the solution"
+    te_now = 100 * tracking_error(d.z0, d)
+    return [f"lot rounding removed {what}: {', '.join(cut)}; tracking error {te_now:.3f}% "
+            f"now, {100 * tracking_error(z_unrounded, d):.3f}% before rounding, "
+            f"{100 * tracking_error(z_rounded, d):.3f}% left after it. Fix: trade a contract with "
+            f"a smaller lot, or accept the tracking error left"]
+
+
 def _refuse_unbounded(status: str) -> None:
     """The solver's own unboundedness verdict (check_bounded catches the known cases first)."""
     if status == UNBOUNDED:
@@ -213,7 +254,8 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
               cons: list[Constraint], *, status: str, solver: str,
               tried: tuple[tuple[str, str], ...], solve_s: float, t0: float,
               bindings: tuple[Binding, ...], conflicts: tuple[ConflictReport, ...],
-              messages: tuple[str, ...], labels: tuple[str, ...]) -> Solution:
+              messages: tuple[str, ...], labels: tuple[str, ...],
+              blockers: tuple[str, ...] = (), opposing: tuple[str, ...] = ()) -> Solution:
     V = d.V
     x = rounded.z * V
     t = x - d.z0 * V
@@ -249,7 +291,8 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
         effective_weights_after=dict(zip(d.assets, map(float, e_after), strict=True)),
         targets=dict(zip(d.assets, map(float, d.w), strict=True)),
         binding_constraints=bindings, conflicts=conflicts, rounding_repairs=rounded.repairs,
-        rounding_broken=rounded.broken, messages=messages, labels=labels,
+        rounding_broken=rounded.broken, messages=messages, labels=labels, blockers=blockers,
+        opposing=opposing,
     )
 
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from models.instruments import MIN_DAYS_TO_EXPIRY
+
 
 class SolverName(StrEnum):
     """Solvers fbr can use. PIQP for QPs, Clarabel for conic problems, SCS as the last resort."""
@@ -74,6 +76,8 @@ class ConstraintSettings:
       with some target asset is >= rho_min
     - funding_budget_usd: carry cost over the horizon <= budget (USD)
     - trade_limit_adv: |t_j| <= fraction x ADV_j; trade_limit_usd: |t_j| <= USD
+    - min_days_to_expiry: a dated contract is not opened or increased within this many days of its
+      expiry (enforced by the order planner, executor.plan; closing and reducing are still allowed)
     """
 
     margin: bool = True
@@ -90,6 +94,7 @@ class ConstraintSettings:
     funding_budget_usd: float | None = None
     trade_limit_adv: float | None = None
     trade_limit_usd: float | None = None
+    min_days_to_expiry: float = MIN_DAYS_TO_EXPIRY
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,10 @@ class OptimizerSettings:
     noise_trade_weight: float = 1e-4
     #: ... and when cancelling raises the objective (TE^2 + costs, annualised) by at most this
     noise_objective: float = 1e-9
+    #: from this many assets on, a risk model with more than ``factor_max`` loading columns (e.g.
+    #: a full covariance, N columns) is solved in its K-factor form F F' + diag(d), K <=
+    #: ``factor_max`` (models.risk.factor_form; exact when Sigma has that structure, else the
+    #: residual is reported): the dense form's compiled problem needs O(N^3) memory (about
+    #: 120 GiB at N = 2,000), the factor form's O(N^2)
+    factor_min_assets: int = 100
+    factor_max: int = 20

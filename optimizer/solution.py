@@ -120,6 +120,17 @@ class Solution:
     rounding_broken: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
     labels: tuple[str, ...] = field(default_factory=tuple)
+    #: why these positions must not become orders (optimizer.checks.order_blockers): an infeasible
+    #: status naming the conflicting constraints, and every hard margin / stress row the returned
+    #: positions break; empty when the solution may be traded
+    blockers: tuple[str, ...] = ()
+    #: rows the relaxed ``conflicts`` conflict with (binding in the elastic re-solve, not relaxed)
+    opposing: tuple[str, ...] = ()
+
+    @property
+    def orderable(self) -> bool:
+        """True when nothing blocks turning this solution into orders."""
+        return not self.blockers
 
     @property
     def fallbacks(self) -> int:
@@ -156,9 +167,11 @@ class Solution:
             "targets": self.targets,
             "binding_constraints": [asdict(b) for b in self.binding_constraints],
             "conflicts": [asdict(c) for c in self.conflicts],
+            "opposing_constraints": list(self.opposing),
             "rounding": {"repairs": self.rounding_repairs, "broken": list(self.rounding_broken)},
             "messages": list(self.messages),
             "labels": list(self.labels),
+            "blockers": list(self.blockers),
         }
         return _clean(out)
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
-from models.io import SUFFIXES, load_funding, load_mark_closes, load_spot_closes
+from models.io import SUFFIXES, load_funding, load_mark_closes, load_spot_closes, read_frame
 
 #: Step name -> (spot folder interval, bar length, step length). Files stamp bars by open time;
 #: a bar's close is known at open + bar length, which is the step timestamp used here.
@@ -53,12 +53,9 @@ def _on_grid(series: pd.Series, bar: pd.Timedelta, step: pd.Timedelta) -> pd.Ser
 
 def _quote_volume(path: Path) -> pd.Series | None:
     """The ``quote_volume`` column (USD per bar) of a spot file, by bar open time, or None."""
-    if path.name.endswith(".parquet"):
-        raw = pd.read_parquet(path)
-        if "timestamp" not in raw.columns:
-            raw = raw.reset_index()
-    else:
-        raw = pd.read_csv(path)
+    raw = read_frame(path)
+    if path.name.endswith(".parquet") and "timestamp" not in raw.columns:
+        raw = raw.reset_index()
     if "quote_volume" not in raw.columns or "timestamp" not in raw.columns:
         return None
     index = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True), name="timestamp")

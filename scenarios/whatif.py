@@ -13,6 +13,16 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
 - margin: the backtester's check (``models.margin.margin_state``, the one margin engine):
   liquidated when a position is open and collateral' < sum_j MM_j(|x'_j|); then every position is
   closed at mark and ``liquidation_penalty`` x |x'| is paid (as ``scenarios.backtest.run_backtest``);
+- funding until liquidation: the price shock is instantaneous, then contract j settles every h_j
+  hours (its ``funding_interval_h``), n_j times, paying a_j = (f_j + df_j) x'_j each time (marks
+  stay at the shocked level, so x'_j and MM are fixed). The surplus after the settlements up to
+  time tau is S(tau) = S_0 - sum_j a_j floor(min(tau / h_j, n_j)), S_0 = collateral' - MM' before
+  any funding. The book is checked after every settlement time (the shared rule
+  ``MarginState.liquidated``): at the first tau with S(tau) < 0 it is liquidated and no later
+  settlement is paid (no position is left to pay on). So a funding shock over any horizon loses
+  at most S_0 plus one settlement time's payments and the penalty: funding stops where the wallet
+  is liquidated (``liquidated_after_h``), as the replay would stop it. The penalty is capped at
+  the NAV left after closing (the account cannot lose more than it holds), so NAV' >= 0;
 - risk: vol multipliers m_i and a correlation blend give Sigma' = D' C' D' (D' = diag(m_i sigma_i),
   C' = (1 - lam) C + lam (rho 11' + (1 - rho) I)); spread and liquidity multiply the half spreads and
   ADV the re-solve's cost model sees;
@@ -342,6 +352,82 @@ def liquidation_moves(book: Book, market: MarketSnapshot) -> tuple[LiquidationMo
 
 
 # ---------------------------------------------------------------------------------------------
+# funding, settlement by settlement, until the wallet is liquidated
+
+#: Settlement times examined per chunk (the search never holds more in memory).
+FUNDING_CHUNK = 1_000_000
+
+
+@dataclass(frozen=True)
+class FundingRun:
+    """Funding over the scenario's settlements, stopped by a liquidation.
+
+    ``settled`` n'_j: settlements paid per contract (n_j, or those at or before the liquidation);
+    ``paid`` = sum_j a_j n'_j (USD, + = paid); ``liquidated_after_h``: hours after the shock at
+    which the surplus first went below 0 (0.0: the price move alone; None: never).
+    """
+
+    settled: np.ndarray
+    paid: float
+    liquidated_after_h: float | None
+
+
+def _settlement_times(hours: np.ndarray, counts: np.ndarray, lo: float, hi: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Every settlement time in (lo, hi] (hours) and the contract that settles then."""
+    times, who = [], []
+    for j, (h, n) in enumerate(zip(hours, counts, strict=True)):
+        k0, k1 = math.floor(lo / h + 1e-9) + 1, min(math.floor(hi / h + 1e-9), int(n))
+        if k1 >= k0:
+            times.append(h * np.arange(k0, k1 + 1, dtype=float))
+            who.append(np.full(k1 - k0 + 1, j))
+    if not times:
+        return np.zeros(0), np.zeros(0, dtype=int)
+    t, w = np.concatenate(times), np.concatenate(who)
+    order = np.argsort(t, kind="stable")
+    return t[order], w[order]
+
+
+def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: np.ndarray,
+                              surplus0: float, has_positions: bool) -> FundingRun:
+    """Pay settlement times in order until the surplus S(tau) (module docstring) is < 0.
+
+    ``payments`` a_j (USD per settlement, + = paid), ``counts`` n_j, ``hours`` h_j; ``surplus0``
+    S_0 = collateral - maintenance after the price shock. Exact for any horizon: settlement times
+    are examined in chunks of about ``FUNDING_CHUNK``; when no payment is negative (S only falls)
+    the end is checked first, and when none is positive S never falls, so those cost no search.
+    """
+    counts = np.asarray(counts, dtype=float)
+    active = (counts > 0) & (payments != 0)
+    if has_positions and surplus0 < 0:
+        return FundingRun(np.zeros_like(counts), 0.0, 0.0)
+    total = float(payments[active] @ counts[active]) if active.any() else 0.0
+    if (not has_positions or not active.any() or np.all(payments[active] <= 0)
+            or (np.all(payments[active] >= 0) and surplus0 - total >= 0)):
+        return FundingRun(counts.copy(), total, None)
+    h, n, a = hours[active], counts[active], payments[active]
+    end = float((h * n).max())
+    width = FUNDING_CHUNK / float(np.sum(1.0 / h))
+    lo, cum = 0.0, 0.0
+    while lo < end:
+        hi = min(lo + width, end)
+        t, who = _settlement_times(h, n, lo, hi)
+        if len(t):
+            uniq, first = np.unique(t, return_index=True)
+            path = cum + np.cumsum(np.add.reduceat(a[who], first))
+            below = np.flatnonzero(surplus0 - path < 0)
+            if below.size:
+                tau = float(uniq[below[0]])
+                paid_n = np.minimum(np.floor(tau / h + 1e-9), n)
+                settled = counts.copy()
+                settled[active] = paid_n
+                return FundingRun(settled, float(a @ paid_n), tau)
+            cum = float(path[-1])
+        lo = hi
+    return FundingRun(counts.copy(), total, None)
+
+
+# ---------------------------------------------------------------------------------------------
 # the what-if
 
 
@@ -379,8 +465,10 @@ class WhatIfResult:
     sqrt((e - w*)' Sigma (e - w*)) (annualised; before: the book's risk model, after: the shocked
     one). ``margin_before`` / ``margin_after``: at the shocked prices, after funding, before any
     liquidation. ``distance_before`` / ``distance_after``: ``liquidation_moves`` of the book now and of
-    the shocked book. ``next_solution``: the optimiser's re-solve on the shocked book (None when not
-    asked or when it failed: ``next_error`` says why).
+    the shocked book. ``settlements``: funding settlements paid per contract (fewer than
+    ``settlements_asked`` when the book is liquidated first, ``liquidated_after_h`` hours after the
+    shock; 0.0: by the price move alone). ``next_solution``: the optimiser's re-solve on the shocked
+    book (None when not asked or when it failed: ``next_error`` says why).
     """
 
     scenario: Scenario
@@ -404,6 +492,8 @@ class WhatIfResult:
     next_error: str | None = None
     shocked_book: Book | None = field(default=None, repr=False, compare=False)
     shocked_market: MarketSnapshot | None = field(default=None, repr=False, compare=False)
+    settlements_asked: dict[str, float] = field(default_factory=dict)
+    liquidated_after_h: float | None = None
 
     @property
     def drift(self) -> dict[str, float]:
@@ -448,7 +538,8 @@ class WhatIfResult:
             "nav_before": self.nav_before, "nav_after": self.nav_after,
             "pnl": {"spot": self.pnl.spot, "futures": self.pnl.futures, "funding": self.pnl.funding,
                     "total": self.pnl.total},
-            "settlements": self.settlements,
+            "settlements": self.settlements, "settlements_asked": self.settlements_asked,
+            "liquidated_after_hours": self.liquidated_after_h,
             "targets": self.targets, "weights_before": self.weights_before,
             "weights_after": self.weights_after, "drift": self.drift,
             "tracking_error_before": self.tracking_error_before,
@@ -495,6 +586,19 @@ def apply_solution(book: Book, market: MarketSnapshot, solution: Solution) -> Bo
     return book.with_futures({p.symbol: p.contracts for p in solution.target_positions}, market)
 
 
+def _liquidations(book: Book, mm: MarginModel, notional: np.ndarray, penalty_rate: float,
+                  nav_closed: float) -> tuple[Liquidation, ...]:
+    """The positions closed, each charged ``penalty_rate`` x |x'_j| (the replay's rule), scaled
+    down pro rata when the total exceeds max(NAV after closing, 0): an account cannot lose more
+    than it holds (the exchange's insurance fund takes the rest), so NAV' >= 0."""
+    per_mm = mm.maintenance(notional)
+    raw = penalty_rate * np.abs(np.asarray(notional, dtype=float))
+    total = float(raw.sum())
+    scale = min(1.0, max(nav_closed, 0.0) / total) if total > 0 else 1.0
+    return tuple(Liquidation(c, float(notional[j]), float(per_mm[j]), float(raw[j] * scale))
+                 for j, c in enumerate(book.contract_symbols) if notional[j] != 0)
+
+
 def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Scenario,
                settings: OptimizerSettings | None = None, *, resolve: bool = True,
                positions: str = "current", rebalancer: Rebalancer | None = None,
@@ -512,7 +616,12 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
     shocked = shock_market(book, market, applied)
     v1 = book.valuation(shocked)
     rates = np.array([shocked.funding_rate(c) for c in book.contract_symbols], dtype=float)
-    paid = float(np.sum(applied.settlements * rates * v1.notional))
+    m_shock = margin_state(mm, v1.notional, v1.collateral)
+    run = funding_until_liquidation(
+        rates * v1.notional, applied.settlements,
+        np.array([c.funding_interval_h for c in book.contracts], dtype=float),
+        m_shock.collateral - m_shock.maintenance, m_shock.has_positions)
+    paid = run.paid
     book1 = book.evolve(cash=book.cash - paid)
     v1 = book1.valuation(shocked)
     m_before = margin_state(mm, v0.notional, v0.collateral)
@@ -521,11 +630,9 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
     liqs: tuple[Liquidation, ...] = ()
     after = book1
     if liquidated:
-        per_mm = mm.maintenance(v1.notional)
-        liqs = tuple(Liquidation(c, float(v1.notional[j]), float(per_mm[j]),
-                                 liquidation_penalty * abs(float(v1.notional[j])))
-                     for j, c in enumerate(book.contract_symbols) if v1.notional[j] != 0)
         closed = book1.with_futures(dict.fromkeys(book.contract_symbols, 0.0), shocked)
+        liqs = _liquidations(book, mm, v1.notional, liquidation_penalty,
+                             closed.valuation(shocked).nav)
         after = closed.evolve(cash=closed.cash - sum(x.penalty for x in liqs))
     risk1 = shock_risk(risk, book, applied)
     w0, w1 = _weights(book, market), _weights(after, shocked)
@@ -550,7 +657,10 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
         margin_before=m_before, margin_after=m_after, liquidated=liquidated, liquidations=liqs,
         distance_before=liquidation_moves(book, market) if distances else (),
         distance_after=liquidation_moves(after, shocked) if distances else (),
-        settlements={c: float(n) for c, n in zip(book.contract_symbols, applied.settlements,
+        settlements={c: float(n) for c, n in zip(book.contract_symbols, run.settled,
                                                  strict=True) if n},
         next_solution=nxt, next_error=err, shocked_book=after, shocked_market=shocked,
+        settlements_asked={c: float(n) for c, n in zip(book.contract_symbols, applied.settlements,
+                                                       strict=True) if n},
+        liquidated_after_h=run.liquidated_after_h if liquidated else None,
     )

@@ -47,7 +47,26 @@ for ``history_days`` days (default 2024-01-01, 400 days; a geometric random walk
 the market's price), aggregated to 4h/8h/1d bars; spot = mark / (1 + basis) with a small smooth
 basis (a few bp); funding every 8 h (00/08/16 UTC), rate 0.0001 + N(0, 0.0001^2) clipped.
 
-Faults (:class:`Fault`) are one-shot and queued per (method, path) with :meth:`BinanceEmulator.inject`.
+Faults (:class:`Fault`) are one-shot and queued per (method, path) with :meth:`BinanceEmulator.inject`;
+:meth:`BinanceEmulator.inject_error` answers any HTTP status and Binance code, before or after the
+request is processed (an order accepted and filled, and then the answer is an error).
+
+The unpleasant parts of the real exchange, on an injectable clock (``lag_clock``, seconds; the wall
+clock's monotonic time by default, a simulated one in the chaos tests):
+
+- lookup lag: an accepted order (and its trades) stays invisible to ``GET /fapi/v1/order``,
+  ``allOrders`` and ``userTrades`` for ``lookup_lag_s`` seconds (-2013 "Order does not exist"),
+  while the position already shows it;
+- late execution (:meth:`BinanceEmulator.inject_error` with ``execute_after_s``): the order is
+  accepted, the answer is an error, and it executes that many seconds later (Binance -1007
+  "execution status unknown");
+- client ids are unique among *open* orders only (-4116): a filled market order's id can be reused;
+- hedge position mode (:meth:`BinanceEmulator.set_hedge_mode`): ``positionRisk`` gives a LONG and
+  a SHORT row per symbol, orders without ``positionSide`` are refused (-4061) and reduce-only with
+  one is refused (-1106);
+- partial fills (:attr:`Fault.PARTIAL_FILL`): a market order fills half (rounded down to the step)
+  and expires;
+- concurrent callers: the server is threaded; every request runs under one lock, in arrival order.
 """
 
 from __future__ import annotations
@@ -251,6 +270,20 @@ class Fault(enum.Enum):
     HTTP_503 = "http_503"
     MIN_NOTIONAL = "min_notional"
     INSUFFICIENT_MARGIN = "insufficient_margin"
+    PARTIAL_FILL = "partial_fill"
+    ERROR_BEFORE_ACCEPT = "error_before_accept"
+    ERROR_AFTER_ACCEPT = "error_after_accept"
+
+
+#: Binance's answers whose execution status is unknown: (HTTP status, code, message).
+UNKNOWN_STATUS_ERRORS: dict[int, tuple[int, str]] = {
+    -1000: (500, "An unknown error occured while processing the request."),
+    -1001: (503, "Internal error; unable to process your request. Please try again."),
+    -1006: (500, "An unexpected response was received from the message bus. Execution status "
+                 "unknown."),
+    -1007: (503, "Timeout waiting for response from backend server. Send status unknown; "
+                 "execution status unknown."),
+}
 
 
 @dataclass(frozen=True)
@@ -259,6 +292,10 @@ class ArmedFault:
     method: str
     path: str
     delay_s: float
+    status: int = 0
+    code: int | None = None
+    msg: str = ""
+    execute_after_s: float = 0.0
 
 
 @dataclass
@@ -389,7 +426,8 @@ class BinanceEmulator:
 
     def __init__(self, api_key: str = "test-key", secret: str = "test-secret", *,
                  markets: Sequence[EmuMarket] | None = None, balance_usdt: float = 100_000.0,
-                 history_start: str = "2024-01-01", history_days: int = 400) -> None:
+                 history_start: str = "2024-01-01", history_days: int = 400,
+                 lag_clock: Callable[[], float] = time.monotonic) -> None:
         self.api_key = api_key
         self._secret = secret
         self.markets: dict[str, EmuMarket] = {m.symbol: m for m in (markets or DEFAULT_MARKETS)}
@@ -405,6 +443,15 @@ class BinanceEmulator:
         self.trades: list[EmuTrade] = []
         self.income: list[EmuIncome] = []
         self.faults = FaultPlan()
+        self.lag_clock = lag_clock
+        self._partial_next = False
+        #: seconds an accepted order stays invisible to lookups (a number, or a callable per order)
+        self.lookup_lag_s: float | Callable[[], float] = 0.0
+        self.hedge_mode = False
+        self.hedge_rows: dict[str, tuple[float, float]] = {}
+        self._visible_at: dict[int, float] = {}
+        self._entry_before: dict[int, float] = {}
+        self._pending: list[tuple[float, EmuOrder, float]] = []
         self._clock_ms: int | None = None
         self._next_tran = 9_000_000_001
         start = int(np.datetime64(history_start, "ms").astype(np.int64))
@@ -504,6 +551,45 @@ class BinanceEmulator:
             self.positions[symbol] = float(contracts)
             self.entry_price[symbol] = float(entry_price or self.marks[symbol])
 
+    def set_hedge_mode(self, on: bool = True) -> None:
+        """Switch the account's position mode (hedge = separate LONG and SHORT positions)."""
+        with self._lock:
+            self.hedge_mode = bool(on)
+
+    def set_hedge_position(self, symbol: str, long: float, short: float,
+                           entry_price: float | None = None) -> None:
+        """Hedge mode: a LONG row of ``long`` and a SHORT row of ``short`` contracts (both >= 0);
+        the net position is long - short."""
+        with self._lock:
+            self._market(symbol)
+            self.hedge_rows[symbol] = (float(long), float(short))
+            self.positions[symbol] = float(long) - float(short)
+            self.entry_price[symbol] = float(entry_price or self.marks[symbol])
+
+    def inject_error(self, *, path: str, method: str = "*", status: int, code: int | None = None,
+                     msg: str = "", after_accept: bool = False, execute_after_s: float = 0.0
+                     ) -> None:
+        """Arm a one-shot error answer: HTTP ``status`` with ``{"code": code, "msg": msg}`` (a
+        plain-text body when ``code`` is None). ``after_accept`` processes the request first (an
+        order is accepted); ``execute_after_s`` > 0 also defers the order's execution by that
+        many seconds of ``lag_clock``."""
+        fault = Fault.ERROR_AFTER_ACCEPT if after_accept else Fault.ERROR_BEFORE_ACCEPT
+        self.faults.add(ArmedFault(fault, method.upper(), path, 0.0, status, code, msg,
+                                   float(execute_after_s)))
+
+    def inject_unknown_status(self, code: int, *, path: str = "/fapi/v1/order",
+                              method: str = "POST", after_accept: bool = True,
+                              execute_after_s: float = 0.0) -> None:
+        """One of Binance's execution-status-unknown answers (-1000, -1001, -1006, -1007)."""
+        status, msg = UNKNOWN_STATUS_ERRORS[code]
+        self.inject_error(path=path, method=method, status=status, code=code, msg=msg,
+                          after_accept=after_accept, execute_after_s=execute_after_s)
+
+    def accepted_orders(self) -> list[EmuOrder]:
+        """Every order the exchange accepted (whatever its answer said), in order."""
+        with self._lock:
+            return list(self.orders)
+
     # -- clock and funding settlement --------------------------------------------------------
 
     def now_ms(self) -> int:
@@ -587,11 +673,15 @@ class BinanceEmulator:
         clean = {k: v for k, v in headers.items() if k.lower() != "x-mbx-apikey"}
         with self._lock:
             self.requests.append(RecordedRequest(method, path, host, params, clean, time.time()))
+            self._run_pending()
         armed = self.faults.take(method, path)
         if armed is not None:
             early = self._early_fault(armed)
             if early is not None:
                 return early[0], early[1], armed.fault, armed.delay_s
+        if armed is not None and armed.fault is Fault.PARTIAL_FILL:
+            self._partial_next = True
+            armed = None
         key = (method, path)
         if key not in self._routes:
             status = 404
@@ -605,9 +695,53 @@ class BinanceEmulator:
                     status, payload = 200, route(params)
             except ApiError as e:
                 status, payload = e.status, {"code": e.code, "msg": e.msg}
+        if armed is not None and armed.fault is Fault.ERROR_AFTER_ACCEPT:
+            return self._error_after(armed, status, payload)
         if armed is not None:
             return status, payload, armed.fault, armed.delay_s
         return status, payload, None, 0.0
+
+    def _error_answer(self, armed: ArmedFault) -> tuple[int, object]:
+        if armed.code is None:
+            return armed.status, armed.msg or "Internal Server Error"
+        return armed.status, {"code": armed.code, "msg": armed.msg}
+
+    def _error_after(self, armed: ArmedFault, status: int, payload: object
+                     ) -> tuple[int, object, Fault | None, float]:
+        """The request was processed; the answer is the armed error. With ``execute_after_s``, a
+        just-filled order is rolled back and queued to execute later instead."""
+        if armed.execute_after_s > 0 and status == 200 and isinstance(payload, dict):
+            with self._lock:
+                self._defer(int(str(payload.get("orderId"))), armed.execute_after_s)
+        st, body = self._error_answer(armed)
+        return st, body, None, 0.0
+
+    def _defer(self, order_id: int, after_s: float) -> None:
+        """Undo an order's fill and queue its execution ``after_s`` seconds from now."""
+        o = next(o for o in self.orders if o.orderId == order_id)
+        if o.status != "FILLED":
+            return
+        trade = next(t for t in reversed(self.trades) if t.order_id == order_id)
+        self.trades.remove(trade)
+        self.income = [r for r in self.income if r.trade_id != str(trade.id)]
+        signed = o.quantity if o.side == "BUY" else -o.quantity
+        s = o.symbol
+        self.balance -= trade.realized_pnl - trade.fee
+        self.positions[s] = round(self.positions[s] - signed, 12)
+        self.entry_price[s] = self._entry_before.pop(order_id, self.entry_price[s])
+        self.orders.remove(o)
+        o.status, o.executedQty, o.avgPrice = "NEW", 0.0, 0.0
+        self._pending.append((self.lag_clock() + after_s, o, trade.price))
+
+    def _run_pending(self) -> None:
+        """Execute the deferred orders whose time has come (lag clock)."""
+        now = self.lag_clock()
+        due = [p for p in self._pending if p[0] <= now]
+        for item in due:
+            self._pending.remove(item)
+            _, o, price = item
+            self.orders.append(o)
+            self._fill(o, price)
 
     def _early_fault(self, armed: ArmedFault) -> tuple[int, object] | None:
         if armed.fault is Fault.HTTP_429:
@@ -621,6 +755,8 @@ class BinanceEmulator:
             return 400, {"code": -2019, "msg": "Margin is insufficient."}
         if armed.fault is Fault.TIMEOUT_BEFORE_ACCEPT:
             return 0, None
+        if armed.fault is Fault.ERROR_BEFORE_ACCEPT:
+            return self._error_answer(armed)
         return None
 
     def hold(self, delay_s: float) -> None:
@@ -679,7 +815,7 @@ class BinanceEmulator:
             ("GET", "/fapi/v1/userTrades"): self._user_trades,
             ("POST", "/fapi/v1/leverage"): self._set_leverage,
             ("POST", "/fapi/v1/marginType"): self._set_margin_type,
-            ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": False},
+            ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": self.hedge_mode},
             ("GET", "/fapi/v1/income"): self._income,
         }
         routes: dict[tuple[str, str], tuple[bool, Route]] = {k: (False, v)
@@ -930,7 +1066,24 @@ class BinanceEmulator:
 
     def _position_risk(self, p: dict[str, str]) -> object:
         syms = [self._market(p["symbol"]).symbol] if "symbol" in p else list(self.markets)
+        if self.hedge_mode:
+            return [row for s in syms for row in self._hedge_rows(s)]
         return [self._position_row(s) for s in syms]
+
+    def _hedge_rows(self, s: str) -> list[dict[str, object]]:
+        """Hedge mode: a LONG row (+long) and a SHORT row (-short) for the symbol."""
+        long, short = self.hedge_rows.get(s, (max(self.positions[s], 0.0),
+                                               max(-self.positions[s], 0.0)))
+        rows = []
+        for side, amt in (("LONG", long), ("SHORT", -short)):
+            row = self._position_row(s)
+            mark, entry = self.marks[s], self.entry_price[s] if amt else 0.0
+            row.update({"positionSide": side, "positionAmt": _num(amt),
+                        "notional": _num(amt * mark), "entryPrice": _num(entry),
+                        "unRealizedProfit": _num(amt * (mark - entry)) if amt else "0",
+                        "unrealizedProfit": _num(amt * (mark - entry)) if amt else "0"})
+            rows.append(row)
+        return rows
 
     def _leverage_bracket(self, p: dict[str, str]) -> object:
         syms = [self._market(p["symbol"]).symbol] if "symbol" in p else list(self.markets)
@@ -994,6 +1147,8 @@ class BinanceEmulator:
         reduce_only = p.get("reduceOnly", "false").lower() == "true"
         if reduce_only and p.get("positionSide", "BOTH") != "BOTH":
             raise _bad(-1106, "Parameter 'reduceonly' sent when not required.")
+        if self.hedge_mode and p.get("positionSide", "BOTH") not in ("LONG", "SHORT"):
+            raise _bad(-4061, "Order's position side does not match user's setting.")
         cid = p.get("newClientOrderId") or f"emu-{self._next_id}"
         if not CLIENT_ID_RE.match(cid):
             raise _bad(-4015, "Client order id is not valid.")
@@ -1033,11 +1188,22 @@ class BinanceEmulator:
                          time_ms=now, update_ms=now, quantity_str=str(qty))
         self._next_id += 1
         self.orders.append(order)
+        lag = self.lookup_lag_s() if callable(self.lookup_lag_s) else self.lookup_lag_s
+        if lag > 0:
+            self._visible_at[order.orderId] = self.lag_clock() + float(lag)
         marketable = otype == "MARKET" or (side == "BUY" and price >= mark) or (
             side == "SELL" and price <= mark)
         if marketable:
             self._fill(order, mark)
         return self._order_json(order)
+
+    def _visible(self, order_id: int) -> bool:
+        """False while the order's lookup lag lasts."""
+        return self._visible_at.get(order_id, -math.inf) <= self.lag_clock()
+
+    def partial_fill_next(self, path: str = "/fapi/v1/order") -> None:
+        """The next order fills half its quantity (rounded down to the step) and expires."""
+        self.faults.add(ArmedFault(Fault.PARTIAL_FILL, "POST", path, 0.0))
 
     def _check_margin(self, s: str, signed_qty: float, price: float) -> None:
         pos_im, ord_im, _mm, upnl = self._im_mm()
@@ -1047,7 +1213,21 @@ class BinanceEmulator:
             raise _bad(-2019, "Margin is insufficient.")
 
     def _fill(self, o: EmuOrder, px: float) -> None:
-        signed = o.quantity if o.side == "BUY" else -o.quantity
+        qty = o.quantity
+        if self._partial_next and o.type == "MARKET":
+            self._partial_next = False
+            step = Decimal(self.markets[o.symbol].step)
+            qty = float((Decimal(repr(o.quantity)) / 2 // step) * step)
+            if qty <= 0:
+                o.status, o.update_ms = "EXPIRED", self.now_ms()
+                return
+        self._fill_qty(o, px, qty)
+        if qty < o.quantity:
+            o.status = "EXPIRED"
+
+    def _fill_qty(self, o: EmuOrder, px: float, qty: float) -> None:
+        self._entry_before[o.orderId] = self.entry_price[o.symbol]
+        signed = qty if o.side == "BUY" else -qty
         s = o.symbol
         pos, entry = self.positions[s], self.entry_price[s]
         new = pos + signed
@@ -1064,15 +1244,17 @@ class BinanceEmulator:
         fee = abs(signed) * px * TAKER_FEE
         self.balance += realized - fee
         now = self.now_ms()
-        trade = EmuTrade(len(self.trades) + 1, o.orderId, s, o.side, o.quantity, px, fee, realized,
-                         now)
+        trade = EmuTrade(self._next_trade_id(), o.orderId, s, o.side, qty, px, fee, realized, now)
         self.trades.append(trade)
         self._add_income(s, "COMMISSION", -fee, now, str(trade.id))
         if realized != 0:
             self._add_income(s, "REALIZED_PNL", realized, now, str(trade.id))
         self.positions[s] = round(new, 12)
         self.entry_price[s] = entry
-        o.status, o.executedQty, o.avgPrice, o.update_ms = "FILLED", o.quantity, px, self.now_ms()
+        o.status, o.executedQty, o.avgPrice, o.update_ms = "FILLED", qty, px, self.now_ms()
+
+    def _next_trade_id(self) -> int:
+        return max((t.id for t in self.trades), default=0) + 1
 
     def _fill_marketable(self, s: str) -> None:
         mark = self.marks[s]
@@ -1091,6 +1273,7 @@ class BinanceEmulator:
         else:
             raise _bad(-1102, "Param 'orderId' or 'origClientOrderId' must be sent, but both "
                        "were empty/null!")
+        hits = [o for o in hits if self._visible(o.orderId)]
         if not hits:
             raise _bad(-2013, "Order does not exist.")
         return hits[-1]
@@ -1118,7 +1301,8 @@ class BinanceEmulator:
     def _user_trades(self, p: dict[str, str]) -> object:
         s = self._market(p.get("symbol")).symbol
         lo = int(p.get("startTime", "0"))
-        rows = [t for t in self.trades if t.symbol == s and t.time_ms >= lo]
+        rows = [t for t in self.trades if t.symbol == s and t.time_ms >= lo
+                and self._visible(t.order_id)]
         m = self.markets[s]
         return [{"symbol": t.symbol, "id": t.id, "orderId": t.order_id, "side": t.side,
                  "price": _num(t.price), "qty": _fmt(t.qty, m.quantity_precision),
@@ -1148,7 +1332,9 @@ class BinanceEmulator:
 
     def _all_orders(self, p: dict[str, str]) -> object:
         s = self._market(p.get("symbol")).symbol
-        return [self._order_json(o) for o in self.orders if o.symbol == s]
+        lo = int(p.get("startTime", "0"))
+        return [self._order_json(o) for o in self.orders
+                if o.symbol == s and o.time_ms >= lo and self._visible(o.orderId)]
 
 
 def _as_dict(value: object) -> dict[str, object]:

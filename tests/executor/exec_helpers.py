@@ -93,7 +93,26 @@ def cli_emulator(monkeypatch: pytest.MonkeyPatch, api_key: str,
     monkeypatch.setitem(execute_cli.EXCHANGE_FACTORIES, "binanceusdm",
                         lambda c: emu.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
     monkeypatch.setattr(execute_cli, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(execute_cli, "RECONCILE_DELAYS_S", (0.0, 0.0))
     try:
         yield emu
     finally:
         emu.stop()
+
+
+class SimClock:
+    """A simulated clock (seconds): ``sleep`` moves it on at once. The emulator's lookup lag and
+    late executions and the executor's waits share it, so a 15 s reconcile window takes no time."""
+
+    def __init__(self, start_s: float = 1_000.0) -> None:
+        self.t = start_s
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        """The simulated time (s)."""
+        return self.t
+
+    def sleep(self, dt: float) -> None:
+        """Advance by ``dt`` seconds (recorded)."""
+        self.slept.append(dt)
+        self.t += max(float(dt), 0.0)

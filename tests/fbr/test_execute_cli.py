@@ -122,10 +122,14 @@ def test_crash_then_resume_through_the_cli(emu: BinanceEmulator, tmp_path: Path,
     res = runner.invoke(app, ["execute", "--resume", pid, "--journal", str(journal)])
     assert res.exit_code == 2 and "--live" in res.stderr  # a live plan resumes only with --live
     out = _json("execute", "--resume", pid, "--live", "--journal", str(journal))
-    assert out["report"]["complete"]
-    for leg in out["plan"]["legs"]:
-        assert len(emu.orders_for(leg["client_id"])) == 1, leg
+    assert out["report"]["complete"] and out["exit_code"] == 0
+    for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):  # one accepted order per contract
+        assert sum(1 for o in emu.accepted_orders() if o.symbol == sym) == 1, sym
     assert len(emu.requests_to("/fapi/v1/order", "POST")) == 3
+    target = out["plan"]["target"]
+    assert emu.positions == pytest.approx({"BTCUSDT": target["BTC-PERP"],
+                                           "ETHUSDT": target["ETH-PERP"],
+                                           "SOLUSDT": target["SOL-PERP"]})
 
 
 def test_paper_resume_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,9 +158,19 @@ def test_paper_resume_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monkey
     st = _json("status", str(SEED), "--exchange", "paper", "--journal", str(journal))
     assert st["tracking_error"] == pytest.approx(0.0, abs=1e-6)
     con = sqlite3.connect(journal)
-    legs = [r[0] for r in con.execute("SELECT leg FROM fills WHERE plan_id = ?", (pid,))]
+    rows = con.execute("SELECT o.symbol, o.side, f.contracts FROM fills f JOIN orders o ON "
+                       "o.plan_id = f.plan_id AND o.leg = f.leg WHERE f.plan_id = ?", (pid,)).fetchall()
     con.close()
-    assert sorted(legs) == [0, 1, 2]
+    traded: dict[str, float] = {}
+    for sym, side, q in rows:
+        traded[sym] = traded.get(sym, 0.0) + (q if side == "buy" else -q)
+    plan = out["plan"]
+    assert traded == pytest.approx({s: plan["target"][s] - plan["start"][s] for s in plan["target"]})
+    # resuming the finished paper plan sends nothing and charges nothing
+    again = _json("execute", "--resume", pid, "--journal", str(journal))
+    assert again["report"]["complete"]
+    st2 = _json("status", str(SEED), "--exchange", "paper", "--journal", str(journal))
+    assert st2["nav"] == pytest.approx(st["nav"], abs=1e-9)
 
 
 @pytest.mark.parametrize(("args", "text"), [

@@ -1,0 +1,192 @@
+"""Was an order placed? Asked of the account itself after any ambiguous answer.
+
+One "order not found" proves nothing: right after a timeout Binance's order lookup can answer
+-2013 for an order it has accepted and filled, and its client ids are unique among *open* orders
+only, so a resend with the same id can be a second order. The verdict therefore rests on the
+account, over a bounded window: checks at t = 0, d_1, d_1 + d_2, ... (the backoff delays, seconds).
+At each check:
+
+1. the order by client id, then the account's order history on the contract since the send
+   (ms, with ``skew_ms`` of slack for clock differences): found -> PLACED, with the exchange's
+   fills (a non-final state is polled on until the window ends);
+2. the contract's position against the position journalled before the send: any change ->
+   the order was placed (this executor holds the account's lock: nothing else trades it). A change
+   of the whole order settles it at once; a part keeps the window going so the lookup can confirm
+   it. The fills are then taken from the position change and the trade history since the send
+   (price = sum q p / sum q, fees summed).
+
+Only when the whole window passed with every read answered, no order found, the position exactly
+as before and no trade on the contract since the send is the verdict NOT_PLACED (a resend is then
+safe). Anything else (reads failing, a trade nobody can attribute, no position recorded before the
+send) is UNKNOWN: the plan stops and the leg is named.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from executor.base import ExchangeGateway, OrderState, OrderStatus, ReadFailedError, Trade
+from executor.plan import Instrument, OrderLeg
+from executor.safety import redact
+
+log = logging.getLogger("executor.reconcile")
+
+#: Backoff between checks (seconds): 15.75 s in all, three times the longest lookup lag seen.
+DEFAULT_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class Verdict(StrEnum):
+    """PLACED (the order exists; ``state`` says what filled), NOT_PLACED (provably absent),
+    UNKNOWN (cannot tell: stop)."""
+
+    PLACED = "placed"
+    NOT_PLACED = "not_placed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A reconcile's verdict, the order's state when placed, and why (for the journal)."""
+
+    verdict: Verdict
+    state: OrderState | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class SentLeg:
+    """What the journal holds about a send: the leg, its instrument, the signed position before it
+    (contracts; None when not recorded), the send time (ms, UTC) and the exchange ids of the other
+    orders the journal knows (their trades are explained)."""
+
+    leg: OrderLeg
+    instrument: Instrument
+    position_before: float | None
+    sent_ms: int
+    known_orders: frozenset[str] = frozenset()
+
+
+class Reconciler:
+    """Reconciles sent legs against the account (see the module doc). ``sleep`` is injected so
+    tests run the window on a simulated clock."""
+
+    def __init__(self, gateway: ExchangeGateway, *, delays_s: Sequence[float] = DEFAULT_DELAYS_S,
+                 sleep: Callable[[float], None], skew_ms: int = 5_000) -> None:
+        self.gw = gateway
+        self.delays = tuple(delays_s)
+        self._sleep = sleep
+        self.skew_ms = skew_ms
+
+    def reconcile(self, sent: SentLeg, *, exists: bool = False) -> Finding:
+        """The verdict for ``sent``; ``exists`` (the exchange said the id is taken) rules out
+        NOT_PLACED."""
+        moved: float | None = None
+        found: OrderState | None = None
+        blind = False
+        looked = False
+        for k, delay in enumerate((0.0, *self.delays)):
+            if delay > 0:
+                self._sleep(delay)
+            try:
+                moved = self._moved(sent)
+                blind = False
+            except ReadFailedError as exc:
+                blind = True
+                log.warning("reconcile %s check %d: %s", sent.leg.client_id, k, redact(str(exc)))
+            if not blind and moved is not None and abs(moved - sent.leg.signed_contracts) < 1e-12:
+                return self._from_position(sent, moved)  # the whole order shows: no doubt
+            try:
+                found = self._lookup(sent) or found
+                looked = True
+            except ReadFailedError as exc:
+                looked = False
+                log.warning("reconcile %s lookup %d: %s", sent.leg.client_id, k, redact(str(exc)))
+            if found is not None and found.status.final:
+                return Finding(Verdict.PLACED, found, "found by client id")
+        return self._verdict(sent, found, moved, blind or not looked, exists)
+
+    def _verdict(self, sent: SentLeg, found: OrderState | None, moved: float | None, blind: bool,
+                 exists: bool) -> Finding:
+        """The verdict at the end of the window; ``blind``: the last position read or order
+        lookup failed."""
+        if found is not None:  # found but not final: it may still fill
+            return Finding(Verdict.UNKNOWN, found, f"order {sent.leg.client_id} is still "
+                           f"{found.status.value} on the exchange")
+        if moved is not None and moved != 0.0 and not blind:
+            return self._from_position(sent, moved)
+        if blind or moved is None:
+            why = ("no position was journalled before the send" if sent.position_before is None
+                   else "the account or its orders could not be read")
+            return Finding(Verdict.UNKNOWN, None, f"not found by client id, and {why}")
+        try:
+            trades = self._unexplained(sent)
+        except ReadFailedError as exc:
+            return Finding(Verdict.UNKNOWN, None, f"trade history unreadable: {redact(str(exc))}")
+        if trades:
+            return Finding(Verdict.UNKNOWN, None, f"position unchanged but {len(trades)} trade(s) "
+                           f"on {sent.leg.symbol} since the send that cannot be attributed")
+        if exists:
+            return Finding(Verdict.UNKNOWN, None, "the exchange says the client id exists, but "
+                           "no order, fill or position change shows it")
+        return Finding(Verdict.NOT_PLACED, None, f"not found over {sum(self.delays):g} s; "
+                       f"position unchanged; no trades since the send")
+
+    def _unexplained(self, sent: SentLeg) -> list[Trade]:
+        """Trades on the contract since the send that no other known order explains: not one the
+        journal holds, nor one the order history shows under another client id."""
+        since = sent.sent_ms - self.skew_ms
+        trades = self.gw.trades_since(sent.instrument, since)
+        if not trades:
+            return []
+        others = {o.exchange_id for o in self.gw.orders_since(sent.instrument, since)
+                  if o.client_id != sent.leg.client_id and o.exchange_id}
+        return [t for t in trades if t.order_id not in sent.known_orders | others]
+
+    def _lookup(self, sent: SentLeg) -> OrderState | None:
+        """By client id, then in the order history since the send."""
+        state = self.gw.find_order(sent.leg)
+        if state is not None:
+            return state
+        for o in self.gw.orders_since(sent.instrument, sent.sent_ms - self.skew_ms):
+            if o.client_id == sent.leg.client_id:
+                return o
+        return None
+
+    def _moved(self, sent: SentLeg) -> float | None:
+        """Signed position change since the send (contracts), None when none was journalled."""
+        if sent.position_before is None:
+            return None
+        now = self.gw.positions({sent.leg.symbol: sent.instrument}).get(sent.leg.symbol, 0.0)
+        delta = now - sent.position_before
+        return 0.0 if abs(delta) < 1e-12 else delta
+
+    def _from_position(self, sent: SentLeg, moved: float) -> Finding:
+        """PLACED from the position change (the lookup never confirmed it)."""
+        leg = sent.leg
+        if moved * leg.signed_contracts < 0 or abs(moved) > leg.contracts * (1 + 1e-9):
+            return Finding(Verdict.UNKNOWN, None, f"{leg.symbol} moved by {moved:+g} contracts "
+                           f"since the send, which this order ({leg.signed_contracts:+g}) "
+                           f"does not explain")
+        try:
+            trades = self._unexplained(sent)
+        except ReadFailedError:
+            trades = []
+        filled = abs(moved)
+        status = OrderStatus.FILLED if filled >= leg.contracts * (1 - 1e-9) else OrderStatus.PARTIAL
+        state = OrderState(leg.client_id, _order_id(trades), status, filled, _average(trades),
+                           sum(t.fee for t in trades))
+        return Finding(Verdict.PLACED, state, "the order lookup never found it; confirmed by the "
+                       "position change and the trade history")
+
+
+def _average(trades: Sequence[Trade]) -> float | None:
+    qty = sum(abs(t.contracts) for t in trades)
+    return None if qty == 0 else sum(abs(t.contracts) * t.price for t in trades) / qty
+
+
+def _order_id(trades: Sequence[Trade]) -> str | None:
+    ids = {t.order_id for t in trades}
+    return ids.pop() if len(ids) == 1 else None

@@ -1,0 +1,75 @@
+"""``fbr solve`` on an infeasible book prints its answer, then exits with code 3 (INFEASIBLE) naming the
+conflicting constraints; a liquidatable book exits 3 with the amounts; a sound book exits 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fbr.cli import app
+from models.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = (ROOT / "examples" / "seed_example_1.toml").read_text()
+
+#: The seed book with 50 USD of collateral, margin on, and BTC held within 0.1 pp of its target:
+#: the 990+ USD BTC short needs 99+ USD of margin at 10x, so margin and the band conflict.
+CLUSTER = """
+[[constraints.clusters]]
+name = "btc"
+assets = ["BTC"]
+band = 0.001
+"""
+
+
+def _book(tmp_path: Path, cash: float, margin: bool, extra: str = "") -> Path:
+    text = SEED.replace("cash = 3000.0", f"cash = {cash}")
+    text = text.replace("margin = false", f"margin = {'true' if margin else 'false'}")
+    assert f"cash = {cash}" in text
+    path = tmp_path / "book.toml"
+    path.write_text(text + extra)
+    return path
+
+
+def test_infeasible_book_exits_3_after_the_json_answer(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["solve", "--json", str(_book(tmp_path, 50.0, True, CLUSTER))])
+    assert res.exit_code == int(ExitCode.INFEASIBLE)
+    out = json.loads(res.stdout)  # one JSON object: the answer itself
+    assert out["status"] == "infeasible"
+    assert [c["name"] for c in out["conflicts"]] == ["margin"]
+    assert out["opposing_constraints"] == ["cluster_band[btc]"]
+    assert out["blockers"]
+    assert "margin" in res.stderr and "cluster_band[btc]" in res.stderr
+    assert "no order was planned" in res.stderr and "Fix:" in res.stderr
+
+
+def test_infeasible_book_exits_3_after_the_tables(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["solve", str(_book(tmp_path, 50.0, True, CLUSTER))])
+    assert res.exit_code == 3
+    assert "conflicting constraints" in res.stdout and "status infeasible" in res.stdout
+    assert "cluster_band[btc]" in res.stderr
+
+
+def test_feasible_book_exits_0(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["solve", "--json", str(_book(tmp_path, 3000.0, True, CLUSTER))])
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["status"] == "optimal" and out["blockers"] == []
+
+
+def test_liquidatable_book_exits_3_with_the_amounts(tmp_path: Path) -> None:
+    # 10 BTC long from 61,000 at 60,000: C = 9,500 - 10,000 = -500 USD; flat 0.5% MM on 600,000
+    # = 3,000 USD: add more than 3,500 USD (no position cut alone helps: C <= 0).
+    extra = """
+[[futures]]
+symbol = "BTC-PERP"
+contracts = 10.0
+entry_price = 61000.0
+"""
+    path = _book(tmp_path, 9500.0, False, extra)
+    res = CliRunner().invoke(app, ["solve", str(path)])
+    assert res.exit_code == 3, res.stdout + res.stderr
+    assert "liquidatable now" in res.stderr
+    assert "add more than 3,500.00 USD" in res.stderr
