@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from executor.plan import (
     Instrument,
     OrderLeg,
-    OrderType,
     PlanOptions,
-    Side,
-    _parts,
-    _split,
-    _tick_round,
+    TradePart,
     client_id_rule,
+    order_legs,
     round_to_step,
+    trade_parts,
 )
+from models.market import MarketSnapshot
 
 
 @dataclass(frozen=True)
@@ -42,19 +41,19 @@ def within_lot(position: float, target: float, lot_step: float) -> bool:
 
 
 def legs_toward(current: Mapping[str, float], target: Mapping[str, float],
-                instruments: Mapping[str, Instrument], marks: Mapping[str, float],
+                instruments: Mapping[str, Instrument], market: MarketSnapshot,
                 options: PlanOptions, plan_id: str, first_index: int) -> Remaining:
-    """The legs that move ``current`` to ``target`` (contracts per book contract); see module doc."""
-    rule = client_id_rule(options.venue)
-    parts: list[tuple[str, float, bool]] = []
+    """The legs that move ``current`` to ``target`` (contracts per book contract) at ``market``'s
+    marks; see the module doc."""
+    kept: list[tuple[TradePart, float]] = []
     unsendable: dict[str, str] = {}
     for sym, t in target.items():
         c = instruments[sym].contract
-        q0 = round_to_step(current.get(sym, 0.0), c.lot_step)
         if within_lot(current.get(sym, 0.0), t, c.lot_step):
             continue
-        npc = c.notional_per_contract(marks[sym])
-        for part in _parts(sym, q0, t, c.lot_step):
+        q0 = round_to_step(current.get(sym, 0.0), c.lot_step)
+        npc = c.notional_per_contract(market.mark_price(sym))
+        for part in trade_parts(sym, q0, t, c.lot_step):
             notional = abs(part.contracts) * npc
             if abs(part.contracts) < c.min_qty - 1e-12:
                 unsendable[sym] = f"{abs(part.contracts):g} contracts is below the min quantity"
@@ -62,24 +61,7 @@ def legs_toward(current: Mapping[str, float], target: Mapping[str, float],
                                                            and options.reduce_only_exempt):
                 unsendable[sym] = f"{notional:,.2f} USD is below the min notional"
             else:
-                parts.append((sym, part.contracts, part.reduce_only))
-    parts.sort(key=lambda p: not p[2])
-    legs: list[OrderLeg] = []
-    for sym, q_all, reduce_only in parts:
-        inst = instruments[sym]
-        c = inst.contract
-        mark = marks[sym]
-        for q in _split(q_all, c):
-            side = Side.BUY if q > 0 else Side.SELL
-            limit = None
-            if options.order_type == OrderType.LIMIT:
-                g = options.slippage_guard
-                limit = (_tick_round(mark * (1 + g), c.tick, up=False) if side == Side.BUY
-                         else _tick_round(mark * (1 - g), c.tick, up=True))
-            idx = first_index + len(legs)
-            legs.append(OrderLeg(index=idx, client_id=rule.make(plan_id, idx), symbol=sym,
-                                 exchange_symbol=inst.exchange_symbol, side=side,
-                                 contracts=abs(q), notional=q * c.notional_per_contract(mark),
-                                 price=mark, reduce_only=reduce_only,
-                                 order_type=options.order_type, limit_price=limit))
+                kept.append((part, npc))
+    legs = order_legs(kept, instruments, market, options, client_id_rule(options.venue), plan_id,
+                 first_index)
     return Remaining(tuple(legs), unsendable)

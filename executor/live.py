@@ -247,9 +247,8 @@ class JournaledExecutor:
                 self.journal.set_status(plan.plan_id, r.leg, OrderStatus.SKIPPED,
                                         "re-planned from the account's positions")
         target = {s: t for s, t in plan.reachable.items() if s not in blocked}
-        marks = {s: self.ctx.market.mark_price(s) for s in target}
         nxt = max((r.leg for r in rows), default=-1) + 1
-        remaining = legs_toward(positions, target, self.ctx.instruments, marks, options,
+        remaining = legs_toward(positions, target, self.ctx.instruments, self.ctx.market, options,
                                 plan.plan_id, nxt)
         if remaining.legs:
             self.journal.add_legs(plan.plan_id, remaining.legs)

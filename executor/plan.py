@@ -284,22 +284,22 @@ def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
 # --- planning -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Part:
+class TradePart:
     symbol: str
     contracts: float  # signed
     reduce_only: bool
 
 
-def _parts(symbol: str, q0: float, q1: float, step: float) -> list[_Part]:
+def trade_parts(symbol: str, q0: float, q1: float, step: float) -> list[TradePart]:
     """The trade q0 -> q1 as reduce-only and opening parts (signed contracts)."""
     delta = round_to_step(q1 - q0, step)
     if delta == 0:
         return []
     if q0 == 0 or (q1 != 0 and math.copysign(1, q1) == math.copysign(1, q0) and abs(q1) > abs(q0)):
-        return [_Part(symbol, delta, False)]
+        return [TradePart(symbol, delta, False)]
     if q1 == 0 or math.copysign(1, q1) == math.copysign(1, q0):  # shrinks (|q1| < |q0|) or closes
-        return [_Part(symbol, delta, True)]
-    return [_Part(symbol, -q0, True), _Part(symbol, q1, False)]  # flips sign
+        return [TradePart(symbol, delta, True)]
+    return [TradePart(symbol, -q0, True), TradePart(symbol, q1, False)]  # flips sign
 
 
 def _split(q: float, c: FuturesContract) -> list[float]:
@@ -345,7 +345,7 @@ def _iso(t: datetime) -> str:
     return utc.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _drop_reason(part: _Part, c: FuturesContract, npc: float, opts: PlanOptions,
+def _drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptions,
                  near_expiry: str | None) -> str | None:
     """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can."""
     if near_expiry is not None and not part.reduce_only:
@@ -358,11 +358,11 @@ def _drop_reason(part: _Part, c: FuturesContract, npc: float, opts: PlanOptions,
     return None
 
 
-def _legs(kept: Sequence[tuple[_Part, float]], instruments: Mapping[str, Instrument],
-          market: MarketSnapshot, opts: PlanOptions, rule: ClientIdRule,
-          pid: str) -> list[OrderLeg]:
+def order_legs(kept: Sequence[tuple[TradePart, float]], instruments: Mapping[str, Instrument],
+               market: MarketSnapshot, opts: PlanOptions, rule: ClientIdRule,
+               pid: str, first_index: int = 0) -> list[OrderLeg]:
     """The orders of the kept parts (``npc``: USD per contract), reduce-only ones first, each split
-    at the max quantity and numbered with its client order id."""
+    at the max quantity and numbered (from ``first_index``) with its client order id."""
     ordered = sorted(kept, key=lambda pn: not pn[0].reduce_only)  # reduce-only first (stable)
     legs: list[OrderLeg] = []
     for part, npc in ordered:
@@ -376,7 +376,7 @@ def _legs(kept: Sequence[tuple[_Part, float]], instruments: Mapping[str, Instrum
                 g = opts.slippage_guard
                 limit = (_tick_round(mark * (1 + g), c.tick, up=False) if side == Side.BUY
                          else _tick_round(mark * (1 - g), c.tick, up=True))
-            idx = len(legs)
+            idx = first_index + len(legs)
             legs.append(OrderLeg(index=idx, client_id=rule.make(pid, idx), symbol=part.symbol,
                                  exchange_symbol=inst.exchange_symbol, side=side, contracts=abs(q),
                                  notional=q * npc, price=mark, reduce_only=part.reduce_only,
@@ -443,8 +443,8 @@ def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
     target: dict[str, float] = {}
     unrounded: dict[str, float] = {}
     rounding: list[_Rounded] = []
-    kept: list[tuple[_Part, float]] = []
-    dropped_parts: list[tuple[_Part, float, str]] = []
+    kept: list[tuple[TradePart, float]] = []
+    dropped_parts: list[tuple[TradePart, float, str]] = []
     for sym in book.contract_symbols:
         if sym not in instruments:
             raise ValidationError(f"instruments.{sym}", "is missing",
@@ -460,13 +460,13 @@ def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
                                  c.lot_step * npc, c.lot_step))
         _check_not_expired(c, clock, q0, q1)
         near = _near_expiry(c, clock, opts.min_days_to_expiry)
-        for part in _parts(sym, q0, q1, c.lot_step):
+        for part in trade_parts(sym, q0, q1, c.lot_step):
             reason = _drop_reason(part, c, npc, opts, near)
             if reason is None:
                 kept.append((part, npc))
             else:
                 dropped_parts.append((part, npc, reason))
-    legs = _legs(kept, instruments, market, opts, rule, pid)
+    legs = order_legs(kept, instruments, market, opts, rule, pid)
     opts.limits.check(leg.notional for leg in legs)
     reachable = dict(start)
     for leg in legs:
