@@ -164,6 +164,10 @@ class JournaledExecutor:
             self._rounds(plan)
         except PlanStoppedError:
             pass
+        except ReadFailedError as exc:  # nothing is in flight: the leg had not been sent
+            self._messages.append(f"the account could not be read ({redact(str(exc))}); nothing "
+                                  f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
+                                  f"when the exchange answers again")
         return self._report(plan)
 
     def _pending(self, plan_id: str) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -34,12 +35,12 @@ from executor.base import ExchangeGateway
 from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
 from executor.safety import redact
+from executor.workflow import orderable_solution
 from models.book import Book
-from models.errors import FbrError
+from models.errors import FbrError, InfeasibleError
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 
@@ -112,6 +113,7 @@ class StatusReport:
     cost: float
     plan: OrderPlan
     positions: dict[str, float] = field(default_factory=dict)
+    alerts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -213,13 +215,29 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
     weights = tuple(WeightRow(a, float(e[i]), float(w[i]), float(e[i] - w[i]))
                     for i, a in enumerate(book.asset_symbols))
     q = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
-    solution = Rebalancer().solve(book, market, risk, settings, explain=False)
-    plan = plan_orders(solution, book, market, instruments, options, risk=risk)
-    is_due, benefit, cost = due(solution, plan, settings.costs.gamma_trade)
+    alerts: tuple[str, ...] = ()
+    try:
+        solution = orderable_solution(book, market, risk, settings)
+        plan = plan_orders(solution, book, market, instruments, options, risk=risk)
+        is_due, benefit, cost = due(solution, plan, settings.costs.gamma_trade)
+    except InfeasibleError as exc:  # a liquidatable or infeasible book: say so, plan nothing
+        alerts = (redact(str(exc)),)
+        plan = no_plan(book, options.venue, q)
+        is_due, benefit, cost = False, 0.0, 0.0
     return StatusReport(venue=gateway.venue, book_name=book.name, nav=book.nav(market),
                         base=book.base(market), weights=weights,
                         tracking_error=tracking_error_of(book, market, risk, q),
                         margin=margin_view(book, market),
                         funding=funding_view(book, market, gateway, journal, instruments),
                         open_orders=tuple(gateway.open_orders(instruments)),
-                        rebalance_due=is_due, benefit=benefit, cost=cost, plan=plan, positions=q)
+                        rebalance_due=is_due, benefit=benefit, cost=cost, plan=plan, positions=q,
+                        alerts=alerts)
+
+
+def no_plan(book: Book, venue: str, positions: Mapping[str, float]) -> OrderPlan:
+    """An empty plan at the current positions (contracts): nothing may be sent."""
+    now = dict(positions)
+    return OrderPlan(plan_id="", venue=venue, created=datetime.now(UTC).isoformat(),
+                     book_name=book.name, legs=(), dropped=(), start=now, target=now,
+                     reachable=now, tracking_error_before=None, tracking_error_solution=None,
+                     tracking_error_residual=None)

@@ -502,6 +502,8 @@ def _print_status(rep: Any) -> None:
 
     out = _console()
     out.rule(f"fbr status: {rep.book_name} on {rep.venue}")
+    for a in rep.alerts:
+        out.print(f"[bold red]alert:[/bold red] {escape(redact(a))}")
     t = Table(title="Effective weights vs targets", title_justify="left")
     for head in ("asset", "effective", "target", "drift"):
         t.add_column(head, justify="right")

@@ -401,3 +401,34 @@ def test_time_is_simulated() -> None:
     t0 = time.monotonic()
     clock.sleep(3600.0)
     assert clock.now() == pytest.approx(4600.0) and time.monotonic() - t0 < 1.0
+
+
+def test_an_unreadable_account_before_a_send_stops_without_sending(tmp_path: Path) -> None:
+    """The position read before leg 1 fails every retry: leg 1 is not sent, the report says how
+    to go on, and a resume later finishes the plan with one order per contract."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        calls = {"n": 0}
+
+        class FailsSecondRead:
+            venue = gw.venue
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(gw, name)
+
+            def positions(self, instruments: Any) -> Any:
+                calls["n"] += 1
+                if calls["n"] == 3:  # round read, leg 0's read, then leg 1's read
+                    for _ in range(gw._attempts):
+                        emu.inject(Fault.HTTP_503, path="/fapi/v3/positionRisk", method="GET")
+                return gw.positions(instruments)
+
+        report = _executor(FailsSecondRead(), prep, j, risk, clock).execute(prep.plan)
+        assert report.outcome == Outcome.INCOMPLETE
+        assert any("could not be read" in m and "--resume" in m for m in report.messages)
+        assert len(emu.requests_to(ORDER, "POST")) == 1
+        assert _executor(gw, prep, j, risk, clock).resume(prep.plan.plan_id).complete
+        assert_exactly_once(emu, prep, j)
+        assert_at_target(emu, prep)
+        j.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fbr.cli import app
@@ -73,3 +74,28 @@ entry_price = 61000.0
     assert res.exit_code == 3, res.stdout + res.stderr
     assert "liquidatable now" in res.stderr
     assert "add more than 3,500.00 USD" in res.stderr
+
+
+def test_status_of_a_liquidatable_book_shows_the_margin_and_an_alert(tmp_path: Path) -> None:
+    """`fbr status` still reports the account (margin ratio past 100%) and plans nothing; the
+    alert carries the optimiser's amounts."""
+    import json
+
+    extra = """
+[[futures]]
+symbol = "BTC-PERP"
+contracts = 10.0
+entry_price = 61000.0
+"""
+    path = _book(tmp_path, 9500.0, False, extra)
+    res = CliRunner().invoke(app, ["status", str(path), "--exchange", "paper", "--journal",
+                                   str(tmp_path / "j.sqlite"), "--json"])
+    assert res.exit_code == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert out["rebalance_due"] is False and out["plan"]["legs"] == []
+    assert len(out["alerts"]) == 1 and "liquidatable now" in out["alerts"][0]
+    assert "add more than 3,500.00 USD" in out["alerts"][0]
+    assert out["margin"]["margin_ratio"] is None  # infinite: collateral <= 0 with a position open
+    text = CliRunner().invoke(app, ["status", str(path), "--exchange", "paper", "--journal",
+                                    str(tmp_path / "j.sqlite")])
+    assert text.exit_code == 0 and "alert:" in text.stdout
