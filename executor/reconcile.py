@@ -27,12 +27,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from executor.base import ExchangeGateway, OrderState, OrderStatus, ReadFailedError, Trade
 from executor.plan import Instrument, OrderLeg
 from executor.safety import redact
+from models.errors import FbrError
 
 log = logging.getLogger("executor.reconcile")
+_R = TypeVar("_R")
 
 #: Backoff between checks (seconds): 15.75 s in all, three times the longest lookup lag seen.
 DEFAULT_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -138,10 +141,11 @@ class Reconciler:
         """Trades on the contract since the send that no other known order explains: not one the
         journal holds, nor one the order history shows under another client id."""
         since = sent.sent_ms - self.skew_ms
-        trades = self.gw.trades_since(sent.instrument, since)
+        trades = _optional(lambda: self.gw.trades_since(sent.instrument, since), "trade history")
         if not trades:
             return []
-        others = {o.exchange_id for o in self.gw.orders_since(sent.instrument, since)
+        history = _optional(lambda: self.gw.orders_since(sent.instrument, since), "order history")
+        others = {o.exchange_id for o in history
                   if o.client_id != sent.leg.client_id and o.exchange_id}
         return [t for t in trades if t.order_id not in sent.known_orders | others]
 
@@ -150,7 +154,8 @@ class Reconciler:
         state = self.gw.find_order(sent.leg)
         if state is not None:
             return state
-        for o in self.gw.orders_since(sent.instrument, sent.sent_ms - self.skew_ms):
+        since = sent.sent_ms - self.skew_ms
+        for o in _optional(lambda: self.gw.orders_since(sent.instrument, since), "order history"):
             if o.client_id == sent.leg.client_id:
                 return o
         return None
@@ -180,6 +185,18 @@ class Reconciler:
                            sum(t.fee for t in trades))
         return Finding(Verdict.PLACED, state, "the order lookup never found it; confirmed by the "
                        "position change and the trade history")
+
+
+def _optional(read: Callable[[], list[_R]], what: str) -> list[_R]:
+    """A history read the exchange may not offer: its refusal (not a network failure, which is
+    raised as ReadFailedError) leaves it out, and the verdict rests on the other evidence."""
+    try:
+        return read()
+    except ReadFailedError:
+        raise
+    except FbrError as exc:
+        log.warning("%s unavailable (%s); reconciling without it", what, redact(str(exc)))
+        return []
 
 
 def _average(trades: Sequence[Trade]) -> float | None:

@@ -432,3 +432,23 @@ def test_an_unreadable_account_before_a_send_stops_without_sending(tmp_path: Pat
         assert_exactly_once(emu, prep, j)
         assert_at_target(emu, prep)
         j.close()
+
+
+@pytest.mark.parametrize("placed", [True, False])
+def test_an_exchange_without_order_and_trade_history_still_reconciles(tmp_path: Path,
+                                                                      placed: bool) -> None:
+    """allOrders and userTrades answer 404: the verdict rests on the lookup and the position."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        for path in ("/fapi/v1/allOrders", "/fapi/v1/userTrades"):
+            emu._routes.pop(("GET", path))
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        fault = Fault.DISCONNECT_AFTER_ACCEPT if placed else Fault.TIMEOUT_BEFORE_ACCEPT
+        emu.inject(fault, path=ORDER, method="POST", delay_s=0.0)
+        report = _executor(gw, prep, j, risk, clock).execute(prep.plan)
+        want = OrderStatus.FILLED if placed else OrderStatus.NOT_PLACED
+        assert j.order(prep.plan.plan_id, 0).status == want
+        assert report.complete
+        assert_at_target(emu, prep)
+        assert len(emu.accepted_orders()) == len(prep.plan.legs)
+        j.close()
