@@ -17,8 +17,10 @@ metadata paths too).
 - positions: rows of one symbol are summed (hedge mode gives a LONG and a SHORT row: net = long -
   short), never overwritten; trading is refused in hedge mode (orders there need ``positionSide``
   and reject reduce-only), with a message saying how to switch;
-- reads retry on ``ccxt.NetworkError`` only, with exponential backoff; ``ExchangeError`` subclasses
-  (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried;
+- reads retry transient failures (:func:`transient`: ccxt's OperationFailed family, which holds
+  every NetworkError, and Binance's status-unknown codes) with exponential backoff; other
+  ``ExchangeError`` subclasses (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError)
+  are never retried;
 - funding paid and received: the account's income history (Binance ``GET /fapi/v1/income``,
   incomeType FUNDING_FEE, through ccxt ``fetch_funding_history``), paged forward from ``since``
   (1000 rows a call) and de-duplicated by transaction id, as :class:`~executor.base.FundingPayment` rows
@@ -85,13 +87,19 @@ def exchange_code(exc: BaseException) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def transient(exc: BaseException) -> bool:
+    """A failure worth retrying for a read (and ambiguous for an order): ccxt's OperationFailed
+    family (timeouts, 5xx, 429, unparseable answers) or a Binance "status unknown" code."""
+    return isinstance(exc, ccxt.OperationFailed) or exchange_code(exc) in AMBIGUOUS_CODES
+
+
 def order_error(exc: Exception) -> FbrError:
     """A failed ``create_order`` as AmbiguousOrderError (fate open) or OrderRejectedError."""
     code = exchange_code(exc)
     text = f"{type(exc).__name__}: {redact(str(exc))}"
     if code == DUPLICATE_CLIENT_ID:
         return AmbiguousOrderError(text, exists=True)
-    if code in AMBIGUOUS_CODES or isinstance(exc, ccxt.OperationFailed):
+    if transient(exc):
         return AmbiguousOrderError(text)
     if isinstance(exc, ccxt.InsufficientFunds):
         return OrderRejectedError(f"insufficient margin: {redact(str(exc))}")
@@ -250,14 +258,14 @@ class CcxtGateway:
         for k in range(self._attempts):
             try:
                 return fn(*args)
-            except ccxt.NetworkError as exc:
+            except ccxt.BaseError as exc:
+                if not transient(exc):
+                    raise ExchangeSetupError(f"{self.venue}: {what} failed: "
+                                             f"{type(exc).__name__}: {redact(str(exc))}") from None
                 last = exc
                 log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
                 if k + 1 < self._attempts:
                     self._sleep(self._delay * 2 ** k)
-            except ccxt.BaseError as exc:
-                raise ExchangeSetupError(f"{self.venue}: {what} failed: "
-                                         f"{type(exc).__name__}: {redact(str(exc))}") from None
         raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
                               f"{type(last).__name__}: {redact(str(last))}")
 

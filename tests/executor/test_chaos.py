@@ -4,7 +4,8 @@ fault schedule, on a simulated clock (lookup lags and reconcile windows take no 
 Each run starts the account at random positions (so plans hold reduce-only legs and sign flips),
 plans the seed book on it, and executes with faults armed at random on order sends (timeouts before
 and after accept, 429, plain 5xx, each Binance "status unknown" code before and after accept, late
-execution, partial fills), lookup lags of 0-5 s per order, failing reads, and a kill at a random
+execution, partial fills), lookup lags of 0-5 s per order, failing reads (503, 429, and the
+status-unknown codes), and a kill at a random
 gateway call. A killed run, or one that ended UNKNOWN (exit 5) or INCOMPLETE (exit 4), is followed by a
 recovery as a user would make it: a resume, two concurrent resumes, or a re-run (a new plan)
 before the old plan's resume. Recovery repeats (faults cleared at the last try) until the plan is
@@ -145,7 +146,13 @@ class Chaos:
         if self.rng.random() >= self.p / 4:
             return
         path = READS[int(self.rng.integers(0, len(READS)))]
-        fault = Fault.HTTP_503 if self.rng.random() < 0.5 else Fault.HTTP_429
+        u = self.rng.random()
+        if u < 0.2:
+            code = int(self.rng.choice([-1000, -1001, -1006, -1007]))
+            self.emu.inject_unknown_status(code, path=path, method="GET", after_accept=False)
+            self.tally.faults[f"read_code_{code}"] += 1
+            return
+        fault = Fault.HTTP_503 if u < 0.6 else Fault.HTTP_429
         self.emu.inject(fault, path=path, method="GET")
         self.tally.faults[f"read_{fault.value}"] += 1
 

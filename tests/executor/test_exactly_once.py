@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binance_emulator import BinanceEmulator, Fault
+from binance_emulator import ApiError, BinanceEmulator, Fault
 from exec_helpers import SEED_BOOK, SimClock
 
 from executor.base import AmbiguousOrderError, OrderStatus, Outcome
@@ -437,11 +437,16 @@ def test_an_unreadable_account_before_a_send_stops_without_sending(tmp_path: Pat
 @pytest.mark.parametrize("placed", [True, False])
 def test_an_exchange_without_order_and_trade_history_still_reconciles(tmp_path: Path,
                                                                       placed: bool) -> None:
-    """allOrders and userTrades answer 404: the verdict rests on the lookup and the position."""
+    """allOrders and userTrades are refused for good (a key without that permission): the verdict
+    rests on the lookup and the position."""
     clock = SimClock()
+
+    def refuse(params: dict[str, str]) -> object:
+        raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+
     with _emulator(clock) as emu:
         for path in ("/fapi/v1/allOrders", "/fapi/v1/userTrades"):
-            emu._routes.pop(("GET", path))
+            emu._routes[("GET", path)] = (True, refuse)
         gw, prep, j, risk = _setup(emu, tmp_path)
         fault = Fault.DISCONNECT_AFTER_ACCEPT if placed else Fault.TIMEOUT_BEFORE_ACCEPT
         emu.inject(fault, path=ORDER, method="POST", delay_s=0.0)
@@ -451,4 +456,19 @@ def test_an_exchange_without_order_and_trade_history_still_reconciles(tmp_path: 
         assert report.complete
         assert_at_target(emu, prep)
         assert len(emu.accepted_orders()) == len(prep.plan.legs)
+        j.close()
+
+
+def test_a_status_unknown_answer_on_a_read_is_retried(tmp_path: Path) -> None:
+    """-1001 on the position read (ccxt: a plain ExchangeError on this URL) is transient: retried,
+    never taken as a verdict or a setup error."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        for _ in range(2):
+            emu.inject_unknown_status(-1001, path="/fapi/v3/positionRisk", method="GET",
+                                      after_accept=False)
+        report = _executor(gw, prep, j, risk, clock).execute(prep.plan)
+        assert report.complete
+        assert_exactly_once(emu, prep, j)
         j.close()
