@@ -37,21 +37,23 @@ the shared layout (``MarketPath.from_data``: 4 h / 8 h / 1 d steps, irregular fu
 lagged one step), see ``scenarios.market_path``. No lot rounding, no spot spread or impact.
 Same inputs -> identical results: everything iterates in book order, nothing is random (only the
 recorded wall-clock solve times of an optimising policy differ between runs).
+
+Each step is a small function of ``scenarios.replay_steps`` on the typed
+``scenarios.replay_state.ReplayState`` (the engine steps there, funding, margin check and
+liquidation, serve what-if and Monte Carlo too); the path is read once as
+``scenarios.replay_inputs.ReplayInputs``. This module chains them: :func:`run_backtest`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from models.book import Book
-from models.costs import CostModel
 from models.errors import ValidationError
-from models.instruments import contract_arrays
-from models.margin import LIQUIDATION_PENALTY, MarginModel, margin_state
+from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
 from optimizer.policies import Policy
 from scenarios.backtest_result import (
@@ -61,36 +63,31 @@ from scenarios.backtest_result import (
     BacktestResult,
     RollTargets,
 )
-from scenarios.collateral import NO_SWEEPS, CollateralPolicy, sweep_collateral
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy
 from scenarios.market_path import MarketPath
-from scenarios.replay_inputs import funding_matrix, impact_vol, resolved_marks
-from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
-from scenarios.settlement import expiry_ns, settle_expired
+from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
+from scenarios.replay_state import ReplayState, StepValuation, value_state
+from scenarios.replay_steps import (
+    QTY_RTOL,
+    STEP_COLUMNS,
+    ReplayLog,
+    Row,
+    fill_futures,
+    fill_spot,
+    first_step,
+    funding_step,
+    futures_orders,
+    initial_reserve,
+    margin_step,
+    mark_to_market,
+    new_row,
+    policy_step,
+    roll_rows,
+    settlement_step,
+    sweep_step,
+)
 
-#: Two contract quantities closer than this (relative) are the same position: no trade.
-QTY_RTOL = 1e-9
-
-
-def _roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, k: int,
-               trade_usd: np.ndarray, fee_j: np.ndarray, slip_j: np.ndarray
-               ) -> list[dict[str, object]]:
-    """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded."""
-    out: list[dict[str, object]] = []
-    for a, b in target.rolls:
-        for sym in (a, b):
-            if sym not in cons:
-                raise ValidationError(f"policy.rolls.{sym}", f"is not a contract of the book at "
-                                      f"{market.time}", f"roll between {list(cons)}")
-        ja, jb = cons.index(a), cons.index(b)
-        if trade_usd[ja] == 0 and trade_usd[jb] == 0:
-            continue
-        pa, pb = market.mark_price(a), market.mark_price(b)
-        opened = float(trade_usd[jb])
-        out.append({"time": market.time, "step": k, "from": a, "to": b, "from_price": pa,
-                    "to_price": pb, "notional": -float(trade_usd[ja]), "opened": opened,
-                    "fee": float(fee_j[ja] + fee_j[jb]), "slippage": float(slip_j[ja] + slip_j[jb]),
-                    "basis": opened * (pb - pa) / pb})
-    return out
+__all__ = ["QTY_RTOL", "run_backtest"]
 
 
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
@@ -108,6 +105,35 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     the initial wallet / NAV, band 0.5) for a book that lists futures contracts, and no sweeps for
     a spot-only book; ``NO_SWEEPS`` switches them off.
     """
+    _check_options(book, history, liquidation_penalty, spot_fee, impact_k)
+    inputs = read_inputs(book, history, spot_fee=spot_fee, impact_k=impact_k,
+                         liquidation_penalty=liquidation_penalty)
+    if collateral is None:
+        collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
+    tau = collateral.target_fraction
+    state = ReplayState(spot={a: float(book.spot.get(a, 0.0)) for a in inputs.assets},
+                        futures={s: p for s, p in book.futures.items() if p.contracts != 0},
+                        cash=float(book.cash))
+    log = ReplayLog()
+    prev_end: StepValuation | None = None
+    for k in range(len(inputs.index)):
+        market = market_at(inputs, k)
+        row = new_row()
+        if prev_end is None:
+            now = first_step(book, inputs, state, market, row, log.trades)
+            if tau is None:
+                tau = initial_reserve(now)
+        else:
+            now = _carry(book, inputs, state, market, k, prev_end, row, log)
+        prev_end = _act(book, inputs, policy, collateral, tau, state, market, k, now, row, log)
+        log.record(row, state.cash, prev_end, inputs.margin)
+    return _result(book, history, policy, log)
+
+
+def _check_options(book: Book, history: MarketPath, liquidation_penalty: float,
+                   spot_fee: float | None, impact_k: float) -> None:
+    """Reject a penalty or spot fee outside [0, 1), an impact k < 0 and a path without the spot of
+    every asset of the book."""
     if not (math.isfinite(liquidation_penalty) and 0 <= liquidation_penalty < 1):
         raise ValidationError("liquidation_penalty", f"is {liquidation_penalty}",
                               "give a fraction of notional in [0, 1)")
@@ -120,226 +146,55 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         raise ValidationError("market_path.spot", f"has no prices for {missing}",
                               "give a spot column for every asset of the book")
 
-    assets = book.asset_symbols
-    cons = book.contract_symbols
+
+def _carry(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot, k: int,
+           before: StepValuation, row: Row, log: ReplayLog) -> StepValuation:
+    """Steps 1-3 of step k > 0: mark to market against the previous step's end valuation (nothing
+    changed the state since), funding, settlement of expired dated futures, margin check."""
+    now = mark_to_market(book, state, market, before, row)
+    now = funding_step(inputs, state, now, k, row)
+    now = settlement_step(book, inputs, state, market, k, now, row, log.trades)
+    return margin_step(book, inputs, state, market, now, row, log.liquidations)
+
+
+def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: CollateralPolicy,
+         tau: float | None, state: ReplayState, market: MarketSnapshot, k: int, now: StepValuation,
+         row: Row, log: ReplayLog) -> StepValuation:
+    """Steps 4-5: the policy, its spot and futures fills (and declared rolls), the collateral sweep.
+    ``current`` stays the state's valuation at ``market`` until a trade changes the state; returns
+    the end-of-step valuation."""
+    current: StepValuation | None = now
+    target = policy_step(policy, book, state, market, row)
+    if fill_spot(inputs, state, market, target, row, log.trades):
+        current = None
+    orders = futures_orders(inputs, state, market, target, k)
+    fee_j, slip_j = fill_futures(book, inputs, state, market, k, orders, row, log.trades)
+    if orders.new_q:
+        current = None
+    if isinstance(target, RollTargets):
+        log.rolls.extend(roll_rows(target, inputs.cons, market, k, orders.trade_usd, fee_j, slip_j))
+    if collateral.enabled and tau is not None:
+        current = sweep_step(book, inputs, state, market, collateral, tau, current, row, log.trades)
+    return current if current is not None else value_state(book, state, market)
+
+
+def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog) -> BacktestResult:
+    """The recorded rows and events as a :class:`BacktestResult` (frames on the path's index)."""
+    assets, cons = book.asset_symbols, book.contract_symbols
     index = history.spot.index
     spot_px = history.spot[assets].astype(float)
-    marks = resolved_marks(book, history)
-    settle_t, settle_r = funding_matrix(book, history)
-    step_ns = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns").asi8
-    with_impact = history.adv is not None
-    vol = impact_vol(book, history) if with_impact else None
-    half = {c: float(history.half_spread[c]) for c in cons
-            if history.half_spread is not None and c in history.half_spread.index}
-    adv_static: dict[str, float] = {}
-    adv_frame: pd.DataFrame | None = None
-    if isinstance(history.adv, pd.DataFrame):
-        adv_frame = history.adv[[c for c in cons if c in history.adv.columns]].astype(float)
-    elif history.adv is not None:
-        adv_static = {c: float(history.adv[c]) for c in cons if c in history.adv.index}
-    margin = MarginModel.from_contracts(book.contracts)
-    fee_spot_rate = np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets])
-    expiries = {c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None}
-
-    if collateral is None:
-        collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
-    tau: float | None = collateral.target_fraction
-
-    state = ReplayState(spot={a: float(book.spot.get(a, 0.0)) for a in assets},
-                   futures={s: p for s, p in book.futures.items() if p.contracts != 0},
-                   cash=float(book.cash))
-
-    # plain arrays and symbol lists, read once: a step reads row k of each
-    spot_arr = spot_px.to_numpy(dtype=float)
-    mark_arr = marks.to_numpy(dtype=float)
-    vol_arr = vol.to_numpy(dtype=float) if vol is not None else None
-    adv_cols = [str(c) for c in adv_frame.columns] if adv_frame is not None else []
-    adv_arr = adv_frame.to_numpy(dtype=float) if adv_frame is not None else None
-    zero_rate = np.zeros(len(cons))
-    arrays = contract_arrays(book.contracts)
-
-    rows: list[dict[str, float | bool]] = []
-    spot_rows: list[np.ndarray] = []
-    fut_rows: list[np.ndarray] = []
-    w_rows: list[np.ndarray] = []
-    trades: list[dict[str, object]] = []
-    liqs: list[dict[str, object]] = []
-    roll_rows: list[dict[str, object]] = []
-    prev_market: MarketSnapshot | None = None
-    prev_end: StepValuation | None = None
-
-    for k, t in enumerate(index):
-        ts = pd.Timestamp(t)
-        # the latest funding rate at or before t: the policy's view of carry
-        n_settled = int(np.searchsorted(settle_t, step_ns[k], side="right"))
-        last_rate = settle_r[n_settled - 1] if n_settled > 0 else zero_rate
-        adv = adv_static if adv_arr is None else {
-            c: v for c, v in zip(adv_cols, adv_arr[k].tolist(), strict=True) if math.isfinite(v)}
-        market = MarketSnapshot(time=ts, spot=dict(zip(assets, spot_arr[k].tolist(), strict=True)),
-                                mark=dict(zip(cons, mark_arr[k].tolist(), strict=True)),
-                                funding=dict(zip(cons, last_rate.tolist(), strict=True)),
-                                half_spread=half, adv=adv, synthetic=history.synthetic)
-        row: dict[str, float | bool] = dict.fromkeys(
-            ("spot_pnl", "futures_pnl", "fee_spot", "fee_futures", "slippage_futures", "funding",
-             "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
-             "sweep_fees"), 0.0)
-        row["liquidated"] = False
-        row["solve_time_ms"] = math.nan
-        row["solver_fallbacks"] = 0.0
-        if prev_market is None:
-            # (2b) positions already expired at the start settle at spot
-            pnl_s, fee_s = settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
-            row["futures_pnl"], row["fee_futures"] = pnl_s, fee_s
-            first = value_state(book, state, market)
-            now = first
-            row["margin_ratio"] = margin_state(margin, first.notional, first.collateral).margin_ratio
-            if tau is None:
-                tau = first.wallet / first.nav if first.nav > 0 else 0.0
-                tau = min(max(tau, 0.0), 1.0)
-        else:
-            # (1) mark to market (positions and quantities as held since t_prev; nothing changed
-            # the state since the previous step's end valuation)
-            before = prev_end if prev_end is not None else value_state(book, state, prev_market)
-            now = value_state(book, state, market)
-            row["spot_pnl"] = float(now.spot_values.sum() - before.spot_values.sum())
-            row["futures_pnl"] = now.upnl - before.upnl
-            # (2) funding: every settlement in (t_prev, t], at this step's mark
-            lo = int(np.searchsorted(settle_t, step_ns[k - 1], side="right"))
-            if n_settled > lo:
-                paid = float(settle_r[lo:n_settled].sum(axis=0) @ now.notional)
-                state.cash -= paid
-                row["funding"] = paid
-                now = now.with_cash(-paid)
-            # (2b) dated futures at or past expiry settle at spot
-            n_trades = len(trades)
-            pnl_s, fee_s = settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
-            row["futures_pnl"] = float(row["futures_pnl"]) + pnl_s
-            row["fee_futures"] = fee_s
-            if len(trades) != n_trades:
-                now = value_state(book, state, market)
-            # (3) margin check against maintenance (the one margin engine)
-            ms = margin_state(margin, now.notional, now.collateral)
-            row["margin_ratio"] = ms.margin_ratio
-            if ms.liquidated:
-                per = liquidation_penalty * np.abs(now.notional)
-                for j, c in enumerate(cons):
-                    pos = state.futures.get(c)
-                    if pos is not None and pos.contracts != 0:
-                        liqs.append({"time": ts, "contract": c, "contracts": pos.contracts,
-                                     "mark": market.mark_price(c),
-                                     "notional": float(now.notional[j]), "penalty": float(per[j])})
-                rebalance_futures(book, state, market, dict.fromkeys(cons, 0.0))
-                penalty = float(per.sum())
-                state.cash -= penalty
-                row["liquidation_penalty"] = penalty
-                row["liquidated"] = True
-                now = value_state(book, state, market)
-
-        # (4) policy, then trades at the close (spot) and at mark (futures); ``current`` stays the
-        # state's valuation at ``market`` until a trade changes the state
-        current: StepValuation | None = now
-        target = policy(state_view(book, state), market, ts)
-        if target.solve_time_ms is not None:
-            row["solve_time_ms"] = float(target.solve_time_ms)
-            row["solver_fallbacks"] = float(target.solver_fallbacks)
-        for i, a in enumerate(assets):
-            q_new = float(target.spot.get(a, state.spot[a]))
-            if not (math.isfinite(q_new) and q_new >= 0):
-                raise ValidationError(f"policy.spot.{a}", f"is {q_new} at {ts}",
-                                      "a policy must target finite spot quantities >= 0")
-            dq = q_new - state.spot[a]
-            if dq == 0:
-                continue
-            px = market.spot_price(a)
-            fee = float(fee_spot_rate[i]) * abs(dq) * px
-            state.cash -= dq * px + fee
-            state.spot[a] = q_new
-            current = None
-            row["fee_spot"] = float(row["fee_spot"]) + fee
-            row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
-            trades.append({"time": ts, "kind": "spot", "symbol": a, "quantity": dq, "price": px,
-                           "notional": dq * px, "fee": fee, "slippage": 0.0})
-
-        new_q: dict[str, float] = {}
-        dq_f = np.zeros(len(cons))
-        trade_usd = np.zeros(len(cons))
-        npc = arrays.notional_per_contract(mark_arr[k])
-        for j, c in enumerate(cons):
-            pos = state.futures.get(c)
-            q_old = pos.contracts if pos is not None else 0.0
-            x_new = float(target.futures.get(c, q_old * npc[j]))
-            if c in expiries and step_ns[k] >= expiries[c]:
-                x_new = 0.0  # an expired dated contract cannot be held
-            if not math.isfinite(x_new):
-                raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {ts}",
-                                      "a policy must target finite futures notional (USD)")
-            q_new = x_new / float(npc[j])
-            if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
-                continue  # the same position (notional round trip): no trade, no re-strike
-            new_q[c] = q_new
-            dq_f[j] = q_new - q_old
-            trade_usd[j] = dq_f[j] * npc[j]
-        fee_j = np.zeros(len(cons))
-        slip_j = np.zeros(len(cons))
-        if new_q:
-            daily_vol = vol_arr[k] if vol_arr is not None else np.zeros(len(cons))
-            cost = CostModel.build(book.contracts, market, daily_vol, impact_k)
-            fee_j = cost.fee * np.abs(trade_usd)
-            slip_j = cost.half_spread * np.abs(trade_usd)
-            if with_impact:
-                slip_j = slip_j + cost.impact * np.abs(trade_usd) ** 1.5
-            rebalance_futures(book, state, market, new_q)
-            state.cash -= float(fee_j.sum()) + float(slip_j.sum())
-            current = None
-            row["fee_futures"] = float(row["fee_futures"]) + float(fee_j.sum())
-            row["slippage_futures"] = float(slip_j.sum())
-            row["traded_futures"] = float(np.abs(trade_usd).sum())
-            for j, c in enumerate(cons):
-                if c in new_q:
-                    trades.append({"time": ts, "kind": "futures", "symbol": c,
-                                   "quantity": float(dq_f[j]), "price": market.mark_price(c),
-                                   "notional": float(trade_usd[j]), "fee": float(fee_j[j]),
-                                   "slippage": float(slip_j[j])})
-        if isinstance(target, RollTargets):
-            roll_rows.extend(_roll_rows(target, cons, market, k, trade_usd, fee_j, slip_j))
-
-        # (5) collateral sweeps between spot and the wallet
-        if collateral.enabled and tau is not None:
-            if current is None:
-                current = value_state(book, state, market)
-            n_trades = len(trades)
-            sw = sweep_collateral(book, state, market, tau, collateral.band, fee_spot_rate, trades, current)
-            row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
-            if len(trades) != n_trades:
-                current = None
-
-        end = current if current is not None else value_state(book, state, market)
-        row["margin_ratio_end"] = margin_state(margin, end.notional, end.collateral).margin_ratio
-        row.update(nav=end.nav, base=end.base, cash=state.cash, wallet=end.wallet,
-                   collateral=end.collateral)
-        rows.append(row)
-        spot_rows.append(end.spot_values.astype(float))
-        fut_rows.append(end.notional.astype(float))
-        w_rows.append(end.weights.astype(float))
-        prev_market = market
-        prev_end = end
-
-    order = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
-             "fee_futures", "slippage_futures", "funding", "liquidation_penalty", "margin_ratio",
-             "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
-             "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
-    steps = pd.DataFrame(rows, index=index, columns=order)
+    steps = pd.DataFrame(log.rows, index=index, columns=STEP_COLUMNS)
     steps["liquidated"] = steps["liquidated"].astype(bool)
     return BacktestResult(
         steps=steps,
-        spot_value=pd.DataFrame(np.array(spot_rows), index=index, columns=assets),
-        futures_notional=pd.DataFrame(np.array(fut_rows).reshape(len(index), len(cons)),
+        spot_value=pd.DataFrame(np.array(log.spot_values), index=index, columns=assets),
+        futures_notional=pd.DataFrame(np.array(log.notionals).reshape(len(index), len(cons)),
                                       index=index, columns=cons),
-        weights=pd.DataFrame(np.array(w_rows), index=index, columns=assets),
-        trades=pd.DataFrame(trades, columns=TRADE_COLUMNS),
-        liquidations=pd.DataFrame(liqs, columns=LIQUIDATION_COLUMNS),
+        weights=pd.DataFrame(np.array(log.weights), index=index, columns=assets),
+        trades=pd.DataFrame(log.trades, columns=TRADE_COLUMNS),
+        liquidations=pd.DataFrame(log.liquidations, columns=LIQUIDATION_COLUMNS),
         targets=pd.Series(book.target_vector(), index=assets, dtype=float),
         spot_returns=spot_px / spot_px.shift(1) - 1.0,
         policy=str(getattr(policy, "name", type(policy).__name__)),
-        rolls=pd.DataFrame(roll_rows, columns=ROLL_COLUMNS),
+        rolls=pd.DataFrame(log.rolls, columns=ROLL_COLUMNS),
     )

@@ -3,19 +3,26 @@
 :func:`resolved_marks` (mark closes, USD; the underlying's spot where the path has none),
 :func:`funding_matrix` (settlement times, int64 ns, and rates, fraction per settlement),
 :func:`impact_vol` (trailing daily volatility of each contract's underlying for the impact term)
-and :func:`median_step_days` (the path's typical step, days).
+and :func:`median_step_days` (the path's typical step, days); :class:`ReplayInputs` holds all of
+them as plain arrays read once (:func:`read_inputs`), and :func:`market_at` builds the market
+snapshot of step k from them.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from models.book import Book
 from models.errors import ValidationError
+from models.instruments import ContractArrays, contract_arrays
+from models.margin import MarginModel
+from models.market import MarketSnapshot
 from scenarios.market_path import MarketPath
+from scenarios.settlement import expiry_ns
 
 #: Trailing window (steps) of the underlying's volatility used by the impact term.
 IMPACT_VOL_WINDOW = 30
@@ -65,4 +72,101 @@ def median_step_days(index: pd.DatetimeIndex) -> float:
     """Median spacing of ``index`` in days (whatever the index's time unit); needs two stamps."""
     ns = index.as_unit("ns").asi8
     return float(np.median(np.diff(ns))) / 86400e9
+
+
+
+@dataclass(frozen=True)
+class ReplayInputs:
+    """A market path read once for a replay, in book order (row k of each array is step k).
+
+    - ``times`` the step timestamps, ``step_ns`` the same as UTC int64 ns;
+    - ``spot`` (T x N) and ``mark`` (T x M) closes, USD;
+    - ``settle_t`` / ``settle_r`` the funding settlements (:func:`funding_matrix`), ``settled``
+      (T) how many of them have timestamps at or before each step;
+    - ``vol`` the daily impact vol (T x M; None without ADV); ``adv`` (T x len(adv_cols)) or
+      ``adv_static``, USD a day; ``half_spread`` fractions of notional;
+    - ``fee_spot`` the spot fee rate per asset; ``margin`` the one margin engine; ``expiries``
+      the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
+    - ``with_impact`` whether the 3/2-power impact is charged (coefficient ``impact_k``);
+      ``liquidation_penalty`` a fraction of |notional|.
+    """
+
+    assets: list[str]
+    cons: list[str]
+    index: pd.Index
+    times: list[pd.Timestamp]
+    spot: np.ndarray
+    mark: np.ndarray
+    step_ns: np.ndarray
+    settle_t: np.ndarray
+    settle_r: np.ndarray
+    settled: np.ndarray
+    vol: np.ndarray | None
+    adv: np.ndarray | None
+    adv_cols: list[str]
+    adv_static: dict[str, float]
+    half_spread: dict[str, float]
+    fee_spot: np.ndarray
+    margin: MarginModel
+    expiries: dict[str, int]
+    arrays: ContractArrays
+    zero_rate: np.ndarray
+    with_impact: bool
+    impact_k: float
+    liquidation_penalty: float
+    synthetic: bool
+
+
+def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[str], dict[str, float]]:
+    """ADV per contract (USD a day): a (T x K) array with its K columns, or a static mapping."""
+    cons = book.contract_symbols
+    if isinstance(path.adv, pd.DataFrame):
+        frame = path.adv[[c for c in cons if c in path.adv.columns]].astype(float)
+        return frame.to_numpy(dtype=float), [str(c) for c in frame.columns], {}
+    if path.adv is not None:
+        return None, [], {c: float(path.adv[c]) for c in cons if c in path.adv.index}
+    return None, [], {}
+
+
+def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_k: float,
+                liquidation_penalty: float) -> ReplayInputs:
+    """``path`` read as :class:`ReplayInputs` for ``book`` (spot fee: ``spot_fee`` for every asset,
+    else each asset's ``SpotAsset.fee``)."""
+    cons = book.contract_symbols
+    spot = path.spot[book.asset_symbols].astype(float).to_numpy(dtype=float)
+    mark = resolved_marks(book, path).to_numpy(dtype=float)
+    settle_t, settle_r = funding_matrix(book, path)
+    with_impact = path.adv is not None
+    vol = impact_vol(book, path).to_numpy(dtype=float) if with_impact else None
+    half = {c: float(path.half_spread[c]) for c in cons
+            if path.half_spread is not None and c in path.half_spread.index}
+    adv, adv_cols, adv_static = _adv_inputs(book, path)
+    step_ns = pd.DatetimeIndex(path.spot.index).tz_convert("UTC").as_unit("ns").asi8
+    return ReplayInputs(
+        assets=list(book.asset_symbols), cons=list(cons), index=path.spot.index,
+        times=[pd.Timestamp(t) for t in path.spot.index], spot=spot, mark=mark, step_ns=step_ns,
+        settle_t=settle_t, settle_r=settle_r,
+        settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, adv=adv, adv_cols=adv_cols,
+        adv_static=adv_static, half_spread=half,
+        fee_spot=np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets]),
+        margin=MarginModel.from_contracts(book.contracts),
+        expiries={c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None},
+        arrays=contract_arrays(book.contracts), zero_rate=np.zeros(len(cons)),
+        with_impact=with_impact, impact_k=impact_k, liquidation_penalty=liquidation_penalty,
+        synthetic=path.synthetic)
+
+
+def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
+    """The market at step k: closes, marks, the latest funding rate at or before t (the policy's
+    view of carry, per settlement interval; 0 before the first settlement), half spreads and the
+    ADV known at t (finite values only)."""
+    n_settled = int(inputs.settled[k])
+    last_rate = inputs.settle_r[n_settled - 1] if n_settled > 0 else inputs.zero_rate
+    adv = inputs.adv_static if inputs.adv is None else {
+        c: v for c, v in zip(inputs.adv_cols, inputs.adv[k].tolist(), strict=True) if math.isfinite(v)}
+    return MarketSnapshot(time=inputs.times[k],
+                          spot=dict(zip(inputs.assets, inputs.spot[k].tolist(), strict=True)),
+                          mark=dict(zip(inputs.cons, inputs.mark[k].tolist(), strict=True)),
+                          funding=dict(zip(inputs.cons, last_rate.tolist(), strict=True)),
+                          half_spread=inputs.half_spread, adv=adv, synthetic=inputs.synthetic)
 

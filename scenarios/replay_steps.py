@@ -1,0 +1,341 @@
+"""The steps of one replay period (DESIGN.md "Backtest semantics"), each a small function.
+
+Every step reads and mutates a :class:`~scenarios.replay_state.ReplayState` (spot quantities,
+open positions, signed wallet cash, USD) and takes the state's current valuation
+(:class:`~scenarios.replay_state.StepValuation`) when it needs one, returning the valuation after
+it acted, so a caller never values the book twice. Numbers are USD unless said otherwise; rates and
+fees are fractions. The reusable engine steps (for the replay, what-if and Monte Carlo alike):
+
+- :func:`mark_to_market` (1): spot and futures PnL of the held book from one market to the next;
+- :func:`pay_funding` (2): the funding of a block of settlements at the current marks;
+- :func:`check_margin` and :func:`liquidate` (3): the one margin engine's rule and its penalty;
+- :func:`futures_fill_costs`: the cost of futures trades (fee, half spread, 3/2-power impact).
+
+The replay's own steps record what happened into a step row (:data:`Row`) and the event lists of a
+:class:`ReplayLog`: :func:`first_step`, :func:`funding_step`, :func:`settlement_step` (2b),
+:func:`margin_step` (3), :func:`policy_step` (4), :func:`fill_spot`, :func:`futures_orders`,
+:func:`fill_futures` and :func:`roll_rows` (4, trades), :func:`sweep_step` (5) and
+:meth:`ReplayLog.record` (the end-of-step row). ``scenarios.replay.run_backtest`` chains them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.book import Book
+from models.costs import CostModel
+from models.errors import ValidationError
+from models.margin import MarginModel, MarginState, margin_state
+from models.market import MarketSnapshot
+from optimizer.policies import Policy, TargetHoldings
+from scenarios.backtest_result import RollTargets
+from scenarios.collateral import CollateralPolicy, sweep_collateral
+from scenarios.replay_inputs import ReplayInputs
+from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
+from scenarios.settlement import settle_expired
+
+#: Two contract quantities closer than this (relative) are the same position: no trade.
+QTY_RTOL = 1e-9
+
+#: One step's row of ``BacktestResult.steps`` (USD figures, ratios, the liquidated flag).
+Row = dict[str, float | bool]
+#: One event row of the trades, liquidations or rolls table.
+Event = dict[str, object]
+
+#: The columns of ``BacktestResult.steps``, in order.
+STEP_COLUMNS = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
+                "fee_futures", "slippage_futures", "funding", "liquidation_penalty", "margin_ratio",
+                "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
+                "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
+
+
+def new_row() -> Row:
+    """A step row before any step ran: every flow 0, not liquidated, no solve time (NaN)."""
+    row: Row = dict.fromkeys(
+        ("spot_pnl", "futures_pnl", "fee_spot", "fee_futures", "slippage_futures", "funding",
+         "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
+         "sweep_fees"), 0.0)
+    row["liquidated"] = False
+    row["solve_time_ms"] = math.nan
+    row["solver_fallbacks"] = 0.0
+    return row
+
+
+@dataclass
+class ReplayLog:
+    """What a replay records: one row per step with the end-of-step spot values, signed futures
+    notionals and effective weights (arrays, USD and fractions), and the event tables."""
+
+    rows: list[Row] = field(default_factory=list)
+    spot_values: list[np.ndarray] = field(default_factory=list)
+    notionals: list[np.ndarray] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)
+    trades: list[Event] = field(default_factory=list)
+    liquidations: list[Event] = field(default_factory=list)
+    rolls: list[Event] = field(default_factory=list)
+
+    def record(self, row: Row, cash: float, end: StepValuation, margin: MarginModel) -> None:
+        """Close the step: ``margin_ratio_end`` = MM / C after the trades and sweeps, the end
+        valuation (NAV, base V, wallet, collateral), the wallet cash; append row and arrays."""
+        row["margin_ratio_end"] = margin_state(margin, end.notional, end.collateral).margin_ratio
+        row.update(nav=end.nav, base=end.base, cash=cash, wallet=end.wallet,
+                   collateral=end.collateral)
+        self.rows.append(row)
+        self.spot_values.append(end.spot_values.astype(float))
+        self.notionals.append(end.notional.astype(float))
+        self.weights.append(end.weights.astype(float))
+
+
+# --- engine steps: mark, funding, margin, liquidation -------------------------------------------
+
+def mark_to_market(book: Book, state: ReplayState, market: MarketSnapshot, before: StepValuation,
+                   row: Row) -> StepValuation:
+    """(1) Value the held book at ``market``; spot PnL = sum_i q_i (S_i' - S_i) and futures PnL =
+    change of the unrealised PnL (it lands in the wallet), both against ``before``."""
+    now = value_state(book, state, market)
+    row["spot_pnl"] = float(now.spot_values.sum() - before.spot_values.sum())
+    row["futures_pnl"] = now.upnl - before.upnl
+    return now
+
+
+def pay_funding(state: ReplayState, val: StepValuation, rates: np.ndarray
+                ) -> tuple[float, StepValuation]:
+    """(2) Pay the funding of settlements ``rates`` (S x M, fraction per settlement) at the
+    current signed notionals x (USD): ``paid = (sum_s r_s) . x`` (longs pay when r > 0) leaves the
+    cash. Returns (paid, the valuation after it)."""
+    paid = float(rates.sum(axis=0) @ val.notional)
+    state.cash -= paid
+    return paid, val.with_cash(-paid)
+
+
+def check_margin(margin: MarginModel, val: StepValuation) -> MarginState:
+    """(3) The one margin engine on the valuation: maintenance MM(|x|) against the collateral C
+    (cash + unrealised PnL + haircut x pledged spot); liquidated when a position is open and
+    C <= MM."""
+    return margin_state(margin, val.notional, val.collateral)
+
+
+def liquidate(book: Book, state: ReplayState, market: MarketSnapshot, val: StepValuation,
+              penalty_rate: float) -> tuple[float, list[Event]]:
+    """(3) Close every position at mark (PnL realised into cash) and take
+    ``penalty_rate x |x_j|`` per contract from cash. Returns (penalty, one event per position)."""
+    per = penalty_rate * np.abs(val.notional)
+    events: list[Event] = []
+    for j, c in enumerate(book.contract_symbols):
+        pos = state.futures.get(c)
+        if pos is not None and pos.contracts != 0:
+            events.append({"time": market.time, "contract": c, "contracts": pos.contracts,
+                           "mark": market.mark_price(c), "notional": float(val.notional[j]),
+                           "penalty": float(per[j])})
+    rebalance_futures(book, state, market, dict.fromkeys(book.contract_symbols, 0.0))
+    penalty = float(per.sum())
+    state.cash -= penalty
+    return penalty, events
+
+
+def futures_fill_costs(cost: CostModel, trade_usd: np.ndarray, with_impact: bool
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Cost of futures trades t (USD, signed) per contract: fee ``f_j |t_j|`` and slippage
+    ``h_j |t_j|`` (half spread) plus ``k_j sigma_j |t_j|^{3/2} / sqrt(ADV_j)`` when ADV is known."""
+    fee_j = cost.fee * np.abs(trade_usd)
+    slip_j = cost.half_spread * np.abs(trade_usd)
+    if with_impact:
+        slip_j = slip_j + cost.impact * np.abs(trade_usd) ** 1.5
+    return fee_j, slip_j
+
+
+# --- replay steps: the above on the replay's inputs, recorded ---------------------------------------
+
+def first_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+               row: Row, trades: list[Event]) -> StepValuation:
+    """Step 0 (no t_prev: no PnL, no funding): dated positions already expired settle at spot
+    (2b), and the margin ratio MM / C is recorded; no liquidation check."""
+    pnl_s, fee_s = settle_expired(book, state, market, int(inputs.step_ns[0]), inputs.expiries,
+                                  trades)
+    row["futures_pnl"], row["fee_futures"] = pnl_s, fee_s
+    first = value_state(book, state, market)
+    row["margin_ratio"] = check_margin(inputs.margin, first).margin_ratio
+    return first
+
+
+def initial_reserve(first: StepValuation) -> float:
+    """The default reserve target tau = wallet / NAV of the first valuation, clipped to [0, 1]
+    (0 when NAV <= 0)."""
+    tau = first.wallet / first.nav if first.nav > 0 else 0.0
+    return min(max(tau, 0.0), 1.0)
+
+
+def funding_step(inputs: ReplayInputs, state: ReplayState, now: StepValuation, k: int,
+                 row: Row) -> StepValuation:
+    """(2) Pay every settlement with timestamp in (t_{k-1}, t_k] at step k's marks (none: no-op)."""
+    lo, hi = int(inputs.settled[k - 1]), int(inputs.settled[k])
+    if hi <= lo:
+        return now
+    paid, now = pay_funding(state, now, inputs.settle_r[lo:hi])
+    row["funding"] = paid
+    return now
+
+
+def settlement_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+                    k: int, now: StepValuation, row: Row, trades: list[Event]) -> StepValuation:
+    """(2b) Dated positions at or past expiry settle at the underlying's spot S: their PnL of S
+    against the mark joins ``futures_pnl`` and the settlement fee is ``fee_futures``."""
+    n_trades = len(trades)
+    pnl_s, fee_s = settle_expired(book, state, market, int(inputs.step_ns[k]), inputs.expiries,
+                                  trades)
+    row["futures_pnl"] = float(row["futures_pnl"]) + pnl_s
+    row["fee_futures"] = fee_s
+    return value_state(book, state, market) if len(trades) != n_trades else now
+
+
+def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+                now: StepValuation, row: Row, liquidations: list[Event]) -> StepValuation:
+    """(3) Record MM / C; below maintenance, liquidate everything at the penalty."""
+    ms = check_margin(inputs.margin, now)
+    row["margin_ratio"] = ms.margin_ratio
+    if not ms.liquidated:
+        return now
+    penalty, events = liquidate(book, state, market, now, inputs.liquidation_penalty)
+    liquidations.extend(events)
+    row["liquidation_penalty"] = penalty
+    row["liquidated"] = True
+    return value_state(book, state, market)
+
+
+def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSnapshot,
+                row: Row) -> TargetHoldings:
+    """(4) The policy's target holdings for the book as it stands; its solve time (ms) and solver
+    fallbacks are recorded when it gives them."""
+    target = policy(state_view(book, state), market, market.time)
+    if target.solve_time_ms is not None:
+        row["solve_time_ms"] = float(target.solve_time_ms)
+        row["solver_fallbacks"] = float(target.solver_fallbacks)
+    return target
+
+
+def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+              target: TargetHoldings, row: Row, trades: list[Event]) -> bool:
+    """(4) Spot trades dq_i = q_i* - q_i at the close S_i: cash pays ``dq_i S_i`` plus the fee
+    ``f_i |dq_i| S_i``. Returns whether anything traded."""
+    traded = False
+    for i, a in enumerate(inputs.assets):
+        q_new = float(target.spot.get(a, state.spot[a]))
+        if not (math.isfinite(q_new) and q_new >= 0):
+            raise ValidationError(f"policy.spot.{a}", f"is {q_new} at {market.time}",
+                                  "a policy must target finite spot quantities >= 0")
+        dq = q_new - state.spot[a]
+        if dq == 0:
+            continue
+        px = market.spot_price(a)
+        fee = float(inputs.fee_spot[i]) * abs(dq) * px
+        state.cash -= dq * px + fee
+        state.spot[a] = q_new
+        traded = True
+        row["fee_spot"] = float(row["fee_spot"]) + fee
+        row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
+        trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
+                       "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
+    return traded
+
+
+@dataclass(frozen=True)
+class FuturesOrders:
+    """The futures trades of a step: new quantities (contracts) of the contracts that move, and per
+    contract (book order) the quantity traded dq and its notional at mark t = dq x npc (USD)."""
+
+    new_q: dict[str, float]
+    dq: np.ndarray
+    trade_usd: np.ndarray
+
+
+def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+                   target: TargetHoldings, k: int) -> FuturesOrders:
+    """(4) Target notional x_j* -> contracts q_j* = x_j* / npc_j at step k's marks (held notional
+    when the target omits j; 0 once a dated contract has expired); |q* - q| within ``QTY_RTOL``
+    relative is no trade."""
+    new_q: dict[str, float] = {}
+    dq = np.zeros(len(inputs.cons))
+    trade_usd = np.zeros(len(inputs.cons))
+    npc = inputs.arrays.notional_per_contract(inputs.mark[k])
+    expiries, held, wanted = inputs.expiries, state.futures, target.futures
+    for j, c in enumerate(inputs.cons):
+        pos = held.get(c)
+        q_old = pos.contracts if pos is not None else 0.0
+        x_new = float(wanted.get(c, q_old * npc[j]))
+        if c in expiries and inputs.step_ns[k] >= expiries[c]:
+            x_new = 0.0  # an expired dated contract cannot be held
+        if not math.isfinite(x_new):
+            raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {market.time}",
+                                  "a policy must target finite futures notional (USD)")
+        q_new = x_new / float(npc[j])
+        if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
+            continue  # the same position (notional round trip): no trade, no re-strike
+        new_q[c] = q_new
+        dq[j] = q_new - q_old
+        trade_usd[j] = dq[j] * npc[j]
+    return FuturesOrders(new_q=new_q, dq=dq, trade_usd=trade_usd)
+
+
+def fill_futures(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+                 k: int, orders: FuturesOrders, row: Row, trades: list[Event]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(4) Fill the orders at mark through ``Book.with_futures`` (re-struck, PnL realised into
+    cash); fee and slippage (:func:`futures_fill_costs`) are paid from cash. Returns them per
+    contract (USD; zeros when nothing trades)."""
+    if not orders.new_q:
+        return np.zeros(len(inputs.cons)), np.zeros(len(inputs.cons))
+    daily_vol = inputs.vol[k] if inputs.vol is not None else np.zeros(len(inputs.cons))
+    cost = CostModel.build(book.contracts, market, daily_vol, inputs.impact_k)
+    fee_j, slip_j = futures_fill_costs(cost, orders.trade_usd, inputs.with_impact)
+    rebalance_futures(book, state, market, orders.new_q)
+    state.cash -= float(fee_j.sum()) + float(slip_j.sum())
+    row["fee_futures"] = float(row["fee_futures"]) + float(fee_j.sum())
+    row["slippage_futures"] = float(slip_j.sum())
+    row["traded_futures"] = float(np.abs(orders.trade_usd).sum())
+    for j, c in enumerate(inputs.cons):
+        if c in orders.new_q:
+            trades.append({"time": market.time, "kind": "futures", "symbol": c,
+                           "quantity": float(orders.dq[j]), "price": market.mark_price(c),
+                           "notional": float(orders.trade_usd[j]), "fee": float(fee_j[j]),
+                           "slippage": float(slip_j[j])})
+    return fee_j, slip_j
+
+
+def roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, k: int,
+              trade_usd: np.ndarray, fee_j: np.ndarray, slip_j: np.ndarray) -> list[Event]:
+    """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded; basis =
+    opened x (P_to - P_from) / P_to (USD, > 0 a cost)."""
+    out: list[Event] = []
+    for a, b in target.rolls:
+        for sym in (a, b):
+            if sym not in cons:
+                raise ValidationError(f"policy.rolls.{sym}", f"is not a contract of the book at "
+                                      f"{market.time}", f"roll between {list(cons)}")
+        ja, jb = cons.index(a), cons.index(b)
+        if trade_usd[ja] == 0 and trade_usd[jb] == 0:
+            continue
+        pa, pb = market.mark_price(a), market.mark_price(b)
+        opened = float(trade_usd[jb])
+        out.append({"time": market.time, "step": k, "from": a, "to": b, "from_price": pa,
+                    "to_price": pb, "notional": -float(trade_usd[ja]), "opened": opened,
+                    "fee": float(fee_j[ja] + fee_j[jb]), "slippage": float(slip_j[ja] + slip_j[jb]),
+                    "basis": opened * (pb - pa) / pb})
+    return out
+
+
+def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+               collateral: CollateralPolicy, tau: float, current: StepValuation | None, row: Row,
+               trades: list[Event]) -> StepValuation | None:
+    """(5) Bring a wallet outside ``[tau (1 - b) V, tau (1 + b) V]`` back to ``tau V``
+    (``scenarios.collateral.sweep_collateral``); records sweep_in / sweep_out / sweep_fees (USD).
+    Returns the valuation when still current, None when a sweep traded."""
+    if current is None:
+        current = value_state(book, state, market)
+    n_trades = len(trades)
+    sw = sweep_collateral(book, state, market, tau, collateral.band, inputs.fee_spot, trades, current)
+    row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
+    return None if len(trades) != n_trades else current
