@@ -7,6 +7,14 @@ metadata paths too).
   limits (the largest order also capped by Bybit's market-order maximum), fees; leverage tiers
   -> :class:`MarginTiers` (``cum`` from the exchange when given, else computed for continuity);
 - balances and positions -> the book (futures positions and the wallet's stablecoin cash);
+- spot pledged as margin (Binance USD-M Multi-Assets mode): when the futures wallet holds a book
+  asset other than the quote (account ``assets`` rows with ``walletBalance`` > 0), the mode is read
+  (``GET /fapi/v1/multiAssetsMargin``, ccxt ``fapiPrivateGetMultiAssetsMargin``) and, when on, each
+  such asset's ``bidBuffer`` (``GET /fapi/v1/assetIndex``, ccxt ``fapiPublicGetAssetIndex``): the
+  book's ``pledged`` becomes exactly those holdings, the wallet quantity at index x (1 - bidBuffer)
+  (``models.collateral.bid_buffer_rule``; the index is the market's spot price, which
+  :meth:`CcxtGateway.market` sets to the index), and spot is raised to at least the wallet quantity.
+  With the mode off only the quote counts as margin on USD-M, so nothing is pledged;
 - leverage and margin mode set before trading;
 - orders carry the leg's client id; ccxt's own resend is switched off (``maxRetriesOnFailure`` = 0).
   Every answer that leaves an order's fate open becomes :class:`AmbiguousOrderError` for the
@@ -56,6 +64,7 @@ from executor.ccxt_wiring import retry_read
 from executor.plan import Instrument, OrderLeg, OrderType, default_exchange_symbol
 from executor.safety import redact
 from models.book import Book, FuturesPosition
+from models.collateral import CollateralRule, bid_buffer_rule
 from models.errors import FbrError, ValidationError
 from models.instruments import (
     ContractKind,
@@ -341,7 +350,65 @@ class CcxtGateway:
         futures, upnl = self._net_positions(to_book)
         bal = self._read("fetch_balance", self.ex.fetch_balance)
         cash = self._wallet(bal, upnl)
-        return book.evolve(futures=futures, cash=cash)
+        held = self._wallet_assets(bal, book)
+        book = book.evolve(futures=futures, cash=cash)
+        return self._with_pledged(book, held) if held else book
+
+    def _wallet_assets(self, bal: Mapping[str, Any], book: Book) -> dict[str, float]:
+        """Book assets other than the quote held in the futures wallet: asset -> walletBalance
+        (base units, > 0), from the account's ``assets`` rows."""
+        info = bal.get("info") or {}
+        rows = (info.get("assets") or []) if isinstance(info, dict) else []
+        known = set(book.asset_symbols) - {self._quote}
+        out: dict[str, float] = {}
+        for row in rows:
+            asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
+            if qty > 0 and asset in known:
+                out[asset] = qty
+            elif qty > 0 and asset != self._quote:
+                log.warning("futures wallet holds %s %s, not a book asset: not counted as margin",
+                            qty, asset)
+        return out
+
+    def multi_assets_mode(self) -> bool:
+        """True when the account is in Binance Multi-Assets mode (``GET /fapi/v1/multiAssetsMargin``);
+        False where the exchange has no such endpoint."""
+        fn = getattr(self.ex, "fapiPrivateGetMultiAssetsMargin", None)
+        if fn is None:
+            return False
+        answer = self._read("multi_assets_margin", fn)
+        return str(answer.get("multiAssetsMargin")).lower() == "true"
+
+    def bid_buffers(self) -> dict[str, float]:
+        """bidBuffer per asset (``GET /fapi/v1/assetIndex``: rows ``<ASSET>USD``), a fraction."""
+        rows = self._read("asset_index", self.ex.fapiPublicGetAssetIndex)
+        out: dict[str, float] = {}
+        for row in rows if isinstance(rows, list) else [rows]:
+            sym = str(row.get("symbol") or "")
+            if sym.endswith("USD") and row.get("bidBuffer") is not None:
+                out[sym.removesuffix("USD")] = float(row["bidBuffer"])
+        return out
+
+    def _with_pledged(self, book: Book, held: Mapping[str, float]) -> Book:
+        """``book`` with the wallet's holdings ``held`` (asset -> base units) pledged at
+        quantity x index x (1 - bidBuffer) in Multi-Assets mode (nothing pledged otherwise); spot
+        is raised to at least the wallet quantity."""
+        if not self.multi_assets_mode():
+            log.warning("futures wallet holds %s but Multi-Assets mode is off: only %s counts as "
+                        "margin (switch the mode on to pledge them)", sorted(held), self._quote)
+            return dataclasses.replace(book, pledged={})
+        buffers = self.bid_buffers()
+        pledged: dict[str, float | CollateralRule] = {}
+        for asset, qty in held.items():
+            if asset not in buffers:
+                log.warning("%s is not a Multi-Assets collateral asset (no assetIndex row): "
+                            "not counted as margin", asset)
+                continue
+            pledged[asset] = bid_buffer_rule(buffers[asset], f"pledged.{asset}", quantity=qty)
+        spot = dict(book.spot)
+        for asset, qty in held.items():
+            spot[asset] = max(float(spot.get(asset, 0.0)), qty)
+        return dataclasses.replace(book, spot=spot, pledged=pledged)
 
     def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:
         """Signed net contracts per book contract, read now (0 when flat)."""

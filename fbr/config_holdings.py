@@ -2,7 +2,8 @@
 
 [targets] weights (fractions of the target base V, sum <= 1, the rest is cash), [spot] quantities
 (base units), [spot_usd] values (USD, converted at the spot price), [[assets]], [pledged]
-collateral ratios (fractions after haircut), [[futures]] positions (signed contracts, entry price
+collateral rules (a flat ratio after haircut, a Multi-Assets bid buffer or Portfolio Margin tiers;
+``models.collateral``), [[futures]] positions (signed contracts, entry price
 in USD), and the checks that tie them together (every symbol known, V > 0). Symbols are ASCII
 without whitespace (they are sent to exchanges); holdings and positions are finite and worth at most
 MAX_HOLDING_USD each (larger values are typos or overflow).
@@ -32,6 +33,7 @@ from fbr.config_values import (
     usd_amount,
 )
 from models.book import Book, FuturesPosition
+from models.collateral import CollateralRule, Pledge, bid_buffer_rule, tiered_rule
 from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
@@ -102,13 +104,52 @@ def check_references(targets: Mapping[str, float], spot_qty: Mapping[str, float]
                               "give each holding once, as a quantity or as a USD value")
 
 
-def parse_pledged(table: Table, symbols: Sequence[str]) -> dict[str, float]:
-    """[pledged]: collateral ratio after haircut, a fraction in [0, 1]."""
-    out: dict[str, float] = {}
+PLEDGE_KEYS = ("bid_buffer", "tiers", "quantity")
+
+
+def parse_pledged(table: Table, symbols: Sequence[str]) -> dict[str, Pledge]:
+    """[pledged]: per asset, ``SYMBOL = ratio`` (collateral ratio after haircut, a fraction in
+    [0, 1]), or ``SYMBOL = { bid_buffer = 0.05 }`` (Binance Multi-Assets mode: ratio 1 - bid_buffer),
+    or ``SYMBOL = { tiers = [[0, 1e6, 0.95], [1e6, 5e6, 0.9]] }`` (Portfolio Margin: rows of min
+    USD, max USD, rate; contiguous from 0, rates in [0, 1] and non-increasing, the last max may be
+    ``inf``); a table may add ``quantity`` (base units pledged; default the whole holding)."""
+    out: dict[str, Pledge] = {}
     for sym, v in table.items():
-        known(sym, symbols, join("pledged", sym), "an asset of the book", v)
-        out[sym] = in_range(v, join("pledged", sym), 0.0, 1.0)
+        path = join("pledged", sym)
+        known(sym, symbols, path, "an asset of the book", v)
+        out[sym] = _pledge_table(v, path) if isinstance(v, dict) else in_range(v, path, 0.0, 1.0)
     return out
+
+
+def _pledge_table(table: Table, path: str) -> CollateralRule:
+    """One ``SYMBOL = { bid_buffer = .. }`` or ``{ tiers = [..] }`` entry (plus ``quantity``)."""
+    check_keys(table, PLEDGE_KEYS, path)
+    quantity = nonneg(table["quantity"], join(path, "quantity")) if "quantity" in table else None
+    if ("bid_buffer" in table) == ("tiers" in table):
+        raise ValidationError(path, f"gives {'both' if 'tiers' in table else 'neither'} of "
+                              f"bid_buffer and tiers ({table!r})",
+                              "give one: { bid_buffer = 0.05 } or "
+                              "{ tiers = [[0, 1e6, 0.95], [1e6, 5e6, 0.9]] }")
+    if "bid_buffer" in table:
+        b = number(table["bid_buffer"], join(path, "bid_buffer"), percent=True)
+        return bid_buffer_rule(b, path, quantity)
+    return tiered_rule(_tier_rows(table["tiers"], join(path, "tiers")), path, quantity)
+
+
+def _tier_rows(value: Any, path: str) -> list[tuple[float, float, float]]:
+    """``[[min_usd, max_usd, rate], ...]`` as numbers (rates may be percent strings, max may be
+    inf); ordering and ranges are checked by ``models.collateral.tiered_rule``."""
+    if not isinstance(value, list):
+        raise ValidationError(path, f"is {value!r}, not a list of tiers",
+                              "write tiers = [[0, 1e6, 0.95], [1e6, 5e6, 0.9]] (min USD, max USD, rate)")
+    rows: list[tuple[float, float, float]] = []
+    for k, row in enumerate(value):
+        p = join(path, k)
+        if not isinstance(row, list) or len(row) != 3:
+            raise ValidationError(p, f"is {row!r}", "give three numbers: [min_usd, max_usd, rate]")
+        rows.append((number(row[0], join(p, 0)), number(row[1], join(p, 1), allow_inf=True),
+                     number(row[2], join(p, 2), percent=True)))
+    return rows
 
 
 def parse_positions(data: Mapping[str, Any],

@@ -39,6 +39,7 @@ from optimizer.settings import OptimizerSettings
 TOP_LEVEL_KEYS = (
     "book", "targets", "spot", "spot_usd", "assets", "contract_defaults", "tier_schedules",
     "contracts", "futures", "pledged", "market", "risk", "costs", "constraints", "solver",
+    "tax", "lots",
 )
 BOOK_KEYS = ("name", "cash", "targets_base")
 

@@ -1,4 +1,5 @@
-"""Book-file optimiser settings: [costs], [constraints] and [solver] as OptimizerSettings.
+"""Book-file optimiser settings: [costs], [constraints] and [solver] as OptimizerSettings (with
+the spot leg's [solver] spot_leg, [tax] and [[lots]] parsed by fbr.config_tax).
 
 Constraints include stress scenarios ([[constraints.stress]]: simple asset returns, each > -1) and
 cluster bands ([[constraints.clusters]]: |sum of (e_i - w*_i)| <= band, in weights). Money in USD;
@@ -12,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from fbr.config_tax import SPOT_SOLVER_KEYS, parse_spot_leg
 from fbr.config_values import (
     Table,
     boolean,
@@ -42,7 +44,8 @@ COST_KEYS = tuple(f.name for f in dataclasses.fields(CostSettings))
 CONSTRAINT_KEYS = tuple(f.name for f in dataclasses.fields(ConstraintSettings))
 STRESS_KEYS = ("name", "returns", "common")
 CLUSTER_KEYS = ("name", "assets", "band")
-SOLVER_KEYS = ("solvers", "objective_scale", "round_lots", "noise_trade_weight", "noise_objective")
+SOLVER_KEYS = ("solvers", "objective_scale", "round_lots", "noise_trade_weight", "noise_objective",
+               *SPOT_SOLVER_KEYS)
 
 
 def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> OptimizerSettings:
@@ -64,6 +67,8 @@ def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> Op
     for key in ("noise_trade_weight", "noise_objective"):
         if key in solver:
             kwargs[key] = positive(solver[key], f"solver.{key}")
+    # the spot leg: [solver] spot_leg, [tax], [[lots]] (fbr.config_tax); off unless asked for
+    kwargs["spot"] = parse_spot_leg(data, solver, book)
     return OptimizerSettings(**kwargs)
 
 

@@ -33,6 +33,25 @@ def trades_table(sol: Solution) -> Table:
     return t
 
 
+def spot_trades_table(sol: Solution) -> Table:
+    """The spot leg's trades: asset, side, USD, units, price, tax realised (USD); and its costs."""
+    t = Table(title="Trades (spot leg)", title_justify="left")
+    for col in ("asset", "side", "notional USD", "units", "price", "tax USD"):
+        t.add_column(col, justify="right" if col not in ("asset", "side") else "left")
+    for tr in sol.spot_trades:
+        side = "BUY" if tr.notional > 0 else "SELL"
+        t.add_row(tr.asset, side, _usd(tr.notional), f"{tr.units:.8g}", _usd(tr.price),
+                  _usd(tr.tax))
+    if not sol.spot_trades:
+        t.add_row("-", "no trade", "0.00", "0", "-", "0.00")
+    c = sol.spot_costs
+    if c is not None:
+        t.caption = (f"spot fees / spread / impact {_usd(c.fees)} / {_usd(c.spread)} / "
+                     f"{_usd(c.impact)} USD; tax {_usd(c.tax)} USD ({c.lot_method} lots; "
+                     f"{_usd(c.tax_optimiser)} as the optimiser priced it)")
+    return t
+
+
 def exposure_table(sol: Solution) -> Table:
     """Effective weights before and after against the targets."""
     t = Table(title="Effective weights (spot + futures, % of base)", title_justify="left")
@@ -75,6 +94,8 @@ def render_solution(sol: Solution, console: Console) -> None:
     if sol.labels:
         console.print(Panel(Text(" / ".join(sol.labels)), title="data", style="yellow"))
     console.print(trades_table(sol))
+    if sol.spot_costs is not None:  # the spot leg is on
+        console.print(spot_trades_table(sol))
     console.print(exposure_table(sol))
     console.print(summary_table(sol))
     if sol.binding_constraints:

@@ -16,6 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
+from models.collateral import CollateralRule, Pledge, as_rule, check_rule, pledged_collateral
 from models.errors import ValidationError
 from models.instruments import FuturesContract, Settlement, SpotAsset
 from models.market import MarketSnapshot
@@ -37,8 +38,8 @@ class TargetsBase(StrEnum):
 @dataclass(frozen=True)
 class Valuation:
     """A book valued at one market (USD): spot value per asset, futures notional per contract,
-    unrealised PnL, wallet (cash + PnL), NAV, collateral (wallet + haircut x pledged spot) and the
-    target base V."""
+    unrealised PnL, wallet (cash + PnL), NAV, collateral (wallet + the exchange's collateral value of
+    pledged spot, ``Book.pledged_collateral``) and the target base V."""
 
     spot_values: np.ndarray
     notional: np.ndarray
@@ -62,9 +63,10 @@ class Book:
     """A spot portfolio with its futures overlay and targets.
 
     ``cash`` is the stablecoin balance of the futures wallet (collateral, USD; negative is a debt).
-    ``pledged`` maps a spot
-    asset to the haircut-adjusted fraction of its value the exchange counts as collateral (0.95 = 5%
-    haircut). ``targets`` map spot asset -> weight; the weights sum to at most 1 (the rest is cash).
+    ``pledged`` maps a spot asset to how the exchange counts it as collateral: a flat ratio after
+    haircut (0.95 = 5% haircut) or a :class:`models.collateral.CollateralRule` (Multi-Assets
+    bidBuffer, tiered Portfolio Margin rates, optionally a pledged quantity). ``targets`` map spot
+    asset -> weight; the weights sum to at most 1 (the rest is cash).
     """
 
     assets: tuple[SpotAsset, ...]
@@ -73,7 +75,7 @@ class Book:
     targets: Mapping[str, float]
     cash: float = 0.0
     futures: Mapping[str, FuturesPosition] = field(default_factory=dict)
-    pledged: Mapping[str, float] = field(default_factory=dict)
+    pledged: Mapping[str, Pledge] = field(default_factory=dict)
     targets_base: TargetsBase = TargetsBase.INVESTED
     name: str = "book"
 
@@ -126,7 +128,9 @@ class Book:
             if sym not in known:
                 raise ValidationError(f"pledged.{sym}", "is not a known asset",
                                       f"pledge one of {sorted(known)}")
-            if not 0 <= float(h) <= 1:
+            if isinstance(h, CollateralRule):
+                check_rule(h, f"pledged.{sym}")
+            elif not 0 <= float(h) <= 1:
                 raise ValidationError(f"pledged.{sym}", f"is {h}",
                                       "give the collateral ratio after haircut in [0, 1]")
 
@@ -165,9 +169,63 @@ class Book:
         """w* (N): target weights in asset order (0 for assets without a target)."""
         return np.array([float(self.targets.get(s, 0.0)) for s in self.asset_symbols])
 
+    @cached_property
+    def _pledge_rules(self) -> tuple[CollateralRule | None, ...]:
+        """The collateral rule per asset in book order (None where not pledged)."""
+        return tuple(as_rule(self.pledged[s], f"pledged.{s}") if s in self.pledged else None
+                     for s in self.asset_symbols)
+
+    @cached_property
+    def _flat_pledges(self) -> np.ndarray | None:
+        """h_i per asset when every rule is a flat ratio over the whole holding (the fast path of
+        :meth:`pledged_collateral`), else None."""
+        out = np.zeros(len(self.assets))
+        for i, rule in enumerate(self._pledge_rules):
+            if rule is None:
+                continue
+            if rule.flat_ratio is None or rule.quantity is not None:
+                return None
+            out[i] = rule.flat_ratio
+        out.flags.writeable = False
+        return out
+
+    def pledge_rules(self) -> tuple[CollateralRule | None, ...]:
+        """The collateral rule per asset in book order (None where not pledged)."""
+        return self._pledge_rules
+
     def pledge_vector(self) -> np.ndarray:
-        """Collateral ratio after haircut per asset (0 where not pledged)."""
-        return np.array([float(self.pledged.get(s, 0.0)) for s in self.asset_symbols])
+        """The collateral ratio per asset (0 where not pledged): C_i(u) / u for a flat ratio; for a
+        tiered rule its first tier's rate (an upper bound of C_i(u) / u: use
+        :meth:`pledged_collateral` or :meth:`stressed_collateral` for exact values), times the
+        pledged fraction of the holding when a rule pledges a quantity."""
+        return np.array([0.0 if rule is None else
+                         rule.first_rate * rule.pledged_fraction(float(self.spot.get(s, 0.0)))
+                         for s, rule in zip(self.asset_symbols, self._pledge_rules, strict=True)])
+
+    def pledged_usd(self, spot_values: np.ndarray) -> np.ndarray:
+        """u_i (USD): the pledged part of each asset's spot value, spot_value_i x min(1,
+        quantity_i / held_i) (the whole value when the rule gives no quantity; 0 if not pledged)."""
+        frac = np.array([0.0 if rule is None else rule.pledged_fraction(float(self.spot.get(s, 0.0)))
+                         for s, rule in zip(self.asset_symbols, self._pledge_rules, strict=True)])
+        return frac * np.asarray(spot_values, dtype=float)
+
+    def pledged_collateral(self, spot_values: np.ndarray) -> float:
+        """sum_i C_i(u_i) (USD): the exchange's collateral value of pledged spot at asset values
+        ``spot_values`` (USD, book order); ``models.collateral`` has the rules."""
+        if not self.pledged:
+            return 0.0
+        flat = self._flat_pledges
+        if flat is not None:
+            return float(flat @ spot_values)
+        return pledged_collateral(self._pledge_rules, self.pledged_usd(spot_values))
+
+    def stressed_collateral(self, valuation: Valuation, returns: np.ndarray) -> float:
+        """collateral(r) = W + sum_i C_i(u_i (1 + r_i)) (USD): the margin balance after asset returns
+        r (N, each > -1) with pledged spot re-priced through its rule (tiers included) and the
+        wallet W = cash + uPnL held fixed (the futures PnL g' x of the move is added by
+        ``MarginModel.stress_surplus``). At r = 0 it equals ``valuation.collateral``."""
+        moved = np.asarray(valuation.spot_values, dtype=float) * (1.0 + np.asarray(returns, dtype=float))
+        return valuation.wallet + self.pledged_collateral(moved)
 
     # --- valuation -------------------------------------------------------------------------
     def check_market(self, market: MarketSnapshot) -> None:
@@ -232,7 +290,7 @@ class Book:
         wallet = self.cash + upnl
         invested = float(spot.sum())
         nav = invested + wallet
-        collateral = wallet + (float(self.pledge_vector() @ spot) if self.pledged else 0.0)
+        collateral = wallet + self.pledged_collateral(spot)
         return Valuation(spot_values=spot, notional=notional, upnl=upnl, wallet=wallet, nav=nav,
                          collateral=collateral,
                          base=nav if self.targets_base == TargetsBase.NAV else invested)
@@ -242,8 +300,9 @@ class Book:
         return self.cash + self.unrealized_pnl(market)
 
     def collateral(self, market: MarketSnapshot) -> float:
-        """Margin balance (USD): stable cash + unrealised PnL + sum_i haircut_i * pledged spot value."""
-        return self.wallet_balance(market) + float(self.pledge_vector() @ self.spot_values(market))
+        """Margin balance (USD): stable cash + unrealised PnL + sum_i C_i(pledged value_i), C_i the
+        asset's collateral rule (flat ratio, bidBuffer or tiers; ``models.collateral``)."""
+        return self.wallet_balance(market) + self.pledged_collateral(self.spot_values(market))
 
     def nav(self, market: MarketSnapshot) -> float:
         """NAV (USD) = spot value + stable cash + unrealised futures PnL."""
@@ -296,7 +355,8 @@ class Book:
         those checks for a caller that has already checked the holdings (the backtester's replay
         loop checks every policy output before it changes its state).
         """
-        _ = self._exposure, self._contract_arrays  # fill the caches once so every copy shares them
+        # fill the caches once so every copy shares them
+        _ = self._exposure, self._contract_arrays, self._pledge_rules, self._flat_pledges
         new = copy.copy(self)
         if not validate:
             if spot is not None:

@@ -17,6 +17,7 @@ import numpy as np
 from models.margin import tier_maintenance
 from optimizer.context import Context, assign
 from optimizer.data import ProblemData, Structure
+from optimizer.spot_leg import spot_trade
 
 
 class Constraint(ABC):
@@ -151,7 +152,8 @@ class StressMargin(Constraint):
 
 
 class GrossLeverage(Constraint):
-    """sum_i |s_i + (B z)_i| <= L_max (gross effective exposure as a multiple of V)."""
+    """sum_i |s_i + (B z)_i| <= L_max (gross effective exposure as a multiple of V; with the spot
+    leg, e = s + b - q + B z through ``ctx.effective()``)."""
 
     name = "gross_leverage"
     unit = "x of leverage"
@@ -250,11 +252,17 @@ class VolatilityCap(Constraint):
         self.FtB = ctx.param("vol_FtB", (st.n_factors, st.n_contracts))
         self.Fts = ctx.param("vol_Fts", st.n_factors)
         self.vmax = ctx.param("vol_max", nonneg=True)
-        parts = [self.FtB @ ctx.z + self.Fts]
+        spot = spot_trade(ctx)  # the spot leg: e = s + b - q + B z
+        if spot is None:
+            parts = [self.FtB @ ctx.z + self.Fts]
+        else:
+            self.Ft = ctx.param("vol_Ft", (st.n_factors, st.n_assets))
+            parts = [self.FtB @ ctx.z + self.Ft @ spot + self.Fts]
         if st.idio:
             self.sd = ctx.param("vol_sqrt_idio", st.n_assets, nonneg=True)
             self.sd_s = ctx.param("vol_sqrt_idio_s", st.n_assets)
-            parts.append(cp.multiply(self.sd, ctx.B @ ctx.z) + self.sd_s)
+            moved = ctx.B @ ctx.z if spot is None else ctx.B @ ctx.z + spot
+            parts.append(cp.multiply(self.sd, moved) + self.sd_s)
         self.cons = [cp.norm(cp.hstack(parts), 2) <= self.vmax + _s(slack)]
         return self.cons
 
@@ -262,6 +270,8 @@ class VolatilityCap(Constraint):
         assign(self.FtB, d.FtB)
         assign(self.Fts, d.F.T @ d.s)
         assign(self.vmax, d.vol_cap)
+        if hasattr(self, "Ft"):
+            assign(self.Ft, d.F.T)
         if hasattr(self, "sd"):
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_s, d.sqrt_idio * d.s)

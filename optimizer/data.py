@@ -21,6 +21,7 @@ from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel, factor_form
 from optimizer.settings import OptimizerSettings, StressScenario
+from optimizer.spot_data import SpotLegData, prepare_spot
 
 HOURS_PER_DAY = 24.0
 
@@ -53,6 +54,10 @@ class Structure:
     impact: bool
     carry: bool
     objective_scale: float
+    #: the spot leg (optimizer.spot_data): buy/sell variables, their impact, tax pieces (0: no tax)
+    spot_leg: bool = False
+    spot_impact: bool = False
+    tax_pieces: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,8 @@ class ProblemData:
     margin_budget: MarginBudget | None = None
     #: set when the risk model was replaced by its factor form (see :func:`solver_risk`)
     risk_note: str | None = None
+    #: the spot leg's numbers (None: overlay only, spot untouched)
+    spot: SpotLegData | None = None
 
     @cached_property
     def structure(self) -> Structure:
@@ -188,6 +195,9 @@ class ProblemData:
             vol_cap=math.isfinite(self.vol_cap), funding_budget=math.isfinite(self.funding_budget),
             trading=st.costs.trading, impact=st.costs.impact, carry=st.costs.carry,
             objective_scale=st.objective_scale if st.objective_scale is not None else 1e4,
+            spot_leg=self.spot is not None,
+            spot_impact=self.spot is not None and st.costs.impact,
+            tax_pieces=self.spot.tax_pieces if self.spot is not None else 0,
         )
 
     def naive_z(self) -> np.ndarray:
@@ -398,8 +408,8 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     scen = cs.stress
     stress_r = np.array([_stress_returns(sc, assets) for sc in scen]).reshape(len(scen), len(assets))
     stress_g = stress_r @ B
-    pledged_value = book.pledge_vector() * spot
-    stress_coll = np.array([collateral + pledged_value @ r for r in stress_r]) / V
+    # collateral(r_s) = W + sum_i C_i(u_i (1 + r_s,i)): pledged spot re-priced through its rule
+    stress_coll = np.array([book.stressed_collateral(val, r) for r in stress_r]) / V
 
     caps, cap_source = _caps(book, spot, risk, settings, V)
     mmr, cum = _reachable_tiers(mm, caps * V, stress_g)
@@ -439,4 +449,6 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
+        spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k)
+              if settings.spot.enabled else None),
     )

@@ -33,6 +33,7 @@ from optimizer.engines import (
     quiet_bounds,
 )
 from optimizer.settings import SolverName
+from optimizer.spot_leg import SpotContext, make_context
 from optimizer.terms import Term, terms_for
 
 
@@ -92,7 +93,7 @@ class HedgeProblem:
     def __init__(self, structure: Structure) -> None:
         HedgeProblem.builds += 1
         self.structure = structure
-        self.ctx = Context.create(structure)
+        self.ctx: Context = make_context(structure)
         self.terms: list[Term] = terms_for(structure)
         self.constraints: list[Constraint] = constraints_for(structure)
         objective = structure.objective_scale * cp.sum([t.build(self.ctx) for t in self.terms])
@@ -102,7 +103,7 @@ class HedgeProblem:
         self.problem = cp.Problem(cp.Minimize(objective), cons)
         if not self.problem.is_dpp():  # pragma: no cover - a programming error, caught by tests
             raise RuntimeError("the hedge problem is not DPP")
-        self.is_conic = structure.impact or structure.vol_cap
+        self.is_conic = structure.impact or structure.vol_cap or structure.spot_impact
         self._engines: dict[str, PiqpEngine | CvxpyDataEngine] = {}
         self.data: ProblemData | None = None
 
@@ -117,6 +118,8 @@ class HedgeProblem:
             cons += [ctx.u >= ctx.z - ctx.z0, ctx.u >= ctx.z0 - ctx.z]
         else:
             cons += [ctx.u == 0]
+        if isinstance(ctx, SpotContext):
+            cons += ctx.spot_constraints()
         return cons
 
     # ------------------------------------------------------------------------------------------
@@ -125,6 +128,8 @@ class HedgeProblem:
         if d.structure != self.structure:
             raise ValueError("ProblemData structure differs from the compiled problem's")
         self.ctx.set_common(d)
+        if isinstance(self.ctx, SpotContext):
+            self.ctx.set_spot(d)
         for t in self.terms:
             t.update(d)
         for c in self.constraints:
@@ -191,6 +196,19 @@ class HedgeProblem:
         """Load the last solve of ``solver`` into the cvxpy problem, for dual values."""
         self._engines[SolverName(solver)].unpack()
 
+    def spot_solution(self, solver: str) -> tuple[np.ndarray, np.ndarray]:
+        """(buys, sells) in weights from the last solve of ``solver`` (spot leg on), clipped to
+        [0, holdings]: the engines return z only, so the solve is unpacked into the cvxpy problem."""
+        ctx = self.ctx
+        if not isinstance(ctx, SpotContext) or self.data is None or self.data.spot is None:
+            raise ValueError("the spot leg is off in this problem")
+        self.unpack(solver)
+        if ctx.buy.value is None or ctx.sell.value is None:
+            raise SolverFailedError("the solver returned no spot trades")
+        buy = np.clip(np.asarray(ctx.buy.value, dtype=float), 0.0, None)
+        sell = np.clip(np.asarray(ctx.sell.value, dtype=float), 0.0, self.data.spot.holdings)
+        return buy, sell
+
 
 @dataclass(frozen=True)
 class Conflict:
@@ -210,6 +228,8 @@ class ElasticResult:
     conflicts: tuple[Conflict, ...] = field(default_factory=tuple)
     #: rows not relaxed that hold the relaxed ones back: zero slack, dual above ``OPPOSING_DUAL``
     opposing: tuple[str, ...] = field(default_factory=tuple)
+    #: (buys, sells) in weights with the spot leg on, else None
+    spot: tuple[np.ndarray, np.ndarray] | None = None
 
 
 #: A dual (objective per weight unit) above this marks a row the elastic re-solve pushes against: the
@@ -225,16 +245,20 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
     closest feasible book in that sense.
     """
     st = d.structure
-    ctx = Context.create(st)
+    ctx = make_context(st)
     terms = terms_for(st)
     constraints = constraints_for(st)
     slacks = [cp.Variable(nonneg=True, name=f"slack_{k}") for k in range(len(constraints))]
     obj = cp.sum([t.build(ctx) for t in terms])
     cons: list[cp.Constraint] = [ctx.a >= ctx.z, ctx.a >= -ctx.z, ctx.u >= ctx.z - ctx.z0,
                                  ctx.u >= ctx.z0 - ctx.z]
+    if isinstance(ctx, SpotContext):
+        cons += ctx.spot_constraints()
     for c, sl in zip(constraints, slacks, strict=True):
         cons.extend(c.build(ctx, sl))
     ctx.set_common(d)
+    if isinstance(ctx, SpotContext):
+        ctx.set_spot(d)
     for t in terms:
         t.update(d)
     for c in constraints:
@@ -260,4 +284,11 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
         elif c.cons[0].dual_value is not None:
             opposing += [row for row, dual in zip(c.rows(d), c.dual_rows(), strict=False)
                          if np.isfinite(dual) and dual > OPPOSING_DUAL]
-    return ElasticResult(z=z, conflicts=tuple(conflicts), opposing=tuple(opposing))
+    spot: tuple[np.ndarray, np.ndarray] | None = None
+    if isinstance(ctx, SpotContext):
+        n = st.n_assets
+        spot = (np.clip(np.asarray(ctx.buy.value if ctx.buy.value is not None else np.zeros(n)),
+                        0.0, None),
+                np.clip(np.asarray(ctx.sell.value if ctx.sell.value is not None else np.zeros(n)),
+                        0.0, None))
+    return ElasticResult(z=z, conflicts=tuple(conflicts), opposing=tuple(opposing), spot=spot)

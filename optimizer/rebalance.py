@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from models.errors import FbrError
 from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from models.tax import realised_tax, total_quantity
 from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraints import Constraint
 from optimizer.data import ProblemData, Structure, prepare
@@ -31,6 +32,8 @@ from optimizer.solution import (
     MarginReport,
     Position,
     Solution,
+    SpotCosts,
+    SpotTrade,
     StressResult,
     Trade,
 )
@@ -58,11 +61,31 @@ class Decision:
     messages: tuple[str, ...]
     #: rows the relaxed constraints conflict with (not relaxed themselves; infeasible books only)
     opposing: tuple[str, ...] = ()
+    #: the spot leg's (buys, sells) in weights (USD / V); None with the spot leg off
+    spot: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def fallbacks(self) -> int:
         """Solvers that failed before the one that served."""
         return max(len(self.tried) - 1, 0)
+
+    @property
+    def post(self) -> ProblemData:
+        """The data after the spot trades (s' = s + b - q): what the futures positions are checked,
+        rounded and reported against. ``data`` itself without the spot leg."""
+        return after_spot(self.data, self.spot)
+
+
+#: spot trades below this (weights) are solver noise and dropped
+SPOT_NOISE = 1e-9
+
+
+def after_spot(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> ProblemData:
+    """``d`` with the spot weights after the spot leg's trades, s' = s + b - q (``d`` when None)."""
+    if spot is None:
+        return d
+    buy, sell = spot
+    return replace(d, s=d.s + buy - sell)
 
 
 class InsufficientCollateralError(FbrError):
@@ -141,8 +164,10 @@ class Rebalancer:
             messages.append(f"solver fallback: {failed} failed; {res.solver} served")
         conflicts: tuple[ConflictReport, ...] = ()
         opposing: tuple[str, ...] = ()
+        spot: tuple[np.ndarray, np.ndarray] | None = None
         if res.status == INFEASIBLE:
             el = elastic_resolve(d)
+            spot = el.spot
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             opposing = el.opposing
             names = ", ".join([c.name for c in conflicts] + list(opposing)) or "(none found)"
@@ -153,9 +178,13 @@ class Rebalancer:
             rounded = Rounded(contracts=el.z * d.V / _npc(book, d), z=el.z, repairs=0, broken=())
             status = "infeasible"
         else:
-            z_unrounded = snap_small_trades(np.asarray(res.z), d, cons, hp.terms,
+            if d.spot is not None and res.z is not None:
+                buy, sell = hp.spot_solution(res.solver)
+                spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))
+            dp = after_spot(d, spot)
+            z_unrounded = snap_small_trades(np.asarray(res.z), dp, cons, hp.terms,
                                             settings.noise_trade_weight, settings.noise_objective)
-            rounded = (round_positions(z_unrounded, d, book.contracts, book.contracts_vector(), cons)
+            rounded = (round_positions(z_unrounded, dp, book.contracts, book.contracts_vector(), cons)
                        if settings.round_lots else
                        Rounded(z_unrounded * d.V / _npc(book, d), z_unrounded, 0, ()))
             if rounded.broken:
@@ -163,7 +192,7 @@ class Rebalancer:
             status = res.status
         return Decision(data=d, problem=hp, status=status, solver=res.solver, tried=outcome.tried,
                         solve_s=res.seconds, t0=t0, z_unrounded=z_unrounded, rounded=rounded,
-                        conflicts=conflicts, messages=tuple(messages), opposing=opposing)
+                        conflicts=conflicts, messages=tuple(messages), opposing=opposing, spot=spot)
 
     def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
               settings: OptimizerSettings, *, explain: bool = True,
@@ -175,10 +204,10 @@ class Rebalancer:
         bindings: tuple[Binding, ...] = ()
         if explain and dec.status != "infeasible":
             try:
-                bindings = self._bindings(hp, dec.solver, d, dec.z_unrounded)
+                bindings = self._bindings(hp, dec.solver, dec.post, dec.z_unrounded)
             except Exception as exc:  # duals explain; they never fail the solve
                 messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
-        messages += rounding_messages(book, d, dec.z_unrounded, dec.rounded.z)
+        messages += rounding_messages(book, dec.post, dec.z_unrounded, dec.rounded.z)
         messages += proxy_hedge_messages(d, dec.rounded.z)
         if d.risk_note:
             messages.append(d.risk_note)
@@ -186,7 +215,7 @@ class Rebalancer:
         return _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
                          solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
                          bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
-                         labels=labels, blockers=blockers, opposing=dec.opposing)
+                         labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot)
 
     @staticmethod
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,
@@ -255,8 +284,10 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
               tried: tuple[tuple[str, str], ...], solve_s: float, t0: float,
               bindings: tuple[Binding, ...], conflicts: tuple[ConflictReport, ...],
               messages: tuple[str, ...], labels: tuple[str, ...],
-              blockers: tuple[str, ...] = (), opposing: tuple[str, ...] = ()) -> Solution:
+              blockers: tuple[str, ...] = (), opposing: tuple[str, ...] = (),
+              spot: tuple[np.ndarray, np.ndarray] | None = None) -> Solution:
     V = d.V
+    dp = after_spot(d, spot)
     x = rounded.z * V
     t = x - d.z0 * V
     q0 = book.contracts_vector()
@@ -278,13 +309,14 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
                           maintenance_ratio=maint / d.collateral if d.collateral > 0 else math.inf,
                           stress=tuple(stress))
     e_before = d.s + d.B @ d.z0
-    e_after = d.s + d.B @ rounded.z
+    e_after = dp.s + d.B @ rounded.z
+    spot_trades, spot_costs = _spot_report(d, spot)
     return Solution(
         status=status, solver=solver, solvers_tried=tried, solve_time_ms=1e3 * solve_s,
         total_time_ms=1e3 * (time.perf_counter() - t0), nav=d.nav, base=V,
         tracking_error_before=tracking_error(d.z0, d),
-        tracking_error_after=tracking_error(rounded.z, d),
-        tracking_error_unrounded=tracking_error(z_unrounded, d),
+        tracking_error_after=tracking_error(rounded.z, dp),
+        tracking_error_unrounded=tracking_error(z_unrounded, dp),
         trades=trades, target_positions=positions, costs=costs, margin=margin,
         gross_leverage=float(np.abs(e_after).sum()), net_exposure=float(e_after.sum()),
         effective_weights_before=dict(zip(d.assets, map(float, e_before), strict=True)),
@@ -292,8 +324,42 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
         targets=dict(zip(d.assets, map(float, d.w), strict=True)),
         binding_constraints=bindings, conflicts=conflicts, rounding_repairs=rounded.repairs,
         rounding_broken=rounded.broken, messages=messages, labels=labels, blockers=blockers,
-        opposing=opposing,
+        opposing=opposing, spot_trades=spot_trades, spot_costs=spot_costs,
     )
+
+
+def _spot_report(d: ProblemData,
+                 spot: tuple[np.ndarray, np.ndarray] | None) -> tuple[tuple[SpotTrade, ...],
+                                                                      SpotCosts | None]:
+    """The spot leg's trades (USD, units) and costs (USD), the tax realised lot by lot with the
+    book's lot method (models.tax.realised_tax) and as the optimiser's curve priced it."""
+    sd = d.spot
+    if sd is None:
+        return (), None
+    V, n = d.V, len(d.assets)
+    buy, sell = spot if spot is not None else (np.zeros(n), np.zeros(n))
+    bought, sold = buy * V, sell * V
+    gross = bought + sold
+    impact = (float(sd.impact_cost @ (buy ** 1.5 + sell ** 1.5)) * V
+              if d.settings.costs.impact else 0.0)
+    taxes, taxes_opt = np.zeros(n), np.zeros(n)
+    if sd.rates is not None and sd.curves is not None:
+        for i in np.flatnonzero(sell > 0):
+            units = min(float(sold[i] / sd.prices[i]), total_quantity(sd.lots[i]))
+            taxes[i] = realised_tax(sd.lots[i], units, sd.settings.lot_method, float(sd.prices[i]),
+                                    sd.now, sd.rates)[0]
+            curve = sd.curves[i]
+            taxes_opt[i] = curve.value(min(float(sell[i]), curve.holdings)) * V
+    trades = tuple(
+        SpotTrade(asset=a, notional=float(bought[i] - sold[i]),
+                  units=float((bought[i] - sold[i]) / sd.prices[i]), price=float(sd.prices[i]),
+                  bought=float(bought[i]), sold=float(sold[i]), tax=float(taxes[i]),
+                  tax_optimiser=float(taxes_opt[i]))
+        for i, a in enumerate(d.assets) if gross[i] > SPOT_NOISE * V)
+    costs = SpotCosts(fees=float(sd.fee @ gross), spread=float(sd.half_spread @ gross), impact=impact,
+                      tax=math.fsum(taxes.tolist()), tax_optimiser=math.fsum(taxes_opt.tolist()),
+                      lot_method=sd.settings.lot_method.value)
+    return trades, costs
 
 
 def solve_rebalance(book: Book, market: MarketSnapshot, risk: RiskModel,

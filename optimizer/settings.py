@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from models.instruments import MIN_DAYS_TO_EXPIRY
+from models.tax import LotMethod, TaxLot, TaxRates
 
 
 class SolverName(StrEnum):
@@ -98,6 +99,33 @@ class ConstraintSettings:
 
 
 @dataclass(frozen=True)
+class SpotLegSettings:
+    """The spot leg (off by default: overlay only, spot untouched).
+
+    With ``enabled`` the optimiser may also buy and sell spot (weights b_i, q_i >= 0, q_i <= s_i):
+    effective exposure e = s + b - q + B z. Each spot trade pays gamma_trade (fee_i + half_spread_i)
+    (the asset's ``SpotAsset.fee`` and the market's ``spot_half_spread``, 1 bp when missing) and,
+    with ``costs.impact``, k sigma_i |trade|^{3/2} / sqrt(ADV_i) (ADV by asset symbol in
+    ``market.adv``; none given: no spot impact).
+
+    Tax: with ``rates`` set, a sale of q_i pays gamma_tax T_i(q_i), the convex ascending-tax curve of
+    the asset's ``lots`` (models.tax.breakpoints; per asset, they must add up to the spot held),
+    loss lots credited only when ``harvest_losses`` (otherwise taxed at 0). ``lot_method`` is the
+    user's books' order (HIFO, FIFO, specific), used to report the tax the sale realises.
+    ``rates`` None: no tax term. Net spot buys are financed by sales plus at most
+    ``cash_usd`` of wallet cash: sum(b) - sum(q) <= cash_usd / V.
+    """
+
+    enabled: bool = False
+    rates: TaxRates | None = None
+    lots: Mapping[str, tuple[TaxLot, ...]] = field(default_factory=dict)
+    lot_method: LotMethod = LotMethod.HIFO
+    harvest_losses: bool = False
+    gamma_tax: float = 1.0
+    cash_usd: float = 0.0
+
+
+@dataclass(frozen=True)
 class OptimizerSettings:
     """Everything that parametrises one rebalance besides the book, market and risk model."""
 
@@ -120,3 +148,5 @@ class OptimizerSettings:
     #: 120 GiB at N = 2,000), the factor form's O(N^2)
     factor_min_assets: int = 100
     factor_max: int = 20
+    #: the spot leg with tax lots (off: overlay only, the default)
+    spot: SpotLegSettings = field(default_factory=SpotLegSettings)

@@ -23,6 +23,41 @@ class Trade:
 
 
 @dataclass(frozen=True)
+class SpotTrade:
+    """A spot trade of the spot leg: signed USD and units (buy > 0), the price (USD/unit), the
+    gross buys and sells (USD, >= 0; both > 0 only when harvesting a loss), and the tax the sale
+    realises (USD): ``tax`` with the book's lot method (what the books will show), ``tax_optimiser``
+    the optimiser's convex ascending-tax curve (equal for single-rate HIFO and specific lots)."""
+
+    asset: str
+    notional: float
+    units: float
+    price: float
+    bought: float
+    sold: float
+    tax: float
+    tax_optimiser: float
+
+
+@dataclass(frozen=True)
+class SpotCosts:
+    """The spot leg's costs (USD): fees, half spread, impact and the tax realised by the sales
+    (``tax`` with ``lot_method``; ``tax_optimiser`` as priced by the optimiser)."""
+
+    fees: float
+    spread: float
+    impact: float
+    tax: float
+    tax_optimiser: float
+    lot_method: str
+
+    @property
+    def trading(self) -> float:
+        """fees + spread + impact (USD)."""
+        return self.fees + self.spread + self.impact
+
+
+@dataclass(frozen=True)
 class Position:
     """A target futures position: signed USD notional and contracts."""
 
@@ -126,6 +161,9 @@ class Solution:
     blockers: tuple[str, ...] = ()
     #: rows the relaxed ``conflicts`` conflict with (binding in the elastic re-solve, not relaxed)
     opposing: tuple[str, ...] = ()
+    #: the spot leg's trades (one per asset traded) and costs; None/() with the spot leg off
+    spot_trades: tuple[SpotTrade, ...] = ()
+    spot_costs: SpotCosts | None = None
 
     @property
     def orderable(self) -> bool:
@@ -173,6 +211,9 @@ class Solution:
             "labels": list(self.labels),
             "blockers": list(self.blockers),
         }
+        if self.spot_costs is not None:  # the spot leg: keys only when it is on
+            out["spot_trades"] = [asdict(t) for t in self.spot_trades]
+            out["spot_costs"] = {**asdict(self.spot_costs), "trading": self.spot_costs.trading}
         return _clean(out)
 
 

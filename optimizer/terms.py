@@ -8,12 +8,15 @@ rebalance, and evaluates itself with numpy on a candidate z (independent of cvxp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 
 import cvxpy as cp
 import numpy as np
 
 from optimizer.context import Context, assign
 from optimizer.data import ProblemData, Structure
+from optimizer.spot_leg import SpotContext, spot_trade
+from optimizer.tax_term import TaxTerm
 
 
 class Term(ABC):
@@ -37,6 +40,7 @@ class Term(ABC):
 class TrackingError(Term):
     """TE^2 = (e - w*)' Sigma (e - w*), Sigma = F F' + diag(d), as a sum of squares:
     ||F' B z + F'(s - w*)||^2 + ||sqrt(d) * (B z + s - w*)||^2 (annualised variance, weight units).
+    With the spot leg, e = s + b - q + B z: F' (b - q) and sqrt(d) * (b - q) join the squares.
     """
 
     name = "tracking_error"
@@ -45,18 +49,26 @@ class TrackingError(Term):
         st = ctx.structure
         self.FtB = ctx.param("FtB", (st.n_factors, st.n_contracts))
         self.c = ctx.param("Ft_s_minus_w", st.n_factors)
-        expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
+        spot = spot_trade(ctx)
+        if spot is None:
+            expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
+        else:
+            self.Ft = ctx.param("Ft", (st.n_factors, st.n_assets))
+            expr = cp.sum_squares(self.FtB @ ctx.z + self.Ft @ spot + self.c)
         if st.idio:
             # sqrt(d) * (B z) + sqrt(d) * (s - w*): the second product is precomputed (DPP forbids
             # a Parameter times a Parameter)
             self.sd = ctx.param("sqrt_idio", st.n_assets, nonneg=True)
             self.sd_dev0 = ctx.param("sqrt_idio_s_minus_w", st.n_assets)
-            expr = expr + cp.sum_squares(cp.multiply(self.sd, ctx.B @ ctx.z) + self.sd_dev0)
+            moved = ctx.B @ ctx.z if spot is None else ctx.B @ ctx.z + spot
+            expr = expr + cp.sum_squares(cp.multiply(self.sd, moved) + self.sd_dev0)
         return expr
 
     def update(self, d: ProblemData) -> None:
         assign(self.FtB, d.FtB)
         assign(self.c, d.F.T @ (d.s - d.w))
+        if hasattr(self, "Ft"):
+            assign(self.Ft, d.F.T)
         if hasattr(self, "sd"):
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_dev0, d.sqrt_idio * (d.s - d.w))
@@ -136,6 +148,73 @@ class CarryCost(Term):
         return float(d.gamma_fund * d.carry @ z)
 
 
+class SpotTerm(Term):
+    """A spot-leg term. Its ``value`` is 0: it does not depend on z, and the numpy re-checks
+    (snapping, lot rounding) compare futures positions with the spot trades fixed; the spot leg's
+    costs and tax are reported from the solved trades (optimizer.rebalance)."""
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        return 0.0
+
+    @staticmethod
+    def spot_ctx(ctx: Context) -> SpotContext:
+        """``ctx`` as the spot leg's context (a programming error otherwise)."""
+        if not isinstance(ctx, SpotContext):  # pragma: no cover - terms_for pairs them
+            raise TypeError("a spot-leg term needs the spot leg's context")
+        return ctx
+
+
+class SpotTradingCost(SpotTerm):
+    """gamma_trade * sum_i (fee_i + half_spread_i) (b_i + q_i): spot buys and sells each pay."""
+
+    name = "spot_trading_cost"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        sc = self.spot_ctx(ctx)
+        self.lin = ctx.param("spot_lin_cost", ctx.structure.n_assets, nonneg=True)
+        return self.lin @ (sc.buy + sc.sell)
+
+    def update(self, d: ProblemData) -> None:
+        assert d.spot is not None
+        assign(self.lin, d.gamma_trade * d.spot.lin_cost)
+
+
+class SpotImpactCost(SpotTerm):
+    """gamma_trade * sum_i c_i (b_i^{3/2} + q_i^{3/2}), c_i = k sigma_i sqrt(V / ADV_i). Conic."""
+
+    name = "spot_impact_cost"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        sc = self.spot_ctx(ctx)
+        self.coef = ctx.param("spot_impact_coef", ctx.structure.n_assets, nonneg=True)
+        return self.coef @ (cp.power(sc.buy, 1.5, approx=False)
+                            + cp.power(sc.sell, 1.5, approx=False))
+
+    def update(self, d: ProblemData) -> None:
+        assert d.spot is not None
+        assign(self.coef, d.gamma_trade * d.spot.impact_cost)
+
+
+class SpotTax(SpotTerm):
+    """gamma_tax * sum_i T_i(q_i): the convex tax of each spot sale (optimizer.tax_term.TaxTerm, the
+    ascending-tax curve of the asset's lots, in weights: tax USD / V per USD / V sold)."""
+
+    name = "spot_tax"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        sc = self.spot_ctx(ctx)
+        st = ctx.structure
+        self.term = TaxTerm.create(st.n_assets, st.tax_pieces)
+        ctx.params.extend(self.term.parameters)
+        return self.term.expression(sc.sell)
+
+    def update(self, d: ProblemData) -> None:
+        # gamma_tax scales the slopes (a Parameter times the term would not be DPP)
+        assert d.spot is not None and d.spot.curves is not None
+        g = d.spot.settings.gamma_tax
+        self.term.update([replace(c, slopes=g * c.slopes) for c in d.spot.curves])
+
+
 def terms_for(st: Structure) -> list[Term]:
     """The objective terms this problem's settings switch on."""
     out: list[Term] = [TrackingError()]
@@ -147,4 +226,11 @@ def terms_for(st: Structure) -> list[Term]:
         out.append(ImpactCost())
     if st.carry:
         out.append(CarryCost())
+    if st.spot_leg:
+        if st.trading:
+            out.append(SpotTradingCost())
+        if st.spot_impact:
+            out.append(SpotImpactCost())
+        if st.tax_pieces:
+            out.append(SpotTax())
     return out

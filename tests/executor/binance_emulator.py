@@ -19,7 +19,16 @@ What is emulated (one-way position mode, USDT collateral, linear contracts of si
   ``/fapi/v1/leverageBracket``, ``/fapi/v1/order`` (POST/GET/DELETE), ``/fapi/v1/openOrders``,
   ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
   ``/fapi/v1/positionSide/dual``, ``/fapi/v1/income`` (income history: symbol, incomeType,
-  startTime/endTime/limit, default 100 rows, max 1000; neither time given: the last 7 days).
+  startTime/endTime/limit, default 100 rows, max 1000; neither time given: the last 7 days),
+  ``/fapi/v1/multiAssetsMargin`` (GET/POST: the Multi-Assets mode flag).
+
+Multi-Assets mode (spot pledged as margin): :meth:`BinanceEmulator.set_wallet_asset` puts a
+quantity of a non-stable asset (e.g. BTC) in the futures wallet; the account (``/fapi/v*/account``
+``assets``) and balance rows list it with its ``walletBalance``. Public ``GET /fapi/v1/assetIndex``
+gives per asset ``<ASSET>USD`` its ``index`` (the ``<ASSET>USDT`` mark / 1.0003, as
+``premiumIndex``) and ``bidBuffer`` (:attr:`BinanceEmulator.bid_buffer`). With the mode on
+(:meth:`BinanceEmulator.set_multi_assets`) the margin balance counts each wallet asset at
+quantity x index x (1 - bidBuffer); off, only USDT counts.
 
 Clock and funding settlement: by default the emulator's clock is the wall clock and no funding ever
 settles (what the order tests rely on). :meth:`BinanceEmulator.set_time` pins the clock to a time of
@@ -450,6 +459,10 @@ class BinanceEmulator:
         self.lookup_lag_s: float | Callable[[], float] = 0.0
         self.hedge_mode = False
         self.hedge_rows: dict[str, tuple[float, float]] = {}
+        #: Multi-Assets mode: non-stable assets in the futures wallet (base units) and bid buffers
+        self.multi_assets = False
+        self.wallet_assets: dict[str, float] = {}
+        self.bid_buffer: dict[str, float] = {"BTC": 0.05, "ETH": 0.05, "SOL": 0.1}
         self._visible_at: dict[int, float] = {}
         self._entry_before: dict[int, float] = {}
         self._pending: list[tuple[float, EmuOrder, float]] = []
@@ -551,6 +564,35 @@ class BinanceEmulator:
             self._market(symbol)
             self.positions[symbol] = float(contracts)
             self.entry_price[symbol] = float(entry_price or self.marks[symbol])
+
+    def set_multi_assets(self, on: bool = True) -> None:
+        """Switch Multi-Assets mode (non-stable wallet assets count as margin when on)."""
+        with self._lock:
+            self.multi_assets = bool(on)
+
+    def set_wallet_asset(self, asset: str, quantity: float, bid_buffer: float | None = None) -> None:
+        """Hold ``quantity`` base units of ``asset`` (e.g. "BTC") in the futures wallet (0 removes
+        it), optionally with its ``bidBuffer``."""
+        with self._lock:
+            self._market(f"{asset}USDT")
+            if quantity:
+                self.wallet_assets[asset] = float(quantity)
+            else:
+                self.wallet_assets.pop(asset, None)
+            if bid_buffer is not None:
+                self.bid_buffer[asset] = float(bid_buffer)
+
+    def asset_index(self, asset: str) -> float:
+        """The asset's index price (USD): its USDT perpetual's mark / 1.0003 (as premiumIndex)."""
+        return self.marks[f"{asset}USDT"] / 1.0003
+
+    def pledged_margin(self) -> float:
+        """Margin value of the wallet's non-stable assets (USD): sum quantity x index x
+        (1 - bidBuffer) in Multi-Assets mode, else 0."""
+        if not self.multi_assets:
+            return 0.0
+        return sum(q * self.asset_index(a) * (1.0 - self.bid_buffer.get(a, 0.0))
+                   for a, q in self.wallet_assets.items())
 
     def set_hedge_mode(self, on: bool = True) -> None:
         """Switch the account's position mode (hedge = separate LONG and SHORT positions)."""
@@ -795,6 +837,7 @@ class BinanceEmulator:
             ("GET", "/fapi/v1/ticker/24hr"): self._ticker_24h,
             ("GET", "/fapi/v1/ticker/bookTicker"): self._book_ticker,
             ("GET", "/fapi/v1/depth"): self._depth,
+            ("GET", "/fapi/v1/assetIndex"): self._asset_index,
             ("GET", "/api/v3/ping"): lambda p: {},
             ("GET", "/api/v3/time"): lambda p: {"serverTime": self.now_ms()},
             ("GET", "/api/v3/exchangeInfo"): self._spot_exchange_info,
@@ -818,6 +861,8 @@ class BinanceEmulator:
             ("POST", "/fapi/v1/marginType"): self._set_margin_type,
             ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": self.hedge_mode},
             ("GET", "/fapi/v1/income"): self._income,
+            ("GET", "/fapi/v1/multiAssetsMargin"): lambda p: {"multiAssetsMargin": self.multi_assets},
+            ("POST", "/fapi/v1/multiAssetsMargin"): self._set_multi_assets,
         }
         routes: dict[tuple[str, str], tuple[bool, Route]] = {k: (False, v)
                                                              for k, v in public.items()}
@@ -1009,13 +1054,53 @@ class BinanceEmulator:
         b = self.markets[s].brackets[-1]
         return notional * b.mmr - b.cum
 
+    def _asset_index(self, p: dict[str, str]) -> object:
+        """GET /fapi/v1/assetIndex: per asset ``<ASSET>USD`` its index and bid/ask buffers."""
+        now = self.now_ms()
+
+        def row(a: str) -> dict[str, object]:
+            b = self.bid_buffer[a]
+            idx = self.asset_index(a)
+            return {"symbol": f"{a}USD", "time": now, "index": _num(idx), "bidBuffer": _num(b),
+                    "askBuffer": _num(b), "bidRate": _num(idx * (1 - b)),
+                    "askRate": _num(idx * (1 + b)), "autoExchangeBidBuffer": _num(b / 2),
+                    "autoExchangeAskBuffer": _num(b / 2), "autoExchangeBidRate": _num(idx * (1 - b / 2)),
+                    "autoExchangeAskRate": _num(idx * (1 + b / 2))}
+
+        known = [a for a in self.bid_buffer if f"{a}USDT" in self.markets]
+        if "symbol" in p:
+            a = p["symbol"].removesuffix("USD")
+            if a not in known:
+                raise _bad(-1121, "Invalid symbol.")
+            return row(a)
+        return [row(a) for a in known]
+
+    def _set_multi_assets(self, p: dict[str, str]) -> object:
+        on = p.get("multiAssetsMargin", "").lower()
+        if on not in ("true", "false"):
+            raise _bad(-1102, "Mandatory parameter 'multiAssetsMargin' was not sent, was empty/null, "
+                              "or malformed.")
+        self.multi_assets = on == "true"
+        return {"code": 200, "msg": "success"}
+
+    def _wallet_asset_rows(self) -> list[dict[str, object]]:
+        """Account ``assets`` rows of the wallet's non-stable assets (their walletBalance)."""
+        now = self.now_ms()
+        return [{"asset": a, "walletBalance": _num(q), "unrealizedProfit": "0",
+                 "marginBalance": _num(q), "maintMargin": "0", "initialMargin": "0",
+                 "positionInitialMargin": "0", "openOrderInitialMargin": "0",
+                 "crossWalletBalance": _num(q), "crossUnPnl": "0",
+                 "availableBalance": _num(q if self.multi_assets else 0.0),
+                 "maxWithdrawAmount": _num(q), "marginAvailable": self.multi_assets,
+                 "updateTime": now} for a, q in self.wallet_assets.items()]
+
     def _account(self, p: dict[str, str]) -> object:
         pos_im, ord_im, mm, upnl = self._im_mm()
-        margin_balance = self.balance + upnl
+        margin_balance = self.balance + upnl + self.pledged_margin()
         available = max(0.0, margin_balance - pos_im - ord_im)
         now = self.now_ms()
         asset = {"asset": "USDT", "walletBalance": _num(self.balance),
-                 "unrealizedProfit": _num(upnl), "marginBalance": _num(margin_balance),
+                 "unrealizedProfit": _num(upnl), "marginBalance": _num(self.balance + upnl),
                  "maintMargin": _num(mm), "initialMargin": _num(pos_im + ord_im),
                  "positionInitialMargin": _num(pos_im), "openOrderInitialMargin": _num(ord_im),
                  "crossWalletBalance": _num(self.balance), "crossUnPnl": _num(upnl),
@@ -1030,7 +1115,7 @@ class BinanceEmulator:
                 "totalOpenOrderInitialMargin": _num(ord_im),
                 "totalCrossWalletBalance": _num(self.balance), "totalCrossUnPnl": _num(upnl),
                 "availableBalance": _num(available), "maxWithdrawAmount": _num(available),
-                "assets": [asset], "positions": positions}
+                "assets": [asset, *self._wallet_asset_rows()], "positions": positions}
 
     def _balance(self, p: dict[str, str]) -> object:
         pos_im, ord_im, _mm, upnl = self._im_mm()
@@ -1210,7 +1295,7 @@ class BinanceEmulator:
         pos_im, ord_im, _mm, upnl = self._im_mm()
         new_pos = self.positions[s] + signed_qty
         extra = (abs(new_pos) - abs(self.positions[s])) * max(price, self.marks[s]) / self.leverage[s]
-        if pos_im + ord_im + extra > self.balance + upnl:
+        if pos_im + ord_im + extra > self.balance + upnl + self.pledged_margin():
             raise _bad(-2019, "Margin is insufficient.")
 
     def _fill(self, o: EmuOrder, px: float) -> None:

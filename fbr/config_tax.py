@@ -1,0 +1,114 @@
+"""Book-file sections of the spot leg with tax lots: [tax], [[lots]] and [solver] spot_leg.
+
+    [solver]
+    spot_leg = true          # the optimiser may also trade spot (default false: overlay only)
+    spot_cash_usd = 0        # wallet cash net spot buys may use (default 0: buys paid by sales)
+
+    [tax]
+    short_term = "30%"       # rate on gains of lots held long_term_days or less
+    long_term = "15%"        # rate on gains of lots held longer
+    long_term_days = 365
+    futures = "30%"          # realised futures PnL (default: the short-term rate)
+    lot_method = "hifo"      # hifo | fifo | specific: which lots the books' sales consume
+    harvest_losses = false   # credit loss lots in the optimiser (else their tax is taken as 0)
+    gamma = 1.0              # weight of the tax in the objective
+
+    [[lots]]                 # one row per purchase still held
+    asset = "BTC"
+    quantity = 0.5           # units
+    cost_basis = 42000       # USD per unit
+    acquired = 2023-11-28    # date or UTC time
+
+With a [tax] section, the lots of every asset must add up to its spot quantity (within 1e-9
+relative; an asset held without lots is such a mismatch). [[lots]] without [tax] is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fbr.config_values import (
+    Table,
+    boolean,
+    check_keys,
+    choice,
+    in_range,
+    join,
+    known,
+    nonneg,
+    number,
+    positive,
+    string,
+    sub_table,
+    table_array,
+    timestamp,
+    usd_amount,
+)
+from models.book import Book
+from models.errors import ValidationError
+from models.tax import LotMethod, TaxLot, TaxRates
+from optimizer.settings import SpotLegSettings
+from optimizer.spot_data import check_lots
+
+TAX_KEYS = ("short_term", "long_term", "long_term_days", "futures", "lot_method", "harvest_losses",
+            "gamma")
+LOT_KEYS = ("asset", "quantity", "cost_basis", "acquired")
+#: [solver] keys of the spot leg
+SPOT_SOLVER_KEYS = ("spot_leg", "spot_cash_usd")
+
+
+def parse_spot_leg(data: Mapping[str, Any], solver: Table, book: Book) -> SpotLegSettings:
+    """[solver] spot_leg / spot_cash_usd, [tax] and [[lots]] as SpotLegSettings."""
+    enabled = boolean(solver["spot_leg"], "solver.spot_leg") if "spot_leg" in solver else False
+    cash = usd_amount(solver["spot_cash_usd"], "solver.spot_cash_usd") \
+        if "spot_cash_usd" in solver else 0.0
+    tax = sub_table(data, "tax", "")
+    check_keys(tax, TAX_KEYS, "tax")
+    lots = parse_lots(data, book)
+    if not tax:
+        if lots:
+            raise ValidationError("lots", "are given without a [tax] section",
+                                  'add [tax] with short_term and long_term rates, e.g. '
+                                  'short_term = "30%", long_term = "15%"')
+        return SpotLegSettings(enabled=enabled, cash_usd=cash)
+    check_lots(lots, book.spot, book.asset_symbols, "lots")
+    for key in ("short_term", "long_term"):
+        if key not in tax:
+            raise ValidationError(f"tax.{key}", "is missing", f'give the {key} rate, e.g. "25%"')
+    days = number(tax.get("long_term_days", 365), "tax.long_term_days")
+    if days < 0 or days != int(days):
+        raise ValidationError("tax.long_term_days", f"is {tax['long_term_days']!r}",
+                              "give a whole number of days >= 0, e.g. 365")
+    rates = TaxRates(short_term=in_range(tax["short_term"], "tax.short_term", 0.0, 1.0),
+                     long_term=in_range(tax["long_term"], "tax.long_term", 0.0, 1.0),
+                     long_term_days=int(days),
+                     futures=(in_range(tax["futures"], "tax.futures", 0.0, 1.0)
+                              if "futures" in tax else None))
+    method = choice(tax.get("lot_method", "hifo"), "tax.lot_method",
+                    [m.value for m in LotMethod], LotMethod)
+    harvest = boolean(tax["harvest_losses"], "tax.harvest_losses") \
+        if "harvest_losses" in tax else False
+    gamma = nonneg(tax.get("gamma", 1.0), "tax.gamma")
+    return SpotLegSettings(enabled=enabled, rates=rates, lots=lots, lot_method=method,
+                           harvest_losses=harvest, gamma_tax=gamma, cash_usd=cash)
+
+
+def parse_lots(data: Mapping[str, Any], book: Book) -> dict[str, tuple[TaxLot, ...]]:
+    """[[lots]]: asset, quantity (units > 0), cost_basis (USD/unit >= 0), acquired (UTC), grouped
+    by asset in file order."""
+    out: dict[str, list[TaxLot]] = {}
+    for k, row in enumerate(table_array(data, "lots", "")):
+        p = join("lots", k)
+        check_keys(row, LOT_KEYS, p)
+        for key in LOT_KEYS:
+            if key not in row:
+                raise ValidationError(join(p, key), "is missing",
+                                      "give asset, quantity, cost_basis and acquired for each lot")
+        asset = string(row["asset"], join(p, "asset"))
+        known(asset, book.asset_symbols, join(p, "asset"), "an asset of the book", asset)
+        lot = TaxLot(quantity=positive(row["quantity"], join(p, "quantity")),
+                     cost_basis=nonneg(row["cost_basis"], join(p, "cost_basis")),
+                     acquired=timestamp(row["acquired"], join(p, "acquired")).to_pydatetime())
+        out.setdefault(asset, []).append(lot)
+    return {a: tuple(ls) for a, ls in out.items()}

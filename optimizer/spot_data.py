@@ -1,0 +1,115 @@
+"""Numbers of the spot leg of one rebalance, in weight units (USD / V), prepared once per rebalance.
+
+The spot leg (``OptimizerSettings.spot``) adds per-asset spot buys b_i >= 0 and sells q_i >= 0
+(weights): e = s + b - q + B z. This module turns the book, market, risk model and settings into the
+arrays its Parameters take: linear cost per unit traded (fee + half spread), the 3/2-power impact
+coefficient, the most each asset may sell (its spot weight), and each asset's convex tax curve of a
+sale, T_i(q_i) in weights (models.tax.breakpoints(...).in_weights(V)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from models.book import Book
+from models.errors import ValidationError
+from models.market import MarketSnapshot
+from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
+from optimizer.settings import SpotLegSettings
+
+#: lots of an asset must add up to its spot quantity within this relative tolerance
+LOT_SUM_RTOL = 1e-9
+#: a spot half spread the market does not give (fraction; the futures default)
+DEFAULT_SPOT_HALF_SPREAD = 0.0001
+
+
+def check_lots(lots: Mapping[str, Sequence[TaxLot]], spot: Mapping[str, float],
+               assets: Sequence[str], path: str = "lots") -> None:
+    """Every asset's lots add up to its spot quantity within LOT_SUM_RTOL (relative), and every lot
+    names a book asset; else one ValidationError naming the asset and both figures."""
+    for sym in lots:
+        if sym not in assets:
+            raise ValidationError(f"{path}.{sym}", "is not an asset of the book",
+                                  f"give lots of one of {list(assets)}")
+    for sym in assets:
+        held = float(spot.get(sym, 0.0))
+        in_lots = total_quantity(lots.get(sym, ()))
+        if abs(in_lots - held) > LOT_SUM_RTOL * max(abs(held), abs(in_lots)):
+            raise ValidationError(
+                f"{path}.{sym}", f"tax lots of {sym} add up to {in_lots:.12g} units but the book "
+                f"holds {held:.12g} units of {sym}",
+                f"give [[lots]] for {sym} whose quantities sum to the spot quantity {held:.12g}")
+
+
+@dataclass(frozen=True)
+class SpotLegData:
+    """The spot leg of one rebalance (weights = USD / V; i indexes the book's assets).
+
+    ``prices`` USD/unit, ``quantities`` units held; ``lin_cost``, ``fee``, ``half_spread``
+    fractions of the USD traded; ``impact_cost`` c_i with impact = c_i |trade weight|^{3/2}
+    (weights); ``holdings`` the most each asset may sell (weights); ``curves`` the tax curves in
+    weights (None: no tax term); ``cash`` the net buy budget (weights).
+    """
+
+    prices: np.ndarray
+    quantities: np.ndarray
+    lin_cost: np.ndarray
+    fee: np.ndarray
+    half_spread: np.ndarray
+    impact_cost: np.ndarray
+    holdings: np.ndarray
+    cash: float
+    curves: tuple[TaxCurve, ...] | None
+    tax_pieces: int
+    lots: tuple[tuple[TaxLot, ...], ...]
+    rates: TaxRates | None
+    now: datetime
+    settings: SpotLegSettings
+
+    @property
+    def taxed(self) -> bool:
+        """True when the tax term is on."""
+        return self.curves is not None
+
+
+def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: float,
+                 settings: SpotLegSettings, impact_k: float) -> SpotLegData:
+    """The spot leg's arrays (see :class:`SpotLegData`); lots are checked against the book's spot."""
+    assets = book.asset_symbols
+    prices = np.array([market.spot_price(a) for a in assets], dtype=float)
+    qty = np.array([float(book.spot.get(a, 0.0)) for a in assets], dtype=float)
+    fee = np.array([a.fee for a in book.assets], dtype=float)
+    hs = np.array([float(market.spot_half_spread.get(a, DEFAULT_SPOT_HALF_SPREAD)) for a in assets])
+    bad = np.flatnonzero(~np.isfinite(hs) | (hs < 0) | (hs >= 0.5))
+    if bad.size:
+        a = assets[int(bad[0])]
+        raise ValidationError(f"market.spot_half_spread.{a}", f"is {hs[bad[0]]}",
+                              "give the half spread as a fraction in [0, 0.5)")
+    adv = np.array([float(market.adv.get(a, math.inf)) for a in assets], dtype=float)
+    impact = np.where(np.isfinite(adv), impact_k * np.asarray(daily_vol, dtype=float)
+                      * np.sqrt(V / np.where(np.isfinite(adv), adv, 1.0)), 0.0)
+    if not (math.isfinite(settings.cash_usd) and settings.cash_usd >= 0):
+        raise ValidationError("spot.cash_usd", f"is {settings.cash_usd}", "give USD >= 0")
+    if not (math.isfinite(settings.gamma_tax) and settings.gamma_tax >= 0):
+        raise ValidationError("tax.gamma", f"is {settings.gamma_tax}", "give a weight >= 0")
+    now = market.time.to_pydatetime()
+    hold = qty * prices / V
+    lots = tuple(tuple(settings.lots.get(a, ())) for a in assets)
+    curves: tuple[TaxCurve, ...] | None = None
+    pieces = 0
+    if settings.rates is not None:
+        check_lots(settings.lots, book.spot, assets)
+        curves = tuple(breakpoints(lots[i], float(prices[i]), now, settings.rates,
+                                   credit_losses=settings.harvest_losses).in_weights(V)
+                       for i in range(len(assets)))
+        pieces = max([1, *(len(ls) for ls in lots)])
+        hold = np.minimum(hold, np.array([c.holdings for c in curves]))
+    return SpotLegData(prices=prices, quantities=qty, lin_cost=fee + hs, fee=fee, half_spread=hs,
+                       impact_cost=impact, holdings=hold, cash=settings.cash_usd / V, curves=curves,
+                       tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
+                       settings=settings)

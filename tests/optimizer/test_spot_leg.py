@@ -1,0 +1,354 @@
+"""The spot leg with tax lots (issue 11, item 4): spot buys b and sells q (weights) join the futures
+z, e = s + b - q + B z; spot trades pay fee + half spread (and impact), sales pay the convex tax of the
+book's lots (optimizer.tax_term.TaxTerm, ascending tax per unit).
+
+- off by default: the settings default has it off and the compiled problem has no spot variable;
+- hand case: BTC capped futures cannot reach the target, a zero cluster band pins e_BTC = w_BTC, so
+  the optimiser must sell exactly 1/6 - 1/15 = 0.1 of V = 15,000 USD = 0.3 BTC, from the lot with
+  the lowest tax (basis 48,000, short-term 30%: 600 USD/BTC, not the long-term lot at 4,500/BTC),
+  a tax of 0.3 x 600 = 180.00 USD = models.tax.realised_tax for that sale;
+- spot cheaper than futures (negative funding for the short) -> spot; a high tax on gains -> futures;
+- a plain-cvxpy reference written from DESIGN.md (futures z, spot b and q, one variable per lot for
+  the tax: the lot LP of Moehle et al.) agrees on 120 seeded random books to 1e-5 of NAV.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import cvxpy as cp
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.book import Book
+from models.errors import ValidationError
+from models.instruments import FuturesContract, SpotAsset
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from models.tax import LotMethod, TaxLot, TaxRates, realised_tax
+from optimizer.data import prepare
+from optimizer.problem import HedgeProblem
+from optimizer.rebalance import Rebalancer
+from optimizer.settings import (
+    ClusterBand,
+    ConstraintSettings,
+    CostSettings,
+    OptimizerSettings,
+    SpotLegSettings,
+)
+from optimizer.spot_leg import SpotContext
+
+T0 = pd.Timestamp("2025-01-01T00:00:00Z")
+NOW = T0.to_pydatetime()
+RATES = TaxRates(short_term=0.30, long_term=0.15)
+BTC_LOTS = (TaxLot(1.0, 20_000.0, datetime(2022, 6, 1, tzinfo=UTC)),   # long-term: 4,500 USD/BTC
+            TaxLot(1.0, 48_000.0, datetime(2024, 9, 1, tzinfo=UTC)))   # short-term: 600 USD/BTC
+ETH_LOTS = (TaxLot(20.0, 2_000.0, datetime(2023, 1, 1, tzinfo=UTC)),)
+
+
+def _two_asset(fee: float = 0.0004) -> tuple[Book, MarketSnapshot, RiskModel]:
+    """2 BTC at 50,000 and 20 ETH at 2,500: V = 150,000, s = (2/3, 1/3), targets 50/50."""
+    assets = (SpotAsset("BTC", fee=0.001), SpotAsset("ETH", fee=0.001))
+    contracts = (FuturesContract("BTC-PERP", "BTC", taker_fee=fee),
+                 FuturesContract("ETH-PERP", "ETH", taker_fee=fee))
+    book = Book(assets=assets, contracts=contracts, spot={"BTC": 2.0, "ETH": 20.0},
+                targets={"BTC": 0.5, "ETH": 0.5}, cash=100_000.0)
+    market = MarketSnapshot(time=T0, spot={"BTC": 50_000.0, "ETH": 2_500.0},
+                            mark={"BTC-PERP": 50_000.0, "ETH-PERP": 2_500.0},
+                            half_spread={"BTC-PERP": 1e-4, "ETH-PERP": 1e-4},
+                            spot_half_spread={"BTC": 1e-4, "ETH": 1e-4})
+    cov = np.array([[0.36, 0.25], [0.25, 0.49]])
+    risk = RiskModel.from_covariance(["BTC", "ETH"], cov)
+    return book, market, RiskModel(risk.symbols, risk.loadings, np.array([0.01, 0.01]))
+
+
+def _spot(**kw: object) -> SpotLegSettings:
+    args: dict[str, object] = {"enabled": True, "rates": RATES,
+                               "lots": {"BTC": BTC_LOTS, "ETH": ETH_LOTS}}
+    args.update(kw)
+    return SpotLegSettings(**args)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- off by default
+
+
+def test_spot_leg_is_off_by_default_and_adds_nothing() -> None:
+    book, market, risk = _two_asset()
+    assert OptimizerSettings().spot.enabled is False
+    d = prepare(book, market, risk, OptimizerSettings())
+    assert d.spot is None and not d.structure.spot_leg and d.structure.tax_pieces == 0
+    hp = HedgeProblem(d.structure)
+    assert not isinstance(hp.ctx, SpotContext)
+    assert {v.name() for v in hp.problem.variables()} == {"z", "a", "u"}
+    sol = Rebalancer().solve(book, market, risk, OptimizerSettings())
+    assert sol.spot_trades == () and sol.spot_costs is None
+    assert "spot_trades" not in sol.to_dict() and "spot_costs" not in sol.to_dict()
+    # lots in the settings change nothing while the leg is off
+    off = OptimizerSettings(spot=_spot(enabled=False))
+    assert prepare(book, market, risk, off).structure == d.structure
+    assert Rebalancer().solve(book, market, risk, off).target_positions == sol.target_positions
+
+
+# ---------------------------------------------------------------- hand case
+
+
+def _capped(method: LotMethod = LotMethod.HIFO) -> OptimizerSettings:
+    cons = ConstraintSettings(caps_usd={"BTC-PERP": 10_000.0},
+                              clusters=(ClusterBand("btc_on_target", ("BTC",), 0.0),))
+    return OptimizerSettings(constraints=cons, spot=_spot(lot_method=method), round_lots=False)
+
+
+def test_capped_futures_sell_the_lowest_tax_lot_first_hand_computed() -> None:
+    book, market, risk = _two_asset()
+    sol = Rebalancer().solve(book, market, risk, _capped())
+    assert sol.status == "optimal"
+    pos = {p.symbol: p.notional for p in sol.target_positions}
+    assert pos["BTC-PERP"] == pytest.approx(-10_000.0, abs=1e-3)  # the cap binds
+    (btc,) = [t for t in sol.spot_trades if t.asset == "BTC"]
+    assert btc.notional == pytest.approx(-15_000.0, abs=1e-3)
+    assert btc.units == pytest.approx(-0.3, abs=1e-8)
+    assert btc.bought == 0.0 and btc.sold == pytest.approx(15_000.0, abs=1e-3)
+    # 0.3 BTC from the short-term lot at 48,000: 0.30 x (50,000 - 48,000) x 0.3 = 180.00 USD
+    assert round(btc.tax, 2) == 180.00 and round(btc.tax_optimiser, 2) == 180.00
+    ref, left = realised_tax(BTC_LOTS, -btc.units, LotMethod.HIFO, 50_000.0, NOW, RATES)
+    assert round(sol.spot_costs.tax, 2) == round(ref, 2) == 180.00  # type: ignore[union-attr]
+    assert [lot.cost_basis for lot in left] == [20_000.0, 48_000.0]  # the 48k lot was cut
+    assert left[1].quantity == pytest.approx(0.7)
+    # ETH is reached through its (uncapped, cheaper) future; effective weights on target
+    assert not [t for t in sol.spot_trades if t.asset == "ETH"]
+    assert sol.effective_weights_after["BTC"] == pytest.approx(0.5, abs=1e-8)
+    costs = sol.spot_costs
+    assert costs is not None
+    assert costs.fees == pytest.approx(15.0, abs=1e-5) and costs.spread == pytest.approx(1.5, abs=1e-5)
+    d = sol.to_dict()
+    assert d["spot_costs"]["tax"] == pytest.approx(180.0, abs=1e-4)
+    assert d["spot_trades"][0]["asset"] == "BTC"
+
+
+def test_fifo_books_report_the_tax_they_realise() -> None:
+    # the optimiser prices the sale with the ascending curve (600/BTC); FIFO books take the 2022 lot
+    book, market, risk = _two_asset()
+    sol = Rebalancer().solve(book, market, risk, _capped(LotMethod.FIFO))
+    costs = sol.spot_costs
+    assert costs is not None and costs.lot_method == "fifo"
+    assert round(costs.tax_optimiser, 2) == 180.00
+    assert round(costs.tax, 2) == round(0.3 * 0.15 * 30_000.0, 2) == 1_350.00
+
+
+# ---------------------------------------------------------------- spot versus futures
+
+
+def test_spot_when_cheaper_than_futures_and_futures_when_tax_is_high() -> None:
+    # futures at a 0.5% taker fee: dearer than spot (0.1% fee + 0.01% spread) when the lots carry
+    # no tax (basis = price). (A negative funding rate would instead make a long perp against a
+    # spot sale pay: a cash-and-carry the spot leg may take, bounded by the spot held.)
+    book, market, risk = _two_asset(fee=0.005)
+    no_gain = {"BTC": (TaxLot(2.0, 50_000.0, datetime(2024, 1, 1, tzinfo=UTC)),),
+               "ETH": (TaxLot(20.0, 2_500.0, datetime(2024, 1, 1, tzinfo=UTC)),)}
+    cheap = OptimizerSettings(spot=_spot(lots=no_gain), round_lots=False)
+    sol = Rebalancer().solve(book, market, risk, cheap)
+    spot = {t.asset: t for t in sol.spot_trades}
+    pos = {p.symbol: p.notional for p in sol.target_positions}
+    assert spot["BTC"].notional < -24_000.0 and spot["ETH"].notional > 24_000.0
+    assert abs(pos["BTC-PERP"]) < 1.0 and abs(pos["ETH-PERP"]) < 1.0
+    assert sol.spot_costs is not None and abs(sol.spot_costs.tax) < 1e-6
+    # the same book with BTC bought at 10,000 and a 50% rate: selling costs 40% of the USD sold
+    gains = {"BTC": (TaxLot(2.0, 10_000.0, datetime(2024, 6, 1, tzinfo=UTC)),),
+             "ETH": no_gain["ETH"]}
+    taxed = OptimizerSettings(spot=_spot(lots=gains, rates=TaxRates(0.5, 0.5)), round_lots=False)
+    sol = Rebalancer().solve(book, market, risk, taxed)
+    pos = {p.symbol: p.notional for p in sol.target_positions}
+    assert sol.spot_trades == ()  # no BTC sale; no ETH buy either (nothing sold to pay for it)
+    assert pos["BTC-PERP"] < -20_000.0 and pos["ETH-PERP"] > 20_000.0
+    # ... which is the overlay-only answer
+    overlay = Rebalancer().solve(book, market, risk, OptimizerSettings(round_lots=False))
+    assert overlay.spot_trades == ()
+    for p in overlay.target_positions:
+        assert pos[p.symbol] == pytest.approx(p.notional, abs=1.0)
+
+
+def test_lots_must_match_the_spot_held() -> None:
+    book, market, risk = _two_asset()
+    short = {"BTC": BTC_LOTS[:1], "ETH": ETH_LOTS}
+    with pytest.raises(ValidationError, match=r"BTC add up to 1 units but the book holds 2 units"):
+        prepare(book, market, risk, OptimizerSettings(spot=_spot(lots=short)))
+
+
+def test_compiled_once_dpp_and_re_solved_for_new_lots() -> None:
+    book, market, risk = _two_asset()
+    rb = Rebalancer()
+    before = HedgeProblem.builds
+    first = rb.solve(book, market, risk, _capped())
+    assert HedgeProblem.builds == before + 1
+    other = {"BTC": (TaxLot(1.0, 49_000.0, datetime(2024, 10, 1, tzinfo=UTC)),
+                     TaxLot(1.0, 30_000.0, datetime(2024, 11, 1, tzinfo=UTC))), "ETH": ETH_LOTS}
+    s2 = OptimizerSettings(constraints=_capped().constraints, spot=_spot(lots=other), round_lots=False)
+    second = rb.solve(book, market, risk, s2)
+    assert HedgeProblem.builds == before + 1  # same structure: only Parameter values changed
+    (hp,) = rb._problems.values()
+    assert hp.problem.is_dpp()
+    assert first.spot_costs is not None and second.spot_costs is not None
+    assert round(second.spot_costs.tax, 2) == round(0.3 * 0.3 * 1_000.0, 2) == 90.00
+
+
+# ---------------------------------------------------------------- plain-cvxpy reference
+
+
+@dataclass(frozen=True)
+class Case:
+    book: Book
+    market: MarketSnapshot
+    risk: RiskModel
+    settings: OptimizerSettings
+    basis_cov: np.ndarray | None
+
+
+def _random_case(rng: np.random.Generator, impact: bool = False) -> Case:
+    n = int(rng.integers(2, 6))
+    syms = [f"A{i}" for i in range(n)]
+    px = rng.uniform(5.0, 60_000.0, n)
+    qty = rng.uniform(0.2, 2.0, n) * 10_000.0 / px
+    assets = tuple(SpotAsset(s, fee=float(rng.uniform(0.0, 0.002))) for s in syms)
+    contracts = tuple(FuturesContract(f"{s}-PERP", s, taker_fee=float(rng.uniform(0.0, 0.001)))
+                      for s in syms)
+    w = rng.dirichlet(np.ones(n)) * float(rng.uniform(0.85, 1.0))
+    x0 = rng.uniform(-0.2, 0.2, n) * qty * px
+    book = Book(assets=assets, contracts=contracts, spot=dict(zip(syms, qty.tolist(), strict=True)),
+                targets=dict(zip(syms, w.tolist(), strict=True)), cash=float(rng.uniform(1e4, 5e4)))
+    from models.book import FuturesPosition
+    book = book.evolve(futures={c.symbol: FuturesPosition(float(x0[j] / px[j]), float(px[j]))
+                                for j, c in enumerate(contracts)})
+    adv = ({k: float(rng.uniform(1e5, 1e7)) for k in [*syms, *(c.symbol for c in contracts)]}
+           if impact else {})
+    market = MarketSnapshot(
+        time=T0, spot=dict(zip(syms, px.tolist(), strict=True)),
+        mark={c.symbol: float(px[j]) for j, c in enumerate(contracts)},
+        funding={c.symbol: float(rng.uniform(-0.002, 0.002)) for c in contracts},
+        half_spread={c.symbol: float(rng.uniform(0.0, 5e-4)) for c in contracts},
+        spot_half_spread={s: float(rng.uniform(0.0, 5e-4)) for s in syms}, adv=adv)
+    a = rng.normal(size=(n, n)) * 0.3
+    cov = a @ a.T + np.diag(rng.uniform(0.01, 0.1, n))
+    base = RiskModel.from_covariance(syms, cov)
+    basis = None
+    if rng.uniform() < 0.5:
+        g = rng.normal(size=(n, n)) * 0.02
+        basis = g @ g.T
+    risk = RiskModel(base.symbols, base.loadings, rng.uniform(0.0, 0.02, n), basis_cov=basis)
+    lots: dict[str, tuple[TaxLot, ...]] = {}
+    for i, s in enumerate(syms):
+        k = int(rng.integers(1, 5))
+        parts = rng.dirichlet(np.ones(k)) * qty[i]
+        parts[-1] = qty[i] - parts[:-1].sum()
+        lots[s] = tuple(TaxLot(float(q), float(px[i] * rng.uniform(0.3, 1.5)),
+                               NOW - timedelta(days=float(rng.uniform(1, 900)))) for q in parts)
+    caps = {c.symbol: float(rng.uniform(0.0, 0.2)) * float(qty[j] * px[j])
+            for j, c in enumerate(contracts) if rng.uniform() < 0.5}
+    cons = ConstraintSettings(margin=False, caps_usd=caps,
+                              max_gross_leverage=float(rng.uniform(0.95, 1.3)) if rng.uniform() < 0.3
+                              else None)
+    costs = CostSettings(impact=impact, impact_k=float(rng.uniform(0.5, 2.0)),
+                         gamma_trade=float(rng.uniform(0.5, 20.0)),
+                         gamma_fund=float(rng.uniform(0.0, 5.0)), horizon_days=float(rng.uniform(1, 7)))
+    spot = SpotLegSettings(enabled=True,
+                           rates=TaxRates(float(rng.uniform(0, 0.5)), float(rng.uniform(0, 0.3)))
+                           if rng.uniform() < 0.8 else None,
+                           lots=lots, harvest_losses=bool(rng.uniform() < 0.3),
+                           gamma_tax=float(rng.uniform(0.2, 3.0)),
+                           cash_usd=float(rng.uniform(0, 5_000)) if rng.uniform() < 0.3 else 0.0)
+    settings = OptimizerSettings(costs=costs, constraints=cons, spot=spot, round_lots=False,
+                                 noise_trade_weight=1e-12)
+    return Case(book, market, risk, settings, basis)
+
+
+def _reference(c: Case) -> tuple[np.ndarray, np.ndarray, float]:
+    """DESIGN.md's problem written afresh: returns (x (USD), spot trade u = b - q (USD), V)."""
+    book, market, risk, st = c.book, c.market, c.risk, c.settings
+    syms = list(book.targets)
+    n = len(syms)
+    px = np.array([market.spot[s] for s in syms])
+    qty = np.array([book.spot[s] for s in syms])
+    V = float(qty @ px)
+    s = qty * px / V
+    w = np.array([book.targets[s_] for s_ in syms])
+    x0 = np.array([book.futures[f"{s_}-PERP"].contracts * px[i] for i, s_ in enumerate(syms)]) / V
+    cov = risk.loadings @ risk.loadings.T + np.diag(risk.idio)
+    cov = 0.5 * (cov + cov.T)
+    z, b, q = cp.Variable(n), cp.Variable(n), cp.Variable(n)
+    e = s + b - q + z  # one perp per asset: B = I
+    fee_f = np.array([con.taker_fee for con in book.contracts])
+    hs_f = np.array([market.half_spread[con.symbol] for con in book.contracts])
+    fee_s = np.array([a.fee for a in book.assets])
+    hs_s = np.array([market.spot_half_spread[s_] for s_ in syms])
+    carry = np.array([market.funding[con.symbol] for con in book.contracts]) \
+        * st.costs.horizon_days * 24.0 / 8.0
+    obj = cp.quad_form(e - w, cp.psd_wrap(cov))
+    if c.basis_cov is not None:
+        obj += cp.quad_form(z, cp.psd_wrap(c.basis_cov))
+    obj += st.costs.gamma_trade * ((fee_f + hs_f) @ cp.abs(z - x0) + (fee_s + hs_s) @ (b + q))
+    obj += st.costs.gamma_fund * carry @ z
+    if st.costs.impact:  # k sigma_daily |t|^{3/2} / sqrt(ADV), t = trade in USD, divided by V
+        sig = np.sqrt(np.diag(cov) / 365.0)
+        c_f = np.array([st.costs.impact_k * sig[j] * math.sqrt(V / market.adv[con.symbol])
+                        for j, con in enumerate(book.contracts)])
+        c_s = np.array([st.costs.impact_k * sig[i] * math.sqrt(V / market.adv[s_])
+                        for i, s_ in enumerate(syms)])
+        p32 = [cp.power(v, 1.5, approx=False) for v in (cp.abs(z - x0), b, q)]
+        obj += st.costs.gamma_trade * (c_f @ p32[0] + c_s @ (p32[1] + p32[2]))
+    cons: list[cp.Constraint] = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= st.spot.cash_usd / V]
+    rates = st.spot.rates
+    if rates is not None:  # one variable per lot (weights sold from it), tax per USD sold
+        for i, sym in enumerate(syms):
+            lots = st.spot.lots[sym]
+            held = [(NOW - lot.acquired).total_seconds() / 86400.0 for lot in lots]
+            rate = np.array([rates.long_term if h > rates.long_term_days else rates.short_term
+                             for h in held])
+            tau = rate * (px[i] - np.array([lot.cost_basis for lot in lots])) / px[i]
+            if not st.spot.harvest_losses:
+                tau = np.maximum(tau, 0.0)
+            size = np.array([lot.quantity for lot in lots]) * px[i] / V
+            y = cp.Variable(len(lots))
+            cons += [y >= 0, y <= size, cp.sum(y) == q[i]]
+            obj += st.spot.gamma_tax * tau @ y
+    for j, con in enumerate(book.contracts):
+        if con.symbol in st.constraints.caps_usd:
+            cons.append(cp.abs(z[j]) <= st.constraints.caps_usd[con.symbol] / V)
+    if st.constraints.max_gross_leverage is not None:
+        cons.append(cp.sum(cp.abs(e)) <= st.constraints.max_gross_leverage)
+    prob = cp.Problem(cp.Minimize(1e4 * obj), cons)
+    for tol in ((1e-12,) if not st.costs.impact else (1e-10, 1e-9)):
+        prob.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=400)
+        if prob.status == cp.OPTIMAL:
+            break
+    assert prob.status == cp.OPTIMAL, prob.status
+    assert z.value is not None and b.value is not None and q.value is not None
+    return z.value * V, (b.value - q.value) * V, V
+
+
+@pytest.mark.parametrize(("block", "impact"), [(0, False), (1, False), (2, False), (3, False),
+                                               (4, True)])
+def test_matches_plain_cvxpy_reference_on_random_books(block: int, impact: bool) -> None:
+    """Blocks 0-3: 120 QP books (PIQP); block 4: 30 conic books with 3/2-power impact on futures
+    and spot (Clarabel)."""
+    rb = Rebalancer()
+    for seed in range(30 * block, 30 * block + 30):
+        case = _random_case(np.random.default_rng(1000 + seed), impact=impact)
+        sol = rb.solve(case.book, case.market, case.risk, case.settings, explain=False)
+        assert sol.status == "optimal", (seed, sol.status)
+        x_ref, u_ref, V = _reference(case)
+        nav = sol.nav
+        assert sol.base == pytest.approx(V)
+        x = np.array([p.notional for p in sol.target_positions])
+        x0 = np.array([case.book.futures[p.symbol].contracts * case.market.mark[p.symbol]
+                       for p in sol.target_positions])
+        by_asset = {t.asset: t.notional for t in sol.spot_trades}
+        u = np.array([by_asset.get(a, 0.0) for a in case.book.targets])
+        tol = 1e-5 * nav
+        np.testing.assert_allclose(x, x_ref, rtol=0, atol=tol, err_msg=f"seed {seed} positions")
+        np.testing.assert_allclose(x - x0, x_ref - x0, rtol=0, atol=tol, err_msg=f"seed {seed} trades")
+        np.testing.assert_allclose(u, u_ref, rtol=0, atol=tol, err_msg=f"seed {seed} spot trades")
+        assert math.isfinite(sol.tracking_error_after)
+    for hp in rb._problems.values():
+        assert hp.problem.is_dpp()
