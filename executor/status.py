@@ -129,13 +129,12 @@ def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> fl
     if not np.any(x):
         return None
     model = MarginModel.from_contracts(book.contracts)
-    spot = book.spot_values(market)
-    pledged = float(book.pledge_vector() @ spot)
-    coll = book.collateral(market)
+    val = book.valuation(market)
+    ones = np.ones(len(book.asset_symbols))
 
-    def surplus(r: float) -> float:
+    def surplus(r: float) -> float:  # pledged spot re-priced through its rule (tiers included)
         g = np.full(len(x), r)
-        return model.stress_surplus(x, coll + r * pledged, g)
+        return model.stress_surplus(x, book.stressed_collateral(val, r * ones), g)
 
     if surplus(0.0) < 0:
         return 0.0

@@ -133,3 +133,14 @@ def test_tiered_boundary_two_edges_with_spot_eth_and_cash() -> None:
     r_star = stress_root(book, market)
     assert 1_800_000 * (1 + r_star) < 1e6  # crossed 1.5M and 1M
     assert_boundary(book, market, r_star)
+
+
+def test_fbr_status_liquidation_move_prices_pledged_tiers() -> None:
+    """`fbr status`'s distance to liquidation re-prices pledged BTC through its tiers: the move it
+    reports is the hand root -533,800 / 2,520,000 (the flat first-tier rate gave a smaller one)."""
+    from executor.status import liquidation_move as status_move
+
+    book, market = pledged_btc_long_eth(10.0, PM_TIERS, 2_000_000.0, TIERED)
+    down = status_move(book, market, -1.0)
+    assert down is not None
+    assert down == pytest.approx(533_800 / 2_520_000, rel=1e-12)
