@@ -18,6 +18,7 @@ from fbr.config_values import (
     Table,
     boolean,
     check_keys,
+    choice,
     in_range,
     known,
     nonneg,
@@ -35,6 +36,7 @@ from optimizer.settings import (
     ClusterBand,
     ConstraintSettings,
     CostSettings,
+    FundingForecastRule,
     OptimizerSettings,
     SolverName,
     StressScenario,
@@ -99,7 +101,46 @@ def _costs(table: Table) -> CostSettings:
             kwargs[key] = nonneg(table[key], f"costs.{key}")
     if "horizon_days" in table:
         kwargs["horizon_days"] = positive(table["horizon_days"], "costs.horizon_days")
+    kwargs.update(_funding_forecast(table))
     return CostSettings(**kwargs)
+
+
+#: [costs] keys of the EWMA funding forecaster (meaningful only with funding_forecast = "ewma")
+FORECAST_KEYS = ("funding_half_life", "funding_reversion_half_life", "funding_long_run_rate")
+
+
+def _funding_forecast(table: Table) -> dict[str, Any]:
+    """[costs] funding_forecast ("last" default, or "ewma") and the EWMA forecaster's half-lives
+    (settlements, > 0) and long-run level (fraction per settlement in (-1, 1), "0.01%" allowed)."""
+    out: dict[str, Any] = {}
+    if "funding_forecast" in table:
+        out["funding_forecast"] = choice(table["funding_forecast"], "costs.funding_forecast",
+                                         [r.value for r in FundingForecastRule], FundingForecastRule)
+    given = [k for k in FORECAST_KEYS if k in table]
+    if given and out.get("funding_forecast") != FundingForecastRule.EWMA:
+        raise ValidationError(f"costs.{given[0]}", "is set but costs.funding_forecast is not "
+                              '"ewma", so it would be ignored',
+                              'add funding_forecast = "ewma" to [costs], or remove the key')
+    for key in ("funding_half_life", "funding_reversion_half_life"):
+        if key in table:
+            out[key] = _half_life(table[key], f"costs.{key}")
+    if "funding_long_run_rate" in table:
+        mu = number(table["funding_long_run_rate"], "costs.funding_long_run_rate", percent=True)
+        if not abs(mu) < 1:
+            raise ValidationError("costs.funding_long_run_rate", f"is {table['funding_long_run_rate']!r}",
+                                  "give the long-run funding rate per settlement as a fraction in "
+                                  '(-1, 1), e.g. 0.0001 or "0.01%" (Binance\'s 8 h interest part)')
+        out["funding_long_run_rate"] = mu
+    return out
+
+
+def _half_life(value: Any, path: str) -> float:
+    """A half-life in settlements, > 0 (inf allowed for the reversion: no shrinkage)."""
+    v = number(value, path, allow_inf=path.endswith("reversion_half_life"))
+    if not v > 0:
+        raise ValidationError(path, f"is {value!r}",
+                              "give a half-life > 0 in funding settlements (e.g. 21: one week at 8 h)")
+    return v
 
 
 def _constraints(table: Table, book: Book) -> ConstraintSettings:

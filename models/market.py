@@ -2,6 +2,9 @@
 
 Units: prices in USD; funding rates are fractions per funding interval (positive: longs pay shorts);
 half spreads are fractions of notional; average daily volume (ADV) is USD per day.
+A funding forecast (optional, per perpetual) is the expected *mean* rate per settlement over the
+optimiser's cost horizon (fraction per funding interval, as ``funding``); see
+``models.funding_forecast`` for the forecaster and ``optimizer.data._carry_per_horizon`` for its use.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class MarketSnapshot:
     ``spot`` by asset symbol; ``mark``, ``funding``, ``half_spread`` and ``adv`` by contract symbol.
     Missing half spreads default to 1 bp, missing ADV to infinity (no impact), missing funding to 0.
     ``synthetic`` marks data from the embedded generator, so reports can label it.
+    ``funding_forecast`` (by contract symbol, optional): the expected mean funding rate per
+    settlement over the cost horizon; the optimiser's carry uses it instead of ``funding`` for the
+    contracts it names (none named, the default: the current rate, today's behaviour).
     """
 
     time: pd.Timestamp
@@ -43,14 +49,17 @@ class MarketSnapshot:
     adv: Mapping[str, float] = field(default_factory=dict)
     spot_half_spread: Mapping[str, float] = field(default_factory=dict)
     synthetic: bool = False
+    funding_forecast: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_prices("spot", self.spot)
         _check_prices("mark", self.mark)
-        for sym, r in self.funding.items():
-            if not math.isfinite(float(r)) or abs(float(r)) >= 1:
-                raise ValidationError(f"market.funding.{sym}", f"is {r}",
-                                      "give the funding rate per interval as a fraction in (-1, 1)")
+        for kind, rates in (("funding", self.funding), ("funding_forecast", self.funding_forecast)):
+            for sym, r in rates.items():
+                if not math.isfinite(float(r)) or abs(float(r)) >= 1:
+                    raise ValidationError(f"market.{kind}.{sym}", f"is {r}",
+                                          "give the funding rate per interval as a fraction in "
+                                          "(-1, 1)")
         for sym, h in self.half_spread.items():
             if not math.isfinite(float(h)) or not 0 <= float(h) < 0.5:
                 raise ValidationError(f"market.half_spread.{sym}", f"is {h}",
@@ -79,6 +88,14 @@ class MarketSnapshot:
     def funding_rate(self, contract: str) -> float:
         """Funding rate per interval of ``contract`` (0 when not given)."""
         return float(self.funding.get(contract, 0.0))
+
+    def carry_rate(self, contract: str) -> float:
+        """The funding rate per interval the optimiser's carry assumes for ``contract``: its
+        forecast mean rate over the horizon when ``funding_forecast`` names it, else the current
+        rate (0 when neither is given)."""
+        if contract in self.funding_forecast:
+            return float(self.funding_forecast[contract])
+        return self.funding_rate(contract)
 
     def contract_half_spread(self, contract: str) -> float:
         """Half spread of ``contract`` as a fraction (1 bp when not given)."""

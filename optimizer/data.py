@@ -303,15 +303,32 @@ def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
 
 
 def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) -> np.ndarray:
-    """Carry paid by a long per unit notional over the horizon (fraction).
+    """Carry paid by a long per unit notional over the cost horizon (fraction of notional).
 
-    Perpetual: funding rate x settlements in the horizon. Dated: basis decays linearly to expiry, so a
-    long pays basis x horizon / days-to-expiry.
+    ``carry_j`` is dimensionless: USD paid over ``horizon_days`` per USD of long notional (a short
+    receives it). In the objective it multiplies z_j = x_j / V, so ``gamma_fund carry' z`` is the
+    expected carry in weight units (USD / V) and ``carry_j x_j`` is USD.
+
+    Perpetual j: ``carry_j = H_j rbar_j`` with ``H_j = horizon_days x 24 / funding_interval_h_j``
+    settlements in the horizon and ``rbar_j`` the mean rate per settlement assumed over them:
+    ``market.funding_forecast[j]`` when the market gives one (e.g. the replay's causal EWMA
+    forecast, ``[costs] funding_forecast = "ewma"``), else the current rate
+    ``market.funding[j]`` (0 when missing; the default "last" rule). Only the carry Parameter's
+    *values* change with the rule, so the compiled (DPP) problem is the same.
+
+    Dated j: the basis b = mark / spot - 1 decays linearly to expiry, so a long pays
+    ``b x horizon / max(days to expiry, horizon)``.
+
+    Still open for issue 11, item 5 (funding-aware instruments): dated futures' carry here is this
+    linear decay of today's basis, not a basis term structure fitted to the real quarterlies
+    (``../shared/data/quarterly_1d``, modelled where missing); spot's carry is 0 only implicitly (no
+    term); the problem does not yet choose each exposure's cheapest instrument over its horizon, and
+    ``min_days_to_expiry`` is enforced by the order planner (executor.plan), not as a row here.
     """
     out = np.zeros(len(book.contracts))
     for j, c in enumerate(book.contracts):
         if c.kind == ContractKind.PERPETUAL:
-            out[j] = market.funding_rate(c.symbol) * horizon_days * HOURS_PER_DAY / c.funding_interval_h
+            out[j] = market.carry_rate(c.symbol) * horizon_days * HOURS_PER_DAY / c.funding_interval_h
         else:
             assert c.expiry is not None
             basis = market.mark_price(c.symbol) / market.spot_price(c.underlying) - 1.0

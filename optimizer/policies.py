@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,8 @@ import pandas as pd
 from models.book import Book
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.rebalance import Rebalancer
+from models.tax import TaxLot
+from optimizer.rebalance import Decision, Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 
@@ -157,9 +158,36 @@ class NaiveFutures(Policy):
         return TargetHoldings(spot=held.spot, futures=naive_futures_notional(book, market))
 
 
+Lots = Mapping[str, Sequence[TaxLot]]
+"""Tax lots by asset symbol (models.tax.TaxLot), as ``SpotLegSettings.lots`` holds them."""
+
+
+def spot_after_decision(book: Book, dec: Decision) -> dict[str, float]:
+    """Spot quantities after the spot leg's trades of ``dec``: q_i + (b_i - q_i^sold) V / S_i
+    (units; clipped at 0 against rounding when an asset is sold out). The held quantities when
+    the spot leg is off or traded nothing."""
+    held = {a: float(book.spot.get(a, 0.0)) for a in book.asset_symbols}
+    sd = dec.data.spot
+    if dec.spot is None or sd is None:
+        return held
+    buy, sell = dec.spot
+    V = dec.data.V
+    for i, a in enumerate(book.asset_symbols):
+        if buy[i] == 0 and sell[i] == 0:
+            continue
+        held[a] = max(held[a] + float(buy[i] - sell[i]) * V / float(sd.prices[i]), 0.0)
+    return held
+
+
 class OptimizedFutures(Policy):
-    """The convex optimiser as an overlay policy (spot untouched). The risk model may be fixed or
-    a function of time (re-estimated by the caller). Compiled problems are re-used across calls.
+    """The convex optimiser as an overlay policy (spot untouched) or, with the spot leg on
+    (``settings.spot.enabled``), as a hybrid: the spot trades of the solution join the target
+    spot quantities. The risk model may be fixed or a function of time (re-estimated by the
+    caller). Compiled problems are re-used across calls.
+
+    ``lots`` (a call keyword): the tax lots as they stand now (a replay tracks them as spot
+    trades). They replace ``settings.spot.lots`` for this call only (a per-call copy of the
+    settings; the compiled problem is re-used: only its Parameter values change).
 
     ``report=True`` attaches the full :class:`Solution` (risk, costs, margin, effective weights;
     with ``explain`` also the binding constraints) to every decision; a replay, which records only
@@ -177,15 +205,33 @@ class OptimizedFutures(Policy):
         self.report = report
         self.explain = explain
 
-    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+    @property
+    def trades_spot(self) -> bool:
+        """True when the spot leg is on (the policy may trade spot)."""
+        return self.settings.spot.enabled
+
+    def settings_for(self, lots: Lots | None) -> OptimizerSettings:
+        """The settings of one call: ``settings`` with ``spot.lots`` replaced by ``lots``."""
+        if lots is None:
+            return self.settings
+        return replace(self.settings, spot=replace(
+            self.settings.spot, lots={a: tuple(ls) for a, ls in lots.items()}))
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp, *,
+                 lots: Lots | None = None) -> TargetHoldings:
         risk = self.risk(t) if callable(self.risk) else self.risk
         held = current_holdings(book, market)
+        settings = self.settings_for(lots)
         if self.report:
-            sol = self.rebalancer.solve(book, market, risk, self.settings, explain=self.explain)
+            sol = self.rebalancer.solve(book, market, risk, settings, explain=self.explain)
             fut = {p.symbol: p.notional for p in sol.target_positions}
-            return TargetHoldings(spot=held.spot, futures=fut, solution=sol)
-        dec = self.rebalancer.decide(book, market, risk, self.settings)
+            spot = dict(held.spot)
+            for tr in sol.spot_trades:
+                spot[tr.asset] = max(spot[tr.asset] + tr.units, 0.0)
+            return TargetHoldings(spot=spot, futures=fut, solution=sol)
+        dec = self.rebalancer.decide(book, market, risk, settings)
         x = dec.rounded.z * dec.data.V
         fut = dict(zip(book.contract_symbols, map(float, x), strict=True))
-        return TargetHoldings(spot=held.spot, futures=fut, solve_time_ms=1e3 * dec.solve_s,
+        spot = spot_after_decision(book, dec) if dec.spot is not None else held.spot
+        return TargetHoldings(spot=spot, futures=fut, solve_time_ms=1e3 * dec.solve_s,
                               solver_fallbacks=dec.fallbacks)

@@ -123,6 +123,31 @@ class Rebalancer:
     def __init__(self) -> None:
         self._problems: dict[Structure, HedgeProblem] = {}
 
+    def fit_tax_pieces(self, d: ProblemData) -> ProblemData:
+        """``d`` with its tax curves padded to a compiled problem's piece count, so lots that come
+        and go (a replay adds a lot per spot buy) re-use one compiled problem: only Parameter
+        values change (padding repeats a curve's last piece, which leaves the tax unchanged).
+
+        The smallest cached problem of the same structure with at least ``d``'s pieces serves;
+        with none, but one with fewer pieces (the lots grew), the new problem is built with the
+        pieces rounded up to a power of two, so n growing lots cost O(log n) compiles. ``d`` as
+        it is when the tax term is off or its own structure is cached (single solves unchanged).
+        """
+        sd = d.spot
+        if sd is None or sd.tax_pieces == 0 or d.structure in self._problems:
+            return d
+        st = d.structure
+        siblings = [k.tax_pieces for k in self._problems
+                    if k.tax_pieces > 0 and replace(k, tax_pieces=st.tax_pieces) == st]
+        larger = [k for k in siblings if k > sd.tax_pieces]
+        if larger:
+            pieces = min(larger)
+        elif siblings:
+            pieces = 1 << (sd.tax_pieces - 1).bit_length()
+        else:
+            return d
+        return replace(d, spot=replace(sd, tax_pieces=pieces))
+
     def problem_for(self, d: ProblemData) -> HedgeProblem:
         """The compiled problem for ``d``'s structure (built on first use)."""
         st = d.structure
@@ -134,6 +159,7 @@ class Rebalancer:
 
     def solve_z(self, d: ProblemData) -> tuple[np.ndarray, HedgeProblem, str, float]:
         """The lean path: optimal z (weight units, unrounded), the problem, solver, seconds."""
+        d = self.fit_tax_pieces(d)
         hp = self.problem_for(d)
         hp.update(d)
         out = hp.solve(d.settings.solvers)
@@ -152,6 +178,7 @@ class Rebalancer:
         check_not_liquidatable(d, book)
         check_bounded(d)
         _check_collateral(d, book)
+        d = self.fit_tax_pieces(d)
         hp = self.problem_for(d)
         hp.update(d)
         outcome = hp.solve(settings.solvers)

@@ -22,6 +22,28 @@ class SolverName(StrEnum):
     SCS = "SCS"
 
 
+#: the EWMA funding forecaster's defaults (models.funding_forecast.EwmaShrinkForecaster: L = 21,
+#: T = 90 settlements, mu = 1e-4 per settlement), repeated here so that reading settings does not
+#: import scipy.signal (about 1 s); tests/optimizer/test_funding_carry.py checks they agree
+FUNDING_HALF_LIFE = 21.0
+FUNDING_REVERSION_HALF_LIFE = 90.0
+FUNDING_LONG_RUN_RATE = 1e-4
+
+
+class FundingForecastRule(StrEnum):
+    """The funding rate a perpetual's carry assumes over the cost horizon.
+
+    ``LAST``: the latest settled rate persists (the default, fbr's behaviour before forecasts).
+    ``EWMA``: ``models.funding_forecast.EwmaShrinkForecaster`` (an EWMA of the realised settlements
+    shrunk towards a long-run level as the horizon grows), filled into
+    ``MarketSnapshot.funding_forecast`` by whoever has the settlement history (the replay,
+    ``scenarios.replay_inputs``); a market without a forecast falls back to the latest rate.
+    """
+
+    LAST = "last"
+    EWMA = "ewma"
+
+
 @dataclass(frozen=True)
 class StressScenario:
     """A named vector of simple asset returns (each > -1); assets not named move by ``common``."""
@@ -46,6 +68,13 @@ class CostSettings:
 
     ``impact`` switches on the 3/2-power term (conic); ``impact_k`` is its coefficient k.
     ``horizon_days`` is the carry horizon (funding paid over it per unit of notional).
+
+    ``funding_forecast`` picks the funding rate the carry assumes (:class:`FundingForecastRule`;
+    "last" by default). For "ewma": ``funding_half_life`` L and ``funding_reversion_half_life`` T
+    in settlements (> 0) and ``funding_long_run_rate`` mu, a fraction per settlement in (-1, 1);
+    the forecast over H = horizon_days x 24 / funding_interval_h settlements is
+    ``mu + (m_t - mu) (1 - phi^H) / (H ln(1/phi))``, m_t the EWMA, phi = 2^(-1/T). Defaults are
+    the forecaster's (L = 21, T = 90, mu = 1e-4, benchmarks/results/funding_forecast.md).
     """
 
     trading: bool = True
@@ -55,6 +84,10 @@ class CostSettings:
     gamma_trade: float = 1.0
     gamma_fund: float = 1.0
     horizon_days: float = 1.0
+    funding_forecast: FundingForecastRule = FundingForecastRule.LAST
+    funding_half_life: float = FUNDING_HALF_LIFE
+    funding_reversion_half_life: float = FUNDING_REVERSION_HALF_LIFE
+    funding_long_run_rate: float = FUNDING_LONG_RUN_RATE
 
 
 @dataclass(frozen=True)

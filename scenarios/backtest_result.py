@@ -31,7 +31,12 @@ class BacktestResult:
     before the one that served; NaN and 0 otherwise). solve_time_ms is wall-clock, the one
     recorded value that differs between two runs of the same inputs.
     Identity per step: nav_t - nav_{t-1} = spot_pnl + futures_pnl - fee_spot - fee_futures
-    - slippage_futures - funding - liquidation_penalty - sweep_fees.
+    - slippage_futures - funding - liquidation_penalty - sweep_fees (- tax when taxed).
+    With taxes on (``scenarios.replay_tax``) four more columns follow: tax_spot (realised on
+    spot sales, lot by lot), tax_futures (on realised futures PnL), tax (their sum; > 0 paid,
+    < 0 a credit) and tax_cumulative. With pledged collateral on, trades may have kind
+    collateral_sale (pledged spot sold after a liquidation; its fee column is the penalty,
+    already in liquidation_penalty).
     ``spot_value`` (per asset), ``futures_notional`` (signed, per contract) and ``weights``
     (effective weights per asset) are frames on the same index. ``trades`` and ``liquidations``
     list events (one row each; trade kinds: spot, futures, settle (a dated future closed at spot

@@ -4,6 +4,26 @@
 b); :func:`sweep_collateral` moves value between spot and the futures wallet when the wallet
 leaves ``[tau (1 - b) V, tau (1 + b) V]`` and reports what moved (:class:`Sweep`, USD).
 ``NO_SWEEPS`` switches the sweeps off.
+
+**Pledged collateral** (``run_backtest(pledged=True)``; off by default). Spot pledged as margin
+(``Book.pledged``: flat ratio, Multi-Assets bidBuffer or Portfolio Margin tiers) counts through its
+rule C_i (``models.collateral``) in two places:
+
+- **no sweep needed while it covers the target**: the top-up is tested on the margin balance
+  ``W + sum_i C_i(u_i)`` (u_i the pledged USD value) instead of the wallet W alone: no top-up while
+  it stays at or above ``tau (1 - b) V``; below, the top-up sells spot as above for the gap
+  ``tau V - (W + sum_i C_i(u_i))`` (the pledged value the sale itself removes is not solved for:
+  the balance lands at most that much short of ``tau V``, and the next step tops it up again).
+  The sweep-out of excess wallet cash is unchanged (tested on W: pledged spot is never sold to
+  hold stablecoins);
+- **a maintenance breach** (``scenarios.replay_steps.margin_step``) closes every futures position
+  at mark and takes the liquidation penalty p x |notional| from the wallet as always; if the
+  wallet cash is then negative, pledged spot is sold at the close to cover it
+  (:func:`cover_with_pledged`): gross ``G = min(-cash / (1 - p), sum_i u_i)`` pro rata to the
+  pledged values u_i, the penalty p x G taken on the collateral sold (recorded in
+  ``liquidation_penalty``; trade kind ``collateral_sale`` with the penalty in its fee column,
+  not in fee_spot), the wallet receiving G (1 - p). A debt larger than all the pledged spot
+  stays a debt. Unpledged spot is never sold by the exchange.
 """
 
 from __future__ import annotations
@@ -69,25 +89,27 @@ class Sweep:
 
 def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau: float,
                      band: float, fee_rate: np.ndarray, trades: list[dict[str, object]],
-                     val: StepValuation | None = None) -> Sweep:
+                     val: StepValuation | None = None, *, pledged: bool = False) -> Sweep:
     """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V]
     (``CollateralPolicy``); returns what moved. Mutates ``state`` and appends to ``trades``.
-    ``val``: the state's valuation at ``market`` when the caller already has it."""
+    ``val``: the state's valuation at ``market`` when the caller already has it. ``pledged``:
+    the top-up is tested on W plus the pledged collateral value (module docstring)."""
     if val is None:
         val = value_state(book, state, market)
     nav, wallet = val.nav, val.wallet
+    covered = val.collateral if pledged else wallet
     if not (nav > 0) or not np.any(val.notional != 0):
         return Sweep()
     lo, hi = tau * (1.0 - band) * nav, tau * (1.0 + band) * nav
     assets = book.asset_symbols
     ts = market.time
-    if wallet < lo:
+    if covered < lo:
         v = val.spot_values
         total = float(v.sum())
         if total <= 0:
             return Sweep()
         fbar = float(v @ fee_rate) / total
-        gross = min((tau * nav - wallet) / (1.0 - fbar + tau * fbar), total)
+        gross = min((tau * nav - covered) / (1.0 - fbar + tau * fbar), total)
         sell_all = gross >= total
         fees = 0.0
         for i, a in enumerate(assets):
@@ -124,3 +146,44 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
                            "price": px, "notional": b, "fee": fee, "slippage": 0.0})
         return Sweep(sweep_out=gross, fees=fees)
     return Sweep()
+
+
+@dataclass(frozen=True)
+class CollateralSale:
+    """Pledged spot sold after a liquidation left the wallet negative (USD): gross sold, penalty."""
+
+    gross: float = 0.0
+    penalty: float = 0.0
+
+
+def cover_with_pledged(book: Book, state: ReplayState, market: MarketSnapshot, penalty_rate: float,
+                       trades: list[dict[str, object]]) -> CollateralSale:
+    """Sell pledged spot at the close to bring a negative wallet cash back to 0 (module docstring):
+    gross G = min(-cash / (1 - p), sum_i u_i) pro rata to the pledged values u_i, penalty p G.
+    Mutates ``state`` (spot, cash) and appends ``collateral_sale`` trades. Nothing when the cash
+    is >= 0 or nothing is pledged."""
+    if state.cash >= 0 or not book.pledged:
+        return CollateralSale()
+    val = value_state(book, state, market)
+    view = book.evolve(spot=state.spot, futures=state.futures, cash=state.cash, validate=False)
+    u = view.pledged_usd(val.spot_values)
+    total = float(u.sum())
+    if total <= 0:
+        return CollateralSale()
+    gross = min(-state.cash / (1.0 - penalty_rate), total)
+    sell_all = gross >= total
+    fees = 0.0
+    for i, a in enumerate(book.asset_symbols):
+        if u[i] <= 0:
+            continue
+        g = float(u[i]) if sell_all else gross * float(u[i]) / total
+        px = market.spot_price(a)
+        units = min(g / px, state.spot[a])
+        fee = penalty_rate * g
+        state.spot[a] = max(state.spot[a] - units, 0.0)
+        state.cash += g - fee
+        fees += fee
+        trades.append({"time": market.time, "kind": "collateral_sale", "symbol": a,
+                       "quantity": -units, "price": px, "notional": -g, "fee": fee,
+                       "slippage": 0.0})
+    return CollateralSale(gross=total if sell_all else gross, penalty=fees)

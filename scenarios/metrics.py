@@ -48,7 +48,9 @@ class BacktestMetrics:
     exchange_fee_bps (spot + futures exchange fees of the policy's trades), slippage_bps (futures
     half spread + impact), fees_bps = exchange_fee_bps + slippage_bps, funding_bps (paid;
     negative: received), penalty_bps (liquidation penalties), sweep_cost_bps (spot fees of
-    collateral sweeps), total_cost_bps (the sum of fees, funding, penalty and sweep costs);
+    collateral sweeps), tax_bps (spot and futures tax paid, ``steps.tax``; 0 when the replay
+    charged no taxes; negative: a net credit), total_cost_bps (the sum of fees, funding,
+    penalty, sweep costs and tax);
     reserve_opportunity_cost_bps: the yield forgone on the wallet,
     sum_t W_{t-1} y dt_t / (mean NAV x years) x 1e4 (W signed: a debt counts negative; y the
     stablecoin yield per year, dt in years). Not a cash flow: not in total_cost_bps.
@@ -90,6 +92,7 @@ class BacktestMetrics:
     solve_time_median_ms: float = math.nan
     solve_time_p99_ms: float = math.nan
     solver_fallbacks: int = 0
+    tax_bps: float = 0.0
 
 
 def steps_per_year(index: pd.DatetimeIndex) -> float:
@@ -202,6 +205,7 @@ def compute_metrics(result: BacktestResult, *,
     funding = float(s["funding"].sum())
     penalty = float(s["liquidation_penalty"].sum())
     sweep_fees = float(_column(s, "sweep_fees").sum())
+    tax = float(_column(s, "tax").sum())
     spot_traded = float(s["traded_spot"].sum() + _column(s, "sweep_in").sum()
                         + _column(s, "sweep_out").sum())
     fut_traded = float(s["traded_futures"].sum())
@@ -228,7 +232,7 @@ def compute_metrics(result: BacktestResult, *,
         active_return=active_return(result),
         exchange_fee_bps=per_year_bps(exch),
         sweep_cost_bps=per_year_bps(sweep_fees),
-        total_cost_bps=per_year_bps(exch + slip + funding + penalty + sweep_fees),
+        total_cost_bps=per_year_bps(exch + slip + funding + penalty + sweep_fees + tax),
         reserve_opportunity_cost_bps=per_year_bps(stablecoin_yield * reserve_wallet_years(result)),
         spot_turnover=per_year(spot_traded),
         futures_turnover=per_year(fut_traded),
@@ -238,4 +242,5 @@ def compute_metrics(result: BacktestResult, *,
         solve_time_median_ms=float(np.median(solve)) if len(solve) else math.nan,
         solve_time_p99_ms=float(np.percentile(solve, 99)) if len(solve) else math.nan,
         solver_fallbacks=int(_column(s, "solver_fallbacks").sum()),
+        tax_bps=per_year_bps(tax),
     )

@@ -26,7 +26,18 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    The default target is the book's initial wallet / NAV, so a book that starts with no reserve
    keeps none: give it a ``CollateralPolicy(target_fraction=...)``.
 
-The first timestamp only runs steps 4 and 5 (no t_prev: settlements at or before it are ignored).
+6. **taxes** (off by default; ``scenarios.replay_tax``): with tax settings (``tax=``, or an optimising
+   policy whose spot leg prices tax) the lots follow each asset's net spot change of the step
+   (sales realise tax with the book's lot method, buys add a lot at the close and time) and, with
+   a futures rate, the futures PnL realised in the step is taxed; both paid from cash, recorded
+   in ``tax_spot``, ``tax_futures``, ``tax`` and ``tax_cumulative``.
+
+Pledged collateral (``pledged=True``, off by default; ``scenarios.collateral``): the top-up sweep
+is not needed while the wallet plus the pledged spot's collateral value covers the reserve band,
+and a maintenance breach that leaves the wallet negative sells pledged spot at the close, the
+liquidation penalty taken on the collateral sold.
+
+The first timestamp only runs steps 4, 5 and 6 (no t_prev: settlements at or before it are ignored).
 
 Cash: spot sales credit cash, purchases debit it, and fees, funding and penalties are paid from it,
 so cash may go negative: a negative balance is a stablecoin debt (no interest), counted as such in
@@ -55,7 +66,8 @@ from models.book import Book
 from models.errors import ValidationError
 from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
-from optimizer.policies import Policy
+from optimizer.policies import OptimizedFutures, Policy
+from optimizer.settings import CostSettings, SpotLegSettings
 from scenarios.backtest_result import (
     LIQUIDATION_COLUMNS,
     ROLL_COLUMNS,
@@ -86,14 +98,28 @@ from scenarios.replay_steps import (
     settlement_step,
     sweep_step,
 )
+from scenarios.replay_tax import (
+    TAX_COLUMNS,
+    ReplayTax,
+    book_lots,
+    pay_futures_tax,
+    start_taxes,
+    tax_settings,
+)
 
 __all__ = ["QTY_RTOL", "run_backtest"]
+
+
+def policy_costs(policy: Policy) -> CostSettings | None:
+    """An optimising policy's cost settings (its funding-forecast rule reaches the snapshots)."""
+    return policy.settings.costs if isinstance(policy, OptimizedFutures) else None
 
 
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                  liquidation_penalty: float = LIQUIDATION_PENALTY, spot_fee: float | None = None,
                  collateral: CollateralPolicy | None = None,
-                 impact_k: float = 1.0) -> BacktestResult:
+                 impact_k: float = 1.0, tax: SpotLegSettings | None = None,
+                 pledged: bool = False) -> BacktestResult:
     """Replay ``history`` from ``book`` under ``policy`` (see the module docstring for the steps).
 
     ``liquidation_penalty``: fraction of |notional| charged when positions are liquidated;
@@ -104,30 +130,44 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     ``collateral``: the wallet's reserve band (step 5); None means ``CollateralPolicy()`` (target =
     the initial wallet / NAV, band 0.5) for a book that lists futures contracts, and no sweeps for
     a spot-only book; ``NO_SWEEPS`` switches them off.
+    ``tax``: the [tax] rates, [[lots]] and lot method (``SpotLegSettings``; step 6); None: those
+    of an optimising policy whose spot leg prices tax, else no taxes.
+    ``pledged``: count pledged spot in the sweeps and sell it after a liquidation (see above).
     """
     _check_options(book, history, liquidation_penalty, spot_fee, impact_k)
     inputs = read_inputs(book, history, spot_fee=spot_fee, impact_k=impact_k,
-                         liquidation_penalty=liquidation_penalty)
+                         liquidation_penalty=liquidation_penalty, costs=policy_costs(policy))
     if collateral is None:
         collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
     tau = collateral.target_fraction
     state = ReplayState(spot={a: float(book.spot.get(a, 0.0)) for a in inputs.assets},
                         futures={s: p for s, p in book.futures.items() if p.contracts != 0},
                         cash=float(book.cash))
+    taxes: ReplayTax | None = None
+    settings = tax_settings(tax, policy)
+    if settings is not None:
+        taxes, state.lots = start_taxes(book, settings)
     log = ReplayLog()
     prev_end: StepValuation | None = None
     for k in range(len(inputs.index)):
         market = market_at(inputs, k)
         row = new_row()
+        if taxes is not None:
+            row.update(dict.fromkeys(TAX_COLUMNS[:3], 0.0))
         if prev_end is None:
+            upnl_start = value_state(book, state, market).upnl if taxes is not None else 0.0
             now = first_step(book, inputs, state, market, row, log.trades)
             if tau is None:
                 tau = initial_reserve(now)
         else:
-            now = _carry(book, inputs, state, market, k, prev_end, row, log)
-        prev_end = _act(book, inputs, policy, collateral, tau, state, market, k, now, row, log)
+            upnl_start = prev_end.upnl
+            now = _carry(book, inputs, state, market, k, prev_end, row, log, pledged)
+        prev_end = _act(book, inputs, policy, collateral, tau, state, market, k, now, row, log,
+                        pledged)
+        if taxes is not None:
+            prev_end = _tax(book, taxes, state, market, prev_end, upnl_start, row)
         log.record(row, state.cash, prev_end, inputs.margin)
-    return _result(book, history, policy, log)
+    return _result(book, history, policy, log, taxes is not None)
 
 
 def _check_options(book: Book, history: MarketPath, liquidation_penalty: float,
@@ -148,18 +188,19 @@ def _check_options(book: Book, history: MarketPath, liquidation_penalty: float,
 
 
 def _carry(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot, k: int,
-           before: StepValuation, row: Row, log: ReplayLog) -> StepValuation:
+           before: StepValuation, row: Row, log: ReplayLog, pledged: bool) -> StepValuation:
     """Steps 1-3 of step k > 0: mark to market against the previous step's end valuation (nothing
     changed the state since), funding, settlement of expired dated futures, margin check."""
     now = mark_to_market(book, state, market, before, row)
     now = funding_step(inputs, state, now, k, row)
     now = settlement_step(book, inputs, state, market, k, now, row, log.trades)
-    return margin_step(book, inputs, state, market, now, row, log.liquidations)
+    return margin_step(book, inputs, state, market, now, row, log.liquidations, log.trades,
+                       pledged=pledged)
 
 
 def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: CollateralPolicy,
          tau: float | None, state: ReplayState, market: MarketSnapshot, k: int, now: StepValuation,
-         row: Row, log: ReplayLog) -> StepValuation:
+         row: Row, log: ReplayLog, pledged: bool) -> StepValuation:
     """Steps 4-5: the policy, its spot and futures fills (and declared rolls), the collateral sweep.
     ``current`` stays the state's valuation at ``market`` until a trade changes the state; returns
     the end-of-step valuation."""
@@ -174,17 +215,35 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     if isinstance(target, RollTargets):
         log.rolls.extend(roll_rows(target, inputs.cons, market, k, orders.trade_usd, fee_j, slip_j))
     if collateral.enabled and tau is not None:
-        current = sweep_step(book, inputs, state, market, collateral, tau, current, row, log.trades)
+        current = sweep_step(book, inputs, state, market, collateral, tau, current, row, log.trades,
+                             pledged=pledged)
     return current if current is not None else value_state(book, state, market)
 
 
-def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog) -> BacktestResult:
-    """The recorded rows and events as a :class:`BacktestResult` (frames on the path's index)."""
+def _tax(book: Book, taxes: ReplayTax, state: ReplayState, market: MarketSnapshot,
+         end: StepValuation, upnl_start: float, row: Row) -> StepValuation:
+    """Step 6: book the lots (spot tax) and tax the futures PnL realised in the step (the futures
+    PnL less the change of unrealised PnL, ``upnl_start`` to the end); returns the valuation
+    after the taxes left the cash."""
+    spot_tax = book_lots(taxes, state, market)
+    realised = float(row["futures_pnl"]) + upnl_start - end.upnl
+    fut_tax = pay_futures_tax(taxes, state, realised)
+    row.update(tax_spot=spot_tax, tax_futures=fut_tax, tax=spot_tax + fut_tax)
+    return value_state(book, state, market) if spot_tax != 0 or fut_tax != 0 else end
+
+
+def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog,
+            taxed: bool = False) -> BacktestResult:
+    """The recorded rows and events as a :class:`BacktestResult` (frames on the path's index);
+    ``taxed``: the tax columns follow the others."""
     assets, cons = book.asset_symbols, book.contract_symbols
     index = history.spot.index
     spot_px = history.spot[assets].astype(float)
-    steps = pd.DataFrame(log.rows, index=index, columns=STEP_COLUMNS)
+    columns = STEP_COLUMNS + TAX_COLUMNS[:3] if taxed else STEP_COLUMNS
+    steps = pd.DataFrame(log.rows, index=index, columns=columns)
     steps["liquidated"] = steps["liquidated"].astype(bool)
+    if taxed:
+        steps["tax_cumulative"] = steps["tax"].cumsum()
     return BacktestResult(
         steps=steps,
         spot_value=pd.DataFrame(np.array(log.spot_values), index=index, columns=assets),

@@ -6,6 +6,13 @@
 and :func:`median_step_days` (the path's typical step, days); :class:`ReplayInputs` holds all of
 them as plain arrays read once (:func:`read_inputs`), and :func:`market_at` builds the market
 snapshot of step k from them.
+
+Funding forecast (``[costs] funding_forecast = "ewma"``, passed to :func:`read_inputs` as
+``costs``): :func:`forecast_matrix` runs ``models.funding_forecast.EwmaShrinkForecaster`` over each
+perpetual's settlements once, and :func:`market_at` puts the forecast made from the settlements
+at or before step k's time into ``MarketSnapshot.funding_forecast`` (causal: the row it reads is
+fixed by how many settlements have happened by then). The default ("last", or no ``costs``)
+fills no forecast: the snapshot is exactly what it was before.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import pandas as pd
 
 from models.book import Book
 from models.errors import ValidationError
-from models.instruments import ContractArrays, contract_arrays
+from models.instruments import ContractArrays, ContractKind, contract_arrays
 from models.margin import MarginModel
 from models.market import MarketSnapshot
+from optimizer.settings import CostSettings, FundingForecastRule
 from scenarios.market_path import MarketPath
 from scenarios.settlement import expiry_ns
 
@@ -88,7 +96,10 @@ class ReplayInputs:
     - ``fee_spot`` the spot fee rate per asset; ``margin`` the one margin engine; ``expiries``
       the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
     - ``with_impact`` whether the 3/2-power impact is charged (coefficient ``impact_k``);
-      ``liquidation_penalty`` a fraction of |notional|.
+      ``liquidation_penalty`` a fraction of |notional|;
+    - ``forecast`` ((S + 1) x M, or None: no forecast): row n is each perpetual's forecast mean
+      funding rate per settlement over the cost horizon made from the first n settlements
+      (:func:`forecast_matrix`; NaN: no forecast for that contract).
     """
 
     assets: list[str]
@@ -115,6 +126,7 @@ class ReplayInputs:
     impact_k: float
     liquidation_penalty: float
     synthetic: bool
+    forecast: np.ndarray | None = None
 
 
 def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[str], dict[str, float]]:
@@ -128,10 +140,48 @@ def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[s
     return None, [], {}
 
 
+def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray,
+                    costs: CostSettings) -> np.ndarray:
+    """Forecast mean funding rate per settlement over the cost horizon, (S + 1) x M, book order.
+
+    Row n is the forecast made after the first n settlements of ``settle_r`` (:func:`funding_matrix`)
+    and reads nothing later: for each perpetual j with a funding column in ``path`` that is not all
+    zero, ``EwmaShrinkForecaster(costs.funding_half_life, costs.funding_reversion_half_life,
+    costs.funding_long_run_rate)`` over H_j = horizon_days x 24 / funding_interval_h_j settlements,
+    ``mu + (m - mu) w(H_j)`` with m the EWMA of j's settlements so far (``mu`` before the first).
+    The settlement matrix is the union of every contract's schedule with 0 where a contract did not
+    settle (``scenarios.market_data``), so an exact 0 is read as "no settlement of j" and skipped.
+    Other contracts (dated, or no funding data) get NaN: no forecast, their carry stays on the
+    current rate.
+    """
+    from models.funding_forecast import EwmaShrinkForecaster  # scipy.signal: only when asked for
+
+    fc = EwmaShrinkForecaster(half_life=costs.funding_half_life,
+                              reversion_half_life=costs.funding_reversion_half_life,
+                              long_run_rate=costs.funding_long_run_rate)
+    n_settle = settle_r.shape[0]
+    out = np.full((n_settle + 1, len(book.contracts)), np.nan)
+    columns = set(path.funding.columns) if path.funding is not None else set()
+    for j, c in enumerate(book.contracts):
+        if c.kind != ContractKind.PERPETUAL or c.symbol not in columns:
+            continue
+        col = settle_r[:, j]
+        settles = col != 0.0
+        if not settles.any():
+            continue
+        horizon = costs.horizon_days * 24.0 / c.funding_interval_h
+        mean = fc.mean_rate_path(col[settles], horizon)
+        seen = np.concatenate([[0], np.cumsum(settles)])  # settlements of j among the first n
+        out[:, j] = np.where(seen > 0, mean[np.maximum(seen - 1, 0)], fc.long_run_rate)
+    return out
+
+
 def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_k: float,
-                liquidation_penalty: float) -> ReplayInputs:
+                liquidation_penalty: float, costs: CostSettings | None = None) -> ReplayInputs:
     """``path`` read as :class:`ReplayInputs` for ``book`` (spot fee: ``spot_fee`` for every asset,
-    else each asset's ``SpotAsset.fee``)."""
+    else each asset's ``SpotAsset.fee``). ``costs``: the policy's cost settings; with
+    ``funding_forecast = "ewma"`` the snapshots carry the causal funding forecast
+    (:func:`forecast_matrix`), otherwise (or None) none."""
     cons = book.contract_symbols
     spot = path.spot[book.asset_symbols].astype(float).to_numpy(dtype=float)
     mark = resolved_marks(book, path).to_numpy(dtype=float)
@@ -153,13 +203,17 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         expiries={c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None},
         arrays=contract_arrays(book.contracts), zero_rate=np.zeros(len(cons)),
         with_impact=with_impact, impact_k=impact_k, liquidation_penalty=liquidation_penalty,
-        synthetic=path.synthetic)
+        synthetic=path.synthetic,
+        forecast=(forecast_matrix(book, path, settle_r, costs)
+                  if costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
+                  else None))
 
 
 def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
     """The market at step k: closes, marks, the latest funding rate at or before t (the policy's
-    view of carry, per settlement interval; 0 before the first settlement), half spreads and the
-    ADV known at t (finite values only)."""
+    view of carry, per settlement interval; 0 before the first settlement), half spreads, the
+    ADV known at t (finite values only) and, with a forecast, each perpetual's forecast funding
+    made from the settlements at or before t (``ReplayInputs.forecast``)."""
     n_settled = int(inputs.settled[k])
     last_rate = inputs.settle_r[n_settled - 1] if n_settled > 0 else inputs.zero_rate
     adv = inputs.adv_static if inputs.adv is None else {
@@ -168,5 +222,14 @@ def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
                           spot=dict(zip(inputs.assets, inputs.spot[k].tolist(), strict=True)),
                           mark=dict(zip(inputs.cons, inputs.mark[k].tolist(), strict=True)),
                           funding=dict(zip(inputs.cons, last_rate.tolist(), strict=True)),
-                          half_spread=inputs.half_spread, adv=adv, synthetic=inputs.synthetic)
+                          half_spread=inputs.half_spread, adv=adv, synthetic=inputs.synthetic,
+                          funding_forecast=_forecast_at(inputs, n_settled))
+
+
+def _forecast_at(inputs: ReplayInputs, n_settled: int) -> dict[str, float]:
+    """The forecast row after ``n_settled`` settlements by contract symbol ({} without one)."""
+    if inputs.forecast is None:
+        return {}
+    row = inputs.forecast[n_settled].tolist()
+    return {c: v for c, v in zip(inputs.cons, row, strict=True) if math.isfinite(v)}
 

@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from models.book import Book, FuturesPosition, TargetsBase
 from models.errors import ValidationError
 from models.market import MarketSnapshot
+from models.tax import TaxLot
 
 
 @dataclass
 class ReplayState:
-    """Mutable accounting state: spot quantities, open positions and the signed wallet cash."""
+    """Mutable accounting state: spot quantities, open positions and the signed wallet cash; with
+    taxes on (``scenarios.replay_tax``), the tax lots of every asset (None: not tracked)."""
 
     spot: dict[str, float]
     futures: dict[str, FuturesPosition]
     cash: float
+    lots: dict[str, tuple[TaxLot, ...]] | None = field(default=None)
 
 
 def state_view(book: Book, state: ReplayState) -> Book:

@@ -31,9 +31,10 @@ from models.costs import CostModel
 from models.errors import ValidationError
 from models.margin import MarginModel, MarginState, margin_state
 from models.market import MarketSnapshot
-from optimizer.policies import Policy, TargetHoldings
+from models.tax import TaxLot
+from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
 from scenarios.backtest_result import RollTargets
-from scenarios.collateral import CollateralPolicy, sweep_collateral
+from scenarios.collateral import CollateralPolicy, cover_with_pledged, sweep_collateral
 from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.settlement import settle_expired
@@ -193,14 +194,21 @@ def settlement_step(book: Book, inputs: ReplayInputs, state: ReplayState, market
 
 
 def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
-                now: StepValuation, row: Row, liquidations: list[Event]) -> StepValuation:
-    """(3) Record MM / C; below maintenance, liquidate everything at the penalty."""
+                now: StepValuation, row: Row, liquidations: list[Event],
+                trades: list[Event] | None = None, *, pledged: bool = False) -> StepValuation:
+    """(3) Record MM / C; below maintenance, liquidate everything at the penalty. ``pledged``:
+    a wallet left negative is then covered by selling pledged spot at the close, the penalty on
+    the collateral sold (``scenarios.collateral.cover_with_pledged``; trades to ``trades``)."""
     ms = check_margin(inputs.margin, now)
     row["margin_ratio"] = ms.margin_ratio
     if not ms.liquidated:
         return now
     penalty, events = liquidate(book, state, market, now, inputs.liquidation_penalty)
     liquidations.extend(events)
+    if pledged:
+        sale = cover_with_pledged(book, state, market, inputs.liquidation_penalty,
+                                  trades if trades is not None else [])
+        penalty += sale.penalty
     row["liquidation_penalty"] = penalty
     row["liquidated"] = True
     return value_state(book, state, market)
@@ -209,8 +217,13 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
 def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSnapshot,
                 row: Row) -> TargetHoldings:
     """(4) The policy's target holdings for the book as it stands; its solve time (ms) and solver
-    fallbacks are recorded when it gives them."""
-    target = policy(state_view(book, state), market, market.time)
+    fallbacks are recorded when it gives them. An optimiser that trades spot is handed the tax lots
+    as they stand when the replay tracks them."""
+    if state.lots is not None and isinstance(policy, OptimizedFutures) and policy.trades_spot:
+        lots: dict[str, tuple[TaxLot, ...]] = {a: ls for a, ls in state.lots.items() if ls}
+        target = policy(state_view(book, state), market, market.time, lots=lots)
+    else:
+        target = policy(state_view(book, state), market, market.time)
     if target.solve_time_ms is not None:
         row["solve_time_ms"] = float(target.solve_time_ms)
         row["solver_fallbacks"] = float(target.solver_fallbacks)
@@ -329,13 +342,14 @@ def roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, 
 
 def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
                collateral: CollateralPolicy, tau: float, current: StepValuation | None, row: Row,
-               trades: list[Event]) -> StepValuation | None:
+               trades: list[Event], *, pledged: bool = False) -> StepValuation | None:
     """(5) Bring a wallet outside ``[tau (1 - b) V, tau (1 + b) V]`` back to ``tau V``
     (``scenarios.collateral.sweep_collateral``); records sweep_in / sweep_out / sweep_fees (USD).
     Returns the valuation when still current, None when a sweep traded."""
     if current is None:
         current = value_state(book, state, market)
     n_trades = len(trades)
-    sw = sweep_collateral(book, state, market, tau, collateral.band, inputs.fee_spot, trades, current)
+    sw = sweep_collateral(book, state, market, tau, collateral.band, inputs.fee_spot, trades, current,
+                          pledged=pledged)
     row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
     return None if len(trades) != n_trades else current

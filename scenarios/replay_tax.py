@@ -1,0 +1,115 @@
+"""Taxes in the replay: spot tax lots that follow the trades, realised spot tax and realised
+futures PnL tax, paid from the wallet cash (USD; rates are fractions; time is UTC).
+
+On only when the replay is given tax settings (``run_backtest(tax=...)``, a
+``SpotLegSettings`` with ``rates``: the book file's [tax] and [[lots]]), or when the policy is an
+optimiser whose spot leg prices tax (``settings.spot.enabled`` with ``rates``): the replay then
+charges the tax that optimiser prices. Off (the default), nothing below runs and the recorded
+frames are those of a replay without taxes, bit for bit.
+
+**Lots follow the spot.** The state holds each asset's lots (``ReplayState.lots``). At the end of
+every step (after the policy's fills, the collateral sweeps and any sale of pledged collateral,
+all at the step's close S_i and time t), each asset's net change of quantity dq_i against its lots
+is booked: dq_i < 0 sells -dq_i units through :func:`models.tax.realised_tax` with the book's
+lot method (HIFO, FIFO or specific: tax-optimal), the tax (negative: a credit) leaves the cash;
+dq_i > 0 adds one lot (dq_i units, basis S_i, acquired t). Trades of one asset within one step
+net out (they fill at the same close and time). The optimising policy is handed the lots as they
+stand (``OptimizedFutures(..., lots=...)``), so its tax curves are those of the book it trades.
+
+**Futures tax.** With ``rates.futures`` set (the [tax] section's ``futures``; None: no futures
+tax), step k pays ``models.tax.futures_tax`` on the futures PnL realised into cash in the step,
+
+    realised_k = futures_pnl_k + U_start,k - U_end,k,
+
+U the unrealised PnL of the open positions (start: the previous step's end; step 0: the book as
+given at the first marks; end: after the fills). A position closed, reduced, re-struck (the book
+re-strikes every changed position at mark), settled at expiry or liquidated realises its PnL; a
+loss gives a credit at the same rate (no carry-forward, no wash-sale rules). Funding is not taxed.
+
+Recorded (only when taxes are on): step columns ``tax_spot``, ``tax_futures``, ``tax`` (their
+sum, USD, > 0 paid) and ``tax_cumulative``; the NAV identity per step gains ``- tax``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from models.book import Book
+from models.errors import ValidationError
+from models.market import MarketSnapshot
+from models.tax import LotMethod, TaxLot, TaxRates, futures_tax, realised_tax, total_quantity
+from optimizer.policies import OptimizedFutures, Policy
+from optimizer.settings import SpotLegSettings
+from optimizer.spot_data import check_lots
+from scenarios.replay_state import ReplayState
+
+#: Step columns added when taxes are on, in order (USD).
+TAX_COLUMNS = ["tax_spot", "tax_futures", "tax", "tax_cumulative"]
+
+
+@dataclass(frozen=True)
+class ReplayTax:
+    """What the replay needs to tax: the rates and the books' lot method."""
+
+    rates: TaxRates
+    method: LotMethod
+
+    @property
+    def futures_on(self) -> bool:
+        """True when realised futures PnL is taxed (``rates.futures`` set)."""
+        return self.rates.futures is not None
+
+
+def tax_settings(tax: SpotLegSettings | None, policy: Policy) -> SpotLegSettings | None:
+    """The tax settings of a replay: ``tax`` when given, else those of an optimising policy whose
+    spot leg prices tax, else None (taxes off)."""
+    if tax is not None:
+        if tax.rates is None:
+            raise ValidationError("tax.rates", "are missing",
+                                  "give the [tax] section's short_term and long_term rates")
+        return tax
+    if isinstance(policy, OptimizedFutures) and policy.trades_spot \
+            and policy.settings.spot.rates is not None:
+        return policy.settings.spot
+    return None
+
+
+def start_taxes(book: Book, settings: SpotLegSettings) -> tuple[ReplayTax, dict[str, tuple[TaxLot, ...]]]:
+    """The replay's tax rules and its initial lots (checked against the book's spot)."""
+    assert settings.rates is not None
+    check_lots(settings.lots, book.spot, book.asset_symbols, "lots")
+    lots = {a: tuple(settings.lots.get(a, ())) for a in book.asset_symbols}
+    return ReplayTax(rates=settings.rates, method=settings.lot_method), lots
+
+
+def book_lots(tax: ReplayTax, state: ReplayState, market: MarketSnapshot) -> float:
+    """Book every asset's net quantity change against its lots at ``market`` (see the module
+    docstring); the tax (USD, negative: a credit) is paid from cash. Returns it."""
+    assert state.lots is not None
+    now: datetime = market.time.to_pydatetime()
+    paid = 0.0
+    for a, held in state.spot.items():
+        lots = state.lots.get(a, ())
+        dq = held - total_quantity(lots)
+        if dq == 0:
+            continue
+        px = market.spot_price(a)
+        if dq > 0:
+            state.lots[a] = (*lots, TaxLot(dq, px, now))
+            continue
+        t, left = realised_tax(lots, min(-dq, total_quantity(lots)), tax.method, px, now, tax.rates)
+        state.lots[a] = tuple(left)
+        paid += t
+    state.cash -= paid
+    return paid
+
+
+def pay_futures_tax(tax: ReplayTax, state: ReplayState, realised: float) -> float:
+    """Pay ``futures_tax`` on ``realised`` futures PnL (USD) from cash; returns it (0 when off)."""
+    if not tax.futures_on or realised == 0:
+        return 0.0
+    paid = futures_tax(realised, tax.rates)
+    state.cash -= paid
+    return paid
+

@@ -1,0 +1,115 @@
+"""Pledged collateral in the replay (issue 11; ``run_backtest(pledged=True)``, rules in
+``scenarios.collateral``'s docstring).
+
+Hand case of a breach: 2 BTC at 60,000 pledged at a flat 0.9 (108,000 USD of collateral), a long
+ETH perp of 200,000 USD (80 ETH at 2,500, entered at the mark), no cash, maintenance 0.5%,
+liquidation penalty 1%. ETH falls 55% to 1,125: uPnL -110,000, collateral -110,000 + 108,000 =
+-2,000 below maintenance 0.005 x 90,000 = 450: liquidated. Closing at mark leaves cash -110,000,
+the penalty 0.01 x 90,000 = 900 takes it to -110,900; pledged BTC is sold to cover it:
+G = 110,900 / (1 - 0.01) = 112,020.20 USD (1.8670034 BTC), penalty 0.01 G = 1,120.20, cash 0.
+NAV 10,000 before the breach, 10,000 - 900 - 1,120.20 = 7,979.80 after (BTC left 7,979.80 USD).
+Without ``pledged`` the debt stays: cash -110,900, NAV 9,100, BTC untouched.
+
+Sweep: the same book with a small hedge and a 20% reserve target (band 0.5): the wallet (0) is
+below 0.2 x 0.5 x NAV, but the pledged collateral covers it: no top-up with ``pledged``; the
+plain replay sells spot into the wallet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.book import Book, FuturesPosition
+from models.instruments import FuturesContract, MarginTiers, SpotAsset
+from optimizer.policies import NoRebalance
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
+
+T0 = pd.Timestamp("2025-01-01", tz="UTC")
+FLAT = MarginTiers.flat(max_leverage=20.0, mmr=0.005)
+IDENTITY_COSTS = ["fee_spot", "fee_futures", "slippage_futures", "funding", "liquidation_penalty",
+                  "sweep_fees"]
+
+
+def book_and_path(eth_usd: float, eth_after: float) -> tuple[Book, MarketPath]:
+    perp = FuturesContract("ETH-PERP", "ETH", lot_step=0.0, min_notional=0.0, tiers=FLAT)
+    book = Book(assets=(SpotAsset("BTC"), SpotAsset("ETH")), contracts=(perp,),
+                spot={"BTC": 2.0, "ETH": 0.0}, targets={"BTC": 0.6, "ETH": 0.4}, cash=0.0,
+                futures={"ETH-PERP": FuturesPosition(eth_usd / 2_500.0, 2_500.0)},
+                pledged={"BTC": 0.9})
+    idx = pd.DatetimeIndex([T0, T0 + pd.Timedelta(hours=8)])
+    spot = pd.DataFrame({"BTC": [60_000.0, 60_000.0], "ETH": [2_500.0, eth_after]}, index=idx)
+    return book, MarketPath(spot=spot, mark=pd.DataFrame({"ETH-PERP": spot["ETH"]}))
+
+
+def test_breach_sells_pledged_spot_at_the_penalty_by_hand() -> None:
+    book, path = book_and_path(200_000.0, 1_125.0)
+    res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01,
+                       pledged=True)
+    s = res.steps.iloc[1]
+    assert bool(s["liquidated"])
+    gross = 110_900.0 / 0.99
+    assert round(float(s["liquidation_penalty"]), 2) == round(900.0 + 0.01 * gross, 2) == 2_020.20
+    assert float(s["cash"]) == pytest.approx(0.0, abs=1e-8)
+    assert round(float(s["nav"]), 2) == 7_979.80
+    assert float(res.spot_value["BTC"].iloc[1]) == pytest.approx(120_000.0 - gross, abs=1e-6)
+    sale = res.trades[res.trades["kind"] == "collateral_sale"]
+    assert list(sale["symbol"]) == ["BTC"]
+    assert float(sale["quantity"].iloc[0]) == pytest.approx(-gross / 60_000.0, rel=1e-12)
+    assert round(float(sale["fee"].iloc[0]), 2) == 1_120.20
+    assert round(float(sale["notional"].iloc[0]), 2) == -112_020.20
+    # NAV identity: the sale at the close is NAV-neutral, the penalties are costs
+    flows = float(s["spot_pnl"] + s["futures_pnl"] - s[IDENTITY_COSTS].sum())
+    assert float(res.steps["nav"].diff().iloc[1]) == pytest.approx(flows, abs=1e-8)
+
+
+def test_without_pledged_rules_the_debt_stays() -> None:
+    book, path = book_and_path(200_000.0, 1_125.0)
+    res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01)
+    s = res.steps.iloc[1]
+    assert bool(s["liquidated"]) and round(float(s["cash"]), 2) == -110_900.00
+    assert round(float(s["nav"]), 2) == 9_100.00
+    assert (res.trades["kind"] != "collateral_sale").all()
+    assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
+
+
+def test_a_debt_beyond_the_pledged_spot_sells_it_all() -> None:
+    # ETH falls 70%: cash -140,000 - 600 penalty; all 120,000 of BTC sold (penalty 1,200), debt left
+    book, path = book_and_path(200_000.0, 750.0)
+    res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01,
+                       pledged=True)
+    s = res.steps.iloc[1]
+    assert float(res.spot_value["BTC"].iloc[1]) == 0.0
+    assert round(float(s["liquidation_penalty"]), 2) == 600.0 + 1_200.0
+    assert round(float(s["cash"]), 2) == round(-140_600.0 + 120_000.0 * 0.99, 2) == -21_800.00
+
+
+def test_no_top_up_while_pledged_collateral_covers_the_reserve() -> None:
+    book, path = book_and_path(20_000.0, 2_500.0)
+    reserve = CollateralPolicy(target_fraction=0.2, band=0.5)
+    plain = run_backtest(book, path, NoRebalance(), collateral=reserve)
+    assert float(plain.steps["sweep_in"].iloc[0]) > 0  # wallet 0 < 0.1 NAV: spot sold
+    pledged = run_backtest(book, path, NoRebalance(), collateral=reserve, pledged=True)
+    assert float(pledged.steps["sweep_in"].sum()) == 0.0
+    assert (pledged.trades["kind"] != "sweep_in").all()
+    np.testing.assert_array_equal(pledged.spot_value.to_numpy(),
+                                  np.array([[120_000.0, 0.0], [120_000.0, 0.0]]))
+
+
+def test_top_up_when_pledged_collateral_falls_short() -> None:
+    # pledged at 0.05 only: 6,000 of collateral < 0.2 x 0.5 x NAV (about 12,000): top-up to
+    # bring wallet + collateral to 0.2 NAV (the gap less the pledged value the sale removes)
+    book, path = book_and_path(20_000.0, 2_500.0)
+    book = Book(assets=book.assets, contracts=book.contracts, spot=dict(book.spot),
+                targets=dict(book.targets), cash=0.0, futures=dict(book.futures),
+                pledged={"BTC": 0.05})
+    reserve = CollateralPolicy(target_fraction=0.2, band=0.5)
+    res = run_backtest(book, path, NoRebalance(), collateral=reserve, pledged=True)
+    s = res.steps.iloc[0]
+    fee = 0.001
+    gross = (0.2 * 120_000.0 - 6_000.0) / (1 - fee + 0.2 * fee)
+    assert float(s["sweep_in"]) == pytest.approx(gross, rel=1e-12)
+    assert float(s["wallet"]) == pytest.approx(gross * (1 - fee), rel=1e-12)
