@@ -5,6 +5,9 @@ Constraints include stress scenarios ([[constraints.stress]]: simple asset retur
 cluster bands ([[constraints.clusters]]: |sum of (e_i - w*_i)| <= band, in weights). Money in USD;
 fractions accept "30%" / "5bp". ``constraints.min_days_to_expiry`` (days, default 2) is read by the
 order planner: a dated contract is not opened or increased that close to its expiry.
+``constraints.stress_preset = "each_and_all"`` adds each asset alone and all together
++-``stress_preset_move`` (default 40%); ``constraints.size_reserve = true`` reports the smallest
+stablecoin reserve keeping every stress row solvent and its cost at ``costs.reserve_yield`` (4%/yr).
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def _costs(table: Table) -> CostSettings:
             kwargs[key] = nonneg(table[key], f"costs.{key}")
     if "horizon_days" in table:
         kwargs["horizon_days"] = positive(table["horizon_days"], "costs.horizon_days")
+    if "reserve_yield" in table:
+        kwargs["reserve_yield"] = nonneg(table["reserve_yield"], "costs.reserve_yield", percent=True)
     kwargs.update(_funding_forecast(table))
     return CostSettings(**kwargs)
 
@@ -171,7 +176,37 @@ def _constraints(table: Table, book: Book) -> ConstraintSettings:
     if "min_days_to_expiry" in table:
         kwargs["min_days_to_expiry"] = _days(table["min_days_to_expiry"],
                                              f"{p}.min_days_to_expiry")
+    kwargs.update(_reserve_and_preset(table, bool(kwargs["stress"])))
     return ConstraintSettings(**kwargs)
+
+
+#: the stress presets [constraints] stress_preset accepts (optimizer.reserve.preset_scenarios)
+STRESS_PRESETS = ("each_and_all",)
+
+
+def _reserve_and_preset(table: Table, listed: bool) -> dict[str, Any]:
+    """[constraints] size_reserve (bool), stress_preset ("each_and_all") and stress_preset_move (a
+    move in (0, 1), "40%" allowed; default 0.4). Sizing the reserve needs some stress scenario."""
+    p = "constraints"
+    out: dict[str, Any] = {}
+    if "stress_preset" in table:
+        out["stress_preset"] = choice(table["stress_preset"], f"{p}.stress_preset", STRESS_PRESETS, str)
+    if "stress_preset_move" in table:
+        if "stress_preset" not in out:
+            raise ValidationError(f"{p}.stress_preset_move", "is set but constraints.stress_preset "
+                                  "is not, so it would be ignored",
+                                  'add stress_preset = "each_and_all" to [constraints], or remove the key')
+        move = number(table["stress_preset_move"], f"{p}.stress_preset_move", percent=True)
+        if not 0 < move < 1:
+            raise ValidationError(f"{p}.stress_preset_move", f"is {table['stress_preset_move']!r}",
+                                  'give a move in (0, 1), e.g. 0.4 or "40%"')
+        out["stress_preset_move"] = move
+    if "size_reserve" in table:
+        out["size_reserve"] = boolean(table["size_reserve"], f"{p}.size_reserve")
+        if out["size_reserve"] and not listed and "stress_preset" not in out:
+            raise ValidationError(f"{p}.size_reserve", "is true but no stress scenario is given",
+                                  'add [[constraints.stress]] rows or stress_preset = "each_and_all"')
+    return out
 
 
 def _days(value: Any, path: str) -> float:

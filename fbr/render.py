@@ -84,6 +84,15 @@ def summary_table(sol: Solution) -> Table:
         ("gross / net exposure (x base)", f"{sol.gross_leverage:.3f} / {sol.net_exposure:.3f}"),
     ]
     rows += [(f"stress {s.name}: margin surplus (USD)", _usd(s.surplus)) for s in sol.margin.stress]
+    r = sol.reserve
+    if r is not None:  # constraints.size_reserve
+        rows += [
+            (f"reserve: smallest wallet keeping every stress surplus >= 0 (USD; binding: "
+             f"{r.binding or 'none'})", _usd(r.reserve_usd)),
+            (f"reserve opportunity cost at {_pct(r.reserve_yield)} a year (USD / yr)",
+             _usd(r.reserve_cost_usd_per_year)),
+            ("wallet now / above the reserve (USD)", f"{_usd(r.wallet_now)} / {_usd(r.excess_usd)}"),
+        ]
     for k, v in rows:
         t.add_row(k, v)
     return t

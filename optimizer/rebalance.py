@@ -23,6 +23,7 @@ from optimizer.data import ProblemData, Structure, prepare
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
 from optimizer.proxy import proxy_hedge_messages
+from optimizer.reserve import size_reserve, with_stress_preset
 from optimizer.rounding import Rounded, round_positions, snap_small_trades
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import (
@@ -174,6 +175,7 @@ class Rebalancer:
         without the report (:meth:`solve` adds it). An infeasible book gives the elastic re-solve's
         least-violation positions, unrounded, with the conflicting constraints named."""
         t0 = time.perf_counter()
+        settings = with_stress_preset(settings, book)
         d = prepare(book, market, risk, settings)
         check_not_liquidatable(d, book)
         check_bounded(d)
@@ -239,10 +241,15 @@ class Rebalancer:
         if d.risk_note:
             messages.append(d.risk_note)
         blockers = order_blockers(dec.status, dec.conflicts, d, dec.rounded.z * d.V, dec.opposing)
-        return _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
-                         solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
-                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
-                         labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot)
+        sol = _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
+                        solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
+                        bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
+                        labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot)
+        if d.settings.constraints.size_reserve:  # the reserve at the target positions (off by default)
+            x = np.array([p.notional for p in sol.target_positions])
+            sol = replace(sol, reserve=size_reserve(
+                book, market, x, d.settings.constraints.stress, d.settings.costs.reserve_yield))
+        return sol
 
     @staticmethod
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,

@@ -88,6 +88,9 @@ class CostSettings:
     funding_half_life: float = FUNDING_HALF_LIFE
     funding_reversion_half_life: float = FUNDING_REVERSION_HALF_LIFE
     funding_long_run_rate: float = FUNDING_LONG_RUN_RATE
+    #: the yearly yield the stablecoin reserve forgoes (a fraction per year): its opportunity cost
+    #: is reserve x reserve_yield, reported when ``constraints.size_reserve`` is on
+    reserve_yield: float = 0.04
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class ConstraintSettings:
     - trade_limit_adv: |t_j| <= fraction x ADV_j; trade_limit_usd: |t_j| <= USD
     - min_days_to_expiry: a dated contract is not opened or increased within this many days of its
       expiry (enforced by the order planner, executor.plan; closing and reducing are still allowed)
+    - size_reserve: report the smallest stablecoin reserve that keeps every stress row's surplus
+      >= 0 at the target positions, and its yearly opportunity cost (optimizer.reserve; off)
+    - stress_preset: ``"each_and_all"`` adds each asset alone +-``stress_preset_move`` and all
+      assets together +-``stress_preset_move`` (2N + 2 scenarios) to ``stress`` (off: None)
     """
 
     margin: bool = True
@@ -129,6 +136,9 @@ class ConstraintSettings:
     trade_limit_adv: float | None = None
     trade_limit_usd: float | None = None
     min_days_to_expiry: float = MIN_DAYS_TO_EXPIRY
+    size_reserve: bool = False
+    stress_preset: str | None = None
+    stress_preset_move: float = 0.4
 
 
 @dataclass(frozen=True)

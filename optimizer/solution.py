@@ -127,6 +127,48 @@ class MarginReport:
 
 
 @dataclass(frozen=True)
+class ScenarioReserve:
+    """One scenario: its surplus at today's wallet and the reserve that brings it to exactly 0 (USD)."""
+
+    name: str
+    surplus_now: float
+    reserve_usd: float
+
+
+@dataclass(frozen=True)
+class ReserveSizing:
+    """The smallest wallet reserve (USD) keeping every stress scenario's margin surplus >= 0.
+
+    ``wallet_now``: today's wallet (stablecoin cash + uPnL); ``binding``: the scenario that sets the
+    reserve (None when no scenario needs any reserve, or without scenarios).
+    """
+
+    reserve_usd: float
+    reserve_yield: float
+    wallet_now: float
+    binding: str | None
+    scenarios: tuple[ScenarioReserve, ...]
+
+    @property
+    def reserve_cost_usd_per_year(self) -> float:
+        """Opportunity cost: reserve x yearly yield (USD a year)."""
+        return self.reserve_usd * self.reserve_yield
+
+    @property
+    def excess_usd(self) -> float:
+        """Wallet above the reserve (USD; negative: the wallet is short of it)."""
+        return self.wallet_now - self.reserve_usd
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: reserve, cost, yield, wallet, excess, binding scenario, per scenario."""
+        return {"reserve_usd": self.reserve_usd,
+                "reserve_cost_usd_per_year": self.reserve_cost_usd_per_year,
+                "reserve_yield": self.reserve_yield, "wallet_usd": self.wallet_now,
+                "excess_usd": self.excess_usd, "binding_scenario": self.binding,
+                "scenarios": [asdict(s) for s in self.scenarios]}
+
+
+@dataclass(frozen=True)
 class Solution:
     """Everything a rebalance returns. ``status``: optimal | infeasible | optimal_inaccurate."""
 
@@ -164,6 +206,9 @@ class Solution:
     #: the spot leg's trades (one per asset traded) and costs; None/() with the spot leg off
     spot_trades: tuple[SpotTrade, ...] = ()
     spot_costs: SpotCosts | None = None
+    #: the sized stablecoin reserve and its opportunity cost (optimizer.reserve); None unless
+    #: ``constraints.size_reserve`` is on
+    reserve: ReserveSizing | None = None
 
     @property
     def orderable(self) -> bool:
@@ -214,6 +259,8 @@ class Solution:
         if self.spot_costs is not None:  # the spot leg: keys only when it is on
             out["spot_trades"] = [asdict(t) for t in self.spot_trades]
             out["spot_costs"] = {**asdict(self.spot_costs), "trading": self.spot_costs.trading}
+        if self.reserve is not None:  # the reserve sizing: keys only when it is on
+            out["reserve"] = self.reserve.to_dict()
         return _clean(out)
 
 

@@ -1,0 +1,96 @@
+"""The stablecoin reserve as a number to size, and the default long/short stress scenarios.
+
+Reserve. In stress scenario s (asset returns r_s, contract returns g_s = B' r_s) the margin surplus
+at futures positions x (USD) with the wallet holding R (USD: stablecoin cash + uPnL) is
+
+    surplus_s(R) = R + sum_i C_i(u_i (1 + r_s,i)) + g_s' x - sum_j MM_j(|x_j| (1 + g_sj)),
+
+pledged spot re-priced through its rule (``Book.stressed_collateral``). It is affine in R with
+slope 1, so with surplus_s the surplus at today's wallet R_now, the smallest reserve keeping
+scenario s solvent is R_s = R_now - surplus_s, and the smallest reserve for all of them is
+R = max(0, max_s R_s) (closed form, no solve). Its opportunity cost is R x ``reserve_yield`` a year.
+
+Preset scenarios. A long/short overlay barely moves under a common move; ``each_and_all`` also
+moves each asset alone: for N assets and move X, "<asset> -X" and "<asset> +X" for each asset, then
+"all -X" and "all +X" (2N + 2 scenarios).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.book import Book
+from models.errors import ValidationError
+from models.margin import MarginModel
+from models.market import MarketSnapshot
+from optimizer.data import _stress_returns as stress_returns
+from optimizer.settings import OptimizerSettings, StressScenario
+from optimizer.solution import ReserveSizing, ScenarioReserve
+
+#: the presets ``constraints.stress_preset`` accepts
+STRESS_PRESETS = ("each_and_all",)
+
+
+def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
+                 scenarios: Sequence[StressScenario], reserve_yield: float = 0.04) -> ReserveSizing:
+    """The smallest wallet reserve R (USD) such that every scenario's stress surplus at futures
+    positions ``positions`` (signed USD notional per contract, the book's contract order, at
+    ``market``'s marks) is >= 0: R = max(0, max_s (R_now - surplus_s))."""
+    x = np.asarray(positions, dtype=float)
+    if x.shape != (len(book.contracts),):
+        raise ValidationError("positions", f"has shape {x.shape}",
+                              f"give one USD notional per contract ({len(book.contracts)})")
+    if not (np.isfinite(reserve_yield) and reserve_yield >= 0):
+        raise ValidationError("costs.reserve_yield", f"is {reserve_yield}",
+                              'give a yearly yield >= 0, e.g. 0.04 or "4%"')
+    val = book.valuation(market)
+    B = book.exposure_matrix()
+    mm = MarginModel.from_contracts(book.contracts)
+    assets = list(book.asset_symbols)
+    rows: list[ScenarioReserve] = []
+    for sc in scenarios:
+        r = stress_returns(sc, assets)
+        g = r @ B
+        surplus = mm.stress_surplus(x, book.stressed_collateral(val, r), g)
+        rows.append(ScenarioReserve(sc.name, surplus, val.wallet - surplus))
+    need = max((s.reserve_usd for s in rows), default=0.0)
+    binding = max(rows, key=lambda s: s.reserve_usd).name if rows and need > 0 else None
+    return ReserveSizing(reserve_usd=max(0.0, need), reserve_yield=reserve_yield,
+                         wallet_now=val.wallet, binding=binding, scenarios=tuple(rows))
+
+
+def each_and_all(assets: Sequence[str], move: float = 0.4) -> tuple[StressScenario, ...]:
+    """Each asset alone -move and +move, then all assets together -move and +move (2N + 2)."""
+    if not (np.isfinite(move) and 0 < move < 1):
+        raise ValidationError("constraints.stress_preset_move", f"is {move}",
+                              'give a move in (0, 1), e.g. 0.4 or "40%"')
+    pct = f"{100 * move:g}%"
+    out: list[StressScenario] = []
+    for a in assets:
+        out.append(StressScenario(f"{a} -{pct}", {a: -move}))
+        out.append(StressScenario(f"{a} +{pct}", {a: move}))
+    out.append(StressScenario(f"all -{pct}", {}, -move))
+    out.append(StressScenario(f"all +{pct}", {}, move))
+    return tuple(out)
+
+
+def preset_scenarios(name: str, assets: Sequence[str], move: float) -> tuple[StressScenario, ...]:
+    """The scenarios of preset ``name`` (one of :data:`STRESS_PRESETS`)."""
+    if name == "each_and_all":
+        return each_and_all(assets, move)
+    raise ValidationError("constraints.stress_preset", f"is {name!r}",
+                          f"use one of {', '.join(map(repr, STRESS_PRESETS))}")
+
+
+def with_stress_preset(settings: OptimizerSettings, book: Book) -> OptimizerSettings:
+    """``settings`` with its stress preset expanded into ``constraints.stress`` (appended after the
+    listed scenarios; the preset is then cleared, so expanding twice adds nothing)."""
+    cs = settings.constraints
+    if cs.stress_preset is None:
+        return settings
+    extra = preset_scenarios(cs.stress_preset, book.asset_symbols, cs.stress_preset_move)
+    cs = dataclasses.replace(cs, stress=(*cs.stress, *extra), stress_preset=None)
+    return dataclasses.replace(settings, constraints=cs)
