@@ -38,6 +38,16 @@ class Crash(BaseException):
     """Stands for the process dying (not an Exception: nothing catches it)."""
 
 
+class Wrapped:
+    """``gw`` with some of its methods replaced (a crash, a fault armed at a chosen moment)."""
+
+    def __init__(self, gw: CcxtGateway, **replaced: Any) -> None:
+        self._gw, self._replaced, self.venue = gw, replaced, gw.venue
+
+    def __getattr__(self, name: str) -> Any:
+        return self._replaced.get(name) or getattr(self._gw, name)
+
+
 def _emulator(clock: SimClock) -> BinanceEmulator:
     return BinanceEmulator(lag_clock=clock.now).start()
 
@@ -137,18 +147,13 @@ def test_an_account_that_cannot_be_read_stops_the_plan_naming_the_leg(tmp_path: 
         emu.inject(Fault.DISCONNECT_AFTER_ACCEPT, path=ORDER, method="POST")
         emu.lookup_lag_s = 1e9
 
-        class BlindAfterSend:
-            venue = gw.venue
+        def blind_after_send(leg: OrderLeg) -> Any:
+            for _ in range(200):  # every position read fails for the whole window
+                emu.inject(Fault.HTTP_503, path="/fapi/v3/positionRisk", method="GET")
+            return gw.create_order(leg)
 
-            def __getattr__(self, name: str) -> Any:
-                return getattr(gw, name)
-
-            def create_order(self, leg: OrderLeg) -> Any:
-                for _ in range(200):  # every position read fails for the whole window
-                    emu.inject(Fault.HTTP_503, path="/fapi/v3/positionRisk", method="GET")
-                return gw.create_order(leg)
-
-        report = _executor(BlindAfterSend(), prep, j, risk, clock).execute(prep.plan)
+        report = _executor(Wrapped(gw, create_order=blind_after_send), prep, j, risk,
+                           clock).execute(prep.plan)
         leg = prep.plan.legs[0]
         assert report.outcome == Outcome.UNKNOWN
         assert j.order(prep.plan.plan_id, 0).status == OrderStatus.UNKNOWN
@@ -265,22 +270,17 @@ def test_concurrent_resumes_do_not_interleave(tmp_path: Path) -> None:
         gw, prep, j, risk = _setup(emu, tmp_path)
         gate, go = threading.Event(), threading.Event()
 
-        class Slow:
-            venue = gw.venue
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(gw, name)
-
-            def create_order(self, leg: OrderLeg) -> Any:
-                gate.set()
-                go.wait(5)
-                return gw.create_order(leg)
+        def slow(leg: OrderLeg) -> Any:
+            gate.set()
+            go.wait(5)
+            return gw.create_order(leg)
 
         results: list[Any] = []
 
         def first() -> None:
             with Journal(tmp_path / "j.sqlite") as j1:
-                results.append(_executor(Slow(), prep, j1, risk, clock).execute(prep.plan))
+                ex = _executor(Wrapped(gw, create_order=slow), prep, j1, risk, clock)
+                results.append(ex.execute(prep.plan))
 
         t = threading.Thread(target=first)
         t.start()
@@ -321,20 +321,14 @@ def test_resume_sends_only_what_the_account_still_needs(tmp_path: Path) -> None:
         gw, prep, j, risk = _setup(emu, tmp_path)
         calls = {"n": 0}
 
-        class CrashSecond:
-            venue = gw.venue
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(gw, name)
-
-            def create_order(self, leg: OrderLeg) -> Any:
-                calls["n"] += 1
-                if calls["n"] == 2:
-                    raise Crash()
-                return gw.create_order(leg)
+        def crash_second(leg: OrderLeg) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Crash()
+            return gw.create_order(leg)
 
         with pytest.raises(Crash):
-            _executor(CrashSecond(), prep, j, risk, clock).execute(prep.plan)
+            _executor(Wrapped(gw, create_order=crash_second), prep, j, risk, clock).execute(prep.plan)
         # meanwhile somebody brought ETH to its target by hand
         eth = prep.plan.legs[1]
         emu.set_position(BINANCE[eth.symbol], prep.plan.reachable[eth.symbol])
@@ -351,17 +345,11 @@ def test_a_superseded_plan_is_refused(tmp_path: Path) -> None:
     with _emulator(clock) as emu:
         gw, prep, j, risk = _setup(emu, tmp_path)
 
-        class CrashFirst:
-            venue = gw.venue
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(gw, name)
-
-            def create_order(self, leg: OrderLeg) -> Any:
-                raise Crash()
+        def crash(leg: OrderLeg) -> Any:
+            raise Crash()
 
         with pytest.raises(Crash):
-            _executor(CrashFirst(), prep, j, risk, clock).execute(prep.plan)
+            _executor(Wrapped(gw, create_order=crash), prep, j, risk, clock).execute(prep.plan)
         loaded = load_book_file(SEED_BOOK)
         prep2 = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings,
                              PlanOptions())
@@ -411,20 +399,14 @@ def test_an_unreadable_account_before_a_send_stops_without_sending(tmp_path: Pat
         gw, prep, j, risk = _setup(emu, tmp_path)
         calls = {"n": 0}
 
-        class FailsSecondRead:
-            venue = gw.venue
+        def fails_third_read(instruments: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 3:  # round read, leg 0's read, then leg 1's read
+                for _ in range(gw._attempts):
+                    emu.inject(Fault.HTTP_503, path="/fapi/v3/positionRisk", method="GET")
+            return gw.positions(instruments)
 
-            def __getattr__(self, name: str) -> Any:
-                return getattr(gw, name)
-
-            def positions(self, instruments: Any) -> Any:
-                calls["n"] += 1
-                if calls["n"] == 3:  # round read, leg 0's read, then leg 1's read
-                    for _ in range(gw._attempts):
-                        emu.inject(Fault.HTTP_503, path="/fapi/v3/positionRisk", method="GET")
-                return gw.positions(instruments)
-
-        report = _executor(FailsSecondRead(), prep, j, risk, clock).execute(prep.plan)
+        report = _executor(Wrapped(gw, positions=fails_third_read), prep, j, risk, clock).execute(prep.plan)
         assert report.outcome == Outcome.INCOMPLETE
         assert any("could not be read" in m and "--resume" in m for m in report.messages)
         assert len(emu.requests_to(ORDER, "POST")) == 1
