@@ -3,9 +3,10 @@ rounds after a leg was proven not placed).
 
 For each contract j with position q_j now (signed contracts, read from the account) and the plan's
 target t_j, the trade t_j - q_j is cut exactly as :func:`executor.plan.plan_orders` cuts it:
-reduce-only first, a sign flip as a close plus an open, chunks of at most max_qty, parts under
-the min quantity or (opening) min notional left out and named. Client ids continue the plan's
-numbering from ``first_index``, so no id is ever reused.
+reduce-only first, a sign flip as a close plus an open, chunks of at most max_qty, and the parts
+the planner would drop (under the min quantity or, opening, the min notional; opening within
+``min_days_to_expiry`` of a dated contract's expiry) left out with the planner's reason. Client
+ids continue the plan's numbering from ``first_index``, so no id is ever reused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from executor.plan import (
     PlanOptions,
     TradePart,
     client_id_rule,
+    drop_reason,
+    near_expiry,
     order_legs,
     round_to_step,
     trade_parts,
@@ -53,15 +56,13 @@ def legs_toward(current: Mapping[str, float], target: Mapping[str, float],
             continue
         q0 = round_to_step(current.get(sym, 0.0), c.lot_step)
         npc = c.notional_per_contract(market.mark_price(sym))
+        near = near_expiry(c, market.time, options.min_days_to_expiry)
         for part in trade_parts(sym, q0, t, c.lot_step):
-            notional = abs(part.contracts) * npc
-            if abs(part.contracts) < c.min_qty - 1e-12:
-                unsendable[sym] = f"{abs(part.contracts):g} contracts is below the min quantity"
-            elif notional < c.min_notional - 1e-9 and not (part.reduce_only
-                                                           and options.reduce_only_exempt):
-                unsendable[sym] = f"{notional:,.2f} USD is below the min notional"
-            else:
+            reason = drop_reason(part, c, npc, options, near)
+            if reason is None:
                 kept.append((part, npc))
+            else:
+                unsendable[sym] = reason
     legs = order_legs(kept, instruments, market, options, client_id_rule(options.venue), plan_id,
                  first_index)
     return Remaining(tuple(legs), unsendable)

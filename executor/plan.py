@@ -329,7 +329,7 @@ def _check_not_expired(c: FuturesContract, clock: datetime, q0: float, q1: float
                           "hedge with a live contract (the next dated future or the perpetual)")
 
 
-def _near_expiry(c: FuturesContract, clock: datetime, min_days: float) -> str | None:
+def near_expiry(c: FuturesContract, clock: datetime, min_days: float) -> str | None:
     """Why an opening leg of ``c`` is dropped when ``c`` expires within ``min_days`` days, else None."""
     days = c.days_to_expiry(clock)
     if days is None or days >= min_days or c.expiry is None:
@@ -345,7 +345,7 @@ def _iso(t: datetime) -> str:
     return utc.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptions,
+def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptions,
                  near_expiry: str | None) -> str | None:
     """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can."""
     if near_expiry is not None and not part.reduce_only:
@@ -459,9 +459,9 @@ def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc + 0.0,  # no -0.0
                                  c.lot_step * npc, c.lot_step))
         _check_not_expired(c, clock, q0, q1)
-        near = _near_expiry(c, clock, opts.min_days_to_expiry)
+        near = near_expiry(c, clock, opts.min_days_to_expiry)
         for part in trade_parts(sym, q0, q1, c.lot_step):
-            reason = _drop_reason(part, c, npc, opts, near)
+            reason = drop_reason(part, c, npc, opts, near)
             if reason is None:
                 kept.append((part, npc))
             else:

@@ -209,3 +209,18 @@ def test_warnings_travel_in_the_plan_json_and_back() -> None:
     assert OrderPlan.from_dict(d) == p
     del d["warnings"]  # a plan journalled before warnings existed still loads
     assert OrderPlan.from_dict(d).warnings == ()
+
+
+def test_re_planned_legs_keep_the_planner_s_drop_rules() -> None:
+    """A resume re-plans from the positions with the planner's own rule: no opening leg on a dated
+    contract within min_days_to_expiry (it used to be sent), the reason kept; others go out."""
+    from executor.legs import legs_toward
+
+    book = dated_book(dated(datetime(2024, 6, 2, tzinfo=UTC)))  # 1 day left < 2 (default)
+    rem = legs_toward({}, {"BTC-240614": -0.017, "ETH-PERP": 0.2}, book_instruments(book),
+                      dated_market(), PlanOptions(), PID, 3)
+    assert [(leg.symbol, leg.index) for leg in rem.legs] == [("ETH-PERP", 3)]
+    assert "min_days_to_expiry = 2" in rem.unsendable["BTC-240614"]
+    closing = legs_toward({"BTC-240614": -0.017}, {"BTC-240614": 0.0}, book_instruments(book),
+                          dated_market(), PlanOptions(), PID, 0)
+    assert [(leg.symbol, leg.reduce_only) for leg in closing.legs] == [("BTC-240614", True)]
