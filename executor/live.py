@@ -325,12 +325,12 @@ class JournaledExecutor:
         in_doubt = any(r.status in _IN_DOUBT for r in rows)
         instruments = self._instruments(plan)
         try:
-            now = self.gateway.positions(instruments)
             after = self.gateway.account(self.ctx.book, self.ctx.market)
         except ReadFailedError as exc:
             self._messages.append(f"the final positions could not be read: {redact(str(exc))}")
             return self._unread_report(plan, legs)
-        positions = {s: round_to_step(now.get(s, 0.0), instruments[s].contract.lot_step)
+        now = {s: (after.futures[s].contracts if s in after.futures else 0.0) for s in instruments}
+        positions = {s: round_to_step(now[s], instruments[s].contract.lot_step)
                      for s in plan.reachable}
         self.journal.record_positions(
             plan.plan_id, plan.venue, plan.book_name,
