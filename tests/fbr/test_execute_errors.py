@@ -141,3 +141,14 @@ def test_a_schema_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
         row = j.orders("p1")[0]
         assert row.position_before is None and row.sent_ms is None  # unknown: never "not placed"
         assert j.open_plans("") == ["p1"]
+
+
+def test_an_exchange_refusal_is_one_message(emu: BinanceEmulator, tmp_path: Path) -> None:
+    """An account in hedge position mode: refused before any order, one message with the fix."""
+    emu.set_hedge_mode(True)
+    res = runner.invoke(app, ["execute", str(SEED), "--exchange", "binanceusdm", "--live",
+                              "--journal", str(tmp_path / "j.sqlite")])
+    assert res.exit_code == ExitCode.BAD_INPUT, res.output
+    assert "hedge position mode" in res.stderr and "Fix:" in res.stderr
+    assert "Traceback" not in res.output
+    assert emu.requests_to("/fapi/v1/order", "POST") == []
