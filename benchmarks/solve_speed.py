@@ -12,7 +12,13 @@ For each size N (assets; one linear perpetual per asset, so M = N contracts) and
   leverage cap and two correlation cluster bands. Served by PIQP through fbr's lean path
   (``optimizer.engines.PiqpEngine``);
 - ``conic``: the same plus the 3/2-power impact cost and a volatility cap, served by Clarabel through
-  fbr's ``CvxpyDataEngine``,
+  fbr's ``CvxpyDataEngine``;
+- ``hybrid``: the ``qp`` problem plus the spot leg (spot buys/sells with fee + half spread) and its
+  tax term (25% rates, 3 lots per asset on day 0 with mixed gains and losses, compiled with 4 pieces
+  per asset; ``--harvest-losses`` credits losses), still a QP served by PIQP through ``PiqpEngine``
+  with the same native floor as ``qp``. The path books each day's spot trades into the lots (sales
+  HIFO, a buy adds a lot, the two newest are merged beyond 4), so lots, prices and dates move the tax
+  curves' Parameters every day,
 
 a book is simulated for ``--days`` days: it starts near target with a margin reserve; each day prices
 move by seeded synthetic returns (annual vols 50-120%, correlations 0.5-0.9 from a market + sector
@@ -65,7 +71,8 @@ mat-vecs, scatter into the solver's matrices, solver update/setup, solver solve,
 extraction), timed stage by stage with the engine's own objects, and writes a cProfile listing per
 (config, N) next to the JSON. ``--objective-scale`` overrides OptimizerSettings.objective_scale.
 
-Run: ``python benchmarks/solve_speed.py [--sizes 3,10,20] [--days 25] [--config qp|conic|both]
+Run: ``python benchmarks/solve_speed.py [--sizes 3,10,20] [--days 25]
+[--config qp|conic|hybrid|both|all]
 [--seed 7] [--out benchmarks/results/solve_speed.json] [--blas-threads 1] [--profile]``.
 """
 
@@ -84,7 +91,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,18 +104,28 @@ from models.book import Book, TargetsBase
 from models.instruments import FuturesContract, MarginTiers, SpotAsset, TierBracket
 from models.market import MarketSnapshot
 from models.risk import DAYS_PER_YEAR, RiskModel
+from models.tax import (
+    LotMethod,
+    TaxLot,
+    TaxRates,
+    realised_tax,
+    tax_per_unit,
+    total_quantity,
+)
 from optimizer.data import ProblemData, prepare
 from optimizer.engines import PIQP_SETTINGS, CvxpyDataEngine, PiqpEngine, quiet_bounds
 from optimizer.problem import HedgeProblem, SolveOutcome, SolverFailedError
-from optimizer.rebalance import Rebalancer
+from optimizer.rebalance import Rebalancer, after_spot
 from optimizer.settings import (
     ClusterBand,
     ConstraintSettings,
     CostSettings,
     OptimizerSettings,
     SolverName,
+    SpotLegSettings,
     StressScenario,
 )
+from optimizer.spot_leg import SpotContext
 
 DEFAULT_SIZES = (3, 10, 20, 50, 200, 500, 1000)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "solve_speed.json"
@@ -120,6 +137,14 @@ NATIVE_RATIO_TARGET = 3.0
 N_FACTORS = 16
 FULL_COV_MAX_N = 20
 SECTOR_LOADING = 0.25
+#: hybrid config: tax rate (short and long term), lots per asset on day 0, most lots per asset
+#: (the compiled tax term's piece count; beyond it the two newest lots are merged), spot trades
+#: below this weight are solver noise and not booked, net spot buys financed by cash (fraction of V)
+HYBRID_TAX_RATE = 0.25
+HYBRID_LOTS = 3
+HYBRID_MAX_LOTS = 4
+HYBRID_SPOT_NOISE = 1e-7
+HYBRID_CASH_FRACTION = 0.005
 
 
 # ==============================================================================================
@@ -275,8 +300,10 @@ def make_book(mkt: SyntheticMarket, seed: int) -> Book:
 
 
 def make_settings(mkt: SyntheticMarket, conic: bool,
-                  objective_scale: float | None = None) -> OptimizerSettings:
-    """The full constraint set; conic adds the 3/2-power impact and a volatility cap."""
+                  objective_scale: float | None = None,
+                  spot: SpotLegSettings | None = None) -> OptimizerSettings:
+    """The full constraint set; conic adds the 3/2-power impact and a volatility cap; ``spot`` (the
+    hybrid config) the spot leg with its tax term."""
     n = len(mkt.symbols)
     syms = mkt.symbols
     V = base_usd(n)
@@ -298,9 +325,110 @@ def make_settings(mkt: SyntheticMarket, conic: bool,
         default_cap_usd=0.03 * V, clusters=clusters, vol_cap=vol_cap)
     costs = CostSettings(trading=True, impact=conic, impact_k=1.0, carry=True, horizon_days=3.0)
     solvers = (SolverName.CLARABEL,) if conic else (SolverName.PIQP,)
-    extra = {} if objective_scale is None else {"objective_scale": objective_scale}
+    extra: dict[str, Any] = {} if objective_scale is None else {"objective_scale": objective_scale}
+    if spot is not None:
+        extra["spot"] = spot
     return OptimizerSettings(costs=costs, constraints=cons, solvers=solvers, round_lots=False,
                              **extra)
+
+
+# ==============================================================================================
+# hybrid: the spot leg with tax lots
+# ==============================================================================================
+Lots = dict[str, tuple[TaxLot, ...]]
+
+
+def initial_lots(book: Book, market: MarketSnapshot, seed: int) -> Lots:
+    """HYBRID_LOTS lots per asset adding up to its spot quantity: cost bases 0.5-1.5x today's price
+    (gains and losses), one lot long-term (two years old), the others 20-300 days old."""
+    rng = np.random.default_rng([seed, len(book.assets), 2])
+    now = market.time.to_pydatetime()
+    out: Lots = {}
+    for sym in book.asset_symbols:
+        qty = float(book.spot[sym])
+        price = market.spot_price(sym)
+        frac = rng.dirichlet(np.full(HYBRID_LOTS, 3.0))
+        parts = [qty * float(f) for f in frac[:-1]]
+        parts.append(qty - math.fsum(parts))
+        basis = price * rng.uniform(0.5, 1.5, HYBRID_LOTS)
+        ages = [730.0, *rng.uniform(20.0, 300.0, HYBRID_LOTS - 1).tolist()]
+        out[sym] = tuple(TaxLot(q, float(b), now - pd.Timedelta(days=a).to_pytimedelta())
+                         for q, b, a in zip(parts, basis, ages, strict=True))
+    return out
+
+
+def hybrid_spot_settings(lots: Lots, V: float, harvest_losses: bool = False) -> SpotLegSettings:
+    """The spot leg on, 25% tax on gains (short and long term), HIFO books; loss lots taxed at 0
+    (the default) or credited (``harvest_losses``)."""
+    return SpotLegSettings(enabled=True, rates=TaxRates(HYBRID_TAX_RATE, HYBRID_TAX_RATE),
+                           lots=lots, lot_method=LotMethod.HIFO, harvest_losses=harvest_losses,
+                           cash_usd=HYBRID_CASH_FRACTION * V)
+
+
+def with_lots(settings: OptimizerSettings, lots: Lots) -> OptimizerSettings:
+    """``settings`` with the spot leg's lots replaced."""
+    return replace(settings, spot=replace(settings.spot, lots=lots))
+
+
+def _merge_newest(lots: list[TaxLot]) -> list[TaxLot]:
+    """Merge the two newest lots (quantity-weighted basis, the later date) until at most
+    HYBRID_MAX_LOTS remain, so the compiled tax term's piece count is never exceeded."""
+    while len(lots) > HYBRID_MAX_LOTS:
+        order = sorted(range(len(lots)), key=lambda k: lots[k].acquired)
+        i, j = order[-2], order[-1]
+        a, b = lots[i], lots[j]
+        q = a.quantity + b.quantity
+        merged = TaxLot(q, (a.quantity * a.cost_basis + b.quantity * b.cost_basis) / q,
+                        max(a.acquired, b.acquired))
+        lots = [lot for k, lot in enumerate(lots) if k not in (i, j)] + [merged]
+    return lots
+
+
+@dataclass
+class SpotStep:
+    """What the spot leg did on one day: USD traded (buys + sells), tax realised (USD)."""
+
+    traded_usd: float = 0.0
+    tax_usd: float = 0.0
+
+
+def advance_spot(book: Book, lots: Lots, d: ProblemData, spot: tuple[np.ndarray, np.ndarray],
+                 market: MarketSnapshot) -> tuple[Book, Lots, SpotStep]:
+    """Book the spot trades (weights): sales consume lots in the books' lot method (HIFO), a buy
+    adds a lot at today's price; the spot quantities become the lots' sums and cash pays the net."""
+    assert d.spot is not None and d.spot.rates is not None
+    buy, sell = spot
+    rates, method, now = d.spot.rates, d.settings.spot.lot_method, d.spot.now
+    new_lots = dict(lots)
+    qty = dict(book.spot)
+    cash = book.cash
+    step = SpotStep()
+    for i, sym in enumerate(book.asset_symbols):
+        price = float(d.spot.prices[i])
+        cur = list(lots.get(sym, ()))
+        held = total_quantity(cur)
+        if sell[i] > HYBRID_SPOT_NOISE and held > 0:
+            units = min(float(sell[i]) * d.V / price, held)
+            tax, cur = realised_tax(cur, units, method, price, now, rates)
+            # a lot left with dust (a sale a hair short of a whole lot: solver noise) is sold too;
+            # dust lots make the tax curve's pieces ill-conditioned
+            dust = [lot for lot in cur if lot.quantity * price < HYBRID_SPOT_NOISE * d.V]
+            if dust:
+                cur = [lot for lot in cur if lot not in dust]
+                units += total_quantity(dust)
+                tax += math.fsum(tax_per_unit(lot, price, now, rates) * lot.quantity
+                                 for lot in dust)
+            cash += units * price
+            step.traded_usd += units * price
+            step.tax_usd += tax
+        if buy[i] > HYBRID_SPOT_NOISE:
+            units = float(buy[i]) * d.V / price
+            cur = _merge_newest([*cur, TaxLot(units, price, now)])
+            cash -= units * price
+            step.traded_usd += units * price
+        new_lots[sym] = tuple(cur)
+        qty[sym] = total_quantity(cur)
+    return book.evolve(spot=qty, cash=cash), new_lots, step
 
 
 def advance_book(book: Book, d: ProblemData, z: np.ndarray, market: MarketSnapshot) -> Book:
@@ -566,6 +694,12 @@ class SizeResult:
     binding: dict[str, int] = field(default_factory=dict)
     stages_ms: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    #: hybrid: spot USD traded per day (% of V), tax realised per day (USD), the most lots an asset
+    #: held, max |fbr - cvxpy| over the spot buys and sells (weights)
+    spot_traded_pct: list[float] = field(default_factory=list)
+    spot_tax_usd: list[float] = field(default_factory=list)
+    max_lots: int = 0
+    dspot_cvxpy: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         med = float(np.median(self.fbr_ms))
@@ -592,7 +726,15 @@ class SizeResult:
             "builds_after_day0": self.builds_after_day0, "builds_at_end": self.builds_at_end,
             "binding_days": self.binding,
             "stages_median_ms": self.stages_ms, "note": self.note,
-        }
+        } | (self._spot_summary() if self.config == "hybrid" else {})
+
+    def _spot_summary(self) -> dict[str, Any]:
+        traded = np.asarray(self.spot_traded_pct)
+        return {"spot_trade_days": int(np.count_nonzero(traded > 0)),
+                "spot_traded_pct_of_V_median": float(np.median(traded)) if traded.size else 0.0,
+                "spot_tax_usd_total": float(sum(self.spot_tax_usd)),
+                "max_lots_per_asset": self.max_lots, "tax_pieces": HYBRID_MAX_LOTS,
+                "max_dspot_cvxpy": max(self.dspot_cvxpy, default=math.nan)}
 
 
 def _binding(d: ProblemData, z: np.ndarray, hp: HedgeProblem) -> list[str]:
@@ -622,20 +764,52 @@ def _binding(d: ProblemData, z: np.ndarray, hp: HedgeProblem) -> list[str]:
     return out
 
 
+def spot_answer(hp: HedgeProblem, d: ProblemData,
+                out: SolveOutcome | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """fbr's spot trades (buys, sells; weights) of its last solve, or None without an answer."""
+    if out is None or out.result.z is None:
+        return None
+    return hp.spot_solution(out.result.solver)
+
+
+def cvx_spot(hp: HedgeProblem) -> tuple[np.ndarray, np.ndarray] | None:
+    """The spot trades cvxpy's default path left in the problem's variables, clipped as fbr's."""
+    ctx = hp.ctx
+    if not isinstance(ctx, SpotContext) or ctx.buy.value is None or ctx.sell.value is None:
+        return None
+    assert hp.data is not None and hp.data.spot is not None
+    return (np.clip(np.asarray(ctx.buy.value, dtype=float), 0.0, None),
+            np.clip(np.asarray(ctx.sell.value, dtype=float), 0.0, hp.data.spot.holdings))
+
+
 def run_size(config: str, n: int, days: int, seed: int, profile: bool,
-             prof_dir: Path | None, objective_scale: float | None = None) -> SizeResult:
+             prof_dir: Path | None, objective_scale: float | None = None,
+             harvest_losses: bool = False) -> SizeResult:
     conic = config == "conic"
+    hybrid = config == "hybrid"
     mkt = SyntheticMarket.create(n, seed)
     risk = mkt.risk_model()
-    settings = make_settings(mkt, conic, objective_scale)
     book = make_book(mkt, seed)
     market = mkt.snapshot()
+    lots: Lots = initial_lots(book, market, seed) if hybrid else {}
+    spot_cfg = hybrid_spot_settings(lots, base_usd(n), harvest_losses) if hybrid else None
+    settings = make_settings(mkt, conic, objective_scale, spot_cfg)
     rb = Rebalancer()
     solver = SolverName.CLARABEL if conic else SolverName.PIQP
     cvx_solver = cp.CLARABEL if conic else cp.PIQP
 
+    def prep(b: Book, m: MarketSnapshot, lots: Lots) -> ProblemData:
+        """This day's data; hybrid: today's lots, the tax curves padded to the compiled pieces
+        (``Rebalancer.fit_tax_pieces``, as ``Rebalancer.solve_z`` does)."""
+        if not hybrid:
+            return prepare(b, m, risk, settings)
+        return rb.fit_tax_pieces(prepare(b, m, risk, with_lots(settings, lots)))
+
     # ---- day 0: compile, set up, warm up (not timed) ------------------------------------
-    d = prepare(book, market, risk, settings)
+    d = prep(book, market, lots)
+    if hybrid:  # compile the tax term with room for HYBRID_MAX_LOTS lots per asset
+        assert d.spot is not None and d.spot.tax_pieces <= HYBRID_MAX_LOTS
+        d = replace(d, spot=replace(d.spot, tax_pieces=HYBRID_MAX_LOTS))
     t0 = time.perf_counter()
     hp = problem_for(rb, d)
     builds0 = HedgeProblem.builds - 1
@@ -684,7 +858,10 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
                      compile_s=compile_s, native_mode=native.mode, builds_after_day0=builds_after)
     log(f"  {config} N={n}: compiled+first solve {compile_s:.2f}s, {res.variables} vars, "
         f"{res.constraints_rows} rows, K={res.n_factors}")
+    spot = spot_answer(hp, d, z0_out) if hybrid else None
     book = advance_book(book, d, z, market)
+    if spot is not None:
+        book, lots, _ = advance_spot(book, lots, d, spot, market)
 
     profiler = cProfile.Profile() if (profile and prof_dir is not None) else None
     stage_rows: list[dict[str, float]] = []
@@ -692,7 +869,10 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
     for day in range(1, days + 1):
         mkt.step()
         market = mkt.snapshot()
-        t_prep, d = best_of(lambda b=book, m=market: prepare(b, m, risk, settings), 2)
+        def prep_today(b: Book = book, m: MarketSnapshot = market, lt: Lots = lots) -> ProblemData:
+            return prep(b, m, lt)
+
+        t_prep, d = best_of(prep_today, 2)
         if d.structure != hp.structure:
             raise RuntimeError(f"{config} N={n} day {day}: structure changed")
 
@@ -729,13 +909,22 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
             res.cvxpy_inaccurate_days += 1
         # the path goes on with fbr's answer, or the first other answer when fbr had none
         z = next((v for v in (z_fbr, z_nat, z_cvx) if v is not None), d.z0)
+        spot = None
+        if hybrid:  # the spot leg's trades go with the same answer (fbr's, else cvxpy's)
+            spot_cvx = cvx_spot(hp) if z_cvx is not None else None
+            if z_fbr is None and z_cvx is not None:
+                z = z_cvx
+            spot = spot_answer(hp, d, out) if z_fbr is not None else spot_cvx
+            if spot is not None and spot_cvx is not None and z_fbr is not None:
+                res.dspot_cvxpy.append(float(max(np.max(np.abs(spot[0] - spot_cvx[0])),
+                                                 np.max(np.abs(spot[1] - spot_cvx[1])))))
         if profile and z_fbr is not None:
             hp.update(d)
             with suppress(SolverFailedError):
                 hp.solve(chain)  # leave the solver set up for this day's data, then split stages
             split = [(qp_stages if not conic else conic_stages)(hp, d) for _ in range(3)]
             stage_rows.append({k: min(s[k] for s in split) for k in split[0]})
-        for name in _binding(d, z, hp):
+        for name in _binding(after_spot(d, spot), z, hp):
             res.binding[name] = res.binding.get(name, 0) + 1
         res.fbr_ms.append(1e3 * t_fbr)
         res.native_ms.append(1e3 * t_nat)
@@ -748,6 +937,11 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
             res.dz_cvxpy.append(float(np.max(np.abs(z_fbr - z_cvx))))
         fbr_reps, nat_reps = reps_for(t_fbr), reps_for(t_nat)
         book = advance_book(book, d, z, market)
+        if spot is not None:
+            book, lots, step = advance_spot(book, lots, d, spot, market)
+            res.spot_traded_pct.append(100.0 * step.traded_usd / d.V)
+            res.spot_tax_usd.append(step.tax_usd)
+            res.max_lots = max(res.max_lots, max(len(v) for v in lots.values()))
         if HedgeProblem.builds != builds_after:
             raise AssertionError(f"{config} N={n} day {day}: HedgeProblem rebuilt "
                                  f"({builds_after} -> {HedgeProblem.builds})")
@@ -817,6 +1011,8 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
                      f"{len(r['fbr_inaccurate_days'])}/{len(r['fbr_failed_days'])}",
                      ", ".join(flags)])
     solver = "Clarabel via CvxpyDataEngine" if config == "conic" else "PIQP via PiqpEngine"
+    if config == "hybrid":
+        solver += f"; spot leg + tax term, {HYBRID_MAX_LOTS} pieces"
     title = f"{config.upper()} ({solver}); days={rows[0]['days'] if rows else 0}"
     modes = sorted({r["native_mode"] for r in rows})
     try:
@@ -849,6 +1045,11 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
             print(f"  cvxpy default {config} N={r['n']}: optimal_inaccurate on "
                   f"{r['cvxpy_default_inaccurate_days']} day(s), failed on "
                   f"{r['cvxpy_default_failed_days']} day(s) (max |dz| skips those)")
+        if "spot_trade_days" in r:
+            print(f"  spot leg {config} N={r['n']}: traded on {r['spot_trade_days']}/{r['days']} "
+                  f"days (median {r['spot_traded_pct_of_V_median']:.2f}% of V), realised tax "
+                  f"{r['spot_tax_usd_total']:,.0f} USD, up to {r['max_lots_per_asset']} lots per "
+                  f"asset, max |spot fbr - cvxpy| {r['max_dspot_cvxpy']:.1e}")
         if r["note"]:
             print(f"  note: {r['note']}")
     return misses
@@ -924,7 +1125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
                     help="comma-separated N (assets = contracts)")
     ap.add_argument("--days", type=int, default=25, help="timed days (after a day-0 warm-up)")
-    ap.add_argument("--config", choices=("qp", "conic", "both"), default="both")
+    ap.add_argument("--config", choices=("qp", "conic", "hybrid", "both", "all"), default="both",
+                    help="both = qp + conic; all = qp + conic + hybrid")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     ap.add_argument("--blas-threads", type=int, default=None,
@@ -933,6 +1135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="cap on timed days for conic N >= 1000 (time budget)")
     ap.add_argument("--objective-scale", type=float, default=None,
                     help="OptimizerSettings.objective_scale (default: fbr's default)")
+    ap.add_argument("--harvest-losses", action="store_true",
+                    help="hybrid: credit loss lots (SpotLegSettings.harvest_losses); default off")
     ap.add_argument("--profile", action="store_true",
                     help="add a per-stage split of fbr's time and cProfile listings")
     return ap.parse_args(argv)
@@ -941,7 +1145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
-    configs = ["qp", "conic"] if args.config == "both" else [args.config]
+    configs = {"both": ["qp", "conic"], "all": ["qp", "conic", "hybrid"]}.get(args.config,
+                                                                            [args.config])
     blas = _blas_info()
     if args.blas_threads is not None:
         from threadpoolctl import threadpool_limits
@@ -964,7 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"conic N={n}: {days} timed days instead of {args.days} (time budget)"
                 log("  " + note)
             r = run_size(config, n, days, args.seed, args.profile, prof_dir,
-                         args.objective_scale)
+                         args.objective_scale, args.harvest_losses)
             r.note = note
             rows.append(r.summary())
         results[config] = rows
@@ -984,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "sizes": sizes, "days": args.days, "seed": args.seed, "configs": configs,
-            "objective_scale": args.objective_scale,
+            "objective_scale": args.objective_scale, "harvest_losses": args.harvest_losses,
             "blas": blas, "cpu_count": os.cpu_count(), "loadavg_end": os.getloadavg(),
             "git": _git_state(),
 

@@ -15,6 +15,17 @@ metadata paths too).
   (``models.collateral.bid_buffer_rule``; the index is the market's spot price, which
   :meth:`CcxtGateway.market` sets to the index), and spot is raised to at least the wallet quantity.
   With the mode off only the quote counts as margin on USD-M, so nothing is pledged;
+- spot pledged in a Binance **Portfolio Margin** account (``CcxtGateway(..., pledge_source=
+  "portfolio_margin")``; the default stays Multi-Assets): tiered collateral rules for the book's
+  ``[pledged]`` assets and the futures wallet's assets, from ``GET /sapi/v1/margin/
+  crossMarginCollateralRatio`` (ccxt ``sapiGetMarginCrossMarginCollateralRatio``: per group of
+  ``assetNames`` tiers ``minUsdValue``, ``maxUsdValue`` (absent: open-ended), ``discountRate``)
+  and ``GET /sapi/v1/portfolio/collateralRate`` (ccxt ``sapiGetPortfolioCollateralRate``: one
+  ``collateralRate`` per asset). Tier k of asset a gets rate c_k = min(discountRate_k,
+  collateralRate_a) (the lower of the two, conservative; an asset in only one answer takes that
+  one's rates, a flat rate being one open tier), so C(u) = sum_k c_k clip(u - m_k, 0, M_k - m_k)
+  (``models.collateral.tiered_rule``). An asset in neither answer, or whose tiers do not validate,
+  is not counted as margin (warned);
 - leverage and margin mode set before trading;
 - orders carry the leg's client id; ccxt's own resend is switched off (``maxRetriesOnFailure`` = 0).
   Every answer that leaves an order's fate open becomes :class:`AmbiguousOrderError` for the
@@ -64,7 +75,7 @@ from executor.ccxt_wiring import retry_read
 from executor.plan import Instrument, OrderLeg, OrderType, default_exchange_symbol
 from executor.safety import redact
 from models.book import Book, FuturesPosition
-from models.collateral import CollateralRule, bid_buffer_rule
+from models.collateral import CollateralRule, as_rule, bid_buffer_rule, tiered_rule
 from models.errors import FbrError, ValidationError
 from models.instruments import (
     ContractKind,
@@ -77,6 +88,8 @@ from models.market import MarketSnapshot
 
 log = logging.getLogger("executor.ccxt")
 _T = TypeVar("_T")
+#: Where pledged collateral rules come from: Multi-Assets bidBuffer (USD-M) or Portfolio Margin tiers.
+PLEDGE_SOURCES = ("multi_assets", "portfolio_margin")
 
 
 class ExchangeSetupError(FbrError):
@@ -225,12 +238,18 @@ class CcxtGateway:
 
     ``symbols`` maps book contracts to ccxt symbols (default ``BTC/USDT:USDT`` for ``BTC``'s linear
     perpetual); ``margin_mode`` is set on every traded contract; reads retry ``read_attempts`` times
-    with ``base_delay_s`` x 2^k backoff (network errors only).
+    with ``base_delay_s`` x 2^k backoff (network errors only); ``pledge_source`` says how pledged
+    spot is valued (module docstring): ``"multi_assets"`` (default) or ``"portfolio_margin"``.
     """
 
     def __init__(self, exchange: Any, *, symbols: Mapping[str, str] | None = None,
                  margin_mode: str = "cross", quote: str = "USDT", read_attempts: int = 4,
-                 base_delay_s: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> None:
+                 base_delay_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                 pledge_source: str = "multi_assets") -> None:
+        if pledge_source not in PLEDGE_SOURCES:
+            raise ValidationError("pledge_source", f"is {pledge_source!r}",
+                                  f"use one of {', '.join(map(repr, PLEDGE_SOURCES))}")
+        self._pledge_source = pledge_source
         exchange.options["maxRetriesOnFailure"] = 0  # never let ccxt resend an order itself
         exchange.options["maxRetriesOnFailureDelay"] = 0
         exchange.options.setdefault("fetchCurrencies", False)
@@ -352,6 +371,8 @@ class CcxtGateway:
         cash = self._wallet(bal, upnl)
         held = self._wallet_assets(bal, book)
         book = book.evolve(futures=futures, cash=cash)
+        if self._pledge_source == "portfolio_margin":
+            return self._with_portfolio_pledges(book, held)
         return self._with_pledged(book, held) if held else book
 
     def _wallet_assets(self, bal: Mapping[str, Any], book: Book) -> dict[str, float]:
@@ -408,6 +429,81 @@ class CcxtGateway:
         spot = dict(book.spot)
         for asset, qty in held.items():
             spot[asset] = max(float(spot.get(asset, 0.0)), qty)
+        return dataclasses.replace(book, spot=spot, pledged=pledged)
+
+    # --- Portfolio Margin collateral tiers ------------------------------------------------------
+    def portfolio_collateral_rates(self) -> dict[str, float]:
+        """Portfolio Margin collateral rate per asset (``GET /sapi/v1/portfolio/collateralRate``,
+        rows ``{asset, collateralRate}``), a fraction; {} where the exchange has no such endpoint."""
+        fn = getattr(self.ex, "sapiGetPortfolioCollateralRate", None)
+        if fn is None:
+            return {}
+        rows = self._read("portfolio_collateral_rate", fn)
+        return {str(r["asset"]): float(r["collateralRate"]) for r in rows if isinstance(r, dict)
+                and r.get("asset") and r.get("collateralRate") is not None}
+
+    def cross_margin_collateral_tiers(self) -> dict[str, list[tuple[float, float, float]]]:
+        """Tiers (min USD, max USD, rate) per asset (``GET /sapi/v1/margin/
+        crossMarginCollateralRatio``: groups ``{collaterals: [{minUsdValue, maxUsdValue,
+        discountRate}], assetNames}``; a tier without ``maxUsdValue`` is open-ended, max = inf);
+        {} where the exchange has no such endpoint."""
+        fn = getattr(self.ex, "sapiGetMarginCrossMarginCollateralRatio", None)
+        if fn is None:
+            return {}
+        out: dict[str, list[tuple[float, float, float]]] = {}
+        for group in self._read("cross_margin_collateral_ratio", fn):
+            if not isinstance(group, dict):
+                continue
+            tiers = sorted((float(t.get("minUsdValue") or 0.0),
+                            math.inf if t.get("maxUsdValue") in (None, "") else float(t["maxUsdValue"]),
+                            float(t["discountRate"]))
+                           for t in group.get("collaterals") or [] if t.get("discountRate") is not None)
+            for name in group.get("assetNames") or []:
+                out[str(name)] = tiers
+        return out
+
+    def portfolio_tiers(self, assets: set[str]) -> dict[str, list[tuple[float, float, float]]]:
+        """Tiers (min USD, max USD, rate) of ``assets`` in Portfolio Margin: the cross-margin tiers
+        with each rate capped at the asset's collateralRate, c_k = min(discountRate_k, rate_a);
+        an asset with only a collateralRate gets one tier [0, inf, rate_a]. Asks nothing when
+        ``assets`` is empty."""
+        if not assets:
+            return {}
+        tiers = self.cross_margin_collateral_tiers()
+        rates = self.portfolio_collateral_rates()
+        out: dict[str, list[tuple[float, float, float]]] = {}
+        for a in sorted(assets):
+            cap = rates.get(a)
+            if a in tiers:
+                out[a] = [(lo, hi, rate if cap is None else min(rate, cap)) for lo, hi, rate in tiers[a]]
+            elif cap is not None:
+                out[a] = [(0.0, math.inf, cap)]
+        return out
+
+    def _with_portfolio_pledges(self, book: Book, held: Mapping[str, float]) -> Book:
+        """``book`` with its ``[pledged]`` assets (their quantity caps kept) and the futures wallet's
+        holdings ``held`` (quantity = the wallet's) valued by the exchange's Portfolio Margin tiers
+        (:meth:`portfolio_tiers`); spot is raised to at least the wallet quantity. An asset the
+        exchange gives no valid tiers for is not pledged (warned)."""
+        wanted: dict[str, float | None] = {s: as_rule(p, f"pledged.{s}").quantity
+                                           for s, p in book.pledged.items()}
+        wanted.update(held)
+        if not wanted:
+            return book
+        tiers = self.portfolio_tiers(set(wanted))
+        pledged: dict[str, float | CollateralRule] = {}
+        for asset, qty in wanted.items():
+            if asset not in tiers:
+                log.warning("%s has no Portfolio Margin collateral rate: not counted as margin", asset)
+                continue
+            try:
+                pledged[asset] = tiered_rule(tiers[asset], f"pledged.{asset}", quantity=qty)
+            except ValidationError as exc:
+                log.warning("%s: the exchange's collateral tiers are not usable (%s): not counted "
+                            "as margin", asset, exc)
+        spot = dict(book.spot)
+        for asset, q in held.items():
+            spot[asset] = max(float(spot.get(asset, 0.0)), q)
         return dataclasses.replace(book, spot=spot, pledged=pledged)
 
     def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:

@@ -23,11 +23,25 @@ runs every policy over the same path. The format (see examples/backtest_demo.tom
     report = "out/backtest.html"   # HTML report (relative to the working directory)
     png_dir = "out/png"            # optional PNG charts folder
     risk_model = "trailing"        # "trailing" (default, no look-ahead) | "book" (see below)
+    pledged = true                 # count the book's [pledged] spot as margin in the replay
 
     [backtest.collateral]          # the wallet reserve band (scenarios.backtest.CollateralPolicy)
     target_fraction = 0.2          # wallet / NAV to keep (default: the book's initial ratio)
     band = 0.5                     # relative band before a top-up / sweep-out
     # or: collateral = false       # no sweeps between spot and the futures wallet
+
+Pledged collateral in the replay (``pledged``, default false: off, the replay as before). With
+``pledged = true`` the book file must have a ``[pledged]`` section (README "[pledged]"); the
+replay then runs with ``run_backtest(pledged=True)`` (``scenarios.collateral``): the top-up sweep
+is tested on the margin balance M = W + sum_i C_i(u_i) (W the wallet, USD; C_i asset i's collateral
+rule applied to its pledged USD value u_i) instead of W alone, so no spot is sold into the wallet
+while M >= tau (1 - b) V (tau = ``target_fraction``, b = ``band``, V the NAV); and after a
+liquidation that leaves the wallet negative, pledged spot is sold at the close (gross
+G = min(-cash / (1 - p), sum_i u_i), p = ``liquidation_penalty``). The switch is explicit, not
+implied by the book's [pledged] section: a book's pledges always count in the margin check
+(collateral = W + sum_i C_i(u_i)), while the sweep and sale rules change only when asked, so an
+existing backtest file gives the same numbers. The reserve band itself is
+``[backtest.collateral]`` (``target_fraction`` tau, ``band`` b) as without pledges.
 
 Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets such as "7D", "8h"):
 
@@ -98,7 +112,8 @@ DATA_SOURCES = ("synthetic", "data")
 SYNTHETIC_KEYS = ("source", "seed", "days", "start")
 DATA_KEYS = ("source", "data_dir", "start", "end", "step")
 DATA_STEPS = ("1d", "8h", "4h")
-BACKTEST_KEYS = ("liquidation_penalty", "spot_fee", "report", "png_dir", "collateral", "risk_model")
+BACKTEST_KEYS = ("liquidation_penalty", "spot_fee", "report", "png_dir", "collateral", "risk_model",
+                 "pledged")
 #: backtest.risk_model: re-estimate without look-ahead (default), or the book's full-sample model.
 RISK_MODES = ("trailing", "book")
 #: Trailing window (days) of the default look-ahead-free risk estimate.
@@ -171,11 +186,30 @@ class BacktestConfig:
     png_dir: Path | None = None
     collateral: Mapping[str, Any] | None = None
     risk_model: str = "trailing"
+    pledged: bool = False
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """Data labels: the book's and the path's."""
-        return (*self.loaded.labels, self.data.label())
+        """Data labels: the book's, the path's and, with ``pledged = true``, the pledged assets."""
+        extra = (pledged_label(self.loaded.book),) if self.pledged else ()
+        return (*self.loaded.labels, self.data.label(), *extra)
+
+
+def pledged_label(book: Book) -> str:
+    """One line naming the pledged assets and their rules (``backtest.pledged = true``)."""
+    rules = []
+    for sym, rule in zip(book.asset_symbols, book.pledge_rules(), strict=True):
+        if rule is None:
+            continue
+        if rule.bid_buffer is not None:
+            how = f"bidBuffer {rule.bid_buffer:g}"
+        elif rule.flat_ratio is not None:
+            how = f"ratio {rule.flat_ratio:g}"
+        else:
+            how = f"{len(rule.tiers)} tiers"
+        rules.append(f"{sym} ({how}{'' if rule.quantity is None else f', {rule.quantity:g} units'})")
+    return ("pledged collateral ON: " + ", ".join(rules) + " count as margin; top-up sweeps test "
+            "wallet + pledged value, pledged spot is sold after a liquidation")
 
 
 # ==============================================================================================
@@ -225,6 +259,7 @@ def parse_backtest(data: Mapping[str, Any], *, source: Path) -> BacktestConfig:
                 if "spot_fee" in opts else None)
     report = Path(_string(opts.get("report", DEFAULT_REPORT), "backtest.report"))
     png_dir = Path(_string(opts["png_dir"], "backtest.png_dir")) if "png_dir" in opts else None
+    pledged = _pledged(opts.get("pledged", False), loaded.book, book_path)
     mode = opts.get("risk_model", "trailing")
     if not isinstance(mode, str) or mode.lower() not in RISK_MODES:
         raise ValidationError("backtest.risk_model", f"is {mode!r}",
@@ -232,8 +267,22 @@ def parse_backtest(data: Mapping[str, Any], *, source: Path) -> BacktestConfig:
                               "model, look-ahead stated in the output)")
     return BacktestConfig(source=source, book_path=book_path, loaded=loaded, data=spec,
                           policies=policies, liquidation_penalty=penalty, spot_fee=spot_fee,
-                          report=report, png_dir=png_dir, risk_model=mode.lower(),
+                          report=report, png_dir=png_dir, risk_model=mode.lower(), pledged=pledged,
                           collateral=_collateral(opts["collateral"]) if "collateral" in opts else None)
+
+
+def _pledged(value: Any, book: Book, book_path: Path) -> bool:
+    """``backtest.pledged``: true / false (no quotes); true needs a [pledged] section in the book."""
+    path = "backtest.pledged"
+    if not isinstance(value, bool):
+        raise ValidationError(path, f"is {value!r}", "write pledged = true (count the book's "
+                              "[pledged] spot as margin in the replay) or false, without quotes")
+    if value and not book.pledged:
+        raise ValidationError(path, f"is true, but the book file {book_path} has no [pledged] "
+                              "section (nothing is pledged)",
+                              "add a [pledged] section to the book file (e.g. BTC = 0.95, see the "
+                              "README \"[pledged]\"), or remove backtest.pledged")
+    return value
 
 
 def _collateral(value: Any) -> dict[str, Any]:
@@ -658,10 +707,13 @@ def _optimized_inputs(p: Mapping[str, Any], cfg: BacktestConfig, path: Any
 
 def backtest_options(cfg: BacktestConfig) -> dict[str, Any]:
     """Keyword options for scenarios.backtest.run_backtest (``collateral`` only when set, and only
-    if this build's run_backtest takes it; otherwise the backtester's default applies)."""
+    if this build's run_backtest takes it; otherwise the backtester's default applies;
+    ``pledged=True`` only with ``backtest.pledged = true``)."""
     import scenarios.backtest as bt
 
     opts: dict[str, Any] = {"liquidation_penalty": cfg.liquidation_penalty, "spot_fee": cfg.spot_fee}
+    if cfg.pledged:
+        opts["pledged"] = True
     if cfg.collateral is not None:
         make = getattr(bt, "CollateralPolicy", None)
         if make is None or "collateral" not in inspect.signature(bt.run_backtest).parameters:

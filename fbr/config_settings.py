@@ -7,7 +7,8 @@ fractions accept "30%" / "5bp". ``constraints.min_days_to_expiry`` (days, defaul
 order planner: a dated contract is not opened or increased that close to its expiry.
 ``constraints.stress_preset = "each_and_all"`` adds each asset alone and all together
 +-``stress_preset_move`` (default 40%); ``constraints.size_reserve = true`` reports the smallest
-stablecoin reserve keeping every stress row solvent and its cost at ``costs.reserve_yield`` (4%/yr).
+stablecoin reserve keeping every stress row solvent and its cost at ``costs.reserve_yield`` (4%/yr);
+``costs.reserve_cost = true`` also prices that reserve in the objective (optimizer.reserve_term).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> Op
         "costs": _costs(sub_table(data, "costs", "")),
         "constraints": _constraints(sub_table(data, "constraints", ""), book),
     }
+    cons = kwargs["constraints"]
+    if kwargs["costs"].reserve_cost and not cons.stress and cons.stress_preset is None:
+        raise ValidationError("costs.reserve_cost", "is true but no stress scenario is given",
+                              'add [[constraints.stress]] rows or stress_preset = "each_and_all"')
     if "basis_risk" in risk_table:
         kwargs["basis_risk"] = boolean(risk_table["basis_risk"], "risk.basis_risk")
     if "solvers" in solver:
@@ -96,7 +101,7 @@ def _costs(table: Table) -> CostSettings:
     """[costs]: switches (bool) and coefficients (numbers >= 0; horizon_days > 0)."""
     check_keys(table, COST_KEYS, "costs")
     kwargs: dict[str, Any] = {}
-    for key in ("trading", "impact", "carry"):
+    for key in ("trading", "impact", "carry", "reserve_cost"):
         if key in table:
             kwargs[key] = boolean(table[key], f"costs.{key}")
     for key in ("impact_k", "gamma_trade", "gamma_fund"):
@@ -176,6 +181,8 @@ def _constraints(table: Table, book: Book) -> ConstraintSettings:
     if "min_days_to_expiry" in table:
         kwargs["min_days_to_expiry"] = _days(table["min_days_to_expiry"],
                                              f"{p}.min_days_to_expiry")
+    if "expiry_row" in table:
+        kwargs["expiry_row"] = boolean(table["expiry_row"], f"{p}.expiry_row")
     kwargs.update(_reserve_and_preset(table, bool(kwargs["stress"])))
     return ConstraintSettings(**kwargs)
 

@@ -213,7 +213,8 @@ def build_spec(cfg: MonteCarloConfig) -> tuple[Any, list[str]]:
     spec = MonteCarloSpec(book=book, generator=generator, policies=policy_runs(cfg),
                           paths=cfg.paths, steps=cfg.steps, seed=cfg.seed,
                           liquidation_penalty=float(opts["liquidation_penalty"]),
-                          spot_fee=opts["spot_fee"], collateral=opts.get("collateral"))
+                          spot_fee=opts["spot_fee"], collateral=opts.get("collateral"),
+                          pledged=bool(opts.get("pledged", False)))
     labels = [*bt.loaded.labels, f"source history: {bt.data.label()}",
               f"{cfg.paths} SYNTHETIC paths x {cfg.steps} steps of {cfg.step} ({generator.name}), "
               f"seed {cfg.seed}"]

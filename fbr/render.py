@@ -85,7 +85,7 @@ def summary_table(sol: Solution) -> Table:
     ]
     rows += [(f"stress {s.name}: margin surplus (USD)", _usd(s.surplus)) for s in sol.margin.stress]
     r = sol.reserve
-    if r is not None:  # constraints.size_reserve
+    if r is not None:  # constraints.size_reserve or costs.reserve_cost
         rows += [
             (f"reserve: smallest wallet keeping every stress surplus >= 0 (USD; binding: "
              f"{r.binding or 'none'})", _usd(r.reserve_usd)),
@@ -93,6 +93,9 @@ def summary_table(sol: Solution) -> Table:
              _usd(r.reserve_cost_usd_per_year)),
             ("wallet now / above the reserve (USD)", f"{_usd(r.wallet_now)} / {_usd(r.excess_usd)}"),
         ]
+        if r.horizon_days is not None:  # costs.reserve_cost: priced in the objective
+            rows.append((f"reserve cost in the objective over {r.horizon_days:g} d (USD)",
+                         _usd(r.reserve_cost_usd_over_horizon)))
     for k, v in rows:
         t.add_row(k, v)
     return t

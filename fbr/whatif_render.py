@@ -61,6 +61,9 @@ def summary_table(r: WhatIfResult) -> Table:
         t.add_row("funding settlements", ", ".join(f"{v:g}" for v in n))
     t.add_row("margin ratio MM / collateral", f"{ratio_text(r.margin_before)} -> "
               f"{ratio_text(r.margin_after)}")
+    if r.has_pledged:
+        t.add_row("pledged collateral before -> after (USD)",
+                  f"{usd(r.pledged_before)} -> {usd(r.pledged_after)}")
     t.add_row("margin surplus after (USD)", usd(r.margin_surplus_after))
     liq = "NO"
     if r.liquidated:

@@ -5,6 +5,8 @@ Layout under a data directory (one file per symbol; gzip CSV, plain CSV or Parqu
     spot_<interval>/<SYM>.csv.gz   timestamp, open, high, low, close, ...  (close in USD)
     perp_mark_4h/<SYM>.csv.gz      timestamp, close                        (perp mark, USD)
     funding/<SYM>.csv.gz           timestamp, funding_rate                 (fraction per settlement)
+    quarterly_1d/<PAIR>_<YYMMDD>.csv.gz  timestamp, open, high, low, close (a dated future's daily
+                                   klines; delivery 08:00 UTC on YYMMDD; see load_quarterly_closes)
     markets/...                    contract specs and leverage tiers (ccxt symbols)
 
 ``timestamp`` is the first column, ISO 8601 in UTC (bar open time for klines). Every loaded frame
@@ -293,6 +295,68 @@ def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | N
     frame = pd.concat(series.values(), axis=1, join="outer", sort=True)
     frame.index.name = "timestamp"
     return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Dated (quarterly) futures
+# ---------------------------------------------------------------------------------------------
+
+QUARTERLY_FOLDER = "quarterly_1d"
+#: Delivery time of a quarterly on its suffix date (Binance USD-M: 08:00 UTC).
+DELIVERY_HOUR_UTC = 8
+_QUARTERLY_RE = re.compile(r"^([A-Z0-9]+)_(\d{6})$")
+
+
+def quarterly_delivery(code: str) -> pd.Timestamp:
+    """The delivery time of a quarterly suffix ``YYMMDD`` (e.g. '240329' -> 2024-03-29 08:00 UTC)."""
+    if not re.fullmatch(r"\d{6}", code):
+        raise ValidationError("quarterly.suffix", f"is {code!r}", "give the delivery date as YYMMDD")
+    day = pd.Timestamp(f"20{code[:2]}-{code[2:4]}-{code[4:]}", tz="UTC")
+    return day + pd.Timedelta(hours=DELIVERY_HOUR_UTC)
+
+
+def quarterly_files(data_dir: Path | str, pair: str) -> dict[pd.Timestamp, Path]:
+    """The quarterly files of ``pair`` (e.g. 'BTCUSDT') under ``<data_dir>/quarterly_1d``, by
+    delivery time (sorted); {} when the folder or the pair has none."""
+    folder = Path(data_dir) / QUARTERLY_FOLDER
+    out: dict[pd.Timestamp, Path] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        for suffix in SUFFIXES:
+            if name.endswith(suffix):
+                m = _QUARTERLY_RE.match(name[: -len(suffix)])
+                if m and m.group(1) == pair:
+                    out.setdefault(quarterly_delivery(m.group(2)), path)
+                break
+    return dict(sorted(out.items()))
+
+
+def load_quarterly_closes(data_dir: Path | str, pair: str, delivery: pd.Timestamp) -> pd.Series:
+    """Daily closes (USD) of ``pair``'s quarterly delivering at ``delivery``, stamped at the time
+    each close was known: bar open + 1 day, except the delivery-day bar (00:00 .. 08:00 UTC), whose
+    close is the price at delivery and is stamped at ``delivery``. Rows after delivery are refused
+    (the shared files have none). Empty when the file does not exist.
+
+    Source: ``<data_dir>/quarterly_1d/<pair>_<YYMMDD>.csv.gz`` (timestamp = bar open, UTC).
+    """
+    files = quarterly_files(data_dir, pair)
+    when = pd.Timestamp(delivery)
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    path = files.get(when)
+    if path is None:
+        return pd.Series(dtype=float, name=f"{pair}_{when:%y%m%d}",
+                         index=pd.DatetimeIndex([], tz="UTC", name="timestamp"))
+    close = _column(_read_table(path), "close", path)
+    _check_prices(close, path.stem, path)
+    if len(close) and close.index[-1] >= when:
+        raise ValidationError(f"data.{path}", f"has a bar opening at {close.index[-1]}, at or after "
+                              f"the delivery {when}", "drop the post-delivery rows")
+    stamps = pd.DatetimeIndex(close.index) + pd.Timedelta(days=1)
+    stamps = stamps.where(stamps <= when, when)
+    return pd.Series(close.to_numpy(dtype=float), index=pd.DatetimeIndex(stamps, name="timestamp"),
+                     name=f"{pair}_{when:%y%m%d}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -279,6 +279,25 @@ class TaxCurve:
         return (np.concatenate((a, np.full(n_pieces - k, a[-1]))),
                 np.concatenate((b, np.full(n_pieces - k, b[-1]))))
 
+    def capped(self, n_pieces: int) -> TaxCurve:
+        """At most ``n_pieces`` pieces: the first n - 1 kept, the rest replaced by their chord from
+        (Q_(n-1), T(Q_(n-1))) to (holdings, T(holdings)). Exact for sales up to Q_(n-1) and at the
+        whole holding; in between the chord lies on or above the convex curve (a sale of the
+        dearest lots is never under-priced), and its slope, the mean of ascending slopes, is at
+        least the last kept one, so the capped curve stays convex. ``self`` when already short."""
+        if n_pieces < 1:
+            raise ValidationError("tax pieces", f"is {n_pieces}", "allow at least 1 piece")
+        k = self.slopes.size
+        if k <= n_pieces:
+            return self
+        keep = n_pieces - 1
+        start = float(self.cum_quantity[keep - 1]) if keep else 0.0
+        width = self.holdings - start
+        rest = self.values[-1] - (self.values[keep - 1] if keep else 0.0)
+        chord = rest / width if width > 0 else float(self.slopes[-1])
+        return TaxCurve(cum_quantity=np.append(self.cum_quantity[:keep], self.holdings),
+                        slopes=np.append(self.slopes[:keep], chord), price=self.price)
+
     def in_weights(self, base: float) -> TaxCurve:
         """The same curve with the sale measured as USD sold / ``base`` (weight units) and the tax
         as USD / ``base``: T_w(w) = T(w * base / price) / base. Slopes become tax per USD sold
@@ -289,20 +308,30 @@ class TaxCurve:
 
 
 def breakpoints(lots: Sequence[TaxLot], price: float, now: datetime, rates: TaxRates, *,
-                credit_losses: bool = True) -> TaxCurve:
+                credit_losses: bool = True, method: LotMethod = LotMethod.SPECIFIC) -> TaxCurve:
     """The convex tax curve T(q) for selling q >= 0 units at ``price`` on ``now``.
 
     Lots sorted by ascending tax per unit (``sale_order`` with SPECIFIC); lots with equal tax per unit
     are merged into one piece. ``credit_losses=False`` takes a loss lot's tax per unit as 0 (loss
     harvesting off): max(tau, 0) keeps the slopes ascending, so the curve stays convex.
+
+    ``method``: the books' lot method. HIFO and SPECIFIC give the ascending curve above (HIFO's own
+    order is the same when every lot has one rate). FIFO books sell the oldest lots first, whose
+    tax per unit need not ascend, so their curve is not convex; the curve returned then takes the
+    lots in FIFO order with slopes replaced by their running maximum, ``b_k = max(tau_1..tau_k)``:
+    convex, exact while the FIFO slopes ascend, and never below the tax the FIFO books realise
+    (T(q) = integral of b >= integral of tau).
     """
-    order = sale_order(lots, LotMethod.SPECIFIC, price, now, rates)
+    fifo = method is LotMethod.FIFO
+    order = sale_order(lots, LotMethod.FIFO if fifo else LotMethod.SPECIFIC, price, now, rates)
     slopes: list[float] = []
     widths: list[float] = []
     for i in order:
         tau = tax_per_unit(lots[i], price, now, rates)
         if not credit_losses:
             tau = max(tau, 0.0)
+        if fifo and slopes:
+            tau = max(tau, slopes[-1])
         if slopes and tau == slopes[-1]:
             widths[-1] += lots[i].quantity
         else:

@@ -330,6 +330,63 @@ class TradeLimit(Constraint):
         return [f"trade_limit[{d.contracts[j]}]" for j in self.idx]
 
 
+class ExpiryGuard(Constraint):
+    """A dated contract within ``min_days_to_expiry`` of its expiry is only reduced or closed:
+    ``0 <= z_j / z0_j <= 1`` (``z_j = 0`` when ``z0_j = 0``), i.e. ``|x_j| <= |x0_j|`` with the
+    same sign. On the dated contracts G (fixed per book), with ``m_j`` = 1 when j is near expiry
+    and 0 otherwise (a Parameter, so the row's form never changes as contracts come near expiry):
+
+        m_j z_j <= m_j max(z0_j, 0)   and   -m_j z_j <= m_j max(-z0_j, 0)    (weight units)
+
+    For m_j = 0 both rows read 0 <= 0. ``m_j z_j`` is a Parameter times the variable (DPP).
+    """
+
+    name = "min_days_to_expiry"
+    unit = "USD of position"
+
+    def __init__(self, guarded: tuple[int, ...]) -> None:
+        self.idx = list(guarded)
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        G = len(self.idx)
+        self.m = ctx.param("expiry_near", G, nonneg=True)
+        self.hi = ctx.param("expiry_hi", G, nonneg=True)
+        self.lo = ctx.param("expiry_lo", G, nonneg=True)
+        mz = cp.multiply(self.m, ctx.z[self.idx])
+        self.cons = [mz <= self.hi + _s(slack), -mz <= self.lo + _s(slack)]
+        return self.cons
+
+    def _bounds(self, d: ProblemData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        near = d.near_expiry if d.near_expiry is not None else np.zeros(len(d.contracts))
+        m = near[self.idx]
+        z0 = d.z0[self.idx]
+        return m, m * np.maximum(z0, 0.0), m * np.maximum(-z0, 0.0)
+
+    def update(self, d: ProblemData) -> None:
+        m, hi, lo = self._bounds(d)
+        assign(self.m, m)
+        assign(self.hi, hi)
+        assign(self.lo, lo)
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        m, hi, lo = self._bounds(d)
+        mz = m * z[self.idx]
+        return np.maximum(np.maximum(mz - hi, -mz - lo), 0.0)
+
+    def rows(self, d: ProblemData) -> list[str]:
+        return [f"min_days_to_expiry[{d.contracts[j]}]" for j in self.idx]
+
+    def dual_rows(self) -> np.ndarray:
+        up = np.atleast_1d(np.asarray(self.cons[0].dual_value, dtype=float))
+        dn = np.atleast_1d(np.asarray(self.cons[1].dual_value, dtype=float))
+        return up + dn
+
+    def explain(self, row: str, dual_user: float) -> str:
+        return (f"{row} binds: the contract is within min_days_to_expiry of its expiry, so it may "
+                f"only be reduced or closed; 1,000 USD more of it would lower the objective by "
+                f"{1000 * dual_user:.3g}")
+
+
 def constraints_for(st: Structure) -> list[Constraint]:
     """The constraints this problem's settings switch on, in a fixed order."""
     out: list[Constraint] = []
@@ -348,4 +405,6 @@ def constraints_for(st: Structure) -> list[Constraint]:
         out.append(FundingBudget())
     if st.trade_limited:
         out.append(TradeLimit(st.trade_limited))
+    if st.expiry_guarded:
+        out.append(ExpiryGuard(st.expiry_guarded))
     return out

@@ -58,6 +58,11 @@ class Structure:
     spot_leg: bool = False
     spot_impact: bool = False
     tax_pieces: int = 0
+    #: dated contracts the min_days_to_expiry row watches (``constraints.expiry_row``; () = no row)
+    expiry_guarded: tuple[int, ...] = ()
+    #: the objective prices the stablecoin reserve (``costs.reserve_cost`` with a stress scenario;
+    #: optimizer.reserve_term)
+    reserve_cost: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,10 +177,16 @@ class ProblemData:
     gamma_fund: float = 1.0
     #: how ``im_budget`` was set (relative buffer, hysteresis); None: plain collateral - buffer
     margin_budget: MarginBudget | None = None
+    #: per contract, True for a dated future (its expiry row may bind; see ``near_expiry``)
+    dated: tuple[bool, ...] = ()
     #: set when the risk model was replaced by its factor form (see :func:`solver_risk`)
     risk_note: str | None = None
     #: the spot leg's numbers (None: overlay only, spot untouched)
     spot: SpotLegData | None = None
+    #: per contract, 1.0 when it is a dated contract within ``min_days_to_expiry`` of its expiry at
+    #: the market time (only reduced or closed: optimizer.constraints.ExpiryGuard), else 0.0;
+    #: None when ``constraints.expiry_row`` is off
+    near_expiry: np.ndarray | None = None
 
     @cached_property
     def structure(self) -> Structure:
@@ -198,7 +209,15 @@ class ProblemData:
             spot_leg=self.spot is not None,
             spot_impact=self.spot is not None and st.costs.impact,
             tax_pieces=self.spot.tax_pieces if self.spot is not None else 0,
+            expiry_guarded=self._expiry_guarded(),
+            reserve_cost=st.costs.reserve_cost and bool(self.stress_names),
         )
+
+    def _expiry_guarded(self) -> tuple[int, ...]:
+        """Indices of the dated contracts (a fixed set per book) when the expiry row is on."""
+        if self.near_expiry is None:
+            return ()
+        return tuple(int(j) for j, c in enumerate(self.dated) if c)
 
     def naive_z(self) -> np.ndarray:
         """The seed rule in weight units: per asset, hedge w* - s through its first contract."""
@@ -319,11 +338,15 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     Dated j: the basis b = mark / spot - 1 decays linearly to expiry, so a long pays
     ``b x horizon / max(days to expiry, horizon)``.
 
-    Still open for issue 11, item 5 (funding-aware instruments): dated futures' carry here is this
-    linear decay of today's basis, not a basis term structure fitted to the real quarterlies
-    (``../shared/data/quarterly_1d``, modelled where missing); spot's carry is 0 only implicitly (no
-    term); the problem does not yet choose each exposure's cheapest instrument over its horizon, and
-    ``min_days_to_expiry`` is enforced by the order planner (executor.plan), not as a row here.
+    Issue 11, item 5 (funding-aware instruments): with this carry the optimiser already holds each
+    exposure through the instrument with the lowest fee + carry over the horizon (perpetual, dated
+    future, or spot with the spot leg on: spot has no carry term, i.e. 0), as long as the carry
+    spread between two contracts stays below a long/short pair's trading cost (beyond that only a
+    bound such as the margin row or basis risk limits a carry trade); tests/optimizer/
+    test_instruments.py. Dated carry is this linear decay of today's basis (the replay's marks may
+    come from real quarterlies or a fitted term structure: scenarios.rolls.with_quarterly_marks).
+    ``min_days_to_expiry`` is enforced by the order planner (executor.plan), and as a row of the
+    optimiser with ``constraints.expiry_row`` (optimizer.constraints.ExpiryGuard).
     """
     out = np.zeros(len(book.contracts))
     for j, c in enumerate(book.contracts):
@@ -335,6 +358,22 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
             expiry = c.expiry.timestamp()
             days = max((expiry - market.time.timestamp()) / 86400.0, horizon_days)
             out[j] = basis * horizon_days / days
+    return out
+
+
+def near_expiry_mask(book: Book, market: MarketSnapshot, min_days: float) -> np.ndarray:
+    """1.0 for each dated contract with ``days to expiry < min_days`` at ``market.time`` (days of
+    86,400 s; an expired contract counts too), else 0.0: the executor's rule
+    (``executor.plan.near_expiry``: a contract is opened or increased only while days >= min_days)."""
+    if not (math.isfinite(min_days) and min_days >= 0):
+        raise ValidationError("constraints.min_days_to_expiry", f"is {min_days}",
+                              "give the days before expiry (>= 0) within which a dated contract is "
+                              "not opened or increased")
+    out = np.zeros(len(book.contracts))
+    for j, c in enumerate(book.contracts):
+        days = c.days_to_expiry(market.time)
+        if c.kind == ContractKind.DATED and days is not None and days < min_days:
+            out[j] = 1.0
     return out
 
 
@@ -468,4 +507,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
         spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k)
               if settings.spot.enabled else None),
+        dated=tuple(c.kind == ContractKind.DATED and c.expiry is not None for c in book.contracts),
+        near_expiry=(near_expiry_mask(book, market, cs.min_days_to_expiry) if cs.expiry_row
+                     else None),
     )

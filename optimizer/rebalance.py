@@ -245,10 +245,12 @@ class Rebalancer:
                         solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
                         labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot)
-        if d.settings.constraints.size_reserve:  # the reserve at the target positions (off by default)
+        cs, cc = d.settings.constraints, d.settings.costs
+        if cs.size_reserve or cc.reserve_cost:  # the reserve at the target positions (off by default)
             x = np.array([p.notional for p in sol.target_positions])
             sol = replace(sol, reserve=size_reserve(
-                book, market, x, d.settings.constraints.stress, d.settings.costs.reserve_yield))
+                book, market, x, cs.stress, cc.reserve_yield,
+                horizon_days=cc.horizon_days if cc.reserve_cost else None))
         return sol
 
     @staticmethod

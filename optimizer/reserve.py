@@ -9,6 +9,9 @@ pledged spot re-priced through its rule (``Book.stressed_collateral``). It is af
 slope 1, so with surplus_s the surplus at today's wallet R_now, the smallest reserve keeping
 scenario s solvent is R_s = R_now - surplus_s, and the smallest reserve for all of them is
 R = max(0, max_s R_s) (closed form, no solve). Its opportunity cost is R x ``reserve_yield`` a year.
+With ``costs.reserve_cost`` the objective prices it too (optimizer.reserve_term: the same R in
+weights, times reserve_yield x horizon_days / 365), and this closed form reports the reserve of the
+positions the solve returns.
 
 Preset scenarios. A long/short overlay barely moves under a common move; ``each_and_all`` also
 moves each asset alone: for N assets and move X, "<asset> -X" and "<asset> +X" for each asset, then
@@ -35,10 +38,14 @@ STRESS_PRESETS = ("each_and_all",)
 
 
 def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
-                 scenarios: Sequence[StressScenario], reserve_yield: float = 0.04) -> ReserveSizing:
+                 scenarios: Sequence[StressScenario], reserve_yield: float = 0.04, *,
+                 horizon_days: float | None = None) -> ReserveSizing:
     """The smallest wallet reserve R (USD) such that every scenario's stress surplus at futures
     positions ``positions`` (signed USD notional per contract, the book's contract order, at
-    ``market``'s marks) is >= 0: R = max(0, max_s (R_now - surplus_s))."""
+    ``market``'s marks) is >= 0: R = max(0, max_s (R_now - surplus_s)).
+
+    ``horizon_days``: set when the objective priced the reserve (``costs.reserve_cost``, the
+    optimizer.reserve_term term R x reserve_yield x horizon_days / 365); None when only reported."""
     x = np.asarray(positions, dtype=float)
     if x.shape != (len(book.contracts),):
         raise ValidationError("positions", f"has shape {x.shape}",
@@ -58,8 +65,11 @@ def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
         rows.append(ScenarioReserve(sc.name, surplus, val.wallet - surplus))
     need = max((s.reserve_usd for s in rows), default=0.0)
     binding = max(rows, key=lambda s: s.reserve_usd).name if rows and need > 0 else None
+    if horizon_days is not None and not (np.isfinite(horizon_days) and horizon_days > 0):
+        raise ValidationError("costs.horizon_days", f"is {horizon_days}", "give a horizon > 0 days")
     return ReserveSizing(reserve_usd=max(0.0, need), reserve_yield=reserve_yield,
-                         wallet_now=val.wallet, binding=binding, scenarios=tuple(rows))
+                         wallet_now=val.wallet, binding=binding, scenarios=tuple(rows),
+                         horizon_days=horizon_days)
 
 
 def each_and_all(assets: Sequence[str], move: float = 0.4) -> tuple[StressScenario, ...]:

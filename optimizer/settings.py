@@ -91,6 +91,11 @@ class CostSettings:
     #: the yearly yield the stablecoin reserve forgoes (a fraction per year): its opportunity cost
     #: is reserve x reserve_yield, reported when ``constraints.size_reserve`` is on
     reserve_yield: float = 0.04
+    #: the reserve as a decision (off): the objective also pays rho x R(z), R(z) = max(0, max_s
+    #: (wallet - stress surplus_s(z))) the smallest wallet keeping every stress scenario solvent
+    #: (weights), rho = reserve_yield x horizon_days / 365 (optimizer.reserve_term); the solution
+    #: then reports the reserve as with ``constraints.size_reserve``. Needs stress scenarios
+    reserve_cost: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,9 @@ class ConstraintSettings:
     - funding_budget_usd: carry cost over the horizon <= budget (USD)
     - trade_limit_adv: |t_j| <= fraction x ADV_j; trade_limit_usd: |t_j| <= USD
     - min_days_to_expiry: a dated contract is not opened or increased within this many days of its
-      expiry (enforced by the order planner, executor.plan; closing and reducing are still allowed)
+      expiry (enforced by the order planner, executor.plan; closing and reducing are still allowed);
+      ``expiry_row`` (off by default) also makes it a row of the optimiser
+      (optimizer.constraints.ExpiryGuard: within it, 0 <= x_j / x0_j <= 1, x_j = 0 when x0_j = 0)
     - size_reserve: report the smallest stablecoin reserve that keeps every stress row's surplus
       >= 0 at the target positions, and its yearly opportunity cost (optimizer.reserve; off)
     - stress_preset: ``"each_and_all"`` adds each asset alone +-``stress_preset_move`` and all
@@ -136,6 +143,7 @@ class ConstraintSettings:
     trade_limit_adv: float | None = None
     trade_limit_usd: float | None = None
     min_days_to_expiry: float = MIN_DAYS_TO_EXPIRY
+    expiry_row: bool = False
     size_reserve: bool = False
     stress_preset: str | None = None
     stress_preset_move: float = 0.4

@@ -140,7 +140,8 @@ class ReserveSizing:
     """The smallest wallet reserve (USD) keeping every stress scenario's margin surplus >= 0.
 
     ``wallet_now``: today's wallet (stablecoin cash + uPnL); ``binding``: the scenario that sets the
-    reserve (None when no scenario needs any reserve, or without scenarios).
+    reserve (None when no scenario needs any reserve, or without scenarios). ``horizon_days``: the
+    cost horizon when the objective priced the reserve (``costs.reserve_cost``), else None.
     """
 
     reserve_usd: float
@@ -148,6 +149,20 @@ class ReserveSizing:
     wallet_now: float
     binding: str | None
     scenarios: tuple[ScenarioReserve, ...]
+    horizon_days: float | None = None
+
+    @property
+    def in_objective(self) -> bool:
+        """True when the solve priced the reserve (``costs.reserve_cost``)."""
+        return self.horizon_days is not None
+
+    @property
+    def reserve_cost_usd_over_horizon(self) -> float:
+        """What the objective paid for it: reserve x yield x horizon_days / 365 (USD; 0 when the
+        reserve was only reported)."""
+        if self.horizon_days is None:
+            return 0.0
+        return self.reserve_cost_usd_per_year * self.horizon_days / 365.0  # models.risk.DAYS_PER_YEAR
 
     @property
     def reserve_cost_usd_per_year(self) -> float:
@@ -165,7 +180,11 @@ class ReserveSizing:
                 "reserve_cost_usd_per_year": self.reserve_cost_usd_per_year,
                 "reserve_yield": self.reserve_yield, "wallet_usd": self.wallet_now,
                 "excess_usd": self.excess_usd, "binding_scenario": self.binding,
-                "scenarios": [asdict(s) for s in self.scenarios]}
+                "scenarios": [asdict(s) for s in self.scenarios],
+                # costs.reserve_cost: the reserve was priced in the objective over the horizon
+                **({"in_objective": True, "horizon_days": self.horizon_days,
+                    "reserve_cost_usd_over_horizon": self.reserve_cost_usd_over_horizon}
+                   if self.in_objective else {})}
 
 
 @dataclass(frozen=True)
@@ -207,7 +226,7 @@ class Solution:
     spot_trades: tuple[SpotTrade, ...] = ()
     spot_costs: SpotCosts | None = None
     #: the sized stablecoin reserve and its opportunity cost (optimizer.reserve); None unless
-    #: ``constraints.size_reserve`` is on
+    #: ``constraints.size_reserve`` or ``costs.reserve_cost`` is on
     reserve: ReserveSizing | None = None
 
     @property

@@ -22,15 +22,22 @@ from models.market import MarketSnapshot
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
 from optimizer.settings import SpotLegSettings
 
-#: lots of an asset must add up to its spot quantity within this relative tolerance
+#: lots of an asset must add up to its spot quantity within this relative tolerance ...
 LOT_SUM_RTOL = 1e-9
+#: ... plus this absolute one (units: a holding sold down to dust carries float residue)
+LOT_SUM_ATOL = 1e-12
+#: the most pieces a tax curve keeps (models.tax.TaxCurve.capped: the dearest lots beyond the
+#: first MAX_TAX_PIECES - 1 pieces are priced by their chord, exact at the whole holding), so a
+#: replay that adds a lot per spot buy keeps a problem of bounded size
+MAX_TAX_PIECES = 16
 #: a spot half spread the market does not give (fraction; the futures default)
 DEFAULT_SPOT_HALF_SPREAD = 0.0001
 
 
 def check_lots(lots: Mapping[str, Sequence[TaxLot]], spot: Mapping[str, float],
                assets: Sequence[str], path: str = "lots") -> None:
-    """Every asset's lots add up to its spot quantity within LOT_SUM_RTOL (relative), and every lot
+    """Every asset's lots add up to its spot quantity within LOT_SUM_RTOL (relative) plus
+    LOT_SUM_ATOL (units), and every lot
     names a book asset; else one ValidationError naming the asset and both figures."""
     for sym in lots:
         if sym not in assets:
@@ -39,7 +46,7 @@ def check_lots(lots: Mapping[str, Sequence[TaxLot]], spot: Mapping[str, float],
     for sym in assets:
         held = float(spot.get(sym, 0.0))
         in_lots = total_quantity(lots.get(sym, ()))
-        if abs(in_lots - held) > LOT_SUM_RTOL * max(abs(held), abs(in_lots)):
+        if abs(in_lots - held) > LOT_SUM_RTOL * max(abs(held), abs(in_lots)) + LOT_SUM_ATOL:
             raise ValidationError(
                 f"{path}.{sym}", f"tax lots of {sym} add up to {in_lots:.12g} units but the book "
                 f"holds {held:.12g} units of {sym}",
@@ -105,9 +112,11 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
     if settings.rates is not None:
         check_lots(settings.lots, book.spot, assets)
         curves = tuple(breakpoints(lots[i], float(prices[i]), now, settings.rates,
-                                   credit_losses=settings.harvest_losses).in_weights(V)
+                                   credit_losses=settings.harvest_losses,
+                                   method=settings.lot_method)
+                       .capped(MAX_TAX_PIECES).in_weights(V)
                        for i in range(len(assets)))
-        pieces = max([1, *(len(ls) for ls in lots)])
+        pieces = min(max([1, *(len(ls) for ls in lots)]), MAX_TAX_PIECES)
         hold = np.minimum(hold, np.array([c.holdings for c in curves]))
     return SpotLegData(prices=prices, quantities=qty, lin_cost=fee + hs, fee=fee, half_spread=hs,
                        impact_cost=impact, holdings=hold, cash=settings.cash_usd / V, curves=curves,

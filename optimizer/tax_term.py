@@ -72,11 +72,37 @@ def sale_limits(sold: cp.Expression, holdings: cp.Parameter | np.ndarray) -> lis
 
 def curve_coefficients(curves: Sequence[TaxCurve],
                        n_pieces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(intercepts (N x K), slopes (N x K), holdings (N)) of ``curves`` padded to ``n_pieces``."""
-    padded = [c.padded(n_pieces) for c in curves]
-    a = np.array([p[0] for p in padded], dtype=float).reshape(len(curves), n_pieces)
-    b = np.array([p[1] for p in padded], dtype=float).reshape(len(curves), n_pieces)
-    return a, b, np.array([c.holdings for c in curves], dtype=float)
+    """(intercepts (N x K), slopes (N x K), holdings (N)) of ``curves`` padded to ``n_pieces``.
+
+    The same numbers as ``TaxCurve.padded`` and ``TaxCurve.holdings`` curve by curve, bit for bit
+    (the same element-wise operations and a sequential cumsum along each row), computed for all
+    curves at once: this runs on every re-solve with the tax term, and N small numpy calls per
+    curve were most of the spot leg's Parameter update.
+    """
+    n = len(curves)
+    widths = np.fromiter((c.slopes.size for c in curves), dtype=np.int64, count=n)
+    short = np.flatnonzero(np.maximum(widths, 1) > n_pieces)
+    if short.size:  # TaxCurve.padded's check, for the first curve that does not fit
+        k = int(widths[short[0]])
+        raise ValidationError("tax pieces", f"{n_pieces} < the curve's {k} pieces",
+                              "allow at least as many pieces as tax lots")
+    slopes = np.zeros((n, n_pieces))
+    cum = np.zeros((n, n_pieces + 1))  # Q_0 = 0, then Q_1..Q_k (0 past a curve's last piece)
+    total = int(widths.sum())
+    if total:
+        rows = np.repeat(np.arange(n), widths)
+        cols = np.arange(total) - np.repeat(np.cumsum(widths) - widths, widths)
+        slopes[rows, cols] = np.concatenate([c.slopes for c in curves])
+        cum[rows, cols + 1] = np.concatenate([c.cum_quantity for c in curves])
+    starts = cum[:, :-1]
+    values = np.cumsum(slopes * (cum[:, 1:] - starts), axis=1)
+    at_start = np.zeros((n, n_pieces))
+    at_start[:, 1:] = values[:, :-1]
+    inter = at_start - slopes * starts
+    # pad each curve by repeating its last piece; a curve with no lots has rows of 0 (and H = 0)
+    last = np.minimum(np.arange(n_pieces)[None, :], np.maximum(widths - 1, 0)[:, None])
+    return (np.take_along_axis(inter, last, axis=1), np.take_along_axis(slopes, last, axis=1),
+            cum[np.arange(n), widths])
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 
 from optimizer.context import Context, assign
 from optimizer.data import ProblemData, Structure
+from optimizer.reserve_term import pledged_stressed, reserve_priced, reserve_rate, reserve_weight
 from optimizer.spot_leg import SpotContext, spot_trade
 from optimizer.tax_term import TaxTerm
 
@@ -215,6 +216,54 @@ class SpotTax(SpotTerm):
         self.term.update([replace(c, slopes=g * c.slopes) for c in d.spot.curves])
 
 
+class ReserveCost(Term):
+    """rho max(0, max_s R_s(z)): the yield the stablecoin reserve forgoes over the horizon, a fraction
+    of V (optimizer.reserve_term). R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj)) is the
+    wallet (weights) that leaves stress scenario s with 0 surplus, rho = reserve_yield x horizon_days
+    / 365. rho is folded into each scenario's Parameters (DPP): rho P_s, rho g_s, rho mmr (1 + g_s),
+    rho cum; with MM_j written on a >= |z| (non-negative coefficients, as in the stress rows).
+    """
+
+    name = "reserve_cost"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        st = ctx.structure
+        M, K = st.n_contracts, st.n_tiers
+        a_mat = cp.reshape(ctx.a, (M, 1), order="F") @ np.ones((1, K))
+        self.coef: list[cp.Parameter] = []
+        self.g: list[cp.Parameter] = []
+        self.pl: list[cp.Parameter] = []
+        self.cum = ctx.param("reserve_cum", (M, K))
+        rows: list[cp.Expression] = [cp.Constant(0.0)]
+        for k in range(len(st.stress_names)):
+            coef = ctx.param(f"reserve_coef_{k}", (M, K), nonneg=True)
+            g = ctx.param(f"reserve_g_{k}", M)
+            pl = ctx.param(f"reserve_pledged_{k}")
+            mm = cp.max(cp.multiply(coef, a_mat) - self.cum, axis=1)
+            if st.mm_floor:  # MM_j >= 0 is implied when every first bracket has cum <= 0
+                mm = cp.pos(mm)
+            rows.append(cp.sum(mm) - g @ ctx.z - pl)
+            self.coef.append(coef)
+            self.g.append(g)
+            self.pl.append(pl)
+        return cp.max(cp.hstack(rows))
+
+    def update(self, d: ProblemData) -> None:
+        rho = reserve_rate(d)
+        #: P_s at this update (weights): ``value`` re-uses it, so a re-check on data whose spot
+        #: weights moved (the spot leg's trades) prices the same reserve as the solve
+        self.pledged = pledged_stressed(d)
+        assign(self.cum, rho * d.cum)
+        for k, (coef, g, pl) in enumerate(zip(self.coef, self.g, self.pl, strict=True)):
+            gs = d.stress_g[k]
+            assign(coef, rho * d.mmr * (1.0 + gs)[:, None])
+            assign(g, rho * gs)
+            assign(pl, rho * float(self.pledged[k]))
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        return reserve_rate(d) * reserve_weight(z, d, getattr(self, "pledged", None))
+
+
 def terms_for(st: Structure) -> list[Term]:
     """The objective terms this problem's settings switch on."""
     out: list[Term] = [TrackingError()]
@@ -233,4 +282,6 @@ def terms_for(st: Structure) -> list[Term]:
             out.append(SpotImpactCost())
         if st.tax_pieces:
             out.append(SpotTax())
+    if reserve_priced(st):  # costs.reserve_cost with a stress scenario (Structure.reserve_cost)
+        out.append(ReserveCost())
     return out

@@ -47,7 +47,9 @@ class MarketPath:
     column pays none). ``half_spread`` (fraction) and ``adv`` (USD/day) per contract symbol; a missing
     half spread defaults to 1 bp, no ADV means no impact. ``adv`` is either one value per contract
     (a Series) or a frame on the spot index (a value per step; NaN: no impact at that step).
-    ``synthetic`` labels generated data.
+    ``synthetic`` labels generated data. ``mark_source`` (optional, same index as spot, one
+    column per contract it describes) labels where each mark comes from, e.g. "real",
+    "real_ffill" or "modelled" (``scenarios.rolls.with_quarterly_marks``); the replay ignores it.
     """
 
     spot: pd.DataFrame
@@ -56,6 +58,7 @@ class MarketPath:
     half_spread: pd.Series | None = None
     adv: pd.Series | pd.DataFrame | None = None
     synthetic: bool = False
+    mark_source: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         _check_index("spot", self.spot.index)
@@ -67,6 +70,9 @@ class MarketPath:
                 raise ValidationError("market_path.mark", "is not on the spot index",
                                       "align marks to the spot closes (reindex them)")
             _check_finite("mark", self.mark)
+        if self.mark_source is not None and not self.mark_source.index.equals(self.spot.index):
+            raise ValidationError("market_path.mark_source", "is not on the spot index",
+                                  "label the marks on the spot closes' index")
         if self.funding is not None:
             _check_index("funding", self.funding.index)
             _check_finite("funding", self.funding)

@@ -155,6 +155,8 @@ class MonteCarloSpec:
     spot_fee: float | None = None
     collateral: CollateralPolicy | None = None
     impact_k: float = 1.0
+    #: pledged spot covers the reserve sweeps and is sold after a liquidation (run_backtest)
+    pledged: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("paths", self.paths), ("steps", self.steps)):
@@ -197,7 +199,8 @@ class MonteCarloWork:
         policy = run.factory(path, dict(run.params))
         policy.name = run.label
         res = run_backtest(s.book, path, policy, liquidation_penalty=s.liquidation_penalty,
-                           spot_fee=s.spot_fee, collateral=s.collateral, impact_k=s.impact_k)
+                           spot_fee=s.spot_fee, collateral=s.collateral, impact_k=s.impact_k,
+                           pledged=s.pledged)
         m = dataclasses.asdict(compute_metrics(res))
         metrics = {k: float(v) for k, v in m.items() if k not in TIMING_FIELDS}
         nav = res.steps["nav"].to_numpy(dtype=float)

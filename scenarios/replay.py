@@ -102,6 +102,7 @@ from scenarios.replay_tax import (
     TAX_COLUMNS,
     ReplayTax,
     book_lots,
+    deferred_tax,
     pay_futures_tax,
     start_taxes,
     tax_settings,
@@ -228,7 +229,8 @@ def _tax(book: Book, taxes: ReplayTax, state: ReplayState, market: MarketSnapsho
     spot_tax = book_lots(taxes, state, market)
     realised = float(row["futures_pnl"]) + upnl_start - end.upnl
     fut_tax = pay_futures_tax(taxes, state, realised)
-    row.update(tax_spot=spot_tax, tax_futures=fut_tax, tax=spot_tax + fut_tax)
+    row.update(tax_spot=spot_tax, tax_futures=fut_tax, tax=spot_tax + fut_tax,
+               tax_deferred=deferred_tax(taxes, state, market))
     return value_state(book, state, market) if spot_tax != 0 or fut_tax != 0 else end
 
 
@@ -239,11 +241,11 @@ def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog,
     assets, cons = book.asset_symbols, book.contract_symbols
     index = history.spot.index
     spot_px = history.spot[assets].astype(float)
-    columns = STEP_COLUMNS + TAX_COLUMNS[:3] if taxed else STEP_COLUMNS
+    columns = STEP_COLUMNS + TAX_COLUMNS[:3] + TAX_COLUMNS[4:] if taxed else STEP_COLUMNS
     steps = pd.DataFrame(log.rows, index=index, columns=columns)
     steps["liquidated"] = steps["liquidated"].astype(bool)
     if taxed:
-        steps["tax_cumulative"] = steps["tax"].cumsum()
+        steps.insert(len(STEP_COLUMNS) + 3, "tax_cumulative", steps["tax"].cumsum())
     return BacktestResult(
         steps=steps,
         spot_value=pd.DataFrame(np.array(log.spot_values), index=index, columns=assets),

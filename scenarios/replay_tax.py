@@ -27,25 +27,37 @@ re-strikes every changed position at mark), settled at expiry or liquidated real
 loss gives a credit at the same rate (no carry-forward, no wash-sale rules). Funding is not taxed.
 
 Recorded (only when taxes are on): step columns ``tax_spot``, ``tax_futures``, ``tax`` (their
-sum, USD, > 0 paid) and ``tax_cumulative``; the NAV identity per step gains ``- tax``.
+sum, USD, > 0 paid), ``tax_cumulative`` and ``tax_deferred``; the NAV identity per step gains
+``- tax``. ``tax_deferred`` (USD) is the tax that selling every lot at the step's close would
+realise after the step (:func:`deferred_tax`: sum over lots of rate(holding period) x quantity x
+(close - basis), losses credited): the liability a present-value view of tax adds at a horizon.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
 from models.book import Book
 from models.errors import ValidationError
 from models.market import MarketSnapshot
-from models.tax import LotMethod, TaxLot, TaxRates, futures_tax, realised_tax, total_quantity
+from models.tax import (
+    LotMethod,
+    TaxLot,
+    TaxRates,
+    futures_tax,
+    realised_tax,
+    tax_per_unit,
+    total_quantity,
+)
 from optimizer.policies import OptimizedFutures, Policy
 from optimizer.settings import SpotLegSettings
 from optimizer.spot_data import check_lots
 from scenarios.replay_state import ReplayState
 
 #: Step columns added when taxes are on, in order (USD).
-TAX_COLUMNS = ["tax_spot", "tax_futures", "tax", "tax_cumulative"]
+TAX_COLUMNS = ["tax_spot", "tax_futures", "tax", "tax_cumulative", "tax_deferred"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +125,12 @@ def pay_futures_tax(tax: ReplayTax, state: ReplayState, realised: float) -> floa
     state.cash -= paid
     return paid
 
+
+
+def deferred_tax(tax: ReplayTax, state: ReplayState, market: MarketSnapshot) -> float:
+    """The tax (USD, negative: a credit) that selling all the lots at ``market``'s closes would
+    realise: sum_i sum_l q_l tau_l (S_i - basis_l), tau_l the lot's rate by holding period."""
+    assert state.lots is not None
+    now: datetime = market.time.to_pydatetime()
+    return math.fsum(lot.quantity * tax_per_unit(lot, market.spot_price(a), now, tax.rates)
+                     for a, lots in state.lots.items() for lot in lots)

@@ -8,6 +8,11 @@ fractions per funding interval (``FuturesContract.funding_interval_h`` hours, 8 
   the contract converges to spot at expiry (and stays at spot after it).
 - :func:`with_dated_marks` returns a copy of a :class:`~scenarios.backtest.MarketPath` whose mark
   columns for the dated contracts follow that model (dated futures pay no funding).
+- :class:`BasisTermStructure` is an annualised basis by days to expiry, ``b(tau) = a + slope x tau``,
+  fitted by least squares to the real Binance quarterlies (``../shared/data/quarterly_1d``,
+  :func:`quarterly_basis_samples`); :func:`with_quarterly_marks` marks a path's dated contracts at
+  the real daily closes where they exist and at that fitted (modelled) basis elsewhere, and labels
+  each mark's source in ``MarketPath.mark_source``.
 - Settlement at expiry is done by :func:`scenarios.backtest.run_backtest` (step 2b: closed at
   spot, ``taker_fee`` charged, trade kind "settle").
 - :class:`RollingPolicy` wraps a policy that targets one "front" contract symbol and moves the
@@ -20,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +33,7 @@ import pandas as pd
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
+from models.io import load_quarterly_closes, load_spot_closes, quarterly_files
 from models.market import MarketSnapshot
 from optimizer.policies import Policy, TargetHoldings
 from scenarios.backtest_result import RollTargets
@@ -162,6 +169,177 @@ def with_dated_marks(path: MarketPath, contracts: Sequence[FuturesContract],
     if funding is not None:
         funding = funding.drop(columns=[c.symbol for c in dated if c.symbol in funding.columns])
     return replace(path, mark=mark.astype(float), funding=funding)
+
+
+#: Observations closer to expiry than this are left out of the term-structure fit: annualising a
+#: basis over a few days (b x 365 / tau) turns tick noise into huge rates.
+MIN_FIT_DAYS = 7.0
+#: Labels of ``MarketPath.mark_source``: the real daily close at that time; the basis of a real
+#: close under a day old applied to the step's spot; the fitted term structure.
+REAL, REAL_FFILL, MODELLED = "real", "real_ffill", "modelled"
+
+
+@dataclass(frozen=True)
+class BasisTermStructure:
+    """Annualised basis by days to expiry tau: ``b(tau) = a + slope x tau`` (fraction per year;
+    slope per day), fitted by ordinary least squares to observations (tau_k, b_k) with
+    ``b_k = (P_k / S_k - 1) x 365 / tau_k`` (P a dated close, S the spot close at the same time).
+    A dated contract is priced ``P = S (1 + b(tau) tau / 365)``, so ``P = S`` at expiry.
+    ``median`` (the median b_k), ``n`` (observations) and ``rmse`` (of the fit) are reported.
+    """
+
+    a: float
+    slope: float = 0.0
+    median: float = math.nan
+    n: int = 0
+    rmse: float = math.nan
+
+    @staticmethod
+    def fit(days: np.ndarray, basis_annual: np.ndarray, *,
+            min_days: float = MIN_FIT_DAYS) -> BasisTermStructure:
+        """Least squares of ``basis_annual`` on [1, days] over the finite observations with
+        ``days >= min_days``; a flat fit (slope 0) when the days do not vary."""
+        tau = np.asarray(days, dtype=float)
+        b = np.asarray(basis_annual, dtype=float)
+        keep = np.isfinite(tau) & np.isfinite(b) & (tau >= min_days)
+        tau, b = tau[keep], b[keep]
+        if len(b) == 0:
+            raise ValidationError("basis.term_structure", f"has no observation with at least "
+                                  f"{min_days:g} days to expiry", "give dated closes further "
+                                  "from expiry (or a constant BasisModel)")
+        if len(b) < 2 or float(np.ptp(tau)) == 0.0:
+            a, slope = float(b.mean()), 0.0
+        else:
+            X = np.column_stack([np.ones_like(tau), tau])
+            coef, *_ = np.linalg.lstsq(X, b, rcond=None)
+            a, slope = float(coef[0]), float(coef[1])
+        resid = b - (a + slope * tau)
+        return BasisTermStructure(a=a, slope=slope, median=float(np.median(b)), n=len(b),
+                                  rmse=float(np.sqrt(np.mean(resid**2))))
+
+    def annual(self, days: np.ndarray) -> np.ndarray:
+        """``b(tau)`` (fraction per year) for days to expiry ``days``."""
+        return self.a + self.slope * np.asarray(days, dtype=float)
+
+    def price(self, spot: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """``S (1 + b(tau) tau / 365)`` (USD), tau = max(days, 0)."""
+        tau = np.maximum(np.asarray(days, dtype=float), 0.0)
+        return np.asarray(spot, dtype=float) * (1.0 + self.annual(tau) * tau / DAYS_PER_YEAR)
+
+
+def quarterly_basis_samples(data_dir: Path | str, underlyings: Sequence[str], *,
+                            quote: str = "USDT") -> pd.DataFrame:
+    """Every real quarterly close with the same-time spot close, for the term-structure fit.
+
+    Per underlying u and file ``quarterly_1d/<u><quote>_<YYMMDD>`` (``models.io``): each daily
+    close P (stamped at bar close, 00:00 UTC) against the ``spot_1d`` close S of the same day
+    (stamped the same way); the delivery-day close (08:00) has no spot_1d match and is left out.
+    Columns: underlying, delivery, time, days (to delivery), basis (P / S - 1), basis_annual
+    (basis x 365 / days). Empty when there are no files.
+    """
+    rows: list[pd.DataFrame] = []
+    for u in underlyings:
+        files = quarterly_files(data_dir, f"{u}{quote}")
+        if not files:
+            continue
+        spot = load_spot_closes(data_dir, [u], interval="1d")[u].astype(float)
+        spot.index = pd.DatetimeIndex(spot.index) + pd.Timedelta(days=1)
+        for delivery in files:
+            p = load_quarterly_closes(data_dir, f"{u}{quote}", delivery)
+            s_at = spot.reindex(p.index)
+            ok = s_at.notna().to_numpy() & (p.index < delivery)
+            t = pd.DatetimeIndex(p.index[ok])
+            days = (delivery - t).total_seconds().to_numpy() / 86400.0
+            basis = p.to_numpy(dtype=float)[ok] / s_at.to_numpy(dtype=float)[ok] - 1.0
+            rows.append(pd.DataFrame({"underlying": u, "delivery": delivery, "time": t,
+                                      "days": days, "basis": basis,
+                                      "basis_annual": basis * DAYS_PER_YEAR / days}))
+    cols = ["underlying", "delivery", "time", "days", "basis", "basis_annual"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
+
+
+def fit_quarterly_term_structure(data_dir: Path | str, underlyings: Sequence[str], *,
+                                 quote: str = "USDT",
+                                 min_days: float = MIN_FIT_DAYS) -> BasisTermStructure:
+    """:meth:`BasisTermStructure.fit` pooled over every real quarterly close of ``underlyings``
+    (:func:`quarterly_basis_samples`). The fit uses the whole span of the files, so marks modelled
+    from it know the span's average basis (a modelled price series, not a causal forecast)."""
+    obs = quarterly_basis_samples(data_dir, underlyings, quote=quote)
+    return BasisTermStructure.fit(obs["days"].to_numpy(dtype=float),
+                                  obs["basis_annual"].to_numpy(dtype=float), min_days=min_days)
+
+
+def quarterly_marks(spot: pd.Series, real: pd.Series, expiry: int,
+                    term: BasisTermStructure) -> tuple[np.ndarray, np.ndarray]:
+    """Marks (USD) and their sources on ``spot``'s index for one dated contract expiring at
+    ``expiry`` (UTC ns), from its ``real`` closes (stamped when known, ``models.io``):
+
+    - step t equal to a real close's stamp: that close (``"real"``);
+    - else the latest real close stamped at r, t - 1 day < r < t, with the spot known at r: the
+      close's basis carried to t, ``S_t x P_r / S_r`` (``"real_ffill"``; at 8 h steps the 08:00
+      and 16:00 marks carry the 00:00 close's basis, so the mark moves with spot, not stale);
+    - else the fitted term structure, ``S_t (1 + b(tau) tau / 365)`` (``"modelled"``); after the
+      expiry always ``S_t`` (modelled; the replay settles at spot on the first step at or after it).
+    """
+    index = pd.DatetimeIndex(spot.index)
+    s = spot.to_numpy(dtype=float)
+    tau = _days_left(index, expiry)
+    out = term.price(s, tau)
+    src = np.full(len(index), MODELLED, dtype=object)
+    if len(real):
+        r_idx = pd.DatetimeIndex(real.index).tz_convert("UTC")
+        t_ns = index.tz_convert("UTC").as_unit("ns").asi8
+        r_ns = r_idx.as_unit("ns").asi8
+        pos = np.searchsorted(r_ns, t_ns, side="right") - 1
+        have = (pos >= 0) & (t_ns <= expiry)
+        p_r = np.where(have, real.to_numpy(dtype=float)[np.maximum(pos, 0)], np.nan)
+        age = np.where(have, t_ns - r_ns[np.maximum(pos, 0)], np.iinfo(np.int64).max)
+        exact = have & (age == 0)
+        out[exact] = p_r[exact]
+        src[exact] = REAL
+        s_at_r = spot.reindex(r_idx).to_numpy(dtype=float)
+        s_r = np.where(have, s_at_r[np.maximum(pos, 0)], np.nan)
+        ffill = have & (age > 0) & (age < NS_PER_DAY) & np.isfinite(s_r)
+        out[ffill] = s[ffill] * p_r[ffill] / s_r[ffill]
+        src[ffill] = REAL_FFILL
+    return out, src
+
+
+def with_quarterly_marks(path: MarketPath, contracts: Sequence[FuturesContract],
+                         data_dir: Path | str, *, term: BasisTermStructure | None = None,
+                         quote: str = "USDT") -> tuple[MarketPath, BasisTermStructure]:
+    """A copy of ``path`` whose dated contracts (of ``contracts``) are marked at the real Binance
+    quarterly closes of ``<data_dir>/quarterly_1d/<underlying><quote>_<YYMMDD>`` (the file whose
+    delivery equals the contract's expiry) where they exist, and at the term structure ``term``
+    elsewhere (default: :func:`fit_quarterly_term_structure` over the contracts' underlyings), see
+    :func:`quarterly_marks`; ``mark_source`` gets one column per dated contract ("real",
+    "real_ffill", "modelled"), and funding has no column for them (dated futures pay none).
+    Returns the path and the term structure used."""
+    dated = [c for c in contracts if c.kind == ContractKind.DATED]
+    for c in dated:
+        if c.underlying not in path.spot.columns:
+            raise ValidationError(f"contracts.{c.symbol}.underlying",
+                                  f"is {c.underlying!r}, not in the path's spot",
+                                  f"use one of {list(path.spot.columns)[:10]}")
+    if term is None:
+        term = fit_quarterly_term_structure(data_dir, sorted({c.underlying for c in dated}),
+                                            quote=quote)
+    mark = (path.mark.copy() if path.mark is not None
+            else pd.DataFrame(index=path.spot.index, dtype=float))
+    source = (path.mark_source.copy() if path.mark_source is not None
+              else pd.DataFrame(index=path.spot.index))
+    for c in dated:
+        expiry = expiry_ns(c)
+        assert expiry is not None
+        delivery = pd.Timestamp(expiry, tz="UTC")
+        real = load_quarterly_closes(data_dir, f"{c.underlying}{quote}", delivery)
+        values, src = quarterly_marks(path.spot[c.underlying].astype(float), real, expiry, term)
+        mark[c.symbol] = values
+        source[c.symbol] = src
+    funding = path.funding
+    if funding is not None:
+        funding = funding.drop(columns=[c.symbol for c in dated if c.symbol in funding.columns])
+    return replace(path, mark=mark.astype(float), funding=funding, mark_source=source), term
 
 
 class RollingPolicy(Policy):

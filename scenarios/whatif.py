@@ -13,6 +13,12 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
 - margin: the backtester's check (``models.margin.margin_state``, the one margin engine):
   liquidated when a position is open and collateral' < sum_j MM_j(|x'_j|); then every position is
   closed at mark and ``liquidation_penalty`` x |x'| is paid (as ``scenarios.backtest.run_backtest``);
+- pledged spot (``Book.pledged``) is re-priced through its rule: collateral' = W' + sum_i
+  C_i(u_i (1 + r_i)) (W' = cash + uPnL', u_i the pledged USD value before the shock, C_i the
+  asset's rule, ``models.collateral``). A Portfolio Margin holding pushed across a tier edge by an
+  up move gains collateral at the next tier's lower rate only: tiers [0, 1M, 0.95], [1M, 5M, 0.9]
+  and u = 900k USD with r = +30% give C = 0.95 x 1M + 0.9 x 0.17M = 1,103,000 USD (not
+  0.95 x 1.17M = 1,111,500). ``pledged_before`` / ``pledged_after`` report sum_i C_i (USD);
 - funding until liquidation: the price shock is instantaneous, then contract j settles every h_j
   hours (its ``funding_interval_h``), n_j times, paying a_j = (f_j + df_j) x'_j each time (marks
   stay at the shocked level, so x'_j and MM are fixed). The surplus after the settlements up to
@@ -35,7 +41,8 @@ contracts (fixed for inverse ones) and uPnL, pledged spot are affine in r, MM_j 
 concave and piecewise linear on r > -1: {S >= 0} is an interval, with at most one root below 0 (the
 down move that liquidates) and one above (the up move). Each is found by Brent's method on the exact
 S (evaluated through ``Book.valuation`` and ``margin_state``, as the backtester does); beyond the last
-tier break S is linear, which decides whether an up move liquidates at all.
+tier break (of the maintenance tiers and of the pledged collateral tiers) S is linear, which decides
+whether an up move liquidates at all.
 """
 
 from __future__ import annotations
@@ -295,7 +302,10 @@ def _surplus_fn(book: Book, market: MarketSnapshot, assets: Sequence[str]
 
 
 def _linear_from(book: Book, market: MarketSnapshot, assets: Sequence[str]) -> float:
-    """A move beyond which S(r) is linear: every moving linear position is past its last tier break."""
+    """A move beyond which S(r) is linear: every moving linear position is past its last tier
+    break, and every moving pledged holding past its collateral rule's last tier edge (a holding of
+    pledged value u_i crosses edge M_k at r = M_k / u_i - 1; beyond the last, C_i is linear: the
+    open tier's rate, or 0 above a capped last tier)."""
     mm = MarginModel.from_contracts(book.contracts)
     x = np.abs(book.futures_notional(market))
     out = 1.0
@@ -305,6 +315,12 @@ def _linear_from(book: Book, market: MarketSnapshot, assets: Sequence[str]) -> f
         lo = mm.lo[j][np.isfinite(mm.lo[j])]
         if lo.size:
             out = max(out, float(lo.max()) / x[j] - 1.0)
+    if book.pledged:
+        u = book.pledged_usd(book.spot_values(market))
+        for i, rule in enumerate(book.pledge_rules()):
+            edges = rule.edges() if rule is not None else ()
+            if book.asset_symbols[i] in assets and u[i] > 0 and edges:
+                out = max(out, max(edges) / float(u[i]) - 1.0)
     return out
 
 
@@ -468,7 +484,10 @@ class WhatIfResult:
     the shocked book. ``settlements``: funding settlements paid per contract (fewer than
     ``settlements_asked`` when the book is liquidated first, ``liquidated_after_h`` hours after the
     shock; 0.0: by the price move alone). ``next_solution``: the optimiser's re-solve on the shocked
-    book (None when not asked or when it failed: ``next_error`` says why).
+    book (None when not asked or when it failed: ``next_error`` says why). ``pledged_before`` /
+    ``pledged_after``: sum_i C_i(u_i) (USD), the pledged spot's collateral value through its rules
+    at the prices before / after the shock (part of the margin's collateral; 0 and
+    ``has_pledged`` False when the book pledges nothing).
     """
 
     scenario: Scenario
@@ -494,6 +513,9 @@ class WhatIfResult:
     shocked_market: MarketSnapshot | None = field(default=None, repr=False, compare=False)
     settlements_asked: dict[str, float] = field(default_factory=dict)
     liquidated_after_h: float | None = None
+    has_pledged: bool = False
+    pledged_before: float = 0.0
+    pledged_after: float = 0.0
 
     @property
     def drift(self) -> dict[str, float]:
@@ -554,6 +576,8 @@ class WhatIfResult:
             "liquidation_move_after": moves(self.distance_after),
             "next": nxt, "next_error": self.next_error,
         }
+        if self.has_pledged:
+            out["pledged_collateral"] = {"before": self.pledged_before, "after": self.pledged_after}
         return _clean(out)
 
 
@@ -663,4 +687,7 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
         settlements_asked={c: float(n) for c, n in zip(book.contract_symbols, applied.settlements,
                                                        strict=True) if n},
         liquidated_after_h=run.liquidated_after_h if liquidated else None,
+        has_pledged=bool(book.pledged),
+        pledged_before=book.pledged_collateral(v0.spot_values) if book.pledged else 0.0,
+        pledged_after=book.pledged_collateral(v1.spot_values) if book.pledged else 0.0,
     )

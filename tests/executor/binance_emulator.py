@@ -30,6 +30,14 @@ gives per asset ``<ASSET>USD`` its ``index`` (the ``<ASSET>USDT`` mark / 1.0003,
 (:meth:`BinanceEmulator.set_multi_assets`) the margin balance counts each wallet asset at
 quantity x index x (1 - bidBuffer); off, only USDT counts.
 
+Portfolio Margin collateral rates (signed, ``api.binance.com``): ``GET /sapi/v1/portfolio/collateralRate``
+answers one ``{asset, collateralRate}`` row per asset (:attr:`BinanceEmulator.pm_collateral_rate`);
+``GET /sapi/v1/margin/crossMarginCollateralRatio`` answers groups ``{collaterals: [{minUsdValue,
+maxUsdValue, discountRate}], assetNames}`` (:attr:`BinanceEmulator.collateral_tiers`, set with
+:meth:`BinanceEmulator.set_collateral_tiers`; the open-ended last tier has no ``maxUsdValue``, as
+Binance sends it). :meth:`BinanceEmulator.portfolio_collateral` values a holding by them (tier rate
+capped at the asset's collateralRate).
+
 Clock and funding settlement: by default the emulator's clock is the wall clock and no funding ever
 settles (what the order tests rely on). :meth:`BinanceEmulator.set_time` pins the clock to a time of
 our choosing (nothing settles on that jump); :meth:`BinanceEmulator.advance` /
@@ -463,6 +471,16 @@ class BinanceEmulator:
         self.multi_assets = False
         self.wallet_assets: dict[str, float] = {}
         self.bid_buffer: dict[str, float] = {"BTC": 0.05, "ETH": 0.05, "SOL": 0.1}
+        #: Portfolio Margin: collateralRate per asset, and cross-margin tier groups (asset names,
+        #: tiers (min USD, max USD or None = open-ended, discount rate))
+        self.pm_collateral_rate: dict[str, float] = {"BTC": 0.95, "ETH": 0.95, "BNB": 0.95,
+                                                     "SOL": 0.9, "USDT": 1.0, "USDC": 1.0}
+        self.collateral_tiers: list[tuple[tuple[str, ...],
+                                          tuple[tuple[float, float | None, float], ...]]] = [
+            (("SOL",), ((0.0, 1_000_000.0, 1.0), (1_000_000.0, 5_000_000.0, 0.975),
+                        (5_000_000.0, None, 0.0))),
+            (("BTC", "ETH", "USDT", "USDC"), ((0.0, None, 1.0),)),
+        ]
         self._visible_at: dict[int, float] = {}
         self._entry_before: dict[int, float] = {}
         self._pending: list[tuple[float, EmuOrder, float]] = []
@@ -593,6 +611,24 @@ class BinanceEmulator:
             return 0.0
         return sum(q * self.asset_index(a) * (1.0 - self.bid_buffer.get(a, 0.0))
                    for a, q in self.wallet_assets.items())
+
+    def set_collateral_tiers(self, assets: Sequence[str],
+                             tiers: Sequence[tuple[float, float | None, float]]) -> None:
+        """Give ``assets`` their own cross-margin collateral tiers (min USD, max USD or None for
+        open-ended, discount rate), taking them out of any other group."""
+        with self._lock:
+            names = set(assets)
+            groups = [(tuple(a for a in g if a not in names), t) for g, t in self.collateral_tiers]
+            self.collateral_tiers = [(g, t) for g, t in groups if g]
+            self.collateral_tiers.append((tuple(assets), tuple(tiers)))
+
+    def portfolio_collateral(self, asset: str, usd: float) -> float:
+        """The exchange's collateral value (USD) of ``usd`` of ``asset``: sum over its tiers of
+        min(discountRate_k, collateralRate) x the part of ``usd`` inside tier k."""
+        cap = self.pm_collateral_rate.get(asset, 1.0)
+        tiers = next((t for g, t in self.collateral_tiers if asset in g), ((0.0, None, cap),))
+        return sum(min(rate, cap) * min(max(usd - lo, 0.0), (math.inf if hi is None else hi) - lo)
+                   for lo, hi, rate in tiers)
 
     def set_hedge_mode(self, on: bool = True) -> None:
         """Switch the account's position mode (hedge = separate LONG and SHORT positions)."""
@@ -863,6 +899,9 @@ class BinanceEmulator:
             ("GET", "/fapi/v1/income"): self._income,
             ("GET", "/fapi/v1/multiAssetsMargin"): lambda p: {"multiAssetsMargin": self.multi_assets},
             ("POST", "/fapi/v1/multiAssetsMargin"): self._set_multi_assets,
+            ("GET", "/sapi/v1/portfolio/collateralRate"): lambda p: [
+                {"asset": a, "collateralRate": f"{r:.4f}"} for a, r in self.pm_collateral_rate.items()],
+            ("GET", "/sapi/v1/margin/crossMarginCollateralRatio"): self._collateral_ratio,
         }
         routes: dict[tuple[str, str], tuple[bool, Route]] = {k: (False, v)
                                                              for k, v in public.items()}
@@ -1074,6 +1113,17 @@ class BinanceEmulator:
                 raise _bad(-1121, "Invalid symbol.")
             return row(a)
         return [row(a) for a in known]
+
+    def _collateral_ratio(self, p: dict[str, str]) -> object:
+        """GET /sapi/v1/margin/crossMarginCollateralRatio: tier groups (no maxUsdValue when open)."""
+        def tier(lo: float, hi: float | None, rate: float) -> dict[str, str]:
+            row = {"minUsdValue": _num(lo), "discountRate": _num(rate)}
+            if hi is not None:
+                row["maxUsdValue"] = _num(hi)
+            return row
+
+        return [{"collaterals": [tier(*t) for t in tiers], "assetNames": list(names)}
+                for names, tiers in self.collateral_tiers]
 
     def _set_multi_assets(self, p: dict[str, str]) -> object:
         on = p.get("multiAssetsMargin", "").lower()

@@ -273,3 +273,11 @@ def test_large_but_realistic_holdings_load(tmp_path: Path) -> None:
     # 10,000 BTC at 60,000 USD = 600 M USD; 1e12 PEPE-like units at 1e-5 USD would be 10 M USD
     lb = load_mutated(tmp_path, lambda d: d["spot"].update(BTC=10_000.0))
     assert lb.book.spot["BTC"] == 10_000.0
+
+
+def test_expiry_row_reaches_the_optimiser_settings(tmp_path: Path) -> None:
+    assert not load_mutated(tmp_path, lambda d: None).settings.constraints.expiry_row
+    on = load_mutated(tmp_path, lambda d: d.setdefault("constraints", {}).update(expiry_row=True))
+    assert on.settings.constraints.expiry_row
+    err = error_of(tmp_path, lambda d: d.setdefault("constraints", {}).update(expiry_row="yes"))
+    assert err.field == "constraints.expiry_row"

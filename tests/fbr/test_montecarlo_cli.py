@@ -164,3 +164,18 @@ kind = "no_rebalance"
     res = json.loads(proc.stdout)
     assert res["summary"]["no_rebalance"]["paths"] == 3 and res["step"] == step
     assert any("market data from" in label for label in res["labels"])
+
+
+def test_backtest_pledged_reaches_the_montecarlo_replays(tmp_path: Path) -> None:
+    """[backtest] pledged = true (with a [pledged] book) is passed to every replay of the spec."""
+    from fbr.montecarlo_cli import build_spec, load_montecarlo_file
+
+    book = tmp_path / "book.toml"
+    book.write_text((EXAMPLES / "backtest_book.toml").read_text() + "\n[pledged]\nBTC = 0.95\n")
+    cfg = _config(tmp_path, "paths = 2\nsteps = 5", "[backtest]\npledged = true\n")
+    cfg.write_text(cfg.read_text().replace((EXAMPLES / "backtest_book.toml").as_posix(),
+                                           book.as_posix()))
+    spec, _ = build_spec(load_montecarlo_file(cfg))
+    assert spec.pledged is True
+    off = _config(tmp_path, "paths = 2\nsteps = 5")
+    assert build_spec(load_montecarlo_file(off))[0].pledged is False

@@ -17,6 +17,7 @@ higher basis, so HIFO is not tax-optimal here).
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -291,3 +292,63 @@ def test_curve_is_the_tax_optimal_lot_walk_at_breakpoints() -> None:
             ref, _ = realised_tax(lots, min(float(qk), total_quantity(lots)), LotMethod.SPECIFIC,
                                   price, now, rates)
             assert tk == pytest.approx(ref, rel=1e-12, abs=1e-8)
+
+
+def test_a_capped_curve_is_exact_up_to_its_last_kept_lot_and_at_the_whole_holding() -> None:
+    """TaxCurve.capped(n): the first n - 1 pieces as they were, the rest one chord; by hand: lots
+    of 1 unit with tax per unit 1, 2, 3, 4, 5 (USD) capped at 3 pieces keep slopes 1, 2 and the
+    chord (3 + 4 + 5) / 3 = 4 over [2, 5]; T(5) = 15 either way, and
+    T(3.5) = 3 + 1.5 x 4 = 9 >= 1 + 2 + 3 + 0.5 x 4 = 8."""
+    curve = TaxCurve(cum_quantity=np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+                     slopes=np.array([1.0, 2.0, 3.0, 4.0, 5.0]), price=10.0)
+    capped = curve.capped(3)
+    np.testing.assert_allclose(capped.slopes, [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(capped.cum_quantity, [1.0, 2.0, 5.0])
+    assert capped.value(1.5) == pytest.approx(curve.value(1.5)) == pytest.approx(2.0)
+    assert capped.value(5.0) == pytest.approx(curve.value(5.0)) == pytest.approx(15.0)
+    assert capped.value(3.5) == pytest.approx(9.0) and curve.value(3.5) == pytest.approx(8.0)
+    assert curve.capped(5) is curve and curve.capped(9) is curve
+    one = curve.capped(1)
+    np.testing.assert_allclose(one.slopes, [3.0])  # the chord of the whole curve: 15 / 5
+    with pytest.raises(ValidationError, match="tax pieces"):
+        curve.capped(0)
+
+
+def test_capped_random_curves_stay_convex_and_never_under_price() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        k = int(rng.integers(2, 40))
+        slopes = np.sort(rng.normal(0.0, 1.0, k))
+        curve = TaxCurve(cum_quantity=np.cumsum(rng.uniform(0.01, 2.0, k)), slopes=slopes, price=1.0)
+        n = int(rng.integers(1, k + 1))
+        capped = curve.capped(n)
+        assert capped.slopes.size == min(n, k)
+        assert np.all(np.diff(capped.slopes) >= -1e-12)
+        kept = float(curve.cum_quantity[n - 2]) if n >= 2 else 0.0
+        for q in rng.uniform(0.0, curve.holdings, 25):
+            if q <= kept:
+                assert capped.value(q) == pytest.approx(curve.value(q), abs=1e-9)
+            assert capped.value(q) >= curve.value(q) - 1e-9
+        assert capped.value(curve.holdings) == pytest.approx(curve.value(curve.holdings), abs=1e-9)
+
+
+def test_fifo_curve_is_convex_and_never_below_what_fifo_books_realise() -> None:
+    """breakpoints(method=FIFO): lots in FIFO order, slopes running max; for random lots and sales
+    the curve is >= realised_tax(FIFO), and equal when the FIFO slopes already ascend."""
+    rng = np.random.default_rng(5)
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    rates = TaxRates(short_term=0.35, long_term=0.15)
+    for _ in range(150):
+        k = int(rng.integers(1, 8))
+        lots = [TaxLot(float(rng.uniform(0.1, 2.0)), float(rng.uniform(20.0, 200.0)),
+                       now - timedelta(days=float(rng.uniform(1.0, 1500.0)))) for _ in range(k)]
+        curve = breakpoints(lots, 100.0, now, rates, method=LotMethod.FIFO)
+        assert np.all(np.diff(curve.slopes) >= 0)
+        taus = [tax_per_unit(lots[i], 100.0, now, rates)
+                for i in sale_order(lots, LotMethod.FIFO, 100.0, now, rates)]
+        ascending = all(b >= a for a, b in itertools.pairwise(taus))
+        for q in rng.uniform(0.0, curve.holdings, 10):
+            fifo = realised_tax(lots, float(q), LotMethod.FIFO, 100.0, now, rates)[0]
+            assert curve.value(float(q)) >= fifo - 1e-9
+            if ascending:
+                assert curve.value(float(q)) == pytest.approx(fifo, abs=1e-9)

@@ -128,13 +128,14 @@ def test_capped_futures_sell_the_lowest_tax_lot_first_hand_computed() -> None:
     assert d["spot_trades"][0]["asset"] == "BTC"
 
 
-def test_fifo_books_report_the_tax_they_realise() -> None:
-    # the optimiser prices the sale with the ascending curve (600/BTC); FIFO books take the 2022 lot
+def test_fifo_books_are_priced_in_fifo_order() -> None:
+    # FIFO books sell the 2022 lot first (basis 20,000, long-term 15%): 4,500 USD per BTC; the
+    # optimiser prices that order (slopes 4,500 then max(600, 4,500)), not the ascending 600/BTC
     book, market, risk = _two_asset()
     sol = Rebalancer().solve(book, market, risk, _capped(LotMethod.FIFO))
     costs = sol.spot_costs
     assert costs is not None and costs.lot_method == "fifo"
-    assert round(costs.tax_optimiser, 2) == 180.00
+    assert round(costs.tax_optimiser, 2) == 1_350.00
     assert round(costs.tax, 2) == round(0.3 * 0.15 * 30_000.0, 2) == 1_350.00
 
 

@@ -1,0 +1,558 @@
+"""Total cost at matched tracking error: fbr (overlay-only and hybrid) against every naive policy.
+
+Issue 11's benchmark. The book, market path, contracts, windows and metric conventions are those of
+``benchmarks/vs_naive.py`` (read its docstring); this script adds the costs a holder pays besides
+trading, the collateral set-ups and the tax cases.
+
+Total cost (bp of mean NAV a year, per window)
+----------------------------------------------
+``trading`` (exchange fees + futures spread + impact + spot fees of collateral sweeps) + ``funding``
+(> 0 paid) + ``penalty`` (liquidations) + ``financing`` (the wallet's cost: ``y x |W|`` over time,
+W the stablecoin wallet after the previous step, y = the reserve yield, 4%/yr: a positive wallet
+forgoes y, a negative one is borrowed at y) + ``reserve`` (pledged set-ups: ``y x R``, R the
+stress-sized reserve at the run's largest hedge, see below) + ``tax`` in one of two views:
+
+- **realised**: the tax paid in the window (spot sales by the lot method, realised futures PnL at
+  the same rate with losses credited; ``scenarios.replay_tax``);
+- **pv**: the present value at y, at the window's start, of the taxes paid in it plus the tax due on
+  the unrealised gains at its end, less that due at its start (``tax_deferred``): deferral is worth
+  the discount, never the whole tax.
+
+Tracking error is measured on the pre-tax NAV (taxes are a cost, not a tracking miss).
+
+Policies (families)
+-------------------
+- ``spot``: spot-only calendar (1D, 7D, 30D) and band (0.5, 1, 2, 5 pp) rebalancing, spot fee 0.10%;
+- ``naive_reserve``: the naive overlay on calendars and bands, today's 20%-of-spot stablecoin
+  reserve kept by sweeps (``CollateralPolicy(1/6, 0.5)``);
+- ``naive_pledged``: the same naive overlays on a book whose spot is pledged as margin (flat
+  collateral ratio 1 - bidBuffer: 0.95 for BTC, ETH and BNB, 0.90 for the others; an assumption in
+  the style of Binance Multi-Assets mode's ``assetIndex``), no stablecoin reserve: the wallet is
+  swept to 0 after each step (losses are covered by selling spot, gains buy spot, spot fee paid);
+- ``fbr_overlay``: ``OptimizedFutures`` on the pledged book, trading + impact + carry costs (EWMA
+  funding forecast), margin and each-and-all +-40% stress rows, over a gamma_trade grid;
+- ``fbr_hybrid``: the same with the spot leg on: spot trades priced with fee, spread and impact
+  and, at a positive tax rate, the tax of the lots they sell (tax-optimal lot order, losses not
+  harvested).
+
+Pledged set-ups hold no reserve; the reserve the each-and-all +-40% scenarios would need at the
+run's largest gross hedge (``optimizer.reserve.size_reserve``, pledged spot re-priced) is reported
+and its cost y x R charged for the whole window.
+
+Tax cases: ``0`` (no tax), ``25hifo`` and ``25fifo`` (25% on short and long gains and on realised
+futures PnL, losses credited; the book bought at the first close, one lot per asset).
+
+Judging: each family's Pareto frontier of (TE, total cost) per window and view; the fbr setting
+chosen on ``select`` (cheapest with TE <= 1.05 budget) is compared in every regime with every other
+family's frontier at its TE there (``vs_naive.at_te``: within 5% or interpolated; ex post, the
+strictest comparison). "Best naive" = the cheapest of spot, naive_reserve and naive_pledged.
+
+Run: ``python benchmarks/total_cost.py [--book2] [--nav USD] [--taxes 0,25hifo,25fifo]
+[--start DATE --end DATE] [--data DIR] [--jobs N] [--quick] [--tag T] [--analyse-only]``.
+Writes ``benchmarks/results/total_cost[_tag].json`` and ``..._frontier.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import vs_naive as vn  # noqa: E402
+
+from fbr.backtest_config import TrailingRisk  # noqa: E402
+from models.book import Book  # noqa: E402
+from models.io import default_data_dir  # noqa: E402
+from models.risk import estimate_risk, returns_from_prices  # noqa: E402
+from models.tax import LotMethod, TaxLot, TaxRates  # noqa: E402
+from optimizer.policies import (  # noqa: E402
+    BandSpotRebalance,
+    CalendarSpotRebalance,
+    NaiveFutures,
+    OptimizedFutures,
+    Policy,
+)
+from optimizer.reserve import each_and_all, size_reserve  # noqa: E402
+from optimizer.settings import (  # noqa: E402
+    ConstraintSettings,
+    CostSettings,
+    FundingForecastRule,
+    OptimizerSettings,
+    SpotLegSettings,
+)
+from scenarios.backtest_result import BacktestResult  # noqa: E402
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy  # noqa: E402
+from scenarios.market_path import MarketPath  # noqa: E402
+from scenarios.metrics import STABLECOIN_YIELD  # noqa: E402
+from scenarios.replay import run_backtest  # noqa: E402
+from scenarios.replay_inputs import market_at, read_inputs  # noqa: E402
+
+FAMILIES = ("spot", "naive_reserve", "naive_pledged", "fbr_overlay", "fbr_hybrid")
+NAIVE = ("spot", "naive_reserve", "naive_pledged")
+VIEWS = ("realised", "pv")
+TAX_RATE = 0.25
+STRESS_MOVE = 0.40
+BID_BUFFER = {"BTC": 0.05, "ETH": 0.05, "BNB": 0.05}
+OTHER_BID_BUFFER = 0.10
+CAL = ("1D", "7D", "30D")
+BANDS = (0.005, 0.01, 0.02, 0.05)
+GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+GAMMAS_RUN = GAMMAS  # --gammas
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every run shares (built once in the parent; forked workers inherit it)."""
+
+    path: MarketPath
+    spot_book: Book
+    reserve_book: Book
+    pledged_book: Book
+    risk: Callable[[], TrailingRisk]
+    start: datetime
+
+
+SETUP: Setup | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# books, taxes, policies
+
+
+def pledged_book(overlay: Book) -> Book:
+    """The overlay book with its spot pledged (flat ratio 1 - bidBuffer) and no stablecoin reserve."""
+    pledged = {a: 1.0 - BID_BUFFER.get(a, OTHER_BID_BUFFER) for a in overlay.asset_symbols}
+    return dataclasses.replace(overlay, cash=0.0, pledged=pledged, name="pledged")
+
+
+def tax_setting(case: str, book: Book, start: datetime, spot_leg: bool = False) -> SpotLegSettings | None:
+    """The tax case's settings: None for ``0``; else 25% rates, one lot per asset at the first
+    close, the case's lot method (``spot_leg``: the optimiser's spot leg on, pricing that tax)."""
+    if case == "0":
+        return SpotLegSettings(enabled=True) if spot_leg else None
+    method = LotMethod.HIFO if case.endswith("hifo") else LotMethod.FIFO
+    px = shared().path.spot.iloc[0]
+    lots = {a: (TaxLot(float(q), float(px[a]), start),) for a, q in book.spot.items()}
+    rates = TaxRates(short_term=TAX_RATE, long_term=TAX_RATE, futures=TAX_RATE)
+    return SpotLegSettings(enabled=spot_leg, rates=rates, lots=lots, lot_method=method)
+
+
+def shared() -> Setup:
+    """The setup built in main() (forked workers inherit it)."""
+    assert SETUP is not None, "the benchmark's setup is built in main()"
+    return SETUP
+
+
+def fbr_policy(gamma: float, spot_leg: SpotLegSettings | None) -> Policy:
+    """fbr's optimiser: trading + impact + carry (EWMA funding), margin and stress rows."""
+    s = shared()
+    costs = CostSettings(trading=True, impact=True, impact_k=1.0, carry=True, gamma_trade=gamma,
+                         gamma_fund=1.0, horizon_days=1.0, funding_forecast=FundingForecastRule.EWMA)
+    cons = ConstraintSettings(stress=each_and_all(s.pledged_book.asset_symbols, STRESS_MOVE))
+    settings = OptimizerSettings(costs=costs, constraints=cons, basis_risk=False,
+                                 spot=spot_leg or SpotLegSettings())
+    return OptimizedFutures(s.risk(), settings)
+
+
+def grid(quick: bool) -> list[tuple[str, str]]:
+    """(family, parameter) of every run of one tax case."""
+    cal = ("7D",) if quick else CAL
+    bands = (0.01, 0.05) if quick else BANDS
+    gammas = (1.0, 8.0) if quick else GAMMAS_RUN
+    out = [("spot", f"cal {p}") for p in cal] + [("spot", f"band {b:g}") for b in bands]
+    for fam in ("naive_reserve", "naive_pledged"):
+        out += [(fam, f"cal {p}") for p in cal] + [(fam, f"band {b:g}") for b in bands]
+    for fam in ("fbr_overlay", "fbr_hybrid"):
+        out += [(fam, f"gt {g:g}") for g in gammas]
+    return out
+
+
+def make_policy(family: str, param: str, case: str) -> Policy:
+    kind, value = param.split()
+    if family == "spot":
+        return CalendarSpotRebalance(value) if kind == "cal" else BandSpotRebalance(float(value))
+    if family.startswith("naive"):
+        return NaiveFutures(period=value) if kind == "cal" else NaiveFutures(band=float(value))
+    s = shared()
+    leg = tax_setting(case, s.pledged_book, s.start, spot_leg=True) if family == "fbr_hybrid" else None
+    return fbr_policy(float(value), leg)
+
+
+def run_one(job: tuple[str, str, str]) -> tuple[str, dict[str, Any]]:
+    """One replay and its window metrics; key ``case|family|param``."""
+    family, param, case = job
+    s = shared()
+    if family == "spot":
+        book, coll = s.spot_book, NO_SWEEPS
+    elif family == "naive_reserve":
+        book, coll = s.reserve_book, CollateralPolicy(target_fraction=vn.RESERVE / (1 + vn.RESERVE))
+    else:
+        book, coll = s.pledged_book, CollateralPolicy(target_fraction=0.0, band=0.0)
+    policy = make_policy(family, param, case)
+    tax = tax_setting(case, book, s.start)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # solver-noise warnings of cvxpy's backends
+        res = run_backtest(book, s.path, policy, liquidation_penalty=vn.LIQ_PENALTY,
+                           spot_fee=vn.SPOT_FEE, collateral=coll, tax=tax)
+    secs = time.perf_counter() - t0
+    reserve = peak_reserve(book, res) if book is s.pledged_book else 0.0
+    out = {"family": family, "param": param, "case": case, "seconds": secs,
+           "trades": len(res.trades), "sized_reserve_usd": reserve,
+           "windows": windows(res, reserve)}
+    return f"{case}|{family}|{param}", out
+
+
+def peak_reserve(book: Book, res: BacktestResult) -> float:
+    """The each-and-all +-40% reserve (USD) at the step with the largest gross hedge."""
+    gross = res.futures_notional.abs().sum(axis=1).to_numpy(dtype=float)
+    if gross.max(initial=0.0) <= 0:
+        return 0.0
+    k = int(np.argmax(gross))
+    s = shared()
+    inputs = read_inputs(book, s.path, spot_fee=vn.SPOT_FEE, impact_k=1.0,
+                         liquidation_penalty=vn.LIQ_PENALTY)
+    market = market_at(inputs, k)
+    px = s.path.spot.iloc[k]
+    spot = {a: float(res.spot_value[a].iloc[k]) / float(px[a]) for a in book.asset_symbols}
+    row = res.steps.iloc[k]
+    at = dataclasses.replace(book, spot=spot, cash=float(row["wallet"]))
+    x = res.futures_notional.iloc[k].to_numpy(dtype=float)
+    sized = size_reserve(at, market, x, each_and_all(book.asset_symbols, STRESS_MOVE),
+                         STABLECOIN_YIELD)
+    return float(sized.reserve_usd)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def pre_tax(res: BacktestResult) -> BacktestResult:
+    """``res`` with the taxes paid added back to NAV and wallet (TE is measured before tax)."""
+    if "tax_cumulative" not in res.steps:
+        return res
+    st = res.steps.copy()
+    st["nav"] = st["nav"] + st["tax_cumulative"]
+    st["wallet"] = st["wallet"] + st["tax_cumulative"]
+    return dataclasses.replace(res, steps=st)
+
+
+def tax_views(res: BacktestResult, mask: np.ndarray, scale: float) -> tuple[float, float]:
+    """(realised, present-value) tax in bp of ``scale`` (mean NAV x years) over ``mask``."""
+    s = res.steps
+    if "tax" not in s or not mask.any():
+        return 0.0, 0.0
+    tax = s["tax"].to_numpy(dtype=float)
+    owed = s["tax_deferred"].to_numpy(dtype=float)
+    t = pd.DatetimeIndex(s.index).as_unit("ns").asi8 / (365.0 * 86400e9)
+    ks = np.flatnonzero(mask)
+    first, last = int(ks[0]), int(ks[-1])
+    disc = (1.0 + STABLECOIN_YIELD) ** (-(t - t[first]))
+    before = owed[first - 1] if first > 0 else 0.0
+    pv = float(tax[mask] @ disc[mask]) + owed[last] * disc[last] - before
+    return float(tax[mask].sum()) / scale * 1e4, pv / scale * 1e4
+
+
+def financing_bps(res: BacktestResult, mask: np.ndarray, scale: float) -> float:
+    """y x |W_prev| x dt over the step pairs of ``mask``, bp of ``scale``."""
+    s = res.steps
+    pair = mask.copy()
+    pair[0] = False
+    pair[1:] &= mask[:-1]
+    w_prev = np.zeros(len(s))
+    w_prev[1:] = np.abs(s["wallet"].to_numpy(dtype=float)[:-1])
+    dt = np.zeros(len(s))
+    dt[1:] = np.diff(pd.DatetimeIndex(s.index).as_unit("ns").asi8) / (365.0 * 86400e9)
+    return STABLECOIN_YIELD * float(w_prev[pair] @ dt[pair]) / scale * 1e4
+
+
+def windows(res: BacktestResult, reserve_usd: float) -> dict[str, dict[str, float]]:
+    """Per window (and ex-SOL-crash): vs_naive's metrics on the pre-tax NAV plus the total costs."""
+    pre = pre_tax(res)
+    idx = pd.DatetimeIndex(res.steps.index)
+    out: dict[str, dict[str, float]] = {}
+    for w, (lo, hi) in vn.WINDOWS.items():
+        for ex in (False, True):
+            m = vn.window_mask(idx, lo, hi, ex)
+            if m.sum() < 3:
+                continue
+            d = vn.masked_metrics(pre, m)
+            scale = float(pre.steps["nav"].to_numpy(dtype=float)[m].mean()) * d["years"]
+            realised, pv = tax_views(res, m, scale)
+            d["financing_bps"] = financing_bps(pre, m, scale)
+            d["reserve_bps"] = STABLECOIN_YIELD * reserve_usd * d["years"] / scale * 1e4
+            base = d["trading_cost_bps"] + d["funding_bps"] + d["penalty_bps"] \
+                + d["financing_bps"] + d["reserve_bps"]
+            d["tax_realised_bps"], d["tax_pv_bps"] = realised, pv
+            d["total_realised_bps"] = base + realised
+            d["total_pv_bps"] = base + pv
+            out[w + ("_exsol" if ex else "")] = d
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# analysis
+
+
+def points(raw: dict[str, Any], case: str, family: str, window: str,
+           view: str) -> list[tuple[float, float, float, str]]:
+    """(TE, total cost, funding, name) of a family's runs in one tax case, window and view."""
+    return [(r["windows"][window]["tracking_error"], r["windows"][window][f"total_{view}_bps"],
+             r["windows"][window]["funding_bps"], r["param"])
+            for r in raw.values() if r["case"] == case and r["family"] == family
+            and window in r["windows"]]
+
+
+def choose(raw: dict[str, Any], case: str, family: str, budget: float, view: str,
+           window: str) -> str:
+    """The family's cheapest run with TE <= 1.05 budget on ``window``, else its lowest TE one."""
+    pts = points(raw, case, family, window, view)
+    ok = [p for p in pts if p[0] <= (1 + vn.MATCH_TOL) * budget]
+    return (min(ok, key=lambda p: p[1]) if ok else min(pts, key=lambda p: p[0]))[3]
+
+
+def verdict(fbr: float, best: float | None, rule: str) -> dict[str, Any]:
+    """The goal of a row: ``half`` (fbr <= best / 2, or fbr <= best - 3 bp where best < 10 bp),
+    ``not_dearer`` (fbr <= best) or ``no_more`` (fbr <= best, overlay vs spot)."""
+    if best is None:
+        return {"rule": "no naive match", "met": None}
+    if rule == "half":
+        if best < 10.0:
+            return {"rule": "best < 10 bp: fbr <= best - 3 bp", "met": fbr <= best - 3.0,
+                    "margin_bps": best - 3.0 - fbr}
+        return {"rule": "fbr <= best / 2", "met": fbr <= best / 2, "margin_bps": best / 2 - fbr}
+    return {"rule": "fbr <= best", "met": fbr <= best + 1e-9, "margin_bps": best - fbr}
+
+
+def compare(raw: dict[str, Any], case: str, view: str, fam: str, budget: float, ex: str,
+            against: tuple[str, ...], rule: str) -> dict[str, Any]:
+    """``fam``'s setting chosen on select at ``budget`` against ``against``'s frontiers per regime."""
+    if not points(raw, case, fam, "select" + ex, view):
+        return {"chosen": None, "regimes": {}}
+    chosen = choose(raw, case, fam, budget, view, "select" + ex)
+    rows: dict[str, Any] = {}
+    run = raw[f"{case}|{fam}|{chosen}"]
+    for w in vn.REGIMES:
+        if w + ex not in run["windows"]:
+            continue
+        o = run["windows"][w + ex]
+        te, cost = o["tracking_error"], o[f"total_{view}_bps"]
+        fronts = {f: points(raw, case, f, w + ex, view) for f in against}
+        matched = {f: vn.at_te(pts, te) for f, pts in fronts.items() if pts}
+        costs = [(m["cost"], f) for f, m in matched.items() if m["cost"] is not None]
+        best = min(costs) if costs else None
+        rows[w + ex] = {"te": te, "cost": cost, "liquidations": o["liquidations"],
+                        "peak_margin_use": o["peak_margin_use"],
+                        "tax_bps": o[f"tax_{view}_bps"], "funding_bps": o["funding_bps"],
+                        "trading_bps": o["trading_cost_bps"], "matched": matched,
+                        "best": None if best is None else {"family": best[1], "cost": best[0]},
+                        "verdict": verdict(cost, None if best is None else best[0], rule)}
+    return {"chosen": chosen, "regimes": rows}
+
+
+def analyse(raw: dict[str, Any], cases: list[str], budgets: tuple[float, ...]) -> dict[str, Any]:
+    """Per tax case, view, budget and ex-SOL flag: fbr hybrid vs the best naive (goal: half at 0%
+    tax, not dearer at 25%), fbr overlay vs spot (no more at 0%)."""
+    out: dict[str, Any] = {}
+    for case in cases:
+        for view in (("realised",) if case == "0" else VIEWS):
+            for budget in budgets:
+                for ex in ("", "_exsol"):
+                    key = f"{case}|{view}|{budget:g}{ex}"
+                    out[key] = {
+                        "hybrid_vs_naive": compare(raw, case, view, "fbr_hybrid", budget, ex, NAIVE,
+                                                   "half" if case == "0" else "not_dearer"),
+                        "overlay_vs_naive": compare(raw, case, view, "fbr_overlay", budget, ex, NAIVE,
+                                                    "not_dearer"),
+                        "overlay_vs_spot": compare(raw, case, view, "fbr_overlay", budget, ex,
+                                                   ("spot",), "no_more"),
+                    }
+    return out
+
+
+def fmt(v: float | None, nd: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def print_tables(ana: dict[str, Any], budgets: tuple[float, ...]) -> None:
+    for key, per in ana.items():
+        case, view, rest = key.split("|")
+        if rest.rstrip("_exsol") not in {f"{b:g}" for b in budgets}:
+            continue
+        for what in ("hybrid_vs_naive", "overlay_vs_spot"):
+            c = per[what]
+            print(f"\n== tax {case} / {view} / TE budget {rest}: {what} (chosen on select: "
+                  f"{c['chosen']})")
+            print(f"{'regime':22s} {'TE%':>6s} {'fbr':>8s} {'best':>8s} {'family':>14s} "
+                  f"{'liq':>4s} {'peakMU%':>8s}  rule / met")
+            for w, r in c["regimes"].items():
+                b = r["best"] or {}
+                v = r["verdict"]
+                print(f"{w:22s} {100 * r['te']:6.2f} {fmt(r['cost']):>8s} {fmt(b.get('cost')):>8s} "
+                      f"{b.get('family', '-'):>14s} {r['liquidations']:4d} "
+                      f"{100 * r['peak_margin_use']:8.2f}  {v['rule']} / {v['met']}")
+
+
+def plot(raw: dict[str, Any], out: Path, case: str, view: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = [w for w in vn.REGIMES if w != "full"]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes), 4.5), squeeze=False)
+    for ax, w in zip(axes[0], regimes, strict=True):
+        for fam in FAMILIES:
+            pts = sorted(points(raw, case, fam, w, view))
+            if pts:
+                ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], "o-", label=fam, ms=3)
+        ax.set_xscale("log")
+        ax.set_title(f"{w}: tax {case}, {view}")
+        ax.set_xlabel("tracking error, % a year")
+        ax.set_ylabel("total cost, bp of NAV a year")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def build_setup(data: Path, nav: float, lookback: int, impact_k: float) -> Setup:
+    cons = vn.contracts(data, max(vn.START, vn.TIERS_FIRST))
+    path = vn.market_path(data, cons, impact_k, vn.START, vn.END)
+    lb_start = (pd.Timestamp(vn.START) - pd.Timedelta(days=lookback + 10)).strftime("%Y-%m-%d")
+    hist = vn.spot_history(data, lb_start, vn.END)
+    first = estimate_risk(returns_from_prices(hist.loc[hist.index <= path.spot.index[0]]
+                                              .tail(lookback * 3)),
+                          "ledoit_wolf", periods_per_year=3 * 365.0)
+    vn.SPOT_USD = nav
+    spot_book, overlay = vn.books(path, cons)
+
+    def risk() -> TrailingRisk:
+        return TrailingRisk(first, hist, list(vn.ASSETS), lookback, "ledoit_wolf")
+
+    return Setup(path=path, spot_book=spot_book, reserve_book=overlay,
+                 pledged_book=pledged_book(overlay), risk=risk,
+                 start=path.spot.index[0].to_pydatetime())
+
+
+def main() -> int:
+    global SETUP, GAMMAS_RUN
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--book2", action="store_true", help="the second book (vs_naive --book2)")
+    ap.add_argument("--nav", type=float, default=vn.SPOT_USD, help="spot bought at the start, USD")
+    ap.add_argument("--taxes", default="0,25hifo,25fifo", help="tax cases: 0, 25hifo, 25fifo")
+    ap.add_argument("--start", default=None, help="first day (default: the book's)")
+    ap.add_argument("--end", default=None, help="last day (default: the book's)")
+    ap.add_argument("--data", type=Path, default=None, help="data folder (default ../shared/data)")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes")
+    ap.add_argument("--lookback", type=int, default=180, help="risk model lookback, days")
+    ap.add_argument("--impact-k", type=float, default=0.5, help="square-root impact coefficient")
+    ap.add_argument("--gammas", default=None, help="fbr's gamma_trade grid, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="reduced grid (smoke check)")
+    ap.add_argument("--only", default=None, help="run only runs whose key contains this")
+    ap.add_argument("--tag", default="", help="suffix of the output names")
+    ap.add_argument("--out", type=Path, default=vn.DEFAULT_OUT, help="output folder")
+    ap.add_argument("--analyse-only", action="store_true", help="re-analyse the JSON, no runs")
+    args = ap.parse_args()
+    if args.book2:
+        vn.use_book2()
+        args.tag = "_book2" + args.tag
+    if args.start or args.end:
+        vn.START, vn.END = args.start or vn.START, args.end or vn.END
+        vn.WINDOWS = generic_windows(vn.START, vn.END)
+        vn.REGIMES = tuple(w for w in vn.WINDOWS if w != "select")
+    if args.gammas:
+        GAMMAS_RUN = tuple(float(g) for g in args.gammas.split(","))
+    cases = args.taxes.split(",")
+    bad = [c for c in cases if c not in ("0", "25hifo", "25fifo")]
+    if bad:
+        print(f"total_cost: --taxes: {bad} unknown; use 0, 25hifo, 25fifo")
+        return 2
+    stem = "total_cost" + ("_quick" if args.quick else "") + args.tag
+    args.out.mkdir(parents=True, exist_ok=True)
+    out_json = args.out / f"{stem}.json"
+    doc: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    raw: dict[str, Any] = doc.get("runs", {})
+    budgets = vn.TE_BUDGETS
+    if not args.analyse_only:
+        data = args.data or default_data_dir()
+        if data is None or not (data / "spot_4h").is_dir():
+            print("total_cost: skipped: no data folder (give --data, set FBR_DATA_DIR or provide "
+                  "../shared/data)")
+            return 0
+        t0 = time.perf_counter()
+        SETUP = build_setup(data, args.nav, args.lookback, args.impact_k)
+        jobs = [(f, p, c) for c in cases for f, p in grid(args.quick)]
+        jobs = [j for j in jobs if f"{j[2]}|{j[0]}|{j[1]}" not in raw
+                and (args.only is None or args.only in f"{j[2]}|{j[0]}|{j[1]}")]
+        # the slow ones first, so the pool stays busy
+        jobs.sort(key=lambda j: (not j[0].startswith("fbr"), j[0] != "fbr_hybrid"))
+        doc["setup"] = {"assets": vn.ASSETS, "targets": vn.TARGETS, "start": vn.START, "end": vn.END,
+                        "nav_usd": args.nav, "windows": vn.WINDOWS, "taxes": cases,
+                        "reserve_yield": STABLECOIN_YIELD, "tax_rate": TAX_RATE,
+                        "stress_move": STRESS_MOVE, "bid_buffer": BID_BUFFER,
+                        "other_bid_buffer": OTHER_BID_BUFFER, "impact_k": args.impact_k,
+                        "lookback_days": args.lookback}
+        print(f"{len(jobs)} runs on {args.jobs} processes; path {len(SETUP.path.spot)} steps",
+              flush=True)
+        with mp.get_context("fork").Pool(args.jobs) as pool:
+            for n, (key, r) in enumerate(pool.imap_unordered(run_one, jobs), 1):
+                raw[key] = r
+                f = r["windows"]["full"]
+                print(f"[{n}/{len(jobs)}] {key:32s} {r['seconds']:6.1f} s  TE "
+                      f"{100 * f['tracking_error']:.2f}%  total {f['total_realised_bps']:.1f} / pv "
+                      f"{f['total_pv_bps']:.1f} bp/yr  tax {f['tax_realised_bps']:.1f}  liq "
+                      f"{f['liquidations']}", flush=True)
+                doc["runs"] = raw
+                out_json.write_text(json.dumps(doc, indent=1, default=str))
+        doc["runtime_s"] = time.perf_counter() - t0
+    ana = analyse(raw, [c for c in cases if any(r["case"] == c for r in raw.values())], budgets)
+    doc["runs"], doc["analysis"] = raw, ana
+    out_json.write_text(json.dumps(doc, indent=1, default=str))
+    print_tables(ana, (vn.HEADLINE_BUDGET,))
+    for case in cases:
+        for view in (("realised",) if case == "0" else VIEWS):
+            plot(raw, args.out / f"{stem}_{case}_{view}_frontier.png", case, view)
+    print(f"\nwrote {out_json}")
+    return 0
+
+
+def generic_windows(start: str, end: str) -> dict[str, tuple[str, str]]:
+    """select = the first year; oos = the rest; full; and each calendar year after select."""
+    s, e = pd.Timestamp(start), pd.Timestamp(end)
+    sel_end = s + pd.DateOffset(years=1)
+    fmt_d = "%Y-%m-%d"
+    out = {"select": (s.strftime(fmt_d), sel_end.strftime(fmt_d)),
+           "oos": (sel_end.strftime(fmt_d), (e + pd.Timedelta(days=1)).strftime(fmt_d)),
+           "full": (s.strftime(fmt_d), (e + pd.Timedelta(days=1)).strftime(fmt_d))}
+    for y in range(sel_end.year, e.year + 1):
+        lo, hi = max(sel_end, pd.Timestamp(f"{y}-01-01")), min(e, pd.Timestamp(f"{y + 1}-01-01"))
+        if hi > lo:
+            out[f"y{y}"] = (lo.strftime(fmt_d), hi.strftime(fmt_d))
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
