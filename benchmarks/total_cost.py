@@ -27,8 +27,12 @@ Policies (families)
   reserve kept by sweeps (``CollateralPolicy(1/6, 0.5)``);
 - ``naive_pledged``: the same naive overlays on a book whose spot is pledged as margin (flat
   collateral ratio 1 - bidBuffer: 0.95 for BTC, ETH and BNB, 0.90 for the others; an assumption in
-  the style of Binance Multi-Assets mode's ``assetIndex``), no stablecoin reserve: the wallet is
-  swept to 0 after each step (losses are covered by selling spot, gains buy spot, spot fee paid);
+  the style of Binance Multi-Assets mode's ``assetIndex``), no stablecoin reserve held for
+  margin: the wallet only settles PnL, kept within +-2% of NAV around 0 and reset to 0 by sweeps
+  (``PLEDGED_SWEEPS``: below -2% spot is sold, above +2% spot is bought, spot fee paid; a
+  negative wallet is stablecoin owed against the pledged spot and financed at y like any
+  balance; sweeping at every step instead would sell spot lots every few steps, which FIFO books
+  tax heavily);
 - ``fbr_overlay``: ``OptimizedFutures`` on the pledged book, trading + impact + carry costs (EWMA
   funding forecast), margin and each-and-all +-40% stress rows, over a gamma_trade grid;
 - ``fbr_hybrid``: the same with the spot leg on: spot trades priced with fee, spread and impact
@@ -114,6 +118,9 @@ OTHER_BID_BUFFER = 0.10
 CAL = ("1D", "7D", "30D")
 BANDS = (0.005, 0.01, 0.02, 0.05)
 GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: the pledged books' wallet settles PnL only: kept within +-2% of NAV around 0 and reset to 0
+#: (a top-up sells spot below -2%, a sweep-out buys spot above +2%)
+PLEDGED_SWEEPS = CollateralPolicy(target_fraction=0.0, width=0.02)
 GAMMAS_RUN = GAMMAS  # --gammas
 
 
@@ -204,7 +211,7 @@ def run_one(job: tuple[str, str, str]) -> tuple[str, dict[str, Any]]:
     elif family == "naive_reserve":
         book, coll = s.reserve_book, CollateralPolicy(target_fraction=vn.RESERVE / (1 + vn.RESERVE))
     else:
-        book, coll = s.pledged_book, CollateralPolicy(target_fraction=0.0, band=0.0)
+        book, coll = s.pledged_book, PLEDGED_SWEEPS
     policy = make_policy(family, param, case)
     tax = tax_setting(case, book, s.start)
     t0 = time.perf_counter()

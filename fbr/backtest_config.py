@@ -28,6 +28,7 @@ runs every policy over the same path. The format (see examples/backtest_demo.tom
     [backtest.collateral]          # the wallet reserve band (scenarios.backtest.CollateralPolicy)
     target_fraction = 0.2          # wallet / NAV to keep (default: the book's initial ratio)
     band = 0.5                     # relative band before a top-up / sweep-out
+    # width = 0.01                 # or an absolute half-width (fraction of NAV) around the target
     # or: collateral = false       # no sweeps between spot and the futures wallet
 
 Pledged collateral in the replay (``pledged``, default false: off, the replay as before). With
@@ -118,7 +119,7 @@ BACKTEST_KEYS = ("liquidation_penalty", "spot_fee", "report", "png_dir", "collat
 RISK_MODES = ("trailing", "book")
 #: Trailing window (days) of the default look-ahead-free risk estimate.
 DEFAULT_TRAILING_DAYS = 365
-COLLATERAL_KEYS = ("target_fraction", "band", "enabled")
+COLLATERAL_KEYS = ("target_fraction", "band", "width", "enabled")
 POLICY_KINDS = ("no_rebalance", "calendar_spot", "band_spot", "naive_futures", "vol_band_futures",
                 "dca_futures", "optimized")
 #: Parameters of each policy kind (besides ``kind`` and ``name``).
@@ -300,6 +301,8 @@ def _collateral(value: Any) -> dict[str, Any]:
                                            upper_open=True)
     if "band" in value:
         out["band"] = _fraction(value["band"], _join(path, "band"), upper=1e6)
+    if "width" in value:
+        out["width"] = _fraction(value["width"], _join(path, "width"), upper_open=True)
     if "enabled" in value:
         if not isinstance(value["enabled"], bool):
             raise ValidationError(_join(path, "enabled"), f"is {value['enabled']!r}",

@@ -58,11 +58,17 @@ class CollateralPolicy:
 
     Spot trades at the close and pays the spot fee only (no spread/impact, as for policy trades).
     ``enabled=False`` switches sweeps off (see ``NO_SWEEPS``).
+
+    ``width`` (a fraction of NAV, None by default) replaces the relative band by an absolute one,
+    ``[(tau - width) V, (tau + width) V]``: the way to keep a wallet that only settles PnL (a
+    book whose margin is pledged spot, tau = 0) near zero without sweeping at every step; a
+    negative lower edge lets the wallet owe stablecoins against the pledged collateral.
     """
 
     target_fraction: float | None = None
     band: float = 0.5
     enabled: bool = True
+    width: float | None = None
 
     def __post_init__(self) -> None:
         if self.target_fraction is not None and not (
@@ -72,6 +78,15 @@ class CollateralPolicy:
         if not (math.isfinite(self.band) and self.band >= 0):
             raise ValidationError("collateral.band", f"is {self.band}",
                                   "give the relative band around the target as a number >= 0")
+        if self.width is not None and not (math.isfinite(self.width) and 0 <= self.width < 1):
+            raise ValidationError("collateral.width", f"is {self.width}",
+                                  "give the band's half-width as a fraction of NAV in [0, 1)")
+
+    def edges(self, tau: float) -> tuple[float, float]:
+        """(low, high) edges of the wallet's band as fractions of NAV for target ``tau``."""
+        if self.width is not None:
+            return tau - self.width, tau + self.width
+        return tau * (1.0 - self.band), tau * (1.0 + self.band)
 
 
 #: Collateral management switched off (the wallet drifts with futures PnL, as without sweeps).
@@ -89,9 +104,11 @@ class Sweep:
 
 def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau: float,
                      band: float, fee_rate: np.ndarray, trades: list[dict[str, object]],
-                     val: StepValuation | None = None, *, pledged: bool = False) -> Sweep:
-    """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V]
-    (``CollateralPolicy``); returns what moved. Mutates ``state`` and appends to ``trades``.
+                     val: StepValuation | None = None, *, pledged: bool = False,
+                     width: float | None = None) -> Sweep:
+    """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V], or
+    [(tau - width) V, (tau + width) V] with ``width`` (``CollateralPolicy``); returns what moved.
+    Mutates ``state`` and appends to ``trades``.
     ``val``: the state's valuation at ``market`` when the caller already has it. ``pledged``:
     the top-up is tested on W plus the pledged collateral value (module docstring)."""
     if val is None:
@@ -100,7 +117,8 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
     covered = val.collateral if pledged else wallet
     if not (nav > 0) or not np.any(val.notional != 0):
         return Sweep()
-    lo, hi = tau * (1.0 - band) * nav, tau * (1.0 + band) * nav
+    lo_f, hi_f = CollateralPolicy(band=band, width=width).edges(tau)
+    lo, hi = lo_f * nav, hi_f * nav
     assets = book.asset_symbols
     ts = market.time
     if covered < lo:

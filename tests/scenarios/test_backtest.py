@@ -556,3 +556,27 @@ def test_impact_coefficient_scales_the_impact_part_of_slippage() -> None:
     assert runs[1.0].steps["slippage_futures"].sum() > runs[0.0].steps["slippage_futures"].sum()
     with pytest.raises(ValidationError, match="impact_k"):
         run_backtest(book, path, NaiveFutures(period="7D"), impact_k=-1.0)
+
+
+def test_an_absolute_width_keeps_a_pnl_wallet_near_zero() -> None:
+    """sweep_case's book with its spot pledged (ratio 0.9), target 0, width 5% of NAV: t0 sweeps
+    the 3,000 wallet out, B = 3,000 / 1.001; t1's -500 (hedge PnL) is inside [-5%, +5%] of NAV
+    (the pledged spot carries the margin); t2's wallet of -2,000 (hedge PnL -1,500 more) is below
+    -5% of NAV and is topped up from spot to exactly 0: G = 2,000 / (1 - 0.001)."""
+    perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0)
+    book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (perp,), spot={"BTC": 10.0, "ETH": 100.0},
+                targets={"BTC": 0.6, "ETH": 0.4}, cash=3_000.0, pledged={"BTC": 0.9, "ETH": 0.9})
+    idx = days(3)
+    spot = pd.DataFrame({"BTC": [1_000.0, 1_100.0, 1_400.0], "ETH": [50.0, 50.0, 50.0]}, index=idx)
+    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0}))
+    res = run_backtest(book, path, Scripted(futures={idx[0]: {"BTC-PERP": -5_000.0}}),
+                       collateral=CollateralPolicy(target_fraction=0.0, width=0.05))
+    s = res.steps
+    assert not s["liquidated"].any()
+    assert s["sweep_out"].iloc[0] == pytest.approx(3_000.0 / 1.001, rel=1e-12)
+    assert s["wallet"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    assert s["wallet"].iloc[1] == pytest.approx(-500.0, abs=1e-9)
+    assert s[["sweep_in", "sweep_out"]].iloc[1].sum() == 0.0
+    assert s["sweep_in"].iloc[2] == pytest.approx(2_000.0 / 0.999, rel=1e-12)
+    assert s["wallet"].iloc[2] == pytest.approx(0.0, abs=1e-9)
+    assert float(identity_gap(res).abs().max()) < 1e-9

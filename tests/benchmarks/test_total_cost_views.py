@@ -1,0 +1,66 @@
+"""benchmarks/total_cost.py: the tax views and the goal rules, by hand (the script itself needs the
+real data; these are its pure parts)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("total_cost", ROOT / "benchmarks" / "total_cost.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["total_cost"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TC = _script()
+
+
+def _steps(tax: list[float], owed: list[float], wallet: list[float]) -> SimpleNamespace:
+    idx = pd.DatetimeIndex([pd.Timestamp("2023-01-01", tz="UTC") + pd.Timedelta(days=365 * k)
+                            for k in range(len(tax))])
+    return SimpleNamespace(steps=pd.DataFrame({"tax": tax, "tax_deferred": owed, "wallet": wallet},
+                                              index=idx))
+
+
+def test_tax_views_by_hand() -> None:
+    """Taxes 0, 100, 50 USD paid at t = 0, 1, 2 years, 300 USD owed on unrealised gains at the end:
+    realised = 150; pv at 4% = 100 / 1.04 + (50 + 300) / 1.04^2 (nothing owed at the start)."""
+    res = _steps([0.0, 100.0, 50.0], [120.0, 200.0, 300.0], [0.0, 0.0, 0.0])
+    realised, pv = TC.tax_views(res, np.ones(3, dtype=bool), 1e4)
+    assert realised == pytest.approx(150.0)
+    assert pv == pytest.approx(100 / 1.04 + 350 / 1.04 ** 2)
+    # a window from t = 1: the 120 owed when it opens (after the step before it) is subtracted,
+    # its payments discounted from t = 1
+    m = np.array([False, True, True])
+    realised, pv = TC.tax_views(res, m, 1e4)
+    assert realised == pytest.approx(150.0)
+    assert pv == pytest.approx(100 + 350 / 1.04 - 120)
+
+
+def test_financing_charges_the_wallet_either_way() -> None:
+    """y |W_prev| dt: +1,000 held for a year and -1,000 owed for a year cost 40 USD each at 4%."""
+    res = _steps([0.0] * 3, [0.0] * 3, [1_000.0, -1_000.0, 0.0])
+    assert TC.financing_bps(res, np.ones(3, dtype=bool), 1e4) == pytest.approx(80.0)
+
+
+@pytest.mark.parametrize(("fbr", "best", "rule", "met"), [
+    (10.0, 20.0, "half", True), (10.1, 20.0, "half", False),      # fbr <= best / 2
+    (4.0, 7.0, "half", True), (4.1, 7.0, "half", False),          # best < 10 bp: 3 bp below it
+    (-8.0, -5.0, "half", True), (-7.9, -5.0, "half", False),      # negative best: 3 bp below it
+    (5.0, 5.0, "not_dearer", True), (5.1, 5.0, "not_dearer", False),
+])
+def test_goal_rules(fbr: float, best: float, rule: str, met: bool) -> None:
+    assert TC.verdict(fbr, best, rule)["met"] is met
