@@ -4,8 +4,10 @@ Issue 11's benchmark. The book, market path, contracts, windows and metric conve
 ``benchmarks/vs_naive.py`` (read its docstring); this script adds the costs a holder pays besides
 trading, the collateral set-ups and the tax cases.
 
-Total cost (bp of mean NAV a year, per window)
-----------------------------------------------
+Total cost (bp of the mean invested base a year, per window)
+-------------------------------------------------------------
+The invested base is the spot portfolio the targets apply to (NAV less a stablecoin reserve); the
+costs of every family are put on that one base, so a reserve does not shrink them by enlarging NAV.
 ``trading`` (exchange fees + futures spread + impact + spot fees of collateral sweeps) + ``funding``
 (> 0 paid) + ``penalty`` (liquidations) + ``financing`` (the wallet's cost: ``y x |W|`` over time,
 W the stablecoin wallet after the previous step, y = the reserve yield, 4%/yr: a positive wallet
@@ -301,7 +303,14 @@ def windows(res: BacktestResult, reserve_usd: float) -> dict[str, dict[str, floa
             if m.sum() < 3:
                 continue
             d = vn.masked_metrics(pre, m)
-            scale = float(pre.steps["nav"].to_numpy(dtype=float)[m].mean()) * d["years"]
+            # vs_naive's figures are bp of mean NAV; here every cost is bp of the mean invested
+            # base (the spot portfolio tracked), so a book that also holds a stablecoin reserve
+            # is not made to look cheaper by its larger NAV
+            nav = float(pre.steps["nav"].to_numpy(dtype=float)[m].mean())
+            per_base = nav / float(pre.steps["base"].to_numpy(dtype=float)[m].mean())
+            for k in [k for k in d if k.endswith("_bps")]:
+                d[k] *= per_base
+            scale = nav / per_base * d["years"]
             realised, pv = tax_views(res, m, scale)
             d["financing_bps"] = financing_bps(pre, m, scale)
             d["reserve_bps"] = STABLECOIN_YIELD * reserve_usd * d["years"] / scale * 1e4
@@ -415,6 +424,33 @@ def print_tables(ana: dict[str, Any], budgets: tuple[float, ...]) -> None:
                 print(f"{w:22s} {100 * r['te']:6.2f} {fmt(r['cost']):>8s} {fmt(b.get('cost')):>8s} "
                       f"{b.get('family', '-'):>14s} {r['liquidations']:4d} "
                       f"{100 * r['peak_margin_use']:8.2f}  {v['rule']} / {v['met']}")
+
+
+def markdown(ana: dict[str, Any], title: str, budget: float) -> str:
+    """The headline tables (TE budget ``budget``) as markdown: per tax case and view, fbr hybrid
+    against the best naive policy and fbr overlay-only against the best spot policy, per regime."""
+    lines = [f"# Total cost at matched TE: {title}", "",
+             f"Walk-forward: fbr's setting chosen on `select` at a TE budget of {100 * budget:g}%; "
+             "costs in bp of the invested base a year; `best` is the cheapest naive frontier "
+             "(spot, naive overlay with a reserve, naive overlay on pledged spot) at fbr's TE.", ""]
+    for key, per in ana.items():
+        case, view, rest = key.split("|")
+        if rest not in (f"{budget:g}", f"{budget:g}_exsol"):
+            continue
+        for what, label in (("hybrid_vs_naive", "fbr hybrid vs the best naive policy"),
+                            ("overlay_vs_spot", "fbr overlay-only (pledged) vs the best spot policy")):
+            c = per[what]
+            lines += [f"## tax {case}, {view} view{' (ex SOL crash)' if rest.endswith('exsol') else ''}: "
+                      f"{label} (chosen: {c['chosen']})", "",
+                      "| regime | TE % | fbr | best | best family | rule | met | liq | peak margin % |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for w, r in c["regimes"].items():
+                b, v = r["best"] or {}, r["verdict"]
+                lines.append(f"| {w} | {100 * r['te']:.2f} | {fmt(r['cost'])} | {fmt(b.get('cost'))} | "
+                             f"{b.get('family', '-')} | {v['rule']} | {v['met']} | {r['liquidations']} | "
+                             f"{100 * r['peak_margin_use']:.1f} |")
+            lines.append("")
+    return "\n".join(lines)
 
 
 def plot(raw: dict[str, Any], out: Path, case: str, view: str) -> None:
@@ -539,6 +575,8 @@ def main() -> int:
     doc["runs"], doc["analysis"] = raw, ana
     out_json.write_text(json.dumps(doc, indent=1, default=str))
     print_tables(ana, (vn.HEADLINE_BUDGET,))
+    title = f"{vn.TITLE}, {args.nav:,.0f} USD, {vn.START[:10]} .. {vn.END[:10]}"
+    (args.out / f"{stem}.md").write_text(markdown(ana, title, vn.HEADLINE_BUDGET) + "\n")
     for case in cases:
         for view in (("realised",) if case == "0" else VIEWS):
             plot(raw, args.out / f"{stem}_{case}_{view}_frontier.png", case, view)

@@ -72,6 +72,16 @@ must not start before the book's estimate ends: refused otherwise). ``risk_model
 the book's full-sample model as it is; the CLI output, the JSON and the HTML report then say
 "LOOK-AHEAD". An explicit risk model (vols + correlation in the book) is used as given.
 
+Dated contracts on real data (``source = "data"``, a book listing ``kind = "dated"`` contracts):
+``build_path`` marks them with ``scenarios.rolls.with_quarterly_marks``, at the real Binance
+quarterly closes of ``<data_dir>/quarterly_1d/<UNDERLYING>USDT_<YYMMDD>`` (the file whose delivery
+is the contract's expiry) where they exist, else at ``S_t (1 + b(tau) tau / 365)`` with the basis
+term structure b(tau) fitted to the quarterly files of the contracts' underlyings (an underlying
+with no file: the pooled BTC/ETH fit, else whatever files exist, and a note says so; no quarterly
+file at all: a ValidationError naming the folder and the fix). The run's labels get one line
+(``dated_mark_labels``) counting the marks up to each expiry that are real vs modelled. Books
+without dated contracts and synthetic paths are built exactly as before (perp marks or spot).
+
 A backtest ``end`` (or start) beyond the data runs over the span the data cover: the actual
 first and last steps are reported (``actual_span``, ``span_notes``) in the CLI output, the JSON
 and the HTML report's labels.
@@ -103,6 +113,7 @@ from fbr.config_values import table_array as _tables
 from fbr.config_values import timestamp as _timestamp
 from models.book import Book
 from models.errors import ValidationError
+from models.instruments import ContractKind, FuturesContract
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.policies import Policy, TargetHoldings
@@ -489,9 +500,35 @@ def build_path(cfg: BacktestConfig) -> Any:
     if "assets" in inspect.signature(from_data).parameters:
         kwargs["assets"] = tuple(book.asset_symbols)
     try:
-        return from_data(spec.data_dir, book.contracts, **kwargs)
+        path = from_data(spec.data_dir, book.contracts, **kwargs)
     except ValidationError as exc:
         raise ValidationError(f"data ({exc.field})", exc.problem, exc.fix) from exc
+    return _with_quarterly_marks(path, book.contracts, spec.data_dir)
+
+
+def _with_quarterly_marks(path: Any, contracts: Sequence[FuturesContract],
+                          data_dir: Path | None) -> Any:
+    """``path`` with its dated contracts marked by ``scenarios.rolls.with_quarterly_marks`` (real
+    quarterly closes where the files have them, the fitted basis term structure elsewhere); the
+    path as it is when ``contracts`` has no dated contract. Warns (a note of the run) when an
+    underlying has no quarterly file and its marks are modelled on other underlyings' fit."""
+    dated = [c for c in contracts if c.kind == ContractKind.DATED]
+    if not dated or data_dir is None:
+        return path
+    import warnings
+
+    from scenarios.rolls import with_quarterly_marks
+
+    try:
+        marked, term = with_quarterly_marks(path, contracts, data_dir)
+    except ValidationError as exc:
+        raise ValidationError(f"data ({exc.field})", exc.problem, exc.fix) from exc
+    missing = sorted({c.underlying for c in dated} - set(term.underlyings))
+    if missing:
+        warnings.warn(f"no quarterly file for {', '.join(missing)} in {data_dir / 'quarterly_1d'}: "
+                      f"its dated contracts are marked on the basis term structure fitted to the "
+                      f"{', '.join(term.underlyings)} quarterlies", stacklevel=3)
+    return marked
 
 
 class TrailingRisk:
@@ -640,10 +677,43 @@ def _risk_input(p: Mapping[str, Any], cfg: BacktestConfig, path: Any
                         _trailing_method(p, loaded.risk))
 
 
+def dated_mark_labels(cfg: BacktestConfig, path: Any) -> list[str]:
+    """One label counting the dated contracts' marks by source on a data path (``build_path``,
+    ``MarketPath.mark_source``), over the steps up to each contract's expiry: real Binance
+    quarterly closes (some, at sub-daily steps, a close under a day old carried to the step's
+    spot) vs modelled on the fitted basis term structure. None for synthetic paths and books
+    without dated contracts."""
+    source = getattr(path, "mark_source", None)
+    if cfg.data.source != "data" or source is None:
+        return []
+    from scenarios.rolls import MODELLED, REAL, REAL_FFILL
+    from scenarios.settlement import expiry_ns
+
+    dated = [c for c in cfg.loaded.book.contracts
+             if c.kind == ContractKind.DATED and c.symbol in source.columns]
+    if not dated:
+        return []
+    index = pd.DatetimeIndex(source.index).tz_convert("UTC").as_unit("ns").asi8
+    counts: dict[str, int] = {REAL: 0, REAL_FFILL: 0, MODELLED: 0}
+    for c in dated:
+        expiry = expiry_ns(c)
+        live = index <= expiry if expiry is not None else slice(None)
+        for label, n in source.loc[live, c.symbol].value_counts().items():
+            counts[str(label)] = counts.get(str(label), 0) + int(n)
+    real = counts[REAL] + counts[REAL_FFILL]
+    carried = (f" ({counts[REAL_FFILL]} of them a close under a day old carried to the step's spot)"
+               if counts[REAL_FFILL] else "")
+    folder = cfg.data.data_dir / "quarterly_1d" if cfg.data.data_dir is not None else "quarterly_1d"
+    return [f"dated contract marks ({', '.join(c.symbol for c in dated)}, steps up to expiry): "
+            f"{real} real{carried} from the quarterly closes in {folder}, {counts[MODELLED]} "
+            "modelled on the fitted basis term structure"]
+
+
 def risk_labels(cfg: BacktestConfig, path: Any) -> list[str]:
-    """What the optimised policies' risk model is, when the book's would look ahead: one label
-    (shown in the CLI, the JSON and the report); none otherwise. Raises (before any run) when
-    the trailing estimate lacks history before the path's start."""
+    """The risk-model label of the built path (shown in the CLI, the JSON and the report): when
+    the book's risk model would look ahead, what the optimised policies' risk model is; none
+    otherwise. Raises (before any run) when the trailing estimate lacks history before the
+    path's start."""
     if not any(spec.kind == "optimized" for spec in cfg.policies):
         return []
     t_book = risk_lookahead(cfg, path)
@@ -920,6 +990,7 @@ def metrics_dict(result: Any) -> dict[str, Any]:
 
 
 __all__ = ["BacktestConfig", "DataSpec", "PolicySpec", "WorkEstimate", "actual_span", "build_path",
-           "build_policy", "check_output_dir", "check_output_file", "estimate_backtest",
+           "build_policy", "check_output_dir", "check_output_file", "dated_mark_labels",
+           "estimate_backtest",
            "is_timing", "load_backtest_file", "metrics_dict", "risk_labels", "risk_lookahead",
            "run_all", "span_dict", "span_notes"]

@@ -234,6 +234,7 @@ def run_backtest_config(cfg: Any, *, report: Path | None, show_progress: bool,
 
     from fbr.backtest_config import (
         build_path,
+        dated_mark_labels,
         is_timing,
         metrics_dict,
         risk_labels,
@@ -248,7 +249,7 @@ def run_backtest_config(cfg: Any, *, report: Path | None, show_progress: bool,
     notes: list[str] = list(dict.fromkeys(str(w.message) for w in caught))
     # the span actually replayed and the risk model's look-ahead: notes, labels (report) and JSON
     spans = span_notes(cfg, path)
-    extra = [*spans, *risk_labels(cfg, path)]
+    extra = [*spans, *dated_mark_labels(cfg, path), *risk_labels(cfg, path)]
     notes.extend(spans)
     results = _run_with_progress(cfg, path, show_progress)
     raw = {name: metrics_dict(r) for name, r in results.items()}

@@ -100,10 +100,13 @@ from scenarios.replay_steps import (
 )
 from scenarios.replay_tax import (
     TAX_COLUMNS,
+    FuturesTaxBasis,
     ReplayTax,
     book_lots,
     deferred_tax,
+    futures_realised,
     pay_futures_tax,
+    start_futures_basis,
     start_taxes,
     tax_settings,
 )
@@ -156,17 +159,17 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         if taxes is not None:
             row.update(dict.fromkeys(TAX_COLUMNS[:3], 0.0))
         if prev_end is None:
-            upnl_start = value_state(book, state, market).upnl if taxes is not None else 0.0
+            if taxes is not None:
+                basis = start_futures_basis(book, market)
             now = first_step(book, inputs, state, market, row, log.trades)
             if tau is None:
                 tau = initial_reserve(now)
         else:
-            upnl_start = prev_end.upnl
             now = _carry(book, inputs, state, market, k, prev_end, row, log, pledged)
         prev_end = _act(book, inputs, policy, collateral, tau, state, market, k, now, row, log,
                         pledged)
         if taxes is not None:
-            prev_end = _tax(book, taxes, state, market, prev_end, upnl_start, row)
+            prev_end = _tax(book, taxes, basis, state, market, prev_end, row)
         log.record(row, state.cash, prev_end, inputs.margin)
     return _result(book, history, policy, log, taxes is not None)
 
@@ -221,16 +224,16 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     return current if current is not None else value_state(book, state, market)
 
 
-def _tax(book: Book, taxes: ReplayTax, state: ReplayState, market: MarketSnapshot,
-         end: StepValuation, upnl_start: float, row: Row) -> StepValuation:
+def _tax(book: Book, taxes: ReplayTax, basis: FuturesTaxBasis, state: ReplayState,
+         market: MarketSnapshot, end: StepValuation, row: Row) -> StepValuation:
     """Step 6: book the lots (spot tax) and tax the futures PnL realised in the step (the futures
-    PnL less the change of unrealised PnL, ``upnl_start`` to the end); returns the valuation
-    after the taxes left the cash."""
+    PnL less the change of unrealised PnL against the average-cost tax entries, ``basis``);
+    returns the valuation after the taxes left the cash."""
     spot_tax = book_lots(taxes, state, market)
-    realised = float(row["futures_pnl"]) + upnl_start - end.upnl
+    realised = futures_realised(book, basis, state, market, float(row["futures_pnl"]))
     fut_tax = pay_futures_tax(taxes, state, realised)
     row.update(tax_spot=spot_tax, tax_futures=fut_tax, tax=spot_tax + fut_tax,
-               tax_deferred=deferred_tax(taxes, state, market))
+               tax_deferred=deferred_tax(taxes, state, market, basis))
     return value_state(book, state, market) if spot_tax != 0 or fut_tax != 0 else end
 
 

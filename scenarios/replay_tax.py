@@ -17,20 +17,27 @@ net out (they fill at the same close and time). The optimising policy is handed 
 stand (``OptimizedFutures(..., lots=...)``), so its tax curves are those of the book it trades.
 
 **Futures tax.** With ``rates.futures`` set (the [tax] section's ``futures``; None: no futures
-tax), step k pays ``models.tax.futures_tax`` on the futures PnL realised into cash in the step,
+tax), step k pays ``models.tax.futures_tax`` on the futures PnL realised in the step,
 
     realised_k = futures_pnl_k + U_start,k - U_end,k,
 
-U the unrealised PnL of the open positions (start: the previous step's end; step 0: the book as
-given at the first marks; end: after the fills). A position closed, reduced, re-struck (the book
-re-strikes every changed position at mark), settled at expiry or liquidated realises its PnL; a
-loss gives a credit at the same rate (no carry-forward, no wash-sale rules). Funding is not taxed.
+U the unrealised PnL of the open positions against their **average-cost tax entries**
+(:class:`FuturesTaxBasis`; start: the previous step's end; step 0: the book as given at the first
+marks; end: after the fills). The tax entries follow each contract's net change of the step at
+the step's mark p: an add to a position (same sign, larger) averages the entry,
+e' = (q e + (q' - q) p) / q'; a reduction keeps it (the part closed realises (q - q') (p - e)
+x size); a flip or a new position starts at p. So a position closed, reduced, settled at expiry
+or liquidated realises its PnL, and adding to one realises nothing (the replay's own book
+re-strikes changed positions at mark; the tax does not follow that). A loss gives a credit at
+the same rate (no carry-forward, no wash-sale rules). Funding is not taxed.
 
 Recorded (only when taxes are on): step columns ``tax_spot``, ``tax_futures``, ``tax`` (their
 sum, USD, > 0 paid), ``tax_cumulative`` and ``tax_deferred``; the NAV identity per step gains
 ``- tax``. ``tax_deferred`` (USD) is the tax that selling every lot at the step's close would
 realise after the step (:func:`deferred_tax`: sum over lots of rate(holding period) x quantity x
-(close - basis), losses credited): the liability a present-value view of tax adds at a horizon.
+(close - basis), losses credited), plus with a futures rate the tax of closing every futures
+position (rate x its unrealised PnL against the tax entries): the liability a present-value view
+of tax adds at a horizon.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from models.book import Book
+from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.tax import (
@@ -127,10 +134,67 @@ def pay_futures_tax(tax: ReplayTax, state: ReplayState, realised: float) -> floa
 
 
 
-def deferred_tax(tax: ReplayTax, state: ReplayState, market: MarketSnapshot) -> float:
+def deferred_tax(tax: ReplayTax, state: ReplayState, market: MarketSnapshot,
+                 basis: FuturesTaxBasis | None = None) -> float:
     """The tax (USD, negative: a credit) that selling all the lots at ``market``'s closes would
-    realise: sum_i sum_l q_l tau_l (S_i - basis_l), tau_l the lot's rate by holding period."""
+    realise, sum_i sum_l q_l tau_l (S_i - basis_l) with tau_l the lot's rate by holding period,
+    plus, with a futures rate and ``basis``, that rate times the futures PnL not yet realised
+    (``basis.u``, against the average-cost entries: what closing every position would tax)."""
     assert state.lots is not None
     now: datetime = market.time.to_pydatetime()
-    return math.fsum(lot.quantity * tax_per_unit(lot, market.spot_price(a), now, tax.rates)
+    spot = math.fsum(lot.quantity * tax_per_unit(lot, market.spot_price(a), now, tax.rates)
                      for a, lots in state.lots.items() for lot in lots)
+    if basis is None or not tax.futures_on:
+        return spot
+    return spot + futures_tax(basis.u, tax.rates)
+
+
+@dataclass
+class FuturesTaxBasis:
+    """The futures positions as the tax sees them: per contract (contracts, average entry price
+    USD) and their unrealised PnL ``u`` (USD) at the last step's end (module docstring)."""
+
+    entries: dict[str, tuple[float, float]]
+    u: float
+
+
+def _tax_upnl(book: Book, entries: dict[str, tuple[float, float]], market: MarketSnapshot) -> float:
+    """Unrealised PnL (USD) of ``entries`` at ``market``'s marks (the book's PnL formulas)."""
+    if not entries:
+        return 0.0
+    view = book.evolve(futures={s: FuturesPosition(q, e) for s, (q, e) in entries.items()},
+                       validate=False)
+    return view.unrealized_pnl(market)
+
+
+def start_futures_basis(book: Book, market: MarketSnapshot) -> FuturesTaxBasis:
+    """The book's positions as given, their entries as the tax entries, valued at ``market``."""
+    entries = {s: (p.contracts, p.entry_price) for s, p in book.futures.items() if p.contracts != 0}
+    return FuturesTaxBasis(entries=entries, u=_tax_upnl(book, entries, market))
+
+
+def average_entry(q0: float, e0: float, q1: float, price: float) -> float:
+    """The tax entry after a position of ``q0`` contracts at ``e0`` becomes ``q1`` at ``price``:
+    averaged on an add, kept on a reduction, ``price`` on a new position or a flip."""
+    if q0 == 0 or q0 * q1 < 0:
+        return price
+    if abs(q1) > abs(q0):
+        return (q0 * e0 + (q1 - q0) * price) / q1
+    return e0
+
+
+def futures_realised(book: Book, basis: FuturesTaxBasis, state: ReplayState, market: MarketSnapshot,
+                     futures_pnl: float) -> float:
+    """The futures PnL realised in the step (USD): ``futures_pnl + u_start - u_end`` with the tax
+    entries moved to the positions now held (:func:`average_entry` at the step's marks).
+    Updates ``basis``."""
+    entries: dict[str, tuple[float, float]] = {}
+    for sym, pos in state.futures.items():
+        if pos.contracts == 0:
+            continue
+        q0, e0 = basis.entries.get(sym, (0.0, 0.0))
+        entries[sym] = (pos.contracts, average_entry(q0, e0, pos.contracts, market.mark_price(sym)))
+    u_end = _tax_upnl(book, entries, market)
+    realised = futures_pnl + basis.u - u_end
+    basis.entries, basis.u = entries, u_end
+    return realised

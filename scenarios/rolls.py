@@ -10,9 +10,10 @@ fractions per funding interval (``FuturesContract.funding_interval_h`` hours, 8 
   columns for the dated contracts follow that model (dated futures pay no funding).
 - :class:`BasisTermStructure` is an annualised basis by days to expiry, ``b(tau) = a + slope x tau``,
   fitted by least squares to the real Binance quarterlies (``../shared/data/quarterly_1d``,
-  :func:`quarterly_basis_samples`); :func:`with_quarterly_marks` marks a path's dated contracts at
-  the real daily closes where they exist and at that fitted (modelled) basis elsewhere, and labels
-  each mark's source in ``MarketPath.mark_source``.
+  :func:`quarterly_basis_samples`; an underlying with no quarterly file is modelled from the
+  pooled BTC/ETH fit, else from whatever files exist); :func:`with_quarterly_marks` marks a
+  path's dated contracts at the real daily closes where they exist and at that fitted (modelled)
+  basis elsewhere, and labels each mark's source in ``MarketPath.mark_source``.
 - Settlement at expiry is done by :func:`scenarios.backtest.run_backtest` (step 2b: closed at
   spot, ``taker_fee`` charged, trade kind "settle").
 - :class:`RollingPolicy` wraps a policy that targets one "front" contract symbol and moves the
@@ -33,7 +34,13 @@ import pandas as pd
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
-from models.io import load_quarterly_closes, load_spot_closes, quarterly_files
+from models.io import (
+    QUARTERLY_FOLDER,
+    SUFFIXES,
+    load_quarterly_closes,
+    load_spot_closes,
+    quarterly_files,
+)
 from models.market import MarketSnapshot
 from optimizer.policies import Policy, TargetHoldings
 from scenarios.backtest_result import RollTargets
@@ -177,6 +184,9 @@ MIN_FIT_DAYS = 7.0
 #: Labels of ``MarketPath.mark_source``: the real daily close at that time; the basis of a real
 #: close under a day old applied to the step's spot; the fitted term structure.
 REAL, REAL_FFILL, MODELLED = "real", "real_ffill", "modelled"
+#: Underlyings whose quarterlies are pooled when none of the contracts' own underlyings has a
+#: quarterly file (Binance USD-M lists quarterlies for these two; the shared data holds them).
+FALLBACK_UNDERLYINGS = ("BTC", "ETH")
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,8 @@ class BasisTermStructure:
     slope per day), fitted by ordinary least squares to observations (tau_k, b_k) with
     ``b_k = (P_k / S_k - 1) x 365 / tau_k`` (P a dated close, S the spot close at the same time).
     A dated contract is priced ``P = S (1 + b(tau) tau / 365)``, so ``P = S`` at expiry.
-    ``median`` (the median b_k), ``n`` (observations) and ``rmse`` (of the fit) are reported.
+    ``median`` (the median b_k), ``n`` (observations) and ``rmse`` (of the fit) are reported;
+    ``underlyings``: whose quarterly files were fitted (empty when not fitted to files).
     """
 
     a: float
@@ -193,6 +204,7 @@ class BasisTermStructure:
     median: float = math.nan
     n: int = 0
     rmse: float = math.nan
+    underlyings: tuple[str, ...] = ()
 
     @staticmethod
     def fit(days: np.ndarray, basis_annual: np.ndarray, *,
@@ -258,15 +270,55 @@ def quarterly_basis_samples(data_dir: Path | str, underlyings: Sequence[str], *,
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
 
 
+def _has_spot_1d(data_dir: Path | str, underlying: str) -> bool:
+    return any((Path(data_dir) / "spot_1d" / f"{underlying}{sfx}").is_file() for sfx in SUFFIXES)
+
+
+def quarterly_underlyings(data_dir: Path | str, *, quote: str = "USDT") -> list[str]:
+    """Underlyings u with a file ``<data_dir>/quarterly_1d/<u><quote>_<YYMMDD>`` and a
+    ``spot_1d/<u>`` file (both needed by :func:`quarterly_basis_samples`), sorted."""
+    folder = Path(data_dir) / QUARTERLY_FOLDER
+    if not folder.is_dir():
+        return []
+    found: set[str] = set()
+    for path in folder.iterdir():
+        stem = next((path.name[: -len(sfx)] for sfx in SUFFIXES if path.name.endswith(sfx)), None)
+        pair, _, code = (stem or "").rpartition("_")
+        if (pair.endswith(quote) and len(pair) > len(quote) and pair.isalnum()
+                and pair == pair.upper() and code.isdigit() and len(code) == 6):
+            found.add(pair[: -len(quote)])
+    return sorted(u for u in found if _has_spot_1d(data_dir, u))
+
+
 def fit_quarterly_term_structure(data_dir: Path | str, underlyings: Sequence[str], *,
                                  quote: str = "USDT",
                                  min_days: float = MIN_FIT_DAYS) -> BasisTermStructure:
     """:meth:`BasisTermStructure.fit` pooled over every real quarterly close of ``underlyings``
     (:func:`quarterly_basis_samples`). The fit uses the whole span of the files, so marks modelled
-    from it know the span's average basis (a modelled price series, not a causal forecast)."""
-    obs = quarterly_basis_samples(data_dir, underlyings, quote=quote)
-    return BasisTermStructure.fit(obs["days"].to_numpy(dtype=float),
-                                  obs["basis_annual"].to_numpy(dtype=float), min_days=min_days)
+    from it know the span's average basis (a modelled price series, not a causal forecast).
+
+    Underlyings without a quarterly file (or without a ``spot_1d`` file to pair it with) are left
+    out; when none of ``underlyings`` has one, the fit pools :data:`FALLBACK_UNDERLYINGS` (BTC and
+    ETH) where their files exist, else every underlying with files
+    (:func:`quarterly_underlyings`). ``underlyings`` of the result says which were fitted. No
+    quarterly file at all: a ValidationError naming ``<data_dir>/quarterly_1d`` and the fix."""
+    usable = quarterly_underlyings(data_dir, quote=quote)
+    own = [u for u in dict.fromkeys(underlyings) if u in usable]
+    if not own:
+        own = [u for u in FALLBACK_UNDERLYINGS if u in usable] or usable
+    if not own:
+        folder = Path(data_dir) / QUARTERLY_FOLDER
+        raise ValidationError(
+            f"data.{QUARTERLY_FOLDER}",
+            f"has no quarterly file to fit the basis of dated contracts on ({folder} holds no "
+            f"<UNDERLYING>{quote}_<YYMMDD> file with a spot_1d/<UNDERLYING> file beside it)",
+            f"put Binance USD-M quarterly daily klines there, e.g. {folder}/BTC{quote}_250627.csv.gz "
+            "(timestamp = bar open, UTC; a close column; the shared data folder has BTC and ETH) "
+            "with spot_1d/BTC.csv.gz, or list no dated contracts in the book")
+    obs = quarterly_basis_samples(data_dir, own, quote=quote)
+    fit = BasisTermStructure.fit(obs["days"].to_numpy(dtype=float),
+                                 obs["basis_annual"].to_numpy(dtype=float), min_days=min_days)
+    return replace(fit, underlyings=tuple(own))
 
 
 def quarterly_marks(spot: pd.Series, real: pd.Series, expiry: int,
@@ -311,7 +363,8 @@ def with_quarterly_marks(path: MarketPath, contracts: Sequence[FuturesContract],
     """A copy of ``path`` whose dated contracts (of ``contracts``) are marked at the real Binance
     quarterly closes of ``<data_dir>/quarterly_1d/<underlying><quote>_<YYMMDD>`` (the file whose
     delivery equals the contract's expiry) where they exist, and at the term structure ``term``
-    elsewhere (default: :func:`fit_quarterly_term_structure` over the contracts' underlyings), see
+    elsewhere (default: :func:`fit_quarterly_term_structure` over the contracts' underlyings, with
+    its BTC/ETH fallback), see
     :func:`quarterly_marks`; ``mark_source`` gets one column per dated contract ("real",
     "real_ffill", "modelled"), and funding has no column for them (dated futures pay none).
     Returns the path and the term structure used."""

@@ -333,3 +333,24 @@ def test_nav_identity_over_a_long_run_with_the_spot_leg_and_taxes() -> None:
     pieces = sorted(k.tax_pieces for k in policy.rebalancer._problems)
     assert pieces == [2 ** (j + 1) for j in range(len(pieces))]
     assert len(pieces) < len(s) / 20
+
+
+def test_adding_to_a_position_realises_nothing_and_reductions_use_the_average_entry() -> None:
+    """Short 0.5 BTC at 50,000; add 0.5 at 45,000 (average entry 47,500, nothing realised, where
+    re-striking would realise +2,500); reduce to 0.5 at 47,000: (-1 + 0.5) x (47,000 - 47,500) =
+    +250; close at 46,000: -0.5 x (46,000 - 47,500) = +750. Sum +1,000 = the PnL of the path
+    (+2,500 - 2,000 + 500); at 30%: 0, 0, 75, 225."""
+    book, path = futures_book()
+    plan = {0: -25_000.0, 1: -45_000.0, 2: -23_500.0, 3: 0.0}
+    res = run_backtest(book, path, Script(path.spot.index, {}, plan),
+                       tax=tax_of(LotMethod.HIFO, 0.30), collateral=NO_SWEEPS)
+    s = res.steps
+    assert [round(float(x), 2) for x in s["tax_futures"]] == [0.0, 0.0, 75.0, 225.0]
+    assert round(float(s["futures_pnl"].sum()), 2) == 1_000.0
+    assert_nav_identity(s)
+    # the deferred tax adds 30% of the PnL not yet realised against the average entry:
+    # 0; -1 x (45,000 - 47,500) = 2,500 -> 750; -0.5 x (47,000 - 47,500) = 250 -> 75; closed: 0
+    spot_only = run_backtest(book, path, Script(path.spot.index, {}, plan), tax=tax_of(LotMethod.HIFO),
+                             collateral=NO_SWEEPS).steps
+    owed = (s["tax_deferred"] - spot_only["tax_deferred"]).round(2).tolist()
+    assert owed == [0.0, 750.0, 75.0, 0.0]
