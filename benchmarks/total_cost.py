@@ -38,8 +38,9 @@ Policies (families)
 - ``fbr_overlay``: ``OptimizedFutures`` on the pledged book, trading + impact + carry costs (EWMA
   funding forecast), margin and each-and-all +-40% stress rows, over a gamma_trade grid;
 - ``fbr_hybrid``: the same with the spot leg on: spot trades priced with fee, spread and impact
-  and, at a positive tax rate, the tax of the lots they sell (tax-optimal lot order, losses not
-  harvested).
+  and, at a positive tax rate, the tax of the lots they sell (the books' lot order, losses not
+  harvested) and the tax of realising futures gains (``SpotLegSettings.futures_tax``, the replay's
+  average-cost entries).
 
 Pledged set-ups hold no reserve; the reserve the each-and-all +-40% scenarios would need at the
 run's largest gross hedge (``optimizer.reserve.size_reserve``, pledged spot re-priced) is reported
@@ -160,7 +161,8 @@ def tax_setting(case: str, book: Book, start: datetime, spot_leg: bool = False) 
     px = shared().path.spot.iloc[0]
     lots = {a: (TaxLot(float(q), float(px[a]), start),) for a, q in book.spot.items()}
     rates = TaxRates(short_term=TAX_RATE, long_term=TAX_RATE, futures=TAX_RATE)
-    return SpotLegSettings(enabled=spot_leg, rates=rates, lots=lots, lot_method=method)
+    return SpotLegSettings(enabled=spot_leg, rates=rates, lots=lots, lot_method=method,
+                           futures_tax=spot_leg)
 
 
 def shared() -> Setup:

@@ -12,6 +12,8 @@
     lot_method = "hifo"      # hifo | fifo | specific: which lots the books' sales consume
     harvest_losses = false   # credit loss lots in the optimiser (else their tax is taken as 0)
     gamma = 1.0              # weight of the tax in the objective
+    price_futures = false    # also price the tax of realising futures gains (reductions of a
+                             # position with unrealised gain, at the futures rate)
 
     [[lots]]                 # one row per purchase still held
     asset = "BTC"
@@ -52,7 +54,7 @@ from optimizer.settings import SpotLegSettings
 from optimizer.spot_data import check_lots
 
 TAX_KEYS = ("short_term", "long_term", "long_term_days", "futures", "lot_method", "harvest_losses",
-            "gamma")
+            "gamma", "price_futures")
 LOT_KEYS = ("asset", "quantity", "cost_basis", "acquired")
 #: [solver] keys of the spot leg
 SPOT_SOLVER_KEYS = ("spot_leg", "spot_cash_usd")
@@ -90,8 +92,11 @@ def parse_spot_leg(data: Mapping[str, Any], solver: Table, book: Book) -> SpotLe
     harvest = boolean(tax["harvest_losses"], "tax.harvest_losses") \
         if "harvest_losses" in tax else False
     gamma = nonneg(tax.get("gamma", 1.0), "tax.gamma")
+    futures_tax = boolean(tax["price_futures"], "tax.price_futures") \
+        if "price_futures" in tax else False
     return SpotLegSettings(enabled=enabled, rates=rates, lots=lots, lot_method=method,
-                           harvest_losses=harvest, gamma_tax=gamma, cash_usd=cash)
+                           harvest_losses=harvest, gamma_tax=gamma, cash_usd=cash,
+                           futures_tax=futures_tax)
 
 
 def parse_lots(data: Mapping[str, Any], book: Book) -> dict[str, tuple[TaxLot, ...]]:

@@ -63,6 +63,8 @@ class Structure:
     #: the objective prices the stablecoin reserve (``costs.reserve_cost`` with a stress scenario;
     #: optimizer.reserve_term)
     reserve_cost: bool = False
+    #: the tax of realising futures gains is priced (``spot.futures_tax``; optimizer.terms.FuturesTax)
+    futures_tax: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ class ProblemData:
             tax_pieces=self.spot.tax_pieces if self.spot is not None else 0,
             expiry_guarded=self._expiry_guarded(),
             reserve_cost=st.costs.reserve_cost and bool(self.stress_names),
+            futures_tax=self.spot is not None and self.spot.futures_tax_coef is not None,
         )
 
     def _expiry_guarded(self) -> tuple[int, ...]:

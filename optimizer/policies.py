@@ -188,6 +188,8 @@ class OptimizedFutures(Policy):
     ``lots`` (a call keyword): the tax lots as they stand now (a replay tracks them as spot
     trades). They replace ``settings.spot.lots`` for this call only (a per-call copy of the
     settings; the compiled problem is re-used: only its Parameter values change).
+    ``futures_gains`` likewise replaces ``settings.spot.futures_gains`` (USD of unrealised futures
+    PnL against the tax entries, by contract; a replay passes its average-cost entries' PnL).
 
     ``report=True`` attaches the full :class:`Solution` (risk, costs, margin, effective weights;
     with ``explain`` also the binding constraints) to every decision; a replay, which records only
@@ -210,18 +212,23 @@ class OptimizedFutures(Policy):
         """True when the spot leg is on (the policy may trade spot)."""
         return self.settings.spot.enabled
 
-    def settings_for(self, lots: Lots | None) -> OptimizerSettings:
-        """The settings of one call: ``settings`` with ``spot.lots`` replaced by ``lots``."""
-        if lots is None:
-            return self.settings
-        return replace(self.settings, spot=replace(
-            self.settings.spot, lots={a: tuple(ls) for a, ls in lots.items()}))
+    def settings_for(self, lots: Lots | None,
+                     futures_gains: Mapping[str, float] | None = None) -> OptimizerSettings:
+        """The settings of one call: ``settings`` with ``spot.lots`` replaced by ``lots`` and
+        ``spot.futures_gains`` by ``futures_gains`` (each when given)."""
+        spot = self.settings.spot
+        if lots is not None:
+            spot = replace(spot, lots={a: tuple(ls) for a, ls in lots.items()})
+        if futures_gains is not None:
+            spot = replace(spot, futures_gains=dict(futures_gains))
+        return self.settings if spot is self.settings.spot else replace(self.settings, spot=spot)
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp, *,
-                 lots: Lots | None = None) -> TargetHoldings:
+                 lots: Lots | None = None,
+                 futures_gains: Mapping[str, float] | None = None) -> TargetHoldings:
         risk = self.risk(t) if callable(self.risk) else self.risk
         held = current_holdings(book, market)
-        settings = self.settings_for(lots)
+        settings = self.settings_for(lots, futures_gains)
         if self.report:
             sol = self.rebalancer.solve(book, market, risk, settings, explain=self.explain)
             fut = {p.symbol: p.notional for p in sol.target_positions}

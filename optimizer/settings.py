@@ -174,6 +174,13 @@ class SpotLegSettings:
     harvest_losses: bool = False
     gamma_tax: float = 1.0
     cash_usd: float = 0.0
+    #: also price the tax of realising futures gains (off): reducing a position with unrealised
+    #: gain U_j > 0 (USD, against its tax entry) from x0_j to x_j (same sign) realises
+    #: U_j (|x0_j| - |x_j|) / |x0_j|, taxed at ``rates.futures_rate`` (optimizer.terms.FuturesTax)
+    futures_tax: bool = False
+    #: U_j by contract symbol (USD) when the tax entries are not the book's entry prices (a replay
+    #: passes its average-cost entries); None: each position's own unrealised PnL at the marks
+    futures_gains: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

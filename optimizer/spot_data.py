@@ -77,6 +77,9 @@ class SpotLegData:
     rates: TaxRates | None
     now: datetime
     settings: SpotLegSettings
+    #: per contract, gamma_tax x futures rate x max(U_j, 0) / |x0_j| (tax per unit of weight by
+    #: which the position is reduced; 0 without a position or a gain); None: not priced
+    futures_tax_coef: np.ndarray | None = None
 
     @property
     def taxed(self) -> bool:
@@ -121,4 +124,31 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
     return SpotLegData(prices=prices, quantities=qty, lin_cost=fee + hs, fee=fee, half_spread=hs,
                        impact_cost=impact, holdings=hold, cash=settings.cash_usd / V, curves=curves,
                        tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
-                       settings=settings)
+                       settings=settings, futures_tax_coef=futures_tax_coefficients(book, market,
+                                                                                    settings))
+
+
+def futures_tax_coefficients(book: Book, market: MarketSnapshot,
+                             settings: SpotLegSettings) -> np.ndarray | None:
+    """c_j = gamma_tax x rate_futures x max(U_j, 0) / |x0_j| per contract (book order; 0 where no
+    position is held): reducing position j by r (weights, same sign) realises U_j r / |z0_j| of
+    its gain, a tax of rate x U_j x r / |x0_j| as a fraction of V. U_j: ``settings.futures_gains``
+    (USD) or the position's unrealised PnL at the marks against its entry price. None when
+    ``settings.futures_tax`` is off or there is no futures rate."""
+    if not settings.futures_tax or settings.rates is None or not book.contracts:
+        return None
+    rate = settings.rates.futures_rate
+    x0 = np.abs(book.futures_notional(market))
+    out = np.zeros(len(book.contracts))
+    for j, c in enumerate(book.contracts):
+        pos = book.futures.get(c.symbol)
+        if pos is None or pos.contracts == 0 or x0[j] <= 0:
+            continue
+        if settings.futures_gains is not None:
+            gain = float(settings.futures_gains.get(c.symbol, 0.0))
+        else:
+            gain = book.evolve(futures={c.symbol: pos}, validate=False).unrealized_pnl(market)
+        if not math.isfinite(gain):
+            raise ValidationError(f"spot.futures_gains.{c.symbol}", f"is {gain}", "give USD")
+        out[j] = settings.gamma_tax * rate * max(gain, 0.0) / float(x0[j])
+    return out

@@ -216,6 +216,38 @@ class SpotTax(SpotTerm):
         self.term.update([replace(c, slopes=g * c.slopes) for c in d.spot.curves])
 
 
+class FuturesTax(Term):
+    """sum_j c_j max(0, s_j (z0_j - z_j)): the tax of realising futures gains by reducing positions
+    (``spot.futures_tax``; c_j from optimizer.spot_data.futures_tax_coefficients, s_j = sign z0_j),
+    a fraction of V. Exact for a reduction of the same sign; beyond a flip it keeps growing
+    although only U_j can be realised (an over-estimate: flips are priced conservatively). Losses
+    are not credited (c_j = 0), so the term stays convex. DPP: pos(q - p * z) with the Parameters
+    p = c s and q = c |z0|."""
+
+    name = "futures_tax"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        m = ctx.structure.n_contracts
+        self.p = ctx.param("futures_tax_p", m)
+        self.q = ctx.param("futures_tax_q", m, nonneg=True)
+        return cp.sum(cp.pos(self.q - cp.multiply(self.p, ctx.z)))
+
+    @staticmethod
+    def _coefficients(d: ProblemData) -> tuple[np.ndarray, np.ndarray]:
+        assert d.spot is not None and d.spot.futures_tax_coef is not None
+        c = d.spot.futures_tax_coef
+        return c * np.sign(d.z0), c * np.abs(d.z0)
+
+    def update(self, d: ProblemData) -> None:
+        p, q = self._coefficients(d)
+        assign(self.p, p)
+        assign(self.q, q)
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        p, q = self._coefficients(d)
+        return float(np.maximum(q - p * z, 0.0).sum())
+
+
 class ReserveCost(Term):
     """rho max(0, max_s R_s(z)): the yield the stablecoin reserve forgoes over the horizon, a fraction
     of V (optimizer.reserve_term). R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj)) is the
@@ -282,6 +314,8 @@ def terms_for(st: Structure) -> list[Term]:
             out.append(SpotImpactCost())
         if st.tax_pieces:
             out.append(SpotTax())
+        if st.futures_tax:
+            out.append(FuturesTax())
     if reserve_priced(st):  # costs.reserve_cost with a stress scenario (Structure.reserve_cost)
         out.append(ReserveCost())
     return out

@@ -78,7 +78,7 @@ from scenarios.backtest_result import (
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy
 from scenarios.market_path import MarketPath
 from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
-from scenarios.replay_state import ReplayState, StepValuation, value_state
+from scenarios.replay_state import FuturesTaxBasis, ReplayState, StepValuation, value_state
 from scenarios.replay_steps import (
     QTY_RTOL,
     STEP_COLUMNS,
@@ -100,7 +100,6 @@ from scenarios.replay_steps import (
 )
 from scenarios.replay_tax import (
     TAX_COLUMNS,
-    FuturesTaxBasis,
     ReplayTax,
     book_lots,
     deferred_tax,
@@ -160,7 +159,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             row.update(dict.fromkeys(TAX_COLUMNS[:3], 0.0))
         if prev_end is None:
             if taxes is not None:
-                basis = start_futures_basis(book, market)
+                state.futures_basis = start_futures_basis(book, market)
             now = first_step(book, inputs, state, market, row, log.trades)
             if tau is None:
                 tau = initial_reserve(now)
@@ -169,7 +168,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         prev_end = _act(book, inputs, policy, collateral, tau, state, market, k, now, row, log,
                         pledged)
         if taxes is not None:
-            prev_end = _tax(book, taxes, basis, state, market, prev_end, row)
+            assert state.futures_basis is not None
+            prev_end = _tax(book, taxes, state.futures_basis, state, market, prev_end, row)
         log.record(row, state.cash, prev_end, inputs.margin)
     return _result(book, history, policy, log, taxes is not None)
 

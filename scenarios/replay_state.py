@@ -22,6 +22,15 @@ from models.tax import TaxLot
 
 
 @dataclass
+class FuturesTaxBasis:
+    """The futures positions as the tax sees them: per contract (contracts, average entry price
+    USD) and their unrealised PnL ``u`` (USD) at the last step's end (scenarios.replay_tax)."""
+
+    entries: dict[str, tuple[float, float]]
+    u: float
+
+
+@dataclass
 class ReplayState:
     """Mutable accounting state: spot quantities, open positions and the signed wallet cash; with
     taxes on (``scenarios.replay_tax``), the tax lots of every asset (None: not tracked)."""
@@ -30,6 +39,8 @@ class ReplayState:
     futures: dict[str, FuturesPosition]
     cash: float
     lots: dict[str, tuple[TaxLot, ...]] | None = field(default=None)
+    #: the futures positions as the tax sees them (scenarios.replay_tax; None: not tracked)
+    futures_basis: FuturesTaxBasis | None = field(default=None)
 
 
 def state_view(book: Book, state: ReplayState) -> Book:

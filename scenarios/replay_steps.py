@@ -37,6 +37,7 @@ from scenarios.backtest_result import RollTargets
 from scenarios.collateral import CollateralPolicy, cover_with_pledged, sweep_collateral
 from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
+from scenarios.replay_tax import futures_gains
 from scenarios.settlement import settle_expired
 
 #: Two contract quantities closer than this (relative) are the same position: no trade.
@@ -218,10 +219,15 @@ def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSn
                 row: Row) -> TargetHoldings:
     """(4) The policy's target holdings for the book as it stands; its solve time (ms) and solver
     fallbacks are recorded when it gives them. An optimiser that trades spot is handed the tax lots
-    as they stand when the replay tracks them."""
+    as they stand when the replay tracks them and, when it prices the futures tax, each position's
+    unrealised PnL against its average-cost tax entry."""
     if state.lots is not None and isinstance(policy, OptimizedFutures) and policy.trades_spot:
         lots: dict[str, tuple[TaxLot, ...]] = {a: ls for a, ls in state.lots.items() if ls}
-        target = policy(state_view(book, state), market, market.time, lots=lots)
+        if policy.settings.spot.futures_tax and state.futures_basis is not None:
+            target = policy(state_view(book, state), market, market.time, lots=lots,
+                            futures_gains=futures_gains(book, state.futures_basis, market))
+        else:
+            target = policy(state_view(book, state), market, market.time, lots=lots)
     else:
         target = policy(state_view(book, state), market, market.time)
     if target.solve_time_ms is not None:

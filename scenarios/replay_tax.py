@@ -61,7 +61,7 @@ from models.tax import (
 from optimizer.policies import OptimizedFutures, Policy
 from optimizer.settings import SpotLegSettings
 from optimizer.spot_data import check_lots
-from scenarios.replay_state import ReplayState
+from scenarios.replay_state import FuturesTaxBasis, ReplayState
 
 #: Step columns added when taxes are on, in order (USD).
 TAX_COLUMNS = ["tax_spot", "tax_futures", "tax", "tax_cumulative", "tax_deferred"]
@@ -149,15 +149,6 @@ def deferred_tax(tax: ReplayTax, state: ReplayState, market: MarketSnapshot,
     return spot + futures_tax(basis.u, tax.rates)
 
 
-@dataclass
-class FuturesTaxBasis:
-    """The futures positions as the tax sees them: per contract (contracts, average entry price
-    USD) and their unrealised PnL ``u`` (USD) at the last step's end (module docstring)."""
-
-    entries: dict[str, tuple[float, float]]
-    u: float
-
-
 def _tax_upnl(book: Book, entries: dict[str, tuple[float, float]], market: MarketSnapshot) -> float:
     """Unrealised PnL (USD) of ``entries`` at ``market``'s marks (the book's PnL formulas)."""
     if not entries:
@@ -198,3 +189,9 @@ def futures_realised(book: Book, basis: FuturesTaxBasis, state: ReplayState, mar
     realised = futures_pnl + basis.u - u_end
     basis.entries, basis.u = entries, u_end
     return realised
+
+
+def futures_gains(book: Book, basis: FuturesTaxBasis, market: MarketSnapshot) -> dict[str, float]:
+    """Unrealised PnL (USD) of each open position against its tax entry at ``market``'s marks:
+    the gains an optimiser that prices the futures tax is handed (``futures_gains``)."""
+    return {s: _tax_upnl(book, {s: qe}, market) for s, qe in basis.entries.items()}

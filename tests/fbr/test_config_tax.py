@@ -148,3 +148,12 @@ def test_a_taxed_book_file_solves_and_reports_the_spot_leg(tmp_path: Path) -> No
     assert round(out["spot_costs"]["tax"], 2) == 6.00 and out["spot_costs"]["lot_method"] == "hifo"
     res = CliRunner().invoke(app, ["solve", str(path)])
     assert res.exit_code == 0 and "Trades (spot leg)" in res.stdout
+
+
+def test_price_futures_reaches_the_spot_leg(tmp_path: Path) -> None:
+    assert not _load(tmp_path, _doc()).settings.spot.futures_tax
+    doc = _doc()
+    doc["tax"]["price_futures"] = True
+    assert _load(tmp_path, doc).settings.spot.futures_tax
+    doc["tax"]["price_futures"] = "yes"
+    assert _error(tmp_path, doc).field == "tax.price_futures"
