@@ -40,7 +40,9 @@ Policies (families)
 - ``fbr_hybrid``: the same with the spot leg on: spot trades priced with fee, spread and impact
   and, at a positive tax rate, the tax of the lots they sell (the books' lot order, losses not
   harvested) and the tax of realising futures gains (``SpotLegSettings.futures_tax``, the replay's
-  average-cost entries).
+  average-cost entries), weighted by gamma_tax in {1, 0.3, 0.1} (``GAMMA_TAX``; a tax paid now is
+  partly a liability settled early, so a weight below 1 can be the better trade-off); each also
+  without the futures tax priced (parameter suffix ``nf``). The walk-forward picks among them all.
 
 Pledged set-ups hold no reserve; the reserve the each-and-all +-40% scenarios would need at the
 run's largest gross hedge (``optimizer.reserve.size_reserve``, pledged spot re-priced) is reported
@@ -125,6 +127,9 @@ GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 #: (a top-up sells spot below -2%, a sweep-out buys spot above +2%)
 PLEDGED_SWEEPS = CollateralPolicy(target_fraction=0.0, width=0.02)
 GAMMAS_RUN = GAMMAS  # --gammas
+#: the hybrid's tax weights at a positive tax rate: 1 counts a dollar of tax paid now as a dollar
+#: lost; deferring it is worth only the yield until it is paid, so lower weights are tried too
+GAMMA_TAX = (1.0, 0.3, 0.1)
 
 
 @dataclasses.dataclass
@@ -182,27 +187,34 @@ def fbr_policy(gamma: float, spot_leg: SpotLegSettings | None) -> Policy:
     return OptimizedFutures(s.risk(), settings)
 
 
-def grid(quick: bool) -> list[tuple[str, str]]:
-    """(family, parameter) of every run of one tax case."""
+def grid(quick: bool, case: str) -> list[tuple[str, str]]:
+    """(family, parameter) of every run of one tax case; with tax the hybrid also runs over the
+    tax weight gamma_tax (``GAMMA_TAX``)."""
     cal = ("7D",) if quick else CAL
     bands = (0.01, 0.05) if quick else BANDS
     gammas = (1.0, 8.0) if quick else GAMMAS_RUN
     out = [("spot", f"cal {p}") for p in cal] + [("spot", f"band {b:g}") for b in bands]
     for fam in ("naive_reserve", "naive_pledged"):
         out += [(fam, f"cal {p}") for p in cal] + [(fam, f"band {b:g}") for b in bands]
-    for fam in ("fbr_overlay", "fbr_hybrid"):
-        out += [(fam, f"gt {g:g}") for g in gammas]
-    return out
+    out += [("fbr_overlay", f"gt {g:g}") for g in gammas]
+    if case == "0":
+        return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas]
+    return out + [("fbr_hybrid", f"gt {g:g}" + ("" if x == 1.0 else f" gx {x:g}") + ("" if ft else " nf"))
+                  for ft in (True, False) for x in GAMMA_TAX for g in gammas]
 
 
 def make_policy(family: str, param: str, case: str) -> Policy:
-    kind, value = param.split()
+    kind, value, *extra = param.split()
     if family == "spot":
         return CalendarSpotRebalance(value) if kind == "cal" else BandSpotRebalance(float(value))
     if family.startswith("naive"):
         return NaiveFutures(period=value) if kind == "cal" else NaiveFutures(band=float(value))
     s = shared()
     leg = tax_setting(case, s.pledged_book, s.start, spot_leg=True) if family == "fbr_hybrid" else None
+    if leg is not None and "gx" in extra:
+        leg = dataclasses.replace(leg, gamma_tax=float(extra[extra.index("gx") + 1]))
+    if leg is not None and "nf" in extra:  # the futures tax not priced
+        leg = dataclasses.replace(leg, futures_tax=False)
     return fbr_policy(float(value), leg)
 
 
@@ -549,7 +561,7 @@ def main() -> int:
             return 0
         t0 = time.perf_counter()
         SETUP = build_setup(data, args.nav, args.lookback, args.impact_k)
-        jobs = [(f, p, c) for c in cases for f, p in grid(args.quick)]
+        jobs = [(f, p, c) for c in cases for f, p in grid(args.quick, c)]
         jobs = [j for j in jobs if f"{j[2]}|{j[0]}|{j[1]}" not in raw
                 and (args.only is None or args.only in f"{j[2]}|{j[0]}|{j[1]}")]
         # the slow ones first, so the pool stays busy
