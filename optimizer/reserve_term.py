@@ -39,12 +39,7 @@ import numpy as np
 from models.errors import ValidationError
 from models.margin import tier_maintenance
 from models.risk import DAYS_PER_YEAR
-from optimizer.data import ProblemData, Structure
-
-
-def reserve_priced(st: Structure) -> bool:
-    """True when a problem of shape ``st`` prices the reserve."""
-    return st.reserve_cost
+from optimizer.data import ProblemData
 
 
 def reserve_rate(d: ProblemData) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 
 from optimizer.context import Context, assign
 from optimizer.data import ProblemData, Structure
-from optimizer.reserve_term import pledged_stressed, reserve_priced, reserve_rate, reserve_weight
+from optimizer.reserve_term import pledged_stressed, reserve_rate, reserve_weight
 from optimizer.spot_leg import SpotContext, spot_trade
 from optimizer.tax_term import TaxTerm
 
@@ -316,6 +316,6 @@ def terms_for(st: Structure) -> list[Term]:
             out.append(SpotTax())
         if st.futures_tax:
             out.append(FuturesTax())
-    if reserve_priced(st):  # costs.reserve_cost with a stress scenario (Structure.reserve_cost)
+    if st.reserve_cost:  # costs.reserve_cost with a stress scenario
         out.append(ReserveCost())
     return out

@@ -84,9 +84,15 @@ class CollateralPolicy:
 
     def edges(self, tau: float) -> tuple[float, float]:
         """(low, high) edges of the wallet's band as fractions of NAV for target ``tau``."""
-        if self.width is not None:
-            return tau - self.width, tau + self.width
-        return tau * (1.0 - self.band), tau * (1.0 + self.band)
+        return band_edges(tau, self.band, self.width)
+
+
+def band_edges(tau: float, band: float, width: float | None) -> tuple[float, float]:
+    """(low, high) edges of the wallet's band (fractions of NAV): ``[tau (1 - b), tau (1 + b)]``,
+    or ``[tau - width, tau + width]`` with an absolute ``width``."""
+    if width is not None:
+        return tau - width, tau + width
+    return tau * (1.0 - band), tau * (1.0 + band)
 
 
 #: Collateral management switched off (the wallet drifts with futures PnL, as without sweeps).
@@ -117,7 +123,7 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
     covered = val.collateral if pledged else wallet
     if not (nav > 0) or not np.any(val.notional != 0):
         return Sweep()
-    lo_f, hi_f = CollateralPolicy(band=band, width=width).edges(tau)
+    lo_f, hi_f = band_edges(tau, band, width)
     lo, hi = lo_f * nav, hi_f * nav
     assets = book.asset_symbols
     ts = market.time
