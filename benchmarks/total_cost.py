@@ -26,7 +26,11 @@ Policies (families)
 -------------------
 - ``spot``: spot-only calendar (1D, 7D, 30D) and band (0.5, 1, 2, 5 pp) rebalancing, spot fee 0.10%;
 - ``naive_reserve``: the naive overlay on calendars and bands, today's 20%-of-spot stablecoin
-  reserve kept by sweeps (``CollateralPolicy(1/6, 0.5)``);
+  reserve kept by sweeps (``CollateralPolicy(1/6, 0.5)``); the bands both band-to-target
+  (parameter ``band b``: all assets back to target once any drifts past b) and band-to-edge
+  (``edge b``: each asset past its band traded back to the band's edge only,
+  ``optimizer.edge_bands.EdgeBandFutures``; ``vedge b``: the same with widths scaled by each
+  asset's trailing 30-step realised vol, ``VolScaledEdgeBandFutures``);
 - ``naive_pledged``: the same naive overlays on a book whose spot is pledged as margin (flat
   collateral ratio 1 - bidBuffer: 0.95 for BTC, ETH and BNB, 0.90 for the others; an assumption in
   the style of Binance Multi-Assets mode's ``assetIndex``), no stablecoin reserve held for
@@ -91,6 +95,7 @@ from models.book import Book  # noqa: E402
 from models.io import default_data_dir  # noqa: E402
 from models.risk import estimate_risk, returns_from_prices  # noqa: E402
 from models.tax import LotMethod, TaxLot, TaxRates  # noqa: E402
+from optimizer.edge_bands import EdgeScaling, edge_band_policy  # noqa: E402
 from optimizer.policies import (  # noqa: E402
     BandSpotRebalance,
     CalendarSpotRebalance,
@@ -123,6 +128,8 @@ OTHER_BID_BUFFER = 0.10
 CAL = ("1D", "7D", "30D")
 BANDS = (0.005, 0.01, 0.02, 0.05)
 GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: band-to-edge parameter kinds of the naive overlays -> their width scaling
+EDGE_KINDS = {"edge": EdgeScaling.UNIFORM, "vedge": EdgeScaling.VOL}
 #: the pledged books' wallet settles PnL only: kept within +-2% of NAV around 0 and reset to 0
 #: (a top-up sells spot below -2%, a sweep-out buys spot above +2%)
 PLEDGED_SWEEPS = CollateralPolicy(target_fraction=0.0, width=0.02)
@@ -196,6 +203,7 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
     out = [("spot", f"cal {p}") for p in cal] + [("spot", f"band {b:g}") for b in bands]
     for fam in ("naive_reserve", "naive_pledged"):
         out += [(fam, f"cal {p}") for p in cal] + [(fam, f"band {b:g}") for b in bands]
+        out += [(fam, f"{kind} {b:g}") for kind in EDGE_KINDS for b in bands]
     out += [("fbr_overlay", f"gt {g:g}") for g in gammas]
     if case == "0":
         return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas]
@@ -203,12 +211,22 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
                   for ft in (True, False) for x in GAMMA_TAX for g in gammas]
 
 
+def naive_policy(kind: str, value: str) -> Policy:
+    """A naive overlay by parameter kind: ``cal`` (period), ``band`` (band-to-target), ``edge``
+    (band-to-edge, uniform widths) or ``vedge`` (band-to-edge, vol-scaled widths)."""
+    if kind == "cal":
+        return NaiveFutures(period=value)
+    if kind in EDGE_KINDS:
+        return edge_band_policy(float(value), scaling=EDGE_KINDS[kind])
+    return NaiveFutures(band=float(value))
+
+
 def make_policy(family: str, param: str, case: str) -> Policy:
     kind, value, *extra = param.split()
     if family == "spot":
         return CalendarSpotRebalance(value) if kind == "cal" else BandSpotRebalance(float(value))
     if family.startswith("naive"):
-        return NaiveFutures(period=value) if kind == "cal" else NaiveFutures(band=float(value))
+        return naive_policy(kind, value)
     s = shared()
     leg = tax_setting(case, s.pledged_book, s.start, spot_leg=True) if family == "fbr_hybrid" else None
     if leg is not None and "gx" in extra:

@@ -14,7 +14,7 @@ runs every policy over the same path. The format (see examples/backtest_demo.tom
 
     [[policies]]                   # one entry per policy; `name` (optional) labels it
     kind = "naive_futures"         # no_rebalance | calendar_spot | band_spot | naive_futures |
-    period = "7D"                  # vol_band_futures | dca_futures | optimized
+    period = "7D"                  # vol_band_futures | dca_futures | edge_band_futures | optimized
     name = "naive weekly"
 
     [backtest]
@@ -52,6 +52,12 @@ Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets su
 - ``naive_futures``: period and/or band (at least one)
 - ``vol_band_futures``: base_band (required), ref_vol, window, min_band, max_band
 - ``dca_futures``: steps (required), period and/or band (at least one)
+- ``edge_band_futures``: band (required; a weight), inner (in [0, 1], default 1), scaling
+  ("uniform", default, or "vol"), window (trailing returns of the vol scaling, >= 2, default 30;
+  only with scaling = "vol"). Per asset, when |e_i - w*_i| > b_i, futures trade the asset's
+  deviation to sign(e_i - w*_i) inner b_i (1: the band's edge, 0: the target); b_i = band
+  (uniform) or band sigma_i / mean_k sigma_k (vol: trailing realised vols of the path's spot
+  prices). See ``optimizer.edge_bands``.
 - ``optimized``: gamma_trade, gamma_fund (override the book's [costs]), risk_lookback_days,
   risk_method. Without ``risk_lookback_days`` the optimiser uses the book file's risk model
   throughout (simple, but the book's model may have been estimated on data after the path's start).
@@ -132,7 +138,7 @@ RISK_MODES = ("trailing", "book")
 DEFAULT_TRAILING_DAYS = 365
 COLLATERAL_KEYS = ("target_fraction", "band", "width", "enabled")
 POLICY_KINDS = ("no_rebalance", "calendar_spot", "band_spot", "naive_futures", "vol_band_futures",
-                "dca_futures", "optimized")
+                "dca_futures", "edge_band_futures", "optimized")
 #: Parameters of each policy kind (besides ``kind`` and ``name``).
 POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     "no_rebalance": (),
@@ -141,6 +147,7 @@ POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     "naive_futures": ("period", "band"),
     "vol_band_futures": ("base_band", "ref_vol", "window", "min_band", "max_band"),
     "dca_futures": ("steps", "period", "band"),
+    "edge_band_futures": ("band", "inner", "scaling", "window"),
     "optimized": ("gamma_trade", "gamma_fund", "risk_lookback_days", "risk_method"),
 }
 DEFAULT_REPORT = "out/backtest.html"
@@ -437,6 +444,8 @@ def _policy(row: Mapping[str, Any], where: str) -> PolicySpec:
         lo, hi = params.get("min_band"), params.get("max_band")
         if lo is not None and hi is not None and lo > hi:
             raise ValidationError(at("min_band"), f"is {lo} > max_band {hi}", "give min_band <= max_band")
+    if kind == "edge_band_futures":
+        params.update(_edge_params(row, params, at))
     if kind == "dca_futures":
         if "steps" not in row:
             raise ValidationError(at("steps"), "is missing", "give steps = 3 (a whole number >= 1)")
@@ -464,9 +473,33 @@ def _policy(row: Mapping[str, Any], where: str) -> PolicySpec:
     return PolicySpec(kind=kind, name=name, params=params, where=where)
 
 
+def _edge_params(row: Mapping[str, Any], params: Mapping[str, Any],
+                 at: Callable[[str], str]) -> dict[str, Any]:
+    """inner, scaling and window of an ``edge_band_futures`` entry (band already parsed)."""
+    from optimizer.edge_bands import EdgeScaling
+
+    if "band" not in params:
+        raise ValidationError(at("band"), "is missing", "give band = 0.05 (a weight)")
+    out: dict[str, Any] = {}
+    if "inner" in row:
+        out["inner"] = _fraction(row["inner"], at("inner"))
+    scaling = row.get("scaling", EdgeScaling.UNIFORM.value)
+    options = [s.value for s in EdgeScaling]
+    if not isinstance(scaling, str) or scaling.lower() not in options:
+        raise ValidationError(at("scaling"), f"is {scaling!r}", f"use one of {', '.join(map(repr, options))}")
+    if "scaling" in row:
+        out["scaling"] = scaling.lower()
+    if "window" in row:
+        if scaling.lower() != EdgeScaling.VOL:
+            raise ValidationError(at("window"), "is set, but scaling is not 'vol'",
+                                  'remove window, or set scaling = "vol"')
+        out["window"] = _int(row["window"], at("window"), 2)
+    return out
+
+
 def _default_name(kind: str, params: Mapping[str, Any]) -> str:
     parts = [kind]
-    for key in ("period", "band", "base_band", "steps", "risk_lookback_days"):
+    for key in ("period", "band", "base_band", "steps", "risk_lookback_days", "scaling", "inner"):
         if key in params:
             v = params[key]
             parts.append(f"{key}={v:g}" if isinstance(v, float) else f"{key}={v}")
@@ -571,6 +604,7 @@ class TrailingRisk:
 def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: Any) -> Policy:
     """A fresh policy object for ``spec`` (policies with state must not be shared between runs)."""
     from optimizer.baselines import DcaFutures, VolScaledBandFutures
+    from optimizer.edge_bands import edge_band_policy
     from optimizer.policies import (
         BandSpotRebalance,
         CalendarSpotRebalance,
@@ -594,6 +628,8 @@ def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: Any) -> Policy:
             policy = VolScaledBandFutures(**p)
         elif spec.kind == "dca_futures":
             policy = DcaFutures(**p)
+        elif spec.kind == "edge_band_futures":
+            policy = edge_band_policy(**p)
         else:
             policy = OptimizedFutures(*_optimized_inputs(p, cfg, path))
     except ValidationError as exc:

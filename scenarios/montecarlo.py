@@ -67,12 +67,15 @@ class PolicyFactory(Protocol):
 class SimplePolicy:
     """A factory of the rule-based policies of ``optimizer.policies`` by kind:
     ``no_rebalance``, ``calendar_spot`` (period), ``band_spot`` (band), ``naive_futures``
-    (period and/or band). ``kwargs`` are the fixed arguments; task parameters override them."""
+    (period and/or band), ``edge_band_futures`` (band, inner, scaling, window: the band-to-edge
+    overlay of ``optimizer.edge_bands``). ``kwargs`` are the fixed arguments; task parameters
+    override them."""
 
     kind: str
     kwargs: Params = ()
 
     def __call__(self, path: MarketPath, params: Mapping[str, ParamValue]) -> Policy:
+        from optimizer.edge_bands import edge_band_policy
         from optimizer.policies import (
             BandSpotRebalance,
             CalendarSpotRebalance,
@@ -83,7 +86,8 @@ class SimplePolicy:
         args: dict[str, Any] = {**dict(self.kwargs), **dict(params)}
         makers: dict[str, Callable[..., Policy]] = {
             "no_rebalance": NoRebalance, "calendar_spot": CalendarSpotRebalance,
-            "band_spot": BandSpotRebalance, "naive_futures": NaiveFutures}
+            "band_spot": BandSpotRebalance, "naive_futures": NaiveFutures,
+            "edge_band_futures": edge_band_policy}
         if self.kind not in makers:
             raise ValidationError("policy.kind", f"is {self.kind!r}", f"use one of {sorted(makers)}")
         try:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DEMO = EXAMPLES / "backtest_demo.toml"
 POLICY_NAMES = ["buy and hold", "spot monthly", "spot band 5%", "naive futures weekly",
-                "naive futures band 5%", "optimised"]
+                "naive futures band 5%", "naive edge band 5%", "optimised"]
 HAS_REPORT = importlib.util.find_spec("scenarios.report") is not None
 
 
@@ -95,7 +95,7 @@ BAD_CONFIGS: dict[str, tuple[tuple[str, str] | None, str, list[str]]] = {
                   ["policies[2].band", "wide"]),
     "missing_book": (('book = "', 'book = "no/such/'), "", ["book", "does not exist"]),
     "unknown_key": (None, "\n[[policies]]\nkind = \"optimized\"\nname = \"x\"\ngama_trade = 2\n",
-                    ["policies[6].gama_trade", "gamma_trade"]),
+                    ["policies[7].gama_trade", "gamma_trade"]),
     "unknown_section": (None, "\n[report]\npath = 'x'\n", ["report", "valid keys"]),
     "bad_step": (('source = "synthetic"', 'source = "tick"'), "", ["data.source", "tick"]),
     "naive_without_trigger": (('period = "7D"\nname = "naive', 'name = "naive'), "",
@@ -106,6 +106,14 @@ BAD_CONFIGS: dict[str, tuple[tuple[str, str] | None, str, list[str]]] = {
     "collateral_fraction": (None, "\n[backtest.collateral]\ntarget_fraction = 1.5\n",
                             ["backtest.collateral.target_fraction", "1.5"]),
     "duplicate_name": (('name = "spot monthly"', 'name = "buy and hold"'), "", ["buy and hold"]),
+    "edge_without_band": (None, '\n[[policies]]\nkind = "edge_band_futures"\ninner = 0.5\n',
+                          ["policies[7].band", "missing"]),
+    "edge_inner": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\ninner = 1.5\n',
+                   ["policies[7].inner", "1.5"]),
+    "edge_scaling": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\nscaling = "log"\n',
+                     ["policies[7].scaling", "log", "vol"]),
+    "edge_window_uniform": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\n'
+                            'window = 20\n', ["policies[7].window", "scaling"]),
 }
 
 
@@ -190,6 +198,9 @@ kind = "dca_futures"
 steps = 3
 band = 0.05
 [[policies]]
+kind = "edge_band_futures"
+band = "2%"
+[[policies]]
 kind = "optimized"
 name = "optimised, trailing risk"
 gamma_trade = 2.0
@@ -204,6 +215,36 @@ risk_lookback_days = 30
         assert policy.name == spec.name
     opt = build_policy(cfg.policies[-1], cfg, path)
     assert opt.settings.costs.gamma_trade == 2.0  # type: ignore[attr-defined]
+
+
+def test_edge_band_kind_builds_both_scalings(tmp_path: Path) -> None:
+    """``edge_band_futures``: uniform by default, vol-scaled with scaling = "vol" (window, inner
+    passed through); default names carry the parameters."""
+    from fbr.backtest_config import build_path, build_policy, load_backtest_file
+    from optimizer.edge_bands import EdgeBandFutures, VolScaledEdgeBandFutures
+
+    f = _bad_config(tmp_path, extra="""
+[[policies]]
+kind = "edge_band_futures"
+band = "3%"
+[[policies]]
+kind = "edge_band_futures"
+band = 0.02
+inner = "50%"
+scaling = "VOL"
+window = 10
+""")
+    cfg = load_backtest_file(f)
+    uniform, vol = cfg.policies[-2:]
+    assert uniform.params == {"band": 0.03} and uniform.name == "edge_band_futures band=0.03"
+    assert vol.params == {"band": 0.02, "inner": 0.5, "scaling": "vol", "window": 10}
+    assert vol.name == "edge_band_futures band=0.02 scaling=vol inner=0.5"
+    path = build_path(cfg)
+    a, b = (build_policy(spec, cfg, path) for spec in (uniform, vol))
+    assert type(a) is EdgeBandFutures and a.band == 0.03 and a.inner == 1.0
+    assert isinstance(b, VolScaledEdgeBandFutures)
+    assert (b.band, b.inner, b.window) == (0.02, 0.5, 10)
+    assert b.name == vol.name
 
 
 def test_trailing_risk_has_no_look_ahead() -> None:
