@@ -40,7 +40,11 @@ CONSTANT_ID = -1
 
 @dataclass(frozen=True)
 class RawResult:
-    """What a solver returned: ``z`` (None unless a solution is present), cvxpy-style status."""
+    """What a solver returned: ``z`` (None unless a solution is present), cvxpy-style status.
+
+    ``x`` is the solver's whole primal vector (None unless a solution is present), for callers
+    that read variables other than z (a multi-period plan's later steps: :func:`var_slice`).
+    """
 
     z: np.ndarray | None
     status: str
@@ -48,6 +52,7 @@ class RawResult:
     seconds: float
     iterations: int
     objective: float
+    x: np.ndarray | None = None
 
 
 OPTIMAL = "optimal"
@@ -102,6 +107,12 @@ def _write(target: np.ndarray, values: np.ndarray) -> bool:
         return False
     target[:] = values
     return True
+
+
+def var_slice(prog: Any, var: cp.Variable) -> slice:
+    """Where ``var`` sits in the primal vector of the compiled program ``prog``."""
+    off = _var_offset(prog, var)
+    return slice(off, off + var.size)
 
 
 def _var_offset(prog: Any, var: cp.Variable) -> int:
@@ -240,9 +251,11 @@ class PiqpEngine:
         res = self.solver.result
         self.offset = offset
         status = _PIQP_STATUS.get(res.info.status.name, FAILED)
-        z = np.array(res.x[self.z_slice]) if status == OPTIMAL else None
+        x = np.array(res.x) if status == OPTIMAL else None
+        z = x[self.z_slice].copy() if x is not None else None
         return RawResult(z=z, status=status, solver=self.name, seconds=time.perf_counter() - t0,
-                         iterations=int(res.info.iter), objective=float(res.info.primal_obj) + offset)
+                         iterations=int(res.info.iter), objective=float(res.info.primal_obj) + offset,
+                         x=x)
 
     def unpack(self) -> None:
         """Push the last result into the cvxpy problem (variable values and dual values)."""
@@ -288,7 +301,7 @@ class CvxpyDataEngine:
             return second
         self.raw, self.inverse[-1] = kept
         return RawResult(first.z, first.status, first.solver, time.perf_counter() - t0,
-                         first.iterations, first.objective)
+                         first.iterations, first.objective, first.x)
 
     def _data(self) -> tuple[dict[str, Any], Any]:
         """The solver's data for the current Parameter values, and its inverse data."""
@@ -315,7 +328,8 @@ class CvxpyDataEngine:
             x = np.asarray(next(iter(sol.primal_vars.values()))).ravel()
             st = OPTIMAL if status == cp.OPTIMAL else OPTIMAL_INACCURATE
             return RawResult(x[self.z_slice].copy(), st, self.name, time.perf_counter() - t0,
-                             int(sol.attr.get(cp.settings.NUM_ITERS, 0) or 0), float(sol.opt_val))
+                             int(sol.attr.get(cp.settings.NUM_ITERS, 0) or 0), float(sol.opt_val),
+                             x.copy())
         mapped = {cp.INFEASIBLE: INFEASIBLE, cp.INFEASIBLE_INACCURATE: INFEASIBLE,
                   cp.UNBOUNDED: UNBOUNDED, cp.UNBOUNDED_INACCURATE: UNBOUNDED}.get(status, FAILED)
         return RawResult(None, mapped, self.name, time.perf_counter() - t0, 0, float("nan"))

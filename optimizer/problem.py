@@ -85,6 +85,25 @@ def check_bounded(d: ProblemData) -> None:
                     f"them, or give the basis risk model.")
 
 
+def base_constraints(st: Structure, ctx: Context) -> list[cp.Constraint]:
+    """The helper rows of one (step's) context: a >= |z| when a position bound reads a (else a = 0),
+    u >= |z - z0| with z0 = ``ctx.held()`` when a trade cost or limit reads u (else u = 0), and
+    the spot leg's rows (b >= 0, 0 <= q <= holdings, financing)."""
+    cons: list[cp.Constraint] = []
+    if st.margin or st.stress_names or st.capped:
+        cons += [ctx.a >= ctx.z, ctx.a >= -ctx.z]
+    else:
+        cons += [ctx.a == 0]
+    if st.trading or st.impact or st.trade_limited:
+        z0 = ctx.held()
+        cons += [ctx.u >= ctx.z - z0, ctx.u >= z0 - ctx.z]
+    else:
+        cons += [ctx.u == 0]
+    if isinstance(ctx, SpotContext):
+        cons += ctx.spot_constraints()
+    return cons
+
+
 class HedgeProblem:
     """The compiled problem for one :class:`Structure`. ``builds`` counts compilations (for tests)."""
 
@@ -100,27 +119,20 @@ class HedgeProblem:
         cons = self._base_constraints()
         for c in self.constraints:
             cons.extend(c.build(self.ctx))
+        self._compile(objective, cons)
+
+    def _compile(self, objective: cp.Expression, cons: list[cp.Constraint]) -> None:
+        """The cvxpy problem (checked DPP) and the empty engine cache; no data yet."""
+        st = self.structure
         self.problem = cp.Problem(cp.Minimize(objective), cons)
         if not self.problem.is_dpp():  # pragma: no cover - a programming error, caught by tests
             raise RuntimeError("the hedge problem is not DPP")
-        self.is_conic = structure.impact or structure.vol_cap or structure.spot_impact
+        self.is_conic = st.impact or st.vol_cap or st.spot_impact
         self._engines: dict[str, PiqpEngine | CvxpyDataEngine] = {}
         self.data: ProblemData | None = None
 
     def _base_constraints(self) -> list[cp.Constraint]:
-        st, ctx = self.structure, self.ctx
-        cons: list[cp.Constraint] = []
-        if st.margin or st.stress_names or st.capped:
-            cons += [ctx.a >= ctx.z, ctx.a >= -ctx.z]
-        else:
-            cons += [ctx.a == 0]
-        if st.trading or st.impact or st.trade_limited:
-            cons += [ctx.u >= ctx.z - ctx.z0, ctx.u >= ctx.z0 - ctx.z]
-        else:
-            cons += [ctx.u == 0]
-        if isinstance(ctx, SpotContext):
-            cons += ctx.spot_constraints()
-        return cons
+        return base_constraints(self.structure, self.ctx)
 
     # ------------------------------------------------------------------------------------------
     def update(self, d: ProblemData) -> None:

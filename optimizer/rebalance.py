@@ -1,6 +1,10 @@
 """One rebalance end to end: prepare -> (cached) compiled problem -> solve with fallbacks -> round and
 repair -> explain. A :class:`Rebalancer` keeps one compiled problem per structure, so a sequence of
 rebalances on the same instruments only updates Parameter values.
+
+With ``OptimizerSettings.horizon`` H > 1 the compiled problem is the multi-period planner
+(optimizer.planner.PlannerProblem, one per (structure, H)): step 1's positions are rounded and
+traded as usual, and the decision carries the whole plan (:class:`~optimizer.solution.Plan`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraints import Constraint
 from optimizer.data import ProblemData, Structure, prepare
 from optimizer.engines import INFEASIBLE, UNBOUNDED
+from optimizer.planner import PlannerProblem, plan_of, planner_horizon
 from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import size_reserve, with_stress_preset
@@ -31,6 +36,7 @@ from optimizer.solution import (
     ConflictReport,
     Costs,
     MarginReport,
+    Plan,
     Position,
     Solution,
     SpotCosts,
@@ -64,6 +70,8 @@ class Decision:
     opposing: tuple[str, ...] = ()
     #: the spot leg's (buys, sells) in weights (USD / V); None with the spot leg off
     spot: tuple[np.ndarray, np.ndarray] | None = None
+    #: the multi-period plan (horizon H > 1, unrounded USD per step); None for H = 1 or no solution
+    plan: Plan | None = None
 
     @property
     def fallbacks(self) -> int:
@@ -123,6 +131,7 @@ class Rebalancer:
 
     def __init__(self) -> None:
         self._problems: dict[Structure, HedgeProblem] = {}
+        self._planners: dict[tuple[Structure, int], PlannerProblem] = {}
 
     def fit_tax_pieces(self, d: ProblemData) -> ProblemData:
         """``d`` with its tax curves padded to a compiled problem's piece count, so lots that come
@@ -150,8 +159,16 @@ class Rebalancer:
         return replace(d, spot=replace(sd, tax_pieces=pieces))
 
     def problem_for(self, d: ProblemData) -> HedgeProblem:
-        """The compiled problem for ``d``'s structure (built on first use)."""
+        """The compiled problem for ``d``'s structure (built on first use): the multi-period
+        :class:`PlannerProblem` when ``d.settings.horizon`` > 1 (one per structure and H)."""
         st = d.structure
+        horizon = planner_horizon(d.settings)
+        if horizon > 1:
+            pp = self._planners.get((st, horizon))
+            if pp is None:
+                pp = PlannerProblem(st, horizon)
+                self._planners[(st, horizon)] = pp
+            return pp
         hp = self._problems.get(st)
         if hp is None:
             hp = HedgeProblem(st)
@@ -194,6 +211,7 @@ class Rebalancer:
         conflicts: tuple[ConflictReport, ...] = ()
         opposing: tuple[str, ...] = ()
         spot: tuple[np.ndarray, np.ndarray] | None = None
+        plan: Plan | None = None
         if res.status == INFEASIBLE:
             el = elastic_resolve(d)
             spot = el.spot
@@ -210,6 +228,8 @@ class Rebalancer:
             if d.spot is not None and res.z is not None:
                 buy, sell = hp.spot_solution(res.solver)
                 spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))
+            if isinstance(hp, PlannerProblem) and res.x is not None:
+                plan = plan_of(hp.plan_z(res), d)
             dp = after_spot(d, spot)
             z_unrounded = snap_small_trades(np.asarray(res.z), dp, cons, hp.terms,
                                             settings.noise_trade_weight, settings.noise_objective)
@@ -221,7 +241,8 @@ class Rebalancer:
             status = res.status
         return Decision(data=d, problem=hp, status=status, solver=res.solver, tried=outcome.tried,
                         solve_s=res.seconds, t0=t0, z_unrounded=z_unrounded, rounded=rounded,
-                        conflicts=conflicts, messages=tuple(messages), opposing=opposing, spot=spot)
+                        conflicts=conflicts, messages=tuple(messages), opposing=opposing, spot=spot,
+                        plan=plan)
 
     def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
               settings: OptimizerSettings, *, explain: bool = True,
@@ -244,7 +265,8 @@ class Rebalancer:
         sol = _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
                         solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
-                        labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot)
+                        labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot,
+                        plan=dec.plan)
         cs, cc = d.settings.constraints, d.settings.costs
         if cs.size_reserve or cc.reserve_cost:  # the reserve at the target positions (off by default)
             x = np.array([p.notional for p in sol.target_positions])
@@ -321,7 +343,8 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
               bindings: tuple[Binding, ...], conflicts: tuple[ConflictReport, ...],
               messages: tuple[str, ...], labels: tuple[str, ...],
               blockers: tuple[str, ...] = (), opposing: tuple[str, ...] = (),
-              spot: tuple[np.ndarray, np.ndarray] | None = None) -> Solution:
+              spot: tuple[np.ndarray, np.ndarray] | None = None,
+              plan: Plan | None = None) -> Solution:
     V = d.V
     dp = after_spot(d, spot)
     x = rounded.z * V
@@ -360,7 +383,7 @@ def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndar
         targets=dict(zip(d.assets, map(float, d.w), strict=True)),
         binding_constraints=bindings, conflicts=conflicts, rounding_repairs=rounded.repairs,
         rounding_broken=rounded.broken, messages=messages, labels=labels, blockers=blockers,
-        opposing=opposing, spot_trades=spot_trades, spot_costs=spot_costs,
+        opposing=opposing, spot_trades=spot_trades, spot_costs=spot_costs, plan=plan,
     )
 
 

@@ -208,3 +208,8 @@ class OptimizerSettings:
     factor_max: int = 20
     #: the spot leg with tax lots (off: overlay only, the default)
     spot: SpotLegSettings = field(default_factory=SpotLegSettings)
+    #: the multi-period planner (optimizer.planner): the number H >= 1 of rebalancing steps of
+    #: ``costs.horizon_days`` each that one solve plans ahead (trades at every step, every cost and
+    #: constraint at every step, only the first step's trades used); 1: the single-period problem.
+    #: H > 1 does not support the spot leg (``spot.enabled``)
+    horizon: int = 1

@@ -188,6 +188,45 @@ class ReserveSizing:
 
 
 @dataclass(frozen=True)
+class PlanStep:
+    """One step of a multi-period plan (optimizer.planner): the futures positions planned at the
+    end of step ``step`` (1 = now) and the trades that step makes, USD notional by contract
+    (unrounded; step 1's positions are the solution's before lot rounding)."""
+
+    step: int
+    positions: dict[str, float]
+    trades: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's H steps ahead, each ``step_days`` long. Only step 1 is traded now; the
+    later steps are what the optimiser expects to do next if nothing changes (re-planned at every
+    rebalance). The trades of all steps add up to the last step's positions minus today's."""
+
+    step_days: float
+    steps: tuple[PlanStep, ...]
+
+    @property
+    def horizon(self) -> int:
+        """H, the number of steps planned."""
+        return len(self.steps)
+
+    def total_trades(self) -> dict[str, float]:
+        """USD traded per contract over the whole plan (signed sum of the steps' trades)."""
+        out: dict[str, float] = {}
+        for st in self.steps:
+            for sym, t in st.trades.items():
+                out[sym] = out.get(sym, 0.0) + t
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: step length, H and per step the positions and trades (USD)."""
+        return {"step_days": self.step_days, "horizon": self.horizon,
+                "steps": [asdict(s) for s in self.steps]}
+
+
+@dataclass(frozen=True)
 class Solution:
     """Everything a rebalance returns. ``status``: optimal | infeasible | optimal_inaccurate."""
 
@@ -228,6 +267,9 @@ class Solution:
     #: the sized stablecoin reserve and its opportunity cost (optimizer.reserve); None unless
     #: ``constraints.size_reserve`` or ``costs.reserve_cost`` is on
     reserve: ReserveSizing | None = None
+    #: the multi-period plan (``OptimizerSettings.horizon`` > 1; optimizer.planner): positions and
+    #: trades planned for each step ahead; None for the single-period problem
+    plan: Plan | None = None
 
     @property
     def orderable(self) -> bool:
@@ -280,6 +322,8 @@ class Solution:
             out["spot_costs"] = {**asdict(self.spot_costs), "trading": self.spot_costs.trading}
         if self.reserve is not None:  # the reserve sizing: keys only when it is on
             out["reserve"] = self.reserve.to_dict()
+        if self.plan is not None:  # the multi-period planner: keys only when it is on
+            out["plan"] = self.plan.to_dict()
         return _clean(out)
 
 

@@ -1,0 +1,206 @@
+"""The multi-period planner: H rebalancing steps ahead in one convex problem (issue 12, build 1).
+
+cvxportfolio's MultiPeriodOptimization is the model. Step h = 1..H (each ``costs.horizon_days``
+long) has its own positions z_h (weight units, USD / V), a_h >= |z_h| and u_h >= |z_h - z_{h-1}|,
+with z_0 = today's positions (the Parameter z0), and its own copy of every objective term and
+constraint of the single-period problem (optimizer.terms, optimizer.constraints; each copy with
+its own Parameters, set from that step's :class:`~optimizer.data.ProblemData`):
+
+    minimise  scale * sum_h [ TE^2(z_h) + ||Gb' z_h||^2
+                              + gamma_trade (lin' |t_h| + sum_j c_j |t_jh|^{3/2})
+                              + gamma_fund carry_h' z_h + ... ],      t_h = z_h - z_{h-1}
+    s.t.      every switched-on constraint at every step (margin and stress rows on z_h, caps,
+              cluster bands, trade limits on t_h, ...)
+
+TE^2 is annualised (as in the single-period problem) and the costs are fractions of V per step,
+so each step weighs risk against its own step's costs exactly as today's problem does: with H = 1
+the planner *is* the single-period problem.
+
+Forecasts per step (:func:`step_data`): zero expected drift, so the spot weights s, the targets w,
+the base V and the risk model stay as today; the carry (perpetual funding, dated basis decay, a
+fraction of notional paid by a long over one step) may be given per step, else today's for every
+step. Only step 1's trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
+
+Compiled once per (Structure, H) with Parameters (DPP) and re-solved by new values through the same
+lean engines as :class:`~optimizer.problem.HedgeProblem` (PIQP for a QP, Clarabel when conic),
+whose output variable is step 1's z; the later steps are read from the solver's primal vector
+(:meth:`PlannerProblem.plan_z`), so the hot path needs only z_1.
+
+Rows that read today's positions through their Parameter *values* keep today's z0 at every
+step: the expiry guard (a near-expiry contract stays within |x0_j|, same sign, at every step) and
+the margin budget's hysteresis (``held``). An infeasible plan is diagnosed by the single-period
+elastic re-solve on step 1's data (optimizer.problem.elastic_resolve). Lot rounding and the
+snapping of noise trades apply to step 1's positions with step 1's terms and constraints.
+
+The spot leg is not planned: with H > 1 it is refused (:func:`check_planner`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import cvxpy as cp
+import numpy as np
+
+from models.errors import ValidationError
+from optimizer.constraints import Constraint, constraints_for
+from optimizer.context import Context
+from optimizer.data import ProblemData, Structure
+from optimizer.engines import RawResult, var_slice
+from optimizer.problem import HedgeProblem, base_constraints
+from optimizer.settings import OptimizerSettings, SolverName
+from optimizer.solution import Plan, PlanStep
+from optimizer.spot_leg import SpotContext, make_context
+from optimizer.terms import Term, terms_for
+
+
+def planner_horizon(settings: OptimizerSettings) -> int:
+    """``settings.horizon`` (the planner's H), validated: a whole number >= 1."""
+    h = settings.horizon
+    if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1:
+        raise ValidationError("horizon", f"is {h!r}",
+                              "give the number of rebalancing steps the planner looks ahead as a "
+                              "whole number >= 1 (1: the single-period problem)")
+    return int(h)
+
+
+def check_planner(structure: Structure, horizon: int) -> None:
+    """Refuse what the planner does not support: H < 1, and the spot leg with H > 1."""
+    if horizon < 1:
+        raise ValidationError("horizon", f"is {horizon}", "give a whole number >= 1")
+    if structure.spot_leg and horizon > 1:
+        raise ValidationError("horizon", f"is {horizon} with the spot leg on (spot.enabled)",
+                              "set horizon = 1 or switch the spot leg off: the multi-period "
+                              "planner plans futures trades only")
+
+
+@dataclass(frozen=True)
+class StepProblem:
+    """One step of the plan: its context (z_h, a_h, u_h; trades from ``ctx.held()``), its own
+    objective terms and constraints."""
+
+    ctx: Context
+    terms: list[Term]
+    constraints: list[Constraint]
+
+    @staticmethod
+    def create(structure: Structure, prev: cp.Expression | None) -> StepProblem:
+        """A step whose trade starts from ``prev`` (None: today's positions z0)."""
+        ctx = make_context(structure) if prev is None else Context.create(structure, prev=prev)
+        return StepProblem(ctx, terms_for(structure), constraints_for(structure))
+
+    def objective(self) -> cp.Expression:
+        """The sum of this step's terms (unscaled)."""
+        return cp.sum([t.build(self.ctx) for t in self.terms])
+
+    def rows(self) -> list[cp.Constraint]:
+        """The helper rows (a >= |z|, u >= |z - held|, spot rows) and every constraint's rows."""
+        cons = base_constraints(self.ctx.structure, self.ctx)
+        for c in self.constraints:
+            cons.extend(c.build(self.ctx))
+        return cons
+
+    def update(self, d: ProblemData) -> None:
+        """Every Parameter of this step from ``d``."""
+        self.ctx.set_common(d)
+        if isinstance(self.ctx, SpotContext):
+            self.ctx.set_spot(d)
+        for t in self.terms:
+            t.update(d)
+        for c in self.constraints:
+            c.update(d)
+
+
+def step_data(d: ProblemData, horizon: int,
+              carry: np.ndarray | None = None) -> tuple[ProblemData, ...]:
+    """The H per-step inputs built from today's ``d``.
+
+    Zero expected drift: every step has today's s, w, z0, V, risk model, costs and limits. Step h's
+    carry is ``carry[h - 1]`` (H x M; per contract the fraction of notional a long pays over one
+    step of ``costs.horizon_days``: funding rate per settlement x settlements per step for a
+    perpetual) when given, else today's ``d.carry``. Steps with today's numbers share ``d``
+    itself (no copy).
+    """
+    if carry is None:
+        return (d,) * horizon
+    arr = np.asarray(carry, dtype=float)
+    if arr.shape != (horizon, len(d.contracts)) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"per-step carry: shape {arr.shape}, expected {(horizon, len(d.contracts))}"
+                         f" of finite fractions of notional")
+    return tuple(d if np.array_equal(row, d.carry) else replace(d, carry=row.copy()) for row in arr)
+
+
+class PlannerProblem(HedgeProblem):
+    """The compiled H-step plan for one :class:`Structure` (see the module docstring).
+
+    A :class:`HedgeProblem` whose ``ctx``, ``terms`` and ``constraints`` are step 1's (what the
+    rebalance's rounding, snapping and dual report read) and whose ``problem`` is the whole plan;
+    ``solve`` (inherited: the same solver chain, fallbacks and :class:`SolveOutcome`) returns
+    step 1's z. ``builds`` counts compilations (for tests).
+    """
+
+    builds: ClassVar[int] = 0
+
+    def __init__(self, structure: Structure, horizon: int) -> None:
+        check_planner(structure, horizon)
+        PlannerProblem.builds += 1
+        self.structure = structure
+        self.horizon = horizon
+        self.steps: list[StepProblem] = []
+        prev: cp.Expression | None = None
+        for _ in range(horizon):
+            step = StepProblem.create(structure, prev)
+            self.steps.append(step)
+            prev = step.ctx.z
+        first = self.steps[0]
+        self.ctx, self.terms, self.constraints = first.ctx, first.terms, first.constraints
+        objective = structure.objective_scale * cp.sum([s.objective() for s in self.steps])
+        cons = [row for s in self.steps for row in s.rows()]
+        self._compile(objective, cons)
+        self.step_inputs: tuple[ProblemData, ...] = ()
+        self._slices: dict[str, list[slice]] = {}
+
+    def update(self, d: ProblemData, carry: np.ndarray | None = None) -> None:
+        """Set every step's Parameters from today's ``d`` (:func:`step_data`; ``carry``: the
+        optional H x M per-step carry)."""
+        self.update_steps(step_data(d, self.horizon, carry))
+
+    def update_steps(self, steps: Sequence[ProblemData]) -> None:
+        """Set step h's Parameters from ``steps[h - 1]`` (H of them, each with this structure)."""
+        if len(steps) != self.horizon:
+            raise ValueError(f"{len(steps)} step inputs for a {self.horizon}-step plan")
+        last: ProblemData | None = None
+        for step, d in zip(self.steps, steps, strict=True):
+            if d is not last:
+                if d.structure != self.structure:
+                    raise ValueError("ProblemData structure differs from the compiled problem's")
+                last = d
+            step.update(d)
+        self.data = steps[0]
+        self.step_inputs = tuple(steps)
+
+    def plan_z(self, result: RawResult) -> np.ndarray:
+        """The planned positions z_1..z_H (H x M, weight units) of a solve's ``result``."""
+        if result.x is None:
+            raise ValueError(f"no solution to read a plan from (status {result.status})")
+        slices = self._slices.get(result.solver)
+        if slices is None:
+            prog = self.engine(SolverName(result.solver)).prog
+            slices = [var_slice(prog, s.ctx.z) for s in self.steps]
+            self._slices[result.solver] = slices
+        return np.vstack([result.x[sl] for sl in slices])
+
+
+def plan_of(z_plan: np.ndarray, d: ProblemData) -> Plan:
+    """The plan in USD: per step h the positions x_h = z_h V and trades x_h - x_{h-1} (x_0 today's)
+    by contract symbol; steps ``costs.horizon_days`` long."""
+    V = d.V
+    prev = d.z0
+    steps: list[PlanStep] = []
+    for h, z in enumerate(np.atleast_2d(z_plan), start=1):
+        steps.append(PlanStep(h, dict(zip(d.contracts, (z * V).tolist(), strict=True)),
+                              dict(zip(d.contracts, ((z - prev) * V).tolist(), strict=True))))
+        prev = z
+    return Plan(step_days=d.settings.costs.horizon_days, steps=tuple(steps))
