@@ -134,6 +134,13 @@ EDGE_KINDS = {"edge": EdgeScaling.UNIFORM, "vedge": EdgeScaling.VOL}
 #: (a top-up sells spot below -2%, a sweep-out buys spot above +2%)
 PLEDGED_SWEEPS = CollateralPolicy(target_fraction=0.0, width=0.02)
 GAMMAS_RUN = GAMMAS  # --gammas
+#: fbr_overlay's variants: the cost-to-go term (kappa, p: the shape the optimality benchmark's
+#: Gaussian model favours, fixed before any run on data) and the planner's horizon
+CTG_KAPPA, CTG_POWER = 30.0, 0.4
+PLAN_H = 3
+#: the naive overlays' parameter kinds: back to target (calendars, bands) and to the band's edge
+TO_TARGET, TO_EDGE = ("cal", "band"), ("edge", "vedge")
+OVERLAYS = ("naive_reserve", "naive_pledged")
 #: the hybrid's tax weights at a positive tax rate: 1 counts a dollar of tax paid now as a dollar
 #: lost; deferring it is worth only the yield until it is paid, so lower weights are tried too
 GAMMA_TAX = (1.0, 0.3, 0.1)
@@ -183,14 +190,17 @@ def shared() -> Setup:
     return SETUP
 
 
-def fbr_policy(gamma: float, spot_leg: SpotLegSettings | None) -> Policy:
-    """fbr's optimiser: trading + impact + carry (EWMA funding), margin and stress rows."""
+def fbr_policy(gamma: float, spot_leg: SpotLegSettings | None, *, cost_to_go: float = 0.0,
+               power: float = 0.5, horizon: int = 1) -> Policy:
+    """fbr's optimiser: trading + impact + carry (EWMA funding), margin and stress rows; optionally
+    the cost-to-go term (kappa, p) and the multi-period planner (H steps)."""
     s = shared()
     costs = CostSettings(trading=True, impact=True, impact_k=1.0, carry=True, gamma_trade=gamma,
-                         gamma_fund=1.0, horizon_days=1.0, funding_forecast=FundingForecastRule.EWMA)
+                         gamma_fund=1.0, horizon_days=1.0, funding_forecast=FundingForecastRule.EWMA,
+                         cost_to_go=cost_to_go, cost_to_go_power=power)
     cons = ConstraintSettings(stress=each_and_all(s.pledged_book.asset_symbols, STRESS_MOVE))
     settings = OptimizerSettings(costs=costs, constraints=cons, basis_risk=False,
-                                 spot=spot_leg or SpotLegSettings())
+                                 spot=spot_leg or SpotLegSettings(), horizon=horizon)
     return OptimizedFutures(s.risk(), settings)
 
 
@@ -205,6 +215,8 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
         out += [(fam, f"cal {p}") for p in cal] + [(fam, f"band {b:g}") for b in bands]
         out += [(fam, f"{kind} {b:g}") for kind in EDGE_KINDS for b in bands]
     out += [("fbr_overlay", f"gt {g:g}") for g in gammas]
+    out += [("fbr_overlay", f"gt {g:g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}") for g in gammas]
+    out += [("fbr_overlay", f"gt {g:g} h {PLAN_H}") for g in gammas]
     if case == "0":
         return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas]
     return out + [("fbr_hybrid", f"gt {g:g}" + ("" if x == 1.0 else f" gx {x:g}") + ("" if ft else " nf"))
@@ -233,6 +245,10 @@ def make_policy(family: str, param: str, case: str) -> Policy:
         leg = dataclasses.replace(leg, gamma_tax=float(extra[extra.index("gx") + 1]))
     if leg is not None and "nf" in extra:  # the futures tax not priced
         leg = dataclasses.replace(leg, futures_tax=False)
+    opts = dict(zip(extra[::2], extra[1::2], strict=False))
+    if family == "fbr_overlay" and ("ctg" in opts or "h" in opts):
+        return fbr_policy(float(value), None, cost_to_go=float(opts.get("ctg", 0.0)),
+                          power=float(opts.get("p", 0.5)), horizon=int(opts.get("h", 1)))
     return fbr_policy(float(value), leg)
 
 
@@ -415,6 +431,41 @@ def compare(raw: dict[str, Any], case: str, view: str, fam: str, budget: float, 
     return {"chosen": chosen, "regimes": rows}
 
 
+def trading_points(raw: dict[str, Any], case: str, window: str,
+                   kinds: tuple[str, ...]) -> list[tuple[float, float, float, str]]:
+    """(TE, trading cost, funding, name) of the naive overlays' runs of parameter ``kinds``."""
+    return [(r["windows"][window]["tracking_error"], r["windows"][window]["trading_cost_bps"],
+             r["windows"][window]["funding_bps"], f"{r['family']} {r['param']}")
+            for r in raw.values() if r["case"] == case and r["family"] in OVERLAYS
+            and r["param"].split()[0] in kinds and window in r["windows"]]
+
+
+def compare_trading(raw: dict[str, Any], case: str, budget: float, ex: str) -> dict[str, Any]:
+    """fbr overlay's setting chosen on select (by total cost, as ``overlay_vs_naive``) against the
+    naive overlays' trading-cost frontiers per regime: at least 30% below the best that trades to
+    target, and not above the best band-to-edge."""
+    if not points(raw, case, "fbr_overlay", "select" + ex, "realised"):
+        return {"chosen": None, "regimes": {}}
+    chosen = choose(raw, case, "fbr_overlay", budget, "realised", "select" + ex)
+    run = raw[f"{case}|fbr_overlay|{chosen}"]
+    rows: dict[str, Any] = {}
+    for w in vn.REGIMES:
+        if w + ex not in run["windows"]:
+            continue
+        o = run["windows"][w + ex]
+        te, cost = o["tracking_error"], o["trading_cost_bps"]
+        tgt = trading_points(raw, case, w + ex, TO_TARGET)
+        edge = trading_points(raw, case, w + ex, TO_EDGE)
+        mt = vn.at_te(tgt, te)["cost"] if tgt else None
+        me = vn.at_te(edge, te)["cost"] if edge else None
+        rows[w + ex] = {"te": te, "trading_bps": cost, "to_target_bps": mt, "to_edge_bps": me,
+                        "below_target_pct": None if not mt else (1 - cost / mt) * 100,
+                        "met_30pct": None if mt is None else cost <= 0.7 * mt,
+                        "met_edge": None if me is None else cost <= me + 1e-9,
+                        "liquidations": o["liquidations"]}
+    return {"chosen": chosen, "regimes": rows}
+
+
 def analyse(raw: dict[str, Any], cases: list[str], budgets: tuple[float, ...]) -> dict[str, Any]:
     """Per tax case, view, budget and ex-SOL flag: fbr hybrid vs the best naive (goal: half at 0%
     tax, not dearer at 25%), fbr overlay vs spot (no more at 0%)."""
@@ -431,6 +482,7 @@ def analyse(raw: dict[str, Any], cases: list[str], budgets: tuple[float, ...]) -
                                                     "not_dearer"),
                         "overlay_vs_spot": compare(raw, case, view, "fbr_overlay", budget, ex,
                                                    ("spot",), "no_more"),
+                        "trading_vs_naive": compare_trading(raw, case, budget, ex),
                     }
     return out
 
@@ -481,6 +533,18 @@ def markdown(ana: dict[str, Any], title: str, budget: float) -> str:
                 lines.append(f"| {w} | {100 * r['te']:.2f} | {fmt(r['cost'])} | {fmt(b.get('cost'))} | "
                              f"{b.get('family', '-')} | {v['rule']} | {v['met']} | {r['liquidations']} | "
                              f"{100 * r['peak_margin_use']:.1f} |")
+            lines.append("")
+        c = per.get("trading_vs_naive")
+        if c and case == "0" and view == "realised":
+            lines += [f"## trading cost{' (ex SOL crash)' if rest.endswith('exsol') else ''}: fbr "
+                      f"overlay vs the naive overlays (chosen: {c['chosen']})", "",
+                      "| regime | TE % | fbr | best to target | below % | >= 30% | best to edge | "
+                      "<= edge | liq |", "|---|---|---|---|---|---|---|---|---|"]
+            for w, r in c["regimes"].items():
+                lines.append(f"| {w} | {100 * r['te']:.2f} | {fmt(r['trading_bps'], 2)} | "
+                             f"{fmt(r['to_target_bps'], 2)} | {fmt(r['below_target_pct'])} | "
+                             f"{r['met_30pct']} | {fmt(r['to_edge_bps'], 2)} | {r['met_edge']} | "
+                             f"{r['liquidations']} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -8,7 +8,9 @@ order planner: a dated contract is not opened or increased that close to its exp
 ``constraints.stress_preset = "each_and_all"`` adds each asset alone and all together
 +-``stress_preset_move`` (default 40%); ``constraints.size_reserve = true`` reports the smallest
 stablecoin reserve keeping every stress row solvent and its cost at ``costs.reserve_yield`` (4%/yr);
-``costs.reserve_cost = true`` also prices that reserve in the objective (optimizer.reserve_term).
+``costs.reserve_cost = true`` also prices that reserve in the objective (optimizer.reserve_term);
+``costs.cost_to_go`` (kappa) and ``costs.cost_to_go_power`` (p) add the quadratic cost-to-go
+kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo).
 """
 
 from __future__ import annotations
@@ -128,7 +130,20 @@ def _costs(table: Table) -> CostSettings:
     if "reserve_yield" in table:
         kwargs["reserve_yield"] = nonneg(table["reserve_yield"], "costs.reserve_yield", percent=True)
     kwargs.update(_funding_forecast(table))
+    kwargs.update(_cost_to_go(table))
     return CostSettings(**kwargs)
+
+
+def _cost_to_go(table: Table) -> dict[str, Any]:
+    """[costs] cost_to_go (kappa >= 0, a multiple of TE^2; 0 = off) and cost_to_go_power (p in
+    [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo)."""
+    out: dict[str, Any] = {}
+    if "cost_to_go" in table:
+        out["cost_to_go"] = nonneg(table["cost_to_go"], "costs.cost_to_go")
+    if "cost_to_go_power" in table:
+        out["cost_to_go_power"] = in_range(table["cost_to_go_power"], "costs.cost_to_go_power",
+                                           0.0, 1.0)
+    return out
 
 
 #: [costs] keys of the EWMA funding forecaster (meaningful only with funding_forecast = "ewma")

@@ -20,7 +20,8 @@ from models.instruments import ContractKind, FuturesContract
 from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel, factor_form
-from optimizer.settings import OptimizerSettings, StressScenario
+from optimizer.cost_to_go import power_shape_root
+from optimizer.settings import CostSettings, OptimizerSettings, StressScenario
 from optimizer.spot_data import SpotLegData, prepare_spot
 
 HOURS_PER_DAY = 24.0
@@ -65,6 +66,8 @@ class Structure:
     reserve_cost: bool = False
     #: the tax of realising futures gains is priced (``spot.futures_tax``; optimizer.terms.FuturesTax)
     futures_tax: bool = False
+    #: the quadratic cost-to-go is priced (``costs.cost_to_go`` > 0; optimizer.terms.CostToGo)
+    cost_to_go: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,10 @@ class ProblemData:
     #: the market time (only reduced or closed: optimizer.constraints.ExpiryGuard), else 0.0;
     #: None when ``constraints.expiry_row`` is off
     near_expiry: np.ndarray | None = None
+    #: R = sqrt(kappa) Q_p^{1/2} (N x N, symmetric) of the cost-to-go kappa (e - w*)' Q_p (e - w*)
+    #: = ||R (e - w*)||^2 (annualised variance, weight units; optimizer.cost_to_go.power_shape);
+    #: None when ``costs.cost_to_go`` is 0 (off)
+    cost_to_go_root: np.ndarray | None = None
 
     @cached_property
     def structure(self) -> Structure:
@@ -214,6 +221,7 @@ class ProblemData:
             expiry_guarded=self._expiry_guarded(),
             reserve_cost=st.costs.reserve_cost and bool(self.stress_names),
             futures_tax=self.spot is not None and self.spot.futures_tax_coef is not None,
+            cost_to_go=self.cost_to_go_root is not None,
         )
 
     def _expiry_guarded(self) -> tuple[int, ...]:
@@ -307,6 +315,30 @@ def solver_risk(risk: RiskModel, assets: list[str],
         _FACTOR_CACHE.clear()
     _FACTOR_CACHE[key] = (risk, fit.model, note)
     return fit.model, note
+
+
+def check_cost_to_go(costs: CostSettings) -> tuple[float, float]:
+    """(kappa, p) = (``costs.cost_to_go``, ``costs.cost_to_go_power``), validated: kappa finite and
+    >= 0 (a dimensionless multiple of TE^2), p in [0, 1]."""
+    kappa, p = costs.cost_to_go, costs.cost_to_go_power
+    if not (isinstance(kappa, int | float) and math.isfinite(kappa) and kappa >= 0):
+        raise ValidationError("costs.cost_to_go", f"is {kappa!r}",
+                              "give the cost-to-go weight kappa as a number >= 0, a multiple of "
+                              "the tracking-error term (0: off), e.g. 1")
+    if not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
+        raise ValidationError("costs.cost_to_go_power", f"is {p!r}",
+                              "give the cost-to-go shape power p in [0, 1] (1: Sigma's shape, 0: "
+                              "the identity's), e.g. 0.5")
+    return float(kappa), float(p)
+
+
+def cost_to_go_root(risk: RiskModel, costs: CostSettings) -> np.ndarray | None:
+    """sqrt(kappa) Q_p^{1/2} over ``risk``'s assets (optimizer.cost_to_go.power_shape_root, Sigma =
+    ``risk.covariance``, annual), None when kappa = 0 (the term is off); settings validated."""
+    kappa, p = check_cost_to_go(costs)
+    if kappa == 0:
+        return None
+    return power_shape_root(risk.covariance, p, kappa)
 
 
 def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
@@ -513,4 +545,5 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         dated=tuple(c.kind == ContractKind.DATED and c.expiry is not None for c in book.contracts),
         near_expiry=(near_expiry_mask(book, market, cs.min_days_to_expiry) if cs.expiry_row
                      else None),
+        cost_to_go_root=cost_to_go_root(risk, cc),
     )

@@ -1,6 +1,7 @@
 """The hedge problem: built once per structure with cvxpy Parameters (DPP), re-solved by updating values.
 
-minimise  scale * (TE^2 + basis risk + gamma_trade * trading cost + gamma_fund * carry)
+minimise  scale * (TE^2 + basis risk + gamma_trade * trading cost + gamma_fund * carry
+                  [+ kappa (e - w*)' Q_p (e - w*), the cost-to-go: optimizer.terms.CostToGo])
 s.t.      the switched-on constraints (optimizer.constraints), a >= |z|, u >= |z - z0|
 
 Solvers: PIQP (native, lean path) when the problem is a QP; Clarabel when it is conic; SCS last.

@@ -64,7 +64,8 @@ class ClusterBand:
 
 @dataclass(frozen=True)
 class CostSettings:
-    """Objective: TE^2 + gamma_trade * trading_cost + gamma_fund * carry_cost.
+    """Objective: TE^2 + gamma_trade * trading_cost + gamma_fund * carry_cost (+ cost_to_go x
+    (e - w*)' Q_p (e - w*) when ``cost_to_go`` > 0).
 
     ``impact`` switches on the 3/2-power term (conic); ``impact_k`` is its coefficient k.
     ``horizon_days`` is the carry horizon (funding paid over it per unit of notional).
@@ -96,6 +97,14 @@ class CostSettings:
     #: (weights), rho = reserve_yield x horizon_days / 365 (optimizer.reserve_term); the solution
     #: then reports the reserve as with ``constraints.size_reserve``. Needs stress scenarios
     reserve_cost: bool = False
+    #: kappa >= 0 of the quadratic cost-to-go (0: off, the term is not built): the objective also
+    #: pays kappa (e - w*)' Q_p (e - w*), Q_p = Sigma^p trace(Sigma) / trace(Sigma^p) (annualised
+    #: variance, weight units; optimizer.terms.CostToGo), a dimensionless multiple of TE^2 (p = 1:
+    #: kappa TE^2) pricing the deviation left after the trade beyond this period
+    cost_to_go: float = 0.0
+    #: p in [0, 1], the shape of the cost-to-go: 1 the covariance's shape, 0 the identity's (scaled
+    #: to Sigma's trace); in between the eigenvalues of Sigma are compressed towards their mean
+    cost_to_go_power: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,49 @@ class ReserveCost(Term):
         return reserve_rate(d) * reserve_weight(z, d, getattr(self, "pledged", None))
 
 
+class CostToGo(Term):
+    """kappa (e - w*)' Q_p (e - w*), Q_p = Sigma^p trace(Sigma) / trace(Sigma^p): a quadratic
+    cost-to-go of the deviation left after the trade (annualised variance, weight units, a
+    dimensionless multiple kappa of a TE^2 of Sigma's trace; optimizer.cost_to_go.power_shape).
+
+    Markowitz-van Dijk / Kritzman-Myrgren-Page: being away from target after this period's trade
+    costs more than this period's TE^2, because the deviation persists and is paid for later (in
+    risk or in trades); a quadratic of the post-trade deviation prices that future. p = 1 makes
+    the term kappa TE^2, so the solve equals the one without it with gamma_trade / (1 + kappa)
+    (the objective (1 + kappa) TE^2 + gamma c'|t| is proportional); p < 1 compresses Sigma's
+    eigenvalues towards their mean, pricing deviations in low-variance directions (spreads between
+    correlated legs) relatively more than Sigma does and common-factor ones relatively less.
+
+    In the multi-period planner every step carries its own copy (as it does TE^2), so each
+    step's post-trade deviation is priced; with H = 1 the plan is this single-period problem.
+
+    DPP as a sum of squares with R = sqrt(kappa) Q_p^{1/2} (N x N Parameter) and its product
+    R (s - w*) precomputed (a Parameter times a Parameter is not DPP):
+    ||R (B z [+ b - q]) + R (s - w*)||^2.
+    """
+
+    name = "cost_to_go"
+
+    def build(self, ctx: Context) -> cp.Expression:
+        n = ctx.structure.n_assets
+        self.R = ctx.param("cost_to_go_root", (n, n))
+        self.R_dev0 = ctx.param("cost_to_go_root_s_minus_w", n)
+        spot = spot_trade(ctx)
+        moved = ctx.B @ ctx.z if spot is None else ctx.B @ ctx.z + spot
+        return cp.sum_squares(self.R @ moved + self.R_dev0)
+
+    def update(self, d: ProblemData) -> None:
+        assert d.cost_to_go_root is not None
+        assign(self.R, d.cost_to_go_root)
+        assign(self.R_dev0, d.cost_to_go_root @ (d.s - d.w))
+
+    def value(self, z: np.ndarray, d: ProblemData) -> float:
+        if d.cost_to_go_root is None:
+            return 0.0
+        dev = d.s + d.B @ z - d.w
+        return float(np.sum((d.cost_to_go_root @ dev) ** 2))
+
+
 def terms_for(st: Structure) -> list[Term]:
     """The objective terms this problem's settings switch on."""
     out: list[Term] = [TrackingError()]
@@ -318,4 +361,6 @@ def terms_for(st: Structure) -> list[Term]:
             out.append(FuturesTax())
     if st.reserve_cost:  # costs.reserve_cost with a stress scenario
         out.append(ReserveCost())
+    if st.cost_to_go:  # costs.cost_to_go > 0
+        out.append(CostToGo())
     return out
