@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from optimality_dp import (  # noqa: E402
+from optimality_dp import (
     Grid,
     Model,
     bellman_min,
@@ -21,7 +21,7 @@ from optimality_dp import (  # noqa: E402
     solve_dp,
     spread,
 )
-from optimality_sim import (  # noqa: E402
+from optimality_sim import (
     at_te,
     band_to_edge,
     band_to_target,
