@@ -215,7 +215,9 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
         out += [(fam, f"cal {p}") for p in cal] + [(fam, f"band {b:g}") for b in bands]
         out += [(fam, f"{kind} {b:g}") for kind in EDGE_KINDS for b in bands]
     out += [("fbr_overlay", f"gt {g:g}") for g in gammas]
-    out += [("fbr_overlay", f"gt {g:g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}") for g in gammas]
+    # with the term, the deviation's price is about (1 + kappa) x TE^2: gamma_trade scaled alike
+    out += [("fbr_overlay", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}")
+            for g in gammas]
     out += [("fbr_overlay", f"gt {g:g} h {PLAN_H}") for g in gammas]
     if case == "0":
         return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas]
