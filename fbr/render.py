@@ -101,6 +101,43 @@ def summary_table(sol: Solution) -> Table:
     return t
 
 
+def plan_table(sol: Solution) -> Table | None:
+    """The planner's trades per step (USD notional by contract) and the share of the whole plan's
+    trade that step 1 makes now; None without a plan (single-period)."""
+    if sol.plan is None:
+        return None
+    plan = sol.plan
+    t = Table(title=f"Plan: {plan.horizon} steps of {plan.step_days:g} days (only step 1 is sent)",
+              title_justify="left")
+    t.add_column("contract")
+    for st in plan.steps:
+        t.add_column(f"step {st.step} USD", justify="right")
+    t.add_column("now / plan", justify="right")
+    total = plan.total_trades()
+    for sym in sorted(total):
+        now = plan.steps[0].trades.get(sym, 0.0)
+        share = f"{100 * now / total[sym]:.0f}%" if abs(total[sym]) > 0.005 else "-"
+        cells = [st.trades.get(sym, 0.0) for st in plan.steps]
+        t.add_row(sym, *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
+    return t
+
+
+def plan_note(sol: Solution) -> str | None:
+    """Why today's trade is what it is, in one sentence (None without a plan)."""
+    if sol.plan is None:
+        return None
+    total = sum(abs(v) for v in sol.plan.total_trades().values())
+    now = sum(abs(v) for v in sol.plan.steps[0].trades.values())
+    if total <= 0.005:
+        return "the plan trades nothing: every step's costs outweigh the tracking error removed"
+    if now >= total - 0.005:
+        return ("the whole planned trade is made now: waiting would carry the tracking error for "
+                "longer than the trade costs")
+    return (f"{100 * now / total:.0f}% of the planned trade is made now and the rest spread over the "
+            "later steps: splitting it costs less impact than trading at once, or the carry "
+            "(funding, basis) forecast per step favours waiting")
+
+
 def render_solution(sol: Solution, console: Console) -> None:
     """Print the whole plan."""
     if sol.labels:
@@ -109,6 +146,10 @@ def render_solution(sol: Solution, console: Console) -> None:
     if sol.spot_costs is not None:  # the spot leg is on
         console.print(spot_trades_table(sol))
     console.print(exposure_table(sol))
+    plan = plan_table(sol)
+    if plan is not None:
+        console.print(plan)
+        console.print(f"[bold]plan:[/bold] {escape(plan_note(sol) or '')}")
     console.print(summary_table(sol))
     if sol.binding_constraints:
         lines = [Text(f"- {b.explanation}") for b in sol.binding_constraints]
