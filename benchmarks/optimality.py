@@ -331,6 +331,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], out: Path) -> None:
+    """Each family's Pareto frontier (simulated) and the DP optimum's (chain), log-log."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -341,7 +342,7 @@ def plot(res: dict[str, Any], out: Path) -> None:
     pts = sorted((r["te"], r["cost_bp"]) for r in res["dp_rows"] if r["div"] == div)
     ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], "k-", lw=2.5, label="DP optimum")
     for name, rows in res["simulated"].items():
-        pts = sorted((r["te"], r["cost_bp"]) for r in rows if r["te"] > 0)
+        pts = frontier([(r["te"], r["cost_bp"]) for r in rows if r["te"] > 0])
         ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], ".-", label=name, alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -366,6 +367,7 @@ def main() -> int:
                     help="a pickle of the DP solutions: read when it matches, else written")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="redraw the figure from the JSON")
     args = ap.parse_args()
     divs = tuple(float(x) for x in args.divs.split(",")) if args.divs else (
         (6.0, 10.0) if args.quick else DIVS)
@@ -375,6 +377,10 @@ def main() -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.replot:
+        res = json.loads((RESULTS / "optimality.json").read_text())
+        plot(res, RESULTS / "optimality.png")
+        return 0
     model = Model()
     t0 = time.perf_counter()
     log("fbr's optimiser vs the simulated objective ...")
