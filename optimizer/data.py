@@ -16,12 +16,13 @@ import numpy as np
 from models.book import Book
 from models.costs import CostModel
 from models.errors import ValidationError
+from models.funding_forecast import decay_from_half_life
 from models.instruments import ContractKind, FuturesContract
 from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel, factor_form
 from optimizer.cost_to_go import power_shape_root
-from optimizer.settings import CostSettings, OptimizerSettings, StressScenario
+from optimizer.settings import CostSettings, FundingForecastRule, OptimizerSettings, StressScenario
 from optimizer.spot_data import SpotLegData, prepare_spot
 
 HOURS_PER_DAY = 24.0
@@ -196,6 +197,9 @@ class ProblemData:
     #: = ||R (e - w*)||^2 (annualised variance, weight units; optimizer.cost_to_go.power_shape);
     #: None when ``costs.cost_to_go`` is 0 (off)
     cost_to_go_root: np.ndarray | None = None
+    #: the planner's carry per step (H x M, fractions of notional a long pays over each step;
+    #: :func:`carry_path`); None for the single-period problem (H = 1)
+    carry_steps: np.ndarray | None = None
 
     @cached_property
     def structure(self) -> Structure:
@@ -354,6 +358,33 @@ def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
         raise ValidationError(f"constraints.stress.{sc.name}.returns.{a}", f"is {r[bad[0]]}",
                               "give a simple return above -100% (e.g. -0.3 for -30%)")
     return r
+
+
+def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: np.ndarray,
+               horizon: int) -> np.ndarray:
+    """The carry of each of the planner's H steps (H x M, fractions of notional, step 1 = ``first``,
+    today's :func:`_carry_per_horizon`).
+
+    Perpetual j with the ``ewma`` rule and a market forecast: the forecast's premium over the
+    long-run level mu decays by phi = 2^(-1/T) per settlement (T the reversion half-life,
+    ``funding_reversion_half_life``), so with n_j settlements per step and rbar_1 = first_j / n_j
+    the mean rate of step h is mu + (rbar_1 - mu) phi^(n_j (h - 1)) and its carry n_j times that
+    (models.funding_forecast: the same shrinkage as the forecast itself). Otherwise (the ``last``
+    rule, no forecast): today's rate persists. Dated j: the basis decays linearly to expiry, so
+    each step before expiry pays the same b x step / days to expiry (= ``first_j``).
+    """
+    out = np.tile(np.asarray(first, dtype=float), (horizon, 1))
+    if costs.funding_forecast != FundingForecastRule.EWMA:
+        return out
+    mu = costs.funding_long_run_rate
+    phi = decay_from_half_life(costs.funding_reversion_half_life)
+    for j, c in enumerate(book.contracts):
+        if c.kind != ContractKind.PERPETUAL or c.symbol not in market.funding_forecast:
+            continue
+        n = costs.horizon_days * HOURS_PER_DAY / c.funding_interval_h
+        rbar = first[j] / n
+        out[:, j] = n * (mu + (rbar - mu) * phi ** (n * np.arange(horizon)))
+    return out
 
 
 def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) -> np.ndarray:
@@ -528,7 +559,9 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         FtB=risk.loadings.T[:, np.argmax(B, axis=0)],
         sqrt_idio=np.sqrt(np.clip(risk.idio, 0.0, None)), Gb=Gb,
         lin_cost=costs.linear, impact_cost=costs.impact * math.sqrt(V),
-        carry=_carry_per_horizon(book, market, cc.horizon_days),
+        carry=(carry := _carry_per_horizon(book, market, cc.horizon_days)),
+        carry_steps=(carry_path(book, market, cc, carry, settings.horizon)
+                     if isinstance(settings.horizon, int) and settings.horizon > 1 else None),
         inv_lev=inv_lev, im_budget=mb.budget,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),

@@ -18,8 +18,10 @@ the planner *is* the single-period problem.
 
 Forecasts per step (:func:`step_data`): zero expected drift, so the spot weights s, the targets w,
 the base V and the risk model stay as today; the carry (perpetual funding, dated basis decay, a
-fraction of notional paid by a long over one step) may be given per step, else today's for every
-step. Only step 1's trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
+fraction of notional paid by a long over one step) may be given per step; the rebalancer gives
+optimizer.data.carry_path's (the EWMA funding forecast's premium decaying to its long-run level
+step by step; dated basis carry constant to expiry), else today's for every step. Only step
+1's trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
 
 Compiled once per (Structure, H) with Parameters (DPP) and re-solved by new values through the same
 lean engines as :class:`~optimizer.problem.HedgeProblem` (PIQP for a QP, Clarabel when conic),
@@ -164,7 +166,10 @@ class PlannerProblem(HedgeProblem):
 
     def update(self, d: ProblemData, carry: np.ndarray | None = None) -> None:
         """Set every step's Parameters from today's ``d`` (:func:`step_data`; ``carry``: the
-        optional H x M per-step carry)."""
+        optional H x M per-step carry, by default ``d.carry_steps``, the forecast per step of
+        optimizer.data.carry_path, when it has H rows)."""
+        if carry is None and d.carry_steps is not None and len(d.carry_steps) == self.horizon:
+            carry = d.carry_steps
         self.update_steps(step_data(d, self.horizon, carry))
 
     def update_steps(self, steps: Sequence[ProblemData]) -> None:

@@ -28,6 +28,7 @@ from optimizer.rebalance import Rebalancer
 from optimizer.settings import (
     ConstraintSettings,
     CostSettings,
+    FundingForecastRule,
     OptimizerSettings,
     SolverName,
     SpotLegSettings,
@@ -346,3 +347,29 @@ def test_book_file_solver_horizon() -> None:
             parse_settings({"solver": {"horizon": bad}}, {}, book)
     with pytest.raises(ValidationError, match="set horizon = 1 or switch the spot leg off"):
         parse_settings({"solver": {"horizon": 2, "spot_leg": True}}, {}, book)
+
+
+def test_carry_path_decays_the_ewma_forecast_to_its_long_run_level() -> None:
+    """A perpetual whose EWMA forecast is 3 bp per 8 h settlement, long-run level 1 bp, reversion
+    half-life 90 settlements, 1-day steps (3 settlements): step h's carry is
+    3 x (1e-4 + 2e-4 x 2^(-3 (h - 1) / 90)) by hand; the dated-free book has no other contract."""
+    perp = FuturesContract("BTC-PERP", "BTC", lot_step=1e-9, min_notional=0.0)
+    book = Book((SpotAsset("BTC"),), (perp,), spot={"BTC": 10.0}, targets={"BTC": 0.9}, cash=1e5)
+    market = MarketSnapshot(time=T0, spot={"BTC": 50_000.0}, mark={"BTC-PERP": 50_000.0},
+                            funding={"BTC-PERP": 5e-4}, funding_forecast={"BTC-PERP": 3e-4})
+    risk = RiskModel.from_covariance(("BTC",), np.array([[0.36]]))
+    costs = CostSettings(funding_forecast=FundingForecastRule.EWMA, funding_long_run_rate=1e-4,
+                         funding_reversion_half_life=90.0, horizon_days=1.0)
+    d = prepare(book, market, risk, OptimizerSettings(costs=costs, horizon=4))
+    hand = [3 * (1e-4 + 2e-4 * 2 ** (-3 * h / 90)) for h in range(4)]
+    assert d.carry[0] == pytest.approx(9e-4)
+    assert d.carry_steps is not None
+    np.testing.assert_allclose(d.carry_steps[:, 0], hand, rtol=1e-12)
+    # the planner's steps are set from that path; any other rule keeps today's carry at every step
+    pp = PlannerProblem(d.structure, 4)
+    pp.update(d)
+    np.testing.assert_allclose([s.carry[0] for s in pp.step_inputs], hand, rtol=1e-12)
+    last = prepare(book, market, risk, OptimizerSettings(horizon=4))
+    assert last.carry_steps is not None
+    np.testing.assert_allclose(last.carry_steps[:, 0], last.carry[0], rtol=1e-12)
+    assert prepare(book, market, risk, OptimizerSettings()).carry_steps is None
