@@ -141,6 +141,7 @@ PLAN_H = 3
 #: the naive overlays' parameter kinds: back to target (calendars, bands) and to the band's edge
 TO_TARGET, TO_EDGE = ("cal", "band"), ("edge", "vedge")
 OVERLAYS = ("naive_reserve", "naive_pledged")
+FBR = ("fbr_overlay", "fbr_hybrid")
 #: the hybrid's tax weights at a positive tax rate: 1 counts a dollar of tax paid now as a dollar
 #: lost; deferring it is worth only the yield until it is paid, so lower weights are tried too
 GAMMA_TAX = (1.0, 0.3, 0.1)
@@ -445,12 +446,12 @@ def trading_points(raw: dict[str, Any], case: str, window: str,
 
 
 def choose_trading(raw: dict[str, Any], case: str, budget: float, window: str) -> str:
-    """fbr overlay's run with the lowest trading cost per unit of TE headroom used on ``window``:
-    among runs with TE <= 1.05 budget, the one whose trading cost is lowest relative to the naive
-    to-target frontier at its own TE (so a low-TE run is not favoured merely for trading more)."""
-    runs = [r for r in raw.values() if r["case"] == case and r["family"] == "fbr_overlay"
-            and window in r["windows"]
-            and r["windows"][window]["tracking_error"] <= (1 + vn.MATCH_TOL) * budget]
+    """fbr's run (overlay or hybrid, key ``family|param``) with the lowest trading cost relative to
+    the naive to-target frontier at its own TE on ``window``, among runs with TE <= 1.05 budget
+    (so a low-TE run is not favoured merely for trading more); else its lowest-TE run."""
+    runs = [r for r in raw.values() if r["case"] == case and r["family"] in FBR
+            and window in r["windows"]]
+    ok = [r for r in runs if r["windows"][window]["tracking_error"] <= (1 + vn.MATCH_TOL) * budget]
     tgt = trading_points(raw, case, window, TO_TARGET)
 
     def ratio(r: dict[str, Any]) -> float:
@@ -458,20 +459,19 @@ def choose_trading(raw: dict[str, Any], case: str, budget: float, window: str) -
         m = vn.at_te(tgt, o["tracking_error"])["cost"] if tgt else None
         return o["trading_cost_bps"] / m if m else math.inf
 
-    if not runs:
-        return choose(raw, case, "fbr_overlay", budget, "realised", window)
-    return str(min(runs, key=ratio)["param"])
+    best = min(ok, key=ratio) if ok else min(runs, key=lambda r: r["windows"][window]["tracking_error"])
+    return f"{best['family']}|{best['param']}"
 
 
 def compare_trading(raw: dict[str, Any], case: str, budget: float, ex: str) -> dict[str, Any]:
-    """fbr overlay's setting chosen on select by its trading cost against the naive to-target
+    """fbr's setting (overlay or hybrid) chosen on select by its trading cost against the naive to-target
     frontier at its own TE (``choose_trading``), against the naive overlays' trading-cost frontiers
     per regime: at least 30% below the best that trades to target, and not above the best
     band-to-edge."""
-    if not points(raw, case, "fbr_overlay", "select" + ex, "realised"):
+    if not any(points(raw, case, f, "select" + ex, "realised") for f in FBR):
         return {"chosen": None, "regimes": {}}
     chosen = choose_trading(raw, case, budget, "select" + ex)
-    run = raw[f"{case}|fbr_overlay|{chosen}"]
+    run = raw[f"{case}|{chosen}"]
     rows: dict[str, Any] = {}
     for w in vn.REGIMES:
         if w + ex not in run["windows"]:
@@ -561,7 +561,7 @@ def markdown(ana: dict[str, Any], title: str, budget: float) -> str:
         c = per.get("trading_vs_naive")
         if c and case == "0" and view == "realised":
             lines += [f"## trading cost{' (ex SOL crash)' if rest.endswith('exsol') else ''}: fbr "
-                      f"overlay vs the naive overlays (chosen: {c['chosen']})", "",
+                      f"vs the naive overlays (chosen: {c['chosen']})", "",
                       "| regime | TE % | fbr | best to target | below % | >= 30% | best to edge | "
                       "<= edge | liq |", "|---|---|---|---|---|---|---|---|---|"]
             for w, r in c["regimes"].items():
