@@ -80,6 +80,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.funding_forecast import origin_mask  # noqa: E402
 from models.funding_forecast import (  # noqa: E402
     EwmaShrinkForecaster,
     ewma_path,
@@ -204,19 +205,6 @@ def perp_forecasters(half_lives: Sequence[float], shrink_half_life: float,
     out["ewma_shrunk"] = ewma_shrunk(shrink_half_life, reversion_half_life)
     out["mean_30d"] = trailing_mean(MEAN_WINDOW_BARS)
     return out
-
-
-def origin_mask(index: pd.DatetimeIndex, horizon: int, start: pd.Timestamp | None,
-                end: pd.Timestamp) -> np.ndarray:
-    """Origins ``t`` with ``start <= time_t`` and ``time_{t+H} <= end`` (``t + H`` in the data)."""
-    n = len(index)
-    ok = np.zeros(n, dtype=bool)
-    if n <= horizon:
-        return ok
-    ok[: n - horizon] = np.asarray(index[horizon:] <= end)
-    if start is not None:
-        ok &= np.asarray(index >= start)
-    return ok
 
 
 def perp_errors(forecaster: PathForecaster, basis: pd.Series, horizon: int, start: pd.Timestamp | None,

@@ -112,7 +112,7 @@ def load_symbol_rates(data_dir: Path, symbols: list[str] | None) -> dict[str, pd
     return {s: frame[s].dropna().astype(float) for s in names}
 
 
-def _origin_mask(index: pd.DatetimeIndex, horizon: int, start: pd.Timestamp | None,
+def origin_mask(index: pd.DatetimeIndex, horizon: int, start: pd.Timestamp | None,
                  end: pd.Timestamp) -> np.ndarray:
     """Origins ``t`` with start <= time_t and time_{t+H} <= end (and ``t + H`` inside the data)."""
     n = len(index)
@@ -129,7 +129,7 @@ def errors_for(model: FundingForecaster, rates: pd.Series, horizon: int, start: 
                end: pd.Timestamp) -> np.ndarray:
     """Forecast minus realised mean over the next ``horizon`` settlements at every valid origin."""
     r = rates.to_numpy(dtype=float)
-    mask = _origin_mask(pd.DatetimeIndex(rates.index), horizon, start, end)
+    mask = origin_mask(pd.DatetimeIndex(rates.index), horizon, start, end)
     target = realised_mean_path(r, horizon)
     fc = model.mean_rate_path(r, horizon)
     return np.asarray((fc - target)[mask], dtype=float)

@@ -51,10 +51,10 @@ from optimizer.constraints import Constraint, constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import RawResult, var_slice
-from optimizer.problem import HedgeProblem, base_constraints
+from optimizer.problem import HedgeProblem, base_constraints, set_values
 from optimizer.settings import OptimizerSettings, SolverName
 from optimizer.solution import Plan, PlanStep
-from optimizer.spot_leg import SpotContext, make_context
+from optimizer.spot_leg import make_context
 from optimizer.terms import Term, terms_for
 
 
@@ -106,13 +106,7 @@ class StepProblem:
 
     def update(self, d: ProblemData) -> None:
         """Every Parameter of this step from ``d``."""
-        self.ctx.set_common(d)
-        if isinstance(self.ctx, SpotContext):
-            self.ctx.set_spot(d)
-        for t in self.terms:
-            t.update(d)
-        for c in self.constraints:
-            c.update(d)
+        set_values(self.ctx, self.terms, self.constraints, d)
 
 
 def step_data(d: ProblemData, horizon: int,

@@ -105,6 +105,19 @@ def base_constraints(st: Structure, ctx: Context) -> list[cp.Constraint]:
     return cons
 
 
+def set_values(ctx: Context, terms: list[Term], constraints: list[Constraint],
+               d: ProblemData) -> None:
+    """Every Parameter of one (step's) problem from ``d``: the shared ones, the spot leg's, each
+    term's and each constraint's."""
+    ctx.set_common(d)
+    if isinstance(ctx, SpotContext):
+        ctx.set_spot(d)
+    for t in terms:
+        t.update(d)
+    for c in constraints:
+        c.update(d)
+
+
 class HedgeProblem:
     """The compiled problem for one :class:`Structure`. ``builds`` counts compilations (for tests)."""
 
@@ -140,13 +153,7 @@ class HedgeProblem:
         """Set every Parameter from ``d`` (which must have this problem's structure)."""
         if d.structure != self.structure:
             raise ValueError("ProblemData structure differs from the compiled problem's")
-        self.ctx.set_common(d)
-        if isinstance(self.ctx, SpotContext):
-            self.ctx.set_spot(d)
-        for t in self.terms:
-            t.update(d)
-        for c in self.constraints:
-            c.update(d)
+        set_values(self.ctx, self.terms, self.constraints, d)
         self.data = d
 
     def default_chain(self) -> tuple[SolverName, ...]:
@@ -269,13 +276,7 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
         cons += ctx.spot_constraints()
     for c, sl in zip(constraints, slacks, strict=True):
         cons.extend(c.build(ctx, sl))
-    ctx.set_common(d)
-    if isinstance(ctx, SpotContext):
-        ctx.set_spot(d)
-    for t in terms:
-        t.update(d)
-    for c in constraints:
-        c.update(d)
+    set_values(ctx, terms, constraints, d)
     total_slack = cp.sum(cp.hstack(slacks)) if slacks else cp.Constant(0.0)
     prob = cp.Problem(cp.Minimize(1e6 * total_slack + obj), cons)
     for solver in (cp.CLARABEL, cp.SCS):
