@@ -222,7 +222,9 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
             for g in gammas for gf in ("", " gf 0")]
     out += [("fbr_overlay", f"gt {g:g} h {PLAN_H}") for g in gammas]
     if case == "0":
-        return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas]
+        return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas] + [
+            ("fbr_hybrid", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}")
+            for g in gammas]
     return out + [("fbr_hybrid", f"gt {g:g}" + ("" if x == 1.0 else f" gx {x:g}") + ("" if ft else " nf"))
                   for ft in (True, False) for x in GAMMA_TAX for g in gammas]
 
@@ -250,11 +252,9 @@ def make_policy(family: str, param: str, case: str) -> Policy:
     if leg is not None and "nf" in extra:  # the futures tax not priced
         leg = dataclasses.replace(leg, futures_tax=False)
     opts = dict(zip(extra[::2], extra[1::2], strict=False))
-    if family == "fbr_overlay" and ("ctg" in opts or "h" in opts):
-        return fbr_policy(float(value), None, cost_to_go=float(opts.get("ctg", 0.0)),
-                          power=float(opts.get("p", 0.5)), horizon=int(opts.get("h", 1)),
-                          gamma_fund=float(opts.get("gf", 1.0)))
-    return fbr_policy(float(value), leg)
+    return fbr_policy(float(value), leg, cost_to_go=float(opts.get("ctg", 0.0)),
+                      power=float(opts.get("p", 0.5)), horizon=int(opts.get("h", 1)),
+                      gamma_fund=float(opts.get("gf", 1.0)))
 
 
 def run_one(job: tuple[str, str, str]) -> tuple[str, dict[str, Any]]:
