@@ -60,11 +60,12 @@ from optimality_sim import (  # noqa: E402
     calendar,
     dp_policy,
     frontier,
-    lasso_step,
     simulate,
     single_period,
     vol_bands,
 )
+
+from optimizer.cost_to_go import fit_power, lasso_step, power_shape  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TE_TARGETS = (0.003, 0.005, 0.01, 0.02)
@@ -75,17 +76,11 @@ BANDS = tuple(float(b) for b in np.geomspace(0.003, 0.08, 12))
 RATIOS = (0.4, 0.55, 0.7, 0.85, 1.0)
 CALENDARS = (1, 2, 3, 6, 12, 21, 42, 90, 180, 365)
 KAPPAS = tuple(float(k) for k in np.geomspace(5e-5, 3e-2, 12))  # gamma_trade x c
-#: the cost-to-go term's (kappa, p): kappa large, so Q_p sets the no-trade region's shape; p is
-#: fitted by simulation among these (the family with the lowest cost at each TE)
-CTG = ((30.0, 0.3), (30.0, 0.4), (30.0, 0.5))
+#: the cost-to-go term's kappa: large, so Q_p sets the no-trade region's shape; p is fitted by
+#: simulation (optimizer.cost_to_go.fit_power at TE 1%, its own seed), and p +- 0.1 shown beside it
+CTG_KAPPA = 30.0
+FIT_TE = 0.01
 KAPPAS_CTG = tuple(float(k) for k in np.geomspace(5e-5, 0.1, 14))
-
-
-def power_shape(sigma: np.ndarray, p: float) -> np.ndarray:
-    """Sigma^p scaled to Sigma's trace (eigenvalues clipped at 0)."""
-    vals, vecs = np.linalg.eigh(sigma)
-    S = (vecs * np.clip(vals, 0.0, None) ** p) @ vecs.T
-    return np.asarray(S * np.trace(sigma) / np.trace(S))
 
 
 def ctg_matrix(model: Model, kappa: float, p: float) -> np.ndarray:
@@ -148,7 +143,8 @@ def cached_dp(model: Model, divs: tuple[float, ...], cache: Path | None,
 # 2. policies on common paths
 
 
-def families(model: Model, finest: dict[float, DPSolution]) -> dict[str, list[tuple[str, PolicyFn]]]:
+def families(model: Model, finest: dict[float, DPSolution],
+             powers: tuple[float, ...]) -> dict[str, list[tuple[str, PolicyFn]]]:
     """Every simulated family: (parameter label, policy)."""
     out: dict[str, list[tuple[str, PolicyFn]]] = {
         "band_to_target": [(f"b={b:.4f}", band_to_target(b)) for b in BANDS],
@@ -162,9 +158,11 @@ def families(model: Model, finest: dict[float, DPSolution]) -> dict[str, list[tu
                               for k in KAPPAS],
         "dp_policy": [(f"lambda={lam:g}", dp_policy(sol)) for lam, sol in finest.items()],
     }
-    for kappa, p in CTG:
+    for i, p in enumerate(powers):
+        kappa = CTG_KAPPA
         Q = ctg_matrix(model, kappa, p)
-        out[f"fbr_cost_to_go_k{kappa:g}_p{p:g}"] = [
+        name = "fbr_cost_to_go_fitted" if i == 0 else f"fbr_cost_to_go_p{p:g}"
+        out[name] = [
             (f"gamma_trade={k * (1 + kappa) / model.cost:.3g}", single_period(Q, k * (1 + kappa)))
             for k in KAPPAS_CTG]
     return out
@@ -234,7 +232,7 @@ def fbr_check(model: Model, samples: int, seed: int = 7) -> dict[str, float]:
         y = solve(d, gamma, 0.0, 0.5, 1)
         worst["single_period"] = max(worst["single_period"],
                                      float(np.abs(y - lasso_step(model.sigma, k, d[None])[0]).max()))
-        kappa, p = CTG[0]
+        kappa, p = CTG_KAPPA, 0.4
         y = solve(d, gamma, kappa, p, 1)
         ref = lasso_step(ctg_matrix(model, kappa, p), k, d[None])[0]
         worst["cost_to_go"] = max(worst["cost_to_go"], float(np.abs(y - ref).max()))
@@ -265,7 +263,9 @@ def excess(cost: float | None, opt: float | None) -> float | None:
 
 
 def summary(opt: dict[str, float | None], fams: dict[str, dict[str, float | None]]) -> dict[str, Any]:
-    fbr = [n for n in fams if n.startswith("fbr_")]
+    """Per TE: the optimum, fbr's best policy (the single period or the fitted cost-to-go, not the
+    sensitivity runs), its excess, and the optimum's saving against the bands."""
+    fbr = ["fbr_single_period", "fbr_cost_to_go_fitted"]
     out: dict[str, Any] = {}
     for te in (f"{t:g}" for t in TE_TARGETS):
         best_fbr = min((fams[n][te] for n in fbr if fams[n][te] is not None), default=None)
@@ -320,6 +320,11 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{fmt(s['best_fbr_bp'])} | {fmt(s['best_fbr_excess_pct'], 1)} | "
                      f"{s['within_5pct']} | {fmt(s['optimum_below_band_to_target_pct'], 1)} | "
                      f"{fmt(s['optimum_below_band_to_edge_pct'], 1)} |")
+    fit = res["fit"]
+    lines += ["", f"The cost-to-go's shape p fitted by simulation (optimizer.cost_to_go.fit_power, "
+              f"its own seeded paths, TE {100 * fit['te']:g}%): p = {fit['power']:g}; simulated cost "
+              "by p (bp/yr): " + ", ".join(f"{k}: {v:.2f}" for k, v in
+                                            fit["cost_bp_by_power"].items()) + "."]
     chk = res["fbr_check"]
     lines += ["", f"fbr's optimiser vs the simulated objective on {res['check_samples']} random "
               f"states, max |difference| in weights: single period {chk['single_period']:.1e}, "
@@ -388,13 +393,22 @@ def main() -> int:
     log(f"  {check}")
     log("DP optimum ...")
     rows, finest = cached_dp(model, divs, args.dp_cache, log)
+    log(f"the cost-to-go's p fitted by simulation at TE {FIT_TE:.1%} ...")
+    fit = fit_power(model.sigma, np.asarray(model.weights), np.full(3, model.cost),
+                    1.0 / model.steps_per_year, FIT_TE, paths=16 if args.quick else 32,
+                    steps=800 if args.quick else 2000)
+    log(f"  p = {fit.power:g} ({ {k: round(v * 1e4, 3) for k, v in fit.cost_at_te.items()} } bp/yr)")
+    powers = (fit.power, *(q for q in (round(fit.power - 0.1, 2), round(fit.power + 0.1, 2))
+                          if 0.0 <= q <= 1.0))
     log("policies on common paths ...")
-    sims = simulate_all(model, families(model, finest), paths, steps, log)
+    sims = simulate_all(model, families(model, finest, powers), paths, steps, log)
     fine, coarse = dp_at(rows, divs[-1]), dp_at(rows, divs[-2])
     res: dict[str, Any] = {
         "model": dataclasses.asdict(model), "te_targets": TE_TARGETS, "lambdas": LAMBDAS,
         "divs": divs, "paths": paths, "steps": steps, "check_samples": samples,
         "fbr_check": check, "dp_rows": rows, "simulated": sims,
+        "fit": {"te": FIT_TE, "power": fit.power, "kappa": CTG_KAPPA,
+                "cost_bp_by_power": {f"{k:g}": v * 1e4 for k, v in fit.cost_at_te.items()}},
         "optimum": {"finest": fine, "coarser": coarse,
                     "shift_pct": {t: excess(coarse[t], fine[t]) for t in fine}},
     }

@@ -12,7 +12,7 @@ Policies (each a plain function of the state, all parameters explicit):
 - calendar: every ``period`` steps y = 0;
 - single period (fbr's objective restricted to this model): y = argmin y' Q y + kappa |y - x|_1
   with Q = Sigma (the TE^2 term) and kappa = gamma_trade c, by exact coordinate descent
-  (soft-thresholding); checked against fbr's own optimiser in :mod:`optimality`;
+  (optimizer.cost_to_go.lasso_step); checked against fbr's own optimiser in :mod:`optimality`;
 - the DP policy: the grid node nearest to x, traded by the grid policy's move.
 """
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from optimality_dp import DPSolution, Model
+
+from optimizer.cost_to_go import lasso_step
 
 PolicyFn = Callable[[np.ndarray, int], np.ndarray]
 
@@ -94,31 +96,6 @@ def calendar(period: int) -> PolicyFn:
     def pol(x: np.ndarray, k: int) -> np.ndarray:
         return np.zeros_like(x) if k % period == 0 else x
     return pol
-
-
-def lasso_step(Q: np.ndarray, kappa: float, x: np.ndarray, *, sweeps: int = 200,
-               tol: float = 1e-14) -> np.ndarray:
-    """argmin_y y' Q y + kappa |y - x|_1 for each row of x, by coordinate descent.
-
-    Coordinate i, others fixed: minimise Q_ii y_i^2 + 2 y_i m_i + kappa |y_i - x_i| with
-    m_i = sum_{j != i} Q_ij y_j; the unconstrained minimiser is u = -m_i / Q_ii and the answer is
-    y_i = x_i + soft(u - x_i, kappa / (2 Q_ii)). Exact at convergence (Q positive definite).
-    """
-    y = x.copy()
-    diag = np.diag(Q)
-    for _ in range(sweeps):
-        change = 0.0
-        for i in range(Q.shape[0]):
-            m = y @ Q[i] - Q[i, i] * y[:, i]
-            u = -m / diag[i]
-            g = u - x[:, i]
-            thr = kappa / (2.0 * diag[i])
-            new = x[:, i] + np.sign(g) * np.maximum(np.abs(g) - thr, 0.0)
-            change = max(change, float(np.abs(new - y[:, i]).max(initial=0.0)))
-            y[:, i] = new
-        if change < tol:
-            break
-    return y
 
 
 def single_period(Q: np.ndarray, kappa: float) -> PolicyFn:
