@@ -44,6 +44,47 @@ def realised_portfolio_vol(prices: np.ndarray, weights: np.ndarray, periods_per_
     return float(np.std(rp, ddof=1) * np.sqrt(periods_per_year))
 
 
+class PriceHistory:
+    """The last ``window`` + 1 spot prices (USD) seen by a policy, one column per asset, with their
+    timestamps (the convention of ``VolScaledBandFutures``): a call at the timestamp of the
+    previous one replaces it (no double count); an earlier timestamp, or other assets, starts a
+    new history (a new run)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.assets: tuple[str, ...] = ()
+        self.times: deque[pd.Timestamp] = deque(maxlen=window + 1)
+        self.prices: deque[np.ndarray] = deque(maxlen=window + 1)
+
+    def observe(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> None:
+        """Record the book's spot prices at ``t``."""
+        assets = tuple(book.asset_symbols)
+        if assets != self.assets or (self.times and t < self.times[-1]):
+            self.assets = assets
+            self.times.clear()
+            self.prices.clear()
+        if self.times and t == self.times[-1]:
+            self.times.pop()
+            self.prices.pop()
+        self.times.append(t)
+        self.prices.append(np.array([market.spot_price(a) for a in assets], dtype=float))
+
+    @property
+    def full(self) -> bool:
+        """True once ``window`` returns (``window`` + 1 prices) are recorded."""
+        return len(self.prices) == self.window + 1
+
+    def matrix(self) -> np.ndarray:
+        """The recorded prices ((window + 1) x N, USD), oldest first."""
+        return np.vstack(list(self.prices))
+
+    def periods_per_year(self) -> float:
+        """365 days / the median spacing of the recorded timestamps (daily 365, hourly 8760)."""
+        steps = np.diff(np.array([ts.value for ts in self.times], dtype=float))  # ns
+        step_days = float(np.median(steps)) / _DAY.value if steps.size else 0.0
+        return DAYS_PER_YEAR / step_days if step_days > 0 else DAYS_PER_YEAR
+
+
 class VolScaledBandFutures(Policy):
     """The naive futures overlay behind a volatility-scaled band.
 
@@ -92,9 +133,7 @@ class VolScaledBandFutures(Policy):
         self.periods_per_year = (check_finite_positive("policy.periods_per_year", periods_per_year)
                                  if periods_per_year is not None else None)
         self.trigger = _Trigger(band=self.base_band)
-        self._assets: tuple[str, ...] = ()
-        self._times: deque[pd.Timestamp] = deque(maxlen=self.window + 1)
-        self._prices: deque[np.ndarray] = deque(maxlen=self.window + 1)
+        self.history = PriceHistory(self.window)
         self.last_sigma: float | None = None
         self.last_band: float = self._clip(self.base_band)
         self.name = f"vol_band_futures_{base_band:g}_ref{ref_vol:g}_w{self.window}"
@@ -105,19 +144,6 @@ class VolScaledBandFutures(Policy):
         if self.max_band is not None:
             band = min(band, self.max_band)
         return band
-
-    def _observe(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> None:
-        assets = tuple(book.asset_symbols)
-        if assets != self._assets or (self._times and t < self._times[-1]):
-            self._assets = assets
-            self._times.clear()
-            self._prices.clear()
-        p = np.array([market.spot_price(a) for a in assets], dtype=float)
-        if self._times and t == self._times[-1]:
-            self._times.pop()
-            self._prices.pop()
-        self._times.append(t)
-        self._prices.append(p)
 
     def _weights(self, book: Book, market: MarketSnapshot) -> np.ndarray:
         for w in (book.spot_values(market), book.target_vector()):
@@ -130,20 +156,18 @@ class VolScaledBandFutures(Policy):
     def _periods_per_year(self) -> float:
         if self.periods_per_year is not None:
             return self.periods_per_year
-        steps = np.diff(np.array([ts.value for ts in self._times], dtype=float))  # ns
-        step_days = float(np.median(steps)) / _DAY.value
-        return DAYS_PER_YEAR / step_days if step_days > 0 else DAYS_PER_YEAR
+        return self.history.periods_per_year()
 
     def band(self, book: Book, market: MarketSnapshot) -> tuple[float, float | None]:
         """(band_t, sigma_t) from the recorded history (sigma_t None before ``window`` returns)."""
-        if len(self._prices) < self.window + 1 or not self._assets:
+        if not self.history.full or not self.history.assets:
             return self._clip(self.base_band), None
-        sigma = realised_portfolio_vol(np.vstack(list(self._prices)), self._weights(book, market),
+        sigma = realised_portfolio_vol(self.history.matrix(), self._weights(book, market),
                                        self._periods_per_year())
         return self._clip(self.base_band * sigma / self.ref_vol), sigma
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
-        self._observe(book, market, t)
+        self.history.observe(book, market, t)
         self.last_band, self.last_sigma = self.band(book, market)
         self.trigger.band = self.last_band
         held = current_holdings(book, market)

@@ -32,7 +32,6 @@ their futures). On the assets it trades the two agree exactly.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from enum import StrEnum
 
@@ -42,10 +41,9 @@ import pandas as pd
 from models.book import Book
 from models.errors import ValidationError, check_finite_positive, check_fraction
 from models.market import MarketSnapshot
-from models.risk import DAYS_PER_YEAR
+from optimizer.baselines import PriceHistory
 from optimizer.policies import Policy, TargetHoldings, current_holdings
 
-_DAY = pd.Timedelta("1D")
 #: Trailing returns of the vol-scaled widths by default.
 DEFAULT_WINDOW = 30
 
@@ -123,47 +121,6 @@ def vol_scaled_widths(band: float, sigma: np.ndarray) -> np.ndarray:
     if not (np.isfinite(mean) and mean > 0):
         return np.full(sig.shape, band)
     return np.asarray(band * sig / mean, dtype=float)
-
-
-class PriceHistory:
-    """The last ``window`` + 1 spot prices (USD) seen by a policy, one column per asset, with their
-    timestamps (the convention of ``VolScaledBandFutures``): a call at the timestamp of the
-    previous one replaces it (no double count); an earlier timestamp, or other assets, starts a
-    new history (a new run)."""
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self.assets: tuple[str, ...] = ()
-        self.times: deque[pd.Timestamp] = deque(maxlen=window + 1)
-        self.prices: deque[np.ndarray] = deque(maxlen=window + 1)
-
-    def observe(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> None:
-        """Record the book's spot prices at ``t``."""
-        assets = tuple(book.asset_symbols)
-        if assets != self.assets or (self.times and t < self.times[-1]):
-            self.assets = assets
-            self.times.clear()
-            self.prices.clear()
-        if self.times and t == self.times[-1]:
-            self.times.pop()
-            self.prices.pop()
-        self.times.append(t)
-        self.prices.append(np.array([market.spot_price(a) for a in assets], dtype=float))
-
-    @property
-    def full(self) -> bool:
-        """True once ``window`` returns (``window`` + 1 prices) are recorded."""
-        return len(self.prices) == self.window + 1
-
-    def matrix(self) -> np.ndarray:
-        """The recorded prices ((window + 1) x N, USD), oldest first."""
-        return np.vstack(list(self.prices))
-
-    def periods_per_year(self) -> float:
-        """365 days / the median spacing of the recorded timestamps (daily 365, hourly 8760)."""
-        steps = np.diff(np.array([ts.value for ts in self.times], dtype=float))  # ns
-        step_days = float(np.median(steps)) / _DAY.value if steps.size else 0.0
-        return DAYS_PER_YEAR / step_days if step_days > 0 else DAYS_PER_YEAR
 
 
 # --- the policies --------------------------------------------------------------------------------
