@@ -64,3 +64,36 @@ def test_financing_charges_the_wallet_either_way() -> None:
 ])
 def test_goal_rules(fbr: float, best: float, rule: str, met: bool) -> None:
     assert TC.verdict(fbr, best, rule)["met"] is met
+
+
+def _run(family: str, param: str, te: float, trading: float) -> dict[str, object]:
+    """A run whose every window has the same TE and trading cost (bp/yr)."""
+    win = {"tracking_error": te, "trading_cost_bps": trading, "funding_bps": 0.0,
+           "total_realised_bps": trading, "liquidations": 0}
+    windows = {w: dict(win) for w in ("select", *TC.vn.REGIMES)}
+    return {"family": family, "param": param, "case": "0", "windows": windows}
+
+
+def test_trading_comparison_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Naive to target: (0.4%, 20 bp), (0.8%, 10 bp); to edge: (0.4%, 16), (0.8%, 8). fbr runs at
+    TE 0.566% (the geometric mean of 0.4 and 0.8, where the log-log frontiers give 20/sqrt(2) =
+    14.14 and 16/sqrt(2) = 11.31): one trading 9 bp, one at TE 0.3% trading 15 bp. The first is
+    chosen (9 / 14.14 of the to-target frontier, against 15 / 20 for the other, whose TE is
+    below the frontier's range), and is 36.4% below to target and below to edge."""
+    te = float(np.sqrt(0.004 * 0.008))
+    raw = {f"0|{r['family']}|{r['param']}": r for r in (
+        _run("naive_pledged", "band 0.01", 0.004, 20.0), _run("naive_pledged", "band 0.02", 0.008, 10.0),
+        _run("naive_reserve", "edge 0.01", 0.004, 16.0), _run("naive_reserve", "edge 0.02", 0.008, 8.0),
+        _run("fbr_overlay", "gt 8", te, 9.0), _run("fbr_overlay", "gt 1", 0.003, 15.0),
+        _run("spot", "band 0.001", 0.0001, 1.0))}
+    got = TC.compare_trading(raw, "0", 0.01, "")
+    assert got["chosen"] == "fbr_overlay|gt 8"
+    row = got["regimes"]["oos"]
+    assert row["to_target_bps"] == pytest.approx(20 / np.sqrt(2))
+    assert row["to_edge_bps"] == pytest.approx(16 / np.sqrt(2))
+    assert row["below_target_pct"] == pytest.approx((1 - 9 / (20 / np.sqrt(2))) * 100)
+    assert row["met_30pct"] and row["met_edge"]
+    # a dearer fbr fails both rules
+    raw["0|fbr_overlay|gt 8"] = _run("fbr_overlay", "gt 8", te, 12.0)
+    row = TC.compare_trading(raw, "0", 0.01, "")["regimes"]["oos"]
+    assert not row["met_30pct"] and not row["met_edge"]
