@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cvxpy as cp
@@ -36,6 +36,8 @@ PIQP_SETTINGS: dict[str, float] = {"eps_abs": 1e-10, "eps_rel": 1e-10, "eps_dual
 #: tighter than Clarabel's defaults (1e-8); 1e-10 often ends 'almost solved' on these problems
 CLARABEL_SETTINGS: dict[str, float] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 CONSTANT_ID = -1
+#: Clarabel's second try after a failure multiplies the objective by this (ClarabelEngine.solve)
+RESCALE = 100.0
 
 
 @dataclass(frozen=True)
@@ -357,6 +359,8 @@ class ClarabelEngine(CvxpyDataEngine):
         self.cones = dims_to_solver_cones(self.prog.cone_dims)
         self.q = np.zeros(self.map.n)
         self.b = np.zeros(self.map.m)
+        #: the factor the objective is multiplied by in the current solve (see :meth:`solve`)
+        self.scale = 1.0
 
     def _data(self) -> tuple[dict[str, Any], Any]:
         vals, bfull, qfull, pvals = self.map.values()
@@ -371,4 +375,32 @@ class ClarabelEngine(CvxpyDataEngine):
         import clarabel
 
         settings = self.chain.solver.parse_solver_opts(False, options)
-        return clarabel.DefaultSolver(self.P, self.q, self.A, self.b, self.cones, settings).solve()
+        P, q = self.P, self.q
+        if self.scale != 1.0:
+            P, q = P * self.scale, q * self.scale
+        return clarabel.DefaultSolver(P, q, self.A, self.b, self.cones, settings).solve()
+
+    def solve(self) -> RawResult:
+        """Solve; when Clarabel fails (e.g. InsufficientProgress after a few iterations, which
+        depends on the objective's scale), solve once more with the objective multiplied by
+        ``RESCALE`` (the minimiser is the same) before the fallback chain moves on to SCS. The
+        objective is reported unscaled, and :meth:`unpack` divides the duals back."""
+        self.scale = 1.0
+        first = super().solve()
+        if first.status != FAILED:
+            return first
+        self.scale = RESCALE
+        second = super().solve()
+        if second.status not in (OPTIMAL, OPTIMAL_INACCURATE):
+            self.scale = 1.0
+            return first
+        offset = float(self.inv_last[cp.settings.OFFSET])
+        return replace(second, objective=(second.objective - offset) / RESCALE + offset)
+
+    def unpack(self) -> None:
+        """As the base class; duals of a rescaled solve are divided back by the scale."""
+        super().unpack()
+        if self.scale != 1.0:
+            for c in self.problem.constraints:
+                if c.dual_value is not None:
+                    c.save_dual_value(np.asarray(c.dual_value) / self.scale)
