@@ -57,3 +57,24 @@ def test_single_period_solve_has_no_plan(tmp_path: Path) -> None:
     assert js.returncode == 0, js.stderr
     assert "plan" not in json.loads(js.stdout)
     assert "Plan:" not in _solve(str(_book(tmp_path, 1))).stdout
+
+
+@pytest.mark.parametrize(("section", "line", "words"), [
+    ("[solver]", "horizon = 0", ["solver.horizon", "whole number >= 1"]),
+    ("[solver]", "horizon = 3\nspot_leg = true", ["solver.horizon", "spot leg off"]),
+    ("[costs]", "cost_to_go = -1", ["costs.cost_to_go", ">= 0"]),
+    ("[costs]", "cost_to_go_power = 2", ["costs.cost_to_go_power", "between 0.0 and 1.0"]),
+])
+def test_bad_planner_and_cost_to_go_settings_are_one_message(
+        tmp_path: Path, section: str, line: str, words: list[str]) -> None:
+    """The planner's and the cost-to-go's settings: exit 2, one line naming the key, its file and
+    the fix, no traceback."""
+    book = tmp_path / "bad.toml"
+    book.write_text(BOOK.read_text().replace(section, f"{section}\n{line}", 1))
+    proc = _solve(str(book))
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert str(book) in err and "Fix:" in err
+    for w in words:
+        assert w in err
