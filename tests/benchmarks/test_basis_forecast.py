@@ -3,11 +3,9 @@ small synthetic series (the script itself reads the real data; these are its pur
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -18,16 +16,7 @@ from scenarios.rolls import BasisTermStructure
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("basis_forecast", ROOT / "benchmarks" / "basis_forecast.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["basis_forecast"] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-BF = _script()
+BF = importlib.import_module("basis_forecast")
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
 

@@ -3,10 +3,9 @@ real data; these are its pure parts)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,17 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("total_cost", ROOT / "benchmarks" / "total_cost.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["total_cost"] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-TC = _script()
+TC = importlib.import_module("total_cost")
 
 
 def _steps(tax: list[float], owed: list[float], wallet: list[float]) -> SimpleNamespace:
