@@ -46,6 +46,7 @@ from optimizer.settings import (
     OptimizerSettings,
     SolverName,
     StressScenario,
+    check_horizon,
 )
 
 COST_KEYS = tuple(f.name for f in dataclasses.fields(CostSettings))
@@ -82,22 +83,8 @@ def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> Op
     # the spot leg: [solver] spot_leg, [tax], [[lots]] (fbr.config_tax); off unless asked for
     kwargs["spot"] = parse_spot_leg(data, solver, book)
     if "horizon" in solver:
-        kwargs["horizon"] = _horizon(solver["horizon"], kwargs["spot"].enabled)
+        kwargs["horizon"] = check_horizon(solver["horizon"], kwargs["spot"].enabled)
     return OptimizerSettings(**kwargs)
-
-
-def _horizon(value: Any, spot_leg: bool) -> int:
-    """solver.horizon: the multi-period planner's steps H (a whole number >= 1; optimizer.planner),
-    H > 1 only with the spot leg off."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError("solver.horizon", f"is {value!r}",
-                              "give the number of rebalancing steps to plan ahead as a whole number "
-                              ">= 1 (1: the single-period problem)")
-    if value > 1 and spot_leg:
-        raise ValidationError("solver.horizon", f"is {value} with solver.spot_leg = true",
-                              "set horizon = 1 or switch the spot leg off: the multi-period planner "
-                              "plans futures trades only")
-    return value
 
 
 def _solvers(value: Any) -> tuple[SolverName, ...]:

@@ -22,7 +22,13 @@ from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel, factor_form
 from optimizer.cost_to_go import power_shape_root
-from optimizer.settings import CostSettings, FundingForecastRule, OptimizerSettings, StressScenario
+from optimizer.settings import (
+    CostSettings,
+    FundingForecastRule,
+    OptimizerSettings,
+    StressScenario,
+    check_horizon,
+)
 from optimizer.spot_data import SpotLegData, prepare_spot
 
 HOURS_PER_DAY = 24.0
@@ -561,7 +567,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         lin_cost=costs.linear, impact_cost=costs.impact * math.sqrt(V),
         carry=(carry := _carry_per_horizon(book, market, cc.horizon_days)),
         carry_steps=(carry_path(book, market, cc, carry, settings.horizon)
-                     if isinstance(settings.horizon, int) and settings.horizon > 1 else None),
+                     if check_horizon(settings.horizon, settings.spot.enabled) > 1 else None),
         inv_lev=inv_lev, im_budget=mb.budget,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),

@@ -46,36 +46,25 @@ from typing import ClassVar
 import cvxpy as cp
 import numpy as np
 
-from models.errors import ValidationError
 from optimizer.constraints import Constraint, constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import RawResult, var_slice
 from optimizer.problem import HedgeProblem, base_constraints, set_values
-from optimizer.settings import OptimizerSettings, SolverName
+from optimizer.settings import OptimizerSettings, SolverName, check_horizon
 from optimizer.solution import Plan, PlanStep
 from optimizer.spot_leg import make_context
 from optimizer.terms import Term, terms_for
 
 
 def planner_horizon(settings: OptimizerSettings) -> int:
-    """``settings.horizon`` (the planner's H), validated: a whole number >= 1."""
-    h = settings.horizon
-    if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1:
-        raise ValidationError("horizon", f"is {h!r}",
-                              "give the number of rebalancing steps the planner looks ahead as a "
-                              "whole number >= 1 (1: the single-period problem)")
-    return int(h)
+    """``settings.horizon`` (the planner's H), validated (optimizer.settings.check_horizon)."""
+    return check_horizon(settings.horizon, settings.spot.enabled)
 
 
 def check_planner(structure: Structure, horizon: int) -> None:
     """Refuse what the planner does not support: H < 1, and the spot leg with H > 1."""
-    if horizon < 1:
-        raise ValidationError("horizon", f"is {horizon}", "give a whole number >= 1")
-    if structure.spot_leg and horizon > 1:
-        raise ValidationError("horizon", f"is {horizon} with the spot leg on (spot.enabled)",
-                              "set horizon = 1 or switch the spot leg off: the multi-period "
-                              "planner plans futures trades only")
+    check_horizon(horizon, structure.spot_leg)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@ Every field is in user units (USD, fractions, days); the optimiser converts to w
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from models.errors import ValidationError
 from models.instruments import MIN_DAYS_TO_EXPIRY
 from models.tax import LotMethod, TaxLot, TaxRates
 
@@ -222,3 +224,19 @@ class OptimizerSettings:
     #: constraint at every step, only the first step's trades used); 1: the single-period problem.
     #: H > 1 does not support the spot leg (``spot.enabled``)
     horizon: int = 1
+
+
+def check_horizon(horizon: object, spot_leg: bool) -> int:
+    """The multi-period planner's H (``[solver] horizon``), validated: a whole number >= 1, and 1
+    when the spot leg is on (the planner plans futures trades only). The one check for the book
+    file, ``prepare`` and the planner alike."""
+    if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or int(horizon) < 1:
+        raise ValidationError("solver.horizon", f"is {horizon!r}",
+                              "give the number of rebalancing steps to plan ahead as a whole number "
+                              ">= 1 (1: the single-period problem)")
+    steps = int(horizon)
+    if steps > 1 and spot_leg:
+        raise ValidationError("solver.horizon", f"is {steps} with solver.spot_leg = true",
+                              "set horizon = 1 or switch the spot leg off: the multi-period planner "
+                              "plans futures trades only")
+    return steps
