@@ -44,7 +44,7 @@ from optimizer.solution import (
     StressResult,
     Trade,
 )
-from optimizer.terms import BasisRisk, TrackingError
+from optimizer.terms import BasisRisk, TrackingVariance
 
 DUAL_TOL = 1e-9
 
@@ -103,7 +103,7 @@ class InsufficientCollateralError(FbrError):
 
 def tracking_error(z: np.ndarray, d: ProblemData) -> float:
     """Annualised tracking error sqrt((e - w*)' Sigma (e - w*) + z' Sigma_basis z) at ``z``."""
-    te2 = TrackingError().value(z, d) + BasisRisk().value(z, d)
+    te2 = TrackingVariance().value(z, d) + BasisRisk().value(z, d)
     return math.sqrt(max(te2, 0.0))
 
 

@@ -38,8 +38,9 @@ class Term(ABC):
         """The term at ``z`` computed with numpy (the same units as the expression)."""
 
 
-class TrackingError(Term):
-    """TE^2 = (e - w*)' Sigma (e - w*), Sigma = F F' + diag(d), as a sum of squares:
+class TrackingVariance(Term):
+    """The tracking variance (the objective's risk term; its square root is the tracking error):
+    TE^2 = (e - w*)' Sigma (e - w*), Sigma = F F' + diag(d), as a sum of squares:
     ||F' B z + F'(s - w*)||^2 + ||sqrt(d) * (B z + s - w*)||^2 (annualised variance, weight units).
     With the spot leg, e = s + b - q + B z: F' (b - q) and sqrt(d) * (b - q) join the squares.
     """
@@ -341,7 +342,7 @@ class CostToGo(Term):
 
 def terms_for(st: Structure) -> list[Term]:
     """The objective terms this problem's settings switch on."""
-    out: list[Term] = [TrackingError()]
+    out: list[Term] = [TrackingVariance()]
     if st.n_basis_factors > 0:
         out.append(BasisRisk())
     if st.trading:
