@@ -43,7 +43,7 @@ from models.book import Book
 from models.errors import ValidationError
 from models.instruments import MIN_DAYS_TO_EXPIRY, FuturesContract
 from models.market import MarketSnapshot
-from models.risk import RiskModel
+from models.risk import RiskModel, tracking_error
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 
@@ -274,11 +274,9 @@ def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
     d = e - held.target_vector()
     idx = [risk.symbols.index(s) for s in held.asset_symbols]
     cov = risk.covariance[np.ix_(idx, idx)]
-    te2 = float(d @ cov @ d)
     if risk.basis_cov is not None and risk.basis_cov.shape == (len(held.contracts),) * 2:
-        z = held.futures_notional(market) / V
-        te2 += float(z @ risk.basis_cov @ z)
-    return math.sqrt(max(te2, 0.0))
+        return tracking_error(d, cov, held.futures_notional(market) / V, risk.basis_cov)
+    return tracking_error(d, cov)
 
 
 # --- planning -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ histories into these models.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -100,6 +101,22 @@ class RiskModel:
         rows = [idx[s] for s in symbols]
         return RiskModel(tuple(symbols), self.loadings[rows], self.idio[rows], self.method,
                          self.basis_cov)
+
+
+def tracking_error(deviation: np.ndarray, covariance: np.ndarray,
+                   basis_position: np.ndarray | None = None,
+                   basis_covariance: np.ndarray | None = None) -> float:
+    """The tracking error: sqrt(d' Sigma d + z' Sigma_b z) (annualised, a fraction of the base V).
+
+    ``deviation`` d = e - w* (effective weights minus targets, N), ``covariance`` Sigma (N x N,
+    annual); with ``basis_position`` z = x / V (signed futures notional over V, M) and
+    ``basis_covariance`` Sigma_b (M x M, annual), the basis moves the futures add. The one
+    definition every layer reports (the optimiser's solution, what-if, the order plan's residual).
+    """
+    te2 = float(deviation @ covariance @ deviation)
+    if basis_position is not None and basis_covariance is not None:
+        te2 += float(basis_position @ basis_covariance @ basis_position)
+    return math.sqrt(max(te2, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from models.errors import FbrError
 from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from models.risk import tracking_error as models_tracking_error
 from models.tax import realised_tax, total_quantity
 from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraints import Constraint
@@ -44,7 +45,6 @@ from optimizer.solution import (
     StressResult,
     Trade,
 )
-from optimizer.terms import BasisRisk, TrackingVariance
 
 DUAL_TOL = 1e-9
 
@@ -102,9 +102,10 @@ class InsufficientCollateralError(FbrError):
 
 
 def tracking_error(z: np.ndarray, d: ProblemData) -> float:
-    """Annualised tracking error sqrt((e - w*)' Sigma (e - w*) + z' Sigma_basis z) at ``z``."""
-    te2 = TrackingVariance().value(z, d) + BasisRisk().value(z, d)
-    return math.sqrt(max(te2, 0.0))
+    """Annualised tracking error at ``z`` (``models.risk.tracking_error``): e - w* = s + B z - w*,
+    Sigma = F F' + diag(sqrt_idio^2), Sigma_basis = Gb Gb' (the problem's own risk model)."""
+    cov = d.F @ d.F.T + np.diag(d.sqrt_idio ** 2)
+    return models_tracking_error(d.s + d.B @ z - d.w, cov, z, d.Gb @ d.Gb.T)
 
 
 def _check_collateral(d: ProblemData, book: Book) -> None:

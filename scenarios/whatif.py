@@ -60,7 +60,7 @@ from models.errors import FbrError, ValidationError
 from models.instruments import ContractKind
 from models.margin import LIQUIDATION_PENALTY, MarginModel, MarginState, margin_state
 from models.market import MarketSnapshot
-from models.risk import RiskModel
+from models.risk import RiskModel, tracking_error
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
@@ -599,9 +599,7 @@ def _weights(book: Book, market: MarketSnapshot) -> np.ndarray:
 
 
 def _te(book: Book, weights: np.ndarray, risk: RiskModel) -> float:
-    d = weights - book.target_vector()
-    cov = risk.subset(book.asset_symbols).covariance
-    return math.sqrt(max(float(d @ cov @ d), 0.0))
+    return tracking_error(weights - book.target_vector(), risk.subset(book.asset_symbols).covariance)
 
 
 def apply_solution(book: Book, market: MarketSnapshot, solution: Solution) -> Book:

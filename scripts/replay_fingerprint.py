@@ -175,6 +175,12 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict[str, dict[str, str]]]] = {
 }
 
 
+#: The run-key prefixes each part writes.
+PREFIXES: dict[str, tuple[str, ...]] = {"solve": ("solve",), "backtest": ("backtest_demo",),
+                                        "montecarlo": ("montecarlo_demo",),
+                                        "books": ("book1", "book2")}
+
+
 def compare(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> int:
     """Print the runs and frames that differ; 1 when any does (or a run is missing)."""
     bad = 0
@@ -207,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out} ({len(prints)} runs)")
     if args.compare is not None:
         before = json.loads(args.compare.read_text())
-        before = {k: v for k, v in before.items() if k in prints or k.split("|")[0] in
-                  {p for p in ("solve", "backtest_demo", "montecarlo_demo", "book1", "book2")}}
+        ran = {q for part in args.parts.split(",") for q in PREFIXES[part]}
+        before = {k: v for k, v in before.items() if k.split("|")[0] in ran}
         return compare(before, prints)
     return 0
 

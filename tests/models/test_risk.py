@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -263,3 +265,17 @@ def test_basis_covariance_errors() -> None:
         basis_covariance(pd.DataFrame({"ETH": np.ones(5)}, index=idx), spot)
     with pytest.raises(ValidationError, match="common"):
         basis_covariance(spot.shift(10, freq="D"), spot)
+
+
+def test_tracking_error_by_hand() -> None:
+    """d = (0.1, -0.05), Sigma = [[0.04, 0.01], [0.01, 0.09]]: d' Sigma d = 0.0004 - 0.0001 +
+    0.000225 = 0.000525; one contract z = 0.2 with basis variance 0.0025 adds 0.0001."""
+    from models.risk import tracking_error
+
+    d = np.array([0.1, -0.05])
+    cov = np.array([[0.04, 0.01], [0.01, 0.09]])
+    assert tracking_error(d, cov) == pytest.approx(math.sqrt(0.000525), rel=1e-12)
+    assert tracking_error(d, cov, np.array([0.2]), np.array([[0.0025]])) == pytest.approx(
+        math.sqrt(0.000625), rel=1e-12)
+    # a covariance that is only numerically PSD never gives a NaN
+    assert tracking_error(np.array([1.0]), np.array([[-1e-18]])) == 0.0
