@@ -1,8 +1,9 @@
 """The executor interface and the small injected I/O interface it drives.
 
-An :class:`Executor` turns an :class:`~executor.plan.OrderPlan` into an :class:`ExecutionReport`.
-The journaled runner (:mod:`executor.live`) does so over any :class:`ExchangeGateway`: the paper
-exchange (:mod:`executor.paper`) or a ccxt exchange (:mod:`executor.ccxt_gateway`).
+An executor turns an :class:`~executor.plan.OrderPlan` into an :class:`ExecutionReport`: the
+dry run (:mod:`executor.dryrun`) only reports; the journaled runner (:mod:`executor.live`) does
+so over any :class:`ExchangeGateway`: the paper exchange (:mod:`executor.paper`) or a ccxt
+exchange (:mod:`executor.ccxt_gateway`).
 
 Units: quantities in contracts (signed where stated), prices in USD, fees and funding in USD.
 """
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from executor.plan import Instrument, OrderLeg, OrderPlan
+from executor.plan import Instrument, OrderLeg
 from models.book import Book
 from models.errors import FbrError
 from models.market import MarketSnapshot
@@ -214,14 +215,6 @@ class ExecutionReport:
         d["outcome"] = self.outcome.value
         d["complete"] = self.complete
         return d
-
-
-class Executor(Protocol):
-    """Carries out an order plan."""
-
-    def execute(self, plan: OrderPlan) -> ExecutionReport:
-        """Run ``plan`` and report what happened."""
-        ...
 
 
 def planned_vs_filled(legs: Sequence[LegReport]) -> dict[str, dict[str, float]]:

@@ -294,13 +294,6 @@ class Journal:
         t = int(row[3]) if done and row[3] is not None else int(row[1])
         return LastRebalance(str(row[0]), t, done)
 
-    def last_plan(self, venue: str, book_name: str) -> tuple[str, int] | None:
-        """(plan id, created ms) of the latest plan for this venue and book."""
-        row = self._conn.execute("SELECT plan_id, created_ms FROM plans WHERE venue = ? AND book_name = ? "
-                                 "ORDER BY created_ms DESC, rowid DESC LIMIT 1",
-                                 (venue, book_name)).fetchone()
-        return None if row is None else (str(row[0]), int(row[1]))
-
     # --- orders -------------------------------------------------------------------------------
     def orders(self, plan_id: str) -> list[JournalOrder]:
         """Every leg of a plan, by leg index."""

@@ -491,10 +491,3 @@ def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
                      tracking_error_solution=te_target, tracking_error_residual=te(reachable),
                      warnings=() if warning is None else (warning,))
 
-
-def legs_by_symbol(legs: Sequence[OrderLeg]) -> dict[str, float]:
-    """Signed contracts per book contract summed over ``legs``."""
-    out: dict[str, float] = {}
-    for leg in legs:
-        out[leg.symbol] = out.get(leg.symbol, 0.0) + leg.signed_contracts
-    return out

@@ -251,12 +251,6 @@ class FuturesContract:
         """Contracts (unrounded, signed) that carry ``notional`` USD at ``price``."""
         return notional / self.notional_per_contract(price)
 
-    def round_contracts(self, contracts: float) -> float:
-        """Round a contract quantity to the nearest lot step (sign kept)."""
-        if self.lot_step <= 0:
-            return contracts
-        return float(np.round(contracts / self.lot_step) * self.lot_step)
-
     @functools.cached_property
     def max_notional_usd(self) -> float:
         """The largest |notional| the tiers allow at the chosen leverage (USD)."""

@@ -571,7 +571,3 @@ def write_report(results: Mapping[str, BacktestResult], path: Path, *, title: st
     ``<chart key>.png``; :func:`render_report` returns their paths too). Returns ``path``."""
     return render_report(results, path, title=title, labels=labels, png_dir=png_dir).html
 
-
-def chart_ids(results: Mapping[str, BacktestResult]) -> list[str]:
-    """The div ids of the report's charts (page order)."""
-    return [c.div_id for c in build_charts(results, metrics={})]

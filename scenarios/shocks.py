@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -270,8 +270,3 @@ def scenario_from_returns(name: str, returns: Mapping[str, float], *, common: fl
     shocks = [Shock(s.kind, s.target, s.value, text=format_shock(s)) for s in shocks]
     return Scenario(name=name, shocks=tuple(shocks), description=description, source=source,
                     strict=strict)
-
-
-def scenario_names(scenarios: Sequence[Scenario]) -> list[str]:
-    """Names, for messages."""
-    return [s.name for s in scenarios]

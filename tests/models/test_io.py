@@ -1,4 +1,5 @@
-"""Loaders: the shared data layout (skipped when ../shared/data is absent) and bad-input files."""
+"""Loaders: the shared data layout (``shared_data`` tests, skipped when ../shared/data is absent)
+and bad-input files."""
 
 from __future__ import annotations
 
@@ -26,12 +27,10 @@ HISTORY_FILE = "markets/binance_usdm_leverage_tiers_history_majors.csv.gz"
 SPECS_FILE = "markets/binance_usdm_contracts_2025-12-24.csv.gz"
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    d = default_data_dir()
-    if d is None or not (d / "spot_1d").is_dir():
-        pytest.skip("shared market data not found: set FBR_DATA_DIR or provide ../shared/data")
-    return d
+@pytest.fixture
+def data_dir(shared_data_dir: Path) -> Path:
+    """The shared data folder (tests/conftest.py: only for tests marked ``shared_data``)."""
+    return shared_data_dir
 
 
 def _write_csv(path: Path, rows: dict[str, list[object]], *, gz: bool = True) -> Path:
@@ -72,6 +71,7 @@ def test_default_data_dir_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the real shared data --------------------------------------------------------------------------
 
 
+@pytest.mark.shared_data
 def test_spot_closes_real(data_dir: Path) -> None:
     with pytest.warns(UserWarning, match="SOL"):
         closes = load_spot_closes(data_dir, ["BTC", "SOL"])
@@ -86,6 +86,7 @@ def test_spot_closes_real(data_dir: Path) -> None:
     assert (closes.to_numpy() > 0).all()
 
 
+@pytest.mark.shared_data
 def test_spot_4h_span_filter(data_dir: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one symbol, nothing dropped: no warning
@@ -95,6 +96,7 @@ def test_spot_4h_span_filter(data_dir: Path) -> None:
     assert closes.index[0] == pd.Timestamp("2024-01-01", tz="UTC")
 
 
+@pytest.mark.shared_data
 def test_mark_closes_real(data_dir: Path) -> None:
     mark = load_mark_closes(data_dir, ["BTC", "ETH"], start="2024-01-01", end="2024-01-31")
     spot = load_spot_closes(data_dir, ["BTC"], interval="4h", start="2024-01-01",
@@ -105,6 +107,7 @@ def test_mark_closes_real(data_dir: Path) -> None:
     assert basis.abs().max() < 0.01  # perp mark tracks spot
 
 
+@pytest.mark.shared_data
 def test_funding_real_sol_november_2022(data_dir: Path) -> None:
     f = load_funding(data_dir, ["BTC", "SOL"], start="2022-11-01", end="2022-11-30 23:59")
     sol = f["SOL"].dropna()
@@ -116,6 +119,7 @@ def test_funding_real_sol_november_2022(data_dir: Path) -> None:
     assert f.index.is_monotonic_increasing
 
 
+@pytest.mark.shared_data
 def test_btc_tiers_match_file_bracket_lookup(data_dir: Path) -> None:
     path = data_dir / TIERS_FILE
     tiers = load_leverage_tiers(path, "BTC/USDT:USDT")
@@ -130,6 +134,7 @@ def test_btc_tiers_match_file_bracket_lookup(data_dir: Path) -> None:
         assert tiers.bracket_lookup(n) == pytest.approx(expected, rel=1e-12, abs=1e-9)
 
 
+@pytest.mark.shared_data
 def test_tier_history_picks_snapshot(data_dir: Path) -> None:
     path = data_dir / HISTORY_FILE
     latest = load_leverage_tiers(path, "BTC/USDT:USDT")
@@ -144,6 +149,7 @@ def test_tier_history_picks_snapshot(data_dir: Path) -> None:
         load_leverage_tiers(path, "BTC/USDT:USDT", as_of="2010-01-01")
 
 
+@pytest.mark.shared_data
 def test_contract_spec_real(data_dir: Path) -> None:
     spec = load_contract_spec(data_dir / SPECS_FILE, "BTC/USDT:USDT")
     assert spec["lot_step"] == 0.001 and spec["min_qty"] == 0.001
@@ -155,6 +161,7 @@ def test_contract_spec_real(data_dir: Path) -> None:
         == "2026-03-27"
 
 
+@pytest.mark.shared_data
 def test_unknown_ccxt_symbol_real(data_dir: Path) -> None:
     with pytest.raises(ValidationError) as err:
         load_leverage_tiers(data_dir / TIERS_FILE, "BTC/USD:USDT")
@@ -186,8 +193,8 @@ def test_alignment_warns_naming_the_limiting_symbol(tmp_path: Path) -> None:
     assert list(closes.index) == list(pd.date_range("2024-01-05", periods=3, tz="UTC"))
 
 
-def test_parquet_is_read_when_an_engine_exists(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow", reason="no Parquet engine installed")
+def test_parquet_is_read(tmp_path: Path) -> None:
+    """pyarrow is a declared dependency: Parquet files are always readable."""
     frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=3, tz="UTC"),
                           "close": [1.0, 2.0, 3.0]})
     (tmp_path / "spot_1d").mkdir()

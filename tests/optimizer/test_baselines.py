@@ -256,13 +256,6 @@ def test_dca_band_restarts_only_when_the_plan_is_stale() -> None:
         assert h.futures[c] == pytest.approx(x0[c] + (target[c] - x0[c]) / k, abs=1e-9)
 
 
-def test_dca_is_deterministic() -> None:
-    book, market = make_book((6000.0, 2500.0, 1500.0))
-    a, b = DcaFutures(3, band=0.05), DcaFutures(3, band=0.05)
-    for i in range(4):
-        assert a(book, market, T0 + i * DAY) == b(book, market, T0 + i * DAY)
-
-
 def test_dca_rejects_bad_settings() -> None:
     with pytest.raises(ValidationError):
         DcaFutures(0, band=0.05)

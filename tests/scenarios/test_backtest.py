@@ -432,10 +432,8 @@ def test_sweeps_prevent_the_liquidations_of_a_drained_wallet() -> None:
 # --- (h) the real-data path ---------------------------------------------------------------------
 
 DATA_DIR = default_data_dir()
-needs_data = pytest.mark.skipif(
-    DATA_DIR is None or not (DATA_DIR / "spot_4h").is_dir(),
-    reason="shared market data not found (models.io.default_data_dir(): set FBR_DATA_DIR or "
-           "put the data at <repo>/../shared/data)")
+#: tests/conftest.py skips these, with the reason, when ../shared/data is absent
+needs_data = pytest.mark.shared_data
 
 
 def write_table(path: Path, index: pd.DatetimeIndex, **columns: list[float]) -> None:

@@ -23,7 +23,6 @@ from scenarios.shocks import ShockKind
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = default_data_dir()
-HAS_DATA = DATA is not None and (DATA / "spot_1d").is_dir()
 
 
 def values(name: str) -> dict[str, float]:
@@ -101,7 +100,6 @@ def _closes(sym: str) -> pd.Series:
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not HAS_DATA, reason="needs ../shared/data/spot_1d (set FBR_DATA_DIR)")
 def test_historical_scenarios_from_data() -> None:
     scen, _notes = historical_scenarios()
     by_name = {s.name: s for s in scen}

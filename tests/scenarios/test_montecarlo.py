@@ -43,7 +43,6 @@ def small_spec() -> MonteCarloSpec:
 
 
 def test_identical_serial_processes_and_dask_cluster(small_spec: MonteCarloSpec) -> None:
-    pytest.importorskip("distributed")
     serial = small_spec.run()
     procs = run_montecarlo(small_spec, EngineSpec(Engine.PROCESSES, workers=2))
     dask = run_montecarlo(small_spec, EngineSpec(Engine.DASK, workers=2))  # LocalCluster, closed

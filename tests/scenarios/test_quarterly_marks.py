@@ -176,9 +176,10 @@ def test_off_by_default_paths_are_unchanged() -> None:
 # --- the real files -----------------------------------------------------------------------------
 
 def _shared() -> Path:
+    """The shared data folder (a ``shared_data`` test only: tests/conftest.py skips those when
+    ../shared/data is absent, so a missing folder here is a failure)."""
     data = default_data_dir()
-    if data is None or not (data / "quarterly_1d").is_dir():
-        pytest.skip("no ../shared/data/quarterly_1d (set FBR_DATA_DIR or provide ../shared/data)")
+    assert data is not None and (data / "quarterly_1d").is_dir(), "../shared/data/quarterly_1d"
     return data
 
 

@@ -17,9 +17,6 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-pytest.importorskip("plotly")
-pytest.importorskip("matplotlib")
-
 from models.book import Book
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot

@@ -239,7 +239,7 @@ def test_no_roll_when_not_due() -> None:
     assert policy.active(D0 + 37 * DAY) is None
 
 
-def test_rolling_naive_overlay_on_synthetic_path_is_deterministic() -> None:
+def test_rolling_naive_overlay_rolls_each_contract_before_its_expiry() -> None:
     hist = generate_history(("BTC", "ETH"), days=60, seed=11)
     t0 = hist.spot.index[0].to_pydatetime()
     chain = tuple(FuturesContract(f"BTC-{i}", "BTC", kind=ContractKind.DATED,
@@ -253,13 +253,13 @@ def test_rolling_naive_overlay_on_synthetic_path_is_deterministic() -> None:
     book = Book((SpotAsset("BTC"), SpotAsset("ETH")), cons, spot={"BTC": 1.0, "ETH": 5.0},
                 targets={"BTC": 0.5, "ETH": 0.5}, cash=20_000.0)
 
-    def run() -> BacktestResult:
-        return run_backtest(book, path, RollingPolicy(NaiveFutures(period="7D"), chain))
-
-    a, b = run(), run()
-    for name, frame in a.frames().items():
-        pd.testing.assert_frame_equal(frame, b.frames()[name])
-    assert list(a.rolls["to"]) == ["BTC-1", "BTC-2"]
+    a = run_backtest(book, path, RollingPolicy(NaiveFutures(period="7D"), chain))
+    assert list(a.rolls["from"]) == ["BTC-0", "BTC-1"] and list(a.rolls["to"]) == ["BTC-1", "BTC-2"]
+    # each roll happens before the old contract's expiry, and nothing is held in it from then on
+    for _, roll in a.rolls.iterrows():
+        expiry = pd.Timestamp(next(c.expiry for c in chain if c.symbol == roll["from"]))
+        assert roll["time"] < expiry
+        assert (a.futures_notional.loc[a.futures_notional.index >= roll["time"], roll["from"]] == 0).all()
     assert list(a.rolls["time"]) == [t0 + timedelta(days=18), t0 + timedelta(days=48)]
     assert not a.steps["liquidated"].any()
     assert np.abs(identity_gap(a)).max() < 1e-6 * float(a.steps["nav"].abs().max())

@@ -18,7 +18,8 @@ KEYS = [(3, "b"), (0, "a"), (2, "c"), (1, "a"), (0, "b")]
 
 @pytest.fixture(scope="module")
 def dask_address() -> Iterator[str]:
-    distributed = pytest.importorskip("distributed")
+    import distributed  # a declared dependency (dask[distributed]): a missing one fails
+
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None)
     try:
@@ -68,7 +69,8 @@ def test_engine_options_are_checked() -> None:
 
 
 def test_unreachable_scheduler_is_a_clear_error() -> None:
-    dask = pytest.importorskip("dask")
+    import dask
+
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
             pytest.raises(ValidationError, match=r"scheduler.*dask scheduler"):
         run_sweep(_work(), [1, 2], EngineSpec(Engine.DASK, address="tcp://127.0.0.1:9"))
