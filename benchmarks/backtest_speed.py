@@ -6,7 +6,7 @@ The market is the embedded synthetic generator's, re-stamped at 8 h: ``generate_
 as many "days" as there are steps, its daily log returns are scaled by sqrt(1/3) (an 8 h step has a
 third of a day's variance), and each step carries one funding settlement (the generator's 8 h
 rates). The book is ``examples/ten_assets.toml`` (tiered margin, two stress scenarios, a cluster band,
-costs on). End to end = building the policy and running ``scenarios.backtest.run_backtest`` over every
+costs on). End to end = building the policy and running ``scenarios.replay.run_backtest`` over every
 step (the problem is compiled inside the run, on the first step). Reported: the median over
 ``--repeats`` runs, and per-step time; baselines (no rebalancing, naive overlay) in the same run.
 

@@ -24,7 +24,7 @@ trailing 30-day volatility and the same constant volume.
 - **fbr**: the same targets as a spot book (spot held at w* at the start, never traded) with one
   linear perpetual per asset; ``optimizer.policies.OptimizedFutures`` with costs trading + impact
   (``CostSettings(impact_k=b)``), carry off, basis risk off, margin constraint on with a 30% cash
-  reserve (ample collateral), run through ``scenarios.backtest.run_backtest(book,
+  reserve (ample collateral), run through ``scenarios.replay.run_backtest(book,
   MarketPath.from_synthetic(hist, contracts), policy)``. Timed: ``run_backtest`` (policy +
   simulator, including the first compilation). Collateral sweeps are switched off when this build's
   ``run_backtest`` takes ``collateral`` (a pure overlay: spot is never traded).
@@ -233,7 +233,6 @@ class _TimedPolicy:
 def run_size(n: int, args: argparse.Namespace, cvxp_python: Path) -> dict[str, Any]:
     """One size: build the data, run cvxportfolio (subprocess) and fbr, compare."""
     import dataclasses
-    import inspect
 
     from models.book import Book, TargetsBase
     from models.instruments import FuturesContract, SpotAsset
@@ -241,8 +240,10 @@ def run_size(n: int, args: argparse.Namespace, cvxp_python: Path) -> dict[str, A
     from models.synthetic import default_symbols, generate_history
     from optimizer.policies import OptimizedFutures
     from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
-    from scenarios import backtest as bt
+    from scenarios.collateral import NO_SWEEPS
+    from scenarios.market_path import MarketPath
     from scenarios.metrics import compute_metrics
+    from scenarios.replay import run_backtest
 
     symbols = list(default_symbols(n))
     # closes index[warmup] .. index[-2] are replayed (periods + 1 closes, ``periods`` returns); the
@@ -301,18 +302,15 @@ def run_size(n: int, args: argparse.Namespace, cvxp_python: Path) -> dict[str, A
     settings = OptimizerSettings(
         costs=CostSettings(trading=True, impact=True, impact_k=args.impact_k, carry=False),
         constraints=ConstraintSettings(margin=True), basis_risk=False)
-    path = bt.MarketPath.from_synthetic(sliced, contracts)
-    kwargs: dict[str, Any] = {}
-    sweeps = "default"
-    if "collateral" in inspect.signature(bt.run_backtest).parameters and hasattr(bt, "NO_SWEEPS"):
-        kwargs["collateral"] = bt.NO_SWEEPS
-        sweeps = "off"
+    path = MarketPath.from_synthetic(sliced, contracts)
+    kwargs: dict[str, Any] = {"collateral": NO_SWEEPS}
+    sweeps = "off"
     runs: list[float] = []
     fbr_res = None
     policy_s = 0.0
     for _ in range(args.repeats):
         pol = _TimedPolicy(OptimizedFutures(risk, settings))
-        res, secs = _timed(lambda pol=pol: bt.run_backtest(book, path, pol, **kwargs))
+        res, secs = _timed(lambda pol=pol: run_backtest(book, path, pol, **kwargs))
         runs.append(secs)
         if fbr_res is None or secs <= min(runs):
             policy_s = pol.seconds

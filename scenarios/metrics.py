@@ -1,4 +1,4 @@
-"""Metrics of a backtest (``scenarios.backtest.BacktestResult``): plain functions, frozen results.
+"""Metrics of a backtest (``scenarios.backtest_result.BacktestResult``): plain functions, frozen results.
 
 Conventions: a 365-day year; per-step series are annualised with the number of steps per year
 implied by the median step length; "per year" cost rates divide by the span in years

@@ -3,7 +3,7 @@
 Path k (k = 0..K-1) is ``generator.generate(np.random.SeedSequence([seed, k]), steps)``: it depends
 only on the sweep seed and its index, so any subset, order or engine gives the same paths. Each
 task (path k, policy, parameters) builds a fresh policy from its factory (policies keep state),
-replays the path with ``scenarios.backtest.run_backtest`` (the one replay loop and margin /
+replays the path with ``scenarios.replay.run_backtest`` (the one replay loop and margin /
 liquidation engine) and measures it with ``scenarios.metrics.compute_metrics``. Tasks run through
 ``scenarios.sweep.run_sweep`` (serial, local processes or Dask); results are sorted by task key.
 

@@ -1,6 +1,6 @@
 """Market path generators for Monte Carlo: resample or simulate joint asset returns and funding.
 
-A generator turns a seed and a number of steps into a ``scenarios.backtest.MarketPath`` that the
+A generator turns a seed and a number of steps into a ``scenarios.market_path.MarketPath`` that the
 backtester replays like history. Two models, both fitted to one :class:`JointHistory` (per step
 t = 1..T of the source: the assets' simple returns r_t, the perp funding of each settlement in
 (t-1, t], and the perp basis b_t = mark / spot - 1):

@@ -259,6 +259,6 @@ def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog,
         liquidations=pd.DataFrame(log.liquidations, columns=LIQUIDATION_COLUMNS),
         targets=pd.Series(book.target_vector(), index=assets, dtype=float),
         spot_returns=spot_px / spot_px.shift(1) - 1.0,
-        policy=str(getattr(policy, "name", type(policy).__name__)),
+        policy=policy.name,
         rolls=pd.DataFrame(log.rolls, columns=ROLL_COLUMNS),
     )

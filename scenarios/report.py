@@ -130,10 +130,9 @@ def _column(result: BacktestResult, name: str) -> pd.Series | None:
     return steps[name] if name in steps.columns else None
 
 
-def _is_synthetic(results: Mapping[str, BacktestResult], labels: Sequence[str]) -> bool:
-    if any("synthetic" in str(label).lower() for label in labels):
-        return True
-    return any(bool(getattr(r, "synthetic", False)) for r in results.values())
+def _is_synthetic(labels: Sequence[str]) -> bool:
+    """True when a label says the data are synthetic (the loaders label their source)."""
+    return any("synthetic" in str(label).lower() for label in labels)
 
 
 def _default_policy(names: Sequence[str]) -> str:
@@ -463,7 +462,7 @@ def report_html(results: Mapping[str, BacktestResult], *, title: str = "fbr back
     m = metrics if metrics is not None else _metrics(results)
     chs = list(charts) if charts is not None else build_charts(results, metrics=m)
     banner = ("<div class='banner' id='fbr-synthetic-banner'>SYNTHETIC DATA — generated prices, "
-              "funding and spreads; not market history</div>" if _is_synthetic(results, labels) else "")
+              "funding and spreads; not market history</div>" if _is_synthetic(labels) else "")
     chips = "".join(f"<span>{html.escape(str(label))}</span>" for label in labels)
     manifest = json.dumps([c.div_id for c in chs])
     parts = [

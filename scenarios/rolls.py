@@ -6,7 +6,7 @@ fractions per funding interval (``FuturesContract.funding_interval_h`` hours, 8 
 - :class:`BasisModel` gives ``b_u(t)`` per underlying u. A dated contract expiring at T is priced
   ``P(t) = S(t) x (1 + b_u(t) x tau / 365)``, ``tau = max(T - t, 0)`` in days, so ``P(T) = S(T)``:
   the contract converges to spot at expiry (and stays at spot after it).
-- :func:`with_dated_marks` returns a copy of a :class:`~scenarios.backtest.MarketPath` whose mark
+- :func:`with_dated_marks` returns a copy of a :class:`~scenarios.market_path.MarketPath` whose mark
   columns for the dated contracts follow that model (dated futures pay no funding).
 - :class:`BasisTermStructure` is an annualised basis by days to expiry, ``b(tau) = a + slope x tau``,
   fitted by least squares to the real Binance quarterlies (``../shared/data/quarterly_1d``,
@@ -14,7 +14,7 @@ fractions per funding interval (``FuturesContract.funding_interval_h`` hours, 8 
   pooled BTC/ETH fit, else from whatever files exist); :func:`with_quarterly_marks` marks a
   path's dated contracts at the real daily closes where they exist and at that fitted (modelled)
   basis elsewhere, and labels each mark's source in ``MarketPath.mark_source``.
-- Settlement at expiry is done by :func:`scenarios.backtest.run_backtest` (step 2b: closed at
+- Settlement at expiry is done by :func:`scenarios.replay.run_backtest` (step 2b: closed at
   spot, ``taker_fee`` charged, trade kind "settle").
 - :class:`RollingPolicy` wraps a policy that targets one "front" contract symbol and moves the
   position along a chain of dated contracts (quarterlies), rolling ``roll_days_before`` days before
@@ -34,13 +34,8 @@ import pandas as pd
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
-from models.io import (
-    QUARTERLY_FOLDER,
-    SUFFIXES,
-    load_quarterly_closes,
-    load_spot_closes,
-    quarterly_files,
-)
+from models.data_layout import QUARTERLY_FOLDER, SUFFIXES
+from models.io import load_quarterly_closes, load_spot_closes, quarterly_files
 from models.market import MarketSnapshot
 from optimizer.policies import Policy, TargetHoldings
 from scenarios.backtest_result import RollTargets
@@ -438,7 +433,7 @@ class RollingPolicy(Policy):
         self.schedule = tuple(schedule)
         self.roll_days_before = float(roll_days_before)
         self.front = schedule[0].symbol
-        self.name = f"rolling_{getattr(inner, 'name', type(inner).__name__)}"
+        self.name = f"rolling_{inner.name}"
         self._roll_at = [e - round(self.roll_days_before * NS_PER_DAY) for e in expiries]
 
     def active(self, t: pd.Timestamp) -> FuturesContract | None:

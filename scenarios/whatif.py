@@ -12,7 +12,7 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
 - NAV' = NAV + spot + futures + funding; effective weights e' = (spot' + B x') / V';
 - margin: the backtester's check (``models.margin.margin_state``, the one margin engine):
   liquidated when a position is open and collateral' < sum_j MM_j(|x'_j|); then every position is
-  closed at mark and ``liquidation_penalty`` x |x'| is paid (as ``scenarios.backtest.run_backtest``);
+  closed at mark and ``liquidation_penalty`` x |x'| is paid (as ``scenarios.replay.run_backtest``);
 - pledged spot (``Book.pledged``) is re-priced through its rule: collateral' = W' + sum_i
   C_i(u_i (1 + r_i)) (W' = cash + uPnL', u_i the pledged USD value before the shock, C_i the
   asset's rule, ``models.collateral``). A Portfolio Margin holding pushed across a tier edge by an

@@ -21,7 +21,8 @@ from models.book import Book
 from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from optimizer.policies import NaiveFutures
-from scenarios.backtest import MarketPath, run_backtest
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 
 SINCE = pd.Timestamp("2024-01-01", tz="UTC")
 UNTIL = pd.Timestamp("2024-12-01", tz="UTC")  # 335 days: 2010 4 h bars, 1005 settlements

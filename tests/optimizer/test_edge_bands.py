@@ -28,8 +28,11 @@ from optimizer.edge_bands import (
     vol_scaled_widths,
 )
 from optimizer.policies import NaiveFutures, Policy, TargetHoldings
-from scenarios.backtest import NO_SWEEPS, BacktestResult, MarketPath, run_backtest
+from scenarios.backtest_result import BacktestResult
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
 from scenarios.montecarlo import SimplePolicy
+from scenarios.replay import run_backtest
 
 SYMS = ("BTC", "ETH", "SOL")
 PRICES = {"BTC": 60000.0, "ETH": 2500.0, "SOL": 150.0}

@@ -34,7 +34,9 @@ from optimizer.settings import (
     SpotLegSettings,
     StressScenario,
 )
-from scenarios.backtest import NO_SWEEPS, MarketPath, run_backtest
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 

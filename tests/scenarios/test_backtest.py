@@ -28,14 +28,11 @@ from optimizer.policies import (
     TargetHoldings,
     current_holdings,
 )
-from scenarios.backtest import (
-    NO_SWEEPS,
-    BacktestResult,
-    CollateralPolicy,
-    MarketPath,
-    run_backtest,
-)
+from scenarios.backtest_result import BacktestResult
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy
+from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics, max_drawdown
+from scenarios.replay import run_backtest
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)

@@ -14,7 +14,9 @@ from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.policies import NoRebalance
-from scenarios.backtest import NO_SWEEPS, MarketPath, run_backtest
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 from scenarios.shocks import parse_scenario
 from scenarios.whatif import funding_until_liquidation, run_whatif
 

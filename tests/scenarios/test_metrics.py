@@ -15,15 +15,11 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from optimizer.policies import Policy, TargetHoldings, current_holdings
 from optimizer.solution import Solution
-from scenarios.backtest import (
-    LIQUIDATION_COLUMNS,
-    NO_SWEEPS,
-    TRADE_COLUMNS,
-    BacktestResult,
-    MarketPath,
-    run_backtest,
-)
+from scenarios.backtest_result import LIQUIDATION_COLUMNS, TRADE_COLUMNS, BacktestResult
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
 from scenarios.metrics import MARGIN_CALL_THRESHOLD, compute_metrics
+from scenarios.replay import run_backtest
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")
 IDX = pd.date_range(D0, periods=5, freq="D")

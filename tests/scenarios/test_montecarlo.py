@@ -15,7 +15,7 @@ from fbr.config import load_book_file
 from fbr.montecarlo_cli import build_spec, load_montecarlo_file
 from models.errors import ValidationError
 from optimizer.policies import NaiveFutures, NoRebalance
-from scenarios.backtest import NO_SWEEPS, run_backtest
+from scenarios.collateral import NO_SWEEPS
 from scenarios.metrics import compute_metrics
 from scenarios.montecarlo import (
     FAN_QUANTILES,
@@ -26,6 +26,7 @@ from scenarios.montecarlo import (
     run_montecarlo,
 )
 from scenarios.paths import BlockBootstrap, JointHistory, PathFrame
+from scenarios.replay import run_backtest
 from scenarios.sweep import Engine, EngineSpec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from scipy import stats
 from fbr.config import load_book_file
 from models.errors import ValidationError
 from models.synthetic import generate_history
-from scenarios.backtest import MarketPath
+from scenarios.market_path import MarketPath
 from scenarios.paths import (
     BlockBootstrap,
     GarchParams,

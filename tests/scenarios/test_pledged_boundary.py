@@ -2,7 +2,7 @@
 common fall. The optimiser's own stress row (``optimizer.data.prepare`` ->
 ``optimizer.constraints.StressMargin.surplus``: collateral(r) + g' x - sum_j MM_j(|x_j| (1 + g_j)),
 collateral(r) re-pricing pledged BTC through its rule) is zero at the common move r*; the replay's
-margin engine (``scenarios.backtest.run_backtest`` on a two-step path, and the what-if's
+margin engine (``scenarios.replay.run_backtest`` on a two-step path, and the what-if's
 ``is_liquidated``) leaves the book alone at r* (1 - 1e-7) and liquidates it at r* (1 + 1e-7).
 
 Hand values (cash 0, ETH hedge entered at the mark, so uPnL = 0 at r = 0):
@@ -34,7 +34,9 @@ from optimizer.constraints import StressMargin
 from optimizer.data import prepare
 from optimizer.policies import NoRebalance
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings, StressScenario
-from scenarios.backtest import NO_SWEEPS, MarketPath, run_backtest
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 from scenarios.whatif import is_liquidated, liquidation_move, move_prices
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")

@@ -22,8 +22,10 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.synthetic import generate_history
 from optimizer.policies import NaiveFutures, NoRebalance, Policy, TargetHoldings, current_holdings
-from scenarios import backtest as bt
-from scenarios.backtest import BacktestResult, MarketPath, run_backtest
+from scenarios.backtest_result import BacktestResult
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 from scenarios.report import build_charts, render_report, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,8 +129,7 @@ def test_liquidations_are_marked(tmp_path: Path) -> None:
     path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0001}))
     book = Book((SpotAsset("BTC"),), (FuturesContract("BTC-PERP", "BTC", taker_fee=0.0005),),
                 spot={"BTC": 1.0}, targets={"BTC": 1.0}, cash=1_000.0)
-    extra = {"collateral": bt.NO_SWEEPS} if hasattr(bt, "NO_SWEEPS") else {}
-    res = run_backtest(book, path, OpenLong(), **extra)  # type: ignore[arg-type]
+    res = run_backtest(book, path, OpenLong(), collateral=NO_SWEEPS)
     assert bool(res.steps["liquidated"].any())
     margin = {c.key: c for c in build_charts({"levered": res})}["margin"]
     marks = [s for s in margin.series if s.mode == "markers"]

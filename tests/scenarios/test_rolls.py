@@ -20,7 +20,10 @@ from models.instruments import ContractKind, FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.synthetic import generate_history
 from optimizer.policies import NaiveFutures, Policy, TargetHoldings, current_holdings
-from scenarios.backtest import NO_SWEEPS, BacktestResult, MarketPath, run_backtest
+from scenarios.backtest_result import BacktestResult
+from scenarios.collateral import NO_SWEEPS
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 from scenarios.rolls import DEFAULT_BASIS, BasisModel, RollingPolicy, with_dated_marks
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")

@@ -18,8 +18,10 @@ from models.risk import RiskModel
 from optimizer.policies import NoRebalance
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
-from scenarios.backtest import NO_SWEEPS, MarketPath, run_backtest
+from scenarios.collateral import NO_SWEEPS
 from scenarios.library import book_scenarios
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
 from scenarios.shocks import parse_scenario
 from scenarios.whatif import (
     LiquidationMove,
