@@ -46,6 +46,9 @@ class TrackingVariance(Term):
     """
 
     name = "tracking_error"
+    #: F' of the spot leg's trades (None without the spot leg) and sqrt(d) (None without idio)
+    Ft: cp.Parameter | None = None
+    sd: cp.Parameter | None = None
 
     def build(self, ctx: Context) -> cp.Expression:
         st = ctx.structure
@@ -69,9 +72,9 @@ class TrackingVariance(Term):
     def update(self, d: ProblemData) -> None:
         assign(self.FtB, d.FtB)
         assign(self.c, d.F.T @ (d.s - d.w))
-        if hasattr(self, "Ft"):
+        if self.Ft is not None:
             assign(self.Ft, d.F.T)
-        if hasattr(self, "sd"):
+        if self.sd is not None:
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_dev0, d.sqrt_idio * (d.s - d.w))
 
@@ -258,6 +261,8 @@ class ReserveCost(Term):
     """
 
     name = "reserve_cost"
+    #: P_s at the last update (weights, one per scenario); None before the first update
+    pledged: np.ndarray | None = None
 
     def build(self, ctx: Context) -> cp.Expression:
         st = ctx.structure
@@ -283,8 +288,8 @@ class ReserveCost(Term):
 
     def update(self, d: ProblemData) -> None:
         rho = reserve_rate(d)
-        #: P_s at this update (weights): ``value`` re-uses it, so a re-check on data whose spot
-        #: weights moved (the spot leg's trades) prices the same reserve as the solve
+        # P_s at this update: ``value`` re-uses it, so a re-check on data whose spot weights moved
+        # (the spot leg's trades) prices the same reserve as the solve
         self.pledged = pledged_stressed(d)
         assign(self.cum, rho * d.cum)
         for k, (coef, g, pl) in enumerate(zip(self.coef, self.g, self.pl, strict=True)):
@@ -294,7 +299,7 @@ class ReserveCost(Term):
             assign(pl, rho * float(self.pledged[k]))
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
-        return reserve_rate(d) * reserve_weight(z, d, getattr(self, "pledged", None))
+        return reserve_rate(d) * reserve_weight(z, d, self.pledged)
 
 
 class CostToGo(Term):
