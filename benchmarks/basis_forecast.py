@@ -16,8 +16,8 @@ over ``H`` bars: the realised mean ``mean(b_{t+1} .. b_{t+H})``. Forecasters (``
 - ``ewma_shrunk``: the funding model's form with long-run level 0,
   ``m_t (1 - phi^H) / (H ln(1/phi))``, ``phi = 2^(-1/T)`` (``EwmaShrinkForecaster``), ``m_t`` the
   EWMA with half-life ``L_s``;
-- ``mean_30d``: the mean of ``b`` over the last 180 bars (30 days; the window ``scenarios.rolls.
-  BasisModel.fit`` averages the premium over when a path has perp marks but no funding).
+- ``mean_30d``: the mean of ``b`` over the last 180 bars (30 days; the window ``scenarios.
+  dated_basis.BasisModel.fit`` averages the premium over when a path has perp marks but no funding).
 
 Defaults fixed before any evaluation: ``L`` = 6 and 42 bars (1 day, 1 week), ``L_s`` = 42 bars and
 ``T`` = 180 bars (7 and 30 days, the funding model's defaults in days). Horizons 6, 42, 180 bars
@@ -27,7 +27,7 @@ Part B: dated (quarterly) basis change (``dated``)
 --------------------------------------------------
 Per BTC/ETH quarterly contract, ``c_t = F_t / S_t - 1`` with ``F_t`` the daily close of
 ``quarterly_1d/<U>USDT_<YYMMDD>`` and ``S_t`` the ``spot_1d`` close of the same day, both stamped at
-the bar close (00:00 UTC; ``scenarios.rolls.quarterly_basis_samples``), ``tau_t`` days to delivery
+the bar close (00:00 UTC; ``scenarios.quarterly_basis.quarterly_basis_samples``), ``tau_t`` days to delivery
 (08:00 UTC on the suffix date). Target over ``h`` days: the basis change
 ``d = c_{t+h} - c_t`` (a long future's PnL beyond its spot exposure per unit notional; the carry it
 pays is ``-d``), for origins whose contract still has a close at ``t + h`` (so ``h < tau_t``; the
@@ -35,8 +35,8 @@ delivery close itself has no same-day spot close and is never a target). Forecas
 
 - ``stays``: 0 (the basis stays where it is);
 - ``linear``: ``-c_t h / tau_t`` (linear convergence to 0 at expiry: the carry the optimiser charges
-  a dated contract, ``optimizer.data._carry_per_horizon``);
-- ``term_carry`` / ``term_level``: ``scenarios.rolls.BasisTermStructure`` (annualised basis
+  a dated contract, ``optimizer.carry._carry_per_horizon``);
+- ``term_carry`` / ``term_level``: ``scenarios.quarterly_basis.BasisTermStructure`` (annualised basis
   ``a + s tau``, so ``C(tau) = (a + s tau) tau / 365``) refitted at every origin on the pooled BTC and
   ETH closes stamped at or before it (``tau >= 7`` days, at least ``TERM_MIN_OBS`` of them).
   ``term_carry = C(tau_t - h) - C(tau_t)`` (today's deviation from the curve persists),
@@ -81,14 +81,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.funding_forecast import origin_mask  # noqa: E402
+from models.data_layout import MARK_FOLDER, SUFFIXES, spot_folder  # noqa: E402
 from models.funding_forecast import (  # noqa: E402
     EwmaShrinkForecaster,
     ewma_path,
     realised_mean_path,
 )
-from models.io import SUFFIXES, default_data_dir  # noqa: E402
-from scenarios.rolls import (  # noqa: E402
-    DAYS_PER_YEAR,
+from models.io import default_data_dir  # noqa: E402
+from scenarios.dated_basis import DAYS_PER_YEAR  # noqa: E402
+from scenarios.quarterly_basis import (  # noqa: E402
     MIN_FIT_DAYS,
     BasisTermStructure,
     quarterly_basis_samples,
@@ -97,7 +98,7 @@ from scenarios.rolls import (  # noqa: E402
 
 BP = 1e4
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "basis_forecast.md"
-#: Bars of 4 h in 30 days: the trailing window of ``mean_30d`` (``scenarios.rolls.BASIS_WINDOW``).
+#: Bars of 4 h in 30 days: the trailing window of ``mean_30d`` (``scenarios.dated_basis.BASIS_WINDOW``).
 MEAN_WINDOW_BARS = 180
 #: Pooled closes (tau >= 7 days) the walk-forward term-structure fit needs before it forecasts.
 TERM_MIN_OBS = 30
@@ -243,7 +244,7 @@ def dated_pairs(samples: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
     """Each origin close joined to the same contract's close ``horizon_days`` later.
 
     ``samples``: columns underlying, delivery, time, days, basis (as
-    ``scenarios.rolls.quarterly_basis_samples``). Returns one row per origin with a target:
+    ``scenarios.quarterly_basis.quarterly_basis_samples``). Returns one row per origin with a target:
     underlying, delivery, time, days (``tau_t``), basis (``c_t``), basis_h (``c_{t+h}``), change
     (``c_{t+h} - c_t``), sorted by time. Origins whose contract has no close at ``t + h`` are left out.
     """
@@ -365,9 +366,9 @@ def _read_close(data_dir: Path, folder: str, sym: str) -> pd.Series:
 def load_perp_bases(data_dir: Path, symbols: list[str] | None) -> dict[str, pd.Series]:
     """``perp_basis`` of every symbol with both ``perp_mark_4h/<SYM>`` and ``spot_4h/<SYM>``
     (or of ``symbols``)."""
-    both = sorted(_stems(data_dir / "perp_mark_4h") & _stems(data_dir / "spot_4h"))
+    both = sorted(_stems(data_dir / MARK_FOLDER) & _stems(data_dir / spot_folder("4h")))
     names = [s for s in symbols if s in both] if symbols else both
-    return {s: perp_basis(_read_close(data_dir, "perp_mark_4h", s), _read_close(data_dir, "spot_4h", s))
+    return {s: perp_basis(_read_close(data_dir, MARK_FOLDER, s), _read_close(data_dir, spot_folder("4h"), s))
             for s in names}
 
 
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
               "../shared/data)")
         return 0
     data = Path(data)
-    has_perp = bool(_stems(data / "perp_mark_4h") & _stems(data / "spot_4h"))
+    has_perp = bool(_stems(data / MARK_FOLDER) & _stems(data / spot_folder("4h")))
     dated_underlyings = quarterly_underlyings(data)
     if not has_perp and not dated_underlyings:
         print(f"basis_forecast: skipped: {data} has neither perp_mark_4h/ with spot_4h/ files nor "

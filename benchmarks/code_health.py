@@ -82,9 +82,9 @@ def any_in_signatures(package: str = "fbr") -> list[str]:
 
 
 def _mentions_any(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Name) and n.id == "Any" or
-               isinstance(n, ast.Attribute) and n.attr == "Any" or
-               isinstance(n, ast.Constant) and isinstance(n.value, str) and "Any" in n.value
+    return any((isinstance(n, ast.Name) and n.id == "Any") or
+               (isinstance(n, ast.Attribute) and n.attr == "Any") or
+               (isinstance(n, ast.Constant) and isinstance(n.value, str) and "Any" in n.value)
                for n in ast.walk(node))
 
 

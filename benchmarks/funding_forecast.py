@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.data_layout import FUNDING_FOLDER  # noqa: E402
 from models.funding_forecast import (  # noqa: E402
     DEFAULT_LONG_RUN_RATE,
     EwmaShrinkForecaster,
@@ -106,7 +107,7 @@ def _errors(err: np.ndarray) -> Errors:
 
 def load_symbol_rates(data_dir: Path, symbols: list[str] | None) -> dict[str, pd.Series]:
     """Each symbol's settlements (fraction per settlement), sorted, missing ones dropped."""
-    folder = data_dir / "funding"
+    folder = data_dir / FUNDING_FOLDER
     names = symbols or sorted(p.name.split(".")[0] for p in folder.iterdir() if p.name.endswith(".csv.gz"))
     frame = load_funding(data_dir, names)
     return {s: frame[s].dropna().astype(float) for s in names}
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the evaluation, print it, write the markdown file. Returns the exit code."""
     a = _args(argv)
     data = a.data if a.data is not None else default_data_dir()
-    if data is None or not (Path(data) / "funding").is_dir():
+    if data is None or not (Path(data) / FUNDING_FOLDER).is_dir():
         print("funding_forecast: skipped: no funding data folder (give --data, set FBR_DATA_DIR or "
               "provide ../shared/data/funding)")
         return 0

@@ -11,7 +11,7 @@ volume lagged one step (``MarketPath.from_data``), impact k = 0.5 (ADV x 4, as i
 
 Contracts: USD-M perpetuals BTC/ETH at 10x with the tier history's brackets at the path's start
 and the 2025 lot steps (as vs_naive.py); the USDT quarterlies delivering 2023-09-29 .. 2025-06-27
-(8 per asset, delivery 08:00 UTC), marked by ``scenarios.rolls.with_quarterly_marks``: the real
+(8 per asset, delivery 08:00 UTC), marked by ``scenarios.quarterly_basis.with_quarterly_marks``: the real
 daily close where one exists (at 00:00 steps; at the 08:00 / 16:00 steps the basis of a close
 under a day old carried to the step's spot; the delivery-day close at 08:00), else the basis term
 structure fitted to all the real quarterlies (``b(tau) = a + slope tau``, least squares), labelled
@@ -76,12 +76,13 @@ if str(ROOT / "benchmarks") not in sys.path:
 
 import vs_naive as vn  # noqa: E402
 
-from fbr.backtest_config import TrailingRisk  # noqa: E402
 from models.book import Book  # noqa: E402
+from models.data_layout import QUARTERLY_FOLDER  # noqa: E402
 from models.instruments import ContractKind, FuturesContract, SpotAsset  # noqa: E402
 from models.io import default_data_dir, quarterly_files  # noqa: E402
 from models.market import MarketSnapshot  # noqa: E402
 from models.risk import estimate_risk, returns_from_prices  # noqa: E402
+from models.trailing_risk import TrailingRisk  # noqa: E402
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings  # noqa: E402
 from optimizer.settings import (  # noqa: E402
     ConstraintSettings,
@@ -92,8 +93,8 @@ from optimizer.settings import (  # noqa: E402
 from scenarios.backtest_result import BacktestResult, RollTargets  # noqa: E402
 from scenarios.collateral import CollateralPolicy  # noqa: E402
 from scenarios.market_path import MarketPath  # noqa: E402
+from scenarios.quarterly_basis import REAL, REAL_FFILL, with_quarterly_marks  # noqa: E402
 from scenarios.replay import run_backtest  # noqa: E402
-from scenarios.rolls import REAL, REAL_FFILL, with_quarterly_marks  # noqa: E402
 
 ASSETS = ("BTC", "ETH")
 TARGETS = {"BTC": 0.5, "ETH": 0.5}
@@ -248,7 +249,7 @@ def main() -> int:
     ap.add_argument("--lookback", type=int, default=180, help="risk model lookback, days")
     args = ap.parse_args()
     data = default_data_dir()
-    if data is None or not (data / "quarterly_1d").is_dir():
+    if data is None or not (data / QUARTERLY_FOLDER).is_dir():
         print("instruments: skipped: no data folder with quarterly_1d (set FBR_DATA_DIR or "
               "provide ../shared/data)")
         return 0

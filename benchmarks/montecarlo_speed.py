@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fbr.montecarlo_cli import build_spec, load_montecarlo_file
+from fbr.montecarlo_cli import build_spec
+from fbr.montecarlo_config import load_montecarlo_file
 from scenarios.montecarlo import MonteCarloResult, run_montecarlo
 from scenarios.sweep import Engine, EngineSpec
 

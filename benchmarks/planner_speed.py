@@ -52,9 +52,10 @@ from benchmarks.solve_speed import (
     make_settings,
     reps_for,
 )
-from optimizer.data import ProblemData, prepare
+from optimizer.data import ProblemData
 from optimizer.engines import PiqpEngine
 from optimizer.planner import PlannerProblem
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem, SolveOutcome
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import SolverName

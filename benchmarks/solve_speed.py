@@ -12,7 +12,9 @@ For each size N (assets; one linear perpetual per asset, so M = N contracts) and
   leverage cap and two correlation cluster bands. Served by PIQP through fbr's lean path
   (``optimizer.engines.PiqpEngine``);
 - ``conic``: the same plus the 3/2-power impact cost and a volatility cap, served by Clarabel through
-  fbr's ``CvxpyDataEngine``;
+  fbr's lean ``optimizer.engines.ClarabelEngine`` (a fresh ``DefaultSolver`` per solve at
+  ``CLARABEL_SETTINGS``; an 'almost solved' answer is retried at Clarabel's defaults only when its
+  final iterate does not meet them);
 - ``hybrid``: the ``qp`` problem plus the spot leg (spot buys/sells with fee + half spread) and its
   tax term (25% rates, 3 lots per asset on day 0 with mixed gains and losses, compiled with 4 pieces
   per asset; ``--harvest-losses`` credits losses), still a QP served by PIQP through ``PiqpEngine``
@@ -37,12 +39,17 @@ Columns (per day, then the median over days)
   same settings as fbr's engine. QP: ``piqp.SparseSolver.update(P, c, A, b, G, h_u)`` + ``solve()``
   on the data of ``PiqpEngine.refresh()`` (``PIQP_SETTINGS``). Conic:
   ``clarabel.DefaultSolver.update(P, q, A, b)`` + ``solve()`` on the data of cvxpy's Clarabel
-  interface (``engine.chain.solver.apply(engine.prog)``, settings from ``engine.options``), or a
-  fresh ``DefaultSolver`` + ``solve()`` when Clarabel refuses data updates (the output says which);
+  interface (``engine.compiled.apply()``, settings from ``engine.options``, the tight
+  ``CLARABEL_SETTINGS``), or a fresh ``DefaultSolver`` + ``solve()`` when Clarabel refuses data
+  updates (the output says which). Neither the conic floor nor cvxpy's default path retries an
+  'almost solved' answer (most conic days end so at these tolerances), and both keep the solver's
+  equilibration from day 0 (answers depend on earlier days); fbr sets up a fresh solver each solve
+  (``clarabel setup`` in the stage split) and retries at the defaults when the tight answer does
+  not meet them;
 - ``naive``: ``ProblemData.naive_z()`` (the seed rule, z = w* - s per asset through its contract);
 - ``cvxpy default``: cvxpy's default path ``problem.solve(solver=..., **same options)`` on the same
   compiled problem (warm: cvxpy caches its parametrised program and the solver object);
-- ``prepare``: ``optimizer.data.prepare(book, market, risk, settings)``, the per-day cost of turning
+- ``prepare``: ``optimizer.prepare.prepare(book, market, risk, settings)``, the per-day cost of turning
   a book into arrays (not part of ``fbr``);
 - ``max |dz|``: the worst over days of max_j |z_fbr - z_native| and max_j |z_fbr - z_cvxpy| in
   weight units (fractions of the target base V); the bar is 1e-5. Days on which one side has no
@@ -112,10 +119,12 @@ from models.tax import (
     tax_per_unit,
     total_quantity,
 )
-from optimizer.data import ProblemData, prepare
-from optimizer.engines import PIQP_SETTINGS, CvxpyDataEngine, PiqpEngine, quiet_bounds
+from optimizer.cvxpy_adapter import clarabel_settings
+from optimizer.data import ProblemData
+from optimizer.engines import PIQP_SETTINGS, ClarabelEngine, CvxpyDataEngine, PiqpEngine, quiet_bounds
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem, SolveOutcome, SolverFailedError
-from optimizer.rebalance import Rebalancer, after_spot
+from optimizer.rebalance import Rebalancer
 from optimizer.settings import (
     ClusterBand,
     ConstraintSettings,
@@ -125,6 +134,7 @@ from optimizer.settings import (
     SpotLegSettings,
     StressScenario,
 )
+from optimizer.solution_report import after_spot
 from optimizer.spot_leg import SpotContext
 
 DEFAULT_SIZES = (3, 10, 20, 50, 200, 500, 1000)
@@ -534,25 +544,22 @@ class NativeClarabel:
 
     def load(self, eng: CvxpyDataEngine) -> None:
         import clarabel
-        from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import dims_to_solver_cones
 
         self.options = dict(getattr(eng, "options", {}) or {})
-        data, _inv = eng.chain.solver.apply(eng.prog)
+        data, _inv = eng.compiled.apply()
         n = data["c"].size
         P = data.get("P")
         P = sp.triu(P).tocsc() if P is not None else sp.csc_matrix((n, n))
         A = sp.csc_matrix(data["A"])
         self.data = (P, np.asarray(data["c"], float).copy(), A, np.asarray(data["b"], float).copy())
-        self.cones = dims_to_solver_cones(data["dims"])
+        self.cones = eng.compiled.clarabel_cones()
         if self.solver is None:
             self.solver = clarabel.DefaultSolver(*self.data, self.cones, self._settings())
             if not self.solver.is_data_update_allowed():
                 self.mode = "fresh setup+solve (Clarabel refuses data updates)"
 
     def _settings(self) -> Any:
-        from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
-
-        return CLARABEL.parse_solver_opts(False, self.options)
+        return clarabel_settings(self.options)
 
     def run(self) -> Any:
         import clarabel
@@ -616,51 +623,49 @@ def qp_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
 
 
 def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
-    """fbr's conic re-solve stage by stage (mirrors CvxpyDataEngine.solve and cvxpy's Clarabel
-    interface ``solve_via_data``: a fresh DefaultSolver per solve unless the engine reuses one).
-    The engine's retry with default settings after an inaccurate answer is not included."""
+    """fbr's conic re-solve stage by stage with the engine's own objects (mirrors
+    ``ClarabelEngine.solve``: a fresh DefaultSolver at ``CLARABEL_SETTINGS``; the retry at
+    Clarabel's defaults after an 'almost solved' answer not meeting them is its own stage, zero on
+    other days)."""
     import clarabel
-    from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import dims_to_solver_cones
+
+    from optimizer.cvxpy_adapter import clarabel_status
 
     eng = hp.engine(SolverName.CLARABEL)
-    assert isinstance(eng, CvxpyDataEngine)
-    solver_if = eng.chain.solver
-    options = dict(getattr(eng, "options", {}) or {})
-    cached = eng.cache.get("CLARABEL") if getattr(eng, "reuse", True) else None
+    assert isinstance(eng, ClarabelEngine)
     t = time.perf_counter
     t0 = t()
     hp.update(d)
     t1 = t()
-    data, inv = solver_if.apply(eng.prog)
+    p = eng.map.pvec()
     t2 = t()
-    P = sp.triu(data["P"]).tocsc()
-    cones = dims_to_solver_cones(data["dims"])
-    settings = solver_if.parse_solver_opts(False, options)
+    vals = eng.map.RA @ p
+    qfull = eng.map.Rq @ p
+    pvals = eng.map.RP @ p if eng.map.RP is not None else None
     t3 = t()
-    if cached is not None and cached.is_data_update_allowed():
-        cached.update(P=P, q=data["c"], A=data["A"], b=data["b"], settings=settings)
-        solver = cached
-        setup = "clarabel update (reused solver)"
-    else:
-        solver = clarabel.DefaultSolver(P, data["c"], data["A"], data["b"], cones, settings)
-        setup = "clarabel setup (new DefaultSolver)"
+    eng.A.data[:] = -vals[eng.pos_a]
+    if pvals is not None:
+        eng.P.data[:] = pvals[eng.pos_p]
+    bfull = np.zeros(eng.map.m)
+    bfull[eng.map.b_rows] = vals[eng.map.nnz_a:]
+    q = qfull[: eng.map.n]
+    settings = eng.settings(eng.options)
     t4 = t()
-    raw = solver.solve()
+    solver = clarabel.DefaultSolver(eng.P, q, eng.A, bfull, eng.cones, settings)
     t5 = t()
-    try:
-        from cvxpy.reductions.solvers.solver_inverse_data import SolverInverseData
-
-        sol = solver_if.invert(raw, SolverInverseData(inv, solver_instance=solver_if,
-                                                      solver_options=options))
-    except ImportError:  # older cvxpy
-        sol = solver_if.invert(raw, inv)
-    if sol.primal_vars:
-        _ = np.asarray(next(iter(sol.primal_vars.values()))).ravel()[eng.z_slice].copy()
+    raw = solver.solve()
     t6 = t()
-    return {"parameter values (hp.update)": t1 - t0,
-            "interface apply (param vector + mat-vecs + data dict)": t2 - t1,
-            "triu(P) + cones + settings": t3 - t2, setup: t4 - t3,
-            "clarabel solve": t5 - t4, "invert + extraction": t6 - t5}
+    status = clarabel_status(raw)
+    _ = (np.asarray(raw.x, dtype=float)[eng.z_slice].copy(), float(raw.obj_val), raw.iterations)
+    t7 = t()
+    if status == "optimal_inaccurate":
+        solver.update(settings=eng.settings({}))  # as ClarabelEngine._call: settings-only update
+        solver.solve()
+    t8 = t()
+    return {"parameter values (hp.update)": t1 - t0, "param-vector assembly": t2 - t1,
+            "sparse mat-vecs (R @ p)": t3 - t2, "scatter into P/A, b + settings": t4 - t3,
+            "clarabel setup (new DefaultSolver)": t5 - t4, "clarabel solve": t6 - t5,
+            "status + extraction": t7 - t6, "retry at defaults (settings update+solve)": t8 - t7}
 
 
 # ==============================================================================================
@@ -852,9 +857,8 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
     cvx_default()
     assert HedgeProblem.builds == builds0 + 1, "day 0 should compile exactly once"
     builds_after = HedgeProblem.builds
-    prog = eng.prog
     res = SizeResult(config=config, n=n, days=days, n_factors=risk.loadings.shape[1],
-                     variables=int(prog.x.size), constraints_rows=int(prog.constr_size),
+                     variables=eng.compiled.n, constraints_rows=eng.compiled.rows,
                      compile_s=compile_s, native_mode=native.mode, builds_after_day0=builds_after)
     log(f"  {config} N={n}: compiled+first solve {compile_s:.2f}s, {res.variables} vars, "
         f"{res.constraints_rows} rows, K={res.n_factors}")
@@ -1010,7 +1014,7 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
                      f"{r['median_iterations']:.0f}",
                      f"{len(r['fbr_inaccurate_days'])}/{len(r['fbr_failed_days'])}",
                      ", ".join(flags)])
-    solver = "Clarabel via CvxpyDataEngine" if config == "conic" else "PIQP via PiqpEngine"
+    solver = "Clarabel via ClarabelEngine" if config == "conic" else "PIQP via PiqpEngine"
     if config == "hybrid":
         solver += f"; spot leg + tax term, {HYBRID_MAX_LOTS} pieces"
     title = f"{config.upper()} ({solver}); days={rows[0]['days'] if rows else 0}"

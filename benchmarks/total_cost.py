@@ -90,11 +90,12 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 import vs_naive as vn  # noqa: E402
 
-from fbr.backtest_config import TrailingRisk  # noqa: E402
 from models.book import Book  # noqa: E402
+from models.data_layout import spot_folder  # noqa: E402
 from models.io import default_data_dir  # noqa: E402
 from models.risk import estimate_risk, returns_from_prices  # noqa: E402
 from models.tax import LotMethod, TaxLot, TaxRates  # noqa: E402
+from models.trailing_risk import TrailingRisk  # noqa: E402
 from optimizer.edge_bands import EdgeScaling, edge_band_policy  # noqa: E402
 from optimizer.policies import (  # noqa: E402
     BandSpotRebalance,
@@ -661,7 +662,7 @@ def main() -> int:
     budgets = vn.TE_BUDGETS
     if not args.analyse_only:
         data = args.data or default_data_dir()
-        if data is None or not (data / "spot_4h").is_dir():
+        if data is None or not (data / spot_folder("4h")).is_dir():
             print("total_cost: skipped: no data folder (give --data, set FBR_DATA_DIR or provide "
                   "../shared/data)")
             return 0

@@ -24,7 +24,7 @@ marked at spot), ADV = the spot files' trailing 30-day quote volume lagged one s
   Policies: the naive overlay on a calendar (8h, 1D, 7D, 30D) and on bands (0.25, 0.5, 1, 2, 5,
   10 pp); the optimised overlay (``OptimizedFutures``) over a grid of gamma_trade x gamma_fund with
   trading + impact + carry costs, margin constraint on, and a trailing Ledoit-Wolf risk model
-  (``fbr.backtest_config.TrailingRisk``: re-estimated every 30 days from 8 h spot returns up to the
+  (``models.trailing_risk.TrailingRisk``: re-estimated every 30 days from 8 h spot returns up to the
   current step only, over the trailing ``--lookback`` days; the spot history before the path's
   start feeds it, so there is no warm-up and no look-ahead).
 
@@ -108,8 +108,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fbr.backtest_config import TrailingRisk  # noqa: E402
 from models.book import Book  # noqa: E402
+from models.data_layout import MARKETS_FOLDER, spot_folder  # noqa: E402
 from models.errors import ValidationError  # noqa: E402
 from models.instruments import FuturesContract, SpotAsset  # noqa: E402
 from models.io import (  # noqa: E402
@@ -119,6 +119,7 @@ from models.io import (  # noqa: E402
     load_spot_closes,
 )
 from models.risk import RiskModel, estimate_risk, returns_from_prices  # noqa: E402
+from models.trailing_risk import TrailingRisk  # noqa: E402
 from optimizer.policies import (  # noqa: E402
     BandSpotRebalance,
     CalendarSpotRebalance,
@@ -195,7 +196,7 @@ HEADLINE_BUDGET = 0.01
 
 def contracts(data: Path, as_of: str, leverage: float = LEVERAGE) -> tuple[FuturesContract, ...]:
     """USD-M perpetuals with the tiers in force at ``as_of`` and the 2025 lot steps."""
-    markets = data / "markets"
+    markets = data / MARKETS_FOLDER
     out = []
     for a in ASSETS:
         sym = f"{a}/USDT:USDT"
@@ -647,7 +648,7 @@ def main() -> int:
 
     if not args.analyse_only:
         data = default_data_dir()
-        if data is None or not (data / "spot_4h").is_dir():
+        if data is None or not (data / spot_folder("4h")).is_dir():
             print("vs_naive: skipped: no data folder (set FBR_DATA_DIR or provide ../shared/data)")
             return 0
         gammas = ([float(g) for g in args.gammas.split(",")] if args.gammas

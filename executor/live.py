@@ -81,7 +81,7 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class Context:
+class PlanBasis:
     """What the runner needs beside the gateway: the book (exchange units) and market the plan was
     made for, the risk model for the residual TE, and the instruments."""
 
@@ -107,7 +107,7 @@ class JournaledExecutor:
     ``sleep`` waits (seconds) and ``clock`` gives the time (ms, UTC); both are injected so tests
     run the reconcile windows on a simulated clock."""
 
-    def __init__(self, gateway: ExchangeGateway, journal: Journal, context: Context, *,
+    def __init__(self, gateway: ExchangeGateway, journal: Journal, context: PlanBasis, *,
                  retry: RetryPolicy | None = None, mode: str = "live",
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], int] | None = None,

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from executor.base import ExchangeGateway
-from executor.ccxt_gateway import with_instruments
+from executor.ccxt_metadata import with_instruments
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
 from models.book import Book
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import require_orderable
-from optimizer.data import prepare
+from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution

@@ -7,25 +7,42 @@ set FBR_DEBUG=1 to see the traceback of an unexpected internal error.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from models.errors import ExitCode, FbrError
+from fbr.console import (
+    CliError,
+    ExitCode,
+    JsonOpt,
+    err,
+    json_ready,
+    out,
+    preparing,
+    solution_json,
+    user_errors,
+    wide,
+)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from fbr.backtest_config import BacktestConfig
+    from optimizer.solution import Solution
+    from scenarios.backtest_result import BacktestResult
+    from scenarios.market_path import MarketPath
+
+__all__ = ["CliError", "app", "backtest_table", "demo_books", "err", "main", "out",
+           "run_backtest_config", "user_errors"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fbr: keep a crypto spot portfolio on target with futures, sized by a convex "
                        "optimiser.")
-out = Console()
-err = Console(stderr=True)
 
 DEMO_BOOKS = ("seed_example_1.toml", "seed_example_2.toml", "ten_assets.toml")
 DEMO_BACKTEST = "backtest_demo.toml"
@@ -33,46 +50,38 @@ DEMO_BACKTEST = "backtest_demo.toml"
 DEMO_BACKTEST_DAYS = 180
 
 
-class CliError(FbrError):
-    """A usage problem found by the CLI itself."""
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-
-@contextmanager
-def user_errors(as_json: bool) -> Iterator[None]:
-    """Turn fbr's own errors into one message and the error's exit code (bad input: 2; see
-    :class:`~models.errors.ExitCode`), unexpected ones into exit code 1."""
     try:
-        yield
-    except typer.Exit:
-        raise
-    except FbrError as exc:
-        _fail(str(exc), as_json, exc.exit_code)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc), as_json, ExitCode.BAD_INPUT)
-    except Exception as exc:  # an internal error: still no traceback unless asked
-        if os.environ.get("FBR_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set FBR_DEBUG=1 for the traceback)",
-              as_json, ExitCode.INTERNAL)
+        return version("fbr")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
-def _fail(message: str, as_json: bool, code: ExitCode = ExitCode.BAD_INPUT) -> None:
-    if as_json:
-        print(json.dumps({"status": "error", "exit_code": int(code), "error": message}))
-    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=int(code))
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"fbr {_version()}")
+        raise typer.Exit()
 
 
-def _solve_file(path: Path) -> Any:
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """fbr: keep a crypto spot portfolio on target with futures, sized by a convex optimiser."""
+    from fbr.console import route_warnings
+
+    route_warnings()
+
+
+def _solve_file(path: Path) -> Solution:
     from fbr.config import load_book_file
     from optimizer.rebalance import Rebalancer
 
     loaded = load_book_file(path)
     return Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings,
                               labels=loaded.labels)
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
 @app.command()
@@ -91,7 +100,7 @@ def solve(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the R
                            f"(see examples/)")
         sol = _solve_file(book)
         if as_json:
-            print(json.dumps(sol.to_dict(), indent=2))
+            print(json.dumps(json_ready(solution_json(sol.to_dict())), indent=2, allow_nan=False))
         else:
             out.rule(f"fbr solve {book}")
             render_solution(sol, out)
@@ -123,14 +132,14 @@ def demo(as_json: JsonOpt = False) -> None:
         for name, path in demo_books():
             sol = _solve_file(path)
             if as_json:
-                results[name] = sol.to_dict()
+                results[name] = json_ready(solution_json(sol.to_dict()))
             else:
                 out.rule(f"demo: {name}")
                 render_solution(sol, out)
         summary = _demo_backtest(show=not as_json)
         if as_json:
             results["backtest"] = summary
-            print(json.dumps(results, indent=2, allow_nan=False))
+            print(json.dumps({"status": "ok", **results}, indent=2, allow_nan=False))
         else:
             out.rule(f"demo: backtest, {DEMO_BACKTEST_DAYS} days")
             _print_backtest(summary, f"Policies over {DEMO_BACKTEST_DAYS} synthetic days")
@@ -140,16 +149,16 @@ def demo(as_json: JsonOpt = False) -> None:
 # backtest
 
 
-def _pct_cell(x: Any, digits: int = 2) -> str:
+def _pct_cell(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * float(x):.{digits}f}"
 
 
-def _num_cell(x: Any, digits: int = 1) -> str:
+def _num_cell(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{float(x):,.{digits}f}"
 
 
 #: Comparison table: header, metrics key, formatter.
-BACKTEST_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+BACKTEST_COLUMNS: tuple[tuple[str, str, Callable[[float | None], str]], ...] = (
     ("TE %", "tracking_error", _pct_cell),
     ("return %", "total_return", _pct_cell),
     ("vol %", "volatility", _pct_cell),
@@ -162,78 +171,78 @@ BACKTEST_COLUMNS: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def backtest_table(metrics: dict[str, dict[str, Any]], title: str) -> Any:
-    """One row per policy, the columns of ``BACKTEST_COLUMNS``."""
+#: The comparison table's columns split in two tables below this console width (80-column
+#: terminals): no number is folded or cut.
+BACKTEST_NARROW_WIDTH = 110
+
+
+def backtest_table(metrics: dict[str, dict[str, Any]], title: str,
+                   columns: tuple[tuple[str, str, Callable[[float | None], str]], ...] = BACKTEST_COLUMNS
+                   ) -> Table:
+    """One row per policy, the given ``columns`` (default ``BACKTEST_COLUMNS``)."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    t.add_column("policy", no_wrap=True)
-    for head, _, _ in BACKTEST_COLUMNS:
-        t.add_column(head, justify="right")
+    t.add_column("policy", overflow="fold")
+    for head, _, _ in columns:
+        t.add_column(head, justify="right", overflow="fold", no_wrap=True)  # numbers kept whole
     for name, m in metrics.items():
-        t.add_row(escape(name), *(fmt(m.get(key)) for _, key, fmt in BACKTEST_COLUMNS))
+        t.add_row(escape(name), *(fmt(m.get(key)) for _, key, fmt in columns))
     return t
 
 
-@contextmanager
-def _preparing(what: str, show: bool) -> Iterator[None]:
-    """A spinner on stderr while ``what`` runs (data loading, path generation)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+def backtest_tables(metrics: dict[str, dict[str, Any]], title: str, width: int) -> list[Table]:
+    """:func:`backtest_table`, split in two (performance; costs and margin) on a console narrower
+    than ``BACKTEST_NARROW_WIDTH``."""
+    if width >= BACKTEST_NARROW_WIDTH:
+        return [backtest_table(metrics, title)]
+    half = 5  # TE, return, vol, max DD, fees | funding, turnover, peak margin, liquidations
+    return [backtest_table(metrics, title, BACKTEST_COLUMNS[:half]),
+            backtest_table(metrics, f"{title} (continued)", BACKTEST_COLUMNS[half:])]
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err, disable=not show, transient=True) as bar:
-        bar.add_task(escape(what), total=None)
-        yield
 
-
-def _check_backtest_outputs(cfg: Any, report: Path | None) -> None:
+def _check_backtest_outputs(cfg: BacktestConfig, report: Path | None) -> None:
     """Every path the run writes, checked before the run (a folder given as --report, ...)."""
-    from fbr.backtest_config import check_output_dir, check_output_file
+    from fbr.backtest_work import check_output_dir, check_output_file
 
     check_output_file(report, "--report (or backtest.report)")
     if report is not None:
         check_output_dir(cfg.png_dir, "backtest.png_dir")
 
 
-def _run_with_progress(cfg: Any, path: Any, show: bool) -> dict[str, Any]:
+def _run_with_progress(cfg: BacktestConfig, path: MarketPath, show: bool
+                       ) -> dict[str, BacktestResult]:
     """Every policy of ``cfg`` over ``path``, one progress task per policy (advanced per step)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fbr.backtest_config import run_all
+    from fbr.backtest_run import run_all
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, disable=not show, transient=False) as bar:
-        def start(name: str, n: int) -> Any:
+        def start(name: str, n: int) -> Callable[[], None]:
             task = bar.add_task(escape(name), total=n)
             return lambda: bar.advance(task)
 
         return run_all(cfg, path, start)
 
 
-def _write_report(results: dict[str, Any], path: Path, title: str, labels: list[str],
+def _write_report(results: dict[str, BacktestResult], path: Path, title: str, labels: list[str],
                   png_dir: Path | None) -> tuple[Path | None, str | None]:
-    """scenarios.report.write_report if this build has it: (path written or None, note)."""
-    import importlib
+    """Write the HTML report (scenarios.report.write_report): (the path written, no note)."""
+    from scenarios.report import write_report
 
-    try:
-        module = importlib.import_module("scenarios.report")
-    except ImportError as exc:
-        return None, f"HTML report unavailable: scenarios.report cannot be imported ({exc})"
-    writer = getattr(module, "write_report", None)
-    if writer is None:
-        return None, "HTML report unavailable: scenarios.report has no write_report"
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer(results, path, title=title, labels=labels, png_dir=png_dir)
+    write_report(results, path, title=title, labels=labels, png_dir=png_dir)
     return path, None
 
 
-def run_backtest_config(cfg: Any, *, report: Path | None, show_progress: bool,
-                        title: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progress: bool,
+                        title: str) -> tuple[dict[str, BacktestResult], dict[str, Any]]:
     """Run a loaded backtest config: ({name: BacktestResult}, JSON-ready summary)."""
     import warnings
 
-    from fbr.backtest_config import (
-        build_path,
+    from fbr.backtest_config import build_path
+    from fbr.backtest_summary import (
         dated_mark_labels,
         is_timing,
         metrics_dict,
@@ -244,7 +253,7 @@ def run_backtest_config(cfg: Any, *, report: Path | None, show_progress: bool,
 
     with warnings.catch_warnings(record=True) as caught:  # data gaps etc.: notes, not tracebacks
         warnings.simplefilter("always")
-        with _preparing("building the market path", show_progress):
+        with preparing("building the market path", show_progress):
             path = build_path(cfg)
     notes: list[str] = list(dict.fromkeys(str(w.message) for w in caught))
     # the span actually replayed and the risk model's look-ahead: notes, labels (report) and JSON
@@ -280,11 +289,9 @@ def _print_backtest(summary: dict[str, Any], title: str) -> None:
     if labels:
         out.print(Panel(Text(" / ".join(labels)), title="data", style="yellow"))
     # piped output is 80 columns wide by default: let the table keep its columns readable
-    table = backtest_table(summary["policies"], title)
-    if out.is_terminal:
-        out.print(table)
-    else:
-        Console(width=max(out.width, 140), highlight=False).print(table)
+    console = wide(out, 140)
+    for table in backtest_tables(summary["policies"], title, console.width):
+        console.print(table)
     for note in notes:
         out.print(f"[bold]note:[/bold] {escape(note)}")
     if summary["report"]:
@@ -303,7 +310,8 @@ def backtest(config: Annotated[Path, typer.Argument(help="Backtest file (TOML), 
                  "--force", help="Run even when the estimated work is above the limit.")] = False,
              ) -> None:
     """Run every policy of a backtest file over the same market path and compare them."""
-    from fbr.backtest_config import estimate_backtest, load_backtest_file
+    from fbr.backtest_config import load_backtest_file
+    from fbr.backtest_work import estimate_backtest
 
     with user_errors(as_json):
         if not config.exists():
@@ -317,7 +325,7 @@ def backtest(config: Annotated[Path, typer.Argument(help="Backtest file (TOML), 
         show = not as_json or err.is_terminal  # progress on stderr: not in the way of --json
         _, summary = run_backtest_config(cfg, report=target, show_progress=show, title=title)
         if as_json:
-            print(json.dumps(summary, indent=2, allow_nan=False))
+            print(json.dumps({"status": "ok", **summary}, indent=2, allow_nan=False))
         else:
             out.rule(title)
             _print_backtest(summary, "Policies over the same path")

@@ -19,62 +19,30 @@ TOML document. Both return a :class:`LoadedBook`. The format is documented in RE
 
 Every mistake raises :class:`models.errors.ValidationError` naming the TOML field (dotted path,
 ``contracts[2].lot_step``), quoting the value and saying how to fix it; file-level problems (missing
-file, TOML syntax) raise :class:`ConfigError`.
+file, TOML syntax) raise :class:`models.errors.ConfigError` (``models.toml_file.read_toml``, the one
+reader of book, backtest, Monte Carlo and scenario files).
 
 Units: money in USD; weights, fees, rates, vols and returns are fractions (strings such as "30%" or
 "5bp" are accepted where a fraction is expected); vols are annualised (365-day year); funding rates
 are per funding interval; ADV is USD per day.
 
-This module is the stable import path; the loader is split into small modules next to it:
+This module is the book file's public import path (``LoadedBook``, ``load_book_file``,
+``parse_book``); the loader is split into small modules next to it, which hold everything else
+(each section's keys, defaults and parsers):
 
     fbr.config_loader     LoadedBook, load_book_file, parse_book (the document, section by section)
-    fbr.config_values     ConfigError, read_toml and the one-value parsers (number, timestamp, ...)
+    fbr.config_values     the one-value parsers (number, timestamp, fraction, ...)
     fbr.config_sources    parse context, synthetic histories, daily closes of a data folder
     fbr.config_holdings   [targets] [spot] [spot_usd] [[assets]] [pledged] [[futures]]
     fbr.config_contracts  [contract_defaults] [tier_schedules] [[contracts]] and margin tiers
     fbr.config_market     [market]
     fbr.config_risk       [risk]
     fbr.config_settings   [costs] [constraints] [solver]
+    fbr.config_tax        [tax] [lots]
 """
 
 from __future__ import annotations
 
-from fbr.config_contracts import (
-    BRACKET_KEYS,
-    CONTRACT_KEYS,
-    CONTRACT_SETTING_KEYS,
-    FILE_REF_KEYS,
-    MM_JUMP_TOL_USD,
-)
-from fbr.config_holdings import ASSET_KEYS, POSITION_KEYS, WEIGHT_TOL
-from fbr.config_loader import BOOK_KEYS, TOP_LEVEL_KEYS, LoadedBook, load_book_file, parse_book
-from fbr.config_market import MARKET_KEYS
-from fbr.config_risk import (
-    DEFAULT_LOOKBACK_DAYS,
-    RISK_ESTIMATE_KEYS,
-    RISK_EXPLICIT_KEYS,
-    RISK_KEYS,
-)
-from fbr.config_settings import (
-    CLUSTER_KEYS,
-    CONSTRAINT_KEYS,
-    COST_KEYS,
-    SOLVER_KEYS,
-    STRESS_KEYS,
-)
-from fbr.config_sources import (
-    DEFAULT_SYNTHETIC_DAYS,
-    DEFAULT_SYNTHETIC_SEED,
-    DEFAULT_SYNTHETIC_START,
-    MARKET_SOURCES,
-)
-from fbr.config_values import ConfigError, Table, read_toml
+from fbr.config_loader import LoadedBook, load_book_file, parse_book
 
-__all__ = [
-    "ASSET_KEYS", "BOOK_KEYS", "BRACKET_KEYS", "CLUSTER_KEYS", "CONSTRAINT_KEYS", "CONTRACT_KEYS",
-    "CONTRACT_SETTING_KEYS", "COST_KEYS", "DEFAULT_LOOKBACK_DAYS", "DEFAULT_SYNTHETIC_DAYS",
-    "DEFAULT_SYNTHETIC_SEED", "DEFAULT_SYNTHETIC_START", "FILE_REF_KEYS", "MARKET_KEYS",
-    "MARKET_SOURCES", "MM_JUMP_TOL_USD", "POSITION_KEYS", "RISK_ESTIMATE_KEYS",
-    "RISK_EXPLICIT_KEYS", "RISK_KEYS", "SOLVER_KEYS", "STRESS_KEYS", "TOP_LEVEL_KEYS", "WEIGHT_TOL",
-    "ConfigError", "LoadedBook", "Table", "load_book_file", "parse_book", "read_toml",
-]
+__all__ = ["LoadedBook", "load_book_file", "parse_book"]

@@ -53,7 +53,7 @@ SNIFF_BYTES = 65_536
 MAX_QUOTED_ERROR = 200
 
 
-def parse_contracts(data: Mapping[str, Any], symbols: Sequence[str],
+def parse_contracts(data: Mapping[str, object], symbols: Sequence[str],
                     ctx: ParseContext) -> tuple[FuturesContract, ...]:
     """[[contracts]] merged over [contract_defaults]; none listed: one perpetual per asset."""
     defaults = sub_table(data, "contract_defaults", "")
@@ -128,7 +128,7 @@ def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, Margi
         field_path = at(key) if key in merged else join(p, key)
         raise ValidationError(field_path, exc.problem, exc.fix) from exc
 
-_CONTRACT_NUMBERS: dict[str, Callable[[Any, str], float]] = {
+_CONTRACT_NUMBERS: dict[str, Callable[[object, str], float]] = {
     "contract_size": positive,
     "lot_step": nonneg,
     "min_qty": nonneg,
@@ -148,7 +148,7 @@ def _contract_numbers(merged: Table, at: Callable[[str], str]) -> dict[str, floa
             if key in merged}
 
 
-def _file_ref(value: Any, path: str, ctx: ParseContext) -> tuple[Path, str]:
+def _file_ref(value: object, path: str, ctx: ParseContext) -> tuple[Path, str]:
     """{file = "...", symbol = "BTC/USDT:USDT"}: an existing file and a ccxt symbol."""
     if not isinstance(value, dict):
         raise ValidationError(path, f"is {value!r}",
@@ -207,7 +207,7 @@ def _quoted(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _spec_from(value: Any, path: str, ctx: ParseContext) -> Table:
+def _spec_from(value: object, path: str, ctx: ParseContext) -> Table:
     """Contract spec fields (lot_step, tick, ...) read with models.io.load_contract_spec."""
     from models.io import load_contract_spec
 
@@ -222,7 +222,7 @@ def _spec_from(value: Any, path: str, ctx: ParseContext) -> Table:
     return {k: v for k, v in spec.items() if k in _CONTRACT_NUMBERS}
 
 
-def _tiers_from(value: Any, path: str, ctx: ParseContext) -> MarginTiers:
+def _tiers_from(value: object, path: str, ctx: ParseContext) -> MarginTiers:
     """Tier brackets read with models.io.load_leverage_tiers."""
     from models.io import load_leverage_tiers
 
@@ -276,7 +276,7 @@ def _tier_schedules(table: Table) -> dict[str, MarginTiers]:
     return {name: _brackets(rows, join("tier_schedules", name)) for name, rows in table.items()}
 
 
-def _tiers_value(value: Any, path: str, schedules: Mapping[str, MarginTiers]) -> MarginTiers:
+def _tiers_value(value: object, path: str, schedules: Mapping[str, MarginTiers]) -> MarginTiers:
     """tiers = [brackets...] inline, or tiers = "NAME" of a [tier_schedules] entry."""
     if isinstance(value, str):
         known(value, list(schedules), path, "a name in [tier_schedules]")
@@ -284,7 +284,7 @@ def _tiers_value(value: Any, path: str, schedules: Mapping[str, MarginTiers]) ->
     return _brackets(value, path)
 
 
-def _brackets(rows: Any, path: str) -> MarginTiers:
+def _brackets(rows: object, path: str) -> MarginTiers:
     """Brackets sorted by notional. ``min_notional`` defaults to the previous ``max_notional``
     (0 for the first), ``cum`` to the value that makes maintenance margin continuous; a given
     ``cum`` that makes MM jump at a bracket edge is rejected."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from fbr.config_values import (
     MAX_HOLDING_USD,
@@ -66,7 +65,7 @@ def parse_amounts(table: Table, path: str, *, usd: bool = False) -> dict[str, fl
     return symbol_map(table, path, usd_amount if usd else nonneg)
 
 
-def parse_assets(data: Mapping[str, Any], targets: Mapping[str, float], spot_qty: Mapping[str, float],
+def parse_assets(data: Mapping[str, object], targets: Mapping[str, float], spot_qty: Mapping[str, float],
                  spot_usd: Mapping[str, float]) -> tuple[SpotAsset, ...]:
     """[[assets]] if given, else one default SpotAsset per symbol in targets/spot/spot_usd."""
     rows = table_array(data, "assets", "")
@@ -136,7 +135,7 @@ def _pledge_table(table: Table, path: str) -> CollateralRule:
     return tiered_rule(_tier_rows(table["tiers"], join(path, "tiers")), path, quantity)
 
 
-def _tier_rows(value: Any, path: str) -> list[tuple[float, float, float]]:
+def _tier_rows(value: object, path: str) -> list[tuple[float, float, float]]:
     """``[[min_usd, max_usd, rate], ...]`` as numbers (rates may be percent strings, max may be
     inf); ordering and ranges are checked by ``models.collateral.tiered_rule``."""
     if not isinstance(value, list):
@@ -152,7 +151,7 @@ def _tier_rows(value: Any, path: str) -> list[tuple[float, float, float]]:
     return rows
 
 
-def parse_positions(data: Mapping[str, Any],
+def parse_positions(data: Mapping[str, object],
                     contracts: Sequence[FuturesContract]) -> dict[str, FuturesPosition]:
     """[[futures]]: current positions in contracts (signed) with their entry price (USD)."""
     syms = [c.symbol for c in contracts]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fbr.config_contracts import parse_contracts
 from fbr.config_holdings import (
@@ -28,11 +27,12 @@ from fbr.config_market import parse_market
 from fbr.config_risk import parse_risk
 from fbr.config_settings import parse_settings
 from fbr.config_sources import ParseContext
-from fbr.config_values import check_keys, choice, read_toml, string, sub_table, usd_amount
+from fbr.config_values import check_keys, choice, string, sub_table, usd_amount
 from models.book import Book, TargetsBase
 from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from models.toml_file import read_toml
 from optimizer.settings import OptimizerSettings
 
 #: Top-level sections of a book file (anything else is a typo).
@@ -66,7 +66,7 @@ def load_book_file(path: str | Path) -> LoadedBook:
     return parse_book(data, source=str(p), base_dir=p.resolve().parent)
 
 
-def parse_book(data: Mapping[str, Any], *, source: str = "<dict>",
+def parse_book(data: Mapping[str, object], *, source: str = "<dict>",
                base_dir: Path | None = None) -> LoadedBook:
     """Build a :class:`LoadedBook` from a parsed TOML document (``source`` names it in errors)."""
     try:
@@ -78,7 +78,7 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<dict>",
         raise ValidationError(exc.field, f"{exc.problem} (in {source})", exc.fix) from exc
 
 
-def parse_document(data: Mapping[str, Any], ctx: ParseContext, default_name: str) -> LoadedBook:
+def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: str) -> LoadedBook:
     """The whole document, section by section (``default_name`` when [book] has no name)."""
     if not isinstance(data, Mapping):
         raise ValidationError("<document>", f"is {type(data).__name__}", "give a TOML table")

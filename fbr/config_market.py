@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import pandas as pd
 
@@ -83,7 +82,7 @@ _MARKET_SUBTABLES = ("spot", "mark", "funding", "half_spread", "adv", "spot_half
 def _market_overrides(table: Table, symbols: Sequence[str],
                       csyms: Sequence[str]) -> dict[str, dict[str, float]]:
     """The explicit [market.*] sub-tables, keyed by asset (spot, spot_half_spread) or contract."""
-    parsers: dict[str, Callable[[Any, str], float]] = {
+    parsers: dict[str, Callable[[object, str], float]] = {
         "spot": price, "mark": price,  # MarketSnapshot rejects <= 0 with the field name
         "funding": lambda v, p: number(v, p, percent=True),
         "half_spread": lambda v, p: number(v, p, percent=True),
@@ -115,7 +114,10 @@ def _apply_overrides(snap: MarketSnapshot,
     """The snapshot with the file's values written over the source's."""
     if not any(overrides.get(key) for key in _MARKET_SUBTABLES):
         return snap
-    m = {key: {**getattr(snap, key), **overrides.get(key, {})} for key in _MARKET_SUBTABLES}
+    given: dict[str, Mapping[str, float]] = {
+        "spot": snap.spot, "mark": snap.mark, "funding": snap.funding,
+        "half_spread": snap.half_spread, "adv": snap.adv, "spot_half_spread": snap.spot_half_spread}
+    m = {key: {**given[key], **overrides.get(key, {})} for key in _MARKET_SUBTABLES}
     return MarketSnapshot(time=snap.time, spot=m["spot"], mark=m["mark"], funding=m["funding"],
                           half_spread=m["half_spread"], adv=m["adv"],
                           spot_half_spread=m["spot_half_spread"], synthetic=snap.synthetic)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +37,7 @@ from fbr.config_values import (
     positive,
     string,
     sub_table,
+    whole,
 )
 from models.book import Book
 from models.errors import FbrError, ValidationError
@@ -112,7 +112,7 @@ def _explicit_risk(table: Table, symbols: Sequence[str]) -> RiskModel:
     return model.subset(list(symbols))
 
 
-def _vol(value: Any, path: str) -> float:
+def _vol(value: object, path: str) -> float:
     """An annualised volatility: a fraction > 0 ("60%" allowed)."""
     v = number(value, path, percent=True)
     if v <= 0:
@@ -121,7 +121,7 @@ def _vol(value: Any, path: str) -> float:
     return v
 
 
-def _correlation(value: Any, order: Sequence[str]) -> np.ndarray:
+def _correlation(value: object, order: Sequence[str]) -> np.ndarray:
     """A symmetric, positive semi-definite correlation matrix over ``order`` (the vols' order)."""
     n = len(order)
     path = "risk.correlation"
@@ -140,25 +140,26 @@ def _correlation(value: Any, order: Sequence[str]) -> np.ndarray:
     return corr
 
 
-def _matrix(value: list[Any], n: int, path: str, order: Sequence[str]) -> np.ndarray:
+def _matrix(value: list[object], n: int, path: str, order: Sequence[str]) -> np.ndarray:
     """An n x n matrix with unit diagonal, entries in [-1, 1], symmetric."""
-    if len(value) != n or not all(isinstance(r, list) and len(r) == n for r in value):
-        shape = f"{len(value)} rows" + (f" of lengths {[len(r) for r in value]}"
-                                        if all(isinstance(r, list) for r in value) else "")
+    rows = [r for r in value if isinstance(r, list)]
+    if len(value) != n or len(rows) != n or not all(len(r) == n for r in rows):
+        shape = f"{len(value)} rows" + (f" of lengths {[len(r) for r in rows]}"
+                                        if len(rows) == len(value) else "")
         raise ValidationError(path, f"has {shape}, expected {n} x {n}",
                               f"give one row and one column per asset in the order of risk.vols: "
                               f"{', '.join(order)}")
     corr = np.array([[in_range(x, f"{path}[{i}][{j}]", -1.0, 1.0) for j, x in enumerate(row)]
-                     for i, row in enumerate(value)])
+                     for i, row in enumerate(rows)])
     for i in range(n):
         if abs(corr[i, i] - 1.0) > 1e-9:
-            raise ValidationError(f"{path}[{i}][{i}]", f"is {value[i][i]!r}",
+            raise ValidationError(f"{path}[{i}][{i}]", f"is {rows[i][i]!r}",
                                   "the diagonal of a correlation matrix is 1")
     bad = np.argwhere(np.abs(corr - corr.T) > 1e-9)
     if len(bad):
         i, j = (int(x) for x in bad[0])
-        raise ValidationError(f"{path}[{i}][{j}]", f"is {value[i][j]!r} but {path}[{j}][{i}] is "
-                              f"{value[j][i]!r}: the matrix is not symmetric",
+        raise ValidationError(f"{path}[{i}][{j}]", f"is {rows[i][j]!r} but {path}[{j}][{i}] is "
+                              f"{rows[j][i]!r}: the matrix is not symmetric",
                               f"give the same correlation for {order[i]}/{order[j]} both ways")
     return corr
 
@@ -239,7 +240,7 @@ def _synthetic_basis(model: RiskModel, table: Table, book: Book, market: MarketS
     from models.risk import basis_covariance
 
     hist, end, _ = _risk_history(table, book.asset_symbols, market, market_table, ctx)
-    lookback = int(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS)) + 1
+    lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2) + 1
     mark = until(hist.mark, end).tail(lookback)
     spot = until(hist.spot, end).tail(lookback)
     cov = basis_covariance(mark, spot)

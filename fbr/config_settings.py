@@ -57,7 +57,7 @@ SOLVER_KEYS = ("solvers", "objective_scale", "round_lots", "noise_trade_weight",
                "horizon", *SPOT_SOLVER_KEYS)
 
 
-def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> OptimizerSettings:
+def parse_settings(data: Mapping[str, object], risk_table: Table, book: Book) -> OptimizerSettings:
     """[costs], [constraints], [solver] and risk.basis_risk as OptimizerSettings."""
     solver = sub_table(data, "solver", "")
     check_keys(solver, SOLVER_KEYS, "solver")
@@ -87,7 +87,7 @@ def parse_settings(data: Mapping[str, Any], risk_table: Table, book: Book) -> Op
     return OptimizerSettings(**kwargs)
 
 
-def _solvers(value: Any) -> tuple[SolverName, ...]:
+def _solvers(value: object) -> tuple[SolverName, ...]:
     """solver.solvers: names tried in order."""
     options = [s.value for s in SolverName]
     if not isinstance(value, list):
@@ -121,10 +121,10 @@ def _costs(table: Table) -> CostSettings:
     return CostSettings(**kwargs)
 
 
-def _cost_to_go(table: Table) -> dict[str, Any]:
+def _cost_to_go(table: Table) -> dict[str, float]:
     """[costs] cost_to_go (kappa >= 0, a multiple of TE^2; 0 = off) and cost_to_go_power (p in
     [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo)."""
-    out: dict[str, Any] = {}
+    out: dict[str, float] = {}
     if "cost_to_go" in table:
         out["cost_to_go"] = nonneg(table["cost_to_go"], "costs.cost_to_go")
     if "cost_to_go_power" in table:
@@ -137,10 +137,10 @@ def _cost_to_go(table: Table) -> dict[str, Any]:
 FORECAST_KEYS = ("funding_half_life", "funding_reversion_half_life", "funding_long_run_rate")
 
 
-def _funding_forecast(table: Table) -> dict[str, Any]:
+def _funding_forecast(table: Table) -> dict[str, float | FundingForecastRule]:
     """[costs] funding_forecast ("last" default, or "ewma") and the EWMA forecaster's half-lives
     (settlements, > 0) and long-run level (fraction per settlement in (-1, 1), "0.01%" allowed)."""
-    out: dict[str, Any] = {}
+    out: dict[str, float | FundingForecastRule] = {}
     if "funding_forecast" in table:
         out["funding_forecast"] = choice(table["funding_forecast"], "costs.funding_forecast",
                                          [r.value for r in FundingForecastRule], FundingForecastRule)
@@ -162,7 +162,7 @@ def _funding_forecast(table: Table) -> dict[str, Any]:
     return out
 
 
-def _half_life(value: Any, path: str) -> float:
+def _half_life(value: object, path: str) -> float:
     """A half-life in settlements, > 0 (inf allowed for the reversion: no shrinkage)."""
     v = number(value, path, allow_inf=path.endswith("reversion_half_life"))
     if not v > 0:
@@ -209,11 +209,11 @@ def _constraints(table: Table, book: Book) -> ConstraintSettings:
 STRESS_PRESETS = ("each_and_all",)
 
 
-def _reserve_and_preset(table: Table, listed: bool) -> dict[str, Any]:
+def _reserve_and_preset(table: Table, listed: bool) -> dict[str, str | float | bool]:
     """[constraints] size_reserve (bool), stress_preset ("each_and_all") and stress_preset_move (a
     move in (0, 1), "40%" allowed; default 0.4). Sizing the reserve needs some stress scenario."""
     p = "constraints"
-    out: dict[str, Any] = {}
+    out: dict[str, str | float | bool] = {}
     if "stress_preset" in table:
         out["stress_preset"] = choice(table["stress_preset"], f"{p}.stress_preset", STRESS_PRESETS, str)
     if "stress_preset_move" in table:
@@ -234,7 +234,7 @@ def _reserve_and_preset(table: Table, listed: bool) -> dict[str, Any]:
     return out
 
 
-def _days(value: Any, path: str) -> float:
+def _days(value: object, path: str) -> float:
     """A number of days in [0, 366] (0: only expired contracts are refused)."""
     v = nonneg(value, path)
     if v > 366:
@@ -244,7 +244,7 @@ def _days(value: Any, path: str) -> float:
     return v
 
 
-def _fraction_below_one(value: Any, path: str) -> float:
+def _fraction_below_one(value: object, path: str) -> float:
     """A fraction in [0, 1) ("20%" allowed)."""
     v = number(value, path, percent=True)
     if not 0.0 <= v < 1.0:
@@ -275,7 +275,7 @@ def _stress(row: Table, k: int, book: Book) -> StressScenario:
     return StressScenario(name, returns, common)
 
 
-def _shock(value: Any, path: str) -> float:
+def _shock(value: object, path: str) -> float:
     """A simple return > -1 ("-30%" allowed)."""
     v = number(value, path, percent=True)
     if v <= -1:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pandas as pd
 
-from fbr.config_values import Table, join, string, timestamp
+from fbr.config_values import Table, join, string, timestamp, whole
+from models.data_layout import SPOT_DAILY_FOLDER
 from models.errors import ValidationError
 from models.instruments import FuturesContract
 from models.market import MarketSnapshot
@@ -39,7 +40,7 @@ class History(Protocol):
     def returns(self) -> pd.DataFrame: ...
 
     def snapshot(self, contracts: Sequence[FuturesContract] = (),
-                 at: Any = None) -> MarketSnapshot: ...
+                 at: pd.Timestamp | None = None) -> MarketSnapshot: ...
 
 
 @dataclass
@@ -48,7 +49,7 @@ class ParseContext:
 
     base_dir: Path | None
     labels: list[str] = field(default_factory=list)
-    histories: dict[tuple[Any, ...], History] = field(default_factory=dict)
+    histories: dict[tuple[tuple[str, ...], int, int, str], History] = field(default_factory=dict)
 
     def resolve(self, raw: str) -> Path:
         """A path from the file, relative to the book file's folder unless absolute."""
@@ -59,18 +60,14 @@ class ParseContext:
 
 
 def synthetic_params(table: Table, path: str,
-                     fallback: Mapping[str, Any] | None = None) -> tuple[int, int, str]:
+                     fallback: Mapping[str, object] | None = None) -> tuple[int, int, str]:
     """(seed, days, start) of the synthetic generator; missing keys come from ``fallback``."""
     fb = fallback or {}
-    seed = table.get("seed", fb.get("seed", DEFAULT_SYNTHETIC_SEED))
-    days = table.get("days", fb.get("days", DEFAULT_SYNTHETIC_DAYS))
+    seed = whole(table.get("seed", fb.get("seed", DEFAULT_SYNTHETIC_SEED)), join(path, "seed"), 0)
+    days = whole(table.get("days", fb.get("days", DEFAULT_SYNTHETIC_DAYS)), join(path, "days"), 2)
     start = table.get("start", fb.get("start", DEFAULT_SYNTHETIC_START))
-    for key, v in (("seed", seed), ("days", days)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "seed" else 2):
-            raise ValidationError(join(path, key), f"is {v!r}", "give a whole number "
-                                  + (">= 0" if key == "seed" else ">= 2"))
     start_ts = timestamp(start, join(path, "start"))
-    return int(seed), int(days), start_ts.strftime("%Y-%m-%d")
+    return seed, days, start_ts.strftime("%Y-%m-%d")
 
 
 def synthetic_history(symbols: Sequence[str], seed: int, days: int, start: str, ctx: ParseContext,
@@ -105,7 +102,7 @@ def resolve_data_dir(table: Table, path: str, ctx: ParseContext) -> Path:
         d = found
     if not d.is_dir():
         raise ValidationError(join(path, "data_dir"), f"is {str(d)!r}, which is not a folder",
-                              "give the folder that holds spot_1d/ (relative to the book file)")
+                              f"give the folder that holds {SPOT_DAILY_FOLDER}/ (relative to the book file)")
     return d
 
 

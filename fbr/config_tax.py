@@ -28,7 +28,6 @@ relative; an asset held without lots is such a mismatch). [[lots]] without [tax]
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from fbr.config_values import (
     Table,
@@ -60,7 +59,7 @@ LOT_KEYS = ("asset", "quantity", "cost_basis", "acquired")
 SPOT_SOLVER_KEYS = ("spot_leg", "spot_cash_usd")
 
 
-def parse_spot_leg(data: Mapping[str, Any], solver: Table, book: Book) -> SpotLegSettings:
+def parse_spot_leg(data: Mapping[str, object], solver: Table, book: Book) -> SpotLegSettings:
     """[solver] spot_leg / spot_cash_usd, [tax] and [[lots]] as SpotLegSettings."""
     enabled = boolean(solver["spot_leg"], "solver.spot_leg") if "spot_leg" in solver else False
     cash = usd_amount(solver["spot_cash_usd"], "solver.spot_cash_usd") \
@@ -99,7 +98,7 @@ def parse_spot_leg(data: Mapping[str, Any], solver: Table, book: Book) -> SpotLe
                            futures_tax=futures_tax)
 
 
-def parse_lots(data: Mapping[str, Any], book: Book) -> dict[str, tuple[TaxLot, ...]]:
+def parse_lots(data: Mapping[str, object], book: Book) -> dict[str, tuple[TaxLot, ...]]:
     """[[lots]]: asset, quantity (units > 0), cost_basis (USD/unit >= 0), acquired (UTC), grouped
     by asset in file order."""
     out: dict[str, list[TaxLot]] = {}

@@ -1,10 +1,10 @@
-"""Book-file values: reading a TOML file, and parsing one value at a time with a clear error.
+"""TOML input values: parsing one value of a book, backtest or Monte Carlo file at a time.
 
 Every parser takes the raw TOML value and its dotted field path (``contracts[2].lot_step``) and
 returns the parsed value or raises :class:`models.errors.ValidationError` naming the field, quoting
-the value and saying how to fix it. File-level problems (missing file, TOML syntax) raise
-:class:`ConfigError`. Where a fraction is expected, strings "30%" (= 0.3) and "5bp" (= 0.0005) are
-accepted. Shared by book, backtest and Monte Carlo files.
+the value and saying how to fix it. Files themselves are read by :func:`models.toml_file.read_toml`
+(file-level problems: :class:`models.errors.ConfigError`). Where a fraction is expected, strings
+"30%" (= 0.3) and "5bp" (= 0.0005) are accepted.
 """
 
 from __future__ import annotations
@@ -12,19 +12,17 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pandas as pd
 
-from models.errors import FbrError, ValidationError
+from models.errors import ValidationError
 from models.instruments import check_symbol
 
 #: A TOML table as parsed by tomllib (keys are text, values any TOML value).
-Table = dict[str, Any]
+Table = dict[str, object]
 _T = TypeVar("_T")
 
 #: Largest USD value one holding, cash balance or futures position may have (10 trillion USD, more
@@ -35,47 +33,6 @@ MIN_PRICE_USD = 1e-12
 MAX_PRICE_USD = 1e9
 
 
-class ConfigError(FbrError):
-    """A book file cannot be read at all: it is missing or is not valid TOML."""
-
-
-def read_toml(p: Path, kind: str, example: str) -> dict[str, Any]:
-    """Parse the TOML file ``p`` (a ``kind`` file, e.g. "book"); every failure is one ConfigError
-    naming the file, and for a syntax error the line, column and the offending line."""
-    if not p.is_file():
-        where = "is a folder" if p.is_dir() else "does not exist"
-        raise ConfigError(f"{kind} file {str(p)!r} {where}. Fix: give the path of a .toml {kind} "
-                          f"file (see {example})")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{kind} file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
-                          "UTF-8 text file") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_describe_toml_error(p, text, exc)) from None
-
-
-def _describe_toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
-    """'file.toml, line 3, column 7: Invalid value' plus the offending line, quoted."""
-    line = getattr(exc, "lineno", None)
-    col = getattr(exc, "colno", None)
-    reason = str(getattr(exc, "msg", "") or exc)
-    m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-    if m:
-        line, col = int(m.group(1)), int(m.group(2))
-        reason = str(exc)[: m.start()].strip()
-    if line is None:
-        return f"{path}: not valid TOML: {reason}. Fix: correct the TOML syntax"
-    lines = text.splitlines()
-    quoted = lines[line - 1] if 0 < line <= len(lines) else ""
-    return (f"{path}, line {line}, column {col}: not valid TOML: {reason}\n"
-            f"    {quoted}\n    {' ' * max(int(col or 1) - 1, 0)}^\n"
-            "Fix: correct the TOML syntax at that place (strings need quotes, one key per line, "
-            "tables as [name])")
-
-
 def join(path: str, key: str | int) -> str:
     """The dotted field path of ``key`` under ``path``: "a.b", "a[2]", or "b" at the top."""
     if isinstance(key, int):
@@ -83,7 +40,7 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def check_keys(table: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
+def check_keys(table: Mapping[str, object], allowed: Iterable[str], path: str) -> None:
     """Reject keys not in ``allowed`` (typos), suggesting the closest valid key."""
     valid = list(allowed)
     for key in table:
@@ -97,7 +54,7 @@ def check_keys(table: Mapping[str, Any], allowed: Iterable[str], path: str) -> N
                               f"{hint}valid keys are: {', '.join(valid)}")
 
 
-def sub_table(data: Mapping[str, Any], key: str, path: str) -> Table:
+def sub_table(data: Mapping[str, object], key: str, path: str) -> Table:
     """``data[key]`` as a table ({} when absent)."""
     value = data.get(key, {})
     if not isinstance(value, dict):
@@ -106,7 +63,7 @@ def sub_table(data: Mapping[str, Any], key: str, path: str) -> Table:
     return value
 
 
-def table_array(data: Mapping[str, Any], key: str, path: str) -> list[Table]:
+def table_array(data: Mapping[str, object], key: str, path: str) -> list[Table]:
     """``data[key]`` as an array of tables ([] when absent)."""
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -117,7 +74,7 @@ def table_array(data: Mapping[str, Any], key: str, path: str) -> list[Table]:
 _FRACTION_TEXT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|bp|bps)\s*$")
 
 
-def number(value: Any, path: str, *, percent: bool = False, allow_inf: bool = False) -> float:
+def number(value: object, path: str, *, percent: bool = False, allow_inf: bool = False) -> float:
     """A finite number; with ``percent`` also "30%" (0.3) or "5bp" (0.0005)."""
     if isinstance(value, bool):
         raise ValidationError(path, f"is {value!r}, not a number", "give a number")
@@ -139,7 +96,7 @@ def number(value: Any, path: str, *, percent: bool = False, allow_inf: bool = Fa
     return v
 
 
-def positive(value: Any, path: str, *, percent: bool = False, allow_inf: bool = False) -> float:
+def positive(value: object, path: str, *, percent: bool = False, allow_inf: bool = False) -> float:
     """A number > 0 (see :func:`number` for ``percent`` and ``allow_inf``)."""
     v = number(value, path, percent=percent, allow_inf=allow_inf)
     if v <= 0:
@@ -147,7 +104,7 @@ def positive(value: Any, path: str, *, percent: bool = False, allow_inf: bool = 
     return v
 
 
-def nonneg(value: Any, path: str, *, percent: bool = False) -> float:
+def nonneg(value: object, path: str, *, percent: bool = False) -> float:
     """A finite number >= 0 (with ``percent`` also "30%" or "5bp")."""
     v = number(value, path, percent=percent)
     if v < 0:
@@ -155,7 +112,7 @@ def nonneg(value: Any, path: str, *, percent: bool = False) -> float:
     return v
 
 
-def usd_amount(value: Any, path: str) -> float:
+def usd_amount(value: object, path: str) -> float:
     """A USD amount (cash, a holding's value): finite, >= 0 and at most MAX_HOLDING_USD."""
     v = nonneg(value, path)
     if v > MAX_HOLDING_USD:
@@ -165,7 +122,7 @@ def usd_amount(value: Any, path: str) -> float:
     return v
 
 
-def price(value: Any, path: str) -> float:
+def price(value: object, path: str) -> float:
     """A price in USD per unit: finite and, when > 0, within [MIN_PRICE_USD, MAX_PRICE_USD]
     (zero and negative prices are left to MarketSnapshot, which names the field)."""
     v = number(value, path)
@@ -176,19 +133,19 @@ def price(value: Any, path: str) -> float:
     return v
 
 
-def symbol_name(value: Any, path: str, *, contract: bool = False) -> str:
+def symbol_name(value: object, path: str, *, contract: bool = False) -> str:
     """An asset symbol, or with ``contract`` a contract or exchange symbol: ASCII letters and
     digits plus a few separators, no whitespace (symbols are sent to exchanges as they are)."""
     return check_symbol(path, value, contract=contract)
 
 
-def symbol_keys(table: Mapping[str, Any], path: str) -> None:
+def symbol_keys(table: Mapping[str, object], path: str) -> None:
     """Every key of ``table`` must be a valid asset symbol (see :func:`symbol_name`)."""
     for key in table:
         symbol_name(key, join(path, key))
 
 
-def in_range(value: Any, path: str, lo: float, hi: float) -> float:
+def in_range(value: object, path: str, lo: float, hi: float) -> float:
     """A fraction in [lo, hi] (percent strings allowed)."""
     v = number(value, path, percent=True)
     if not lo <= v <= hi:
@@ -196,34 +153,34 @@ def in_range(value: Any, path: str, lo: float, hi: float) -> float:
     return v
 
 
-def optional(table: Mapping[str, Any], key: str, path: str,
-             parse: Callable[[Any, str], float]) -> float | None:
+def optional(table: Mapping[str, object], key: str, path: str,
+             parse: Callable[[object, str], float]) -> float | None:
     """``parse(table[key])`` when ``key`` is given, else None (the setting is off)."""
     return None if key not in table else parse(table[key], join(path, key))
 
 
-def boolean(value: Any, path: str) -> bool:
+def boolean(value: object, path: str) -> bool:
     """A TOML boolean (true/false without quotes)."""
     if not isinstance(value, bool):
         raise ValidationError(path, f"is {value!r}", "write true or false (no quotes)")
     return value
 
 
-def string(value: Any, path: str) -> str:
+def string(value: object, path: str) -> str:
     """A non-empty text."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(path, f"is {value!r}", "give a non-empty text in quotes")
     return value
 
 
-def choice(value: Any, path: str, options: Sequence[str], make: Callable[[str], _T]) -> _T:
+def choice(value: object, path: str, options: Sequence[str], make: Callable[[str], _T]) -> _T:
     """One of ``options`` (case-insensitive), turned into a value by ``make`` (e.g. an enum)."""
     if not isinstance(value, str) or value.lower() not in options:
         raise ValidationError(path, f"is {value!r}", f"use one of {', '.join(map(repr, options))}")
     return make(value.lower())
 
 
-def timestamp(value: Any, path: str) -> pd.Timestamp:
+def timestamp(value: object, path: str) -> pd.Timestamp:
     """A TOML date/datetime or ISO text as a tz-aware UTC timestamp (naive times are UTC)."""
     if isinstance(value, time) or not isinstance(value, str | date | datetime):
         raise ValidationError(path, f"is {value!r}",
@@ -238,13 +195,13 @@ def timestamp(value: Any, path: str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def symbol_map(table: Mapping[str, Any], path: str,
-               parse: Callable[[Any, str], float]) -> dict[str, float]:
+def symbol_map(table: Mapping[str, object], path: str,
+               parse: Callable[[object, str], float]) -> dict[str, float]:
     """SYMBOL = value tables, parsed value by value (order kept)."""
     return {str(sym): parse(v, join(path, sym)) for sym, v in table.items()}
 
 
-def known(sym: str, known: Sequence[str], path: str, what: str, value: Any = None) -> None:
+def known(sym: str, known: Sequence[str], path: str, what: str, value: object = None) -> None:
     """Raise unless ``sym`` is one of ``known`` (``what`` says which list it must be in)."""
     if sym in known:
         return
@@ -253,3 +210,39 @@ def known(sym: str, known: Sequence[str], path: str, what: str, value: Any = Non
     quoted = "" if value is None else f" (value {value!r})"
     raise ValidationError(path, f"names {sym!r}, which is not {what}{quoted}",
                           f"{hint}use one of {', '.join(known) or '(none)'}")
+
+
+def fraction(value: object, path: str, *, upper: float = 1.0, upper_open: bool = False,
+             positive: bool = False) -> float:
+    """A fraction (number, "5%" or "50bp") in [0, upper] ((0, ...] with ``positive``; the upper
+    bound excluded with ``upper_open``)."""
+    v = number(value, path, percent=True)
+    low_bad = v <= 0 if positive else v < 0
+    high_bad = v >= upper if upper_open else v > upper
+    if low_bad or high_bad:
+        lo = "0 <" if positive else "0 <="
+        hi = "<" if upper_open else "<="
+        raise ValidationError(path, f"is {value!r}",
+                              f"give a fraction with {lo} value {hi} {upper:g}, e.g. 0.05 or \"5%\"")
+    return v
+
+
+def whole(value: object, path: str, lo: int) -> int:
+    """A whole number >= ``lo`` (not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValidationError(path, f"is {value!r}", f"give a whole number >= {lo}")
+    return int(value)
+
+
+def period(value: object, path: str) -> str:
+    """A pandas offset such as "7D", "30D" or "8h" (> 0), returned as written."""
+    if not isinstance(value, str):
+        raise ValidationError(path, f"is {value!r}", 'give a period in quotes, e.g. "7D" or "8h"')
+    try:
+        td = pd.Timedelta(value)
+    except (ValueError, TypeError):
+        raise ValidationError(path, f"is {value!r}, not a period",
+                              'give a period such as "7D", "30D" or "8h"') from None
+    if pd.isna(td) or td <= pd.Timedelta(0):
+        raise ValidationError(path, f"is {value!r}", 'give a period > 0, e.g. "7D"')
+    return value

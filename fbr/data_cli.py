@@ -4,7 +4,7 @@
         [--until 2025-01-01] [--out data] [--interval 1d,4h] [--spot-source exchange|index]
 
 writes ``spot_<interval>/``, ``perp_mark_4h/``, ``funding/`` and ``markets/`` under ``--out`` (see
-``executor.marketdata`` for the files and the choices behind them); ``MarketPath.from_data`` and
+``executor.fetch_history`` for the files and the choices behind them); ``MarketPath.from_data`` and
 ``models.io`` read that directory as it is (``FBR_DATA_DIR=<out>`` or a backtest file's data dir).
 Public data needs no keys; leverage tiers are a signed Binance endpoint and are fetched only when
 the exchange's keys are set, in the same variables ``fbr execute`` reads: ``FBR_<EXCHANGE>_API_KEY``
@@ -17,30 +17,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
-from executor.ccxt_wiring import ExchangeFactory, make_exchange
-from executor.marketdata import (
-    SPOT_EXCHANGE,
-    FetchRequest,
-    FetchSummary,
-    SpotSource,
-    fetch_market_data,
-)
-from executor.safety import env_names, register_secret
+from fbr.console import err, user_errors
+from fbr.console import out as stdout_console
 from models.errors import FbrError, ValidationError
-from models.io import utc_timestamp
+
+if TYPE_CHECKING:  # ccxt and pandas load when the command runs
+    import pandas as pd
+
+    from executor.ccxt_wiring import ExchangeFactory
+    from executor.fetch_history import FetchRequest, FetchSummary
 
 
 class ExchangeAccessError(FbrError):
     """The exchange could not be reached or refused a request (a user-facing message)."""
 
 
-def default_factory(exchange_id: str) -> Any:
+def default_factory(exchange_id: str) -> Any:  # a ccxt Exchange (ccxt is untyped)
     """Real ccxt instances: keys from the environment for the derivatives exchange only."""
+    from executor.ccxt_wiring import make_exchange
+    from executor.fetch_history import SPOT_EXCHANGE
+    from executor.safety import env_names, register_secret
+
     if exchange_id in SPOT_EXCHANGE.values():  # public spot klines: no keys, spot markets only
         return make_exchange(exchange_id, options={"fetchMarkets": {"types": ["spot"]},
                                                    "defaultType": "spot"})
@@ -57,6 +58,8 @@ exchange_factory: ExchangeFactory = default_factory
 
 
 def _utc(value: str | None, name: str) -> pd.Timestamp | None:
+    from models.io import utc_timestamp
+
     return None if value is None else utc_timestamp(value, name)
 
 
@@ -67,6 +70,8 @@ def _split(value: str) -> tuple[str, ...]:
 def build_request(exchange: str, symbols: str, since: str, until: str | None, out: Path,
                   interval: str, quote: str, spot_source: str, tiers: bool) -> FetchRequest:
     """Validate the command line into a :class:`FetchRequest`."""
+    from executor.fetch_history import FetchRequest, SpotSource
+
     start = _utc(since, "since")
     assert start is not None
     try:
@@ -82,16 +87,16 @@ def build_request(exchange: str, symbols: str, since: str, until: str | None, ou
 def run_fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:
     """Fetch with a rich progress bar (one task per series); ccxt errors become one message."""
     import ccxt
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-    from fbr.cli import err
+    from executor.fetch_history import fetch_market_data
 
     try:
         if not show_progress:
             return fetch_market_data(request, exchange_factory)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       console=err, transient=False) as bar:
-            tasks: dict[str, Any] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(label: str, done: int, expected: int | None) -> None:
                 if label not in tasks:
@@ -132,9 +137,7 @@ def fetch(
     """Fetch spot klines, perp marks, funding and contract specs into the shared data layout."""
     from rich.table import Table
 
-    from fbr.cli import out as console
-    from fbr.cli import user_errors
-
+    console = stdout_console  # ``out`` is the --out option here
     with user_errors(as_json):
         request = build_request(exchange, symbols, since, until, out, interval, quote,
                                 spot_source, tiers)
@@ -145,7 +148,7 @@ def fetch(
             return
         table = Table(title=f"fbr data fetch: {request.exchange_id} -> {request.out_dir}")
         for col in ("file", "rows", "first", "last"):
-            table.add_column(col, justify="right" if col == "rows" else "left")
+            table.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
         for f in summary.files:
             try:
                 name = str(f.path.relative_to(request.out_dir))

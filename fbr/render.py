@@ -23,7 +23,8 @@ def trades_table(sol: Solution) -> Table:
     """Trades: contract, side, USD notional, contracts, price."""
     t = Table(title="Trades (futures)", title_justify="left")
     for col in ("contract", "underlying", "side", "notional USD", "contracts", "price"):
-        t.add_column(col, justify="right" if col not in ("contract", "underlying", "side") else "left")
+        t.add_column(col, justify="right" if col not in ("contract", "underlying", "side") else "left",
+                     overflow="fold")
     for tr in sol.trades:
         side = "BUY" if tr.notional > 0 else "SELL"
         t.add_row(tr.symbol, tr.underlying, side, _usd(tr.notional), f"{tr.contracts:.8g}",
@@ -37,7 +38,7 @@ def spot_trades_table(sol: Solution) -> Table:
     """The spot leg's trades: asset, side, USD, units, price, tax realised (USD); and its costs."""
     t = Table(title="Trades (spot leg)", title_justify="left")
     for col in ("asset", "side", "notional USD", "units", "price", "tax USD"):
-        t.add_column(col, justify="right" if col not in ("asset", "side") else "left")
+        t.add_column(col, justify="right" if col not in ("asset", "side") else "left", overflow="fold")
     for tr in sol.spot_trades:
         side = "BUY" if tr.notional > 0 else "SELL"
         t.add_row(tr.asset, side, _usd(tr.notional), f"{tr.units:.8g}", _usd(tr.price),
@@ -56,7 +57,7 @@ def exposure_table(sol: Solution) -> Table:
     """Effective weights before and after against the targets."""
     t = Table(title="Effective weights (spot + futures, % of base)", title_justify="left")
     for col in ("asset", "target", "before", "after", "drift after"):
-        t.add_column(col, justify="right" if col != "asset" else "left")
+        t.add_column(col, justify="right" if col != "asset" else "left", overflow="fold")
     for a, w in sol.targets.items():
         b, e = sol.effective_weights_before[a], sol.effective_weights_after[a]
         t.add_row(a, _pct(w), _pct(b), _pct(e), f"{100 * (e - w):+.2f} pp")
@@ -66,8 +67,8 @@ def exposure_table(sol: Solution) -> Table:
 def summary_table(sol: Solution) -> Table:
     """Risk, costs, margin and leverage in one table."""
     t = Table(title="Risk, costs, margin", title_justify="left", show_header=False)
-    t.add_column("item")
-    t.add_column("value", justify="right")
+    t.add_column("item", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
     rows = [
         ("NAV / target base (USD)", f"{_usd(sol.nav)} / {_usd(sol.base)}"),
         ("tracking error before -> after (annualised)",
@@ -109,10 +110,10 @@ def plan_table(sol: Solution) -> Table | None:
     plan = sol.plan
     t = Table(title=f"Plan: {plan.horizon} steps of {plan.step_days:g} days (only step 1 is sent)",
               title_justify="left")
-    t.add_column("contract")
+    t.add_column("contract", overflow="fold")
     for st in plan.steps:
-        t.add_column(f"step {st.step} USD", justify="right")
-    t.add_column("now / plan", justify="right")
+        t.add_column(f"step {st.step} USD", justify="right", overflow="fold")
+    t.add_column("now / plan", justify="right", overflow="fold")
     total = plan.total_trades()
     for sym in sorted(total):
         now = plan.steps[0].trades.get(sym, 0.0)

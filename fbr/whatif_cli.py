@@ -21,10 +21,24 @@ e_i - w*_i are fractions of the account's NAV, and a note says so.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from fbr.console import CliError, err, out, pp, renamed, user_errors, wide
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fbr.config_loader import LoadedBook
+    from models.book import Book
+    from optimizer.rebalance import Rebalancer
+    from optimizer.solution import Solution
+    from scenarios.library import Library
+    from scenarios.shocks import Scenario
+    from scenarios.whatif_result import WhatIfResult
 
 ShockOpt = Annotated[list[str] | None, typer.Option(
     "--shock", "-s", help="A shock KEY=VALUE, repeatable: BTC=-30%, common=-20%, funding.ETH=+0.1%, "
@@ -37,7 +51,7 @@ def _is_file_ref(ref: str) -> bool:
     return ref.endswith(".toml") or Path(ref).exists()
 
 
-def _solution_summary(sol: Any) -> dict[str, Any]:
+def _solution_summary(sol: Solution) -> dict[str, Any]:
     return {"status": sol.status,
             "target_positions": [{"symbol": p.symbol, "notional": p.notional,
                                   "contracts": p.contracts} for p in sol.target_positions],
@@ -62,13 +76,10 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
            ) -> None:
     """What-if: shock prices, funding, basis, volatility, correlation or liquidity; see PnL, NAV,
     weights, margin, the moves that liquidate the book, and the optimiser's next move."""
-    from fbr.cli import CliError, err, out, user_errors
-
     with user_errors(as_json):
         from optimizer.rebalance import Rebalancer
-        from scenarios.library import Library, load_library, load_scenario_file
-        from scenarios.shocks import Scenario, parse_scenario
-        from scenarios.whatif import apply_solution, resolve_shocks
+        from scenarios.applied_shocks import resolve_shocks
+        from scenarios.library import load_library
 
         loaded, book_notes = load_whatif_book(book)
         stress = loaded.settings.constraints.stress
@@ -81,24 +92,9 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
             return library
 
         if list_only:
-            listing = [{"name": s.name, "description": s.description, "source": s.source,
-                        "shocks": s.shock_texts} for s in lib().scenarios]
-            if as_json:
-                print(json.dumps({"scenarios": listing, "notes": list(lib().notes)}, indent=2))
-            else:
-                _print_listing(listing, list(lib().notes))
+            _list(lib(), as_json)
             return
-
-        chosen: list[Scenario] = []
-        if shock:
-            chosen.append(parse_scenario("command line", shock, source="--shock"))
-        for ref in scenario or []:
-            chosen.extend(load_scenario_file(ref) if _is_file_ref(ref) else [lib().find(ref)])
-        if run_all:
-            chosen.extend(s for s in lib().scenarios if s.name not in {c.name for c in chosen})
-        if not chosen:
-            raise CliError("no scenario given. Fix: add --shock KEY=VALUE (e.g. --shock BTC=-30%), "
-                           "--scenario FILE|NAME or --all (--list shows the library)")
+        chosen = _choose(shock or [], scenario or [], run_all, lib)
         for sc in chosen:  # every symbol checked before any work
             resolve_shocks(sc, loaded.book)
 
@@ -107,23 +103,74 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
         solution = None
         notes = [*book_notes, *(lib().notes if run_all else [])]
         if with_solution:
-            solution = rebalancer.solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
-            if solution.status == "infeasible":
-                notes.append("the optimiser found the book infeasible: the positions tested are its "
-                             "least-violation book")
-            tested = apply_solution(loaded.book, loaded.market, solution)
+            tested, solution = _solution_book(loaded, rebalancer, notes)
         results = _run(chosen, tested, loaded, rebalancer, positions="solution" if with_solution
                        else "current", resolve=not no_resolve, show=not as_json and len(chosen) > 1,
                        console=err)
         notes.extend(liquidation_notes(results))
         if as_json:
-            doc = {"book": loaded.book.name, "positions": "solution" if with_solution else "current",
+            doc = {"status": "ok", "book": loaded.book.name,
+                   "positions": "solution" if with_solution else "current",
                    "solution": _solution_summary(solution) if solution is not None else None,
-                   "scenarios": [r.to_dict() for r in results], "notes": notes,
+                   "scenarios": [scenario_json(r) for r in results], "notes": notes,
                    "labels": list(loaded.labels)}
             print(json.dumps(doc, indent=2, allow_nan=False))
         else:
             _print_results(results, out, book, notes, list(loaded.labels))
+
+
+def _solution_book(loaded: LoadedBook, rebalancer: Rebalancer, notes: list[str]
+                   ) -> tuple[Book, Solution]:
+    """``--with-solution``: the book at the positions ``fbr solve`` proposes, and the solution (a
+    note in ``notes`` when the book is infeasible)."""
+    from scenarios.whatif import apply_solution
+
+    solution = rebalancer.solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    if solution.status == "infeasible":
+        notes.append("the optimiser found the book infeasible: the positions tested are its "
+                     "least-violation book")
+    return apply_solution(loaded.book, loaded.market, solution), solution
+
+
+def _list(library: Library, as_json: bool) -> None:
+    """``--list``: the library's scenarios, as JSON or a table."""
+    listing = [{"name": s.name, "description": s.description, "source": s.source,
+                "shocks": s.shock_texts} for s in library.scenarios]
+    if as_json:
+        print(json.dumps({"status": "ok", "scenarios": listing, "notes": list(library.notes)},
+                         indent=2))
+    else:
+        _print_listing(listing, list(library.notes))
+
+
+def _choose(shock: list[str], scenario: list[str], run_all: bool,
+            lib: Callable[[], Library]) -> list[Scenario]:
+    """The scenarios asked for: the --shock strings as one, each --scenario, then --all's."""
+    from scenarios.library import load_scenario_file
+    from scenarios.shocks import parse_scenario
+
+    chosen: list[Scenario] = []
+    if shock:
+        chosen.append(parse_scenario("command line", shock, source="--shock"))
+    for ref in scenario:
+        chosen.extend(load_scenario_file(ref) if _is_file_ref(ref) else [lib().find(ref)])
+    if run_all:
+        chosen.extend(s for s in lib().scenarios if s.name not in {c.name for c in chosen})
+    if not chosen:
+        raise CliError("no scenario given. Fix: add --shock KEY=VALUE (e.g. --shock BTC=-30%), "
+                       "--scenario FILE|NAME or --all (--list shows the library)")
+    return chosen
+
+
+def scenario_json(r: WhatIfResult) -> dict[str, Any]:
+    """One scenario's ``to_dict()`` in the CLI's JSON language: ``drift_pp`` (percentage points)
+    for the fractional ``drift``, ``next.margin_ratio`` for ``next.maintenance_ratio``."""
+    doc = r.to_dict()
+    doc = renamed(doc, {"drift": "drift_pp"})
+    doc["drift_pp"] = pp(doc["drift_pp"])
+    if isinstance(doc.get("next"), dict):
+        doc["next"] = renamed(doc["next"], {"maintenance_ratio": "margin_ratio"})
+    return doc
 
 
 def _holds_spot(data: dict[str, Any]) -> bool:
@@ -138,11 +185,11 @@ def _holds_spot(data: dict[str, Any]) -> bool:
     return False
 
 
-def load_whatif_book(path: Path) -> tuple[Any, list[str]]:
+def load_whatif_book(path: Path) -> tuple[LoadedBook, list[str]]:
     """The book file, and notes. A futures-only book (no spot, [[futures]] listed, targets on the
     invested base) is loaded with ``targets_base = "nav"`` (see the module docstring)."""
     from fbr.config_loader import load_book_file, parse_book
-    from fbr.config_values import read_toml
+    from models.toml_file import read_toml
 
     if not path.exists():
         return load_book_file(path), []  # the loader's own message
@@ -151,14 +198,14 @@ def load_whatif_book(path: Path) -> tuple[Any, list[str]]:
     base = head.get("targets_base", "invested") if isinstance(head, dict) else "invested"
     if _holds_spot(data) or not data.get("futures") or str(base).lower() == "nav":
         return load_book_file(path), []
-    data["book"] = {**head, "targets_base": "nav"}
+    data["book"] = {**(head if isinstance(head, dict) else {}), "targets_base": "nav"}
     loaded = parse_book(data, source=str(path), base_dir=path.resolve().parent)
     return loaded, ["futures-only book (no spot): weights and drift are fractions of the NAV "
                     "(wallet cash + unrealised PnL), as with book.targets_base = \"nav\"; the "
                     "invested base (spot value) is 0"]
 
 
-def liquidation_notes(results: list[Any]) -> list[str]:
+def liquidation_notes(results: list[WhatIfResult]) -> list[str]:
     """One note per scenario whose funding was cut short by the liquidation."""
     notes = []
     for r in results:
@@ -173,8 +220,8 @@ def liquidation_notes(results: list[Any]) -> list[str]:
     return notes
 
 
-def _run(chosen: list[Any], book: Any, loaded: Any, rebalancer: Any, *, positions: str,
-         resolve: bool, show: bool, console: Any) -> list[Any]:
+def _run(chosen: list[Scenario], book: Book, loaded: LoadedBook, rebalancer: Rebalancer, *,
+         positions: str, resolve: bool, show: bool, console: Console) -> list[WhatIfResult]:
     """Every scenario, with a progress bar when there are several."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -193,42 +240,38 @@ def _run(chosen: list[Any], book: Any, loaded: Any, rebalancer: Any, *, position
     return results
 
 
-def _print_results(results: list[Any], console: Any, book: Path, notes: list[str],
+def _print_results(results: list[WhatIfResult], console: Console, book: Path, notes: list[str],
                    labels: list[str]) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
     from fbr.whatif_render import overview_table, render_result
 
-    wide = console if console.is_terminal else Console(width=max(console.width, 140), highlight=False)
-    wide.rule(escape(f"fbr whatif {book}"))
+    wide_out = wide(console, 140)
+    wide_out.rule(escape(f"fbr whatif {book}"))
     if labels:
-        wide.print(f"data: {escape(' / '.join(labels))}")
+        wide_out.print(f"data: {escape(' / '.join(labels))}")
     for r in results:
-        wide.rule()
-        render_result(r, wide)
+        wide_out.rule()
+        render_result(r, wide_out)
     if len(results) > 1:
-        wide.rule()
-        wide.print(overview_table(results))
+        wide_out.rule()
+        wide_out.print(overview_table(results))
     for note in notes:
-        wide.print(f"[bold]note:[/bold] {escape(note)}")
+        wide_out.print(f"[bold]note:[/bold] {escape(note)}")
 
 
 def _print_listing(listing: list[dict[str, Any]], notes: list[str]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from fbr.cli import out
-
     t = Table(title="what-if scenarios", title_justify="left")
     for head in ("name", "source", "shocks", "description"):
-        t.add_column(head)
+        t.add_column(head, overflow="fold")
     for s in listing:
         t.add_row(escape(s["name"]), s["source"], escape(", ".join(s["shocks"][:6])
                                                          + (" ..." if len(s["shocks"]) > 6 else "")),
                   escape(s["description"]))
-    console = out if out.is_terminal else Console(width=max(out.width, 160), highlight=False)
+    console = wide(out, 160)
     console.print(t)
     for note in notes:
         console.print(f"[bold]note:[/bold] {escape(note)}")

@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from models.margin import MarginState
-from scenarios.whatif import LiquidationMove, WhatIfResult
+from scenarios.liquidation_distance import LiquidationMove
+from scenarios.whatif_result import WhatIfResult
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -49,8 +50,8 @@ def _book_move(moves: Sequence[LiquidationMove]) -> LiquidationMove | None:
 def summary_table(r: WhatIfResult) -> Table:
     """Key figures of one scenario: NAV, PnL split, margin, liquidation, next move."""
     t = Table(title="result", title_justify="left", show_header=False)
-    t.add_column("what")
-    t.add_column("value", justify="right")
+    t.add_column("what", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
     t.add_row("positions tested", r.positions)
     t.add_row("NAV before -> after (USD)", f"{usd(r.nav_before)} -> {usd(r.nav_after)}")
     t.add_row("PnL spot / futures / funding (USD)",
@@ -88,7 +89,7 @@ def weights_table(r: WhatIfResult) -> Table:
     """Effective weights per asset: target, before, after, drift."""
     t = Table(title="effective weights", title_justify="left")
     for head in ("asset", "target", "before", "after", "drift"):
-        t.add_column(head, justify="left" if head == "asset" else "right")
+        t.add_column(head, justify="left" if head == "asset" else "right", overflow="fold")
     drift = r.drift
     for a in r.weights_after:
         t.add_row(escape(a), f"{100 * r.targets.get(a, 0.0):.2f}%", f"{100 * r.weights_before[a]:.2f}%",
@@ -100,7 +101,7 @@ def distance_table(r: WhatIfResult) -> Table:
     """Per-contract liquidation moves (its underlying alone moves), now and after the shock."""
     t = Table(title="move of the underlying alone that liquidates the book", title_justify="left")
     for head in ("contract", "now", "after the shock"):
-        t.add_column(head)
+        t.add_column(head, overflow="fold")
     after = {m.scope: m for m in r.distance_after}
     for m in r.distance_before:
         if m.scope == "book":
@@ -117,7 +118,7 @@ def trades_table(r: WhatIfResult) -> Table | None:
         return None
     t = Table(title="next move: trades of the re-solve", title_justify="left")
     for head in ("contract", "notional USD", "contracts"):
-        t.add_column(head, justify="left" if head == "contract" else "right")
+        t.add_column(head, justify="left" if head == "contract" else "right", overflow="fold")
     for tr in r.next_solution.trades:
         t.add_row(escape(tr.symbol), usd(tr.notional), f"{tr.contracts:+,.4f}")
     return t
@@ -142,9 +143,13 @@ def render_result(r: WhatIfResult, console: Console) -> None:
 def overview_table(results: Sequence[WhatIfResult]) -> Table:
     """One row per scenario."""
     t = Table(title="scenarios", title_justify="left")
-    for head in ("scenario", "PnL USD", "NAV after", "margin ratio", "liquidated",
-                 "common move to liquidation (after)", "next TE"):
-        t.add_column(head, justify="left" if head in ("scenario", "liquidated") else "right")
+    # numbers are kept whole (no_wrap), their headers on two lines: fits 80 columns
+    numbers = ("PnL\nUSD", "NAV\nafter", "margin\nratio", "next\nTE")
+    move = "move to liquidation (after)"
+    for head in ("scenario", *numbers[:3], "liq.", move, numbers[3]):
+        t.add_column(head, justify="left" if head in ("scenario", "liq.") else "right",
+                     overflow="fold", no_wrap=head in numbers,
+                     min_width=10 if head == move else None)  # "+42756.28%" whole
     for r in results:
         nxt = "-" if r.next_solution is None else f"{100 * r.next_solution.tracking_error_after:.2f}%"
         t.add_row(escape(r.scenario.name), usd(r.pnl.total), usd(r.nav_after),

@@ -207,7 +207,8 @@ class Book:
         quantity_i / held_i) (the whole value when the rule gives no quantity; 0 if not pledged)."""
         frac = np.array([0.0 if rule is None else rule.pledged_fraction(float(self.spot.get(s, 0.0)))
                          for s, rule in zip(self.asset_symbols, self._pledge_rules, strict=True)])
-        return frac * np.asarray(spot_values, dtype=float)
+        result: np.ndarray = frac * np.asarray(spot_values, dtype=float)
+        return result
 
     def pledged_collateral(self, spot_values: np.ndarray) -> float:
         """sum_i C_i(u_i) (USD): the exchange's collateral value of pledged spot at asset values
@@ -253,7 +254,8 @@ class Book:
         """x0 (M): signed USD notional of each current position at mark (linear: q x size x mark;
         inverse: q x size USD)."""
         size, inverse = self._contract_arrays
-        return self.contracts_vector() * size * np.where(inverse, 1.0, self.marks(market))
+        result: np.ndarray = self.contracts_vector() * size * np.where(inverse, 1.0, self.marks(market))
+        return result
 
     def unrealized_pnl(self, market: MarketSnapshot) -> float:
         """Unrealised futures PnL (USD) at mark: linear q*size*(mark-entry); inverse in coin x mark,
@@ -317,7 +319,9 @@ class Book:
     def effective_weights(self, market: MarketSnapshot) -> np.ndarray:
         """e = s + B x0 / V: spot plus futures exposure per asset, as weights of the base."""
         V = self.base(market)
-        return (self.spot_values(market) + self.exposure_matrix() @ self.futures_notional(market)) / V
+        exposure = self.spot_values(market) + self.exposure_matrix() @ self.futures_notional(market)
+        result: np.ndarray = exposure / V
+        return result
 
     def with_futures(self, contracts: Mapping[str, float], market: MarketSnapshot) -> Book:
         """A copy holding ``contracts`` (by contract symbol), realising PnL of changed positions.

@@ -46,6 +46,12 @@ class RefusedError(FbrError):
     exit_code = ExitCode.REFUSED
 
 
+class ConfigError(FbrError):
+    """An input file (book, backtest, Monte Carlo or scenario TOML) cannot be read at all: it is
+    missing, unreadable or not valid TOML. The message names the file (and for a syntax error the
+    line and column) and the fix; see :func:`models.toml_file.read_toml`."""
+
+
 class ValidationError(FbrError, ValueError):
     """An input value is wrong. ``field`` is the dotted path of the offending value."""
 

@@ -48,7 +48,6 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from models.errors import ValidationError
 
@@ -105,6 +104,8 @@ def ewma_path(rates: np.ndarray, half_life: float) -> np.ndarray:
         return np.empty(0)
     if not np.isfinite(r).all():
         raise ValidationError("rates", "has NaN or infinite values", "drop missing settlements first")
+    from scipy.signal import lfilter  # here, not at import: scipy.signal costs ~0.5 s to load
+
     lam = decay_from_half_life(half_life)
     num = lfilter([1.0], [1.0, -lam], r)
     den = lfilter([1.0], [1.0, -lam], np.ones_like(r))

@@ -156,7 +156,8 @@ class MarginTiers:
         """MM(n) = max_k (mmr_k |n| - cum_k), USD; never below zero."""
         n = np.abs(np.asarray(notional, dtype=float))
         mm = np.max(np.multiply.outer(n, self.mmr) - self.cum, axis=-1)
-        return np.maximum(mm, 0.0)
+        result: np.ndarray = np.maximum(mm, 0.0)
+        return result
 
     def bracket_lookup(self, notional: float) -> float:
         """The exchange's own rule: find the bracket of |n|, then mmr * |n| - cum (USD)."""

@@ -1,16 +1,10 @@
-"""Loaders for market data in the shared layout (``../shared/data``) or user files in that layout.
+"""Loaders for market data in the shared layout (``models.data_layout``) or user files in it.
 
-Layout under a data directory (one file per symbol; gzip CSV, plain CSV or Parquet):
-
-    spot_<interval>/<SYM>.csv.gz   timestamp, open, high, low, close, ...  (close in USD)
-    perp_mark_4h/<SYM>.csv.gz      timestamp, close                        (perp mark, USD)
-    funding/<SYM>.csv.gz           timestamp, funding_rate                 (fraction per settlement)
-    quarterly_1d/<PAIR>_<YYMMDD>.csv.gz  timestamp, open, high, low, close (a dated future's daily
-                                   klines; delivery 08:00 UTC on YYMMDD; see load_quarterly_closes)
-    markets/...                    contract specs and leverage tiers (ccxt symbols)
-
-``timestamp`` is the first column, ISO 8601 in UTC (bar open time for klines). Every loaded frame
-has a tz-aware UTC ``DatetimeIndex`` named ``timestamp`` and one column per symbol.
+Prices (spot and perpetual mark closes, USD), funding rates (fraction per settlement), dated
+futures' quarterly closes and the markets files (contract specs, leverage tiers). Every loaded
+frame has a tz-aware UTC ``DatetimeIndex`` named ``timestamp`` and one column per symbol; one file
+is read by ``models.data_files``. Every problem is one :class:`models.errors.ValidationError`
+naming the file or field and the fix.
 """
 
 from __future__ import annotations
@@ -19,18 +13,25 @@ import difflib
 import os
 import re
 import warnings
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from models.data_files import check_prices, find_file, numeric_column, read_frame, read_table
+from models.data_layout import (
+    DATA_DIR_ENV,
+    FUNDING_FOLDER,
+    MARK_FOLDER,
+    MARKETS_FOLDER,
+    QUARTERLY_FOLDER,
+    SUFFIXES,
+    spot_folder,
+)
 from models.errors import ValidationError
 from models.instruments import MarginTiers, TierBracket
 
-DATA_DIR_ENV = "FBR_DATA_DIR"
-SUFFIXES = (".csv.gz", ".csv", ".parquet")
 TIER_COLUMNS = ("symbol", "min_notional", "max_notional", "maintenance_margin_rate",
                 "max_leverage", "maint_amount_cum")
 _CCXT_RE = re.compile(r"^([^/:\s]+)/([^/:\s]+):([^/:\s-]+)(?:-(\d{6}))?$")
@@ -67,79 +68,7 @@ def default_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading one symbol's file
-# ---------------------------------------------------------------------------------------------
-
-
-def _find_file(data_dir: Path, folder: str, symbol: str) -> Path:
-    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists."""
-    for suffix in SUFFIXES:
-        path = data_dir / folder / f"{symbol}{suffix}"
-        if path.is_file():
-            return path
-    expected = data_dir / folder / f"{symbol}.csv.gz"
-    where = "" if data_dir.is_dir() else f" (the directory {data_dir} does not exist)"
-    raise ValidationError(f"data.{folder}.{symbol}",
-                          f"has no file {expected} (nor .csv or .parquet){where}",
-                          f"put one file per symbol at <data_dir>/{folder}/<SYM>.csv.gz (or .csv, "
-                          ".parquet) with a 'timestamp' first column (ISO 8601, UTC), or point "
-                          f"{DATA_DIR_ENV} at a directory in that layout")
-
-
-#: What pandas (and gzip, zlib, pyarrow) raise on a truncated, corrupt or undecodable file.
-UNREADABLE_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError, OSError, zlib.error, UnicodeDecodeError, ValueError, pd.errors.ParserError,
-    pd.errors.EmptyDataError)
-
-
-def unreadable_file(path: Path | str, exc: BaseException) -> ValidationError:
-    """The one message for a data file that cannot be read: it names the file and the cause
-    (e.g. ``EOFError``: a gzip stream cut short by an interrupted download or copy)."""
-    p = Path(path)
-    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return ValidationError(f"data file {p}", f"cannot be read: truncated, corrupt or unreadable ({cause})",
-                           f"download or copy {p.name} again (check it with `gzip -t` for .gz), or "
-                           "remove it")
-
-
-def read_frame(path: Path | str) -> pd.DataFrame:
-    """``pd.read_csv`` / ``pd.read_parquet`` of ``path`` (by suffix); a truncated or corrupt file
-    raises :func:`unreadable_file` (naming the file) instead of a bare EOFError / zlib error."""
-    p = Path(path)
-    try:
-        if p.name.endswith(".parquet"):
-            return pd.read_parquet(p)
-        return pd.read_csv(p)
-    except ImportError:
-        raise ValidationError(f"data.{p.name}", "is Parquet but no Parquet engine is "
-                              "installed", "install pyarrow, or convert the file to "
-                              ".csv.gz") from None
-    except UNREADABLE_ERRORS as exc:
-        raise unreadable_file(p, exc) from exc
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    """A per-symbol file as a frame indexed by UTC ``timestamp`` (sorted, unique)."""
-    raw = read_frame(path)
-    if path.name.endswith(".parquet") and "timestamp" not in raw.columns \
-            and raw.index.name == "timestamp":
-        raw = raw.reset_index()
-    if "timestamp" not in raw.columns:
-        raise ValidationError(f"data.{path}", f"has no 'timestamp' column (columns: "
-                              f"{list(raw.columns)[:8]})",
-                              "make 'timestamp' (ISO 8601, UTC) the first column")
-    try:
-        index = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True), name="timestamp")
-    except (ValueError, TypeError):
-        raise ValidationError(f"data.{path}", "has timestamps that do not parse",
-                              "write timestamps as ISO 8601, e.g. 2024-01-01T00:00:00Z") from None
-    frame = raw.drop(columns="timestamp").set_axis(index, axis=0).sort_index()
-    if frame.index.has_duplicates:
-        first = frame.index[frame.index.duplicated()][0]
-        raise ValidationError(f"data.{path}", f"repeats the timestamp {first}",
-                              "keep one row per timestamp")
-    return frame
+# ---- spans and one symbol's series -------------------------------------------------------------
 
 
 def _clip_span(frame: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
@@ -168,34 +97,14 @@ def utc_timestamp(value: str, field: str) -> pd.Timestamp:
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
-def _column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    if column not in frame.columns:
-        raise ValidationError(f"data.{path}", f"has no '{column}' column (columns: "
-                              f"{list(frame.columns)[:8]})",
-                              f"give a '{column}' column next to 'timestamp'")
-    return pd.to_numeric(frame[column], errors="coerce").astype(float)
-
-
-def _check_prices(series: pd.Series, symbol: str, path: Path) -> None:
-    """Prices must be finite and > 0; name the first bad timestamp."""
-    values = series.to_numpy(dtype=float)
-    bad = ~(np.isfinite(values) & (values > 0))
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValidationError(f"data.{symbol}", f"has price {values[k]} at {series.index[k]} "
-                              f"in {path}", "fix or drop that row (prices must be finite and > 0)")
-
-
 def _load_series(data_dir: Path | str, folder: str, symbol: str, column: str,
                  start: str | None, end: str | None) -> tuple[pd.Series, Path]:
-    path = _find_file(Path(data_dir), folder, symbol)
-    series = _column(_clip_span(_read_table(path), start, end), column, path)
+    path = find_file(Path(data_dir), folder, symbol)
+    series = numeric_column(_clip_span(read_table(path), start, end), column, path)
     return series.rename(symbol), path
 
 
-# ---------------------------------------------------------------------------------------------
-# Prices and funding
-# ---------------------------------------------------------------------------------------------
+# ---- prices and funding ------------------------------------------------------------------------
 
 
 def _check_symbols(symbols: Sequence[str]) -> list[str]:
@@ -250,7 +159,7 @@ def _load_prices(data_dir: Path | str, folder: str, symbols: Sequence[str], star
         if s.empty:
             raise ValidationError(f"data.{folder}.{sym}", f"has no rows between {start} and {end}"
                                   f" in {path}", "widen the span or pick another symbol")
-        _check_prices(s, sym, path)
+        check_prices(s, sym, path)
         series[sym] = s
     return _align(series, folder)
 
@@ -265,14 +174,14 @@ def load_spot_closes(data_dir: Path | str, symbols: Sequence[str], *, interval: 
     if not re.fullmatch(r"[0-9]+[a-zA-Z]+", str(interval)):
         raise ValidationError("interval", f"is {interval!r}", "give a bar length such as '1d' "
                               "or '4h' (the folder spot_<interval> must exist)")
-    return _load_prices(data_dir, f"spot_{interval}", symbols, start, end)
+    return _load_prices(data_dir, spot_folder(interval), symbols, start, end)
 
 
 def load_mark_closes(data_dir: Path | str, symbols: Sequence[str], *, start: str | None = None,
                      end: str | None = None) -> pd.DataFrame:
     """Perpetual mark closes (USD, 4 h bars) from ``<data_dir>/perp_mark_4h/<SYM>``, aligned as
     in ``load_spot_closes``."""
-    return _load_prices(data_dir, "perp_mark_4h", symbols, start, end)
+    return _load_prices(data_dir, MARK_FOLDER, symbols, start, end)
 
 
 def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | None = None,
@@ -284,7 +193,7 @@ def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | N
     """
     series: dict[str, pd.Series] = {}
     for sym in _check_symbols(symbols):
-        s, path = _load_series(data_dir, "funding", sym, "funding_rate", start, end)
+        s, path = _load_series(data_dir, FUNDING_FOLDER, sym, "funding_rate", start, end)
         values = s.to_numpy(dtype=float)
         bad = ~(np.isfinite(values) & (np.abs(values) < 1))
         if bad.any():
@@ -297,11 +206,8 @@ def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | N
     return frame
 
 
-# ---------------------------------------------------------------------------------------------
-# Dated (quarterly) futures
-# ---------------------------------------------------------------------------------------------
+# ---- dated (quarterly) futures -----------------------------------------------------------------
 
-QUARTERLY_FOLDER = "quarterly_1d"
 #: Delivery time of a quarterly on its suffix date (Binance USD-M: 08:00 UTC).
 DELIVERY_HOUR_UTC = 8
 _QUARTERLY_RE = re.compile(r"^([A-Z0-9]+)_(\d{6})$")
@@ -348,8 +254,8 @@ def load_quarterly_closes(data_dir: Path | str, pair: str, delivery: pd.Timestam
     if path is None:
         return pd.Series(dtype=float, name=f"{pair}_{when:%y%m%d}",
                          index=pd.DatetimeIndex([], tz="UTC", name="timestamp"))
-    close = _column(_read_table(path), "close", path)
-    _check_prices(close, path.stem, path)
+    close = numeric_column(read_table(path), "close", path)
+    check_prices(close, path.stem, path)
     if len(close) and close.index[-1] >= when:
         raise ValidationError(f"data.{path}", f"has a bar opening at {close.index[-1]}, at or after "
                               f"the delivery {when}", "drop the post-delivery rows")
@@ -359,15 +265,13 @@ def load_quarterly_closes(data_dir: Path | str, pair: str, delivery: pd.Timestam
                      name=f"{pair}_{when:%y%m%d}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Markets: leverage tiers and contract specs
-# ---------------------------------------------------------------------------------------------
+# ---- markets: leverage tiers and contract specs ------------------------------------------------
 
 
 def _read_markets(path: Path | str, columns: Sequence[str]) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
-        raise ValidationError(f"data.markets.{p.name}", f"has no file {p}",
+        raise ValidationError(f"data.{MARKETS_FOLDER}.{p.name}", f"has no file {p}",
                               "give the path of a markets file, e.g. <data_dir>/markets/"
                               "binance_usdm_leverage_tiers_2026-05-07.csv.gz")
     frame = read_frame(p)

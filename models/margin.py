@@ -30,7 +30,8 @@ def tier_maintenance(mmr: np.ndarray, cum: np.ndarray, notional: np.ndarray) -> 
     Units follow the inputs: USD with ``cum`` in USD, weight units with ``cum`` divided by V.
     """
     n = np.abs(np.asarray(notional, dtype=float))[:, None]
-    return np.maximum((mmr * n - cum).max(axis=1), 0.0)
+    result: np.ndarray = np.maximum((mmr * n - cum).max(axis=1), 0.0)
+    return result
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class MarginModel:
 
     def initial(self, notional: np.ndarray) -> np.ndarray:
         """IM_j = |n_j| / L_j (USD)."""
-        return np.abs(notional) / self.leverage
+        result: np.ndarray = np.abs(notional) / self.leverage
+        return result
 
     def maintenance(self, notional: np.ndarray) -> np.ndarray:
         """MM_j = max(max_k (mmr_jk |n_j| - cum_jk), 0) (USD)."""

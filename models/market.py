@@ -4,7 +4,7 @@ Units: prices in USD; funding rates are fractions per funding interval (positive
 half spreads are fractions of notional; average daily volume (ADV) is USD per day.
 A funding forecast (optional, per perpetual) is the expected *mean* rate per settlement over the
 optimiser's cost horizon (fraction per funding interval, as ``funding``); see
-``models.funding_forecast`` for the forecaster and ``optimizer.data._carry_per_horizon`` for its use.
+``models.funding_forecast`` for the forecaster and ``optimizer.carry._carry_per_horizon`` for its use.
 """
 
 from __future__ import annotations

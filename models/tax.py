@@ -253,7 +253,8 @@ class TaxCurve:
         a_k = T(Q_(k-1)) - slopes[k] * Q_(k-1), so piece k passes through its left breakpoint."""
         starts = self.starts
         at_start = np.concatenate(([0.0], self.values[:-1]))
-        return at_start - self.slopes * starts
+        result: np.ndarray = at_start - self.slopes * starts
+        return result
 
     def value(self, quantity: float) -> float:
         """T(quantity) in USD, summed piece by piece (numpy, no solver)."""

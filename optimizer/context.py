@@ -18,20 +18,10 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
 
-
-def assign(param: cp.Parameter, value: np.ndarray | float) -> None:
-    """Set a Parameter's value without cvxpy's per-assignment validation (about 18 us each, the
-    largest fixed cost of a small re-solve). Shapes are still checked here; finiteness and signs are
-    checked once in optimizer.data.prepare, and non-negative Parameters are checked below.
-    """
-    arr = np.asarray(value, dtype=float)
-    if arr.shape != param.shape:
-        raise ValueError(f"parameter {param.name()}: shape {arr.shape}, expected {param.shape}")
-    if param.attributes["nonneg"] and arr.size and float(arr.min()) < 0:
-        raise ValueError(f"parameter {param.name()} must be non-negative")
-    param.save_value(arr)
+__all__ = ["Context", "assign"]
 
 
 @dataclass

@@ -5,39 +5,71 @@ cvxpy compiles a DPP problem into data that is an affine function of the stacked
 ``values = R @ p`` for each sparse matrix (fixed sparsity pattern) and vector of the solver's standard
 form. The default ``Problem.solve`` re-runs its reduction chain on every call (about 2 ms whatever the
 size); these engines keep the compiled map and the solver object, so a re-solve is a few sparse
-mat-vecs, a data update and the solver's own time.
+mat-vecs, a data update and the solver's own time. Every use of cvxpy's internals goes through
+optimizer.cvxpy_adapter.
 
 - :class:`PiqpEngine`: the QP path. minimise 1/2 x'Px + q'x s.t. A x = b, G x <= h, solved with PIQP's
   native ``update`` + ``solve`` (no re-setup while the pattern is unchanged).
-- :class:`CvxpyDataEngine`: any solver cvxpy supports (Clarabel, SCS), through cvxpy's own solver
-  interface (``apply`` + ``solve_via_data`` with its solver cache), skipping the reduction chain.
+- :class:`ClarabelEngine`: the conic path straight into Clarabel's native API (a fresh solver per
+  solve, so an answer never depends on earlier solves).
+- :class:`CvxpyDataEngine`: any solver cvxpy supports (SCS, or Clarabel when the lean path cannot
+  take the problem), through cvxpy's own solver interface, skipping the reduction chain.
+
+Crashes are loud: an exception inside an engine is never turned into a plain failure status. It
+propagates to the solver chain (optimizer.problem.HedgeProblem.solve), which records its text in
+the outcome's ``tried`` list (:func:`error_status`) before it moves on; an engine's own retry after
+an exception (Clarabel's rescaled second try) records the text in :attr:`RawResult.errors`. With
+:data:`STRICT_ENV` set (the test suite sets it) every such exception is re-raised instead.
 """
 
 from __future__ import annotations
 
+import os
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
-from cvxpy.reductions.solvers.solver_inverse_data import SolverInverseData
-from cvxpy.reductions.solvers.solving_chain import SolvingChain
 
-PARAM_PROB = "param_prob"
+from optimizer.cvxpy_adapter import (
+    Compiled,
+    CompiledMap,
+    clarabel_settings,
+    clarabel_status,
+    compile_problem,
+    quiet_bounds,
+    scale_duals,
+    solution_status,
+)
+
+__all__ = ["CLARABEL_SETTINGS", "FAILED", "INFEASIBLE", "OPTIMAL", "OPTIMAL_INACCURATE",
+           "PIQP_SETTINGS", "STRICT_ENV", "UNBOUNDED", "ClarabelEngine", "CvxpyDataEngine", "Engine",
+           "PiqpEngine", "RawResult", "error_status", "quiet_bounds", "strict_solvers"]
+
 #: tighter than PIQP's defaults: the objective is small in weight units and positions must match a
 #: reference to 1e-5 of NAV
 PIQP_SETTINGS: dict[str, float] = {"eps_abs": 1e-10, "eps_rel": 1e-10, "eps_duality_gap_abs": 1e-10,
                                    "eps_duality_gap_rel": 1e-10}
 #: tighter than Clarabel's defaults (1e-8); 1e-10 often ends 'almost solved' on these problems
+#: (and 1e-9 does on many conic days: then :class:`CvxpyDataEngine` re-solves at the defaults)
 CLARABEL_SETTINGS: dict[str, float] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
-CONSTANT_ID = -1
 #: Clarabel's second try after a failure multiplies the objective by this (ClarabelEngine.solve)
 RESCALE = 100.0
+#: environment variable: when set (not "" or "0"), an exception inside an engine is re-raised
+#: instead of being recorded and answered by a retry or the next solver (the test suite sets it)
+STRICT_ENV = "FBR_STRICT_SOLVERS"
+
+
+def strict_solvers() -> bool:
+    """True when :data:`STRICT_ENV` asks for engine exceptions to be re-raised."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def error_status(exc: BaseException) -> str:
+    """The ``tried`` status of a solver that raised: ``error: <type>: <message>``."""
+    return f"error: {type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -45,7 +77,9 @@ class RawResult:
     """What a solver returned: ``z`` (None unless a solution is present), cvxpy-style status.
 
     ``x`` is the solver's whole primal vector (None unless a solution is present), for callers
-    that read variables other than z (a multi-period plan's later steps: :func:`var_slice`).
+    that read variables other than z (a multi-period plan's later steps).
+    ``errors``: :func:`error_status` texts of exceptions the engine recovered from by a retry of
+    its own before this result (the chain lists them in ``tried`` ahead of this result's status).
     """
 
     z: np.ndarray | None
@@ -55,6 +89,7 @@ class RawResult:
     iterations: int
     objective: float
     x: np.ndarray | None = None
+    errors: tuple[str, ...] = ()
 
 
 OPTIMAL = "optimal"
@@ -65,42 +100,10 @@ FAILED = "solver_error"
 
 _PIQP_STATUS = {"PIQP_SOLVED": OPTIMAL, "PIQP_PRIMAL_INFEASIBLE": INFEASIBLE,
                 "PIQP_DUAL_INFEASIBLE": UNBOUNDED}
-
-
-@contextmanager
-def quiet_bounds() -> Iterator[None]:
-    """Silence one known-harmless cvxpy warning: its bound propagation multiplies 0 by an infinite
-    variable bound (0 * inf = nan) for B @ z with structural zeros in B. Nothing else is hidden."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="invalid value encountered in matmul",
-                                category=RuntimeWarning, module=r"cvxpy\.utilities\.bounds")
-        yield
-
-
-def compile_problem(problem: cp.Problem, solver: str) -> tuple[dict[str, Any], Any, Any]:
-    """``problem.get_problem_data(solver)`` under :func:`quiet_bounds`."""
-    with quiet_bounds():
-        return problem.get_problem_data(solver)
-
-
-class _ParamVector:
-    """Stacks the Parameter values into cvxpy's parameter vector p (Fortran order, constant 1 last)."""
-
-    def __init__(self, prog: Any) -> None:
-        self.vec = np.zeros(prog.total_param_size + 1)
-        self.slots: list[tuple[cp.Parameter, int, int]] = []
-        for pid, col in prog.param_id_to_col.items():
-            if pid == CONSTANT_ID:
-                self.vec[col] = 1.0
-            else:
-                self.slots.append((prog.id_to_param[pid], col, prog.param_id_to_size[pid]))
-
-    def __call__(self) -> np.ndarray:
-        vec = self.vec
-        for param, col, size in self.slots:
-            val = param.value
-            vec[col:col + size] = np.ravel(val, order="F") if size > 1 else val
-        return vec
+#: cvxpy's status strings -> the engines' (those with no solution map to FAILED)
+_CVXPY_STATUS = {cp.OPTIMAL: OPTIMAL, cp.OPTIMAL_INACCURATE: OPTIMAL_INACCURATE,
+                 cp.INFEASIBLE: INFEASIBLE, cp.INFEASIBLE_INACCURATE: INFEASIBLE,
+                 cp.UNBOUNDED: UNBOUNDED, cp.UNBOUNDED_INACCURATE: UNBOUNDED}
 
 
 def _write(target: np.ndarray, values: np.ndarray) -> bool:
@@ -111,112 +114,27 @@ def _write(target: np.ndarray, values: np.ndarray) -> bool:
     return True
 
 
-def var_slice(prog: Any, var: cp.Variable) -> slice:
-    """Where ``var`` sits in the primal vector of the compiled program ``prog``."""
-    off = _var_offset(prog, var)
-    return slice(off, off + var.size)
-
-
-def _var_offset(prog: Any, var: cp.Variable) -> int:
-    try:
-        return int(prog.var_id_to_col[var.id])
-    except KeyError:  # pragma: no cover - cvxpy replaced the variable
-        raise RuntimeError("cvxpy replaced the decision variable during canonicalisation") from None
-
-
-class CompiledMap:
-    """The affine map from cvxpy's parameter vector p to a compiled program's data, kept once.
-
-    cvxpy stores, for the constraint matrix with its offset column, ``values = R_A @ p`` on a fixed
-    sparsity pattern, and likewise for P and q. Sub-blocks of A (rows) and of P (upper triangle) are
-    located once with a template whose data are entry positions, so a refresh is three mat-vecs and
-    a few gathers.
-    """
-
-    def __init__(self, prog: Any) -> None:
-        self.n = int(prog.x.size)
-        self.pvec = _ParamVector(prog)
-        red = prog.reduced_A
-        red.cache(keep_zeros=False)
-        if red.problem_data_index is None:
-            raise RuntimeError("degenerate constraint tensor")
-        indices, indptr, shape = red.problem_data_index
-        n, m = self.n, int(shape[0])
-        self.m = m
-        self.RA = sp.csr_matrix(red.reduced_mat)
-        self.nnz_a = int(indptr[n])
-        self.b_rows = np.asarray(indices[self.nnz_a:indptr[n + 1]])
-        self.tmpl_a = sp.csc_matrix((np.arange(1, self.nnz_a + 1, dtype=float), indices[:self.nnz_a],
-                                     indptr[:n + 1]), shape=(m, n))
-        self.tmpl_a.sum_duplicates()
-        if self.tmpl_a.nnz != self.nnz_a:
-            raise RuntimeError("constraint tensor has duplicate entries")
-        self.Rq = sp.csr_matrix(prog.q)
-        redp = prog.reduced_P
-        redp.cache(keep_zeros=False)
-        self.RP: sp.csr_matrix | None = None
-        self.tmpl_p = sp.csc_matrix((n, n))
-        if redp.problem_data_index is not None:
-            p_idx, p_ptr, _ = redp.problem_data_index
-            self.RP = sp.csr_matrix(redp.reduced_mat)
-            self.tmpl_p = sp.csc_matrix((np.arange(1, len(p_idx) + 1, dtype=float), p_idx, p_ptr),
-                                        shape=(n, n))
-            self.tmpl_p.sum_duplicates()
-
-    @staticmethod
-    def located(tmpl: sp.csc_matrix) -> tuple[sp.csc_matrix, np.ndarray]:
-        """A matrix with ``tmpl``'s pattern (values zero) and, per entry, its position in the values."""
-        tmpl = sp.csc_matrix(tmpl)
-        tmpl.sort_indices()
-        pos = tmpl.data.astype(np.int64) - 1
-        out = tmpl.copy()
-        out.data[:] = 0.0
-        return out, pos
-
-    def rows(self, lo: int, hi: int) -> tuple[sp.csc_matrix, np.ndarray]:
-        """Rows lo:hi of A, located."""
-        return self.located(self.tmpl_a[lo:hi, :])
-
-    def p_matrix(self, upper: bool) -> tuple[sp.csc_matrix, np.ndarray]:
-        """P (or its upper triangle), located."""
-        return self.located(sp.csc_matrix(sp.triu(self.tmpl_p)) if upper else self.tmpl_p)
-
-    def values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(A values, b (m), q with the offset last (n + 1), P values or None) for the current p."""
-        p = self.pvec()
-        vals = self.RA @ p
-        bfull = np.zeros(self.m)
-        bfull[self.b_rows] = vals[self.nnz_a:]
-        return vals, bfull, self.Rq @ p, (self.RP @ p if self.RP is not None else None)
-
-
-def _check_no_bounds(data: dict[str, Any]) -> None:
-    for key in (cp.settings.LOWER_BOUNDS, cp.settings.UPPER_BOUNDS):
-        bounds = data.get(key)
-        if bounds is not None and np.any(np.isfinite(bounds)):
-            raise RuntimeError("variable bounds are not supported by the lean solver paths")
-
-
 class PiqpEngine:
     """The QP path through PIQP's native API (see the module docstring)."""
 
     name = "PIQP"
 
     def __init__(self, problem: cp.Problem, z: cp.Variable) -> None:
-        data, chain, inverse = compile_problem(problem, cp.PIQP)
-        _check_no_bounds(data)
-        self.problem, self.chain, self.inverse = problem, chain, inverse
-        prog = data[PARAM_PROB]
-        self.prog = prog
-        self.map = CompiledMap(prog)
+        self.compiled: Compiled = compile_problem(problem, cp.PIQP)
+        self.compiled.check_no_bounds()
+        self.map = CompiledMap(self.compiled.prog)
         self.n = self.map.n
-        self.m_eq = int(prog.cone_dims.zero)
-        off = _var_offset(prog, z)
-        self.z_slice = slice(off, off + z.size)
+        self.m_eq = self.compiled.m_eq
+        self.z_slice = self.compiled.var_slice(z)
         self.A, self.pos_eq = self.map.rows(0, self.m_eq)
         self.G, self.pos_ineq = self.map.rows(self.m_eq, self.map.m)
         self.P, self.pos_p = self.map.p_matrix(upper=False)
         self.solver: Any = None
+        self.offset = 0.0
+
+    def var_slice(self, var: cp.Variable) -> slice:
+        """Where ``var`` sits in the primal vector ``RawResult.x``."""
+        return self.compiled.var_slice(var)
 
     def refresh(self) -> tuple[sp.csc_matrix, np.ndarray, float, sp.csc_matrix, np.ndarray,
                                sp.csc_matrix, np.ndarray]:
@@ -261,22 +179,24 @@ class PiqpEngine:
 
     def unpack(self) -> None:
         """Push the last result into the cvxpy problem (variable values and dual values)."""
-        last = self.inverse[-1]
-        target = last.inverse_data if isinstance(last, SolverInverseData) else last
-        target[cp.settings.OFFSET] = self.offset
-        self.problem.unpack_results(self.solver.result, self.chain, self.inverse)
+        self.compiled.set_offset(self.offset)
+        self.compiled.unpack(self.solver.result)
 
 
 class CvxpyDataEngine:
-    """Any cvxpy-supported solver through cvxpy's solver interface, skipping the reduction chain."""
+    """Any cvxpy-supported solver through cvxpy's solver interface, skipping the reduction chain.
+
+    With ``retry_defaults`` (Clarabel) a solve with ``options`` (tight) that ends inaccurate is
+    retried once with the solver's defaults, and an accurate answer is kept. (Serving the tight
+    solve's final iterate when it already meets the default test would save that second solve, but
+    it is a different iterate from the one the retry stops at, so answers would move by ~1e-8:
+    replays must stay bit-identical, so the retry stays.)
+    """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, solver: str,
                  options: dict[str, Any] | None = None, *, reuse: bool = False,
                  retry_defaults: bool = False) -> None:
-        data, chain, inverse = compile_problem(problem, solver)
-        self.problem, self.inverse = problem, inverse
-        self.chain: SolvingChain = chain
-        self.prog = data[PARAM_PROB]
+        self.compiled: Compiled = compile_problem(problem, solver)
         self.name = solver
         self.options = dict(options or {})
         # Reusing the solver object (cvxpy's solver cache) makes an answer depend on earlier solves
@@ -284,123 +204,185 @@ class CvxpyDataEngine:
         self.reuse = reuse
         self.retry_defaults = retry_defaults
         self.cache: dict[str, Any] = {}
-        off = _var_offset(self.prog, z)
-        self.z_slice = slice(off, off + z.size)
+        self.z_slice = self.compiled.var_slice(z)
         self.raw: Any = None
+        self.raw_options: dict[str, Any] = {}
+        self.inv_last: Any = None
+        self.data: dict[str, Any] = {}
+
+    def var_slice(self, var: cp.Variable) -> slice:
+        """Where ``var`` sits in the primal vector ``RawResult.x``."""
+        return self.compiled.var_slice(var)
 
     def solve(self) -> RawResult:
-        """Apply parameters and solve via the solver interface; when the tight options end
-        inaccurate, retry once with the solver's defaults and keep an accurate answer if it gives one.
-        """
+        """Refresh the data and solve (see the class docstring for the tolerance policy)."""
         t0 = time.perf_counter()
-        data, inv_last = self._data()
-        first = self._solve_data(data, inv_last, self.options, t0)
-        if first.status != OPTIMAL_INACCURATE or not self.retry_defaults:
+        self._prepare()
+        if not self.retry_defaults:
+            return self._attempt(self.options, t0)
+        first = self._attempt(self.options, t0)
+        if first.status != OPTIMAL_INACCURATE:
             return first
-        kept = (self.raw, self.inverse[-1])
-        second = self._solve_data(data, inv_last, {}, t0)
+        kept = (self.raw, self.raw_options)
+        try:
+            second = self._attempt({}, t0)
+        except Exception as exc:  # a crash on the retry: keep the first answer, say why
+            if strict_solvers():
+                raise
+            self.raw, self.raw_options = kept
+            return replace(first, seconds=time.perf_counter() - t0, errors=(error_status(exc),))
         if second.status == OPTIMAL:
             return second
-        self.raw, self.inverse[-1] = kept
-        return RawResult(first.z, first.status, first.solver, time.perf_counter() - t0,
-                         first.iterations, first.objective, first.x)
+        self.raw, self.raw_options = kept
+        return replace(first, seconds=time.perf_counter() - t0)
 
-    def _data(self) -> tuple[dict[str, Any], Any]:
-        """The solver's data for the current Parameter values, and its inverse data."""
-        return self.chain.solver.apply(self.prog)
+    def _prepare(self) -> None:
+        """The solver's data for the current Parameter values (``self.data``, ``self.inv_last``)."""
+        self.data, self.inv_last = self.compiled.apply()
 
-    def _call(self, data: dict[str, Any], options: dict[str, Any]) -> Any:
-        """Run the solver on ``data``; returns its raw result."""
-        return self.chain.solver.solve_via_data(data, self.reuse, False, options,
-                                                solver_cache=self.cache if self.reuse else None)
+    def _attempt(self, options: dict[str, Any], t0: float) -> RawResult:
+        """One solve with ``options`` through cvxpy's interface; exceptions propagate."""
+        raw = self.compiled.solve_via_data(self.data, options, self.reuse,
+                                           self.cache if self.reuse else None)
+        sol = self.compiled.invert(raw, self.inv_last, options)
+        self.raw, self.raw_options = raw, options
+        status, x, iters, objective = solution_status(sol)
+        return self._result(status, x, iters, objective, t0)
 
-    def _solve_data(self, data: dict[str, Any], inv_last: Any, options: dict[str, Any],
-                    t0: float) -> RawResult:
-        solver = self.chain.solver
-        wrapped = SolverInverseData(inv_last, solver_instance=solver, solver_options=options)
-        try:
-            raw = self._call(data, options)
-            sol = solver.invert(raw, wrapped)
-        except Exception:  # solver crashed: a failure the fallback chain handles
-            return RawResult(None, FAILED, self.name, time.perf_counter() - t0, 0, float("nan"))
-        self.raw = raw
-        self.inverse[-1] = wrapped
-        status = str(sol.status)
-        if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and sol.primal_vars:
-            x = np.asarray(next(iter(sol.primal_vars.values()))).ravel()
-            st = OPTIMAL if status == cp.OPTIMAL else OPTIMAL_INACCURATE
+    def _result(self, cvx_status: str, x: np.ndarray | None, iters: int, objective: float,
+                t0: float) -> RawResult:
+        """A RawResult from cvxpy's status string and the primal vector."""
+        st = _CVXPY_STATUS.get(cvx_status, FAILED)
+        if st in (OPTIMAL, OPTIMAL_INACCURATE) and x is not None:
             return RawResult(x[self.z_slice].copy(), st, self.name, time.perf_counter() - t0,
-                             int(sol.attr.get(cp.settings.NUM_ITERS, 0) or 0), float(sol.opt_val),
-                             x.copy())
-        mapped = {cp.INFEASIBLE: INFEASIBLE, cp.INFEASIBLE_INACCURATE: INFEASIBLE,
-                  cp.UNBOUNDED: UNBOUNDED, cp.UNBOUNDED_INACCURATE: UNBOUNDED}.get(status, FAILED)
-        return RawResult(None, mapped, self.name, time.perf_counter() - t0, 0, float("nan"))
+                             iters, objective, x.copy())
+        st = st if st in (INFEASIBLE, UNBOUNDED) else FAILED
+        return RawResult(None, st, self.name, time.perf_counter() - t0, 0, float("nan"))
 
     def unpack(self) -> None:
         """Push the last result into the cvxpy problem (variable values and dual values)."""
-        self.problem.unpack_results(self.raw, self.chain, self.inverse)
+        self.compiled.unpack_via(self.raw, self.inv_last, self.raw_options)
 
 
 class ClarabelEngine(CvxpyDataEngine):
-    """The conic path straight into Clarabel's native API: the compiled map gives A, b, q and the
-    upper triangle of P; the cones are built once. A fresh solver object per solve keeps every answer
-    independent of earlier solves (Clarabel's data update keeps state, shifting answers by ~1e-7).
+    """The conic path straight into Clarabel's native API.
+
+    The compiled map gives A, b, q and the upper triangle of P; the cones and the settings are
+    built once. Each attempt sets up a fresh ``clarabel.DefaultSolver`` (Clarabel's data update
+    keeps the first data's equilibration, shifting answers by up to 1e-3 in the helper variables
+    and making them depend on earlier solves) and reads status, x and objective straight from
+    Clarabel's result; cvxpy's inverse chain runs only in :meth:`unpack` (dual values, spot trades).
+    The tolerance policy is the base class's.
     """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, options: dict[str, Any]) -> None:
         super().__init__(problem, z, cp.CLARABEL, options, reuse=False, retry_defaults=True)
-        from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import dims_to_solver_cones
-
-        data, self.inv_last = self.chain.solver.apply(self.prog)
-        _check_no_bounds(data)
-        self.map = CompiledMap(self.prog)
+        self.data, self.inv_last = self.compiled.apply()
+        self.compiled.check_no_bounds(self.data)
+        self.map = CompiledMap(self.compiled.prog)
         self.A, self.pos_a = self.map.rows(0, self.map.m)
         self.P, self.pos_p = self.map.p_matrix(upper=True)
-        self.cones = dims_to_solver_cones(self.prog.cone_dims)
+        self.cones = self.compiled.clarabel_cones()
         self.q = np.zeros(self.map.n)
         self.b = np.zeros(self.map.m)
+        self.offset = 0.0
+        self._settings: dict[tuple[tuple[str, Any], ...], Any] = {}
+        #: (scale, solver) of this solve's last attempt, for a settings-only second attempt
+        self._last: tuple[float, Any] | None = None
         #: the factor the objective is multiplied by in the current solve (see :meth:`solve`)
         self.scale = 1.0
 
-    def _data(self) -> tuple[dict[str, Any], Any]:
+    def _prepare(self) -> None:
+        self._last = None
         vals, bfull, qfull, pvals = self.map.values()
         self.A.data[:] = -vals[self.pos_a]
         if pvals is not None:
             self.P.data[:] = pvals[self.pos_p]
         self.q, self.b = qfull[: self.map.n], bfull
-        self.inv_last[cp.settings.OFFSET] = float(qfull[self.map.n])
-        return {}, self.inv_last
+        self.offset = float(qfull[self.map.n])
 
-    def _call(self, data: dict[str, Any], options: dict[str, Any]) -> Any:
+    def settings(self, options: dict[str, Any]) -> Any:
+        """Clarabel's settings for ``options`` as cvxpy's interface builds them (kept per options)."""
+        key = tuple(sorted(options.items()))
+        got = self._settings.get(key)
+        if got is None:
+            got = self._settings[key] = clarabel_settings(options)
+        return got
+
+    def _call(self, options: dict[str, Any]) -> Any:
+        """A Clarabel solve of the current data (objective times ``self.scale``) with ``options``.
+
+        A fresh solver, except for a second attempt on the same data and scale within one solve:
+        that one re-uses the first attempt's solver with only its settings updated, which skips
+        the setup (equilibration, KKT symbolic factorisation) and gives the very same answer as a
+        fresh solver (Clarabel starts every solve from its own initial point)."""
         import clarabel
 
-        settings = self.chain.solver.parse_solver_opts(False, options)
-        P, q = self.P, self.q
-        if self.scale != 1.0:
-            P, q = P * self.scale, q * self.scale
-        return clarabel.DefaultSolver(P, q, self.A, self.b, self.cones, settings).solve()
+        settings = self.settings(options)
+        last = self._last
+        if last is not None and last[0] == self.scale and last[1].is_data_update_allowed():
+            solver = last[1]
+            solver.update(settings=settings)
+        else:
+            P, q = self.P, self.q
+            if self.scale != 1.0:
+                P, q = P * self.scale, q * self.scale
+            solver = clarabel.DefaultSolver(P, q, self.A, self.b, self.cones, settings)
+            self._last = (self.scale, solver)
+        return solver.solve()
+
+    def _attempt(self, options: dict[str, Any], t0: float) -> RawResult:
+        raw = self._call(options)
+        self.raw, self.raw_options = raw, options
+        status = clarabel_status(raw)
+        if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+            x = np.asarray(raw.x, dtype=float)
+            objective = (float(raw.obj_val) / self.scale + self.offset if self.scale != 1.0
+                         else float(raw.obj_val) + self.offset)
+            return self._result(status, x, int(raw.iterations), objective, t0)
+        return self._result(status, None, 0, float("nan"), t0)
 
     def solve(self) -> RawResult:
-        """Solve; when Clarabel fails (e.g. InsufficientProgress after a few iterations, which
-        depends on the objective's scale), solve once more with the objective multiplied by
+        """Solve; when Clarabel fails or raises (e.g. InsufficientProgress after a few iterations,
+        which depends on the objective's scale), solve once more with the objective multiplied by
         ``RESCALE`` (the minimiser is the same) before the fallback chain moves on to SCS. The
-        objective is reported unscaled, and :meth:`unpack` divides the duals back."""
+        objective is reported unscaled, and :meth:`unpack` divides the duals back. An exception
+        of the first try is recorded in the result's ``errors`` (re-raised in strict mode)."""
         self.scale = 1.0
-        first = super().solve()
-        if first.status != FAILED:
+        first: RawResult | None = None
+        crash: Exception | None = None
+        try:
+            first = super().solve()
+        except Exception as exc:
+            if strict_solvers():
+                raise
+            crash = exc
+        if first is not None and first.status != FAILED:
             return first
         self.scale = RESCALE
-        second = super().solve()
+        try:
+            second = super().solve()
+        except Exception:
+            self.scale = 1.0
+            if crash is not None:
+                raise crash from None
+            raise
         if second.status not in (OPTIMAL, OPTIMAL_INACCURATE):
             self.scale = 1.0
+            if crash is not None:
+                raise crash
+            assert first is not None
             return first
-        offset = float(self.inv_last[cp.settings.OFFSET])
-        return replace(second, objective=(second.objective - offset) / RESCALE + offset)
+        errors = (error_status(crash),) if crash is not None else ()
+        return replace(second, errors=errors + second.errors)
 
     def unpack(self) -> None:
-        """As the base class; duals of a rescaled solve are divided back by the scale."""
-        super().unpack()
+        """As the base class (with this solve's offset); duals of a rescaled solve are divided
+        back by the scale."""
+        self.compiled.unpack_via(self.raw, self.inv_last, self.raw_options, self.offset)
         if self.scale != 1.0:
-            for c in self.problem.constraints:
-                if c.dual_value is not None:
-                    c.save_dual_value(np.asarray(c.dual_value) / self.scale)
+            scale_duals(self.compiled.problem, 1.0 / self.scale)
+
+
+#: any of the engines
+Engine = PiqpEngine | CvxpyDataEngine

@@ -19,7 +19,7 @@ the planner *is* the single-period problem.
 Forecasts per step (:func:`step_data`): zero expected drift, so the spot weights s, the targets w,
 the base V and the risk model stay as today; the carry (perpetual funding, dated basis decay, a
 fraction of notional paid by a long over one step) may be given per step; the rebalancer gives
-optimizer.data.carry_path's (the EWMA funding forecast's premium decaying to its long-run level
+optimizer.carry.carry_path's (the EWMA funding forecast's premium decaying to its long-run level
 step by step; dated basis carry constant to expiry), else today's for every step. Only step
 1's trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
 
@@ -49,7 +49,7 @@ import numpy as np
 from optimizer.constraints import Constraint, constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
-from optimizer.engines import RawResult, var_slice
+from optimizer.engines import RawResult
 from optimizer.problem import HedgeProblem, base_constraints, set_values
 from optimizer.settings import OptimizerSettings, SolverName, check_horizon
 from optimizer.solution import Plan, PlanStep
@@ -150,7 +150,7 @@ class PlannerProblem(HedgeProblem):
     def update(self, d: ProblemData, carry: np.ndarray | None = None) -> None:
         """Set every step's Parameters from today's ``d`` (:func:`step_data`; ``carry``: the
         optional H x M per-step carry, by default ``d.carry_steps``, the forecast per step of
-        optimizer.data.carry_path, when it has H rows)."""
+        optimizer.carry.carry_path, when it has H rows)."""
         if carry is None and d.carry_steps is not None and len(d.carry_steps) == self.horizon:
             carry = d.carry_steps
         self.update_steps(step_data(d, self.horizon, carry))
@@ -175,8 +175,8 @@ class PlannerProblem(HedgeProblem):
             raise ValueError(f"no solution to read a plan from (status {result.status})")
         slices = self._slices.get(result.solver)
         if slices is None:
-            prog = self.engine(SolverName(result.solver)).prog
-            slices = [var_slice(prog, s.ctx.z) for s in self.steps]
+            eng = self.engine(SolverName(result.solver))
+            slices = [eng.var_slice(s.ctx.z) for s in self.steps]
             self._slices[result.solver] = slices
         return np.vstack([result.x[sl] for sl in slices])
 

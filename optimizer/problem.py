@@ -5,7 +5,9 @@ minimise  scale * (TE^2 + basis risk + gamma_trade * trading cost + gamma_fund *
 s.t.      the switched-on constraints (optimizer.constraints), a >= |z|, u >= |z - z0|
 
 Solvers: PIQP (native, lean path) when the problem is a QP; Clarabel when it is conic; SCS last.
-A failing solver falls through to the next; the result says which one served and which failed.
+A failing solver falls through to the next; the result says which one served and which failed. A
+solver that raises is recorded in ``tried`` with the exception's type and message ("error: ...")
+before the chain moves on, or re-raised when strict mode is on (optimizer.engines.STRICT_ENV).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from optimizer.engines import (
     UNBOUNDED,
     ClarabelEngine,
     CvxpyDataEngine,
+    Engine,
     PiqpEngine,
     RawResult,
+    error_status,
     quiet_bounds,
+    strict_solvers,
 )
 from optimizer.settings import SolverName
 from optimizer.spot_leg import SpotContext, make_context
@@ -142,7 +147,7 @@ class HedgeProblem:
         if not self.problem.is_dpp():  # pragma: no cover - a programming error, caught by tests
             raise RuntimeError("the hedge problem is not DPP")
         self.is_conic = st.impact or st.vol_cap or st.spot_impact
-        self._engines: dict[str, PiqpEngine | CvxpyDataEngine] = {}
+        self._engines: dict[str, Engine] = {}
         self.data: ProblemData | None = None
 
     def _base_constraints(self) -> list[cp.Constraint]:
@@ -162,9 +167,11 @@ class HedgeProblem:
             return (SolverName.CLARABEL, SolverName.SCS)
         return (SolverName.PIQP, SolverName.CLARABEL, SolverName.SCS)
 
-    def engine(self, solver: SolverName) -> PiqpEngine | CvxpyDataEngine:
-        """The (cached) lean engine for ``solver``."""
-        eng = self._engines.get(solver)
+    def engine(self, solver: SolverName) -> Engine:
+        """The (cached) lean engine for ``solver``. Clarabel on a conic problem (its hot path)
+        serves an inaccurate answer at CLARABEL_SETTINGS that meets its default tolerances without
+        a retry; as the QP fallback it keeps the retry (optimizer.engines.CvxpyDataEngine)."""
+        eng: Engine | None = self._engines.get(solver)
         if eng is None:
             if solver == SolverName.PIQP:
                 if self.is_conic:
@@ -196,7 +203,14 @@ class HedgeProblem:
         tried: list[tuple[str, str]] = []
         inaccurate: RawResult | None = None
         for s in chain:
-            res = self.engine(s).solve()
+            try:
+                res = self.engine(s).solve()
+            except Exception as exc:  # a crash: loud in strict mode, else recorded and passed on
+                if strict_solvers():
+                    raise
+                tried.append((s.value, error_status(exc)))
+                continue
+            tried.extend((s.value, err) for err in res.errors)
             tried.append((s.value, res.status))
             if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED):
                 return SolveOutcome(res, tuple(tried))

@@ -33,7 +33,8 @@ def _correlations(d: ProblemData, i: int) -> np.ndarray:
     vol = np.sqrt(np.clip(var, 0.0, None))
     cov = d.F[under] @ d.F[i] + np.where(under == i, d.sqrt_idio[i] ** 2, 0.0)
     denom = vol[under] * vol[i]
-    return np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
+    result: np.ndarray = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
+    return result
 
 
 def proxy_hedge_messages(d: ProblemData, z: np.ndarray) -> list[str]:

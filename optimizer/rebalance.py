@@ -5,11 +5,13 @@ rebalances on the same instruments only updates Parameter values.
 With ``OptimizerSettings.horizon`` H > 1 the compiled problem is the multi-period planner
 (optimizer.planner.PlannerProblem, one per (structure, H)): step 1's positions are rounded and
 traded as usual, and the decision carries the whole plan (:class:`~optimizer.solution.Plan`).
+
+The report itself (trades, costs, margin, tracking errors, the spot leg) is assembled by
+optimizer.solution_report.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 
@@ -20,13 +22,11 @@ from models.errors import FbrError
 from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from models.risk import tracking_error as models_tracking_error
-from models.tax import realised_tax, total_quantity
 from optimizer.checks import check_not_liquidatable, order_blockers
-from optimizer.constraints import Constraint
-from optimizer.data import ProblemData, Structure, prepare
+from optimizer.data import ProblemData, Structure
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import size_reserve, with_stress_preset
@@ -35,15 +35,15 @@ from optimizer.settings import OptimizerSettings
 from optimizer.solution import (
     Binding,
     ConflictReport,
-    Costs,
-    MarginReport,
     Plan,
-    Position,
     Solution,
-    SpotCosts,
-    SpotTrade,
-    StressResult,
-    Trade,
+)
+from optimizer.solution_report import (
+    SPOT_NOISE,
+    after_spot,
+    assemble_solution,
+    notional_per_contract,
+    rounding_messages,
 )
 
 DUAL_TOL = 1e-9
@@ -85,27 +85,8 @@ class Decision:
         return after_spot(self.data, self.spot)
 
 
-#: spot trades below this (weights) are solver noise and dropped
-SPOT_NOISE = 1e-9
-
-
-def after_spot(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> ProblemData:
-    """``d`` with the spot weights after the spot leg's trades, s' = s + b - q (``d`` when None)."""
-    if spot is None:
-        return d
-    buy, sell = spot
-    return replace(d, s=d.s + buy - sell)
-
-
 class InsufficientCollateralError(FbrError):
     """The margin budget cannot carry even the smallest hedge the book needs."""
-
-
-def tracking_error(z: np.ndarray, d: ProblemData) -> float:
-    """Annualised tracking error at ``z`` (``models.risk.tracking_error``): e - w* = s + B z - w*,
-    Sigma = F F' + diag(sqrt_idio^2), Sigma_basis = Gb Gb' (the problem's own risk model)."""
-    cov = d.F @ d.F.T + np.diag(d.sqrt_idio ** 2)
-    return models_tracking_error(d.s + d.B @ z - d.w, cov, z, d.Gb @ d.Gb.T)
 
 
 def _check_collateral(d: ProblemData, book: Book) -> None:
@@ -116,7 +97,7 @@ def _check_collateral(d: ProblemData, book: Book) -> None:
     if float(gap.max(initial=0.0)) * d.V < 1.0:
         return
     arrays = contract_arrays(book.contracts)
-    smallest = float(np.min(np.maximum(arrays.min_notional, arrays.lot * _npc(book, d))
+    smallest = float(np.min(np.maximum(arrays.min_notional, arrays.lot * notional_per_contract(book, d))
                             / arrays.leverage))
     budget = d.im_budget * d.V
     if budget < smallest:
@@ -223,7 +204,8 @@ class Rebalancer:
                             f"are the least-violation book: they still break those constraints by "
                             f"the amounts listed.")
             z_unrounded = el.z
-            rounded = Rounded(contracts=el.z * d.V / _npc(book, d), z=el.z, repairs=0, broken=())
+            rounded = Rounded(contracts=el.z * d.V / notional_per_contract(book, d), z=el.z,
+                              repairs=0, broken=())
             status = "infeasible"
         else:
             if d.spot is not None and res.z is not None:
@@ -236,7 +218,7 @@ class Rebalancer:
                                             settings.noise_trade_weight, settings.noise_objective)
             rounded = (round_positions(z_unrounded, dp, book.contracts, book.contracts_vector(), cons)
                        if settings.round_lots else
-                       Rounded(z_unrounded * d.V / _npc(book, d), z_unrounded, 0, ()))
+                       Rounded(z_unrounded * d.V / notional_per_contract(book, d), z_unrounded, 0, ()))
             if rounded.broken:
                 messages.append("after lot rounding these still break: " + ", ".join(rounded.broken))
             status = res.status
@@ -263,7 +245,7 @@ class Rebalancer:
         if d.risk_note:
             messages.append(d.risk_note)
         blockers = order_blockers(dec.status, dec.conflicts, d, dec.rounded.z * d.V, dec.opposing)
-        sol = _assemble(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
+        sol = assemble_solution(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
                         solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
                         labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot,
@@ -280,7 +262,6 @@ class Rebalancer:
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,
                   z: np.ndarray) -> tuple[Binding, ...]:
         hp.unpack(solver)
-        te = tracking_error(z, d)
         out: list[Binding] = []
         for c in hp.constraints:
             duals = c.dual_rows()
@@ -289,40 +270,8 @@ class Rebalancer:
                 if not np.isfinite(dual) or dual <= DUAL_TOL:
                     continue
                 du = float(dual) * c.per_unit(d) / d.structure.objective_scale
-                line = c.explain(lab, du)
-                if te > 0:
-                    line += f" (about {1e4 * du / (2 * te):.3g} bp of tracking error per unit)"
-                out.append(Binding(lab, du, line))
+                out.append(Binding(lab, du, c.explain(lab, du)))
         return tuple(out)
-
-
-#: Lot rounding that removes at least this share of the solution's trade notional is reported.
-ROUNDING_REPORT_SHARE = 0.5
-
-
-def rounding_messages(book: Book, d: ProblemData, z_unrounded: np.ndarray,
-                      z_rounded: np.ndarray) -> list[str]:
-    """A note when lot rounding removed most of the solution: with t = (z - z0) V (USD), the share
-    1 - sum|t_rounded| / sum|t_unrounded| >= ROUNDING_REPORT_SHARE (and over 1 USD removed); it
-    names the contracts whose trade rounding cut (with one lot in USD) and gives the tracking
-    error (annualised) before the trade, of the unrounded solution and left after rounding."""
-    V = d.V
-    t_u = np.abs((z_unrounded - d.z0) * V)
-    t_r = np.abs((z_rounded - d.z0) * V)
-    removed = float(t_u.sum() - t_r.sum())
-    if t_u.sum() <= 0 or removed < 1.0 or removed / float(t_u.sum()) < ROUNDING_REPORT_SHARE:
-        return []
-    npc = _npc(book, d)
-    cut = [f"{c.symbol} (one lot {c.lot_step * npc[j]:,.0f} USD, wanted {t_u[j]:,.0f} USD)"
-           for j, c in enumerate(book.contracts) if t_u[j] - t_r[j] > 0.5 * max(t_u[j], 1e-12)]
-    whole = t_r.sum() <= 1e-9 * max(V, 1.0)
-    share = 100 * removed / float(t_u.sum())
-    what = "the whole solution" if whole else f"{share:.0f}% of the solution"
-    te_now = 100 * tracking_error(d.z0, d)
-    return [f"lot rounding removed {what}: {', '.join(cut)}; tracking error {te_now:.3f}% "
-            f"now, {100 * tracking_error(z_unrounded, d):.3f}% before rounding, "
-            f"{100 * tracking_error(z_rounded, d):.3f}% left after it. Fix: trade a contract with "
-            f"a smaller lot, or accept the tracking error left"]
 
 
 def _refuse_unbounded(status: str) -> None:
@@ -331,95 +280,6 @@ def _refuse_unbounded(status: str) -> None:
         raise UnboundedBookError("the solver reports the book unbounded: a position can grow without "
                                  "limit (a carry trade, or an asset with zero variance). Fix: switch "
                                  "on margin, or cap the contracts.")
-
-
-def _npc(book: Book, d: ProblemData) -> np.ndarray:
-    """USD notional of one contract of each of the book's contracts at the prices of ``d``."""
-    return contract_arrays(book.contracts).notional_per_contract(d.prices)
-
-
-def _assemble(book: Book, d: ProblemData, rounded: Rounded, z_unrounded: np.ndarray,
-              cons: list[Constraint], *, status: str, solver: str,
-              tried: tuple[tuple[str, str], ...], solve_s: float, t0: float,
-              bindings: tuple[Binding, ...], conflicts: tuple[ConflictReport, ...],
-              messages: tuple[str, ...], labels: tuple[str, ...],
-              blockers: tuple[str, ...] = (), opposing: tuple[str, ...] = (),
-              spot: tuple[np.ndarray, np.ndarray] | None = None,
-              plan: Plan | None = None) -> Solution:
-    V = d.V
-    dp = after_spot(d, spot)
-    x = rounded.z * V
-    t = x - d.z0 * V
-    q0 = book.contracts_vector()
-    trades = tuple(Trade(c.symbol, c.underlying, float(t[j]), float(rounded.contracts[j] - q0[j]),
-                         float(d.prices[j]))
-                   for j, c in enumerate(book.contracts) if abs(t[j]) > 1e-9 * max(V, 1.0))
-    positions = tuple(Position(c.symbol, c.underlying, float(x[j]), float(rounded.contracts[j]))
-                      for j, c in enumerate(book.contracts))
-    costs = Costs(fees=d.costs.fees(t), spread=d.costs.spread(t),
-                  impact=d.costs.impact_cost(t) if d.settings.costs.impact else 0.0,
-                  funding_carry=float(d.carry @ x), horizon_days=d.settings.costs.horizon_days)
-    mm = d.margin_model
-    stress = []
-    for k, name in enumerate(d.stress_names):
-        stress.append(StressResult(name, mm.stress_surplus(x, d.stress_coll[k] * V, d.stress_g[k])))
-    im, maint = float(mm.initial(x).sum()), float(mm.maintenance(x).sum())
-    margin = MarginReport(collateral=d.collateral, initial=im, maintenance=maint,
-                          initial_utilisation=im / d.collateral if d.collateral > 0 else math.inf,
-                          maintenance_ratio=maint / d.collateral if d.collateral > 0 else math.inf,
-                          stress=tuple(stress))
-    e_before = d.s + d.B @ d.z0
-    e_after = dp.s + d.B @ rounded.z
-    spot_trades, spot_costs = _spot_report(d, spot)
-    return Solution(
-        status=status, solver=solver, solvers_tried=tried, solve_time_ms=1e3 * solve_s,
-        total_time_ms=1e3 * (time.perf_counter() - t0), nav=d.nav, base=V,
-        tracking_error_before=tracking_error(d.z0, d),
-        tracking_error_after=tracking_error(rounded.z, dp),
-        tracking_error_unrounded=tracking_error(z_unrounded, dp),
-        trades=trades, target_positions=positions, costs=costs, margin=margin,
-        gross_leverage=float(np.abs(e_after).sum()), net_exposure=float(e_after.sum()),
-        effective_weights_before=dict(zip(d.assets, map(float, e_before), strict=True)),
-        effective_weights_after=dict(zip(d.assets, map(float, e_after), strict=True)),
-        targets=dict(zip(d.assets, map(float, d.w), strict=True)),
-        binding_constraints=bindings, conflicts=conflicts, rounding_repairs=rounded.repairs,
-        rounding_broken=rounded.broken, messages=messages, labels=labels, blockers=blockers,
-        opposing=opposing, spot_trades=spot_trades, spot_costs=spot_costs, plan=plan,
-    )
-
-
-def _spot_report(d: ProblemData,
-                 spot: tuple[np.ndarray, np.ndarray] | None) -> tuple[tuple[SpotTrade, ...],
-                                                                      SpotCosts | None]:
-    """The spot leg's trades (USD, units) and costs (USD), the tax realised lot by lot with the
-    book's lot method (models.tax.realised_tax) and as the optimiser's curve priced it."""
-    sd = d.spot
-    if sd is None:
-        return (), None
-    V, n = d.V, len(d.assets)
-    buy, sell = spot if spot is not None else (np.zeros(n), np.zeros(n))
-    bought, sold = buy * V, sell * V
-    gross = bought + sold
-    impact = (float(sd.impact_cost @ (buy ** 1.5 + sell ** 1.5)) * V
-              if d.settings.costs.impact else 0.0)
-    taxes, taxes_opt = np.zeros(n), np.zeros(n)
-    if sd.rates is not None and sd.curves is not None:
-        for i in np.flatnonzero(sell > 0):
-            units = min(float(sold[i] / sd.prices[i]), total_quantity(sd.lots[i]))
-            taxes[i] = realised_tax(sd.lots[i], units, sd.settings.lot_method, float(sd.prices[i]),
-                                    sd.now, sd.rates)[0]
-            curve = sd.curves[i]
-            taxes_opt[i] = curve.value(min(float(sell[i]), curve.holdings)) * V
-    trades = tuple(
-        SpotTrade(asset=a, notional=float(bought[i] - sold[i]),
-                  units=float((bought[i] - sold[i]) / sd.prices[i]), price=float(sd.prices[i]),
-                  bought=float(bought[i]), sold=float(sold[i]), tax=float(taxes[i]),
-                  tax_optimiser=float(taxes_opt[i]))
-        for i, a in enumerate(d.assets) if gross[i] > SPOT_NOISE * V)
-    costs = SpotCosts(fees=float(sd.fee @ gross), spread=float(sd.half_spread @ gross), impact=impact,
-                      tax=math.fsum(taxes.tolist()), tax_optimiser=math.fsum(taxes_opt.tolist()),
-                      lot_method=sd.settings.lot_method.value)
-    return trades, costs
 
 
 def solve_rebalance(book: Book, market: MarketSnapshot, risk: RiskModel,

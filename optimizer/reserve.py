@@ -29,7 +29,7 @@ from models.book import Book
 from models.errors import ValidationError
 from models.margin import MarginModel
 from models.market import MarketSnapshot
-from optimizer.data import _stress_returns as stress_returns
+from optimizer.prepare import _stress_returns as stress_returns
 from optimizer.settings import OptimizerSettings, StressScenario
 from optimizer.solution import ReserveSizing, ScenarioReserve
 

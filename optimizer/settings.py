@@ -26,7 +26,7 @@ class SolverName(StrEnum):
 
 #: the EWMA funding forecaster's defaults (models.funding_forecast.EwmaShrinkForecaster: L = 21,
 #: T = 90 settlements, mu = 1e-4 per settlement), repeated here so that reading settings does not
-#: import scipy.signal (about 1 s); tests/optimizer/test_funding_carry.py checks they agree
+#: import scipy.signal (about 1 s); tests/optimizer/test_terms_funding_carry.py checks they agree
 FUNDING_HALF_LIFE = 21.0
 FUNDING_REVERSION_HALF_LIFE = 90.0
 FUNDING_LONG_RUN_RATE = 1e-4

@@ -69,7 +69,11 @@ class Position:
 
 @dataclass(frozen=True)
 class Binding:
-    """A binding constraint: name, dual value in user units, and a one-line explanation."""
+    """A binding constraint: its row name; ``dual``, the rate at which loosening its bound lowers
+    the objective (objective units per user unit of the bound: USD, pp, x of leverage; the
+    objective is TE^2 + gamma-weighted costs / V, optimizer.terms); and a one-line explanation of
+    a concrete loosening's first-order effect on tracking error (bp) and trading cost (USD)
+    (optimizer.constraints.Constraint.explain)."""
 
     name: str
     dual: float
@@ -324,7 +328,8 @@ class Solution:
             out["reserve"] = self.reserve.to_dict()
         if self.plan is not None:  # the multi-period planner: keys only when it is on
             out["plan"] = self.plan.to_dict()
-        return _clean(out)
+        result: dict[str, Any] = _clean(out)
+        return result
 
 
 def _clean(obj: Any) -> Any:

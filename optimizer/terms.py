@@ -156,7 +156,7 @@ class CarryCost(Term):
 class SpotTerm(Term):
     """A spot-leg term. Its ``value`` is 0: it does not depend on z, and the numpy re-checks
     (snapping, lot rounding) compare futures positions with the spot trades fixed; the spot leg's
-    costs and tax are reported from the solved trades (optimizer.rebalance)."""
+    costs and tax are reported from the solved trades (optimizer.solution_report)."""
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
         return 0.0

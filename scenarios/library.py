@@ -23,17 +23,18 @@ Without the data folder there are no historical scenarios, and ``Library.notes``
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from models.errors import FbrError, ValidationError
+from models.data_layout import SPOT_DAILY_FOLDER
+from models.errors import ValidationError
 from models.io import default_data_dir, load_spot_closes
+from models.toml_file import parse_toml, read_toml
 from optimizer.settings import StressScenario
 from scenarios.shocks import Scenario, parse_scenario, scenario_from_returns
 
@@ -65,15 +66,11 @@ EPISODES: tuple[Episode, ...] = (
 )
 
 
-class ScenarioFileError(FbrError):
-    """A scenario file cannot be read or is malformed."""
-
-
 # ---------------------------------------------------------------------------------------------
 # files
 
 
-def _scenario_table(table: Any, where: str, default_name: str, strict: bool) -> Scenario:
+def _scenario_table(table: object, where: str, default_name: str, strict: bool) -> Scenario:
     if not isinstance(table, dict):
         raise ValidationError(where, f"is {table!r}", "write the scenario as a TOML table")
     unknown = sorted(set(table) - set(FILE_KEYS))
@@ -96,7 +93,7 @@ def _scenario_table(table: Any, where: str, default_name: str, strict: bool) -> 
     return parse_scenario(name, shocks, description=desc, source=where, strict=strict_v)
 
 
-def parse_scenario_document(data: dict[str, Any], where: str, default_name: str,
+def parse_scenario_document(data: Mapping[str, object], where: str, default_name: str,
                             strict: bool = True) -> list[Scenario]:
     """Scenarios of a parsed TOML document (one top-level scenario or ``[[scenario]]`` tables)."""
     if "scenario" in data:
@@ -120,22 +117,10 @@ def parse_scenario_document(data: dict[str, Any], where: str, default_name: str,
 
 
 def load_scenario_file(path: str | Path, *, strict: bool = True) -> list[Scenario]:
-    """The scenarios of one TOML file (see the module docstring)."""
+    """The scenarios of one TOML file (see the module docstring); a file that cannot be read is
+    one :class:`models.errors.ConfigError` (``models.toml_file.read_toml``)."""
     p = Path(path)
-    if not p.is_file():
-        where = "is a folder" if p.is_dir() else "does not exist"
-        raise ScenarioFileError(f"scenario file {str(p)!r} {where}. Fix: give a .toml scenario file "
-                                "(see examples/scenarios/) or a library name (fbr whatif --list)")
-    try:
-        text = p.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioFileError(f"scenario file {str(p)!r} cannot be read: {exc}. Fix: give a "
-                                "readable UTF-8 TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioFileError(f"scenario file {str(p)!r} is not valid TOML: {exc}. Fix: write "
-                                'name = "...", shocks = ["BTC=-30%", ...] (see examples/scenarios/)'
-                                ) from None
+    data = read_toml(p, "scenario", "examples/scenarios/, or give a library name: fbr whatif --list")
     return parse_scenario_document(data, f"scenario file {p.name}", p.stem, strict)
 
 
@@ -146,7 +131,7 @@ def hypothetical_scenarios() -> list[Scenario]:
     for res in sorted(base.iterdir(), key=lambda r: r.name):
         if not res.name.endswith(".toml"):
             continue
-        data = tomllib.loads(res.read_text(encoding="utf-8"))
+        data = parse_toml(res.read_text(encoding="utf-8"), f"library {res.name}")
         for s in parse_scenario_document(data, f"library {res.name}", res.name[:-5], strict=False):
             out.append(Scenario(s.name, s.shocks, s.description, "library", strict=False))
     return out
@@ -159,7 +144,7 @@ def hypothetical_scenarios() -> list[Scenario]:
 def _closes(data_dir: Path) -> pd.DataFrame:
     """Daily closes of every symbol in ``<data_dir>/spot_1d``, outer-joined (NaN before a start),
     indexed by the close time (bar open + 1 day)."""
-    folder = data_dir / "spot_1d"
+    folder = data_dir / SPOT_DAILY_FOLDER
     symbols = sorted({p.name.split(".")[0] for p in folder.iterdir() if p.is_file()})
     cols = [load_spot_closes(data_dir, [s], interval="1d")[s] for s in symbols]
     frame = pd.concat(cols, axis=1, join="outer", sort=True).astype(float)
@@ -196,10 +181,10 @@ def historical_scenarios(data_dir: Path | str | None = None) -> tuple[list[Scena
     Returns no scenarios and a note saying why when the data folder is missing.
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    if root is None or not (root / "spot_1d").is_dir():
-        where = "no data folder" if root is None else f"no {root / 'spot_1d'}"
+    if root is None or not (root / SPOT_DAILY_FOLDER).is_dir():
+        where = "no data folder" if root is None else f"no {root / SPOT_DAILY_FOLDER}"
         return [], [f"historical scenarios unavailable: {where}. Fix: set FBR_DATA_DIR to a folder "
-                     "with spot_1d/<SYM>.csv.gz (the layout of ../shared/data)"]
+                     f"with {SPOT_DAILY_FOLDER}/<SYM>.csv.gz (the layout of ../shared/data)"]
     closes = _closes(root)
     out: list[Scenario] = []
     notes: list[str] = []

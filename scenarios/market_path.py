@@ -3,7 +3,7 @@
 :class:`MarketPath` validates the series (tz-aware sorted index, finite values, marks and ADV
 frames on the spot index) and is built from the embedded generator (``MarketPath.from_synthetic``)
 or from real data in the shared layout (``MarketPath.from_data`` / :func:`path_from_data`, read by
-``scenarios.market_data``).
+``scenarios.read_history``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
 from models.synthetic import SyntheticHistory
-from scenarios.market_data import load_market_data
+from scenarios.read_history import load_market_data
 
 
 def _check_index(name: str, index: pd.Index) -> None:
@@ -49,7 +49,7 @@ class MarketPath:
     (a Series) or a frame on the spot index (a value per step; NaN: no impact at that step).
     ``synthetic`` labels generated data. ``mark_source`` (optional, same index as spot, one
     column per contract it describes) labels where each mark comes from, e.g. "real",
-    "real_ffill" or "modelled" (``scenarios.rolls.with_quarterly_marks``); the replay ignores it.
+    "real_ffill" or "modelled" (``scenarios.quarterly_basis.with_quarterly_marks``); the replay ignores it.
     """
 
     spot: pd.DataFrame
@@ -100,7 +100,7 @@ class MarketPath:
                        *, with_adv: bool = True) -> MarketPath:
         """A path from the embedded generator: daily spot; per contract the synthetic perp mark
         (the dated-future carry of ``SyntheticHistory.snapshot`` is not modelled: dated futures are
-        marked at the perp mark and pay no funding; ``scenarios.rolls.with_dated_marks`` re-prices
+        marked at the perp mark and pay no funding; ``scenarios.dated_basis.with_dated_marks`` re-prices
         them from a basis model); perps pay the 8 h funding of their underlying at its 8 h
         settlement times; half spread and (``with_adv``) ADV of the underlying."""
         for c in contracts:
@@ -128,7 +128,7 @@ def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *
 
     Steps every ``step`` ("4h", "8h" or "1d"), stamped at bar close; spot of the contracts'
     underlyings then ``assets``; perp marks (else spot); irregular funding kept; ADV lagged one
-    step. See :func:`scenarios.market_data.load_market_data` for the sources, the alignment and
+    step. See :func:`scenarios.read_history.load_market_data` for the sources, the alignment and
     the warning naming the series that limited the span.
     """
     data = load_market_data(data_dir, contracts, start=start, end=end, step=step, assets=assets)

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from scenarios.montecarlo import SUMMARY_METRICS, MonteCarloResult
-from scenarios.report import CSS, PALETTE, _plotly_js
+from scenarios.report_charts import PALETTE
+from scenarios.report_render import CSS, _plotly_js
 
 #: Fan chart panels per row.
 FAN_COLUMNS = 3

@@ -177,6 +177,32 @@ def _column(s: pd.DataFrame, name: str) -> pd.Series:
     return s[name] if name in s.columns else pd.Series(0.0, index=s.index)
 
 
+def _return_metrics(nav: pd.Series, index: pd.DatetimeIndex,
+                    years: float) -> tuple[float, float, float]:
+    """(total return over the span, its compounded annual rate, annualised NAV volatility)."""
+    total_return = float(nav.iloc[-1] / nav.iloc[0] - 1.0)
+    growth = 1.0 + total_return
+    annual = growth ** (1.0 / years) - 1.0 if years > 0 and growth > 0 else math.nan
+    nav_ret = nav.pct_change().iloc[1:]
+    vol = (float(nav_ret.std(ddof=1) * math.sqrt(steps_per_year(index)))
+           if len(nav_ret) > 1 else math.nan)
+    return total_return, annual, vol
+
+
+def _finite_utilisation(result: BacktestResult) -> np.ndarray:
+    """The finite per-step margin utilisation (:func:`margin_utilisation`)."""
+    util: np.ndarray = margin_utilisation(result).to_numpy(dtype=float)
+    finite: np.ndarray = util[np.isfinite(util)]
+    return finite
+
+
+def _solve_times(s: pd.DataFrame) -> np.ndarray:
+    """The finite per-step solve times (ms; empty when the result has no such column)."""
+    solve = (s["solve_time_ms"].to_numpy(dtype=float) if "solve_time_ms" in s.columns
+             else np.zeros(0))
+    return solve[np.isfinite(solve)]
+
+
 def compute_metrics(result: BacktestResult, *,
                     stablecoin_yield: float = STABLECOIN_YIELD) -> BacktestMetrics:
     """Every metric of ``result`` (see :class:`BacktestMetrics`); ``stablecoin_yield`` (fraction
@@ -194,12 +220,7 @@ def compute_metrics(result: BacktestResult, *,
     def per_year(total: float) -> float:
         return total / scale
 
-    total_return = float(nav.iloc[-1] / nav.iloc[0] - 1.0)
-    growth = 1.0 + total_return
-    annual = growth ** (1.0 / years) - 1.0 if years > 0 and growth > 0 else math.nan
-    nav_ret = nav.pct_change().iloc[1:]
-    vol = (float(nav_ret.std(ddof=1) * math.sqrt(steps_per_year(index)))
-           if len(nav_ret) > 1 else math.nan)
+    total_return, annual, vol = _return_metrics(nav, index, years)
     exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
     slip = float(s["slippage_futures"].sum())
     funding = float(s["funding"].sum())
@@ -209,11 +230,8 @@ def compute_metrics(result: BacktestResult, *,
     spot_traded = float(s["traded_spot"].sum() + _column(s, "sweep_in").sum()
                         + _column(s, "sweep_out").sum())
     fut_traded = float(s["traded_futures"].sum())
-    util = margin_utilisation(result).to_numpy(dtype=float)
-    util = util[np.isfinite(util)]
-    solve = (s["solve_time_ms"].to_numpy(dtype=float) if "solve_time_ms" in s.columns
-             else np.zeros(0))
-    solve = solve[np.isfinite(solve)]
+    util = _finite_utilisation(result)
+    solve = _solve_times(s)
     return BacktestMetrics(
         tracking_error=tracking_error(result),
         exposure_tracking_error=exposure_tracking_error(result),

@@ -39,7 +39,7 @@ from optimizer.policies import Policy
 from scenarios.collateral import CollateralPolicy
 from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics
-from scenarios.paths import PathGenerator
+from scenarios.path_history import PathGenerator
 from scenarios.replay import run_backtest
 from scenarios.sweep import EngineSpec, run_sweep
 

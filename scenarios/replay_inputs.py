@@ -150,7 +150,7 @@ def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray,
     costs.funding_long_run_rate)`` over H_j = horizon_days x 24 / funding_interval_h_j settlements,
     ``mu + (m - mu) w(H_j)`` with m the EWMA of j's settlements so far (``mu`` before the first).
     The settlement matrix is the union of every contract's schedule with 0 where a contract did not
-    settle (``scenarios.market_data``), so an exact 0 is read as "no settlement of j" and skipped.
+    settle (``scenarios.read_history``), so an exact 0 is read as "no settlement of j" and skipped.
     Other contracts (dated, or no funding data) get NaN: no forecast, their carry stays on the
     current rate.
     """

@@ -24,7 +24,7 @@ command line, ``fbr whatif --shock``, and in scenario files, ``shocks = [...]``)
 Values: a return or rate is a fraction (``-0.3``), a percentage (``-30%``) or basis points
 (``5bp``), sign optional; a multiplier is ``x1.5``, ``1.5x`` or ``1.5`` (> 0). Keys are case
 sensitive for symbols; the kind words (``common``, ``funding`` ...) are lower case. A target named
-twice is an error. Symbols are checked against a book by ``scenarios.whatif`` (unknown asset or
+twice is an error. Symbols are checked against a book by ``scenarios.applied_shocks`` (unknown asset or
 contract: a clear error).
 
 Horizon: a scenario lasts ``horizon`` funding settlements; without ``horizon`` it lasts one settlement

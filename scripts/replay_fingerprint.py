@@ -70,7 +70,8 @@ def result_frames(res: Any) -> dict[str, str]:
 
 
 def examples_backtest() -> dict[str, dict[str, str]]:
-    from fbr.backtest_config import build_path, load_backtest_file, run_all
+    from fbr.backtest_config import build_path, load_backtest_file
+    from fbr.backtest_run import run_all
 
     cfg = load_backtest_file(ROOT / "examples" / "backtest_demo.toml")
     with warnings.catch_warnings():
@@ -81,7 +82,8 @@ def examples_backtest() -> dict[str, dict[str, str]]:
 
 
 def examples_montecarlo() -> dict[str, dict[str, str]]:
-    from fbr.montecarlo_cli import build_spec, load_montecarlo_file
+    from fbr.montecarlo_cli import build_spec
+    from fbr.montecarlo_config import load_montecarlo_file
     from scenarios.montecarlo import run_montecarlo
 
     cfg = load_montecarlo_file(ROOT / "examples" / "montecarlo_demo.toml")
@@ -129,11 +131,12 @@ def benchmark_books(days: int) -> dict[str, dict[str, str]]:
     import total_cost as tc
     import vs_naive as vn
 
+    from models.data_layout import spot_folder
     from models.io import default_data_dir
     from scenarios.replay import run_backtest
 
     data = default_data_dir()
-    if data is None or not (data / "spot_4h").is_dir():
+    if data is None or not (data / spot_folder("4h")).is_dir():
         print("benchmark books skipped: no ../shared/data", file=sys.stderr)
         return {}
     out: dict[str, dict[str, str]] = {}

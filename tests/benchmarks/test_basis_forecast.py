@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scenarios.rolls import BasisTermStructure
+from scenarios.quarterly_basis import BasisTermStructure
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,7 @@ DELIVERY = pd.Timestamp("2024-03-29 08:00", tz="UTC")
 
 def _samples(basis: dict[pd.Timestamp, float], underlying: str = "BTC",
              delivery: pd.Timestamp = DELIVERY) -> pd.DataFrame:
-    """Rows as ``scenarios.rolls.quarterly_basis_samples`` gives them."""
+    """Rows as ``scenarios.quarterly_basis.quarterly_basis_samples`` gives them."""
     t = pd.DatetimeIndex(list(basis))
     days = (delivery - t).total_seconds().to_numpy() / 86400.0
     c = np.array(list(basis.values()))

@@ -103,7 +103,7 @@ def test_dp_beats_the_bands_on_its_own_chain() -> None:
 
 def test_band_policies_by_hand() -> None:
     x = np.array([[0.03, -0.01, -0.02], [0.005, 0.0, -0.005]])
-    np.testing.assert_allclose(band_to_target(0.02)(x, 0), [[0, 0, 0], [0.005, 0, -0.005]])
+    np.testing.assert_allclose(band_to_target(0.02)(x, 0), [[0.0, 0.0, 0.0], [0.005, 0.0, -0.005]])
     np.testing.assert_allclose(band_to_edge(np.full(3, 0.015))(x, 0),
                                [[0.015, -0.01, -0.015], [0.005, 0.0, -0.005]])
 

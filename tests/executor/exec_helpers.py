@@ -36,7 +36,8 @@ def covariance(symbols: tuple[str, ...] = ("BTC", "ETH", "SOL")) -> np.ndarray:
     v = np.array([VOLS[s] for s in symbols])
     corr = np.full((len(v), len(v)), RHO)
     np.fill_diagonal(corr, 1.0)
-    return np.outer(v, v) * corr
+    cov: np.ndarray = np.outer(v, v) * corr
+    return cov
 
 
 def three_asset_book(contracts: Mapping[str, FuturesContract] | None = None,
@@ -85,15 +86,15 @@ def cli_emulator(monkeypatch: pytest.MonkeyPatch, api_key: str,
     """A loopback emulator that `fbr ... --exchange binanceusdm` reaches: the keys in the
     environment variables the CLI reads, the CLI's exchange factory wired to the emulator, no
     backoff sleeps. Stopped on exit."""
-    from fbr import execute_cli
+    from fbr import execute_wiring
 
     emu = BinanceEmulator(api_key=api_key, secret=secret).start()
     monkeypatch.setenv("FBR_BINANCEUSDM_API_KEY", api_key)
     monkeypatch.setenv("FBR_BINANCEUSDM_SECRET", secret)
-    monkeypatch.setitem(execute_cli.EXCHANGE_FACTORIES, "binanceusdm",
+    monkeypatch.setitem(execute_wiring.EXCHANGE_FACTORIES, "binanceusdm",
                         lambda c: emu.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
-    monkeypatch.setattr(execute_cli, "BACKOFF_S", 0.0)
-    monkeypatch.setattr(execute_cli, "RECONCILE_DELAYS_S", (0.0, 0.0))
+    monkeypatch.setattr(execute_wiring, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(execute_wiring, "RECONCILE_DELAYS_S", (0.0, 0.0))
     try:
         yield emu
     finally:

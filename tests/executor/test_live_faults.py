@@ -17,7 +17,7 @@ from exec_helpers import SEED_BOOK
 from executor.base import OrderStatus
 from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal
-from executor.live import Context, JournaledExecutor, RetryPolicy
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import OrderLeg, PlanOptions
 from executor.workflow import Prepared, prepare_plan
 from fbr.config import load_book_file
@@ -38,7 +38,7 @@ def _setup(emulator: BinanceEmulator, tmp_path: Path) -> tuple[CcxtGateway, Prep
 
 
 def _executor(gw: Any, prep: Prepared, j: Journal, risk: Any) -> JournaledExecutor:
-    return JournaledExecutor(gw, j, Context(prep.book, prep.market, prep.instruments, risk),
+    return JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments, risk),
                              retry=RetryPolicy(base_delay_s=0.0), sleep=lambda s: None)
 
 
@@ -180,7 +180,7 @@ def test_reads_retry_network_errors_with_backoff(emulator: BinanceEmulator) -> N
     inst = gw.instruments(loaded.book)
     emulator.inject(Fault.HTTP_503, path="/fapi/v3/positionRisk", method="GET")
     emulator.inject(Fault.HTTP_429, path="/fapi/v3/positionRisk", method="GET")
-    from executor.ccxt_gateway import with_instruments
+    from executor.ccxt_metadata import with_instruments
 
     acc = gw.account(with_instruments(loaded.book, inst), loaded.market)
     assert acc.futures == {} and acc.cash == pytest.approx(100_000.0)

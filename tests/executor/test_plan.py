@@ -17,7 +17,7 @@ from exec_helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executor.ccxt_gateway import contract_from_market, tiers_from_ccxt
+from executor.ccxt_metadata import contract_from_market, tiers_from_ccxt
 from executor.plan import (
     CLIENT_ID_RULES,
     OrderPlan,
@@ -209,3 +209,465 @@ def test_legs_always_reach_the_lot_rounded_target(q0: int, target: float, max_lo
         assert abs(leg.contracts / step - round(leg.contracts / step)) < 1e-6
         if leg.reduce_only:  # never beyond the position it reduces
             assert abs(leg.signed_contracts) <= abs(q0 * step) + 1e-12
+
+
+# --- hand-computed checks of each planning step (issue 13: mutation survivors) -------------------
+
+def test_trade_parts_every_case_by_hand() -> None:
+    from executor.plan import TradePart, trade_parts
+
+    def parts(q0: float, q1: float, step: float = 0.001) -> list[tuple[float, bool]]:
+        out = trade_parts("X", q0, q1, step)
+        assert all(isinstance(p, TradePart) and p.symbol == "X" for p in out)
+        return [(round(p.contracts, 9), p.reduce_only) for p in out]
+
+    assert parts(0.0, 0.5) == [(0.5, False)]  # open
+    assert parts(0.0, -0.5) == [(-0.5, False)]
+    assert parts(0.2, 0.5) == [(0.3, False)]  # add to a long: never reduce-only
+    assert parts(-0.2, -0.5) == [(-0.3, False)]  # add to a short
+    assert parts(0.5, 0.2) == [(-0.3, True)]  # shrink a long
+    assert parts(-0.5, -0.2) == [(0.3, True)]  # shrink a short
+    assert parts(0.5, 0.0) == [(-0.5, True)]  # close
+    assert parts(-0.5, 0.0) == [(0.5, True)]
+    # flips: close (reduce-only) then open, whether the new side is larger or smaller
+    assert parts(0.2, -0.5) == [(-0.2, True), (-0.5, False)]
+    assert parts(-0.5, 0.2) == [(0.5, True), (0.2, False)]
+    assert parts(0.3, 0.3) == [] and parts(0.0, 0.0) == []
+    assert parts(0.3, 0.3 + 1e-13) == []  # float noise below a lot is no trade
+    # the trade is rounded to the lot step in decimal: 0.3 - 0.1 is 0.2, not 0.19999999999999998
+    assert trade_parts("X", 0.1, 0.3, 0.1)[0].contracts == 0.2
+
+
+def test_a_position_that_grows_is_never_reduce_only_and_a_larger_flip_is_two_orders() -> None:
+    pos = {"BTC-PERP": FuturesPosition(-0.01, 60_000.0), "ETH-PERP": FuturesPosition(0.2, 2500.0)}
+    book = three_asset_book(futures=pos)
+    # BTC -0.01 -> -0.017: sell 0.007 more (opening); ETH +0.2 -> -0.6: sell 0.2 RO, then sell 0.6
+    plan = _plan(book, {"BTC-PERP": -1020.0, "ETH-PERP": -1500.0, "SOL-PERP": 0.0})
+    rows = [(leg.symbol, leg.side, round(leg.contracts, 9), leg.reduce_only) for leg in plan.legs]
+    assert rows == [("ETH-PERP", Side.SELL, 0.2, True), ("BTC-PERP", Side.SELL, 0.007, False),
+                    ("ETH-PERP", Side.SELL, 0.6, False)]
+    assert plan.reachable["ETH-PERP"] == pytest.approx(-0.6)
+    assert plan.reachable["BTC-PERP"] == pytest.approx(-0.017)
+    assert plan.gross_notional == pytest.approx(0.2 * 2500 + 0.007 * 60_000 + 0.6 * 2500)
+
+
+def test_round_to_step_by_hand() -> None:
+    from decimal import ROUND_CEILING, ROUND_FLOOR
+
+    from executor.plan import _tick_round, round_to_step
+
+    assert round_to_step(0.0167, 0.001) == 0.017
+    assert round_to_step(0.25, 0.1) == 0.2  # half to even: 2.5 steps -> 2
+    assert round_to_step(0.35, 0.1) == 0.4  # 3.5 -> 4
+    assert round_to_step(1.234, 0.0) == 1.234 and round_to_step(1.234, -1.0) == 1.234
+    assert round_to_step(0.0167, 0.001, ROUND_FLOOR) == 0.016
+    assert round_to_step(0.0161, 0.001, ROUND_CEILING) == 0.017
+    assert round_to_step(-0.0167, 0.001, ROUND_FLOOR) == -0.017
+    # float noise is snapped before a directed rounding: 2500 x 1.001 = 2502.4999999999995
+    assert round_to_step(2500 * 1.001, 0.01, ROUND_FLOOR) == 2502.5
+    assert round_to_step(2502.4999, 0.01, ROUND_FLOOR) == 2502.49  # 1e-2 steps away is real
+    assert _tick_round(100.004, 0.01, up=True) == 100.01
+    assert _tick_round(100.006, 0.01, up=False) == 100.0
+    assert _tick_round(100.005, 0.01, up=True) == 100.01  # not half-even (which gives 100.0)
+
+
+def test_split_at_max_qty_by_hand() -> None:
+    from executor.plan import _split
+
+    plain = FuturesContract("X", "BTC", lot_step=0.001)
+    assert _split(-5.0, plain) == [-5.0]  # no max quantity
+    c = FuturesContract("X", "BTC", lot_step=0.001, max_qty=0.0075)  # chunk 0.007 (floored)
+    assert _split(0.0075, c) == [0.0075]  # at the max: one order
+    assert [round(s, 9) for s in _split(-0.017, c)] == [-0.007, -0.007, -0.003]
+    assert [round(s, 9) for s in _split(0.014, c)] == [0.007, 0.007]  # no empty remainder
+    no_lot = FuturesContract("X", "BTC", lot_step=0.0, max_qty=2.5)
+    assert _split(6.0, no_lot) == [2.5, 2.5, 1.0]
+    tiny = FuturesContract("X", "BTC", lot_step=0.001, max_qty=0.0005)  # below one lot
+    with pytest.raises(ValidationError, match="below one lot") as err:
+        _split(0.01, tiny)
+    assert err.value.field == "contracts.X.max_qty"
+
+
+def test_tracking_error_of_by_hand_with_reordered_risk_and_a_basis_term() -> None:
+    from dataclasses import replace
+
+    from executor.plan import tracking_error_of
+    from models.risk import RiskModel
+
+    book = three_asset_book()
+    cov = covariance()
+    # the risk model lists the assets in another order, plus one the book does not hold
+    order = ("SOL", "DOGE", "BTC", "ETH")
+    big = np.eye(4) * 0.5
+    pos = {"BTC": 2, "ETH": 3, "SOL": 0}
+    for a in ("BTC", "ETH", "SOL"):
+        for b in ("BTC", "ETH", "SOL"):
+            big[pos[a], pos[b]] = cov[("BTC", "ETH", "SOL").index(a), ("BTC", "ETH", "SOL").index(b)]
+    risk = RiskModel.from_covariance(order, big)
+    held = {"BTC-PERP": -0.02, "ETH-PERP": 0.4, "SOL-PERP": 0.0}
+    spot = np.array([6000.0, 2500.0, 1500.0])
+    fut = np.array([-0.02 * 60_000, 0.4 * 2500, 0.0])
+    w = np.array([0.5, 0.3, 0.2])
+    want = te_reference(spot, fut, w, cov, 10_000.0)
+    assert tracking_error_of(book, market(), risk, held) == pytest.approx(want, rel=1e-9)
+    # a basis covariance adds z' Sb z, z = x / V
+    sb = np.diag([0.04, 0.09, 0.01])
+    z = fut / 10_000.0
+    with_basis = replace(risk, basis_cov=sb)
+    assert tracking_error_of(book, market(), with_basis, held) == pytest.approx(
+        float(np.sqrt(want ** 2 + z @ sb @ z)), rel=1e-9)
+    # a basis covariance of another shape is ignored
+    assert tracking_error_of(book, market(), replace(risk, basis_cov=np.eye(2)), held) == \
+        pytest.approx(want, rel=1e-9)
+
+
+def test_client_id_rule_edges() -> None:
+    from executor.plan import ClientIdRule, client_id_rule
+
+    rule = ClientIdRule(10, r"[a-z0-9_]", "_")
+    assert rule.make("ab", 7) == "fbrab_007"  # 9 chars
+    assert rule.make("abc", 7) == "fbrabc_007"  # exactly 10: allowed
+    with pytest.raises(ValidationError) as err:
+        rule.make("abcd", 7)
+    assert err.value.field == "plan_id" and "'fbrabcd_007'" in str(err.value)
+    assert "<= 10 of [a-z0-9_]" in str(err.value)
+    with pytest.raises(ValidationError):
+        ClientIdRule(36, r"[a-z0-9]", "_").make("AB", 0)  # an upper-case letter is outside
+    assert client_id_rule("okx") is CLIENT_ID_RULES["okx"]
+    assert client_id_rule("bybit") is CLIENT_ID_RULES["bybit"]
+    assert client_id_rule("somewhere") is CLIENT_ID_RULES["binanceusdm"]
+    assert CLIENT_ID_RULES["okx"].make(PID, 12) == f"fbr{PID}012"
+
+
+def test_new_plan_id_from_a_given_time() -> None:
+    from datetime import UTC, datetime
+
+    pid = new_plan_id(datetime(2024, 6, 1, 12, 34, 56, tzinfo=UTC))
+    assert pid.startswith("20240601123456") and len(pid) == 18
+    assert re.fullmatch(r"[0-9a-f]{4}", pid[14:])
+
+
+def test_book_instruments_and_exchange_symbols() -> None:
+    from executor.plan import default_exchange_symbol
+
+    inv = FuturesContract("BTC-INV", "BTC", settlement=Settlement.INVERSE, contract_size=100.0)
+    assert default_exchange_symbol(inv) == "BTC/USD:BTC"
+    assert default_exchange_symbol(FuturesContract("ETH-PERP", "ETH")) == "ETH/USDT:USDT"
+    assert default_exchange_symbol(FuturesContract("ETH-PERP", "ETH"), "USDC") == "ETH/USDC:USDC"
+    book = three_asset_book()
+    inst = book_instruments(book, {"SOL-PERP": "SOL/USDC:USDC"})
+    assert list(inst) == ["BTC-PERP", "ETH-PERP", "SOL-PERP"]
+    assert {k: v.exchange_symbol for k, v in inst.items()} == {
+        "BTC-PERP": "BTC/USDT:USDT", "ETH-PERP": "ETH/USDT:USDT", "SOL-PERP": "SOL/USDC:USDC"}
+    assert inst["BTC-PERP"].contract is book.contracts[0]
+    assert book_instruments(book)["SOL-PERP"].exchange_symbol == "SOL/USDT:USDT"
+
+
+def test_plan_dict_has_the_gross_notional_and_old_dicts_load() -> None:
+    book = three_asset_book()
+    plan = _plan(book, {"BTC-PERP": -1200.0, "ETH-PERP": 500.0, "SOL-PERP": 0.0})
+    d = plan.to_dict()
+    assert d["gross_notional"] == pytest.approx(0.02 * 60_000 + 0.2 * 2500)
+    assert d["legs"][0]["side"] == "sell" and d["plan_id"] == PID
+    del d["warnings"]  # written before warnings existed
+    assert OrderPlan.from_dict(d).warnings == ()
+
+
+def test_iso_times_are_utc() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from executor.plan import _iso
+
+    assert _iso(datetime(2024, 6, 1, 12, 30)) == "2024-06-01 12:30 UTC"  # naive = UTC
+    plus2 = timezone(timedelta(hours=2))
+    assert _iso(datetime(2024, 6, 1, 14, 30, tzinfo=plus2)) == "2024-06-01 12:30 UTC"
+
+
+def test_drop_reason_boundaries_by_hand() -> None:
+    from executor.plan import TradePart, drop_reason
+
+    c = FuturesContract("X", "BTC", min_qty=0.002, min_notional=100.0)
+    opts, strict = PlanOptions(), PlanOptions(reduce_only_exempt=False)
+    # exactly the minimum quantity and notional: sent
+    assert drop_reason(TradePart("X", 0.002, False), c, 50_000.0, opts, None) is None
+    assert drop_reason(TradePart("X", -0.004, False), c, 25_000.0, opts, None) is None  # 100 USD
+    assert drop_reason(TradePart("X", 0.001, True), c, 1e6, opts, None) == \
+        "below min quantity 0.002 contracts"  # min qty applies to reduce-only legs too
+    assert drop_reason(TradePart("X", 0.003, False), c, 30_000.0, opts, None) == \
+        "90.00 USD is below the min notional 100.00 USD"
+    assert drop_reason(TradePart("X", 0.003, True), c, 30_000.0, opts, None) is None  # exempt
+    assert drop_reason(TradePart("X", 0.003, True), c, 30_000.0, strict, None) is not None
+    # near expiry: opening legs dropped with that reason, reduce-only legs still judged on size
+    assert drop_reason(TradePart("X", 0.01, False), c, 30_000.0, opts, "near") == "near"
+    assert drop_reason(TradePart("X", 0.01, True), c, 30_000.0, opts, "near") is None
+    assert drop_reason(TradePart("X", 0.001, True), c, 30_000.0, opts, "near") is not None
+
+
+def test_pct_text() -> None:
+    from executor.plan import _pct_text
+
+    assert _pct_text(None) == "n/a (no risk model)"
+    assert _pct_text(0.01234) == "1.234%"
+
+
+def test_rounding_warning_thresholds_by_hand() -> None:
+    from executor.plan import _Rounded, _rounding_warning
+
+    rows = [_Rounded("A", 1000.0, 400.0, 200.0, 0.1), _Rounded("B", -500.0, 0.0, 600.0, 1.0),
+            _Rounded("C", 5.0, 5.0, 1.0, 0.001)]
+    # asked 1,505, removed 600 + 500 = 1,100 (73%): warned at share 0.5, not at 0.75
+    text = _rounding_warning(rows, 0.5, 0.02, 0.001, 0.015)
+    assert text is not None and text.startswith("lot rounding removed most of the solution (73%)")
+    assert "1,505.00 USD of trades asked, 405.00 USD left" in text
+    assert text.index("A trade") < text.index("B trade") and "C trade" not in text
+    assert "A trade 1,000.00 USD -> 400.00 USD (lot step 0.1 contracts = 200.00 USD)" in text
+    assert "now 2.000%, solution before rounding 0.100%, after rounding 1.500%" in text
+    assert _rounding_warning(rows, 0.75, None, None, None) is None
+    whole = [_Rounded("A", 100.0, 0.0, 300.0, 1.0)]
+    text = _rounding_warning(whole, 1.0, None, None, None)
+    assert text is not None and "removed the whole solution" in text and "n/a (no risk model)" in text
+    assert _rounding_warning([_Rounded("A", 0.9, 0.0, 3.0, 1.0)], 0.5, None, None, None) is None  # < 1 USD
+    assert _rounding_warning([_Rounded("A", 0.0, 0.0, 3.0, 1.0)], 0.5, None, None, None) is None
+
+
+def test_plan_options_bounds() -> None:
+    PlanOptions(slippage_guard=0.0, min_days_to_expiry=0.0, rounding_warn_share=1.0)
+    PlanOptions(min_days_to_expiry=366.0)
+    for kw in ({"slippage_guard": 0.5}, {"slippage_guard": -0.001}, {"slippage_guard": float("nan")},
+               {"min_days_to_expiry": -1.0}, {"min_days_to_expiry": 366.5},
+               {"min_days_to_expiry": float("inf")}, {"rounding_warn_share": 0.0},
+               {"rounding_warn_share": 1.01}, {"rounding_warn_share": float("nan")}):
+        with pytest.raises(ValidationError) as err:
+            PlanOptions(**kw)  # type: ignore[arg-type]
+        assert err.value.field == next(iter(kw))
+
+
+def test_error_texts_say_how_to_fix() -> None:
+    from executor.plan import ClientIdRule, _split
+
+    with pytest.raises(ValidationError) as err:
+        ClientIdRule(5, r"[a-z]", "-").make("abc", 1)
+    assert err.value.fix == "use a shorter, alphanumeric plan id"
+    with pytest.raises(ValidationError) as err:
+        _split(1.0, FuturesContract("X", "BTC", lot_step=0.01, max_qty=0.005))
+    assert err.value.fix == "check the exchange's market metadata"
+    assert err.value.problem == "is 0.005, below one lot"
+
+
+def test_near_expiry_reason_text() -> None:
+    from datetime import datetime
+
+    from executor.plan import near_expiry
+    from models.instruments import ContractKind
+
+    c = FuturesContract("BTC-0628", "BTC", kind=ContractKind.DATED, expiry=datetime(2024, 6, 28, 8, 0))
+    assert near_expiry(c, datetime(2024, 6, 20), 2.0) is None
+    assert near_expiry(FuturesContract("P", "BTC"), datetime(2024, 6, 20), 2.0) is None
+    assert near_expiry(c, datetime(2024, 6, 26, 8, 0), 2.0) is None  # exactly 2 days: still open
+    assert near_expiry(c, datetime(2024, 6, 27, 8, 0), 2.0) == (
+        "BTC-0628 expires 2024-06-28 08:00 UTC, 1.00 days after the market time, within "
+        "min_days_to_expiry = 2 days: it is not opened or increased that close to expiry (closing "
+        "and reducing orders are still sent)")
+
+
+def test_naive_times_are_utc_whatever_the_machine_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from executor import plan as plan_mod
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert plan_mod._iso(datetime(2024, 6, 1, 12, 30)) == "2024-06-01 12:30 UTC"
+        assert plan_mod._iso(datetime(2024, 6, 1, 12, 30, tzinfo=UTC)) == "2024-06-01 12:30 UTC"
+
+        class FakeDatetime(datetime):
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+                utc = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
+                return utc if tz is not None else utc.astimezone().replace(tzinfo=None)
+
+        monkeypatch.setattr(plan_mod, "datetime", FakeDatetime)
+        assert plan_mod.new_plan_id().startswith("20240601120000")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_drop_reason_tolerances_are_tiny() -> None:
+    from executor.plan import TradePart, drop_reason
+
+    c = FuturesContract("X", "BTC", min_qty=0.002, min_notional=100.0)
+    opts = PlanOptions()
+    # float noise of 1e-12 contracts (or 1e-9 USD) under a minimum is not a drop
+    assert drop_reason(TradePart("X", 0.002 - 1e-12, False), c, 1e6, opts, None) is None
+    assert drop_reason(TradePart("X", 1.0, False), FuturesContract("X", "BTC", min_notional=100.0),
+                       100.0 - 1e-9, opts, None) is None
+    # half a dollar under is a drop
+    assert drop_reason(TradePart("X", 1.0, False), FuturesContract("X", "BTC", min_notional=100.0),
+                       99.5, opts, None) == "99.50 USD is below the min notional 100.00 USD"
+
+
+def test_limit_prices_round_away_from_the_guard_and_legs_carry_the_mark() -> None:
+    c = {"ETH-PERP": FuturesContract("ETH-PERP", "ETH", tick=1.0),
+         "BTC-PERP": FuturesContract("BTC-PERP", "BTC", tick=1.0)}
+    opts = PlanOptions(order_type=OrderType.LIMIT, slippage_guard=0.001)
+    plan = _plan(three_asset_book(c), {"BTC-PERP": -1000.0, "ETH-PERP": 500.0, "SOL-PERP": 0.0},
+                 options=opts)
+    by = {leg.symbol: leg for leg in plan.legs}
+    # sell BTC: 60,000 x 0.999 = 59,940 (on the tick); buy ETH: 2,502.5 -> 2,502 (down)
+    assert by["ETH-PERP"].limit_price == 2502.0
+    plan = _plan(three_asset_book(c), {"BTC-PERP": 0.0, "ETH-PERP": -500.0, "SOL-PERP": 0.0},
+                 options=opts)
+    # sell ETH: 2,500 x 0.999 = 2,497.5 -> 2,498 (up: never below the guard)
+    assert plan.legs[0].side == Side.SELL and plan.legs[0].limit_price == 2498.0
+    assert plan.legs[0].price == 2500.0 and plan.legs[0].order_type == OrderType.LIMIT
+    assert by["BTC-PERP"].price == 60_000.0
+
+
+def test_rounding_warning_edges() -> None:
+    from executor.plan import _Rounded, _rounding_warning
+
+    # exactly 1 USD asked and removed: reported (the floor is "less than 1 USD is never reported")
+    text = _rounding_warning([_Rounded("A", 1.0, 0.0, 2.0, 1.0)], 0.5, None, None, None)
+    assert text is not None and "the whole solution" in text
+    assert text.endswith("Fix: use contracts with a finer lot step, or rebalance a larger book")
+    # a contract behind exactly 1% of the removed notional is named; 0.5 USD of 20 is named too
+    rows = [_Rounded("A", 990.0, 0.0, 1.0, 1.0), _Rounded("B", 10.0, 0.0, 1.0, 1.0)]
+    text = _rounding_warning(rows, 0.5, None, None, None)
+    assert text is not None and "; B trade 10.00 USD -> 0.00 USD" in text
+    rows = [_Rounded("A", 19.5, 0.0, 1.0, 1.0), _Rounded("B", 0.5, 0.0, 1.0, 1.0)]
+    text = _rounding_warning(rows, 0.5, None, None, None)
+    assert text is not None and "B trade 0.50 USD" in text
+
+
+def test_option_errors_in_full() -> None:
+    cases = [({"slippage_guard": 0.7}, "slippage_guard: is 0.7. Fix: give a fraction of mark in [0, 0.5), "
+              "e.g. 0.005"),
+             ({"min_days_to_expiry": 400.0}, "min_days_to_expiry: is 400.0. Fix: give the days before "
+              "expiry in [0, 366], e.g. 2"),
+             ({"rounding_warn_share": 0.0}, "rounding_warn_share: is 0.0. Fix: give a fraction in (0, 1], "
+              "e.g. 0.5")]
+    for kw, text in cases:
+        with pytest.raises(ValidationError) as err:
+            PlanOptions(**kw)  # type: ignore[arg-type]
+        assert str(err.value) == text
+
+
+def test_an_expired_contract_is_refused_in_full() -> None:
+    from datetime import datetime
+
+    from executor.plan import _check_not_expired
+    from models.instruments import ContractKind
+
+    c = FuturesContract("BTC-0628", "BTC", kind=ContractKind.DATED, expiry=datetime(2024, 6, 28, 8, 0))
+    _check_not_expired(c, datetime(2024, 6, 28, 7, 0), 1.0, 2.0)  # an hour before: fine
+    _check_not_expired(c, datetime(2024, 6, 30, 8, 0), 0.0, 0.0)  # expired, nothing held or asked
+    _check_not_expired(FuturesContract("P", "BTC"), datetime(2030, 1, 1), 1.0, 1.0)
+    with pytest.raises(ValidationError) as err:
+        _check_not_expired(c, datetime(2024, 6, 29, 20, 0), 0.5, 0.0)
+    assert str(err.value) == (
+        "contracts.BTC-0628.expiry: is 2024-06-28 08:00 UTC, 1.50 days before the market time "
+        "2024-06-29 20:00 UTC: BTC-0628 has expired and cannot be traded (position 0.5, target 0 "
+        "contracts). Fix: remove BTC-0628 from the book (the exchange settled it at expiry) and hedge "
+        "with a live contract (the next dated future or the perpetual)")
+    with pytest.raises(ValidationError):  # at the expiry instant: expired
+        _check_not_expired(c, datetime(2024, 6, 28, 8, 0), 0.0, 1.0)
+
+
+def test_a_missing_instrument_is_named() -> None:
+    book = three_asset_book()
+    inst = book_instruments(book)
+    del inst["SOL-PERP"]
+    with pytest.raises(ValidationError) as err:
+        plan_orders(solution_with({"BTC-PERP": 0.0}), book, market(), inst, plan_id=PID)
+    assert str(err.value) == ("instruments.SOL-PERP: is missing. Fix: list SOL-PERP on the exchange or "
+                              "map it to an exchange symbol")
+
+
+def test_plan_times_ids_and_tracking_errors() -> None:
+    from datetime import UTC, datetime
+
+    book = three_asset_book()
+    now = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
+    plan = plan_orders(solution_with({"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0}), book,
+                       market(), book_instruments(book), risk=risk_model(), now=now)
+    assert plan.created == "2024-06-01T09:30:00+00:00"
+    assert plan.plan_id.startswith("20240601093000") and len(plan.plan_id) == 18
+    spot = np.array([6000.0, 2500.0, 1500.0])
+    w = np.array([0.5, 0.3, 0.2])
+    assert plan.tracking_error_before == pytest.approx(
+        te_reference(spot, np.zeros(3), w, covariance(), 10_000.0))
+    assert plan.tracking_error_solution == pytest.approx(
+        te_reference(spot, np.array([-0.017 * 60_000, 0.0, 0.0]), w, covariance(), 10_000.0))
+    assert plan.book_name == "test book" and plan.venue == "binanceusdm"
+
+
+def test_plan_created_now_is_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from executor import plan as plan_mod
+
+    class FakeDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            utc = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
+            return utc if tz is not None else utc.astimezone().replace(tzinfo=None)
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        monkeypatch.setattr(plan_mod, "datetime", FakeDatetime)
+        book = three_asset_book()
+        plan = plan_orders(solution_with({"BTC-PERP": 0.0}), book, market(), book_instruments(book))
+        assert plan.created == "2024-06-01T12:00:00+00:00"
+        assert plan.plan_id.startswith("20240601120000")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_contract_without_a_target_keeps_its_position() -> None:
+    pos = {"SOL-PERP": FuturesPosition(2.0, 150.0)}
+    book = three_asset_book(futures=pos)
+    plan = _plan(book, {"BTC-PERP": -1000.0})  # no ETH or SOL target: both stay where they are
+    assert [leg.symbol for leg in plan.legs] == ["BTC-PERP"]
+    assert plan.target["SOL-PERP"] == 2.0 and plan.target["ETH-PERP"] == 0.0
+    assert plan.reachable["SOL-PERP"] == 2.0
+
+
+def test_rounding_warning_counts_from_the_held_position() -> None:
+    c = {"SOL-PERP": FuturesContract("SOL-PERP", "SOL", lot_step=1.0, min_notional=0.0)}
+    book = three_asset_book(c, futures={"SOL-PERP": FuturesPosition(2.0, 150.0)})
+    # held 2 contracts (300 USD); target 360 USD = 2.4 contracts -> 2: the 60 USD trade is rounded away
+    plan = _plan(book, {"BTC-PERP": 0.0, "ETH-PERP": 0.0, "SOL-PERP": 360.0})
+    assert not plan.legs
+    (text,) = plan.warnings
+    assert text.startswith("lot rounding removed the whole solution: 60.00 USD of trades asked, "
+                           "0.00 USD left")
+    assert "SOL-PERP trade 60.00 USD -> 0.00 USD (lot step 1 contracts = 150.00 USD)" in text
+    # 2.6 contracts -> 3: 90 USD asked, 150 USD sent, |90 - 150| = 60 removed (67%)
+    plan = _plan(book, {"BTC-PERP": 0.0, "ETH-PERP": 0.0, "SOL-PERP": 390.0})
+    assert plan.legs[0].contracts == 1.0
+    (text,) = plan.warnings
+    assert text.startswith("lot rounding removed most of the solution (67%): 90.00 USD of trades asked, "
+                           "150.00 USD left")
+
+
+def test_trade_parts_growing_to_exactly_one_contract() -> None:
+    from executor.plan import trade_parts
+
+    assert [(p.contracts, p.reduce_only) for p in trade_parts("X", 0.5, 1.0, 0.5)] == [(0.5, False)]
+    assert [(p.contracts, p.reduce_only) for p in trade_parts("X", -0.5, -1.0, 0.5)] == [(-0.5, False)]
+
+
+def test_round_to_step_snaps_only_within_a_billionth_of_a_step() -> None:
+    from decimal import ROUND_CEILING, ROUND_FLOOR
+
+    from executor.plan import round_to_step
+
+    assert round_to_step(1.000000001, 1.0, ROUND_CEILING) == 2.0  # 1e-9 of a step is real
+    assert round_to_step(1.0000000009, 1.0, ROUND_CEILING) == 1.0  # below it is noise
+    assert round_to_step(2.999999999, 1.0, ROUND_FLOOR) == 2.0

@@ -201,7 +201,8 @@ def test_demo_runs() -> None:
     proc = run_fbr("demo", "--json")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    books = {k: v for k, v in res.items() if k != "backtest"}
+    assert res["status"] == "ok"
+    books = {k: v for k, v in res.items() if k not in ("backtest", "status")}
     assert len(books) == 3 and all(v["status"] == "optimal" for v in books.values())
     assert "backtest" in res
 

@@ -16,9 +16,9 @@ import pytest
 import tomli_w
 
 import fbr
-from fbr.config import ConfigError, LoadedBook, load_book_file, parse_book
+from fbr.config import LoadedBook, load_book_file, parse_book
 from models.book import TargetsBase
-from models.errors import ValidationError
+from models.errors import ConfigError, ValidationError
 from models.instruments import ContractKind, MarginTiers, Settlement
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -440,3 +440,25 @@ def test_seed_doc_is_not_shared_between_tests() -> None:
     b = copy.deepcopy(a)
     a["targets"]["BTC"] = 0.1
     assert b["targets"]["BTC"] == 0.5
+
+
+@pytest.mark.parametrize("kind", ["book", "backtest", "montecarlo", "scenario"])
+def test_one_reader_and_one_error_for_every_input_file(tmp_path: Path, kind: str) -> None:
+    """Book, backtest, Monte Carlo and scenario files are read by models.toml_file.read_toml: a
+    missing file and a syntax error are the same ConfigError, naming the file (line, column)."""
+    from fbr.backtest_config import load_backtest_file
+    from fbr.montecarlo_config import load_montecarlo_file
+    from scenarios.library import load_scenario_file
+
+    load: Callable[[Path], object] = {"book": load_book_file, "backtest": load_backtest_file,
+                                      "montecarlo": load_montecarlo_file,
+                                      "scenario": load_scenario_file}[kind]
+    with pytest.raises(ConfigError, match=rf"{kind} file .*nope\.toml.* does not exist\. Fix: "):
+        load(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text('name = "x"\ncash = 3000 USD\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(broken)
+    msg = str(info.value)
+    assert "broken.toml, line" in msg and "column" in msg and "not valid TOML" in msg
+    assert "Fix:" in msg

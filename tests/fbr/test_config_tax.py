@@ -16,7 +16,8 @@ import tomli_w
 from typer.testing import CliRunner
 
 from fbr.cli import app
-from fbr.config import TOP_LEVEL_KEYS, load_book_file
+from fbr.config import load_book_file
+from fbr.config_loader import TOP_LEVEL_KEYS
 from models.errors import ValidationError
 from models.tax import LotMethod, TaxLot, TaxRates
 from optimizer.rebalance import Rebalancer

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,9 @@ def test_paper_execute_then_status_shows_the_book_on_target(tmp_path: Path) -> N
     assert all(row["planned"] == pytest.approx(row["filled"]) for row in pvf.values())
     st = _json("status", str(SEED), "--exchange", "paper", "--journal", journal)
     for asset, want in {"BTC": 0.5, "ETH": 0.3, "SOL": 0.2}.items():
-        row = next(w for w in st["weights"] if w["asset"] == asset)
-        assert row["target"] == want and row["effective"] == pytest.approx(want, abs=1e-6)
+        assert st["targets"][asset] == want
+        assert st["weights_before"][asset] == pytest.approx(want, abs=1e-6)
+        assert st["drift_pp"][asset] == pytest.approx(0.0, abs=1e-4)
     assert st["tracking_error"] == pytest.approx(0.0, abs=1e-6)
     assert st["rebalance_due"] is False and st["plan"]["legs"] == []
     # margin by hand: IM = 2000 USD gross / 10x; MM = 0.5% x 2000; collateral = 3000 less fees
@@ -95,7 +97,7 @@ def test_live_execute_against_the_emulator_and_status(emu: BinanceEmulator, tmp_
     st = _json("status", str(SEED), "--exchange", "binanceusdm", "--journal", journal)
     assert st["positions"] == pytest.approx(out["plan"]["target"])
     assert st["open_orders"] == [] and st["venue"] == "binanceusdm"
-    assert st["funding"]["since_ms"] is not None
+    assert datetime.fromisoformat(st["funding"]["since"]).tzinfo is not None  # ISO 8601 UTC
 
 
 def test_crash_then_resume_through_the_cli(emu: BinanceEmulator, tmp_path: Path,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import executor.status as status_mod
 from fbr.cli import app
-from fbr.execute_cli import json_ready
+from fbr.console import json_ready
 from models.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ runner = CliRunner()
 
 #: BTC held within 0.1 pp of its target: with 50 USD of collateral and margin on, the 990+ USD BTC
 #: short needs 99+ USD of initial margin at 10x, so margin and the band conflict
-#: (tests/fbr/test_solve_exit.py).
+#: (tests/fbr/test_cli_solve_exit.py).
 CLUSTER = """
 [[constraints.clusters]]
 name = "btc"
@@ -186,7 +186,7 @@ def test_a_plan_warning_is_printed_by_status_even_without_legs(tmp_path: Path) -
 def test_a_warning_with_rich_markup_is_printed_literally(capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    from fbr.execute_cli import _print_warnings
+    from fbr.execute_render import _print_warnings
 
     con = Console(width=200, force_terminal=False)
     _print_warnings({"warnings": ["[bold]not markup[/bold] at [red]"]}, con)

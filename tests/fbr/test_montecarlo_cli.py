@@ -168,7 +168,8 @@ kind = "no_rebalance"
 
 def test_backtest_pledged_reaches_the_montecarlo_replays(tmp_path: Path) -> None:
     """[backtest] pledged = true (with a [pledged] book) is passed to every replay of the spec."""
-    from fbr.montecarlo_cli import build_spec, load_montecarlo_file
+    from fbr.montecarlo_cli import build_spec
+    from fbr.montecarlo_config import load_montecarlo_file
 
     book = tmp_path / "book.toml"
     book.write_text((EXAMPLES / "backtest_book.toml").read_text() + "\n[pledged]\nBTC = 0.95\n")

@@ -32,8 +32,9 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.cost_to_go import power_shape, power_shape_root
-from optimizer.data import ProblemData, prepare
+from optimizer.data import ProblemData
 from optimizer.planner import PlannerProblem
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import (
@@ -145,7 +146,8 @@ def _solve(inst: Instance) -> tuple[np.ndarray, ProblemData]:
 
 
 def _sigma(inst: Instance) -> np.ndarray:
-    return ref_data(inst).Sigma
+    sigma: np.ndarray = ref_data(inst).Sigma  # optcases is loaded untyped
+    return sigma
 
 
 # ------------------------------------------------------------------------------------------------

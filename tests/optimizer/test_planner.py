@@ -20,9 +20,10 @@ from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import DAYS_PER_YEAR, RiskModel
-from optimizer.data import ProblemData, prepare
+from optimizer.data import ProblemData
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon, step_data
 from optimizer.policies import OptimizedFutures
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import (
@@ -164,8 +165,10 @@ def _hand_reference() -> tuple[np.ndarray, float]:
 
     def f(y: np.ndarray) -> float:
         y1, y2 = float(y[0]), float(y[1])
-        return s2 * ((GAP - y1) ** 2 + (GAP - y2) ** 2) + c * (abs(y1) ** 1.5
-                                                                + abs(y2 - y1) ** 1.5)
+        # float ** float is typed Any (a negative base gives a complex): the bases here are >= 0
+        value: float = s2 * ((GAP - y1) ** 2 + (GAP - y2) ** 2) + c * (abs(y1) ** 1.5
+                                                                       + abs(y2 - y1) ** 1.5)
+        return value
 
     start = minimize(f, np.array([0.05, 0.09]), method="Nelder-Mead",
                      options={"xatol": 1e-12, "fatol": 1e-16, "maxiter": 20_000}).x

@@ -37,7 +37,7 @@ from models.errors import ValidationError
 from models.instruments import FuturesContract, MarginTiers, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.data import prepare
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.reserve import size_reserve, with_stress_preset

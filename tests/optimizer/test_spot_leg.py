@@ -29,7 +29,7 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from models.tax import LotMethod, TaxLot, TaxRates, realised_tax
-from optimizer.data import prepare
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import (

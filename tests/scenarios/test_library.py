@@ -110,11 +110,14 @@ def test_historical_scenarios_from_data() -> None:
     daily = closes.pct_change(fill_method=None)
     nov = daily.loc["2022-11-01":"2022-11-30"]  # a bar dated d closes at d + 1 day
     worst_day = nov.mean(axis=1).idxmin()
+    assert isinstance(worst_day, pd.Timestamp)  # a DatetimeIndex label
     sc = by_name["hist-nov-2022-day"]
     got = {s.key: s.value for s in sc.shocks}
     for sym in ("BTC", "ETH", "SOL"):
-        assert got[sym] == pytest.approx(float(nov.loc[worst_day, sym]), rel=1e-12)
-    assert got["common"] == pytest.approx(float(nov.loc[worst_day].mean()), rel=1e-12)
+        assert got[sym] == pytest.approx(float(nov[sym].loc[worst_day]), rel=1e-12)
+    worst_row = nov.loc[worst_day]
+    assert isinstance(worst_row, pd.Series)  # the index is unique: one row
+    assert got["common"] == pytest.approx(float(worst_row.mean()), rel=1e-12)
     assert f"{worst_day:%Y-%m-%d}" in sc.description
     # March 2020: SOL has no data yet, so the reference is the BTC/ETH mean; 12 March is the day
     mar = by_name["hist-mar-2020-day"]

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from fbr.config import load_book_file
-from fbr.montecarlo_cli import build_spec, load_montecarlo_file
+from fbr.montecarlo_cli import build_spec
+from fbr.montecarlo_config import load_montecarlo_file
 from models.errors import ValidationError
 from optimizer.policies import NaiveFutures, NoRebalance
 from scenarios.collateral import NO_SWEEPS
@@ -25,7 +26,8 @@ from scenarios.montecarlo import (
     expand_grid,
     run_montecarlo,
 )
-from scenarios.paths import BlockBootstrap, JointHistory, PathFrame
+from scenarios.path_bootstrap import BlockBootstrap
+from scenarios.path_history import JointHistory, PathFrame
 from scenarios.replay import run_backtest
 from scenarios.sweep import Engine, EngineSpec
 
@@ -133,7 +135,7 @@ def test_probability_of_liquidation_binomial_reference(tmp_path: Path) -> None:
     # a flat step keeps 1,000 against a maintenance margin of a few hundred USD: safe
     crashed = np.array([spec.path(k).spot["BTC"].iloc[1] > 70_000 for k in range(K)])
     np.testing.assert_array_equal(res.metrics["liquidated"].to_numpy(), crashed)
-    p = float(res.summary().loc["hold", "p_liquidation"])
+    p = float(res.summary()["p_liquidation"].loc["hold"])
     assert p == pytest.approx(crashed.mean())
     assert abs(p - 0.5) < 3 * np.sqrt(0.25 / K)  # each path picks the crash row with prob. 1/2
     assert res.summary().loc["hold", "p_liquidation_se"] == pytest.approx(np.sqrt(p * (1 - p) / K))

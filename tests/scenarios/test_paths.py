@@ -15,14 +15,9 @@ from fbr.config import load_book_file
 from models.errors import ValidationError
 from models.synthetic import generate_history
 from scenarios.market_path import MarketPath
-from scenarios.paths import (
-    BlockBootstrap,
-    GarchParams,
-    GarchT,
-    JointHistory,
-    PathFrame,
-    stationary_indices,
-)
+from scenarios.path_bootstrap import BlockBootstrap, stationary_indices
+from scenarios.path_garch import GarchParams, GarchT
+from scenarios.path_history import JointHistory, PathFrame
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOK = ROOT / "examples" / "backtest_book.toml"

@@ -47,7 +47,7 @@ def _book() -> Book:
 
 def _path(seed: int = 3) -> MarketPath:
     """8 h steps; BTC-PERP settles every step, ETH-PERP every other one (its column holds 0 in
-    between, as scenarios.market_data fills a union schedule)."""
+    between, as scenarios.read_history fills a union schedule)."""
     rng = np.random.default_rng(seed)
     idx = pd.date_range(T0, periods=N, freq=STEP)
     spot = pd.DataFrame({"BTC": 60_000.0 * np.exp(np.cumsum(rng.normal(0, 0.01, N))),

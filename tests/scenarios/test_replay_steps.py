@@ -35,11 +35,13 @@ from models.synthetic import generate_history
 from optimizer.policies import NaiveFutures, NoRebalance, Policy, TargetHoldings, current_holdings
 from scenarios.backtest_result import BacktestResult
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy
+from scenarios.dated_basis import BasisModel, with_dated_marks
 from scenarios.market_path import MarketPath
+from scenarios.montecarlo import PolicyRun
 from scenarios.replay import run_backtest
 from scenarios.replay_state import ReplayState, value_state
 from scenarios.replay_steps import check_margin, liquidate, pay_funding
-from scenarios.rolls import BasisModel, RollingPolicy, with_dated_marks
+from scenarios.rolls import RollingPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -113,13 +115,14 @@ def test_example_backtests_are_identical(path: Path) -> None:
 
 def test_montecarlo_example_paths_are_identical() -> None:
     """The Monte Carlo example replays generated paths: its first two paths, every policy run."""
-    from fbr.montecarlo_cli import build_spec, load_montecarlo_file
+    from fbr.montecarlo_cli import build_spec
+    from fbr.montecarlo_config import load_montecarlo_file
 
     spec, _ = build_spec(load_montecarlo_file(EXAMPLES / "montecarlo_demo.toml"))
     for k in range(2):
         path = spec.path(k)
         for run in spec.policies:
-            def make(run: Any = run, path: MarketPath = path) -> Policy:
+            def make(run: PolicyRun = run, path: MarketPath = path) -> Policy:
                 policy = run.factory(path, dict(run.params))
                 policy.name = run.label
                 return policy

@@ -224,8 +224,9 @@ class Recording(OptimizedFutures):
         self.lots_seen: list[Mapping[str, object] | None] = []
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp, *,
-                 lots: Mapping[str, Sequence[TaxLot]] | None = None) -> TargetHoldings:
-        out = super().__call__(book, market, t, lots=lots)
+                 lots: Mapping[str, Sequence[TaxLot]] | None = None,
+                 futures_gains: Mapping[str, float] | None = None) -> TargetHoldings:
+        out = super().__call__(book, market, t, lots=lots, futures_gains=futures_gains)
         self.targets.append(out)
         self.lots_seen.append(lots)
         return out

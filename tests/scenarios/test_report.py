@@ -26,7 +26,8 @@ from scenarios.backtest_result import BacktestResult
 from scenarios.collateral import NO_SWEEPS
 from scenarios.market_path import MarketPath
 from scenarios.replay import run_backtest
-from scenarios.report import build_charts, render_report, write_report
+from scenarios.report import render_report, write_report
+from scenarios.report_charts import build_charts
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "screenshot_report.py"

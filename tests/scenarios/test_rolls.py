@@ -22,9 +22,10 @@ from models.synthetic import generate_history
 from optimizer.policies import NaiveFutures, Policy, TargetHoldings, current_holdings
 from scenarios.backtest_result import BacktestResult
 from scenarios.collateral import NO_SWEEPS
+from scenarios.dated_basis import DEFAULT_BASIS, BasisModel, with_dated_marks
 from scenarios.market_path import MarketPath
 from scenarios.replay import run_backtest
-from scenarios.rolls import DEFAULT_BASIS, BasisModel, RollingPolicy, with_dated_marks
+from scenarios.rolls import RollingPolicy
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -260,7 +261,9 @@ def test_rolling_naive_overlay_rolls_each_contract_before_its_expiry() -> None:
     assert list(a.rolls["from"]) == ["BTC-0", "BTC-1"] and list(a.rolls["to"]) == ["BTC-1", "BTC-2"]
     # each roll happens before the old contract's expiry, and nothing is held in it from then on
     for _, roll in a.rolls.iterrows():
-        expiry = pd.Timestamp(next(c.expiry for c in chain if c.symbol == roll["from"]))
+        expiry_dt = next(c.expiry for c in chain if c.symbol == roll["from"])
+        assert expiry_dt is not None  # a dated contract of the chain
+        expiry = pd.Timestamp(expiry_dt)
         assert roll["time"] < expiry
         assert (a.futures_notional.loc[a.futures_notional.index >= roll["time"], roll["from"]] == 0).all()
     assert list(a.rolls["time"]) == [t0 + timedelta(days=18), t0 + timedelta(days=48)]

@@ -20,8 +20,9 @@ KEYS = [(3, "b"), (0, "a"), (2, "c"), (1, "a"), (0, "b")]
 def dask_address() -> Iterator[str]:
     import distributed  # a declared dependency (dask[distributed]): a missing one fails
 
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+    # distributed ships no annotations on LocalCluster.__init__
+    cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         yield str(cluster.scheduler_address)
     finally:

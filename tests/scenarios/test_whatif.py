@@ -18,23 +18,19 @@ from models.risk import RiskModel
 from optimizer.policies import NoRebalance
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
+from scenarios.applied_shocks import move_prices, resolve_shocks, shock_market, shock_risk
 from scenarios.collateral import NO_SWEEPS
 from scenarios.library import book_scenarios
-from scenarios.market_path import MarketPath
-from scenarios.replay import run_backtest
-from scenarios.shocks import parse_scenario
-from scenarios.whatif import (
+from scenarios.liquidation_distance import (
     LiquidationMove,
-    apply_solution,
     is_liquidated,
     liquidation_move,
     liquidation_moves,
-    move_prices,
-    resolve_shocks,
-    run_whatif,
-    shock_market,
-    shock_risk,
 )
+from scenarios.market_path import MarketPath
+from scenarios.replay import run_backtest
+from scenarios.shocks import parse_scenario
+from scenarios.whatif import apply_solution, run_whatif
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
@@ -218,6 +214,7 @@ def test_single_short_contract_up_move_by_hand() -> None:
     assert m.up == pytest.approx(2_700 / 60_300, abs=1e-12)
     assert m.down is None  # a short gains on the way down
     assert m.nearest == m.up
+    assert m.up is not None
     assert_exact(book, market, m.up, ["BTC"])
 
 
@@ -228,6 +225,7 @@ def test_single_long_contract_across_a_tier_by_hand() -> None:
     m = liquidation_move(book, market)
     assert m.down == pytest.approx(-9_450 / 119_400, abs=1e-12)
     assert m.up is None
+    assert m.down is not None
     assert_exact(book, market, m.down, ["BTC"])
 
 

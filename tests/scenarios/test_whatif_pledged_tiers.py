@@ -26,8 +26,9 @@ from models.collateral import tiered_rule
 from models.instruments import FuturesContract, MarginTiers, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from scenarios.liquidation_distance import liquidation_move
 from scenarios.shocks import parse_scenario
-from scenarios.whatif import liquidation_move, run_whatif
+from scenarios.whatif import run_whatif
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 FLAT = MarginTiers.flat(max_leverage=20.0, mmr=0.005)

@@ -1,0 +1,98 @@
+"""The state every part of :class:`~executor.ccxt_gateway.CcxtGateway` shares: the ccxt instance,
+symbol mapping, settings, and reads with retry.
+
+- :class:`CcxtBase` switches ccxt's own resend off (``maxRetriesOnFailure`` = 0) and holds the
+  settings (margin mode, quote asset, read attempts, backoff base delay in seconds, pledge source);
+- :meth:`CcxtBase._read` retries transient failures (:func:`executor.ccxt_errors.transient`) with
+  ``base_delay_s`` x 2^k seconds of backoff; other ``ExchangeError`` subclasses (InsufficientFunds,
+  InvalidOrder, BadRequest, AuthenticationError) are never retried (ExchangeSetupError);
+- :meth:`CcxtBase.hedge_mode`: the account's position mode (asked once).
+
+Every message that leaves this module goes through :func:`executor.safety.redact`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import ccxt
+
+from executor.base import ReadFailedError
+from executor.ccxt_errors import ExchangeSetupError, transient
+from executor.plan import default_exchange_symbol
+from executor.safety import redact
+from models.errors import ValidationError
+from models.instruments import FuturesContract
+
+log = logging.getLogger("executor.ccxt")
+_T = TypeVar("_T")
+#: Where pledged collateral rules come from: Multi-Assets bidBuffer (USD-M) or Portfolio Margin tiers.
+PLEDGE_SOURCES = ("multi_assets", "portfolio_margin")
+
+
+class CcxtBase:
+    """One ccxt exchange instance with fbr's settings and reads with retry (see
+    :class:`~executor.ccxt_gateway.CcxtGateway` for the arguments)."""
+
+    def __init__(self, exchange: Any, *, symbols: Mapping[str, str] | None = None,
+                 margin_mode: str = "cross", quote: str = "USDT", read_attempts: int = 4,
+                 base_delay_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                 pledge_source: str = "multi_assets") -> None:
+        if pledge_source not in PLEDGE_SOURCES:
+            raise ValidationError("pledge_source", f"is {pledge_source!r}",
+                                  f"use one of {', '.join(map(repr, PLEDGE_SOURCES))}")
+        self._pledge_source = pledge_source
+        exchange.options["maxRetriesOnFailure"] = 0  # never let ccxt resend an order itself
+        exchange.options["maxRetriesOnFailureDelay"] = 0
+        exchange.options.setdefault("fetchCurrencies", False)
+        self.ex = exchange
+        self.venue = str(exchange.id)
+        self._symbols = dict(symbols or {})
+        self._margin_mode = margin_mode
+        self._quote = quote
+        self._attempts = read_attempts
+        self._delay = base_delay_s
+        self._sleep = sleep
+        self._to_book: dict[str, str] = {}
+        self._contracts: dict[str, FuturesContract] = {}
+        self._hedged: bool | None = None
+
+    def account_key(self) -> str:
+        """``<venue>:<first 16 hex of sha256(api key)>``: names the account, reveals no secret."""
+        key = str(getattr(self.ex, "apiKey", "") or "")
+        return f"{self.venue}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def hedge_mode(self) -> bool:
+        """True when the account is in hedge (dual-side) position mode (asked once)."""
+        if self._hedged is None:
+            if not self.ex.has.get("fetchPositionMode"):
+                self._hedged = False
+            else:
+                mode = self._read("fetch_position_mode", self.ex.fetch_position_mode)
+                self._hedged = bool(mode.get("hedged"))
+        return self._hedged
+
+    # --- reads with retry ----------------------------------------------------------------------
+    def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
+        last: Exception | None = None
+        for k in range(self._attempts):
+            try:
+                return fn(*args)
+            except ccxt.BaseError as exc:
+                if not transient(exc):
+                    raise ExchangeSetupError(f"{self.venue}: {what} failed: "
+                                             f"{type(exc).__name__}: {redact(str(exc))}") from None
+                last = exc
+                log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
+                if k + 1 < self._attempts:
+                    self._sleep(self._delay * 2 ** k)
+        raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
+                              f"{type(last).__name__}: {redact(str(last))}")
+
+    def exchange_symbol(self, contract: FuturesContract) -> str:
+        """The ccxt symbol of a book contract."""
+        return self._symbols.get(contract.symbol, default_exchange_symbol(contract, self._quote))

@@ -1,0 +1,97 @@
+"""Funding paid and received, from a ccxt account's income history (part of
+:class:`~executor.ccxt_gateway.CcxtGateway`).
+
+Binance ``GET /fapi/v1/income``, incomeType FUNDING_FEE, through ccxt ``fetch_funding_history``,
+paged forward from ``since`` (ms; :data:`FUNDING_PAGE` rows a call) and de-duplicated by
+transaction id, as :class:`~executor.base.FundingPayment` rows (USD, > 0 received, < 0 paid).
+Reads retry network errors only.
+
+Every message that leaves this module goes through :func:`executor.safety.redact`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import ccxt
+
+from executor.base import FundingPayment, ReadFailedError
+from executor.ccxt_base import CcxtBase
+from executor.ccxt_errors import ExchangeSetupError
+from executor.ccxt_wiring import retry_read
+from executor.plan import Instrument
+from executor.safety import redact
+
+log = logging.getLogger("executor.ccxt")
+
+#: Rows asked per income-history call (Binance's maximum).
+FUNDING_PAGE = 1000
+
+
+class CcxtFunding(CcxtBase):
+    """The account's funding income history of a ccxt gateway."""
+
+    @property
+    def offers_funding_history(self) -> bool:
+        """True when the exchange serves the account's funding income history."""
+        return bool(self.ex.has.get("fetchFundingHistory"))
+
+    def _funding_page(self, since_ms: int) -> list[dict[str, Any]]:
+        """One income-history call (all symbols), retried on network errors only."""
+        def on_retry(k: int, exc: Exception) -> None:
+            log.warning("fetch_funding_history failed (%s), retry %d", type(exc).__name__, k)
+
+        try:
+            rows: list[dict[str, Any]] = retry_read(
+                lambda: self.ex.fetch_funding_history(None, since_ms, FUNDING_PAGE),
+                attempts=self._attempts, base_delay_s=self._delay, sleep=self._sleep,
+                on_retry=on_retry)
+        except ccxt.NetworkError as exc:
+            raise ReadFailedError(f"{self.venue}: fetch_funding_history failed {self._attempts} "
+                                  f"times: {type(exc).__name__}: {redact(str(exc))}") from None
+        except ccxt.BaseError as exc:
+            raise ReadFailedError(f"{self.venue}: fetch_funding_history failed: "
+                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
+        return rows
+
+    def funding_history(self, since_ms: int, instruments: Mapping[str, Instrument] | None = None
+                        ) -> list[FundingPayment]:
+        """Every funding payment at or after ``since_ms`` (ms), oldest first, all symbols.
+
+        Paged forward (``FUNDING_PAGE`` rows a call, the next call from the last row's time) and
+        de-duplicated by transaction id. Contracts are named through ``instruments`` (or the ones
+        :meth:`instruments` loaded). Raises ReadFailedError when the exchange cannot answer, or
+        ExchangeSetupError when it has no income history."""
+        if not self.offers_funding_history:
+            raise ExchangeSetupError(f"{self.venue}: ccxt offers no funding history here")
+        to_book = dict(self._to_book)
+        if instruments is not None:
+            to_book.update({inst.exchange_symbol: s for s, inst in instruments.items()})
+        seen: dict[str, FundingPayment] = {}
+        cursor = int(since_ms)
+        while True:
+            page = self._funding_page(cursor)
+            last = cursor
+            for r in page:
+                t = int(r.get("timestamp") or 0)
+                if t < since_ms:
+                    continue
+                sym = str(r.get("symbol"))
+                tran = str(r.get("id") or f"{sym}@{t}")
+                seen[tran] = FundingPayment(to_book.get(sym), sym, t, float(r.get("amount") or 0.0),
+                                            tran)
+                last = max(last, t)
+            if len(page) < FUNDING_PAGE:
+                break
+            cursor = last if last > cursor else cursor + 1  # a full page at one instant: step on
+        return sorted(seen.values(), key=lambda p: (p.time_ms, p.tran_id))
+
+    def funding_since(self, since_ms: int,
+                      instruments: Mapping[str, Instrument]) -> list[FundingPayment] | None:
+        """The book contracts' funding since ``since_ms`` from the income history; None when the
+        exchange has none (ReadFailedError when it has one but cannot answer)."""
+        if not self.offers_funding_history:
+            return None
+        return [p for p in self.funding_history(since_ms, instruments) if p.contract is not None]

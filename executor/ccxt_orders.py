@@ -1,0 +1,140 @@
+"""Trading through ccxt (part of :class:`~executor.ccxt_gateway.CcxtGateway`): setup, orders,
+the account's orders and fills.
+
+- :meth:`CcxtOrders.prepare`: trading is refused in hedge mode (orders there need ``positionSide``
+  and reject reduce-only), with a message saying how to switch; margin mode and leverage are set
+  before trading;
+- orders carry the leg's client id; ccxt's own resend is off. Every answer that leaves an order's
+  fate open becomes :class:`~executor.base.AmbiguousOrderError` for the executor to reconcile
+  (:func:`executor.ccxt_errors.order_error`); everything else is a definite rejection;
+- order states: quantities in contracts, average price in USD, fee in USD (the answer's, else the
+  taker fee schedule on the filled notional).
+
+Every message that leaves this module goes through :func:`executor.safety.redact`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ccxt
+
+from executor.base import OrderState, OrderStatus, ReadFailedError, Trade
+from executor.ccxt_base import CcxtBase
+from executor.ccxt_errors import ExchangeSetupError, order_error
+from executor.plan import Instrument, OrderLeg, OrderType
+from executor.safety import redact
+
+_STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
+           "cancelled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
+           "rejected": OrderStatus.REJECTED}
+
+
+
+class CcxtOrders(CcxtBase):
+    """Setup, orders, open orders, past orders and fills of a ccxt gateway."""
+
+    def orders_since(self, instrument: Instrument, since_ms: int) -> list[OrderState]:
+        """The account's orders on one contract since ``since_ms`` (Binance allOrders)."""
+        rows = self._read("fetch_orders", self.ex.fetch_orders, instrument.exchange_symbol,
+                          int(since_ms))
+        return [self._order_state(str(r.get("clientOrderId") or ""), instrument.contract.symbol, r)
+                for r in rows]
+
+    def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
+        """The account's fills on one contract since ``since_ms`` (Binance userTrades)."""
+        rows = self._read("fetch_my_trades", self.ex.fetch_my_trades, instrument.exchange_symbol,
+                          int(since_ms))
+        out = []
+        for r in rows:
+            q = float(r.get("amount") or 0.0)
+            fee = (r.get("fee") or {}).get("cost")
+            out.append(Trade(str(r.get("order") or ""), q if r.get("side") == "buy" else -q,
+                             float(r.get("price") or 0.0), float(fee or 0.0),
+                             int(r.get("timestamp") or 0)))
+        return out
+
+    def prepare(self, instruments: Mapping[str, Instrument]) -> None:
+        """Refuse hedge mode; margin mode (already set is fine) and leverage per traded contract."""
+        if self.hedge_mode():
+            raise ExchangeSetupError(
+                f"{self.venue}: the account is in hedge position mode (separate long and short "
+                f"positions); fbr trades one net position per contract. Fix: switch the account "
+                f"to one-way mode (Binance: Preferences > Position Mode, with no open positions "
+                f"or orders), then run again")
+        for inst in instruments.values():
+            sym = inst.exchange_symbol
+            if self.ex.has.get("setMarginMode"):
+                try:
+                    self._read("set_margin_mode", self.ex.set_margin_mode, self._margin_mode, sym)
+                except ExchangeSetupError as exc:
+                    if "MarginModeAlreadySet" not in str(exc) and "-4046" not in str(exc):
+                        raise
+            if self.ex.has.get("setLeverage"):
+                self._read("set_leverage", self.ex.set_leverage, int(inst.contract.leverage), sym)
+
+    # --- orders ---------------------------------------------------------------------------------
+    def _state(self, leg: OrderLeg, order: Mapping[str, Any]) -> OrderState:
+        return self._order_state(leg.client_id, leg.symbol, order, leg.contracts)
+
+    def _order_state(self, client_id: str, symbol: str, order: Mapping[str, Any],
+                     planned: float = 0.0) -> OrderState:
+        filled = float(order.get("filled") or 0.0)
+        amount = float(order.get("amount") or planned)
+        status = _STATUS.get(str(order.get("status")), OrderStatus.OPEN)
+        if status == OrderStatus.FILLED and filled < amount - 1e-12:
+            status = OrderStatus.PARTIAL
+        if status == OrderStatus.CANCELED and filled > 0:
+            status = OrderStatus.PARTIAL
+        average = order.get("average") or order.get("price")
+        avg = float(average) if average else None
+        fee_info = order.get("fee") or {}
+        c = self._contracts.get(symbol)
+        if fee_info.get("cost") is not None:
+            fee = float(fee_info["cost"])
+        elif c is not None and avg is not None:  # not in the order answer: the taker fee schedule
+            fee = c.taker_fee * filled * c.notional_per_contract(avg)
+        else:
+            fee = 0.0
+        return OrderState(client_id, str(order.get("id")) if order.get("id") else None, status,
+                          filled, avg, fee)
+
+    def create_order(self, leg: OrderLeg) -> OrderState:
+        """One order with the leg's client id; ccxt never resends it."""
+        sym = leg.exchange_symbol
+        params: dict[str, Any] = {"clientOrderId": leg.client_id}
+        if leg.reduce_only:
+            params["reduceOnly"] = True
+        price = None
+        if leg.order_type == OrderType.LIMIT and leg.limit_price is not None:
+            params["timeInForce"] = "IOC"
+            price = float(self.ex.price_to_precision(sym, leg.limit_price))
+        try:
+            amount = float(self.ex.amount_to_precision(sym, leg.contracts))
+            order = self.ex.create_order(sym, leg.order_type.value, leg.side.value, amount, price,
+                                         params)
+        except ccxt.BaseError as exc:
+            raise order_error(exc) from None
+        return self._state(leg, order)
+
+    def find_order(self, leg: OrderLeg) -> OrderState | None:
+        """``fetch_order`` by client id; None when the exchange has no such order."""
+        try:
+            order = self.ex.fetch_order(None, leg.exchange_symbol, {"clientOrderId": leg.client_id})
+        except ccxt.OrderNotFound:
+            return None
+        except ccxt.NetworkError as exc:
+            raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        except ccxt.BaseError as exc:
+            raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        return self._state(leg, order)
+
+    def open_orders(self, instruments: Mapping[str, Instrument]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for book_sym, inst in instruments.items():
+            rows = self._read("fetch_open_orders", self.ex.fetch_open_orders, inst.exchange_symbol)
+            out.extend({"symbol": book_sym, "side": r.get("side"), "contracts": r.get("remaining"),
+                        "price": r.get("price"), "client_id": r.get("clientOrderId")} for r in rows)
+        return out
+

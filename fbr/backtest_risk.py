@@ -1,0 +1,124 @@
+"""The optimised policies' risk model in a backtest, and its look-ahead.
+
+Look-ahead of the book's risk model: a book whose [risk] is *estimated* (source "data" or
+"synthetic") is estimated on returns up to its market time T_book. When the path starts at
+t0 < T_book, using that model from t0 on would use returns from (t0, T_book]. So by default
+(``risk_model = "trailing"``) the optimised policies then estimate the model themselves at each
+refresh t (every ``RISK_REESTIMATE_DAYS`` of models.trailing_risk) from daily returns with close
+time <= t only, over the trailing ``risk_lookback_days`` (default ``DEFAULT_TRAILING_DAYS``): for
+a data path these are the data folder's daily closes, the history before t0 included (at least
+``MIN_RISK_ROWS`` returns must precede t0, else the file is refused); for a synthetic path, the
+path's own returns (so the path must not start before the book's estimate ends: refused
+otherwise). ``risk_model = "book"`` uses the book's full-sample model as it is; the CLI output,
+the JSON and the HTML report then say "LOOK-AHEAD". An explicit risk model (vols + correlation
+in the book) is used as given.
+
+Times are UTC; closes are USD; the estimate is :class:`models.trailing_risk.TrailingRisk`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from fbr.backtest_config import BacktestConfig
+from fbr.backtest_policies import PolicyParam
+from models.errors import ValidationError
+from models.risk import RiskMethod, RiskModel
+from models.trailing_risk import MIN_RISK_ROWS, TrailingRisk
+from optimizer.settings import OptimizerSettings
+
+if TYPE_CHECKING:
+    from scenarios.market_path import MarketPath
+
+#: Trailing window (days) of the default look-ahead-free risk estimate.
+DEFAULT_TRAILING_DAYS = 365
+#: A risk input of the optimised policy: a fixed model, or one per decision time.
+RiskInput = RiskModel | Callable[[pd.Timestamp], RiskModel]
+
+
+def utc(t: pd.Timestamp | datetime | date | str) -> pd.Timestamp:
+    """``t`` as a tz-aware UTC timestamp (naive times are read as UTC)."""
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def risk_lookahead(cfg: BacktestConfig, path: MarketPath) -> pd.Timestamp | None:
+    """T_book, the end of the data the book's risk model was estimated on (its market time), when
+    the model is estimated (not given) and T_book is after the path's first step t0; else None
+    (no look-ahead: an explicit model, or one estimated on data up to t0 at the latest)."""
+    if cfg.loaded.risk.method == "given":
+        return None
+    t_book = utc(cfg.loaded.market.time)
+    return t_book if t_book > utc(path.spot.index[0]) else None
+
+
+def trailing_closes(cfg: BacktestConfig, path: MarketPath) -> pd.DataFrame:
+    """Closes (USD) the look-ahead-free risk estimate reads, indexed by close time (UTC), up to the
+    path's last step: the data folder's daily closes (history before the path included) for a
+    data path, the path's own closes for a synthetic one."""
+    if cfg.data.source != "data" or cfg.data.data_dir is None:
+        return pd.DataFrame(path.spot)
+    from fbr.config_sources import spot_closes
+
+    closes = spot_closes(cfg.data.data_dir, list(cfg.loaded.book.asset_symbols), "data")
+    idx = pd.DatetimeIndex(closes.index)
+    if idx.tz is None:
+        closes.index = idx.tz_localize("UTC")
+    return closes.loc[closes.index <= utc(path.spot.index[-1])]
+
+
+def check_trailing_history(closes: pd.DataFrame, t0: pd.Timestamp, t_book: pd.Timestamp) -> None:
+    """At least ``MIN_RISK_ROWS`` returns must close at or before t0 (the first estimate's data)."""
+    n = max(int((pd.DatetimeIndex(closes.index) <= t0).sum()) - 1, 0)
+    if n < MIN_RISK_ROWS:
+        raise ValidationError(
+            "backtest.risk_model", f"is 'trailing' (the default: no look-ahead), but the book's "
+            f"risk model is estimated on data up to {t_book:%Y-%m-%d %H:%M}, after the backtest's "
+            f"start {t0:%Y-%m-%d %H:%M}, and only {n} daily returns precede that start "
+            f"({MIN_RISK_ROWS} needed for an estimate without look-ahead)",
+            f"start the backtest at least {MIN_RISK_ROWS + 1} days after the data begin, give the "
+            "book explicit [risk] vols and correlation, or set backtest.risk_model = \"book\" to "
+            "use the book's full-sample model (look-ahead, stated in the output and the report)")
+
+
+def _trailing_method(p: Mapping[str, PolicyParam], fallback: RiskModel) -> str:
+    """The entry's risk_method, else the book's estimator when it is one estimate_risk knows."""
+    if "risk_method" in p:
+        return str(p["risk_method"])
+    return fallback.method if fallback.method in {m.value for m in RiskMethod} else "ledoit_wolf"
+
+
+def risk_input(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPath) -> RiskInput:
+    """The optimised policy's risk model (see the module docstring): the book's; a
+    :class:`TrailingRisk` on the path's returns (``risk_lookback_days``); or, when the book's
+    model would look ahead and ``risk_model = "trailing"``, a TrailingRisk on daily closes that
+    start before the path (so its book-model fallback is never reached)."""
+    loaded = cfg.loaded
+    t_book = risk_lookahead(cfg, path)
+    if t_book is None or cfg.risk_model == "book":
+        if "risk_lookback_days" not in p:
+            return loaded.risk
+        return TrailingRisk(loaded.risk, path.spot, loaded.book.asset_symbols,
+                            int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))
+    closes = trailing_closes(cfg, path)
+    check_trailing_history(closes, utc(path.spot.index[0]), t_book)
+    return TrailingRisk(loaded.risk, closes, loaded.book.asset_symbols,
+                        int(p.get("risk_lookback_days", DEFAULT_TRAILING_DAYS)),
+                        _trailing_method(p, loaded.risk))
+
+
+def optimized_inputs(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPath
+                     ) -> tuple[RiskInput, OptimizerSettings]:
+    """(risk, settings) of the optimised policy: the book's, with the entry's overrides."""
+    settings = cfg.loaded.settings
+    if "gamma_trade" in p or "gamma_fund" in p:
+        costs = dataclasses.replace(settings.costs,
+                                    gamma_trade=float(p.get("gamma_trade", settings.costs.gamma_trade)),
+                                    gamma_fund=float(p.get("gamma_fund", settings.costs.gamma_fund)))
+        settings = dataclasses.replace(settings, costs=costs)
+    return risk_input(p, cfg, path), settings

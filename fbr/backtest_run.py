@@ -1,0 +1,135 @@
+"""Running a backtest file: a fresh policy per entry, the replay options, every policy over one path.
+
+``build_policy(spec, cfg, path)`` makes the policy object of one [[policies]] entry
+(``fbr.backtest_policies``); ``backtest_options(cfg)`` the keyword options of
+``scenarios.replay.run_backtest`` from the file's [backtest] section; ``run_all`` replays every
+policy over the same market path (``fbr.backtest_config.build_path``), in file order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import pandas as pd
+
+from fbr.backtest_config import BacktestConfig
+from fbr.backtest_policies import PolicySpec
+from fbr.config_values import join
+from models.book import Book
+from models.errors import ValidationError
+from models.market import MarketSnapshot
+from optimizer.policies import Policy, TargetHoldings
+
+if TYPE_CHECKING:
+    from scenarios.backtest_result import BacktestResult
+    from scenarios.collateral import CollateralPolicy
+    from scenarios.market_path import MarketPath
+
+
+class BacktestOptions(TypedDict, total=False):
+    """Keyword options of scenarios.replay.run_backtest set by a backtest file."""
+
+    liquidation_penalty: float
+    spot_fee: float | None
+    pledged: bool
+    collateral: CollateralPolicy
+
+
+def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Policy:
+    """A fresh policy object for ``spec`` (policies with state must not be shared between runs)."""
+    try:
+        policy = _make_policy(spec, cfg, path)
+    except ValidationError as exc:
+        key = exc.field.removeprefix("policy").lstrip(".")
+        raise ValidationError(join(spec.where, key) if key else spec.where, exc.problem,
+                              exc.fix) from exc
+    policy.name = spec.name
+    return policy
+
+
+def _make_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Policy:
+    """The policy class of ``spec.kind`` with the entry's parameters."""
+    from fbr.backtest_risk import optimized_inputs
+    from optimizer.baselines import DcaFutures, VolScaledBandFutures
+    from optimizer.edge_bands import edge_band_policy
+    from optimizer.policies import (
+        BandSpotRebalance,
+        CalendarSpotRebalance,
+        NaiveFutures,
+        NoRebalance,
+        OptimizedFutures,
+    )
+
+    # keyword arguments as parse_policy checked them, each of the type its parameter takes
+    kw: dict[str, Any] = dict(spec.params)
+    if spec.kind == "no_rebalance":
+        return NoRebalance()
+    if spec.kind == "calendar_spot":
+        return CalendarSpotRebalance(period=kw["period"])
+    if spec.kind == "band_spot":
+        return BandSpotRebalance(band=kw["band"])
+    if spec.kind == "naive_futures":
+        return NaiveFutures(period=kw.get("period"), band=kw.get("band"))
+    if spec.kind == "vol_band_futures":
+        return VolScaledBandFutures(**kw)
+    if spec.kind == "dca_futures":
+        return DcaFutures(**kw)
+    if spec.kind == "edge_band_futures":
+        return edge_band_policy(**kw)
+    return OptimizedFutures(*optimized_inputs(spec.params, cfg, path))
+
+
+def backtest_options(cfg: BacktestConfig) -> BacktestOptions:
+    """Keyword options for scenarios.replay.run_backtest (``collateral`` only when set, otherwise
+    the backtester's default applies; ``pledged=True`` only with ``backtest.pledged = true``)."""
+    from scenarios.collateral import CollateralPolicy
+
+    opts = BacktestOptions(liquidation_penalty=cfg.liquidation_penalty, spot_fee=cfg.spot_fee)
+    if cfg.pledged:
+        opts["pledged"] = True
+    if cfg.collateral is not None:
+        try:
+            opts["collateral"] = CollateralPolicy(**cfg.collateral)
+        except ValidationError as exc:
+            raise ValidationError(join("backtest", exc.field), exc.problem, exc.fix) from exc
+    return opts
+
+
+def run_all(cfg: BacktestConfig, path: MarketPath,
+            on_start: Callable[[str, int], Callable[[], None] | None] | None = None
+            ) -> dict[str, BacktestResult]:
+    """Run every policy over ``path``: {name: BacktestResult}, in file order.
+
+    ``on_start(name, n_steps)`` may return a callback called once per step (a progress bar).
+    """
+    from scenarios.replay import run_backtest
+
+    opts = backtest_options(cfg)
+    n = len(path.spot.index)
+    results: dict[str, BacktestResult] = {}
+    for spec in cfg.policies:
+        policy = build_policy(spec, cfg, path)
+        tick = on_start(spec.name, n) if on_start is not None else None
+        if tick is not None:
+            policy = Ticking(policy, tick)
+        try:
+            results[spec.name] = run_backtest(cfg.loaded.book, path, policy, **opts)
+        except ValidationError as exc:
+            raise ValidationError(exc.field, f"{exc.problem} (policy {spec.name!r})", exc.fix) from exc
+    return results
+
+
+class Ticking(Policy):
+    """A policy that calls ``tick()`` after each decision (drives a progress bar)."""
+
+    def __init__(self, inner: Policy, tick: Callable[[], None]) -> None:
+        self.inner = inner
+        self.tick = tick
+        self.name = inner.name
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        """The inner policy's decision; then one tick."""
+        out = self.inner(book, market, t)
+        self.tick()
+        return out

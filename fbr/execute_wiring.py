@@ -1,0 +1,132 @@
+"""What ``fbr execute`` and ``fbr status`` share: the exchange choice and its ccxt factories, the
+retry settings, the common options, loading the book, building the ccxt gateway, and scrubbing
+secrets from errors and JSON output.
+
+Units: ``BACKOFF_S`` and ``RECONCILE_DELAYS_S`` in seconds. Keys come from
+``FBR_<EXCHANGE>_API_KEY`` / ``FBR_<EXCHANGE>_SECRET`` and never reach logs, errors or ``--json``
+output. Heavy modules (ccxt, the executor, the book loader) are imported inside the functions, so
+``fbr --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from executor.safety import Credentials, load_credentials, redact
+from fbr.console import CliError, default_journal, json_ready
+from models.errors import ExitCode, FbrError
+
+if TYPE_CHECKING:
+    from executor.ccxt_gateway import CcxtGateway
+    from executor.live import RetryPolicy
+    from fbr.config_loader import LoadedBook
+
+
+class ExchangeChoice(StrEnum):
+    """Where orders go."""
+
+    DRY_RUN = "dry-run"
+    PAPER = "paper"
+    BINANCEUSDM = "binanceusdm"
+
+
+def _binanceusdm(creds: Credentials) -> Any:
+    import ccxt
+
+    return ccxt.binanceusdm({"apiKey": creds.api_key, "secret": creds.secret, "enableRateLimit": True,
+                             "options": {"fetchCurrencies": False, "maxRetriesOnFailure": 0}})
+
+
+#: ccxt exchange factories by venue (tests swap in one wired to the loopback emulator).
+EXCHANGE_FACTORIES: dict[str, Callable[[Credentials], Any]] = {"binanceusdm": _binanceusdm}
+#: Read retry backoff of the ccxt gateway and the executor (seconds); tests set it to 0.
+BACKOFF_S = 0.5
+#: Seconds between the account checks of a reconcile on a real exchange (tests set zeros). The
+#: paper exchange answers at once and consistently, so its reconcile needs no window.
+RECONCILE_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _retry(paper: bool) -> RetryPolicy:
+    from executor.live import RetryPolicy
+
+    return RetryPolicy(base_delay_s=BACKOFF_S,
+                       reconcile_delays_s=() if paper else RECONCILE_DELAYS_S)
+
+ExchangeOpt = Annotated[ExchangeChoice, typer.Option(
+    "--exchange", help="dry-run (default: show the plan), paper (simulated fills) or binanceusdm.")]
+JournalOpt = Annotated[Path | None, typer.Option(
+    "--journal", help="SQLite journal (default $FBR_JOURNAL, else journal.sqlite in the per-user "
+    "data directory: $FBR_DATA_HOME, or ~/.local/share/fbr on Linux).")]
+BookArg = Annotated[Path | None, typer.Argument(help="Book file (TOML), as `fbr solve` reads it.")]
+
+
+@contextmanager
+def redacting() -> Iterator[None]:
+    """Re-raise any error with registered secrets scrubbed from its message (inside user_errors),
+    keeping its exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (FbrError, ValueError, OSError) as exc:
+        raise _scrubbed(redact(str(exc)), getattr(exc, "exit_code", ExitCode.BAD_INPUT)) from None
+    except Exception as exc:
+        if os.environ.get("FBR_DEBUG"):
+            raise
+        raise _scrubbed(f"internal error: {type(exc).__name__}: {redact(str(exc))} "
+                        f"(set FBR_DEBUG=1 for the traceback)", ExitCode.INTERNAL) from None
+
+
+def _scrubbed(message: str, code: ExitCode) -> FbrError:
+    """A CliError carrying ``message`` (already redacted) and the original error's exit code."""
+    exc = CliError(message)
+    exc.exit_code = code
+    return exc
+
+
+def _journal_path(path: Path | None) -> Path:
+    """``--journal``, else :func:`fbr.console.default_journal` (per-user data directory)."""
+    return path if path is not None else default_journal()
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    """Print one strict JSON object (non-finite numbers as null, see :func:`json_ready`), secrets
+    scrubbed."""
+    print(redact(json.dumps(json_ready(obj), indent=2, default=str, allow_nan=False)))
+
+
+def _venue(exchange: ExchangeChoice) -> str:
+    return "binanceusdm" if exchange == ExchangeChoice.DRY_RUN else exchange.value
+
+
+def _load(book: Path) -> LoadedBook:
+    from fbr.config_loader import load_book_file
+
+    if not book.exists():
+        raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book "
+                       f"(see examples/)")
+    return load_book_file(book)
+
+
+def _gateway(exchange: ExchangeChoice, live: bool = True) -> CcxtGateway:
+    """A ccxt gateway; keys from the environment (a dry run reads the account too)."""
+    from executor.ccxt_gateway import CcxtGateway
+    from executor.safety import env_names
+
+    names = env_names(exchange.value)
+    if not live and not all(os.environ.get(n) for n in names):
+        raise CliError(f"a dry run on {exchange.value} reads the account (positions and wallet), "
+                       f"which needs API keys (read-only keys are enough): set {names[0]} and "
+                       f"{names[1]}. Fix: export them, or plan from the book file alone with "
+                       f"--exchange dry-run (no account is read)")
+    creds = load_credentials(exchange.value)
+    factory = EXCHANGE_FACTORIES[exchange.value]
+    return CcxtGateway(factory(creds), base_delay_s=BACKOFF_S)

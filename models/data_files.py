@@ -1,0 +1,107 @@
+"""Reading one file of the shared data layout (``models.data_layout``), with one clear error.
+
+``find_file`` locates ``<data_dir>/<folder>/<SYM>`` (first suffix of ``SUFFIXES`` that exists);
+``read_frame`` reads a CSV (gzip or plain) or Parquet file, turning a truncated or corrupt file
+into one :class:`models.errors.ValidationError` naming it; ``read_table`` indexes a per-symbol file
+by its UTC ``timestamp`` column; ``column`` and ``check_prices`` pick and check a price column.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.data_layout import DATA_DIR_ENV, SUFFIXES
+from models.errors import ValidationError
+
+
+def find_file(data_dir: Path, folder: str, symbol: str) -> Path:
+    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists."""
+    for suffix in SUFFIXES:
+        path = data_dir / folder / f"{symbol}{suffix}"
+        if path.is_file():
+            return path
+    expected = data_dir / folder / f"{symbol}.csv.gz"
+    where = "" if data_dir.is_dir() else f" (the directory {data_dir} does not exist)"
+    raise ValidationError(f"data.{folder}.{symbol}",
+                          f"has no file {expected} (nor .csv or .parquet){where}",
+                          f"put one file per symbol at <data_dir>/{folder}/<SYM>.csv.gz (or .csv, "
+                          ".parquet) with a 'timestamp' first column (ISO 8601, UTC), or point "
+                          f"{DATA_DIR_ENV} at a directory in that layout")
+
+
+#: What pandas (and gzip, zlib, pyarrow) raise on a truncated, corrupt or undecodable file.
+UNREADABLE_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, OSError, zlib.error, UnicodeDecodeError, ValueError, pd.errors.ParserError,
+    pd.errors.EmptyDataError)
+
+
+def unreadable_file(path: Path | str, exc: BaseException) -> ValidationError:
+    """The one message for a data file that cannot be read: it names the file and the cause
+    (e.g. ``EOFError``: a gzip stream cut short by an interrupted download or copy)."""
+    p = Path(path)
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ValidationError(f"data file {p}", f"cannot be read: truncated, corrupt or unreadable ({cause})",
+                           f"download or copy {p.name} again (check it with `gzip -t` for .gz), or "
+                           "remove it")
+
+
+def read_frame(path: Path | str) -> pd.DataFrame:
+    """``pd.read_csv`` / ``pd.read_parquet`` of ``path`` (by suffix); a truncated or corrupt file
+    raises :func:`unreadable_file` (naming the file) instead of a bare EOFError / zlib error."""
+    p = Path(path)
+    try:
+        if p.name.endswith(".parquet"):
+            return pd.read_parquet(p)
+        return pd.read_csv(p)
+    except ImportError:
+        raise ValidationError(f"data.{p.name}", "is Parquet but no Parquet engine is "
+                              "installed", "install pyarrow, or convert the file to "
+                              ".csv.gz") from None
+    except UNREADABLE_ERRORS as exc:
+        raise unreadable_file(p, exc) from exc
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A per-symbol file as a frame indexed by UTC ``timestamp`` (sorted, unique)."""
+    raw = read_frame(path)
+    if path.name.endswith(".parquet") and "timestamp" not in raw.columns \
+            and raw.index.name == "timestamp":
+        raw = raw.reset_index()
+    if "timestamp" not in raw.columns:
+        raise ValidationError(f"data.{path}", f"has no 'timestamp' column (columns: "
+                              f"{list(raw.columns)[:8]})",
+                              "make 'timestamp' (ISO 8601, UTC) the first column")
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True), name="timestamp")
+    except (ValueError, TypeError):
+        raise ValidationError(f"data.{path}", "has timestamps that do not parse",
+                              "write timestamps as ISO 8601, e.g. 2024-01-01T00:00:00Z") from None
+    frame = raw.drop(columns="timestamp").set_axis(index, axis=0).sort_index()
+    if frame.index.has_duplicates:
+        first = frame.index[frame.index.duplicated()][0]
+        raise ValidationError(f"data.{path}", f"repeats the timestamp {first}",
+                              "keep one row per timestamp")
+    return frame
+
+
+def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """``frame[column]`` as floats (non-numbers become NaN); a clear error when it is missing."""
+    if column not in frame.columns:
+        raise ValidationError(f"data.{path}", f"has no '{column}' column (columns: "
+                              f"{list(frame.columns)[:8]})",
+                              f"give a '{column}' column next to 'timestamp'")
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
+
+
+def check_prices(series: pd.Series, symbol: str, path: Path) -> None:
+    """Prices must be finite and > 0; name the first bad timestamp."""
+    values = series.to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValidationError(f"data.{symbol}", f"has price {values[k]} at {series.index[k]} "
+                              f"in {path}", "fix or drop that row (prices must be finite and > 0)")

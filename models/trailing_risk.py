@@ -1,0 +1,57 @@
+"""A risk model re-estimated from trailing returns only (no look-ahead), for replays over a path.
+
+:class:`TrailingRisk` is a callable ``risk(t) -> RiskModel``: until ``MIN_RISK_ROWS`` returns with
+timestamps <= t exist it returns the fallback model (e.g. a book's); from then on it returns
+:func:`models.risk.estimate_risk` on the last ``lookback_days`` of returns up to t, refreshed every
+``RISK_REESTIMATE_DAYS`` days of path time. Returns are simple returns of the spot closes (USD);
+vols are annualised at the path's own step (365 days a year).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pandas as pd
+
+from models.risk import RiskModel, estimate_risk, returns_from_prices
+
+#: The re-estimated risk model is refreshed this often (days of path time).
+RISK_REESTIMATE_DAYS = 30
+#: Fewest trailing returns a re-estimate needs; before that the fallback model is used.
+MIN_RISK_ROWS = 30
+
+
+class TrailingRisk:
+    """risk(t): the fallback model until ``MIN_RISK_ROWS`` trailing returns exist, then
+    models.risk.estimate_risk on the spot returns with timestamps <= t (no look-ahead) over the
+    last ``lookback_days``, refreshed every ``RISK_REESTIMATE_DAYS`` days. The fallback's basis
+    covariance (if any) is kept."""
+
+    def __init__(self, fallback: RiskModel, spot: pd.DataFrame, symbols: Sequence[str],
+                 lookback_days: int, method: str = "ledoit_wolf") -> None:
+        self.fallback = fallback
+        self.symbols = list(symbols)
+        self.returns = returns_from_prices(spot[self.symbols].astype(float))
+        idx = pd.DatetimeIndex(spot.index)
+        step_days = (float(pd.Series(idx).diff().dropna().median() / pd.Timedelta(days=1))
+                     if len(idx) > 1 else 1.0)
+        self.periods_per_year = 365.0 / step_days if step_days > 0 else 365.0
+        self.rows = max(2, round(lookback_days / step_days)) if step_days > 0 else lookback_days
+        self.method = method
+        self.current: RiskModel = fallback
+        self.refreshed: pd.Timestamp | None = None
+        self.estimates = 0
+
+    def __call__(self, t: pd.Timestamp) -> RiskModel:
+        """The model at ``t`` (estimated from returns with timestamps <= t only)."""
+        if self.refreshed is not None and t - self.refreshed < pd.Timedelta(days=RISK_REESTIMATE_DAYS):
+            return self.current
+        past = self.returns.loc[self.returns.index <= t].tail(self.rows)
+        if len(past) < MIN_RISK_ROWS:
+            return self.fallback
+        est = estimate_risk(past, self.method, periods_per_year=self.periods_per_year)
+        self.current = dataclasses.replace(est.subset(self.symbols), basis_cov=self.fallback.basis_cov)
+        self.refreshed = t
+        self.estimates += 1
+        return self.current

@@ -1,0 +1,86 @@
+"""The carry of the futures contracts, as fractions of notional a long pays (a short receives).
+
+:func:`_carry_per_horizon`: over the cost horizon (``costs.horizon_days``), the single-period
+problem's carry; :func:`carry_path`: per step of the multi-period planner. Perpetuals pay funding
+settlement by settlement (rates per settlement, ``funding_interval_h`` hours apart); dated futures
+pay the decay of their basis to expiry (days of 86,400 s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.book import Book
+from models.funding_forecast import decay_from_half_life
+from models.instruments import ContractKind
+from models.market import MarketSnapshot
+from optimizer.settings import CostSettings, FundingForecastRule
+
+HOURS_PER_DAY = 24.0
+
+
+def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: np.ndarray,
+               horizon: int) -> np.ndarray:
+    """The carry of each of the planner's H steps (H x M, fractions of notional, step 1 = ``first``,
+    today's :func:`_carry_per_horizon`).
+
+    Perpetual j with the ``ewma`` rule and a market forecast: the forecast's premium over the
+    long-run level mu decays by phi = 2^(-1/T) per settlement (T the reversion half-life,
+    ``funding_reversion_half_life``), so with n_j settlements per step and rbar_1 = first_j / n_j
+    the mean rate of step h is mu + (rbar_1 - mu) phi^(n_j (h - 1)) and its carry n_j times that
+    (models.funding_forecast: the same shrinkage as the forecast itself). Otherwise (the ``last``
+    rule, no forecast): today's rate persists. Dated j: the basis decays linearly to expiry, so
+    each step before expiry pays the same b x step / days to expiry (= ``first_j``).
+    """
+    out = np.tile(np.asarray(first, dtype=float), (horizon, 1))
+    if costs.funding_forecast != FundingForecastRule.EWMA:
+        return out
+    mu = costs.funding_long_run_rate
+    phi = decay_from_half_life(costs.funding_reversion_half_life)
+    for j, c in enumerate(book.contracts):
+        if c.kind != ContractKind.PERPETUAL or c.symbol not in market.funding_forecast:
+            continue
+        n = costs.horizon_days * HOURS_PER_DAY / c.funding_interval_h
+        rbar = first[j] / n
+        out[:, j] = n * (mu + (rbar - mu) * phi ** (n * np.arange(horizon)))
+    return out
+
+
+def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) -> np.ndarray:
+    """Carry paid by a long per unit notional over the cost horizon (fraction of notional).
+
+    ``carry_j`` is dimensionless: USD paid over ``horizon_days`` per USD of long notional (a short
+    receives it). In the objective it multiplies z_j = x_j / V, so ``gamma_fund carry' z`` is the
+    expected carry in weight units (USD / V) and ``carry_j x_j`` is USD.
+
+    Perpetual j: ``carry_j = H_j rbar_j`` with ``H_j = horizon_days x 24 / funding_interval_h_j``
+    settlements in the horizon and ``rbar_j`` the mean rate per settlement assumed over them:
+    ``market.funding_forecast[j]`` when the market gives one (e.g. the replay's causal EWMA
+    forecast, ``[costs] funding_forecast = "ewma"``), else the current rate
+    ``market.funding[j]`` (0 when missing; the default "last" rule). Only the carry Parameter's
+    *values* change with the rule, so the compiled (DPP) problem is the same.
+
+    Dated j: the basis b = mark / spot - 1 decays linearly to expiry, so a long pays
+    ``b x horizon / max(days to expiry, horizon)``.
+
+    Issue 11, item 5 (funding-aware instruments): with this carry the optimiser already holds each
+    exposure through the instrument with the lowest fee + carry over the horizon (perpetual, dated
+    future, or spot with the spot leg on: spot has no carry term, i.e. 0), as long as the carry
+    spread between two contracts stays below a long/short pair's trading cost (beyond that only a
+    bound such as the margin row or basis risk limits a carry trade); tests/optimizer/
+    test_rebalance_instruments.py. Dated carry is this linear decay of today's basis (the replay's marks may
+    come from real quarterlies or a fitted term structure: scenarios.quarterly_basis.with_quarterly_marks).
+    ``min_days_to_expiry`` is enforced by the order planner (executor.plan), and as a row of the
+    optimiser with ``constraints.expiry_row`` (optimizer.constraints.ExpiryGuard).
+    """
+    out = np.zeros(len(book.contracts))
+    for j, c in enumerate(book.contracts):
+        if c.kind == ContractKind.PERPETUAL:
+            out[j] = market.carry_rate(c.symbol) * horizon_days * HOURS_PER_DAY / c.funding_interval_h
+        else:
+            assert c.expiry is not None
+            basis = market.mark_price(c.symbol) / market.spot_price(c.underlying) - 1.0
+            expiry = c.expiry.timestamp()
+            days = max((expiry - market.time.timestamp()) / 86400.0, horizon_days)
+            out[j] = basis * horizon_days / days
+    return out

@@ -1,0 +1,204 @@
+"""A what-if scenario (``scenarios.shocks``) resolved against a book and applied to its market and
+risk model: :func:`resolve_shocks` (per-asset and per-contract arrays), :func:`move_prices`,
+:func:`shock_market` and :func:`shock_risk`.
+
+Units: returns, basis shocks and vol/spread/ADV multipliers are fractions; funding rates per
+settlement interval; prices USD; covariances annualised.
+
+- prices: spot'_i = spot_i (1 + r_i), r_i = the asset's own move, else ``common``, else 0; marks
+  mark'_j = mark_j (1 + r_u(j)) (1 + b_j) with b_j the basis shock of contract j;
+- risk: vol multipliers m_i and a correlation blend give Sigma' = D' C' D' (D' = diag(m_i sigma_i),
+  C' = (1 - lam) C + lam (rho 11' + (1 - rho) I)); spread and liquidity multiply the half spreads and
+  ADV the re-solve's cost model sees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.book import Book
+from models.errors import ValidationError
+from models.instruments import ContractKind
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from scenarios.shocks import Scenario, Shock, ShockKind
+
+#: Half spreads are capped below the market snapshot's limit of 0.5.
+MAX_HALF_SPREAD = 0.4999
+
+
+@dataclass(frozen=True)
+class AppliedShocks:
+    """A scenario resolved against a book: per asset (N, book order) and per contract (M).
+
+    ``returns`` r_i; ``mark_factor`` (1 + r_u(j)) (1 + b_j); ``funding_add`` df_j (per interval);
+    ``settlements`` n_j (0 for dated futures); ``vol_mult`` m_i; ``corr`` (rho, lam) or None;
+    ``spread_mult`` (contracts) and ``spot_spread_mult`` (assets); ``adv_mult`` (contracts).
+    """
+
+    returns: np.ndarray
+    mark_factor: np.ndarray
+    funding_add: np.ndarray
+    settlements: np.ndarray
+    vol_mult: np.ndarray
+    corr: tuple[float, float] | None
+    spread_mult: np.ndarray
+    spot_spread_mult: np.ndarray
+    adv_mult: np.ndarray
+
+
+def _unknown(scenario: Scenario, shock: Shock, what: str, known: Sequence[str]) -> ValidationError:
+    return ValidationError(f"scenario {scenario.name!r}: shock {shock.text or shock.key!r}",
+                           f"names {shock.target!r}, not {what} of the book",
+                           f"use one of {list(known)}")
+
+
+def _contract_targets(scenario: Scenario, shock: Shock, book: Book) -> list[int]:
+    """Contract indices a (possibly targeted) shock applies to: all, one contract, or every
+    contract on one asset (none for an unknown symbol of a non-strict scenario)."""
+    cons = book.contract_symbols
+    if shock.target is None:
+        return list(range(len(cons)))
+    if shock.target in cons:
+        return [cons.index(shock.target)]
+    if shock.target in book.asset_symbols:
+        return [j for j, c in enumerate(book.contracts) if c.underlying == shock.target]
+    if not scenario.strict:
+        return []
+    raise _unknown(scenario, shock, "a contract or asset", cons + book.asset_symbols)
+
+
+def _ordered(shocks: list[Shock]) -> list[Shock]:
+    """Global shocks first, then targeted ones (the more specific one wins)."""
+    return [s for s in shocks if s.target is None] + [s for s in shocks if s.target is not None]
+
+
+def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
+    """Resolve ``scenario`` against ``book``: unknown symbols are a clear error."""
+    assets = book.asset_symbols
+    N, M = len(assets), len(book.contracts)
+    common = scenario.of_kind(ShockKind.COMMON)
+    returns = np.full(N, common[0].value if common else 0.0)
+    for s in scenario.of_kind(ShockKind.PRICE):
+        if s.target not in assets:
+            if not scenario.strict:
+                continue
+            raise _unknown(scenario, s, "an asset", assets)
+        returns[assets.index(str(s.target))] = s.value
+    basis = np.zeros(M)
+    for s in _ordered(scenario.of_kind(ShockKind.BASIS)):
+        basis[_contract_targets(scenario, s, book)] = s.value
+    under = np.array([assets.index(c.underlying) for c in book.contracts], dtype=int)
+    mark_factor = (1.0 + returns[under]) * (1.0 + basis) if M else np.zeros(0)
+
+    funding = np.zeros(M)
+    fshocks = scenario.of_kind(ShockKind.FUNDING)
+    for s in _ordered(fshocks):
+        funding[_contract_targets(scenario, s, book)] = s.value
+    perp = np.array([c.kind == ContractKind.PERPETUAL for c in book.contracts], dtype=bool)
+    horizon = scenario.of_kind(ShockKind.HORIZON)
+    if horizon and horizon[0].hours is not None:
+        hours = float(horizon[0].hours)
+        n = np.array([math.floor(hours / c.funding_interval_h + 1e-9) for c in book.contracts],
+                     dtype=float)
+    else:
+        count = horizon[0].value if horizon else (1.0 if fshocks else 0.0)
+        n = np.full(M, count)
+    settlements = np.where(perp, n, 0.0)
+
+    vol = np.ones(N)
+    for s in _ordered(scenario.of_kind(ShockKind.VOL)):
+        if s.target is None:
+            vol[:] = s.value
+        elif s.target in assets:
+            vol[assets.index(s.target)] = s.value
+        elif scenario.strict:
+            raise _unknown(scenario, s, "an asset", assets)
+    corr_shocks = scenario.of_kind(ShockKind.CORR)
+    corr = (corr_shocks[0].value, corr_shocks[0].weight) if corr_shocks else None
+
+    spread = np.ones(M)
+    spot_spread = np.ones(N)
+    for s in _ordered(scenario.of_kind(ShockKind.SPREAD)):
+        spread[_contract_targets(scenario, s, book)] = s.value
+        if s.target is None:
+            spot_spread[:] = s.value
+        elif s.target in assets:
+            spot_spread[assets.index(s.target)] = s.value
+    adv = np.ones(M)
+    for s in _ordered(scenario.of_kind(ShockKind.LIQUIDITY)):
+        adv[_contract_targets(scenario, s, book)] = s.value
+    return AppliedShocks(returns=returns, mark_factor=mark_factor, funding_add=funding,
+                         settlements=settlements, vol_mult=vol, corr=corr, spread_mult=spread,
+                         spot_spread_mult=spot_spread, adv_mult=adv)
+
+
+
+def move_prices(book: Book, market: MarketSnapshot, returns: np.ndarray,
+                mark_factor: np.ndarray | None = None) -> MarketSnapshot:
+    """``market`` with book asset i's spot times (1 + r_i) and contract j's mark times
+    ``mark_factor_j`` (default: its underlying's 1 + r, so the basis is kept)."""
+    assets = book.asset_symbols
+    if mark_factor is None:
+        idx = {a: i for i, a in enumerate(assets)}
+        mark_factor = np.array([1.0 + returns[idx[c.underlying]] for c in book.contracts])
+    spot = dict(market.spot)
+    for i, a in enumerate(assets):
+        spot[a] = market.spot_price(a) * (1.0 + float(returns[i]))
+    mark = dict(market.mark)
+    for j, c in enumerate(book.contracts):
+        mark[c.symbol] = market.mark_price(c.symbol) * float(mark_factor[j])
+    return replace(market, spot=spot, mark=mark)
+
+
+def shock_market(book: Book, market: MarketSnapshot, applied: AppliedShocks) -> MarketSnapshot:
+    """The market after the shocks: prices, marks, funding rates, half spreads and ADV."""
+    moved = move_prices(book, market, applied.returns, applied.mark_factor)
+    funding = dict(market.funding)
+    half = dict(market.half_spread)
+    adv = dict(market.adv)
+    for j, c in enumerate(book.contracts):
+        rate = market.funding_rate(c.symbol) + float(applied.funding_add[j])
+        if not abs(rate) < 1.0:
+            raise ValidationError(f"funding.{c.symbol}", f"becomes {rate:g} per interval",
+                                  "give a funding shock that keeps the rate in (-1, 1)")
+        if applied.funding_add[j] != 0.0 or c.symbol in funding:
+            funding[c.symbol] = rate
+        if applied.spread_mult[j] != 1.0:
+            half[c.symbol] = min(market.contract_half_spread(c.symbol) * float(applied.spread_mult[j]),
+                                 MAX_HALF_SPREAD)
+        a = market.contract_adv(c.symbol)
+        if applied.adv_mult[j] != 1.0 and math.isfinite(a):
+            adv[c.symbol] = a * float(applied.adv_mult[j])
+    spot_half = dict(market.spot_half_spread)
+    for i, s in enumerate(book.asset_symbols):
+        if s in spot_half:
+            spot_half[s] = min(float(spot_half[s]) * float(applied.spot_spread_mult[i]), MAX_HALF_SPREAD)
+    return replace(moved, funding=funding, half_spread=half, adv=adv, spot_half_spread=spot_half)
+
+
+def shock_risk(risk: RiskModel, book: Book, applied: AppliedShocks) -> RiskModel:
+    """Sigma' = D' C' D' (see the module docstring); ``risk`` itself when no vol/corr shock."""
+    if applied.corr is None and np.all(applied.vol_mult == 1.0):
+        return risk
+    cov = risk.covariance
+    vol = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    safe = np.where(vol > 0, vol, 1.0)
+    C = cov / np.outer(safe, safe)
+    if applied.corr is not None:
+        rho, lam = applied.corr
+        n = len(vol)
+        C = (1.0 - lam) * C + lam * (rho * np.ones((n, n)) + (1.0 - rho) * np.eye(n))
+    mult = np.ones(len(vol))
+    pos = {s: k for k, s in enumerate(risk.symbols)}
+    for i, a in enumerate(book.asset_symbols):
+        if a in pos:
+            mult[pos[a]] = applied.vol_mult[i]
+    v2 = vol * mult
+    shocked = RiskModel.from_covariance(risk.symbols, C * np.outer(v2, v2),
+                                        method=f"{risk.method} (shocked)")
+    return replace(shocked, basis_cov=risk.basis_cov)

@@ -1,0 +1,145 @@
+"""The CLI's console (issue 13 items 3 and 6): no number cut in an 80-column terminal, warnings as
+one line, ``fbr --version``, the journal in the per-user data directory, a light ``fbr --help``,
+and command modules that never import ``fbr.cli``."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fbr import console
+from fbr.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+SEED = str(EXAMPLES / "seed_example_1.toml")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_fbr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def terminal_80(*args: str) -> str:
+    """The command's human output on an 80-column terminal (rich sees a terminal), no colour."""
+    proc = run_fbr(*args, env={"COLUMNS": "80", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    return ANSI.sub("", proc.stdout)
+
+
+def check_80(text: str, numbers: list[str]) -> None:
+    """Nothing cut ("…"), no line past 80 columns, each number printed whole on one line."""
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for n in numbers:
+        assert n in text, n
+
+
+def test_solve_and_whatif_fit_80_columns() -> None:
+    sol = json.loads(run_fbr("solve", str(EXAMPLES / "ten_assets.toml"), "--json").stdout)
+    text = terminal_80("solve", str(EXAMPLES / "ten_assets.toml"))
+    check_80(text, [f"{t['notional']:,.2f}" for t in sol["trades"]] + [f"{sol['nav']:,.2f}"])
+    text = terminal_80("whatif", SEED, "--shock", "BTC=-30%", "--scenario", "crash-30",
+                       "--with-solution")
+    check_80(text, ["-3,000.00", "10,000.00", "+42756.28%"])
+
+
+def test_execute_status_and_backtest_fit_80_columns(tmp_path: Path) -> None:
+    text = terminal_80("execute", SEED)
+    check_80(text, ["-1,000.00", "500.00", "0.01666667", "3.33333333"])
+    assert "client id" in text  # the ids go to their own table, whole
+    journal = str(tmp_path / "j.sqlite")
+    assert run_fbr("execute", SEED, "--exchange", "paper", "--journal", journal).returncode == 0
+    check_80(terminal_80("status", SEED, "--journal", journal), ["50.000%", "12,998.80"])
+    cfg = tmp_path / "bt.toml"
+    cfg.write_text(f"""book = "{(EXAMPLES / 'backtest_book.toml').as_posix()}"
+[data]
+source = "synthetic"
+seed = 3
+days = 30
+start = "2023-01-01"
+[[policies]]
+kind = "no_rebalance"
+name = "hold"
+[[policies]]
+kind = "naive_futures"
+band = "5%"
+name = "naive"
+""")
+    summary = json.loads(run_fbr("backtest", str(cfg), "--no-report", "--json").stdout)
+    ret = summary["policies"]["hold"]["total_return"]
+    text = terminal_80("backtest", str(cfg), "--no-report")
+    check_80(text, [f"{100 * ret:.2f}", "liquidations", "TE %"])
+
+
+def test_warnings_print_as_one_line() -> None:
+    code = ("import warnings\nfrom fbr.console import route_warnings\nroute_warnings()\n"
+            "warnings.warn('data gap:\\n 3 days   missing', UserWarning)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0
+    assert proc.stderr == "warning: data gap: 3 days missing\n"
+
+
+def test_every_command_routes_warnings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored afterwards
+    CliRunner().invoke(app, ["solve", str(tmp_path / "none.toml")])
+    assert warnings.showwarning is console._one_line_warning
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.strip() == f"fbr {version('fbr')}"
+
+
+def test_journal_lives_in_the_user_data_directory(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    home = Path(os.environ["FBR_DATA_HOME"])  # tests/fbr/conftest.py: a temporary folder
+    assert console.default_journal() == home / "journal.sqlite"
+    monkeypatch.setenv("FBR_DATA_HOME", str(tmp_path / "data"))
+    res = CliRunner().invoke(app, ["execute", SEED, "--exchange", "paper", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["journal"] == str(tmp_path / "data" / "journal.sqlite")
+    assert (tmp_path / "data" / "journal.sqlite").is_file()
+    monkeypatch.setenv("FBR_JOURNAL", str(tmp_path / "j.sqlite"))  # the file itself wins
+    assert console.default_journal() == tmp_path / "j.sqlite"
+    monkeypatch.delenv("FBR_JOURNAL")
+    monkeypatch.delenv("FBR_DATA_HOME")
+    import platformdirs
+
+    assert console.default_journal() == platformdirs.user_data_path("fbr") / "journal.sqlite"
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom fbr.cli import app\n"
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+            "heavy = ('numpy', 'pandas', 'scipy', 'cvxpy', 'ccxt', 'plotly', 'optimizer.rebalance',"
+            " 'fbr.backtest_config')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_command_modules_never_import_fbr_cli() -> None:
+    for name in ("whatif_cli", "montecarlo_cli", "execute_cli", "data_cli", "render",
+                 "whatif_render", "console"):
+        tree = ast.parse((ROOT / "fbr" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "fbr.cli", name
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "fbr.cli" for a in node.names), name
