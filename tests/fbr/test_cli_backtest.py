@@ -280,14 +280,11 @@ def test_collateral_option_reaches_the_backtester(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_data_source_path(tmp_path: Path) -> None:
-    """source = "data": the shared data folder (skipped when absent)."""
+def test_data_source_path(tmp_path: Path, shared_data_dir: Path) -> None:
+    """source = "data": the shared data folder."""
     from fbr.backtest_config import build_path, load_backtest_file
-    from models.io import default_data_dir
 
-    d = default_data_dir()
-    if d is None or not (d / "spot_1d").is_dir():
-        pytest.skip("no shared data folder (set FBR_DATA_DIR)")
+    d = shared_data_dir
     f = tmp_path / "data.toml"
     f.write_text(f"""book = "{(EXAMPLES / 'backtest_book.toml').as_posix()}"
 [data]
@@ -299,10 +296,6 @@ step = "1d"
 [[policies]]
 kind = "no_rebalance"
 """)
-    cfg = load_backtest_file(f)
-    try:
-        path = build_path(cfg)
-    except Exception as exc:  # the data folder may not cover these symbols or dates
-        pytest.skip(f"shared data does not cover the demo book: {exc}")
+    path = build_path(load_backtest_file(f))
     assert 25 <= len(path.spot.index) <= 33
     assert not path.synthetic

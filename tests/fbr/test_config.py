@@ -270,7 +270,6 @@ def test_parse_book_from_dict() -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not TIERS_FILE.is_file(), reason="needs ../shared/data")
 def test_tiers_from_file(tmp_path: Path) -> None:
     def change(doc: dict[str, Any]) -> None:
         doc["contract_defaults"]["tiers_from"] = {"file": str(TIERS_FILE),
@@ -282,7 +281,6 @@ def test_tiers_from_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not (SHARED_DATA / "spot_1d").is_dir(), reason="needs ../shared/data")
 def test_data_market_and_risk(tmp_path: Path) -> None:
     def change(doc: dict[str, Any]) -> None:
         doc["market"] = {"source": "data", "data_dir": str(SHARED_DATA), "time": "2024-06-01"}

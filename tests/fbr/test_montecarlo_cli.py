@@ -113,7 +113,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_scheduler_address_matches_serial(tmp_path: Path) -> None:
     """--scheduler ADDRESS: a running Dask cluster (a LocalCluster on loopback) gives the serial
     numbers."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
     from typer.testing import CliRunner
 
     from fbr.cli import app
@@ -136,13 +136,9 @@ def test_scheduler_address_matches_serial(tmp_path: Path) -> None:
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("step", ["1d", "8h"])
-def test_data_source_history(tmp_path: Path, step: str) -> None:
-    """source = "data": the generator resamples the shared data folder (skipped when absent)."""
-    from models.io import default_data_dir
-
-    d = default_data_dir()
-    if d is None or not (d / "spot_1d").is_dir():
-        pytest.skip("no shared data folder (set FBR_DATA_DIR)")
+def test_data_source_history(tmp_path: Path, step: str, shared_data_dir: Path) -> None:
+    """source = "data": the generator resamples the shared data folder."""
+    d = shared_data_dir
     f = tmp_path / "mc.toml"
     f.write_text(f"""book = "{(EXAMPLES / 'backtest_book.toml').as_posix()}"
 [data]
@@ -158,8 +154,6 @@ step = "{step}"
 kind = "no_rebalance"
 """)
     proc = run_fbr("montecarlo", str(f), "--json", "--no-report")
-    if proc.returncode != 0 and "data" in proc.stdout:
-        pytest.skip(f"shared data does not cover the demo book: {proc.stdout[:200]}")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["summary"]["no_rebalance"]["paths"] == 3 and res["step"] == step
