@@ -66,8 +66,8 @@ def write_data(root: Path, *, quarterly: bool = True) -> Path:
     for sym in SYMBOLS:
         c = spot[sym].to_numpy()
         _gz(root / "spot_1d" / f"{sym}.csv.gz",
-            pd.DataFrame({"timestamp": _stamp(spot.index), "open": c, "high": c, "low": c, "close": c,
-                          "volume": 1e3, "quote_volume": 1e3 * c}))
+            pd.DataFrame({"timestamp": _stamp(pd.DatetimeIndex(spot.index)), "open": c, "high": c,
+                          "low": c, "close": c, "volume": 1e3, "quote_volume": 1e3 * c}))
         settle = pd.date_range(SPOT_FROM, periods=SPOT_DAYS * 3, freq="8h", tz="UTC")
         rate = 1e-4 * (1.0 + 0.5 * np.sin(np.arange(len(settle)) / 9.0))
         _gz(root / "funding" / f"{sym}.csv.gz",
@@ -225,6 +225,7 @@ def test_without_dated_contracts_the_json_is_as_before(tmp_path: Path,
     spec = cfg.data
 
     def old_build_path(c: bc.BacktestConfig) -> MarketPath:
+        assert spec.data_dir is not None
         return MarketPath.from_data(spec.data_dir, c.loaded.book.contracts, start=spec.start,
                                     end=spec.end, step=spec.step,
                                     assets=tuple(c.loaded.book.asset_symbols))
@@ -271,8 +272,9 @@ def test_underlying_without_files_uses_the_btc_fit(tmp_path: Path) -> None:
     assert path.mark_source is not None and set(path.mark_source["ETH-250328"]) == {MODELLED}
     term = fit_quarterly_term_structure(d, ["ETH"])
     assert term == fit_quarterly_term_structure(d, ["BTC"]) and term.underlyings == ("BTC",)
-    live = path.spot.index[path.spot.index <= DELIVERY]
+    live = pd.DatetimeIndex(path.spot.index[path.spot.index <= DELIVERY])
     tau = (DELIVERY - live).total_seconds().to_numpy() / 86400.0
+    assert path.mark is not None
     np.testing.assert_allclose(path.mark.loc[live, "ETH-250328"],
                                term.price(path.spot.loc[live, "ETH"].to_numpy(), tau), rtol=1e-12)
     assert dated_mark_labels(cfg, path) == [

@@ -19,6 +19,7 @@ import gzip
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -259,7 +260,11 @@ def test_report_folder_is_refused_before_the_run(tmp_path: Path, monkeypatch: py
 
     ran: list[str] = []
     real = bc.run_all
-    monkeypatch.setattr(bc, "run_all", lambda *a, **k: ran.append("run") or real(*a, **k))
+    def counting(*a: Any, **k: Any) -> Any:
+        ran.append("run")
+        return real(*a, **k)
+
+    monkeypatch.setattr(bc, "run_all", counting)
     folder = tmp_path / "some_dir"
     folder.mkdir()
     code, stdout, _ = invoke("backtest", str(_demo_copy(tmp_path)), "--json", "--report", str(folder))

@@ -122,8 +122,9 @@ def test_scheduler_address_matches_serial(tmp_path: Path) -> None:
     base = ["montecarlo", str(f), "--json", "--per-path", "--no-report"]
     serial = CliRunner().invoke(app, base)
     assert serial.exit_code == 0, serial.output
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
+    # distributed ships no annotations on LocalCluster.__init__
+    cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
     try:
         remote = CliRunner().invoke(app, [*base, "--scheduler", str(cluster.scheduler_address)])
     finally:
