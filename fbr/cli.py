@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from scenarios.backtest_result import BacktestResult
     from scenarios.market_path import MarketPath
 
-__all__ = ["CliError", "app", "backtest_table", "demo_books", "err", "main", "out",
-           "run_backtest_config", "user_errors"]
+__all__ = ["app", "backtest_table", "demo_books", "main", "run_backtest_config"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fbr: keep a crypto spot portfolio on target with futures, sized by a convex "

@@ -20,7 +20,8 @@ import cvxpy as cp
 import numpy as np
 
 from models.margin import tier_maintenance
-from optimizer.context import Context, assign
+from optimizer.context import Context
+from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
 from optimizer.spot_leg import spot_trade
 from optimizer.terms import BasisRisk, TrackingVariance, terms_for

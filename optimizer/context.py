@@ -21,8 +21,6 @@ import numpy as np
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
 
-__all__ = ["Context", "assign"]
-
 
 @dataclass
 class Context:

@@ -13,7 +13,8 @@ from dataclasses import fields
 
 import cvxpy as cp
 
-from optimizer.context import Context, assign
+from optimizer.context import Context
+from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
 
 

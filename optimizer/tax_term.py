@@ -36,7 +36,7 @@ import numpy as np
 
 from models.errors import ValidationError
 from models.tax import TaxCurve
-from optimizer.context import assign
+from optimizer.cvxpy_adapter import assign
 
 #: (N x K) coefficients: a cvxpy Parameter (DPP) or a numpy array (a fixed problem)
 Coefficients: TypeAlias = cp.Parameter | np.ndarray

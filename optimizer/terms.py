@@ -13,7 +13,8 @@ from dataclasses import replace
 import cvxpy as cp
 import numpy as np
 
-from optimizer.context import Context, assign
+from optimizer.context import Context
+from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
 from optimizer.reserve_term import pledged_stressed, reserve_rate, reserve_weight
 from optimizer.spot_leg import SpotContext, spot_trade

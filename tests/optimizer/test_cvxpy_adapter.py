@@ -10,7 +10,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from optimizer import context, cvxpy_adapter
+from optimizer import cvxpy_adapter
 from optimizer.cvxpy_adapter import CvxpyVersionError, assign, check_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +42,6 @@ def test_supported_bounds_pass() -> None:
 def test_unreadable_version_is_an_error() -> None:
     with pytest.raises(CvxpyVersionError):
         check_version("dev")
-
-
-def test_assign_is_reexported_by_context() -> None:
-    assert context.assign is assign
 
 
 def test_assign_checks_shape_and_sign() -> None:
