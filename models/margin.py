@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from models.instruments import FuturesContract
 
 
-def tier_maintenance(mmr: np.ndarray, cum: np.ndarray, notional: np.ndarray) -> np.ndarray:
-    """MM_j(n_j) = max(max_k (mmr_jk |n_j| - cum_jk), 0) for tier arrays (M x K) and notionals (M).
+def tier_maintenance(mmr: np.ndarray, cum: np.ndarray, notional: npt.ArrayLike) -> np.ndarray:
+    """MM_j(n_j) = max(max_k (mmr_jk |n_j| - cum_jk), 0) for tier arrays (M x K) and notionals (M,
+    any array-like).
 
     Units follow the inputs: USD with ``cum`` in USD, weight units with ``cum`` divided by V.
     """

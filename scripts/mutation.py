@@ -69,7 +69,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                            "tests/optimizer/test_reserve_term.py",
                            "tests/optimizer/test_tax_term_futures.py"),
     "optimizer/constraints.py": ("tests/optimizer/test_constraints_hand.py",
-                                 "tests/optimizer/test_constraints.py", "tests/optimizer/test_duals.py",
+                                 "tests/optimizer/test_constraints.py",
+                                 "tests/optimizer/test_constraints_duals.py",
                                  "tests/optimizer/test_data_margin_hysteresis.py"),
     "scenarios/collateral.py": ("tests/scenarios/test_collateral.py",
                                 "tests/scenarios/test_collateral_width.py",
@@ -250,6 +251,50 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.terms.xǁReserveCostǁupdate__mutmut_{n}" for n in (14, 18, 19)],
         "zip strictness over the per-scenario Parameter lists built together in build(): equal "
         "lengths"),
+    # optimizer/constraints.py (the rows, their numpy re-checks and duals; see --only)
+    **dict.fromkeys(
+        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁClusterBandsǁbuild", (3, 9, 10)),
+            ("xǁExpiryGuardǁbuild", (4, 10, 11, 14, 20, 21, 24, 30, 31)),
+            ("xǁFundingBudgetǁbuild", (3, 7, 8, 10, 11, 12)),
+            ("xǁGrossLeverageǁbuild", (3, 7, 8)),
+            ("xǁInitialMarginǁbuild", (3, 9, 10, 13, 14, 15)),
+            ("xǁPositionLimitǁbuild", (3, 9, 10)),
+            ("xǁStressMarginǁbuild", (5, 13, 18, 23)),
+            ("xǁTradeLimitǁbuild", (3, 9, 10)),
+            ("xǁVolatilityCapǁbuild", (4, 8, 9, 10, 12, 16, 17, 18, 20, 24,
+                                      25, 33, 37, 38, 39, 44, 50, 51, 54, 58, 59)),
+        ) for n in nums],
+        "a cvxpy Parameter's name changed or dropped: names only label parameters in error "
+        "messages (optimizer.cvxpy_adapter)"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁClusterBandsǁbuild", (5, 8, 12)),
+            ("xǁExpiryGuardǁbuild", (6, 9, 12, 16, 19, 22, 26, 29, 32)),
+            ("xǁGrossLeverageǁbuild", (4, 6, 9)),
+            ("xǁInitialMarginǁbuild", (5, 8, 11)),
+            ("xǁPositionLimitǁbuild", (5, 8, 11)),
+            ("xǁStressMarginǁbuild", (7, 10, 11)),
+            ("xǁTradeLimitǁbuild", (5, 8, 11)),
+            ("xǁVolatilityCapǁbuild", (21, 23, 26, 46, 49, 52)),
+        ) for n in nums],
+        "nonneg=True dropped from a Parameter on an affine side of a row (its sign does not "
+        "change curvature) whose values are >= 0 by construction"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁClusterBandsǁdual_rows", (4, 6, 11, 13)),
+            ("xǁConstraintǁdual_rows", (3, 5)),
+            ("xǁExpiryGuardǁdual_rows", (4, 6, 11, 13, 17, 19)),
+        ) for n in nums],
+        "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
+        "arrays already"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 51, 54)],
+        "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
+    "optimizer.constraints.xǁVolatilityCapǁbuild__mutmut_75": "cp.norm(x) defaults to the 2-norm",
+    **dict.fromkeys(
+        ["optimizer.constraints.x__fmt__mutmut_4", "optimizer.constraints.x__fmt__mutmut_5"],
+        "_fmt(1.0): f'{1.0:,.0f}' and f'{1.0:g}' are both '1'; no other value is moved"),
     # scenarios/replay.py
     "scenarios.replay.x_run_backtest__mutmut_30":
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
@@ -404,7 +449,7 @@ def _results(workdir: Path, module: str) -> dict[str, str]:
 
 
 def run_module(module: str, workdir: Path, jobs: int, show: bool, rerun: bool = True,
-               retest: bool = False) -> dict[str, object]:
+               retest: bool = False, only: Sequence[str] = ()) -> dict[str, object]:
     tests = MODULES[module]
     mutmut = Path(sys.executable).with_name("mutmut")
     log = workdir / "mutmut.log"
@@ -434,7 +479,9 @@ def run_module(module: str, workdir: Path, jobs: int, show: bool, rerun: bool = 
         _copy_tree(workdir, tests)
         t0 = time.monotonic()
         shutil.rmtree(workdir / "mutants", ignore_errors=True)
-        rc = _mutmut(workdir, module, _collectable(workdir, tests), jobs, [], log)
+        prefix = module[:-3].replace("/", ".")
+        patterns = [f"{prefix}.{p}" for p in only]
+        rc = _mutmut(workdir, module, _collectable(workdir, tests), jobs, patterns, log)
         seconds = time.monotonic() - t0
     if not (workdir / "mutants" / f"{module}.meta").exists():
         if not log.exists():
@@ -444,6 +491,10 @@ def run_module(module: str, workdir: Path, jobs: int, show: bool, rerun: bool = 
         print(f"{module}: mutmut failed (exit {rc}); see {log}:\n{tail}")
         return {"module": module, "error": rc}
     res = _results(workdir, module)
+    unchecked = [n for n, st in res.items() if st == "not checked"]
+    if unchecked:  # a run restricted by --only: the score counts the mutants it ran
+        print(f"    note: {len(unchecked)} of {len(res)} mutants not run (--only)")
+        res = {n: st for n, st in res.items() if st != "not checked"}
     counts = Counter(res.values())
     survivors = sorted(n for n, s in res.items() if s in ("survived", "no tests", "suspicious"))
     equivalent = [n for n in survivors if n in EQUIVALENT]
@@ -479,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fail-under", type=float, default=0.0, help="exit 1 below this score (0-1)")
     ap.add_argument("--report-only", action="store_true",
                     help="no run: report the results already in --workdir (after an edit of EQUIVALENT)")
+    ap.add_argument("--only", nargs="+", default=(), metavar="GLOB",
+                    help="run only the mutants matching these mutmut name globs (after the module "
+                         "prefix), e.g. 'xǁ*ǁviolation__mutmut_*' (a slow module in parts)")
     ap.add_argument("--retest", action="store_true",
                     help="re-run only the last run's open survivors against the current tests "
                          "(the source copy of that run is kept; a full run re-copies it)")
@@ -495,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     out = []
     for m in args.modules or list(MODULES):
         out.append(run_module(m, args.workdir / m.replace("/", "_")[:-3], args.jobs, args.show,
-                              rerun=not args.report_only, retest=args.retest))
+                              rerun=not args.report_only, retest=args.retest, only=args.only))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     worst = min((float(r.get("score", 0.0) or 0.0) for r in out), default=1.0)  # type: ignore[arg-type]

@@ -122,7 +122,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
 def test_now_ms_is_milliseconds_of_the_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     from executor import journal
 
-    monkeypatch.setattr(journal.time, "time", lambda: 1_717_243_200.1234)
+    monkeypatch.setattr("executor.journal.time.time", lambda: 1_717_243_200.1234)
     assert journal.now_ms() == 1_717_243_200_123
 
 
@@ -134,7 +134,8 @@ def test_every_order_field_is_read_back(tmp_path: Path, clock: _Clock) -> None:
         j.record_plan(plan)
         o = j.order(plan.plan_id, 1)
         leg = plan.legs[1]
-        assert (o.plan_id, o.leg, o.client_id, o.symbol, o.side, o.contracts, o.reduce_only) == (
+        # pytest.Approx matches a float by its own __eq__, which mypy's strict equality ignores in a tuple
+        assert (o.plan_id, o.leg, o.client_id, o.symbol, o.side, o.contracts, o.reduce_only) == (  # type: ignore[comparison-overlap]
             plan.plan_id, 1, leg.client_id, "ETH-PERP", "buy", pytest.approx(0.2), False)
         assert (o.status, o.exchange_id, o.filled, o.average, o.fee, o.attempts, o.message) == (
             OrderStatus.PLANNED, None, 0.0, None, 0.0, 0, "")
@@ -281,7 +282,8 @@ def test_add_legs_and_book_path(tmp_path: Path, clock: _Clock) -> None:
         extra = replace(plan.legs[0], index=7, client_id="fbrextra-007")
         j.add_legs(plan.plan_id, [extra])
         o = j.order(plan.plan_id, 7)
-        assert (o.client_id, o.status, o.contracts, o.side) == ("fbrextra-007", OrderStatus.PLANNED,
+        # pytest.Approx matches a float by its own __eq__, which mypy's strict equality ignores in a tuple
+        assert (o.client_id, o.status, o.contracts, o.side) == ("fbrextra-007", OrderStatus.PLANNED,  # type: ignore[comparison-overlap]
                                                                 pytest.approx(0.017), "sell")
         assert [r.leg for r in j.orders(plan.plan_id)] == [0, 1, 2, 7]
 

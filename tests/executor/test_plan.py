@@ -29,17 +29,19 @@ from executor.plan import (
     plan_orders,
 )
 from executor.safety import Limits, SafetyError
-from models.book import FuturesPosition
+from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.instruments import FuturesContract, Settlement
+from models.risk import RiskModel
 
 PID = "20240601000000abcd"
 
 
-def _plan(book, targets, **kw):  # type: ignore[no-untyped-def]
-    opts = kw.pop("options", PlanOptions())
+def _plan(book: Book, targets: dict[str, float], options: PlanOptions | None = None,
+          risk: RiskModel | None = None) -> OrderPlan:
+    opts = PlanOptions() if options is None else options
     return plan_orders(solution_with(targets), book, market(), book_instruments(book), opts,
-                       plan_id=PID, **kw)
+                       plan_id=PID, risk=risk)
 
 
 def test_notional_to_contracts_rounds_to_the_lot_step() -> None:
@@ -68,11 +70,13 @@ def test_okx_contract_size_and_inverse_contracts_from_ccxt_markets() -> None:
     book = three_asset_book({"BTC-PERP": okx})
     plan = _plan(book, {"BTC-PERP": 1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0})
     # 1000 USD / (0.01 BTC x 60000) = 1.667 contracts -> 2 (lot 1); notional 2 x 600 = 1200
-    assert [(leg.contracts, leg.notional) for leg in plan.legs] == [(2.0, pytest.approx(1200.0))]
+    # pytest.Approx matches a float by its own __eq__, which mypy's strict equality ignores in a tuple
+    assert [(leg.contracts, leg.notional) for leg in plan.legs] == [(2.0, pytest.approx(1200.0))]  # type: ignore[comparison-overlap]
     book = three_asset_book({"BTC-PERP": inv})
     plan = _plan(book, {"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0})
     # inverse: 100 USD per contract whatever the price -> 10 contracts
-    assert [(leg.side, leg.contracts, leg.notional) for leg in plan.legs] == [
+    # pytest.Approx matches a float by its own __eq__, which mypy's strict equality ignores in a tuple
+    assert [(leg.side, leg.contracts, leg.notional) for leg in plan.legs] == [  # type: ignore[comparison-overlap]
         (Side.SELL, 10.0, pytest.approx(-1000.0))]
 
 
@@ -130,7 +134,8 @@ def test_reduce_only_legs_are_exempt_from_min_notional_where_the_venue_says_so()
     book = three_asset_book(c, futures={"BTC-PERP": FuturesPosition(-0.018, 60_000.0)})
     targets = {"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0}  # -0.018 -> -0.017: 60 USD
     plan = _plan(book, targets)
-    assert [(leg.contracts, leg.reduce_only) for leg in plan.legs] == [(pytest.approx(0.001), True)]
+    # pytest.Approx matches a float by its own __eq__, which mypy's strict equality ignores in a tuple
+    assert [(leg.contracts, leg.reduce_only) for leg in plan.legs] == [(pytest.approx(0.001), True)]  # type: ignore[comparison-overlap]
     strict = _plan(book, targets, options=PlanOptions(reduce_only_exempt=False))
     assert not strict.legs and strict.dropped[0].symbol == "BTC-PERP"
 
@@ -484,7 +489,7 @@ def test_naive_times_are_utc_whatever_the_machine_zone(monkeypatch: pytest.Monke
 
         class FakeDatetime(datetime):
             @classmethod
-            def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            def now(cls, tz=None):  # type: ignore[no-untyped-def]
                 utc = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
                 return utc if tz is not None else utc.astimezone().replace(tzinfo=None)
 
@@ -612,7 +617,7 @@ def test_plan_created_now_is_utc(monkeypatch: pytest.MonkeyPatch) -> None:
 
     class FakeDatetime(datetime):
         @classmethod
-        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+        def now(cls, tz=None):  # type: ignore[no-untyped-def]
             utc = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
             return utc if tz is not None else utc.astimezone().replace(tzinfo=None)
 

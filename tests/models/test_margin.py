@@ -64,7 +64,8 @@ def test_tier_maintenance_is_never_negative_and_uses_abs() -> None:
     np.testing.assert_array_equal(tier_maintenance(mmr, cum, np.array([1000.0])), [0.0])
     # -60,000: max(600 - 50, 1,200 - 500) = 700
     np.testing.assert_allclose(tier_maintenance(mmr, cum, np.array([-60_000.0])), [700.0])
-    np.testing.assert_allclose(tier_maintenance(mmr, cum, [60_000.0]), [700.0])  # a list is fine
+    # any array-like notionals, a list too (tier_maintenance calls np.asarray)
+    np.testing.assert_allclose(tier_maintenance(mmr, cum, [60_000.0]), [700.0])
 
 
 def test_stress_surplus_by_hand() -> None:
@@ -122,7 +123,7 @@ def test_max_notional_within_edges() -> None:
     assert max_notional_within(mmr, cum, 0.0) == 0.0  # a zero budget fits nothing (but is not < 0)
     assert max_notional_within(np.zeros(2), cum, 5.0) == math.inf
     # zero-rate brackets are ignored: only 0.02 counts -> (10 + 100) / 0.02
-    assert max_notional_within([0.0, 0.02], [0.0, 100.0], 10.0) == pytest.approx(5500.0)
+    assert max_notional_within(np.array([0.0, 0.02]), np.array([0.0, 100.0]), 10.0) == pytest.approx(5500.0)
     assert isinstance(max_notional_within(mmr, cum, 1000.0), float)
 
 

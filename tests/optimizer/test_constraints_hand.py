@@ -269,3 +269,80 @@ def test_dual_rows_by_hand() -> None:
     guard.cons[1].save_dual_value(np.array([0.3, 0.9]))
     # contract 0 near expiry: |0.1 - 0.3|; contract 1 is not: its 0 <= 0 rows carry no dual
     np.testing.assert_allclose(guard.dual_rows(), [0.2, 0.0])
+
+
+def _all_rows() -> list[Constraint]:
+    return [InitialMargin(), GrossLeverage(), PositionLimit((1,)), FundingBudget(), TradeLimit((0,)),
+            ExpiryGuard((0, 1)), VolatilityCap(), ClusterBands(((0, 1),), 2)]
+
+
+@pytest.mark.parametrize("z", [Z, np.array([0.3, -0.5]), np.array([0.0, 0.3])])
+def test_an_elastic_slack_relaxes_every_row(z: np.ndarray) -> None:
+    import cvxpy as cp
+
+    d = _data(im_budget=0.1, vol_cap=0.25)
+    for c in _all_rows():
+        ctx = Context.create(_structure())
+        slack = cp.Variable(name="slack")
+        cons = c.build(ctx, slack)
+        ctx.set_common(d)
+        c.update(d)
+        ctx.z.value, ctx.a.value, ctx.u.value = z, np.abs(z), np.abs(z - d.z0)
+        slack.value = 0.05
+        got = max(float(np.max(k.violation())) for k in cons)
+        assert got == pytest.approx(max(float(c.violation(z, d).max()) - 0.05, 0.0), abs=1e-12), c.name
+
+
+def test_predictions_read_the_last_solve_and_data() -> None:
+    d = _data(im_budget=0.1, vol_cap=0.25, structure=_structure(), Gb=np.zeros((2, 0)), gamma_trade=1.0)
+    for c in _all_rows():
+        assert c.collateral_factor() == 1.0 or isinstance(c, InitialMargin)
+        ctx = Context.create(_structure())
+        c.build(ctx)
+        ctx.set_common(d)
+        c.update(d)
+        assert c.predict(c.rows(d)[0], 1e-9) is None  # no solve yet
+        ctx.z.value, ctx.a.value, ctx.u.value = Z, np.abs(Z), np.abs(Z - d.z0)
+        p = c.predict(c.rows(d)[0], 1e-9)
+        assert p is not None and p.step > 0 and p.objective_change < 0, c.name
+    assert GrossLeverage().collateral_factor() == 1.0
+
+
+def test_stress_rows_by_hand_with_the_maintenance_floor() -> None:
+    st = _structure(stress_names=("crash",), mm_floor=True)
+    c = StressMargin(0, "crash")
+    ctx = Context.create(st)
+    cons = c.build(ctx)
+    assert len(cons) == 3  # surplus, the tier epigraph, and m >= 0
+    c.update(_data())
+    m = next(v for v in cons[0].variables() if v.name() == "mm_0")
+    ctx.z.value, ctx.a.value = Z, np.abs(Z)
+    m.value = np.array([0.006, 0.0048])  # the stressed MM of test_stress_margin_by_hand
+    assert float(np.max(cons[2].violation())) == 0.0
+    assert float(np.max(cons[1].violation())) == pytest.approx(0.0, abs=1e-15)
+    assert float(np.max(cons[0].violation())) == pytest.approx(0.0, abs=1e-15)  # surplus 0.0292 >= 0
+    m.value = np.array([-0.001, 0.0048])
+    assert float(np.max(cons[2].violation())) == pytest.approx(0.001)
+
+
+def test_stress_row_slack_and_prediction() -> None:
+    import cvxpy as cp
+
+    st = _structure(stress_names=("crash",))
+    d = _data(stress_coll=np.array([0.01]), structure=st, Gb=np.zeros((2, 0)), gamma_trade=1.0)
+    c = StressMargin(0, "crash")
+    ctx = Context.create(st)
+    slack = cp.Variable(name="slack")
+    cons = c.build(ctx, slack)
+    c.update(d)
+    assert c.predict("stress[crash]", 1e-9) is None
+    m = next(v for v in cons[0].variables() if v.name() == "mm_0")
+    ctx.z.value, ctx.a.value, ctx.u.value = Z, np.abs(Z), np.abs(Z - d.z0)
+    m.value = np.array([0.006, 0.0048])
+    # surplus 0.01 - 0.01 - 0.0108 = -0.0108: a slack of 0.005 leaves 0.0058 of it
+    slack.value = 0.005
+    assert float(np.max(cons[0].violation())) == pytest.approx(0.0058)
+    slack.value = 0.05
+    assert float(np.max(cons[0].violation())) == 0.0
+    p = c.predict("stress[crash]", 1e-9)
+    assert p is not None and p.step > 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from models.instruments import FuturesContract
+from optimizer.constraints import Constraint
 from optimizer.rounding import (
     TOL,
     broken_rows,
@@ -19,6 +20,7 @@ from optimizer.rounding import (
     snap_small_trades,
     total_violation,
 )
+from optimizer.terms import Term
 
 
 def _need(d: Any) -> None:
@@ -52,7 +54,8 @@ class Floor:
 
     def violation(self, z: np.ndarray, d: Any) -> np.ndarray:
         _need(d)
-        return np.maximum(np.array(self.lo) - z, 0.0)
+        out: np.ndarray = np.maximum(np.array(self.lo) - z, 0.0)
+        return out
 
     def rows(self, d: Any) -> list[str]:
         _need(d)
@@ -71,6 +74,19 @@ class Quad:
         return float(np.array(self.c) @ (z - np.array(self.t)) ** 2)
 
 
+def _cons(*stubs: Cap | Floor) -> list[Constraint]:
+    """The stub constraints as the Constraint list rounding takes: it calls only ``violation`` and
+    ``rows``, which the stubs provide. They do not subclass Constraint, as a concrete subclass would
+    join the census of every Constraint class in tests/optimizer/test_constraints.py."""
+    return cast(list[Constraint], list(stubs))
+
+
+def _terms(*stubs: Quad) -> list[Term]:
+    """The stub terms as the Term list rounding takes (only ``value`` is called); not subclasses, for
+    the census in tests/optimizer/test_terms.py."""
+    return cast(list[Term], list(stubs))
+
+
 def _data(prices: list[float], V: float, z0: list[float] | None = None) -> Any:
     return SimpleNamespace(prices=np.array(prices), V=V,
                            z0=np.zeros(len(prices)) if z0 is None else np.array(z0))
@@ -85,13 +101,13 @@ def _contracts(*specs: tuple[float, float]) -> tuple[FuturesContract, ...]:
 def test_helpers_sum_rows_and_terms() -> None:
     d = _data([100.0, 100.0], 1000.0)
     z = np.array([0.5, -0.7])
-    cons = [Cap(1.0), Floor((0.0, -0.5))]
+    cons = _cons(Cap(1.0), Floor((0.0, -0.5)))
     # gross 1.2 - 1.0 = 0.2; floor: 0 and -0.5 - (-0.7) = 0.2
     assert total_violation(z, d, cons) == pytest.approx(0.4)
     assert broken_rows(z, d, cons) == ["gross", "floor[1]"]
     assert broken_rows(z, d, cons, tol=0.25) == []
     assert broken_rows(np.array([0.5, -0.5 + 5e-10]), d, cons) == []  # within TOL = 1e-9
-    assert objective_value(z, d, [Quad((1.0, 2.0), (0.0, 0.0)), Quad((1.0, 0.0), (1.0, 0.0))]) == \
+    assert objective_value(z, d, _terms(Quad((1.0, 2.0), (0.0, 0.0)), Quad((1.0, 0.0), (1.0, 0.0)))) == \
         pytest.approx(0.25 + 2 * 0.49 + 0.25)
 
 
@@ -121,7 +137,7 @@ def test_repair_steps_one_lot_toward_the_position() -> None:
     contracts = _contracts((1.0, 0.0))
     d = _data([100.0], 1000.0)  # one lot = 100 USD = 0.1 of V
     # q_raw = 3.5 -> 4 (half to even); gross 0.4 > 0.3: one lot back toward q0 = 0 -> 3
-    r = round_positions(np.array([0.35]), d, contracts, np.zeros(1), [Cap(0.3)])
+    r = round_positions(np.array([0.35]), d, contracts, np.zeros(1), _cons(Cap(0.3)))
     assert r.contracts[0] == 3.0
     assert r.z[0] == pytest.approx(0.3)
     assert r.repairs == 1 and r.broken == ()
@@ -132,10 +148,10 @@ def test_repair_toward_a_short_position_and_toward_flat() -> None:
     d = _data([100.0], 1000.0)
     # held -2, rounded target -5 (gross 0.5 > 0.25): two steps of +1 -> -3 (gross 0.3 still > 0.25)
     # -> ... the loop stops at -2 (0.2): three repairs
-    r = round_positions(np.array([-0.5]), d, contracts, np.array([-2.0]), [Cap(0.25)])
+    r = round_positions(np.array([-0.5]), d, contracts, np.array([-2.0]), _cons(Cap(0.25)))
     assert r.contracts[0] == -2.0 and r.repairs == 3 and r.broken == ()
     # held +2, target -5: toward q0 = 2 and toward 0 are the same direction (+1)
-    r = round_positions(np.array([-0.5]), d, contracts, np.array([2.0]), [Cap(0.25)])
+    r = round_positions(np.array([-0.5]), d, contracts, np.array([2.0]), _cons(Cap(0.25)))
     assert r.contracts[0] == -2.0 and r.repairs == 3
 
 
@@ -143,7 +159,7 @@ def test_repair_picks_the_move_that_cuts_the_violation_most() -> None:
     contracts = _contracts((1.0, 0.0), (1.0, 0.0))
     d = _data([100.0, 100.0], 1000.0)
     # weights 1 and 3 in the row: one lot of contract 1 removes 0.3 of violation, of contract 0 only 0.1
-    cons = [Cap(1.3, a=(1.0, 3.0))]
+    cons = _cons(Cap(1.3, a=(1.0, 3.0)))
     r = round_positions(np.array([0.4, 0.4]), d, contracts, np.zeros(2), cons)  # lhs 0.4 + 1.2 = 1.6
     np.testing.assert_allclose(r.contracts, [4.0, 3.0])
     assert r.repairs == 1 and r.broken == ()
@@ -152,7 +168,7 @@ def test_repair_picks_the_move_that_cuts_the_violation_most() -> None:
 def test_repair_without_lot_steps_a_thousandth() -> None:
     contracts = _contracts((0.0, 0.0))
     d = _data([100.0], 1000.0)
-    r = round_positions(np.array([0.5]), d, contracts, np.zeros(1), [Cap(0.4996)])
+    r = round_positions(np.array([0.5]), d, contracts, np.zeros(1), _cons(Cap(0.4996)))
     # q = 5 (no lot); step 5e-3 -> 4.995 gives 0.4995 <= 0.4996
     assert r.contracts[0] == pytest.approx(4.995)
     assert r.repairs == 1
@@ -162,10 +178,10 @@ def test_unrepairable_rows_are_reported() -> None:
     contracts = _contracts((1.0, 0.0))
     d = _data([100.0], 1000.0)
     # floor 0.65 but target rounds to 0.6 and q0 = 0: no move toward 0 helps -> broken, no repair
-    r = round_positions(np.array([0.6]), d, contracts, np.zeros(1), [Floor((0.65,))])
+    r = round_positions(np.array([0.6]), d, contracts, np.zeros(1), _cons(Floor((0.65,))))
     assert r.contracts[0] == 6.0 and r.repairs == 0 and r.broken == ("floor[0]",)
     # an impossible pair: each move only trades one break for another; stops, reports both
-    cons = [Cap(0.25), Floor((0.45,))]
+    cons = _cons(Cap(0.25), Floor((0.45,)))
     r = round_positions(np.array([0.5]), d, contracts, np.zeros(1), cons)
     assert r.repairs <= 10
     assert set(r.broken) <= {"gross", "floor[0]"} and r.broken
@@ -175,7 +191,7 @@ def test_repair_loop_is_bounded_by_ten_moves_per_contract() -> None:
     contracts = _contracts((1.0, 0.0))
     d = _data([1.0], 1000.0)  # one lot = 0.001 of V
     # 500 lots over the cap: the loop stops after 10 moves, still broken
-    r = round_positions(np.array([1.0]), d, contracts, np.zeros(1), [Cap(0.5)])
+    r = round_positions(np.array([1.0]), d, contracts, np.zeros(1), _cons(Cap(0.5)))
     assert r.repairs == 10
     assert r.contracts[0] == 990.0
     assert r.broken == ("gross",)
@@ -192,7 +208,7 @@ def test_snap_no_small_trade_returns_z() -> None:
 def test_snap_all_small_trades_together() -> None:
     d = _data([100.0, 100.0, 100.0], 1000.0, z0=[0.1, 0.2, 0.0])
     z = np.array([0.1 + 5e-5, 0.2 - 5e-5, 0.3])  # two dust trades, one real
-    out = snap_small_trades(z, d, [Cap(10.0)], [Quad((0.0, 0.0, 1.0), (0.0, 0.0, 0.3))],
+    out = snap_small_trades(z, d, _cons(Cap(10.0)), _terms(Quad((0.0, 0.0, 1.0), (0.0, 0.0, 0.3))),
                             threshold=1e-4, objective_tol=1e-9)
     np.testing.assert_array_equal(out, [0.1, 0.2, 0.3])
     # a trade of exactly the threshold is not dust
@@ -205,11 +221,11 @@ def test_snap_one_at_a_time_when_together_raises_the_objective() -> None:
     d = _data([100.0, 100.0], 1000.0, z0=[0.0, 0.0])
     z = np.array([5e-5, 5e-5])
     # the term pulls z_1 to 5e-5 (snapping it costs 1e6 x 2.5e-9 = 2.5e-3), z_0 is free
-    out = snap_small_trades(z, d, [], [Quad((0.0, 1e6), (0.0, 5e-5))], threshold=1e-4,
+    out = snap_small_trades(z, d, [], _terms(Quad((0.0, 1e6), (0.0, 5e-5))), threshold=1e-4,
                             objective_tol=1e-9)
     np.testing.assert_array_equal(out, [0.0, 5e-5])
     # within objective_tol the costly snap is taken too
-    out = snap_small_trades(z, d, [], [Quad((0.0, 1e6), (0.0, 5e-5))], threshold=1e-4,
+    out = snap_small_trades(z, d, [], _terms(Quad((0.0, 1e6), (0.0, 5e-5))), threshold=1e-4,
                             objective_tol=1e-2)
     np.testing.assert_array_equal(out, [0.0, 0.0])
 
@@ -219,11 +235,11 @@ def test_snap_respects_constraints() -> None:
     z = np.array([5e-5, 0.5 - 5e-5])
     # a cap 0.49999 on z_1 alone holds at z (0.49995) but not at z0 (0.5): snapping both breaks
     # it by 1e-5 -> one at a time: z_0 snaps (to 0), z_1 stays
-    cons = [Cap(0.49999, a=(0.0, 1.0))]
+    cons = _cons(Cap(0.49999, a=(0.0, 1.0)))
     out = snap_small_trades(z, d, cons, [], threshold=1e-4, objective_tol=1e-9)
     np.testing.assert_array_equal(out, [0.0, 0.5 - 5e-5])
     # already broken by more than snapping breaks it: snapping both is no worse -> taken
-    cons = [Cap(0.4)]  # viol at z: 0.1; at z0: 0.1
+    cons = _cons(Cap(0.4))  # viol at z: 0.1; at z0: 0.1
     out = snap_small_trades(z, d, cons, [], threshold=1e-4, objective_tol=1e-9)
     np.testing.assert_array_equal(out, [0.0, 0.5])
 
@@ -233,15 +249,15 @@ def test_snap_gives_up_on_many_small_trades() -> None:
     d = _data([100.0] * n, 1000.0, z0=[0.0] * n)
     z = np.full(n, 5e-5)
     # objective prefers z: together raises it, and with > 50 small trades no one-at-a-time search
-    out = snap_small_trades(z, d, [], [Quad((1e6,) * n, (5e-5,) * n)], threshold=1e-4,
+    out = snap_small_trades(z, d, [], _terms(Quad((1e6,) * n, (5e-5,) * n)), threshold=1e-4,
                             objective_tol=1e-9)
     assert out is z
     # objective fine but constraints worse (a floor at z): > 50 -> z unchanged
-    out = snap_small_trades(z, d, [Floor((5e-5,) * n)], [], threshold=1e-4, objective_tol=1e-9)
+    out = snap_small_trades(z, d, _cons(Floor((5e-5,) * n)), [], threshold=1e-4, objective_tol=1e-9)
     assert out is z
     # <= 50 of them: one at a time, none helps the floor -> z values kept
     out = snap_small_trades(z[:10], _data([100.0] * 10, 1000.0, z0=[0.0] * 10),
-                            [Floor((5e-5,) * 10)], [], threshold=1e-4, objective_tol=1e-9)
+                            _cons(Floor((5e-5,) * 10)), [], threshold=1e-4, objective_tol=1e-9)
     np.testing.assert_array_equal(out, z[:10])
 
 
@@ -251,7 +267,7 @@ def test_tol_is_tiny() -> None:
 
 def test_a_violation_of_exactly_tol_is_not_broken() -> None:
     d = _data([100.0, 100.0], 1000.0)
-    assert broken_rows(np.array([0.5, -0.75]), d, [Cap(1.0)], tol=0.25) == []  # 1.25 - 1 = 0.25
+    assert broken_rows(np.array([0.5, -0.75]), d, _cons(Cap(1.0)), tol=0.25) == []  # 1.25 - 1 = 0.25
 
 
 def test_min_notional_drop_edges() -> None:
@@ -269,7 +285,7 @@ def test_repair_closes_a_position_through_its_start() -> None:
     contracts = _contracts((1.0, 0.0))
     d = _data([100.0], 1000.0)  # one lot = 0.1 of V
     # held 3, target 4; the cap forces flat: 4 -> 3 (toward q0), then 3 -> 2 -> 1 -> 0 (toward 0)
-    r = round_positions(np.array([0.4]), d, contracts, np.array([3.0]), [Cap(0.05)])
+    r = round_positions(np.array([0.4]), d, contracts, np.array([3.0]), _cons(Cap(0.05)))
     assert r.contracts[0] == 0.0 and r.repairs == 4 and r.broken == ()
 
 
@@ -277,7 +293,7 @@ def test_repair_toward_a_long_start_from_a_short() -> None:
     contracts = _contracts((1.0, 0.0))
     d = _data([100.0], 1000.0)
     # held +3, rounded target -2; a floor z >= 0.1 walks -2 -> -1 -> 0 -> +1 (toward q0)
-    r = round_positions(np.array([-0.2]), d, contracts, np.array([3.0]), [Floor((0.1,))])
+    r = round_positions(np.array([-0.2]), d, contracts, np.array([3.0]), _cons(Floor((0.1,))))
     assert r.contracts[0] == 1.0 and r.repairs == 3 and r.broken == ()
 
 
@@ -285,7 +301,7 @@ def test_repair_moves_nothing_that_does_not_help() -> None:
     contracts = _contracts((1.0, 0.0), (1.0, 0.0))
     d = _data([100.0, 100.0], 1000.0)
     # contract 0 breaks a floor no move toward 0 fixes; contract 1's moves change nothing
-    r = round_positions(np.array([0.6, 0.5]), d, contracts, np.zeros(2), [Floor((0.65, -10.0))])
+    r = round_positions(np.array([0.6, 0.5]), d, contracts, np.zeros(2), _cons(Floor((0.65, -10.0))))
     np.testing.assert_array_equal(r.contracts, [6.0, 5.0])
     assert r.repairs == 0 and r.broken == ("floor[0]",)
 
@@ -293,7 +309,7 @@ def test_repair_moves_nothing_that_does_not_help() -> None:
 def test_repair_ties_go_to_the_first_contract() -> None:
     contracts = _contracts((1.0, 0.0), (1.0, 0.0))
     d = _data([100.0, 100.0], 1000.0)
-    r = round_positions(np.array([0.4, 0.4]), d, contracts, np.zeros(2), [Cap(0.7)])
+    r = round_positions(np.array([0.4, 0.4]), d, contracts, np.zeros(2), _cons(Cap(0.7)))
     np.testing.assert_array_equal(r.contracts, [3.0, 4.0])
     assert r.repairs == 1
 
@@ -302,7 +318,7 @@ def test_repair_loop_bound_counts_every_contract() -> None:
     contracts = _contracts((1.0, 0.0), (1.0, 0.0))
     d = _data([1.0, 1.0], 1000.0)  # one lot = 0.001 of V
     # 2 x 100 lots over a floor-free cap: at most 10 x 2 = 20 moves
-    r = round_positions(np.array([0.5, 0.5]), d, contracts, np.zeros(2), [Cap(0.8)])
+    r = round_positions(np.array([0.5, 0.5]), d, contracts, np.zeros(2), _cons(Cap(0.8)))
     assert r.repairs == 20 and r.broken == ("gross",)
     assert r.contracts.sum() == 980.0
 
@@ -313,7 +329,7 @@ def test_snap_a_trade_of_exactly_the_threshold_is_kept() -> None:
     np.testing.assert_array_equal(snap_small_trades(z, d, [], [], threshold=1e-4, objective_tol=0.0), z)
 
 
-def _many(n: int, cons: list[Any], terms: list[Any]) -> np.ndarray:
+def _many(n: int, cons: list[Constraint], terms: list[Term]) -> np.ndarray:
     d = _data([100.0] * n, 1000.0, z0=[0.0] * n)
     return snap_small_trades(np.full(n, 5e-5), d, cons, terms, threshold=1e-4, objective_tol=0.0)
 
@@ -324,29 +340,29 @@ def test_snap_many_trades_with_an_unchanged_objective() -> None:
 
 
 def test_snap_the_fifty_trade_limit() -> None:
-    def pull(n: int) -> list[Any]:  # a term that keeps coordinate 0 at 5e-5
-        return [Quad((1e6,) + (0.0,) * (n - 1), (5e-5,) + (0.0,) * (n - 1))]
+    def pull(n: int) -> list[Term]:  # a term that keeps coordinate 0 at 5e-5
+        return _terms(Quad((1e6,) + (0.0,) * (n - 1), (5e-5,) + (0.0,) * (n - 1)))
 
     # the objective rises when all snap: up to 50 small trades are tried one at a time
     out = _many(50, [], pull(50))
     assert out[0] == 5e-5 and not out[1:].any()
     assert (_many(51, [], pull(51)) == 5e-5).all()  # more than 50: left as they are
     # the constraints worse when all snap (a floor on coordinate 0): the same limit
-    floor = [Floor((5e-5,) + (-1.0,) * 49)]
+    floor = _cons(Floor((5e-5,) + (-1.0,) * 49))
     out = _many(50, floor, [])
     assert out[0] == 5e-5 and not out[1:].any()
-    assert (_many(51, [Floor((5e-5,) + (-1.0,) * 50)], []) == 5e-5).all()
+    assert (_many(51, _cons(Floor((5e-5,) + (-1.0,) * 50)), []) == 5e-5).all()
 
 
 def test_snap_tries_the_smallest_trade_first_and_skips_costly_ones() -> None:
     d = _data([100.0, 100.0, 100.0], 1000.0, z0=[0.0, 0.0, 0.0])
     z = np.array([8e-5, 2e-5, 0.3])
     # |z_0| + |z_1| >= 5e-5: only one of the two dust trades may go; the smaller (z_1) is tried first
-    one = [Cap(-5e-5, a=(-1.0, -1.0, 0.0))]
+    one = _cons(Cap(-5e-5, a=(-1.0, -1.0, 0.0)))
     out = snap_small_trades(z, d, one, [], threshold=1e-4, objective_tol=0.0)
     np.testing.assert_array_equal(out, [8e-5, 0.0, 0.3])
     # a term keeping the smaller one: it is skipped, and the next one is still tried
-    keep1 = [Quad((0.0, 1e6, 0.0), (0.0, 2e-5, 0.0))]
+    keep1 = _terms(Quad((0.0, 1e6, 0.0), (0.0, 2e-5, 0.0)))
     out = snap_small_trades(z, d, [], keep1, threshold=1e-4, objective_tol=0.0)
     np.testing.assert_array_equal(out, [0.0, 2e-5, 0.3])
 
@@ -354,5 +370,5 @@ def test_snap_tries_the_smallest_trade_first_and_skips_costly_ones() -> None:
 def test_snap_one_at_a_time_with_zero_objective_tolerance() -> None:
     d = _data([100.0, 100.0], 1000.0, z0=[0.0, 0.5])
     z = np.array([5e-5, 0.5 - 5e-5])
-    out = snap_small_trades(z, d, [Cap(0.49999, a=(0.0, 1.0))], [], threshold=1e-4, objective_tol=0.0)
+    out = snap_small_trades(z, d, _cons(Cap(0.49999, a=(0.0, 1.0))), [], threshold=1e-4, objective_tol=0.0)
     np.testing.assert_array_equal(out, [0.0, 0.5 - 5e-5])

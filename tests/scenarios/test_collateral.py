@@ -4,11 +4,14 @@ everything, and the sale of pledged spot after a liquidation (USD)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from models.book import Book, FuturesPosition
+from models.collateral import Pledge
 from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
@@ -28,7 +31,7 @@ MARKET = MarketSnapshot(time=pd.Timestamp("2024-06-01", tz="UTC"), spot={"BTC": 
                         mark={"BTC-PERP": 50_000.0})
 
 
-def _book(pledged: dict[str, float] | None = None) -> Book:
+def _book(pledged: Mapping[str, Pledge] | None = None) -> Book:
     return Book(assets=(SpotAsset("BTC"), SpotAsset("ETH")), contracts=(FuturesContract("BTC-PERP", "BTC"),),
                 spot={"BTC": 1.0, "ETH": 10.0}, targets={"BTC": 0.6, "ETH": 0.4}, cash=0.0,
                 pledged=pledged or {})
