@@ -36,7 +36,7 @@ DEFAULT_BASIS = 1e-4 * 3 * DAYS_PER_YEAR
 BASIS_WINDOW = pd.Timedelta(days=30)
 
 
-def _days_left(index: pd.DatetimeIndex, expiry: int) -> np.ndarray:
+def days_left(index: pd.DatetimeIndex, expiry: int) -> np.ndarray:
     """max(T - t, 0) in days for every t of ``index`` (T as UTC int64 ns)."""
     t_ns = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns").asi8
     result: np.ndarray = np.maximum((expiry - t_ns).astype(float), 0.0) / NS_PER_DAY
@@ -131,9 +131,20 @@ class BasisModel:
                                   "price only contracts with kind DATED and an expiry")
         index = pd.DatetimeIndex(spot.index)
         b = self.annual(contract.underlying, index)
-        tau = _days_left(index, expiry)
+        tau = days_left(index, expiry)
         values = spot.to_numpy(dtype=float) * (1.0 + b * tau / DAYS_PER_YEAR)
         return pd.Series(values, index=index, name=contract.symbol)
+
+
+def dated_contracts(path: MarketPath, contracts: Sequence[FuturesContract]) -> list[FuturesContract]:
+    """The dated contracts of ``contracts``, each checked to have its underlying in ``path.spot``."""
+    dated = [c for c in contracts if c.kind == ContractKind.DATED]
+    for c in dated:
+        if c.underlying not in path.spot.columns:
+            raise ValidationError(f"contracts.{c.symbol}.underlying",
+                                  f"is {c.underlying!r}, not in the path's spot",
+                                  f"use one of {list(path.spot.columns)[:10]}")
+    return dated
 
 
 def with_dated_marks(path: MarketPath, contracts: Sequence[FuturesContract],
@@ -142,12 +153,7 @@ def with_dated_marks(path: MarketPath, contracts: Sequence[FuturesContract],
     ``basis.dated_price`` of their underlying's spot (any existing column for them, e.g. the
     perp mark ``MarketPath.from_synthetic`` / ``from_data`` give, is replaced) and whose funding
     has no column for them (dated futures pay none). Other columns are kept as they are."""
-    dated = [c for c in contracts if c.kind == ContractKind.DATED]
-    for c in dated:
-        if c.underlying not in path.spot.columns:
-            raise ValidationError(f"contracts.{c.symbol}.underlying",
-                                  f"is {c.underlying!r}, not in the path's spot",
-                                  f"use one of {list(path.spot.columns)[:10]}")
+    dated = dated_contracts(path, contracts)
     mark = (path.mark.copy() if path.mark is not None
             else pd.DataFrame(index=path.spot.index, dtype=float))
     for c in dated:

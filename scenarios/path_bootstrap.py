@@ -21,9 +21,9 @@ from scenarios.path_history import (
     JointHistory,
     PathFrame,
     SeedLike,
-    _check_steps,
     as_generator,
     build_market_path,
+    check_steps,
 )
 
 
@@ -63,7 +63,7 @@ class BlockBootstrap:
 
     def indices(self, seed: SeedLike, steps: int) -> np.ndarray:
         """The source rows of a path (``steps + 1`` of them; row 0's return is not used)."""
-        _check_steps(steps)
+        check_steps(steps)
         return stationary_indices(as_generator(seed), self.history.rows, steps + 1, self.mean_block)
 
     def generate(self, seed: SeedLike, steps: int) -> MarketPath:

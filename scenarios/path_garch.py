@@ -30,9 +30,9 @@ from scenarios.path_history import (
     JointHistory,
     PathFrame,
     SeedLike,
-    _check_steps,
     as_generator,
     build_market_path,
+    check_steps,
 )
 
 #: Largest alpha + beta kept from a GARCH fit. Each asset's variance follows its own recursion
@@ -169,7 +169,7 @@ class GarchT:
         return out / 100.0
 
     def generate(self, seed: SeedLike, steps: int) -> MarketPath:
-        _check_steps(steps)
+        check_steps(steps)
         rng = as_generator(seed)
         n = steps + 1
         returns = np.expm1(self.log_returns(rng, n))

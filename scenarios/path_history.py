@@ -222,7 +222,7 @@ def build_market_path(history: JointHistory, frame: PathFrame, returns: np.ndarr
                       adv=adv if len(adv) else None, synthetic=True)
 
 
-def _check_steps(steps: int) -> None:
+def check_steps(steps: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValidationError("montecarlo.steps", f"is {steps!r}", "give a whole number of steps >= 1")
 

@@ -26,9 +26,9 @@ import pandas as pd
 
 from models.data_layout import QUARTERLY_FOLDER, SPOT_DAILY_FOLDER, SUFFIXES
 from models.errors import ValidationError
-from models.instruments import ContractKind, FuturesContract
+from models.instruments import FuturesContract
 from models.io import load_quarterly_closes, load_spot_closes, quarterly_files
-from scenarios.dated_basis import DAYS_PER_YEAR, NS_PER_DAY, _days_left
+from scenarios.dated_basis import DAYS_PER_YEAR, NS_PER_DAY, dated_contracts, days_left
 from scenarios.market_path import MarketPath
 from scenarios.settlement import expiry_ns
 
@@ -190,7 +190,7 @@ def quarterly_marks(spot: pd.Series, real: pd.Series, expiry: int,
     """
     index = pd.DatetimeIndex(spot.index)
     s = spot.to_numpy(dtype=float)
-    tau = _days_left(index, expiry)
+    tau = days_left(index, expiry)
     out = term.price(s, tau)
     src = np.full(len(index), MODELLED, dtype=object)
     if len(real):
@@ -223,12 +223,7 @@ def with_quarterly_marks(path: MarketPath, contracts: Sequence[FuturesContract],
     :func:`quarterly_marks`; ``mark_source`` gets one column per dated contract ("real",
     "real_ffill", "modelled"), and funding has no column for them (dated futures pay none).
     Returns the path and the term structure used."""
-    dated = [c for c in contracts if c.kind == ContractKind.DATED]
-    for c in dated:
-        if c.underlying not in path.spot.columns:
-            raise ValidationError(f"contracts.{c.symbol}.underlying",
-                                  f"is {c.underlying!r}, not in the path's spot",
-                                  f"use one of {list(path.spot.columns)[:10]}")
+    dated = dated_contracts(path, contracts)
     if term is None:
         term = fit_quarterly_term_structure(data_dir, sorted({c.underlying for c in dated}),
                                             quote=quote)
