@@ -70,7 +70,7 @@ def _round_down_125(x: float) -> float:
 
 
 def _next_down(x: float) -> float:
-    """The next 1-2-5 value below ``x`` (which is one); 0 below 1e-12."""
+    """The next 1-2-5 value below ``x`` (which is one); 0 at or below 1e-12."""
     nxt = _round_down_125(x * 0.99)
     return nxt if nxt > 1e-12 else 0.0
 

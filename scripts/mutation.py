@@ -71,6 +71,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "optimizer/constraints.py": ("tests/optimizer/test_constraints_hand.py",
                                  "tests/optimizer/test_constraints.py",
                                  "tests/optimizer/test_constraints_duals.py",
+                                 "tests/optimizer/test_constraints_explain.py",
                                  "tests/optimizer/test_data_margin_hysteresis.py"),
     "scenarios/collateral.py": ("tests/scenarios/test_collateral.py",
                                 "tests/scenarios/test_collateral_width.py",
@@ -295,6 +296,31 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         ["optimizer.constraints.x__fmt__mutmut_4", "optimizer.constraints.x__fmt__mutmut_5"],
         "_fmt(1.0): f'{1.0:,.0f}' and f'{1.0:g}' are both '1'; no other value is moved"),
+    # optimizer/constraints.py (the explanations: predict, explain, notes, step phrases, ladder)
+    "optimizer.constraints.x__next_down__mutmut_7":
+        "nxt >= 1e-12: differs only when the next rung is exactly 1e-12 (below 2e-12), an exact "
+        "float tie at the ladder's floor: a step of 1e-12 user units (accepted)",
+    "optimizer.constraints.x__round_down_125__mutmut_17":
+        "m 10^k < x (1 + 1e-12): differs only when x (1 + 1e-12) rounds to exactly a rung, an exact "
+        "float tie at the 1e-12 tolerance (accepted)",
+    **dict.fromkeys(
+        [f"optimizer.constraints.x__round_down_125__mutmut_{n}" for n in range(25, 31)],
+        "the fallback after the loop is unreachable (pragma: no cover): floor(log10(x)) = k puts "
+        "x above 10^k (1 - 1e-13), so the 1 x 10^k rung passes the 1e-12 tolerance (checked at "
+        "every power of ten from 1e-323 to 1e308, its neighbours and 10^6 random x)"),
+    "optimizer.constraints.xǁConstraintǁexplain__mutmut_2":
+        "note(None): every note() (the base's, InitialMargin's, StressMargin's, ExpiryGuard's) "
+        "ignores its row",
+    **dict.fromkeys(
+        [f"optimizer.constraints.xǁConstraintǁexplain__mutmut_{n}" for n in (21, 26)],
+        "step_phrase(None, step): every step_phrase() ignores its row"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 28, 30)],
+        "dtype=float dropped from np.asarray of ctx.z.value or of (b - q).value: cvxpy keeps a "
+        "Variable's value as float64 (even an int assignment), so these are float arrays already"),
+    "optimizer.constraints.xǁConstraintǁpredict__mutmut_62":
+        "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
+        "absolute values, >= 0) is false, so the loop ends there either way",
     # scenarios/replay.py
     "scenarios.replay.x_run_backtest__mutmut_30":
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
