@@ -264,6 +264,13 @@ class ElasticResult:
     opposing: tuple[str, ...] = field(default_factory=tuple)
     #: (buys, sells) in weights with the spot leg on, else None
     spot: tuple[np.ndarray, np.ndarray] | None = None
+    #: (solver, status) of every solver tried, in order (a crash: ``error: <type>: <message>``)
+    tried: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def solved(self) -> bool:
+        """True when a solver answered; otherwise ``z`` is today's book and nothing was relaxed."""
+        return bool(self.tried) and self.tried[-1][1] in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
 
 
 #: A dual (objective per weight unit) above this marks a row the elastic re-solve pushes against: the
@@ -293,14 +300,21 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
     set_values(ctx, terms, constraints, d)
     total_slack = cp.sum(cp.hstack(slacks)) if slacks else cp.Constant(0.0)
     prob = cp.Problem(cp.Minimize(1e6 * total_slack + obj), cons)
+    tried: list[tuple[str, str]] = []
     for solver in (cp.CLARABEL, cp.SCS):
         try:
             with quiet_bounds():
                 prob.solve(solver=solver)
-        except cp.SolverError:
+        except cp.SolverError as exc:  # recorded in ``tried``; re-raised in strict mode (tests)
+            if strict_solvers():
+                raise
+            tried.append((solver, error_status(exc)))
             continue
+        tried.append((solver, str(prob.status)))
         if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             break
+    if not tried or tried[-1][1] not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        return ElasticResult(z=np.asarray(d.z0, dtype=float), tried=tuple(tried))
     z = np.asarray(ctx.z.value if ctx.z.value is not None else d.z0, dtype=float)
     conflicts: list[Conflict] = []
     opposing: list[str] = []
@@ -319,4 +333,5 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
                         0.0, None),
                 np.clip(np.asarray(ctx.sell.value if ctx.sell.value is not None else np.zeros(n)),
                         0.0, None))
-    return ElasticResult(z=z, conflicts=tuple(conflicts), opposing=tuple(opposing), spot=spot)
+    return ElasticResult(z=z, conflicts=tuple(conflicts), opposing=tuple(opposing), spot=spot,
+                         tried=tuple(tried))

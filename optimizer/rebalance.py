@@ -200,6 +200,10 @@ class Rebalancer:
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             opposing = el.opposing
             names = ", ".join([c.name for c in conflicts] + list(opposing)) or "(none found)"
+            if not el.solved:
+                tried = ", ".join(f"{s} ({st})" for s, st in el.tried) or "none"
+                messages.append(f"the least-violation re-solve failed ({tried}): the conflicting "
+                                f"constraints are unknown and the positions shown are today's")
             messages.append(f"infeasible: these constraints conflict: {names}. The positions shown "
                             f"are the least-violation book: they still break those constraints by "
                             f"the amounts listed.")

@@ -208,6 +208,47 @@ def test_gross_leverage_below_the_unhedgeable_spot_is_infeasible_and_named() -> 
     assert sol.gross_leverage == pytest.approx(0.15, abs=1e-6)
 
 
+def _failing_elastic_solve(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """cvxpy's Problem.solve raises for the elastic re-solve (the lean engines do not use it)."""
+    import cvxpy as cp
+
+    calls: list[str] = []
+
+    def broken(self: cp.Problem, *args: object, solver: str = "", **kwargs: object) -> float:
+        calls.append(solver)
+        raise cp.SolverError(f"{solver} broke on purpose")
+
+    monkeypatch.setattr(cp.Problem, "solve", broken)
+    return calls
+
+
+@pytest.mark.solver_fallback
+def test_a_failed_elastic_resolve_is_said_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both solvers of the least-violation re-solve raise: the answer is still infeasible, names no
+    conflict it did not find, keeps today's book, and says which solvers failed and why."""
+    contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
+    settings = OptimizerSettings(constraints=ConstraintSettings(funding_budget_usd=-5.0))
+    book = _seed_book(contracts)
+    calls = _failing_elastic_solve(monkeypatch)
+    sol = Rebalancer().solve(book, _market(contracts), _risk(), settings)
+    assert calls == ["CLARABEL", "SCS"]
+    assert sol.status == "infeasible" and sol.conflicts == () and not sol.orderable
+    failed = [m for m in sol.messages if "least-violation re-solve failed" in m]
+    assert len(failed) == 1 and "CLARABEL (error: SolverError: CLARABEL broke on purpose)" in failed[0]
+    assert all(p.notional == pytest.approx(0.0, abs=1e-9) for p in sol.target_positions)
+
+
+def test_a_failed_elastic_resolve_fails_a_strict_test_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In strict mode (the test suite's default) the elastic re-solve's crash is re-raised."""
+    import cvxpy as cp
+
+    contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
+    settings = OptimizerSettings(constraints=ConstraintSettings(funding_budget_usd=-5.0))
+    _failing_elastic_solve(monkeypatch)
+    with pytest.raises(cp.SolverError, match="CLARABEL broke on purpose"):
+        Rebalancer().solve(_seed_book(contracts), _market(contracts), _risk(), settings)
+
+
 def test_negative_funding_budget_with_no_carry_is_infeasible() -> None:
     contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
     settings = OptimizerSettings(constraints=ConstraintSettings(funding_budget_usd=-5.0))
