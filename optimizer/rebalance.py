@@ -27,7 +27,13 @@ from optimizer.data import ProblemData, Structure
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
 from optimizer.prepare import prepare
-from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded, elastic_resolve
+from optimizer.problem import (
+    ElasticResult,
+    HedgeProblem,
+    UnboundedBookError,
+    check_bounded,
+    elastic_resolve,
+)
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import size_reserve, with_stress_preset
 from optimizer.rounding import Rounded, round_positions, snap_small_trades
@@ -87,6 +93,20 @@ class Decision:
 
 class InsufficientCollateralError(FbrError):
     """The margin budget cannot carry even the smallest hedge the book needs."""
+
+
+def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...]) -> list[str]:
+    """What an infeasible answer says: the conflicting constraints (and, when the least-violation
+    re-solve itself failed, which solvers failed and that the positions are today's)."""
+    names = ", ".join([c.name for c in conflicts] + list(el.opposing)) or "(none found)"
+    out: list[str] = []
+    if not el.solved:
+        tried = ", ".join(f"{s} ({st})" for s, st in el.tried) or "none"
+        out.append(f"the least-violation re-solve failed ({tried}): the conflicting constraints are "
+                   f"unknown and the positions shown are today's")
+    out.append(f"infeasible: these constraints conflict: {names}. The positions shown are the "
+               f"least-violation book: they still break those constraints by the amounts listed.")
+    return out
 
 
 def _check_collateral(d: ProblemData, book: Book) -> None:
@@ -196,17 +216,9 @@ class Rebalancer:
         plan: Plan | None = None
         if res.status == INFEASIBLE:
             el = elastic_resolve(d)
-            spot = el.spot
+            spot, opposing = el.spot, el.opposing
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
-            opposing = el.opposing
-            names = ", ".join([c.name for c in conflicts] + list(opposing)) or "(none found)"
-            if not el.solved:
-                tried = ", ".join(f"{s} ({st})" for s, st in el.tried) or "none"
-                messages.append(f"the least-violation re-solve failed ({tried}): the conflicting "
-                                f"constraints are unknown and the positions shown are today's")
-            messages.append(f"infeasible: these constraints conflict: {names}. The positions shown "
-                            f"are the least-violation book: they still break those constraints by "
-                            f"the amounts listed.")
+            messages += _infeasible_messages(el, conflicts)
             z_unrounded = el.z
             rounded = Rounded(contracts=el.z * d.V / notional_per_contract(book, d), z=el.z,
                               repairs=0, broken=())
