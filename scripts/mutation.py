@@ -476,39 +476,15 @@ def _results(workdir: Path, module: str) -> dict[str, str]:
 
 def run_module(module: str, workdir: Path, jobs: int, show: bool, rerun: bool = True,
                retest: bool = False, only: Sequence[str] = ()) -> dict[str, object]:
-    tests = MODULES[module]
-    mutmut = Path(sys.executable).with_name("mutmut")
+    """Run (or with ``retest`` re-run the open survivors of, or with neither only re-read) one
+    module's mutants and print its counts, score and open survivors."""
     log = workdir / "mutmut.log"
     rc, seconds = 0, 0.0
     if retest and (workdir / "mutants" / f"{module}.meta").exists():
-        # the last run's open survivors only, against the current tests and the current code of
-        # every other module (the mutated file, and so the mutant names, stay those of that run)
-        meta_path = workdir / "mutants" / f"{module}.meta"
-        old_codes = json.loads(meta_path.read_text())["exit_code_by_key"]
-        names = [n for n, st in _results(workdir, module).items()
-                 if st in ("survived", "no tests", "suspicious") and n not in EQUIVALENT]
-        _refresh_copy(workdir, module)
-        t0 = time.monotonic()
-        if names:
-            # mutmut resets every verdict on a new test selection and re-runs only ``names``:
-            # the others keep their earlier verdict below
-            rc = _mutmut(workdir, module, _collectable(workdir, tests), jobs, names, log)
-            meta = json.loads(meta_path.read_text())
-            codes = meta["exit_code_by_key"]
-            for n, code in old_codes.items():
-                if n not in names or codes.get(n) is None:
-                    codes[n] = code
-            meta_path.write_text(json.dumps(meta))
-        seconds = time.monotonic() - t0
+        rc, seconds = _retest(module, workdir, jobs, log)
         rerun = False
     if rerun:
-        _copy_tree(workdir, tests)
-        t0 = time.monotonic()
-        shutil.rmtree(workdir / "mutants", ignore_errors=True)
-        prefix = module[:-3].replace("/", ".")
-        patterns = [f"{prefix}.{p}" for p in only]
-        rc = _mutmut(workdir, module, _collectable(workdir, tests), jobs, patterns, log)
-        seconds = time.monotonic() - t0
+        rc, seconds = _full_run(module, workdir, jobs, log, only)
     if not (workdir / "mutants" / f"{module}.meta").exists():
         if not log.exists():
             print(f"{module}: not run yet (no results in {workdir})")
@@ -516,6 +492,48 @@ def run_module(module: str, workdir: Path, jobs: int, show: bool, rerun: bool = 
         tail = log.read_text(errors="replace")[-1500:]
         print(f"{module}: mutmut failed (exit {rc}); see {log}:\n{tail}")
         return {"module": module, "error": rc}
+    return _report(module, workdir, seconds, show)
+
+
+def _retest(module: str, workdir: Path, jobs: int, log: Path) -> tuple[int, float]:
+    """The last run's open survivors only, against the current tests and the current code of every
+    other module (the mutated file, and so the mutant names, stay those of that run): (rc, s)."""
+    meta_path = workdir / "mutants" / f"{module}.meta"
+    old_codes = json.loads(meta_path.read_text())["exit_code_by_key"]
+    names = [n for n, st in _results(workdir, module).items()
+             if st in ("survived", "no tests", "suspicious") and n not in EQUIVALENT]
+    _refresh_copy(workdir, module)
+    t0 = time.monotonic()
+    rc = 0
+    if names:
+        # mutmut resets every verdict on a new test selection and re-runs only ``names``:
+        # the others keep their earlier verdict below
+        rc = _mutmut(workdir, module, _collectable(workdir, MODULES[module]), jobs, names, log)
+        meta = json.loads(meta_path.read_text())
+        codes = meta["exit_code_by_key"]
+        for n, code in old_codes.items():
+            if n not in names or codes.get(n) is None:
+                codes[n] = code
+        meta_path.write_text(json.dumps(meta))
+    return rc, time.monotonic() - t0
+
+
+def _full_run(module: str, workdir: Path, jobs: int, log: Path,
+              only: Sequence[str]) -> tuple[int, float]:
+    """A fresh copy and every mutant of ``module`` (or those matching ``only``): (rc, s)."""
+    tests = MODULES[module]
+    _copy_tree(workdir, tests)
+    t0 = time.monotonic()
+    shutil.rmtree(workdir / "mutants", ignore_errors=True)
+    prefix = module[:-3].replace("/", ".")
+    patterns = [f"{prefix}.{p}" for p in only]
+    rc = _mutmut(workdir, module, _collectable(workdir, tests), jobs, patterns, log)
+    return rc, time.monotonic() - t0
+
+
+def _report(module: str, workdir: Path, seconds: float, show: bool) -> dict[str, object]:
+    """Counts, score = killed / (mutants - equivalent), the open survivors (with ``show`` their
+    diffs) and the EQUIVALENT entries that no longer survive."""
     res = _results(workdir, module)
     unchecked = [n for n, st in res.items() if st == "not checked"]
     if unchecked:  # a run restricted by --only: the score counts the mutants it ran
@@ -531,6 +549,7 @@ def run_module(module: str, workdir: Path, jobs: int, show: bool, rerun: bool = 
     print(f"{module}: {len(res)} mutants, {counts['killed']} killed, {counts['timeout']} timeout, "
           f"{counts['survived']} survived, {counts['no tests']} no tests, {len(equivalent)} "
           f"equivalent -> score {score:.1%} of non-equivalent ({killed}/{denom}) in {seconds:.0f} s")
+    mutmut = Path(sys.executable).with_name("mutmut")
     for n in open_:
         print(f"    survivor ({res[n]}): {n}")
         if show:
