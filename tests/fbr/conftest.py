@@ -3,9 +3,15 @@ temporary folder, never in the real user's one."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # cli_helpers (run_fbr) for the test modules
+    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture(autouse=True)

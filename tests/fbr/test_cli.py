@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_fbr
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def run_fbr(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
 
 
 def solve_json(path: Path) -> dict[str, object]:

@@ -5,13 +5,12 @@ and the backtest file loader's pieces in-process (policy building, trailing risk
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import run_fbr
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -20,10 +19,6 @@ POLICY_NAMES = ["buy and hold", "spot monthly", "spot band 5%", "naive futures w
                 "naive futures band 5%", "naive edge band 5%", "optimised"]
 
 
-def run_fbr(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
 
 
 def test_backtest_json_every_policy_deterministic(tmp_path: Path) -> None:

@@ -5,12 +5,11 @@ default (no key) unchanged."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import run_fbr
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOK = ROOT / "examples" / "backtest_book.toml"
@@ -21,10 +20,6 @@ ETH = { tiers = [[0, 20000, 0.95], [20000, 1e9, 0.9]] }
 """
 
 
-def run_fbr(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
 
 
 def write_files(tmp_path: Path, backtest_extra: str, *, pledged_book: bool = True,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import run_fbr
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTC", "ETH")
@@ -143,10 +142,6 @@ name = "naive"
     return path
 
 
-def run_fbr(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real console entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
 
 
 def backtest_json(cfg: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_fbr
 from typer.testing import CliRunner
 
 from fbr import console
@@ -25,9 +26,6 @@ SEED = str(EXAMPLES / "seed_example_1.toml")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def run_fbr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def terminal_80(*args: str) -> str:

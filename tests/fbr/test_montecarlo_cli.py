@@ -4,20 +4,16 @@ report, the GARCH-t generator, and bad files / options as one clear message with
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_fbr
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def run_fbr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fbr.cli", *args], capture_output=True, text=True,
-                          timeout=180, cwd=ROOT)
 
 
 def _config(tmp_path: Path, montecarlo: str, extra: str = "") -> Path:
