@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fbr.console import CliError, err, out, preparing, print_wide, user_errors
-from fbr.montecarlo_config import MonteCarloConfig, _whole, load_montecarlo_file, policy_runs
+from fbr.montecarlo_config import MonteCarloConfig, load_montecarlo_file, policy_runs
 
 if TYPE_CHECKING:  # the heavy modules (numpy, pandas, the optimiser) load when the command runs
     from rich.table import Table
@@ -177,6 +177,7 @@ def montecarlo(
     """Run every policy over K generated market paths (block bootstrap or GARCH-t) and report the
     distributions of tracking error, costs, drawdown, margin use and P(liquidation)."""
     from fbr.backtest_work import check_output_file
+    from fbr.config_values import whole
     from scenarios.mc_report import write_mc_report
 
     with user_errors(as_json):
@@ -186,9 +187,9 @@ def montecarlo(
         engine = _engine(workers, scheduler, processes)
         cfg = load_montecarlo_file(config)
         if paths is not None:
-            cfg = dataclasses.replace(cfg, paths=_whole(paths, "--paths", 1))
+            cfg = dataclasses.replace(cfg, paths=whole(paths, "--paths", 1))
         if seed is not None:
-            cfg = dataclasses.replace(cfg, seed=_whole(seed, "--seed", 0))
+            cfg = dataclasses.replace(cfg, seed=whole(seed, "--seed", 0))
         target = None if no_report else (report if report is not None else cfg.report)
         check_output_file(target, "--report (or montecarlo.report)")  # before the long work
         estimate_montecarlo(cfg, "--paths" if paths is not None else "montecarlo.paths").check(force)

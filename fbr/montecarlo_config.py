@@ -83,12 +83,6 @@ class ConfigPolicy:
         return build_policy(spec, self.cfg, path)
 
 
-def _whole(value: Any, field: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValidationError(field, f"is {value!r}", f"give a whole number >= {lo}")
-    return int(value)
-
-
 def load_montecarlo_file(path: str | Path) -> MonteCarloConfig:
     """Read and validate a Monte Carlo file (its book file too)."""
     from models.toml_file import read_toml
@@ -155,6 +149,7 @@ def parse_montecarlo(data: Mapping[str, Any], *, source: Path) -> MonteCarloConf
     from fbr.config_values import number as _number
     from fbr.config_values import string as _string
     from fbr.config_values import sub_table as _table
+    from fbr.config_values import whole
     from scenarios.paths import GeneratorKind
 
     mc = _table(data, "montecarlo", "")
@@ -176,9 +171,9 @@ def parse_montecarlo(data: Mapping[str, Any], *, source: Path) -> MonteCarloConf
         DEFAULT_MC_REPORT)
     grid = _grid(mc, bt)
     cfg = MonteCarloConfig(backtest=bt, generator=GeneratorKind(gen.lower()),
-                           paths=_whole(mc.get("paths", 100), "montecarlo.paths", 1),
-                           steps=_whole(mc.get("steps", 365), "montecarlo.steps", 1), step=step,
-                           seed=_whole(mc.get("seed", 0), "montecarlo.seed", 0),
+                           paths=whole(mc.get("paths", 100), "montecarlo.paths", 1),
+                           steps=whole(mc.get("steps", 365), "montecarlo.steps", 1), step=step,
+                           seed=whole(mc.get("seed", 0), "montecarlo.seed", 0),
                            mean_block=mean_block, report=report, grid=grid)
     policy_runs(cfg)  # validates every grid value now, not in a worker
     return cfg
