@@ -28,11 +28,14 @@ from fbr.console import (
     user_errors,
     wide,
 )
+from fbr.execute_wiring import ExchangeChoice, HoldingsOpt, JournalOpt
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from fbr.backtest_config import BacktestConfig
+    from fbr.config_loader import LoadedBook
+    from fbr.execute_wiring import AccountLoaded
     from optimizer.solution import Solution
     from scenarios.backtest_result import BacktestResult
     from scenarios.market_path import MarketPath
@@ -76,32 +79,60 @@ def _root(version: Annotated[bool, typer.Option(
 
 def _solve_file(path: Path) -> Solution:
     from fbr.config import load_book_file
+
+    return _solve_loaded(load_book_file(path))
+
+
+def _solve_loaded(loaded: LoadedBook) -> Solution:
+    """The rebalance of a loaded book (book, market, risk, settings as given)."""
     from optimizer.rebalance import Rebalancer
 
-    loaded = load_book_file(path)
     return Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings,
                               labels=loaded.labels)
 
 
+def _solve_account(book: Path, exchange: ExchangeChoice, journal: Path | None
+                   ) -> tuple[Solution, AccountLoaded]:
+    """The book file's rebalance from the holdings of ``exchange``'s account
+    (:func:`fbr.execute_wiring.account_loaded`; ``dry-run``: the book file alone)."""
+    from executor.safety import install_log_redaction
+    from fbr.config import load_book_file
+    from fbr.execute_wiring import account_loaded, redacting
+
+    if not book.exists():
+        raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book "
+                       f"(see examples/)")
+    loaded = load_book_file(book)
+    if exchange == ExchangeChoice.BINANCEUSDM:
+        install_log_redaction()
+    with redacting():
+        account = account_loaded(loaded, exchange, journal)
+    return _solve_loaded(account.loaded), account
+
+
 @app.command()
 def solve(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the README.")],
-          as_json: JsonOpt = False) -> None:
+          as_json: JsonOpt = False,
+          exchange: HoldingsOpt = ExchangeChoice.DRY_RUN,
+          journal: JournalOpt = None) -> None:
     """Solve one rebalance: target futures positions, trades, risk, costs, margin, binding constraints.
 
-    An answer that may not be traded (infeasible, or positions past a hard margin row) is printed,
-    then the command exits with code 3 naming the conflicting constraints on stderr."""
+    The holdings are the book file's, or with --exchange paper|binanceusdm the account's (as
+    `fbr execute` reads them). An answer that may not be traded (infeasible, or positions past a
+    hard margin row) is printed, then the command exits with code 3 naming the conflicting
+    constraints on stderr."""
     from fbr.render import render_solution
     from optimizer.checks import blocked_message
 
     with user_errors(as_json):
-        if not book.exists():
-            raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book "
-                           f"(see examples/)")
-        sol = _solve_file(book)
+        sol, account = _solve_account(book, exchange, journal)
         if as_json:
-            print(json.dumps(json_ready(solution_json(sol.to_dict())), indent=2, allow_nan=False))
+            doc = {**solution_json(sol.to_dict()), "holdings_source": account.source}
+            print(json.dumps(json_ready(doc), indent=2, allow_nan=False))
         else:
             out.rule(f"fbr solve {book}")
+            if account.from_account:
+                out.print(f"holdings: {escape(account.source)}", highlight=False, soft_wrap=True)
             render_solution(sol, out)
         if sol.blockers:  # the answer stays the one JSON object on stdout; the verdict goes to stderr
             err.print(f"[bold red]error:[/bold red] {escape(blocked_message(sol.blockers))}",
@@ -349,7 +380,8 @@ def _demo_backtest(show: bool) -> dict[str, Any]:
 
 #: Command modules that add their commands to ``app`` through ``register(app)`` (one per feature,
 #: so each stays small): what-if and Monte Carlo, execution and status, market data.
-COMMAND_MODULES = ("fbr.whatif_cli", "fbr.montecarlo_cli", "fbr.execute_cli", "fbr.data_cli")
+COMMAND_MODULES = ("fbr.whatif_cli", "fbr.montecarlo_cli", "fbr.execute_cli", "fbr.data_cli",
+                   "fbr.run_cli", "fbr.account_cli")
 
 
 def _register_commands() -> None:

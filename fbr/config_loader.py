@@ -23,7 +23,7 @@ from fbr.config_holdings import (
     parse_weights,
     spot_quantities,
 )
-from fbr.config_market import parse_market
+from fbr.config_market import data_funding_forecast, parse_market
 from fbr.config_risk import parse_risk
 from fbr.config_settings import parse_settings
 from fbr.config_sources import ParseContext
@@ -109,4 +109,6 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     risk_table = sub_table(data, "risk", "")
     risk = parse_risk(risk_table, book, market, sub_table(data, "market", ""), ctx)
     settings = parse_settings(data, risk_table, book)
+    market = data_funding_forecast(sub_table(data, "market", ""), market, contracts,
+                                   settings.costs, ctx)
     return LoadedBook(book, market, risk, settings, tuple(ctx.labels))

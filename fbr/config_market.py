@@ -1,8 +1,10 @@
 """Book-file [market]: the market snapshot a rebalance is solved at.
 
-The source is explicit prices, the synthetic generator, or the last daily close of a data folder;
-explicit [market.*] sub-tables are written over the source's values, and marks can be filled from
-spot (no basis). Explicit prices must be realistic (config_values.price: finite, at most 1e9 USD).
+The source is explicit prices, the synthetic generator, or a data folder (spot: the last daily close;
+perpetuals: the last 4 h mark close and the last funding settlement at or before the market time,
+:func:`data_funding_forecast` adds the EWMA funding forecast); explicit [market.*] sub-tables are
+written over the source's values, and marks can be filled from spot (no basis). Explicit prices must
+be realistic (config_values.price: finite, at most 1e9 USD).
 Units: prices USD, funding per funding interval, half spreads fractions, ADV USD per day.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -37,9 +40,12 @@ from fbr.config_values import (
     symbol_map,
     timestamp,
 )
+from models.data_files import optional_file
+from models.data_layout import FUNDING_FOLDER, MARK_BAR_HOURS, MARK_FOLDER
 from models.errors import ValidationError
-from models.instruments import FuturesContract, SpotAsset
+from models.instruments import ContractKind, FuturesContract, SpotAsset
 from models.market import MarketSnapshot
+from optimizer.settings import CostSettings, FundingForecastRule
 
 MARKET_KEYS = (
     "source", "time", "seed", "days", "start", "data_dir", "mark_from_spot",
@@ -66,7 +72,7 @@ def parse_market(table: Table, assets: Sequence[SpotAsset], contracts: Sequence[
     if source == "synthetic":
         snap = _synthetic_market(table, symbols, contracts, at, ctx)
     elif source == "data":
-        snap = _data_market(table, symbols, at, ctx)
+        snap = _data_market(table, symbols, contracts, at, ctx)
     else:
         snap = _explicit_market(at, ctx)
     snap = _apply_overrides(snap, overrides)
@@ -166,10 +172,11 @@ def _synthetic_market(table: Table, symbols: Sequence[str],
     return snap
 
 
-def _data_market(table: Table, symbols: Sequence[str], at: pd.Timestamp | None,
-                 ctx: ParseContext) -> MarketSnapshot:
-    """Spot = the last daily close at or before ``at`` (the last one when not given); marks are set
-    to spot by the caller (the data folder's perp marks are 4-hourly and cover fewer symbols)."""
+def _data_market(table: Table, symbols: Sequence[str], contracts: Sequence[FuturesContract],
+                 at: pd.Timestamp | None, ctx: ParseContext) -> MarketSnapshot:
+    """Spot = the last daily close at or before ``at`` (the last one when not given); the market
+    time is that close's time. Perpetuals: mark and funding from the folder (:func:`_perp_data`);
+    contracts left without a mark (no mark file, dated contracts) are set to spot by the caller."""
     d = resolve_data_dir(table, "market", ctx)
     closes = until(spot_closes(d, symbols, "market"), at)
     if closes.empty:
@@ -183,4 +190,128 @@ def _data_market(table: Table, symbols: Sequence[str], at: pd.Timestamp | None,
     when = pd.Timestamp(closes.index[-1])
     when = when.tz_localize("UTC") if when.tzinfo is None else when
     ctx.labels.append(f"market data: daily spot closes from {d} at {when:%Y-%m-%d}")
-    return MarketSnapshot(time=when, spot={s: float(row[s]) for s in symbols}, mark={})
+    mark, funding = _perp_data(d, contracts, when, ctx)
+    return MarketSnapshot(time=when, spot={s: float(row[s]) for s in symbols}, mark=mark,
+                          funding=funding)
+
+
+# ---------------------------------------------------------------------------------------------
+# perpetuals from a data folder: marks, funding, funding forecast
+
+#: A mark close or funding settlement older than this before the market time gets a label.
+STALE_AFTER = pd.Timedelta(days=1)
+#: Bar length of the perpetual mark closes (a bar stamped by its open time closes this later).
+MARK_BAR = pd.Timedelta(hours=MARK_BAR_HOURS)
+
+
+def _perpetual_underlyings(contracts: Sequence[FuturesContract]) -> dict[str, list[str]]:
+    """Perpetual contract symbols by underlying asset (dated contracts are left out)."""
+    out: dict[str, list[str]] = {}
+    for c in contracts:
+        if c.kind == ContractKind.PERPETUAL:
+            out.setdefault(c.underlying, []).append(c.symbol)
+    return out
+
+
+def _mark_closes(data_dir: Path, asset: str, when: pd.Timestamp) -> pd.Series | None:
+    """Perpetual mark closes of ``asset`` (USD) indexed by close time (bar open + 4 h), those at or
+    before ``when`` only; None when the folder has no mark file for it."""
+    from models.io import load_mark_closes
+
+    if optional_file(data_dir, MARK_FOLDER, asset) is None:
+        return None
+    closes = load_mark_closes(data_dir, [asset])[asset]
+    closes.index = pd.DatetimeIndex(closes.index) + MARK_BAR
+    return closes.loc[closes.index <= when]
+
+
+def _settlements(data_dir: Path, asset: str, when: pd.Timestamp) -> pd.Series | None:
+    """Funding settlements of ``asset``'s perpetual (fraction per settlement, > 0: longs pay)
+    indexed by settlement time, those at or before ``when`` only; None when the folder has no
+    funding file for it."""
+    from models.io import load_funding
+
+    if optional_file(data_dir, FUNDING_FOLDER, asset) is None:
+        return None
+    rates = load_funding(data_dir, [asset])[asset].dropna()
+    return rates.loc[pd.DatetimeIndex(rates.index) <= when]
+
+
+def _last_value(series: pd.Series | None, what: str, path: str, when: pd.Timestamp,
+                notes: list[str]) -> float | None:
+    """The last value of ``series`` (None when there is none, with a note naming ``path``); a note
+    when it is more than ``STALE_AFTER`` older than ``when``."""
+    if series is None:
+        notes.append(f"no {what} file {path}")
+        return None
+    if series.empty:
+        notes.append(f"no {what} at or before {when:%Y-%m-%d %H:%M} in {path}")
+        return None
+    last = pd.Timestamp(series.index[-1])
+    if when - last > STALE_AFTER:
+        notes.append(f"the last {what} in {path} is from {last:%Y-%m-%d %H:%M}, "
+                     f"{(when - last) / pd.Timedelta(hours=1):.0f} h before the market time")
+    return float(series.iloc[-1])
+
+
+def _perp_data(data_dir: Path, contracts: Sequence[FuturesContract], when: pd.Timestamp,
+               ctx: ParseContext) -> tuple[dict[str, float], dict[str, float]]:
+    """(marks USD, funding rates per settlement) of the perpetuals at ``when`` (UTC): the last 4 h
+    mark close (``perp_mark_4h/<SYM>``) and the last funding settlement (``funding/<SYM>``) at or
+    before it. A missing file leaves the contract out, with a label naming the file (its mark then
+    falls back to spot, its funding to 0)."""
+    mark: dict[str, float] = {}
+    funding: dict[str, float] = {}
+    notes: list[str] = []
+    for asset, symbols in _perpetual_underlyings(contracts).items():
+        m = _last_value(_mark_closes(data_dir, asset, when), "perpetual mark",
+                        str(data_dir / MARK_FOLDER / f"{asset}.csv.gz"), when, notes)
+        r = _last_value(_settlements(data_dir, asset, when), "funding",
+                        str(data_dir / FUNDING_FOLDER / f"{asset}.csv.gz"), when, notes)
+        for sym in symbols:
+            if m is not None:
+                mark[sym] = m
+            if r is not None:
+                funding[sym] = r
+    if mark or funding:
+        ctx.labels.append(f"market data: perpetual marks (last 4 h close) and funding (last "
+                          f"settlement) at or before {when:%Y-%m-%d %H:%M} from {data_dir}")
+    ctx.labels.extend(f"market data: {note}" for note in dict.fromkeys(notes))
+    return mark, funding
+
+
+def data_funding_forecast(table: Table, market: MarketSnapshot,
+                          contracts: Sequence[FuturesContract], costs: CostSettings,
+                          ctx: ParseContext) -> MarketSnapshot:
+    """``market`` with ``funding_forecast`` set for a [market] taken from a data folder when
+    ``[costs] funding_forecast = "ewma"``: per perpetual with a funding file and no rate pinned in
+    [market.funding], ``models.funding_forecast.EwmaShrinkForecaster`` (the costs' half-lives and
+    long-run level) over H = horizon_days x 24 / funding_interval_h settlements, from the
+    settlements at or before the market time (fraction per settlement; what the optimiser's carry
+    reads, ``MarketSnapshot.carry_rate``). Any other source or rule: ``market`` unchanged (the
+    carry then assumes the last settlement, ``market.funding``)."""
+    source = choice(table.get("source", "explicit"), "market.source", MARKET_SOURCES, str)
+    if source != "data" or costs.funding_forecast != FundingForecastRule.EWMA:
+        return market
+    from models.funding_forecast import EwmaShrinkForecaster  # scipy.signal: only when asked for
+
+    fc = EwmaShrinkForecaster(half_life=costs.funding_half_life,
+                              reversion_half_life=costs.funding_reversion_half_life,
+                              long_run_rate=costs.funding_long_run_rate)
+    pinned = set(sub_table(table, "funding", "market"))
+    data_dir = resolve_data_dir(table, "market", ctx)
+    forecast: dict[str, float] = {}
+    for c in contracts:
+        if c.kind != ContractKind.PERPETUAL or c.symbol in pinned:
+            continue
+        rates = _settlements(data_dir, c.underlying, market.time)
+        if rates is None:
+            continue
+        horizon = costs.horizon_days * 24.0 / c.funding_interval_h
+        forecast[c.symbol] = fc.forecast(rates, market.time, horizon).mean_rate
+    if not forecast:
+        return market
+    ctx.labels.append(f"funding forecast: EWMA of the settlements up to {market.time:%Y-%m-%d %H:%M} "
+                      f"(half-life {costs.funding_half_life:g}, reversion "
+                      f"{costs.funding_reversion_half_life:g} settlements) for {', '.join(forecast)}")
+    return dataclasses.replace(market, funding_forecast={**market.funding_forecast, **forecast})

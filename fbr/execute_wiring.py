@@ -1,5 +1,6 @@
-"""What ``fbr execute`` and ``fbr status`` share: the exchange choice and its ccxt factories, the
-retry settings, the common options, loading the book, building the ccxt gateway, and scrubbing
+"""What ``fbr execute``, ``fbr status``, ``fbr solve`` and ``fbr whatif`` share: the exchange choice
+and its ccxt factories, the retry settings, the common options, loading the book, building the ccxt
+gateway, reading an account's holdings into a loaded book (:func:`account_loaded`), and scrubbing
 secrets from errors and JSON output.
 
 Units: ``BACKOFF_S`` and ``RECONCILE_DELAYS_S`` in seconds. Keys come from
@@ -10,10 +11,12 @@ output. Heavy modules (ccxt, the executor, the book loader) are imported inside 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -66,6 +69,10 @@ JournalOpt = Annotated[Path | None, typer.Option(
     "--journal", help="SQLite journal (default $FBR_JOURNAL, else journal.sqlite in the per-user "
     "data directory: $FBR_DATA_HOME, or ~/.local/share/fbr on Linux).")]
 BookArg = Annotated[Path | None, typer.Argument(help="Book file (TOML), as `fbr solve` reads it.")]
+HoldingsOpt = Annotated[ExchangeChoice, typer.Option(
+    "--exchange", help="Where the holdings (futures positions, wallet cash) come from: dry-run "
+    "(default: the book file), paper (the journal's paper account) or binanceusdm (the account, "
+    "keys from FBR_BINANCEUSDM_API_KEY / FBR_BINANCEUSDM_SECRET).")]
 
 
 @contextmanager
@@ -130,3 +137,64 @@ def _gateway(exchange: ExchangeChoice, live: bool = True) -> CcxtGateway:
     creds = load_credentials(exchange.value)
     factory = EXCHANGE_FACTORIES[exchange.value]
     return CcxtGateway(factory(creds), base_delay_s=BACKOFF_S)
+
+
+@dataclass(frozen=True)
+class AccountLoaded:
+    """A loaded book whose holdings come from an account: ``loaded`` has the account's book
+    (futures positions in contracts, wallet cash in USD; spot stays the book file's) and market;
+    ``source`` says where the holdings came from, for reports ("book file", "paper account
+    (journal J)", "binanceusdm account")."""
+
+    loaded: LoadedBook
+    source: str
+
+    @property
+    def from_account(self) -> bool:
+        """True when an account (paper or exchange) supplied the holdings."""
+        return self.source != BOOK_FILE_SOURCE
+
+
+#: ``AccountLoaded.source`` of the book file alone (``--exchange dry-run``).
+BOOK_FILE_SOURCE = "book file"
+
+
+def account_loaded(loaded: LoadedBook, exchange: ExchangeChoice,
+                   journal_path: Path | None = None) -> AccountLoaded:
+    """``loaded`` with the holdings of ``exchange``'s account, as ``fbr execute`` plans from them.
+
+    - ``dry-run``: the book file alone (``loaded`` unchanged);
+    - ``paper``: the journal's paper account (positions, cash; the book file's when the journal or
+      its paper account does not exist yet). Nothing is written: no journal is created;
+    - ``binanceusdm``: the exchange's instruments (lot steps, contract sizes, tiers), market (marks,
+      funding) and account (positions, wallet cash), keys from the environment.
+    Spot holdings, targets, the risk model and the settings stay the book file's.
+    """
+    if exchange == ExchangeChoice.DRY_RUN:
+        return AccountLoaded(loaded, BOOK_FILE_SOURCE)
+    if exchange == ExchangeChoice.PAPER:
+        return _paper_loaded(loaded, _journal_path(journal_path))
+    from executor.workflow import account_view
+
+    book, market, _ = account_view(_gateway(exchange, live=False), loaded.book, loaded.market)
+    return AccountLoaded(dataclasses.replace(loaded, book=book, market=market),
+                         f"{exchange.value} account")
+
+
+def _paper_loaded(loaded: LoadedBook, journal_path: Path) -> AccountLoaded:
+    """The paper account of ``journal_path`` (see :func:`account_loaded`); a missing journal is
+    not created."""
+    from executor.journal import Journal, check_journal_path
+    from executor.paper import paper_book
+
+    check_journal_path(journal_path)
+    if not journal_path.is_file():
+        return AccountLoaded(loaded, f"paper account (journal {journal_path} does not exist yet: "
+                                     f"the book file's holdings)")
+    with Journal(journal_path) as j:
+        book, found = paper_book(loaded.book, j)
+    if not found:
+        return AccountLoaded(loaded, f"paper account (journal {journal_path} has none for book "
+                                     f"{loaded.book.name!r} yet: the book file's holdings)")
+    return AccountLoaded(dataclasses.replace(loaded, book=book),
+                         f"paper account (journal {journal_path})")

@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fbr.console import CliError, err, out, pp, renamed, user_errors, wide
+from fbr.execute_wiring import ExchangeChoice, HoldingsOpt, JournalOpt
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from fbr.config_loader import LoadedBook
+    from fbr.execute_wiring import AccountLoaded
     from models.book import Book
     from optimizer.rebalance import Rebalancer
     from optimizer.solution import Solution
@@ -73,9 +75,13 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
                "--list", help="List the library's scenarios and exit.")] = False,
            as_json: Annotated[bool, typer.Option(
                "--json", help="Print one JSON object instead of tables.")] = False,
+           exchange: HoldingsOpt = ExchangeChoice.DRY_RUN,
+           journal: JournalOpt = None,
            ) -> None:
     """What-if: shock prices, funding, basis, volatility, correlation or liquidity; see PnL, NAV,
-    weights, margin, the moves that liquidate the book, and the optimiser's next move."""
+    weights, margin, the moves that liquidate the book, and the optimiser's next move. The holdings
+    are the book file's, or with --exchange paper|binanceusdm the account's (as `fbr execute` reads
+    them)."""
     with user_errors(as_json):
         from optimizer.rebalance import Rebalancer
         from scenarios.applied_shocks import resolve_shocks
@@ -97,6 +103,8 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
         chosen = _choose(shock or [], scenario or [], run_all, lib)
         for sc in chosen:  # every symbol checked before any work
             resolve_shocks(sc, loaded.book)
+        account = _account(loaded, exchange, journal)
+        loaded = account.loaded
 
         rebalancer = Rebalancer()
         tested = loaded.book
@@ -111,12 +119,33 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
         if as_json:
             doc = {"status": "ok", "book": loaded.book.name,
                    "positions": "solution" if with_solution else "current",
+                   "holdings_source": account.source,
+                   "futures_positions": futures_positions(loaded.book),
                    "solution": _solution_summary(solution) if solution is not None else None,
                    "scenarios": [scenario_json(r) for r in results], "notes": notes,
                    "labels": list(loaded.labels)}
             print(json.dumps(doc, indent=2, allow_nan=False))
         else:
-            _print_results(results, out, book, notes, list(loaded.labels))
+            _print_results(results, out, book, notes, list(loaded.labels),
+                           holdings=account.source if account.from_account else None)
+
+
+def _account(loaded: LoadedBook, exchange: ExchangeChoice, journal: Path | None) -> AccountLoaded:
+    """The holdings of ``exchange``'s account in ``loaded`` (:func:`fbr.execute_wiring.
+    account_loaded`; ``dry-run``: the book file alone), secrets scrubbed from any error."""
+    from executor.safety import install_log_redaction
+    from fbr.execute_wiring import account_loaded, redacting
+
+    if exchange == ExchangeChoice.BINANCEUSDM:
+        install_log_redaction()
+    with redacting():
+        return account_loaded(loaded, exchange, journal)
+
+
+def futures_positions(book: Book) -> dict[str, float]:
+    """The book's current futures positions: signed contracts by contract symbol (long > 0),
+    open positions only."""
+    return {s: p.contracts for s, p in book.futures.items() if p.contracts != 0}
 
 
 def _solution_book(loaded: LoadedBook, rebalancer: Rebalancer, notes: list[str]
@@ -241,13 +270,17 @@ def _run(chosen: list[Scenario], book: Book, loaded: LoadedBook, rebalancer: Reb
 
 
 def _print_results(results: list[WhatIfResult], console: Console, book: Path, notes: list[str],
-                   labels: list[str]) -> None:
+                   labels: list[str], holdings: str | None = None) -> None:
+    """The scenarios' tables; ``holdings`` names an account the holdings came from (None: the
+    book file, not printed)."""
     from rich.markup import escape
 
     from fbr.whatif_render import overview_table, render_result
 
     wide_out = wide(console, 140)
     wide_out.rule(escape(f"fbr whatif {book}"))
+    if holdings is not None:
+        wide_out.print(f"holdings: {escape(holdings)}", highlight=False, soft_wrap=True)
     if labels:
         wide_out.print(f"data: {escape(' / '.join(labels))}")
     for r in results:

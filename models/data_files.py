@@ -1,6 +1,7 @@
 """Reading one file of the shared data layout (``models.data_layout``), with one clear error.
 
-``find_file`` locates ``<data_dir>/<folder>/<SYM>`` (first suffix of ``SUFFIXES`` that exists);
+``find_file`` locates ``<data_dir>/<folder>/<SYM>`` (first suffix of ``SUFFIXES`` that exists;
+``optional_file`` the same, None when there is none);
 ``read_frame`` reads a CSV (gzip or plain) or Parquet file, turning a truncated or corrupt file
 into one :class:`models.errors.ValidationError` naming it; ``read_table`` indexes a per-symbol file
 by its UTC ``timestamp`` column; ``column`` and ``check_prices`` pick and check a price column.
@@ -18,12 +19,20 @@ from models.data_layout import DATA_DIR_ENV, SUFFIXES
 from models.errors import ValidationError
 
 
-def find_file(data_dir: Path, folder: str, symbol: str) -> Path:
-    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists."""
+def optional_file(data_dir: Path, folder: str, symbol: str) -> Path | None:
+    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists, else None."""
     for suffix in SUFFIXES:
         path = data_dir / folder / f"{symbol}{suffix}"
         if path.is_file():
             return path
+    return None
+
+
+def find_file(data_dir: Path, folder: str, symbol: str) -> Path:
+    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists."""
+    found = optional_file(data_dir, folder, symbol)
+    if found is not None:
+        return found
     expected = data_dir / folder / f"{symbol}.csv.gz"
     where = "" if data_dir.is_dir() else f" (the directory {data_dir} does not exist)"
     raise ValidationError(f"data.{folder}.{symbol}",

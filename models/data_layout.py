@@ -27,6 +27,8 @@ SPOT_FOLDER_PREFIX = "spot_"
 SPOT_DAILY_FOLDER = "spot_1d"
 #: Perpetual mark klines (4 h bars).
 MARK_FOLDER = "perp_mark_4h"
+#: Bar length of the perpetual mark klines, hours (a bar opened at t closes at t + 4 h).
+MARK_BAR_HOURS = 4
 #: Funding settlements.
 FUNDING_FOLDER = "funding"
 #: Dated (quarterly) futures' daily klines, ``<PAIR>_<YYMMDD>``.

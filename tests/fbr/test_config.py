@@ -290,7 +290,8 @@ def test_data_market_and_risk(tmp_path: Path) -> None:
     assert not lb.market.synthetic
     assert lb.market.time == pd.Timestamp("2024-06-01", tz="UTC")  # close of the 05-31 bar
     assert 20_000 < lb.market.spot_price("BTC") < 100_000
-    assert lb.market.mark_price("BTC-PERP") == lb.market.spot_price("BTC")
+    assert lb.market.mark_price("BTC-PERP") != lb.market.spot_price("BTC")  # perp_mark_4h close
+    assert lb.market.funding_rate("BTC-PERP") != 0.0  # the last settled rate
     assert lb.risk.symbols == ("BTC", "ETH", "SOL") and np.all(lb.risk.vol > 0.1)
 
 
