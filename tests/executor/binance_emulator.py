@@ -20,7 +20,9 @@ What is emulated (one-way position mode, USDT collateral, linear contracts of si
   ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
   ``/fapi/v1/positionSide/dual``, ``/fapi/v1/income`` (income history: symbol, incomeType,
   startTime/endTime/limit, default 100 rows, max 1000; neither time given: the last 7 days),
-  ``/fapi/v1/multiAssetsMargin`` (GET/POST: the Multi-Assets mode flag).
+  ``/fapi/v1/multiAssetsMargin`` (GET/POST: the Multi-Assets mode flag), and spot
+  ``/api/v3/account`` (the spot wallet: ``balances`` rows ``{asset, free, locked}`` of the assets set
+  with :meth:`BinanceEmulator.set_spot_balance`, decimal strings, as Binance sends them).
 
 Multi-Assets mode (spot pledged as margin): :meth:`BinanceEmulator.set_wallet_asset` puts a
 quantity of a non-stable asset (e.g. BTC) in the futures wallet; the account (``/fapi/v*/account``
@@ -63,6 +65,9 @@ Synthetic history (deterministic, seeded by the symbol name): hourly marks from 
 for ``history_days`` days (default 2024-01-01, 400 days; a geometric random walk, 60%/yr vol, from
 the market's price), aggregated to 4h/8h/1d bars; spot = mark / (1 + basis) with a small smooth
 basis (a few bp); funding every 8 h (00/08/16 UTC), rate 0.0001 + N(0, 0.0001^2) clipped.
+
+An outage (:meth:`BinanceEmulator.set_down`) answers every request with HTTP 503 and processes
+nothing until a given emulator time: the exchange down for maintenance.
 
 Faults (:class:`Fault`) are one-shot and queued per (method, path) with :meth:`BinanceEmulator.inject`;
 :meth:`BinanceEmulator.inject_error` answers any HTTP status and Binance code, before or after the
@@ -481,10 +486,14 @@ class BinanceEmulator:
                         (5_000_000.0, None, 0.0))),
             (("BTC", "ETH", "USDT", "USDC"), ((0.0, None, 1.0),)),
         ]
+        #: the spot wallet (``GET /api/v3/account``): asset -> (free, locked), base units
+        self.spot_balances: dict[str, tuple[float, float]] = {}
         self._visible_at: dict[int, float] = {}
         self._entry_before: dict[int, float] = {}
         self._pending: list[tuple[float, EmuOrder, float]] = []
         self._clock_ms: int | None = None
+        #: an outage (:meth:`set_down`): requests answer 503 until this emulator time (ms)
+        self.down_until_ms: int | None = None
         self._next_tran = 9_000_000_001
         start = int(np.datetime64(history_start, "ms").astype(np.int64))
         self.history: dict[str, History] = {s: make_history(m, start, history_days)
@@ -630,6 +639,15 @@ class BinanceEmulator:
         return sum(min(rate, cap) * min(max(usd - lo, 0.0), (math.inf if hi is None else hi) - lo)
                    for lo, hi, rate in tiers)
 
+    def set_spot_balance(self, asset: str, free: float, locked: float = 0.0) -> None:
+        """Hold ``free`` + ``locked`` base units of ``asset`` in the spot wallet (both 0 removes
+        it); ``GET /api/v3/account`` lists it."""
+        with self._lock:
+            if free or locked:
+                self.spot_balances[asset] = (float(free), float(locked))
+            else:
+                self.spot_balances.pop(asset, None)
+
     def set_hedge_mode(self, on: bool = True) -> None:
         """Switch the account's position mode (hedge = separate LONG and SHORT positions)."""
         with self._lock:
@@ -733,6 +751,15 @@ class BinanceEmulator:
         ``timeout`` (ms), e.g. ``emulator.exchange(timeout=250)``, so it gives up first."""
         self.faults.add(ArmedFault(fault, method.upper(), path, float(delay_s)))
 
+    def set_down(self, until_ms: int | None) -> None:
+        """An outage: every request answers HTTP 503 (nothing is processed) while the emulator's
+        clock is before ``until_ms`` (None ends it)."""
+        self.down_until_ms = until_ms
+
+    def is_down(self) -> bool:
+        """True during an outage (:meth:`set_down`)."""
+        return self.down_until_ms is not None and self.now_ms() < self.down_until_ms
+
     def orders_for(self, client_order_id: str) -> list[EmuOrder]:
         with self._lock:
             return [o for o in self.orders if o.clientOrderId == client_order_id]
@@ -753,6 +780,8 @@ class BinanceEmulator:
         with self._lock:
             self.requests.append(RecordedRequest(method, path, host, params, clean, time.time()))
             self._run_pending()
+        if self.is_down():
+            return 503, "Service Unavailable", None, 0.0
         armed = self.faults.take(method, path)
         if armed is not None:
             early = self._early_fault(armed)
@@ -902,6 +931,7 @@ class BinanceEmulator:
             ("GET", "/sapi/v1/portfolio/collateralRate"): lambda p: [
                 {"asset": a, "collateralRate": f"{r:.4f}"} for a, r in self.pm_collateral_rate.items()],
             ("GET", "/sapi/v1/margin/crossMarginCollateralRatio"): self._collateral_ratio,
+            ("GET", "/api/v3/account"): self._spot_account,
         }
         routes: dict[tuple[str, str], tuple[bool, Route]] = {k: (False, v)
                                                              for k, v in public.items()}
@@ -1166,6 +1196,16 @@ class BinanceEmulator:
                 "totalCrossWalletBalance": _num(self.balance), "totalCrossUnPnl": _num(upnl),
                 "availableBalance": _num(available), "maxWithdrawAmount": _num(available),
                 "assets": [asset, *self._wallet_asset_rows()], "positions": positions}
+
+    def _spot_account(self, p: dict[str, str]) -> object:
+        """GET /api/v3/account: the spot wallet in Binance's shape (8-decimal strings)."""
+        return {"makerCommission": 10, "takerCommission": 10, "buyerCommission": 0,
+                "sellerCommission": 0, "canTrade": True, "canWithdraw": True, "canDeposit": True,
+                "brokered": False, "requireSelfTradePrevention": False, "preventSor": False,
+                "updateTime": self.now_ms(), "accountType": "SPOT",
+                "balances": [{"asset": a, "free": _fmt(f, 8), "locked": _fmt(lk, 8)}
+                             for a, (f, lk) in self.spot_balances.items()],
+                "permissions": ["SPOT"], "uid": 354937868}
 
     def _balance(self, p: dict[str, str]) -> object:
         pos_im, ord_im, _mm, upnl = self._im_mm()
