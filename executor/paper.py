@@ -3,7 +3,10 @@
 Fill price of a leg of signed contracts q on contract j: p = mark_j x (1 + sign(q) x (h_j + i_j)),
 h_j the half spread (fraction, from the market), i_j = k x sigma_daily x sqrt(|n| / ADV_j) the
 square-root impact (fraction; 0 without ADV or daily vol), n = |q| x npc_j(mark) USD.
-Fee = taker fee x |q| x npc_j(p) USD, paid from the wallet. A position that shrinks realises PnL
+Fee = taker fee x |q| x npc_j(mark) USD, paid from the wallet: on the notional at mark, as the
+optimiser's cost model and the backtest charge it (a real exchange charges it on the fill notional;
+the difference is fee x slippage, about 1e-7 of the notional), so a paper account and a backtest
+fed the same prices and decisions keep the same NAV. A position that shrinks realises PnL
 against its average entry (linear: q x size x (p - entry); inverse: q x size x (1/entry - 1/p) x p,
 USD); one that grows averages its entry (arithmetic for linear, harmonic for inverse).
 Limit legs fill only when p is within the limit (else they are cancelled, like IOC).
@@ -132,6 +135,17 @@ class PaperStore:
             raise
         cur.execute("COMMIT")
 
+    def save_account(self, futures: Mapping[str, FuturesPosition], cash: float) -> None:
+        """Overwrite this book's account (a funding settlement), in one transaction."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_account(cur, futures, cash)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
     def init_account(self, futures: Mapping[str, FuturesPosition], cash: float) -> None:
         """Open this book's paper account at ``futures`` and ``cash`` (no-op when it exists)."""
         cur = self._conn.cursor()
@@ -173,6 +187,7 @@ class PaperGateway:
         self._impact_k = impact_k
         self._contracts = {c.symbol: c for c in book.contracts}
         self._store = store
+        self._traded_now: dict[str, float] = {}
         self._clock = clock or (lambda: int(time.time() * 1000))
         self.orders: dict[str, OrderState] = {}
         self._trades: list[tuple[str, Trade]] = []
@@ -185,6 +200,32 @@ class PaperGateway:
                 self._book = book.evolve(futures=saved[0], cash=saved[1])
             self.orders = store.orders()
             self._trades = store.trades()
+
+    def set_market(self, market: MarketSnapshot,
+                   daily_vol: Mapping[str, float] | None = None) -> None:
+        """Move the paper exchange to ``market`` (a simulated clock's new step); ``daily_vol``
+        replaces the impact term's daily vols when given."""
+        self._market = market
+        self._traded_now = {}
+        if daily_vol is not None:
+            self._daily_vol = dict(daily_vol)
+
+    def settle_funding(self, rates: Mapping[str, float]) -> float:
+        """Pay funding at the current marks: for each contract j with summed rate r_j (fraction,
+        every settlement since the last call), cash -= r_j x q_j x npc_j(mark_j) (a long pays a
+        positive rate); the account is persisted. Returns the amount received (USD, signed)."""
+        paid = 0.0
+        for sym, r in rates.items():
+            pos = self._book.futures.get(sym)
+            if pos is None or r == 0:
+                continue
+            c = self._contracts[sym]
+            paid += float(r) * pos.contracts * c.notional_per_contract(self._market.mark_price(sym))
+        if paid != 0.0:
+            self._book = self._book.evolve(cash=self._book.cash - paid)
+            if self._store is not None:
+                self._store.save_account(self._book.futures, self._book.cash)
+        return -paid
 
     def account_key(self) -> str:
         """``paper:<book name>``."""
@@ -218,13 +259,20 @@ class PaperGateway:
         return None
 
     def fill_price(self, leg: OrderLeg) -> float:
-        """Mark plus half spread plus impact, against the trader (USD)."""
+        """Mark plus half spread plus impact, against the trader (USD). Orders on one contract at
+        one market snapshot share their impact: after n0 USD already traded there, n more cost
+        k sigma ((n0 + n)^{3/2} - n0^{3/2}) / sqrt(ADV) USD, so a flip sent as two legs costs what
+        one order of the same size would (the backtest's 3/2-power cost)."""
         c = self._contracts[leg.symbol]
         mark = self._market.mark_price(leg.symbol)
         notional = leg.contracts * c.notional_per_contract(mark)
         adv = self._market.contract_adv(leg.symbol)
         vol = self._daily_vol.get(leg.symbol, 0.0)
-        impact = self._impact_k * vol * math.sqrt(notional / adv) if math.isfinite(adv) else 0.0
+        impact = 0.0
+        if math.isfinite(adv) and notional > 0:
+            n0 = self._traded_now.get(leg.symbol, 0.0)
+            impact = self._impact_k * vol * ((n0 + notional) ** 1.5 - n0 ** 1.5) / (
+                notional * math.sqrt(adv))
         slip = self._market.contract_half_spread(leg.symbol) + impact
         return mark * (1.0 + slip if leg.side == Side.BUY else 1.0 - slip)
 
@@ -244,12 +292,15 @@ class PaperGateway:
                                 or leg.contracts > abs(pos.contracts) + 1e-12):
             raise OrderRejectedError(f"reduce-only order {leg.client_id} would open or increase "
                                      f"{leg.symbol}")
-        fee = c.taker_fee * leg.contracts * c.notional_per_contract(price)
+        fee = c.taker_fee * leg.contracts * c.notional_per_contract(self._market.mark_price(leg.symbol))
         new_pos, realised = apply_fill(pos, leg.signed_contracts, price, c)
         futures = {s: p for s, p in self._book.futures.items() if s != leg.symbol}
         if new_pos is not None:
             futures[leg.symbol] = new_pos
         self._book = self._book.evolve(futures=futures, cash=self._book.cash + realised - fee)
+        mark = self._market.mark_price(leg.symbol)
+        self._traded_now[leg.symbol] = (self._traded_now.get(leg.symbol, 0.0)
+                                        + leg.contracts * c.notional_per_contract(mark))
         trade = Trade(oid, leg.signed_contracts, price, fee, self._clock())
         return self._keep(leg.symbol, OrderState(leg.client_id, oid, OrderStatus.FILLED,
                                                  leg.contracts, price, fee), trade)

@@ -424,18 +424,20 @@ def _rounding_warning(rows: Sequence[_Rounded], share: float, te_now: float | No
             "rebalance a larger book")
 
 
-def plan_orders(solution: Solution, book: Book, market: MarketSnapshot,
+def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: MarketSnapshot,
                 instruments: Mapping[str, Instrument], options: PlanOptions | None = None, *,
                 risk: RiskModel | None = None, plan_id: str | None = None,
                 now: datetime | None = None) -> OrderPlan:
     """The orders that move ``book`` (positions in the instruments' contract units) to the
-    solution's target notionals at ``market`` marks; see the module docstring. Expiries are judged
-    at the market snapshot's time."""
+    solution's target notionals at ``market`` marks; see the module docstring. ``solution`` may
+    also be the target notionals themselves (USD by contract; a contract left out is held), as any
+    policy gives them. Expiries are judged at the market snapshot's time."""
     opts = options or PlanOptions()
     pid = plan_id or new_plan_id(now)
     rule = client_id_rule(opts.venue)
     clock: datetime = market.time
-    targets = {p.symbol: p.notional for p in solution.target_positions}
+    targets = (dict(solution) if isinstance(solution, Mapping)
+               else {p.symbol: p.notional for p in solution.target_positions})
     q0_all = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
     start: dict[str, float] = {}
     target: dict[str, float] = {}

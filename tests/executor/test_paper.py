@@ -36,13 +36,13 @@ def test_fill_at_mark_plus_half_spread_and_fee() -> None:
     m = dataclasses.replace(market(), half_spread={"BTC-PERP": 0.0002})
     gw = PaperGateway(book, m)
     st = gw.create_order(_leg("BTC-PERP", Side.SELL, 0.017))
-    # sell: 60000 x (1 - 0.0002) = 59988; fee 0.05% x 0.017 x 59988
+    # sell: 60000 x (1 - 0.0002) = 59988; fee 0.05% x 0.017 x 60000 (at mark, as the backtest)
     assert st.status == OrderStatus.FILLED and st.average == pytest.approx(59_988.0)
-    assert st.fee == pytest.approx(0.0005 * 0.017 * 59_988.0)
+    assert st.fee == pytest.approx(0.0005 * 0.017 * 60_000.0, rel=1e-12)
     after = gw.account(book, m)
     btc = after.futures["BTC-PERP"]
     assert btc.contracts == -0.017 and btc.entry_price == pytest.approx(59_988.0)
-    assert after.cash == pytest.approx(3000.0 - 0.0005 * 0.017 * 59_988.0)
+    assert after.cash == pytest.approx(3000.0 - 0.0005 * 0.017 * 60_000.0, rel=1e-12)
 
 
 def test_square_root_impact_moves_the_fill() -> None:

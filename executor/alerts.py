@@ -1,0 +1,201 @@
+"""Alerts of the daily loop: trades, failures, unknown legs, margin and funding warnings, the daily
+summary, kill switch and restarts, sent to a webhook.
+
+A webhook is an HTTP(S) URL that takes a JSON POST. Two bodies:
+
+- ``"json"`` (generic): ``{"source": "fbr", "kind", "severity", "title", "text", "time", "book",
+  "fields"}``; ``time`` is ISO 8601 UTC, ``fields`` a flat object of numbers and strings (a
+  number with no finite value is ``null``);
+- ``"telegram"`` (the Bot API's ``sendMessage``): ``{"chat_id", "text", "disable_web_page_preview"}``,
+  ``text`` the title and text on two lines.
+
+Delivery: at most ``1 + retries`` POSTs per alert, ``backoff_s`` x 2^k seconds apart, each with a
+``timeout_s`` timeout; a 2xx answer is delivered, a 4xx other than 429 is final (the body will not
+become acceptable), anything else is retried. An alert that cannot be delivered is logged once and
+counted; it never stops the loop. Secrets never reach a payload: every string goes through
+:func:`executor.safety.redact`, and the URL (a Telegram URL carries the bot token) is never part
+of a payload, a log line or an error message (:func:`url_label` shows its scheme and host only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from executor.safety import redact
+
+log = logging.getLogger("executor.alerts")
+
+
+class AlertKind(StrEnum):
+    """What an alert is about."""
+
+    START = "start"
+    TRADE = "trade"
+    FAILURE = "failure"
+    UNKNOWN_LEG = "unknown_leg"
+    MARGIN = "margin"
+    FUNDING = "funding"
+    LIMIT = "limit"
+    DAILY_SUMMARY = "daily_summary"
+    KILL = "kill"
+    RESTART = "restart"
+    STOP = "stop"
+
+
+class Severity(StrEnum):
+    """How urgent: ``info`` (trades, summaries), ``warning`` (margin, funding, limits),
+    ``critical`` (failures, an order in doubt, the kill switch)."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert. ``time`` is the loop's clock (UTC; simulated in a replay); ``fields`` holds
+    figures (USD, fractions) and names, never secrets."""
+
+    kind: AlertKind
+    severity: Severity
+    title: str
+    text: str
+    time: datetime
+    book: str = ""
+    fields: Mapping[str, float | int | str | None] = field(default_factory=dict)
+
+    def json_body(self) -> dict[str, object]:
+        """The generic JSON body (strings redacted)."""
+        return {"source": "fbr", "kind": self.kind.value, "severity": self.severity.value,
+                "title": redact(self.title), "text": redact(self.text),
+                "time": self.time.isoformat().replace("+00:00", "Z"), "book": redact(self.book),
+                "fields": {k: _field(v) for k, v in self.fields.items()}}
+
+    def telegram_body(self, chat_id: str) -> dict[str, object]:
+        """A Telegram ``sendMessage`` body: the title and text on two lines."""
+        head = f"fbr {self.severity.value.upper()} [{self.book}] {self.title}"
+        return {"chat_id": chat_id, "text": redact(f"{head}\n{self.text}"),
+                "disable_web_page_preview": True}
+
+
+def _field(v: float | int | str | None) -> float | int | str | None:
+    """A field value for JSON: strings redacted, non-finite numbers as null."""
+    if isinstance(v, str):
+        return redact(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class AlertSink(Protocol):
+    """Where alerts go: ``send`` returns True when the alert was delivered."""
+
+    def send(self, alert: Alert) -> bool:
+        """Deliver one alert (never raises for a delivery failure)."""
+        ...
+
+
+def url_label(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: safe to print (no path, query or credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+Post = Callable[..., requests.Response]
+
+
+@dataclass
+class WebhookSink:
+    """POST alerts to ``url`` as ``fmt`` (``"json"`` or ``"telegram"``; Telegram needs
+    ``chat_id``), with bounded retries (see the module docstring). ``post`` and ``sleep`` are
+    injected in tests."""
+
+    url: str
+    fmt: str = "json"
+    chat_id: str = ""
+    retries: int = 2
+    backoff_s: float = 1.0
+    timeout_s: float = 5.0
+    post: Post = requests.post
+    sleep: Callable[[float], None] = time.sleep
+    failed: int = 0
+    delivered: int = 0
+
+    def body(self, alert: Alert) -> dict[str, object]:
+        """The payload of ``alert`` in this sink's format."""
+        return alert.telegram_body(self.chat_id) if self.fmt == "telegram" else alert.json_body()
+
+    def send(self, alert: Alert) -> bool:
+        """POST the alert; True when a 2xx answer came within the retries."""
+        ok, why = self.try_send(alert)
+        if ok:
+            self.delivered += 1
+            return True
+        self.failed += 1
+        log.warning("alert %s not delivered to %s: %s", alert.kind.value, url_label(self.url), why)
+        return False
+
+    def try_send(self, alert: Alert) -> tuple[bool, str]:
+        """(delivered, the last failure's reason) after at most ``1 + retries`` POSTs."""
+        data = json.dumps(self.body(alert), allow_nan=False, default=str)
+        why = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                answer = self.post(self.url, data=data, timeout=self.timeout_s,
+                                   headers={"Content-Type": "application/json"})
+            except requests.RequestException as exc:
+                why = f"{type(exc).__name__}"
+                continue
+            if 200 <= answer.status_code < 300:
+                return True, ""
+            why = f"HTTP {answer.status_code}"
+            if 400 <= answer.status_code < 500 and answer.status_code != 429:
+                break
+        return False, why
+
+
+@dataclass
+class MemorySink:
+    """Keeps alerts in a list (dry runs and tests)."""
+
+    alerts: list[Alert] = field(default_factory=list)
+
+    def send(self, alert: Alert) -> bool:
+        """Append the alert."""
+        self.alerts.append(alert)
+        return True
+
+
+@dataclass
+class AlertHub:
+    """Sends each alert to every sink and logs it as one structured line."""
+
+    sinks: list[AlertSink] = field(default_factory=list)
+    book: str = ""
+    sent: list[Alert] = field(default_factory=list)
+
+    def emit(self, kind: AlertKind, severity: Severity, title: str, text: str, when: datetime,
+             **fields: float | int | str | None) -> Alert:
+        """Build, log and send one alert."""
+        alert = Alert(kind, severity, title, text, when, self.book, dict(fields))
+        level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
+                 Severity.CRITICAL: logging.ERROR}[severity]
+        log.log(level, "%s: %s. %s", kind.value, title, text)
+        self.sent.append(alert)
+        for sink in self.sinks:
+            sink.send(alert)
+        return alert

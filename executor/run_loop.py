@@ -1,0 +1,485 @@
+"""The daily loop (``fbr run``): read the account, solve, trade when it pays, record, alert; for months.
+
+Each wake-up (every ``triggers.check_every``, at each scheduled time and ahead of funding
+settlements when carry matters) the loop
+
+1. stops when the kill file exists or a kill/stop was requested (a signal sets a flag; the wake-up
+   in progress finishes first, so a plan is never cut in the middle by the loop itself);
+2. reads the account (:func:`executor.run_cycle.read_view`); a failed read is recorded and alerted
+   once per outage (and once when the exchange answers again) and the loop waits for the next
+   wake-up;
+3. alerts on the margin ratio (``margin_warn``) and on funding spikes (``funding_alert``), once per
+   episode;
+4. runs a cycle when one is due: the first wake-up, a scheduled time, a drift beyond the band, a
+   margin ratio beyond the de-risk threshold (at once, without the cost gate) or a funding
+   settlement ahead. A cycle asks the policy, de-risks, plans, gates, checks the day's turnover and
+   loss limits and executes through the journaled executor (or shows the plan in a dry run); every
+   cycle is a row of the run tables (:mod:`executor.run_store`) and trades, failures and orders in
+   doubt are alerted;
+5. rewrites the health file.
+
+A new UTC day first sends the previous day's summary. Restart: the scheduled grid, the last cycle
+and the plan in flight are in the run tables; a plan a crash left open is resumed first (the
+journaled executor reconciles its legs in doubt and sends only what is missing), then the loop goes
+on where it stopped. One loop per account: the loop holds the account's run lock for its lifetime
+(a second ``fbr run`` is refused; a crashed one releases it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from executor.alerts import AlertHub, AlertKind, Severity
+from executor.base import ExchangeGateway, ExecutionReport, Outcome
+from executor.dryrun import DryRunExecutor
+from executor.journal import Journal
+from executor.live import ExecutionUnknownError, JournaledExecutor, PlanBasis
+from executor.lock import AccountBusyError, account_lock
+from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
+from executor.run_cycle import View, check_orderable, derisk, gate, plan_turnover, read_view
+from executor.run_settings import RunSettings
+from executor.run_store import CycleRecord, RunStore, write_health
+from executor.safety import redact
+from executor.schedule import Clock, Schedule
+from models.book import Book
+from models.errors import FbrError, RefusedError
+from models.instruments import ContractKind
+from models.market import MarketSnapshot
+from models.risk import RiskModel
+from optimizer.policies import Policy
+
+log = logging.getLogger("executor.run")
+
+
+@dataclass
+class Venue:
+    """Where the loop reads and trades: the gateway, the journal (None in a dry run), how to build
+    the journaled executor for a plan's basis (None in a dry run), the fallback market at a time
+    (what the exchange does not give), and each contract's daily vol (impact in the gate)."""
+
+    gateway: ExchangeGateway
+    journal_path: Path
+    journal: Journal | None
+    executor: Callable[[PlanBasis], JournaledExecutor] | None
+    fallback: Callable[[datetime], MarketSnapshot]
+    daily_vol: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    """How the loop ended: ``status`` (``stopped``, ``killed``, ``finished``), counts."""
+
+    status: str
+    cycles: int = 0
+    trades: int = 0
+    failures: int = 0
+    alerts: int = 0
+
+
+class Runner:
+    """The loop over one account (see the module docstring). ``clock`` is a
+    :class:`executor.schedule.WallClock` or a :class:`executor.schedule.SimClock`."""
+
+    def __init__(self, venue: Venue, book: Book, risk: RiskModel, policy: Policy,
+                 settings: RunSettings, options: PlanOptions, clock: Clock, alerts: AlertHub,
+                 *, book_path: str = "", gamma_fund: float = 0.0) -> None:
+        self.venue, self.book, self.risk, self.policy = venue, book, risk, policy
+        self.settings, self.options, self.clock, self.alerts = settings, options, clock, alerts
+        self.book_path, self.gamma_fund = book_path, gamma_fund
+        self.account = venue.gateway.account_key()
+        self.store = RunStore(venue.journal_path, self.account)
+        self.summary = RunSummary("running")
+        self._stop: str | None = None
+        self._instruments: dict[str, Instrument] | None = None
+        self._outage: str | None = None
+        self._episodes: set[str] = set()
+
+    # --- control ------------------------------------------------------------------------------
+    def request_stop(self, why: str = "stop") -> None:
+        """Stop after the wake-up in progress (``why``: ``stop`` or ``kill``)."""
+        self._stop = self._stop or why
+
+    def _stopping(self) -> bool:
+        return self._stop is not None or self.settings.kill_file.exists()
+
+    def run(self, preflight: Callable[[], None] | None = None) -> RunSummary:
+        """Run until stopped, killed, ``max_cycles`` or the end of a simulated clock.
+        ``preflight`` runs once the account's run lock is held, before anything else (the CLI
+        sends the start alert there, so a dead webhook stops the run before any order)."""
+        try:
+            with account_lock(f"run-{self.account}"):
+                if preflight is not None:
+                    preflight()
+                return self._run()
+        except AccountBusyError as exc:
+            raise RefusedError(f"another fbr run is running on account {self.account}"
+                               f"{_pid_of(str(exc))}: two loops must not trade one account. Fix: "
+                               f"stop it first (systemctl stop, or kill -TERM its pid)") from None
+        finally:
+            self.store.close()
+
+    def _run(self) -> RunSummary:
+        self._resume_in_flight(self._now())
+        while True:
+            now = self._now()
+            if self._stopping():
+                break
+            self._tick(now)
+            self._health("running", now)
+            if self._finished(now):
+                break
+            self.clock.sleep_until(self._next_wake(now), self._stopping)
+        return self._end(self._now())
+
+    def _finished(self, now: datetime) -> bool:
+        cap = self.settings.max_cycles
+        end = getattr(self.clock, "end", None)
+        return (cap is not None and self.summary.cycles >= cap) or (end is not None and now >= end)
+
+    def _end(self, now: datetime) -> RunSummary:
+        killed = self._stop == "kill" or self.settings.kill_file.exists()
+        status = "killed" if killed else ("stopped" if self._stop else "finished")
+        kind = AlertKind.KILL if killed else AlertKind.STOP
+        why = (f"kill switch ({self.settings.kill_file} or SIGUSR1): no further order"
+               if killed else f"the loop ended ({status})")
+        self.alerts.emit(kind, Severity.CRITICAL if killed else Severity.INFO,
+                         f"fbr run {status}", why, now)
+        self.summary.status = status
+        self.summary.alerts = len(self.alerts.sent)
+        self._health(status, now)
+        return self.summary
+
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    # --- one wake-up ----------------------------------------------------------------------------
+    def _tick(self, now: datetime) -> None:
+        view = self._read(now)
+        if view is None:
+            return
+        self._day(now, view)
+        self._watch(now, view)
+        reason = self._reason(now, view)
+        if reason is not None:
+            self._cycle(now, view, reason)
+
+    def _read(self, now: datetime) -> View | None:
+        """The account now, or None after recording and (once per outage) alerting a failure."""
+        try:
+            if self._instruments is None:
+                self._instruments = self.venue.gateway.instruments(self.book)
+            view = read_view(self.venue.gateway, self.book, self.venue.fallback(now), now,
+                             self.risk, self._instruments)
+        except FbrError as exc:
+            msg = redact(str(exc))
+            self.summary.failures += 1
+            self.store.record(CycleRecord(now, "read", "failed", message=msg))
+            if self._outage is None:
+                self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "account read failed",
+                                 f"{msg}. The loop retries at the next wake-up", now)
+            self._outage = msg
+            return None
+        if self._outage is not None:
+            self.alerts.emit(AlertKind.FAILURE, Severity.INFO, "exchange answers again",
+                             f"after: {self._outage}", now)
+            self._outage = None
+        return view
+
+    def _watch(self, now: datetime, view: View) -> None:
+        """Margin and funding alerts, once per episode (an episode ends when the figure is back)."""
+        t = self.settings.triggers
+        if t.margin_warn is not None:
+            self._episode("margin", view.margin_ratio >= t.margin_warn, now,
+                          AlertKind.MARGIN, "margin ratio high",
+                          f"margin ratio {view.margin_ratio:.1%} (warning at {t.margin_warn:.0%})",
+                          margin_ratio=view.margin_ratio)
+        if t.funding_alert is not None:
+            for sym in self.book.contract_symbols:
+                r = view.market.funding_rate(sym)
+                self._episode(f"funding:{sym}", abs(r) >= t.funding_alert, now, AlertKind.FUNDING,
+                              f"funding spike on {sym}",
+                              f"rate {r:.4%} per settlement (alert at {t.funding_alert:.3%})",
+                              symbol=sym, rate=r)
+
+    def _episode(self, key: str, on: bool, now: datetime, kind: AlertKind, title: str, text: str,
+                 **fields: float | str) -> None:
+        if on and key not in self._episodes:
+            self._episodes.add(key)
+            self.alerts.emit(kind, Severity.WARNING, title, text, now, **fields)
+        elif not on:
+            self._episodes.discard(key)
+
+    def _reason(self, now: datetime, view: View) -> str | None:
+        """Why a cycle runs now (None: no cycle)."""
+        t = self.settings.triggers
+        last = self.store.get("last_cycle")
+        if t.margin_ratio is not None and view.margin_ratio > t.margin_ratio:
+            return "margin"
+        if last is None:
+            return "start"
+        due = self.settings.schedule.next_after(datetime.fromisoformat(last))
+        if due is not None and now >= due:
+            return "schedule"
+        if t.drift_band is not None and view.max_drift > t.drift_band:
+            return "drift"
+        return self._funding_reason(now)
+
+    def _funding_reason(self, now: datetime) -> str | None:
+        """``funding`` once per settlement, ``funding_ahead`` before it, when carry matters."""
+        ahead = self.settings.triggers.funding_ahead
+        if ahead is None or self.gamma_fund <= 0:
+            return None
+        nxt = self._next_settlement(now)
+        if nxt is None or nxt - now > ahead or self.store.get("funding_cycle") == nxt.isoformat():
+            return None
+        self.store.put("funding_cycle", nxt.isoformat())
+        return "funding"
+
+    def _next_settlement(self, now: datetime) -> datetime | None:
+        hours = [c.funding_interval_h for c in self.book.contracts
+                 if c.kind == ContractKind.PERPETUAL]
+        if not hours:
+            return None
+        return min(Schedule(interval=timedelta(hours=h)).next_after(now) or now for h in hours)
+
+    def _next_wake(self, now: datetime) -> datetime:
+        t = self.settings.triggers
+        wake = now + t.check_every
+        last = self.store.get("last_cycle")
+        due = self.settings.schedule.next_after(datetime.fromisoformat(last) if last else now)
+        if due is not None:  # a cycle overdue (the account could not be read): retry soon
+            wake = min(wake, due if due > now else now + t.retry_every)
+        nxt = self._next_settlement(now) if t.funding_ahead and self.gamma_fund > 0 else None
+        if nxt is not None and t.funding_ahead is not None and nxt - t.funding_ahead > now:
+            wake = min(wake, nxt - t.funding_ahead)
+        return wake
+
+    # --- the day ------------------------------------------------------------------------------
+    def _day(self, now: datetime, view: View) -> None:
+        """On a new UTC day: the previous day's summary, then the new day's opening NAV."""
+        today = now.date().isoformat()
+        day = self.store.get("day")
+        if day == today:
+            return
+        if day is not None:
+            self._summary(now, day, view)
+        self._instruments = None  # re-read lots, limits and tiers once a day
+        self.store.put("day", today)
+        self.store.put("day_nav", repr(view.nav))
+        self.store.put("halted", None)
+
+    def _summary(self, now: datetime, day: str, view: View) -> None:
+        start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        rows = [c for c in self.store.cycles() if start <= c.time < start + timedelta(days=1)]
+        traded = [c for c in rows if c.action == "traded"]
+        nav0 = float(self.store.get("day_nav") or view.nav)
+        self.alerts.emit(AlertKind.DAILY_SUMMARY, Severity.INFO, f"daily summary {day}",
+                         f"{len(rows)} cycles, {len(traded)} traded, turnover "
+                         f"{sum(c.turnover_usd for c in rows):,.2f} USD, NAV {nav0:,.2f} -> "
+                         f"{view.nav:,.2f} USD, TE {view.tracking_error:.2%}, margin ratio "
+                         f"{view.margin_ratio:.1%}", now, day=day, cycles=len(rows),
+                         trades=len(traded), nav=view.nav, nav_open=nav0,
+                         turnover_usd=sum(c.turnover_usd for c in rows),
+                         tracking_error=view.tracking_error, margin_ratio=view.margin_ratio)
+
+    def _day_start(self, now: datetime) -> datetime:
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+    # --- a cycle ------------------------------------------------------------------------------
+    def _cycle(self, now: datetime, view: View, reason: str) -> None:
+        force = reason == "margin"
+        self.summary.cycles += 1
+        self.store.put("last_cycle", now.isoformat())
+        try:
+            plan = self._plan(now, view, force)
+        except FbrError as exc:
+            self._failed(now, reason, view, f"no plan: {redact(str(exc))}")
+            return
+        if plan is None:
+            return
+        record = self._gated(now, view, reason, plan, force)
+        if record is None:
+            record = self._send(now, view, reason, plan)
+        self.store.record(record)
+
+    def _plan(self, now: datetime, view: View, force: bool) -> OrderPlan | None:
+        """The policy's targets, de-risked, as an order plan (None: halted for the day)."""
+        if self.store.get("halted") and not force:
+            return None
+        targets = self._targets(now, view, force)
+        threshold = self.settings.triggers.margin_ratio
+        if threshold is not None:
+            targets, s = derisk(view.book, view.market, targets, threshold)
+            if s < 1.0:
+                self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
+                                 f"margin ratio {view.margin_ratio:.1%} above {threshold:.0%}: "
+                                 f"target positions scaled by {s:.3f}", now, scale=s,
+                                 margin_ratio=view.margin_ratio)
+        return plan_orders(targets, view.book, view.market, view.instruments, self.options,
+                           risk=self.risk, now=now)
+
+    def _targets(self, now: datetime, view: View, force: bool) -> dict[str, float]:
+        """The policy's target notionals (USD); a de-risk whose policy fails starts from the
+        positions held (then scaled down), any other failure propagates."""
+        try:
+            target = self.policy(view.book, view.market, pd.Timestamp(now))
+            check_orderable(self.policy, target, view.book, view.market)
+        except FbrError as exc:
+            if not force:
+                raise
+            self.alerts.emit(AlertKind.FAILURE, Severity.WARNING, "policy failed while de-risking",
+                             f"{redact(str(exc))}; scaling down the positions held instead", now)
+            held = view.book.futures_notional(view.market)
+            return dict(zip(view.book.contract_symbols, map(float, held), strict=True))
+        return dict(target.futures)
+
+    def _gated(self, now: datetime, view: View, reason: str, plan: OrderPlan,
+               force: bool) -> CycleRecord | None:
+        """A record when the plan is not sent (nothing to do, the gate, a daily limit)."""
+        base = CycleRecord(now, reason, "no_trade", plan.plan_id, view.nav, view.tracking_error,
+                           view.tracking_error)
+        if not plan.legs:
+            return base
+        if self.settings.gate and not force:
+            g = gate(view, plan, self.risk, self.settings.gamma_trade, self.venue.daily_vol)
+            if not g.open:
+                return _with(base, action="held", te_after=g.te_after,
+                             message=f"TE^2 fall {g.benefit:.3g} <= cost {g.cost:.3g}")
+        return None if force else self._limits(now, view, plan, base)
+
+    def _limits(self, now: datetime, view: View, plan: OrderPlan,
+                base: CycleRecord) -> CycleRecord | None:
+        lim = self.settings.limits
+        nav0 = float(self.store.get("day_nav") or view.nav)
+        if nav0 - view.nav > lim.loss_usd:
+            self.store.put("halted", "loss")
+            msg = (f"NAV {view.nav:,.2f} USD is {nav0 - view.nav:,.2f} below the day's opening "
+                   f"{nav0:,.2f} (limit {lim.loss_usd:,.2f}): no more trading today")
+            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, "daily loss limit", msg, now)
+            return _with(base, action="refused", message=msg)
+        used = self.store.turnover_since(self._day_start(now))
+        if used + plan_turnover(plan) > lim.turnover_usd:
+            msg = (f"the plan trades {plan_turnover(plan):,.2f} USD; with {used:,.2f} already "
+                   f"today that passes the daily turnover limit {lim.turnover_usd:,.2f} USD")
+            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, "daily turnover limit", msg, now)
+            return _with(base, action="refused", message=msg)
+        return None
+
+    def _send(self, now: datetime, view: View, reason: str, plan: OrderPlan) -> CycleRecord:
+        """Execute (or, in a dry run, show) the plan; alert on its outcome."""
+        if self.venue.executor is None:
+            report = DryRunExecutor().execute(plan)
+            return CycleRecord(now, reason, "dry_run", plan.plan_id, view.nav, view.tracking_error,
+                               plan.tracking_error_residual, 0.0, f"{len(plan.legs)} legs shown")
+        executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
+                                                 self.risk))
+        self.store.put("plan_in_flight", plan.plan_id)
+        try:
+            report = executor.execute(plan, self.book_path)
+        except ExecutionUnknownError as exc:
+            msg = redact(str(exc))
+            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt", msg, now)
+            return CycleRecord(now, reason, "unknown", plan.plan_id, view.nav, message=msg)
+        self.store.put("plan_in_flight", None)
+        return self._reported(now, view, reason, report)
+
+    def _reported(self, now: datetime, view: View, reason: str,
+                  report: ExecutionReport) -> CycleRecord:
+        """Alert the outcome of an executed plan and make its cycle record."""
+        turnover = float(sum(_notional(view, leg.symbol, leg.filled, leg.average)
+                             for leg in report.legs))
+        legs = ", ".join(f"{leg.side} {leg.filled:g} {leg.symbol}" for leg in report.legs
+                         if leg.filled > 0)
+        action = {Outcome.UNKNOWN: "unknown", Outcome.INCOMPLETE: "incomplete"}.get(
+            report.outcome, "traded")
+        if report.outcome == Outcome.UNKNOWN:
+            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
+                             " ".join(report.messages) or "an order's fate is unknown", now,
+                             plan_id=report.plan_id)
+        elif report.outcome == Outcome.INCOMPLETE:
+            self.alerts.emit(AlertKind.FAILURE, Severity.WARNING, "plan incomplete",
+                             f"gaps (contracts): {report.gaps}", now, plan_id=report.plan_id)
+        if legs:
+            self.summary.trades += 1
+            self.alerts.emit(AlertKind.TRADE, Severity.INFO, f"rebalanced ({reason})",
+                             f"{legs}; turnover {turnover:,.2f} USD", now, plan_id=report.plan_id,
+                             turnover_usd=turnover)
+        return CycleRecord(now, reason, action, report.plan_id, view.nav, view.tracking_error,
+                           report.tracking_error_residual, turnover, " ".join(report.messages))
+
+    def _failed(self, now: datetime, reason: str, view: View, msg: str) -> None:
+        self.summary.failures += 1
+        self.store.record(CycleRecord(now, reason, "failed", None, view.nav, message=msg))
+        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now)
+
+    # --- restart ------------------------------------------------------------------------------
+    def _resume_in_flight(self, now: datetime) -> None:
+        """Finish a plan a crash left open (its legs in doubt reconciled first)."""
+        plan_id = self.store.get("plan_in_flight")
+        journal = self.venue.journal
+        if plan_id is None or journal is None or self.venue.executor is None:
+            return
+        if journal.plan_status(plan_id) != "open":
+            self.store.put("plan_in_flight", None)
+            return
+        self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: resuming a plan",
+                         f"plan {plan_id} was left open by the last run; its legs are reconciled "
+                         f"against the account and only what is missing is sent", now,
+                         plan_id=plan_id)
+        view = self._read(now)
+        if view is None:
+            return
+        executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
+                                                 self.risk))
+        try:
+            report = executor.resume(plan_id)
+        except ExecutionUnknownError as exc:
+            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
+                             redact(str(exc)), now)
+            return
+        self.store.put("plan_in_flight", None)
+        self.store.record(self._reported(now, view, "resume", report))
+
+    # --- health -------------------------------------------------------------------------------
+    def _health(self, status: str, now: datetime) -> None:
+        last = self.store.get("last_cycle")
+        due = self.settings.schedule.next_after(datetime.fromisoformat(last) if last else now)
+        write_health(self.settings.health_file, {
+            "status": status, "pid": _pid(), "account": self.account, "mode": self.settings.mode,
+            "updated": now.isoformat(), "wall_time": datetime.now(UTC).isoformat(),
+            "last_cycle": last, "next_cycle": due.isoformat() if due else None,
+            "cycles": self.summary.cycles, "trades": self.summary.trades,
+            "failures": self.summary.failures, "last_error": self._outage})
+
+
+def _with(rec: CycleRecord, **changes: object) -> CycleRecord:
+    from dataclasses import replace
+
+    return replace(rec, **changes)  # type: ignore[arg-type]
+
+
+def _notional(view: View, symbol: str, contracts: float, price: float | None) -> float:
+    """|USD notional| of ``contracts`` filled at ``price`` (0 without a price)."""
+    if price is None or price <= 0:
+        return 0.0
+    return abs(contracts) * view.instruments[symbol].contract.notional_per_contract(price)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def _pid_of(message: str) -> str:
+    """`` (pid N)`` when the lock message names the holder."""
+    import re
+
+    m = re.search(r"\(pid \d+\)", message)
+    return f" {m.group(0)}" if m else ""

@@ -1,0 +1,116 @@
+"""What the daily loop remembers between cycles and across restarts, in its own tables of the
+journal file, and the health file it rewrites after every wake-up.
+
+- ``run_cycles``: one row per cycle (account, loop time, why it ran, what it did: ``traded``,
+  ``held`` (the fall in tracking error did not beat the cost), ``no_trade``, ``refused`` (a limit),
+  ``failed``, ``unknown`` (an order in doubt), ``dry_run``), the plan id, NAV (USD), tracking error
+  before and after (annualised fractions), turnover (USD) and a message;
+- ``run_state``: per account, key -> value (the last scheduled cycle time, the day's opening NAV,
+  the plan in flight).
+
+The health file is one JSON object written atomically (a temporary file renamed over it):
+``{status, pid, account, updated, last_cycle, next_cycle, cycles, failures, last_error}``, times
+ISO 8601 UTC, so a supervisor (systemd, a cron check, a dashboard) can tell a stuck loop from a
+healthy one by ``updated``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from executor.safety import redact
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_cycles (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
+    time TEXT NOT NULL, reason TEXT NOT NULL, action TEXT NOT NULL, plan_id TEXT, nav REAL,
+    te_before REAL, te_after REAL, turnover_usd REAL NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_state (account TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (account, key));
+"""
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """One cycle of the loop (see the module docstring for ``action``). Money in USD, tracking
+    errors annualised fractions (None when not computed)."""
+
+    time: datetime
+    reason: str
+    action: str
+    plan_id: str | None = None
+    nav: float | None = None
+    te_before: float | None = None
+    te_after: float | None = None
+    turnover_usd: float = 0.0
+    message: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready (time as ISO 8601 UTC)."""
+        return {"time": self.time.isoformat(), "reason": self.reason, "action": self.action,
+                "plan_id": self.plan_id, "nav": self.nav, "te_before": self.te_before,
+                "te_after": self.te_after, "turnover_usd": self.turnover_usd,
+                "message": self.message}
+
+
+class RunStore:
+    """The loop's tables in the journal file at ``path``, for one ``account``."""
+
+    def __init__(self, path: str | Path, account: str) -> None:
+        self.account = account
+        self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def record(self, c: CycleRecord) -> None:
+        """Append one cycle (its message redacted)."""
+        self._conn.execute(
+            "INSERT INTO run_cycles (account, time, reason, action, plan_id, nav, te_before, "
+            "te_after, turnover_usd, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.account, c.time.isoformat(), c.reason, c.action, c.plan_id, c.nav, c.te_before,
+             c.te_after, c.turnover_usd, redact(c.message)))
+
+    def cycles(self) -> list[CycleRecord]:
+        """Every cycle of this account, oldest first."""
+        rows = self._conn.execute(
+            "SELECT time, reason, action, plan_id, nav, te_before, te_after, turnover_usd, message "
+            "FROM run_cycles WHERE account = ? ORDER BY id", (self.account,)).fetchall()
+        return [CycleRecord(datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5], r[6],
+                            float(r[7]), r[8]) for r in rows]
+
+    def get(self, key: str) -> str | None:
+        """A state value (None when unset)."""
+        row = self._conn.execute("SELECT value FROM run_state WHERE account = ? AND key = ?",
+                                 (self.account, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str | None) -> None:
+        """Set (or with None, clear) a state value."""
+        if value is None:
+            self._conn.execute("DELETE FROM run_state WHERE account = ? AND key = ?",
+                               (self.account, key))
+        else:
+            self._conn.execute("INSERT OR REPLACE INTO run_state VALUES (?, ?, ?)",
+                               (self.account, key, value))
+
+    def turnover_since(self, t: datetime) -> float:
+        """Sum of the turnover (USD) of this account's cycles at or after ``t``."""
+        row = self._conn.execute("SELECT COALESCE(SUM(turnover_usd), 0) FROM run_cycles WHERE "
+                                 "account = ? AND time >= ?", (self.account, t.isoformat())).fetchone()
+        return float(row[0])
+
+
+def write_health(path: Path, doc: Mapping[str, object]) -> None:
+    """Write the health file atomically (``path`` + ``.tmp`` renamed over ``path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(redact(json.dumps(dict(doc), indent=2, default=str, allow_nan=False)) + "\n")
+    os.replace(tmp, path)

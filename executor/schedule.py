@@ -1,0 +1,138 @@
+"""When the daily loop rebalances: a fixed interval or a cron expression, and the clock it runs on.
+
+- ``interval``: a duration (``"30m"``, ``"8h"``, ``"1d"``; > 0) counted from the Unix epoch, so an
+  8 h interval fires at 00:00, 08:00 and 16:00 UTC, whenever the loop started, and a restart keeps
+  the same grid;
+- ``cron``: a five-field crontab expression in UTC (APScheduler's ``CronTrigger``), e.g.
+  ``"5 0 * * *"`` (00:05 every day). An expression that never fires (``"0 0 30 2 *"``, 30 February)
+  is refused when the schedule is built.
+
+Clocks: :class:`WallClock` (the real time; ``sleep_until`` sleeps in short slices so a signal is
+seen within a second) and :class:`SimClock` (a simulated time that jumps at once and calls its
+``on_advance`` hooks, which move an emulated exchange or a market path along).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from models.errors import ValidationError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_duration(text: str, where: str) -> timedelta:
+    """``"30m"`` / ``"8h"`` / ``"1d"`` / ``"90s"`` as a positive timedelta."""
+    m = _DURATION.match(str(text))
+    if m is None or float(m.group(1)) <= 0:
+        raise ValidationError(where, f"is {text!r}",
+                              'give a positive duration with a unit: "30m", "8h" or "1d"')
+    return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The rebalancing times: every ``interval`` on the epoch grid, or the ``cron`` expression's
+    fire times (UTC). Exactly one is set."""
+
+    interval: timedelta | None = None
+    cron: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.interval is None) == (self.cron is None):
+            raise ValidationError("run.interval", "and run.cron are both set or both missing",
+                                  'give one: interval = "1d" or cron = "5 0 * * *"')
+        if self.cron is not None:
+            self._trigger()
+            if self.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
+                raise ValidationError("run.cron", f"is {self.cron!r}, which never fires",
+                                      "give an expression with a real date, e.g. \"5 0 * * *\" "
+                                      "(00:05 UTC every day)")
+
+    def _trigger(self) -> object:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            return CronTrigger.from_crontab(str(self.cron), timezone=UTC)
+        except ValueError as exc:
+            raise ValidationError("run.cron", f"is {self.cron!r}: {exc}",
+                                  'give five fields "minute hour day month weekday", e.g. '
+                                  '"5 0 * * *"') from None
+
+    def next_after(self, t: datetime) -> datetime | None:
+        """The first fire time strictly after ``t`` (UTC), None when there is none."""
+        if self.interval is not None:
+            step = self.interval.total_seconds()
+            k = (t - EPOCH).total_seconds() // step + 1
+            return EPOCH + timedelta(seconds=k * step)
+        trigger = self._trigger()
+        nxt = trigger.get_next_fire_time(None, t + timedelta(microseconds=1))  # type: ignore[attr-defined]
+        return None if nxt is None else nxt.astimezone(UTC)
+
+
+class Clock(Protocol):
+    """The loop's time (UTC)."""
+
+    def now(self) -> datetime:
+        """The time now."""
+        ...
+
+    def sleep_until(self, t: datetime, stop: Callable[[], bool]) -> None:
+        """Wait until ``t`` or until ``stop()`` turns True."""
+        ...
+
+
+class WallClock:
+    """The real clock; sleeps in slices of at most ``slice_s`` seconds so a stop request (a
+    signal, the kill file) is seen promptly."""
+
+    def __init__(self, slice_s: float = 1.0) -> None:
+        self.slice_s = slice_s
+
+    def now(self) -> datetime:
+        """``datetime.now(UTC)``."""
+        return datetime.now(UTC)
+
+    def sleep_until(self, t: datetime, stop: Callable[[], bool]) -> None:
+        """Sleep until ``t``, checking ``stop`` at least every ``slice_s`` seconds."""
+        while not stop():
+            left = (t - self.now()).total_seconds()
+            if left <= 0:
+                return
+            time.sleep(min(left, self.slice_s))
+
+
+@dataclass
+class SimClock:
+    """A simulated clock: ``sleep_until`` jumps to ``t`` at once, after calling each hook
+    ``on_advance(t_from, t_to)`` (in order). ``end`` stops the loop: once reached, ``done`` is True."""
+
+    t: datetime
+    end: datetime | None = None
+    on_advance: list[Callable[[datetime, datetime], None]] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        """The simulated time."""
+        return self.t
+
+    @property
+    def done(self) -> bool:
+        """True once the simulated time reached ``end``."""
+        return self.end is not None and self.t >= self.end
+
+    def sleep_until(self, t: datetime, stop: Callable[[], bool]) -> None:
+        """Jump to ``t`` (capped at ``end``), moving the hooks along."""
+        if self.end is not None:
+            t = min(t, self.end)
+        if t <= self.t or stop():
+            return
+        before, self.t = self.t, t
+        for hook in self.on_advance:
+            hook(before, t)

@@ -1,0 +1,134 @@
+"""``fbr run --simulate``: the loop over the file's market path on a simulated clock and the paper
+venue, the very policy object ``fbr backtest`` replays.
+
+The clock starts at the path's first step and ends at its last; each jump to a later step k
+moves the paper exchange to the step's market (``scenarios.replay_inputs.market_at``: closes,
+marks, funding, spreads, ADV) and impact vols, and pays every funding settlement in
+(t_{k-1}, t_k] at step k's marks, as the backtest's funding step does. The loop then reads the
+account, asks the policy, plans and executes through the journaled executor. With the gate off,
+every trigger off, lot-free or lot-aligned contracts and no min notional, its trades are the
+backtest's (``tests/fbr/test_run_simulate.py`` checks it to 1e-9); the loop does not sweep
+collateral or trade spot, so compare with ``[backtest] collateral = false`` and a futures policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from executor.alerts import AlertHub
+from executor.journal import Journal
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
+from executor.paper import PaperGateway, PaperStore
+from executor.plan import OrderType, PlanOptions, with_book_settings
+from executor.run_loop import Runner, RunSummary, Venue
+from executor.run_settings import RunSettings
+from executor.schedule import Schedule, SimClock
+from fbr.backtest_run import backtest_options
+from fbr.run_config import RunConfig
+from fbr.run_wiring import loop_policy
+from optimizer.policies import Policy
+from scenarios.backtest_result import BacktestResult
+from scenarios.market_path import MarketPath
+from scenarios.replay import policy_costs
+from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
+
+
+@dataclasses.dataclass
+class HistoryFeed:
+    """Moves a paper gateway along ``inputs`` as a simulated clock advances."""
+
+    inputs: ReplayInputs
+    paper: PaperGateway
+    k: int = 0
+    vol: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def vol_at(self, k: int) -> dict[str, float]:
+        """Daily impact vol per contract at step k (0 where unknown or without ADV)."""
+        if self.inputs.vol is None:
+            return {c: 0.0 for c in self.inputs.cons}
+        row = self.inputs.vol[k]
+        return {c: (float(v) if math.isfinite(v) else 0.0)
+                for c, v in zip(self.inputs.cons, row.tolist(), strict=True)}
+
+    def advance(self, t_from: datetime, t_to: datetime) -> None:
+        """Step to the last path step at or before ``t_to``: new market, then its funding."""
+        del t_from
+        ns = pd.Timestamp(t_to).value
+        k = int(np.searchsorted(self.inputs.step_ns, ns, side="right")) - 1
+        if k <= self.k:
+            return
+        lo, hi = int(self.inputs.settled[self.k]), int(self.inputs.settled[k])
+        self.k = k
+        self.vol.clear()
+        self.vol.update(self.vol_at(k))
+        self.paper.set_market(market_at(self.inputs, k), self.vol)
+        if hi > lo:
+            rates = self.inputs.settle_r[lo:hi].sum(axis=0)
+            self.paper.settle_funding(dict(zip(self.inputs.cons, rates.tolist(), strict=True)))
+
+
+def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Path,
+             alerts: AlertHub, preflight: Callable[[], None] | None = None) -> RunSummary:
+    """Run the loop of ``cfg`` over ``path`` on the paper venue (journal at ``journal_path``)."""
+    bt = cfg.backtest
+    book = bt.loaded.book
+    policy = loop_policy(cfg, bt, path)
+    opts = backtest_options(bt)
+    inputs = read_inputs(book, path, spot_fee=opts.get("spot_fee"), impact_k=1.0,
+                         liquidation_penalty=opts.get("liquidation_penalty", 0.01),
+                         costs=policy_costs(policy))
+    start = inputs.times[0].to_pydatetime()
+    with Journal(journal_path) as journal:
+        store = PaperStore(journal.path, book.name)
+        try:
+            paper = PaperGateway(book, market_at(inputs, 0), store=store,
+                                 clock=lambda: int(clock.now().timestamp() * 1000))
+            feed = HistoryFeed(inputs, paper)
+            feed.vol.update(feed.vol_at(0))
+            paper.set_market(market_at(inputs, 0), feed.vol)
+            clock = SimClock(start, end=inputs.times[-1].to_pydatetime(), on_advance=[feed.advance])
+            runner = _runner(cfg, policy, paper, journal, journal_path, feed, clock, state_dir,
+                             alerts)
+            return runner.run(preflight)
+        finally:
+            store.close()
+
+
+def _runner(cfg: RunConfig, policy: Policy, paper: PaperGateway, journal: Journal,
+            journal_path: Path, feed: HistoryFeed, clock: SimClock, state_dir: Path,
+            alerts: AlertHub) -> Runner:
+    """The loop on the paper venue, scheduled at every step of the path."""
+    settings = cfg.backtest.loaded.settings
+    step = feed.inputs.times[1] - feed.inputs.times[0] if len(feed.inputs.times) > 1 else None
+    schedule = (Schedule(interval=step.to_pytimedelta()) if step is not None else cfg.schedule)
+    run_settings = RunSettings(schedule=schedule, mode="paper", gate=cfg.gate,
+                               health_file=state_dir / "health.json",
+                               kill_file=state_dir / "KILL", triggers=cfg.triggers,
+                               limits=cfg.limits, gamma_trade=settings.costs.gamma_trade)
+    options = with_book_settings(PlanOptions(venue="paper", order_type=OrderType(cfg.order_type)),
+                                 settings)
+
+    def executor(basis: PlanBasis) -> JournaledExecutor:
+        return JournaledExecutor(paper, journal, basis, mode="paper",
+                                 retry=RetryPolicy(base_delay_s=0.0, reconcile_delays_s=()),
+                                 clock=lambda: int(clock.now().timestamp() * 1000))
+
+    venue = Venue(paper, journal_path, journal, executor,
+                  fallback=lambda t: market_at(feed.inputs, feed.k),
+                  daily_vol=feed.vol)
+    loaded = cfg.backtest.loaded
+    return Runner(venue, loaded.book, loaded.risk, policy, run_settings, options, clock, alerts,
+                  gamma_fund=settings.costs.gamma_fund)
+
+
+def backtest_trades(result: BacktestResult) -> pd.DataFrame:
+    """The futures trades of a backtest: time, symbol, quantity (contracts, signed)."""
+    t = result.trades
+    return t.loc[t["kind"] == "futures", ["time", "symbol", "quantity"]].reset_index(drop=True)
