@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -79,7 +79,8 @@ class Alert:
         """The generic JSON body (strings redacted)."""
         return {"source": "fbr", "kind": self.kind.value, "severity": self.severity.value,
                 "title": redact(self.title), "text": redact(self.text),
-                "time": self.time.isoformat().replace("+00:00", "Z"), "book": redact(self.book),
+                "time": self.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "book": redact(self.book),
                 "fields": {k: _field(v) for k, v in self.fields.items()}}
 
     def telegram_body(self, chat_id: str) -> dict[str, object]:

@@ -140,6 +140,18 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
                             qty, asset)
         return out
 
+    def balance(self) -> dict[str, Any]:
+        """The account's balance as ccxt gives it (``info.assets`` rows: the wallet per asset),
+        read with retries."""
+        out: dict[str, Any] = self._read("fetch_balance", self.ex.fetch_balance)
+        return out
+
+    def all_positions(self) -> list[dict[str, Any]]:
+        """Every open position row of the account, on any contract (ccxt unified rows), read
+        with retries."""
+        out: list[dict[str, Any]] = self._read("fetch_positions", self.ex.fetch_positions)
+        return out
+
     def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:
         """Signed net contracts per book contract, read now (0 when flat)."""
         futures, _ = self._net_positions({i.exchange_symbol: s for s, i in instruments.items()})

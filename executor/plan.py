@@ -41,7 +41,7 @@ import numpy as np
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
-from models.instruments import MIN_DAYS_TO_EXPIRY, FuturesContract
+from models.instruments import MIN_DAYS_TO_EXPIRY, QTY_RTOL, FuturesContract
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.settings import OptimizerSettings
@@ -250,8 +250,8 @@ def round_to_step(q: float, step: float, mode: str = ROUND_HALF_EVEN) -> float:
     """``q`` rounded to a multiple of ``step`` (no rounding when step <= 0)."""
     if step <= 0:
         return float(q)
-    s = Decimal(repr(step))
-    ratio = Decimal(repr(q)) / s
+    s = Decimal(repr(float(step)))
+    ratio = Decimal(repr(float(q))) / s  # float(): numpy scalars repr as "np.float64(...)"
     nearest = ratio.to_integral_value(rounding=ROUND_HALF_EVEN)
     if abs(ratio - nearest) < Decimal("1e-9"):  # float noise (2500 x 1.001 = 2502.4999999999995)
         ratio = nearest
@@ -455,6 +455,8 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         q0 = q0_all[sym]
         wanted = c.contracts_for(targets.get(sym, q0 * npc), mark)
         q1 = round_to_step(wanted, c.lot_step)
+        if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0):
+            q1 = q0  # without a lot step, float noise of a held position is no trade
         start[sym], target[sym], unrounded[sym] = q0, q1, wanted
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc + 0.0,  # no -0.0
                                  c.lot_step * npc, c.lot_step))

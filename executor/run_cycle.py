@@ -103,14 +103,16 @@ def margin_ratio(book: Book, market: MarketSnapshot, notional: np.ndarray) -> fl
 def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
            threshold: float) -> tuple[dict[str, float], float]:
     """Step 3: (targets scaled by s, s); s = 1 when the targets' margin ratio is within
-    ``threshold``."""
-    x = np.array([float(targets.get(s, 0.0)) for s in book.contract_symbols])
+    ``threshold``. A contract the targets leave out is held (as :func:`plan_orders` holds it), so
+    its notional now counts and is scaled too."""
+    held = book.futures_notional(market)
+    x = np.array([float(targets.get(s, held[j])) for j, s in enumerate(book.contract_symbols)])
 
     def ratio(s: float) -> float:
         return margin_ratio(book, market, s * x)
 
     if ratio(1.0) <= threshold:
-        return dict(targets), 1.0
+        return {s: float(v) for s, v in zip(book.contract_symbols, x, strict=True)}, 1.0
     aim = DERISK_AIM * threshold
     lo, hi = 0.0, 1.0
     if ratio(0.0) > aim:

@@ -140,7 +140,8 @@ class Runner:
     def _finished(self, now: datetime) -> bool:
         cap = self.settings.max_cycles
         end = getattr(self.clock, "end", None)
-        return (cap is not None and self.summary.cycles >= cap) or (end is not None and now >= end)
+        return (self.settings.once or (cap is not None and self.summary.cycles >= cap)
+                or (end is not None and now >= end))
 
     def _end(self, now: datetime) -> RunSummary:
         killed = self._stop == "kill" or self.settings.kill_file.exists()
@@ -337,7 +338,7 @@ class Runner:
                              f"{redact(str(exc))}; scaling down the positions held instead", now)
             held = view.book.futures_notional(view.market)
             return dict(zip(view.book.contract_symbols, map(float, held), strict=True))
-        return dict(target.futures)
+        return {s: float(v) for s, v in target.futures.items()}
 
     def _gated(self, now: datetime, view: View, reason: str, plan: OrderPlan,
                force: bool) -> CycleRecord | None:

@@ -72,7 +72,7 @@ class RunSettings:
     the cost gate (off: trade whatever the policy asks, as ``fbr backtest`` does);
     ``health_file``, ``kill_file``: paths (the kill file's existence stops the loop before any
     further order); ``gamma_trade``: the cost weight of the gate; ``max_cycles``: stop after this
-    many cycles (None: run until stopped)."""
+    many cycles (None: run until stopped); ``once``: stop after the first wake-up (a cron job)."""
 
     schedule: Schedule
     mode: str
@@ -83,3 +83,4 @@ class RunSettings:
     gate: bool = True
     gamma_trade: float = 1.0
     max_cycles: int | None = None
+    once: bool = False

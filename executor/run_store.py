@@ -21,7 +21,7 @@ import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from executor.safety import redact
@@ -75,7 +75,7 @@ class RunStore:
         self._conn.execute(
             "INSERT INTO run_cycles (account, time, reason, action, plan_id, nav, te_before, "
             "te_after, turnover_usd, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.account, c.time.isoformat(), c.reason, c.action, c.plan_id, c.nav, c.te_before,
+            (self.account, _utc(c.time), c.reason, c.action, c.plan_id, c.nav, c.te_before,
              c.te_after, c.turnover_usd, redact(c.message)))
 
     def cycles(self) -> list[CycleRecord]:
@@ -104,8 +104,14 @@ class RunStore:
     def turnover_since(self, t: datetime) -> float:
         """Sum of the turnover (USD) of this account's cycles at or after ``t``."""
         row = self._conn.execute("SELECT COALESCE(SUM(turnover_usd), 0) FROM run_cycles WHERE "
-                                 "account = ? AND time >= ?", (self.account, t.isoformat())).fetchone()
+                                 "account = ? AND time >= ?", (self.account, _utc(t))).fetchone()
         return float(row[0])
+
+
+def _utc(t: datetime) -> str:
+    """ISO 8601 in UTC (a naive time is taken as UTC), so stored times sort as text."""
+    aware = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()
 
 
 def write_health(path: Path, doc: Mapping[str, object]) -> None:

@@ -3,8 +3,9 @@
 - ``interval``: a duration (``"30m"``, ``"8h"``, ``"1d"``; > 0) counted from the Unix epoch, so an
   8 h interval fires at 00:00, 08:00 and 16:00 UTC, whenever the loop started, and a restart keeps
   the same grid;
-- ``cron``: a five-field crontab expression in UTC (APScheduler's ``CronTrigger``), e.g.
-  ``"5 0 * * *"`` (00:05 every day). An expression that never fires (``"0 0 30 2 *"``, 30 February)
+- ``cron``: a five-field crontab expression in UTC (APScheduler's ``CronTrigger``, numeric
+  weekdays read crontab's way: 0 and 7 = Sunday, 1 = Monday), e.g. ``"5 0 * * *"`` (00:05 every
+  day). An expression that never fires (``"0 0 30 2 *"``, 30 February)
   is refused when the schedule is built.
 
 Clocks: :class:`WallClock` (the real time; ``sleep_until`` sleeps in short slices so a signal is
@@ -60,7 +61,7 @@ class Schedule:
         from apscheduler.triggers.cron import CronTrigger
 
         try:
-            return CronTrigger.from_crontab(str(self.cron), timezone=UTC)
+            return CronTrigger.from_crontab(crontab_weekdays(str(self.cron)), timezone=UTC)
         except ValueError as exc:
             raise ValidationError("run.cron", f"is {self.cron!r}: {exc}",
                                   'give five fields "minute hour day month weekday", e.g. '
@@ -75,6 +76,34 @@ class Schedule:
         trigger = self._trigger()
         nxt = trigger.get_next_fire_time(None, t + timedelta(microseconds=1))  # type: ignore[attr-defined]
         return None if nxt is None else nxt.astimezone(UTC)
+
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_NUMERIC_ITEM = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
+
+
+def crontab_weekdays(expr: str) -> str:
+    """``expr`` with numeric weekdays in its fifth field written as names, crontab's way
+    (0 and 7 = Sunday, 1 = Monday, ...): APScheduler 3 reads a number there as 0 = Monday. A
+    numeric range or step becomes the list of its days (``1-5`` -> ``mon,tue,wed,thu,fri``)."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return expr
+    items = []
+    for item in fields[4].split(","):
+        m = _NUMERIC_ITEM.match(item)
+        if m is None or (m.group(1) == "*" and m.group(3) is None):
+            items.append(item)  # names, "*" or something the trigger will judge
+            continue
+        lo = 0 if m.group(1) == "*" else int(m.group(1))
+        hi = 6 if m.group(1) == "*" else int(m.group(2) or m.group(1))
+        step = int(m.group(3) or 1)
+        if not (0 <= lo <= hi <= 7) or step < 1:
+            items.append(item)
+            continue
+        items.extend(_DAY_NAMES[d] for d in range(lo, hi + 1, step))
+    days = list(dict.fromkeys(items))
+    return " ".join([*fields[:4], ",".join(days)])
 
 
 class Clock(Protocol):

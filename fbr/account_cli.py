@@ -124,7 +124,7 @@ def _wallet_assets(balance: Mapping[str, Any]) -> dict[str, float]:
 def _foreign_positions(gw: CcxtGateway, instruments: Mapping[str, Instrument]) -> list[str]:
     """Open positions on contracts the book does not list, as note text (contracts, signed)."""
     mine = {i.exchange_symbol for i in instruments.values()}
-    rows = gw._read("fetch_positions", gw.ex.fetch_positions)
+    rows = gw.all_positions()
     out: list[str] = []
     for row in rows:
         q = float(row.get("contracts") or 0.0)
@@ -158,7 +158,7 @@ def read_snapshot(loaded: LoadedBook, exchange: ImportExchange,
     book = loaded.book
     gw = _gateway(ExchangeChoice(exchange.value))
     account, _market, instruments = account_view(gw, book, loaded.market)
-    held = _wallet_assets(gw._read("fetch_balance", gw.ex.fetch_balance))
+    held = _wallet_assets(gw.balance())
     spot_wallet = _spot_wallet(spot, exchange.value)
     assets = set(book.asset_symbols)
     foreign = [f"futures wallet {a} {q:g}" for a, q in sorted(held.items()) if a not in assets]

@@ -90,7 +90,10 @@ from models.toml_file import read_toml
 if TYPE_CHECKING:
     from scenarios.market_path import MarketPath
 
-TOP_LEVEL_KEYS = ("book", "data", "policies", "backtest")
+#: The sections of an ``fbr run`` file (``fbr.run_config``): a backtest of such a file ignores them,
+#: so one file both replays a policy and runs it on an account.
+RUN_SECTIONS = ("run", "triggers", "limits", "alerts")
+TOP_LEVEL_KEYS = ("book", "data", "policies", "backtest", *RUN_SECTIONS)
 DATA_SOURCES = ("synthetic", "data")
 SYNTHETIC_KEYS = ("source", "seed", "days", "start")
 DATA_KEYS = ("source", "data_dir", "start", "end", "step")

@@ -35,6 +35,9 @@ def run(config: Annotated[Path, typer.Argument(help="Run file (TOML): a backtest
         journal: JournalOpt = None,
         max_cycles: Annotated[int | None, typer.Option(
             "--max-cycles", min=1, help="Stop after this many cycles.")] = None,
+        once: Annotated[bool, typer.Option(
+            "--once", help="One wake-up: read the account, run the cycle if one is due, exit (for "
+            "cron).")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end."
                                               )] = False,
         ) -> None:
@@ -47,7 +50,8 @@ def run(config: Annotated[Path, typer.Argument(help="Run file (TOML): a backtest
             raise CliError(f"run file {config} does not exist. Fix: give the path to a TOML run "
                            f"file (see examples/run_paper.toml)")
         cfg = load_run_file(config)
-        result = _simulate(cfg, journal) if simulate else _loop(cfg, journal, live, max_cycles)
+        result = (_simulate(cfg, journal) if simulate
+                  else _loop(cfg, journal, live, max_cycles, once))
         if as_json:
             _emit({"status": "ok", **result})
         else:
@@ -76,8 +80,8 @@ def _open(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
     return dry_venue(cfg, journal_path)
 
 
-def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | None
-          ) -> dict[str, Any]:
+def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | None,
+          once: bool = False) -> dict[str, Any]:
     from dataclasses import replace
 
     from executor.plan import OrderType, PlanOptions, with_book_settings
@@ -110,7 +114,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     settings = RunSettings(schedule=cfg.schedule, mode=mode, health_file=sdir / "health.json",
                            kill_file=sdir / "KILL", triggers=cfg.triggers, limits=cfg.limits,
                            gate=cfg.gate, gamma_trade=loaded.settings.costs.gamma_trade,
-                           max_cycles=max_cycles)
+                           max_cycles=max_cycles, once=once)
     options = with_book_settings(PlanOptions(
         venue=opened.venue.gateway.venue, order_type=OrderType(cfg.order_type),
         limits=Limits(cfg.max_order_usd, cfg.max_plan_usd)), loaded.settings)

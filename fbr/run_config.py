@@ -25,7 +25,7 @@ from pathlib import Path
 
 from executor.run_settings import DailyLimits, Triggers
 from executor.schedule import Schedule, parse_duration
-from fbr.backtest_config import BacktestConfig, parse_backtest
+from fbr.backtest_config import RUN_SECTIONS, BacktestConfig, parse_backtest
 from fbr.backtest_policies import PolicySpec
 from fbr.config_values import (
     boolean,
@@ -40,7 +40,6 @@ from fbr.config_values import (
 from models.errors import ValidationError
 from models.toml_file import read_toml
 
-RUN_SECTIONS = ("run", "triggers", "limits", "alerts")
 RUN_KEYS = ("exchange", "interval", "cron", "policy", "gate", "journal", "state_dir", "log_file",
             "order_type", "max_order_usd", "max_plan_usd")
 TRIGGER_KEYS = ("drift_band", "margin_ratio", "margin_warn", "funding_alert", "funding_ahead",

@@ -27,6 +27,7 @@ from fbr.execute_wiring import (
     _venue,
     redacting,
 )
+from models.errors import ExitCode
 
 if TYPE_CHECKING:
     from executor.status import StatusReport
@@ -38,6 +39,8 @@ def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr 
            ] = ExchangeChoice.PAPER,
            journal: JournalOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+           exit_code: Annotated[bool, typer.Option(
+               "--exit-code", help="Exit with 7 when a rebalance is due (0 when not).")] = False,
            ) -> None:
     """Weights vs targets, tracking error, margin and distance to liquidation, funding since the last
     rebalance, open orders, and whether a rebalance is due (with the plan it would send)."""
@@ -49,6 +52,8 @@ def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr 
             _emit({"status": "ok", **status_json(rep.to_dict())})
         else:
             _print_status(rep)
+    if exit_code and rep.rebalance_due:
+        raise typer.Exit(code=int(ExitCode.REBALANCE_DUE))
 
 
 def status_json(doc: dict[str, Any]) -> dict[str, Any]:

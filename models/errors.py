@@ -15,7 +15,9 @@ class ExitCode(IntEnum):
     - INFEASIBLE: the constraints cannot all hold; no order was sent (the message names them);
     - INCOMPLETE: execution ended with some contract more than one lot step from its target;
     - UNKNOWN: an order's fate could not be established; the plan stopped (check the named leg);
-    - REFUSED: another run holds the account, or the plan is superseded; nothing was sent.
+    - REFUSED: another run holds the account, or the plan is superseded; nothing was sent;
+    - REBALANCE_DUE: ``fbr status --exit-code`` only: a rebalance is due (the fall in tracking
+      error beats the cost), for cron jobs and monitors.
     """
 
     OK = 0
@@ -25,6 +27,7 @@ class ExitCode(IntEnum):
     INCOMPLETE = 4
     UNKNOWN = 5
     REFUSED = 6
+    REBALANCE_DUE = 7
 
 
 class FbrError(Exception):

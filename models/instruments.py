@@ -29,6 +29,9 @@ CONTRACT_SYMBOL_RULE = ("ASCII letters and digits, then also '.', '_', '-', ':' 
                         "at most 64 characters), e.g. 'BTC-PERP' or 'BTC/USDT:USDT'")
 #: Default days before expiry within which a dated contract is no longer opened or increased.
 MIN_DAYS_TO_EXPIRY = 2.0
+#: Two contract quantities closer than this (relative) are the same position: no trade (the float
+#: noise of a notional -> contracts round trip). The backtest and the order planner share it.
+QTY_RTOL = 1e-9
 SECONDS_PER_DAY = 86_400.0
 
 

@@ -64,6 +64,7 @@ import pandas as pd
 
 from models.book import Book
 from models.errors import ValidationError
+from models.instruments import QTY_RTOL
 from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
 from optimizer.policies import OptimizedFutures, Policy
@@ -80,7 +81,6 @@ from scenarios.market_path import MarketPath
 from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
 from scenarios.replay_state import FuturesTaxBasis, ReplayState, StepValuation, value_state
 from scenarios.replay_steps import (
-    QTY_RTOL,
     STEP_COLUMNS,
     ReplayLog,
     Row,

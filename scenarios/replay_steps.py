@@ -29,6 +29,7 @@ import numpy as np
 from models.book import Book
 from models.costs import CostModel
 from models.errors import ValidationError
+from models.instruments import QTY_RTOL
 from models.margin import MarginModel, MarginState, margin_state
 from models.market import MarketSnapshot
 from models.tax import TaxLot
@@ -39,9 +40,6 @@ from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.replay_tax import futures_gains
 from scenarios.settlement import settle_expired
-
-#: Two contract quantities closer than this (relative) are the same position: no trade.
-QTY_RTOL = 1e-9
 
 #: One step's row of ``BacktestResult.steps`` (USD figures, ratios, the liquidated flag).
 Row = dict[str, float | bool]
