@@ -5,7 +5,9 @@ and runs it on an account (``fbr run``).
 - ``[run]``: ``exchange`` (``"dry-run"``, ``"paper"``, ``"binanceusdm"``), ``interval`` or ``cron``,
   ``policy`` (the name of the ``[[policies]]`` entry; default: the only one), ``gate`` (default
   true), ``journal``, ``state_dir`` (health and kill files; default ``<journal folder>/run``),
-  ``log_file`` (JSON lines; default stderr), ``order_type``, ``max_order_usd``, ``max_plan_usd``;
+  ``log_file`` (JSON lines; default stderr), ``order_type``, ``max_order_usd``, ``max_plan_usd``,
+  ``prices`` (the paper venue's market: ``"book"``, the book file's, or ``"binanceusdm"``, the
+  exchange's public prices and funding, :mod:`executor.paper_feed`);
 - ``[triggers]``: ``drift_band``, ``margin_ratio``, ``margin_warn``, ``funding_alert`` (fractions, or
   ``false`` for off), ``funding_ahead``, ``check_every``, ``retry_every`` (durations);
 - ``[limits]``: ``daily_turnover_usd``, ``daily_loss_usd``;
@@ -41,7 +43,7 @@ from models.errors import ValidationError
 from models.toml_file import read_toml
 
 RUN_KEYS = ("exchange", "interval", "cron", "policy", "gate", "journal", "state_dir", "log_file",
-            "order_type", "max_order_usd", "max_plan_usd")
+            "order_type", "max_order_usd", "max_plan_usd", "prices")
 TRIGGER_KEYS = ("drift_band", "margin_ratio", "margin_warn", "funding_alert", "funding_ahead",
                 "check_every", "retry_every")
 LIMIT_KEYS = ("daily_turnover_usd", "daily_loss_usd")
@@ -80,6 +82,7 @@ class RunConfig:
     order_type: str = "market"
     max_order_usd: float = 50_000.0
     max_plan_usd: float = 250_000.0
+    prices: str = "book"
 
 
 def load_run_file(path: str | Path) -> RunConfig:
@@ -111,7 +114,8 @@ def parse_run(data: Mapping[str, object], *, source: Path) -> RunConfig:
         order_type=choice(run.get("order_type", "market"), "run.order_type",
                           ("market", "limit"), str),
         max_order_usd=positive(run.get("max_order_usd", 50_000.0), "run.max_order_usd"),
-        max_plan_usd=positive(run.get("max_plan_usd", 250_000.0), "run.max_plan_usd"))
+        max_plan_usd=positive(run.get("max_plan_usd", 250_000.0), "run.max_plan_usd"),
+        prices=choice(run.get("prices", "book"), "run.prices", ("book", "binanceusdm"), str))
 
 
 def _exchange(run: Mapping[str, object]) -> str:

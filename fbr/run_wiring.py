@@ -22,8 +22,10 @@ from types import FrameType
 from typing import Any
 
 from executor.alerts import Alert, AlertHub, AlertKind, Severity, WebhookSink, url_label
+from executor.base import ExchangeGateway
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis
+from executor.paper_feed import LivePrices
 from executor.run_loop import Runner, Venue
 from executor.safety import redact
 from fbr.backtest_config import BacktestConfig
@@ -157,7 +159,19 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
         gw.set_market(loaded.market)
         return loaded.market
 
-    return OpenVenue(Venue(gw, journal_path, journal, executor, fallback, vol), close)
+    feed: Callable[[datetime], Any] = fallback
+    if cfg.prices == "binanceusdm":
+        feed = LivePrices(gw, public_gateway(cfg.prices), loaded.book, loaded.market)
+    return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close)
+
+
+def public_gateway(exchange: str) -> ExchangeGateway:
+    """A ccxt gateway without keys: public market data only (marks, index prices, funding)."""
+    from executor.ccxt_gateway import CcxtGateway
+    from executor.safety import Credentials
+    from fbr.execute_wiring import BACKOFF_S, EXCHANGE_FACTORIES
+
+    return CcxtGateway(EXCHANGE_FACTORIES[exchange](Credentials("", "")), base_delay_s=BACKOFF_S)
 
 
 def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:

@@ -18,15 +18,23 @@ from typing import Any
 import pandas as pd
 import pytest
 from cli_helpers import ROOT, run_fbr
+from typer.testing import CliRunner
 
-from executor.alerts import AlertHub
-from executor.paper import PaperStore
-from fbr.backtest_config import build_path
-from fbr.backtest_run import backtest_options, build_policy
-from fbr.run_config import load_run_file
-from fbr.run_sim import simulate
-from models.errors import ExitCode
-from scenarios.replay import run_backtest
+EXEC_TESTS = str(Path(__file__).resolve().parents[1] / "executor")
+if EXEC_TESTS not in sys.path:
+    sys.path.insert(0, EXEC_TESTS)
+
+from exec_helpers import cli_emulator  # noqa: E402
+
+from executor.alerts import AlertHub  # noqa: E402
+from executor.paper import PaperStore  # noqa: E402
+from fbr.backtest_config import build_path  # noqa: E402
+from fbr.backtest_run import backtest_options, build_policy  # noqa: E402
+from fbr.cli import app  # noqa: E402
+from fbr.run_config import load_run_file  # noqa: E402
+from fbr.run_sim import simulate  # noqa: E402
+from models.errors import ExitCode  # noqa: E402
+from scenarios.replay import run_backtest  # noqa: E402
 
 DEMO_BOOK = ROOT / "examples" / "backtest_book.toml"
 SEED = ROOT / "examples" / "seed_example_1.toml"
@@ -274,3 +282,29 @@ def test_status_exit_code_says_rebalance_due(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     after = run_fbr("status", str(book), "--exchange", "paper", "--journal", journal, "--exit-code")
     assert after.returncode == 0, after.stderr
+
+
+def test_paper_on_the_exchange_prices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prices = "binanceusdm"``: the paper venue fills at the exchange's marks (public endpoints
+    only: no signed request reaches the exchange)."""
+    monkeypatch.setenv("FBR_LOCK_DIR", str(tmp_path / "locks"))
+    with cli_emulator(monkeypatch, "paper-key", "paper-secret") as emu:
+        marks = {"BTCUSDT": 64_000.0, "ETHUSDT": 2_900.0, "SOLUSDT": 160.0}
+        for sym, px in marks.items():
+            emu.set_mark(sym, px)
+        cfg = _write(tmp_path, BASE_RUN.replace(
+            "[run]", f'[run]\nprices = "binanceusdm"\nstate_dir = "{tmp_path / "st"}"'))
+        res = CliRunner().invoke(app, ["run", str(cfg), "--journal", str(tmp_path / "j.sqlite"),
+                                       "--once", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["cycles"] == 1
+        store = PaperStore(tmp_path / "j.sqlite", "seed example 1")
+        fills = store.trades()
+        store.close()
+        assert {s for s, _ in fills} == {"BTC-PERP", "ETH-PERP", "SOL-PERP"}
+        for sym, trade in fills:
+            mark = marks[sym.split("-")[0] + "USDT"]
+            assert abs(trade.price / mark - 1) < 1e-3, (sym, trade.price, mark)
+        signed = {"/fapi/v3/account", "/fapi/v2/account", "/fapi/v2/balance", "/fapi/v1/order",
+                  "/fapi/v3/positionRisk", "/fapi/v2/positionRisk", "/fapi/v1/leverageBracket"}
+        assert not [r.path for r in emu.requests if r.path in signed]
