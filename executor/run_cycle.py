@@ -9,9 +9,8 @@
    replays) gives target futures notionals (USD per contract); an optimiser's solution that is
    infeasible or breaks a hard margin row is never traded (:func:`check_orderable`);
 3. **de-risk** (:func:`derisk`): when the margin ratio after the targets would still exceed the
-   de-risk threshold m*, every target notional is scaled by the largest s in [0, 1] whose ratio
-   is at most 0.9 m* (bisection; maintenance is non-decreasing in |notional|, collateral is
-   unchanged by the scaling);
+   de-risk threshold m*, every target notional is scaled by the largest s in [0, 1] whose ratio,
+   on the collateral left after the trade's fees and half spreads, is at most 0.9 m* (bisection);
 4. **plan**: :func:`executor.plan.plan_orders` on the targets (lots, min notional, flips, limits);
 5. **gate** (:func:`gate`): trade only when the fall in squared tracking error beats the cost,
    TE_before^2 - TE_after^2 > gamma_trade x C / V, C the plan's trading cost (USD: fees, half
@@ -104,12 +103,19 @@ def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
            threshold: float) -> tuple[dict[str, float], float]:
     """Step 3: (targets scaled by s, s); s = 1 when the targets' margin ratio is within
     ``threshold``. A contract the targets leave out is held (as :func:`plan_orders` holds it), so
-    its notional now counts and is scaled too."""
+    its notional now counts and is scaled too. The ratio of a scaled book counts the collateral
+    after the trade's own fees and half spreads, sum_j (f_j + h_j) |s x_j - x0_j| (USD); lot
+    rounding to the nearest lot may still move it by up to half a lot's margin."""
     held = book.futures_notional(market)
     x = np.array([float(targets.get(s, held[j])) for j, s in enumerate(book.contract_symbols)])
+    model = MarginModel.from_contracts(book.contracts)
+    unit_cost = np.array([c.taker_fee + market.contract_half_spread(c.symbol)
+                          for c in book.contracts])
+    collateral = book.collateral(market)
 
     def ratio(s: float) -> float:
-        return margin_ratio(book, market, s * x)
+        paid = float(unit_cost @ np.abs(s * x - held))
+        return float(margin_state(model, s * x, collateral - paid).margin_ratio)
 
     if ratio(1.0) <= threshold:
         return {s: float(v) for s, v in zip(book.contract_symbols, x, strict=True)}, 1.0

@@ -254,7 +254,9 @@ class Runner:
         wake = now + t.check_every
         last = self.store.get("last_cycle")
         due = self.settings.schedule.next_after(datetime.fromisoformat(last) if last else now)
-        if due is not None:  # a cycle overdue (the account could not be read): retry soon
+        if last is None:  # the first cycle has not run (the account could not be read)
+            wake = min(wake, now + t.retry_every)
+        elif due is not None:  # a cycle overdue (the account could not be read): retry soon
             wake = min(wake, due if due > now else now + t.retry_every)
         nxt = self._next_settlement(now) if t.funding_ahead and self.gamma_fund > 0 else None
         if nxt is not None and t.funding_ahead is not None and nxt - t.funding_ahead > now:
@@ -303,6 +305,9 @@ class Runner:
             self._failed(now, reason, view, f"no plan: {redact(str(exc))}")
             return
         if plan is None:
+            self.store.record(CycleRecord(now, reason, "refused", None, view.nav,
+                                          view.tracking_error,
+                                          message="halted for the day: daily loss limit"))
             return
         record = self._gated(now, view, reason, plan, force)
         if record is None:

@@ -75,6 +75,13 @@ def make_market(adv: bool = True) -> MarketSnapshot:
 UPNL = -0.05 * (60_000 - 58_000) + 0.4 * (2_500 - 2_600)  # -100 - 40 = -140
 COLLATERAL = 3_000.0 + UPNL + 0.95 * 6_000.0  # 8 560
 X0 = np.array([-3_000.0, 1_000.0, 0.0])  # futures notional now (USD)
+#: cost of trading one USD per contract: the default taker fee 5 bp plus the half spread
+UNIT_COST = np.array([0.0005 + HALF_SPREAD[f"{a}-PERP"] for a in ("BTC", "ETH", "SOL")])
+
+
+def hand_ratio(x: np.ndarray, collateral: float = COLLATERAL) -> float:
+    """MM / collateral after the trade from X0 to x paid its fees and half spreads."""
+    return hand_mm(x) / (collateral - float(UNIT_COST @ np.abs(x - X0)))
 
 
 def te_np(futures_usd: np.ndarray) -> float:
@@ -141,20 +148,22 @@ def test_derisk_within_threshold_is_unchanged() -> None:
     assert s == 1.0
     assert out == targets
     # exactly at the threshold: still unchanged (the rule is ratio <= threshold)
-    thr = hand_mm(np.array([-5_000.0, 2_000.0, -1_000.0])) / COLLATERAL
+    thr = hand_ratio(np.array([-5_000.0, 2_000.0, -1_000.0]))
     out2, s2 = derisk(book, m, targets, threshold=thr * (1 + 1e-12))
     assert (out2, s2) == (targets, 1.0)
 
 
 def test_derisk_scales_to_the_hand_solved_s() -> None:
     """MM(s) = MM_btc(2e6 s) + 0.005 (5e5 + 3e5) s. In the top BTC tier (2e6 s >= 250 000):
-    MM(s) = 0.01 x 2e6 s - 1 300 + 4 000 s = 24 000 s - 1 300 = 0.9 x 0.5 x 8 560 = 3 852
-    -> s = 5 152 / 24 000 = 0.214667 (BTC 429 333 USD, indeed in the top tier)."""
+    MM(s) = 0.01 x 2e6 s - 1 300 + 4 000 s = 24 000 s - 1 300. The trade from X0 pays
+    0.0007 (2e6 s - 3 000) + 0.0008 (5e5 s - 1 000) + 0.001 x 3e5 s = 2 100 s - 2.9 USD, so
+    24 000 s - 1 300 = 0.9 x 0.5 x (8 560 - 2 100 s + 2.9) -> s = 5 153.305 / 24 945 = 0.206587
+    (BTC 413 173 USD, indeed in the top tier)."""
     book, m = make_book(), make_market()
     targets = {"BTC-PERP": -2e6, "ETH-PERP": 5e5, "SOL-PERP": -3e5}
     out, s = derisk(book, m, targets, threshold=0.5)
-    s_hand = (DERISK_AIM * 0.5 * COLLATERAL + 1_300.0) / 24_000.0
-    assert s_hand == pytest.approx(5_152.0 / 24_000.0)
+    s_hand = (DERISK_AIM * 0.5 * (COLLATERAL + 2.9) + 1_300.0) / (24_000.0 + DERISK_AIM * 0.5 * 2_100.0)
+    assert s_hand == pytest.approx(5_153.305 / 24_945.0)
     assert s == pytest.approx(s_hand, abs=1e-7)
     assert set(out) == set(targets)
     for k, v in targets.items():
@@ -166,16 +175,16 @@ def _check_derisk_properties(book: Book, m: MarketSnapshot, targets: dict[str, f
     out, s = derisk(book, m, targets, threshold)
     x = np.array([targets.get(k, 0.0) for k in SYMS])
     coll = book.collateral(m)
-    if hand_mm(x) / coll <= threshold:
+    if hand_ratio(x, coll) <= threshold:
         assert (out, s) == (targets, 1.0)
         return s
     aim = 0.9 * threshold
     assert 0.0 <= s < 1.0
     scaled = np.array([out[k] for k in SYMS])
     np.testing.assert_allclose(scaled, s * x, rtol=1e-12, atol=0.0)
-    assert hand_mm(scaled) / coll <= aim + 1e-6
+    assert hand_ratio(scaled, coll) <= aim + 1e-6
     # maximal: a little more scale breaks the aim
-    assert hand_mm((s + 1e-6) * x) / coll > aim
+    assert hand_ratio((s + 1e-6) * x, coll) > aim
     return s
 
 
