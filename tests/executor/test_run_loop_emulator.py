@@ -218,6 +218,11 @@ class Market:
         self.emu.set_funding("SOLUSDT", 0.0001)
 
 
+def positions_now(emu: BinanceEmulator) -> dict[str, float]:
+    """The emulator's positions by book contract (contracts)."""
+    return {s: emu.positions[SYMBOLS[s.split("-")[0]]] for s in STEP}
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -286,6 +291,9 @@ def test_hundred_days_with_faults(tmp_path: Path, receiver: Receiver,
             final_target = journal.plan(next(c.plan_id for c in reversed(cycles)
                                              if c.action == "traded" and c.plan_id)).target
 
+        print(f"run loop: {len(cycles)} cycles {dict(Counter(c.action for c in cycles))}, "
+              f"{len(emu.accepted_orders())} orders, alerts {dict(receiver.kinds())}, "
+              f"final {positions_now(emu)} vs target {final_target}")
         assert market.log == ["down", "margin", "deposit", "crash armed", "funding"]
         assert summary.status == "finished" and restarts == 1 and gw.crashed == 1
         assert clock.now() == T0 + timedelta(days=DAYS)
@@ -304,7 +312,7 @@ def test_hundred_days_with_faults(tmp_path: Path, receiver: Receiver,
                 emu.positions[SYMBOLS[sym.split("-")[0]]], abs=1e-9)
 
         # ends at target within one lot
-        positions = {s: emu.positions[SYMBOLS[s.split("-")[0]]] for s in STEP}
+        positions = positions_now(emu)
         for sym, q in positions.items():
             assert abs(q - final_target[sym]) <= STEP[sym] * (1 + 1e-9), (sym, q, final_target)
         last = cycles[-1]
