@@ -44,7 +44,7 @@ from executor.lock import AccountBusyError, account_lock
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
 from executor.run_cycle import View, check_orderable, derisk, gate, plan_turnover, read_view
 from executor.run_settings import RunSettings
-from executor.run_store import CycleRecord, RunStore, write_health
+from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
 from executor.safety import redact
 from executor.schedule import Clock, Schedule
 from models.book import Book
@@ -94,6 +94,7 @@ class Runner:
         self.book_path, self.gamma_fund = book_path, gamma_fund
         self.account = venue.gateway.account_key()
         self.store = RunStore(venue.journal_path, self.account)
+        self._log = AlertLog(self.store)
         self.summary = RunSummary("running")
         self._stop: str | None = None
         self._instruments: dict[str, Instrument] | None = None
@@ -112,6 +113,7 @@ class Runner:
         """Run until stopped, killed, ``max_cycles`` or the end of a simulated clock.
         ``preflight`` runs once the account's run lock is held, before anything else (the CLI
         sends the start alert there, so a dead webhook stops the run before any order)."""
+        self.alerts.sinks.append(self._log)
         try:
             with account_lock(f"run-{self.account}"):
                 if preflight is not None:
@@ -122,6 +124,7 @@ class Runner:
                                f"{_pid_of(str(exc))}: two loops must not trade one account. Fix: "
                                f"stop it first (systemctl stop, or kill -TERM its pid)") from None
         finally:
+            self.alerts.sinks.remove(self._log)
             self.store.close()
 
     def _run(self) -> RunSummary:

@@ -5,6 +5,8 @@ journal file, and the health file it rewrites after every wake-up.
   ``held`` (the fall in tracking error did not beat the cost), ``no_trade``, ``refused`` (a limit),
   ``failed``, ``unknown`` (an order in doubt), ``dry_run``), the plan id, NAV (USD), tracking error
   before and after (annualised fractions), turnover (USD) and a message;
+- ``run_alerts``: every alert the loop sent (time, kind, severity, title, text; redacted), for
+  the dashboard;
 - ``run_state``: per account, key -> value (the last scheduled cycle time, the day's opening NAV,
   the plan in flight).
 
@@ -24,12 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from executor.alerts import Alert
 from executor.safety import redact
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_cycles (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
     time TEXT NOT NULL, reason TEXT NOT NULL, action TEXT NOT NULL, plan_id TEXT, nav REAL,
     te_before REAL, te_after REAL, turnover_usd REAL NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
+    time TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, title TEXT NOT NULL,
+    text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_state (account TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (account, key));
 """
@@ -78,6 +84,19 @@ class RunStore:
             (self.account, _utc(c.time), c.reason, c.action, c.plan_id, c.nav, c.te_before,
              c.te_after, c.turnover_usd, redact(c.message)))
 
+    def record_alert(self, alert: Alert) -> None:
+        """Append one alert (its strings redacted)."""
+        self._conn.execute(
+            "INSERT INTO run_alerts (account, time, kind, severity, title, text) VALUES "
+            "(?, ?, ?, ?, ?, ?)", (self.account, _utc(alert.time), alert.kind.value,
+                                   alert.severity.value, redact(alert.title), redact(alert.text)))
+
+    def alerts(self) -> list[tuple[str, str, str]]:
+        """(time, kind, title) of this account's alerts, oldest first."""
+        rows = self._conn.execute("SELECT time, kind, title FROM run_alerts WHERE account = ? "
+                                  "ORDER BY id", (self.account,)).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     def cycles(self) -> list[CycleRecord]:
         """Every cycle of this account, oldest first."""
         rows = self._conn.execute(
@@ -106,6 +125,18 @@ class RunStore:
         row = self._conn.execute("SELECT COALESCE(SUM(turnover_usd), 0) FROM run_cycles WHERE "
                                  "account = ? AND time >= ?", (self.account, _utc(t))).fetchone()
         return float(row[0])
+
+
+class AlertLog:
+    """An alert sink that keeps every alert in the run tables (what the dashboard shows)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+
+    def send(self, alert: Alert) -> bool:
+        """Record the alert."""
+        self.store.record_alert(alert)
+        return True
 
 
 def _utc(t: datetime) -> str:

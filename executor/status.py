@@ -41,6 +41,7 @@ from models.errors import FbrError, InfeasibleError
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 
@@ -207,8 +208,10 @@ def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, 
 
 def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, risk: RiskModel,
                    settings: OptimizerSettings, options: PlanOptions,
-                   instruments: Mapping[str, Instrument], journal: Journal | None) -> StatusReport:
-    """The status of ``book`` (already the account's view, exchange units) at ``market``."""
+                   instruments: Mapping[str, Instrument], journal: Journal | None, *,
+                   rebalancer: Rebalancer | None = None) -> StatusReport:
+    """The status of ``book`` (already the account's view, exchange units) at ``market``;
+    ``rebalancer`` keeps compiled problems between calls (the dashboard's)."""
     e = book.effective_weights(market)
     w = book.target_vector()
     weights = tuple(WeightRow(a, float(e[i]), float(w[i]), float(e[i] - w[i]))
@@ -216,7 +219,7 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
     q = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
     alerts: tuple[str, ...] = ()
     try:
-        solution = orderable_solution(book, market, risk, settings)
+        solution = orderable_solution(book, market, risk, settings, rebalancer=rebalancer)
         plan = plan_orders(solution, book, market, instruments, options, risk=risk)
         is_due, benefit, cost = due(solution, plan, settings.costs.gamma_trade)
     except InfeasibleError as exc:  # a liquidatable or infeasible book: say so, plan nothing

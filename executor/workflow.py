@@ -60,11 +60,13 @@ def prepare_plan(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, r
 
 
 def orderable_solution(book: Book, market: MarketSnapshot, risk: RiskModel,
-                       settings: OptimizerSettings, *, labels: tuple[str, ...] = ()) -> Solution:
+                       settings: OptimizerSettings, *, labels: tuple[str, ...] = (),
+                       rebalancer: Rebalancer | None = None) -> Solution:
     """Step 4: the optimiser's solution for ``book`` at ``market``; raises InfeasibleError (exit
     code 3, the conflicting constraints named) when it may not be traded. Every execution path
-    (the dry run from the book file alone included) goes through here before planning orders."""
-    solution = Rebalancer().solve(book, market, risk, settings, labels=labels)
+    (the dry run from the book file alone included) goes through here before planning orders.
+    ``rebalancer``: one that keeps its compiled problems between calls (a new one by default)."""
+    solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings, labels=labels)
     require_orderable(solution.status, solution.conflicts, prepare(book, market, risk, settings),
                       {p.symbol: p.notional for p in solution.target_positions}, solution.opposing)
     return solution

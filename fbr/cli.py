@@ -381,7 +381,7 @@ def _demo_backtest(show: bool) -> dict[str, Any]:
 #: Command modules that add their commands to ``app`` through ``register(app)`` (one per feature,
 #: so each stays small): what-if and Monte Carlo, execution and status, market data.
 COMMAND_MODULES = ("fbr.whatif_cli", "fbr.montecarlo_cli", "fbr.execute_cli", "fbr.data_cli",
-                   "fbr.run_cli", "fbr.account_cli")
+                   "fbr.run_cli", "fbr.account_cli", "fbr.serve_cli")
 
 
 def _register_commands() -> None:

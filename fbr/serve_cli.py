@@ -1,0 +1,74 @@
+"""``fbr serve``: the local web dashboard (:mod:`fbr.web.app`) over the same state the CLI reads.
+
+Binds 127.0.0.1 by default; another address needs a token (``--token`` or ``FBR_SERVE_TOKEN``).
+Read-only unless started with ``--allow-execute`` (which needs a token too: one is generated and
+printed once when none is given); real orders only with ``--allow-execute --live``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from executor.safety import install_log_redaction
+from fbr.console import CliError, err, user_errors
+from fbr.execute_wiring import ExchangeChoice, JournalOpt, _journal_path, redacting
+
+TOKEN_ENV = "FBR_SERVE_TOKEN"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the fbr app."""
+    app.command("serve")(serve)
+
+
+def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr solve` reads it.")],
+          exchange: Annotated[ExchangeChoice, typer.Option(
+              "--exchange", help="Where holdings come from: paper (the journal's paper account) "
+              "or binanceusdm (the account; keys from the environment).")] = ExchangeChoice.PAPER,
+          journal: JournalOpt = None,
+          state_dir: Annotated[Path | None, typer.Option(
+              help="fbr run's state folder (its health file).")] = None,
+          reports: Annotated[Path | None, typer.Option(
+              help="Folder of backtest and Monte Carlo HTML reports.")] = Path("out"),
+          host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port.")] = 8765,
+          token: Annotated[str | None, typer.Option(
+              help=f"Access token (default ${TOKEN_ENV}); required off loopback.")] = None,
+          allow_execute: Annotated[bool, typer.Option(
+              "--allow-execute", help="Allow sending the plan from the page (token, CSRF, "
+              "confirmation).")] = False,
+          live: Annotated[bool, typer.Option("--live", help="With --allow-execute: real orders "
+                                             "on binanceusdm.")] = False,
+          ) -> None:
+    """Serve the dashboard: the book now, history, the plan, what-if, reports, orders, the loop."""
+    install_log_redaction()
+    with user_errors(False), redacting():
+        import uvicorn
+
+        from fbr.web.app import create_app
+        from fbr.web.security import check_bind, new_secret
+        from fbr.web.state import DashboardState, ServeConfig
+
+        if not book.is_file():
+            raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book")
+        if live and not allow_execute:
+            raise CliError("--live only matters with --allow-execute. Fix: add --allow-execute, or "
+                           "drop --live")
+        tok = token or os.environ.get(TOKEN_ENV) or None
+        if allow_execute and tok is None:
+            tok = new_secret()
+            err.print(f"execution enabled: open http://{host}:{port}/login?token={tok} (this "
+                      f"token is printed once)")
+        check_bind(host, tok)
+        config = ServeConfig(book=book, exchange=exchange, journal=_journal_path(journal),
+                             state_dir=state_dir, reports=reports, allow_execute=allow_execute,
+                             live=live)
+        state = DashboardState(config)
+        state.loaded()  # a bad book file stops here, before the server starts
+        what = "read and execute" if allow_execute else "read-only"
+        err.print(f"fbr serve: http://{host}:{port}/ ({what})")
+        uvicorn.run(create_app(state, tok), host=host, port=port, log_level="warning")

@@ -1,0 +1,283 @@
+"""``fbr serve``'s web application (Starlette, server-rendered Jinja2 templates, plotly charts).
+
+Pages (HTML), and the same data as JSON under ``/api``:
+
+- ``/`` (``/api/status``): the book now: weights vs targets, drift, TE, margin ratio and
+  liquidation distance, funding since the last rebalance;
+- ``/history`` (``/api/history``): the journal: NAV and TE per loop cycle, fills, funding, position
+  snapshots;
+- ``/plan`` (``/api/plan``): the plan the optimiser would send now, its costs and binding
+  constraints;
+- ``/whatif`` (``/api/whatif?shock=BTC=-30%``): the shocked book, the liquidation distance, the
+  hedge re-solved;
+- ``/reports`` (``/api/reports``): backtest and Monte Carlo HTML reports (``/reports/<name>``);
+- ``/orders`` (``/api/orders``): the order journal with fills;
+- ``/run`` (``/api/run``): ``fbr run``'s health file and recent alerts;
+- ``/execute``: with execution enabled only: the plan and a confirmation form (token + CSRF).
+
+Safety rules: :mod:`fbr.web.security`. Every page is read-only except ``POST /execute``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from executor.safety import redact
+from fbr.console import iso_utc, json_ready
+from fbr.web import charts
+from fbr.web.security import (
+    CSRF_COOKIE,
+    HEADERS,
+    TOKEN_COOKIE,
+    authorised,
+    new_secret,
+    same,
+    state_change_allowed,
+)
+from fbr.web.state import DashboardState
+from models.errors import FbrError
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+Handler = Callable[[Request], Awaitable[Response]]
+PAGES = (("/", "Book"), ("/history", "History"), ("/plan", "Plan"), ("/whatif", "What-if"),
+         ("/reports", "Reports"), ("/orders", "Orders"), ("/run", "Run"))
+
+
+def create_app(state: DashboardState, token: str | None = None) -> Starlette:
+    """The application over ``state``; ``token`` (None: loopback without one) guards every
+    request (see :mod:`fbr.web.security`)."""
+    views = Views(state, token)
+    routes = [Route("/", views.book), Route("/history", views.history), Route("/plan", views.plan),
+              Route("/whatif", views.whatif), Route("/reports", views.reports),
+              Route("/reports/{name}", views.report), Route("/orders", views.orders),
+              Route("/run", views.run), Route("/execute", views.execute, methods=["GET", "POST"]),
+              Route("/login", views.login), Route("/static/{name}", views.static),
+              Route("/api/status", views.api_status), Route("/api/plan", views.api_plan),
+              Route("/api/history", views.api_history), Route("/api/orders", views.api_orders),
+              Route("/api/run", views.api_run), Route("/api/reports", views.api_reports),
+              Route("/api/whatif", views.api_whatif)]
+
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                    ) -> Response:
+        if request.url.path != "/login" and not authorised(token, request.headers,
+                                                             request.cookies):
+            response: Response = HTMLResponse("401: this dashboard needs its token. Open "
+                                              "/login?token=... once (or send Authorization: "
+                                              "Bearer ...).", status_code=401)
+        else:
+            response = await call_next(request)
+        for k, v in HEADERS.items():
+            response.headers[k] = v
+        return response
+
+    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+
+
+class Views:
+    """The request handlers (each renders one page or one JSON document)."""
+
+    def __init__(self, state: DashboardState, token: str | None) -> None:
+        self.state = state
+        self.token = token
+
+    # --- helpers ------------------------------------------------------------------------------
+    def page(self, request: Request, template: str, **context: Any) -> Response:
+        """Render ``template`` with the navigation and a CSRF value (cookie set when absent)."""
+        csrf = request.cookies.get(CSRF_COOKIE) or new_secret()
+        html = templates.get_template(template).render(
+            request=request, pages=PAGES, path=request.url.path, book=self.state.config.book.name,
+            exchange=self.state.config.exchange.value, execute=self.state.config.allow_execute,
+            csrf=csrf, **context)
+        response = HTMLResponse(redact(html))
+        if CSRF_COOKIE not in request.cookies:
+            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+        return response
+
+    def failed(self, request: Request, exc: FbrError) -> Response:
+        """A page that names what went wrong (the error's own message, secrets scrubbed)."""
+        response = self.page(request, "error.html", title="Error", message=redact(str(exc)))
+        response.status_code = 422 if exc.exit_code == 2 else 409
+        return response
+
+    @staticmethod
+    def json(doc: Any, status: int = 200) -> Response:
+        """Strict JSON (non-finite numbers as null), secrets scrubbed."""
+        text = json.dumps(json_ready(doc), default=str, allow_nan=False)
+        return Response(redact(text), status_code=status, media_type="application/json")
+
+    # --- pages --------------------------------------------------------------------------------
+    async def book(self, request: Request) -> Response:
+        try:
+            doc = self.status_doc()
+        except FbrError as exc:
+            return self.failed(request, exc)
+        chart = charts.weights_chart(doc["weights_before"], doc["targets"])
+        return self.page(request, "book.html", title="Book", s=doc, chart=chart)
+
+    async def history(self, request: Request) -> Response:
+        h = self.state.history()
+        cycles = [c for c in h["cycles"] if c["nav"] is not None]
+        t = [c["time"] for c in cycles]
+        nav = charts.lines_chart("nav", "NAV per cycle (USD)", t, {"NAV": [c["nav"] for c in cycles]})
+        te = charts.lines_chart("te", "Tracking error per cycle (%)", t,
+                                {"TE": [100 * (c["te_before"] or 0.0) for c in cycles]})
+        funding = _cumulative(h["funding"])
+        fund = charts.lines_chart("funding", "Funding received, cumulative (USD)",
+                                  [iso_utc(f["time_ms"]) for f in h["funding"]], {"funding": funding})
+        fills = [{**f, "time": iso_utc(f["time_ms"])} for f in h["fills"]][-200:]
+        return self.page(request, "history.html", title="History", charts=[nav, te, fund],
+                         cycles=h["cycles"][-50:][::-1], fills=fills[::-1])
+
+    async def plan(self, request: Request) -> Response:
+        try:
+            doc = self.plan_doc()
+        except FbrError as exc:
+            return self.failed(request, exc)
+        trades = {t["symbol"]: t["notional"] for t in doc["solution"]["trades"]}
+        chart = charts.bars_chart("trades", "Trades (USD, + = buy)", trades)
+        return self.page(request, "plan.html", title="Plan", d=doc, chart=chart)
+
+    async def whatif(self, request: Request) -> Response:
+        shocks = _shocks(request.query_params.getlist("shock"))
+        result = error = None
+        chart = ""
+        if shocks:
+            try:
+                result = self.state.whatif(shocks)
+            except (FbrError, ValueError) as exc:
+                error = redact(str(exc))
+        if result is not None:
+            w0, w1 = result["weights_before"], result["weights_after"]
+            chart = charts.bars_chart("whatif", "Effective weight change (pp)",
+                                      {a: 100 * (w1[a] - w0[a]) for a in w0})
+        return self.page(request, "whatif.html", title="What-if", shocks=shocks, r=result,
+                         error=error, chart=chart)
+
+    async def reports(self, request: Request) -> Response:
+        return self.page(request, "reports.html", title="Reports", reports=self.state.reports())
+
+    async def report(self, request: Request) -> Response:
+        path = self.state.report_path(request.path_params["name"])
+        if path is None:
+            return HTMLResponse("404: no such report", status_code=404)
+        return HTMLResponse(redact(path.read_text()))
+
+    async def orders(self, request: Request) -> Response:
+        rows = [{**o, "updated": iso_utc(o["updated_ms"])} for o in self.state.orders()]
+        return self.page(request, "orders.html", title="Orders", orders=rows)
+
+    async def run(self, request: Request) -> Response:
+        return self.page(request, "run.html", title="Run", r=self.state.run_state())
+
+    async def execute(self, request: Request) -> Response:
+        if not self.state.config.allow_execute:
+            return HTMLResponse("403: this dashboard is read-only (start fbr serve with "
+                                "--allow-execute to send plans)", status_code=403)
+        if request.method == "GET":
+            try:
+                doc = self.plan_doc()
+            except FbrError as exc:
+                return self.failed(request, exc)
+            return self.page(request, "execute.html", title="Execute", d=doc, done=None)
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        why = state_change_allowed(self.token, request.headers, request.cookies, form)
+        if why is not None:
+            return HTMLResponse(f"403: {why}", status_code=403)
+        try:
+            done = self.state.execute()
+        except FbrError as exc:
+            return self.failed(request, exc)
+        return self.page(request, "execute.html", title="Execute", d=None, done=done)
+
+    async def login(self, request: Request) -> Response:
+        given = request.query_params.get("token")
+        if self.token is None or not same(given, self.token):
+            return HTMLResponse("401: wrong or missing token", status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+        return response
+
+    async def static(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name == "plotly.js":
+            from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
+            return Response(get_plotlyjs(), media_type="application/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+        if name == "fbr.css":
+            return Response((HERE / "static" / "fbr.css").read_text(), media_type="text/css")
+        return HTMLResponse("404", status_code=404)
+
+    # --- JSON -----------------------------------------------------------------------------------
+    def status_doc(self) -> dict[str, Any]:
+        """The status report in the CLI's JSON language (``fbr status --json``)."""
+        from fbr.status_cli import status_json
+
+        return status_json(self.state.status().to_dict())
+
+    def plan_doc(self) -> dict[str, Any]:
+        """The solution (``fbr solve --json``'s language), the order plan and what blocks it."""
+        from fbr.console import solution_json
+
+        sol, plan, blocked = self.state.plan()
+        return {"solution": solution_json(sol.to_dict()), "plan": plan, "blocked": blocked}
+
+    async def api_status(self, request: Request) -> Response:
+        return self._api(self.status_doc)
+
+    async def api_plan(self, request: Request) -> Response:
+        return self._api(self.plan_doc)
+
+    async def api_history(self, request: Request) -> Response:
+        return self.json(self.state.history())
+
+    async def api_orders(self, request: Request) -> Response:
+        return self.json(self.state.orders())
+
+    async def api_run(self, request: Request) -> Response:
+        return self.json(self.state.run_state())
+
+    async def api_reports(self, request: Request) -> Response:
+        return self.json(self.state.reports())
+
+    async def api_whatif(self, request: Request) -> Response:
+        shocks = _shocks(request.query_params.getlist("shock"))
+        if not shocks:
+            return self.json({"status": "error", "error": "give at least one ?shock=ASSET=-30%"},
+                             422)
+        return self._api(lambda: self.state.whatif(shocks))
+
+    def _api(self, make: Callable[[], dict[str, Any]]) -> Response:
+        try:
+            return self.json({"status": "ok", **make()})
+        except (FbrError, ValueError) as exc:
+            return self.json({"status": "error", "error": redact(str(exc))}, 422)
+
+
+def _shocks(values: list[str]) -> list[str]:
+    """Shock texts from query values, each possibly a comma-separated list."""
+    return [part.strip() for v in values for part in v.split(",") if part.strip()]
+
+
+def _cumulative(rows: list[dict[str, Any]]) -> list[float]:
+    """Running sum of ``amount`` (USD)."""
+    out, total = [], 0.0
+    for r in rows:
+        total += float(r["amount"])
+        out.append(total)
+    return out
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,224 @@
+"""What the dashboard shows, read from the same state the CLI reads: the book file, the journal
+(paper account, plans, orders, fills, funding, the loop's cycles and alerts), the exchange account
+and the report files.
+
+:class:`DashboardState` keeps the loaded book (re-read when the file changes) and one
+:class:`optimizer.rebalance.Rebalancer` (problems compiled once, re-solved per request), so a page
+costs a solve, not a compile. Every figure is in the units of the CLI: USD, fractions, ISO times.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from executor.journal import Journal
+from executor.plan import PlanOptions, plan_orders, with_book_settings
+from executor.safety import redact
+from executor.status import StatusReport, account_status
+from executor.workflow import account_view
+from fbr.config_loader import LoadedBook, load_book_file
+from fbr.execute_wiring import ExchangeChoice, _gateway
+from models.errors import FbrError
+from optimizer.checks import require_orderable
+from optimizer.prepare import prepare
+from optimizer.rebalance import Rebalancer
+from optimizer.solution import Solution
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``fbr serve`` serves: the book file, where holdings come from (``exchange``), the
+    journal, the loop's state folder (health file), the reports folder, and whether the plan may
+    be executed from the page (``allow_execute``; real orders only with ``live``)."""
+
+    book: Path
+    exchange: ExchangeChoice = ExchangeChoice.PAPER
+    journal: Path | None = None
+    state_dir: Path | None = None
+    reports: Path | None = None
+    allow_execute: bool = False
+    live: bool = False
+
+
+@dataclass
+class DashboardState:
+    """The dashboard's data access (see the module docstring)."""
+
+    config: ServeConfig
+    rebalancer: Rebalancer = field(default_factory=Rebalancer)
+    _loaded: LoadedBook | None = None
+    _mtime: float = -1.0
+
+    # --- the book ---------------------------------------------------------------------------
+    def loaded(self) -> LoadedBook:
+        """The book file, re-read when it changed on disk."""
+        mtime = self.config.book.stat().st_mtime
+        if self._loaded is None or mtime != self._mtime:
+            self._loaded, self._mtime = load_book_file(self.config.book), mtime
+        return self._loaded
+
+    @contextmanager
+    def journal(self) -> Iterator[Journal | None]:
+        """The journal when it exists (never created by a page)."""
+        path = self.config.journal
+        if path is None or not path.is_file():
+            yield None
+            return
+        with Journal(path) as j:
+            yield j
+
+    def _gateway(self, loaded: LoadedBook, journal: Journal | None) -> Any:
+        from executor.paper import PaperGateway, paper_book
+
+        if self.config.exchange == ExchangeChoice.BINANCEUSDM:
+            return _gateway(ExchangeChoice.BINANCEUSDM, live=False), loaded.book
+        book = paper_book(loaded.book, journal)[0] if journal is not None else loaded.book
+        return PaperGateway(book, loaded.market), book
+
+    # --- pages ------------------------------------------------------------------------------
+    def status(self) -> StatusReport:
+        """The book now: weights, drift, TE, margin and liquidation distance, funding, the plan."""
+        loaded = self.loaded()
+        with self.journal() as j:
+            gw, acc = self._gateway(loaded, j)
+            book, market, instruments = account_view(gw, acc, loaded.market)
+            options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)
+            return account_status(gw, book, market, loaded.risk, loaded.settings, options,
+                                  instruments, j, rebalancer=self.rebalancer)
+
+    def plan(self) -> tuple[Solution, dict[str, Any], str | None]:
+        """(the solution with its binding constraints, the order plan as a dict, why it may not
+        be traded or None)."""
+        loaded = self.loaded()
+        with self.journal() as j:
+            gw, acc = self._gateway(loaded, j)
+            book, market, instruments = account_view(gw, acc, loaded.market)
+        sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True)
+        blocked: str | None = None
+        try:
+            require_orderable(sol.status, sol.conflicts,
+                              prepare(book, market, loaded.risk, loaded.settings),
+                              {p.symbol: p.notional for p in sol.target_positions}, sol.opposing)
+        except FbrError as exc:
+            blocked = redact(str(exc))
+        options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)
+        plan = plan_orders(sol, book, market, instruments, options, risk=loaded.risk)
+        return sol, plan.to_dict(), blocked
+
+    def whatif(self, shocks: list[str]) -> dict[str, Any]:
+        """One what-if of ``shocks`` (``"BTC=-30%"``, ``"funding=x3"``, ...) on the book now."""
+        from fbr.whatif_cli import scenario_json
+        from scenarios.shocks import parse_scenario
+        from scenarios.whatif import run_whatif
+
+        loaded = self.loaded()
+        with self.journal() as j:
+            _, acc = self._gateway(loaded, j)
+        scenario = parse_scenario("dashboard", shocks)
+        result = run_whatif(acc, loaded.market, loaded.risk, scenario, loaded.settings,
+                            rebalancer=self.rebalancer)
+        return scenario_json(result)
+
+    def history(self) -> dict[str, list[dict[str, Any]]]:
+        """From the journal: the loop's cycles (NAV, TE), fills, funding and position snapshots."""
+        with self.journal() as j:
+            if j is None:
+                return {"cycles": [], "fills": [], "funding": [], "positions": []}
+            conn = _reader(j.path)
+        try:
+            return {"cycles": _rows(conn, "SELECT time, reason, action, nav, te_before, te_after, "
+                                          "turnover_usd, message FROM run_cycles ORDER BY id"),
+                    "fills": _rows(conn, "SELECT f.time_ms, o.symbol, o.side, f.contracts, f.price, "
+                                         "f.fee, f.plan_id FROM fills f JOIN orders o ON "
+                                         "o.plan_id = f.plan_id AND o.leg = f.leg ORDER BY f.id"),
+                    "funding": _rows(conn, "SELECT time_ms, symbol, amount FROM funding ORDER BY "
+                                           "time_ms"),
+                    "positions": _rows(conn, "SELECT time_ms, symbol, contracts, cash, plan_id FROM "
+                                             "positions ORDER BY id")}
+        finally:
+            conn.close()
+
+    def orders(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The latest orders of the journal (newest first) with their fills."""
+        with self.journal() as j:
+            if j is None:
+                return []
+            conn = _reader(j.path)
+        try:
+            return _rows(conn, "SELECT o.plan_id, p.venue, o.leg, o.client_id, o.symbol, o.side, "
+                               "o.contracts, o.status, o.filled, o.average, o.fee, o.message, "
+                               "o.updated_ms FROM orders o JOIN plans p ON p.plan_id = o.plan_id "
+                               "ORDER BY o.updated_ms DESC, o.leg LIMIT ?", (limit,))
+        finally:
+            conn.close()
+
+    def run_state(self) -> dict[str, Any]:
+        """``fbr run``'s health file and its latest alerts (from the journal)."""
+        health: dict[str, Any] | None = None
+        sdir = self.config.state_dir
+        if sdir is not None and (sdir / "health.json").is_file():
+            health = json.loads((sdir / "health.json").read_text())
+        alerts: list[dict[str, Any]] = []
+        with self.journal() as j:
+            if j is not None:
+                conn = _reader(j.path)
+                try:
+                    alerts = _rows(conn, "SELECT time, kind, severity, title, text FROM run_alerts "
+                                         "ORDER BY id DESC LIMIT 50")
+                finally:
+                    conn.close()
+        return {"health": health, "alerts": alerts}
+
+    def execute(self) -> dict[str, Any]:
+        """Send the plan now (``fbr execute`` on the configured venue: paper, or live when the
+        dashboard was started with ``--live``); the result in ``fbr execute --json``'s form."""
+        from executor.plan import PlanOptions
+        from fbr.console import default_journal
+        from fbr.execute_cli import _execute
+
+        venue = ExchangeChoice.BINANCEUSDM if self.config.live else ExchangeChoice.PAPER
+        journal = self.config.journal or default_journal()
+        options = PlanOptions(venue=venue.value)
+        return _execute(self.config.book, venue, self.config.live, journal, options)
+
+    def reports(self) -> list[dict[str, Any]]:
+        """The HTML reports of the reports folder (backtests, Monte Carlo), newest first."""
+        folder = self.config.reports
+        if folder is None or not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return [{"name": p.name, "size_kb": round(p.stat().st_size / 1024, 1),
+                 "modified": datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()}
+                for p in files]
+
+    def report_path(self, name: str) -> Path | None:
+        """The report file ``name`` inside the reports folder (None for anything else)."""
+        folder = self.config.reports
+        if folder is None or "/" in name or "\\" in name or not name.endswith(".html"):
+            return None
+        path = folder / name
+        return path if path.is_file() and path.resolve().parent == folder.resolve() else None
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the journal file."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows as dicts (an absent table, e.g. before the first ``fbr run``, gives none)."""
+    try:
+        cur = conn.execute(sql, args)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
