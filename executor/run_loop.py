@@ -315,7 +315,7 @@ class Runner:
         record = self._gated(now, view, reason, plan, force)
         if record is None:
             record = self._send(now, view, reason, plan)
-        self.store.record(record)
+        self.store.record(_with(record, margin_ratio=view.margin_ratio, max_drift=view.max_drift))
 
     def _plan(self, now: datetime, view: View, force: bool) -> OrderPlan | None:
         """The policy's targets, de-risked, as an order plan (None: halted for the day)."""

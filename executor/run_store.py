@@ -4,7 +4,8 @@ journal file, and the health file it rewrites after every wake-up.
 - ``run_cycles``: one row per cycle (account, loop time, why it ran, what it did: ``traded``,
   ``held`` (the fall in tracking error did not beat the cost), ``no_trade``, ``refused`` (a limit),
   ``failed``, ``unknown`` (an order in doubt), ``dry_run``), the plan id, NAV (USD), tracking error
-  before and after (annualised fractions), turnover (USD) and a message;
+  before and after (annualised fractions), turnover (USD), a message, and the margin ratio and the
+  largest drift |e_i - w*_i| at the cycle's read (fractions);
 - ``run_alerts``: every alert the loop sent (time, kind, severity, title, text; redacted), for
   the dashboard;
 - ``run_state``: per account, key -> value (the last scheduled cycle time, the day's opening NAV,
@@ -19,6 +20,7 @@ healthy one by ``updated``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Mapping
@@ -32,7 +34,8 @@ from executor.safety import redact
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_cycles (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
     time TEXT NOT NULL, reason TEXT NOT NULL, action TEXT NOT NULL, plan_id TEXT, nav REAL,
-    te_before REAL, te_after REAL, turnover_usd REAL NOT NULL, message TEXT NOT NULL);
+    te_before REAL, te_after REAL, turnover_usd REAL NOT NULL, message TEXT NOT NULL,
+    margin_ratio REAL, max_drift REAL);
 CREATE TABLE IF NOT EXISTS run_alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
     time TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, title TEXT NOT NULL,
     text TEXT NOT NULL);
@@ -55,13 +58,16 @@ class CycleRecord:
     te_after: float | None = None
     turnover_usd: float = 0.0
     message: str = ""
+    margin_ratio: float | None = None
+    max_drift: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (time as ISO 8601 UTC)."""
         return {"time": self.time.isoformat(), "reason": self.reason, "action": self.action,
                 "plan_id": self.plan_id, "nav": self.nav, "te_before": self.te_before,
                 "te_after": self.te_after, "turnover_usd": self.turnover_usd,
-                "message": self.message}
+                "message": self.message, "margin_ratio": self.margin_ratio,
+                "max_drift": self.max_drift}
 
 
 class RunStore:
@@ -71,6 +77,10 @@ class RunStore:
         self.account = account
         self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
         self._conn.executescript(_SCHEMA)
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(run_cycles)")}
+        for column in ("margin_ratio", "max_drift"):  # tables written before these columns
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE run_cycles ADD COLUMN {column} REAL")
 
     def close(self) -> None:
         """Close the connection."""
@@ -80,9 +90,10 @@ class RunStore:
         """Append one cycle (its message redacted)."""
         self._conn.execute(
             "INSERT INTO run_cycles (account, time, reason, action, plan_id, nav, te_before, "
-            "te_after, turnover_usd, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "te_after, turnover_usd, message, margin_ratio, max_drift) VALUES (?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?)",
             (self.account, _utc(c.time), c.reason, c.action, c.plan_id, c.nav, c.te_before,
-             c.te_after, c.turnover_usd, redact(c.message)))
+             c.te_after, c.turnover_usd, redact(c.message), _finite(c.margin_ratio), c.max_drift))
 
     def record_alert(self, alert: Alert) -> None:
         """Append one alert (its strings redacted)."""
@@ -100,10 +111,11 @@ class RunStore:
     def cycles(self) -> list[CycleRecord]:
         """Every cycle of this account, oldest first."""
         rows = self._conn.execute(
-            "SELECT time, reason, action, plan_id, nav, te_before, te_after, turnover_usd, message "
-            "FROM run_cycles WHERE account = ? ORDER BY id", (self.account,)).fetchall()
+            "SELECT time, reason, action, plan_id, nav, te_before, te_after, turnover_usd, message, "
+            "margin_ratio, max_drift FROM run_cycles WHERE account = ? ORDER BY id",
+            (self.account,)).fetchall()
         return [CycleRecord(datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4], r[5], r[6],
-                            float(r[7]), r[8]) for r in rows]
+                            float(r[7]), r[8], r[9], r[10]) for r in rows]
 
     def get(self, key: str) -> str | None:
         """A state value (None when unset)."""
@@ -137,6 +149,11 @@ class AlertLog:
         """Record the alert."""
         self.store.record_alert(alert)
         return True
+
+
+def _finite(x: float | None) -> float | None:
+    """``x``, or None when it has no finite value (an infinite margin ratio: liquidatable)."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _utc(t: datetime) -> str:

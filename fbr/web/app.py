@@ -131,8 +131,10 @@ class Views:
         cycles = [c for c in h["cycles"] if c["nav"] is not None]
         t = [c["time"] for c in cycles]
         nav = charts.lines_chart("nav", "NAV per cycle (USD)", t, {"NAV": [c["nav"] for c in cycles]})
-        te = charts.lines_chart("te", "Tracking error per cycle (%)", t,
-                                {"TE": [100 * (c["te_before"] or 0.0) for c in cycles]})
+        te = charts.lines_chart("risk", "Tracking error, largest drift and margin ratio per cycle "
+                                "(%)", t, {"TE": [_pct(c["te_before"]) for c in cycles],
+                                           "largest drift": [_pct(c["max_drift"]) for c in cycles],
+                                           "margin ratio": [_pct(c["margin_ratio"]) for c in cycles]})
         funding = _cumulative(h["funding"])
         fund = charts.lines_chart("funding", "Funding received, cumulative (USD)",
                                   [iso_utc(f["time_ms"]) for f in h["funding"]], {"funding": funding})
@@ -269,6 +271,11 @@ class Views:
 def _shocks(values: list[str]) -> list[str]:
     """Shock texts from query values, each possibly a comma-separated list."""
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
+
+
+def _pct(x: float | None) -> float | None:
+    """A fraction in percent (None stays None: a gap in the line)."""
+    return None if x is None else 100.0 * float(x)
 
 
 def _cumulative(rows: list[dict[str, Any]]) -> list[float]:

@@ -38,8 +38,8 @@ def bars_chart(name: str, title: str, values: Mapping[str, float]) -> str:
     return fragment(fig, name)
 
 
-def lines_chart(name: str, title: str, x: Sequence[Any], series: Mapping[str, Sequence[float]]
-                ) -> str:
+def lines_chart(name: str, title: str, x: Sequence[Any],
+                series: Mapping[str, Sequence[float | None]]) -> str:
     """One line per series over ``x`` (times)."""
     fig = go.Figure([go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=label)
                      for label, y in series.items()])

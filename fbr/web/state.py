@@ -134,7 +134,8 @@ class DashboardState:
             conn = _reader(j.path)
         try:
             return {"cycles": _rows(conn, "SELECT time, reason, action, nav, te_before, te_after, "
-                                          "turnover_usd, message FROM run_cycles ORDER BY id"),
+                                          "turnover_usd, margin_ratio, max_drift, message FROM "
+                                          "run_cycles ORDER BY id"),
                     "fills": _rows(conn, "SELECT f.time_ms, o.symbol, o.side, f.contracts, f.price, "
                                          "f.fee, f.plan_id FROM fills f JOIN orders o ON "
                                          "o.plan_id = f.plan_id AND o.leg = f.leg ORDER BY f.id"),

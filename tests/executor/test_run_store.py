@@ -151,8 +151,18 @@ def test_cycle_record_to_dict_is_json_ready() -> None:
     d = r.to_dict()
     assert d == {"time": "2024-06-01T00:00:00+00:00", "reason": "schedule", "action": "dry_run",
                  "plan_id": "p1", "nav": 1.5, "te_before": 0.1, "te_after": 0.05,
-                 "turnover_usd": 12.0, "message": "ok"}
+                 "turnover_usd": 12.0, "message": "ok", "margin_ratio": None, "max_drift": None}
     assert json.loads(json.dumps(d, allow_nan=False)) == d
+
+
+def test_cycle_margin_and_drift_round_trip_infinite_as_null(tmp_path: Path) -> None:
+    """The margin ratio and drift of a cycle are kept; an infinite ratio (liquidatable) as null."""
+    store = RunStore(tmp_path / "j.sqlite", "paper:main")
+    store.record(CycleRecord(T0, "schedule", "traded", margin_ratio=0.25, max_drift=0.031))
+    store.record(CycleRecord(T0, "margin", "traded", margin_ratio=float("inf"), max_drift=0.2))
+    got = [(c.margin_ratio, c.max_drift) for c in store.cycles()]
+    store.close()
+    assert got == [(0.25, 0.031), (None, 0.2)]
 
 
 # --- health file ---------------------------------------------------------------------------------
