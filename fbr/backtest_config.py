@@ -85,7 +85,7 @@ from models.book import Book
 from models.data_layout import QUARTERLY_FOLDER, SPOT_DAILY_FOLDER
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
-from models.toml_file import read_toml
+from models.toml_file import load_toml_file
 
 if TYPE_CHECKING:
     from scenarios.market_path import MarketPath
@@ -184,14 +184,8 @@ def pledged_label(book: Book) -> str:
 # ==============================================================================================
 def load_backtest_file(path: str | Path) -> BacktestConfig:
     """Read and validate a TOML backtest file (its book file is loaded too)."""
-    p = Path(path)
-    data = read_toml(p, "backtest", "examples/backtest_demo.toml")
-    try:
-        return parse_backtest(data, source=p)
-    except ValidationError as exc:
-        if "(in " in exc.problem:  # already located (an error inside the book file)
-            raise
-        raise ValidationError(exc.field, f"{exc.problem} (in {p})", exc.fix) from exc
+    return load_toml_file(path, "backtest", "examples/backtest_demo.toml",
+                          lambda data, p: parse_backtest(data, source=p))
 
 
 def parse_backtest(data: Mapping[str, object], *, source: Path) -> BacktestConfig:

@@ -85,16 +85,10 @@ class ConfigPolicy:
 
 def load_montecarlo_file(path: str | Path) -> MonteCarloConfig:
     """Read and validate a Monte Carlo file (its book file too)."""
-    from models.toml_file import read_toml
+    from models.toml_file import load_toml_file
 
-    p = Path(path)
-    data = read_toml(p, "montecarlo", "examples/montecarlo_demo.toml")
-    try:
-        return parse_montecarlo(data, source=p)
-    except ValidationError as exc:
-        if "(in " in exc.problem:
-            raise
-        raise ValidationError(exc.field, f"{exc.problem} (in {p})", exc.fix) from exc
+    return load_toml_file(path, "montecarlo", "examples/montecarlo_demo.toml",
+                          lambda data, p: parse_montecarlo(data, source=p))
 
 
 def _source_and_step(mc: Table, data_table: Table) -> str:

@@ -40,7 +40,7 @@ from fbr.config_values import (
     whole,
 )
 from models.errors import ValidationError
-from models.toml_file import read_toml
+from models.toml_file import load_toml_file
 
 RUN_KEYS = ("exchange", "interval", "cron", "policy", "gate", "journal", "state_dir", "log_file",
             "order_type", "max_order_usd", "max_plan_usd", "prices")
@@ -87,14 +87,8 @@ class RunConfig:
 
 def load_run_file(path: str | Path) -> RunConfig:
     """Read and check an ``fbr run`` file (every section before any work)."""
-    p = Path(path)
-    data = read_toml(p, "run", "examples/run_paper.toml")
-    try:
-        return parse_run(data, source=p)
-    except ValidationError as exc:
-        if "(in " in exc.problem:
-            raise
-        raise ValidationError(exc.field, f"{exc.problem} (in {p})", exc.fix) from exc
+    return load_toml_file(path, "run", "examples/run_paper.toml",
+                          lambda data, p: parse_run(data, source=p))
 
 
 def parse_run(data: Mapping[str, object], *, source: Path) -> RunConfig:

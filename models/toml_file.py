@@ -1,6 +1,7 @@
 """The one reader of TOML input files (book, backtest, Monte Carlo and scenario files).
 
-:func:`read_toml` returns the parsed document; every failure (a missing file, a folder, bytes that
+:func:`read_toml` returns the parsed document (:func:`load_toml_file` also parses it, naming the
+file in any input error); every failure (a missing file, a folder, bytes that
 are not UTF-8, a TOML syntax error) is one :class:`models.errors.ConfigError` naming the file, for
 a syntax error the line and column with the offending line quoted, and the fix.
 """
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from models.errors import ConfigError
+from models.errors import ConfigError, ValidationError
+
+_T = TypeVar("_T")
 
 
 def read_toml(p: Path, kind: str, example: str) -> dict[str, object]:
@@ -28,6 +33,20 @@ def read_toml(p: Path, kind: str, example: str) -> dict[str, object]:
         raise ConfigError(f"{kind} file {str(p)!r} cannot be read: {exc}. Fix: give a readable "
                           "UTF-8 text file") from None
     return parse_toml(text, p)
+
+
+def load_toml_file(path: str | Path, kind: str, example: str,
+                   parse: Callable[[dict[str, object], Path], _T]) -> _T:
+    """Read the ``kind`` file ``path`` (:func:`read_toml`) and ``parse(document, path)`` it; an
+    input error that does not name its file yet gets ``(in PATH)`` added to its problem."""
+    p = Path(path)
+    data = read_toml(p, kind, example)
+    try:
+        return parse(data, p)
+    except ValidationError as exc:
+        if "(in " in exc.problem:  # already located (e.g. an error inside the book file)
+            raise
+        raise ValidationError(exc.field, f"{exc.problem} (in {p})", exc.fix) from exc
 
 
 def parse_toml(text: str, where: Path | str) -> dict[str, object]:
