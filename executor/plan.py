@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -424,6 +424,46 @@ def _rounding_warning(rows: Sequence[_Rounded], share: float, te_now: float | No
             "rebalance a larger book")
 
 
+def _target_notionals(solution: Solution | Mapping[str, float]) -> dict[str, float]:
+    """Target USD notional by contract: the mapping itself, or a solution's target positions."""
+    if isinstance(solution, Mapping):
+        return dict(solution)
+    return {p.symbol: p.notional for p in solution.target_positions}
+
+
+def _instrument(instruments: Mapping[str, Instrument], sym: str) -> Instrument:
+    """The exchange's instrument of book contract ``sym`` (a clear error when it is not listed)."""
+    if sym not in instruments:
+        raise ValidationError(f"instruments.{sym}", "is missing",
+                              f"list {sym} on the exchange or map it to an exchange symbol")
+    return instruments[sym]
+
+
+def _target_contracts(c: FuturesContract, mark: float, notional: float,
+                      q0: float) -> tuple[float, float]:
+    """(contracts wanted for ``notional`` USD at ``mark``, the same rounded to the lot step); a
+    rounded target within ``QTY_RTOL`` of the position ``q0`` is ``q0`` (without a lot step,
+    the float noise of a notional round trip is no trade)."""
+    wanted = c.contracts_for(notional, mark)
+    q1 = round_to_step(wanted, c.lot_step)
+    return wanted, (q0 if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0) else q1)
+
+
+def _dropped_orders(parts: Sequence[tuple[TradePart, float, str]], target: Mapping[str, float],
+                    instruments: Mapping[str, Instrument],
+                    te: Callable[[Mapping[str, float]], float | None]) -> list[DroppedOrder]:
+    """The legs the plan could not send (``parts``: part, USD per contract, why), each with the
+    tracking error the plan leaves without it (``te`` of the target less that part)."""
+    out = []
+    for part, npc, reason in parts:
+        without = dict(target)
+        without[part.symbol] = round_to_step(target[part.symbol] - part.contracts,
+                                             instruments[part.symbol].contract.lot_step)
+        out.append(DroppedOrder(part.symbol, part.contracts, part.contracts * npc, reason,
+                                te(without)))
+    return out
+
+
 def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: MarketSnapshot,
                 instruments: Mapping[str, Instrument], options: PlanOptions | None = None, *,
                 risk: RiskModel | None = None, plan_id: str | None = None,
@@ -436,8 +476,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     pid = plan_id or new_plan_id(now)
     rule = client_id_rule(opts.venue)
     clock: datetime = market.time
-    targets = (dict(solution) if isinstance(solution, Mapping)
-               else {p.symbol: p.notional for p in solution.target_positions})
+    targets = _target_notionals(solution)
     q0_all = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
     start: dict[str, float] = {}
     target: dict[str, float] = {}
@@ -446,17 +485,11 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     kept: list[tuple[TradePart, float]] = []
     dropped_parts: list[tuple[TradePart, float, str]] = []
     for sym in book.contract_symbols:
-        if sym not in instruments:
-            raise ValidationError(f"instruments.{sym}", "is missing",
-                                  f"list {sym} on the exchange or map it to an exchange symbol")
-        c = instruments[sym].contract
+        c = _instrument(instruments, sym).contract
         mark = market.mark_price(sym)
         npc = c.notional_per_contract(mark)
         q0 = q0_all[sym]
-        wanted = c.contracts_for(targets.get(sym, q0 * npc), mark)
-        q1 = round_to_step(wanted, c.lot_step)
-        if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0):
-            q1 = q0  # without a lot step, float noise of a held position is no trade
+        wanted, q1 = _target_contracts(c, mark, targets.get(sym, q0 * npc), q0)
         start[sym], target[sym], unrounded[sym] = q0, q1, wanted
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc + 0.0,  # no -0.0
                                  c.lot_step * npc, c.lot_step))
@@ -478,13 +511,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     def te(q: Mapping[str, float]) -> float | None:
         return None if risk is None else tracking_error_of(book, market, risk, q)
 
-    dropped = []
-    for part, npc, reason in dropped_parts:
-        without = dict(target)
-        without[part.symbol] = round_to_step(target[part.symbol] - part.contracts,
-                                             instruments[part.symbol].contract.lot_step)
-        dropped.append(DroppedOrder(part.symbol, part.contracts, part.contracts * npc, reason,
-                                    te(without)))
+    dropped = _dropped_orders(dropped_parts, target, instruments, te)
     te_before, te_target = te(start), te(target)
     warning = _rounding_warning(rounding, opts.rounding_warn_share, te_before,
                                 te(unrounded) if risk is not None else None, te_target)

@@ -28,14 +28,12 @@ from fbr.console import (
     user_errors,
     wide,
 )
-from fbr.execute_wiring import ExchangeChoice, HoldingsOpt, JournalOpt
+from fbr.execute_wiring import ExchangeChoice, HoldingsOpt, JournalOpt, solve_holdings
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from fbr.backtest_config import BacktestConfig
-    from fbr.config_loader import LoadedBook
-    from fbr.execute_wiring import AccountLoaded
     from optimizer.solution import Solution
     from scenarios.backtest_result import BacktestResult
     from scenarios.market_path import MarketPath
@@ -79,35 +77,9 @@ def _root(version: Annotated[bool, typer.Option(
 
 def _solve_file(path: Path) -> Solution:
     from fbr.config import load_book_file
+    from fbr.execute_wiring import solve_loaded
 
-    return _solve_loaded(load_book_file(path))
-
-
-def _solve_loaded(loaded: LoadedBook) -> Solution:
-    """The rebalance of a loaded book (book, market, risk, settings as given)."""
-    from optimizer.rebalance import Rebalancer
-
-    return Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings,
-                              labels=loaded.labels)
-
-
-def _solve_account(book: Path, exchange: ExchangeChoice, journal: Path | None
-                   ) -> tuple[Solution, AccountLoaded]:
-    """The book file's rebalance from the holdings of ``exchange``'s account
-    (:func:`fbr.execute_wiring.account_loaded`; ``dry-run``: the book file alone)."""
-    from executor.safety import install_log_redaction
-    from fbr.config import load_book_file
-    from fbr.execute_wiring import account_loaded, redacting
-
-    if not book.exists():
-        raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book "
-                       f"(see examples/)")
-    loaded = load_book_file(book)
-    if exchange == ExchangeChoice.BINANCEUSDM:
-        install_log_redaction()
-    with redacting():
-        account = account_loaded(loaded, exchange, journal)
-    return _solve_loaded(account.loaded), account
+    return solve_loaded(load_book_file(path))
 
 
 @app.command()
@@ -125,7 +97,7 @@ def solve(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the R
     from optimizer.checks import blocked_message
 
     with user_errors(as_json):
-        sol, account = _solve_account(book, exchange, journal)
+        sol, account = solve_holdings(book, exchange, journal)
         if as_json:
             doc = {**solution_json(sol.to_dict()), "holdings_source": account.source}
             print(json.dumps(json_ready(doc), indent=2, allow_nan=False))

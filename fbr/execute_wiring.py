@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from executor.ccxt_gateway import CcxtGateway
     from executor.live import RetryPolicy
     from fbr.config_loader import LoadedBook
+    from optimizer.solution import Solution
 
 
 class ExchangeChoice(StrEnum):
@@ -198,3 +199,25 @@ def _paper_loaded(loaded: LoadedBook, journal_path: Path) -> AccountLoaded:
                                      f"{loaded.book.name!r} yet: the book file's holdings)")
     return AccountLoaded(dataclasses.replace(loaded, book=book),
                          f"paper account (journal {journal_path})")
+
+
+def solve_loaded(loaded: LoadedBook) -> Solution:
+    """The rebalance of a loaded book (book, market, risk, settings as given)."""
+    from optimizer.rebalance import Rebalancer
+
+    return Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings,
+                              labels=loaded.labels)
+
+
+def solve_holdings(book: Path, exchange: ExchangeChoice, journal: Path | None
+                   ) -> tuple[Solution, AccountLoaded]:
+    """``fbr solve``: the book file's rebalance from the holdings of ``exchange``'s account
+    (:func:`account_loaded`; ``dry-run``: the book file alone)."""
+    from executor.safety import install_log_redaction
+
+    loaded = _load(book)
+    if exchange == ExchangeChoice.BINANCEUSDM:
+        install_log_redaction()
+    with redacting():
+        account = account_loaded(loaded, exchange, journal)
+    return solve_loaded(account.loaded), account

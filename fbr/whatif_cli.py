@@ -84,7 +84,6 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
     them)."""
     with user_errors(as_json):
         from optimizer.rebalance import Rebalancer
-        from scenarios.applied_shocks import resolve_shocks
         from scenarios.library import load_library
 
         loaded, book_notes = load_whatif_book(book)
@@ -100,9 +99,7 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
         if list_only:
             _list(lib(), as_json)
             return
-        chosen = _choose(shock or [], scenario or [], run_all, lib)
-        for sc in chosen:  # every symbol checked before any work
-            resolve_shocks(sc, loaded.book)
+        chosen = _checked(_choose(shock or [], scenario or [], run_all, lib), loaded.book)
         account = _account(loaded, exchange, journal)
         loaded = account.loaded
 
@@ -117,17 +114,33 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
                        console=err)
         notes.extend(liquidation_notes(results))
         if as_json:
-            doc = {"status": "ok", "book": loaded.book.name,
-                   "positions": "solution" if with_solution else "current",
-                   "holdings_source": account.source,
-                   "futures_positions": futures_positions(loaded.book),
-                   "solution": _solution_summary(solution) if solution is not None else None,
-                   "scenarios": [scenario_json(r) for r in results], "notes": notes,
-                   "labels": list(loaded.labels)}
-            print(json.dumps(doc, indent=2, allow_nan=False))
+            print(json.dumps(_whatif_json(loaded, account, with_solution, solution, results, notes),
+                             indent=2, allow_nan=False))
         else:
             _print_results(results, out, book, notes, list(loaded.labels),
                            holdings=account.source if account.from_account else None)
+
+
+def _checked(chosen: list[Scenario], book: Book) -> list[Scenario]:
+    """``chosen``, every symbol of every scenario checked against the book before any work."""
+    from scenarios.applied_shocks import resolve_shocks
+
+    for sc in chosen:
+        resolve_shocks(sc, book)
+    return chosen
+
+
+def _whatif_json(loaded: LoadedBook, account: AccountLoaded, with_solution: bool,
+                 solution: Solution | None, results: list[WhatIfResult],
+                 notes: list[str]) -> dict[str, object]:
+    """``fbr whatif --json``'s document."""
+    return {"status": "ok", "book": loaded.book.name,
+            "positions": "solution" if with_solution else "current",
+            "holdings_source": account.source,
+            "futures_positions": futures_positions(loaded.book),
+            "solution": _solution_summary(solution) if solution is not None else None,
+            "scenarios": [scenario_json(r) for r in results], "notes": notes,
+            "labels": list(loaded.labels)}
 
 
 def _account(loaded: LoadedBook, exchange: ExchangeChoice, journal: Path | None) -> AccountLoaded:

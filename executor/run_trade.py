@@ -1,0 +1,191 @@
+"""The cycle of the daily loop that may trade (:class:`CycleTrader`, a part of
+:class:`executor.run_loop.Runner`): the policy's targets (checked as every execution path checks
+an optimiser's solution), the de-risk, the plan, the cost gate, the day's limits, the execution
+through the journaled executor (or the dry run) and the alerts on its outcome. Every cycle ends as
+one row of the run tables (:class:`executor.run_store.CycleRecord`).
+
+Units: USD for notionals, turnover and NAV; fractions for tracking error and margin ratios.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from executor.alerts import AlertHub, AlertKind, Severity
+from executor.base import ExecutionReport, Outcome
+from executor.dryrun import DryRunExecutor
+from executor.live import ExecutionUnknownError, PlanBasis
+from executor.plan import OrderPlan, PlanOptions, plan_orders
+from executor.run_cycle import View, check_orderable, derisk, gate, plan_turnover
+from executor.run_settings import RunSettings
+from executor.run_store import CycleRecord, RunStore
+from executor.safety import redact
+from models.errors import FbrError
+from models.risk import RiskModel
+from optimizer.policies import Policy
+
+if TYPE_CHECKING:
+    from executor.run_loop import RunSummary, Venue
+
+
+class CycleTrader:
+    """The trading cycle (see the module docstring); the loop's state is the Runner's."""
+
+    venue: Venue
+    risk: RiskModel
+    policy: Policy
+    settings: RunSettings
+    options: PlanOptions
+    alerts: AlertHub
+    store: RunStore
+    summary: RunSummary
+    book_path: str
+
+    def _cycle(self, now: datetime, view: View, reason: str) -> None:
+        force = reason == "margin"
+        self.summary.cycles += 1
+        self.store.put("last_cycle", now.isoformat())
+        try:
+            plan = self._plan(now, view, force)
+        except FbrError as exc:
+            self._failed(now, reason, view, f"no plan: {redact(str(exc))}")
+            return
+        if plan is None:
+            self.store.record(CycleRecord(now, reason, "refused", None, view.nav,
+                                          view.tracking_error,
+                                          message="halted for the day: daily loss limit"))
+            return
+        record = self._gated(now, view, reason, plan, force)
+        if record is None:
+            record = self._send(now, view, reason, plan)
+        self.store.record(with_fields(record, margin_ratio=view.margin_ratio, max_drift=view.max_drift))
+
+    def _plan(self, now: datetime, view: View, force: bool) -> OrderPlan | None:
+        """The policy's targets, de-risked, as an order plan (None: halted for the day)."""
+        if self.store.get("halted") and not force:
+            return None
+        targets = self._targets(now, view, force)
+        threshold = self.settings.triggers.margin_ratio
+        if threshold is not None:
+            targets, s = derisk(view.book, view.market, targets, threshold)
+            if s < 1.0:
+                self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
+                                 f"margin ratio {view.margin_ratio:.1%} above {threshold:.0%}: "
+                                 f"target positions scaled by {s:.3f}", now, scale=s,
+                                 margin_ratio=view.margin_ratio)
+        return plan_orders(targets, view.book, view.market, view.instruments, self.options,
+                           risk=self.risk, now=now)
+
+    def _targets(self, now: datetime, view: View, force: bool) -> dict[str, float]:
+        """The policy's target notionals (USD); a de-risk whose policy fails starts from the
+        positions held (then scaled down), any other failure propagates."""
+        try:
+            target = self.policy(view.book, view.market, pd.Timestamp(now))
+            check_orderable(self.policy, target, view.book, view.market)
+        except FbrError as exc:
+            if not force:
+                raise
+            self.alerts.emit(AlertKind.FAILURE, Severity.WARNING, "policy failed while de-risking",
+                             f"{redact(str(exc))}; scaling down the positions held instead", now)
+            held = view.book.futures_notional(view.market)
+            return dict(zip(view.book.contract_symbols, map(float, held), strict=True))
+        return {s: float(v) for s, v in target.futures.items()}
+
+    def _gated(self, now: datetime, view: View, reason: str, plan: OrderPlan,
+               force: bool) -> CycleRecord | None:
+        """A record when the plan is not sent (nothing to do, the gate, a daily limit)."""
+        base = CycleRecord(now, reason, "no_trade", plan.plan_id, view.nav, view.tracking_error,
+                           view.tracking_error)
+        if not plan.legs:
+            return base
+        if self.settings.gate and not force:
+            g = gate(view, plan, self.risk, self.settings.gamma_trade, self.venue.daily_vol)
+            if not g.open:
+                return with_fields(base, action="held", te_after=g.te_after,
+                             message=f"TE^2 fall {g.benefit:.3g} <= cost {g.cost:.3g}")
+        return None if force else self._limits(now, view, plan, base)
+
+    def _limits(self, now: datetime, view: View, plan: OrderPlan,
+                base: CycleRecord) -> CycleRecord | None:
+        lim = self.settings.limits
+        nav0 = float(self.store.get("day_nav") or view.nav)
+        if nav0 - view.nav > lim.loss_usd:
+            self.store.put("halted", "loss")
+            msg = (f"NAV {view.nav:,.2f} USD is {nav0 - view.nav:,.2f} below the day's opening "
+                   f"{nav0:,.2f} (limit {lim.loss_usd:,.2f}): no more trading today")
+            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, "daily loss limit", msg, now)
+            return with_fields(base, action="refused", message=msg)
+        used = self.store.turnover_since(self._day_start(now))
+        if used + plan_turnover(plan) > lim.turnover_usd:
+            msg = (f"the plan trades {plan_turnover(plan):,.2f} USD; with {used:,.2f} already "
+                   f"today that passes the daily turnover limit {lim.turnover_usd:,.2f} USD")
+            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, "daily turnover limit", msg, now)
+            return with_fields(base, action="refused", message=msg)
+        return None
+
+    def _send(self, now: datetime, view: View, reason: str, plan: OrderPlan) -> CycleRecord:
+        """Execute (or, in a dry run, show) the plan; alert on its outcome."""
+        if self.venue.executor is None:
+            report = DryRunExecutor().execute(plan)
+            return CycleRecord(now, reason, "dry_run", plan.plan_id, view.nav, view.tracking_error,
+                               plan.tracking_error_residual, 0.0, f"{len(plan.legs)} legs shown")
+        executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
+                                                 self.risk))
+        self.store.put("plan_in_flight", plan.plan_id)
+        try:
+            report = executor.execute(plan, self.book_path)
+        except ExecutionUnknownError as exc:
+            msg = redact(str(exc))
+            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt", msg, now)
+            return CycleRecord(now, reason, "unknown", plan.plan_id, view.nav, message=msg)
+        self.store.put("plan_in_flight", None)
+        return self._reported(now, view, reason, report)
+
+    def _reported(self, now: datetime, view: View, reason: str,
+                  report: ExecutionReport) -> CycleRecord:
+        """Alert the outcome of an executed plan and make its cycle record."""
+        turnover = float(sum(_notional(view, leg.symbol, leg.filled, leg.average)
+                             for leg in report.legs))
+        legs = ", ".join(f"{leg.side} {leg.filled:g} {leg.symbol}" for leg in report.legs
+                         if leg.filled > 0)
+        action = {Outcome.UNKNOWN: "unknown", Outcome.INCOMPLETE: "incomplete"}.get(
+            report.outcome, "traded")
+        if report.outcome == Outcome.UNKNOWN:
+            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
+                             " ".join(report.messages) or "an order's fate is unknown", now,
+                             plan_id=report.plan_id)
+        elif report.outcome == Outcome.INCOMPLETE:
+            self.alerts.emit(AlertKind.FAILURE, Severity.WARNING, "plan incomplete",
+                             f"gaps (contracts): {report.gaps}", now, plan_id=report.plan_id)
+        if legs:
+            self.summary.trades += 1
+            self.alerts.emit(AlertKind.TRADE, Severity.INFO, f"rebalanced ({reason})",
+                             f"{legs}; turnover {turnover:,.2f} USD", now, plan_id=report.plan_id,
+                             turnover_usd=turnover)
+        return CycleRecord(now, reason, action, report.plan_id, view.nav, view.tracking_error,
+                           report.tracking_error_residual, turnover, " ".join(report.messages))
+
+    def _failed(self, now: datetime, reason: str, view: View, msg: str) -> None:
+        self.summary.failures += 1
+        self.store.record(CycleRecord(now, reason, "failed", None, view.nav, message=msg))
+        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now)
+
+    def _day_start(self, now: datetime) -> datetime:
+        """00:00 UTC of ``now``'s day."""
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+
+def with_fields(rec: CycleRecord, **changes: object) -> CycleRecord:
+    """``rec`` with ``changes``."""
+    return replace(rec, **changes)  # type: ignore[arg-type]
+
+
+def _notional(view: View, symbol: str, contracts: float, price: float | None) -> float:
+    """|USD notional| of ``contracts`` filled at ``price`` (0 without a price)."""
+    if price is None or price <= 0:
+        return 0.0
+    return abs(contracts) * view.instruments[symbol].contract.notional_per_contract(price)
