@@ -5,6 +5,7 @@ the loop starts are in :mod:`fbr.run_wiring`; the file format in :mod:`fbr.run_c
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -131,9 +132,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     return _result(summary, journal_path, sdir, mode)
 
 
-def _drop_handler(handler: Any) -> None:
-    import logging
-
+def _drop_handler(handler: logging.Handler) -> None:
     logging.getLogger("executor").removeHandler(handler)
     handler.close()
 

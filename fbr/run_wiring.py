@@ -31,6 +31,7 @@ from executor.safety import redact
 from fbr.backtest_config import BacktestConfig
 from fbr.console import CliError
 from fbr.run_config import RunConfig
+from models.market import MarketSnapshot
 from optimizer.policies import Policy
 from scenarios.market_path import MarketPath
 
@@ -155,11 +156,11 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
         store.close()
         journal.close()
 
-    def fallback(_t: datetime) -> Any:
+    def fallback(_t: datetime) -> MarketSnapshot:
         gw.set_market(loaded.market)
         return loaded.market
 
-    feed: Callable[[datetime], Any] = fallback
+    feed: Callable[[datetime], MarketSnapshot] = fallback
     if cfg.prices == "binanceusdm":
         feed = LivePrices(gw, public_gateway(cfg.prices), loaded.book, loaded.market)
     return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close)

@@ -137,7 +137,7 @@ class Views:
                                            "margin ratio": [_pct(c["margin_ratio"]) for c in cycles]})
         funding = _cumulative(h["funding"])
         fund = charts.lines_chart("funding", "Funding received, cumulative (USD)",
-                                  [iso_utc(f["time_ms"]) for f in h["funding"]], {"funding": funding})
+                                  [str(iso_utc(f["time_ms"])) for f in h["funding"]], {"funding": funding})
         fills = [{**f, "time": iso_utc(f["time_ms"])} for f in h["fills"]][-200:]
         return self.page(request, "history.html", title="History", charts=[nav, te, fund],
                          cycles=h["cycles"][-50:][::-1], fills=fills[::-1])

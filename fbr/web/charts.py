@@ -38,7 +38,7 @@ def bars_chart(name: str, title: str, values: Mapping[str, float]) -> str:
     return fragment(fig, name)
 
 
-def lines_chart(name: str, title: str, x: Sequence[Any],
+def lines_chart(name: str, title: str, x: Sequence[str],
                 series: Mapping[str, Sequence[float | None]]) -> str:
     """One line per series over ``x`` (times)."""
     fig = go.Figure([go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=label)

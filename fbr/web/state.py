@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from executor.base import ExchangeGateway
 from executor.journal import Journal
 from executor.plan import PlanOptions, plan_orders, with_book_settings
 from executor.safety import redact
@@ -25,6 +26,7 @@ from executor.status import StatusReport, account_status
 from executor.workflow import account_view
 from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice, _gateway
+from models.book import Book
 from models.errors import FbrError
 from optimizer.checks import require_orderable
 from optimizer.prepare import prepare
@@ -74,7 +76,9 @@ class DashboardState:
         with Journal(path) as j:
             yield j
 
-    def _gateway(self, loaded: LoadedBook, journal: Journal | None) -> Any:
+    def _gateway(self, loaded: LoadedBook, journal: Journal | None) -> tuple[ExchangeGateway, Book]:
+        """The venue's gateway and the account's book (the paper account, or the book file's
+        holdings for an exchange, which the gateway's ``account`` replaces)."""
         from executor.paper import PaperGateway, paper_book
 
         if self.config.exchange == ExchangeChoice.BINANCEUSDM:
