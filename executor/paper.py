@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS paper_positions (book_name TEXT NOT NULL, symbol TEXT
 CREATE TABLE IF NOT EXISTS paper_orders (client_id TEXT PRIMARY KEY, book_name TEXT NOT NULL,
     exchange_id TEXT NOT NULL, symbol TEXT NOT NULL, status TEXT NOT NULL, filled REAL NOT NULL,
     average REAL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS funding (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, venue TEXT NOT NULL, book_name TEXT NOT NULL,
+    symbol TEXT NOT NULL, amount REAL NOT NULL, time_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS paper_trades (id INTEGER PRIMARY KEY AUTOINCREMENT,
     book_name TEXT NOT NULL, symbol TEXT NOT NULL, order_id TEXT NOT NULL, contracts REAL NOT NULL,
     price REAL NOT NULL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
@@ -135,12 +138,19 @@ class PaperStore:
             raise
         cur.execute("COMMIT")
 
-    def save_account(self, futures: Mapping[str, FuturesPosition], cash: float) -> None:
-        """Overwrite this book's account (a funding settlement), in one transaction."""
+    def save_account(self, futures: Mapping[str, FuturesPosition], cash: float,
+                     funding: Mapping[str, float] | None = None, time_ms: int = 0) -> None:
+        """Overwrite this book's account after a funding settlement, with its payments (USD
+        received by contract, at ``time_ms``) in the journal's funding table, in one
+        transaction."""
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             self._write_account(cur, futures, cash)
+            cur.executemany("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            [(VENUE, self.book_name, sym, amount, time_ms)
+                             for sym, amount in (funding or {}).items()])
         except BaseException:
             cur.execute("ROLLBACK")
             raise
@@ -213,19 +223,24 @@ class PaperGateway:
     def settle_funding(self, rates: Mapping[str, float]) -> float:
         """Pay funding at the current marks: for each contract j with summed rate r_j (fraction,
         every settlement since the last call), cash -= r_j x q_j x npc_j(mark_j) (a long pays a
-        positive rate); the account is persisted. Returns the amount received (USD, signed)."""
-        paid = 0.0
+        positive rate); the account is persisted with one row per contract in the journal's
+        ``funding`` table (as an exchange's income history is copied there), so ``fbr status``
+        and the dashboard see paper funding too. Returns the amount received (USD, signed)."""
+        received: dict[str, float] = {}
         for sym, r in rates.items():
             pos = self._book.futures.get(sym)
             if pos is None or r == 0:
                 continue
             c = self._contracts[sym]
-            paid += float(r) * pos.contracts * c.notional_per_contract(self._market.mark_price(sym))
-        if paid != 0.0:
-            self._book = self._book.evolve(cash=self._book.cash - paid)
+            received[sym] = -float(r) * pos.contracts * c.notional_per_contract(
+                self._market.mark_price(sym))
+        total = sum(received.values())
+        if received:
+            self._book = self._book.evolve(cash=self._book.cash + total)
             if self._store is not None:
-                self._store.save_account(self._book.futures, self._book.cash)
-        return -paid
+                self._store.save_account(self._book.futures, self._book.cash, received,
+                                         self._clock())
+        return total
 
     def account_key(self) -> str:
         """``paper:<book name>``."""

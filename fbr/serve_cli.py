@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from executor.safety import install_log_redaction
 from fbr.console import CliError, err, user_errors
 from fbr.execute_wiring import ExchangeChoice, JournalOpt, _journal_path, redacting
+
+if TYPE_CHECKING:
+    from fbr.web.state import DashboardState
 
 TOKEN_ENV = "FBR_SERVE_TOKEN"
 
@@ -50,7 +53,7 @@ def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr s
         import uvicorn
 
         from fbr.web.app import create_app
-        from fbr.web.security import check_bind, new_secret
+        from fbr.web.security import LOOPBACK_HOSTS, check_bind, is_loopback, new_secret
         from fbr.web.state import DashboardState, ServeConfig
 
         if not book.is_file():
@@ -58,6 +61,11 @@ def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr s
         if live and not allow_execute:
             raise CliError("--live only matters with --allow-execute. Fix: add --allow-execute, or "
                            "drop --live")
+        if allow_execute and live != (exchange == ExchangeChoice.BINANCEUSDM):
+            raise CliError(f"--allow-execute sends the plan the page shows, on the account it "
+                           f"reads: --exchange {exchange.value} with{'' if live else 'out'} --live "
+                           f"would read one account and trade another. Fix: --exchange paper "
+                           f"(paper orders), or --exchange binanceusdm --live (real orders)")
         tok = token or os.environ.get(TOKEN_ENV) or None
         if allow_execute and tok is None:
             tok = new_secret()
@@ -69,6 +77,19 @@ def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr s
                              live=live)
         state = DashboardState(config)
         state.loaded()  # a bad book file stops here, before the server starts
+        _warm_up(state)
         what = "read and execute" if allow_execute else "read-only"
         err.print(f"fbr serve: http://{host}:{port}/ ({what})")
-        uvicorn.run(create_app(state, tok), host=host, port=port, log_level="warning")
+        hosts = (*LOOPBACK_HOSTS, host) if is_loopback(host) else None  # off loopback: the token
+        uvicorn.run(create_app(state, tok, hosts), host=host, port=port, log_level="warning")
+
+
+def _warm_up(state: DashboardState) -> None:
+    """Compile the book's problem before the first visitor (a first page then costs a solve,
+    not a compile); an account that does not answer yet is reported, not fatal."""
+    from models.errors import FbrError
+
+    try:
+        state.status()
+    except FbrError as exc:
+        err.print(f"warning: the first status read failed ({exc}); the pages will say why")

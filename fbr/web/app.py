@@ -21,13 +21,14 @@ Safety rules: :mod:`fbr.web.security`. Every page is read-only except ``POST /ex
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -39,6 +40,7 @@ from fbr.web import charts
 from fbr.web.security import (
     CSRF_COOKIE,
     HEADERS,
+    LOOPBACK_HOSTS,
     TOKEN_COOKIE,
     authorised,
     new_secret,
@@ -55,9 +57,12 @@ PAGES = (("/", "Book"), ("/history", "History"), ("/plan", "Plan"), ("/whatif", 
          ("/reports", "Reports"), ("/orders", "Orders"), ("/run", "Run"))
 
 
-def create_app(state: DashboardState, token: str | None = None) -> Starlette:
+def create_app(state: DashboardState, token: str | None = None,
+               hosts: Sequence[str] | None = LOOPBACK_HOSTS) -> Starlette:
     """The application over ``state``; ``token`` (None: loopback without one) guards every
-    request (see :mod:`fbr.web.security`)."""
+    request, and ``hosts`` are the Host names it answers (the loopback names by default, against
+    DNS rebinding; None: any, for a bind off loopback, which the token guards; see
+    :mod:`fbr.web.security`)."""
     views = Views(state, token)
     routes = [Route("/", views.book), Route("/history", views.history), Route("/plan", views.plan),
               Route("/whatif", views.whatif), Route("/reports", views.reports),
@@ -82,7 +87,10 @@ def create_app(state: DashboardState, token: str | None = None) -> Starlette:
             response.headers[k] = v
         return response
 
-    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    middleware = [Middleware(BaseHTTPMiddleware, dispatch=guard)]
+    if hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts)))
+    return Starlette(routes=routes, middleware=middleware)
 
 
 class Views:
@@ -97,13 +105,20 @@ class Views:
         """Render ``template`` with the navigation and a CSRF value (cookie set when absent)."""
         csrf = request.cookies.get(CSRF_COOKIE) or new_secret()
         html = templates.get_template(template).render(
-            request=request, pages=PAGES, path=request.url.path, book=self.state.config.book.name,
+            request=request, pages=PAGES, path=request.url.path, book=self.book_name(),
             exchange=self.state.config.exchange.value, execute=self.state.config.allow_execute,
             csrf=csrf, **context)
         response = HTMLResponse(redact(html))
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
         return response
+
+    def book_name(self) -> str:
+        """The book's ``[book] name`` (the file's name when the file does not load)."""
+        try:
+            return self.state.loaded().book.name
+        except (FbrError, OSError):
+            return self.state.config.book.name
 
     def failed(self, request: Request, exc: FbrError) -> Response:
         """A page that names what went wrong (the error's own message, secrets scrubbed)."""
@@ -192,12 +207,17 @@ class Views:
                 doc = self.plan_doc()
             except FbrError as exc:
                 return self.failed(request, exc)
-            return self.page(request, "execute.html", title="Execute", d=doc, done=None)
+            return self.page(request, "execute.html", title="Execute", d=doc, done=None,
+                             fingerprint=plan_fingerprint(doc["plan"]))
         form = {k: str(v) for k, v in (await request.form()).items()}
         why = state_change_allowed(self.token, request.headers, request.cookies, form)
         if why is not None:
             return HTMLResponse(f"403: {why}", status_code=403)
         try:
+            if not same(form.get("plan"), plan_fingerprint(self.plan_doc()["plan"])):
+                return HTMLResponse("409: the plan changed since the page was shown (prices or "
+                                    "the book moved); nothing was sent. Reload and confirm the new "
+                                    "plan", status_code=409)
             done = self.state.execute()
         except FbrError as exc:
             return self.failed(request, exc)
@@ -266,6 +286,15 @@ class Views:
             return self.json({"status": "ok", **make()})
         except (FbrError, ValueError) as exc:
             return self.json({"status": "error", "error": redact(str(exc))}, 422)
+
+
+def plan_fingerprint(plan: dict[str, Any]) -> str:
+    """A digest of the orders a plan sends (contract, side, contracts per leg): what the user
+    confirmed must be what is sent."""
+    import hashlib
+
+    legs = [(leg["symbol"], leg["side"], repr(float(leg["contracts"]))) for leg in plan["legs"]]
+    return hashlib.sha256(json.dumps(legs).encode()).hexdigest()[:32]
 
 
 def _shocks(values: list[str]) -> list[str]:

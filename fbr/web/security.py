@@ -1,7 +1,8 @@
 """The dashboard's safety rules.
 
 - **Bind**: 127.0.0.1 / ::1 / localhost by default; any other address needs a token
-  (:func:`check_bind`), else ``fbr serve`` refuses to start.
+  (:func:`check_bind`), else ``fbr serve`` refuses to start. On loopback the dashboard answers
+  only the loopback Host names (HTTP 400 for another: a DNS-rebinding page gets nothing).
 - **Token**: when one is set, every request must carry it: ``Authorization: Bearer <token>``, or
   the ``fbr_token`` cookie that ``GET /login?token=<token>`` sets (HttpOnly, SameSite=Strict).
   Tokens are compared in constant time.
@@ -26,6 +27,8 @@ from models.errors import ValidationError
 TOKEN_COOKIE = "fbr_token"
 CSRF_COOKIE = "fbr_csrf"
 LOOPBACK_NAMES = ("localhost",)
+#: The Host names a loopback dashboard answers (any other is refused: DNS rebinding).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

@@ -104,7 +104,8 @@ class DashboardState:
         with self.journal() as j:
             gw, acc = self._gateway(loaded, j)
             book, market, instruments = account_view(gw, acc, loaded.market)
-        sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True)
+        sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True,
+                                    labels=loaded.labels)
         blocked: str | None = None
         try:
             require_orderable(sol.status, sol.conflicts,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from exec_helpers import market, three_asset_book
 
-from executor.paper import PaperGateway
+from executor.journal import Journal
+from executor.paper import PaperGateway, PaperStore
 from executor.paper_feed import LivePrices, settlements_between
 from models.book import Book, FuturesPosition
 from models.market import MarketSnapshot
@@ -56,3 +58,21 @@ def test_paper_follows_the_source_and_pays_funding() -> None:
     received = 3 * 0.0003 * 0.02 * 62_000.0  # a short receives a positive rate
     assert paper.account(book, first).cash == pytest.approx(3000.0 + received, rel=1e-12)
     assert feed.paid == pytest.approx(received, rel=1e-12)
+
+
+def test_paper_funding_reaches_the_journal(tmp_path: Path) -> None:
+    """Each settlement the paper exchange pays is a row of the journal's funding table (what
+    ``fbr status`` and the dashboard read): by contract, USD received, at the paper clock."""
+    book = three_asset_book(futures={"BTC-PERP": FuturesPosition(-0.02, 60_000.0),
+                                     "ETH-PERP": FuturesPosition(0.5, 2_500.0)}, cash=3000.0)
+    with Journal(tmp_path / "j.sqlite") as j:
+        store = PaperStore(j.path, book.name)
+        paper = PaperGateway(book, market(), store=store, clock=lambda: 1_717_200_000_000)
+        got = paper.settle_funding({"BTC-PERP": 0.0002, "ETH-PERP": 0.0004, "SOL-PERP": 0.001})
+        store.close()
+        rows = j.funding_since("paper", book.name, 0)
+    btc, eth = 0.0002 * 0.02 * 60_000.0, -0.0004 * 0.5 * 2_500.0  # short receives, long pays
+    assert rows == pytest.approx({"BTC-PERP": btc, "ETH-PERP": eth})  # SOL: no position, no row
+    assert got == pytest.approx(btc + eth)
+    saved = PaperStore(tmp_path / "j.sqlite", book.name).load()
+    assert saved is not None and saved[1] == pytest.approx(3000.0 + btc + eth)

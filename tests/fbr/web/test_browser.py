@@ -1,0 +1,189 @@
+"""The dashboard in a real browser: headless Chromium through selenium against the app served by
+uvicorn on 127.0.0.1. Every page loads, every plotly chart draws (its div holds plotly's
+``.main-svg``) and the browser console shows no error (CSP violations, script errors, failed
+loads). Skipped, with the install hint, where Chromium or chromedriver is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from web_world import TOKEN, World
+
+from fbr.web.app import create_app
+from fbr.web.state import DashboardState
+
+INSTALL_HINT = "headless Chromium not installed: apt-get install -y chromium chromium-driver"
+CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium",
+             "/usr/lib/chromium/chromium")
+DRIVERS = ("chromedriver", "/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+#: (path, plotly chart divs the page draws)
+PAGES = (("/", 1), ("/history", 3), ("/plan", 1), ("/whatif?shock=BTC%3D-30%25", 1), ("/whatif", 0),
+         ("/whatif?shock=XYZ%3D-30%25", 0), ("/reports", 0), ("/reports/backtest.html", 0),
+         ("/orders", 0), ("/run", 0))
+NAV = ("/", "/history", "/plan", "/whatif", "/reports", "/orders", "/run")
+ALL_DRAWN = ("return Array.from(document.querySelectorAll('.plotly-graph-div'))"
+             ".every(function (e) { return e.querySelector('.main-svg') !== null; });")
+LOAD_TIMEOUT_S = 60
+
+
+def _find(names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that is an executable file or on PATH."""
+    for n in names:
+        path = n if os.path.isabs(n) else shutil.which(n)
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def browser_paths() -> tuple[str, str]:
+    """(chromium, chromedriver), or skip."""
+    chromium, driver = _find(CHROMIUMS), _find(DRIVERS)
+    if chromium is None or driver is None:
+        pytest.skip(INSTALL_HINT)
+    pytest.importorskip("selenium", reason="selenium not installed: pip install selenium")
+    return chromium, driver
+
+
+@contextmanager
+def serve(state: DashboardState, token: str | None) -> Iterator[str]:
+    """Serve the app on a free loopback port in a daemon thread; yields the base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(state, token), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="fbr-serve-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            pytest.fail("uvicorn did not start within 30 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def base_url(browser_paths: tuple[str, str], shared_state: DashboardState) -> Iterator[str]:
+    """The read-only dashboard (no token) over the fixture world."""
+    with serve(shared_state, None) as url:
+        yield url
+
+
+def _driver(chromium: str, chromedriver: str) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1400,2000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+
+
+@pytest.fixture(scope="module")
+def driver(browser_paths: tuple[str, str]) -> Iterator[Any]:
+    """A headless Chromium session (console log captured)."""
+    d = _driver(*browser_paths)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def console_errors(driver: Any) -> list[str]:
+    """SEVERE console entries since the last call (the favicon request the app does not serve
+    is left out: Chromium asks for /favicon.ico on its own)."""
+    return [e["message"] for e in driver.get_log("browser")
+            if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
+
+
+def load(driver: Any, url: str) -> None:
+    """Open ``url`` and wait until the document is complete and every chart drew its SVG."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    wait = WebDriverWait(driver, LOAD_TIMEOUT_S)
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    wait.until(lambda d: bool(d.execute_script(ALL_DRAWN)))
+
+
+@pytest.mark.parametrize(("path", "charts"), PAGES)
+def test_page_draws_its_charts_without_console_errors(driver: Any, base_url: str, path: str,
+                                                       charts: int) -> None:
+    """The page loads, holds its charts, each drawn (plotly's .main-svg inside the chart div),
+    and the console has no error."""
+    from selenium.webdriver.common.by import By
+
+    console_errors(driver)  # drop what earlier pages left
+    load(driver, base_url + path)
+    divs = driver.find_elements(By.CSS_SELECTOR, ".plotly-graph-div")
+    assert len(divs) == charts
+    for div in divs:
+        assert div.find_elements(By.CSS_SELECTOR, ".main-svg"), div.get_attribute("id")
+        assert div.size["width"] > 100 and div.size["height"] > 100
+    bare = path.split("?")[0]
+    if bare in NAV:
+        active = driver.find_element(By.CSS_SELECTOR, "header nav a.active")
+        assert active.get_attribute("href") == base_url + bare
+    assert console_errors(driver) == []
+
+
+def test_navigation_links_reach_every_page(driver: Any, base_url: str) -> None:
+    """Clicking through the navigation reaches every page (each answers, no console error)."""
+    from selenium.webdriver.common.by import By
+
+    console_errors(driver)
+    load(driver, base_url + "/")
+    hrefs = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "header nav a")]
+    assert hrefs == [base_url + p for p in NAV]
+    for href in hrefs:
+        load(driver, href)
+        assert driver.find_element(By.TAG_NAME, "h1").text
+        assert "401" not in driver.page_source[:200]
+    assert console_errors(driver) == []
+
+
+def test_login_in_the_browser(browser_paths: tuple[str, str], world: World) -> None:
+    """With a token: a page is 401 until /login?token=... sets the cookie; then the book page
+    draws its chart."""
+    from selenium.webdriver.common.by import By
+
+    state = DashboardState(world.config())
+    d = _driver(*browser_paths)
+    try:
+        with serve(state, TOKEN) as url:
+            d.get(url + "/")
+            assert "401" in d.find_element(By.TAG_NAME, "body").text
+            load(d, f"{url}/login?token={TOKEN}")
+            assert d.current_url.rstrip("/") == url
+            assert len(d.find_elements(By.CSS_SELECTOR, ".plotly-graph-div .main-svg")) >= 1
+            assert d.get_cookie("fbr_token") is not None
+            errors = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"
+                      and "favicon.ico" not in e["message"] and " 401 " not in e["message"]
+                      and "status of 401" not in e["message"]]
+            assert errors == []
+    finally:
+        d.quit()
