@@ -25,6 +25,7 @@ from executor.alerts import Alert, AlertHub, AlertKind, Severity, WebhookSink, u
 from executor.base import ExchangeGateway
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis
+from executor.paper import PaperGateway
 from executor.paper_feed import LivePrices
 from executor.run_loop import Runner, Venue
 from executor.safety import redact
@@ -193,10 +194,18 @@ def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
 
 def dry_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     """The book file's holdings; plans are shown, nothing is sent."""
-    from executor.paper import PaperGateway
     from fbr.execute_cli import _daily_vol
 
     loaded = cfg.backtest.loaded
-    gw = PaperGateway(loaded.book, loaded.market)
+    gw = DryGateway(loaded.book, loaded.market)
     return OpenVenue(Venue(gw, journal_path, None, None, lambda _t: loaded.market,
                            _daily_vol(loaded)), lambda: None)
+
+
+class DryGateway(PaperGateway):
+    """The book file's holdings as an account that is never traded: its own account key, so a
+    dry-run loop neither locks out nor mixes its cycles with the book's paper loop."""
+
+    def account_key(self) -> str:
+        """``dry-run:<book name>``."""
+        return "dry-run:" + super().account_key().removeprefix("paper:")

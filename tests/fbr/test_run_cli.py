@@ -308,3 +308,26 @@ def test_paper_on_the_exchange_prices(tmp_path: Path, monkeypatch: pytest.Monkey
         signed = {"/fapi/v3/account", "/fapi/v2/account", "/fapi/v2/balance", "/fapi/v1/order",
                   "/fapi/v3/positionRisk", "/fapi/v2/positionRisk", "/fapi/v1/leverageBracket"}
         assert not [r.path for r in emu.requests if r.path in signed]
+
+
+def test_dry_run_loop_shows_plans_and_sends_nothing(tmp_path: Path) -> None:
+    """``exchange = "dry-run"``: one wake-up plans from the book file's holdings and sends
+    nothing; its cycles are the dry-run account's, not the paper account's."""
+    from executor.run_store import RunStore
+
+    cfg = _write(tmp_path, BASE_RUN.replace('exchange = "paper"', 'exchange = "dry-run"'))
+    journal = tmp_path / "j.sqlite"
+    res = run_fbr("run", str(cfg), "--journal", str(journal), "--once", "--json",
+                  env={"FBR_LOCK_DIR": str(tmp_path / "locks")})
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert (doc["mode"], doc["run"], doc["cycles"], doc["trades"]) == ("dry-run", "finished", 1, 0)
+    dry = RunStore(journal, "dry-run:seed example 1")
+    paper = RunStore(journal, "paper:seed example 1")
+    assert [(c.reason, c.action) for c in dry.cycles()] == [("start", "dry_run")]
+    assert paper.cycles() == []
+    dry.close()
+    paper.close()
+    store = PaperStore(journal, "seed example 1")
+    assert store.trades() == [] and store.load() is None
+    store.close()
