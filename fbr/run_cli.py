@@ -6,8 +6,9 @@ the loop starts are in :mod:`fbr.run_wiring`; the file format in :mod:`fbr.run_c
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -82,7 +83,7 @@ def _open(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
 
 
 def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | None,
-          once: bool = False) -> dict[str, Any]:
+          once: bool = False) -> dict[str, object]:
     from dataclasses import replace
 
     from executor.plan import OrderType, PlanOptions, with_book_settings
@@ -137,7 +138,7 @@ def _drop_handler(handler: logging.Handler) -> None:
     handler.close()
 
 
-def _simulate(cfg: RunConfig, journal: Path | None) -> dict[str, Any]:
+def _simulate(cfg: RunConfig, journal: Path | None) -> dict[str, object]:
     import tempfile
 
     from fbr.backtest_config import build_path
@@ -159,7 +160,7 @@ def _simulate(cfg: RunConfig, journal: Path | None) -> dict[str, Any]:
                        fills=_fills(journal_path, cfg.backtest.loaded.book.name))
 
 
-def _fills(journal_path: Path, book_name: str) -> list[dict[str, Any]]:
+def _fills(journal_path: Path, book_name: str) -> list[dict[str, object]]:
     """The paper fills of a simulation: time (ISO UTC), symbol, contracts (signed), price, fee."""
     import pandas as pd
 
@@ -175,14 +176,14 @@ def _fills(journal_path: Path, book_name: str) -> list[dict[str, Any]]:
 
 
 def _result(summary: RunSummary, journal_path: Path | None, sdir: Path | None, mode: str,
-            **extra: Any) -> dict[str, Any]:
+            **extra: object) -> dict[str, object]:
     return {"mode": mode, "run": summary.status, "cycles": summary.cycles,
             "trades": summary.trades, "failures": summary.failures, "alerts": summary.alerts,
             "journal": str(journal_path) if journal_path else None,
             "health_file": str(sdir / "health.json") if sdir else None, **extra}
 
 
-def _print(result: dict[str, Any]) -> None:
+def _print(result: Mapping[str, object]) -> None:
     out.print(f"fbr run ({result['mode']}): {result['run']} after {result['cycles']} cycles, "
               f"{result['trades']} with trades, {result['failures']} failures, "
               f"{result['alerts']} alerts")

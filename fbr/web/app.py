@@ -21,7 +21,7 @@ Safety rules: :mod:`fbr.web.security`. Every page is read-only except ``POST /ex
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from fbr.web.security import (
     same,
     state_change_allowed,
 )
-from fbr.web.state import DashboardState
+from fbr.web.state import DashboardState, FundingRow
 from models.errors import FbrError
 
 HERE = Path(__file__).resolve().parent
@@ -288,7 +288,7 @@ class Views:
             return self.json({"status": "error", "error": redact(str(exc))}, 422)
 
 
-def plan_fingerprint(plan: dict[str, Any]) -> str:
+def plan_fingerprint(plan: Mapping[str, Any]) -> str:
     """A digest of the orders a plan sends (contract, side, contracts per leg): what the user
     confirmed must be what is sent."""
     import hashlib
@@ -307,7 +307,7 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else 100.0 * float(x)
 
 
-def _cumulative(rows: list[dict[str, Any]]) -> list[float]:
+def _cumulative(rows: Sequence[FundingRow]) -> list[float]:
     """Running sum of ``amount`` (USD)."""
     out, total = [], 0.0
     for r in rows:

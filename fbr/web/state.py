@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
 from executor.base import ExchangeGateway
 from executor.journal import Journal
@@ -32,6 +32,105 @@ from optimizer.checks import require_orderable
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.solution import Solution
+
+_Row = TypeVar("_Row")
+
+
+class CycleRow(TypedDict):
+    """One ``fbr run`` cycle (USD, annualised TE and ratios as fractions, ISO time)."""
+
+    time: str
+    reason: str
+    action: str
+    nav: float | None
+    te_before: float | None
+    te_after: float | None
+    turnover_usd: float
+    margin_ratio: float | None
+    max_drift: float | None
+    message: str
+
+
+class FillRow(TypedDict):
+    """One fill of a journalled order: contracts, price (USD), fee (USD), time (ms, UTC)."""
+
+    time_ms: int
+    symbol: str
+    side: str
+    contracts: float
+    price: float | None
+    fee: float
+    plan_id: str
+
+
+class FundingRow(TypedDict):
+    """One funding payment (USD, > 0 received) at ``time_ms`` (ms, UTC)."""
+
+    time_ms: int
+    symbol: str
+    amount: float
+
+
+class PositionRow(TypedDict):
+    """A position snapshot after a plan: contracts and the wallet cash (USD)."""
+
+    time_ms: int
+    symbol: str
+    contracts: float
+    cash: float
+    plan_id: str
+
+
+class History(TypedDict):
+    """What ``/history`` shows."""
+
+    cycles: list[CycleRow]
+    fills: list[FillRow]
+    funding: list[FundingRow]
+    positions: list[PositionRow]
+
+
+class OrderRow(TypedDict):
+    """One journalled leg with its fill (contracts, USD)."""
+
+    plan_id: str
+    venue: str
+    leg: int
+    client_id: str
+    symbol: str
+    side: str
+    contracts: float
+    status: str
+    filled: float
+    average: float | None
+    fee: float
+    message: str
+    updated_ms: int
+
+
+class AlertRow(TypedDict):
+    """One alert the loop sent."""
+
+    time: str
+    kind: str
+    severity: str
+    title: str
+    text: str
+
+
+class RunState(TypedDict):
+    """``fbr run``'s health file (None when absent) and its latest alerts."""
+
+    health: dict[str, object] | None
+    alerts: list[AlertRow]
+
+
+class ReportRow(TypedDict):
+    """One HTML report: file name, size (kB), modification time (ISO UTC)."""
+
+    name: str
+    size_kb: float
+    modified: str
 
 
 @dataclass(frozen=True)
@@ -131,7 +230,7 @@ class DashboardState:
                             rebalancer=self.rebalancer)
         return scenario_json(result)
 
-    def history(self) -> dict[str, list[dict[str, Any]]]:
+    def history(self) -> History:
         """From the journal: the loop's cycles (NAV, TE), fills, funding and position snapshots."""
         with self.journal() as j:
             if j is None:
@@ -140,18 +239,19 @@ class DashboardState:
         try:
             return {"cycles": _rows(conn, "SELECT time, reason, action, nav, te_before, te_after, "
                                           "turnover_usd, margin_ratio, max_drift, message FROM "
-                                          "run_cycles ORDER BY id"),
+                                          "run_cycles ORDER BY id", kind=CycleRow),
                     "fills": _rows(conn, "SELECT f.time_ms, o.symbol, o.side, f.contracts, f.price, "
                                          "f.fee, f.plan_id FROM fills f JOIN orders o ON "
-                                         "o.plan_id = f.plan_id AND o.leg = f.leg ORDER BY f.id"),
+                                         "o.plan_id = f.plan_id AND o.leg = f.leg ORDER BY f.id",
+                                   kind=FillRow),
                     "funding": _rows(conn, "SELECT time_ms, symbol, amount FROM funding ORDER BY "
-                                           "time_ms"),
+                                           "time_ms", kind=FundingRow),
                     "positions": _rows(conn, "SELECT time_ms, symbol, contracts, cash, plan_id FROM "
-                                             "positions ORDER BY id")}
+                                             "positions ORDER BY id", kind=PositionRow)}
         finally:
             conn.close()
 
-    def orders(self, limit: int = 200) -> list[dict[str, Any]]:
+    def orders(self, limit: int = 200) -> list[OrderRow]:
         """The latest orders of the journal (newest first) with their fills."""
         with self.journal() as j:
             if j is None:
@@ -161,23 +261,23 @@ class DashboardState:
             return _rows(conn, "SELECT o.plan_id, p.venue, o.leg, o.client_id, o.symbol, o.side, "
                                "o.contracts, o.status, o.filled, o.average, o.fee, o.message, "
                                "o.updated_ms FROM orders o JOIN plans p ON p.plan_id = o.plan_id "
-                               "ORDER BY o.updated_ms DESC, o.leg LIMIT ?", (limit,))
+                               "ORDER BY o.updated_ms DESC, o.leg LIMIT ?", (limit,), kind=OrderRow)
         finally:
             conn.close()
 
-    def run_state(self) -> dict[str, Any]:
+    def run_state(self) -> RunState:
         """``fbr run``'s health file and its latest alerts (from the journal)."""
-        health: dict[str, Any] | None = None
+        health: dict[str, object] | None = None
         sdir = self.config.state_dir
         if sdir is not None and (sdir / "health.json").is_file():
             health = json.loads((sdir / "health.json").read_text())
-        alerts: list[dict[str, Any]] = []
+        alerts: list[AlertRow] = []
         with self.journal() as j:
             if j is not None:
                 conn = _reader(j.path)
                 try:
                     alerts = _rows(conn, "SELECT time, kind, severity, title, text FROM run_alerts "
-                                         "ORDER BY id DESC LIMIT 50")
+                                         "ORDER BY id DESC LIMIT 50", kind=AlertRow)
                 finally:
                     conn.close()
         return {"health": health, "alerts": alerts}
@@ -194,7 +294,7 @@ class DashboardState:
         options = PlanOptions(venue=venue.value)
         return _execute(self.config.book, venue, self.config.live, journal, options)
 
-    def reports(self) -> list[dict[str, Any]]:
+    def reports(self) -> list[ReportRow]:
         """The HTML reports of the reports folder (backtests, Monte Carlo), newest first."""
         folder = self.config.reports
         if folder is None or not folder.is_dir():
@@ -218,8 +318,10 @@ def _reader(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
 
 
-def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows as dicts (an absent table, e.g. before the first ``fbr run``, gives none)."""
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int, ...] = (), *,
+          kind: type[_Row]) -> list[_Row]:
+    """Rows as ``kind`` dicts, one key per selected column (an absent table, e.g. before the
+    first ``fbr run``, gives none)."""
     try:
         cur = conn.execute(sql, args)
     except sqlite3.OperationalError as exc:
@@ -227,4 +329,4 @@ def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> lis
             return []
         raise
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return [cast(_Row, dict(zip(names, row, strict=True))) for row in cur.fetchall()]
