@@ -108,13 +108,15 @@ def _require_keys(exchange: str) -> None:
                        f"Fix: export {names[0]} and {names[1]}")
 
 
-def _wallet_assets(balance: Mapping[str, Any]) -> dict[str, float]:
+def _wallet_assets(balance: Mapping[str, object]) -> dict[str, float]:
     """The futures wallet's non-quote assets: asset -> walletBalance (base units, > 0), from the
     account's ``info.assets`` rows."""
     info = balance.get("info")
     rows = info.get("assets") if isinstance(info, Mapping) else None
     out: dict[str, float] = {}
     for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, Mapping):
+            continue
         asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
         if qty > 0 and asset and asset != QUOTE:
             out[asset] = qty
@@ -252,7 +254,7 @@ def _confirmed(path: Path, yes: bool, as_json: bool) -> bool:
     return typer.confirm(f"Write {path}?", default=False)
 
 
-def _account_json(snap: AccountSnapshot) -> dict[str, Any]:
+def _account_json(snap: AccountSnapshot) -> dict[str, object]:
     return {"cash": snap.cash,
             "futures": {s: {"contracts": q, "entry_price": e} for s, (q, e) in snap.futures.items()},
             "spot": None if snap.spot is None else dict(snap.spot),

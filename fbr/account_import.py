@@ -29,7 +29,7 @@ import difflib
 import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import tomlkit
 from tomlkit.items import AoT, Array, InlineTable, Table, Whitespace
@@ -41,6 +41,10 @@ from models.instruments import FuturesContract, TierBracket
 
 __all__ = ["AccountSnapshot", "ContractSpec", "canonical", "import_text", "merge_account",
            "snapshot_from_account", "text_diff"]
+
+#: A table of the book file as tomlkit holds it (the document or one of its tables): values are
+#: tomlkit items, read as ``object`` and narrowed where used.
+TomlTable = MutableMapping[str, object]
 
 #: Contract keys an import writes, in the order they are added to a [[contracts]] entry.
 SPEC_KEYS = ("contract_size", "lot_step", "min_qty", "max_qty", "min_notional", "tick")
@@ -73,10 +77,10 @@ class ContractSpec:
     tiers: tuple[TierBracket, ...]
     leverage: float | None = None
 
-    def values(self) -> list[tuple[str, Any]]:
+    def values(self) -> list[tuple[str, object]]:
         """(key, plain value) pairs to write, canonical, in :data:`SPEC_KEYS` order, then
         ``leverage`` (when set) and ``tiers`` (a list of bracket tables)."""
-        out: list[tuple[str, Any]] = [(k, canonical(getattr(self, k))) for k in SPEC_KEYS]
+        out: list[tuple[str, object]] = [(k, canonical(getattr(self, k))) for k in SPEC_KEYS]
         if self.leverage is not None:
             out.append(("leverage", canonical(self.leverage)))
         out.append(("tiers", [bracket_table(b) for b in self.tiers]))
@@ -130,7 +134,7 @@ def same(existing: object, new: object) -> bool:
     return old == new
 
 
-def toml_value(value: Any) -> Any:
+def toml_value(value: object) -> object:
     """A plain value as the tomlkit item it is written as: a dict as an inline table, a list of
     dicts as a multi-line array of inline tables, anything else as itself."""
     if isinstance(value, dict):
@@ -147,7 +151,7 @@ def toml_value(value: Any) -> Any:
     return value
 
 
-def set_value(table: MutableMapping[str, Any], key: str, value: Any) -> bool:
+def set_value(table: TomlTable, key: str, value: object) -> bool:
     """Write ``table[key] = value`` unless the file already holds the same value (its formatting
     and comment then stay as they are). True when written."""
     if key in table and same(table[key], value):
@@ -156,15 +160,20 @@ def set_value(table: MutableMapping[str, Any], key: str, value: Any) -> bool:
     return True
 
 
-def _table(doc: MutableMapping[str, Any], name: str) -> MutableMapping[str, Any]:
+def _table(doc: TomlTable, name: str) -> TomlTable:
     """The top-level table ``name``, appended at the end of the document when missing."""
     if name not in doc:
         doc[name] = tomlkit.table()
-    table: MutableMapping[str, Any] = doc[name]
-    return table
+    return cast(TomlTable, doc[name])
 
 
-def _entry(values: Mapping[str, Any]) -> Table:
+def _sub_table(doc: TomlTable, name: str) -> TomlTable | None:
+    """The table ``name`` of the document (None when absent or not a table)."""
+    value = doc.get(name)
+    return cast(TomlTable, value) if isinstance(value, MutableMapping) else None
+
+
+def _entry(values: Mapping[str, object]) -> Table:
     """A new [[...]] entry holding ``values`` (tomlkit puts a blank line before it)."""
     table = tomlkit.table()
     for k, v in values.items():
@@ -179,7 +188,7 @@ def _filled(rows: AoT, tables: Sequence[Table]) -> AoT:
     return rows
 
 
-def _blank_line_after(doc: MutableMapping[str, Any], rows: AoT) -> None:
+def _blank_line_after(doc: TomlTable, rows: AoT) -> None:
     """End the last entry of ``rows`` with a blank line when another section follows it (a
     removed last entry takes its blank line with it; an appended one has none)."""
     body = [item for _, item in getattr(doc, "body", []) if not isinstance(item, Whitespace)]
@@ -190,7 +199,7 @@ def _blank_line_after(doc: MutableMapping[str, Any], rows: AoT) -> None:
         last.add(tomlkit.nl())
 
 
-def _entries(doc: MutableMapping[str, Any], name: str) -> AoT | None:
+def _entries(doc: TomlTable, name: str) -> AoT | None:
     """The array of tables ``name`` ([[name]]); an inline array of tables (``name = [{...}]``) is
     converted to one, moved to the end of the document (a table there cannot swallow later keys)."""
     rows = doc.get(name)
@@ -200,22 +209,21 @@ def _entries(doc: MutableMapping[str, Any], name: str) -> AoT | None:
               if isinstance(row, InlineTable | dict)]
     del doc[name]
     doc[name] = _filled(tomlkit.aot(), tables)
-    aot: AoT = doc[name]
-    return aot
+    return cast(AoT, doc[name])
 
 
 # --- the sections ------------------------------------------------------------------------------
 
-def merge_cash(doc: MutableMapping[str, Any], cash: float) -> None:
+def merge_cash(doc: TomlTable, cash: float) -> None:
     """``[book] cash`` = the futures wallet's stablecoin balance (USD)."""
     set_value(_table(doc, "book"), "cash", canonical(cash))
 
 
-def merge_spot(doc: MutableMapping[str, Any], spot: Mapping[str, float]) -> None:
+def merge_spot(doc: TomlTable, spot: Mapping[str, float]) -> None:
     """``[spot]`` quantities (base units) in the snapshot's asset order; an asset written there is
     removed from ``[spot_usd]``; an asset with nothing held is written (0) only when listed."""
-    usd = doc.get("spot_usd")
-    listed = set(doc.get("spot") or ()) | set(usd or ())
+    usd = _sub_table(doc, "spot_usd")
+    listed = set(_sub_table(doc, "spot") or ()) | set(usd or ())
     for asset, qty in spot.items():
         if qty <= 0 and asset not in listed:
             continue
@@ -224,7 +232,7 @@ def merge_spot(doc: MutableMapping[str, Any], spot: Mapping[str, float]) -> None
             del usd[asset]
 
 
-def merge_futures(doc: MutableMapping[str, Any], futures: Mapping[str, tuple[float, float]]) -> None:
+def merge_futures(doc: TomlTable, futures: Mapping[str, tuple[float, float]]) -> None:
     """``[[futures]]``: each held contract's signed contracts and entry price (USD), updated in
     place; entries of flat contracts (and repeats) removed; new ones appended in the snapshot's
     order."""
@@ -253,20 +261,20 @@ def merge_futures(doc: MutableMapping[str, Any], futures: Mapping[str, tuple[flo
         _blank_line_after(doc, rows)
 
 
-def merge_pledged(doc: MutableMapping[str, Any], pledged: Mapping[str, tuple[float, float]]) -> None:
+def merge_pledged(doc: TomlTable, pledged: Mapping[str, tuple[float, float]]) -> None:
     """``[pledged] ASSET = { bid_buffer, quantity }`` (fraction, base units) per pledged asset;
     Multi-Assets entries (tables with ``bid_buffer``) of assets not pledged now are removed."""
-    table = doc.get("pledged")
+    table = _sub_table(doc, "pledged")
     if table is not None:
-        for asset in [a for a, v in table.items()
-                      if a not in pledged and isinstance(plain(v), dict) and "bid_buffer" in v]:
+        for asset in [a for a, v in table.items() if a not in pledged
+                      and isinstance(value := plain(v), dict) and "bid_buffer" in value]:
             del table[asset]
     for asset, (bid_buffer, quantity) in pledged.items():
         set_value(_table(doc, "pledged"), asset, {"bid_buffer": canonical(bid_buffer),
                                                   "quantity": canonical(quantity)})
 
 
-def merge_contracts(doc: MutableMapping[str, Any], specs: Sequence[ContractSpec]) -> None:
+def merge_contracts(doc: TomlTable, specs: Sequence[ContractSpec]) -> None:
     """``[[contracts]]``: each spec's keys written into the entry of its symbol (a ``tiers_from``
     there is removed: the inline tiers replace it). A book without [[contracts]] relied on the
     defaults (one ``<ASSET>-PERP`` per asset): one entry per spec is created, in order."""
@@ -289,7 +297,7 @@ def merge_contracts(doc: MutableMapping[str, Any], specs: Sequence[ContractSpec]
             del row["tiers_from"]
 
 
-def merge_account(doc: MutableMapping[str, Any], snap: AccountSnapshot) -> None:
+def merge_account(doc: TomlTable, snap: AccountSnapshot) -> None:
     """Write ``snap`` into the book document (see the module docstring); every other section,
     key and comment is left as it is."""
     merge_cash(doc, snap.cash)
