@@ -98,6 +98,7 @@ class Runner(CycleTrader):
         self._instruments: dict[str, Instrument] | None = None
         self._outage: str | None = None
         self._episodes: set[str] = set()
+        self._rerun = False  # a cycle a crash interrupted, not resumed: run one at once
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop") -> None:
@@ -225,6 +226,9 @@ class Runner(CycleTrader):
             return "margin"
         if last is None:
             return "start"
+        if self._rerun:
+            self._rerun = False
+            return "restart"
         due = self.settings.schedule.next_after(datetime.fromisoformat(last))
         if due is not None and now >= due:
             return "schedule"
@@ -299,8 +303,13 @@ class Runner(CycleTrader):
         journal = self.venue.journal
         if plan_id is None or journal is None or self.venue.executor is None:
             return
-        if journal.plan_status(plan_id) != "open":
+        try:
+            still_open = journal.plan_status(plan_id) == "open"
+        except FbrError:  # not in this journal (another file): nothing to resume
+            still_open = False
+        if not still_open:  # done or superseded meanwhile: the interrupted cycle runs again
             self.store.put("plan_in_flight", None)
+            self._rerun = True
             return
         self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: resuming a plan",
                          f"plan {plan_id} was left open by the last run; its legs are reconciled "
@@ -316,6 +325,16 @@ class Runner(CycleTrader):
         except ExecutionUnknownError as exc:
             self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
                              redact(str(exc)), now)
+            return
+        except AccountBusyError as exc:  # another run executes now: the next cycle settles it
+            self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: account busy",
+                             redact(str(exc)), now, plan_id=plan_id)
+            return
+        except RefusedError as exc:  # a newer plan superseded it (e.g. a manual fbr execute)
+            self.store.put("plan_in_flight", None)
+            self._rerun = True
+            self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: plan not resumed",
+                             redact(str(exc)), now, plan_id=plan_id)
             return
         self.store.put("plan_in_flight", None)
         self.store.record(self._reported(now, view, "resume", report))

@@ -549,6 +549,39 @@ def test_restart_resumes_the_plan_a_crash_left_open(make: Make, tmp_path: Path) 
     assert t.title == "rebalanced (resume)" and t.fields["plan_id"] == plan_id
 
 
+def test_restart_does_not_resume_a_superseded_plan(make: Make) -> None:
+    """A plan a crash left open, then superseded by a newer plan of the account (a manual ``fbr
+    execute`` in between): the restart forgets it (nothing to resume, no restart alert) and runs
+    the interrupted cycle again at once, which trades the account to the policy's target."""
+    seen: list[OrderLeg] = []
+
+    def crash_on_second_leg(leg: OrderLeg) -> None:
+        seen.append(leg)
+        if len(seen) == 2:
+            raise Crash
+
+    first = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 6 * H,
+                 on_leg=crash_on_second_leg)
+    with pytest.raises(Crash):
+        first.run()
+    plan_id = first.state("plan_in_flight")
+    assert plan_id is not None
+    old = first.journal.plan(plan_id)
+    newer = dataclasses.replace(old, plan_id=old.plan_id[:-4] + "beef", legs=())
+    first.journal.record_plan(newer, "", first.runner.account)
+    first.journal.close()
+    first.store.close()
+
+    second = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 6 * H)
+    second.run()
+    assert second.alerts("restart") == []
+    assert second.journal.plan_status(plan_id) == "superseded"
+    assert second.state("plan_in_flight") is None
+    assert second.reasons() == [(T0, "restart", "traded")]  # the interrupted cycle, again
+    for s, q in second.positions().items():
+        assert abs(q - HEDGE_UP[s]) <= 0.001 * (1 + 1e-9), s
+
+
 # --- 9. dry run ----------------------------------------------------------------------------------
 
 def test_dry_run_records_the_plan_and_sends_nothing(make: Make) -> None:
