@@ -491,8 +491,8 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         q0 = q0_all[sym]
         wanted, q1 = _target_contracts(c, mark, targets.get(sym, q0 * npc), q0)
         start[sym], target[sym], unrounded[sym] = q0, q1, wanted
-        rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc + 0.0,  # no -0.0
-                                 c.lot_step * npc, c.lot_step))
+        rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc, c.lot_step * npc,
+                                 c.lot_step))
         _check_not_expired(c, clock, q0, q1)
         near = near_expiry(c, clock, opts.min_days_to_expiry)
         for part in trade_parts(sym, q0, q1, c.lot_step):

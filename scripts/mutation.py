@@ -118,15 +118,18 @@ EQUIVALENT: dict[str, str] = {
         "returns None on the next test",
     "executor.plan.x__iso__mutmut_4":
         "t.replace(tzinfo=None) on a naive t (the branch's condition) is t itself: same strftime",
-    "executor.plan.x_plan_orders__mutmut_14": "zip(strict=None): book.contracts_vector() has one "
+    "executor.plan.x_plan_orders__mutmut_15": "zip(strict=None): book.contracts_vector() has one "
         "entry per contract symbol, so strictness never triggers",
-    "executor.plan.x_plan_orders__mutmut_17": "zip without strict: as x_plan_orders__mutmut_14",
-    "executor.plan.x_plan_orders__mutmut_22": "zip(strict=False): as x_plan_orders__mutmut_14",
-    "executor.plan.x_plan_orders__mutmut_186":
+    "executor.plan.x_plan_orders__mutmut_18": "zip without strict: as x_plan_orders__mutmut_15",
+    "executor.plan.x_plan_orders__mutmut_23": "zip(strict=False): as x_plan_orders__mutmut_15",
+    "executor.plan.x_plan_orders__mutmut_166":
         "te(unrounded) even without a risk model: te() returns None when risk is None",
-    "executor.plan.x_round_to_step__mutmut_12":
+    "executor.plan.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
-    "executor.plan.x_round_to_step__mutmut_18": 'Decimal("1E-9") == Decimal("1e-9")',
+    "executor.plan.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
+    "executor.plan.x__target_contracts__mutmut_19":
+        "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
+    "executor.plan.x__target_contracts__mutmut_20": "isclose without abs_tol: its default is 0.0",
     "executor.plan.x_trade_parts__mutmut_28":
         "|q1| >= |q0| with the same sign means q1 == q0, whose delta 0 returned [] above",
     # optimizer/rounding.py

@@ -676,3 +676,32 @@ def test_round_to_step_snaps_only_within_a_billionth_of_a_step() -> None:
     assert round_to_step(1.000000001, 1.0, ROUND_CEILING) == 2.0  # 1e-9 of a step is real
     assert round_to_step(1.0000000009, 1.0, ROUND_CEILING) == 1.0  # below it is noise
     assert round_to_step(2.999999999, 1.0, ROUND_FLOOR) == 2.0
+
+
+def test_target_notionals_as_a_mapping_plan_as_a_solution_does() -> None:
+    """Any policy's targets (USD by contract) plan the very legs a solution with them plans; a
+    contract the mapping leaves out is held."""
+    book = three_asset_book()
+    targets = {"BTC-PERP": -1_000.0, "ETH-PERP": 500.0, "SOL-PERP": 300.0}
+    via_solution = _plan(book, targets)
+    via_mapping = plan_orders(targets, book, market(), book_instruments(book), PlanOptions(),
+                              plan_id=PID)
+    assert via_mapping.legs == via_solution.legs and via_mapping.target == via_solution.target
+    held = plan_orders({"BTC-PERP": -1_000.0}, book, market(), book_instruments(book),
+                       PlanOptions(), plan_id=PID)
+    assert [leg.symbol for leg in held.legs] == ["BTC-PERP"]
+
+
+def test_without_a_lot_step_float_noise_of_a_held_position_is_no_trade() -> None:
+    """lot_step = 0: a target within 1e-9 (relative) of the position held, the float noise of a
+    notional -> contracts round trip, sends nothing; 1e-7 away is a real trade, sent."""
+    con = {s: FuturesContract(s, s.split("-")[0], lot_step=0.0, min_notional=0.0)
+           for s in ("BTC-PERP", "ETH-PERP", "SOL-PERP")}
+    q0 = 0.0123456789
+    book = three_asset_book(contracts=con, futures={"BTC-PERP": FuturesPosition(q0, 60_000.0)})
+    noise = _plan(book, {"BTC-PERP": q0 * 60_000.0 * (1 + 3e-16), "ETH-PERP": 0.0,
+                         "SOL-PERP": 0.0})
+    assert noise.legs == () and noise.target["BTC-PERP"] == q0
+    real = _plan(book, {"BTC-PERP": q0 * 60_000.0 * (1 + 1e-7), "ETH-PERP": 0.0, "SOL-PERP": 0.0})
+    (leg,) = real.legs
+    assert leg.symbol == "BTC-PERP" and leg.contracts == pytest.approx(q0 * 1e-7, rel=1e-6)
