@@ -90,7 +90,7 @@ def execute(book: BookArg = None,
             raise CliError(f"--live sends real orders, but --exchange is {exchange.value}. Fix: drop "
                            f"--live, or give --exchange binanceusdm")
         if exchange != ExchangeChoice.DRY_RUN or resume is not None:
-            from executor.journal import check_journal_path
+            from executor.journal_schema import check_journal_path
 
             check_journal_path(_journal_path(journal))
         if resume is not None:

@@ -185,7 +185,8 @@ def account_loaded(loaded: LoadedBook, exchange: ExchangeChoice,
 def _paper_loaded(loaded: LoadedBook, journal_path: Path) -> AccountLoaded:
     """The paper account of ``journal_path`` (see :func:`account_loaded`); a missing journal is
     not created."""
-    from executor.journal import Journal, check_journal_path
+    from executor.journal import Journal
+    from executor.journal_schema import check_journal_path
     from executor.paper import paper_book
 
     check_journal_path(journal_path)

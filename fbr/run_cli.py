@@ -61,7 +61,7 @@ def run(config: Annotated[Path, typer.Argument(help="Run file (TOML): a backtest
 
 
 def _journal(cfg: RunConfig, journal: Path | None) -> Path:
-    from executor.journal import check_journal_path
+    from executor.journal_schema import check_journal_path
     from fbr.console import default_journal
 
     path = journal or cfg.journal or default_journal()

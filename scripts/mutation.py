@@ -1,7 +1,7 @@
 """Mutation testing of fbr's core modules with mutmut 3 (run by hand, outside CI).
 
     .venv/bin/pip install -e '.[mutation]'         # once: mutmut >= 3.8
-    .venv/bin/python scripts/mutation.py            # the ten core modules, one after the other
+    .venv/bin/python scripts/mutation.py            # the core modules, one after the other
     .venv/bin/python scripts/mutation.py executor/plan.py models/costs.py   # a subset
     .venv/bin/python scripts/mutation.py --list     # the modules and the tests run against each
     .venv/bin/python scripts/mutation.py --show models/costs.py   # also print each survivor's diff
@@ -47,8 +47,9 @@ PACKAGES = ("models", "optimizer", "executor", "scenarios", "fbr")
 #: Folders the tests read files from (copied next to the packages and into mutmut's mutants/).
 DATA = ("examples",)
 
-#: The ten core modules and the test files (or folders) that exercise them, directly or through
-#: the layer above. mutmut narrows this to the tests that call each mutated function.
+#: The core modules (issue 13's ten, the journal's schema now a module of its own) and the test
+#: files (or folders) that exercise them, directly or through the layer above. mutmut narrows this
+#: to the tests that call each mutated function.
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
@@ -57,6 +58,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "executor/journal.py": ("tests/executor/test_journal.py", "tests/executor/test_paper.py",
                             "tests/executor/test_live_exactly_once.py", "tests/executor/test_status.py",
                             "tests/executor/test_status_funding_income.py"),
+    "executor/journal_schema.py": ("tests/executor/test_journal.py",
+                                   "tests/fbr/test_execute_cli_errors.py"),
     "optimizer/rounding.py": ("tests/optimizer/test_rounding.py",
                               "tests/optimizer/test_rebalance_instruments.py",
                               "tests/optimizer/test_checks_wrong_answers.py",
@@ -168,7 +171,6 @@ EQUIVALENT: dict[str, str] = {
     # executor/journal.py
     **dict.fromkeys(
         [f"executor.journal.{fn}__mutmut_{n}" for fn, nums in (
-            ("x__migrate", (11,)),
             ("xǁJournalǁ__init__", (21, 22, 25, 26)),
             ("xǁJournalǁ_init_schema", (5, 13)),
             ("xǁJournalǁ_insert_legs", (6, 7, 9, 10)),
@@ -195,6 +197,9 @@ EQUIVALENT: dict[str, str] = {
         ) for n in nums],
         "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
         "(no quoted literal changes case)"),
+    "executor.journal_schema.x__migrate__mutmut_11":
+        "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
+        "(no quoted literal changes case)",
     "executor.journal.xǁJournalǁ__init____mutmut_14":
         "sqlite3.connect without isolation_level=None: every write runs inside _tx's explicit BEGIN "
         "IMMEDIATE ... COMMIT/ROLLBACK, so Python's implicit transactions never open one",

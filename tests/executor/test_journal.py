@@ -9,7 +9,8 @@ import pytest
 from exec_helpers import market, solution_with, three_asset_book
 
 from executor.base import OrderState, OrderStatus
-from executor.journal import SCHEMA_VERSION, Journal, JournalError
+from executor.journal import Journal
+from executor.journal_schema import SCHEMA_VERSION, JournalError
 from executor.plan import PlanOptions, book_instruments, plan_orders
 
 
@@ -289,7 +290,7 @@ def test_add_legs_and_book_path(tmp_path: Path, clock: _Clock) -> None:
 
 
 def test_journal_paths_are_checked(tmp_path: Path) -> None:
-    from executor.journal import check_journal_path
+    from executor.journal_schema import check_journal_path
 
     with pytest.raises(JournalError, match="is a folder"):
         Journal(tmp_path)

@@ -22,7 +22,8 @@ from binance_emulator import BinanceEmulator, Fault  # noqa: E402
 from exec_helpers import cli_emulator  # noqa: E402
 
 from executor.ccxt_gateway import CcxtGateway  # noqa: E402
-from executor.journal import SCHEMA_VERSION, Journal  # noqa: E402
+from executor.journal import Journal  # noqa: E402
+from executor.journal_schema import SCHEMA_VERSION  # noqa: E402
 from fbr.cli import app  # noqa: E402
 from models.errors import ExitCode  # noqa: E402
 

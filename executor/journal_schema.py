@@ -1,0 +1,73 @@
+"""The journal file's schema (its tables, version and the migration from schema 1) and the check of
+a journal path made before any long work; :mod:`executor.journal` reads and writes the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from models.errors import FbrError
+
+SCHEMA_VERSION = 2
+
+#: Columns added in schema 2: each leg's signed position before its send and the send time (the
+#: account-side evidence a reconcile compares against), and each plan's account and successor.
+_V2_COLUMNS = (("orders", "position_before", "REAL"), ("orders", "sent_ms", "INTEGER"),
+               ("plans", "account", "TEXT NOT NULL DEFAULT ''"), ("plans", "superseded_by", "TEXT"))
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plans (
+    plan_id TEXT PRIMARY KEY, venue TEXT NOT NULL, book_name TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    status TEXT NOT NULL, plan_json TEXT NOT NULL, book_path TEXT NOT NULL DEFAULT '',
+    account TEXT NOT NULL DEFAULT '', superseded_by TEXT);
+CREATE TABLE IF NOT EXISTS orders (
+    plan_id TEXT NOT NULL REFERENCES plans(plan_id), leg INTEGER NOT NULL, client_id TEXT NOT NULL UNIQUE,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, contracts REAL NOT NULL, reduce_only INTEGER NOT NULL,
+    status TEXT NOT NULL, exchange_id TEXT, filled REAL NOT NULL DEFAULT 0, average REAL,
+    fee REAL NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',
+    updated_ms INTEGER NOT NULL, position_before REAL, sent_ms INTEGER, PRIMARY KEY (plan_id, leg));
+CREATE TABLE IF NOT EXISTS fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, plan_id TEXT NOT NULL, leg INTEGER NOT NULL,
+    client_id TEXT NOT NULL, contracts REAL NOT NULL, price REAL, fee REAL NOT NULL,
+    time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, plan_id TEXT NOT NULL, venue TEXT NOT NULL,
+    book_name TEXT NOT NULL, symbol TEXT NOT NULL, contracts REAL NOT NULL, entry_price REAL NOT NULL,
+    cash REAL NOT NULL, time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS funding (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, venue TEXT NOT NULL, book_name TEXT NOT NULL,
+    symbol TEXT NOT NULL, amount REAL NOT NULL, time_ms INTEGER NOT NULL);
+"""
+
+
+class JournalError(FbrError):
+    """The journal cannot be used as asked (unknown plan, newer schema, plan already there)."""
+
+
+def check_journal_path(path: Path) -> None:
+    """A journal path must be an SQLite file or not exist yet, under a folder (checked before any
+    long work, so a bad --journal fails at once)."""
+    if path.is_dir():
+        raise JournalError(f"journal {path} is a folder. Fix: give --journal a file path, e.g. "
+                           f"{path / 'journal.sqlite'}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise JournalError(f"journal {path}: {parent} is a file, not a folder. Fix: give "
+                               f"--journal a path under a folder")
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head != b"SQLite format 3\x00":
+            raise JournalError(f"journal {path} is not an fbr journal (not an SQLite file). Fix: "
+                               f"give --journal the file fbr execute wrote, or a new file name")
+
+
+def _migrate(cur: sqlite3.Cursor) -> None:
+    """Schema 1 -> 2: add the columns of :data:`_V2_COLUMNS` that are missing."""
+    for table, column, decl in _V2_COLUMNS:
+        have = {r[1] for r in cur.execute(f"PRAGMA table_info({table})").fetchall()}
+        if column not in have:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
