@@ -14,18 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from executor.plan import (
-    Instrument,
-    OrderLeg,
-    PlanOptions,
-    TradePart,
-    client_id_rule,
-    drop_reason,
-    near_expiry,
-    order_legs,
-    round_to_step,
-    trade_parts,
-)
+from executor.plan import Instrument, OrderLeg, PlanOptions, client_id_rule, order_legs
+from executor.plan_parts import TradePart, drop_reason, near_expiry, round_to_step, trade_parts
 from models.market import MarketSnapshot
 
 

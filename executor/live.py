@@ -53,9 +53,9 @@ from executor.plan import (
     OrderType,
     PlanOptions,
     Side,
-    round_to_step,
     tracking_error_of,
 )
+from executor.plan_parts import round_to_step
 from executor.reconcile import DEFAULT_DELAYS_S, Finding, Reconciler, SentLeg, Verdict
 from executor.safety import redact
 from models.book import Book

@@ -32,12 +32,21 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from executor.plan_parts import (
+    TradePart,
+    _check_not_expired,
+    _split,
+    _tick_round,
+    drop_reason,
+    near_expiry,
+    round_to_step,
+    trade_parts,
+)
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
@@ -244,24 +253,6 @@ class OrderPlan:
                          warnings=tuple(d.get("warnings", ())))
 
 
-# --- arithmetic on lot steps (decimal, so 0.1 + 0.2 never leaves 0.30000000000000004) -------------
-
-def round_to_step(q: float, step: float, mode: str = ROUND_HALF_EVEN) -> float:
-    """``q`` rounded to a multiple of ``step`` (no rounding when step <= 0)."""
-    if step <= 0:
-        return float(q)
-    s = Decimal(repr(float(step)))
-    ratio = Decimal(repr(float(q))) / s  # float(): numpy scalars repr as "np.float64(...)"
-    nearest = ratio.to_integral_value(rounding=ROUND_HALF_EVEN)
-    if abs(ratio - nearest) < Decimal("1e-9"):  # float noise (2500 x 1.001 = 2502.4999999999995)
-        ratio = nearest
-    return float(ratio.to_integral_value(rounding=mode) * s)
-
-
-def _tick_round(price: float, tick: float, up: bool) -> float:
-    return round_to_step(price, tick, ROUND_CEILING if up else ROUND_FLOOR)
-
-
 # --- tracking error of a set of positions ---------------------------------------------------------
 
 def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
@@ -280,81 +271,6 @@ def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
 
 
 # --- planning -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TradePart:
-    symbol: str
-    contracts: float  # signed
-    reduce_only: bool
-
-
-def trade_parts(symbol: str, q0: float, q1: float, step: float) -> list[TradePart]:
-    """The trade q0 -> q1 as reduce-only and opening parts (signed contracts)."""
-    delta = round_to_step(q1 - q0, step)
-    if delta == 0:
-        return []
-    if q0 == 0 or (q1 != 0 and math.copysign(1, q1) == math.copysign(1, q0) and abs(q1) > abs(q0)):
-        return [TradePart(symbol, delta, False)]
-    if q1 == 0 or math.copysign(1, q1) == math.copysign(1, q0):  # shrinks (|q1| < |q0|) or closes
-        return [TradePart(symbol, delta, True)]
-    return [TradePart(symbol, -q0, True), TradePart(symbol, q1, False)]  # flips sign
-
-
-def _split(q: float, c: FuturesContract) -> list[float]:
-    """|q| in chunks of at most max_qty (rounded down to the lot), sign kept."""
-    if not math.isfinite(c.max_qty) or abs(q) <= c.max_qty:
-        return [q]
-    chunk = round_to_step(c.max_qty, c.lot_step, ROUND_FLOOR) if c.lot_step > 0 else c.max_qty
-    if chunk <= 0:
-        raise ValidationError(f"contracts.{c.symbol}.max_qty", f"is {c.max_qty}, below one lot",
-                              "check the exchange's market metadata")
-    n_full = int(abs(q) // chunk)
-    rest = round_to_step(abs(q) - n_full * chunk, c.lot_step)
-    sizes = [chunk] * n_full + ([rest] if rest > 0 else [])
-    return [math.copysign(s, q) for s in sizes]
-
-
-def _check_not_expired(c: FuturesContract, clock: datetime, q0: float, q1: float) -> None:
-    """Refuse a contract at or past its expiry that holds a position or would be traded."""
-    days = c.days_to_expiry(clock)
-    if days is None or c.expiry is None or days > 0 or (q0 == 0 and q1 == 0):
-        return
-    raise ValidationError(f"contracts.{c.symbol}.expiry",
-                          f"is {_iso(c.expiry)}, {-days:.2f} days before the market time "
-                          f"{_iso(clock)}: {c.symbol} has expired and cannot be traded (position "
-                          f"{q0:g}, target {q1:g} contracts)",
-                          f"remove {c.symbol} from the book (the exchange settled it at expiry) and "
-                          "hedge with a live contract (the next dated future or the perpetual)")
-
-
-def near_expiry(c: FuturesContract, clock: datetime, min_days: float) -> str | None:
-    """Why an opening leg of ``c`` is dropped when ``c`` expires within ``min_days`` days, else None."""
-    days = c.days_to_expiry(clock)
-    if days is None or days >= min_days or c.expiry is None:
-        return None
-    return (f"{c.symbol} expires {_iso(c.expiry)}, {days:.2f} days after the market time, within "
-            f"min_days_to_expiry = {min_days:g} days: it is not opened or increased that close to "
-            "expiry (closing and reducing orders are still sent)")
-
-
-def _iso(t: datetime) -> str:
-    """``t`` as 'YYYY-MM-DD HH:MM UTC' (naive times are UTC)."""
-    utc = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    return utc.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptions,
-                 near_expiry: str | None) -> str | None:
-    """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can."""
-    if near_expiry is not None and not part.reduce_only:
-        return near_expiry
-    notional = abs(part.contracts) * npc
-    if abs(part.contracts) < c.min_qty - 1e-12:
-        return f"below min quantity {c.min_qty:g} contracts"
-    if notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
-        return f"{notional:,.2f} USD is below the min notional {c.min_notional:,.2f} USD"
-    return None
-
 
 def order_legs(kept: Sequence[tuple[TradePart, float]], instruments: Mapping[str, Instrument],
                market: MarketSnapshot, opts: PlanOptions, rule: ClientIdRule,

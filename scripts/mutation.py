@@ -55,6 +55,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
                          "tests/executor/test_live_exactly_once.py",
                          "tests/optimizer/test_checks_wrong_answers.py"),
+    "executor/plan_parts.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
+                               "tests/executor/test_live_exactly_once.py"),
     "executor/journal.py": ("tests/executor/test_journal.py", "tests/executor/test_paper.py",
                             "tests/executor/test_live_exactly_once.py", "tests/executor/test_status.py",
                             "tests/executor/test_status_funding_income.py"),
@@ -102,15 +104,16 @@ EQUIVALENT: dict[str, str] = {
     "models.costs.xǁCostModelǁbuild__mutmut_39":
         "np.nan_to_num(impact) without nan=0.0: 0.0 is nan_to_num's default for nan",
     # executor/plan.py
-    "executor.plan.x__split__mutmut_8":
+    "executor.plan_parts.x__split__mutmut_8":
         "chunk = round_to_step(max_qty, lot, FLOOR) also when lot <= 0: round_to_step returns "
         "float(max_qty) for a step <= 0, the else branch's value",
-    "executor.plan.x__split__mutmut_15": "lot_step >= 0 instead of > 0: the same (see _split__mutmut_8)",
-    "executor.plan.x__split__mutmut_29":
+    "executor.plan_parts.x__split__mutmut_15":
+        "lot_step >= 0 instead of > 0: the same (see _split__mutmut_8)",
+    "executor.plan_parts.x__split__mutmut_29":
         "int(|q| / chunk) instead of |q| // chunk: they differ only when the quotient rounds to an "
         "integer, and then the remainder (a full chunk, or ~0 dropped by rest > 0) restores the "
         "same leg sizes",
-    "executor.plan.x__check_not_expired__mutmut_5":
+    "executor.plan_parts.x__check_not_expired__mutmut_5":
         "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
     "executor.plan.x_order_legs__mutmut_22":
         "q >= 0 instead of q > 0: no leg has q == 0 (trade_parts drops a zero delta, _split keeps "
@@ -119,7 +122,7 @@ EQUIVALENT: dict[str, str] = {
     "executor.plan.x__rounding_warning__mutmut_8":
         "asked < 0 instead of <= 0: asked == 0 means every row asked 0, so removed == 0 < 1 USD "
         "returns None on the next test",
-    "executor.plan.x__iso__mutmut_4":
+    "executor.plan_parts.x__iso__mutmut_4":
         "t.replace(tzinfo=None) on a naive t (the branch's condition) is t itself: same strftime",
     "executor.plan.x_plan_orders__mutmut_15": "zip(strict=None): book.contracts_vector() has one "
         "entry per contract symbol, so strictness never triggers",
@@ -127,13 +130,13 @@ EQUIVALENT: dict[str, str] = {
     "executor.plan.x_plan_orders__mutmut_23": "zip(strict=False): as x_plan_orders__mutmut_15",
     "executor.plan.x_plan_orders__mutmut_166":
         "te(unrounded) even without a risk model: te() returns None when risk is None",
-    "executor.plan.x_round_to_step__mutmut_14":
+    "executor.plan_parts.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
-    "executor.plan.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
+    "executor.plan_parts.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
     "executor.plan.x__target_contracts__mutmut_19":
         "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
     "executor.plan.x__target_contracts__mutmut_20": "isclose without abs_tol: its default is 0.0",
-    "executor.plan.x_trade_parts__mutmut_28":
+    "executor.plan_parts.x_trade_parts__mutmut_28":
         "|q1| >= |q0| with the same sign means q1 == q0, whose delta 0 returned [] above",
     # optimizer/rounding.py
     **dict.fromkeys(

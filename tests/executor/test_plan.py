@@ -219,7 +219,7 @@ def test_legs_always_reach_the_lot_rounded_target(q0: int, target: float, max_lo
 # --- hand-computed checks of each planning step (issue 13: mutation survivors) -------------------
 
 def test_trade_parts_every_case_by_hand() -> None:
-    from executor.plan import TradePart, trade_parts
+    from executor.plan_parts import TradePart, trade_parts
 
     def parts(q0: float, q1: float, step: float = 0.001) -> list[tuple[float, bool]]:
         out = trade_parts("X", q0, q1, step)
@@ -259,7 +259,7 @@ def test_a_position_that_grows_is_never_reduce_only_and_a_larger_flip_is_two_ord
 def test_round_to_step_by_hand() -> None:
     from decimal import ROUND_CEILING, ROUND_FLOOR
 
-    from executor.plan import _tick_round, round_to_step
+    from executor.plan_parts import _tick_round, round_to_step
 
     assert round_to_step(0.0167, 0.001) == 0.017
     assert round_to_step(0.25, 0.1) == 0.2  # half to even: 2.5 steps -> 2
@@ -277,7 +277,7 @@ def test_round_to_step_by_hand() -> None:
 
 
 def test_split_at_max_qty_by_hand() -> None:
-    from executor.plan import _split
+    from executor.plan_parts import _split
 
     plain = FuturesContract("X", "BTC", lot_step=0.001)
     assert _split(-5.0, plain) == [-5.0]  # no max quantity
@@ -381,7 +381,7 @@ def test_plan_dict_has_the_gross_notional_and_old_dicts_load() -> None:
 def test_iso_times_are_utc() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from executor.plan import _iso
+    from executor.plan_parts import _iso
 
     assert _iso(datetime(2024, 6, 1, 12, 30)) == "2024-06-01 12:30 UTC"  # naive = UTC
     plus2 = timezone(timedelta(hours=2))
@@ -389,7 +389,7 @@ def test_iso_times_are_utc() -> None:
 
 
 def test_drop_reason_boundaries_by_hand() -> None:
-    from executor.plan import TradePart, drop_reason
+    from executor.plan_parts import TradePart, drop_reason
 
     c = FuturesContract("X", "BTC", min_qty=0.002, min_notional=100.0)
     opts, strict = PlanOptions(), PlanOptions(reduce_only_exempt=False)
@@ -448,7 +448,8 @@ def test_plan_options_bounds() -> None:
 
 
 def test_error_texts_say_how_to_fix() -> None:
-    from executor.plan import ClientIdRule, _split
+    from executor.plan import ClientIdRule
+    from executor.plan_parts import _split
 
     with pytest.raises(ValidationError) as err:
         ClientIdRule(5, r"[a-z]", "-").make("abc", 1)
@@ -462,7 +463,7 @@ def test_error_texts_say_how_to_fix() -> None:
 def test_near_expiry_reason_text() -> None:
     from datetime import datetime
 
-    from executor.plan import near_expiry
+    from executor.plan_parts import near_expiry
     from models.instruments import ContractKind
 
     c = FuturesContract("BTC-0628", "BTC", kind=ContractKind.DATED, expiry=datetime(2024, 6, 28, 8, 0))
@@ -480,12 +481,13 @@ def test_naive_times_are_utc_whatever_the_machine_zone(monkeypatch: pytest.Monke
     from datetime import UTC, datetime
 
     from executor import plan as plan_mod
+    from executor.plan_parts import _iso
 
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
     try:
-        assert plan_mod._iso(datetime(2024, 6, 1, 12, 30)) == "2024-06-01 12:30 UTC"
-        assert plan_mod._iso(datetime(2024, 6, 1, 12, 30, tzinfo=UTC)) == "2024-06-01 12:30 UTC"
+        assert _iso(datetime(2024, 6, 1, 12, 30)) == "2024-06-01 12:30 UTC"
+        assert _iso(datetime(2024, 6, 1, 12, 30, tzinfo=UTC)) == "2024-06-01 12:30 UTC"
 
         class FakeDatetime(datetime):
             @classmethod
@@ -501,7 +503,7 @@ def test_naive_times_are_utc_whatever_the_machine_zone(monkeypatch: pytest.Monke
 
 
 def test_drop_reason_tolerances_are_tiny() -> None:
-    from executor.plan import TradePart, drop_reason
+    from executor.plan_parts import TradePart, drop_reason
 
     c = FuturesContract("X", "BTC", min_qty=0.002, min_notional=100.0)
     opts = PlanOptions()
@@ -563,7 +565,7 @@ def test_option_errors_in_full() -> None:
 def test_an_expired_contract_is_refused_in_full() -> None:
     from datetime import datetime
 
-    from executor.plan import _check_not_expired
+    from executor.plan_parts import _check_not_expired
     from models.instruments import ContractKind
 
     c = FuturesContract("BTC-0628", "BTC", kind=ContractKind.DATED, expiry=datetime(2024, 6, 28, 8, 0))
@@ -662,7 +664,7 @@ def test_rounding_warning_counts_from_the_held_position() -> None:
 
 
 def test_trade_parts_growing_to_exactly_one_contract() -> None:
-    from executor.plan import trade_parts
+    from executor.plan_parts import trade_parts
 
     assert [(p.contracts, p.reduce_only) for p in trade_parts("X", 0.5, 1.0, 0.5)] == [(0.5, False)]
     assert [(p.contracts, p.reduce_only) for p in trade_parts("X", -0.5, -1.0, 0.5)] == [(-0.5, False)]
@@ -671,7 +673,7 @@ def test_trade_parts_growing_to_exactly_one_contract() -> None:
 def test_round_to_step_snaps_only_within_a_billionth_of_a_step() -> None:
     from decimal import ROUND_CEILING, ROUND_FLOOR
 
-    from executor.plan import round_to_step
+    from executor.plan_parts import round_to_step
 
     assert round_to_step(1.000000001, 1.0, ROUND_CEILING) == 2.0  # 1e-9 of a step is real
     assert round_to_step(1.0000000009, 1.0, ROUND_CEILING) == 1.0  # below it is noise
