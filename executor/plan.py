@@ -40,6 +40,8 @@ import numpy as np
 from executor.plan_parts import (
     TradePart,
     _check_not_expired,
+    _Rounded,
+    _rounding_warning,
     _split,
     _tick_round,
     drop_reason,
@@ -55,9 +57,6 @@ from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
-
-#: Lot rounding that removes less than this much trade notional (USD) is never reported.
-ROUNDING_WARN_MIN_USD = 1.0
 
 
 class Side(StrEnum):
@@ -296,48 +295,6 @@ def order_legs(kept: Sequence[tuple[TradePart, float]], instruments: Mapping[str
                                  notional=q * npc, price=mark, reduce_only=part.reduce_only,
                                  order_type=opts.order_type, limit_price=limit))
     return legs
-
-
-@dataclass(frozen=True)
-class _Rounded:
-    """One contract's trade as the solution asks for it and after lot rounding (USD notional),
-    and the notional of one lot step (USD)."""
-
-    symbol: str
-    requested: float
-    rounded: float
-    lot_usd: float
-    lot_step: float
-
-    @property
-    def removed(self) -> float:
-        """|requested - rounded| (USD): the trade notional lot rounding took away."""
-        return abs(self.requested - self.rounded)
-
-
-def _pct_text(x: float | None) -> str:
-    return "n/a (no risk model)" if x is None else f"{100 * x:.3f}%"
-
-
-def _rounding_warning(rows: Sequence[_Rounded], share: float, te_now: float | None,
-                      te_unrounded: float | None, te_rounded: float | None) -> str | None:
-    """A warning when lot rounding removed at least ``share`` of the solution's trade notional
-    (and at least ROUNDING_WARN_MIN_USD), naming the contracts; None otherwise. TEs annualised."""
-    asked = sum(abs(r.requested) for r in rows)
-    removed = sum(r.removed for r in rows)
-    if asked <= 0 or removed < ROUNDING_WARN_MIN_USD or removed < share * asked:
-        return None
-    whole = all(r.rounded == 0 for r in rows)
-    what = "the whole solution" if whole else f"most of the solution ({removed / asked:.0%})"
-    named = sorted((r for r in rows if r.removed >= max(0.01, 0.01 * removed)),
-                   key=lambda r: -r.removed)  # the contracts behind at least 1% of it
-    detail = "; ".join(f"{r.symbol} trade {r.requested:,.2f} USD -> {r.rounded:,.2f} USD (lot step "
-                       f"{r.lot_step:g} contracts = {r.lot_usd:,.2f} USD)" for r in named)
-    return (f"lot rounding removed {what}: {asked:,.2f} USD of trades asked, "
-            f"{sum(abs(r.rounded) for r in rows):,.2f} USD left ({detail}). Tracking error: now "
-            f"{_pct_text(te_now)}, solution before rounding {_pct_text(te_unrounded)}, after "
-            f"rounding {_pct_text(te_rounded)}. Fix: use contracts with a finer lot step, or "
-            "rebalance a larger book")
 
 
 def _target_notionals(solution: Solution | Mapping[str, float]) -> dict[str, float]:

@@ -1,12 +1,14 @@
 """The arithmetic under an order plan (:mod:`executor.plan`): lot-step rounding in decimal, a trade
 split into its reduce-only and opening parts, orders above the max quantity split in chunks, the
-expiry checks of dated contracts, and why a part cannot be sent. Quantities in contracts (signed
+expiry checks of dated contracts, why a part cannot be sent, and the warning when lot rounding
+removes most of a plan. Quantities in contracts (signed
 where stated), notionals in USD, times UTC.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -17,6 +19,9 @@ from models.instruments import FuturesContract
 
 if TYPE_CHECKING:
     from executor.plan import PlanOptions
+
+#: Lot rounding that removes less than this much trade notional (USD) is never reported.
+ROUNDING_WARN_MIN_USD = 1.0
 
 
 # --- arithmetic on lot steps (decimal, so 0.1 + 0.2 never leaves 0.30000000000000004) -------------
@@ -112,3 +117,47 @@ def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptio
     if notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
         return f"{notional:,.2f} USD is below the min notional {c.min_notional:,.2f} USD"
     return None
+
+
+# --- the warning when lot rounding removes most of a plan -----------------------------------------
+
+@dataclass(frozen=True)
+class _Rounded:
+    """One contract's trade as the solution asks for it and after lot rounding (USD notional),
+    and the notional of one lot step (USD)."""
+
+    symbol: str
+    requested: float
+    rounded: float
+    lot_usd: float
+    lot_step: float
+
+    @property
+    def removed(self) -> float:
+        """|requested - rounded| (USD): the trade notional lot rounding took away."""
+        return abs(self.requested - self.rounded)
+
+
+def _pct_text(x: float | None) -> str:
+    return "n/a (no risk model)" if x is None else f"{100 * x:.3f}%"
+
+
+def _rounding_warning(rows: Sequence[_Rounded], share: float, te_now: float | None,
+                      te_unrounded: float | None, te_rounded: float | None) -> str | None:
+    """A warning when lot rounding removed at least ``share`` of the solution's trade notional
+    (and at least ROUNDING_WARN_MIN_USD), naming the contracts; None otherwise. TEs annualised."""
+    asked = sum(abs(r.requested) for r in rows)
+    removed = sum(r.removed for r in rows)
+    if asked <= 0 or removed < ROUNDING_WARN_MIN_USD or removed < share * asked:
+        return None
+    whole = all(r.rounded == 0 for r in rows)
+    what = "the whole solution" if whole else f"most of the solution ({removed / asked:.0%})"
+    named = sorted((r for r in rows if r.removed >= max(0.01, 0.01 * removed)),
+                   key=lambda r: -r.removed)  # the contracts behind at least 1% of it
+    detail = "; ".join(f"{r.symbol} trade {r.requested:,.2f} USD -> {r.rounded:,.2f} USD (lot step "
+                       f"{r.lot_step:g} contracts = {r.lot_usd:,.2f} USD)" for r in named)
+    return (f"lot rounding removed {what}: {asked:,.2f} USD of trades asked, "
+            f"{sum(abs(r.rounded) for r in rows):,.2f} USD left ({detail}). Tracking error: now "
+            f"{_pct_text(te_now)}, solution before rounding {_pct_text(te_unrounded)}, after "
+            f"rounding {_pct_text(te_rounded)}. Fix: use contracts with a finer lot step, or "
+            "rebalance a larger book")

@@ -409,14 +409,14 @@ def test_drop_reason_boundaries_by_hand() -> None:
 
 
 def test_pct_text() -> None:
-    from executor.plan import _pct_text
+    from executor.plan_parts import _pct_text
 
     assert _pct_text(None) == "n/a (no risk model)"
     assert _pct_text(0.01234) == "1.234%"
 
 
 def test_rounding_warning_thresholds_by_hand() -> None:
-    from executor.plan import _Rounded, _rounding_warning
+    from executor.plan_parts import _Rounded, _rounding_warning
 
     rows = [_Rounded("A", 1000.0, 400.0, 200.0, 0.1), _Rounded("B", -500.0, 0.0, 600.0, 1.0),
             _Rounded("C", 5.0, 5.0, 1.0, 0.001)]
@@ -534,7 +534,7 @@ def test_limit_prices_round_away_from_the_guard_and_legs_carry_the_mark() -> Non
 
 
 def test_rounding_warning_edges() -> None:
-    from executor.plan import _Rounded, _rounding_warning
+    from executor.plan_parts import _Rounded, _rounding_warning
 
     # exactly 1 USD asked and removed: reported (the floor is "less than 1 USD is never reported")
     text = _rounding_warning([_Rounded("A", 1.0, 0.0, 2.0, 1.0)], 0.5, None, None, None)
