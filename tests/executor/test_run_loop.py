@@ -504,7 +504,9 @@ def test_kill_file_stops_the_loop_before_the_next_cycle(make: Make, tmp_path: Pa
 
 # --- 8. restart mid-plan -------------------------------------------------------------------------
 
-def test_restart_resumes_the_plan_a_crash_left_open(make: Make, tmp_path: Path) -> None:
+def _crashed_first_run(make: Make) -> tuple[Rig, list[OrderLeg]]:
+    """A loop whose process dies as the plan's second leg is about to go out: (its rig, the legs
+    it reached)."""
     seen: list[OrderLeg] = []
 
     def crash_on_second_leg(leg: OrderLeg) -> None:
@@ -516,6 +518,11 @@ def test_restart_resumes_the_plan_a_crash_left_open(make: Make, tmp_path: Path) 
                  on_leg=crash_on_second_leg)
     with pytest.raises(Crash):
         first.run()
+    return first, seen
+
+
+def test_restart_resumes_the_plan_a_crash_left_open(make: Make, tmp_path: Path) -> None:
+    first, seen = _crashed_first_run(make)
     plan_id = first.state("plan_in_flight")
     assert plan_id is not None and first.journal.plan_status(plan_id) == "open"
     assert [s for s, _ in first.trades()] == ["BTC-PERP"]  # only the first leg went out
@@ -553,17 +560,7 @@ def test_restart_does_not_resume_a_superseded_plan(make: Make) -> None:
     """A plan a crash left open, then superseded by a newer plan of the account (a manual ``fbr
     execute`` in between): the restart forgets it (nothing to resume, no restart alert) and runs
     the interrupted cycle again at once, which trades the account to the policy's target."""
-    seen: list[OrderLeg] = []
-
-    def crash_on_second_leg(leg: OrderLeg) -> None:
-        seen.append(leg)
-        if len(seen) == 2:
-            raise Crash
-
-    first = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 6 * H,
-                 on_leg=crash_on_second_leg)
-    with pytest.raises(Crash):
-        first.run()
+    first, _ = _crashed_first_run(make)
     plan_id = first.state("plan_in_flight")
     assert plan_id is not None
     old = first.journal.plan(plan_id)

@@ -5,55 +5,39 @@ loads). Skipped, with the install hint, where Chromium or chromedriver is missin
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from web_world import TOKEN, World
 
-from fbr.web.app import create_app
-from fbr.web.state import DashboardState
+SCRIPTS = str(Path(__file__).resolve().parents[3] / "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+from screenshot_dashboard import ALL_DRAWN, DRIVERS, browser, executable, serving  # noqa: E402
+
+from fbr.web.app import create_app  # noqa: E402
+from fbr.web.state import DashboardState  # noqa: E402
 
 INSTALL_HINT = "headless Chromium not installed: apt-get install -y chromium chromium-driver"
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium",
              "/usr/lib/chromium/chromium")
-DRIVERS = ("chromedriver", "/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
 #: (path, plotly chart divs the page draws)
 PAGES = (("/", 1), ("/history", 3), ("/plan", 1), ("/whatif?shock=BTC%3D-30%25", 1), ("/whatif", 0),
          ("/whatif?shock=XYZ%3D-30%25", 0), ("/reports", 0), ("/reports/backtest.html", 0),
          ("/orders", 0), ("/run", 0))
 NAV = ("/", "/history", "/plan", "/whatif", "/reports", "/orders", "/run")
-ALL_DRAWN = ("return Array.from(document.querySelectorAll('.plotly-graph-div'))"
-             ".every(function (e) { return e.querySelector('.main-svg') !== null; });")
 LOAD_TIMEOUT_S = 60
-
-
-def _find(names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` that is an executable file or on PATH."""
-    for n in names:
-        path = n if os.path.isabs(n) else shutil.which(n)
-        if path and os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def browser_paths() -> tuple[str, str]:
     """(chromium, chromedriver), or skip."""
-    chromium, driver = _find(CHROMIUMS), _find(DRIVERS)
+    chromium, driver = executable(None, CHROMIUMS), executable(None, DRIVERS)
     if chromium is None or driver is None:
         pytest.skip(INSTALL_HINT)
     pytest.importorskip("selenium", reason="selenium not installed: pip install selenium")
@@ -62,25 +46,9 @@ def browser_paths() -> tuple[str, str]:
 
 @contextmanager
 def serve(state: DashboardState, token: str | None) -> Iterator[str]:
-    """Serve the app on a free loopback port in a daemon thread; yields the base URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(state, token), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="fbr-serve-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    """The app on a free loopback port (the screenshot script's server); yields the base URL."""
+    with serving(create_app(state, token)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -90,23 +58,10 @@ def base_url(browser_paths: tuple[str, str], shared_state: DashboardState) -> It
         yield url
 
 
-def _driver(chromium: str, chromedriver: str) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1400,2000", "--no-first-run", "--disable-extensions"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-
-
 @pytest.fixture(scope="module")
 def driver(browser_paths: tuple[str, str]) -> Iterator[Any]:
     """A headless Chromium session (console log captured)."""
-    d = _driver(*browser_paths)
+    d = browser(*browser_paths)
     try:
         yield d
     finally:
@@ -172,7 +127,7 @@ def test_login_in_the_browser(browser_paths: tuple[str, str], world: World) -> N
     from selenium.webdriver.common.by import By
 
     state = DashboardState(world.config())
-    d = _driver(*browser_paths)
+    d = browser(*browser_paths)
     try:
         with serve(state, TOKEN) as url:
             d.get(url + "/")
