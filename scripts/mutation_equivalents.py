@@ -1,0 +1,308 @@
+"""The surviving mutants of ``scripts/mutation.py`` argued equivalent: no test can tell them from the
+original. Data only, by mutmut name with the one-line argument; kept in step with
+``benchmarks/results/mutation.md``.
+"""
+
+from __future__ import annotations
+
+#: Surviving mutants argued equivalent (no test can tell them from the original), by mutmut name,
+#: with the argument. Kept in step with benchmarks/results/mutation.md.
+EQUIVALENT: dict[str, str] = {
+    # models/costs.py: CostModel.build
+    **dict.fromkeys(
+        [f"models.costs.xǁCostModelǁbuild__mutmut_{n}" for n in (4, 6, 9, 11, 15, 17)],
+        "dtype=float dropped from np.array of Python floats (contract_half_spread / contract_adv "
+        "return float(); taker_fee is a float field): numpy infers float64 anyway"),
+    **dict.fromkeys(
+        [f"models.costs.xǁCostModelǁbuild__mutmut_{n}" for n in (23, 25)],
+        "dtype=float dropped from np.asarray(daily_vol): the callers pass float arrays, and int vols "
+        "give the same float products after the division by sqrt(adv)"),
+    "models.costs.xǁCostModelǁbuild__mutmut_39":
+        "np.nan_to_num(impact) without nan=0.0: 0.0 is nan_to_num's default for nan",
+    # executor/plan.py
+    "executor.plan_parts.x__split__mutmut_8":
+        "chunk = round_to_step(max_qty, lot, FLOOR) also when lot <= 0: round_to_step returns "
+        "float(max_qty) for a step <= 0, the else branch's value",
+    "executor.plan_parts.x__split__mutmut_15":
+        "lot_step >= 0 instead of > 0: the same (see _split__mutmut_8)",
+    "executor.plan_parts.x__split__mutmut_29":
+        "int(|q| / chunk) instead of |q| // chunk: they differ only when the quotient rounds to an "
+        "integer, and then the remainder (a full chunk, or ~0 dropped by rest > 0) restores the "
+        "same leg sizes",
+    "executor.plan_parts.x__check_not_expired__mutmut_5":
+        "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
+    "executor.plan.x_order_legs__mutmut_22":
+        "q >= 0 instead of q > 0: no leg has q == 0 (trade_parts drops a zero delta, _split keeps "
+        "the sign of a nonzero q)",
+    "executor.plan.x_order_legs__mutmut_32": "up=None instead of up=False: both falsy (ROUND_FLOOR)",
+    "executor.plan_parts.x__rounding_warning__mutmut_8":
+        "asked < 0 instead of <= 0: asked == 0 means every row asked 0, so removed == 0 < 1 USD "
+        "returns None on the next test",
+    "executor.plan_parts.x__iso__mutmut_4":
+        "t.replace(tzinfo=None) on a naive t (the branch's condition) is t itself: same strftime",
+    "executor.plan.x_plan_orders__mutmut_15": "zip(strict=None): book.contracts_vector() has one "
+        "entry per contract symbol, so strictness never triggers",
+    "executor.plan.x_plan_orders__mutmut_18": "zip without strict: as x_plan_orders__mutmut_15",
+    "executor.plan.x_plan_orders__mutmut_23": "zip(strict=False): as x_plan_orders__mutmut_15",
+    "executor.plan.x_plan_orders__mutmut_166":
+        "te(unrounded) even without a risk model: te() returns None when risk is None",
+    "executor.plan_parts.x_round_to_step__mutmut_14":
+        "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
+    "executor.plan_parts.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
+    "executor.plan.x__target_contracts__mutmut_19":
+        "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
+    "executor.plan.x__target_contracts__mutmut_20": "isclose without abs_tol: its default is 0.0",
+    "executor.plan_parts.x_trade_parts__mutmut_28":
+        "|q1| >= |q0| with the same sign means q1 == q0, whose delta 0 returned [] above",
+    # optimizer/rounding.py
+    **dict.fromkeys(
+        [f"optimizer.rounding.x_broken_rows__mutmut_{n}" for n in (11, 14, 16)],
+        "zip strictness: every constraint's rows() and violation() have the same length, so "
+        "strict=None/omitted/True pair the same labels"),
+    "optimizer.rounding.x_round_positions__mutmut_28":
+        "the 1.0 divisor where a contract has no lot is never used: np.where keeps q_raw there",
+    "optimizer.rounding.x_round_positions__mutmut_36":
+        "trade >= 0: a zero trade means q == q0, and 'dropping' it sets q to q0 again",
+    "optimizer.rounding.x_round_positions__mutmut_60":
+        "viol < TOL: at viol == TOL the loop (viol > TOL) does not run and broken_rows (x > TOL) "
+        "finds nothing, so the result is the same",
+    "optimizer.rounding.x_round_positions__mutmut_71":
+        "viol >= TOL in the loop: differs only when a repair lands exactly on 1e-9 of total "
+        "violation (a float tie at the tolerance); any move must then lower it below 1e-9 - 1e-15",
+    "optimizer.rounding.x_round_positions__mutmut_105":
+        "v <= viol - 1e-15: differs only on an exact float tie at the 1e-15 improvement threshold",
+    "optimizer.rounding.x_snap_small_trades__mutmut_34":
+        "size > 51 in the early exit: with the objective not ok, viol is inf and the later "
+        "'if small.size > 50: return z' returns z for 51 trades all the same",
+    "optimizer.rounding.x_snap_small_trades__mutmut_44":
+        "viol < TOL: at viol == TOL the next test (obj_ok and viol <= best_viol + TOL, best_viol >= 0) "
+        "returns the same candidate",
+    "optimizer.rounding.x_snap_small_trades__mutmut_53":
+        "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
+    "optimizer.rounding.x_snap_small_trades__mutmut_78":
+        "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
+    # scenarios/settlement.py
+    **dict.fromkeys(
+        [f"scenarios.settlement.x_expiry_ns__mutmut_{n}" for n in (11, 15)],
+        'tz "utc" and "UTC" are the same zone'),
+    "scenarios.settlement.x_expiry_ns__mutmut_13":
+        "tz_convert(None) converts to UTC and drops the zone: .value (UTC ns) is unchanged",
+    # executor/journal.py
+    **dict.fromkeys(
+        [f"executor.journal.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁJournalǁ__init__", (21, 22, 25, 26)),
+            ("xǁJournalǁ_init_schema", (5, 13)),
+            ("xǁJournalǁ_insert_legs", (6, 7, 9, 10)),
+            ("xǁJournalǁbook_path", (7, 8)),
+            ("xǁJournalǁclose_plan", (8, 9)),
+            ("xǁJournalǁfills", (7, 8, 10, 11)),
+            ("xǁJournalǁfills_with_legs", (7, 8, 10, 11)),
+            ("xǁJournalǁfunding_since", (7, 8, 10, 11)),
+            ("xǁJournalǁlast_rebalance", (7, 8, 10, 11, 13, 14)),
+            ("xǁJournalǁlatest_positions", (7, 8, 10, 11, 19, 20, 22, 23)),
+            ("xǁJournalǁmark_sending", (7, 8, 10, 11, 21, 22)),
+            ("xǁJournalǁopen_plans", (7, 10, 11)),
+            ("xǁJournalǁorders", (7, 8, 10, 11, 13, 14)),
+            ("xǁJournalǁplan", (7, 8)),
+            ("xǁJournalǁplan_ids", (5, 6)),
+            ("xǁJournalǁplan_status", (7, 8)),
+            ("xǁJournalǁrecord_funding", (6, 7, 9)),
+            ("xǁJournalǁrecord_funding_once", (6, 7, 9, 10, 17, 18, 20)),
+            ("xǁJournalǁrecord_plan", (9, 10, 17, 20, 27, 28, 30, 31)),
+            ("xǁJournalǁrecord_positions", (13, 14, 16, 17)),
+            ("xǁJournalǁrecord_state", (9, 10, 21, 22, 24, 25, 35, 36, 38)),
+            ("xǁJournalǁset_status", (7, 8, 10, 11)),
+            ("xǁJournalǁsuccessor", (7, 8, 10, 24, 25, 27, 28)),
+        ) for n in nums],
+        "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
+        "(no quoted literal changes case)"),
+    "executor.journal_schema.x__migrate__mutmut_11":
+        "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
+        "(no quoted literal changes case)",
+    "executor.journal.xǁJournalǁ__init____mutmut_14":
+        "sqlite3.connect without isolation_level=None: every write runs inside _tx's explicit BEGIN "
+        "IMMEDIATE ... COMMIT/ROLLBACK, so Python's implicit transactions never open one",
+    **dict.fromkeys(
+        ["executor.journal.xǁJournalǁ__init____mutmut_15", "executor.journal.xǁJournalǁ__init____mutmut_17"],
+        "the busy timeout (30 s -> 5 s default / 31 s) only matters when another process holds the "
+        "write lock that long: timing-only, not testable without a 5-30 s wait (accepted)"),
+    "executor.journal.xǁJournalǁ_init_schema__mutmut_23":
+        "<= SCHEMA_VERSION also migrates a current journal: every column exists, so _migrate only "
+        "rewrites the same schema_version",
+    "executor.journal.xǁJournalǁrecord_state__mutmut_27":
+        "filled >= prev + 1e-15: differs only on an exact float tie at the 1e-15 tolerance",
+    # optimizer/terms.py
+    **dict.fromkeys(
+        [f"optimizer.terms.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁBasisRiskǁbuild", (3, 7, 8, 9)),
+            ("xǁCarryCostǁbuild", (2, 6, 7)),
+            ("xǁCostToGoǁbuild", (3, 7, 8, 10, 14, 15)),
+            ("xǁFuturesTaxǁbuild", (3, 7, 8, 10, 16, 17)),
+            ("xǁImpactCostǁbuild", (2, 8, 9)),
+            ("xǁLinearTradingCostǁbuild", (2, 8, 9)),
+            ("xǁReserveCostǁbuild", (19, 23, 24, 30, 38, 43)),
+            ("xǁSpotImpactCostǁbuild", (4, 10, 11)),
+            ("xǁSpotTradingCostǁbuild", (4, 10, 11)),
+            ("xǁTrackingVarianceǁbuild", (3, 7, 8, 9, 11, 15, 16, 17, 25, 29, 30, 31, 37, 43, 44, 47,
+                                          51, 52)),
+        ) for n in nums],
+        "a cvxpy Parameter's name changed or dropped: names only label parameters in error "
+        "messages (optimizer.cvxpy_adapter); the problem and every value are the same"),
+    **dict.fromkeys(
+        [f"optimizer.terms.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁFuturesTaxǁbuild", (12, 15, 18)),
+            ("xǁLinearTradingCostǁbuild", (4, 7, 10)),
+            ("xǁReserveCostǁbuild", (32, 35, 36)),
+            ("xǁSpotTradingCostǁbuild", (6, 9, 12)),
+            ("xǁTrackingVarianceǁbuild", (39, 42, 45)),
+        ) for n in nums],
+        "nonneg=True dropped from a Parameter whose sign does not change curvature here (it "
+        "multiplies an affine expression, or sits inside pos/max of affine ones) and whose values "
+        "are >= 0 by construction: the same DCP problem and values"),
+    **dict.fromkeys(
+        [f"optimizer.terms.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁImpactCostǁbuild", (13, 16, 18)),
+            ("xǁSpotImpactCostǁbuild", (16, 19, 21, 24, 27, 29)),
+        ) for n in nums],
+        "cp.power(.., 1.5) with approx=True/None (SOC approximation) instead of exact power cones: "
+        "the same function and values; the choice is solver robustness at N >= 200 (benchmarks/"
+        "large_universe.py), not observable at unit-test size (accepted)"),
+    **dict.fromkeys(
+        ["optimizer.terms.xǁSpotTaxǁupdate__mutmut_1",
+         "optimizer.terms.xǁFuturesTaxǁ_coefficients__mutmut_1"],
+        "an internal assert written with or: it only differs (AttributeError/TypeError instead of "
+        "AssertionError) on data the structure never pairs with the term"),
+    **dict.fromkeys(
+        ["optimizer.terms.xǁReserveCostǁbuild__mutmut_6", "optimizer.terms.xǁReserveCostǁbuild__mutmut_9"],
+        "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
+    **dict.fromkeys(
+        [f"optimizer.terms.xǁReserveCostǁupdate__mutmut_{n}" for n in (14, 18, 19)],
+        "zip strictness over the per-scenario Parameter lists built together in build(): equal "
+        "lengths"),
+    # optimizer/constraints.py (the rows, their numpy re-checks and duals; see --only)
+    **dict.fromkeys(
+        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁClusterBandsǁbuild", (3, 9, 10)),
+            ("xǁExpiryGuardǁbuild", (4, 10, 11, 14, 20, 21, 24, 30, 31)),
+            ("xǁFundingBudgetǁbuild", (3, 7, 8, 10, 11, 12)),
+            ("xǁGrossLeverageǁbuild", (3, 7, 8)),
+            ("xǁInitialMarginǁbuild", (3, 9, 10, 13, 14, 15)),
+            ("xǁPositionLimitǁbuild", (3, 9, 10)),
+            ("xǁStressMarginǁbuild", (5, 13, 18, 23)),
+            ("xǁTradeLimitǁbuild", (3, 9, 10)),
+            ("xǁVolatilityCapǁbuild", (4, 8, 9, 10, 12, 16, 17, 18, 20, 24,
+                                      25, 33, 37, 38, 39, 44, 50, 51, 54, 58, 59)),
+        ) for n in nums],
+        "a cvxpy Parameter's name changed or dropped: names only label parameters in error "
+        "messages (optimizer.cvxpy_adapter)"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁClusterBandsǁbuild", (5, 8, 12)),
+            ("xǁExpiryGuardǁbuild", (6, 9, 12, 16, 19, 22, 26, 29, 32)),
+            ("xǁGrossLeverageǁbuild", (4, 6, 9)),
+            ("xǁInitialMarginǁbuild", (5, 8, 11)),
+            ("xǁPositionLimitǁbuild", (5, 8, 11)),
+            ("xǁStressMarginǁbuild", (7, 10, 11)),
+            ("xǁTradeLimitǁbuild", (5, 8, 11)),
+            ("xǁVolatilityCapǁbuild", (21, 23, 26, 46, 49, 52)),
+        ) for n in nums],
+        "nonneg=True dropped from a Parameter on an affine side of a row (its sign does not "
+        "change curvature) whose values are >= 0 by construction"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+            ("xǁClusterBandsǁdual_rows", (4, 6, 11, 13)),
+            ("xǁConstraintǁdual_rows", (3, 5)),
+            ("xǁExpiryGuardǁdual_rows", (4, 6, 11, 13, 17, 19)),
+        ) for n in nums],
+        "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
+        "arrays already"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 51, 54)],
+        "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
+    "optimizer.constraints.xǁVolatilityCapǁbuild__mutmut_75": "cp.norm(x) defaults to the 2-norm",
+    **dict.fromkeys(
+        ["optimizer.constraints.x__fmt__mutmut_4", "optimizer.constraints.x__fmt__mutmut_5"],
+        "_fmt(1.0): f'{1.0:,.0f}' and f'{1.0:g}' are both '1'; no other value is moved"),
+    # optimizer/constraints.py (the explanations: predict, explain, notes, step phrases, ladder)
+    "optimizer.constraints.x__next_down__mutmut_7":
+        "nxt >= 1e-12: differs only when the next rung is exactly 1e-12 (below 2e-12), an exact "
+        "float tie at the ladder's floor: a step of 1e-12 user units (accepted)",
+    "optimizer.constraints.x__round_down_125__mutmut_17":
+        "m 10^k < x (1 + 1e-12): differs only when x (1 + 1e-12) rounds to exactly a rung, an exact "
+        "float tie at the 1e-12 tolerance (accepted)",
+    **dict.fromkeys(
+        [f"optimizer.constraints.x__round_down_125__mutmut_{n}" for n in range(25, 31)],
+        "the fallback after the loop is unreachable (pragma: no cover): floor(log10(x)) = k puts "
+        "x above 10^k (1 - 1e-13), so the 1 x 10^k rung passes the 1e-12 tolerance (checked at "
+        "every power of ten from 1e-323 to 1e308, its neighbours and 10^6 random x)"),
+    "optimizer.constraints.xǁConstraintǁexplain__mutmut_2":
+        "note(None): every note() (the base's, InitialMargin's, StressMargin's, ExpiryGuard's) "
+        "ignores its row",
+    **dict.fromkeys(
+        [f"optimizer.constraints.xǁConstraintǁexplain__mutmut_{n}" for n in (21, 26)],
+        "step_phrase(None, step): every step_phrase() ignores its row"),
+    **dict.fromkeys(
+        [f"optimizer.constraints.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 28, 30)],
+        "dtype=float dropped from np.asarray of ctx.z.value or of (b - q).value: cvxpy keeps a "
+        "Variable's value as float64 (even an int assignment), so these are float arrays already"),
+    "optimizer.constraints.xǁConstraintǁpredict__mutmut_62":
+        "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
+        "absolute values, >= 0) is false, so the loop ends there either way",
+    # scenarios/replay.py
+    "scenarios.replay.x_run_backtest__mutmut_30":
+        "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
+        "and a sweep needs an open position (sweep_collateral returns Sweep())",
+    **dict.fromkeys(
+        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (69, 72, 74, 75, 76)],
+        "the tax columns' zero start values: _tax sets tax_spot, tax_futures, tax and "
+        "tax_deferred on every taxed step before the row is recorded (and an untaxed frame keeps "
+        "only STEP_COLUMNS; TAX_COLUMNS[3] is rebuilt as the cumulative sum)"),
+    **dict.fromkeys(
+        [f"scenarios.replay.x__tax__mutmut_{n}" for n in (47, 56, 58)],
+        "re-valuing the state after no tax was paid: value_state of the unchanged state equals "
+        "the end-of-step valuation it replaces"),
+    "scenarios.replay.x__result__mutmut_1":
+        "the default of taxed is never used: run_backtest always passes it",
+    **dict.fromkeys(
+        [f"scenarios.replay.x__result__mutmut_{n}" for n in (5, 93, 96)],
+        "dtype=float dropped / astype(None) on float data: the frames and series stay float64"),
+    # models/margin.py
+    **dict.fromkeys(
+        [f"models.margin.x_tier_maintenance__mutmut_{n}" for n in (4, 6)]
+        + [f"models.margin.x_liquidation_gap__mutmut_{n}" for n in (4, 6)]
+        + [f"models.margin.x_max_notional_within__mutmut_{n}" for n in (6, 8, 18, 20)]
+        + [f"models.margin.xǁMarginModelǁfrom_contracts__mutmut_{n}" for n in (29, 31)],
+        "dtype=float dropped from np.asarray/np.array: the inputs are float arrays or lists of "
+        "numbers, and every use (abs, products with float rates, division) yields the same floats"),
+    "models.margin.x_liquidation_gap__mutmut_32":
+        "np.errstate(invalid=None) leaves the error state unchanged: no invalid operation occurs "
+        "(n - cap with cap = -inf is +inf) and warnings are not errors in the test setup",
+    "models.margin.x_liquidation_gap__mutmut_50":
+        "cap >= 0: cap was just mapped to > 0 or -inf, so cap == 0 never occurs",
+    # scenarios/collateral.py
+    **dict.fromkeys(
+        [f"scenarios.collateral.x_sweep_collateral__mutmut_{n}" for n in (55, 56, 64, 73, 82, 116)],
+        "the sell-everything branch (sell_all) replaced by the pro-rata formulas: sell_all means "
+        "gross == total (gross = min(.., total)), so g = total x v_i / total = v_i, dq = -q_i and "
+        "the sweep is total, the same floats"),
+    **dict.fromkeys(
+        [f"scenarios.collateral.x_cover_with_pledged__mutmut_{n}" for n in (37, 38, 46, 100)],
+        "as x_sweep_collateral__mutmut_55: with sell_all, gross == total and the pro-rata share "
+        "of each pledged value is that value (units capped at the holding by min())"),
+    "scenarios.collateral.x_sweep_collateral__mutmut_38":
+        "total < 0: a top-up needs covered < lo <= NAV x tau, but with no spot (total 0) the wallet "
+        "is the NAV, so covered >= lo: the branch with total == 0 is unreachable",
+    **dict.fromkeys(
+        [f"scenarios.collateral.x_cover_with_pledged__mutmut_{n}" for n in (14, 15, 18, 19)],
+        "the view's futures / cash do not enter pledged_usd (it reads only the spot quantities)"),
+    **dict.fromkeys(
+        [f"scenarios.collateral.x_cover_with_pledged__mutmut_{n}" for n in (16, 20, 21)],
+        "validate=None/True/default: the replay's state is a valid book (its negative cash is "
+        "allowed by Book), so validation passes and returns the same view"),
+    "scenarios.collateral.x_cover_with_pledged__mutmut_26":
+        "total < 0: with total == 0 every u_i is 0, the loop skips them all and the sale is "
+        "CollateralSale(0, 0), the same as the early return",
+    "scenarios.settlement.x_expiry_ns__mutmut_9":
+        "tz_localize(None) on a naive Timestamp is a no-op and a naive .value counts from the "
+        "epoch as UTC",
+}
