@@ -46,7 +46,8 @@ from typing import ClassVar
 import cvxpy as cp
 import numpy as np
 
-from optimizer.constraints import Constraint, constraints_for
+from optimizer.constraint_base import Constraint
+from optimizer.constraints import constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import RawResult

@@ -20,7 +20,8 @@ import cvxpy as cp
 import numpy as np
 
 from models.errors import FbrError
-from optimizer.constraints import Constraint, constraints_for
+from optimizer.constraint_base import Constraint
+from optimizer.constraints import constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import (
@@ -168,9 +169,8 @@ class HedgeProblem:
         return (SolverName.PIQP, SolverName.CLARABEL, SolverName.SCS)
 
     def engine(self, solver: SolverName) -> Engine:
-        """The (cached) lean engine for ``solver``. Clarabel on a conic problem (its hot path)
-        serves an inaccurate answer at CLARABEL_SETTINGS that meets its default tolerances without
-        a retry; as the QP fallback it keeps the retry (optimizer.engines.CvxpyDataEngine)."""
+        """The (cached) lean engine for ``solver``: PIQP's native API for a QP, Clarabel's (the
+        conic hot path, and the QP's fallback) at CLARABEL_SETTINGS, SCS through cvxpy's interface."""
         eng: Engine | None = self._engines.get(solver)
         if eng is None:
             if solver == SolverName.PIQP:
@@ -188,7 +188,7 @@ class HedgeProblem:
                     eng = ClarabelEngine(self.problem, self.ctx.z, dict(CLARABEL_SETTINGS))
                 except RuntimeError:
                     eng = CvxpyDataEngine(self.problem, self.ctx.z, solver.value,
-                                          dict(CLARABEL_SETTINGS), retry_defaults=True)
+                                          dict(CLARABEL_SETTINGS))
             self._engines[solver] = eng
         return eng
 

@@ -23,7 +23,7 @@ carry term (``CostSettings.horizon_days``), a 365-day year (``models.risk.DAYS_P
 the epigraph "min rho R s.t. R >= 0, R >= R_s(z) for every s" written as one cvxpy ``maximum``
 (cvxpy adds the variable R): rho is folded into the per-scenario Parameters (rho P_s, rho g_s,
 rho mmr (1 + g_s), rho cum / V), since rho times a Parameter expression would not be DPP.
-The stress rows (optimizer.constraints.StressMargin) stay constraints at today's wallet.
+The stress rows (optimizer.margin_constraints.StressMargin) stay constraints at today's wallet.
 
 The switch is part of the problem's shape (``Structure.reserve_cost``, on with a stress scenario:
 without one the reserve is 0 for any z and the term is left out), so a re-solve with other yields,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.instruments import FuturesContract, contract_arrays
-from optimizer.constraints import Constraint
+from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData
 from optimizer.terms import Term
 

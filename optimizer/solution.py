@@ -73,7 +73,7 @@ class Binding:
     the objective (objective units per user unit of the bound: USD, pp, x of leverage; the
     objective is TE^2 + gamma-weighted costs / V, optimizer.terms); and a one-line explanation of
     a concrete loosening's first-order effect on tracking error (bp) and trading cost (USD)
-    (optimizer.constraints.Constraint.explain)."""
+    (optimizer.constraint_base.Constraint.explain)."""
 
     name: str
     dual: float

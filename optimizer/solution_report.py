@@ -19,7 +19,7 @@ from models.book import Book
 from models.instruments import contract_arrays
 from models.risk import tracking_error as models_tracking_error
 from models.tax import realised_tax, total_quantity
-from optimizer.constraints import Constraint
+from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData
 from optimizer.rounding import Rounded
 from optimizer.solution import (

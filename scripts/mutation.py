@@ -52,6 +52,11 @@ DATA = ("examples",)
 #: The core modules (issue 13's ten, the journal's schema now a module of its own) and the test
 #: files (or folders) that exercise them, directly or through the layer above. mutmut narrows this
 #: to the tests that call each mutated function.
+#: the tests of the constraint rows (optimizer/constraints.py, margin_constraints.py and their base)
+CONSTRAINT_TESTS = ("tests/optimizer/test_constraints_hand.py", "tests/optimizer/test_constraints.py",
+                    "tests/optimizer/test_constraints_duals.py",
+                    "tests/optimizer/test_constraints_explain.py",
+                    "tests/optimizer/test_data_margin_hysteresis.py")
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
@@ -75,11 +80,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "optimizer/terms.py": ("tests/optimizer/test_terms_hand.py", "tests/optimizer/test_terms.py",
                            "tests/optimizer/test_reserve_term.py",
                            "tests/optimizer/test_tax_term_futures.py"),
-    "optimizer/constraints.py": ("tests/optimizer/test_constraints_hand.py",
-                                 "tests/optimizer/test_constraints.py",
-                                 "tests/optimizer/test_constraints_duals.py",
-                                 "tests/optimizer/test_constraints_explain.py",
-                                 "tests/optimizer/test_data_margin_hysteresis.py"),
+    "optimizer/constraints.py": CONSTRAINT_TESTS,
+    "optimizer/margin_constraints.py": CONSTRAINT_TESTS,
+    "optimizer/constraint_base.py": CONSTRAINT_TESTS,
     "scenarios/collateral.py": ("tests/scenarios/test_collateral.py",
                                 "tests/scenarios/test_collateral_width.py",
                                 "tests/scenarios/test_replay_steps.py",

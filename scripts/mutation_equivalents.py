@@ -5,6 +5,17 @@ original. Data only, by mutmut name with the one-line argument; kept in step wit
 
 from __future__ import annotations
 
+
+def _row(fn: str, n: int) -> str:
+    """mutmut's id of mutant ``n`` of the constraint-row function ``fn``: the margin rows live in
+    optimizer/margin_constraints.py, the base class in optimizer/constraint_base.py, the other
+    rows in optimizer/constraints.py (one module until 2026-12-05; the ids kept their numbers)."""
+    cls = fn.split("ǁ")[1] if "ǁ" in fn else ""
+    module = ("optimizer.margin_constraints" if cls in ("InitialMargin", "StressMargin")
+              else "optimizer.constraint_base" if cls == "Constraint" else "optimizer.constraints")
+    return f"{module}.{fn}__mutmut_{n}"
+
+
 #: Surviving mutants argued equivalent (no test can tell them from the original), by mutmut name,
 #: with the argument. Kept in step with benchmarks/results/mutation.md.
 EQUIVALENT: dict[str, str] = {
@@ -179,9 +190,10 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.terms.xǁReserveCostǁupdate__mutmut_{n}" for n in (14, 18, 19)],
         "zip strictness over the per-scenario Parameter lists built together in build(): equal "
         "lengths"),
-    # optimizer/constraints.py (the rows, their numpy re-checks and duals; see --only)
+    # optimizer/constraints.py, margin_constraints.py, constraint_base.py (the rows, their numpy
+    # re-checks and duals)
     **dict.fromkeys(
-        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+        [_row(fn, n) for fn, nums in (
             ("xǁClusterBandsǁbuild", (3, 9, 10)),
             ("xǁExpiryGuardǁbuild", (4, 10, 11, 14, 20, 21, 24, 30, 31)),
             ("xǁFundingBudgetǁbuild", (3, 7, 8, 10, 11, 12)),
@@ -196,7 +208,7 @@ EQUIVALENT: dict[str, str] = {
         "a cvxpy Parameter's name changed or dropped: names only label parameters in error "
         "messages (optimizer.cvxpy_adapter)"),
     **dict.fromkeys(
-        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+        [_row(fn, n) for fn, nums in (
             ("xǁClusterBandsǁbuild", (5, 8, 12)),
             ("xǁExpiryGuardǁbuild", (6, 9, 12, 16, 19, 22, 26, 29, 32)),
             ("xǁGrossLeverageǁbuild", (4, 6, 9)),
@@ -209,7 +221,7 @@ EQUIVALENT: dict[str, str] = {
         "nonneg=True dropped from a Parameter on an affine side of a row (its sign does not "
         "change curvature) whose values are >= 0 by construction"),
     **dict.fromkeys(
-        [f"optimizer.constraints.{fn}__mutmut_{n}" for fn, nums in (
+        [_row(fn, n) for fn, nums in (
             ("xǁClusterBandsǁdual_rows", (4, 6, 11, 13)),
             ("xǁConstraintǁdual_rows", (3, 5)),
             ("xǁExpiryGuardǁdual_rows", (4, 6, 11, 13, 17, 19)),
@@ -217,35 +229,36 @@ EQUIVALENT: dict[str, str] = {
         "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
         "arrays already"),
     **dict.fromkeys(
-        [f"optimizer.constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 51, 54)],
+        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 51, 54)],
         "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
     "optimizer.constraints.xǁVolatilityCapǁbuild__mutmut_75": "cp.norm(x) defaults to the 2-norm",
     **dict.fromkeys(
-        ["optimizer.constraints.x__fmt__mutmut_4", "optimizer.constraints.x__fmt__mutmut_5"],
-        "_fmt(1.0): f'{1.0:,.0f}' and f'{1.0:g}' are both '1'; no other value is moved"),
-    # optimizer/constraints.py (the explanations: predict, explain, notes, step phrases, ladder)
-    "optimizer.constraints.x__next_down__mutmut_7":
+        ["optimizer.constraint_base.x_fmt_step__mutmut_4",
+         "optimizer.constraint_base.x_fmt_step__mutmut_5"],
+        "fmt_step(1.0): f'{1.0:,.0f}' and f'{1.0:g}' are both '1'; no other value is moved"),
+    # optimizer/constraint_base.py (the explanations: predict, explain, notes, step phrases, ladder)
+    "optimizer.constraint_base.x__next_down__mutmut_7":
         "nxt >= 1e-12: differs only when the next rung is exactly 1e-12 (below 2e-12), an exact "
         "float tie at the ladder's floor: a step of 1e-12 user units (accepted)",
-    "optimizer.constraints.x__round_down_125__mutmut_17":
+    "optimizer.constraint_base.x__round_down_125__mutmut_17":
         "m 10^k < x (1 + 1e-12): differs only when x (1 + 1e-12) rounds to exactly a rung, an exact "
         "float tie at the 1e-12 tolerance (accepted)",
     **dict.fromkeys(
-        [f"optimizer.constraints.x__round_down_125__mutmut_{n}" for n in range(25, 31)],
+        [f"optimizer.constraint_base.x__round_down_125__mutmut_{n}" for n in range(25, 31)],
         "the fallback after the loop is unreachable (pragma: no cover): floor(log10(x)) = k puts "
         "x above 10^k (1 - 1e-13), so the 1 x 10^k rung passes the 1e-12 tolerance (checked at "
         "every power of ten from 1e-323 to 1e308, its neighbours and 10^6 random x)"),
-    "optimizer.constraints.xǁConstraintǁexplain__mutmut_2":
+    "optimizer.constraint_base.xǁConstraintǁexplain__mutmut_2":
         "note(None): every note() (the base's, InitialMargin's, StressMargin's, ExpiryGuard's) "
         "ignores its row",
     **dict.fromkeys(
-        [f"optimizer.constraints.xǁConstraintǁexplain__mutmut_{n}" for n in (21, 26)],
+        [f"optimizer.constraint_base.xǁConstraintǁexplain__mutmut_{n}" for n in (21, 26)],
         "step_phrase(None, step): every step_phrase() ignores its row"),
     **dict.fromkeys(
-        [f"optimizer.constraints.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 28, 30)],
+        [f"optimizer.constraint_base.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 28, 30)],
         "dtype=float dropped from np.asarray of ctx.z.value or of (b - q).value: cvxpy keeps a "
         "Variable's value as float64 (even an int assignment), so these are float arrays already"),
-    "optimizer.constraints.xǁConstraintǁpredict__mutmut_62":
+    "optimizer.constraint_base.xǁConstraintǁpredict__mutmut_62":
         "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
         "absolute values, >= 0) is false, so the loop ends there either way",
     # scenarios/replay.py

@@ -33,14 +33,10 @@ from optcases import random_instance
 from test_terms import random_point, set_point
 
 from models.errors import FbrError
-from optimizer.constraints import (
-    ClusterBands,
-    Constraint,
-    ExpiryGuard,
-    StressMargin,
-    constraints_for,
-)
+from optimizer.constraint_base import Constraint
+from optimizer.constraints import ClusterBands, ExpiryGuard, constraints_for
 from optimizer.data import ProblemData
+from optimizer.margin_constraints import StressMargin
 from optimizer.prepare import prepare
 from optimizer.problem import set_values
 from optimizer.settings import ClusterBand, SpotLegSettings, StressScenario

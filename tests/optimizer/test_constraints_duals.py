@@ -3,7 +3,7 @@
 ``Solution.binding_constraints`` reports, per binding row, ``dual`` = -d objective / d bound per
 user unit of the bound (USD, x of leverage, pp), objective = the unscaled objective (TE^2 + basis
 + gamma-weighted costs / V, optimizer.terms), and an explanation predicting what a concrete
-loosening does (optimizer.constraints.Constraint.predict).
+loosening does (optimizer.constraint_base.Constraint.predict).
 
 Finite differences. The optimal objective g(t) of the problem with the row's bound moved by t
 (weight units) is convex and non-increasing in t, so its one-sided difference quotients bracket
@@ -45,28 +45,26 @@ import pytest
 from optcases import CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, Instance, random_instance
 
 from models.errors import FbrError
+from optimizer.constraint_base import NEGLIGIBLE_SHARE, PREDICTION_SHARE, Constraint, Prediction
 from optimizer.constraints import (
-    NEGLIGIBLE_SHARE,
-    PREDICTION_SHARE,
     ClusterBands,
-    Constraint,
     ExpiryGuard,
     FundingBudget,
     GrossLeverage,
-    InitialMargin,
     PositionLimit,
-    Prediction,
-    StressMargin,
     TradeLimit,
     VolatilityCap,
 )
 from optimizer.data import ProblemData
-from optimizer.engines import CLARABEL_SETTINGS
+from optimizer.margin_constraints import InitialMargin, StressMargin
 from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.reserve import with_stress_preset
 from optimizer.solution import Binding
+
+#: the ladder's last rung (the tolerance fbr's conic engine used to run at)
+CLARABEL_1E9 = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 
 #: relative and absolute tolerance of the bracket (see the module docstring)
 BRACKET_RTOL = 1e-4
@@ -151,7 +149,7 @@ def tight_objective(hp: HedgeProblem) -> float:
     """The unscaled optimal objective of ``hp``'s cvxpy form at its current Parameter values,
     solved by Clarabel at 1e-12, else 1e-10, else 1e-9 (the first that ends optimal: the tighter
     ones end "inaccurate" on some books; the last one's "inaccurate" is accepted)."""
-    ladder = [CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, CLARABEL_SETTINGS]
+    ladder = [CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, CLARABEL_1E9]
     for opts in ladder:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="invalid value encountered in matmul",

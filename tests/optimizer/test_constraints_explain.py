@@ -1,4 +1,4 @@
-"""The binding-row explanations (optimizer.constraints.Constraint.predict / explain and each
+"""The binding-row explanations (optimizer.constraint_base.Constraint.predict / explain and each
 constraint's note and step phrase) against figures worked out by hand on a 2-asset, 2-contract
 instance whose "solve" is set directly: z is given, so the tracking variance, basis risk and costs
 at the solution are sums of a few squares.
@@ -18,18 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from optimizer.constraints import (
-    NEGLIGIBLE_SHARE,
-    Constraint,
-    ExpiryGuard,
-    FundingBudget,
-    GrossLeverage,
-    InitialMargin,
-    StressMargin,
-    VolatilityCap,
-)
+from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
+from optimizer.constraints import ExpiryGuard, FundingBudget, GrossLeverage, VolatilityCap
 from optimizer.context import Context
 from optimizer.data import Structure
+from optimizer.margin_constraints import InitialMargin, StressMargin
 from optimizer.spot_leg import SpotContext
 
 B = np.eye(2)

@@ -10,21 +10,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from optimizer.constraint_base import Constraint
 from optimizer.constraints import (
     ClusterBands,
-    Constraint,
     ExpiryGuard,
     FundingBudget,
     GrossLeverage,
-    InitialMargin,
     PositionLimit,
-    StressMargin,
     TradeLimit,
     VolatilityCap,
     constraints_for,
 )
 from optimizer.context import Context
 from optimizer.data import Structure
+from optimizer.margin_constraints import InitialMargin, StressMargin
 
 B = np.eye(2)
 
@@ -207,7 +206,7 @@ def test_constraints_for_follows_the_structure() -> None:
 
 
 def test_round_down_125_and_next_down() -> None:
-    from optimizer.constraints import _fmt, _next_down, _round_down_125
+    from optimizer.constraint_base import _next_down, _round_down_125, fmt_step
 
     cases = {7.0: 5.0, 5.0: 5.0, 4.99: 2.0, 3.0: 2.0, 1.5: 1.0, 999.0: 500.0, 1000.0: 1000.0,
              0.03: 0.02, 0.011: 0.01, 123.45: 100.0}
@@ -217,7 +216,7 @@ def test_round_down_125_and_next_down() -> None:
         assert _round_down_125(x) == 0.0
     assert [_next_down(x) for x in (5.0, 2.0, 1.0, 0.5)] == pytest.approx([2.0, 1.0, 0.5, 0.2])
     assert _next_down(1e-12) == 0.0
-    assert [_fmt(x) for x in (1000.0, 1.0, 2.5, 0.5, 1e-05)] == ["1,000", "1", "2.5", "0.5", "1e-05"]
+    assert [fmt_step(x) for x in (1000.0, 1.0, 2.5, 0.5, 1e-05)] == ["1,000", "1", "2.5", "0.5", "1e-05"]
 
 
 def test_steps_and_units_by_hand() -> None:

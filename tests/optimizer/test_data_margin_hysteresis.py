@@ -26,7 +26,7 @@ from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.constraints import InitialMargin
+from optimizer.margin_constraints import InitialMargin
 from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.instruments import FuturesContract
-from optimizer.constraints import Constraint
+from optimizer.constraint_base import Constraint
 from optimizer.rounding import (
     TOL,
     broken_rows,

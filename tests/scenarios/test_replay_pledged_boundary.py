@@ -1,6 +1,6 @@
 """Must-show (issue 11, pledged collateral): a book with pledged BTC and a long ETH hedge under a
 common fall. The optimiser's own stress row (``optimizer.prepare.prepare`` ->
-``optimizer.constraints.StressMargin.surplus``: collateral(r) + g' x - sum_j MM_j(|x_j| (1 + g_j)),
+``optimizer.margin_constraints.StressMargin.surplus``: collateral(r) + g' x - sum_j MM_j(|x_j| (1 + g_j)),
 collateral(r) re-pricing pledged BTC through its rule) is zero at the common move r*; the replay's
 margin engine (``scenarios.replay.run_backtest`` on a two-step path, and the what-if's
 ``is_liquidated``) leaves the book alone at r* (1 - 1e-7) and liquidates it at r* (1 + 1e-7).
@@ -30,7 +30,7 @@ from models.collateral import CollateralRule, bid_buffer_rule, tiered_rule
 from models.instruments import FuturesContract, MarginTiers, SpotAsset, TierBracket
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.constraints import StressMargin
+from optimizer.margin_constraints import StressMargin
 from optimizer.policies import NoRebalance
 from optimizer.prepare import prepare
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings, StressScenario

@@ -1,0 +1,124 @@
+"""The margin rows, in weight units (USD / V): the initial-margin budget and one stress-safe
+maintenance row per stress scenario (optimizer.constraint_base has what every row shares)."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+
+from models.margin import tier_maintenance
+from optimizer.constraint_base import Constraint, elastic, fmt_step
+from optimizer.context import Context
+from optimizer.cvxpy_adapter import assign
+from optimizer.data import ProblemData
+
+__all__ = ["InitialMargin", "StressMargin"]
+
+
+class InitialMargin(Constraint):
+    """sum_j |x_j| / L_j <= budget, i.e. inv_lev' a <= im_budget (weight units).
+
+    The budget is collateral - buffer by default; with a relative buffer f and hysteresis it is
+    the current positions' margin clipped into [(1 - f) collateral - buffer, collateral - buffer]
+    (optimizer.data.MarginBudget): a Parameter value, so the row's form never changes.
+    """
+
+    name = "margin"
+    holding: bool = False
+    per_collateral: float = 1.0
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self._ctx = ctx
+        self.inv_lev = ctx.param("inv_lev", ctx.structure.n_contracts, nonneg=True)
+        self.budget = ctx.param("im_budget")
+        self.cons = [self.inv_lev @ ctx.a <= self.budget + elastic(slack)]
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self._data = d
+        assign(self.inv_lev, d.inv_lev)
+        assign(self.budget, d.im_budget)
+        mb = d.margin_budget
+        self.holding = mb is not None and mb.holding
+        #: budget gained per unit of collateral (1 - f at the relative buffer's target)
+        self.per_collateral = mb.per_collateral if mb is not None else 1.0
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.array([max(float(d.inv_lev @ np.abs(z)) - d.im_budget, 0.0)])
+
+    def bound(self, row: str, d: ProblemData) -> float:
+        return d.im_budget * d.V
+
+    def collateral_factor(self) -> float:
+        """Budget per USD of collateral: 1 - f at a relative buffer's target, 1 otherwise; 1 while
+        holding (the explained change is then 1 USD of budget)."""
+        return 1.0 if self.holding else self.per_collateral
+
+    def step_phrase(self, row: str, step: float) -> str:
+        if self.holding:
+            return f"{fmt_step(step)} USD more margin budget"
+        return f"{fmt_step(step)} USD more collateral"
+
+    def note(self, row: str) -> str:
+        if self.holding:
+            return ("at the margin the current positions hold (hysteresis: above the relative "
+                    "buffer's target, below the hard limit)")
+        return ""
+
+
+class StressMargin(Constraint):
+    """No liquidation in scenario s: C_s + g_s' z - sum_j MM_j(|z_j| (1 + g_sj)) >= 0, with
+    MM_j(n) = max_k (mmr_jk n - cum_jk / V) >= 0, g_s = B' r_s, C_s = collateral(r_s) / V.
+    The per-contract coefficients mmr_jk (1 + g_sj) are precomputed into one Parameter (DPP).
+    """
+
+    unit = "USD of collateral"
+
+    def __init__(self, index: int, scenario: str) -> None:
+        self.index = index
+        self.name = f"stress[{scenario}]"
+
+    def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
+        self._ctx = ctx
+        st = ctx.structure
+        M, K = st.n_contracts, st.n_tiers
+        self.coef = ctx.param(f"stress_coef_{self.index}", (M, K), nonneg=True)
+        self.cum = ctx.param(f"stress_cum_{self.index}", (M, K))
+        self.g = ctx.param(f"stress_g_{self.index}", M)
+        self.coll = ctx.param(f"stress_coll_{self.index}")
+        m = cp.Variable(M, name=f"mm_{self.index}")
+        a_mat = cp.reshape(ctx.a, (M, 1), order="F") @ np.ones((1, K))
+        self.cons = [self.coll + self.g @ ctx.z - cp.sum(m) + elastic(slack) >= 0,
+                     cp.reshape(m, (M, 1), order="F") @ np.ones((1, K))
+                     >= cp.multiply(self.coef, a_mat) - self.cum]
+        if st.mm_floor:
+            # MM >= 0 is implied when every first bracket has cum <= 0 (then m >= mmr_0 |z| >= 0);
+            # a row, not a variable attribute: the lean PIQP path passes no variable bounds
+            self.cons.append(m >= 0)
+        return self.cons
+
+    def update(self, d: ProblemData) -> None:
+        self._data = d
+        g = d.stress_g[self.index]
+        assign(self.coef, d.mmr * (1.0 + g)[:, None])
+        assign(self.cum, d.cum)
+        assign(self.g, g)
+        assign(self.coll, float(d.stress_coll[self.index]))
+
+    def surplus(self, z: np.ndarray, d: ProblemData) -> float:
+        """Margin surplus after the shock (weight units); negative = liquidation."""
+        g = d.stress_g[self.index]
+        mm = tier_maintenance(d.mmr, d.cum, np.abs(z) * (1.0 + g))
+        return float(d.stress_coll[self.index] + g @ z - mm.sum())
+
+    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
+        return np.array([max(-self.surplus(z, d), 0.0)])
+
+    def bound(self, row: str, d: ProblemData) -> float:
+        return float(d.stress_coll[self.index]) * d.V
+
+    def step_phrase(self, row: str, step: float) -> str:
+        return f"{fmt_step(step)} USD more collateral"
+
+    def note(self, row: str) -> str:
+        return "the book would sit at its liquidation edge"
