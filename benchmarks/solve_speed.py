@@ -13,8 +13,9 @@ For each size N (assets; one linear perpetual per asset, so M = N contracts) and
   (``optimizer.engines.PiqpEngine``);
 - ``conic``: the same plus the 3/2-power impact cost and a volatility cap, served by Clarabel through
   fbr's lean ``optimizer.engines.ClarabelEngine`` (a fresh ``DefaultSolver`` per solve at
-  ``CLARABEL_SETTINGS``; an 'almost solved' answer is retried at Clarabel's defaults only when its
-  final iterate does not meet them);
+  ``CLARABEL_SETTINGS``, a 1e-9 gap, with Clarabel's reduced tolerances at its full defaults so that an
+  'almost solved' answer meets them; a stall short of them is tried again at Clarabel's defaults,
+  then rescaled: ``optimizer.engines.CLARABEL_ATTEMPTS``);
 - ``hybrid``: the ``qp`` problem plus the spot leg (spot buys/sells with fee + half spread) and its
   tax term (25% rates, 3 lots per asset on day 0 with mixed gains and losses, compiled with 4 pieces
   per asset; ``--harvest-losses`` credits losses), still a QP served by PIQP through ``PiqpEngine``
@@ -41,11 +42,9 @@ Columns (per day, then the median over days)
   ``clarabel.DefaultSolver.update(P, q, A, b)`` + ``solve()`` on the data of cvxpy's Clarabel
   interface (``engine.compiled.apply()``, settings from ``engine.options``, the tight
   ``CLARABEL_SETTINGS``), or a fresh ``DefaultSolver`` + ``solve()`` when Clarabel refuses data
-  updates (the output says which). Neither the conic floor nor cvxpy's default path retries an
-  'almost solved' answer (most conic days end so at these tolerances), and both keep the solver's
-  equilibration from day 0 (answers depend on earlier days); fbr sets up a fresh solver each solve
-  (``clarabel setup`` in the stage split) and retries at the defaults when the tight answer does
-  not meet them;
+  updates (the output says which). The floor keeps the solver's equilibration from day 0 (answers
+  depend on earlier days); fbr sets up a fresh solver each solve (``clarabel setup`` in the stage
+  split) so that the same inputs give the same outputs;
 - ``naive``: ``ProblemData.naive_z()`` (the seed rule, z = w* - s per asset through its contract);
 - ``cvxpy default``: cvxpy's default path ``problem.solve(solver=..., **same options)`` on the same
   compiled problem (warm: cvxpy caches its parametrised program and the solver object);
@@ -623,10 +622,9 @@ def qp_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
 
 
 def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
-    """fbr's conic re-solve stage by stage with the engine's own objects (mirrors
-    ``ClarabelEngine.solve``: a fresh DefaultSolver at ``CLARABEL_SETTINGS``; the retry at
-    Clarabel's defaults after an 'almost solved' answer not meeting them is its own stage, zero on
-    other days)."""
+    """fbr's conic re-solve stage by stage with the engine's own objects (mirrors the first
+    attempt of ``ClarabelEngine.solve``: a fresh DefaultSolver at ``CLARABEL_SETTINGS``; later
+    attempts, on days the first stalls, are not split)."""
     import clarabel
 
     from optimizer.cvxpy_adapter import clarabel_status
@@ -649,23 +647,19 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     bfull = np.zeros(eng.map.m)
     bfull[eng.map.b_rows] = vals[eng.map.nnz_a:]
     q = qfull[: eng.map.n]
-    settings = eng.settings(eng.options)
     t4 = t()
-    solver = clarabel.DefaultSolver(eng.P, q, eng.A, bfull, eng.cones, settings)
+    eng.attempt_options, eng.scale = eng.options, 1.0
+    solver = clarabel.DefaultSolver(eng.P, q, eng.A, bfull, eng.cones, eng.native_settings())
     t5 = t()
     raw = solver.solve()
     t6 = t()
-    status = clarabel_status(raw)
-    _ = (np.asarray(raw.x, dtype=float)[eng.z_slice].copy(), float(raw.obj_val), raw.iterations)
+    _ = (clarabel_status(raw), np.asarray(raw.x, dtype=float)[eng.z_slice].copy(),
+         float(raw.obj_val), raw.iterations)
     t7 = t()
-    if status == "optimal_inaccurate":
-        solver.update(settings=eng.settings({}))  # as ClarabelEngine._call: settings-only update
-        solver.solve()
-    t8 = t()
     return {"parameter values (hp.update)": t1 - t0, "param-vector assembly": t2 - t1,
-            "sparse mat-vecs (R @ p)": t3 - t2, "scatter into P/A, b + settings": t4 - t3,
+            "sparse mat-vecs (R @ p)": t3 - t2, "scatter into P/A, b": t4 - t3,
             "clarabel setup (new DefaultSolver)": t5 - t4, "clarabel solve": t6 - t5,
-            "status + extraction": t7 - t6, "retry at defaults (settings update+solve)": t8 - t7}
+            "status + extraction": t7 - t6}
 
 
 # ==============================================================================================

@@ -24,6 +24,7 @@ an exception (Clarabel's rescaled second try) records the text in :attr:`RawResu
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, replace
@@ -52,11 +53,30 @@ __all__ = ["CLARABEL_SETTINGS", "FAILED", "INFEASIBLE", "OPTIMAL", "OPTIMAL_INAC
 #: reference to 1e-5 of NAV
 PIQP_SETTINGS: dict[str, float] = {"eps_abs": 1e-10, "eps_rel": 1e-10, "eps_duality_gap_abs": 1e-10,
                                    "eps_duality_gap_rel": 1e-10}
-#: tighter than Clarabel's defaults (1e-8); 1e-10 often ends 'almost solved' on these problems
-#: (and 1e-9 does on many conic days: then :class:`CvxpyDataEngine` re-solves at the defaults)
-CLARABEL_SETTINGS: dict[str, float] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
+#: What a conic answer must meet to be optimal: Clarabel's default duality gap (1e-8 absolute and
+#: relative) and a primal/dual residual of 1e-7 (10x Clarabel's default full test, 1000x tighter
+#: than its default 'almost solved' test), in Clarabel's own (scaled) measures.
+CLARABEL_ACCEPT: dict[str, float] = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-7,
+                                     "tol_ktratio": 1e-6}
+#: The first attempt: a duality gap tighter than Clarabel's default (the error in z grows with the
+#: gap: at 1e-8 it reaches 5e-6 of NAV on 107 random conic books and 1.1e-5 on the hardest one
+#: found, against a 1e-5 bar; at 1e-9 it stays within 3.4e-6), feasibility at Clarabel's default,
+#: and Clarabel's *reduced* tolerances (its test of a solve that stalls short of the full ones:
+#: 'almost solved') at :data:`CLARABEL_ACCEPT`. Squeezing the gap often stalls with the residual
+#: just above 1e-8 (1e-8 .. 5e-7 seen); such an 'almost solved' answer meets CLARABEL_ACCEPT and is
+#: optimal; a stall short of that is a failure, and :class:`ClarabelEngine` tries again
+#: (:data:`CLARABEL_ATTEMPTS`).
+CLARABEL_SETTINGS: dict[str, float] = {
+    "tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9,
+    **{f"reduced_{key}": val for key, val in CLARABEL_ACCEPT.items()}}
 #: Clarabel's second try after a failure multiplies the objective by this (ClarabelEngine.solve)
 RESCALE = 100.0
+#: the attempts of one conic solve, in order, as (options, objective scale): the tight settings;
+#: Clarabel's defaults (a different path that often solves where the tight one stalls); the tight
+#: settings with the objective multiplied by :data:`RESCALE` (Clarabel's progress test depends on
+#: the objective's scale; the minimiser does not), only when neither gave an answer
+CLARABEL_ATTEMPTS: tuple[tuple[dict[str, float], float], ...] = (
+    (CLARABEL_SETTINGS, 1.0), ({}, 1.0), (CLARABEL_SETTINGS, RESCALE))
 #: environment variable: when set (not "" or "0"), an exception inside an engine is re-raised
 #: instead of being recorded and answered by a retry or the next solver (the test suite sets it)
 STRICT_ENV = "FBR_STRICT_SOLVERS"
@@ -65,6 +85,13 @@ STRICT_ENV = "FBR_STRICT_SOLVERS"
 def strict_solvers() -> bool:
     """True when :data:`STRICT_ENV` asks for engine exceptions to be re-raised."""
     return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def almost_is_accepted(options: dict[str, float]) -> bool:
+    """True when Clarabel's 'almost solved' under ``options`` meets :data:`CLARABEL_ACCEPT`: every
+    reduced tolerance set, at or below its accepted value (see :data:`CLARABEL_SETTINGS`)."""
+    return all(options.get(f"reduced_{key}", math.inf) <= val
+               for key, val in CLARABEL_ACCEPT.items())
 
 
 def error_status(exc: BaseException) -> str:
@@ -186,27 +213,20 @@ class PiqpEngine:
 class CvxpyDataEngine:
     """Any cvxpy-supported solver through cvxpy's solver interface, skipping the reduction chain.
 
-    With ``retry_defaults`` (Clarabel) a solve with ``options`` (tight) that ends inaccurate is
-    retried once with the solver's defaults, and an accurate answer is kept. (Serving the tight
-    solve's final iterate when it already meets the default test would save that second solve, but
-    it is a different iterate from the one the retry stops at, so answers would move by ~1e-8:
-    replays must stay bit-identical, so the retry stays.)
+    Every answer comes from one solve with ``options``, so the same inputs give the same outputs.
     """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, solver: str,
-                 options: dict[str, Any] | None = None, *, reuse: bool = False,
-                 retry_defaults: bool = False) -> None:
+                 options: dict[str, Any] | None = None, *, reuse: bool = False) -> None:
         self.compiled: Compiled = compile_problem(problem, solver)
         self.name = solver
         self.options = dict(options or {})
         # Reusing the solver object (cvxpy's solver cache) makes an answer depend on earlier solves
         # (kept scaling, warm iterates); fbr wants same inputs -> same outputs, so it is off by default.
         self.reuse = reuse
-        self.retry_defaults = retry_defaults
         self.cache: dict[str, Any] = {}
         self.z_slice = self.compiled.var_slice(z)
         self.raw: Any = None
-        self.raw_options: dict[str, Any] = {}
         self.inv_last: Any = None
         self.data: dict[str, Any] = {}
 
@@ -215,37 +235,21 @@ class CvxpyDataEngine:
         return self.compiled.var_slice(var)
 
     def solve(self) -> RawResult:
-        """Refresh the data and solve (see the class docstring for the tolerance policy)."""
+        """Refresh the data and solve once with ``self.options``; exceptions propagate."""
         t0 = time.perf_counter()
         self._prepare()
-        if not self.retry_defaults:
-            return self._attempt(self.options, t0)
-        first = self._attempt(self.options, t0)
-        if first.status != OPTIMAL_INACCURATE:
-            return first
-        kept = (self.raw, self.raw_options)
-        try:
-            second = self._attempt({}, t0)
-        except Exception as exc:  # a crash on the retry: keep the first answer, say why
-            if strict_solvers():
-                raise
-            self.raw, self.raw_options = kept
-            return replace(first, seconds=time.perf_counter() - t0, errors=(error_status(exc),))
-        if second.status == OPTIMAL:
-            return second
-        self.raw, self.raw_options = kept
-        return replace(first, seconds=time.perf_counter() - t0)
+        return self._attempt(t0)
 
     def _prepare(self) -> None:
         """The solver's data for the current Parameter values (``self.data``, ``self.inv_last``)."""
         self.data, self.inv_last = self.compiled.apply()
 
-    def _attempt(self, options: dict[str, Any], t0: float) -> RawResult:
-        """One solve with ``options`` through cvxpy's interface; exceptions propagate."""
-        raw = self.compiled.solve_via_data(self.data, options, self.reuse,
+    def _attempt(self, t0: float) -> RawResult:
+        """One solve through cvxpy's interface; exceptions propagate."""
+        raw = self.compiled.solve_via_data(self.data, self.options, self.reuse,
                                            self.cache if self.reuse else None)
-        sol = self.compiled.invert(raw, self.inv_last, options)
-        self.raw, self.raw_options = raw, options
+        sol = self.compiled.invert(raw, self.inv_last, self.options)
+        self.raw = raw
         status, x, iters, objective = solution_status(sol)
         return self._result(status, x, iters, objective, t0)
 
@@ -261,7 +265,7 @@ class CvxpyDataEngine:
 
     def unpack(self) -> None:
         """Push the last result into the cvxpy problem (variable values and dual values)."""
-        self.compiled.unpack_via(self.raw, self.inv_last, self.raw_options)
+        self.compiled.unpack_via(self.raw, self.inv_last, self.options)
 
 
 class ClarabelEngine(CvxpyDataEngine):
@@ -272,11 +276,10 @@ class ClarabelEngine(CvxpyDataEngine):
     keeps the first data's equilibration, shifting answers by up to 1e-3 in the helper variables
     and making them depend on earlier solves) and reads status, x and objective straight from
     Clarabel's result; cvxpy's inverse chain runs only in :meth:`unpack` (dual values, spot trades).
-    The tolerance policy is the base class's.
     """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, options: dict[str, Any]) -> None:
-        super().__init__(problem, z, cp.CLARABEL, options, reuse=False, retry_defaults=True)
+        super().__init__(problem, z, cp.CLARABEL, options, reuse=False)
         self.data, self.inv_last = self.compiled.apply()
         self.compiled.check_no_bounds(self.data)
         self.map = CompiledMap(self.compiled.prog)
@@ -286,14 +289,13 @@ class ClarabelEngine(CvxpyDataEngine):
         self.q = np.zeros(self.map.n)
         self.b = np.zeros(self.map.m)
         self.offset = 0.0
-        self._settings: dict[tuple[tuple[str, Any], ...], Any] = {}
-        #: (scale, solver) of this solve's last attempt, for a settings-only second attempt
-        self._last: tuple[float, Any] | None = None
-        #: the factor the objective is multiplied by in the current solve (see :meth:`solve`)
+        #: Clarabel's settings object per attempt options (built once)
+        self.native: dict[tuple[tuple[str, float], ...], Any] = {}
+        #: the options and the objective's scale of the attempt being run (then of the one served)
+        self.attempt_options: dict[str, float] = dict(options)
         self.scale = 1.0
 
     def _prepare(self) -> None:
-        self._last = None
         vals, bfull, qfull, pvals = self.map.values()
         self.A.data[:] = -vals[self.pos_a]
         if pvals is not None:
@@ -301,85 +303,79 @@ class ClarabelEngine(CvxpyDataEngine):
         self.q, self.b = qfull[: self.map.n], bfull
         self.offset = float(qfull[self.map.n])
 
-    def settings(self, options: dict[str, Any]) -> Any:
-        """Clarabel's settings for ``options`` as cvxpy's interface builds them (kept per options)."""
-        key = tuple(sorted(options.items()))
-        got = self._settings.get(key)
+    def native_settings(self) -> Any:
+        """Clarabel's settings object for :attr:`attempt_options` (built once per options)."""
+        key = tuple(sorted(self.attempt_options.items()))
+        got = self.native.get(key)
         if got is None:
-            got = self._settings[key] = clarabel_settings(options)
+            got = self.native[key] = clarabel_settings(self.attempt_options)
         return got
 
-    def _call(self, options: dict[str, Any]) -> Any:
-        """A Clarabel solve of the current data (objective times ``self.scale``) with ``options``.
-
-        A fresh solver, except for a second attempt on the same data and scale within one solve:
-        that one re-uses the first attempt's solver with only its settings updated, which skips
-        the setup (equilibration, KKT symbolic factorisation) and gives the very same answer as a
-        fresh solver (Clarabel starts every solve from its own initial point)."""
+    def _call(self) -> Any:
+        """A fresh Clarabel solve of the current data, objective times ``self.scale``, with
+        :attr:`attempt_options`."""
         import clarabel
 
-        settings = self.settings(options)
-        last = self._last
-        if last is not None and last[0] == self.scale and last[1].is_data_update_allowed():
-            solver = last[1]
-            solver.update(settings=settings)
-        else:
-            P, q = self.P, self.q
-            if self.scale != 1.0:
-                P, q = P * self.scale, q * self.scale
-            solver = clarabel.DefaultSolver(P, q, self.A, self.b, self.cones, settings)
-            self._last = (self.scale, solver)
-        return solver.solve()
+        P, q = self.P, self.q
+        if self.scale != 1.0:
+            P, q = P * self.scale, q * self.scale
+        return clarabel.DefaultSolver(P, q, self.A, self.b, self.cones,
+                                      self.native_settings()).solve()
 
-    def _attempt(self, options: dict[str, Any], t0: float) -> RawResult:
-        raw = self._call(options)
-        self.raw, self.raw_options = raw, options
+    def _attempt(self, t0: float) -> RawResult:
+        raw = self.raw = self._call()
         status = clarabel_status(raw)
+        if status == cp.OPTIMAL_INACCURATE and almost_is_accepted(self.attempt_options):
+            status = cp.OPTIMAL
         if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             x = np.asarray(raw.x, dtype=float)
-            objective = (float(raw.obj_val) / self.scale + self.offset if self.scale != 1.0
-                         else float(raw.obj_val) + self.offset)
+            objective = float(raw.obj_val) / self.scale + self.offset
             return self._result(status, x, int(raw.iterations), objective, t0)
         return self._result(status, None, 0, float("nan"), t0)
 
     def solve(self) -> RawResult:
-        """Solve; when Clarabel fails or raises (e.g. InsufficientProgress after a few iterations,
-        which depends on the objective's scale), solve once more with the objective multiplied by
-        ``RESCALE`` (the minimiser is the same) before the fallback chain moves on to SCS. The
-        objective is reported unscaled, and :meth:`unpack` divides the duals back. An exception
-        of the first try is recorded in the result's ``errors`` (re-raised in strict mode)."""
-        self.scale = 1.0
-        first: RawResult | None = None
+        """Run :data:`CLARABEL_ATTEMPTS` (with this engine's options in place of the tight
+        settings) until one is optimal or proves infeasibility; else serve the first inaccurate
+        answer (the rescaled try runs only when no attempt gave one), else the first failure. The
+        objective is reported unscaled, and :meth:`unpack` divides the duals back. Exceptions of
+        attempts are recorded in the result's ``errors`` (re-raised in strict mode); when every
+        attempt raised, the first exception propagates."""
+        t0 = time.perf_counter()
+        self._prepare()
+        errors: list[str] = []
         crash: Exception | None = None
-        try:
-            first = super().solve()
-        except Exception as exc:
-            if strict_solvers():
-                raise
-            crash = exc
-        if first is not None and first.status != FAILED:
-            return first
-        self.scale = RESCALE
-        try:
-            second = super().solve()
-        except Exception:
-            self.scale = 1.0
-            if crash is not None:
-                raise crash from None
-            raise
-        if second.status not in (OPTIMAL, OPTIMAL_INACCURATE):
-            self.scale = 1.0
-            if crash is not None:
-                raise crash
-            assert first is not None
-            return first
-        errors = (error_status(crash),) if crash is not None else ()
-        return replace(second, errors=errors + second.errors)
+        kept: tuple[RawResult, Any, dict[str, float], float] | None = None
+        for options, scale in self._attempts():
+            if scale != 1.0 and kept is not None and kept[0].status == OPTIMAL_INACCURATE:
+                break  # the rescaled try is for a solve with no answer at all
+            self.attempt_options, self.scale = options, scale
+            try:
+                res = self._attempt(t0)
+            except Exception as exc:
+                if strict_solvers():
+                    raise
+                crash = crash or exc
+                errors.append(error_status(exc))
+                continue
+            if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED):
+                return replace(res, errors=tuple(errors))
+            if kept is None or (kept[0].status == FAILED and res.status == OPTIMAL_INACCURATE):
+                kept = (res, self.raw, options, scale)
+        if kept is None:
+            assert crash is not None
+            raise crash
+        res, self.raw, self.attempt_options, self.scale = kept
+        return replace(res, seconds=time.perf_counter() - t0, errors=tuple(errors))
+
+    def _attempts(self) -> tuple[tuple[dict[str, float], float], ...]:
+        """:data:`CLARABEL_ATTEMPTS` with this engine's options in place of CLARABEL_SETTINGS."""
+        return tuple((self.options if opts is CLARABEL_SETTINGS else opts, scale)
+                     for opts, scale in CLARABEL_ATTEMPTS)
 
     def unpack(self) -> None:
-        """As the base class (with this solve's offset); duals of a rescaled solve are divided
-        back by the scale."""
-        self.compiled.unpack_via(self.raw, self.inv_last, self.raw_options, self.offset)
+        """As the base class (with the served attempt's options and offset); duals of a rescaled
+        solve are divided back by the scale."""
+        self.compiled.unpack_via(self.raw, self.inv_last, self.attempt_options, self.offset)
         if self.scale != 1.0:
             scale_duals(self.compiled.problem, 1.0 / self.scale)
 

@@ -301,8 +301,9 @@ def test_fallback_from_a_crippled_scs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_solver_failing_raises_naming_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engines.PiqpEngine, "solve", _failing_solve)
-    monkeypatch.setattr(engines.CvxpyDataEngine, "solve",
-                        lambda self: RawResult(None, FAILED, self.name, 0.0, 0, math.nan))
+    for engine in (engines.CvxpyDataEngine, engines.ClarabelEngine):
+        monkeypatch.setattr(engine, "solve",
+                            lambda self: RawResult(None, FAILED, self.name, 0.0, 0, math.nan))
     contracts = _perps(*SYMS)
     with pytest.raises(FbrError) as exc:
         Rebalancer().solve(_seed_book(contracts), _market(contracts), _risk(), OptimizerSettings())
