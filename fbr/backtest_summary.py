@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import pandas as pd
 
@@ -37,6 +37,20 @@ class SpanDict(TypedDict):
     requested_start: str | None
     requested_end: str | None
     shorter_than_requested: bool
+
+
+class BacktestSummary(TypedDict):
+    """``fbr backtest --json``'s document (without ``status``): metrics per policy, the report
+    written (None: none), the data labels, the span replayed; wall-clock timings per policy and
+    notes when there are any; ``days`` for the demo's backtest."""
+
+    policies: dict[str, dict[str, MetricValue]]
+    report: str | None
+    labels: list[str]
+    span: SpanDict
+    timings: NotRequired[dict[str, dict[str, MetricValue]]]
+    notes: NotRequired[list[str]]
+    days: NotRequired[int]
 
 
 def dated_mark_labels(cfg: BacktestConfig, path: MarketPath) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from fbr.backtest_config import BacktestConfig
+    from fbr.backtest_summary import BacktestSummary, MetricValue
     from optimizer.solution import Solution
     from scenarios.backtest_result import BacktestResult
     from scenarios.market_path import MarketPath
@@ -151,16 +152,16 @@ def demo(as_json: JsonOpt = False) -> None:
 # backtest
 
 
-def _pct_cell(x: float | None, digits: int = 2) -> str:
+def _pct_cell(x: MetricValue, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * float(x):.{digits}f}"
 
 
-def _num_cell(x: float | None, digits: int = 1) -> str:
+def _num_cell(x: MetricValue, digits: int = 1) -> str:
     return "-" if x is None else f"{float(x):,.{digits}f}"
 
 
 #: Comparison table: header, metrics key, formatter.
-BACKTEST_COLUMNS: tuple[tuple[str, str, Callable[[float | None], str]], ...] = (
+BACKTEST_COLUMNS: tuple[tuple[str, str, Callable[[MetricValue], str]], ...] = (
     ("TE %", "tracking_error", _pct_cell),
     ("return %", "total_return", _pct_cell),
     ("vol %", "volatility", _pct_cell),
@@ -178,8 +179,8 @@ BACKTEST_COLUMNS: tuple[tuple[str, str, Callable[[float | None], str]], ...] = (
 BACKTEST_NARROW_WIDTH = 110
 
 
-def backtest_table(metrics: dict[str, dict[str, Any]], title: str,
-                   columns: tuple[tuple[str, str, Callable[[float | None], str]], ...] = BACKTEST_COLUMNS
+def backtest_table(metrics: Mapping[str, Mapping[str, MetricValue]], title: str,
+                   columns: tuple[tuple[str, str, Callable[[MetricValue], str]], ...] = BACKTEST_COLUMNS
                    ) -> Table:
     """One row per policy, the given ``columns`` (default ``BACKTEST_COLUMNS``)."""
     from rich.table import Table
@@ -193,7 +194,8 @@ def backtest_table(metrics: dict[str, dict[str, Any]], title: str,
     return t
 
 
-def backtest_tables(metrics: dict[str, dict[str, Any]], title: str, width: int) -> list[Table]:
+def backtest_tables(metrics: Mapping[str, Mapping[str, MetricValue]], title: str, width: int
+                    ) -> list[Table]:
     """:func:`backtest_table`, split in two (performance; costs and margin) on a console narrower
     than ``BACKTEST_NARROW_WIDTH``."""
     if width >= BACKTEST_NARROW_WIDTH:
@@ -239,7 +241,7 @@ def _write_report(results: dict[str, BacktestResult], path: Path, title: str, la
 
 
 def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progress: bool,
-                        title: str) -> tuple[dict[str, BacktestResult], dict[str, Any]]:
+                        title: str) -> tuple[dict[str, BacktestResult], BacktestSummary]:
     """Run a loaded backtest config: ({name: BacktestResult}, JSON-ready summary)."""
     import warnings
 
@@ -273,7 +275,7 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
         written, note = _write_report(results, report, title, labels, cfg.png_dir)
         if note:
             notes.append(note)
-    summary: dict[str, Any] = {"policies": metrics, "report": str(written) if written else None,
+    summary: BacktestSummary = {"policies": metrics, "report": str(written) if written else None,
                                "labels": labels, "span": span_dict(cfg, path)}
     if any(timings.values()):
         summary["timings"] = timings
@@ -282,7 +284,7 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
     return results, summary
 
 
-def _print_backtest(summary: dict[str, Any], title: str) -> None:
+def _print_backtest(summary: BacktestSummary, title: str) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
@@ -333,7 +335,7 @@ def backtest(config: Annotated[Path, typer.Argument(help="Backtest file (TOML), 
             _print_backtest(summary, "Policies over the same path")
 
 
-def _demo_backtest(show: bool) -> dict[str, Any]:
+def _demo_backtest(show: bool) -> BacktestSummary:
     """The embedded backtest file over ``DEMO_BACKTEST_DAYS`` days, no report written."""
     import dataclasses
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -38,6 +38,8 @@ __all__ = ["CliError", "ExitCode", "JsonOpt", "data_home", "default_journal", "d
 
 out = Console()
 err = Console(stderr=True)
+
+_V = TypeVar("_V")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
@@ -126,7 +128,7 @@ def drift_pp(weights: Mapping[str, float | None],
             for a, w in weights.items()}
 
 
-def renamed(doc: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+def renamed(doc: Mapping[str, _V], names: Mapping[str, str]) -> dict[str, _V]:
     """``doc`` with keys renamed by ``names`` (the order kept)."""
     return {names.get(k, k): v for k, v in doc.items()}
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NotRequired, TypedDict
 
 import typer
 
@@ -46,7 +46,30 @@ if TYPE_CHECKING:
     from models.book import Book
     from optimizer.solution import Solution
 
-__all__ = ["execute", "register"]
+__all__ = ["ExecuteResult", "execute", "register"]
+
+
+class ExecutedSolution(TypedDict):
+    """The solution behind an executed plan (tracking errors annualised, fractions)."""
+
+    status: str
+    tracking_error_before: float
+    tracking_error_after: float
+    messages: list[str]
+
+
+class ExecuteResult(TypedDict):
+    """``fbr execute --json``'s document (without ``status`` and ``exit_code``): the plan and the
+    report as their ``to_dict()``, planned vs filled contracts per contract, the journal file (None:
+    none), and the solution (absent on ``--resume``)."""
+
+    mode: str
+    plan_id: str
+    plan: dict[str, Any]
+    report: dict[str, Any]
+    planned_vs_filled: dict[str, dict[str, float]]
+    journal: str | None
+    solution: NotRequired[ExecutedSolution]
 
 
 def register(app: typer.Typer) -> None:
@@ -111,7 +134,7 @@ def execute(book: BookArg = None,
         raise typer.Exit(code=int(code))
 
 
-def _exit_code(result: dict[str, Any]) -> ExitCode:
+def _exit_code(result: ExecuteResult) -> ExitCode:
     """OK, INCOMPLETE (a contract off its target) or UNKNOWN (an order in doubt)."""
     outcome = result["report"].get("outcome", "complete")
     codes = {"incomplete": ExitCode.INCOMPLETE, "unknown": ExitCode.UNKNOWN}
@@ -119,7 +142,7 @@ def _exit_code(result: dict[str, Any]) -> ExitCode:
 
 
 def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path: Path,
-             options: PlanOptions) -> dict[str, Any]:
+             options: PlanOptions) -> ExecuteResult:
     from executor.dryrun import DryRunExecutor
     from executor.journal import Journal
     from executor.live import JournaledExecutor, PlanBasis
@@ -168,7 +191,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
 
 
 def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: bool,
-            journal_path: Path) -> dict[str, Any]:
+            journal_path: Path) -> ExecuteResult:
     from executor.journal import Journal
     from executor.live import JournaledExecutor, PlanBasis
     from executor.paper import PaperGateway, PaperStore, paper_book
@@ -249,13 +272,13 @@ def _daily_vol(loaded: LoadedBook) -> dict[str, float]:
 
 
 def _result(plan: OrderPlan, report: ExecutionReport, journal_path: Path | None,
-            solution: Solution | None) -> dict[str, Any]:
+            solution: Solution | None) -> ExecuteResult:
     from executor.base import planned_vs_filled
 
-    out: dict[str, Any] = {"mode": report.mode, "plan_id": plan.plan_id, "plan": plan.to_dict(),
-                           "report": report.to_dict(),
-                           "planned_vs_filled": planned_vs_filled(report.legs),
-                           "journal": str(journal_path) if journal_path else None}
+    out: ExecuteResult = {"mode": report.mode, "plan_id": plan.plan_id, "plan": plan.to_dict(),
+                         "report": report.to_dict(),
+                         "planned_vs_filled": planned_vs_filled(report.legs),
+                         "journal": str(journal_path) if journal_path else None}
     if solution is not None:
         out["solution"] = {"status": solution.status,
                            "tracking_error_before": solution.tracking_error_before,

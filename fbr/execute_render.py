@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from executor.status import StatusReport
+    from fbr.execute_cli import ExecuteResult
 
 
 def _console() -> Console:
@@ -91,7 +92,7 @@ def _print_warnings(plan: dict[str, Any], out: Console) -> None:
         out.print(f"[yellow]warning:[/yellow] {escape(redact(w))}")
 
 
-def _print_result(result: dict[str, Any]) -> None:
+def _print_result(result: ExecuteResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 

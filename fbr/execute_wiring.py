@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -105,7 +105,7 @@ def _journal_path(path: Path | None) -> Path:
     return path if path is not None else default_journal()
 
 
-def _emit(obj: dict[str, Any]) -> None:
+def _emit(obj: Mapping[str, object]) -> None:
     """Print one strict JSON object (non-finite numbers as null, see :func:`json_ready`), secrets
     scrubbed."""
     print(redact(json.dumps(json_ready(obj), indent=2, default=str, allow_nan=False)))

@@ -136,7 +136,7 @@ def _grid(mc: Table, bt: BacktestConfig) -> dict[str, tuple[object, ...]]:
     return grid
 
 
-def parse_montecarlo(data: Mapping[str, Any], *, source: Path) -> MonteCarloConfig:
+def parse_montecarlo(data: Mapping[str, object], *, source: Path) -> MonteCarloConfig:
     """The [montecarlo] section, then the rest as a backtest file."""
     from fbr.backtest_config import parse_backtest
     from fbr.config_values import check_keys as _check_keys

@@ -30,7 +30,12 @@ from fbr.execute_wiring import (
 from models.errors import ExitCode
 
 if TYPE_CHECKING:
+    from executor.base import ExchangeGateway
+    from executor.journal import Journal
     from executor.status import StatusReport
+    from fbr.config_loader import LoadedBook
+    from models.book import Book
+    from optimizer.rebalance import Rebalancer
 
 
 def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr solve` reads it.")],
@@ -77,25 +82,45 @@ def status_json(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _status(book_path: Path, exchange: ExchangeChoice, journal_path: Path) -> StatusReport:
     from executor.journal import Journal
+
+    loaded = _load(book_path)
+    j = Journal(journal_path) if (journal_path.exists() or exchange == ExchangeChoice.PAPER) else None
+    try:
+        return status_report(loaded, exchange, j, venue=_venue(exchange))
+    finally:
+        if j is not None:
+            j.close()
+
+
+def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal | None, *,
+                    live: bool = True) -> tuple[ExchangeGateway, Book]:
+    """The venue's gateway and the account's book: for ``paper`` and ``dry-run`` a paper gateway
+    over the journal's paper account (the book file's holdings without a journal); for an exchange
+    its ccxt gateway (keys from the environment; ``live=False``: missing keys are named as a read
+    needs them, :func:`fbr.execute_wiring._gateway`) and the book file's holdings, which the
+    gateway's account replaces (``account_view``)."""
     from executor.paper import PaperGateway, paper_book
+
+    if exchange not in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
+        return _gateway(exchange, live=live), loaded.book
+    acc = paper_book(loaded.book, journal)[0] if journal is not None else loaded.book
+    return PaperGateway(acc, loaded.market), acc
+
+
+def status_report(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal | None, *,
+                  venue: str | None = None, live: bool = True,
+                  rebalancer: Rebalancer | None = None) -> StatusReport:
+    """The status of ``exchange``'s account for the book ``loaded`` (``fbr status``, the
+    dashboard's book page): the plan for ``venue`` (None: the gateway's), ``journal`` read when
+    given (the caller opens and closes it), ``rebalancer`` the dashboard's compiled problems (None:
+    a fresh one); ``live`` as in :func:`account_gateway`."""
     from executor.plan import PlanOptions, with_book_settings
     from executor.status import account_status
     from executor.workflow import account_view
 
-    loaded = _load(book_path)
-    options = with_book_settings(PlanOptions(venue=_venue(exchange)), loaded.settings)
-    j = Journal(journal_path) if (journal_path.exists() or exchange == ExchangeChoice.PAPER) else None
-    try:
-        if exchange in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
-            acc = loaded.book
-            if j is not None:
-                acc, _ = paper_book(loaded.book, j)
-            gw: Any = PaperGateway(acc, loaded.market)
-        else:
-            gw = _gateway(exchange)
-            acc = loaded.book
-        acc_b, market, instruments = account_view(gw, acc, loaded.market)
-        return account_status(gw, acc_b, market, loaded.risk, loaded.settings, options, instruments, j)
-    finally:
-        if j is not None:
-            j.close()
+    gw, acc = account_gateway(loaded, exchange, journal, live=live)
+    book, market, instruments = account_view(gw, acc, loaded.market)
+    options = with_book_settings(PlanOptions(venue=gw.venue if venue is None else venue),
+                                 loaded.settings)
+    return account_status(gw, book, market, loaded.risk, loaded.settings, options, instruments,
+                          journal, rebalancer=rebalancer)

@@ -21,9 +21,9 @@ e_i - w*_i are fractions of the account's NAV, and a note says so.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 
@@ -49,11 +49,20 @@ ScenarioOpt = Annotated[list[str] | None, typer.Option(
     "--scenario", help="A scenario file (TOML) or a library name; repeatable.")]
 
 
+class ScenarioEntry(TypedDict):
+    """One library scenario as ``fbr whatif --list`` shows it."""
+
+    name: str
+    description: str
+    source: str
+    shocks: list[str]
+
+
 def _is_file_ref(ref: str) -> bool:
     return ref.endswith(".toml") or Path(ref).exists()
 
 
-def _solution_summary(sol: Solution) -> dict[str, Any]:
+def _solution_summary(sol: Solution) -> dict[str, object]:
     return {"status": sol.status,
             "target_positions": [{"symbol": p.symbol, "notional": p.notional,
                                   "contracts": p.contracts} for p in sol.target_positions],
@@ -176,7 +185,7 @@ def _solution_book(loaded: LoadedBook, rebalancer: Rebalancer, notes: list[str]
 
 def _list(library: Library, as_json: bool) -> None:
     """``--list``: the library's scenarios, as JSON or a table."""
-    listing = [{"name": s.name, "description": s.description, "source": s.source,
+    listing: list[ScenarioEntry] = [{"name": s.name, "description": s.description, "source": s.source,
                 "shocks": s.shock_texts} for s in library.scenarios]
     if as_json:
         print(json.dumps({"status": "ok", "scenarios": listing, "notes": list(library.notes)},
@@ -215,7 +224,7 @@ def scenario_json(r: WhatIfResult) -> dict[str, Any]:
     return doc
 
 
-def _holds_spot(data: dict[str, Any]) -> bool:
+def _holds_spot(data: Mapping[str, object]) -> bool:
     """Any positive amount in [spot] or [spot_usd] (non-numbers: let the loader say what is wrong)."""
     for section in ("spot", "spot_usd"):
         table = data.get(section, {})
@@ -306,7 +315,7 @@ def _print_results(results: list[WhatIfResult], console: Console, book: Path, no
         wide_out.print(f"[bold]note:[/bold] {escape(note)}")
 
 
-def _print_listing(listing: list[dict[str, Any]], notes: list[str]) -> None:
+def _print_listing(listing: list[ScenarioEntry], notes: list[str]) -> None:
     from rich.markup import escape
     from rich.table import Table
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -55,6 +55,15 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 Handler = Callable[[Request], Awaitable[Response]]
 PAGES = (("/", "Book"), ("/history", "History"), ("/plan", "Plan"), ("/whatif", "What-if"),
          ("/reports", "Reports"), ("/orders", "Orders"), ("/run", "Run"))
+
+
+class PlanDoc(TypedDict):
+    """``/api/plan``'s document (without ``status``): the solution in ``fbr solve --json``'s
+    language, the order plan (``OrderPlan.to_dict()``) and why it may not be traded (None)."""
+
+    solution: dict[str, Any]
+    plan: dict[str, Any]
+    blocked: str | None
 
 
 def create_app(state: DashboardState, token: str | None = None,
@@ -101,7 +110,7 @@ class Views:
         self.token = token
 
     # --- helpers ------------------------------------------------------------------------------
-    def page(self, request: Request, template: str, **context: Any) -> Response:
+    def page(self, request: Request, template: str, **context: object) -> Response:
         """Render ``template`` with the navigation and a CSRF value (cookie set when absent)."""
         csrf = request.cookies.get(CSRF_COOKIE) or new_secret()
         html = templates.get_template(template).render(
@@ -127,7 +136,7 @@ class Views:
         return response
 
     @staticmethod
-    def json(doc: Any, status: int = 200) -> Response:
+    def json(doc: object, status: int = 200) -> Response:
         """Strict JSON (non-finite numbers as null), secrets scrubbed."""
         text = json.dumps(json_ready(doc), default=str, allow_nan=False)
         return Response(redact(text), status_code=status, media_type="application/json")
@@ -249,7 +258,7 @@ class Views:
 
         return status_json(self.state.status().to_dict())
 
-    def plan_doc(self) -> dict[str, Any]:
+    def plan_doc(self) -> PlanDoc:
         """The solution (``fbr solve --json``'s language), the order plan and what blocks it."""
         from fbr.console import solution_json
 
@@ -281,7 +290,7 @@ class Views:
                              422)
         return self._api(lambda: self.state.whatif(shocks))
 
-    def _api(self, make: Callable[[], dict[str, Any]]) -> Response:
+    def _api(self, make: Callable[[], Mapping[str, object]]) -> Response:
         try:
             return self.json({"status": "ok", **make()})
         except (FbrError, ValueError) as exc:

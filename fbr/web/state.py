@@ -16,22 +16,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 from executor.base import ExchangeGateway
 from executor.journal import Journal
 from executor.plan import PlanOptions, plan_orders, with_book_settings
 from executor.safety import redact
-from executor.status import StatusReport, account_status
+from executor.status import StatusReport
 from executor.workflow import account_view
 from fbr.config_loader import LoadedBook, load_book_file
-from fbr.execute_wiring import ExchangeChoice, _gateway
+from fbr.execute_wiring import ExchangeChoice
+from fbr.status_cli import account_gateway, status_report
 from models.book import Book
 from models.errors import FbrError
 from optimizer.checks import require_orderable
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.solution import Solution
+
+if TYPE_CHECKING:
+    from fbr.execute_cli import ExecuteResult
 
 _Row = TypeVar("_Row")
 
@@ -178,23 +182,15 @@ class DashboardState:
     def _gateway(self, loaded: LoadedBook, journal: Journal | None) -> tuple[ExchangeGateway, Book]:
         """The venue's gateway and the account's book (the paper account, or the book file's
         holdings for an exchange, which the gateway's ``account`` replaces)."""
-        from executor.paper import PaperGateway, paper_book
-
-        if self.config.exchange == ExchangeChoice.BINANCEUSDM:
-            return _gateway(ExchangeChoice.BINANCEUSDM, live=False), loaded.book
-        book = paper_book(loaded.book, journal)[0] if journal is not None else loaded.book
-        return PaperGateway(book, loaded.market), book
+        return account_gateway(loaded, self.config.exchange, journal, live=False)
 
     # --- pages ------------------------------------------------------------------------------
     def status(self) -> StatusReport:
         """The book now: weights, drift, TE, margin and liquidation distance, funding, the plan."""
         loaded = self.loaded()
         with self.journal() as j:
-            gw, acc = self._gateway(loaded, j)
-            book, market, instruments = account_view(gw, acc, loaded.market)
-            options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)
-            return account_status(gw, book, market, loaded.risk, loaded.settings, options,
-                                  instruments, j, rebalancer=self.rebalancer)
+            return status_report(loaded, self.config.exchange, j, live=False,
+                                 rebalancer=self.rebalancer)
 
     def plan(self) -> tuple[Solution, dict[str, Any], str | None]:
         """(the solution with its binding constraints, the order plan as a dict, why it may not
@@ -282,7 +278,7 @@ class DashboardState:
                     conn.close()
         return {"health": health, "alerts": alerts}
 
-    def execute(self) -> dict[str, Any]:
+    def execute(self) -> ExecuteResult:
         """Send the plan now (``fbr execute`` on the configured venue: paper, or live when the
         dashboard was started with ``--live``); the result in ``fbr execute --json``'s form."""
         from executor.plan import PlanOptions
