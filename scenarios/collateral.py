@@ -124,52 +124,67 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
     if not (nav > 0) or not np.any(val.notional != 0):
         return Sweep()
     lo_f, hi_f = band_edges(tau, band, width)
-    lo, hi = lo_f * nav, hi_f * nav
-    assets = book.asset_symbols
-    ts = market.time
-    if covered < lo:
-        v = val.spot_values
-        total = float(v.sum())
-        if total <= 0:
-            return Sweep()
-        fbar = float(v @ fee_rate) / total
-        gross = min((tau * nav - covered) / (1.0 - fbar + tau * fbar), total)
-        sell_all = gross >= total
-        fees = 0.0
-        for i, a in enumerate(assets):
-            if v[i] <= 0:
-                continue
-            g = float(v[i]) if sell_all else gross * float(v[i]) / total
-            px = market.spot_price(a)
-            dq = -state.spot[a] if sell_all else -g / px
-            fee = float(fee_rate[i]) * g
-            state.spot[a] = 0.0 if sell_all else state.spot[a] + dq
-            state.cash += g - fee
-            fees += fee
-            trades.append({"time": ts, "kind": "sweep_in", "symbol": a, "quantity": dq,
-                           "price": px, "notional": -g, "fee": fee, "slippage": 0.0})
-        return Sweep(sweep_in=float(v.sum()) if sell_all else gross, fees=fees)
-    if wallet > hi:
-        w = book.target_vector()
-        wsum = float(w.sum())
-        if wsum <= 0:
-            return Sweep()
-        fbar = float(w @ fee_rate) / wsum
-        gross = (wallet - tau * nav) / (1.0 + fbar - tau * fbar)
-        fees = 0.0
-        for i, a in enumerate(assets):
-            if w[i] <= 0:
-                continue
-            b = gross * float(w[i]) / wsum
-            px = market.spot_price(a)
-            fee = float(fee_rate[i]) * b
-            state.spot[a] += b / px
-            state.cash -= b + fee
-            fees += fee
-            trades.append({"time": ts, "kind": "sweep_out", "symbol": a, "quantity": b / px,
-                           "price": px, "notional": b, "fee": fee, "slippage": 0.0})
-        return Sweep(sweep_out=gross, fees=fees)
+    if covered < lo_f * nav:
+        return _sweep_in(book, state, market, val.spot_values, tau * nav - covered, tau, fee_rate,
+                         trades)
+    if wallet > hi_f * nav:
+        return _sweep_out(book, state, market, wallet - tau * nav, tau, fee_rate, trades)
     return Sweep()
+
+
+def _sweep_in(book: Book, state: ReplayState, market: MarketSnapshot, v: np.ndarray,
+              short: float, tau: float, fee_rate: np.ndarray,
+              trades: list[dict[str, object]]) -> Sweep:
+    """Sell spot pro rata to its value ``v`` (USD per asset) so that the wallet, ``short`` USD
+    below tau x NAV, comes back to it after fees: the gross sale g solves
+    g (1 - fbar) = short - tau fbar g (selling g lowers the NAV by its fees), fbar the
+    value-weighted fee rate; everything when g reaches the spot's whole value."""
+    total = float(v.sum())
+    if total <= 0:
+        return Sweep()
+    fbar = float(v @ fee_rate) / total
+    gross = min(short / (1.0 - fbar + tau * fbar), total)
+    sell_all = gross >= total
+    fees = 0.0
+    for i, a in enumerate(book.asset_symbols):
+        if v[i] <= 0:
+            continue
+        g = float(v[i]) if sell_all else gross * float(v[i]) / total
+        px = market.spot_price(a)
+        dq = -state.spot[a] if sell_all else -g / px
+        fee = float(fee_rate[i]) * g
+        state.spot[a] = 0.0 if sell_all else state.spot[a] + dq
+        state.cash += g - fee
+        fees += fee
+        trades.append({"time": market.time, "kind": "sweep_in", "symbol": a, "quantity": dq,
+                       "price": px, "notional": -g, "fee": fee, "slippage": 0.0})
+    return Sweep(sweep_in=float(v.sum()) if sell_all else gross, fees=fees)
+
+
+def _sweep_out(book: Book, state: ReplayState, market: MarketSnapshot, excess: float, tau: float,
+               fee_rate: np.ndarray, trades: list[dict[str, object]]) -> Sweep:
+    """Buy spot at the target weights with the wallet's ``excess`` over tau x NAV (USD): the gross
+    purchase b solves b (1 + fbar) = excess + tau fbar b (buying b lowers the NAV by its fees),
+    fbar the target-weighted fee rate."""
+    w = book.target_vector()
+    wsum = float(w.sum())
+    if wsum <= 0:
+        return Sweep()
+    fbar = float(w @ fee_rate) / wsum
+    gross = excess / (1.0 + fbar - tau * fbar)
+    fees = 0.0
+    for i, a in enumerate(book.asset_symbols):
+        if w[i] <= 0:
+            continue
+        b = gross * float(w[i]) / wsum
+        px = market.spot_price(a)
+        fee = float(fee_rate[i]) * b
+        state.spot[a] += b / px
+        state.cash -= b + fee
+        fees += fee
+        trades.append({"time": market.time, "kind": "sweep_out", "symbol": a, "quantity": b / px,
+                       "price": px, "notional": b, "fee": fee, "slippage": 0.0})
+    return Sweep(sweep_out=gross, fees=fees)
 
 
 @dataclass(frozen=True)
