@@ -179,10 +179,10 @@ class Compiled:
         data, inverse = self.chain.solver.apply(self.prog)
         return dict(data), inverse
 
-    def solve_via_data(self, data: dict[str, Any], options: dict[str, Any], reuse: bool,
-                       cache: dict[str, Any] | None) -> Any:
-        """Run the solver on ``data`` through cvxpy's interface; the solver's raw result."""
-        return self.chain.solver.solve_via_data(data, reuse, False, options, solver_cache=cache)
+    def solve_via_data(self, data: dict[str, Any], options: dict[str, Any]) -> Any:
+        """Run the solver on ``data`` through cvxpy's interface, cold (no warm start, no solver
+        cache: an answer never depends on earlier solves); the solver's raw result."""
+        return self.chain.solver.solve_via_data(data, False, False, options, solver_cache=None)
 
     def invert(self, raw: Any, inv_last: Any, options: dict[str, Any]) -> Any:
         """cvxpy's Solution of a raw solver result (``inv_last``: the inverse data of :meth:`apply`)."""

@@ -213,18 +213,16 @@ class PiqpEngine:
 class CvxpyDataEngine:
     """Any cvxpy-supported solver through cvxpy's solver interface, skipping the reduction chain.
 
-    Every answer comes from one solve with ``options``, so the same inputs give the same outputs.
+    Every answer comes from one cold solve with ``options`` (no solver object kept: kept scaling
+    and warm iterates would make an answer depend on earlier solves), so the same inputs give the
+    same outputs.
     """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, solver: str,
-                 options: dict[str, Any] | None = None, *, reuse: bool = False) -> None:
+                 options: dict[str, Any] | None = None) -> None:
         self.compiled: Compiled = compile_problem(problem, solver)
         self.name = solver
         self.options = dict(options or {})
-        # Reusing the solver object (cvxpy's solver cache) makes an answer depend on earlier solves
-        # (kept scaling, warm iterates); fbr wants same inputs -> same outputs, so it is off by default.
-        self.reuse = reuse
-        self.cache: dict[str, Any] = {}
         self.z_slice = self.compiled.var_slice(z)
         self.raw: Any = None
         self.inv_last: Any = None
@@ -246,8 +244,7 @@ class CvxpyDataEngine:
 
     def _attempt(self, t0: float) -> RawResult:
         """One solve through cvxpy's interface; exceptions propagate."""
-        raw = self.compiled.solve_via_data(self.data, self.options, self.reuse,
-                                           self.cache if self.reuse else None)
+        raw = self.compiled.solve_via_data(self.data, self.options)
         sol = self.compiled.invert(raw, self.inv_last, self.options)
         self.raw = raw
         status, x, iters, objective = solution_status(sol)
@@ -279,7 +276,7 @@ class ClarabelEngine(CvxpyDataEngine):
     """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, options: dict[str, Any]) -> None:
-        super().__init__(problem, z, cp.CLARABEL, options, reuse=False)
+        super().__init__(problem, z, cp.CLARABEL, options)
         self.data, self.inv_last = self.compiled.apply()
         self.compiled.check_no_bounds(self.data)
         self.map = CompiledMap(self.compiled.prog)
