@@ -18,7 +18,7 @@ optimizer.cvxpy_adapter.
 Crashes are loud: an exception inside an engine is never turned into a plain failure status. It
 propagates to the solver chain (optimizer.problem.HedgeProblem.solve), which records its text in
 the outcome's ``tried`` list (:func:`error_status`) before it moves on; an engine's own retry after
-an exception (Clarabel's rescaled second try) records the text in :attr:`RawResult.errors`. With
+an exception (Clarabel's next attempt) records the text in :attr:`RawResult.errors`. With
 :data:`STRICT_ENV` set (the test suite sets it) every such exception is re-raised instead.
 """
 
@@ -69,7 +69,7 @@ CLARABEL_ACCEPT: dict[str, float] = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "
 CLARABEL_SETTINGS: dict[str, float] = {
     "tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9,
     **{f"reduced_{key}": val for key, val in CLARABEL_ACCEPT.items()}}
-#: Clarabel's second try after a failure multiplies the objective by this (ClarabelEngine.solve)
+#: the last of CLARABEL_ATTEMPTS multiplies the objective by this (ClarabelEngine.solve)
 RESCALE = 100.0
 #: the attempts of one conic solve, in order, as (options, objective scale): the tight settings;
 #: Clarabel's defaults (a different path that often solves where the tight one stalls); the tight

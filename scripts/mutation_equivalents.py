@@ -293,16 +293,16 @@ EQUIVALENT: dict[str, str] = {
     "models.margin.x_liquidation_gap__mutmut_50":
         "cap >= 0: cap was just mapped to > 0 or -inf, so cap == 0 never occurs",
     # scenarios/collateral.py
-    **dict.fromkeys(
-        [f"scenarios.collateral.x_sweep_collateral__mutmut_{n}" for n in (55, 56, 64, 73, 82, 116)],
-        "the sell-everything branch (sell_all) replaced by the pro-rata formulas: sell_all means "
-        "gross == total (gross = min(.., total)), so g = total x v_i / total = v_i, dq = -q_i and "
-        "the sweep is total, the same floats"),
-    **dict.fromkeys(
-        [f"scenarios.collateral.x_cover_with_pledged__mutmut_{n}" for n in (37, 38, 46, 100)],
-        "as x_sweep_collateral__mutmut_55: with sell_all, gross == total and the pro-rata share "
-        "of each pledged value is that value (units capped at the holding by min())"),
-    "scenarios.collateral.x_sweep_collateral__mutmut_38":
+    "scenarios.collateral.x__sweep_in__mutmut_45":
+        "state.spot[a] = q + dq when selling all: dq took the sell-all branch (dq = -q), and q - q "
+        "is exactly 0.0",
+    "scenarios.collateral.x__sweep_in__mutmut_79":
+        "sweep_in = gross when selling all: sell_all means gross >= total with gross = "
+        "min(.., total), so gross is total itself, and total = float(v.sum())",
+    "scenarios.collateral.x_cover_with_pledged__mutmut_100":
+        "gross = gross instead of total when selling all: sell_all means gross >= total with "
+        "gross = min(.., total), so gross is total itself",
+    "scenarios.collateral.x__sweep_in__mutmut_3":
         "total < 0: a top-up needs covered < lo <= NAV x tau, but with no spot (total 0) the wallet "
         "is the NAV, so covered >= lo: the branch with total == 0 is unreachable",
     **dict.fromkeys(

@@ -287,3 +287,39 @@ def test_sweep_out_with_targets_below_one_by_hand() -> None:
 def test_a_wallet_exactly_on_the_upper_edge_stays() -> None:
     # 0.25 x 1.5 = 0.375 of NAV 112,000 = 42,000
     assert sweep_collateral(_book(), _state(42_000.0), MARKET, 0.25, 0.5, FEES, []) == Sweep()
+
+
+def test_a_sweep_that_sells_everything_empties_the_holdings_exactly() -> None:
+    """A wallet debt of 1,684.4 against 1,685.4 USD of spot (NAV 1 USD, below the fee on selling
+    it all) sells all the spot: each row sells the whole holding (not a pro-rata share that float
+    rounding leaves a hair off) and the holdings end at exactly 0. With 0.0477 ETH at 2,000
+    (95.4 USD of 1,685.4), the pro-rata route is off by an ulp: 1,685.4 x 95.4 / 1,685.4 != 95.4
+    and 95.4 / 2,000 != 0.0477 after it."""
+    state = _state(-1_684.4, btc=0.0318, eth=0.0477)
+    v_btc, v_eth = 0.0318 * 50_000.0, 0.0477 * 2_000.0
+    total = v_btc + v_eth
+    assert total * v_eth / total != v_eth  # the premise: the pro-rata share is not exact here
+    trades: list[dict[str, object]] = []
+    sweep = sweep_collateral(_book(), state, MARKET, 0.25, 0.5, FEES, trades)
+    assert state.spot == {"BTC": 0.0, "ETH": 0.0}
+    assert [(t["symbol"], t["quantity"], t["notional"]) for t in trades] == [
+        ("BTC", -0.0318, -v_btc), ("ETH", -0.0477, -v_eth)]
+    assert sweep.sweep_in == total
+    assert state.cash == -1_684.4 + (v_btc - 0.001 * v_btc) + (v_eth - 0.002 * v_eth)
+
+
+def test_a_pledged_sale_of_everything_sells_each_whole_value() -> None:
+    """A debt above all the pledged value sells each pledged holding whole: the rows' notionals
+    are the holdings' values exactly and the holdings end at exactly 0 (the pro-rata share
+    total x u_i / total is an ulp off u_i here, 95.4 USD of ETH in 1,685.4)."""
+    book = _book({"BTC": 0.9, "ETH": 0.5})
+    state = _state(-1e6, q=0.0, btc=0.0318, eth=0.0477)
+    v_btc, v_eth = 0.0318 * 50_000.0, 0.0477 * 2_000.0
+    total = v_btc + v_eth
+    assert total * v_eth / total != v_eth
+    trades: list[dict[str, object]] = []
+    sale = cover_with_pledged(book, state, MARKET, 0.01, trades)
+    assert [(t["symbol"], t["notional"]) for t in trades] == [("BTC", -v_btc), ("ETH", -v_eth)]
+    assert state.spot == {"BTC": 0.0, "ETH": 0.0}
+    assert sale.gross == total
+    assert state.cash == -1e6 + (v_btc - 0.01 * v_btc) + (v_eth - 0.01 * v_eth)
