@@ -4,7 +4,8 @@
 
 reads, through the ccxt gateway of ``fbr execute``, the futures positions (contracts, entry price
 USD), the futures wallet (stablecoin cash USD; in Multi-Assets mode its other assets as pledged
-collateral), the contracts' specs and leverage tiers, and with ``--spot binance`` the spot wallet's
+collateral; with ``[book] pledge_source = "portfolio_margin"`` they are valued by Portfolio Margin
+tiers and not written), the contracts' specs and leverage tiers, and with ``--spot binance`` the spot wallet's
 balances (base units, free + locked). :mod:`fbr.account_import` merges them into the book's TOML
 (targets, settings and comments kept); the unified diff is shown, then the file is written after a
 confirmation (``--yes`` in scripts; ``--dry-run`` only shows the diff). Assets held on the exchange
@@ -158,7 +159,7 @@ def read_snapshot(loaded: LoadedBook, exchange: ImportExchange,
     from fbr.execute_wiring import _gateway
 
     book = loaded.book
-    gw = _gateway(ExchangeChoice(exchange.value))
+    gw = _gateway(ExchangeChoice(exchange.value), pledge_source=loaded.pledge_source)
     account, _market, instruments = account_view(gw, book, loaded.market)
     held = _wallet_assets(gw.balance())
     spot_wallet = _spot_wallet(spot, exchange.value)
@@ -169,19 +170,25 @@ def read_snapshot(loaded: LoadedBook, exchange: ImportExchange,
     wallet = {a: q for a, q in held.items() if a in assets}
     snap = snapshot_from_account(book, account, instruments, wallet=wallet,
                                  spot_wallet=spot_wallet, not_in_book=foreign)
-    return snap, _notes(snap, bool(wallet))
+    return snap, _notes(snap, bool(wallet), loaded.pledge_source)
 
 
 # --- merging, checking, writing --------------------------------------------------------------------
 
-def _notes(snap: AccountSnapshot, wallet_assets: bool) -> tuple[str, ...]:
+def _notes(snap: AccountSnapshot, wallet_assets: bool,
+           pledge_source: str = "multi_assets") -> tuple[str, ...]:
     """What the user should know: holdings not in the book, wallet assets not pledged, spot not
-    read (``wallet_assets``: the futures wallet holds book assets other than the stablecoin)."""
+    read (``wallet_assets``: the futures wallet holds book assets other than the stablecoin;
+    ``pledge_source``: the book's ``[book] pledge_source``)."""
     notes: list[str] = []
     if snap.not_in_book:
         notes.append("held on the exchange but not in the book (not added; list an asset in "
                      "[targets] to manage it): " + ", ".join(snap.not_in_book))
-    if wallet_assets and not snap.pledged:
+    if wallet_assets and pledge_source == "portfolio_margin":
+        notes.append("the futures wallet holds book assets; with [book] pledge_source = "
+                     "\"portfolio_margin\" they are valued by the exchange's Portfolio Margin tiers "
+                     "each time the account is read: no [pledged] entry written")
+    elif wallet_assets and not snap.pledged:
         notes.append("the futures wallet holds book assets but the exchange counts none as "
                      "margin (Multi-Assets mode off, or no collateral rate): no [pledged] entry "
                      "written")

@@ -4,7 +4,9 @@
 TOML document. Both return a :class:`LoadedBook`. The format is documented in README.md
 ("Book file format"); in short:
 
-    [book]               name, cash (USD stablecoin collateral in the futures wallet), targets_base
+    [book]               name, cash (USD stablecoin collateral in the futures wallet), targets_base,
+                         pledge_source ("multi_assets" | "portfolio_margin": how an account's
+                         pledged spot is read)
     [targets]            SYMBOL = weight (fraction of the base, or "30%")
     [spot] / [spot_usd]  SYMBOL = quantity (base units) / SYMBOL = USD value (at the spot price)
     [[assets]]           symbol, fee, lot_step (optional; default one asset per symbol used)

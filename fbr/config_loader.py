@@ -41,7 +41,12 @@ TOP_LEVEL_KEYS = (
     "contracts", "futures", "pledged", "market", "risk", "costs", "constraints", "solver",
     "tax", "lots",
 )
-BOOK_KEYS = ("name", "cash", "targets_base")
+BOOK_KEYS = ("name", "cash", "targets_base", "pledge_source")
+#: ``[book] pledge_source``: how an exchange account's pledged spot is read (the ccxt gateway's
+#: ``pledge_source``, :data:`executor.ccxt_base.PLEDGE_SOURCES`; kept here so loading a book never
+#: imports ccxt): Binance USD-M Multi-Assets mode (the default) or Portfolio Margin's tiers.
+PLEDGE_SOURCES = ("multi_assets", "portfolio_margin")
+DEFAULT_PLEDGE_SOURCE = "multi_assets"
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ class LoadedBook:
     """Everything one rebalance needs, built from a book file.
 
     ``labels`` describe where the data came from (e.g. "synthetic market data (seed 7)") so reports
-    can show them next to the numbers.
+    can show them next to the numbers; ``pledge_source`` (``[book] pledge_source``, one of
+    :data:`PLEDGE_SOURCES`) says how an exchange account's pledged spot is read (the ccxt
+    gateway's argument of that name).
     """
 
     book: Book
@@ -57,6 +64,7 @@ class LoadedBook:
     risk: RiskModel
     settings: OptimizerSettings
     labels: tuple[str, ...]
+    pledge_source: str = DEFAULT_PLEDGE_SOURCE
 
 
 def load_book_file(path: str | Path) -> LoadedBook:
@@ -85,6 +93,7 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     check_keys(data, TOP_LEVEL_KEYS, "")
     head = sub_table(data, "book", "")
     check_keys(head, BOOK_KEYS, "book")
+    pledge_source = parse_pledge_source(head.get("pledge_source", DEFAULT_PLEDGE_SOURCE))
     targets = parse_weights(sub_table(data, "targets", ""), "targets")
     spot_qty = parse_amounts(sub_table(data, "spot", ""), "spot")
     spot_usd = parse_amounts(sub_table(data, "spot_usd", ""), "spot_usd", usd=True)
@@ -111,4 +120,14 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     settings = parse_settings(data, risk_table, book)
     market = data_funding_forecast(sub_table(data, "market", ""), market, contracts,
                                    settings.costs, ctx)
-    return LoadedBook(book, market, risk, settings, tuple(ctx.labels))
+    return LoadedBook(book, market, risk, settings, tuple(ctx.labels), pledge_source)
+
+
+def parse_pledge_source(value: object) -> str:
+    """``[book] pledge_source``: one of :data:`PLEDGE_SOURCES` (case-insensitive)."""
+    if not isinstance(value, str) or value.lower() not in PLEDGE_SOURCES:
+        raise ValidationError(
+            "book.pledge_source", f"is {value!r}",
+            'use one of "multi_assets" (Binance USD-M Multi-Assets mode, the default) or '
+            '"portfolio_margin" (Binance Portfolio Margin collateral tiers), or remove the key')
+    return value.lower()

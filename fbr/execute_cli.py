@@ -177,7 +177,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
             finally:
                 store.close()
         return _result(prep.plan, report, journal_path, prep.solution)
-    gw = _gateway(exchange, live)
+    gw = _gateway(exchange, live, pledge_source=loaded.pledge_source)
     prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
                         labels=loaded.labels)
     if not live:
@@ -216,7 +216,7 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
             if not live:
                 raise SafetyError(f"plan {plan_id} sends real orders on {plan.venue}. Fix: add --live "
                                   f"to resume it")
-            gw = _gateway(ExchangeChoice(plan.venue))
+            gw = _gateway(ExchangeChoice(plan.venue), pledge_source=loaded.pledge_source)
             acc = loaded.book
             mode = "live"
         del exchange

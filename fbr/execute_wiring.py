@@ -124,8 +124,11 @@ def _load(book: Path) -> LoadedBook:
     return load_book_file(book)
 
 
-def _gateway(exchange: ExchangeChoice, live: bool = True) -> CcxtGateway:
-    """A ccxt gateway; keys from the environment (a dry run reads the account too)."""
+def _gateway(exchange: ExchangeChoice, live: bool = True, *,
+             pledge_source: str = "multi_assets") -> CcxtGateway:
+    """A ccxt gateway; keys from the environment (a dry run reads the account too);
+    ``pledge_source`` is the book's ``[book] pledge_source`` (``LoadedBook.pledge_source``: how the
+    account's pledged spot is read, :mod:`executor.ccxt_collateral`)."""
     from executor.ccxt_gateway import CcxtGateway
     from executor.safety import env_names
 
@@ -137,7 +140,7 @@ def _gateway(exchange: ExchangeChoice, live: bool = True) -> CcxtGateway:
                        f"--exchange dry-run (no account is read)")
     creds = load_credentials(exchange.value)
     factory = EXCHANGE_FACTORIES[exchange.value]
-    return CcxtGateway(factory(creds), base_delay_s=BACKOFF_S)
+    return CcxtGateway(factory(creds), base_delay_s=BACKOFF_S, pledge_source=pledge_source)
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,8 @@ def account_loaded(loaded: LoadedBook, exchange: ExchangeChoice,
     - ``paper``: the journal's paper account (positions, cash; the book file's when the journal or
       its paper account does not exist yet). Nothing is written: no journal is created;
     - ``binanceusdm``: the exchange's instruments (lot steps, contract sizes, tiers), market (marks,
-      funding) and account (positions, wallet cash), keys from the environment.
+      funding) and account (positions, wallet cash; pledged spot read as the book's
+      ``[book] pledge_source`` says), keys from the environment.
     Spot holdings, targets, the risk model and the settings stay the book file's.
     """
     if exchange == ExchangeChoice.DRY_RUN:
@@ -177,7 +181,8 @@ def account_loaded(loaded: LoadedBook, exchange: ExchangeChoice,
         return _paper_loaded(loaded, _journal_path(journal_path))
     from executor.workflow import account_view
 
-    book, market, _ = account_view(_gateway(exchange, live=False), loaded.book, loaded.market)
+    gw = _gateway(exchange, live=False, pledge_source=loaded.pledge_source)
+    book, market, _ = account_view(gw, loaded.book, loaded.market)
     return AccountLoaded(dataclasses.replace(loaded, book=book, market=market),
                          f"{exchange.value} account")
 

@@ -163,26 +163,30 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
 
     feed: Callable[[datetime], MarketSnapshot] = fallback
     if cfg.prices == "binanceusdm":
-        feed = LivePrices(gw, public_gateway(cfg.prices), loaded.book, loaded.market)
+        feed = LivePrices(gw, public_gateway(cfg.prices, pledge_source=loaded.pledge_source),
+                          loaded.book, loaded.market)
     return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close)
 
 
-def public_gateway(exchange: str) -> ExchangeGateway:
-    """A ccxt gateway without keys: public market data only (marks, index prices, funding)."""
+def public_gateway(exchange: str, *, pledge_source: str = "multi_assets") -> ExchangeGateway:
+    """A ccxt gateway without keys: public market data only (marks, index prices, funding);
+    ``pledge_source`` is the book's ``[book] pledge_source``, as every gateway of a book gets it."""
     from executor.ccxt_gateway import CcxtGateway
     from executor.safety import Credentials
     from fbr.execute_wiring import BACKOFF_S, EXCHANGE_FACTORIES
 
-    return CcxtGateway(EXCHANGE_FACTORIES[exchange](Credentials("", "")), base_delay_s=BACKOFF_S)
+    return CcxtGateway(EXCHANGE_FACTORIES[exchange](Credentials("", "")), base_delay_s=BACKOFF_S,
+                       pledge_source=pledge_source)
 
 
 def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
-    """Binance USD-M (keys from the environment): live orders with ``live``, else plans shown."""
+    """Binance USD-M (keys from the environment): live orders with ``live``, else plans shown;
+    the account's pledged spot is read as the book's ``[book] pledge_source`` says."""
     from fbr.execute_cli import _daily_vol
     from fbr.execute_wiring import ExchangeChoice, _gateway, _retry
 
     loaded = cfg.backtest.loaded
-    gw = _gateway(ExchangeChoice.BINANCEUSDM, live)
+    gw = _gateway(ExchangeChoice.BINANCEUSDM, live, pledge_source=loaded.pledge_source)
     journal = Journal(journal_path)
 
     def executor(basis: PlanBasis) -> JournaledExecutor:

@@ -97,12 +97,13 @@ def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journ
     """The venue's gateway and the account's book: for ``paper`` and ``dry-run`` a paper gateway
     over the journal's paper account (the book file's holdings without a journal); for an exchange
     its ccxt gateway (keys from the environment; ``live=False``: missing keys are named as a read
-    needs them, :func:`fbr.execute_wiring._gateway`) and the book file's holdings, which the
-    gateway's account replaces (``account_view``)."""
+    needs them, :func:`fbr.execute_wiring._gateway`; pledged spot read as the book's
+    ``[book] pledge_source`` says) and the book file's holdings, which the gateway's account
+    replaces (``account_view``)."""
     from executor.paper import PaperGateway, paper_book
 
     if exchange not in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
-        return _gateway(exchange, live=live), loaded.book
+        return _gateway(exchange, live=live, pledge_source=loaded.pledge_source), loaded.book
     acc = paper_book(loaded.book, journal)[0] if journal is not None else loaded.book
     return PaperGateway(acc, loaded.market), acc
 
