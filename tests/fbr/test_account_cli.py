@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner, Result
 
 EXEC_TESTS = str(Path(__file__).resolve().parents[1] / "executor")
@@ -21,6 +20,7 @@ if EXEC_TESTS not in sys.path:
     sys.path.insert(0, EXEC_TESTS)
 
 from binance_emulator import BinanceEmulator  # noqa: E402
+from cli_helpers import account_app  # noqa: E402
 from exec_helpers import cli_emulator  # noqa: E402
 
 from fbr import account_cli  # noqa: E402
@@ -34,16 +34,6 @@ SECRET = "CANARY-secret-51be20"
 runner = CliRunner()
 
 
-def _app() -> typer.Typer:
-    """A fresh CLI holding the ``account`` group (as fbr.cli registers it)."""
-    app = typer.Typer(add_completion=False)
-
-    @app.callback()
-    def _root() -> None:
-        """fbr (test)."""
-
-    account_cli.register(app)
-    return app
 
 
 @pytest.fixture
@@ -74,7 +64,7 @@ def book(tmp_path: Path) -> Path:
 
 
 def _import(path: Path, *args: str) -> Result:
-    return runner.invoke(_app(), ["account", "import", str(path), "--exchange", "binanceusdm",
+    return runner.invoke(account_app(), ["account", "import", str(path), "--exchange", "binanceusdm",
                                   *args])
 
 
@@ -179,11 +169,11 @@ def test_terminal_confirmation(emu: BinanceEmulator, book: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(account_cli, "_interactive", lambda: True)
     before = book.read_bytes()
-    res = runner.invoke(_app(), ["account", "import", str(book), "--exchange", "binanceusdm"],
+    res = runner.invoke(account_app(), ["account", "import", str(book), "--exchange", "binanceusdm"],
                         input="n\n")
     assert res.exit_code == 0 and "nothing written" in res.stdout
     assert book.read_bytes() == before
-    res = runner.invoke(_app(), ["account", "import", str(book), "--exchange", "binanceusdm"],
+    res = runner.invoke(account_app(), ["account", "import", str(book), "--exchange", "binanceusdm"],
                         input="y\n")
     assert res.exit_code == 0 and "wrote" in res.stdout
     assert tomllib.loads(book.read_text())["book"]["cash"] == 2500.5

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 EXEC_TESTS = str(Path(__file__).resolve().parents[1] / "executor")
@@ -23,11 +22,11 @@ if EXEC_TESTS not in sys.path:
     sys.path.insert(0, EXEC_TESTS)
 
 from binance_emulator import BinanceEmulator  # noqa: E402
+from cli_helpers import account_app  # noqa: E402
 from exec_helpers import cli_emulator  # noqa: E402
 
 from executor.ccxt_base import PLEDGE_SOURCES as GATEWAY_SOURCES  # noqa: E402
 from executor.workflow import account_view  # noqa: E402
-from fbr import account_cli  # noqa: E402
 from fbr.cli import app  # noqa: E402
 from fbr.config_loader import PLEDGE_SOURCES, load_book_file  # noqa: E402
 from fbr.run_config import load_run_file  # noqa: E402
@@ -181,15 +180,6 @@ def test_run_venues_get_the_key(emu: BinanceEmulator, tmp_path: Path, source: st
 
 # --- fbr account import ---------------------------------------------------------------------------
 
-def _account_app() -> typer.Typer:
-    out = typer.Typer(add_completion=False)
-
-    @out.callback()
-    def _root() -> None:
-        """fbr (test)."""
-
-    account_cli.register(out)
-    return out
 
 
 def test_account_import_reads_portfolio_margin_and_keeps_the_key(emu: BinanceEmulator,
@@ -199,7 +189,7 @@ def test_account_import_reads_portfolio_margin_and_keeps_the_key(emu: BinanceEmu
     emu.set_wallet_asset("BTC", 0.02)
     path = _book(tmp_path, "portfolio_margin")
     before = path.read_text()
-    res = runner.invoke(_account_app(), ["account", "import", str(path), "--exchange",
+    res = runner.invoke(account_app(), ["account", "import", str(path), "--exchange",
                                          "binanceusdm", "--yes"])
     assert res.exit_code == 0, res.output
     after = path.read_text()
