@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from executor.plan_doc import OrderPlanDoc
 from executor.plan_parts import (
     TradePart,
     _check_not_expired,
@@ -231,11 +232,11 @@ class OrderPlan:
         """Sum of |leg notional| (USD)."""
         return float(sum(abs(leg.notional) for leg in self.legs))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> OrderPlanDoc:
         """JSON-ready dict (round-trips through :meth:`from_dict`)."""
         d = asdict(self)
         d["gross_notional"] = self.gross_notional
-        return d
+        return d  # type: ignore[return-value]  # asdict: dict[str, Any]; plan_doc mirrors the fields
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> OrderPlan:

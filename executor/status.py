@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
 from executor.base import ExchangeGateway
 from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
+from executor.plan_doc import OrderPlanDoc
 from executor.safety import redact
 from executor.workflow import orderable_solution
 from models.book import Book
@@ -116,11 +117,68 @@ class StatusReport:
     positions: dict[str, float] = field(default_factory=dict)
     alerts: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> StatusDoc:
         """JSON-ready dict."""
         d = asdict(self)
         d["plan"] = self.plan.to_dict()
-        return d
+        return cast("StatusDoc", d)  # asdict is typed dict[str, Any]; StatusDoc mirrors the fields
+        # (tests/fbr/test_json_documents.py checks real documents against it)
+
+
+# --- the JSON form (StatusReport.to_dict): the dataclasses' fields, in their order --------------
+
+class WeightRowDoc(TypedDict):
+    """:class:`WeightRow` as a dict."""
+
+    asset: str
+    effective: float
+    target: float
+    drift: float
+
+
+class MarginViewDoc(TypedDict):
+    """:class:`MarginView` as a dict."""
+
+    collateral: float
+    initial: float
+    maintenance: float
+    margin_ratio: float
+    initial_utilisation: float
+    liquidation_move_down: float | None
+    liquidation_move_up: float | None
+
+
+class FundingViewDoc(TypedDict):
+    """:class:`FundingView` as a dict."""
+
+    since_ms: int | None
+    total: float
+    by_symbol: dict[str, float]
+    source: str
+    plan_id: str | None
+    payments: int | None
+    note: str
+
+
+class StatusDoc(TypedDict):
+    """``StatusReport.to_dict()`` (``dataclasses.asdict``, sequences as tuples; ``plan`` is
+    ``OrderPlan.to_dict()``). A field added to :class:`StatusReport` must be added here."""
+
+    venue: str
+    book_name: str
+    nav: float
+    base: float
+    weights: tuple[WeightRowDoc, ...]
+    tracking_error: float
+    margin: MarginViewDoc
+    funding: FundingViewDoc
+    open_orders: tuple[dict[str, Any], ...]
+    rebalance_due: bool
+    benefit: float
+    cost: float
+    plan: OrderPlanDoc
+    positions: dict[str, float]
+    alerts: tuple[str, ...]
 
 
 def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> float | None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +31,8 @@ from models.errors import ExitCode, FbrError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+
+    from optimizer.solution_doc import SolutionDoc
 
 __all__ = ["CliError", "ExitCode", "JsonOpt", "data_home", "default_journal", "drift_pp", "err",
            "fail", "iso_utc", "json_ready", "out", "pp", "preparing", "print_wide", "renamed",
@@ -133,20 +135,19 @@ def renamed(doc: Mapping[str, _V], names: Mapping[str, str]) -> dict[str, _V]:
     return {names.get(k, k): v for k, v in doc.items()}
 
 
-def solution_json(doc: Mapping[str, Any]) -> dict[str, Any]:
+def solution_json(doc: SolutionDoc) -> dict[str, object]:
     """``Solution.to_dict()`` in the CLI's JSON language: ``weights_before`` / ``weights_after`` /
-    ``targets`` and ``drift_pp`` (after - target), ``margin.margin_ratio``."""
+    ``targets`` and ``drift_pp`` (after - target, inserted after ``targets``),
+    ``margin.margin_ratio``. The keys keep their order; the result is a plain dict (the README
+    documents its schema)."""
     out_doc = renamed(doc, {"effective_weights_before": "weights_before",
                             "effective_weights_after": "weights_after"})
-    if isinstance(out_doc.get("margin"), Mapping):
-        out_doc["margin"] = renamed(out_doc["margin"], {"maintenance_ratio": "margin_ratio"})
-    if "weights_after" in out_doc and "targets" in out_doc:
-        drift = drift_pp(out_doc["weights_after"], out_doc["targets"])
-        keys = list(out_doc)
-        at = keys.index("targets") + 1
-        out_doc = {**{k: out_doc[k] for k in keys[:at]}, "drift_pp": drift,
-                   **{k: out_doc[k] for k in keys[at:]}}
-    return out_doc
+    out_doc["margin"] = renamed(doc["margin"], {"maintenance_ratio": "margin_ratio"})
+    drift = drift_pp(doc["effective_weights_after"], doc["targets"])
+    keys = list(out_doc)
+    at = keys.index("targets") + 1
+    return {**{k: out_doc[k] for k in keys[:at]}, "drift_pp": drift,
+            **{k: out_doc[k] for k in keys[at:]}}
 
 
 @contextmanager

@@ -42,6 +42,7 @@ from models.errors import ExitCode
 if TYPE_CHECKING:
     from executor.base import ExecutionReport
     from executor.plan import OrderLeg, OrderPlan, PlanOptions
+    from executor.plan_doc import OrderPlanDoc
     from fbr.config_loader import LoadedBook
     from models.book import Book
     from optimizer.solution import Solution
@@ -65,7 +66,7 @@ class ExecuteResult(TypedDict):
 
     mode: str
     plan_id: str
-    plan: dict[str, Any]
+    plan: OrderPlanDoc
     report: dict[str, Any]
     planned_vs_filled: dict[str, dict[str, float]]
     journal: str | None

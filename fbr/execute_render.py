@@ -8,8 +8,9 @@ functions, so ``fbr --help`` stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from executor.safety import redact
 from fbr.console import wide
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from executor.plan_doc import OrderLegDoc, OrderPlanDoc
     from executor.status import StatusReport
     from fbr.execute_cli import ExecuteResult
 
@@ -35,15 +37,15 @@ def _pct(x: float | None) -> str:
 NARROW_WIDTH = 120
 
 
-def _plan_tables(plan: dict[str, Any], title: str, width: int = NARROW_WIDTH) -> list[Table]:
+def _plan_tables(plan: OrderPlanDoc, title: str, width: int = NARROW_WIDTH) -> list[Table]:
     """The plan's legs: one table, or on a console narrower than ``NARROW_WIDTH`` the orders
     (contract, side, size, type) and their ids (exchange symbol, reduce-only, client id) apart."""
     from rich.table import Table
 
-    def limit(leg: dict[str, Any]) -> str:
+    def limit(leg: OrderLegDoc) -> str:
         return str(leg["order_type"]) + (f" @ {leg['limit_price']:.10g}" if leg["limit_price"] else "")
 
-    def cells(leg: dict[str, Any]) -> dict[str, str]:
+    def cells(leg: OrderLegDoc) -> dict[str, str]:
         return {"leg": str(leg["index"]), "contract": leg["symbol"],
                 "exchange symbol": leg["exchange_symbol"], "side": leg["side"],
                 "contracts": f"{leg['contracts']:.10g}", "notional USD": f"{leg['notional']:,.2f}",
@@ -69,12 +71,12 @@ def _plan_tables(plan: dict[str, Any], title: str, width: int = NARROW_WIDTH) ->
     return tables
 
 
-def _print_plan(plan: dict[str, Any], out: Console) -> None:
+def _print_plan(plan: OrderPlanDoc, out: Console) -> None:
     from rich.markup import escape
 
     for table in _plan_tables(plan, f"Plan {plan['plan_id']} ({plan['venue']})", out.width):
         out.print(table)
-    _print_warnings(plan, out)
+    _print_warnings(plan["warnings"], out)
     for d in plan["dropped"]:
         out.print(f"[yellow]dropped[/yellow] {escape(d['symbol'])} {d['contracts']:.10g} contracts "
                   f"({d['notional']:,.2f} USD): {escape(d['reason'])}; tracking error without it "
@@ -84,11 +86,11 @@ def _print_plan(plan: dict[str, Any], out: Console) -> None:
               f"{_pct(plan['tracking_error_residual'])}; gross {plan['gross_notional']:,.2f} USD")
 
 
-def _print_warnings(plan: dict[str, Any], out: Console) -> None:
-    """The plan's warnings (e.g. lot rounding that removed most of the solution), one line each."""
+def _print_warnings(warnings: Iterable[str], out: Console) -> None:
+    """A plan's warnings (e.g. lot rounding that removed most of the solution), one line each."""
     from rich.markup import escape
 
-    for w in plan.get("warnings", ()):
+    for w in warnings:
         out.print(f"[yellow]warning:[/yellow] {escape(redact(w))}")
 
 
@@ -153,4 +155,4 @@ def _print_status(rep: StatusReport) -> None:
     if rep.plan.legs:
         _print_plan(rep.plan.to_dict(), out)
     else:
-        _print_warnings(rep.plan.to_dict(), out)
+        _print_warnings(rep.plan.warnings, out)

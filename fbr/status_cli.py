@@ -10,7 +10,7 @@ stay inside the functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 
@@ -32,7 +32,8 @@ from models.errors import ExitCode
 if TYPE_CHECKING:
     from executor.base import ExchangeGateway
     from executor.journal import Journal
-    from executor.status import StatusReport
+    from executor.plan_doc import OrderPlanDoc
+    from executor.status import MarginViewDoc, StatusDoc, StatusReport
     from fbr.config_loader import LoadedBook
     from models.book import Book
     from optimizer.rebalance import Rebalancer
@@ -61,23 +62,60 @@ def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr 
         raise typer.Exit(code=int(ExitCode.REBALANCE_DUE))
 
 
-def status_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """``AccountStatus.to_dict()`` in the CLI's JSON language: the ``weights`` rows become
-    ``weights_before`` (the book now) and ``targets`` (``{asset: fraction}``) and ``drift_pp``
-    (percentage points); ``funding.since_ms`` becomes ``funding.since`` (ISO 8601 UTC)."""
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key == "weights":
-            rows = list(value)
-            out["weights_before"] = {w["asset"]: w["effective"] for w in rows}
-            out["targets"] = {w["asset"]: w["target"] for w in rows}
-            out["drift_pp"] = pp({w["asset"]: w["drift"] for w in rows})
-        elif key == "funding" and isinstance(value, dict):
-            out[key] = {("since" if k == "since_ms" else k): (iso_utc(v) if k == "since_ms" else v)
-                        for k, v in value.items()}
-        else:
-            out[key] = value
-    return out
+class FundingJson(TypedDict):
+    """``funding`` in ``fbr status --json``: ``FundingView``'s fields, ``since`` (ISO 8601 UTC, None
+    without a rebalance) for ``since_ms``."""
+
+    since: str | None
+    total: float
+    by_symbol: dict[str, float]
+    source: str
+    plan_id: str | None
+    payments: int | None
+    note: str
+
+
+class StatusJson(TypedDict):
+    """``fbr status --json``'s document (without ``status``), :func:`status_json`."""
+
+    venue: str
+    book_name: str
+    nav: float
+    base: float
+    weights_before: dict[str, float]
+    targets: dict[str, float]
+    drift_pp: dict[str, float | None]
+    tracking_error: float
+    margin: MarginViewDoc
+    funding: FundingJson
+    open_orders: tuple[dict[str, Any], ...]
+    rebalance_due: bool
+    benefit: float
+    cost: float
+    plan: OrderPlanDoc
+    positions: dict[str, float]
+    alerts: tuple[str, ...]
+
+
+def status_json(doc: StatusDoc) -> StatusJson:
+    """``StatusReport.to_dict()`` in the CLI's JSON language (its keys in their order): the
+    ``weights`` rows become ``weights_before`` (the book now) and ``targets`` (``{asset: fraction}``)
+    and ``drift_pp`` (percentage points); ``funding.since_ms`` becomes ``funding.since`` (ISO 8601
+    UTC)."""
+    rows = doc["weights"]
+    f = doc["funding"]
+    return {"venue": doc["venue"], "book_name": doc["book_name"], "nav": doc["nav"],
+            "base": doc["base"],
+            "weights_before": {w["asset"]: w["effective"] for w in rows},
+            "targets": {w["asset"]: w["target"] for w in rows},
+            "drift_pp": pp({w["asset"]: w["drift"] for w in rows}),
+            "tracking_error": doc["tracking_error"], "margin": doc["margin"],
+            "funding": {"since": iso_utc(f["since_ms"]), "total": f["total"],
+                        "by_symbol": f["by_symbol"], "source": f["source"], "plan_id": f["plan_id"],
+                        "payments": f["payments"], "note": f["note"]},
+            "open_orders": doc["open_orders"], "rebalance_due": doc["rebalance_due"],
+            "benefit": doc["benefit"], "cost": doc["cost"], "plan": doc["plan"],
+            "positions": doc["positions"], "alerts": doc["alerts"]}
 
 
 def _status(book_path: Path, exchange: ExchangeChoice, journal_path: Path) -> StatusReport:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import typer
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from optimizer.solution import Solution
     from scenarios.library import Library
     from scenarios.shocks import Scenario
-    from scenarios.whatif_result import WhatIfResult
+    from scenarios.whatif_result import WhatIfDoc, WhatIfResult
 
 ShockOpt = Annotated[list[str] | None, typer.Option(
     "--shock", "-s", help="A shock KEY=VALUE, repeatable: BTC=-30%, common=-20%, funding.ETH=+0.1%, "
@@ -148,7 +148,7 @@ def _whatif_json(loaded: LoadedBook, account: AccountLoaded, with_solution: bool
             "holdings_source": account.source,
             "futures_positions": futures_positions(loaded.book),
             "solution": _solution_summary(solution) if solution is not None else None,
-            "scenarios": [scenario_json(r) for r in results], "notes": notes,
+            "scenarios": [scenario_json(r.to_dict()) for r in results], "notes": notes,
             "labels": list(loaded.labels)}
 
 
@@ -213,15 +213,16 @@ def _choose(shock: list[str], scenario: list[str], run_all: bool,
     return chosen
 
 
-def scenario_json(r: WhatIfResult) -> dict[str, Any]:
-    """One scenario's ``to_dict()`` in the CLI's JSON language: ``drift_pp`` (percentage points)
-    for the fractional ``drift``, ``next.margin_ratio`` for ``next.maintenance_ratio``."""
-    doc = r.to_dict()
-    doc = renamed(doc, {"drift": "drift_pp"})
-    doc["drift_pp"] = pp(doc["drift_pp"])
-    if isinstance(doc.get("next"), dict):
-        doc["next"] = renamed(doc["next"], {"maintenance_ratio": "margin_ratio"})
-    return doc
+def scenario_json(doc: WhatIfDoc) -> dict[str, object]:
+    """One scenario's ``WhatIfResult.to_dict()`` in the CLI's JSON language (the keys in their
+    order): ``drift_pp`` (percentage points) for the fractional ``drift``, ``next.margin_ratio``
+    for ``next.maintenance_ratio``."""
+    out_doc = renamed(doc, {"drift": "drift_pp"})
+    out_doc["drift_pp"] = pp(doc["drift"])
+    nxt = doc["next"]
+    if nxt is not None:
+        out_doc["next"] = renamed(nxt, {"maintenance_ratio": "margin_ratio"})
+    return out_doc
 
 
 def _holds_spot(data: Mapping[str, object]) -> bool:

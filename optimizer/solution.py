@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from optimizer.solution_doc import SolutionDoc
+
 
 @dataclass(frozen=True)
 class Trade:
@@ -289,7 +291,7 @@ class Solution:
         """Trades as symbol -> USD notional."""
         return {t.symbol: t.notional for t in self.trades}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SolutionDoc:
         """A JSON-ready dict (the schema is documented in the README)."""
         out: dict[str, Any] = {
             "status": self.status,
@@ -328,7 +330,7 @@ class Solution:
             out["reserve"] = self.reserve.to_dict()
         if self.plan is not None:  # the multi-period planner: keys only when it is on
             out["plan"] = self.plan.to_dict()
-        result: dict[str, Any] = _clean(out)
+        result: SolutionDoc = _clean(out)
         return result
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class WhatIfResult:
         """collateral - maintenance after the shock (USD); < 0 liquidates."""
         return self.margin_after.collateral - self.margin_after.maintenance
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> WhatIfDoc:
         """JSON-ready (non-finite numbers become None)."""
         def ms(m: MarginState) -> dict[str, float]:
             return {"collateral": m.collateral, "initial": m.initial, "maintenance": m.maintenance,
@@ -153,7 +153,7 @@ class WhatIfResult:
         }
         if self.has_pledged:
             out["pledged_collateral"] = {"before": self.pledged_before, "after": self.pledged_after}
-        result: dict[str, Any] = _clean(out)
+        result: WhatIfDoc = _clean(out)
         return result
 
 
@@ -165,3 +165,105 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_clean(v) for v in obj]
     return obj
+
+
+# --- the JSON form (WhatIfResult.to_dict): non-finite numbers become None, tuples lists -------
+
+class PnLDoc(TypedDict):
+    """:class:`PnLSplit` and its total (USD)."""
+
+    spot: float
+    futures: float
+    funding: float
+    total: float
+
+
+class MarginStateDoc(TypedDict):
+    """Margin at the shocked prices (USD; ``margin_ratio`` None when infinite)."""
+
+    collateral: float
+    initial: float
+    maintenance: float
+    margin_ratio: float | None
+    surplus: float
+
+
+class LiquidationDoc(TypedDict):
+    """A position closed by the liquidation (:class:`Liquidation`)."""
+
+    contract: str
+    notional: float
+    maintenance: float
+    penalty: float
+
+
+class LiquidationMoveDoc(TypedDict):
+    """A ``LiquidationMove`` (fractions; None: no such move liquidates)."""
+
+    scope: str
+    assets: list[str]
+    down: float | None
+    up: float | None
+    nearest: float | None
+    surplus: float
+    has_positions: bool
+
+
+class NextTradeDoc(TypedDict):
+    """A trade of the re-solve (USD notional, contracts)."""
+
+    symbol: str
+    notional: float
+    contracts: float
+
+
+class NextSolutionDoc(TypedDict):
+    """The optimiser's re-solve on the shocked book, in brief."""
+
+    status: str
+    tracking_error_before: float
+    tracking_error_after: float
+    trades: list[NextTradeDoc]
+    trading_cost: float
+    maintenance_ratio: float | None
+    binding_constraints: list[str]
+    messages: list[str]
+
+
+class PledgedDoc(TypedDict):
+    """The pledged spot's collateral value before / after the shock (USD)."""
+
+    before: float
+    after: float
+
+
+class WhatIfDoc(TypedDict):
+    """``WhatIfResult.to_dict()``; ``pledged_collateral`` only when the book pledges spot."""
+
+    scenario: str
+    description: str
+    source: str
+    shocks: list[str]
+    positions: str
+    nav_before: float
+    nav_after: float
+    pnl: PnLDoc
+    settlements: dict[str, float]
+    settlements_asked: dict[str, float]
+    liquidated_after_hours: float | None
+    targets: dict[str, float]
+    weights_before: dict[str, float]
+    weights_after: dict[str, float]
+    drift: dict[str, float]
+    tracking_error_before: float
+    tracking_error_after: float
+    margin_before: MarginStateDoc
+    margin_after: MarginStateDoc
+    liquidated: bool
+    liquidation_penalty: float
+    liquidations: list[LiquidationDoc]
+    liquidation_move_before: list[LiquidationMoveDoc]
+    liquidation_move_after: list[LiquidationMoveDoc]
+    next: NextSolutionDoc | None
+    next_error: str | None
+    pledged_collateral: NotRequired[PledgedDoc]

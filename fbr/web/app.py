@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -50,6 +50,11 @@ from fbr.web.security import (
 from fbr.web.state import DashboardState, FundingRow
 from models.errors import FbrError
 
+if TYPE_CHECKING:
+    from executor.plan_doc import OrderPlanDoc
+    from fbr.status_cli import StatusJson
+    from optimizer.solution_doc import SolutionDoc
+
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 Handler = Callable[[Request], Awaitable[Response]]
@@ -61,8 +66,8 @@ class PlanDoc(TypedDict):
     """``/api/plan``'s document (without ``status``): the solution in ``fbr solve --json``'s
     language, the order plan (``OrderPlan.to_dict()``) and why it may not be traded (None)."""
 
-    solution: dict[str, Any]
-    plan: dict[str, Any]
+    solution: dict[str, object]
+    plan: OrderPlanDoc
     blocked: str | None
 
 
@@ -168,14 +173,16 @@ class Views:
 
     async def plan(self, request: Request) -> Response:
         try:
-            doc = self.plan_doc()
+            sol, doc = self._plan_docs()
         except FbrError as exc:
             return self.failed(request, exc)
-        trades = {t["symbol"]: t["notional"] for t in doc["solution"]["trades"]}
+        trades = {t["symbol"]: t["notional"] for t in sol["trades"]}
         chart = charts.bars_chart("trades", "Trades (USD, + = buy)", trades)
         return self.page(request, "plan.html", title="Plan", d=doc, chart=chart)
 
     async def whatif(self, request: Request) -> Response:
+        from fbr.whatif_cli import scenario_json
+
         shocks = _shocks(request.query_params.getlist("shock"))
         result = error = None
         chart = ""
@@ -188,8 +195,9 @@ class Views:
             w0, w1 = result["weights_before"], result["weights_after"]
             chart = charts.bars_chart("whatif", "Effective weight change (pp)",
                                       {a: 100 * (w1[a] - w0[a]) for a in w0})
-        return self.page(request, "whatif.html", title="What-if", shocks=shocks, r=result,
-                         error=error, chart=chart)
+        return self.page(request, "whatif.html", title="What-if", shocks=shocks,
+                         r=None if result is None else scenario_json(result), error=error,
+                         chart=chart)
 
     async def reports(self, request: Request) -> Response:
         return self.page(request, "reports.html", title="Reports", reports=self.state.reports())
@@ -252,7 +260,7 @@ class Views:
         return HTMLResponse("404", status_code=404)
 
     # --- JSON -----------------------------------------------------------------------------------
-    def status_doc(self) -> dict[str, Any]:
+    def status_doc(self) -> StatusJson:
         """The status report in the CLI's JSON language (``fbr status --json``)."""
         from fbr.status_cli import status_json
 
@@ -260,10 +268,15 @@ class Views:
 
     def plan_doc(self) -> PlanDoc:
         """The solution (``fbr solve --json``'s language), the order plan and what blocks it."""
+        return self._plan_docs()[1]
+
+    def _plan_docs(self) -> tuple[SolutionDoc, PlanDoc]:
+        """``Solution.to_dict()`` and :meth:`plan_doc` of the same solve."""
         from fbr.console import solution_json
 
         sol, plan, blocked = self.state.plan()
-        return {"solution": solution_json(sol.to_dict()), "plan": plan, "blocked": blocked}
+        sol_doc = sol.to_dict()
+        return sol_doc, {"solution": solution_json(sol_doc), "plan": plan, "blocked": blocked}
 
     async def api_status(self, request: Request) -> Response:
         return self._api(self.status_doc)
@@ -288,7 +301,9 @@ class Views:
         if not shocks:
             return self.json({"status": "error", "error": "give at least one ?shock=ASSET=-30%"},
                              422)
-        return self._api(lambda: self.state.whatif(shocks))
+        from fbr.whatif_cli import scenario_json
+
+        return self._api(lambda: scenario_json(self.state.whatif(shocks)))
 
     def _api(self, make: Callable[[], Mapping[str, object]]) -> Response:
         try:
@@ -297,7 +312,7 @@ class Views:
             return self.json({"status": "error", "error": redact(str(exc))}, 422)
 
 
-def plan_fingerprint(plan: Mapping[str, Any]) -> str:
+def plan_fingerprint(plan: OrderPlanDoc) -> str:
     """A digest of the orders a plan sends (contract, side, contracts per leg): what the user
     confirmed must be what is sent."""
     import hashlib

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, TypedDict, TypeVar, cast
 
 from executor.base import ExchangeGateway
 from executor.journal import Journal
@@ -35,7 +35,9 @@ from optimizer.rebalance import Rebalancer
 from optimizer.solution import Solution
 
 if TYPE_CHECKING:
+    from executor.plan_doc import OrderPlanDoc
     from fbr.execute_cli import ExecuteResult
+    from scenarios.whatif_result import WhatIfDoc
 
 _Row = TypeVar("_Row")
 
@@ -192,7 +194,7 @@ class DashboardState:
             return status_report(loaded, self.config.exchange, j, live=False,
                                  rebalancer=self.rebalancer)
 
-    def plan(self) -> tuple[Solution, dict[str, Any], str | None]:
+    def plan(self) -> tuple[Solution, OrderPlanDoc, str | None]:
         """(the solution with its binding constraints, the order plan as a dict, why it may not
         be traded or None)."""
         loaded = self.loaded()
@@ -212,9 +214,9 @@ class DashboardState:
         plan = plan_orders(sol, book, market, instruments, options, risk=loaded.risk)
         return sol, plan.to_dict(), blocked
 
-    def whatif(self, shocks: list[str]) -> dict[str, Any]:
-        """One what-if of ``shocks`` (``"BTC=-30%"``, ``"funding=x3"``, ...) on the book now."""
-        from fbr.whatif_cli import scenario_json
+    def whatif(self, shocks: list[str]) -> WhatIfDoc:
+        """One what-if of ``shocks`` (``"BTC=-30%"``, ``"funding=x3"``, ...) on the book now
+        (``WhatIfResult.to_dict()``; ``fbr.whatif_cli.scenario_json`` gives the CLI's language)."""
         from scenarios.shocks import parse_scenario
         from scenarios.whatif import run_whatif
 
@@ -224,7 +226,7 @@ class DashboardState:
         scenario = parse_scenario("dashboard", shocks)
         result = run_whatif(acc, loaded.market, loaded.risk, scenario, loaded.settings,
                             rebalancer=self.rebalancer)
-        return scenario_json(result)
+        return result.to_dict()
 
     def history(self) -> History:
         """From the journal: the loop's cycles (NAV, TE), fills, funding and position snapshots."""

@@ -189,7 +189,7 @@ def test_a_warning_with_rich_markup_is_printed_literally(capsys: pytest.CaptureF
     from fbr.execute_render import _print_warnings
 
     con = Console(width=200, force_terminal=False)
-    _print_warnings({"warnings": ["[bold]not markup[/bold] at [red]"]}, con)
+    _print_warnings(["[bold]not markup[/bold] at [red]"], con)
     assert "warning: [bold]not markup[/bold] at [red]" in capsys.readouterr().out
 
 

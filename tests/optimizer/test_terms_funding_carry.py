@@ -61,7 +61,7 @@ def _old_carry(loaded: Any) -> np.ndarray:
 
 def _solution_json(loaded: Any, market: MarketSnapshot) -> str:
     sol = solve_rebalance(loaded.book, market, loaded.risk, loaded.settings)
-    d = sol.to_dict()
+    d: dict[str, object] = dict(sol.to_dict())
     for key in ("solve_time_ms", "total_time_ms"):
         d.pop(key, None)
     return json.dumps(d, indent=2)

@@ -23,6 +23,8 @@ from web_world import TEN, TOKEN, World, table
 
 import executor.safety as safety
 from executor.journal import Journal
+from executor.plan import OrderLeg, OrderPlan, OrderType, Side
+from executor.plan_doc import OrderPlanDoc
 from fbr.web.app import plan_fingerprint
 from fbr.web.security import check_bind
 from fbr.web.state import DashboardState
@@ -59,16 +61,22 @@ def plan_of(page: str) -> str:
     return m.group(1)
 
 
+def _plan(*legs: tuple[str, str, float, float]) -> OrderPlanDoc:
+    """A plan's document whose legs are (contract, side, contracts, notional USD)."""
+    return OrderPlan("p", "paper", "", "b", tuple(
+        OrderLeg(i, f"c{i}", sym, sym, Side(side), q, n, 1.0, False, OrderType.MARKET)
+        for i, (sym, side, q, n) in enumerate(legs)), (), {}, {}, {}, None, None, None).to_dict()
+
+
 def test_plan_fingerprint_names_the_orders() -> None:
     """Same legs, same digest; a leg's size, side or contract changed, another digest."""
-    legs = [{"symbol": "BTC-PERP", "side": "sell", "contracts": 0.017, "notional": -1000.0},
-            {"symbol": "ETH-PERP", "side": "buy", "contracts": 0.2, "notional": 500.0}]
-    base = plan_fingerprint({"legs": legs})
-    assert base == plan_fingerprint({"legs": [dict(leg, notional=0.0) for leg in legs]})
-    for change in ({"contracts": 0.018}, {"side": "buy"}, {"symbol": "SOL-PERP"}):
-        other = [dict(legs[0], **change), legs[1]]
-        assert plan_fingerprint({"legs": other}) != base
-    assert plan_fingerprint({"legs": []}) != base
+    legs = [("BTC-PERP", "sell", 0.017, -1000.0), ("ETH-PERP", "buy", 0.2, 500.0)]
+    base = plan_fingerprint(_plan(*legs))
+    assert base == plan_fingerprint(_plan(*[(sym, side, q, 0.0) for sym, side, q, _ in legs]))
+    for other in (("BTC-PERP", "sell", 0.018, -1000.0), ("BTC-PERP", "buy", 0.017, -1000.0),
+                  ("SOL-PERP", "sell", 0.017, -1000.0)):
+        assert plan_fingerprint(_plan(other, legs[1])) != base
+    assert plan_fingerprint(_plan()) != base
 
 
 # --- bind -----------------------------------------------------------------------------------------
