@@ -20,12 +20,13 @@ from typing import Any, NotRequired, Required, get_args, get_origin, is_typeddic
 import pytest
 
 import executor.plan
+import executor.status
 import scenarios.whatif_result
 from executor.plan_doc import OrderPlanDoc
 from executor.status import StatusDoc
 from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice
-from fbr.status_cli import status_report
+from fbr.status_cli import StatusJson, status_json, status_report
 from optimizer.rebalance import Rebalancer
 from optimizer.solution_doc import SolutionDoc
 from scenarios.shocks import parse_scenario
@@ -34,7 +35,8 @@ from scenarios.whatif_result import WhatIfDoc
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: names the documents' annotations use that their modules import only for type checking
-NAMES: dict[str, Any] = {**vars(executor.plan), **vars(scenarios.whatif_result)}
+NAMES: dict[str, Any] = {**vars(executor.plan), **vars(executor.status),
+                         **vars(scenarios.whatif_result)}
 
 
 def _mismatches(doc: object, hint: Any, where: str) -> list[str]:
@@ -107,6 +109,7 @@ def test_status_and_plan_documents_match_their_types(name: str) -> None:
     doc = report.to_dict()
     assert doc["plan"]["legs"], "a plan with legs, so the leg type is checked too"
     assert _mismatches(doc, StatusDoc, "status") == []
+    assert _mismatches(status_json(doc), StatusJson, "status --json") == []
     assert _mismatches(report.plan.to_dict(), OrderPlanDoc, "plan") == []
 
 
