@@ -218,4 +218,6 @@ class Constraint(ABC):
 
 
 def elastic(slack: cp.Variable | None) -> cp.Expression | float:
+    """What a row adds to its right-hand side: the scalar elastic slack of the infeasibility
+    diagnosis's re-solve, else 0 (weight units)."""
     return slack if slack is not None else 0.0
