@@ -202,7 +202,8 @@ class OptimizerSettings:
     constraints: ConstraintSettings = field(default_factory=ConstraintSettings)
     basis_risk: bool = True
     solvers: tuple[SolverName, ...] = ()
-    #: numerical scale of the objective; None: 1e4 for a QP (PIQP), 1 when conic (Clarabel)
+    #: numerical scale of the objective (the objective is multiplied by it before the solver sees
+    #: it); None: 1e4, for PIQP and Clarabel alike
     objective_scale: float | None = None
     round_lots: bool = True
     #: trades smaller than this fraction of the base are cancelled when cancelling them does not
