@@ -28,6 +28,7 @@ from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice
 from fbr.status_cli import StatusJson, status_json, status_report
 from optimizer.rebalance import Rebalancer
+from optimizer.settings import SpotLegSettings
 from optimizer.solution_doc import SolutionDoc
 from scenarios.shocks import parse_scenario
 from scenarios.whatif import run_whatif
@@ -69,13 +70,8 @@ def _mismatches(doc: object, hint: Any, where: str) -> list[str]:
     return []
 
 
-def _loaded(name: str, *, carry: bool | None = None) -> LoadedBook:
-    loaded = load_book_file(EXAMPLES / name)
-    if carry is None:
-        return loaded
-    settings = dataclasses.replace(loaded.settings,
-                                   costs=dataclasses.replace(loaded.settings.costs, carry=carry))
-    return dataclasses.replace(loaded, settings=settings)
+def _loaded(name: str) -> LoadedBook:
+    return load_book_file(EXAMPLES / name)
 
 
 BOOKS = ("seed_example_1.toml", "ten_assets.toml")
@@ -121,9 +117,24 @@ def test_whatif_documents_match_whatif_doc(name: str) -> None:
     assert _mismatches(result.to_dict(), WhatIfDoc, "whatif") == []
 
 
-def test_a_cost_settings_change_keeps_the_solution_document_typed() -> None:
-    """The carry term on (funding in the costs section of the document)."""
-    loaded = _loaded("seed_example_1.toml", carry=True)
-    assert loaded.settings.costs.carry
-    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
-    assert _mismatches(sol.to_dict(), SolutionDoc, "solution") == []
+def _variant(name: str, kind: str) -> LoadedBook:
+    """The example book with the spot leg, the priced reserve or the 2-step planner switched on."""
+    loaded = load_book_file(EXAMPLES / name)
+    st = loaded.settings
+    if kind == "spot_leg":
+        st = dataclasses.replace(st, spot=SpotLegSettings(enabled=True))
+    elif kind == "reserve":
+        st = dataclasses.replace(st, costs=dataclasses.replace(st.costs, reserve_cost=True))
+    else:
+        st = dataclasses.replace(st, horizon=2)
+    return dataclasses.replace(loaded, settings=st)
+
+
+@pytest.mark.parametrize(("kind", "key"), [("spot_leg", "spot_trades"), ("reserve", "reserve"),
+                                           ("plan", "plan")])
+def test_the_optional_parts_of_a_solution_match_too(kind: str, key: str) -> None:
+    """The keys present only when the spot leg, the priced reserve or the planner is on."""
+    loaded = _variant("ten_assets.toml", kind)
+    doc = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings).to_dict()
+    assert key in doc, f"{kind}: the optional key {key!r} is absent, so nothing was checked"
+    assert _mismatches(doc, SolutionDoc, "solution") == []
