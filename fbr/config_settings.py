@@ -83,7 +83,7 @@ def parse_settings(data: Mapping[str, object], risk_table: Table, book: Book) ->
     # the spot leg: [solver] spot_leg, [tax], [[lots]] (fbr.config_tax); off unless asked for
     kwargs["spot"] = parse_spot_leg(data, solver, book)
     if "horizon" in solver:
-        kwargs["horizon"] = check_horizon(solver["horizon"], kwargs["spot"].enabled)
+        kwargs["horizon"] = check_horizon(solver["horizon"])
     return OptimizerSettings(**kwargs)
 
 

@@ -34,7 +34,11 @@ the margin budget's hysteresis (``held``). An infeasible plan is diagnosed by th
 elastic re-solve on step 1's data (optimizer.problem.elastic_resolve). Lot rounding and the
 snapping of noise trades apply to step 1's positions with step 1's terms and constraints.
 
-The spot leg is not planned: with H > 1 it is refused (:func:`check_planner`).
+With the spot leg on, spot is traded at step 1 only: step 1 has the spot trades b, q with their
+costs, tax and rows, and every later step's exposure carries them (e_h = s + b - q + B z_h,
+optimizer.spot_leg.CarriedSpotContext) with only the futures trade of its own; the tax of
+realising futures gains (``[tax] price_futures``) is priced on step 1's trade only
+(:func:`later_structure`).
 """
 
 from __future__ import annotations
@@ -54,18 +58,26 @@ from optimizer.engines import RawResult
 from optimizer.problem import HedgeProblem, base_constraints, set_values
 from optimizer.settings import OptimizerSettings, SolverName, check_horizon
 from optimizer.solution import Plan, PlanStep
-from optimizer.spot_leg import make_context
+from optimizer.spot_leg import CarriedSpotContext, make_context, spot_trade
 from optimizer.terms import Term, terms_for
 
 
 def planner_horizon(settings: OptimizerSettings) -> int:
     """``settings.horizon`` (the planner's H), validated (optimizer.settings.check_horizon)."""
-    return check_horizon(settings.horizon, settings.spot.enabled)
+    return check_horizon(settings.horizon)
 
 
-def check_planner(structure: Structure, horizon: int) -> None:
-    """Refuse what the planner does not support: H < 1, and the spot leg with H > 1."""
-    check_horizon(horizon, structure.spot_leg)
+def check_planner(horizon: int) -> None:
+    """Refuse an H the planner cannot plan (a whole number >= 1)."""
+    check_horizon(horizon)
+
+
+def later_structure(structure: Structure) -> Structure:
+    """The structure of a plan's steps after the first: the spot leg's own terms and rows off
+    (spot is traded at step 1 only; the later steps carry that trade), the rest as step 1's."""
+    if not structure.spot_leg:
+        return structure
+    return replace(structure, spot_leg=False, spot_impact=False, tax_pieces=0, futures_tax=False)
 
 
 @dataclass(frozen=True)
@@ -78,9 +90,18 @@ class StepProblem:
     constraints: list[Constraint]
 
     @staticmethod
-    def create(structure: Structure, prev: cp.Expression | None) -> StepProblem:
-        """A step whose trade starts from ``prev`` (None: today's positions z0)."""
-        ctx = make_context(structure) if prev is None else Context.create(structure, prev=prev)
+    def create(structure: Structure, prev: cp.Expression | None,
+               carried: cp.Expression | None = None) -> StepProblem:
+        """A step whose trade starts from ``prev`` (None: the first step, from today's positions
+        z0, with the spot leg's trades when it is on); a later step's exposure carries
+        ``carried``, the first step's spot trade b - q (None without the spot leg)."""
+        if prev is None:
+            ctx = make_context(structure)
+        elif carried is not None:
+            structure = later_structure(structure)
+            ctx = CarriedSpotContext.create_carried(structure, prev, carried)
+        else:
+            ctx = Context.create(structure, prev=prev)
         return StepProblem(ctx, terms_for(structure), constraints_for(structure))
 
     def objective(self) -> cp.Expression:
@@ -130,16 +151,18 @@ class PlannerProblem(HedgeProblem):
     builds: ClassVar[int] = 0
 
     def __init__(self, structure: Structure, horizon: int) -> None:
-        check_planner(structure, horizon)
+        check_planner(horizon)
         PlannerProblem.builds += 1
         self.structure = structure
         self.horizon = horizon
         self.steps: list[StepProblem] = []
         prev: cp.Expression | None = None
+        carried: cp.Expression | None = None
         for _ in range(horizon):
-            step = StepProblem.create(structure, prev)
+            step = StepProblem.create(structure, prev, carried)
             self.steps.append(step)
             prev = step.ctx.z
+            carried = spot_trade(step.ctx) if carried is None else carried
         first = self.steps[0]
         self.ctx, self.terms, self.constraints = first.ctx, first.terms, first.constraints
         objective = structure.objective_scale * cp.sum([s.objective() for s in self.steps])

@@ -236,7 +236,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         lin_cost=costs.linear, impact_cost=costs.impact * math.sqrt(V),
         carry=(carry := _carry_per_horizon(book, market, cc.horizon_days)),
         carry_steps=(carry_path(book, market, cc, carry, settings.horizon)
-                     if check_horizon(settings.horizon, settings.spot.enabled) > 1 else None),
+                     if check_horizon(settings.horizon) > 1 else None),
         inv_lev=inv_lev, im_budget=mb.budget,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),

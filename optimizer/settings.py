@@ -227,17 +227,12 @@ class OptimizerSettings:
     horizon: int = 1
 
 
-def check_horizon(horizon: object, spot_leg: bool) -> int:
-    """The multi-period planner's H (``[solver] horizon``), validated: a whole number >= 1, and 1
-    when the spot leg is on (the planner plans futures trades only). The one check for the book
-    file, ``prepare`` and the planner alike."""
+def check_horizon(horizon: object) -> int:
+    """The multi-period planner's H (``[solver] horizon``), validated: a whole number >= 1. The
+    one check for the book file, ``prepare`` and the planner alike."""
     if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or int(horizon) < 1:
         raise ValidationError("solver.horizon", f"is {horizon!r}",
                               "give the number of rebalancing steps to plan ahead as a whole number "
                               ">= 1 (1: the single-period problem)")
     steps = int(horizon)
-    if steps > 1 and spot_leg:
-        raise ValidationError("solver.horizon", f"is {steps} with solver.spot_leg = true",
-                              "set horizon = 1 or switch the spot leg off: the multi-period planner "
-                              "plans futures trades only")
     return steps

@@ -62,11 +62,41 @@ class SpotContext(Context):
         assign(self.cash, d.spot.cash)
 
 
+class CarriedSpotContext(Context):
+    """A later step of a multi-period plan with the spot leg on (optimizer.planner): no spot trades
+    of its own, but its exposure carries the plan's spot trade, made at step 1:
+    e_h = s + (b - q) + B z_h, so every term and constraint of step h sees the spot held then."""
+
+    carried: cp.Expression
+
+    @staticmethod
+    def create_carried(structure: Structure, prev: cp.Expression,
+                       carried: cp.Expression) -> CarriedSpotContext:
+        """A plan step after the first: trades from ``prev``, exposure with ``carried`` (b - q)."""
+        base = Context.create(structure, prev=prev)
+        ctx = CarriedSpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
+        ctx.carried = carried
+        return ctx
+
+    def spot_trade(self) -> cp.Expression:
+        """b - q of the plan's first step (N, weights)."""
+        return self.carried
+
+    def deviation(self) -> cp.Expression:
+        """e - w* = s + b - q + B z - w* (N)."""
+        return self.s_minus_w + self.B @ self.z + self.carried
+
+    def effective(self) -> cp.Expression:
+        """e = s + b - q + B z (N)."""
+        return self.s + self.B @ self.z + self.carried
+
+
 def make_context(structure: Structure) -> Context:
     """A :class:`SpotContext` when the spot leg is on, else the plain :class:`Context`."""
     return SpotContext.create_spot(structure) if structure.spot_leg else Context.create(structure)
 
 
 def spot_trade(ctx: Context) -> cp.Expression | None:
-    """b - q when ``ctx`` has the spot leg, else None."""
-    return ctx.spot_trade() if isinstance(ctx, SpotContext) else None
+    """b - q when ``ctx`` has the spot leg (its own trades, or a plan step's carried ones), else
+    None."""
+    return ctx.spot_trade() if isinstance(ctx, SpotContext | CarriedSpotContext) else None

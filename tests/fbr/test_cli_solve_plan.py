@@ -61,7 +61,7 @@ def test_single_period_solve_has_no_plan(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("section", "line", "words"), [
     ("[solver]", "horizon = 0", ["solver.horizon", "whole number >= 1"]),
-    ("[solver]", "horizon = 3\nspot_leg = true", ["solver.horizon", "spot leg off"]),
+    ("[solver]", "horizon = 1.5", ["solver.horizon", "whole number >= 1"]),
     ("[costs]", "cost_to_go = -1", ["costs.cost_to_go", ">= 0"]),
     ("[costs]", "cost_to_go_power = 2", ["costs.cost_to_go_power", "between 0.0 and 1.0"]),
 ])
@@ -78,3 +78,15 @@ def test_bad_planner_and_cost_to_go_settings_are_one_message(
     assert str(book) in err and "Fix:" in err
     for w in words:
         assert w in err
+
+
+def test_a_plan_with_the_spot_leg_solves(tmp_path: Path) -> None:
+    """horizon > 1 with the spot leg on (refused before): exit 0, the plan and the spot leg's
+    trades in --json (spot traded at step 1, carried by the later steps)."""
+    book = _book(tmp_path, 2)
+    book.write_text(book.read_text().replace("[solver]", "[solver]\nspot_leg = true", 1))
+    js = _solve(str(book), "--json")
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)
+    assert [s["step"] for s in doc["plan"]["steps"]] == [1, 2]
+    assert "spot_trades" in doc

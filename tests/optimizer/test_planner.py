@@ -324,13 +324,40 @@ def test_bad_horizon_is_refused(bad: object) -> None:
         planner_horizon(OptimizerSettings(horizon=bad))  # type: ignore[arg-type]
 
 
-def test_spot_leg_with_a_plan_is_refused() -> None:
+def _spot_leg_case(horizon: int, gamma_trade: float
+                   ) -> tuple[Book, MarketSnapshot, RiskModel, OptimizerSettings]:
+    """The two-asset book 15 pp off target, spot leg on; the futures are cheaper than spot but
+    capped at 60,000 USD each, so the optimum trades both; proportional costs only, no carry."""
     book, risk = _two_asset_book()
     market = MarketSnapshot(time=T0, spot={"BTC": 60_000.0, "ETH": 3_000.0},
-                            mark={"BTC-PERP": 60_000.0, "ETH-PERP": 3_000.0})
-    settings = OptimizerSettings(spot=SpotLegSettings(enabled=True), horizon=2, basis_risk=False)
-    with pytest.raises(ValidationError, match="set horizon = 1 or switch the spot leg off"):
-        Rebalancer().decide(book, market, risk, settings)
+                            mark={"BTC-PERP": 60_000.0, "ETH-PERP": 3_000.0},
+                            half_spread={"BTC-PERP": 1e-4, "ETH-PERP": 1e-4})
+    costs = CostSettings(trading=True, impact=False, carry=False, gamma_trade=gamma_trade)
+    caps = ConstraintSettings(caps_usd={"BTC-PERP": 60_000.0, "ETH-PERP": 60_000.0})
+    settings = OptimizerSettings(costs=costs, constraints=caps,
+                                 spot=SpotLegSettings(enabled=True, cash_usd=1e5),
+                                 horizon=horizon, basis_risk=False, round_lots=False)
+    return book, market, risk, settings
+
+
+def test_a_plan_with_the_spot_leg_trades_spot_now_and_carries_it() -> None:
+    """With proportional costs and no drift the plan trades once and holds, so H = 2 at
+    gamma_trade g is the single-period problem at g / 2 (both steps' TE against one trade's
+    costs): the same futures and spot trades to 1e-6 of V; step 2 holds step 1's positions."""
+    plan = Rebalancer().decide(*_spot_leg_case(2, 40.0))
+    single = Rebalancer().decide(*_spot_leg_case(1, 20.0))
+    assert isinstance(plan.problem, PlannerProblem) and plan.status == "optimal"
+    assert plan.problem.problem.is_dpp()
+    assert plan.spot is not None and single.spot is not None
+    buy, sell = plan.spot
+    assert float(np.max(np.abs(buy - sell))) > 1e-3, "the case should trade spot"
+    assert float(np.max(np.abs(plan.z_unrounded))) > 1e-3, "... and futures"
+    np.testing.assert_allclose(plan.z_unrounded, single.z_unrounded, atol=1e-6)
+    np.testing.assert_allclose(buy - sell, single.spot[0] - single.spot[1], atol=1e-6)
+    assert plan.plan is not None
+    step1, step2 = plan.plan.steps
+    for sym, x in step1.positions.items():
+        assert step2.positions[sym] == pytest.approx(x, abs=1e-6 * plan.data.V)
 
 
 def test_step_data_shares_todays_numbers() -> None:
@@ -350,8 +377,8 @@ def test_book_file_solver_horizon() -> None:
     for bad in (0, 2.5, True):
         with pytest.raises(ValidationError, match=r"solver\.horizon"):
             parse_settings({"solver": {"horizon": bad}}, {}, book)
-    with pytest.raises(ValidationError, match="set horizon = 1 or switch the spot leg off"):
-        parse_settings({"solver": {"horizon": 2, "spot_leg": True}}, {}, book)
+    both = parse_settings({"solver": {"horizon": 2, "spot_leg": True}}, {}, book)
+    assert both.horizon == 2 and both.spot.enabled  # the plan trades spot at step 1
 
 
 def test_carry_path_decays_the_ewma_forecast_to_its_long_run_level() -> None:
