@@ -11,15 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict
 
-import pandas as pd
-
 from fbr.backtest_config import BacktestConfig
 from fbr.backtest_policies import PolicySpec
 from fbr.config_values import join
-from models.book import Book
 from models.errors import ValidationError
-from models.market import MarketSnapshot
-from optimizer.policies import Policy, TargetHoldings
+from optimizer.policies import Policy
 
 if TYPE_CHECKING:
     from scenarios.backtest_result import BacktestResult
@@ -111,25 +107,8 @@ def run_all(cfg: BacktestConfig, path: MarketPath,
     for spec in cfg.policies:
         policy = build_policy(spec, cfg, path)
         tick = on_start(spec.name, n) if on_start is not None else None
-        if tick is not None:
-            policy = Ticking(policy, tick)
         try:
-            results[spec.name] = run_backtest(cfg.loaded.book, path, policy, **opts)
+            results[spec.name] = run_backtest(cfg.loaded.book, path, policy, on_step=tick, **opts)
         except ValidationError as exc:
             raise ValidationError(exc.field, f"{exc.problem} (policy {spec.name!r})", exc.fix) from exc
     return results
-
-
-class Ticking(Policy):
-    """A policy that calls ``tick()`` after each decision (drives a progress bar)."""
-
-    def __init__(self, inner: Policy, tick: Callable[[], None]) -> None:
-        self.inner = inner
-        self.tick = tick
-        self.name = inner.name
-
-    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
-        """The inner policy's decision; then one tick."""
-        out = self.inner(book, market, t)
-        self.tick()
-        return out

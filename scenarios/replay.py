@@ -58,6 +58,7 @@ liquidation, serve what-if and Monte Carlo too); the path is read once as
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                  liquidation_penalty: float = LIQUIDATION_PENALTY, spot_fee: float | None = None,
                  collateral: CollateralPolicy | None = None,
                  impact_k: float = 1.0, tax: SpotLegSettings | None = None,
-                 pledged: bool = False) -> BacktestResult:
+                 pledged: bool = False,
+                 on_step: Callable[[], None] | None = None) -> BacktestResult:
     """Replay ``history`` from ``book`` under ``policy`` (see the module docstring for the steps).
 
     ``liquidation_penalty``: fraction of |notional| charged when positions are liquidated;
@@ -136,6 +138,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     ``tax``: the [tax] rates, [[lots]] and lot method (``SpotLegSettings``; step 6); None: those
     of an optimising policy whose spot leg prices tax, else no taxes.
     ``pledged``: count pledged spot in the sweeps and sell it after a liquidation (see above).
+    ``on_step``: called once after each step (a progress bar); the policy itself is never wrapped,
+    so the replay sees its type (its costs, tax settings, spot leg and lots reach the steps).
     """
     _check_options(book, history, liquidation_penalty, spot_fee, impact_k)
     inputs = read_inputs(book, history, spot_fee=spot_fee, impact_k=impact_k,
@@ -171,6 +175,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             assert state.futures_basis is not None
             prev_end = _tax(book, taxes, state.futures_basis, state, market, prev_end, row)
         log.record(row, state.cash, prev_end, inputs.margin)
+        if on_step is not None:
+            on_step()
     return _result(book, history, policy, log, taxes is not None)
 
 

@@ -92,7 +92,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                                 "tests/scenarios/test_rolls_quarterly_marks.py"),
     "scenarios/replay.py": ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
                             "tests/scenarios/test_replay_pledged.py", "tests/scenarios/test_replay_tax.py",
-                            "tests/scenarios/test_replay_funding_forecast.py"),
+                            "tests/scenarios/test_replay_funding_forecast.py",
+                            "tests/fbr/test_backtest_progress.py"),
 }
 
 
