@@ -10,12 +10,12 @@ stay inside the functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
 
 import typer
 
 from executor.safety import install_log_redaction
-from fbr.console import iso_utc, pp, user_errors
+from fbr.console import iso_utc, pp, renamed, user_errors
 from fbr.execute_render import _print_status
 from fbr.execute_wiring import (
     ExchangeChoice,
@@ -101,21 +101,21 @@ def status_json(doc: StatusDoc) -> StatusJson:
     """``StatusReport.to_dict()`` in the CLI's JSON language (its keys in their order): the
     ``weights`` rows become ``weights_before`` (the book now) and ``targets`` (``{asset: fraction}``)
     and ``drift_pp`` (percentage points); ``funding.since_ms`` becomes ``funding.since`` (ISO 8601
-    UTC)."""
-    rows = doc["weights"]
-    f = doc["funding"]
-    return {"venue": doc["venue"], "book_name": doc["book_name"], "nav": doc["nav"],
-            "base": doc["base"],
-            "weights_before": {w["asset"]: w["effective"] for w in rows},
-            "targets": {w["asset"]: w["target"] for w in rows},
-            "drift_pp": pp({w["asset"]: w["drift"] for w in rows}),
-            "tracking_error": doc["tracking_error"], "margin": doc["margin"],
-            "funding": {"since": iso_utc(f["since_ms"]), "total": f["total"],
-                        "by_symbol": f["by_symbol"], "source": f["source"], "plan_id": f["plan_id"],
-                        "payments": f["payments"], "note": f["note"]},
-            "open_orders": doc["open_orders"], "rebalance_due": doc["rebalance_due"],
-            "benefit": doc["benefit"], "cost": doc["cost"], "plan": doc["plan"],
-            "positions": doc["positions"], "alerts": doc["alerts"]}
+    UTC); every other key passes as it is."""
+    out: dict[str, object] = {}
+    for key, value in doc.items():
+        if key == "weights":
+            rows = doc["weights"]
+            out["weights_before"] = {w["asset"]: w["effective"] for w in rows}
+            out["targets"] = {w["asset"]: w["target"] for w in rows}
+            out["drift_pp"] = pp({w["asset"]: w["drift"] for w in rows})
+        elif key == "funding":
+            out[key] = renamed(doc["funding"], {"since_ms": "since"}) | {
+                "since": iso_utc(doc["funding"]["since_ms"])}
+        else:
+            out[key] = value
+    # the keys StatusJson names, by construction (tests/fbr/test_json_documents.py checks them)
+    return cast("StatusJson", out)
 
 
 def _status(book_path: Path, exchange: ExchangeChoice, journal_path: Path) -> StatusReport:
