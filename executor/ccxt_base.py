@@ -25,13 +25,12 @@ from executor.base import ReadFailedError
 from executor.ccxt_errors import ExchangeSetupError, transient
 from executor.plan import default_exchange_symbol
 from executor.safety import redact
+from models.collateral import PLEDGE_SOURCES
 from models.errors import ValidationError
 from models.instruments import FuturesContract
 
 log = logging.getLogger("executor.ccxt")
 _T = TypeVar("_T")
-#: Where pledged collateral rules come from: Multi-Assets bidBuffer (USD-M) or Portfolio Margin tiers.
-PLEDGE_SOURCES = ("multi_assets", "portfolio_margin")
 
 
 class CcxtBase:

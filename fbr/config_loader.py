@@ -29,6 +29,7 @@ from fbr.config_settings import parse_settings
 from fbr.config_sources import ParseContext
 from fbr.config_values import check_keys, choice, string, sub_table, usd_amount
 from models.book import Book, TargetsBase
+from models.collateral import DEFAULT_PLEDGE_SOURCE, PLEDGE_SOURCES
 from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -42,11 +43,6 @@ TOP_LEVEL_KEYS = (
     "tax", "lots",
 )
 BOOK_KEYS = ("name", "cash", "targets_base", "pledge_source")
-#: ``[book] pledge_source``: how an exchange account's pledged spot is read (the ccxt gateway's
-#: ``pledge_source``, :data:`executor.ccxt_base.PLEDGE_SOURCES`; kept here so loading a book never
-#: imports ccxt): Binance USD-M Multi-Assets mode (the default) or Portfolio Margin's tiers.
-PLEDGE_SOURCES = ("multi_assets", "portfolio_margin")
-DEFAULT_PLEDGE_SOURCE = "multi_assets"
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ class LoadedBook:
 
     ``labels`` describe where the data came from (e.g. "synthetic market data (seed 7)") so reports
     can show them next to the numbers; ``pledge_source`` (``[book] pledge_source``, one of
-    :data:`PLEDGE_SOURCES`) says how an exchange account's pledged spot is read (the ccxt
+    :data:`models.collateral.PLEDGE_SOURCES`) says how an exchange account's pledged spot is read (the ccxt
     gateway's argument of that name).
     """
 

@@ -35,6 +35,12 @@ import numpy as np
 
 from models.errors import ValidationError
 
+#: How an exchange account's pledged spot is read (``[book] pledge_source``, the ccxt gateway's
+#: ``pledge_source``): Binance USD-M Multi-Assets mode's ``bidBuffer`` (the default) or Portfolio
+#: Margin's tiered collateral rates (executor/ccxt_collateral.py).
+PLEDGE_SOURCES = ("multi_assets", "portfolio_margin")
+DEFAULT_PLEDGE_SOURCE = PLEDGE_SOURCES[0]
+
 
 @dataclass(frozen=True)
 class CollateralTier:

@@ -25,12 +25,12 @@ from binance_emulator import BinanceEmulator  # noqa: E402
 from cli_helpers import account_app  # noqa: E402
 from exec_helpers import cli_emulator  # noqa: E402
 
-from executor.ccxt_base import PLEDGE_SOURCES as GATEWAY_SOURCES  # noqa: E402
 from executor.workflow import account_view  # noqa: E402
 from fbr.cli import app  # noqa: E402
-from fbr.config_loader import PLEDGE_SOURCES, load_book_file  # noqa: E402
+from fbr.config_loader import load_book_file  # noqa: E402
 from fbr.run_config import load_run_file  # noqa: E402
 from fbr.run_wiring import exchange_venue, paper_venue  # noqa: E402
+from models.collateral import PLEDGE_SOURCES  # noqa: E402
 from models.errors import ExitCode, ValidationError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,8 @@ def _pm_calls(emu: BinanceEmulator) -> int:
 # --- the key in the loader ---------------------------------------------------------------------
 
 def test_key_default_and_values(tmp_path: Path) -> None:
-    assert PLEDGE_SOURCES == GATEWAY_SOURCES  # the loader's copy (no ccxt import) matches
+    # the loader and the gateway both check against models.collateral.PLEDGE_SOURCES
+    assert PLEDGE_SOURCES == ("multi_assets", "portfolio_margin")
     assert load_book_file(_book(tmp_path, None)).pledge_source == "multi_assets"
     assert load_book_file(_book(tmp_path, "multi_assets")).pledge_source == "multi_assets"
     assert load_book_file(_book(tmp_path, "portfolio_margin")).pledge_source == "portfolio_margin"
