@@ -40,7 +40,7 @@ from optimizer.engines import (
     strict_solvers,
 )
 from optimizer.settings import SolverName
-from optimizer.spot_leg import SpotContext, make_context
+from optimizer.spot_leg import CarriedSpotContext, SpotContext, make_context
 from optimizer.terms import Term, terms_for
 
 
@@ -118,6 +118,8 @@ def set_values(ctx: Context, terms: list[Term], constraints: list[Constraint],
     ctx.set_common(d)
     if isinstance(ctx, SpotContext):
         ctx.set_spot(d)
+    elif isinstance(ctx, CarriedSpotContext):
+        ctx.set_shift(d)
     for t in terms:
         t.update(d)
     for c in constraints:

@@ -175,7 +175,8 @@ class SpotLegSettings:
     loss lots credited only when ``harvest_losses`` (otherwise taxed at 0). ``lot_method`` is the
     user's books' order (HIFO, FIFO, specific), used to report the tax the sale realises.
     ``rates`` None: no tax term. Net spot buys are financed by sales plus at most
-    ``cash_usd`` of wallet cash: sum(b) - sum(q) <= cash_usd / V.
+    ``cash_usd`` of wallet cash: sum(b) - sum(q) <= min(cash_usd, book cash) / V (never more than the
+    stablecoin held; ``optimizer.spot_data.spot_budget``).
     """
 
     enabled: bool = False

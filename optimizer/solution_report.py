@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -35,17 +34,30 @@ from optimizer.solution import (
     StressResult,
     Trade,
 )
+from optimizer.spot_leg import after_spot_trade
 
 #: spot trades below this (weights) are solver noise and dropped
 SPOT_NOISE = 1e-9
 
 
 def after_spot(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> ProblemData:
-    """``d`` with the spot weights after the spot leg's trades, s' = s + b - q (``d`` when None)."""
+    """``d`` with the spot weights after the spot leg's trades, s' = s + b - q, and the targets
+    the base then gives, w' = w* + k 1'(b - q) (k = w* for an invested base, 0 for a NAV base;
+    optimizer.spot_leg), both in units of today's V (``d`` when None)."""
     if spot is None:
         return d
     buy, sell = spot
-    return replace(d, s=d.s + buy - sell)
+    return after_spot_trade(d, buy - sell)
+
+
+def base_ratio(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """V' / V: 1 + 1'(b - q) when the invested base follows the spot
+    leg's net trade (optimizer.spot_leg), 1 for a NAV base or without spot trades. The weights
+    and the tracking error after the trade are reported as fractions of V' (what the book shows
+    then); ``after_spot`` keeps today's V as the unit for the re-checks."""
+    if spot is None or d.spot is None or not d.spot.base_follows:
+        return 1.0
+    return 1.0 + float(np.sum(spot[0] - spot[1]))
 
 
 def tracking_error(z: np.ndarray, d: ProblemData) -> float:
@@ -121,14 +133,15 @@ def assemble_solution(book: Book, d: ProblemData, rounded: Rounded, z_unrounded:
                           maintenance_ratio=maint / d.collateral if d.collateral > 0 else math.inf,
                           stress=tuple(stress))
     e_before = d.s + d.B @ d.z0
-    e_after = dp.s + d.B @ rounded.z
+    ratio = base_ratio(d, spot)  # V' / V: the weights after are fractions of the base then
+    e_after = (dp.s + d.B @ rounded.z) / ratio
     spot_trades, spot_costs = _spot_report(d, spot)
     return Solution(
         status=status, solver=solver, solvers_tried=tried, solve_time_ms=1e3 * solve_s,
         total_time_ms=1e3 * (time.perf_counter() - t0), nav=d.nav, base=V,
         tracking_error_before=tracking_error(d.z0, d),
-        tracking_error_after=tracking_error(rounded.z, dp),
-        tracking_error_unrounded=tracking_error(z_unrounded, dp),
+        tracking_error_after=tracking_error(rounded.z, dp) / ratio,
+        tracking_error_unrounded=tracking_error(z_unrounded, dp) / ratio,
         trades=trades, target_positions=positions, costs=costs, margin=margin,
         gross_leverage=float(np.abs(e_after).sum()), net_exposure=float(e_after.sum()),
         effective_weights_before=dict(zip(d.assets, map(float, e_before), strict=True)),

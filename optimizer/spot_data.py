@@ -16,7 +16,7 @@ from datetime import datetime
 
 import numpy as np
 
-from models.book import Book
+from models.book import Book, TargetsBase
 from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
@@ -80,11 +80,39 @@ class SpotLegData:
     #: per contract, gamma_tax x futures rate x max(U_j, 0) / |x0_j| (tax per unit of weight by
     #: which the position is reduced; 0 without a position or a gain); None: not priced
     futures_tax_coef: np.ndarray | None = None
+    #: True when the target base is the spot value (``targets_base = "invested"``), so it moves
+    #: with the net spot trade (see :func:`target_shift`); False for a NAV base
+    base_follows: bool = False
 
     @property
     def taxed(self) -> bool:
         """True when the tax term is on."""
         return self.curves is not None
+
+
+def target_shift(w: np.ndarray, sd: SpotLegData) -> np.ndarray:
+    """k (N, weights): how the targets move per unit of net spot trade sigma = 1'(b - q).
+
+    With ``targets_base = "invested"`` the base V is the spot value, so a net spot trade moves it
+    to V' = V (1 + sigma) (fees and tax are paid from the wallet, not from spot) and the targets
+    w* V' are w* (1 + sigma) in units of today's V: k = w*. A NAV base does not move with a spot
+    trade (the cash stays in the NAV): k = 0. The deviation the optimiser prices is then
+    e - w* - k sigma = s + b - q + B z - w* - k 1'(b - q)."""
+    return np.asarray(w, dtype=float) if sd.base_follows else np.zeros(len(w))
+
+
+def net_sale_room(sd: SpotLegData) -> float:
+    """The most the spot leg may sell on balance, 1'(q - b) <= room (weights): 0 on an invested
+    base (the sales pay for the buys; a net sale would shrink the base, optimizer.spot_leg), all
+    the spot it may sell on a NAV base (no limit beyond q <= holdings)."""
+    return 0.0 if sd.base_follows else float(np.sum(sd.holdings))
+
+
+def spot_budget(book: Book, settings: SpotLegSettings) -> float:
+    """The net spot buys one rebalance may pay from the wallet (USD): ``settings.cash_usd``, but
+    never more than the stablecoin the book holds (``Book.cash``, 0 when it owes): buys are paid
+    in cash, not in unrealised PnL or credit."""
+    return min(settings.cash_usd, max(float(book.cash), 0.0))
 
 
 def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: float,
@@ -122,10 +150,12 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
         pieces = min(max([1, *(len(ls) for ls in lots)]), MAX_TAX_PIECES)
         hold = np.minimum(hold, np.array([c.holdings for c in curves]))
     return SpotLegData(prices=prices, quantities=qty, lin_cost=fee + hs, fee=fee, half_spread=hs,
-                       impact_cost=impact, holdings=hold, cash=settings.cash_usd / V, curves=curves,
+                       impact_cost=impact, holdings=hold, cash=spot_budget(book, settings) / V,
+                       curves=curves,
                        tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
-                       settings=settings, futures_tax_coef=futures_tax_coefficients(book, market,
-                                                                                    settings))
+                       settings=settings,
+                       futures_tax_coef=futures_tax_coefficients(book, market, settings),
+                       base_follows=book.targets_base == TargetsBase.INVESTED)
 
 
 def futures_tax_coefficients(book: Book, market: MarketSnapshot,

@@ -5,17 +5,32 @@ exposure is e = s + b - q + B z, so every term and constraint written on ``ctx.e
 ``ctx.deviation()`` (gross leverage, cluster bands) sees the spot trades. Its base rows are
 b >= 0, 0 <= q <= holdings (no short spot) and the financing row sum(b) - sum(q) <= cash
 (rows, not variable attributes: the lean PIQP path passes no variable bounds).
+
+**The targets follow the base.** With ``targets_base = "invested"`` the base V is the spot value,
+so the net spot trade sigma = 1'(b - q) moves it to V (1 + sigma) and the targets to
+w* (1 + sigma) in units of today's V (``optimizer.spot_data.target_shift``: k = w*; k = 0 for a
+NAV base). The deviation is e - w* - k sigma: selling spot into the wallet lowers every target,
+and on an invested base the spot leg sells no spot into the wallet on balance: its sales pay for
+its buys (plus the wallet cash it may use), -room <= 1'(b - q) <= cash with room = 0
+(``optimizer.spot_data.net_sale_room``). A net sale would move spot into the reserve and shrink
+the base the targets apply to, a choice that is the user's (or the collateral sweeps'), not the
+rebalance's. On a NAV base the stablecoin stays in the base and room is all the spot held.
+The Parameter ``shift`` holds k (Parameter times an affine expression: DPP); terms that multiply
+the deviation by a Parameter of their own take k premultiplied (``TrackingVariance``,
+``CostToGo``).
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import cvxpy as cp
+import numpy as np
 
 from optimizer.context import Context
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
+from optimizer.spot_data import net_sale_room, target_shift
 
 
 class SpotContext(Context):
@@ -25,6 +40,8 @@ class SpotContext(Context):
     sell: cp.Variable
     hold: cp.Parameter
     cash: cp.Parameter
+    room: cp.Parameter
+    shift: cp.Parameter
 
     @staticmethod
     def create_spot(structure: Structure) -> SpotContext:
@@ -36,6 +53,8 @@ class SpotContext(Context):
         ctx.sell = cp.Variable(n, name="spot_sell")
         ctx.hold = ctx.param("spot_holdings", n, nonneg=True)
         ctx.cash = ctx.param("spot_cash", nonneg=True)
+        ctx.room = ctx.param("spot_net_sale_room", nonneg=True)
+        ctx.shift = ctx.param("spot_target_shift", n)
         return ctx
 
     def spot_trade(self) -> cp.Expression:
@@ -43,23 +62,27 @@ class SpotContext(Context):
         return self.buy - self.sell
 
     def deviation(self) -> cp.Expression:
-        """e - w* = s + b - q + B z - w* (N)."""
-        return self.s_minus_w + self.B @ self.z + self.spot_trade()
+        """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
+        spot = self.spot_trade()
+        return self.s_minus_w + self.B @ self.z + spot - self.shift * cp.sum(spot)
 
     def effective(self) -> cp.Expression:
         """e = s + b - q + B z (N)."""
         return self.s + self.B @ self.z + self.spot_trade()
 
     def spot_constraints(self) -> list[cp.Constraint]:
-        """b >= 0, q >= 0, q <= holdings, sum(b) - sum(q) <= cash."""
+        """b >= 0, q >= 0, q <= holdings, -room <= sum(b) - sum(q) <= cash (module docstring)."""
+        net = cp.sum(self.buy) - cp.sum(self.sell)
         return [self.buy >= 0, self.sell >= 0, self.sell <= self.hold,
-                cp.sum(self.buy) - cp.sum(self.sell) <= self.cash]
+                net <= self.cash, net >= -self.room]
 
     def set_spot(self, d: ProblemData) -> None:
         """Values of the spot leg's base parameters."""
         assert d.spot is not None
         assign(self.hold, d.spot.holdings)
         assign(self.cash, d.spot.cash)
+        assign(self.room, net_sale_room(d.spot))
+        assign(self.shift, target_shift(d.w, d.spot))
 
 
 class CarriedSpotContext(Context):
@@ -68,6 +91,7 @@ class CarriedSpotContext(Context):
     e_h = s + (b - q) + B z_h, so every term and constraint of step h sees the spot held then."""
 
     carried: cp.Expression
+    shift: cp.Parameter
 
     @staticmethod
     def create_carried(structure: Structure, prev: cp.Expression,
@@ -76,19 +100,38 @@ class CarriedSpotContext(Context):
         base = Context.create(structure, prev=prev)
         ctx = CarriedSpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
         ctx.carried = carried
+        ctx.shift = ctx.param("spot_target_shift", structure.n_assets)
         return ctx
+
+    def set_shift(self, d: ProblemData) -> None:
+        """k of the carried trade (the same as step 1's: every step has today's targets)."""
+        assert d.spot is not None
+        assign(self.shift, target_shift(d.w, d.spot))
 
     def spot_trade(self) -> cp.Expression:
         """b - q of the plan's first step (N, weights)."""
         return self.carried
 
     def deviation(self) -> cp.Expression:
-        """e - w* = s + b - q + B z - w* (N)."""
-        return self.s_minus_w + self.B @ self.z + self.carried
+        """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
+        return self.s_minus_w + self.B @ self.z + self.carried - self.shift * cp.sum(self.carried)
 
     def effective(self) -> cp.Expression:
         """e = s + b - q + B z (N)."""
         return self.s + self.B @ self.z + self.carried
+
+
+def shift_of(d: ProblemData) -> np.ndarray:
+    """k (N): the targets' shift per unit of net spot trade (``target_shift``; 0 without the spot
+    leg)."""
+    return target_shift(d.w, d.spot) if d.spot is not None else np.zeros(len(d.w))
+
+
+def after_spot_trade(d: ProblemData, trade: np.ndarray) -> ProblemData:
+    """``d`` after a net spot trade b - q (N, weights): s' = s + b - q and the targets the base
+    then gives, w' = w* + k 1'(b - q), both in units of today's V (module docstring)."""
+    trade = np.asarray(trade, dtype=float)
+    return replace(d, s=d.s + trade, w=d.w + shift_of(d) * float(trade.sum()))
 
 
 def make_context(structure: Structure) -> Context:

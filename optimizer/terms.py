@@ -17,7 +17,7 @@ from optimizer.context import Context
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
 from optimizer.reserve_term import pledged_stressed, reserve_rate, reserve_weight
-from optimizer.spot_leg import SpotContext, spot_trade
+from optimizer.spot_leg import SpotContext, shift_of, spot_trade
 from optimizer.tax_term import TaxTerm
 
 
@@ -43,7 +43,9 @@ class TrackingVariance(Term):
     """The tracking variance (the objective's risk term; its square root is the tracking error):
     TE^2 = (e - w*)' Sigma (e - w*), Sigma = F F' + diag(d), as a sum of squares:
     ||F' B z + F'(s - w*)||^2 + ||sqrt(d) * (B z + s - w*)||^2 (annualised variance, weight units).
-    With the spot leg, e = s + b - q + B z: F' (b - q) and sqrt(d) * (b - q) join the squares.
+    With the spot leg, e - w* = s + b - q + B z - w* - k sigma (sigma = 1'(b - q), k the targets'
+    shift, optimizer.spot_leg): F' (b - q) - (F' k) sigma and sqrt(d) * (b - q) - (sqrt(d) * k)
+    sigma join the squares (the products with k precomputed: DPP).
     """
 
     name = "tracking_error"
@@ -60,24 +62,34 @@ class TrackingVariance(Term):
             expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
         else:
             self.Ft = ctx.param("Ft", (st.n_factors, st.n_assets))
-            expr = cp.sum_squares(self.FtB @ ctx.z + self.Ft @ spot + self.c)
+            self.Ftk = ctx.param("Ft_shift", st.n_factors)
+            expr = cp.sum_squares(self.FtB @ ctx.z + self.Ft @ spot - self.Ftk * cp.sum(spot)
+                                  + self.c)
         if st.idio:
             # sqrt(d) * (B z) + sqrt(d) * (s - w*): the second product is precomputed (DPP forbids
             # a Parameter times a Parameter)
             self.sd = ctx.param("sqrt_idio", st.n_assets, nonneg=True)
             self.sd_dev0 = ctx.param("sqrt_idio_s_minus_w", st.n_assets)
-            moved = ctx.B @ ctx.z if spot is None else ctx.B @ ctx.z + spot
-            expr = expr + cp.sum_squares(cp.multiply(self.sd, moved) + self.sd_dev0)
+            if spot is None:
+                moved = cp.multiply(self.sd, ctx.B @ ctx.z)
+            else:
+                self.sdk = ctx.param("sqrt_idio_shift", st.n_assets)
+                moved = cp.multiply(self.sd, ctx.B @ ctx.z + spot) - self.sdk * cp.sum(spot)
+            expr = expr + cp.sum_squares(moved + self.sd_dev0)
         return expr
 
     def update(self, d: ProblemData) -> None:
         assign(self.FtB, d.FtB)
         assign(self.c, d.F.T @ (d.s - d.w))
-        if self.Ft is not None:
-            assign(self.Ft, d.F.T)
         if self.sd is not None:
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_dev0, d.sqrt_idio * (d.s - d.w))
+        if self.Ft is not None:
+            k = shift_of(d)
+            assign(self.Ft, d.F.T)
+            assign(self.Ftk, d.F.T @ k)
+            if self.sd is not None:
+                assign(self.sdk, d.sqrt_idio * k)
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
         dev = d.s + d.B @ z - d.w
@@ -325,19 +337,26 @@ class CostToGo(Term):
     """
 
     name = "cost_to_go"
+    #: R k, the targets' shift through R (None without the spot leg)
+    Rk: cp.Parameter | None = None
 
     def build(self, ctx: Context) -> cp.Expression:
         n = ctx.structure.n_assets
         self.R = ctx.param("cost_to_go_root", (n, n))
         self.R_dev0 = ctx.param("cost_to_go_root_s_minus_w", n)
         spot = spot_trade(ctx)
-        moved = ctx.B @ ctx.z if spot is None else ctx.B @ ctx.z + spot
-        return cp.sum_squares(self.R @ moved + self.R_dev0)
+        if spot is None:
+            return cp.sum_squares(self.R @ (ctx.B @ ctx.z) + self.R_dev0)
+        self.Rk = ctx.param("cost_to_go_root_shift", n)
+        moved = self.R @ (ctx.B @ ctx.z + spot) - self.Rk * cp.sum(spot)
+        return cp.sum_squares(moved + self.R_dev0)
 
     def update(self, d: ProblemData) -> None:
         assert d.cost_to_go_root is not None
         assign(self.R, d.cost_to_go_root)
         assign(self.R_dev0, d.cost_to_go_root @ (d.s - d.w))
+        if self.Rk is not None:
+            assign(self.Rk, d.cost_to_go_root @ shift_of(d))
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
         if d.cost_to_go_root is None:

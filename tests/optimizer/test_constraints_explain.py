@@ -11,6 +11,7 @@ is fall x V / gamma_trade (none without a trading cost weight)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -260,6 +261,8 @@ class _SpotData:
     funding_budget: float = 0.5
     gamma_trade: float = 2.0
     structure: Structure = field(default_factory=lambda: _structure(spot_leg=True))
+    #: the spot leg's data: only ``base_follows`` is read (None: a NAV base, targets stay put)
+    spot: Any = None
 
 
 def test_tracking_error_is_at_the_solved_spot_trades() -> None:
@@ -277,3 +280,8 @@ def test_tracking_error_is_at_the_solved_spot_trades() -> None:
     p = c.predict("funding_budget", 1e-7)
     assert p is not None and p.tracking_error == pytest.approx(0.04)
     assert p.objective_size == pytest.approx(0.0016)  # the spot leg's terms count 0
+    # an invested base follows the sale: V' = 0.97 V, targets 0.5 x 0.97 = 0.485 each, so the
+    # deviation is (0.47 + 0.03 - 0.485, 0.5 + 0.04 - 0.485) = (0.015, 0.055) by hand
+    d.spot = SimpleNamespace(base_follows=True)
+    p = c.predict("funding_budget", 1e-7)
+    assert p is not None and p.tracking_error == pytest.approx(math.hypot(0.015, 0.055))

@@ -425,7 +425,8 @@ def test_spot_leg_deviation_is_priced() -> None:
     ctx.set_common(d)
     term.update(d)
     ctx.z.value, ctx.buy.value, ctx.sell.value = res.z, buy, sell
-    dev = d.s + buy - sell + d.B @ res.z - d.w
+    # the invested base (the spot value) moves with the net spot trade: targets w* (1 + 1'(b - q))
+    dev = d.s + buy - sell + d.B @ res.z - d.w * (1.0 + float(np.sum(buy - sell)))
     assert float(np.max(np.abs(buy - sell))) > 1e-3  # the spot leg traded
     assert float(expr.value) == pytest.approx(2.0 * dev @ _q_ref(sigma, 0.5) @ dev,
                                               rel=1e-9, abs=1e-15)

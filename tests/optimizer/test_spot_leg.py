@@ -6,10 +6,12 @@ book's lots (optimizer.tax_term.TaxTerm, ascending tax per unit).
 - hand case: BTC capped futures cannot reach the target, a zero cluster band pins e_BTC = w_BTC, so
   the optimiser must sell exactly 1/6 - 1/15 = 0.1 of V = 15,000 USD = 0.3 BTC, from the lot with
   the lowest tax (basis 48,000, short-term 30%: 600 USD/BTC, not the long-term lot at 4,500/BTC),
-  a tax of 0.3 x 600 = 180.00 USD = models.tax.realised_tax for that sale;
+  a tax of 0.3 x 600 = 180.00 USD = models.tax.realised_tax for that sale; on the invested base
+  the sale buys 15,000 USD of ETH (a net sale would shrink the base);
 - spot cheaper than futures (negative funding for the short) -> spot; a high tax on gains -> futures;
 - a plain-cvxpy reference written from DESIGN.md (futures z, spot b and q, one variable per lot for
-  the tax: the lot LP of Moehle et al.) agrees on 120 seeded random books to 1e-5 of NAV.
+  the tax: the lot LP of Moehle et al.; the invested base, the spot value, moves with the net spot
+  trade, so the targets are w* (1 + 1'(b - q))) agrees on 150 seeded random books to 1e-5 of NAV.
 """
 
 from __future__ import annotations
@@ -117,12 +119,18 @@ def test_capped_futures_sell_the_lowest_tax_lot_first_hand_computed() -> None:
     assert round(sol.spot_costs.tax, 2) == round(ref, 2) == 180.00  # type: ignore[union-attr]
     assert [lot.cost_basis for lot in left] == [20_000.0, 48_000.0]  # the 48k lot was cut
     assert left[1].quantity == pytest.approx(0.7)
-    # ETH is reached through its (uncapped, cheaper) future; effective weights on target
-    assert not [t for t in sol.spot_trades if t.asset == "ETH"]
+    # the invested base (the spot value) must not shrink, so the sale pays for 15,000 USD of ETH
+    # spot (6 ETH); ETH's future tops it up: 1/3 + 0.1 + z = 0.5 -> z = 1/15 = 10,000 USD
+    (eth,) = [t for t in sol.spot_trades if t.asset == "ETH"]
+    assert eth.bought == pytest.approx(15_000.0, abs=1e-3) and eth.sold == 0.0
+    assert eth.units == pytest.approx(6.0, abs=1e-8)
+    # (ETH has no band: its future stops a little short, where a unit's cost meets its TE gain)
+    assert pos["ETH-PERP"] == pytest.approx(10_000.0, rel=0.01)
     assert sol.effective_weights_after["BTC"] == pytest.approx(0.5, abs=1e-8)
+    assert sol.effective_weights_after["ETH"] == pytest.approx(0.5, abs=1e-3)
     costs = sol.spot_costs
-    assert costs is not None
-    assert costs.fees == pytest.approx(15.0, abs=1e-5) and costs.spread == pytest.approx(1.5, abs=1e-5)
+    assert costs is not None  # 0.1% fee and 1 bp half spread on 30,000 USD traded
+    assert costs.fees == pytest.approx(30.0, abs=1e-5) and costs.spread == pytest.approx(3.0, abs=1e-5)
     d = sol.to_dict()
     assert d["spot_costs"]["tax"] == pytest.approx(180.0, abs=1e-4)
     assert d["spot_trades"][0]["asset"] == "BTC"
@@ -285,7 +293,9 @@ def _reference(c: Case) -> tuple[np.ndarray, np.ndarray, float]:
     hs_s = np.array([market.spot_half_spread[s_] for s_ in syms])
     carry = np.array([market.funding[con.symbol] for con in book.contracts]) \
         * st.costs.horizon_days * 24.0 / 8.0
-    obj = cp.quad_form(e - w, cp.psd_wrap(cov))
+    # the base is the spot value (targets_base "invested"), so the net spot trade moves it to
+    # V (1 + 1'(b - q)) and the targets with it (in units of today's V)
+    obj = cp.quad_form(e - w * (1 + cp.sum(b - q)), cp.psd_wrap(cov))
     if c.basis_cov is not None:
         obj += cp.quad_form(z, cp.psd_wrap(c.basis_cov))
     obj += st.costs.gamma_trade * ((fee_f + hs_f) @ cp.abs(z - x0) + (fee_s + hs_s) @ (b + q))
@@ -298,7 +308,9 @@ def _reference(c: Case) -> tuple[np.ndarray, np.ndarray, float]:
                         for i, s_ in enumerate(syms)])
         p32 = [cp.power(v, 1.5, approx=False) for v in (cp.abs(z - x0), b, q)]
         obj += st.costs.gamma_trade * (c_f @ p32[0] + c_s @ (p32[1] + p32[2]))
-    cons: list[cp.Constraint] = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= st.spot.cash_usd / V]
+    # no net sale on an invested base (it would shrink the base): sales pay for buys
+    cons: list[cp.Constraint] = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= st.spot.cash_usd / V,
+                                 cp.sum(b) - cp.sum(q) >= 0]
     rates = st.spot.rates
     if rates is not None:  # one variable per lot (weights sold from it), tax per USD sold
         for i, sym in enumerate(syms):
