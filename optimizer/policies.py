@@ -69,6 +69,12 @@ class Policy(ABC):
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
         """Target holdings at time ``t``."""
 
+    def optimiser(self) -> OptimizedFutures | None:
+        """The optimising policy that decides this policy's targets: itself, or the one a wrapper
+        drives (``scenarios.rolls.RollingPolicy``). A replay reads its settings (the
+        funding-forecast rule, the spot leg, the tax) through it. None for a plain rule."""
+        return None
+
 
 class NoRebalance(Policy):
     """Buy and hold: never trades."""
@@ -211,6 +217,10 @@ class OptimizedFutures(Policy):
     def trades_spot(self) -> bool:
         """True when the spot leg is on (the policy may trade spot)."""
         return self.settings.spot.enabled
+
+    def optimiser(self) -> OptimizedFutures:
+        """Itself (see :meth:`Policy.optimiser`)."""
+        return self
 
     def settings_for(self, lots: Lots | None,
                      futures_gains: Mapping[str, float] | None = None) -> OptimizerSettings:

@@ -24,7 +24,8 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
    (top-up) or buying spot pro rata to the target weights (excess), at the close, spot fee paid.
    The default target is the book's initial wallet / NAV, so a book that starts with no reserve
-   keeps none: give it a ``CollateralPolicy(target_fraction=...)``.
+   keeps none: give it a ``CollateralPolicy(target_fraction=...)``. A policy that trades spot
+   itself on a NAV base keeps the top-up only (:func:`own_cash`).
 
 6. **taxes** (off by default; ``scenarios.replay_tax``): with tax settings (``tax=``, or an optimising
    policy whose spot leg prices tax) the lots follow each asset's net spot change of the step
@@ -59,16 +60,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from models.book import Book
+from models.book import Book, TargetsBase
 from models.errors import ValidationError
 from models.instruments import QTY_RTOL
 from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
-from optimizer.policies import OptimizedFutures, Policy
+from optimizer.policies import Policy
 from optimizer.settings import CostSettings, SpotLegSettings
 from scenarios.backtest_result import (
     LIQUIDATION_COLUMNS,
@@ -115,8 +117,10 @@ __all__ = ["QTY_RTOL", "run_backtest"]
 
 
 def policy_costs(policy: Policy) -> CostSettings | None:
-    """An optimising policy's cost settings (its funding-forecast rule reaches the snapshots)."""
-    return policy.settings.costs if isinstance(policy, OptimizedFutures) else None
+    """An optimising policy's cost settings (its funding-forecast rule reaches the snapshots),
+    also through a wrapper (``Policy.optimiser``)."""
+    opt = policy.optimiser()
+    return opt.settings.costs if opt is not None else None
 
 
 def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
@@ -146,6 +150,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                          liquidation_penalty=liquidation_penalty, costs=policy_costs(policy))
     if collateral is None:
         collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
+    collateral = own_cash(collateral, book, policy)
     tau = collateral.target_fraction
     state = ReplayState(spot={a: float(book.spot.get(a, 0.0)) for a in inputs.assets},
                         futures={s: p for s, p in book.futures.items() if p.contracts != 0},
@@ -178,6 +183,24 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         if on_step is not None:
             on_step()
     return _result(book, history, policy, log, taxes is not None)
+
+
+def own_cash(collateral: CollateralPolicy, book: Book, policy: Policy) -> CollateralPolicy:
+    """``collateral`` without its sweep-out when ``policy`` trades spot itself on a NAV base.
+
+    On a NAV base the wallet's stablecoin is part of the target base, and a policy with a spot
+    leg chooses how much of the base it holds as spot and how much as stablecoin behind futures
+    (selling spot and going long a perpetual whose funding pays, say): a sweep-out would buy spot
+    at the target weights on top of the futures it bought instead, adding exposure it did not
+    choose, which it would sell again at the next step. On an invested base (the spot value) the
+    stablecoin is the reserve, the optimiser prices a net spot sale as lowering every target
+    (optimizer.spot_leg), and the sweep-out, buying at the target weights, leaves the deviation
+    as it was: it stays."""
+    opt = policy.optimiser()
+    if (book.targets_base == TargetsBase.NAV and opt is not None and opt.trades_spot
+            and collateral.sweep_out):
+        return replace(collateral, sweep_out=False)
+    return collateral
 
 
 def _check_options(book: Book, history: MarketPath, liquidation_penalty: float,

@@ -58,7 +58,7 @@ from models.tax import (
     tax_per_unit,
     total_quantity,
 )
-from optimizer.policies import OptimizedFutures, Policy
+from optimizer.policies import Policy
 from optimizer.settings import SpotLegSettings
 from optimizer.spot_data import check_lots
 from scenarios.replay_state import FuturesTaxBasis, ReplayState
@@ -88,10 +88,14 @@ def tax_settings(tax: SpotLegSettings | None, policy: Policy) -> SpotLegSettings
             raise ValidationError("tax.rates", "are missing",
                                   "give the [tax] section's short_term and long_term rates")
         return tax
-    if isinstance(policy, OptimizedFutures) and policy.trades_spot \
-            and policy.settings.spot.rates is not None:
-        return policy.settings.spot
-    return None
+    opt = policy.optimiser()
+    if opt is None or not opt.trades_spot or opt.settings.spot.rates is None:
+        return None
+    if opt is not policy:
+        raise ValidationError("policy", f"{policy.name!r} wraps an optimiser whose spot leg prices "
+                              "tax, and the replay hands tax lots only to the optimiser itself",
+                              "replay the optimiser without the wrapper, or switch its tax off")
+    return opt.settings.spot
 
 
 def start_taxes(book: Book, settings: SpotLegSettings) -> tuple[ReplayTax, dict[str, tuple[TaxLot, ...]]]:

@@ -23,7 +23,7 @@ from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.instruments import FuturesContract
 from models.market import MarketSnapshot
-from optimizer.policies import Policy, TargetHoldings
+from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
 from scenarios.backtest_result import RollTargets
 from scenarios.dated_basis import NS_PER_DAY
 from scenarios.settlement import expiry_ns
@@ -119,6 +119,11 @@ class RollingPolicy(Policy):
                      funding=relabel(market.funding), half_spread=relabel(market.half_spread),
                      adv=relabel(market.adv))
         return view, mk, notional
+
+    def optimiser(self) -> OptimizedFutures | None:
+        """The inner policy's optimiser: the replay prices the funding and the wallet as it would
+        for the inner policy alone."""
+        return self.inner.optimiser()
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
         act = self.active(t)

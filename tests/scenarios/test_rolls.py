@@ -7,6 +7,7 @@ taker fee 5 bp, half spread 0 (fees are then exactly 5 bp of |notional|), no ADV
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,16 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.book import Book, FuturesPosition
+from models.book import Book, FuturesPosition, TargetsBase
+from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract, SpotAsset
 from models.market import MarketSnapshot
+from models.risk import RiskModel
 from models.synthetic import generate_history
-from optimizer.policies import NaiveFutures, Policy, TargetHoldings, current_holdings
+from models.tax import TaxLot, TaxRates
+from optimizer.policies import NaiveFutures, OptimizedFutures, Policy, TargetHoldings, current_holdings
+from optimizer.settings import CostSettings, FundingForecastRule, OptimizerSettings, SpotLegSettings
 from scenarios.backtest_result import BacktestResult
-from scenarios.collateral import NO_SWEEPS
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy
 from scenarios.dated_basis import DEFAULT_BASIS, BasisModel, with_dated_marks
 from scenarios.market_path import MarketPath
-from scenarios.replay import run_backtest
+from scenarios.replay import own_cash, policy_costs, run_backtest
 from scenarios.rolls import RollingPolicy
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")
@@ -270,3 +275,38 @@ def test_rolling_naive_overlay_rolls_each_contract_before_its_expiry() -> None:
     assert not a.steps["liquidated"].any()
     assert np.abs(identity_gap(a)).max() < 1e-6 * float(a.steps["nav"].abs().max())
     assert math.isclose(float(a.futures_notional["BTC-0"].iloc[18:].abs().max()), 0.0)
+
+
+# ---------------------------------------------------------------- the optimiser behind the wrapper
+
+
+def _optimiser(spot: SpotLegSettings | None = None) -> OptimizedFutures:
+    risk = RiskModel.from_covariance(["BTC"], np.array([[0.36]]))
+    return OptimizedFutures(risk, OptimizerSettings(
+        costs=CostSettings(funding_forecast=FundingForecastRule.EWMA),
+        spot=spot or SpotLegSettings()))
+
+
+def test_the_replay_reads_the_optimiser_behind_a_rolling_wrapper() -> None:
+    """The replay's funding-forecast rule, and the wallet rule of a spot-trading optimiser on a
+    NAV base, come from the optimiser the wrapper drives, as for the optimiser alone."""
+    inner = _optimiser()
+    rolling = RollingPolicy(inner, (Q1, Q2))
+    assert rolling.optimiser() is inner and inner.optimiser() is inner
+    assert policy_costs(rolling) is inner.settings.costs
+    costs = policy_costs(rolling)
+    assert costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
+    assert policy_costs(RollingPolicy(NaiveFutures(), (Q1, Q2))) is None
+    nav_book = dataclasses.replace(hand_book(), targets_base=TargetsBase.NAV)
+    hybrid = RollingPolicy(_optimiser(SpotLegSettings(enabled=True)), (Q1, Q2))
+    assert not own_cash(CollateralPolicy(0.1), nav_book, hybrid).sweep_out
+    assert own_cash(CollateralPolicy(0.1), nav_book, rolling).sweep_out
+
+
+def test_a_wrapped_optimiser_that_prices_tax_is_refused_before_the_replay() -> None:
+    """The replay hands tax lots only to the optimiser itself: a wrapper around one whose spot
+    leg prices tax is one clear error, not a replay without the lots."""
+    lots = {"BTC": (TaxLot(1.0, 9_000.0, datetime(2024, 1, 1, tzinfo=UTC)),)}
+    taxed = _optimiser(SpotLegSettings(enabled=True, rates=TaxRates(0.3, 0.15), lots=lots))
+    with pytest.raises(ValidationError, match="wraps an optimiser"):
+        run_backtest(hand_book(), hand_path(5), RollingPolicy(taxed, (Q1, Q2)), collateral=NO_SWEEPS)
