@@ -24,7 +24,7 @@ import numpy as np
 
 from optimizer.context import Context
 from optimizer.data import ProblemData
-from optimizer.spot_leg import after_spot_trade, spot_trade
+from optimizer.spot_leg import after_spot_weights, spot_trade
 from optimizer.terms import BasisRisk, TrackingVariance, terms_for
 
 __all__ = ["NEGLIGIBLE_SHARE", "PREDICTION_SHARE", "STEP_SHARE", "Constraint", "Prediction",
@@ -174,7 +174,7 @@ class Constraint(ABC):
         z = np.asarray(ctx.z.value, dtype=float)
         trade = spot_trade(ctx)
         if trade is not None and trade.value is not None:
-            d = after_spot_trade(d, np.asarray(trade.value, dtype=float))
+            d = after_spot_weights(d, np.asarray(trade.value, dtype=float))
         te2 = max(TrackingVariance().value(z, d) + BasisRisk().value(z, d), 0.0)
         size = sum(abs(t.value(z, d)) for t in terms_for(d.structure))
         rate = dual_user * self.collateral_factor()

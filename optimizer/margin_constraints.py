@@ -1,5 +1,12 @@
 """The margin rows, in weight units (USD / V): the initial-margin budget and one stress-safe
-maintenance row per stress scenario (optimizer.constraint_base has what every row shares)."""
+maintenance row per stress scenario (optimizer.constraint_base has what every row shares).
+
+With the spot leg on, both rows see its trades: a net spot trade b - q (weights) changes the
+margin collateral by -kappa'(b - q) (its cash leaves or joins the wallet, net of the pledged value
+bought or sold: ``optimizer.spot_data.collateral_gains``), and each stress row by
+-kappa_s'(b - q) (the pledged value re-priced in the scenario). A plan's later steps see the
+spot trade they carry.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from optimizer.constraint_base import Constraint, elastic, fmt_step
 from optimizer.context import Context
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData
+from optimizer.spot_leg import spot_gain, spot_trade, stress_spot_gain
 
 __all__ = ["InitialMargin", "StressMargin"]
 
@@ -27,11 +35,20 @@ class InitialMargin(Constraint):
     holding: bool = False
     per_collateral: float = 1.0
 
+    #: the budget gained per unit of each asset's spot sold (per_collateral x kappa; None
+    #: without the spot leg)
+    gain: cp.Parameter | None = None
+
     def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
         self._ctx = ctx
         self.inv_lev = ctx.param("inv_lev", ctx.structure.n_contracts, nonneg=True)
         self.budget = ctx.param("im_budget")
-        self.cons = [self.inv_lev @ ctx.a <= self.budget + elastic(slack)]
+        spot = spot_trade(ctx)
+        rhs = self.budget + elastic(slack)
+        if spot is not None:  # a net buy pays from the wallet: the budget falls by kappa'(b - q)
+            self.gain = ctx.param("im_spot_gain", ctx.structure.n_assets)
+            rhs = rhs - self.gain @ spot
+        self.cons = [self.inv_lev @ ctx.a <= rhs]
         return self.cons
 
     def update(self, d: ProblemData) -> None:
@@ -42,6 +59,8 @@ class InitialMargin(Constraint):
         self.holding = mb is not None and mb.holding
         #: budget gained per unit of collateral (1 - f at the relative buffer's target)
         self.per_collateral = mb.per_collateral if mb is not None else 1.0
+        if self.gain is not None:
+            assign(self.gain, self.per_collateral * spot_gain(d))
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.array([max(float(d.inv_lev @ np.abs(z)) - d.im_budget, 0.0)])
@@ -73,6 +92,8 @@ class StressMargin(Constraint):
     """
 
     unit = "USD of collateral"
+    #: kappa_s (None without the spot leg)
+    gain: cp.Parameter | None = None
 
     def __init__(self, index: int, scenario: str) -> None:
         self.index = index
@@ -88,7 +109,12 @@ class StressMargin(Constraint):
         self.coll = ctx.param(f"stress_coll_{self.index}")
         m = cp.Variable(M, name=f"mm_{self.index}")
         a_mat = cp.reshape(ctx.a, (M, 1), order="F") @ np.ones((1, K))
-        self.cons = [self.coll + self.g @ ctx.z - cp.sum(m) + elastic(slack) >= 0,
+        coll = self.coll + elastic(slack)
+        spot = spot_trade(ctx)
+        if spot is not None:  # the spot trade's cash and pledged value, re-priced in scenario s
+            self.gain = ctx.param(f"stress_spot_gain_{self.index}", st.n_assets)
+            coll = coll - self.gain @ spot
+        self.cons = [coll + self.g @ ctx.z - cp.sum(m) >= 0,
                      cp.reshape(m, (M, 1), order="F") @ np.ones((1, K))
                      >= cp.multiply(self.coef, a_mat) - self.cum]
         if st.mm_floor:
@@ -104,6 +130,8 @@ class StressMargin(Constraint):
         assign(self.cum, d.cum)
         assign(self.g, g)
         assign(self.coll, float(d.stress_coll[self.index]))
+        if self.gain is not None:
+            assign(self.gain, stress_spot_gain(d, self.index))
 
     def surplus(self, z: np.ndarray, d: ProblemData) -> float:
         """Margin surplus after the shock (weight units); negative = liquidation."""

@@ -163,14 +163,14 @@ def _basis(risk: RiskModel, n_contracts: int, settings: OptimizerSettings) -> np
 
 
 def _stress(book: Book, val: Valuation, B: np.ndarray, assets: list[str],
-            scen: tuple[StressScenario, ...], V: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per stress scenario s: the contract returns g_s (S x M, fractions, through B) and the
-    stressed collateral (S, weight units: USD / V)."""
+            scen: tuple[StressScenario, ...], V: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stress scenario s: the asset returns r_s (S x N), the contract returns g_s (S x M,
+    fractions, through B) and the stressed collateral (S, weight units: USD / V)."""
     stress_r = np.array([_stress_returns(sc, assets) for sc in scen]).reshape(len(scen), len(assets))
     stress_g = stress_r @ B
     # collateral(r_s) = W + sum_i C_i(u_i (1 + r_s,i)): pledged spot re-priced through its rule
     stress_coll = np.array([book.stressed_collateral(val, r) for r in stress_r]) / V
-    return stress_g, stress_coll
+    return stress_r, stress_g, stress_coll
 
 
 def _trade_limits(book: Book, market: MarketSnapshot, cs: ConstraintSettings,
@@ -221,7 +221,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     mm = cached_margin_model(book.contracts)
     Gb = _basis(risk, len(book.contracts), settings)
     scen = cs.stress
-    stress_g, stress_coll = _stress(book, val, B, assets, scen, V)
+    stress_r, stress_g, stress_coll = _stress(book, val, B, assets, scen, V)
     caps, cap_source = _caps(book, spot, risk, settings, V)
     mmr, cum = _reachable_tiers(mm, caps * V, stress_g)
     tl = _trade_limits(book, market, cs, V)
@@ -248,7 +248,8 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
-        spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k)
+        spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k,
+                           stress_r=stress_r)
               if settings.spot.enabled else None),
         dated=tuple(c.kind == ContractKind.DATED and c.expiry is not None for c in book.contracts),
         near_expiry=(near_expiry_mask(book, market, cs.min_days_to_expiry) if cs.expiry_row

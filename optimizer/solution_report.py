@@ -125,12 +125,13 @@ def assemble_solution(book: Book, d: ProblemData, rounded: Rounded, z_unrounded:
                   funding_carry=float(d.carry @ x), horizon_days=d.settings.costs.horizon_days)
     mm = d.margin_model
     stress = []
-    for k, name in enumerate(d.stress_names):
-        stress.append(StressResult(name, mm.stress_surplus(x, d.stress_coll[k] * V, d.stress_g[k])))
+    for k, name in enumerate(d.stress_names):  # after the spot trade's cash and pledged value
+        stress.append(StressResult(name, mm.stress_surplus(x, dp.stress_coll[k] * V, d.stress_g[k])))
     im, maint = float(mm.initial(x).sum()), float(mm.maintenance(x).sum())
-    margin = MarginReport(collateral=d.collateral, initial=im, maintenance=maint,
-                          initial_utilisation=im / d.collateral if d.collateral > 0 else math.inf,
-                          maintenance_ratio=maint / d.collateral if d.collateral > 0 else math.inf,
+    coll = dp.collateral
+    margin = MarginReport(collateral=coll, initial=im, maintenance=maint,
+                          initial_utilisation=im / coll if coll > 0 else math.inf,
+                          maintenance_ratio=maint / coll if coll > 0 else math.inf,
                           stress=tuple(stress))
     e_before = d.s + d.B @ d.z0
     ratio = base_ratio(d, spot)  # V' / V: the weights after are fractions of the base then

@@ -83,6 +83,11 @@ class SpotLegData:
     #: True when the target base is the spot value (``targets_base = "invested"``), so it moves
     #: with the net spot trade (see :func:`target_shift`); False for a NAV base
     base_follows: bool = False
+    #: kappa_i (N): collateral gained per unit of asset i's spot sold, net of the pledged value the
+    #: sale removes (:func:`collateral_gains`; 1 for unpledged spot); None: the rows ignore spot
+    collateral_gain: np.ndarray | None = None
+    #: kappa_s,i (S x N): the same in each stress scenario (the pledged value re-priced)
+    stress_collateral_gain: np.ndarray | None = None
 
     @property
     def taxed(self) -> bool:
@@ -101,6 +106,44 @@ def target_shift(w: np.ndarray, sd: SpotLegData) -> np.ndarray:
     return np.asarray(w, dtype=float) if sd.base_follows else np.zeros(len(w))
 
 
+def collateral_gains(book: Book, values: np.ndarray,
+                     stress_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """kappa (N) and kappa_s (S x N): the margin collateral a sale of one USD of each asset's spot
+    brings, per USD sold (a buy costs as much).
+
+    The sale's cash lands in the wallet (+1) and the pledged value it held leaves: kappa_i =
+    1 - h_i, h_i = dC/du_i the marginal collateral ratio of asset i's pledged value at today's
+    values u (``Book.pledged_collateral``: 0 unpledged, 1 - bidBuffer in Multi-Assets mode, the
+    tier's rate in Portfolio Margin), so a flat ratio is exact and a tiered rule is exact within
+    the tier. In stress scenario s the pledged spot would have moved by r_s: kappa_s,i =
+    1 - h_i(u (1 + r_s)) (1 + r_s,i), the cash fixed at today's price. The derivative is taken
+    on the sale's side (left), on the buy's side where nothing is held."""
+    v = np.asarray(values, dtype=float)
+    r = np.asarray(stress_r, dtype=float).reshape(-1, len(v))
+    kappa = 1.0 - _marginal_pledge(book, v)
+    stressed = np.array([1.0 - _marginal_pledge(book, v * (1.0 + rs)) * (1.0 + rs) for rs in r])
+    return kappa, stressed.reshape(len(r), len(v))
+
+
+def _marginal_pledge(book: Book, values: np.ndarray) -> np.ndarray:
+    """dC/du_i of the book's pledged collateral at asset values ``values`` (USD), by a one-sided
+    difference of 1e-6 of the value (a USD cent at least): towards less where some is held."""
+    if not book.pledged:
+        return np.zeros(len(values))
+    base = book.pledged_collateral(values)
+    out = np.zeros(len(values))
+    for i, u in enumerate(values):
+        step = max(1e-6 * abs(float(u)), 0.01)
+        moved = values.copy()
+        if u > step:
+            moved[i] = u - step
+            out[i] = (base - book.pledged_collateral(moved)) / step
+        else:
+            moved[i] = u + step
+            out[i] = (book.pledged_collateral(moved) - base) / step
+    return out
+
+
 def net_sale_room(sd: SpotLegData) -> float:
     """The most the spot leg may sell on balance, 1'(q - b) <= room (weights): 0 on an invested
     base (the sales pay for the buys; a net sale would shrink the base, optimizer.spot_leg), all
@@ -116,8 +159,11 @@ def spot_budget(book: Book, settings: SpotLegSettings) -> float:
 
 
 def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: float,
-                 settings: SpotLegSettings, impact_k: float) -> SpotLegData:
-    """The spot leg's arrays (see :class:`SpotLegData`); lots are checked against the book's spot."""
+                 settings: SpotLegSettings, impact_k: float,
+                 stress_r: np.ndarray | None = None) -> SpotLegData:
+    """The spot leg's arrays (see :class:`SpotLegData`); lots are checked against the book's spot.
+    ``stress_r`` (S x N, the stress scenarios' asset returns): the margin rows' collateral gains
+    (:func:`collateral_gains`); None: none (the rows ignore the spot trades)."""
     assets = book.asset_symbols
     prices = np.array([market.spot_price(a) for a in assets], dtype=float)
     qty = np.array([float(book.spot.get(a, 0.0)) for a in assets], dtype=float)
@@ -155,7 +201,17 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
                        tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
                        settings=settings,
                        futures_tax_coef=futures_tax_coefficients(book, market, settings),
-                       base_follows=book.targets_base == TargetsBase.INVESTED)
+                       base_follows=book.targets_base == TargetsBase.INVESTED,
+                       **_gains(book, qty * prices, stress_r))
+
+
+def _gains(book: Book, values: np.ndarray,
+           stress_r: np.ndarray | None) -> dict[str, np.ndarray | None]:
+    """The two collateral-gain fields of :class:`SpotLegData` (None without ``stress_r``)."""
+    if stress_r is None:
+        return {"collateral_gain": None, "stress_collateral_gain": None}
+    kappa, stressed = collateral_gains(book, values, stress_r)
+    return {"collateral_gain": kappa, "stress_collateral_gain": stressed}
 
 
 def futures_tax_coefficients(book: Book, market: MarketSnapshot,

@@ -127,9 +127,41 @@ def shift_of(d: ProblemData) -> np.ndarray:
     return target_shift(d.w, d.spot) if d.spot is not None else np.zeros(len(d.w))
 
 
+def spot_gain(d: ProblemData) -> np.ndarray:
+    """kappa (N): margin collateral per unit of each asset's spot sold (weights per weight;
+    ``optimizer.spot_data.collateral_gains``), 0 when not prepared."""
+    sd = d.spot
+    if sd is None or sd.collateral_gain is None:
+        return np.zeros(len(d.w))
+    return sd.collateral_gain
+
+
+def stress_spot_gain(d: ProblemData, k: int) -> np.ndarray:
+    """kappa_s (N) of stress scenario ``k``, 0 when not prepared."""
+    sd = d.spot
+    if sd is None or sd.stress_collateral_gain is None:
+        return np.zeros(len(d.w))
+    return np.asarray(sd.stress_collateral_gain[k], dtype=float)
+
+
 def after_spot_trade(d: ProblemData, trade: np.ndarray) -> ProblemData:
     """``d`` after a net spot trade b - q (N, weights): s' = s + b - q and the targets the base
-    then gives, w' = w* + k 1'(b - q), both in units of today's V (module docstring)."""
+    then gives, w' = w* + k 1'(b - q), both in units of today's V (module docstring); the
+    collateral (USD), the margin budget and each stress row's collateral (weights) moved by the
+    trade's cash and pledged value (optimizer.margin_constraints): -kappa'(b - q) each, the budget
+    through its slope per unit of collateral."""
+    trade = np.asarray(trade, dtype=float)
+    gain = float(spot_gain(d) @ trade)
+    per = d.margin_budget.per_collateral if d.margin_budget is not None else 1.0
+    stress = np.array([stress_spot_gain(d, k) @ trade for k in range(len(d.stress_coll))])
+    return replace(after_spot_weights(d, trade), collateral=d.collateral - gain * d.V,
+                   im_budget=d.im_budget - per * gain,
+                   stress_coll=d.stress_coll - stress.reshape(d.stress_coll.shape))
+
+
+def after_spot_weights(d: ProblemData, trade: np.ndarray) -> ProblemData:
+    """``d`` with only the weights moved by a net spot trade: s' = s + b - q, w' = w* + k 1'(b - q)
+    (what the tracking error reads; :func:`after_spot_trade` moves the collateral too)."""
     trade = np.asarray(trade, dtype=float)
     return replace(d, s=d.s + trade, w=d.w + shift_of(d) * float(trade.sum()))
 
