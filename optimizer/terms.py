@@ -271,6 +271,8 @@ class ReserveCost(Term):
     wallet (weights) that leaves stress scenario s with 0 surplus, rho = reserve_yield x horizon_days
     / 365. rho is folded into each scenario's Parameters (DPP): rho P_s, rho g_s, rho mmr (1 + g_s),
     rho cum; with MM_j written on a >= |z| (non-negative coefficients, as in the stress rows).
+    P_s is today's pledged spot: unlike the stress rows (optimizer.margin_constraints), the term
+    does not re-price the pledged value a spot-leg trade moves (a cost estimate, not a limit).
     """
 
     name = "reserve_cost"
