@@ -57,7 +57,8 @@ DATA = ("examples",)
 CONSTRAINT_TESTS = ("tests/optimizer/test_constraints_hand.py", "tests/optimizer/test_constraints.py",
                     "tests/optimizer/test_constraints_duals.py",
                     "tests/optimizer/test_constraints_explain.py",
-                    "tests/optimizer/test_data_margin_hysteresis.py")
+                    "tests/optimizer/test_data_margin_hysteresis.py",
+                    "tests/optimizer/test_spot_leg_margin.py")
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
@@ -80,20 +81,23 @@ MODULES: dict[str, tuple[str, ...]] = {
     "models/costs.py": ("tests/models/test_costs.py", "tests/scenarios/test_replay_steps.py"),
     "optimizer/terms.py": ("tests/optimizer/test_terms_hand.py", "tests/optimizer/test_terms.py",
                            "tests/optimizer/test_reserve_term.py",
-                           "tests/optimizer/test_tax_term_futures.py"),
+                           "tests/optimizer/test_tax_term_futures.py",
+                           "tests/optimizer/test_cost_to_go_term.py", "tests/optimizer/test_spot_leg.py"),
     "optimizer/constraints.py": CONSTRAINT_TESTS,
     "optimizer/margin_constraints.py": CONSTRAINT_TESTS,
     "optimizer/constraint_base.py": CONSTRAINT_TESTS,
     "scenarios/collateral.py": ("tests/scenarios/test_collateral.py",
                                 "tests/scenarios/test_collateral_width.py",
                                 "tests/scenarios/test_replay_steps.py",
-                                "tests/scenarios/test_replay_pledged.py"),
+                                "tests/scenarios/test_replay_pledged.py",
+                                "tests/scenarios/test_replay_hybrid.py"),
     "scenarios/settlement.py": ("tests/scenarios/test_settlement.py", "tests/scenarios/test_rolls.py",
                                 "tests/scenarios/test_rolls_quarterly_marks.py"),
     "scenarios/replay.py": ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
                             "tests/scenarios/test_replay_pledged.py", "tests/scenarios/test_replay_tax.py",
                             "tests/scenarios/test_replay_funding_forecast.py",
-                            "tests/fbr/test_backtest_progress.py"),
+                            "tests/fbr/test_backtest_progress.py",
+                            "tests/scenarios/test_replay_hybrid.py", "tests/scenarios/test_rolls.py"),
 }
 
 
