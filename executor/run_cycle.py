@@ -89,7 +89,8 @@ def check_orderable(policy: Policy, target: TargetHoldings, book: Book,
         return
     risk = policy.risk(market.time) if callable(policy.risk) else policy.risk
     require_orderable(sol.status, sol.conflicts, prepare(book, market, risk, policy.settings),
-                      {p.symbol: p.notional for p in sol.target_positions}, sol.opposing)
+                      {p.symbol: p.notional for p in sol.target_positions}, sol.opposing,
+                      spot={t.asset: t.notional for t in sol.spot_trades})
 
 
 def margin_ratio(book: Book, market: MarketSnapshot, notional: np.ndarray) -> float:

@@ -68,5 +68,6 @@ def orderable_solution(book: Book, market: MarketSnapshot, risk: RiskModel,
     ``rebalancer``: one that keeps its compiled problems between calls (a new one by default)."""
     solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings, labels=labels)
     require_orderable(solution.status, solution.conflicts, prepare(book, market, risk, settings),
-                      {p.symbol: p.notional for p in solution.target_positions}, solution.opposing)
+                      {p.symbol: p.notional for p in solution.target_positions}, solution.opposing,
+                      spot={t.asset: t.notional for t in solution.spot_trades})
     return solution

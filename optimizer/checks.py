@@ -24,6 +24,7 @@ from models.instruments import contract_arrays
 from models.margin import liquidation_gap, margin_state
 from optimizer.data import ProblemData
 from optimizer.solution import ConflictReport
+from optimizer.spot_leg import after_spot_trade, spot_trade_weights
 
 #: Tolerance of the re-checks as a fraction of the target base V (1e-6: one cent per 10,000 USD).
 TOL_FRACTION = 1e-6
@@ -111,8 +112,13 @@ def blocked_message(blockers: tuple[str, ...]) -> str:
 
 
 def require_orderable(status: str, conflicts: tuple[ConflictReport, ...], d: ProblemData,
-                      positions: Mapping[str, float], opposing: tuple[str, ...] = ()) -> None:
-    """Raise :class:`~models.errors.InfeasibleError` when :func:`order_blockers` finds anything."""
+                      positions: Mapping[str, float], opposing: tuple[str, ...] = (),
+                      spot: Mapping[str, float] | None = None) -> None:
+    """Raise :class:`~models.errors.InfeasibleError` when :func:`order_blockers` finds anything.
+    ``spot``: the solution's net spot trades (USD by asset): the margin rows are re-checked on the
+    collateral after them (``optimizer.spot_leg.after_spot_trade``), as the optimiser priced them."""
+    if spot and d.spot is not None:
+        d = after_spot_trade(d, spot_trade_weights(d, spot))
     blockers = order_blockers(status, conflicts, d, positions_vector(d, positions), opposing)
     if blockers:
         raise InfeasibleError(blocked_message(blockers))

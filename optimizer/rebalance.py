@@ -110,8 +110,10 @@ def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...
 
 
 def _check_collateral(d: ProblemData, book: Book) -> None:
-    """Raise when margin is on, a hedge is needed and the budget cannot open the smallest lot."""
-    if not d.structure.margin:
+    """Raise when margin is on, a hedge is needed and the budget cannot open the smallest lot.
+    Not with the spot leg on: spot trades may rebalance without a hedge, or raise the collateral
+    (a sale of spot into the wallet), so the solve itself decides (infeasible is its answer)."""
+    if not d.structure.margin or d.spot is not None:
         return
     gap = np.abs(d.w - d.s - d.B @ d.z0)
     if float(gap.max(initial=0.0)) * d.V < 1.0:
@@ -260,7 +262,9 @@ class Rebalancer:
         messages += proxy_hedge_messages(d, dec.rounded.z)
         if d.risk_note:
             messages.append(d.risk_note)
-        blockers = order_blockers(dec.status, dec.conflicts, d, dec.rounded.z * d.V, dec.opposing)
+        # the margin rows on the collateral after the spot trades (dec.post)
+        blockers = order_blockers(dec.status, dec.conflicts, dec.post, dec.rounded.z * d.V,
+                                  dec.opposing)
         sol = assemble_solution(book, d, dec.rounded, dec.z_unrounded, hp.constraints, status=dec.status,
                         solver=dec.solver, tried=dec.tried, solve_s=dec.solve_s, t0=dec.t0,
                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),

@@ -41,9 +41,10 @@ SPOT_NOISE = 1e-9
 
 
 def after_spot(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> ProblemData:
-    """``d`` with the spot weights after the spot leg's trades, s' = s + b - q, and the targets
-    the base then gives, w' = w* + k 1'(b - q) (k = w* for an invested base, 0 for a NAV base;
-    optimizer.spot_leg), both in units of today's V (``d`` when None)."""
+    """``d`` after the spot leg's trades (``optimizer.spot_leg.after_spot_trade``): the spot
+    weights s' = s + b - q, the targets the base then gives, w' = w* + k 1'(b - q) (k = w* for an
+    invested base, 0 for a NAV base), both in units of today's V, and the collateral, margin
+    budget and stress collateral the trades' cash and pledged value move (``d`` when None)."""
     if spot is None:
         return d
     buy, sell = spot

@@ -22,6 +22,7 @@ the deviation by a Parameter of their own take k premultiplied (``TrackingVarian
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields, replace
 
 import cvxpy as cp
@@ -152,11 +153,20 @@ def after_spot_trade(d: ProblemData, trade: np.ndarray) -> ProblemData:
     through its slope per unit of collateral."""
     trade = np.asarray(trade, dtype=float)
     gain = float(spot_gain(d) @ trade)
-    per = d.margin_budget.per_collateral if d.margin_budget is not None else 1.0
+    mb = d.margin_budget
+    per = mb.per_collateral if mb is not None else 1.0
+    if mb is not None:  # the hard bound moves with the collateral, the target by (1 - f) of it
+        mb = replace(mb, hard=mb.hard - gain, target=mb.target - (1.0 - mb.fraction) * gain)
     stress = np.array([stress_spot_gain(d, k) @ trade for k in range(len(d.stress_coll))])
     return replace(after_spot_weights(d, trade), collateral=d.collateral - gain * d.V,
-                   im_budget=d.im_budget - per * gain,
+                   im_budget=d.im_budget - per * gain, margin_budget=mb,
                    stress_coll=d.stress_coll - stress.reshape(d.stress_coll.shape))
+
+
+def spot_trade_weights(d: ProblemData, spot_usd: Mapping[str, float]) -> np.ndarray:
+    """A solution's net spot trades (USD by asset, ``Solution.spot_trades``' notionals) as
+    weights b - q in ``d.assets`` order (0 where absent)."""
+    return np.array([float(spot_usd.get(a, 0.0)) for a in d.assets]) / d.V
 
 
 def after_spot_weights(d: ProblemData, trade: np.ndarray) -> ProblemData:

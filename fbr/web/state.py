@@ -207,7 +207,8 @@ class DashboardState:
         try:
             require_orderable(sol.status, sol.conflicts,
                               prepare(book, market, loaded.risk, loaded.settings),
-                              {p.symbol: p.notional for p in sol.target_positions}, sol.opposing)
+                              {p.symbol: p.notional for p in sol.target_positions}, sol.opposing,
+                              spot={t.asset: t.notional for t in sol.spot_trades})
         except FbrError as exc:
             blocked = redact(str(exc))
         options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)

@@ -7,7 +7,9 @@ can also be sold in the spot leg, which lowers collateral: both rows see it").
   (``after_spot_trade``) at random points;
 - a hand case where futures at leverage 1 cost as much collateral as spot: the margin budget can
   only be met short of target, and the solution's own numbers, re-checked by hand on the book after
-  its spot buy, keep the buffer (the old rows let the buy drain the wallet below it).
+  its spot buy, keep the buffer (the old rows let the buy drain the wallet below it);
+- the order check every execution path applies re-checks the margin on the collateral after the
+  solution's spot trades.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import pytest
 
 from models.book import Book, TargetsBase
 from models.collateral import flat_rule, tiered_rule
+from models.errors import InfeasibleError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from optimizer.checks import require_orderable
 from optimizer.margin_constraints import InitialMargin, StressMargin
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
@@ -137,3 +141,24 @@ def test_a_spot_buy_pays_its_margin_at_leverage_one() -> None:
     # the report reads the collateral after the buy (the fee aside, as in the rows)
     assert sol.margin.collateral == pytest.approx(20_000.0 - bought, abs=1e-2)
     assert sol.margin.initial == pytest.approx(perp.notional, abs=1e-2)
+
+
+def test_the_order_check_reads_the_collateral_after_the_spot_trade() -> None:
+    """The re-check every execution path applies (``require_orderable``): 10,000 of perpetual at
+    leverage 1 fits today's 20,000 of collateral less the 1,000 buffer, but not after a 10,000 spot
+    buy paid from the wallet (10,000 - 1,000 = 9,000 < 10,000): blocked, naming the margin row."""
+    book = Book(assets=(SpotAsset("BTC"),),
+                contracts=(FuturesContract("BTC-PERP", "BTC", leverage=1.0),),
+                spot={"BTC": 0.8}, targets={"BTC": 1.0}, cash=20_000.0,
+                targets_base=TargetsBase.NAV)
+    market = MarketSnapshot(time=T0, spot={"BTC": 50_000.0}, mark={"BTC-PERP": 50_000.0})
+    risk = RiskModel.from_covariance(["BTC"], np.array([[0.36]]))
+    settings = OptimizerSettings(constraints=ConstraintSettings(margin_buffer_usd=1_000.0),
+                                 spot=SpotLegSettings(enabled=True, cash_usd=20_000.0))
+    d = prepare(book, market, risk, settings)
+    positions = {"BTC-PERP": 10_000.0}
+    require_orderable("optimal", (), d, positions)  # today's collateral: fits
+    require_orderable("optimal", (), d, positions, spot={"BTC": 8_000.0})  # 12,000 - 1,000 left
+    with pytest.raises(InfeasibleError, match=r"margin: .*10,000\.00 USD of initial margin, above "
+                                              r"the 9,000\.00 USD available"):
+        require_orderable("optimal", (), d, positions, spot={"BTC": 10_000.0})
