@@ -59,11 +59,6 @@ class CollateralPolicy:
     Spot trades at the close and pays the spot fee only (no spread/impact, as for policy trades).
     ``enabled=False`` switches sweeps off (see ``NO_SWEEPS``).
 
-    ``sweep_out=False`` keeps the top-up and drops the sweep-out: the wallet's excess stays cash
-    (``run_backtest`` sets it for a policy that trades spot itself on a NAV base, whose stablecoin
-    is part of the base and of its own plan: buying spot with it would add exposure the policy
-    did not choose).
-
     ``width`` (a fraction of NAV, None by default) replaces the relative band by an absolute one,
     ``[(tau - width) V, (tau + width) V]``: the way to keep a wallet that only settles PnL (a
     book whose margin is pledged spot, tau = 0) near zero without sweeping at every step; a
@@ -74,7 +69,6 @@ class CollateralPolicy:
     band: float = 0.5
     enabled: bool = True
     width: float | None = None
-    sweep_out: bool = True
 
     def __post_init__(self) -> None:
         if self.target_fraction is not None and not (
@@ -117,13 +111,12 @@ class Sweep:
 def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau: float,
                      band: float, fee_rate: np.ndarray, trades: list[dict[str, object]],
                      val: StepValuation | None = None, *, pledged: bool = False,
-                     width: float | None = None, sweep_out: bool = True) -> Sweep:
+                     width: float | None = None) -> Sweep:
     """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V], or
     [(tau - width) V, (tau + width) V] with ``width`` (``CollateralPolicy``); returns what moved.
     Mutates ``state`` and appends to ``trades``.
     ``val``: the state's valuation at ``market`` when the caller already has it. ``pledged``:
-    the top-up is tested on W plus the pledged collateral value (module docstring).
-    ``sweep_out=False``: no sweep-out (``CollateralPolicy.sweep_out``)."""
+    the top-up is tested on W plus the pledged collateral value (module docstring)."""
     if val is None:
         val = value_state(book, state, market)
     nav, wallet = val.nav, val.wallet
@@ -134,7 +127,7 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
     if covered < lo_f * nav:
         return _sweep_in(book, state, market, val.spot_values, tau * nav - covered, tau, fee_rate,
                          trades)
-    if sweep_out and wallet > hi_f * nav:
+    if wallet > hi_f * nav:
         return _sweep_out(book, state, market, wallet - tau * nav, tau, fee_rate, trades)
     return Sweep()
 

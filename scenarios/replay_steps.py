@@ -354,7 +354,6 @@ def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Mar
         current = value_state(book, state, market)
     n_trades = len(trades)
     sw = sweep_collateral(book, state, market, tau, collateral.band, inputs.fee_spot, trades, current,
-                          pledged=pledged, width=collateral.width,
-                          sweep_out=collateral.sweep_out)
+                          pledged=pledged, width=collateral.width)
     row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
     return None if len(trades) != n_trades else current

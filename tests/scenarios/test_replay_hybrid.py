@@ -9,7 +9,8 @@ far from target (TE 11% on the backtest demo with ``spot_leg = true``):
   back at the target weights on top of the perpetual (optimizer.spot_leg: the spot leg now makes
   no net sale on an invested base, and the targets follow any net trade);
 - on a NAV base the sweep-out bought spot with the stablecoin the policy had chosen to hold
-  behind its perpetual (``scenarios.replay.own_cash``: no sweep-out for such a policy).
+  behind its perpetual (``scenarios.replay.own_cash``: such a policy manages its wallet, no
+  sweeps).
 
 Both replays must land no further from target than the overlay alone on the same path (which
 has the same carry tilt), within 1 pp at every step (the demo's failure was 39 pp).
@@ -29,7 +30,7 @@ from models.synthetic import generate_history
 from optimizer.policies import OptimizedFutures
 from optimizer.settings import CostSettings, OptimizerSettings, SpotLegSettings
 from scenarios.backtest_result import BacktestResult
-from scenarios.collateral import CollateralPolicy
+from scenarios.collateral import NO_SWEEPS, CollateralPolicy
 from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics
 from scenarios.replay import own_cash, run_backtest
@@ -81,16 +82,17 @@ def test_a_spot_leg_tempted_by_funding_stays_on_target(base: TargetsBase) -> Non
     te, te_overlay = (compute_metrics(r).exposure_tracking_error for r in (res, overlay))
     assert te < te_overlay + 0.001
     if base == TargetsBase.NAV:
-        assert float(s["sweep_out"].abs().sum()) == 0.0  # the policy's own stablecoin stays
+        # the policy's own stablecoin stays: no sweep either way
+        assert float(s["sweep_out"].abs().sum()) == float(s["sweep_in"].abs().sum()) == 0.0
     else:  # the invested base: sales pay for buys at every step, the sweeps as before
         net = spot.groupby("time")["notional"].sum()
         assert (net.abs() <= 1e-6 * float(s["nav"].max())).all()
 
 
-def test_own_cash_drops_the_sweep_out_only_for_a_spot_trading_policy_on_a_nav_base() -> None:
+def test_own_cash_drops_the_sweeps_only_for_a_spot_trading_policy_on_a_nav_base() -> None:
     book, _, policy = _case(TargetsBase.NAV)
     band = CollateralPolicy(target_fraction=0.1)
-    assert own_cash(band, book, policy) == CollateralPolicy(target_fraction=0.1, sweep_out=False)
+    assert own_cash(band, book, policy) is NO_SWEEPS
     overlay = OptimizedFutures(policy.risk, OptimizerSettings())
     assert own_cash(band, book, overlay) is band
     invested, _, hybrid = _case(TargetsBase.INVESTED)

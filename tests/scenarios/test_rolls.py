@@ -299,8 +299,8 @@ def test_the_replay_reads_the_optimiser_behind_a_rolling_wrapper() -> None:
     assert policy_costs(RollingPolicy(NaiveFutures(), (Q1, Q2))) is None
     nav_book = dataclasses.replace(hand_book(), targets_base=TargetsBase.NAV)
     hybrid = RollingPolicy(_optimiser(SpotLegSettings(enabled=True)), (Q1, Q2))
-    assert not own_cash(CollateralPolicy(0.1), nav_book, hybrid).sweep_out
-    assert own_cash(CollateralPolicy(0.1), nav_book, rolling).sweep_out
+    assert own_cash(CollateralPolicy(0.1), nav_book, hybrid) is NO_SWEEPS
+    assert own_cash(CollateralPolicy(0.1), nav_book, rolling).enabled
 
 
 def test_a_wrapped_optimiser_that_prices_tax_is_refused_before_the_replay() -> None:
