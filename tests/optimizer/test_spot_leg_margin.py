@@ -209,7 +209,9 @@ def _reference(book: Book, market: MarketSnapshot, risk: RiskModel,
     n = len(syms)
     px = np.array([market.spot[s] for s in syms])
     u = np.array([book.spot[s] for s in syms]) * px
-    rho = np.array([float(book.pledged.get(s, 0.0)) for s in syms])
+    ratios = {s_: r for s_, r in book.pledged.items() if isinstance(r, float)}  # flat ratios only
+    assert len(ratios) == len(book.pledged)
+    rho = np.array([ratios.get(s_, 0.0) for s_ in syms])
     V = float(u.sum() + book.cash)
     s, w = u / V, np.array([book.targets[s_] for s_ in syms])
     cov = risk.loadings @ risk.loadings.T + np.diag(risk.idio)
@@ -235,7 +237,7 @@ def _reference(book: Book, market: MarketSnapshot, risk: RiskModel,
     if prob.status != cp.OPTIMAL:
         return str(prob.status), np.zeros(n), np.zeros(n), V, False
     assert z.value is not None and b.value is not None and q.value is not None
-    binds = any(abs(float(c.dual_value)) > 1e-9 for c in (*rows_im, *rows_stress))  # type: ignore[arg-type]
+    binds = any(abs(float(c.dual_value)) > 1e-9 for c in (*rows_im, *rows_stress))
     return "optimal", z.value * V, (b.value - q.value) * V, V, binds
 
 
