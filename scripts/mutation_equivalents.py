@@ -147,15 +147,15 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.terms.{fn}__mutmut_{n}" for fn, nums in (
             ("xǁBasisRiskǁbuild", (3, 7, 8, 9)),
             ("xǁCarryCostǁbuild", (2, 6, 7)),
-            ("xǁCostToGoǁbuild", (3, 7, 8, 10, 14, 15)),
+            ("xǁCostToGoǁbuild", (3, 7, 8, 10, 14, 15, 22, 26, 27)),
             ("xǁFuturesTaxǁbuild", (3, 7, 8, 10, 16, 17)),
             ("xǁImpactCostǁbuild", (2, 8, 9)),
             ("xǁLinearTradingCostǁbuild", (2, 8, 9)),
             ("xǁReserveCostǁbuild", (19, 23, 24, 30, 38, 43)),
             ("xǁSpotImpactCostǁbuild", (4, 10, 11)),
             ("xǁSpotTradingCostǁbuild", (4, 10, 11)),
-            ("xǁTrackingVarianceǁbuild", (3, 7, 8, 9, 11, 15, 16, 17, 25, 29, 30, 31, 37, 43, 44, 47,
-                                          51, 52)),
+            ("xǁTrackingVarianceǁbuild", (3, 7, 8, 9, 11, 15, 16, 17, 25, 29, 30, 31, 33, 37, 38, 39,
+                                          48, 54, 55, 58, 62, 63, 71, 75, 76)),
         ) for n in nums],
         "a cvxpy Parameter's name changed or dropped: names only label parameters in error "
         "messages (optimizer.cvxpy_adapter); the problem and every value are the same"),
@@ -165,7 +165,7 @@ EQUIVALENT: dict[str, str] = {
             ("xǁLinearTradingCostǁbuild", (4, 7, 10)),
             ("xǁReserveCostǁbuild", (32, 35, 36)),
             ("xǁSpotTradingCostǁbuild", (6, 9, 12)),
-            ("xǁTrackingVarianceǁbuild", (39, 42, 45)),
+            ("xǁTrackingVarianceǁbuild", (50, 53, 56)),
         ) for n in nums],
         "nonneg=True dropped from a Parameter whose sign does not change curvature here (it "
         "multiplies an affine expression, or sits inside pos/max of affine ones) and whose values "
@@ -198,9 +198,9 @@ EQUIVALENT: dict[str, str] = {
             ("xǁExpiryGuardǁbuild", (4, 10, 11, 14, 20, 21, 24, 30, 31)),
             ("xǁFundingBudgetǁbuild", (3, 7, 8, 10, 11, 12)),
             ("xǁGrossLeverageǁbuild", (3, 7, 8)),
-            ("xǁInitialMarginǁbuild", (3, 9, 10, 13, 14, 15)),
+            ("xǁInitialMarginǁbuild", (3, 9, 10, 13, 14, 15, 23, 27, 28)),
             ("xǁPositionLimitǁbuild", (3, 9, 10)),
-            ("xǁStressMarginǁbuild", (5, 13, 18, 23)),
+            ("xǁStressMarginǁbuild", (5, 13, 18, 23, 48)),
             ("xǁTradeLimitǁbuild", (3, 9, 10)),
             ("xǁVolatilityCapǁbuild", (4, 8, 9, 10, 12, 16, 17, 18, 20, 24,
                                       25, 33, 37, 38, 39, 44, 50, 51, 54, 58, 59)),
@@ -229,7 +229,7 @@ EQUIVALENT: dict[str, str] = {
         "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
         "arrays already"),
     **dict.fromkeys(
-        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 51, 54)],
+        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 62, 65)],
         "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
     "optimizer.constraints.xǁVolatilityCapǁbuild__mutmut_75": "cp.norm(x) defaults to the 2-norm",
     **dict.fromkeys(
@@ -255,10 +255,10 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.constraint_base.xǁConstraintǁexplain__mutmut_{n}" for n in (21, 26)],
         "step_phrase(None, step): every step_phrase() ignores its row"),
     **dict.fromkeys(
-        [f"optimizer.constraint_base.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 28, 30)],
+        [f"optimizer.constraint_base.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 27, 29)],
         "dtype=float dropped from np.asarray of ctx.z.value or of (b - q).value: cvxpy keeps a "
         "Variable's value as float64 (even an int assignment), so these are float arrays already"),
-    "optimizer.constraint_base.xǁConstraintǁpredict__mutmut_62":
+    "optimizer.constraint_base.xǁConstraintǁpredict__mutmut_61":
         "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
         "absolute values, >= 0) is false, so the loop ends there either way",
     # scenarios/replay.py
@@ -266,7 +266,7 @@ EQUIVALENT: dict[str, str] = {
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
         "and a sweep needs an open position (sweep_collateral returns Sweep())",
     **dict.fromkeys(
-        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (69, 72, 74, 75, 76)],
+        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (76, 79, 81, 82, 83)],
         "the tax columns' zero start values: _tax sets tax_spot, tax_futures, tax and "
         "tax_deferred on every taxed step before the row is recorded (and an untaxed frame keeps "
         "only STEP_COLUMNS; TAX_COLUMNS[3] is rebuilt as the cumulative sum)"),
