@@ -52,10 +52,10 @@ def after_spot(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> Pr
 
 
 def base_ratio(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> float:
-    """V' / V: 1 + 1'(b - q) when the invested base follows the spot
-    leg's net trade (optimizer.spot_leg), 1 for a NAV base or without spot trades. The weights
-    and the tracking error after the trade are reported as fractions of V' (what the book shows
-    then); ``after_spot`` keeps today's V as the unit for the re-checks."""
+    """V' / V: 1 + 1'(b - q) when the invested base follows the spot leg's net trade
+    (optimizer.spot_leg), 1 for a NAV base or without spot trades. The weights and the tracking
+    error after the trade are reported as fractions of V' (what the book shows then);
+    ``after_spot`` keeps today's V as the unit for the re-checks."""
     if spot is None or d.spot is None or not d.spot.base_follows:
         return 1.0
     return 1.0 + float(np.sum(spot[0] - spot[1]))
