@@ -31,6 +31,7 @@ import pandas as pd
 from executor.base import ExchangeGateway
 from executor.ccxt_metadata import with_instruments
 from executor.plan import Instrument, OrderPlan, tracking_error_of
+from executor.workflow import require_futures_only
 from models.book import Book
 from models.costs import CostModel
 from models.margin import MarginModel, margin_state
@@ -82,8 +83,10 @@ def check_orderable(policy: Policy, target: TargetHoldings, book: Book,
                     market: MarketSnapshot) -> None:
     """Raise :class:`models.errors.InfeasibleError` when an optimising policy's solution may not be
     traded: infeasible, or its positions break a hard margin row (the rule of
-    :func:`executor.workflow.orderable_solution`, which every execution path applies). Other
-    policies, and an optimiser that attached no solution, pass."""
+    :func:`executor.workflow.orderable_solution`, which every execution path applies), and
+    :class:`models.errors.RefusedError` when it also trades spot, which the executor does not send
+    (``executor.workflow.require_futures_only``). Other policies, and an optimiser that attached no
+    solution, pass."""
     sol = target.solution
     if sol is None or not isinstance(policy, OptimizedFutures):
         return
@@ -91,6 +94,7 @@ def check_orderable(policy: Policy, target: TargetHoldings, book: Book,
     require_orderable(sol.status, sol.conflicts, prepare(book, market, risk, policy.settings),
                       {p.symbol: p.notional for p in sol.target_positions}, sol.opposing,
                       spot={t.asset: t.notional for t in sol.spot_trades})
+    require_futures_only(sol)
 
 
 def margin_ratio(book: Book, market: MarketSnapshot, notional: np.ndarray) -> float:

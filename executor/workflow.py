@@ -18,6 +18,7 @@ from executor.base import ExchangeGateway
 from executor.ccxt_metadata import with_instruments
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
 from models.book import Book
+from models.errors import RefusedError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import require_orderable
@@ -70,4 +71,29 @@ def orderable_solution(book: Book, market: MarketSnapshot, risk: RiskModel,
     require_orderable(solution.status, solution.conflicts, prepare(book, market, risk, settings),
                       {p.symbol: p.notional for p in solution.target_positions}, solution.opposing,
                       spot={t.asset: t.notional for t in solution.spot_trades})
+    require_futures_only(solution)
     return solution
+
+
+def spot_refusal(solution: Solution) -> str | None:
+    """Why a solution that also trades spot may not become orders (None when it trades none).
+
+    The executor sends futures orders only. With the spot leg on, the solution's futures are
+    sized for the book after its spot trades, so sent alone they would leave the book off target
+    while the run reported success."""
+    if not solution.spot_trades:
+        return None
+    legs = ", ".join(f"{t.asset} {t.notional:+,.2f} USD" for t in solution.spot_trades)
+    return (f"the solution also trades spot ({legs}), and fbr sends futures orders only: its "
+            f"futures are sized for the book after those spot trades, so alone they would miss "
+            f"the targets. Fix: trade that spot yourself and update the book file, then run "
+            f"again (the next solution then trades futures only), or switch [solver] spot_leg "
+            f"off to execute the overlay alone")
+
+
+def require_futures_only(solution: Solution) -> None:
+    """Raise :class:`~models.errors.RefusedError` (exit code 6, before any order) when the
+    solution also trades spot (:func:`spot_refusal`)."""
+    why = spot_refusal(solution)
+    if why is not None:
+        raise RefusedError(why)

@@ -23,7 +23,7 @@ from executor.journal import Journal
 from executor.plan import PlanOptions, plan_orders, with_book_settings
 from executor.safety import redact
 from executor.status import StatusReport
-from executor.workflow import account_view
+from executor.workflow import account_view, require_futures_only
 from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice
 from fbr.status_cli import account_gateway, status_report
@@ -209,6 +209,7 @@ class DashboardState:
                               prepare(book, market, loaded.risk, loaded.settings),
                               {p.symbol: p.notional for p in sol.target_positions}, sol.opposing,
                               spot={t.asset: t.notional for t in sol.spot_trades})
+            require_futures_only(sol)
         except FbrError as exc:
             blocked = redact(str(exc))
         options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)

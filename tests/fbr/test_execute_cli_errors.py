@@ -153,3 +153,35 @@ def test_an_exchange_refusal_is_one_message(emu: BinanceEmulator, tmp_path: Path
     assert "hedge position mode" in res.stderr and "Fix:" in res.stderr
     assert "Traceback" not in res.output
     assert emu.requests_to("/fapi/v1/order", "POST") == []
+
+
+def _spot_trading_book(tmp_path: Path) -> Path:
+    """Seed example 1 with the spot leg on and 50 bp perpetuals: spot (10 bp) is the cheaper way
+    back to target, so the solution trades spot."""
+    text = SEED.read_text().replace("trading = false", "trading = true")
+    text = text.replace("leverage = 10.0", 'leverage = 10.0\ntaker_fee = "50bp"')
+    book = tmp_path / "hybrid.toml"
+    book.write_text(text + "\n[solver]\nspot_leg = true\n")
+    return book
+
+
+@pytest.mark.parametrize("mode", [(), ("--exchange", "paper")])
+def test_a_solution_that_trades_spot_is_refused_before_any_order(tmp_path: Path,
+                                                                 mode: tuple[str, ...]) -> None:
+    """fbr sends futures orders only: a plan of the futures alone would report success and leave
+    the book off target. Refused (exit 6) with the spot trades named, nothing journalled."""
+    book = _spot_trading_book(tmp_path)
+    solved = runner.invoke(app, ["solve", str(book), "--json"])
+    assert solved.exit_code == 0, solved.output
+    spot = json.loads(solved.stdout)["spot_trades"]
+    assert spot, "the case should trade spot"
+    journal = tmp_path / "j.sqlite"
+    code, out = _run("execute", str(book), *mode, "--journal", str(journal))
+    assert code == ExitCode.REFUSED == out["exit_code"]
+    assert "trades spot" in out["error"] and "futures orders only" in out["error"]
+    assert "Fix:" in out["error"] and "spot_leg" in out["error"]
+    for t in spot:
+        assert f"{t['asset']} {t['notional']:+,.2f} USD" in out["error"]
+    if journal.exists():
+        with Journal(journal) as j:
+            assert j.plan_ids() == []
