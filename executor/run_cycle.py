@@ -31,13 +31,12 @@ import pandas as pd
 from executor.base import ExchangeGateway
 from executor.ccxt_metadata import with_instruments
 from executor.plan import Instrument, OrderPlan, tracking_error_of
-from executor.workflow import require_futures_only
+from executor.workflow import require_tradeable
 from models.book import Book
 from models.costs import CostModel
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from optimizer.checks import require_orderable
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
 from optimizer.prepare import prepare
 
@@ -85,16 +84,13 @@ def check_orderable(policy: Policy, target: TargetHoldings, book: Book,
     traded: infeasible, or its positions break a hard margin row (the rule of
     :func:`executor.workflow.orderable_solution`, which every execution path applies), and
     :class:`models.errors.RefusedError` when it also trades spot, which the executor does not send
-    (``executor.workflow.require_futures_only``). Other policies, and an optimiser that attached no
+    (``executor.workflow.require_tradeable``). Other policies, and an optimiser that attached no
     solution, pass."""
     sol = target.solution
     if sol is None or not isinstance(policy, OptimizedFutures):
         return
     risk = policy.risk(market.time) if callable(policy.risk) else policy.risk
-    require_orderable(sol.status, sol.conflicts, prepare(book, market, risk, policy.settings),
-                      {p.symbol: p.notional for p in sol.target_positions}, sol.opposing,
-                      spot={t.asset: t.notional for t in sol.spot_trades})
-    require_futures_only(sol)
+    require_tradeable(sol, prepare(book, market, risk, policy.settings))
 
 
 def margin_ratio(book: Book, market: MarketSnapshot, notional: np.ndarray) -> float:

@@ -22,6 +22,7 @@ from models.errors import RefusedError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import require_orderable
+from optimizer.data import ProblemData
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
@@ -68,11 +69,18 @@ def orderable_solution(book: Book, market: MarketSnapshot, risk: RiskModel,
     (the dry run from the book file alone included) goes through here before planning orders.
     ``rebalancer``: one that keeps its compiled problems between calls (a new one by default)."""
     solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings, labels=labels)
-    require_orderable(solution.status, solution.conflicts, prepare(book, market, risk, settings),
+    require_tradeable(solution, prepare(book, market, risk, settings))
+    return solution
+
+
+def require_tradeable(solution: Solution, d: ProblemData) -> None:
+    """The order check of every execution path (``fbr execute``, ``fbr run``, the dashboard):
+    :func:`optimizer.checks.require_orderable` on ``d`` (today's data, re-prepared by the caller)
+    after the solution's spot trades, then :func:`require_futures_only`."""
+    require_orderable(solution.status, solution.conflicts, d,
                       {p.symbol: p.notional for p in solution.target_positions}, solution.opposing,
                       spot={t.asset: t.notional for t in solution.spot_trades})
     require_futures_only(solution)
-    return solution
 
 
 def spot_refusal(solution: Solution) -> str | None:

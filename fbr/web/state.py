@@ -23,13 +23,12 @@ from executor.journal import Journal
 from executor.plan import PlanOptions, plan_orders, with_book_settings
 from executor.safety import redact
 from executor.status import StatusReport
-from executor.workflow import account_view, require_futures_only
+from executor.workflow import account_view, require_tradeable
 from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice
 from fbr.status_cli import account_gateway, status_report
 from models.book import Book
 from models.errors import FbrError
-from optimizer.checks import require_orderable
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.solution import Solution
@@ -205,11 +204,7 @@ class DashboardState:
                                     labels=loaded.labels)
         blocked: str | None = None
         try:
-            require_orderable(sol.status, sol.conflicts,
-                              prepare(book, market, loaded.risk, loaded.settings),
-                              {p.symbol: p.notional for p in sol.target_positions}, sol.opposing,
-                              spot={t.asset: t.notional for t in sol.spot_trades})
-            require_futures_only(sol)
+            require_tradeable(sol, prepare(book, market, loaded.risk, loaded.settings))
         except FbrError as exc:
             blocked = redact(str(exc))
         options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)

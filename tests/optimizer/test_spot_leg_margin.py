@@ -249,13 +249,13 @@ def test_matches_a_plain_cvxpy_reference_with_the_margin_rows_binding() -> None:
     binding = optimal = 0
     for seed in range(100):
         book, market, risk, st = _random_book(np.random.default_rng(500 + seed))
-        status, x_ref, u_ref, V = _reference(book, market, risk, st)[:4]
+        status, x_ref, u_ref, V, binds = _reference(book, market, risk, st)
         sol = rb.solve(book, market, risk, st, explain=False)
         if status != "optimal":
             assert sol.status == "infeasible", (seed, status, sol.status)
             continue
         optimal += 1
-        binding += _reference(book, market, risk, st)[4]
+        binding += binds
         assert sol.status == "optimal", (seed, sol.status)
         x = np.array([p.notional for p in sol.target_positions])
         by_asset = {t.asset: t.notional for t in sol.spot_trades}
