@@ -112,7 +112,7 @@ def run_path(n: int, horizon: int, days: int, seed: int) -> Run:
     run = Run(n, horizon, days, compile_s=time.perf_counter() - t0)
     eng = hp.engine(SolverName.PIQP)
     assert isinstance(eng, PiqpEngine)
-    run.variables, run.rows = int(eng.prog.x.size), int(eng.prog.constr_size)
+    run.variables, run.rows = eng.compiled.n, eng.compiled.rows
     native = NativePiqp()
     native.load(eng)
     for _ in range(3):  # warm-up
