@@ -1,4 +1,5 @@
-"""optimizer.deferred_import: cvxpy imported without scipy.stats, nothing else changed."""
+"""optimizer.deferred_import: cvxpy imported without scipy.stats and scipy.optimize, nothing else
+changed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 
 from optimizer.deferred_import import StandIn, import_cvxpy
@@ -23,9 +25,9 @@ def test_importing_the_optimiser_leaves_scipy_stats_unimported() -> None:
     got = run_fresh("""
         import sys
         import optimizer.problem
-        print('cvxpy' in sys.modules, 'scipy.stats' in sys.modules)
+        print('cvxpy' in sys.modules, 'scipy.stats' in sys.modules, 'scipy.optimize' in sys.modules)
     """)
-    assert got == "True False"
+    assert got == "True False False"
 
 
 QUANTUM_ENTROPY = textwrap.dedent("""
@@ -46,10 +48,15 @@ def test_scipy_stats_and_cvxpy_behave_as_without_the_deferral() -> None:
         import sys, types
         import optimizer.problem
         import scipy.stats
+        from scipy import optimize
         real = sys.modules['scipy.stats']
         print(type(real) is types.ModuleType, real is scipy.stats, scipy.stats.norm.cdf(0.0))
+        real = sys.modules['scipy.optimize']
+        print(type(real) is types.ModuleType, real is optimize, optimize.brentq(lambda x: x - 2, 0, 5))
+        import cvxpy as cp
+        print(cp.SCIPY in cp.installed_solvers())
     """)
-    assert got == "True True 0.5"
+    assert got.splitlines() == ["True True 0.5", "True True 2.0", "True"]
     deferred = run_fresh("import optimizer.problem\n" + QUANTUM_ENTROPY)
     plain = run_fresh("import scipy.stats\n" + QUANTUM_ENTROPY)
     assert np.isfinite(float(plain))
@@ -58,10 +65,11 @@ def test_scipy_stats_and_cvxpy_behave_as_without_the_deferral() -> None:
 
 def test_stand_in_defers_entropy_and_reads_anything_else_from_scipy() -> None:
     p = np.random.default_rng(5).random(6)
-    stand_in = StandIn()
+    stand_in = StandIn("scipy.stats")
     assert stand_in.entropy(p) == scipy.stats.entropy(p)
     assert stand_in.norm is scipy.stats.norm
     assert not hasattr(stand_in, "__path__")  # what 'from scipy.stats import x' probes
+    assert StandIn("scipy.optimize").brentq is scipy.optimize.brentq
 
 
 def test_import_cvxpy_is_a_no_op_once_imported() -> None:
