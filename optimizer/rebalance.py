@@ -51,6 +51,7 @@ from optimizer.solution_report import (
     notional_per_contract,
     rounding_messages,
 )
+from optimizer.spot_book import book_after_spot
 
 DUAL_TOL = 1e-9
 
@@ -273,8 +274,8 @@ class Rebalancer:
         cs, cc = d.settings.constraints, d.settings.costs
         if cs.size_reserve or cc.reserve_cost:  # the reserve at the target positions (off by default)
             x = np.array([p.notional for p in sol.target_positions])
-            sol = replace(sol, reserve=size_reserve(
-                book, market, x, cs.stress, cc.reserve_yield,
+            sol = replace(sol, reserve=size_reserve(  # on the holdings the spot trades leave
+                book_after_spot(book, sol), market, x, cs.stress, cc.reserve_yield,
                 horizon_days=cc.horizon_days if cc.reserve_cost else None))
         return sol
 

@@ -26,6 +26,7 @@ from models.market import MarketSnapshot
 from optimizer.rebalance import Rebalancer
 from optimizer.reserve import each_and_all, size_reserve, with_stress_preset
 from optimizer.settings import StressScenario
+from optimizer.spot_data import DEFAULT_SPOT_HALF_SPREAD
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed_example_1.toml"
@@ -172,3 +173,60 @@ def test_size_reserve_needs_scenarios(tmp_path: Path) -> None:
     f.write_text(tomli_w.dumps(data))
     with pytest.raises(ValidationError, match="size_reserve"):
         load_book_file(f)
+
+
+def _spot_leg_book(tmp_path: Path) -> Path:
+    """Seed example 1's book with BTC pledged at a 50% haircut, 30,000 USD of stablecoin, a held
+    SOL-PERP long, targets 20/40/40 and the futures trades capped at 100 USD: the spot leg sells
+    pledged BTC to buy ETH."""
+    data = tomllib.loads(SEED.read_text())
+    data["book"] = {**data["book"], "cash": 30_000.0}
+    data["targets"] = {"BTC": 0.2, "ETH": 0.4, "SOL": 0.4}
+    data["spot"] = {"BTC": 1.0, "ETH": 1.0, "SOL": 10.0}
+    data["pledged"] = {"BTC": {"bid_buffer": 0.5}}
+    data["futures"] = [{"symbol": "SOL-PERP", "contracts": 300.0, "entry_price": 150.0}]
+    data["costs"] = {**data["costs"], "trading": True}
+    data["solver"] = {"spot_leg": True}
+    data["constraints"] = {"margin": True, "stress_preset": "each_and_all", "size_reserve": True,
+                           "trade_limit_usd": 100}
+    f = tmp_path / "spot_leg_reserve.toml"
+    f.write_text(tomli_w.dumps(data))
+    return f
+
+
+def test_reserve_is_sized_on_the_holdings_the_spot_trades_leave(tmp_path: Path) -> None:
+    """Independent arithmetic: the holdings after the reported spot trades (units from the trades
+    table; cash less their notional, fees and half spread at the book's rates), the wallet set to
+    the reported reserve, each scenario re-priced with MarginModel.stress_surplus: 0 for the
+    binding scenario, >= 0 for the others. Sized on the holdings before the trades (the old
+    answer) the reserve is far smaller and leaves the binding scenario liquidated."""
+    loaded = load_book_file(_spot_leg_book(tmp_path))
+    book, market = loaded.book, loaded.market
+    sol = Rebalancer().solve(book, market, loaded.risk, loaded.settings)
+    assert sol.reserve is not None and sol.reserve.binding is not None
+    sold = {t.asset: t.units for t in sol.spot_trades}
+    assert sold["BTC"] < -0.1  # pledged BTC is sold
+    spot = {a: book.spot[a] + sold.get(a, 0.0) for a in book.asset_symbols}
+    gross = {t.asset: t.bought + t.sold for t in sol.spot_trades}
+    rate = {a.symbol: a.fee + float(market.spot_half_spread.get(a.symbol, DEFAULT_SPOT_HALF_SPREAD))
+            for a in book.assets}
+    cash_after = (book.cash - sum(t.notional for t in sol.spot_trades)
+                  - sum(rate[a] * g for a, g in gross.items()))
+    after = book.evolve(spot=spot, cash=cash_after)
+    x = np.array([p.notional for p in sol.target_positions])
+    # the wallet at the reserve: cash + uPnL = R
+    upnl = after.valuation(market).wallet - after.cash
+    at_r = after.evolve(cash=sol.reserve.reserve_usd - upnl)
+    val = at_r.valuation(market)
+    mm = MarginModel.from_contracts(book.contracts)
+    B = book.exposure_matrix()
+    scen = with_stress_preset(loaded.settings, book).constraints.stress
+    for sc in scen:
+        r = np.array([sc.returns.get(a, sc.common) for a in book.asset_symbols])
+        s = mm.stress_surplus(x, at_r.stressed_collateral(val, r), r @ B)
+        if sc.name == sol.reserve.binding:
+            assert abs(s) < 1e-6
+        else:
+            assert s >= -1e-9, sc.name
+    before = size_reserve(book, market, x, scen)
+    assert before.reserve_usd < sol.reserve.reserve_usd - 1_000.0
