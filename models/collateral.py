@@ -87,6 +87,25 @@ class CollateralRule:
         """The rate of the first tier: C(u) / u for small u, an upper bound of C(u) / u."""
         return self.tiers[0].rate
 
+    @property
+    def linear(self) -> bool:
+        """True when the whole holding is pledged at one flat ratio: C is linear in the value held
+        (a quantity cap or a tier edge puts a kink in it)."""
+        return self.flat_ratio is not None and self.quantity is None
+
+    def lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """Intercepts a_k (USD) and slopes c_k of the lines C(u) = min_k (a_k + c_k u), u >= 0:
+        each tier's line a_k = C(m_k) - c_k m_k, and a flat line at C(M_K) when the last tier
+        ends at a finite M_K. Exact because C is concave (non-increasing rates): every tier's
+        line lies on C within its tier and above it elsewhere; a_k >= 0 since C(0) = 0."""
+        a = [self.value(t.min_usd) - t.rate * t.min_usd for t in self.tiers]
+        c = [t.rate for t in self.tiers]
+        last = self.tiers[-1].max_usd
+        if math.isfinite(last):
+            a.append(self.value(last))
+            c.append(0.0)
+        return np.array(a), np.array(c)
+
     def edges(self) -> tuple[float, ...]:
         """The finite tier edges (USD) where C has a kink: every M_k < inf."""
         return tuple(t.max_usd for t in self.tiers if math.isfinite(t.max_usd))

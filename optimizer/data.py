@@ -63,6 +63,9 @@ class Structure:
     futures_tax: bool = False
     #: the quadratic cost-to-go is priced (``costs.cost_to_go`` > 0; optimizer.terms.CostToGo)
     cost_to_go: bool = False
+    #: assets whose pledge has kinks, and their pieces (optimizer.pledge_pieces; () / 0: none)
+    pledge_assets: tuple[int, ...] = ()
+    pledge_pieces: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class ProblemData:
         st = self.settings
         capped = tuple(int(j) for j in np.flatnonzero(np.isfinite(self.caps)))
         limited = tuple(int(j) for j in np.flatnonzero(np.isfinite(self.trade_limits)))
+        pledge = self.spot.pledge if self.spot is not None else None
         return Structure(
             n_assets=len(self.assets), n_contracts=len(self.contracts),
             n_factors=self.F.shape[1], idio=bool(np.any(self.sqrt_idio > 0)),
@@ -220,6 +224,8 @@ class ProblemData:
             reserve_cost=st.costs.reserve_cost and bool(self.stress_names),
             futures_tax=self.spot is not None and self.spot.futures_tax_coef is not None,
             cost_to_go=self.cost_to_go_root is not None,
+            pledge_assets=pledge.assets if pledge is not None else (),
+            pledge_pieces=pledge.pieces if pledge is not None else 0,
         )
 
     def _expiry_guarded(self) -> tuple[int, ...]:

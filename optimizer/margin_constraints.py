@@ -4,8 +4,10 @@ maintenance row per stress scenario (optimizer.constraint_base has what every ro
 With the spot leg on, both rows see its trades: a net spot trade b - q (weights) changes the
 margin collateral by -kappa'(b - q) (its cash leaves or joins the wallet, net of the pledged value
 bought or sold: ``optimizer.spot_data.collateral_gains``), and each stress row by
--kappa_s'(b - q) (the pledged value re-priced in the scenario). A plan's later steps see the
-spot trade they carry.
+-kappa_s'(b - q) (the pledged value re-priced in the scenario). An asset pledged by a rule with
+kinks (tiers, a pledged quantity) moves its pledged value exactly instead (:class:`PledgedValue`,
+optimizer.pledge_pieces): kappa is then its cash alone, and the row adds G(after) - G(today). A
+plan's later steps see the spot trade they carry.
 """
 
 from __future__ import annotations
@@ -20,7 +22,43 @@ from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData
 from optimizer.spot_leg import spot_gain, spot_trade, stress_spot_gain
 
-__all__ = ["InitialMargin", "StressMargin"]
+__all__ = ["InitialMargin", "PledgedValue", "StressMargin"]
+
+
+class PledgedValue:
+    """The kinked pledges' collateral value after the spot trade t at one row of
+    optimizer.pledge_pieces (0: today, 1 + s: stress scenario s), weights: y_i <= alpha_ip +
+    beta_ip t_i for every piece p and y_i >= 0, so y_i <= G_i(after) / V (concave), with equality
+    wherever the row needs it. ``now`` holds sum_i G_i(today) / V times the row's scale."""
+
+    def __init__(self, ctx: Context, trade: cp.Expression, tag: str) -> None:
+        st = ctx.structure
+        n, P = len(st.pledge_assets), st.pledge_pieces
+        self.alpha = ctx.param(f"pledge_alpha_{tag}", (n, P))
+        self.beta = ctx.param(f"pledge_beta_{tag}", (n, P))
+        self.now = ctx.param(f"pledge_now_{tag}")
+        self.y = cp.Variable(n, name=f"pledged_{tag}")
+        ones = np.ones((1, P))
+        t = cp.reshape(trade[list(st.pledge_assets)], (n, 1), order="F") @ ones
+        self.cons: list[cp.Constraint] = [
+            cp.reshape(self.y, (n, 1), order="F") @ ones <= self.alpha + cp.multiply(self.beta, t),
+            self.y >= 0]
+
+    def update(self, d: ProblemData, row: int, scale: float = 1.0) -> None:
+        """Values of row ``row`` of ``d``'s pieces (``scale``: the row's budget per unit)."""
+        assert d.spot is not None and d.spot.pledge is not None
+        pieces = d.spot.pledge
+        assign(self.alpha, pieces.alpha[row])
+        assign(self.beta, pieces.beta[row])
+        assign(self.now, scale * float(pieces.now[row].sum()))
+
+
+def pledged_value(ctx: Context, tag: str) -> PledgedValue | None:
+    """A :class:`PledgedValue` of ``ctx``'s spot trade when the book has kinked pledges, else None."""
+    spot = spot_trade(ctx)
+    if spot is None or not ctx.structure.pledge_assets:
+        return None
+    return PledgedValue(ctx, spot, tag)
 
 
 class InitialMargin(Constraint):
@@ -38,6 +76,8 @@ class InitialMargin(Constraint):
     #: the budget gained per unit of each asset's spot sold (per_collateral x kappa; None
     #: without the spot leg)
     gain: cp.Parameter | None = None
+    #: the kinked pledges' value after the trade (None without them)
+    pledged: PledgedValue | None = None
 
     def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
         self._ctx = ctx
@@ -48,8 +88,14 @@ class InitialMargin(Constraint):
         if spot is not None:  # a net buy pays from the wallet: the budget falls by kappa'(b - q)
             self.gain = ctx.param("im_spot_gain", ctx.structure.n_assets)
             rhs = rhs - self.gain @ spot
+        self.pledged = pledged_value(ctx, "im")
+        extra: list[cp.Constraint] = []
+        if self.pledged is not None:  # per (sum_i y_i - G(today) / V), per a Parameter (DPP)
+            self.per = ctx.param("im_pledge_per", nonneg=True)
+            rhs = rhs + self.per * cp.sum(self.pledged.y) - self.pledged.now
+            extra = self.pledged.cons
         self.cons = [self.inv_lev @ ctx.a <= rhs]
-        return self.cons
+        return [*self.cons, *extra]
 
     def update(self, d: ProblemData) -> None:
         self._data = d
@@ -61,6 +107,9 @@ class InitialMargin(Constraint):
         self.per_collateral = mb.per_collateral if mb is not None else 1.0
         if self.gain is not None:
             assign(self.gain, self.per_collateral * spot_gain(d))
+        if self.pledged is not None:
+            assign(self.per, self.per_collateral)
+            self.pledged.update(d, 0, self.per_collateral)
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
         return np.array([max(float(d.inv_lev @ np.abs(z)) - d.im_budget, 0.0)])
@@ -94,6 +143,8 @@ class StressMargin(Constraint):
     unit = "USD of collateral"
     #: kappa_s (None without the spot leg)
     gain: cp.Parameter | None = None
+    #: the kinked pledges' value after the trade, re-priced in the scenario (None without them)
+    pledged: PledgedValue | None = None
 
     def __init__(self, index: int, scenario: str) -> None:
         self.index = index
@@ -114,6 +165,9 @@ class StressMargin(Constraint):
         if spot is not None:  # the spot trade's cash and pledged value, re-priced in scenario s
             self.gain = ctx.param(f"stress_spot_gain_{self.index}", st.n_assets)
             coll = coll - self.gain @ spot
+        self.pledged = pledged_value(ctx, f"stress_{self.index}")
+        if self.pledged is not None:
+            coll = coll + cp.sum(self.pledged.y) - self.pledged.now
         self.cons = [coll + self.g @ ctx.z - cp.sum(m) >= 0,
                      cp.reshape(m, (M, 1), order="F") @ np.ones((1, K))
                      >= cp.multiply(self.coef, a_mat) - self.cum]
@@ -121,7 +175,7 @@ class StressMargin(Constraint):
             # MM >= 0 is implied when every first bracket has cum <= 0 (then m >= mmr_0 |z| >= 0);
             # a row, not a variable attribute: the lean PIQP path passes no variable bounds
             self.cons.append(m >= 0)
-        return self.cons
+        return self.cons + (self.pledged.cons if self.pledged is not None else [])
 
     def update(self, d: ProblemData) -> None:
         self._data = d
@@ -132,6 +186,8 @@ class StressMargin(Constraint):
         assign(self.coll, float(d.stress_coll[self.index]))
         if self.gain is not None:
             assign(self.gain, stress_spot_gain(d, self.index))
+        if self.pledged is not None:
+            self.pledged.update(d, 1 + self.index)
 
     def surplus(self, z: np.ndarray, d: ProblemData) -> float:
         """Margin surplus after the shock (weight units); negative = liquidation."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -20,6 +20,7 @@ from models.book import Book, TargetsBase
 from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
+from optimizer.pledge_pieces import PledgePieces, pledge_pieces
 from optimizer.settings import SpotLegSettings
 
 #: lots of an asset must add up to its spot quantity within this relative tolerance ...
@@ -88,6 +89,9 @@ class SpotLegData:
     collateral_gain: np.ndarray | None = None
     #: kappa_s,i (S x N): the same in each stress scenario (the pledged value re-priced)
     stress_collateral_gain: np.ndarray | None = None
+    #: the exact pledged value after the trade of the assets whose rule has kinks (tiers, a
+    #: pledged quantity: optimizer.pledge_pieces); their kappa is 1 (the cash alone); None: none
+    pledge: PledgePieces | None = None
 
     @property
     def taxed(self) -> bool:
@@ -112,36 +116,17 @@ def collateral_gains(book: Book, values: np.ndarray,
     brings, per USD sold (a buy costs as much).
 
     The sale's cash lands in the wallet (+1) and the pledged value it held leaves: kappa_i =
-    1 - h_i, h_i = dC/du_i the marginal collateral ratio of asset i's pledged value at today's
-    values u (``Book.pledged_collateral``: 0 unpledged, 1 - bidBuffer in Multi-Assets mode, the
-    tier's rate in Portfolio Margin), so a flat ratio is exact and a tiered rule is exact within
-    the tier. In stress scenario s the pledged spot would have moved by r_s: kappa_s,i =
-    1 - h_i(u (1 + r_s)) (1 + r_s,i), the cash fixed at today's price. The derivative is taken
-    on the sale's side (left), on the buy's side where nothing is held."""
-    v = np.asarray(values, dtype=float)
-    r = np.asarray(stress_r, dtype=float).reshape(-1, len(v))
-    kappa = 1.0 - _marginal_pledge(book, v)
-    stressed = np.array([1.0 - _marginal_pledge(book, v * (1.0 + rs)) * (1.0 + rs) for rs in r])
-    return kappa, stressed.reshape(len(r), len(v))
-
-
-def _marginal_pledge(book: Book, values: np.ndarray) -> np.ndarray:
-    """dC/du_i of the book's pledged collateral at asset values ``values`` (USD), by a one-sided
-    difference of 1e-6 of the value (a USD cent at least): towards less where some is held."""
-    if not book.pledged:
-        return np.zeros(len(values))
-    base = book.pledged_collateral(values)
-    out = np.zeros(len(values))
-    for i, u in enumerate(values):
-        step = max(1e-6 * abs(float(u)), 0.01)
-        moved = values.copy()
-        if u > step:
-            moved[i] = u - step
-            out[i] = (base - book.pledged_collateral(moved)) / step
-        else:
-            moved[i] = u + step
-            out[i] = (book.pledged_collateral(moved) - base) / step
-    return out
+    1 - h_i, h_i the flat collateral ratio of asset i's whole holding (0 unpledged, 1 - bidBuffer
+    in Multi-Assets mode): exact, as C_i is linear. In stress scenario s the pledged spot would
+    have moved by r_s: kappa_s,i = 1 - h_i (1 + r_s,i), the cash fixed at today's price. An asset
+    whose rule has kinks (tiers, a pledged quantity) gets kappa = 1, the cash alone: its pledged
+    value moves through optimizer.pledge_pieces, exactly. ``values`` (USD, book order) sizes
+    the arrays."""
+    n = len(np.asarray(values))
+    r = np.asarray(stress_r, dtype=float).reshape(-1, n)
+    h = np.array([rule.flat_ratio if rule is not None and rule.linear and rule.flat_ratio
+                  is not None else 0.0 for rule in book.pledge_rules()])
+    return 1.0 - h, 1.0 - h[None, :] * (1.0 + r)
 
 
 def net_sale_room(sd: SpotLegData) -> float:
@@ -195,23 +180,21 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
                        for i in range(len(assets)))
         pieces = min(max([1, *(len(ls) for ls in lots)]), MAX_TAX_PIECES)
         hold = np.minimum(hold, np.array([c.holdings for c in curves]))
-    return SpotLegData(prices=prices, quantities=qty, lin_cost=fee + hs, fee=fee, half_spread=hs,
-                       impact_cost=impact, holdings=hold, cash=spot_budget(book, settings) / V,
-                       curves=curves,
-                       tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
-                       settings=settings,
-                       futures_tax_coef=futures_tax_coefficients(book, market, settings),
-                       base_follows=book.targets_base == TargetsBase.INVESTED,
-                       **_gains(book, qty * prices, stress_r))
+    sd = SpotLegData(prices=prices, quantities=qty, lin_cost=fee + hs, fee=fee, half_spread=hs,
+                     impact_cost=impact, holdings=hold, cash=spot_budget(book, settings) / V,
+                     curves=curves, tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
+                     settings=settings,
+                     futures_tax_coef=futures_tax_coefficients(book, market, settings),
+                     base_follows=book.targets_base == TargetsBase.INVESTED)
+    return sd if stress_r is None else _with_collateral(sd, book, V, stress_r)
 
 
-def _gains(book: Book, values: np.ndarray,
-           stress_r: np.ndarray | None) -> dict[str, np.ndarray | None]:
-    """The two collateral-gain fields of :class:`SpotLegData` (None without ``stress_r``)."""
-    if stress_r is None:
-        return {"collateral_gain": None, "stress_collateral_gain": None}
+def _with_collateral(sd: SpotLegData, book: Book, V: float, stress_r: np.ndarray) -> SpotLegData:
+    """``sd`` with its collateral fields: kappa, kappa_s and the kinked pledges' pieces."""
+    values = sd.quantities * sd.prices
     kappa, stressed = collateral_gains(book, values, stress_r)
-    return {"collateral_gain": kappa, "stress_collateral_gain": stressed}
+    return replace(sd, collateral_gain=kappa, stress_collateral_gain=stressed,
+                   pledge=pledge_pieces(book, values, sd.prices, V, stress_r))
 
 
 def futures_tax_coefficients(book: Book, market: MarketSnapshot,

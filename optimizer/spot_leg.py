@@ -149,15 +149,19 @@ def after_spot_trade(d: ProblemData, trade: np.ndarray) -> ProblemData:
     """``d`` after a net spot trade b - q (N, weights): s' = s + b - q and the targets the base
     then gives, w' = w* + k 1'(b - q), both in units of today's V (module docstring); the
     collateral (USD), the margin budget and each stress row's collateral (weights) moved by the
-    trade's cash and pledged value (optimizer.margin_constraints): -kappa'(b - q) each, the budget
-    through its slope per unit of collateral."""
+    trade's cash and pledged value (optimizer.margin_constraints): -kappa'(b - q) each, plus the
+    exact change of the kinked pledges' value (optimizer.pledge_pieces), the budget through its
+    slope per unit of collateral."""
     trade = np.asarray(trade, dtype=float)
-    gain = float(spot_gain(d) @ trade)
+    pledge = d.spot.pledge if d.spot is not None else None
+    gain = float(spot_gain(d) @ trade) - (pledge.change(0, trade) if pledge is not None else 0.0)
     mb = d.margin_budget
     per = mb.per_collateral if mb is not None else 1.0
     if mb is not None:  # the hard bound moves with the collateral, the target by (1 - f) of it
         mb = replace(mb, hard=mb.hard - gain, target=mb.target - (1.0 - mb.fraction) * gain)
-    stress = np.array([stress_spot_gain(d, k) @ trade for k in range(len(d.stress_coll))])
+    stress = np.array([stress_spot_gain(d, k) @ trade
+                       - (pledge.change(1 + k, trade) if pledge is not None else 0.0)
+                       for k in range(len(d.stress_coll))])
     return replace(after_spot_weights(d, trade), collateral=d.collateral - gain * d.V,
                    im_budget=d.im_budget - per * gain, margin_budget=mb,
                    stress_coll=d.stress_coll - stress.reshape(d.stress_coll.shape))
@@ -174,6 +178,27 @@ def after_spot_weights(d: ProblemData, trade: np.ndarray) -> ProblemData:
     (what the tracking error reads; :func:`after_spot_trade` moves the collateral too)."""
     trade = np.asarray(trade, dtype=float)
     return replace(d, s=d.s + trade, w=d.w + shift_of(d) * float(trade.sum()))
+
+
+def net_trades(buy: np.ndarray, sell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Buys and sells of one asset netted: b' = max(b - q, 0), q' = max(q - b, 0) (weights).
+
+    Without loss harvesting a simultaneous buy and sale of an asset never helps: the net trade
+    b - q is what the exposure and the margin rows read, and the fees, impact and tax (a
+    non-decreasing curve when losses are not credited) only fall with the gross. When costs are
+    off the solver's split is arbitrary (a wash trade with fees and a tax credit nobody priced);
+    netting gives the one answer a user would trade."""
+    net = np.asarray(buy, dtype=float) - np.asarray(sell, dtype=float)
+    return np.maximum(net, 0.0), np.maximum(-net, 0.0)
+
+
+def base_ratio_after(d: ProblemData, trade: np.ndarray) -> float:
+    """V' / V: 1 + 1'(b - q) when the invested base follows the net spot trade ``trade``
+    (weights; module docstring), 1 for a NAV base or without the spot leg. Weights and tracking
+    error after the trade are fractions of V', what the book shows then."""
+    if d.spot is None or not d.spot.base_follows:
+        return 1.0
+    return 1.0 + float(np.sum(trade))
 
 
 def make_context(structure: Structure) -> Context:

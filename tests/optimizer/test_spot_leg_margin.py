@@ -2,7 +2,8 @@
 can also be sold in the spot leg, which lowers collateral: both rows see it").
 
 - the collateral gained per USD of spot sold, by hand: 1 for unpledged spot, 1 - ratio for a flat
-  pledge, 1 - ratio x (1 + r) in a stress scenario, the tier's rate inside a tier;
+  pledge, 1 - ratio x (1 + r) in a stress scenario, 1 (the cash) for a pledge with kinks, whose
+  value moves exactly (tests/optimizer/test_pledge_pieces.py);
 - the rows' cvxpy expressions equal the numpy re-checks on the data after the trade
   (``after_spot_trade``) at random points;
 - a hand case where futures at leverage 1 cost as much collateral as spot: the margin budget can
@@ -71,12 +72,17 @@ def test_collateral_gained_per_usd_sold_by_hand() -> None:
     np.testing.assert_allclose(kappa, [0.05, 1.0], atol=1e-9)
     # -40%: the BTC sold would have been worth 0.6 x 0.95 of collateral; +30%: 1.3 x 0.95
     np.testing.assert_allclose(stressed, [[1 - 0.95 * 0.6, 1.0], [1 - 0.95 * 1.3, 1.0]], atol=1e-9)
-    # Portfolio-Margin style tiers: 50,000 USD sits in the second tier (rate 0.9)
+    # Portfolio-Margin style tiers, or a pledged quantity: kinks, so kappa is the cash alone and
+    # the pledged value moves exactly through optimizer.pledge_pieces (tests/optimizer/
+    # test_pledge_pieces.py)
     tiers = _book(pledged={"BTC": tiered_rule([(0.0, 10_000.0, 1.0), (10_000.0, math.inf, 0.9)])})
-    kappa, _ = collateral_gains(tiers, values, falls)
-    assert kappa[0] == pytest.approx(0.1, abs=1e-6)
+    kappa, stressed = collateral_gains(tiers, values, falls)
+    np.testing.assert_allclose(kappa, [1.0, 1.0])
+    np.testing.assert_allclose(stressed, np.ones((2, 2)))
+    capped = _book(pledged={"BTC": flat_rule(0.8, quantity=0.5)})
+    np.testing.assert_allclose(collateral_gains(capped, values, falls)[0], [1.0, 1.0])
     flat = _book(pledged={"BTC": flat_rule(0.8)})
-    assert collateral_gains(flat, values, falls)[0][0] == pytest.approx(0.2, abs=1e-9)
+    assert collateral_gains(flat, values, falls)[0][0] == pytest.approx(0.2, abs=1e-12)
 
 
 def test_rows_equal_their_numpy_rechecks_after_the_trade() -> None:
