@@ -52,6 +52,7 @@ from optimizer.solution_report import (
     rounding_messages,
 )
 from optimizer.spot_book import book_after_spot
+from optimizer.spot_leg import net_trades
 
 DUAL_TOL = 1e-9
 
@@ -229,6 +230,8 @@ class Rebalancer:
         else:
             if d.spot is not None and res.z is not None:
                 buy, sell = hp.spot_solution(res.solver)
+                if not d.spot.settings.harvest_losses:  # no wash trades (net_trades)
+                    buy, sell = net_trades(buy, sell)
                 spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))
             if isinstance(hp, PlannerProblem) and res.x is not None:
                 plan = plan_of(hp.plan_z(res), d)

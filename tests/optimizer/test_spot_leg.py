@@ -365,3 +365,25 @@ def test_matches_plain_cvxpy_reference_on_random_books(block: int, impact: bool)
         assert math.isfinite(sol.tracking_error_after)
     for hp in rb._problems.values():
         assert hp.problem.is_dpp()
+
+
+def test_without_costs_a_buy_and_a_sale_of_one_asset_are_netted() -> None:
+    """Costs off, futures capped at 1 USD: the objective does not price the split of a net spot
+    trade into buys and sales (the solver may return a wash trade). Netted: 2/3 BTC and 1/3 ETH
+    of an invested base of 150,000 go to 50/50 by selling 25,000 of BTC for 25,000 of ETH (less
+    the capped futures' 1 USD each), each asset traded one way, and the reported fees and spread
+    are the book's rates on that net (0.1% + 0.01% of about 50,000)."""
+    book, market, risk = _two_asset()
+    settings = OptimizerSettings(
+        costs=CostSettings(trading=False, carry=False),
+        constraints=ConstraintSettings(caps_usd={"BTC-PERP": 1.0, "ETH-PERP": 1.0}),
+        spot=SpotLegSettings(enabled=True), round_lots=False)
+    sol = Rebalancer().solve(book, market, risk, settings)
+    assert sol.status == "optimal" and sol.spot_costs is not None
+    by = {t.asset: t for t in sol.spot_trades}
+    assert by["BTC"].bought == 0.0 and by["ETH"].sold == 0.0
+    assert by["BTC"].sold == pytest.approx(25_000.0, abs=2.0)
+    assert by["ETH"].bought == pytest.approx(25_000.0, abs=2.0)
+    gross = by["BTC"].sold + by["ETH"].bought
+    assert sol.spot_costs.fees == pytest.approx(0.001 * gross, rel=1e-12)
+    assert sol.spot_costs.spread == pytest.approx(1e-4 * gross, rel=1e-12)
