@@ -24,7 +24,7 @@ import numpy as np
 
 from optimizer.context import Context
 from optimizer.data import ProblemData
-from optimizer.spot_leg import after_spot_weights, spot_trade
+from optimizer.spot_leg import after_spot_weights, base_ratio_after, spot_trade
 from optimizer.terms import BasisRisk, TrackingVariance, terms_for
 
 __all__ = ["NEGLIGIBLE_SHARE", "PREDICTION_SHARE", "STEP_SHARE", "Constraint", "Prediction",
@@ -173,8 +173,10 @@ class Constraint(ABC):
             return None
         z = np.asarray(ctx.z.value, dtype=float)
         trade = spot_trade(ctx)
+        ratio = 1.0  # V' / V: TE is reported as a fraction of the base after the spot trades
         if trade is not None and trade.value is not None:
-            d = after_spot_weights(d, np.asarray(trade.value, dtype=float))
+            moved = np.asarray(trade.value, dtype=float)
+            d, ratio = after_spot_weights(d, moved), base_ratio_after(d, moved)
         te2 = max(TrackingVariance().value(z, d) + BasisRisk().value(z, d), 0.0)
         size = sum(abs(t.value(z, d)) for t in terms_for(d.structure))
         rate = dual_user * self.collateral_factor()
@@ -186,8 +188,9 @@ class Constraint(ABC):
         fall = rate * step
         return Prediction(step=step, step_weight=step * self.per_unit(d) * self.collateral_factor(),
                           objective_change=-fall, objective_size=size,
-                          tracking_error=math.sqrt(te2),
-                          tracking_error_after=math.sqrt(te2 - fall) if fall <= te2 else None,
+                          tracking_error=math.sqrt(te2) / ratio,
+                          tracking_error_after=(math.sqrt(te2 - fall) / ratio if fall <= te2
+                                                else None),
                           usd=fall * d.V / d.gamma_trade if d.gamma_trade > 0 else None)
 
     def explain(self, row: str, dual_user: float) -> str:

@@ -34,7 +34,7 @@ from optimizer.solution import (
     StressResult,
     Trade,
 )
-from optimizer.spot_leg import after_spot_trade
+from optimizer.spot_leg import after_spot_trade, base_ratio_after
 
 #: spot trades below this (weights) are solver noise and dropped
 SPOT_NOISE = 1e-9
@@ -56,9 +56,7 @@ def base_ratio(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> fl
     (optimizer.spot_leg), 1 for a NAV base or without spot trades. The weights and the tracking
     error after the trade are reported as fractions of V' (what the book shows then);
     ``after_spot`` keeps today's V as the unit for the re-checks."""
-    if spot is None or d.spot is None or not d.spot.base_follows:
-        return 1.0
-    return 1.0 + float(np.sum(spot[0] - spot[1]))
+    return 1.0 if spot is None else base_ratio_after(d, spot[0] - spot[1])
 
 
 def tracking_error(z: np.ndarray, d: ProblemData) -> float:
