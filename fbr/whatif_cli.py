@@ -93,10 +93,12 @@ def whatif(book: Annotated[Path, typer.Argument(help="Book file (TOML), see the 
     them)."""
     with user_errors(as_json):
         from optimizer.rebalance import Rebalancer
+        from optimizer.reserve import with_stress_preset
         from scenarios.library import load_library
 
         loaded, book_notes = load_whatif_book(book)
-        stress = loaded.settings.constraints.stress
+        # the book's stress scenarios, its preset's too (what fbr solve's stress rows use)
+        stress = with_stress_preset(loaded.settings, loaded.book).constraints.stress
         library: Library | None = None
 
         def lib() -> Library:

@@ -77,9 +77,14 @@ def summary_table(r: WhatIfResult) -> Table:
               f"{100 * r.tracking_error_after:.2f}%")
     if r.next_solution is not None:
         s = r.next_solution
-        t.add_row("next move (re-solve)", f"{s.status}: {len(s.trades)} trades, TE "
+        spot = s.spot_costs
+        trades = (f"{len(s.trades)} trades" if spot is None else
+                  f"{len(s.trades)} futures and {len(s.spot_trades)} spot trades")
+        cost = s.costs.trading + (spot.trading if spot is not None else 0.0)
+        t.add_row("next move (re-solve)", f"{s.status}: {trades}, TE "
                   f"{100 * s.tracking_error_before:.2f}% -> {100 * s.tracking_error_after:.2f}%, "
-                  f"trading cost {usd(s.costs.trading)} USD")
+                  f"trading cost {usd(cost)} USD"
+                  + (f" (spot tax {usd(spot.tax)} USD)" if spot is not None else ""))
     elif r.next_error:
         t.add_row("next move (re-solve)", escape(f"failed: {r.next_error}"))
     return t
@@ -114,13 +119,16 @@ def distance_table(r: WhatIfResult) -> Table:
 
 def trades_table(r: WhatIfResult) -> Table | None:
     """The re-solve's trades (None without any)."""
-    if r.next_solution is None or not r.next_solution.trades:
+    s = r.next_solution
+    if s is None or not (s.trades or s.spot_trades):
         return None
     t = Table(title="next move: trades of the re-solve", title_justify="left")
-    for head in ("contract", "notional USD", "contracts"):
-        t.add_column(head, justify="left" if head == "contract" else "right", overflow="fold")
-    for tr in r.next_solution.trades:
+    for head in ("contract / spot", "notional USD", "contracts / units"):
+        t.add_column(head, justify="left" if head == "contract / spot" else "right", overflow="fold")
+    for tr in s.trades:
         t.add_row(escape(tr.symbol), usd(tr.notional), f"{tr.contracts:+,.4f}")
+    for st in s.spot_trades:
+        t.add_row(escape(f"{st.asset} spot"), usd(st.notional), f"{st.units:+,.6g}")
     return t
 
 

@@ -46,6 +46,7 @@ from models.risk import RiskModel, tracking_error
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
+from optimizer.spot_book import book_after_spot
 from scenarios.applied_shocks import AppliedShocks, resolve_shocks, shock_market, shock_risk
 from scenarios.funding_run import FundingRun, funding_until_liquidation
 from scenarios.liquidation_distance import liquidation_moves
@@ -65,9 +66,11 @@ def _te(book: Book, weights: np.ndarray, risk: RiskModel) -> float:
 
 
 def apply_solution(book: Book, market: MarketSnapshot, solution: Solution) -> Book:
-    """``book`` holding the positions ``solution`` proposes (re-struck at mark, no fees): the hedge
-    to test before it is traded."""
-    return book.with_futures({p.symbol: p.contracts for p in solution.target_positions}, market)
+    """``book`` holding what ``solution`` proposes: its spot trades (``book_after_spot``: units
+    moved, the stablecoin paying the net buys and the spot trading costs), then its futures
+    positions (re-struck at mark, no futures fees): the book to test before it is traded."""
+    after = book_after_spot(book, solution)
+    return after.with_futures({p.symbol: p.contracts for p in solution.target_positions}, market)
 
 
 def _liquidations(book: Book, mm: MarginModel, notional: np.ndarray, penalty_rate: float,

@@ -128,6 +128,11 @@ class WhatIfResult:
                    "trading_cost": s.costs.trading, "maintenance_ratio": s.margin.maintenance_ratio,
                    "binding_constraints": [b.name for b in s.binding_constraints],
                    "messages": list(s.messages)}
+            if s.spot_costs is not None:  # the spot leg: its trades are part of the move
+                nxt["spot_trades"] = [{"asset": t.asset, "notional": t.notional, "units": t.units}
+                                      for t in s.spot_trades]
+                nxt["spot_trading_cost"] = s.spot_costs.trading
+                nxt["spot_tax"] = s.spot_costs.tax
         out: dict[str, Any] = {
             "scenario": self.scenario.name, "description": self.scenario.description,
             "source": self.scenario.source, "shocks": self.scenario.shock_texts,
@@ -228,6 +233,18 @@ class NextSolutionDoc(TypedDict):
     maintenance_ratio: float | None
     binding_constraints: list[str]
     messages: list[str]
+    #: the spot leg's trades and their costs (USD), when the book enables it
+    spot_trades: NotRequired[list[NextSpotTradeDoc]]
+    spot_trading_cost: NotRequired[float]
+    spot_tax: NotRequired[float]
+
+
+class NextSpotTradeDoc(TypedDict):
+    """One spot trade of the re-solve: signed USD (buy > 0) and units."""
+
+    asset: str
+    notional: float
+    units: float
 
 
 class PledgedDoc(TypedDict):

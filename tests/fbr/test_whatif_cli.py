@@ -148,3 +148,41 @@ def test_all_without_data_says_why_history_is_missing(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["whatif", SEED, "--scenario", "hist-nov-2022-day"],
                         env={"FBR_DATA_DIR": str(tmp_path)})
     assert bad.exit_code == 2 and "FBR_DATA_DIR" in bad.stderr
+
+
+def test_all_runs_the_stress_preset_scenarios_too(tmp_path: Path) -> None:
+    """A book with ``stress_preset = "each_and_all"`` (fbr solve's stress rows: each asset alone
+    and all together, down and up): --all runs those 2N + 2 scenarios as book scenarios, and the
+    proposed hedge's surplus in each equals the solution's own."""
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace(
+        "margin = false", 'margin = true\nstress_preset = "each_and_all"')
+    book = tmp_path / "preset.toml"
+    book.write_text(text)
+    doc = whatif_json(str(book), "--all", "--with-solution", "--no-resolve")
+    surplus = {s["name"]: s["surplus"] for s in doc["solution"]["stress"]}
+    runs = {r["scenario"].removeprefix("book:"): r for r in doc["scenarios"] if r["source"] == "book"}
+    assert len(surplus) == 2 * 3 + 2 and set(runs) == set(surplus)
+    for name, r in runs.items():
+        assert r["margin_after"]["surplus"] == pytest.approx(surplus[name], rel=1e-9, abs=1e-6)
+
+
+def test_the_next_move_shows_the_spot_legs_trades(tmp_path: Path) -> None:
+    """With the spot leg on, the re-solve's spot trades are part of its move: the what-if's
+    'next' block lists them, as ``fbr solve`` on the shocked book gives them."""
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace(
+        "margin = false", "margin = false\ncaps_usd = { BTC-PERP = 1.0, ETH-PERP = 1.0, "
+        "SOL-PERP = 1.0 }\n\n[solver]\nspot_leg = true")
+    book = tmp_path / "spot.toml"
+    book.write_text(text)
+    doc = whatif_json(str(book), "--shock", "BTC=-30%")
+    nxt = doc["scenarios"][0]["next"]
+    shocked = tmp_path / "shocked.toml"
+    shocked.write_text(text.replace("BTC = 60000.0", "BTC = 42000.0"))
+    res = runner.invoke(app, ["solve", str(shocked), "--json"])
+    assert res.exit_code == 0, res.output
+    direct = json.loads(res.stdout)
+    want = {t["asset"]: t["notional"] for t in direct["spot_trades"]}
+    assert want and {t["asset"]: t["notional"] for t in nxt["spot_trades"]} == pytest.approx(want)
+    assert nxt["spot_trading_cost"] == pytest.approx(direct["spot_costs"]["trading"])
+    table = runner.invoke(app, ["whatif", str(book), "--shock", "BTC=-30%"])
+    assert table.exit_code == 0 and "BTC spot" in table.stdout

@@ -4,6 +4,7 @@ engine, risk and liquidity shocks, the re-solve and the stress-safe constraint."
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -301,3 +302,28 @@ def test_stress_safe_solution_survives_its_scenarios() -> None:
         assert r.margin_surplus_after == pytest.approx(by_name[sc.name.removeprefix("book:")],
                                                        rel=1e-9, abs=1e-6)
         assert r.margin_surplus_after >= 0
+
+
+def test_a_solution_with_spot_trades_is_tested_after_them() -> None:
+    """--with-solution on a book whose spot leg trades: the tested book holds the spot the
+    trades leave (units from the solution's trades table), its stablecoin pays the net buys and
+    the spot trading costs, and its weights are the solution's effective weights after the trade
+    (the old what-if tested today's spot with the new futures)."""
+    lb = load_book_file(EXAMPLES / "seed_example_1.toml")
+    cs = lb.settings.constraints
+    settings = replace(lb.settings, constraints=replace(cs, caps_usd=dict.fromkeys(
+        lb.book.contract_symbols, 300.0)), spot=replace(lb.settings.spot, enabled=True))
+    sol = Rebalancer().solve(lb.book, lb.market, lb.risk, settings)
+    assert sol.status == "optimal" and sol.spot_trades and sol.spot_costs is not None
+    tested = apply_solution(lb.book, lb.market, sol)
+    for t in sol.spot_trades:
+        assert tested.spot[t.asset] == pytest.approx(lb.book.spot[t.asset] + t.units, rel=1e-12)
+    paid = sum(t.notional for t in sol.spot_trades) + sol.spot_costs.trading
+    assert tested.cash == pytest.approx(lb.book.cash - paid, rel=1e-12)
+    assert {p.symbol: p.contracts for p in sol.target_positions if p.contracts} == {
+        s: p.contracts for s, p in tested.futures.items()}
+    assert tested.futures  # the capped perpetuals hedge part, the spot leg the rest
+    r = run_whatif(tested, lb.market, lb.risk, parse_scenario("none", ["BTC=0%"]), resolve=False,
+                   distances=False)
+    for a, w in r.weights_before.items():
+        assert w == pytest.approx(sol.effective_weights_after[a], abs=1e-9)
