@@ -88,7 +88,8 @@ def summary_table(sol: Solution) -> Table:
     r = sol.reserve
     if r is not None:  # constraints.size_reserve or costs.reserve_cost
         rows += [
-            (f"reserve: smallest wallet keeping every stress surplus >= 0 (USD; binding: "
+            (f"reserve: smallest wallet opening the positions and keeping every stress "
+             f"surplus >= 0 (USD; binding: "
              f"{r.binding or 'none'})", _usd(r.reserve_usd)),
             (f"reserve opportunity cost at {_pct(r.reserve_yield)} a year (USD / yr)",
              _usd(r.reserve_cost_usd_per_year)),

@@ -7,8 +7,10 @@ at futures positions x (USD) with the wallet holding R (USD: stablecoin cash + u
 
 pledged spot re-priced through its rule (``Book.stressed_collateral``). It is affine in R with
 slope 1, so with surplus_s the surplus at today's wallet R_now, the smallest reserve keeping
-scenario s solvent is R_s = R_now - surplus_s, and the smallest reserve for all of them is
-R = max(0, max_s R_s) (closed form, no solve). Its opportunity cost is R x ``reserve_yield`` a year.
+scenario s solvent is R_s = R_now - surplus_s. The exchange also needs the positions' initial
+margin to open them, R + sum_i C_i(u_i) >= sum_j |x_j| / L_j: the row "initial margin", surplus
+R + P_0 - IM(x), R_IM = R_now - surplus. The smallest reserve is R = max(0, R_IM, max_s R_s)
+(closed form, no solve). Its opportunity cost is R x ``reserve_yield`` a year.
 With ``costs.reserve_cost`` the objective prices it too (optimizer.reserve_term: the same R in
 weights, times reserve_yield x horizon_days / 365), and this closed form reports the reserve of the
 positions the solve returns.
@@ -35,14 +37,17 @@ from optimizer.solution import ReserveSizing, ScenarioReserve
 
 #: the presets ``constraints.stress_preset`` accepts
 STRESS_PRESETS = ("each_and_all",)
+#: the reserve's row for the positions' initial margin (beside the stress scenarios)
+INITIAL_MARGIN = "initial margin"
 
 
 def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
                  scenarios: Sequence[StressScenario], reserve_yield: float = 0.04, *,
                  horizon_days: float | None = None) -> ReserveSizing:
-    """The smallest wallet reserve R (USD) such that every scenario's stress surplus at futures
-    positions ``positions`` (signed USD notional per contract, the book's contract order, at
-    ``market``'s marks) is >= 0: R = max(0, max_s (R_now - surplus_s)).
+    """The smallest wallet reserve R (USD) that opens futures positions ``positions`` (signed USD
+    notional per contract, the book's contract order, at ``market``'s marks: their initial margin)
+    and keeps every scenario's stress surplus >= 0: R = max(0, max_s (R_now - surplus_s)) over the
+    scenarios and the "initial margin" row (module docstring).
 
     ``horizon_days``: set when the objective priced the reserve (``costs.reserve_cost``, the
     optimizer.reserve_term term R x reserve_yield x horizon_days / 365); None when only reported."""
@@ -57,7 +62,8 @@ def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
     B = book.exposure_matrix()
     mm = MarginModel.from_contracts(book.contracts)
     assets = list(book.asset_symbols)
-    rows: list[ScenarioReserve] = []
+    initial = val.collateral - float(mm.initial(x).sum())  # R + P_0 - IM(x)
+    rows: list[ScenarioReserve] = [ScenarioReserve(INITIAL_MARGIN, initial, val.wallet - initial)]
     for sc in scenarios:
         r = stress_returns(sc, assets)
         g = r @ B

@@ -13,8 +13,15 @@ with slope 1, so the wallet that brings scenario s to exactly 0 is
     R_s(z) = W / V - surplus_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj)),
 
 convex in z (each MM_j = max_k (mmr_jk n - cum_jk / V), floored at 0, is convex and increasing in
-n >= 0, and 1 + g_sj > 0). The smallest reserve keeping every scenario solvent until the next sweep
-is R(z) = max(0, max_s R_s(z)) (``optimizer.reserve.size_reserve`` in USD), and the term is
+n >= 0, and 1 + g_sj > 0). The exchange also needs the positions' initial margin to open them:
+collateral W / V + P_0 >= sum_j |z_j| / L_j (P_0 the pledged spot's collateral value today), so the
+wallet must be at least
+
+    R_IM(z) = sum_j |z_j| / L_j - P_0,
+
+convex too. The smallest reserve that opens the positions and keeps every scenario solvent until
+the next sweep is R(z) = max(0, R_IM(z), max_s R_s(z)) (``optimizer.reserve.size_reserve`` in
+USD), and the term is
 
     rho R(z),   rho = reserve_yield x horizon_days / 365,
 
@@ -63,6 +70,18 @@ def pledged_stressed(d: ProblemData) -> np.ndarray:
     return np.asarray(d.stress_coll, dtype=float) - wallet_weight(d)
 
 
+def pledged_now(d: ProblemData) -> float:
+    """P_0: the pledged spot's collateral value today, weights (collateral / V - W / V)."""
+    return float(d.collateral / d.V - wallet_weight(d))
+
+
+def initial_reserve(z: np.ndarray, d: ProblemData, pledged: float | None = None) -> float:
+    """R_IM(z) = sum_j |z_j| / L_j - P_0 (weights): the wallet the positions' initial margin needs.
+    ``pledged``: P_0 when known (default :func:`pledged_now` of ``d``)."""
+    p0 = pledged_now(d) if pledged is None else pledged
+    return float(d.inv_lev @ np.abs(z)) - p0
+
+
 def scenario_reserves(z: np.ndarray, d: ProblemData, pledged: np.ndarray | None = None) -> np.ndarray:
     """R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj)) per scenario (S, weights): the wallet
     that leaves scenario s with exactly 0 surplus at positions z. ``pledged``: P_s when known
@@ -76,6 +95,9 @@ def scenario_reserves(z: np.ndarray, d: ProblemData, pledged: np.ndarray | None 
     return out
 
 
-def reserve_weight(z: np.ndarray, d: ProblemData, pledged: np.ndarray | None = None) -> float:
-    """R(z) = max(0, max_s R_s(z)) (weights): the smallest reserve for every scenario."""
-    return max(0.0, float(scenario_reserves(z, d, pledged).max(initial=0.0)))
+def reserve_weight(z: np.ndarray, d: ProblemData, pledged: np.ndarray | None = None,
+                   pledged0: float | None = None) -> float:
+    """R(z) = max(0, R_IM(z), max_s R_s(z)) (weights): the smallest reserve that opens the
+    positions and keeps every scenario solvent (``pledged`` / ``pledged0``: P_s / P_0 when known)."""
+    return max(0.0, initial_reserve(z, d, pledged0),
+               float(scenario_reserves(z, d, pledged).max(initial=0.0)))

@@ -143,7 +143,8 @@ class ScenarioReserve:
 
 @dataclass(frozen=True)
 class ReserveSizing:
-    """The smallest wallet reserve (USD) keeping every stress scenario's margin surplus >= 0.
+    """The smallest wallet reserve (USD) that opens the positions (their initial margin: the row
+    "initial margin" of ``scenarios``) and keeps every stress scenario's margin surplus >= 0.
 
     ``wallet_now``: today's wallet (stablecoin cash + uPnL); ``binding``: the scenario that sets the
     reserve (None when no scenario needs any reserve, or without scenarios). ``horizon_days``: the

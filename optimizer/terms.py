@@ -16,7 +16,7 @@ import numpy as np
 from optimizer.context import Context
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
-from optimizer.reserve_term import pledged_stressed, reserve_rate, reserve_weight
+from optimizer.reserve_term import pledged_now, pledged_stressed, reserve_rate, reserve_weight
 from optimizer.spot_leg import SpotContext, shift_of, spot_trade
 from optimizer.tax_term import TaxTerm
 
@@ -266,11 +266,12 @@ class FuturesTax(Term):
 
 
 class ReserveCost(Term):
-    """rho max(0, max_s R_s(z)): the yield the stablecoin reserve forgoes over the horizon, a fraction
-    of V (optimizer.reserve_term). R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj)) is the
-    wallet (weights) that leaves stress scenario s with 0 surplus, rho = reserve_yield x horizon_days
-    / 365. rho is folded into each scenario's Parameters (DPP): rho P_s, rho g_s, rho mmr (1 + g_s),
-    rho cum; with MM_j written on a >= |z| (non-negative coefficients, as in the stress rows).
+    """rho max(0, R_IM(z), max_s R_s(z)): the yield the stablecoin reserve forgoes over the horizon,
+    a fraction of V (optimizer.reserve_term). R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj))
+    is the wallet (weights) that leaves stress scenario s with 0 surplus, R_IM(z) = sum_j a_j / L_j
+    - P_0 the wallet the positions' initial margin needs, rho = reserve_yield x horizon_days / 365.
+    rho is folded into the Parameters (DPP): rho P_s, rho g_s, rho mmr (1 + g_s), rho cum, rho / L,
+    rho P_0; with MM_j written on a >= |z| (non-negative coefficients, as in the stress rows).
     P_s is today's pledged spot: unlike the stress rows (optimizer.margin_constraints), the term
     does not re-price the pledged value a spot-leg trade moves (a cost estimate, not a limit).
     """
@@ -278,6 +279,8 @@ class ReserveCost(Term):
     name = "reserve_cost"
     #: P_s at the last update (weights, one per scenario); None before the first update
     pledged: np.ndarray | None = None
+    #: P_0 at the last update (weights); None before the first update
+    pledged0: float | None = None
 
     def build(self, ctx: Context) -> cp.Expression:
         st = ctx.structure
@@ -287,7 +290,9 @@ class ReserveCost(Term):
         self.g: list[cp.Parameter] = []
         self.pl: list[cp.Parameter] = []
         self.cum = ctx.param("reserve_cum", (M, K))
-        rows: list[cp.Expression] = [cp.Constant(0.0)]
+        self.im_coef = ctx.param("reserve_im_coef", M, nonneg=True)
+        self.im_pledged = ctx.param("reserve_im_pledged")
+        rows: list[cp.Expression] = [cp.Constant(0.0), self.im_coef @ ctx.a - self.im_pledged]
         for k in range(len(st.stress_names)):
             coef = ctx.param(f"reserve_coef_{k}", (M, K), nonneg=True)
             g = ctx.param(f"reserve_g_{k}", M)
@@ -306,7 +311,10 @@ class ReserveCost(Term):
         # P_s at this update: ``value`` re-uses it, so a re-check on data whose spot weights moved
         # (the spot leg's trades) prices the same reserve as the solve
         self.pledged = pledged_stressed(d)
+        self.pledged0 = pledged_now(d)
         assign(self.cum, rho * d.cum)
+        assign(self.im_coef, rho * d.inv_lev)
+        assign(self.im_pledged, rho * self.pledged0)
         for k, (coef, g, pl) in enumerate(zip(self.coef, self.g, self.pl, strict=True)):
             gs = d.stress_g[k]
             assign(coef, rho * d.mmr * (1.0 + gs)[:, None])
@@ -314,7 +322,7 @@ class ReserveCost(Term):
             assign(pl, rho * float(self.pledged[k]))
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
-        return reserve_rate(d) * reserve_weight(z, d, self.pledged)
+        return reserve_rate(d) * reserve_weight(z, d, self.pledged, self.pledged0)
 
 
 class CostToGo(Term):

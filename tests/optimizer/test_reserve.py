@@ -59,6 +59,11 @@ HAND = {"BTC -40%": -6_160.0, "BTC +40%": 41_360.0, "ETH -40%": 46_320.0, "ETH +
         "all -40%": 22_560.0, "all +40%": 12_640.0}
 
 
+# initial margin at the contracts' leverage 10: (60,000 + 80,000) / 10 = 14,000; collateral
+#   10,000 + 0.9 x 10,000 = 19,000: surplus 19,000 - 14,000 = 5,000 -> R = 5,000
+HAND["initial margin"] = 5_000.0
+
+
 def test_two_assets_by_hand() -> None:
     book, market, x = _two_assets()
     res = size_reserve(book, market, x, each_and_all(book.asset_symbols, 0.4), reserve_yield=0.04)
@@ -89,6 +94,21 @@ def test_surplus_at_the_reserve_through_models_margin() -> None:
             assert abs(s) < 1e-6
         else:
             assert s >= -1e-9, sc.name
+    assert val.collateral >= float(mm.initial(x).sum())  # the positions can be opened
+
+
+def test_the_initial_margin_sets_the_reserve_at_low_leverage() -> None:
+    """At leverage 2 with 5% moves the initial margin binds, not the stress rows (the reserve
+    was 0 while the collateral could not open the positions). By hand: IM = 140,000 / 2 =
+    70,000, pledged 0.9 x 10,000 = 9,000, so R = 61,000; every 5% scenario needs no reserve."""
+    book, market, x = _two_assets()
+    lev2 = tuple(replace(c, leverage=2.0) for c in book.contracts)
+    book = replace(book, contracts=lev2)
+    res = size_reserve(book, market, x, each_and_all(book.asset_symbols, 0.05))
+    assert res.binding == "initial margin"
+    assert round(res.reserve_usd, 2) == 61_000.00
+    stress = [s for s in res.scenarios if s.name != "initial margin"]
+    assert max(s.reserve_usd for s in stress) < 0.0
 
 
 def test_no_reserve_needed_is_zero() -> None:
@@ -96,7 +116,7 @@ def test_no_reserve_needed_is_zero() -> None:
     res = size_reserve(book, market, np.zeros(2), each_and_all(book.asset_symbols, 0.4))
     assert res.reserve_usd == 0.0 and res.binding is None and res.reserve_cost_usd_per_year == 0.0
     empty = size_reserve(book, market, np.zeros(2), ())
-    assert empty.reserve_usd == 0.0 and empty.scenarios == ()
+    assert empty.reserve_usd == 0.0 and [s.name for s in empty.scenarios] == ["initial margin"]
 
 
 @pytest.mark.parametrize("assets", [("BTC",), ("BTC", "ETH"), ("BTC", "ETH", "SOL", "AVAX")])
@@ -159,7 +179,7 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)["reserve"]
     assert res["reserve_cost_usd_per_year"] == pytest.approx(0.04 * res["reserve_usd"])
-    assert len(res["scenarios"]) == 2 * 3 + 2
+    assert len(res["scenarios"]) == 1 + 2 * 3 + 2  # the initial-margin row and the preset
     table = subprocess.run(run, capture_output=True, text=True, timeout=120, cwd=ROOT,
                            env={**os.environ, "COLUMNS": "200"})
     assert table.returncode == 0, table.stderr

@@ -160,6 +160,7 @@ def _solve_reference_with_reserve(inst: Instance) -> RefReserve:
 
         min  obj(z) + rho R
         s.t. the problem's constraints, R >= 0,
+             R >= sum_j |z_j| / L_j - sum_i c_i u_i / V (the positions' initial margin),
              R >= W / V - surplus_s(z) for each scenario s,
              surplus_s(z) = (W + sum_i c_i u_i (1 + r_si)) / V + g_s' z
                             - sum_j max(0, max_k (mmr_jk (1 + g_sj) |z_j| - cum_jk / V)),
@@ -174,7 +175,8 @@ def _solve_reference_with_reserve(inst: Instance) -> RefReserve:
     wallet = r.collateral - float(r.pledged_value.sum())
     rho = cc.reserve_yield * cc.horizon_days / 365.0
     R = cp.Variable(name="reserve_ref")
-    rows: list[cp.Constraint] = [R >= 0]
+    rows: list[cp.Constraint] = [
+        R >= 0, cp.sum(cp.multiply(1.0 / r.leverage, cp.abs(z))) - float(r.pledged_value.sum()) / V <= R]
     for k in range(len(cs.stress)):
         rr = r.stress_r[k]
         g = r.B.T @ rr
