@@ -87,7 +87,8 @@ _MARKET_SUBTABLES = ("spot", "mark", "funding", "half_spread", "adv", "spot_half
 
 def _market_overrides(table: Table, symbols: Sequence[str],
                       csyms: Sequence[str]) -> dict[str, dict[str, float]]:
-    """The explicit [market.*] sub-tables, keyed by asset (spot, spot_half_spread) or contract."""
+    """The explicit [market.*] sub-tables, keyed by asset (spot, spot_half_spread) or contract;
+    ``adv`` by either (a contract's volume prices its impact, an asset's the spot leg's)."""
     parsers: dict[str, Callable[[object, str], float]] = {
         "spot": price, "mark": price,  # MarketSnapshot rejects <= 0 with the field name
         "funding": lambda v, p: number(v, p, percent=True),
@@ -100,6 +101,8 @@ def _market_overrides(table: Table, symbols: Sequence[str],
         sub = sub_table(table, key, "market")
         by_asset = key in ("spot", "spot_half_spread")
         names, what = (symbols, "an asset of the book") if by_asset else (csyms, "a contract")
+        if key == "adv":
+            names, what = [*csyms, *symbols], "a contract or an asset of the book"
         for sym, v in sub.items():
             known(sym, names, f"market.{key}.{sym}", what, v)
         out[key] = symbol_map(sub, f"market.{key}", parsers[key])

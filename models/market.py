@@ -33,7 +33,8 @@ def _check_prices(kind: str, prices: Mapping[str, float]) -> None:
 class MarketSnapshot:
     """Prices and market conditions at one instant (UTC).
 
-    ``spot`` by asset symbol; ``mark``, ``funding``, ``half_spread`` and ``adv`` by contract symbol.
+    ``spot`` by asset symbol; ``mark``, ``funding``, ``half_spread`` and ``adv`` by contract symbol
+    (``adv`` also by asset symbol: the spot market's volume, which prices the spot leg's impact).
     Missing half spreads default to 1 bp, missing ADV to infinity (no impact), missing funding to 0.
     ``synthetic`` marks data from the embedded generator, so reports can label it.
     ``funding_forecast`` (by contract symbol, optional): the expected mean funding rate per

@@ -20,6 +20,7 @@ from fbr.config import LoadedBook, load_book_file, parse_book
 from models.book import TargetsBase
 from models.errors import ConfigError, ValidationError
 from models.instruments import ContractKind, MarginTiers, Settlement
+from optimizer.rebalance import Rebalancer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -461,3 +462,27 @@ def test_one_reader_and_one_error_for_every_input_file(tmp_path: Path, kind: str
     msg = str(info.value)
     assert "broken.toml, line" in msg and "column" in msg and "not valid TOML" in msg
     assert "Fix:" in msg
+
+
+def test_market_adv_takes_assets_for_the_spot_legs_impact(tmp_path: Path) -> None:
+    """[market.adv] keyed by an asset is the spot market's volume (it was refused as 'not a
+    contract', so the spot leg never paid impact): with the spot leg on and the futures capped,
+    the spot impact of the solve is k sigma_daily sqrt(V / ADV) |t / V|^1.5 V per asset, by hand."""
+    def change(doc: dict[str, Any]) -> None:
+        doc["market"]["adv"] = {"BTC": 1e6, "ETH": 2e6, "SOL": 5e5}
+        doc["costs"]["impact"] = True
+        doc["constraints"]["caps_usd"] = {"BTC-PERP": 1.0, "ETH-PERP": 1.0, "SOL-PERP": 1.0}
+        doc["solver"] = {"spot_leg": True}
+
+    loaded = load_mutated(tmp_path, change)
+    assert dict(loaded.market.adv) == {"BTC": 1e6, "ETH": 2e6, "SOL": 5e5}
+    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    assert sol.status == "optimal" and sol.spot_costs is not None
+    V = 10_000.0
+    vols = {"BTC": 0.55, "ETH": 0.70, "SOL": 0.95}
+    k = loaded.settings.costs.impact_k
+    want = sum(k * vols[t.asset] / math.sqrt(365.0) * math.sqrt(V / loaded.market.adv[t.asset])
+               * abs(t.notional / V) ** 1.5 * V for t in sol.spot_trades)
+    assert want > 0.01 and sol.spot_costs.impact == pytest.approx(want, rel=1e-9)
+    bad = error_of(tmp_path, lambda d: d["market"].update(adv={"DOGE": 1e6}))
+    assert "market.adv.DOGE" in str(bad) and "a contract or an asset of the book" in str(bad)
