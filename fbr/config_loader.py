@@ -27,6 +27,7 @@ from fbr.config_market import data_funding_forecast, parse_market
 from fbr.config_risk import parse_risk
 from fbr.config_settings import parse_settings
 from fbr.config_sources import ParseContext
+from fbr.config_tax import check_lot_dates
 from fbr.config_values import check_keys, choice, string, sub_table, usd_amount
 from models.book import Book, TargetsBase
 from models.collateral import DEFAULT_PLEDGE_SOURCE, PLEDGE_SOURCES
@@ -114,6 +115,7 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     risk_table = sub_table(data, "risk", "")
     risk = parse_risk(risk_table, book, market, sub_table(data, "market", ""), ctx)
     settings = parse_settings(data, risk_table, book)
+    check_lot_dates(data, market.time)
     market = data_funding_forecast(sub_table(data, "market", ""), market, contracts,
                                    settings.costs, ctx)
     return LoadedBook(book, market, risk, settings, tuple(ctx.labels), pledge_source)

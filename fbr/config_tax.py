@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pandas as pd
+
 from fbr.config_values import (
     Table,
     boolean,
@@ -116,3 +118,16 @@ def parse_lots(data: Mapping[str, object], book: Book) -> dict[str, tuple[TaxLot
                      acquired=timestamp(row["acquired"], join(p, "acquired")).to_pydatetime())
         out.setdefault(asset, []).append(lot)
     return {a: tuple(ls) for a, ls in out.items()}
+
+
+def check_lot_dates(data: Mapping[str, object], at: pd.Timestamp) -> None:
+    """Every [[lots]] row was acquired on or before the market time ``at`` (a sale then cannot
+    date its holding period); else one ValidationError naming the row."""
+    for k, row in enumerate(table_array(data, "lots", "")):
+        p = join(join("lots", k), "acquired")
+        when = timestamp(row["acquired"], p)
+        if when > at:
+            raise ValidationError(p, f"is {when.isoformat()}, after the market time "
+                                  f"{at.isoformat()}",
+                                  "give the date the lot was bought, on or before market.time")
+

@@ -158,3 +158,15 @@ def test_price_futures_reaches_the_spot_leg(tmp_path: Path) -> None:
     assert _load(tmp_path, doc).settings.spot.futures_tax
     doc["tax"]["price_futures"] = "yes"
     assert _error(tmp_path, doc).field == "tax.price_futures"
+
+
+def test_a_lot_acquired_after_the_market_time_names_its_row(tmp_path: Path) -> None:
+    """The seed book's market time is 2024-06-01: a lot bought later is refused at load, naming
+    the [[lots]] row (the solve used to fail on it with a bare 'lot.acquired')."""
+    doc = _doc()
+    doc["lots"][2]["acquired"] = "2024-07-01"
+    err = _error(tmp_path, doc)
+    assert err.field == "lots[2].acquired" and "after the market time" in str(err)
+    doc["lots"][2]["acquired"] = "2024-06-01"  # the market time itself is fine
+    assert _load(tmp_path, doc).settings.spot.lots["ETH"][0].acquired == datetime(2024, 6, 1,
+                                                                                   tzinfo=UTC)
