@@ -44,6 +44,7 @@ def _data(**kw: Any) -> Any:
         cost_to_go_root=np.array([[1.0, 0.5], [0.0, 2.0]]),
         mmr=np.array([[0.01], [0.02]]), cum=np.zeros((2, 1)), stress_g=np.array([[-0.3, -0.3]]),
         stress_names=("crash",), stress_coll=np.array([0.06]), nav=0.95, V=1.0,
+        collateral=0.06, inv_lev=np.array([0.1, 0.1]),
         settings=SimpleNamespace(costs=SimpleNamespace(reserve_yield=0.04, horizon_days=36.5)),
         spot=SimpleNamespace(futures_tax_coef=np.array([0.2, 0.3])))
     for k, v in kw.items():
@@ -79,7 +80,8 @@ CTG = 0.04
 # c_j max(0, sign(z0_j) (z0_j - z_j)): j = 0 has z0 = 0 (nothing to realise); j = 1: 0.3 x 0.09
 FTAX = 0.3 * 0.09
 # rho = 0.04 x 36.5 / 365 = 0.004; P = 0.06 - (0.95 - 0.9) = 0.01; g'z = 0.015 - 0.03 = -0.015;
-# MM at |z| x 0.7: 0.01 x 0.035 + 0.02 x 0.07 = 1.75e-3 -> R = -0.01 + 0.015 + 0.00175 = 0.00675
+# MM at |z| x 0.7: 0.01 x 0.035 + 0.02 x 0.07 = 1.75e-3 -> R = -0.01 + 0.015 + 0.00175 = 0.00675;
+# the initial margin's row: 0.1 x (0.05 + 0.10) - P_0 (0.06 - 0.05 = 0.01) = 0.005, below it
 RESERVE = 0.004 * 0.00675
 
 CASES: list[tuple[type[Term], float]] = [
@@ -104,7 +106,9 @@ def test_numpy_value_by_hand(cls: type[Term], want: float) -> None:
         assert t.value(Z, d) == pytest.approx(want, rel=1e-12)
         t.pledged = np.array([0.005])  # the value re-uses P of the last update
         assert t.value(Z, d) == pytest.approx(0.004 * (-0.005 + 0.015 + 0.00175), rel=1e-12)
-        t.pledged = np.array([0.02])  # a reserve below 0 is no reserve
+        t.pledged, t.pledged0 = np.array([0.02]), 0.0  # the initial margin then sets R = 0.015
+        assert t.value(Z, d) == pytest.approx(0.004 * 0.015, rel=1e-12)
+        t.pledged0 = 0.02  # a reserve below 0 is no reserve
         assert t.value(Z, d) == 0.0
         return
     assert t.value(Z, d) == pytest.approx(want, rel=1e-12, abs=1e-15)
@@ -221,3 +225,16 @@ def test_reserve_cost_with_the_maintenance_floor_row() -> None:
 
 def test_one_basis_factor_prices_basis_risk() -> None:
     assert "basis_risk" in [t.name for t in terms_for(_structure(n_basis_factors=1))]
+
+
+def test_reserve_cost_where_the_initial_margin_binds() -> None:
+    # at leverage 2 (1 / L = 0.5): R_IM = 0.5 x (0.05 + 0.10) - 0.01 = 0.065, above the crash's
+    # 0.00675, in the expression and in the numpy value alike
+    d = _data(inv_lev=np.array([0.5, 0.5]))
+    ctx = Context.create(_structure(reserve_cost=True))
+    t = ReserveCost()
+    expr = t.build(ctx)
+    t.update(d)
+    ctx.z.value, ctx.u.value, ctx.a.value = Z, np.abs(Z - Z0), np.abs(Z)
+    assert float(expr.value) == pytest.approx(0.004 * 0.065, rel=1e-9)
+    assert t.value(Z, d) == pytest.approx(0.004 * 0.065, rel=1e-12)
