@@ -40,6 +40,12 @@ def spot_trades_table(sol: Solution) -> Table:
     for col in ("asset", "side", "notional USD", "units", "price", "tax USD"):
         t.add_column(col, justify="right" if col not in ("asset", "side") else "left", overflow="fold")
     for tr in sol.spot_trades:
+        if tr.bought > 0 and tr.sold > 0:  # a sale and a buy-back (harvesting a loss): both legs
+            t.add_row(tr.asset, "SELL", _usd(-tr.sold), f"{-tr.sold / tr.price:.8g}",
+                      _usd(tr.price), _usd(tr.tax))
+            t.add_row(tr.asset, "BUY", _usd(tr.bought), f"{tr.bought / tr.price:.8g}",
+                      _usd(tr.price), _usd(0.0))
+            continue
         side = "BUY" if tr.notional > 0 else "SELL"
         t.add_row(tr.asset, side, _usd(tr.notional), f"{tr.units:.8g}", _usd(tr.price),
                   _usd(tr.tax))

@@ -1,0 +1,40 @@
+"""fbr.render: the spot leg's trades table shows both legs of a loss harvest."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import tomli_w
+from rich.console import Console
+
+from fbr.config import load_book_file
+from fbr.render import spot_trades_table
+from optimizer.rebalance import Rebalancer
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_a_loss_harvest_shows_the_sale_and_the_buy_back(tmp_path: Path) -> None:
+    """1 ETH bought at 3,000 (short-term at 30%) is worth 2,500: selling it and buying it back
+    credits 0.3 x 500 = 150 USD of tax for about 5.50 of fees and spread. The table shows the
+    sale (with the credit) and the buy-back as two rows, not one 'BUY 0.00' row."""
+    doc = tomllib.loads((EXAMPLES / "seed_example_1.toml").read_text(encoding="utf-8"))
+    doc["costs"] = {"trading": True, "carry": False, "impact": False}
+    doc["solver"] = {"spot_leg": True, "round_lots": False}
+    doc["tax"] = {"short_term": "30%", "long_term": "15%", "harvest_losses": True}
+    doc["lots"] = [{"asset": "BTC", "quantity": 0.1, "cost_basis": 60_000.0, "acquired": "2024-03-01"},
+                   {"asset": "ETH", "quantity": 1.0, "cost_basis": 3_000.0, "acquired": "2023-08-01"},
+                   {"asset": "SOL", "quantity": 10.0, "cost_basis": 150.0, "acquired": "2024-03-01"}]
+    path = tmp_path / "harvest.toml"
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    loaded = load_book_file(path)
+    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    (eth,) = [t for t in sol.spot_trades if t.asset == "ETH"]
+    assert eth.sold > 0 and eth.bought > 0 and round(eth.tax, 2) == -150.00
+    console = Console(record=True, width=120)
+    console.print(spot_trades_table(sol))
+    rows = [line for line in console.export_text().splitlines() if "ETH" in line]
+    assert len(rows) == 2
+    assert "SELL" in rows[0] and "-150.00" in rows[0] and f"{-eth.sold:,.2f}" in rows[0]
+    assert "BUY" in rows[1] and f"{eth.bought:,.2f}" in rows[1]
