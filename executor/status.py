@@ -36,12 +36,13 @@ from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
 from executor.plan_doc import OrderPlanDoc
 from executor.safety import redact
-from executor.workflow import orderable_solution
+from executor.workflow import require_tradeable
 from models.book import Book
-from models.errors import FbrError, InfeasibleError
+from models.errors import FbrError, InfeasibleError, RefusedError
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
@@ -258,9 +259,12 @@ def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
 
 
 def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, float, float]:
-    """(due, TE^2 fall, gamma x trading cost / V): see the module docstring."""
+    """(due, TE^2 fall, gamma x trading cost / V; the spot leg's trades' cost too): see the module
+    docstring."""
     benefit = solution.tracking_error_before ** 2 - solution.tracking_error_after ** 2
-    cost = gamma_trade * solution.costs.trading / solution.base if solution.base > 0 else math.inf
+    spot = solution.spot_costs.trading if solution.spot_costs is not None else 0.0
+    trading = solution.costs.trading + spot
+    cost = gamma_trade * trading / solution.base if solution.base > 0 else math.inf
     return bool(plan.legs) and benefit > cost, benefit, cost
 
 
@@ -275,15 +279,8 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
     weights = tuple(WeightRow(a, float(e[i]), float(w[i]), float(e[i] - w[i]))
                     for i, a in enumerate(book.asset_symbols))
     q = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
-    alerts: tuple[str, ...] = ()
-    try:
-        solution = orderable_solution(book, market, risk, settings, rebalancer=rebalancer)
-        plan = plan_orders(solution, book, market, instruments, options, risk=risk)
-        is_due, benefit, cost = due(solution, plan, settings.costs.gamma_trade)
-    except InfeasibleError as exc:  # a liquidatable or infeasible book: say so, plan nothing
-        alerts = (redact(str(exc)),)
-        plan = no_plan(book, options.venue, q)
-        is_due, benefit, cost = False, 0.0, 0.0
+    plan, is_due, benefit, cost, alerts = rebalance_now(book, market, risk, settings, options,
+                                                        instruments, q, rebalancer)
     return StatusReport(venue=gateway.venue, book_name=book.name, nav=book.nav(market),
                         base=book.base(market), weights=weights,
                         tracking_error=tracking_error_of(book, market, risk, q),
@@ -292,6 +289,28 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
                         open_orders=tuple(gateway.open_orders(instruments)),
                         rebalance_due=is_due, benefit=benefit, cost=cost, plan=plan, positions=q,
                         alerts=alerts)
+
+
+def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings: OptimizerSettings,
+                  options: PlanOptions, instruments: Mapping[str, Instrument],
+                  positions: Mapping[str, float], rebalancer: Rebalancer | None
+                  ) -> tuple[OrderPlan, bool, float, float, tuple[str, ...]]:
+    """(plan, due, benefit, cost, alerts) of a rebalance now: the plan ``fbr execute`` would send.
+    A liquidatable or infeasible book plans nothing and says why. A solution that also trades
+    spot plans nothing either (fbr sends futures orders only): the alert names the spot trades to
+    make by hand, and the rebalance is due when its benefit beats its cost (``--exit-code`` 7)."""
+    try:
+        solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings)
+        require_tradeable(solution, prepare(book, market, risk, settings))
+        plan = plan_orders(solution, book, market, instruments, options, risk=risk)
+    except InfeasibleError as exc:
+        return no_plan(book, options.venue, positions), False, 0.0, 0.0, (redact(str(exc)),)
+    except RefusedError as exc:
+        _, benefit, cost = due(solution, no_plan(book, options.venue, positions),
+                               settings.costs.gamma_trade)
+        return (no_plan(book, options.venue, positions), benefit > cost, benefit, cost,
+                (redact(str(exc)),))
+    return (plan, *due(solution, plan, settings.costs.gamma_trade), ())
 
 
 def no_plan(book: Book, venue: str, positions: Mapping[str, float]) -> OrderPlan:

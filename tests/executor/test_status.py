@@ -77,3 +77,23 @@ def test_rebalance_due_when_the_te_fall_beats_the_cost(tmp_path: Path) -> None:
     rep2 = account_status(PaperGateway(hedged, m), hedged, m, risk_model(), settings,
                           PlanOptions(venue="paper"), book_instruments(hedged), None)
     assert not rep2.rebalance_due and rep2.tracking_error < rep.tracking_error / 10
+
+
+def test_a_solution_that_trades_spot_is_reported_not_refused() -> None:
+    """With the spot leg on and the futures capped, the rebalance needs spot trades fbr does not
+    send: the status still reports weights, margin and funding, plans no order, names the spot
+    trades in an alert, and is due when the solution's TE^2 fall beats its cost (it refused the
+    whole status with exit 6)."""
+    book = three_asset_book()
+    m = market()
+    cs = dataclasses.replace(OptimizerSettings().constraints,
+                             caps_usd=dict.fromkeys(book.contract_symbols, 1.0))
+    settings = dataclasses.replace(OptimizerSettings(), constraints=cs,
+                                   spot=dataclasses.replace(OptimizerSettings().spot, enabled=True))
+    rep = account_status(PaperGateway(book, m), book, m, risk_model(), settings,
+                         PlanOptions(venue="paper"), book_instruments(book), None)
+    assert not rep.plan.legs and len(rep.alerts) == 1
+    assert "also trades spot" in rep.alerts[0] and "BTC -" in rep.alerts[0]
+    assert rep.rebalance_due and rep.benefit > rep.cost > 0
+    assert {w.asset: w.drift for w in rep.weights} == pytest.approx(
+        {"BTC": 0.1, "ETH": -0.05, "SOL": -0.05})
