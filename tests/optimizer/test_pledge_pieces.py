@@ -29,6 +29,7 @@ from models.risk import RiskModel
 from optimizer.margin_constraints import InitialMargin, StressMargin
 from optimizer.pledge_pieces import pledge_pieces
 from optimizer.prepare import prepare
+from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import (
     ConstraintSettings,
@@ -331,3 +332,22 @@ def test_matches_a_plain_cvxpy_reference_with_kinked_pledges() -> None:
         np.testing.assert_allclose(x, x_ref, rtol=0, atol=1e-5 * V, err_msg=f"seed {seed} futures")
         np.testing.assert_allclose(u, u_ref, rtol=0, atol=1e-5 * V, err_msg=f"seed {seed} spot")
     assert optimal >= 60 and binding >= 15, (optimal, binding)
+
+
+def test_kinked_pledges_keep_the_problem_dpp_and_compiled_once() -> None:
+    """The pieces are Parameter values: re-solving the same book at other prices and holdings
+    (other pieces, same count) changes values only, and the problem is DPP."""
+    rb = Rebalancer()
+    book, market, risk, st = _random_book(np.random.default_rng(77))
+    d = prepare(book, market, risk, st)
+    assert d.structure.pledge_assets and HedgeProblem(d.structure).problem.is_dpp()
+    rb.solve(book, market, risk, st, explain=False)
+    builds = HedgeProblem.builds
+    for k in range(3):
+        moved = {s: p * (1.0 + 0.05 * (k + 1)) for s, p in market.spot.items()}
+        m2 = MarketSnapshot(time=T0, spot=moved, mark={c.symbol: moved[c.underlying]
+                                                        for c in book.contracts})
+        b2 = book.evolve(spot={s: q * (1.0 - 0.02 * k) for s, q in book.spot.items()})
+        assert prepare(b2, m2, risk, st).structure == d.structure
+        assert rb.solve(b2, m2, risk, st, explain=False).status in ("optimal", "infeasible")
+    assert HedgeProblem.builds == builds, "a re-solve with new piece values rebuilt the problem"
