@@ -79,7 +79,8 @@ def require_tradeable(solution: Solution, d: ProblemData) -> None:
     after the solution's spot trades, then :func:`require_futures_only`."""
     require_orderable(solution.status, solution.conflicts, d,
                       {p.symbol: p.notional for p in solution.target_positions}, solution.opposing,
-                      spot={t.asset: t.notional for t in solution.spot_trades})
+                      spot={t.asset: t.notional for t in solution.spot_trades},
+                      spot_gross={t.asset: t.bought + t.sold for t in solution.spot_trades})
     require_futures_only(solution)
 
 

@@ -113,12 +113,16 @@ def blocked_message(blockers: tuple[str, ...]) -> str:
 
 def require_orderable(status: str, conflicts: tuple[ConflictReport, ...], d: ProblemData,
                       positions: Mapping[str, float], opposing: tuple[str, ...] = (),
-                      spot: Mapping[str, float] | None = None) -> None:
+                      spot: Mapping[str, float] | None = None,
+                      spot_gross: Mapping[str, float] | None = None) -> None:
     """Raise :class:`~models.errors.InfeasibleError` when :func:`order_blockers` finds anything.
-    ``spot``: the solution's net spot trades (USD by asset): the margin rows are re-checked on the
-    collateral after them (``optimizer.spot_leg.after_spot_trade``), as the optimiser priced them."""
+    ``spot``: the solution's net spot trades (USD by asset; ``spot_gross`` the USD traded, when a
+    sale and a buy-back of one asset make it more than |net|): the margin rows are re-checked on
+    the collateral after them (``optimizer.spot_leg.after_spot_trade``), as the optimiser priced
+    them."""
     if spot and d.spot is not None:
-        d = after_spot_trade(d, spot_trade_weights(d, spot))
+        gross = spot_trade_weights(d, spot_gross) if spot_gross is not None else None
+        d = after_spot_trade(d, spot_trade_weights(d, spot), gross)
     blockers = order_blockers(status, conflicts, d, positions_vector(d, positions), opposing)
     if blockers:
         raise InfeasibleError(blocked_message(blockers))

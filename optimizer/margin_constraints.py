@@ -4,9 +4,11 @@ maintenance row per stress scenario (optimizer.constraint_base has what every ro
 With the spot leg on, both rows see its trades: a net spot trade b - q (weights) changes the
 margin collateral by -kappa'(b - q) (its cash leaves or joins the wallet, net of the pledged value
 bought or sold: ``optimizer.spot_data.collateral_gains``), and each stress row by
--kappa_s'(b - q) (the pledged value re-priced in the scenario). An asset pledged by a rule with
-kinks (tiers, a pledged quantity) moves its pledged value exactly instead (:class:`PledgedValue`,
-optimizer.pledge_pieces): kappa is then its cash alone, and the row adds G(after) - G(today). A
+-kappa_s'(b - q) (the pledged value re-priced in the scenario); the fee and half spread paid on
+the spot traded, f'(b + q), leave the wallet in both (``optimizer.spot_leg.spot_fee_rate``). An
+asset pledged by a rule with kinks (tiers, a pledged quantity) moves its pledged value exactly
+instead (:class:`PledgedValue`, optimizer.pledge_pieces): kappa is then its cash alone, and the
+row adds G(after) - G(today). A
 plan's later steps see the spot trade they carry.
 """
 
@@ -20,7 +22,13 @@ from optimizer.constraint_base import Constraint, elastic, fmt_step
 from optimizer.context import Context
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData
-from optimizer.spot_leg import spot_gain, spot_trade, stress_spot_gain
+from optimizer.spot_leg import (
+    spot_fee_rate,
+    spot_gain,
+    spot_gross,
+    spot_trade,
+    stress_spot_gain,
+)
 
 __all__ = ["InitialMargin", "PledgedValue", "StressMargin"]
 
@@ -87,7 +95,8 @@ class InitialMargin(Constraint):
         rhs = self.budget + elastic(slack)
         if spot is not None:  # a net buy pays from the wallet: the budget falls by kappa'(b - q)
             self.gain = ctx.param("im_spot_gain", ctx.structure.n_assets)
-            rhs = rhs - self.gain @ spot
+            self.fee = ctx.param("im_spot_fee", ctx.structure.n_assets, nonneg=True)
+            rhs = rhs - self.gain @ spot - self.fee @ spot_gross(ctx)  # and the fees f'(b + q)
         self.pledged = pledged_value(ctx, "im")
         extra: list[cp.Constraint] = []
         if self.pledged is not None:  # per (sum_i y_i - G(today) / V), per a Parameter (DPP)
@@ -107,6 +116,7 @@ class InitialMargin(Constraint):
         self.per_collateral = mb.per_collateral if mb is not None else 1.0
         if self.gain is not None:
             assign(self.gain, self.per_collateral * spot_gain(d))
+            assign(self.fee, self.per_collateral * spot_fee_rate(d))
         if self.pledged is not None:
             assign(self.per, self.per_collateral)
             self.pledged.update(d, 0, self.per_collateral)
@@ -164,7 +174,8 @@ class StressMargin(Constraint):
         spot = spot_trade(ctx)
         if spot is not None:  # the spot trade's cash and pledged value, re-priced in scenario s
             self.gain = ctx.param(f"stress_spot_gain_{self.index}", st.n_assets)
-            coll = coll - self.gain @ spot
+            self.fee = ctx.param(f"stress_spot_fee_{self.index}", st.n_assets, nonneg=True)
+            coll = coll - self.gain @ spot - self.fee @ spot_gross(ctx)  # the fees f'(b + q)
         self.pledged = pledged_value(ctx, f"stress_{self.index}")
         if self.pledged is not None:
             coll = coll + cp.sum(self.pledged.y) - self.pledged.now
@@ -186,6 +197,7 @@ class StressMargin(Constraint):
         assign(self.coll, float(d.stress_coll[self.index]))
         if self.gain is not None:
             assign(self.gain, stress_spot_gain(d, self.index))
+            assign(self.fee, spot_fee_rate(d))
         if self.pledged is not None:
             self.pledged.update(d, 1 + self.index)
 

@@ -58,7 +58,7 @@ from optimizer.engines import RawResult
 from optimizer.problem import HedgeProblem, base_constraints, set_values
 from optimizer.settings import OptimizerSettings, SolverName, check_horizon
 from optimizer.solution import Plan, PlanStep
-from optimizer.spot_leg import CarriedSpotContext, make_context, spot_trade
+from optimizer.spot_leg import CarriedSpotContext, make_context, spot_gross, spot_trade
 from optimizer.terms import Term, terms_for
 
 
@@ -91,15 +91,16 @@ class StepProblem:
 
     @staticmethod
     def create(structure: Structure, prev: cp.Expression | None,
-               carried: cp.Expression | None = None) -> StepProblem:
+               carried: tuple[cp.Expression, cp.Expression] | None = None) -> StepProblem:
         """A step whose trade starts from ``prev`` (None: the first step, from today's positions
         z0, with the spot leg's trades when it is on); a later step's exposure carries
-        ``carried``, the first step's spot trade b - q (None without the spot leg)."""
+        ``carried``, the first step's spot trade b - q and the spot traded b + q (None without
+        the spot leg)."""
         if prev is None:
             ctx = make_context(structure)
         elif carried is not None:
             structure = later_structure(structure)
-            ctx = CarriedSpotContext.create_carried(structure, prev, carried)
+            ctx = CarriedSpotContext.create_carried(structure, prev, *carried)
         else:
             ctx = Context.create(structure, prev=prev)
         return StepProblem(ctx, terms_for(structure), constraints_for(structure))
@@ -157,12 +158,14 @@ class PlannerProblem(HedgeProblem):
         self.horizon = horizon
         self.steps: list[StepProblem] = []
         prev: cp.Expression | None = None
-        carried: cp.Expression | None = None
+        carried: tuple[cp.Expression, cp.Expression] | None = None
         for _ in range(horizon):
             step = StepProblem.create(structure, prev, carried)
             self.steps.append(step)
             prev = step.ctx.z
-            carried = spot_trade(step.ctx) if carried is None else carried
+            trade, gross = spot_trade(step.ctx), spot_gross(step.ctx)
+            if carried is None and trade is not None and gross is not None:
+                carried = (trade, gross)
         first = self.steps[0]
         self.ctx, self.terms, self.constraints = first.ctx, first.terms, first.constraints
         objective = structure.objective_scale * cp.sum([s.objective() for s in self.steps])

@@ -44,11 +44,12 @@ def after_spot(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> Pr
     """``d`` after the spot leg's trades (``optimizer.spot_leg.after_spot_trade``): the spot
     weights s' = s + b - q, the targets the base then gives, w' = w* + k 1'(b - q) (k = w* for an
     invested base, 0 for a NAV base), both in units of today's V, and the collateral, margin
-    budget and stress collateral the trades' cash and pledged value move (``d`` when None)."""
+    budget and stress collateral the trades' cash, fees and pledged value move (``d`` when
+    None)."""
     if spot is None:
         return d
     buy, sell = spot
-    return after_spot_trade(d, buy - sell)
+    return after_spot_trade(d, buy - sell, buy + sell)
 
 
 def base_ratio(d: ProblemData, spot: tuple[np.ndarray, np.ndarray] | None) -> float:

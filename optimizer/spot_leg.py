@@ -62,6 +62,10 @@ class SpotContext(Context):
         """b - q (N), the net spot trade in weights."""
         return self.buy - self.sell
 
+    def spot_gross(self) -> cp.Expression:
+        """b + q (N), the spot traded in weights (what the fees are paid on)."""
+        return self.buy + self.sell
+
     def deviation(self) -> cp.Expression:
         """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
         spot = self.spot_trade()
@@ -92,15 +96,18 @@ class CarriedSpotContext(Context):
     e_h = s + (b - q) + B z_h, so every term and constraint of step h sees the spot held then."""
 
     carried: cp.Expression
+    gross: cp.Expression
     shift: cp.Parameter
 
     @staticmethod
-    def create_carried(structure: Structure, prev: cp.Expression,
-                       carried: cp.Expression) -> CarriedSpotContext:
-        """A plan step after the first: trades from ``prev``, exposure with ``carried`` (b - q)."""
+    def create_carried(structure: Structure, prev: cp.Expression, carried: cp.Expression,
+                       gross: cp.Expression) -> CarriedSpotContext:
+        """A plan step after the first: trades from ``prev``, exposure with ``carried`` (b - q);
+        ``gross`` (b + q) the spot traded at step 1, whose fees the wallet has paid."""
         base = Context.create(structure, prev=prev)
         ctx = CarriedSpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
         ctx.carried = carried
+        ctx.gross = gross
         ctx.shift = ctx.param("spot_target_shift", structure.n_assets)
         return ctx
 
@@ -112,6 +119,10 @@ class CarriedSpotContext(Context):
     def spot_trade(self) -> cp.Expression:
         """b - q of the plan's first step (N, weights)."""
         return self.carried
+
+    def spot_gross(self) -> cp.Expression:
+        """b + q of the plan's first step (N, weights)."""
+        return self.gross
 
     def deviation(self) -> cp.Expression:
         """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
@@ -145,21 +156,26 @@ def stress_spot_gain(d: ProblemData, k: int) -> np.ndarray:
     return np.asarray(sd.stress_collateral_gain[k], dtype=float)
 
 
-def after_spot_trade(d: ProblemData, trade: np.ndarray) -> ProblemData:
+def after_spot_trade(d: ProblemData, trade: np.ndarray,
+                     gross: np.ndarray | None = None) -> ProblemData:
     """``d`` after a net spot trade b - q (N, weights): s' = s + b - q and the targets the base
     then gives, w' = w* + k 1'(b - q), both in units of today's V (module docstring); the
     collateral (USD), the margin budget and each stress row's collateral (weights) moved by the
     trade's cash and pledged value (optimizer.margin_constraints): -kappa'(b - q) each, plus the
-    exact change of the kinked pledges' value (optimizer.pledge_pieces), the budget through its
-    slope per unit of collateral."""
+    exact change of the kinked pledges' value (optimizer.pledge_pieces), less the fees and half
+    spread paid on the spot traded (``gross`` b + q, weights; |b - q| when not given), the budget
+    through its slope per unit of collateral."""
     trade = np.asarray(trade, dtype=float)
+    traded = np.abs(trade) if gross is None else np.asarray(gross, dtype=float)
+    fees = float(spot_fee_rate(d) @ traded)
     pledge = d.spot.pledge if d.spot is not None else None
-    gain = float(spot_gain(d) @ trade) - (pledge.change(0, trade) if pledge is not None else 0.0)
+    gain = float(spot_gain(d) @ trade) + fees - (pledge.change(0, trade) if pledge is not None
+                                                 else 0.0)
     mb = d.margin_budget
     per = mb.per_collateral if mb is not None else 1.0
     if mb is not None:  # the hard bound moves with the collateral, the target by (1 - f) of it
         mb = replace(mb, hard=mb.hard - gain, target=mb.target - (1.0 - mb.fraction) * gain)
-    stress = np.array([stress_spot_gain(d, k) @ trade
+    stress = np.array([stress_spot_gain(d, k) @ trade + fees
                        - (pledge.change(1 + k, trade) if pledge is not None else 0.0)
                        for k in range(len(d.stress_coll))])
     return replace(after_spot_weights(d, trade), collateral=d.collateral - gain * d.V,
@@ -210,3 +226,15 @@ def spot_trade(ctx: Context) -> cp.Expression | None:
     """b - q when ``ctx`` has the spot leg (its own trades, or a plan step's carried ones), else
     None."""
     return ctx.spot_trade() if isinstance(ctx, SpotContext | CarriedSpotContext) else None
+
+
+def spot_gross(ctx: Context) -> cp.Expression | None:
+    """b + q when ``ctx`` has the spot leg (as :func:`spot_trade`), else None."""
+    return ctx.spot_gross() if isinstance(ctx, SpotContext | CarriedSpotContext) else None
+
+
+def spot_fee_rate(d: ProblemData) -> np.ndarray:
+    """f (N): fee + half spread per unit of spot traded (fractions), what the wallet pays on a
+    spot trade besides its price (0 without the spot leg). Impact is left out of the margin rows
+    (a cost estimate of the price moved, not a fee charged)."""
+    return d.spot.lin_cost if d.spot is not None else np.zeros(len(d.w))

@@ -132,10 +132,10 @@ def test_pieces_equal_the_books_collateral_after_the_trade() -> None:
 def test_a_buy_above_the_pledged_quantity_pays_its_whole_cash() -> None:
     """NAV base: 1 BTC at 50,000 of which 0.01 is pledged (500 USD of collateral), 20,000 of cash,
     BTC at 100% of NAV (70,000), the perpetual at leverage 1 capped at 10,000, a 1,000 buffer. A
-    spot buy s leaves 20,500 - s of collateral (the bought BTC is not pledged), so
-    x + s <= 19,500: x = 10,000 (the cheaper perpetual at its cap) and s = 9,500. The old rows
-    counted 0.99 of each USD bought as pledged (s = 9,596, and the book after the trade had 96 USD
-    too little for the margin and the buffer)."""
+    spot buy s leaves 20,500 - 1.0011 s of collateral (the bought BTC is not pledged; 0.11% fee
+    and half spread), so x + 1.0011 s <= 19,500: x = 10,000 (the cheaper perpetual at its cap)
+    and s = 9,500 / 1.0011. The old rows counted 0.99 of each USD bought as pledged (s = 9,596,
+    and the book after the trade had 96 USD too little for the margin and the buffer)."""
     book = Book(assets=(SpotAsset("BTC"),),
                 contracts=(FuturesContract("BTC-PERP", "BTC", leverage=1.0),),
                 spot={"BTC": 1.0}, targets={"BTC": 1.0}, cash=20_000.0,
@@ -153,9 +153,9 @@ def test_a_buy_above_the_pledged_quantity_pays_its_whole_cash() -> None:
     (perp,) = sol.target_positions
     bought = sum(t.bought for t in sol.spot_trades)
     assert perp.notional == pytest.approx(10_000.0, abs=1e-2)
-    assert bought == pytest.approx(9_500.0, abs=1e-2)
-    after = book.evolve(spot={"BTC": 1.0 + bought / 50_000.0}, cash=20_000.0 - bought)
-    assert after.collateral(market) == pytest.approx(20_500.0 - bought)
+    assert bought == pytest.approx(9_500.0 / 1.0011, abs=1e-2)
+    after = book.evolve(spot={"BTC": 1.0 + bought / 50_000.0}, cash=20_000.0 - 1.0011 * bought)
+    assert after.collateral(market) == pytest.approx(20_500.0 - 1.0011 * bought)
     assert perp.notional <= after.collateral(market) - 1_000.0 + 1e-3
     assert sol.margin.collateral == pytest.approx(after.collateral(market), abs=1e-2)
 
@@ -185,7 +185,7 @@ def test_rows_equal_their_numpy_rechecks_with_kinked_pledges() -> None:
         z = rng.uniform(-0.4, 0.4, 2)
         b, q = rng.uniform(0, 0.3, 2), rng.uniform(0, 0.3, 2)
         ctx.z.value, ctx.a.value, ctx.buy.value, ctx.sell.value = z, np.abs(z), b, q
-        dp = after_spot_trade(d, b - q)
+        dp = after_spot_trade(d, b - q, b + q)
         for k, r in enumerate(rows):
             assert r.pledged is not None
             r.pledged.y.value = d.spot.pledge.value(k, b - q)  # y at its largest: G after / V
@@ -292,7 +292,8 @@ def _reference(book: Book, market: MarketSnapshot, risk: RiskModel,
     def collateral(r: np.ndarray) -> cp.Expression:
         pledged = [_collateral_after(book.pledged.get(a), float(qty[i]), float(px[i]), units[i],
                                      float(r[i])) for i, a in enumerate(syms)]
-        return (book.cash - V * cp.sum(b - q) + cp.sum(cp.hstack(pledged))) / V
+        return (book.cash - V * cp.sum(b - q) - V * fee_s @ (b + q)
+                + cp.sum(cp.hstack(pledged))) / V
 
     rows_im = [np.array([1.0 / c.leverage for c in book.contracts]) @ cp.abs(z)
                <= collateral(np.zeros(n)) - cs.margin_buffer_usd / V]

@@ -103,7 +103,7 @@ def test_rows_equal_their_numpy_rechecks_after_the_trade() -> None:
         z = rng.uniform(-0.4, 0.4, 2)
         b, q = rng.uniform(0, 0.05, 2), rng.uniform(0, 0.05, 2)
         ctx.z.value, ctx.a.value, ctx.buy.value, ctx.sell.value = z, np.abs(z), b, q
-        dp = after_spot_trade(d, b - q)
+        dp = after_spot_trade(d, b - q, b + q)
         # the IM row: inv_lev' |z| - budget after the trade <= 0
         (im_row,) = built[0]
         assert float(np.max(im_row.expr.value)) == pytest.approx(
@@ -116,19 +116,23 @@ def test_rows_equal_their_numpy_rechecks_after_the_trade() -> None:
             m.value = mm
             assert -float(built[k + 1][0].expr.value) == pytest.approx(r.surplus(z, dp), abs=1e-12)
     # the trade moved what the rows read: a sale of 0.01 BTC (weights) brings 0.05 x 0.01 of
-    # collateral now, 0.43 x 0.01 in the fall and 1 - 0.95 x 1.3 = -0.235 x 0.01 in the rise
+    # collateral now, 0.43 x 0.01 in the fall and 1 - 0.95 x 1.3 = -0.235 x 0.01 in the rise,
+    # each less the fee and half spread paid on it (0.1% + 0.01% of 0.01)
     dp = after_spot_trade(d, np.array([-0.01, 0.0]))
-    assert dp.collateral - d.collateral == pytest.approx(0.05 * 0.01 * d.V, rel=1e-6)
-    np.testing.assert_allclose(dp.stress_coll - d.stress_coll, [0.0043, -0.00235], atol=1e-9)
+    fee = 0.0011 * 0.01
+    assert dp.collateral - d.collateral == pytest.approx((0.05 * 0.01 - fee) * d.V, rel=1e-6)
+    np.testing.assert_allclose(dp.stress_coll - d.stress_coll, [0.0043 - fee, -0.00235 - fee],
+                               atol=1e-9)
 
 
 def test_a_spot_buy_pays_its_margin_at_leverage_one() -> None:
     """NAV base: 0.8 BTC (40,000) and 20,000 of cash, BTC at 100% of NAV (60,000), the perpetual
     capped at 10,000. At leverage 1 a perpetual x needs x of initial margin, and a spot buy s takes
-    s from the wallet, so with a 1,000 buffer x <= 20,000 - s - 1,000: the book can add at most
-    19,000 of exposure, not the 20,000 the target asks. The cheaper perpetual goes to its cap,
-    x = 10,000, and the buy stops at s = 9,000 (the old rows, blind to the buy, allowed s = 10,000
-    on target and left 10,000 of collateral against 10,000 of margin: the buffer gone)."""
+    s and its fee and half spread (0.11% of s) from the wallet, so with a 1,000 buffer
+    x <= 20,000 - 1.0011 s - 1,000: the book cannot add the 20,000 of exposure the target asks.
+    The cheaper perpetual goes to its cap, x = 10,000, and the buy stops at s = 9,000 / 1.0011 =
+    8,990.11 (the old rows, blind to the buy, allowed s = 10,000 on target and left 10,000 of
+    collateral against 10,000 of margin: the buffer gone)."""
     book = Book(assets=(SpotAsset("BTC"),),
                 contracts=(FuturesContract("BTC-PERP", "BTC", leverage=1.0),),
                 spot={"BTC": 0.8}, targets={"BTC": 1.0}, cash=20_000.0,
@@ -145,17 +149,18 @@ def test_a_spot_buy_pays_its_margin_at_leverage_one() -> None:
     (perp,) = sol.target_positions
     bought = sum(t.bought for t in sol.spot_trades)
     assert perp.notional == pytest.approx(10_000.0, abs=1e-2)
-    assert bought == pytest.approx(9_000.0, abs=1e-2)
-    assert perp.notional <= 20_000.0 - bought - 1_000.0 + 1e-3
-    # the report reads the collateral after the buy (the fee aside, as in the rows)
-    assert sol.margin.collateral == pytest.approx(20_000.0 - bought, abs=1e-2)
+    assert bought == pytest.approx(9_000.0 / 1.0011, abs=1e-2)
+    assert perp.notional <= 20_000.0 - 1.0011 * bought - 1_000.0 + 1e-3
+    # the report reads the collateral after the buy and its fee
+    assert sol.margin.collateral == pytest.approx(20_000.0 - 1.0011 * bought, abs=1e-2)
     assert sol.margin.initial == pytest.approx(perp.notional, abs=1e-2)
 
 
 def test_the_order_check_reads_the_collateral_after_the_spot_trade() -> None:
     """The re-check every execution path applies (``require_orderable``): 10,000 of perpetual at
     leverage 1 fits today's 20,000 of collateral less the 1,000 buffer, but not after a 10,000 spot
-    buy paid from the wallet (10,000 - 1,000 = 9,000 < 10,000): blocked, naming the margin row."""
+    buy paid from the wallet with its 11 USD of fee and half spread (10,000 - 11 - 1,000 = 8,989 <
+    10,000): blocked, naming the margin row."""
     book = Book(assets=(SpotAsset("BTC"),),
                 contracts=(FuturesContract("BTC-PERP", "BTC", leverage=1.0),),
                 spot={"BTC": 0.8}, targets={"BTC": 1.0}, cash=20_000.0,
@@ -167,9 +172,9 @@ def test_the_order_check_reads_the_collateral_after_the_spot_trade() -> None:
     d = prepare(book, market, risk, settings)
     positions = {"BTC-PERP": 10_000.0}
     require_orderable("optimal", (), d, positions)  # today's collateral: fits
-    require_orderable("optimal", (), d, positions, spot={"BTC": 8_000.0})  # 12,000 - 1,000 left
+    require_orderable("optimal", (), d, positions, spot={"BTC": 8_000.0})  # 10,991.20 left
     with pytest.raises(InfeasibleError, match=r"margin: .*10,000\.00 USD of initial margin, above "
-                                              r"the 9,000\.00 USD available"):
+                                              r"the 8,989\.00 USD available"):
         require_orderable("optimal", (), d, positions, spot={"BTC": 10_000.0})
 
 
@@ -230,13 +235,15 @@ def _reference(book: Book, market: MarketSnapshot, risk: RiskModel,
     cs = st.constraints
     cash_budget = min(st.spot.cash_usd, book.cash) / V
     rows_im = [np.array([1.0 / c.leverage for c in book.contracts]) @ cp.abs(z)
-               <= (book.cash + rho @ u - cs.margin_buffer_usd) / V - (1.0 - rho) @ (b - q)]
+               <= (book.cash + rho @ u - cs.margin_buffer_usd) / V - (1.0 - rho) @ (b - q)
+               - fee_s @ (b + q)]
     rows_stress = []
     for sc in cs.stress:
         r = np.array([sc.returns.get(s_, sc.common) for s_ in syms])
         coll = (book.cash + rho @ (u * (1 + r))) / V
         kappa_s = 1.0 - rho * (1.0 + r)
-        rows_stress.append(coll - kappa_s @ (b - q) + r @ z - 0.005 * (1 + r) @ cp.abs(z) >= 0)
+        rows_stress.append(coll - kappa_s @ (b - q) - fee_s @ (b + q) + r @ z
+                           - 0.005 * (1 + r) @ cp.abs(z) >= 0)
     cons = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= cash_budget, *rows_im, *rows_stress]
     prob = cp.Problem(cp.Minimize(1e4 * obj), cons)
     prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
