@@ -217,12 +217,17 @@ class ExecutionReport:
         return d
 
 
-def planned_vs_filled(legs: Sequence[LegReport]) -> dict[str, dict[str, float]]:
-    """Per contract: planned and filled signed contracts summed over the legs."""
+def planned_vs_filled(plan_legs: Sequence[OrderLeg],
+                      legs: Sequence[LegReport]) -> dict[str, dict[str, float]]:
+    """Per contract: the signed contracts the plan's own legs planned (``plan_legs``, before any
+    re-plan), and the signed contracts filled over every leg sent (``legs``: re-planned ones
+    included; a leg cancelled and planned again counts once, for what it filled)."""
     out: dict[str, dict[str, float]] = {}
+    for p in plan_legs:
+        row = out.setdefault(p.symbol, {"planned": 0.0, "filled": 0.0})
+        row["planned"] += p.signed_contracts
     for leg in legs:
         sign = 1.0 if leg.side == "buy" else -1.0
         row = out.setdefault(leg.symbol, {"planned": 0.0, "filled": 0.0})
-        row["planned"] += sign * leg.planned
         row["filled"] += sign * leg.filled
     return out

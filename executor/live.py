@@ -359,6 +359,10 @@ class JournaledExecutor:
 
 
 def _options_of(plan: OrderPlan) -> PlanOptions:
-    """How the plan priced its legs (venue and order type), for re-planned legs."""
+    """How the plan priced and checked its legs (its slippage guard, limits, expiry rule ...),
+    for re-planned legs; a plan journalled without them keeps its venue and order type and the
+    defaults."""
+    if plan.options is not None:
+        return plan.options
     kind = plan.legs[0].order_type if plan.legs else OrderType.MARKET
     return PlanOptions(venue=plan.venue, order_type=kind)

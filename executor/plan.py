@@ -226,6 +226,9 @@ class OrderPlan:
     tracking_error_solution: float | None
     tracking_error_residual: float | None
     warnings: tuple[str, ...] = ()
+    #: how the legs were priced and checked (the slippage guard, the limits ...): legs re-planned
+    #: while the plan is sent use the same (None: a plan journalled before they were kept)
+    options: PlanOptions | None = None
 
     @property
     def gross_notional(self) -> float:
@@ -250,7 +253,16 @@ class OrderPlan:
                          tracking_error_before=d["tracking_error_before"],
                          tracking_error_solution=d["tracking_error_solution"],
                          tracking_error_residual=d["tracking_error_residual"],
-                         warnings=tuple(d.get("warnings", ())))
+                         warnings=tuple(d.get("warnings", ())),
+                         options=_options_from(d.get("options")))
+
+
+def _options_from(d: Mapping[str, Any] | None) -> PlanOptions | None:
+    """A plan's :class:`PlanOptions` from its JSON form (None when the plan has none)."""
+    if d is None:
+        return None
+    return PlanOptions(**{**d, "order_type": OrderType(d["order_type"]),
+                          "limits": Limits(**d["limits"])})
 
 
 # --- tracking error of a set of positions ---------------------------------------------------------
@@ -394,5 +406,5 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
                      legs=tuple(legs), dropped=tuple(dropped), start=start, target=target,
                      reachable=reachable, tracking_error_before=te_before,
                      tracking_error_solution=te_target, tracking_error_residual=te(reachable),
-                     warnings=() if warning is None else (warning,))
+                     warnings=() if warning is None else (warning,), options=opts)
 

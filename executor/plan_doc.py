@@ -43,6 +43,25 @@ class DroppedOrderDoc(TypedDict):
     tracking_error_left: float | None
 
 
+class LimitsDoc(TypedDict):
+    """The safety limits (``executor.safety.Limits``, USD)."""
+
+    max_order_usd: float
+    max_plan_usd: float
+
+
+class PlanOptionsDoc(TypedDict):
+    """How the legs were priced and checked (``executor.plan.PlanOptions``)."""
+
+    venue: str
+    order_type: OrderType
+    slippage_guard: float
+    reduce_only_exempt: bool
+    limits: LimitsDoc
+    min_days_to_expiry: float
+    rounding_warn_share: float
+
+
 class OrderPlanDoc(TypedDict):
     """``OrderPlan.to_dict()``: the plan's fields and its gross notional (USD)."""
 
@@ -59,4 +78,5 @@ class OrderPlanDoc(TypedDict):
     tracking_error_solution: float | None
     tracking_error_residual: float | None
     warnings: tuple[str, ...]
+    options: PlanOptionsDoc | None
     gross_notional: float

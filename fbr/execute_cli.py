@@ -278,7 +278,7 @@ def _result(plan: OrderPlan, report: ExecutionReport, journal_path: Path | None,
 
     out: ExecuteResult = {"mode": report.mode, "plan_id": plan.plan_id, "plan": plan.to_dict(),
                          "report": report.to_dict(),
-                         "planned_vs_filled": planned_vs_filled(report.legs),
+                         "planned_vs_filled": planned_vs_filled(plan.legs, report.legs),
                          "journal": str(journal_path) if journal_path else None}
     if solution is not None:
         out["solution"] = {"status": solution.status,

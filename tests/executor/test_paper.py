@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from exec_helpers import SEED_BOOK, market, three_asset_book
 
-from executor.base import OrderStatus
+from executor.base import OrderStatus, planned_vs_filled
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.paper import PaperGateway, PaperStore, apply_fill, paper_book
@@ -80,11 +80,13 @@ def test_apply_fill_realises_pnl_by_hand() -> None:
     assert pos is None and r == pytest.approx(1000.0 * (1 / 50_000 - 1 / 60_000) * 60_000)
 
 
-def _seed_run(tmp_path: Path, gateway_wrap=None):  # type: ignore[no-untyped-def]
+def _seed_run(tmp_path: Path, gateway_wrap=None,  # type: ignore[no-untyped-def]
+              options: PlanOptions | None = None):
     loaded = load_book_file(SEED_BOOK)
     j = Journal(tmp_path / "j.sqlite")
     gw = PaperGateway(loaded.book, loaded.market, store=PaperStore(j.path, loaded.book.name))
-    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings,
+                        options or PlanOptions())
     runner_gw = gateway_wrap(gw) if gateway_wrap else gw
     ex = JournaledExecutor(runner_gw, j, PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk),
                            retry=RetryPolicy(base_delay_s=0.0), mode="paper", sleep=lambda s: None)
@@ -163,3 +165,37 @@ def test_paper_crash_between_legs_then_resume_sends_each_trade_once(tmp_path: Pa
     assert again.positions == report.positions and len(gw3.orders) == len(gw2.orders)
     store.close()
     j.close()
+
+
+def test_legs_planned_again_keep_the_plans_slippage_guard(tmp_path: Path) -> None:
+    """Limit orders with a 0.5 bp guard do not fill on paper (the half spread is 1 bp): each round
+    cancels them and plans the rest again. Every round keeps the plan's guard (sell at
+    60,000 x (1 - 0.00005) = 59,997; the re-planned legs used the default 0.5%, 59,700, and
+    filled past the user's limit), so nothing fills; the plan's options survive the journal; and
+    planned vs filled counts the plan's own legs once (it summed every round's)."""
+    sent: list[OrderLeg] = []
+
+    class Spy:
+        def __init__(self, inner: PaperGateway) -> None:
+            self.inner = inner
+            self.venue = inner.venue
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def create_order(self, leg: OrderLeg):  # type: ignore[no-untyped-def]
+            sent.append(leg)
+            return self.inner.create_order(leg)
+
+    options = PlanOptions(venue="paper", order_type=OrderType.LIMIT, slippage_guard=0.00005)
+    _, j, prep, ex = _seed_run(tmp_path, Spy, options=options)
+    report = ex.execute(prep.plan)
+    assert j.plan(prep.plan.plan_id).options == options
+    j.close()
+    assert len(sent) > 3  # the first round and at least one round planned again
+    btc = [leg for leg in sent if leg.symbol == "BTC-PERP"]
+    assert len(btc) > 1 and all(leg.limit_price == pytest.approx(59_997.0) for leg in btc)
+    assert all(leg.filled == 0.0 for leg in report.legs)
+    pvf = planned_vs_filled(prep.plan.legs, report.legs)
+    assert pvf["BTC-PERP"]["planned"] == pytest.approx(-1_000.0 / 60_000.0, abs=1e-8)
+    assert pvf["BTC-PERP"]["filled"] == 0.0
