@@ -76,8 +76,10 @@ class ReplayTax:
 
     @property
     def futures_on(self) -> bool:
-        """True when realised futures PnL is taxed (``rates.futures`` set)."""
-        return self.rates.futures is not None
+        """True when realised futures PnL is taxed: at ``rates.futures_rate``, the short-term rate
+        unless ``rates.futures`` is given (as the book file's [tax] documents); a futures rate of
+        0 taxes nothing."""
+        return self.rates.futures_rate != 0.0
 
 
 def tax_settings(tax: SpotLegSettings | None, policy: Policy) -> SpotLegSettings | None:

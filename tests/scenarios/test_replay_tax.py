@@ -172,9 +172,15 @@ def test_realised_futures_pnl_is_taxed_with_losses_credited() -> None:
     assert round(float(s["tax_cumulative"].iloc[-1]), 2) == 1_200.0
     assert float(s["tax_spot"].abs().sum()) == 0.0
     assert_nav_identity(s)
-    # no futures rate in [tax]: no futures tax
+    # no futures rate in [tax]: the short-term rate (30% here), as the book file documents and
+    # the optimiser prices it (it went untaxed); a futures rate of 0: no futures tax
     policy = Script(path.spot.index, {}, plan)
-    off = run_backtest(book, path, policy, tax=tax_of(LotMethod.HIFO), collateral=NO_SWEEPS).steps
+    default = run_backtest(book, path, policy, tax=tax_of(LotMethod.HIFO),
+                           collateral=NO_SWEEPS).steps
+    assert [round(float(x), 2) for x in default["tax_futures"]] == [0.0, 1_500.0, 0.0, -300.0]
+    policy = Script(path.spot.index, {}, plan)
+    off = run_backtest(book, path, policy, tax=tax_of(LotMethod.HIFO, 0.0),
+                       collateral=NO_SWEEPS).steps
     assert float(off["tax"].abs().sum()) == 0.0
 
 
@@ -351,7 +357,7 @@ def test_adding_to_a_position_realises_nothing_and_reductions_use_the_average_en
     assert_nav_identity(s)
     # the deferred tax adds 30% of the PnL not yet realised against the average entry:
     # 0; -1 x (45,000 - 47,500) = 2,500 -> 750; -0.5 x (47,000 - 47,500) = 250 -> 75; closed: 0
-    spot_only = run_backtest(book, path, Script(path.spot.index, {}, plan), tax=tax_of(LotMethod.HIFO),
-                             collateral=NO_SWEEPS).steps
+    spot_only = run_backtest(book, path, Script(path.spot.index, {}, plan),
+                             tax=tax_of(LotMethod.HIFO, 0.0), collateral=NO_SWEEPS).steps
     owed = (s["tax_deferred"] - spot_only["tax_deferred"]).round(2).tolist()
     assert owed == [0.0, 750.0, 75.0, 0.0]
