@@ -16,6 +16,7 @@ from fbr.backtest_policies import PolicySpec
 from fbr.config_values import join
 from models.errors import ValidationError
 from optimizer.policies import Policy
+from optimizer.settings import SpotLegSettings
 
 if TYPE_CHECKING:
     from scenarios.backtest_result import BacktestResult
@@ -30,6 +31,7 @@ class BacktestOptions(TypedDict, total=False):
     spot_fee: float | None
     pledged: bool
     collateral: CollateralPolicy
+    tax: SpotLegSettings
 
 
 def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Policy:
@@ -78,10 +80,15 @@ def _make_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Pol
 
 def backtest_options(cfg: BacktestConfig) -> BacktestOptions:
     """Keyword options for scenarios.replay.run_backtest (``collateral`` only when set, otherwise
-    the backtester's default applies; ``pledged=True`` only with ``backtest.pledged = true``)."""
+    the backtester's default applies; ``pledged=True`` only with ``backtest.pledged = true``;
+    ``tax`` when the book has a [tax] section: every policy's replay then pays tax on its realised
+    gains, spot and futures alike, so the policies compare on the same rules)."""
     from scenarios.collateral import CollateralPolicy
 
     opts = BacktestOptions(liquidation_penalty=cfg.liquidation_penalty, spot_fee=cfg.spot_fee)
+    spot = cfg.loaded.settings.spot
+    if spot.rates is not None:
+        opts["tax"] = spot
     if cfg.pledged:
         opts["pledged"] = True
     if cfg.collateral is not None:

@@ -56,7 +56,7 @@ def build_spec(cfg: MonteCarloConfig) -> tuple[MonteCarloSpec, list[str]]:
                           paths=cfg.paths, steps=cfg.steps, seed=cfg.seed,
                           liquidation_penalty=float(opts["liquidation_penalty"]),
                           spot_fee=opts["spot_fee"], collateral=opts.get("collateral"),
-                          pledged=bool(opts.get("pledged", False)))
+                          pledged=bool(opts.get("pledged", False)), tax=opts.get("tax"))
     labels = [*bt.loaded.labels, f"source history: {bt.data.label()}",
               f"{cfg.paths} SYNTHETIC paths x {cfg.steps} steps of {cfg.step} ({generator.name}), "
               f"seed {cfg.seed}"]

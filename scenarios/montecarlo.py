@@ -36,6 +36,7 @@ from models.book import Book
 from models.errors import ValidationError
 from models.margin import LIQUIDATION_PENALTY
 from optimizer.policies import Policy
+from optimizer.settings import SpotLegSettings
 from scenarios.collateral import CollateralPolicy
 from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics
@@ -161,6 +162,9 @@ class MonteCarloSpec:
     impact_k: float = 1.0
     #: pledged spot covers the reserve sweeps and is sold after a liquidation (run_backtest)
     pledged: bool = False
+    #: the book's [tax]: every policy's replay pays tax on its realised gains (None: no tax
+    #: but the one an optimiser's spot leg prices)
+    tax: SpotLegSettings | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("paths", self.paths), ("steps", self.steps)):
@@ -204,7 +208,7 @@ class MonteCarloWork:
         policy.name = run.label
         res = run_backtest(s.book, path, policy, liquidation_penalty=s.liquidation_penalty,
                            spot_fee=s.spot_fee, collateral=s.collateral, impact_k=s.impact_k,
-                           pledged=s.pledged)
+                           pledged=s.pledged, tax=s.tax)
         m = dataclasses.asdict(compute_metrics(res))
         metrics = {k: float(v) for k, v in m.items() if k not in TIMING_FIELDS}
         nav = res.steps["nav"].to_numpy(dtype=float)

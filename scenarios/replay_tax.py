@@ -84,20 +84,20 @@ class ReplayTax:
 
 def tax_settings(tax: SpotLegSettings | None, policy: Policy) -> SpotLegSettings | None:
     """The tax settings of a replay: ``tax`` when given, else those of an optimising policy whose
-    spot leg prices tax, else None (taxes off)."""
+    spot leg prices tax, else None (taxes off). An optimiser that prices tax behind a wrapper is
+    refused either way: the replay hands its tax lots only to the optimiser itself."""
+    opt = policy.optimiser()
+    priced = opt is not None and opt.trades_spot and opt.settings.spot.rates is not None
+    if priced and opt is not policy:
+        raise ValidationError("policy", f"{policy.name!r} wraps an optimiser whose spot leg prices "
+                              "tax, and the replay hands tax lots only to the optimiser itself",
+                              "replay the optimiser without the wrapper, or switch its tax off")
     if tax is not None:
         if tax.rates is None:
             raise ValidationError("tax.rates", "are missing",
                                   "give the [tax] section's short_term and long_term rates")
         return tax
-    opt = policy.optimiser()
-    if opt is None or not opt.trades_spot or opt.settings.spot.rates is None:
-        return None
-    if opt is not policy:
-        raise ValidationError("policy", f"{policy.name!r} wraps an optimiser whose spot leg prices "
-                              "tax, and the replay hands tax lots only to the optimiser itself",
-                              "replay the optimiser without the wrapper, or switch its tax off")
-    return opt.settings.spot
+    return opt.settings.spot if priced and opt is not None else None
 
 
 def start_taxes(book: Book, settings: SpotLegSettings) -> tuple[ReplayTax, dict[str, tuple[TaxLot, ...]]]:
