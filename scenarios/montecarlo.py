@@ -39,7 +39,7 @@ from optimizer.policies import Policy
 from optimizer.settings import SpotLegSettings
 from scenarios.collateral import CollateralPolicy
 from scenarios.market_path import MarketPath
-from scenarios.metrics import compute_metrics
+from scenarios.metrics import compute_metrics, percentile
 from scenarios.path_history import PathGenerator
 from scenarios.replay import run_backtest
 from scenarios.sweep import EngineSpec, run_sweep
@@ -239,10 +239,10 @@ class MonteCarloResult:
             row: dict[str, float] = {"paths": float(len(sub))}
             for col, _label in SUMMARY_METRICS:
                 v = sub[col].to_numpy(dtype=float)
-                v = v[np.isfinite(v)]
+                v = v[~np.isnan(v)]  # an unbounded figure (a path whose collateral was gone) stays
                 row[f"{col}_mean"] = float(v.mean()) if len(v) else math.nan
                 for q in SUMMARY_QUANTILES:
-                    row[f"{col}_p{round(100 * q)}"] = float(np.quantile(v, q)) if len(v) else math.nan
+                    row[f"{col}_p{round(100 * q)}"] = percentile(v, 100 * q) if len(v) else math.nan
             p = float(sub["liquidated"].mean())
             row["p_liquidation"] = p
             row["p_liquidation_se"] = math.sqrt(p * (1.0 - p) / len(sub))

@@ -149,3 +149,37 @@ class _Hold(Policy):
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
         return current_holdings(book, market)
+
+
+class _OpenLong(Policy):
+    """Opens a long perpetual of ``usd`` at the first step, then holds."""
+
+    name = "open_long"
+
+    def __init__(self, usd: float) -> None:
+        self.usd, self.done = usd, False
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        held = current_holdings(book, market)
+        if self.done:
+            return held
+        self.done = True
+        return TargetHoldings(spot=held.spot, futures={"BTC-PERP": self.usd})
+
+
+def test_a_book_whose_collateral_is_gone_counts_as_a_margin_call() -> None:
+    """1,000 of cash behind a 10,000 long at 100: at 80 the position has lost 2,000, so the
+    collateral is -1,000 with the position open: MM / collateral is unbounded, the book is
+    liquidated, and that step is a margin call with an infinite peak (the old metrics dropped the
+    step: peak 7%, no margin call)."""
+    perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0, min_notional=0.0)
+    book = Book((SpotAsset("BTC"),), (perp,), spot={"BTC": 1.0}, targets={"BTC": 1.0}, cash=1000.0)
+    spot = pd.DataFrame({"BTC": [100.0, 97.0, 80.0, 80.0]},
+                        index=pd.date_range(D0, periods=4, freq="D"))
+    res = run_backtest(book, MarketPath(spot=spot), _OpenLong(10_000.0), collateral=NO_SWEEPS,
+                       spot_fee=0.0)
+    s = res.steps
+    assert float(s["collateral"].iloc[2]) < 0 and bool(s["liquidated"].iloc[2])
+    m = compute_metrics(res)
+    assert m.liquidations == 1 and m.margin_calls >= 1
+    assert math.isinf(m.peak_margin_ratio)
