@@ -47,11 +47,13 @@ from optimizer.settings import (
     OptimizerSettings,
     SpotLegSettings,
 )
+from optimizer.spot_data import check_lots
 from scenarios.collateral import NO_SWEEPS
 from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics
 from scenarios.replay import run_backtest
-from scenarios.replay_tax import TAX_COLUMNS
+from scenarios.replay_state import ReplayState
+from scenarios.replay_tax import TAX_COLUMNS, ReplayTax, book_lots
 
 D0 = pd.Timestamp("2025-01-01", tz="UTC")
 RATES = TaxRates(short_term=0.30, long_term=0.15)
@@ -361,3 +363,18 @@ def test_adding_to_a_position_realises_nothing_and_reductions_use_the_average_en
                              tax=tax_of(LotMethod.HIFO, 0.0), collateral=NO_SWEEPS).steps
     owed = (s["tax_deferred"] - spot_only["tax_deferred"]).round(2).tolist()
     assert owed == [0.0, 750.0, 75.0, 0.0]
+
+
+def test_a_holding_sold_down_to_dust_follows_its_lots() -> None:
+    """A sale that leaves 4.8e-9 XRP of an 18,181.8-unit lot: the books drop the lot as dust
+    (models.tax) and the holding follows them to 0, where the residue made the next step's lot
+    check refuse the replay ('lots add up to 0 units but the book holds 4.8e-09'). The tax is
+    that of the whole lot: 15% of (0.6 - 0.5) x 18,181.8."""
+    lot = TaxLot(18_181.81818181818, 0.5, datetime(2022, 1, 1, tzinfo=UTC))
+    state = ReplayState(spot={"XRP": 4.8239598982e-09}, futures={}, cash=0.0,
+                        lots={"XRP": (lot,)})
+    market = MarketSnapshot(time=D0, spot={"XRP": 0.6}, mark={})
+    paid = book_lots(ReplayTax(TaxRates(0.30, 0.15), LotMethod.FIFO), state, market)
+    assert state.lots == {"XRP": ()} and state.spot["XRP"] == 0.0
+    assert paid == pytest.approx(0.15 * 0.1 * 18_181.81818181818, rel=1e-9)
+    check_lots(state.lots, state.spot, ["XRP"])  # the next step's check passes
