@@ -35,8 +35,8 @@ __all__ = ["NEGLIGIBLE_SHARE", "PREDICTION_SHARE", "STEP_SHARE", "Constraint", "
 PREDICTION_SHARE = 0.25
 #: ... and loosens the row by at most this share of its current bound (Constraint.start_step)
 STEP_SHARE = 0.1
-#: a predicted fall below this share of the objective's size is solver noise: the row touches its
-#: bound but holds nothing back (Constraint.explain says so)
+#: a predicted fall below this share of the objective's size is solver noise: the row holds nothing
+#: back, whether it touches its bound or not (Constraint.explain says so)
 NEGLIGIBLE_SHARE = 1e-6
 
 
@@ -205,9 +205,9 @@ class Constraint(ABC):
             return f"{head}: loosening it lowers the objective by {dual_user:.3g} per {self.unit}"
         fall = -p.objective_change
         if fall < NEGLIGIBLE_SHARE * p.objective_size:
-            return (f"{row} is at its bound but holds nothing back: {self.step_phrase(row, p.step)} "
-                    f"would change the objective by less than {NEGLIGIBLE_SHARE:g} of its size "
-                    f"(the dual is at solver precision)")
+            return (f"{row} holds nothing back: {self.step_phrase(row, p.step)} would change the "
+                    f"objective by less than {NEGLIGIBLE_SHARE:g} of its size (its dual is at "
+                    f"solver precision: the row may touch its bound or be well inside it)")
         out = (f"{head}: {self.step_phrase(row, p.step)} would lower the objective by {fall:.3g} "
                f"(first order; risk and costs now {p.objective_size:.3g})")
         worth = []

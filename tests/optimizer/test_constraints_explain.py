@@ -172,9 +172,9 @@ def test_a_row_that_holds_nothing_back() -> None:
     c = _solved(FundingBudget(), _data(), Z)
     # 1e-13 x 1,000 = 1e-10 < 1e-6 x 0.0025
     assert c.explain("funding_budget", 1e-13) == (
-        "funding_budget is at its bound but holds nothing back: 1,000 USD more funding budget "
-        "would change the objective by less than 1e-06 of its size (the dual is at solver "
-        "precision)")
+        "funding_budget holds nothing back: 1,000 USD more funding budget would change the "
+        "objective by less than 1e-06 of its size (its dual is at solver precision: the row may "
+        "touch its bound or be well inside it)")
 
 
 def test_margin_collateral_buys_budget_at_the_relative_buffer_and_holding_says_so() -> None:
