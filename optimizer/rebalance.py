@@ -23,6 +23,7 @@ from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import check_not_liquidatable, order_blockers
+from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
@@ -294,8 +295,24 @@ class Rebalancer:
                 if not np.isfinite(dual) or dual <= DUAL_TOL:
                     continue
                 du = float(dual) * c.per_unit(d) / d.structure.objective_scale
-                out.append(Binding(lab, du, c.explain(lab, du)))
+                out.append(Binding(lab, du, _plan_explanation(hp, c, lab, du)
+                                   or c.explain(lab, du)))
         return tuple(out)
+
+
+def _plan_explanation(hp: HedgeProblem, c: Constraint, row: str, dual_user: float) -> str | None:
+    """For an H-step plan (H > 1) the dual prices the whole plan's objective (H periods of risk
+    and costs), so it is stated as that, per unit of the row: a single period's tracking error
+    or cost would misread it (step 1's rows are the ones explained); a dual whose step's effect
+    is below NEGLIGIBLE_SHARE of step 1's objective holds nothing back. None for one period."""
+    if not isinstance(hp, PlannerProblem) or hp.horizon <= 1:
+        return None
+    where = f"at step 1 of the {hp.horizon}-step plan"
+    p = c.predict(row, dual_user)
+    if p is not None and -p.objective_change < NEGLIGIBLE_SHARE * p.objective_size:
+        return f"{row} holds nothing back {where} (its dual is at solver precision)"
+    return (f"{row} binds {where}: loosening it lowers the plan's objective (risk and costs over "
+            f"all {hp.horizon} steps) by {dual_user:.3g} per {c.unit} (first order)")
 
 
 def _refuse_unbounded(status: str) -> None:

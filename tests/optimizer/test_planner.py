@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
@@ -15,11 +16,13 @@ import pytest
 from optcases import CLARABEL_TIGHT_CONIC, Instance, random_instance, solve_reference
 from scipy.optimize import brentq, minimize, root
 
+from fbr.config import load_book_file
 from models.book import Book
 from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import DAYS_PER_YEAR, RiskModel
+from optimizer.constraints import TradeLimit
 from optimizer.data import ProblemData
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon, step_data
 from optimizer.policies import OptimizedFutures
@@ -413,3 +416,37 @@ def test_carry_path_decays_the_ewma_forecast_to_its_long_run_level() -> None:
     assert last.carry_steps is not None
     np.testing.assert_allclose(last.carry_steps[:, 0], last.carry[0], rtol=1e-12)
     assert prepare(book, market, risk, OptimizerSettings()).carry_steps is None
+
+
+def test_a_plans_binding_row_is_explained_over_the_whole_plan() -> None:
+    """Horizon 4 with a 300 USD trade limit: the step-1 trade limit's dual prices the plan's whole
+    objective (four periods of risk and costs), and the explanation says so (it turned it into
+    one period's tracking error). Loosening step 1's row alone by 1 USD in the compiled plan
+    lowers the plan's objective, re-solved, by that dual to first order (convexity: at most it,
+    and at least 75% of it)."""
+    loaded = load_book_file(Path(__file__).resolve().parents[2] / "examples" / "seed_example_1.toml")
+    cs = replace(loaded.settings.constraints, margin=True, trade_limit_usd=300.0)
+    cc = replace(loaded.settings.costs, trading=True, gamma_trade=20.0)
+    st = replace(loaded.settings, constraints=cs, costs=cc, horizon=4)
+    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, st)
+    (btc,) = [b for b in sol.binding_constraints if b.name == "trade_limit[BTC-PERP]"]
+    assert "at step 1 of the 4-step plan" in btc.explanation and "per USD" in btc.explanation
+
+    dec = Rebalancer().decide(loaded.book, loaded.market, loaded.risk, st)
+    hp, d = dec.problem, dec.data
+    assert isinstance(hp, PlannerProblem)
+    scale = d.structure.objective_scale
+
+    def objective() -> float:
+        out = hp.solve(d.settings.solvers)
+        hp.unpack(out.result.solver)
+        return float(hp.problem.objective.value) / scale
+
+    (limit,) = [c for c in hp.constraints if isinstance(c, TradeLimit)]
+    k = limit.rows(d).index("trade_limit[BTC-PERP]")
+    before = objective()
+    tau = np.array(limit.tau.value, dtype=float)
+    tau[k] += 1.0 / d.V
+    limit.tau.value = tau
+    fall = before - objective()
+    assert 0.75 * btc.dual <= fall <= btc.dual * (1 + 1e-6)
