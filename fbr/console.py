@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from optimizer.solution_doc import SolutionDoc
 
 __all__ = ["CliError", "ExitCode", "JsonOpt", "data_home", "default_journal", "drift_pp", "err",
-           "fail", "iso_utc", "json_ready", "out", "pp", "preparing", "print_wide", "renamed",
+           "fail", "iso_utc", "json_ready", "out", "pp", "pp_text", "preparing", "print_wide", "renamed",
            "route_warnings", "solution_json", "user_errors", "wide"]
 
 out = Console()
@@ -128,6 +128,12 @@ def drift_pp(weights: Mapping[str, float | None],
     """``{asset: 100 (weight - target)}``, percentage points (None where the weight is None)."""
     return {a: None if w is None else 100.0 * (float(w) - float(targets.get(a, 0.0)))
             for a, w in weights.items()}
+
+
+def pp_text(fraction: float | None, digits: int = 2) -> str:
+    """A drift as the tables print it: signed percentage points, e.g. ``+0.37 pp`` ('-' for
+    None), the unit of ``drift_pp`` in JSON."""
+    return "-" if fraction is None else f"{100.0 * float(fraction):+.{digits}f} pp"
 
 
 def renamed(doc: Mapping[str, _V], names: Mapping[str, str]) -> dict[str, _V]:

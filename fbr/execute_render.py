@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from executor.safety import redact
-from fbr.console import wide
+from fbr.console import pp_text, wide
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -132,7 +132,7 @@ def _print_status(rep: StatusReport) -> None:
     for head in ("asset", "effective", "target", "drift"):
         t.add_column(head, justify="right", overflow="fold")
     for w in rep.weights:
-        t.add_row(escape(w.asset), _pct(w.effective), _pct(w.target), _pct(w.drift))
+        t.add_row(escape(w.asset), _pct(w.effective), _pct(w.target), pp_text(w.drift))
     out.print(t)
     m = rep.margin
     out.print(f"NAV {rep.nav:,.2f} USD, base {rep.base:,.2f} USD, tracking error {_pct(rep.tracking_error)}")

@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from fbr.console import pp_text
 from optimizer.solution import Solution
 
 
@@ -66,7 +67,7 @@ def exposure_table(sol: Solution) -> Table:
         t.add_column(col, justify="right" if col != "asset" else "left", overflow="fold")
     for a, w in sol.targets.items():
         b, e = sol.effective_weights_before[a], sol.effective_weights_after[a]
-        t.add_row(a, _pct(w), _pct(b), _pct(e), f"{100 * (e - w):+.2f} pp")
+        t.add_row(a, _pct(w), _pct(b), _pct(e), pp_text(e - w))
     return t
 
 

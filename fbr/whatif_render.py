@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fbr.console import pp_text
 from models.margin import MarginState
 from scenarios.liquidation_distance import LiquidationMove
 from scenarios.whatif_result import WhatIfResult
@@ -98,7 +99,7 @@ def weights_table(r: WhatIfResult) -> Table:
     drift = r.drift
     for a in r.weights_after:
         t.add_row(escape(a), f"{100 * r.targets.get(a, 0.0):.2f}%", f"{100 * r.weights_before[a]:.2f}%",
-                  f"{100 * r.weights_after[a]:.2f}%", pct(drift[a]))
+                  f"{100 * r.weights_after[a]:.2f}%", pp_text(drift[a]))
     return t
 
 

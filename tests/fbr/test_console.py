@@ -141,3 +141,14 @@ def test_command_modules_never_import_fbr_cli() -> None:
                 assert node.module != "fbr.cli", name
             elif isinstance(node, ast.Import):
                 assert all(a.name != "fbr.cli" for a in node.names), name
+
+
+def test_drift_prints_in_percentage_points_everywhere() -> None:
+    """Drift is percentage points in JSON (``drift_pp``) and in every table: solve, whatif and
+    status print '+10.00 pp' for BTC at 60% against 50% (status and whatif printed '10.000%')."""
+    assert console.pp_text(0.1) == "+10.00 pp" and console.pp_text(None) == "-"
+    assert console.pp_text(-0.0525) == "-5.25 pp"
+    text = terminal_80("whatif", SEED, "--shock", "BTC=0%", "--no-resolve")
+    assert "+10.00 pp" in text and "-5.00 pp" in text
+    status = terminal_80("status", SEED, "--exchange", "dry-run")
+    assert "+10.00 pp" in status and "-5.00 pp" in status
