@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from executor.plan import Instrument, OrderLeg, PlanOptions, client_id_rule, order_legs
+from executor.plan import Instrument, OrderLeg, PlanOptions, order_legs
+from executor.plan_ids import client_id_rule
 from executor.plan_parts import TradePart, drop_reason, near_expiry, round_to_step, trade_parts
 from models.market import MarketSnapshot
 

@@ -27,8 +27,6 @@ the contracts and giving the tracking error left.
 from __future__ import annotations
 
 import math
-import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from executor.plan_doc import OrderPlanDoc
+from executor.plan_ids import ClientIdRule, client_id_rule, new_plan_id
 from executor.plan_parts import (
     TradePart,
     _check_not_expired,
@@ -72,45 +71,6 @@ class OrderType(StrEnum):
 
     MARKET = "market"
     LIMIT = "limit"
-
-
-@dataclass(frozen=True)
-class ClientIdRule:
-    """A venue's client order id rule: at most ``max_len`` characters, each matching ``alphabet``
-    (a regex character class); ``separator`` joins the plan id and the leg index."""
-
-    max_len: int
-    alphabet: str
-    separator: str
-
-    def make(self, plan_id: str, leg: int) -> str:
-        """``fbr{plan_id}{sep}{leg:03d}``, checked against the rule."""
-        cid = f"fbr{plan_id}{self.separator}{leg:03d}"
-        if len(cid) > self.max_len or not re.fullmatch(f"{self.alphabet}+", cid):
-            raise ValidationError("plan_id", f"gives client order id {cid!r}, outside the venue's rule "
-                                  f"(<= {self.max_len} of {self.alphabet})",
-                                  "use a shorter, alphanumeric plan id")
-        return cid
-
-
-#: Client id rules per venue (Binance newClientOrderId, Bybit orderLinkId, OKX clOrdId).
-CLIENT_ID_RULES: dict[str, ClientIdRule] = {
-    "binanceusdm": ClientIdRule(36, r"[.A-Za-z0-9:/_-]", "-"),
-    "bybit": ClientIdRule(36, r"[A-Za-z0-9_-]", "-"),
-    "okx": ClientIdRule(32, r"[A-Za-z0-9]", ""),
-}
-DEFAULT_RULE = CLIENT_ID_RULES["binanceusdm"]
-
-
-def client_id_rule(venue: str) -> ClientIdRule:
-    """The venue's rule (Binance's for paper and dry runs)."""
-    return CLIENT_ID_RULES.get(venue, DEFAULT_RULE)
-
-
-def new_plan_id(now: datetime | None = None) -> str:
-    """A fresh alphanumeric plan id: UTC time to the second plus 4 random hex digits (18 chars)."""
-    t = now or datetime.now(UTC)
-    return t.strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
 
 
 @dataclass(frozen=True)
@@ -359,6 +319,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     also be the target notionals themselves (USD by contract; a contract left out is held), as any
     policy gives them. Expiries are judged at the market snapshot's time."""
     opts = options or PlanOptions()
+    now = now or datetime.now(UTC)  # one clock for the plan id and its creation time
     pid = plan_id or new_plan_id(now)
     rule = client_id_rule(opts.venue)
     clock: datetime = market.time
@@ -401,7 +362,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     te_before, te_target = te(start), te(target)
     warning = _rounding_warning(rounding, opts.rounding_warn_share, te_before,
                                 te(unrounded) if risk is not None else None, te_target)
-    created = (now or datetime.now(UTC)).isoformat()
+    created = now.isoformat()
     return OrderPlan(plan_id=pid, venue=opts.venue, created=created, book_name=book.name,
                      legs=tuple(legs), dropped=tuple(dropped), start=start, target=target,
                      reachable=reachable, tracking_error_before=te_before,

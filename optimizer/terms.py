@@ -266,20 +266,17 @@ class FuturesTax(Term):
 
 
 class ReserveCost(Term):
-    """rho max(0, R_IM(z), max_s R_s(z)): the yield the stablecoin reserve forgoes over the horizon,
-    a fraction of V (optimizer.reserve_term). R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 + g_sj))
-    is the wallet (weights) that leaves stress scenario s with 0 surplus, R_IM(z) = sum_j a_j / L_j
-    - P_0 the wallet the positions' initial margin needs, rho = reserve_yield x horizon_days / 365.
-    rho is folded into the Parameters (DPP): rho P_s, rho g_s, rho mmr (1 + g_s), rho cum, rho / L,
-    rho P_0; with MM_j written on a >= |z| (non-negative coefficients, as in the stress rows).
-    P_s is today's pledged spot: unlike the stress rows (optimizer.margin_constraints), the term
-    does not re-price the pledged value a spot-leg trade moves (a cost estimate, not a limit).
-    """
+    """rho max(0, R_IM(z), max_s R_s(z)), the yield the stablecoin reserve forgoes over the horizon
+    as a fraction of V (optimizer.reserve_term): R_s(z) = -P_s - g_s' z + sum_j MM_j(|z_j| (1 +
+    g_sj)) the wallet (weights) leaving scenario s with 0 surplus, R_IM(z) = sum_j a_j / L_j - P_0
+    the wallet the initial margin needs, rho = reserve_yield x horizon_days / 365, folded into the
+    Parameters (DPP: rho P_s, rho g_s, rho mmr (1 + g_s), rho cum, rho / L, rho P_0; MM_j on
+    a >= |z|). P_s is today's pledged spot: unlike the stress rows, the term does not re-price the
+    pledged value a spot-leg trade moves (a cost estimate, not a limit)."""
 
     name = "reserve_cost"
-    #: P_s at the last update (weights, one per scenario); None before the first update
+    #: P_s (weights, one per scenario) and P_0 (weights) at the last update; None before it
     pledged: np.ndarray | None = None
-    #: P_0 at the last update (weights); None before the first update
     pledged0: float | None = None
 
     def build(self, ctx: Context) -> cp.Expression:

@@ -66,6 +66,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                          "tests/optimizer/test_checks_wrong_answers.py"),
     "executor/plan_parts.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                                "tests/executor/test_live_exactly_once.py"),
+    "executor/plan_ids.py": ("tests/executor/test_plan.py",
+                             "tests/executor/test_ccxt_gateway_bybit.py"),
     "executor/journal.py": ("tests/executor/test_journal.py", "tests/executor/test_paper.py",
                             "tests/executor/test_live_exactly_once.py", "tests/executor/test_status.py",
                             "tests/executor/test_status_funding_income.py"),

@@ -30,14 +30,13 @@ from executor.base import OrderRejectedError
 from executor.ccxt_gateway import CcxtGateway
 from executor.ccxt_metadata import contract_from_market
 from executor.plan import (
-    CLIENT_ID_RULES,
     Instrument,
     OrderPlan,
     PlanOptions,
     book_instruments,
-    client_id_rule,
     plan_orders,
 )
+from executor.plan_ids import CLIENT_ID_RULES, client_id_rule
 from executor.safety import Limits
 from models.book import FuturesPosition
 from models.errors import ValidationError

@@ -19,15 +19,14 @@ from hypothesis import strategies as st
 
 from executor.ccxt_metadata import contract_from_market, tiers_from_ccxt
 from executor.plan import (
-    CLIENT_ID_RULES,
     OrderPlan,
     OrderType,
     PlanOptions,
     Side,
     book_instruments,
-    new_plan_id,
     plan_orders,
 )
+from executor.plan_ids import CLIENT_ID_RULES, new_plan_id
 from executor.safety import Limits, SafetyError
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
@@ -327,7 +326,7 @@ def test_tracking_error_of_by_hand_with_reordered_risk_and_a_basis_term() -> Non
 
 
 def test_client_id_rule_edges() -> None:
-    from executor.plan import ClientIdRule, client_id_rule
+    from executor.plan_ids import ClientIdRule, client_id_rule
 
     rule = ClientIdRule(10, r"[a-z0-9_]", "_")
     assert rule.make("ab", 7) == "fbrab_007"  # 9 chars
@@ -448,7 +447,7 @@ def test_plan_options_bounds() -> None:
 
 
 def test_error_texts_say_how_to_fix() -> None:
-    from executor.plan import ClientIdRule
+    from executor.plan_ids import ClientIdRule
     from executor.plan_parts import _split
 
     with pytest.raises(ValidationError) as err:
@@ -480,7 +479,7 @@ def test_naive_times_are_utc_whatever_the_machine_zone(monkeypatch: pytest.Monke
     import time
     from datetime import UTC, datetime
 
-    from executor import plan as plan_mod
+    from executor import plan_ids as plan_mod
     from executor.plan_parts import _iso
 
     monkeypatch.setenv("TZ", "Asia/Tokyo")
