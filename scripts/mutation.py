@@ -58,7 +58,8 @@ CONSTRAINT_TESTS = ("tests/optimizer/test_constraints_hand.py", "tests/optimizer
                     "tests/optimizer/test_constraints_duals.py",
                     "tests/optimizer/test_constraints_explain.py",
                     "tests/optimizer/test_data_margin_hysteresis.py",
-                    "tests/optimizer/test_spot_leg_margin.py")
+                    "tests/optimizer/test_spot_leg_margin.py",
+                    "tests/optimizer/test_pledge_pieces.py", "tests/optimizer/test_planner.py")
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",

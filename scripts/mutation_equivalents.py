@@ -255,10 +255,10 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.constraint_base.xǁConstraintǁexplain__mutmut_{n}" for n in (21, 26)],
         "step_phrase(None, step): every step_phrase() ignores its row"),
     **dict.fromkeys(
-        [f"optimizer.constraint_base.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 27, 29)],
+        [f"optimizer.constraint_base.xǁConstraintǁpredict__mutmut_{n}" for n in (13, 15, 25, 27)],
         "dtype=float dropped from np.asarray of ctx.z.value or of (b - q).value: cvxpy keeps a "
         "Variable's value as float64 (even an int assignment), so these are float arrays already"),
-    "optimizer.constraint_base.xǁConstraintǁpredict__mutmut_61":
+    "optimizer.constraint_base.xǁConstraintǁpredict__mutmut_68":
         "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
         "absolute values, >= 0) is false, so the loop ends there either way",
     # scenarios/replay.py

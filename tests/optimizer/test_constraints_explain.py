@@ -286,3 +286,5 @@ def test_tracking_error_is_at_the_solved_spot_trades() -> None:
     d.spot = SimpleNamespace(base_follows=True)
     p = c.predict("funding_budget", 1e-7)
     assert p is not None and p.tracking_error == pytest.approx(math.hypot(0.015, 0.055) / 0.97)
+    te2 = 0.015 ** 2 + 0.055 ** 2  # of today's V; the fall is in the same units
+    assert p.tracking_error_after == pytest.approx(math.sqrt(te2 + p.objective_change) / 0.97)
