@@ -39,6 +39,7 @@ from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
 from optimizer.prepare import prepare
+from optimizer.settings import CostSettings
 
 #: A de-risk aims at this share of the threshold, so the next mark does not trigger it again.
 DERISK_AIM = 0.9
@@ -101,21 +102,24 @@ def margin_ratio(book: Book, market: MarketSnapshot, notional: np.ndarray) -> fl
 
 
 def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
-           threshold: float) -> tuple[dict[str, float], float]:
+           threshold: float, daily_vol: Mapping[str, float] | None = None,
+           impact_k: float = 1.0) -> tuple[dict[str, float], float]:
     """Step 3: (targets scaled by s, s); s = 1 when the targets' margin ratio is within
     ``threshold``. A contract the targets leave out is held (as :func:`plan_orders` holds it), so
     its notional now counts and is scaled too. The ratio of a scaled book counts the collateral
-    after the trade's own fees and half spreads, sum_j (f_j + h_j) |s x_j - x0_j| (USD); lot
+    after the trade's own cost: fees, half spreads and, where the market gives a daily volume and
+    ``daily_vol`` the underlying's daily vol, the 3/2-power impact (:func:`plan_cost`'s model,
+    whatever the objective prices: a de-risk must not spend the collateral it is saving); lot
     rounding to the nearest lot may still move it by up to half a lot's margin."""
     held = book.futures_notional(market)
     x = np.array([float(targets.get(s, held[j])) for j, s in enumerate(book.contract_symbols)])
     model = MarginModel.from_contracts(book.contracts)
-    unit_cost = np.array([c.taker_fee + market.contract_half_spread(c.symbol)
-                          for c in book.contracts])
+    vol = np.array([(daily_vol or {}).get(c.symbol, 0.0) for c in book.contracts])
+    costs = CostModel.build(book.contracts, market, vol, impact_k)
     collateral = book.collateral(market)
 
     def ratio(s: float) -> float:
-        paid = float(unit_cost @ np.abs(s * x - held))
+        paid = costs.total(s * x - held)
         return float(margin_state(model, s * x, collateral - paid).margin_ratio)
 
     if ratio(1.0) <= threshold:
@@ -161,13 +165,17 @@ class Gate:
         return self.benefit > self.cost
 
 
-def gate(view: View, plan: OrderPlan, risk: RiskModel, gamma_trade: float,
+def gate(view: View, plan: OrderPlan, risk: RiskModel, costs: CostSettings,
          daily_vol: Mapping[str, float]) -> Gate:
-    """Step 5 (see the module docstring)."""
+    """Step 5 (see the module docstring): the cost as the book's objective prices it
+    (``costs.gamma_trade``; impact at ``costs.impact_k`` only when ``costs.impact`` is on), so the
+    gate and ``fbr status`` agree on whether a rebalance pays."""
     te0 = tracking_error_of(view.book, view.market, risk, plan.start)
     te1 = tracking_error_of(view.book, view.market, risk, plan.reachable)
     base = view.book.base(view.market)
-    c = plan_cost(view.book, view.market, plan, daily_vol)
+    gamma_trade = costs.gamma_trade
+    c = plan_cost(view.book, view.market, plan, daily_vol if costs.impact else {},
+                  costs.impact_k)
     cost = gamma_trade * c / base if base > 0 else math.inf
     return Gate(te0 ** 2 - te1 ** 2, cost, te0, te1)
 

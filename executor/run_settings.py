@@ -12,6 +12,7 @@ from pathlib import Path
 
 from executor.schedule import Schedule
 from models.errors import ValidationError
+from optimizer.settings import CostSettings
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class DailyLimits:
                 raise ValidationError(f"limits.{name}", f"is {v}", "give a USD amount > 0")
 
 
+#: the gate's costs when a caller gives none: gamma_trade 1, the impact term on at k = 1 (fbr run
+#: passes the book's [costs])
+GATE_COSTS = CostSettings(impact=True)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything the loop needs besides the venue and the policy.
@@ -71,7 +77,8 @@ class RunSettings:
     ``mode``: ``"dry-run"`` (plans shown, nothing sent), ``"paper"`` or ``"live"``; ``gate``: apply
     the cost gate (off: trade whatever the policy asks, as ``fbr backtest`` does);
     ``health_file``, ``kill_file``: paths (the kill file's existence stops the loop before any
-    further order); ``gamma_trade``: the cost weight of the gate; ``max_cycles``: stop after this
+    further order); ``costs``: the book's cost settings the gate prices a plan with (gamma_trade,
+    and impact only when the book's objective has it); ``max_cycles``: stop after this
     many cycles (None: run until stopped); ``once``: stop after the first wake-up (a cron job)."""
 
     schedule: Schedule
@@ -81,6 +88,6 @@ class RunSettings:
     triggers: Triggers = Triggers()
     limits: DailyLimits = DailyLimits()
     gate: bool = True
-    gamma_trade: float = 1.0
+    costs: CostSettings = GATE_COSTS
     max_cycles: int | None = None
     once: bool = False

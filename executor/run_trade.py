@@ -71,7 +71,8 @@ class CycleTrader:
         targets = self._targets(now, view, force)
         threshold = self.settings.triggers.margin_ratio
         if threshold is not None:
-            targets, s = derisk(view.book, view.market, targets, threshold)
+            targets, s = derisk(view.book, view.market, targets, threshold,
+                                self.venue.daily_vol, self.settings.costs.impact_k)
             if s < 1.0:
                 self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
                                  f"margin ratio {view.margin_ratio:.1%} above {threshold:.0%}: "
@@ -103,7 +104,7 @@ class CycleTrader:
         if not plan.legs:
             return base
         if self.settings.gate and not force:
-            g = gate(view, plan, self.risk, self.settings.gamma_trade, self.venue.daily_vol)
+            g = gate(view, plan, self.risk, self.settings.costs, self.venue.daily_vol)
             if not g.open:
                 return with_fields(base, action="held", te_after=g.te_after,
                              message=f"TE^2 fall {g.benefit:.3g} <= cost {g.cost:.3g}")

@@ -115,7 +115,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     sdir = state_dir(cfg, journal_path)
     settings = RunSettings(schedule=cfg.schedule, mode=mode, health_file=sdir / "health.json",
                            kill_file=sdir / "KILL", triggers=cfg.triggers, limits=cfg.limits,
-                           gate=cfg.gate, gamma_trade=loaded.settings.costs.gamma_trade,
+                           gate=cfg.gate, costs=loaded.settings.costs,
                            max_cycles=max_cycles, once=once)
     options = with_book_settings(PlanOptions(
         venue=opened.venue.gateway.venue, order_type=OrderType(cfg.order_type),

@@ -111,7 +111,7 @@ def _runner(cfg: RunConfig, policy: Policy, paper: PaperGateway, journal: Journa
     run_settings = RunSettings(schedule=schedule, mode="paper", gate=cfg.gate,
                                health_file=state_dir / "health.json",
                                kill_file=state_dir / "KILL", triggers=cfg.triggers,
-                               limits=cfg.limits, gamma_trade=settings.costs.gamma_trade)
+                               limits=cfg.limits, costs=settings.costs)
     options = with_book_settings(PlanOptions(venue="paper", order_type=OrderType(cfg.order_type)),
                                  settings)
 

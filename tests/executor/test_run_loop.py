@@ -47,6 +47,7 @@ from models.instruments import FuturesContract
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from optimizer.policies import NaiveFutures, Policy, TargetHoldings
+from optimizer.settings import CostSettings
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -222,7 +223,7 @@ def make(tmp_path: Path) -> Iterator[Make]:
             schedule=Schedule(interval=DAY), mode="dry-run" if dry else "paper",
             health_file=tmp_path / "state" / "health.json", kill_file=tmp_path / "state" / "KILL",
             triggers=triggers or Triggers(check_every=6 * H), limits=limits or DailyLimits(),
-            gate=gate, gamma_trade=gamma_trade)
+            gate=gate, costs=CostSettings(impact=True, gamma_trade=gamma_trade))
         hub = AlertHub([sink := MemorySink()], book=bk.name)
         runner = Runner(venue, bk, risk_model(), policy, settings, PlanOptions(venue="paper"),
                         clock, hub, gamma_fund=gamma_fund)

@@ -252,7 +252,7 @@ def _runner(cfg: RunConfig, gw: CrashingGateway, emu: BinanceEmulator, journal: 
         health_file=tmp_path / "state" / "health.json", kill_file=tmp_path / "state" / "KILL",
         triggers=Triggers(margin_ratio=0.5, margin_warn=0.3, funding_alert=0.001,
                           check_every=timedelta(hours=6)),
-        limits=DailyLimits(), gamma_trade=loaded.settings.costs.gamma_trade)
+        limits=DailyLimits(), costs=loaded.settings.costs)
     options = with_book_settings(PlanOptions(venue="binanceusdm"), loaded.settings)
     bt = cfg.backtest
     policy = loop_policy(cfg, bt, build_path(bt))
