@@ -42,7 +42,7 @@ from executor.plan import Instrument, PlanOptions
 from executor.run_cycle import View, read_view
 from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
-from executor.run_trade import CycleTrader
+from executor.run_trade import CycleTrader, filled_notional
 from executor.safety import redact
 from executor.schedule import Clock, Schedule
 from models.book import Book
@@ -309,6 +309,7 @@ class Runner(CycleTrader):
             still_open = False
         if not still_open:  # done or superseded meanwhile: the interrupted cycle runs again
             self.store.put("plan_in_flight", None)
+            self._record_finished(plan_id, now)
             self._rerun = True
             return
         self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: resuming a plan",
@@ -338,6 +339,24 @@ class Runner(CycleTrader):
             return
         self.store.put("plan_in_flight", None)
         self.store.record(self._reported(now, view, "resume", report))
+
+    def _record_finished(self, plan_id: str, now: datetime) -> None:
+        """A cycle row for a plan the crash left unrecorded (done or superseded after its legs
+        were sent): its fills, read back from the journal, count toward the day's turnover
+        (they were lost, and the limit passed: 3,680 USD traded against a 2,500 limit). Dated at
+        its last send, else now."""
+        journal = self.venue.journal
+        view = self._read(now)
+        if journal is None or view is None:
+            return
+        orders = [o for o in journal.orders(plan_id) if o.filled > 0]
+        sent = [o.sent_ms for o in orders if o.sent_ms is not None]
+        when = datetime.fromtimestamp(max(sent) / 1000.0, tz=UTC) if sent else now
+        turnover = float(sum(filled_notional(view, o.symbol, o.filled, o.average) for o in orders))
+        self.store.record(CycleRecord(when, "resume", "recovered", plan_id, view.nav,
+                                      message=f"plan {plan_id} finished before the last run "
+                                      "recorded it: its fills count toward the day's turnover",
+                                      turnover_usd=turnover))
 
     # --- health -------------------------------------------------------------------------------
     def _health(self, status: str, now: datetime) -> None:

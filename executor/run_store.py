@@ -3,7 +3,8 @@ journal file, and the health file it rewrites after every wake-up.
 
 - ``run_cycles``: one row per cycle (account, loop time, why it ran, what it did: ``traded``,
   ``held`` (the fall in tracking error did not beat the cost), ``no_trade``, ``refused`` (a limit),
-  ``failed``, ``unknown`` (an order in doubt), ``dry_run``), the plan id, NAV (USD), tracking error
+  ``failed``, ``unknown`` (an order in doubt), ``dry_run``, ``recovered`` (a plan a crash left
+  unrecorded, read back from the journal)), the plan id, NAV (USD), tracking error
   before and after (annualised fractions), turnover (USD), a message, and the margin ratio and the
   largest drift |e_i - w*_i| at the cycle's read (fractions);
 - ``run_alerts``: every alert the loop sent (time, kind, severity, title, text; redacted), for

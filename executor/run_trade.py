@@ -149,7 +149,7 @@ class CycleTrader:
     def _reported(self, now: datetime, view: View, reason: str,
                   report: ExecutionReport) -> CycleRecord:
         """Alert the outcome of an executed plan and make its cycle record."""
-        turnover = float(sum(_notional(view, leg.symbol, leg.filled, leg.average)
+        turnover = float(sum(filled_notional(view, leg.symbol, leg.filled, leg.average)
                              for leg in report.legs))
         legs = ", ".join(f"{leg.side} {leg.filled:g} {leg.symbol}" for leg in report.legs
                          if leg.filled > 0)
@@ -185,7 +185,7 @@ def with_fields(rec: CycleRecord, **changes: object) -> CycleRecord:
     return replace(rec, **changes)  # type: ignore[arg-type]
 
 
-def _notional(view: View, symbol: str, contracts: float, price: float | None) -> float:
+def filled_notional(view: View, symbol: str, contracts: float, price: float | None) -> float:
     """|USD notional| of ``contracts`` filled at ``price`` (0 without a price)."""
     if price is None or price <= 0:
         return 0.0

@@ -32,11 +32,11 @@ from exec_helpers import covariance, market, risk_model, three_asset_book
 
 from executor import safety
 from executor.alerts import Alert, AlertHub, MemorySink
-from executor.base import ExchangeGateway, Trade
+from executor.base import ExchangeGateway, ExecutionReport, Trade
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.paper import PaperGateway, PaperStore
-from executor.plan import OrderLeg, PlanOptions
+from executor.plan import OrderLeg, OrderPlan, PlanOptions
 from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import DailyLimits, RunSettings, Triggers
 from executor.run_store import CycleRecord, RunStore
@@ -567,6 +567,7 @@ def test_restart_does_not_resume_a_superseded_plan(make: Make) -> None:
     old = first.journal.plan(plan_id)
     newer = dataclasses.replace(old, plan_id=old.plan_id[:-4] + "beef", legs=())
     first.journal.record_plan(newer, "", first.runner.account)
+    btc_usd = sum(abs(t.contracts) * t.price for s, t in first.trades() if s == "BTC-PERP")
     first.journal.close()
     first.store.close()
 
@@ -575,9 +576,51 @@ def test_restart_does_not_resume_a_superseded_plan(make: Make) -> None:
     assert second.alerts("restart") == []
     assert second.journal.plan_status(plan_id) == "superseded"
     assert second.state("plan_in_flight") is None
-    assert second.reasons() == [(T0, "restart", "traded")]  # the interrupted cycle, again
+    # the superseded plan's one fill (its BTC leg) counts toward the day's turnover; then the
+    # interrupted cycle runs again
+    assert second.reasons() == [(T0, "resume", "recovered"), (T0, "restart", "traded")]
+    assert btc_usd > 0 and second.cycles()[0].turnover_usd == pytest.approx(btc_usd, rel=1e-9)
     for s, q in second.positions().items():
         assert abs(q - HEDGE_UP[s]) <= 0.001 * (1 + 1e-9), s
+
+
+def test_a_plan_finished_before_the_crash_counts_toward_the_daily_turnover(make: Make) -> None:
+    """The process dies after every leg filled and was journalled but before the cycle row was
+    written. The restart records that plan's fills (1,980 USD) as a recovered cycle, so with a
+    2,500 USD daily limit the next drift cycle's 1,700 USD plan is refused (it was sent: 3,680 USD
+    in a day)."""
+    lim = DailyLimits(turnover_usd=2_500.0)
+    first = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 6 * H, limits=lim)
+    inner = first.runner.venue.executor
+    assert inner is not None
+
+    class Dies:
+        def __init__(self, ex: JournaledExecutor) -> None:
+            self.ex = ex
+
+        def execute(self, plan: OrderPlan, book_path: str = "") -> ExecutionReport:
+            self.ex.execute(plan, book_path)  # every leg filled and journalled ...
+            raise Crash  # ... then the process dies before the cycle row
+
+        def resume(self, plan_id: str) -> ExecutionReport:
+            return self.ex.resume(plan_id)
+
+    first.runner.venue.executor = lambda basis: Dies(inner(basis))  # type: ignore[assignment,return-value]
+    with pytest.raises(Crash):
+        first.run()
+    assert first.cycles() == [] and len(first.trades()) == 3
+    first.journal.close()
+    first.store.close()
+
+    second = make(NaiveFutures(band=0.01), prices=BTC_UP, moves={T0 + 6 * H: AT_TARGET},
+                  end=T0 + 12 * H, limits=lim,
+                  triggers=Triggers(drift_band=0.02, check_every=6 * H))
+    second.run()
+    recovered = [c for c in second.cycles() if c.action == "recovered"]
+    assert len(recovered) == 1 and recovered[0].turnover_usd == pytest.approx(TURNOVER_UP, rel=1e-9)
+    assert "refused" in [c.action for c in second.cycles()]
+    traded_today = sum(abs(t.contracts) * t.price for _, t in second.trades())
+    assert traded_today <= 2_500.0
 
 
 # --- 9. dry run ----------------------------------------------------------------------------------
