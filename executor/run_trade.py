@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from executor.alerts import AlertHub, AlertKind, Severity
@@ -20,7 +21,14 @@ from executor.base import ExecutionReport, Outcome
 from executor.dryrun import DryRunExecutor
 from executor.live import ExecutionUnknownError, PlanBasis
 from executor.plan import OrderPlan, PlanOptions, plan_orders
-from executor.run_cycle import View, check_orderable, derisk, gate, plan_turnover
+from executor.run_cycle import (
+    View,
+    check_orderable,
+    derisk,
+    gate,
+    margin_ratio,
+    plan_turnover,
+)
 from executor.run_settings import RunSettings
 from executor.run_store import CycleRecord, RunStore
 from executor.safety import redact
@@ -71,15 +79,26 @@ class CycleTrader:
         targets = self._targets(now, view, force)
         threshold = self.settings.triggers.margin_ratio
         if threshold is not None:
-            targets, s = derisk(view.book, view.market, targets, threshold,
+            asked = targets
+            targets, s = derisk(view.book, view.market, asked, threshold,
                                 self.venue.daily_vol, self.settings.costs.impact_k)
             if s < 1.0:
-                self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
-                                 f"margin ratio {view.margin_ratio:.1%} above {threshold:.0%}: "
-                                 f"target positions scaled by {s:.3f}", now, scale=s,
-                                 margin_ratio=view.margin_ratio)
+                self._derisk_alert(now, view, asked, threshold, s)
         return plan_orders(targets, view.book, view.market, view.instruments, self.options,
                            risk=self.risk, now=now)
+
+    def _derisk_alert(self, now: datetime, view: View, asked: dict[str, float], threshold: float,
+                      s: float) -> None:
+        """The de-risk's alert: the targets' margin ratio passed the threshold (the book's ratio
+        now may not have: a start cycle opens from nothing)."""
+        held = view.book.futures_notional(view.market)
+        x = np.array([float(asked.get(c, held[j]))
+                      for j, c in enumerate(view.book.contract_symbols)])
+        r = margin_ratio(view.book, view.market, x)
+        self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
+                         f"the targets' margin ratio {r:.1%} is above {threshold:.0%} (now "
+                         f"{view.margin_ratio:.1%}): target positions scaled by {s:.3f}", now,
+                         scale=s, margin_ratio=view.margin_ratio, target_margin_ratio=r)
 
     def _targets(self, now: datetime, view: View, force: bool) -> dict[str, float]:
         """The policy's target notionals (USD); a de-risk whose policy fails starts from the

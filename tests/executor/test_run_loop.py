@@ -446,6 +446,10 @@ def test_margin_derisk_with_fees_lands_within_90pct_of_the_threshold(make: Make)
     # -> s = 41.625 / 95.5 = 0.43586, 0.4 s = 0.17435 BTC, 0.174 on the 0.001 lot
     (d,) = rig.alerts("margin", "de-risking")
     assert d.fields["scale"] == pytest.approx(41.625 / 95.5, abs=1e-7)
+    # the alert gives the targets' ratio (MM 100 of the 20,000 short against 100 of cash: 100%)
+    # beside the book's now (the 15,000 short: 75%)
+    assert d.fields["target_margin_ratio"] == pytest.approx(1.0)
+    assert "the targets' margin ratio 100.0% is above 50% (now 75.0%)" in d.text
     assert_positions(rig.positions(), {"BTC-PERP": -0.174})
     assert saved[1] == pytest.approx(100.0 - 0.0005 * 0.126 * 50_000)  # 96.85
     assert _ratio(book, rig.positions(), saved[1]) <= 0.9 * 0.5 + 1e-12
