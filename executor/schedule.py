@@ -57,11 +57,19 @@ class Schedule:
                                       "give an expression with a real date, e.g. \"5 0 * * *\" "
                                       "(00:05 UTC every day)")
 
-    def _trigger(self) -> object:
+    def _trigger(self) -> list[object]:
+        """APScheduler triggers whose earliest next fire time is the expression's. Crontab's rule:
+        when both the day of month and the weekday are restricted (neither starts with ``*``) a
+        day matching either fires (``"0 0 1 * 1"``: every Monday and every 1st); APScheduler
+        requires both, so the expression is split into one trigger per day field."""
         from apscheduler.triggers.cron import CronTrigger
 
+        exprs = [str(self.cron)]
+        fields = str(self.cron).split()
+        if len(fields) == 5 and not fields[2].startswith("*") and not fields[4].startswith("*"):
+            exprs = [" ".join([*fields[:4], "*"]), " ".join([*fields[:2], "*", *fields[3:]])]
         try:
-            return CronTrigger.from_crontab(crontab_weekdays(str(self.cron)), timezone=UTC)
+            return [CronTrigger.from_crontab(crontab_weekdays(e), timezone=UTC) for e in exprs]
         except ValueError as exc:
             raise ValidationError("run.cron", f"is {self.cron!r}: {exc}",
                                   'give five fields "minute hour day month weekday", e.g. '
@@ -73,9 +81,11 @@ class Schedule:
             step = self.interval.total_seconds()
             k = (t - EPOCH).total_seconds() // step + 1
             return EPOCH + timedelta(seconds=k * step)
-        trigger = self._trigger()
-        nxt = trigger.get_next_fire_time(None, t + timedelta(microseconds=1))  # type: ignore[attr-defined]
-        return None if nxt is None else nxt.astimezone(UTC)
+        after = t + timedelta(microseconds=1)
+        times = [trigger.get_next_fire_time(None, after)  # type: ignore[attr-defined]
+                 for trigger in self._trigger()]
+        found = [x.astimezone(UTC) for x in times if x is not None]
+        return min(found) if found else None
 
 
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -256,3 +256,22 @@ def test_wallclock_wakes_at_a_near_time() -> None:
     clock.sleep_until(target, _never)
     assert datetime.now(UTC) >= target
     assert (datetime.now(UTC) - target).total_seconds() < 0.4
+
+
+def test_a_day_of_month_and_a_weekday_fire_on_either_as_crontab_does() -> None:
+    """crontab's rule: with both day fields restricted a day matching either fires. "0 0 1 * 1"
+    is every Monday and every 1st (it fired only on Mondays that are the 1st: 2024-07-01, then
+    2025-09-01); one restricted field alone keeps its meaning."""
+    s = Schedule(cron="0 0 1 * 1")
+    t, seen = datetime(2024, 6, 25, tzinfo=UTC), []
+    for _ in range(6):
+        nxt = s.next_after(t)
+        assert nxt is not None
+        seen.append(nxt.date().isoformat())
+        t = nxt
+    assert seen == ["2024-07-01", "2024-07-08", "2024-07-15", "2024-07-22", "2024-07-29",
+                    "2024-08-01"]
+    assert Schedule(cron="0 0 1 * *").next_after(datetime(2024, 7, 2, tzinfo=UTC)) == datetime(
+        2024, 8, 1, tzinfo=UTC)
+    assert Schedule(cron="0 0 * * 1").next_after(datetime(2024, 7, 2, tzinfo=UTC)) == datetime(
+        2024, 7, 8, tzinfo=UTC)
