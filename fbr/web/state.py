@@ -212,16 +212,19 @@ class DashboardState:
         return sol, plan.to_dict(), blocked
 
     def whatif(self, shocks: list[str]) -> WhatIfDoc:
-        """One what-if of ``shocks`` (``"BTC=-30%"``, ``"funding=x3"``, ...) on the book now
-        (``WhatIfResult.to_dict()``; ``fbr.whatif_cli.scenario_json`` gives the CLI's language)."""
+        """One what-if of ``shocks`` (``"BTC=-30%"``, ``"funding=x3"``, ...) on the account now (an
+        exchange's holdings and marks, as ``fbr whatif --exchange`` reads them; it used the book
+        file's) (``WhatIfResult.to_dict()``; ``fbr.whatif_cli.scenario_json`` gives the CLI's
+        language)."""
         from scenarios.shocks import parse_scenario
         from scenarios.whatif import run_whatif
 
         loaded = self.loaded()
-        with self.journal() as j:
-            _, acc = self._gateway(loaded, j)
+        with self.journal() as j:  # the account's holdings and market, as status and plan read
+            gw, acc = self._gateway(loaded, j)
+            book, market, _ = account_view(gw, acc, loaded.market)
         scenario = parse_scenario("dashboard", shocks)
-        result = run_whatif(acc, loaded.market, loaded.risk, scenario, loaded.settings,
+        result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
                             rebalancer=self.rebalancer)
         return result.to_dict()
 

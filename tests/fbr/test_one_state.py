@@ -163,3 +163,27 @@ def test_solve_and_whatif_read_the_binance_account(emu: BinanceEmulator, book: P
     assert len(emu.requests_to("/fapi/v1/order", "POST")) == n_orders  # solve/whatif send nothing
     for doc in (before, sol, wi):
         assert "one-state-secret" not in json.dumps(doc)
+
+
+def test_the_dashboards_whatif_reads_the_binance_account(emu: BinanceEmulator, book: Path,
+                                                         tmp_path: Path) -> None:
+    """The dashboard's what-if shocks the exchange account, as `fbr whatif --exchange
+    binanceusdm` and the dashboard's own status read it (it shocked the book file's holdings:
+    NAV 13,000 and no position)."""
+    from starlette.testclient import TestClient
+
+    from fbr.web.app import create_app
+    from fbr.web.state import DashboardState, ServeConfig
+
+    emu.set_position("BTCUSDT", -0.017, 61_000.0)
+    emu.set_position("ETHUSDT", 0.25, 2_900.0)
+    emu.balance = 2_500.5
+    cli = _invoke_json("whatif", str(book), "--exchange", "binanceusdm", "-s", "BTC=-30%")
+    state = DashboardState(ServeConfig(book=book, exchange=ExchangeChoice.BINANCEUSDM,
+                                       journal=tmp_path / "none.sqlite"))
+    web = TestClient(create_app(state), base_url="http://127.0.0.1")
+    got = web.get("/api/whatif", params={"shock": "BTC=-30%"}).json()
+    want = cli["scenarios"][0]
+    assert cli["futures_positions"] and want["nav_before"] != pytest.approx(13_000.0)
+    for key in ("nav_before", "nav_after", "tracking_error_before", "tracking_error_after"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key
