@@ -153,6 +153,11 @@ class ServeConfig:
     live: bool = False
 
 
+#: a plan of this account (its key), or one journalled before plans kept their account (its venue
+#: and book name): the parameters (account, venue, book name)
+_PLAN_OF = "(p.account = ? OR (p.account = '' AND p.venue = ? AND p.book_name = ?))"
+
+
 @dataclass
 class DashboardState:
     """The dashboard's data access (see the module docstring)."""
@@ -228,38 +233,53 @@ class DashboardState:
                             rebalancer=self.rebalancer)
         return result.to_dict()
 
+    def _whose(self, journal: Journal) -> tuple[str, str, str]:
+        """(account key, venue, book name) of the account this dashboard shows: a journal may
+        hold other accounts' and books' runs (a dry-run loop, a paper loop, another book)."""
+        loaded = self.loaded()
+        gw, _ = self._gateway(loaded, journal)
+        return gw.account_key(), gw.venue, loaded.book.name
+
     def history(self) -> History:
-        """From the journal: the loop's cycles (NAV, TE), fills, funding and position snapshots."""
+        """From the journal: this account's loop cycles (NAV, TE), and this book's fills, funding
+        and position snapshots on this venue."""
         with self.journal() as j:
             if j is None:
                 return {"cycles": [], "fills": [], "funding": [], "positions": []}
+            account, venue, name = self._whose(j)
             conn = _reader(j.path)
         try:
             return {"cycles": _rows(conn, "SELECT time, reason, action, nav, te_before, te_after, "
                                           "turnover_usd, margin_ratio, max_drift, message FROM "
-                                          "run_cycles ORDER BY id", kind=CycleRow),
+                                          "run_cycles WHERE account = ? ORDER BY id", (account,),
+                                    kind=CycleRow),
                     "fills": _rows(conn, "SELECT f.time_ms, o.symbol, o.side, f.contracts, f.price, "
                                          "f.fee, f.plan_id FROM fills f JOIN orders o ON "
-                                         "o.plan_id = f.plan_id AND o.leg = f.leg ORDER BY f.id",
-                                   kind=FillRow),
-                    "funding": _rows(conn, "SELECT time_ms, symbol, amount FROM funding ORDER BY "
-                                           "time_ms", kind=FundingRow),
+                                         "o.plan_id = f.plan_id AND o.leg = f.leg JOIN plans p ON "
+                                         f"p.plan_id = f.plan_id WHERE {_PLAN_OF} ORDER BY f.id",
+                                   (account, venue, name), kind=FillRow),
+                    "funding": _rows(conn, "SELECT time_ms, symbol, amount FROM funding WHERE "
+                                           "venue = ? AND book_name = ? ORDER BY time_ms",
+                                     (venue, name), kind=FundingRow),
                     "positions": _rows(conn, "SELECT time_ms, symbol, contracts, cash, plan_id FROM "
-                                             "positions ORDER BY id", kind=PositionRow)}
+                                             "positions WHERE venue = ? AND book_name = ? ORDER BY id",
+                                       (venue, name), kind=PositionRow)}
         finally:
             conn.close()
 
     def orders(self, limit: int = 200) -> list[OrderRow]:
-        """The latest orders of the journal (newest first) with their fills."""
+        """The latest orders of this account's plans (newest first) with their fills."""
         with self.journal() as j:
             if j is None:
                 return []
+            account, venue, name = self._whose(j)
             conn = _reader(j.path)
         try:
             return _rows(conn, "SELECT o.plan_id, p.venue, o.leg, o.client_id, o.symbol, o.side, "
                                "o.contracts, o.status, o.filled, o.average, o.fee, o.message, "
                                "o.updated_ms FROM orders o JOIN plans p ON p.plan_id = o.plan_id "
-                               "ORDER BY o.updated_ms DESC, o.leg LIMIT ?", (limit,), kind=OrderRow)
+                               f"WHERE {_PLAN_OF} ORDER BY o.updated_ms DESC, o.leg LIMIT ?",
+                         (account, venue, name, limit), kind=OrderRow)
         finally:
             conn.close()
 
@@ -272,10 +292,12 @@ class DashboardState:
         alerts: list[AlertRow] = []
         with self.journal() as j:
             if j is not None:
+                account = self._whose(j)[0]
                 conn = _reader(j.path)
                 try:
                     alerts = _rows(conn, "SELECT time, kind, severity, title, text FROM run_alerts "
-                                         "ORDER BY id DESC LIMIT 50", kind=AlertRow)
+                                         "WHERE account = ? ORDER BY id DESC LIMIT 50", (account,),
+                                   kind=AlertRow)
                 finally:
                     conn.close()
         return {"health": health, "alerts": alerts}
@@ -316,7 +338,7 @@ def _reader(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
 
 
-def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int, ...] = (), *,
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int | str, ...] = (), *,
           kind: type[_Row]) -> list[_Row]:
     """Rows as ``kind`` dicts, one key per selected column (an absent table, e.g. before the
     first ``fbr run``, gives none)."""

@@ -27,6 +27,8 @@ from web_world import (  # noqa: E402
     ALERTS,
     CYCLES,
     HEALTH,
+    OTHER_ALERTS,
+    OTHER_CYCLES,
     REPORT_HTML,
     SECRET_HTML,
     SHOCK,
@@ -36,6 +38,7 @@ from web_world import (  # noqa: E402
 )
 
 from executor.run_store import RunStore, write_health  # noqa: E402
+from fbr.config import load_book_file  # noqa: E402
 from fbr.web.app import create_app  # noqa: E402
 from fbr.web.state import DashboardState, ServeConfig  # noqa: E402
 
@@ -69,14 +72,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         lambda: cli_json("status", b, "--exchange", "dry-run", "--journal", str(missing), env=env))
     assert not missing.exists()
 
-    store = RunStore(journal, "paper")
-    try:
-        for c in CYCLES:
-            store.record(c)
-        for a in ALERTS:
-            store.record_alert(a)
-    finally:
-        store.close()
+    # the loop of this book on paper (its account key), and another account's run in the same
+    # journal, which the dashboard must not show
+    name = load_book_file(book).book.name
+    for account, cycles, alerts in ((f"paper:{name}", CYCLES, ALERTS),
+                                    ("paper:another book", OTHER_CYCLES, OTHER_ALERTS)):
+        store = RunStore(journal, account)
+        try:
+            for c in cycles:
+                store.record(c)
+            for a in alerts:
+                store.record_alert(a)
+        finally:
+            store.close()
     state_dir = root / "state"
     write_health(state_dir / "health.json", HEALTH)
     reports = root / "reports"

@@ -47,6 +47,15 @@ ALERTS = (
     Alert(AlertKind.FAILURE, Severity.CRITICAL, "order rejected: ETH-PERP",
           "insufficient margin", datetime(2026, 1, 7, 8, 0, tzinfo=UTC)),
 )
+#: Another account's run in the same journal (a paper loop of another book): never shown.
+OTHER_CYCLES = (
+    CycleRecord(datetime(2026, 1, 6, 9, 0, tzinfo=UTC), "schedule", "traded", "plan-z",
+                5_000.0, 0.05, 0.01, 777.77, "another book's cycle"),
+)
+OTHER_ALERTS = (
+    Alert(AlertKind.FAILURE, Severity.CRITICAL, "another book's alert", "not this account",
+          datetime(2026, 1, 6, 9, 0, tzinfo=UTC)),
+)
 HEALTH: dict[str, Any] = {
     "status": "running", "pid": 4242, "account": "paper", "mode": "paper",
     "updated": "2026-01-07T08:00:05+00:00", "wall_time": "2026-01-07T08:00:05+00:00",
