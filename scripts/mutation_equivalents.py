@@ -51,11 +51,11 @@ EQUIVALENT: dict[str, str] = {
         "returns None on the next test",
     "executor.plan_parts.x__iso__mutmut_4":
         "t.replace(tzinfo=None) on a naive t (the branch's condition) is t itself: same strftime",
-    "executor.plan.x_plan_orders__mutmut_15": "zip(strict=None): book.contracts_vector() has one "
+    "executor.plan.x_plan_orders__mutmut_18": "zip(strict=None): book.contracts_vector() has one "
         "entry per contract symbol, so strictness never triggers",
-    "executor.plan.x_plan_orders__mutmut_18": "zip without strict: as x_plan_orders__mutmut_15",
-    "executor.plan.x_plan_orders__mutmut_23": "zip(strict=False): as x_plan_orders__mutmut_15",
-    "executor.plan.x_plan_orders__mutmut_166":
+    "executor.plan.x_plan_orders__mutmut_21": "zip without strict: as x_plan_orders__mutmut_18",
+    "executor.plan.x_plan_orders__mutmut_26": "zip(strict=False): as x_plan_orders__mutmut_18",
+    "executor.plan.x_plan_orders__mutmut_169":
         "te(unrounded) even without a risk model: te() returns None when risk is None",
     "executor.plan_parts.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
@@ -229,8 +229,30 @@ EQUIVALENT: dict[str, str] = {
         "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
         "arrays already"),
     **dict.fromkeys(
-        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 62, 65)],
+        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 82, 85)]
+        + [f"optimizer.margin_constraints.xǁPledgedValueǁ__init____mutmut_{n}"
+           for n in (26, 29, 37, 40)],
         "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
+    # the kinked pledges' rows (PledgedValue) and the spot fees in the margin rows
+    **dict.fromkeys(
+        ["optimizer.margin_constraints.x_pledged_value__mutmut_8",
+         *(f"optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_{n}"
+           for n in (30, 36, 37, 45, 48, 49, 53, 57, 58)),
+         *(f"optimizer.margin_constraints.xǁPledgedValueǁ__init____mutmut_{n}"
+           for n in (4, 9, 14, 17, 19)),
+         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (53, 66))],
+        "a cvxpy Parameter's or Variable's name (or the tag that makes it) changed or dropped: "
+        "names only label them in error messages (optimizer.cvxpy_adapter)"),
+    **dict.fromkeys(
+        [*(f"optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_{n}"
+           for n in (32, 35, 38, 54, 56, 59)),
+         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (55, 58, 59))],
+        "nonneg dropped from the fee rate or the budget-per-collateral Parameter: each multiplies "
+        "an affine expression (f'(b + q), per sum(y)), affine whatever its sign, and its values "
+        "are >= 0 by construction"),
+    "optimizer.margin_constraints.xǁPledgedValueǁupdate__mutmut_2":
+        "an internal assert written with or: it only differs (AttributeError instead of "
+        "AssertionError) on data the structure never pairs with the rows",
     "optimizer.constraints.xǁVolatilityCapǁbuild__mutmut_75": "cp.norm(x) defaults to the 2-norm",
     **dict.fromkeys(
         ["optimizer.constraint_base.x_fmt_step__mutmut_4",

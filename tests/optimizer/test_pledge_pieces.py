@@ -160,7 +160,10 @@ def test_a_buy_above_the_pledged_quantity_pays_its_whole_cash() -> None:
     assert sol.margin.collateral == pytest.approx(after.collateral(market), abs=1e-2)
 
 
-def test_rows_equal_their_numpy_rechecks_with_kinked_pledges() -> None:
+@pytest.mark.parametrize("fraction", [0.0, 0.2])
+def test_rows_equal_their_numpy_rechecks_with_kinked_pledges(fraction: float) -> None:
+    """With and without a relative margin buffer (the budget then moves by 1 - f per USD of
+    collateral); the rise moves ETH, whose pledged quantity's value moves with it."""
     book = Book(assets=(SpotAsset("BTC"), SpotAsset("ETH")),
                 contracts=(FuturesContract("BTC-PERP", "BTC"), FuturesContract("ETH-PERP", "ETH")),
                 spot={"BTC": 1.0, "ETH": 20.0}, targets={"BTC": 0.5, "ETH": 0.5}, cash=20_000.0,
@@ -169,8 +172,9 @@ def test_rows_equal_their_numpy_rechecks_with_kinked_pledges() -> None:
     market = MarketSnapshot(time=T0, spot={"BTC": 50_000.0, "ETH": 2_500.0},
                             mark={"BTC-PERP": 50_000.0, "ETH-PERP": 2_500.0})
     risk = RiskModel.from_covariance(["BTC", "ETH"], np.array([[0.36, 0.25], [0.25, 0.49]]))
-    fall, rise = StressScenario("all -40%", {}, -0.4), StressScenario("BTC +30%", {"BTC": 0.3})
-    settings = OptimizerSettings(constraints=ConstraintSettings(stress=(fall, rise)),
+    fall, rise = StressScenario("all -40%", {}, -0.4), StressScenario("ETH +30%", {"ETH": 0.3})
+    settings = OptimizerSettings(constraints=ConstraintSettings(stress=(fall, rise),
+                                                                margin_buffer_fraction=fraction),
                                  spot=SpotLegSettings(enabled=True, cash_usd=5_000.0))
     d = prepare(book, market, risk, settings)
     assert d.spot is not None and d.spot.pledge is not None and d.structure.pledge_assets == (0, 1)
@@ -352,3 +356,28 @@ def test_kinked_pledges_keep_the_problem_dpp_and_compiled_once() -> None:
         assert prepare(b2, m2, risk, st).structure == d.structure
         assert rb.solve(b2, m2, risk, st, explain=False).status in ("optimal", "infeasible")
     assert HedgeProblem.builds == builds, "a re-solve with new piece values rebuilt the problem"
+
+
+def test_a_stress_row_with_a_kinked_pledge_binds_and_holds() -> None:
+    """1 BTC at 50,000 pledged in Portfolio-Margin tiers (34,000 of collateral) and 20 ETH not
+    pledged, no cash, NAV base, targets 90/10: the BTC long the target asks would lose 60% of
+    itself in 'BTC -60%' while the pledged BTC falls to C(20,000) = 19,000 of collateral. The
+    stress row (the pledged value re-priced in its pieces) caps the hedge: the solution's stress
+    surplus after its trades is 0 to the cent, not negative, and nothing blocks it."""
+    book = Book(assets=(SpotAsset("BTC"), SpotAsset("ETH")),
+                contracts=(FuturesContract("BTC-PERP", "BTC"), FuturesContract("ETH-PERP", "ETH")),
+                spot={"BTC": 1.0, "ETH": 20.0}, targets={"BTC": 0.9, "ETH": 0.1}, cash=0.0,
+                targets_base=TargetsBase.NAV, pledged={"BTC": TIERS})
+    market = MarketSnapshot(time=T0, spot={"BTC": 50_000.0, "ETH": 2_500.0},
+                            mark={"BTC-PERP": 50_000.0, "ETH-PERP": 2_500.0})
+    risk = RiskModel.from_covariance(["BTC", "ETH"], np.array([[0.36, 0.25], [0.25, 0.49]]))
+    crash = StressScenario("BTC -60%", {"BTC": -0.6})
+    settings = OptimizerSettings(constraints=ConstraintSettings(stress=(crash,)),
+                                 spot=SpotLegSettings(enabled=True), round_lots=False)
+    d = prepare(book, market, risk, settings)
+    assert d.structure.pledge_assets == (0,)
+    sol = Rebalancer().solve(book, market, risk, settings)
+    assert sol.status == "optimal" and not sol.blockers
+    (stress,) = sol.margin.stress
+    assert abs(stress.surplus) < 0.01  # binding, to the cent
+    assert sol.target_positions[0].notional < 0.9 * 100_000.0 - 50_000.0  # the hedge is capped
