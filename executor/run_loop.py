@@ -97,7 +97,6 @@ class Runner(CycleTrader):
         self._stop: str | None = None
         self._instruments: dict[str, Instrument] | None = None
         self._outage: str | None = None
-        self._episodes: set[str] = set()
         self._rerun = False  # a cycle a crash interrupted, not resumed: run one at once
 
     # --- control ------------------------------------------------------------------------------
@@ -183,15 +182,18 @@ class Runner(CycleTrader):
             msg = redact(str(exc))
             self.summary.failures += 1
             self.store.record(CycleRecord(now, "read", "failed", message=msg))
-            if self._outage is None:
+            if self.store.get(OUTAGE) is None:  # once per outage, across restarts (cron)
                 self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "account read failed",
                                  f"{msg}. The loop retries at the next wake-up", now)
+                self.store.put(OUTAGE, msg)
             self._outage = msg
             return None
-        if self._outage is not None:
+        was = self.store.get(OUTAGE)
+        if was is not None:
             self.alerts.emit(AlertKind.FAILURE, Severity.INFO, "exchange answers again",
-                             f"after: {self._outage}", now)
-            self._outage = None
+                             f"after: {was}", now)
+            self.store.put(OUTAGE, None)
+        self._outage = None
         return view
 
     def _watch(self, now: datetime, view: View) -> None:
@@ -212,11 +214,15 @@ class Runner(CycleTrader):
 
     def _episode(self, key: str, on: bool, now: datetime, kind: AlertKind, title: str, text: str,
                  **fields: float | str) -> None:
-        if on and key not in self._episodes:
-            self._episodes.add(key)
+        """Alert when ``key``'s condition starts; the episode is kept in the run state, so a
+        loop woken by cron (``--once``) does not alert it again at every wake-up."""
+        state = f"episode:{key}"
+        active = self.store.get(state) is not None
+        if on and not active:
+            self.store.put(state, now.isoformat())
             self.alerts.emit(kind, Severity.WARNING, title, text, now, **fields)
-        elif not on:
-            self._episodes.discard(key)
+        elif not on and active:
+            self.store.put(state, None)
 
     def _reason(self, now: datetime, view: View) -> str | None:
         """Why a cycle runs now (None: no cycle)."""
@@ -368,6 +374,10 @@ class Runner(CycleTrader):
             "last_cycle": last, "next_cycle": due.isoformat() if due else None,
             "cycles": self.summary.cycles, "trades": self.summary.trades,
             "failures": self.summary.failures, "last_error": self._outage})
+
+
+#: the run-state key of an account-read outage (its first message), kept across restarts
+OUTAGE = "outage"
 
 
 def _pid() -> int:

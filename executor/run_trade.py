@@ -137,15 +137,23 @@ class CycleTrader:
             self.store.put("halted", "loss")
             msg = (f"NAV {view.nav:,.2f} USD is {nav0 - view.nav:,.2f} below the day's opening "
                    f"{nav0:,.2f} (limit {lim.loss_usd:,.2f}): no more trading today")
-            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, "daily loss limit", msg, now)
+            self._limit_alert(now, "daily loss limit", msg)
             return with_fields(base, action="refused", message=msg)
         used = self.store.turnover_since(self._day_start(now))
         if used + plan_turnover(plan) > lim.turnover_usd:
             msg = (f"the plan trades {plan_turnover(plan):,.2f} USD; with {used:,.2f} already "
                    f"today that passes the daily turnover limit {lim.turnover_usd:,.2f} USD")
-            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, "daily turnover limit", msg, now)
+            self._limit_alert(now, "daily turnover limit", msg)
             return with_fields(base, action="refused", message=msg)
         return None
+
+    def _limit_alert(self, now: datetime, title: str, msg: str) -> None:
+        """A daily limit's alert, once per limit and day (every refused cycle is still recorded,
+        with the message): a drift check every hour sent it 18 times for one condition."""
+        key = f"alerted:{title}:{self._day_start(now).date().isoformat()}"
+        if self.store.get(key) is None:
+            self.store.put(key, now.isoformat())
+            self.alerts.emit(AlertKind.LIMIT, Severity.WARNING, title, msg, now)
 
     def _send(self, now: datetime, view: View, reason: str, plan: OrderPlan) -> CycleRecord:
         """Execute (or, in a dry run, show) the plan; alert on its outcome."""

@@ -627,6 +627,39 @@ def test_a_plan_finished_before_the_crash_counts_toward_the_daily_turnover(make:
     assert traded_today <= 2_500.0
 
 
+def test_a_daily_limit_alerts_once_a_day(make: Make) -> None:
+    """BTC jumps at 06:00 and the drift check runs every hour: each cycle's plan (1,980 USD) passes
+    the 1,900 USD turnover limit and is refused, but the limit is alerted once (it was alerted at
+    every check: 18 times for one condition)."""
+    rig = make(NaiveFutures(band=0.01), moves={T0 + 6 * H: BTC_UP}, end=T0 + 23 * H,
+               triggers=Triggers(drift_band=0.05, check_every=H),
+               limits=DailyLimits(turnover_usd=1_900.0))
+    rig.run()
+    refused = [c for c in rig.cycles() if c.action == "refused"]
+    assert len(refused) > 5
+    assert len(rig.alerts("limit", "daily turnover limit")) == 1
+
+
+def test_a_margin_episode_alerts_once_across_cron_wakeups(make: Make) -> None:
+    """Three processes woken by cron (--once) an hour apart on a book whose margin ratio stays
+    above the warning: the episode lives in the run state, so it is alerted once (each process
+    alerted it again)."""
+    book = _margin_book()
+    for hour in range(3):
+        rig = make(Fixed({"BTC-PERP": -15_000.0}), book=book, end=T0 + 3 * H,
+                   clock_start=T0 + hour * H,
+                   triggers=Triggers(margin_ratio=None, margin_warn=0.3, check_every=H))
+        rig.runner.settings = dataclasses.replace(rig.runner.settings, once=True)
+        rig.run()
+        rig.journal.close()
+        rig.store.close()
+    runs = RunStore(rig.journal.path, rig.runner.account)
+    try:
+        assert [a[2] for a in runs.alerts() if a[1] == "margin"] == ["margin ratio high"]
+    finally:
+        runs.close()
+
+
 # --- 9. dry run ----------------------------------------------------------------------------------
 
 def test_dry_run_records_the_plan_and_sends_nothing(make: Make) -> None:
