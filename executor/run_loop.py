@@ -197,17 +197,19 @@ class Runner(CycleTrader):
         return view
 
     def _watch(self, now: datetime, view: View) -> None:
-        """Margin and funding alerts, once per episode (an episode ends when the figure is back)."""
+        """Margin and funding alerts, once per episode (an episode ends when the figure is back):
+        above the warning ratio and funding beyond its threshold, strictly, as the README says
+        and as the de-risk and drift triggers compare."""
         t = self.settings.triggers
         if t.margin_warn is not None:
-            self._episode("margin", view.margin_ratio >= t.margin_warn, now,
+            self._episode("margin", view.margin_ratio > t.margin_warn, now,
                           AlertKind.MARGIN, "margin ratio high",
                           f"margin ratio {view.margin_ratio:.1%} (warning at {t.margin_warn:.0%})",
                           margin_ratio=view.margin_ratio)
         if t.funding_alert is not None:
             for sym in self.book.contract_symbols:
                 r = view.market.funding_rate(sym)
-                self._episode(f"funding:{sym}", abs(r) >= t.funding_alert, now, AlertKind.FUNDING,
+                self._episode(f"funding:{sym}", abs(r) > t.funding_alert, now, AlertKind.FUNDING,
                               f"funding spike on {sym}",
                               f"rate {r:.4%} per settlement (alert at {t.funding_alert:.3%})",
                               symbol=sym, rate=r)

@@ -660,6 +660,17 @@ def test_a_margin_episode_alerts_once_across_cron_wakeups(make: Make) -> None:
         runs.close()
 
 
+@pytest.mark.parametrize(("warn", "alerted"), [(0.75, False), (0.7499, True)])
+def test_the_margin_warning_fires_above_the_ratio_not_at_it(make: Make, warn: float,
+                                                            alerted: bool) -> None:
+    """A 15,000 short at 0.5% maintenance on 100 of cash: ratio 75% exactly. The README says
+    'above this margin ratio', as the de-risk compares (it fired at 75%)."""
+    rig = make(Fixed({"BTC-PERP": -15_000.0}), book=_margin_book(), end=T0,
+               triggers=Triggers(margin_ratio=None, margin_warn=warn, check_every=H))
+    rig.run()
+    assert bool(rig.alerts("margin", "margin ratio high")) is alerted
+
+
 # --- 9. dry run ----------------------------------------------------------------------------------
 
 def test_dry_run_records_the_plan_and_sends_nothing(make: Make) -> None:
