@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from executor.alerts import Alert, AlertKind, Severity  # noqa: E402
 from executor.run_store import CycleRecord, RunStore, write_health  # noqa: E402
+from fbr.config import load_book_file  # noqa: E402
 from fbr.web.state import ServeConfig  # noqa: E402
 from models.synthetic import default_symbols  # noqa: E402
 
@@ -134,7 +135,8 @@ def build(root: Path, n: int, cycles: int = 30, seed: int = SEED) -> Fixture:
     book.write_text(book_toml(n, seed, spot_seed=1))  # same targets, the spot drifted again
 
     rng = np.random.default_rng(seed)
-    store = RunStore(journal, "paper")
+    # the loop of this book on paper: its account key, which the dashboard filters on
+    store = RunStore(journal, f"paper:{load_book_file(book).book.name}")
     try:
         t0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
         nav = NAV_USD + 30_000.0
