@@ -47,7 +47,10 @@ if TYPE_CHECKING:
     from models.book import Book
     from optimizer.solution import Solution
 
-__all__ = ["ExecuteResult", "execute", "register"]
+__all__ = ["ExecuteResult", "PlanCheck", "execute", "register"]
+
+PlanCheck = Callable[["OrderPlan"], None]
+"""A check of the plan about to be sent; it raises (an :class:`FbrError`) to stop the send."""
 
 
 class ExecutedSolution(TypedDict):
@@ -143,7 +146,10 @@ def _exit_code(result: ExecuteResult) -> ExitCode:
 
 
 def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path: Path,
-             options: PlanOptions) -> ExecuteResult:
+             options: PlanOptions, confirm: PlanCheck | None = None) -> ExecuteResult:
+    """Plan and send (or show) the book's rebalance. ``confirm``, when given, sees the plan about to
+    be sent, after the last solve and before the first order, and raises to stop it (the dashboard
+    checks that this is the plan the user confirmed: prices may have moved since the page)."""
     from executor.dryrun import DryRunExecutor
     from executor.journal import Journal
     from executor.live import JournaledExecutor, PlanBasis
@@ -158,6 +164,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
         sol = orderable_solution(loaded.book, loaded.market, loaded.risk, loaded.settings,
                                  labels=loaded.labels)
         plan = plan_orders(sol, loaded.book, loaded.market, instruments, options, risk=loaded.risk)
+        _confirmed(confirm, plan)
         report = DryRunExecutor().execute(plan)
         return _result(plan, report, None, sol)
     if exchange == ExchangeChoice.PAPER:
@@ -169,6 +176,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                                        store=store)
                 prep = prepare_plan(gw, acc, loaded.market, loaded.risk, loaded.settings, options,
                                     labels=loaded.labels)
+                _confirmed(confirm, prep.plan)
                 with _progress(len(prep.plan.legs)) as step:
                     ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments,
                                                           loaded.risk), retry=_retry(True),
@@ -181,6 +189,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
     gw = _gateway(exchange, live, pledge_source=loaded.pledge_source)
     prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
                         labels=loaded.labels)
+    _confirmed(confirm, prep.plan)
     if not live:
         return _result(prep.plan, DryRunExecutor().execute(prep.plan), None, prep.solution)
     with Journal(journal_path) as j, _progress(len(prep.plan.legs)) as step:
@@ -189,6 +198,12 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                                on_leg=step)
         report = ex.execute(prep.plan, str(book_path.resolve()))
     return _result(prep.plan, report, journal_path, prep.solution)
+
+
+def _confirmed(confirm: PlanCheck | None, plan: OrderPlan) -> None:
+    """Run the caller's check of the plan about to be sent (it raises to stop the send)."""
+    if confirm is not None:
+        confirm(plan)
 
 
 def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: bool,

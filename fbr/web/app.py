@@ -47,7 +47,7 @@ from fbr.web.security import (
     same,
     state_change_allowed,
 )
-from fbr.web.state import DashboardState, FundingRow
+from fbr.web.state import DashboardState, FundingRow, PlanChangedError, plan_fingerprint
 from models.errors import FbrError
 
 if TYPE_CHECKING:
@@ -231,11 +231,9 @@ class Views:
         if why is not None:
             return HTMLResponse(f"403: {why}", status_code=403)
         try:
-            if not same(form.get("plan"), plan_fingerprint(self.plan_doc()["plan"])):
-                return HTMLResponse("409: the plan changed since the page was shown (prices or "
-                                    "the book moved); nothing was sent. Reload and confirm the new "
-                                    "plan", status_code=409)
-            done = self.state.execute()
+            done = self.state.execute(form.get("plan") or "")
+        except PlanChangedError as exc:
+            return HTMLResponse(f"409: {exc}", status_code=409)
         except FbrError as exc:
             return self.failed(request, exc)
         return self.page(request, "execute.html", title="Execute", d=None, done=done)
@@ -310,15 +308,6 @@ class Views:
             return self.json({"status": "ok", **make()})
         except (FbrError, ValueError) as exc:
             return self.json({"status": "error", "error": redact(str(exc))}, 422)
-
-
-def plan_fingerprint(plan: OrderPlanDoc) -> str:
-    """A digest of the orders a plan sends (contract, side, contracts per leg): what the user
-    confirmed must be what is sent."""
-    import hashlib
-
-    legs = [(leg["symbol"], leg["side"], repr(float(leg["contracts"]))) for leg in plan["legs"]]
-    return hashlib.sha256(json.dumps(legs).encode()).hexdigest()[:32]
 
 
 def _shocks(values: list[str]) -> list[str]:

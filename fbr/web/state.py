@@ -27,13 +27,15 @@ from executor.workflow import account_view, require_tradeable
 from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice
 from fbr.status_cli import account_gateway, status_report
+from fbr.web.security import same
 from models.book import Book
-from models.errors import FbrError
+from models.errors import FbrError, RefusedError
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.solution import Solution
 
 if TYPE_CHECKING:
+    from executor.plan import OrderPlan
     from executor.plan_doc import OrderPlanDoc
     from fbr.execute_cli import ExecuteResult
     from scenarios.whatif_result import WhatIfDoc
@@ -302,17 +304,26 @@ class DashboardState:
                     conn.close()
         return {"health": health, "alerts": alerts}
 
-    def execute(self) -> ExecuteResult:
+    def execute(self, confirmed: str) -> ExecuteResult:
         """Send the plan now (``fbr execute`` on the configured venue: paper, or live when the
-        dashboard was started with ``--live``); the result in ``fbr execute --json``'s form."""
+        dashboard was started with ``--live``) if it is the plan of fingerprint ``confirmed``
+        (:func:`plan_fingerprint`): the plan is checked after its last solve, just before the
+        first order, so a price move since the page was shown stops it (:class:`PlanChangedError`,
+        nothing sent). The result in ``fbr execute --json``'s form."""
         from executor.plan import PlanOptions
         from fbr.console import default_journal
         from fbr.execute_cli import _execute
 
+        def confirm(plan: OrderPlan) -> None:
+            if not same(confirmed, plan_fingerprint(plan.to_dict())):
+                raise PlanChangedError("the plan changed since the page was shown (prices or the "
+                                       "book moved); nothing was sent. Fix: reload and confirm "
+                                       "the new plan")
+
         venue = ExchangeChoice.BINANCEUSDM if self.config.live else ExchangeChoice.PAPER
         journal = self.config.journal or default_journal()
         options = PlanOptions(venue=venue.value)
-        return _execute(self.config.book, venue, self.config.live, journal, options)
+        return _execute(self.config.book, venue, self.config.live, journal, options, confirm)
 
     def reports(self) -> list[ReportRow]:
         """The HTML reports of the reports folder (backtests, Monte Carlo), newest first."""
@@ -350,3 +361,16 @@ def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int | str, ...] = (), 
         raise
     names = [d[0] for d in cur.description]
     return [cast(_Row, dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+
+
+class PlanChangedError(RefusedError):
+    """The plan about to be sent is not the plan the user confirmed: nothing was sent."""
+
+
+def plan_fingerprint(plan: OrderPlanDoc) -> str:
+    """A digest of the orders a plan sends (contract, side, contracts per leg): what the user
+    confirmed must be what is sent."""
+    import hashlib
+
+    legs = [(leg["symbol"], leg["side"], repr(float(leg["contracts"]))) for leg in plan["legs"]]
+    return hashlib.sha256(json.dumps(legs).encode()).hexdigest()[:32]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -25,9 +26,8 @@ import executor.safety as safety
 from executor.journal import Journal
 from executor.plan import OrderLeg, OrderPlan, OrderType, Side
 from executor.plan_doc import OrderPlanDoc
-from fbr.web.app import plan_fingerprint
 from fbr.web.security import check_bind
-from fbr.web.state import DashboardState
+from fbr.web.state import DashboardState, plan_fingerprint
 from models.errors import FbrError, ValidationError
 
 SHOCK_Q = "BTC%3D-30%25"
@@ -270,7 +270,6 @@ def exec_world(tmp_path: Path, world: World) -> Iterator[World]:
     """A copy of the world's book with its own (absent) journal, for tests that execute."""
     book = tmp_path / "book.toml"
     shutil.copy(TEN, book)
-    from dataclasses import replace
 
     yield replace(world, book=book, journal=tmp_path / "exec" / "journal.sqlite")
 
@@ -318,7 +317,7 @@ def test_execute_needs_token_csrf_and_confirmation(make_client: Callable[..., Te
     for stale in ({}, {"plan": "0" * 32}):
         r = c.post("/execute", headers=auth, data={"csrf": csrf, "confirm": "yes", **stale})
         assert r.status_code == 409 and "plan changed" in r.text, r.text[:300]
-        assert not exec_world.journal.exists()
+        assert not exec_world.journal.exists() or not _journal_orders(exec_world.journal)
     assert plan_of(page.text) == plan_fingerprint(c.get("/api/plan", headers=auth).json()["plan"])
 
     r = c.post("/execute", headers=auth, data={"csrf": csrf, "confirm": "yes",
@@ -332,6 +331,49 @@ def test_execute_needs_token_csrf_and_confirmation(make_client: Callable[..., Te
     signed = {s: (q if side == "buy" else -q) for s, side, q in expected}
     assert {(d["contract"], d["planned"], d["filled"]) for d in done} >= {
         (s, f"{q:g}", f"{q:g}") for s, q in signed.items()}
+
+
+def test_execute_sends_only_the_confirmed_plan(make_client: Callable[..., TestClient],
+                                              exec_world: World,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prices move after the user confirmed the page's plan, while the POST solves again: the plan
+    about to be sent (sized on one asset's new prices) is not the confirmed one, so nothing is sent (409,
+    no journal). The old dashboard checked a solve of its own and then sent a second solve's plan."""
+    import executor.workflow as workflow
+    from executor.base import ExchangeGateway
+    from executor.ccxt_metadata import with_instruments
+    from executor.plan import Instrument
+    from models.book import Book
+    from models.market import MarketSnapshot
+
+    c = make_client(exec_world.config(allow_execute=True), TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    page = c.get("/execute", headers=auth)
+    real = workflow.account_view
+
+    def moved(gateway: ExchangeGateway, book: Book,
+              market: MarketSnapshot) -> tuple[Book, MarketSnapshot, dict[str, Instrument]]:
+        """The send's account view (and only the send's: the page reads its own) with one
+        asset's prices 20% lower than the page's."""
+        instruments = gateway.instruments(book)
+        book_x = with_instruments(book, instruments)
+        now = gateway.market(book_x, market)
+        first = min(now.spot)
+        lower = replace(now, spot={a: p * (0.8 if a == first else 1) for a, p in now.spot.items()},
+                        mark={s: p * (0.8 if s.startswith(first) else 1)
+                              for s, p in now.mark.items()})
+        return gateway.account(book_x, lower), lower, instruments
+
+    monkeypatch.setattr(workflow, "account_view", moved)
+    form = {"csrf": csrf_of(page.text), "confirm": "yes", "plan": plan_of(page.text)}
+    assert plan_of(page.text) == plan_fingerprint(c.get("/api/plan", headers=auth).json()["plan"])
+    r = c.post("/execute", headers=auth, data=form)
+    assert r.status_code == 409 and "plan changed" in r.text, r.text[:300]
+    assert not exec_world.journal.exists() or not _journal_orders(exec_world.journal)
+    monkeypatch.setattr(workflow, "account_view", real)
+    r = c.post("/execute", headers=auth, data=form)
+    assert r.status_code == 200, r.text[:1000]
+    assert _journal_orders(exec_world.journal)
 
 
 def test_execute_enabled_without_token_is_refused(make_client: Callable[..., TestClient],
@@ -364,7 +406,6 @@ def _leaky_world(root: Path, world: World, key: str) -> World:
     journal alert (written raw, as a process that had not registered the key would)."""
     import json
     import sqlite3
-    from dataclasses import replace
 
     book = root / "book.toml"
     book.write_text(TEN.read_text().replace('name = "ten assets (synthetic)"',
