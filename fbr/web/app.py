@@ -186,9 +186,10 @@ class Views:
         shocks = _shocks(request.query_params.getlist("shock"))
         result = error = None
         chart = ""
+        notes: list[str] = []
         if shocks:
             try:
-                result = self.state.whatif(shocks)
+                result, notes = self.state.whatif(shocks)
             except (FbrError, ValueError) as exc:
                 error = redact(str(exc))
         if result is not None:
@@ -197,7 +198,7 @@ class Views:
                                       {a: 100 * (w1[a] - w0[a]) for a in w0})
         return self.page(request, "whatif.html", title="What-if", shocks=shocks,
                          r=None if result is None else scenario_json(result), error=error,
-                         chart=chart)
+                         chart=chart, notes=notes)
 
     async def reports(self, request: Request) -> Response:
         return self.page(request, "reports.html", title="Reports", reports=self.state.reports())
@@ -301,7 +302,11 @@ class Views:
                              422)
         from fbr.whatif_cli import scenario_json
 
-        return self._api(lambda: scenario_json(self.state.whatif(shocks)))
+        def doc() -> dict[str, object]:
+            result, notes = self.state.whatif(shocks)
+            return {**scenario_json(result), "notes": notes}
+
+        return self._api(doc)
 
     def _api(self, make: Callable[[], Mapping[str, object]]) -> Response:
         try:

@@ -218,22 +218,24 @@ class DashboardState:
         plan = plan_orders(sol, book, market, instruments, options, risk=loaded.risk)
         return sol, plan.to_dict(), blocked
 
-    def whatif(self, shocks: list[str]) -> WhatIfDoc:
+    def whatif(self, shocks: list[str]) -> tuple[WhatIfDoc, list[str]]:
         """One what-if of ``shocks`` (``"BTC=-30%"``, ``"funding=x3"``, ...) on the account now (an
         exchange's holdings and marks, as ``fbr whatif --exchange`` reads them; it used the book
         file's) (``WhatIfResult.to_dict()``; ``fbr.whatif_cli.scenario_json`` gives the CLI's
-        language)."""
+        language), and notes. The book is read as ``fbr whatif`` reads it: a futures-only book
+        on the NAV base (:func:`fbr.whatif_cli.load_whatif_book`; it was refused)."""
+        from fbr.whatif_cli import load_whatif_book
         from scenarios.shocks import parse_scenario
         from scenarios.whatif import run_whatif
 
-        loaded = self.loaded()
+        loaded, notes = load_whatif_book(self.config.book)
         with self.journal() as j:  # the account's holdings and market, as status and plan read
             gw, acc = self._gateway(loaded, j)
             book, market, _ = account_view(gw, acc, loaded.market)
         scenario = parse_scenario("dashboard", shocks)
         result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
                             rebalancer=self.rebalancer)
-        return result.to_dict()
+        return result.to_dict(), notes
 
     def _whose(self, journal: Journal) -> tuple[str, str, str]:
         """(account key, venue, book name) of the account this dashboard shows: a journal may

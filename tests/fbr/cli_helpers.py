@@ -32,3 +32,44 @@ def account_app() -> typer.Typer:
 
     account_cli.register(app)
     return app
+
+
+# A futures-only book: no spot, 10,000 USD in the wallet, long 0.1 BTC (6,000 USD at 60,000) and
+# short 1 ETH (2,500 USD at 2,500), costs and margin off.
+FUTURES_ONLY = """[book]
+name = "futures only"
+cash = 10000.0
+[targets]
+BTC = 0.5
+ETH = 0.3
+[[futures]]
+symbol = "BTC-PERP"
+contracts = 0.1
+entry_price = 60000.0
+[[futures]]
+symbol = "ETH-PERP"
+contracts = -1.0
+entry_price = 2500.0
+[contract_defaults]
+lot_step = 1e-8
+min_notional = 0.0
+leverage = 10.0
+[market]
+time = 2024-06-01T00:00:00Z
+mark_from_spot = true
+[market.spot]
+BTC = 60000.0
+ETH = 2500.0
+[risk]
+basis_risk = false
+correlation = 0.7
+[risk.vols]
+BTC = 0.55
+ETH = 0.70
+[costs]
+trading = false
+carry = false
+impact = false
+[constraints]
+margin = false
+"""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import FUTURES_ONLY
 from typer.testing import CliRunner
 
 from fbr.cli import app
@@ -387,43 +388,6 @@ def test_huge_backtest_days_refused(tmp_path: Path) -> None:
 
 # --- defect 3: a futures-only book in fbr whatif ------------------------------------------------
 
-FUTURES_ONLY = """[book]
-name = "futures only"
-cash = 10000.0
-[targets]
-BTC = 0.5
-ETH = 0.3
-[[futures]]
-symbol = "BTC-PERP"
-contracts = 0.1
-entry_price = 60000.0
-[[futures]]
-symbol = "ETH-PERP"
-contracts = -1.0
-entry_price = 2500.0
-[contract_defaults]
-lot_step = 1e-8
-min_notional = 0.0
-leverage = 10.0
-[market]
-time = 2024-06-01T00:00:00Z
-mark_from_spot = true
-[market.spot]
-BTC = 60000.0
-ETH = 2500.0
-[risk]
-basis_risk = false
-correlation = 0.7
-[risk.vols]
-BTC = 0.55
-ETH = 0.70
-[costs]
-trading = false
-carry = false
-impact = false
-[constraints]
-margin = false
-"""
 
 
 def test_whatif_accepts_a_futures_only_book(tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import FUTURES_ONLY
 from starlette.testclient import TestClient
 from web_world import ALERTS, CYCLES, HEALTH, REPORT_HTML, SECRET_HTML, SHOCK, World, table
 
 from fbr.config import load_book_file
+from fbr.web.state import ServeConfig
 
 SHOCK_Q = "BTC%3D-30%25"
 CHART = 'class="plotly-graph-div"'
@@ -191,13 +193,34 @@ def test_whatif_is_fbr_whatif(client: TestClient, world: World) -> None:
     ref = cli[0]
     doc = client.get(f"/api/whatif?shock={SHOCK_Q}").json()
     assert doc["status"] == "ok" and doc["shocks"] == ref["shocks"]
-    names = ("status", "scenario", "source")
+    names = ("status", "scenario", "source", "notes")
     assert close(without(doc, *names), without(ref, *names)) == []
     page = get_html(client, f"/whatif?shock={SHOCK_Q}")
     assert f"{ref['nav_before']:,.2f} → {ref['nav_after']:,.2f} USD" in page
     assert f"{ref['tracking_error_before']:.2%} → {ref['tracking_error_after']:.2%}" in page
     assert f"<h3>Liquidated</h3><p>{'yes' if ref['liquidated'] else 'no'}</p>" in page
     assert f'value="{SHOCK}"' in page
+
+
+def test_whatif_on_a_futures_only_book(tmp_path: Path,
+                                       make_client: Callable[..., TestClient]) -> None:
+    """A futures-only book (no spot; 10,000 USD wallet, long 0.1 BTC at 60,000, short 1 ETH at
+    2,500) is what-if'd on the NAV base, as ``fbr whatif`` does (the page answered 422): after
+    BTC -10% the BTC leg loses 600, NAV 9,400; weights BTC 6,000 / 10,000 = 0.6 before and
+    5,400 / 9,400 after, ETH -2,500 / 10,000 and -2,500 / 9,400; the note says so."""
+    book = tmp_path / "futures_only.toml"
+    book.write_text(FUTURES_ONLY)
+    c = make_client(ServeConfig(book=book, journal=tmp_path / "none.sqlite"))
+    r = c.get("/api/whatif", params={"shock": "BTC=-10%"})
+    assert r.status_code == 200, r.text[:500]
+    doc = r.json()
+    assert doc["nav_before"] == pytest.approx(10_000.0) and doc["nav_after"] == pytest.approx(9_400.0)
+    assert doc["weights_before"] == {"BTC": pytest.approx(0.6), "ETH": pytest.approx(-0.25)}
+    assert doc["weights_after"] == {"BTC": pytest.approx(5_400 / 9_400),
+                                    "ETH": pytest.approx(-2_500 / 9_400)}
+    assert len(doc["notes"]) == 1 and "futures-only" in doc["notes"][0]
+    page = get_html(c, "/whatif?shock=BTC%3D-10%25")
+    assert "10,000.00 → 9,400.00 USD" in page and doc["notes"][0] in html.unescape(page)
 
 
 def test_whatif_comma_separated_shocks(client: TestClient) -> None:
