@@ -196,14 +196,16 @@ def _alerts(t: Mapping[str, object]) -> AlertSpec:
         raise ValidationError("alerts.webhook_env", "and alerts.webhook are both set",
                               "give the URL in one of them")
     url = string(t["webhook"], "alerts.webhook") if "webhook" in t else None
+    field = "alerts.webhook"
     if "webhook_env" in t:
         name = string(t["webhook_env"], "alerts.webhook_env")
         url = os.environ.get(name)
         if not url:
             raise ValidationError("alerts.webhook_env", f"names {name}, which is not set",
                                   f"export {name}=https://... (the webhook URL), or remove it")
+        field = f"alerts.webhook_env ({name})"
     if url is not None and not url.startswith(("http://", "https://")):
-        raise ValidationError("alerts.webhook", "is not an http(s) URL",
+        raise ValidationError(field, "is not an http(s) URL",
                               "give the webhook URL, e.g. https://hooks.example.com/fbr")
     fmt = choice(t.get("format", "json"), "alerts.format", ("json", "telegram"), str)
     chat = string(t["chat_id"], "alerts.chat_id") if "chat_id" in t else ""

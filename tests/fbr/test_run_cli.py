@@ -183,6 +183,26 @@ def test_bad_input_one_message(tmp_path: Path, extra: str, words: list[str]) -> 
     assert not (tmp_path / "j.sqlite").exists() or "webhook" in extra  # nothing traded
 
 
+@pytest.mark.parametrize(("alerts", "field"), [
+    ('webhook = "hooks.example.com/SECRETPATH"', "alerts.webhook:"),
+    ('webhook_env = "FBR_TEST_HOOK"', "alerts.webhook_env (FBR_TEST_HOOK):"),
+])
+def test_bad_webhook_names_where_it_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              alerts: str, field: str) -> None:
+    """A webhook that is not an http(s) URL is named by the key the user wrote: the URL itself
+    (``alerts.webhook``), or the environment variable that held it (the message named
+    ``alerts.webhook``, a key the file does not have); the URL is never printed."""
+    from fbr.run_config import load_run_file
+    from models.errors import ValidationError
+
+    monkeypatch.setenv("FBR_TEST_HOOK", "hooks.example.com/SECRETPATH")
+    path = _write(tmp_path, BASE_RUN + f"[alerts]\n{alerts}\n")
+    with pytest.raises(ValidationError) as info:
+        load_run_file(path)
+    assert str(info.value).startswith(field) and "http(s) URL" in str(info.value)
+    assert "SECRETPATH" not in str(info.value)
+
+
 def test_live_without_keys_one_message(tmp_path: Path) -> None:
     text = BASE_RUN.replace('exchange = "paper"', 'exchange = "binanceusdm"')
     env = {k: v for k, v in os.environ.items() if not k.startswith("FBR_BINANCEUSDM_")}
