@@ -4,6 +4,7 @@ column lists, and :class:`RollTargets` (target holdings that declare rolls, reco
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -50,6 +51,9 @@ class BacktestResult:
     contango, a short into backwardation): the price
     gap between the legs, paid later through futures_pnl as the new contract converges, not a
     separate cash flow (exact for linear contracts when the old leg was at spot).
+    ``nav_open``: the NAV at the first step's prices before its trades (USD; NaN when unknown):
+    the first row's nav is after them, so nav_0 = nav_open - the first step's costs, and the total
+    return counts from nav_open.
     """
 
     steps: pd.DataFrame
@@ -62,6 +66,7 @@ class BacktestResult:
     spot_returns: pd.DataFrame
     policy: str
     rolls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROLL_COLUMNS))
+    nav_open: float = math.nan
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Every recorded frame by name (for comparisons and export)."""

@@ -122,6 +122,12 @@ def book_returns(result: BacktestResult) -> pd.Series:
     return (s["nav"].diff() / s["base"].shift(1)).iloc[1:]
 
 
+def opening_nav(result: BacktestResult) -> float:
+    """The NAV before the first step's trades (USD): ``result.nav_open``, or the first recorded
+    NAV (after those trades) for a result that does not carry it."""
+    return result.nav_open if math.isfinite(result.nav_open) else float(result.steps["nav"].iloc[0])
+
+
 def tracking_error(result: BacktestResult) -> float:
     """Annualised std of book return minus ideal return (sample std, ddof=1)."""
     diff = book_returns(result) - ideal_returns(result)
@@ -178,10 +184,11 @@ def _column(s: pd.DataFrame, name: str) -> pd.Series:
     return s[name] if name in s.columns else pd.Series(0.0, index=s.index)
 
 
-def _return_metrics(nav: pd.Series, index: pd.DatetimeIndex,
+def _return_metrics(nav: pd.Series, start: float, index: pd.DatetimeIndex,
                     years: float) -> tuple[float, float, float]:
-    """(total return over the span, its compounded annual rate, annualised NAV volatility)."""
-    total_return = float(nav.iloc[-1] / nav.iloc[0] - 1.0)
+    """(total return over the span, nav_end / start - 1 with ``start`` the NAV before the first
+    step's trades, its compounded annual rate, annualised NAV volatility from step to step)."""
+    total_return = float(nav.iloc[-1] / start - 1.0)
     growth = 1.0 + total_return
     annual = growth ** (1.0 / years) - 1.0 if years > 0 and growth > 0 else math.nan
     nav_ret = nav.pct_change().iloc[1:]
@@ -237,7 +244,7 @@ def compute_metrics(result: BacktestResult, *,
     def per_year(total: float) -> float:
         return total / scale
 
-    total_return, annual, vol = _return_metrics(nav, index, years)
+    total_return, annual, vol = _return_metrics(nav, opening_nav(result), index, years)
     exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
     slip = float(s["slippage_futures"].sum())
     funding = float(s["funding"].sum())

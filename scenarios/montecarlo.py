@@ -39,7 +39,7 @@ from optimizer.policies import Policy
 from optimizer.settings import SpotLegSettings
 from scenarios.collateral import CollateralPolicy
 from scenarios.market_path import MarketPath
-from scenarios.metrics import compute_metrics, percentile
+from scenarios.metrics import compute_metrics, opening_nav, percentile
 from scenarios.path_history import PathGenerator
 from scenarios.replay import run_backtest
 from scenarios.sweep import EngineSpec, run_sweep
@@ -212,7 +212,7 @@ class MonteCarloWork:
         m = dataclasses.asdict(compute_metrics(res))
         metrics = {k: float(v) for k, v in m.items() if k not in TIMING_FIELDS}
         nav = res.steps["nav"].to_numpy(dtype=float)
-        return PathOutcome(metrics=metrics, nav=nav / nav[0])
+        return PathOutcome(metrics=metrics, nav=nav / opening_nav(res))
 
 
 @dataclass(frozen=True)

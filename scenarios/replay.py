@@ -169,6 +169,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             if taxes is not None:
                 state.futures_basis = start_futures_basis(book, market)
             now = first_step(book, inputs, state, market, row, log.trades)
+            log.nav_open = now.nav
             if tau is None:
                 tau = initial_reserve(now)
         else:
@@ -291,4 +292,5 @@ def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog,
         spot_returns=spot_px / spot_px.shift(1) - 1.0,
         policy=policy.name,
         rolls=pd.DataFrame(log.rolls, columns=ROLL_COLUMNS),
+        nav_open=log.nav_open,
     )

@@ -68,7 +68,8 @@ def new_row() -> Row:
 @dataclass
 class ReplayLog:
     """What a replay records: one row per step with the end-of-step spot values, signed futures
-    notionals and effective weights (arrays, USD and fractions), and the event tables."""
+    notionals and effective weights (arrays, USD and fractions), the event tables and the NAV
+    before the first step's trades (USD)."""
 
     rows: list[Row] = field(default_factory=list)
     spot_values: list[np.ndarray] = field(default_factory=list)
@@ -77,6 +78,7 @@ class ReplayLog:
     trades: list[Event] = field(default_factory=list)
     liquidations: list[Event] = field(default_factory=list)
     rolls: list[Event] = field(default_factory=list)
+    nav_open: float = math.nan
 
     def record(self, row: Row, cash: float, end: StepValuation, margin: MarginModel) -> None:
         """Close the step: ``margin_ratio_end`` = MM / C after the trades and sweeps, the end

@@ -142,6 +142,25 @@ def test_spot_trade_moves_cash_and_pays_fee() -> None:
     assert s["traded_spot"].iloc[1] == pytest.approx(12_400.0, abs=1e-9)
 
 
+def test_total_return_counts_the_first_steps_costs() -> None:
+    """A spot trade at the first step costs its fee in the total return (the return counted from
+    the first row's NAV, after that trade, which left the fee out).
+
+    1 BTC @ 60,000 + 10 ETH @ 3,000 + 1,000 cash: NAV 91,000 before any trade. At step 0 sell
+    0.1 BTC (6,000, fee 6.00) and buy 2 ETH (6,000, fee 6.00): NAV 90,988 after. Step 1: BTC
+    66,000, ETH 2,900: NAV 0.9 x 66,000 + 12 x 2,900 + 1,000 - 12 = 95,188. Total return
+    95,188 / 91,000 - 1 (was 95,188 / 90,988 - 1)."""
+    book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (), spot={"BTC": 1.0, "ETH": 10.0},
+                targets={"BTC": 0.5, "ETH": 0.5}, cash=1_000.0)
+    idx = days(2)
+    spot = pd.DataFrame({"BTC": [60_000.0, 66_000.0], "ETH": [3_000.0, 2_900.0]}, index=idx)
+    res = run_backtest(book, MarketPath(spot=spot), Scripted(spot={idx[0]: {"BTC": 0.9, "ETH": 12.0}}))
+    assert res.nav_open == pytest.approx(91_000.0, abs=1e-9)
+    assert res.steps["nav"].iloc[0] == pytest.approx(90_988.0, abs=1e-6)
+    assert res.steps["nav"].iloc[1] == pytest.approx(95_188.0, abs=1e-6)
+    assert compute_metrics(res).total_return == pytest.approx(95_188.0 / 91_000.0 - 1, abs=1e-12)
+
+
 # --- (b) the PnL identity over a long synthetic run ---------------------------------------------
 
 def synthetic_case(n_days: int = 730, seed: int = 7) -> tuple[Book, MarketPath]:
