@@ -17,7 +17,8 @@ and whether a rebalance is due (with the plan it would send).
   3. a model: - x_j r_j n_j per contract, x_j its notional at mark now (USD, signed), r_j its
      current funding rate, n_j = floor(hours since the rebalance / funding interval) settlements;
 - a rebalance is due when the plan has legs and its fall in TE^2 beats its trading cost in the
-  optimiser's units: TE_before^2 - TE_after^2 > gamma_trade x trading cost / V.
+  optimiser's units: TE_before^2 - TE_after^2 > gamma_trade x trading cost / V, TE_after the TE
+  the plan's lot-rounded orders reach (the solution's own when the plan has no risk model).
 """
 
 from __future__ import annotations
@@ -260,8 +261,12 @@ def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
 
 def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, float, float]:
     """(due, TE^2 fall, gamma x trading cost / V; the spot leg's trades' cost too): see the module
-    docstring."""
-    benefit = solution.tracking_error_before ** 2 - solution.tracking_error_after ** 2
+    docstring. The fall is to the TE the plan reaches (lot-rounded, after dropped orders) when the
+    plan knows it, else to the solution's: a plan whose lots cannot get nearer the target than
+    the book is now is not due, however far the unrounded solution would go."""
+    reached = plan.tracking_error_residual
+    after = solution.tracking_error_after if reached is None else reached
+    benefit = solution.tracking_error_before ** 2 - after ** 2
     spot = solution.spot_costs.trading if solution.spot_costs is not None else 0.0
     trading = solution.costs.trading + spot
     cost = gamma_trade * trading / solution.base if solution.base > 0 else math.inf

@@ -79,6 +79,27 @@ def test_rebalance_due_when_the_te_fall_beats_the_cost(tmp_path: Path) -> None:
     assert not rep2.rebalance_due and rep2.tracking_error < rep.tracking_error / 10
 
 
+def test_due_is_judged_on_the_te_the_lots_reach() -> None:
+    """Unrounded, the solution takes TE from 2% to 1% (TE^2 falls by 3e-4) for a cost of
+    gamma x trading / V = 1 x 0.10 USD / 10,000 = 1e-5; but the plan's lot-rounded orders leave
+    TE at 2% (no fall): not due (it was, on the unrounded figure). A plan that reaches 1.5% is
+    due: 4e-4 - 2.25e-4 = 1.75e-4 > 1e-5; one without a TE is judged on the solution's."""
+    from executor.status import due
+
+    sol = dataclasses.replace(solution_with({"BTC-PERP": -1000.0}), tracking_error_before=0.02,
+                              tracking_error_after=0.01, base=10_000.0)
+    sol = dataclasses.replace(sol, costs=dataclasses.replace(sol.costs, fees=0.1))
+    book = three_asset_book()
+    plan = plan_orders(sol, book, market(), book_instruments(book), PlanOptions(venue="paper"))
+    assert plan.legs
+    stuck = dataclasses.replace(plan, tracking_error_before=0.02, tracking_error_residual=0.02)
+    assert due(sol, stuck, 1.0) == pytest.approx((False, 0.0, 1e-5))
+    nearer = dataclasses.replace(stuck, tracking_error_residual=0.015)
+    assert due(sol, nearer, 1.0) == pytest.approx((True, 1.75e-4, 1e-5))
+    unknown = dataclasses.replace(stuck, tracking_error_residual=None)
+    assert due(sol, unknown, 1.0) == pytest.approx((True, 3e-4, 1e-5))
+
+
 def test_a_solution_that_trades_spot_is_reported_not_refused() -> None:
     """With the spot leg on and the futures capped, the rebalance needs spot trades fbr does not
     send: the status still reports weights, margin and funding, plans no order, names the spot
