@@ -90,7 +90,8 @@ class ReplayInputs:
     - ``times`` the step timestamps, ``step_ns`` the same as UTC int64 ns;
     - ``spot`` (T x N) and ``mark`` (T x M) closes, USD;
     - ``settle_t`` / ``settle_r`` the funding settlements (:func:`funding_matrix`), ``settled``
-      (T) how many of them have timestamps at or before each step;
+      (T) how many of them have timestamps at or before each step; ``last_r`` (S x M) each
+      contract's latest rate at or before each settlement row (:func:`latest_rates`);
     - ``vol`` the daily impact vol (T x M; None without ADV); ``adv`` (T x len(adv_cols)) or
       ``adv_static``, USD a day; ``half_spread`` fractions of notional;
     - ``fee_spot`` the spot fee rate per asset; ``margin`` the one margin engine; ``expiries``
@@ -111,6 +112,7 @@ class ReplayInputs:
     step_ns: np.ndarray
     settle_t: np.ndarray
     settle_r: np.ndarray
+    last_r: np.ndarray
     settled: np.ndarray
     vol: np.ndarray | None
     adv: np.ndarray | None
@@ -176,6 +178,17 @@ def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray,
     return out
 
 
+def latest_rates(settle_r: np.ndarray) -> np.ndarray:
+    """Row i, contract j: j's latest settlement rate in rows 0..i (0 before its first). The
+    settlement matrix is the union of every contract's schedule with 0 where a contract did not
+    settle (as :func:`forecast_matrix` reads it), so a row where another contract settled alone
+    keeps j's previous rate: the funding rate a snapshot shows is the contract's own last one."""
+    out = settle_r.copy()
+    for i in range(1, out.shape[0]):
+        out[i] = np.where(settle_r[i] != 0.0, settle_r[i], out[i - 1])
+    return out
+
+
 def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_k: float,
                 liquidation_penalty: float, costs: CostSettings | None = None) -> ReplayInputs:
     """``path`` read as :class:`ReplayInputs` for ``book`` (spot fee: ``spot_fee`` for every asset,
@@ -195,7 +208,7 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
     return ReplayInputs(
         assets=list(book.asset_symbols), cons=list(cons), index=path.spot.index,
         times=[pd.Timestamp(t) for t in path.spot.index], spot=spot, mark=mark, step_ns=step_ns,
-        settle_t=settle_t, settle_r=settle_r,
+        settle_t=settle_t, settle_r=settle_r, last_r=latest_rates(settle_r),
         settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, adv=adv, adv_cols=adv_cols,
         adv_static=adv_static, half_spread=half,
         fee_spot=np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets]),
@@ -210,12 +223,13 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
 
 
 def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
-    """The market at step k: closes, marks, the latest funding rate at or before t (the policy's
-    view of carry, per settlement interval; 0 before the first settlement), half spreads, the
+    """The market at step k: closes, marks, each contract's latest funding rate at or before t
+    (the policy's view of carry, per settlement interval; 0 before its first settlement;
+    :func:`latest_rates`), half spreads, the
     ADV known at t (finite values only) and, with a forecast, each perpetual's forecast funding
     made from the settlements at or before t (``ReplayInputs.forecast``)."""
     n_settled = int(inputs.settled[k])
-    last_rate = inputs.settle_r[n_settled - 1] if n_settled > 0 else inputs.zero_rate
+    last_rate = inputs.last_r[n_settled - 1] if n_settled > 0 else inputs.zero_rate
     adv = inputs.adv_static if inputs.adv is None else {
         c: v for c, v in zip(inputs.adv_cols, inputs.adv[k].tolist(), strict=True) if math.isfinite(v)}
     return MarketSnapshot(time=inputs.times[k],

@@ -70,7 +70,7 @@ from scenarios.backtest_result import (
 )
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy, sweep_collateral
 from scenarios.market_path import MarketPath
-from scenarios.replay_inputs import funding_matrix, impact_vol, resolved_marks
+from scenarios.replay_inputs import funding_matrix, impact_vol, latest_rates, resolved_marks
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.settlement import expiry_ns, settle_expired
 
@@ -133,6 +133,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     spot_px = history.spot[assets].astype(float)
     marks = resolved_marks(book, history)
     settle_t, settle_r = funding_matrix(book, history)
+    latest = latest_rates(settle_r)
     step_ns = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns").asi8
     with_impact = history.adv is not None
     vol = impact_vol(book, history) if with_impact else None
@@ -177,9 +178,11 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
 
     for k, t in enumerate(index):
         ts = pd.Timestamp(t)
-        # the latest funding rate at or before t: the policy's view of carry
+        # each contract's latest funding rate at or before t: the policy's view of carry (the
+        # settlement table holds 0 where a contract did not settle; the frozen replay read the
+        # table's last row, 0 for a contract another one settled without: fixed in both)
         n_settled = int(np.searchsorted(settle_t, step_ns[k], side="right"))
-        last_rate = settle_r[n_settled - 1] if n_settled > 0 else zero_rate
+        last_rate = latest[n_settled - 1] if n_settled > 0 else zero_rate
         adv = adv_static if adv_arr is None else {
             c: v for c, v in zip(adv_cols, adv_arr[k].tolist(), strict=True) if math.isfinite(v)}
         market = MarketSnapshot(time=ts, spot=dict(zip(assets, spot_arr[k].tolist(), strict=True)),

@@ -162,3 +162,24 @@ def test_replay_positions_up_to_t_ignore_later_funding() -> None:
     # with changed later funding the BTC long is cut (0.4% per settlement is costly to hold)
     assert b["BTC-PERP"].iloc[-1] < a["BTC-PERP"].iloc[-1]
     assert math.isfinite(float(a.to_numpy().sum()))
+
+
+def test_a_snapshot_shows_each_contracts_own_last_rate() -> None:
+    """BTC settles at 00:00 and 08:00, SOL also alone at 04:00 and 06:00 (the settlement table
+    holds 0 for BTC in those rows). The 4 h step at 04:00 and the one at 08:00 show BTC's own last
+    rate: 1e-4 (set at 00:00), then 3e-4; SOL's 2e-4 then -5e-4 (its last, at 06:00). The
+    snapshot showed BTC at 0 after a row where SOL settled alone."""
+    assets = ("BTC", "SOL")
+    book = Book(tuple(SpotAsset(a) for a in assets),
+                tuple(FuturesContract(f"{a}-PERP", a) for a in assets),
+                spot={"BTC": 1.0, "SOL": 100.0}, targets={"BTC": 0.5, "SOL": 0.5}, cash=0.0)
+    idx = pd.date_range(T0, periods=3, freq="4h")
+    spot = pd.DataFrame({"BTC": [60_000.0] * 3, "SOL": [150.0] * 3}, index=idx)
+    times = [T0, T0 + pd.Timedelta(hours=4), T0 + pd.Timedelta(hours=6), T0 + pd.Timedelta(hours=8)]
+    funding = pd.DataFrame({"BTC-PERP": [1e-4, 0.0, 0.0, 3e-4],
+                            "SOL-PERP": [-1e-4, 2e-4, -5e-4, 0.0]}, index=pd.DatetimeIndex(times))
+    inputs = read_inputs(book, MarketPath(spot=spot, funding=funding), spot_fee=None, impact_k=1.0,
+                         liquidation_penalty=0.0)
+    seen = [dict(market_at(inputs, k).funding) for k in range(3)]
+    assert seen == [{"BTC-PERP": 1e-4, "SOL-PERP": -1e-4}, {"BTC-PERP": 1e-4, "SOL-PERP": 2e-4},
+                    {"BTC-PERP": 3e-4, "SOL-PERP": -5e-4}]
