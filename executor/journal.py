@@ -187,6 +187,13 @@ class Journal:
                                    "ORDER BY rowid LIMIT 1", (row[1], row[3])).fetchone()
         return None if newer is None else str(newer[0])
 
+    def plan_account(self, plan_id: str) -> str:
+        """The account key a plan was recorded for ("" when recorded without one)."""
+        row = self._conn.execute("SELECT account FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"plan {plan_id!r} is not in journal {self.path}")
+        return str(row[0] or "")
+
     def plan(self, plan_id: str) -> OrderPlan:
         """The stored plan (a clear error when unknown)."""
         row = self._conn.execute("SELECT plan_json FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()

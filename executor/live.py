@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ from executor.plan import (
 )
 from executor.plan_parts import round_to_step
 from executor.reconcile import DEFAULT_DELAYS_S, Finding, Reconciler, SentLeg, Verdict
-from executor.safety import redact
+from executor.safety import SafetyError, redact
 from models.book import Book
 from models.errors import ExitCode, FbrError, RefusedError
 from models.market import MarketSnapshot
@@ -147,6 +147,12 @@ class JournaledExecutor:
         with account_lock(account, self._lock_dir):
             self._messages = []
             plan = self.journal.plan(plan_id)
+            owner = self.journal.plan_account(plan_id)
+            if owner and owner != account:
+                raise RefusedError(f"plan {plan_id} was sent on another account than the one these "
+                                   f"keys open; reconciling it here would read the wrong "
+                                   f"positions and trade this account. Fix: resume it with the "
+                                   f"keys it was executed with")
             newer = self.journal.successor(plan_id)
             if newer is not None:
                 raise RefusedError(f"plan {plan_id} is superseded by the newer plan {newer} for the "
@@ -157,8 +163,9 @@ class JournaledExecutor:
 
     # --- the loop -----------------------------------------------------------------------------
     def _run(self, plan: OrderPlan) -> ExecutionReport:
-        if self._pending(plan.plan_id):
-            self.gateway.prepare(self._instruments(plan))
+        """Reconcile, then send rounds. The account is set up for trading first (position mode
+        checked, margin mode and leverage set), a resumed plan included: a round may send."""
+        self.gateway.prepare(self._instruments(plan))
         try:
             self._settle_in_doubt(plan)
             self._rounds(plan)
@@ -169,9 +176,6 @@ class JournaledExecutor:
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
                                   f"when the exchange answers again")
         return self._report(plan)
-
-    def _pending(self, plan_id: str) -> bool:
-        return any(not o.status.final for o in self.journal.orders(plan_id))
 
     def _instruments(self, plan: OrderPlan) -> dict[str, Instrument]:
         return {s: self.ctx.instruments[s] for s in plan.reachable}
@@ -254,9 +258,24 @@ class JournaledExecutor:
         nxt = max((r.leg for r in rows), default=-1) + 1
         remaining = legs_toward(positions, target, self.ctx.instruments, self.ctx.market, options,
                                 plan.plan_id, nxt)
+        self._check_limits(plan, rows, remaining.legs, options)
         if remaining.legs:
             self.journal.add_legs(plan.plan_id, remaining.legs)
         return list(remaining.legs)
+
+    def _check_limits(self, plan: OrderPlan, rows: Sequence[JournalOrder],
+                      legs: Sequence[OrderLeg], options: PlanOptions) -> None:
+        """The per-order and per-plan USD limits on re-planned legs, the plan's fills so far
+        (|filled| x notional per contract at the plan's marks) counted against the per-plan one;
+        a breach stops the plan before anything more is sent."""
+        traded = sum(abs(r.filled) * self.ctx.instruments[r.symbol].contract.notional_per_contract(
+            self.ctx.market.mark_price(r.symbol)) for r in rows if r.symbol in self.ctx.instruments)
+        try:
+            options.limits.check((leg.notional for leg in legs), already_usd=traded)
+        except SafetyError as exc:
+            self._messages.append(f"the orders re-planned from the account's positions break a "
+                                  f"limit, so nothing more was sent: {exc}")
+            raise PlanStoppedError from None
 
     def _at_start(self, plan: OrderPlan, positions: Mapping[str, float]) -> bool:
         return all(within_lot(positions.get(s, 0.0), q, self.ctx.instruments[s].contract.lot_step)

@@ -39,9 +39,11 @@ class Limits:
             if math.isnan(v) or v <= 0:
                 raise ValidationError(f"limits.{name}", f"is {v}", "give a USD limit > 0")
 
-    def check(self, order_notionals: Iterable[float]) -> None:
-        """Raise :class:`SafetyError` if one order or the sum exceeds its limit (USD)."""
-        total = 0.0
+    def check(self, order_notionals: Iterable[float], already_usd: float = 0.0) -> None:
+        """Raise :class:`SafetyError` if one order or the sum exceeds its limit (USD); the sum
+        starts at ``already_usd``, what the plan has traded before these orders (legs re-planned
+        while a plan is sent count against the same per-plan limit as its first legs)."""
+        total = already_usd
         for n in order_notionals:
             if abs(n) > self.max_order_usd + 1e-9:
                 raise SafetyError(f"an order of {abs(n):,.2f} USD exceeds the per-order limit "

@@ -27,6 +27,7 @@ from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.lock import AccountBusyError, account_lock
 from executor.plan import OrderLeg, OrderType, PlanOptions, Side
+from executor.safety import Limits
 from executor.workflow import Prepared, prepare_plan
 from fbr.config import load_book_file
 from models.errors import RefusedError
@@ -54,10 +55,12 @@ def _emulator(clock: SimClock) -> BinanceEmulator:
     return BinanceEmulator(lag_clock=clock.now).start()
 
 
-def _setup(emu: BinanceEmulator, tmp_path: Path) -> tuple[CcxtGateway, Prepared, Journal, Any]:
+def _setup(emu: BinanceEmulator, tmp_path: Path, limits: Limits | None = None
+           ) -> tuple[CcxtGateway, Prepared, Journal, Any]:
     loaded = load_book_file(SEED_BOOK)
     gw = CcxtGateway(emu.exchange(timeout=TIMEOUT_MS), base_delay_s=0.0)
-    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+    options = PlanOptions() if limits is None else PlanOptions(limits=limits)
+    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options)
     return gw, prep, Journal(tmp_path / "j.sqlite"), loaded.risk
 
 
@@ -340,6 +343,75 @@ def test_resume_sends_only_what_the_account_still_needs(tmp_path: Path) -> None:
         sent = [r.params["symbol"] for r in emu.requests_to(ORDER, "POST")[posts:]]
         assert sent == [BINANCE[prep.plan.legs[2].symbol]]  # only SOL: ETH is there already
         assert report.complete
+        j.close()
+
+
+def test_a_plan_is_resumed_only_on_its_own_account(tmp_path: Path) -> None:
+    """Leg 0 fills on account X and the process dies before journalling it; a resume with account
+    Y's keys is refused before anything is read or sent (it reconciled leg 0 against Y, found it
+    "not placed", and traded the whole plan on Y)."""
+    clock = SimClock()
+    with _emulator(clock) as emu_x, BinanceEmulator(api_key="key-Y", secret="sec-Y",
+                                                    lag_clock=clock.now).start() as emu_y:
+        gw, prep, j, risk = _setup(emu_x, tmp_path)
+
+        def fill_then_die(leg: OrderLeg) -> Any:
+            gw.create_order(leg)
+            raise Crash()
+
+        with pytest.raises(Crash):
+            _executor(Wrapped(gw, create_order=fill_then_die), prep, j, risk, clock).execute(prep.plan)
+        gw_y = CcxtGateway(emu_y.exchange(timeout=TIMEOUT_MS), base_delay_s=0.0)
+        assert gw_y.account_key() != gw.account_key()
+        with pytest.raises(RefusedError, match="another account"):
+            _executor(gw_y, prep, j, risk, clock).resume(prep.plan.plan_id)
+        assert emu_y.requests_to(ORDER, "POST") == []
+        assert j.order(prep.plan.plan_id, 0).status == OrderStatus.SENDING  # still in doubt, on X
+        report = _executor(gw, prep, j, risk, clock).resume(prep.plan.plan_id)
+        assert report.complete
+        assert_exactly_once(emu_x, prep, j)
+        j.close()
+
+
+def test_re_planned_legs_keep_the_usd_limits(tmp_path: Path) -> None:
+    """Limits of 5,000 USD an order and 10,000 a plan; the process dies before the first send,
+    and someone opens 2 BTC (120,000 USD) by hand. The resume re-plans from the account: selling
+    2 BTC is 24x the per-order limit, so nothing is sent and the messages name the limit (it sent
+    the 120,000 USD order: only the first plan's legs were checked)."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        gw, prep, j, risk = _setup(emu, tmp_path, Limits(max_order_usd=5_000, max_plan_usd=10_000))
+
+        def die(leg: OrderLeg) -> None:
+            raise Crash()
+
+        ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments, risk),
+                               retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep, on_leg=die)
+        with pytest.raises(Crash):
+            ex.execute(prep.plan)
+        emu.set_position("BTCUSDT", 2.0, 60_000.0)
+        report = _executor(gw, prep, j, risk, clock).resume(prep.plan.plan_id)
+        assert emu.requests_to(ORDER, "POST") == []
+        assert not report.complete and any("per-order limit" in m for m in report.messages)
+        j.close()
+
+
+def test_a_resume_sets_the_account_up_before_it_sends(tmp_path: Path) -> None:
+    """The first run ends with leg 0 rejected (insufficient margin); the account is then switched
+    to hedge mode. Resuming in a fresh process checks the position mode again and refuses, and
+    sends nothing (it skipped the set-up when no leg was in doubt and sent the remaining legs)."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        emu.inject(Fault.INSUFFICIENT_MARGIN, path=ORDER, method="POST")
+        first = _executor(gw, prep, j, risk, clock).execute(prep.plan)
+        assert not first.complete
+        posts = len(emu.requests_to(ORDER, "POST"))
+        emu.set_hedge_mode(True)
+        fresh = CcxtGateway(emu.exchange(timeout=TIMEOUT_MS), base_delay_s=0.0)
+        with pytest.raises(ExchangeSetupError, match="one-way"):
+            _executor(fresh, prep, j, risk, clock).resume(prep.plan.plan_id)
+        assert len(emu.requests_to(ORDER, "POST")) == posts
         j.close()
 
 
