@@ -15,7 +15,7 @@ For each size N (assets; one linear perpetual per asset, so M = N contracts) and
   fbr's lean ``optimizer.engines.ClarabelEngine`` (a fresh ``DefaultSolver`` per solve at
   ``CLARABEL_SETTINGS``, a 1e-9 gap, with Clarabel's reduced tolerances at its full defaults so that an
   'almost solved' answer meets them; a stall short of them is tried again at Clarabel's defaults,
-  then rescaled: ``optimizer.engines.CLARABEL_ATTEMPTS``);
+  then on a careful path and rescaled: ``optimizer.engines.CLARABEL_ATTEMPTS``);
 - ``hybrid``: the ``qp`` problem plus the spot leg (spot buys/sells with fee + half spread) and its
   tax term (25% rates, 3 lots per asset on day 0 with mixed gains and losses, compiled with 4 pieces
   per asset; ``--harvest-losses`` credits losses), still a QP served by PIQP through ``PiqpEngine``

@@ -71,12 +71,23 @@ CLARABEL_SETTINGS: dict[str, float] = {
     **{f"reduced_{key}": val for key, val in CLARABEL_ACCEPT.items()}}
 #: the last of CLARABEL_ATTEMPTS multiplies the objective by this (ClarabelEngine.solve)
 RESCALE = 100.0
+#: a more careful interior-point path, added to the tight settings in a rescue attempt: more
+#: equilibration passes (Clarabel's default is 10) and shorter steps (its default fraction to the
+#: cone boundary is 0.99), the usual cures of a solve that stalls on a badly scaled problem
+CAREFUL: dict[str, float] = {"equilibrate_max_iter": 50, "max_step_fraction": 0.95}
+#: the tight settings on the careful path
+CAREFUL_SETTINGS: dict[str, float] = {**CLARABEL_SETTINGS, **CAREFUL}
 #: the attempts of one conic solve, in order, as (options, objective scale): the tight settings;
-#: Clarabel's defaults (a different path that often solves where the tight one stalls); the tight
-#: settings with the objective multiplied by :data:`RESCALE` (Clarabel's progress test depends on
-#: the objective's scale; the minimiser does not), only when neither gave an answer
+#: Clarabel's defaults (a different path that often solves where the tight one stalls); then,
+#: only when neither gave an answer (the first :data:`FIRST_TRIES` attempts gave no optimal,
+#: infeasible or inaccurate one), the rescue attempts: the tight settings on the careful path
+#: (:data:`CAREFUL`), and the tight settings with the objective multiplied by :data:`RESCALE`
+#: (Clarabel's progress test depends on the objective's scale; the minimiser does not)
 CLARABEL_ATTEMPTS: tuple[tuple[dict[str, float], float], ...] = (
-    (CLARABEL_SETTINGS, 1.0), ({}, 1.0), (CLARABEL_SETTINGS, RESCALE))
+    (CLARABEL_SETTINGS, 1.0), ({}, 1.0), (CAREFUL_SETTINGS, 1.0),
+    (CLARABEL_SETTINGS, RESCALE))
+#: how many of CLARABEL_ATTEMPTS always run; the later ones are rescue attempts
+FIRST_TRIES = 2
 #: environment variable: when set (not "" or "0"), an exception inside an engine is re-raised
 #: instead of being recorded and answered by a retry or the next solver (the test suite sets it)
 STRICT_ENV = "FBR_STRICT_SOLVERS"
@@ -342,9 +353,9 @@ class ClarabelEngine(CvxpyDataEngine):
         errors: list[str] = []
         crash: Exception | None = None
         kept: tuple[RawResult, Any, dict[str, float], float] | None = None
-        for options, scale in self._attempts():
-            if scale != 1.0 and kept is not None and kept[0].status == OPTIMAL_INACCURATE:
-                break  # the rescaled try is for a solve with no answer at all
+        for k, (options, scale) in enumerate(self._attempts()):
+            if k >= FIRST_TRIES and kept is not None and kept[0].status == OPTIMAL_INACCURATE:
+                break  # the rescue attempts are for a solve with no answer at all
             self.attempt_options, self.scale = options, scale
             try:
                 res = self._attempt(t0)
@@ -365,8 +376,11 @@ class ClarabelEngine(CvxpyDataEngine):
         return replace(res, seconds=time.perf_counter() - t0, errors=tuple(errors))
 
     def _attempts(self) -> tuple[tuple[dict[str, float], float], ...]:
-        """:data:`CLARABEL_ATTEMPTS` with this engine's options in place of CLARABEL_SETTINGS."""
-        return tuple((self.options if opts is CLARABEL_SETTINGS else opts, scale)
+        """:data:`CLARABEL_ATTEMPTS` with this engine's options in place of CLARABEL_SETTINGS
+        (the careful attempt: this engine's options on the careful path)."""
+        return tuple((self.options if opts is CLARABEL_SETTINGS
+                      else {**self.options, **CAREFUL} if opts is CAREFUL_SETTINGS
+                      else opts, scale)
                      for opts, scale in CLARABEL_ATTEMPTS)
 
     def unpack(self) -> None:

@@ -143,16 +143,18 @@ def _raw(status: str, x: np.ndarray | None = None) -> Any:
     (["PrimalInfeasible"], "infeasible", 1),
     (["InsufficientProgress", "Solved"], "optimal", 2),
     (["InsufficientProgress", "NumericalError", "Solved"], "optimal", 3),
-    (["InsufficientProgress", "AlmostSolved"], "optimal_inaccurate", 2),  # no rescaled try
-    (["NumericalError", "NumericalError", "NumericalError"], "solver_error", 3),
+    (["InsufficientProgress", "NumericalError", "AlmostSolved"], "optimal", 3),  # careful, tight
+    (["InsufficientProgress", "NumericalError", "NumericalError", "Solved"], "optimal", 4),
+    (["InsufficientProgress", "AlmostSolved"], "optimal_inaccurate", 2),  # no rescue attempt
+    (["NumericalError"] * 4, "solver_error", 4),
 ])
 def test_the_attempt_ladder(monkeypatch: pytest.MonkeyPatch, statuses: list[str], served: str,
                             attempts: int) -> None:
-    """CLARABEL_ATTEMPTS in order (tight, defaults, tight rescaled) until one is optimal or
-    infeasible; an 'almost solved' answer is optimal only at the tight settings (its reduced
-    tolerances are CLARABEL_ACCEPT), inaccurate at Clarabel's defaults, and then served without
-    the rescaled try (which is for a solve with no answer at all); the served attempt's options
-    and scale stay for unpack."""
+    """CLARABEL_ATTEMPTS in order (tight, defaults, tight on the careful path, tight rescaled)
+    until one is optimal or infeasible; an 'almost solved' answer is optimal only at the tight
+    settings (its reduced tolerances are CLARABEL_ACCEPT, the careful path's too), inaccurate at
+    Clarabel's defaults, and then served without the rescue attempts (which are for a solve with
+    no answer at all); the served attempt's options and scale stay for unpack."""
     hp = _conic_problem()
     eng = hp.engine(SolverName.CLARABEL)
     assert isinstance(eng, ClarabelEngine)
@@ -217,9 +219,9 @@ def test_a_crashed_clarabel_solve_is_retried_rescaled_before_scs(
 
     monkeypatch.setattr(engines.ClarabelEngine, "_call", fails_unscaled)
     got = hp.solve()
-    assert got.tried == (("CLARABEL", "error: RuntimeError: InsufficientProgress"),
-                         ("CLARABEL", "error: RuntimeError: InsufficientProgress"),
-                         ("CLARABEL", "optimal"))  # tight, defaults (both crash), rescaled
+    crash = ("CLARABEL", "error: RuntimeError: InsufficientProgress")
+    assert got.tried == (crash, crash, crash, ("CLARABEL", "optimal"))
+    # tight, defaults, careful (all crash), rescaled
     assert ref.result.z is not None and got.result.z is not None
     np.testing.assert_allclose(got.result.z, ref.result.z, atol=1e-6)  # two solves, gap 1e-9
     assert got.result.objective == pytest.approx(ref.result.objective, rel=1e-6, abs=1e-12)
