@@ -11,9 +11,15 @@ At each check:
    fills (a non-final state is polled on until the window ends);
 2. the contract's position against the position journalled before the send: any change ->
    the order was placed (this executor holds the account's lock: nothing else trades it). A change
-   of the whole order settles it at once; a part keeps the window going so the lookup can confirm
-   it. The fills are then taken from the position change and the trade history since the send
-   (price = sum q p / sum q, fees summed).
+   of the whole order settles it at once when the trade history since the send accounts for the
+   whole quantity; otherwise (the trades lag the position, as the order does) the window goes on
+   so the lookup or the trades can confirm it. The fills are then taken from the position change
+   and the trade history since the send (price = sum q p / sum q, fees summed, USD).
+
+A position change the trade history never accounted for by the end of the window is still PLACED
+(never resent): the quantity the trades do not show is priced at the leg's price (the mark the
+plan was made at) with the contract's taker fee on that notional, and the journal's message says
+the figures are estimated.
 
 Only when the whole window passed with every read answered, no order found, the position exactly
 as before and no trade on the contract since the send is the verdict NOT_PLACED (a resend is then
@@ -90,6 +96,7 @@ class Reconciler:
         found: OrderState | None = None
         blind = False
         looked = False
+        whole = False  # the position showed the whole order at some check
         for k, delay in enumerate((0.0, *self.delays)):
             if delay > 0:
                 self._sleep(delay)
@@ -100,7 +107,10 @@ class Reconciler:
                 blind = True
                 log.warning("reconcile %s check %d: %s", sent.leg.client_id, k, redact(str(exc)))
             if not blind and moved is not None and abs(moved - sent.leg.signed_contracts) < 1e-12:
-                return self._from_position(sent, moved)  # the whole order shows: no doubt
+                whole = True  # placed and filled: no doubt; done once the trades show it all
+                early = self._from_trades(sent, moved)
+                if early is not None:
+                    return early
             try:
                 found = self._lookup(sent) or found
                 looked = True
@@ -109,6 +119,8 @@ class Reconciler:
                 log.warning("reconcile %s lookup %d: %s", sent.leg.client_id, k, redact(str(exc)))
             if found is not None and found.status.final:
                 return Finding(Verdict.PLACED, found, "found by client id")
+        if whole:  # the position showed it all; neither the lookup nor the trades ever did
+            return self._from_position(sent, sent.leg.signed_contracts)
         return self._verdict(sent, found, moved, blind or not looked, exists)
 
     def _verdict(self, sent: SentLeg, found: OrderState | None, moved: float | None, blind: bool,
@@ -168,23 +180,49 @@ class Reconciler:
         delta = now - sent.position_before
         return 0.0 if abs(delta) < 1e-12 else delta
 
-    def _from_position(self, sent: SentLeg, moved: float) -> Finding:
-        """PLACED from the position change (the lookup never confirmed it)."""
+    def _from_trades(self, sent: SentLeg, moved: float) -> Finding | None:
+        """PLACED from the position change when the trade history since the send accounts for all
+        of it (contracts); None while it does not (or cannot be read): the window goes on."""
+        try:
+            trades = self._unexplained(sent)
+        except ReadFailedError:
+            return None
+        if abs(_quantity(trades) - abs(moved)) > 1e-9 * max(abs(moved), 1.0):
+            return None
+        return self._from_position(sent, moved, trades)
+
+    def _from_position(self, sent: SentLeg, moved: float,
+                       trades: Sequence[Trade] | None = None) -> Finding:
+        """PLACED from the position change (the lookup never confirmed it), with the fills from
+        ``trades`` (read here when None); what they do not show is estimated (module doc)."""
         leg = sent.leg
         if moved * leg.signed_contracts < 0 or abs(moved) > leg.contracts * (1 + 1e-9):
             return Finding(Verdict.UNKNOWN, None, f"{leg.symbol} moved by {moved:+g} contracts "
                            f"since the send, which this order ({leg.signed_contracts:+g}) "
                            f"does not explain")
-        try:
-            trades = self._unexplained(sent)
-        except ReadFailedError:
-            trades = []
+        if trades is None:
+            try:
+                trades = self._unexplained(sent)
+            except ReadFailedError:
+                trades = []
         filled = abs(moved)
         status = OrderStatus.FILLED if filled >= leg.contracts * (1 - 1e-9) else OrderStatus.PARTIAL
-        state = OrderState(leg.client_id, _order_id(trades), status, filled, _average(trades),
-                           sum(t.fee for t in trades))
-        return Finding(Verdict.PLACED, state, "the order lookup never found it; confirmed by the "
-                       "position change and the trade history")
+        average, fee = _average(trades), sum(t.fee for t in trades)
+        reason = ("the order lookup never found it; confirmed by the position change and the "
+                  "trade history")
+        missing = filled - _quantity(trades)
+        if missing > 1e-9 * max(filled, 1.0):  # the trades never showed this part
+            c = sent.instrument.contract
+            est_fee = c.taker_fee * missing * c.notional_per_contract(leg.price)
+            seen = filled - missing
+            average = (seen * (average or 0.0) + missing * leg.price) / filled
+            fee += est_fee
+            reason = (f"the order lookup never found it; confirmed by the position change. "
+                      f"Estimated: {missing:g} of {filled:g} contracts never showed in the trade "
+                      f"history, priced at the plan's mark {leg.price:g} USD with the taker fee "
+                      f"{c.taker_fee:g} ({est_fee:.6g} USD)")
+        state = OrderState(leg.client_id, _order_id(trades), status, filled, average, fee)
+        return Finding(Verdict.PLACED, state, reason)
 
 
 def _optional(read: Callable[[], list[_R]], what: str) -> list[_R]:
@@ -199,7 +237,13 @@ def _optional(read: Callable[[], list[_R]], what: str) -> list[_R]:
         return []
 
 
+def _quantity(trades: Sequence[Trade]) -> float:
+    """Contracts filled over ``trades`` (>= 0)."""
+    return sum(abs(t.contracts) for t in trades)
+
+
 def _average(trades: Sequence[Trade]) -> float | None:
+    """Fill price over ``trades`` (USD, quantity-weighted), None without any."""
     qty = sum(abs(t.contracts) for t in trades)
     return None if qty == 0 else sum(abs(t.contracts) * t.price for t in trades) / qty
 

@@ -112,6 +112,61 @@ def test_lookup_lag_after_accept_never_leads_to_a_second_order(tmp_path: Path, f
         j.close()
 
 
+def test_a_lagging_fill_is_journalled_with_the_trades_price_fee_and_id(tmp_path: Path) -> None:
+    """The position shows the whole order at once, its trades only after the 3 s lag. The reconcile
+    used to conclude on the position alone: price None, fee 0, no exchange id. By hand: leg 0 sells
+    0.012 BTC at the 60,000 mark; fee 0.012 x 60,000 x 0.05% = 0.36 USD."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        emu.lookup_lag_s = 3.0
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        emu.inject(Fault.DISCONNECT_AFTER_ACCEPT, path=ORDER, method="POST", delay_s=1.0)
+        report = _executor(gw, prep, j, risk, clock).execute(prep.plan)
+        first = prep.plan.legs[0]
+        assert (first.symbol, first.side, first.contracts) == ("BTC-PERP", Side.SELL, 0.012)
+        (order,) = emu.orders_for(first.client_id)  # never resent
+        row = j.order(prep.plan.plan_id, 0)
+        assert row.status == OrderStatus.FILLED and row.filled == pytest.approx(0.012)
+        assert row.exchange_id == str(order.orderId)
+        assert row.average == pytest.approx(60_000.0)
+        assert row.fee == pytest.approx(0.36)
+        assert "Estimated" not in row.message
+        fill = j.fills(prep.plan.plan_id)[0]
+        assert fill["price"] == pytest.approx(60_000.0) and fill["fee"] == pytest.approx(0.36)
+        assert report.legs[0].average == pytest.approx(60_000.0)
+        assert report.legs[0].fee == pytest.approx(0.36)
+        assert sum(clock.slept) >= 3.0  # it waited for the trades
+        assert report.outcome == Outcome.COMPLETE
+        assert_exactly_once(emu, prep, j)
+        j.close()
+
+
+def test_a_fill_the_trades_never_show_is_estimated_never_resent(tmp_path: Path) -> None:
+    """The trades stay invisible past the whole 15.75 s window while the position shows the order:
+    PLACED and FILLED (no resend), priced at the plan's mark 60,000 with the taker fee
+    0.012 x 60,000 x 0.05% = 0.36 USD, no exchange id, and the message says it is estimated."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        emu.lookup_lag_s = 100.0
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        emu.inject(Fault.DISCONNECT_AFTER_ACCEPT, path=ORDER, method="POST", delay_s=1.0)
+        report = _executor(gw, prep, j, risk, clock).execute(prep.plan)
+        first = prep.plan.legs[0]
+        assert first.contracts == 0.012 and first.price == 60_000.0
+        posts = [r for r in emu.requests_to(ORDER, "POST")
+                 if r.params.get("newClientOrderId") == first.client_id]
+        assert len(posts) == 1 and len(emu.orders_for(first.client_id)) == 1
+        row = j.order(prep.plan.plan_id, 0)
+        assert row.status == OrderStatus.FILLED and row.exchange_id is None
+        assert row.average == pytest.approx(60_000.0) and row.fee == pytest.approx(0.36)
+        assert "Estimated: 0.012 of 0.012 contracts" in row.message
+        assert "mark 60000 USD" in row.message
+        assert sum(clock.slept) == pytest.approx(15.75)  # the whole window
+        assert report.outcome == Outcome.COMPLETE
+        assert_exactly_once(emu, prep, j)
+        j.close()
+
+
 def test_an_order_never_placed_is_resent_only_after_the_whole_window(tmp_path: Path) -> None:
     clock = SimClock()
     with _emulator(clock) as emu:
