@@ -74,13 +74,16 @@ class FundingPayment:
 @dataclass(frozen=True)
 class Trade:
     """One fill on the account: the exchange's order id, signed contracts (> 0 bought), price
-    (USD), fee (USD) and time (ms, UTC)."""
+    (USD), fee (USD) and time (ms, UTC). ``fee_estimated``: the exchange charged the fee in a
+    currency with no USD price at hand (a BNB discount), so ``fee`` is the contract's taker fee on
+    the fill notional instead."""
 
     order_id: str
     contracts: float
     price: float
     fee: float
     time_ms: int
+    fee_estimated: bool = False
 
 
 class AmbiguousOrderError(FbrError):

@@ -8,7 +8,13 @@ the account's orders and fills.
   fate open becomes :class:`~executor.base.AmbiguousOrderError` for the executor to reconcile
   (:func:`executor.ccxt_errors.order_error`); everything else is a definite rejection;
 - order states: quantities in contracts, average price in USD, fee in USD (the answer's, else the
-  taker fee schedule on the filled notional).
+  taker fee schedule on the filled notional);
+- fees in USD (:func:`fee_usd`): ccxt reports each fee in the currency the exchange charged it in.
+  A stablecoin (USDT, USDC, USD; no fee currency given counts as one) is taken at 1 USD; the
+  contract's base asset is converted at the fill price; any other currency (BNB with Binance's fee
+  discount) has no price here, so the fee becomes the contract's taker fee on the fill notional,
+  flagged as an estimate (:attr:`executor.base.Trade.fee_estimated`; an order state falls back to
+  the same taker fee schedule).
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
@@ -29,7 +35,24 @@ from executor.safety import redact
 _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
            "cancelled": OrderStatus.CANCELED, "expired": OrderStatus.CANCELED,
            "rejected": OrderStatus.REJECTED}
+#: Fee currencies counted at 1 USD.
+USD_CURRENCIES = frozenset({"USDT", "USDC", "USD"})
 
+
+def fee_usd(cost: float, currency: str | None, base: str, price: float | None) -> float | None:
+    """A fee of ``cost`` units of ``currency`` in USD: as is for a stablecoin (or no currency
+    given), ``cost`` x ``price`` (USD per base unit, the fill price) for the contract's ``base``
+    asset; None when it cannot be priced here (the caller then estimates it)."""
+    if currency is None or currency.upper() in USD_CURRENCIES:
+        return cost
+    if currency.upper() == base.upper() and price is not None and price > 0:
+        return cost * price
+    return None
+
+
+def _base(exchange_symbol: str) -> str:
+    """The base asset of a ccxt unified symbol (``BTC/USDT:USDT`` -> ``BTC``)."""
+    return exchange_symbol.split("/")[0]
 
 
 class CcxtOrders(CcxtBase):
@@ -43,16 +66,24 @@ class CcxtOrders(CcxtBase):
                 for r in rows]
 
     def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
-        """The account's fills on one contract since ``since_ms`` (Binance userTrades)."""
+        """The account's fills on one contract since ``since_ms`` (Binance userTrades); fees in USD
+        (see :func:`fee_usd`; a fee in a currency without a price here is the contract's taker fee
+        on the fill notional, flagged ``fee_estimated``)."""
         rows = self._read("fetch_my_trades", self.ex.fetch_my_trades, instrument.exchange_symbol,
                           int(since_ms))
+        c = instrument.contract
         out = []
         for r in rows:
             q = float(r.get("amount") or 0.0)
-            fee = (r.get("fee") or {}).get("cost")
+            price = float(r.get("price") or 0.0)
+            fee_info = r.get("fee") or {}
+            cost = float(fee_info.get("cost") or 0.0)
+            fee = fee_usd(cost, fee_info.get("currency"), _base(instrument.exchange_symbol), price)
+            estimated = fee is None
+            if fee is None:
+                fee = c.taker_fee * q * c.notional_per_contract(price)
             out.append(Trade(str(r.get("order") or ""), q if r.get("side") == "buy" else -q,
-                             float(r.get("price") or 0.0), float(fee or 0.0),
-                             int(r.get("timestamp") or 0)))
+                             price, fee, int(r.get("timestamp") or 0), estimated))
         return out
 
     def prepare(self, instruments: Mapping[str, Instrument]) -> None:
@@ -91,9 +122,14 @@ class CcxtOrders(CcxtBase):
         avg = float(average) if average else None
         fee_info = order.get("fee") or {}
         c = self._contracts.get(symbol)
+        answered = None
         if fee_info.get("cost") is not None:
-            fee = float(fee_info["cost"])
-        elif c is not None and avg is not None:  # not in the order answer: the taker fee schedule
+            answered = fee_usd(float(fee_info["cost"]), fee_info.get("currency"),
+                               _base(str(order.get("symbol") or "")), avg)
+        if answered is not None:
+            fee = answered
+        elif c is not None and avg is not None:  # not in the answer, or in a currency without a
+            # price here: the taker fee schedule
             fee = c.taker_fee * filled * c.notional_per_contract(avg)
         else:
             fee = 0.0

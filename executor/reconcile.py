@@ -19,7 +19,8 @@ At each check:
 A position change the trade history never accounted for by the end of the window is still PLACED
 (never resent): the quantity the trades do not show is priced at the leg's price (the mark the
 plan was made at) with the contract's taker fee on that notional, and the journal's message says
-the figures are estimated.
+the figures are estimated. So does it when a trade's fee was charged in a currency without a USD
+price (:attr:`executor.base.Trade.fee_estimated`).
 
 Only when the whole window passed with every read answered, no order found, the position exactly
 as before and no trade on the contract since the send is the verdict NOT_PLACED (a resend is then
@@ -221,6 +222,10 @@ class Reconciler:
                       f"Estimated: {missing:g} of {filled:g} contracts never showed in the trade "
                       f"history, priced at the plan's mark {leg.price:g} USD with the taker fee "
                       f"{c.taker_fee:g} ({est_fee:.6g} USD)")
+        n_est = sum(1 for t in trades if t.fee_estimated)
+        if n_est:
+            reason += (f". Fee estimated: {n_est} trade(s) charged in a currency without a USD "
+                       f"price here; counted at the taker fee on the fill notional")
         state = OrderState(leg.client_id, _order_id(trades), status, filled, average, fee)
         return Finding(Verdict.PLACED, state, reason)
 

@@ -88,6 +88,9 @@ clock's monotonic time by default, a simulated one in the chaos tests):
   one is refused (-1106);
 - partial fills (:attr:`Fault.PARTIAL_FILL`): a market order fills half (rounded down to the step)
   and expires;
+- the fee discount (``commission_asset``, default USDT): ``userTrades`` reports each commission in
+  that asset, ``fee x (1 - commission_discount) / price`` (price: the trade's for the symbol's base
+  asset, ``asset_prices`` otherwise; BNB 600 USD by default). The wallet is still charged in USDT;
 - concurrent callers: the server is threaded; every request runs under one lock, in arrival order.
 """
 
@@ -470,6 +473,10 @@ class BinanceEmulator:
         self._partial_next = False
         #: seconds an accepted order stays invisible to lookups (a number, or a callable per order)
         self.lookup_lag_s: float | Callable[[], float] = 0.0
+        #: the asset userTrades reports commissions in, its discount (fraction) and USD prices
+        self.commission_asset = "USDT"
+        self.commission_discount = 0.10
+        self.asset_prices: dict[str, float] = {"BNB": 600.0}
         self.hedge_mode = False
         self.hedge_rows: dict[str, tuple[float, float]] = {}
         #: Multi-Assets mode: non-stable assets in the futures wallet (base units) and bid buffers
@@ -1483,9 +1490,18 @@ class BinanceEmulator:
         return [{"symbol": t.symbol, "id": t.id, "orderId": t.order_id, "side": t.side,
                  "price": _num(t.price), "qty": _fmt(t.qty, m.quantity_precision),
                  "realizedPnl": _num(t.realized_pnl), "quoteQty": _num(t.qty * t.price),
-                 "commission": _num(t.fee), "commissionAsset": "USDT", "time": t.time_ms,
-                 "positionSide": "BOTH", "buyer": t.side == "BUY", "maker": False}
+                 "commission": self._commission(t), "commissionAsset": self.commission_asset,
+                 "time": t.time_ms, "positionSide": "BOTH", "buyer": t.side == "BUY",
+                 "maker": False}
                 for t in rows[-int(p.get("limit", "500")):]]
+
+    def _commission(self, t: EmuTrade) -> str:
+        """The trade's fee in ``commission_asset`` (units of that asset; see the module doc)."""
+        asset = self.commission_asset
+        if asset == "USDT":
+            return _num(t.fee)
+        price = t.price if asset == self.markets[t.symbol].base else self.asset_prices[asset]
+        return _num(t.fee * (1.0 - self.commission_discount) / price)
 
     def _income(self, p: dict[str, str]) -> object:
         """GET /fapi/v1/income: rows in time order; from startTime the first ``limit``, else the

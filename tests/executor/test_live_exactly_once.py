@@ -167,6 +167,33 @@ def test_a_fill_the_trades_never_show_is_estimated_never_resent(tmp_path: Path) 
         j.close()
 
 
+@pytest.mark.parametrize(("asset", "fee", "estimated"), [
+    ("USDT", 0.36, False),    # 0.012 x 60,000 x 0.05%
+    ("BTC", 0.324, False),    # 0.36 x 0.9 / 60,000 = 0.0000054 BTC, x 60,000 (the fill price)
+    ("BNB", 0.36, True),      # 0.00054 BNB, no BNB price here: the taker fee 0.36 instead
+])
+def test_trade_fees_in_another_currency_are_counted_in_usd(tmp_path: Path, asset: str, fee: float,
+                                                           estimated: bool) -> None:
+    """userTrades' commission in the fee-discount asset: the journal used to add 0.00054 BNB as
+    0.00054 USD. The fill reaches the journal through the trades (lookup lag 3 s, answer lost)."""
+    clock = SimClock()
+    with _emulator(clock) as emu:
+        emu.lookup_lag_s = 3.0
+        emu.commission_asset = asset
+        gw, prep, j, risk = _setup(emu, tmp_path)
+        emu.inject(Fault.DISCONNECT_AFTER_ACCEPT, path=ORDER, method="POST", delay_s=1.0)
+        _executor(gw, prep, j, risk, clock).execute(prep.plan)
+        first = prep.plan.legs[0]
+        assert first.contracts == 0.012
+        (order,) = emu.orders_for(first.client_id)
+        row = j.order(prep.plan.plan_id, 0)
+        assert row.exchange_id == str(order.orderId) and row.average == pytest.approx(60_000.0)
+        assert row.fee == pytest.approx(fee, rel=1e-9)
+        assert ("Fee estimated: 1 trade(s)" in row.message) == estimated
+        assert j.fills(prep.plan.plan_id)[0]["fee"] == pytest.approx(fee, rel=1e-9)
+        j.close()
+
+
 def test_an_order_never_placed_is_resent_only_after_the_whole_window(tmp_path: Path) -> None:
     clock = SimClock()
     with _emulator(clock) as emu:
