@@ -91,9 +91,10 @@ def _check_not_expired(c: FuturesContract, clock: datetime, q0: float, q1: float
 
 
 def near_expiry(c: FuturesContract, clock: datetime, min_days: float) -> str | None:
-    """Why an opening leg of ``c`` is dropped when ``c`` expires within ``min_days`` days, else None."""
+    """Why an opening leg of ``c`` is dropped when ``c`` expires within ``min_days`` days
+    (:meth:`FuturesContract.near_expiry`, the rule the backtest applies too), else None."""
     days = c.days_to_expiry(clock)
-    if days is None or days >= min_days or c.expiry is None:
+    if days is None or c.expiry is None or not c.near_expiry(clock, min_days):
         return None
     return (f"{c.symbol} expires {_iso(c.expiry)}, {days:.2f} days after the market time, within "
             f"min_days_to_expiry = {min_days:g} days: it is not opened or increased that close to "

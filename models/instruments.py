@@ -245,6 +245,16 @@ class FuturesContract:
             return None
         return (_as_utc(self.expiry) - _as_utc(at)).total_seconds() / SECONDS_PER_DAY
 
+    def near_expiry(self, at: datetime, min_days: float) -> bool:
+        """Whether the contract expires within ``min_days`` days of ``at``: ``days_to_expiry(at) <
+        min_days`` (days of 86,400 s; an expired contract counts too; never for a contract without
+        an expiry). Inside that window a position is not opened or increased, only reduced or
+        closed (:func:`reduce_only_quantity`): the one rule of the order planner
+        (``executor.plan_parts.near_expiry``), the optimiser's expiry row
+        (``optimizer.prepare.near_expiry_mask``) and the backtest (``scenarios.replay_steps``)."""
+        days = self.days_to_expiry(at)
+        return days is not None and days < min_days
+
     def notional_per_contract(self, price: float) -> float:
         """USD notional of one contract at ``price``: size x price (linear) or size (inverse, USD)."""
         if self.settlement == Settlement.INVERSE:
@@ -259,6 +269,18 @@ class FuturesContract:
     def max_notional_usd(self) -> float:
         """The largest |notional| the tiers allow at the chosen leverage (USD)."""
         return self.tiers.max_notional_at_leverage(self.leverage)
+
+
+def reduce_only_quantity(q_old: float, q_new: float) -> float:
+    """The position (signed contracts) the move ``q_old -> q_new`` reaches when only its reducing
+    part may trade (a contract :meth:`FuturesContract.near_expiry`): ``q_new`` when it has the sign
+    of ``q_old`` (or is 0) and ``|q_new| <= |q_old|``; ``q_old`` when it would grow the position
+    (an opening from 0 stays 0); 0 when it would flip the sign (the closing part is sent, the
+    opening part is not). The order planner's split (``executor.plan_parts.trade_parts``) keeps
+    exactly these reduce-only parts."""
+    if q_new == 0 or (q_old != 0 and math.copysign(1, q_new) == math.copysign(1, q_old)):
+        return q_new if abs(q_new) <= abs(q_old) else q_old
+    return 0.0  # a flip (or an opening from 0): only the close of q_old may trade
 
 
 @dataclass(frozen=True)

@@ -75,18 +75,14 @@ def _stress_returns(sc: StressScenario, assets: list[str]) -> np.ndarray:
 
 def near_expiry_mask(book: Book, market: MarketSnapshot, min_days: float) -> np.ndarray:
     """1.0 for each dated contract with ``days to expiry < min_days`` at ``market.time`` (days of
-    86,400 s; an expired contract counts too), else 0.0: the executor's rule
-    (``executor.plan.near_expiry``: a contract is opened or increased only while days >= min_days)."""
+    86,400 s; an expired contract counts too), else 0.0: the executor's and the backtest's rule
+    (``FuturesContract.near_expiry``: a contract is opened or increased only while days >= min_days)."""
     if not (math.isfinite(min_days) and min_days >= 0):
         raise ValidationError("constraints.min_days_to_expiry", f"is {min_days}",
                               "give the days before expiry (>= 0) within which a dated contract is "
                               "not opened or increased")
-    out = np.zeros(len(book.contracts))
-    for j, c in enumerate(book.contracts):
-        days = c.days_to_expiry(market.time)
-        if c.kind == ContractKind.DATED and days is not None and days < min_days:
-            out[j] = 1.0
-    return out
+    return np.array([1.0 if c.kind == ContractKind.DATED and c.near_expiry(market.time, min_days)
+                     else 0.0 for c in book.contracts])
 
 
 def _caps(book: Book, spot: np.ndarray, risk: RiskModel, settings: OptimizerSettings,

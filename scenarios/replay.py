@@ -15,7 +15,10 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 3. **margin check** (``models.margin.MarginModel.maintenance`` on |notional| against the collateral
    cash + unrealised PnL + haircut x pledged spot): below maintenance every futures position is
    closed at mark (PnL realised into cash) and ``liquidation_penalty x |notional|`` is taken from cash;
-4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). Spot fee:
+4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). A dated
+   contract within ``min_days_to_expiry`` days of its expiry (an optimising policy's setting, else
+   2 days) is only reduced or closed, never opened or increased, as the order planner does
+   (``FuturesContract.near_expiry``). Spot fee:
    ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|; futures cost: the linear part of
    ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power impact when an ADV is
    given. Futures trades go through ``Book.with_futures``; every cost is paid from cash;
@@ -80,7 +83,7 @@ from scenarios.backtest_result import (
 )
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy
 from scenarios.market_path import MarketPath
-from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
+from scenarios.replay_inputs import ReplayInputs, market_at, policy_min_days, read_inputs
 from scenarios.replay_state import FuturesTaxBasis, ReplayState, StepValuation, value_state
 from scenarios.replay_steps import (
     STEP_COLUMNS,
@@ -146,7 +149,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     """
     _check_options(book, history, liquidation_penalty, spot_fee, impact_k)
     inputs = read_inputs(book, history, spot_fee=spot_fee, impact_k=impact_k,
-                         liquidation_penalty=liquidation_penalty, costs=policy_costs(policy))
+                         liquidation_penalty=liquidation_penalty, costs=policy_costs(policy),
+                         min_days_to_expiry=policy_min_days(policy))
     if collateral is None:
         collateral = CollateralPolicy() if book.contracts else NO_SWEEPS
     collateral = own_cash(collateral, book, policy)

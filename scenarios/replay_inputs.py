@@ -25,9 +25,10 @@ import pandas as pd
 
 from models.book import Book
 from models.errors import ValidationError
-from models.instruments import ContractArrays, ContractKind, contract_arrays
+from models.instruments import MIN_DAYS_TO_EXPIRY, ContractArrays, ContractKind, contract_arrays
 from models.margin import MarginModel
 from models.market import MarketSnapshot
+from optimizer.policies import Policy
 from optimizer.settings import CostSettings, FundingForecastRule
 from scenarios.market_path import MarketPath
 from scenarios.settlement import expiry_ns
@@ -98,6 +99,8 @@ class ReplayInputs:
       the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
     - ``with_impact`` whether the 3/2-power impact is charged (coefficient ``impact_k``);
       ``liquidation_penalty`` a fraction of |notional|;
+    - ``near_expiry`` (T x M bool): contract j expires within ``min_days_to_expiry`` days of step
+      k (``FuturesContract.near_expiry``, the order planner's rule): it may only be reduced there;
     - ``forecast`` ((S + 1) x M, or None: no forecast): row n is each perpetual's forecast mean
       funding rate per settlement over the cost horizon made from the first n settlements
       (:func:`forecast_matrix`; NaN: no forecast for that contract).
@@ -128,6 +131,7 @@ class ReplayInputs:
     impact_k: float
     liquidation_penalty: float
     synthetic: bool
+    near_expiry: np.ndarray
     forecast: np.ndarray | None = None
 
 
@@ -189,12 +193,33 @@ def latest_rates(settle_r: np.ndarray) -> np.ndarray:
     return out
 
 
+def near_expiry_matrix(book: Book, times: list[pd.Timestamp], min_days: float) -> np.ndarray:
+    """T x M bool, book order: ``FuturesContract.near_expiry(t_k, min_days)`` (the contract
+    expires within ``min_days`` days of step k, or has expired)."""
+    if not (math.isfinite(min_days) and min_days >= 0):
+        raise ValidationError("min_days_to_expiry", f"is {min_days}",
+                              "give the days before expiry (>= 0) within which a dated contract is "
+                              "not opened or increased")
+    return np.array([[c.near_expiry(t.to_pydatetime(), min_days) for c in book.contracts]
+                     for t in times], dtype=bool).reshape(len(times), len(book.contracts))
+
+
+def policy_min_days(policy: Policy) -> float:
+    """Days before expiry within which the replay only reduces a dated contract: an optimising
+    policy's ``constraints.min_days_to_expiry`` (also through a wrapper), else the order planner's
+    default ``MIN_DAYS_TO_EXPIRY`` (the executor reads the same setting of the book file)."""
+    opt = policy.optimiser()
+    return opt.settings.constraints.min_days_to_expiry if opt is not None else MIN_DAYS_TO_EXPIRY
+
+
 def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_k: float,
-                liquidation_penalty: float, costs: CostSettings | None = None) -> ReplayInputs:
+                liquidation_penalty: float, costs: CostSettings | None = None,
+                min_days_to_expiry: float = MIN_DAYS_TO_EXPIRY) -> ReplayInputs:
     """``path`` read as :class:`ReplayInputs` for ``book`` (spot fee: ``spot_fee`` for every asset,
     else each asset's ``SpotAsset.fee``). ``costs``: the policy's cost settings; with
     ``funding_forecast = "ewma"`` the snapshots carry the causal funding forecast
-    (:func:`forecast_matrix`), otherwise (or None) none."""
+    (:func:`forecast_matrix`), otherwise (or None) none. ``min_days_to_expiry`` (days): within
+    it of expiry a dated contract is only reduced (:func:`near_expiry_matrix`)."""
     cons = book.contract_symbols
     spot = path.spot[book.asset_symbols].astype(float).to_numpy(dtype=float)
     mark = resolved_marks(book, path).to_numpy(dtype=float)
@@ -205,9 +230,10 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
             if path.half_spread is not None and c in path.half_spread.index}
     adv, adv_cols, adv_static = _adv_inputs(book, path)
     step_ns = pd.DatetimeIndex(path.spot.index).tz_convert("UTC").as_unit("ns").asi8
+    times = [pd.Timestamp(t) for t in path.spot.index]
     return ReplayInputs(
         assets=list(book.asset_symbols), cons=list(cons), index=path.spot.index,
-        times=[pd.Timestamp(t) for t in path.spot.index], spot=spot, mark=mark, step_ns=step_ns,
+        times=times, spot=spot, mark=mark, step_ns=step_ns,
         settle_t=settle_t, settle_r=settle_r, last_r=latest_rates(settle_r),
         settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, adv=adv, adv_cols=adv_cols,
         adv_static=adv_static, half_spread=half,
@@ -217,6 +243,7 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         arrays=contract_arrays(book.contracts), zero_rate=np.zeros(len(cons)),
         with_impact=with_impact, impact_k=impact_k, liquidation_penalty=liquidation_penalty,
         synthetic=path.synthetic,
+        near_expiry=near_expiry_matrix(book, times, min_days_to_expiry),
         forecast=(forecast_matrix(book, path, settle_r, costs)
                   if costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
                   else None))

@@ -29,7 +29,7 @@ import numpy as np
 from models.book import Book
 from models.costs import CostModel
 from models.errors import ValidationError
-from models.instruments import QTY_RTOL
+from models.instruments import QTY_RTOL, reduce_only_quantity
 from models.margin import MarginModel, MarginState, margin_state
 from models.market import MarketSnapshot
 from models.tax import TaxLot
@@ -275,7 +275,10 @@ def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnaps
                    target: TargetHoldings, k: int) -> FuturesOrders:
     """(4) Target notional x_j* -> contracts q_j* = x_j* / npc_j at step k's marks (held notional
     when the target omits j; 0 once a dated contract has expired); |q* - q| within ``QTY_RTOL``
-    relative is no trade."""
+    relative is no trade. A contract within ``min_days_to_expiry`` of its expiry
+    (``ReplayInputs.near_expiry``, the order planner's rule) is only reduced: q* becomes
+    ``reduce_only_quantity(q, q*)`` (same sign and |q*| <= |q|; an increase keeps q, a flip
+    closes to 0), as the planner sends only the reduce-only part there."""
     new_q: dict[str, float] = {}
     dq = np.zeros(len(inputs.cons))
     trade_usd = np.zeros(len(inputs.cons))
@@ -291,6 +294,8 @@ def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnaps
             raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {market.time}",
                                   "a policy must target finite futures notional (USD)")
         q_new = x_new / float(npc[j])
+        if inputs.near_expiry[k, j]:
+            q_new = reduce_only_quantity(q_old, q_new)  # no opening or increase near expiry
         if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
             continue  # the same position (notional round trip): no trade, no re-strike
         new_q[c] = q_new

@@ -26,6 +26,7 @@ from models.market import MarketSnapshot
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
 from scenarios.backtest_result import RollTargets
 from scenarios.dated_basis import NS_PER_DAY
+from scenarios.replay_inputs import policy_min_days
 from scenarios.settlement import expiry_ns
 
 
@@ -34,7 +35,9 @@ class RollingPolicy(Policy):
 
     ``inner`` targets the chain through one symbol, the *front* ``schedule[0].symbol``. At t the
     *active* contract is the first of ``schedule`` (sorted by expiry T_k) with
-    ``t < T_k - roll_days_before`` days; when none is left the chain is flat. The inner policy sees
+    ``t < T_k - roll_days_before`` days; when none is left the chain is flat. ``roll_days_before``
+    must be >= ``min_days_to_expiry`` (the inner optimiser's setting, else 2 days): inside that
+    window the replay, as the order planner, only reduces a contract. The inner policy sees
     the book with the whole chain as one position in the front symbol, priced as the active
     contract: contract spec and mark of the active one, notional
     ``N = sum_k q_k x size_k x mark_k`` (the chain's positions at their marks) and entry = mark, its
@@ -54,6 +57,14 @@ class RollingPolicy(Policy):
         if not (math.isfinite(roll_days_before) and roll_days_before >= 0):
             raise ValidationError("roll_days_before", f"is {roll_days_before}",
                                   "give the days before expiry to roll (>= 0)")
+        min_days = policy_min_days(inner)
+        if roll_days_before < min_days:
+            raise ValidationError("roll_days_before", f"is {roll_days_before:g} days, inside "
+                                  f"min_days_to_expiry = {min_days:g} days, where a dated contract "
+                                  "is not opened or increased (the chain would still be opened in "
+                                  "a contract it cannot trade)",
+                                  f"set roll_days_before >= {min_days:g}, or lower "
+                                  "constraints.min_days_to_expiry")
         expiries: list[int] = []
         for c in schedule:
             e = expiry_ns(c)
