@@ -29,10 +29,15 @@ def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: n
     ``funding_reversion_half_life``), so with n_j settlements per step and rbar_1 = first_j / n_j
     the mean rate of step h is mu + (rbar_1 - mu) phi^(n_j (h - 1)) and its carry n_j times that
     (models.funding_forecast: the same shrinkage as the forecast itself). Otherwise (the ``last``
-    rule, no forecast): today's rate persists. Dated j: the basis decays linearly to expiry, so
-    each step before expiry pays the same b x step / days to expiry (= ``first_j``).
+    rule, no forecast): today's rate persists. Dated j: :func:`dated_carry_steps` (the basis
+    decays linearly to expiry: each whole step before expiry pays ``first_j``, the step holding the
+    expiry its share, every later step 0).
     """
     out = np.tile(np.asarray(first, dtype=float), (horizon, 1))
+    for j, c in enumerate(book.contracts):
+        days = c.days_to_expiry(market.time) if c.kind == ContractKind.DATED else None
+        if days is not None:
+            out[:, j] = dated_carry_steps(float(first[j]), days, costs.horizon_days, horizon)
     if costs.funding_forecast != FundingForecastRule.EWMA:
         return out
     mu = costs.funding_long_run_rate
@@ -43,6 +48,27 @@ def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: n
         n = costs.horizon_days * HOURS_PER_DAY / c.funding_interval_h
         rbar = first[j] / n
         out[:, j] = n * (mu + (rbar - mu) * phi ** (n * np.arange(horizon)))
+    return out
+
+
+def dated_carry_steps(first: float, days: float, step_days: float, horizon: int) -> np.ndarray:
+    """A dated contract's carry per planner step (H, fractions of notional a long pays).
+
+    The basis b decays linearly to 0 over the D = ``days`` days to expiry, at b / D a day; step h
+    covers days [(h - 1) dt, h dt] (dt = ``step_days``) and pays that rate over its overlap with
+    [0, D]: ``b / D x clip(D - (h - 1) dt, 0, dt)`` -- the full rate before expiry, prorated in the
+    step holding it, 0 after (the contract no longer exists). With ``first`` = today's
+    :func:`_carry_per_horizon` = b dt / max(D, dt), b / D = first / min(D, dt). Step 1 is always
+    ``first`` (the single-period carry); an expired contract (D <= 0) carries 0 after it.
+    """
+    out = np.zeros(horizon)
+    if horizon > 0:
+        out[0] = first
+    if days <= 0 or horizon <= 1:
+        return out
+    h = np.arange(1, horizon)
+    overlap = np.clip(days - h * step_days, 0.0, step_days)
+    out[1:] = first * overlap / min(days, step_days)
     return out
 
 

@@ -20,7 +20,8 @@ Forecasts per step (:func:`step_data`): zero expected drift, so the spot weights
 the base V and the risk model stay as today; the carry (perpetual funding, dated basis decay, a
 fraction of notional paid by a long over one step) may be given per step; the rebalancer gives
 optimizer.carry.carry_path's (the EWMA funding forecast's premium decaying to its long-run level
-step by step; dated basis carry constant to expiry), else today's for every step. Only step
+step by step; dated basis carry constant to expiry, prorated in the step holding it and 0
+after), else today's for every step. Only step
 1's trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
 
 Compiled once per (Structure, H) with Parameters (DPP) and re-solved by new values through the same
