@@ -186,7 +186,8 @@ def quarterly_marks(spot: pd.Series, real: pd.Series, expiry: int,
       close's basis carried to t, ``S_t x P_r / S_r`` (``"real_ffill"``; at 8 h steps the 08:00
       and 16:00 marks carry the 00:00 close's basis, so the mark moves with spot, not stale);
     - else the fitted term structure, ``S_t (1 + b(tau) tau / 365)`` (``"modelled"``); after the
-      expiry always ``S_t`` (modelled; the replay settles at spot on the first step at or after it).
+      expiry always ``S_t`` (modelled; the replay settles on the first step at or after it, at the
+      spot interpolated to the expiry, ``scenarios.settlement.spot_at_expiry``).
     """
     index = pd.DatetimeIndex(spot.index)
     s = spot.to_numpy(dtype=float)

@@ -8,7 +8,9 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    step's mark: ``cash -= rate * notional`` for signed notional (longs pay when rate > 0). All the
    settlements in the interval are summed; nothing assumes three a day;
 2b. **settlement** of dated futures (``ContractKind.DATED``): on the first step at or after a
-   contract's expiry its position is closed at the underlying's spot S (not the mark): the PnL
+   contract's expiry its position is closed at the underlying's spot S at the expiry (not the
+   mark; interpolated linearly in time between the two steps around an expiry that falls between
+   steps, ``scenarios.settlement.spot_at_expiry``, so the PnL stops at the expiry): the PnL
    realised into cash, ``q x size x (S - mark)`` (linear) added to ``futures_pnl`` on top of the
    mark-to-market, and a settlement fee ``taker_fee x |notional at S|`` in ``fee_futures``; trade
    kind "settle". From its expiry on, a contract's policy target is taken as 0 (it cannot be held);

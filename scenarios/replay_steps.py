@@ -39,7 +39,7 @@ from scenarios.collateral import CollateralPolicy, cover_with_pledged, sweep_col
 from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.replay_tax import futures_gains
-from scenarios.settlement import settle_expired
+from scenarios.settlement import settle_expired, spot_at_expiry
 
 #: One step's row of ``BacktestResult.steps`` (USD figures, ratios, the liquidated flag).
 Row = dict[str, float | bool]
@@ -184,14 +184,29 @@ def funding_step(inputs: ReplayInputs, state: ReplayState, now: StepValuation, k
 
 def settlement_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
                     k: int, now: StepValuation, row: Row, trades: list[Event]) -> StepValuation:
-    """(2b) Dated positions at or past expiry settle at the underlying's spot S: their PnL of S
-    against the mark joins ``futures_pnl`` and the settlement fee is ``fee_futures``."""
+    """(2b) Dated positions at or past expiry settle at the underlying's spot at expiry S
+    (:func:`expiry_prices`): their PnL of S against the mark joins ``futures_pnl`` and the
+    settlement fee is ``fee_futures``."""
     n_trades = len(trades)
     pnl_s, fee_s = settle_expired(book, state, market, int(inputs.step_ns[k]), inputs.expiries,
-                                  trades)
+                                  trades, expiry_prices(book, inputs, k))
     row["futures_pnl"] = float(row["futures_pnl"]) + pnl_s
     row["fee_futures"] = fee_s
     return value_state(book, state, market) if len(trades) != n_trades else now
+
+
+def expiry_prices(book: Book, inputs: ReplayInputs, k: int) -> dict[str, float]:
+    """Per dated contract, its underlying's spot at its expiry T as seen from step k >= 1
+    (``scenarios.settlement.spot_at_expiry``: interpolated linearly in time between steps k - 1
+    and k when T falls strictly between them, else step k's close), USD."""
+    t0, t1 = int(inputs.step_ns[k - 1]), int(inputs.step_ns[k])
+    out: dict[str, float] = {}
+    for c in book.contracts:
+        if c.symbol in inputs.expiries:
+            i = inputs.assets.index(c.underlying)
+            out[c.symbol] = spot_at_expiry(inputs.expiries[c.symbol], t0, t1,
+                                           float(inputs.spot[k - 1, i]), float(inputs.spot[k, i]))
+    return out
 
 
 def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,

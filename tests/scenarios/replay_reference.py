@@ -72,7 +72,7 @@ from scenarios.collateral import NO_SWEEPS, CollateralPolicy, sweep_collateral
 from scenarios.market_path import MarketPath
 from scenarios.replay_inputs import funding_matrix, impact_vol, latest_rates, resolved_marks
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
-from scenarios.settlement import expiry_ns, settle_expired
+from scenarios.settlement import expiry_ns, settle_expired, spot_at_expiry
 
 #: Two contract quantities closer than this (relative) are the same position: no trade.
 QTY_RTOL = 1e-9
@@ -220,9 +220,17 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 state.cash -= paid
                 row["funding"] = paid
                 now = now.with_cash(-paid)
-            # (2b) dated futures at or past expiry settle at spot
+            # (2b) dated futures at or past expiry settle at spot at their expiry (the frozen
+            # replay took step k's spot even when the expiry fell hours before it; fixed in both:
+            # the spot interpolated linearly in time between steps k - 1 and k)
             n_trades = len(trades)
-            pnl_s, fee_s = settle_expired(book, state, market, int(step_ns[k]), expiries, trades)
+            at_expiry = {c.symbol: spot_at_expiry(
+                expiries[c.symbol], int(step_ns[k - 1]), int(step_ns[k]),
+                float(spot_arr[k - 1, assets.index(c.underlying)]),
+                float(spot_arr[k, assets.index(c.underlying)]))
+                for c in book.contracts if c.symbol in expiries}
+            pnl_s, fee_s = settle_expired(book, state, market, int(step_ns[k]), expiries, trades,
+                                          at_expiry)
             row["futures_pnl"] = float(row["futures_pnl"]) + pnl_s
             row["fee_futures"] = fee_s
             if len(trades) != n_trades:

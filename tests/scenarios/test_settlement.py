@@ -12,7 +12,7 @@ from models.book import Book, FuturesPosition
 from models.instruments import ContractKind, FuturesContract, Settlement, SpotAsset
 from models.market import MarketSnapshot
 from scenarios.replay_state import ReplayState, value_state
-from scenarios.settlement import expiry_ns, settle_expired
+from scenarios.settlement import expiry_ns, settle_expired, spot_at_expiry
 
 EXPIRY = datetime(2024, 6, 28, 8, 0)
 T_EXP = int(pd.Timestamp("2024-06-28T08:00:00Z").value)
@@ -108,3 +108,57 @@ def test_two_contracts_settle_together_and_their_fees_add_up() -> None:
     _, fees = settle_expired(book, state, market, T_EXP, {"BTC-0628": T_EXP, "BTCUSD-0628": T_EXP}, trades)
     assert fees == pytest.approx(15.125 + 0.4)
     assert [t["symbol"] for t in trades] == ["BTC-0628", "BTCUSD-0628"]
+
+
+# --- the replay settles at the spot at expiry, not at the next step's ---------------------------
+
+def _hold_through(expiry: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Daily steps from 2025-01-01, BTC spot 10,000, 10,000, 11,000, 11,000 (no mark path: mark =
+    spot); short 1 BTC-Q1 from 10,000 held (no trades); returns the replay's steps and trades."""
+    from optimizer.policies import Policy, TargetHoldings, current_holdings
+    from scenarios.collateral import NO_SWEEPS
+    from scenarios.market_path import MarketPath
+    from scenarios.replay import run_backtest
+
+    class Hold(Policy):
+        name = "hold"
+
+        def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+            h = current_holdings(book, market)
+            return TargetHoldings(spot=h.spot, futures=h.futures)
+
+    q = FuturesContract("BTC-Q1", "BTC", kind=ContractKind.DATED, expiry=expiry, taker_fee=0.0005)
+    idx = pd.date_range("2025-01-01", periods=4, freq="D", tz="UTC")
+    path = MarketPath(spot=pd.DataFrame({"BTC": [10_000.0, 10_000.0, 11_000.0, 11_000.0]},
+                                        index=idx))
+    book = Book((SpotAsset("BTC"),), (q,), spot={"BTC": 1.0}, targets={"BTC": 0.0}, cash=20_000.0,
+                futures={"BTC-Q1": FuturesPosition(-1.0, 10_000.0)})
+    res = run_backtest(book, path, Hold(), collateral=NO_SWEEPS)
+    return res.steps, res.trades
+
+
+def test_replay_settles_at_spot_interpolated_to_expiry() -> None:
+    """Expiry 2025-01-02 06:00, between the steps of 01-02 (10,000) and 01-03 (11,000): settled
+    at 10,000 + 1,000 x 6/24 = 10,250 (the old replay took 01-03's 11,000), so the short's futures
+    PnL is -(10,250 - 10,000) = -250 (was -1,000) and the fee 0.0005 x 10,250."""
+    steps, trades = _hold_through(datetime(2025, 1, 2, 6, tzinfo=UTC))
+    settle = trades[trades["kind"] == "settle"]
+    assert len(settle) == 1
+    assert settle["time"].iloc[0] == pd.Timestamp("2025-01-03", tz="UTC")
+    assert settle["price"].iloc[0] == pytest.approx(10_250.0)
+    assert steps["futures_pnl"].sum() == pytest.approx(-250.0)
+    assert steps["fee_futures"].sum() == pytest.approx(0.0005 * 10_250.0)
+
+
+def test_replay_settles_at_the_step_at_expiry() -> None:
+    """Expiry exactly at the 01-03 step: settled at that step's spot 11,000, PnL -1,000."""
+    steps, trades = _hold_through(datetime(2025, 1, 3, tzinfo=UTC))
+    settle = trades[trades["kind"] == "settle"]
+    assert settle["price"].iloc[0] == pytest.approx(11_000.0)
+    assert steps["futures_pnl"].sum() == pytest.approx(-1_000.0)
+
+
+def test_spot_at_expiry_by_hand() -> None:
+    assert spot_at_expiry(15, 10, 20, 100.0, 200.0) == pytest.approx(150.0)
+    assert spot_at_expiry(20, 10, 20, 100.0, 200.0) == 200.0   # at the step: its close
+    assert spot_at_expiry(5, 10, 20, 100.0, 200.0) == 200.0    # before the previous step
