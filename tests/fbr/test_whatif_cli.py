@@ -186,3 +186,25 @@ def test_the_next_move_shows_the_spot_legs_trades(tmp_path: Path) -> None:
     assert nxt["spot_trading_cost"] == pytest.approx(direct["spot_costs"]["trading"])
     table = runner.invoke(app, ["whatif", str(book), "--shock", "BTC=-30%"])
     assert table.exit_code == 0 and "BTC spot" in table.stdout
+
+
+def test_a_spread_shock_triples_the_spot_legs_spread_cost(tmp_path: Path) -> None:
+    """The seed book with fees off and the spot leg on gives no [market.spot_half_spread], so the
+    re-solve prices a spot trade at the 1 bp default half spread; spread=x3 makes that 3 bp.
+    With no fee and no impact the spot trading cost is the half spread times the USD traded:
+    0.0001 x sum |notional| unshocked, 0.0003 x sum |notional| under spread=x3."""
+    assets = "".join(f'[[assets]]\nsymbol = "{a}"\nfee = 0.0\n\n' for a in ("BTC", "ETH", "SOL"))
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace(
+        "[targets]", assets + "[targets]").replace(
+        "leverage = 10.0", "leverage = 10.0\ntaker_fee = 0.01").replace(  # futures dear: spot it is
+        "trading = false", "trading = true").replace(
+        "margin = false", "margin = false\n\n[solver]\nspot_leg = true")
+    assert "spot_half_spread" not in text
+    book = tmp_path / "spot.toml"
+    book.write_text(text)
+    for shocks, half in ((["--shock", "BTC=-30%"], 0.0001),
+                         (["--shock", "BTC=-30%", "--shock", "spread=x3"], 0.0003)):
+        nxt = whatif_json(str(book), *shocks)["scenarios"][0]["next"]
+        traded = sum(abs(t["notional"]) for t in nxt["spot_trades"])
+        assert traded > 100.0  # the -30% BTC move leaves a spot rebalance of some hundreds of USD
+        assert nxt["spot_trading_cost"] == pytest.approx(half * traded, rel=1e-9)

@@ -150,6 +150,18 @@ def test_spread_and_liquidity_shocks_reach_the_market() -> None:
     assert math.isinf(m.contract_adv("BTC-PERP"))  # no ADV: stays "no impact"
 
 
+def test_spread_shock_reaches_the_default_spot_half_spread() -> None:
+    """spread=x3 multiplies every asset's spot half spread, from the optimiser's 1 bp default
+    when the market gives none: BTC and SOL 0.0001 x 3 = 0.0003; ETH's own 0.0002 x 3 = 0.0006.
+    A spot-targeted spread.SOL=x2 leaves BTC and ETH as they are."""
+    book, market = three_asset_book()
+    market = replace(market, spot_half_spread={"ETH": 0.0002})
+    m = shock_market(book, market, resolve_shocks(parse_scenario("s", ["spread=x3"]), book))
+    assert m.spot_half_spread == pytest.approx({"BTC": 0.0003, "ETH": 0.0006, "SOL": 0.0003})
+    m = shock_market(book, market, resolve_shocks(parse_scenario("s", ["spread.SOL=x2"]), book))
+    assert m.spot_half_spread == pytest.approx({"ETH": 0.0002, "SOL": 0.0002})
+
+
 def test_unknown_symbols() -> None:
     book, market = three_asset_book()
     with pytest.raises(ValidationError, match="DOGE"):
