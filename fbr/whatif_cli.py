@@ -259,6 +259,23 @@ def load_whatif_book(path: Path) -> tuple[LoadedBook, list[str]]:
                     "invested base (spot value) is 0"]
 
 
+def settlements_paid(r: WhatIfResult) -> str:
+    """The funding settlements paid of those asked, per contract (counts): one figure when every
+    contract that settles has the same, e.g. "30 of 100 funding settlements paid per contract",
+    else each contract's, e.g. "funding settlements paid: BTC-PERP 10 of 33, ETH-PERP 30 of 100"."""
+    pairs = {c: (r.settlements.get(c, 0.0), n) for c, n in r.settlements_asked.items() if n > 0}
+    def n(v: float) -> str:
+        return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+    if not pairs:
+        return "no funding settlement asked"
+    if len(set(pairs.values())) == 1:
+        paid, asked = next(iter(pairs.values()))
+        return f"{n(paid)} of {n(asked)} funding settlements paid per contract"
+    return "funding settlements paid: " + ", ".join(
+        f"{c} {n(paid)} of {n(asked)}" for c, (paid, asked) in pairs.items())
+
+
 def liquidation_notes(results: list[WhatIfResult]) -> list[str]:
     """One note per scenario whose funding was cut short by the liquidation."""
     notes = []
@@ -266,10 +283,8 @@ def liquidation_notes(results: list[WhatIfResult]) -> list[str]:
         hours = getattr(r, "liquidated_after_h", None)
         if hours is None:
             continue
-        asked = sum(r.settlements_asked.values())
-        paid = sum(r.settlements.values())
         when = "by the price move, before any funding" if hours == 0 else (
-            f"{hours:g} h after the shock ({paid:g} of {asked:g} funding settlements paid)")
+            f"{hours:g} h after the shock ({settlements_paid(r)})")
         notes.append(f"{r.scenario.name}: the wallet is liquidated {when}; losses stop there")
     return notes
 

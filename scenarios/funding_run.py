@@ -29,7 +29,8 @@ FUNDING_CHUNK = 1_000_000
 class FundingRun:
     """Funding over the scenario's settlements, stopped by a liquidation.
 
-    ``settled`` n'_j: settlements paid per contract (n_j, or those at or before the liquidation);
+    ``settled`` n'_j: settlements paid per contract (n_j, or for every contract, with or without
+    a position, min(n_j, those at or before the liquidation));
     ``paid`` = sum_j a_j n'_j (USD, + = paid); ``liquidated_after_h``: hours after the shock at
     which the surplus first went below 0 (0.0: the price move alone; None: never).
     """
@@ -53,6 +54,15 @@ def _settlement_times(hours: np.ndarray, counts: np.ndarray, lo: float, hi: floa
     t, w = np.concatenate(times), np.concatenate(who)
     order = np.argsort(t, kind="stable")
     return t[order], w[order]
+
+
+def _settled_by(tau: float, hours: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """n'_j = min(floor(tau / h_j), n_j): settlements of every contract at or before ``tau``
+    hours, whether it pays anything or not (a contract with no position settles on the same
+    clock, and no contract settles after the liquidation)."""
+    h = np.asarray(hours, dtype=float)
+    safe = np.where(h > 0, h, 1.0)
+    return np.where(counts > 0, np.minimum(np.floor(tau / safe + 1e-9), counts), 0.0)
 
 
 def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: np.ndarray,
@@ -86,9 +96,7 @@ def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: n
             if below.size:
                 tau = float(uniq[below[0]])
                 paid_n = np.minimum(np.floor(tau / h + 1e-9), n)
-                settled = counts.copy()
-                settled[active] = paid_n
-                return FundingRun(settled, float(a @ paid_n), tau)
+                return FundingRun(_settled_by(tau, hours, counts), float(a @ paid_n), tau)
             cum = float(path[-1])
         lo = hi
     return FundingRun(counts.copy(), total, None)

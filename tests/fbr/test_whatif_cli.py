@@ -208,3 +208,27 @@ def test_a_spread_shock_triples_the_spot_legs_spread_cost(tmp_path: Path) -> Non
         traded = sum(abs(t["notional"]) for t in nxt["spot_trades"])
         assert traded > 100.0  # the -30% BTC move leaves a spot rebalance of some hundreds of USD
         assert nxt["spot_trading_cost"] == pytest.approx(half * traded, rel=1e-9)
+
+
+def test_the_liquidation_note_counts_settlements_per_contract(tmp_path: Path) -> None:
+    """The seed book with 300 USD of cash, long 0.2 ETH-PERP (500 USD) and 10/3 SOL-PERP (500 USD)
+    at 10x, flat 0.5% maintenance: MM = 5 USD, S_0 = 295 USD. funding=+1% costs 5 + 5 = 10 USD per
+    8 h settlement, so the 30th (240 h) takes S to -5: liquidated. Every contract, BTC-PERP with
+    no position too, settled 30 of its 100 times (the old note summed them: "160 of 300")."""
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace(
+        "cash = 3000.0", "cash = 300.0") + (
+        '\n[[futures]]\nsymbol = "ETH-PERP"\ncontracts = 0.2\nentry_price = 2500.0\n'
+        '\n[[futures]]\nsymbol = "SOL-PERP"\ncontracts = 3.3333333333\nentry_price = 150.0\n')
+    book = tmp_path / "fut2.toml"
+    book.write_text(text)
+    args = ["--shock", "funding=+1%", "--shock", "horizon=100", "--no-resolve"]
+    doc = whatif_json(str(book), *args)
+    r = doc["scenarios"][0]
+    assert r["liquidated_after_hours"] == pytest.approx(240.0)
+    assert r["settlements"] == {"BTC-PERP": 30.0, "ETH-PERP": 30.0, "SOL-PERP": 30.0}
+    assert r["pnl"]["funding"] == pytest.approx(-300.0, abs=1e-6)
+    note = ("command line: the wallet is liquidated 240 h after the shock (30 of 100 funding "
+            "settlements paid per contract); losses stop there")
+    assert doc["notes"] == [note]
+    table = runner.invoke(app, ["whatif", str(book), *args], env={"COLUMNS": "300"})
+    assert table.exit_code == 0 and note in table.stdout

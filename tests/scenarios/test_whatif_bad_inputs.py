@@ -62,6 +62,46 @@ def test_funding_over_a_huge_horizon_stops_at_liquidation() -> None:
     assert float(bt.steps["nav"].iloc[-1]) == pytest.approx(r.nav_after, abs=1e-9)
 
 
+def test_no_contract_settles_after_the_liquidation() -> None:
+    """A 4 h ETH perpetual with no position next to the long BTC one of
+    test_funding_over_a_huge_horizon_stops_at_liquidation: the wallet is liquidated 368 h in
+    (46 BTC settlements of 60 USD), so ETH settled floor(368 / 4) = 92 of its 6,000,000 (24 x
+    1,000,000 / 4) times, not all of them (the old code kept every count of a contract that paid
+    nothing). The what-if note gives each contract's count, by hand."""
+    from fbr.whatif_cli import liquidation_notes
+
+    btc = FuturesContract("BTC-PERP", "BTC", lot_step=0.0, min_notional=0.0, tiers=FLAT)
+    eth = FuturesContract("ETH-PERP", "ETH", lot_step=0.0, min_notional=0.0, tiers=FLAT,
+                          funding_interval_h=4.0)
+    book = Book(assets=(SpotAsset("BTC"), SpotAsset("ETH")), contracts=(btc, eth),
+                spot={"BTC": 1.0, "ETH": 0.0}, targets={"BTC": 1.0, "ETH": 0.0}, cash=3_030.0,
+                futures={"BTC-PERP": FuturesPosition(1.0, 60_000.0)})
+    market = MarketSnapshot(time=T0, spot={"BTC": 60_000.0, "ETH": 2_500.0},
+                            mark={"BTC-PERP": 60_000.0, "ETH-PERP": 2_500.0})
+    risk = RiskModel.from_covariance(["BTC", "ETH"], np.array([[0.25, 0.1], [0.1, 0.49]]))
+    r = run_whatif(book, market, risk, parse_scenario("spike", ["funding=+0.1%", "horizon=1000000d"]),
+                   resolve=False, distances=False)
+    assert r.settlements_asked == {"BTC-PERP": 3_000_000.0, "ETH-PERP": 6_000_000.0}
+    assert r.liquidated_after_h == pytest.approx(368.0)
+    assert r.settlements == {"BTC-PERP": 46.0, "ETH-PERP": 92.0}
+    assert r.pnl.funding == pytest.approx(-46 * 60.0)
+    assert liquidation_notes([r]) == [
+        "spike: the wallet is liquidated 368 h after the shock (funding settlements paid: "
+        "BTC-PERP 46 of 3,000,000, ETH-PERP 92 of 6,000,000); losses stop there"]
+
+
+def test_funding_run_caps_every_contract_at_the_liquidation() -> None:
+    """Payments 0 (4 h), 5, 5 (8 h) USD and a dated future (0 settlements); S_0 = 295 USD:
+    10 USD per 8 h, so S goes below 0 at the 30th 8 h settlement (295 - 300 = -5), 240 h in.
+    Every perpetual is capped there: 60, 30, 30; the dated one stays 0."""
+    run = funding_until_liquidation(np.array([0.0, 5.0, 5.0, 0.0]),
+                                    np.array([100.0, 100.0, 100.0, 0.0]),
+                                    np.array([4.0, 8.0, 8.0, 8.0]), 295.0, True)
+    assert run.liquidated_after_h == pytest.approx(240.0)
+    np.testing.assert_array_equal(run.settled, [60.0, 30.0, 30.0, 0.0])
+    assert run.paid == pytest.approx(300.0)
+
+
 def test_short_horizon_and_surviving_book_pay_every_settlement() -> None:
     book, market = long_btc_book(cash=50_000.0)
     risk = RiskModel.from_covariance(["BTC"], np.array([[0.25]]))
