@@ -6,8 +6,8 @@ and whether a rebalance is due (with the plan it would send).
 - margin ratio MM / collateral (liquidation at 1; ``inf`` when collateral <= 0 with a position
   open, as is the initial utilisation: ``null`` in ``fbr status --json``, whose non-finite numbers
   all become ``null``) and the distance to liquidation: the smallest common move r of every
-  asset (down and up) at which the stress surplus
-  collateral(r) + r sum_j x_j - sum_j MM_j(|x_j| (1 + r)) falls below zero (models.margin);
+  asset (down and up) at which the margin surplus collateral(r) - sum_j MM_j(|x_j(r)|) falls
+  below zero, at any size (the what-if's exact root, models.liquidation_distance);
 - funding paid and received since the last rebalance (USD, > 0 received). The last rebalance is
   the journal's latest plan for this venue and book (its completion time when done, else
   its creation time). Sources, first that answers (``FundingView.source`` says which):
@@ -30,8 +30,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypedDict, cast
 
-import numpy as np
-
 from executor.base import ExchangeGateway
 from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
@@ -40,6 +38,8 @@ from executor.safety import redact
 from executor.workflow import require_tradeable
 from models.book import Book
 from models.errors import FbrError, InfeasibleError, RefusedError
+from models.liquidation_distance import LiquidationMove
+from models.liquidation_distance import liquidation_move as exact_liquidation_move
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -185,41 +185,30 @@ class StatusDoc(TypedDict):
 
 def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> float | None:
     """Smallest |r| (fraction, r of sign ``direction``) at which a common move of every asset
-    liquidates the book; None when no move within -99% / +500% does (bisection on the surplus)."""
-    x = book.futures_notional(market)
-    if not np.any(x):
-        return None
-    model = MarginModel.from_contracts(book.contracts)
-    val = book.valuation(market)
-    ones = np.ones(len(book.asset_symbols))
+    liquidates the book; None when no move in that direction does (down: none above -100%; up:
+    none at all). The what-if's exact root of the margin surplus
+    (``models.liquidation_distance.liquidation_move``); 0.0 when the book is liquidated already."""
+    return _side(common_liquidation_move(book, market), direction)
 
-    def surplus(r: float) -> float:  # pledged spot re-priced through its rule (tiers included)
-        g = np.full(len(x), r)
-        return model.stress_surplus(x, book.stressed_collateral(val, r * ones), g)
 
-    if surplus(0.0) < 0:
-        return 0.0
-    hi = 0.99 if direction < 0 else 5.0
-    if surplus(direction * hi) >= 0:
-        return None
-    lo = 0.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if surplus(direction * mid) < 0:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+def common_liquidation_move(book: Book, market: MarketSnapshot) -> LiquidationMove:
+    """Both common moves (down and up) that liquidate the book, as the what-if gives them."""
+    return exact_liquidation_move(book, market)
+
+
+def _side(move: LiquidationMove, direction: float) -> float | None:
+    r = move.down if direction < 0 else move.up
+    return None if r is None else abs(r)
 
 
 def margin_view(book: Book, market: MarketSnapshot) -> MarginView:
     """Margin use at mark plus the distance to liquidation (see :func:`liquidation_move`)."""
     model = MarginModel.from_contracts(book.contracts)
     st = margin_state(model, book.futures_notional(market), book.collateral(market))
+    move = common_liquidation_move(book, market)
     return MarginView(collateral=st.collateral, initial=st.initial, maintenance=st.maintenance,
                       margin_ratio=st.margin_ratio, initial_utilisation=st.initial_utilisation,
-                      liquidation_move_down=liquidation_move(book, market, -1.0),
-                      liquidation_move_up=liquidation_move(book, market, 1.0))
+                      liquidation_move_down=_side(move, -1.0), liquidation_move_up=_side(move, 1.0))
 
 
 def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,

@@ -1,6 +1,6 @@
 """A what-if scenario (``scenarios.shocks``) resolved against a book and applied to its market and
-risk model: :func:`resolve_shocks` (per-asset and per-contract arrays), :func:`move_prices`,
-:func:`shock_market` and :func:`shock_risk`.
+risk model: :func:`resolve_shocks` (per-asset and per-contract arrays), :func:`move_prices` (from
+``models.price_moves``), :func:`shock_market` and :func:`shock_risk`.
 
 Units: returns, basis shocks and vol/spread/ADV multipliers are fractions; funding rates per
 settlement interval; prices USD; covariances annualised.
@@ -24,6 +24,7 @@ from models.book import Book
 from models.errors import ValidationError
 from models.instruments import ContractKind
 from models.market import MarketSnapshot
+from models.price_moves import move_prices as move_prices  # re-exported: the what-if's name
 from models.risk import RiskModel
 from optimizer.spot_data import DEFAULT_SPOT_HALF_SPREAD
 from scenarios.shocks import Scenario, Shock, ShockKind
@@ -137,23 +138,6 @@ def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
                          settlements=settlements, vol_mult=vol, corr=corr, spread_mult=spread,
                          spot_spread_mult=spot_spread, adv_mult=adv)
 
-
-
-def move_prices(book: Book, market: MarketSnapshot, returns: np.ndarray,
-                mark_factor: np.ndarray | None = None) -> MarketSnapshot:
-    """``market`` with book asset i's spot times (1 + r_i) and contract j's mark times
-    ``mark_factor_j`` (default: its underlying's 1 + r, so the basis is kept)."""
-    assets = book.asset_symbols
-    if mark_factor is None:
-        idx = {a: i for i, a in enumerate(assets)}
-        mark_factor = np.array([1.0 + returns[idx[c.underlying]] for c in book.contracts])
-    spot = dict(market.spot)
-    for i, a in enumerate(assets):
-        spot[a] = market.spot_price(a) * (1.0 + float(returns[i]))
-    mark = dict(market.mark)
-    for j, c in enumerate(book.contracts):
-        mark[c.symbol] = market.mark_price(c.symbol) * float(mark_factor[j])
-    return replace(market, spot=spot, mark=mark)
 
 
 def shock_market(book: Book, market: MarketSnapshot, applied: AppliedShocks) -> MarketSnapshot:

@@ -40,6 +40,24 @@ def test_liquidation_move_by_hand() -> None:
     assert liquidation_move(three_asset_book(), market(), -1.0) is None  # no position, nothing to lose
 
 
+def test_liquidation_move_beyond_five_hundred_percent_by_hand() -> None:
+    """Short 1,000 USD of BTC-PERP, long 500 USD each of ETH- and SOL-PERP on 300 USD cash, flat
+    0.5% maintenance: a common move r leaves the net uPnL at 0 (-1000 r + 500 r + 500 r) and puts
+    MM at 0.005 x 2,000 (1 + r) = 10 (1 + r): surplus 300 - 10 (1 + r) = 0 at r = +29 (+2,900%).
+    The old bisection searched up to +500% only and said no up move liquidates. No down move does
+    (surplus >= 290 for r in (-1, 0])."""
+    c = {f"{a}-PERP": _flat(f"{a}-PERP", a) for a in ("BTC", "ETH", "SOL")}
+    book = three_asset_book(c, futures={"BTC-PERP": FuturesPosition(-1000 / 60_000, 60_000.0),
+                                        "ETH-PERP": FuturesPosition(0.2, 2_500.0),
+                                        "SOL-PERP": FuturesPosition(500 / 150, 150.0)}, cash=300.0)
+    assert liquidation_move(book, market(), 1.0) == pytest.approx(29.0, rel=1e-9)
+    assert liquidation_move(book, market(), -1.0) is None
+    mv = margin_view(book, market())
+    assert mv.liquidation_move_up == pytest.approx(29.0, rel=1e-9)
+    assert mv.liquidation_move_down is None
+    assert mv.maintenance == pytest.approx(10.0)
+
+
 def test_funding_since_the_last_rebalance_modelled_for_paper(tmp_path: Path) -> None:
     book = three_asset_book(futures={"BTC-PERP": FuturesPosition(-1000 / 60_000, 60_000.0)})
     m = dataclasses.replace(market(), funding={"BTC-PERP": 0.0001})

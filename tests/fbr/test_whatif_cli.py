@@ -232,3 +232,29 @@ def test_the_liquidation_note_counts_settlements_per_contract(tmp_path: Path) ->
     assert doc["notes"] == [note]
     table = runner.invoke(app, ["whatif", str(book), *args], env={"COLUMNS": "300"})
     assert table.exit_code == 0 and note in table.stdout
+
+
+def test_status_gives_the_whatifs_common_move_to_liquidation(tmp_path: Path) -> None:
+    """The seed book with 300 USD of cash, short 1,000 USD of BTC-PERP and long 500 USD each of
+    ETH- and SOL-PERP: a common move leaves the uPnL at 0 and MM = 0.005 x 2,000 (1 + r), so the
+    book is liquidated at 300 = 10 (1 + r), r = +2,900%, and by no down move. ``fbr status`` said
+    no move liquidates (it searched up to +500% only); it now gives the what-if's figure."""
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace(
+        "cash = 3000.0", "cash = 300.0") + "".join(
+        f'\n[[futures]]\nsymbol = "{s}"\ncontracts = {q!r}\nentry_price = {p}\n'
+        for s, q, p in (("BTC-PERP", -1000 / 60_000, 60000.0), ("ETH-PERP", 0.2, 2500.0),
+                        ("SOL-PERP", 500 / 150, 150.0)))
+    book = tmp_path / "fut1.toml"
+    book.write_text(text)
+    res = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
+                              str(tmp_path / "j.sqlite"), "--json"])
+    assert res.exit_code == 0, res.output
+    margin = json.loads(res.stdout)["margin"]
+    assert margin["liquidation_move_up"] == pytest.approx(29.0, rel=1e-9)
+    assert margin["liquidation_move_down"] is None
+    r = whatif_json(str(book), "--shock", "BTC=0%", "--no-resolve")["scenarios"][0]
+    common = next(m for m in r["liquidation_move_before"] if m["scope"] == "book")
+    assert common["up"] == pytest.approx(margin["liquidation_move_up"], rel=1e-12)
+    table = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
+                                str(tmp_path / "j.sqlite")], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "- down / 2900.000% up" in table.stdout
