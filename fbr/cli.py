@@ -375,8 +375,28 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="fbr")
+    """Console entry point. With ``--json`` among the arguments a usage error (missing argument,
+    bad option value, unknown option or command: exit code 2) is the README's one JSON line on
+    stdout, ``{"status": "error", "exit_code": 2, "error": ...}``, and one line on stderr, instead
+    of click's boxed message (kept without ``--json``)."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "--json" not in args:
+        app(args=args, prog_name="fbr")
+        return
+    try:
+        rv = app(args=args, prog_name="fbr", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (and other click errors)
+        code = int(getattr(exc, "exit_code", ExitCode.BAD_INPUT))
+        print(json.dumps({"status": "error", "exit_code": code, "error": exc.format_message()}))
+        err.print(f"[bold red]error:[/bold red] {escape(exc.format_message())}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(code)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
+    # as in click's standalone mode: a command that returns exits 0, typer.Exit(n) exits n
+    # (returned here as n in place of the command's result)
+    sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

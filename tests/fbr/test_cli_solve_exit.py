@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_fbr
 from typer.testing import CliRunner
 
 from fbr.cli import app
@@ -99,3 +100,40 @@ entry_price = 61000.0
     text = CliRunner().invoke(app, ["status", str(path), "--exchange", "paper", "--journal",
                                     str(tmp_path / "j.sqlite")])
     assert text.exit_code == 0 and "alert:" in text.stdout
+
+
+# --- usage errors through the real entry point (python -m fbr.cli: fbr.cli.main) --------------
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["solve", "--json"], "Missing argument 'book'."),
+    (["whatif", "examples/seed_example_1.toml", "--exchange", "foo", "--json"],
+     "Invalid value for '--exchange': Value error, 'foo' is not one of 'dry-run', 'paper', "
+     "'binanceusdm'."),
+    (["solve", "--json", "examples/seed_example_1.toml", "--bogus"], "No such option: --bogus"),
+])
+def test_a_usage_error_with_json_is_one_json_line(args: list[str], error: str) -> None:
+    """With --json a click usage error is the README's one line on stdout, exit code 2 (it was
+    click's boxed message on stderr and nothing on stdout)."""
+
+    res = run_fbr(*args, timeout=120.0)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stdout.splitlines() == [json.dumps({"status": "error", "exit_code": 2,
+                                                   "error": error})]
+    assert res.stderr.strip() == f"error: {error}"
+
+
+def test_a_usage_error_without_json_keeps_clicks_message() -> None:
+
+    res = run_fbr("solve", timeout=120.0)
+    assert res.returncode == 2 and res.stdout == ""
+    assert "Usage: fbr solve" in res.stderr and "Missing argument 'book'." in res.stderr
+
+
+def test_exit_codes_through_the_entry_point_with_json(tmp_path: Path) -> None:
+    """The --json path keeps every other exit code: 3 for an infeasible book (after its JSON
+    answer), 0 for a sound one."""
+
+    res = run_fbr("solve", "--json", str(_book(tmp_path, 50.0, True, CLUSTER)), timeout=120.0)
+    assert res.returncode == 3 and json.loads(res.stdout)["status"] == "infeasible"
+    res = run_fbr("solve", "--json", str(_book(tmp_path, 3000.0, True, CLUSTER)), timeout=120.0)
+    assert res.returncode == 0 and json.loads(res.stdout)["status"] == "optimal"
