@@ -37,10 +37,18 @@ def move_text(m: LiquidationMove | None) -> str:
     return " / ".join(parts)
 
 
+#: a margin ratio above this (MM / C, a fraction) prints as "above" it: C is then all but gone,
+#: and the figure (1e11% for a collateral of 1e-9 USD) says nothing more than "liquidated"
+RATIO_SHOWN_UP_TO = 10.0
+
+
 def ratio_text(m: MarginState) -> str:
-    """MM / collateral as a percentage, or why there is none."""
+    """MM / collateral as a percentage, or why there is none (collateral <= 0, or so small that
+    the ratio is above :data:`RATIO_SHOWN_UP_TO`)."""
     if m.collateral <= 0:
         return "no collateral" if m.maintenance <= 0 else "collateral <= 0"
+    if m.margin_ratio > RATIO_SHOWN_UP_TO:
+        return f"> {100 * RATIO_SHOWN_UP_TO:,.0f}% (collateral {m.collateral:.2g} USD)"
     return f"{100 * m.margin_ratio:.2f}%"
 
 

@@ -38,3 +38,14 @@ def test_a_loss_harvest_shows_the_sale_and_the_buy_back(tmp_path: Path) -> None:
     assert len(rows) == 2
     assert "SELL" in rows[0] and "-150.00" in rows[0] and f"{-eth.sold:,.2f}" in rows[0]
     assert "BUY" in rows[1] and f"{eth.bought:,.2f}" in rows[1]
+
+
+def test_a_margin_ratio_of_a_vanished_collateral_is_not_printed_as_a_figure() -> None:
+    """MM 5 USD on 1.5e-9 USD of collateral (a wallet drained by funding): the ratio 3.3e9 prints
+    as "> 1,000%" with the collateral, not as 333,333,333,333.33%; 5 on 300 stays 1.67%."""
+    from fbr.whatif_render import ratio_text
+    from models.margin import MarginState
+
+    assert ratio_text(MarginState(1.5e-9, 0.0, 5.0, True)) == "> 1,000% (collateral 1.5e-09 USD)"
+    assert ratio_text(MarginState(300.0, 0.0, 5.0, True)) == "1.67%"
+    assert ratio_text(MarginState(-1.0, 0.0, 5.0, True)) == "collateral <= 0"
