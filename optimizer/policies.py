@@ -34,6 +34,12 @@ class TargetHoldings:
 
     An optimising policy also says how long its solver took (``solve_time_ms``) and how many
     solvers failed before one served (``solver_fallbacks``), and may attach the full ``solution``.
+
+    ``spot_gross``: per asset whose target comes from selling *and* buying in one decision (a loss
+    harvest: sell loss lots, buy back), the gross (units sold, units bought), both > 0, with
+    ``spot[a] = q_a - sold + bought`` (q_a held now, units). The replay then fills the two legs:
+    the sale first (lots by the book's lot method, its tax realised), then the buy (a new lot at the
+    buy's price and date), a fee on each. Empty (the default): only the net change is traded.
     """
 
     spot: dict[str, float]
@@ -41,6 +47,7 @@ class TargetHoldings:
     solution: Solution | None = field(default=None, compare=False)
     solve_time_ms: float | None = field(default=None, compare=False)
     solver_fallbacks: int = field(default=0, compare=False)
+    spot_gross: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.solution is not None and self.solve_time_ms is None:  # stats from the solution
@@ -168,6 +175,18 @@ Lots = Mapping[str, Sequence[TaxLot]]
 """Tax lots by asset symbol (models.tax.TaxLot), as ``SpotLegSettings.lots`` holds them."""
 
 
+def gross_spot(assets: Sequence[str], prices: Sequence[float],
+               buys_usd: Sequence[float], sells_usd: Sequence[float]) -> dict[str, tuple[float, float]]:
+    """The assets both bought and sold (a loss harvest), as (units sold, units bought):
+    sold_i = s_i / S_i and bought_i = b_i / S_i for gross sells s_i and buys b_i (USD) at the
+    price S_i (USD/unit). Assets traded one way only are left out (their net is the trade)."""
+    out: dict[str, tuple[float, float]] = {}
+    for a, px, b, s in zip(assets, prices, buys_usd, sells_usd, strict=True):
+        if b > 0 and s > 0:
+            out[a] = (float(s) / float(px), float(b) / float(px))
+    return out
+
+
 def spot_after_decision(book: Book, dec: Decision) -> dict[str, float]:
     """Spot quantities after the spot leg's trades of ``dec``: q_i + (b_i - q_i^sold) V / S_i
     (units; clipped at 0 against rounding when an asset is sold out). The held quantities when
@@ -245,10 +264,19 @@ class OptimizedFutures(Policy):
             spot = dict(held.spot)
             for tr in sol.spot_trades:
                 spot[tr.asset] = max(spot[tr.asset] + tr.units, 0.0)
-            return TargetHoldings(spot=spot, futures=fut, solution=sol)
+            trades = sol.spot_trades
+            legs = gross_spot([t.asset for t in trades], [t.price for t in trades],
+                               [t.bought for t in trades], [t.sold for t in trades])
+            return TargetHoldings(spot=spot, futures=fut, solution=sol, spot_gross=legs)
         dec = self.rebalancer.decide(book, market, risk, settings)
         x = dec.rounded.z * dec.data.V
         fut = dict(zip(book.contract_symbols, map(float, x), strict=True))
         spot = spot_after_decision(book, dec) if dec.spot is not None else held.spot
+        gross: dict[str, tuple[float, float]] = {}
+        if dec.spot is not None and dec.data.spot is not None:
+            V = dec.data.V
+            gross = gross_spot(book.asset_symbols, [float(p) for p in dec.data.spot.prices],
+                               [float(b) * V for b in dec.spot[0]],
+                               [float(s) * V for s in dec.spot[1]])
         return TargetHoldings(spot=spot, futures=fut, solve_time_ms=1e3 * dec.solve_s,
-                              solver_fallbacks=dec.fallbacks)
+                              solver_fallbacks=dec.fallbacks, spot_gross=gross)

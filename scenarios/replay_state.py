@@ -41,6 +41,9 @@ class ReplayState:
     lots: dict[str, tuple[TaxLot, ...]] | None = field(default=None)
     #: the futures positions as the tax sees them (scenarios.replay_tax; None: not tracked)
     futures_basis: FuturesTaxBasis | None = field(default=None)
+    #: units sold this step by a policy that sold and bought one asset (a loss harvest), by asset:
+    #: the lots book this sale before the step's net change (scenarios.replay_tax.book_lots)
+    sold_first: dict[str, float] = field(default_factory=dict)
 
 
 def state_view(book: Book, state: ReplayState) -> Book:

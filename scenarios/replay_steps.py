@@ -254,13 +254,24 @@ def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSn
 def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
               target: TargetHoldings, row: Row, trades: list[Event]) -> bool:
     """(4) Spot trades dq_i = q_i* - q_i at the close S_i: cash pays ``dq_i S_i`` plus the fee
-    ``f_i |dq_i| S_i``. Returns whether anything traded."""
+    ``f_i |dq_i| S_i``. Returns whether anything traded.
+
+    An asset in ``target.spot_gross`` (sold and bought in one decision: a loss harvest) fills as
+    two trades at S_i: a sale of s_i = min(sold_i, q_i) units, then a buy of
+    b_i = q_i* - q_i + s_i units (so the holding ends at q_i*); cash pays (b_i - s_i) S_i plus
+    the fee f_i (s_i + b_i) S_i, and ``state.sold_first`` keeps s_i for the lots
+    (``scenarios.replay_tax.book_lots``). When b_i <= 0 the net trade fills as above."""
     traded = False
+    state.sold_first.clear()
     for i, a in enumerate(inputs.assets):
         q_new = float(target.spot.get(a, state.spot[a]))
         if not (math.isfinite(q_new) and q_new >= 0):
             raise ValidationError(f"policy.spot.{a}", f"is {q_new} at {market.time}",
                                   "a policy must target finite spot quantities >= 0")
+        if a in target.spot_gross and _fill_round_trip(inputs.fee_spot[i], a, q_new, state,
+                                                       market, target, row, trades):
+            traded = True
+            continue
         dq = q_new - state.spot[a]
         if dq == 0:
             continue
@@ -274,6 +285,31 @@ def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
         trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
                        "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
     return traded
+
+
+def _fill_round_trip(fee_rate: float, a: str, q_new: float, state: ReplayState,
+                     market: MarketSnapshot, target: TargetHoldings, row: Row,
+                     trades: list[Event]) -> bool:
+    """Fill asset ``a``'s gross sale and buy-back (see :func:`fill_spot`): sell
+    s = min(sold, q) units, buy b = q* - q + s units at the close S; False (nothing done) when
+    s <= 0 or b <= 0, the net trade then fills alone."""
+    sold, _ = target.spot_gross[a]
+    held = state.spot[a]
+    s = min(float(sold), held)
+    b = q_new - held + s
+    if not (math.isfinite(s) and s > 0 and b > 0):
+        return False
+    px = market.spot_price(a)
+    for dq in (-s, b):
+        fee = float(fee_rate) * abs(dq) * px
+        state.cash -= dq * px + fee
+        row["fee_spot"] = float(row["fee_spot"]) + fee
+        row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
+        trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
+                       "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
+    state.spot[a] = q_new
+    state.sold_first[a] = s
+    return True
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,12 @@ all at the step's close S_i and time t), each asset's net change of quantity dq_
 is booked: dq_i < 0 sells -dq_i units through :func:`models.tax.realised_tax` with the book's
 lot method (HIFO, FIFO or specific: tax-optimal), the tax (negative: a credit) leaves the cash;
 dq_i > 0 adds one lot (dq_i units, basis S_i, acquired t). Trades of one asset within one step
-net out (they fill at the same close and time). The optimising policy is handed the lots as they
-stand (``OptimizedFutures(..., lots=...)``), so its tax curves are those of the book it trades.
+net out (they fill at the same close and time), except a policy's declared round trip
+(``TargetHoldings.spot_gross``: a loss harvest, sell loss lots and buy back): its sale of s_i
+units is booked first, lots by the lot method and its tax realised, and the rest of the step's
+change, dq_i + s_i, is booked as above (a buy-back then adds a lot at S_i and t). The
+optimising policy is handed the lots as they stand (``OptimizedFutures(..., lots=...)``), so its
+tax curves are those of the book it trades.
 
 **Futures tax.** With ``rates.futures`` set (the [tax] section's ``futures``; None: no futures
 tax), step k pays ``models.tax.futures_tax`` on the futures PnL realised in the step,
@@ -116,6 +120,13 @@ def book_lots(tax: ReplayTax, state: ReplayState, market: MarketSnapshot) -> flo
     paid = 0.0
     for a, held in state.spot.items():
         lots = state.lots.get(a, ())
+        first = state.sold_first.pop(a, 0.0)
+        if first > 0:  # a loss harvest: its sale is booked first, by the lot method
+            t, left = realised_tax(lots, min(first, total_quantity(lots)), tax.method,
+                                   market.spot_price(a), now, tax.rates)
+            lots = tuple(left)
+            state.lots[a] = lots
+            paid += t
         dq = held - total_quantity(lots)
         if dq == 0:
             continue

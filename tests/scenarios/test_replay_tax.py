@@ -378,3 +378,155 @@ def test_a_holding_sold_down_to_dust_follows_its_lots() -> None:
     assert state.lots == {"XRP": ()} and state.spot["XRP"] == 0.0
     assert paid == pytest.approx(0.15 * 0.1 * 18_181.81818181818, rel=1e-9)
     check_lots(state.lots, state.spot, ["XRP"])  # the next step's check passes
+
+
+# ---------------------------------------------------------------- a loss harvest: gross legs
+
+#: Lots of the harvest case: HA 1 BTC at 20,000 two years old (long-term), HB 1 BTC at 70,000
+#: three months old (short-term); rates 25% / 15%, BTC at 60,000.
+HA = TaxLot(1.0, 20_000.0, datetime(2023, 1, 1, tzinfo=UTC))
+HB = TaxLot(1.0, 70_000.0, datetime(2024, 10, 1, tzinfo=UTC))
+
+
+class RoundTrip(Policy):
+    """Step 0: sell 1 BTC and buy 1/3 back (a loss harvest, declared gross); then hold."""
+
+    name = "round_trip"
+
+    def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        held = current_holdings(book, market)
+        if t != D0:
+            return held
+        return TargetHoldings(spot={"BTC": held.spot["BTC"] - 1.0 + 1.0 / 3.0},
+                              futures=held.futures, spot_gross={"BTC": (1.0, 1.0 / 3.0)})
+
+
+@pytest.mark.parametrize(("method", "hand_tax", "hand_deferred"), [
+    # HIFO sells HB: 0.25 x (60k - 70k) x 1 = -2,500; left HA (0.15 x 40k = 6,000) + the new lot (0)
+    (LotMethod.HIFO, -2_500.0, 6_000.0),
+    # FIFO sells HA: 0.15 x 40k x 1 = 6,000; left HB (0.25 x -10k = -2,500) + the new lot (0)
+    (LotMethod.FIFO, 6_000.0, -2_500.0),
+])
+def test_a_declared_round_trip_sells_first_then_buys_a_new_lot(
+        method: LotMethod, hand_tax: float, hand_deferred: float) -> None:
+    """Old code: the net -2/3 BTC only (HIFO: -1,666.67 tax, 40 USD fees)."""
+    book = Book(assets=(SpotAsset("BTC", fee=0.001),), contracts=(), spot={"BTC": 2.0},
+                targets={"BTC": 1.0}, cash=0.0)
+    idx = pd.date_range(D0, periods=2, freq="D")
+    path = MarketPath(spot=pd.DataFrame({"BTC": [60_000.0, 60_000.0]}, index=idx))
+    rates = TaxRates(0.25, 0.15)
+    res = run_backtest(book, path, RoundTrip(), tax=SpotLegSettings(
+        rates=rates, lots={"BTC": (HA, HB)}, lot_method=method), collateral=NO_SWEEPS)
+    s = res.steps
+    assert float(s["tax_spot"].iloc[0]) == pytest.approx(hand_tax, abs=1e-6)
+    # fees on both legs: 0.001 x (60,000 + 20,000) = 80 USD; traded 80,000 USD
+    assert float(s["fee_spot"].iloc[0]) == pytest.approx(80.0, abs=1e-9)
+    assert float(s["traded_spot"].iloc[0]) == pytest.approx(80_000.0, abs=1e-6)
+    legs = res.trades[res.trades["kind"] == "spot"]
+    assert legs["quantity"].tolist() == pytest.approx([-1.0, 1.0 / 3.0])
+    assert float(s["tax_deferred"].iloc[0]) == pytest.approx(hand_deferred, abs=1e-6)
+    assert float(s["tax_spot"].iloc[1]) == 0.0
+    # cash: +60,000 - 20,000 - 80 fees - tax
+    assert float(s["cash"].iloc[0]) == pytest.approx(40_000.0 - 80.0 - hand_tax, abs=1e-6)
+    assert_nav_identity(s)
+
+
+HARVEST_BOOK = """
+[book]
+cash = 3000.0
+targets_base = "invested"
+[targets]
+BTC = 0.10
+ETH = 0.50
+SOL = 0.40
+[spot]
+BTC = 2.0
+ETH = 1.0
+SOL = 10.0
+[contract_defaults]
+lot_step = 1e-8
+min_notional = 0.0
+leverage = 10.0
+[market]
+time = 2024-06-01T00:00:00Z
+mark_from_spot = true
+[market.spot]
+BTC = 60000.0
+ETH = 2500.0
+SOL = 150.0
+[risk]
+basis_risk = false
+correlation = 0.7
+[risk.vols]
+BTC = 0.55
+ETH = 0.70
+SOL = 0.95
+[costs]
+trading = false
+carry = false
+impact = false
+[constraints]
+margin = false
+[solver]
+spot_leg = true
+[tax]
+short_term = "25%"
+long_term = "15%"
+lot_method = "hifo"
+harvest_losses = true
+[[lots]]
+asset = "BTC"
+quantity = 1.0
+cost_basis = 20000
+acquired = 2022-06-01
+[[lots]]
+asset = "BTC"
+quantity = 1.0
+cost_basis = 70000
+acquired = 2024-03-01
+[[lots]]
+asset = "ETH"
+quantity = 1.0
+cost_basis = 2000
+acquired = 2023-01-01
+[[lots]]
+asset = "SOL"
+quantity = 10.0
+cost_basis = 100
+acquired = 2023-01-01
+"""
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_the_optimisers_loss_harvest_fills_gross_in_the_replay(report: bool, tmp_path: object) -> None:
+    """V = 150,000 spot, BTC target 10%: the solution sells 1 BTC (60,000 USD, the 70,000 lot
+    under HIFO: 0.25 x -10,000 = -2,500) and buys 1/3 BTC back (20,000 USD); ETH and SOL buy
+    20,000 each. Fees 0.1% x (60k + 20k + 20k + 20k) = 120 USD. The old replay filled the net
+    -2/3 BTC: tax -1,666.67, fees 80."""
+    from pathlib import Path
+
+    from fbr.config import load_book_file
+
+    assert isinstance(tmp_path, Path)
+    f = tmp_path / "harvest.toml"
+    f.write_text(HARVEST_BOOK)
+    cfg = load_book_file(f)
+    idx = pd.date_range(cfg.market.time, periods=2, freq="D")
+    path = MarketPath(spot=pd.DataFrame({a: cfg.market.spot_price(a)
+                                         for a in cfg.book.asset_symbols}, index=idx))
+    policy = Recording(cfg.risk, cfg.settings, report=report)
+    res = run_backtest(cfg.book, path, policy, collateral=NO_SWEEPS)
+    s = res.steps
+    assert float(s["tax_spot"].iloc[0]) == pytest.approx(-2_500.0, abs=0.01)
+    assert float(s["fee_spot"].iloc[0]) == pytest.approx(120.0, abs=0.01)
+    btc = res.trades[(res.trades["kind"] == "spot") & (res.trades["symbol"] == "BTC")
+                     & (res.trades["time"] == idx[0])]
+    assert btc["quantity"].tolist() == pytest.approx([-1.0, 1.0 / 3.0], abs=1e-5)
+    target = policy.targets[0]
+    assert set(target.spot_gross) == {"BTC"}
+    if report:
+        sol = target.solution
+        assert sol is not None and sol.spot_costs is not None
+        assert float(s["tax_spot"].iloc[0]) == pytest.approx(sol.spot_costs.tax, abs=0.01)
+        assert float(s["fee_spot"].iloc[0]) == pytest.approx(sol.spot_costs.fees, abs=0.01)
+    assert_nav_identity(s)
