@@ -8,9 +8,13 @@ it at price ``p`` on date ``now`` realises the gain ``p - basis_l`` and costs th
 
     tau_l = rate_l * (p - basis_l)     (USD per unit sold)
 
-where ``rate_l`` is the long-term rate when the lot was held more than ``long_term_days`` days and the
-short-term rate otherwise. ``tau_l < 0`` for a loss: a credit (the loss offsets other gains; fbr
-counts it at the same rate, a simplification).
+where ``rate_l`` is the long-term rate when the lot was held more than ``long_term_days`` and the
+short-term rate otherwise, counted on UTC calendar dates (:func:`is_long_term`): with
+``long_term_days`` = 365 y + d, long-term when the sale date is after the acquisition date plus y
+calendar years and d days (365, the default: "more than a year", so a lot bought 2024-01-02 is
+still short-term on 2025-01-02, though 366 days have passed, and long-term from 2025-01-03).
+``tau_l < 0`` for a loss: a credit (the loss offsets other gains; fbr counts it at the same rate,
+a simplification).
 
 **Which lots a sale consumes.** The user's lot method fixes that in the books (and in the replay):
 
@@ -47,7 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 
 import numpy as np
@@ -88,8 +92,9 @@ class TaxLot:
 class TaxRates:
     """Tax rates as fractions of a realised gain.
 
-    - ``short_term``: lots held ``long_term_days`` days or less;
-    - ``long_term``: lots held more than ``long_term_days`` days (365: "more than a year");
+    - ``short_term``: lots held ``long_term_days`` or less;
+    - ``long_term``: lots held more than ``long_term_days`` (365: "more than a year"), counted
+      on UTC calendar dates with whole years for each 365 days (see :func:`is_long_term`);
     - ``futures``: realised futures PnL (None: the short-term rate, as for ordinary income).
     """
 
@@ -136,10 +141,33 @@ def holding_days(lot: TaxLot, now: datetime) -> float:
     return held / timedelta(days=1)
 
 
+def long_term_after(lot: TaxLot, rates: TaxRates) -> date:
+    """The last UTC date on which a sale of ``lot`` is still short-term: the acquisition date plus
+    y calendar years and d days, (y, d) = divmod(``rates.long_term_days``, 365). A lot bought on
+    29 February counts its years to 28 February."""
+    years, days = divmod(rates.long_term_days, 365)
+    start = lot.acquired.date()
+    year = start.year + years
+    try:
+        anniversary = start.replace(year=year)
+    except ValueError:  # 29 February in a year without one
+        anniversary = start.replace(year=year, day=28)
+    return anniversary + timedelta(days=days)
+
+
+def is_long_term(lot: TaxLot, now: datetime, rates: TaxRates) -> bool:
+    """True when ``lot`` sold at ``now`` was held more than ``rates.long_term_days``: the UTC sale
+    date is after :func:`long_term_after` (calendar dates, the time of day ignored; 365 days count
+    as one calendar year, so a lot held exactly one year, 365 or 366 days, is short-term).
+    A lot from the future is refused."""
+    holding_days(lot, now)  # checks now and the order of the dates
+    return _check_utc("now", now).date() > long_term_after(lot, rates)
+
+
 def lot_rate(lot: TaxLot, now: datetime, rates: TaxRates) -> float:
-    """The rate (fraction) on a gain from ``lot`` sold at ``now``: long-term when held strictly more
-    than ``rates.long_term_days`` days, short-term otherwise."""
-    return rates.long_term if holding_days(lot, now) > rates.long_term_days else rates.short_term
+    """The rate (fraction) on a gain from ``lot`` sold at ``now``: long-term when held more than
+    ``rates.long_term_days`` (:func:`is_long_term`, on calendar dates), short-term otherwise."""
+    return rates.long_term if is_long_term(lot, now, rates) else rates.short_term
 
 
 def tax_per_unit(lot: TaxLot, price: float, now: datetime, rates: TaxRates) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -34,6 +34,8 @@ from models.tax import (
     breakpoints,
     futures_tax,
     holding_days,
+    is_long_term,
+    long_term_after,
     realised_tax,
     sale_order,
     tax_per_unit,
@@ -68,11 +70,54 @@ def test_short_and_long_holding_200_vs_400_days() -> None:
     assert _cents(tax_per_unit(long, PRICE, NOW, RATES)) == 1_500.00  # 0.15 x 10,000
 
 
+@pytest.mark.parametrize(("acquired", "sold", "long"), [
+    # 2024 is a leap year: 366 days, but exactly one year: short-term; the day after: long-term
+    (datetime(2024, 1, 2, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC), False),
+    (datetime(2024, 1, 2, tzinfo=UTC), datetime(2025, 1, 3, tzinfo=UTC), True),
+    # 365.04 days by the clock (15:00 -> 16:00 a year later): exactly one year, short-term
+    (datetime(2023, 1, 1, 15, tzinfo=UTC), datetime(2024, 1, 1, 16, tzinfo=UTC), False),
+    (datetime(2023, 1, 1, 15, tzinfo=UTC), datetime(2024, 1, 2, 0, 30, tzinfo=UTC), True),
+    # 23:00 New York on 2023-03-10 is 04:00 UTC on 2023-03-11: the UTC date counts
+    (datetime(2023, 3, 10, 23, tzinfo=timezone(timedelta(hours=-5))),
+     datetime(2024, 3, 11, 12, tzinfo=UTC), False),
+    # bought on 29 February: a year on is 28 February
+    (datetime(2024, 2, 29, tzinfo=UTC), datetime(2025, 2, 28, tzinfo=UTC), False),
+    (datetime(2024, 2, 29, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC), True),
+])
+def test_more_than_a_year_is_counted_on_calendar_dates(acquired: datetime, sold: datetime,
+                                                         long: bool) -> None:
+    """A gain of 10,000 per unit: 0.15 x 10,000 = 1,500 long-term, 0.30 x 10,000 = 3,000 short.
+    The old rule (holding_days > 365) called the first and third cases long-term."""
+    lot = TaxLot(1.0, 40_000.0, acquired)
+    assert is_long_term(lot, sold, RATES) is long
+    assert _cents(tax_per_unit(lot, PRICE, sold, RATES)) == (1_500.00 if long else 3_000.00)
+
+
+def test_a_long_term_threshold_in_days_counts_years_then_days() -> None:
+    """long_term_days = 400 = 1 year + 35 days: bought 2024-01-02, short-term through
+    2025-01-02 + 35 days = 2025-02-06, long-term from 2025-02-07; 30 days: plain days."""
+    lot = TaxLot(1.0, 40_000.0, datetime(2024, 1, 2, tzinfo=UTC))
+    r400 = TaxRates(0.30, 0.15, long_term_days=400)
+    assert long_term_after(lot, r400) == date(2025, 2, 6)
+    assert not is_long_term(lot, datetime(2025, 2, 6, 23, tzinfo=UTC), r400)
+    assert is_long_term(lot, datetime(2025, 2, 7, tzinfo=UTC), r400)
+    r30 = TaxRates(0.30, 0.15, long_term_days=30)
+    assert long_term_after(lot, r30) == date(2024, 2, 1)
+    assert is_long_term(lot, datetime(2024, 2, 2, tzinfo=UTC), r30)
+    assert not is_long_term(lot, datetime(2024, 2, 1, 23, 59, tzinfo=UTC), r30)
+    r0 = TaxRates(0.30, 0.15, long_term_days=0)
+    assert not is_long_term(lot, datetime(2024, 1, 2, 23, tzinfo=UTC), r0)
+    assert is_long_term(lot, datetime(2024, 1, 3, tzinfo=UTC), r0)
+
+
 def test_long_term_starts_after_the_threshold_day() -> None:
-    lot = TaxLot(1.0, 40_000.0, NOW - timedelta(days=365))
+    lot = TaxLot(1.0, 40_000.0, NOW - timedelta(days=365))  # 2024-01-02 (2024 is a leap year)
     assert tax_per_unit(lot, PRICE, NOW, RATES) == pytest.approx(3_000.0)  # 365 days: still short
-    later = NOW + timedelta(seconds=1)
-    assert tax_per_unit(lot, PRICE, later, RATES) == pytest.approx(1_500.0)
+    later = NOW + timedelta(seconds=1)  # the same date: still short
+    assert tax_per_unit(lot, PRICE, later, RATES) == pytest.approx(3_000.0)
+    year = NOW + timedelta(days=1)  # 2025-01-02: exactly one year (366 days): still short
+    assert tax_per_unit(lot, PRICE, year, RATES) == pytest.approx(3_000.0)
+    assert tax_per_unit(lot, PRICE, NOW + timedelta(days=2), RATES) == pytest.approx(1_500.0)
 
 
 def test_per_unit_taxes_and_a_loss_is_a_credit() -> None:
@@ -229,11 +274,14 @@ def _random_book(rng: np.random.Generator) -> tuple[list[TaxLot], float, datetim
 
 def _reference_tax(lots: list[TaxLot], q: float, order: list[int], price: float, now: datetime,
                    rates: TaxRates) -> float:
-    """An independent lot walk: the rate from the holding period in seconds, no library helpers."""
+    """An independent lot walk: the rate from the holding period on calendar dates (more than a
+    year: the sale's (year, month, day) after the purchase's one year on), no library helpers."""
+    assert rates.long_term_days == 365
     total, left = 0.0, q
     for i in order:
         lot = lots[i]
-        long = (now - lot.acquired).total_seconds() > rates.long_term_days * 86_400
+        a = lot.acquired
+        long = (now.year, now.month, now.day) > (a.year + 1, a.month, a.day)
         rate = rates.long_term if long else rates.short_term
         take = min(left, lot.quantity)
         total += take * rate * (price - lot.cost_basis)

@@ -315,9 +315,10 @@ def _reference(c: Case) -> tuple[np.ndarray, np.ndarray, float]:
     if rates is not None:  # one variable per lot (weights sold from it), tax per USD sold
         for i, sym in enumerate(syms):
             lots = st.spot.lots[sym]
-            held = [(NOW - lot.acquired).total_seconds() / 86400.0 for lot in lots]
-            rate = np.array([rates.long_term if h > rates.long_term_days else rates.short_term
-                             for h in held])
+            # more than a year on calendar dates (rates.long_term_days is 365 here)
+            long = [(NOW.year, NOW.month, NOW.day)
+                    > (lot.acquired.year + 1, lot.acquired.month, lot.acquired.day) for lot in lots]
+            rate = np.array([rates.long_term if lg else rates.short_term for lg in long])
             tau = rate * (px[i] - np.array([lot.cost_basis for lot in lots])) / px[i]
             if not st.spot.harvest_losses:
                 tau = np.maximum(tau, 0.0)
