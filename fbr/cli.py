@@ -174,9 +174,32 @@ BACKTEST_COLUMNS: tuple[tuple[str, str, Callable[[MetricValue], str]], ...] = (
 )
 
 
-#: The comparison table's columns split in two tables below this console width (80-column
-#: terminals): no number is folded or cut.
+#: The tax columns, shown when a policy paid tax (``tax_bps`` non-zero): spot and futures tax and
+#: the total cost (fees + funding + penalties + sweep costs + tax), bp of the mean NAV per year.
+BACKTEST_TAX_COLUMNS: tuple[tuple[str, str, Callable[[MetricValue], str]], ...] = (
+    ("tax bp/yr", "tax_bps", _num_cell),
+    ("total cost bp/yr", "total_cost_bps", _num_cell),
+)
+
+
+#: The comparison table's columns split in two tables (three with the tax columns) below this
+#: console width (80-column terminals): no number is folded or cut.
 BACKTEST_NARROW_WIDTH = 110
+
+#: With the tax columns, the table splits in two (performance and costs; turnover and margin)
+#: below this console width.
+BACKTEST_TAX_WIDTH = 150
+
+
+def backtest_columns(metrics: Mapping[str, Mapping[str, MetricValue]]
+                     ) -> tuple[tuple[str, str, Callable[[MetricValue], str]], ...]:
+    """``BACKTEST_COLUMNS``, with ``BACKTEST_TAX_COLUMNS`` after the funding column when some
+    policy's ``tax_bps`` is a non-zero number (the replay charged tax)."""
+    taxed = any(m.get("tax_bps") not in (None, 0, 0.0) for m in metrics.values())
+    if not taxed:
+        return BACKTEST_COLUMNS
+    at = 1 + next(i for i, c in enumerate(BACKTEST_COLUMNS) if c[1] == "funding_bps")
+    return (*BACKTEST_COLUMNS[:at], *BACKTEST_TAX_COLUMNS, *BACKTEST_COLUMNS[at:])
 
 
 def backtest_table(metrics: Mapping[str, Mapping[str, MetricValue]], title: str,
@@ -196,13 +219,23 @@ def backtest_table(metrics: Mapping[str, Mapping[str, MetricValue]], title: str,
 
 def backtest_tables(metrics: Mapping[str, Mapping[str, MetricValue]], title: str, width: int
                     ) -> list[Table]:
-    """:func:`backtest_table`, split in two (performance; costs and margin) on a console narrower
-    than ``BACKTEST_NARROW_WIDTH``."""
-    if width >= BACKTEST_NARROW_WIDTH:
-        return [backtest_table(metrics, title)]
-    half = 5  # TE, return, vol, max DD, fees | funding, turnover, peak margin, liquidations
-    return [backtest_table(metrics, title, BACKTEST_COLUMNS[:half]),
-            backtest_table(metrics, f"{title} (continued)", BACKTEST_COLUMNS[half:])]
+    """:func:`backtest_table` with :func:`backtest_columns`, split on a console narrower than
+    ``BACKTEST_NARROW_WIDTH`` in two (performance; costs and margin). With the tax columns: one
+    table from ``BACKTEST_TAX_WIDTH``, two (performance and costs; turnover and margin) from
+    ``BACKTEST_NARROW_WIDTH``, three below (performance; fees, funding, tax, total cost;
+    turnover and margin)."""
+    columns = backtest_columns(metrics)
+    taxed = columns is not BACKTEST_COLUMNS
+    if width >= (BACKTEST_TAX_WIDTH if taxed else BACKTEST_NARROW_WIDTH):
+        return [backtest_table(metrics, title, columns)]
+    if not taxed:
+        half = 5  # TE, return, vol, max DD, fees | funding, turnover, peak margin, liquidations
+        return [backtest_table(metrics, title, columns[:half]),
+                backtest_table(metrics, f"{title} (continued)", columns[half:])]
+    # TE .. max DD | fees .. total cost | turnover .. liquidations (the first two joined when wide)
+    cuts = (0, 8, len(columns)) if width >= BACKTEST_NARROW_WIDTH else (0, 4, 8, len(columns))
+    return [backtest_table(metrics, title if k == 0 else f"{title} (continued)",
+                           columns[cuts[k]:cuts[k + 1]]) for k in range(len(cuts) - 1)]
 
 
 def _check_backtest_outputs(cfg: BacktestConfig, report: Path | None) -> None:

@@ -68,3 +68,35 @@ def test_monte_carlo_runs_carry_the_books_tax(tmp_path: Path) -> None:
     assert spec.tax is not None and spec.tax.rates is not None
     result = run_montecarlo(spec)
     assert (result.metrics["tax_bps"] > 0).all()
+
+
+def _render(tables: list[object], width: int) -> list[str]:
+    from rich.console import Console
+
+    con = Console(width=width, record=True, color_system=None)
+    for t in tables:
+        con.print(t)
+    return con.export_text().splitlines()
+
+
+def test_the_backtest_table_shows_tax_and_total_cost_within_80_columns() -> None:
+    """A taxed run: fees 19.7 + funding -11.5 + tax 88.3 = total 96.5 bp/yr (hand sum); the
+    table gains "tax bp/yr" and "total cost bp/yr" (the old table had neither) and, split in
+    three, keeps every line within 80 columns; an untaxed run's table is unchanged."""
+    from fbr.cli import BACKTEST_COLUMNS, backtest_columns, backtest_tables
+
+    base = {"tracking_error": 0.0035, "total_return": 0.0493, "volatility": 0.5032,
+            "max_drawdown": 0.0751, "fees_bps": 19.7, "funding_bps": -11.5, "turnover": 3.34,
+            "peak_margin_ratio": 0.0033, "liquidations": 0}
+    taxed = {"optimized_futures": {**base, "tax_bps": 88.3, "total_cost_bps": 19.7 - 11.5 + 88.3}}
+    for width in (80, 120, 160):
+        lines = _render(backtest_tables(taxed, "Policies", width), width)  # type: ignore[arg-type]
+        text = "\n".join(lines)
+        assert "tax bp/yr" in text and "total cost bp/yr" in text
+        assert "88.3" in text and "96.5" in text
+        assert max(len(line.rstrip()) for line in lines) <= width
+    assert len(backtest_tables(taxed, "Policies", 80)) == 3
+    untaxed = {"opt": {**base, "tax_bps": 0.0, "total_cost_bps": 8.2}}
+    assert backtest_columns(untaxed) is BACKTEST_COLUMNS
+    text = "\n".join(_render(backtest_tables(untaxed, "Policies", 80), 80))  # type: ignore[arg-type]
+    assert "tax bp/yr" not in text and "total cost" not in text
