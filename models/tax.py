@@ -35,12 +35,18 @@ whose linear programme the greedy ascending order solves. HIFO equals this order
 taxed at one rate (tau_l then falls as basis_l rises); with short and long lots, or under FIFO, the
 user's method can realise more tax than T(q).
 
-**What the optimiser uses, and why.** The optimiser prices a sale with T(q), the ascending-tax curve,
-whatever the lot method: it is the only one of the three that is convex for every set of lots (a
-FIFO or mixed-rate HIFO curve can have falling slopes, which a convex solver cannot take), it is
-exact for SPECIFIC and for single-rate HIFO, and for the other cases it is a lower bound of the tax
-the sale really realises. The replay charges :func:`realised_tax` with the user's method, so
-reports show the tax actually due.
+**What the optimiser uses, and why.** A convex solver cannot take falling slopes, and the tax of
+a FIFO or mixed-rate HIFO sale can have them, so the optimiser's curve (:func:`breakpoints`)
+depends on the lot method:
+
+- SPECIFIC and HIFO: T(q), the ascending-tax curve above: exact for SPECIFIC and for
+  single-rate HIFO, and for mixed-rate HIFO a lower bound of the tax the sale really realises;
+- FIFO: the lots in FIFO order with each slope raised to the running maximum of the slopes so
+  far, b_k = max(tau_1..tau_k): convex, exact while the FIFO slopes ascend, and otherwise an upper
+  bound of the tax the FIFO books realise (the integral of b is at least that of tau).
+
+The replay charges :func:`realised_tax` with the user's method, so reports show the tax actually
+due.
 
 Realised futures PnL is taxed by :func:`futures_tax`: ``rates.futures`` times the PnL, a loss credited
 at the same rate (one flat rate, no holding periods, no wash-sale or carry-forward rules).
@@ -192,8 +198,9 @@ def sale_order(lots: Sequence[TaxLot], method: LotMethod, price: float, now: dat
 
     HIFO: highest cost basis first; FIFO: oldest first; SPECIFIC: the tax-optimal order, ascending
     tax per unit (losses first), the order behind the convex curve of :func:`breakpoints`. HIFO and
-    FIFO are what the user's books realise; the optimiser's convex term always uses the ascending
-    order (equal to HIFO when every lot has one rate; see the module docstring). Ties keep a fixed,
+    FIFO are what the user's books realise; the optimiser's convex term uses the ascending order
+    for HIFO and SPECIFIC (equal to HIFO when every lot has one rate) and the FIFO order with
+    running-maximum slopes for FIFO (see the module docstring and :func:`breakpoints`). Ties keep a fixed,
     deterministic order (then by the lots' position in ``lots``).
     """
     taus = [tax_per_unit(lot, price, now, rates) for lot in lots]

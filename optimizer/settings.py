@@ -170,10 +170,13 @@ class SpotLegSettings:
     with ``costs.impact``, k sigma_i |trade|^{3/2} / sqrt(ADV_i) (ADV by asset symbol in
     ``market.adv``; none given: no spot impact).
 
-    Tax: with ``rates`` set, a sale of q_i pays gamma_tax T_i(q_i), the convex ascending-tax curve of
-    the asset's ``lots`` (models.tax.breakpoints; per asset, they must add up to the spot held),
-    loss lots credited only when ``harvest_losses`` (otherwise taxed at 0). ``lot_method`` is the
-    user's books' order (HIFO, FIFO, specific), used to report the tax the sale realises.
+    Tax: with ``rates`` set, a sale of q_i pays gamma_tax T_i(q_i), a convex piecewise-linear tax
+    curve of the asset's ``lots`` (models.tax.breakpoints; per asset, they must add up to the spot
+    held), loss lots credited only when ``harvest_losses`` (otherwise taxed at 0). ``lot_method``
+    is the user's books' order and picks the curve: HIFO and specific, the ascending-tax curve
+    (exact for specific and single-rate HIFO, a lower bound for mixed-rate HIFO); FIFO, the FIFO
+    order with slopes raised to their running maximum (exact while the FIFO slopes ascend,
+    otherwise an upper bound). It also reports the tax the sale realises in the books.
     ``rates`` None: no tax term. Net spot buys are financed by sales plus at most
     ``cash_usd`` of wallet cash: sum(b) - sum(q) <= min(cash_usd, book cash) / V (never more than the
     stablecoin held; ``optimizer.spot_data.spot_budget``).

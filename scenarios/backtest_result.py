@@ -33,9 +33,11 @@ class BacktestResult:
     recorded value that differs between two runs of the same inputs.
     Identity per step: nav_t - nav_{t-1} = spot_pnl + futures_pnl - fee_spot - fee_futures
     - slippage_futures - funding - liquidation_penalty - sweep_fees (- tax when taxed).
-    With taxes on (``scenarios.replay_tax``) four more columns follow: tax_spot (realised on
+    With taxes on (``scenarios.replay_tax``) five more columns follow: tax_spot (realised on
     spot sales, lot by lot), tax_futures (on realised futures PnL), tax (their sum; > 0 paid,
-    < 0 a credit) and tax_cumulative. With pledged collateral on, trades may have kind
+    < 0 a credit), tax_cumulative and tax_deferred (the tax selling every lot and closing every
+    futures position at the step's close would realise after the step;
+    ``scenarios.replay_tax.deferred_tax``). With pledged collateral on, trades may have kind
     collateral_sale (pledged spot sold after a liquidation; its fee column is the penalty,
     already in liquidation_penalty).
     ``spot_value`` (per asset), ``futures_notional`` (signed, per contract) and ``weights``
