@@ -1,9 +1,15 @@
 """Order planning: a solution's target positions -> exchange orders (legs).
 
-For each contract j with current position q0_j (contracts) and target notional x_j (USD):
+For each contract j with current position q0_j (contracts) and target notional x_j (USD exposure,
+the optimiser's unit; a contract left out is held at its exposure x0_j, ``Book.futures_exposure``):
 
 - target contracts q1_j = round_lot(x_j / npc_j(mark_j)), npc = contract_size x mark (linear) or
-  contract_size (inverse, USD per contract); trade = q1_j - q0_j contracts;
+  contract_size (inverse, USD per contract); trade = q1_j - q0_j contracts. An inverse position
+  struck at entry E away from the mark holds the exposure x0 = q0 x size x mark / E (not its face
+  q0 x size; ``Book.exposure_offset`` delta0 = x0 - q0 x size): a target within ``QTY_RTOL`` of x0
+  is no trade. A traded position is re-struck at the mark with its PnL realised into cash, as the
+  engine books it (``Book.with_futures``, the replay, the optimiser's solution contracts), so its
+  exposure after the trade is q1 x size = x_j;
 - a trade that shrinks a position is reduce-only; one that flips its sign is split into a
   reduce-only close of q0_j and an opening order of q1_j;
 - a leg under the contract's min quantity, or under its min notional (USD, opening legs only when
@@ -230,7 +236,8 @@ def _options_from(d: Mapping[str, Any] | None) -> PlanOptions | None:
 def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
                       contracts: Mapping[str, float]) -> float:
     """Annualised TE of ``book`` holding ``contracts``: sqrt(d' Sigma d + z' Sigma_b z), d = e - w*,
-    e = (spot + B x) / V, z = x / V (the basis term when the risk model has one)."""
+    e = (spot + B x) / V, z = x / V (the basis term when the risk model has one), x the futures
+    USD exposure (``Book.futures_exposure``)."""
     held = book.with_futures(contracts, market)
     V = held.base(market)
     e = held.effective_weights(market)
@@ -238,7 +245,7 @@ def tracking_error_of(book: Book, market: MarketSnapshot, risk: RiskModel,
     idx = [risk.symbols.index(s) for s in held.asset_symbols]
     cov = risk.covariance[np.ix_(idx, idx)]
     if risk.basis_cov is not None and risk.basis_cov.shape == (len(held.contracts),) * 2:
-        return tracking_error(d, cov, held.futures_notional(market) / V, risk.basis_cov)
+        return tracking_error(d, cov, held.futures_exposure(market) / V, risk.basis_cov)
     return tracking_error(d, cov)
 
 
@@ -286,10 +293,15 @@ def _instrument(instruments: Mapping[str, Instrument], sym: str) -> Instrument:
 
 
 def _target_contracts(c: FuturesContract, mark: float, notional: float,
-                      q0: float) -> tuple[float, float]:
-    """(contracts wanted for ``notional`` USD at ``mark``, the same rounded to the lot step); a
-    rounded target within ``QTY_RTOL`` of the position ``q0`` is ``q0`` (without a lot step,
-    the float noise of a notional round trip is no trade)."""
+                      q0: float, offset: float = 0.0) -> tuple[float, float]:
+    """(contracts wanted for ``notional`` USD of exposure at ``mark``, the same rounded to the lot
+    step); a rounded target within ``QTY_RTOL`` of the position ``q0`` is ``q0`` (without a lot
+    step, the float noise of a notional round trip is no trade), and so is a target within
+    ``QTY_RTOL`` of the held exposure q0 npc + ``offset`` (``Book.exposure_offset``: 0 for linear,
+    an inverse position's USD PnL: its exposure is q0 x size x mark / entry)."""
+    if offset != 0 and math.isclose(notional, q0 * c.notional_per_contract(mark) + offset,
+                                    rel_tol=QTY_RTOL, abs_tol=0.0):
+        return q0, q0
     wanted = c.contracts_for(notional, mark)
     q1 = round_to_step(wanted, c.lot_step)
     return wanted, (q0 if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0) else q1)
@@ -325,6 +337,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     clock: datetime = market.time
     targets = _target_notionals(solution)
     q0_all = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
+    off_all = dict(zip(book.contract_symbols, map(float, book.exposure_offset(market)), strict=True))
     start: dict[str, float] = {}
     target: dict[str, float] = {}
     unrounded: dict[str, float] = {}
@@ -335,8 +348,9 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         c = _instrument(instruments, sym).contract
         mark = market.mark_price(sym)
         npc = c.notional_per_contract(mark)
-        q0 = q0_all[sym]
-        wanted, q1 = _target_contracts(c, mark, targets.get(sym, q0 * npc), q0)
+        q0, off = q0_all[sym], off_all[sym]
+        held_x = q0 * npc + off if off != 0 else q0 * npc  # the held exposure (USD)
+        wanted, q1 = _target_contracts(c, mark, targets.get(sym, held_x), q0, off)
         start[sym], target[sym], unrounded[sym] = q0, q1, wanted
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc, c.lot_step * npc,
                                  c.lot_step))

@@ -110,8 +110,12 @@ def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
     after the trade's own cost: fees, half spreads and, where the market gives a daily volume and
     ``daily_vol`` the underlying's daily vol, the 3/2-power impact (:func:`plan_cost`'s model,
     whatever the objective prices: a de-risk must not spend the collateral it is saving); lot
-    rounding to the nearest lot may still move it by up to half a lot's margin."""
-    held = book.futures_notional(market)
+    rounding to the nearest lot may still move it by up to half a lot's margin. Targets are USD
+    exposure (``Book.futures_exposure``); the margin is on the exchange's notional of the target
+    position, s x_j - delta0_j (``Book.exposure_offset``: 0 for linear; an inverse position keeps
+    its entry's offset, a trade at the mark adding the same to both)."""
+    held = book.futures_exposure(market)
+    off = book.exposure_offset(market)
     x = np.array([float(targets.get(s, held[j])) for j, s in enumerate(book.contract_symbols)])
     model = MarginModel.from_contracts(book.contracts)
     vol = np.array([(daily_vol or {}).get(c.symbol, 0.0) for c in book.contracts])
@@ -120,7 +124,8 @@ def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
 
     def ratio(s: float) -> float:
         paid = costs.total(s * x - held)
-        return float(margin_state(model, s * x, collateral - paid).margin_ratio)
+        face = s * x - off if np.any(off) else s * x
+        return float(margin_state(model, face, collateral - paid).margin_ratio)
 
     if ratio(1.0) <= threshold:
         return {s: float(v) for s, v in zip(book.contract_symbols, x, strict=True)}, 1.0

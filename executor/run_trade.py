@@ -91,10 +91,11 @@ class CycleTrader:
                       s: float) -> None:
         """The de-risk's alert: the targets' margin ratio passed the threshold (the book's ratio
         now may not have: a start cycle opens from nothing)."""
-        held = view.book.futures_notional(view.market)
+        held = view.book.futures_exposure(view.market)
         x = np.array([float(asked.get(c, held[j]))
                       for j, c in enumerate(view.book.contract_symbols)])
-        r = margin_ratio(view.book, view.market, x)
+        # the targets are exposure; their margin is on the notional x - delta0 (0 for linear)
+        r = margin_ratio(view.book, view.market, x - view.book.exposure_offset(view.market))
         self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
                          f"the targets' margin ratio {r:.1%} is above {threshold:.0%} (now "
                          f"{view.margin_ratio:.1%}): target positions scaled by {s:.3f}", now,
@@ -111,7 +112,7 @@ class CycleTrader:
                 raise
             self.alerts.emit(AlertKind.FAILURE, Severity.WARNING, "policy failed while de-risking",
                              f"{redact(str(exc))}; scaling down the positions held instead", now)
-            held = view.book.futures_notional(view.market)
+            held = view.book.futures_exposure(view.market)  # targets are USD exposure
             return dict(zip(view.book.contract_symbols, map(float, held), strict=True))
         return {s: float(v) for s, v in target.futures.items()}
 

@@ -37,9 +37,12 @@ class TargetsBase(StrEnum):
 
 @dataclass(frozen=True)
 class Valuation:
-    """A book valued at one market (USD): spot value per asset, futures notional per contract,
-    unrealised PnL, wallet (cash + PnL), NAV, collateral (wallet + the exchange's collateral value of
-    pledged spot, ``Book.pledged_collateral``) and the target base V."""
+    """A book valued at one market (USD): spot value per asset, futures notional per contract (the
+    exchange's notional: margin, funding, fees; ``Book.futures_notional``), unrealised PnL, wallet
+    (cash + PnL), NAV, collateral (wallet + the exchange's collateral value of pledged spot,
+    ``Book.pledged_collateral``), the target base V and the futures USD exposure per contract (the
+    price sensitivity of the position's value; ``Book.futures_exposure``). The two differ only for
+    an inverse position struck away from the mark."""
 
     spot_values: np.ndarray
     notional: np.ndarray
@@ -48,6 +51,7 @@ class Valuation:
     nav: float
     collateral: float
     base: float
+    exposure: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -251,10 +255,57 @@ class Book:
         return np.array([market.mark_price(c.symbol) for c in self.contracts], dtype=float)
 
     def futures_notional(self, market: MarketSnapshot) -> np.ndarray:
-        """x0 (M): signed USD notional of each current position at mark (linear: q x size x mark;
-        inverse: q x size USD)."""
+        """Signed USD notional of each current position as the exchange counts it (margin tiers,
+        initial and maintenance margin, funding, fees, liquidation penalty): linear q x size x mark;
+        inverse q x size, the face value (USD), fixed whatever the price (a coin-M exchange margins
+        face / mark coin, i.e. face USD). This is *not* the exposure of an inverse position struck
+        away from the mark: see :meth:`futures_exposure` (effective weights, the optimiser's x0)."""
         size, inverse = self._contract_arrays
         result: np.ndarray = self.contracts_vector() * size * np.where(inverse, 1.0, self.marks(market))
+        return result
+
+    def _entries(self) -> np.ndarray:
+        """Entry price per contract (USD; 1.0 where no position is held, a harmless placeholder)."""
+        q = self.contracts_vector()
+        entry = np.array([self.futures[c.symbol].entry_price if c.symbol in self.futures else 1.0
+                          for c in self.contracts], dtype=float)
+        result: np.ndarray = np.where(q != 0, entry, 1.0)
+        return result
+
+    def futures_exposure(self, market: MarketSnapshot) -> np.ndarray:
+        """x0 (M): signed USD exposure of each current position, dValue / dlog(price) (USD per unit
+        log move of the underlying): the futures term of the effective weights e = (spot + B x0) / V
+        and the optimiser's starting position.
+
+        Linear: q x size x mark (its notional, :meth:`futures_notional`). Inverse: the position's
+        value is its USD PnL q x size x (1/entry - 1/mark) x mark = q x size x (mark/entry - 1), so
+        the exposure is q x size x mark / entry (face x mark / entry), not the face q x size: a
+        short of face F struck at E against spot worth S is flat when S = F x mark / E. A trade of dq
+        contracts at the mark adds dq x size of face and of exposure alike (its entry is the mark),
+        so the target exposure x of a contract is reached with dq = (x - x0) / size contracts
+        (:meth:`exposure_offset`)."""
+        size, inverse = self._contract_arrays
+        q = self.contracts_vector()
+        mark = self.marks(market)
+        linear: np.ndarray = q * size * mark
+        if not inverse.any():
+            return linear
+        result: np.ndarray = np.where(inverse, q * size * (mark / self._entries()), linear)
+        return result
+
+    def exposure_offset(self, market: MarketSnapshot) -> np.ndarray:
+        """delta0 (M, USD): exposure less notional of each current position, :meth:`futures_exposure`
+        - :meth:`futures_notional` = q x size x (mark/entry - 1) for an inverse position (its USD
+        PnL), exactly 0 for a linear one. Trading dq contracts at the mark moves notional and
+        exposure by the same dq x npc, so a target exposure x maps to the notional x - delta0, i.e.
+        to (x - delta0) / npc contracts, and a position of q contracts has exposure q x npc +
+        delta0."""
+        size, inverse = self._contract_arrays
+        if not inverse.any():
+            return np.zeros(len(self.contracts))
+        q = self.contracts_vector()
+        result: np.ndarray = np.where(inverse, q * size * (self.marks(market) / self._entries() - 1.0),
+                                      0.0)
         return result
 
     def unrealized_pnl(self, market: MarketSnapshot) -> float:
@@ -274,7 +325,8 @@ class Book:
 
     def valuation(self, market: MarketSnapshot) -> Valuation:
         """Every valuation at once (each price read once): see :class:`Valuation`. The same
-        formulas as :meth:`spot_values`, :meth:`unrealized_pnl` and :meth:`futures_notional`."""
+        formulas as :meth:`spot_values`, :meth:`unrealized_pnl`, :meth:`futures_notional` and
+        :meth:`futures_exposure`."""
         spot = self.spot_values(market)
         size, inverse = self._contract_arrays
         mark = self.marks(market)
@@ -286,16 +338,21 @@ class Book:
             upnl = float(np.where(inverse, q * size * (1.0 / entry - 1.0 / mark) * mark,
                                   q * size * (mark - entry)).sum())
             notional = q * size * np.where(inverse, 1.0, mark)
+            # exposure: linear = notional; inverse q x size x mark / entry (see futures_exposure)
+            exposure = (np.where(inverse, q * size * (mark / entry), notional) if inverse.any()
+                        else notional)
         else:
             upnl = 0.0
             notional = np.zeros(len(self.contracts))
+            exposure = notional
         wallet = self.cash + upnl
         invested = float(spot.sum())
         nav = invested + wallet
         collateral = wallet + self.pledged_collateral(spot)
         return Valuation(spot_values=spot, notional=notional, upnl=upnl, wallet=wallet, nav=nav,
                          collateral=collateral,
-                         base=nav if self.targets_base == TargetsBase.NAV else invested)
+                         base=nav if self.targets_base == TargetsBase.NAV else invested,
+                         exposure=exposure)
 
     def wallet_balance(self, market: MarketSnapshot) -> float:
         """Futures wallet margin balance (USD): stable cash + unrealised PnL (pledged spot excluded)."""
@@ -317,9 +374,11 @@ class Book:
         return float(self.spot_values(market).sum())
 
     def effective_weights(self, market: MarketSnapshot) -> np.ndarray:
-        """e = s + B x0 / V: spot plus futures exposure per asset, as weights of the base."""
+        """e = s + B x0 / V: spot plus futures exposure per asset, as weights of the base (x0 the
+        USD exposure of :meth:`futures_exposure`: q x size x mark / entry for an inverse position,
+        not its face value)."""
         V = self.base(market)
-        exposure = self.spot_values(market) + self.exposure_matrix() @ self.futures_notional(market)
+        exposure = self.spot_values(market) + self.exposure_matrix() @ self.futures_exposure(market)
         result: np.ndarray = exposure / V
         return result
 

@@ -38,7 +38,7 @@ def check_not_liquidatable(d: ProblemData, book: Book) -> None:
     """Raise :class:`LiquidatableBookError` when the current positions are liquidatable at the
     current marks (``models.margin.MarginState.liquidated``: a position open and C <= MM), saying by
     how much collateral must rise (USD) or each position fall (contracts and USD notional)."""
-    x0 = d.z0 * d.V
+    x0 = d.held_notional()  # the exchange's notional (inverse: face), not the exposure z0 V
     if not margin_state(d.margin_model, x0, d.collateral).liquidated:
         return
     raise LiquidatableBookError(liquidation_message(d, book))
@@ -46,7 +46,7 @@ def check_not_liquidatable(d: ProblemData, book: Book) -> None:
 
 def liquidation_message(d: ProblemData, book: Book) -> str:
     """The error text for a liquidatable book (see :func:`models.margin.liquidation_gap`)."""
-    x0 = d.z0 * d.V
+    x0 = d.held_notional()  # the exchange's notional (inverse: face), not the exposure z0 V
     gap = liquidation_gap(d.margin_model, x0, d.collateral)
     npc = contract_arrays(book.contracts).notional_per_contract(d.prices)
     cuts = [f"{sym} by more than {gap.reduce_notional[j] / npc[j]:,.8g} contracts "

@@ -197,6 +197,21 @@ class ProblemData:
     #: the planner's carry per step (H x M, fractions of notional a long pays over each step;
     #: optimizer.carry.carry_path); None for the single-period problem (H = 1)
     carry_steps: np.ndarray | None = None
+    #: delta0 (M, USD): exposure less exchange notional of each held position
+    #: (``Book.exposure_offset``; an inverse position's USD PnL q x size x (mark/entry - 1), 0 for
+    #: linear). z0 V is the exposure, z0 V - delta0 the held notional the exchange margins. A
+    #: traded position is re-struck at the mark (its exposure is then q npc), one kept at q0 keeps
+    #: z0 V (optimizer.rounding.contracts_of). None: all zero
+    exposure_offset: np.ndarray | None = None
+
+    def held_notional(self) -> np.ndarray:
+        """The exchange's notional of today's positions (USD): z0 V - delta0 (face value for an
+        inverse position; z0 V for linear ones)."""
+        x0 = self.z0 * self.V
+        if self.exposure_offset is None or not np.any(self.exposure_offset):
+            return x0
+        result: np.ndarray = x0 - self.exposure_offset
+        return result
 
     @cached_property
     def structure(self) -> Structure:

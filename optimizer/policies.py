@@ -56,8 +56,9 @@ class TargetHoldings:
 
 
 def current_holdings(book: Book, market: MarketSnapshot) -> TargetHoldings:
-    """The book as it is, as target holdings."""
-    x0 = book.futures_notional(market)
+    """The book as it is, as target holdings (futures as their USD exposure x0,
+    ``Book.futures_exposure``, the unit of every policy's futures targets)."""
+    x0 = book.futures_exposure(market)
     return TargetHoldings(spot={a: float(book.spot.get(a, 0.0)) for a in book.asset_symbols},
                           futures=dict(zip(book.contract_symbols, map(float, x0), strict=True)))
 

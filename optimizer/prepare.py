@@ -209,7 +209,9 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     cs, cc = settings.constraints, settings.costs
     spot = val.spot_values
     B = book.exposure_matrix()
-    x0 = val.notional
+    # x0: USD exposure (inverse q x size x mark / entry) for TE and trades; the margin already
+    # held is on the exchange's notional (inverse: face value)
+    x0 = val.exposure
     collateral = val.collateral
     prices = np.array([market.mark_price(c) for c in book.contract_symbols])
     daily_vol = B.T @ risk.daily_vol
@@ -223,7 +225,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     tl = _trade_limits(book, market, cs, V)
     members = _cluster_members(assets, cs)
     inv_lev = 1.0 / mm.leverage
-    mb = margin_budget(collateral, float(inv_lev @ np.abs(x0)), V, settings)
+    mb = margin_budget(collateral, float(inv_lev @ np.abs(val.notional)), V, settings)
     return ProblemData(
         assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=val.nav,
         collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
@@ -251,4 +253,5 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         near_expiry=(near_expiry_mask(book, market, cs.min_days_to_expiry) if cs.expiry_row
                      else None),
         cost_to_go_root=cost_to_go_root(risk, cc),
+        exposure_offset=book.exposure_offset(market),
     )

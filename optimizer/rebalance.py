@@ -37,7 +37,7 @@ from optimizer.problem import (
 )
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import size_reserve, with_stress_preset
-from optimizer.rounding import Rounded, round_positions, snap_small_trades
+from optimizer.rounding import Rounded, contracts_of, round_positions, snap_small_trades
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import (
     Binding,
@@ -225,7 +225,8 @@ class Rebalancer:
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             messages += _infeasible_messages(el, conflicts)
             z_unrounded = el.z
-            rounded = Rounded(contracts=el.z * d.V / notional_per_contract(book, d), z=el.z,
+            rounded = Rounded(contracts=contracts_of(el.z, d, notional_per_contract(book, d),
+                                                  book.contracts_vector()), z=el.z,
                               repairs=0, broken=())
             status = "infeasible"
         else:
@@ -241,7 +242,9 @@ class Rebalancer:
                                             settings.noise_trade_weight, settings.noise_objective)
             rounded = (round_positions(z_unrounded, dp, book.contracts, book.contracts_vector(), cons)
                        if settings.round_lots else
-                       Rounded(z_unrounded * d.V / notional_per_contract(book, d), z_unrounded, 0, ()))
+                       Rounded(contracts_of(z_unrounded, d, notional_per_contract(book, d),
+                                            book.contracts_vector()),
+                               z_unrounded, 0, ()))
             if rounded.broken:
                 messages.append("after lot rounding these still break: " + ", ".join(rounded.broken))
             status = res.status

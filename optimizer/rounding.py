@@ -1,9 +1,13 @@
 """Round optimal notionals to each contract's lot step and minimum notional, then repair.
 
-x_j (USD) -> q_j = x_j / notional_per_contract_j, rounded to the lot step. A trade whose notional is
-below the contract's minimum is dropped (the position stays), unless it closes the position. After
-rounding every enabled constraint is re-checked with numpy; while any is broken, the single one-lot
-move toward the current position (or toward flat) that most reduces the total violation is applied.
+x_j (USD exposure) -> q_j = x_j / notional_per_contract_j, rounded to the lot step; an inverse
+position held away from its entry (``ProblemData.exposure_offset`` delta0_j != 0: exposure q0 x size x
+mark / entry, not q0 x size) whose target is its exposure stays q0 (:func:`contracts_of`,
+:func:`exposure_of`; a traded position is re-struck at the mark, so its exposure is q npc).
+A trade whose notional is below the contract's minimum is dropped (the position stays), unless it
+closes the position. After rounding every enabled constraint is re-checked with numpy; while any is
+broken, the single one-lot move toward the current position (or toward flat) that most reduces the
+total violation is applied.
 """
 
 from __future__ import annotations
@@ -94,18 +98,61 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     return best
 
 
+def _offset(d: ProblemData) -> np.ndarray | None:
+    """delta0 of ``d`` (None: all zero; also for a duck-typed stand-in without the field)."""
+    off: np.ndarray | None = getattr(d, "exposure_offset", None)
+    return off
+
+
+def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    """Contracts q (signed) of target exposures ``z`` (weight units): z V / npc, npc the USD
+    notional per contract at the mark, except that an inverse position held away from its entry
+    (delta0 != 0) whose target is its exposure (z = z0) stays q0.
+
+    Why: a position that trades is re-struck at the mark with its PnL realised into USD cash
+    (``Book.with_futures``, the replay's fills), so after the trade its exposure is its notional
+    q npc = z V; one that does not trade keeps the exposure q0 x size x mark / entry = z0 V, which
+    is not q0 npc (the plain conversion would trade q0 (mark/entry - 1) contracts for nothing).
+    Linear contracts (delta0 = 0): bit-for-bit z V / npc."""
+    off = _offset(d)
+    if off is None or not np.any(off):
+        result: np.ndarray = z * d.V / npc
+        return result
+    out: np.ndarray = np.where((off != 0) & (z == d.z0), q0, z * d.V / npc)
+    return out
+
+
+def exposure_of(q: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    """Exposure z (weight units) of holding q contracts after the rebalance: q npc / V (a traded
+    position is re-struck at the mark), or z0 for a position kept at q0 (see :func:`contracts_of`)."""
+    off = _offset(d)
+    if off is None or not np.any(off):
+        result: np.ndarray = q * npc / d.V
+        return result
+    out: np.ndarray = np.where((off != 0) & (q == q0), d.z0, q * npc / d.V)
+    return out
+
+
+def _exposure_at(q_j: float, j: int, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> float:
+    """:func:`exposure_of` for contract j alone."""
+    o = _offset(d)
+    if o is None or o[j] == 0 or q_j != q0[j]:
+        return float(q_j * npc[j] / d.V)
+    return float(d.z0[j])
+
+
 def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesContract],
                     q0: np.ndarray, constraints: Sequence[Constraint]) -> Rounded:
     """Round ``z`` to tradeable contract quantities and repair constraint breaks (see module doc)."""
     arrays = contract_arrays(tuple(contracts))
     npc, lot, min_notional = arrays.notional_per_contract(d.prices), arrays.lot, arrays.min_notional
-    q_raw = z * d.V / npc
+    q_raw = contracts_of(z, d, npc, q0)
     has_lot = lot > 0
     q = np.where(has_lot, np.round(q_raw / np.where(has_lot, lot, 1.0)) * lot, q_raw)
     trade = np.abs(q - q0) * npc
     dropped = (trade > 0) & (trade < min_notional) & (q != 0)  # closing a position is always allowed
     q = np.where(dropped, q0, q)
-    zq = q * npc / d.V
+    zq = exposure_of(q, d, npc, q0)
     repairs = 0
     viol = total_violation(zq, d, constraints)
     if viol <= TOL:  # nothing broken: no row can exceed TOL when their sum does not
@@ -119,7 +166,7 @@ def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesCo
                     continue
                 cand = q[j] - np.sign(q[j] - target) * step
                 ztry = zq.copy()
-                ztry[j] = cand * npc[j] / d.V
+                ztry[j] = _exposure_at(cand, j, d, npc, q0)
                 v = total_violation(ztry, d, constraints)
                 if v < viol - 1e-15 and (best is None or v < best[0]):
                     best = (v, j, cand)
@@ -127,7 +174,7 @@ def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesCo
             break
         viol, j, cand = best
         q[j] = cand
-        zq[j] = cand * npc[j] / d.V
+        zq[j] = _exposure_at(q[j], j, d, npc, q0)
         repairs += 1
     return Rounded(contracts=q, z=zq, repairs=repairs,
                    broken=tuple(broken_rows(zq, d, constraints)))

@@ -207,7 +207,7 @@ def futures_tax_coefficients(book: Book, market: MarketSnapshot,
     if not settings.futures_tax or settings.rates is None or not book.contracts:
         return None
     rate = settings.rates.futures_rate
-    x0 = np.abs(book.futures_notional(market))
+    x0 = np.abs(book.futures_exposure(market))  # |z0| V: the optimiser's exposure units
     out = np.zeros(len(book.contracts))
     for j, c in enumerate(book.contracts):
         pos = book.futures.get(c.symbol)

@@ -82,10 +82,12 @@ class StepValuation:
 
 def value_state(book: Book, state: ReplayState, market: MarketSnapshot) -> StepValuation:
     """Valuation in one pass (``Book.valuation``: each price read once) plus the effective
-    weights ``e = (spot + B x) / V`` (NaN when the base V is 0)."""
+    weights ``e = (spot + B x) / V`` (NaN when the base V is 0), x the futures USD exposure
+    (``Book.futures_exposure``: q x size x mark / entry for an inverse position); ``notional``
+    stays the exchange's notional (face value for inverse: margin, funding, liquidation)."""
     view = state_view(book, state)
     v = view.valuation(market)
-    exposure = v.spot_values + view.exposure_matrix() @ v.notional
+    exposure = v.spot_values + view.exposure_matrix() @ v.exposure  # inverse: face x mark / entry
     weights = exposure / v.base if v.base != 0 else np.full(len(v.spot_values), np.nan)
     return StepValuation(spot_values=v.spot_values, notional=v.notional, weights=weights, upnl=v.upnl,
                       wallet=v.wallet, nav=v.nav, collateral=v.collateral, base=v.base,

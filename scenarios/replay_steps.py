@@ -324,12 +324,19 @@ class FuturesOrders:
 
 def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
                    target: TargetHoldings, k: int) -> FuturesOrders:
-    """(4) Target notional x_j* -> contracts q_j* = x_j* / npc_j at step k's marks (held notional
-    when the target omits j; 0 once a dated contract has expired); |q* - q| within ``QTY_RTOL``
-    relative is no trade. A contract within ``min_days_to_expiry`` of its expiry
+    """(4) Target exposure x_j* (USD) -> contracts q_j* = x_j* / npc_j at step k's marks (held
+    position when the target omits j; 0 once a dated contract has expired); |q* - q| within
+    ``QTY_RTOL`` relative is no trade. A contract within ``min_days_to_expiry`` of its expiry
     (``ReplayInputs.near_expiry``, the order planner's rule) is only reduced: q* becomes
     ``reduce_only_quantity(q, q*)`` (same sign and |q*| <= |q|; an increase keeps q, a flip
-    closes to 0), as the planner sends only the reduce-only part there."""
+    closes to 0), as the planner sends only the reduce-only part there.
+
+    The fill re-strikes a changed position at the mark and realises its PnL into (USD) cash
+    (:func:`fill_futures`), so the new position's exposure is its notional q* x npc = x*: the
+    plain conversion is exact here. An inverse position struck at entry E away from the mark holds
+    the exposure q x size x mark / E (``Book.futures_exposure``), not q x npc: a target within
+    ``QTY_RTOL`` of that exposure is no trade either (it is already held; re-striking would trade
+    q (mark/E - 1) contracts for nothing). Linear contracts take the first test only."""
     new_q: dict[str, float] = {}
     dq = np.zeros(len(inputs.cons))
     trade_usd = np.zeros(len(inputs.cons))
@@ -349,6 +356,10 @@ def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnaps
             q_new = reduce_only_quantity(q_old, q_new)  # no opening or increase near expiry
         if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
             continue  # the same position (notional round trip): no trade, no re-strike
+        if (pos is not None and q_old != 0 and inputs.arrays.inverse[j]
+                and math.isclose(x_new, q_old * float(npc[j]) * float(inputs.mark[k][j]) / pos.entry_price,
+                                 rel_tol=QTY_RTOL, abs_tol=0.0)):
+            continue  # the inverse position's exposure q size mark / entry is the target already
         new_q[c] = q_new
         dq[j] = q_new - q_old
         trade_usd[j] = dq[j] * npc[j]

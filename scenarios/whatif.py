@@ -58,7 +58,8 @@ def _weights(book: Book, market: MarketSnapshot) -> np.ndarray:
     v = book.valuation(market)
     if v.base == 0:
         return np.full(len(book.assets), math.nan)
-    return np.asarray((v.spot_values + book.exposure_matrix() @ v.notional) / v.base, dtype=float)
+    # e = (spot + B x) / V with x the USD exposure (inverse: face x mark / entry, not the face)
+    return np.asarray((v.spot_values + book.exposure_matrix() @ v.exposure) / v.base, dtype=float)
 
 
 def _te(book: Book, weights: np.ndarray, risk: RiskModel) -> float:

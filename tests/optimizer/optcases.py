@@ -329,7 +329,11 @@ def ref_data(inst: Instance) -> RefData:
     for j, c in enumerate(book.contracts):
         pos = book.futures.get(c.symbol)
         if pos is not None:
-            x0[j] = pos.contracts * _npc(c, market.mark[c.symbol])
+            # x0 is the USD exposure dValue/dlog(price): linear q size mark; inverse q size x
+            # mark / entry (its USD PnL is q size (mark/entry - 1)), not the face q size
+            m = market.mark[c.symbol]
+            x0[j] = pos.contracts * _npc(c, m) * (m / pos.entry_price
+                                                   if c.settlement == Settlement.INVERSE else 1.0)
     daily_sigma = np.sqrt(np.diag(Sigma) / DAYS)
     lin = np.zeros(M)
     impact = np.zeros(M)

@@ -296,7 +296,7 @@ def test_plan_trades_add_up_to_the_last_position(seed: int, conic: bool) -> None
     sol = Rebalancer().solve(inst.book, inst.market, inst.risk, settings)
     assert sol.status == "optimal" and sol.plan is not None and sol.plan.horizon == 3
     x0 = dict(zip(inst.book.contract_symbols,
-                  inst.book.futures_notional(inst.market).tolist(), strict=True))
+                  inst.book.futures_exposure(inst.market).tolist(), strict=True))
     total = sol.plan.total_trades()
     last = sol.plan.steps[-1].positions
     for sym in inst.book.contract_symbols:
