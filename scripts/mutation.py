@@ -75,6 +75,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "executor/journal_schema.py": ("tests/executor/test_journal.py",
                                    "tests/fbr/test_execute_cli_errors.py"),
     "optimizer/rounding.py": ("tests/optimizer/test_rounding.py",
+                              "tests/optimizer/test_rounding_inverse.py",
+                              "tests/optimizer/test_inverse_exposure.py",
                               "tests/optimizer/test_rebalance_instruments.py",
                               "tests/optimizer/test_checks_wrong_answers.py",
                               "tests/optimizer/test_edge_bands.py"),

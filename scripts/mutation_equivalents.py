@@ -70,18 +70,29 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.rounding.x_broken_rows__mutmut_{n}" for n in (11, 14, 16)],
         "zip strictness: every constraint's rows() and violation() have the same length, so "
         "strict=None/omitted/True pair the same labels"),
-    "optimizer.rounding.x_round_positions__mutmut_28":
+    "optimizer.rounding.x_round_positions__mutmut_34":
         "the 1.0 divisor where a contract has no lot is never used: np.where keeps q_raw there",
-    "optimizer.rounding.x_round_positions__mutmut_36":
+    "optimizer.rounding.x_round_positions__mutmut_42":
         "trade >= 0: a zero trade means q == q0, and 'dropping' it sets q to q0 again",
-    "optimizer.rounding.x_round_positions__mutmut_60":
+    "optimizer.rounding.x_round_positions__mutmut_72":
         "viol < TOL: at viol == TOL the loop (viol > TOL) does not run and broken_rows (x > TOL) "
         "finds nothing, so the result is the same",
-    "optimizer.rounding.x_round_positions__mutmut_71":
+    "optimizer.rounding.x_round_positions__mutmut_83":
         "viol >= TOL in the loop: differs only when a repair lands exactly on 1e-9 of total "
         "violation (a float tie at the tolerance); any move must then lower it below 1e-9 - 1e-15",
-    "optimizer.rounding.x_round_positions__mutmut_105":
+    "optimizer.rounding.x_round_positions__mutmut_125":
         "v <= viol - 1e-15: differs only on an exact float tie at the 1e-15 improvement threshold",
+    "optimizer.rounding.x__exposure_at__mutmut_7":
+        "o[j] == 1 for a linear contract (o[j] = 0) held at q0 returns z0[j], which is q0 npc / V "
+        "for a linear contract: the same value",
+    **dict.fromkeys(
+        ["optimizer.rounding.x_contracts_of__mutmut_19", "optimizer.rounding.x_exposure_of__mutmut_19"],
+        "off != 1 also keeps a linear contract (off = 0) at its target z0 = q0 npc / V: q0 either "
+        "way (contracts_of), z0 either way (exposure_of)"),
+    **dict.fromkeys(
+        ["optimizer.rounding.x_contracts_of__mutmut_3", "optimizer.rounding.x_exposure_of__mutmut_3"],
+        "'and' for 'or' in the all-zero shortcut: an all-zero offset then takes np.where, whose "
+        "mask (off != 0) is all False: the plain conversion either way (None still shortcuts)"),
     "optimizer.rounding.x_snap_small_trades__mutmut_34":
         "size > 51 in the early exit: with the objective not ok, viol is inf and the later "
         "'if small.size > 50: return z' returns z for 51 trades all the same",
@@ -93,6 +104,8 @@ EQUIVALENT: dict[str, str] = {
     "optimizer.rounding.x_snap_small_trades__mutmut_78":
         "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
     # scenarios/settlement.py
+    "scenarios.settlement.x_spot_at_expiry__mutmut_3":
+        "expiry <= t1: at expiry == t1 the interpolation gives s0 + (s1 - s0) x 1 = s1, the close",
     **dict.fromkeys(
         [f"scenarios.settlement.x_expiry_ns__mutmut_{n}" for n in (11, 15)],
         'tz "utc" and "UTC" are the same zone'),
@@ -115,6 +128,7 @@ EQUIVALENT: dict[str, str] = {
             ("xǁJournalǁopen_plans", (7, 10, 11)),
             ("xǁJournalǁorders", (7, 8, 10, 11, 13, 14)),
             ("xǁJournalǁplan", (7, 8)),
+            ("xǁJournalǁplan_account", (7, 8)),
             ("xǁJournalǁplan_ids", (5, 6)),
             ("xǁJournalǁplan_status", (7, 8)),
             ("xǁJournalǁrecord_funding", (6, 7, 9)),

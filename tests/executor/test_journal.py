@@ -210,6 +210,9 @@ def test_plans_accounts_supersession_and_successors(tmp_path: Path, clock: _Cloc
             j.plan_status("nope")
         with pytest.raises(JournalError, match="not in journal"):
             j.book_path("nope")
+        assert j.plan_account(a.plan_id) == "acc1" and j.plan_account(cid) == "other"
+        with pytest.raises(JournalError, match="'nope' is not in journal"):
+            j.plan_account("nope")
 
 
 def test_successor_is_a_newer_plan_of_the_same_account(tmp_path: Path, clock: _Clock) -> None:
@@ -224,6 +227,7 @@ def test_successor_is_a_newer_plan_of_the_same_account(tmp_path: Path, clock: _C
         assert j.successor(a.plan_id) == "20240601000000cccc"  # the first newer one of acc1
         j.record_plan(_plan("20240601000000eeee"))  # no account
         assert j.successor("20240601000000eeee") is None
+        assert j.plan_account("20240601000000eeee") == ""  # may be resumed by any account
 
 
 def test_last_rebalance_times(tmp_path: Path, clock: _Clock) -> None:

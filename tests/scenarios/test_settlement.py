@@ -162,3 +162,6 @@ def test_spot_at_expiry_by_hand() -> None:
     assert spot_at_expiry(15, 10, 20, 100.0, 200.0) == pytest.approx(150.0)
     assert spot_at_expiry(20, 10, 20, 100.0, 200.0) == 200.0   # at the step: its close
     assert spot_at_expiry(5, 10, 20, 100.0, 200.0) == 200.0    # before the previous step
+    assert spot_at_expiry(10, 10, 20, 100.0, 200.0) == 200.0   # on it (strictly between only)
+    assert spot_at_expiry(18, 10, 20, 100.0, 200.0) == pytest.approx(180.0)
+
