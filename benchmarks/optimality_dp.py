@@ -27,6 +27,10 @@ Relative value iteration runs (2) until the policy is fixed and g settles; the s
 the chain "trade by pi, then diffuse" (power iteration) then gives the policy's trading cost and
 TE separately. Points pushed off the grid by the noise are clamped to its edge (the grid spans the
 no-trade region plus several noise widths, so that mass is negligible; it is reported).
+
+Self-financing variant (``Model.self_financing``): a spot book rebalanced by swaps, the weights
+summing to one, so every trade sums to zero and the deviations stay on the plane s = 0; the grid
+has one s node and the three trade directions are the pair swaps (``bellman_min_sf``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class Model:
     weights: tuple[float, ...] = (0.5, 0.3, 0.2)
     steps_per_year: float = 1095.0
     cost: float = 6e-4
+    #: trades sum to zero (a spot book rebalanced by swaps, weights summing to one) instead of the
+    #: overlay's independent legs: the deviations stay on the plane s = 0 (see ``bellman_min_sf``)
+    self_financing: bool = False
 
     @property
     def sigma(self) -> np.ndarray:
@@ -227,6 +234,45 @@ def bellman_min(W: np.ndarray, cost: float, eta: float) -> tuple[np.ndarray, np.
     return V, P
 
 
+def _sweep_antidiagonal(W: np.ndarray, P: np.ndarray, step_cost: float) -> None:
+    """In place on a 2-D array: the 1-D distance transform along the direction (+1, -1)."""
+    n1 = W.shape[0]
+    for i in range(1, n1):  # node (i, j) from (i - 1, j + 1)
+        cand = W[i - 1, 1:] + step_cost
+        better = cand < W[i, :-1]
+        W[i, :-1] = np.where(better, cand, W[i, :-1])
+        P[i, :-1] = np.where(better, P[i - 1, 1:], P[i, :-1])
+    for i in range(n1 - 2, -1, -1):  # node (i, j) from (i + 1, j - 1)
+        cand = W[i + 1, :-1] + step_cost
+        better = cand < W[i, 1:]
+        W[i, 1:] = np.where(better, cand, W[i, 1:])
+        P[i, 1:] = np.where(better, P[i + 1, :-1], P[i, 1:])
+
+
+def bellman_min_sf(W: np.ndarray, cost: float, eta: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bellman_min` for self-financing trades (t_1 + t_2 + t_3 = 0) on the plane s = 0
+    (a grid with one s node). Such a trade costs c (|t_1| + |t_2| + |t_1 + t_2|), which is
+    2c times its length in the generators (1, 0) (asset 1 against asset 3), (0, 1) (2 against 3)
+    and (1, -1) (1 against 2) of the (d1, d2) plane: three exact 1-D L1 distance transforms along
+    them, 2 c eta per grid step."""
+    if W.shape[2] != 1:
+        raise ValueError("self-financing trades live on the plane s = 0: a grid with one s node")
+    V = W[:, :, 0].copy()
+    P = np.arange(V.size).reshape(V.shape)
+    step = 2.0 * cost * eta
+    for axis in (0, 1):
+        Vm, Pm = np.moveaxis(V, axis, 0), np.moveaxis(P, axis, 0)
+        n = Vm.shape[0]
+        for order, src_shift in ((range(1, n), -1), (range(n - 2, -1, -1), 1)):
+            for i in order:
+                cand = Vm[i + src_shift] + step
+                better = cand < Vm[i]
+                Vm[i] = np.where(better, cand, Vm[i])
+                Pm[i] = np.where(better, Pm[i + src_shift], Pm[i])
+    _sweep_antidiagonal(V, P, step)
+    return V[:, :, None], P[:, :, None]
+
+
 @dataclass(frozen=True)
 class DPSolution:
     """The optimal policy on a grid for one lambda: targets (flat node index) and the average cost."""
@@ -252,7 +298,7 @@ def solve_dp(model: Model, grid: Grid, lam: float, *, tol: float = 1e-7,
     centre = (grid.n1 // 2, grid.n2 // 2, grid.ns // 2)
     for it in range(1, max_iter + 1):
         W = stage + expect(h, ker)
-        V, P = bellman_min(W, model.cost, grid.eta)
+        V, P = (bellman_min_sf if model.self_financing else bellman_min)(W, model.cost, grid.eta)
         diff = V - h
         gain = float(V[centre])
         h = V - gain
@@ -310,7 +356,7 @@ def grid_for(model: Model, lam: float, div: float) -> Grid:
     L = (model.cost / lam) ** (1.0 / 3.0)
     sd = float(np.sqrt(np.diag(model.noise_cov)).max())
     half = 1.3 * L + 4.0 * sd
-    return Grid.around(L / div, half, half, 0.6 * L + 4.0 * sd)
+    return Grid.around(L / div, half, half, 0.0 if model.self_financing else 0.6 * L + 4.0 * sd)
 
 
 def regrid(h: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
@@ -318,10 +364,10 @@ def regrid(h: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
     edges): a warm start for a refined solve."""
     from scipy.interpolate import RegularGridInterpolator
 
-    f = RegularGridInterpolator(src.axes(), h, bounds_error=False, fill_value=None)
-    a1, a2, a3 = dst.axes()
-    lo = [ax[0] for ax in src.axes()]
-    hi = [ax[-1] for ax in src.axes()]
-    pts = np.stack(np.meshgrid(np.clip(a1, lo[0], hi[0]), np.clip(a2, lo[1], hi[1]),
-                               np.clip(a3, lo[2], hi[2]), indexing="ij"), axis=-1)
-    return np.asarray(f(pts.reshape(-1, 3)).reshape(dst.shape))
+    axes = src.axes()
+    keep = [k for k in range(3) if len(axes[k]) > 1]  # a one-node axis (the plane s = 0) is dropped
+    f = RegularGridInterpolator([axes[k] for k in keep], h.reshape([len(axes[k]) for k in keep]),
+                                bounds_error=False, fill_value=None)
+    cut = [np.clip(dst.axes()[k], axes[k][0], axes[k][-1]) for k in keep]
+    pts = np.stack(np.meshgrid(*cut, indexing="ij"), axis=-1)
+    return np.asarray(f(pts.reshape(-1, len(keep))).reshape(dst.shape))

@@ -9,6 +9,10 @@ Policies (each a plain function of the state, all parameters explicit):
 - band to target: when max_i |x_i| > b, y = 0 (every asset back to target), else y = x;
 - band to edge: y_i = clip(x_i, -b_i, b_i) (only assets outside their band trade, to its edge);
   uniform b_i = b, or vol-scaled b_i = b sigma_i / mean(sigma);
+- band to edge, self-financing (the spot model): the balance of the clipped assets spread over
+  the others by target weight;
+- tracking-error trigger: when sqrt(x' Sigma x) > b, y = 0 (to target) or y = x b / sqrt(x' Sigma x)
+  (to the edge of the TE ellipsoid);
 - calendar: every ``period`` steps y = 0;
 - single period (fbr's objective restricted to this model): y = argmin y' Q y + kappa |y - x|_1
   with Q = Sigma (the TE^2 term) and kappa = gamma_trade c, by exact coordinate descent
@@ -82,6 +86,43 @@ def band_to_edge(bands: np.ndarray) -> PolicyFn:
     """Each asset outside its band traded to the band's edge."""
     def pol(x: np.ndarray, k: int) -> np.ndarray:
         return np.clip(x, -bands, bands)
+    return pol
+
+
+def band_to_edge_sf(bands: np.ndarray, weights: np.ndarray) -> PolicyFn:
+    """Band to edge for a self-financing book (trades sum to zero): each asset outside its band
+    traded to the edge, the balance spread over the assets inside their bands in proportion to
+    their target weights (repeated while that pushes one out)."""
+    w = np.asarray(weights, dtype=float)
+
+    def pol(x: np.ndarray, k: int) -> np.ndarray:
+        y = x.copy()
+        for _ in range(len(w) + 1):
+            y = np.clip(y, -bands, bands)
+            rest = y.sum(axis=1, keepdims=True)
+            if float(np.abs(rest).max(initial=0.0)) <= 1e-15:
+                break
+            share = np.where(np.abs(y) < bands - 1e-15, w, 0.0)
+            total = share.sum(axis=1, keepdims=True)
+            y = y - rest * share / np.where(total > 0, total, 1.0)
+        return y
+    return pol
+
+
+def te_band_to_target(sigma: np.ndarray, b: float) -> PolicyFn:
+    """A tracking-error trigger: every asset back to target when sqrt(x' Sigma x) > b (annual)."""
+    def pol(x: np.ndarray, k: int) -> np.ndarray:
+        te = np.sqrt(np.einsum("pi,ij,pj->p", x, sigma, x))
+        return np.where((te > b)[:, None], 0.0, x)
+    return pol
+
+
+def te_band_to_edge(sigma: np.ndarray, b: float) -> PolicyFn:
+    """A tracking-error trigger traded to its edge: x scaled by b / sqrt(x' Sigma x) when that is
+    above b (a trade along -x, so self-financing when x sums to zero)."""
+    def pol(x: np.ndarray, k: int) -> np.ndarray:
+        te = np.sqrt(np.einsum("pi,ij,pj->p", x, sigma, x))
+        return x * np.where(te > b, b / np.maximum(te, 1e-300), 1.0)[:, None]
     return pol
 
 
