@@ -8,6 +8,7 @@ from optimality_dp import (
     Grid,
     Model,
     bellman_min,
+    bellman_min_sf,
     evaluate,
     expect,
     kernel,
@@ -17,9 +18,12 @@ from optimality_dp import (
 from optimality_sim import (
     at_te,
     band_to_edge,
+    band_to_edge_sf,
     band_to_target,
     frontier,
     simulate,
+    te_band_to_edge,
+    te_band_to_target,
 )
 
 MODEL = Model()
@@ -120,3 +124,58 @@ def test_at_te_interpolates_log_log_on_the_frontier() -> None:
     assert pts == [(0.01, 4.0), (0.02, 1.0)]
     assert at_te(pts, 0.01 * np.sqrt(2)) == pytest.approx(2.0)
     assert at_te(pts, 0.05) is None
+
+
+def test_self_financing_bellman_min_is_the_brute_force_minimum_over_swaps() -> None:
+    """On the plane s = 0 a swap trade t (sum 0) costs c |t|_1: the sweeps along (1, 0), (0, 1)
+    and (1, -1) give min over every node y of c |y - x|_1 + W(y) (no path leaves a 9 x 9 grid
+    whose targets all lie on it), and the argmin attains it."""
+    rng = np.random.default_rng(11)
+    g = Grid(0.01, 9, 9, 1)
+    W = rng.uniform(0.0, 0.05, g.shape)
+    V, P = bellman_min_sf(W, MODEL.cost, g.eta)
+    D = g.deviations().reshape(-1, 3)
+    assert np.abs(D.sum(axis=1)).max() < 1e-15
+    flat = W.ravel()
+    for x in range(D.shape[0]):
+        costs = MODEL.cost * np.abs(D - D[x]).sum(axis=1) + flat
+        assert V.ravel()[x] == pytest.approx(costs.min(), abs=1e-15)
+        assert costs[P.ravel()[x]] == pytest.approx(costs.min(), abs=1e-15)
+
+
+def test_the_self_financing_optimum_beats_swap_bands_and_trades_only_swaps() -> None:
+    """Under the spot model the DP's long-run cost (trading + lambda TE^2, its gain) is below every
+    box band traded back to target on the same chain, and every move it makes sums to zero."""
+    model = Model(self_financing=True)
+    lam = 20.0
+    g = Grid.around(0.001, 0.03, 0.03, 0.0)
+    sol = solve_dp(model, g, lam)
+    st = evaluate(model, g, sol.policy)
+    dp = st.cost_bp / 1e4 + lam * st.te**2
+    assert dp == pytest.approx(sol.gain * model.steps_per_year, rel=1e-4)
+    D = g.deviations().reshape(-1, 3)
+    assert np.abs(D[sol.policy.ravel()].sum(axis=1)).max() < 1e-15
+    centre = np.ravel_multi_index((g.n1 // 2, g.n2 // 2, 0), g.shape)
+    for b in (0.004, 0.008, 0.012):
+        pol = np.where(np.abs(D).max(axis=1) > b, centre, np.arange(D.shape[0])).reshape(g.shape)
+        band = evaluate(model, g, pol)
+        assert dp < band.cost_bp / 1e4 + lam * band.te**2
+
+
+def test_swap_and_tracking_error_bands_by_hand() -> None:
+    """Box to edge, self-financing: x = (0.03, -0.01, -0.02), b = 0.015: the clip gives
+    (0.015, -0.01, -0.015), sum -0.01; ETH, the only asset inside its band, takes the +0.01:
+    (0.015, 0, -0.015). TE trigger: Sigma = I, x = (0.03, -0.04, 0.01), TE = sqrt(0.0026) = 0.05099; b = 0.02 scales x by
+    0.02 / 0.05099 (to the edge) or sends it to 0 (to target); b = 0.06 leaves it."""
+    x = np.array([[0.03, -0.01, -0.02]])
+    w = np.array([0.5, 0.3, 0.2])
+    np.testing.assert_allclose(band_to_edge_sf(np.full(3, 0.015), w)(x, 0), [[0.015, 0.0, -0.015]])
+    inside = np.array([[0.01, -0.004, -0.006]])
+    np.testing.assert_allclose(band_to_edge_sf(np.full(3, 0.015), w)(inside, 0), inside)
+    y = np.array([[0.03, -0.04, 0.01]])
+    eye = np.eye(3)
+    te = np.sqrt(0.0026)
+    np.testing.assert_allclose(te_band_to_edge(eye, 0.02)(y, 0), y * 0.02 / te)
+    np.testing.assert_allclose(te_band_to_target(eye, 0.02)(y, 0), np.zeros((1, 3)))
+    np.testing.assert_allclose(te_band_to_edge(eye, 0.06)(y, 0), y)
+    np.testing.assert_allclose(te_band_to_target(eye, 0.06)(y, 0), y)
