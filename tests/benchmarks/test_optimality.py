@@ -165,8 +165,9 @@ def test_the_self_financing_optimum_beats_swap_bands_and_trades_only_swaps() -> 
 def test_swap_and_tracking_error_bands_by_hand() -> None:
     """Box to edge, self-financing: x = (0.03, -0.01, -0.02), b = 0.015: the clip gives
     (0.015, -0.01, -0.015), sum -0.01; ETH, the only asset inside its band, takes the +0.01:
-    (0.015, 0, -0.015). TE trigger: Sigma = I, x = (0.03, -0.04, 0.01), TE = sqrt(0.0026) = 0.05099; b = 0.02 scales x by
-    0.02 / 0.05099 (to the edge) or sends it to 0 (to target); b = 0.06 leaves it."""
+    (0.015, 0, -0.015). TE trigger: Sigma = I, x = (0.03, -0.04, 0.01), TE = sqrt(0.0026) =
+    0.05099; b = 0.02 scales x by 0.02 / 0.05099 (to the edge) or sends it to 0 (to target);
+    b = 0.06 leaves it."""
     x = np.array([[0.03, -0.01, -0.02]])
     w = np.array([0.5, 0.3, 0.2])
     np.testing.assert_allclose(band_to_edge_sf(np.full(3, 0.015), w)(x, 0), [[0.015, 0.0, -0.015]])
