@@ -64,9 +64,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
                          "tests/executor/test_live_exactly_once.py",
-                         "tests/optimizer/test_checks_wrong_answers.py"),
+                         "tests/optimizer/test_checks_wrong_answers.py",
+                         "tests/executor/test_plan_inverse_exposure.py"),
     "executor/plan_parts.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
-                               "tests/executor/test_live_exactly_once.py"),
+                               "tests/executor/test_live_exactly_once.py",
+                               "tests/executor/test_plan_inverse_exposure.py"),
     "executor/plan_ids.py": ("tests/executor/test_plan.py",
                              "tests/executor/test_ccxt_gateway_bybit.py"),
     "executor/journal.py": ("tests/executor/test_journal.py", "tests/executor/test_paper.py",
@@ -102,7 +104,10 @@ MODULES: dict[str, tuple[str, ...]] = {
                             "tests/scenarios/test_replay_pledged.py", "tests/scenarios/test_replay_tax.py",
                             "tests/scenarios/test_replay_funding_forecast.py",
                             "tests/fbr/test_backtest_progress.py",
-                            "tests/scenarios/test_replay_hybrid.py", "tests/scenarios/test_rolls.py"),
+                            "tests/scenarios/test_replay_hybrid.py", "tests/scenarios/test_rolls.py",
+                            "tests/scenarios/test_replay_backtest.py",
+                            "tests/scenarios/test_replay_inverse_exposure.py",
+                            "tests/scenarios/test_replay_min_days.py"),
 }
 
 

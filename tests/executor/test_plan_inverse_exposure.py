@@ -43,3 +43,14 @@ def test_plan_maps_a_target_exposure_to_contracts_at_the_mark() -> None:
     after = book.with_futures(plan.target, m)
     assert after.futures_exposure(m)[0] == pytest.approx(-60_000.0)
     assert after.nav(m) == pytest.approx(book.nav(m))
+
+
+def test_a_target_half_a_dollar_off_the_held_exposure_is_traded() -> None:
+    """Only a target within QTY_RTOL (1e-9) of the held exposure q0 npc + delta0 = -55,000 is held
+    at q0 = -500: -55,000 x (1 + 1e-10) is. -55,000.5 USD is traded: re-struck at the mark, the
+    position becomes -55,000.5 / 100 = -550.005 contracts (on the 0.001 lot step)."""
+    book, m = _book(), _market(55_000.0)
+    inst = book_instruments(book)
+    assert plan_orders({SYM: -55_000.0 * (1 + 1e-10)}, book, m, inst).target[SYM] == -500.0
+    plan = plan_orders({SYM: -55_000.5}, book, m, inst)
+    assert plan.target[SYM] == pytest.approx(-550.005, abs=1e-9)

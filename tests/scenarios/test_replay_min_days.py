@@ -117,3 +117,28 @@ def test_rolling_inside_the_window_is_refused() -> None:
     assert RollingPolicy(OptimizedFutures(risk, loose), (Q1, Q2),
                          roll_days_before=1.0).roll_days_before == 1.0
     assert RollingPolicy(SetAt({}), (Q1, Q2), roll_days_before=2.0).roll_days_before == 2.0
+
+
+class SetAtWithSettings(SetAt):
+    """:class:`SetAt` whose optimiser settings (read by the replay through ``Policy.optimiser``)
+    carry ``min_days_to_expiry``."""
+
+    def __init__(self, futures: Mapping[pd.Timestamp, Mapping[str, float]], min_days: float) -> None:
+        super().__init__(futures)
+        risk = RiskModel.from_covariance(["BTC"], np.array([[0.36]]))
+        cons = ConstraintSettings(min_days_to_expiry=min_days)
+        self._opt = OptimizedFutures(risk, OptimizerSettings(constraints=cons))
+
+    def optimiser(self) -> OptimizedFutures:
+        return self._opt
+
+
+@pytest.mark.parametrize(("min_days", "step", "opened"), [
+    (0.5, 3, True),    # 1 day left >= 0.5: opened (the default 2 would refuse it)
+    (2.5, 2, False),   # 2 days left < 2.5: refused (the default 2 would open it)
+])
+def test_the_policys_own_window_is_the_one_applied(min_days: float, step: int, opened: bool) -> None:
+    t = D0 + step * DAY
+    res = run_backtest(_book(), _path(), SetAtWithSettings({t: {"BTC-Q1": -5_000.0}}, min_days),
+                       collateral=NO_SWEEPS)
+    assert float(res.futures_notional["BTC-Q1"].iloc[3]) == (-5_000.0 if opened else 0.0)
