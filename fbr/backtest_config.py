@@ -15,7 +15,8 @@ examples/backtest_demo.toml)::
 
     [[policies]]                   # one entry per policy; `name` (optional) labels it
     kind = "naive_futures"         # no_rebalance | calendar_spot | band_spot | naive_futures |
-    period = "7D"                  # vol_band_futures | dca_futures | edge_band_futures | optimized
+    period = "7D"                  # vol_band_futures | dca_futures | edge_band_futures |
+                                   # te_band_futures | optimized
     name = "naive weekly"
 
     [backtest]

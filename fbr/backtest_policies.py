@@ -17,6 +17,10 @@ Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets su
   deviation to sign(e_i - w*_i) inner b_i (1: the band's edge, 0: the target); b_i = band
   (uniform) or band sigma_i / mean_k sigma_k (vol: trailing realised vols of the path's spot
   prices). See ``optimizer.edge_bands``.
+- ``te_band_futures``: band (required; a tracking error, a fraction a year), inner (in [0, 1],
+  default 1), risk_lookback_days, risk_method (the risk model, as ``optimized``). When the book's
+  tracking error sqrt(d' Sigma d) exceeds band, futures scale every hedgeable asset's deviation d_i
+  by inner x band / TE (1: to the band's edge, 0: to target). See ``optimizer.te_band``.
 - ``optimized``: gamma_trade, gamma_fund (override the book's [costs]), risk_lookback_days,
   risk_method. Without ``risk_lookback_days`` the optimiser uses the book file's risk model
   throughout (simple, but the book's model may have been estimated on data after the path's start).
@@ -39,7 +43,7 @@ from models.errors import ValidationError
 from models.trailing_risk import MIN_RISK_ROWS
 
 POLICY_KINDS = ("no_rebalance", "calendar_spot", "band_spot", "naive_futures", "vol_band_futures",
-                "dca_futures", "edge_band_futures", "optimized")
+                "dca_futures", "edge_band_futures", "te_band_futures", "optimized")
 #: Parameters of each policy kind (besides ``kind`` and ``name``).
 POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     "no_rebalance": (),
@@ -49,6 +53,7 @@ POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     "vol_band_futures": ("base_band", "ref_vol", "window", "min_band", "max_band"),
     "dca_futures": ("steps", "period", "band"),
     "edge_band_futures": ("band", "inner", "scaling", "window"),
+    "te_band_futures": ("band", "inner", "risk_lookback_days", "risk_method"),
     "optimized": ("gamma_trade", "gamma_fund", "risk_lookback_days", "risk_method"),
 }
 #: One parsed policy parameter: a fraction or weight, a whole number, or a text (period, method).
@@ -92,6 +97,8 @@ def parse_policy(row: Mapping[str, object], where: str) -> PolicySpec:
         params.update(_vol_band_params(row, params, at))
     if kind == "edge_band_futures":
         params.update(_edge_params(row, params, at))
+    if kind == "te_band_futures":
+        params.update(_te_band_params(row, params, at))
     if kind == "dca_futures":
         if "steps" not in row:
             raise ValidationError(at("steps"), "is missing", "give steps = 3 (a whole number >= 1)")
@@ -151,6 +158,18 @@ def _edge_params(row: Mapping[str, object], params: Mapping[str, PolicyParam],
             raise ValidationError(at("window"), "is set, but scaling is not 'vol'",
                                   'remove window, or set scaling = "vol"')
         out["window"] = whole(row["window"], at("window"), 2)
+    return out
+
+
+def _te_band_params(row: Mapping[str, object], params: Mapping[str, PolicyParam],
+                    at: Callable[[str], str]) -> dict[str, PolicyParam]:
+    """inner and the risk model's keys of a ``te_band_futures`` entry (band already parsed)."""
+    if "band" not in params:
+        raise ValidationError(at("band"), "is missing",
+                              'give band = "1%" (a tracking error, a fraction a year)')
+    out = {k: v for k, v in _optimized_params(row, at).items() if k.startswith("risk_")}
+    if "inner" in row:
+        out["inner"] = fraction(row["inner"], at("inner"))
     return out
 
 

@@ -75,6 +75,12 @@ def _make_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Pol
         return DcaFutures(**kw)
     if spec.kind == "edge_band_futures":
         return edge_band_policy(**kw)
+    if spec.kind == "te_band_futures":
+        from fbr.backtest_risk import risk_input
+        from optimizer.te_band import TrackingErrorBandFutures
+
+        return TrackingErrorBandFutures(risk_input(spec.params, cfg, path), float(kw["band"]),
+                                        float(kw.get("inner", 1.0)))
     return OptimizedFutures(*optimized_inputs(spec.params, cfg, path))
 
 

@@ -86,12 +86,16 @@ def dated_mark_labels(cfg: BacktestConfig, path: MarketPath) -> list[str]:
             "modelled on the fitted basis term structure"]
 
 
+#: The policy kinds that read a risk model (``fbr.backtest_risk.risk_input``).
+RISK_KINDS = ("optimized", "te_band_futures")
+
+
 def risk_labels(cfg: BacktestConfig, path: MarketPath) -> list[str]:
     """The risk-model label of the built path (shown in the CLI, the JSON and the report): when
     the book's risk model would look ahead, what the optimised policies' risk model is; none
     otherwise. Raises (before any run) when the trailing estimate lacks history before the
     path's start."""
-    if not any(spec.kind == "optimized" for spec in cfg.policies):
+    if not any(spec.kind in RISK_KINDS for spec in cfg.policies):
         return []
     t_book = risk_lookahead(cfg, path)
     if t_book is None:
@@ -101,9 +105,11 @@ def risk_labels(cfg: BacktestConfig, path: MarketPath) -> list[str]:
         check_trailing_history(trailing_closes(cfg, path), t0, t_book)
     where = f"estimated on data up to {t_book:%Y-%m-%d}, after the backtest's start {t0:%Y-%m-%d}"
     if cfg.risk_model == "book":
-        return [f"LOOK-AHEAD: the optimised policies use the book's full-sample risk model, {where} "
+        return [f"LOOK-AHEAD: the policies with a risk model ({', '.join(RISK_KINDS)}) use the book's "
+                f"full-sample risk model, {where} "
                 '(backtest.risk_model = "book")']
-    return [f"risk model of the optimised policies: re-estimated without look-ahead every "
+    return [f"risk model of the policies with one ({', '.join(RISK_KINDS)}): re-estimated without "
+            f"look-ahead every "
             f"{RISK_REESTIMATE_DAYS} days from daily returns up to each refresh (the book's model is "
             f"{where}, so it is not used)"]
 

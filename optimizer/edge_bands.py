@@ -87,8 +87,14 @@ def edge_band_notional(book: Book, market: MarketSnapshot, widths: np.ndarray,
     except that each asset outside its band gets X_i' (:func:`edge_band_exposure`) on its first
     contract and 0 on its others. ``widths``: b_i per asset (weights, book order); ``inner`` in
     [0, 1] (1: to the edge, 0: to target)."""
+    return route_exposure(book, market, edge_band_exposure(book, market, widths, inner))
+
+
+def route_exposure(book: Book, market: MarketSnapshot, moved: Mapping[str, float]) -> dict[str, float]:
+    """Futures notional (USD) by contract: the held notional x0, except that each asset in
+    ``moved`` (by symbol, its new futures exposure X_i' in USD) gets X_i' on its first contract
+    (book order) and 0 on its others; an asset without a contract is left as it is."""
     fut = dict(current_holdings(book, market).futures)
-    moved = edge_band_exposure(book, market, widths, inner)
     routed: set[str] = set()
     for c in book.contracts:
         if c.underlying not in moved:
@@ -240,4 +246,4 @@ def edge_band_policy(band: float, inner: float = 1.0, scaling: str | EdgeScaling
 
 __all__ = ["DEFAULT_WINDOW", "EdgeBandFutures", "EdgeScaling", "PriceHistory",
            "VolScaledEdgeBandFutures", "deviations", "edge_band_exposure", "edge_band_notional",
-           "edge_band_policy", "realised_asset_vols", "vol_scaled_widths"]
+           "edge_band_policy", "realised_asset_vols", "route_exposure", "vol_scaled_widths"]

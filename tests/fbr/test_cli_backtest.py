@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DEMO = EXAMPLES / "backtest_demo.toml"
 POLICY_NAMES = ["buy and hold", "spot monthly", "spot band 5%", "naive futures weekly",
-                "naive futures band 5%", "naive edge band 5%", "optimised"]
+                "naive futures band 5%", "naive edge band 5%", "naive TE band 1%", "optimised"]
 
 
 
@@ -86,7 +86,7 @@ BAD_CONFIGS: dict[str, tuple[tuple[str, str] | None, str, list[str]]] = {
                   ["policies[2].band", "wide"]),
     "missing_book": (('book = "', 'book = "no/such/'), "", ["book", "does not exist"]),
     "unknown_key": (None, "\n[[policies]]\nkind = \"optimized\"\nname = \"x\"\ngama_trade = 2\n",
-                    ["policies[7].gama_trade", "gamma_trade"]),
+                    ["policies[8].gama_trade", "gamma_trade"]),
     "unknown_section": (None, "\n[report]\npath = 'x'\n", ["report", "valid keys"]),
     "bad_step": (('source = "synthetic"', 'source = "tick"'), "", ["data.source", "tick"]),
     "naive_without_trigger": (('period = "7D"\nname = "naive', 'name = "naive'), "",
@@ -98,13 +98,21 @@ BAD_CONFIGS: dict[str, tuple[tuple[str, str] | None, str, list[str]]] = {
                             ["backtest.collateral.target_fraction", "1.5"]),
     "duplicate_name": (('name = "spot monthly"', 'name = "buy and hold"'), "", ["buy and hold"]),
     "edge_without_band": (None, '\n[[policies]]\nkind = "edge_band_futures"\ninner = 0.5\n',
-                          ["policies[7].band", "missing"]),
+                          ["policies[8].band", "missing"]),
     "edge_inner": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\ninner = 1.5\n',
-                   ["policies[7].inner", "1.5"]),
+                   ["policies[8].inner", "1.5"]),
     "edge_scaling": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\nscaling = "log"\n',
-                     ["policies[7].scaling", "log", "vol"]),
+                     ["policies[8].scaling", "log", "vol"]),
     "edge_window_uniform": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\n'
-                            'window = 20\n', ["policies[7].window", "scaling"]),
+                            'window = 20\n', ["policies[8].window", "scaling"]),
+    "te_without_band": (None, '\n[[policies]]\nkind = "te_band_futures"\ninner = 0.5\n',
+                        ["policies[8].band", "missing", "tracking error"]),
+    "te_inner": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\ninner = 2\n',
+                 ["policies[8].inner", "2"]),
+    "te_scaling": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\nscaling = "vol"\n',
+                   ["policies[8].scaling"]),
+    "te_risk_method": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\n'
+                       'risk_method = "guess"\n', ["policies[8].risk_method", "guess"]),
 }
 
 
@@ -193,6 +201,10 @@ band = 0.05
 [[policies]]
 kind = "edge_band_futures"
 band = "2%"
+[[policies]]
+kind = "te_band_futures"
+band = "1%"
+risk_lookback_days = 30
 [[policies]]
 kind = "optimized"
 name = "optimised, trailing risk"
@@ -294,3 +306,28 @@ kind = "no_rebalance"
     path = build_path(load_backtest_file(f))
     assert 25 <= len(path.spot.index) <= 33
     assert not path.synthetic
+
+
+def test_te_band_kind_builds_with_its_risk_model(tmp_path: Path) -> None:
+    """``te_band_futures``: band (a TE), inner, and the risk model the optimised policy would read
+    (a trailing estimate with ``risk_lookback_days``); the default name carries the parameters."""
+    from fbr.backtest_config import build_path, load_backtest_file
+    from fbr.backtest_run import build_policy
+    from models.trailing_risk import TrailingRisk
+    from optimizer.te_band import TrackingErrorBandFutures
+
+    f = _bad_config(tmp_path, extra="""
+[[policies]]
+kind = "te_band_futures"
+band = "1.5%"
+inner = 0.5
+risk_lookback_days = 30
+""")
+    cfg = load_backtest_file(f)
+    spec = cfg.policies[-1]
+    assert spec.params == {"band": 0.015, "inner": 0.5, "risk_lookback_days": 30}
+    assert spec.name == "te_band_futures band=0.015 risk_lookback_days=30 inner=0.5"
+    policy = build_policy(spec, cfg, build_path(cfg))
+    assert isinstance(policy, TrackingErrorBandFutures)
+    assert (policy.band, policy.inner) == (0.015, 0.5)
+    assert isinstance(policy.risk, TrailingRisk)
