@@ -16,12 +16,11 @@ from functools import cached_property
 
 import numpy as np
 
-from models.collateral import CollateralRule, Pledge, as_rule, check_rule, pledged_collateral
+from models.book_checks import check_book
+from models.collateral import CollateralRule, Pledge, as_rule, pledged_collateral
 from models.errors import ValidationError
 from models.instruments import FuturesContract, Settlement, SpotAsset
 from models.market import MarketSnapshot
-
-WEIGHT_TOL = 1e-6
 
 
 class TargetsBase(StrEnum):
@@ -84,59 +83,7 @@ class Book:
     name: str = "book"
 
     def __post_init__(self) -> None:
-        asset_syms = [a.symbol for a in self.assets]
-        if len(set(asset_syms)) != len(asset_syms):
-            raise ValidationError("assets", "has duplicate symbols", "list each asset once")
-        con_syms = [c.symbol for c in self.contracts]
-        if len(set(con_syms)) != len(con_syms):
-            raise ValidationError("contracts", "has duplicate symbols", "list each contract once")
-        known = set(asset_syms)
-        for c in self.contracts:
-            if c.underlying not in known:
-                raise ValidationError(f"contracts.{c.symbol}.underlying",
-                                      f"names unknown asset {c.underlying!r}",
-                                      f"add {c.underlying} to assets or use one of {sorted(known)}")
-        for sym, q in self.spot.items():
-            if sym not in known:
-                raise ValidationError(f"spot.{sym}", "is not a known asset",
-                                      f"add {sym} to assets or use one of {sorted(known)}")
-            if not math.isfinite(float(q)) or float(q) < 0:
-                raise ValidationError(f"spot.{sym}", f"is {q}",
-                                      "give a finite quantity >= 0 (spot is never short)")
-        total = 0.0
-        for sym, w in self.targets.items():
-            if sym not in known:
-                raise ValidationError(f"targets.{sym}", "is a target for an unknown symbol",
-                                      f"add {sym} to assets or use one of {sorted(known)}")
-            if not math.isfinite(float(w)) or float(w) < 0:
-                raise ValidationError(f"targets.{sym}", f"is {w}", "give a weight >= 0")
-            total += float(w)
-        if total > 1 + WEIGHT_TOL:
-            raise ValidationError("targets", f"weights sum to {total:.6g} (> 1)",
-                                  "make the target weights sum to 1 or less (the rest is cash)")
-        # Negative cash is a stablecoin debt of the wallet (fees, funding or a liquidation penalty can
-        # take it there in a replay); a book file's cash is checked >= 0 by fbr.config.
-        if not math.isfinite(self.cash):
-            raise ValidationError("cash", f"is {self.cash}", "give the wallet's stablecoin USD")
-        for sym, pos in self.futures.items():
-            if sym not in set(con_syms):
-                raise ValidationError(f"futures.{sym}", "is a position in an unknown contract",
-                                      f"add {sym} to contracts or use one of {sorted(con_syms)}")
-            if not math.isfinite(pos.contracts):
-                raise ValidationError(f"futures.{sym}.contracts", "is not finite",
-                                      "give a signed contract count")
-            if pos.contracts != 0 and not (math.isfinite(pos.entry_price) and pos.entry_price > 0):
-                raise ValidationError(f"futures.{sym}.entry_price", f"is {pos.entry_price}",
-                                      "give the position's entry price (USD > 0)")
-        for sym, h in self.pledged.items():
-            if sym not in known:
-                raise ValidationError(f"pledged.{sym}", "is not a known asset",
-                                      f"pledge one of {sorted(known)}")
-            if isinstance(h, CollateralRule):
-                check_rule(h, f"pledged.{sym}")
-            elif not 0 <= float(h) <= 1:
-                raise ValidationError(f"pledged.{sym}", f"is {h}",
-                                      "give the collateral ratio after haircut in [0, 1]")
+        check_book(self)
 
     # --- symbols and structure -------------------------------------------------------------
     @property

@@ -214,11 +214,9 @@ class SpotImpactCost(SpotTerm):
 
 
 class SpotTax(SpotTerm):
-    """gamma_tax * sum_i T_i(q_i): the convex tax of each spot sale (optimizer.tax_term.TaxTerm, the
-    asset's lots' curve from models.tax.breakpoints, in weights: tax USD / V per USD / V sold):
-    the ascending-tax curve for HIFO and specific lots (exact for specific and single-rate HIFO, a
-    lower bound for mixed-rate HIFO), for FIFO the FIFO order with slopes raised to their running
-    maximum (a convex upper bound, exact while the FIFO slopes ascend)."""
+    """gamma_tax * sum_i T_i(q_i): the convex tax of each spot sale (optimizer.tax_term.TaxTerm;
+    the asset's lots' curve, models.tax.breakpoints: for HIFO and specific lots ascending tax,
+    for FIFO the FIFO order with running-maximum slopes; weights, tax USD / V per USD / V sold)."""
 
     name = "spot_tax"
 

@@ -85,23 +85,20 @@ from scenarios.backtest_result import (
 )
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy
 from scenarios.market_path import MarketPath
+from scenarios.replay_fills import fill_futures, fill_spot, futures_orders, roll_rows
 from scenarios.replay_inputs import ReplayInputs, market_at, policy_min_days, read_inputs
 from scenarios.replay_state import FuturesTaxBasis, ReplayState, StepValuation, value_state
 from scenarios.replay_steps import (
     STEP_COLUMNS,
     ReplayLog,
     Row,
-    fill_futures,
-    fill_spot,
     first_step,
     funding_step,
-    futures_orders,
     initial_reserve,
     margin_step,
     mark_to_market,
     new_row,
     policy_step,
-    roll_rows,
     settlement_step,
     sweep_step,
 )
@@ -135,20 +132,18 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                  on_step: Callable[[], None] | None = None) -> BacktestResult:
     """Replay ``history`` from ``book`` under ``policy`` (see the module docstring for the steps).
 
-    ``liquidation_penalty``: fraction of |notional| charged when positions are liquidated;
-    ``impact_k``: coefficient k of the square-root impact charged on futures fills (when ADV is
-    known), as in models.costs.CostModel;
-    ``spot_fee``: spot fee as a fraction of notional for every asset (default: each asset's
-    ``SpotAsset.fee``, 0.001 unless set). Policies with state (calendar triggers) should be fresh.
+    ``liquidation_penalty``: fraction of |notional| charged at a liquidation; ``impact_k``: the
+    coefficient k of the impact on futures fills (when ADV is known, as models.costs.CostModel);
+    ``spot_fee``: spot fee, a fraction of notional, for every asset (default: each asset's
+    ``SpotAsset.fee``). Policies with state (calendar triggers) should be fresh.
     ``collateral``: the wallet's reserve band (step 5); None means ``CollateralPolicy()`` (target =
     the initial wallet / NAV, band 0.5) for a book that lists futures contracts, and no sweeps for
     a spot-only book; ``NO_SWEEPS`` switches them off.
     ``tax``: the [tax] rates, [[lots]] and lot method (``SpotLegSettings``; step 6); None: those
     of an optimising policy whose spot leg prices tax, else no taxes.
     ``pledged``: count pledged spot in the sweeps and sell it after a liquidation (see above).
-    ``on_step``: called once after each step (a progress bar); the policy itself is never wrapped,
-    so the replay sees its type (its costs, tax settings, spot leg and lots reach the steps).
-    """
+    ``on_step``: called once after each step (a progress bar); the policy is never wrapped, so
+    its costs, tax settings, spot leg and lots reach the steps."""
     _check_options(book, history, liquidation_penalty, spot_fee, impact_k)
     inputs = read_inputs(book, history, spot_fee=spot_fee, impact_k=impact_k,
                          liquidation_penalty=liquidation_penalty, costs=policy_costs(policy),

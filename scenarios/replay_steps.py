@@ -13,28 +13,24 @@ fees are fractions. The reusable engine steps (for the replay, what-if and Monte
 
 The replay's own steps record what happened into a step row (:data:`Row`) and the event lists of a
 :class:`ReplayLog`: :func:`first_step`, :func:`funding_step`, :func:`settlement_step` (2b),
-:func:`margin_step` (3), :func:`policy_step` (4), :func:`fill_spot`, :func:`futures_orders`,
-:func:`fill_futures` and :func:`roll_rows` (4, trades), :func:`sweep_step` (5) and
+:func:`margin_step` (3), :func:`policy_step` (4), the trades of step 4 in
+:mod:`scenarios.replay_fills` (spot and futures fills, rolls), :func:`sweep_step` (5) and
 :meth:`ReplayLog.record` (the end-of-step row). ``scenarios.replay.run_backtest`` chains them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.book import Book
 from models.costs import CostModel
-from models.errors import ValidationError
-from models.instruments import QTY_RTOL, reduce_only_quantity
 from models.margin import MarginModel, MarginState, margin_state
 from models.market import MarketSnapshot
 from models.tax import TaxLot
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
-from scenarios.backtest_result import RollTargets
 from scenarios.collateral import CollateralPolicy, cover_with_pledged, sweep_collateral
 from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
@@ -249,168 +245,6 @@ def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSn
         row["solve_time_ms"] = float(target.solve_time_ms)
         row["solver_fallbacks"] = float(target.solver_fallbacks)
     return target
-
-
-def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
-              target: TargetHoldings, row: Row, trades: list[Event]) -> bool:
-    """(4) Spot trades dq_i = q_i* - q_i at the close S_i: cash pays ``dq_i S_i`` plus the fee
-    ``f_i |dq_i| S_i``. Returns whether anything traded.
-
-    An asset in ``target.spot_gross`` (sold and bought in one decision: a loss harvest) fills as
-    two trades at S_i: a sale of s_i = min(sold_i, q_i) units, then a buy of
-    b_i = q_i* - q_i + s_i units (so the holding ends at q_i*); cash pays (b_i - s_i) S_i plus
-    the fee f_i (s_i + b_i) S_i, and ``state.sold_first`` keeps s_i for the lots
-    (``scenarios.replay_tax.book_lots``). When b_i <= 0 the net trade fills as above."""
-    traded = False
-    state.sold_first.clear()
-    for i, a in enumerate(inputs.assets):
-        q_new = float(target.spot.get(a, state.spot[a]))
-        if not (math.isfinite(q_new) and q_new >= 0):
-            raise ValidationError(f"policy.spot.{a}", f"is {q_new} at {market.time}",
-                                  "a policy must target finite spot quantities >= 0")
-        if a in target.spot_gross and _fill_round_trip(inputs.fee_spot[i], a, q_new, state,
-                                                       market, target, row, trades):
-            traded = True
-            continue
-        dq = q_new - state.spot[a]
-        if dq == 0:
-            continue
-        px = market.spot_price(a)
-        fee = float(inputs.fee_spot[i]) * abs(dq) * px
-        state.cash -= dq * px + fee
-        state.spot[a] = q_new
-        traded = True
-        row["fee_spot"] = float(row["fee_spot"]) + fee
-        row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
-        trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
-                       "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
-    return traded
-
-
-def _fill_round_trip(fee_rate: float, a: str, q_new: float, state: ReplayState,
-                     market: MarketSnapshot, target: TargetHoldings, row: Row,
-                     trades: list[Event]) -> bool:
-    """Fill asset ``a``'s gross sale and buy-back (see :func:`fill_spot`): sell
-    s = min(sold, q) units, buy b = q* - q + s units at the close S; False (nothing done) when
-    s <= 0 or b <= 0, the net trade then fills alone."""
-    sold, _ = target.spot_gross[a]
-    held = state.spot[a]
-    s = min(float(sold), held)
-    b = q_new - held + s
-    if not (math.isfinite(s) and s > 0 and b > 0):
-        return False
-    px = market.spot_price(a)
-    for dq in (-s, b):
-        fee = float(fee_rate) * abs(dq) * px
-        state.cash -= dq * px + fee
-        row["fee_spot"] = float(row["fee_spot"]) + fee
-        row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
-        trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
-                       "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
-    state.spot[a] = q_new
-    state.sold_first[a] = s
-    return True
-
-
-@dataclass(frozen=True)
-class FuturesOrders:
-    """The futures trades of a step: new quantities (contracts) of the contracts that move, and per
-    contract (book order) the quantity traded dq and its notional at mark t = dq x npc (USD)."""
-
-    new_q: dict[str, float]
-    dq: np.ndarray
-    trade_usd: np.ndarray
-
-
-def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
-                   target: TargetHoldings, k: int) -> FuturesOrders:
-    """(4) Target exposure x_j* (USD) -> contracts q_j* = x_j* / npc_j at step k's marks (held
-    position when the target omits j; 0 once a dated contract has expired); |q* - q| within
-    ``QTY_RTOL`` relative is no trade. A contract within ``min_days_to_expiry`` of its expiry
-    (``ReplayInputs.near_expiry``, the order planner's rule) is only reduced: q* becomes
-    ``reduce_only_quantity(q, q*)`` (same sign and |q*| <= |q|; an increase keeps q, a flip
-    closes to 0), as the planner sends only the reduce-only part there.
-
-    The fill re-strikes a changed position at the mark and realises its PnL into (USD) cash
-    (:func:`fill_futures`), so the new position's exposure is its notional q* x npc = x*: the
-    plain conversion is exact here. An inverse position struck at entry E away from the mark holds
-    the exposure q x size x mark / E (``Book.futures_exposure``), not q x npc: a target within
-    ``QTY_RTOL`` of that exposure is no trade either (it is already held; re-striking would trade
-    q (mark/E - 1) contracts for nothing). Linear contracts take the first test only."""
-    new_q: dict[str, float] = {}
-    dq = np.zeros(len(inputs.cons))
-    trade_usd = np.zeros(len(inputs.cons))
-    npc = inputs.arrays.notional_per_contract(inputs.mark[k])
-    expiries, held, wanted = inputs.expiries, state.futures, target.futures
-    for j, c in enumerate(inputs.cons):
-        pos = held.get(c)
-        q_old = pos.contracts if pos is not None else 0.0
-        x_new = float(wanted.get(c, q_old * npc[j]))
-        if c in expiries and inputs.step_ns[k] >= expiries[c]:
-            x_new = 0.0  # an expired dated contract cannot be held
-        if not math.isfinite(x_new):
-            raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {market.time}",
-                                  "a policy must target finite futures notional (USD)")
-        q_new = x_new / float(npc[j])
-        if inputs.near_expiry[k, j]:
-            q_new = reduce_only_quantity(q_old, q_new)  # no opening or increase near expiry
-        if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
-            continue  # the same position (notional round trip): no trade, no re-strike
-        if (pos is not None and q_old != 0 and inputs.arrays.inverse[j]
-                and math.isclose(x_new, q_old * float(npc[j]) * float(inputs.mark[k][j]) / pos.entry_price,
-                                 rel_tol=QTY_RTOL, abs_tol=0.0)):
-            continue  # the inverse position's exposure q size mark / entry is the target already
-        new_q[c] = q_new
-        dq[j] = q_new - q_old
-        trade_usd[j] = dq[j] * npc[j]
-    return FuturesOrders(new_q=new_q, dq=dq, trade_usd=trade_usd)
-
-
-def fill_futures(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
-                 k: int, orders: FuturesOrders, row: Row, trades: list[Event]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(4) Fill the orders at mark through ``Book.with_futures`` (re-struck, PnL realised into
-    cash); fee and slippage (:func:`futures_fill_costs`) are paid from cash. Returns them per
-    contract (USD; zeros when nothing trades)."""
-    if not orders.new_q:
-        return np.zeros(len(inputs.cons)), np.zeros(len(inputs.cons))
-    daily_vol = inputs.vol[k] if inputs.vol is not None else np.zeros(len(inputs.cons))
-    cost = CostModel.build(book.contracts, market, daily_vol, inputs.impact_k)
-    fee_j, slip_j = futures_fill_costs(cost, orders.trade_usd, inputs.with_impact)
-    rebalance_futures(book, state, market, orders.new_q)
-    state.cash -= float(fee_j.sum()) + float(slip_j.sum())
-    row["fee_futures"] = float(row["fee_futures"]) + float(fee_j.sum())
-    row["slippage_futures"] = float(slip_j.sum())
-    row["traded_futures"] = float(np.abs(orders.trade_usd).sum())
-    for j, c in enumerate(inputs.cons):
-        if c in orders.new_q:
-            trades.append({"time": market.time, "kind": "futures", "symbol": c,
-                           "quantity": float(orders.dq[j]), "price": market.mark_price(c),
-                           "notional": float(orders.trade_usd[j]), "fee": float(fee_j[j]),
-                           "slippage": float(slip_j[j])})
-    return fee_j, slip_j
-
-
-def roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, k: int,
-              trade_usd: np.ndarray, fee_j: np.ndarray, slip_j: np.ndarray) -> list[Event]:
-    """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded; basis =
-    opened x (P_to - P_from) / P_to (USD, > 0 a cost)."""
-    out: list[Event] = []
-    for a, b in target.rolls:
-        for sym in (a, b):
-            if sym not in cons:
-                raise ValidationError(f"policy.rolls.{sym}", f"is not a contract of the book at "
-                                      f"{market.time}", f"roll between {list(cons)}")
-        ja, jb = cons.index(a), cons.index(b)
-        if trade_usd[ja] == 0 and trade_usd[jb] == 0:
-            continue
-        pa, pb = market.mark_price(a), market.mark_price(b)
-        opened = float(trade_usd[jb])
-        out.append({"time": market.time, "step": k, "from": a, "to": b, "from_price": pa,
-                    "to_price": pb, "notional": -float(trade_usd[ja]), "opened": opened,
-                    "fee": float(fee_j[ja] + fee_j[jb]), "slippage": float(slip_j[ja] + slip_j[jb]),
-                    "basis": opened * (pb - pa) / pb})
-    return out
 
 
 def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,

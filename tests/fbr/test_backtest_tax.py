@@ -83,7 +83,7 @@ def test_the_backtest_table_shows_tax_and_total_cost_within_80_columns() -> None
     """A taxed run: fees 19.7 + funding -11.5 + tax 88.3 = total 96.5 bp/yr (hand sum); the
     table gains "tax bp/yr" and "total cost bp/yr" (the old table had neither) and, split in
     three, keeps every line within 80 columns; an untaxed run's table is unchanged."""
-    from fbr.cli import BACKTEST_COLUMNS, backtest_columns, backtest_tables
+    from fbr.backtest_table import BACKTEST_COLUMNS, backtest_columns, backtest_tables
 
     base = {"tracking_error": 0.0035, "total_return": 0.0493, "volatility": 0.5032,
             "max_drawdown": 0.0751, "fees_bps": 19.7, "funding_bps": -11.5, "turnover": 3.34,
