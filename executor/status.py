@@ -63,8 +63,8 @@ class WeightRow:
 
 @dataclass(frozen=True)
 class MarginView:
-    """Margin now (USD) and the common asset move (fraction) that would liquidate (None: none
-    within -99% .. +500%)."""
+    """Margin now (USD) and the size of the common asset move (fraction) down and up that would
+    liquidate (:func:`liquidation_move`; None: no fall short of -100%, or no rise at all)."""
 
     collateral: float
     initial: float
