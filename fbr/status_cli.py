@@ -9,6 +9,7 @@ stay inside the functions.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
 
@@ -161,5 +162,7 @@ def status_report(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal
     book, market, instruments = account_view(gw, acc, loaded.market)
     options = with_book_settings(PlanOptions(venue=gw.venue if venue is None else venue),
                                  loaded.settings)
-    return account_status(gw, book, market, loaded.risk, loaded.settings, options, instruments,
-                          journal, rebalancer=rebalancer)
+    report = account_status(gw, book, market, loaded.risk, loaded.settings, options, instruments,
+                            journal, rebalancer=rebalancer)
+    # a dry run reads the paper account but is not the paper venue: say what the user chose
+    return replace(report, venue="dry-run") if exchange == ExchangeChoice.DRY_RUN else report

@@ -109,6 +109,15 @@ def test_execute_and_status(tmp_path: Path) -> None:
     assert st["status"] == "ok" and set(st) >= {"weights_before", "targets", "drift_pp"}
     check_drift(st, "weights_before")
     assert datetime.fromisoformat(st["funding"]["since"]).utcoffset() is not None
+    assert st["venue"] == "paper"
+
+
+def test_a_dry_run_status_is_labelled_dry_run() -> None:
+    """``--exchange dry-run`` reads the paper account (here the book file's holdings) but is not
+    the paper venue: the report says dry-run; its plan is rounded on Binance's rules."""
+    st = _json("status", SEED, "--exchange", "dry-run")
+    assert st["venue"] == "dry-run"
+    assert st["plan"]["venue"] == "binanceusdm"
 
 
 def _backtest_file(tmp_path: Path, extra: str = "") -> Path:
