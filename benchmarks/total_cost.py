@@ -112,6 +112,7 @@ from optimizer.settings import (  # noqa: E402
     OptimizerSettings,
     SpotLegSettings,
 )
+from optimizer.te_band import TrackingErrorBandFutures  # noqa: E402
 from scenarios.backtest_result import BacktestResult  # noqa: E402
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy  # noqa: E402
 from scenarios.market_path import MarketPath  # noqa: E402
@@ -131,6 +132,8 @@ BANDS = (0.0025, 0.005, 0.01, 0.02, 0.05)
 GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 #: band-to-edge parameter kinds of the naive overlays -> their width scaling
 EDGE_KINDS = {"edge": EdgeScaling.UNIFORM, "vedge": EdgeScaling.VOL}
+#: the tracking-error band's triggers (a TE a year; ``teedge``, optimizer.te_band)
+TE_BANDS = (0.0025, 0.005, 0.01, 0.02, 0.04)
 #: the pledged books' wallet settles PnL only: kept within +-2% of NAV around 0 and reset to 0
 #: (a top-up sells spot below -2%, a sweep-out buys spot above +2%)
 PLEDGED_SWEEPS = CollateralPolicy(target_fraction=0.0, width=0.02)
@@ -140,7 +143,7 @@ GAMMAS_RUN = GAMMAS  # --gammas
 CTG_KAPPA, CTG_POWER = 30.0, 0.4
 PLAN_H = 3
 #: the naive overlays' parameter kinds: back to target (calendars, bands) and to the band's edge
-TO_TARGET, TO_EDGE = ("cal", "band"), ("edge", "vedge")
+TO_TARGET, TO_EDGE = ("cal", "band"), ("edge", "vedge", "teedge")
 OVERLAYS = ("naive_reserve", "naive_pledged")
 FBR = ("fbr_overlay", "fbr_hybrid")
 #: the hybrid's tax weights at a positive tax rate: 1 counts a dollar of tax paid now as a dollar
@@ -217,6 +220,7 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
     for fam in ("naive_reserve", "naive_pledged"):
         out += [(fam, f"cal {p}") for p in cal] + [(fam, f"band {b:g}") for b in bands]
         out += [(fam, f"{kind} {b:g}") for kind in EDGE_KINDS for b in bands]
+        out += [(fam, f"teedge {b:g}") for b in ((0.01,) if quick else TE_BANDS)]
     out += [("fbr_overlay", f"gt {g:g}") for g in gammas]
     # with the term, the deviation's price is about (1 + kappa) x TE^2: gamma_trade scaled alike
     out += [("fbr_overlay", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}{gf}")
@@ -232,9 +236,12 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
 
 def naive_policy(kind: str, value: str) -> Policy:
     """A naive overlay by parameter kind: ``cal`` (period), ``band`` (band-to-target), ``edge``
-    (band-to-edge, uniform widths) or ``vedge`` (band-to-edge, vol-scaled widths)."""
+    (band-to-edge, uniform widths), ``vedge`` (band-to-edge, vol-scaled widths) or ``teedge``
+    (a tracking-error band to its edge, on the trailing risk model fbr's policies use)."""
     if kind == "cal":
         return NaiveFutures(period=value)
+    if kind == "teedge":
+        return TrackingErrorBandFutures(shared().risk(), float(value))
     if kind in EDGE_KINDS:
         return edge_band_policy(float(value), scaling=EDGE_KINDS[kind])
     return NaiveFutures(band=float(value))
