@@ -1,0 +1,191 @@
+"""The replay's fills (``scenarios.replay_fills``) by hand, one step at a time.
+
+Book: BTC and ETH spot; contracts BTC-INV (inverse, 100 USD a contract), BTC-PERP (linear, size 1)
+and BTC-Q (dated, expiring exactly at the second step's time). Daily steps from 2025-01-01 UTC,
+BTC 50,000 / 40,000 / 55,000, ETH 3,000 flat; no mark path, so marks are the spot closes; spot fee
+0.1%.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.book import Book, FuturesPosition
+from models.errors import ValidationError
+from models.instruments import ContractKind, FuturesContract, Settlement, SpotAsset
+from optimizer.policies import TargetHoldings
+from scenarios.backtest_result import RollTargets
+from scenarios.market_path import MarketPath
+from scenarios.replay_fills import fill_spot, futures_orders, roll_rows
+from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
+from scenarios.replay_state import ReplayState
+from scenarios.replay_steps import Event, new_row
+
+D0 = pd.Timestamp("2025-01-01", tz="UTC")
+INV = FuturesContract("BTC-INV", "BTC", settlement=Settlement.INVERSE, contract_size=100.0)
+PERP = FuturesContract("BTC-PERP", "BTC")
+Q = FuturesContract("BTC-Q", "BTC", kind=ContractKind.DATED, expiry=datetime(2025, 1, 2, tzinfo=UTC))
+BOOK = Book((SpotAsset("BTC", fee=0.001), SpotAsset("ETH", fee=0.001)), (INV, PERP, Q),
+            spot={"BTC": 2.0, "ETH": 10.0}, targets={"BTC": 0.5, "ETH": 0.5}, cash=10_000.0)
+
+
+def inputs() -> ReplayInputs:
+    idx = pd.date_range(D0, periods=3, freq="D")
+    path = MarketPath(spot=pd.DataFrame({"BTC": [50_000.0, 40_000.0, 55_000.0],
+                                         "ETH": [3_000.0] * 3}, index=idx))
+    return read_inputs(BOOK, path, spot_fee=None, impact_k=1.0, liquidation_penalty=0.01)
+
+
+def state(btc: float = 2.0, futures: dict[str, FuturesPosition] | None = None) -> ReplayState:
+    return ReplayState(spot={"BTC": btc, "ETH": 10.0}, futures=dict(futures or {}), cash=10_000.0)
+
+
+def spot_row(time: pd.Timestamp, q: float, px: float) -> Event:
+    return {"time": time, "kind": "spot", "symbol": "BTC", "quantity": q, "price": px,
+            "notional": q * px, "fee": 0.001 * abs(q) * px, "slippage": 0.0}
+
+
+# --- spot -------------------------------------------------------------------------------------
+
+
+def test_a_spot_buy_by_hand_and_an_asset_left_out_is_held() -> None:
+    """BTC 2 -> 2.5 at 50,000: cash pays 25,000 + 25 fee; ETH, not in the target, is held."""
+    inp, st, row = inputs(), state(), new_row()
+    trades: list[Event] = []
+    m = market_at(inp, 0)
+    assert fill_spot(inp, st, m, TargetHoldings(spot={"BTC": 2.5}, futures={}), row, trades) is True
+    assert st.spot == {"BTC": 2.5, "ETH": 10.0}
+    assert st.cash == pytest.approx(10_000.0 - 25_000.0 - 25.0)
+    assert row["fee_spot"] == pytest.approx(25.0)
+    assert row["traded_spot"] == pytest.approx(25_000.0)
+    assert trades == [spot_row(m.time, 0.5, 50_000.0)]
+
+
+def test_nothing_to_trade_returns_false() -> None:
+    inp, st = inputs(), state()
+    trades: list[Event] = []
+    held = TargetHoldings(spot={"BTC": 2.0, "ETH": 10.0}, futures={})
+    assert fill_spot(inp, st, market_at(inp, 0), held, new_row(), trades) is False
+    assert trades == [] and st.cash == 10_000.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_bad_spot_target_is_refused_with_its_field(bad: float) -> None:
+    inp = inputs()
+    m = market_at(inp, 0)
+    with pytest.raises(ValidationError) as exc:
+        fill_spot(inp, state(), m, TargetHoldings(spot={"BTC": bad}, futures={}), new_row(), [])
+    assert exc.value.field == "policy.spot.BTC"
+    assert exc.value.problem == f"is {bad} at {m.time}"
+    assert exc.value.fix == "a policy must target finite spot quantities >= 0"
+
+
+def test_a_declared_round_trip_fills_a_sale_then_a_buy() -> None:
+    """Held 2 BTC, sell 1 and buy 1 back at 40,000 (step 1): two rows, fees 40 + 40, cash
+    -80 net, the sale kept for the lots."""
+    inp, st, row = inputs(), state(), new_row()
+    trades: list[Event] = []
+    m = market_at(inp, 1)
+    target = TargetHoldings(spot={"BTC": 2.0}, futures={}, spot_gross={"BTC": (1.0, 1.0)})
+    assert fill_spot(inp, st, m, target, row, trades) is True
+    assert trades == [spot_row(m.time, -1.0, 40_000.0), spot_row(m.time, 1.0, 40_000.0)]
+    assert st.cash == pytest.approx(10_000.0 - 80.0)
+    assert st.spot["BTC"] == 2.0 and st.sold_first == {"BTC": 1.0}
+    assert row["fee_spot"] == pytest.approx(80.0)
+    assert row["traded_spot"] == pytest.approx(80_000.0)
+
+
+@pytest.mark.parametrize(("held", "target_q", "gross", "net"), [
+    (2.0, 1.0, (1.0, 0.0), -1.0),   # the buy-back b = 1 - 2 + 1 = 0: the net sale alone
+    (0.0, 1.0, (1.0, 2.0), 1.0),    # nothing held to sell (s = 0): the net buy alone
+])
+def test_a_round_trip_without_both_legs_fills_the_net_trade(held: float, target_q: float,
+                                                            gross: tuple[float, float],
+                                                            net: float) -> None:
+    inp, st = inputs(), state(btc=held)
+    trades: list[Event] = []
+    m = market_at(inp, 1)
+    target = TargetHoldings(spot={"BTC": target_q}, futures={})
+    object.__setattr__(target, "spot_gross", {"BTC": gross})  # as a policy may declare it
+    assert fill_spot(inp, st, m, target, new_row(), trades) is True
+    assert trades == [spot_row(m.time, net, 40_000.0)]
+    assert st.spot["BTC"] == target_q and st.sold_first == {}
+
+
+# --- futures ----------------------------------------------------------------------------------
+
+
+def test_a_dated_contract_at_its_expiry_is_closed_whatever_the_target() -> None:
+    """BTC-Q expires exactly at step 1: a held 0.1 is closed (q* = 0) though the target is 5,000."""
+    inp = inputs()
+    st = state(futures={"BTC-Q": FuturesPosition(0.1, 50_000.0)})
+    target = TargetHoldings(spot={}, futures={"BTC-Q": 5_000.0})
+    orders = futures_orders(inp, st, market_at(inp, 1), target, 1)
+    assert orders.new_q == {"BTC-Q": 0.0}
+    assert orders.dq.tolist() == [0.0, 0.0, -0.1]
+    assert orders.trade_usd[2] == pytest.approx(-4_000.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_bad_futures_target_is_refused_with_its_field(bad: float) -> None:
+    inp = inputs()
+    m = market_at(inp, 0)
+    with pytest.raises(ValidationError) as exc:
+        futures_orders(inp, state(), m, TargetHoldings(spot={}, futures={"BTC-PERP": bad}), 0)
+    assert exc.value.field == "policy.futures.BTC-PERP"
+    assert exc.value.problem == f"is {bad} at {m.time}"
+    assert exc.value.fix == "a policy must target finite futures notional (USD)"
+
+
+def test_an_inverse_position_held_at_its_exposure_is_no_trade_and_the_next_contract_trades() -> None:
+    """1 BTC-INV contract struck at 50,000, mark 55,000 (step 2): exposure 1 x 100 x 55,000 /
+    50,000 = 110 USD. A target of 110 is held (no re-strike); 110.5 trades to 1.105 contracts,
+    dq x 100 = 10.5 USD at the mark (the re-strike realises the 10 USD of PnL); the BTC-PERP order
+    after the held contract is planned."""
+    inp = inputs()
+    m = market_at(inp, 2)
+    st = state(futures={"BTC-INV": FuturesPosition(1.0, 50_000.0)})
+    held = futures_orders(inp, st, m, TargetHoldings(spot={}, futures={"BTC-INV": 110.0,
+                                                                        "BTC-PERP": 5_500.0}), 2)
+    assert held.new_q == {"BTC-PERP": pytest.approx(0.1)}
+    moved = futures_orders(inp, st, m, TargetHoldings(spot={}, futures={"BTC-INV": 110.5}), 2)
+    assert moved.new_q == {"BTC-INV": pytest.approx(1.105)}
+    assert moved.trade_usd[0] == pytest.approx(10.5)
+
+
+# --- rolls ------------------------------------------------------------------------------------
+
+
+def test_roll_rows_by_hand() -> None:
+    """Pairs: (BTC-Q -> BTC-PERP) traded on one leg only, (BTC-INV -> BTC-Q) not traded, then
+    (BTC-INV -> BTC-PERP) traded: a row for the first and the last. Marks 40,000 (step 1), so
+    basis = opened x (P_to - P_from) / P_to = 0."""
+    inp = inputs()
+    m = market_at(inp, 1)
+    target = RollTargets(spot={}, futures={}, rolls=(("BTC-Q", "BTC-PERP"), ("BTC-INV", "BTC-Q"),
+                                                     ("BTC-INV", "BTC-PERP")))
+    trade_usd = np.array([0.0, 4_000.0, 0.0])
+    fee, slip = np.array([0.0, 2.0, 0.0]), np.array([0.0, 0.4, 0.0])
+    rows = roll_rows(target, inp.cons, m, 1, trade_usd, fee, slip)
+    assert [(r["from"], r["to"]) for r in rows] == [("BTC-Q", "BTC-PERP"), ("BTC-INV", "BTC-PERP")]
+    assert rows[0] == {"time": m.time, "step": 1, "from": "BTC-Q", "to": "BTC-PERP",
+                       "from_price": 40_000.0, "to_price": 40_000.0, "notional": -0.0,
+                       "opened": 4_000.0, "fee": 2.0, "slippage": 0.4, "basis": 0.0}
+    only_from = roll_rows(RollTargets(spot={}, futures={}, rolls=(("BTC-PERP", "BTC-Q"),)),
+                          inp.cons, m, 1, trade_usd, fee, slip)
+    assert [(r["notional"], r["opened"]) for r in only_from] == [(-4_000.0, 0.0)]
+
+
+def test_a_roll_of_an_unknown_contract_is_refused() -> None:
+    inp = inputs()
+    m = market_at(inp, 0)
+    target = RollTargets(spot={}, futures={}, rolls=(("BTC-PERP", "ETH-PERP"),))
+    with pytest.raises(ValidationError) as exc:
+        roll_rows(target, inp.cons, m, 0, np.zeros(3), np.zeros(3), np.zeros(3))
+    assert exc.value.field == "policy.rolls.ETH-PERP"
+    assert exc.value.problem == f"is not a contract of the book at {m.time}"
+    assert exc.value.fix == "roll between ['BTC-INV', 'BTC-PERP', 'BTC-Q']"
