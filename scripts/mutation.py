@@ -60,6 +60,15 @@ CONSTRAINT_TESTS = ("tests/optimizer/test_constraints_hand.py", "tests/optimizer
                     "tests/optimizer/test_data_margin_hysteresis.py",
                     "tests/optimizer/test_spot_leg_margin.py",
                     "tests/optimizer/test_pledge_pieces.py", "tests/optimizer/test_planner.py")
+#: the tests of the replay's steps and fills (scenarios/replay_steps.py, replay_fills.py)
+REPLAY_TESTS = ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
+                "tests/scenarios/test_replay_backtest.py", "tests/scenarios/test_replay_pledged.py",
+                "tests/scenarios/test_replay_pledged_boundary.py", "tests/scenarios/test_replay_tax.py",
+                "tests/scenarios/test_replay_hybrid.py", "tests/scenarios/test_replay_min_days.py",
+                "tests/scenarios/test_replay_inverse_exposure.py", "tests/scenarios/test_rolls.py",
+                "tests/scenarios/test_collateral.py", "tests/scenarios/test_settlement.py",
+                "tests/scenarios/test_whatif.py", "tests/scenarios/test_replay_fills.py",
+                "tests/scenarios/test_replay_steps_by_hand.py")
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
@@ -100,6 +109,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                                 "tests/scenarios/test_replay_hybrid.py"),
     "scenarios/settlement.py": ("tests/scenarios/test_settlement.py", "tests/scenarios/test_rolls.py",
                                 "tests/scenarios/test_rolls_quarterly_marks.py"),
+    "scenarios/replay_steps.py": REPLAY_TESTS,
+    "scenarios/replay_fills.py": REPLAY_TESTS,
     "scenarios/replay.py": ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
                             "tests/scenarios/test_replay_pledged.py", "tests/scenarios/test_replay_tax.py",
                             "tests/scenarios/test_replay_funding_forecast.py",

@@ -322,6 +322,34 @@ EQUIVALENT: dict[str, str] = {
     "optimizer.constraint_base.xǁConstraintǁpredict__mutmut_68":
         "step >= 0 in the ladder loop: at step 0, rate x 0 > PREDICTION_SHARE x size (a sum of "
         "absolute values, >= 0) is false, so the loop ends there either way",
+    # scenarios/replay_steps.py
+    "scenarios.replay_steps.x_funding_step__mutmut_6":
+        "hi < lo instead of hi <= lo: at hi == lo the block of settlements is empty, pay_funding "
+        "pays 0 (cash unchanged, with_cash(0) the same valuation) and funding is recorded as the "
+        "row's 0",
+    **dict.fromkeys(
+        ["scenarios.replay_steps.x_margin_step__mutmut_1", "scenarios.replay_steps.x_sweep_step__mutmut_1"],
+        "the default of pledged: the only caller (scenarios.replay) always passes it"),
+    "scenarios.replay_steps.x_margin_step__mutmut_35":
+        "trades passed as given (None not replaced by []): the only caller always passes its list",
+    "scenarios.replay_steps.x_sweep_step__mutmut_3":
+        "current left None: sweep_collateral values the state itself when given None, and the "
+        "caller values it when the step returns None",
+    **dict.fromkeys(
+        [f"scenarios.replay_steps.x_new_row__mutmut_{n}" for n in (8, 9, 12, 13)],
+        "the zero start of futures_pnl / fee_futures renamed: every step assigns both before any "
+        "read (first_step both; mark_to_market futures_pnl, settlement_step fee_futures, before "
+        "fill_futures adds to it), and the recorded frame keeps STEP_COLUMNS only"),
+    **dict.fromkeys(
+        [f"scenarios.replay_steps.xǁReplayLogǁrecord__mutmut_{n}" for n in (22, 24, 26)],
+        "astype(None) on float64 arrays: the same float64 copies"),
+    # scenarios/replay_fills.py
+    **dict.fromkeys(
+        [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (54, 70)],
+        "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value"),
+    **dict.fromkeys(
+        [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (55, 71)],
+        "isclose without abs_tol: its default is 0.0"),
     # scenarios/replay.py
     "scenarios.replay.x_run_backtest__mutmut_33":
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "

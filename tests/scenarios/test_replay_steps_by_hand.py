@@ -169,6 +169,18 @@ def test_the_first_step_settles_only_what_expired_by_its_own_time() -> None:
     first_step(BOOK, inp, st, m, row, trades)
     assert trades == [] and st.futures["BTC-Q"].contracts == 0.1
     assert row["futures_pnl"] == 0.0
+    # nor one expiring at 12:00 on day 0, between step 0 and step 1: it settles at step 1
+    noon = FuturesContract("BTC-Q", "BTC", kind=ContractKind.DATED,
+                           expiry=datetime(2025, 1, 1, 12, tzinfo=UTC))
+    book_noon = Book((SpotAsset("BTC"),), (PERP, noon), spot={"BTC": 1.0}, targets={"BTC": 0.5},
+                     cash=20_000.0)
+    idx3 = pd.date_range(D0, periods=3, freq="D")
+    path3 = MarketPath(spot=pd.DataFrame({"BTC": [50_000.0, 40_000.0, 60_000.0]}, index=idx3))
+    inp_noon = read_inputs(book_noon, path3, spot_fee=None, impact_k=1.0, liquidation_penalty=0.01)
+    st_noon = ReplayState(spot={"BTC": 1.0}, futures={"BTC-Q": FuturesPosition(0.1, 48_000.0)},
+                          cash=20_000.0)
+    first_step(book_noon, inp_noon, st_noon, market_at(inp_noon, 0), new_row(), trades)
+    assert trades == [] and st_noon.futures["BTC-Q"].contracts == 0.1
 
     early = FuturesContract("BTC-Q", "BTC", kind=ContractKind.DATED,
                             expiry=datetime(2024, 12, 31, 8, tzinfo=UTC))
