@@ -14,6 +14,7 @@ from typing import cast
 
 import numpy as np
 
+from models.instruments import FuturesContract, Settlement
 from optimizer.data import ProblemData
 from optimizer.rounding import _exposure_at, contracts_of, exposure_of
 
@@ -52,3 +53,36 @@ def test_exposure_of_reads_a_held_inverse_position_at_its_exposure() -> None:
     assert _exposure_at(1.0, 0, d, NPC, Q0) == 0.6
     assert _exposure_at(Q0[0], 0, d, NPC, Q0) == 0.5
     assert _exposure_at(-500.0, 1, _data(None), NPC, Q0) == -0.5
+
+
+class _GrossCap:
+    """sum_j |z_j| <= cap, one row "gross" (a stand-in constraint: rounding calls only
+    ``violation`` and ``rows``)."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+
+    def violation(self, z: np.ndarray, d: object) -> np.ndarray:
+        return np.array([max(float(np.abs(z).sum()) - self.cap, 0.0)])
+
+    def rows(self, d: object) -> list[str]:
+        return ["gross"]
+
+
+def test_the_repair_back_to_an_inverse_position_restores_its_held_exposure() -> None:
+    """V = 1,000, 100 USD a contract, 3 contracts held away from their entry: face 0.3, held
+    exposure z0 = 0.33 (delta0 = 0.03). A target of 0.45 is traded: 4.5 -> 4 contracts (half to
+    even), re-struck, exposure 0.4; it breaks a 0.35 gross cap, and the repair steps one lot back
+    to the held 3, whose exposure is the held 0.33 (not the face 0.3): one repair, nothing broken."""
+    from optimizer.constraint_base import Constraint
+    from optimizer.rounding import round_positions
+
+    d = cast(ProblemData, SimpleNamespace(V=1_000.0, prices=np.array([100.0]), z0=np.array([0.33]),
+                                          exposure_offset=np.array([0.03])))
+    inv = FuturesContract("BTCUSD-PERP", "BTC", settlement=Settlement.INVERSE, contract_size=100.0,
+                          lot_step=1.0, min_notional=0.0)
+    cap = cast(Constraint, _GrossCap(0.35))
+    r = round_positions(np.array([0.45]), d, (inv,), np.array([3.0]), [cap])
+    assert r.contracts.tolist() == [3.0]
+    assert r.z.tolist() == [0.33]
+    assert r.repairs == 1 and r.broken == ()
