@@ -17,10 +17,11 @@ Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets su
   deviation to sign(e_i - w*_i) inner b_i (1: the band's edge, 0: the target); b_i = band
   (uniform) or band sigma_i / mean_k sigma_k (vol: trailing realised vols of the path's spot
   prices). See ``optimizer.edge_bands``.
-- ``te_band_futures``: band (required; a tracking error, a fraction a year), inner (in [0, 1],
-  default 1), risk_lookback_days, risk_method (the risk model, as ``optimized``). When the book's
-  tracking error sqrt(d' Sigma d) exceeds band, futures scale every hedgeable asset's deviation d_i
-  by inner x band / TE (1: to the band's edge, 0: to target). See ``optimizer.te_band``.
+- ``te_band_futures``: te_band (required; a tracking error, a fraction a year, not a weight: so
+  a ``[montecarlo.grid] band`` does not reach it), inner (in [0, 1], default 1), risk_lookback_days,
+  risk_method (the risk model, as ``optimized``). When the book's tracking error sqrt(d' Sigma d)
+  exceeds te_band, futures scale every hedgeable asset's deviation d_i by inner x te_band / TE (1:
+  to the band's edge, 0: to target). See ``optimizer.te_band``.
 - ``optimized``: gamma_trade, gamma_fund (override the book's [costs]), risk_lookback_days,
   risk_method. Without ``risk_lookback_days`` the optimiser uses the book file's risk model
   throughout (simple, but the book's model may have been estimated on data after the path's start).
@@ -53,13 +54,13 @@ POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     "vol_band_futures": ("base_band", "ref_vol", "window", "min_band", "max_band"),
     "dca_futures": ("steps", "period", "band"),
     "edge_band_futures": ("band", "inner", "scaling", "window"),
-    "te_band_futures": ("band", "inner", "risk_lookback_days", "risk_method"),
+    "te_band_futures": ("te_band", "inner", "risk_lookback_days", "risk_method"),
     "optimized": ("gamma_trade", "gamma_fund", "risk_lookback_days", "risk_method"),
 }
 #: One parsed policy parameter: a fraction or weight, a whole number, or a text (period, method).
 PolicyParam = float | int | str
 #: The band-like fractions of an entry (all > 0 except ``min_band``).
-BAND_KEYS = ("band", "base_band", "min_band", "max_band")
+BAND_KEYS = ("band", "base_band", "min_band", "max_band", "te_band")
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,10 @@ def _edge_params(row: Mapping[str, object], params: Mapping[str, PolicyParam],
 
 def _te_band_params(row: Mapping[str, object], params: Mapping[str, PolicyParam],
                     at: Callable[[str], str]) -> dict[str, PolicyParam]:
-    """inner and the risk model's keys of a ``te_band_futures`` entry (band already parsed)."""
-    if "band" not in params:
-        raise ValidationError(at("band"), "is missing",
-                              'give band = "1%" (a tracking error, a fraction a year)')
+    """inner and the risk model's keys of a ``te_band_futures`` entry (te_band already parsed)."""
+    if "te_band" not in params:
+        raise ValidationError(at("te_band"), "is missing",
+                              'give te_band = "1%" (a tracking error, a fraction a year)')
     out = {k: v for k, v in _optimized_params(row, at).items() if k.startswith("risk_")}
     if "inner" in row:
         out["inner"] = fraction(row["inner"], at("inner"))
@@ -200,7 +201,8 @@ def _optimized_params(row: Mapping[str, object], at: Callable[[str], str]) -> di
 def _default_name(kind: str, params: Mapping[str, PolicyParam]) -> str:
     """``kind key=value ...`` from the entry's main parameters (when it has no ``name``)."""
     parts = [kind]
-    for key in ("period", "band", "base_band", "steps", "risk_lookback_days", "scaling", "inner"):
+    for key in ("period", "band", "base_band", "te_band", "steps", "risk_lookback_days", "scaling",
+                "inner"):
         if key in params:
             v = params[key]
             parts.append(f"{key}={v:g}" if isinstance(v, float) else f"{key}={v}")

@@ -79,7 +79,7 @@ def _make_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Pol
         from fbr.backtest_risk import risk_input
         from optimizer.te_band import TrackingErrorBandFutures
 
-        return TrackingErrorBandFutures(risk_input(spec.params, cfg, path), float(kw["band"]),
+        return TrackingErrorBandFutures(risk_input(spec.params, cfg, path), float(kw["te_band"]),
                                         float(kw.get("inner", 1.0)))
     return OptimizedFutures(*optimized_inputs(spec.params, cfg, path))
 

@@ -106,12 +106,14 @@ BAD_CONFIGS: dict[str, tuple[tuple[str, str] | None, str, list[str]]] = {
     "edge_window_uniform": (None, '\n[[policies]]\nkind = "edge_band_futures"\nband = 0.02\n'
                             'window = 20\n', ["policies[8].window", "scaling"]),
     "te_without_band": (None, '\n[[policies]]\nkind = "te_band_futures"\ninner = 0.5\n',
-                        ["policies[8].band", "missing", "tracking error"]),
-    "te_inner": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\ninner = 2\n',
+                        ["policies[8].te_band", "missing", "tracking error"]),
+    "te_weight_band": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\n',
+                       ["policies[8].band", "te_band"]),
+    "te_inner": (None, '\n[[policies]]\nkind = "te_band_futures"\nte_band = 0.01\ninner = 2\n',
                  ["policies[8].inner", "2"]),
-    "te_scaling": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\nscaling = "vol"\n',
+    "te_scaling": (None, '\n[[policies]]\nkind = "te_band_futures"\nte_band = 0.01\nscaling = "vol"\n',
                    ["policies[8].scaling"]),
-    "te_risk_method": (None, '\n[[policies]]\nkind = "te_band_futures"\nband = 0.01\n'
+    "te_risk_method": (None, '\n[[policies]]\nkind = "te_band_futures"\nte_band = 0.01\n'
                        'risk_method = "guess"\n', ["policies[8].risk_method", "guess"]),
 }
 
@@ -203,7 +205,7 @@ kind = "edge_band_futures"
 band = "2%"
 [[policies]]
 kind = "te_band_futures"
-band = "1%"
+te_band = "1%"
 risk_lookback_days = 30
 [[policies]]
 kind = "optimized"
@@ -309,7 +311,7 @@ kind = "no_rebalance"
 
 
 def test_te_band_kind_builds_with_its_risk_model(tmp_path: Path) -> None:
-    """``te_band_futures``: band (a TE), inner, and the risk model the optimised policy would read
+    """``te_band_futures``: te_band (a TE), inner, and the risk model the optimised policy would read
     (a trailing estimate with ``risk_lookback_days``); the default name carries the parameters."""
     from fbr.backtest_config import build_path, load_backtest_file
     from fbr.backtest_run import build_policy
@@ -319,14 +321,14 @@ def test_te_band_kind_builds_with_its_risk_model(tmp_path: Path) -> None:
     f = _bad_config(tmp_path, extra="""
 [[policies]]
 kind = "te_band_futures"
-band = "1.5%"
+te_band = "1.5%"
 inner = 0.5
 risk_lookback_days = 30
 """)
     cfg = load_backtest_file(f)
     spec = cfg.policies[-1]
-    assert spec.params == {"band": 0.015, "inner": 0.5, "risk_lookback_days": 30}
-    assert spec.name == "te_band_futures band=0.015 risk_lookback_days=30 inner=0.5"
+    assert spec.params == {"te_band": 0.015, "inner": 0.5, "risk_lookback_days": 30}
+    assert spec.name == "te_band_futures te_band=0.015 risk_lookback_days=30 inner=0.5"
     policy = build_policy(spec, cfg, build_path(cfg))
     assert isinstance(policy, TrackingErrorBandFutures)
     assert (policy.band, policy.inner) == (0.015, 0.5)

@@ -171,3 +171,14 @@ def test_backtest_pledged_reaches_the_montecarlo_replays(tmp_path: Path) -> None
     assert spec.pledged is True
     off = _config(tmp_path, "paths = 2\nsteps = 5")
     assert build_spec(load_montecarlo_file(off))[0].pledged is False
+
+
+def test_a_band_grid_does_not_reach_the_tracking_error_band(tmp_path: Path) -> None:
+    """``[montecarlo.grid] band`` runs every policy taking a (weight) ``band`` once per value; the
+    TE band's trigger is a tracking error named ``te_band``, so it runs once, at its own 1%."""
+    from fbr.montecarlo_config import load_montecarlo_file, policy_runs
+
+    f = _config(tmp_path, 'paths = 2\nsteps = 20\n[montecarlo.grid]\nband = ["2%", "5%"]\n',
+                extra='[[policies]]\nkind = "te_band_futures"\nte_band = "1%"\nname = "te"\n')
+    runs = policy_runs(load_montecarlo_file(f))
+    assert [r.label for r in runs] == ["hold", "naive [band=0.02]", "naive [band=0.05]", "te"]
