@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fbr.console import pp_text
+from models.liquidation_distance import LiquidationMove
 from models.margin import MarginState
-from scenarios.liquidation_distance import LiquidationMove
 from scenarios.whatif_result import WhatIfResult
 
 

@@ -1,7 +1,7 @@
 """Distance to liquidation of a cross-margined book: the smallest price moves that liquidate it
 (:func:`liquidation_move`, :func:`liquidation_moves`, :class:`LiquidationMove`), and the
 backtester's liquidation rule (:func:`is_liquidated`). Shared by the what-if
-(``scenarios.liquidation_distance`` re-exports it) and ``fbr status`` (``executor.status``).
+and ``fbr status`` (``executor.status``).
 
 Units: moves are simple returns (fractions); surpluses USD.
 

@@ -1,6 +1,6 @@
 """A what-if scenario (``scenarios.shocks``) resolved against a book and applied to its market and
-risk model: :func:`resolve_shocks` (per-asset and per-contract arrays), :func:`move_prices` (from
-``models.price_moves``), :func:`shock_market` and :func:`shock_risk`.
+risk model: :func:`resolve_shocks` (per-asset and per-contract arrays), :func:`shock_market` (the
+prices moved by ``models.price_moves.move_prices``) and :func:`shock_risk`.
 
 Units: returns, basis shocks and vol/spread/ADV multipliers are fractions; funding rates per
 settlement interval; prices USD; covariances annualised.
@@ -24,7 +24,7 @@ from models.book import Book
 from models.errors import ValidationError
 from models.instruments import ContractKind
 from models.market import MarketSnapshot
-from models.price_moves import move_prices as move_prices  # re-exported: the what-if's name
+from models.price_moves import move_prices
 from models.risk import RiskModel
 from optimizer.spot_data import DEFAULT_SPOT_HALF_SPREAD
 from scenarios.shocks import Scenario, Shock, ShockKind

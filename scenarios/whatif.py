@@ -28,7 +28,7 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
 - next move: ``optimizer.rebalance.Rebalancer.solve`` on the shocked book, market and risk.
 
 Shocks are resolved and applied by ``scenarios.applied_shocks``, the distance to liquidation
-(``liquidation_moves``) is ``scenarios.liquidation_distance``'s and the result types are
+(``liquidation_moves``) is ``models.liquidation_distance``'s and the result types are
 ``scenarios.whatif_result``'s.
 """
 
@@ -40,6 +40,7 @@ import numpy as np
 
 from models.book import Book
 from models.errors import FbrError
+from models.liquidation_distance import liquidation_moves
 from models.margin import LIQUIDATION_PENALTY, MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
@@ -49,7 +50,6 @@ from optimizer.solution import Solution
 from optimizer.spot_book import book_after_spot
 from scenarios.applied_shocks import AppliedShocks, resolve_shocks, shock_market, shock_risk
 from scenarios.funding_run import FundingRun, funding_until_liquidation
-from scenarios.liquidation_distance import liquidation_moves
 from scenarios.shocks import Scenario
 from scenarios.whatif_result import Liquidation, PnLSplit, WhatIfResult
 

@@ -15,10 +15,10 @@ from typing import Any, NotRequired, TypedDict
 import numpy as np
 
 from models.book import Book
+from models.liquidation_distance import LiquidationMove
 from models.margin import MarginState
 from models.market import MarketSnapshot
 from optimizer.solution import Solution
-from scenarios.liquidation_distance import LiquidationMove
 from scenarios.shocks import Scenario
 
 

@@ -28,15 +28,15 @@ from scipy.optimize import brentq
 from models.book import Book, FuturesPosition
 from models.collateral import CollateralRule, bid_buffer_rule, tiered_rule
 from models.instruments import FuturesContract, MarginTiers, SpotAsset, TierBracket
+from models.liquidation_distance import is_liquidated, liquidation_move
 from models.market import MarketSnapshot
+from models.price_moves import move_prices
 from models.risk import RiskModel
 from optimizer.margin_constraints import StressMargin
 from optimizer.policies import NoRebalance
 from optimizer.prepare import prepare
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings, StressScenario
-from scenarios.applied_shocks import move_prices
 from scenarios.collateral import NO_SWEEPS
-from scenarios.liquidation_distance import is_liquidated, liquidation_move
 from scenarios.market_path import MarketPath
 from scenarios.replay import run_backtest
 

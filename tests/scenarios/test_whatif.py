@@ -14,20 +14,21 @@ from fbr.config import load_book_file
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.instruments import FuturesContract, MarginTiers, SpotAsset, TierBracket
-from models.market import MarketSnapshot
-from models.risk import RiskModel
-from optimizer.policies import NoRebalance
-from optimizer.rebalance import Rebalancer
-from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
-from scenarios.applied_shocks import move_prices, resolve_shocks, shock_market, shock_risk
-from scenarios.collateral import NO_SWEEPS
-from scenarios.library import book_scenarios
-from scenarios.liquidation_distance import (
+from models.liquidation_distance import (
     LiquidationMove,
     is_liquidated,
     liquidation_move,
     liquidation_moves,
 )
+from models.market import MarketSnapshot
+from models.price_moves import move_prices
+from models.risk import RiskModel
+from optimizer.policies import NoRebalance
+from optimizer.rebalance import Rebalancer
+from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
+from scenarios.applied_shocks import resolve_shocks, shock_market, shock_risk
+from scenarios.collateral import NO_SWEEPS
+from scenarios.library import book_scenarios
 from scenarios.market_path import MarketPath
 from scenarios.replay import run_backtest
 from scenarios.shocks import parse_scenario

@@ -24,9 +24,9 @@ from fbr.whatif_render import summary_table
 from models.book import Book, FuturesPosition
 from models.collateral import tiered_rule
 from models.instruments import FuturesContract, MarginTiers, SpotAsset
+from models.liquidation_distance import liquidation_move
 from models.market import MarketSnapshot
 from models.risk import RiskModel
-from scenarios.liquidation_distance import liquidation_move
 from scenarios.shocks import parse_scenario
 from scenarios.whatif import run_whatif
 
