@@ -249,7 +249,7 @@ def _quantity(trades: Sequence[Trade]) -> float:
 
 def _average(trades: Sequence[Trade]) -> float | None:
     """Fill price over ``trades`` (USD, quantity-weighted), None without any."""
-    qty = sum(abs(t.contracts) for t in trades)
+    qty = _quantity(trades)
     return None if qty == 0 else sum(abs(t.contracts) * t.price for t in trades) / qty
 
 

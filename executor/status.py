@@ -188,12 +188,7 @@ def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> fl
     liquidates the book; None when no move in that direction does (down: none above -100%; up:
     none at all). The what-if's exact root of the margin surplus
     (``models.liquidation_distance.liquidation_move``); 0.0 when the book is liquidated already."""
-    return _side(common_liquidation_move(book, market), direction)
-
-
-def common_liquidation_move(book: Book, market: MarketSnapshot) -> LiquidationMove:
-    """Both common moves (down and up) that liquidate the book, as the what-if gives them."""
-    return exact_liquidation_move(book, market)
+    return _side(exact_liquidation_move(book, market), direction)
 
 
 def _side(move: LiquidationMove, direction: float) -> float | None:
@@ -205,7 +200,7 @@ def margin_view(book: Book, market: MarketSnapshot) -> MarginView:
     """Margin use at mark plus the distance to liquidation (see :func:`liquidation_move`)."""
     model = MarginModel.from_contracts(book.contracts)
     st = margin_state(model, book.futures_notional(market), book.collateral(market))
-    move = common_liquidation_move(book, market)
+    move = exact_liquidation_move(book, market)
     return MarginView(collateral=st.collateral, initial=st.initial, maintenance=st.maintenance,
                       margin_ratio=st.margin_ratio, initial_utilisation=st.initial_utilisation,
                       liquidation_move_down=_side(move, -1.0), liquidation_move_up=_side(move, 1.0))
