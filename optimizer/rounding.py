@@ -98,12 +98,6 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     return best
 
 
-def _offset(d: ProblemData) -> np.ndarray | None:
-    """delta0 of ``d`` (None: all zero; also for a duck-typed stand-in without the field)."""
-    off: np.ndarray | None = getattr(d, "exposure_offset", None)
-    return off
-
-
 def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:
     """Contracts q (signed) of target exposures ``z`` (weight units): z V / npc, npc the USD
     notional per contract at the mark, except that an inverse position held away from its entry
@@ -114,7 +108,7 @@ def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray)
     q npc = z V; one that does not trade keeps the exposure q0 x size x mark / entry = z0 V, which
     is not q0 npc (the plain conversion would trade q0 (mark/entry - 1) contracts for nothing).
     Linear contracts (delta0 = 0): bit-for-bit z V / npc."""
-    off = _offset(d)
+    off = d.exposure_offset
     if off is None or not np.any(off):
         result: np.ndarray = z * d.V / npc
         return result
@@ -125,7 +119,7 @@ def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray)
 def exposure_of(q: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:
     """Exposure z (weight units) of holding q contracts after the rebalance: q npc / V (a traded
     position is re-struck at the mark), or z0 for a position kept at q0 (see :func:`contracts_of`)."""
-    off = _offset(d)
+    off = d.exposure_offset
     if off is None or not np.any(off):
         result: np.ndarray = q * npc / d.V
         return result
@@ -135,7 +129,7 @@ def exposure_of(q: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) 
 
 def _exposure_at(q_j: float, j: int, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> float:
     """:func:`exposure_of` for contract j alone."""
-    o = _offset(d)
+    o = d.exposure_offset
     if o is None or o[j] == 0 or q_j != q0[j]:
         return float(q_j * npc[j] / d.V)
     return float(d.z0[j])

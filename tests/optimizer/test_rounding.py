@@ -88,7 +88,7 @@ def _terms(*stubs: Quad) -> list[Term]:
 
 
 def _data(prices: list[float], V: float, z0: list[float] | None = None) -> Any:
-    return SimpleNamespace(prices=np.array(prices), V=V,
+    return SimpleNamespace(prices=np.array(prices), V=V, exposure_offset=None,
                            z0=np.zeros(len(prices)) if z0 is None else np.array(z0))
 
 
