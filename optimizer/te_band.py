@@ -48,9 +48,10 @@ def te_band_exposure(book: Book, market: MarketSnapshot, covariance: np.ndarray,
     none otherwise. ``covariance``: Sigma (N x N, annual, the book's asset order)."""
     V = book.base(market)
     d = deviations(book, market)
-    if not V > 0 or not tracking_error(d, covariance) > band:
+    te = tracking_error(d, covariance)
+    if not V > 0 or not te > band:
         return {}
-    r = inner * band / tracking_error(d, covariance)
+    r = inner * band / te
     w = book.target_vector()
     s = book.spot_values(market)
     return {a: float((w[i] + r * d[i]) * V - s[i]) for i, a in enumerate(book.asset_symbols)}
