@@ -32,7 +32,7 @@ whose output variable is step 1's z; the later steps are read from the solver's 
 Rows that read today's positions through their Parameter *values* keep today's z0 at every
 step: the expiry guard (a near-expiry contract stays within |x0_j|, same sign, at every step) and
 the margin budget's hysteresis (``held``). An infeasible plan is diagnosed by the single-period
-elastic re-solve on step 1's data (optimizer.problem.elastic_resolve). Lot rounding and the
+elastic re-solve on step 1's data (optimizer.elastic.elastic_resolve). Lot rounding and the
 snapping of noise trades apply to step 1's positions with step 1's terms and constraints.
 
 With the spot leg on, spot is traded at step 1 only: step 1 has the spot trades b, q with their

@@ -13,7 +13,7 @@ before the chain moves on, or re-raised when strict mode is on (optimizer.engine
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import cvxpy as cp
@@ -36,7 +36,6 @@ from optimizer.engines import (
     PiqpEngine,
     RawResult,
     error_status,
-    quiet_bounds,
     strict_solvers,
 )
 from optimizer.settings import SolverName
@@ -197,11 +196,25 @@ class HedgeProblem:
     def solve(self, solvers: tuple[SolverName, ...] = ()) -> SolveOutcome:
         """Solve with the first solver of the chain that succeeds (infeasible/unbounded are answers)."""
         asked = solvers or self.default_chain()
-        chain = [s for s in asked if not (self.is_conic and s == SolverName.PIQP)]
+        chain = tuple(s for s in asked if not (self.is_conic and s == SolverName.PIQP))
         if not chain:
             raise SolverFailedError(
                 "PIQP cannot solve this problem: the 3/2-power impact cost or the vol cap makes it "
                 "conic. Fix: list CLARABEL or SCS in [solver] solvers, or switch those off.")
+        res, tried = self.run_chain(chain)
+        if res is not None:
+            return SolveOutcome(res, tried)
+        detail = ", ".join(f"{n}: {st}" for n, st in tried)
+        raise SolverFailedError(f"every solver failed ({detail}). Try scaling the book, loosening "
+                                f"tolerances, or another solver with [solver] solvers = [...].")
+
+    def run_chain(self, chain: tuple[SolverName, ...]
+                  ) -> tuple[RawResult | None, tuple[tuple[str, str], ...]]:
+        """Try ``chain`` in order: the first optimal, infeasible or unbounded answer, else the first
+        inaccurate one (an interior-point solver's is served at once; SCS's only when no later
+        solver does better), else None; with (solver, status) of every try. A numerical failure is
+        a status and passes on; an exception is a crash: re-raised in strict mode, else recorded
+        as ``error: ...`` and passed on."""
         tried: list[tuple[str, str]] = []
         inaccurate: RawResult | None = None
         for s in chain:
@@ -214,19 +227,12 @@ class HedgeProblem:
                 continue
             tried.extend((s.value, err) for err in res.errors)
             tried.append((s.value, res.status))
-            if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED):
-                return SolveOutcome(res, tuple(tried))
+            if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED) or (
+                    res.status == OPTIMAL_INACCURATE and s != SolverName.SCS):
+                return res, tuple(tried)
             if res.status == OPTIMAL_INACCURATE:
-                # an interior-point solver's inaccurate answer beats SCS's first-order one; SCS's
-                # is kept only until a later solver does better
-                if s != SolverName.SCS:
-                    return SolveOutcome(res, tuple(tried))
                 inaccurate = inaccurate or res
-        if inaccurate is not None:
-            return SolveOutcome(inaccurate, tuple(tried))
-        detail = ", ".join(f"{n}: {st}" for n, st in tried)
-        raise SolverFailedError(f"every solver failed ({detail}). Try scaling the book, loosening "
-                                f"tolerances, or another solver with [solver] solvers = [...].")
+        return inaccurate, tuple(tried)
 
     def unpack(self, solver: str) -> None:
         """Load the last solve of ``solver`` into the cvxpy problem, for dual values."""
@@ -244,96 +250,3 @@ class HedgeProblem:
         buy = np.clip(np.asarray(ctx.buy.value, dtype=float), 0.0, None)
         sell = np.clip(np.asarray(ctx.sell.value, dtype=float), 0.0, self.data.spot.holdings)
         return buy, sell
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A constraint the elastic re-solve had to relax, and by how much (weight units and user units)."""
-
-    name: str
-    violation: float
-    violation_user: float
-    unit: str
-
-
-@dataclass(frozen=True)
-class ElasticResult:
-    """The closest feasible book: positions z and the relaxed constraints."""
-
-    z: np.ndarray
-    conflicts: tuple[Conflict, ...] = field(default_factory=tuple)
-    #: rows not relaxed that hold the relaxed ones back: zero slack, dual above ``OPPOSING_DUAL``
-    opposing: tuple[str, ...] = field(default_factory=tuple)
-    #: (buys, sells) in weights with the spot leg on, else None
-    spot: tuple[np.ndarray, np.ndarray] | None = None
-    #: (solver, status) of every solver tried, in order (a crash: ``error: <type>: <message>``)
-    tried: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def solved(self) -> bool:
-        """True when a solver answered; otherwise ``z`` is today's book and nothing was relaxed."""
-        return bool(self.tried) and self.tried[-1][1] in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
-
-
-#: A dual (objective per weight unit) above this marks a row the elastic re-solve pushes against: the
-#: slack weight is 1e6, while rows bound only by the objective (TE^2 and costs) have duals of O(1).
-OPPOSING_DUAL = 1e3
-
-
-def elastic_resolve(d: ProblemData) -> ElasticResult:
-    """Re-solve with a slack on every constraint, minimising total slack first (then the objective).
-
-    The constraints whose slack is positive are the conflicting ones; the rows with no slack whose
-    dual exceeds ``OPPOSING_DUAL`` are those they conflict with (``opposing``); the positions are the
-    closest feasible book in that sense.
-    """
-    st = d.structure
-    ctx = make_context(st)
-    terms = terms_for(st)
-    constraints = constraints_for(st)
-    slacks = [cp.Variable(nonneg=True, name=f"slack_{k}") for k in range(len(constraints))]
-    obj = cp.sum([t.build(ctx) for t in terms])
-    cons: list[cp.Constraint] = [ctx.a >= ctx.z, ctx.a >= -ctx.z, ctx.u >= ctx.z - ctx.z0,
-                                 ctx.u >= ctx.z0 - ctx.z]
-    if isinstance(ctx, SpotContext):
-        cons += ctx.spot_constraints()
-    for c, sl in zip(constraints, slacks, strict=True):
-        cons.extend(c.build(ctx, sl))
-    set_values(ctx, terms, constraints, d)
-    total_slack = cp.sum(cp.hstack(slacks)) if slacks else cp.Constant(0.0)
-    prob = cp.Problem(cp.Minimize(1e6 * total_slack + obj), cons)
-    tried: list[tuple[str, str]] = []
-    for solver in (cp.CLARABEL, cp.SCS):
-        try:
-            with quiet_bounds():
-                prob.solve(solver=solver)
-        except cp.SolverError as exc:  # recorded in ``tried``; re-raised in strict mode (tests)
-            if strict_solvers():
-                raise
-            tried.append((solver, error_status(exc)))
-            continue
-        tried.append((solver, str(prob.status)))
-        if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            break
-    if not tried or tried[-1][1] not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        return ElasticResult(z=np.asarray(d.z0, dtype=float), tried=tuple(tried))
-    z = np.asarray(ctx.z.value if ctx.z.value is not None else d.z0, dtype=float)
-    conflicts: list[Conflict] = []
-    opposing: list[str] = []
-    for c, sl in zip(constraints, slacks, strict=True):
-        v = float(sl.value or 0.0)
-        if v > 1e-7:
-            per = c.per_unit(d)
-            conflicts.append(Conflict(c.name, v, v / per if per else v, c.unit))
-        elif c.cons[0].dual_value is not None:
-            opposing += [row for row, dual in zip(c.rows(d), c.dual_rows(), strict=False)
-                         if np.isfinite(dual) and dual > OPPOSING_DUAL]
-    spot: tuple[np.ndarray, np.ndarray] | None = None
-    if isinstance(ctx, SpotContext):
-        n = st.n_assets
-        spot = (np.clip(np.asarray(ctx.buy.value if ctx.buy.value is not None else np.zeros(n)),
-                        0.0, None),
-                np.clip(np.asarray(ctx.sell.value if ctx.sell.value is not None else np.zeros(n)),
-                        0.0, None))
-    return ElasticResult(z=z, conflicts=tuple(conflicts), opposing=tuple(opposing), spot=spot,
-                         tried=tuple(tried))

@@ -25,16 +25,11 @@ from models.risk import RiskModel
 from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
 from optimizer.data import ProblemData, Structure
+from optimizer.elastic import ElasticResult, elastic_resolve
 from optimizer.engines import INFEASIBLE, UNBOUNDED
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
 from optimizer.prepare import prepare
-from optimizer.problem import (
-    ElasticResult,
-    HedgeProblem,
-    UnboundedBookError,
-    check_bounded,
-    elastic_resolve,
-)
+from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import size_reserve, with_stress_preset
 from optimizer.rounding import Rounded, contracts_of, round_positions, snap_small_trades

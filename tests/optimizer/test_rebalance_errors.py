@@ -16,6 +16,7 @@ from models.instruments import FuturesContract, MarginTiers, SpotAsset, TierBrac
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer import engines
+from optimizer.elastic import ElasticProblem
 from optimizer.engines import FAILED, RawResult
 from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem, UnboundedBookError
@@ -208,45 +209,78 @@ def test_gross_leverage_below_the_unhedgeable_spot_is_infeasible_and_named() -> 
     assert sol.gross_leverage == pytest.approx(0.15, abs=1e-6)
 
 
-def _failing_elastic_solve(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """cvxpy's Problem.solve raises for the elastic re-solve (the lean engines do not use it)."""
-    import cvxpy as cp
+class _BrokenEngine:
+    """An engine whose solve raises (an engine crash), or returns ``status`` with no solution (a
+    numerical failure) when given one; records the solver names asked for in ``calls``."""
 
+    def __init__(self, name: str, calls: list[str], status: str | None = None) -> None:
+        self.name, self.calls, self.status = name, calls, status
+
+    def solve(self) -> RawResult:
+        self.calls.append(self.name)
+        if self.status is None:
+            raise RuntimeError(f"{self.name} broke on purpose")
+        return RawResult(None, self.status, self.name, 0.0, 0, math.nan)
+
+
+def _elastic_engines(monkeypatch: pytest.MonkeyPatch, broken: dict[SolverName, str | None]
+                     ) -> list[str]:
+    """The elastic re-solve's engines for the solvers in ``broken`` replaced by
+    :class:`_BrokenEngine` (a crash for None, else that status); the others stay real."""
     calls: list[str] = []
+    real = ElasticProblem.engine
 
-    def broken(self: cp.Problem, *args: object, solver: str = "", **kwargs: object) -> float:
-        calls.append(solver)
-        raise cp.SolverError(f"{solver} broke on purpose")
+    def engine(self: ElasticProblem, solver: SolverName) -> object:
+        if solver in broken:
+            return _BrokenEngine(solver.value, calls, broken[solver])
+        calls.append(solver.value)
+        return real(self, solver)
 
-    monkeypatch.setattr(cp.Problem, "solve", broken)
+    monkeypatch.setattr(ElasticProblem, "engine", engine)
     return calls
+
+
+#: the seed book with a funding budget no book meets (no carry at all): infeasible, one conflict
+def _infeasible_budget() -> tuple[Book, MarketSnapshot, OptimizerSettings]:
+    contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
+    settings = OptimizerSettings(constraints=ConstraintSettings(funding_budget_usd=-5.0))
+    return _seed_book(contracts), _market(contracts), settings
 
 
 @pytest.mark.solver_fallback
 def test_a_failed_elastic_resolve_is_said_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both solvers of the least-violation re-solve raise: the answer is still infeasible, names no
     conflict it did not find, keeps today's book, and says which solvers failed and why."""
-    contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
-    settings = OptimizerSettings(constraints=ConstraintSettings(funding_budget_usd=-5.0))
-    book = _seed_book(contracts)
-    calls = _failing_elastic_solve(monkeypatch)
-    sol = Rebalancer().solve(book, _market(contracts), _risk(), settings)
+    book, market, settings = _infeasible_budget()
+    calls = _elastic_engines(monkeypatch, {SolverName.CLARABEL: None, SolverName.SCS: None})
+    sol = Rebalancer().solve(book, market, _risk(), settings)
     assert calls == ["CLARABEL", "SCS"]
     assert sol.status == "infeasible" and sol.conflicts == () and not sol.orderable
     failed = [m for m in sol.messages if "least-violation re-solve failed" in m]
-    assert len(failed) == 1 and "CLARABEL (error: SolverError: CLARABEL broke on purpose)" in failed[0]
+    assert len(failed) == 1
+    assert "CLARABEL (error: RuntimeError: CLARABEL broke on purpose)" in failed[0]
     assert all(p.notional == pytest.approx(0.0, abs=1e-9) for p in sol.target_positions)
 
 
 def test_a_failed_elastic_resolve_fails_a_strict_test_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """In strict mode (the test suite's default) the elastic re-solve's crash is re-raised."""
-    import cvxpy as cp
+    book, market, settings = _infeasible_budget()
+    _elastic_engines(monkeypatch, {SolverName.CLARABEL: None})
+    with pytest.raises(RuntimeError, match="CLARABEL broke on purpose"):
+        Rebalancer().solve(book, market, _risk(), settings)
 
-    contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
-    settings = OptimizerSettings(constraints=ConstraintSettings(funding_budget_usd=-5.0))
-    _failing_elastic_solve(monkeypatch)
-    with pytest.raises(cp.SolverError, match="CLARABEL broke on purpose"):
-        Rebalancer().solve(_seed_book(contracts), _market(contracts), _risk(), settings)
+
+def test_a_numerical_failure_of_the_elastic_resolve_passes_to_scs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clarabel stalls on the elastic problem (a status, not a crash: no exception even in strict
+    mode): SCS answers, the conflict is named as when Clarabel serves, and the record says so."""
+    book, market, settings = _infeasible_budget()
+    calls = _elastic_engines(monkeypatch, {SolverName.CLARABEL: FAILED})
+    sol = Rebalancer().solve(book, market, _risk(), settings)
+    assert calls == ["CLARABEL", "SCS"]
+    assert sol.status == "infeasible"
+    assert [c.name for c in sol.conflicts] == ["funding_budget"]
+    assert sol.conflicts[0].violation == pytest.approx(5.0, rel=1e-3)
 
 
 def test_negative_funding_budget_with_no_carry_is_infeasible() -> None:
