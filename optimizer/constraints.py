@@ -284,10 +284,15 @@ class ExpiryGuard(Constraint):
         return self.cons
 
     def _bounds(self, d: ProblemData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        near = d.near_expiry if d.near_expiry is not None else np.zeros(len(d.contracts))
-        m = near[self.idx]
+        """(m, hi, lo); a contract settled before a plan's later step (``d.expired``) has m = 1
+        and hi = lo = 0: it is not held in that step (optimizer.plan_expiry)."""
+        zeros = np.zeros(len(d.contracts))
+        near = (d.near_expiry if d.near_expiry is not None else zeros)[self.idx]
+        gone = (d.expired if d.expired is not None else zeros)[self.idx]
+        m = np.maximum(near, gone)
+        keep = m * (1.0 - gone)
         z0 = d.z0[self.idx]
-        return m, m * np.maximum(z0, 0.0), m * np.maximum(-z0, 0.0)
+        return m, keep * np.maximum(z0, 0.0), keep * np.maximum(-z0, 0.0)
 
     def update(self, d: ProblemData) -> None:
         self._data = d

@@ -190,6 +190,12 @@ class ProblemData:
     #: the market time (only reduced or closed: optimizer.constraints.ExpiryGuard), else 0.0;
     #: None when ``constraints.expiry_row`` is off
     near_expiry: np.ndarray | None = None
+    #: per contract, 1.0 when it settled before this (later) step of a plan starts: held at 0
+    #: (optimizer.plan_expiry); None (as 0) for today's problem
+    expired: np.ndarray | None = None
+    #: the planner's H x M days from each step's start to each contract's expiry (+inf without
+    #: one; optimizer.plan_expiry.expiry_days_path); None when no contract settles within the plan
+    expiry_days: np.ndarray | None = None
     #: R = sqrt(kappa) Q_p^{1/2} (N x N, symmetric) of the cost-to-go kappa (e - w*)' Q_p (e - w*)
     #: = ||R (e - w*)||^2 (annualised variance, weight units; optimizer.cost_to_go.power_shape);
     #: None when ``costs.cost_to_go`` is 0 (off)

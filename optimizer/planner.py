@@ -21,8 +21,9 @@ the base V and the risk model stay as today; the carry (perpetual funding, dated
 fraction of notional paid by a long over one step) may be given per step; the rebalancer gives
 optimizer.carry.carry_path's (the EWMA funding forecast's premium decaying to its long-run level
 step by step; dated basis carry constant to expiry, prorated in the step holding it and 0
-after), else today's for every step. Only step
-1's trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
+after), else today's for every step. A step that starts after a dated contract's expiry holds
+none of it and settles it free of cost and trade limit (optimizer.plan_expiry). Only step 1's
+trade z_1 - z0 is made; the rest is re-planned at the next rebalance.
 
 Compiled once per (Structure, H) with Parameters (DPP) and re-solved by new values through the same
 lean engines as :class:`~optimizer.problem.HedgeProblem` (PIQP for a QP, Clarabel when conic),
@@ -56,6 +57,7 @@ from optimizer.constraints import constraints_for
 from optimizer.context import Context
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import RawResult
+from optimizer.plan_expiry import step_expiry
 from optimizer.problem import HedgeProblem, base_constraints, set_values
 from optimizer.settings import OptimizerSettings, SolverName, check_horizon
 from optimizer.solution import Plan, PlanStep
@@ -129,16 +131,25 @@ def step_data(d: ProblemData, horizon: int,
     Zero expected drift: every step has today's s, w, z0, V, risk model, costs and limits. Step h's
     carry is ``carry[h - 1]`` (H x M; per contract the fraction of notional a long pays over one
     step of ``costs.horizon_days``: funding rate per settlement x settlements per step for a
-    perpetual) when given, else today's ``d.carry``. Steps with today's numbers share ``d``
-    itself (no copy).
+    perpetual) when given, else today's ``d.carry``. A later step that a dated contract does not
+    live to start holds it at 0 and settles it free of cost (``d.expiry_days``:
+    optimizer.plan_expiry.step_expiry). Steps with today's numbers share ``d`` itself (no copy).
     """
-    if carry is None:
-        return (d,) * horizon
-    arr = np.asarray(carry, dtype=float)
-    if arr.shape != (horizon, len(d.contracts)) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"per-step carry: shape {arr.shape}, expected {(horizon, len(d.contracts))}"
-                         f" of finite fractions of notional")
-    return tuple(d if np.array_equal(row, d.carry) else replace(d, carry=row.copy()) for row in arr)
+    arr: np.ndarray | None = None
+    if carry is not None:
+        arr = np.asarray(carry, dtype=float)
+        if arr.shape != (horizon, len(d.contracts)) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"per-step carry: shape {arr.shape}, expected "
+                             f"{(horizon, len(d.contracts))} of finite fractions of notional")
+    steps: list[ProblemData] = []
+    for h in range(horizon):
+        dh = d
+        if arr is not None and not np.array_equal(arr[h], d.carry):
+            dh = replace(dh, carry=arr[h].copy())
+        if h > 0 and d.expiry_days is not None:
+            dh = step_expiry(dh, d.expiry_days[h], earlier_steps=h)
+        steps.append(dh)
+    return tuple(steps)
 
 
 class PlannerProblem(HedgeProblem):

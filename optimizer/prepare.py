@@ -25,6 +25,7 @@ from optimizer.carry import _carry_per_horizon, carry_path
 from optimizer.cost_to_go import power_shape_root
 from optimizer.data import ProblemData, margin_budget
 from optimizer.model_cache import cached_basis_factor, cached_margin_model, solver_risk
+from optimizer.plan_expiry import expiry_days_path
 from optimizer.settings import (
     ConstraintSettings,
     CostSettings,
@@ -226,6 +227,10 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     members = _cluster_members(assets, cs)
     inv_lev = 1.0 / mm.leverage
     mb = margin_budget(collateral, float(inv_lev @ np.abs(val.notional)), V, settings)
+    # a plan whose later steps outlive a dated contract carries the expiry rows (zero today when
+    # constraints.expiry_row is off): optimizer.plan_expiry
+    expiry_days = (expiry_days_path(book, market, cc.horizon_days, settings.horizon)
+                   if check_horizon(settings.horizon) > 1 else None)
     return ProblemData(
         assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=val.nav,
         collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
@@ -251,7 +256,8 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
               if settings.spot.enabled else None),
         dated=tuple(c.kind == ContractKind.DATED and c.expiry is not None for c in book.contracts),
         near_expiry=(near_expiry_mask(book, market, cs.min_days_to_expiry) if cs.expiry_row
-                     else None),
+                     else np.zeros(len(book.contracts)) if expiry_days is not None else None),
+        expiry_days=expiry_days,
         cost_to_go_root=cost_to_go_root(risk, cc),
         exposure_offset=book.exposure_offset(market),
     )

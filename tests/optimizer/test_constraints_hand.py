@@ -39,7 +39,7 @@ def _data(**kw: Any) -> Any:
         cluster_names=("majors",), cluster_bands=np.array([0.02]),
         F=np.array([[0.5], [0.2]]), sqrt_idio=np.array([0.1, 0.3]), vol_cap=0.3,
         carry=np.array([0.01, -0.02]), funding_budget=0.001, trade_limits=np.array([0.05, 1.0]),
-        near_expiry=np.array([1.0, 0.0]))
+        near_expiry=np.array([1.0, 0.0]), expired=None)
     d.FtB = d.F.T @ B
     for k, v in kw.items():
         setattr(d, k, v)
@@ -161,6 +161,12 @@ def test_expiry_guard_by_hand() -> None:
     np.testing.assert_array_equal(c.violation(np.array([9.0, -0.05]), short), [0.0, 0.0])
     off = _data(near_expiry=None)
     np.testing.assert_array_equal(c.violation(np.array([9.0, 9.0]), off), [0.0, 0.0])
+    # a plan's later step after contract 1 settled: it is held at 0 whatever z0 and near say
+    gone = _data(near_expiry=None, expired=np.array([0.0, 1.0]))
+    np.testing.assert_allclose(c.violation(np.array([9.0, -0.05]), gone), [0.0, 0.05])
+    np.testing.assert_allclose(c.violation(np.array([9.0, 0.02]), gone), [0.0, 0.02])
+    both = _data(expired=np.array([0.0, 1.0]))  # contract 0 near expiry as before
+    np.testing.assert_allclose(c.violation(np.array([0.3, 0.0]), both), [0.1, 0.0])
     assert c.rows(d) == ["min_days_to_expiry[BTCUSDT]", "min_days_to_expiry[ETHUSDT]"]
     assert c.bound("min_days_to_expiry[ETHUSDT]", d) == pytest.approx(1000.0)
 
