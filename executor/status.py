@@ -63,8 +63,9 @@ class WeightRow:
 
 @dataclass(frozen=True)
 class MarginView:
-    """Margin now (USD) and the size of the common asset move (fraction) down and up that would
-    liquidate (:func:`liquidation_move`; None: no fall short of -100%, or no rise at all)."""
+    """Margin now (USD) and the common asset return (signed fraction: down < 0, up > 0) nearest
+    zero that would liquidate, each way (:func:`liquidation_move`; None: no fall short of -100%,
+    or no rise at all)."""
 
     collateral: float
     initial: float
@@ -184,16 +185,16 @@ class StatusDoc(TypedDict):
 
 
 def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> float | None:
-    """Smallest |r| (fraction, r of sign ``direction``) at which a common move of every asset
-    liquidates the book; None when no move in that direction does (down: none above -100%; up:
-    none at all). The what-if's exact root of the margin surplus
+    """The common return r (a signed fraction, of the sign of ``direction``: down < 0, up > 0)
+    nearest zero at which a move of every asset liquidates the book; None when no move in that
+    direction does (down: none above -100%; up: none at all). The what-if's exact root of the
+    margin surplus, the same number as its book-wide ``down`` / ``up``
     (``models.liquidation_distance.liquidation_move``); 0.0 when the book is liquidated already."""
     return _side(exact_liquidation_move(book, market), direction)
 
 
 def _side(move: LiquidationMove, direction: float) -> float | None:
-    r = move.down if direction < 0 else move.up
-    return None if r is None else abs(r)
+    return move.down if direction < 0 else move.up
 
 
 def margin_view(book: Book, market: MarketSnapshot) -> MarginView:

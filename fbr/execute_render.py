@@ -33,6 +33,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.3f}%"
 
 
+def _signed_pct(x: float | None) -> str:
+    """A signed return in percent ("-" for None): -9.548%, +2,900.000%."""
+    return "-" if x is None else f"{100 * x:+,.3f}%"
+
+
 #: Below this console width the plan's order ids go to a second table, so that no column is cut.
 NARROW_WIDTH = 120
 
@@ -138,8 +143,8 @@ def _print_status(rep: StatusReport) -> None:
     out.print(f"NAV {rep.nav:,.2f} USD, base {rep.base:,.2f} USD, tracking error {_pct(rep.tracking_error)}")
     out.print(f"margin: collateral {m.collateral:,.2f} USD, initial {m.initial:,.2f}, maintenance "
               f"{m.maintenance:,.2f}, margin ratio {_pct(m.margin_ratio)}; liquidation at a common "
-              f"move of {_pct(None if m.liquidation_move_down is None else -m.liquidation_move_down)} "
-              f"down / {_pct(m.liquidation_move_up)} up ('-' = none)")
+              f"move of {_signed_pct(m.liquidation_move_down)} down / "
+              f"{_signed_pct(m.liquidation_move_up)} up ('-' = none)")
     f = rep.funding
     since = ("" if f.since_ms is None else
              f" ({datetime.fromtimestamp(f.since_ms / 1000, tz=UTC):%Y-%m-%d %H:%M} UTC)")

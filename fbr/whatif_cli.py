@@ -146,9 +146,9 @@ def _whatif_json(loaded: LoadedBook, account: AccountLoaded, with_solution: bool
                  notes: list[str]) -> dict[str, object]:
     """``fbr whatif --json``'s document."""
     return {"status": "ok", "book": loaded.book.name,
-            "positions": "solution" if with_solution else "current",
+            "positions_tested": "solution" if with_solution else "current",
             "holdings_source": account.source,
-            "futures_positions": futures_positions(loaded.book),
+            "positions": futures_positions(loaded.book),
             "solution": _solution_summary(solution) if solution is not None else None,
             "scenarios": [scenario_json(r.to_dict()) for r in results], "notes": notes,
             "labels": list(loaded.labels)}

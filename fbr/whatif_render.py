@@ -61,7 +61,7 @@ def summary_table(r: WhatIfResult) -> Table:
     t = Table(title="result", title_justify="left", show_header=False)
     t.add_column("what", overflow="fold")
     t.add_column("value", justify="right", overflow="fold")
-    t.add_row("positions tested", r.positions)
+    t.add_row("positions tested", r.positions_tested)
     t.add_row("NAV before -> after (USD)", f"{usd(r.nav_before)} -> {usd(r.nav_after)}")
     t.add_row("PnL spot / futures / funding (USD)",
               f"{usd(r.pnl.spot)} / {usd(r.pnl.futures)} / {usd(r.pnl.funding)}")

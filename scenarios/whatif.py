@@ -129,8 +129,9 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
     """Apply ``scenario`` to ``book`` at ``market`` (see the module docstring).
 
     ``resolve``: re-solve the shocked book with ``settings`` (a failure is reported in
-    ``next_error``, not raised); ``positions`` labels the positions tested ("current" or
-    "solution", see :func:`apply_solution`); ``distances``: compute the liquidation moves.
+    ``next_error``, not raised); ``positions`` (the result's ``positions_tested``) labels the
+    positions tested ("current" or "solution", see :func:`apply_solution`); ``distances``:
+    compute the liquidation moves.
     """
     applied = resolve_shocks(scenario, book)
     mm = MarginModel.from_contracts(book.contracts)
@@ -150,7 +151,7 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
     assets = book.asset_symbols
     nxt, err = _next_move(after, shocked, risk1, settings, rebalancer) if resolve else (None, None)
     return WhatIfResult(
-        scenario=scenario, positions=positions, nav_before=v0.nav,
+        scenario=scenario, positions_tested=positions, nav_before=v0.nav,
         nav_after=after.valuation(shocked).nav,
         pnl=PnLSplit(spot=float(v1.spot_values.sum() - v0.spot_values.sum()),
                      futures=v1.upnl - v0.upnl, funding=0.0 - paid),

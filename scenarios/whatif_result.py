@@ -66,7 +66,7 @@ class WhatIfResult:
     """
 
     scenario: Scenario
-    positions: str
+    positions_tested: str
     nav_before: float
     nav_after: float
     pnl: PnLSplit
@@ -136,7 +136,7 @@ class WhatIfResult:
         out: dict[str, Any] = {
             "scenario": self.scenario.name, "description": self.scenario.description,
             "source": self.scenario.source, "shocks": self.scenario.shock_texts,
-            "positions": self.positions,
+            "positions_tested": self.positions_tested,
             "nav_before": self.nav_before, "nav_after": self.nav_after,
             "pnl": {"spot": self.pnl.spot, "futures": self.pnl.futures, "funding": self.pnl.funding,
                     "total": self.pnl.total},
@@ -261,7 +261,7 @@ class WhatIfDoc(TypedDict):
     description: str
     source: str
     shocks: list[str]
-    positions: str
+    positions_tested: str
     nav_before: float
     nav_after: float
     pnl: PnLDoc

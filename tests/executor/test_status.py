@@ -28,7 +28,7 @@ def test_liquidation_move_by_hand() -> None:
     # = 0 at r = -950 / 9950; an up move only adds to it
     long_book = three_asset_book(c, futures={"BTC-PERP": FuturesPosition(10_000 / 60_000, 60_000.0)},
                                  cash=1000.0)
-    assert liquidation_move(long_book, market(), -1.0) == pytest.approx(950 / 9950, rel=1e-9)
+    assert liquidation_move(long_book, market(), -1.0) == pytest.approx(-950 / 9950, rel=1e-9)
     assert liquidation_move(long_book, market(), 1.0) is None
     short_book = three_asset_book(c, futures={"BTC-PERP": FuturesPosition(-10_000 / 60_000, 60_000.0)},
                                   cash=1000.0)

@@ -96,13 +96,13 @@ def test_after_paper_execute_solve_and_whatif_see_the_paper_account(book: Path,
     wi = _fbr_json("whatif", str(book), "--exchange", "paper", "--journal", journal,
                    "--shock", "BTC=-10%")
     assert wi["holdings_source"] == f"paper account (journal {journal})"
-    assert wi["futures_positions"] == pytest.approx(positions, abs=LOT)
-    assert all(q != 0 for q in wi["futures_positions"].values())
+    assert wi["positions"] == pytest.approx(positions, abs=LOT)
+    assert all(q != 0 for q in wi["positions"].values())
     pnl = wi["scenarios"][0]["pnl"]
     # the short BTC-PERP (~$1,000) gains ~$100 on a 10% fall; the book file alone has no futures
     assert pnl["futures"] == pytest.approx(100.0, abs=1.0)
     bare = _fbr_json("whatif", str(book), "--shock", "BTC=-10%")
-    assert bare["futures_positions"] == {} and bare["scenarios"][0]["pnl"]["futures"] == 0.0
+    assert bare["positions"] == {} and bare["scenarios"][0]["pnl"]["futures"] == 0.0
 
     text = run_fbr("solve", str(book), "--exchange", "paper", "--journal", journal)
     assert text.returncode == 0 and "holdings: paper account (journal" in text.stdout
@@ -115,7 +115,7 @@ def test_paper_without_a_journal_starts_from_the_book_file_and_writes_nothing(
     assert len(sol["trades"]) == 3 and "does not exist yet" in sol["holdings_source"]
     wi = _fbr_json("whatif", str(book), "--exchange", "paper", "--journal", str(journal),
                    "--shock", "BTC=-10%")
-    assert wi["futures_positions"] == {} and "does not exist yet" in wi["holdings_source"]
+    assert wi["positions"] == {} and "does not exist yet" in wi["holdings_source"]
     assert not journal.exists() and not journal.parent.exists()
 
 
@@ -158,7 +158,7 @@ def test_solve_and_whatif_read_the_binance_account(emu: BinanceEmulator, book: P
     assert all(abs(t["contracts"]) < 1e-9 for t in sol["trades"]), (sol["trades"], steps)
     assert _targets(sol) == pytest.approx(out["plan"]["target"], abs=1e-9)
     wi = _invoke_json("whatif", str(book), "--exchange", "binanceusdm", "--shock", "BTC=-10%")
-    assert wi["futures_positions"] == pytest.approx(out["plan"]["target"], abs=1e-9)
+    assert wi["positions"] == pytest.approx(out["plan"]["target"], abs=1e-9)
     assert wi["scenarios"][0]["pnl"]["futures"] > 0  # the short BTC gains
     assert len(emu.requests_to("/fapi/v1/order", "POST")) == n_orders  # solve/whatif send nothing
     for doc in (before, sol, wi):
@@ -184,6 +184,6 @@ def test_the_dashboards_whatif_reads_the_binance_account(emu: BinanceEmulator, b
     web = TestClient(create_app(state), base_url="http://127.0.0.1")
     got = web.get("/api/whatif", params={"shock": "BTC=-30%"}).json()
     want = cli["scenarios"][0]
-    assert cli["futures_positions"] and want["nav_before"] != pytest.approx(13_000.0)
+    assert cli["positions"] and want["nav_before"] != pytest.approx(13_000.0)
     for key in ("nav_before", "nav_after", "tracking_error_before", "tracking_error_after"):
         assert got[key] == pytest.approx(want[key], rel=1e-9), key

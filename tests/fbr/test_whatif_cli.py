@@ -30,7 +30,7 @@ def whatif_json(*args: str) -> dict[str, Any]:
 def test_shocks_on_the_seed_book() -> None:
     doc = whatif_json(SEED, "--shock", "BTC=-30%", "--shock", "common=-10%", "--no-resolve")
     [r] = doc["scenarios"]
-    assert doc["positions"] == "current" and r["scenario"] == "command line"
+    assert doc["positions_tested"] == "current" and r["scenario"] == "command line"
     # 0.1 BTC at 60,000 -30%; 1 ETH at 2,500 and 10 SOL at 150 -10%; no futures held
     assert r["pnl"]["spot"] == pytest.approx(-1_800 - 250 - 150, abs=1e-9)
     assert r["pnl"]["futures"] == 0.0 and r["pnl"]["funding"] == 0.0
@@ -62,13 +62,13 @@ def test_list() -> None:
 def test_all_with_solution_survives_the_books_stress_scenarios() -> None:
     """ten_assets.toml lists two [[constraints.stress]]; the proposed hedge survives both."""
     doc = whatif_json(str(EXAMPLES / "ten_assets.toml"), "--all", "--with-solution", "--no-resolve")
-    assert doc["positions"] == "solution" and doc["solution"]["status"] == "optimal"
+    assert doc["positions_tested"] == "solution" and doc["solution"]["status"] == "optimal"
     surplus = {s["name"]: s["surplus"] for s in doc["solution"]["stress"]}
     book_runs = {r["scenario"].removeprefix("book:"): r for r in doc["scenarios"]
                  if r["source"] == "book"}
     assert set(book_runs) == set(surplus) and len(surplus) == 2
     for name, r in book_runs.items():
-        assert r["positions"] == "solution" and r["liquidated"] is False
+        assert r["positions_tested"] == "solution" and r["liquidated"] is False
         assert r["margin_after"]["surplus"] >= 0
         assert r["margin_after"]["surplus"] == pytest.approx(surplus[name], rel=1e-9, abs=1e-6)
     lib = {r["scenario"] for r in doc["scenarios"]}
@@ -255,6 +255,29 @@ def test_status_gives_the_whatifs_common_move_to_liquidation(tmp_path: Path) -> 
     r = whatif_json(str(book), "--shock", "BTC=0%", "--no-resolve")["scenarios"][0]
     common = next(m for m in r["liquidation_move_before"] if m["scope"] == "book")
     assert common["up"] == pytest.approx(margin["liquidation_move_up"], rel=1e-12)
+    assert common["down"] is None  # and the same sign convention both ways (down < 0, up > 0)
     table = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
                                 str(tmp_path / "j.sqlite")], env={"COLUMNS": "200"})
-    assert table.exit_code == 0 and "- down / 2900.000% up" in table.stdout
+    assert table.exit_code == 0 and "- down / +2,900.000% up" in table.stdout
+
+
+def test_status_and_whatif_give_a_down_move_with_one_sign(tmp_path: Path) -> None:
+    """A seed book long 10,000 USD of BTC-PERP on 1,000 USD of cash is liquidated by a common fall:
+    ``fbr status --json`` and the what-if's book-wide move give the same negative return (one
+    name, one unit, one sign across commands), and the status text prints it signed."""
+    text = (EXAMPLES / "seed_example_1.toml").read_text().replace(
+        "cash = 3000.0", "cash = 1000.0") + (
+        '\n[[futures]]\nsymbol = "BTC-PERP"\ncontracts = 0.16666667\nentry_price = 60000.0\n')
+    book = tmp_path / "long.toml"
+    book.write_text(text)
+    res = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
+                              str(tmp_path / "j.sqlite"), "--json"])
+    assert res.exit_code == 0, res.output
+    down = json.loads(res.stdout)["margin"]["liquidation_move_down"]
+    assert down is not None and -1.0 < down < 0.0
+    r = whatif_json(str(book), "--shock", "BTC=0%", "--no-resolve")["scenarios"][0]
+    common = next(m for m in r["liquidation_move_before"] if m["scope"] == "book")
+    assert common["down"] == pytest.approx(down, rel=1e-12)
+    table = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
+                                str(tmp_path / "j.sqlite")], env={"COLUMNS": "200"})
+    assert f"{100 * down:+,.3f}% down" in table.stdout
