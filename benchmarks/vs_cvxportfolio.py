@@ -332,7 +332,8 @@ def run_size(n: int, args: argparse.Namespace, cvxp_python: Path) -> dict[str, A
     fbr_ret = ((nav.shift(-1) - nav) / base).loc[common].to_numpy()
     cv_ret = (cv_v.shift(-1) / cv_v - 1.0).loc[common].to_numpy()
     s = fbr_res.steps
-    fbr_costs = float(s["fee_futures"].sum() + s["slippage_futures"].sum() + s["fee_spot"].sum())
+    fbr_costs = float(s["fee_futures"].sum() + s["slippage_futures"].sum() + s["fee_spot"].sum()
+                      + s["slippage_spot"].sum())
 
     cv_total = min(cv["total_s_runs"])
     fbr_total = min(runs)

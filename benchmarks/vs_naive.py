@@ -333,7 +333,7 @@ def masked_metrics(res: BacktestResult, mask: np.ndarray) -> dict[str, float]:
                    s["margin_ratio_end"].to_numpy(dtype=float))[mask]
     util = util[np.isfinite(util)]
     exch = bps("fee_spot") + bps("fee_futures")
-    slip = bps("slippage_futures")
+    slip = bps("slippage_spot") + bps("slippage_futures")
     sweep = bps("sweep_fees")
     funding = bps("funding")
     penalty = bps("liquidation_penalty")

@@ -29,6 +29,10 @@ def _check_prices(kind: str, prices: Mapping[str, float]) -> None:
                                   "give a finite positive price (USD)")
 
 
+#: the half spread (fraction of the USD traded) of a contract or spot asset the market does not give
+DEFAULT_HALF_SPREAD = 0.0001
+
+
 @dataclass(frozen=True)
 class MarketSnapshot:
     """Prices and market conditions at one instant (UTC).
@@ -99,8 +103,12 @@ class MarketSnapshot:
         return self.funding_rate(contract)
 
     def contract_half_spread(self, contract: str) -> float:
-        """Half spread of ``contract`` as a fraction (1 bp when not given)."""
-        return float(self.half_spread.get(contract, 0.0001))
+        """Half spread of ``contract`` as a fraction (:data:`DEFAULT_HALF_SPREAD` when not given)."""
+        return float(self.half_spread.get(contract, DEFAULT_HALF_SPREAD))
+
+    def asset_half_spread(self, asset: str) -> float:
+        """Half spread of spot ``asset`` as a fraction (:data:`DEFAULT_HALF_SPREAD` when not given)."""
+        return float(self.spot_half_spread.get(asset, DEFAULT_HALF_SPREAD))
 
     def contract_adv(self, contract: str) -> float:
         """ADV of ``contract`` in USD/day (infinite when not given: no impact)."""

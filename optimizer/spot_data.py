@@ -31,8 +31,6 @@ LOT_SUM_ATOL = 1e-12
 #: first MAX_TAX_PIECES - 1 pieces are priced by their chord, exact at the whole holding), so a
 #: replay that adds a lot per spot buy keeps a problem of bounded size
 MAX_TAX_PIECES = 16
-#: a spot half spread the market does not give (fraction; the futures default)
-DEFAULT_SPOT_HALF_SPREAD = 0.0001
 
 
 def check_lots(lots: Mapping[str, Sequence[TaxLot]], spot: Mapping[str, float],
@@ -153,7 +151,7 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
     prices = np.array([market.spot_price(a) for a in assets], dtype=float)
     qty = np.array([float(book.spot.get(a, 0.0)) for a in assets], dtype=float)
     fee = np.array([a.fee for a in book.assets], dtype=float)
-    hs = np.array([float(market.spot_half_spread.get(a, DEFAULT_SPOT_HALF_SPREAD)) for a in assets])
+    hs = np.array([market.asset_half_spread(a) for a in assets])
     bad = np.flatnonzero(~np.isfinite(hs) | (hs < 0) | (hs >= 0.5))
     if bad.size:
         a = assets[int(bad[0])]

@@ -26,7 +26,6 @@ from models.instruments import ContractKind
 from models.market import MarketSnapshot
 from models.price_moves import move_prices
 from models.risk import RiskModel
-from optimizer.spot_data import DEFAULT_SPOT_HALF_SPREAD
 from scenarios.shocks import Scenario, Shock, ShockKind
 
 #: Half spreads are capped below the market snapshot's limit of 0.5.
@@ -163,7 +162,7 @@ def shock_market(book: Book, market: MarketSnapshot, applied: AppliedShocks) -> 
     for i, s in enumerate(book.asset_symbols):
         if applied.spot_spread_mult[i] != 1.0:
             # from the half spread the optimiser prices a spot trade at: the market's, else its default
-            base = float(spot_half.get(s, DEFAULT_SPOT_HALF_SPREAD))
+            base = market.asset_half_spread(s)
             spot_half[s] = min(base * float(applied.spot_spread_mult[i]), MAX_HALF_SPREAD)
     return replace(moved, funding=funding, half_spread=half, adv=adv, spot_half_spread=spot_half)
 

@@ -36,6 +36,17 @@ def _check_finite(name: str, frame: pd.DataFrame) -> None:
                               "align the series on their common span and drop or fill the gaps")
 
 
+def _check_half_spreads(name: str, values: pd.Series | None) -> None:
+    """Half spreads (fractions) in [0, 0.5)."""
+    if values is None:
+        return
+    arr = values.to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr >= 0.5))
+    if bad.size:
+        raise ValidationError(f"market_path.{name}.{values.index[int(bad[0])]}",
+                              f"is {arr[bad[0]]}", "give the half spread as a fraction in [0, 0.5)")
+
+
 @dataclass(frozen=True)
 class MarketPath:
     """Aligned market history for a backtest.
@@ -45,7 +56,9 @@ class MarketPath:
     marked at its underlying's spot. ``funding``: rate per settlement (fraction, positive: longs pay)
     per contract symbol, indexed by settlement timestamps (irregular allowed; a contract without a
     column pays none). ``half_spread`` (fraction) and ``adv`` (USD/day) per contract symbol; a missing
-    half spread defaults to 1 bp, no ADV means no impact. ``adv`` is either one value per contract
+    half spread defaults to 1 bp (``models.market.DEFAULT_HALF_SPREAD``), no ADV means no impact.
+    ``spot_half_spread`` (fraction) per asset symbol: what a spot trade pays on top of its fee
+    (1 bp when missing, as the optimiser's spot leg assumes). ``adv`` is either one value per contract
     (a Series) or a frame on the spot index (a value per step; NaN: no impact at that step).
     ``synthetic`` labels generated data. ``mark_source`` (optional, same index as spot, one
     column per contract it describes) labels where each mark comes from, e.g. "real",
@@ -57,6 +70,7 @@ class MarketPath:
     funding: pd.DataFrame | None = None
     half_spread: pd.Series | None = None
     adv: pd.Series | pd.DataFrame | None = None
+    spot_half_spread: pd.Series | None = None
     synthetic: bool = False
     mark_source: pd.DataFrame | None = None
 
@@ -73,6 +87,7 @@ class MarketPath:
         if self.mark_source is not None and not self.mark_source.index.equals(self.spot.index):
             raise ValidationError("market_path.mark_source", "is not on the spot index",
                                   "label the marks on the spot closes' index")
+        _check_half_spreads("spot_half_spread", self.spot_half_spread)
         if self.funding is not None:
             _check_index("funding", self.funding.index)
             _check_finite("funding", self.funding)
@@ -117,8 +132,10 @@ class MarketPath:
         half = pd.Series({c.symbol: hist.half_spread[c.underlying] for c in contracts}, dtype=float)
         adv = (pd.Series({c.symbol: hist.adv_usd[c.underlying] for c in contracts}, dtype=float)
                if with_adv else None)
+        spot_half = pd.Series({a: hist.half_spread[a] for a in hist.spot.columns
+                               if a in hist.half_spread}, dtype=float)
         return MarketPath(spot=hist.spot.astype(float), mark=mark, funding=funding, half_spread=half,
-                          adv=adv, synthetic=True)
+                          adv=adv, spot_half_spread=spot_half, synthetic=True)
 
 
 def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,

@@ -246,7 +246,7 @@ def compute_metrics(result: BacktestResult, *,
 
     total_return, annual, vol = _return_metrics(nav, opening_nav(result), index, years)
     exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
-    slip = float(s["slippage_futures"].sum())
+    slip = float(s["slippage_spot"].sum() + s["slippage_futures"].sum())
     funding = float(s["funding"].sum())
     penalty = float(s["liquidation_penalty"].sum())
     sweep_fees = float(_column(s, "sweep_fees").sum())

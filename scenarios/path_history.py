@@ -218,8 +218,10 @@ def build_market_path(history: JointHistory, frame: PathFrame, returns: np.ndarr
                       if c.underlying in history.half_spread}, dtype=float)
     adv = pd.Series({c.symbol: history.adv[c.underlying] for c in cons
                      if c.underlying in history.adv}, dtype=float)
+    spot_half = pd.Series({a: history.half_spread[a] for a in assets if a in history.half_spread},
+                          dtype=float)
     return MarketPath(spot=spot, mark=mark, funding=fund, half_spread=half,
-                      adv=adv if len(adv) else None, synthetic=True)
+                      adv=adv if len(adv) else None, spot_half_spread=spot_half, synthetic=True)
 
 
 def check_steps(steps: int) -> None:

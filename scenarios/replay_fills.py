@@ -1,7 +1,7 @@
 """The trades of a replay step (DESIGN.md "Backtest semantics", step 4): the policy's targets filled.
 
-- :func:`fill_spot`: spot trades at the close, the fee paid from cash (a declared loss harvest
-  fills as a sale and a buy-back);
+- :func:`fill_spot`: spot trades at the close, the fee and the half spread paid from cash (a
+  declared loss harvest fills as a sale and a buy-back);
 - :func:`futures_orders` and :func:`fill_futures`: target exposures to contracts at the marks
   (reduce-only near expiry, no trade for a held target) and their fills at mark, re-struck
   through ``Book.with_futures``, fee, half spread and impact paid from cash;
@@ -34,13 +34,15 @@ from scenarios.replay_steps import Event, Row, futures_fill_costs
 def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
               target: TargetHoldings, row: Row, trades: list[Event]) -> bool:
     """(4) Spot trades dq_i = q_i* - q_i at the close S_i: cash pays ``dq_i S_i`` plus the fee
-    ``f_i |dq_i| S_i``. Returns whether anything traded.
+    ``f_i |dq_i| S_i`` and the half spread ``h_i |dq_i| S_i`` (``slippage_spot``; the optimiser's
+    spot leg prices the same h_i). Returns whether anything traded.
 
     An asset in ``target.spot_gross`` (sold and bought in one decision: a loss harvest) fills as
     two trades at S_i: a sale of s_i = min(sold_i, q_i) units, then a buy of
     b_i = q_i* - q_i + s_i units (so the holding ends at q_i*); cash pays (b_i - s_i) S_i plus
-    the fee f_i (s_i + b_i) S_i, and ``state.sold_first`` keeps s_i for the lots
-    (``scenarios.replay_tax.book_lots``). When b_i <= 0 the net trade fills as above."""
+    the fee f_i (s_i + b_i) S_i and the half spread h_i (s_i + b_i) S_i, and ``state.sold_first``
+    keeps s_i for the lots (``scenarios.replay_tax.book_lots``). When b_i <= 0 the net trade
+    fills as above."""
     traded = False
     state.sold_first.clear()
     for i, a in enumerate(inputs.assets):
@@ -48,26 +50,38 @@ def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
         if not (math.isfinite(q_new) and q_new >= 0):
             raise ValidationError(f"policy.spot.{a}", f"is {q_new} at {market.time}",
                                   "a policy must target finite spot quantities >= 0")
-        if a in target.spot_gross and _fill_round_trip(inputs.fee_spot[i], a, q_new, state,
-                                                       market, target, row, trades):
+        rates = (float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]))
+        if a in target.spot_gross and _fill_round_trip(rates, a, q_new, state, market, target, row,
+                                                       trades):
             traded = True
             continue
         dq = q_new - state.spot[a]
         if dq == 0:
             continue
-        px = market.spot_price(a)
-        fee = float(inputs.fee_spot[i]) * abs(dq) * px
-        state.cash -= dq * px + fee
+        _spot_trade(rates, a, dq, market, state, row, trades)
         state.spot[a] = q_new
         traded = True
-        row["fee_spot"] = float(row["fee_spot"]) + fee
-        row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
-        trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
-                       "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
     return traded
 
 
-def _fill_round_trip(fee_rate: float, a: str, q_new: float, state: ReplayState,
+def _spot_trade(rates: tuple[float, float], a: str, dq: float, market: MarketSnapshot,
+                state: ReplayState, row: Row, trades: list[Event]) -> None:
+    """Pay for dq units of asset ``a`` at the close S (``rates``: fee f and half spread h, fractions):
+    cash -= dq S + f |dq| S + h |dq| S; the row's fee_spot, slippage_spot and traded_spot and one
+    trade event record it (the holding is the caller's to set)."""
+    fee_rate, half = rates
+    px = market.spot_price(a)
+    fee = fee_rate * abs(dq) * px
+    slip = half * abs(dq) * px
+    state.cash -= dq * px + fee + slip
+    row["fee_spot"] = float(row["fee_spot"]) + fee
+    row["slippage_spot"] = float(row["slippage_spot"]) + slip
+    row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
+    trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
+                   "price": px, "notional": dq * px, "fee": fee, "slippage": slip})
+
+
+def _fill_round_trip(rates: tuple[float, float], a: str, q_new: float, state: ReplayState,
                      market: MarketSnapshot, target: TargetHoldings, row: Row,
                      trades: list[Event]) -> bool:
     """Fill asset ``a``'s gross sale and buy-back (see :func:`fill_spot`): sell
@@ -79,14 +93,8 @@ def _fill_round_trip(fee_rate: float, a: str, q_new: float, state: ReplayState,
     b = q_new - held + s
     if not (math.isfinite(s) and s > 0 and b > 0):
         return False
-    px = market.spot_price(a)
     for dq in (-s, b):
-        fee = float(fee_rate) * abs(dq) * px
-        state.cash -= dq * px + fee
-        row["fee_spot"] = float(row["fee_spot"]) + fee
-        row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
-        trades.append({"time": market.time, "kind": "spot", "symbol": a, "quantity": dq,
-                       "price": px, "notional": dq * px, "fee": fee, "slippage": 0.0})
+        _spot_trade(rates, a, dq, market, state, row, trades)
     state.spot[a] = q_new
     state.sold_first[a] = s
     return True

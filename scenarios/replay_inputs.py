@@ -27,7 +27,7 @@ from models.book import Book
 from models.errors import ValidationError
 from models.instruments import MIN_DAYS_TO_EXPIRY, ContractArrays, ContractKind, contract_arrays
 from models.margin import MarginModel
-from models.market import MarketSnapshot
+from models.market import DEFAULT_HALF_SPREAD, MarketSnapshot
 from optimizer.policies import Policy
 from optimizer.settings import CostSettings, FundingForecastRule
 from scenarios.market_path import MarketPath
@@ -95,8 +95,9 @@ class ReplayInputs:
       contract's latest rate at or before each settlement row (:func:`latest_rates`);
     - ``vol`` the daily impact vol (T x M; None without ADV); ``adv`` (T x len(adv_cols)) or
       ``adv_static``, USD a day; ``half_spread`` fractions of notional;
-    - ``fee_spot`` the spot fee rate per asset; ``margin`` the one margin engine; ``expiries``
-      the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
+    - ``fee_spot`` the spot fee rate per asset, ``spot_half_spread`` its half spread (fraction;
+      ``MarketPath.spot_half_spread``, else ``models.market.DEFAULT_HALF_SPREAD``); ``margin`` the
+      one margin engine; ``expiries`` the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
     - ``with_impact`` whether the 3/2-power impact is charged (coefficient ``impact_k``);
       ``liquidation_penalty`` a fraction of |notional|;
     - ``near_expiry`` (T x M bool): contract j expires within ``min_days_to_expiry`` days of step
@@ -123,6 +124,7 @@ class ReplayInputs:
     adv_static: dict[str, float]
     half_spread: dict[str, float]
     fee_spot: np.ndarray
+    spot_half_spread: np.ndarray
     margin: MarginModel
     expiries: dict[str, int]
     arrays: ContractArrays
@@ -238,6 +240,9 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, adv=adv, adv_cols=adv_cols,
         adv_static=adv_static, half_spread=half,
         fee_spot=np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets]),
+        spot_half_spread=np.array([float(path.spot_half_spread.get(a, DEFAULT_HALF_SPREAD))
+                                   if path.spot_half_spread is not None else DEFAULT_HALF_SPREAD
+                                   for a in book.asset_symbols]),
         margin=MarginModel.from_contracts(book.contracts),
         expiries={c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None},
         arrays=contract_arrays(book.contracts), zero_rate=np.zeros(len(cons)),
@@ -264,6 +269,8 @@ def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
                           mark=dict(zip(inputs.cons, inputs.mark[k].tolist(), strict=True)),
                           funding=dict(zip(inputs.cons, last_rate.tolist(), strict=True)),
                           half_spread=inputs.half_spread, adv=adv, synthetic=inputs.synthetic,
+                          spot_half_spread=dict(zip(inputs.assets, inputs.spot_half_spread.tolist(),
+                                                    strict=True)),
                           funding_forecast=_forecast_at(inputs, n_settled))
 
 

@@ -44,15 +44,16 @@ Event = dict[str, object]
 
 #: The columns of ``BacktestResult.steps``, in order.
 STEP_COLUMNS = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
-                "fee_futures", "slippage_futures", "funding", "liquidation_penalty", "margin_ratio",
-                "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
+                "slippage_spot", "fee_futures", "slippage_futures", "funding", "liquidation_penalty",
+                "margin_ratio", "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
                 "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
 
 
 def new_row() -> Row:
     """A step row before any step ran: every flow 0, not liquidated, no solve time (NaN)."""
     row: Row = dict.fromkeys(
-        ("spot_pnl", "futures_pnl", "fee_spot", "fee_futures", "slippage_futures", "funding",
+        ("spot_pnl", "futures_pnl", "fee_spot", "slippage_spot", "fee_futures", "slippage_futures",
+         "funding",
          "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
          "sweep_fees"), 0.0)
     row["liquidated"] = False
@@ -251,12 +252,14 @@ def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Mar
                collateral: CollateralPolicy, tau: float, current: StepValuation | None, row: Row,
                trades: list[Event], *, pledged: bool = False) -> StepValuation | None:
     """(5) Bring a wallet outside ``[tau (1 - b) V, tau (1 + b) V]`` back to ``tau V``
-    (``scenarios.collateral.sweep_collateral``); records sweep_in / sweep_out / sweep_fees (USD).
+    (``scenarios.collateral.sweep_collateral``, each sale or purchase paying the spot fee and half
+    spread); records sweep_in / sweep_out / sweep_fees (USD, fee and half spread).
     Returns the valuation when still current, None when a sweep traded."""
     if current is None:
         current = value_state(book, state, market)
     n_trades = len(trades)
-    sw = sweep_collateral(book, state, market, tau, collateral.band, inputs.fee_spot, trades, current,
+    sw = sweep_collateral(book, state, market, tau, collateral.band,
+                          inputs.fee_spot + inputs.spot_half_spread, trades, current,
                           pledged=pledged, width=collateral.width)
     row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
     return None if len(trades) != n_trades else current

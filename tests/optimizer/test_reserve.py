@@ -26,7 +26,6 @@ from models.market import MarketSnapshot
 from optimizer.rebalance import Rebalancer
 from optimizer.reserve import each_and_all, size_reserve, with_stress_preset
 from optimizer.settings import StressScenario
-from optimizer.spot_data import DEFAULT_SPOT_HALF_SPREAD
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "examples" / "seed_example_1.toml"
@@ -228,7 +227,7 @@ def test_reserve_is_sized_on_the_holdings_the_spot_trades_leave(tmp_path: Path) 
     assert sold["BTC"] < -0.1  # pledged BTC is sold
     spot = {a: book.spot[a] + sold.get(a, 0.0) for a in book.asset_symbols}
     gross = {t.asset: t.bought + t.sold for t in sol.spot_trades}
-    rate = {a.symbol: a.fee + float(market.spot_half_spread.get(a.symbol, DEFAULT_SPOT_HALF_SPREAD))
+    rate = {a.symbol: a.fee + market.asset_half_spread(a.symbol)
             for a in book.assets}
     cash_after = (book.cash - sum(t.notional for t in sol.spot_trades)
                   - sum(rate[a] * g for a, g in gross.items()))

@@ -23,9 +23,12 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    cash + unrealised PnL + haircut x pledged spot): below maintenance every futures position is
    closed at mark (PnL realised into cash) and ``liquidation_penalty x |notional|`` is taken from cash;
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). Spot fee:
-   ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|; futures cost: the linear part of
-   ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power impact when an ADV is
-   given. Futures trades go through ``Book.with_futures``; every cost is paid from cash;
+   ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|, plus the spot half spread
+   (``MarketPath.spot_half_spread``, 1 bp when missing) x |notional| in ``slippage_spot`` (the
+   one change since the copy was frozen, made in both; sweeps pay fee + half spread); futures
+   cost: the linear part of ``models.costs.CostModel`` (taker fee + half spread) plus its
+   3/2-power impact when an ADV is given. Futures trades go through ``Book.with_futures``;
+   every cost is paid from cash;
 5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
    contracts): while positions are open, a wallet balance outside its band around the reserve
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
@@ -147,6 +150,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         adv_static = {c: float(history.adv[c]) for c in cons if c in history.adv.index}
     margin = MarginModel.from_contracts(book.contracts)
     fee_spot_rate = np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets])
+    spot_half = np.array([float(history.spot_half_spread.get(a, 1e-4))
+                          if history.spot_half_spread is not None else 1e-4 for a in assets])
     expiries = {c.symbol: e for c in book.contracts if (e := expiry_ns(c)) is not None}
 
     if collateral is None:
@@ -188,9 +193,11 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         market = MarketSnapshot(time=ts, spot=dict(zip(assets, spot_arr[k].tolist(), strict=True)),
                                 mark=dict(zip(cons, mark_arr[k].tolist(), strict=True)),
                                 funding=dict(zip(cons, last_rate.tolist(), strict=True)),
-                                half_spread=half, adv=adv, synthetic=history.synthetic)
+                                half_spread=half, adv=adv, synthetic=history.synthetic,
+                                spot_half_spread=dict(zip(assets, spot_half.tolist(), strict=True)))
         row: dict[str, float | bool] = dict.fromkeys(
-            ("spot_pnl", "futures_pnl", "fee_spot", "fee_futures", "slippage_futures", "funding",
+            ("spot_pnl", "futures_pnl", "fee_spot", "slippage_spot", "fee_futures",
+             "slippage_futures", "funding",
              "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
              "sweep_fees"), 0.0)
         row["liquidated"] = False
@@ -270,13 +277,15 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 continue
             px = market.spot_price(a)
             fee = float(fee_spot_rate[i]) * abs(dq) * px
-            state.cash -= dq * px + fee
+            slip = float(spot_half[i]) * abs(dq) * px
+            state.cash -= dq * px + fee + slip
             state.spot[a] = q_new
             current = None
             row["fee_spot"] = float(row["fee_spot"]) + fee
+            row["slippage_spot"] = float(row["slippage_spot"]) + slip
             row["traded_spot"] = float(row["traded_spot"]) + abs(dq) * px
             trades.append({"time": ts, "kind": "spot", "symbol": a, "quantity": dq, "price": px,
-                           "notional": dq * px, "fee": fee, "slippage": 0.0})
+                           "notional": dq * px, "fee": fee, "slippage": slip})
 
         new_q: dict[str, float] = {}
         dq_f = np.zeros(len(cons))
@@ -326,7 +335,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             if current is None:
                 current = value_state(book, state, market)
             n_trades = len(trades)
-            sw = sweep_collateral(book, state, market, tau, collateral.band, fee_spot_rate, trades, current)
+            sw = sweep_collateral(book, state, market, tau, collateral.band, fee_spot_rate + spot_half,
+                                  trades, current)
             row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
             if len(trades) != n_trades:
                 current = None
@@ -343,8 +353,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         prev_end = end
 
     order = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
-             "fee_futures", "slippage_futures", "funding", "liquidation_penalty", "margin_ratio",
-             "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
+             "slippage_spot", "fee_futures", "slippage_futures", "funding", "liquidation_penalty",
+             "margin_ratio", "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
              "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
     steps = pd.DataFrame(rows, index=index, columns=order)
     steps["liquidated"] = steps["liquidated"].astype(bool)

@@ -37,6 +37,7 @@ def small_result() -> BacktestResult:
         "collateral": [20.0, 20.0, 19.0, 21.0, 20.0],
         "spot_pnl": 0.0, "futures_pnl": 0.0,
         "fee_spot": [0.0, 0.3, 0.0, 0.0, 0.0],
+        "slippage_spot": [0.0, 0.01, 0.0, 0.0, 0.0],
         "fee_futures": [0.1, 0.0, 0.1, 0.0, 0.0],
         "slippage_futures": [0.05, 0.0, 0.05, 0.0, 0.0],
         "funding": [0.0, 0.02, 0.03, 0.0, 0.0],
@@ -67,12 +68,13 @@ def test_costs_turnover_and_reserve_by_hand() -> None:
     per_year_bps = 1e4 / (MEAN_NAV * YEARS)       # bps per USD of total cost: 365e4 / 408
     # exchange fees 0.3 + 0.2 = 0.5 USD -> 0.5 x 365 / 408 x 1e4 = 4,473.04 bps/yr
     assert m.exchange_fee_bps == pytest.approx(4_473.039, abs=1e-3)
-    assert m.slippage_bps == pytest.approx(0.1 * per_year_bps)             # spread + impact
-    assert m.fees_bps == pytest.approx(0.6 * per_year_bps)                 # fees incl. slippage
+    # slippage: futures 0.05 + 0.05, spot half spread 0.01
+    assert m.slippage_bps == pytest.approx(0.11 * per_year_bps)            # spread + impact
+    assert m.fees_bps == pytest.approx(0.61 * per_year_bps)                # fees incl. slippage
     assert m.funding_bps == pytest.approx(0.05 * per_year_bps)
     assert m.penalty_bps == pytest.approx(0.02 * per_year_bps)
     assert m.sweep_cost_bps == pytest.approx(0.008 * per_year_bps)          # 71.57 bps/yr
-    assert m.total_cost_bps == pytest.approx((0.6 + 0.05 + 0.02 + 0.008) * per_year_bps)
+    assert m.total_cost_bps == pytest.approx((0.61 + 0.05 + 0.02 + 0.008) * per_year_bps)
     # reserve: time-weighted wallet (20 + 20 + 19 + 21) / 4 = 20 USD, 4 %/yr, mean NAV 102:
     #   20 x 0.04 / 102 = 78.43 bps/yr
     assert m.reserve_opportunity_cost_bps == pytest.approx(20 * 0.04 / 102 * 1e4)

@@ -108,7 +108,8 @@ def test_spot_fee_and_default_asset_fee() -> None:
     r = run_backtest(_book(), _path(), Once({"BTC-PERP": 0.0}, spot={"BTC": 2.0, "ETH": 10.0}),
                      collateral=NO_SWEEPS)
     assert r.steps["fee_spot"].iloc[0] == pytest.approx(0.1)  # SpotAsset's 0.001
-    assert r.steps["cash"].iloc[0] == pytest.approx(1000.0 - 100.0 - 0.1)
+    assert r.steps["slippage_spot"].iloc[0] == pytest.approx(0.01)  # the 1 bp default half spread
+    assert r.steps["cash"].iloc[0] == pytest.approx(1000.0 - 100.0 - 0.1 - 0.01)
 
 
 def test_impact_k_scales_the_futures_impact() -> None:

@@ -62,8 +62,9 @@ def days(n: int) -> pd.DatetimeIndex:
 def identity_gap(result: BacktestResult) -> pd.Series:
     """nav_t - nav_{t-1} minus the sum of the recorded components (should be ~0)."""
     s = result.steps
-    explained = (s["spot_pnl"] + s["futures_pnl"] - s["fee_spot"] - s["fee_futures"]
-                 - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"] - s["sweep_fees"])
+    explained = (s["spot_pnl"] + s["futures_pnl"] - s["fee_spot"] - s["slippage_spot"]
+                 - s["fee_futures"] - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"]
+                 - s["sweep_fees"])
     return (s["nav"].diff() - explained).iloc[1:]
 
 
@@ -133,12 +134,14 @@ def test_spot_trade_moves_cash_and_pays_fee() -> None:
     spot = pd.DataFrame({"BTC": [60_000.0, 66_000.0], "ETH": [3_000.0, 2_900.0]}, index=idx)
     policy = Scripted(spot={idx[1]: {"BTC": 0.9, "ETH": 12.0}})
     s = run_backtest(book, MarketPath(spot=spot), policy).steps
-    # sell 0.1 BTC at 66,000 = 6,600 (fee 6.60); buy 2 ETH at 2,900 = 5,800 (fee 5.80)
-    # cash = 1,000 + 6,600 - 5,800 - 12.40 = 1,787.60; NAV = 0.9 x 66,000 + 12 x 2,900 + 1,787.60
-    #      = 59,400 + 34,800 + 1,787.60 = 95,987.60
+    # sell 0.1 BTC at 66,000 = 6,600 (fee 6.60); buy 2 ETH at 2,900 = 5,800 (fee 5.80); the
+    # default spot half spread 1 bp of the 12,400 traded: 1.24
+    # cash = 1,000 + 6,600 - 5,800 - 12.40 - 1.24 = 1,786.36; NAV = 0.9 x 66,000 + 12 x 2,900
+    #      + 1,786.36 = 59,400 + 34,800 + 1,786.36 = 95,986.36
     assert s["fee_spot"].iloc[1] == pytest.approx(12.40, abs=1e-9)
-    assert s["cash"].iloc[1] == pytest.approx(1_787.60, abs=0.005)
-    assert s["nav"].iloc[1] == pytest.approx(95_987.60, abs=0.005)
+    assert s["slippage_spot"].iloc[1] == pytest.approx(1.24, abs=1e-9)
+    assert s["cash"].iloc[1] == pytest.approx(1_786.36, abs=0.005)
+    assert s["nav"].iloc[1] == pytest.approx(95_986.36, abs=0.005)
     assert s["traded_spot"].iloc[1] == pytest.approx(12_400.0, abs=1e-9)
 
 
@@ -147,18 +150,19 @@ def test_total_return_counts_the_first_steps_costs() -> None:
     the first row's NAV, after that trade, which left the fee out).
 
     1 BTC @ 60,000 + 10 ETH @ 3,000 + 1,000 cash: NAV 91,000 before any trade. At step 0 sell
-    0.1 BTC (6,000, fee 6.00) and buy 2 ETH (6,000, fee 6.00): NAV 90,988 after. Step 1: BTC
-    66,000, ETH 2,900: NAV 0.9 x 66,000 + 12 x 2,900 + 1,000 - 12 = 95,188. Total return
-    95,188 / 91,000 - 1 (was 95,188 / 90,988 - 1)."""
+    0.1 BTC (6,000, fee 6.00) and buy 2 ETH (6,000, fee 6.00), each paying the 1 bp default half
+    spread (0.60 + 0.60): NAV 90,986.80 after. Step 1: BTC 66,000, ETH 2,900: NAV 0.9 x 66,000
+    + 12 x 2,900 + 1,000 - 13.20 = 95,186.80. Total return 95,186.80 / 91,000 - 1 (was
+    95,186.80 / 90,986.80 - 1)."""
     book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (), spot={"BTC": 1.0, "ETH": 10.0},
                 targets={"BTC": 0.5, "ETH": 0.5}, cash=1_000.0)
     idx = days(2)
     spot = pd.DataFrame({"BTC": [60_000.0, 66_000.0], "ETH": [3_000.0, 2_900.0]}, index=idx)
     res = run_backtest(book, MarketPath(spot=spot), Scripted(spot={idx[0]: {"BTC": 0.9, "ETH": 12.0}}))
     assert res.nav_open == pytest.approx(91_000.0, abs=1e-9)
-    assert res.steps["nav"].iloc[0] == pytest.approx(90_988.0, abs=1e-6)
-    assert res.steps["nav"].iloc[1] == pytest.approx(95_188.0, abs=1e-6)
-    assert compute_metrics(res).total_return == pytest.approx(95_188.0 / 91_000.0 - 1, abs=1e-12)
+    assert res.steps["nav"].iloc[0] == pytest.approx(90_986.8, abs=1e-6)
+    assert res.steps["nav"].iloc[1] == pytest.approx(95_186.8, abs=1e-6)
+    assert compute_metrics(res).total_return == pytest.approx(95_186.8 / 91_000.0 - 1, abs=1e-12)
 
 
 # --- (b) the PnL identity over a long synthetic run ---------------------------------------------
@@ -180,8 +184,8 @@ def test_nav_change_is_spot_plus_futures_pnl_less_costs_and_funding() -> None:
     scale = float(s["nav"].abs().max())
     assert float(identity_gap(res).abs().max()) <= 1e-9 * scale
     total = (s["spot_pnl"].sum() + s["futures_pnl"].sum() - s["fee_spot"].sum()
-             - s["fee_futures"].sum() - s["slippage_futures"].sum() - s["funding"].sum()
-             - s["liquidation_penalty"].sum() - s["sweep_fees"].sum())
+             - s["slippage_spot"].sum() - s["fee_futures"].sum() - s["slippage_futures"].sum()
+             - s["funding"].sum() - s["liquidation_penalty"].sum() - s["sweep_fees"].sum())
     assert s["nav"].iloc[-1] - s["nav"].iloc[0] == pytest.approx(total, rel=1e-9, abs=1e-9 * scale)
     # every component is really exercised
     assert s["liquidated"].sum() == 0
@@ -348,15 +352,18 @@ def test_metrics() -> None:
 
 # --- (g) collateral management: sweeps between spot and the wallet --------------------------------
 
-def sweep_case(btc_2: float, collateral: CollateralPolicy | None = None) -> BacktestResult:
+def sweep_case(btc_2: float, collateral: CollateralPolicy | None = None,
+               spot_half: float = 0.0) -> BacktestResult:
     """BTC 10 @ 1,000 + ETH 100 @ 50 (flat) + 3,000 cash: NAV 18,000, reserve tau = 1/6.
-    A short BTC hedge of 5,000 USD from t0 (no futures fee or spread; spot fee 10 bp)."""
+    A short BTC hedge of 5,000 USD from t0 (no futures fee or spread; spot fee 10 bp, spot half
+    spread ``spot_half``, none by default)."""
     perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0)
     book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (perp,), spot={"BTC": 10.0, "ETH": 100.0},
                 targets={"BTC": 0.6, "ETH": 0.4}, cash=3_000.0)
     idx = days(3)
     spot = pd.DataFrame({"BTC": [1_000.0, 1_100.0, btc_2], "ETH": [50.0, 50.0, 50.0]}, index=idx)
-    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0}))
+    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0}),
+                      spot_half_spread=pd.Series({"BTC": spot_half, "ETH": spot_half}))
     return run_backtest(book, path, Scripted(futures={idx[0]: {"BTC-PERP": -5_000.0}}),
                         collateral=collateral)
 
@@ -390,6 +397,19 @@ def test_losing_short_hedge_tops_up_the_wallet_from_spot() -> None:
     off = sweep_case(1_400.0, NO_SWEEPS).steps
     assert off["wallet"].iloc[2] == pytest.approx(1_000.0, abs=1e-9)
     assert off["sweep_in"].sum() == 0.0
+
+
+def test_a_sweep_pays_the_spot_half_spread_with_the_fee() -> None:
+    """The losing case with a 5 bp spot half spread: the sale pays fee + half spread, r = 15 bp,
+    so G = (20,000 / 6 - 1,000) / (1 - r + r / 6) and sweep_fees = r G; the wallet is back on
+    tau of the NAV after them."""
+    s = sweep_case(1_400.0, spot_half=5e-4).steps
+    r = 0.001 + 5e-4
+    gross = (20_000.0 / 6 - 1_000.0) / (1 - r + r / 6)
+    assert s["sweep_in"].iloc[2] == pytest.approx(gross, rel=1e-12)
+    assert s["sweep_fees"].iloc[2] == pytest.approx(r * gross, rel=1e-12)
+    assert s["nav"].iloc[2] == pytest.approx(20_000.0 - r * gross, rel=1e-12)
+    assert s["wallet"].iloc[2] == pytest.approx(s["nav"].iloc[2] / 6, rel=1e-12)
 
 
 def test_winning_short_hedge_sweeps_the_excess_into_target_weights() -> None:
@@ -573,7 +593,8 @@ def test_impact_coefficient_scales_the_impact_part_of_slippage() -> None:
 
 
 def test_an_absolute_width_keeps_a_pnl_wallet_near_zero() -> None:
-    """sweep_case's book with its spot pledged (ratio 0.9), target 0, width 5% of NAV: t0 sweeps
+    """sweep_case's book (no spot half spread) with its spot pledged (ratio 0.9), target 0, width
+    5% of NAV: t0 sweeps
     the 3,000 wallet out, B = 3,000 / 1.001; t1's -500 (hedge PnL) is inside [-5%, +5%] of NAV
     (the pledged spot carries the margin); t2's wallet of -2,000 (hedge PnL -1,500 more) is below
     -5% of NAV and is topped up from spot to exactly 0: G = 2,000 / (1 - 0.001)."""
@@ -582,7 +603,8 @@ def test_an_absolute_width_keeps_a_pnl_wallet_near_zero() -> None:
                 targets={"BTC": 0.6, "ETH": 0.4}, cash=3_000.0, pledged={"BTC": 0.9, "ETH": 0.9})
     idx = days(3)
     spot = pd.DataFrame({"BTC": [1_000.0, 1_100.0, 1_400.0], "ETH": [50.0, 50.0, 50.0]}, index=idx)
-    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0}))
+    path = MarketPath(spot=spot, half_spread=pd.Series({"BTC-PERP": 0.0}),
+                      spot_half_spread=pd.Series({"BTC": 0.0, "ETH": 0.0}))
     res = run_backtest(book, path, Scripted(futures={idx[0]: {"BTC-PERP": -5_000.0}}),
                        collateral=CollateralPolicy(target_fraction=0.0, width=0.05))
     s = res.steps

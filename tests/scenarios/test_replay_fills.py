@@ -3,7 +3,7 @@
 Book: BTC and ETH spot; contracts BTC-INV (inverse, 100 USD a contract), BTC-PERP (linear, size 1)
 and BTC-Q (dated, expiring exactly at the second step's time). Daily steps from 2025-01-01 UTC,
 BTC 50,000 / 40,000 / 55,000, ETH 3,000 flat; no mark path, so marks are the spot closes; spot fee
-0.1%.
+0.1%, BTC's spot half spread 2 bp (ETH's not given: the 1 bp default).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ BOOK = Book((SpotAsset("BTC", fee=0.001), SpotAsset("ETH", fee=0.001)), (INV, PE
 def inputs() -> ReplayInputs:
     idx = pd.date_range(D0, periods=3, freq="D")
     path = MarketPath(spot=pd.DataFrame({"BTC": [50_000.0, 40_000.0, 55_000.0],
-                                         "ETH": [3_000.0] * 3}, index=idx))
+                                         "ETH": [3_000.0] * 3}, index=idx),
+                      spot_half_spread=pd.Series({"BTC": 2e-4}))
     return read_inputs(BOOK, path, spot_fee=None, impact_k=1.0, liquidation_penalty=0.01)
 
 
@@ -46,21 +47,23 @@ def state(btc: float = 2.0, futures: dict[str, FuturesPosition] | None = None) -
 
 def spot_row(time: pd.Timestamp, q: float, px: float) -> Event:
     return {"time": time, "kind": "spot", "symbol": "BTC", "quantity": q, "price": px,
-            "notional": q * px, "fee": 0.001 * abs(q) * px, "slippage": 0.0}
+            "notional": q * px, "fee": 0.001 * abs(q) * px, "slippage": 2e-4 * abs(q) * px}
 
 
 # --- spot -------------------------------------------------------------------------------------
 
 
 def test_a_spot_buy_by_hand_and_an_asset_left_out_is_held() -> None:
-    """BTC 2 -> 2.5 at 50,000: cash pays 25,000 + 25 fee; ETH, not in the target, is held."""
+    """BTC 2 -> 2.5 at 50,000: cash pays 25,000 + 25 fee + 5 half spread; ETH, not in the target,
+    is held."""
     inp, st, row = inputs(), state(), new_row()
     trades: list[Event] = []
     m = market_at(inp, 0)
     assert fill_spot(inp, st, m, TargetHoldings(spot={"BTC": 2.5}, futures={}), row, trades) is True
     assert st.spot == {"BTC": 2.5, "ETH": 10.0}
-    assert st.cash == pytest.approx(10_000.0 - 25_000.0 - 25.0)
+    assert st.cash == pytest.approx(10_000.0 - 25_000.0 - 25.0 - 5.0)
     assert row["fee_spot"] == pytest.approx(25.0)
+    assert row["slippage_spot"] == pytest.approx(5.0)
     assert row["traded_spot"] == pytest.approx(25_000.0)
     assert trades == [spot_row(m.time, 0.5, 50_000.0)]
 
@@ -85,17 +88,18 @@ def test_a_bad_spot_target_is_refused_with_its_field(bad: float) -> None:
 
 
 def test_a_declared_round_trip_fills_a_sale_then_a_buy() -> None:
-    """Held 2 BTC, sell 1 and buy 1 back at 40,000 (step 1): two rows, fees 40 + 40, cash
-    -80 net, the sale kept for the lots."""
+    """Held 2 BTC, sell 1 and buy 1 back at 40,000 (step 1): two rows, fees 40 + 40, half
+    spreads 8 + 8, cash -96 net, the sale kept for the lots."""
     inp, st, row = inputs(), state(), new_row()
     trades: list[Event] = []
     m = market_at(inp, 1)
     target = TargetHoldings(spot={"BTC": 2.0}, futures={}, spot_gross={"BTC": (1.0, 1.0)})
     assert fill_spot(inp, st, m, target, row, trades) is True
     assert trades == [spot_row(m.time, -1.0, 40_000.0), spot_row(m.time, 1.0, 40_000.0)]
-    assert st.cash == pytest.approx(10_000.0 - 80.0)
+    assert st.cash == pytest.approx(10_000.0 - 96.0)
     assert st.spot["BTC"] == 2.0 and st.sold_first == {"BTC": 1.0}
     assert row["fee_spot"] == pytest.approx(80.0)
+    assert row["slippage_spot"] == pytest.approx(16.0)
     assert row["traded_spot"] == pytest.approx(80_000.0)
 
 
@@ -189,3 +193,15 @@ def test_a_roll_of_an_unknown_contract_is_refused() -> None:
     assert exc.value.field == "policy.rolls.ETH-PERP"
     assert exc.value.problem == f"is not a contract of the book at {m.time}"
     assert exc.value.fix == "roll between ['BTC-INV', 'BTC-PERP', 'BTC-Q']"
+
+
+def test_a_spot_trade_pays_the_default_half_spread_where_none_is_given() -> None:
+    """ETH 10 -> 4 at 3,000 (no half spread in the path: 1 bp): cash receives 18,000 less the
+    18 fee and 1.8 half spread; the optimiser's snapshot carries the same half spreads."""
+    inp, st, row = inputs(), state(), new_row()
+    trades: list[Event] = []
+    m = market_at(inp, 0)
+    assert fill_spot(inp, st, m, TargetHoldings(spot={"ETH": 4.0}, futures={}), row, trades)
+    assert st.cash == pytest.approx(10_000.0 + 18_000.0 - 18.0 - 1.8)
+    assert row["slippage_spot"] == pytest.approx(1.8) and trades[0]["slippage"] == pytest.approx(1.8)
+    assert dict(m.spot_half_spread) == {"BTC": 2e-4, "ETH": 1e-4}

@@ -146,4 +146,4 @@ def test_fbr_status_liquidation_move_prices_pledged_tiers() -> None:
     book, market = pledged_btc_long_eth(10.0, PM_TIERS, 2_000_000.0, TIERED)
     down = status_move(book, market, -1.0)
     assert down is not None
-    assert down == pytest.approx(533_800 / 2_520_000, rel=1e-12)
+    assert down == pytest.approx(-533_800 / 2_520_000, rel=1e-12)  # a signed return, as the what-if's

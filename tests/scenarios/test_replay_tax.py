@@ -67,8 +67,8 @@ L2 = TaxLot(1.0, 60_000.0, datetime(2024, 10, 1, tzinfo=UTC))
 PRICES = [50_000.0, 55_000.0, 45_000.0, 50_000.0, 52_000.0]
 PLAN = {1: 1.5, 2: 0.5, 3: 1.5, 4: 0.5}  # BTC held after each step's trade
 FLAT = MarginTiers.flat(max_leverage=20.0, mmr=0.005)
-IDENTITY_COSTS = ["fee_spot", "fee_futures", "slippage_futures", "funding", "liquidation_penalty",
-                  "sweep_fees", "tax"]
+IDENTITY_COSTS = ["fee_spot", "slippage_spot", "fee_futures", "slippage_futures", "funding",
+                  "liquidation_penalty", "sweep_fees", "tax"]
 
 
 class Script(Policy):
@@ -426,8 +426,10 @@ def test_a_declared_round_trip_sells_first_then_buys_a_new_lot(
     assert legs["quantity"].tolist() == pytest.approx([-1.0, 1.0 / 3.0])
     assert float(s["tax_deferred"].iloc[0]) == pytest.approx(hand_deferred, abs=1e-6)
     assert float(s["tax_spot"].iloc[1]) == 0.0
-    # cash: +60,000 - 20,000 - 80 fees - tax
-    assert float(s["cash"].iloc[0]) == pytest.approx(40_000.0 - 80.0 - hand_tax, abs=1e-6)
+    # and the default 1 bp half spread on both: 8 USD
+    assert float(s["slippage_spot"].iloc[0]) == pytest.approx(8.0, abs=1e-9)
+    # cash: +60,000 - 20,000 - 80 fees - 8 half spread - tax
+    assert float(s["cash"].iloc[0]) == pytest.approx(40_000.0 - 88.0 - hand_tax, abs=1e-6)
     assert_nav_identity(s)
 
 
@@ -529,4 +531,7 @@ def test_the_optimisers_loss_harvest_fills_gross_in_the_replay(report: bool, tmp
         assert sol is not None and sol.spot_costs is not None
         assert float(s["tax_spot"].iloc[0]) == pytest.approx(sol.spot_costs.tax, abs=0.01)
         assert float(s["fee_spot"].iloc[0]) == pytest.approx(sol.spot_costs.fees, abs=0.01)
+        # the replay charges the half spread the optimiser priced (1 bp of the 120,000 traded)
+        assert float(s["slippage_spot"].iloc[0]) == pytest.approx(sol.spot_costs.spread, abs=0.01)
+        assert float(s["slippage_spot"].iloc[0]) == pytest.approx(12.0, abs=0.01)
     assert_nav_identity(s)
