@@ -197,8 +197,15 @@ class Compiled:
         target[OFFSET] = offset
 
     def unpack(self, raw: Any) -> None:
-        """Push a raw solver result into the cvxpy problem (variable values and dual values)."""
-        self.problem.unpack_results(raw, self.chain, self.inverse)
+        """Push a raw solver result into the cvxpy problem (variable values and dual values).
+
+        cvxpy's "Solution may be inaccurate ... Try another solver" warning is not repeated: the
+        engines have already tried their chain and report the status themselves
+        (``RawResult.status``, the solution's ``status`` and ``tried``)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate",
+                                    category=UserWarning)
+            self.problem.unpack_results(raw, self.chain, self.inverse)
 
     def unpack_via(self, raw: Any, inv_last: Any, options: dict[str, Any],
                    offset: float | None = None) -> None:

@@ -66,3 +66,26 @@ def test_no_other_module_touches_cvxpy_internals() -> None:
             if INTERNALS.search(code) and not code.lstrip().startswith(('"', "'")):
                 offenders.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_an_inaccurate_answer_is_unpacked_without_cvxpys_try_another_solver_warning() -> None:
+    """Clarabel asked for a 1e-16 gap stops 'almost solved' on a small conic problem: the unpacked
+    problem says optimal_inaccurate (fbr reports that status itself) and cvxpy's "Solution may be
+    inaccurate. Try another solver" warning, advice fbr's chain has already followed, is not
+    repeated to the user. Other warnings still pass."""
+    import warnings
+
+    x = cp.Variable(3)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x - np.array([1.0, 2.0, 3.0]))
+                                  + cp.norm(x, 1.5)), [x >= 0.5])
+    compiled = cvxpy_adapter.compile_problem(prob, cp.CLARABEL)
+    data, inverse = compiled.apply()
+    opts = {"tol_gap_abs": 1e-16, "tol_gap_rel": 1e-16, "tol_feas": 1e-16}
+    raw = compiled.solve_via_data(data, opts)
+    assert str(raw.status) == "AlmostSolved"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled.unpack_via(raw, inverse, opts)
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert prob.status == cp.OPTIMAL_INACCURATE and x.value is not None
+    assert [str(w.message) for w in caught] == ["another warning"]
