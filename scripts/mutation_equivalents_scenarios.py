@@ -28,7 +28,7 @@ SCENARIOS: dict[str, str] = {
         "current left None: sweep_collateral values the state itself when given None, and the "
         "caller values it when the step returns None",
     **dict.fromkeys(
-        [f"scenarios.replay_steps.x_new_row__mutmut_{n}" for n in (8, 9, 12, 13)],
+        [f"scenarios.replay_steps.x_new_row__mutmut_{n}" for n in (8, 9, 14, 15)],
         "the zero start of futures_pnl / fee_futures renamed: every step assigns both before any "
         "read (first_step both; mark_to_market futures_pnl, settlement_step fee_futures, before "
         "fill_futures adds to it), and the recorded frame keeps STEP_COLUMNS only"),
