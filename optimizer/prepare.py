@@ -86,6 +86,20 @@ def near_expiry_mask(book: Book, market: MarketSnapshot, min_days: float) -> np.
                      else 0.0 for c in book.contracts])
 
 
+def _expiry_inputs(book: Book, market: MarketSnapshot, settings: OptimizerSettings
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(near_expiry, expiry_days) of :class:`~optimizer.data.ProblemData`: today's near-expiry mask
+    with ``constraints.expiry_row`` on; a plan whose later steps outlive a dated contract carries
+    the expiry rows too (the mask all zero today when the row is off) and the days left at each
+    step's start (optimizer.plan_expiry); else (None, None)."""
+    cs = settings.constraints
+    expiry_days = (expiry_days_path(book, market, settings.costs.horizon_days, settings.horizon)
+                   if check_horizon(settings.horizon) > 1 else None)
+    if cs.expiry_row:
+        return near_expiry_mask(book, market, cs.min_days_to_expiry), expiry_days
+    return (np.zeros(len(book.contracts)) if expiry_days is not None else None), expiry_days
+
+
 def _caps(book: Book, spot: np.ndarray, risk: RiskModel, settings: OptimizerSettings,
           V: float) -> tuple[np.ndarray, tuple[str, ...]]:
     """Per-contract |z_j| bound (weight units, inf = none) and the name of the rule that sets it."""
@@ -227,10 +241,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     members = _cluster_members(assets, cs)
     inv_lev = 1.0 / mm.leverage
     mb = margin_budget(collateral, float(inv_lev @ np.abs(val.notional)), V, settings)
-    # a plan whose later steps outlive a dated contract carries the expiry rows (zero today when
-    # constraints.expiry_row is off): optimizer.plan_expiry
-    expiry_days = (expiry_days_path(book, market, cc.horizon_days, settings.horizon)
-                   if check_horizon(settings.horizon) > 1 else None)
+    near_expiry, expiry_days = _expiry_inputs(book, market, settings)
     return ProblemData(
         assets=tuple(assets), contracts=tuple(book.contract_symbols), V=V, nav=val.nav,
         collateral=collateral, s=spot / V, w=book.target_vector(), B=B, z0=x0 / V, F=risk.loadings,
@@ -255,9 +266,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
                            stress_r=stress_r)
               if settings.spot.enabled else None),
         dated=tuple(c.kind == ContractKind.DATED and c.expiry is not None for c in book.contracts),
-        near_expiry=(near_expiry_mask(book, market, cs.min_days_to_expiry) if cs.expiry_row
-                     else np.zeros(len(book.contracts)) if expiry_days is not None else None),
-        expiry_days=expiry_days,
+        near_expiry=near_expiry, expiry_days=expiry_days,
         cost_to_go_root=cost_to_go_root(risk, cc),
         exposure_offset=book.exposure_offset(market),
     )
