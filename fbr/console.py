@@ -136,6 +136,12 @@ def pp_text(fraction: float | None, digits: int = 2) -> str:
     return "-" if fraction is None else f"{100.0 * float(fraction):+.{digits}f} pp"
 
 
+def signed_pct(fraction: float | None, digits: int = 2) -> str:
+    """A fraction as a signed percentage, e.g. ``-9.55%`` ('-' for None): returns such as the
+    moves that liquidate a book."""
+    return "-" if fraction is None else f"{100.0 * float(fraction):+.{digits}f}%"
+
+
 def renamed(doc: Mapping[str, _V], names: Mapping[str, str]) -> dict[str, _V]:
     """``doc`` with keys renamed by ``names`` (the order kept)."""
     return {names.get(k, k): v for k, v in doc.items()}

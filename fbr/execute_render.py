@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from executor.safety import redact
-from fbr.console import pp_text, wide
+from fbr.console import pp_text, signed_pct, wide
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,11 +31,6 @@ def _console() -> Console:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.3f}%"
-
-
-def _signed_pct(x: float | None) -> str:
-    """A signed return in percent ("-" for None): -9.548%, +2,900.000%."""
-    return "-" if x is None else f"{100 * x:+,.3f}%"
 
 
 #: Below this console width the plan's order ids go to a second table, so that no column is cut.
@@ -143,8 +138,8 @@ def _print_status(rep: StatusReport) -> None:
     out.print(f"NAV {rep.nav:,.2f} USD, base {rep.base:,.2f} USD, tracking error {_pct(rep.tracking_error)}")
     out.print(f"margin: collateral {m.collateral:,.2f} USD, initial {m.initial:,.2f}, maintenance "
               f"{m.maintenance:,.2f}, margin ratio {_pct(m.margin_ratio)}; liquidation at a common "
-              f"move of {_signed_pct(m.liquidation_move_down)} down / "
-              f"{_signed_pct(m.liquidation_move_up)} up ('-' = none)")
+              f"move of {signed_pct(m.liquidation_move_down, 3)} down / "
+              f"{signed_pct(m.liquidation_move_up, 3)} up ('-' = none)")
     f = rep.funding
     since = ("" if f.since_ms is None else
              f" ({datetime.fromtimestamp(f.since_ms / 1000, tz=UTC):%Y-%m-%d %H:%M} UTC)")

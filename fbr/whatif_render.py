@@ -8,15 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fbr.console import pp_text
+from fbr.console import pp_text, signed_pct
 from models.liquidation_distance import LiquidationMove
 from models.margin import MarginState
 from scenarios.whatif_result import WhatIfResult
-
-
-def pct(x: float | None, digits: int = 2) -> str:
-    """A fraction as a signed percentage ("-" for None)."""
-    return "-" if x is None else f"{100 * x:+.{digits}f}%"
 
 
 def usd(x: float) -> str:
@@ -32,8 +27,8 @@ def move_text(m: LiquidationMove | None) -> str:
         return "no open position" if not m.has_positions else "none in (-100%, +inf)"
     if m.down == 0.0 and m.up == 0.0:
         return "liquidated now"
-    parts = [f"down {pct(m.down)}" if m.down is not None else "no down move",
-             f"up {pct(m.up)}" if m.up is not None else "no up move"]
+    parts = [f"down {signed_pct(m.down)}" if m.down is not None else "no down move",
+             f"up {signed_pct(m.up)}" if m.up is not None else "no up move"]
     return " / ".join(parts)
 
 

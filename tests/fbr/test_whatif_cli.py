@@ -258,7 +258,7 @@ def test_status_gives_the_whatifs_common_move_to_liquidation(tmp_path: Path) -> 
     assert common["down"] is None  # and the same sign convention both ways (down < 0, up > 0)
     table = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
                                 str(tmp_path / "j.sqlite")], env={"COLUMNS": "200"})
-    assert table.exit_code == 0 and "- down / +2,900.000% up" in table.stdout
+    assert table.exit_code == 0 and "- down / +2900.000% up" in table.stdout
 
 
 def test_status_and_whatif_give_a_down_move_with_one_sign(tmp_path: Path) -> None:
@@ -280,4 +280,4 @@ def test_status_and_whatif_give_a_down_move_with_one_sign(tmp_path: Path) -> Non
     assert common["down"] == pytest.approx(down, rel=1e-12)
     table = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
                                 str(tmp_path / "j.sqlite")], env={"COLUMNS": "200"})
-    assert f"{100 * down:+,.3f}% down" in table.stdout
+    assert f"{100 * down:+.3f}% down" in table.stdout
