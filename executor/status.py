@@ -38,7 +38,6 @@ from executor.safety import redact
 from executor.workflow import require_tradeable
 from models.book import Book
 from models.errors import FbrError, InfeasibleError, RefusedError
-from models.liquidation_distance import LiquidationMove
 from models.liquidation_distance import liquidation_move as exact_liquidation_move
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
@@ -190,10 +189,7 @@ def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> fl
     direction does (down: none above -100%; up: none at all). The what-if's exact root of the
     margin surplus, the same number as its book-wide ``down`` / ``up``
     (``models.liquidation_distance.liquidation_move``); 0.0 when the book is liquidated already."""
-    return _side(exact_liquidation_move(book, market), direction)
-
-
-def _side(move: LiquidationMove, direction: float) -> float | None:
+    move = exact_liquidation_move(book, market)
     return move.down if direction < 0 else move.up
 
 
@@ -204,7 +200,7 @@ def margin_view(book: Book, market: MarketSnapshot) -> MarginView:
     move = exact_liquidation_move(book, market)
     return MarginView(collateral=st.collateral, initial=st.initial, maintenance=st.maintenance,
                       margin_ratio=st.margin_ratio, initial_utilisation=st.initial_utilisation,
-                      liquidation_move_down=_side(move, -1.0), liquidation_move_up=_side(move, 1.0))
+                      liquidation_move_down=move.down, liquidation_move_up=move.up)
 
 
 def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
