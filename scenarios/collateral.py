@@ -114,7 +114,9 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
                      width: float | None = None) -> Sweep:
     """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V], or
     [(tau - width) V, (tau + width) V] with ``width`` (``CollateralPolicy``); returns what moved.
-    Mutates ``state`` and appends to ``trades``.
+    Mutates ``state`` and appends to ``trades``. ``fee_rate``: each asset's cost per USD of spot
+    traded (the replay passes the spot fee plus the spot half spread); its charge is the sweep's
+    ``fees``.
     ``val``: the state's valuation at ``market`` when the caller already has it. ``pledged``:
     the top-up is tested on W plus the pledged collateral value (module docstring)."""
     if val is None:

@@ -205,3 +205,14 @@ def test_a_spot_trade_pays_the_default_half_spread_where_none_is_given() -> None
     assert st.cash == pytest.approx(10_000.0 + 18_000.0 - 18.0 - 1.8)
     assert row["slippage_spot"] == pytest.approx(1.8) and trades[0]["slippage"] == pytest.approx(1.8)
     assert dict(m.spot_half_spread) == {"BTC": 2e-4, "ETH": 1e-4}
+
+
+@pytest.mark.parametrize("bad", [-1e-4, 0.5, float("nan")])
+def test_a_bad_spot_half_spread_is_refused_with_its_field(bad: float) -> None:
+    """One message naming the asset's half spread and the fix, before any step runs."""
+    idx = pd.date_range(D0, periods=2, freq="D")
+    with pytest.raises(ValidationError) as exc:
+        MarketPath(spot=pd.DataFrame({"BTC": [50_000.0] * 2}, index=idx),
+                   spot_half_spread=pd.Series({"BTC": bad}))
+    assert exc.value.field == "market_path.spot_half_spread.BTC"
+    assert exc.value.fix == "give the half spread as a fraction in [0, 0.5)"
