@@ -112,7 +112,8 @@ def summary_table(sol: Solution) -> Table:
 
 def plan_table(sol: Solution) -> Table | None:
     """The planner's trades per step (USD notional by contract) and the share of the whole plan's
-    trade that step 1 makes now; None without a plan (single-period)."""
+    trade that step 1 makes now, then the dated positions the plan lets settle at expiry (not
+    trades); None without a plan (single-period)."""
     if sol.plan is None:
         return None
     plan = sol.plan
@@ -125,9 +126,13 @@ def plan_table(sol: Solution) -> Table | None:
     total = plan.total_trades()
     for sym in sorted(total):
         now = plan.steps[0].trades.get(sym, 0.0)
-        share = f"{100 * now / total[sym]:.0f}%" if abs(total[sym]) > 0.005 else "-"
+        share = f"{100 * now / total[sym] + 0.0:.0f}%" if abs(total[sym]) > 0.005 else "-"
         cells = [st.trades.get(sym, 0.0) for st in plan.steps]
         t.add_row(sym, *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
+    for sym in sorted({c for st in plan.steps for c in st.settlements}):
+        cells = [st.settlements.get(sym, 0.0) for st in plan.steps]
+        t.add_row(f"{sym} settles at expiry (no order)",
+                  *[_usd(v) if abs(v) >= 0.005 else "" for v in cells], "")
     return t
 
 

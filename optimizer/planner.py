@@ -222,12 +222,28 @@ class PlannerProblem(HedgeProblem):
 
 def plan_of(z_plan: np.ndarray, d: ProblemData) -> Plan:
     """The plan in USD: per step h the positions x_h = z_h V and trades x_h - x_{h-1} (x_0 today's)
-    by contract symbol; steps ``costs.horizon_days`` long."""
+    by contract symbol; steps ``costs.horizon_days`` long. A dated contract settled before step h
+    starts (h >= 2, ``d.expiry_days`` <= 0: optimizer.plan_expiry) is held at 0 from there, and
+    its -x_{h-1} is the settlement of the first such step, not a trade."""
     V = d.V
     prev = d.z0
+    dated = np.array(d.dated, dtype=bool) if d.dated else np.zeros(len(d.contracts), dtype=bool)
     steps: list[PlanStep] = []
     for h, z in enumerate(np.atleast_2d(z_plan), start=1):
+        gone = _settled_at(d, dated, h) & ~_settled_at(d, dated, h - 1)
+        settled = np.where(gone, -prev, 0.0) * V
+        trades = (z - prev) * V - settled
         steps.append(PlanStep(h, dict(zip(d.contracts, (z * V).tolist(), strict=True)),
-                              dict(zip(d.contracts, ((z - prev) * V).tolist(), strict=True))))
+                              dict(zip(d.contracts, trades.tolist(), strict=True)),
+                              {c: float(x) for c, x, g in zip(d.contracts, settled, gone, strict=True)
+                               if g and x != 0.0}))
         prev = z
     return Plan(step_days=d.settings.costs.horizon_days, steps=tuple(steps))
+
+
+def _settled_at(d: ProblemData, dated: np.ndarray, h: int) -> np.ndarray:
+    """Per contract, True when it is dated and settled before step h (1-based) starts."""
+    if h < 2 or d.expiry_days is None:
+        return np.zeros(len(d.contracts), dtype=bool)
+    settled: np.ndarray = dated & (d.expiry_days[h - 1] <= 0)
+    return settled

@@ -197,19 +197,22 @@ class ReserveSizing:
 @dataclass(frozen=True)
 class PlanStep:
     """One step of a multi-period plan (optimizer.planner): the futures positions planned at the
-    end of step ``step`` (1 = now) and the trades that step makes, USD notional by contract
-    (unrounded; step 1's positions are the solution's before lot rounding)."""
+    end of step ``step`` (1 = now), the trades that step makes and the dated positions that settle
+    at their expiry before it starts (not trades: no order, no cost; signed, -the position), USD
+    notional by contract (unrounded; step 1's positions are the solution's before lot rounding)."""
 
     step: int
     positions: dict[str, float]
     trades: dict[str, float]
+    settlements: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Plan:
     """The planner's H steps ahead, each ``step_days`` long. Only step 1 is traded now; the
     later steps are what the optimiser expects to do next if nothing changes (re-planned at every
-    rebalance). The trades of all steps add up to the last step's positions minus today's."""
+    rebalance). The trades and settlements of all steps add up to the last step's positions minus
+    today's."""
 
     step_days: float
     steps: tuple[PlanStep, ...]

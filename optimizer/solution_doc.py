@@ -149,11 +149,13 @@ class ReserveDoc(TypedDict):
 
 
 class PlanStepDoc(TypedDict):
-    """One step of the multi-period plan: positions and trades (USD by contract)."""
+    """One step of the multi-period plan: positions, trades and the dated positions settled at
+    expiry before the step (not trades) (USD by contract)."""
 
     step: int
     positions: dict[str, float]
     trades: dict[str, float]
+    settlements: dict[str, float]
 
 
 class MultiPeriodPlanDoc(TypedDict):

@@ -49,3 +49,32 @@ def test_a_margin_ratio_of_a_vanished_collateral_is_not_printed_as_a_figure() ->
     assert ratio_text(MarginState(1.5e-9, 0.0, 5.0, True)) == "> 1,000% (collateral 1.5e-09 USD)"
     assert ratio_text(MarginState(300.0, 0.0, 5.0, True)) == "1.67%"
     assert ratio_text(MarginState(-1.0, 0.0, 5.0, True)) == "collateral <= 0"
+
+
+def test_the_plan_table_shows_a_settlement_as_its_own_row(tmp_path: Path) -> None:
+    """A plan whose dated contract settles before step 3: the table shows the contract's trades
+    (none at step 3) and a separate 'settles at expiry (no order)' row with -x_2 at step 3; the
+    share of the plan traded now counts trades only."""
+    from dataclasses import replace
+
+    from fbr.render import plan_note, plan_table
+    from optimizer.solution import Plan, PlanStep
+
+    doc = tomllib.loads((EXAMPLES / "seed_example_1.toml").read_text(encoding="utf-8"))
+    path = tmp_path / "seed.toml"
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    loaded = load_book_file(path)
+    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    plan = Plan(step_days=1.0, steps=(
+        PlanStep(1, {"Q": -9_000.0, "P": 0.0}, {"Q": -1_000.0, "P": 0.0}),
+        PlanStep(2, {"Q": -9_000.0, "P": -4_000.0}, {"Q": 0.0, "P": -4_000.0}),
+        PlanStep(3, {"Q": 0.0, "P": -9_000.0}, {"Q": 0.0, "P": -5_000.0}, {"Q": 9_000.0})))
+    console = Console(record=True, width=140)
+    console.print(plan_table(replace(sol, plan=plan)))
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in
+            console.export_text().splitlines() if line.startswith("│")]
+    assert rows == [["P", "0.00", "-4,000.00", "-5,000.00", "0%"],
+                    ["Q", "-1,000.00", "0.00", "0.00", "100%"],
+                    ["Q settles at expiry (no order)", "", "", "9,000.00", ""]]
+    assert plan_note(replace(sol, plan=plan)) is not None
+    assert "10% of the planned trade is made now" in str(plan_note(replace(sol, plan=plan)))

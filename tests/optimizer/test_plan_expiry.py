@@ -16,7 +16,7 @@ from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.constraints import ExpiryGuard
 from optimizer.plan_expiry import expiry_days_path
-from optimizer.planner import PlannerProblem
+from optimizer.planner import PlannerProblem, plan_of
 from optimizer.prepare import prepare
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
 
@@ -124,3 +124,26 @@ def test_the_guard_row_of_a_settled_contract_by_hand() -> None:
     short = np.array([0.0, d.z0[1] / 2])  # half today's short: allowed today, not once settled
     assert guard.violation(short, later)[0] == pytest.approx(abs(d.z0[1]) / 2, rel=1e-12)
     assert math.isclose(guard.violation(np.zeros(2), later)[0], 0.0)
+
+
+def test_the_plan_reports_a_settlement_apart_from_the_trades() -> None:
+    """The held 4 BTC short in the dated contract is carried to its expiry and settles before
+    step 3 starts: the plan lists -x_2 (the position at the end of step 2) as step 3's
+    settlement and no trade of that contract there; trades and settlements together still add
+    up to the last step's positions minus today's."""
+    book = _book(dated_btc=-4.0)
+    settings = _settings(trade_limit_usd=1_000.0)
+    d = prepare(book, _market(), _risk(), settings)
+    z, _pp, V = _plan(book, settings)
+    plan = plan_of(z, d)
+    x2 = z[1, 1] * V
+    assert abs(x2) > 190_000.0
+    step3 = plan.steps[2]
+    assert step3.settlements == {"BTC-Q": pytest.approx(-x2, rel=1e-12)}
+    assert abs(step3.trades["BTC-Q"]) < 1e-6 * V
+    assert all(not st.settlements for h, st in enumerate(plan.steps) if h != 2)
+    for sym in d.contracts:
+        moved = sum(st.trades[sym] + st.settlements.get(sym, 0.0) for st in plan.steps)
+        assert moved == pytest.approx(plan.steps[-1].positions[sym] - d.z0[d.contracts.index(sym)]
+                                      * V, abs=1e-6)
+    assert plan.to_dict()["steps"][2]["settlements"] == step3.settlements  # type: ignore[index]
