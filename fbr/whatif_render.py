@@ -74,6 +74,9 @@ def summary_table(r: WhatIfResult) -> Table:
     if r.liquidated:
         liq = (f"YES: {len(r.liquidations)} positions closed, penalty "
                f"{usd(r.liquidation_penalty)} USD")
+        if r.insurance_fund > 0:
+            liq += (f"; the insurance fund absorbed the wallet's {usd(r.insurance_fund)} USD "
+                    f"deficit (an account owes no more than it holds)")
     t.add_row("liquidated", liq)
     t.add_row("common move to liquidation, now", move_text(_book_move(r.distance_before)))
     t.add_row("common move to liquidation, after", move_text(_book_move(r.distance_after)))

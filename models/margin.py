@@ -196,3 +196,12 @@ def liquidation_gap(model: MarginModel, notional: np.ndarray, collateral: float)
 #: Penalty charged when positions are liquidated, as a fraction of the |notional| closed (the
 #: default of the replay, the what-if and Monte Carlo).
 LIQUIDATION_PENALTY = 0.01
+
+
+def insurance_fund_cover(account: float) -> float:
+    """USD the exchange's insurance fund absorbs after a liquidation: max(-account, 0), with
+    ``account`` the futures account's value once every position is closed, the penalty paid and
+    any pledged collateral sold (USD). An account never owes the exchange more than it holds
+    (cross margin, USD-M): a loss past its bankruptcy price is the insurance fund's, so the
+    holder's loss in a liquidation is at most the account."""
+    return max(-float(account), 0.0)

@@ -23,16 +23,19 @@ class BacktestResult:
     ``steps`` columns: nav, base (the target base V), cash, wallet (cash + unrealised PnL),
     collateral, spot_pnl, futures_pnl (mark-to-market of held positions), fee_spot, fee_futures
     (exchange fee), slippage_spot (half spread), slippage_futures (half spread + impact), funding
-    (paid, > 0 is a cost), liquidation_penalty, margin_ratio (maintenance / collateral at the
-    margin check, before the policy), margin_ratio_end (after the trades and sweeps), liquidated
+    (paid, > 0 is a cost), liquidation_penalty, insurance_fund (what the exchange's insurance fund
+    absorbed when a liquidation left the wallet below 0: the wallet goes back to 0, a gain against
+    the deficit; ``models.margin.insurance_fund_cover``), margin_ratio (maintenance / collateral at
+    the margin check, before the policy), margin_ratio_end (after the trades and sweeps), liquidated
     (bool), traded_spot and traded_futures (gross |notional| traded by the policy), sweep_in (gross
     spot sold to top up the wallet), sweep_out (gross spot bought with the wallet's excess) and
     sweep_fees (their spot fees and half spread; not in fee_spot), solve_time_ms and
-    solver_fallbacks (from the policy's ``TargetHoldings`` when it gives them: solver time in ms
-    and solvers that failed before the one that served; NaN and 0 otherwise). solve_time_ms is
+    solver_fallbacks (from the policy's ``TargetHoldings`` when it gives them: solver time in ms and
+    solvers that failed before the one that served; NaN and 0 otherwise). solve_time_ms is
     wall-clock, the one recorded value that differs between two runs of the same inputs.
     Identity per step: nav_t - nav_{t-1} = spot_pnl + futures_pnl - fee_spot - slippage_spot
-    - fee_futures - slippage_futures - funding - liquidation_penalty - sweep_fees (- tax when taxed).
+    - fee_futures - slippage_futures - funding - liquidation_penalty + insurance_fund - sweep_fees
+    (- tax when taxed).
     With taxes on (``scenarios.replay_tax``) five more columns follow: tax_spot (realised on
     spot sales, lot by lot), tax_futures (on realised futures PnL), tax (their sum; > 0 paid,
     < 0 a credit), tax_cumulative and tax_deferred (the tax selling every lot and closing every

@@ -22,8 +22,9 @@ rule C_i (``models.collateral``) in two places:
   (:func:`cover_with_pledged`): gross ``G = min(-cash / (1 - p), sum_i u_i)`` pro rata to the
   pledged values u_i, the penalty p x G taken on the collateral sold (recorded in
   ``liquidation_penalty``; trade kind ``collateral_sale`` with the penalty in its fee column,
-  not in fee_spot), the wallet receiving G (1 - p). A debt larger than all the pledged spot
-  stays a debt. Unpledged spot is never sold by the exchange.
+  not in fee_spot), the wallet receiving G (1 - p). What a debt larger than all the pledged
+  spot leaves is the exchange's insurance fund's (``models.margin.insurance_fund_cover``: the
+  wallet back at 0). Unpledged spot is never sold by the exchange.
 """
 
 from __future__ import annotations

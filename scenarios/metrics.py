@@ -47,10 +47,11 @@ class BacktestMetrics:
     Costs, in bps of the mean NAV per year (total / mean NAV / years x 1e4):
     exchange_fee_bps (spot + futures exchange fees of the policy's trades), slippage_bps (futures
     half spread + impact), fees_bps = exchange_fee_bps + slippage_bps, funding_bps (paid;
-    negative: received), penalty_bps (liquidation penalties), sweep_cost_bps (spot fees of
-    collateral sweeps), tax_bps (spot and futures tax paid, ``steps.tax``; 0 when the replay
-    charged no taxes; negative: a net credit), total_cost_bps (the sum of fees, funding,
-    penalty, sweep costs and tax);
+    negative: received), penalty_bps (liquidation penalties net of what the exchange's insurance
+    fund absorbed, ``steps.insurance_fund``), sweep_cost_bps (spot fees of collateral sweeps),
+    tax_bps (spot and futures tax paid, ``steps.tax``; 0 when the replay charged no taxes;
+    negative: a net credit), total_cost_bps (the sum of fees, funding, penalty, sweep costs and
+    tax);
     reserve_opportunity_cost_bps: the yield forgone on the wallet,
     sum_t W_{t-1} y dt_t / (mean NAV x years) x 1e4 (W signed: a debt counts negative; y the
     stablecoin yield per year, dt in years). Not a cash flow: not in total_cost_bps.
@@ -248,7 +249,7 @@ def compute_metrics(result: BacktestResult, *,
     exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
     slip = float(s["slippage_spot"].sum() + s["slippage_futures"].sum())
     funding = float(s["funding"].sum())
-    penalty = float(s["liquidation_penalty"].sum())
+    penalty = float(s["liquidation_penalty"].sum() - _column(s, "insurance_fund").sum())
     sweep_fees = float(_column(s, "sweep_fees").sum())
     tax = float(_column(s, "tax").sum())
     spot_traded = float(s["traded_spot"].sum() + _column(s, "sweep_in").sum()

@@ -17,6 +17,8 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 3. **margin check** (``models.margin.MarginModel.maintenance`` on |notional| against the collateral
    cash + unrealised PnL + haircut x pledged spot): below maintenance every futures position is
    closed at mark (PnL realised into cash) and ``liquidation_penalty x |notional|`` is taken from cash;
+   a wallet then below 0 is covered by pledged spot sold at the penalty, and what is still missing
+   by the exchange's insurance fund (the wallet back at 0: ``insurance_fund``);
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). A dated
    contract within ``min_days_to_expiry`` days of its expiry (an optimising policy's setting, else
    2 days) is only reduced or closed, never opened or increased, as the order planner does

@@ -27,7 +27,7 @@ import numpy as np
 
 from models.book import Book
 from models.costs import CostModel
-from models.margin import MarginModel, MarginState, margin_state
+from models.margin import MarginModel, MarginState, insurance_fund_cover, margin_state
 from models.market import MarketSnapshot
 from models.tax import TaxLot
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
@@ -45,8 +45,9 @@ Event = dict[str, object]
 #: The columns of ``BacktestResult.steps``, in order.
 STEP_COLUMNS = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
                 "slippage_spot", "fee_futures", "slippage_futures", "funding", "liquidation_penalty",
-                "margin_ratio", "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
-                "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
+                "insurance_fund", "margin_ratio", "margin_ratio_end", "liquidated", "traded_spot",
+                "traded_futures", "sweep_in", "sweep_out", "sweep_fees", "solve_time_ms",
+                "solver_fallbacks"]
 
 
 def new_row() -> Row:
@@ -54,7 +55,7 @@ def new_row() -> Row:
     row: Row = dict.fromkeys(
         ("spot_pnl", "futures_pnl", "fee_spot", "slippage_spot", "fee_futures", "slippage_futures",
          "funding",
-         "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
+         "liquidation_penalty", "insurance_fund", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
          "sweep_fees"), 0.0)
     row["liquidated"] = False
     row["solve_time_ms"] = math.nan
@@ -211,7 +212,9 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
                 trades: list[Event] | None = None, *, pledged: bool = False) -> StepValuation:
     """(3) Record MM / C; below maintenance, liquidate everything at the penalty. ``pledged``:
     a wallet left negative is then covered by selling pledged spot at the close, the penalty on
-    the collateral sold (``scenarios.collateral.cover_with_pledged``; trades to ``trades``)."""
+    the collateral sold (``scenarios.collateral.cover_with_pledged``; trades to ``trades``). What
+    the wallet still lacks is the exchange's insurance fund's (``models.margin.
+    insurance_fund_cover``): the cash goes back to 0 and the step's ``insurance_fund`` records it."""
     ms = check_margin(inputs.margin, now)
     row["margin_ratio"] = ms.margin_ratio
     if not ms.liquidated:
@@ -222,7 +225,10 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
         sale = cover_with_pledged(book, state, market, inputs.liquidation_penalty,
                                   trades if trades is not None else [])
         penalty += sale.penalty
+    absorbed = insurance_fund_cover(state.cash)
+    state.cash += absorbed
     row["liquidation_penalty"] = penalty
+    row["insurance_fund"] = absorbed
     row["liquidated"] = True
     return value_state(book, state, market)
 

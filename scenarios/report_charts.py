@@ -211,7 +211,10 @@ def _costs_chart(results: Mapping[str, BacktestResult]) -> Chart:
             present = [c for c in cols if c in res.steps.columns]
             if not present:
                 continue
-            total = res.steps[present].astype(float).sum(axis=1).cumsum()
+            total = res.steps[present].astype(float).sum(axis=1)
+            if kind == "penalties" and "insurance_fund" in res.steps.columns:
+                total = total - res.steps["insurance_fund"].astype(float)  # net of the fund
+            total = total.cumsum()
             if kind == "penalties" and not np.any(total.to_numpy() != 0):
                 continue  # no liquidation: no line
             series.append(Trace(f"{name}: {kind}", _times(total.index), _finite(total), _color(i),

@@ -12,7 +12,10 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
 - NAV' = NAV + spot + futures + funding; effective weights e' = (spot' + B x') / V';
 - margin: the backtester's check (``models.margin.margin_state``, the one margin engine):
   liquidated when a position is open and collateral' < sum_j MM_j(|x'_j|); then every position is
-  closed at mark and ``liquidation_penalty`` x |x'| is paid (as ``scenarios.replay.run_backtest``);
+  closed at mark and ``liquidation_penalty`` x |x'| is paid, a wallet then below 0 is covered by
+  pledged spot sold at the penalty, and the rest by the exchange's insurance fund (the wallet back
+  at 0): the replay's rule (``scenarios.replay_steps.margin_step``), so the holder never loses
+  more than the futures account;
 - pledged spot (``Book.pledged``) is re-priced through its rule: collateral' = W' + sum_i
   C_i(u_i (1 + r_i)) (W' = cash + uPnL', u_i the pledged USD value before the shock, C_i the
   asset's rule, ``models.collateral``). A Portfolio Margin holding pushed across a tier edge by an
@@ -20,8 +23,7 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
   and u = 900k USD with r = +30% give C = 0.95 x 1M + 0.9 x 0.17M = 1,103,000 USD (not
   0.95 x 1.17M = 1,111,500). ``pledged_before`` / ``pledged_after`` report sum_i C_i (USD);
 - funding until liquidation: settlement by settlement, stopped at the first settlement time at
-  which the margin surplus goes below 0 (``scenarios.funding_run``). The penalty is capped at
-  the NAV left after closing (the account cannot lose more than it holds), so NAV' >= 0;
+  which the margin surplus goes below 0 (``scenarios.funding_run``);
 - risk: vol multipliers m_i and a correlation blend give Sigma' = D' C' D' (D' = diag(m_i sigma_i),
   C' = (1 - lam) C + lam (rho 11' + (1 - rho) I)); spread and liquidity multiply the half spreads and
   ADV the re-solve's cost model sees;
@@ -41,7 +43,7 @@ import numpy as np
 from models.book import Book
 from models.errors import FbrError
 from models.liquidation_distance import liquidation_moves
-from models.margin import LIQUIDATION_PENALTY, MarginModel, margin_state
+from models.margin import LIQUIDATION_PENALTY, MarginModel, insurance_fund_cover, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.rebalance import Rebalancer
@@ -49,9 +51,11 @@ from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 from optimizer.spot_book import book_after_spot
 from scenarios.applied_shocks import AppliedShocks, resolve_shocks, shock_market, shock_risk
+from scenarios.collateral import cover_with_pledged
 from scenarios.funding_run import FundingRun, funding_until_liquidation
+from scenarios.replay_state import ReplayState
 from scenarios.shocks import Scenario
-from scenarios.whatif_result import Liquidation, PnLSplit, WhatIfResult
+from scenarios.whatif_result import Closeout, Liquidation, PnLSplit, WhatIfResult
 
 
 def _weights(book: Book, market: MarketSnapshot) -> np.ndarray:
@@ -74,16 +78,12 @@ def apply_solution(book: Book, market: MarketSnapshot, solution: Solution) -> Bo
     return after.with_futures({p.symbol: p.contracts for p in solution.target_positions}, market)
 
 
-def _liquidations(book: Book, mm: MarginModel, notional: np.ndarray, penalty_rate: float,
-                  nav_closed: float) -> tuple[Liquidation, ...]:
-    """The positions closed, each charged ``penalty_rate`` x |x'_j| (the replay's rule), scaled
-    down pro rata when the total exceeds max(NAV after closing, 0): an account cannot lose more
-    than it holds (the exchange's insurance fund takes the rest), so NAV' >= 0."""
+def _liquidations(book: Book, mm: MarginModel, notional: np.ndarray,
+                  penalty_rate: float) -> tuple[Liquidation, ...]:
+    """The positions closed, each charged ``penalty_rate`` x |x'_j| (the replay's rule)."""
     per_mm = mm.maintenance(notional)
-    raw = penalty_rate * np.abs(np.asarray(notional, dtype=float))
-    total = float(raw.sum())
-    scale = min(1.0, max(nav_closed, 0.0) / total) if total > 0 else 1.0
-    return tuple(Liquidation(c, float(notional[j]), float(per_mm[j]), float(raw[j] * scale))
+    pen = penalty_rate * np.abs(np.asarray(notional, dtype=float))
+    return tuple(Liquidation(c, float(notional[j]), float(per_mm[j]), float(pen[j]))
                  for j, c in enumerate(book.contract_symbols) if notional[j] != 0)
 
 
@@ -101,13 +101,19 @@ def _funding(book: Book, shocked: MarketSnapshot, applied: AppliedShocks,
 
 
 def _close_all(book: Book, book1: Book, shocked: MarketSnapshot, mm: MarginModel,
-               notional: np.ndarray, penalty_rate: float) -> tuple[tuple[Liquidation, ...], Book]:
+               notional: np.ndarray, penalty_rate: float) -> tuple[Closeout, Book]:
     """The liquidation of ``book1`` (``book`` after funding) at the ``shocked`` marks: the positions
-    closed (``notional`` x'_j, USD) with their penalties, and the book after closing and paying them."""
+    closed (``notional`` x'_j, USD) with their penalties, the wallet's deficit covered by pledged
+    spot sold at the penalty (``scenarios.collateral.cover_with_pledged``) and then by the
+    insurance fund (``models.margin.insurance_fund_cover``); and the book after all that."""
     closed = book1.with_futures(dict.fromkeys(book.contract_symbols, 0.0), shocked)
-    liqs = _liquidations(book, mm, notional, penalty_rate,
-                         closed.valuation(shocked).nav)
-    return liqs, closed.evolve(cash=closed.cash - sum(x.penalty for x in liqs))
+    liqs = _liquidations(book, mm, notional, penalty_rate)
+    state = ReplayState(spot=dict(closed.spot), futures=dict(closed.futures),
+                        cash=closed.cash - sum(x.penalty for x in liqs))
+    sale = cover_with_pledged(book, state, shocked, penalty_rate, []) if book.pledged else None
+    absorbed = insurance_fund_cover(state.cash)
+    after = closed.evolve(spot=state.spot, cash=state.cash + absorbed)
+    return Closeout(liqs, sale.penalty if sale is not None else 0.0, absorbed), after
 
 
 def _next_move(after: Book, shocked: MarketSnapshot, risk1: RiskModel,
@@ -144,8 +150,8 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
     m_before = margin_state(mm, v0.notional, v0.collateral)
     m_after = margin_state(mm, v1.notional, v1.collateral)
     liquidated = m_after.liquidated
-    liqs, after = (_close_all(book, book1, shocked, mm, v1.notional, liquidation_penalty)
-                   if liquidated else ((), book1))
+    out, after = (_close_all(book, book1, shocked, mm, v1.notional, liquidation_penalty)
+                  if liquidated else (Closeout(), book1))
     risk1 = shock_risk(risk, book, applied)
     w0, w1 = _weights(book, market), _weights(after, shocked)
     assets = book.asset_symbols
@@ -159,7 +165,9 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
         weights_before=dict(zip(assets, map(float, w0), strict=True)),
         weights_after=dict(zip(assets, map(float, w1), strict=True)),
         tracking_error_before=_te(book, w0, risk), tracking_error_after=_te(after, w1, risk1),
-        margin_before=m_before, margin_after=m_after, liquidated=liquidated, liquidations=liqs,
+        margin_before=m_before, margin_after=m_after, liquidated=liquidated,
+        liquidations=out.liquidations, collateral_sale_penalty=out.collateral_sale_penalty,
+        insurance_fund=out.insurance_fund,
         distance_before=liquidation_moves(book, market) if distances else (),
         distance_after=liquidation_moves(after, shocked) if distances else (),
         settlements={c: float(n) for c, n in zip(book.contract_symbols, run.settled,

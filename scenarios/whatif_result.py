@@ -48,6 +48,16 @@ class Liquidation:
 
 
 @dataclass(frozen=True)
+class Closeout:
+    """What a what-if's liquidation did (the replay's rule): the positions closed, the penalty on
+    pledged spot sold to cover the wallet (USD) and what the insurance fund absorbed (USD)."""
+
+    liquidations: tuple[Liquidation, ...] = ()
+    collateral_sale_penalty: float = 0.0
+    insurance_fund: float = 0.0
+
+
+@dataclass(frozen=True)
 class WhatIfResult:
     """What a scenario does to a book (see ``scenarios.whatif``'s docstring).
 
@@ -62,7 +72,9 @@ class WhatIfResult:
     book (None when not asked or when it failed: ``next_error`` says why). ``pledged_before`` /
     ``pledged_after``: sum_i C_i(u_i) (USD), the pledged spot's collateral value through its rules
     at the prices before / after the shock (part of the margin's collateral; 0 and
-    ``has_pledged`` False when the book pledges nothing).
+    ``has_pledged`` False when the book pledges nothing). ``collateral_sale_penalty``: the penalty
+    on pledged spot sold after a liquidation; ``insurance_fund``: the wallet deficit the exchange's
+    insurance fund absorbed (USD; both 0 without a liquidation).
     """
 
     scenario: Scenario
@@ -91,6 +103,8 @@ class WhatIfResult:
     has_pledged: bool = False
     pledged_before: float = 0.0
     pledged_after: float = 0.0
+    collateral_sale_penalty: float = 0.0
+    insurance_fund: float = 0.0
 
     @property
     def drift(self) -> dict[str, float]:
@@ -99,8 +113,9 @@ class WhatIfResult:
 
     @property
     def liquidation_penalty(self) -> float:
-        """Penalty paid by the liquidation (USD; 0 without one): NAV' = NAV + PnL - penalty."""
-        return sum(x.penalty for x in self.liquidations)
+        """Penalty paid by the liquidation (USD; 0 without one): on the positions closed and on
+        the pledged spot sold. NAV' = NAV + PnL - penalty + insurance_fund."""
+        return sum(x.penalty for x in self.liquidations) + self.collateral_sale_penalty
 
     @property
     def margin_surplus_after(self) -> float:
@@ -149,6 +164,7 @@ class WhatIfResult:
             "margin_before": ms(self.margin_before), "margin_after": ms(self.margin_after),
             "liquidated": self.liquidated,
             "liquidation_penalty": self.liquidation_penalty,
+            "insurance_fund": self.insurance_fund,
             "liquidations": [{"contract": x.contract, "notional": x.notional,
                               "maintenance": x.maintenance, "penalty": x.penalty}
                              for x in self.liquidations],
@@ -278,6 +294,7 @@ class WhatIfDoc(TypedDict):
     margin_after: MarginStateDoc
     liquidated: bool
     liquidation_penalty: float
+    insurance_fund: float
     liquidations: list[LiquidationDoc]
     liquidation_move_before: list[LiquidationMoveDoc]
     liquidation_move_after: list[LiquidationMoveDoc]

@@ -427,10 +427,12 @@ def test_whatif_funding_over_a_huge_horizon_in_the_cli(tmp_path: Path) -> None:
     doc = json.loads(stdout)
     r = doc["scenarios"][0]
     # 60 USD a settlement until the wallet (all the account holds) is liquidated; the penalty
-    # (1% of 8,500 USD) is capped at what is left, so the loss is at most the NAV
+    # (1% of 8,500 USD) is charged and what the wallet then lacks is the insurance fund's, so the
+    # loss is at most the NAV
     assert r["liquidated"] and r["nav_after"] >= -1e-9
     assert -r["pnl"]["funding"] <= r["nav_before"]
-    assert r["liquidation_penalty"] < 0.01 * 8_500.0
+    assert r["liquidation_penalty"] == pytest.approx(0.01 * 8_500.0)
+    assert r["insurance_fund"] > 0 and r["nav_after"] == pytest.approx(0.0, abs=1e-9)
     assert r["nav_after"] == pytest.approx(r["nav_before"] + r["pnl"]["total"]
-                                           - r["liquidation_penalty"])
+                                           - r["liquidation_penalty"] + r["insurance_fund"])
     assert any("liquidated" in n and "losses stop there" in n for n in doc["notes"])

@@ -22,6 +22,8 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 3. **margin check** (``models.margin.MarginModel.maintenance`` on |notional| against the collateral
    cash + unrealised PnL + haircut x pledged spot): below maintenance every futures position is
    closed at mark (PnL realised into cash) and ``liquidation_penalty x |notional|`` is taken from cash;
+   a wallet then below 0 goes back to 0, the deficit in ``insurance_fund`` (the exchange's insurance
+   fund takes it; the second change since the copy was frozen, made in both);
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). Spot fee:
    ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|, plus the spot half spread
    (``MarketPath.spot_half_spread``, 1 bp when missing) x |notional| in ``slippage_spot`` (the
@@ -198,7 +200,8 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
         row: dict[str, float | bool] = dict.fromkeys(
             ("spot_pnl", "futures_pnl", "fee_spot", "slippage_spot", "fee_futures",
              "slippage_futures", "funding",
-             "liquidation_penalty", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
+             "liquidation_penalty", "insurance_fund", "traded_spot", "traded_futures", "sweep_in",
+             "sweep_out",
              "sweep_fees"), 0.0)
         row["liquidated"] = False
         row["solve_time_ms"] = math.nan
@@ -257,6 +260,9 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 penalty = float(per.sum())
                 state.cash -= penalty
                 row["liquidation_penalty"] = penalty
+                # the account owes nothing past its balance: the insurance fund takes a deficit
+                row["insurance_fund"] = max(0.0, -state.cash)
+                state.cash = max(state.cash, 0.0)
                 row["liquidated"] = True
                 now = value_state(book, state, market)
 
@@ -354,8 +360,9 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
 
     order = ["nav", "base", "cash", "wallet", "collateral", "spot_pnl", "futures_pnl", "fee_spot",
              "slippage_spot", "fee_futures", "slippage_futures", "funding", "liquidation_penalty",
-             "margin_ratio", "margin_ratio_end", "liquidated", "traded_spot", "traded_futures", "sweep_in",
-             "sweep_out", "sweep_fees", "solve_time_ms", "solver_fallbacks"]
+             "insurance_fund", "margin_ratio", "margin_ratio_end", "liquidated", "traded_spot",
+             "traded_futures", "sweep_in", "sweep_out", "sweep_fees", "solve_time_ms",
+             "solver_fallbacks"]
     steps = pd.DataFrame(rows, index=index, columns=order)
     steps["liquidated"] = steps["liquidated"].astype(bool)
     return BacktestResult(

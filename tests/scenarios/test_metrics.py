@@ -173,7 +173,9 @@ def test_a_book_whose_collateral_is_gone_counts_as_a_margin_call() -> None:
     """1,000 of cash behind a 10,000 long at 100: at 80 the position has lost 2,000, so the
     collateral is -1,000 with the position open: MM / collateral is unbounded, the book is
     liquidated, and that step is a margin call with an infinite peak (the old metrics dropped the
-    step: peak 7%, no margin call)."""
+    step: peak 7%, no margin call). The account owes no more than it holds: the insurance fund
+    takes the wallet's deficit, 1,000 - 1 (the 1 bp half spread on the 10,000 opened) - 2,000 - 80
+    (the penalty, 1% of 8,000) = -1,081, and the wallet is back at 0."""
     perp = FuturesContract("BTC-PERP", "BTC", taker_fee=0.0, min_notional=0.0)
     book = Book((SpotAsset("BTC"),), (perp,), spot={"BTC": 1.0}, targets={"BTC": 1.0}, cash=1000.0)
     spot = pd.DataFrame({"BTC": [100.0, 97.0, 80.0, 80.0]},
@@ -181,7 +183,10 @@ def test_a_book_whose_collateral_is_gone_counts_as_a_margin_call() -> None:
     res = run_backtest(book, MarketPath(spot=spot), _OpenLong(10_000.0), collateral=NO_SWEEPS,
                        spot_fee=0.0)
     s = res.steps
-    assert float(s["collateral"].iloc[2]) < 0 and bool(s["liquidated"].iloc[2])
+    assert math.isinf(float(s["margin_ratio"].iloc[2])) and bool(s["liquidated"].iloc[2])
+    assert float(s["liquidation_penalty"].iloc[2]) == pytest.approx(80.0, abs=1e-9)
+    assert float(s["insurance_fund"].iloc[2]) == pytest.approx(1_081.0, abs=1e-9)
+    assert float(s["cash"].iloc[2]) >= 0.0
     m = compute_metrics(res)
     assert m.liquidations == 1 and m.margin_calls >= 1
     assert math.isinf(m.peak_margin_ratio)

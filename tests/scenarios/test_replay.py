@@ -94,7 +94,9 @@ def test_a_liquidation_takes_the_penalty() -> None:
     s = r.steps
     assert s["liquidated"].tolist() == [False, True, False]
     assert s["liquidation_penalty"].iloc[1] == pytest.approx(0.02 * 110.0)
-    assert s["cash"].iloc[1] == pytest.approx(10.0 - 0.05 - 10.0 - 2.2)
+    # the wallet 10 - 0.05 - 10 - 2.2 = -2.25 is the insurance fund's: back at 0
+    assert s["insurance_fund"].iloc[1] == pytest.approx(2.25)
+    assert s["cash"].iloc[1] == 0.0
     assert r.futures_notional["BTC-PERP"].iloc[1:].tolist() == [0.0, 0.0]
     assert len(r.liquidations) == 1
     assert s["margin_ratio"].iloc[1] == math.inf  # the collateral was below 0 at the check

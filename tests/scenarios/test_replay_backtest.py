@@ -64,7 +64,7 @@ def identity_gap(result: BacktestResult) -> pd.Series:
     s = result.steps
     explained = (s["spot_pnl"] + s["futures_pnl"] - s["fee_spot"] - s["slippage_spot"]
                  - s["fee_futures"] - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"]
-                 - s["sweep_fees"])
+                 + s["insurance_fund"] - s["sweep_fees"])
     return (s["nav"].diff() - explained).iloc[1:]
 
 
@@ -185,7 +185,8 @@ def test_nav_change_is_spot_plus_futures_pnl_less_costs_and_funding() -> None:
     assert float(identity_gap(res).abs().max()) <= 1e-9 * scale
     total = (s["spot_pnl"].sum() + s["futures_pnl"].sum() - s["fee_spot"].sum()
              - s["slippage_spot"].sum() - s["fee_futures"].sum() - s["slippage_futures"].sum()
-             - s["funding"].sum() - s["liquidation_penalty"].sum() - s["sweep_fees"].sum())
+             - s["funding"].sum() - s["liquidation_penalty"].sum() + s["insurance_fund"].sum()
+             - s["sweep_fees"].sum())
     assert s["nav"].iloc[-1] - s["nav"].iloc[0] == pytest.approx(total, rel=1e-9, abs=1e-9 * scale)
     # every component is really exercised
     assert s["liquidated"].sum() == 0
@@ -272,13 +273,15 @@ def test_breach_of_maintenance_liquidates_at_the_penalty() -> None:
     s = res.steps
     # t0: long 100 contracts at 100; cost 0.0006 x 10,000 = 6 -> cash 994
     # t1: PnL 100 x (90.4 - 100) = -960; collateral 994 - 960 = 34 < MM 0.005 x 9,040 = 45.20
-    #     -> liquidate: realise -960 into cash (34), penalty 0.01 x 9,040 = 90.40 -> cash -56.40
+    #     -> liquidate: realise -960 into cash (34), penalty 0.01 x 9,040 = 90.40 -> cash -56.40,
+    #     which the insurance fund takes: cash 0
     assert s["cash"].iloc[0] == pytest.approx(994.0, abs=1e-9)
     assert s["margin_ratio"].iloc[1] == pytest.approx(45.2 / 34.0, rel=1e-9)
     assert bool(s["liquidated"].iloc[1])
     assert s["liquidation_penalty"].iloc[1] == pytest.approx(90.40, abs=1e-9)
-    assert s["cash"].iloc[1] == pytest.approx(-56.40, abs=1e-9)
-    assert s["nav"].iloc[1] == pytest.approx(90.4 - 56.40, abs=1e-9)
+    assert s["cash"].iloc[1] == 0.0
+    assert s["insurance_fund"].iloc[1] == pytest.approx(56.40, abs=1e-9)
+    assert s["nav"].iloc[1] == pytest.approx(90.4, abs=1e-9)
     assert res.futures_notional["BTC-PERP"].iloc[1] == 0.0
     assert len(res.liquidations) == 1
     assert res.liquidations["notional"].iloc[0] == pytest.approx(9_040.0, rel=1e-12)

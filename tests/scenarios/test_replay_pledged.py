@@ -8,7 +8,8 @@ liquidation penalty 1%. ETH falls 55% to 1,125: uPnL -110,000, collateral -110,0
 the penalty 0.01 x 90,000 = 900 takes it to -110,900; pledged BTC is sold to cover it:
 G = 110,900 / (1 - 0.01) = 112,020.20 USD (1.8670034 BTC), penalty 0.01 G = 1,120.20, cash 0.
 NAV 10,000 before the breach, 10,000 - 900 - 1,120.20 = 7,979.80 after (BTC left 7,979.80 USD).
-Without ``pledged`` the debt stays: cash -110,900, NAV 9,100, BTC untouched.
+Without ``pledged`` the exchange's insurance fund takes the debt: cash 0, NAV 9,100 + 110,900,
+BTC untouched. The what-if applies the same rule to the same fall (``scenarios.whatif``).
 
 Sweep: the same book with a small hedge and a 20% reserve target (band 0.5): the wallet (0) is
 below 0.2 x 0.5 x NAV, but the pledged collateral covers it: no top-up with ``pledged``; the
@@ -62,29 +63,35 @@ def test_breach_sells_pledged_spot_at_the_penalty_by_hand() -> None:
     assert round(float(sale["fee"].iloc[0]), 2) == 1_120.20
     assert round(float(sale["notional"].iloc[0]), 2) == -112_020.20
     # NAV identity: the sale at the close is NAV-neutral, the penalties are costs
-    flows = float(s["spot_pnl"] + s["futures_pnl"] - s[IDENTITY_COSTS].sum())
+    flows = float(s["spot_pnl"] + s["futures_pnl"] - s[IDENTITY_COSTS].sum()
+                  + s["insurance_fund"])
     assert float(res.steps["nav"].diff().iloc[1]) == pytest.approx(flows, abs=1e-8)
 
 
-def test_without_pledged_rules_the_debt_stays() -> None:
+def test_without_pledged_rules_the_insurance_fund_takes_the_debt() -> None:
+    """The same fall with nothing pledged: the wallet's -110,900 (the loss and the penalty past
+    its cash) is the exchange's insurance fund's, the wallet is back at 0 and the BTC is kept."""
     book, path = book_and_path(200_000.0, 1_125.0)
     res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01)
     s = res.steps.iloc[1]
-    assert bool(s["liquidated"]) and round(float(s["cash"]), 2) == -110_900.00
-    assert round(float(s["nav"]), 2) == 9_100.00
+    assert bool(s["liquidated"]) and round(float(s["cash"]), 2) == 0.0
+    assert round(float(s["insurance_fund"]), 2) == 110_900.00
+    assert round(float(s["nav"]), 2) == 9_100.00 + 110_900.00
     assert (res.trades["kind"] != "collateral_sale").all()
     assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
 
 
 def test_a_debt_beyond_the_pledged_spot_sells_it_all() -> None:
-    # ETH falls 70%: cash -140,000 - 600 penalty; all 120,000 of BTC sold (penalty 1,200), debt left
+    # ETH falls 70%: cash -140,000 - 600 penalty; all 120,000 of BTC sold (penalty 1,200), the
+    # debt left (-21,800) is the insurance fund's: the wallet is back at 0
     book, path = book_and_path(200_000.0, 750.0)
     res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01,
                        pledged=True)
     s = res.steps.iloc[1]
     assert float(res.spot_value["BTC"].iloc[1]) == 0.0
     assert round(float(s["liquidation_penalty"]), 2) == 600.0 + 1_200.0
-    assert round(float(s["cash"]), 2) == round(-140_600.0 + 120_000.0 * 0.99, 2) == -21_800.00
+    assert round(float(s["insurance_fund"]), 2) == round(140_600.0 - 120_000.0 * 0.99, 2) == 21_800.0
+    assert float(s["cash"]) == 0.0
 
 
 def test_no_top_up_while_pledged_collateral_covers_the_reserve() -> None:
@@ -113,3 +120,30 @@ def test_top_up_when_pledged_collateral_falls_short() -> None:
     gross = (0.2 * 120_000.0 - 6_000.0) / (1 - fee + 0.2 * fee)
     assert float(s["sweep_in"]) == pytest.approx(gross, rel=1e-12)
     assert float(s["wallet"]) == pytest.approx(gross * (1 - fee), rel=1e-12)
+
+
+@pytest.mark.parametrize(("move", "eth_after"), [(-0.55, 1_125.0), (-0.70, 750.0)])
+def test_the_whatif_liquidates_a_pledged_book_as_the_replay(move: float, eth_after: float) -> None:
+    """One rule for a liquidation in the what-if and the replay: positions closed at the penalty,
+    the wallet covered by pledged BTC sold at the penalty, the rest by the insurance fund. At
+    -55% the pledged BTC covers the 110,900 debt (NAV 7,979.80, nothing absorbed); at -70% all
+    120,000 of it is sold and the insurance fund takes the 21,800 left (NAV 0)."""
+    from models.market import MarketSnapshot
+    from models.risk import RiskModel
+    from scenarios.shocks import parse_scenario
+    from scenarios.whatif import run_whatif
+
+    book, path = book_and_path(200_000.0, eth_after)
+    replay = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS,
+                          liquidation_penalty=0.01, pledged=True).steps.iloc[1]
+    market = MarketSnapshot(time=T0, spot={"BTC": 60_000.0, "ETH": 2_500.0},
+                            mark={"ETH-PERP": 2_500.0})
+    risk = RiskModel.from_covariance(("BTC", "ETH"), np.array([[0.36, 0.3], [0.3, 0.49]]))
+    r = run_whatif(book, market, risk, parse_scenario("fall", [f"ETH={100 * move:g}%"]),
+                   resolve=False, distances=False)
+    assert r.liquidated and bool(replay["liquidated"])
+    assert r.nav_after == pytest.approx(float(replay["nav"]), abs=1e-6)
+    assert r.liquidation_penalty == pytest.approx(float(replay["liquidation_penalty"]), abs=1e-6)
+    assert r.insurance_fund == pytest.approx(float(replay["insurance_fund"]), abs=1e-6)
+    expected = (7_979.80, 0.0) if move == -0.55 else (0.0, 21_800.0)
+    assert (round(r.nav_after, 2), round(r.insurance_fund, 2)) == expected

@@ -104,7 +104,8 @@ def tax_of(method: LotMethod, futures_rate: float | None = None) -> SpotLegSetti
 def assert_nav_identity(steps: pd.DataFrame, rel: float = 1e-9, usd: float = 1e-9) -> None:
     """nav_t - nav_{t-1} = spot_pnl + futures_pnl - costs - funding - tax, per step: within
     ``usd`` USD and ``rel`` of the NAV."""
-    flows = steps["spot_pnl"] + steps["futures_pnl"] - steps[IDENTITY_COSTS].sum(axis=1)
+    flows = (steps["spot_pnl"] + steps["futures_pnl"] - steps[IDENTITY_COSTS].sum(axis=1)
+             + steps["insurance_fund"])
     gap = (steps["nav"].diff() - flows).iloc[1:].abs()
     assert float(gap.max()) <= usd
     assert float((gap / steps["nav"].abs().iloc[1:]).max()) <= rel

@@ -82,7 +82,7 @@ def identity_gap(result: BacktestResult) -> pd.Series:
     s = result.steps
     explained = (s["spot_pnl"] + s["futures_pnl"] - s["fee_spot"] - s["slippage_spot"]
                  - s["fee_futures"] - s["slippage_futures"] - s["funding"] - s["liquidation_penalty"]
-                 - s["sweep_fees"])
+                 + s["insurance_fund"] - s["sweep_fees"])
     return (s["nav"].diff() - explained).iloc[1:]
 
 

@@ -297,7 +297,10 @@ def test_whatif_liquidation_matches_the_backtester() -> None:
     bt = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS)
     assert bool(bt.steps["liquidated"].iloc[1])
     assert r.nav_after == pytest.approx(float(bt.steps["nav"].iloc[1]), abs=1e-9)
-    assert r.nav_after == pytest.approx(r.nav_before + r.pnl.total - r.liquidation_penalty)
+    # short 1 BTC with 3,000 of cash: +5% loses 3,000, the penalty 630 is the insurance fund's
+    assert r.insurance_fund == pytest.approx(630.0)
+    assert r.nav_after == pytest.approx(r.nav_before + r.pnl.total - r.liquidation_penalty
+                                        + r.insurance_fund)
     assert r.weights_after == {"BTC": pytest.approx(1.0)}  # futures closed: spot only
 
 

@@ -37,7 +37,8 @@ def long_btc_book(cash: float = 3_000.0) -> tuple[Book, MarketSnapshot]:
 def test_funding_over_a_huge_horizon_stops_at_liquidation() -> None:
     """+0.1% per 8 h on 60,000 long = 60 USD a settlement; surplus 3,030 - 300 = 2,730 USD:
     after 45 settlements it is 30, after 46 it is -30: liquidated then, 368 h in (the old code
-    paid all 3,000,000 settlements: NAV -180 million USD)."""
+    paid all 3,000,000 settlements: NAV -180 million USD). The wallet, 3,030 - 2,760 - 600 (the
+    penalty) = -330, is the insurance fund's: back at 0."""
     book, market = long_btc_book(cash=3_030.0)
     risk = RiskModel.from_covariance(["BTC"], np.array([[0.25]]))
     r = run_whatif(book, market, risk, parse_scenario("spike", ["funding=+0.1%", "horizon=1000000d"]),
@@ -48,7 +49,8 @@ def test_funding_over_a_huge_horizon_stops_at_liquidation() -> None:
     assert r.pnl.funding == pytest.approx(-46 * 60.0)
     penalty = LIQUIDATION_PENALTY * 60_000.0
     assert r.liquidation_penalty == pytest.approx(penalty)
-    assert r.nav_after == pytest.approx(r.nav_before - 46 * 60.0 - penalty)
+    assert r.insurance_fund == pytest.approx(330.0)
+    assert r.nav_after == pytest.approx(r.nav_before - 46 * 60.0 - penalty + 330.0)
     assert r.nav_after > 0
     assert r.to_dict()["liquidated_after_hours"] == pytest.approx(368.0)
 
