@@ -12,6 +12,7 @@ from models.instruments import FuturesContract, MarginTiers, TierBracket
 from models.margin import (
     MarginModel,
     MarginState,
+    insurance_fund_cover,
     liquidation_gap,
     margin_state,
     max_notional_within,
@@ -174,3 +175,11 @@ def test_liquidation_gap_below_one_dollar() -> None:
     assert gap.max_notional[0] == pytest.approx(0.5)
     assert gap.reduce_notional[0] == pytest.approx(0.3)
     assert gap.shortfall == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize(("account", "absorbed"), [(-2.25, 2.25), (-0.004, 0.004), (0.0, 0.0),
+                                                   (0.5, 0.0), (1_000.0, 0.0)])
+def test_the_insurance_fund_takes_only_a_deficit(account: float, absorbed: float) -> None:
+    """After a liquidation the exchange's insurance fund takes what the account lacks, max(-A, 0),
+    and nothing from an account with a balance (by hand)."""
+    assert insurance_fund_cover(account) == pytest.approx(absorbed, abs=1e-15)
