@@ -16,7 +16,9 @@ What is fingerprinted (each a SHA-256 of the exact float bits, not a rounded pri
 
 Run ``python scripts/replay_fingerprint.py --out before.json`` on the old commit and
 ``python scripts/replay_fingerprint.py --compare before.json`` on the new one: it prints each
-run's frames that differ and exits 1 when any does.
+run's frames that differ and exits 1 when any does. A change that adds a column on purpose is
+compared with ``--drop-columns NAME`` on both sides (the old commit's script may lack the option:
+drop the column from the new side only when the old frames never had it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 #: Wall-clock columns: the only recorded values that differ between two runs of the same inputs.
 TIMING = ("solve_time_ms", "seconds", "solve_seconds", "wall_s")
+#: Columns left out of every frame's digest: the timing ones, and those given with
+#: ``--drop-columns`` (a column a change adds on purpose, to show that nothing else moved).
+LEFT_OUT: set[str] = set(TIMING)
 
 
 def digest(obj: Any) -> str:
@@ -47,7 +52,7 @@ def digest(obj: Any) -> str:
     if isinstance(obj, pd.Series):
         obj = obj.to_frame()
     if isinstance(obj, pd.DataFrame):
-        frame = obj.drop(columns=[c for c in obj.columns if str(c) in TIMING])
+        frame = obj.drop(columns=[c for c in obj.columns if str(c) in LEFT_OUT])
         h.update(repr(list(map(str, frame.columns))).encode())
         h.update(repr(list(map(str, frame.index))).encode())
         for col in frame.columns:
@@ -206,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, default=None, help="compare with this earlier file")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     ap.add_argument("--days", type=int, default=120, help="days of each benchmark-book replay")
+    ap.add_argument("--drop-columns", default="",
+                    help="comma-separated columns left out of every frame (both files must be "
+                         "made with the same list)")
     args = ap.parse_args(argv)
+    LEFT_OUT.update(c for c in args.drop_columns.split(",") if c)
     prints: dict[str, dict[str, str]] = {}
     for part in args.parts.split(","):
         print(f"{part} ...", file=sys.stderr, flush=True)
