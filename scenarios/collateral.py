@@ -24,7 +24,9 @@ rule C_i (``models.collateral``) in two places:
   ``liquidation_penalty``; trade kind ``collateral_sale`` with the penalty in its fee column,
   not in fee_spot), the wallet receiving G (1 - p). What a debt larger than all the pledged
   spot leaves is the exchange's insurance fund's (``models.margin.insurance_fund_cover``: the
-  wallet back at 0). Unpledged spot is never sold by the exchange.
+  wallet back at 0). Unpledged spot is never sold by the exchange. Without ``pledged`` (the
+  pledges still count in the margin check) the debt stays in the wallet up to the pledged spot's
+  value, and only what exceeds it is the insurance fund's.
 """
 
 from __future__ import annotations
@@ -229,3 +231,14 @@ def cover_with_pledged(book: Book, state: ReplayState, market: MarketSnapshot, p
                        "quantity": -units, "price": px, "notional": -g, "fee": fee,
                        "slippage": 0.0})
     return CollateralSale(gross=total if sell_all else gross, penalty=fees)
+
+
+def pledged_spot_usd(book: Book, state: ReplayState, market: MarketSnapshot) -> float:
+    """sum_i u_i (USD): the market value of the spot the book pledges as margin, as it stands (0
+    without pledges). What the account holds besides its wallet cash: an exchange takes a deficit
+    from it before its insurance fund takes any."""
+    if not book.pledged:
+        return 0.0
+    val = value_state(book, state, market)
+    view = book.evolve(spot=state.spot, futures=state.futures, cash=state.cash, validate=False)
+    return float(view.pledged_usd(val.spot_values).sum())

@@ -31,7 +31,12 @@ from models.margin import MarginModel, MarginState, insurance_fund_cover, margin
 from models.market import MarketSnapshot
 from models.tax import TaxLot
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
-from scenarios.collateral import CollateralPolicy, cover_with_pledged, sweep_collateral
+from scenarios.collateral import (
+    CollateralPolicy,
+    cover_with_pledged,
+    pledged_spot_usd,
+    sweep_collateral,
+)
 from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.replay_tax import futures_gains
@@ -55,8 +60,8 @@ def new_row() -> Row:
     row: Row = dict.fromkeys(
         ("spot_pnl", "futures_pnl", "fee_spot", "slippage_spot", "fee_futures", "slippage_futures",
          "funding",
-         "liquidation_penalty", "insurance_fund", "traded_spot", "traded_futures", "sweep_in", "sweep_out",
-         "sweep_fees"), 0.0)
+         "liquidation_penalty", "insurance_fund", "traded_spot", "traded_futures", "sweep_in",
+         "sweep_out", "sweep_fees"), 0.0)
     row["liquidated"] = False
     row["solve_time_ms"] = math.nan
     row["solver_fallbacks"] = 0.0
@@ -213,8 +218,9 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
     """(3) Record MM / C; below maintenance, liquidate everything at the penalty. ``pledged``:
     a wallet left negative is then covered by selling pledged spot at the close, the penalty on
     the collateral sold (``scenarios.collateral.cover_with_pledged``; trades to ``trades``). What
-    the wallet still lacks is the exchange's insurance fund's (``models.margin.
-    insurance_fund_cover``): the cash goes back to 0 and the step's ``insurance_fund`` records it."""
+    the account (wallet cash + the pledged spot still held) still lacks is the exchange's
+    insurance fund's (``models.margin.insurance_fund_cover``): the cash goes up by it and the
+    step's ``insurance_fund`` records it."""
     ms = check_margin(inputs.margin, now)
     row["margin_ratio"] = ms.margin_ratio
     if not ms.liquidated:
@@ -225,7 +231,7 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
         sale = cover_with_pledged(book, state, market, inputs.liquidation_penalty,
                                   trades if trades is not None else [])
         penalty += sale.penalty
-    absorbed = insurance_fund_cover(state.cash)
+    absorbed = insurance_fund_cover(state.cash + pledged_spot_usd(book, state, market))
     state.cash += absorbed
     row["liquidation_penalty"] = penalty
     row["insurance_fund"] = absorbed

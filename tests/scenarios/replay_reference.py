@@ -22,8 +22,9 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 3. **margin check** (``models.margin.MarginModel.maintenance`` on |notional| against the collateral
    cash + unrealised PnL + haircut x pledged spot): below maintenance every futures position is
    closed at mark (PnL realised into cash) and ``liquidation_penalty x |notional|`` is taken from cash;
-   a wallet then below 0 goes back to 0, the deficit in ``insurance_fund`` (the exchange's insurance
-   fund takes it; the second change since the copy was frozen, made in both);
+   what the account (cash + the pledged spot's value) then lacks is added back to the cash and
+   recorded in ``insurance_fund`` (the exchange's insurance fund takes it; the second change since
+   the copy was frozen, made in both);
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). Spot fee:
    ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|, plus the spot half spread
    (``MarketPath.spot_half_spread``, 1 bp when missing) x |notional| in ``slippage_spot`` (the
@@ -260,9 +261,16 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
                 penalty = float(per.sum())
                 state.cash -= penalty
                 row["liquidation_penalty"] = penalty
-                # the account owes nothing past its balance: the insurance fund takes a deficit
-                row["insurance_fund"] = max(0.0, -state.cash)
-                state.cash = max(state.cash, 0.0)
+                # the account owes nothing past what it holds (its cash and any pledged spot,
+                # which the margin check counted): the insurance fund takes the rest
+                held = state.cash
+                if book.pledged:
+                    view = book.evolve(spot=state.spot, futures=state.futures, cash=state.cash,
+                                       validate=False)
+                    held += float(view.pledged_usd(value_state(book, state, market)
+                                                   .spot_values).sum())
+                row["insurance_fund"] = max(0.0, -held)
+                state.cash += float(row["insurance_fund"])
                 row["liquidated"] = True
                 now = value_state(book, state, market)
 

@@ -8,8 +8,10 @@ liquidation penalty 1%. ETH falls 55% to 1,125: uPnL -110,000, collateral -110,0
 the penalty 0.01 x 90,000 = 900 takes it to -110,900; pledged BTC is sold to cover it:
 G = 110,900 / (1 - 0.01) = 112,020.20 USD (1.8670034 BTC), penalty 0.01 G = 1,120.20, cash 0.
 NAV 10,000 before the breach, 10,000 - 900 - 1,120.20 = 7,979.80 after (BTC left 7,979.80 USD).
-Without ``pledged`` the exchange's insurance fund takes the debt: cash 0, NAV 9,100 + 110,900,
-BTC untouched. The what-if applies the same rule to the same fall (``scenarios.whatif``).
+Without ``pledged`` the debt stays: cash -110,900, NAV 9,100, BTC untouched (the pledged BTC, which
+the margin check counted, still backs it, so the insurance fund takes nothing); a debt beyond the
+pledged BTC's value is the insurance fund's. The what-if applies the same rule to the same fall
+(``scenarios.whatif``).
 
 Sweep: the same book with a small hedge and a 20% reserve target (band 0.5): the wallet (0) is
 below 0.2 x 0.5 x NAV, but the pledged collateral covers it: no top-up with ``pledged``; the
@@ -68,15 +70,26 @@ def test_breach_sells_pledged_spot_at_the_penalty_by_hand() -> None:
     assert float(res.steps["nav"].diff().iloc[1]) == pytest.approx(flows, abs=1e-8)
 
 
-def test_without_pledged_rules_the_insurance_fund_takes_the_debt() -> None:
-    """The same fall with nothing pledged: the wallet's -110,900 (the loss and the penalty past
-    its cash) is the exchange's insurance fund's, the wallet is back at 0 and the BTC is kept."""
+def test_without_pledged_rules_the_debt_stays() -> None:
+    """The same fall with the pledged switch off: the wallet's -110,900 stays (the 120,000 of
+    pledged BTC the margin check counted still backs it: the insurance fund takes nothing)."""
     book, path = book_and_path(200_000.0, 1_125.0)
     res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01)
     s = res.steps.iloc[1]
-    assert bool(s["liquidated"]) and round(float(s["cash"]), 2) == 0.0
-    assert round(float(s["insurance_fund"]), 2) == 110_900.00
-    assert round(float(s["nav"]), 2) == 9_100.00 + 110_900.00
+    assert bool(s["liquidated"]) and round(float(s["cash"]), 2) == -110_900.00
+    assert float(s["insurance_fund"]) == 0.0
+    assert round(float(s["nav"]), 2) == 9_100.00
+
+
+def test_without_pledged_rules_a_debt_beyond_the_pledged_spot_is_the_insurance_funds() -> None:
+    """ETH -70% with the switch off: the wallet's -140,600 is backed by 120,000 of pledged BTC;
+    the 20,600 beyond it is the insurance fund's (cash -120,000, NAV 0), the BTC untouched."""
+    book, path = book_and_path(200_000.0, 750.0)
+    res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01)
+    s = res.steps.iloc[1]
+    assert round(float(s["insurance_fund"]), 2) == 20_600.00
+    assert round(float(s["cash"]), 2) == -120_000.00 and round(float(s["nav"]), 2) == 0.0
+    assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
     assert (res.trades["kind"] != "collateral_sale").all()
     assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
 
