@@ -239,6 +239,6 @@ def pledged_spot_usd(book: Book, state: ReplayState, market: MarketSnapshot) -> 
     from it before its insurance fund takes any."""
     if not book.pledged:
         return 0.0
-    val = value_state(book, state, market)
-    view = book.evolve(spot=state.spot, futures=state.futures, cash=state.cash, validate=False)
-    return float(view.pledged_usd(val.spot_values).sum())
+    # the pledged part of a holding depends on the quantity held now (a rule's quantity cap)
+    view = book.evolve(spot=state.spot)
+    return float(view.pledged_usd(value_state(book, state, market).spot_values).sum())

@@ -323,3 +323,20 @@ def test_a_pledged_sale_of_everything_sells_each_whole_value() -> None:
     assert state.spot == {"BTC": 0.0, "ETH": 0.0}
     assert sale.gross == total
     assert state.cash == -1e6 + (v_btc - 0.01 * v_btc) + (v_eth - 0.01 * v_eth)
+
+
+def test_the_pledged_spot_value_uses_the_quantity_held_now() -> None:
+    """1 BTC of a holding pledged (quantity cap), the book opened with 2 BTC, 1.5 BTC held now at
+    40,000: u = min(1, 1.5) x 40,000 = 40,000 USD (the book's 2 BTC would give 1/2 x 60,000 =
+    30,000); ETH unpledged; a book without pledges holds none."""
+    from models.collateral import flat_rule
+    from scenarios.collateral import pledged_spot_usd
+
+    book = Book((SpotAsset("BTC"), SpotAsset("ETH")), (), spot={"BTC": 2.0, "ETH": 10.0},
+                targets={"BTC": 0.5, "ETH": 0.5}, pledged={"BTC": flat_rule(0.9, quantity=1.0)})
+    market = MarketSnapshot(time=pd.Timestamp("2025-01-01", tz="UTC"),
+                            spot={"BTC": 40_000.0, "ETH": 2_000.0}, mark={})
+    state = ReplayState(spot={"BTC": 1.5, "ETH": 10.0}, futures={}, cash=-5_000.0)
+    assert pledged_spot_usd(book, state, market) == pytest.approx(40_000.0, rel=1e-12)
+    plain = Book(book.assets, (), spot=book.spot, targets={"BTC": 0.5, "ETH": 0.5})
+    assert pledged_spot_usd(plain, state, market) == 0.0
