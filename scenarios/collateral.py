@@ -235,8 +235,8 @@ def cover_with_pledged(book: Book, state: ReplayState, market: MarketSnapshot, p
 
 def pledged_spot_usd(book: Book, state: ReplayState, market: MarketSnapshot) -> float:
     """sum_i u_i (USD): the market value of the spot the book pledges as margin, as it stands (0
-    without pledges). What the account holds besides its wallet cash: an exchange takes a deficit
-    from it before its insurance fund takes any."""
+    without pledges). With the replay's pledged switch off it still backs a wallet's debt after a
+    liquidation (the margin check counted it), so the insurance fund takes only what exceeds it."""
     if not book.pledged:
         return 0.0
     # the pledged part of a holding depends on the quantity held now (a rule's quantity cap)

@@ -218,9 +218,11 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
     """(3) Record MM / C; below maintenance, liquidate everything at the penalty. ``pledged``:
     a wallet left negative is then covered by selling pledged spot at the close, the penalty on
     the collateral sold (``scenarios.collateral.cover_with_pledged``; trades to ``trades``). What
-    the account (wallet cash + the pledged spot still held) still lacks is the exchange's
-    insurance fund's (``models.margin.insurance_fund_cover``): the cash goes up by it and the
-    step's ``insurance_fund`` records it."""
+    the account still lacks is the exchange's insurance fund's (``models.margin.
+    insurance_fund_cover``; the cash goes up by it and the step's ``insurance_fund`` records it):
+    the account is the wallet cash once the pledged spot has paid what it could; with ``pledged``
+    off (the pledges still count in the margin check) the cash plus the pledged spot's value,
+    which still backs the debt."""
     ms = check_margin(inputs.margin, now)
     row["margin_ratio"] = ms.margin_ratio
     if not ms.liquidated:
@@ -231,7 +233,8 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
         sale = cover_with_pledged(book, state, market, inputs.liquidation_penalty,
                                   trades if trades is not None else [])
         penalty += sale.penalty
-    absorbed = insurance_fund_cover(state.cash + pledged_spot_usd(book, state, market))
+    backing = 0.0 if pledged else pledged_spot_usd(book, state, market)
+    absorbed = insurance_fund_cover(state.cash + backing)
     state.cash += absorbed
     row["liquidation_penalty"] = penalty
     row["insurance_fund"] = absorbed

@@ -51,7 +51,7 @@ from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 from optimizer.spot_book import book_after_spot
 from scenarios.applied_shocks import AppliedShocks, resolve_shocks, shock_market, shock_risk
-from scenarios.collateral import cover_with_pledged, pledged_spot_usd
+from scenarios.collateral import cover_with_pledged
 from scenarios.funding_run import FundingRun, funding_until_liquidation
 from scenarios.replay_state import ReplayState
 from scenarios.shocks import Scenario
@@ -111,7 +111,7 @@ def _close_all(book: Book, book1: Book, shocked: MarketSnapshot, mm: MarginModel
     state = ReplayState(spot=dict(closed.spot), futures=dict(closed.futures),
                         cash=closed.cash - sum(x.penalty for x in liqs))
     sale = cover_with_pledged(book, state, shocked, penalty_rate, []) if book.pledged else None
-    absorbed = insurance_fund_cover(state.cash + pledged_spot_usd(book, state, shocked))
+    absorbed = insurance_fund_cover(state.cash)  # the pledged spot has paid what it could
     after = closed.evolve(spot=state.spot, cash=state.cash + absorbed)
     return Closeout(liqs, sale.penalty if sale is not None else 0.0, absorbed), after
 

@@ -160,3 +160,22 @@ def test_the_whatif_liquidates_a_pledged_book_as_the_replay(move: float, eth_aft
     assert r.insurance_fund == pytest.approx(float(replay["insurance_fund"]), abs=1e-6)
     expected = (7_979.80, 0.0) if move == -0.55 else (0.0, 21_800.0)
     assert (round(r.nav_after, 2), round(r.insurance_fund, 2)) == expected
+
+
+def test_spot_kept_outside_the_pledge_never_backs_the_debt() -> None:
+    """3 BTC held, 2 of them pledged (a quantity cap): ETH -70% takes all 120,000 of pledged BTC
+    (penalty 1,200) and leaves -21,800, which the insurance fund takes; the third BTC, never
+    pledged, is untouched (NAV 60,000), although a quantity cap of 2 would count it once it is
+    the only BTC left."""
+    from models.collateral import flat_rule
+
+    book, path = book_and_path(200_000.0, 750.0)
+    book = Book(book.assets, book.contracts, spot={"BTC": 3.0, "ETH": 0.0}, targets=book.targets,
+                cash=0.0, futures=book.futures, pledged={"BTC": flat_rule(0.9, quantity=2.0)})
+    res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01,
+                       pledged=True)
+    s = res.steps.iloc[1]
+    assert round(float(s["liquidation_penalty"]), 2) == 600.0 + 1_200.0
+    assert round(float(s["insurance_fund"]), 2) == 21_800.00 and float(s["cash"]) == 0.0
+    assert float(res.spot_value["BTC"].iloc[1]) == pytest.approx(60_000.0, rel=1e-12)
+    assert round(float(s["nav"]), 2) == 60_000.00
