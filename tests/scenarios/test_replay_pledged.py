@@ -79,6 +79,8 @@ def test_without_pledged_rules_the_debt_stays() -> None:
     assert bool(s["liquidated"]) and round(float(s["cash"]), 2) == -110_900.00
     assert float(s["insurance_fund"]) == 0.0
     assert round(float(s["nav"]), 2) == 9_100.00
+    assert (res.trades["kind"] != "collateral_sale").all()
+    assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
 
 
 def test_without_pledged_rules_a_debt_beyond_the_pledged_spot_is_the_insurance_funds() -> None:
@@ -89,7 +91,6 @@ def test_without_pledged_rules_a_debt_beyond_the_pledged_spot_is_the_insurance_f
     s = res.steps.iloc[1]
     assert round(float(s["insurance_fund"]), 2) == 20_600.00
     assert round(float(s["cash"]), 2) == -120_000.00 and round(float(s["nav"]), 2) == 0.0
-    assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
     assert (res.trades["kind"] != "collateral_sale").all()
     assert float(res.spot_value["BTC"].iloc[1]) == 120_000.0
 
