@@ -47,8 +47,10 @@ class BacktestMetrics:
     Costs, in bps of the mean NAV per year (total / mean NAV / years x 1e4):
     exchange_fee_bps (spot + futures exchange fees of the policy's trades), slippage_bps (futures
     half spread + impact), fees_bps = exchange_fee_bps + slippage_bps, funding_bps (paid;
-    negative: received), penalty_bps (liquidation penalties net of what the exchange's insurance
-    fund absorbed, ``steps.insurance_fund``), sweep_cost_bps (spot fees of collateral sweeps),
+    negative: received), penalty_bps (liquidation penalties the holder paid: per step
+    max(liquidation_penalty - insurance_fund, 0), the insurance fund absorbing a deficit's penalty
+    first; what it absorbs beyond offsets a trading loss, not a cost), sweep_cost_bps (spot fees
+    of collateral sweeps),
     tax_bps (spot and futures tax paid, ``steps.tax``; 0 when the replay charged no taxes;
     negative: a net credit), total_cost_bps (the sum of fees, funding, penalty, sweep costs and
     tax);
@@ -249,7 +251,7 @@ def compute_metrics(result: BacktestResult, *,
     exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
     slip = float(s["slippage_spot"].sum() + s["slippage_futures"].sum())
     funding = float(s["funding"].sum())
-    penalty = float(s["liquidation_penalty"].sum() - _column(s, "insurance_fund").sum())
+    penalty = float((s["liquidation_penalty"] - _column(s, "insurance_fund")).clip(lower=0.0).sum())
     sweep_fees = float(_column(s, "sweep_fees").sum())
     tax = float(_column(s, "tax").sum())
     spot_traded = float(s["traded_spot"].sum() + _column(s, "sweep_in").sum()

@@ -212,8 +212,8 @@ def _costs_chart(results: Mapping[str, BacktestResult]) -> Chart:
             if not present:
                 continue
             total = res.steps[present].astype(float).sum(axis=1)
-            if kind == "penalties" and "insurance_fund" in res.steps.columns:
-                total = total - res.steps["insurance_fund"].astype(float)  # net of the fund
+            if kind == "penalties" and "insurance_fund" in res.steps.columns:  # paid by the holder
+                total = (total - res.steps["insurance_fund"].astype(float)).clip(lower=0.0)
             total = total.cumsum()
             if kind == "penalties" and not np.any(total.to_numpy() != 0):
                 continue  # no liquidation: no line

@@ -190,3 +190,6 @@ def test_a_book_whose_collateral_is_gone_counts_as_a_margin_call() -> None:
     m = compute_metrics(res)
     assert m.liquidations == 1 and m.margin_calls >= 1
     assert math.isinf(m.peak_margin_ratio)
+    # the fund took the whole penalty: the holder paid none of it (the 1,001 beyond offsets a
+    # trading loss, not a cost)
+    assert m.penalty_bps == 0.0

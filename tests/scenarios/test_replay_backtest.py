@@ -287,7 +287,11 @@ def test_breach_of_maintenance_liquidates_at_the_penalty() -> None:
     assert res.liquidations["notional"].iloc[0] == pytest.approx(9_040.0, rel=1e-12)
     assert res.liquidations["penalty"].iloc[0] == pytest.approx(90.40, rel=1e-12)
     assert not bool(s["liquidated"].iloc[2])  # nothing left to liquidate
-    assert compute_metrics(res).liquidations == 1
+    m = compute_metrics(res)
+    assert m.liquidations == 1
+    # the holder paid 90.40 - 56.40 = 34.00 of the penalty (same scale as the exchange fees)
+    fees_usd = float(s["fee_spot"].sum() + s["fee_futures"].sum())
+    assert m.penalty_bps == pytest.approx(m.exchange_fee_bps * 34.00 / fees_usd, rel=1e-9)
     assert float(identity_gap(res).abs().max()) < 1e-9
 
 
