@@ -38,6 +38,7 @@ import numpy as np
 
 from models.book import Book
 from models.errors import ValidationError
+from models.margin import insurance_fund_cover
 from models.market import MarketSnapshot
 from scenarios.replay_state import ReplayState, StepValuation, value_state
 
@@ -242,3 +243,19 @@ def pledged_spot_usd(book: Book, state: ReplayState, market: MarketSnapshot) -> 
     # the pledged part of a holding depends on the quantity held now (a rule's quantity cap)
     view = book.evolve(spot=state.spot)
     return float(view.pledged_usd(value_state(book, state, market).spot_values).sum())
+
+
+def cover_deficit(book: Book, state: ReplayState, market: MarketSnapshot, penalty_rate: float,
+                  trades: list[dict[str, object]], *, pledged: bool) -> tuple[float, float]:
+    """After a liquidation (positions closed, penalty paid), the wallet's deficit: with
+    ``pledged`` on, pledged spot is sold at the penalty to cover it (:func:`cover_with_pledged`);
+    what the account then lacks is the insurance fund's (``models.margin.insurance_fund_cover``),
+    the account being the wallet cash, plus the pledged spot's value when ``pledged`` is off (the
+    margin check counted it, so it still backs the debt). Mutates ``state``; returns (the penalty
+    on the collateral sold, the USD the insurance fund absorbed)."""
+    sale = (cover_with_pledged(book, state, market, penalty_rate, trades) if pledged
+            else CollateralSale())
+    backing = 0.0 if pledged else pledged_spot_usd(book, state, market)
+    absorbed = insurance_fund_cover(state.cash + backing)
+    state.cash += absorbed
+    return sale.penalty, absorbed

@@ -27,16 +27,11 @@ import numpy as np
 
 from models.book import Book
 from models.costs import CostModel
-from models.margin import MarginModel, MarginState, insurance_fund_cover, margin_state
+from models.margin import MarginModel, MarginState, margin_state
 from models.market import MarketSnapshot
 from models.tax import TaxLot
 from optimizer.policies import OptimizedFutures, Policy, TargetHoldings
-from scenarios.collateral import (
-    CollateralPolicy,
-    cover_with_pledged,
-    pledged_spot_usd,
-    sweep_collateral,
-)
+from scenarios.collateral import CollateralPolicy, cover_deficit, sweep_collateral
 from scenarios.replay_inputs import ReplayInputs
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.replay_tax import futures_gains
@@ -229,14 +224,9 @@ def margin_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Ma
         return now
     penalty, events = liquidate(book, state, market, now, inputs.liquidation_penalty)
     liquidations.extend(events)
-    if pledged:
-        sale = cover_with_pledged(book, state, market, inputs.liquidation_penalty,
-                                  trades if trades is not None else [])
-        penalty += sale.penalty
-    backing = 0.0 if pledged else pledged_spot_usd(book, state, market)
-    absorbed = insurance_fund_cover(state.cash + backing)
-    state.cash += absorbed
-    row["liquidation_penalty"] = penalty
+    sale_penalty, absorbed = cover_deficit(book, state, market, inputs.liquidation_penalty,
+                                           trades if trades is not None else [], pledged=pledged)
+    row["liquidation_penalty"] = penalty + sale_penalty
     row["insurance_fund"] = absorbed
     row["liquidated"] = True
     return value_state(book, state, market)

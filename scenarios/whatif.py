@@ -43,7 +43,7 @@ import numpy as np
 from models.book import Book
 from models.errors import FbrError
 from models.liquidation_distance import liquidation_moves
-from models.margin import LIQUIDATION_PENALTY, MarginModel, insurance_fund_cover, margin_state
+from models.margin import LIQUIDATION_PENALTY, MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.rebalance import Rebalancer
@@ -51,7 +51,7 @@ from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
 from optimizer.spot_book import book_after_spot
 from scenarios.applied_shocks import AppliedShocks, resolve_shocks, shock_market, shock_risk
-from scenarios.collateral import cover_with_pledged
+from scenarios.collateral import cover_deficit
 from scenarios.funding_run import FundingRun, funding_until_liquidation
 from scenarios.replay_state import ReplayState
 from scenarios.shocks import Scenario
@@ -104,16 +104,16 @@ def _close_all(book: Book, book1: Book, shocked: MarketSnapshot, mm: MarginModel
                notional: np.ndarray, penalty_rate: float) -> tuple[Closeout, Book]:
     """The liquidation of ``book1`` (``book`` after funding) at the ``shocked`` marks: the positions
     closed (``notional`` x'_j, USD) with their penalties, the wallet's deficit covered by pledged
-    spot sold at the penalty (``scenarios.collateral.cover_with_pledged``) and then by the
-    insurance fund (``models.margin.insurance_fund_cover``); and the book after all that."""
+    spot sold at the penalty and then by the insurance fund (``scenarios.collateral.cover_deficit``,
+    the replay's rule); and the book after all that."""
     closed = book1.with_futures(dict.fromkeys(book.contract_symbols, 0.0), shocked)
     liqs = _liquidations(book, mm, notional, penalty_rate)
     state = ReplayState(spot=dict(closed.spot), futures=dict(closed.futures),
                         cash=closed.cash - sum(x.penalty for x in liqs))
-    sale = cover_with_pledged(book, state, shocked, penalty_rate, []) if book.pledged else None
-    absorbed = insurance_fund_cover(state.cash)  # the pledged spot has paid what it could
-    after = closed.evolve(spot=state.spot, cash=state.cash + absorbed)
-    return Closeout(liqs, sale.penalty if sale is not None else 0.0, absorbed), after
+    # the what-if always lets the exchange sell what the book pledges (the replay's pledged rule)
+    sale_penalty, absorbed = cover_deficit(book, state, shocked, penalty_rate, [], pledged=True)
+    after = closed.evolve(spot=state.spot, cash=state.cash)
+    return Closeout(liqs, sale_penalty, absorbed), after
 
 
 def _next_move(after: Book, shocked: MarketSnapshot, risk1: RiskModel,
