@@ -22,7 +22,7 @@ SCENARIOS: dict[str, str] = {
     **dict.fromkeys(
         ["scenarios.replay_steps.x_margin_step__mutmut_1", "scenarios.replay_steps.x_sweep_step__mutmut_1"],
         "the default of pledged: the only caller (scenarios.replay) always passes it"),
-    "scenarios.replay_steps.x_margin_step__mutmut_35":
+    "scenarios.replay_steps.x_margin_step__mutmut_37":
         "trades passed as given (None not replaced by []): the only caller always passes its list",
     "scenarios.replay_steps.x_sweep_step__mutmut_3":
         "current left None: sweep_collateral values the state itself when given None, and the "
