@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "demo_books", "main", "run_backtest_config"]
 
+#: help text is Markdown: a docstring's line breaks are rewrapped, and TOML table names such as
+#: [run] stay text (Rich markup would take them for style tags and drop them)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown",
                   help="fbr: keep a crypto spot portfolio on target with futures, sized by a convex "
                        "optimiser.")
 

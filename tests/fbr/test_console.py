@@ -5,6 +5,7 @@ and command modules that never import ``fbr.cli``."""
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -152,3 +153,19 @@ def test_drift_prints_in_percentage_points_everywhere() -> None:
     assert "+10.00 pp" in text and "-5.00 pp" in text
     status = terminal_80("status", SEED, "--exchange", "dry-run")
     assert "+10.00 pp" in status and "-5.00 pp" in status
+
+
+def test_help_keeps_toml_table_names_and_rewraps_docstrings() -> None:
+    """Help text is Markdown, not Rich markup: a TOML table name such as ``[run]`` is text (Rich
+    markup took it for a style tag and dropped it), and a docstring's line breaks do not cut a
+    sentence in the middle of the terminal."""
+    run_help = " ".join(terminal_80("run", "--help").split())
+    for table in ("[run]", "[triggers]", "[limits]", "[alerts]", "[data]"):
+        assert table in run_help
+    cells = [line[2:].rstrip(" │") for line in terminal_80("--help").splitlines()
+             if line.startswith("│ ")]
+    assert sum(c.startswith(" ") for c in cells) >= 5  # descriptions over several lines
+    width = max(len(c) for c in cells)  # the widest line fills the panel
+    for line, nxt in itertools.pairwise(cells):
+        if nxt.startswith(" "):  # the next line goes on with this command's description
+            assert len(line) + 1 + len(nxt.split()[0]) > width, (line, nxt)
