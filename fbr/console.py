@@ -132,14 +132,19 @@ def drift_pp(weights: Mapping[str, float | None],
 
 def pp_text(fraction: float | None, digits: int = 2) -> str:
     """A drift as the tables print it: signed percentage points, e.g. ``+0.37 pp`` ('-' for
-    None), the unit of ``drift_pp`` in JSON."""
-    return "-" if fraction is None else f"{100.0 * float(fraction):+.{digits}f} pp"
+    None), the unit of ``drift_pp`` in JSON; a value that rounds to zero prints ``+0.00 pp``."""
+    return "-" if fraction is None else f"{_rounded(100.0 * float(fraction), digits):+.{digits}f} pp"
 
 
 def signed_pct(fraction: float | None, digits: int = 2) -> str:
     """A fraction as a signed percentage, e.g. ``-9.55%`` ('-' for None): returns such as the
-    moves that liquidate a book."""
-    return "-" if fraction is None else f"{100.0 * float(fraction):+.{digits}f}%"
+    moves that liquidate a book; a value that rounds to zero prints ``+0.00%``."""
+    return "-" if fraction is None else f"{_rounded(100.0 * float(fraction), digits):+.{digits}f}%"
+
+
+def _rounded(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits`` decimals, with -0.0 made 0.0 (no sign on a printed zero)."""
+    return round(value, digits) + 0.0
 
 
 def renamed(doc: Mapping[str, _V], names: Mapping[str, str]) -> dict[str, _V]:

@@ -149,6 +149,8 @@ def test_drift_prints_in_percentage_points_everywhere() -> None:
     status print '+10.00 pp' for BTC at 60% against 50% (status and whatif printed '10.000%')."""
     assert console.pp_text(0.1) == "+10.00 pp" and console.pp_text(None) == "-"
     assert console.pp_text(-0.0525) == "-5.25 pp"
+    assert console.pp_text(-1e-9) == "+0.00 pp" and console.pp_text(-0.00004) == "+0.00 pp"
+    assert console.signed_pct(-1e-9) == "+0.00%" and console.signed_pct(-0.0955) == "-9.55%"
     text = terminal_80("whatif", SEED, "--shock", "BTC=0%", "--no-resolve")
     assert "+10.00 pp" in text and "-5.00 pp" in text
     status = terminal_80("status", SEED, "--exchange", "dry-run")
