@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypedDict, cast
@@ -115,6 +115,8 @@ class StatusReport:
     rebalance_due: bool
     benefit: float
     cost: float
+    tracking_error_after: float | None
+    trading_cost_usd: float
     plan: OrderPlan
     positions: dict[str, float] = field(default_factory=dict)
     alerts: tuple[str, ...] = ()
@@ -178,6 +180,8 @@ class StatusDoc(TypedDict):
     rebalance_due: bool
     benefit: float
     cost: float
+    tracking_error_after: float | None
+    trading_cost_usd: float
     plan: OrderPlanDoc
     positions: dict[str, float]
     alerts: tuple[str, ...]
@@ -240,8 +244,27 @@ def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
                        note)
 
 
-def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, float, float]:
-    """(due, TE^2 fall, gamma x trading cost / V; the spot leg's trades' cost too): see the module
+@dataclass(frozen=True)
+class DueTest:
+    """Whether a rebalance is due (see the module docstring): ``benefit`` = TE_before^2 -
+    TE_after^2 and ``cost`` = gamma_trade x trading cost / V (squared annualised fractions);
+    ``tracking_error_after`` the TE the plan reaches (annualised fraction, None when nothing is
+    planned) and ``trading_cost_usd`` the trading cost (fees, spread, impact of the futures and
+    spot trades, USD) the rule weighs."""
+
+    due: bool
+    benefit: float
+    cost: float
+    tracking_error_after: float | None
+    trading_cost_usd: float
+
+
+#: the test of a book that plans nothing (infeasible): nothing is due
+NOTHING_DUE = DueTest(False, 0.0, 0.0, None, 0.0)
+
+
+def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> DueTest:
+    """The due test of ``plan`` (the spot leg's trades' cost counts too): see the module
     docstring. The fall is to the TE the plan reaches (lot-rounded, after dropped orders) when the
     plan knows it, else to the solution's: a plan whose lots cannot get nearer the target than
     the book is now is not due, however far the unrounded solution would go."""
@@ -251,7 +274,7 @@ def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> tuple[bool, 
     spot = solution.spot_costs.trading if solution.spot_costs is not None else 0.0
     trading = solution.costs.trading + spot
     cost = gamma_trade * trading / solution.base if solution.base > 0 else math.inf
-    return bool(plan.legs) and benefit > cost, benefit, cost
+    return DueTest(bool(plan.legs) and benefit > cost, benefit, cost, after, trading)
 
 
 def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, risk: RiskModel,
@@ -265,23 +288,25 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
     weights = tuple(WeightRow(a, float(e[i]), float(w[i]), float(e[i] - w[i]))
                     for i, a in enumerate(book.asset_symbols))
     q = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
-    plan, is_due, benefit, cost, alerts = rebalance_now(book, market, risk, settings, options,
-                                                        instruments, q, rebalancer)
+    plan, test, alerts = rebalance_now(book, market, risk, settings, options, instruments, q,
+                                       rebalancer)
     return StatusReport(venue=gateway.venue, book_name=book.name, nav=book.nav(market),
                         base=book.base(market), weights=weights,
                         tracking_error=tracking_error_of(book, market, risk, q),
                         margin=margin_view(book, market),
                         funding=funding_view(book, market, gateway, journal, instruments),
                         open_orders=tuple(gateway.open_orders(instruments)),
-                        rebalance_due=is_due, benefit=benefit, cost=cost, plan=plan, positions=q,
+                        rebalance_due=test.due, benefit=test.benefit, cost=test.cost,
+                        tracking_error_after=test.tracking_error_after,
+                        trading_cost_usd=test.trading_cost_usd, plan=plan, positions=q,
                         alerts=alerts)
 
 
 def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings: OptimizerSettings,
                   options: PlanOptions, instruments: Mapping[str, Instrument],
                   positions: Mapping[str, float], rebalancer: Rebalancer | None
-                  ) -> tuple[OrderPlan, bool, float, float, tuple[str, ...]]:
-    """(plan, due, benefit, cost, alerts) of a rebalance now: the plan ``fbr execute`` would send.
+                  ) -> tuple[OrderPlan, DueTest, tuple[str, ...]]:
+    """(plan, due test, alerts) of a rebalance now: the plan ``fbr execute`` would send.
     A liquidatable or infeasible book plans nothing and says why. A solution that also trades
     spot plans nothing either (fbr sends futures orders only): the alert names the spot trades to
     make by hand, and the rebalance is due when its benefit beats its cost (``--exit-code`` 7)."""
@@ -290,13 +315,12 @@ def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings:
         require_tradeable(solution, prepare(book, market, risk, settings))
         plan = plan_orders(solution, book, market, instruments, options, risk=risk)
     except InfeasibleError as exc:
-        return no_plan(book, options.venue, positions), False, 0.0, 0.0, (redact(str(exc)),)
+        return no_plan(book, options.venue, positions), NOTHING_DUE, (redact(str(exc)),)
     except RefusedError as exc:
-        _, benefit, cost = due(solution, no_plan(book, options.venue, positions),
-                               settings.costs.gamma_trade)
-        return (no_plan(book, options.venue, positions), benefit > cost, benefit, cost,
-                (redact(str(exc)),))
-    return (plan, *due(solution, plan, settings.costs.gamma_trade), ())
+        test = due(solution, no_plan(book, options.venue, positions), settings.costs.gamma_trade)
+        return (no_plan(book, options.venue, positions),
+                replace(test, due=test.benefit > test.cost), (redact(str(exc)),))
+    return plan, due(solution, plan, settings.costs.gamma_trade), ()
 
 
 def no_plan(book: Book, venue: str, positions: Mapping[str, float]) -> OrderPlan:

@@ -150,9 +150,17 @@ def _print_status(rep: StatusReport) -> None:
         out.print(f"[yellow]note:[/yellow] {escape(redact(f.note))}")
     out.print(f"open orders: {len(rep.open_orders)}")
     verdict = "[bold green]due[/bold green]" if rep.rebalance_due else "not due"
-    out.print(f"rebalance {verdict}: TE² falls by {rep.benefit:.3g}, trading cost {rep.cost:.3g} "
-              f"(annualised units)")
+    out.print(f"rebalance {verdict}: {due_text(rep)}")
     if rep.plan.legs:
         _print_plan(rep.plan.to_dict(), out)
     else:
         _print_warnings(rep.plan.warnings, out)
+
+
+def due_text(rep: StatusReport) -> str:
+    """The due test in user units: the tracking error the plan reaches and its trading cost, then
+    the rule's figures (TE^2 fall against gamma_trade x cost / base, squared annualised)."""
+    te = ("" if rep.tracking_error_after is None else
+          f"tracking error {_pct(rep.tracking_error)} -> {_pct(rep.tracking_error_after)} for ")
+    return (f"{te}{rep.trading_cost_usd:,.2f} USD of trading cost (due when the fall in TE² beats "
+            f"gamma_trade x cost / base: {rep.benefit:.3g} vs {rep.cost:.3g})")

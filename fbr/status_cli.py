@@ -93,6 +93,8 @@ class StatusJson(TypedDict):
     rebalance_due: bool
     benefit: float
     cost: float
+    tracking_error_after: float | None
+    trading_cost_usd: float
     plan: OrderPlanDoc
     positions: dict[str, float]
     alerts: tuple[str, ...]

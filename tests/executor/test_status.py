@@ -11,7 +11,7 @@ from exec_helpers import market, risk_model, solution_with, three_asset_book
 
 from executor.journal import Journal, now_ms
 from executor.paper import PaperGateway
-from executor.plan import PlanOptions, book_instruments, plan_orders
+from executor.plan import OrderPlan, PlanOptions, book_instruments, plan_orders
 from executor.status import account_status, funding_view, liquidation_move, margin_view
 from models.book import FuturesPosition
 from models.instruments import FuturesContract, MarginTiers
@@ -111,11 +111,18 @@ def test_due_is_judged_on_the_te_the_lots_reach() -> None:
     plan = plan_orders(sol, book, market(), book_instruments(book), PlanOptions(venue="paper"))
     assert plan.legs
     stuck = dataclasses.replace(plan, tracking_error_before=0.02, tracking_error_residual=0.02)
-    assert due(sol, stuck, 1.0) == pytest.approx((False, 0.0, 1e-5))
+
+    def figures(p: OrderPlan) -> tuple[bool, float, float, float | None, float]:
+        t = due(sol, p, 1.0)
+        return t.due, t.benefit, t.cost, t.tracking_error_after, t.trading_cost_usd
+
+    trading = sol.costs.trading
+    assert trading == pytest.approx(0.1)
+    assert figures(stuck) == pytest.approx((False, 0.0, 1e-5, 0.02, trading))
     nearer = dataclasses.replace(stuck, tracking_error_residual=0.015)
-    assert due(sol, nearer, 1.0) == pytest.approx((True, 1.75e-4, 1e-5))
+    assert figures(nearer) == pytest.approx((True, 1.75e-4, 1e-5, 0.015, trading))
     unknown = dataclasses.replace(stuck, tracking_error_residual=None)
-    assert due(sol, unknown, 1.0) == pytest.approx((True, 3e-4, 1e-5))
+    assert figures(unknown) == pytest.approx((True, 3e-4, 1e-5, 0.01, trading))
 
 
 def test_a_solution_that_trades_spot_is_reported_not_refused() -> None:

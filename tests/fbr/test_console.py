@@ -171,3 +171,17 @@ def test_help_keeps_toml_table_names_and_rewraps_docstrings() -> None:
     for line, nxt in itertools.pairwise(cells):
         if nxt.startswith(" "):  # the next line goes on with this command's description
             assert len(line) + 1 + len(nxt.split()[0]) > width, (line, nxt)
+
+
+def test_status_says_what_a_rebalance_buys_in_user_units() -> None:
+    """The seed book (60/25/15 against 50/30/20 of 10,000 USD) is due: its plan takes the tracking
+    error from 4.981% to 0% for 1.20 USD of trading cost, 2,000 USD traded at a 5 bp fee plus a
+    1 bp half spread; the rule's own figures follow (1.20 / 10,000 = 0.00012 with gamma_trade 1).
+    It printed only 'TE² falls by 0.00248, trading cost 0.00012 (annualised units)'."""
+    text = " ".join(terminal_80("status", SEED, "--exchange", "dry-run").split())
+    assert ("rebalance due: tracking error 4.981% -> 0.000% for 1.20 USD of trading cost" in text)
+    assert "0.00248 vs 0.00012)" in text
+    doc = json.loads(run_fbr("status", SEED, "--exchange", "dry-run", "--json").stdout)
+    assert doc["trading_cost_usd"] == pytest.approx(2_000 * (0.0005 + 0.0001))
+    assert doc["tracking_error_after"] == pytest.approx(0.0, abs=1e-6)
+    assert doc["cost"] == pytest.approx(doc["trading_cost_usd"] / 10_000)
