@@ -12,15 +12,19 @@ the account's orders and fills.
 - fees in USD (:func:`fee_usd`): ccxt reports each fee in the currency the exchange charged it in.
   A stablecoin (USDT, USDC, USD; no fee currency given counts as one) is taken at 1 USD; the
   contract's base asset is converted at the fill price; any other currency (BNB with Binance's fee
-  discount) has no price here, so the fee becomes the contract's taker fee on the fill notional,
-  flagged as an estimate (:attr:`executor.base.Trade.fee_estimated`; an order state falls back to
-  the same taker fee schedule).
+  discount) at the exchange's USD index of that asset (``GET /fapi/v1/assetIndex``, row
+  ``<ASSET>USD``: Binance lists BNB there as a Multi-Assets collateral asset), read once per
+  trade history read. A currency with no such price (another venue, an asset not listed, a failed
+  read) makes the fee the contract's taker fee on the fill notional, flagged as an estimate
+  (:attr:`executor.base.Trade.fee_estimated`; an order state falls back to the same taker fee
+  schedule).
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +41,7 @@ _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": O
            "rejected": OrderStatus.REJECTED}
 #: Fee currencies counted at 1 USD.
 USD_CURRENCIES = frozenset({"USDT", "USDC", "USD"})
+log = logging.getLogger("executor.ccxt")
 
 
 def fee_usd(cost: float, currency: str | None, base: str, price: float | None) -> float | None:
@@ -73,18 +78,44 @@ class CcxtOrders(CcxtBase):
                           int(since_ms))
         c = instrument.contract
         out = []
+        index: dict[str, float | None] = {}
         for r in rows:
             q = float(r.get("amount") or 0.0)
             price = float(r.get("price") or 0.0)
             fee_info = r.get("fee") or {}
             cost = float(fee_info.get("cost") or 0.0)
-            fee = fee_usd(cost, fee_info.get("currency"), _base(instrument.exchange_symbol), price)
+            currency = fee_info.get("currency")
+            fee = fee_usd(cost, currency, _base(instrument.exchange_symbol), price)
+            if fee is None and currency:
+                if currency not in index:
+                    index[currency] = self.asset_usd_index(str(currency))
+                usd = index[currency]
+                fee = cost * usd if usd is not None else None
             estimated = fee is None
             if fee is None:
                 fee = c.taker_fee * q * c.notional_per_contract(price)
             out.append(Trade(str(r.get("order") or ""), q if r.get("side") == "buy" else -q,
                              price, fee, int(r.get("timestamp") or 0), estimated))
         return out
+
+    def asset_usd_index(self, asset: str) -> float | None:
+        """The exchange's USD index price of ``asset`` (``GET /fapi/v1/assetIndex``, row
+        ``<ASSET>USD``), or None when the venue has no such endpoint, does not list the asset, or
+        the read fails (the caller then estimates the fee)."""
+        read = getattr(self.ex, "fapiPublicGetAssetIndex", None)
+        if read is None:
+            return None
+        try:
+            row = self._read("asset_index", read, {"symbol": f"{asset.upper()}USD"})
+        except (ExchangeSetupError, ReadFailedError) as exc:
+            log.warning("no USD index for fee asset %s: %s", asset, redact(str(exc)))
+            return None
+        rows = row if isinstance(row, list) else [row]
+        for r in rows:
+            if str(r.get("symbol") or "").upper() == f"{asset.upper()}USD":
+                value = float(r.get("index") or 0.0)
+                return value if value > 0 else None
+        return None
 
     def prepare(self, instruments: Mapping[str, Instrument]) -> None:
         """Refuse hedge mode; margin mode (already set is fine) and leverage per traded contract."""

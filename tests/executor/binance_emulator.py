@@ -90,7 +90,8 @@ clock's monotonic time by default, a simulated one in the chaos tests):
   and expires;
 - the fee discount (``commission_asset``, default USDT): ``userTrades`` reports each commission in
   that asset, ``fee x (1 - commission_discount) / price`` (price: the trade's for the symbol's base
-  asset, ``asset_prices`` otherwise; BNB 600 USD by default). The wallet is still charged in USDT;
+  asset, ``asset_prices`` otherwise; BNB 600 USD by default, also its ``assetIndex`` row, as on
+  Binance where BNB is a Multi-Assets collateral asset). The wallet is still charged in USDT;
 - concurrent callers: the server is threaded; every request runs under one lock, in arrival order.
 """
 
@@ -482,7 +483,7 @@ class BinanceEmulator:
         #: Multi-Assets mode: non-stable assets in the futures wallet (base units) and bid buffers
         self.multi_assets = False
         self.wallet_assets: dict[str, float] = {}
-        self.bid_buffer: dict[str, float] = {"BTC": 0.05, "ETH": 0.05, "SOL": 0.1}
+        self.bid_buffer: dict[str, float] = {"BTC": 0.05, "ETH": 0.05, "SOL": 0.1, "BNB": 0.1}
         #: Portfolio Margin: collateralRate per asset, and cross-margin tier groups (asset names,
         #: tiers (min USD, max USD or None = open-ended, discount rate))
         self.pm_collateral_rate: dict[str, float] = {"BTC": 0.95, "ETH": 0.95, "BNB": 0.95,
@@ -617,8 +618,12 @@ class BinanceEmulator:
                 self.bid_buffer[asset] = float(bid_buffer)
 
     def asset_index(self, asset: str) -> float:
-        """The asset's index price (USD): its USDT perpetual's mark / 1.0003 (as premiumIndex)."""
-        return self.marks[f"{asset}USDT"] / 1.0003
+        """The asset's index price (USD): its USDT perpetual's mark / 1.0003 (as premiumIndex), or
+        its ``asset_prices`` entry (BNB) when the emulator lists no perpetual for it."""
+        symbol = f"{asset}USDT"
+        if symbol in self.marks:
+            return self.marks[symbol] / 1.0003
+        return self.asset_prices[asset]
 
     def pledged_margin(self) -> float:
         """Margin value of the wallet's non-stable assets (USD): sum quantity x index x
@@ -1143,7 +1148,7 @@ class BinanceEmulator:
                     "autoExchangeAskBuffer": _num(b / 2), "autoExchangeBidRate": _num(idx * (1 - b / 2)),
                     "autoExchangeAskRate": _num(idx * (1 + b / 2))}
 
-        known = [a for a in self.bid_buffer if f"{a}USDT" in self.markets]
+        known = [a for a in self.bid_buffer if f"{a}USDT" in self.markets or a in self.asset_prices]
         if "symbol" in p:
             a = p["symbol"].removesuffix("USD")
             if a not in known:

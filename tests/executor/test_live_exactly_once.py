@@ -170,16 +170,20 @@ def test_a_fill_the_trades_never_show_is_estimated_never_resent(tmp_path: Path) 
 @pytest.mark.parametrize(("asset", "fee", "estimated"), [
     ("USDT", 0.36, False),    # 0.012 x 60,000 x 0.05%
     ("BTC", 0.324, False),    # 0.36 x 0.9 / 60,000 = 0.0000054 BTC, x 60,000 (the fill price)
-    ("BNB", 0.36, True),      # 0.00054 BNB, no BNB price here: the taker fee 0.36 instead
+    ("BNB", 0.324, False),    # 0.00054 BNB at its assetIndex price, 600 USD
+    ("XYZ", 0.36, True),      # no assetIndex row for XYZ: the taker fee 0.36 instead
 ])
 def test_trade_fees_in_another_currency_are_counted_in_usd(tmp_path: Path, asset: str, fee: float,
                                                            estimated: bool) -> None:
     """userTrades' commission in the fee-discount asset: the journal used to add 0.00054 BNB as
-    0.00054 USD. The fill reaches the journal through the trades (lookup lag 3 s, answer lost)."""
+    0.00054 USD, then the undiscounted taker fee. BNB is priced at the exchange's asset index;
+    an asset without one falls back to the taker fee, flagged. The fill reaches the journal
+    through the trades (lookup lag 3 s, answer lost)."""
     clock = SimClock()
     with _emulator(clock) as emu:
         emu.lookup_lag_s = 3.0
         emu.commission_asset = asset
+        emu.asset_prices["XYZ"] = 2.0  # userTrades can price it; assetIndex does not list it
         gw, prep, j, risk = _setup(emu, tmp_path)
         emu.inject(Fault.DISCONNECT_AFTER_ACCEPT, path=ORDER, method="POST", delay_s=1.0)
         _executor(gw, prep, j, risk, clock).execute(prep.plan)
