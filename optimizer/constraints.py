@@ -151,15 +151,12 @@ class VolatilityCap(Constraint):
     def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
         self._ctx = ctx
         st = ctx.structure
-        self.FtB = ctx.param("vol_FtB", (st.n_factors, st.n_contracts))
         self.Fts = ctx.param("vol_Fts", st.n_factors)
         self.vmax = ctx.param("vol_max", nonneg=True)
         spot = spot_trade(ctx)  # the spot leg: e = s + b - q + B z
-        if spot is None:
-            parts = [self.FtB @ ctx.z + self.Fts]
-        else:
-            self.Ft = ctx.param("vol_Ft", (st.n_factors, st.n_assets))
-            parts = [self.FtB @ ctx.z + self.Ft @ spot + self.Fts]
+        # F' e = F' B z (+ F' (b - q)) + F' s: the trade's part is the context's shared factor
+        # exposure (optimizer.context.FactorTrade), so the cone holds K plain entries
+        parts = [ctx.factor_trade(spot) + self.Fts]
         if st.idio:
             self.sd = ctx.param("vol_sqrt_idio", st.n_assets, nonneg=True)
             self.sd_s = ctx.param("vol_sqrt_idio_s", st.n_assets)
@@ -170,11 +167,8 @@ class VolatilityCap(Constraint):
 
     def update(self, d: ProblemData) -> None:
         self._data = d
-        assign(self.FtB, d.FtB)
         assign(self.Fts, d.F.T @ d.s)
         assign(self.vmax, d.vol_cap)
-        if hasattr(self, "Ft"):
-            assign(self.Ft, d.F.T)
         if hasattr(self, "sd"):
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_s, d.sqrt_idio * d.s)

@@ -23,6 +23,30 @@ from optimizer.data import ProblemData, Structure
 
 
 @dataclass
+class FactorTrade:
+    """The factor exposure the trade adds, y = F' B z (+ F' (b - q) with the spot leg's trade
+    b - q): K values, weight units; one variable with K defining rows per context.
+
+    The tracking variance and the volatility cap both read F' e = y + F' s (the cap) or
+    y + F'(s - w*) (the variance), so with the cap on they share y: the K dense rows of F' B
+    enter the problem once, and the cap's second-order cone holds y instead of dense rows (at
+    N = 1000 those dense rows inside the cone stalled Clarabel's primal residual near 2e-7, and
+    a second attempt ran on most days). Without the cap neither term uses it (the QP is unchanged).
+    """
+
+    y: cp.Variable
+    FtB: cp.Parameter
+    Ft: cp.Parameter | None
+    rows: list[cp.Constraint]
+
+    def update(self, d: ProblemData) -> None:
+        """F' B and F' from ``d``."""
+        assign(self.FtB, d.FtB)
+        if self.Ft is not None:
+            assign(self.Ft, d.F.T)
+
+
+@dataclass
 class Context:
     """Variables, common parameters and expressions shared by terms and constraints."""
 
@@ -38,6 +62,8 @@ class Context:
     #: the positions this step's trade starts from when they are not today's (a plan's step
     #: h >= 2: z_{h-1}, weight units); None: today's positions, the Parameter ``z0``
     prev: cp.Expression | None = None
+    #: the shared factor exposure of the trade (:meth:`factor_trade`), None until first asked for
+    factor: FactorTrade | None = None
 
     @staticmethod
     def create(structure: Structure, prev: cp.Expression | None = None) -> Context:
@@ -65,15 +91,39 @@ class Context:
         self.params.append(p)
         return p
 
+    def factor_trade(self, spot: cp.Expression | None) -> cp.Variable:
+        """y = F' B z (+ F' ``spot``, the spot leg's trade b - q when on), K values (weight units):
+        created with its defining rows on the first call, the same variable afterwards (see
+        :class:`FactorTrade`; every caller passes this context's spot trade)."""
+        if self.factor is None:
+            st = self.structure
+            y = cp.Variable(st.n_factors, name="factor_trade")
+            FtB = self.param("factor_FtB", (st.n_factors, st.n_contracts))
+            rhs = FtB @ self.z
+            Ft = None
+            if spot is not None:
+                Ft = self.param("factor_Ft", (st.n_factors, st.n_assets))
+                rhs = rhs + Ft @ spot
+            self.factor = FactorTrade(y, FtB, Ft, [y == rhs])
+        return self.factor.y
+
+    def definitions(self) -> list[cp.Constraint]:
+        """The rows that define this context's shared variables (:meth:`factor_trade`'s; the
+        problem's helper rows include them: optimizer.problem.base_constraints)."""
+        return [] if self.factor is None else list(self.factor.rows)
+
     def base_constraints(self) -> list[cp.Constraint]:
         """a >= |z|, u >= |z - z0| (epigraphs of the absolute values; z0 = :meth:`held`)."""
         z, a, u, z0 = self.z, self.a, self.u, self.held()
         return [a >= z, a >= -z, u >= z - z0, u >= z0 - z]
 
     def set_common(self, d: ProblemData) -> None:
-        """Values of the shared parameters (z0 only when this step starts from today's book)."""
+        """Values of the shared parameters (z0 only when this step starts from today's book; the
+        factor exposure's when it was asked for)."""
         if self.prev is None:
             assign(self.z0, d.z0)
+        if self.factor is not None:
+            self.factor.update(d)
         assign(self.s, d.s)
         assign(self.s_minus_w, d.s - d.w)
 

@@ -22,7 +22,7 @@ import numpy as np
 from optimizer.constraint_base import Constraint
 from optimizer.constraints import constraints_for
 from optimizer.data import ProblemData, Structure
-from optimizer.engines import OPTIMAL, OPTIMAL_INACCURATE
+from optimizer.engines import OPTIMAL, OPTIMAL_INACCURATE, RawResult
 from optimizer.problem import HedgeProblem, base_constraints
 from optimizer.settings import SolverName
 from optimizer.spot_leg import SpotContext, make_context
@@ -87,6 +87,11 @@ class ElasticProblem(HedgeProblem):
 
     def default_chain(self) -> tuple[SolverName, ...]:
         return ELASTIC_CHAIN
+
+    def breach(self, res: RawResult) -> float:
+        """0: every row here carries a slack, so an answer of a book that cannot meet its
+        constraints breaks them by design (the slacks say by how much)."""
+        return 0.0
 
     def conflicts(self, d: ProblemData) -> tuple[list[Conflict], list[str]]:
         """The relaxed constraints and the opposing rows of the last unpacked solve."""

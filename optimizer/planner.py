@@ -113,7 +113,8 @@ class StepProblem:
         return cp.sum([t.build(self.ctx) for t in self.terms])
 
     def rows(self) -> list[cp.Constraint]:
-        """The helper rows (a >= |z|, u >= |z - held|, spot rows) and every constraint's rows."""
+        """The helper rows (a >= |z|, u >= |z - held|, spot rows, the shared factor exposure's
+        definition) and every constraint's rows."""
         cons = base_constraints(self.ctx.structure, self.ctx)
         for c in self.constraints:
             cons.extend(c.build(self.ctx))

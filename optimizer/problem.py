@@ -39,8 +39,20 @@ from optimizer.engines import (
     strict_solvers,
 )
 from optimizer.settings import SolverName
-from optimizer.spot_leg import CarriedSpotContext, SpotContext, make_context
+from optimizer.spot_leg import (
+    CarriedSpotContext,
+    SpotContext,
+    after_spot_trade,
+    make_context,
+    spot_trade,
+)
 from optimizer.terms import Term, terms_for
+
+#: an inaccurate answer that breaks a constraint by more than this (weight units: 1 USD per
+#: million of base) on the numpy re-check is refused, not served (HedgeProblem.run_chain): far
+#: above what an interior-point solver's 'almost solved' answer breaks (<= 1e-7), far below what a
+#: first-order solver's answer that stopped short does (SCS: 0.1 and more seen)
+INACCURATE_TOL = 1e-6
 
 
 class SolverFailedError(FbrError):
@@ -94,7 +106,10 @@ def check_bounded(d: ProblemData) -> None:
 def base_constraints(st: Structure, ctx: Context) -> list[cp.Constraint]:
     """The helper rows of one (step's) context: a >= |z| when a position bound reads a (else a = 0),
     u >= |z - z0| with z0 = ``ctx.held()`` when a trade cost or limit reads u (else u = 0), and
-    the spot leg's rows (b >= 0, 0 <= q <= holdings, financing)."""
+    the spot leg's rows (b >= 0, 0 <= q <= holdings, financing), and with the vol cap on the rows
+    defining the factor exposure the cap and the tracking variance share
+    (optimizer.context.FactorTrade; created here if no term or constraint asked for it yet, so
+    every problem built from this context has them exactly once)."""
     cons: list[cp.Constraint] = []
     if st.margin or st.stress_names or st.capped:
         cons += [ctx.a >= ctx.z, ctx.a >= -ctx.z]
@@ -107,6 +122,9 @@ def base_constraints(st: Structure, ctx: Context) -> list[cp.Constraint]:
         cons += [ctx.u == 0]
     if isinstance(ctx, SpotContext):
         cons += ctx.spot_constraints()
+    if st.vol_cap:
+        ctx.factor_trade(spot_trade(ctx))
+        cons += ctx.definitions()
     return cons
 
 
@@ -212,7 +230,8 @@ class HedgeProblem:
                   ) -> tuple[RawResult | None, tuple[tuple[str, str], ...]]:
         """Try ``chain`` in order: the first optimal, infeasible or unbounded answer, else the first
         inaccurate one (an interior-point solver's is served at once; SCS's only when no later
-        solver does better), else None; with (solver, status) of every try. A numerical failure is
+        solver does better; one that breaks a constraint by more than :data:`INACCURATE_TOL` is
+        refused, :meth:`breach`), else None; with (solver, status) of every try. A numerical failure is
         a status and passes on; an exception is a crash: re-raised in strict mode, else recorded
         as ``error: ...`` and passed on."""
         tried: list[tuple[str, str]] = []
@@ -227,12 +246,30 @@ class HedgeProblem:
                 continue
             tried.extend((s.value, err) for err in res.errors)
             tried.append((s.value, res.status))
+            if res.status == OPTIMAL_INACCURATE:
+                breach = self.breach(res)
+                if breach > INACCURATE_TOL:  # not an answer: the next solver, else a failure
+                    tried[-1] = (s.value, f"{res.status}, rows broken by {breach:.3g}: refused")
+                    continue
             if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED) or (
                     res.status == OPTIMAL_INACCURATE and s != SolverName.SCS):
                 return res, tuple(tried)
             if res.status == OPTIMAL_INACCURATE:
                 inaccurate = inaccurate or res
         return inaccurate, tuple(tried)
+
+    def breach(self, res: RawResult) -> float:
+        """The largest violation of this problem's constraints at ``res``'s answer, re-checked in
+        numpy (weight units; with the spot leg, after its trades): what an inaccurate answer may
+        break before it is refused (:data:`INACCURATE_TOL`). 0 without an answer or data."""
+        d = self.data
+        if res.z is None or d is None:
+            return 0.0
+        if d.spot is not None:
+            buy, sell = self.spot_solution(res.solver)
+            d = after_spot_trade(d, buy - sell, buy + sell)
+        return max((float(np.max(c.violation(res.z, d), initial=0.0)) for c in self.constraints),
+                   default=0.0)
 
     def unpack(self, solver: str) -> None:
         """Load the last solve of ``solver`` into the cvxpy problem, for dual values."""

@@ -26,14 +26,20 @@ from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
 from optimizer.data import ProblemData, Structure
 from optimizer.elastic import ElasticResult, elastic_resolve
-from optimizer.engines import INFEASIBLE, UNBOUNDED
+from optimizer.engines import INFEASIBLE, UNBOUNDED, RawResult
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
 from optimizer.prepare import prepare
-from optimizer.problem import HedgeProblem, UnboundedBookError, check_bounded
+from optimizer.problem import (
+    HedgeProblem,
+    SolveOutcome,
+    SolverFailedError,
+    UnboundedBookError,
+    check_bounded,
+)
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import size_reserve, with_stress_preset
 from optimizer.rounding import Rounded, contracts_of, round_positions, snap_small_trades
-from optimizer.settings import OptimizerSettings
+from optimizer.settings import OptimizerSettings, SolverName
 from optimizer.solution import (
     Binding,
     ConflictReport,
@@ -91,6 +97,23 @@ class Decision:
 
 class InsufficientCollateralError(FbrError):
     """The margin budget cannot carry even the smallest hedge the book needs."""
+
+
+def solve_or_diagnose(hp: HedgeProblem, d: ProblemData,
+                      solvers: tuple[SolverName, ...]) -> SolveOutcome:
+    """``hp.solve(solvers)``; when no solver answers, the elastic re-solve (every row with a
+    slack, always feasible) decides: rows it must relax mean the book cannot meet its constraints,
+    an answer (status infeasible; the caller names the conflicts); none relaxed, or no answer
+    there either, and the failure stands (:class:`SolverFailedError`). Interior-point solvers
+    can stall on an infeasible problem without proving it."""
+    try:
+        return hp.solve(solvers)
+    except SolverFailedError as exc:
+        el = elastic_resolve(d)
+        if not el.conflicts:
+            raise
+        failed = RawResult(None, INFEASIBLE, "elastic", 0.0, 0, float("nan"))
+        return SolveOutcome(failed, (("solvers", str(exc)), ("elastic", INFEASIBLE)))
 
 
 def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...]) -> list[str]:
@@ -182,7 +205,7 @@ class Rebalancer:
         d = self.fit_tax_pieces(d)
         hp = self.problem_for(d)
         hp.update(d)
-        out = hp.solve(d.settings.solvers)
+        out = solve_or_diagnose(hp, d, d.settings.solvers)
         _refuse_unbounded(out.result.status)
         if out.result.z is None:
             return d.z0.copy(), hp, out.result.status, out.result.seconds
@@ -202,7 +225,7 @@ class Rebalancer:
         d = self.fit_tax_pieces(d)
         hp = self.problem_for(d)
         hp.update(d)
-        outcome = hp.solve(settings.solvers)
+        outcome = solve_or_diagnose(hp, d, settings.solvers)
         res = outcome.result
         _refuse_unbounded(res.status)
         cons = hp.constraints

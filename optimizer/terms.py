@@ -49,22 +49,34 @@ class TrackingVariance(Term):
     """
 
     name = "tracking_error"
-    #: F' of the spot leg's trades (None without the spot leg) and sqrt(d) (None without idio)
+    #: F' B (None when the vol cap is on: the context's shared factor exposure replaces it), F' of
+    #: the spot leg's trades (None without the spot leg, or with the cap on), F' k (None without
+    #: the spot leg) and sqrt(d) (None without idio)
+    FtB: cp.Parameter | None = None
     Ft: cp.Parameter | None = None
+    Ftk: cp.Parameter | None = None
     sd: cp.Parameter | None = None
 
     def build(self, ctx: Context) -> cp.Expression:
         st = ctx.structure
-        self.FtB = ctx.param("FtB", (st.n_factors, st.n_contracts))
+        shared = st.vol_cap  # F' of the trade shared with the cap (optimizer.context.FactorTrade)
+        if not shared:
+            self.FtB = ctx.param("FtB", (st.n_factors, st.n_contracts))
         self.c = ctx.param("Ft_s_minus_w", st.n_factors)
         spot = spot_trade(ctx)
-        if spot is None:
-            expr = cp.sum_squares(self.FtB @ ctx.z + self.c)
-        else:
-            self.Ft = ctx.param("Ft", (st.n_factors, st.n_assets))
+        if spot is not None:
+            if not shared:
+                self.Ft = ctx.param("Ft", (st.n_factors, st.n_assets))
             self.Ftk = ctx.param("Ft_shift", st.n_factors)
-            expr = cp.sum_squares(self.FtB @ ctx.z + self.Ft @ spot - self.Ftk * cp.sum(spot)
-                                  + self.c)
+        if shared:
+            moved_f: cp.Expression = ctx.factor_trade(spot)
+        elif spot is None:
+            moved_f = self.FtB @ ctx.z
+        else:
+            moved_f = self.FtB @ ctx.z + self.Ft @ spot
+        if spot is not None:
+            moved_f = moved_f - self.Ftk * cp.sum(spot)
+        expr = cp.sum_squares(moved_f + self.c)
         if st.idio:
             # sqrt(d) * (B z) + sqrt(d) * (s - w*): the second product is precomputed (DPP forbids
             # a Parameter times a Parameter)
@@ -79,14 +91,16 @@ class TrackingVariance(Term):
         return expr
 
     def update(self, d: ProblemData) -> None:
-        assign(self.FtB, d.FtB)
+        if self.FtB is not None:
+            assign(self.FtB, d.FtB)
         assign(self.c, d.F.T @ (d.s - d.w))
         if self.sd is not None:
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_dev0, d.sqrt_idio * (d.s - d.w))
-        if self.Ft is not None:
+        if self.Ftk is not None:
             k = shift_of(d)
-            assign(self.Ft, d.F.T)
+            if self.Ft is not None:
+                assign(self.Ft, d.F.T)
             assign(self.Ftk, d.F.T @ k)
             if self.sd is not None:
                 assign(self.sdk, d.sqrt_idio * k)

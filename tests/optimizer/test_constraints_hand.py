@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_terms import set_factor
 
 from optimizer.constraint_base import Constraint
 from optimizer.constraints import (
@@ -178,6 +179,7 @@ def _rows_at(c: Constraint, st: Structure, d: Any, z: np.ndarray) -> float:
     ctx.set_common(d)
     c.update(d)
     ctx.z.value, ctx.a.value, ctx.u.value = z, np.abs(z), np.abs(z - d.z0)
+    set_factor(ctx, z)
     return max(float(np.max(k.violation())) for k in cons)
 
 
@@ -293,6 +295,7 @@ def test_an_elastic_slack_relaxes_every_row(z: np.ndarray) -> None:
         ctx.set_common(d)
         c.update(d)
         ctx.z.value, ctx.a.value, ctx.u.value = z, np.abs(z), np.abs(z - d.z0)
+        set_factor(ctx, z)
         slack.value = 0.05
         got = max(float(np.max(k.violation())) for k in cons)
         assert got == pytest.approx(max(float(c.violation(z, d).max()) - 0.05, 0.0), abs=1e-12), c.name
@@ -308,6 +311,7 @@ def test_predictions_read_the_last_solve_and_data() -> None:
         c.update(d)
         assert c.predict(c.rows(d)[0], 1e-9) is None  # no solve yet
         ctx.z.value, ctx.a.value, ctx.u.value = Z, np.abs(Z), np.abs(Z - d.z0)
+        set_factor(ctx, Z)
         p = c.predict(c.rows(d)[0], 1e-9)
         assert p is not None and p.step > 0 and p.objective_change < 0, c.name
     assert GrossLeverage().collateral_factor() == 1.0

@@ -17,9 +17,9 @@ from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer import engines
 from optimizer.elastic import ElasticProblem
-from optimizer.engines import FAILED, RawResult
+from optimizer.engines import FAILED, OPTIMAL_INACCURATE, RawResult
 from optimizer.prepare import prepare
-from optimizer.problem import HedgeProblem, UnboundedBookError
+from optimizer.problem import HedgeProblem, SolverFailedError, UnboundedBookError
 from optimizer.rebalance import InsufficientCollateralError, Rebalancer
 from optimizer.settings import (
     ClusterBand,
@@ -331,6 +331,56 @@ def test_fallback_from_a_crippled_scs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sol.solver == "CLARABEL"
     assert sol.solvers_tried[0][0] == "SCS" and sol.solvers_tried[0][1] != "optimal"
     assert sol.solvers_tried[-1] == ("CLARABEL", "optimal")
+
+
+def _capped_seed() -> tuple[Book, MarketSnapshot, OptimizerSettings]:
+    """The seed book with BTC-PERP capped at 100 USD: the optimum sells 100 USD of BTC, not the
+    1,000 USD an uncapped hedge would."""
+    contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
+    settings = OptimizerSettings(constraints=ConstraintSettings(caps_usd={"BTC-PERP": 100.0}))
+    return _seed_book(contracts), _market(contracts), settings
+
+
+def test_an_inaccurate_answer_that_breaks_a_row_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIQP says 'optimal_inaccurate' with the uncapped hedge (BTC -1,000 USD = -0.1 of the
+    10,000 base, 0.09 past the 0.01 cap): the numpy re-check refuses it and Clarabel answers;
+    an inaccurate answer that keeps every row (the optimum itself) is served as before."""
+    book, market, settings = _capped_seed()
+    d = prepare(book, market, _risk(), settings)
+    best, _, _, _ = Rebalancer().solve_z(d)
+    assert best[0] == pytest.approx(-0.01, abs=1e-7)
+    wrong = np.array([-0.1, 0.05, 0.05])
+    for z, served in ((wrong, "CLARABEL"), (best, "PIQP")):
+        monkeypatch.setattr(engines.PiqpEngine, "solve", lambda self, z=z: RawResult(
+            z.copy(), OPTIMAL_INACCURATE, "PIQP", 0.0, 1, 0.0))
+        sol = Rebalancer().solve(book, market, _risk(), settings)
+        assert sol.solver == served and sol.target_positions[0].notional == pytest.approx(-100.0, abs=1e-3)
+    assert Rebalancer().solve(book, market, _risk(), settings).solvers_tried == (
+        ("PIQP", OPTIMAL_INACCURATE),)
+    monkeypatch.setattr(engines.PiqpEngine, "solve", lambda self: RawResult(
+        wrong.copy(), OPTIMAL_INACCURATE, "PIQP", 0.0, 1, 0.0))
+    tried = Rebalancer().solve(book, market, _risk(), settings).solvers_tried
+    assert tried == (("PIQP", "optimal_inaccurate, rows broken by 0.09: refused"),
+                     ("CLARABEL", "optimal"))
+
+
+def test_an_infeasible_book_no_solver_settles_is_called_infeasible(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every solver of the main problem fails (an interior-point solver can stall on an infeasible
+    problem without proving it): the elastic re-solve relaxes the funding budget by 5 USD, so the
+    answer is 'infeasible' with the conflict named, not an error; on a feasible book the failure
+    stands (test_every_solver_failing_raises_naming_them)."""
+    book, market, settings = _infeasible_budget()
+
+    def fail(self: HedgeProblem, solvers: tuple[SolverName, ...] = ()) -> object:
+        raise SolverFailedError("every solver failed (CLARABEL: solver_error)")
+
+    monkeypatch.setattr(HedgeProblem, "solve", fail)
+    sol = Rebalancer().solve(book, market, _risk(), settings)
+    assert sol.status == "infeasible" and not sol.orderable
+    assert [c.name for c in sol.conflicts] == ["funding_budget"]
+    assert sol.conflicts[0].violation == pytest.approx(5.0, rel=1e-4)
+    assert sol.solvers_tried[-1] == ("elastic", "infeasible")
 
 
 def test_every_solver_failing_raises_naming_them(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,13 +142,30 @@ def random_point(rng: np.random.Generator, d: ProblemData) -> tuple[np.ndarray, 
 
 def set_point(ctx: Context, z: np.ndarray, b: np.ndarray, q: np.ndarray) -> None:
     """Put (z, b, q) into the context's variables, with the epigraph helpers a = |z| and
-    u = |z - z0| at their smallest feasible values (z0 the Parameter's value)."""
+    u = |z - z0| at their smallest feasible values (z0 the Parameter's value), and the shared
+    factor exposure (the vol cap on) at its definition y = F' B z (+ F' (b - q)), which its rows
+    are then checked to hold."""
     ctx.z.value = z
     ctx.a.value = np.abs(z)
     ctx.u.value = np.abs(z - np.asarray(ctx.z0.value))
     if isinstance(ctx, SpotContext):
         ctx.buy.value = b
         ctx.sell.value = q
+    set_factor(ctx, z, b - q)
+
+
+def set_factor(ctx: Context, z: np.ndarray, spot: np.ndarray | None = None) -> None:
+    """The shared factor exposure (with the vol cap on; nothing otherwise) at its definition
+    y = F' B z (+ F' ``spot``, the spot trade b - q), whose rows are then checked to hold."""
+    f = ctx.factor
+    if f is None:
+        return
+    y = np.asarray(f.FtB.value) @ z
+    if f.Ft is not None and spot is not None:
+        y = y + np.asarray(f.Ft.value) @ spot
+    f.y.value = y
+    for row in ctx.definitions():
+        assert float(np.max(row.violation())) <= 1e-12
 
 
 def _spot_reference(term: Term, d: ProblemData, b: np.ndarray, q: np.ndarray) -> float:
