@@ -59,7 +59,8 @@ CONSTRAINT_TESTS = ("tests/optimizer/test_constraints_hand.py", "tests/optimizer
                     "tests/optimizer/test_constraints_explain.py",
                     "tests/optimizer/test_data_margin_hysteresis.py",
                     "tests/optimizer/test_spot_leg_margin.py",
-                    "tests/optimizer/test_pledge_pieces.py", "tests/optimizer/test_planner.py")
+                    "tests/optimizer/test_pledge_pieces.py", "tests/optimizer/test_planner.py",
+                    "tests/optimizer/test_context.py")
 #: the tests of the replay's steps and fills (scenarios/replay_steps.py, replay_fills.py)
 REPLAY_TESTS = ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
                 "tests/scenarios/test_replay_backtest.py", "tests/scenarios/test_replay_pledged.py",
@@ -98,7 +99,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "optimizer/terms.py": ("tests/optimizer/test_terms_hand.py", "tests/optimizer/test_terms.py",
                            "tests/optimizer/test_reserve_term.py",
                            "tests/optimizer/test_tax_term_futures.py",
-                           "tests/optimizer/test_cost_to_go_term.py", "tests/optimizer/test_spot_leg.py"),
+                           "tests/optimizer/test_cost_to_go_term.py", "tests/optimizer/test_spot_leg.py",
+                           "tests/optimizer/test_context.py"),
     "optimizer/constraints.py": CONSTRAINT_TESTS,
     "optimizer/margin_constraints.py": CONSTRAINT_TESTS,
     "optimizer/constraint_base.py": CONSTRAINT_TESTS,

@@ -44,7 +44,7 @@ from optimizer.problem import HedgeProblem, set_values
 from optimizer.settings import SpotLegSettings, StressScenario
 from optimizer.solution_report import after_spot
 from optimizer.spot_leg import SpotContext, make_context
-from optimizer.terms import SpotTerm, Term, terms_for
+from optimizer.terms import SpotTerm, Term, TrackingVariance, terms_for
 
 RTOL = 1e-9
 ATOL = 1e-15
@@ -244,6 +244,30 @@ def _value_checks(term_cls: type[Term], seed: int) -> int:
 @pytest.mark.parametrize("term_cls", TERM_CLASSES, ids=lambda c: c.__name__)
 def test_value_equals_the_cvxpy_expression(term_cls: type[Term], seed: int) -> None:
     assert _value_checks(term_cls, seed) == 6
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+@pytest.mark.parametrize("spot", [False, True])
+def test_tracking_variance_through_the_shared_factor_exposure(seed: int, spot: bool) -> None:
+    """With the vol cap on, the tracking variance reads the context's factor exposure
+    y = F' B z (+ F' (b - q) with the spot leg; optimizer.context.FactorTrade) instead of F' B of
+    its own; with y at its definition its expression equals the numpy value, as without the cap."""
+    d0 = random_data(seed, spot)
+    d = replace(d0, vol_cap=1.0)
+    assert d.structure.vol_cap
+    ctx, terms, exprs = _build(d)
+    te, expr = next((t, e) for t, e in zip(terms, exprs, strict=True)
+                    if isinstance(t, TrackingVariance))
+    assert ctx.factor is not None and te.FtB is None and te.Ft is None
+    assert (ctx.factor.Ft is not None) == spot
+    rng = np.random.default_rng(70 + seed)
+    for _ in range(4):
+        z, b, q = random_point(rng, d)
+        if not spot:
+            b, q = np.zeros_like(b), np.zeros_like(q)
+        set_point(ctx, z, b, q)
+        want = te.value(z, after_spot(d, (b, q)))
+        assert float(expr.value) == pytest.approx(want, rel=RTOL, abs=ATOL)
 
 
 @pytest.mark.parametrize("seed", SEEDS[:4])
