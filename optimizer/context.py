@@ -24,17 +24,18 @@ from optimizer.data import ProblemData, Structure
 
 @dataclass
 class FactorTrade:
-    """The factor exposure the trade adds, y = F' B z (+ F' (b - q) with the spot leg's trade
-    b - q): K values, weight units; one variable with K defining rows per context.
+    """The factor exposure the trade adds, F' B z (+ F' (b - q) with the spot leg's trade b - q):
+    K values, weight units, with the context's Parameters F' B and F'.
 
-    The tracking variance and the volatility cap both read F' e = y + F' s (the cap) or
-    y + F'(s - w*) (the variance), so with the cap on they share y: the K dense rows of F' B
-    enter the problem once, and the cap's second-order cone holds y instead of dense rows (at
-    N = 1000 those dense rows inside the cone stalled Clarabel's primal residual near 2e-7, and
-    a second attempt ran on most days). Without the cap neither term uses it (the QP is unchanged).
+    The tracking variance and the volatility cap both read it (F' e = it + F' s for the cap,
+    it + F'(s - w*) for the variance). With the cap on, ``y`` is a variable defined by K rows
+    (``rows``), so the dense rows of F' B enter the problem once and the cap's second-order cone
+    holds y instead of dense rows (at N = 1000 those dense rows inside the cone stalled
+    Clarabel's primal residual near 2e-7, and a second attempt ran on most days); without the cap
+    ``y`` is the expression itself and there are no rows (the QP the variance always built).
     """
 
-    y: cp.Variable
+    y: cp.Expression
     FtB: cp.Parameter
     Ft: cp.Parameter | None
     rows: list[cp.Constraint]
@@ -62,7 +63,7 @@ class Context:
     #: the positions this step's trade starts from when they are not today's (a plan's step
     #: h >= 2: z_{h-1}, weight units); None: today's positions, the Parameter ``z0``
     prev: cp.Expression | None = None
-    #: the shared factor exposure of the trade (:meth:`factor_trade`), None until first asked for
+    #: the factor exposure of the trade (:meth:`factor_trade`), None until first asked for
     factor: FactorTrade | None = None
 
     @staticmethod
@@ -91,20 +92,24 @@ class Context:
         self.params.append(p)
         return p
 
-    def factor_trade(self, spot: cp.Expression | None) -> cp.Variable:
-        """y = F' B z (+ F' ``spot``, the spot leg's trade b - q when on), K values (weight units):
-        created with its defining rows on the first call, the same variable afterwards (see
-        :class:`FactorTrade`; every caller passes this context's spot trade)."""
+    def factor_trade(self, spot: cp.Expression | None) -> cp.Expression:
+        """F' B z (+ F' ``spot``, the spot leg's trade b - q when on), K values (weight units): a
+        variable defined by rows with the vol cap on, else the expression (:class:`FactorTrade`);
+        built on the first call, the same afterwards (every caller passes this context's spot
+        trade)."""
         if self.factor is None:
             st = self.structure
-            y = cp.Variable(st.n_factors, name="factor_trade")
-            FtB = self.param("factor_FtB", (st.n_factors, st.n_contracts))
+            FtB = self.param("FtB", (st.n_factors, st.n_contracts))
             rhs = FtB @ self.z
             Ft = None
             if spot is not None:
-                Ft = self.param("factor_Ft", (st.n_factors, st.n_assets))
+                Ft = self.param("Ft", (st.n_factors, st.n_assets))
                 rhs = rhs + Ft @ spot
-            self.factor = FactorTrade(y, FtB, Ft, [y == rhs])
+            if st.vol_cap:
+                y = cp.Variable(st.n_factors, name="factor_trade")
+                self.factor = FactorTrade(y, FtB, Ft, [y == rhs])
+            else:
+                self.factor = FactorTrade(rhs, FtB, Ft, [])
         return self.factor.y
 
     def definitions(self) -> list[cp.Constraint]:

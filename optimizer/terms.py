@@ -49,32 +49,18 @@ class TrackingVariance(Term):
     """
 
     name = "tracking_error"
-    #: F' B (None when the vol cap is on: the context's shared factor exposure replaces it), F' of
-    #: the spot leg's trades (None without the spot leg, or with the cap on), F' k (None without
-    #: the spot leg) and sqrt(d) (None without idio)
-    FtB: cp.Parameter | None = None
-    Ft: cp.Parameter | None = None
+    #: F' k (None without the spot leg) and sqrt(d) (None without idio)
     Ftk: cp.Parameter | None = None
     sd: cp.Parameter | None = None
 
     def build(self, ctx: Context) -> cp.Expression:
         st = ctx.structure
-        shared = st.vol_cap  # F' of the trade shared with the cap (optimizer.context.FactorTrade)
-        if not shared:
-            self.FtB = ctx.param("FtB", (st.n_factors, st.n_contracts))
-        self.c = ctx.param("Ft_s_minus_w", st.n_factors)
         spot = spot_trade(ctx)
+        # F' B z (+ F' (b - q)): the context's, shared with the vol cap (optimizer.context)
+        moved_f = ctx.factor_trade(spot)
+        self.c = ctx.param("Ft_s_minus_w", st.n_factors)
         if spot is not None:
-            if not shared:
-                self.Ft = ctx.param("Ft", (st.n_factors, st.n_assets))
             self.Ftk = ctx.param("Ft_shift", st.n_factors)
-        if shared:
-            moved_f: cp.Expression = ctx.factor_trade(spot)
-        elif spot is None:
-            moved_f = self.FtB @ ctx.z
-        else:
-            moved_f = self.FtB @ ctx.z + self.Ft @ spot
-        if spot is not None:
             moved_f = moved_f - self.Ftk * cp.sum(spot)
         expr = cp.sum_squares(moved_f + self.c)
         if st.idio:
@@ -91,16 +77,12 @@ class TrackingVariance(Term):
         return expr
 
     def update(self, d: ProblemData) -> None:
-        if self.FtB is not None:
-            assign(self.FtB, d.FtB)
         assign(self.c, d.F.T @ (d.s - d.w))
         if self.sd is not None:
             assign(self.sd, d.sqrt_idio)
             assign(self.sd_dev0, d.sqrt_idio * (d.s - d.w))
         if self.Ftk is not None:
             k = shift_of(d)
-            if self.Ft is not None:
-                assign(self.Ft, d.F.T)
             assign(self.Ftk, d.F.T @ k)
             if self.sd is not None:
                 assign(self.sdk, d.sqrt_idio * k)

@@ -45,7 +45,7 @@ def test_the_cap_and_the_tracking_variance_share_one_factor_exposure(seed: int) 
     assert y.size == d.structure.n_factors and hp.ctx.factor is not None and hp.ctx.factor.y is y
     te = next(t for t in hp.terms if isinstance(t, TrackingVariance))
     cap = next(c for c in hp.constraints if isinstance(c, VolatilityCap))
-    assert te.FtB is None  # the term keeps no F' B of its own
+    assert any(v is y for v in te.build(hp.ctx).variables())  # the same y, read again
     assert any(v is y for v in cap.cons[0].variables())
     # F' B's K dense rows once (the definition), not again inside the cap's cone
     cons = replace(inst.settings.constraints, vol_cap=None)
@@ -59,9 +59,9 @@ def test_without_the_cap_there_is_no_factor_variable() -> None:
     d = prepare(inst.book, inst.market, inst.risk, inst.settings)
     assert not d.structure.vol_cap
     hp = HedgeProblem(d.structure)
-    assert _factor_variables(hp.problem) == [] and hp.ctx.factor is None
-    te = next(t for t in hp.terms if isinstance(t, TrackingVariance))
-    assert te.FtB is not None
+    # the variance reads F' B z itself: no variable, no defining rows
+    assert _factor_variables(hp.problem) == [] and hp.ctx.definitions() == []
+    assert hp.ctx.factor is not None and not isinstance(hp.ctx.factor.y, cp.Variable)
 
 
 def test_a_plan_defines_one_factor_exposure_per_step() -> None:

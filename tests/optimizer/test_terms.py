@@ -155,10 +155,10 @@ def set_point(ctx: Context, z: np.ndarray, b: np.ndarray, q: np.ndarray) -> None
 
 
 def set_factor(ctx: Context, z: np.ndarray, spot: np.ndarray | None = None) -> None:
-    """The shared factor exposure (with the vol cap on; nothing otherwise) at its definition
+    """The shared factor exposure (a variable with the vol cap on; nothing to set otherwise) at its definition
     y = F' B z (+ F' ``spot``, the spot trade b - q), whose rows are then checked to hold."""
     f = ctx.factor
-    if f is None:
+    if f is None or not f.rows:  # no exposure asked for, or the plain expression (no cap)
         return
     y = np.asarray(f.FtB.value) @ z
     if f.Ft is not None and spot is not None:
@@ -258,8 +258,8 @@ def test_tracking_variance_through_the_shared_factor_exposure(seed: int, spot: b
     ctx, terms, exprs = _build(d)
     te, expr = next((t, e) for t, e in zip(terms, exprs, strict=True)
                     if isinstance(t, TrackingVariance))
-    assert ctx.factor is not None and te.FtB is None and te.Ft is None
-    assert (ctx.factor.Ft is not None) == spot
+    assert ctx.factor is not None and isinstance(ctx.factor.y, cp.Variable)
+    assert (ctx.factor.Ft is not None) == spot and len(ctx.definitions()) == 1
     rng = np.random.default_rng(70 + seed)
     for _ in range(4):
         z, b, q = random_point(rng, d)

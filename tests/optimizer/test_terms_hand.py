@@ -121,6 +121,7 @@ def test_cvxpy_expression_after_update_by_hand(cls: type[Term], want: float) -> 
     t = cls()
     expr = t.build(ctx)
     d = _data()
+    ctx.set_common(d)  # the shared Parameters (F' B of the tracking variance among them)
     t.update(d)
     ctx.z.value = Z
     ctx.u.value = np.abs(Z - Z0)
@@ -134,6 +135,7 @@ def test_tracking_variance_without_idio() -> None:
     ctx = Context.create(_structure(idio=False))
     t = TrackingVariance()
     expr = t.build(ctx)
+    ctx.set_common(d)
     t.update(d)
     ctx.z.value = Z
     assert float(expr.value) == pytest.approx(2.5e-5, rel=1e-9)
