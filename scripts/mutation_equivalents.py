@@ -187,8 +187,8 @@ EQUIVALENT: dict[str, str] = {
             ("xǁReserveCostǁbuild", (19, 23, 24, 26, 32, 33, 36, 37, 38, 45, 53, 58)),
             ("xǁSpotImpactCostǁbuild", (4, 10, 11)),
             ("xǁSpotTradingCostǁbuild", (4, 10, 11)),
-            ("xǁTrackingVarianceǁbuild", (5, 9, 10, 11, 13, 17, 18, 19, 25, 29, 30, 31, 33, 37, 38, 39,
-                                          55, 61, 62, 65, 69, 70, 78, 82, 83)),
+            ("xǁTrackingVarianceǁbuild", (7, 11, 12, 13, 16, 20, 21, 22, 31, 37, 38, 41, 45, 46, 54,
+                                          58, 59)),
         ) for n in nums],
         "a cvxpy Parameter's name changed or dropped: names only label parameters in error "
         "messages (optimizer.cvxpy_adapter); the problem and every value are the same"),
@@ -198,7 +198,7 @@ EQUIVALENT: dict[str, str] = {
             ("xǁLinearTradingCostǁbuild", (4, 7, 10)),
             ("xǁReserveCostǁbuild", (28, 31, 34, 47, 50, 51)),
             ("xǁSpotTradingCostǁbuild", (6, 9, 12)),
-            ("xǁTrackingVarianceǁbuild", (57, 60, 63)),
+            ("xǁTrackingVarianceǁbuild", (33, 36, 39)),
         ) for n in nums],
         "nonneg=True dropped from a Parameter whose sign does not change curvature here (it "
         "multiplies an affine expression, or sits inside pos/max of affine ones) and whose values "
