@@ -187,6 +187,14 @@ def _column(s: pd.DataFrame, name: str) -> pd.Series:
     return s[name] if name in s.columns else pd.Series(0.0, index=s.index)
 
 
+def penalty_paid(steps: pd.DataFrame) -> pd.Series:
+    """The liquidation penalty the holder paid per step (USD): max(liquidation_penalty -
+    insurance_fund, 0), the insurance fund absorbing a deficit's penalty first (what it absorbs
+    beyond the penalty offsets a trading loss, not a cost)."""
+    return (steps["liquidation_penalty"].astype(float)
+            - _column(steps, "insurance_fund").astype(float)).clip(lower=0.0)
+
+
 def _return_metrics(nav: pd.Series, start: float, index: pd.DatetimeIndex,
                     years: float) -> tuple[float, float, float]:
     """(total return over the span, nav_end / start - 1 with ``start`` the NAV before the first
@@ -251,7 +259,7 @@ def compute_metrics(result: BacktestResult, *,
     exch = float(s["fee_spot"].sum() + s["fee_futures"].sum())
     slip = float(s["slippage_spot"].sum() + s["slippage_futures"].sum())
     funding = float(s["funding"].sum())
-    penalty = float((s["liquidation_penalty"] - _column(s, "insurance_fund")).clip(lower=0.0).sum())
+    penalty = float(penalty_paid(s).sum())
     sweep_fees = float(_column(s, "sweep_fees").sum())
     tax = float(_column(s, "tax").sum())
     spot_traded = float(s["traded_spot"].sum() + _column(s, "sweep_in").sum()

@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from scenarios.backtest_result import BacktestResult
-from scenarios.metrics import BacktestMetrics, book_returns, compute_metrics, ideal_returns, steps_per_year
+from scenarios.metrics import (
+    BacktestMetrics,
+    book_returns,
+    compute_metrics,
+    ideal_returns,
+    penalty_paid,
+    steps_per_year,
+)
 
 #: Rolling window (steps) of the realised tracking-error chart.
 TE_WINDOW = 30
@@ -211,10 +218,8 @@ def _costs_chart(results: Mapping[str, BacktestResult]) -> Chart:
             present = [c for c in cols if c in res.steps.columns]
             if not present:
                 continue
-            total = res.steps[present].astype(float).sum(axis=1)
-            if kind == "penalties" and "insurance_fund" in res.steps.columns:  # paid by the holder
-                total = (total - res.steps["insurance_fund"].astype(float)).clip(lower=0.0)
-            total = total.cumsum()
+            total = (penalty_paid(res.steps) if kind == "penalties"  # paid by the holder
+                     else res.steps[present].astype(float).sum(axis=1)).cumsum()
             if kind == "penalties" and not np.any(total.to_numpy() != 0):
                 continue  # no liquidation: no line
             series.append(Trace(f"{name}: {kind}", _times(total.index), _finite(total), _color(i),
