@@ -92,6 +92,14 @@ class CcxtBase:
         raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
                               f"{type(last).__name__}: {redact(str(last))}")
 
+    def asset_index_rows(self, asset: str | None = None) -> list[dict[str, Any]]:
+        """The rows of Binance's ``GET /fapi/v1/assetIndex`` (one per collateral asset, symbol
+        ``<ASSET>USD``, with its USD ``index`` and ``bidBuffer``); ``asset``'s row only when given.
+        Where ccxt has no such endpoint the attribute lookup fails (callers check first)."""
+        args = ({"symbol": f"{asset.upper()}USD"},) if asset else ()
+        answer = self._read("asset_index", self.ex.fapiPublicGetAssetIndex, *args)
+        return answer if isinstance(answer, list) else [answer]
+
     def exchange_symbol(self, contract: FuturesContract) -> str:
         """The ccxt symbol of a book contract."""
         return self._symbols.get(contract.symbol, default_exchange_symbol(contract, self._quote))

@@ -51,9 +51,8 @@ class CcxtCollateral(CcxtBase):
 
     def bid_buffers(self) -> dict[str, float]:
         """bidBuffer per asset (``GET /fapi/v1/assetIndex``: rows ``<ASSET>USD``), a fraction."""
-        rows = self._read("asset_index", self.ex.fapiPublicGetAssetIndex)
         out: dict[str, float] = {}
-        for row in rows if isinstance(rows, list) else [rows]:
+        for row in self.asset_index_rows():
             sym = str(row.get("symbol") or "")
             if sym.endswith("USD") and row.get("bidBuffer") is not None:
                 out[sym.removesuffix("USD")] = float(row["bidBuffer"])

@@ -102,15 +102,13 @@ class CcxtOrders(CcxtBase):
         """The exchange's USD index price of ``asset`` (``GET /fapi/v1/assetIndex``, row
         ``<ASSET>USD``), or None when the venue has no such endpoint, does not list the asset, or
         the read fails (the caller then estimates the fee)."""
-        read = getattr(self.ex, "fapiPublicGetAssetIndex", None)
-        if read is None:
+        if not hasattr(self.ex, "fapiPublicGetAssetIndex"):
             return None
         try:
-            row = self._read("asset_index", read, {"symbol": f"{asset.upper()}USD"})
+            rows = self.asset_index_rows(asset)
         except (ExchangeSetupError, ReadFailedError) as exc:
             log.warning("no USD index for fee asset %s: %s", asset, redact(str(exc)))
             return None
-        rows = row if isinstance(row, list) else [row]
         for r in rows:
             if str(r.get("symbol") or "").upper() == f"{asset.upper()}USD":
                 value = float(r.get("index") or 0.0)
