@@ -99,21 +99,22 @@ class InsufficientCollateralError(FbrError):
     """The margin budget cannot carry even the smallest hedge the book needs."""
 
 
-def solve_or_diagnose(hp: HedgeProblem, d: ProblemData,
-                      solvers: tuple[SolverName, ...]) -> SolveOutcome:
+def solve_or_diagnose(hp: HedgeProblem, d: ProblemData, solvers: tuple[SolverName, ...]
+                      ) -> tuple[SolveOutcome, ElasticResult | None]:
     """``hp.solve(solvers)``; when no solver answers, the elastic re-solve (every row with a
     slack, always feasible) decides: rows it must relax mean the book cannot meet its constraints,
-    an answer (status infeasible; the caller names the conflicts); none relaxed, or no answer
-    there either, and the failure stands (:class:`SolverFailedError`). Interior-point solvers
-    can stall on an infeasible problem without proving it."""
+    an answer (status infeasible, with that elastic result for the caller to name the conflicts
+    from); none relaxed, or no answer there either, and the failure stands
+    (:class:`SolverFailedError`). Interior-point solvers can stall on an infeasible problem
+    without proving it. The elastic result is None when a solver answered."""
     try:
-        return hp.solve(solvers)
+        return hp.solve(solvers), None
     except SolverFailedError as exc:
         el = elastic_resolve(d)
         if not el.conflicts:
             raise
         failed = RawResult(None, INFEASIBLE, "elastic", 0.0, 0, float("nan"))
-        return SolveOutcome(failed, (("solvers", str(exc)), ("elastic", INFEASIBLE)))
+        return SolveOutcome(failed, (("solvers", str(exc)), ("elastic", INFEASIBLE))), el
 
 
 def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...]) -> list[str]:
@@ -205,7 +206,7 @@ class Rebalancer:
         d = self.fit_tax_pieces(d)
         hp = self.problem_for(d)
         hp.update(d)
-        out = solve_or_diagnose(hp, d, d.settings.solvers)
+        out, _ = solve_or_diagnose(hp, d, d.settings.solvers)
         _refuse_unbounded(out.result.status)
         if out.result.z is None:
             return d.z0.copy(), hp, out.result.status, out.result.seconds
@@ -225,7 +226,7 @@ class Rebalancer:
         d = self.fit_tax_pieces(d)
         hp = self.problem_for(d)
         hp.update(d)
-        outcome = solve_or_diagnose(hp, d, settings.solvers)
+        outcome, diagnosed = solve_or_diagnose(hp, d, settings.solvers)
         res = outcome.result
         _refuse_unbounded(res.status)
         cons = hp.constraints
@@ -238,7 +239,7 @@ class Rebalancer:
         spot: tuple[np.ndarray, np.ndarray] | None = None
         plan: Plan | None = None
         if res.status == INFEASIBLE:
-            el = elastic_resolve(d)
+            el = diagnosed or elastic_resolve(d)
             spot, opposing = el.spot, el.opposing
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             messages += _infeasible_messages(el, conflicts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -376,7 +377,18 @@ def test_an_infeasible_book_no_solver_settles_is_called_infeasible(
         raise SolverFailedError("every solver failed (CLARABEL: solver_error)")
 
     monkeypatch.setattr(HedgeProblem, "solve", fail)
+    import optimizer.rebalance as rebalance_module
+    from optimizer.elastic import elastic_resolve
+
+    runs: list[int] = []
+
+    def counted(d: Any) -> Any:
+        runs.append(1)
+        return elastic_resolve(d)
+
+    monkeypatch.setattr(rebalance_module, "elastic_resolve", counted)
     sol = Rebalancer().solve(book, market, _risk(), settings)
+    assert len(runs) == 1  # the diagnosis's elastic answer names the conflicts, not a second run
     assert sol.status == "infeasible" and not sol.orderable
     assert [c.name for c in sol.conflicts] == ["funding_budget"]
     assert sol.conflicts[0].violation == pytest.approx(5.0, rel=1e-4)
