@@ -137,3 +137,24 @@ def test_exit_codes_through_the_entry_point_with_json(tmp_path: Path) -> None:
     assert res.returncode == 3 and json.loads(res.stdout)["status"] == "infeasible"
     res = run_fbr("solve", "--json", str(_book(tmp_path, 3000.0, True, CLUSTER)), timeout=120.0)
     assert res.returncode == 0 and json.loads(res.stdout)["status"] == "optimal"
+
+
+def test_no_solver_answering_a_feasible_book_is_one_message(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every solver of the main problem fails and the elastic re-solve relaxes nothing (the book
+    is feasible): ``fbr solve --json`` prints one error document naming the solvers, and the text
+    form one line on stderr, no traceback."""
+    from optimizer.problem import HedgeProblem, SolverFailedError
+
+    def fail(self: HedgeProblem, solvers: tuple[object, ...] = ()) -> object:
+        raise SolverFailedError("every solver failed (CLARABEL: solver_error, SCS: solver_error)")
+
+    monkeypatch.setattr(HedgeProblem, "solve", fail)
+    book = _book(tmp_path, 3000.0, False)
+    res = CliRunner().invoke(app, ["solve", str(book), "--json"])
+    doc = json.loads(res.stdout)
+    assert res.exit_code != 0 and doc["status"] == "error"
+    assert "every solver failed (CLARABEL: solver_error, SCS: solver_error)" in doc["error"]
+    text = CliRunner().invoke(app, ["solve", str(book)])
+    assert text.exit_code == res.exit_code and "Traceback" not in text.output
+    assert "error: every solver failed" in " ".join(text.output.split())
