@@ -12,10 +12,11 @@ For each size N (assets; one linear perpetual per asset, so M = N contracts) and
   leverage cap and two correlation cluster bands. Served by PIQP through fbr's lean path
   (``optimizer.engines.PiqpEngine``);
 - ``conic``: the same plus the 3/2-power impact cost and a volatility cap, served by Clarabel through
-  fbr's lean ``optimizer.engines.ClarabelEngine`` (a fresh ``DefaultSolver`` per solve at
-  ``CLARABEL_SETTINGS``, a 1e-9 gap, with Clarabel's reduced tolerances at its full defaults so that an
-  'almost solved' answer meets them; a stall short of them is tried again at Clarabel's defaults,
-  then on a careful path and rescaled: ``optimizer.engines.CLARABEL_ATTEMPTS``);
+  fbr's lean ``optimizer.engines.ClarabelEngine`` (fbr's own equilibration of each day's data,
+  then an update of one kept ``DefaultSolver`` at ``CLARABEL_SETTINGS``: a 1e-9 gap, with
+  Clarabel's reduced tolerances at its full defaults so that an 'almost solved' answer meets
+  them; a stall short of them is tried again at Clarabel's defaults, then on a careful path and
+  rescaled: ``optimizer.engines.CLARABEL_ATTEMPTS``);
 - ``hybrid``: the ``qp`` problem plus the spot leg (spot buys/sells with fee + half spread) and its
   tax term (25% rates, 3 lots per asset on day 0 with mixed gains and losses, compiled with 4 pieces
   per asset; ``--harvest-losses`` credits losses), still a QP served by PIQP through ``PiqpEngine``
@@ -43,8 +44,9 @@ Columns (per day, then the median over days)
   interface (``engine.compiled.apply()``, settings from ``engine.options``, the tight
   ``CLARABEL_SETTINGS``), or a fresh ``DefaultSolver`` + ``solve()`` when Clarabel refuses data
   updates (the output says which). The floor keeps the solver's equilibration from day 0 (answers
-  depend on earlier days); fbr sets up a fresh solver each solve (``clarabel setup`` in the stage
-  split) so that the same inputs give the same outputs;
+  depend on earlier days); fbr equilibrates each day's data itself with Clarabel's equilibration
+  off (``optimizer.clarabel_native``), so an update answers as a fresh set-up would and the same
+  inputs give the same outputs;
 - ``naive``: ``ProblemData.naive_z()`` (the seed rule, z = w* - s per asset through its contract);
 - ``cvxpy default``: cvxpy's default path ``problem.solve(solver=..., **same options)`` on the same
   compiled problem (warm: cvxpy caches its parametrised program and the solver object);
@@ -623,10 +625,10 @@ def qp_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
 
 def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     """fbr's conic re-solve stage by stage with the engine's own objects (mirrors the first
-    attempt of ``ClarabelEngine.solve``: a fresh DefaultSolver at ``CLARABEL_SETTINGS``; later
-    attempts, on days the first stalls, are not split)."""
-    import clarabel
-
+    attempt of ``ClarabelEngine.solve`` at ``CLARABEL_SETTINGS``: fbr's equilibration and an
+    update of the kept solver, or a fresh set-up for a small problem; later attempts, on days the
+    first stalls, are not split)."""
+    from optimizer.clarabel_native import FreshClarabel, Scaling, gap_tolerances, unscaled
     from optimizer.cvxpy_adapter import clarabel_status
 
     eng = hp.engine(SolverName.CLARABEL)
@@ -649,17 +651,41 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     q = qfull[: eng.map.n]
     t4 = t()
     eng.attempt_options, eng.scale = eng.options, 1.0
-    solver = clarabel.DefaultSolver(eng.P, q, eng.A, bfull, eng.cones, eng.native_settings())
-    t5 = t()
-    raw = solver.solve()
-    t6 = t()
-    _ = (clarabel_status(raw), np.asarray(raw.x, dtype=float)[eng.z_slice].copy(),
-         float(raw.obj_val), raw.iterations)
-    t7 = t()
+    nat = eng.native
+    if isinstance(nat, FreshClarabel):  # a small problem: Clarabel set up per solve
+        import clarabel
+
+        t5 = t()
+        solver = clarabel.DefaultSolver(eng.P, q, eng.A, bfull, eng.cones,
+                                        clarabel_settings(eng.options))
+        t6 = t()
+        raw = solver.solve()
+        t7 = t()
+        ans = unscaled(raw, Scaling(np.ones(q.size), np.ones(bfull.size), 1.0))
+    else:
+        key = tuple(sorted(eng.options.items()))
+        if key not in nat.solvers:  # the first solve sets the solver up (not split)
+            nat.solve(eng.P, q, eng.A, bfull, eng.options)
+        settings, solver = nat.solvers[key]
+        sc = nat.equilibrator(eng.P.data, q, eng.A.data, int(settings.equilibrate_max_iter),
+                              float(settings.equilibrate_min_scaling),
+                              float(settings.equilibrate_max_scaling))
+        t5 = t()
+        Ps, qs, As, bs = nat._scaled(eng.P, q, eng.A, bfull, sc)
+        for name, value in gap_tolerances(eng.options, sc.c).items():
+            setattr(settings, name, value)
+        solver.update(P=Ps, q=qs, A=As, b=bs, settings=settings)
+        t6 = t()
+        raw = solver.solve()
+        t7 = t()
+        ans = unscaled(raw, sc)
+    _ = (clarabel_status(ans), ans.x[eng.z_slice].copy(), ans.obj_val, ans.iterations)
+    t8 = t()
     return {"parameter values (hp.update)": t1 - t0, "param-vector assembly": t2 - t1,
             "sparse mat-vecs (R @ p)": t3 - t2, "scatter into P/A, b": t4 - t3,
-            "clarabel setup (new DefaultSolver)": t5 - t4, "clarabel solve": t6 - t5,
-            "status + extraction": t7 - t6}
+            "equilibration (fbr's Ruiz; 0 when fresh)": t5 - t4,
+            "scale + update, or fresh set-up": t6 - t5, "clarabel solve": t7 - t6,
+            "unscale + status + extraction": t8 - t7}
 
 
 # ==============================================================================================

@@ -173,6 +173,20 @@ class Compiled:
         """Clarabel's cone list for the standard form's cone dimensions."""
         return list(dims_to_solver_cones(self.prog.cone_dims))
 
+    def cone_blocks(self) -> list[tuple[int, int]]:
+        """Row ranges [start, stop) of the cones that take one scale factor each (all but the
+        zero and nonnegative cones), in Clarabel's order: second-order, PSD triangles,
+        exponential, 3-d power, n-d power."""
+        dims = self.prog.cone_dims
+        sizes = [int(k) for k in dims.soc] + [int(k) * (int(k) + 1) // 2 for k in dims.psd]
+        sizes += [3] * int(dims.exp) + [3] * len(dims.p3d) + [len(a) + 1 for a in dims.pnd]
+        start = int(dims.zero) + int(dims.nonneg)
+        blocks = []
+        for size in sizes:
+            blocks.append((start, start + size))
+            start += size
+        return blocks
+
     # -- cvxpy's solver interface ---------------------------------------------------------------
     def apply(self) -> tuple[dict[str, Any], Any]:
         """The solver interface's data for the current Parameter values, and its inverse data."""

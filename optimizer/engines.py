@@ -10,8 +10,9 @@ optimizer.cvxpy_adapter.
 
 - :class:`PiqpEngine`: the QP path. minimise 1/2 x'Px + q'x s.t. A x = b, G x <= h, solved with PIQP's
   native ``update`` + ``solve`` (no re-setup while the pattern is unchanged).
-- :class:`ClarabelEngine`: the conic path straight into Clarabel's native API (a fresh solver per
-  solve, so an answer never depends on earlier solves).
+- :class:`ClarabelEngine`: the conic path straight into Clarabel's native API (a large problem's
+  data scaled by fbr per solve into one updated solver, a small one set up fresh: an answer
+  never depends on earlier solves).
 - :class:`CvxpyDataEngine`: any solver cvxpy supports (SCS, or Clarabel when the lean path cannot
   take the problem), through cvxpy's own solver interface, skipping the reduction chain.
 
@@ -34,10 +35,10 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
+from optimizer.clarabel_native import NativeAnswer, clarabel_path
 from optimizer.cvxpy_adapter import (
     Compiled,
     CompiledMap,
-    clarabel_settings,
     clarabel_status,
     compile_problem,
     quiet_bounds,
@@ -279,11 +280,13 @@ class CvxpyDataEngine:
 class ClarabelEngine(CvxpyDataEngine):
     """The conic path straight into Clarabel's native API.
 
-    The compiled map gives A, b, q and the upper triangle of P; the cones and the settings are
-    built once. Each attempt sets up a fresh ``clarabel.DefaultSolver`` (Clarabel's data update
-    keeps the first data's equilibration, shifting answers by up to 1e-3 in the helper variables
-    and making them depend on earlier solves) and reads status, x and objective straight from
-    Clarabel's result; cvxpy's inverse chain runs only in :meth:`unpack` (dual values, spot trades).
+    The compiled map gives A, b, q and the upper triangle of P; the cones are built once. A large
+    problem's attempt equilibrates the data itself and updates one Clarabel solver per attempt
+    options (:class:`optimizer.clarabel_native.NativeClarabel`: no set-up per solve, and no answer
+    that depends on earlier solves, as Clarabel's own kept equilibration would make it); a small
+    one sets up a fresh solver (:func:`optimizer.clarabel_native.clarabel_path`). Status, x and
+    objective are read from the answer in original units; cvxpy's inverse chain runs only in
+    :meth:`unpack` (dual values, spot trades).
     """
 
     def __init__(self, problem: cp.Problem, z: cp.Variable, options: dict[str, Any]) -> None:
@@ -297,8 +300,7 @@ class ClarabelEngine(CvxpyDataEngine):
         self.q = np.zeros(self.map.n)
         self.b = np.zeros(self.map.m)
         self.offset = 0.0
-        #: Clarabel's settings object per attempt options (built once)
-        self.native: dict[tuple[tuple[str, float], ...], Any] = {}
+        self.native = clarabel_path(self.P, self.A, self.cones, self.compiled.cone_blocks())
         #: the options and the objective's scale of the attempt being run (then of the one served)
         self.attempt_options: dict[str, float] = dict(options)
         self.scale = 1.0
@@ -311,24 +313,10 @@ class ClarabelEngine(CvxpyDataEngine):
         self.q, self.b = qfull[: self.map.n], bfull
         self.offset = float(qfull[self.map.n])
 
-    def native_settings(self) -> Any:
-        """Clarabel's settings object for :attr:`attempt_options` (built once per options)."""
-        key = tuple(sorted(self.attempt_options.items()))
-        got = self.native.get(key)
-        if got is None:
-            got = self.native[key] = clarabel_settings(self.attempt_options)
-        return got
-
-    def _call(self) -> Any:
-        """A fresh Clarabel solve of the current data, objective times ``self.scale``, with
-        :attr:`attempt_options`."""
-        import clarabel
-
-        P, q = self.P, self.q
-        if self.scale != 1.0:
-            P, q = P * self.scale, q * self.scale
-        return clarabel.DefaultSolver(P, q, self.A, self.b, self.cones,
-                                      self.native_settings()).solve()
+    def _call(self) -> NativeAnswer:
+        """A Clarabel solve of the current data, objective times ``self.scale``, with
+        :attr:`attempt_options` (answer in the original units)."""
+        return self.native.solve(self.P, self.q, self.A, self.b, self.attempt_options, self.scale)
 
     def _attempt(self, t0: float) -> RawResult:
         raw = self.raw = self._call()
@@ -337,8 +325,8 @@ class ClarabelEngine(CvxpyDataEngine):
             status = cp.OPTIMAL
         if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             x = np.asarray(raw.x, dtype=float)
-            objective = float(raw.obj_val) / self.scale + self.offset
-            return self._result(status, x, int(raw.iterations), objective, t0)
+            objective = raw.obj_val / self.scale + self.offset
+            return self._result(status, x, raw.iterations, objective, t0)
         return self._result(status, None, 0, float("nan"), t0)
 
     def solve(self) -> RawResult:

@@ -174,8 +174,9 @@ def test_the_attempt_ladder(monkeypatch: pytest.MonkeyPatch, statuses: list[str]
 
 
 def test_the_conic_engine_is_deterministic_and_accurate() -> None:
-    """Each solve starts fresh solvers, so the answer to day A is bit-identical whether or not day
-    B was solved in between, and it agrees with a 1e-10-tolerance solve to 1e-7 (weight units)."""
+    """Each solve is scaled from its own data into an updated solver (no kept equilibration), so
+    the answer to day A is bit-identical whether or not day B was solved in between, and it agrees
+    with a 1e-10-tolerance solve to 1e-7 (weight units)."""
     import clarabel
 
     rng = np.random.default_rng(11)

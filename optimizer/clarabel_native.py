@@ -1,0 +1,245 @@
+"""Clarabel through its native API with fbr's own equilibration, so one solver object is set up
+once and updated per solve while every answer stays a function of that solve's data alone.
+
+Clarabel solves  min 1/2 x'Px + q'x  s.t.  Ax + s = b, s in K.  Its own equilibration scales the
+data at setup and keeps that scaling through later data updates, so an updated solver's answer
+would depend on the first day's data; a fresh setup per solve (the KKT system's ordering and
+symbolic factorisation: about 40 ms at N = 1000) avoids that at a price. Here fbr computes the
+scaling itself on every solve (:class:`Equilibrator`), hands Clarabel the scaled data with its
+own equilibration off, and updates one solver: the solver keeps only the sparsity pattern's
+ordering, which depends on nothing but the pattern (an updated solve equals a fresh one bit for
+bit; ``tests/optimizer/test_clarabel_native.py`` checks it).
+
+The scaled problem (D = diag(d) on the variables, E = diag(e) on the rows, c > 0 on the cost):
+
+    min c (1/2 x_s' D P D x_s + q' D x_s)  s.t.  E A D x_s + s_s = E b,  s_s in K,
+
+with x = D x_s, s = s_s / e, the original duals y = e * y_s / c and the objective obj_s / c.
+E is uniform within each cone other than the orthants (a second-order, exponential, power or
+PSD cone is invariant under a positive multiple, not under a general diagonal scaling), so s_s
+is in K exactly when s is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from optimizer.cvxpy_adapter import clarabel_settings
+
+__all__ = ["UPDATE_MIN_NNZ", "Equilibrator", "FreshClarabel", "NativeAnswer", "NativeClarabel",
+           "Scaling", "clarabel_path"]
+
+
+def limit_scaling(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clarabel's clip of a norm before it becomes a scale: below ``lo`` -> 1 (a zero or tiny row
+    or column is left alone), above ``hi`` -> ``hi``."""
+    return np.minimum(np.where(s < lo, 1.0, s), hi)
+
+
+class SegmentMax:
+    """Maximum of ``vals`` per group, for entries whose group ids (``groups``) are fixed: the
+    sort order and the segment starts are computed once, a call is one gather and one
+    ``np.maximum.reduceat``. Empty groups get 0."""
+
+    def __init__(self, groups: np.ndarray, size: int) -> None:
+        order = np.argsort(groups, kind="stable")
+        #: None when the entries are already grouped in order (a CSC matrix's columns)
+        self.order = None if np.array_equal(order, np.arange(order.size)) else order
+        counts = np.bincount(groups, minlength=size)
+        self.present = np.flatnonzero(counts)
+        self.starts = (np.cumsum(counts) - counts)[self.present]
+        self.size = size
+
+    def __call__(self, vals: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.size)
+        if self.present.size:
+            grouped = vals if self.order is None else vals[self.order]
+            out[self.present] = np.maximum.reduceat(grouped, self.starts)
+        return out
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """d (per variable), e (per row), c (cost): see the module docstring."""
+
+    d: np.ndarray
+    e: np.ndarray
+    c: float
+
+
+class Equilibrator:
+    """Modified Ruiz equilibration of (P, A) as Clarabel computes it, for a fixed sparsity pattern.
+
+    Each pass takes the infinity norm of every column of the KKT matrix [P A'; A 0] (the upper
+    triangle of P read symmetrically), scales variables by 1/sqrt(column norm of [P; A]) and rows
+    by 1/sqrt(row norm of A) (norms clipped by :func:`limit_scaling`, rows as well as columns),
+    then scales the cost by 1/max(|q|_inf, mean column norm of P). After the passes every cone
+    block's row scale is set to its mean (:func:`cone_blocks`). ``P`` is the upper triangle.
+    """
+
+    def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, blocks: Sequence[tuple[int, int]]) -> None:
+        m, n = A.shape
+        self.n, self.m = n, m
+        self.p_rows = P.indices.astype(np.intp)
+        self.p_cols = np.repeat(np.arange(n), np.diff(P.indptr))
+        self.a_rows = A.indices.astype(np.intp)
+        self.a_cols = np.repeat(np.arange(n), np.diff(A.indptr))
+        self.p_by_col, self.p_by_row = SegmentMax(self.p_cols, n), SegmentMax(self.p_rows, n)
+        self.a_by_col, self.a_by_row = SegmentMax(self.a_cols, n), SegmentMax(self.a_rows, m)
+        self.blocks = list(blocks)
+
+    def _p_col_norms(self, p_abs: np.ndarray) -> np.ndarray:
+        """Column norms of P from its upper triangle (each entry counts for its row too)."""
+        norms: np.ndarray = np.maximum(self.p_by_col(p_abs), self.p_by_row(p_abs))
+        return norms
+
+    def __call__(self, p_data: np.ndarray, q: np.ndarray, a_data: np.ndarray, passes: int,
+                 lo: float, hi: float) -> Scaling:
+        """The scaling of the data (P's and A's values in the pattern's order, and q)."""
+        d, e, c = np.ones(self.n), np.ones(self.m), 1.0
+        p0, a0, q0 = np.abs(p_data), np.abs(a_data), np.abs(q)
+        for _ in range(passes):
+            p_abs = p0 * d[self.p_rows] * d[self.p_cols] * c
+            a_abs = a0 * e[self.a_rows] * d[self.a_cols]
+            col = np.maximum(self._p_col_norms(p_abs), self.a_by_col(a_abs))
+            d = d / np.sqrt(limit_scaling(col, lo, hi))
+            e = e / np.sqrt(limit_scaling(self.a_by_row(a_abs), lo, hi))
+            mean_p = float(self._p_col_norms(p0 * d[self.p_rows] * d[self.p_cols] * c).mean()) \
+                if p0.size else 0.0
+            q_inf = float(np.max(q0 * d, initial=0.0)) * c
+            if mean_p != 0.0 and q_inf != 0.0:
+                c /= float(limit_scaling(np.array(max(q_inf, mean_p)), lo, hi))
+        for start, stop in self.blocks:
+            e[start:stop] = e[start:stop].mean()
+        return Scaling(d, e, c)
+
+
+@dataclass(frozen=True)
+class NativeAnswer:
+    """A Clarabel result in the original (unscaled) units, with the fields cvxpy's Clarabel
+    interface reads (``status`` as Clarabel names it)."""
+
+    status: str
+    x: np.ndarray
+    z: np.ndarray
+    s: np.ndarray
+    obj_val: float
+    iterations: int
+    solve_time: float
+
+
+def unscaled(raw: Any, sc: Scaling) -> NativeAnswer:
+    """``raw`` (a Clarabel solution of the scaled problem) in the original units."""
+    return NativeAnswer(str(raw.status), sc.d * np.asarray(raw.x, dtype=float),
+                        sc.e * np.asarray(raw.z, dtype=float) / sc.c,
+                        np.asarray(raw.s, dtype=float) / sc.e, float(raw.obj_val) / sc.c,
+                        int(raw.iterations), float(raw.solve_time))
+
+
+def gap_tolerances(options: dict[str, float], c: float) -> dict[str, float]:
+    """Clarabel's duality-gap tolerances for a cost fbr scaled by ``c``, so that a pass means the
+    gap g of the original objective met ``options``.
+
+    Clarabel measures the gap of the objective it is given, c g, and its relative gap as
+    c g / max(1, c |cost|): the absolute tolerances are multiplied by c (c g < c t iff g < t),
+    the relative ones by min(c, 1), enough for g / max(1, |cost|) below the tolerance at either
+    side of c = 1."""
+    defaults = clarabel_settings({})
+    out = {}
+    for kind in ("", "reduced_"):
+        for name, factor in ((f"{kind}tol_gap_abs", c), (f"{kind}tol_gap_rel", min(c, 1.0))):
+            out[name] = float(options.get(name, getattr(defaults, name))) * factor
+    return out
+
+
+#: the standard form's nonzeros (A and P's upper triangle) from which :func:`clarabel_path` picks
+#: :class:`NativeClarabel`: below it Clarabel's set-up costs less than the fixed numpy cost of
+#: fbr's equilibration passes (``benchmarks/solve_speed.py --config conic``: the fresh set-up is
+#: faster up to N = 200 assets, about 12,000 nonzeros; the kept solver from N = 500, 31,000)
+UPDATE_MIN_NNZ = 20_000
+
+
+class FreshClarabel:
+    """A fresh Clarabel solver per solve, with Clarabel's own equilibration (small problems)."""
+
+    def __init__(self, cones: list[Any]) -> None:
+        self.cones = cones
+        self.settings: dict[tuple[tuple[str, float], ...], Any] = {}
+        self.setups = 0
+
+    def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+              options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
+        """As :meth:`NativeClarabel.solve`, set up from scratch."""
+        import clarabel
+
+        key = tuple(sorted(options.items()))
+        settings = self.settings.get(key)
+        if settings is None:
+            settings = self.settings[key] = clarabel_settings(options)
+        if cost != 1.0:
+            P, q = P * cost, q * cost
+        self.setups += 1
+        raw = clarabel.DefaultSolver(P, q, A, b, self.cones, settings).solve()
+        return unscaled(raw, Scaling(np.ones(q.size), np.ones(b.size), 1.0))
+
+
+def clarabel_path(P: sp.csc_matrix, A: sp.csc_matrix, cones: list[Any],
+                  blocks: Sequence[tuple[int, int]]) -> FreshClarabel | NativeClarabel:
+    """The kept, fbr-equilibrated solver from :data:`UPDATE_MIN_NNZ` nonzeros, else a fresh
+    set-up per solve; either answers from the solve's data alone."""
+    if A.nnz + P.nnz >= UPDATE_MIN_NNZ:
+        return NativeClarabel(P, A, cones, blocks)
+    return FreshClarabel(cones)
+
+
+class NativeClarabel:
+    """One Clarabel solver per options, set up on first use and updated afterwards, fed data
+    scaled by :class:`Equilibrator` (Clarabel's own equilibration off)."""
+
+    def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, cones: list[Any],
+                 blocks: Sequence[tuple[int, int]]) -> None:
+        self.P, self.A, self.cones = P.copy(), A.copy(), cones
+        self.equilibrator = Equilibrator(P, A, blocks)
+        #: (settings, solver or None until set up) per options
+        self.solvers: dict[tuple[tuple[str, float], ...], tuple[Any, Any]] = {}
+        #: solver set-ups so far (one per options while Clarabel allows data updates)
+        self.setups = 0
+
+    def _scaled(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+                sc: Scaling) -> tuple[sp.csc_matrix, np.ndarray, sp.csc_matrix, np.ndarray]:
+        eq = self.equilibrator
+        self.P.data[:] = P.data * sc.d[eq.p_rows] * sc.d[eq.p_cols] * sc.c
+        self.A.data[:] = A.data * sc.e[eq.a_rows] * sc.d[eq.a_cols]
+        return self.P, q * sc.d * sc.c, self.A, b * sc.e
+
+    def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+              options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
+        """Solve with ``options`` (cvxpy's Clarabel options; the equilibration passes and limits
+        are fbr's, Clarabel's own equilibration is off) and the objective multiplied by ``cost``;
+        the answer is for that objective. P (upper triangle) and A in this object's pattern."""
+        import clarabel
+
+        key = tuple(sorted(options.items()))
+        settings, solver = self.solvers.get(key) or (clarabel_settings(options), None)
+        sc = self.equilibrator(P.data, q, A.data, int(settings.equilibrate_max_iter),
+                               float(settings.equilibrate_min_scaling),
+                               float(settings.equilibrate_max_scaling))
+        scaled = Scaling(sc.d, sc.e, sc.c * cost)
+        Ps, qs, As, bs = self._scaled(P, q, A, b, scaled)
+        gap = gap_tolerances(options, sc.c)  # options mean the objective times cost
+        for name, value in gap.items():
+            setattr(settings, name, value)
+        if solver is None:
+            settings.equilibrate_enable = False
+            solver = clarabel.DefaultSolver(Ps, qs, As, bs, self.cones, settings)
+            self.setups += 1
+            if solver.is_data_update_allowed():
+                self.solvers[key] = (settings, solver)
+        else:
+            solver.update(P=Ps, q=qs, A=As, b=bs, settings=settings)
+        return unscaled(solver.solve(), sc)  # the answer of the objective times cost

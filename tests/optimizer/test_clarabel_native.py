@@ -1,0 +1,155 @@
+"""optimizer.clarabel_native: fbr's equilibration against a dense numpy transcription of the Ruiz
+passes, the scaled problem's answer in original units against Clarabel's own, one solver set up
+and updated with answers that depend on nothing but the day's data, and the gap tolerances."""
+
+from __future__ import annotations
+
+import itertools
+
+import clarabel
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from optimizer.clarabel_native import (
+    Equilibrator,
+    NativeClarabel,
+    Scaling,
+    gap_tolerances,
+    limit_scaling,
+)
+from optimizer.cvxpy_adapter import clarabel_settings
+from optimizer.engines import CLARABEL_SETTINGS, ClarabelEngine
+from optimizer.problem import HedgeProblem
+from optimizer.settings import SolverName
+from tests.optimizer.test_engines import _conic_data
+
+LO, HI = 1e-4, 1e4
+
+
+def dense_ruiz(P: np.ndarray, q: np.ndarray, A: np.ndarray, passes: int,
+               blocks: list[tuple[int, int]]) -> Scaling:
+    """The Ruiz passes written on dense matrices (P full and symmetric): scale, measure, repeat."""
+    n, m = P.shape[0], A.shape[0]
+    d, e, c = np.ones(n), np.ones(m), 1.0
+    for _ in range(passes):
+        Ps = c * np.diag(d) @ P @ np.diag(d)
+        As = np.diag(e) @ A @ np.diag(d)
+        col = np.maximum(np.abs(Ps).max(axis=0), np.abs(As).max(axis=0))
+        row = np.abs(As).max(axis=1)
+        d = d / np.sqrt(limit_scaling(col, LO, HI))
+        e = e / np.sqrt(limit_scaling(row, LO, HI))
+        Ps = c * np.diag(d) @ P @ np.diag(d)
+        mean_p, q_inf = np.abs(Ps).max(axis=0).mean(), np.abs(c * d * q).max()
+        if mean_p > 0 and q_inf > 0:
+            c /= float(limit_scaling(np.array(max(mean_p, q_inf)), LO, HI))
+    for a, b in blocks:
+        e[a:b] = e[a:b].mean()
+    return Scaling(d, e, c)
+
+
+def _random_problem(seed: int) -> tuple[sp.csc_matrix, np.ndarray, sp.csc_matrix, np.ndarray]:
+    """A badly scaled random problem: P (upper triangle of a PSD matrix), q, a sparse A, b."""
+    rng = np.random.default_rng(seed)
+    n, m = 6, 9
+    F = rng.normal(size=(n, n)) * np.logspace(-3, 3, n)
+    P = sp.csc_matrix(np.triu(F.T @ F))
+    A = sp.random(m, n, density=0.5, random_state=seed, format="csc")
+    A.data *= np.logspace(-2, 4, A.nnz)
+    return P, rng.normal(size=n) * 1e3, A, rng.normal(size=m)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equilibration_equals_the_dense_ruiz_passes(seed: int) -> None:
+    P, q, A, _b = _random_problem(seed)
+    blocks = [(3, 6), (6, 9)]
+    full = (P + P.T - sp.diags(P.diagonal())).toarray()
+    got = Equilibrator(P, A, blocks)(P.data, q, A.data, 10, LO, HI)
+    want = dense_ruiz(full, q, A.toarray(), 10, blocks)
+    np.testing.assert_allclose(got.d, want.d, rtol=1e-12)
+    np.testing.assert_allclose(got.e, want.e, rtol=1e-12)
+    assert got.c == pytest.approx(want.c, rel=1e-12)
+    assert np.ptp(got.e[3:6]) == 0.0 and np.ptp(got.e[6:9]) == 0.0
+    assert got.c != 1.0 and np.ptp(got.d) > 1.0  # the data was badly scaled: scales moved
+
+
+def test_limit_scaling_leaves_tiny_norms_alone_and_caps_large_ones() -> None:
+    got = limit_scaling(np.array([0.0, 1e-5, 1e-4, 2.0, 1e5]), LO, HI)
+    np.testing.assert_array_equal(got, [1.0, 1.0, 1e-4, 2.0, 1e4])
+
+
+def test_gap_tolerances_mean_the_original_objective() -> None:
+    """Absolute gaps times c; relative ones times min(c, 1); options missing: Clarabel's defaults."""
+    base = clarabel_settings({})
+    small = gap_tolerances({"tol_gap_abs": 1e-9, "tol_gap_rel": 2e-9}, 0.01)
+    assert small["tol_gap_abs"] == pytest.approx(1e-11)
+    assert small["tol_gap_rel"] == pytest.approx(2e-11)
+    assert small["reduced_tol_gap_abs"] == pytest.approx(base.reduced_tol_gap_abs * 0.01)
+    large = gap_tolerances({"tol_gap_abs": 1e-9, "tol_gap_rel": 2e-9}, 5.0)
+    assert large["tol_gap_abs"] == pytest.approx(5e-9)
+    assert large["tol_gap_rel"] == pytest.approx(2e-9)
+
+
+def _engine(seed: int) -> ClarabelEngine:
+    d = _conic_data(np.random.default_rng(seed), vol_cap=True)
+    hp = HedgeProblem(d.structure)
+    hp.update(d)
+    eng = hp.engine(SolverName.CLARABEL)
+    assert isinstance(eng, ClarabelEngine)
+    eng._prepare()
+    return eng
+
+
+def test_an_answer_in_original_units_matches_clarabels_own() -> None:
+    """The unscaled answer of the scaled problem solves the original one: the trades z as
+    Clarabel's own 1e-11 solve to 1e-7 (helper variables with no cost need not be unique), the
+    primal residual Ax + s - b tiny, s and the duals in their cones where
+    they are orthants, the duals' complementarity s'z and the objective as Clarabel's."""
+    eng = _engine(3)
+    P, q, A, b = eng.P, eng.q, eng.A, eng.b
+    nat = NativeClarabel(P, A, eng.cones, eng.compiled.cone_blocks())
+    ans = nat.solve(P, q, A, b, dict(CLARABEL_SETTINGS))
+    ref = clarabel.DefaultSolver(P, q, A, b, eng.cones, clarabel_settings(
+        {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11})).solve()
+    assert ans.status == "Solved" and str(ref.status) == "Solved"
+    np.testing.assert_allclose(ans.x[eng.z_slice], np.asarray(ref.x)[eng.z_slice], atol=1e-7)
+    assert ans.obj_val == pytest.approx(ref.obj_val, rel=1e-7)
+    assert np.max(np.abs(A @ ans.x + ans.s - b)) < 1e-8
+    orthant = slice(eng.compiled.m_eq, eng.compiled.m_eq + eng.compiled.prog.cone_dims.nonneg)
+    assert ans.s[orthant].min() > -1e-9 and ans.z[orthant].min() > -1e-9
+    assert abs(float(ans.s @ ans.z)) < 1e-7
+    np.testing.assert_allclose(ans.z, np.asarray(ref.z), atol=1e-5 * max(1.0, np.abs(ref.z).max()))
+
+
+def test_one_solver_is_updated_and_answers_as_a_fresh_one() -> None:
+    """Day A, then day B on the same object: one set-up, and B's answer bit for bit the answer a
+    new object gives B (no history); so is A's when solved again."""
+    a, b_day = _engine(1), _engine(2)
+    nat = NativeClarabel(a.P, a.A, a.cones, a.compiled.cone_blocks())
+    opts = dict(CLARABEL_SETTINGS)
+    first = nat.solve(a.P, a.q, a.A, a.b, opts)
+    second = nat.solve(b_day.P, b_day.q, b_day.A, b_day.b, opts)
+    again = nat.solve(a.P, a.q, a.A, a.b, opts)
+    assert nat.setups == 1
+    fresh = NativeClarabel(a.P, a.A, a.cones, a.compiled.cone_blocks())
+    alone = fresh.solve(b_day.P, b_day.q, b_day.A, b_day.b, opts)
+    np.testing.assert_array_equal(second.x, alone.x)
+    np.testing.assert_array_equal(second.z, alone.z)
+    assert second.obj_val == alone.obj_val and second.iterations == alone.iterations
+    np.testing.assert_array_equal(first.x, again.x)
+    assert not np.array_equal(first.x, second.x)
+    nat.solve(a.P, a.q, a.A, a.b, {})  # other options: a solver of their own
+    assert nat.setups == 2
+
+
+def test_the_cone_blocks_follow_the_cone_dimensions() -> None:
+    """Second-order cones of the vol cap and 3-d power cones of the impact, after the orthants."""
+    eng = _engine(0)
+    dims = eng.compiled.prog.cone_dims
+    blocks = eng.compiled.cone_blocks()
+    start = dims.zero + dims.nonneg
+    sizes = [int(k) for k in dims.soc] + [3] * len(dims.p3d)
+    assert dims.soc and dims.p3d and not dims.psd and not dims.exp
+    assert [b - a for a, b in blocks] == sizes
+    assert blocks[0][0] == start and blocks[-1][1] == eng.compiled.rows
+    assert all(b0[1] == b1[0] for b0, b1 in itertools.pairwise(blocks))
