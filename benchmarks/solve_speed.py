@@ -674,7 +674,7 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
         Ps, qs, As, bs = nat._scaled(eng.P, q, eng.A, bfull, sc)
         for name, value in gap_tolerances(eng.options, sc.c).items():
             setattr(settings, name, value)
-        solver.update(P=Ps, q=qs, A=As, b=bs, settings=settings)
+        solver.update(P=Ps.data, q=qs, A=As.data, b=bs, settings=settings)
         t6 = t()
         raw = solver.solve()
         t7 = t()

@@ -56,9 +56,12 @@ class SegmentMax:
         self.size = size
 
     def __call__(self, vals: np.ndarray) -> np.ndarray:
+        grouped = vals if self.order is None else vals[self.order]
+        if self.present.size == self.size:  # no empty group
+            full: np.ndarray = np.maximum.reduceat(grouped, self.starts)
+            return full
         out = np.zeros(self.size)
         if self.present.size:
-            grouped = vals if self.order is None else vals[self.order]
             out[self.present] = np.maximum.reduceat(grouped, self.starts)
         return out
 
@@ -91,7 +94,11 @@ class Equilibrator:
         self.a_cols = np.repeat(np.arange(n), np.diff(A.indptr))
         self.p_by_col, self.p_by_row = SegmentMax(self.p_cols, n), SegmentMax(self.p_rows, n)
         self.a_by_col, self.a_by_row = SegmentMax(self.a_cols, n), SegmentMax(self.a_rows, m)
-        self.blocks = list(blocks)
+        #: the rows of the cone blocks and each row's block number (one mean per block)
+        self.block_rows = np.concatenate([np.arange(a, z) for a, z in blocks]) if blocks \
+            else np.zeros(0, dtype=np.intp)
+        self.block_ids = np.repeat(np.arange(len(blocks)), [z - a for a, z in blocks])
+        self.block_sizes = np.array([z - a for a, z in blocks], dtype=float)
 
     def _p_col_norms(self, p_abs: np.ndarray) -> np.ndarray:
         """Column norms of P from its upper triangle (each entry counts for its row too)."""
@@ -114,8 +121,9 @@ class Equilibrator:
             q_inf = float(np.max(q0 * d, initial=0.0)) * c
             if mean_p != 0.0 and q_inf != 0.0:
                 c /= float(limit_scaling(np.array(max(q_inf, mean_p)), lo, hi))
-        for start, stop in self.blocks:
-            e[start:stop] = e[start:stop].mean()
+        if self.block_rows.size:
+            means = np.bincount(self.block_ids, weights=e[self.block_rows]) / self.block_sizes
+            e[self.block_rows] = means[self.block_ids]
         return Scaling(d, e, c)
 
 
@@ -241,5 +249,6 @@ class NativeClarabel:
             if solver.is_data_update_allowed():
                 self.solvers[key] = (settings, solver)
         else:
-            solver.update(P=Ps, q=qs, A=As, b=bs, settings=settings)
+            # values only: the pattern is the set-up's (cheaper than passing matrices)
+            solver.update(P=Ps.data, q=qs, A=As.data, b=bs, settings=settings)
         return unscaled(solver.solve(), sc)  # the answer of the objective times cost
