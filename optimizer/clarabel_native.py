@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,8 @@ class Equilibrator:
     triangle of P read symmetrically), scales variables by 1/sqrt(column norm of [P; A]) and rows
     by 1/sqrt(row norm of A) (norms clipped by :func:`limit_scaling`, rows as well as columns),
     then scales the cost by 1/max(|q|_inf, mean column norm of P). After the passes every cone
-    block's row scale is set to its mean (:func:`cone_blocks`). ``P`` is the upper triangle.
+    block's row scale is set to its mean (``blocks``: ``Compiled.cone_blocks``). ``P`` is the
+    upper triangle.
     """
 
     def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, blocks: Sequence[tuple[int, int]]) -> None:
@@ -157,12 +159,20 @@ def gap_tolerances(options: dict[str, float], c: float) -> dict[str, float]:
     c g / max(1, c |cost|): the absolute tolerances are multiplied by c (c g < c t iff g < t),
     the relative ones by min(c, 1), enough for g / max(1, |cost|) below the tolerance at either
     side of c = 1."""
-    defaults = clarabel_settings({})
+    defaults = default_gaps()
     out = {}
     for kind in ("", "reduced_"):
         for name, factor in ((f"{kind}tol_gap_abs", c), (f"{kind}tol_gap_rel", min(c, 1.0))):
-            out[name] = float(options.get(name, getattr(defaults, name))) * factor
+            out[name] = float(options.get(name, defaults[name])) * factor
     return out
+
+
+@cache
+def default_gaps() -> dict[str, float]:
+    """Clarabel's default duality-gap tolerances (full and reduced), read once."""
+    defaults = clarabel_settings({})
+    return {f"{kind}tol_gap_{which}": float(getattr(defaults, f"{kind}tol_gap_{which}"))
+            for kind in ("", "reduced_") for which in ("abs", "rel")}
 
 
 #: the standard form's nonzeros (A and P's upper triangle) from which :func:`clarabel_path` picks
@@ -213,7 +223,7 @@ class NativeClarabel:
                  blocks: Sequence[tuple[int, int]]) -> None:
         self.P, self.A, self.cones = P.copy(), A.copy(), cones
         self.equilibrator = Equilibrator(P, A, blocks)
-        #: (settings, solver or None until set up) per options
+        #: (settings, solver) per options, once set up
         self.solvers: dict[tuple[tuple[str, float], ...], tuple[Any, Any]] = {}
         #: solver set-ups so far (one per options while Clarabel allows data updates)
         self.setups = 0

@@ -12,9 +12,12 @@ import pytest
 import scipy.sparse as sp
 
 from optimizer.clarabel_native import (
+    UPDATE_MIN_NNZ,
     Equilibrator,
+    FreshClarabel,
     NativeClarabel,
     Scaling,
+    clarabel_path,
     gap_tolerances,
     limit_scaling,
 )
@@ -121,6 +124,28 @@ def test_an_answer_in_original_units_matches_clarabels_own() -> None:
     np.testing.assert_allclose(ans.z, np.asarray(ref.z), atol=1e-5 * max(1.0, np.abs(ref.z).max()))
 
 
+def test_the_kept_path_is_as_accurate_as_a_tight_solve_on_random_books() -> None:
+    """Ten random conic books through the kept solver at the engine's tight settings: z within
+    1e-7 of a 1e-12 solve on every one (weight units; the gap tolerances must mean the original
+    objective's gap for this: Clarabel's measure on the scaled cost is c times smaller)."""
+    worst = 0.0
+    for seed in range(10):
+        d = _conic_data(np.random.default_rng(seed))
+        hp = HedgeProblem(d.structure)
+        hp.update(d)
+        eng = hp.engine(SolverName.CLARABEL)
+        assert isinstance(eng, ClarabelEngine)
+        eng._prepare()
+        P, q, A, b = eng.P, eng.q, eng.A, eng.b
+        ans = NativeClarabel(P, A, eng.cones, eng.compiled.cone_blocks()).solve(
+            P, q, A, b, dict(CLARABEL_SETTINGS))
+        ref = clarabel.DefaultSolver(P, q, A, b, eng.cones, clarabel_settings(
+            {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12})).solve()
+        worst = max(worst, float(np.max(np.abs(ans.x[eng.z_slice]
+                                                - np.asarray(ref.x)[eng.z_slice]))))
+    assert worst < 1e-7
+
+
 def test_one_solver_is_updated_and_answers_as_a_fresh_one() -> None:
     """Day A, then day B on the same object: one set-up, and B's answer bit for bit the answer a
     new object gives B (no history); so is A's when solved again."""
@@ -153,3 +178,17 @@ def test_the_cone_blocks_follow_the_cone_dimensions() -> None:
     assert [b - a for a, b in blocks] == sizes
     assert blocks[0][0] == start and blocks[-1][1] == eng.compiled.rows
     assert all(b0[1] == b1[0] for b0, b1 in itertools.pairwise(blocks))
+
+
+def test_the_path_follows_the_problem_size() -> None:
+    """A fresh set-up below UPDATE_MIN_NNZ nonzeros, the kept solver from there; the fresh path's
+    answer is Clarabel's own (objective times cost, as the kept one's)."""
+    eng = _engine(4)
+    assert isinstance(clarabel_path(eng.P, eng.A, eng.cones, []), FreshClarabel)
+    big = sp.random(UPDATE_MIN_NNZ, 10, density=0.5, random_state=0, format="csc")
+    assert isinstance(clarabel_path(sp.csc_matrix((10, 10)), big, [], []), NativeClarabel)
+    fresh = FreshClarabel(eng.cones).solve(eng.P, eng.q, eng.A, eng.b, {}, cost=3.0)
+    own = clarabel.DefaultSolver(eng.P * 3.0, eng.q * 3.0, eng.A, eng.b, eng.cones,
+                                 clarabel_settings({})).solve()
+    np.testing.assert_array_equal(fresh.x, np.asarray(own.x))
+    assert fresh.obj_val == own.obj_val
