@@ -12,9 +12,11 @@ optimum is unique and positions must agree: max_j |x_fbr - x_ref| / V <= 1e-5.
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from unittest import mock
 
 import cvxpy as cp
 import numpy as np
@@ -31,6 +33,9 @@ from optcases import (
     violations,
 )
 
+from optimizer import clarabel_native
+from optimizer.clarabel_native import UPDATE_MIN_NNZ
+from optimizer.data import ProblemData
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 
@@ -57,19 +62,31 @@ def _instance(seed: int) -> Instance:
     return random_instance(np.random.default_rng(seed), conic=True if seed >= 1000 else None)
 
 
+def _solve(d: ProblemData, kept: bool) -> tuple[np.ndarray, str]:
+    """fbr's z and status; ``kept``: every conic problem on Clarabel's kept, fbr-equilibrated
+    solver (optimizer.clarabel_native), whatever its size."""
+    real = clarabel_native.NativeClarabel.solve
+    with mock.patch.object(clarabel_native, "UPDATE_MIN_NNZ", 0 if kept else UPDATE_MIN_NNZ), \
+            mock.patch.object(clarabel_native.NativeClarabel, "solve", autospec=True,
+                              side_effect=real) as spy:
+        z, _hp, status, _ = Rebalancer().solve_z(d)  # status is the solver's name when solved
+    assert spy.called == (kept and status != "PIQP"), "the kept path was (not) used"
+    return np.asarray(z), status
+
+
 @functools.cache
-def _outcome(seed: int) -> Outcome:
+def _outcome(seed: int, kept: bool = False) -> Outcome:
     inst = _instance(seed)
     d = prepare(inst.book, inst.market, inst.risk, inst.settings)
-    z, _hp, status, _ = Rebalancer().solve_z(d)  # status is the solver's name when solved
+    z, status = _solve(d, kept)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "solution may be inaccurate": checked below
         ref = solve_reference(inst)
     return Outcome(inst, np.asarray(z), status, d.V, ref)
 
 
-def _check(seed: int) -> None:
-    out = _outcome(seed)
+def _check(seed: int, kept: bool = False) -> None:
+    out = _outcome(seed, kept)
     if out.ref.status in INFEASIBLE:
         assert out.fbr_status == "infeasible", (
             f"reference says infeasible, fbr solved it with {out.fbr_status}")
@@ -97,6 +114,13 @@ def test_matches_reference_mixed(seed: int) -> None:
 @pytest.mark.parametrize("seed", CONIC_SEEDS)
 def test_matches_reference_conic(seed: int) -> None:
     _check(seed)
+
+
+@pytest.mark.parametrize("seed", [*CONIC_SEEDS, *(s for s in MIXED_SEEDS if is_conic(_instance(s)))])
+def test_matches_reference_on_the_kept_clarabel_path(seed: int) -> None:
+    """The conic instances again, each on the kept solver with fbr's own equilibration (the path
+    of problems from UPDATE_MIN_NNZ nonzeros, too large to build here by the hundred)."""
+    _check(seed, kept=True)
 
 
 @pytest.mark.parametrize("seed", [s for s in MIXED_SEEDS[::2] if not is_conic(_instance(s))])
@@ -174,10 +198,10 @@ def test_matches_reference_factor_form_risk(seed: int) -> None:
 def test_conic_path_accuracy_on_hard_instances() -> None:
     # seeds found by scanning: mixed generator 195 (vol cap + impact), conic generator 1181 (vol cap)
     errs = []
-    for seed, conic in ((195, None), (1181, True)):
+    for (seed, conic), kept in itertools.product(((195, None), (1181, True)), (False, True)):
         inst = random_instance(np.random.default_rng(seed), conic=conic)
         d = prepare(inst.book, inst.market, inst.risk, inst.settings)
-        z, _hp, status, _ = Rebalancer().solve_z(d)
+        z, status = _solve(d, kept)
         ref = solve_reference(inst)
         assert ref.x is not None and status == "CLARABEL"
         errs.append(float(np.max(np.abs(z * d.V - ref.x))) / d.V)
