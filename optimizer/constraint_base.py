@@ -197,7 +197,8 @@ class Constraint(ABC):
         """One line saying what a concrete loosening of ``row`` does, in user units: the predicted
         fall of the objective (first order, from the dual), as the cut of tracking error it equals
         at unchanged costs (TE^2 is the objective's risk part) and as USD of trading cost (the
-        objective prices a USD of it at gamma_trade / V)."""
+        objective prices a USD of it at gamma_trade / V). The tracking error is the optimiser's
+        answer's, before lot rounding (the report's 'after' is the rounded book's)."""
         note = self.note(row)
         head = f"{row} binds{' (' + note + ')' if note else ''}"
         p = self.predict(row, dual_user)
@@ -213,8 +214,9 @@ class Constraint(ABC):
         worth = []
         if p.tracking_error_after is not None:
             bp = 1e4 * (p.tracking_error_after - p.tracking_error)
-            worth.append(f"cutting tracking error from {p.tracking_error:.3%} to "
-                         f"{p.tracking_error_after:.3%} ({bp:+.2f} bp) at the same costs")
+            worth.append(f"cutting tracking error (before lot rounding) from "
+                         f"{p.tracking_error:.3%} to {p.tracking_error_after:.3%} ({bp:+.2f} bp) "
+                         "at the same costs")
         if p.usd is not None:
             worth.append(f"{p.usd:,.2f} USD less trading cost")
         return out + (": worth " + ", or ".join(worth) if worth else "")

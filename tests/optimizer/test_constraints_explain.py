@@ -86,8 +86,8 @@ def test_a_usd_row_steps_down_to_a_quarter_of_the_objective_by_hand() -> None:
     # -52.79 bp = 1e4 x (0.044721 - 0.05)
     assert c.explain("funding_budget", 1e-6) == (
         "funding_budget binds: 500 USD more funding budget would lower the objective by 0.0005 "
-        "(first order; risk and costs now 0.0025): worth cutting tracking error from 5.000% to "
-        "4.472% (-52.79 bp) at the same costs, or 25.00 USD less trading cost")
+        "(first order; risk and costs now 0.0025): worth cutting tracking error (before lot "
+        "rounding) from 5.000% to 4.472% (-52.79 bp) at the same costs, or 25.00 USD less trading cost")
 
 
 def test_a_small_dual_keeps_the_start_step() -> None:
@@ -121,8 +121,9 @@ def test_a_fall_of_exactly_a_quarter_keeps_the_step_and_can_cut_te_to_zero() -> 
     assert p.usd == pytest.approx(25_000.0)  # 0.25 x 100,000 / 1
     assert c.explain("vol_cap", 0.25) == (
         "vol_cap binds: allowing 1 pp more volatility would lower the objective by 0.25 "
-        "(first order; risk and costs now 1): worth cutting tracking error from 50.000% to "
-        "0.000% (-5000.00 bp) at the same costs, or 25,000.00 USD less trading cost")
+        "(first order; risk and costs now 1): worth cutting tracking error (before lot "
+        "rounding) from 50.000% to 0.000% (-5000.00 bp) at the same costs, or 25,000.00 USD less "
+        "trading cost")
 
 
 def test_the_ladder_goes_below_one_unit() -> None:
@@ -188,8 +189,8 @@ def test_margin_collateral_buys_budget_at_the_relative_buffer_and_holding_says_s
     # sqrt(0.0021) = 0.045826: -41.74 bp
     assert c.explain("margin", 1e-6) == (
         "margin binds: 500 USD more collateral would lower the objective by 0.0004 (first order; "
-        "risk and costs now 0.0025): worth cutting tracking error from 5.000% to 4.583% "
-        "(-41.74 bp) at the same costs, or 20.00 USD less trading cost")
+        "risk and costs now 0.0025): worth cutting tracking error (before lot rounding) from "
+        "5.000% to 4.583% (-41.74 bp) at the same costs, or 20.00 USD less trading cost")
     c.update(_data(margin_budget=SimpleNamespace(holding=True, per_collateral=0.8)))
     p = c.predict("margin", 1e-6)  # 1 USD of budget per USD: as the funding row, 500 USD
     assert p is not None and p.step == 500.0 and p.step_weight == pytest.approx(0.005)
