@@ -118,9 +118,8 @@ class Equilibrator:
             col = np.maximum(self._p_col_norms(p_abs), self.a_by_col(a_abs))
             d = d / np.sqrt(limit_scaling(col, lo, hi))
             e = e / np.sqrt(limit_scaling(self.a_by_row(a_abs), lo, hi))
-            mean_p = float(self._p_col_norms(p0 * d[self.p_rows] * d[self.p_cols] * c).mean()) \
-                if p0.size else 0.0
-            q_inf = float(np.max(q0 * d, initial=0.0)) * c
+            mean_p = float(self._p_col_norms(p0 * d[self.p_rows] * d[self.p_cols] * c).mean())
+            q_inf = float(np.max(q0 * d)) * c
             if mean_p != 0.0 and q_inf != 0.0:
                 c /= float(limit_scaling(np.array(max(q_inf, mean_p)), lo, hi))
         if self.block_rows.size:
@@ -188,7 +187,6 @@ class FreshClarabel:
     def __init__(self, cones: list[Any]) -> None:
         self.cones = cones
         self.settings: dict[tuple[tuple[str, float], ...], Any] = {}
-        self.setups = 0
 
     def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
               options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
@@ -199,10 +197,7 @@ class FreshClarabel:
         settings = self.settings.get(key)
         if settings is None:
             settings = self.settings[key] = clarabel_settings(options)
-        if cost != 1.0:
-            P, q = P * cost, q * cost
-        self.setups += 1
-        raw = clarabel.DefaultSolver(P, q, A, b, self.cones, settings).solve()
+        raw = clarabel.DefaultSolver(P * cost, q * cost, A, b, self.cones, settings).solve()
         return unscaled(raw, Scaling(np.ones(q.size), np.ones(b.size), 1.0))
 
 

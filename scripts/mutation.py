@@ -101,6 +101,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                            "tests/optimizer/test_tax_term_futures.py",
                            "tests/optimizer/test_cost_to_go_term.py", "tests/optimizer/test_spot_leg.py",
                            "tests/optimizer/test_context.py"),
+    "optimizer/clarabel_native.py": ("tests/optimizer/test_clarabel_native.py",
+                                     "tests/optimizer/test_engines.py"),
     "optimizer/constraints.py": CONSTRAINT_TESTS,
     "optimizer/margin_constraints.py": CONSTRAINT_TESTS,
     "optimizer/constraint_base.py": CONSTRAINT_TESTS,

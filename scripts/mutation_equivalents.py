@@ -328,5 +328,32 @@ EQUIVALENT: dict[str, str] = {
         "(n - cap with cap = -inf is +inf) and warnings are not errors in the test setup",
     "models.margin.x_liquidation_gap__mutmut_50":
         "cap >= 0: cap was just mapped to > 0 or -inf, so cap == 0 never occurs",
+    # optimizer/clarabel_native.py (fbr's equilibration and the kept Clarabel solver)
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.x_unscaled__mutmut_{n}" for n in (18, 20, 24, 26, 29, 31)],
+        "dtype=float dropped from np.asarray of Clarabel's x, z or s: Clarabel returns lists of "
+        "Python floats, which numpy makes float64 anyway"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁEquilibratorǁ__init____mutmut_{n}" for n in (48, 50)],
+        "the empty block_rows (no cone blocks) as a float array: it is only read by its size "
+        "(the rectification is skipped), never used as an index"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁEquilibratorǁ__init____mutmut_{n}" for n in (61, 63)],
+        "block_sizes as integers: the bincount sums (floats) divided by them give the same means"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁFreshClarabelǁsolve__mutmut_{n}" for n in (5, 6)],
+        "the settings cache missed: the settings are rebuilt from the same options, identical "
+        "(only slower)"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_{n}" for n in (9, 11, 12)],
+        "the identity order not recognised: the values are gathered through the identity "
+        "permutation, the same array (only slower)"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_{n}" for n in (3, 5, 7)],
+        "argsort without kind='stable': any sort keeps each group's entries contiguous, and a "
+        "maximum does not depend on their order within the group"),
+    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_20":
+        "bincount without minlength: the counts end at the last non-empty group, so present and "
+        "starts are the same, and the scatter path gives the trailing empty groups their 0",
     **SCENARIOS,
 }

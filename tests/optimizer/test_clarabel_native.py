@@ -76,6 +76,47 @@ def test_equilibration_equals_the_dense_ruiz_passes(seed: int) -> None:
     assert got.c != 1.0 and np.ptp(got.d) > 1.0  # the data was badly scaled: scales moved
 
 
+@pytest.mark.parametrize("case", ["no cones", "no P (an LP)", "no q"])
+def test_equilibration_edge_cases_equal_the_dense_passes(case: str) -> None:
+    """No cone block (rows scaled one by one), a zero P and a zero q (no cost scaling: c = 1)."""
+    P, q, A, _b = _random_problem(7)
+    blocks = [] if case == "no cones" else [(5, 9)]
+    if case == "no P (an LP)":
+        P = sp.csc_matrix(P.shape)
+    if case == "no q":
+        q = np.zeros_like(q)
+    full = (P + P.T - sp.diags(P.diagonal())).toarray()
+    got = Equilibrator(P, A, blocks)(P.data, q, A.data, 10, LO, HI)
+    want = dense_ruiz(full, q, A.toarray(), 10, blocks)
+    np.testing.assert_allclose(got.d, want.d, rtol=1e-12)
+    np.testing.assert_allclose(got.e, want.e, rtol=1e-12)
+    assert got.c == pytest.approx(want.c, rel=1e-12)
+    assert (got.c == 1.0) == (case != "no cones")
+
+
+def test_a_badly_scaled_qp_solves_as_clarabels_own() -> None:
+    """A random QP with entries over seven orders of magnitude (orthant rows only), through the
+    kept solver at Clarabel's defaults and at an objective times 3: x as Clarabel's own tight
+    solve, the objective times 3 and the duals times 3 in the second."""
+    P, q, A, _ = _random_problem(3)
+    rng = np.random.default_rng(3)
+    b = A @ rng.normal(size=A.shape[1]) + rng.uniform(0.1, 1.0, size=A.shape[0])
+    cones = [clarabel.NonnegativeConeT(A.shape[0])]
+    ref = clarabel.DefaultSolver(P, q, A, b, cones, clarabel_settings(
+        {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12})).solve()
+    nat = NativeClarabel(P, A, cones, [])
+    one = nat.solve(P, q, A, b, {})
+    three = nat.solve(P, q, A, b, {}, cost=3.0)
+    scale = max(1.0, float(np.abs(ref.x).max()))
+    assert one.status == "Solved" and three.status == "Solved"
+    np.testing.assert_allclose(one.x, np.asarray(ref.x), atol=1e-6 * scale)
+    np.testing.assert_allclose(three.x, one.x, atol=1e-6 * scale)
+    assert one.obj_val == pytest.approx(ref.obj_val, rel=1e-6)
+    assert three.obj_val == pytest.approx(3.0 * one.obj_val, rel=1e-6)
+    np.testing.assert_allclose(three.z, 3.0 * one.z, rtol=1e-4, atol=1e-6 * np.abs(one.z).max())
+    assert isinstance(one.iterations, int) and one.iterations > 0 and one.solve_time > 0.0
+
+
 def test_limit_scaling_leaves_tiny_norms_alone_and_caps_large_ones() -> None:
     got = limit_scaling(np.array([0.0, 1e-5, 1e-4, 2.0, 1e5]), LO, HI)
     np.testing.assert_array_equal(got, [1.0, 1.0, 1e-4, 2.0, 1e4])
@@ -163,6 +204,13 @@ def test_one_solver_is_updated_and_answers_as_a_fresh_one() -> None:
     assert second.obj_val == alone.obj_val and second.iterations == alone.iterations
     np.testing.assert_array_equal(first.x, again.x)
     assert not np.array_equal(first.x, second.x)
+    # a day whose cost is 1000 times larger: fbr's cost scale absorbs it, so its gap tolerances
+    # (times c) must be re-sent to the kept solver, or it answers as if it were day A
+    big = nat.solve(a.P * 1e3, a.q * 1e3, a.A, a.b, opts)
+    big_alone = NativeClarabel(a.P, a.A, a.cones, a.compiled.cone_blocks()).solve(
+        a.P * 1e3, a.q * 1e3, a.A, a.b, opts)
+    np.testing.assert_array_equal(big.x, big_alone.x)
+    assert big.iterations == big_alone.iterations
     nat.solve(a.P, a.q, a.A, a.b, {})  # other options: a solver of their own
     assert nat.setups == 2
 
@@ -181,14 +229,30 @@ def test_the_cone_blocks_follow_the_cone_dimensions() -> None:
 
 
 def test_the_path_follows_the_problem_size() -> None:
-    """A fresh set-up below UPDATE_MIN_NNZ nonzeros, the kept solver from there; the fresh path's
-    answer is Clarabel's own (objective times cost, as the kept one's)."""
+    """A fresh set-up below UPDATE_MIN_NNZ nonzeros of A and P together, the kept solver from
+    there (with the cones it was given)."""
     eng = _engine(4)
     assert isinstance(clarabel_path(eng.P, eng.A, eng.cones, []), FreshClarabel)
-    big = sp.random(UPDATE_MIN_NNZ, 10, density=0.5, random_state=0, format="csc")
-    assert isinstance(clarabel_path(sp.csc_matrix((10, 10)), big, [], []), NativeClarabel)
-    fresh = FreshClarabel(eng.cones).solve(eng.P, eng.q, eng.A, eng.b, {}, cost=3.0)
-    own = clarabel.DefaultSolver(eng.P * 3.0, eng.q * 3.0, eng.A, eng.b, eng.cones,
-                                 clarabel_settings({})).solve()
-    np.testing.assert_array_equal(fresh.x, np.asarray(own.x))
-    assert fresh.obj_val == own.obj_val
+    n = 10
+    P = sp.identity(n, format="csc")
+    A = sp.csc_matrix(np.ones((UPDATE_MIN_NNZ // n - 1, n)))  # n short of the threshold
+    assert A.nnz + P.nnz == UPDATE_MIN_NNZ
+    cones = [clarabel.NonnegativeConeT(A.shape[0])]
+    kept = clarabel_path(P, A, cones, [])
+    assert isinstance(kept, NativeClarabel) and kept.cones is cones
+    A_less = sp.csc_matrix(np.ones((UPDATE_MIN_NNZ // n - 2, n)))
+    assert isinstance(clarabel_path(P, A_less, cones, []), FreshClarabel)
+
+
+def test_the_fresh_path_is_clarabels_own_for_each_options() -> None:
+    """Two options on one fresh path, the objective times cost or not: each answer is Clarabel's
+    own set-up with those options, bit for bit."""
+    eng = _engine(4)
+    fresh = FreshClarabel(eng.cones)
+    for opts, cost in (({}, 3.0), (dict(CLARABEL_SETTINGS), 1.0), ({}, 1.0)):
+        got = fresh.solve(eng.P, eng.q, eng.A, eng.b, opts, cost=cost) if cost != 1.0 \
+            else fresh.solve(eng.P, eng.q, eng.A, eng.b, opts)
+        own = clarabel.DefaultSolver(eng.P * cost, eng.q * cost, eng.A, eng.b, eng.cones,
+                                     clarabel_settings(opts)).solve()
+        np.testing.assert_array_equal(got.x, np.asarray(own.x))
+        assert got.obj_val == own.obj_val and got.iterations == own.iterations
