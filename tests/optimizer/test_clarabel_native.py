@@ -62,16 +62,23 @@ def _random_problem(seed: int) -> tuple[sp.csc_matrix, np.ndarray, sp.csc_matrix
     return P, rng.normal(size=n) * 1e3, A, rng.normal(size=m)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_equilibration_equals_the_dense_ruiz_passes(seed: int) -> None:
-    P, q, A, _b = _random_problem(seed)
-    blocks = [(3, 6), (6, 9)]
+def _matched_equilibration(P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix,
+                           blocks: list[tuple[int, int]]) -> Scaling:
+    """fbr's scaling of (P upper triangle, q, A), asserted equal to :func:`dense_ruiz`'s."""
     full = (P + P.T - sp.diags(P.diagonal())).toarray()
     got = Equilibrator(P, A, blocks)(P.data, q, A.data, 10, LO, HI)
     want = dense_ruiz(full, q, A.toarray(), 10, blocks)
     np.testing.assert_allclose(got.d, want.d, rtol=1e-12)
     np.testing.assert_allclose(got.e, want.e, rtol=1e-12)
     assert got.c == pytest.approx(want.c, rel=1e-12)
+    return got
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equilibration_equals_the_dense_ruiz_passes(seed: int) -> None:
+    P, q, A, _b = _random_problem(seed)
+    blocks = [(3, 6), (6, 9)]
+    got = _matched_equilibration(P, q, A, blocks)
     assert np.ptp(got.e[3:6]) == 0.0 and np.ptp(got.e[6:9]) == 0.0
     assert got.c != 1.0 and np.ptp(got.d) > 1.0  # the data was badly scaled: scales moved
 
@@ -85,12 +92,7 @@ def test_equilibration_edge_cases_equal_the_dense_passes(case: str) -> None:
         P = sp.csc_matrix(P.shape)
     if case == "no q":
         q = np.zeros_like(q)
-    full = (P + P.T - sp.diags(P.diagonal())).toarray()
-    got = Equilibrator(P, A, blocks)(P.data, q, A.data, 10, LO, HI)
-    want = dense_ruiz(full, q, A.toarray(), 10, blocks)
-    np.testing.assert_allclose(got.d, want.d, rtol=1e-12)
-    np.testing.assert_allclose(got.e, want.e, rtol=1e-12)
-    assert got.c == pytest.approx(want.c, rel=1e-12)
+    got = _matched_equilibration(P, q, A, blocks)
     assert (got.c == 1.0) == (case != "no cones")
 
 
