@@ -12,8 +12,9 @@ For each size N (assets; one linear perpetual per asset, so M = N contracts) and
   leverage cap and two correlation cluster bands. Served by PIQP through fbr's lean path
   (``optimizer.engines.PiqpEngine``);
 - ``conic``: the same plus the 3/2-power impact cost and a volatility cap, served by Clarabel through
-  fbr's lean ``optimizer.engines.ClarabelEngine`` (fbr's own equilibration of each day's data,
-  then an update of one kept ``DefaultSolver`` at ``CLARABEL_SETTINGS``: a 1e-9 gap, with
+  fbr's lean ``optimizer.engines.ClarabelEngine`` (from ``UPDATE_MIN_NNZ`` nonzeros, N >= 500
+  here, fbr's own equilibration of each day's data and an update of one kept ``DefaultSolver``;
+  below it a fresh ``DefaultSolver`` per solve; both at ``CLARABEL_SETTINGS``: a 1e-9 gap, with
   Clarabel's reduced tolerances at its full defaults so that an 'almost solved' answer meets
   them; a stall short of them is tried again at Clarabel's defaults, then on a careful path and
   rescaled: ``optimizer.engines.CLARABEL_ATTEMPTS``);
@@ -44,9 +45,9 @@ Columns (per day, then the median over days)
   interface (``engine.compiled.apply()``, settings from ``engine.options``, the tight
   ``CLARABEL_SETTINGS``), or a fresh ``DefaultSolver`` + ``solve()`` when Clarabel refuses data
   updates (the output says which). The floor keeps the solver's equilibration from day 0 (answers
-  depend on earlier days); fbr equilibrates each day's data itself with Clarabel's equilibration
-  off (``optimizer.clarabel_native``), so an update answers as a fresh set-up would and the same
-  inputs give the same outputs;
+  depend on earlier days); fbr sets a small problem up afresh each solve and equilibrates a large
+  one's data itself with Clarabel's equilibration off (``optimizer.clarabel_native``), so an
+  update answers as a fresh set-up would: the same inputs give the same outputs;
 - ``naive``: ``ProblemData.naive_z()`` (the seed rule, z = w* - s per asset through its contract);
 - ``cvxpy default``: cvxpy's default path ``problem.solve(solver=..., **same options)`` on the same
   compiled problem (warm: cvxpy caches its parametrised program and the solver object);
