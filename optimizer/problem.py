@@ -266,7 +266,7 @@ class HedgeProblem:
         if res.z is None or d is None:
             return 0.0
         if d.spot is not None:
-            buy, sell = self.spot_solution(res.solver)
+            buy, sell = self.spot_solution(res)
             d = after_spot_trade(d, buy - sell, buy + sell)
         return max((float(np.max(c.violation(res.z, d), initial=0.0)) for c in self.constraints),
                    default=0.0)
@@ -275,15 +275,16 @@ class HedgeProblem:
         """Load the last solve of ``solver`` into the cvxpy problem, for dual values."""
         self._engines[SolverName(solver)].unpack()
 
-    def spot_solution(self, solver: str) -> tuple[np.ndarray, np.ndarray]:
-        """(buys, sells) in weights from the last solve of ``solver`` (spot leg on), clipped to
-        [0, holdings]: the engines return z only, so the solve is unpacked into the cvxpy problem."""
+    def spot_solution(self, res: RawResult) -> tuple[np.ndarray, np.ndarray]:
+        """(buys, sells) in weights of the answer ``res`` (spot leg on), clipped to [0, holdings]:
+        read from its primal vector ``res.x`` where the answering engine placed the variables (no
+        unpacking of the cvxpy problem)."""
         ctx = self.ctx
         if not isinstance(ctx, SpotContext) or self.data is None or self.data.spot is None:
             raise ValueError("the spot leg is off in this problem")
-        self.unpack(solver)
-        if ctx.buy.value is None or ctx.sell.value is None:
+        if res.x is None:
             raise SolverFailedError("the solver returned no spot trades")
-        buy = np.clip(np.asarray(ctx.buy.value, dtype=float), 0.0, None)
-        sell = np.clip(np.asarray(ctx.sell.value, dtype=float), 0.0, self.data.spot.holdings)
+        engine = self._engines[SolverName(res.solver)]
+        buy = np.clip(res.x[engine.var_slice(ctx.buy)], 0.0, None)
+        sell = np.clip(res.x[engine.var_slice(ctx.sell)], 0.0, self.data.spot.holdings)
         return buy, sell

@@ -250,7 +250,7 @@ class Rebalancer:
             status = "infeasible"
         else:
             if d.spot is not None and res.z is not None:
-                buy, sell = hp.spot_solution(res.solver)
+                buy, sell = hp.spot_solution(res)
                 if not d.spot.settings.harvest_losses:  # no wash trades (net_trades)
                     buy, sell = net_trades(buy, sell)
                 spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))

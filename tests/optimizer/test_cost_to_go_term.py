@@ -416,7 +416,7 @@ def test_spot_leg_deviation_is_priced() -> None:
     hp.update(d)
     res = hp.solve().result
     assert res.status == "optimal" and res.z is not None
-    buy, sell = hp.spot_solution(res.solver)
+    buy, sell = hp.spot_solution(res)
     # the term's expression on a spot context, at the optimum (z, b, q), is kappa dev' Q_p dev
     term = CostToGo()
     ctx = make_context(d.structure)
