@@ -629,7 +629,7 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     attempt of ``ClarabelEngine.solve`` at ``CLARABEL_SETTINGS``: fbr's equilibration and an
     update of the kept solver, or a fresh set-up for a small problem; later attempts, on days the
     first stalls, are not split)."""
-    from optimizer.clarabel_native import FreshClarabel, Scaling, gap_tolerances, unscaled
+    from optimizer.clarabel_native import NativeClarabel, unscaled
     from optimizer.cvxpy_adapter import clarabel_status
 
     eng = hp.engine(SolverName.CLARABEL)
@@ -653,33 +653,17 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     t4 = t()
     eng.attempt_options, eng.scale = eng.options, 1.0
     nat = eng.native
-    if isinstance(nat, FreshClarabel):  # a small problem: Clarabel set up per solve
-        import clarabel
-
+    if isinstance(nat, NativeClarabel):  # the kept solver: fbr's equilibration, then the update
+        sc = nat.equilibrate(eng.P, q, eng.A, eng.options)
         t5 = t()
-        solver = clarabel.DefaultSolver(eng.P, q, eng.A, bfull, eng.cones,
-                                        clarabel_settings(eng.options))
-        t6 = t()
-        raw = solver.solve()
-        t7 = t()
-        ans = unscaled(raw, Scaling(np.ones(q.size), np.ones(bfull.size), 1.0))
-    else:
-        key = tuple(sorted(eng.options.items()))
-        if key not in nat.solvers:  # the first solve sets the solver up (not split)
-            nat.solve(eng.P, q, eng.A, bfull, eng.options)
-        settings, solver = nat.solvers[key]
-        sc = nat.equilibrator(eng.P.data, q, eng.A.data, int(settings.equilibrate_max_iter),
-                              float(settings.equilibrate_min_scaling),
-                              float(settings.equilibrate_max_scaling))
+        solver = nat.load_scaled(eng.P, q, eng.A, bfull, eng.options, sc, 1.0)
+    else:  # a small problem: Clarabel set up per solve
         t5 = t()
-        Ps, qs, As, bs = nat._scaled(eng.P, q, eng.A, bfull, sc)
-        for name, value in gap_tolerances(eng.options, sc.c).items():
-            setattr(settings, name, value)
-        solver.update(P=Ps.data, q=qs, A=As.data, b=bs, settings=settings)
-        t6 = t()
-        raw = solver.solve()
-        t7 = t()
-        ans = unscaled(raw, sc)
+        solver, sc = nat.load(eng.P, q, eng.A, bfull, eng.options, 1.0)
+    t6 = t()
+    raw = solver.solve()
+    t7 = t()
+    ans = unscaled(raw, sc)
     _ = (clarabel_status(ans), ans.x[eng.z_slice].copy(), ans.obj_val, ans.iterations)
     t8 = t()
     return {"parameter values (hp.update)": t1 - t0, "param-vector assembly": t2 - t1,
@@ -795,7 +779,7 @@ def spot_answer(hp: HedgeProblem, d: ProblemData,
     """fbr's spot trades (buys, sells; weights) of its last solve, or None without an answer."""
     if out is None or out.result.z is None:
         return None
-    return hp.spot_solution(out.result.solver)
+    return hp.spot_solution(out.result)
 
 
 def cvx_spot(hp: HedgeProblem) -> tuple[np.ndarray, np.ndarray] | None:

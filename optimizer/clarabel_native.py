@@ -22,6 +22,7 @@ is in K exactly when s is.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -32,8 +33,8 @@ import scipy.sparse as sp
 
 from optimizer.cvxpy_adapter import clarabel_settings
 
-__all__ = ["UPDATE_MIN_NNZ", "Equilibrator", "FreshClarabel", "NativeAnswer", "NativeClarabel",
-           "Scaling", "clarabel_path"]
+__all__ = ["UPDATE_MIN_NNZ", "ClarabelPath", "Equilibrator", "FreshClarabel", "NativeAnswer",
+           "NativeClarabel", "Scaling", "clarabel_path"]
 
 
 def limit_scaling(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -181,28 +182,45 @@ def default_gaps() -> dict[str, float]:
 UPDATE_MIN_NNZ = 20_000
 
 
-class FreshClarabel:
+class ClarabelPath(ABC):
+    """How one solve's data goes into a Clarabel solver: :meth:`load` returns the solver ready to
+    solve and the scaling its answer comes back through; :meth:`solve` runs it. P is the upper
+    triangle; the objective is multiplied by ``cost`` and the answer is for that objective."""
+
+    @abstractmethod
+    def load(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+             options: dict[str, float], cost: float) -> tuple[Any, Scaling]:
+        """(solver, scaling) for this solve's data and ``options`` (cvxpy's Clarabel options)."""
+
+    def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+              options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
+        """The answer in original units (of the objective times ``cost``)."""
+        solver, sc = self.load(P, q, A, b, options, cost)
+        return unscaled(solver.solve(), sc)
+
+
+class FreshClarabel(ClarabelPath):
     """A fresh Clarabel solver per solve, with Clarabel's own equilibration (small problems)."""
 
     def __init__(self, cones: list[Any]) -> None:
         self.cones = cones
         self.settings: dict[tuple[tuple[str, float], ...], Any] = {}
 
-    def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
-              options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
-        """As :meth:`NativeClarabel.solve`, set up from scratch."""
+    def load(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+             options: dict[str, float], cost: float) -> tuple[Any, Scaling]:
+        """A new solver set up on the data (no scaling of fbr's: the identity)."""
         import clarabel
 
         key = tuple(sorted(options.items()))
         settings = self.settings.get(key)
         if settings is None:
             settings = self.settings[key] = clarabel_settings(options)
-        raw = clarabel.DefaultSolver(P * cost, q * cost, A, b, self.cones, settings).solve()
-        return unscaled(raw, Scaling(np.ones(q.size), np.ones(b.size), 1.0))
+        solver = clarabel.DefaultSolver(P * cost, q * cost, A, b, self.cones, settings)
+        return solver, Scaling(np.ones(q.size), np.ones(b.size), 1.0)
 
 
 def clarabel_path(P: sp.csc_matrix, A: sp.csc_matrix, cones: list[Any],
-                  blocks: Sequence[tuple[int, int]]) -> FreshClarabel | NativeClarabel:
+                  blocks: Sequence[tuple[int, int]]) -> ClarabelPath:
     """The kept, fbr-equilibrated solver from :data:`UPDATE_MIN_NNZ` nonzeros, else a fresh
     set-up per solve; either answers from the solve's data alone."""
     if A.nnz + P.nnz >= UPDATE_MIN_NNZ:
@@ -210,9 +228,10 @@ def clarabel_path(P: sp.csc_matrix, A: sp.csc_matrix, cones: list[Any],
     return FreshClarabel(cones)
 
 
-class NativeClarabel:
+class NativeClarabel(ClarabelPath):
     """One Clarabel solver per options, set up on first use and updated afterwards, fed data
-    scaled by :class:`Equilibrator` (Clarabel's own equilibration off)."""
+    scaled by :class:`Equilibrator` (Clarabel's own equilibration off; the equilibration passes
+    and limits are read from the options' settings)."""
 
     def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, cones: list[Any],
                  blocks: Sequence[tuple[int, int]]) -> None:
@@ -223,6 +242,11 @@ class NativeClarabel:
         #: solver set-ups so far (one per options while Clarabel allows data updates)
         self.setups = 0
 
+    def _entry(self, options: dict[str, float]) -> tuple[Any, Any]:
+        """(settings, the kept solver or None) for ``options``."""
+        got = self.solvers.get(tuple(sorted(options.items())))
+        return got if got is not None else (clarabel_settings(options), None)
+
     def _scaled(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
                 sc: Scaling) -> tuple[sp.csc_matrix, np.ndarray, sp.csc_matrix, np.ndarray]:
         eq = self.equilibrator
@@ -230,30 +254,38 @@ class NativeClarabel:
         self.A.data[:] = A.data * sc.e[eq.a_rows] * sc.d[eq.a_cols]
         return self.P, q * sc.d * sc.c, self.A, b * sc.e
 
-    def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
-              options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
-        """Solve with ``options`` (cvxpy's Clarabel options; the equilibration passes and limits
-        are fbr's, Clarabel's own equilibration is off) and the objective multiplied by ``cost``;
-        the answer is for that objective. P (upper triangle) and A in this object's pattern."""
+    def equilibrate(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix,
+                    options: dict[str, float]) -> Scaling:
+        """fbr's scaling of this solve's data, with the options' passes and limits."""
+        settings, _ = self._entry(options)
+        return self.equilibrator(P.data, q, A.data, int(settings.equilibrate_max_iter),
+                                 float(settings.equilibrate_min_scaling),
+                                 float(settings.equilibrate_max_scaling))
+
+    def load_scaled(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+                    options: dict[str, float], sc: Scaling, cost: float) -> Any:
+        """The options' solver holding the data scaled by ``sc`` (the cost by c x cost) and the
+        gap tolerances for it: set up on first use, updated afterwards."""
         import clarabel
 
-        key = tuple(sorted(options.items()))
-        settings, solver = self.solvers.get(key) or (clarabel_settings(options), None)
-        sc = self.equilibrator(P.data, q, A.data, int(settings.equilibrate_max_iter),
-                               float(settings.equilibrate_min_scaling),
-                               float(settings.equilibrate_max_scaling))
-        scaled = Scaling(sc.d, sc.e, sc.c * cost)
-        Ps, qs, As, bs = self._scaled(P, q, A, b, scaled)
-        gap = gap_tolerances(options, sc.c)  # options mean the objective times cost
-        for name, value in gap.items():
+        settings, solver = self._entry(options)
+        Ps, qs, As, bs = self._scaled(P, q, A, b, Scaling(sc.d, sc.e, sc.c * cost))
+        for name, value in gap_tolerances(options, sc.c).items():  # options: objective x cost
             setattr(settings, name, value)
         if solver is None:
             settings.equilibrate_enable = False
             solver = clarabel.DefaultSolver(Ps, qs, As, bs, self.cones, settings)
             self.setups += 1
             if solver.is_data_update_allowed():
-                self.solvers[key] = (settings, solver)
+                self.solvers[tuple(sorted(options.items()))] = (settings, solver)
         else:
             # values only: the pattern is the set-up's (cheaper than passing matrices)
             solver.update(P=Ps.data, q=qs, A=As.data, b=bs, settings=settings)
-        return unscaled(solver.solve(), sc)  # the answer of the objective times cost
+        return solver
+
+    def load(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
+             options: dict[str, float], cost: float) -> tuple[Any, Scaling]:
+        """:meth:`equilibrate`, then :meth:`load_scaled`; the answer comes back through the
+        scaling without the cost (it is the answer of the objective times cost)."""
+        sc = self.equilibrate(P, q, A, options)
+        return self.load_scaled(P, q, A, b, options, sc, cost), sc

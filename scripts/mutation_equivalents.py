@@ -341,7 +341,7 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.clarabel_native.xǁEquilibratorǁ__init____mutmut_{n}" for n in (61, 63)],
         "block_sizes as integers: the bincount sums (floats) divided by them give the same means"),
     **dict.fromkeys(
-        [f"optimizer.clarabel_native.xǁFreshClarabelǁsolve__mutmut_{n}" for n in (5, 6)],
+        [f"optimizer.clarabel_native.xǁFreshClarabelǁload__mutmut_{n}" for n in (4, 5)],
         "the settings cache missed: the settings are rebuilt from the same options, identical "
         "(only slower)"),
     **dict.fromkeys(
