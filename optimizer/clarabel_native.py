@@ -143,12 +143,15 @@ class NativeAnswer:
     solve_time: float
 
 
-def unscaled(raw: Any, sc: Scaling) -> NativeAnswer:
-    """``raw`` (a Clarabel solution of the scaled problem) in the original units."""
-    return NativeAnswer(str(raw.status), sc.d * np.asarray(raw.x, dtype=float),
-                        sc.e * np.asarray(raw.z, dtype=float) / sc.c,
-                        np.asarray(raw.s, dtype=float) / sc.e, float(raw.obj_val) / sc.c,
-                        int(raw.iterations), float(raw.solve_time))
+def unscaled(raw: Any, sc: Scaling | None) -> NativeAnswer:
+    """``raw`` (a Clarabel solution of the problem scaled by ``sc``; None: not scaled) in the
+    original units."""
+    x, z, s = (np.asarray(v, dtype=float) for v in (raw.x, raw.z, raw.s))
+    obj = float(raw.obj_val)
+    if sc is not None:
+        x, z, s, obj = sc.d * x, sc.e * z / sc.c, s / sc.e, obj / sc.c
+    return NativeAnswer(str(raw.status), x, z, s, obj, int(raw.iterations),
+                        float(raw.solve_time))
 
 
 def gap_tolerances(options: dict[str, float], c: float) -> dict[str, float]:
@@ -189,8 +192,9 @@ class ClarabelPath(ABC):
 
     @abstractmethod
     def load(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
-             options: dict[str, float], cost: float) -> tuple[Any, Scaling]:
-        """(solver, scaling) for this solve's data and ``options`` (cvxpy's Clarabel options)."""
+             options: dict[str, float], cost: float) -> tuple[Any, Scaling | None]:
+        """(solver, scaling; None: the data went in unscaled) for this solve's data and
+        ``options`` (cvxpy's Clarabel options)."""
 
     def solve(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
               options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
@@ -207,16 +211,17 @@ class FreshClarabel(ClarabelPath):
         self.settings: dict[tuple[tuple[str, float], ...], Any] = {}
 
     def load(self, P: sp.csc_matrix, q: np.ndarray, A: sp.csc_matrix, b: np.ndarray,
-             options: dict[str, float], cost: float) -> tuple[Any, Scaling]:
-        """A new solver set up on the data (no scaling of fbr's: the identity)."""
+             options: dict[str, float], cost: float) -> tuple[Any, None]:
+        """A new solver set up on the data (no scaling of fbr's)."""
         import clarabel
 
         key = tuple(sorted(options.items()))
         settings = self.settings.get(key)
         if settings is None:
             settings = self.settings[key] = clarabel_settings(options)
-        solver = clarabel.DefaultSolver(P * cost, q * cost, A, b, self.cones, settings)
-        return solver, Scaling(np.ones(q.size), np.ones(b.size), 1.0)
+        if cost != 1.0:  # a copy of P only for a rescaled attempt (the hot path has cost 1)
+            P, q = P * cost, q * cost
+        return clarabel.DefaultSolver(P, q, A, b, self.cones, settings), None
 
 
 def clarabel_path(P: sp.csc_matrix, A: sp.csc_matrix, cones: list[Any],

@@ -330,8 +330,8 @@ EQUIVALENT: dict[str, str] = {
         "cap >= 0: cap was just mapped to > 0 or -inf, so cap == 0 never occurs",
     # optimizer/clarabel_native.py (fbr's equilibration and the kept Clarabel solver)
     **dict.fromkeys(
-        [f"optimizer.clarabel_native.x_unscaled__mutmut_{n}" for n in (18, 20, 24, 26, 29, 31)],
-        "dtype=float dropped from np.asarray of Clarabel's x, z or s: Clarabel returns lists of "
+        [f"optimizer.clarabel_native.x_unscaled__mutmut_{n}" for n in (3, 5)],
+        "dtype=float dropped from np.asarray of Clarabel's x, z and s: Clarabel returns lists of "
         "Python floats, which numpy makes float64 anyway"),
     **dict.fromkeys(
         [f"optimizer.clarabel_native.xǁEquilibratorǁ__init____mutmut_{n}" for n in (48, 50)],

@@ -251,7 +251,7 @@ def test_the_fresh_path_is_clarabels_own_for_each_options() -> None:
     own set-up with those options, bit for bit."""
     eng = _engine(4)
     fresh = FreshClarabel(eng.cones)
-    for opts, cost in (({}, 3.0), (dict(CLARABEL_SETTINGS), 1.0), ({}, 1.0)):
+    for opts, cost in (({}, 3.0), (dict(CLARABEL_SETTINGS), 1.0), ({}, 1.0), ({}, 2.0)):
         got = fresh.solve(eng.P, eng.q, eng.A, eng.b, opts, cost=cost) if cost != 1.0 \
             else fresh.solve(eng.P, eng.q, eng.A, eng.b, opts)
         own = clarabel.DefaultSolver(eng.P * cost, eng.q * cost, eng.A, eng.b, eng.cones,
