@@ -693,6 +693,11 @@ class SizeResult:
     dz_native: list[float] = field(default_factory=list)
     dz_cvxpy: list[float] = field(default_factory=list)
     iterations: list[int] = field(default_factory=list)
+    #: cvxpy's default path: iterations on the days it answered; (fbr, cvxpy) ms per iteration
+    #: on the days both answered (fbr's time counts every attempt it ran, its iterations the
+    #: served one's)
+    cvxpy_iterations: list[int] = field(default_factory=list)
+    ms_per_iteration: list[tuple[float, float]] = field(default_factory=list)
     native_mode: str = ""
     inaccurate_days: list[str] = field(default_factory=list)
     failed_days: list[str] = field(default_factory=list)
@@ -729,6 +734,10 @@ class SizeResult:
             "max_dz_cvxpy": max(self.dz_cvxpy, default=math.nan),
             "max_dz": max(self.dz_native + self.dz_cvxpy, default=math.nan),
             "median_iterations": float(np.median(self.iterations)) if self.iterations else math.nan,
+            "cvxpy_default_median_iterations": (float(np.median(self.cvxpy_iterations))
+                                                if self.cvxpy_iterations else math.nan),
+            "ms_per_iteration_median": ([float(v) for v in np.median(self.ms_per_iteration, axis=0)]
+                                        if self.ms_per_iteration else [math.nan, math.nan]),
             "native_mode": self.native_mode, "fbr_inaccurate_days": self.inaccurate_days,
             "fbr_failed_days": self.failed_days, "native_failed_days": self.native_failed_days,
             "cvxpy_default_inaccurate_days": self.cvxpy_inaccurate_days,
@@ -911,9 +920,14 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
         if z_nat is None:
             res.native_failed_days += 1
         t_naive, _ = best_of(d.naive_z, 5)
-        t_cvx, z_cvx = best_of(cvx_default, 1)
+        t_cvx, z_cvx = best_of(cvx_default, fbr_reps)  # as many tries as fbr's timing
         if z_cvx is None:
             res.cvxpy_failed_days += 1
+        else:
+            res.cvxpy_iterations.append(int(hp.problem.solver_stats.num_iters or 0))
+        if out is not None and z_cvx is not None and out.result.iterations:
+            res.ms_per_iteration.append((1e3 * t_fbr / out.result.iterations,
+                                         1e3 * t_cvx / res.cvxpy_iterations[-1]))
         elif hp.problem.status == cp.OPTIMAL_INACCURATE:
             res.cvxpy_inaccurate_days += 1
         # the path goes on with fbr's answer, or the first other answer when fbr had none
@@ -1050,6 +1064,11 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
             print(f"  fbr {config} N={r['n']}: {what} on {len(days)} day(s) ({_ranges(days)})")
         if r["native_failed_days"]:
             print(f"  native {config} N={r['n']}: no solution on {r['native_failed_days']} day(s)")
+        fbr_it, cvx_it = r["ms_per_iteration_median"]
+        print(f"  {config} N={r['n']}: median iterations fbr {r['median_iterations']:.1f}, cvxpy "
+              f"default {r['cvxpy_default_median_iterations']:.1f}; ms per iteration fbr "
+              f"{_fmt(fbr_it)}, cvxpy default {_fmt(cvx_it)} (median over the days both "
+              "answered)")
         if r["cvxpy_default_inaccurate_days"] or r["cvxpy_default_failed_days"]:
             print(f"  cvxpy default {config} N={r['n']}: optimal_inaccurate on "
                   f"{r['cvxpy_default_inaccurate_days']} day(s), failed on "

@@ -15,8 +15,11 @@ from optimizer.clarabel_native import (
     UPDATE_MIN_NNZ,
     Equilibrator,
     FreshClarabel,
+    KeptSolver,
     NativeClarabel,
     Scaling,
+    SegmentMax,
+    changed_values,
     clarabel_path,
     gap_tolerances,
     limit_scaling,
@@ -119,6 +122,59 @@ def test_a_badly_scaled_qp_solves_as_clarabels_own() -> None:
     assert isinstance(one.iterations, int) and one.iterations > 0 and one.solve_time > 0.0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_segment_max_equals_a_loop_over_the_entries(seed: int) -> None:
+    """Groups of every size from 0 (empty: 0) to past SegmentMax.SHORT, ids unsorted or sorted."""
+    rng = np.random.default_rng(seed)
+    size = 40
+    sizes = rng.integers(0, 2 * SegmentMax.SHORT + 3, size)
+    sizes[:3] = (0, 1, SegmentMax.SHORT + 1)
+    groups = np.repeat(np.arange(size), sizes)
+    if seed % 2 == 0:
+        groups = rng.permutation(groups)
+    vals = rng.uniform(0.0, 5.0, groups.size)
+    want = np.zeros(size)
+    for g, v in zip(groups, vals, strict=True):
+        want[g] = max(want[g], v)
+    np.testing.assert_array_equal(SegmentMax(groups, size)(vals), want)
+
+
+def test_changed_values_sends_what_differs_bit_for_bit() -> None:
+    """Nothing when equal; the changed positions when fewer than a third changed (-0.0 against
+    0.0 counts: the solver must hold the very bits); every value otherwise."""
+    held = np.array([1.0, 2.0, 0.0, 4.0, 5.0])
+    assert changed_values("A", held, held.copy()) == {}
+    few = held.copy()
+    few[2] = -0.0
+    assert changed_values("A", held, few) == {"A": ([2], [-0.0])}
+    two = held.copy()
+    two[[0, 4]] = 7.0  # two of five: not fewer than a third
+    assert changed_values("P", held, two) == {"P": two.tolist()}
+
+
+def test_an_update_that_fails_drops_the_kept_solver() -> None:
+    """After an exception in an update, what the solver holds is unknown: the next solve sets up
+    a new one (and the exception reaches the caller)."""
+    eng = _engine(5)
+    nat = NativeClarabel(eng.P, eng.A, eng.cones, eng.compiled.cone_blocks())
+    opts = dict(CLARABEL_SETTINGS)
+    before = nat.solve(eng.P, eng.q, eng.A, eng.b, opts)
+    kept = next(iter(nat.solvers.values()))
+
+    class Broken:
+        def update(self, **_: object) -> None:
+            raise RuntimeError("panic in update")
+
+    nat.solvers = {k: KeptSolver(v.settings, Broken(), v.p_data, v.a_data)
+                   for k, v in nat.solvers.items()}
+    with pytest.raises(RuntimeError, match="panic in update"):
+        nat.solve(eng.P, eng.q, eng.A, eng.b, opts)
+    assert nat.solvers == {}
+    again = nat.solve(eng.P, eng.q, eng.A, eng.b, opts)
+    assert nat.setups == 2 and kept.solver is not next(iter(nat.solvers.values())).solver
+    np.testing.assert_array_equal(again.x, before.x)
+
+
 def test_limit_scaling_leaves_tiny_norms_alone_and_caps_large_ones() -> None:
     got = limit_scaling(np.array([0.0, 1e-5, 1e-4, 2.0, 1e5]), LO, HI)
     np.testing.assert_array_equal(got, [1.0, 1.0, 1e-4, 2.0, 1e4])
@@ -215,6 +271,56 @@ def test_one_solver_is_updated_and_answers_as_a_fresh_one() -> None:
     assert big.iterations == big_alone.iterations
     nat.solve(a.P, a.q, a.A, a.b, {})  # other options: a solver of their own
     assert nat.setups == 2
+
+
+@pytest.mark.parametrize("changed_columns", [1, "all"])
+def test_an_update_of_some_values_answers_as_a_fresh_solver(changed_columns: int | str,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """Day B is day A with q, b and the values of A in some columns changed: the kept solver
+    receives only the changed values of A (positions and values; or all of them when most
+    changed) and answers bit for bit as a solver set up on day B alone."""
+    a = _engine(6)
+    rng = np.random.default_rng(6)
+    A_b = a.A.copy()
+    cols = [a.z_slice.start] if changed_columns == 1 else range(A_b.shape[1])
+    for j in cols:
+        A_b.data[A_b.indptr[j]:A_b.indptr[j + 1]] *= rng.uniform(0.8, 1.2)
+    q_b, b_b = a.q * rng.uniform(0.9, 1.1, a.q.size), a.b * 1.01
+    nat = NativeClarabel(a.P, a.A, a.cones, a.compiled.cone_blocks())
+    opts = dict(CLARABEL_SETTINGS)
+    nat.solve(a.P, a.q, a.A, a.b, opts)
+    sent: list[dict[str, object]] = []
+    solver = next(iter(nat.solvers.values())).solver
+    real_update = solver.update
+
+    def spy(**kw: object) -> None:
+        sent.append(kw)
+        real_update(**kw)
+
+    monkeypatch.setattr(next(iter(nat.solvers.values())), "solver", _Spy(solver, spy))
+    got = nat.solve(a.P, q_b, A_b, b_b, opts)
+    alone = NativeClarabel(a.P, a.A, a.cones, a.compiled.cone_blocks()).solve(
+        a.P, q_b, A_b, b_b, opts)
+    np.testing.assert_array_equal(got.x, alone.x)
+    np.testing.assert_array_equal(got.z, alone.z)
+    assert got.iterations == alone.iterations and got.status == "Solved"
+    (kw,) = sent
+    assert isinstance(kw["q"], list) and isinstance(kw["b"], list)
+    if changed_columns == 1:
+        assert isinstance(kw["A"], tuple) and 0 < 3 * len(kw["A"][0]) < A_b.nnz
+    else:
+        assert isinstance(kw["A"], list) and len(kw["A"]) == A_b.nnz
+
+
+class _Spy:
+    """A Clarabel solver whose ``update`` goes through ``update`` (solve and the rest unchanged)."""
+
+    def __init__(self, solver: object, update: object) -> None:
+        self._solver, self.update = solver, update
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._solver, name)
 
 
 def test_the_cone_blocks_follow_the_cone_dimensions() -> None:
