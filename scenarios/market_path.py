@@ -55,11 +55,13 @@ class MarketPath:
     ``mark``: mark closes per contract symbol on the same index; a contract without a column is
     marked at its underlying's spot. ``funding``: rate per settlement (fraction, positive: longs pay)
     per contract symbol, indexed by settlement timestamps (irregular allowed; a contract without a
-    column pays none). ``half_spread`` (fraction) and ``adv`` (USD/day) per contract symbol; a missing
-    half spread defaults to 1 bp (``models.market.DEFAULT_HALF_SPREAD``), no ADV means no impact.
-    ``spot_half_spread`` (fraction) per asset symbol: what a spot trade pays on top of its fee
-    (1 bp when missing, as the optimiser's spot leg assumes). ``adv`` is either one value per contract
-    (a Series) or a frame on the spot index (a value per step; NaN: no impact at that step).
+    column pays none). ``half_spread`` (fraction) per contract symbol; a missing half spread
+    defaults to 1 bp (``models.market.DEFAULT_HALF_SPREAD``). ``adv`` (USD/day) per contract
+    symbol (its futures trades' impact) and per asset symbol (the spot market's volume: its spot
+    trades' impact); no ADV means no impact. ``spot_half_spread`` (fraction) per asset symbol:
+    what a spot trade pays on top of its fee (1 bp when missing, as the optimiser's spot leg
+    assumes). ``adv`` is either one value per symbol (a Series) or a frame on the spot index (a
+    value per step; NaN: no impact at that step).
     ``synthetic`` labels generated data. ``mark_source`` (optional, same index as spot, one
     column per contract it describes) labels where each mark comes from, e.g. "real",
     "real_ffill" or "modelled" (``scenarios.quarterly_basis.with_quarterly_marks``); the replay ignores it.
@@ -117,7 +119,8 @@ class MarketPath:
         (the dated-future carry of ``SyntheticHistory.snapshot`` is not modelled: dated futures are
         marked at the perp mark and pay no funding; ``scenarios.dated_basis.with_dated_marks`` re-prices
         them from a basis model); perps pay the 8 h funding of their underlying at its 8 h
-        settlement times; half spread and (``with_adv``) ADV of the underlying."""
+        settlement times; half spread and (``with_adv``) ADV of the underlying, and of each asset
+        for its spot trades."""
         for c in contracts:
             if c.underlying not in hist.spot.columns:
                 raise ValidationError(f"contracts.{c.symbol}.underlying",
@@ -130,8 +133,9 @@ class MarketPath:
         funding = pd.DataFrame({c.symbol: hist.funding[c.underlying] for c in perps},
                                index=hist.funding.index, columns=[c.symbol for c in perps], dtype=float)
         half = pd.Series({c.symbol: hist.half_spread[c.underlying] for c in contracts}, dtype=float)
-        adv = (pd.Series({c.symbol: hist.adv_usd[c.underlying] for c in contracts}, dtype=float)
-               if with_adv else None)
+        adv = (pd.Series({**{c.symbol: hist.adv_usd[c.underlying] for c in contracts},
+                          **{a: hist.adv_usd[a] for a in hist.spot.columns if a in hist.adv_usd}},
+                         dtype=float) if with_adv else None)
         spot_half = pd.Series({a: hist.half_spread[a] for a in hist.spot.columns
                                if a in hist.half_spread}, dtype=float)
         return MarketPath(spot=hist.spot.astype(float), mark=mark, funding=funding, half_spread=half,

@@ -216,8 +216,9 @@ def build_market_path(history: JointHistory, frame: PathFrame, returns: np.ndarr
                         index=settle_index, columns=[c.symbol for c in perps], dtype=float)
     half = pd.Series({c.symbol: history.half_spread[c.underlying] for c in cons
                       if c.underlying in history.half_spread}, dtype=float)
-    adv = pd.Series({c.symbol: history.adv[c.underlying] for c in cons
-                     if c.underlying in history.adv}, dtype=float)
+    adv = pd.Series({**{c.symbol: history.adv[c.underlying] for c in cons
+                        if c.underlying in history.adv},
+                     **{a: history.adv[a] for a in assets if a in history.adv}}, dtype=float)
     spot_half = pd.Series({a: history.half_spread[a] for a in assets if a in history.half_spread},
                           dtype=float)
     return MarketPath(spot=spot, mark=mark, funding=fund, half_spread=half,

@@ -111,7 +111,8 @@ class MarketData:
     ``spot``: closes (USD) per asset on the steps (tz-aware UTC); ``mark``: mark closes (USD) per
     contract with a mark file, on the same index (None: none has one); ``funding``: rate per
     settlement (fraction, positive: longs pay) per perpetual, indexed by settlement time (None: no
-    funding file); ``adv``: USD/day per contract on the steps, NaN where unknown (None: no volume).
+    funding file); ``adv``: USD/day on the steps per contract (its underlying's spot volume), then
+    per asset symbol (the asset's spot volume), NaN where unknown (None: no volume).
     """
 
     spot: pd.DataFrame
@@ -135,8 +136,9 @@ def load_market_data(data_dir: Path | str, contracts: Sequence[FuturesContract],
       ``scenarios.dated_basis.with_dated_marks`` re-prices them from a basis model);
     - **funding** (perpetuals): every settlement of ``funding/<underlying>`` as it is, irregular
       times kept (the backtest sums those in each step); 0 where another contract settled alone;
-    - **ADV** (USD/day, a frame on the steps): mean daily ``quote_volume`` of the underlying's spot
-      bars over 30 days, lagged one step (bars closed by t - step), where the files have it.
+    - **ADV** (USD/day, a frame on the steps): mean daily ``quote_volume`` of the spot bars over
+      30 days, lagged one step (bars closed by t - step), where the files have it: a column per
+      contract (its underlying's) and one per asset symbol (the spot trades' impact).
 
     Alignment: steps from the latest first close / first settlement to the earliest last one,
     clipped to [start, end] (inclusive, UTC); steps missing for any asset are dropped. A warning
@@ -168,7 +170,7 @@ def load_market_data(data_dir: Path | str, contracts: Sequence[FuturesContract],
         frame = frame.loc[(frame.index >= index[0]) & (frame.index <= index[-1])]
         funding = frame.fillna(0.0).astype(float)
         funding.index = pd.DatetimeIndex(funding.index, name="timestamp")
-    adv = _adv_frame(src, contracts, interval, bar, index)
+    adv = _adv_frame(src, contracts, asset_syms, interval, bar, index)
     if notes:
         warnings.warn(f"MarketPath.from_data ({step}, {index[0]} .. {index[-1]}, "
                       f"{len(index)} steps): " + "; ".join(notes), stacklevel=4)
@@ -282,13 +284,17 @@ def _marks(src: _Source, contracts: Sequence[FuturesContract], spot: pd.DataFram
     return pd.DataFrame(marks, index=index, columns=list(marks), dtype=float) if marks else None
 
 
-def _adv_frame(src: _Source, contracts: Sequence[FuturesContract], interval: str,
-               bar: pd.Timedelta, index: pd.DatetimeIndex) -> pd.DataFrame | None:
-    """ADV (USD/day) per contract on the steps, from its underlying's spot quote volume."""
-    advs: dict[str, pd.Series] = {}
-    for c in contracts:
-        path = _has_file(src.root, spot_folder(interval), c.underlying)
+def _adv_frame(src: _Source, contracts: Sequence[FuturesContract], asset_syms: Sequence[str],
+               interval: str, bar: pd.Timedelta, index: pd.DatetimeIndex) -> pd.DataFrame | None:
+    """ADV (USD/day) on the steps from each asset's spot quote volume: a column per contract
+    (its underlying's volume, for the futures impact), then one per asset symbol (for the spot
+    trades' impact)."""
+    per_asset: dict[str, pd.Series] = {}
+    for a in asset_syms:
+        path = _has_file(src.root, spot_folder(interval), a)
         qv = _quote_volume(path) if path is not None else None
         if qv is not None:
-            advs[c.symbol] = _adv(qv, bar, index, src.step)
+            per_asset[a] = _adv(qv, bar, index, src.step)
+    advs = {c.symbol: per_asset[c.underlying] for c in contracts if c.underlying in per_asset}
+    advs.update(per_asset)
     return pd.DataFrame(advs, index=index, columns=list(advs), dtype=float) if advs else None

@@ -22,10 +22,12 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). A dated
    contract within ``min_days_to_expiry`` days of its expiry (an optimising policy's setting, else
    2 days) is only reduced or closed, never opened or increased, as the order planner does
-   (``FuturesContract.near_expiry``). Spot fee:
-   ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|; futures cost: the linear part of
-   ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power impact when an ADV is
-   given. Futures trades go through ``Book.with_futures``; every cost is paid from cash;
+   (``FuturesContract.near_expiry``). Spot cost: the fee
+   ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|, the half spread x |notional|
+   and, when the path gives the asset's spot ADV, the 3/2-power impact
+   k sigma |notional|^{3/2} / sqrt(ADV) (``scenarios.replay_fills.SpotRates``); futures cost:
+   the linear part of ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power
+   impact when an ADV is given. Futures trades go through ``Book.with_futures``; every cost is paid from cash;
 5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
    contracts): while positions are open, a wallet balance outside its band around the reserve
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
@@ -53,7 +55,7 @@ NAV, the wallet and the collateral (``Book`` allows it; a book file's cash must 
 
 Market paths come from the embedded generator (``MarketPath.from_synthetic``) or from real data in
 the shared layout (``MarketPath.from_data``: 4 h / 8 h / 1 d steps, irregular funding kept, ADV
-lagged one step), see ``scenarios.market_path``. No lot rounding, no spot spread or impact.
+lagged one step), see ``scenarios.market_path``. No lot rounding.
 Same inputs -> identical results: everything iterates in book order, nothing is random (only the
 recorded wall-clock solve times of an optimising policy differ between runs).
 
@@ -244,7 +246,7 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     the end-of-step valuation."""
     current: StepValuation | None = now
     target = policy_step(policy, book, state, market, row)
-    if fill_spot(inputs, state, market, target, row, log.trades):
+    if fill_spot(inputs, state, market, k, target, row, log.trades):
         current = None
     orders = futures_orders(inputs, state, market, target, k)
     fee_j, slip_j = fill_futures(book, inputs, state, market, k, orders, row, log.trades)

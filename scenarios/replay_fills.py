@@ -1,7 +1,8 @@
 """The trades of a replay step (DESIGN.md "Backtest semantics", step 4): the policy's targets filled.
 
-- :func:`fill_spot`: spot trades at the close, the fee and the half spread paid from cash (a
-  declared loss harvest fills as a sale and a buy-back);
+- :func:`fill_spot`: spot trades at the close, the fee, the half spread and (ADV of the spot
+  market known) the 3/2-power impact paid from cash (a declared loss harvest fills as a sale and
+  a buy-back);
 - :func:`futures_orders` and :func:`fill_futures`: target exposures to contracts at the marks
   (reduce-only near expiry, no trade for a held target) and their fills at mark, re-struck
   through ``Book.with_futures``, fee, half spread and impact paid from cash;
@@ -31,18 +32,44 @@ from scenarios.replay_state import ReplayState, rebalance_futures
 from scenarios.replay_steps import Event, Row, futures_fill_costs
 
 
-def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
+@dataclass(frozen=True)
+class SpotRates:
+    """What a spot trade of n USD (|n|) costs in asset ``a`` at one step: the fee ``fee`` |n|, the
+    half spread ``half`` |n| and the impact ``impact`` |n|^{3/2} (``impact`` = k sigma / sqrt(ADV)
+    in USD^-1/2, ``models.costs`` on the spot market: sigma the asset's trailing daily vol, ADV
+    its spot volume; 0 when either is unknown or the path has no ADV)."""
+
+    fee: float
+    half: float
+    impact: float
+
+    @staticmethod
+    def at(inputs: ReplayInputs, market: MarketSnapshot, k: int, i: int) -> SpotRates:
+        """Asset i's rates at step k (``market``: the step's snapshot, its ADV by asset symbol)."""
+        impact = 0.0
+        adv = float(market.adv.get(inputs.assets[i], math.inf))
+        if inputs.spot_vol is not None and math.isfinite(adv):
+            sigma = float(inputs.spot_vol[k, i])
+            impact = inputs.impact_k * sigma / math.sqrt(adv) if math.isfinite(sigma) else 0.0
+        return SpotRates(float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]), impact)
+
+    def slippage(self, dq: float, px: float) -> float:
+        """Half spread plus impact (USD) of a trade of ``dq`` units at ``px`` USD."""
+        return self.half * abs(dq) * px + self.impact * float(abs(dq * px) ** 1.5)
+
+
+def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot, k: int,
               target: TargetHoldings, row: Row, trades: list[Event]) -> bool:
-    """(4) Spot trades dq_i = q_i* - q_i at the close S_i: cash pays ``dq_i S_i`` plus the fee
-    ``f_i |dq_i| S_i`` and the half spread ``h_i |dq_i| S_i`` (``slippage_spot``; the optimiser's
-    spot leg prices the same h_i). Returns whether anything traded.
+    """(4) Spot trades dq_i = q_i* - q_i at the close S_i of step k: cash pays ``dq_i S_i`` plus
+    the fee ``f_i |dq_i| S_i`` and the slippage ``h_i |dq_i| S_i + c_i |dq_i S_i|^{3/2}`` (half
+    spread and impact, :class:`SpotRates`; ``slippage_spot``; the optimiser's spot leg prices the
+    same h_i and, from its risk model's vol, the impact). Returns whether anything traded.
 
     An asset in ``target.spot_gross`` (sold and bought in one decision: a loss harvest) fills as
     two trades at S_i: a sale of s_i = min(sold_i, q_i) units, then a buy of
-    b_i = q_i* - q_i + s_i units (so the holding ends at q_i*); cash pays (b_i - s_i) S_i plus
-    the fee f_i (s_i + b_i) S_i and the half spread h_i (s_i + b_i) S_i, and ``state.sold_first``
-    keeps s_i for the lots (``scenarios.replay_tax.book_lots``). When b_i <= 0 the net trade
-    fills as above."""
+    b_i = q_i* - q_i + s_i units (so the holding ends at q_i*); each pays as above (the fee
+    f_i (s_i + b_i) S_i in all), and ``state.sold_first`` keeps s_i for the lots
+    (``scenarios.replay_tax.book_lots``). When b_i <= 0 the net trade fills as above."""
     traded = False
     state.sold_first.clear()
     for i, a in enumerate(inputs.assets):
@@ -50,7 +77,9 @@ def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
         if not (math.isfinite(q_new) and q_new >= 0):
             raise ValidationError(f"policy.spot.{a}", f"is {q_new} at {market.time}",
                                   "a policy must target finite spot quantities >= 0")
-        rates = (float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]))
+        if q_new == state.spot[a] and a not in target.spot_gross:
+            continue
+        rates = SpotRates.at(inputs, market, k, i)
         if a in target.spot_gross and _fill_round_trip(rates, a, q_new, state, market, target, row,
                                                        trades):
             traded = True
@@ -64,15 +93,14 @@ def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
     return traded
 
 
-def _spot_trade(rates: tuple[float, float], a: str, dq: float, market: MarketSnapshot,
+def _spot_trade(rates: SpotRates, a: str, dq: float, market: MarketSnapshot,
                 state: ReplayState, row: Row, trades: list[Event]) -> None:
-    """Pay for dq units of asset ``a`` at the close S (``rates``: fee f and half spread h, fractions):
-    cash -= dq S + f |dq| S + h |dq| S; the row's fee_spot, slippage_spot and traded_spot and one
-    trade event record it (the holding is the caller's to set)."""
-    fee_rate, half = rates
+    """Pay for dq units of asset ``a`` at the close S: cash -= dq S + fee + slippage
+    (:class:`SpotRates`); the row's fee_spot, slippage_spot and traded_spot and one trade event
+    record it (the holding is the caller's to set)."""
     px = market.spot_price(a)
-    fee = fee_rate * abs(dq) * px
-    slip = half * abs(dq) * px
+    fee = rates.fee * abs(dq) * px
+    slip = rates.slippage(dq, px)
     state.cash -= dq * px + fee + slip
     row["fee_spot"] = float(row["fee_spot"]) + fee
     row["slippage_spot"] = float(row["slippage_spot"]) + slip
@@ -81,7 +109,7 @@ def _spot_trade(rates: tuple[float, float], a: str, dq: float, market: MarketSna
                    "price": px, "notional": dq * px, "fee": fee, "slippage": slip})
 
 
-def _fill_round_trip(rates: tuple[float, float], a: str, q_new: float, state: ReplayState,
+def _fill_round_trip(rates: SpotRates, a: str, q_new: float, state: ReplayState,
                      market: MarketSnapshot, target: TargetHoldings, row: Row,
                      trades: list[Event]) -> bool:
     """Fill asset ``a``'s gross sale and buy-back (see :func:`fill_spot`): sell

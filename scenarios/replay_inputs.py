@@ -64,15 +64,22 @@ def funding_matrix(book: Book, path: MarketPath) -> tuple[np.ndarray, np.ndarray
     return times, rates
 
 
-def impact_vol(book: Book, path: MarketPath) -> pd.DataFrame:
-    """Daily vol per contract's underlying: trailing std of log returns over the last
-    ``IMPACT_VOL_WINDOW`` steps (data up to and including t), scaled to one day by the median step."""
+def asset_vol(path: MarketPath) -> pd.DataFrame:
+    """Daily vol per asset of the path: trailing std of log returns over the last
+    ``IMPACT_VOL_WINDOW`` steps (data up to and including t), scaled to one day by the median step
+    (NaN before two returns)."""
     logret = pd.DataFrame(np.log(path.spot.to_numpy(dtype=float)), index=path.spot.index,
                           columns=path.spot.columns).diff()
     vol = logret.rolling(IMPACT_VOL_WINDOW, min_periods=2).std()
     if len(path.spot.index) > 1:
         step_days = median_step_days(pd.DatetimeIndex(path.spot.index))
         vol = vol / math.sqrt(step_days)
+    return vol
+
+
+def impact_vol(book: Book, path: MarketPath) -> pd.DataFrame:
+    """Daily vol per contract's underlying (:func:`asset_vol`), the futures impact's sigma."""
+    vol = asset_vol(path)
     return pd.DataFrame({c.symbol: vol[c.underlying] for c in book.contracts},
                         index=path.spot.index, columns=book.contract_symbols, dtype=float)
 
@@ -93,8 +100,10 @@ class ReplayInputs:
     - ``settle_t`` / ``settle_r`` the funding settlements (:func:`funding_matrix`), ``settled``
       (T) how many of them have timestamps at or before each step; ``last_r`` (S x M) each
       contract's latest rate at or before each settlement row (:func:`latest_rates`);
-    - ``vol`` the daily impact vol (T x M; None without ADV); ``adv`` (T x len(adv_cols)) or
-      ``adv_static``, USD a day; ``half_spread`` fractions of notional;
+    - ``vol`` the daily impact vol per contract (T x M) and ``spot_vol`` per asset (T x N; both
+      None without ADV); ``adv`` (T x len(adv_cols)) or ``adv_static``, USD a day, per contract
+      and per asset (the spot trades' impact) where the path has it; ``half_spread`` fractions of
+      notional;
     - ``fee_spot`` the spot fee rate per asset, ``spot_half_spread`` its half spread (fraction;
       ``MarketPath.spot_half_spread``, else ``models.market.DEFAULT_HALF_SPREAD``); ``margin`` the
       one margin engine; ``expiries`` the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
@@ -119,6 +128,7 @@ class ReplayInputs:
     last_r: np.ndarray
     settled: np.ndarray
     vol: np.ndarray | None
+    spot_vol: np.ndarray | None
     adv: np.ndarray | None
     adv_cols: list[str]
     adv_static: dict[str, float]
@@ -138,13 +148,14 @@ class ReplayInputs:
 
 
 def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[str], dict[str, float]]:
-    """ADV per contract (USD a day): a (T x K) array with its K columns, or a static mapping."""
-    cons = book.contract_symbols
+    """ADV per contract, then per asset (USD a day): a (T x K) array with its K columns, or a
+    static mapping."""
+    syms = [*book.contract_symbols, *book.asset_symbols]
     if isinstance(path.adv, pd.DataFrame):
-        frame = path.adv[[c for c in cons if c in path.adv.columns]].astype(float)
+        frame = path.adv[[c for c in syms if c in path.adv.columns]].astype(float)
         return frame.to_numpy(dtype=float), [str(c) for c in frame.columns], {}
     if path.adv is not None:
-        return None, [], {c: float(path.adv[c]) for c in cons if c in path.adv.index}
+        return None, [], {c: float(path.adv[c]) for c in syms if c in path.adv.index}
     return None, [], {}
 
 
@@ -228,6 +239,8 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
     settle_t, settle_r = funding_matrix(book, path)
     with_impact = path.adv is not None
     vol = impact_vol(book, path).to_numpy(dtype=float) if with_impact else None
+    spot_vol = (asset_vol(path)[list(book.asset_symbols)].to_numpy(dtype=float) if with_impact
+                else None)
     half = {c: float(path.half_spread[c]) for c in cons
             if path.half_spread is not None and c in path.half_spread.index}
     adv, adv_cols, adv_static = _adv_inputs(book, path)
@@ -237,7 +250,8 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         assets=list(book.asset_symbols), cons=list(cons), index=path.spot.index,
         times=times, spot=spot, mark=mark, step_ns=step_ns,
         settle_t=settle_t, settle_r=settle_r, last_r=latest_rates(settle_r),
-        settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, adv=adv, adv_cols=adv_cols,
+        settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, spot_vol=spot_vol, adv=adv,
+        adv_cols=adv_cols,
         adv_static=adv_static, half_spread=half,
         fee_spot=np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets]),
         spot_half_spread=np.array([float(path.spot_half_spread.get(a, DEFAULT_HALF_SPREAD))

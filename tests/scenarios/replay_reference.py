@@ -28,7 +28,10 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 4. **policy** -> target holdings; trades fill at the close (spot) and at mark (futures). Spot fee:
    ``spot_fee`` (or each asset's ``SpotAsset.fee``) x |notional|, plus the spot half spread
    (``MarketPath.spot_half_spread``, 1 bp when missing) x |notional| in ``slippage_spot`` (the
-   one change since the copy was frozen, made in both; sweeps pay fee + half spread); futures
+   one change since the copy was frozen, made in both; sweeps pay fee + half spread) and, when
+   the path gives the asset's spot ADV, the 3/2-power impact k sigma |notional|^{3/2} / sqrt(ADV)
+   in ``slippage_spot`` too (the third change, made in both; sigma the asset's trailing daily
+   vol, ``scenarios.replay_inputs.asset_vol``; sweeps pay none); futures
    cost: the linear part of ``models.costs.CostModel`` (taker fee + half spread) plus its
    3/2-power impact when an ADV is given. Futures trades go through ``Book.with_futures``;
    every cost is paid from cash;
@@ -47,7 +50,7 @@ NAV, the wallet and the collateral (``Book`` allows it; a book file's cash must 
 
 Market paths come from the embedded generator (``MarketPath.from_synthetic``) or from real data in
 the shared layout (``MarketPath.from_data``: 4 h / 8 h / 1 d steps, irregular funding kept, ADV
-lagged one step), see ``scenarios.market_path``. No lot rounding, no spot spread or impact.
+lagged one step), see ``scenarios.market_path``. No lot rounding.
 Same inputs -> identical results: everything iterates in book order, nothing is random (only the
 recorded wall-clock solve times of an optimising policy differ between runs).
 """
@@ -76,7 +79,13 @@ from scenarios.backtest_result import (
 )
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy, sweep_collateral
 from scenarios.market_path import MarketPath
-from scenarios.replay_inputs import funding_matrix, impact_vol, latest_rates, resolved_marks
+from scenarios.replay_inputs import (
+    asset_vol,
+    funding_matrix,
+    impact_vol,
+    latest_rates,
+    resolved_marks,
+)
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.settlement import expiry_ns, settle_expired, spot_at_expiry
 
@@ -143,14 +152,16 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     step_ns = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns").asi8
     with_impact = history.adv is not None
     vol = impact_vol(book, history) if with_impact else None
+    spot_vol = asset_vol(history)[assets].to_numpy(dtype=float) if with_impact else None
     half = {c: float(history.half_spread[c]) for c in cons
             if history.half_spread is not None and c in history.half_spread.index}
     adv_static: dict[str, float] = {}
     adv_frame: pd.DataFrame | None = None
     if isinstance(history.adv, pd.DataFrame):
-        adv_frame = history.adv[[c for c in cons if c in history.adv.columns]].astype(float)
+        adv_frame = history.adv[[c for c in [*cons, *assets]
+                                 if c in history.adv.columns]].astype(float)
     elif history.adv is not None:
-        adv_static = {c: float(history.adv[c]) for c in cons if c in history.adv.index}
+        adv_static = {c: float(history.adv[c]) for c in [*cons, *assets] if c in history.adv.index}
     margin = MarginModel.from_contracts(book.contracts)
     fee_spot_rate = np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets])
     spot_half = np.array([float(history.spot_half_spread.get(a, 1e-4))
@@ -292,6 +303,9 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             px = market.spot_price(a)
             fee = float(fee_spot_rate[i]) * abs(dq) * px
             slip = float(spot_half[i]) * abs(dq) * px
+            spot_adv = float(market.adv.get(a, math.inf))
+            if spot_vol is not None and math.isfinite(spot_adv) and math.isfinite(spot_vol[k, i]):
+                slip += impact_k * float(spot_vol[k, i]) / math.sqrt(spot_adv) * abs(dq * px) ** 1.5
             state.cash -= dq * px + fee + slip
             state.spot[a] = q_new
             current = None

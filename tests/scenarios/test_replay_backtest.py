@@ -519,6 +519,9 @@ def test_from_data_resamples_aligns_and_lags_adv(tmp_path: Path) -> None:
     assert path.adv["AAA-PERP"].iloc[0] == pytest.approx(9_000.0)
     # at 64 h: bars closed by 56 h: k = 0..13 -> mean 7,500 x 6 = 45,000
     assert path.adv["AAA-PERP"].iloc[-1] == pytest.approx(45_000.0)
+    # the asset's own column (its spot trades' impact) is the same volume; BBB's file has none
+    assert list(path.adv.columns) == ["AAA-PERP", "AAA"]
+    pd.testing.assert_series_equal(path.adv["AAA"], path.adv["AAA-PERP"], check_names=False)
     # the path runs: funding at 40 h sums the settlements at 34 h and 40 h
     book = Book((SpotAsset("AAA"), SpotAsset("BBB")), (perp,), spot={"AAA": 10.0, "BBB": 10.0},
                 targets={"AAA": 0.5, "BBB": 0.5}, cash=1_000.0)

@@ -59,7 +59,8 @@ def test_a_spot_buy_by_hand_and_an_asset_left_out_is_held() -> None:
     inp, st, row = inputs(), state(), new_row()
     trades: list[Event] = []
     m = market_at(inp, 0)
-    assert fill_spot(inp, st, m, TargetHoldings(spot={"BTC": 2.5}, futures={}), row, trades) is True
+    assert fill_spot(inp, st, m, 0, TargetHoldings(spot={"BTC": 2.5}, futures={}), row,
+                     trades) is True
     assert st.spot == {"BTC": 2.5, "ETH": 10.0}
     assert st.cash == pytest.approx(10_000.0 - 25_000.0 - 25.0 - 5.0)
     assert row["fee_spot"] == pytest.approx(25.0)
@@ -72,7 +73,7 @@ def test_nothing_to_trade_returns_false() -> None:
     inp, st = inputs(), state()
     trades: list[Event] = []
     held = TargetHoldings(spot={"BTC": 2.0, "ETH": 10.0}, futures={})
-    assert fill_spot(inp, st, market_at(inp, 0), held, new_row(), trades) is False
+    assert fill_spot(inp, st, market_at(inp, 0), 0, held, new_row(), trades) is False
     assert trades == [] and st.cash == 10_000.0
 
 
@@ -81,7 +82,8 @@ def test_a_bad_spot_target_is_refused_with_its_field(bad: float) -> None:
     inp = inputs()
     m = market_at(inp, 0)
     with pytest.raises(ValidationError) as exc:
-        fill_spot(inp, state(), m, TargetHoldings(spot={"BTC": bad}, futures={}), new_row(), [])
+        fill_spot(inp, state(), m, 0, TargetHoldings(spot={"BTC": bad}, futures={}), new_row(),
+                  [])
     assert exc.value.field == "policy.spot.BTC"
     assert exc.value.problem == f"is {bad} at {m.time}"
     assert exc.value.fix == "a policy must target finite spot quantities >= 0"
@@ -94,7 +96,7 @@ def test_a_declared_round_trip_fills_a_sale_then_a_buy() -> None:
     trades: list[Event] = []
     m = market_at(inp, 1)
     target = TargetHoldings(spot={"BTC": 2.0}, futures={}, spot_gross={"BTC": (1.0, 1.0)})
-    assert fill_spot(inp, st, m, target, row, trades) is True
+    assert fill_spot(inp, st, m, 1, target, row, trades) is True
     assert trades == [spot_row(m.time, -1.0, 40_000.0), spot_row(m.time, 1.0, 40_000.0)]
     assert st.cash == pytest.approx(10_000.0 - 96.0)
     assert st.spot["BTC"] == 2.0 and st.sold_first == {"BTC": 1.0}
@@ -115,7 +117,7 @@ def test_a_round_trip_without_both_legs_fills_the_net_trade(held: float, target_
     m = market_at(inp, 1)
     target = TargetHoldings(spot={"BTC": target_q}, futures={})
     object.__setattr__(target, "spot_gross", {"BTC": gross})  # as a policy may declare it
-    assert fill_spot(inp, st, m, target, new_row(), trades) is True
+    assert fill_spot(inp, st, m, 1, target, new_row(), trades) is True
     assert trades == [spot_row(m.time, net, 40_000.0)]
     assert st.spot["BTC"] == target_q and st.sold_first == {}
 
@@ -201,10 +203,46 @@ def test_a_spot_trade_pays_the_default_half_spread_where_none_is_given() -> None
     inp, st, row = inputs(), state(), new_row()
     trades: list[Event] = []
     m = market_at(inp, 0)
-    assert fill_spot(inp, st, m, TargetHoldings(spot={"ETH": 4.0}, futures={}), row, trades)
+    assert fill_spot(inp, st, m, 0, TargetHoldings(spot={"ETH": 4.0}, futures={}), row, trades)
     assert st.cash == pytest.approx(10_000.0 + 18_000.0 - 18.0 - 1.8)
     assert row["slippage_spot"] == pytest.approx(1.8) and trades[0]["slippage"] == pytest.approx(1.8)
     assert dict(m.spot_half_spread) == {"BTC": 2e-4, "ETH": 1e-4}
+
+
+def impact_inputs(adv: dict[str, float]) -> ReplayInputs:
+    """:func:`inputs` with a static ADV (USD a day) per symbol."""
+    idx = pd.date_range(D0, periods=3, freq="D")
+    path = MarketPath(spot=pd.DataFrame({"BTC": [50_000.0, 40_000.0, 55_000.0],
+                                         "ETH": [3_000.0] * 3}, index=idx),
+                      spot_half_spread=pd.Series({"BTC": 2e-4}), adv=pd.Series(adv))
+    return read_inputs(BOOK, path, spot_fee=None, impact_k=0.5, liquidation_penalty=0.01)
+
+
+def test_a_spot_sale_pays_the_impact_of_its_spot_market_by_hand() -> None:
+    """BTC 2 -> 1 at step 2 (55,000), spot ADV 1e9 USD a day, k = 0.5: sigma is the sample std of
+    the two daily log returns ln(40/50), ln(55/40); slippage = 2 bp x 55,000 + 0.5 sigma
+    55,000^1.5 / sqrt(1e9). The snapshot carries the ADV for the optimiser's spot leg too."""
+    inp, st, row = impact_inputs({"BTC": 1e9, "BTC-PERP": 5e9}), state(), new_row()
+    trades: list[Event] = []
+    m = market_at(inp, 2)
+    assert m.adv["BTC"] == 1e9
+    r = np.log([40 / 50, 55 / 40])
+    sigma = abs(r[1] - r[0]) / np.sqrt(2.0)  # the sample std of two numbers
+    impact = 0.5 * sigma * 55_000.0 ** 1.5 / np.sqrt(1e9)
+    assert fill_spot(inp, st, m, 2, TargetHoldings(spot={"BTC": 1.0}, futures={}), row, trades)
+    assert row["slippage_spot"] == pytest.approx(11.0 + impact, rel=1e-12)
+    assert trades[0]["slippage"] == row["slippage_spot"] and impact > 1.0
+    assert st.cash == pytest.approx(10_000.0 + 55_000.0 - 55.0 - 11.0 - impact, rel=1e-12)
+
+
+@pytest.mark.parametrize(("adv", "k"), [({"BTC-PERP": 5e9}, 2),  # no spot ADV for BTC
+                                        ({"BTC": 1e9}, 0)])      # no vol before two returns
+def test_no_spot_impact_without_the_assets_adv_or_vol(adv: dict[str, float], k: int) -> None:
+    inp, st, row = impact_inputs(adv), state(), new_row()
+    m = market_at(inp, k)
+    px = float(inp.spot[k, 0])
+    assert fill_spot(inp, st, m, k, TargetHoldings(spot={"BTC": 1.0}, futures={}), row, [])
+    assert row["slippage_spot"] == pytest.approx(2e-4 * px, rel=1e-12)
 
 
 @pytest.mark.parametrize("bad", [-1e-4, 0.5, float("nan")])
