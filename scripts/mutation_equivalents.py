@@ -330,9 +330,9 @@ EQUIVALENT: dict[str, str] = {
         "cap >= 0: cap was just mapped to > 0 or -inf, so cap == 0 never occurs",
     # optimizer/clarabel_native.py (fbr's equilibration and the kept Clarabel solver)
     **dict.fromkeys(
-        [f"optimizer.clarabel_native.x_unscaled__mutmut_{n}" for n in (3, 5)],
-        "dtype=float dropped from np.asarray of Clarabel's x, z and s: Clarabel returns lists of "
-        "Python floats, which numpy makes float64 anyway"),
+        [f"optimizer.clarabel_native.xǁNativeAnswerǁ__init____mutmut_{n}" for n in (6, 8)],
+        "dtype=float dropped from np.asarray of Clarabel's x: Clarabel returns a list of Python "
+        "floats, which numpy makes float64 anyway"),
     **dict.fromkeys(
         [f"optimizer.clarabel_native.xǁEquilibratorǁ__init____mutmut_{n}" for n in (48, 50)],
         "the empty block_rows (no cone blocks) as a float array: it is only read by its size "
@@ -345,15 +345,16 @@ EQUIVALENT: dict[str, str] = {
         "the settings cache missed: the settings are rebuilt from the same options, identical "
         "(only slower)"),
     **dict.fromkeys(
-        [f"optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_{n}" for n in (9, 11, 12)],
-        "the identity order not recognised: the values are gathered through the identity "
-        "permutation, the same array (only slower)"),
-    **dict.fromkeys(
         [f"optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_{n}" for n in (3, 5, 7)],
         "argsort without kind='stable': any sort keeps each group's entries contiguous, and a "
         "maximum does not depend on their order within the group"),
-    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_20":
-        "bincount without minlength: the counts end at the last non-empty group, so present and "
-        "starts are the same, and the scatter path gives the trailing empty groups their 0",
+    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_12":
+        "bincount without minlength: the counts end at the last non-empty group; the groups past "
+        "it are empty and keep the output's 0",
+    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_24":
+        "groups of SHORT + 1 entries read by gathers as well as by the reduction: both compute "
+        "the same maximum",
+    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_33":
+        "groups of SHORT entries reduced by both paths: each writes the same maximum",
     **SCENARIOS,
 }

@@ -42,6 +42,10 @@ SCENARIOS: dict[str, str] = {
     **dict.fromkeys(
         [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (55, 71)],
         "isclose without abs_tol: its default is 0.0"),
+    "scenarios.replay_fills.xǁSpotRatesǁat__mutmut_9":
+        "spot_vol is None only for a path without ADV, whose snapshots carry none: adv is then "
+        "inf and the condition false either way; with spot_vol and an infinite adv the impact "
+        "would be sigma / sqrt(inf) = 0 all the same",
     # scenarios/replay.py
     "scenarios.replay.x_run_backtest__mutmut_33":
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "

@@ -150,6 +150,10 @@ def test_changed_values_sends_what_differs_bit_for_bit() -> None:
     two = held.copy()
     two[[0, 4]] = 7.0  # two of five: not fewer than a third
     assert changed_values("P", held, two) == {"P": two.tolist()}
+    six = np.arange(6.0)
+    third = six.copy()
+    third[[1, 2]] = -1.0  # exactly a third: every value
+    assert changed_values("A", six, third) == {"A": third.tolist()}
 
 
 def test_an_update_that_fails_drops_the_kept_solver() -> None:

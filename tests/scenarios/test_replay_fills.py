@@ -122,6 +122,17 @@ def test_a_round_trip_without_both_legs_fills_the_net_trade(held: float, target_
     assert st.spot["BTC"] == target_q and st.sold_first == {}
 
 
+def test_a_declared_round_trip_with_nothing_to_do_leaves_the_other_assets_to_trade() -> None:
+    """BTC declared sold and bought back but nothing sold (s = 0) and its target held: no BTC
+    trade, and ETH, after it in book order, still trades."""
+    inp, st = inputs(), state()
+    trades: list[Event] = []
+    target = TargetHoldings(spot={"BTC": 2.0, "ETH": 4.0}, futures={},
+                            spot_gross={"BTC": (0.0, 0.0)})
+    assert fill_spot(inp, st, market_at(inp, 0), 0, target, new_row(), trades) is True
+    assert [t["symbol"] for t in trades] == ["ETH"] and st.spot == {"BTC": 2.0, "ETH": 4.0}
+
+
 # --- futures ----------------------------------------------------------------------------------
 
 
