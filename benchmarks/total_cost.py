@@ -285,7 +285,8 @@ def run_one(job: tuple[str, str, str]) -> tuple[str, dict[str, Any]]:
     secs = time.perf_counter() - t0
     reserve = peak_reserve(book, res) if book is s.pledged_book else 0.0
     out = {"family": family, "param": param, "case": case, "seconds": secs,
-           "trades": len(res.trades), "sized_reserve_usd": reserve,
+           "trades": len(res.trades), "unsolved_steps": len(res.unsolved),
+           "sized_reserve_usd": reserve,
            "windows": windows(res, reserve)}
     return f"{case}|{family}|{param}", out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import pandas as pd
@@ -146,6 +147,19 @@ def span_dict(cfg: BacktestConfig, path: MarketPath) -> SpanDict:
             "requested_start": cfg.data.start,
             "requested_end": cfg.data.end if cfg.data.source == "data" else None,
             "shorter_than_requested": bool(span_notes(cfg, path))}
+
+
+def unsolved_notes(results: Mapping[str, BacktestResult]) -> list[str]:
+    """One note per policy with steps where no solver answered (``BacktestResult.unsolved``):
+    how many, the first one's time (ISO, UTC) and that the book was held there."""
+    notes = []
+    for name, r in results.items():
+        if len(r.unsolved):
+            first = pd.Timestamp(r.unsolved["time"].iloc[0]).isoformat()
+            notes.append(f"{name}: no solver answered at {len(r.unsolved)} of {len(r.steps)} "
+                         f"steps (first {first}: {r.unsolved['reason'].iloc[0]}); the book was "
+                         f"held as it stood there")
+    return notes
 
 
 def is_timing(key: str) -> bool:

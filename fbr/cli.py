@@ -203,6 +203,7 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
         risk_labels,
         span_dict,
         span_notes,
+        unsolved_notes,
     )
 
     with warnings.catch_warnings(record=True) as caught:  # data gaps etc.: notes, not tracebacks
@@ -215,6 +216,7 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
     extra = [*spans, *dated_mark_labels(cfg, path), *risk_labels(cfg, path)]
     notes.extend(spans)
     results = _run_with_progress(cfg, path, show_progress)
+    notes.extend(unsolved_notes(results))
     raw = {name: metrics_dict(r) for name, r in results.items()}
     # deterministic metrics apart from wall-clock timings (same file -> same "policies")
     metrics = {name: {k: v for k, v in m.items() if not is_timing(k)} for name, m in raw.items()}

@@ -70,8 +70,13 @@ CLARABEL_ACCEPT: dict[str, float] = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "
 CLARABEL_SETTINGS: dict[str, float] = {
     "tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9,
     **{f"reduced_{key}": val for key, val in CLARABEL_ACCEPT.items()}}
-#: the last of CLARABEL_ATTEMPTS multiplies the objective by this (ClarabelEngine.solve)
+#: a rescue attempt of CLARABEL_ATTEMPTS multiplies the objective by this (ClarabelEngine.solve)
 RESCALE = 100.0
+#: the scale of the last rescue attempt: the objective divided by its largest coefficient
+#: (:func:`unit_scale`), resolved per solve. A large book under a strong trade aversion has cost
+#: coefficients of 1e4..1e5 (weight units); Clarabel can stall on such a problem at every other
+#: attempt and solve it in under 20 iterations brought to unit size.
+TO_UNIT = "to unit size"
 #: a more careful interior-point path, added to the tight settings in a rescue attempt: more
 #: equilibration passes (Clarabel's default is 10) and shorter steps (its default fraction to the
 #: cone boundary is 0.99), the usual cures of a solve that stalls on a badly scaled problem
@@ -82,16 +87,24 @@ CAREFUL_SETTINGS: dict[str, float] = {**CLARABEL_SETTINGS, **CAREFUL}
 #: Clarabel's defaults (a different path that often solves where the tight one stalls); then,
 #: only when neither gave an answer (the first :data:`FIRST_TRIES` attempts gave no optimal,
 #: infeasible or inaccurate one), the rescue attempts: the tight settings on the careful path
-#: (:data:`CAREFUL`), and the tight settings with the objective multiplied by :data:`RESCALE`
-#: (Clarabel's progress test depends on the objective's scale; the minimiser does not)
-CLARABEL_ATTEMPTS: tuple[tuple[dict[str, float], float], ...] = (
+#: (:data:`CAREFUL`), the tight settings with the objective multiplied by :data:`RESCALE`, and
+#: the tight settings with the objective brought to unit size (:data:`TO_UNIT`; Clarabel's
+#: progress test depends on the objective's scale, the minimiser does not)
+CLARABEL_ATTEMPTS: tuple[tuple[dict[str, float], float | str], ...] = (
     (CLARABEL_SETTINGS, 1.0), ({}, 1.0), (CAREFUL_SETTINGS, 1.0),
-    (CLARABEL_SETTINGS, RESCALE))
+    (CLARABEL_SETTINGS, RESCALE), (CLARABEL_SETTINGS, TO_UNIT))
 #: how many of CLARABEL_ATTEMPTS always run; the later ones are rescue attempts
 FIRST_TRIES = 2
 #: environment variable: when set (not "" or "0"), an exception inside an engine is re-raised
 #: instead of being recorded and answered by a retry or the next solver (the test suite sets it)
 STRICT_ENV = "FBR_STRICT_SOLVERS"
+
+
+def unit_scale(P: sp.csc_matrix, q: np.ndarray) -> float:
+    """1 / max(max |P_ij|, max |q_i|): the factor that brings the objective 1/2 x'Px + q'x to
+    largest coefficient 1 (1.0 for an objective with no nonzero coefficient)."""
+    largest = max(float(np.abs(P.data).max(initial=0.0)), float(np.abs(q).max(initial=0.0)))
+    return 1.0 / largest if largest > 0.0 else 1.0
 
 
 def strict_solvers() -> bool:
@@ -365,10 +378,12 @@ class ClarabelEngine(CvxpyDataEngine):
 
     def _attempts(self) -> tuple[tuple[dict[str, float], float], ...]:
         """:data:`CLARABEL_ATTEMPTS` with this engine's options in place of CLARABEL_SETTINGS
-        (the careful attempt: this engine's options on the careful path)."""
+        (the careful attempt: this engine's options on the careful path) and :data:`TO_UNIT`
+        resolved on this solve's data (:meth:`_prepare` first)."""
         return tuple((self.options if opts is CLARABEL_SETTINGS
                       else {**self.options, **CAREFUL} if opts is CAREFUL_SETTINGS
-                      else opts, scale)
+                      else opts,
+                      unit_scale(self.P, self.q) if scale == TO_UNIT else float(scale))
                      for opts, scale in CLARABEL_ATTEMPTS)
 
     def unpack(self) -> None:

@@ -56,7 +56,12 @@ INACCURATE_TOL = 1e-6
 
 
 class SolverFailedError(FbrError):
-    """Every solver in the chain failed (numerical trouble, not infeasibility)."""
+    """No solver can answer: none of the chain takes the problem, or all of it failed."""
+
+
+class NoAnswerError(SolverFailedError):
+    """Every solver in the chain ran and failed (numerical trouble, not infeasibility): this
+    problem has no answer today, though the set-up is sound (a replay holds the book there)."""
 
 
 class UnboundedBookError(FbrError):
@@ -223,7 +228,7 @@ class HedgeProblem:
         if res is not None:
             return SolveOutcome(res, tried)
         detail = ", ".join(f"{n}: {st}" for n, st in tried)
-        raise SolverFailedError(f"every solver failed ({detail}). Try scaling the book, loosening "
+        raise NoAnswerError(f"every solver failed ({detail}). Try scaling the book, loosening "
                                 f"tolerances, or another solver with [solver] solvers = [...].")
 
     def run_chain(self, chain: tuple[SolverName, ...]

@@ -11,6 +11,8 @@ import pandas as pd
 
 from optimizer.policies import TargetHoldings
 
+#: Columns of ``BacktestResult.unsolved``: a step where no solver answered the policy.
+UNSOLVED_COLUMNS = ["time", "step", "reason"]
 #: Columns of ``BacktestResult.rolls``.
 ROLL_COLUMNS = ["time", "step", "from", "to", "from_price", "to_price", "notional", "opened",
                 "fee", "slippage", "basis"]
@@ -59,6 +61,10 @@ class BacktestResult:
     ``nav_open``: the NAV at the first step's prices before its trades (USD; NaN when unknown):
     the first row's nav is after them, so nav_0 = nav_open - the first step's costs, and the total
     return counts from nav_open.
+    ``unsolved``: one row per step where no solver answered the policy (time, step: position in
+    the index, reason: the solvers tried and how each failed); the book was held as it stood
+    there (no policy trade; sweeps and the engine steps ran), as a daily loop sends no order
+    without an answer.
     """
 
     steps: pd.DataFrame
@@ -72,13 +78,14 @@ class BacktestResult:
     policy: str
     rolls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ROLL_COLUMNS))
     nav_open: float = math.nan
+    unsolved: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNSOLVED_COLUMNS))
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Every recorded frame by name (for comparisons and export)."""
         return {"steps": self.steps, "spot_value": self.spot_value,
                 "futures_notional": self.futures_notional, "weights": self.weights,
                 "trades": self.trades, "liquidations": self.liquidations,
-                "spot_returns": self.spot_returns, "rolls": self.rolls}
+                "spot_returns": self.spot_returns, "rolls": self.rolls, "unsolved": self.unsolved}
 
 
 #: Columns of ``BacktestResult.trades`` and ``BacktestResult.liquidations``.

@@ -65,7 +65,9 @@ class BacktestMetrics:
     open), margin_calls (steps above ``MARGIN_CALL_THRESHOLD``, those included), liquidations
     (steps with a liquidation).
     Solver (steps whose policy returned a solution): solves, solve_time_median_ms,
-    solve_time_p99_ms (NaN without solves), solver_fallbacks (total failed solver attempts).
+    solve_time_p99_ms (NaN without solves), solver_fallbacks (total failed solver attempts),
+    unsolved_steps (steps where no solver answered and the book was held:
+    ``BacktestResult.unsolved``).
     years: the span.
     """
 
@@ -97,6 +99,7 @@ class BacktestMetrics:
     solve_time_p99_ms: float = math.nan
     solver_fallbacks: int = 0
     tax_bps: float = 0.0
+    unsolved_steps: int = 0
 
 
 def steps_per_year(index: pd.DatetimeIndex) -> float:
@@ -296,4 +299,5 @@ def compute_metrics(result: BacktestResult, *,
         solve_time_p99_ms=float(np.percentile(solve, 99)) if len(solve) else math.nan,
         solver_fallbacks=int(_column(s, "solver_fallbacks").sum()),
         tax_bps=per_year_bps(tax),
+        unsolved_steps=len(result.unsolved),
     )

@@ -27,7 +27,9 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    and, when the path gives the asset's spot ADV, the 3/2-power impact
    k sigma |notional|^{3/2} / sqrt(ADV) (``scenarios.replay_fills.SpotRates``); futures cost:
    the linear part of ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power
-   impact when an ADV is given. Futures trades go through ``Book.with_futures``; every cost is paid from cash;
+   impact when an ADV is given. Futures trades go through ``Book.with_futures``; every cost is paid from cash.
+   A step where no solver answers an optimising policy (``optimizer.problem.NoAnswerError``)
+   holds the book as it stands and is listed in ``BacktestResult.unsolved``;
 5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
    contracts): while positions are open, a wallet balance outside its band around the reserve
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
@@ -79,11 +81,13 @@ from models.instruments import QTY_RTOL
 from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
 from optimizer.policies import Policy
+from optimizer.problem import NoAnswerError
 from optimizer.settings import CostSettings, SpotLegSettings
 from scenarios.backtest_result import (
     LIQUIDATION_COLUMNS,
     ROLL_COLUMNS,
     TRADE_COLUMNS,
+    UNSOLVED_COLUMNS,
     BacktestResult,
     RollTargets,
 )
@@ -98,6 +102,7 @@ from scenarios.replay_steps import (
     Row,
     first_step,
     funding_step,
+    hold_step,
     initial_reserve,
     margin_step,
     mark_to_market,
@@ -245,7 +250,10 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     ``current`` stays the state's valuation at ``market`` until a trade changes the state; returns
     the end-of-step valuation."""
     current: StepValuation | None = now
-    target = policy_step(policy, book, state, market, row)
+    try:
+        target = policy_step(policy, book, state, market, row)
+    except NoAnswerError as exc:
+        target = hold_step(state, market, k, str(exc), log.unsolved)
     if fill_spot(inputs, state, market, k, target, row, log.trades):
         current = None
     orders = futures_orders(inputs, state, market, target, k)
@@ -298,4 +306,5 @@ def _result(book: Book, history: MarketPath, policy: Policy, log: ReplayLog,
         policy=policy.name,
         rolls=pd.DataFrame(log.rolls, columns=ROLL_COLUMNS),
         nav_open=log.nav_open,
+        unsolved=pd.DataFrame(log.unsolved, columns=UNSOLVED_COLUMNS),
     )

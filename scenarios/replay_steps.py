@@ -76,6 +76,7 @@ class ReplayLog:
     trades: list[Event] = field(default_factory=list)
     liquidations: list[Event] = field(default_factory=list)
     rolls: list[Event] = field(default_factory=list)
+    unsolved: list[Event] = field(default_factory=list)
     nav_open: float = math.nan
 
     def record(self, row: Row, cash: float, end: StepValuation, margin: MarginModel) -> None:
@@ -251,6 +252,16 @@ def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSn
         row["solve_time_ms"] = float(target.solve_time_ms)
         row["solver_fallbacks"] = float(target.solver_fallbacks)
     return target
+
+
+def hold_step(state: ReplayState, market: MarketSnapshot, k: int, reason: str,
+              unsolved: list[Event]) -> TargetHoldings:
+    """(4, no answer) The step's policy got no answer from any solver: record it in ``unsolved``
+    (time, step k, ``reason``) and hold the book as it stands (spot as held; no futures target,
+    so every position stays: ``futures_orders``), as a daily loop sends no order without an
+    answer."""
+    unsolved.append({"time": market.time, "step": k, "reason": reason})
+    return TargetHoldings(spot=dict(state.spot), futures={})
 
 
 def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,

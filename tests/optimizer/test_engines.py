@@ -146,15 +146,17 @@ def _raw(status: str, x: np.ndarray | None = None) -> Any:
     (["InsufficientProgress", "NumericalError", "AlmostSolved"], "optimal", 3),  # careful, tight
     (["InsufficientProgress", "NumericalError", "NumericalError", "Solved"], "optimal", 4),
     (["InsufficientProgress", "AlmostSolved"], "optimal_inaccurate", 2),  # no rescue attempt
-    (["NumericalError"] * 4, "solver_error", 4),
+    (["NumericalError"] * 4 + ["Solved"], "optimal", 5),  # the objective at unit size
+    (["NumericalError"] * 5, "solver_error", 5),
 ])
 def test_the_attempt_ladder(monkeypatch: pytest.MonkeyPatch, statuses: list[str], served: str,
                             attempts: int) -> None:
-    """CLARABEL_ATTEMPTS in order (tight, defaults, tight on the careful path, tight rescaled)
-    until one is optimal or infeasible; an 'almost solved' answer is optimal only at the tight
-    settings (its reduced tolerances are CLARABEL_ACCEPT, the careful path's too), inaccurate at
-    Clarabel's defaults, and then served without the rescue attempts (which are for a solve with
-    no answer at all); the served attempt's options and scale stay for unpack."""
+    """CLARABEL_ATTEMPTS in order (tight, defaults, tight on the careful path, tight rescaled
+    x RESCALE, tight at unit size) until one is optimal or infeasible; an 'almost solved'
+    answer is optimal only at the tight settings (its reduced tolerances are CLARABEL_ACCEPT,
+    the careful path's too), inaccurate at Clarabel's defaults, and then served without the
+    rescue attempts (which are for a solve with no answer at all); the served attempt's options
+    and scale stay for unpack."""
     hp = _conic_problem()
     eng = hp.engine(SolverName.CLARABEL)
     assert isinstance(eng, ClarabelEngine)
@@ -168,7 +170,10 @@ def test_the_attempt_ladder(monkeypatch: pytest.MonkeyPatch, statuses: list[str]
     monkeypatch.setattr(ClarabelEngine, "_call", scripted)
     got = eng.solve()
     assert got.status == served
-    assert seen == [(dict(o), sc) for o, sc in engines.CLARABEL_ATTEMPTS[:attempts]]
+    unit = 1.0 / max(np.abs(eng.P.data).max(), np.abs(eng.q).max())
+    ladder = [(dict(o), unit if sc == engines.TO_UNIT else sc)
+              for o, sc in engines.CLARABEL_ATTEMPTS]
+    assert seen == ladder[:attempts]
     if served == "optimal_inaccurate":
         assert (eng.attempt_options, eng.scale) == ({}, 1.0)  # the defaults' answer is kept
 
@@ -248,6 +253,46 @@ def test_a_failed_status_is_retried_rescaled(monkeypatch: pytest.MonkeyPatch) ->
     assert got.tried == (("CLARABEL", "optimal"),)
     assert ref.result.z is not None and got.result.z is not None
     np.testing.assert_allclose(got.result.z, ref.result.z, atol=1e-6)  # two solves, gap 1e-9
+
+
+def test_unit_scale_by_hand() -> None:
+    """1 / the largest |coefficient| of P and q; 1 when the objective has none."""
+    P = sp.csc_matrix(np.array([[2.0, -3.0], [-3.0, 0.5]]))
+    assert engines.unit_scale(P, np.array([1.0, -0.25])) == 1.0 / 3.0
+    assert engines.unit_scale(P, np.array([-40.0, 0.0])) == 1.0 / 40.0
+    assert engines.unit_scale(sp.csc_matrix((2, 2)), np.zeros(2)) == 1.0
+
+
+def test_a_large_objective_stalling_everywhere_else_is_solved_at_unit_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The objective x 1e5 (a large book's cost coefficients), and every attempt but the one at
+    unit size failing: the last attempt serves the minimiser of the unscaled problem (same z as
+    a plain solve, 1e5 x its objective), and its duals come back in the problem's units."""
+    hp = _conic_problem()
+    ref = hp.solve()
+    assert ref.result.z is not None
+    big = hp.engine(SolverName.CLARABEL)
+    assert isinstance(big, ClarabelEngine)
+    original_prepare, original_attempt = ClarabelEngine._prepare, ClarabelEngine._attempt
+
+    def prepare_big(self: ClarabelEngine) -> None:
+        original_prepare(self)
+        self.P.data *= 1e5
+        self.q, self.offset = self.q * 1e5, self.offset * 1e5
+
+    def only_at_unit(self: ClarabelEngine, t0: float) -> RawResult:
+        if self.scale != engines.unit_scale(self.P, self.q):
+            return RawResult(None, engines.FAILED, self.name, 0.0, 0, math.nan)
+        return original_attempt(self, t0)
+
+    monkeypatch.setattr(ClarabelEngine, "_prepare", prepare_big)
+    monkeypatch.setattr(ClarabelEngine, "_attempt", only_at_unit)
+    got = big.solve()
+    assert got.status == engines.OPTIMAL
+    assert big.scale == engines.unit_scale(big.P, big.q)
+    assert got.z is not None
+    np.testing.assert_allclose(got.z, ref.result.z, atol=1e-6)
+    assert got.objective == pytest.approx(1e5 * ref.result.objective, rel=1e-6)
 
 
 @pytest.mark.solver_fallback
