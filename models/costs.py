@@ -16,6 +16,18 @@ from models.instruments import FuturesContract
 from models.market import MarketSnapshot
 
 
+def impact_coefficient(impact_k: float, daily_vol: np.ndarray | float,
+                       adv: np.ndarray | float) -> np.ndarray:
+    """The square-root law's coefficient c = k sigma / sqrt(ADV) (USD^-1/2) per market: a trade
+    of t USD costs c |t|^{3/2} USD (sigma the daily vol, a fraction; ADV in USD a day, > 0 or
+    inf). 0 where ADV is unknown (inf) or sigma is not finite: no impact is priced there."""
+    vol = np.asarray(daily_vol, dtype=float)
+    volume = np.asarray(adv, dtype=float)
+    known = np.isfinite(volume) & np.isfinite(vol)
+    return np.where(known, impact_k * np.where(known, vol, 0.0)
+                    / np.sqrt(np.where(known, volume, 1.0)), 0.0)
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Per-contract cost coefficients: ``linear`` (fraction of notional) and ``impact`` (USD^-1/2).
@@ -35,9 +47,8 @@ class CostModel:
         fee = np.array([c.taker_fee for c in contracts], dtype=float)
         hs = np.array([market.contract_half_spread(c.symbol) for c in contracts], dtype=float)
         adv = np.array([market.contract_adv(c.symbol) for c in contracts], dtype=float)
-        impact = impact_k * np.asarray(daily_vol, dtype=float) / np.sqrt(adv)
-        return CostModel(linear=fee + hs, impact=np.nan_to_num(impact, nan=0.0), fee=fee,
-                         half_spread=hs)
+        return CostModel(linear=fee + hs, impact=impact_coefficient(impact_k, daily_vol, adv),
+                         fee=fee, half_spread=hs)
 
     def fees(self, t: np.ndarray) -> float:
         """Exchange fees (USD) of trades ``t`` (USD)."""

@@ -85,16 +85,16 @@ CAREFUL: dict[str, float] = {"equilibrate_max_iter": 50, "max_step_fraction": 0.
 CAREFUL_SETTINGS: dict[str, float] = {**CLARABEL_SETTINGS, **CAREFUL}
 #: the attempts of one conic solve, in order, as (options, objective scale): the tight settings;
 #: Clarabel's defaults (a different path that often solves where the tight one stalls); then,
-#: only when neither gave an answer (the first :data:`FIRST_TRIES` attempts gave no optimal,
-#: infeasible or inaccurate one), the rescue attempts: the tight settings on the careful path
-#: (:data:`CAREFUL`), the tight settings with the objective multiplied by :data:`RESCALE`, and
-#: the tight settings with the objective brought to unit size (:data:`TO_UNIT`; Clarabel's
-#: progress test depends on the objective's scale, the minimiser does not)
+#: when neither was optimal or proved infeasibility, the rescue attempts: the tight settings on
+#: the careful path (:data:`CAREFUL`), the tight settings with the objective multiplied by
+#: :data:`RESCALE`, and the tight settings with the objective brought to unit size
+#: (:data:`TO_UNIT`; Clarabel's progress test depends on the objective's scale, the minimiser
+#: does not). An inaccurate answer of the first two is served only when no rescue attempt is
+#: optimal (a random conic book whose defaults ended 'almost solved' outside CLARABEL_ACCEPT was
+#: solved to the tight tolerances by the careful path and at unit size).
 CLARABEL_ATTEMPTS: tuple[tuple[dict[str, float], float | str], ...] = (
     (CLARABEL_SETTINGS, 1.0), ({}, 1.0), (CAREFUL_SETTINGS, 1.0),
     (CLARABEL_SETTINGS, RESCALE), (CLARABEL_SETTINGS, TO_UNIT))
-#: how many of CLARABEL_ATTEMPTS always run; the later ones are rescue attempts
-FIRST_TRIES = 2
 #: environment variable: when set (not "" or "0"), an exception inside an engine is re-raised
 #: instead of being recorded and answered by a retry or the next solver (the test suite sets it)
 STRICT_ENV = "FBR_STRICT_SOLVERS"
@@ -345,18 +345,15 @@ class ClarabelEngine(CvxpyDataEngine):
     def solve(self) -> RawResult:
         """Run :data:`CLARABEL_ATTEMPTS` (with this engine's options in place of the tight
         settings) until one is optimal or proves infeasibility; else serve the first inaccurate
-        answer (the rescaled try runs only when no attempt gave one), else the first failure. The
-        objective is reported unscaled, and :meth:`unpack` divides the duals back. Exceptions of
-        attempts are recorded in the result's ``errors`` (re-raised in strict mode); when every
-        attempt raised, the first exception propagates."""
+        answer, else the first failure. The objective is reported unscaled, and :meth:`unpack`
+        divides the duals back. Exceptions of attempts are recorded in the result's ``errors``
+        (re-raised in strict mode); when every attempt raised, the first exception propagates."""
         t0 = time.perf_counter()
         self._prepare()
         errors: list[str] = []
         crash: Exception | None = None
         kept: tuple[RawResult, Any, dict[str, float], float] | None = None
-        for k, (options, scale) in enumerate(self._attempts()):
-            if k >= FIRST_TRIES and kept is not None and kept[0].status == OPTIMAL_INACCURATE:
-                break  # the rescue attempts are for a solve with no answer at all
+        for options, scale in self._attempts():
             self.attempt_options, self.scale = options, scale
             try:
                 res = self._attempt(t0)

@@ -17,6 +17,7 @@ from datetime import datetime
 import numpy as np
 
 from models.book import Book, TargetsBase
+from models.costs import impact_coefficient
 from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
@@ -158,8 +159,7 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
         raise ValidationError(f"market.spot_half_spread.{a}", f"is {hs[bad[0]]}",
                               "give the half spread as a fraction in [0, 0.5)")
     adv = np.array([float(market.adv.get(a, math.inf)) for a in assets], dtype=float)
-    impact = np.where(np.isfinite(adv), impact_k * np.asarray(daily_vol, dtype=float)
-                      * np.sqrt(V / np.where(np.isfinite(adv), adv, 1.0)), 0.0)
+    impact = impact_coefficient(impact_k, daily_vol, adv) * math.sqrt(V)  # weight units
     if not (math.isfinite(settings.cash_usd) and settings.cash_usd >= 0):
         raise ValidationError("spot.cash_usd", f"is {settings.cash_usd}", "give USD >= 0")
     if not (math.isfinite(settings.gamma_tax) and settings.gamma_tax >= 0):

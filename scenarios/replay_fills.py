@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.book import Book
-from models.costs import CostModel
+from models.costs import CostModel, impact_coefficient
 from models.errors import ValidationError
 from models.instruments import QTY_RTOL, reduce_only_quantity
 from models.market import MarketSnapshot
@@ -47,10 +47,9 @@ class SpotRates:
     def at(inputs: ReplayInputs, market: MarketSnapshot, k: int, i: int) -> SpotRates:
         """Asset i's rates at step k (``market``: the step's snapshot, its ADV by asset symbol)."""
         impact = 0.0
-        adv = float(market.adv.get(inputs.assets[i], math.inf))
-        if inputs.spot_vol is not None and math.isfinite(adv):
-            sigma = float(inputs.spot_vol[k, i])
-            impact = inputs.impact_k * sigma / math.sqrt(adv) if math.isfinite(sigma) else 0.0
+        if inputs.spot_vol is not None:
+            adv = market.adv.get(inputs.assets[i], math.inf)
+            impact = float(impact_coefficient(inputs.impact_k, inputs.spot_vol[k, i], adv))
         return SpotRates(float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]), impact)
 
     def slippage(self, dq: float, px: float) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.costs import CostModel
+from models.costs import CostModel, impact_coefficient
 from models.instruments import FuturesContract
 from models.market import MarketSnapshot
 
@@ -75,3 +75,14 @@ def test_unknown_volatility_gives_no_impact_not_nan() -> None:
     assert m.impact[0] == 0.0
     assert m.impact[1] == pytest.approx(0.03 / 1e4)
     assert math.isfinite(m.total(np.array([1e6, 1e6])))
+
+
+def test_impact_coefficient_by_hand() -> None:
+    """k sigma / sqrt(ADV): k 0.5, sigma 4% a day, ADV USD 1e8 -> 0.5 x 0.04 / 1e4 = 2e-6
+    USD^-1/2 (a USD 1e6 trade costs 2e-6 x 1e9 = USD 2,000); an unknown ADV (inf) or a vol that is
+    not finite prices no impact; scalars as arrays of one."""
+    got = impact_coefficient(0.5, np.array([0.04, 0.04, math.nan, 0.02]),
+                             np.array([1e8, math.inf, 1e8, 4e6]))
+    np.testing.assert_allclose(got, [2e-6, 0.0, 0.0, 0.5 * 0.02 / 2e3], rtol=1e-15, atol=0.0)
+    assert float(impact_coefficient(0.5, 0.04, 1e8)) == pytest.approx(2e-6, rel=1e-15)
+    assert float(impact_coefficient(1.0, math.inf, 1e8)) == 0.0
