@@ -629,7 +629,7 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     attempt of ``ClarabelEngine.solve`` at ``CLARABEL_SETTINGS``: fbr's equilibration and an
     update of the kept solver, or a fresh set-up for a small problem; later attempts, on days the
     first stalls, are not split)."""
-    from optimizer.clarabel_native import NativeClarabel, unscaled
+    from optimizer.clarabel_native import NativeAnswer, NativeClarabel
     from optimizer.cvxpy_adapter import clarabel_status
 
     eng = hp.engine(SolverName.CLARABEL)
@@ -663,7 +663,7 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     t6 = t()
     raw = solver.solve()
     t7 = t()
-    ans = unscaled(raw, sc)
+    ans = NativeAnswer(raw, sc)
     _ = (clarabel_status(ans), ans.x[eng.z_slice].copy(), ans.obj_val, ans.iterations)
     t8 = t()
     return {"parameter values (hp.update)": t1 - t0, "param-vector assembly": t2 - t1,

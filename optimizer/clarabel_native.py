@@ -183,12 +183,6 @@ class NativeAnswer:
         return s if self.sc is None else s / self.sc.e
 
 
-def unscaled(raw: Any, sc: Scaling | None) -> NativeAnswer:
-    """``raw`` (a Clarabel solution of the problem scaled by ``sc``; None: not scaled) in the
-    original units."""
-    return NativeAnswer(raw, sc)
-
-
 def gap_tolerances(options: dict[str, float], c: float) -> dict[str, float]:
     """Clarabel's duality-gap tolerances for a cost fbr scaled by ``c``, so that a pass means the
     gap g of the original objective met ``options``.
@@ -235,7 +229,7 @@ class ClarabelPath(ABC):
               options: dict[str, float], cost: float = 1.0) -> NativeAnswer:
         """The answer in original units (of the objective times ``cost``)."""
         solver, sc = self.load(P, q, A, b, options, cost)
-        return unscaled(solver.solve(), sc)
+        return NativeAnswer(solver.solve(), sc)
 
 
 class FreshClarabel(ClarabelPath):
@@ -343,7 +337,7 @@ class NativeClarabel(ClarabelPath):
 
         key = tuple(sorted(options.items()))
         kept = self.solvers.get(key)
-        settings = self._settings(options)
+        settings = kept.settings if kept is not None else clarabel_settings(options)
         p_data, qs, a_data, bs = self._scaled(P, q, A, b, Scaling(sc.d, sc.e, sc.c * cost))
         for name, value in gap_tolerances(options, sc.c).items():  # options: objective x cost
             setattr(settings, name, value)

@@ -8,7 +8,7 @@ or from real data in the shared layout (``MarketPath.from_data`` / :func:`path_f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +132,22 @@ class MarketPath:
         perps = [c for c in contracts if c.kind == ContractKind.PERPETUAL]
         funding = pd.DataFrame({c.symbol: hist.funding[c.underlying] for c in perps},
                                index=hist.funding.index, columns=[c.symbol for c in perps], dtype=float)
-        half = pd.Series({c.symbol: hist.half_spread[c.underlying] for c in contracts}, dtype=float)
-        adv = (pd.Series({**{c.symbol: hist.adv_usd[c.underlying] for c in contracts},
-                          **{a: hist.adv_usd[a] for a in hist.spot.columns if a in hist.adv_usd}},
-                         dtype=float) if with_adv else None)
-        spot_half = pd.Series({a: hist.half_spread[a] for a in hist.spot.columns
-                               if a in hist.half_spread}, dtype=float)
+        assets = list(hist.spot.columns)
+        half = by_symbol(hist.half_spread, contracts)
+        adv = by_symbol(hist.adv_usd, contracts, assets) if with_adv else None
+        spot_half = by_symbol(hist.half_spread, (), assets)
         return MarketPath(spot=hist.spot.astype(float), mark=mark, funding=funding, half_spread=half,
                           adv=adv, spot_half_spread=spot_half, synthetic=True)
+
+
+def by_symbol(values: Mapping[str, float], contracts: Sequence[FuturesContract],
+              assets: Sequence[str] = ()) -> pd.Series:
+    """A per-underlying value (half spread, ADV) as a path's Series by symbol: each contract
+    takes its underlying's value, then each asset its own (the spot market's), where ``values``
+    has one."""
+    return pd.Series({**{c.symbol: values[c.underlying] for c in contracts
+                         if c.underlying in values},
+                      **{a: values[a] for a in assets if a in values}}, dtype=float)
 
 
 def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,

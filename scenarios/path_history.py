@@ -26,7 +26,7 @@ import pandas as pd
 
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
-from scenarios.market_path import MarketPath
+from scenarios.market_path import MarketPath, by_symbol
 
 SeedLike = int | np.random.Generator | np.random.SeedSequence
 #: Default funding interval (hours) when the book has no perpetual on an asset.
@@ -214,13 +214,9 @@ def build_market_path(history: JointHistory, frame: PathFrame, returns: np.ndarr
     perps = [c for c in cons if c.kind == ContractKind.PERPETUAL]
     fund = pd.DataFrame({c.symbol: rates[order, col[c.underlying]] for c in perps},
                         index=settle_index, columns=[c.symbol for c in perps], dtype=float)
-    half = pd.Series({c.symbol: history.half_spread[c.underlying] for c in cons
-                      if c.underlying in history.half_spread}, dtype=float)
-    adv = pd.Series({**{c.symbol: history.adv[c.underlying] for c in cons
-                        if c.underlying in history.adv},
-                     **{a: history.adv[a] for a in assets if a in history.adv}}, dtype=float)
-    spot_half = pd.Series({a: history.half_spread[a] for a in assets if a in history.half_spread},
-                          dtype=float)
+    half = by_symbol(history.half_spread, cons)
+    adv = by_symbol(history.adv, cons, assets)
+    spot_half = by_symbol(history.half_spread, (), assets)
     return MarketPath(spot=spot, mark=mark, funding=fund, half_spread=half,
                       adv=adv if len(adv) else None, spot_half_spread=spot_half, synthetic=True)
 
