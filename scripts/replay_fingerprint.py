@@ -190,7 +190,8 @@ PREFIXES: dict[str, tuple[str, ...]] = {"solve": ("solve",), "backtest": ("backt
 
 
 def compare(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> int:
-    """Print the runs and frames that differ; 1 when any does (or a run is missing)."""
+    """Print the runs and frames that differ; 1 when any does (or a run or frame is missing).
+    A frame only ``after`` records (a new record of a change) is listed, not counted."""
     bad = 0
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
@@ -198,8 +199,12 @@ def compare(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]])
             print(f"MISSING  {key}: {'before' if a is None else 'after'}")
             bad += 1
             continue
-        diff = [f for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
-        print(f"{'DIFFERS' if diff else 'same   '}  {key}" + (f": {', '.join(diff)}" if diff else ""))
+        diff = [f for f in sorted(set(a) & set(b)) if a[f] != b[f]]
+        gone = sorted(set(a) - set(b))
+        diff += [f"{f} (gone)" for f in gone]
+        new = f" (new frames: {', '.join(sorted(set(b) - set(a)))})" if set(b) - set(a) else ""
+        print(f"{'DIFFERS' if diff else 'same   '}  {key}" + (f": {', '.join(diff)}" if diff else "")
+              + new)
         bad += bool(diff)
     print(f"{len(set(before) | set(after)) - bad} of {len(set(before) | set(after))} runs identical")
     return 1 if bad else 0
