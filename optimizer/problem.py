@@ -229,7 +229,7 @@ class HedgeProblem:
             return SolveOutcome(res, tried)
         detail = ", ".join(f"{n}: {st}" for n, st in tried)
         raise NoAnswerError(f"every solver failed ({detail}). Try scaling the book, loosening "
-                                f"tolerances, or another solver with [solver] solvers = [...].")
+                            f"tolerances, or another solver with [solver] solvers = [...].")
 
     def run_chain(self, chain: tuple[SolverName, ...]
                   ) -> tuple[RawResult | None, tuple[tuple[str, str], ...]]:

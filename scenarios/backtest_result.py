@@ -31,7 +31,7 @@ class BacktestResult:
     the margin check, before the policy), margin_ratio_end (after the trades and sweeps), liquidated
     (bool), traded_spot and traded_futures (gross |notional| traded by the policy), sweep_in (gross
     spot sold to top up the wallet), sweep_out (gross spot bought with the wallet's excess) and
-    sweep_fees (their spot fees and half spread; not in fee_spot), solve_time_ms and
+    sweep_fees (their spot fees, half spread and impact; not in fee_spot), solve_time_ms and
     solver_fallbacks (from the policy's ``TargetHoldings`` when it gives them: solver time in ms and
     solvers that failed before the one that served; NaN and 0 otherwise). solve_time_ms is
     wall-clock, the one recorded value that differs between two runs of the same inputs.

@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 
 from models.book import Book
 from models.errors import ValidationError
@@ -60,7 +61,9 @@ class CollateralPolicy:
       ``B = (W - tau V) / (1 + f - tau f)`` with f = sum_i w*_i f_i / sum_i w*_i; the wallet pays
       B (1 + f).
 
-    Spot trades at the close and pays the spot fee only (no spread/impact, as for policy trades).
+    Spot trades at the close and pays what a policy's spot trade pays: in the replay the fee and
+    half spread (the f_i above) and, where the path has the asset's ADV, the 3/2-power impact
+    (:func:`sweep_collateral`'s ``impact``; G and B then solve the same balance with it).
     ``enabled=False`` switches sweeps off (see ``NO_SWEEPS``).
 
     ``width`` (a fraction of NAV, None by default) replaces the relative band by an absolute one,
@@ -115,12 +118,13 @@ class Sweep:
 def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau: float,
                      band: float, fee_rate: np.ndarray, trades: list[dict[str, object]],
                      val: StepValuation | None = None, *, pledged: bool = False,
-                     width: float | None = None) -> Sweep:
+                     width: float | None = None, impact: np.ndarray | None = None) -> Sweep:
     """Move value between spot and the wallet when W leaves [tau (1-b) V, tau (1+b) V], or
     [(tau - width) V, (tau + width) V] with ``width`` (``CollateralPolicy``); returns what moved.
     Mutates ``state`` and appends to ``trades``. ``fee_rate``: each asset's cost per USD of spot
-    traded (the replay passes the spot fee plus the spot half spread); its charge is the sweep's
-    ``fees``.
+    traded (the replay passes the spot fee plus the spot half spread; a trade row's ``fee``);
+    ``impact``: each asset's impact coefficient c_i (USD^-1/2: a trade of n USD pays
+    c_i |n|^{3/2}, the row's ``slippage``; None: none). Both are the sweep's ``fees``.
     ``val``: the state's valuation at ``market`` when the caller already has it. ``pledged``:
     the top-up is tested on W plus the pledged collateral value (module docstring)."""
     if val is None:
@@ -132,24 +136,78 @@ def sweep_collateral(book: Book, state: ReplayState, market: MarketSnapshot, tau
     lo_f, hi_f = band_edges(tau, band, width)
     if covered < lo_f * nav:
         return _sweep_in(book, state, market, val.spot_values, tau * nav - covered, tau, fee_rate,
-                         trades)
+                         trades, impact)
     if wallet > hi_f * nav:
-        return _sweep_out(book, state, market, wallet - tau * nav, tau, fee_rate, trades)
+        return _sweep_out(book, state, market, wallet - tau * nav, tau, fee_rate, trades, impact)
     return Sweep()
+
+
+def _impact_bar(impact: np.ndarray | None, share: np.ndarray) -> float:
+    """sum_i c_i s_i^{3/2}: the impact of a gross trade g split by ``share`` s (sum 1) is this
+    times g^{3/2} (0 without ``impact``)."""
+    if impact is None:
+        return 0.0
+    return float(np.asarray(impact, dtype=float) @ np.power(share, 1.5))
+
+
+def sale_for(short: float, tau: float, fbar: float, cbar: float, total: float) -> float:
+    """The gross sale g (USD, at most ``total``) whose proceeds bring the wallet ``short`` below
+    tau x NAV back to it: g - (1 - tau)(fbar g + cbar g^{3/2}) = short (its costs leave the
+    wallet and lower the NAV). Linear costs (cbar 0): g = short / (1 - fbar + tau fbar). With
+    impact the left side is concave, the root lies above that linear answer, and past the
+    left side's peak more selling raises less: the peak (or all the spot) when short is out of
+    reach."""
+    linear = short / (1.0 - fbar + tau * fbar)
+    if cbar == 0.0 or linear >= total:
+        return min(linear, total)
+    a, c = 1.0 - (1.0 - tau) * fbar, (1.0 - tau) * cbar
+
+    def gap(g: float) -> float:
+        return a * g - c * float(g ** 1.5) - short
+
+    if gap(linear) >= 0.0:  # an impact too small to move the answer in floating point
+        return linear
+    top = min(total, (a / (1.5 * c)) ** 2)  # where d/dg (a g - c g^1.5) = 0
+    if gap(top) <= 0.0:
+        return top
+    return float(brentq(gap, linear, top, xtol=1e-9, rtol=1e-15))
+
+
+def purchase_for(excess: float, tau: float, fbar: float, cbar: float) -> float:
+    """The gross purchase b (USD) that spends the wallet's ``excess`` over tau x NAV:
+    b + (1 - tau)(fbar b + cbar b^{3/2}) = excess. Linear costs: b = excess / (1 + fbar - tau
+    fbar), an upper bound of the root with impact (the left side is increasing)."""
+    linear = excess / (1.0 + fbar - tau * fbar)
+    if cbar == 0.0:
+        return linear
+    a, c = 1.0 + (1.0 - tau) * fbar, (1.0 - tau) * cbar
+
+    def gap(b: float) -> float:
+        return a * b + c * float(b ** 1.5) - excess
+
+    if gap(linear) <= 0.0:  # an impact too small to move the answer in floating point
+        return linear
+    return float(brentq(gap, 0.0, linear, xtol=1e-9, rtol=1e-15))
+
+
+def _impact_of(impact: np.ndarray | None, i: int, usd: float) -> float:
+    """c_i |usd|^{3/2} (USD; 0 without ``impact``)."""
+    return 0.0 if impact is None else float(impact[i]) * float(usd ** 1.5)
 
 
 def _sweep_in(book: Book, state: ReplayState, market: MarketSnapshot, v: np.ndarray,
               short: float, tau: float, fee_rate: np.ndarray,
-              trades: list[dict[str, object]]) -> Sweep:
+              trades: list[dict[str, object]], impact: np.ndarray | None = None) -> Sweep:
     """Sell spot pro rata to its value ``v`` (USD per asset) so that the wallet, ``short`` USD
-    below tau x NAV, comes back to it after fees: the gross sale g solves
-    g (1 - fbar) = short - tau fbar g (selling g lowers the NAV by its fees), fbar the
-    value-weighted fee rate; everything when g reaches the spot's whole value."""
+    below tau x NAV, comes back to it after costs: the gross sale g of :func:`sale_for`
+    (g (1 - fbar) = short - tau fbar g with linear costs: selling g lowers the NAV by its fees),
+    fbar the value-weighted fee rate, cbar the impact of the split (:func:`_impact_bar`);
+    everything when g reaches the spot's whole value."""
     total = float(v.sum())
     if total <= 0:
         return Sweep()
     fbar = float(v @ fee_rate) / total
-    gross = min(short / (1.0 - fbar + tau * fbar), total)
+    gross = sale_for(short, tau, fbar, _impact_bar(impact, v / total), total)
     sell_all = gross >= total
     fees = 0.0
     for i, a in enumerate(book.asset_symbols):
@@ -159,25 +217,28 @@ def _sweep_in(book: Book, state: ReplayState, market: MarketSnapshot, v: np.ndar
         px = market.spot_price(a)
         dq = -state.spot[a] if sell_all else -g / px
         fee = float(fee_rate[i]) * g
+        slip = _impact_of(impact, i, g)
         state.spot[a] = 0.0 if sell_all else state.spot[a] + dq
-        state.cash += g - fee
-        fees += fee
+        state.cash += g - fee - slip
+        fees += fee + slip
         trades.append({"time": market.time, "kind": "sweep_in", "symbol": a, "quantity": dq,
-                       "price": px, "notional": -g, "fee": fee, "slippage": 0.0})
+                       "price": px, "notional": -g, "fee": fee, "slippage": slip})
     return Sweep(sweep_in=float(v.sum()) if sell_all else gross, fees=fees)
 
 
 def _sweep_out(book: Book, state: ReplayState, market: MarketSnapshot, excess: float, tau: float,
-               fee_rate: np.ndarray, trades: list[dict[str, object]]) -> Sweep:
+               fee_rate: np.ndarray, trades: list[dict[str, object]],
+               impact: np.ndarray | None = None) -> Sweep:
     """Buy spot at the target weights with the wallet's ``excess`` over tau x NAV (USD): the gross
-    purchase b solves b (1 + fbar) = excess + tau fbar b (buying b lowers the NAV by its fees),
-    fbar the target-weighted fee rate."""
+    purchase b of :func:`purchase_for` (b (1 + fbar) = excess + tau fbar b with linear costs:
+    buying b lowers the NAV by its fees), fbar the target-weighted fee rate, cbar the impact of
+    the split."""
     w = book.target_vector()
     wsum = float(w.sum())
     if wsum <= 0:
         return Sweep()
     fbar = float(w @ fee_rate) / wsum
-    gross = excess / (1.0 + fbar - tau * fbar)
+    gross = purchase_for(excess, tau, fbar, _impact_bar(impact, w / wsum))
     fees = 0.0
     for i, a in enumerate(book.asset_symbols):
         if w[i] <= 0:
@@ -185,11 +246,12 @@ def _sweep_out(book: Book, state: ReplayState, market: MarketSnapshot, excess: f
         b = gross * float(w[i]) / wsum
         px = market.spot_price(a)
         fee = float(fee_rate[i]) * b
+        slip = _impact_of(impact, i, b)
         state.spot[a] += b / px
-        state.cash -= b + fee
-        fees += fee
+        state.cash -= b + fee + slip
+        fees += fee + slip
         trades.append({"time": market.time, "kind": "sweep_out", "symbol": a, "quantity": b / px,
-                       "price": px, "notional": b, "fee": fee, "slippage": 0.0})
+                       "price": px, "notional": b, "fee": fee, "slippage": slip})
     return Sweep(sweep_out=gross, fees=fees)
 
 

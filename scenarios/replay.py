@@ -33,7 +33,8 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
 5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
    contracts): while positions are open, a wallet balance outside its band around the reserve
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
-   (top-up) or buying spot pro rata to the target weights (excess), at the close, spot fee paid.
+   (top-up) or buying spot pro rata to the target weights (excess), at the close, paying what a
+   policy's spot trade pays (fee, half spread, impact).
    The default target is the book's initial wallet / NAV, so a book that starts with no reserve
    keeps none: give it a ``CollateralPolicy(target_fraction=...)``. A policy that trades spot
    itself on a NAV base manages its wallet itself: no sweeps (:func:`own_cash`).
@@ -263,8 +264,8 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     if isinstance(target, RollTargets):
         log.rolls.extend(roll_rows(target, inputs.cons, market, k, orders.trade_usd, fee_j, slip_j))
     if collateral.enabled and tau is not None:
-        current = sweep_step(book, inputs, state, market, collateral, tau, current, row, log.trades,
-                             pledged=pledged)
+        current = sweep_step(book, inputs, state, market, k, collateral, tau, current, row,
+                             log.trades, pledged=pledged)
     return current if current is not None else value_state(book, state, market)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.book import Book
-from models.costs import CostModel, impact_coefficient
+from models.costs import CostModel
 from models.errors import ValidationError
 from models.instruments import QTY_RTOL, reduce_only_quantity
 from models.market import MarketSnapshot
@@ -46,11 +46,8 @@ class SpotRates:
     @staticmethod
     def at(inputs: ReplayInputs, market: MarketSnapshot, k: int, i: int) -> SpotRates:
         """Asset i's rates at step k (``market``: the step's snapshot, its ADV by asset symbol)."""
-        impact = 0.0
-        if inputs.spot_vol is not None:
-            adv = market.adv.get(inputs.assets[i], math.inf)
-            impact = float(impact_coefficient(inputs.impact_k, inputs.spot_vol[k, i], adv))
-        return SpotRates(float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]), impact)
+        return SpotRates(float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]),
+                         float(inputs.spot_impact(market, k)[i]))
 
     def slippage(self, dq: float, px: float) -> float:
         """Half spread plus impact (USD) of a trade of ``dq`` units at ``px`` USD."""

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from models.book import Book
+from models.costs import impact_coefficient
 from models.errors import ValidationError
 from models.instruments import MIN_DAYS_TO_EXPIRY, ContractArrays, ContractKind, contract_arrays
 from models.margin import MarginModel
@@ -145,6 +146,15 @@ class ReplayInputs:
     synthetic: bool
     near_expiry: np.ndarray
     forecast: np.ndarray | None = None
+
+    def spot_impact(self, market: MarketSnapshot, k: int) -> np.ndarray:
+        """Each asset's spot impact coefficient at step k, k sigma_i / sqrt(ADV_i) (USD^-1/2;
+        ``models.costs.impact_coefficient``; ``market``: the step's snapshot, ADV by asset
+        symbol): a spot trade of n USD pays c_i |n|^{3/2}. Zeros without ADV on the path."""
+        if self.spot_vol is None:
+            return np.zeros(len(self.assets))
+        adv = np.array([market.adv.get(a, math.inf) for a in self.assets], dtype=float)
+        return impact_coefficient(self.impact_k, self.spot_vol[k], adv)
 
 
 def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[str], dict[str, float]]:

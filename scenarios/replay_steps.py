@@ -265,17 +265,19 @@ def hold_step(state: ReplayState, market: MarketSnapshot, k: int, reason: str,
 
 
 def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
-               collateral: CollateralPolicy, tau: float, current: StepValuation | None, row: Row,
-               trades: list[Event], *, pledged: bool = False) -> StepValuation | None:
+               k: int, collateral: CollateralPolicy, tau: float, current: StepValuation | None,
+               row: Row, trades: list[Event], *, pledged: bool = False) -> StepValuation | None:
     """(5) Bring a wallet outside ``[tau (1 - b) V, tau (1 + b) V]`` back to ``tau V``
-    (``scenarios.collateral.sweep_collateral``, each sale or purchase paying the spot fee and half
-    spread); records sweep_in / sweep_out / sweep_fees (USD, fee and half spread).
+    (``scenarios.collateral.sweep_collateral``, each sale or purchase of step k paying the spot
+    fee, half spread and impact of a policy's spot trade, ``ReplayInputs.spot_impact``); records
+    sweep_in / sweep_out / sweep_fees (USD, fee, half spread and impact).
     Returns the valuation when still current, None when a sweep traded."""
     if current is None:
         current = value_state(book, state, market)
     n_trades = len(trades)
     sw = sweep_collateral(book, state, market, tau, collateral.band,
                           inputs.fee_spot + inputs.spot_half_spread, trades, current,
-                          pledged=pledged, width=collateral.width)
+                          pledged=pledged, width=collateral.width,
+                          impact=inputs.spot_impact(market, k))
     row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
     return None if len(trades) != n_trades else current

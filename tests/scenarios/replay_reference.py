@@ -31,7 +31,8 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    one change since the copy was frozen, made in both; sweeps pay fee + half spread) and, when
    the path gives the asset's spot ADV, the 3/2-power impact k sigma |notional|^{3/2} / sqrt(ADV)
    in ``slippage_spot`` too (the third change, made in both; sigma the asset's trailing daily
-   vol, ``scenarios.replay_inputs.asset_vol``; sweeps pay none); futures
+   vol, ``scenarios.replay_inputs.asset_vol``; sweeps pay it too since the fourth change, made
+   in both: ``sweep_collateral``'s ``impact``); futures
    cost: the linear part of ``models.costs.CostModel`` (taker fee + half spread) plus its
    3/2-power impact when an ADV is given. Futures trades go through ``Book.with_futures``;
    every cost is paid from cash;
@@ -363,8 +364,14 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             if current is None:
                 current = value_state(book, state, market)
             n_trades = len(trades)
+            sweep_impact = np.zeros(len(assets))
+            for i, a in enumerate(assets):
+                spot_adv = float(market.adv.get(a, math.inf))
+                if (spot_vol is not None and math.isfinite(spot_adv)
+                        and math.isfinite(spot_vol[k, i])):
+                    sweep_impact[i] = impact_k * float(spot_vol[k, i]) / math.sqrt(spot_adv)
             sw = sweep_collateral(book, state, market, tau, collateral.band, fee_spot_rate + spot_half,
-                                  trades, current)
+                                  trades, current, impact=sweep_impact)
             row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
             if len(trades) != n_trades:
                 current = None

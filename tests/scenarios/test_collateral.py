@@ -80,6 +80,72 @@ def test_top_up_sells_spot_pro_rata_by_hand() -> None:
     assert val.wallet == pytest.approx(0.1 * val.nav)
 
 
+#: impact coefficients (USD^-1/2): large enough to move the sweeps' sizes visibly
+IMPACT = np.array([2e-4, 5e-4])
+
+
+def test_top_up_with_impact_lands_on_the_target_and_pays_it_by_hand() -> None:
+    """With impact c_i the sale G of each asset's share s_i pays fee f_i G s_i plus
+    c_i (G s_i)^{3/2}; G solves G - 0.9 (f G + cbar G^{3/2}) = 6,100 (tau 0.1), cbar =
+    sum_i c_i s_i^{3/2}: checked by the balance itself, by each trade row and by the wallet
+    landing on exactly tau x NAV; a larger sale than without impact."""
+    book, state = _book(), _state(1000.0)
+    trades: list[dict[str, object]] = []
+    share = np.array([5 / 7, 2 / 7])
+    f = 90.0 / 70_000.0
+    cbar = float(IMPACT @ share ** 1.5)
+    sw = sweep_collateral(book, state, MARKET, 0.1, 0.5, FEES, trades, impact=IMPACT)
+    g = sw.sweep_in
+    assert g - 0.9 * (f * g + cbar * g ** 1.5) == pytest.approx(6100.0, rel=1e-12)
+    assert g > 6100.0 / (1.0 - 0.9 * f) * 1.01  # the impact is not negligible here
+    for t, si, ci, fi in zip(trades, share, IMPACT, FEES, strict=True):
+        assert t["fee"] == pytest.approx(fi * g * si, rel=1e-12)
+        assert t["slippage"] == pytest.approx(ci * (g * si) ** 1.5, rel=1e-12)
+    assert sw.fees == pytest.approx(f * g + cbar * g ** 1.5, rel=1e-12)
+    val = value_state(book, state, MARKET)
+    assert val.wallet == pytest.approx(0.1 * val.nav, rel=1e-9)
+
+
+def test_sweep_out_with_impact_lands_on_the_target_by_hand() -> None:
+    """B + 0.9 (f B + cbar B^{3/2}) = 11,000 with f = 0.0014 and cbar = sum_i c_i w_i^{3/2}:
+    a smaller purchase than without impact; the wallet lands on exactly tau x NAV."""
+    book, state = _book(), _state(20_000.0)
+    trades: list[dict[str, object]] = []
+    cbar = float(IMPACT @ np.array([0.6, 0.4]) ** 1.5)
+    sw = sweep_collateral(book, state, MARKET, 0.1, 0.5, FEES, trades, impact=IMPACT)
+    b = sw.sweep_out
+    assert b + 0.9 * (0.0014 * b + cbar * b ** 1.5) == pytest.approx(11_000.0, rel=1e-12)
+    assert b < 11_000.0 / (1 + 0.9 * 0.0014) * 0.99
+    assert trades[1]["slippage"] == pytest.approx(5e-4 * (0.4 * b) ** 1.5, rel=1e-12)
+    val = value_state(book, state, MARKET)
+    assert val.wallet == pytest.approx(0.1 * val.nav, rel=1e-9)
+
+
+def test_zero_impact_is_the_linear_sweep_bit_for_bit() -> None:
+    """impact zeros (a path without ADV) or None: the same state, trades and sweep."""
+    for cash in (1000.0, 20_000.0):
+        runs = []
+        for impact in (None, np.zeros(2)):
+            state, trades = _state(cash), []  # type: ignore[var-annotated]
+            sw = sweep_collateral(_book(), state, MARKET, 0.1, 0.5, FEES, trades, impact=impact)
+            runs.append((sw, state.cash, dict(state.spot), trades))
+        assert runs[0] == runs[1]
+
+
+def test_sale_for_out_of_reach_stops_at_the_peak() -> None:
+    """When even the best sale cannot raise ``short`` (impact so large that selling more raises
+    less), the sale is the peak of g - 0.9 (f g + c g^{3/2}), where 1 - 0.9 f = 1.35 c sqrt(g);
+    with the peak beyond all the spot, all of it."""
+    from scenarios.collateral import purchase_for, sale_for
+
+    c = 0.01  # USD^-1/2
+    peak = ((1 - 0.9 * 0.001) / (1.5 * 0.9 * c)) ** 2
+    assert sale_for(1e9, 0.1, 0.001, c, 1e12) == pytest.approx(peak, rel=1e-12)
+    assert sale_for(1e9, 0.1, 0.001, c, 100.0) == 100.0
+    assert sale_for(50.0, 0.1, 0.001, 0.0, 1e6) == pytest.approx(50.0 / (1 - 0.9 * 0.001))
+    assert purchase_for(50.0, 0.1, 0.001, 0.0) == pytest.approx(50.0 / (1 + 0.9 * 0.001))
+
+
 def test_sweep_out_buys_spot_at_target_weights_by_hand() -> None:
     book, state = _book(), _state(20_000.0)
     trades: list[dict[str, object]] = []
