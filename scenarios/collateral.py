@@ -153,24 +153,24 @@ def _impact_bar(impact: np.ndarray | None, share: np.ndarray) -> float:
 def sale_for(short: float, tau: float, fbar: float, cbar: float, total: float) -> float:
     """The gross sale g (USD, at most ``total``) whose proceeds bring the wallet ``short`` below
     tau x NAV back to it: g - (1 - tau)(fbar g + cbar g^{3/2}) = short (its costs leave the
-    wallet and lower the NAV). Linear costs (cbar 0): g = short / (1 - fbar + tau fbar). With
-    impact the left side is concave, the root lies above that linear answer, and past the
-    left side's peak more selling raises less: the peak (or all the spot) when short is out of
-    reach."""
+    wallet and lower the NAV). Linear costs (cbar 0): g = short / (1 - fbar + tau fbar), all the
+    spot when that is more. With impact the left side is concave and the root lies above that
+    linear answer; past the left side's peak more selling raises less, so when short is out of
+    reach the sale is the peak, or all the spot when that comes first."""
     linear = short / (1.0 - fbar + tau * fbar)
-    if cbar == 0.0 or linear >= total:
+    if cbar == 0.0:
         return min(linear, total)
     a, c = 1.0 - (1.0 - tau) * fbar, (1.0 - tau) * cbar
 
     def gap(g: float) -> float:
         return a * g - c * float(g ** 1.5) - short
 
+    top = min(total, (a / (1.5 * c)) ** 2)  # where d/dg (a g - c g^1.5) = 0, or all the spot
+    if linear >= top or gap(top) <= 0.0:
+        return top
     if gap(linear) >= 0.0:  # an impact too small to move the answer in floating point
         return linear
-    top = min(total, (a / (1.5 * c)) ** 2)  # where d/dg (a g - c g^1.5) = 0
-    if gap(top) <= 0.0:
-        return top
-    return float(brentq(gap, linear, top, xtol=1e-9, rtol=1e-15))
+    return float(brentq(gap, linear, top))
 
 
 def purchase_for(excess: float, tau: float, fbar: float, cbar: float) -> float:
@@ -187,7 +187,7 @@ def purchase_for(excess: float, tau: float, fbar: float, cbar: float) -> float:
 
     if gap(linear) <= 0.0:  # an impact too small to move the answer in floating point
         return linear
-    return float(brentq(gap, 0.0, linear, xtol=1e-9, rtol=1e-15))
+    return float(brentq(gap, 0.0, linear))
 
 
 def _impact_of(impact: np.ndarray | None, i: int, usd: float) -> float:

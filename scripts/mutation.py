@@ -69,7 +69,8 @@ REPLAY_TESTS = ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_s
                 "tests/scenarios/test_replay_inverse_exposure.py", "tests/scenarios/test_rolls.py",
                 "tests/scenarios/test_collateral.py", "tests/scenarios/test_settlement.py",
                 "tests/scenarios/test_whatif.py", "tests/scenarios/test_replay_fills.py",
-                "tests/scenarios/test_replay_steps_by_hand.py")
+                "tests/scenarios/test_replay_steps_by_hand.py",
+                "tests/scenarios/test_replay_unsolved.py")
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",
@@ -122,7 +123,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                             "tests/scenarios/test_replay_hybrid.py", "tests/scenarios/test_rolls.py",
                             "tests/scenarios/test_replay_backtest.py",
                             "tests/scenarios/test_replay_inverse_exposure.py",
-                            "tests/scenarios/test_replay_min_days.py"),
+                            "tests/scenarios/test_replay_min_days.py",
+                            "tests/scenarios/test_replay_unsolved.py"),
 }
 
 

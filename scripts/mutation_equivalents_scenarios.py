@@ -63,7 +63,7 @@ SCENARIOS: dict[str, str] = {
     "scenarios.replay.x__result__mutmut_1":
         "the default of taxed is never used: run_backtest always passes it",
     **dict.fromkeys(
-        [f"scenarios.replay.x__result__mutmut_{n}" for n in (5, 95, 98)],
+        [f"scenarios.replay.x__result__mutmut_{n}" for n in (5, 97, 100)],
         "dtype=float dropped / astype(None) on float data: the frames and series stay float64"),
     # scenarios/collateral.py
     "scenarios.collateral.x__sweep_in__mutmut_45":

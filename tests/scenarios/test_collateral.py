@@ -117,6 +117,26 @@ def test_sweep_out_with_impact_lands_on_the_target_by_hand() -> None:
     assert b + 0.9 * (0.0014 * b + cbar * b ** 1.5) == pytest.approx(11_000.0, rel=1e-12)
     assert b < 11_000.0 / (1 + 0.9 * 0.0014) * 0.99
     assert trades[1]["slippage"] == pytest.approx(5e-4 * (0.4 * b) ** 1.5, rel=1e-12)
+    assert sw.fees == pytest.approx(0.0014 * b + cbar * b ** 1.5, rel=1e-12)
+    rows = pd.DataFrame(trades)
+    assert sw.fees == pytest.approx(float((rows["fee"] + rows["slippage"]).sum()), rel=1e-12)
+    val = value_state(book, state, MARKET)
+    assert val.wallet == pytest.approx(0.1 * val.nav, rel=1e-9)
+
+
+def test_sweep_out_with_impact_splits_by_the_targets_share() -> None:
+    """Targets summing to 0.8 (the rest held as stablecoin): the purchase splits 5/8 : 3/8 and
+    cbar uses those shares; the wallet still lands on tau x NAV."""
+    book = Book(assets=(SpotAsset("BTC"), SpotAsset("ETH")),
+                contracts=(FuturesContract("BTC-PERP", "BTC"),), spot={"BTC": 1.0, "ETH": 10.0},
+                targets={"BTC": 0.5, "ETH": 0.3}, cash=0.0)
+    state, trades = _state(20_000.0), []  # type: ignore[var-annotated]
+    share = np.array([5 / 8, 3 / 8])
+    cbar = float(IMPACT @ share ** 1.5)
+    sw = sweep_collateral(book, state, MARKET, 0.1, 0.5, FEES, trades, impact=IMPACT)
+    b, f = sw.sweep_out, float(FEES @ share)
+    assert b + 0.9 * (f * b + cbar * b ** 1.5) == pytest.approx(11_000.0, rel=1e-12)
+    assert [t["notional"] for t in trades] == pytest.approx([b * 5 / 8, b * 3 / 8], rel=1e-12)
     val = value_state(book, state, MARKET)
     assert val.wallet == pytest.approx(0.1 * val.nav, rel=1e-9)
 
@@ -130,6 +150,57 @@ def test_zero_impact_is_the_linear_sweep_bit_for_bit() -> None:
             sw = sweep_collateral(_book(), state, MARKET, 0.1, 0.5, FEES, trades, impact=impact)
             runs.append((sw, state.cash, dict(state.spot), trades))
         assert runs[0] == runs[1]
+
+
+def _sold(g: float, c: float) -> float:
+    """What a sale of g raises towards the target at tau 0.1, fee rate 0.001, impact c."""
+    return g - 0.9 * (0.001 * g + c * float(g ** 1.5))
+
+
+def _bought(b: float, c: float) -> float:
+    """What a purchase of b spends of the excess at tau 0.1, fee rate 0.001, impact c."""
+    return b + 0.9 * (0.001 * b + c * float(b ** 1.5))
+
+
+@pytest.mark.parametrize("c", [1e-9, 1e-4, 1.0])
+def test_sale_and_purchase_solve_their_balance(c: float) -> None:
+    """From an impact that moves the answer by a thousandth of a USD to one that dominates it,
+    and for amounts below 1 USD: the sale raises exactly short, the purchase spends exactly
+    the excess (1e-12 relative)."""
+    from scenarios.collateral import purchase_for, sale_for
+
+    for amount in (0.5, 11_000.0):
+        g = sale_for(amount, 0.1, 0.001, c, 1e12)
+        if g < ((1 - 0.9 * 0.001) / (1.35 * c)) ** 2:  # within reach
+            assert _sold(g, c) == pytest.approx(amount, rel=1e-12)
+        b = purchase_for(amount, 0.1, 0.001, c)
+        assert _bought(b, c) == pytest.approx(amount, rel=1e-12)
+        assert b < amount
+
+
+def test_a_sale_just_within_reach_is_below_the_peak() -> None:
+    """short half a USD below the most a sale can raise: the root, short of the peak."""
+    from scenarios.collateral import sale_for
+
+    c = 0.01
+    peak = ((1 - 0.9 * 0.001) / (1.35 * c)) ** 2
+    short = _sold(peak, c) - 0.5
+    g = sale_for(short, 0.1, 0.001, c, 1e12)
+    assert g < peak
+    assert _sold(g, c) == pytest.approx(short, rel=1e-12)
+
+
+def test_rounding_of_the_linear_answer_does_not_break_the_bracket() -> None:
+    """Amounts whose linear answer rounds to a hair above (sale) or below (purchase) the balance:
+    with an impact too small to matter the linear answer itself, with no error."""
+    from scenarios.collateral import purchase_for, sale_for
+
+    a_in, a_out = 1.0 - 0.9 * 0.001, 1.0 + 0.9 * 0.001
+    short, excess = 4093.11, 1154.77
+    lin_in, lin_out = short / (1.0 - 0.001 + 0.1 * 0.001), excess / (1.0 + 0.001 - 0.1 * 0.001)
+    assert a_in * lin_in > short and a_out * lin_out < excess  # the rounding this test needs
+    assert sale_for(short, 0.1, 0.001, 1e-30, 1e6) == lin_in
+    assert purchase_for(excess, 0.1, 0.001, 1e-30) == lin_out
 
 
 def test_sale_for_out_of_reach_stops_at_the_peak() -> None:
