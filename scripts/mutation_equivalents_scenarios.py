@@ -42,10 +42,6 @@ SCENARIOS: dict[str, str] = {
     **dict.fromkeys(
         [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (55, 71)],
         "isclose without abs_tol: its default is 0.0"),
-    "scenarios.replay_fills.xǁSpotRatesǁat__mutmut_9":
-        "spot_vol is None only for a path without ADV, whose snapshots carry none: adv is then "
-        "inf and the condition false either way; with spot_vol and an infinite adv the impact "
-        "would be sigma / sqrt(inf) = 0 all the same",
     # scenarios/replay.py
     "scenarios.replay.x_run_backtest__mutmut_33":
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
@@ -66,12 +62,27 @@ SCENARIOS: dict[str, str] = {
         [f"scenarios.replay.x__result__mutmut_{n}" for n in (5, 97, 100)],
         "dtype=float dropped / astype(None) on float data: the frames and series stay float64"),
     # scenarios/collateral.py
-    "scenarios.collateral.x__sweep_in__mutmut_45":
+    "scenarios.collateral.x__sweep_in__mutmut_58":
         "state.spot[a] = q + dq when selling all: dq took the sell-all branch (dq = -q), and q - q "
         "is exactly 0.0",
-    "scenarios.collateral.x__sweep_in__mutmut_79":
+    "scenarios.collateral.x__sweep_in__mutmut_93":
         "sweep_in = gross when selling all: sell_all means gross >= total with gross = "
         "min(.., total), so gross is total itself, and total = float(v.sum())",
+    **dict.fromkeys(
+        [f"scenarios.collateral.x__impact_bar__mutmut_{n}" for n in (5, 7)],
+        "np.asarray(impact) without dtype=float: the impact coefficients are a float array"),
+    "scenarios.collateral.x_purchase_for__mutmut_26":
+        "gap(linear) < 0 instead of <= 0: at gap(linear) == 0 brentq on [0, linear] returns the "
+        "endpoint linear, whose f is exactly 0, the same answer",
+    "scenarios.collateral.x_sale_for__mutmut_40":
+        "linear > top instead of >=: at linear == top, gap(top) = gap(linear) <= 0 returns top, "
+        "and a rounding gap(linear) >= 0 returns linear, which is top",
+    "scenarios.collateral.x_sale_for__mutmut_42":
+        "gap(top) < 0 instead of <= 0: at gap(top) == 0, gap(linear) < gap(top) (gap increases up "
+        "to the peak and linear < top), so brentq on [linear, top] returns the endpoint top",
+    "scenarios.collateral.x_sale_for__mutmut_45":
+        "gap(linear) > 0 instead of >= 0: at gap(linear) == 0 brentq on [linear, top] returns the "
+        "endpoint linear",
     "scenarios.collateral.x_cover_with_pledged__mutmut_100":
         "gross = gross instead of total when selling all: sell_all means gross >= total with "
         "gross = min(.., total), so gross is total itself",
