@@ -26,12 +26,15 @@ EQUIVALENT: dict[str, str] = {
         [f"models.costs.xǁCostModelǁbuild__mutmut_{n}" for n in (4, 6, 9, 11, 15, 17)],
         "dtype=float dropped from np.array of Python floats (contract_half_spread / contract_adv "
         "return float(); taker_fee is a float field): numpy infers float64 anyway"),
+    # models/costs.py: impact_coefficient
     **dict.fromkeys(
-        [f"models.costs.xǁCostModelǁbuild__mutmut_{n}" for n in (23, 25)],
-        "dtype=float dropped from np.asarray(daily_vol): the callers pass float arrays, and int vols "
-        "give the same float products after the division by sqrt(adv)"),
-    "models.costs.xǁCostModelǁbuild__mutmut_39":
-        "np.nan_to_num(impact) without nan=0.0: 0.0 is nan_to_num's default for nan",
+        [f"models.costs.x_impact_coefficient__mutmut_{n}" for n in (3, 5, 8, 10)],
+        "dtype=float dropped from np.asarray(daily_vol / adv): the callers pass floats, and int "
+        "inputs give the same float result after the 0.0 placeholder and the division by sqrt"),
+    **dict.fromkeys(
+        [f"models.costs.x_impact_coefficient__mutmut_{n}" for n in (29, 37)],
+        "another placeholder (1.0 for sigma, 2.0 for ADV) where the market is unknown: the outer "
+        "np.where replaces those entries by 0.0 whatever they hold"),
     # executor/plan.py
     "executor.plan_parts.x__split__mutmut_8":
         "chunk = round_to_step(max_qty, lot, FLOOR) also when lot <= 0: round_to_step returns "
