@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -373,15 +374,16 @@ class ClarabelEngine(CvxpyDataEngine):
         res, self.raw, self.attempt_options, self.scale = kept
         return replace(res, seconds=time.perf_counter() - t0, errors=tuple(errors))
 
-    def _attempts(self) -> tuple[tuple[dict[str, float], float], ...]:
+    def _attempts(self) -> Iterator[tuple[dict[str, float], float]]:
         """:data:`CLARABEL_ATTEMPTS` with this engine's options in place of CLARABEL_SETTINGS
         (the careful attempt: this engine's options on the careful path) and :data:`TO_UNIT`
-        resolved on this solve's data (:meth:`_prepare` first)."""
-        return tuple((self.options if opts is CLARABEL_SETTINGS
-                      else {**self.options, **CAREFUL} if opts is CAREFUL_SETTINGS
-                      else opts,
-                      unit_scale(self.P, self.q) if scale == TO_UNIT else float(scale))
-                     for opts, scale in CLARABEL_ATTEMPTS)
+        resolved on this solve's data (:meth:`_prepare` first), one at a time: a solve served
+        by its first attempt reads nothing for the later ones."""
+        for opts, scale in CLARABEL_ATTEMPTS:
+            yield (self.options if opts is CLARABEL_SETTINGS
+                   else {**self.options, **CAREFUL} if opts is CAREFUL_SETTINGS
+                   else opts,
+                   unit_scale(self.P, self.q) if scale == TO_UNIT else float(scale))
 
     def unpack(self) -> None:
         """As the base class (with the served attempt's options and offset); duals of a rescaled
