@@ -44,10 +44,10 @@ class SpotRates:
     impact: float
 
     @staticmethod
-    def at(inputs: ReplayInputs, market: MarketSnapshot, k: int, i: int) -> SpotRates:
-        """Asset i's rates at step k (``market``: the step's snapshot, its ADV by asset symbol)."""
+    def at(inputs: ReplayInputs, k: int, i: int) -> SpotRates:
+        """Asset i's rates at step k (its impact: ``ReplayInputs.spot_impact``)."""
         return SpotRates(float(inputs.fee_spot[i]), float(inputs.spot_half_spread[i]),
-                         float(inputs.spot_impact(market, k)[i]))
+                         float(inputs.spot_impact[k, i]))
 
     def slippage(self, dq: float, px: float) -> float:
         """Half spread plus impact (USD) of a trade of ``dq`` units at ``px`` USD."""
@@ -75,7 +75,7 @@ def fill_spot(inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot, 
                                   "a policy must target finite spot quantities >= 0")
         if q_new == state.spot[a] and a not in target.spot_gross:
             continue
-        rates = SpotRates.at(inputs, market, k, i)
+        rates = SpotRates.at(inputs, k, i)
         if a in target.spot_gross and _fill_round_trip(rates, a, q_new, state, market, target, row,
                                                        trades):
             traded = True

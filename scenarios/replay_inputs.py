@@ -102,7 +102,8 @@ class ReplayInputs:
       (T) how many of them have timestamps at or before each step; ``last_r`` (S x M) each
       contract's latest rate at or before each settlement row (:func:`latest_rates`);
     - ``vol`` the daily impact vol per contract (T x M) and ``spot_vol`` per asset (T x N; both
-      None without ADV); ``adv`` (T x len(adv_cols)) or ``adv_static``, USD a day, per contract
+      None without ADV), ``spot_impact`` each asset's spot impact coefficient (T x N, zeros
+      without ADV; :func:`spot_impact_matrix`); ``adv`` (T x len(adv_cols)) or ``adv_static``, USD a day, per contract
       and per asset (the spot trades' impact) where the path has it; ``half_spread`` fractions of
       notional;
     - ``fee_spot`` the spot fee rate per asset, ``spot_half_spread`` its half spread (fraction;
@@ -145,16 +146,28 @@ class ReplayInputs:
     liquidation_penalty: float
     synthetic: bool
     near_expiry: np.ndarray
+    #: (T x N) each asset's spot impact coefficient per step (:func:`spot_impact_matrix`)
+    spot_impact: np.ndarray
     forecast: np.ndarray | None = None
 
-    def spot_impact(self, market: MarketSnapshot, k: int) -> np.ndarray:
-        """Each asset's spot impact coefficient at step k, k sigma_i / sqrt(ADV_i) (USD^-1/2;
-        ``models.costs.impact_coefficient``; ``market``: the step's snapshot, ADV by asset
-        symbol): a spot trade of n USD pays c_i |n|^{3/2}. Zeros without ADV on the path."""
-        if self.spot_vol is None:
-            return np.zeros(len(self.assets))
-        adv = np.array([market.adv.get(a, math.inf) for a in self.assets], dtype=float)
-        return impact_coefficient(self.impact_k, self.spot_vol[k], adv)
+
+def spot_impact_matrix(impact_k: float, assets: list[str], n_steps: int,
+                       spot_vol: np.ndarray | None, adv: np.ndarray | None, adv_cols: list[str],
+                       adv_static: dict[str, float]) -> np.ndarray:
+    """T x N: each asset's spot impact coefficient at each step, k sigma_i / sqrt(ADV_i)
+    (USD^-1/2; ``models.costs.impact_coefficient``, with the ADV the step's snapshot carries:
+    :func:`market_at`): a spot trade of n USD pays c_i |n|^{3/2}. A row of zeros per step without
+    ADV on the path (``spot_vol`` None); 0 for an asset whose ADV is unknown or not finite."""
+    if spot_vol is None:
+        return np.zeros((n_steps, len(assets)))
+    col = {c: j for j, c in enumerate(adv_cols)}
+    volume = np.full(spot_vol.shape, math.inf)
+    for i, a in enumerate(assets):
+        if adv is not None and a in col:
+            volume[:, i] = np.where(np.isfinite(adv[:, col[a]]), adv[:, col[a]], math.inf)
+        elif a in adv_static:
+            volume[:, i] = adv_static[a]
+    return impact_coefficient(impact_k, spot_vol, volume)
 
 
 def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[str], dict[str, float]]:
@@ -273,6 +286,8 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         with_impact=with_impact, impact_k=impact_k, liquidation_penalty=liquidation_penalty,
         synthetic=path.synthetic,
         near_expiry=near_expiry_matrix(book, times, min_days_to_expiry),
+        spot_impact=spot_impact_matrix(impact_k, list(book.asset_symbols), len(times), spot_vol,
+                                       adv, adv_cols, adv_static),
         forecast=(forecast_matrix(book, path, settle_r, costs)
                   if costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
                   else None))

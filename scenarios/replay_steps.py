@@ -278,6 +278,6 @@ def sweep_step(book: Book, inputs: ReplayInputs, state: ReplayState, market: Mar
     sw = sweep_collateral(book, state, market, tau, collateral.band,
                           inputs.fee_spot + inputs.spot_half_spread, trades, current,
                           pledged=pledged, width=collateral.width,
-                          impact=inputs.spot_impact(market, k))
+                          impact=inputs.spot_impact[k])
     row.update(sweep_in=sw.sweep_in, sweep_out=sw.sweep_out, sweep_fees=sw.fees)
     return None if len(trades) != n_trades else current
