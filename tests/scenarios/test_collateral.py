@@ -22,6 +22,8 @@ from scenarios.collateral import (
     Sweep,
     band_edges,
     cover_with_pledged,
+    purchase_for,
+    sale_for,
     sweep_collateral,
 )
 from scenarios.replay_state import ReplayState, value_state
@@ -167,8 +169,6 @@ def test_sale_and_purchase_solve_their_balance(c: float) -> None:
     """From an impact that moves the answer by a thousandth of a USD to one that dominates it,
     and for amounts below 1 USD: the sale raises exactly short, the purchase spends exactly
     the excess (1e-12 relative)."""
-    from scenarios.collateral import purchase_for, sale_for
-
     for amount in (0.5, 11_000.0):
         g = sale_for(amount, 0.1, 0.001, c, 1e12)
         if g < ((1 - 0.9 * 0.001) / (1.35 * c)) ** 2:  # within reach
@@ -180,8 +180,6 @@ def test_sale_and_purchase_solve_their_balance(c: float) -> None:
 
 def test_a_sale_just_within_reach_is_below_the_peak() -> None:
     """short half a USD below the most a sale can raise: the root, short of the peak."""
-    from scenarios.collateral import sale_for
-
     c = 0.01
     peak = ((1 - 0.9 * 0.001) / (1.35 * c)) ** 2
     short = _sold(peak, c) - 0.5
@@ -193,8 +191,6 @@ def test_a_sale_just_within_reach_is_below_the_peak() -> None:
 def test_rounding_of_the_linear_answer_does_not_break_the_bracket() -> None:
     """Amounts whose linear answer rounds to a hair above (sale) or below (purchase) the balance:
     with an impact too small to matter the linear answer itself, with no error."""
-    from scenarios.collateral import purchase_for, sale_for
-
     a_in, a_out = 1.0 - 0.9 * 0.001, 1.0 + 0.9 * 0.001
     short, excess = 4093.11, 1154.77
     lin_in, lin_out = short / (1.0 - 0.001 + 0.1 * 0.001), excess / (1.0 + 0.001 - 0.1 * 0.001)
@@ -207,8 +203,6 @@ def test_sale_for_out_of_reach_stops_at_the_peak() -> None:
     """When even the best sale cannot raise ``short`` (impact so large that selling more raises
     less), the sale is the peak of g - 0.9 (f g + c g^{3/2}), where 1 - 0.9 f = 1.35 c sqrt(g);
     with the peak beyond all the spot, all of it."""
-    from scenarios.collateral import purchase_for, sale_for
-
     c = 0.01  # USD^-1/2
     peak = ((1 - 0.9 * 0.001) / (1.5 * 0.9 * c)) ** 2
     assert sale_for(1e9, 0.1, 0.001, c, 1e12) == pytest.approx(peak, rel=1e-12)
