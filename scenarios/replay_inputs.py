@@ -103,9 +103,9 @@ class ReplayInputs:
       contract's latest rate at or before each settlement row (:func:`latest_rates`);
     - ``vol`` the daily impact vol per contract (T x M) and ``spot_vol`` per asset (T x N; both
       None without ADV), ``spot_impact`` each asset's spot impact coefficient (T x N, zeros
-      without ADV; :func:`spot_impact_matrix`); ``adv`` (T x len(adv_cols)) or ``adv_static``, USD a day, per contract
-      and per asset (the spot trades' impact) where the path has it; ``half_spread`` fractions of
-      notional;
+      without ADV; :func:`spot_impact_matrix`); ``adv`` (T x len(adv_cols)) or ``adv_static``,
+      USD a day, per contract and per asset (the spot trades' impact) where the path has it;
+      ``half_spread`` fractions of notional;
     - ``fee_spot`` the spot fee rate per asset, ``spot_half_spread`` its half spread (fraction;
       ``MarketPath.spot_half_spread``, else ``models.market.DEFAULT_HALF_SPREAD``); ``margin`` the
       one margin engine; ``expiries`` the dated contracts' expiries (UTC ns); ``arrays`` per-contract sizes;
