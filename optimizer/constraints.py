@@ -259,6 +259,15 @@ class ExpiryGuard(Constraint):
         m_j z_j <= m_j max(z0_j, 0)   and   -m_j z_j <= m_j max(-z0_j, 0)    (weight units)
 
     For m_j = 0 both rows read 0 <= 0. ``m_j z_j`` is a Parameter times the variable (DPP).
+
+    In a plan's later step h (``ctx.prev`` = z_{h-1}, optimizer.plan_expiry) a contract near
+    expiry at step h - 1 as well (``d.expiry_chained``) is bounded by z_{h-1} instead, with the
+    sign of today's z0 (p_j = 1 for a long today, n_j = 1 for a short, else 0):
+
+        m_j z_jh - p_j z_j,h-1 <= hi_j   and   -m_j z_jh + n_j z_j,h-1 <= lo_j
+
+    with hi = lo = 0 on those rows: 0 <= z_jh <= z_j,h-1 for a long, z_j,h-1 <= z_jh <= 0 for a
+    short, z_jh = 0 for none.
     """
 
     name = "min_days_to_expiry"
@@ -266,6 +275,7 @@ class ExpiryGuard(Constraint):
 
     def __init__(self, guarded: tuple[int, ...]) -> None:
         self.idx = list(guarded)
+        self.chain: tuple[cp.Parameter, cp.Parameter] | None = None
 
     def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
         self._ctx = ctx
@@ -274,31 +284,52 @@ class ExpiryGuard(Constraint):
         self.hi = ctx.param("expiry_hi", G, nonneg=True)
         self.lo = ctx.param("expiry_lo", G, nonneg=True)
         mz = cp.multiply(self.m, ctx.z[self.idx])
-        self.cons = [mz <= self.hi + elastic(slack), -mz <= self.lo + elastic(slack)]
+        up, dn = mz, -mz
+        if ctx.prev is not None:
+            self.chain = (ctx.param("expiry_chain_long", G, nonneg=True),
+                          ctx.param("expiry_chain_short", G, nonneg=True))
+            before = ctx.prev[self.idx]
+            up = up - cp.multiply(self.chain[0], before)
+            dn = dn + cp.multiply(self.chain[1], before)
+        self.cons = [up <= self.hi + elastic(slack), dn <= self.lo + elastic(slack)]
         return self.cons
 
-    def _bounds(self, d: ProblemData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(m, hi, lo); a contract settled before a plan's later step (``d.expired``) has m = 1
-        and hi = lo = 0: it is not held in that step (optimizer.plan_expiry)."""
+    def _bounds(self, d: ProblemData) -> tuple[np.ndarray, ...]:
+        """(m, hi, lo, p, n); a contract settled before a plan's later step (``d.expired``) has
+        m = 1 and hi = lo = 0: it is not held in that step (optimizer.plan_expiry); one chained
+        to the step before (``d.expiry_chained``) has hi = lo = 0 and p or n = 1 by today's sign."""
         zeros = np.zeros(len(d.contracts))
         near = (d.near_expiry if d.near_expiry is not None else zeros)[self.idx]
         gone = (d.expired if d.expired is not None else zeros)[self.idx]
+        chained = (d.expiry_chained if d.expiry_chained is not None else zeros)[self.idx]
         m = np.maximum(near, gone)
-        keep = m * (1.0 - gone)
+        live = m * (1.0 - gone)
+        keep = live * (1.0 - chained)
         z0 = d.z0[self.idx]
-        return m, keep * np.maximum(z0, 0.0), keep * np.maximum(-z0, 0.0)
+        link = live * chained
+        return (m, keep * np.maximum(z0, 0.0), keep * np.maximum(-z0, 0.0),
+                link * (z0 > 0), link * (z0 < 0))
 
     def update(self, d: ProblemData) -> None:
         self._data = d
-        m, hi, lo = self._bounds(d)
+        m, hi, lo, p, n = self._bounds(d)
+        if self.chain is None and (p.any() or n.any()):
+            raise ValueError("expiry rows chained to a previous step in a problem without one")
         assign(self.m, m)
         assign(self.hi, hi)
         assign(self.lo, lo)
+        if self.chain is not None:
+            assign(self.chain[0], p)
+            assign(self.chain[1], n)
 
-    def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
-        m, hi, lo = self._bounds(d)
+    def violation(self, z: np.ndarray, d: ProblemData,
+                  prev: np.ndarray | None = None) -> np.ndarray:
+        """Per guarded contract, how far ``z`` breaks the rows (weight units); ``prev`` is the
+        previous step's positions z_{h-1} (M) the chained rows read (None: today's z0)."""
+        m, hi, lo, p, n = self._bounds(d)
+        before = (d.z0 if prev is None else prev)[self.idx]
         mz = m * z[self.idx]
-        result: np.ndarray = np.maximum(np.maximum(mz - hi, -mz - lo), 0.0)
+        result: np.ndarray = np.maximum(np.maximum(mz - p * before - hi, -mz + n * before - lo), 0.0)
         return result
 
     def rows(self, d: ProblemData) -> list[str]:

@@ -193,6 +193,9 @@ class ProblemData:
     #: per contract, 1.0 when it settled before this (later) step of a plan starts: held at 0
     #: (optimizer.plan_expiry); None (as 0) for today's problem
     expired: np.ndarray | None = None
+    #: per contract, 1.0 when it was near expiry at the plan's step before this (later) one too:
+    #: its expiry row bounds z_h by z_{h-1} (optimizer.plan_expiry); None (as 0) for today's problem
+    expiry_chained: np.ndarray | None = None
     #: the planner's H x M days from each step's start to each contract's expiry (+inf without
     #: one; optimizer.plan_expiry.expiry_days_path); None when no contract settles within the plan
     expiry_days: np.ndarray | None = None

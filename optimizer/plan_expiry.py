@@ -9,8 +9,12 @@ In a later step (h >= 2):
   ``expired``), and the step's trade -z_j,h-1 is the settlement: no fee, spread or impact
   (lin_cost_j = impact_cost_j = 0) and no trade limit (tau_j raised to |z0_j| + (h - 1) tau_j, the
   most the earlier steps can have built up);
-- 0 < D_jh < ``min_days_to_expiry`` with ``constraints.expiry_row`` on: the near-expiry rule of
-  step 1 (only reduced or closed, within |x0_j|).
+- 0 < D_jh < ``min_days_to_expiry`` with ``constraints.expiry_row`` on: the near-expiry rule,
+  only reduced or closed. Where the contract was near expiry at the step before too
+  (``expiry_chained``), against that step's position: 0 <= z_jh / z_j,h-1 <= 1 with the sign of
+  today's z0_j (so |z_jh| never grows once inside the window, step after step); at the first step
+  it is near, within |x0_j| with the same sign (its previous position's sign is a variable, and
+  "same sign as a variable" is not a convex row: today's sign stands in for it).
 
 Without this, a plan holds a dated hedge past its expiry for free (its carry is 0 after expiry)
 and never pays to replace it, which biases today's trade towards a contract about to settle. A
@@ -38,30 +42,51 @@ def _days_left(c: FuturesContract, market: MarketSnapshot) -> float:
 
 
 def expiry_days_path(book: Book, market: MarketSnapshot, step_days: float,
-                     horizon: int) -> np.ndarray | None:
+                     horizon: int, near_days: float = 0.0) -> np.ndarray | None:
     """H x M: days from the start of step h to each contract's expiry, D_j - (h - 1) dt (+inf for
-    a perpetual); None when no dated contract settles before the plan's last step starts (then no
-    step differs from the first in this respect)."""
+    a perpetual); None when no dated contract settles before the plan's last step starts or is
+    within ``near_days`` (``min_days_to_expiry`` with the expiry row on, else 0) of its expiry at
+    a later step's start (then no step differs from the first in this respect)."""
     days = np.array([_days_left(c, market) for c in book.contracts], dtype=float)
     path: np.ndarray = days[None, :] - step_days * np.arange(horizon)[:, None]
-    if horizon < 2 or not np.any(path[1:] <= 0):
+    later = path[1:]
+    if horizon < 2 or not (np.any(later <= 0) or np.any(later < near_days)):
         return None
     return path
 
 
-def step_expiry(d: ProblemData, days: np.ndarray, earlier_steps: int) -> ProblemData:
+def step_expiry(d: ProblemData, days: np.ndarray, earlier_steps: int,
+                prev_days: np.ndarray | None = None) -> ProblemData:
     """Step data for a later step whose start is ``days`` (M) from each expiry, after
-    ``earlier_steps`` steps: the settled contracts ``expired`` (held at 0, settled free of cost and
-    limit), the near-expiry mask of ``constraints.expiry_row`` (else zeros); ``d`` itself when
-    neither applies."""
+    ``earlier_steps`` steps (the step before started ``prev_days`` from them; None: as today's
+    ``d.near_expiry`` says): the settled contracts ``expired`` (held at 0, settled free of cost and
+    limit), the near-expiry mask of ``constraints.expiry_row`` (else zeros) and ``expiry_chained``
+    where the contract was near expiry at the step before as well; ``d`` itself when none
+    applies."""
     dated = np.array(d.dated, dtype=bool) if d.dated else np.zeros(len(d.contracts), dtype=bool)
     gone = dated & (days <= 0)
-    cs = d.settings.constraints
-    near = dated & ~gone & (days < cs.min_days_to_expiry) if cs.expiry_row else np.zeros_like(gone)
+    near, chained = _near_masks(d, dated & ~gone, days, prev_days)
     if not gone.any() and not near.any():
         return d
     settle_limit = np.abs(d.z0) + earlier_steps * d.trade_limits
     return replace(
         d, expired=gone.astype(float), near_expiry=near.astype(float),
+        expiry_chained=chained.astype(float),
         lin_cost=np.where(gone, 0.0, d.lin_cost), impact_cost=np.where(gone, 0.0, d.impact_cost),
         trade_limits=np.where(gone & np.isfinite(d.trade_limits), settle_limit, d.trade_limits))
+
+
+def _near_masks(d: ProblemData, live: np.ndarray, days: np.ndarray,
+                prev_days: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(near, chained) per contract for a step starting ``days`` from each expiry: near = a live
+    dated contract within ``min_days_to_expiry`` (expiry row on; else none); chained = near here
+    and at the step before (``prev_days``, or today's mask)."""
+    cs = d.settings.constraints
+    if not cs.expiry_row:
+        return np.zeros_like(live), np.zeros_like(live)
+    near = live & (days < cs.min_days_to_expiry)
+    if prev_days is not None:
+        before = prev_days < cs.min_days_to_expiry
+    else:
+        before = (d.near_expiry if d.near_expiry is not None else np.zeros(len(live))) > 0
+    return near, near & before

@@ -31,10 +31,12 @@ whose output variable is step 1's z; the later steps are read from the solver's 
 (:meth:`PlannerProblem.plan_z`), so the hot path needs only z_1.
 
 Rows that read today's positions through their Parameter *values* keep today's z0 at every
-step: the expiry guard (a near-expiry contract stays within |x0_j|, same sign, at every step) and
-the margin budget's hysteresis (``held``). An infeasible plan is diagnosed by the single-period
-elastic re-solve on step 1's data (optimizer.elastic.elastic_resolve). Lot rounding and the
-snapping of noise trades apply to step 1's positions with step 1's terms and constraints.
+step: the margin budget's hysteresis (``held``), and the expiry guard at the first step a contract
+is near expiry (within |x0_j|, same sign); from the next step on it bounds z_h by z_{h-1} with
+today's sign (optimizer.plan_expiry: |x_h| never grows inside the window). An infeasible plan
+is diagnosed by the single-period elastic re-solve on step 1's data
+(optimizer.elastic.elastic_resolve). Lot rounding and the snapping of noise trades apply to step
+1's positions with step 1's terms and constraints.
 
 With the spot leg on, spot is traded at step 1 only: step 1 has the spot trades b, q with their
 costs, tax and rows, and every later step's exposure carries them (e_h = s + b - q + B z_h,
@@ -148,7 +150,7 @@ def step_data(d: ProblemData, horizon: int,
         if arr is not None and not np.array_equal(arr[h], d.carry):
             dh = replace(dh, carry=arr[h].copy())
         if h > 0 and d.expiry_days is not None:
-            dh = step_expiry(dh, d.expiry_days[h], earlier_steps=h)
+            dh = step_expiry(dh, d.expiry_days[h], earlier_steps=h, prev_days=d.expiry_days[h - 1])
         steps.append(dh)
     return tuple(steps)
 

@@ -93,8 +93,9 @@ def _expiry_inputs(book: Book, market: MarketSnapshot, settings: OptimizerSettin
     the expiry rows too (the mask all zero today when the row is off) and the days left at each
     step's start (optimizer.plan_expiry); else (None, None)."""
     cs = settings.constraints
-    expiry_days = (expiry_days_path(book, market, settings.costs.horizon_days, settings.horizon)
-                   if check_horizon(settings.horizon) > 1 else None)
+    near_days = cs.min_days_to_expiry if cs.expiry_row else 0.0
+    expiry_days = (expiry_days_path(book, market, settings.costs.horizon_days, settings.horizon,
+                                    near_days) if check_horizon(settings.horizon) > 1 else None)
     if cs.expiry_row:
         return near_expiry_mask(book, market, cs.min_days_to_expiry), expiry_days
     return (np.zeros(len(book.contracts)) if expiry_days is not None else None), expiry_days

@@ -40,7 +40,7 @@ def _data(**kw: Any) -> Any:
         cluster_names=("majors",), cluster_bands=np.array([0.02]),
         F=np.array([[0.5], [0.2]]), sqrt_idio=np.array([0.1, 0.3]), vol_cap=0.3,
         carry=np.array([0.01, -0.02]), funding_budget=0.001, trade_limits=np.array([0.05, 1.0]),
-        near_expiry=np.array([1.0, 0.0]), expired=None)
+        near_expiry=np.array([1.0, 0.0]), expired=None, expiry_chained=None)
     d.FtB = d.F.T @ B
     for k, v in kw.items():
         setattr(d, k, v)

@@ -5,6 +5,7 @@ and the expiry facts of each step are as computed by hand from the contract's ex
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -147,3 +148,87 @@ def test_the_plan_reports_a_settlement_apart_from_the_trades() -> None:
         assert moved == pytest.approx(plan.steps[-1].positions[sym] - d.z0[d.contracts.index(sym)]
                                       * V, abs=1e-6)
     assert plan.to_dict()["steps"][2]["settlements"] == step3.settlements  # type: ignore[index]
+
+
+def _near_book(expiry_days: float, dated_btc: float) -> Book:
+    """One BTC hedge in a perpetual and a dated contract ``expiry_days`` from T0, ``dated_btc``
+    held in the dated one."""
+    perp = FuturesContract("BTC-PERP", "BTC", lot_step=1e-9, min_notional=0.0)
+    dated = FuturesContract("BTC-Q", "BTC", kind=ContractKind.DATED, lot_step=1e-9,
+                            min_notional=0.0, expiry=T0 + pd.Timedelta(days=expiry_days))
+    return Book((SpotAsset("BTC"),), (perp, dated), spot={"BTC": 10.0}, targets={"BTC": 0.5},
+                cash=200_000.0, futures={"BTC-Q": FuturesPosition(dated_btc, 50_010.0)})
+
+
+def test_a_later_step_becoming_near_expiry_carries_the_rows() -> None:
+    """A contract 2.5 days from expiry, 2-day window, 1-day steps: not near today nor at step 2's
+    start (1.5 < 2 is near: step 2 is), never settled within H = 3: the plan still carries the
+    days per step when the row is on (and not when it is off, nothing settling)."""
+    book = _near_book(2.5, -1.0)
+    on = prepare(book, _market(), _risk(), _settings(expiry_row=True, min_days_to_expiry=2.0))
+    assert on.expiry_days is not None
+    np.testing.assert_allclose(on.expiry_days[:3, 1], [2.5, 1.5, 0.5], rtol=0, atol=1e-12)
+    assert on.near_expiry is not None and on.near_expiry[1] == 0.0
+    pp = PlannerProblem(on.structure, H)
+    pp.update(on)
+    near = [s.near_expiry[1] if s.near_expiry is not None else 0.0 for s in pp.step_inputs]
+    chained = [s.expiry_chained[1] if s.expiry_chained is not None else 0.0
+               for s in pp.step_inputs]
+    assert near == [0.0, 1.0, 1.0, 0.0]  # step 4 starts after the expiry: settled, not near
+    assert chained == [0.0, 0.0, 1.0, 0.0]
+    assert expiry_days_path(book, _market(), 1.0, 3, near_days=0.0) is None
+
+
+def test_the_chained_row_by_hand() -> None:
+    """ExpiryGuard.violation on a chained later step: bounded by the previous step's position
+    with today's sign (a short today: z_{h-1} <= z_h <= 0)."""
+    d = prepare(_near_book(10.0, -1.0), _market(), _risk(),
+                _settings(expiry_row=True, min_days_to_expiry=20.0))
+    pp = PlannerProblem(d.structure, H)
+    pp.update(d)
+    later = pp.step_inputs[1]
+    assert later.expiry_chained is not None and later.expiry_chained[1] == 1.0
+    guard = ExpiryGuard((1,))
+    z0 = d.z0[1]
+    prev = np.array([0.0, z0 / 4])
+    # back to today's short after reducing it to a quarter: allowed by |x0|, not by the chain
+    assert guard.violation(np.array([0.0, z0]), later, prev)[0] == pytest.approx(abs(z0) * 0.75,
+                                                                                rel=1e-12)
+    assert guard.violation(np.array([0.0, z0 / 8]), later, prev)[0] == 0.0
+    assert guard.violation(np.array([0.0, -z0 / 8]), later, prev)[0] == pytest.approx(
+        abs(z0) / 8, rel=1e-12)  # a long: the wrong sign
+    assert guard.violation(np.array([0.0, z0]), later)[0] == 0.0  # without prev: today's bound
+
+
+def test_a_plan_never_grows_a_near_expiry_contract_back() -> None:
+    """A held 4 BTC short near expiry (10 days, 20-day window) that costs its holder in step 1
+    (long carry -5e-3: a short pays 0.5% of notional) and earns in the later steps (+5e-3): with
+    each step bounded by today's |x0| only, the plan cuts the short at step 1 and builds it back
+    at step 2 (an increase inside the window the order planner would refuse); chained, |x_h|
+    never grows, every row holds on every step against the step before, and today's trade keeps
+    the short, whose later earnings outweigh step 1's cost (0.5% once against 0.5% x 3)."""
+    settings = _settings(expiry_row=True, min_days_to_expiry=20.0)
+    d = prepare(_near_book(10.0, -4.0), _market(), _risk(), settings)
+    carry = np.tile([0.0, 5e-3], (H, 1))
+    carry[0, 1] = -5e-3
+    pp = PlannerProblem(d.structure, H)
+    pp.update(d, carry=carry)
+    res = pp.solve().result
+    assert res.status == "optimal", res.status
+    z = pp.plan_z(res)
+    dated = 1
+    guard = ExpiryGuard((dated,))
+    prev = d.z0
+    for h, step in enumerate(pp.step_inputs):
+        assert guard.violation(z[h], step, prev)[0] <= 1e-7, (h, z[:, dated])
+        prev = z[h]
+    assert np.all(np.diff(np.abs(np.r_[d.z0[dated], z[:, dated]])) <= 1e-7), z[:, dated]
+    assert np.all(z[:, dated] <= 1e-9)
+    np.testing.assert_allclose(z[:, dated], d.z0[dated], rtol=1e-4)
+    # the same inputs without the chain: step 2 goes back towards today's short (the old rule)
+    loose = [replace(s, expiry_chained=None) for s in pp.step_inputs]
+    pp.update_steps(loose)
+    res_loose = pp.solve().result
+    assert res_loose.status == "optimal", res_loose.status
+    zl = pp.plan_z(res_loose)
+    assert abs(zl[0, dated]) < 1e-4 and zl[1, dated] < -0.3, zl[:, dated]
