@@ -629,7 +629,7 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     attempt of ``ClarabelEngine.solve`` at ``CLARABEL_SETTINGS``: fbr's equilibration and an
     update of the kept solver, or a fresh set-up for a small problem; later attempts, on days the
     first stalls, are not split)."""
-    from optimizer.clarabel_native import NativeAnswer, NativeClarabel
+    from optimizer.clarabel_native import NativeAnswer, NativeClarabel, Scaling
     from optimizer.cvxpy_adapter import clarabel_status
 
     eng = hp.engine(SolverName.CLARABEL)
@@ -653,6 +653,7 @@ def conic_stages(hp: HedgeProblem, d: ProblemData) -> dict[str, float]:
     t4 = t()
     eng.attempt_options, eng.scale = eng.options, 1.0
     nat = eng.native
+    sc: Scaling | None
     if isinstance(nat, NativeClarabel):  # the kept solver: fbr's equilibration, then the update
         sc = nat.equilibrate(eng.P, q, eng.A, eng.options)
         t5 = t()
@@ -698,6 +699,10 @@ class SizeResult:
     #: served one's)
     cvxpy_iterations: list[int] = field(default_factory=list)
     ms_per_iteration: list[tuple[float, float]] = field(default_factory=list)
+    #: (fbr ms, cvxpy default ms, fbr iterations, cvxpy iterations) on the days both served an
+    #: 'optimal' answer: the like-for-like comparison (a day one of them fails or stops short is
+    #: a different amount of work)
+    paired: list[tuple[float, float, int, int]] = field(default_factory=list)
     native_mode: str = ""
     inaccurate_days: list[str] = field(default_factory=list)
     failed_days: list[str] = field(default_factory=list)
@@ -738,6 +743,7 @@ class SizeResult:
                                                 if self.cvxpy_iterations else math.nan),
             "ms_per_iteration_median": ([float(v) for v in np.median(self.ms_per_iteration, axis=0)]
                                         if self.ms_per_iteration else [math.nan, math.nan]),
+            **self._paired_summary(),
             "native_mode": self.native_mode, "fbr_inaccurate_days": self.inaccurate_days,
             "fbr_failed_days": self.failed_days, "native_failed_days": self.native_failed_days,
             "cvxpy_default_inaccurate_days": self.cvxpy_inaccurate_days,
@@ -746,6 +752,20 @@ class SizeResult:
             "binding_days": self.binding,
             "stages_median_ms": self.stages_ms, "note": self.note,
         } | (self._spot_summary() if self.config == "hybrid" else {})
+
+    def _paired_summary(self) -> dict[str, Any]:
+        """Medians over the days both fbr and cvxpy's default path answered 'optimal': their
+        times, the per-day ratio fbr / cvxpy, their iterations, and the days fbr was slower."""
+        if not self.paired:
+            return {"paired_days": 0}
+        arr = np.asarray(self.paired, dtype=float)
+        return {"paired_days": len(self.paired),
+                "paired_fbr_median_ms": float(np.median(arr[:, 0])),
+                "paired_cvxpy_default_median_ms": float(np.median(arr[:, 1])),
+                "paired_ratio_fbr_cvxpy_median": float(np.median(arr[:, 0] / arr[:, 1])),
+                "paired_fbr_slower_days": int(np.count_nonzero(arr[:, 0] > arr[:, 1])),
+                "paired_iterations_median": [float(np.median(arr[:, 2])),
+                                             float(np.median(arr[:, 3]))]}
 
     def _spot_summary(self) -> dict[str, Any]:
         traded = np.asarray(self.spot_traded_pct)
@@ -925,11 +945,14 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
             res.cvxpy_failed_days += 1
         else:
             res.cvxpy_iterations.append(int(hp.problem.solver_stats.num_iters or 0))
+            res.cvxpy_inaccurate_days += hp.problem.status == cp.OPTIMAL_INACCURATE
         if out is not None and z_cvx is not None and out.result.iterations:
             res.ms_per_iteration.append((1e3 * t_fbr / out.result.iterations,
                                          1e3 * t_cvx / res.cvxpy_iterations[-1]))
-        elif hp.problem.status == cp.OPTIMAL_INACCURATE:
-            res.cvxpy_inaccurate_days += 1
+        if (out is not None and out.result.status == "optimal" and z_cvx is not None
+                and hp.problem.status == cp.OPTIMAL):
+            res.paired.append((1e3 * t_fbr, 1e3 * t_cvx, out.result.iterations,
+                               int(hp.problem.solver_stats.num_iters or 0)))
         # the path goes on with fbr's answer, or the first other answer when fbr had none
         z = next((v for v in (z_fbr, z_nat, z_cvx) if v is not None), d.z0)
         spot = None
@@ -1069,10 +1092,17 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
               f"default {r['cvxpy_default_median_iterations']:.1f}; ms per iteration fbr "
               f"{_fmt(fbr_it)}, cvxpy default {_fmt(cvx_it)} (median over the days both "
               "answered)")
+        if r.get("paired_days"):
+            fi, ci = r["paired_iterations_median"]
+            print(f"  {config} N={r['n']}: on the {r['paired_days']} day(s) both answered 'optimal': "
+                  f"fbr {_fmt(r['paired_fbr_median_ms'])} ms, cvxpy default "
+                  f"{_fmt(r['paired_cvxpy_default_median_ms'])} ms (median ratio "
+                  f"{r['paired_ratio_fbr_cvxpy_median']:.3f}, fbr slower on "
+                  f"{r['paired_fbr_slower_days']}), iterations {fi:.1f} / {ci:.1f}")
         if r["cvxpy_default_inaccurate_days"] or r["cvxpy_default_failed_days"]:
             print(f"  cvxpy default {config} N={r['n']}: optimal_inaccurate on "
                   f"{r['cvxpy_default_inaccurate_days']} day(s), failed on "
-                  f"{r['cvxpy_default_failed_days']} day(s) (max |dz| skips those)")
+                  f"{r['cvxpy_default_failed_days']} day(s) (max |dz| skips the failed ones)")
         if "spot_trade_days" in r:
             print(f"  spot leg {config} N={r['n']}: traded on {r['spot_trade_days']}/{r['days']} "
                   f"days (median {r['spot_traded_pct_of_V_median']:.2f}% of V), realised tax "
@@ -1118,7 +1148,7 @@ def print_stages(config: str, rows: list[dict[str, Any]]) -> None:
 def _blas_info() -> str:
     """BLAS library and thread count as threadpoolctl sees them (or 'unknown')."""
     try:
-        from threadpoolctl import threadpool_info
+        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
     except ImportError:
         return "unknown (threadpoolctl not installed)"
     np.ones((2, 2)) @ np.ones((2, 2))  # make sure numpy's BLAS is loaded
