@@ -111,9 +111,10 @@ def summary_table(sol: Solution) -> Table:
 
 
 def plan_table(sol: Solution) -> Table | None:
-    """The planner's trades per step (USD notional by contract) and the share of the whole plan's
-    trade that step 1 makes now, then the dated positions the plan lets settle at expiry (not
-    trades); None without a plan (single-period)."""
+    """The planner's trades per step (USD notional by contract, then the net spot trades by asset
+    with the spot leg on) and the share of the whole plan's trade that step 1 makes now, then the
+    dated positions the plan lets settle at expiry (not trades); None without a plan
+    (single-period)."""
     if sol.plan is None:
         return None
     plan = sol.plan
@@ -129,6 +130,14 @@ def plan_table(sol: Solution) -> Table | None:
         share = f"{100 * now / total[sym] + 0.0:.0f}%" if abs(total[sym]) > 0.005 else "-"
         cells = [st.trades.get(sym, 0.0) for st in plan.steps]
         t.add_row(sym, *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
+    spot_total = plan.total_spot_trades()
+    for asset in sorted({a for st in plan.steps for a, v in st.spot_trades.items()
+                         if abs(v) >= 0.005}):
+        now = plan.steps[0].spot_trades.get(asset, 0.0)
+        whole = spot_total[asset]
+        share = f"{100 * now / whole + 0.0:.0f}%" if abs(whole) > 0.005 else "-"
+        cells = [st.spot_trades.get(asset, 0.0) for st in plan.steps]
+        t.add_row(f"{asset} spot", *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
     for sym in sorted({c for st in plan.steps for c in st.settlements}):
         cells = [st.settlements.get(sym, 0.0) for st in plan.steps]
         t.add_row(f"{sym} settles at expiry (no order)",
@@ -140,8 +149,9 @@ def plan_note(sol: Solution) -> str | None:
     """Why today's trade is what it is, in one sentence (None without a plan)."""
     if sol.plan is None:
         return None
-    total = sum(abs(v) for v in sol.plan.total_trades().values())
-    now = sum(abs(v) for v in sol.plan.steps[0].trades.values())
+    plan = sol.plan
+    total = sum(abs(v) for v in [*plan.total_trades().values(), *plan.total_spot_trades().values()])
+    now = sum(abs(v) for v in [*plan.steps[0].trades.values(), *plan.steps[0].spot_trades.values()])
     if total <= 0.005:
         return "the plan trades nothing: every step's costs outweigh the tracking error removed"
     if now >= total - 0.005:

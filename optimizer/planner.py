@@ -38,11 +38,13 @@ is diagnosed by the single-period elastic re-solve on step 1's data
 (optimizer.elastic.elastic_resolve). Lot rounding and the snapping of noise trades apply to step
 1's positions with step 1's terms and constraints.
 
-With the spot leg on, spot is traded at step 1 only: step 1 has the spot trades b, q with their
-costs, tax and rows, and every later step's exposure carries them (e_h = s + b - q + B z_h,
-optimizer.spot_leg.CarriedSpotContext) with only the futures trade of its own; the tax of
-realising futures gains (``[tax] price_futures``) is priced on step 1's trade only
-(:func:`later_structure`).
+With the spot leg on, every step has spot trades b_h, q_h of its own with their fee, spread and
+impact, and every row reads the totals through the step (the exposure
+e_h = s + sum_{k<=h} (b_k - q_k) + B z_h, the fees paid, the spot sold, the financing:
+optimizer.spot_leg.PlannedSpotContext), so a plan can spread a spot trade whose 3/2-power impact
+makes one large trade dear. The tax of the plan's spot sales is one term on step 1, on all the
+steps' sales together (optimizer.terms.SpotTax); the tax of realising futures gains
+(``[tax] price_futures``) is priced on step 1's trade only (:func:`later_structure`).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from optimizer.plan_expiry import step_expiry
 from optimizer.problem import HedgeProblem, base_constraints, set_values
 from optimizer.settings import OptimizerSettings, SolverName, check_horizon
 from optimizer.solution import Plan, PlanStep
-from optimizer.spot_leg import CarriedSpotContext, make_context, spot_gross, spot_trade
+from optimizer.spot_leg import PlannedSpotContext, SpotContext, make_context
 from optimizer.terms import Term, terms_for
 
 
@@ -78,11 +80,12 @@ def check_planner(horizon: int) -> None:
 
 
 def later_structure(structure: Structure) -> Structure:
-    """The structure of a plan's steps after the first: the spot leg's own terms and rows off
-    (spot is traded at step 1 only; the later steps carry that trade), the rest as step 1's."""
+    """The structure of a plan's steps after the first: the taxes off (the spot sales' tax is one
+    term on step 1 over every step's sales; the futures tax is step 1's only), the rest as step
+    1's."""
     if not structure.spot_leg:
         return structure
-    return replace(structure, spot_leg=False, spot_impact=False, tax_pieces=0, futures_tax=False)
+    return replace(structure, tax_pieces=0, futures_tax=False)
 
 
 @dataclass(frozen=True)
@@ -95,19 +98,17 @@ class StepProblem:
     constraints: list[Constraint]
 
     @staticmethod
-    def create(structure: Structure, prev: cp.Expression | None,
-               carried: tuple[cp.Expression, cp.Expression] | None = None) -> StepProblem:
-        """A step whose trade starts from ``prev`` (None: the first step, from today's positions
-        z0, with the spot leg's trades when it is on); a later step's exposure carries
-        ``carried``, the first step's spot trade b - q and the spot traded b + q (None without
-        the spot leg)."""
-        if prev is None:
+    def create(structure: Structure, before: StepProblem | None) -> StepProblem:
+        """The step after ``before`` (None: the first step, from today's positions z0): its trade
+        starts from ``before``'s positions, and with the spot leg on its spot trades add to
+        ``before``'s (optimizer.spot_leg.PlannedSpotContext)."""
+        if before is None:
             ctx = make_context(structure)
-        elif carried is not None:
+        elif isinstance(before.ctx, SpotContext):
             structure = later_structure(structure)
-            ctx = CarriedSpotContext.create_carried(structure, prev, *carried)
+            ctx = PlannedSpotContext.create_planned(structure, before.ctx.z, before.ctx)
         else:
-            ctx = Context.create(structure, prev=prev)
+            ctx = Context.create(structure, prev=before.ctx.z)
         return StepProblem(ctx, terms_for(structure), constraints_for(structure))
 
     def objective(self) -> cp.Expression:
@@ -172,16 +173,12 @@ class PlannerProblem(HedgeProblem):
         self.structure = structure
         self.horizon = horizon
         self.steps: list[StepProblem] = []
-        prev: cp.Expression | None = None
-        carried: tuple[cp.Expression, cp.Expression] | None = None
         for _ in range(horizon):
-            step = StepProblem.create(structure, prev, carried)
-            self.steps.append(step)
-            prev = step.ctx.z
-            trade, gross = spot_trade(step.ctx), spot_gross(step.ctx)
-            if carried is None and trade is not None and gross is not None:
-                carried = (trade, gross)
+            self.steps.append(StepProblem.create(structure, self.steps[-1] if self.steps else None))
         first = self.steps[0]
+        last = self.steps[-1].ctx
+        if isinstance(first.ctx, SpotContext) and isinstance(last, SpotContext):
+            first.ctx.taxed_sell = last.spot_sold()  # the plan's sales, taxed once (SpotTax)
         self.ctx, self.terms, self.constraints = first.ctx, first.terms, first.constraints
         objective = structure.objective_scale * cp.sum([s.objective() for s in self.steps])
         cons = [row for s in self.steps for row in s.rows()]
@@ -222,12 +219,25 @@ class PlannerProblem(HedgeProblem):
             self._slices[result.solver] = slices
         return np.vstack([result.x[sl] for sl in slices])
 
+    def plan_spot(self, result: RawResult) -> np.ndarray | None:
+        """The planned net spot trades b_h - q_h per step (H x N, weights) of a solve's
+        ``result``; None without the spot leg."""
+        if result.x is None or not all(isinstance(s.ctx, SpotContext) for s in self.steps):
+            return None
+        eng = self.engine(SolverName(result.solver))
+        rows = []
+        for s in self.steps:
+            assert isinstance(s.ctx, SpotContext)
+            rows.append(result.x[eng.var_slice(s.ctx.buy)] - result.x[eng.var_slice(s.ctx.sell)])
+        return np.vstack(rows)
 
-def plan_of(z_plan: np.ndarray, d: ProblemData) -> Plan:
+
+def plan_of(z_plan: np.ndarray, d: ProblemData, spot_plan: np.ndarray | None = None) -> Plan:
     """The plan in USD: per step h the positions x_h = z_h V and trades x_h - x_{h-1} (x_0 today's)
-    by contract symbol; steps ``costs.horizon_days`` long. A dated contract settled before step h
-    starts (h >= 2, ``d.expiry_days`` <= 0: optimizer.plan_expiry) is held at 0 from there, and
-    its -x_{h-1} is the settlement of the first such step, not a trade."""
+    by contract symbol, and the net spot trades (``spot_plan``, H x N weights, by asset; none
+    when None); steps ``costs.horizon_days`` long. A dated contract settled before step h starts
+    (h >= 2, ``d.expiry_days`` <= 0: optimizer.plan_expiry) is held at 0 from there, and its
+    -x_{h-1} is the settlement of the first such step, not a trade."""
     V = d.V
     prev = d.z0
     dated = np.array(d.dated, dtype=bool) if d.dated else np.zeros(len(d.contracts), dtype=bool)
@@ -236,10 +246,12 @@ def plan_of(z_plan: np.ndarray, d: ProblemData) -> Plan:
         gone = _settled_at(d, dated, h) & ~_settled_at(d, dated, h - 1)
         settled = np.where(gone, -prev, 0.0) * V
         trades = (z - prev) * V - settled
+        spot = ({} if spot_plan is None else
+                dict(zip(d.assets, (np.atleast_2d(spot_plan)[h - 1] * V).tolist(), strict=True)))
         steps.append(PlanStep(h, dict(zip(d.contracts, (z * V).tolist(), strict=True)),
                               dict(zip(d.contracts, trades.tolist(), strict=True)),
                               {c: float(x) for c, x, g in zip(d.contracts, settled, gone, strict=True)
-                               if g and x != 0.0}))
+                               if g and x != 0.0}, spot))
         prev = z
     return Plan(step_days=d.settings.costs.horizon_days, steps=tuple(steps))
 

@@ -40,7 +40,6 @@ from optimizer.engines import (
 )
 from optimizer.settings import SolverName
 from optimizer.spot_leg import (
-    CarriedSpotContext,
     SpotContext,
     after_spot_trade,
     make_context,
@@ -140,8 +139,6 @@ def set_values(ctx: Context, terms: list[Term], constraints: list[Constraint],
     ctx.set_common(d)
     if isinstance(ctx, SpotContext):
         ctx.set_spot(d)
-    elif isinstance(ctx, CarriedSpotContext):
-        ctx.set_shift(d)
     for t in terms:
         t.update(d)
     for c in constraints:

@@ -255,7 +255,7 @@ class Rebalancer:
                     buy, sell = net_trades(buy, sell)
                 spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))
             if isinstance(hp, PlannerProblem) and res.x is not None:
-                plan = plan_of(hp.plan_z(res), d)
+                plan = plan_of(hp.plan_z(res), d, hp.plan_spot(res))
             dp = after_spot(d, spot)
             z_unrounded = snap_small_trades(np.asarray(res.z), dp, cons, hp.terms,
                                             settings.noise_trade_weight, settings.noise_objective)

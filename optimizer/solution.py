@@ -199,12 +199,15 @@ class PlanStep:
     """One step of a multi-period plan (optimizer.planner): the futures positions planned at the
     end of step ``step`` (1 = now), the trades that step makes and the dated positions that settle
     at their expiry before it starts (not trades: no order, no cost; signed, -the position), USD
-    notional by contract (unrounded; step 1's positions are the solution's before lot rounding)."""
+    notional by contract (unrounded; step 1's positions are the solution's before lot rounding);
+    with the spot leg on, the step's net spot trades b_h - q_h, USD by asset (> 0 buys; step 1's
+    as solved, before the solution nets and snaps them)."""
 
     step: int
     positions: dict[str, float]
     trades: dict[str, float]
     settlements: dict[str, float] = field(default_factory=dict)
+    spot_trades: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,14 @@ class Plan:
         for st in self.steps:
             for sym, t in st.trades.items():
                 out[sym] = out.get(sym, 0.0) + t
+        return out
+
+    def total_spot_trades(self) -> dict[str, float]:
+        """Net USD of spot traded per asset over the whole plan (signed sum of the steps')."""
+        out: dict[str, float] = {}
+        for st in self.steps:
+            for a, t in st.spot_trades.items():
+                out[a] = out.get(a, 0.0) + t
         return out
 
     def to_dict(self) -> dict[str, object]:

@@ -43,20 +43,27 @@ class SpotContext(Context):
     cash: cp.Parameter
     room: cp.Parameter
     shift: cp.Parameter
+    #: the sales the tax term prices (``sell`` alone; a plan's first step: every step's sales,
+    #: optimizer.planner)
+    taxed_sell: cp.Expression
 
     @staticmethod
     def create_spot(structure: Structure) -> SpotContext:
         """The common variables and parameters plus the spot leg's."""
         base = Context.create(structure)
         ctx = SpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
-        n = structure.n_assets
-        ctx.buy = cp.Variable(n, name="spot_buy")
-        ctx.sell = cp.Variable(n, name="spot_sell")
-        ctx.hold = ctx.param("spot_holdings", n, nonneg=True)
-        ctx.cash = ctx.param("spot_cash", nonneg=True)
-        ctx.room = ctx.param("spot_net_sale_room", nonneg=True)
-        ctx.shift = ctx.param("spot_target_shift", n)
+        ctx._add_spot(structure.n_assets)
         return ctx
+
+    def _add_spot(self, n: int) -> None:
+        """b, q and the spot rows' Parameters."""
+        self.buy = cp.Variable(n, name="spot_buy")
+        self.sell = cp.Variable(n, name="spot_sell")
+        self.taxed_sell = self.sell
+        self.hold = self.param("spot_holdings", n, nonneg=True)
+        self.cash = self.param("spot_cash", nonneg=True)
+        self.room = self.param("spot_net_sale_room", nonneg=True)
+        self.shift = self.param("spot_target_shift", n)
 
     def spot_trade(self) -> cp.Expression:
         """b - q (N), the net spot trade in weights."""
@@ -66,19 +73,24 @@ class SpotContext(Context):
         """b + q (N), the spot traded in weights (what the fees are paid on)."""
         return self.buy + self.sell
 
+    def spot_sold(self) -> cp.Expression:
+        """q (N), the spot sold (weights)."""
+        return self.sell
+
     def deviation(self) -> cp.Expression:
         """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
         spot = self.spot_trade()
         return self.s_minus_w + self.B @ self.z + spot - self.shift * cp.sum(spot)
 
     def effective(self) -> cp.Expression:
-        """e = s + b - q + B z (N)."""
+        """e = s + B z + b - q (N)."""
         return self.s + self.B @ self.z + self.spot_trade()
 
     def spot_constraints(self) -> list[cp.Constraint]:
-        """b >= 0, q >= 0, q <= holdings, -room <= sum(b) - sum(q) <= cash (module docstring)."""
-        net = cp.sum(self.buy) - cp.sum(self.sell)
-        return [self.buy >= 0, self.sell >= 0, self.sell <= self.hold,
+        """b >= 0, q >= 0, q <= holdings, -room <= sum(b) - sum(q) <= cash (module docstring; for
+        a plan's later step q and b - q are the totals through it: :class:`PlannedSpotContext`)."""
+        net = cp.sum(self.spot_trade())
+        return [self.buy >= 0, self.sell >= 0, self.spot_sold() <= self.hold,
                 net <= self.cash, net >= -self.room]
 
     def set_spot(self, d: ProblemData) -> None:
@@ -90,47 +102,42 @@ class SpotContext(Context):
         assign(self.shift, target_shift(d.w, d.spot))
 
 
-class CarriedSpotContext(Context):
-    """A later step of a multi-period plan with the spot leg on (optimizer.planner): no spot trades
-    of its own, but its exposure carries the plan's spot trade, made at step 1:
-    e_h = s + (b - q) + B z_h, so every term and constraint of step h sees the spot held then."""
+class PlannedSpotContext(SpotContext):
+    """A later step h of a multi-period plan with the spot leg on (optimizer.planner): its own
+    spot trades b_h, q_h on top of the earlier steps' (made at their steps). Every term and
+    row that reads the spot trade sees the totals through step h: the exposure
+    e_h = s + sum_{k<=h} (b_k - q_k) + B z_h, the fees paid sum_{k<=h} (b_k + q_k) (margin rows),
+    the spot sold sum_{k<=h} q_k (no short spot) and the financing row on the net total; the
+    step's own trading cost and impact are on b_h, q_h alone (its terms read ``buy``/``sell``).
+    Buys at earlier steps are not counted as holdings a later step may sell (conservative)."""
 
     carried: cp.Expression
-    gross: cp.Expression
-    shift: cp.Parameter
+    carried_gross: cp.Expression
+    carried_sold: cp.Expression
 
     @staticmethod
-    def create_carried(structure: Structure, prev: cp.Expression, carried: cp.Expression,
-                       gross: cp.Expression) -> CarriedSpotContext:
-        """A plan step after the first: trades from ``prev``, exposure with ``carried`` (b - q);
-        ``gross`` (b + q) the spot traded at step 1, whose fees the wallet has paid."""
+    def create_planned(structure: Structure, prev: cp.Expression,
+                       before: SpotContext) -> PlannedSpotContext:
+        """Step h's context after step h - 1's ``before``: trades from ``prev`` (z_{h-1})."""
         base = Context.create(structure, prev=prev)
-        ctx = CarriedSpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
-        ctx.carried = carried
-        ctx.gross = gross
-        ctx.shift = ctx.param("spot_target_shift", structure.n_assets)
+        ctx = PlannedSpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
+        ctx._add_spot(structure.n_assets)
+        ctx.carried = before.spot_trade()
+        ctx.carried_gross = before.spot_gross()
+        ctx.carried_sold = before.spot_sold()
         return ctx
 
-    def set_shift(self, d: ProblemData) -> None:
-        """k of the carried trade (the same as step 1's: every step has today's targets)."""
-        assert d.spot is not None
-        assign(self.shift, target_shift(d.w, d.spot))
-
     def spot_trade(self) -> cp.Expression:
-        """b - q of the plan's first step (N, weights)."""
-        return self.carried
+        """sum_{k<=h} (b_k - q_k) (N, weights)."""
+        return self.carried + self.buy - self.sell
 
     def spot_gross(self) -> cp.Expression:
-        """b + q of the plan's first step (N, weights)."""
-        return self.gross
+        """sum_{k<=h} (b_k + q_k) (N, weights)."""
+        return self.carried_gross + self.buy + self.sell
 
-    def deviation(self) -> cp.Expression:
-        """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
-        return self.s_minus_w + self.B @ self.z + self.carried - self.shift * cp.sum(self.carried)
-
-    def effective(self) -> cp.Expression:
-        """e = s + b - q + B z (N)."""
-        return self.s + self.B @ self.z + self.carried
+    def spot_sold(self) -> cp.Expression:
+        """sum_{k<=h} q_k (N, weights)."""
+        return self.carried_sold + self.sell
 
 
 def shift_of(d: ProblemData) -> np.ndarray:
@@ -223,14 +230,14 @@ def make_context(structure: Structure) -> Context:
 
 
 def spot_trade(ctx: Context) -> cp.Expression | None:
-    """b - q when ``ctx`` has the spot leg (its own trades, or a plan step's carried ones), else
+    """b - q when ``ctx`` has the spot leg (a plan's later step: the total through it), else
     None."""
-    return ctx.spot_trade() if isinstance(ctx, SpotContext | CarriedSpotContext) else None
+    return ctx.spot_trade() if isinstance(ctx, SpotContext) else None
 
 
 def spot_gross(ctx: Context) -> cp.Expression | None:
     """b + q when ``ctx`` has the spot leg (as :func:`spot_trade`), else None."""
-    return ctx.spot_gross() if isinstance(ctx, SpotContext | CarriedSpotContext) else None
+    return ctx.spot_gross() if isinstance(ctx, SpotContext) else None
 
 
 def spot_fee_rate(d: ProblemData) -> np.ndarray:

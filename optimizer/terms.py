@@ -212,7 +212,10 @@ class SpotImpactCost(SpotTerm):
 class SpotTax(SpotTerm):
     """gamma_tax * sum_i T_i(q_i): the convex tax of each spot sale (optimizer.tax_term.TaxTerm;
     the asset's lots' curve, models.tax.breakpoints: for HIFO and specific lots ascending tax,
-    for FIFO the FIFO order with running-maximum slopes; weights, tax USD / V per USD / V sold)."""
+    for FIFO the FIFO order with running-maximum slopes; weights, tax USD / V per USD / V sold).
+    In a plan, q_i is every step's sales of asset i together (``SpotContext.taxed_sell``): the
+    steps' taxes T_i(Q_h) - T_i(Q_{h-1}) on the running total Q_h add up to T_i(Q_H), one convex
+    term (lots bought within the plan are not counted: their gains are about 0)."""
 
     name = "spot_tax"
 
@@ -221,7 +224,7 @@ class SpotTax(SpotTerm):
         st = ctx.structure
         self.term = TaxTerm.create(st.n_assets, st.tax_pieces)
         ctx.params.extend(self.term.parameters)
-        return self.term.expression(sc.sell)
+        return self.term.expression(sc.taxed_sell)
 
     def update(self, d: ProblemData) -> None:
         # gamma_tax scales the slopes (a Parameter times the term would not be DPP)

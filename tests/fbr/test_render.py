@@ -1,4 +1,5 @@
-"""fbr.render: the spot leg's trades table shows both legs of a loss harvest."""
+"""fbr.render: the spot leg's trades table shows both legs of a loss harvest; the plan table
+shows settlements and spot trades as rows of their own."""
 
 from __future__ import annotations
 
@@ -78,3 +79,31 @@ def test_the_plan_table_shows_a_settlement_as_its_own_row(tmp_path: Path) -> Non
                     ["Q settles at expiry (no order)", "", "", "9,000.00", ""]]
     assert plan_note(replace(sol, plan=plan)) is not None
     assert "10% of the planned trade is made now" in str(plan_note(replace(sol, plan=plan)))
+
+
+def test_the_plan_table_shows_the_spot_trades_per_step(tmp_path: Path) -> None:
+    """A plan that sells 3,000 USD of BTC spot now and 1,000 next step and shorts 1,000 USD of a
+    perpetual now: one row per asset's spot trades after the contracts' with the share made now
+    (75%), and the plan note counts spot and futures together (4,000 of 5,000 now: 80%)."""
+    from dataclasses import replace
+
+    from fbr.render import plan_note, plan_table
+    from optimizer.solution import Plan, PlanStep
+
+    doc = tomllib.loads((EXAMPLES / "seed_example_1.toml").read_text(encoding="utf-8"))
+    path = tmp_path / "seed.toml"
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    loaded = load_book_file(path)
+    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    plan = Plan(step_days=1.0, steps=(
+        PlanStep(1, {"P": -1_000.0}, {"P": -1_000.0}, spot_trades={"BTC": -3_000.0, "ETH": 0.0}),
+        PlanStep(2, {"P": -1_000.0}, {"P": 0.0}, spot_trades={"BTC": -1_000.0, "ETH": 0.0})))
+    console = Console(record=True, width=140)
+    console.print(plan_table(replace(sol, plan=plan)))
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in
+            console.export_text().splitlines() if line.startswith("│")]
+    assert rows == [["P", "-1,000.00", "0.00", "100%"],
+                    ["BTC spot", "-3,000.00", "-1,000.00", "75%"]]
+    assert plan.total_spot_trades() == {"BTC": -4_000.0, "ETH": 0.0}
+    assert "80% of the planned trade is made now" in str(plan_note(replace(sol, plan=plan)))
+    assert plan.to_dict()["steps"][1]["spot_trades"] == {"BTC": -1_000.0, "ETH": 0.0}  # type: ignore[index]

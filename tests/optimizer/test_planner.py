@@ -13,15 +13,15 @@ import cvxpy as cp
 import numpy as np
 import pandas as pd
 import pytest
+from impact_reference import ImpactCase, two_step_reference
 from optcases import CLARABEL_TIGHT_CONIC, Instance, random_instance, solve_reference
-from scipy.optimize import brentq, minimize, root
 
 from fbr.config import load_book_file
 from models.book import Book
 from models.errors import ValidationError
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
-from models.risk import DAYS_PER_YEAR, RiskModel
+from models.risk import RiskModel
 from optimizer.constraints import TradeLimit
 from optimizer.data import ProblemData
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon, step_data
@@ -149,37 +149,10 @@ def _impact_case(horizon: int) -> ProblemData:
     return prepare(*_impact_inputs(horizon))
 
 
-def _sqrt(t: float) -> float:
-    """sign(t) sqrt(|t|): d/dt |t|^1.5 = 1.5 sign(t) sqrt(|t|)."""
-    return math.copysign(math.sqrt(abs(t)), t)
-
-
 def _hand_reference() -> tuple[np.ndarray, float]:
-    """With y_h = -z_h >= 0 (the short, weights) and c = k sigma_daily sqrt(V / ADV):
-    the plan minimises f(y1, y2) = sigma^2 [(g - y1)^2 + (g - y2)^2] + c [y1^1.5 + (y2 - y1)^1.5],
-    the single period g(y) = sigma^2 (g - y)^2 + c y^1.5. Returns ((y1, y2), y_single)."""
-    s2 = SIGMA**2
-    c = K * SIGMA / math.sqrt(DAYS_PER_YEAR) * math.sqrt(V0 / ADV)
-
-    def grad(y: np.ndarray) -> np.ndarray:
-        y1, t2 = float(y[0]), float(y[1]) - float(y[0])
-        return np.array([-2 * s2 * (GAP - y1) + 1.5 * c * (_sqrt(y1) - _sqrt(t2)),
-                         -2 * s2 * (GAP - y1 - t2) + 1.5 * c * _sqrt(t2)])
-
-    def f(y: np.ndarray) -> float:
-        y1, y2 = float(y[0]), float(y[1])
-        # float ** float is typed Any (a negative base gives a complex): the bases here are >= 0
-        value: float = s2 * ((GAP - y1) ** 2 + (GAP - y2) ** 2) + c * (abs(y1) ** 1.5
-                                                                       + abs(y2 - y1) ** 1.5)
-        return value
-
-    start = minimize(f, np.array([0.05, 0.09]), method="Nelder-Mead",
-                     options={"xatol": 1e-12, "fatol": 1e-16, "maxiter": 20_000}).x
-    sol = root(grad, start, method="hybr", tol=1e-14)
-    assert float(np.max(np.abs(grad(sol.x)))) < 1e-13  # first-order conditions hold
-    y_single = brentq(lambda y: -2 * s2 * (GAP - y) + 1.5 * c * math.sqrt(y), 1e-12, GAP,
-                      xtol=1e-16)
-    return np.asarray(sol.x), float(y_single)
+    """((y1, y2), y_single) of this case (tests/optimizer/impact_reference.py)."""
+    ref: tuple[np.ndarray, float] = two_step_reference(ImpactCase(SIGMA, K, GAP, V0, ADV))
+    return ref
 
 
 def test_two_step_impact_plan_matches_the_hand_solution() -> None:
