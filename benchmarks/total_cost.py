@@ -46,7 +46,9 @@ Policies (families)
   harvested) and the tax of realising futures gains (``SpotLegSettings.futures_tax``, the replay's
   average-cost entries), weighted by gamma_tax in {1, 0.3, 0.1} (``GAMMA_TAX``; a tax paid now is
   partly a liability settled early, so a weight below 1 can be the better trade-off); each also
-  without the futures tax priced (parameter suffix ``nf``). The walk-forward picks among them all.
+  without the futures tax priced (parameter suffix ``nf``), and as the multi-period planner
+  (``h 3``: every step may trade spot and futures, so a spot trade whose impact makes it dear can be
+  spread over the steps; optimizer.planner). The walk-forward picks among them all.
 
 Pledged set-ups hold no reserve; the reserve the each-and-all +-40% scenarios would need at the
 run's largest gross hedge (``optimizer.reserve.size_reserve``, pledged spot re-priced) is reported
@@ -226,12 +228,13 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
     out += [("fbr_overlay", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}{gf}")
             for g in gammas for gf in ("", " gf 0")]
     out += [("fbr_overlay", f"gt {g:g} h {PLAN_H}") for g in gammas]
+    planned = [("fbr_hybrid", f"gt {g:g} h {PLAN_H}") for g in gammas]
     if case == "0":
         return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas] + [
             ("fbr_hybrid", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}")
-            for g in gammas]
+            for g in gammas] + planned
     return out + [("fbr_hybrid", f"gt {g:g}" + ("" if x == 1.0 else f" gx {x:g}") + ("" if ft else " nf"))
-                  for ft in (True, False) for x in GAMMA_TAX for g in gammas]
+                  for ft in (True, False) for x in GAMMA_TAX for g in gammas] + planned
 
 
 def naive_policy(kind: str, value: str) -> Policy:

@@ -150,12 +150,14 @@ class ReserveDoc(TypedDict):
 
 class PlanStepDoc(TypedDict):
     """One step of the multi-period plan: positions, trades and the dated positions settled at
-    expiry before the step (not trades) (USD by contract)."""
+    expiry before the step (not trades) (USD by contract); the step's net spot trades (USD by
+    asset, > 0 buys; empty without the spot leg)."""
 
     step: int
     positions: dict[str, float]
     trades: dict[str, float]
     settlements: dict[str, float]
+    spot_trades: dict[str, float]
 
 
 class MultiPeriodPlanDoc(TypedDict):
