@@ -60,7 +60,7 @@ CONSTRAINT_TESTS = ("tests/optimizer/test_constraints_hand.py", "tests/optimizer
                     "tests/optimizer/test_data_margin_hysteresis.py",
                     "tests/optimizer/test_spot_leg_margin.py",
                     "tests/optimizer/test_pledge_pieces.py", "tests/optimizer/test_planner.py",
-                    "tests/optimizer/test_context.py")
+                    "tests/optimizer/test_plan_expiry.py", "tests/optimizer/test_context.py")
 #: the tests of the replay's steps and fills (scenarios/replay_steps.py, replay_fills.py)
 REPLAY_TESTS = ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
                 "tests/scenarios/test_replay_backtest.py", "tests/scenarios/test_replay_pledged.py",

@@ -231,7 +231,7 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         [_row(fn, n) for fn, nums in (
             ("xǁClusterBandsǁbuild", (3, 9, 10)),
-            ("xǁExpiryGuardǁbuild", (4, 10, 11, 14, 20, 21, 24, 30, 31)),
+            ("xǁExpiryGuardǁbuild", (4, 10, 11, 14, 20, 21, 24, 30, 31, 42, 48, 49, 51, 57, 58)),
             ("xǁFundingBudgetǁbuild", (3, 7, 8, 10, 11, 12)),
             ("xǁGrossLeverageǁbuild", (3, 7, 8)),
             ("xǁInitialMarginǁbuild", (3, 9, 10, 13, 14, 15, 23, 27, 28)),
@@ -245,7 +245,7 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         [_row(fn, n) for fn, nums in (
             ("xǁClusterBandsǁbuild", (5, 8, 12)),
-            ("xǁExpiryGuardǁbuild", (6, 9, 12, 16, 19, 22, 26, 29, 32)),
+            ("xǁExpiryGuardǁbuild", (6, 9, 12, 16, 19, 22, 26, 29, 32, 44, 47, 50, 53, 56, 59)),
             ("xǁGrossLeverageǁbuild", (4, 6, 9)),
             ("xǁInitialMarginǁbuild", (5, 8, 11)),
             ("xǁPositionLimitǁbuild", (5, 8, 11)),
@@ -255,6 +255,11 @@ EQUIVALENT: dict[str, str] = {
         ) for n in nums],
         "nonneg=True dropped from a Parameter on an affine side of a row (its sign does not "
         "change curvature) whose values are >= 0 by construction"),
+    **dict.fromkeys(
+        [_row("xǁExpiryGuardǁ_bounds", n) for n in (45, 48)],
+        "the chained rows' sign flag at z0_j = 0 (>= for >, <= for <): with z0_j = 0 the first "
+        "step a contract is near expiry holds it at 0 (bound |x0_j| = 0) and every chained step "
+        "after reads z_{h-1} = 0, so either flag gives z_jh = 0"),
     **dict.fromkeys(
         [_row(fn, n) for fn, nums in (
             ("xǁClusterBandsǁdual_rows", (4, 6, 11, 13)),

@@ -19,6 +19,7 @@ from optimizer.constraints import ExpiryGuard
 from optimizer.plan_expiry import expiry_days_path
 from optimizer.planner import PlannerProblem, plan_of
 from optimizer.prepare import prepare
+from optimizer.problem import HedgeProblem
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
@@ -200,17 +201,50 @@ def test_the_chained_row_by_hand() -> None:
     assert guard.violation(np.array([0.0, z0]), later)[0] == 0.0  # without prev: today's bound
 
 
-def test_a_plan_never_grows_a_near_expiry_contract_back() -> None:
-    """A held 4 BTC short near expiry (10 days, 20-day window) that costs its holder in step 1
-    (long carry -5e-3: a short pays 0.5% of notional) and earns in the later steps (+5e-3): with
-    each step bounded by today's |x0| only, the plan cuts the short at step 1 and builds it back
-    at step 2 (an increase inside the window the order planner would refuse); chained, |x_h|
-    never grows, every row holds on every step against the step before, and today's trade keeps
-    the short, whose later earnings outweigh step 1's cost (0.5% once against 0.5% x 3)."""
+def test_the_chained_row_of_a_long_by_hand() -> None:
+    """The same for a long today (0 <= z_h <= z_{h-1}): back up to today's long breaks by the
+    growth, a long below the step before's is within, a short breaks by its size."""
+    d = prepare(_near_book(10.0, 1.0), _market(), _risk(),
+                _settings(expiry_row=True, min_days_to_expiry=20.0))
+    pp = PlannerProblem(d.structure, H)
+    pp.update(d)
+    later = pp.step_inputs[2]
+    guard = ExpiryGuard((1,))
+    z0 = d.z0[1]
+    assert 0 < z0 < 1
+    prev = np.array([0.0, z0 / 4])
+    assert guard.violation(np.array([0.0, z0 / 2]), later, prev)[0] == pytest.approx(z0 / 4, rel=1e-12)
+    assert guard.violation(np.array([0.0, z0 / 8]), later, prev)[0] == 0.0
+    assert guard.violation(np.array([0.0, -z0 / 8]), later, prev)[0] == pytest.approx(z0 / 8,
+                                                                                  rel=1e-12)
+
+
+def test_chained_rows_need_a_previous_step() -> None:
+    """A later step's data (chained rows) given to a problem with no step before it is refused,
+    not silently read against today's positions."""
+    d = prepare(_near_book(10.0, -1.0), _market(), _risk(),
+                _settings(expiry_row=True, min_days_to_expiry=20.0))
+    pp = PlannerProblem(d.structure, H)
+    pp.update(d)
+    single = HedgeProblem(d.structure)
+    with pytest.raises(ValueError, match=r"^expiry rows chained to a previous step in a problem "
+                                         r"without one$"):
+        single.update(pp.step_inputs[1])
+
+
+@pytest.mark.parametrize("held", [-4.0, 4.0])
+def test_a_plan_never_grows_a_near_expiry_contract_back(held: float) -> None:
+    """A held 4 BTC short (or long) near expiry (10 days, 20-day window) that costs its holder
+    0.5% of notional in step 1 and earns 0.5% in each later step: with each step bounded by
+    today's |x0| only, the plan cuts the position at step 1 and builds it back at step 2 (an
+    increase inside the window the order planner would refuse); chained, |x_h| never grows, every
+    row holds on every step against the step before, and today's trade keeps the position, whose
+    later earnings outweigh step 1's cost (0.5% once against 0.5% x 3)."""
     settings = _settings(expiry_row=True, min_days_to_expiry=20.0)
-    d = prepare(_near_book(10.0, -4.0), _market(), _risk(), settings)
-    carry = np.tile([0.0, 5e-3], (H, 1))
-    carry[0, 1] = -5e-3
+    d = prepare(_near_book(10.0, held), _market(), _risk(), settings)
+    sign = np.sign(held)  # a long pays carry c: the held side pays at step 1, earns later
+    carry = np.tile([0.0, -5e-3 * sign], (H, 1))
+    carry[0, 1] = 5e-3 * sign
     pp = PlannerProblem(d.structure, H)
     pp.update(d, carry=carry)
     res = pp.solve().result
@@ -223,7 +257,7 @@ def test_a_plan_never_grows_a_near_expiry_contract_back() -> None:
         assert guard.violation(z[h], step, prev)[0] <= 1e-7, (h, z[:, dated])
         prev = z[h]
     assert np.all(np.diff(np.abs(np.r_[d.z0[dated], z[:, dated]])) <= 1e-7), z[:, dated]
-    assert np.all(z[:, dated] <= 1e-9)
+    assert np.all(sign * z[:, dated] >= -1e-9)
     np.testing.assert_allclose(z[:, dated], d.z0[dated], rtol=1e-4)
     # the same inputs without the chain: step 2 goes back towards today's short (the old rule)
     loose = [replace(s, expiry_chained=None) for s in pp.step_inputs]
@@ -231,4 +265,4 @@ def test_a_plan_never_grows_a_near_expiry_contract_back() -> None:
     res_loose = pp.solve().result
     assert res_loose.status == "optimal", res_loose.status
     zl = pp.plan_z(res_loose)
-    assert abs(zl[0, dated]) < 1e-4 and zl[1, dated] < -0.3, zl[:, dated]
+    assert abs(zl[0, dated]) < 1e-4 and sign * zl[1, dated] > 0.3, zl[:, dated]
