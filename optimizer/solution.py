@@ -7,6 +7,7 @@ duals in objective units per user unit of the constraint (USD, pp, x of leverage
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -210,6 +211,15 @@ class PlanStep:
     spot_trades: dict[str, float] = field(default_factory=dict)
 
 
+def _summed(per_step: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Key by key sums of the steps' USD figures."""
+    out: dict[str, float] = {}
+    for figures in per_step:
+        for key, v in figures.items():
+            out[key] = out.get(key, 0.0) + v
+    return out
+
+
 @dataclass(frozen=True)
 class Plan:
     """The planner's H steps ahead, each ``step_days`` long. Only step 1 is traded now; the
@@ -227,19 +237,11 @@ class Plan:
 
     def total_trades(self) -> dict[str, float]:
         """USD traded per contract over the whole plan (signed sum of the steps' trades)."""
-        out: dict[str, float] = {}
-        for st in self.steps:
-            for sym, t in st.trades.items():
-                out[sym] = out.get(sym, 0.0) + t
-        return out
+        return _summed(st.trades for st in self.steps)
 
     def total_spot_trades(self) -> dict[str, float]:
         """Net USD of spot traded per asset over the whole plan (signed sum of the steps')."""
-        out: dict[str, float] = {}
-        for st in self.steps:
-            for a, t in st.spot_trades.items():
-                out[a] = out.get(a, 0.0) + t
-        return out
+        return _summed(st.spot_trades for st in self.steps)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: step length, H and per step the positions and trades (USD)."""

@@ -12,6 +12,7 @@ from rich.console import Console
 from fbr.config import load_book_file
 from fbr.render import spot_trades_table
 from optimizer.rebalance import Rebalancer
+from optimizer.solution import Solution
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -52,28 +53,37 @@ def test_a_margin_ratio_of_a_vanished_collateral_is_not_printed_as_a_figure() ->
     assert ratio_text(MarginState(-1.0, 0.0, 5.0, True)) == "collateral <= 0"
 
 
-def test_the_plan_table_shows_a_settlement_as_its_own_row(tmp_path: Path) -> None:
+def _seed_solution() -> Solution:
+    """Seed example 1 solved (the solution a plan is attached to)."""
+    loaded = load_book_file(EXAMPLES / "seed_example_1.toml")
+    return Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+
+
+def _plan_rows(sol: Solution) -> list[list[str]]:
+    """The cells of each body row of ``sol``'s plan table, as printed 140 columns wide."""
+    from fbr.render import plan_table
+
+    console = Console(record=True, width=140)
+    console.print(plan_table(sol))
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in
+            console.export_text().splitlines() if line.startswith("│")]
+
+
+def test_the_plan_table_shows_a_settlement_as_its_own_row() -> None:
     """A plan whose dated contract settles before step 3: the table shows the contract's trades
     (none at step 3) and a separate 'settles at expiry (no order)' row with -x_2 at step 3; the
     share of the plan traded now counts trades only."""
     from dataclasses import replace
 
-    from fbr.render import plan_note, plan_table
+    from fbr.render import plan_note
     from optimizer.solution import Plan, PlanStep
 
-    doc = tomllib.loads((EXAMPLES / "seed_example_1.toml").read_text(encoding="utf-8"))
-    path = tmp_path / "seed.toml"
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    loaded = load_book_file(path)
-    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    sol = _seed_solution()
     plan = Plan(step_days=1.0, steps=(
         PlanStep(1, {"Q": -9_000.0, "P": 0.0}, {"Q": -1_000.0, "P": 0.0}),
         PlanStep(2, {"Q": -9_000.0, "P": -4_000.0}, {"Q": 0.0, "P": -4_000.0}),
         PlanStep(3, {"Q": 0.0, "P": -9_000.0}, {"Q": 0.0, "P": -5_000.0}, {"Q": 9_000.0})))
-    console = Console(record=True, width=140)
-    console.print(plan_table(replace(sol, plan=plan)))
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in
-            console.export_text().splitlines() if line.startswith("│")]
+    rows = _plan_rows(replace(sol, plan=plan))
     assert rows == [["P", "0.00", "-4,000.00", "-5,000.00", "0%"],
                     ["Q", "-1,000.00", "0.00", "0.00", "100%"],
                     ["Q settles at expiry (no order)", "", "", "9,000.00", ""]]
@@ -81,27 +91,20 @@ def test_the_plan_table_shows_a_settlement_as_its_own_row(tmp_path: Path) -> Non
     assert "10% of the planned trade is made now" in str(plan_note(replace(sol, plan=plan)))
 
 
-def test_the_plan_table_shows_the_spot_trades_per_step(tmp_path: Path) -> None:
+def test_the_plan_table_shows_the_spot_trades_per_step() -> None:
     """A plan that sells 3,000 USD of BTC spot now and 1,000 next step and shorts 1,000 USD of a
     perpetual now: one row per asset's spot trades after the contracts' with the share made now
     (75%), and the plan note counts spot and futures together (4,000 of 5,000 now: 80%)."""
     from dataclasses import replace
 
-    from fbr.render import plan_note, plan_table
+    from fbr.render import plan_note
     from optimizer.solution import Plan, PlanStep
 
-    doc = tomllib.loads((EXAMPLES / "seed_example_1.toml").read_text(encoding="utf-8"))
-    path = tmp_path / "seed.toml"
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    loaded = load_book_file(path)
-    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    sol = _seed_solution()
     plan = Plan(step_days=1.0, steps=(
         PlanStep(1, {"P": -1_000.0}, {"P": -1_000.0}, spot_trades={"BTC": -3_000.0, "ETH": 0.0}),
         PlanStep(2, {"P": -1_000.0}, {"P": 0.0}, spot_trades={"BTC": -1_000.0, "ETH": 0.0})))
-    console = Console(record=True, width=140)
-    console.print(plan_table(replace(sol, plan=plan)))
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in
-            console.export_text().splitlines() if line.startswith("│")]
+    rows = _plan_rows(replace(sol, plan=plan))
     assert rows == [["P", "-1,000.00", "0.00", "100%"],
                     ["BTC spot", "-3,000.00", "-1,000.00", "75%"]]
     assert plan.total_spot_trades() == {"BTC": -4_000.0, "ETH": 0.0}
