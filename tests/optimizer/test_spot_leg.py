@@ -388,3 +388,32 @@ def test_without_costs_a_buy_and_a_sale_of_one_asset_are_netted() -> None:
     gross = by["BTC"].sold + by["ETH"].bought
     assert sol.spot_costs.fees == pytest.approx(0.001 * gross, rel=1e-12)
     assert sol.spot_costs.spread == pytest.approx(1e-4 * gross, rel=1e-12)
+
+
+@pytest.mark.parametrize("impact", [False, True])
+def test_a_plan_of_random_books_keeps_every_steps_spot_rows(impact: bool) -> None:
+    """The random hybrid books as 3-step plans (optimizer.planner, every step trading spot): each
+    is solved 'optimal', and the totals through every step keep the rows by the numbers: no
+    asset sold short (cumulative net spot >= -holdings) and the net spot bought within the wallet
+    cash and no net sale on the invested base (0 <= sum of the cumulative nets <= cash); step 1's
+    planned spot trades are the solution's spot trades."""
+    from dataclasses import replace
+
+    rb = Rebalancer()
+    for seed in range(12):
+        case = _random_case(np.random.default_rng(5000 + seed), impact=impact)
+        settings = replace(case.settings, horizon=3)
+        dec = rb.decide(case.book, case.market, case.risk, settings)
+        assert dec.status == "optimal", (seed, dec.status)
+        assert dec.plan is not None and dec.spot is not None
+        d = dec.data
+        assert d.spot is not None
+        V = d.V
+        net = np.array([[st.spot_trades[a] for a in d.assets] for st in dec.plan.steps]) / V
+        total = np.cumsum(net, axis=0)
+        tol = 1e-7
+        assert np.all(total >= -d.spot.holdings - tol), seed
+        assert np.all(total.sum(axis=1) >= -tol), seed
+        assert np.all(total.sum(axis=1) <= d.spot.cash + tol), seed
+        buy, sell = dec.spot
+        np.testing.assert_allclose(net[0], buy - sell, rtol=0, atol=1e-6, err_msg=f"seed {seed}")
