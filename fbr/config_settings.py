@@ -253,10 +253,11 @@ def _fraction_below_one(value: object, path: str) -> float:
 
 
 def _caps(table: Table, book: Book) -> dict[str, float]:
-    """constraints.caps_usd: |x_j| <= cap (USD) by contract symbol."""
+    """constraints.caps_usd: |x_j| <= cap (USD) by contract symbol; 0 keeps the contract unused
+    (a position held in it is closed)."""
     for sym, v in table.items():
         known(sym, book.contract_symbols, f"constraints.caps_usd.{sym}", "a contract", v)
-    return symbol_map(table, "constraints.caps_usd", positive)
+    return symbol_map(table, "constraints.caps_usd", nonneg)
 
 
 def _stress(row: Table, k: int, book: Book) -> StressScenario:

@@ -486,3 +486,26 @@ def test_market_adv_takes_assets_for_the_spot_legs_impact(tmp_path: Path) -> Non
     assert want > 0.01 and sol.spot_costs.impact == pytest.approx(want, rel=1e-9)
     bad = error_of(tmp_path, lambda d: d["market"].update(adv={"DOGE": 1e6}))
     assert "market.adv.DOGE" in str(bad) and "a contract or an asset of the book" in str(bad)
+
+
+def test_a_cap_of_zero_keeps_a_contract_unused(tmp_path: Path) -> None:
+    """[constraints.caps_usd] BTC-PERP = 0 (it was refused as "give a value > 0"): the BTC hedge
+    is left undone (the seed book's naive overlay shorts 1,000 USD of it) and ETH and SOL take
+    the least-squares hedge of the rest, by hand: with d = s - w* = (+10, -5, -5) pp and z_BTC = 0,
+    (z_ETH, z_SOL) solves Sigma_{ES,ES} (d_ES + z) = -Sigma_{ES,BTC} d_BTC (vols 0.55 / 0.70 /
+    0.95, correlation 0.7, no costs). A negative cap is still refused."""
+    loaded = load_mutated(tmp_path, lambda d: d["constraints"].update(caps_usd={"BTC-PERP": 0}))
+    assert dict(loaded.settings.constraints.caps_usd) == {"BTC-PERP": 0.0}
+    sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+    assert sol.status == "optimal"
+    x = {p.symbol: p.notional for p in sol.target_positions}
+    assert x["BTC-PERP"] == pytest.approx(0.0, abs=1e-6)
+    vol = np.array([0.55, 0.70, 0.95])
+    cov = 0.7 * np.outer(vol, vol) + np.diag(0.3 * vol**2)
+    d = np.array([0.10, -0.05, -0.05])
+    z = np.linalg.solve(cov[1:, 1:], -cov[1:, 0] * d[0]) - d[1:]
+    assert x["ETH-PERP"] == pytest.approx(z[0] * 10_000.0, abs=1e-3)
+    assert x["SOL-PERP"] == pytest.approx(z[1] * 10_000.0, abs=1e-3)
+    assert z[0] * 10_000.0 < 400.0  # less than the 500 USD without the cap: BTC's excess is hedged too
+    bad = error_of(tmp_path, lambda d: d["constraints"].update(caps_usd={"BTC-PERP": -1}))
+    assert "constraints.caps_usd.BTC-PERP" in str(bad) and "give a value >= 0" in str(bad)
