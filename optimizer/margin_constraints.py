@@ -5,11 +5,12 @@ With the spot leg on, both rows see its trades: a net spot trade b - q (weights)
 margin collateral by -kappa'(b - q) (its cash leaves or joins the wallet, net of the pledged value
 bought or sold: ``optimizer.spot_data.collateral_gains``), and each stress row by
 -kappa_s'(b - q) (the pledged value re-priced in the scenario); the fee and half spread paid on
-the spot traded, f'(b + q), leave the wallet in both (``optimizer.spot_leg.spot_fee_rate``). An
-asset pledged by a rule with kinks (tiers, a pledged quantity) moves its pledged value exactly
-instead (:class:`PledgedValue`, optimizer.pledge_pieces): kappa is then its cash alone, and the
-row adds G(after) - G(today). A
-plan's later steps see the spot trade they carry.
+the spot traded, f'(b + q), leave the wallet in both (``optimizer.spot_leg.spot_fee_rate``), and
+with the spot impact priced so does its c'(b^{3/2} + q^{3/2}) (on the context's epigraph iota,
+the impact term's own; ``optimizer.spot_leg.spot_impact_rate``), as the replay charges it from
+cash. An asset pledged by a rule with kinks (tiers, a pledged quantity) moves its pledged value
+exactly instead (:class:`PledgedValue`, optimizer.pledge_pieces): kappa is then its cash alone,
+and the row adds G(after) - G(today). A plan's later steps see the spot traded through them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from optimizer.spot_leg import (
     spot_fee_rate,
     spot_gain,
     spot_gross,
+    spot_impact_paid,
+    spot_impact_rate,
     spot_trade,
     stress_spot_gain,
 )
@@ -61,6 +64,12 @@ class PledgedValue:
         assign(self.now, scale * float(pieces.now[row].sum()))
 
 
+def impact_param(ctx: Context, name: str) -> cp.Parameter | None:
+    """A row's Parameter of the spot impact's coefficients (N, >= 0) when ``ctx`` prices the spot
+    impact (the wallet pays it: optimizer.spot_leg.spot_impact_rate), else None."""
+    return ctx.param(name, ctx.structure.n_assets, nonneg=True) if ctx.structure.spot_impact else None
+
+
 def pledged_value(ctx: Context, tag: str) -> PledgedValue | None:
     """A :class:`PledgedValue` of ``ctx``'s spot trade when the book has kinked pledges, else None."""
     spot = spot_trade(ctx)
@@ -84,6 +93,8 @@ class InitialMargin(Constraint):
     #: the budget gained per unit of each asset's spot sold (per_collateral x kappa; None
     #: without the spot leg)
     gain: cp.Parameter | None = None
+    #: per_collateral x c, the spot impact's coefficients (None unless the spot impact is priced)
+    impact: cp.Parameter | None = None
     #: the kinked pledges' value after the trade (None without them)
     pledged: PledgedValue | None = None
 
@@ -97,6 +108,10 @@ class InitialMargin(Constraint):
             self.gain = ctx.param("im_spot_gain", ctx.structure.n_assets)
             self.fee = ctx.param("im_spot_fee", ctx.structure.n_assets, nonneg=True)
             rhs = rhs - self.gain @ spot - self.fee @ spot_gross(ctx)  # and the fees f'(b + q)
+            self.impact = impact_param(ctx, "im_spot_impact")
+            paid = spot_impact_paid(ctx)
+            if self.impact is not None and paid is not None:  # and the impact c'(b^1.5 + q^1.5)
+                rhs = rhs - self.impact @ paid
         self.pledged = pledged_value(ctx, "im")
         extra: list[cp.Constraint] = []
         if self.pledged is not None:  # per (sum_i y_i - G(today) / V), per a Parameter (DPP)
@@ -117,6 +132,8 @@ class InitialMargin(Constraint):
         if self.gain is not None:
             assign(self.gain, self.per_collateral * spot_gain(d))
             assign(self.fee, self.per_collateral * spot_fee_rate(d))
+        if self.impact is not None:
+            assign(self.impact, self.per_collateral * spot_impact_rate(d))
         if self.pledged is not None:
             assign(self.per, self.per_collateral)
             self.pledged.update(d, 0, self.per_collateral)
@@ -153,6 +170,8 @@ class StressMargin(Constraint):
     unit = "USD of collateral"
     #: kappa_s (None without the spot leg)
     gain: cp.Parameter | None = None
+    #: c, the spot impact's coefficients (None unless the spot impact is priced)
+    impact: cp.Parameter | None = None
     #: the kinked pledges' value after the trade, re-priced in the scenario (None without them)
     pledged: PledgedValue | None = None
 
@@ -176,6 +195,10 @@ class StressMargin(Constraint):
             self.gain = ctx.param(f"stress_spot_gain_{self.index}", st.n_assets)
             self.fee = ctx.param(f"stress_spot_fee_{self.index}", st.n_assets, nonneg=True)
             coll = coll - self.gain @ spot - self.fee @ spot_gross(ctx)  # the fees f'(b + q)
+            self.impact = impact_param(ctx, f"stress_spot_impact_{self.index}")
+            paid = spot_impact_paid(ctx)
+            if self.impact is not None and paid is not None:  # and the impact
+                coll = coll - self.impact @ paid
         self.pledged = pledged_value(ctx, f"stress_{self.index}")
         if self.pledged is not None:
             coll = coll + cp.sum(self.pledged.y) - self.pledged.now
@@ -198,6 +221,8 @@ class StressMargin(Constraint):
         if self.gain is not None:
             assign(self.gain, stress_spot_gain(d, self.index))
             assign(self.fee, spot_fee_rate(d))
+        if self.impact is not None:
+            assign(self.impact, spot_impact_rate(d))
         if self.pledged is not None:
             self.pledged.update(d, 1 + self.index)
 

@@ -46,20 +46,30 @@ class SpotContext(Context):
     #: the sales the tax term prices (``sell`` alone; a plan's first step: every step's sales,
     #: optimizer.planner)
     taxed_sell: cp.Expression
+    #: with the spot impact priced (``Structure.spot_impact``): iota >= b^{3/2} + q^{3/2} per asset
+    #: (weights^{3/2}), read by the impact term and the margin rows alike; else None
+    impact: cp.Variable | None
+    impact_rows: list[cp.Constraint]
 
     @staticmethod
     def create_spot(structure: Structure) -> SpotContext:
         """The common variables and parameters plus the spot leg's."""
         base = Context.create(structure)
         ctx = SpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
-        ctx._add_spot(structure.n_assets)
+        ctx._add_spot(structure)
         return ctx
 
-    def _add_spot(self, n: int) -> None:
-        """b, q and the spot rows' Parameters."""
+    def _add_spot(self, structure: Structure) -> None:
+        """b, q, the impact's epigraph (when priced) and the spot rows' Parameters."""
+        n = structure.n_assets
         self.buy = cp.Variable(n, name="spot_buy")
         self.sell = cp.Variable(n, name="spot_sell")
         self.taxed_sell = self.sell
+        self.impact, self.impact_rows = None, []
+        if structure.spot_impact:
+            self.impact = cp.Variable(n, name="spot_impact")
+            self.impact_rows = [self.impact >= cp.power(self.buy, 1.5, approx=False)
+                                + cp.power(self.sell, 1.5, approx=False)]
         self.hold = self.param("spot_holdings", n, nonneg=True)
         self.cash = self.param("spot_cash", nonneg=True)
         self.room = self.param("spot_net_sale_room", nonneg=True)
@@ -77,6 +87,18 @@ class SpotContext(Context):
         """q (N), the spot sold (weights)."""
         return self.sell
 
+    def impact_paid(self) -> cp.Expression:
+        """iota (N): the 3/2-power impact's b^{3/2} + q^{3/2} per asset (its epigraph; times
+        c_i it is the USD / V the trades' impact costs); a programming error without one."""
+        if self.impact is None:
+            raise TypeError("the spot impact is not priced in this problem")
+        return self.impact
+
+    def impact_total(self) -> cp.Expression:
+        """The impact paid through this step (N): :meth:`impact_paid` (a plan's later step adds
+        the earlier steps': :class:`PlannedSpotContext`)."""
+        return self.impact_paid()
+
     def deviation(self) -> cp.Expression:
         """e - w* (1 + sigma) = s + b - q + B z - w* - k 1'(b - q) (N; module docstring)."""
         spot = self.spot_trade()
@@ -88,10 +110,11 @@ class SpotContext(Context):
 
     def spot_constraints(self) -> list[cp.Constraint]:
         """b >= 0, q >= 0, q <= holdings, -room <= sum(b) - sum(q) <= cash (module docstring; for
-        a plan's later step q and b - q are the totals through it: :class:`PlannedSpotContext`)."""
+        a plan's later step q and b - q are the totals through it: :class:`PlannedSpotContext`),
+        and the impact's epigraph when priced."""
         net = cp.sum(self.spot_trade())
         return [self.buy >= 0, self.sell >= 0, self.spot_sold() <= self.hold,
-                net <= self.cash, net >= -self.room]
+                net <= self.cash, net >= -self.room, *self.impact_rows]
 
     def set_spot(self, d: ProblemData) -> None:
         """Values of the spot leg's base parameters."""
@@ -114,6 +137,7 @@ class PlannedSpotContext(SpotContext):
     carried: cp.Expression
     carried_gross: cp.Expression
     carried_sold: cp.Expression
+    carried_impact: cp.Expression | None
 
     @staticmethod
     def create_planned(structure: Structure, prev: cp.Expression,
@@ -121,10 +145,11 @@ class PlannedSpotContext(SpotContext):
         """Step h's context after step h - 1's ``before``: trades from ``prev`` (z_{h-1})."""
         base = Context.create(structure, prev=prev)
         ctx = PlannedSpotContext(**{f.name: getattr(base, f.name) for f in fields(Context)})
-        ctx._add_spot(structure.n_assets)
+        ctx._add_spot(structure)
         ctx.carried = before.spot_trade()
         ctx.carried_gross = before.spot_gross()
         ctx.carried_sold = before.spot_sold()
+        ctx.carried_impact = before.impact_total() if before.impact is not None else None
         return ctx
 
     def spot_trade(self) -> cp.Expression:
@@ -138,6 +163,11 @@ class PlannedSpotContext(SpotContext):
     def spot_sold(self) -> cp.Expression:
         """sum_{k<=h} q_k (N, weights)."""
         return self.carried_sold + self.sell
+
+    def impact_total(self) -> cp.Expression:
+        """sum_{k<=h} iota_k (N): the impact paid through step h (the margin rows read it)."""
+        own = self.impact_paid()
+        return own if self.carried_impact is None else self.carried_impact + own
 
 
 def shift_of(d: ProblemData) -> np.ndarray:
@@ -169,12 +199,13 @@ def after_spot_trade(d: ProblemData, trade: np.ndarray,
     then gives, w' = w* + k 1'(b - q), both in units of today's V (module docstring); the
     collateral (USD), the margin budget and each stress row's collateral (weights) moved by the
     trade's cash and pledged value (optimizer.margin_constraints): -kappa'(b - q) each, plus the
-    exact change of the kinked pledges' value (optimizer.pledge_pieces), less the fees and half
-    spread paid on the spot traded (``gross`` b + q, weights; |b - q| when not given), the budget
-    through its slope per unit of collateral."""
+    exact change of the kinked pledges' value (optimizer.pledge_pieces), less the fees, half
+    spread and impact paid on the spot traded (``gross`` b + q, weights; |b - q| when not given:
+    b and q are (gross +- (b - q)) / 2), the budget through its slope per unit of collateral."""
     trade = np.asarray(trade, dtype=float)
     traded = np.abs(trade) if gross is None else np.asarray(gross, dtype=float)
-    fees = float(spot_fee_rate(d) @ traded)
+    buy, sell = np.maximum((traded + trade) / 2, 0.0), np.maximum((traded - trade) / 2, 0.0)
+    fees = float(spot_fee_rate(d) @ traded + spot_impact_rate(d) @ (buy**1.5 + sell**1.5))
     pledge = d.spot.pledge if d.spot is not None else None
     gain = float(spot_gain(d) @ trade) + fees - (pledge.change(0, trade) if pledge is not None
                                                  else 0.0)
@@ -242,6 +273,18 @@ def spot_gross(ctx: Context) -> cp.Expression | None:
 
 def spot_fee_rate(d: ProblemData) -> np.ndarray:
     """f (N): fee + half spread per unit of spot traded (fractions), what the wallet pays on a
-    spot trade besides its price (0 without the spot leg). Impact is left out of the margin rows
-    (a cost estimate of the price moved, not a fee charged)."""
+    spot trade besides its price (0 without the spot leg); the impact is paid besides
+    (:func:`spot_impact_rate`)."""
     return d.spot.lin_cost if d.spot is not None else np.zeros(len(d.w))
+
+
+def spot_impact_rate(d: ProblemData) -> np.ndarray:
+    """c (N): the wallet pays c_i (b_i^{3/2} + q_i^{3/2}) of V for a spot trade's 3/2-power
+    impact (weights; 0 without the spot leg), as the replay charges it from cash."""
+    return d.spot.impact_cost if d.spot is not None else np.zeros(len(d.w))
+
+
+def spot_impact_paid(ctx: Context) -> cp.Expression | None:
+    """The impact's b^{3/2} + q^{3/2} through this step (N; :meth:`SpotContext.impact_total`)
+    when ``ctx`` prices the spot impact, else None."""
+    return ctx.impact_total() if isinstance(ctx, SpotContext) and ctx.impact is not None else None

@@ -194,15 +194,15 @@ class SpotTradingCost(SpotTerm):
 
 
 class SpotImpactCost(SpotTerm):
-    """gamma_trade * sum_i c_i (b_i^{3/2} + q_i^{3/2}), c_i = k sigma_i sqrt(V / ADV_i). Conic."""
+    """gamma_trade * sum_i c_i (b_i^{3/2} + q_i^{3/2}), c_i = k sigma_i sqrt(V / ADV_i). Conic: on
+    the context's epigraph iota >= b^{3/2} + q^{3/2}, which the margin rows read too."""
 
     name = "spot_impact_cost"
 
     def build(self, ctx: Context) -> cp.Expression:
         sc = self.spot_ctx(ctx)
         self.coef = ctx.param("spot_impact_coef", ctx.structure.n_assets, nonneg=True)
-        return self.coef @ (cp.power(sc.buy, 1.5, approx=False)
-                            + cp.power(sc.sell, 1.5, approx=False))
+        return self.coef @ sc.impact_paid()  # iota >= b^{3/2} + q^{3/2} (SpotContext.impact)
 
     def update(self, d: ProblemData) -> None:
         assert d.spot is not None

@@ -156,6 +156,39 @@ def test_a_spot_buy_pays_its_margin_at_leverage_one() -> None:
     assert sol.margin.initial == pytest.approx(perp.notional, abs=1e-2)
 
 
+def test_a_spot_buy_pays_its_impact_from_the_margin_too() -> None:
+    """The same book with the spot impact priced (ADV 1e7 USD, k = 1, sigma 0.6 a year: c =
+    0.6 / sqrt(365) / sqrt(1e7) USD^-1/2, about 8.5 USD on a 9,000 USD buy): the wallet pays
+    1.0011 s + c s^{3/2} for the buy, as the replay charges it, so the buy stops where
+    1.0011 s + c s^{3/2} = 9,000 (brentq), and the report's collateral is what is left."""
+    from scipy.optimize import brentq
+
+    book = Book(assets=(SpotAsset("BTC"),),
+                contracts=(FuturesContract("BTC-PERP", "BTC", leverage=1.0),),
+                spot={"BTC": 0.8}, targets={"BTC": 1.0}, cash=20_000.0,
+                targets_base=TargetsBase.NAV)
+    market = MarketSnapshot(time=T0, spot={"BTC": 50_000.0}, mark={"BTC-PERP": 50_000.0},
+                            half_spread={"BTC-PERP": 1e-4}, spot_half_spread={"BTC": 1e-4},
+                            adv={"BTC": 1e7})
+    risk = RiskModel.from_covariance(["BTC"], np.array([[0.36]]))
+    settings = OptimizerSettings(
+        costs=CostSettings(carry=False, impact=True, impact_k=1.0),
+        constraints=ConstraintSettings(margin_buffer_usd=1_000.0, caps_usd={"BTC-PERP": 10_000.0}),
+        spot=SpotLegSettings(enabled=True, cash_usd=20_000.0), round_lots=False)
+    sol = Rebalancer().solve(book, market, risk, settings)
+    assert sol.status == "optimal" and sol.spot_costs is not None
+    (perp,) = sol.target_positions
+    bought = sum(t.bought for t in sol.spot_trades)
+    c = 0.6 / math.sqrt(365.0) / math.sqrt(1e7)
+    s_hand = brentq(lambda s: 1.0011 * s + c * s**1.5 - 9_000.0, 0.0, 9_000.0, xtol=1e-9)
+    assert c * s_hand**1.5 == pytest.approx(8.5, abs=0.1)
+    assert perp.notional == pytest.approx(10_000.0, abs=1e-2)
+    assert bought == pytest.approx(s_hand, abs=1e-2)
+    assert sol.spot_costs.impact == pytest.approx(c * s_hand**1.5, abs=1e-3)
+    assert sol.margin.collateral == pytest.approx(20_000.0 - 1.0011 * s_hand - c * s_hand**1.5,
+                                                  abs=1e-2)
+
+
 def test_the_order_check_reads_the_collateral_after_the_spot_trade() -> None:
     """The re-check every execution path applies (``require_orderable``): 10,000 of perpetual at
     leverage 1 fits today's 20,000 of collateral less the 1,000 buffer, but not after a 10,000 spot

@@ -142,16 +142,18 @@ def random_point(rng: np.random.Generator, d: ProblemData) -> tuple[np.ndarray, 
 
 
 def set_point(ctx: Context, z: np.ndarray, b: np.ndarray, q: np.ndarray) -> None:
-    """Put (z, b, q) into the context's variables, with the epigraph helpers a = |z| and
-    u = |z - z0| at their smallest feasible values (z0 the Parameter's value), and the shared
-    factor exposure (the vol cap on) at its definition y = F' B z (+ F' (b - q)), which its rows
-    are then checked to hold."""
+    """Put (z, b, q) into the context's variables, with the epigraph helpers a = |z|,
+    u = |z - z0| and the spot impact's iota = b^{3/2} + q^{3/2} at their smallest feasible values
+    (z0 the Parameter's value), and the shared factor exposure (the vol cap on) at its definition
+    y = F' B z (+ F' (b - q)), which its rows are then checked to hold."""
     ctx.z.value = z
     ctx.a.value = np.abs(z)
     ctx.u.value = np.abs(z - np.asarray(ctx.z0.value))
     if isinstance(ctx, SpotContext):
         ctx.buy.value = b
         ctx.sell.value = q
+        if ctx.impact is not None:
+            ctx.impact.value = np.abs(b) ** 1.5 + np.abs(q) ** 1.5
     set_factor(ctx, z, b - q)
 
 
