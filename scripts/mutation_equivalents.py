@@ -200,6 +200,7 @@ EQUIVALENT: dict[str, str] = {
             ("xǁFuturesTaxǁbuild", (12, 15, 18)),
             ("xǁLinearTradingCostǁbuild", (4, 7, 10)),
             ("xǁReserveCostǁbuild", (28, 31, 34, 47, 50, 51)),
+            ("xǁSpotImpactCostǁbuild", (6, 9, 12)),
             ("xǁSpotTradingCostǁbuild", (6, 9, 12)),
             ("xǁTrackingVarianceǁbuild", (33, 36, 39)),
         ) for n in nums],
@@ -209,7 +210,6 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         [f"optimizer.terms.{fn}__mutmut_{n}" for fn, nums in (
             ("xǁImpactCostǁbuild", (13,)),
-            ("xǁSpotImpactCostǁbuild", (16, 24)),
         ) for n in nums],
         "cp.power(.., 1.5) with approx=True/None (SOC approximation) instead of exact power cones: "
         "the same function and values; the choice is solver robustness at N >= 200 (benchmarks/"
@@ -269,7 +269,7 @@ EQUIVALENT: dict[str, str] = {
         "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
         "arrays already"),
     **dict.fromkeys(
-        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 82, 85)]
+        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 94, 97)]
         + [f"optimizer.margin_constraints.xǁPledgedValueǁ__init____mutmut_{n}"
            for n in (26, 29, 37, 40)],
         "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
@@ -277,19 +277,29 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         ["optimizer.margin_constraints.x_pledged_value__mutmut_8",
          *(f"optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_{n}"
-           for n in (30, 36, 37, 45, 48, 49, 53, 57, 58)),
+           for n in (30, 36, 37, 45, 48, 49, 59, 62, 63, 67, 71, 72)),
          *(f"optimizer.margin_constraints.xǁPledgedValueǁ__init____mutmut_{n}"
            for n in (4, 9, 14, 17, 19)),
-         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (53, 66))],
+         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (53, 66, 78)),
+         "optimizer.margin_constraints.x_impact_param__mutmut_3"],
         "a cvxpy Parameter's or Variable's name (or the tag that makes it) changed or dropped: "
         "names only label them in error messages (optimizer.cvxpy_adapter)"),
     **dict.fromkeys(
         [*(f"optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_{n}"
-           for n in (32, 35, 38, 54, 56, 59)),
-         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (55, 58, 59))],
-        "nonneg dropped from the fee rate or the budget-per-collateral Parameter: each multiplies "
-        "an affine expression (f'(b + q), per sum(y)), affine whatever its sign, and its values "
-        "are >= 0 by construction"),
+           for n in (32, 35, 38, 68, 70, 73)),
+         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (55, 58, 59)),
+         *(f"optimizer.margin_constraints.x_impact_param__mutmut_{n}" for n in (5, 8, 9))],
+        "nonneg dropped from the fee rate, the spot impact's rate or the budget-per-collateral "
+        "Parameter: each multiplies an affine expression (f'(b + q), c' iota, per sum(y)), affine "
+        "whatever its sign, and its values are >= 0 by construction"),
+    **dict.fromkeys(
+        ["optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_52",
+         "optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_71"],
+        "'and' for 'or' between 'the row's impact Parameter exists' and 'the context has the "
+        "impact's epigraph': both hold exactly when the structure prices the spot impact"),
+    "optimizer.margin_constraints.x_impact_param__mutmut_2":
+        "the impact Parameter also made when the spot impact is not priced: no row reads it (the "
+        "row adds c' iota only with the epigraph, which exists only when it is priced)",
     "optimizer.margin_constraints.xǁPledgedValueǁupdate__mutmut_2":
         "an internal assert written with or: it only differs (AttributeError instead of "
         "AssertionError) on data the structure never pairs with the rows",

@@ -125,6 +125,60 @@ def test_rows_equal_their_numpy_rechecks_after_the_trade() -> None:
                                atol=1e-9)
 
 
+def test_rows_with_the_spot_impact_equal_their_numpy_rechecks() -> None:
+    """With the spot impact priced (ADV by asset), the initial-margin row and each stress row
+    also take c'(b^{3/2} + q^{3/2}) out of the collateral: their cvxpy expressions at random
+    trades (the impact's epigraph iota at b^{3/2} + q^{3/2}) equal the numpy re-checks after the
+    trade, and differ from the same rows at iota = 0 by exactly that impact (per collateral
+    unit in the budget)."""
+    market = MarketSnapshot(time=T0, spot=dict(MARKET.spot), mark=dict(MARKET.mark),
+                            half_spread=dict(MARKET.half_spread),
+                            spot_half_spread=dict(MARKET.spot_half_spread),
+                            adv={"BTC": 2e6, "ETH": 1e6})
+    book = _book(pledged={"BTC": 0.95}, targets_base=TargetsBase.NAV)
+    risk = RiskModel.from_covariance(["BTC", "ETH"], np.array([[0.36, 0.25], [0.25, 0.49]]))
+    settings = OptimizerSettings(
+        costs=CostSettings(impact=True, impact_k=1.0),
+        constraints=ConstraintSettings(stress=(FALL, StressScenario("BTC +30%", {"BTC": 0.3}))),
+        spot=SpotLegSettings(enabled=True, cash_usd=5_000.0))
+    d = prepare(book, market, risk, settings)
+    assert d.structure.spot_impact and d.spot is not None
+    c = d.spot.impact_cost
+    assert np.all(c > 0)
+    ctx = SpotContext.create_spot(d.structure)
+    assert ctx.impact is not None
+    rows: list[InitialMargin | StressMargin] = [InitialMargin(), StressMargin(0, FALL.name),
+                                                StressMargin(1, "BTC +30%")]
+    built = [r.build(ctx) for r in rows]
+    for r in rows:
+        r.update(d)
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        z = rng.uniform(-0.4, 0.4, 2)
+        b, q = rng.uniform(0, 0.05, 2), rng.uniform(0, 0.05, 2)
+        iota = b**1.5 + q**1.5
+        ctx.z.value, ctx.a.value, ctx.buy.value, ctx.sell.value = z, np.abs(z), b, q
+        dp = after_spot_trade(d, b - q, b + q)
+        (im_row,) = built[0]
+        ctx.impact.value = np.zeros(2)
+        without = float(np.max(im_row.expr.value))
+        ctx.impact.value = iota
+        assert float(np.max(im_row.expr.value)) == pytest.approx(
+            float(d.inv_lev @ np.abs(z)) - dp.im_budget, abs=1e-12)
+        assert float(np.max(im_row.expr.value)) - without == pytest.approx(float(c @ iota),
+                                                                            rel=1e-9)
+        for k, r in enumerate(rows[1:]):
+            assert isinstance(r, StressMargin)
+            mm = np.max(r.coef.value * np.abs(z)[:, None] - r.cum.value, axis=1)
+            (m,) = [v for v in built[k + 1][0].variables() if v.name().startswith("mm_")]
+            m.value = mm
+            assert -float(built[k + 1][0].expr.value) == pytest.approx(r.surplus(z, dp), abs=1e-12)
+            ctx.impact.value = np.zeros(2)
+            gained = -float(built[k + 1][0].expr.value) - r.surplus(z, dp)
+            ctx.impact.value = iota
+            assert gained == pytest.approx(float(c @ iota), rel=1e-9)
+
+
 def test_a_spot_buy_pays_its_margin_at_leverage_one() -> None:
     """NAV base: 0.8 BTC (40,000) and 20,000 of cash, BTC at 100% of NAV (60,000), the perpetual
     capped at 10,000. At leverage 1 a perpetual x needs x of initial margin, and a spot buy s takes
