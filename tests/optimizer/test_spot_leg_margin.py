@@ -31,6 +31,7 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import require_orderable
+from optimizer.data import ProblemData
 from optimizer.margin_constraints import InitialMargin, StressMargin
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
@@ -85,98 +86,74 @@ def test_collateral_gained_per_usd_sold_by_hand() -> None:
     assert collateral_gains(flat, values, falls)[0][0] == pytest.approx(0.2, abs=1e-12)
 
 
-def test_rows_equal_their_numpy_rechecks_after_the_trade() -> None:
-    book = _book(pledged={"BTC": 0.95}, targets_base=TargetsBase.NAV)
-    risk = RiskModel.from_covariance(["BTC", "ETH"], np.array([[0.36, 0.25], [0.25, 0.49]]))
-    settings = OptimizerSettings(
-        constraints=ConstraintSettings(stress=(FALL, StressScenario("BTC +30%", {"BTC": 0.3}))),
-        spot=SpotLegSettings(enabled=True, cash_usd=5_000.0))
-    d = prepare(book, MARKET, risk, settings)
-    ctx = SpotContext.create_spot(d.structure)
-    rows: list[InitialMargin | StressMargin] = [InitialMargin(), StressMargin(0, FALL.name),
-                                                StressMargin(1, "BTC +30%")]
-    built = [r.build(ctx) for r in rows]
-    for r in rows:
-        r.update(d)
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        z = rng.uniform(-0.4, 0.4, 2)
-        b, q = rng.uniform(0, 0.05, 2), rng.uniform(0, 0.05, 2)
-        ctx.z.value, ctx.a.value, ctx.buy.value, ctx.sell.value = z, np.abs(z), b, q
-        dp = after_spot_trade(d, b - q, b + q)
-        # the IM row: inv_lev' |z| - budget after the trade <= 0
-        (im_row,) = built[0]
-        assert float(np.max(im_row.expr.value)) == pytest.approx(
-            float(d.inv_lev @ np.abs(z)) - dp.im_budget, abs=1e-12)
-        for k, r in enumerate(rows[1:]):
-            assert isinstance(r, StressMargin)
-            # the maintenance epigraph's m at its smallest value (flat tiers: cum = 0, m >= 0)
-            mm = np.max(r.coef.value * np.abs(z)[:, None] - r.cum.value, axis=1)
-            (m,) = [v for v in built[k + 1][0].variables() if v.name().startswith("mm_")]
-            m.value = mm
-            assert -float(built[k + 1][0].expr.value) == pytest.approx(r.surplus(z, dp), abs=1e-12)
-    # the trade moved what the rows read: a sale of 0.01 BTC (weights) brings 0.05 x 0.01 of
-    # collateral now, 0.43 x 0.01 in the fall and 1 - 0.95 x 1.3 = -0.235 x 0.01 in the rise,
-    # each less the fee and half spread paid on it (0.1% + 0.01% of 0.01)
-    dp = after_spot_trade(d, np.array([-0.01, 0.0]))
-    fee = 0.0011 * 0.01
-    assert dp.collateral - d.collateral == pytest.approx((0.05 * 0.01 - fee) * d.V, rel=1e-6)
-    np.testing.assert_allclose(dp.stress_coll - d.stress_coll, [0.0043 - fee, -0.00235 - fee],
-                               atol=1e-9)
-
-
-def test_rows_with_the_spot_impact_equal_their_numpy_rechecks() -> None:
-    """With the spot impact priced (ADV by asset), the initial-margin row and each stress row
-    also take c'(b^{3/2} + q^{3/2}) out of the collateral: their cvxpy expressions at random
-    trades (the impact's epigraph iota at b^{3/2} + q^{3/2}) equal the numpy re-checks after the
-    trade, and differ from the same rows at iota = 0 by exactly that impact (per collateral
-    unit in the budget)."""
+def _rows_case(impact: bool) -> tuple[ProblemData, SpotContext,
+                                      list[InitialMargin | StressMargin], list[list[cp.Constraint]]]:
+    """The pledged NAV book with two stress scenarios (with the spot impact priced from spot ADV
+    when ``impact``), its spot context and the three margin rows built and updated on it."""
     market = MarketSnapshot(time=T0, spot=dict(MARKET.spot), mark=dict(MARKET.mark),
                             half_spread=dict(MARKET.half_spread),
                             spot_half_spread=dict(MARKET.spot_half_spread),
-                            adv={"BTC": 2e6, "ETH": 1e6})
+                            adv={"BTC": 2e6, "ETH": 1e6} if impact else {})
     book = _book(pledged={"BTC": 0.95}, targets_base=TargetsBase.NAV)
     risk = RiskModel.from_covariance(["BTC", "ETH"], np.array([[0.36, 0.25], [0.25, 0.49]]))
     settings = OptimizerSettings(
-        costs=CostSettings(impact=True, impact_k=1.0),
+        costs=CostSettings(impact=impact, impact_k=1.0),
         constraints=ConstraintSettings(stress=(FALL, StressScenario("BTC +30%", {"BTC": 0.3}))),
         spot=SpotLegSettings(enabled=True, cash_usd=5_000.0))
     d = prepare(book, market, risk, settings)
-    assert d.structure.spot_impact and d.spot is not None
-    c = d.spot.impact_cost
-    assert np.all(c > 0)
     ctx = SpotContext.create_spot(d.structure)
-    assert ctx.impact is not None
     rows: list[InitialMargin | StressMargin] = [InitialMargin(), StressMargin(0, FALL.name),
                                                 StressMargin(1, "BTC +30%")]
     built = [r.build(ctx) for r in rows]
     for r in rows:
         r.update(d)
-    rng = np.random.default_rng(4)
-    for _ in range(10):
+    return d, ctx, rows, built
+
+
+@pytest.mark.parametrize("impact", [False, True])
+def test_rows_equal_their_numpy_rechecks_after_the_trade(impact: bool) -> None:
+    """The rows' cvxpy expressions at random trades equal the numpy re-checks on the data after
+    the trade. With the spot impact priced (ADV by asset) both rows also take c'(b^{3/2} +
+    q^{3/2}) out of the collateral: at the impact's epigraph iota = b^{3/2} + q^{3/2} they still
+    equal the re-checks, and they differ from the same rows at iota = 0 by exactly c' iota."""
+    d, ctx, rows, built = _rows_case(impact)
+    assert d.spot is not None and d.structure.spot_impact == impact == (ctx.impact is not None)
+    c = d.spot.impact_cost
+    assert np.all(c > 0) if impact else np.all(c == 0)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
         z = rng.uniform(-0.4, 0.4, 2)
         b, q = rng.uniform(0, 0.05, 2), rng.uniform(0, 0.05, 2)
         iota = b**1.5 + q**1.5
         ctx.z.value, ctx.a.value, ctx.buy.value, ctx.sell.value = z, np.abs(z), b, q
         dp = after_spot_trade(d, b - q, b + q)
-        (im_row,) = built[0]
-        ctx.impact.value = np.zeros(2)
-        without = float(np.max(im_row.expr.value))
-        ctx.impact.value = iota
-        assert float(np.max(im_row.expr.value)) == pytest.approx(
-            float(d.inv_lev @ np.abs(z)) - dp.im_budget, abs=1e-12)
-        assert float(np.max(im_row.expr.value)) - without == pytest.approx(float(c @ iota),
-                                                                            rel=1e-9)
-        for k, r in enumerate(rows[1:]):
-            assert isinstance(r, StressMargin)
-            mm = np.max(r.coef.value * np.abs(z)[:, None] - r.cum.value, axis=1)
-            (m,) = [v for v in built[k + 1][0].variables() if v.name().startswith("mm_")]
-            m.value = mm
-            assert -float(built[k + 1][0].expr.value) == pytest.approx(r.surplus(z, dp), abs=1e-12)
-            ctx.impact.value = np.zeros(2)
-            gained = -float(built[k + 1][0].expr.value) - r.surplus(z, dp)
-            ctx.impact.value = iota
-            assert gained == pytest.approx(float(c @ iota), rel=1e-9)
+        gaps = []  # each row's value at iota = 0 less its value at iota (IM: lhs - rhs)
+        for k, r in enumerate(rows):
+            (row, *_) = built[k]
+            if isinstance(r, StressMargin):  # the maintenance epigraph's m at its smallest
+                mm = np.max(r.coef.value * np.abs(z)[:, None] - r.cum.value, axis=1)
+                (m,) = [v for v in row.variables() if v.name().startswith("mm_")]
+                m.value = mm
+            if ctx.impact is not None:
+                ctx.impact.value = np.zeros(2)
+                zero = float(np.max(row.expr.value))
+                ctx.impact.value = iota
+                gaps.append(float(np.max(row.expr.value)) - zero)
+            if isinstance(r, StressMargin):  # surplus after the shock >= 0
+                assert -float(row.expr.value) == pytest.approx(r.surplus(z, dp), abs=1e-12)
+            else:  # the IM row: inv_lev' |z| - budget after the trade <= 0
+                assert float(np.max(row.expr.value)) == pytest.approx(
+                    float(d.inv_lev @ np.abs(z)) - dp.im_budget, abs=1e-12)
+        np.testing.assert_allclose(gaps, [float(c @ iota)] * 3 if impact else [], rtol=1e-9)
+    # the trade moved what the rows read: a sale of 0.01 BTC (weights) brings 0.05 x 0.01 of
+    # collateral now, 0.43 x 0.01 in the fall and 1 - 0.95 x 1.3 = -0.235 x 0.01 in the rise,
+    # each less the fee and half spread paid on it (0.1% + 0.01% of 0.01) and its impact
+    # (c_BTC x 0.01^{3/2}, 0 without ADV)
+    dp = after_spot_trade(d, np.array([-0.01, 0.0]))
+    fee = 0.0011 * 0.01 + float(c[0]) * 0.01**1.5
+    assert dp.collateral - d.collateral == pytest.approx((0.05 * 0.01 - fee) * d.V, rel=1e-6)
+    np.testing.assert_allclose(dp.stress_coll - d.stress_coll, [0.0043 - fee, -0.00235 - fee],
+                               atol=1e-9)
 
 
 def test_a_spot_buy_pays_its_margin_at_leverage_one() -> None:
