@@ -64,12 +64,6 @@ class PledgedValue:
         assign(self.now, scale * float(pieces.now[row].sum()))
 
 
-def impact_param(ctx: Context, name: str) -> cp.Parameter | None:
-    """A row's Parameter of the spot impact's coefficients (N, >= 0) when ``ctx`` prices the spot
-    impact (the wallet pays it: optimizer.spot_leg.spot_impact_rate), else None."""
-    return ctx.param(name, ctx.structure.n_assets, nonneg=True) if ctx.structure.spot_impact else None
-
-
 def pledged_value(ctx: Context, tag: str) -> PledgedValue | None:
     """A :class:`PledgedValue` of ``ctx``'s spot trade when the book has kinked pledges, else None."""
     spot = spot_trade(ctx)
@@ -108,9 +102,9 @@ class InitialMargin(Constraint):
             self.gain = ctx.param("im_spot_gain", ctx.structure.n_assets)
             self.fee = ctx.param("im_spot_fee", ctx.structure.n_assets, nonneg=True)
             rhs = rhs - self.gain @ spot - self.fee @ spot_gross(ctx)  # and the fees f'(b + q)
-            self.impact = impact_param(ctx, "im_spot_impact")
             paid = spot_impact_paid(ctx)
-            if self.impact is not None and paid is not None:  # and the impact c'(b^1.5 + q^1.5)
+            if paid is not None:  # and the impact c'(b^1.5 + q^1.5)
+                self.impact = ctx.param("im_spot_impact", ctx.structure.n_assets, nonneg=True)
                 rhs = rhs - self.impact @ paid
         self.pledged = pledged_value(ctx, "im")
         extra: list[cp.Constraint] = []
@@ -195,9 +189,9 @@ class StressMargin(Constraint):
             self.gain = ctx.param(f"stress_spot_gain_{self.index}", st.n_assets)
             self.fee = ctx.param(f"stress_spot_fee_{self.index}", st.n_assets, nonneg=True)
             coll = coll - self.gain @ spot - self.fee @ spot_gross(ctx)  # the fees f'(b + q)
-            self.impact = impact_param(ctx, f"stress_spot_impact_{self.index}")
             paid = spot_impact_paid(ctx)
-            if self.impact is not None and paid is not None:  # and the impact
+            if paid is not None:  # and the impact
+                self.impact = ctx.param(f"stress_spot_impact_{self.index}", st.n_assets, nonneg=True)
                 coll = coll - self.impact @ paid
         self.pledged = pledged_value(ctx, f"stress_{self.index}")
         if self.pledged is not None:

@@ -269,7 +269,7 @@ EQUIVALENT: dict[str, str] = {
         "dtype=float dropped when reading cvxpy duals or Parameter values, which are float "
         "arrays already"),
     **dict.fromkeys(
-        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 94, 97)]
+        [f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (32, 35, 95, 98)]
         + [f"optimizer.margin_constraints.xǁPledgedValueǁ__init____mutmut_{n}"
            for n in (26, 29, 37, 40)],
         "reshape order of a vector (M,) to (M, 1): C and F order give the same column"),
@@ -277,29 +277,20 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         ["optimizer.margin_constraints.x_pledged_value__mutmut_8",
          *(f"optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_{n}"
-           for n in (30, 36, 37, 45, 48, 49, 59, 62, 63, 67, 71, 72)),
+           for n in (30, 36, 37, 47, 53, 54, 60, 63, 64, 68, 72, 73)),
          *(f"optimizer.margin_constraints.xǁPledgedValueǁ__init____mutmut_{n}"
            for n in (4, 9, 14, 17, 19)),
-         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (53, 66, 78)),
-         "optimizer.margin_constraints.x_impact_param__mutmut_3"],
+         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (53, 68, 79))],
         "a cvxpy Parameter's or Variable's name (or the tag that makes it) changed or dropped: "
         "names only label them in error messages (optimizer.cvxpy_adapter)"),
     **dict.fromkeys(
         [*(f"optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_{n}"
-           for n in (32, 35, 38, 68, 70, 73)),
-         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}" for n in (55, 58, 59)),
-         *(f"optimizer.margin_constraints.x_impact_param__mutmut_{n}" for n in (5, 8, 9))],
+           for n in (32, 35, 38, 49, 52, 55, 69, 71, 74)),
+         *(f"optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_{n}"
+           for n in (55, 58, 59, 70, 73, 74))],
         "nonneg dropped from the fee rate, the spot impact's rate or the budget-per-collateral "
         "Parameter: each multiplies an affine expression (f'(b + q), c' iota, per sum(y)), affine "
         "whatever its sign, and its values are >= 0 by construction"),
-    **dict.fromkeys(
-        ["optimizer.margin_constraints.xǁInitialMarginǁbuild__mutmut_52",
-         "optimizer.margin_constraints.xǁStressMarginǁbuild__mutmut_71"],
-        "'and' for 'or' between 'the row's impact Parameter exists' and 'the context has the "
-        "impact's epigraph': both hold exactly when the structure prices the spot impact"),
-    "optimizer.margin_constraints.x_impact_param__mutmut_2":
-        "the impact Parameter also made when the spot impact is not priced: no row reads it (the "
-        "row adds c' iota only with the epigraph, which exists only when it is priced)",
     "optimizer.margin_constraints.xǁPledgedValueǁupdate__mutmut_2":
         "an internal assert written with or: it only differs (AttributeError instead of "
         "AssertionError) on data the structure never pairs with the rows",
