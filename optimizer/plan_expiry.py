@@ -56,13 +56,12 @@ def expiry_days_path(book: Book, market: MarketSnapshot, step_days: float,
 
 
 def step_expiry(d: ProblemData, days: np.ndarray, earlier_steps: int,
-                prev_days: np.ndarray | None = None) -> ProblemData:
+                prev_days: np.ndarray) -> ProblemData:
     """Step data for a later step whose start is ``days`` (M) from each expiry, after
-    ``earlier_steps`` steps (the step before started ``prev_days`` from them; None: as today's
-    ``d.near_expiry`` says): the settled contracts ``expired`` (held at 0, settled free of cost and
-    limit), the near-expiry mask of ``constraints.expiry_row`` (else zeros) and ``expiry_chained``
-    where the contract was near expiry at the step before as well; ``d`` itself when none
-    applies."""
+    ``earlier_steps`` steps (the step before started ``prev_days`` from them): the settled
+    contracts ``expired`` (held at 0, settled free of cost and limit), the near-expiry mask of
+    ``constraints.expiry_row`` (else zeros) and ``expiry_chained`` where the contract was near
+    expiry at the step before as well; ``d`` itself when none applies."""
     dated = np.array(d.dated, dtype=bool) if d.dated else np.zeros(len(d.contracts), dtype=bool)
     gone = dated & (days <= 0)
     near, chained = _near_masks(d, dated & ~gone, days, prev_days)
@@ -77,16 +76,12 @@ def step_expiry(d: ProblemData, days: np.ndarray, earlier_steps: int,
 
 
 def _near_masks(d: ProblemData, live: np.ndarray, days: np.ndarray,
-                prev_days: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                prev_days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(near, chained) per contract for a step starting ``days`` from each expiry: near = a live
     dated contract within ``min_days_to_expiry`` (expiry row on; else none); chained = near here
-    and at the step before (``prev_days``, or today's mask)."""
+    and at the step before (``prev_days``)."""
     cs = d.settings.constraints
     if not cs.expiry_row:
         return np.zeros_like(live), np.zeros_like(live)
     near = live & (days < cs.min_days_to_expiry)
-    if prev_days is not None:
-        before = prev_days < cs.min_days_to_expiry
-    else:
-        before = (d.near_expiry if d.near_expiry is not None else np.zeros(len(live))) > 0
-    return near, near & before
+    return near, near & (prev_days < cs.min_days_to_expiry)
