@@ -124,25 +124,24 @@ def plan_table(sol: Solution) -> Table | None:
     for st in plan.steps:
         t.add_column(f"step {st.step} USD", justify="right", overflow="fold")
     t.add_column("now / plan", justify="right", overflow="fold")
-    total = plan.total_trades()
-    for sym in sorted(total):
-        now = plan.steps[0].trades.get(sym, 0.0)
-        share = f"{100 * now / total[sym] + 0.0:.0f}%" if abs(total[sym]) > 0.005 else "-"
-        cells = [st.trades.get(sym, 0.0) for st in plan.steps]
-        t.add_row(sym, *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
-    spot_total = plan.total_spot_trades()
+    for sym in sorted(plan.total_trades()):
+        _trade_row(t, sym, [st.trades.get(sym, 0.0) for st in plan.steps])
     for asset in sorted({a for st in plan.steps for a, v in st.spot_trades.items()
                          if abs(v) >= 0.005}):
-        now = plan.steps[0].spot_trades.get(asset, 0.0)
-        whole = spot_total[asset]
-        share = f"{100 * now / whole + 0.0:.0f}%" if abs(whole) > 0.005 else "-"
-        cells = [st.spot_trades.get(asset, 0.0) for st in plan.steps]
-        t.add_row(f"{asset} spot", *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
+        _trade_row(t, f"{asset} spot", [st.spot_trades.get(asset, 0.0) for st in plan.steps])
     for sym in sorted({c for st in plan.steps for c in st.settlements}):
         cells = [st.settlements.get(sym, 0.0) for st in plan.steps]
         t.add_row(f"{sym} settles at expiry (no order)",
                   *[_usd(v) if abs(v) >= 0.005 else "" for v in cells], "")
     return t
+
+
+def _trade_row(t: Table, label: str, cells: list[float]) -> None:
+    """One row of the plan table: the USD traded at each step (under half a cent shown as 0) and
+    the share of the whole plan's trade made now ("-" when the plan nets to nothing)."""
+    whole = sum(cells)
+    share = f"{100 * cells[0] / whole + 0.0:.0f}%" if abs(whole) > 0.005 else "-"
+    t.add_row(label, *[_usd(v if abs(v) >= 0.005 else 0.0) for v in cells], share)
 
 
 def plan_note(sol: Solution) -> str | None:
