@@ -952,7 +952,7 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
         if (out is not None and out.result.status == "optimal" and z_cvx is not None
                 and hp.problem.status == cp.OPTIMAL):
             res.paired.append((1e3 * t_fbr, 1e3 * t_cvx, out.result.iterations,
-                               int(hp.problem.solver_stats.num_iters or 0)))
+                               res.cvxpy_iterations[-1]))
         # the path goes on with fbr's answer, or the first other answer when fbr had none
         z = next((v for v in (z_fbr, z_nat, z_cvx) if v is not None), d.z0)
         spot = None
