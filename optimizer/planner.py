@@ -44,7 +44,8 @@ e_h = s + sum_{k<=h} (b_k - q_k) + B z_h, the fees paid, the spot sold, the fina
 optimizer.spot_leg.PlannedSpotContext), so a plan can spread a spot trade whose 3/2-power impact
 makes one large trade dear. The tax of the plan's spot sales is one term on step 1, on all the
 steps' sales together (optimizer.terms.SpotTax); the tax of realising futures gains
-(``[tax] price_futures``) is priced on step 1's trade only (:func:`later_structure`).
+(``[tax] price_futures``) is priced on every step's reduction of a position (optimizer.terms.
+FuturesTax), so a plan's reductions pay it at whichever step they are made.
 """
 
 from __future__ import annotations
@@ -80,12 +81,12 @@ def check_planner(horizon: int) -> None:
 
 
 def later_structure(structure: Structure) -> Structure:
-    """The structure of a plan's steps after the first: the taxes off (the spot sales' tax is one
-    term on step 1 over every step's sales; the futures tax is step 1's only), the rest as step
-    1's."""
+    """The structure of a plan's steps after the first: the spot sales' tax off (it is one term on
+    step 1 over every step's sales), the rest as step 1's (the futures tax prices each step's own
+    reduction: optimizer.terms.FuturesTax)."""
     if not structure.spot_leg:
         return structure
-    return replace(structure, tax_pieces=0, futures_tax=False)
+    return replace(structure, tax_pieces=0)
 
 
 @dataclass(frozen=True)

@@ -239,13 +239,22 @@ class FuturesTax(Term):
     a fraction of V. Exact for a reduction of the same sign; beyond a flip it keeps growing
     although only U_j can be realised (an over-estimate: flips are priced conservatively). Losses
     are not credited (c_j = 0), so the term stays convex. DPP: pos(q - p * z) with the Parameters
-    p = c s and q = c |z0|."""
+    p = c s and q = c |z0|.
+
+    A plan's later step h prices its own reduction, sum_j c_j max(0, s_j (z_{h-1,j} - z_{h,j}))
+    (DPP: pos(p * (z_{h-1} - z_h))), with today's c and s: with zero expected drift a reduction
+    at any step realises today's gain per unit, so the steps' terms sum to c_j times the plan's
+    total reduction when it only reduces (a plan no longer dodges the tax by cutting at step 2),
+    and over-estimate a path that cuts, adds and cuts again (adding lowers the gain per unit)."""
 
     name = "futures_tax"
 
     def build(self, ctx: Context) -> cp.Expression:
         m = ctx.structure.n_contracts
         self.p = ctx.param("futures_tax_p", m)
+        self.q: cp.Parameter | None = None
+        if ctx.prev is not None:
+            return cp.sum(cp.pos(cp.multiply(self.p, ctx.prev - ctx.z)))
         self.q = ctx.param("futures_tax_q", m, nonneg=True)
         return cp.sum(cp.pos(self.q - cp.multiply(self.p, ctx.z)))
 
@@ -258,7 +267,8 @@ class FuturesTax(Term):
     def update(self, d: ProblemData) -> None:
         p, q = self._coefficients(d)
         assign(self.p, p)
-        assign(self.q, q)
+        if self.q is not None:
+            assign(self.q, q)
 
     def value(self, z: np.ndarray, d: ProblemData) -> float:
         p, q = self._coefficients(d)

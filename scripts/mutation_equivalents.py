@@ -184,7 +184,7 @@ EQUIVALENT: dict[str, str] = {
             ("xǁBasisRiskǁbuild", (3, 7, 8, 9)),
             ("xǁCarryCostǁbuild", (2, 6, 7)),
             ("xǁCostToGoǁbuild", (3, 7, 8, 10, 14, 15, 22, 26, 27)),
-            ("xǁFuturesTaxǁbuild", (3, 7, 8, 10, 16, 17)),
+            ("xǁFuturesTaxǁbuild", (3, 7, 8, 19, 25, 26)),
             ("xǁImpactCostǁbuild", (2, 8, 9)),
             ("xǁLinearTradingCostǁbuild", (2, 8, 9)),
             ("xǁReserveCostǁbuild", (19, 23, 24, 26, 32, 33, 36, 37, 38, 45, 53, 58)),
@@ -197,7 +197,7 @@ EQUIVALENT: dict[str, str] = {
         "messages (optimizer.cvxpy_adapter); the problem and every value are the same"),
     **dict.fromkeys(
         [f"optimizer.terms.{fn}__mutmut_{n}" for fn, nums in (
-            ("xǁFuturesTaxǁbuild", (12, 15, 18)),
+            ("xǁFuturesTaxǁbuild", (21, 24, 27)),
             ("xǁLinearTradingCostǁbuild", (4, 7, 10)),
             ("xǁReserveCostǁbuild", (28, 31, 34, 47, 50, 51)),
             ("xǁSpotImpactCostǁbuild", (6, 9, 12)),

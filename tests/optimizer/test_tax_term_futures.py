@@ -100,3 +100,50 @@ def test_the_term_is_dpp_and_new_gains_only_change_parameters() -> None:
     assert HedgeProblem.builds == before
     (hp,) = rb._problems.values()
     assert hp.problem.is_dpp()
+
+
+def _plan(futures_tax: bool, horizon: int) -> list[dict[str, float]]:
+    """The planned BTC-PERP and ETH-PERP positions (USD) of each step of an H-step plan."""
+    book, market, risk = _book()
+    sol = Rebalancer().solve(book, market, risk, replace(_settings(futures_tax), horizon=horizon))
+    assert sol.status == "optimal" and sol.plan is not None
+    return [step.positions for step in sol.plan.steps]
+
+
+def test_a_plan_cannot_dodge_the_tax_by_closing_at_a_later_step() -> None:
+    """Each step's reduction pays c x reduction, so with zero expected drift a plan that closes
+    the taxed long at step 2 pays the same 3,000 USD as closing it now: the 2-step plan keeps
+    the long at both steps, as the single-period solve does (priced at step 1 only, step 2 would
+    close it tax-free: the cheaper perpetual, the same exposure). Without the tax the plan
+    closes it at step 1 and holds the short."""
+    for positions in _plan(True, 2):
+        assert positions["BTC-PERP"] == pytest.approx(25_000.0, rel=1e-5)
+    off = _plan(False, 2)
+    assert off[0]["BTC-PERP"] < 0.0
+    assert off[1]["BTC-PERP"] == pytest.approx(off[0]["BTC-PERP"], rel=1e-4)
+
+
+def test_each_step_prices_its_own_reduction_at_todays_gain_per_unit() -> None:
+    """The compiled 2-step plan's futures-tax terms at hand-set positions: z0 = 1/6 cut to 1/12
+    at step 1 and to 0 at step 2 costs 0.12 x (1/12 + 1/12) = 0.02 of V (the whole 10,000 gain
+    taxed at 30%: 3,000 / 150,000), the same cut made at step 2 alone costs 0.02 too, and
+    adding at step 2 after a cut costs only the cut (0.01)."""
+    import cvxpy as cp
+
+    from optimizer.planner import PlannerProblem
+
+    book, market, risk = _book()
+    d = prepare(book, market, risk, replace(_settings(True), horizon=2))
+    pp = PlannerProblem(d.structure, 2)
+    pp.update(d)
+    terms = []
+    for step in pp.steps:
+        (tax,) = [t for t in step.terms if isinstance(t, FuturesTax)]
+        terms.append(tax.build(step.ctx))  # the expression the plan compiled, re-built ...
+        tax.update(d)  # ... with its new Parameters set from today's data
+    total = cp.sum(terms)
+    z0 = 1 / 6
+    for path, want in (((1 / 12, 0.0), 0.02), ((z0, 0.0), 0.02), ((1 / 12, 0.3), 0.01)):
+        for step, z in zip(pp.steps, path, strict=True):
+            step.ctx.z.value = np.array([z, 0.0])
+        assert float(total.value) == pytest.approx(want, abs=1e-12)
