@@ -16,6 +16,7 @@ kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,7 +85,26 @@ def parse_settings(data: Mapping[str, object], risk_table: Table, book: Book) ->
     kwargs["spot"] = parse_spot_leg(data, solver, book)
     if "horizon" in solver:
         kwargs["horizon"] = check_horizon(solver["horizon"])
-    return OptimizerSettings(**kwargs)
+    settings = OptimizerSettings(**kwargs)
+    warn_last_forecast(settings)
+    return settings
+
+
+def warn_last_forecast(settings: OptimizerSettings) -> None:
+    """One warning when the spot leg prices carry with the "last" funding forecast over a horizon
+    longer than a day: the latest settlement's rate is then held for every settlement of the
+    horizon, a forecast worse than the EWMA's past a day on Binance data (benchmarks/results/
+    funding_forecast.md, 21 settlements), and with spot and perpetuals both open to it the
+    optimiser moves exposure between them on one settlement's noise."""
+    costs = settings.costs
+    if not (settings.spot.enabled and costs.carry and costs.funding_forecast == FundingForecastRule.LAST
+            and costs.horizon_days > 1.0):
+        return
+    warnings.warn(f"costs.funding_forecast is \"last\" with the spot leg on and horizon_days = "
+                  f"{costs.horizon_days:g}: one settlement's funding rate is assumed for the whole "
+                  f"horizon, so spot and perpetual exposures can be swapped on its noise (churn); "
+                  f"set funding_forecast = \"ewma\" in [costs] (see benchmarks/results/"
+                  f"funding_forecast.md)", stacklevel=2)
 
 
 def _solvers(value: object) -> tuple[SolverName, ...]:

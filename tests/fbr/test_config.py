@@ -509,3 +509,29 @@ def test_a_cap_of_zero_keeps_a_contract_unused(tmp_path: Path) -> None:
     assert z[0] * 10_000.0 < 400.0  # less than the 500 USD without the cap: BTC's excess is hedged too
     bad = error_of(tmp_path, lambda d: d["constraints"].update(caps_usd={"BTC-PERP": -1}))
     assert "constraints.caps_usd.BTC-PERP" in str(bad) and "give a value >= 0" in str(bad)
+
+
+@pytest.mark.parametrize(("spot_leg", "horizon", "forecast", "warned"), [
+    (True, 7.0, None, True),          # the default "last" held for 21 settlements, spot leg on
+    (True, 7.0, "ewma", False),
+    (True, 1.0, None, False),         # a day: the horizon "last" was measured best on
+    (False, 7.0, None, False),        # overlay only: no instrument to swap into
+])
+def test_last_forecast_over_a_long_horizon_with_the_spot_leg_warns_once(
+        tmp_path: Path, spot_leg: bool, horizon: float, forecast: str | None, warned: bool) -> None:
+    import warnings
+
+    def change(doc: dict[str, Any]) -> None:
+        doc.setdefault("costs", {}).update(carry=True, horizon_days=horizon)
+        if forecast is not None:
+            doc["costs"]["funding_forecast"] = forecast
+        doc.setdefault("solver", {})["spot_leg"] = spot_leg
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_mutated(tmp_path, change)
+    notes = [str(w.message) for w in caught if "funding_forecast" in str(w.message)]
+    assert loaded.settings.spot.enabled is spot_leg
+    assert len(notes) == (1 if warned else 0)
+    if warned:
+        assert "horizon_days = 7" in notes[0] and 'funding_forecast = "ewma"' in notes[0]
