@@ -224,17 +224,29 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
         out += [(fam, f"{kind} {b:g}") for kind in EDGE_KINDS for b in bands]
         out += [(fam, f"teedge {b:g}") for b in ((0.01,) if quick else TE_BANDS)]
     out += [("fbr_overlay", f"gt {g:g}") for g in gammas]
-    # with the term, the deviation's price is about (1 + kappa) x TE^2: gamma_trade scaled alike
-    out += [("fbr_overlay", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}{gf}")
-            for g in gammas for gf in ("", " gf 0")]
+    out += [("fbr_overlay", ctg_param(g, carry)) for g in gammas for carry in (True, False)]
     out += [("fbr_overlay", f"gt {g:g} h {PLAN_H}") for g in gammas]
     planned = [("fbr_hybrid", f"gt {g:g} h {PLAN_H}") for g in gammas]
     if case == "0":
         return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas] + [
-            ("fbr_hybrid", f"gt {g * (1 + CTG_KAPPA):g} ctg {CTG_KAPPA:g} p {CTG_POWER:g}")
-            for g in gammas] + planned
+            ("fbr_hybrid", ctg_param(g)) for g in gammas] + planned
     return out + [("fbr_hybrid", f"gt {g:g}" + ("" if x == 1.0 else f" gx {x:g}") + ("" if ft else " nf"))
                   for ft in (True, False) for x in GAMMA_TAX for g in gammas] + planned
+
+
+def ctg_param(gamma: float, carry: bool = True) -> str:
+    """The parameter of the cost-to-go variant of ``gt gamma``: with the term the deviation is
+    priced about (1 + kappa) x TE^2, so every cost weight is scaled alike, gamma_trade and
+    gamma_fund (``gf``; the carry is a cost like the trades: left at 1 it would weigh
+    1 / (1 + kappa) of what it weighs in ``gt gamma``); ``carry`` False: ``gf 0``, carry off."""
+    k = 1 + CTG_KAPPA
+    return f"gt {gamma * k:g} ctg {CTG_KAPPA:g} p {CTG_POWER:g} gf {k if carry else 0:g}"
+
+
+def superseded(key: str) -> bool:
+    """A stored run of a grid point since re-defined: a cost-to-go variant before its carry weight
+    was scaled with gamma_trade (no ``gf``); dropped from the analysis and the JSON."""
+    return " ctg " in key and " gf " not in key
 
 
 def naive_policy(kind: str, value: str) -> Policy:
@@ -670,6 +682,10 @@ def main() -> int:
     out_json = args.out / f"{stem}.json"
     doc: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     raw: dict[str, Any] = doc.get("runs", {})
+    stale = sorted(k for k in raw if superseded(k))
+    if stale:
+        print(f"dropping {len(stale)} superseded runs ({stale[0]}, ...): their grid points were re-defined")
+        raw = {k: v for k, v in raw.items() if k not in stale}
     budgets = vn.TE_BUDGETS
     if not args.analyse_only:
         data = args.data or default_data_dir()

@@ -86,3 +86,18 @@ def test_trading_comparison_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     raw["0|fbr_overlay|gt 8"] = _run("fbr_overlay", "gt 8", te, 12.0)
     row = TC.compare_trading(raw, "0", 0.01, "")["regimes"]["oos"]
     assert not row["met_30pct"] and not row["met_edge"]
+
+
+@pytest.mark.parametrize("gamma", [0.5, 4.0, 32.0])
+def test_the_cost_to_go_variant_scales_every_cost_weight_alike(gamma: float) -> None:
+    """``gt g`` weighs trades g and carry 1; its cost-to-go variant prices the deviation about
+    (1 + kappa) x as much, so both weights scale by 1 + kappa (trades : carry stays g : 1), and
+    a stored run of the variant from before carry was scaled is dropped as superseded."""
+    words = TC.ctg_param(gamma).split()
+    opts = dict(zip(words[::2], words[1::2], strict=True))
+    k = 1 + float(opts["ctg"])
+    assert float(opts["gt"]) == pytest.approx(gamma * k) and float(opts["gf"]) == pytest.approx(k)
+    assert TC.ctg_param(gamma, carry=False).endswith(" gf 0")
+    assert TC.superseded(f"0|fbr_hybrid|gt {gamma * k:g} ctg {opts['ctg']} p {opts['p']}")
+    assert not TC.superseded(f"0|fbr_hybrid|{TC.ctg_param(gamma)}")
+    assert not TC.superseded(f"0|fbr_overlay|gt {gamma:g}")
