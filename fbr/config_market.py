@@ -304,17 +304,22 @@ def data_funding_forecast(table: Table, market: MarketSnapshot,
     pinned = set(sub_table(table, "funding", "market"))
     data_dir = resolve_data_dir(table, "market", ctx)
     forecast: dict[str, float] = {}
+    unsettled: list[str] = []
     for c in contracts:
         if c.kind != ContractKind.PERPETUAL or c.symbol in pinned:
             continue
         rates = _settlements(data_dir, c.underlying, market.time)
         if rates is None:
             continue
+        if rates.empty:
+            unsettled.append(c.symbol)
         horizon = costs.horizon_days * 24.0 / c.funding_interval_h
         forecast[c.symbol] = fc.forecast(rates, market.time, horizon).mean_rate
     if not forecast:
         return market
     ctx.labels.append(f"funding forecast: EWMA of the settlements up to {market.time:%Y-%m-%d %H:%M} "
                       f"(half-life {costs.funding_half_life:g}, reversion "
-                      f"{costs.funding_reversion_half_life:g} settlements) for {', '.join(forecast)}")
+                      f"{costs.funding_reversion_half_life:g} settlements) for {', '.join(forecast)}"
+                      + (f"; no settlement yet for {', '.join(unsettled)}: the long-run level "
+                         f"{costs.funding_long_run_rate:g} per settlement" if unsettled else ""))
     return dataclasses.replace(market, funding_forecast={**market.funding_forecast, **forecast})

@@ -211,11 +211,20 @@ def default_journal() -> Path:
     return Path(env).expanduser() if env else data_home() / "journal.sqlite"
 
 
+#: the warning texts already printed by this process (a text is printed once, wherever raised)
+_SHOWN: set[str] = set()
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: TextIO | None = None, line: str | None = None) -> None:
-    """``warnings.showwarning`` replacement: ``warning: <message>`` on one line of stderr."""
+    """``warnings.showwarning`` replacement: ``warning: <message>`` on one line of stderr, once per
+    text (the same data note raised from two call sites, e.g. the market's and the risk model's
+    reads of one data folder, prints once)."""
     del category, filename, lineno, line
     text = " ".join(str(message).split())
+    if text in _SHOWN:
+        return
+    _SHOWN.add(text)
     stream = file if file is not None else sys.stderr
     with contextlib.suppress(OSError):  # stderr gone: nothing to tell
         stream.write(f"warning: {text}\n")

@@ -191,6 +191,25 @@ def test_ewma_forecast_from_the_settlements_up_to_the_market_time(tmp_path: Path
     assert data_funding_forecast(explicit, lb.market, lb.book.contracts, costs, ctx) is lb.market
 
 
+def test_a_perpetual_with_no_settlement_yet_is_forecast_at_the_long_run_level_and_says_so(
+        tmp_path: Path) -> None:
+    """Before the funding file's first settlement the EWMA has nothing to average: the forecast
+    is mu (models.funding_forecast), and the label names the contract and the level assumed."""
+    import dataclasses
+
+    data = write_data(tmp_path / "data")
+    lb = load_book_file(write_book(tmp_path / "book.toml", data))
+    first = _settlements(data, "BTC").index[0]
+    early = dataclasses.replace(lb.market, time=first - pd.Timedelta(hours=1))
+    costs = CostSettings(funding_forecast=FundingForecastRule.EWMA, funding_long_run_rate=3e-4)
+    ctx = ParseContext(tmp_path)
+    market = data_funding_forecast({"source": "data", "data_dir": str(data)}, early,
+                                   lb.book.contracts, costs, ctx)
+    assert market.funding_forecast["BTC-PERP"] == pytest.approx(3e-4, rel=1e-12)
+    (label,) = [x for x in ctx.labels if x.startswith("funding forecast: EWMA")]
+    assert label.endswith("no settlement yet for BTC-PERP: the long-run level 0.0003 per settlement")
+
+
 def test_solve_reports_the_funding_carry_of_a_data_market(tmp_path: Path) -> None:
     data = write_data(tmp_path / "data")
     book = write_book(tmp_path / "book.toml", data)

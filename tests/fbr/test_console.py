@@ -90,6 +90,17 @@ def test_warnings_print_as_one_line() -> None:
     assert proc.stderr == "warning: data gap: 3 days missing\n"
 
 
+def test_a_warning_text_prints_once_wherever_it_is_raised() -> None:
+    code = ("import warnings\nfrom fbr.console import route_warnings\nroute_warnings()\n"
+            "def market():\n    warnings.warn('aligned on the common span', UserWarning)\n"
+            "def risk():\n    warnings.warn('aligned on the common span', UserWarning)\n"
+            "market(); risk(); warnings.warn('another note', UserWarning)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0
+    assert proc.stderr == "warning: aligned on the common span\nwarning: another note\n"
+
+
 def test_every_command_routes_warnings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored afterwards
     CliRunner().invoke(app, ["solve", str(tmp_path / "none.toml")])
