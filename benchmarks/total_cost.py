@@ -457,7 +457,8 @@ def compare(raw: dict[str, Any], case: str, view: str, fam: str, budget: float, 
                         "trading_bps": o["trading_cost_bps"], "matched": matched,
                         "best": None if best is None else {"family": best[1], "cost": best[0]},
                         "verdict": verdict(cost, None if best is None else best[0], rule)}
-    return {"chosen": chosen, "regimes": rows}
+    return {"chosen": chosen, "select_te": run["windows"]["select" + ex]["tracking_error"],
+            "regimes": rows}
 
 
 def trading_points(raw: dict[str, Any], case: str, window: str,
@@ -511,7 +512,18 @@ def compare_trading(raw: dict[str, Any], case: str, budget: float, ex: str) -> d
                         "met_30pct": None if mt is None else cost <= 0.7 * mt,
                         "met_edge": None if me is None else cost <= me + 1e-9,
                         "liquidations": o["liquidations"]}
-    return {"chosen": chosen, "regimes": rows}
+    return {"chosen": chosen, "select_te": run["windows"]["select" + ex]["tracking_error"],
+            "regimes": rows}
+
+
+def chosen_note(c: dict[str, Any], budget: float) -> str:
+    """``chosen: <setting>``, and when its TE on select is over the 1.05 x budget (no setting of
+    the family was within it, so ``choose`` fell back to the lowest TE) a note saying so."""
+    te = c.get("select_te")
+    if te is None or te <= (1 + vn.MATCH_TOL) * budget:
+        return f"chosen: {c['chosen']}"
+    return (f"chosen: {c['chosen']}; no setting within the TE budget on select, the lowest TE "
+            f"there, {100 * te:.2f}%")
 
 
 def analyse(raw: dict[str, Any], cases: list[str], budgets: tuple[float, ...]) -> dict[str, Any]:
@@ -573,7 +585,7 @@ def markdown(ana: dict[str, Any], title: str, budget: float) -> str:
                             ("overlay_vs_spot", "fbr overlay-only (pledged) vs the best spot policy")):
             c = per[what]
             lines += [f"## tax {case}, {view} view{' (ex SOL crash)' if rest.endswith('exsol') else ''}: "
-                      f"{label} (chosen: {c['chosen']})", "",
+                      f"{label} ({chosen_note(c, budget)})", "",
                       "| regime | TE % | fbr | best | best family | rule | met | liq | peak margin % |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for w, r in c["regimes"].items():
@@ -585,7 +597,7 @@ def markdown(ana: dict[str, Any], title: str, budget: float) -> str:
         c = per.get("trading_vs_naive")
         if c and case == "0" and view == "realised":
             lines += [f"## trading cost{' (ex SOL crash)' if rest.endswith('exsol') else ''}: fbr "
-                      f"vs the naive overlays (chosen: {c['chosen']})", "",
+                      f"vs the naive overlays ({chosen_note(c, budget)})", "",
                       "| regime | TE % | fbr | best to target | below % | >= 30% | best to edge | "
                       "<= edge | liq |", "|---|---|---|---|---|---|---|---|---|"]
             for w, r in c["regimes"].items():

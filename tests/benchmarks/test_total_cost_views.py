@@ -101,3 +101,15 @@ def test_the_cost_to_go_variant_scales_every_cost_weight_alike(gamma: float) -> 
     assert TC.superseded(f"0|fbr_hybrid|gt {gamma * k:g} ctg {opts['ctg']} p {opts['p']}")
     assert not TC.superseded(f"0|fbr_hybrid|{TC.ctg_param(gamma)}")
     assert not TC.superseded(f"0|fbr_overlay|gt {gamma:g}")
+
+
+def test_a_choice_made_by_the_lowest_te_fallback_says_so() -> None:
+    """``choose`` takes the cheapest setting within 1.05 x the budget on select, else the lowest
+    TE there: the table's heading names the fallback and the TE it had."""
+    within = {"chosen": "gt 4", "select_te": 0.0104}
+    over = {"chosen": "gt 248 ctg 30 p 0.4 gf 31", "select_te": 0.0115}
+    assert TC.chosen_note(within, 0.01) == "chosen: gt 4"
+    assert TC.chosen_note({"chosen": None, "regimes": {}}, 0.01) == "chosen: None"
+    note = TC.chosen_note(over, 0.01)
+    assert note.startswith("chosen: gt 248 ctg 30 p 0.4 gf 31; no setting within the TE budget")
+    assert note.endswith("1.15%")
