@@ -341,7 +341,8 @@ class CostToGo(Term):
     costs more than this period's TE^2, because the deviation persists and is paid for later (in
     risk or in trades); a quadratic of the post-trade deviation prices that future. p = 1 makes
     the term kappa TE^2, so the solve equals the one without it with gamma_trade / (1 + kappa)
-    (the objective (1 + kappa) TE^2 + gamma c'|t| is proportional); p < 1 compresses Sigma's
+    and every other cost weight (gamma_fund, ...) divided alike (the objective (1 + kappa) TE^2 +
+    gamma c'|t| + ... is proportional); p < 1 compresses Sigma's
     eigenvalues towards their mean, pricing deviations in low-variance directions (spreads between
     correlated legs) relatively more than Sigma does and common-factor ones relatively less.
 
