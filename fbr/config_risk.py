@@ -3,7 +3,8 @@
 Either explicit, Sigma = D C D with D = diag(annualised vols) and C a correlation matrix (or one
 common correlation), or estimated by models.risk.estimate_risk from daily returns (synthetic or a
 data folder) up to the market time. Optional basis risk per contract: basis_vols (diagonal), or
-estimated from the synthetic history's mark vs spot. Vols are annualised on a 365-day year.
+estimated from the synthetic history's or the data folder's perpetual marks vs spot (fbr.config_basis).
+Vols are annualised on a 365-day year.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fbr.config_sources import (
 )
 from fbr.config_values import (
     Table,
+    boolean,
     check_keys,
     choice,
     in_range,
@@ -67,6 +69,13 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
         model = _with_basis(model, sub_table(table, "basis_vols", "risk"), book)
     elif source == "synthetic":
         model = _synthetic_basis(model, table, book, market, market_table, ctx)
+    elif source == "data" and book.contracts and boolean(table.get("basis_risk", True),
+                                                         "risk.basis_risk"):
+        from fbr.config_basis import data_basis
+
+        lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2)
+        cov = data_basis(book, _data_dir(table, market_table, ctx), market.time, lookback, ctx)
+        model = dataclasses.replace(model, basis_cov=cov)
     return model
 
 
@@ -205,11 +214,15 @@ def _risk_returns(table: Table, source: str, symbols: Sequence[str], market: Mar
         if key in table:
             raise ValidationError(join("risk", key), f"is {table[key]!r} but risk.source is "
                                   "'data'", 'remove it, or set risk.source = "synthetic"')
-    if "data_dir" not in table and "data_dir" in market_table:
-        d = resolve_data_dir(market_table, "market", ctx)
-    else:
-        d = resolve_data_dir(table, "risk", ctx)
+    d = _data_dir(table, market_table, ctx)
     return _data_returns(d, symbols, market.time), f"daily spot returns from {d}"
+
+
+def _data_dir(table: Table, market_table: Table, ctx: ParseContext) -> Path:
+    """The data folder of a [risk] estimated from data: its own ``data_dir``, else the market's."""
+    if "data_dir" not in table and "data_dir" in market_table:
+        return resolve_data_dir(market_table, "market", ctx)
+    return resolve_data_dir(table, "risk", ctx)
 
 
 def _risk_history(table: Table, symbols: Sequence[str], market: MarketSnapshot,
