@@ -9,9 +9,10 @@ time <= t only, over the trailing ``risk_lookback_days`` (default ``DEFAULT_TRAI
 a data path these are the data folder's daily closes, the history before t0 included (at least
 ``MIN_RISK_ROWS`` returns must precede t0, else the file is refused); for a synthetic path, the
 path's own returns (so the path must not start before the book's estimate ends: refused
-otherwise). ``risk_model = "book"`` uses the book's full-sample model as it is; the CLI output,
-the JSON and the HTML report then say "LOOK-AHEAD". An explicit risk model (vols + correlation
-in the book) is used as given.
+otherwise). The basis risk, when the book's was estimated from the data folder too
+(fbr.config_basis), is re-estimated with it from the folder's marks up to t. ``risk_model =
+"book"`` uses the book's full-sample model as it is; the CLI output, the JSON and the HTML report
+then say "LOOK-AHEAD". An explicit risk model (vols + correlation in the book) is used as given.
 
 Times are UTC; closes are USD; the estimate is :class:`models.trailing_risk.TrailingRisk`.
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from fbr.backtest_config import BacktestConfig
@@ -107,9 +109,22 @@ def risk_input(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPa
                             int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))
     closes = trailing_closes(cfg, path)
     check_trailing_history(closes, utc(path.spot.index[0]), t_book)
-    return TrailingRisk(loaded.risk, closes, loaded.book.asset_symbols,
-                        int(p.get("risk_lookback_days", DEFAULT_TRAILING_DAYS)),
-                        _trailing_method(p, loaded.risk))
+    lookback = int(p.get("risk_lookback_days", DEFAULT_TRAILING_DAYS))
+    return TrailingRisk(loaded.risk, closes, loaded.book.asset_symbols, lookback,
+                        _trailing_method(p, loaded.risk), basis=trailing_basis(cfg, lookback))
+
+
+def trailing_basis(cfg: BacktestConfig, lookback: int) -> Callable[[pd.Timestamp], np.ndarray] | None:
+    """basis(t), the basis covariance re-estimated from the data folder's marks up to t over
+    ``lookback`` days (fbr.config_basis), when the book's was estimated (on data up to its market
+    time, after the path's start); None otherwise (a given basis, or none, is kept as it is)."""
+    if (cfg.loaded.risk.basis_method != "estimated" or cfg.data.source != "data"
+            or cfg.data.data_dir is None):
+        return None
+    from fbr.config_basis import BasisHistory
+
+    history = BasisHistory.load(cfg.loaded.book, cfg.data.data_dir)
+    return lambda t: history.estimate(utc(t), lookback).cov
 
 
 def optimized_inputs(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPath

@@ -7,13 +7,16 @@ on by default; models.risk.RiskModel.basis_cov). With ``[risk] source = "data"``
 perpetual mark closes (``perp_mark_4h/<ASSET>``, the 4 h bar that closes at 00:00 UTC) and the
 daily spot closes at the same times, over the risk model's lookback up to the market time (no
 look-ahead). Each perpetual takes its underlying's basis. A perpetual whose underlying has no mark
-file, or fewer than ``MIN_BASIS_DAYS`` daily basis changes in the window, and every dated contract (its
-basis to a quarterly is another series) get no basis risk, and the data label names them.
+file, or fewer than ``MIN_BASIS_DAYS`` daily basis changes in the window, and every dated
+contract (its basis to a quarterly is another series) get no basis risk, and the data label names
+them. :class:`BasisHistory` holds the series once, so a replay re-estimates it at each refresh of
+its trailing risk model from the days before it only (fbr.backtest_risk).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,67 +32,103 @@ from models.instruments import ContractKind
 MIN_BASIS_DAYS = 30
 
 
-def daily_marks(data_dir: Path, asset: str, end: pd.Timestamp) -> pd.Series | None:
-    """The perpetual mark of ``asset`` at each 00:00 UTC close up to ``end`` (USD, indexed by close
-    time); None without a mark file."""
+def daily_marks(data_dir: Path, asset: str) -> pd.Series | None:
+    """The perpetual mark of ``asset`` at each 00:00 UTC close (USD, indexed by close time); None
+    without a mark file."""
     from models.io import load_mark_closes
 
     if optional_file(data_dir, MARK_FOLDER, asset) is None:
         return None
     closes = load_mark_closes(data_dir, [asset])[asset]
     closes.index = pd.DatetimeIndex(closes.index) + pd.Timedelta(hours=MARK_BAR_HOURS)
-    closes = closes.loc[closes.index.normalize() == closes.index]
-    return until(closes.to_frame(), end)[asset]
+    return closes.loc[closes.index.normalize() == closes.index]
 
 
-def _basis_changes(data_dir: Path, assets: Sequence[str], end: pd.Timestamp, lookback: int,
-                   skipped: dict[str, str]) -> pd.DataFrame:
-    """Daily changes of each asset's basis over the last ``lookback`` days to ``end`` (columns:
-    the assets with enough marks; the others go to ``skipped`` with the reason)."""
-    spot = until(spot_closes(data_dir, assets, "risk"), end)
-    out: dict[str, pd.Series] = {}
-    for asset in assets:
-        marks = daily_marks(data_dir, asset, end)
-        if marks is None:
-            skipped[asset] = "no mark file"
-            continue
-        basis = (marks / spot[asset].reindex(marks.index) - 1.0).dropna().tail(lookback + 1)
-        change = basis.diff().dropna()
-        if len(change) < MIN_BASIS_DAYS:
-            skipped[asset] = f"{len(change)} daily basis changes in the window"
-            continue
-        out[asset] = change
-    return pd.DataFrame(out)
+@dataclass(frozen=True)
+class BasisEstimate:
+    """``cov`` (M x M, contract order, annualised on 365 days), the days every estimated
+    underlying has (``common_days``) and why each other perpetual's underlying got none."""
+
+    cov: np.ndarray
+    common_days: int
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BasisHistory:
+    """A book's perpetuals and the daily basis b = mark / spot - 1 of their underlyings (columns:
+    the underlyings with a mark file; ``no_marks`` the others), indexed by close time."""
+
+    book: Book
+    basis: pd.DataFrame
+    no_marks: tuple[str, ...]
+
+    @staticmethod
+    def load(book: Book, data_dir: Path) -> BasisHistory:
+        """The daily marks of every perpetual's underlying against the folder's daily spot closes."""
+        assets = list(dict.fromkeys(c.underlying for c in book.contracts
+                                    if c.kind == ContractKind.PERPETUAL))
+        spot = spot_closes(data_dir, assets, "risk") if assets else pd.DataFrame()
+        out: dict[str, pd.Series] = {}
+        missing: list[str] = []
+        for asset in assets:
+            marks = daily_marks(data_dir, asset)
+            if marks is None:
+                missing.append(asset)
+                continue
+            out[asset] = (marks / spot[asset].reindex(marks.index) - 1.0).dropna()
+        return BasisHistory(book, pd.DataFrame(out), tuple(missing))
+
+    def estimate(self, end: pd.Timestamp, lookback: int) -> BasisEstimate:
+        """The estimate from the ``lookback`` + 1 daily values of b up to ``end`` (module docstring).
+
+        Sigma_b = 365 cov(Delta b) on the days every estimated underlying has (divisor T - 1; with
+        fewer than ``MIN_BASIS_DAYS`` such days, each underlying's own variance on its own days and
+        no cross terms, still positive semi-definite)."""
+        skipped = dict.fromkeys(self.no_marks, "no mark file")
+        changes: dict[str, pd.Series] = {}
+        for asset in self.basis.columns:
+            b = until(self.basis[[asset]].dropna(), end)[asset].tail(lookback + 1)
+            change = b.diff().dropna()
+            if len(change) < MIN_BASIS_DAYS:
+                skipped[str(asset)] = f"{len(change)} daily basis changes in the window"
+            else:
+                changes[str(asset)] = change
+        frame = pd.DataFrame(changes)
+        common = frame.dropna()
+        if len(common) >= MIN_BASIS_DAYS:
+            cov = np.atleast_2d(np.cov(common.to_numpy(dtype=float), rowvar=False, ddof=1))
+        else:
+            cov = np.diag([float(frame[a].dropna().var(ddof=1)) for a in frame.columns])
+        return BasisEstimate(self._by_contract(365.0 * cov, list(frame.columns)), len(common), skipped)
+
+    def _by_contract(self, cov: np.ndarray, assets: list[str]) -> np.ndarray:
+        """``cov`` over ``assets`` as the contracts' M x M: each perpetual takes its underlying's
+        rows, every other contract zeros."""
+        col = {a: i for i, a in enumerate(assets)}
+        m = len(self.book.contracts)
+        rows = [(j, col[c.underlying]) for j, c in enumerate(self.book.contracts)
+                if c.kind == ContractKind.PERPETUAL and c.underlying in col]
+        out = np.zeros((m, m))
+        for j, a in rows:
+            for k, b in rows:
+                out[j, k] = cov[a, b]
+        return out
+
+
+def left_out(book: Book, skipped: Mapping[str, str]) -> list[str]:
+    """The contracts with no basis risk, each with the reason."""
+    out = [f"{c.symbol} ({skipped[c.underlying]})" for c in book.contracts
+           if c.kind == ContractKind.PERPETUAL and c.underlying in skipped]
+    return out + [f"{c.symbol} (dated)" for c in book.contracts if c.kind != ContractKind.PERPETUAL]
 
 
 def data_basis(book: Book, data_dir: Path, end: pd.Timestamp, lookback: int,
                ctx: ParseContext) -> np.ndarray:
-    """The basis covariance (M x M, contract order, annualised on 365 days) estimated from the data
-    folder's perpetual marks (module docstring); zero rows and columns for the contracts left out.
-
-    Sigma_b = 365 cov(Delta b) on the days every estimated underlying has (divisor T - 1; with
-    fewer than ``MIN_BASIS_DAYS`` such days, each underlying's own variance on its own days and
-    no cross terms, still positive semi-definite)."""
-    perps = [c for c in book.contracts if c.kind == ContractKind.PERPETUAL]
-    assets = list(dict.fromkeys(c.underlying for c in perps))
-    skipped: dict[str, str] = {}
-    changes = _basis_changes(data_dir, assets, end, lookback, skipped) if assets else pd.DataFrame()
-    common = changes.dropna()
-    if len(common) >= MIN_BASIS_DAYS:
-        cov = np.atleast_2d(np.cov(common.to_numpy(dtype=float), rowvar=False, ddof=1))
-    else:
-        cov = np.diag([float(changes[a].dropna().var(ddof=1)) for a in changes.columns])
-    cov = cov * 365.0
-    col = {a: i for i, a in enumerate(changes.columns)}
-    m = len(book.contracts)
-    out = np.zeros((m, m))
-    rows = [(j, col[c.underlying]) for j, c in enumerate(book.contracts)
-            if c.kind == ContractKind.PERPETUAL and c.underlying in col]
-    for j, a in rows:
-        for k, b in rows:
-            out[j, k] = cov[a, b]
-    left = [f"{c.symbol} ({skipped[c.underlying]})" for c in perps if c.underlying in skipped]
-    left += [f"{c.symbol} (dated)" for c in book.contracts if c.kind != ContractKind.PERPETUAL]
+    """The basis covariance (M x M) estimated from the data folder's perpetual marks up to
+    ``end`` over ``lookback`` days (:meth:`BasisHistory.estimate`), with a data label."""
+    est = BasisHistory.load(book, data_dir).estimate(end, lookback)
+    left = left_out(book, est.skipped)
     ctx.labels.append(f"basis risk: estimated from daily perpetual mark vs spot closes in {data_dir} "
-                      f"({len(common)} common days)" + (f"; none for {', '.join(left)}" if left else ""))
-    return out
+                      f"({est.common_days} common days)" + (f"; none for {', '.join(left)}" if left else ""))
+    return est.cov

@@ -75,7 +75,7 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
 
         lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2)
         cov = data_basis(book, _data_dir(table, market_table, ctx), market.time, lookback, ctx)
-        model = dataclasses.replace(model, basis_cov=cov)
+        model = dataclasses.replace(model, basis_cov=cov, basis_method="estimated")
     return model
 
 
@@ -260,7 +260,7 @@ def _synthetic_basis(model: RiskModel, table: Table, book: Book, market: MarketS
     idx = {str(s): i for i, s in enumerate(mark.columns)}
     rows = [idx[c.underlying] for c in book.contracts]
     ctx.labels.append("basis risk: estimated from synthetic mark vs spot")
-    return dataclasses.replace(model, basis_cov=cov[np.ix_(rows, rows)])
+    return dataclasses.replace(model, basis_cov=cov[np.ix_(rows, rows)], basis_method="estimated")
 
 
 def _with_basis(model: RiskModel, table: Table, book: Book) -> RiskModel:

@@ -28,6 +28,9 @@ class RiskModel:
     """An annualised covariance in factor form over ``symbols``.
 
     ``loadings`` F (N x K), ``idio`` d (N, variances >= 0); Sigma = F F' + diag(d).
+    ``basis_cov`` (M x M) the basis covariance of the contracts, and ``basis_method`` how it came:
+    "given" (set by hand, or none) or "estimated" (from price history up to the model's time, so a
+    replay that starts earlier must re-estimate it: models.trailing_risk).
     """
 
     symbols: tuple[str, ...]
@@ -35,6 +38,7 @@ class RiskModel:
     idio: np.ndarray
     method: str = "given"
     basis_cov: np.ndarray | None = field(default=None)
+    basis_method: str = "given"
 
     def __post_init__(self) -> None:
         n = len(self.symbols)
@@ -100,7 +104,7 @@ class RiskModel:
                                   "give price history for every asset in the book")
         rows = [idx[s] for s in symbols]
         return RiskModel(tuple(symbols), self.loadings[rows], self.idio[rows], self.method,
-                         self.basis_cov)
+                         self.basis_cov, self.basis_method)
 
 
 def tracking_error(deviation: np.ndarray, covariance: np.ndarray,
@@ -318,7 +322,7 @@ def factor_form(model: RiskModel, max_factors: int = PCA_MAX_DEFAULT_FACTORS, *,
     scale = float(np.linalg.norm(cov))
     residual = float(np.linalg.norm(resid)) / scale if scale > 0 else 0.0
     fitted = RiskModel(model.symbols, F, d, method=f"{model.method}+factor{k}",
-                       basis_cov=model.basis_cov)
+                       basis_cov=model.basis_cov, basis_method=model.basis_method)
     return FactorFit(fitted, residual, it)
 
 def estimate_risk(returns: pd.DataFrame, method: RiskMethod | str = RiskMethod.LEDOIT_WOLF, *,

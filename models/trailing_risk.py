@@ -10,8 +10,9 @@ vols are annualised at the path's own step (365 days a year).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from models.risk import RiskModel, estimate_risk, returns_from_prices
@@ -25,12 +26,15 @@ MIN_RISK_ROWS = 30
 class TrailingRisk:
     """risk(t): the fallback model until ``MIN_RISK_ROWS`` trailing returns exist, then
     models.risk.estimate_risk on the spot returns with timestamps <= t (no look-ahead) over the
-    last ``lookback_days``, refreshed every ``RISK_REESTIMATE_DAYS`` days. The fallback's basis
-    covariance (if any) is kept."""
+    last ``lookback_days``, refreshed every ``RISK_REESTIMATE_DAYS`` days. The basis covariance
+    is ``basis(t)`` at each refresh when given (a trailing estimate of its own, the contracts'
+    M x M), else the fallback's (if any)."""
 
     def __init__(self, fallback: RiskModel, spot: pd.DataFrame, symbols: Sequence[str],
-                 lookback_days: int, method: str = "ledoit_wolf") -> None:
+                 lookback_days: int, method: str = "ledoit_wolf",
+                 basis: Callable[[pd.Timestamp], np.ndarray] | None = None) -> None:
         self.fallback = fallback
+        self.basis = basis
         self.symbols = list(symbols)
         self.returns = returns_from_prices(spot[self.symbols].astype(float))
         idx = pd.DatetimeIndex(spot.index)
@@ -51,7 +55,11 @@ class TrailingRisk:
         if len(past) < MIN_RISK_ROWS:
             return self.fallback
         est = estimate_risk(past, self.method, periods_per_year=self.periods_per_year)
-        self.current = dataclasses.replace(est.subset(self.symbols), basis_cov=self.fallback.basis_cov)
+        if self.basis is None:
+            basis, how = self.fallback.basis_cov, self.fallback.basis_method
+        else:
+            basis, how = self.basis(t), "estimated"
+        self.current = dataclasses.replace(est.subset(self.symbols), basis_cov=basis, basis_method=how)
         self.refreshed = t
         self.estimates += 1
         return self.current

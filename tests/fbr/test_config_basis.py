@@ -26,11 +26,15 @@ def _write_data(root: Path, eth_mark_from: str = "2024-01-01") -> Path:
     bars = pd.date_range("2024-01-01", "2024-04-30", freq="4h", tz="UTC", inclusive="left")
     (root / "spot_1d").mkdir(parents=True)
     (root / "perp_mark_4h").mkdir()
+    (root / "funding").mkdir()
+    settle = pd.date_range("2024-01-01", "2024-04-30", freq="8h", tz="UTC", inclusive="left")
     for sym, px0 in (("BTC", 60_000.0), ("ETH", 3_000.0), ("SOL", 100.0)):
         close = px0 * np.exp(np.cumsum(rng.normal(0.0, 0.03, len(days))))
         pd.DataFrame({"timestamp": days, "open": close, "high": close, "low": close, "close": close,
                       "volume": 1.0, "quote_volume": close}).to_csv(root / "spot_1d" / f"{sym}.csv.gz",
                                                                    index=False)
+        pd.DataFrame({"timestamp": settle, "funding_rate": 1e-4}).to_csv(
+            root / "funding" / f"{sym}.csv.gz", index=False)
         if sym == "SOL":
             continue
         # spot's walk at each bar's close time ((i + 1) x 4 h; the day-d close is at d + 1 day)
@@ -69,7 +73,8 @@ basis_risk = {"true" if basis_risk else "false"}
     return path
 
 
-def _basis_by_hand(data: Path, asset: str) -> pd.Series:
+def _basis_by_hand(data: Path, asset: str, end: pd.Timestamp = MARKET_TIME,
+                   lookback: int = LOOKBACK) -> pd.Series:
     """b = mark / spot - 1 at each 00:00 close up to the market time: the mark bar opened at
     20:00 the day before, the spot bar opened the day before (both close at 00:00)."""
     spot = pd.read_csv(data / "spot_1d" / f"{asset}.csv.gz")
@@ -78,8 +83,8 @@ def _basis_by_hand(data: Path, asset: str) -> pd.Series:
     mark = pd.read_csv(data / "perp_mark_4h" / f"{asset}.csv.gz")
     m = pd.Series(mark["close"].to_numpy(), index=pd.to_datetime(mark["timestamp"], utc=True)
                   + pd.Timedelta(hours=4))
-    m = m[(m.index.hour == 0) & (m.index <= MARKET_TIME)]
-    return (m / s.reindex(m.index) - 1.0).dropna().tail(LOOKBACK + 1)
+    m = m[(pd.DatetimeIndex(m.index).hour == 0) & (m.index <= end)]
+    return pd.Series((m / s.reindex(m.index) - 1.0).dropna().tail(lookback + 1))
 
 
 def test_the_basis_covariance_is_the_daily_mark_vs_spot_change_annualised(tmp_path: Path) -> None:
@@ -116,3 +121,39 @@ def test_basis_risk_off_reads_no_marks(tmp_path: Path) -> None:
     lb = load_book_file(_write_book(tmp_path / "book.toml", data, basis_risk=False))
     assert lb.risk.basis_cov is None
     assert not [x for x in lb.labels if x.startswith("basis risk:")]
+
+
+def test_a_backtest_from_before_the_books_time_re_estimates_the_basis_without_look_ahead(
+        tmp_path: Path) -> None:
+    """The book's basis is estimated up to its market time (2024-04-01); a backtest from
+    2024-03-01 re-estimates it at each refresh t of its trailing risk model from the marks up to t
+    only (fbr.backtest_risk.trailing_basis): at t = 2024-03-15 it is the hand estimate up to t."""
+    from fbr.backtest_config import build_path, load_backtest_file
+    from fbr.backtest_risk import risk_input
+    from models.trailing_risk import TrailingRisk
+
+    data = _write_data(tmp_path / "data")
+    _write_book(tmp_path / "book.toml", data)
+    cfg_file = tmp_path / "bt.toml"
+    cfg_file.write_text(f"""book = "book.toml"
+[data]
+source = "data"
+data_dir = "{data.as_posix()}"
+start = "2024-03-01"
+end = "2024-04-20"
+[[policies]]
+kind = "optimized"
+""", encoding="utf-8")
+    cfg = load_backtest_file(cfg_file)
+    risk = risk_input({}, cfg, build_path(cfg))
+    assert isinstance(risk, TrailingRisk) and risk.basis is not None
+    t = pd.Timestamp("2024-03-15T00:00:00Z")
+    cov = risk(t).basis_cov
+    assert cov is not None and risk(t).basis_method == "estimated"
+    changes = pd.DataFrame({a: _basis_by_hand(data, a, end=t, lookback=365)
+                            for a in ("BTC", "ETH")}).diff().dropna()
+    assert len(changes) == 73  # closes 2024-01-02 .. 2024-03-15: every one up to t, none after
+    np.testing.assert_allclose(cov[:2, :2], 365.0 * np.cov(changes.to_numpy(), rowvar=False, ddof=1),
+                               rtol=1e-10, atol=0)
+    book_cov = cfg.loaded.risk.basis_cov
+    assert book_cov is not None and not np.allclose(cov, book_cov)  # the book's reads past t
