@@ -40,7 +40,9 @@ Policies (families)
   balance; sweeping at every step instead would sell spot lots every few steps, which FIFO books
   tax heavily);
 - ``fbr_overlay``: ``OptimizedFutures`` on the pledged book, trading + impact + carry costs (EWMA
-  funding forecast), margin and each-and-all +-40% stress rows, over a gamma_trade grid;
+  funding forecast), margin and each-and-all +-40% stress rows, over a gamma_trade grid; its risk
+  model is the trailing one of 8 h spot returns with the trailing covariance of the path's basis
+  changes (``path_basis``: the perpetuals' mark against spot, as the replay's TE counts it);
 - ``fbr_hybrid``: the same with the spot leg on: spot trades priced with fee, spread and impact
   and, at a positive tax rate, the tax of the lots they sell (the books' lot order, losses not
   harvested) and the tax of realising futures gains (``SpotLegSettings.futures_tax``, the replay's
@@ -77,7 +79,7 @@ import multiprocessing as mp
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,7 @@ import vs_naive as vn  # noqa: E402
 
 from models.book import Book  # noqa: E402
 from models.data_layout import spot_folder  # noqa: E402
+from models.instruments import FuturesContract  # noqa: E402
 from models.io import default_data_dir  # noqa: E402
 from models.risk import estimate_risk, returns_from_prices  # noqa: E402
 from models.tax import LotMethod, TaxLot, TaxRates  # noqa: E402
@@ -143,6 +146,8 @@ GAMMAS_RUN = GAMMAS  # --gammas
 #: fbr_overlay's variants: the cost-to-go term (kappa, p: the shape the optimality benchmark's
 #: Gaussian model favours, fixed before any run on data) and the planner's horizon
 CTG_KAPPA, CTG_POWER = 30.0, 0.4
+#: fewest 8 h basis changes the trailing basis estimate needs (``path_basis``; 10 days)
+MIN_BASIS_STEPS = 30
 PLAN_H = 3
 #: the naive overlays' parameter kinds: back to target (calendars, bands) and to the band's edge
 TO_TARGET, TO_EDGE = ("cal", "band"), ("edge", "vedge", "teedge")
@@ -207,7 +212,7 @@ def fbr_policy(gamma: float, spot_leg: SpotLegSettings | None, *, cost_to_go: fl
                          funding_forecast=FundingForecastRule.EWMA, cost_to_go=cost_to_go,
                          cost_to_go_power=power)
     cons = ConstraintSettings(stress=each_and_all(s.pledged_book.asset_symbols, STRESS_MOVE))
-    settings = OptimizerSettings(costs=costs, constraints=cons, basis_risk=False,
+    settings = OptimizerSettings(costs=costs, constraints=cons, basis_risk=True,
                                  spot=spot_leg or SpotLegSettings(), horizon=horizon)
     return OptimizedFutures(s.risk(), settings)
 
@@ -648,12 +653,39 @@ def build_setup(data: Path, nav: float, lookback: int, impact_k: float) -> Setup
     vn.SPOT_USD = nav
     spot_book, overlay = vn.books(path, cons)
 
+    basis = path_basis(path, cons, lookback)
+
     def risk() -> TrailingRisk:
-        return TrailingRisk(first, hist, list(vn.ASSETS), lookback, "ledoit_wolf")
+        return TrailingRisk(first, hist, list(vn.ASSETS), lookback, "ledoit_wolf", basis=basis)
 
     return Setup(path=path, spot_book=spot_book, reserve_book=overlay,
                  pledged_book=pledged_book(overlay), risk=risk,
                  start=path.spot.index[0].to_pydatetime())
+
+
+def path_basis(path: MarketPath, cons: Sequence[FuturesContract],
+               lookback: int) -> Callable[[pd.Timestamp], np.ndarray]:
+    """basis(t): the contracts' basis covariance (M x M, annualised at the path's 8 h step) from
+    the path's marks against spot, b = mark / spot - 1, over the trailing ``lookback`` days up to
+    t (no look-ahead; zeros until MIN_BASIS_STEPS changes exist; a contract marked at spot, no
+    mark file, has none). What fbr's risk model and the TE band's price as basis risk, as the
+    replay's tracking error counts it."""
+    cols = [c.symbol for c in cons]
+    spot = path.spot[[c.underlying for c in cons]].to_numpy(dtype=float)
+    marked = path.mark if path.mark is not None else pd.DataFrame(index=path.spot.index)
+    mark = np.column_stack([marked[c].to_numpy(dtype=float) if c in marked.columns else spot[:, j]
+                            for j, c in enumerate(cols)])
+    b = mark / spot - 1.0
+    change = pd.DataFrame(np.diff(b, axis=0), index=path.spot.index[1:], columns=cols)
+    rows = 3 * lookback
+
+    def basis(t: pd.Timestamp) -> np.ndarray:
+        past = change.loc[change.index <= t].tail(rows)
+        if len(past) < MIN_BASIS_STEPS:
+            return np.zeros((len(cols), len(cols)))
+        return np.atleast_2d(np.cov(past.to_numpy(), rowvar=False, ddof=1)) * 3 * 365.0
+
+    return basis
 
 
 def main() -> int:

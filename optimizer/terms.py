@@ -63,9 +63,7 @@ class TrackingVariance(Term):
             self.Ftk = ctx.param("Ft_shift", st.n_factors)
             moved_f = moved_f - self.Ftk * cp.sum(spot)
         expr = cp.sum_squares(moved_f + self.c)
-        if st.idio:
-            # sqrt(d) * (B z) + sqrt(d) * (s - w*): the second product is precomputed (DPP forbids
-            # a Parameter times a Parameter)
+        if st.idio:  # sqrt(d) * (B z) + sqrt(d) * (s - w*), the second precomputed (DPP)
             self.sd = ctx.param("sqrt_idio", st.n_assets, nonneg=True)
             self.sd_dev0 = ctx.param("sqrt_idio_s_minus_w", st.n_assets)
             if spot is None:
@@ -127,8 +125,7 @@ class LinearTradingCost(Term):
 
 class ImpactCost(Term):
     """gamma_trade * sum_j k_j sigma_j |t_j|^{3/2} / (V sqrt(ADV_j)) = gamma * sum_j c_j |z_j - z0_j|^{3/2},
-    with c_j = k_j sigma_j sqrt(V / ADV_j) (sigma daily). Conic (power cone / SOC).
-    """
+    with c_j = k_j sigma_j sqrt(V / ADV_j) (sigma daily). Conic (power cone / SOC)."""
 
     name = "impact_cost"
 
@@ -146,8 +143,7 @@ class ImpactCost(Term):
 
 class CarryCost(Term):
     """gamma_fund * sum_j horizon_j r_j z_j: funding (perps, longs pay when r > 0) or basis carry
-    (dated futures) over the horizon, as a fraction of V.
-    """
+    (dated futures) over the horizon, as a fraction of V."""
 
     name = "carry_cost"
 
@@ -213,9 +209,8 @@ class SpotTax(SpotTerm):
     """gamma_tax * sum_i T_i(q_i): the convex tax of each spot sale (optimizer.tax_term.TaxTerm;
     the asset's lots' curve, models.tax.breakpoints: for HIFO and specific lots ascending tax,
     for FIFO the FIFO order with running-maximum slopes; weights, tax USD / V per USD / V sold).
-    In a plan, q_i is every step's sales of asset i together (``SpotContext.taxed_sell``): the
-    steps' taxes T_i(Q_h) - T_i(Q_{h-1}) on the running total Q_h add up to T_i(Q_H), one convex
-    term (lots bought within the plan are not counted: their gains are about 0)."""
+    In a plan, q_i is all steps' sales (``SpotContext.taxed_sell``): the steps' taxes on the
+    running total telescope to T_i(Q_H), one convex term (lots bought in the plan not counted)."""
 
     name = "spot_tax"
 
@@ -235,17 +230,12 @@ class SpotTax(SpotTerm):
 
 class FuturesTax(Term):
     """sum_j c_j max(0, s_j (z0_j - z_j)): the tax of realising futures gains by reducing positions
-    (``spot.futures_tax``; c_j from optimizer.spot_data.futures_tax_coefficients, s_j = sign z0_j),
-    a fraction of V. Exact for a reduction of the same sign; beyond a flip it keeps growing
-    although only U_j can be realised (an over-estimate: flips are priced conservatively). Losses
-    are not credited (c_j = 0), so the term stays convex. DPP: pos(q - p * z) with the Parameters
-    p = c s and q = c |z0|.
-
-    A plan's later step h prices its own reduction, sum_j c_j max(0, s_j (z_{h-1,j} - z_{h,j}))
-    (DPP: pos(p * (z_{h-1} - z_h))), with today's c and s: with zero expected drift a reduction
-    at any step realises today's gain per unit, so the steps' terms sum to c_j times the plan's
-    total reduction when it only reduces (a plan no longer dodges the tax by cutting at step 2),
-    and over-estimate a path that cuts, adds and cuts again (adding lowers the gain per unit)."""
+    (``spot.futures_tax``; c_j: optimizer.spot_data.futures_tax_coefficients, s_j = sign z0_j), a
+    fraction of V; exact for a same-sign reduction, an over-estimate past a flip. Losses are not
+    credited (c_j = 0): convex. DPP: pos(q - p * z), Parameters p = c s, q = c |z0|. A plan's step
+    h >= 2 prices its own reduction, pos(p * (z_{h-1} - z_h)) with today's c, s (zero drift: any
+    step realises today's gain per unit; the steps sum to c x the total cut of a plan that only
+    cuts, and over-estimate one that cuts, adds and cuts again)."""
 
     name = "futures_tax"
 
@@ -340,11 +330,10 @@ class CostToGo(Term):
     Markowitz-van Dijk / Kritzman-Myrgren-Page: being away from target after this period's trade
     costs more than this period's TE^2, because the deviation persists and is paid for later (in
     risk or in trades); a quadratic of the post-trade deviation prices that future. p = 1 makes
-    the term kappa TE^2, so the solve equals the one without it with gamma_trade / (1 + kappa)
-    and every other cost weight (gamma_fund, ...) divided alike (the objective (1 + kappa) TE^2 +
-    gamma c'|t| + ... is proportional); p < 1 compresses Sigma's
-    eigenvalues towards their mean, pricing deviations in low-variance directions (spreads between
-    correlated legs) relatively more than Sigma does and common-factor ones relatively less.
+    the term kappa TE^2: the solve is the one without it with every cost weight (gamma_trade,
+    gamma_fund, ...) divided by 1 + kappa; p < 1 compresses Sigma's eigenvalues towards their mean,
+    pricing deviations in low-variance directions (spreads between correlated legs) relatively
+    more than Sigma does and common-factor ones relatively less.
 
     In the multi-period planner every step carries its own copy (as it does TE^2), so each
     step's post-trade deviation is priced; with H = 1 the plan is this single-period problem.

@@ -113,3 +113,24 @@ def test_a_choice_made_by_the_lowest_te_fallback_says_so() -> None:
     note = TC.chosen_note(over, 0.01)
     assert note.startswith("chosen: gt 248 ctg 30 p 0.4 gf 31; no setting within the TE budget")
     assert note.endswith("1.15%")
+
+
+def test_the_path_basis_is_the_trailing_covariance_of_the_8h_basis_changes() -> None:
+    """basis(t) = 3 x 365 x cov of the changes of mark / spot - 1 over the trailing lookback up to
+    t (a contract without marks, marked at spot, has none); zeros before MIN_BASIS_STEPS changes."""
+    from models.instruments import FuturesContract
+
+    rng = np.random.default_rng(5)
+    idx = pd.date_range("2024-01-01", periods=200, freq="8h", tz="UTC")
+    spot = pd.DataFrame({"BTC": 60_000 * np.exp(np.cumsum(rng.normal(0, 0.01, 200))),
+                         "ETH": 3_000 * np.exp(np.cumsum(rng.normal(0, 0.01, 200)))}, index=idx)
+    mark = pd.DataFrame({"BTC-PERP": spot["BTC"] * (1 + rng.normal(3e-4, 2e-4, 200))}, index=idx)
+    cons = [FuturesContract("BTC-PERP", "BTC"), FuturesContract("ETH-PERP", "ETH")]
+    basis = TC.path_basis(SimpleNamespace(spot=spot, mark=mark), cons, lookback=20)
+    t = idx[150]
+    b = (mark["BTC-PERP"] / spot["BTC"] - 1.0).loc[:t].diff().dropna().tail(60)
+    cov = basis(t)
+    assert cov[0, 0] == pytest.approx(3 * 365.0 * b.var(ddof=1), rel=1e-12)
+    assert cov[1, 1] == 0.0 and cov[0, 1] == 0.0
+    assert not basis(idx[TC.MIN_BASIS_STEPS - 1]).any()  # 29 changes: too few
+    assert basis(idx[TC.MIN_BASIS_STEPS])[0, 0] > 0.0
