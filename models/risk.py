@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ import pandas as pd
 from models.errors import ValidationError
 
 DAYS_PER_YEAR = 365.0
+#: how a risk model's basis covariance came: set by hand (or none), or estimated from history
+BasisMethod = Literal["given", "estimated"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class RiskModel:
     idio: np.ndarray
     method: str = "given"
     basis_cov: np.ndarray | None = field(default=None)
-    basis_method: str = "given"
+    basis_method: BasisMethod = "given"
 
     def __post_init__(self) -> None:
         n = len(self.symbols)

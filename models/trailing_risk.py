@@ -55,10 +55,8 @@ class TrailingRisk:
         if len(past) < MIN_RISK_ROWS:
             return self.fallback
         est = estimate_risk(past, self.method, periods_per_year=self.periods_per_year)
-        if self.basis is None:
-            basis, how = self.fallback.basis_cov, self.fallback.basis_method
-        else:
-            basis, how = self.basis(t), "estimated"
+        basis, how = ((self.fallback.basis_cov, self.fallback.basis_method) if self.basis is None
+                      else (self.basis(t), "estimated"))
         self.current = dataclasses.replace(est.subset(self.symbols), basis_cov=basis, basis_method=how)
         self.refreshed = t
         self.estimates += 1
