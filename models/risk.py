@@ -22,19 +22,16 @@ import pandas as pd
 from models.errors import ValidationError
 
 DAYS_PER_YEAR = 365.0
-#: how a risk model's basis covariance came: set by hand (or none), or estimated from history
-BasisMethod = Literal["given", "estimated"]
+BasisMethod = Literal["given", "estimated"]  # how a basis covariance came (RiskModel.basis_method)
 
 
 @dataclass(frozen=True)
 class RiskModel:
     """An annualised covariance in factor form over ``symbols``.
 
-    ``loadings`` F (N x K), ``idio`` d (N, variances >= 0); Sigma = F F' + diag(d).
-    ``basis_cov`` (M x M) the basis covariance of the contracts, and ``basis_method`` how it came:
-    "given" (set by hand, or none) or "estimated" (from price history up to the model's time, so a
-    replay that starts earlier must re-estimate it: models.trailing_risk).
-    """
+    ``loadings`` F (N x K), ``idio`` d (N, variances >= 0); Sigma = F F' + diag(d). ``basis_cov``
+    (M x M) the contracts' basis covariance: "given" or "estimated" from history (``basis_method``;
+    a replay starting before the estimate's end re-estimates it: models.trailing_risk)."""
 
     symbols: tuple[str, ...]
     loadings: np.ndarray
