@@ -6,10 +6,11 @@ on by default; models.risk.RiskModel.basis_cov). With ``[risk] source = "data"``
 (models.risk.basis_covariance): the annualised covariance of the daily change of b, from the
 perpetual mark closes (``perp_mark_4h/<ASSET>``, the 4 h bar that closes at 00:00 UTC) and the
 daily spot closes at the same times, over the risk model's lookback up to the market time (no
-look-ahead). Each perpetual takes its underlying's basis. A perpetual whose underlying has no mark
-file, or fewer than ``MIN_BASIS_DAYS`` daily basis changes in the window, and every dated
-contract (its basis to a quarterly is another series) get no basis risk, and the data label names
-them. :class:`BasisHistory` holds the series once, so a replay re-estimates it at each refresh of
+look-ahead). Each contract takes its underlying's perpetual basis: a dated contract too (as the
+synthetic estimate does; its own basis to a quarterly is another series, at least this risky, so
+it is not priced as basis-free beside a perpetual). A contract whose underlying has no mark file,
+or fewer than ``MIN_BASIS_DAYS`` daily basis changes in the window, gets none, and the data label
+names them. :class:`BasisHistory` holds the series once, so a replay re-estimates it at each refresh of
 its trailing risk model from the days before it only (fbr.backtest_risk).
 """
 
@@ -56,8 +57,8 @@ class BasisEstimate:
 
 @dataclass(frozen=True)
 class BasisHistory:
-    """A book's perpetuals and the daily basis b = mark / spot - 1 of their underlyings (columns:
-    the underlyings with a mark file; ``no_marks`` the others), indexed by close time."""
+    """A book's contracts and the daily basis b = mark / spot - 1 of their underlyings' perpetuals
+    (columns: the underlyings with a mark file; ``no_marks`` the others), by close time."""
 
     book: Book
     basis: pd.DataFrame
@@ -66,8 +67,7 @@ class BasisHistory:
     @staticmethod
     def load(book: Book, data_dir: Path) -> BasisHistory:
         """The daily marks of every perpetual's underlying against the folder's daily spot closes."""
-        assets = list(dict.fromkeys(c.underlying for c in book.contracts
-                                    if c.kind == ContractKind.PERPETUAL))
+        assets = list(dict.fromkeys(c.underlying for c in book.contracts))
         spot = spot_closes(data_dir, assets, "risk") if assets else pd.DataFrame()
         out: dict[str, pd.Series] = {}
         missing: list[str] = []
@@ -103,12 +103,11 @@ class BasisHistory:
         return BasisEstimate(self._by_contract(365.0 * cov, list(frame.columns)), len(common), skipped)
 
     def _by_contract(self, cov: np.ndarray, assets: list[str]) -> np.ndarray:
-        """``cov`` over ``assets`` as the contracts' M x M: each perpetual takes its underlying's
-        rows, every other contract zeros."""
+        """``cov`` over ``assets`` as the contracts' M x M: each contract takes its underlying's
+        rows, zeros where the underlying was not estimated."""
         col = {a: i for i, a in enumerate(assets)}
         m = len(self.book.contracts)
-        rows = [(j, col[c.underlying]) for j, c in enumerate(self.book.contracts)
-                if c.kind == ContractKind.PERPETUAL and c.underlying in col]
+        rows = [(j, col[c.underlying]) for j, c in enumerate(self.book.contracts) if c.underlying in col]
         out = np.zeros((m, m))
         for j, a in rows:
             for k, b in rows:
@@ -118,9 +117,7 @@ class BasisHistory:
 
 def left_out(book: Book, skipped: Mapping[str, str]) -> list[str]:
     """The contracts with no basis risk, each with the reason."""
-    out = [f"{c.symbol} ({skipped[c.underlying]})" for c in book.contracts
-           if c.kind == ContractKind.PERPETUAL and c.underlying in skipped]
-    return out + [f"{c.symbol} (dated)" for c in book.contracts if c.kind != ContractKind.PERPETUAL]
+    return [f"{c.symbol} ({skipped[c.underlying]})" for c in book.contracts if c.underlying in skipped]
 
 
 def data_basis(book: Book, data_dir: Path, end: pd.Timestamp, lookback: int,
@@ -129,6 +126,10 @@ def data_basis(book: Book, data_dir: Path, end: pd.Timestamp, lookback: int,
     ``end`` over ``lookback`` days (:meth:`BasisHistory.estimate`), with a data label."""
     est = BasisHistory.load(book, data_dir).estimate(end, lookback)
     left = left_out(book, est.skipped)
+    dated = [c.symbol for c in book.contracts if c.kind != ContractKind.PERPETUAL]
     ctx.labels.append(f"basis risk: estimated from daily perpetual mark vs spot closes in {data_dir} "
-                      f"({est.common_days} common days)" + (f"; none for {', '.join(left)}" if left else ""))
+                      f"({est.common_days} common days)"
+                      + (f"; dated contracts at their underlying's perpetual basis: {', '.join(dated)}"
+                         if dated else "")
+                      + (f"; none for {', '.join(left)}" if left else ""))
     return est.cov

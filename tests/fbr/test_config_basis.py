@@ -46,7 +46,7 @@ def _write_data(root: Path, eth_mark_from: str = "2024-01-01") -> Path:
     return root
 
 
-def _write_book(path: Path, data: Path, basis_risk: bool = True) -> Path:
+def _write_book(path: Path, data: Path, basis_risk: bool = True, contracts: str = "") -> Path:
     path.write_text(f"""[book]
 name = "basis"
 cash = 5000.0
@@ -61,6 +61,7 @@ SOL = 30.0
 [contract_defaults]
 lot_step = 1e-6
 min_notional = 0.0
+{contracts}
 [market]
 source = "data"
 data_dir = "{data.as_posix()}"
@@ -157,3 +158,26 @@ kind = "optimized"
                                rtol=1e-10, atol=0)
     book_cov = cfg.loaded.risk.basis_cov
     assert book_cov is not None and not np.allclose(cov, book_cov)  # the book's reads past t
+
+
+def test_a_dated_contract_takes_its_underlyings_perpetual_basis(tmp_path: Path) -> None:
+    """A dated BTC contract beside the BTC perpetual gets the perpetual's basis variance (not 0:
+    it would be priced as basis-free beside the perpetual), and the label says so."""
+    data = _write_data(tmp_path / "data")
+    contracts = """[[contracts]]
+symbol = "BTC-PERP"
+underlying = "BTC"
+[[contracts]]
+symbol = "BTC-240628"
+underlying = "BTC"
+kind = "dated"
+expiry = 2024-06-28T08:00:00Z
+"""
+    lb = load_book_file(_write_book(tmp_path / "book.toml", data, contracts=contracts))
+    assert [c.symbol for c in lb.book.contracts] == ["BTC-PERP", "BTC-240628"]
+    cov = lb.risk.basis_cov
+    assert cov is not None
+    btc = _basis_by_hand(data, "BTC").diff().dropna()
+    np.testing.assert_allclose(cov, np.full((2, 2), 365.0 * btc.var(ddof=1)), rtol=1e-10, atol=0)
+    (label,) = [x for x in lb.labels if x.startswith("basis risk:")]
+    assert "dated contracts at their underlying's perpetual basis: BTC-240628" in label
