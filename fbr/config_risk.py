@@ -58,6 +58,7 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
                ctx: ParseContext) -> RiskModel:
     """[risk]: explicit vols + correlation, or estimated from synthetic or real returns."""
     check_keys(table, RISK_KEYS, "risk")
+    basis_on = boolean(table.get("basis_risk", True), "risk.basis_risk")  # checked before any read
     symbols = book.asset_symbols
     source = _risk_source(table, market_table)
     if source == "explicit":
@@ -69,8 +70,7 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
         model = _with_basis(model, sub_table(table, "basis_vols", "risk"), book)
     elif source == "synthetic":
         model = _synthetic_basis(model, table, book, market, market_table, ctx)
-    elif source == "data" and book.contracts and boolean(table.get("basis_risk", True),
-                                                         "risk.basis_risk"):
+    elif source == "data" and book.contracts and basis_on:
         from fbr.config_basis import data_basis
 
         lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2)
