@@ -20,7 +20,7 @@ from dataclasses import replace
 import cvxpy as cp
 import numpy as np
 import pytest
-from test_spot_leg import NOW, Case, _random_case
+from test_spot_leg import Case, _random_case, lot_tax, ref_numbers, solve_tight
 
 from models.tax import TaxRates
 from optimizer.rebalance import Rebalancer
@@ -37,41 +37,12 @@ def _with_futures_tax(case: Case, rng: np.random.Generator) -> Case:
     return replace(case, settings=replace(case.settings, spot=spot))
 
 
-def _lot_tax(case: Case, sold: cp.Expression, sym: str, price: float,
-             V: float) -> tuple[cp.Expression, list[cp.Constraint]]:
-    """The tax of selling ``sold`` (weights) of asset ``sym``: one variable per lot, tax per USD
-    sold (rate x (price - basis) / price, losses credited only when harvested)."""
-    st = case.settings.spot
-    assert st.rates is not None
-    lots = st.lots[sym]
-    long = [(NOW.year, NOW.month, NOW.day)
-            > (lot.acquired.year + 1, lot.acquired.month, lot.acquired.day) for lot in lots]
-    rate = np.array([st.rates.long_term if lg else st.rates.short_term for lg in long])
-    tau = rate * (price - np.array([lot.cost_basis for lot in lots])) / price
-    if not st.harvest_losses:
-        tau = np.maximum(tau, 0.0)
-    size = np.array([lot.quantity for lot in lots]) * price / V
-    y = cp.Variable(len(lots))
-    return st.gamma_tax * tau @ y, [y >= 0, y <= size, cp.sum(y) == sold]
-
-
 def _plan_reference(case: Case) -> tuple[np.ndarray, np.ndarray, float]:
     """(z_h V (H x N), (b_h - q_h) V (H x N), V): the plan's positions and net spot trades."""
-    book, market, risk, st = case.book, case.market, case.risk, case.settings
-    syms = list(book.targets)
-    n = len(syms)
-    px = np.array([market.spot[s] for s in syms])
-    qty = np.array([book.spot[s] for s in syms])
-    V = float(qty @ px)
-    s, w = qty * px / V, np.array([book.targets[a] for a in syms])
-    x0 = np.array([book.futures[f"{a}-PERP"].contracts * px[i] for i, a in enumerate(syms)]) / V
-    cov = risk.loadings @ risk.loadings.T + np.diag(risk.idio)
-    cov = cp.psd_wrap(0.5 * (cov + cov.T))
-    lin_f = np.array([c.taker_fee + market.half_spread[c.symbol] for c in book.contracts])
-    lin_s = np.array([a.fee + market.spot_half_spread[a.symbol] for a in book.assets])
-    carry = np.array([market.funding[c.symbol] for c in book.contracts]) * st.costs.horizon_days * 3.0
-    sig = np.sqrt(np.diag(risk.loadings @ risk.loadings.T + np.diag(risk.idio)) / 365.0)
-    adv = market.adv
+    st, r = case.settings, ref_numbers(case)
+    V, s, w, x0 = r.V, r.s, r.w, r.x0
+    n = len(r.syms)
+    cov = cp.psd_wrap(r.cov)
     z = [cp.Variable(n) for _ in range(H)]
     b = [cp.Variable(n) for _ in range(H)]
     q = [cp.Variable(n) for _ in range(H)]
@@ -85,40 +56,32 @@ def _plan_reference(case: Case) -> tuple[np.ndarray, np.ndarray, float]:
         obj += cp.quad_form(e - w * (1 + cp.sum(total)), cov)
         if case.basis_cov is not None:
             obj += cp.quad_form(z[h], cp.psd_wrap(case.basis_cov))
-        obj += st.costs.gamma_trade * (lin_f @ cp.abs(z[h] - prev) + lin_s @ (b[h] + q[h]))
-        obj += st.costs.gamma_fund * carry @ z[h]
-        if st.costs.impact:
-            k = st.costs.impact_k
-            c_f = np.array([k * sig[j] * math.sqrt(V / adv[c.symbol]) for j, c in enumerate(book.contracts)])
-            c_s = np.array([k * sig[i] * math.sqrt(V / adv[a]) for i, a in enumerate(syms)])
-            obj += st.costs.gamma_trade * (c_f @ cp.power(cp.abs(z[h] - prev), 1.5, approx=False)
-                                           + c_s @ (cp.power(b[h], 1.5, approx=False)
-                                                    + cp.power(q[h], 1.5, approx=False)))
+        obj += st.costs.gamma_trade * (r.lin_f @ cp.abs(z[h] - prev) + r.lin_s @ (b[h] + q[h]))
+        obj += st.costs.gamma_fund * r.carry @ z[h]
+        if r.c_f is not None and r.c_s is not None:
+            obj += st.costs.gamma_trade * (r.c_f @ cp.power(cp.abs(z[h] - prev), 1.5, approx=False)
+                                           + r.c_s @ (cp.power(b[h], 1.5, approx=False)
+                                                      + cp.power(q[h], 1.5, approx=False)))
         if st.spot.futures_tax and st.spot.rates is not None and st.spot.futures_gains is not None:
             rate = st.spot.rates.futures if st.spot.rates.futures is not None else st.spot.rates.short_term
-            gain = np.array([max(st.spot.futures_gains[c.symbol], 0.0) for c in book.contracts])
+            gain = np.array([max(st.spot.futures_gains[c.symbol], 0.0) for c in case.book.contracts])
             coef = st.spot.gamma_tax * rate * gain / (np.abs(x0) * V)
             obj += coef @ cp.pos(cp.multiply(np.sign(x0), prev - z[h]))
         cons += [b[h] >= 0, q[h] >= 0, sold <= s, cp.sum(total) <= st.spot.cash_usd / V,
                  cp.sum(total) >= 0]
-        for j, c in enumerate(book.contracts):
+        for j, c in enumerate(case.book.contracts):
             if c.symbol in st.constraints.caps_usd:
                 cons.append(cp.abs(z[h][j]) <= st.constraints.caps_usd[c.symbol] / V)
         if st.constraints.max_gross_leverage is not None:
             cons.append(cp.sum(cp.abs(e)) <= st.constraints.max_gross_leverage)
         prev = z[h]
-    if st.spot.rates is not None:
+    if st.spot.rates is not None:  # one lot-by-lot tax on the plan's total sales
         plan_sold = sum(q)
-        for i, a in enumerate(syms):
-            tax, rows = _lot_tax(case, plan_sold[i], a, float(px[i]), V)
+        for i in range(n):
+            tax, rows = lot_tax(case, plan_sold[i], i, r)
             obj += tax
             cons += rows
-    prob = cp.Problem(cp.Minimize(1e4 * obj), cons)
-    for tol in ((1e-12,) if not st.costs.impact else (1e-10, 1e-9)):
-        prob.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=400)
-        if prob.status == cp.OPTIMAL:
-            break
-    assert prob.status == cp.OPTIMAL, prob.status
+    solve_tight(cp.Problem(cp.Minimize(1e4 * obj), cons), st.costs.impact)
     zs = np.vstack([np.asarray(v.value) for v in z]) * V
     us = np.vstack([np.asarray(bb.value) - np.asarray(qq.value) for bb, qq in zip(b, q, strict=True)]) * V
     return zs, us, V

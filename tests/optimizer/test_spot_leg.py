@@ -272,71 +272,111 @@ def _random_case(rng: np.random.Generator, impact: bool = False) -> Case:
     return Case(book, market, risk, settings, basis)
 
 
-def _reference(c: Case) -> tuple[np.ndarray, np.ndarray, float]:
-    """DESIGN.md's problem written afresh: returns (x (USD), spot trade u = b - q (USD), V)."""
+@dataclass(frozen=True)
+class RefNumbers:
+    """A random case's numbers computed afresh with numpy (no fbr code), weights of today's V:
+    spot s, targets w, futures x0 (one perpetual per asset: B = I), the covariance, the linear
+    trading costs (fee + half spread) of futures and spot, the carry over the horizon, and the
+    3/2-power impact coefficients k sigma_daily sqrt(V / ADV) of futures and spot (None without
+    impact)."""
+
+    syms: list[str]
+    V: float
+    px: np.ndarray
+    s: np.ndarray
+    w: np.ndarray
+    x0: np.ndarray
+    cov: np.ndarray
+    lin_f: np.ndarray
+    lin_s: np.ndarray
+    carry: np.ndarray
+    c_f: np.ndarray | None
+    c_s: np.ndarray | None
+
+
+def ref_numbers(c: Case) -> RefNumbers:
+    """:class:`RefNumbers` of ``c``."""
     book, market, risk, st = c.book, c.market, c.risk, c.settings
     syms = list(book.targets)
-    n = len(syms)
     px = np.array([market.spot[s] for s in syms])
     qty = np.array([book.spot[s] for s in syms])
     V = float(qty @ px)
-    s = qty * px / V
-    w = np.array([book.targets[s_] for s_ in syms])
     x0 = np.array([book.futures[f"{s_}-PERP"].contracts * px[i] for i, s_ in enumerate(syms)]) / V
     cov = risk.loadings @ risk.loadings.T + np.diag(risk.idio)
     cov = 0.5 * (cov + cov.T)
-    z, b, q = cp.Variable(n), cp.Variable(n), cp.Variable(n)
-    e = s + b - q + z  # one perp per asset: B = I
-    fee_f = np.array([con.taker_fee for con in book.contracts])
-    hs_f = np.array([market.half_spread[con.symbol] for con in book.contracts])
-    fee_s = np.array([a.fee for a in book.assets])
-    hs_s = np.array([market.spot_half_spread[s_] for s_ in syms])
+    lin_f = np.array([con.taker_fee + market.half_spread[con.symbol] for con in book.contracts])
+    lin_s = np.array([a.fee + market.spot_half_spread[s_] for a, s_ in zip(book.assets, syms, strict=True)])
     carry = np.array([market.funding[con.symbol] for con in book.contracts]) \
         * st.costs.horizon_days * 24.0 / 8.0
-    # the base is the spot value (targets_base "invested"), so the net spot trade moves it to
-    # V (1 + 1'(b - q)) and the targets with it (in units of today's V)
-    obj = cp.quad_form(e - w * (1 + cp.sum(b - q)), cp.psd_wrap(cov))
-    if c.basis_cov is not None:
-        obj += cp.quad_form(z, cp.psd_wrap(c.basis_cov))
-    obj += st.costs.gamma_trade * ((fee_f + hs_f) @ cp.abs(z - x0) + (fee_s + hs_s) @ (b + q))
-    obj += st.costs.gamma_fund * carry @ z
+    c_f = c_s = None
     if st.costs.impact:  # k sigma_daily |t|^{3/2} / sqrt(ADV), t = trade in USD, divided by V
         sig = np.sqrt(np.diag(cov) / 365.0)
         c_f = np.array([st.costs.impact_k * sig[j] * math.sqrt(V / market.adv[con.symbol])
                         for j, con in enumerate(book.contracts)])
         c_s = np.array([st.costs.impact_k * sig[i] * math.sqrt(V / market.adv[s_])
                         for i, s_ in enumerate(syms)])
-        p32 = [cp.power(v, 1.5, approx=False) for v in (cp.abs(z - x0), b, q)]
-        obj += st.costs.gamma_trade * (c_f @ p32[0] + c_s @ (p32[1] + p32[2]))
-    # no net sale on an invested base (it would shrink the base): sales pay for buys
-    cons: list[cp.Constraint] = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= st.spot.cash_usd / V,
-                                 cp.sum(b) - cp.sum(q) >= 0]
-    rates = st.spot.rates
-    if rates is not None:  # one variable per lot (weights sold from it), tax per USD sold
-        for i, sym in enumerate(syms):
-            lots = st.spot.lots[sym]
-            # more than a year on calendar dates (rates.long_term_days is 365 here)
-            long = [(NOW.year, NOW.month, NOW.day)
-                    > (lot.acquired.year + 1, lot.acquired.month, lot.acquired.day) for lot in lots]
-            rate = np.array([rates.long_term if lg else rates.short_term for lg in long])
-            tau = rate * (px[i] - np.array([lot.cost_basis for lot in lots])) / px[i]
-            if not st.spot.harvest_losses:
-                tau = np.maximum(tau, 0.0)
-            size = np.array([lot.quantity for lot in lots]) * px[i] / V
-            y = cp.Variable(len(lots))
-            cons += [y >= 0, y <= size, cp.sum(y) == q[i]]
-            obj += st.spot.gamma_tax * tau @ y
-    for j, con in enumerate(book.contracts):
-        if con.symbol in st.constraints.caps_usd:
-            cons.append(cp.abs(z[j]) <= st.constraints.caps_usd[con.symbol] / V)
-    if st.constraints.max_gross_leverage is not None:
-        cons.append(cp.sum(cp.abs(e)) <= st.constraints.max_gross_leverage)
-    prob = cp.Problem(cp.Minimize(1e4 * obj), cons)
-    for tol in ((1e-12,) if not st.costs.impact else (1e-10, 1e-9)):
+    return RefNumbers(syms, V, px, qty * px / V, np.array([book.targets[s_] for s_ in syms]), x0, cov,
+                      lin_f, lin_s, carry, c_f, c_s)
+
+
+def lot_tax(c: Case, sold: cp.Expression, i: int, r: RefNumbers) -> tuple[cp.Expression, list[cp.Constraint]]:
+    """The tax of selling ``sold`` (weights) of asset i: one variable per lot (weights sold from
+    it), tax per USD sold rate x (price - basis) / price, losses credited only when harvested."""
+    st = c.settings.spot
+    assert st.rates is not None
+    lots = st.lots[r.syms[i]]
+    # more than a year on calendar dates (rates.long_term_days is 365 here)
+    long = [(NOW.year, NOW.month, NOW.day)
+            > (lot.acquired.year + 1, lot.acquired.month, lot.acquired.day) for lot in lots]
+    rate = np.array([st.rates.long_term if lg else st.rates.short_term for lg in long])
+    tau = rate * (r.px[i] - np.array([lot.cost_basis for lot in lots])) / r.px[i]
+    if not st.harvest_losses:
+        tau = np.maximum(tau, 0.0)
+    size = np.array([lot.quantity for lot in lots]) * r.px[i] / r.V
+    y = cp.Variable(len(lots))
+    return st.gamma_tax * tau @ y, [y >= 0, y <= size, cp.sum(y) == sold]
+
+
+def solve_tight(prob: cp.Problem, conic: bool) -> None:
+    """Clarabel far past fbr's tolerances (a conic problem retried a notch looser), 'optimal'."""
+    for tol in ((1e-10, 1e-9) if conic else (1e-12,)):
         prob.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=400)
         if prob.status == cp.OPTIMAL:
             break
     assert prob.status == cp.OPTIMAL, prob.status
+
+
+def _reference(c: Case) -> tuple[np.ndarray, np.ndarray, float]:
+    """DESIGN.md's problem written afresh: returns (x (USD), spot trade u = b - q (USD), V)."""
+    st, r = c.settings, ref_numbers(c)
+    V, s, w, x0 = r.V, r.s, r.w, r.x0
+    n = len(r.syms)
+    z, b, q = cp.Variable(n), cp.Variable(n), cp.Variable(n)
+    e = s + b - q + z  # one perp per asset: B = I
+    # the base is the spot value (targets_base "invested"), so the net spot trade moves it to
+    # V (1 + 1'(b - q)) and the targets with it (in units of today's V)
+    obj = cp.quad_form(e - w * (1 + cp.sum(b - q)), cp.psd_wrap(r.cov))
+    if c.basis_cov is not None:
+        obj += cp.quad_form(z, cp.psd_wrap(c.basis_cov))
+    obj += st.costs.gamma_trade * (r.lin_f @ cp.abs(z - x0) + r.lin_s @ (b + q))
+    obj += st.costs.gamma_fund * r.carry @ z
+    if r.c_f is not None and r.c_s is not None:
+        p32 = [cp.power(v, 1.5, approx=False) for v in (cp.abs(z - x0), b, q)]
+        obj += st.costs.gamma_trade * (r.c_f @ p32[0] + r.c_s @ (p32[1] + p32[2]))
+    # no net sale on an invested base (it would shrink the base): sales pay for buys
+    cons: list[cp.Constraint] = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= st.spot.cash_usd / V,
+                                 cp.sum(b) - cp.sum(q) >= 0]
+    if st.spot.rates is not None:
+        for i in range(n):
+            tax, rows = lot_tax(c, q[i], i, r)
+            obj += tax
+            cons += rows
+    for j, con in enumerate(c.book.contracts):
+        if con.symbol in st.constraints.caps_usd:
+            cons.append(cp.abs(z[j]) <= st.constraints.caps_usd[con.symbol] / V)
+    if st.constraints.max_gross_leverage is not None:
+        cons.append(cp.sum(cp.abs(e)) <= st.constraints.max_gross_leverage)
+    solve_tight(cp.Problem(cp.Minimize(1e4 * obj), cons), st.costs.impact)
     assert z.value is not None and b.value is not None and q.value is not None
     return z.value * V, (b.value - q.value) * V, V
 
