@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fbr.config_market import mark_closes
 from fbr.config_sources import ParseContext, spot_closes, until
 from models.book import Book
-from models.data_files import optional_file
-from models.data_layout import MARK_BAR_HOURS, MARK_FOLDER
 from models.instruments import ContractKind
 
 #: Fewest daily basis changes an underlying needs in the window to be estimated.
@@ -34,15 +33,13 @@ MIN_BASIS_DAYS = 30
 
 
 def daily_marks(data_dir: Path, asset: str) -> pd.Series | None:
-    """The perpetual mark of ``asset`` at each 00:00 UTC close (USD, indexed by close time); None
-    without a mark file."""
-    from models.io import load_mark_closes
-
-    if optional_file(data_dir, MARK_FOLDER, asset) is None:
+    """The perpetual mark of ``asset`` at each 00:00 UTC close (USD, indexed by close time; the
+    4 h closes of fbr.config_market.mark_closes); None without a mark file."""
+    closes = mark_closes(data_dir, asset)
+    if closes is None:
         return None
-    closes = load_mark_closes(data_dir, [asset])[asset]
-    closes.index = pd.DatetimeIndex(closes.index) + pd.Timedelta(hours=MARK_BAR_HOURS)
-    return closes.loc[closes.index.normalize() == closes.index]
+    idx = pd.DatetimeIndex(closes.index)
+    return closes.loc[idx.normalize() == idx]
 
 
 @dataclass(frozen=True)

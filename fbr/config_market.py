@@ -216,16 +216,22 @@ def _perpetual_underlyings(contracts: Sequence[FuturesContract]) -> dict[str, li
     return out
 
 
-def _mark_closes(data_dir: Path, asset: str, when: pd.Timestamp) -> pd.Series | None:
-    """Perpetual mark closes of ``asset`` (USD) indexed by close time (bar open + 4 h), those at or
-    before ``when`` only; None when the folder has no mark file for it."""
+def mark_closes(data_dir: Path, asset: str) -> pd.Series | None:
+    """Perpetual mark closes of ``asset`` (USD) indexed by close time (bar open + 4 h); None when
+    the folder has no mark file for it."""
     from models.io import load_mark_closes
 
     if optional_file(data_dir, MARK_FOLDER, asset) is None:
         return None
     closes = load_mark_closes(data_dir, [asset])[asset]
     closes.index = pd.DatetimeIndex(closes.index) + MARK_BAR
-    return closes.loc[closes.index <= when]
+    return closes
+
+
+def _mark_closes(data_dir: Path, asset: str, when: pd.Timestamp) -> pd.Series | None:
+    """:func:`mark_closes` at or before ``when`` only."""
+    closes = mark_closes(data_dir, asset)
+    return None if closes is None else closes.loc[closes.index <= when]
 
 
 def _settlements(data_dir: Path, asset: str, when: pd.Timestamp) -> pd.Series | None:
