@@ -98,7 +98,7 @@ from models.book import Book  # noqa: E402
 from models.data_layout import spot_folder  # noqa: E402
 from models.instruments import FuturesContract  # noqa: E402
 from models.io import default_data_dir  # noqa: E402
-from models.risk import estimate_risk, returns_from_prices  # noqa: E402
+from models.risk import basis_covariance, estimate_risk, returns_from_prices  # noqa: E402
 from models.tax import LotMethod, TaxLot, TaxRates  # noqa: E402
 from models.trailing_risk import TrailingRisk  # noqa: E402
 from optimizer.edge_bands import EdgeScaling, edge_band_policy  # noqa: E402
@@ -666,24 +666,21 @@ def build_setup(data: Path, nav: float, lookback: int, impact_k: float) -> Setup
 def path_basis(path: MarketPath, cons: Sequence[FuturesContract],
                lookback: int) -> Callable[[pd.Timestamp], np.ndarray]:
     """basis(t): the contracts' basis covariance (M x M, annualised at the path's 8 h step) from
-    the path's marks against spot, b = mark / spot - 1, over the trailing ``lookback`` days up to
-    t (no look-ahead; zeros until MIN_BASIS_STEPS changes exist; a contract marked at spot, no
-    mark file, has none). What fbr's risk model and the TE band's price as basis risk, as the
-    replay's tracking error counts it."""
+    the path's marks against spot, b = mark / spot - 1 (models.risk.basis_covariance), over the
+    trailing ``lookback`` days up to t (no look-ahead; zeros until MIN_BASIS_STEPS changes exist;
+    a contract marked at spot, no mark file, has none). What fbr's risk model prices as basis
+    risk, as the replay's tracking error counts it (the TE band does not read it)."""
     cols = [c.symbol for c in cons]
-    spot = path.spot[[c.underlying for c in cons]].to_numpy(dtype=float)
     marked = path.mark if path.mark is not None else pd.DataFrame(index=path.spot.index)
-    mark = np.column_stack([marked[c].to_numpy(dtype=float) if c in marked.columns else spot[:, j]
-                            for j, c in enumerate(cols)])
-    b = mark / spot - 1.0
-    change = pd.DataFrame(np.diff(b, axis=0), index=path.spot.index[1:], columns=cols)
-    rows = 3 * lookback
+    spot = pd.DataFrame({c.symbol: path.spot[c.underlying] for c in cons})
+    mark = pd.DataFrame({c: marked[c] if c in marked.columns else spot[c] for c in cols})
+    rows = 3 * lookback + 1  # closes: one more than the changes
 
     def basis(t: pd.Timestamp) -> np.ndarray:
-        past = change.loc[change.index <= t].tail(rows)
-        if len(past) < MIN_BASIS_STEPS:
+        past = mark.loc[mark.index <= t].tail(rows)
+        if len(past) - 1 < MIN_BASIS_STEPS:
             return np.zeros((len(cols), len(cols)))
-        return np.atleast_2d(np.cov(past.to_numpy(), rowvar=False, ddof=1)) * 3 * 365.0
+        return basis_covariance(past, spot.loc[past.index], periods_per_year=3 * 365.0)
 
     return basis
 
