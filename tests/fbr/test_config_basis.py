@@ -181,3 +181,18 @@ expiry = 2024-06-28T08:00:00Z
     np.testing.assert_allclose(cov, np.full((2, 2), 365.0 * btc.var(ddof=1)), rtol=1e-10, atol=0)
     (label,) = [x for x in lb.labels if x.startswith("basis risk:")]
     assert "dated contracts at their underlying's perpetual basis: BTC-240628" in label
+
+
+def test_a_bad_basis_risk_value_is_one_clear_message(tmp_path: Path) -> None:
+    """`fbr solve` on a data book with ``basis_risk = "yes"``: exit 2, one line naming the field
+    and the fix, no traceback."""
+    from cli_helpers import run_fbr
+
+    data = _write_data(tmp_path / "data")
+    book = _write_book(tmp_path / "book.toml", data)
+    book.write_text(book.read_text().replace("basis_risk = true", 'basis_risk = "yes"'), encoding="utf-8")
+    res = run_fbr("solve", str(book))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: risk.basis_risk: is 'yes' (in {book}). Fix: write true or false (no quotes)"]
