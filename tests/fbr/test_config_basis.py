@@ -164,7 +164,17 @@ def test_a_dated_contract_takes_its_underlyings_perpetual_basis(tmp_path: Path) 
     """A dated BTC contract beside the BTC perpetual gets the perpetual's basis variance (not 0:
     it would be priced as basis-free beside the perpetual), and the label says so."""
     data = _write_data(tmp_path / "data")
-    contracts = """[[contracts]]
+    lb = load_book_file(_write_book(tmp_path / "book.toml", data, contracts=DATED_BOOK))
+    assert [c.symbol for c in lb.book.contracts] == ["BTC-PERP", "BTC-240628"]
+    cov = lb.risk.basis_cov
+    assert cov is not None
+    btc = _basis_by_hand(data, "BTC").diff().dropna()
+    np.testing.assert_allclose(cov, np.full((2, 2), 365.0 * btc.var(ddof=1)), rtol=1e-10, atol=0)
+    (label,) = [x for x in lb.labels if x.startswith("basis risk:")]
+    assert "dated contracts at their underlying's perpetual basis: BTC-240628 (no quarterly file)" in label
+
+
+DATED_BOOK = """[[contracts]]
 symbol = "BTC-PERP"
 underlying = "BTC"
 [[contracts]]
@@ -173,14 +183,91 @@ underlying = "BTC"
 kind = "dated"
 expiry = 2024-06-28T08:00:00Z
 """
-    lb = load_book_file(_write_book(tmp_path / "book.toml", data, contracts=contracts))
-    assert [c.symbol for c in lb.book.contracts] == ["BTC-PERP", "BTC-240628"]
+
+
+def _write_quarterlies(data: Path) -> dict[pd.Timestamp, pd.Series]:
+    """BTC quarterlies delivering 2024-03-29 and 2024-06-28 08:00 UTC, daily bars from 2024-01-01
+    (the March one up to its delivery-day bar), each close spot's close x (1 + b) with
+    b = 10% x tau / 365 + a noise of 0.3% (tau days to delivery at the close); returns b by
+    delivery at the 00:00 closes, as the test computes it."""
+    rng = np.random.default_rng(5)
+    spot = pd.read_csv(data / "spot_1d" / "BTC.csv.gz")
+    close = pd.Series(spot["close"].to_numpy(), index=pd.to_datetime(spot["timestamp"], utc=True))
+    (data / "quarterly_1d").mkdir()
+    out: dict[pd.Timestamp, pd.Series] = {}
+    for code, delivery in (("240329", "2024-03-29T08:00Z"), ("240628", "2024-06-28T08:00Z")):
+        when = pd.Timestamp(delivery)
+        opens = pd.DatetimeIndex(close.index[close.index < when])
+        stamps = opens + pd.Timedelta(days=1)
+        tau = (when - stamps) / pd.Timedelta(days=1)
+        b = 0.10 * tau / 365.0 + rng.normal(0.0, 3e-3, len(opens))
+        px = close.reindex(opens).to_numpy() * (1.0 + b)
+        pd.DataFrame({"timestamp": opens, "open": px, "high": px, "low": px, "close": px}).to_csv(
+            data / "quarterly_1d" / f"BTCUSDT_{code}.csv.gz", index=False)
+        out[when] = pd.Series(b, index=stamps)[stamps < when]  # the delivery-day close is at 08:00
+    return out
+
+
+def _chain_by_hand(bases: dict[pd.Timestamp, pd.Series], tau0: float, end: pd.Timestamp,
+                   lookback: int) -> pd.Series:
+    """Day by day up to ``end``: among the quarterlies with a close that day and the day before,
+    the change of the one whose days to expiry are nearest ``tau0``; the last ``lookback``."""
+    days = sorted({t for b in bases.values() for t in b.index if t <= end})
+    out = {}
+    for t in days:
+        prev = t - pd.Timedelta(days=1)
+        live = [(abs((d - t) / pd.Timedelta(days=1) - tau0), d) for d, b in sorted(bases.items())
+                if t in b.index and prev in b.index]
+        if live:
+            _, d = min(live, key=lambda x: x[0])
+            out[t] = bases[d][t] - bases[d][prev]
+    return pd.Series(out).tail(lookback)
+
+
+def test_a_dated_contract_is_estimated_on_its_quarterlies_at_constant_maturity(tmp_path: Path) -> None:
+    """With quarterly files, BTC-240628 (88.3 days to expiry at the market time) gets the
+    covariance of a chain of quarterly basis changes: each day the contract nearest 88.3 days
+    out (the March one early in the window, the June one later), with the perpetual's changes on
+    the common days; the dated variance is the chain's, far above the perpetual's."""
+    data = _write_data(tmp_path / "data")
+    bases = _write_quarterlies(data)
+    lb = load_book_file(_write_book(tmp_path / "book.toml", data, contracts=DATED_BOOK))
+    tau0 = (pd.Timestamp("2024-06-28T08:00Z") - MARKET_TIME) / pd.Timedelta(days=1)
+    chain = _chain_by_hand(bases, tau0, MARKET_TIME, LOOKBACK)
+    perp = _basis_by_hand(data, "BTC").diff().dropna()
+    both = pd.DataFrame({"perp": perp, "dated": chain}).dropna()
+    assert len(both) == LOOKBACK
     cov = lb.risk.basis_cov
     assert cov is not None
-    btc = _basis_by_hand(data, "BTC").diff().dropna()
-    np.testing.assert_allclose(cov, np.full((2, 2), 365.0 * btc.var(ddof=1)), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(cov, 365.0 * np.cov(both.to_numpy(), rowvar=False, ddof=1),
+                               rtol=1e-10, atol=0)
+    assert cov[1, 1] > 10 * cov[0, 0]
     (label,) = [x for x in lb.labels if x.startswith("basis risk:")]
-    assert "dated contracts at their underlying's perpetual basis: BTC-240628" in label
+    assert "dated contracts on their quarterly closes at constant maturity: BTC-240628" in label
+    assert "perpetual basis" not in label
+
+
+def test_the_quarterly_chain_follows_the_contracts_maturity_at_each_end(tmp_path: Path) -> None:
+    """The estimate at an earlier end (a trailing risk model's refresh) picks the chain at the
+    contract's days to expiry then (117.3 at 2024-03-03: the June contract throughout), and an
+    expired contract falls back to the perpetual's basis, saying so."""
+    from fbr.config_basis import BasisHistory
+
+    data = _write_data(tmp_path / "data")
+    bases = _write_quarterlies(data)
+    lb = load_book_file(_write_book(tmp_path / "book.toml", data, contracts=DATED_BOOK))
+    history = BasisHistory.load(lb.book, data)
+    end = pd.Timestamp("2024-03-03T00:00Z")
+    tau0 = (pd.Timestamp("2024-06-28T08:00Z") - end) / pd.Timedelta(days=1)
+    est = history.estimate(end, 40)
+    chain = _chain_by_hand(bases, tau0, end, 40)
+    assert len(chain) == 40 and chain.index.min() >= pd.Timestamp("2024-01-23T00:00Z")
+    june = bases[pd.Timestamp("2024-06-28T08:00Z")].diff().reindex(chain.index)
+    np.testing.assert_array_equal(chain.to_numpy(), june.to_numpy())  # nearest is June all along
+    assert est.cov[1, 1] == pytest.approx(365.0 * chain.var(ddof=1), rel=1e-10)
+    late = history.estimate(pd.Timestamp("2024-06-29T00:00Z"), 40)
+    assert late.dated_own == () and late.dated_fallback == {"BTC-240628": "expired"}
+    assert late.cov[1, 1] == pytest.approx(late.cov[0, 0], rel=1e-12)
 
 
 def test_a_bad_basis_risk_value_is_one_clear_message(tmp_path: Path) -> None:
