@@ -6,7 +6,11 @@ symbol mapping, settings, and reads with retry.
 - :meth:`CcxtBase._read` retries transient failures (:func:`executor.ccxt_errors.transient`) with
   ``base_delay_s`` x 2^k seconds of backoff; other ``ExchangeError`` subclasses (InsufficientFunds,
   InvalidOrder, BadRequest, AuthenticationError) are never retried (ExchangeSetupError);
-- :meth:`CcxtBase.hedge_mode`: the account's position mode (asked once).
+- :meth:`CcxtBase.hedge_mode`: the account's position mode (asked once);
+- :meth:`CcxtBase.resync_clock`: a signed request refused for its timestamp (Binance -1021, ccxt
+  ``InvalidNonce``: the local clock is off the exchange's by more than the receive window, or
+  drifted since the last sync) was not processed; the offset to the exchange's clock is measured
+  again (``load_time_difference``, one public ``GET time``) before the request is retried.
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
@@ -22,7 +26,7 @@ from typing import Any, TypeVar
 import ccxt
 
 from executor.base import ReadFailedError
-from executor.ccxt_errors import ExchangeSetupError, transient
+from executor.ccxt_errors import TIMESTAMP_REFUSED, ExchangeSetupError, exchange_code, transient
 from executor.plan import default_exchange_symbol
 from executor.safety import redact
 from models.collateral import PLEDGE_SOURCES
@@ -48,6 +52,7 @@ class CcxtBase:
         exchange.options["maxRetriesOnFailure"] = 0  # never let ccxt resend an order itself
         exchange.options["maxRetriesOnFailureDelay"] = 0
         exchange.options.setdefault("fetchCurrencies", False)
+        exchange.options.setdefault("adjustForTimeDifference", True)  # synced when markets load
         self.ex = exchange
         self.venue = str(exchange.id)
         self._symbols = dict(symbols or {})
@@ -75,6 +80,21 @@ class CcxtBase:
                 self._hedged = bool(mode.get("hedged"))
         return self._hedged
 
+    def resync_clock(self, exc: BaseException) -> bool:
+        """When ``exc`` is a timestamp refusal (``InvalidNonce`` / -1021), measure the offset to the
+        exchange's clock again (ccxt's ``load_time_difference``, which its nonce subtracts) and
+        return True; False for any other error, or when the exchange's time cannot be read."""
+        if not (isinstance(exc, ccxt.InvalidNonce) or exchange_code(exc) == TIMESTAMP_REFUSED):
+            return False
+        try:
+            offset = self.ex.load_time_difference()
+        except ccxt.BaseError as err:
+            log.warning("clock resync failed (%s)", type(err).__name__)
+            return False
+        log.warning("request refused for its timestamp: clock resynced (local - exchange = %s ms)",
+                    offset)
+        return True
+
     # --- reads with retry ----------------------------------------------------------------------
     def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
         last: Exception | None = None
@@ -87,6 +107,8 @@ class CcxtBase:
                                              f"{type(exc).__name__}: {redact(str(exc))}") from None
                 last = exc
                 log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
+                if self.resync_clock(exc):
+                    continue  # refused unprocessed for its timestamp: retry at once, clock synced
                 if k + 1 < self._attempts:
                     self._sleep(self._delay * 2 ** k)
         raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "

@@ -32,6 +32,9 @@ class ExchangeSetupError(FbrError):
 AMBIGUOUS_CODES = frozenset({-1000, -1001, -1006, -1007})
 #: Binance: "ClientOrderId is duplicated" (an open order has that id: the order exists).
 DUPLICATE_CLIENT_ID = -4116
+#: Binance: "Timestamp for this request is outside of the recvWindow" (refused before processing;
+#: ccxt's InvalidNonce, a NetworkError, so an order so refused is reconciled like any transient one).
+TIMESTAMP_REFUSED = -1021
 _CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
 
 

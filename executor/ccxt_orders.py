@@ -180,6 +180,7 @@ class CcxtOrders(CcxtBase):
             order = self.ex.create_order(sym, leg.order_type.value, leg.side.value, amount, price,
                                          params)
         except ccxt.BaseError as exc:
+            self.resync_clock(exc)  # a timestamp refusal: the reconciliation reads on a synced clock
             raise order_error(exc) from None
         return self._state(leg, order)
 
@@ -189,9 +190,8 @@ class CcxtOrders(CcxtBase):
             order = self.ex.fetch_order(None, leg.exchange_symbol, {"clientOrderId": leg.client_id})
         except ccxt.OrderNotFound:
             return None
-        except ccxt.NetworkError as exc:
-            raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
         except ccxt.BaseError as exc:
+            self.resync_clock(exc)  # the caller's next look is on a synced clock
             raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
         return self._state(leg, order)
 

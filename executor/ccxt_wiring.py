@@ -3,8 +3,10 @@
 - :func:`make_exchange` builds one ccxt instance with the settings fbr relies on: ccxt's own rate
   limiter on (``enableRateLimit``), ccxt's own resend-on-failure off (``maxRetriesOnFailure`` 0: it
   would re-POST an order after a timeout), no private currency call on ``load_markets``
-  (``fetchCurrencies`` False). Pass ``session`` to route HTTP elsewhere (the tests' loopback
-  emulator). Keys are optional (public data needs none) and never logged.
+  (``fetchCurrencies`` False), the local clock's offset to the exchange's measured when the
+  markets load (``adjustForTimeDifference``: signed requests carry the exchange's time, so a
+  skewed local clock is not refused). Pass ``session`` to route HTTP elsewhere (the tests'
+  loopback emulator). Keys are optional (public data needs none) and never logged.
 - :func:`retry_read` retries a *read* on ``ccxt.NetworkError`` subclasses only (RequestTimeout,
   DDoSProtection / RateLimitExceeded, ExchangeNotAvailable / OnMaintenance, InvalidNonce) with
   exponential backoff: delay_k = min(max_delay, base_delay * 2**k) seconds before attempt k+2.
@@ -41,7 +43,8 @@ def make_exchange(exchange_id: str, *, api_key: str | None = None, secret: str |
     config: dict[str, object] = {
         "enableRateLimit": True,
         "timeout": int(timeout_ms),
-        "options": {"fetchCurrencies": False, "maxRetriesOnFailure": 0, **dict(options or {})},
+        "options": {"fetchCurrencies": False, "maxRetriesOnFailure": 0, "adjustForTimeDifference": True,
+                    **dict(options or {})},
     }
     if api_key:
         config["apiKey"] = api_key

@@ -14,7 +14,9 @@ What is emulated (one-way position mode, USDT collateral, linear contracts of si
   (intervals 1h/4h/8h/1d, paging, max 1500), ``ticker/price``; spot ``/api/v3/ping``, ``time``,
   ``exchangeInfo`` and ``klines`` (max 1000);
 - signed (HMAC-SHA256 over the query/body before ``&signature=``, checked with the emulator's secret,
-  else -1022; ``X-MBX-APIKEY`` must equal the api key, else -2015): ``/fapi/v3/account``,
+  else -1022; ``X-MBX-APIKEY`` must equal the api key, else -2015; Binance's timestamp rule on the
+  emulator's clock, else -1021 before anything is processed: timestamp < server time + 1,000 ms and
+  server time - timestamp <= recvWindow, default 5,000, over 60,000 refused with -1131): ``/fapi/v3/account``,
   ``/fapi/v2/account``, ``/fapi/v2/balance``, ``/fapi/v3/positionRisk``, ``/fapi/v2/positionRisk``,
   ``/fapi/v1/leverageBracket``, ``/fapi/v1/order`` (POST/GET/DELETE), ``/fapi/v1/openOrders``,
   ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
@@ -127,6 +129,9 @@ INTERVAL_MS = {"1h": HOUR_MS, "4h": 4 * HOUR_MS, "8h": 8 * HOUR_MS, "1d": DAY_MS
 TAKER_FEE = 0.0005
 CLIENT_ID_RE = re.compile(r"^[.A-Za-z0-9:/_-]{1,36}$")
 DEFAULT_LEVERAGE = 20
+#: A signed request's default and largest ``recvWindow`` (ms), as Binance's.
+RECV_WINDOW_MS = 5_000
+MAX_RECV_WINDOW_MS = 60_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -895,8 +900,20 @@ class BinanceEmulator:
         expected = hmac.new(self._secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
             raise _bad(-1022, "Signature for this request is not valid.")
-        if "timestamp" not in dict(parse_qsl(payload)):
+        params = dict(parse_qsl(payload))
+        if "timestamp" not in params:
             raise _bad(-1102, "Mandatory parameter 'timestamp' was not sent.")
+        self._check_timestamp(int(params["timestamp"]), int(params.get("recvWindow", RECV_WINDOW_MS)))
+
+    def _check_timestamp(self, timestamp: int, recv_window: int) -> None:
+        """Binance's rule, on the emulator's clock: processed only when timestamp < server time +
+        1,000 ms and server time - timestamp <= recvWindow (default 5,000, at most 60,000 ms);
+        else -1021, before anything is processed."""
+        if recv_window > MAX_RECV_WINDOW_MS:
+            raise _bad(-1131, "recvWindow must be less than 60000")
+        now = self.now_ms()
+        if not (timestamp < now + 1000 and now - timestamp <= recv_window):
+            raise _bad(-1021, "Timestamp for this request is outside of the recvWindow.")
 
     # -- routes -------------------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ def test_emulator_settles_funding_on_the_clock() -> None:
 def test_ccxt_parses_the_income_history(emulator: BinanceEmulator,
                                         exchange: ccxt.binanceusdm) -> None:
     _three_settlements(emulator)
+    exchange.load_time_difference()  # the exchange's clock moved on: signed requests must follow it
     # a fill adds COMMISSION income, which funding history must leave out
     exchange.create_order("BTC/USDT:USDT", "market", "sell", 0.1)
     assert any(r.income_type == "COMMISSION" for r in emulator.income)
