@@ -89,11 +89,14 @@ class Trade:
 class AmbiguousOrderError(FbrError):
     """Order creation failed in a way that leaves its fate unknown (timeout, 5xx, 429, Binance
     -1000/-1001/-1006/-1007). ``exists`` is True when the answer itself proves the order exists
-    (Binance -4116, a duplicate client id among open orders): it must be found, never resent."""
+    (Binance -4116, a duplicate client id among open orders): it must be found, never resent.
+    ``wait_s``: seconds the exchange asked to be left alone before the next request (its
+    ``Retry-After`` on a rate-limited answer; 0 when it asked for none)."""
 
-    def __init__(self, message: str, *, exists: bool = False) -> None:
+    def __init__(self, message: str, *, exists: bool = False, wait_s: float = 0.0) -> None:
         super().__init__(message)
         self.exists = exists
+        self.wait_s = wait_s
 
 
 class OrderRejectedError(FbrError):

@@ -4,7 +4,8 @@ symbol mapping, settings, and reads with retry.
 - :class:`CcxtBase` switches ccxt's own resend off (``maxRetriesOnFailure`` = 0) and holds the
   settings (margin mode, quote asset, read attempts, backoff base delay in seconds, pledge source);
 - :meth:`CcxtBase._read` retries transient failures (:func:`executor.ccxt_errors.transient`) with
-  ``base_delay_s`` x 2^k seconds of backoff; other ``ExchangeError`` subclasses (InsufficientFunds,
+  ``base_delay_s`` x 2^k seconds of backoff, or the exchange's ``Retry-After`` when longer
+  (:func:`executor.ccxt_wiring.retry_after_s`); other ``ExchangeError`` subclasses (InsufficientFunds,
   InvalidOrder, BadRequest, AuthenticationError) are never retried (ExchangeSetupError);
 - :meth:`CcxtBase.hedge_mode`: the account's position mode (asked once);
 - :meth:`CcxtBase.resync_clock`: a signed request refused for its timestamp (Binance -1021, ccxt
@@ -27,6 +28,7 @@ import ccxt
 
 from executor.base import ReadFailedError
 from executor.ccxt_errors import TIMESTAMP_REFUSED, ExchangeSetupError, exchange_code, transient
+from executor.ccxt_wiring import retry_after_s
 from executor.plan import default_exchange_symbol
 from executor.safety import redact
 from models.collateral import PLEDGE_SOURCES
@@ -109,8 +111,11 @@ class CcxtBase:
                 log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
                 if self.resync_clock(exc):
                     continue  # refused unprocessed for its timestamp: retry at once, clock synced
-                if k + 1 < self._attempts:
-                    self._sleep(self._delay * 2 ** k)
+                wait = retry_after_s(self.ex, exc)  # honoured after the last try too: the
+                if k + 1 < self._attempts:         # caller's next request must not come inside it
+                    self._sleep(max(self._delay * 2 ** k, wait))
+                elif wait > 0:
+                    self._sleep(wait)
         raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
                               f"{type(last).__name__}: {redact(str(last))}")
 

@@ -50,14 +50,15 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, ccxt.OperationFailed) or exchange_code(exc) in AMBIGUOUS_CODES
 
 
-def order_error(exc: Exception) -> FbrError:
-    """A failed ``create_order`` as AmbiguousOrderError (fate open) or OrderRejectedError."""
+def order_error(exc: Exception, wait_s: float = 0.0) -> FbrError:
+    """A failed ``create_order`` as AmbiguousOrderError (fate open; ``wait_s`` the exchange's
+    Retry-After, s) or OrderRejectedError."""
     code = exchange_code(exc)
     text = f"{type(exc).__name__}: {redact(str(exc))}"
     if code == DUPLICATE_CLIENT_ID:
-        return AmbiguousOrderError(text, exists=True)
+        return AmbiguousOrderError(text, exists=True, wait_s=wait_s)
     if transient(exc):
-        return AmbiguousOrderError(text)
+        return AmbiguousOrderError(text, wait_s=wait_s)
     if isinstance(exc, ccxt.InsufficientFunds):
         return OrderRejectedError(f"insufficient margin: {redact(str(exc))}")
     return OrderRejectedError(text)

@@ -48,7 +48,7 @@ class CcxtFunding(CcxtBase):
             rows: list[dict[str, Any]] = retry_read(
                 lambda: self.ex.fetch_funding_history(None, since_ms, FUNDING_PAGE),
                 attempts=self._attempts, base_delay_s=self._delay, sleep=self._sleep,
-                on_retry=on_retry)
+                on_retry=on_retry, exchange=self.ex)
         except ccxt.NetworkError as exc:
             raise ReadFailedError(f"{self.venue}: fetch_funding_history failed {self._attempts} "
                                   f"times: {type(exc).__name__}: {redact(str(exc))}") from None

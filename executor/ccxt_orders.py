@@ -33,6 +33,7 @@ import ccxt
 from executor.base import OrderState, OrderStatus, ReadFailedError, Trade
 from executor.ccxt_base import CcxtBase
 from executor.ccxt_errors import ExchangeSetupError, order_error
+from executor.ccxt_wiring import retry_after_s
 from executor.plan import Instrument, OrderLeg, OrderType
 from executor.safety import redact
 
@@ -181,7 +182,7 @@ class CcxtOrders(CcxtBase):
                                          params)
         except ccxt.BaseError as exc:
             self.resync_clock(exc)  # a timestamp refusal: the reconciliation reads on a synced clock
-            raise order_error(exc) from None
+            raise order_error(exc, retry_after_s(self.ex, exc)) from None
         return self._state(leg, order)
 
     def find_order(self, leg: OrderLeg) -> OrderState | None:
@@ -192,6 +193,7 @@ class CcxtOrders(CcxtBase):
             return None
         except ccxt.BaseError as exc:
             self.resync_clock(exc)  # the caller's next look is on a synced clock
+            self._sleep(retry_after_s(self.ex, exc))  # and never inside a 429's Retry-After
             raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
         return self._state(leg, order)
 

@@ -9,7 +9,11 @@
   loopback emulator). Keys are optional (public data needs none) and never logged.
 - :func:`retry_read` retries a *read* on ``ccxt.NetworkError`` subclasses only (RequestTimeout,
   DDoSProtection / RateLimitExceeded, ExchangeNotAvailable / OnMaintenance, InvalidNonce) with
-  exponential backoff: delay_k = min(max_delay, base_delay * 2**k) seconds before attempt k+2.
+  exponential backoff: delay_k = min(max_delay, base_delay * 2**k) seconds before attempt k+2, or
+  longer when the exchange asked for it (:func:`retry_after_s`).
+- :func:`retry_after_s`: the wait a rate-limited answer (HTTP 429, or 418 for an IP banned after
+  ignoring one) asks for in its ``Retry-After`` header, in seconds. Binance bans an IP that does
+  not back off that long, so every retry and every reconciliation read waits at least this.
   ``ExchangeError`` subclasses (bad symbol, auth, insufficient funds, invalid order) are raised at
   once. Never wrap an order placement in it: a timeout there is ambiguous (the order may exist).
 """
@@ -55,13 +59,35 @@ def make_exchange(exchange_id: str, *, api_key: str | None = None, secret: str |
     return cls(config)
 
 
+#: Longest ``Retry-After`` (s) a wait honours; a longer ban is waited out this long per retry.
+MAX_RETRY_AFTER_S = 300.0
+
+
+def retry_after_s(exchange: Any, exc: BaseException) -> float:
+    """Seconds the exchange asked to wait before the next request: the ``Retry-After`` header of
+    the answer that raised ``exc`` when it is rate-limit refusal (ccxt ``RateLimitExceeded`` or
+    ``DDoSProtection``: HTTP 429 or 418), capped at ``MAX_RETRY_AFTER_S``; 0 otherwise, or when
+    the header is absent or not a number."""
+    if not isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
+        return 0.0
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    try:
+        wait = float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
+
+
 def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 0.5,
                max_delay_s: float = 8.0, sleep: Callable[[float], None] = time.sleep,
-               on_retry: Callable[[int, Exception], None] | None = None) -> T:
+               on_retry: Callable[[int, Exception], None] | None = None,
+               exchange: Any = None) -> T:
     """``fn()``, retried up to ``attempts`` calls in all on ``ccxt.NetworkError`` only.
 
-    Between calls k and k+1 (k = 0, 1, ...) it sleeps min(max_delay_s, base_delay_s * 2**k) s and
-    calls ``on_retry(k + 1, error)``. The last NetworkError is re-raised when attempts run out.
+    Between calls k and k+1 (k = 0, 1, ...) it sleeps min(max_delay_s, base_delay_s * 2**k) s, or
+    the ``exchange``'s :func:`retry_after_s` when longer, and calls ``on_retry(k + 1, error)``. The
+    last NetworkError is re-raised when attempts run out.
     """
     if attempts < 1:
         raise ValidationError("attempts", f"is {attempts}", "give at least 1")
@@ -69,9 +95,12 @@ def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 
         try:
             return fn()
         except ccxt.NetworkError as exc:
+            wait = retry_after_s(exchange, exc)
             if k == attempts - 1:
+                if wait > 0:
+                    sleep(wait)  # the caller's next request must not come inside it either
                 raise
             if on_retry is not None:
                 on_retry(k + 1, exc)
-            sleep(min(max_delay_s, base_delay_s * 2.0**k))
+            sleep(max(min(max_delay_s, base_delay_s * 2.0**k), wait))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -300,7 +300,7 @@ class JournaledExecutor:
                         leg.client_id, redact(str(exc)))
             finding = self._reconciler.reconcile(
                 SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)),
-                exists=exc.exists)
+                exists=exc.exists, wait_s=exc.wait_s)
             self._apply(plan.plan_id, leg, finding)
             if finding.verdict == Verdict.UNKNOWN:
                 self._stop(plan.plan_id, leg, finding)

@@ -90,9 +90,11 @@ class Reconciler:
         self._sleep = sleep
         self.skew_ms = skew_ms
 
-    def reconcile(self, sent: SentLeg, *, exists: bool = False) -> Finding:
+    def reconcile(self, sent: SentLeg, *, exists: bool = False, wait_s: float = 0.0) -> Finding:
         """The verdict for ``sent``; ``exists`` (the exchange said the id is taken) rules out
-        NOT_PLACED."""
+        NOT_PLACED; ``wait_s`` (the exchange's Retry-After) is waited before the first check."""
+        if wait_s > 0:
+            self._sleep(wait_s)
         moved: float | None = None
         found: OrderState | None = None
         blind = False

@@ -94,7 +94,11 @@ clock's monotonic time by default, a simulated one in the chaos tests):
   that asset, ``fee x (1 - commission_discount) / price`` (price: the trade's for the symbol's base
   asset, ``asset_prices`` otherwise; BNB 600 USD by default, also its ``assetIndex`` row, as on
   Binance where BNB is a Multi-Assets collateral asset). The wallet is still charged in USDT;
-- concurrent callers: the server is threaded; every request runs under one lock, in arrival order.
+- concurrent callers: the server is threaded; every request runs under one lock, in arrival order;
+- rate limits (:attr:`BinanceEmulator.retry_after_s` > 0): a 429 carries ``Retry-After`` (s), and
+  any request before that wait is over earns an IP ban of :attr:`BinanceEmulator.ban_s` seconds:
+  every request answered HTTP 418 (code -1003, ``Retry-After`` = the time left) until it ends, as
+  Binance bans an IP that does not back off.
 """
 
 from __future__ import annotations
@@ -476,6 +480,13 @@ class BinanceEmulator:
         self.income: list[EmuIncome] = []
         self.faults = FaultPlan()
         self.lag_clock = lag_clock
+        #: a 429's Retry-After (s of ``lag_clock``; 0: none sent and no ban) and the ban (s) a
+        #: request inside that wait earns (HTTP 418, every request refused until it ends)
+        self.retry_after_s = 0
+        self.ban_s = 120
+        self.bans = 0  # IP bans earned
+        self._quiet_until: float | None = None
+        self._banned_until: float | None = None
         self._partial_next = False
         #: seconds an accepted order stays invisible to lookups (a number, or a callable per order)
         self.lookup_lag_s: float | Callable[[], float] = 0.0
@@ -799,6 +810,9 @@ class BinanceEmulator:
             self._run_pending()
         if self.is_down():
             return 503, "Service Unavailable", None, 0.0
+        banned = self._ban_answer()
+        if banned is not None:
+            return 418, banned, None, 0.0
         armed = self.faults.take(method, path)
         if armed is not None:
             early = self._early_fault(armed)
@@ -868,8 +882,34 @@ class BinanceEmulator:
             self.orders.append(o)
             self._fill(o, price)
 
+    def _ban_answer(self) -> object | None:
+        """The 418 body when the IP is banned, or earns a ban now by calling inside a 429's
+        Retry-After; None otherwise."""
+        with self._lock:
+            now = self.lag_clock()
+            if self._quiet_until is not None and now < self._quiet_until:
+                self._quiet_until, self._banned_until = None, now + self.ban_s
+                self.bans += 1
+            if self._banned_until is None or now >= self._banned_until:
+                return None
+            until_ms = self.now_ms() + int(1000 * (self._banned_until - now))
+        return {"code": -1003, "msg": f"Way too many requests; IP banned until {until_ms}. Please "
+                "use the websocket for live updates to avoid bans."}
+
+    def retry_after(self, status: int) -> int | None:
+        """The Retry-After header (s) of an answer: a 429's wait, or what is left of a ban."""
+        with self._lock:
+            if status == 429 and self.retry_after_s > 0:
+                return int(self.retry_after_s)
+            if status == 418 and self._banned_until is not None:
+                return max(1, math.ceil(self._banned_until - self.lag_clock()))
+        return None
+
     def _early_fault(self, armed: ArmedFault) -> tuple[int, object] | None:
         if armed.fault is Fault.HTTP_429:
+            if self.retry_after_s > 0:
+                with self._lock:
+                    self._quiet_until = self.lag_clock() + self.retry_after_s
             return 429, {"code": -1003, "msg": "Too many requests; current limit exceeded."}
         if armed.fault is Fault.HTTP_503:
             return 503, "Service Unavailable"
@@ -1619,6 +1659,9 @@ class _Handler(BaseHTTPRequestHandler):
             ctype = "text/plain" if isinstance(payload, str) else "application/json"
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
+            wait = emu.retry_after(status)
+            if wait is not None:
+                self.send_header("Retry-After", str(wait))
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):

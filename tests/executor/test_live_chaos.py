@@ -17,7 +17,8 @@ Invariants, per run:
 - the account ends within one lot step of the target, or the last run ended UNKNOWN naming its leg;
 - the journal's fills equal the exchange's fills per contract (less the fills of legs still in
   doubt when the run ended UNKNOWN);
-- a concurrent resume is refused, and a superseded plan's resume is refused.
+- a concurrent resume is refused, and a superseded plan's resume is refused;
+- no IP ban: every 429 asks for a 2 s Retry-After, and no request comes inside it (a 418 would).
 
 ``FBR_CHAOS_RUNS`` sets the number of runs (default 300).
 """
@@ -333,6 +334,7 @@ def _one(seed: int, tmp: Path, tally: Tally, loaded: Any) -> None:
     run = Run(seed, tmp, tally, loaded)
     with BinanceEmulator(lag_clock=run.clock.now) as emu:
         run.emu = emu
+        emu.retry_after_s = 2  # a 429 asks for 2 s; a request inside them earns a 418 ban
         emu.lookup_lag_s = lambda: float(run.rng.uniform(0.0, 5.0)) if run.rng.random() < 0.5 else 0.0
         for bsym, choices in START.items():
             q = float(run.rng.choice(choices))
@@ -344,6 +346,7 @@ def _one(seed: int, tmp: Path, tally: Tally, loaded: Any) -> None:
         report = run.attempt(prep, resume=False, kill=kill, p_fault=0.5)
         prep, report = _recover(run, prep, report)
         _check(run, prep, report)
+        assert emu.bans == 0, (run.seed, "a request inside a 429's Retry-After: IP banned")
     tally.runs += 1
 
 

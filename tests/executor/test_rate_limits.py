@@ -1,0 +1,119 @@
+"""Rate limits: Binance answers HTTP 429 with a ``Retry-After`` (seconds) and bans the IP (HTTP 418,
+every request refused for minutes to days) when the client calls again before that wait is over.
+The emulator does both on a simulated clock; fbr's reads and its reconciliation of an order the
+429 left in doubt wait at least that long, so they never earn the ban."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from urllib.parse import urlencode
+
+import ccxt
+import pytest
+import requests
+from binance_emulator import BinanceEmulator, Fault
+from exec_helpers import SEED_BOOK, SimClock
+
+from executor.base import Outcome
+from executor.ccxt_gateway import CcxtGateway
+from executor.ccxt_wiring import MAX_RETRY_AFTER_S, retry_after_s
+from executor.journal import Journal
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
+from executor.plan import PlanOptions
+from executor.workflow import prepare_plan
+from fbr.config import load_book_file
+
+POSITIONS = "/fapi/v3/positionRisk"
+ORDER = "/fapi/v1/order"
+BINANCE = {"BTC-PERP": "BTCUSDT", "ETH-PERP": "ETHUSDT", "SOL-PERP": "SOLUSDT"}
+
+
+def _balance(emu: BinanceEmulator) -> requests.Response:
+    """A hand-signed GET /fapi/v2/balance at the emulator's time."""
+    query = urlencode({"timestamp": emu.now_ms()})
+    sig = hmac.new(b"test-secret", query.encode(), hashlib.sha256).hexdigest()
+    return requests.get(f"{emu.base_url}/fapi/v2/balance?{query}&signature={sig}",
+                        headers={"X-MBX-APIKEY": "test-key"}, timeout=5)
+
+
+def _rate_limited(clock: SimClock) -> BinanceEmulator:
+    emu = BinanceEmulator(lag_clock=clock.now).start()
+    emu.retry_after_s = 2
+    return emu
+
+
+def test_a_request_inside_the_retry_after_earns_a_ban_and_one_after_it_does_not() -> None:
+    """429 with Retry-After: 2; a request 1 s later: 418 for 120 s (Retry-After counts down), then
+    served again; a request 2 s after a 429: served, no ban."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        emu.inject(Fault.HTTP_429, path="/fapi/v2/balance", method="GET")
+        first = _balance(emu)
+        assert first.status_code == 429 and first.headers["Retry-After"] == "2"
+        clock.sleep(1.0)
+        banned = _balance(emu)
+        assert banned.status_code == 418 and banned.json()["code"] == -1003
+        assert banned.headers["Retry-After"] == "120" and emu.bans == 1
+        clock.sleep(100.0)
+        assert _balance(emu).headers["Retry-After"] == "20"
+        clock.sleep(20.0)
+        assert _balance(emu).status_code == 200
+        emu.inject(Fault.HTTP_429, path="/fapi/v2/balance", method="GET")
+        assert _balance(emu).status_code == 429
+        clock.sleep(2.0)
+        assert _balance(emu).status_code == 200
+
+
+def test_retry_after_is_read_from_the_answer_that_raised() -> None:
+    """Only on a rate-limit error, from the last answer's headers (any case), capped, else 0."""
+    class Ex:
+        def __init__(self) -> None:
+            self.last_response_headers = {"retry-after": "7"}
+
+    ex = Ex()
+    assert retry_after_s(ex, ccxt.RateLimitExceeded("429")) == 7.0
+    assert retry_after_s(ex, ccxt.DDoSProtection("418")) == 7.0
+    assert retry_after_s(ex, ccxt.RequestTimeout("slow")) == 0.0
+    ex.last_response_headers = {"Retry-After": "86400"}
+    assert retry_after_s(ex, ccxt.DDoSProtection("418")) == MAX_RETRY_AFTER_S
+    ex.last_response_headers = {"Retry-After": "soon"}
+    assert retry_after_s(ex, ccxt.RateLimitExceeded("429")) == 0.0
+    assert retry_after_s(None, ccxt.RateLimitExceeded("429")) == 0.0
+
+
+def test_a_rate_limited_read_waits_the_retry_after_not_its_backoff() -> None:
+    """positionRisk answers 429 (Retry-After 2): the gateway sleeps 2 s, not its 0.25 s backoff,
+    and the retried read is served: no ban."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
+        instruments = gw.instruments(load_book_file(SEED_BOOK).book)
+        emu.inject(Fault.HTTP_429, path=POSITIONS, method="GET")
+        assert set(gw.positions(instruments)) == set(BINANCE)
+        assert clock.slept == [2.0]
+        assert emu.bans == 0
+
+
+def test_an_order_answered_429_is_reconciled_after_the_wait_and_completed_once(tmp_path: Path) -> None:
+    """The first order is answered 429 (not processed). The reconciliation's first read waits the
+    2 s Retry-After (it used to read at once and earn a 120 s ban, leaving the leg unknown); the
+    order is proven not placed, the trade goes out once as a follow-up, the plan completes."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        loaded = load_book_file(SEED_BOOK)
+        gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
+        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+        j = Journal(tmp_path / "j.sqlite")
+        emu.inject(Fault.HTTP_429, path=ORDER, method="POST")
+        report = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk),
+                                   retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep).execute(prep.plan)
+        assert clock.slept[0] == 2.0
+        assert emu.bans == 0
+        assert report.outcome == Outcome.COMPLETE
+        first = prep.plan.legs[0]
+        assert emu.orders_for(first.client_id) == []
+        for book_sym, bsym in BINANCE.items():
+            assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
+        j.close()
