@@ -20,8 +20,8 @@ and both contracts after 2025-03-10 are outside the span). Assumed, not from dat
 quarterlies use the perpetual's tiers, taker fee 0.05%, half spread 2 bp (perps: 1 bp), ADV 10% of
 the spot ADV; settlement at delivery pays the taker fee (the replay's rule).
 
-Policies (both ``OptimizedFutures`` with trading + impact + carry costs, ``funding_forecast =
-"ewma"``, horizon 1 day, gamma_trade 4, gamma_fund 1, margin row on, basis risk off, a trailing
+Policies (each ``OptimizedFutures`` with trading + impact + carry costs, ``funding_forecast =
+"ewma"``, horizon 1 day, gamma_trade 4, gamma_fund 1, margin row on, basis risk off unless named, a trailing
 Ledoit-Wolf risk model re-estimated every 30 days on data up to t, as vs_naive.py):
 
 - ``perps``: the perpetuals only;
@@ -33,7 +33,10 @@ Ledoit-Wolf risk model re-estimated every 30 days on data up to t, as vs_naive.p
   by the replay. A step where the current contract is cut and the next one grown on the same
   asset is declared a roll (``RollTargets``);
 - ``perps_quarterlies_perp_costs``: the same with the quarterlies' assumed costs set to the
-  perpetual's (half spread 1 bp, full spot ADV): how much of the answer is the cost assumption.
+  perpetual's (half spread 1 bp, full spot ADV): how much of the answer is the cost assumption;
+- ``perps_basis``, ``perps_quarterlies_basis``, ``perps_quarterlies_perp_costs_basis``: the three
+  with basis risk on, priced as a data book prices it (:func:`trailing_basis`: fbr.config_basis's
+  estimate of the contracts shown at each monthly refresh, from the data up to it).
 
 Figures (over the whole run; bp of mean NAV per year, TE annualised):
 
@@ -61,7 +64,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,7 @@ if str(ROOT / "benchmarks") not in sys.path:
 
 import vs_naive as vn  # noqa: E402
 
+from fbr.config_basis import BasisHistory  # noqa: E402
 from models.book import Book  # noqa: E402
 from models.data_layout import QUARTERLY_FOLDER  # noqa: E402
 from models.instruments import ContractKind, FuturesContract, SpotAsset  # noqa: E402
@@ -116,6 +120,30 @@ def quarterlies(data: Path, perps: Sequence[FuturesContract]) -> tuple[FuturesCo
     return tuple(out)
 
 
+def front_window(perps: Sequence[FuturesContract], chains: Mapping[str, Sequence[FuturesContract]],
+                 t: pd.Timestamp) -> tuple[FuturesContract, ...]:
+    """Per perpetual (in order): it, then the first two quarterlies of its chain unexpired at t."""
+    chosen: list[FuturesContract] = []
+    for p in perps:
+        live = [c for c in chains[p.underlying] if pd.Timestamp(c.expiry) > t][:2]
+        if len(live) < 2:
+            raise ValueError(f"fewer than two unexpired quarterlies on {p.underlying} at {t}")
+        chosen += [p, *live]
+    return tuple(chosen)
+
+
+def trailing_basis(history: BasisHistory, lookback: int, window: QuarterlyWindow | None
+                   ) -> Callable[[pd.Timestamp], np.ndarray]:
+    """basis(t) for a trailing risk model: fbr's data-book estimate (fbr.config_basis) over the
+    ``lookback`` days up to t of the contracts shown at t (``window``'s, else the history's book):
+    the perpetuals' mark-vs-spot changes and each quarterly's constant-maturity chain."""
+    def basis(t: pd.Timestamp) -> np.ndarray:
+        shown = history.book.contracts if window is None else window.window(t)
+        sub = dataclasses.replace(history, book=dataclasses.replace(history.book, contracts=shown))
+        return sub.estimate(t, lookback).cov
+    return basis
+
+
 class QuarterlyWindow(Policy):
     """Show ``inner`` the book with, per asset, its perpetual and the first two unexpired
     quarterlies (current and next) at t; every other contract is targeted flat. Declares a roll
@@ -134,14 +162,8 @@ class QuarterlyWindow(Policy):
 
     def window(self, t: pd.Timestamp) -> tuple[FuturesContract, ...]:
         """Perp, current, next per asset (book order of the perps); cached per symbol set."""
-        chosen: list[FuturesContract] = []
-        for p in self.perps:
-            live = [c for c in self.chains[p.underlying] if pd.Timestamp(c.expiry) > t][:2]
-            if len(live) < 2:
-                raise ValueError(f"fewer than two unexpired quarterlies on {p.underlying} at {t}")
-            chosen += [p, *live]
-        key = tuple(c.symbol for c in chosen)
-        return self._subsets.setdefault(key, tuple(chosen))
+        chosen = front_window(self.perps, self.chains, t)
+        return self._subsets.setdefault(tuple(c.symbol for c in chosen), chosen)
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
         shown = self.window(t)
@@ -177,12 +199,12 @@ def with_costs(path: MarketPath, cons: Sequence[FuturesContract], dated_half_spr
     return dataclasses.replace(path, half_spread=half, adv=adv)
 
 
-def settings(expiry_row: bool) -> OptimizerSettings:
+def settings(expiry_row: bool, basis_risk: bool = False) -> OptimizerSettings:
     costs = CostSettings(trading=True, impact=True, impact_k=1.0, carry=True,
                          gamma_trade=GAMMA_TRADE, gamma_fund=GAMMA_FUND, horizon_days=HORIZON_DAYS,
                          funding_forecast=FundingForecastRule.EWMA)
     cons = ConstraintSettings(expiry_row=expiry_row, min_days_to_expiry=MIN_DAYS_TO_EXPIRY)
-    return OptimizerSettings(costs=costs, constraints=cons, basis_risk=False)
+    return OptimizerSettings(costs=costs, constraints=cons, basis_risk=basis_risk)
 
 
 def basis_carry(res: BacktestResult, path: MarketPath, dated: Sequence[FuturesContract]) -> np.ndarray:
@@ -274,8 +296,8 @@ def main() -> int:
                                               .tail(args.lookback * 3)),
                           "ledoit_wolf", periods_per_year=3 * 365.0)
 
-    def risk() -> TrailingRisk:
-        return TrailingRisk(first, hist, list(ASSETS), args.lookback, "ledoit_wolf")
+    def risk(basis: Callable[[pd.Timestamp], np.ndarray] | None = None) -> TrailingRisk:
+        return TrailingRisk(first, hist, list(ASSETS), args.lookback, "ledoit_wolf", basis=basis)
 
     assert path.mark_source is not None
     src = path.mark_source[[c.symbol for c in dated]]
@@ -298,6 +320,16 @@ def main() -> int:
     ]
     specs.append(("perps_quarterlies_perp_costs", specs[1][1],
                   QuarterlyWindow(OptimizedFutures(risk(), settings(True)), cons), same))
+    # the same three with the basis priced as a data book prices it (fbr.config_basis)
+    history = BasisHistory.load(specs[1][1], data)
+    perps_only = dataclasses.replace(history, book=specs[0][1])
+    specs.append(("perps_basis", specs[0][1], OptimizedFutures(
+        risk(trailing_basis(perps_only, args.lookback, None)), settings(False, True)), path))
+    for name, run_path in (("perps_quarterlies_basis", path), ("perps_quarterlies_perp_costs_basis", same)):
+        shape = QuarterlyWindow(OptimizedFutures(risk(), settings(True)), cons)
+        policy = QuarterlyWindow(OptimizedFutures(risk(trailing_basis(history, args.lookback, shape)),
+                                                  settings(True, True)), cons)
+        specs.append((name, specs[1][1], policy, run_path))
     for name, book, policy, run_path in specs:
         t1 = time.perf_counter()
         res = run_backtest(book, run_path, policy, liquidation_penalty=vn.LIQ_PENALTY,
