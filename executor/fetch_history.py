@@ -23,7 +23,8 @@ Choices (documented here because they change what the numbers mean):
 - **Paging**: each series is read from ``since`` forward, ``limit`` rows a call, the cursor moving
   to the last timestamp + 1 ms, until a call returns no new row or the span ends (``until``,
   exclusive, is compared with bar *open* / settlement times). ccxt's rate limiter spaces the calls;
-  :func:`executor.ccxt_wiring.retry_read` retries network errors with backoff.
+  :func:`executor.ccxt_wiring.retry_read` retries network errors with backoff, waiting at least
+  the exchange's Retry-After after a 429 (Binance bans an IP that calls again sooner).
 - **Leverage tiers** are a signed endpoint on Binance: fetched only when the futures exchange has
   API keys, otherwise skipped with a note (the contract specs need no keys).
 - Files are overwritten; gzip headers carry no time stamp, so the same data gives the same bytes.
@@ -170,7 +171,7 @@ def fetch_market_data(request: FetchRequest, factory: ExchangeFactory, *,
     now_ts = pd.Timestamp.now(tz="UTC") if now is None else now
     ctx = _FetchRun(request, int(now_ts.timestamp() * 1000), progress, sleep or time.sleep)
     futures = factory(request.exchange_id)
-    _read(ctx, futures.load_markets)
+    _read(ctx, futures.load_markets, futures)
     perps = {s: _market(futures, f"{s}/{request.quote}:{request.quote}", "symbols")
              for s in request.symbols}
     spot_ex = None
@@ -178,7 +179,7 @@ def fetch_market_data(request: FetchRequest, factory: ExchangeFactory, *,
     if request.spot_source is SpotSource.EXCHANGE:
         spot_id = SPOT_EXCHANGE.get(request.exchange_id, request.exchange_id)
         spot_ex = futures if spot_id == request.exchange_id else factory(spot_id)
-        _read(ctx, spot_ex.load_markets)
+        _read(ctx, spot_ex.load_markets, spot_ex)
         spot_markets = {s: _market(spot_ex, f"{s}/{request.quote}", "symbols")
                         for s in request.symbols}
     out = request.out_dir
@@ -203,8 +204,9 @@ def fetch_market_data(request: FetchRequest, factory: ExchangeFactory, *,
 # Reading through ccxt
 
 
-def _read(ctx: _FetchRun, fn: Callable[[], Any]) -> Any:
-    return retry_read(fn, sleep=ctx.sleep)
+def _read(ctx: _FetchRun, fn: Callable[[], Any], exchange: Any) -> Any:
+    """``fn()`` retried on network errors, waiting at least ``exchange``'s Retry-After."""
+    return retry_read(fn, sleep=ctx.sleep, exchange=exchange)
 
 
 def _market(exchange: Any, symbol: str, field_name: str) -> str:
@@ -232,7 +234,7 @@ def _ohlcv(ctx: _FetchRun, exchange: Any, symbol: str, timeframe: str,
     expected = _expected(ctx, step)
     while cursor < ctx.until_ms:
         page = _read(ctx, partial(exchange.fetch_ohlcv, symbol, timeframe, since=cursor,
-                                  limit=PAGE_LIMIT, params=dict(params)))
+                                  limit=PAGE_LIMIT, params=dict(params)), exchange)
         fresh = [r for r in page if int(r[0]) >= cursor]
         if not fresh:
             break
@@ -253,7 +255,7 @@ def _funding(ctx: _FetchRun, exchange: Any, symbol: str, label: str) -> list[tup
     expected = _expected(ctx, 8 * 3_600_000)
     while cursor < ctx.until_ms:
         page = _read(ctx, partial(exchange.fetch_funding_rate_history, symbol, since=cursor,
-                                  limit=PAGE_LIMIT))
+                                  limit=PAGE_LIMIT), exchange)
         fresh = [r for r in page if r.get("timestamp") is not None and int(r["timestamp"]) >= cursor]
         if not fresh:
             break
@@ -332,7 +334,7 @@ def _write_markets(ctx: _FetchRun, exchange: Any, symbols: list[str]) -> None:
                          "FBR_BINANCEUSDM_API_KEY)")
         return
     try:
-        tiers = _read(ctx, lambda: exchange.fetch_leverage_tiers(symbols))
+        tiers = _read(ctx, lambda: exchange.fetch_leverage_tiers(symbols), exchange)
     except ccxt.AuthenticationError as exc:
         ctx.notes.append(f"leverage tiers skipped: the exchange refused the keys "
                          f"({type(exc).__name__})")

@@ -165,6 +165,22 @@ def test_network_errors_are_retried_with_backoff(tmp_path: Path,
     assert {f.kind: f.rows for f in summary.files}["funding"] == 6
 
 
+def test_a_rate_limited_page_waits_the_retry_after_and_earns_no_ban(tmp_path: Path) -> None:
+    """The funding history answers 429 with Retry-After: 3 on the emulator's (simulated) clock:
+    the fetch waits 3 s, not its 0.5 s backoff, so the retried page is served, not banned."""
+    from exec_helpers import SimClock
+
+    clock = SimClock()
+    with BinanceEmulator(lag_clock=clock.now).start() as emu:
+        emu.retry_after_s = 3
+        emu.inject(Fault.HTTP_429, path="/fapi/v1/fundingRate")
+        req = FetchRequest("binanceusdm", ("BTC",), SINCE, SINCE + pd.Timedelta(days=2), ("1d",),
+                           tmp_path, tiers=False)
+        summary = fetch_market_data(req, factory_for(emu), now=NOW, sleep=clock.sleep)
+        assert clock.slept == [3.0] and emu.bans == 0
+        assert {f.kind: f.rows for f in summary.files}["funding"] == 6
+
+
 def test_retry_read_gives_up_and_never_retries_exchange_errors() -> None:
     calls: list[int] = []
 
