@@ -98,6 +98,25 @@ def test_ledoit_wolf_matches_sklearn() -> None:
     assert model.method == "ledoit_wolf"
 
 
+@pytest.mark.parametrize(("method", "riskfolio_method", "n_assets"), [
+    (RiskMethod.SAMPLE, "hist", 4), (RiskMethod.LEDOIT_WOLF, "ledoit", 20),
+    (RiskMethod.EWMA, "ewma1", 6), (RiskMethod.SAMPLE, "hist", 1), (RiskMethod.LEDOIT_WOLF, "ledoit", 1)])
+def test_the_estimators_equal_riskfolios_covar_matrix_bit_for_bit(
+        method: RiskMethod, riskfolio_method: str, n_assets: int) -> None:
+    """The per-period covariance is riskfolio-lib's ``covar_matrix`` (its reference, imported here
+    only: it takes seconds to import), to the last bit, so estimates and replays are unchanged."""
+    from riskfolio.src.ParamsEstimation import covar_matrix
+
+    from models.risk import _period_covariance
+
+    r = _returns(90, n_assets, seed=5)
+    kwargs = {"d": 0.5 ** (1.0 / 12.0)} if method == RiskMethod.EWMA else {}
+    ref = np.asarray(covar_matrix(r, method=riskfolio_method, **kwargs), dtype=float)
+    ours = _period_covariance(r, method, 12.0)
+    assert ours.shape == ref.shape == (n_assets, n_assets)
+    assert np.array_equal(ours, ref)
+
+
 def test_pca_is_pd_and_matches_numpy_eigh() -> None:
     r = _returns(250, 30, seed=5)
     k = 3
