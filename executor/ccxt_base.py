@@ -111,10 +111,10 @@ class CcxtBase:
                 log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
                 if self.resync_clock(exc):
                     continue  # refused unprocessed for its timestamp: retry at once, clock synced
-                wait = retry_after_s(self.ex, exc)  # honoured after the last try too: the
-                if k + 1 < self._attempts:         # caller's next request must not come inside it
+                wait = retry_after_s(self.ex, exc)
+                if k + 1 < self._attempts:
                     self._sleep(max(self._delay * 2 ** k, wait))
-                elif wait > 0:
+                elif wait > 0:  # after the last try too: the caller's next request must wait it out
                     self._sleep(wait)
         raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
                               f"{type(last).__name__}: {redact(str(last))}")

@@ -193,7 +193,9 @@ class CcxtOrders(CcxtBase):
             return None
         except ccxt.BaseError as exc:
             self.resync_clock(exc)  # the caller's next look is on a synced clock
-            self._sleep(retry_after_s(self.ex, exc))  # and never inside a 429's Retry-After
+            wait = retry_after_s(self.ex, exc)
+            if wait > 0:  # and never inside a 429's Retry-After
+                self._sleep(wait)
             raise ReadFailedError(f"{type(exc).__name__}: {redact(str(exc))}") from None
         return self._state(leg, order)
 

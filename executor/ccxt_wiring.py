@@ -65,7 +65,7 @@ MAX_RETRY_AFTER_S = 300.0
 
 def retry_after_s(exchange: Any, exc: BaseException) -> float:
     """Seconds the exchange asked to wait before the next request: the ``Retry-After`` header of
-    the answer that raised ``exc`` when it is rate-limit refusal (ccxt ``RateLimitExceeded`` or
+    the answer that raised ``exc`` when it is a rate-limit refusal (ccxt ``RateLimitExceeded`` or
     ``DDoSProtection``: HTTP 429 or 418), capped at ``MAX_RETRY_AFTER_S``; 0 otherwise, or when
     the header is absent or not a number."""
     if not isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
