@@ -107,6 +107,11 @@ class ReadFailedError(FbrError):
     """A read (balance, positions, order lookup) kept failing after its retries."""
 
 
+class ExchangeBannedError(ReadFailedError):
+    """The exchange asked for a longer silence than fbr waits (a long rate-limit wait or an IP
+    ban): this gateway sends nothing more; the run stops and is resumed after the wait."""
+
+
 class ExchangeGateway(Protocol):
     """The I/O an executor needs from an exchange, and nothing more."""
 

@@ -8,6 +8,10 @@ symbol mapping, settings, and reads with retry.
   (:func:`executor.ccxt_wiring.retry_after_s`); other ``ExchangeError`` subclasses (InsufficientFunds,
   InvalidOrder, BadRequest, AuthenticationError) are never retried (ExchangeSetupError);
 - :meth:`CcxtBase.hedge_mode`: the account's position mode (asked once);
+- :meth:`CcxtBase.check_silence`: an answer asking for more than ``MAX_RETRY_AFTER_S`` seconds of
+  silence (a long rate-limit wait, an IP ban) stops the gateway: this and every later call raise
+  :class:`~executor.base.ExchangeBannedError` without a request (a request inside the wait would
+  lengthen a ban), naming the time the exchange gave;
 - :meth:`CcxtBase.resync_clock`: a signed request refused for its timestamp (Binance -1021, ccxt
   ``InvalidNonce``: the local clock is off the exchange's by more than the receive window, or
   drifted since the last sync) was not processed; the offset to the exchange's clock is measured
@@ -22,13 +26,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import ccxt
 
-from executor.base import ReadFailedError
+from executor.base import ExchangeBannedError, ReadFailedError
 from executor.ccxt_errors import TIMESTAMP_REFUSED, ExchangeSetupError, exchange_code, transient
-from executor.ccxt_wiring import retry_after_s
+from executor.ccxt_wiring import MAX_RETRY_AFTER_S, asked_wait_s, retry_after_s
 from executor.plan import default_exchange_symbol
 from executor.safety import redact
 from models.collateral import PLEDGE_SOURCES
@@ -66,6 +71,7 @@ class CcxtBase:
         self._to_book: dict[str, str] = {}
         self._contracts: dict[str, FuturesContract] = {}
         self._hedged: bool | None = None
+        self._silenced: str | None = None  # why the exchange asked for a long silence
 
     def account_key(self) -> str:
         """``<venue>:<first 16 hex of sha256(api key)>``: names the account, reveals no secret."""
@@ -81,6 +87,19 @@ class CcxtBase:
                 mode = self._read("fetch_position_mode", self.ex.fetch_position_mode)
                 self._hedged = bool(mode.get("hedged"))
         return self._hedged
+
+    def check_silence(self, exc: BaseException | None = None) -> None:
+        """Raise ExchangeBannedError when the exchange asked (now, in ``exc``'s answer, or before)
+        for more than ``MAX_RETRY_AFTER_S`` seconds without requests; else return."""
+        if exc is not None and self._silenced is None:
+            asked = asked_wait_s(self.ex, exc)
+            if asked > MAX_RETRY_AFTER_S:
+                until = datetime.now(UTC) + timedelta(seconds=asked)
+                self._silenced = (f"{self.venue} asked for {asked:,.0f} s without requests "
+                                  f"({type(exc).__name__}: a rate limit or an IP ban), until about "
+                                  f"{until:%Y-%m-%d %H:%M} UTC")
+        if self._silenced is not None:
+            raise ExchangeBannedError(self._silenced)
 
     def resync_clock(self, exc: BaseException) -> bool:
         """When ``exc`` is a timestamp refusal (``InvalidNonce`` / -1021), measure the offset to the
@@ -101,9 +120,11 @@ class CcxtBase:
     def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
         last: Exception | None = None
         for k in range(self._attempts):
+            self.check_silence()
             try:
                 return fn(*args)
             except ccxt.BaseError as exc:
+                self.check_silence(exc)
                 if not transient(exc):
                     raise ExchangeSetupError(f"{self.venue}: {what} failed: "
                                              f"{type(exc).__name__}: {redact(str(exc))}") from None

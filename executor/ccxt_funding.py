@@ -42,7 +42,10 @@ class CcxtFunding(CcxtBase):
         """One income-history call (all symbols), retried on network errors only."""
         def on_retry(k: int, exc: Exception) -> None:
             log.warning("fetch_funding_history failed (%s), retry %d", type(exc).__name__, k)
+            self.check_silence(exc)
             self.resync_clock(exc)
+
+        self.check_silence()
 
         try:
             rows: list[dict[str, Any]] = retry_read(

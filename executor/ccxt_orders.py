@@ -176,22 +176,26 @@ class CcxtOrders(CcxtBase):
         if leg.order_type == OrderType.LIMIT and leg.limit_price is not None:
             params["timeInForce"] = "IOC"
             price = float(self.ex.price_to_precision(sym, leg.limit_price))
+        self.check_silence()  # never send inside a long wait the exchange asked for
         try:
             amount = float(self.ex.amount_to_precision(sym, leg.contracts))
             order = self.ex.create_order(sym, leg.order_type.value, leg.side.value, amount, price,
                                          params)
         except ccxt.BaseError as exc:
+            self.check_silence(exc)  # refused (429 / 418): stop here, the journal keeps it in doubt
             self.resync_clock(exc)  # a timestamp refusal: the reconciliation reads on a synced clock
             raise order_error(exc, retry_after_s(self.ex, exc)) from None
         return self._state(leg, order)
 
     def find_order(self, leg: OrderLeg) -> OrderState | None:
         """``fetch_order`` by client id; None when the exchange has no such order."""
+        self.check_silence()
         try:
             order = self.ex.fetch_order(None, leg.exchange_symbol, {"clientOrderId": leg.client_id})
         except ccxt.OrderNotFound:
             return None
         except ccxt.BaseError as exc:
+            self.check_silence(exc)
             self.resync_clock(exc)  # the caller's next look is on a synced clock
             wait = retry_after_s(self.ex, exc)
             if wait > 0:  # and never inside a 429's Retry-After

@@ -59,24 +59,29 @@ def make_exchange(exchange_id: str, *, api_key: str | None = None, secret: str |
     return cls(config)
 
 
-#: Longest ``Retry-After`` (s) a wait honours; a longer ban is waited out this long per retry.
+#: Longest ``Retry-After`` (s) a wait honours. A gateway asked for longer stops sending
+#: (executor.ccxt_base.CcxtBase, ExchangeBannedError); ``retry_read`` waits this long per retry.
 MAX_RETRY_AFTER_S = 300.0
 
 
-def retry_after_s(exchange: Any, exc: BaseException) -> float:
+def asked_wait_s(exchange: Any, exc: BaseException) -> float:
     """Seconds the exchange asked to wait before the next request: the ``Retry-After`` header of
     the answer that raised ``exc`` when it is a rate-limit refusal (ccxt ``RateLimitExceeded`` or
-    ``DDoSProtection``: HTTP 429 or 418), capped at ``MAX_RETRY_AFTER_S``; 0 otherwise, or when
-    the header is absent or not a number."""
+    ``DDoSProtection``: HTTP 429 or 418); 0 otherwise, or when the header is absent or not a
+    number."""
     if not isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
         return 0.0
     headers = getattr(exchange, "last_response_headers", None) or {}
     value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
     try:
-        wait = float(value) if value is not None else 0.0
+        return max(float(value), 0.0) if value is not None else 0.0
     except ValueError:
         return 0.0
-    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
+
+
+def retry_after_s(exchange: Any, exc: BaseException) -> float:
+    """:func:`asked_wait_s` capped at ``MAX_RETRY_AFTER_S``: the wait a retry makes."""
+    return min(asked_wait_s(exchange, exc), MAX_RETRY_AFTER_S)
 
 
 def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 0.5,

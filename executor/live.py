@@ -35,6 +35,7 @@ from pathlib import Path
 
 from executor.base import (
     AmbiguousOrderError,
+    ExchangeBannedError,
     ExchangeGateway,
     ExecutionReport,
     LegReport,
@@ -171,6 +172,9 @@ class JournaledExecutor:
             self._rounds(plan)
         except PlanStoppedError:
             pass
+        except ExchangeBannedError as exc:  # an order so refused stays in doubt in the journal
+            self._messages.append(f"{redact(str(exc))}; nothing more was sent. Fix: `fbr execute "
+                                  f"--resume {plan.plan_id}` after that time")
         except ReadFailedError as exc:  # nothing is in flight: the leg had not been sent
             self._messages.append(f"the account could not be read ({redact(str(exc))}); nothing "
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "

@@ -16,7 +16,7 @@ import requests
 from binance_emulator import BinanceEmulator, Fault
 from exec_helpers import SEED_BOOK, SimClock
 
-from executor.base import Outcome
+from executor.base import ExchangeBannedError, Outcome
 from executor.ccxt_gateway import CcxtGateway
 from executor.ccxt_wiring import MAX_RETRY_AFTER_S, retry_after_s
 from executor.journal import Journal
@@ -114,6 +114,58 @@ def test_an_order_answered_429_is_reconciled_after_the_wait_and_completed_once(t
         assert report.outcome == Outcome.COMPLETE
         first = prep.plan.legs[0]
         assert emu.orders_for(first.client_id) == []
+        for book_sym, bsym in BINANCE.items():
+            assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
+        j.close()
+
+
+def test_a_long_ban_stops_the_gateway_without_another_request() -> None:
+    """A ban of an hour (Retry-After 3,600 > the 300 s fbr waits): the read raises
+    ExchangeBannedError at once, naming the wait, with no sleep and no retry; every later call
+    raises it too without a request (a request inside a ban lengthens it)."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        emu.ban_s = 3_600
+        gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
+        instruments = gw.instruments(load_book_file(SEED_BOOK).book)
+        emu.inject(Fault.HTTP_429, path="/fapi/v2/balance", method="GET")
+        assert _balance(emu).status_code == 429  # another client on this IP earns the ban ...
+        assert _balance(emu).status_code == 418 and emu.bans == 1
+        before = len(emu.requests)
+        with pytest.raises(ExchangeBannedError, match="asked for 3,600 s without requests"):
+            gw.positions(instruments)  # ... and fbr's next read meets it
+        assert len(emu.requests) == before + 1 and clock.slept == []
+        with pytest.raises(ExchangeBannedError):
+            gw.positions(instruments)
+        assert len(emu.requests) == before + 1
+
+
+def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes_once(
+        tmp_path: Path) -> None:
+    """The first order is answered 429 with Retry-After 1,000 s: nothing more is sent, the run
+    ends UNKNOWN with the leg in doubt and the wait named; 1,000 s later a resume on a new
+    gateway finds the order never placed and completes the plan once, with no ban."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        emu.retry_after_s = 1_000
+        loaded = load_book_file(SEED_BOOK)
+        gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
+        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+        j = Journal(tmp_path / "j.sqlite")
+        basis = PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk)
+        emu.inject(Fault.HTTP_429, path=ORDER, method="POST")
+        report = JournaledExecutor(gw, j, basis, retry=RetryPolicy(base_delay_s=0.0),
+                                   sleep=clock.sleep).execute(prep.plan)
+        last = emu.requests[-1]
+        assert (last.method, last.path) == ("POST", ORDER)  # the refused order, then silence
+        assert report.outcome == Outcome.UNKNOWN and emu.bans == 0
+        assert any("asked for 1,000 s without requests" in m for m in report.messages)
+        clock.sleep(1_000.0)
+        gw2 = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
+        done = JournaledExecutor(gw2, j, basis, retry=RetryPolicy(base_delay_s=0.0),
+                                 sleep=clock.sleep).resume(prep.plan.plan_id)
+        assert done.outcome == Outcome.COMPLETE and emu.bans == 0
+        assert emu.orders_for(prep.plan.legs[0].client_id) == []
         for book_sym, bsym in BINANCE.items():
             assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
         j.close()
