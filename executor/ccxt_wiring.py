@@ -92,7 +92,8 @@ def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 
 
     Between calls k and k+1 (k = 0, 1, ...) it sleeps min(max_delay_s, base_delay_s * 2**k) s, or
     the ``exchange``'s :func:`retry_after_s` when longer, and calls ``on_retry(k + 1, error)``. The
-    last NetworkError is re-raised when attempts run out.
+    last NetworkError is re-raised when attempts run out, or at once when the exchange asked for
+    more than ``MAX_RETRY_AFTER_S`` seconds of silence.
     """
     if attempts < 1:
         raise ValidationError("attempts", f"is {attempts}", "give at least 1")
@@ -100,6 +101,8 @@ def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 
         try:
             return fn()
         except ccxt.NetworkError as exc:
+            if asked_wait_s(exchange, exc) > MAX_RETRY_AFTER_S:
+                raise  # a long limit or a ban: retrying inside it would lengthen it
             wait = retry_after_s(exchange, exc)
             if k == attempts - 1:
                 if wait > 0:

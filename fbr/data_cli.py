@@ -105,6 +105,9 @@ def run_fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:
                 bar.update(tasks[label], completed=done, total=total)
 
             return fetch_market_data(request, exchange_factory, progress=progress)
+    except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:
+        raise ExchangeAccessError(f"{request.exchange_id} is rate-limiting this IP ({exc}); wait "
+                                  f"the time it gives, then run the fetch again") from exc
     except ccxt.NetworkError as exc:
         raise ExchangeAccessError(f"could not reach {request.exchange_id} after retries "
                               f"({type(exc).__name__}); check the network and try again") from exc

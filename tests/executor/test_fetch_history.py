@@ -181,6 +181,23 @@ def test_a_rate_limited_page_waits_the_retry_after_and_earns_no_ban(tmp_path: Pa
         assert {f.kind: f.rows for f in summary.files}["funding"] == 6
 
 
+def test_a_long_wait_is_not_retried_into(tmp_path: Path) -> None:
+    """Retry-After 3,600 s (over the 300 s fbr waits): the fetch stops at once with the
+    exchange's error, no sleep and no second request to the refused endpoint."""
+    from exec_helpers import SimClock
+
+    clock = SimClock()
+    with BinanceEmulator(lag_clock=clock.now).start() as emu:
+        emu.retry_after_s = 3_600
+        emu.inject(Fault.HTTP_429, path="/fapi/v1/fundingRate")
+        req = FetchRequest("binanceusdm", ("BTC",), SINCE, SINCE + pd.Timedelta(days=2), ("1d",),
+                           tmp_path, tiers=False)
+        with pytest.raises(ccxt.DDoSProtection):
+            fetch_market_data(req, factory_for(emu), now=NOW, sleep=clock.sleep)
+        assert clock.slept == [] and len(emu.requests_to("/fapi/v1/fundingRate")) == 1
+        assert emu.bans == 0
+
+
 def test_retry_read_gives_up_and_never_retries_exchange_errors() -> None:
     calls: list[int] = []
 

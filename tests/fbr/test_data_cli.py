@@ -82,6 +82,19 @@ def test_exchange_down_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path) 
     assert message["status"] == "error" and "could not reach binanceusdm" in message["error"]
 
 
+def test_a_rate_limit_ban_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path) -> None:
+    """A 429 asking for an hour: no retry into it, exit 2, a message that says so (not "could
+    not reach")."""
+    emu.retry_after_s = 3_600
+    emu.inject(Fault.HTTP_429, path="/fapi/v1/exchangeInfo")
+    res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC", "--since", "2024-01-01",
+                                   "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 2
+    message = json.loads(res.stdout.splitlines()[0])
+    assert message["status"] == "error" and "is rate-limiting this IP" in message["error"]
+    assert len(emu.requests_to("/fapi/v1/exchangeInfo")) == 1 and emu.bans == 0
+
+
 def test_unknown_symbol_names_the_field(emu: BinanceEmulator, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC,XYZ", "--since",
                                    "2024-01-01", "--out", str(tmp_path), "--json"])
