@@ -90,6 +90,8 @@ clock's monotonic time by default, a simulated one in the chaos tests):
   one is refused (-1106);
 - partial fills (:attr:`Fault.PARTIAL_FILL`): a market order fills half (rounded down to the step)
   and expires;
+- a market order answered NEW (:meth:`BinanceEmulator.answer_new_next`): accepted, answered with
+  status NEW and nothing executed, visible as NEW to lookups, filled some seconds later;
 - the fee discount (``commission_asset``, default USDT): ``userTrades`` reports each commission in
   that asset, ``fee x (1 - commission_discount) / price`` (price: the trade's for the symbol's base
   asset, ``asset_prices`` otherwise; BNB 600 USD by default, also its ``assetIndex`` row, as on
@@ -515,6 +517,9 @@ class BinanceEmulator:
         self._visible_at: dict[int, float] = {}
         self._entry_before: dict[int, float] = {}
         self._pending: list[tuple[float, EmuOrder, float]] = []
+        #: orders answered NEW that fill later (lag clock time, order), and the next one's delay
+        self._pending_new: list[tuple[float, EmuOrder]] = []
+        self._answer_new_after: float | None = None
         self._clock_ms: int | None = None
         #: an outage (:meth:`set_down`): requests answer 503 until this emulator time (ms)
         self.down_until_ms: int | None = None
@@ -881,6 +886,9 @@ class BinanceEmulator:
             _, o, price = item
             self.orders.append(o)
             self._fill(o, price)
+        for held in [p for p in self._pending_new if p[0] <= now]:
+            self._pending_new.remove(held)
+            self._fill(held[1], self.marks[held[1].symbol])
 
     def _ban_answer(self) -> object | None:
         """The 418 body when the IP is banned, or earns a ban now by calling inside a 429's
@@ -1438,6 +1446,10 @@ class BinanceEmulator:
             self._visible_at[order.orderId] = self.lag_clock() + float(lag)
         marketable = otype == "MARKET" or (side == "BUY" and price >= mark) or (
             side == "SELL" and price <= mark)
+        if otype == "MARKET" and self._answer_new_after is not None:
+            self._pending_new.append((self.lag_clock() + self._answer_new_after, order))
+            self._answer_new_after = None
+            return self._order_json(order)
         if marketable:
             self._fill(order, mark)
         return self._order_json(order)
@@ -1445,6 +1457,13 @@ class BinanceEmulator:
     def _visible(self, order_id: int) -> bool:
         """False while the order's lookup lag lasts."""
         return self._visible_at.get(order_id, -math.inf) <= self.lag_clock()
+
+    def answer_new_next(self, execute_after_s: float) -> None:
+        """The next market order is accepted and answered NEW (executedQty 0), as Binance can
+        under load even with ``newOrderRespType=RESULT``; it stays NEW on the book (visible to
+        lookups) and fills at the mark of ``execute_after_s`` seconds of ``lag_clock`` later."""
+        with self._lock:
+            self._answer_new_after = float(execute_after_s)
 
     def partial_fill_next(self, path: str = "/fapi/v1/order") -> None:
         """The next order fills half its quantity (rounded down to the step) and expires."""

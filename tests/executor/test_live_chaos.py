@@ -4,7 +4,7 @@ fault schedule, on a simulated clock (lookup lags and reconcile windows take no 
 Each run starts the account at random positions (so plans hold reduce-only legs and sign flips),
 plans the seed book on it, and executes with faults armed at random on order sends (timeouts before
 and after accept, 429, plain 5xx, each Binance "status unknown" code before and after accept, late
-execution, partial fills), lookup lags of 0-5 s per order, failing reads (503, 429, and the
+execution, partial fills, a market order answered NEW that fills 0-30 s later), lookup lags of 0-5 s per order, failing reads (503, 429, and the
 status-unknown codes), and a kill at a random
 gateway call. A killed run, or one that ended UNKNOWN (exit 5) or INCOMPLETE (exit 4), is followed by a
 recovery as a user would make it: a resume, two concurrent resumes, or a re-run (a new plan)
@@ -112,7 +112,7 @@ class Chaos:
     def _arm_order_fault(self) -> None:
         if self.rng.random() >= self.p:
             return
-        kind = int(self.rng.integers(0, 9))
+        kind = int(self.rng.integers(0, 10))
         emu = self.emu
         if kind == 0:
             emu.inject(Fault.TIMEOUT_BEFORE_ACCEPT, path=ORDER, method="POST", delay_s=0.0)
@@ -138,9 +138,13 @@ class Chaos:
             emu.inject_error(path=ORDER, method="POST", status=400, code=-4116,
                              msg="ClientOrderId is duplicated.", after_accept=True)
             name = "dup_4116_after"
-        else:
+        elif kind == 8:
             emu.partial_fill_next()
             name = "partial_fill"
+        else:
+            late = float(self.rng.uniform(0.0, 30.0))  # often past the reconcile window
+            emu.answer_new_next(late)
+            name = "answered_new"
         self.tally.faults[name] += 1
 
     def _arm_read_fault(self) -> None:
