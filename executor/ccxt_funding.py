@@ -53,6 +53,7 @@ class CcxtFunding(CcxtBase):
                 attempts=self._attempts, base_delay_s=self._delay, sleep=self._sleep,
                 on_retry=on_retry, exchange=self.ex)
         except ccxt.NetworkError as exc:
+            self.check_silence(exc)  # a long wait asked for: ExchangeBannedError, nothing retried
             raise ReadFailedError(f"{self.venue}: fetch_funding_history failed {self._attempts} "
                                   f"times: {type(exc).__name__}: {redact(str(exc))}") from None
         except ccxt.BaseError as exc:

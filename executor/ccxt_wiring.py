@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -74,9 +75,10 @@ def asked_wait_s(exchange: Any, exc: BaseException) -> float:
     headers = getattr(exchange, "last_response_headers", None) or {}
     value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
     try:
-        return max(float(value), 0.0) if value is not None else 0.0
+        wait = float(value) if value is not None else 0.0
     except ValueError:
         return 0.0
+    return wait if math.isfinite(wait) and wait > 0.0 else 0.0
 
 
 def retry_after_s(exchange: Any, exc: BaseException) -> float:

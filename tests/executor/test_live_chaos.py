@@ -4,8 +4,8 @@ fault schedule, on a simulated clock (lookup lags and reconcile windows take no 
 Each run starts the account at random positions (so plans hold reduce-only legs and sign flips),
 plans the seed book on it, and executes with faults armed at random on order sends (timeouts before
 and after accept, 429, plain 5xx, each Binance "status unknown" code before and after accept, late
-execution, partial fills, a market order answered NEW that fills 0-30 s later), lookup lags of 0-5 s per order, failing reads (503, 429, and the
-status-unknown codes), and a kill at a random
+execution, partial fills, a market order answered NEW that fills 0-30 s later), lookup lags of
+0-5 s per order, failing reads (503, 429, and the status-unknown codes), and a kill at a random
 gateway call. A killed run, or one that ended UNKNOWN (exit 5) or INCOMPLETE (exit 4), is followed by a
 recovery as a user would make it: a resume, two concurrent resumes, or a re-run (a new plan)
 before the old plan's resume. Recovery repeats (faults cleared at the last try) until the plan is

@@ -80,6 +80,9 @@ def test_retry_after_is_read_from_the_answer_that_raised() -> None:
     assert retry_after_s(ex, ccxt.DDoSProtection("418")) == MAX_RETRY_AFTER_S
     ex.last_response_headers = {"Retry-After": "soon"}
     assert retry_after_s(ex, ccxt.RateLimitExceeded("429")) == 0.0
+    for odd in ("nan", "inf", "-5"):
+        ex.last_response_headers = {"Retry-After": odd}
+        assert retry_after_s(ex, ccxt.RateLimitExceeded("429")) == 0.0
     assert retry_after_s(None, ccxt.RateLimitExceeded("429")) == 0.0
 
 
@@ -169,3 +172,21 @@ def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes
         for book_sym, bsym in BINANCE.items():
             assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
         j.close()
+
+
+def test_the_funding_history_under_a_long_wait_stops_the_gateway_too() -> None:
+    """The income history answered 429 with Retry-After 3,600: ExchangeBannedError at once (one
+    request, no sleep), and the gateway sends nothing more."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        emu.retry_after_s = 3_600
+        gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
+        instruments = gw.instruments(load_book_file(SEED_BOOK).book)
+        emu.inject(Fault.HTTP_429, path="/fapi/v1/income", method="GET")
+        with pytest.raises(ExchangeBannedError, match="asked for 3,600 s"):
+            gw.funding_history(0, instruments)
+        assert len(emu.requests_to("/fapi/v1/income")) == 1 and clock.slept == []
+        before = len(emu.requests)
+        with pytest.raises(ExchangeBannedError):
+            gw.positions(instruments)
+        assert len(emu.requests) == before and emu.bans == 0
