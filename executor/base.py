@@ -109,7 +109,12 @@ class ReadFailedError(FbrError):
 
 class ExchangeBannedError(ReadFailedError):
     """The exchange asked for a longer silence than fbr waits (a long rate-limit wait or an IP
-    ban): this gateway sends nothing more; the run stops and is resumed after the wait."""
+    ban): this gateway sends nothing more; the run stops and is resumed after the wait.
+    ``wait_s``: the silence asked for, seconds from when it was asked."""
+
+    def __init__(self, message: str, *, wait_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 class ExchangeGateway(Protocol):

@@ -71,7 +71,7 @@ class CcxtBase:
         self._to_book: dict[str, str] = {}
         self._contracts: dict[str, FuturesContract] = {}
         self._hedged: bool | None = None
-        self._silenced: str | None = None  # why the exchange asked for a long silence
+        self._silenced: tuple[str, float] | None = None  # why and how long (s) asked for silence
 
     def account_key(self) -> str:
         """``<venue>:<first 16 hex of sha256(api key)>``: names the account, reveals no secret."""
@@ -97,9 +97,9 @@ class CcxtBase:
                 until = datetime.now(UTC) + timedelta(seconds=asked)
                 self._silenced = (f"{self.venue} asked for {asked:,.0f} s without requests "
                                   f"({type(exc).__name__}: a rate limit or an IP ban), until about "
-                                  f"{until:%Y-%m-%d %H:%M} UTC")
+                                  f"{until:%Y-%m-%d %H:%M} UTC", asked)
         if self._silenced is not None:
-            raise ExchangeBannedError(self._silenced)
+            raise ExchangeBannedError(self._silenced[0], wait_s=self._silenced[1])
 
     def resync_clock(self, exc: BaseException) -> bool:
         """When ``exc`` is a timestamp refusal (``InvalidNonce`` / -1021), measure the offset to the

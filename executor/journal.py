@@ -187,6 +187,18 @@ class Journal:
                                    "ORDER BY rowid LIMIT 1", (row[1], row[3])).fetchone()
         return None if newer is None else str(newer[0])
 
+    def set_silence(self, account: str, until_ms: int) -> None:
+        """Record that the exchange asked ``account``'s runs for silence until ``until_ms``."""
+        with self._tx() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        (f"silence:{account}", str(int(until_ms))))
+
+    def silence_until(self, account: str) -> int | None:
+        """The time (ms) until which the exchange asked ``account``'s runs for silence, if any."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?",
+                                 (f"silence:{account}",)).fetchone()
+        return None if row is None else int(row[0])
+
     def plan_account(self, plan_id: str) -> str:
         """The account key a plan was recorded for ("" when recorded without one)."""
         row = self._conn.execute("SELECT account FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()

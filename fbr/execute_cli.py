@@ -187,6 +187,8 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                 store.close()
         return _result(prep.plan, report, journal_path, prep.solution)
     gw = _gateway(exchange, live, pledge_source=loaded.pledge_source)
+    if live:
+        _not_in_silence(journal_path, gw)
     prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
                         labels=loaded.labels)
     _confirmed(confirm, prep.plan)
@@ -198,6 +200,19 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                                on_leg=step)
         report = ex.execute(prep.plan, str(book_path.resolve()))
     return _result(prep.plan, report, journal_path, prep.solution)
+
+
+def _not_in_silence(journal_path: Path, gw: Any) -> None:
+    """Refuse before the first request when the exchange asked this account's runs for silence
+    (executor.silence; the journal keeps it across runs)."""
+    import time
+
+    from executor.journal import Journal
+    from executor.silence import refuse_in_silence
+
+    if journal_path.exists():
+        with Journal(journal_path) as j:
+            refuse_in_silence(j, gw.account_key(), int(time.time() * 1000))
 
 
 def _confirmed(confirm: PlanCheck | None, plan: OrderPlan) -> None:
@@ -233,6 +248,7 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
                 raise SafetyError(f"plan {plan_id} sends real orders on {plan.venue}. Fix: add --live "
                                   f"to resume it")
             gw = _gateway(ExchangeChoice(plan.venue), pledge_source=loaded.pledge_source)
+            _not_in_silence(journal_path, gw)
             acc = loaded.book
             mode = "live"
         del exchange

@@ -24,6 +24,7 @@ from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import PlanOptions
 from executor.workflow import prepare_plan
 from fbr.config import load_book_file
+from models.errors import RefusedError
 
 POSITIONS = "/fapi/v3/positionRisk"
 ORDER = "/fapi/v1/order"
@@ -146,8 +147,10 @@ def test_a_long_ban_stops_the_gateway_without_another_request() -> None:
 def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes_once(
         tmp_path: Path) -> None:
     """The first order is answered 429 with Retry-After 1,000 s: nothing more is sent, the run
-    ends UNKNOWN with the leg in doubt and the wait named; 1,000 s later a resume on a new
-    gateway finds the order never placed and completes the plan once, with no ban."""
+    ends UNKNOWN with the leg in doubt and the wait named, and the journal keeps the silence: a
+    resume 10 s later is refused before any request (a new process knows it too); 1,000 s
+    later a resume on a new gateway finds the order never placed and completes the plan once,
+    with no ban."""
     clock = SimClock()
     with _rate_limited(clock) as emu:
         emu.retry_after_s = 1_000
@@ -156,17 +159,25 @@ def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes
         prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
         j = Journal(tmp_path / "j.sqlite")
         basis = PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk)
+
+        def executor(gateway: CcxtGateway) -> JournaledExecutor:
+            return JournaledExecutor(gateway, j, basis, retry=RetryPolicy(base_delay_s=0.0),
+                                     sleep=clock.sleep, clock=lambda: int(1000 * clock.now()))
+
         emu.inject(Fault.HTTP_429, path=ORDER, method="POST")
-        report = JournaledExecutor(gw, j, basis, retry=RetryPolicy(base_delay_s=0.0),
-                                   sleep=clock.sleep).execute(prep.plan)
+        report = executor(gw).execute(prep.plan)
         last = emu.requests[-1]
         assert (last.method, last.path) == ("POST", ORDER)  # the refused order, then silence
         assert report.outcome == Outcome.UNKNOWN and emu.bans == 0
         assert any("asked for 1,000 s without requests" in m for m in report.messages)
-        clock.sleep(1_000.0)
-        gw2 = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
-        done = JournaledExecutor(gw2, j, basis, retry=RetryPolicy(base_delay_s=0.0),
-                                 sleep=clock.sleep).resume(prep.plan.plan_id)
+        clock.sleep(10.0)
+        before = len(emu.requests)
+        with pytest.raises(RefusedError, match="asked this account's runs for silence until"):
+            executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(prep.plan.plan_id)
+        assert len(emu.requests) == before
+        clock.sleep(990.0)
+        done = executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(
+            prep.plan.plan_id)
         assert done.outcome == Outcome.COMPLETE and emu.bans == 0
         assert emu.orders_for(prep.plan.legs[0].client_id) == []
         for book_sym, bsym in BINANCE.items():

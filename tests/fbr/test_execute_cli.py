@@ -100,6 +100,29 @@ def test_live_execute_against_the_emulator_and_status(emu: BinanceEmulator, tmp_
     assert datetime.fromisoformat(st["funding"]["since"]).tzinfo is not None  # ISO 8601 UTC
 
 
+def test_a_run_inside_a_silence_the_exchange_asked_for_is_refused_before_any_request(
+        emu: BinanceEmulator, tmp_path: Path) -> None:
+    """A journal holding this account's silence until an hour from now (an earlier run met a
+    ban): `fbr execute --live` exits 6 (refused) naming the time, and the exchange sees no
+    request at all; once the silence has passed the same command runs."""
+    import time
+
+    from executor.journal import Journal
+
+    journal = tmp_path / "j.sqlite"
+    key = CcxtGateway(emu.exchange(api_key="cli-key", secret="cli-secret")).account_key()
+    with Journal(journal) as j:
+        j.set_silence(key, int(time.time() * 1000) + 3_600_000)
+    res = runner.invoke(app, ["execute", str(SEED), "--exchange", "binanceusdm", "--live",
+                              "--journal", str(journal)])
+    assert res.exit_code == 6, res.output
+    assert "asked this account's runs for silence until" in res.stderr and emu.requests == []
+    with Journal(journal) as j:
+        j.set_silence(key, int(time.time() * 1000) - 1)
+    out = _json("execute", str(SEED), "--exchange", "binanceusdm", "--live", "--journal", str(journal))
+    assert out["report"]["complete"]
+
+
 def test_crash_then_resume_through_the_cli(emu: BinanceEmulator, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     journal = tmp_path / "j.sqlite"
