@@ -165,6 +165,14 @@ def test_network_errors_are_retried_with_backoff(tmp_path: Path,
     assert {f.kind: f.rows for f in summary.files}["funding"] == 6
 
 
+def _funding_answered_429(emu: BinanceEmulator, retry_after_s: int, out: Path) -> FetchRequest:
+    """Arm a 429 with Retry-After ``retry_after_s`` on the funding history; the 2-day BTC fetch."""
+    emu.retry_after_s = retry_after_s
+    emu.inject(Fault.HTTP_429, path="/fapi/v1/fundingRate")
+    return FetchRequest("binanceusdm", ("BTC",), SINCE, SINCE + pd.Timedelta(days=2), ("1d",), out,
+                        tiers=False)
+
+
 def test_a_rate_limited_page_waits_the_retry_after_and_earns_no_ban(tmp_path: Path) -> None:
     """The funding history answers 429 with Retry-After: 3 on the emulator's (simulated) clock:
     the fetch waits 3 s, not its 0.5 s backoff, so the retried page is served, not banned."""
@@ -172,10 +180,7 @@ def test_a_rate_limited_page_waits_the_retry_after_and_earns_no_ban(tmp_path: Pa
 
     clock = SimClock()
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
-        emu.retry_after_s = 3
-        emu.inject(Fault.HTTP_429, path="/fapi/v1/fundingRate")
-        req = FetchRequest("binanceusdm", ("BTC",), SINCE, SINCE + pd.Timedelta(days=2), ("1d",),
-                           tmp_path, tiers=False)
+        req = _funding_answered_429(emu, 3, tmp_path)
         summary = fetch_market_data(req, factory_for(emu), now=NOW, sleep=clock.sleep)
         assert clock.slept == [3.0] and emu.bans == 0
         assert {f.kind: f.rows for f in summary.files}["funding"] == 6
@@ -188,10 +193,7 @@ def test_a_long_wait_is_not_retried_into(tmp_path: Path) -> None:
 
     clock = SimClock()
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
-        emu.retry_after_s = 3_600
-        emu.inject(Fault.HTTP_429, path="/fapi/v1/fundingRate")
-        req = FetchRequest("binanceusdm", ("BTC",), SINCE, SINCE + pd.Timedelta(days=2), ("1d",),
-                           tmp_path, tiers=False)
+        req = _funding_answered_429(emu, 3_600, tmp_path)
         with pytest.raises(ccxt.DDoSProtection):
             fetch_market_data(req, factory_for(emu), now=NOW, sleep=clock.sleep)
         assert clock.slept == [] and len(emu.requests_to("/fapi/v1/fundingRate")) == 1

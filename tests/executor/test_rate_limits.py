@@ -21,7 +21,7 @@ from executor.ccxt_gateway import CcxtGateway
 from executor.ccxt_wiring import MAX_RETRY_AFTER_S, retry_after_s
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
-from executor.plan import PlanOptions
+from executor.plan import Instrument, PlanOptions
 from executor.workflow import prepare_plan
 from fbr.config import load_book_file
 from models.errors import RefusedError
@@ -37,6 +37,12 @@ def _balance(emu: BinanceEmulator) -> requests.Response:
     sig = hmac.new(b"test-secret", query.encode(), hashlib.sha256).hexdigest()
     return requests.get(f"{emu.base_url}/fapi/v2/balance?{query}&signature={sig}",
                         headers={"X-MBX-APIKEY": "test-key"}, timeout=5)
+
+
+def _gateway(emu: BinanceEmulator, clock: SimClock) -> tuple[CcxtGateway, dict[str, Instrument]]:
+    """A gateway on the simulated clock (backoff 0.25 s) and the seed book's instruments."""
+    gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
+    return gw, gw.instruments(load_book_file(SEED_BOOK).book)
 
 
 def _rate_limited(clock: SimClock) -> BinanceEmulator:
@@ -92,8 +98,7 @@ def test_a_rate_limited_read_waits_the_retry_after_not_its_backoff() -> None:
     and the retried read is served: no ban."""
     clock = SimClock()
     with _rate_limited(clock) as emu:
-        gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
-        instruments = gw.instruments(load_book_file(SEED_BOOK).book)
+        gw, instruments = _gateway(emu, clock)
         emu.inject(Fault.HTTP_429, path=POSITIONS, method="GET")
         assert set(gw.positions(instruments)) == set(BINANCE)
         assert clock.slept == [2.0]
@@ -130,8 +135,7 @@ def test_a_long_ban_stops_the_gateway_without_another_request() -> None:
     clock = SimClock()
     with _rate_limited(clock) as emu:
         emu.ban_s = 3_600
-        gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
-        instruments = gw.instruments(load_book_file(SEED_BOOK).book)
+        gw, instruments = _gateway(emu, clock)
         emu.inject(Fault.HTTP_429, path="/fapi/v2/balance", method="GET")
         assert _balance(emu).status_code == 429  # another client on this IP earns the ban ...
         assert _balance(emu).status_code == 418 and emu.bans == 1
@@ -191,8 +195,7 @@ def test_the_funding_history_under_a_long_wait_stops_the_gateway_too() -> None:
     clock = SimClock()
     with _rate_limited(clock) as emu:
         emu.retry_after_s = 3_600
-        gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
-        instruments = gw.instruments(load_book_file(SEED_BOOK).book)
+        gw, instruments = _gateway(emu, clock)
         emu.inject(Fault.HTTP_429, path="/fapi/v1/income", method="GET")
         with pytest.raises(ExchangeBannedError, match="asked for 3,600 s"):
             gw.funding_history(0, instruments)
