@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fbr.config_basis import BasisHistory, daily_marks, nearest_maturity_changes, quarterly_bases  # noqa: E402
+from fbr.config_basis import BasisHistory, nearest_maturity_changes, perp_basis, quarterly_bases  # noqa: E402
 from fbr.config_loader import parse_book  # noqa: E402
 from fbr.config_sources import spot_closes  # noqa: E402
 from fbr.execute_wiring import solve_loaded  # noqa: E402
@@ -134,22 +134,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="data folder (default ../shared/data)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     a = ap.parse_args(argv)
-    data = a.data if a.data is not None else default_data_dir()
-    assets = quarterly_underlyings(Path(data)) if data is not None else []
-    assets = [u for u in assets if daily_marks(Path(data), u) is not None] if data is not None else []
-    if data is None or not assets:
+    found = a.data if a.data is not None else default_data_dir()
+    data = Path(found) if found is not None else None
+    underlyings = quarterly_underlyings(data) if data is not None else []
+    perps: dict[str, pd.Series] = {}
+    if data is not None and underlyings:
+        spot = spot_closes(data, underlyings, "data")
+        perps = {u: b for u in underlyings if (b := perp_basis(data, u, spot[u])) is not None}
+    if data is None or not perps:
         print("basis_risk: skipped: no data folder with quarterly_1d/ and perp_mark_4h/ files "
               "(give --data, set FBR_DATA_DIR or provide ../shared/data)")
         return 0
-    data = Path(data)
-    spot = spot_closes(data, assets, "data")
+    assets = list(perps)
     per_contract = ["| asset | delivery | daily changes | quarterly vol % | perpetual vol % | corr |",
                     "|---|---|---|---|---|---|"]
     chains = ["| asset | tau days | daily changes | vol % |", "|---|---|---|---|"]
-    for asset in assets:
-        marks = daily_marks(data, asset)
-        assert marks is not None
-        perp = (marks / spot[asset].reindex(marks.index) - 1.0).dropna()
+    for asset, perp in perps.items():
         bases = quarterly_bases(data, asset, spot[asset])
         per_contract += contract_rows(asset, bases, perp)
         chains += chain_rows(asset, bases)

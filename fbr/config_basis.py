@@ -56,6 +56,13 @@ def daily_marks(data_dir: Path, asset: str) -> pd.Series | None:
     return closes.loc[idx.normalize() == idx]
 
 
+def perp_basis(data_dir: Path, asset: str, spot: pd.Series) -> pd.Series | None:
+    """b = mark / spot - 1 of ``asset``'s perpetual at the daily closes (:func:`daily_marks`
+    against ``spot``'s closes at the same times); None without a mark file."""
+    marks = daily_marks(data_dir, asset)
+    return None if marks is None else (marks / spot.reindex(marks.index) - 1.0).dropna()
+
+
 def quarterly_bases(data_dir: Path, asset: str, spot: pd.Series) -> dict[pd.Timestamp, pd.Series]:
     """b = close / spot - 1 of each of ``asset``'s quarterly files at the daily closes (the close
     times both have; the delivery-day close, stamped 08:00, has no spot close), by delivery."""
@@ -122,11 +129,11 @@ class BasisHistory:
         out: dict[str, pd.Series] = {}
         missing: list[str] = []
         for asset in assets:
-            marks = daily_marks(data_dir, asset)
-            if marks is None:
+            b = perp_basis(data_dir, asset, spot[asset])
+            if b is None:
                 missing.append(asset)
-                continue
-            out[asset] = (marks / spot[asset].reindex(marks.index) - 1.0).dropna()
+            else:
+                out[asset] = b
         dated = dict.fromkeys(c.underlying for c in book.contracts if c.kind == ContractKind.DATED)
         quarterly = {a: quarterly_bases(data_dir, a, spot[a]) for a in dated}
         return BasisHistory(book, pd.DataFrame(out), tuple(missing), quarterly)
@@ -167,9 +174,9 @@ class BasisHistory:
         for c in self.book.contracts:
             if c.kind != ContractKind.DATED:
                 continue
-            reason = self._no_quarterly(c, end)
+            tau = float(c.days_to_expiry(end.to_pydatetime()) or 0.0)
+            reason = self._no_quarterly(c, tau)
             if reason is None:
-                tau = float(c.days_to_expiry(end.to_pydatetime()) or 0.0)
                 change = nearest_maturity_changes(self.quarterly[c.underlying], tau, end).tail(lookback)
                 if len(change) >= MIN_BASIS_DAYS:
                     own[c.symbol] = change
@@ -178,11 +185,12 @@ class BasisHistory:
             fallback[c.symbol] = reason
         return own, fallback
 
-    def _no_quarterly(self, c: FuturesContract, end: pd.Timestamp) -> str | None:
-        """Why ``c`` cannot be estimated on quarterly closes at ``end`` (None when it can)."""
+    def _no_quarterly(self, c: FuturesContract, tau: float) -> str | None:
+        """Why ``c``, ``tau`` days from expiry, cannot be estimated on quarterly closes (None when
+        it can)."""
         if not self.quarterly.get(c.underlying):
             return "no quarterly file"
-        if (c.days_to_expiry(end.to_pydatetime()) or 0.0) <= 0.0:
+        if tau <= 0.0:
             return "expired"
         return None
 
