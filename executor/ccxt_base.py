@@ -101,6 +101,12 @@ class CcxtBase:
         if self._silenced is not None:
             raise ExchangeBannedError(self._silenced[0], wait_s=self._silenced[1])
 
+    def after_failure(self, exc: BaseException) -> None:
+        """What any failed call does before its caller goes on: stop on a long wait asked for
+        (:meth:`check_silence`), resync the clock on a timestamp refusal (:meth:`resync_clock`)."""
+        self.check_silence(exc)
+        self.resync_clock(exc)
+
     def resync_clock(self, exc: BaseException) -> bool:
         """When ``exc`` is a timestamp refusal (``InvalidNonce`` / -1021), measure the offset to the
         exchange's clock again (ccxt's ``load_time_difference``, which its nonce subtracts) and

@@ -42,8 +42,7 @@ class CcxtFunding(CcxtBase):
         """One income-history call (all symbols), retried on network errors only."""
         def on_retry(k: int, exc: Exception) -> None:
             log.warning("fetch_funding_history failed (%s), retry %d", type(exc).__name__, k)
-            self.check_silence(exc)
-            self.resync_clock(exc)
+            self.after_failure(exc)
 
         self.check_silence()
 

@@ -182,8 +182,7 @@ class CcxtOrders(CcxtBase):
             order = self.ex.create_order(sym, leg.order_type.value, leg.side.value, amount, price,
                                          params)
         except ccxt.BaseError as exc:
-            self.check_silence(exc)  # refused (429 / 418): stop here, the journal keeps it in doubt
-            self.resync_clock(exc)  # a timestamp refusal: the reconciliation reads on a synced clock
+            self.after_failure(exc)  # a long wait: stop here, the journal keeps the leg in doubt
             raise order_error(exc, retry_after_s(self.ex, exc)) from None
         return self._state(leg, order)
 
@@ -195,8 +194,7 @@ class CcxtOrders(CcxtBase):
         except ccxt.OrderNotFound:
             return None
         except ccxt.BaseError as exc:
-            self.check_silence(exc)
-            self.resync_clock(exc)  # the caller's next look is on a synced clock
+            self.after_failure(exc)  # the caller's next look is on a synced clock
             wait = retry_after_s(self.ex, exc)
             if wait > 0:  # and never inside a 429's Retry-After
                 self._sleep(wait)
