@@ -40,7 +40,7 @@ from fbr.status_cli import status
 from models.errors import ExitCode
 
 if TYPE_CHECKING:
-    from executor.base import ExecutionReport
+    from executor.base import ExchangeGateway, ExecutionReport
     from executor.plan import OrderLeg, OrderPlan, PlanOptions
     from executor.plan_doc import OrderPlanDoc
     from fbr.config_loader import LoadedBook
@@ -202,7 +202,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
     return _result(prep.plan, report, journal_path, prep.solution)
 
 
-def _not_in_silence(journal_path: Path, gw: Any) -> None:
+def _not_in_silence(journal_path: Path, gw: ExchangeGateway) -> None:
     """Refuse before the first request when the exchange asked this account's runs for silence
     (executor.silence; the journal keeps it across runs)."""
     import time
