@@ -283,3 +283,22 @@ def test_a_bad_basis_risk_value_is_one_clear_message(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: risk.basis_risk: is 'yes' (in {book}). Fix: write true or false (no quotes)"]
+
+
+def test_a_bad_quarterly_file_is_one_clear_message(tmp_path: Path) -> None:
+    """A quarterly file with a bar opening after its delivery, under a data book holding a dated
+    contract: `fbr solve` exits 2 with one line naming the file and the fix, no traceback."""
+    from cli_helpers import run_fbr
+
+    data = _write_data(tmp_path / "data")
+    _write_quarterlies(data)
+    bad = data / "quarterly_1d" / "BTCUSDT_240329.csv.gz"
+    late = pd.DataFrame({"timestamp": ["2024-03-30 00:00:00+00:00"], "open": [1.0], "high": [1.0],
+                         "low": [1.0], "close": [1.0]})
+    pd.concat([pd.read_csv(bad), late]).to_csv(bad, index=False)
+    book = _write_book(tmp_path / "book.toml", data, contracts=DATED_BOOK)
+    res = run_fbr("solve", str(book))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "BTCUSDT_240329.csv.gz" in errors[0]
+    assert "Fix: drop the post-delivery rows" in errors[0]
