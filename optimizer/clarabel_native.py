@@ -209,9 +209,10 @@ def default_gaps() -> dict[str, float]:
 
 #: the standard form's nonzeros (A and P's upper triangle) from which :func:`clarabel_path` picks
 #: :class:`NativeClarabel`: below it Clarabel's set-up costs less than the fixed numpy cost of
-#: fbr's equilibration passes (``benchmarks/solve_speed.py --config conic``: the fresh set-up is
-#: faster up to N = 200 assets, about 12,000 nonzeros; the kept solver from N = 500, 31,000)
-UPDATE_MIN_NNZ = 20_000
+#: fbr's equilibration passes (``benchmarks/solve_speed.py --config conic --profile``: both cost
+#: about 0.7 ms at N = 50 assets, about 3,000 nonzeros; at N = 100, 6,000, the set-up 1.5 ms
+#: against 1.0 ms; at N = 200, 12,000, 3.4 ms against 1.6 ms)
+UPDATE_MIN_NNZ = 5_000
 
 
 class ClarabelPath(ABC):
