@@ -3,10 +3,11 @@ symbol mapping, settings, and reads with retry.
 
 - :class:`CcxtBase` switches ccxt's own resend off (``maxRetriesOnFailure`` = 0) and holds the
   settings (margin mode, quote asset, read attempts, backoff base delay in seconds, pledge source);
-- :meth:`CcxtBase._read` retries transient failures (:func:`executor.ccxt_errors.transient`) with
-  ``base_delay_s`` x 2^k seconds of backoff, or the exchange's ``Retry-After`` when longer
-  (:func:`executor.ccxt_wiring.retry_after_s`); other ``ExchangeError`` subclasses (InsufficientFunds,
-  InvalidOrder, BadRequest, AuthenticationError) are never retried (ExchangeSetupError);
+- :meth:`CcxtBase._read` retries transient failures (:func:`executor.ccxt_errors.transient`)
+  through the one retry loop, :func:`executor.ccxt_wiring.retry_read`, with ``base_delay_s`` x
+  2^k seconds of backoff, or the exchange's ``Retry-After`` when longer; other ``ExchangeError``
+  subclasses (InsufficientFunds, InvalidOrder, BadRequest, AuthenticationError) are never retried
+  (ExchangeSetupError);
 - :meth:`CcxtBase.hedge_mode`: the account's position mode (asked once);
 - :meth:`CcxtBase.check_silence`: an answer asking for more than ``MAX_RETRY_AFTER_S`` seconds of
   silence (a long rate-limit wait, an IP ban) stops the gateway: this and every later call raise
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -33,7 +35,7 @@ import ccxt
 
 from executor.base import ExchangeBannedError, ReadFailedError
 from executor.ccxt_errors import TIMESTAMP_REFUSED, ExchangeSetupError, exchange_code, transient
-from executor.ccxt_wiring import MAX_RETRY_AFTER_S, asked_wait_s, retry_after_s
+from executor.ccxt_wiring import MAX_RETRY_AFTER_S, asked_wait_s, retry_read
 from executor.plan import default_exchange_symbol
 from executor.safety import redact
 from models.collateral import PLEDGE_SOURCES
@@ -124,27 +126,28 @@ class CcxtBase:
 
     # --- reads with retry ----------------------------------------------------------------------
     def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
-        last: Exception | None = None
-        for k in range(self._attempts):
-            self.check_silence()
-            try:
-                return fn(*args)
-            except ccxt.BaseError as exc:
-                self.check_silence(exc)
-                if not transient(exc):
-                    raise ExchangeSetupError(f"{self.venue}: {what} failed: "
-                                             f"{type(exc).__name__}: {redact(str(exc))}") from None
-                last = exc
-                log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k + 1)
-                if self.resync_clock(exc):
-                    continue  # refused unprocessed for its timestamp: retry at once, clock synced
-                wait = retry_after_s(self.ex, exc)
-                if k + 1 < self._attempts:
-                    self._sleep(max(self._delay * 2 ** k, wait))
-                elif wait > 0:  # after the last try too: the caller's next request must wait it out
-                    self._sleep(wait)
-        raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
-                              f"{type(last).__name__}: {redact(str(last))}")
+        """``fn(*args)`` through :func:`~executor.ccxt_wiring.retry_read` with this gateway's
+        attempts, backoff and sleep: a timestamp refusal resyncs the clock and is retried at once,
+        a long wait asked for stops the gateway (ExchangeBannedError), a definite refusal is an
+        ExchangeSetupError, running out of attempts a ReadFailedError."""
+        self.check_silence()
+
+        def on_retry(k: int, exc: BaseException) -> bool:
+            log.warning("%s failed (%s), retry %d", what, type(exc).__name__, k)
+            return self.resync_clock(exc)
+
+        try:
+            return retry_read(lambda: fn(*args), attempts=self._attempts, base_delay_s=self._delay,
+                              max_delay_s=math.inf, sleep=self._sleep, on_retry=on_retry,
+                              exchange=self.ex)
+        except ccxt.BaseError as exc:
+            self.check_silence(exc)
+            text = f"{type(exc).__name__}: {redact(str(exc))}"
+            if not transient(exc):
+                raise ExchangeSetupError(f"{self.venue}: {what} failed: {text}") from None
+            self.resync_clock(exc)  # the last try's refusal: the next call goes out synced
+            raise ReadFailedError(f"{self.venue}: {what} failed {self._attempts} times: "
+                                  f"{text}") from None
 
     def asset_index_rows(self, asset: str | None = None) -> list[dict[str, Any]]:
         """The rows of Binance's ``GET /fapi/v1/assetIndex`` (one per collateral asset, symbol

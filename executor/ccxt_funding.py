@@ -4,7 +4,7 @@
 Binance ``GET /fapi/v1/income``, incomeType FUNDING_FEE, through ccxt ``fetch_funding_history``,
 paged forward from ``since`` (ms; :data:`FUNDING_PAGE` rows a call) and de-duplicated by
 transaction id, as :class:`~executor.base.FundingPayment` rows (USD, > 0 received, < 0 paid).
-Reads retry network errors only.
+Reads retry transient failures only (:meth:`~executor.ccxt_base.CcxtBase._read`).
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
@@ -15,14 +15,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import ccxt
-
-from executor.base import FundingPayment, ReadFailedError
+from executor.base import FundingPayment
 from executor.ccxt_base import CcxtBase
 from executor.ccxt_errors import ExchangeSetupError
-from executor.ccxt_wiring import retry_read
 from executor.plan import Instrument
-from executor.safety import redact
 
 log = logging.getLogger("executor.ccxt")
 
@@ -39,25 +35,9 @@ class CcxtFunding(CcxtBase):
         return bool(self.ex.has.get("fetchFundingHistory"))
 
     def _funding_page(self, since_ms: int) -> list[dict[str, Any]]:
-        """One income-history call (all symbols), retried on network errors only."""
-        def on_retry(k: int, exc: Exception) -> None:
-            log.warning("fetch_funding_history failed (%s), retry %d", type(exc).__name__, k)
-            self.after_failure(exc)
-
-        self.check_silence()
-
-        try:
-            rows: list[dict[str, Any]] = retry_read(
-                lambda: self.ex.fetch_funding_history(None, since_ms, FUNDING_PAGE),
-                attempts=self._attempts, base_delay_s=self._delay, sleep=self._sleep,
-                on_retry=on_retry, exchange=self.ex)
-        except ccxt.NetworkError as exc:
-            self.check_silence(exc)  # a long wait asked for: ExchangeBannedError, nothing retried
-            raise ReadFailedError(f"{self.venue}: fetch_funding_history failed {self._attempts} "
-                                  f"times: {type(exc).__name__}: {redact(str(exc))}") from None
-        except ccxt.BaseError as exc:
-            raise ReadFailedError(f"{self.venue}: fetch_funding_history failed: "
-                                  f"{type(exc).__name__}: {redact(str(exc))}") from None
+        """One income-history call (all symbols), through the gateway's reads with retry."""
+        rows: list[dict[str, Any]] = self._read(
+            "fetch_funding_history", self.ex.fetch_funding_history, None, since_ms, FUNDING_PAGE)
         return rows
 
     def funding_history(self, since_ms: int, instruments: Mapping[str, Instrument] | None = None
@@ -66,8 +46,9 @@ class CcxtFunding(CcxtBase):
 
         Paged forward (``FUNDING_PAGE`` rows a call, the next call from the last row's time) and
         de-duplicated by transaction id. Contracts are named through ``instruments`` (or the ones
-        :meth:`instruments` loaded). Raises ReadFailedError when the exchange cannot answer, or
-        ExchangeSetupError when it has no income history."""
+        :meth:`instruments` loaded). Raises ReadFailedError when the exchange cannot answer
+        (ExchangeBannedError when it asked for a long silence), or ExchangeSetupError when it has
+        no income history or refuses the call."""
         if not self.offers_funding_history:
             raise ExchangeSetupError(f"{self.venue}: ccxt offers no funding history here")
         to_book = dict(self._to_book)

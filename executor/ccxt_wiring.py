@@ -7,10 +7,11 @@
   markets load (``adjustForTimeDifference``: signed requests carry the exchange's time, so a
   skewed local clock is not refused). Pass ``session`` to route HTTP elsewhere (the tests'
   loopback emulator). Keys are optional (public data needs none) and never logged.
-- :func:`retry_read` retries a *read* on ``ccxt.NetworkError`` subclasses only (RequestTimeout,
-  DDoSProtection / RateLimitExceeded, ExchangeNotAvailable / OnMaintenance, InvalidNonce) with
-  exponential backoff: delay_k = min(max_delay, base_delay * 2**k) seconds before attempt k+2, or
-  longer when the exchange asked for it (:func:`retry_after_s`).
+- :func:`retry_read` retries a *read* on transient failures only (ccxt's OperationFailed family:
+  RequestTimeout, DDoSProtection / RateLimitExceeded, ExchangeNotAvailable / OnMaintenance,
+  InvalidNonce, BadResponse; Binance's "status unknown" codes) with exponential backoff:
+  delay_k = min(max_delay, base_delay * 2**k) seconds before attempt k+2, or longer when the
+  exchange asked for it (:func:`retry_after_s`).
 - :func:`retry_after_s`: the wait a rate-limited answer (HTTP 429, or 418 for an IP banned after
   ignoring one) asks for in its ``Retry-After`` header, in seconds. Binance bans an IP that does
   not back off that long, so every retry and every reconciliation read waits at least this.
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 import ccxt
 
+from executor.ccxt_errors import transient
 from models.errors import ValidationError
 
 T = TypeVar("T")
@@ -88,29 +90,34 @@ def retry_after_s(exchange: Any, exc: BaseException) -> float:
 
 def retry_read(fn: Callable[[], T], *, attempts: int = 4, base_delay_s: float = 0.5,
                max_delay_s: float = 8.0, sleep: Callable[[float], None] = time.sleep,
-               on_retry: Callable[[int, Exception], None] | None = None,
+               on_retry: Callable[[int, BaseException], bool] | None = None,
                exchange: Any = None) -> T:
-    """``fn()``, retried up to ``attempts`` calls in all on ``ccxt.NetworkError`` only.
+    """``fn()``, retried up to ``attempts`` calls in all on a transient ccxt failure
+    (:func:`executor.ccxt_errors.transient`: the OperationFailed family, which holds every
+    NetworkError, and Binance's "status unknown" codes); any other error is raised at once.
 
-    Between calls k and k+1 (k = 0, 1, ...) it sleeps min(max_delay_s, base_delay_s * 2**k) s, or
-    the ``exchange``'s :func:`retry_after_s` when longer, and calls ``on_retry(k + 1, error)``. The
-    last NetworkError is re-raised when attempts run out, or at once when the exchange asked for
-    more than ``MAX_RETRY_AFTER_S`` seconds of silence.
+    Between calls k and k+1 (k = 0, 1, ...) it calls ``on_retry(k + 1, error)``, then sleeps
+    min(max_delay_s, base_delay_s * 2**k) s, or the ``exchange``'s :func:`retry_after_s` when
+    longer, unless ``on_retry`` returned True (the request was refused unprocessed and its cause is
+    fixed: retry at once). The last error is re-raised when attempts run out (after waiting out a
+    Retry-After: the caller's next request must not come inside it either), or at once when the
+    exchange asked for more than ``MAX_RETRY_AFTER_S`` seconds of silence (retrying inside a long
+    limit or a ban would lengthen it).
     """
     if attempts < 1:
         raise ValidationError("attempts", f"is {attempts}", "give at least 1")
     for k in range(attempts):
         try:
             return fn()
-        except ccxt.NetworkError as exc:
-            if asked_wait_s(exchange, exc) > MAX_RETRY_AFTER_S:
-                raise  # a long limit or a ban: retrying inside it would lengthen it
+        except ccxt.BaseError as exc:
+            if not transient(exc) or asked_wait_s(exchange, exc) > MAX_RETRY_AFTER_S:
+                raise
             wait = retry_after_s(exchange, exc)
             if k == attempts - 1:
                 if wait > 0:
-                    sleep(wait)  # the caller's next request must not come inside it either
+                    sleep(wait)
                 raise
-            if on_retry is not None:
-                on_retry(k + 1, exc)
+            if on_retry is not None and on_retry(k + 1, exc):
+                continue
             sleep(max(min(max_delay_s, base_delay_s * 2.0**k), wait))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -224,6 +224,28 @@ def test_retry_read_gives_up_and_never_retries_exchange_errors() -> None:
     assert slept == [1.0, 2.0, 3.0]
 
 
+def test_retry_read_retries_status_unknown_and_at_once_when_told() -> None:
+    """A transient failure that is no NetworkError (ccxt OperationFailed, Binance -1000) is
+    retried; ``on_retry`` returning True (the refusal's cause is fixed) skips the sleep."""
+    calls: list[int] = []
+
+    def unknown_then_ok() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ccxt.OperationFailed('binanceusdm {"code":-1000,"msg":"An unknown error"}')
+        return 5
+
+    slept: list[float] = []
+    told: list[int] = []
+
+    def on_retry(k: int, exc: BaseException) -> bool:
+        told.append(k)
+        return k == 1
+
+    assert retry_read(unknown_then_ok, base_delay_s=1.0, sleep=slept.append, on_retry=on_retry) == 5
+    assert told == [1, 2] and slept == [2.0]  # retry 1 at once, retry 2 after 1.0 x 2^1 s
+
+
 def flaky_then(failures: int, value: int) -> Any:
     left = [failures]
 

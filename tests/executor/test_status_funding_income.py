@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 import executor.ccxt_funding as gw_mod
 from executor.base import ReadFailedError
+from executor.ccxt_errors import ExchangeSetupError
 from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal, now_ms
 from executor.plan import PlanOptions, book_instruments, plan_orders
@@ -136,11 +137,25 @@ def test_gateway_pages_retries_and_names_contracts(emulator: BinanceEmulator,
     assert sum(r.amount for r in rows) == pytest.approx(9.3 + 0.62 - 14.5 - 2.32)
 
 
+def test_gateway_funding_history_rides_out_a_status_unknown_answer(emulator: BinanceEmulator) -> None:
+    """Binance's -1000 ("an unknown error occurred") maps to ccxt OperationFailed, not a
+    NetworkError: the income read retries it like every other read of the gateway."""
+    _three_settlements(emulator)
+    sleeps: list[float] = []
+    gw = CcxtGateway(emulator.exchange(), base_delay_s=0.25, sleep=sleeps.append)
+    gw.ex.load_time_difference()  # the emulator's clock is pinned in the past: signed requests follow it
+    emulator.inject_unknown_status(-1000, path="/fapi/v1/income", method="GET", after_accept=False)
+    n0 = len(emulator.requests_to("/fapi/v1/income"))
+    pays = gw.funding_history(T0)
+    assert [p.amount for p in pays] == pytest.approx([-3.0, 1.2, 9.3, 0.62, -14.5, -2.32])
+    assert sleeps == [0.25] and len(emulator.requests_to("/fapi/v1/income")) - n0 == 2
+
+
 def test_gateway_read_failures_are_clear_and_keep_the_secret(caplog: pytest.LogCaptureFixture) -> None:
     with BinanceEmulator(api_key=CANARY_KEY, secret=CANARY_SECRET) as emu:
         gw = CcxtGateway(emu.exchange(secret=CANARY_SECRET + "x"), sleep=lambda s: None)
         caplog.set_level(logging.DEBUG, logger="executor")
-        with pytest.raises(ReadFailedError) as bad_key:
+        with pytest.raises(ExchangeSetupError) as bad_key:  # refused for good, as every read
             gw.funding_history(T0)
         for _ in range(4):
             emu.inject(Fault.HTTP_503, path="/fapi/v1/income")
