@@ -53,7 +53,8 @@ class CcxtBase:
     def __init__(self, exchange: Any, *, symbols: Mapping[str, str] | None = None,
                  margin_mode: str = "cross", quote: str = "USDT", read_attempts: int = 4,
                  base_delay_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-                 pledge_source: str = "multi_assets") -> None:
+                 pledge_source: str = "multi_assets",
+                 clock: Callable[[], float] = time.time) -> None:
         if pledge_source not in PLEDGE_SOURCES:
             raise ValidationError("pledge_source", f"is {pledge_source!r}",
                                   f"use one of {', '.join(map(repr, PLEDGE_SOURCES))}")
@@ -70,10 +71,11 @@ class CcxtBase:
         self._attempts = read_attempts
         self._delay = base_delay_s
         self._sleep = sleep
+        self._clock = clock
         self._to_book: dict[str, str] = {}
         self._contracts: dict[str, FuturesContract] = {}
         self._hedged: bool | None = None
-        self._silenced: tuple[str, float] | None = None  # why and how long (s) asked for silence
+        self._silenced: tuple[str, float] | None = None  # why, and until when (clock s)
 
     def account_key(self) -> str:
         """``<venue>:<first 16 hex of sha256(api key)>``: names the account, reveals no secret."""
@@ -91,17 +93,26 @@ class CcxtBase:
         return self._hedged
 
     def check_silence(self, exc: BaseException | None = None) -> None:
-        """Raise ExchangeBannedError when the exchange asked (now, in ``exc``'s answer, or before)
-        for more than ``MAX_RETRY_AFTER_S`` seconds without requests; else return."""
+        """Raise ExchangeBannedError while a silence the exchange asked for (now, in ``exc``'s
+        answer, or before) of more than ``MAX_RETRY_AFTER_S`` seconds lasts; else return. The
+        silence ends at the time asked for (``clock``, seconds): a long-running loop's gateway
+        reads again after it, without a restart."""
+        now = self._clock()
         if exc is not None and self._silenced is None:
             asked = asked_wait_s(self.ex, exc)
             if asked > MAX_RETRY_AFTER_S:
                 until = datetime.now(UTC) + timedelta(seconds=asked)
                 self._silenced = (f"{self.venue} asked for {asked:,.0f} s without requests "
                                   f"({type(exc).__name__}: a rate limit or an IP ban), until about "
-                                  f"{until:%Y-%m-%d %H:%M} UTC", asked)
-        if self._silenced is not None:
-            raise ExchangeBannedError(self._silenced[0], wait_s=self._silenced[1])
+                                  f"{until:%Y-%m-%d %H:%M} UTC", now + asked)
+        if self._silenced is None:
+            return
+        why, until_s = self._silenced
+        if now >= until_s:
+            log.warning("the silence %s asked for is over: requests resume", self.venue)
+            self._silenced = None
+            return
+        raise ExchangeBannedError(why, wait_s=until_s - now)
 
     def after_failure(self, exc: BaseException) -> None:
         """What any failed call does before its caller goes on: stop on a long wait asked for

@@ -46,8 +46,10 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
 
     ``symbols`` maps book contracts to ccxt symbols (default ``BTC/USDT:USDT`` for ``BTC``'s linear
     perpetual); ``margin_mode`` is set on every traded contract; reads retry ``read_attempts`` times
-    with ``base_delay_s`` x 2^k backoff (network errors only); ``pledge_source`` says how pledged
-    spot is valued (:mod:`executor.ccxt_collateral`): ``"multi_assets"`` (default) or ``"portfolio_margin"``.
+    with ``base_delay_s`` x 2^k backoff (transient failures only); ``pledge_source`` says how pledged
+    spot is valued (:mod:`executor.ccxt_collateral`): ``"multi_assets"`` (default) or
+    ``"portfolio_margin"``; ``clock`` (seconds, default ``time.time``) times the end of a silence
+    the exchange asked for (:meth:`~executor.ccxt_base.CcxtBase.check_silence`).
     """
 
     # --- metadata -------------------------------------------------------------------------------

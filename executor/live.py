@@ -59,7 +59,7 @@ from executor.plan import (
 from executor.plan_parts import round_to_step
 from executor.reconcile import DEFAULT_DELAYS_S, Finding, Reconciler, SentLeg, Verdict
 from executor.safety import SafetyError, redact
-from executor.silence import refuse_in_silence
+from executor.silence import record_silence, silence_kept
 from models.book import Book
 from models.errors import ExitCode, FbrError, RefusedError
 from models.market import MarketSnapshot
@@ -131,8 +131,8 @@ class JournaledExecutor:
     def execute(self, plan: OrderPlan, book_path: str = "") -> ExecutionReport:
         """Journal the plan (superseding the account's open plans), then run it."""
         account = self.gateway.account_key()
-        with account_lock(account, self._lock_dir):
-            refuse_in_silence(self.journal, account, self._clock())
+        with account_lock(account, self._lock_dir), \
+                silence_kept(self.journal, account, self._clock):
             self._messages = []
             for old in self.journal.open_plans(account):
                 try:
@@ -147,8 +147,8 @@ class JournaledExecutor:
     def resume(self, plan_id: str) -> ExecutionReport:
         """Finish a journalled plan from the account's positions now (nothing is replayed)."""
         account = self.gateway.account_key()
-        with account_lock(account, self._lock_dir):
-            refuse_in_silence(self.journal, account, self._clock())
+        with account_lock(account, self._lock_dir), \
+                silence_kept(self.journal, account, self._clock):
             self._messages = []
             plan = self.journal.plan(plan_id)
             owner = self.journal.plan_account(plan_id)
@@ -176,7 +176,7 @@ class JournaledExecutor:
         except PlanStoppedError:
             pass
         except ExchangeBannedError as exc:  # an order so refused stays in doubt in the journal
-            self.journal.set_silence(self.gateway.account_key(), self._clock() + int(1000 * exc.wait_s))
+            record_silence(self.journal, self.gateway.account_key(), self._clock(), exc)
             self._messages.append(f"{redact(str(exc))}; nothing more was sent. Fix: `fbr execute "
                                   f"--resume {plan.plan_id}` after that time")
         except ReadFailedError as exc:  # nothing is in flight: the leg had not been sent

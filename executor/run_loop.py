@@ -45,6 +45,7 @@ from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
 from executor.run_trade import CycleTrader, filled_notional
 from executor.safety import redact
 from executor.schedule import Clock, Schedule
+from executor.silence import silence_kept
 from models.book import Book
 from models.errors import FbrError, RefusedError
 from models.instruments import ContractKind
@@ -172,12 +173,15 @@ class Runner(CycleTrader):
             self._cycle(now, view, reason)
 
     def _read(self, now: datetime) -> View | None:
-        """The account now, or None after recording and (once per outage) alerting a failure."""
+        """The account now, or None after recording and (once per outage) alerting a failure
+        (a silence the exchange asked for is kept in the journal: no read inside it)."""
         try:
-            if self._instruments is None:
-                self._instruments = self.venue.gateway.instruments(self.book)
-            view = read_view(self.venue.gateway, self.book, self.venue.fallback(now), now,
-                             self.risk, self._instruments)
+            with silence_kept(self.venue.journal, self.account,
+                              lambda: int(self._now().timestamp() * 1000)):
+                if self._instruments is None:
+                    self._instruments = self.venue.gateway.instruments(self.book)
+                view = read_view(self.venue.gateway, self.book, self.venue.fallback(now), now,
+                                 self.risk, self._instruments)
         except FbrError as exc:
             msg = redact(str(exc))
             self.summary.failures += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired, TypedDict
 
@@ -41,6 +41,7 @@ from models.errors import ExitCode
 
 if TYPE_CHECKING:
     from executor.base import ExchangeGateway, ExecutionReport
+    from executor.journal import Journal
     from executor.plan import OrderLeg, OrderPlan, PlanOptions
     from executor.plan_doc import OrderPlanDoc
     from fbr.config_loader import LoadedBook
@@ -187,10 +188,9 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                 store.close()
         return _result(prep.plan, report, journal_path, prep.solution)
     gw = _gateway(exchange, live, pledge_source=loaded.pledge_source)
-    if live:
-        _not_in_silence(journal_path, gw)
-    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
-                        labels=loaded.labels)
+    with _silence_journal(journal_path, gw, create=live):
+        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
+                            labels=loaded.labels)
     _confirmed(confirm, prep.plan)
     if not live:
         return _result(prep.plan, DryRunExecutor().execute(prep.plan), None, prep.solution)
@@ -202,17 +202,20 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
     return _result(prep.plan, report, journal_path, prep.solution)
 
 
-def _not_in_silence(journal_path: Path, gw: ExchangeGateway) -> None:
-    """Refuse before the first request when the exchange asked this account's runs for silence
-    (executor.silence; the journal keeps it across runs)."""
-    import time
-
+@contextmanager
+def _silence_journal(journal_path: Path, gw: ExchangeGateway, *,
+                     create: bool) -> Iterator[Journal | None]:
+    """The journal at ``journal_path`` (made when ``create``, else None when there is none) with
+    the account's silence kept around the block (executor.silence: refused before the first
+    request while the exchange's asked-for silence lasts; one met inside is recorded)."""
     from executor.journal import Journal
-    from executor.silence import refuse_in_silence
+    from executor.silence import silence_kept
 
-    if journal_path.exists():
-        with Journal(journal_path) as j:
-            refuse_in_silence(j, gw.account_key(), int(time.time() * 1000))
+    if not (create or journal_path.exists()):
+        yield None
+        return
+    with Journal(journal_path) as j, silence_kept(j, gw.account_key()):
+        yield j
 
 
 def _confirmed(confirm: PlanCheck | None, plan: OrderPlan) -> None:
@@ -227,6 +230,7 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
     from executor.live import JournaledExecutor, PlanBasis
     from executor.paper import PaperGateway, PaperStore, paper_book
     from executor.safety import SafetyError
+    from executor.silence import silence_kept
     from executor.workflow import account_view
 
     if not journal_path.exists():
@@ -248,12 +252,12 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
                 raise SafetyError(f"plan {plan_id} sends real orders on {plan.venue}. Fix: add --live "
                                   f"to resume it")
             gw = _gateway(ExchangeChoice(plan.venue), pledge_source=loaded.pledge_source)
-            _not_in_silence(journal_path, gw)
             acc = loaded.book
             mode = "live"
         del exchange
         try:
-            acc_b, market, instruments = account_view(gw, acc, loaded.market)
+            with silence_kept(j, gw.account_key()) if mode == "live" else nullcontext():
+                acc_b, market, instruments = account_view(gw, acc, loaded.market)
             with _progress(len(plan.legs)) as step:
                 ex = JournaledExecutor(gw, j, PlanBasis(acc_b, market, instruments, loaded.risk),
                                        retry=_retry(mode == "paper"), mode=mode, on_leg=step)

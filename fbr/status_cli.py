@@ -9,6 +9,7 @@ stay inside the functions.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict, cast
@@ -149,6 +150,18 @@ def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journ
     return PaperGateway(acc, loaded.market), acc
 
 
+def account_silence(gw: ExchangeGateway, exchange: ExchangeChoice,
+                    journal: Journal | None) -> AbstractContextManager[None]:
+    """Around reads of an exchange's account: refused while the journal holds a silence the
+    exchange asked for, and one met inside recorded (:func:`executor.silence.silence_kept`);
+    nothing for ``paper`` and ``dry-run``, which send no request."""
+    from executor.silence import silence_kept
+
+    if exchange in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
+        return nullcontext()
+    return silence_kept(journal, gw.account_key())
+
+
 def status_report(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal | None, *,
                   venue: str | None = None, live: bool = True,
                   rebalancer: Rebalancer | None = None) -> StatusReport:
@@ -161,10 +174,11 @@ def status_report(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal
     from executor.workflow import account_view
 
     gw, acc = account_gateway(loaded, exchange, journal, live=live)
-    book, market, instruments = account_view(gw, acc, loaded.market)
-    options = with_book_settings(PlanOptions(venue=gw.venue if venue is None else venue),
-                                 loaded.settings)
-    report = account_status(gw, book, market, loaded.risk, loaded.settings, options, instruments,
-                            journal, rebalancer=rebalancer)
+    with account_silence(gw, exchange, journal):
+        book, market, instruments = account_view(gw, acc, loaded.market)
+        options = with_book_settings(PlanOptions(venue=gw.venue if venue is None else venue),
+                                     loaded.settings)
+        report = account_status(gw, book, market, loaded.risk, loaded.settings, options,
+                                instruments, journal, rebalancer=rebalancer)
     # a dry run reads the paper account but is not the paper venue: say what the user chose
     return replace(report, venue="dry-run") if exchange == ExchangeChoice.DRY_RUN else report

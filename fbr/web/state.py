@@ -26,7 +26,7 @@ from executor.status import StatusReport
 from executor.workflow import account_view, require_tradeable
 from fbr.config_loader import LoadedBook, load_book_file
 from fbr.execute_wiring import ExchangeChoice
-from fbr.status_cli import account_gateway, status_report
+from fbr.status_cli import account_gateway, account_silence, status_report
 from fbr.web.security import same
 from models.book import Book
 from models.errors import FbrError, RefusedError
@@ -206,7 +206,8 @@ class DashboardState:
         loaded = self.loaded()
         with self.journal() as j:
             gw, acc = self._gateway(loaded, j)
-            book, market, instruments = account_view(gw, acc, loaded.market)
+            with account_silence(gw, self.config.exchange, j):
+                book, market, instruments = account_view(gw, acc, loaded.market)
         sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True,
                                     labels=loaded.labels)
         blocked: str | None = None
@@ -231,7 +232,8 @@ class DashboardState:
         loaded, notes = load_whatif_book(self.config.book)
         with self.journal() as j:  # the account's holdings and market, as status and plan read
             gw, acc = self._gateway(loaded, j)
-            book, market, _ = account_view(gw, acc, loaded.market)
+            with account_silence(gw, self.config.exchange, j):
+                book, market, _ = account_view(gw, acc, loaded.market)
         scenario = parse_scenario("dashboard", shocks)
         result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
                             rebalancer=self.rebalancer)

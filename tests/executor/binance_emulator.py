@@ -487,6 +487,9 @@ class BinanceEmulator:
         self.retry_after_s = 0
         self.ban_s = 120
         self.bans = 0  # IP bans earned
+        #: an IP ban on the emulator's own clock (:meth:`set_banned`), ms; and the requests it refused
+        self.banned_until_ms: int | None = None
+        self.banned_answers = 0
         self._quiet_until: float | None = None
         self._banned_until: float | None = None
         self._partial_next = False
@@ -890,9 +893,25 @@ class BinanceEmulator:
             self._pending_new.remove(held)
             self._fill(held[1], self.marks[held[1].symbol])
 
+    def set_banned(self, until_ms: int | None) -> None:
+        """An IP ban on the emulator's clock (as :meth:`set_down`): every request answers HTTP 418
+        (-1003) with a Retry-After of the seconds left until ``until_ms`` (None ends it)."""
+        self.banned_until_ms = until_ms
+
+    def _clock_ban_left_s(self) -> int | None:
+        """Seconds left of a :meth:`set_banned` ban (rounded up), None when there is none."""
+        if self.banned_until_ms is None or self.now_ms() >= self.banned_until_ms:
+            return None
+        return max(1, math.ceil((self.banned_until_ms - self.now_ms()) / 1000))
+
     def _ban_answer(self) -> object | None:
         """The 418 body when the IP is banned, or earns a ban now by calling inside a 429's
         Retry-After; None otherwise."""
+        if self._clock_ban_left_s() is not None:
+            self.banned_answers += 1
+            return {"code": -1003, "msg": f"Way too many requests; IP banned until "
+                    f"{self.banned_until_ms}. Please use the websocket for live updates to avoid "
+                    "bans."}
         with self._lock:
             now = self.lag_clock()
             if self._quiet_until is not None and now < self._quiet_until:
@@ -906,6 +925,9 @@ class BinanceEmulator:
 
     def retry_after(self, status: int) -> int | None:
         """The Retry-After header (s) of an answer: a 429's wait, or what is left of a ban."""
+        left = self._clock_ban_left_s()
+        if status == 418 and left is not None:
+            return left
         with self._lock:
             if status == 429 and self.retry_after_s > 0:
                 return int(self.retry_after_s)

@@ -41,7 +41,7 @@ def _balance(emu: BinanceEmulator) -> requests.Response:
 
 def _gateway(emu: BinanceEmulator, clock: SimClock) -> tuple[CcxtGateway, dict[str, Instrument]]:
     """A gateway on the simulated clock (backoff 0.25 s) and the seed book's instruments."""
-    gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep)
+    gw = CcxtGateway(emu.exchange(), base_delay_s=0.25, sleep=clock.sleep, clock=clock.now)
     return gw, gw.instruments(load_book_file(SEED_BOOK).book)
 
 
@@ -146,6 +146,29 @@ def test_a_long_ban_stops_the_gateway_without_another_request() -> None:
         with pytest.raises(ExchangeBannedError):
             gw.positions(instruments)
         assert len(emu.requests) == before + 1
+
+
+def test_a_long_ban_ends_at_the_time_asked_and_the_same_gateway_reads_again() -> None:
+    """A long-running loop keeps one gateway: 10 s before the hour-long ban ends a read still
+    raises ExchangeBannedError without a request (naming the 10 s left); once it has ended the
+    same gateway reads again, with no new ban."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        emu.ban_s = 3_600
+        gw, instruments = _gateway(emu, clock)
+        emu.inject(Fault.HTTP_429, path="/fapi/v2/balance", method="GET")
+        assert _balance(emu).status_code == 429
+        assert _balance(emu).status_code == 418 and emu.bans == 1
+        with pytest.raises(ExchangeBannedError):
+            gw.positions(instruments)
+        before = len(emu.requests)
+        clock.sleep(3_590.0)
+        with pytest.raises(ExchangeBannedError) as late:
+            gw.positions(instruments)
+        assert late.value.wait_s == pytest.approx(10.0) and len(emu.requests) == before
+        clock.sleep(10.0)
+        assert set(gw.positions(instruments)) <= set(instruments)
+        assert len(emu.requests) > before and emu.bans == 1
 
 
 def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes_once(

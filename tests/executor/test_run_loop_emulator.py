@@ -352,3 +352,55 @@ def test_hundred_days_with_faults(tmp_path: Path, receiver: Receiver,
         assert {c.reason for c in cycles} == {"start", "schedule", "margin", "resume", "read"}
         health = json.loads((tmp_path / "state" / "health.json").read_text())
         assert health["status"] == "finished" and API_KEY not in json.dumps(health)
+
+
+class BannedMarket(Market):
+    """The same prices, and one fault: an IP ban of 8 h from day 1 00:00 (HTTP 418, -1003, on the
+    emulator's clock)."""
+
+    def _faults(self) -> list[tuple[datetime, Any]]:
+        return [(T0 + timedelta(days=1), self._ban)]
+
+    def _ban(self, when: datetime) -> None:
+        self.emu.set_banned(int((when + timedelta(hours=8)).timestamp() * 1000))
+        self.log.append("ban")
+
+
+def test_a_ban_silences_the_loop_until_it_ends(tmp_path: Path, receiver: Receiver,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IP ban of 8 h meets the loop's day-1 read: exactly one request reaches the banned
+    exchange (the one that met it; the loop retries a failed read every 5 min, and each of those
+    would lengthen a real ban), the journal keeps the silence, the loop reads and trades again
+    once it is over, with one outage alerted and its end, and no order sent twice."""
+    monkeypatch.setenv("FBR_LOCK_DIR", str(tmp_path / "locks"))
+    cfg = _config(tmp_path)
+    with BinanceEmulator(api_key=API_KEY, secret=SECRET, balance_usdt=20_000.0) as emu:
+        emu.set_time(int(T0.timestamp() * 1000))
+        gw = CrashingGateway(CcxtGateway(emu.exchange(timeout=3000), base_delay_s=0.0,
+                                         clock=lambda: emu.now_ms() / 1000))
+        market = BannedMarket(emu, gw)
+        clock = SimClock(T0, end=T0 + timedelta(days=3), on_advance=[market.advance])
+        hub = AlertHub([WebhookSink(receiver.url, sleep=lambda s: None)], book="daily loop")
+        with Journal(tmp_path / "journal.sqlite") as journal:
+            runner = _runner(cfg, gw, emu, journal, clock, hub, tmp_path)
+            summary = runner.run()
+            silence = journal.silence_until(runner.account)
+            store = RunStore(journal.path, runner.account)
+            cycles = store.cycles()
+            store.close()
+    ban_end = T0 + timedelta(days=1, hours=8)
+    assert market.log == ["ban"] and summary.status == "finished"
+    assert emu.banned_answers == 1
+    assert silence == int(ban_end.timestamp() * 1000)  # the Retry-After: 28,800 s from 00:00
+    failed = [c for c in cycles if c.action == "failed" and c.reason == "read"]
+    assert failed and all(T0 + timedelta(days=1) <= c.time < ban_end for c in failed)
+    assert "without requests" in failed[0].message
+    assert all("asked this account's runs for silence" in c.message for c in failed[1:])
+    down = [b for b in receiver.of("failure") if b["severity"] == "critical"]
+    back = [b for b in receiver.of("failure") if b["title"] == "exchange answers again"]
+    assert len(down) == 1 and len(back) == 1
+    assert datetime.fromisoformat(back[0]["time"]) - ban_end <= timedelta(minutes=5)
+    assert {c.time.date() for c in cycles if c.action == "traded"} >= {T0.date(),
+                                                                        ban_end.date()}
+    ids = Counter(o.clientOrderId for o in emu.accepted_orders())
+    assert ids and max(ids.values()) == 1

@@ -123,6 +123,46 @@ def test_a_run_inside_a_silence_the_exchange_asked_for_is_refused_before_any_req
     assert out["report"]["complete"]
 
 
+def test_a_ban_met_by_status_is_journalled_and_the_next_run_sends_nothing(
+        emu: BinanceEmulator, tmp_path: Path) -> None:
+    """`fbr status` meets an IP ban of an hour (another client on this IP called inside a 429's
+    wait): it fails naming the ban, and the journal keeps the silence, so `fbr execute --live`
+    and `fbr status` right after are refused (exit 6) without a request: a request inside a
+    ban lengthens it."""
+    import hashlib
+    import hmac
+    from urllib.parse import urlencode
+
+    import requests
+
+    from executor.journal import Journal
+
+    def balance() -> int:
+        query = urlencode({"timestamp": emu.now_ms()})
+        sig = hmac.new(b"cli-secret", query.encode(), hashlib.sha256).hexdigest()
+        return requests.get(f"{emu.base_url}/fapi/v2/balance?{query}&signature={sig}",
+                            headers={"X-MBX-APIKEY": "cli-key"}, timeout=5).status_code
+
+    journal = tmp_path / "j.sqlite"
+    Journal(journal).close()  # the account's journal (its earlier runs)
+    emu.retry_after_s, emu.ban_s = 30, 3_600
+    emu.inject(Fault.HTTP_429, path="/fapi/v2/balance", method="GET")
+    assert (balance(), balance()) == (429, 418)
+    res = runner.invoke(app, ["status", str(SEED), "--exchange", "binanceusdm", "--journal",
+                              str(journal)])
+    assert res.exit_code != 0 and "without requests" in res.stderr, res.output
+    key = CcxtGateway(emu.exchange(api_key="cli-key", secret="cli-secret")).account_key()
+    with Journal(journal) as j:
+        until = j.silence_until(key)
+    assert until is not None and until > emu.now_ms() + 3_500_000
+    seen = len(emu.requests)
+    for args in (["execute", str(SEED), "--exchange", "binanceusdm", "--live"],
+                 ["status", str(SEED), "--exchange", "binanceusdm"]):
+        res = runner.invoke(app, [*args, "--journal", str(journal)])
+        assert res.exit_code == 6 and "asked this account's runs for silence" in res.stderr
+    assert len(emu.requests) == seen
+
+
 def test_crash_then_resume_through_the_cli(emu: BinanceEmulator, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     journal = tmp_path / "j.sqlite"
