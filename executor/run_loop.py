@@ -7,7 +7,7 @@ settlements when carry matters) the loop
    in progress finishes first, so a plan is never cut in the middle by the loop itself);
 2. reads the account (:func:`executor.run_cycle.read_view`); a failed read is recorded and alerted
    once per outage (and once when the exchange answers again) and the loop waits for the next
-   wake-up;
+   wake-up, never one inside a silence the exchange asked for (an IP ban: executor.silence);
 3. alerts on the margin ratio (``margin_warn``) and on funding spikes (``funding_alert``), once per
    episode;
 4. runs a cycle when one is due: the first wake-up, a scheduled time, a drift beyond the band, a
@@ -28,6 +28,7 @@ on where it stopped. One loop per account: the loop holds the account's run lock
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -278,6 +279,9 @@ class Runner(CycleTrader):
         nxt = self._next_settlement(now) if t.funding_ahead and self.gamma_fund > 0 else None
         if nxt is not None and t.funding_ahead is not None and nxt - t.funding_ahead > now:
             wake = min(wake, nxt - t.funding_ahead)
+        until = self.venue.journal.silence_until(self.account) if self.venue.journal else None
+        if until is not None:  # no wake-up inside a silence the exchange asked for
+            wake = max(wake, datetime.fromtimestamp(until / 1000, tz=UTC))
         return wake
 
     # --- the day ------------------------------------------------------------------------------
@@ -375,7 +379,7 @@ class Runner(CycleTrader):
         last = self.store.get("last_cycle")
         due = self.settings.schedule.next_after(datetime.fromisoformat(last) if last else now)
         write_health(self.settings.health_file, {
-            "status": status, "pid": _pid(), "account": self.account, "mode": self.settings.mode,
+            "status": status, "pid": os.getpid(), "account": self.account, "mode": self.settings.mode,
             "updated": now.isoformat(), "wall_time": datetime.now(UTC).isoformat(),
             "last_cycle": last, "next_cycle": due.isoformat() if due else None,
             "cycles": self.summary.cycles, "trades": self.summary.trades,
@@ -384,12 +388,6 @@ class Runner(CycleTrader):
 
 #: the run-state key of an account-read outage (its first message), kept across restarts
 OUTAGE = "outage"
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def _pid_of(message: str) -> str:
