@@ -35,13 +35,13 @@ from fbr.execute_wiring import (
     _retry,
     _venue,
     redacting,
+    silence_journal,
 )
 from fbr.status_cli import status
 from models.errors import ExitCode
 
 if TYPE_CHECKING:
-    from executor.base import ExchangeGateway, ExecutionReport
-    from executor.journal import Journal
+    from executor.base import ExecutionReport
     from executor.plan import OrderLeg, OrderPlan, PlanOptions
     from executor.plan_doc import OrderPlanDoc
     from fbr.config_loader import LoadedBook
@@ -188,7 +188,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                 store.close()
         return _result(prep.plan, report, journal_path, prep.solution)
     gw = _gateway(exchange, live, pledge_source=loaded.pledge_source)
-    with _silence_journal(journal_path, gw, create=live):
+    with silence_journal(journal_path, gw, create=live):
         prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, options,
                             labels=loaded.labels)
     _confirmed(confirm, prep.plan)
@@ -200,22 +200,6 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                                on_leg=step)
         report = ex.execute(prep.plan, str(book_path.resolve()))
     return _result(prep.plan, report, journal_path, prep.solution)
-
-
-@contextmanager
-def _silence_journal(journal_path: Path, gw: ExchangeGateway, *,
-                     create: bool) -> Iterator[Journal | None]:
-    """The journal at ``journal_path`` (made when ``create``, else None when there is none) with
-    the account's silence kept around the block (executor.silence: refused before the first
-    request while the exchange's asked-for silence lasts; one met inside is recorded)."""
-    from executor.journal import Journal
-    from executor.silence import silence_kept
-
-    if not (create or journal_path.exists()):
-        yield None
-        return
-    with Journal(journal_path) as j, silence_kept(j, gw.account_key()):
-        yield j
 
 
 def _confirmed(confirm: PlanCheck | None, plan: OrderPlan) -> None:

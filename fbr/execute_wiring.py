@@ -28,7 +28,9 @@ from fbr.console import CliError, default_journal, json_ready
 from models.errors import ExitCode, FbrError
 
 if TYPE_CHECKING:
+    from executor.base import ExchangeGateway
     from executor.ccxt_gateway import CcxtGateway
+    from executor.journal import Journal
     from executor.live import RetryPolicy
     from fbr.config_loader import LoadedBook
     from optimizer.solution import Solution
@@ -182,9 +184,26 @@ def account_loaded(loaded: LoadedBook, exchange: ExchangeChoice,
     from executor.workflow import account_view
 
     gw = _gateway(exchange, live=False, pledge_source=loaded.pledge_source)
-    book, market, _ = account_view(gw, loaded.book, loaded.market)
+    with silence_journal(_journal_path(journal_path), gw, create=False):
+        book, market, _ = account_view(gw, loaded.book, loaded.market)
     return AccountLoaded(dataclasses.replace(loaded, book=book, market=market),
                          f"{exchange.value} account")
+
+
+@contextmanager
+def silence_journal(journal_path: Path, gw: ExchangeGateway, *,
+                    create: bool) -> Iterator[Journal | None]:
+    """The journal at ``journal_path`` (made when ``create``, else None when there is none) with
+    the account's silence kept around the block (executor.silence: refused before the first
+    request while the exchange's asked-for silence lasts; one met inside is recorded)."""
+    from executor.journal import Journal
+    from executor.silence import silence_kept
+
+    if not (create or journal_path.exists()):
+        yield None
+        return
+    with Journal(journal_path) as j, silence_kept(j, gw.account_key()):
+        yield j
 
 
 def _paper_loaded(loaded: LoadedBook, journal_path: Path) -> AccountLoaded:

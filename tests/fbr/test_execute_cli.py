@@ -126,9 +126,9 @@ def test_a_run_inside_a_silence_the_exchange_asked_for_is_refused_before_any_req
 def test_a_ban_met_by_status_is_journalled_and_the_next_run_sends_nothing(
         emu: BinanceEmulator, tmp_path: Path) -> None:
     """`fbr status` meets an IP ban of an hour (another client on this IP called inside a 429's
-    wait): it fails naming the ban, and the journal keeps the silence, so `fbr execute --live`
-    and `fbr status` right after are refused (exit 6) without a request: a request inside a
-    ban lengthens it."""
+    wait): it fails naming the ban, and the journal keeps the silence, so `fbr execute --live`,
+    `fbr status` and `fbr solve --exchange` right after are refused (exit 6) without a request:
+    a request inside a ban lengthens it."""
     import hashlib
     import hmac
     from urllib.parse import urlencode
@@ -157,7 +157,8 @@ def test_a_ban_met_by_status_is_journalled_and_the_next_run_sends_nothing(
     assert until is not None and until > emu.now_ms() + 3_500_000
     seen = len(emu.requests)
     for args in (["execute", str(SEED), "--exchange", "binanceusdm", "--live"],
-                 ["status", str(SEED), "--exchange", "binanceusdm"]):
+                 ["status", str(SEED), "--exchange", "binanceusdm"],
+                 ["solve", str(SEED), "--exchange", "binanceusdm"]):
         res = runner.invoke(app, [*args, "--journal", str(journal)])
         assert res.exit_code == 6 and "asked this account's runs for silence" in res.stderr
     assert len(emu.requests) == seen
