@@ -57,9 +57,11 @@ Order rules: MARKET orders fill at once at the mark; LIMIT orders fill at the ma
 (``^[.A-Za-z0-9:/_-]{1,36}$``, -4015; duplicate among open orders -4116), quantity a multiple of
 the LOT_SIZE step (-1111), >= minQty (-4003... Binance answers -1013 ``Filter failure: LOT_SIZE``;
 we send -4003 which ccxt maps to BadRequest too), <= maxQty (-4005), price a multiple of the tick
-(-4014), reduceOnly that would open or increase (-2022), notional qty x price (mark for MARKET)
-below MIN_NOTIONAL unless reduceOnly (-4164), initial margin after the order above the margin balance
-(-2019). IM = sum |position| x mark / leverage + sum open-order qty x price / leverage.
+(-4014), reduceOnly that would open or increase (-2022), a position growing past the largest
+notionalCap of the brackets whose initialLeverage allows the symbol's leverage (-2027), notional
+qty x price (mark for MARKET) below MIN_NOTIONAL unless reduceOnly (-4164), initial margin after
+the order above the margin balance (-2019). IM = sum |position| x mark / leverage + sum open-order
+qty x price / leverage.
 A fill pays the taker fee (0.05%) from the wallet; reducing a position realises its PnL against the
 average entry price.
 
@@ -1336,7 +1338,7 @@ class BinanceEmulator:
                         "bidNotional": "0", "askNotional": "0",
                         "leverage": str(self.leverage[s]),
                         "marginType": "cross" if self.margin_type[s] == "CROSSED" else "isolated",
-                        "maxNotionalValue": _num(self.markets[s].brackets[0].cap)})
+                        "maxNotionalValue": _num(self._max_notional(s, self.leverage[s]))})
         return row
 
     def _position_risk(self, p: dict[str, str]) -> object:
@@ -1455,6 +1457,9 @@ class BinanceEmulator:
             raise _bad(-4164, f"Order's notional must be no smaller than {m.min_notional:g} "
                        "(unless you choose reduce only).")
         increases = abs(pos + signed_qty) > abs(pos)
+        cap = self._max_notional(m.symbol, self.leverage[m.symbol])
+        if increases and not reduce_only and abs(pos + signed_qty) * max(price, mark) > cap:
+            raise _bad(-2027, "Exceeded the maximum allowable position at current leverage.")
         if increases and not reduce_only:
             self._check_margin(m.symbol, signed_qty, price)
         now = self.now_ms()

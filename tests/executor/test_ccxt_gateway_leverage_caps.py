@@ -1,0 +1,114 @@
+"""Position caps at the account's leverage: Binance refuses an order that takes a position past
+the largest notionalCap of the leverage brackets whose initialLeverage allows the symbol's
+leverage (-2027, "Exceeded the maximum allowable position at current leverage"). The emulator's
+SOLUSDT brackets allow 25x up to 1,000,000 USD, so at 20x a SOL position is capped at 1,000,000.
+
+The optimiser reads the brackets through real ccxt and keeps the hedge under the cap, so the plan
+goes through; a plan made past the cap is refused by the exchange and nothing fills."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from binance_emulator import BinanceEmulator
+from exec_helpers import solution_with
+
+from executor.base import Outcome
+from executor.ccxt_gateway import CcxtGateway
+from executor.journal import Journal
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
+from executor.plan import PlanOptions, plan_orders
+from executor.safety import Limits
+from executor.workflow import prepare_plan
+from fbr.config import load_book_file
+from fbr.config_loader import LoadedBook
+
+CAP_USD = 1_000_000.0  # SOLUSDT at 20x: brackets (50k, 75x) and (1M, 25x) allow it
+NO_LIMITS = PlanOptions(limits=Limits(max_order_usd=math.inf, max_plan_usd=math.inf))
+
+#: 9,000,000 USD invested, none of it in SOL: the naive hedge is 1,800,000 USD long SOL-PERP
+BOOK = """
+[book]
+name = "capped"
+cash = 5000000.0
+targets_base = "invested"
+
+[targets]
+BTC = 0.5
+ETH = 0.3
+SOL = 0.2
+
+[spot]
+BTC = 90.0
+ETH = 1200.0
+SOL = 0.0
+
+[contract_defaults]
+leverage = 20.0
+
+[market]
+time = 2024-06-01T00:00:00Z
+mark_from_spot = true
+
+[market.spot]
+BTC = 60000.0
+ETH = 3000.0
+SOL = 150.0
+
+[risk]
+basis_risk = false
+correlation = 0.7
+
+[risk.vols]
+BTC = 0.55
+ETH = 0.70
+SOL = 0.95
+
+[costs]
+trading = false
+carry = false
+"""
+
+
+def _setup(emu: BinanceEmulator, tmp_path: Path) -> tuple[CcxtGateway, LoadedBook]:
+    (tmp_path / "book.toml").write_text(BOOK)
+    return CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0), load_book_file(
+        tmp_path / "book.toml")
+
+
+def test_the_optimiser_keeps_the_hedge_under_the_cap_and_the_exchange_takes_the_plan(
+        tmp_path: Path) -> None:
+    with BinanceEmulator(balance_usdt=5_000_000.0) as emu:
+        gw, loaded = _setup(emu, tmp_path)
+        assert gw.instruments(loaded.book)["SOL-PERP"].contract.max_notional_usd == CAP_USD
+        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings,
+                            NO_LIMITS)
+        sol = prep.plan.reachable["SOL-PERP"] * emu.marks["SOLUSDT"]
+        assert CAP_USD - 150.0 <= sol <= CAP_USD  # binding: one lot (1 SOL) below it at most
+        ex = JournaledExecutor(gw, Journal(tmp_path / "j.sqlite"),
+                               PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk),
+                               retry=RetryPolicy(base_delay_s=0.0))
+        report = ex.execute(prep.plan)
+        assert report.outcome == Outcome.COMPLETE
+        assert emu.positions["SOLUSDT"] == prep.plan.reachable["SOL-PERP"]
+        assert emu.positions["SOLUSDT"] * emu.marks["SOLUSDT"] <= CAP_USD
+
+
+def test_a_plan_past_the_cap_is_refused_by_the_exchange_and_nothing_fills(tmp_path: Path) -> None:
+    with BinanceEmulator(balance_usdt=5_000_000.0) as emu:
+        gw, loaded = _setup(emu, tmp_path)
+        inst = gw.instruments(loaded.book)
+        gw.prepare(inst)  # the account's leverage set to the book's 20x
+        sol = solution_with({"BTC-PERP": 0.0, "ETH-PERP": 0.0, "SOL-PERP": 1_500_000.0})
+        plan = plan_orders(sol, loaded.book, loaded.market, inst, NO_LIMITS, risk=loaded.risk)
+        ex = JournaledExecutor(gw, Journal(tmp_path / "j.sqlite"),
+                               PlanBasis(loaded.book, loaded.market, inst, loaded.risk),
+                               retry=RetryPolicy(base_delay_s=0.0))
+        report = ex.execute(plan)
+        assert report.outcome == Outcome.INCOMPLETE and emu.positions["SOLUSDT"] == 0.0
+        assert any("-2027" in m or "maximum allowable position" in m for m in report.messages), \
+            report.messages
+        assert len(emu.accepted_orders()) == 0
+        assert emu.leverage["SOLUSDT"] == pytest.approx(20)
