@@ -54,7 +54,7 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
 
     # --- metadata -------------------------------------------------------------------------------
     def instruments(self, book: Book) -> dict[str, Instrument]:
-        markets = self._read("load_markets", self.ex.load_markets)
+        markets = self._read("load_markets", self.ex.load_markets, True)  # lots, caps, status today
         decimal_places = self.ex.precisionMode == ccxt.DECIMAL_PLACES
         wanted = {c.symbol: self.exchange_symbol(c) for c in book.contracts}
         for book_sym, sym in wanted.items():
@@ -71,7 +71,7 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
             rows = tiers.get(sym)
             t = tiers_from_ccxt(rows) if rows and not markets[sym].get("inverse") else None
             contract = contract_from_market(markets[sym], c, decimal_places=decimal_places, tiers=t)
-            out[c.symbol] = Instrument(contract, sym)
+            out[c.symbol] = Instrument(contract, sym, _halted(markets[sym]))
             self._to_book[sym] = c.symbol
             self._contracts[c.symbol] = contract
         return out
@@ -167,3 +167,11 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
                 return float(asset["walletBalance"])
         total = (bal.get("total") or {}).get(self._quote)
         return float(total or 0.0) - upnl
+
+
+def _halted(market: Mapping[str, Any]) -> str | None:
+    """The exchange's status of a contract it does not trade now (ccxt ``active`` False: Binance's
+    ``status`` is not TRADING), or None while it trades (or when ccxt does not say)."""
+    if market.get("active") is not False:
+        return None
+    return str((market.get("info") or {}).get("status") or "not active")

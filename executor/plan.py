@@ -86,6 +86,9 @@ class Instrument:
 
     contract: FuturesContract
     exchange_symbol: str
+    #: the exchange's status of the contract while it does not trade it (``SETTLING``,
+    #: ``DELIVERING``, ``CLOSE`` ...): its parts are dropped, with the reason; None while it trades
+    halted: str | None = None
 
 
 def default_exchange_symbol(contract: FuturesContract, quote: str = "USDT") -> str:
@@ -345,7 +348,8 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     kept: list[tuple[TradePart, float]] = []
     dropped_parts: list[tuple[TradePart, float, str]] = []
     for sym in book.contract_symbols:
-        c = _instrument(instruments, sym).contract
+        inst = _instrument(instruments, sym)
+        c = inst.contract
         mark = market.mark_price(sym)
         npc = c.notional_per_contract(mark)
         q0, off = q0_all[sym], off_all[sym]
@@ -357,7 +361,8 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         _check_not_expired(c, clock, q0, q1)
         near = near_expiry(c, clock, opts.min_days_to_expiry)
         for part in trade_parts(sym, q0, q1, c.lot_step):
-            reason = drop_reason(part, c, npc, opts, near)
+            reason = (f"{inst.exchange_symbol} does not trade now (exchange status {inst.halted})"
+                      if inst.halted else drop_reason(part, c, npc, opts, near))
             if reason is None:
                 kept.append((part, npc))
             else:

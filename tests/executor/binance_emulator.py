@@ -54,7 +54,8 @@ receives), credited to the wallet and recorded as a ``FUNDING_FEE`` income row. 
 
 Order rules: MARKET orders fill at once at the mark; LIMIT orders fill at the mark when marketable
 (buy price >= mark, sell price <= mark), else rest NEW. Checks, in Binance's order: client id
-(``^[.A-Za-z0-9:/_-]{1,36}$``, -4015; duplicate among open orders -4116), quantity a multiple of
+(``^[.A-Za-z0-9:/_-]{1,36}$``, -4015; duplicate among open orders -4116), the symbol's status
+TRADING (:attr:`BinanceEmulator.status`; else -1122), quantity a multiple of
 the LOT_SIZE step (-1111), >= minQty (-4003... Binance answers -1013 ``Filter failure: LOT_SIZE``;
 we send -4003 which ccxt maps to BadRequest too), <= maxQty (-4005), price a multiple of the tick
 (-4014), reduceOnly that would open or increase (-2022), a position growing past the largest
@@ -475,6 +476,8 @@ class BinanceEmulator:
         self.positions: dict[str, float] = {s: 0.0 for s in self.markets}
         self.entry_price: dict[str, float] = {s: 0.0 for s in self.markets}
         self.leverage: dict[str, int] = {s: DEFAULT_LEVERAGE for s in self.markets}
+        #: exchangeInfo's status per symbol: TRADING, or SETTLING / DELIVERING / CLOSE (no orders)
+        self.status: dict[str, str] = dict.fromkeys(self.markets, "TRADING")
         self.margin_type: dict[str, str] = {s: "CROSSED" for s in self.markets}
         self.marks: dict[str, float] = {s: m.price for s, m in self.markets.items()}
         self.funding_rate: dict[str, float] = {s: 0.0001 for s in self.markets}
@@ -1054,7 +1057,8 @@ class BinanceEmulator:
         for m in self.markets.values():
             symbols.append({
                 "symbol": m.symbol, "pair": m.symbol, "contractType": "PERPETUAL",
-                "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": "TRADING",
+                "deliveryDate": 4133404800000, "onboardDate": 1569398400000,
+                "status": self.status[m.symbol],
                 "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
                 "baseAsset": m.base, "quoteAsset": m.quote, "marginAsset": m.quote,
                 "pricePrecision": m.price_precision, "quantityPrecision": m.quantity_precision,
@@ -1431,6 +1435,8 @@ class BinanceEmulator:
             raise _bad(-4015, "Client order id is not valid.")
         if any(o.clientOrderId == cid and o.status == "NEW" for o in self.orders):
             raise _bad(-4116, "ClientOrderId is duplicated.")
+        if self.status[m.symbol] != "TRADING":
+            raise _bad(-1122, "Invalid symbol status.")
         qty = _decimal(p.get("quantity"), "quantity")
         if qty <= 0:
             raise _bad(-4003, "Quantity less than or equal to zero.")
