@@ -287,6 +287,16 @@ def _target_notionals(solution: Solution | Mapping[str, float]) -> dict[str, flo
     return {p.symbol: p.notional for p in solution.target_positions}
 
 
+def _reachable(start: Mapping[str, float], legs: Sequence[OrderLeg],
+               instruments: Mapping[str, Instrument]) -> dict[str, float]:
+    """The positions (contracts) the legs reach from ``start``, on each contract's lot grid."""
+    reachable = dict(start)
+    for leg in legs:
+        step = instruments[leg.symbol].contract.lot_step
+        reachable[leg.symbol] = round_to_step(reachable[leg.symbol] + leg.signed_contracts, step)
+    return reachable
+
+
 def _instrument(instruments: Mapping[str, Instrument], sym: str) -> Instrument:
     """The exchange's instrument of book contract ``sym`` (a clear error when it is not listed)."""
     if sym not in instruments:
@@ -361,18 +371,14 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         _check_not_expired(c, clock, q0, q1)
         near = near_expiry(c, clock, opts.min_days_to_expiry)
         for part in trade_parts(sym, q0, q1, c.lot_step):
-            reason = (f"{inst.exchange_symbol} does not trade now (exchange status {inst.halted})"
-                      if inst.halted else drop_reason(part, c, npc, opts, near))
+            reason = drop_reason(part, c, npc, opts, near, inst)
             if reason is None:
                 kept.append((part, npc))
             else:
                 dropped_parts.append((part, npc, reason))
     legs = order_legs(kept, instruments, market, opts, rule, pid)
     opts.limits.check(leg.notional for leg in legs)
-    reachable = dict(start)
-    for leg in legs:
-        c = instruments[leg.symbol].contract
-        reachable[leg.symbol] = round_to_step(reachable[leg.symbol] + leg.signed_contracts, c.lot_step)
+    reachable = _reachable(start, legs, instruments)
 
     def te(q: Mapping[str, float]) -> float | None:
         return None if risk is None else tracking_error_of(book, market, risk, q)

@@ -18,7 +18,7 @@ from models.errors import ValidationError
 from models.instruments import FuturesContract
 
 if TYPE_CHECKING:
-    from executor.plan import PlanOptions
+    from executor.plan import Instrument, PlanOptions
 
 #: Lot rounding that removes less than this much trade notional (USD) is never reported.
 ROUNDING_WARN_MIN_USD = 1.0
@@ -108,8 +108,11 @@ def _iso(t: datetime) -> str:
 
 
 def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptions,
-                 near_expiry: str | None) -> str | None:
-    """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can."""
+                 near_expiry: str | None, inst: Instrument | None = None) -> str | None:
+    """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can (``inst``:
+    the exchange's instrument, which may not trade now)."""
+    if inst is not None and inst.halted:
+        return f"{inst.exchange_symbol} does not trade now (exchange status {inst.halted})"
     if near_expiry is not None and not part.reduce_only:
         return near_expiry
     notional = abs(part.contracts) * npc
