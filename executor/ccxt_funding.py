@@ -6,13 +6,18 @@ paged forward from ``since`` (ms; :data:`FUNDING_PAGE` rows a call) and de-dupli
 transaction id, as :class:`~executor.base.FundingPayment` rows (USD, > 0 received, < 0 paid).
 Reads retry transient failures only (:meth:`~executor.ccxt_base.CcxtBase._read`).
 
+The perpetuals' funding intervals (:meth:`CcxtFunding.funding_hours`, hours between settlements):
+Binance settles most every 8 h and moves some to 4 h or 1 h (``GET /fapi/v1/fundingInfo`` lists
+those, through ccxt ``fetch_funding_intervals``); the carry of a perpetual is its rate per
+settlement times the settlements in the horizon, so a wrong interval scales it.
+
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from executor.base import FundingPayment
@@ -21,6 +26,10 @@ from executor.ccxt_errors import ExchangeSetupError
 from executor.plan import Instrument
 
 log = logging.getLogger("executor.ccxt")
+
+#: the funding interval (hours) of the perpetuals a venue's funding-info list leaves out (Binance
+#: lists only the symbols whose settings differ from the default)
+UNLISTED_FUNDING_HOURS: dict[str, float] = {"binanceusdm": 8.0}
 
 #: Rows asked per income-history call (Binance's maximum).
 FUNDING_PAGE = 1000
@@ -33,6 +42,23 @@ class CcxtFunding(CcxtBase):
     def offers_funding_history(self) -> bool:
         """True when the exchange serves the account's funding income history."""
         return bool(self.ex.has.get("fetchFundingHistory"))
+
+    def funding_hours(self, symbols: Iterable[str]) -> dict[str, float]:
+        """Hours between funding settlements of the perpetuals ``symbols`` (ccxt symbols) where the
+        exchange states them: its funding-info list, and :data:`UNLISTED_FUNDING_HOURS` for the
+        ones it leaves out; {} where ccxt reads no such list."""
+        if self.ex.has.get("fetchFundingIntervals") is not True:
+            return {}
+        rows: dict[str, Any] = self._read("fetch_funding_intervals", self.ex.fetch_funding_intervals)
+        out: dict[str, float] = {}
+        for sym in symbols:
+            text = str((rows.get(sym) or {}).get("interval") or "")
+            hours = float(text[:-1]) if text.endswith("h") and text[:-1].isdigit() else None
+            if hours is None:
+                hours = UNLISTED_FUNDING_HOURS.get(self.venue)
+            if hours:
+                out[sym] = hours
+        return out
 
     def _funding_page(self, since_ms: int) -> list[dict[str, Any]]:
         """One income-history call (all symbols), through the gateway's reads with retry."""

@@ -10,7 +10,7 @@ The class is assembled from parts, one module each:
 - :mod:`executor.ccxt_collateral`: spot pledged as margin (Multi-Assets bidBuffer, Portfolio
   Margin tiers);
 - :mod:`executor.ccxt_orders`: setup (hedge mode refused, margin mode, leverage), orders, fills;
-- :mod:`executor.ccxt_funding`: funding paid and received (USD);
+- :mod:`executor.ccxt_funding`: funding paid and received (USD), the perpetuals' funding intervals;
 - this module: reading the market (marks, index prices in USD, funding rates as fractions per
   interval), the contracts' metadata, and the account: positions (contracts; rows of one symbol
   are summed: hedge mode gives a LONG and a SHORT row, net = long - short, never overwritten),
@@ -21,6 +21,7 @@ Every message that leaves this module goes through :func:`executor.safety.redact
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -65,12 +66,16 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         if self.ex.has.get("fetchLeverageTiers"):
             tiers = self._read("fetch_leverage_tiers", self.ex.fetch_leverage_tiers,
                                list(wanted.values()))
+        perps = [wanted[c.symbol] for c in book.contracts if c.kind == ContractKind.PERPETUAL]
+        hours = self.funding_hours(perps) if perps else {}
         out: dict[str, Instrument] = {}
         for c in book.contracts:
             sym = wanted[c.symbol]
             rows = tiers.get(sym)
             t = tiers_from_ccxt(rows) if rows and not markets[sym].get("inverse") else None
             contract = contract_from_market(markets[sym], c, decimal_places=decimal_places, tiers=t)
+            if sym in hours and c.kind == ContractKind.PERPETUAL:
+                contract = dataclasses.replace(contract, funding_interval_h=hours[sym])
             out[c.symbol] = Instrument(contract, sym, _halted(markets[sym]))
             self._to_book[sym] = c.symbol
             self._contracts[c.symbol] = contract

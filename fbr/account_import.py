@@ -14,7 +14,8 @@ What an import writes (units as in the book file, README "Book file format"):
   rules (flat ratios, tiers) are kept;
 - ``[[contracts]]``: ``contract_size`` (base units per contract), ``lot_step``, ``min_qty``,
   ``max_qty`` (contracts), ``min_notional``, ``tick`` (USD), ``tiers`` (an inline array of brackets,
-  notionals and cum in USD) and, when the exchange's tiers cap it lower, ``leverage``; a book that
+  notionals and cum in USD), ``leverage`` when the exchange's tiers cap it lower, and a
+  perpetual's ``funding_interval_h`` (hours) when the exchange's differs from the book's; a book that
   relied on the default contracts gets one entry per contract (``<ASSET>-PERP``).
 
 A value is written only when it differs (numerically) from the file's, and new values are canonical
@@ -63,8 +64,9 @@ def canonical(x: float) -> float:
 class ContractSpec:
     """One book contract's exchange metadata: ``contract_size`` (base units per contract, linear),
     ``lot_step``, ``min_qty``, ``max_qty`` (contracts; max may be inf), ``min_notional``, ``tick``
-    (USD), the margin brackets, and ``leverage`` (x) when the brackets cap the book's lower (else
-    None: the book's leverage is kept)."""
+    (USD), the margin brackets, ``leverage`` (x) when the brackets cap the book's lower (else
+    None: the book's leverage is kept), and a perpetual's ``funding_interval_h`` (hours between
+    settlements) when the exchange's differs from the book's (else None)."""
 
     symbol: str
     underlying: str
@@ -76,13 +78,17 @@ class ContractSpec:
     tick: float
     tiers: tuple[TierBracket, ...]
     leverage: float | None = None
+    funding_interval_h: float | None = None
 
     def values(self) -> list[tuple[str, object]]:
         """(key, plain value) pairs to write, canonical, in :data:`SPEC_KEYS` order, then
-        ``leverage`` (when set) and ``tiers`` (a list of bracket tables)."""
+        ``leverage`` and ``funding_interval_h`` (when set) and ``tiers`` (a list of bracket
+        tables)."""
         out: list[tuple[str, object]] = [(k, canonical(getattr(self, k))) for k in SPEC_KEYS]
         if self.leverage is not None:
             out.append(("leverage", canonical(self.leverage)))
+        if self.funding_interval_h is not None:
+            out.append(("funding_interval_h", canonical(self.funding_interval_h)))
         out.append(("tiers", [bracket_table(b) for b in self.tiers]))
         return out
 
@@ -328,9 +334,11 @@ def contract_spec(book_contract: FuturesContract, exchange: FuturesContract) -> 
     """The exchange's metadata of one book contract (``exchange`` from the gateway's instruments);
     leverage only when the exchange's brackets lower the book's."""
     lev = exchange.leverage if exchange.leverage < book_contract.leverage else None
+    hours = exchange.funding_interval_h
+    interval = hours if hours != book_contract.funding_interval_h else None
     return ContractSpec(book_contract.symbol, book_contract.underlying, exchange.contract_size,
                         exchange.lot_step, exchange.min_qty, exchange.max_qty, exchange.min_notional,
-                        exchange.tick, exchange.tiers.brackets, lev)
+                        exchange.tick, exchange.tiers.brackets, lev, interval)
 
 
 def snapshot_from_account(book: Book, account: Book, instruments: Mapping[str, Instrument], *,

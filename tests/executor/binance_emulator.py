@@ -45,8 +45,9 @@ capped at the asset's collateralRate).
 Clock and funding settlement: by default the emulator's clock is the wall clock and no funding ever
 settles (what the order tests rely on). :meth:`BinanceEmulator.set_time` pins the clock to a time of
 our choosing (nothing settles on that jump); :meth:`BinanceEmulator.advance` /
-:meth:`BinanceEmulator.advance_to` move it forward and settle funding at every 8 h settlement time
-T = 00:00, 08:00, 16:00 UTC with t0 < T <= t1: for each open position q (base units, signed) at the
+:meth:`BinanceEmulator.advance_to` move it forward and settle funding at every settlement time
+T with t0 < T <= t1 (every 8 h, 00:00, 08:00, 16:00 UTC, or every ``funding_hours[symbol]``, which
+``GET /fapi/v1/fundingInfo`` lists when it is not 8): for each open position q (base units, signed) at the
 current mark P and the symbol's current rate r (set with :meth:`BinanceEmulator.set_funding`), the
 account receives income = -r x q x P USDT, rounded to 1e-8 (a long pays when r > 0, a short
 receives), credited to the wallet and recorded as a ``FUNDING_FEE`` income row. Fills record
@@ -295,7 +296,6 @@ INCOME_TYPES = frozenset({"TRANSFER", "WELCOME_BONUS", "REALIZED_PNL", "FUNDING_
                           "INSURANCE_CLEAR", "REFERRAL_KICKBACK", "COMMISSION_REBATE",
                           "API_REBATE", "CONTEST_REWARD", "INTERNAL_TRANSFER",
                           "AUTO_EXCHANGE", "DELIVERED_SETTELMENT"})
-FUNDING_PERIOD_MS = 8 * HOUR_MS
 
 
 class Fault(enum.Enum):
@@ -481,6 +481,9 @@ class BinanceEmulator:
         self.margin_type: dict[str, str] = {s: "CROSSED" for s in self.markets}
         self.marks: dict[str, float] = {s: m.price for s, m in self.markets.items()}
         self.funding_rate: dict[str, float] = {s: 0.0001 for s in self.markets}
+        #: hours between a symbol's funding settlements (Binance: 8, or 4 / 1 for symbols listed in
+        #: ``GET /fapi/v1/fundingInfo``); settlements fall on multiples of it since the epoch
+        self.funding_hours: dict[str, int] = dict.fromkeys(self.markets, 8)
         self.requests: list[RecordedRequest] = []
         self.orders: list[EmuOrder] = []
         self.trades: list[EmuTrade] = []
@@ -616,7 +619,7 @@ class BinanceEmulator:
             self._fill_marketable(symbol)
 
     def set_funding(self, symbol: str, rate: float) -> None:
-        """Set the current (last) funding rate of a symbol (fraction per 8 h)."""
+        """Set the current (last) funding rate of a symbol (fraction per settlement)."""
         with self._lock:
             self._market(symbol)
             self.funding_rate[symbol] = float(rate)
@@ -740,9 +743,15 @@ class BinanceEmulator:
         with self._lock:
             self._clock_ms = int(time_ms)
 
-    def next_funding_ms(self) -> int:
-        """The next settlement time strictly after now (a multiple of 8 h since the epoch)."""
-        return (self.now_ms() // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
+    def next_funding_ms(self, symbol: str | None = None) -> int:
+        """The next settlement time strictly after now (of ``symbol``, else of any symbol): a
+        multiple of the funding interval since the epoch."""
+        period = (self.funding_hours[symbol] if symbol else self._funding_step_h()) * HOUR_MS
+        return (self.now_ms() // period + 1) * period
+
+    def _funding_step_h(self) -> int:
+        """Hours between two settlement times of any symbol (the intervals' greatest divisor)."""
+        return math.gcd(*self.funding_hours.values()) if self.funding_hours else 8
 
     def advance(self, *, hours: float = 0.0, ms: int = 0) -> list[EmuIncome]:
         """Move the clock forward by ``hours`` + ``ms`` and settle funding on the way (see the
@@ -751,26 +760,29 @@ class BinanceEmulator:
         return self.advance_to(self.now_ms() + step)
 
     def advance_to(self, time_ms: int) -> list[EmuIncome]:
-        """Move the clock to ``time_ms`` (not backwards), settling every 8 h settlement T with
-        now < T <= time_ms at the then current marks and rates; returns the funding rows written."""
+        """Move the clock to ``time_ms`` (not backwards), settling every symbol's settlement T
+        (each ``funding_hours``) with now < T <= time_ms at the then current marks and rates;
+        returns the funding rows written."""
         with self._lock:
             t0 = self.now_ms()
             if time_ms < t0:
                 raise ValueError(f"the emulator's clock only moves forward ({time_ms} < {t0})")
             rows: list[EmuIncome] = []
-            t = (t0 // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
+            step = self._funding_step_h() * HOUR_MS
+            t = (t0 // step + 1) * step
             while t <= time_ms:
                 self._clock_ms = t
                 rows.extend(self._settle_funding(t))
-                t += FUNDING_PERIOD_MS
+                t += step
             self._clock_ms = int(time_ms)
             return rows
 
     def _settle_funding(self, t: int) -> list[EmuIncome]:
-        """One settlement at ``t``: income = -rate x q x mark per open position (USDT, 1e-8)."""
+        """One settlement at ``t`` of the symbols whose interval it ends: income = -rate x q x mark
+        per open position (USDT, 1e-8)."""
         rows: list[EmuIncome] = []
         for s, q in self.positions.items():
-            if q == 0:
+            if q == 0 or t % (self.funding_hours[s] * HOUR_MS) != 0:
                 continue
             amount = round(-self.funding_rate[s] * q * self.marks[s], 8)
             self.balance += amount
@@ -998,6 +1010,7 @@ class BinanceEmulator:
             ("GET", "/fapi/v1/time"): lambda p: {"serverTime": self.now_ms()},
             ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
             ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
+            ("GET", "/fapi/v1/fundingInfo"): self._funding_info,
             ("GET", "/fapi/v1/fundingRate"): self._funding_history,
             ("GET", "/fapi/v1/klines"): lambda p: self._klines(p, "last", 1500),
             ("GET", "/fapi/v1/markPriceKlines"): lambda p: self._klines(p, "mark", 1500),
@@ -1112,7 +1125,13 @@ class BinanceEmulator:
                 "indexPrice": _num(self.marks[s] / 1.0003),
                 "estimatedSettlePrice": _num(self.marks[s]),
                 "lastFundingRate": _num(self.funding_rate[s]), "interestRate": "0.00010000",
-                "nextFundingTime": (now // (8 * HOUR_MS) + 1) * 8 * HOUR_MS, "time": now}
+                "nextFundingTime": self.next_funding_ms(s), "time": now}
+
+    def _funding_info(self, p: dict[str, str]) -> object:
+        """Binance lists only the symbols whose funding settings differ from the default (8 h)."""
+        return [{"symbol": s, "adjustedFundingRateCap": "0.02000000",
+                 "adjustedFundingRateFloor": "-0.02000000", "fundingIntervalHours": h,
+                 "disclaimer": False} for s, h in self.funding_hours.items() if h != 8]
 
     def _premium_index(self, p: dict[str, str]) -> object:
         if "symbol" in p:

@@ -133,6 +133,22 @@ def test_second_import_changes_nothing(emu: BinanceEmulator, book: Path) -> None
     assert book.read_bytes() == first
 
 
+def test_a_funding_interval_the_exchange_changed_is_imported(emu: BinanceEmulator,
+                                                             book: Path) -> None:
+    """SOLUSDT settles every 4 h (Binance's fundingInfo lists it): the import writes SOL-PERP's
+    funding_interval_h = 4 and nothing for the 8 h contracts (the book's default); the book then
+    loads with it, and a second import changes nothing."""
+    emu.funding_hours["SOLUSDT"] = 4
+    assert _import(book, "--yes").exit_code == 0
+    btc, eth, sol = tomllib.loads(book.read_text())["contracts"]
+    assert sol["funding_interval_h"] == 4.0
+    assert "funding_interval_h" not in btc and "funding_interval_h" not in eth
+    contracts = {c.symbol: c for c in load_book_file(book).book.contracts}
+    assert contracts["SOL-PERP"].funding_interval_h == 4.0
+    first = book.read_bytes()
+    assert _import(book, "--yes").exit_code == 0 and book.read_bytes() == first
+
+
 def test_dry_run_shows_the_diff_and_writes_nothing(emu: BinanceEmulator, book: Path) -> None:
     before = book.read_bytes()
     res = _import(book, "--spot", "binance", "--dry-run")
