@@ -31,7 +31,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from executor.alerts import AlertHub, AlertKind, Severity
@@ -97,7 +97,8 @@ class Runner(CycleTrader):
         self._log = AlertLog(self.store)
         self.summary = RunSummary("running")
         self._stop: str | None = None
-        self._instruments: dict[str, Instrument] | None = None
+        self._instruments: dict[str, Instrument] = {}
+        self._instruments_day: date | None = None  # lots, caps, tiers, funding hours: read daily
         self._outage: str | None = None
         self._rerun = False  # a cycle a crash interrupted, not resumed: run one at once
 
@@ -174,13 +175,13 @@ class Runner(CycleTrader):
             self._cycle(now, view, reason)
 
     def _read(self, now: datetime) -> View | None:
-        """The account now, or None after recording and (once per outage) alerting a failure
-        (a silence the exchange asked for is kept in the journal: no read inside it)."""
+        """The account now, or None after recording and (once per outage) alerting a failure."""
         try:
             with silence_kept(self.venue.journal, self.account,
                               lambda: int(self._now().timestamp() * 1000)):
-                if self._instruments is None:
+                if self._instruments_day != now.date():
                     self._instruments = self.venue.gateway.instruments(self.book)
+                    self._instruments_day = now.date()
                 view = read_view(self.venue.gateway, self.book, self.venue.fallback(now), now,
                                  self.risk, self._instruments)
         except FbrError as exc:
@@ -261,7 +262,9 @@ class Runner(CycleTrader):
         return "funding"
 
     def _next_settlement(self, now: datetime) -> datetime | None:
-        hours = [c.funding_interval_h for c in self.book.contracts
+        known = self._instruments  # the exchange's intervals once read, else the book's
+        hours = [known[c.symbol].contract.funding_interval_h if c.symbol in known
+                 else c.funding_interval_h for c in self.book.contracts
                  if c.kind == ContractKind.PERPETUAL]
         if not hours:
             return None
@@ -276,9 +279,9 @@ class Runner(CycleTrader):
             wake = min(wake, now + t.retry_every)
         elif due is not None:  # a cycle overdue (the account could not be read): retry soon
             wake = min(wake, due if due > now else now + t.retry_every)
-        nxt = self._next_settlement(now) if t.funding_ahead and self.gamma_fund > 0 else None
-        if nxt is not None and t.funding_ahead is not None and nxt - t.funding_ahead > now:
-            wake = min(wake, nxt - t.funding_ahead)
+        ahead = t.funding_ahead if self.gamma_fund > 0 else None  # the first T with T - ahead > now
+        if ahead and (nxt := self._next_settlement(now + ahead)) is not None:
+            wake = min(wake, nxt - ahead)
         until = self.venue.journal.silence_until(self.account) if self.venue.journal else None
         if until is not None:  # no wake-up inside a silence the exchange asked for
             wake = max(wake, datetime.fromtimestamp(until / 1000, tz=UTC))
@@ -293,7 +296,6 @@ class Runner(CycleTrader):
             return
         if day is not None:
             self._summary(now, day, view)
-        self._instruments = None  # re-read lots, limits and tiers once a day
         self.store.put("day", today)
         self.store.put("day_nav", repr(view.nav))
         self.store.put("halted", None)

@@ -36,7 +36,7 @@ from executor.base import ExchangeGateway, ExecutionReport, Trade
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.paper import PaperGateway, PaperStore
-from executor.plan import OrderLeg, OrderPlan, PlanOptions
+from executor.plan import Instrument, OrderLeg, OrderPlan, PlanOptions
 from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import DailyLimits, RunSettings, Triggers
 from executor.run_store import CycleRecord, RunStore
@@ -472,6 +472,36 @@ def test_funding_ahead_runs_one_cycle_before_each_settlement(make: Make,
     else:
         assert got == [(T0, "start"), (T0 + DAY, "schedule")]
         assert rig.wakes == [T0 + 6 * H * k for k in range(1, 5)]
+
+
+class FourHourSol:
+    """The paper gateway, but the exchange settles SOL-PERP every 4 h (its instruments say so;
+    the book file says 8 h)."""
+
+    def __init__(self, inner: PaperGateway, clock: SimClock) -> None:
+        self.inner = inner
+        self.venue = inner.venue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def instruments(self, book: Book) -> dict[str, Instrument]:
+        out = dict(self.inner.instruments(book))
+        sol = out["SOL-PERP"]
+        out["SOL-PERP"] = dataclasses.replace(sol, contract=dataclasses.replace(
+            sol.contract, funding_interval_h=4.0))
+        return out
+
+
+def test_funding_ahead_follows_the_exchange_s_interval(make: Make) -> None:
+    """SOL-PERP settles every 4 h on the exchange: a cycle 30 minutes before each of its six
+    settlements of the day (the book's 8 h would have missed three of them)."""
+    rig = make(Fixed({}), end=T0 + DAY, gamma_fund=1.0, wrap=FourHourSol,
+               triggers=Triggers(funding_ahead=timedelta(minutes=30), check_every=6 * H))
+    rig.run()
+    funding = [T0 + timedelta(hours=h, minutes=30) for h in (3, 7, 11, 15, 19, 23)]
+    got = [(c.time, c.reason) for c in rig.cycles()]
+    assert got == [(T0, "start"), *[(t, "funding") for t in funding], (T0 + DAY, "schedule")]
 
 
 # --- 7. kill file --------------------------------------------------------------------------------
