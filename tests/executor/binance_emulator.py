@@ -20,8 +20,9 @@ What is emulated (one-way position mode, USDT collateral, linear contracts of si
   ``/fapi/v2/account``, ``/fapi/v2/balance``, ``/fapi/v3/positionRisk``, ``/fapi/v2/positionRisk``,
   ``/fapi/v1/leverageBracket``, ``/fapi/v1/order`` (POST/GET/DELETE), ``/fapi/v1/openOrders``,
   ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
-  ``/fapi/v1/positionSide/dual``, ``/fapi/v1/income`` (income history: symbol, incomeType,
-  startTime/endTime/limit, default 100 rows, max 1000; neither time given: the last 7 days),
+  ``/fapi/v1/positionSide/dual``, ``/fapi/v1/commissionRate``, ``/fapi/v1/income`` (income
+  history: symbol, incomeType, startTime/endTime/limit, default 100 rows, max 1000; neither time
+  given: the last 7 days),
   ``/fapi/v1/multiAssetsMargin`` (GET/POST: the Multi-Assets mode flag), and spot
   ``/api/v3/account`` (the spot wallet: ``balances`` rows ``{asset, free, locked}`` of the assets set
   with :meth:`BinanceEmulator.set_spot_balance`, decimal strings, as Binance sends them).
@@ -64,7 +65,8 @@ notionalCap of the brackets whose initialLeverage allows the symbol's leverage (
 qty x price (mark for MARKET) below MIN_NOTIONAL unless reduceOnly (-4164), initial margin after
 the order above the margin balance (-2019). IM = sum |position| x mark / leverage + sum open-order
 qty x price / leverage.
-A fill pays the taker fee (0.05%) from the wallet; reducing a position realises its PnL against the
+A fill pays the account's taker rate (:attr:`BinanceEmulator.taker_rate`, 0.05% by default) from
+the wallet; reducing a position realises its PnL against the
 average entry price.
 
 Synthetic history (deterministic, seeded by the symbol name): hourly marks from ``history_start``
@@ -504,6 +506,9 @@ class BinanceEmulator:
         #: seconds an accepted order stays invisible to lookups (a number, or a callable per order)
         self.lookup_lag_s: float | Callable[[], float] = 0.0
         #: the asset userTrades reports commissions in, its discount (fraction) and USD prices
+        #: the account's commission rates (fractions; ``GET /fapi/v1/commissionRate``): a fill pays
+        #: the taker rate; VIP tiers lower them below the listed 0.02% / 0.05%
+        self.taker_rate, self.maker_rate = TAKER_FEE, 0.0002
         self.commission_asset = "USDT"
         self.commission_discount = 0.10
         self.asset_prices: dict[str, float] = {"BNB": 600.0}
@@ -1043,6 +1048,7 @@ class BinanceEmulator:
             ("POST", "/fapi/v1/marginType"): self._set_margin_type,
             ("GET", "/fapi/v1/positionSide/dual"): lambda p: {"dualSidePosition": self.hedge_mode},
             ("GET", "/fapi/v1/income"): self._income,
+            ("GET", "/fapi/v1/commissionRate"): self._commission_rate,
             ("GET", "/fapi/v1/multiAssetsMargin"): lambda p: {"multiAssetsMargin": self.multi_assets},
             ("POST", "/fapi/v1/multiAssetsMargin"): self._set_multi_assets,
             ("GET", "/sapi/v1/portfolio/collateralRate"): lambda p: [
@@ -1126,6 +1132,11 @@ class BinanceEmulator:
                 "estimatedSettlePrice": _num(self.marks[s]),
                 "lastFundingRate": _num(self.funding_rate[s]), "interestRate": "0.00010000",
                 "nextFundingTime": self.next_funding_ms(s), "time": now}
+
+    def _commission_rate(self, p: dict[str, str]) -> object:
+        s = self._market(p.get("symbol")).symbol
+        return {"symbol": s, "makerCommissionRate": _num(self.maker_rate),
+                "takerCommissionRate": _num(self.taker_rate)}
 
     def _funding_info(self, p: dict[str, str]) -> object:
         """Binance lists only the symbols whose funding settings differ from the default (8 h)."""
@@ -1557,7 +1568,7 @@ class BinanceEmulator:
                 entry = px
             elif new == 0:
                 entry = 0.0
-        fee = abs(signed) * px * TAKER_FEE
+        fee = abs(signed) * px * self.taker_rate
         self.balance += realized - fee
         now = self.now_ms()
         trade = EmuTrade(self._next_trade_id(), o.orderId, s, o.side, qty, px, fee, realized, now)
