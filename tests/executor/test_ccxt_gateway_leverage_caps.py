@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator
-from exec_helpers import solution_with
+from exec_helpers import SEED_BOOK, solution_with
 
 from executor.base import Outcome
 from executor.ccxt_gateway import CcxtGateway
@@ -28,48 +28,13 @@ from fbr.config_loader import LoadedBook
 CAP_USD = 1_000_000.0  # SOLUSDT at 20x: brackets (50k, 75x) and (1M, 25x) allow it
 NO_LIMITS = PlanOptions(limits=Limits(max_order_usd=math.inf, max_plan_usd=math.inf))
 
-#: 9,000,000 USD invested, none of it in SOL: the naive hedge is 1,800,000 USD long SOL-PERP
-BOOK = """
-[book]
-name = "capped"
-cash = 5000000.0
-targets_base = "invested"
-
-[targets]
-BTC = 0.5
-ETH = 0.3
-SOL = 0.2
-
-[spot]
-BTC = 90.0
-ETH = 1200.0
-SOL = 0.0
-
-[contract_defaults]
-leverage = 20.0
-
-[market]
-time = 2024-06-01T00:00:00Z
-mark_from_spot = true
-
-[market.spot]
-BTC = 60000.0
-ETH = 3000.0
-SOL = 150.0
-
-[risk]
-basis_risk = false
-correlation = 0.7
-
-[risk.vols]
-BTC = 0.55
-ETH = 0.70
-SOL = 0.95
-
-[costs]
-trading = false
-carry = false
-"""
+#: the seed book at 9,000,000 USD invested, none of it in SOL (the naive hedge: 1,800,000 USD long
+#: SOL-PERP at the exchange's marks), 20x, a 5,000,000 USD wallet, the margin rows on (they carry
+#: the brackets' cap)
+BOOK = (SEED_BOOK.read_text().replace("cash = 3000.0", "cash = 5000000.0")
+        .replace("BTC = 0.1\n", "BTC = 90.0\n").replace("ETH = 1.0\n", "ETH = 1200.0\n")
+        .replace("SOL = 10.0\n", "SOL = 0.0\n").replace("leverage = 10.0", "leverage = 20.0")
+        .replace("margin = false", "margin = true"))
 
 
 def _setup(emu: BinanceEmulator, tmp_path: Path) -> tuple[CcxtGateway, LoadedBook]:
