@@ -45,11 +45,10 @@ from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
 from executor.run_trade import CycleTrader, filled_notional
 from executor.safety import redact
-from executor.schedule import Clock, Schedule
+from executor.schedule import Clock, next_settlement
 from executor.silence import silence_kept
 from models.book import Book
 from models.errors import FbrError, RefusedError
-from models.instruments import ContractKind
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.policies import Policy
@@ -262,13 +261,8 @@ class Runner(CycleTrader):
         return "funding"
 
     def _next_settlement(self, now: datetime) -> datetime | None:
-        known = self._instruments  # the exchange's intervals once read, else the book's
-        hours = [known[c.symbol].contract.funding_interval_h if c.symbol in known
-                 else c.funding_interval_h for c in self.book.contracts
-                 if c.kind == ContractKind.PERPETUAL]
-        if not hours:
-            return None
-        return min(Schedule(interval=timedelta(hours=h)).next_after(now) or now for h in hours)
+        exchange = {s: i.contract for s, i in self._instruments.items()}  # once read
+        return next_settlement(self.book, exchange, now)
 
     def _next_wake(self, now: datetime) -> datetime:
         t = self.settings.triggers

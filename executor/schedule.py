@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from models.book import Book
 from models.errors import ValidationError
+from models.instruments import ContractKind, FuturesContract
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -175,3 +177,16 @@ class SimClock:
         before, self.t = self.t, t
         for hook in self.on_advance:
             hook(before, t)
+
+
+def next_settlement(book: Book, exchange: Mapping[str, FuturesContract],
+                    now: datetime) -> datetime | None:
+    """The first funding settlement of any of ``book``'s perpetuals strictly after ``now``: each
+    every ``funding_interval_h`` hours from 00:00 UTC, the exchange's interval where ``exchange``
+    (book symbol -> the exchange's contract) has the contract, else the book's; None without
+    perpetuals."""
+    hours = [exchange[c.symbol].funding_interval_h if c.symbol in exchange
+             else c.funding_interval_h for c in book.contracts if c.kind == ContractKind.PERPETUAL]
+    if not hours:
+        return None
+    return min(Schedule(interval=timedelta(hours=h)).next_after(now) or now for h in hours)

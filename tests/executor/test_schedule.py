@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from exec_helpers import three_asset_book
 
-from executor.schedule import Schedule, SimClock, WallClock, parse_duration
+from executor.schedule import Schedule, SimClock, WallClock, next_settlement, parse_duration
 from models.errors import ValidationError
 
 
@@ -275,3 +277,17 @@ def test_a_day_of_month_and_a_weekday_fire_on_either_as_crontab_does() -> None:
         2024, 8, 1, tzinfo=UTC)
     assert Schedule(cron="0 0 * * 1").next_after(datetime(2024, 7, 2, tzinfo=UTC)) == datetime(
         2024, 7, 8, tzinfo=UTC)
+
+
+def test_next_settlement_takes_the_exchange_s_interval_where_it_has_one() -> None:
+    """Three perpetuals on 8 h in the book; the exchange settles SOL-PERP every 4 h. By hand:
+    after 01:00 the next is SOL's 04:00; after 04:00, 08:00 (both); with the book's intervals
+    only, 08:00; a book without perpetuals has none."""
+    book = three_asset_book()
+    sol = next(c for c in book.contracts if c.symbol == "SOL-PERP")
+    exchange = {"SOL-PERP": replace(sol, funding_interval_h=4.0)}
+    day = datetime(2025, 3, 1, tzinfo=UTC)
+    assert next_settlement(book, exchange, day + timedelta(hours=1)) == day + timedelta(hours=4)
+    assert next_settlement(book, exchange, day + timedelta(hours=4)) == day + timedelta(hours=8)
+    assert next_settlement(book, {}, day + timedelta(hours=1)) == day + timedelta(hours=8)
+    assert next_settlement(replace(book, contracts=()), exchange, day) is None
