@@ -72,14 +72,21 @@ def test_fetch_table_output_with_progress(emu: BinanceEmulator, tmp_path: Path) 
     assert emu.requests_to("/fapi/v1/indexPriceKlines")
 
 
+def _fetch_error(out: Path, *args: str) -> str:
+    """``fbr data fetch --out OUT --json ARGS`` ending in a usage/exchange error: exit 2 and the
+    one JSON error object's message."""
+    res = CliRunner().invoke(app, ["data", "fetch", "--out", str(out), "--json", *args])
+    assert res.exit_code == 2, res.output
+    message = json.loads(res.stdout.splitlines()[0])
+    assert message["status"] == "error"
+    return str(message["error"])
+
+
 def test_exchange_down_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path) -> None:
     for _ in range(4):  # more than the retries
         emu.inject(Fault.HTTP_503, path="/fapi/v1/exchangeInfo")
-    res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC", "--since", "2024-01-01",
-                                   "--out", str(tmp_path), "--json"])
-    assert res.exit_code == 2
-    message = json.loads(res.stdout.splitlines()[0])
-    assert message["status"] == "error" and "could not reach binanceusdm" in message["error"]
+    error = _fetch_error(tmp_path, "--symbols", "BTC", "--since", "2024-01-01")
+    assert "could not reach binanceusdm" in error
 
 
 def test_a_rate_limit_ban_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path) -> None:
@@ -87,19 +94,13 @@ def test_a_rate_limit_ban_is_one_clear_error(emu: BinanceEmulator, tmp_path: Pat
     not reach")."""
     emu.retry_after_s = 3_600
     emu.inject(Fault.HTTP_429, path="/fapi/v1/exchangeInfo")
-    res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC", "--since", "2024-01-01",
-                                   "--out", str(tmp_path), "--json"])
-    assert res.exit_code == 2
-    message = json.loads(res.stdout.splitlines()[0])
-    assert message["status"] == "error" and "is rate-limiting this IP" in message["error"]
+    error = _fetch_error(tmp_path, "--symbols", "BTC", "--since", "2024-01-01")
+    assert "is rate-limiting this IP" in error
     assert len(emu.requests_to("/fapi/v1/exchangeInfo")) == 1 and emu.bans == 0
 
 
 def test_unknown_symbol_names_the_field(emu: BinanceEmulator, tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC,XYZ", "--since",
-                                   "2024-01-01", "--out", str(tmp_path), "--json"])
-    assert res.exit_code == 2
-    error = json.loads(res.stdout.splitlines()[0])["error"]
+    error = _fetch_error(tmp_path, "--symbols", "BTC,XYZ", "--since", "2024-01-01")
     assert "symbols" in error and "XYZ/USDT:USDT" in error
 
 
@@ -110,10 +111,7 @@ def test_unknown_symbol_names_the_field(emu: BinanceEmulator, tmp_path: Path) ->
     (["--since", "2024-01-01", "--spot-source", "csv"], "spot-source"),
 ])
 def test_usage_errors_name_the_field(args: list[str], field: str, tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC", "--out", str(tmp_path),
-                                   "--json", *args])
-    assert res.exit_code == 2
-    error = json.loads(res.stdout.splitlines()[0])["error"]
+    error = _fetch_error(tmp_path, "--symbols", "BTC", *args)
     assert error.startswith(field)
     assert not list(tmp_path.iterdir())
 
