@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired, TypedDict
 
@@ -37,7 +37,7 @@ from fbr.execute_wiring import (
     redacting,
     silence_journal,
 )
-from fbr.status_cli import status
+from fbr.status_cli import account_silence, status
 from models.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -214,7 +214,6 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
     from executor.live import JournaledExecutor, PlanBasis
     from executor.paper import PaperGateway, PaperStore, paper_book
     from executor.safety import SafetyError
-    from executor.silence import silence_kept
     from executor.workflow import account_view
 
     if not journal_path.exists():
@@ -240,7 +239,7 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
             mode = "live"
         del exchange
         try:
-            with silence_kept(j, gw.account_key()) if mode == "live" else nullcontext():
+            with account_silence(gw, ExchangeChoice(plan.venue), j):
                 acc_b, market, instruments = account_view(gw, acc, loaded.market)
             with _progress(len(plan.legs)) as step:
                 ex = JournaledExecutor(gw, j, PlanBasis(acc_b, market, instruments, loaded.risk),
