@@ -29,6 +29,7 @@ from models.instruments import (
     Settlement,
     TierBracket,
 )
+from models.market import MarketSnapshot
 
 
 def _step(value: Any, decimal_places: bool) -> float:
@@ -119,3 +120,10 @@ def with_instruments(book: Book, instruments: Mapping[str, Instrument]) -> Book:
     """``book`` whose contracts carry the exchange's metadata (positions then count in its units)."""
     return dataclasses.replace(book, contracts=tuple(instruments[c.symbol].contract
                                                      for c in book.contracts))
+
+
+def with_status(market: MarketSnapshot, instruments: Mapping[str, Instrument]) -> MarketSnapshot:
+    """``market`` naming the contracts the exchange does not trade now (``MarketSnapshot.halted``,
+    with their status): the optimiser holds those positions and hedges with the others."""
+    halted = {s: i.halted for s, i in instruments.items() if i.halted}
+    return dataclasses.replace(market, halted=halted) if halted else market

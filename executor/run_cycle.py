@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from executor.base import ExchangeGateway
-from executor.ccxt_metadata import with_instruments
+from executor.ccxt_metadata import with_instruments, with_status
 from executor.plan import Instrument, OrderPlan, tracking_error_of
 from executor.workflow import require_tradeable
 from models.book import Book
@@ -68,7 +68,7 @@ def read_view(gateway: ExchangeGateway, book: Book, fallback: MarketSnapshot, no
               risk: RiskModel, instruments: dict[str, Instrument]) -> View:
     """Step 1: the account's book (exchange units) and market at ``now``."""
     book_x = with_instruments(book, instruments)
-    market = gateway.market(book_x, fallback)
+    market = with_status(gateway.market(book_x, fallback), instruments)
     market = replace(market, time=pd.Timestamp(now))
     acc = gateway.account(book_x, market)
     e = acc.effective_weights(market) - acc.target_vector()

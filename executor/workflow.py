@@ -1,7 +1,8 @@
 """From a loaded book to an order plan on one exchange: metadata, market, account, solve, plan.
 
 1. the exchange's instruments (lot steps, contract sizes, tiers) replace the book's contract specs;
-2. the exchange's marks, index prices and funding replace the book file's market where it has them;
+2. the exchange's marks, index prices and funding replace the book file's market where it has them,
+   and a contract it does not trade now is named in it (the optimiser holds that position);
 3. the exchange's positions and wallet cash replace the book file's (spot stays the book file's);
 4. the optimiser solves that book; a solution that is infeasible, or whose returned positions break
    a hard margin row (maintenance, initial margin, a stress scenario; re-checked here with the
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from executor.base import ExchangeGateway
-from executor.ccxt_metadata import with_instruments
+from executor.ccxt_metadata import with_instruments, with_status
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders
 from models.book import Book
 from models.errors import RefusedError
@@ -46,7 +47,7 @@ def account_view(gateway: ExchangeGateway, book: Book,
     """Steps 1-3: (account book in exchange units, exchange market, instruments)."""
     instruments = gateway.instruments(book)
     book_x = with_instruments(book, instruments)
-    live_market = gateway.market(book_x, market)
+    live_market = with_status(gateway.market(book_x, market), instruments)
     return gateway.account(book_x, live_market), live_market, instruments
 
 

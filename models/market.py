@@ -44,6 +44,9 @@ class MarketSnapshot:
     ``funding_forecast`` (by contract symbol, optional): the expected mean funding rate per
     settlement over the cost horizon; the optimiser's carry uses it instead of ``funding`` for the
     contracts it names (none named, the default: the current rate, today's behaviour).
+    ``halted`` (by contract symbol, optional): the exchange's status of a contract it does not
+    trade now (``SETTLING``, ``DELIVERING``, ``CLOSE`` ...); the optimiser holds its position where
+    it is and hedges with the others (optimizer.constraints.Halted). None named: all trade.
     """
 
     time: pd.Timestamp
@@ -55,6 +58,7 @@ class MarketSnapshot:
     spot_half_spread: Mapping[str, float] = field(default_factory=dict)
     synthetic: bool = False
     funding_forecast: Mapping[str, float] = field(default_factory=dict)
+    halted: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_prices("spot", self.spot)

@@ -1,6 +1,7 @@
 """The position, risk, funding, trade and expiry rows, one small class each, in weight units
 (USD / V), and :func:`constraints_for`, the set a problem's settings switch on (with the margin
-rows of optimizer.margin_constraints). optimizer.constraint_base says what every row does.
+rows of optimizer.margin_constraints and the halted contracts' row of optimizer.halted).
+optimizer.constraint_base says what every row does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from optimizer.constraint_base import Constraint, elastic, fmt_step
 from optimizer.context import Context
 from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData, Structure
+from optimizer.halted import Halted
 from optimizer.margin_constraints import InitialMargin, StressMargin
 from optimizer.spot_leg import spot_trade
 
@@ -374,4 +376,6 @@ def constraints_for(st: Structure) -> list[Constraint]:
         out.append(TradeLimit(st.trade_limited))
     if st.expiry_guarded:
         out.append(ExpiryGuard(st.expiry_guarded))
+    if st.halted:
+        out.append(Halted(st.halted))
     return out

@@ -66,6 +66,8 @@ class Structure:
     #: assets whose pledge has kinks, and their pieces (optimizer.pledge_pieces; () / 0: none)
     pledge_assets: tuple[int, ...] = ()
     pledge_pieces: int = 0
+    #: contracts the exchange does not trade now, held where they are (optimizer.constraints.Halted)
+    halted: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,9 @@ class ProblemData:
     #: traded position is re-struck at the mark (its exposure is then q npc), one kept at q0 keeps
     #: z0 V (optimizer.rounding.contracts_of). None: all zero
     exposure_offset: np.ndarray | None = None
+    #: per contract, the exchange's status while it does not trade it (``MarketSnapshot.halted``:
+    #: its trade is 0, optimizer.constraints.Halted), None while it trades; () when all trade
+    halted: tuple[str | None, ...] = ()
 
     def held_notional(self) -> np.ndarray:
         """The exchange's notional of today's positions (USD): z0 V - delta0 (face value for an
@@ -250,6 +255,7 @@ class ProblemData:
             cost_to_go=self.cost_to_go_root is not None,
             pledge_assets=pledge.assets if pledge is not None else (),
             pledge_pieces=pledge.pieces if pledge is not None else 0,
+            halted=tuple(j for j, h in enumerate(self.halted) if h),
         )
 
     def _expiry_guarded(self) -> tuple[int, ...]:

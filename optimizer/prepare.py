@@ -227,8 +227,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     B = book.exposure_matrix()
     # x0: USD exposure (inverse q x size x mark / entry) for TE and trades; the margin already
     # held is on the exchange's notional (inverse: face value)
-    x0 = val.exposure
-    collateral = val.collateral
+    x0, collateral = val.exposure, val.collateral
     prices = np.array([market.mark_price(c) for c in book.contract_symbols])
     daily_vol = B.T @ risk.daily_vol
     costs = CostModel.build(book.contracts, market, daily_vol, cc.impact_k)
@@ -270,4 +269,5 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         near_expiry=near_expiry, expiry_days=expiry_days,
         cost_to_go_root=cost_to_go_root(risk, cc),
         exposure_offset=book.exposure_offset(market),
+        halted=(tuple(market.halted.get(c) for c in book.contract_symbols) if market.halted else ()),
     )

@@ -91,7 +91,7 @@ def check_bounded(d: ProblemData) -> None:
     # margin (IM) and stress scenarios (tiered MM, mmr > 0) bound every position
     if st.margin or st.stress_names or st.impact or not st.carry or d.gamma_fund == 0:
         return
-    bounded = set(st.capped) | set(st.trade_limited)
+    bounded = set(st.capped) | set(st.trade_limited) | set(st.halted)
     basis_rows = np.abs(d.Gb).sum(axis=1) > 0 if d.Gb.size else np.zeros(len(d.contracts), bool)
     for i, asset in enumerate(d.assets):
         js = [j for j in np.flatnonzero(d.B[i]) if j not in bounded and not basis_rows[j]]
@@ -119,7 +119,7 @@ def base_constraints(st: Structure, ctx: Context) -> list[cp.Constraint]:
         cons += [ctx.a >= ctx.z, ctx.a >= -ctx.z]
     else:
         cons += [ctx.a == 0]
-    if st.trading or st.impact or st.trade_limited:
+    if st.trading or st.impact or st.trade_limited or st.halted:
         z0 = ctx.held()
         cons += [ctx.u >= ctx.z - z0, ctx.u >= z0 - ctx.z]
     else:

@@ -27,6 +27,7 @@ from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
 from optimizer.data import ProblemData, Structure
 from optimizer.elastic import ElasticResult, elastic_resolve
 from optimizer.engines import INFEASIBLE, UNBOUNDED, RawResult
+from optimizer.halted import halted_messages
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
 from optimizer.prepare import prepare
 from optimizer.problem import (
@@ -287,6 +288,7 @@ class Rebalancer:
                 messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
         messages += rounding_messages(book, dec.post, dec.z_unrounded, dec.rounded.z)
         messages += proxy_hedge_messages(d, dec.rounded.z)
+        messages += halted_messages(d)
         if d.risk_note:
             messages.append(d.risk_note)
         # the margin rows on the collateral after the spot trades (dec.post)

@@ -60,8 +60,9 @@ def _all_subclasses(cls: type) -> set[type]:
 def _with_every_constraint(seed: int, spot: bool) -> ProblemData | None:
     """optcases' random book with every constraint on: margin, its stress scenarios plus -30% and
     +20% ones, gross leverage (0.7-1.3 x the targets' gross), caps on half the contracts, a
-    cluster band over 2-3 assets, a vol cap, a funding budget, trade limits, and the expiry row
-    with min_days_to_expiry = 120 (the random dated contracts expire in 40-200 days). ``spot``:
+    cluster band over 2-3 assets, a vol cap, a funding budget, trade limits, the expiry row
+    with min_days_to_expiry = 120 (the random dated contracts expire in 40-200 days) and one
+    contract the exchange does not trade (``MarketSnapshot.halted``). ``spot``:
     the spot leg on (no tax). None when ``prepare`` refuses the book."""
     rng = np.random.default_rng(2000 + seed)
     inst = random_instance(rng, conic=None, factor_form=bool(seed % 2))
@@ -83,10 +84,12 @@ def _with_every_constraint(seed: int, spot: bool) -> ProblemData | None:
         trade_limit_usd=float(rng.uniform(0.01, 0.25)) * V,
         expiry_row=True, min_days_to_expiry=120.0)
     settings = replace(st, constraints=cs)
+    halted = {cons_syms[int(rng.integers(len(cons_syms)))]: "SETTLING"}
+    market = replace(inst.market, halted=halted)
     if spot:
         settings = replace(settings, spot=SpotLegSettings(enabled=True))
     try:
-        return prepare(book, inst.market, inst.risk, settings)
+        return prepare(book, market, inst.risk, settings)
     except FbrError:
         return None
 
@@ -96,7 +99,7 @@ def _complete(d: ProblemData) -> bool:
     st = d.structure
     return bool(st.margin and st.stress_names and st.leverage and st.capped and st.cluster_members
                 and st.vol_cap and st.funding_budget and st.trade_limited and st.expiry_guarded
-                and d.near_expiry is not None and d.near_expiry.any())
+                and st.halted and d.near_expiry is not None and d.near_expiry.any())
 
 
 @functools.cache
