@@ -50,10 +50,9 @@ from executor.plan_parts import (
     _rounding_warning,
     _split,
     _tick_round,
-    drop_reason,
+    move_parts,
     near_expiry,
     round_to_step,
-    trade_parts,
 )
 from executor.safety import Limits
 from models.book import Book
@@ -369,13 +368,10 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc, c.lot_step * npc,
                                  c.lot_step))
         _check_not_expired(c, clock, q0, q1)
-        near = near_expiry(c, clock, opts.min_days_to_expiry)
-        for part in trade_parts(sym, q0, q1, c.lot_step):
-            reason = drop_reason(part, c, npc, opts, near, inst)
-            if reason is None:
-                kept.append((part, npc))
-            else:
-                dropped_parts.append((part, npc, reason))
+        sent, dropped_here = move_parts(inst, npc, q0, q1, opts,
+                                    near_expiry(c, clock, opts.min_days_to_expiry))
+        kept += sent
+        dropped_parts += dropped_here
     legs = order_legs(kept, instruments, market, opts, rule, pid)
     opts.limits.check(leg.notional for leg in legs)
     reachable = _reachable(start, legs, instruments)

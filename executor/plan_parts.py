@@ -1,8 +1,8 @@
 """The arithmetic under an order plan (:mod:`executor.plan`): lot-step rounding in decimal, a trade
 split into its reduce-only and opening parts, orders above the max quantity split in chunks, the
-expiry checks of dated contracts, why a part cannot be sent, and the warning when lot rounding
-removes most of a plan. Quantities in contracts (signed
-where stated), notionals in USD, times UTC.
+expiry checks of dated contracts, the exchange's position cap, why a part cannot be sent, and the
+warning when lot rounding removes most of a plan. Quantities in contracts (signed where stated),
+notionals in USD, times UTC.
 """
 
 from __future__ import annotations
@@ -107,6 +107,33 @@ def _iso(t: datetime) -> str:
     return utc.strftime("%Y-%m-%d %H:%M UTC")
 
 
+#: a tier bracket's cap at or above this (USD) is the exchange's "no cap" (optimizer.prepare's rule)
+NO_CAP_USD = 1e11
+
+
+def capped_target(c: FuturesContract, npc: float, q0: float, q1: float) -> float:
+    """The position (signed contracts) a plan may reach on the way to ``q1`` under the exchange's
+    position cap at the account's leverage (``FuturesContract.max_notional_usd``, the largest
+    notional the brackets allow at ``c.leverage``; Binance refuses an order past it, -2027):
+    ``q1`` when |q1| x ``npc`` is within the cap or the move only reduces the position; else the
+    largest lot multiple within the cap, on q1's side, and never less than a position already
+    held on that side (the cap stops growth; it does not cut what is held)."""
+    cap = c.max_notional_usd
+    if not (math.isfinite(cap) and cap < NO_CAP_USD) or npc <= 0 or abs(q1) * npc <= cap:
+        return q1
+    same_side = q0 != 0 and math.copysign(1, q0) == math.copysign(1, q1)
+    if same_side and abs(q1) <= abs(q0):
+        return q1
+    room = round_to_step(cap / npc, c.lot_step, ROUND_FLOOR)
+    return math.copysign(max(room, abs(q0) if same_side else 0.0), q1)
+
+
+def cap_reason(c: FuturesContract) -> str:
+    """Why the part of a trade past :func:`capped_target` is not sent."""
+    return (f"past the exchange's position cap at {c.leverage:g}x leverage "
+            f"({c.max_notional_usd:,.0f} USD of notional): lower the leverage or the target")
+
+
 def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptions,
                  near_expiry: str | None, inst: Instrument | None = None) -> str | None:
     """Why ``part`` (``npc`` USD per contract) cannot be sent, or None when it can (``inst``:
@@ -121,6 +148,27 @@ def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptio
     if notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
         return f"{notional:,.2f} USD is below the min notional {c.min_notional:,.2f} USD"
     return None
+
+
+def move_parts(inst: Instrument, npc: float, q0: float, q1: float, opts: PlanOptions,
+           near: str | None) -> tuple[list[tuple[TradePart, float]], list[tuple[TradePart, float, str]]]:
+    """The parts of the move q0 -> q1 (contracts of ``inst``, ``npc`` USD each) that are sent,
+    and those dropped with the reason: what :func:`drop_reason` refuses, and the part past the
+    exchange's position cap at the account's leverage (:func:`capped_target`)."""
+    c = inst.contract
+    q_sent = capped_target(c, npc, q0, q1)
+    kept: list[tuple[TradePart, float]] = []
+    dropped: list[tuple[TradePart, float, str]] = []
+    for part in trade_parts(c.symbol, q0, q_sent, c.lot_step):
+        reason = drop_reason(part, c, npc, opts, near, inst)
+        if reason is None:
+            kept.append((part, npc))
+        else:
+            dropped.append((part, npc, reason))
+    excess = round_to_step(q1 - q_sent, c.lot_step)
+    if excess != 0:
+        dropped.append((TradePart(c.symbol, excess, False), npc, cap_reason(c)))
+    return kept, dropped
 
 
 # --- the warning when lot rounding removes most of a plan -----------------------------------------
