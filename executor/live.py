@@ -11,18 +11,19 @@ Under the account's lock (:mod:`executor.lock`: one run per account; a crashed h
    first round when the account is where the plan started, re-planned legs otherwise, with fresh
    client ids). Per leg the journal records ``sending``, the contract's position just before and
    the send time *before* the order goes out; then:
-   - accepted -> the exchange's state is journalled;
+   - accepted -> the exchange's state is journalled (one not yet final, e.g. NEW, is then
+     reconciled as an order that exists: never ``not_placed``);
    - a definite rejection (min notional, margin, bad parameters) -> journalled; that contract is
      not tried again;
    - an ambiguous answer (timeout, 5xx, 429, Binance -1000/-1001/-1006/-1007, -4116) -> reconcile:
-     placed -> journalled as filled; provably not placed -> ``not_placed`` (the next round
-     re-plans it from the positions); in doubt -> ``unknown``, the plan stops;
+     placed -> journalled as filled; provably not placed (nothing seen up to ``settle_s``
+     after the send) -> ``not_placed`` (the next round re-plans it); in doubt -> ``unknown``,
+     the plan stops; a long silence asked for -> journalled, the plan stops;
 4. the final positions are read from the account and compared with the plan's target: COMPLETE
    when every contract is within one lot step, else INCOMPLETE with each gap named.
 
 The target is the plan's ``reachable`` positions: the lot-rounded target less the parts the plan
-showed it could not send (below the exchange's minimums, each listed with the tracking error it
-leaves).
+showed it could not send (each listed with the tracking error it leaves).
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ from executor.plan import (
     tracking_error_of,
 )
 from executor.plan_parts import round_to_step
-from executor.reconcile import DEFAULT_DELAYS_S, Finding, Reconciler, SentLeg, Verdict
+from executor.reconcile import DEFAULT_DELAYS_S, SETTLE_S, Finding, Reconciler, SentLeg, Verdict
+from executor.resumable import check_resumable, finished_report, leg_reports
 from executor.safety import SafetyError, redact
 from executor.silence import record_silence, silence_kept
 from models.book import Book
-from models.errors import ExitCode, FbrError, RefusedError
+from models.errors import ExitCode, FbrError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 
@@ -74,12 +76,15 @@ _IN_DOUBT = (OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN)
 class RetryPolicy:
     """Reads: ``attempts`` tries with backoff ``base_delay_s`` x 2^k (seconds). Orders: at most
     ``max_rounds`` rounds of sends per plan; a reconcile checks the account over
-    ``reconcile_delays_s`` (seconds between checks)."""
+    ``reconcile_delays_s`` (seconds between checks) and proves a send not placed no earlier than
+    ``settle_s`` after it (executor.reconcile.SETTLE_S; 0 for the paper exchange, which answers
+    at once and consistently)."""
 
     attempts: int = 4
     base_delay_s: float = 0.5
     max_rounds: int = 3
     reconcile_delays_s: tuple[float, ...] = DEFAULT_DELAYS_S
+    settle_s: float = SETTLE_S
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,8 @@ class JournaledExecutor:
 
     def __init__(self, gateway: ExchangeGateway, journal: Journal, context: PlanBasis, *,
                  retry: RetryPolicy | None = None, mode: str = "live",
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], int] | None = None,
-                 on_leg: Callable[[OrderLeg], None] | None = None,
-                 lock_dir: Path | None = None) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], int] | None = None,
+                 on_leg: Callable[[OrderLeg], None] | None = None, lock_dir: Path | None = None) -> None:
         self.gateway = gateway
         self._on_leg = on_leg
         self.journal = journal
@@ -124,7 +127,8 @@ class JournaledExecutor:
         self._sleep = sleep
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._lock_dir = lock_dir
-        self._reconciler = Reconciler(gateway, delays_s=self.retry.reconcile_delays_s, sleep=sleep)
+        self._reconciler = Reconciler(gateway, delays_s=self.retry.reconcile_delays_s, sleep=sleep,
+                                      settle_s=self.retry.settle_s, clock_ms=self._clock)
         self._messages: list[str] = []
 
     # --- public -------------------------------------------------------------------------------
@@ -151,18 +155,10 @@ class JournaledExecutor:
                 silence_kept(self.journal, account, self._clock):
             self._messages = []
             plan = self.journal.plan(plan_id)
-            owner = self.journal.plan_account(plan_id)
-            if owner and owner != account:
-                raise RefusedError(f"plan {plan_id} was sent on another account than the one these "
-                                   f"keys open; reconciling it here would read the wrong "
-                                   f"positions and trade this account. Fix: resume it with the "
-                                   f"keys it was executed with")
-            newer = self.journal.successor(plan_id)
-            if newer is not None:
-                raise RefusedError(f"plan {plan_id} is superseded by the newer plan {newer} for the "
-                                   f"same account; resuming it would trade toward a stale target. "
-                                   f"Fix: `fbr execute --resume {newer}`, or run `fbr execute` "
-                                   f"again for a fresh plan")
+            check_resumable(self.journal, plan_id, account)
+            if self.journal.plan_status(plan_id) == "done":
+                return finished_report(plan, self.journal, self.mode,
+                                       self.gateway.positions(self._instruments(plan)))
             return self._run(plan)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -208,7 +204,7 @@ class JournaledExecutor:
         sent = SentLeg(leg, self.ctx.instruments[leg.symbol], row.position_before,
                        row.sent_ms if row.sent_ms is not None else self._clock(),
                        self._known_orders(plan.plan_id, leg.index))
-        finding = self._reconciler.reconcile(sent)
+        finding = self._reconciler.reconcile(sent, exists=row.exchange_id is not None)
         self._apply(plan.plan_id, leg, finding)
         return finding
 
@@ -313,9 +309,11 @@ class JournaledExecutor:
             if finding.verdict == Verdict.UNKNOWN:
                 self._stop(plan.plan_id, leg, finding)
             return True
-        if not state.status.final:
+        if not state.status.final:  # accepted, not done: journalled, and never "not placed"
+            self.journal.record_state(plan.plan_id, leg.index, state, "accepted; reconciling")
             finding = self._reconciler.reconcile(
-                SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)))
+                SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)),
+                exists=True)
             self._apply(plan.plan_id, leg, finding)
             if finding.verdict == Verdict.UNKNOWN:
                 self._stop(plan.plan_id, leg, finding)
@@ -329,10 +327,9 @@ class JournaledExecutor:
         """Journal a reconcile's finding."""
         if finding.verdict == Verdict.PLACED and finding.state is not None:
             self.journal.record_state(plan_id, leg.index, finding.state, finding.reason)
-        elif finding.verdict == Verdict.NOT_PLACED:
-            self.journal.set_status(plan_id, leg.index, OrderStatus.NOT_PLACED, finding.reason)
-        else:
-            self.journal.set_status(plan_id, leg.index, OrderStatus.UNKNOWN, finding.reason)
+            return
+        status = OrderStatus.NOT_PLACED if finding.verdict == Verdict.NOT_PLACED else OrderStatus.UNKNOWN
+        self.journal.set_status(plan_id, leg.index, status, finding.reason)
 
     def _stop(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
         self._messages.append(
@@ -345,15 +342,14 @@ class JournaledExecutor:
     # --- the report ---------------------------------------------------------------------------
     def _report(self, plan: OrderPlan) -> ExecutionReport:
         rows = self.journal.orders(plan.plan_id)
-        legs = tuple(LegReport(index=r.leg, client_id=r.client_id, symbol=r.symbol, side=r.side,
-                               planned=r.contracts, filled=r.filled, average=r.average, fee=r.fee,
-                               status=r.status.value, attempts=r.attempts, message=r.message)
-                     for r in rows)
+        legs = leg_reports(rows)
         in_doubt = any(r.status in _IN_DOUBT for r in rows)
         instruments = self._instruments(plan)
         try:
             after = self.gateway.account(self.ctx.book, self.ctx.market)
         except ReadFailedError as exc:
+            if isinstance(exc, ExchangeBannedError):
+                record_silence(self.journal, self.gateway.account_key(), self._clock(), exc)
             self._messages.append(f"the final positions could not be read: {redact(str(exc))}")
             return self._unread_report(plan, legs)
         now = {s: (after.futures[s].contracts if s in after.futures else 0.0) for s in instruments}
@@ -364,8 +360,7 @@ class JournaledExecutor:
             {s: (p.contracts, p.entry_price) for s, p in after.futures.items()}, after.cash)
         gaps = {s: positions[s] - t for s, t in plan.reachable.items()
                 if not within_lot(now.get(s, 0.0), t, instruments[s].contract.lot_step)}
-        outcome = (Outcome.UNKNOWN if in_doubt else Outcome.INCOMPLETE if gaps else
-                   Outcome.COMPLETE)
+        outcome = Outcome.UNKNOWN if in_doubt else Outcome.INCOMPLETE if gaps else Outcome.COMPLETE
         for s, g in gaps.items():
             self._messages.append(f"{s}: {positions[s]:g} contracts, target {plan.reachable[s]:g} "
                                   f"(gap {g:+g})")

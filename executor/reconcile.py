@@ -24,8 +24,12 @@ price (:attr:`executor.base.Trade.fee_estimated`).
 
 Only when the whole window passed with every read answered, no order found, the position exactly
 as before and no trade on the contract since the send is the verdict NOT_PLACED (a resend is then
-safe). Anything else (reads failing, a trade nobody can attribute, no position recorded before the
-send) is UNKNOWN: the plan stops and the leg is named.
+safe); and the window reaches at least ``settle_s`` after the send (:data:`SETTLE_S` on an
+exchange): an "execution status unknown" answer bounds nothing, so the last check waits for an
+order the backend may still execute. Anything else (reads failing, a trade nobody can attribute,
+no position recorded before the send, an exchange that said the order exists) is UNKNOWN: the
+plan stops and the leg is named. A long silence the exchange asks for (an ExchangeBannedError)
+ends the reconcile at once; the run records it and the leg stays in doubt.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from executor.base import ExchangeGateway, OrderState, OrderStatus, ReadFailedError, Trade
+from executor.base import (
+    ExchangeBannedError,
+    ExchangeGateway,
+    OrderState,
+    OrderStatus,
+    ReadFailedError,
+    Trade,
+)
 from executor.plan import Instrument, OrderLeg
 from executor.safety import redact
 from models.errors import FbrError
@@ -46,6 +57,11 @@ _R = TypeVar("_R")
 
 #: Backoff between checks (seconds): 15.75 s in all, three times the longest lookup lag seen.
 DEFAULT_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: The least age of a send (seconds since it) at which nothing seen proves it was not placed.
+#: An "execution status unknown" answer (-1006, -1007, a timeout) gives no bound on when the
+#: exchange's backend may still execute the order; this is twelve times the 10 s recvWindow ccxt
+#: signs orders with, so the verdict NOT_PLACED (and a resend) waits for a last check at this age.
+SETTLE_S = 120.0
 
 
 class Verdict(StrEnum):
@@ -84,28 +100,53 @@ class Reconciler:
     tests run the window on a simulated clock."""
 
     def __init__(self, gateway: ExchangeGateway, *, delays_s: Sequence[float] = DEFAULT_DELAYS_S,
-                 sleep: Callable[[float], None], skew_ms: int = 5_000) -> None:
+                 sleep: Callable[[float], None], skew_ms: int = 5_000, settle_s: float = 0.0,
+                 clock_ms: Callable[[], int] | None = None) -> None:
         self.gw = gateway
         self.delays = tuple(delays_s)
         self._sleep = sleep
         self.skew_ms = skew_ms
+        self.settle_s = settle_s
+        self._clock_ms = clock_ms
+
+    def settle_rest(self, sent: SentLeg, wait_s: float = 0.0) -> float:
+        """Seconds from the end of the backoff window to ``settle_s`` after the send (<= 0: none
+        left): the age of the send now, plus ``wait_s`` and the backoff delays, short of it."""
+        if self.settle_s <= 0 or self._clock_ms is None:
+            return 0.0
+        age = max(self._clock_ms() - sent.sent_ms, 0) / 1000 + wait_s + sum(self.delays)
+        return self.settle_s - age
 
     def reconcile(self, sent: SentLeg, *, exists: bool = False, wait_s: float = 0.0) -> Finding:
         """The verdict for ``sent``; ``exists`` (the exchange said the id is taken) rules out
-        NOT_PLACED; ``wait_s`` (the exchange's Retry-After) is waited before the first check."""
+        NOT_PLACED; ``wait_s`` (the exchange's Retry-After) is waited before the first check.
+        Checks at 0 and after each backoff delay; unless they prove the order placed, one more
+        ``settle_s`` after the send (:meth:`settle_rest`) gives the verdict."""
+        rest = self.settle_rest(sent, wait_s)
         if wait_s > 0:
             self._sleep(wait_s)
+        checks = (0.0, *self.delays)
+        finding = self._window(sent, checks, exists, sum(checks))
+        if finding.verdict == Verdict.PLACED or rest <= 0:
+            return finding
+        return self._window(sent, (rest,), exists, sum(checks) + rest)
+
+    def _window(self, sent: SentLeg, checks: tuple[float, ...], exists: bool,
+                span_s: float) -> Finding:
+        """The checks after each of the ``checks`` delays (seconds), and their verdict."""
         moved: float | None = None
         found: OrderState | None = None
         blind = False
         looked = False
         whole = False  # the position showed the whole order at some check
-        for k, delay in enumerate((0.0, *self.delays)):
+        for k, delay in enumerate(checks):
             if delay > 0:
                 self._sleep(delay)
             try:
                 moved = self._moved(sent)
                 blind = False
+            except ExchangeBannedError:  # a silence: stop at once, the run records it
+                raise
             except ReadFailedError as exc:
                 blind = True
                 log.warning("reconcile %s check %d: %s", sent.leg.client_id, k, redact(str(exc)))
@@ -117,6 +158,8 @@ class Reconciler:
             try:
                 found = self._lookup(sent) or found
                 looked = True
+            except ExchangeBannedError:  # a silence: stop at once, the run records it
+                raise
             except ReadFailedError as exc:
                 looked = False
                 log.warning("reconcile %s lookup %d: %s", sent.leg.client_id, k, redact(str(exc)))
@@ -124,12 +167,12 @@ class Reconciler:
                 return Finding(Verdict.PLACED, found, "found by client id")
         if whole:  # the position showed it all; neither the lookup nor the trades ever did
             return self._from_position(sent, sent.leg.signed_contracts)
-        return self._verdict(sent, found, moved, blind or not looked, exists)
+        return self._verdict(sent, found, moved, blind or not looked, exists, span_s)
 
     def _verdict(self, sent: SentLeg, found: OrderState | None, moved: float | None, blind: bool,
-                 exists: bool) -> Finding:
-        """The verdict at the end of the window; ``blind``: the last position read or order
-        lookup failed."""
+                 exists: bool, span_s: float) -> Finding:
+        """The verdict at the end of the window (``span_s`` seconds of checks); ``blind``: the
+        last position read or order lookup failed."""
         if found is not None:  # found but not final: it may still fill
             return Finding(Verdict.UNKNOWN, found, f"order {sent.leg.client_id} is still "
                            f"{found.status.value} on the exchange")
@@ -141,6 +184,8 @@ class Reconciler:
             return Finding(Verdict.UNKNOWN, None, f"not found by client id, and {why}")
         try:
             trades = self._unexplained(sent)
+        except ExchangeBannedError:  # a silence: stop at once, the run records it
+            raise
         except ReadFailedError as exc:
             return Finding(Verdict.UNKNOWN, None, f"trade history unreadable: {redact(str(exc))}")
         if trades:
@@ -149,7 +194,7 @@ class Reconciler:
         if exists:
             return Finding(Verdict.UNKNOWN, None, "the exchange says the client id exists, but "
                            "no order, fill or position change shows it")
-        return Finding(Verdict.NOT_PLACED, None, f"not found over {sum(self.delays):g} s; "
+        return Finding(Verdict.NOT_PLACED, None, f"not found over {span_s:g} s; "
                        f"position unchanged; no trades since the send")
 
     def _unexplained(self, sent: SentLeg) -> list[Trade]:
@@ -188,6 +233,8 @@ class Reconciler:
         of it (contracts); None while it does not (or cannot be read): the window goes on."""
         try:
             trades = self._unexplained(sent)
+        except ExchangeBannedError:  # a silence: stop at once, the run records it
+            raise
         except ReadFailedError:
             return None
         if abs(_quantity(trades) - abs(moved)) > 1e-9 * max(abs(moved), 1.0):
@@ -206,6 +253,8 @@ class Reconciler:
         if trades is None:
             try:
                 trades = self._unexplained(sent)
+            except ExchangeBannedError:  # a silence: stop at once, the run records it
+                raise
             except ReadFailedError:
                 trades = []
         filled = abs(moved)

@@ -58,13 +58,18 @@ BACKOFF_S = 0.5
 #: Seconds between the account checks of a reconcile on a real exchange (tests set zeros). The
 #: paper exchange answers at once and consistently, so its reconcile needs no window.
 RECONCILE_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: The least age (seconds) of a send proven not placed on a real exchange; None is
+#: executor.reconcile.SETTLE_S (tests set 0)
+RECONCILE_SETTLE_S: float | None = None
 
 
 def _retry(paper: bool) -> RetryPolicy:
     from executor.live import RetryPolicy
+    from executor.reconcile import SETTLE_S
 
-    return RetryPolicy(base_delay_s=BACKOFF_S,
-                       reconcile_delays_s=() if paper else RECONCILE_DELAYS_S)
+    settle = SETTLE_S if RECONCILE_SETTLE_S is None else RECONCILE_SETTLE_S
+    return RetryPolicy(base_delay_s=BACKOFF_S, reconcile_delays_s=() if paper else RECONCILE_DELAYS_S,
+                       settle_s=0.0 if paper else settle)
 
 ExchangeOpt = Annotated[ExchangeChoice, typer.Option(
     "--exchange", help="dry-run (default: show the plan), paper (simulated fills) or binanceusdm.")]

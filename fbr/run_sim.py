@@ -117,7 +117,8 @@ def _runner(cfg: RunConfig, policy: Policy, paper: PaperGateway, journal: Journa
 
     def executor(basis: PlanBasis) -> JournaledExecutor:
         return JournaledExecutor(paper, journal, basis, mode="paper",
-                                 retry=RetryPolicy(base_delay_s=0.0, reconcile_delays_s=()),
+                                 retry=RetryPolicy(base_delay_s=0.0, reconcile_delays_s=(),
+                                                   settle_s=0.0),
                                  clock=lambda: int(clock.now().timestamp() * 1000))
 
     venue = Venue(paper, journal_path, journal, executor,

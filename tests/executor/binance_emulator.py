@@ -1515,6 +1515,8 @@ class BinanceEmulator:
             return self._order_json(order)
         if marketable:
             self._fill(order, mark)
+        elif tif in ("IOC", "FOK"):  # not marketable: Binance expires it at once, nothing filled
+            order.status = "EXPIRED"
         return self._order_json(order)
 
     def _visible(self, order_id: int) -> bool:

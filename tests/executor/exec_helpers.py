@@ -95,6 +95,7 @@ def cli_emulator(monkeypatch: pytest.MonkeyPatch, api_key: str,
                         lambda c: emu.exchange(api_key=c.api_key, secret=c.secret, timeout=400))
     monkeypatch.setattr(execute_wiring, "BACKOFF_S", 0.0)
     monkeypatch.setattr(execute_wiring, "RECONCILE_DELAYS_S", (0.0, 0.0))
+    monkeypatch.setattr(execute_wiring, "RECONCILE_SETTLE_S", 0.0)
     try:
         yield emu
     finally:

@@ -66,20 +66,65 @@ def test_an_order_answered_new_that_fills_soon_is_journalled_filled_once(tmp_pat
 
 def test_an_order_still_new_after_the_window_is_left_in_doubt_and_resumed_once(
         tmp_path: Path) -> None:
-    """Answered NEW and filled only 100 s later, past the ~16 s window: the run stops UNKNOWN
-    naming the leg (the order still open on the exchange), sends nothing more, and a resume after the fill
-    journals it and completes the plan, one order per leg."""
+    """Answered NEW and filled only 300 s later, past the reconcile (its last check at
+    ``settle_s`` = 120 s after the send): the run stops UNKNOWN naming the leg (the order still
+    open on the exchange), sends nothing more, and a resume after the fill journals it and
+    completes the plan, one order per leg."""
     clock = SimClock()
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
         prep, j, ex, _ = _setup(emu, tmp_path, clock)
-        emu.answer_new_next(100.0)
+        emu.answer_new_next(300.0)
         report = ex.execute(prep.plan)
         assert report.outcome == Outcome.UNKNOWN
         assert any("is still open on the exchange" in m for m in report.messages), report.messages
         assert [len(emu.orders_for(leg.client_id)) for leg in prep.plan.legs] == [1, 0, 0]
-        clock.sleep(100.0)
+        clock.sleep(300.0)
         done = ex.resume(prep.plan.plan_id)
         assert done.outcome == Outcome.COMPLETE
         assert j.order(prep.plan.plan_id, 0).status == OrderStatus.FILLED
+        _at_target_once(emu, prep)
+        j.close()
+
+
+def test_an_order_answered_new_whose_lookups_lag_is_found_before_anything_is_resent(
+        tmp_path: Path) -> None:
+    """Answered NEW, filled 40 s later, and invisible to every lookup for 60 s (longer than the
+    ~16 s backoff): the answer itself proves the order exists, so the reconcile never calls it not
+    placed; its last check (120 s after the send) finds it filled. One order per leg, complete."""
+    clock = SimClock()
+    with BinanceEmulator(lag_clock=clock.now).start() as emu:
+        prep, j, ex, _ = _setup(emu, tmp_path, clock)
+        lags = iter([60.0])
+        emu.lookup_lag_s = lambda: next(lags, 0.0)
+        emu.answer_new_next(40.0)
+        report = ex.execute(prep.plan)
+        assert report.outcome == Outcome.COMPLETE, report.messages
+        assert j.order(prep.plan.plan_id, 0).status == OrderStatus.FILLED
+        _at_target_once(emu, prep)
+        j.close()
+
+
+def test_an_acknowledged_order_nobody_can_see_stays_in_doubt_and_is_never_resent(
+        tmp_path: Path) -> None:
+    """Answered NEW, filled only 300 s later, lookups blind for 250 s: at the reconcile's end
+    nothing shows the order, but the exchange's answer did, so the leg is UNKNOWN (never
+    ``not_placed``), its exchange id journalled; a resume once the fill shows settles it from that
+    id, and the plan completes with one order per leg (the old verdict was NOT_PLACED and a
+    second order)."""
+    clock = SimClock()
+    with BinanceEmulator(lag_clock=clock.now).start() as emu:
+        prep, j, ex, _ = _setup(emu, tmp_path, clock)
+        lags = iter([250.0])
+        emu.lookup_lag_s = lambda: next(lags, 0.0)
+        emu.answer_new_next(300.0)
+        report = ex.execute(prep.plan)
+        row = j.order(prep.plan.plan_id, 0)
+        assert report.outcome == Outcome.UNKNOWN
+        assert row.status == OrderStatus.UNKNOWN and row.exchange_id is not None
+        assert "the exchange says the client id exists" in row.message
+        assert [len(emu.orders_for(leg.client_id)) for leg in prep.plan.legs] == [1, 0, 0]
+        clock.sleep(300.0)
+        done = ex.resume(prep.plan.plan_id)
+        assert done.outcome == Outcome.COMPLETE
         _at_target_once(emu, prep)
         j.close()

@@ -4,12 +4,12 @@ fault schedule, on a simulated clock (lookup lags and reconcile windows take no 
 Each run starts the account at random positions (so plans hold reduce-only legs and sign flips),
 plans the seed book on it, and executes with faults armed at random on order sends (timeouts before
 and after accept, 429, plain 5xx, each Binance "status unknown" code before and after accept, late
-execution, partial fills, a market order answered NEW that fills 0-30 s later), lookup lags of
-0-5 s per order, failing reads (503, 429, and the status-unknown codes), and a kill at a random
-gateway call. A killed run, or one that ended UNKNOWN (exit 5) or INCOMPLETE (exit 4), is followed by a
-recovery as a user would make it: a resume, two concurrent resumes, or a re-run (a new plan)
-before the old plan's resume. Recovery repeats (faults cleared at the last try) until the plan is
-complete or the attempts run out.
+execution up to 100 s, partial fills, a market order answered NEW that fills 0-200 s later), lookup
+lags of 0-60 s per order (past the ~16 s backoff one time in ten), failing reads (503, 429, and
+the status-unknown codes), and a kill at a random gateway call. A killed run, or one that ended
+UNKNOWN (exit 5) or INCOMPLETE (exit 4), is followed by a recovery as a user would make it: a
+resume, two concurrent resumes, or a re-run (a new plan) before the old plan's resume. Recovery
+repeats (faults cleared at the last try) until the plan is complete or the attempts run out.
 
 Invariants, per run:
 - no duplicate order: no client id accepted twice, and per contract the exchange's fills never
@@ -131,7 +131,8 @@ class Chaos:
         elif kind in (4, 5, 6):
             code = int(self.rng.choice([-1000, -1001, -1006, -1007]))
             after = bool(self.rng.random() < 0.7)
-            late = float(self.rng.uniform(0.0, 5.0)) if after and self.rng.random() < 0.4 else 0.0
+            # late execution: within the backoff window, or past it within the settle time
+            late = float(self.rng.uniform(0.0, 100.0)) if after and self.rng.random() < 0.4 else 0.0
             emu.inject_unknown_status(code, after_accept=after, execute_after_s=late)
             name = f"code_{code}_{'late' if late else 'after' if after else 'before'}"
         elif kind == 7:
@@ -142,7 +143,7 @@ class Chaos:
             emu.partial_fill_next()
             name = "partial_fill"
         else:
-            late = float(self.rng.uniform(0.0, 30.0))  # often past the reconcile window
+            late = float(self.rng.uniform(0.0, 200.0))  # often past the window, at times past settle_s
             emu.answer_new_next(late)
             name = "answered_new"
         self.tally.faults[name] += 1
@@ -334,12 +335,19 @@ def _check(run: Run, prep: Prepared, report: ExecutionReport) -> None:
             run.seed, book_sym, emu.positions[bsym], final[book_sym])
 
 
+def _lookup_lag(rng: np.random.Generator) -> float:
+    """An order's lookup lag (s): none half the time, 0-5 s mostly, 5-60 s (past the backoff
+    window, within the settle time) one time in ten."""
+    u = rng.random()
+    return float(rng.uniform(5.0, 60.0)) if u < 0.1 else float(rng.uniform(0.0, 5.0)) if u < 0.5 else 0.0
+
+
 def _one(seed: int, tmp: Path, tally: Tally, loaded: Any) -> None:
     run = Run(seed, tmp, tally, loaded)
     with BinanceEmulator(lag_clock=run.clock.now) as emu:
         run.emu = emu
         emu.retry_after_s = 2  # a 429 asks for 2 s; a request inside them earns a 418 ban
-        emu.lookup_lag_s = lambda: float(run.rng.uniform(0.0, 5.0)) if run.rng.random() < 0.5 else 0.0
+        emu.lookup_lag_s = lambda: _lookup_lag(run.rng)
         for bsym, choices in START.items():
             q = float(run.rng.choice(choices))
             run.start[bsym] = q

@@ -274,8 +274,9 @@ def test_a_real_duplicate_answer_is_ambiguous_with_exists(tmp_path: Path) -> Non
     with _emulator(clock) as emu:
         gw = CcxtGateway(emu.exchange(timeout=TIMEOUT_MS), base_delay_s=0.0)
         gw.instruments(load_book_file(SEED_BOOK).book)
-        leg = OrderLeg(0, "fbr-dup-000", "ETH-PERP", "ETH/USDT:USDT", Side.BUY, 0.01, 20.0,
-                       2000.0, False, OrderType.LIMIT, 2000.0)  # rests below the 3000 mark
+        leg = OrderLeg(0, "fbr-dup-000", "ETH-PERP", "ETH/USDT:USDT", Side.BUY, 0.01, 30.0,
+                       3000.0, False, OrderType.MARKET)
+        emu.answer_new_next(100.0)  # accepted and open (NEW) for 100 s
         gw.create_order(leg)
         with pytest.raises(AmbiguousOrderError) as info:
             gw.create_order(leg)

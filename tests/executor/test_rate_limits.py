@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import ccxt
@@ -16,12 +18,12 @@ import requests
 from binance_emulator import BinanceEmulator, Fault
 from exec_helpers import SEED_BOOK, SimClock
 
-from executor.base import ExchangeBannedError, Outcome
+from executor.base import ExchangeBannedError, OrderState, OrderStatus, Outcome
 from executor.ccxt_gateway import CcxtGateway
 from executor.ccxt_wiring import MAX_RETRY_AFTER_S, retry_after_s
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
-from executor.plan import Instrument, PlanOptions
+from executor.plan import Instrument, OrderLeg, PlanOptions
 from executor.workflow import prepare_plan
 from fbr.config import load_book_file
 from models.errors import RefusedError
@@ -207,6 +209,62 @@ def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes
             prep.plan.plan_id)
         assert done.outcome == Outcome.COMPLETE and emu.bans == 0
         assert emu.orders_for(prep.plan.legs[0].client_id) == []
+        for book_sym, bsym in BINANCE.items():
+            assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
+        j.close()
+
+
+class _Wrapped:
+    """``gw`` with ``create_order`` replaced."""
+
+    def __init__(self, gw: CcxtGateway, create_order: Callable[[OrderLeg], OrderState]) -> None:
+        self._gw, self.create_order, self.venue = gw, create_order, gw.venue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gw, name)
+
+
+def test_a_long_wait_met_while_reconciling_is_journalled_and_the_resume_waits_for_it(
+        tmp_path: Path) -> None:
+    """The first order is answered 503 (ambiguous), and the reconcile's first position read is
+    answered 429 with Retry-After 1,000 s: the reconcile stops at once (no read inside the wait),
+    the run ends UNKNOWN and the journal keeps the silence, so a resume 10 s later is refused
+    before any request; one after the wait settles the leg and completes once, with no ban (the
+    reconcile used to swallow the wait as a failed read: the resume then met an IP ban)."""
+    clock = SimClock()
+    with _rate_limited(clock) as emu:
+        emu.retry_after_s = 1_000
+        loaded = load_book_file(SEED_BOOK)
+        gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0, sleep=clock.sleep,
+                         clock=clock.now)
+        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+        j = Journal(tmp_path / "j.sqlite")
+        basis = PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk)
+
+        def executor(gateway: Any) -> JournaledExecutor:
+            return JournaledExecutor(gateway, j, basis, retry=RetryPolicy(base_delay_s=0.0),
+                                     sleep=clock.sleep, clock=lambda: int(1000 * clock.now()))
+
+        def create_order(leg: OrderLeg) -> OrderState:
+            emu.inject(Fault.HTTP_503, path=ORDER, method="POST")
+            try:
+                return gw.create_order(leg)
+            finally:
+                emu.inject(Fault.HTTP_429, path="/fapi/v3/positionRisk", method="GET")
+
+        report = executor(_Wrapped(gw, create_order)).execute(prep.plan)
+        assert report.outcome == Outcome.UNKNOWN and emu.bans == 0
+        assert j.silence_until(gw.account_key()) == int(1000 * clock.now()) + 1_000_000
+        assert j.order(prep.plan.plan_id, 0).status == OrderStatus.SENDING  # in doubt
+        clock.sleep(10.0)
+        before = len(emu.requests)
+        with pytest.raises(RefusedError, match="asked this account's runs for silence until"):
+            executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(prep.plan.plan_id)
+        assert len(emu.requests) == before
+        clock.sleep(990.0)
+        done = executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(
+            prep.plan.plan_id)
+        assert done.outcome == Outcome.COMPLETE and emu.bans == 0
         for book_sym, bsym in BINANCE.items():
             assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
         j.close()
