@@ -31,11 +31,10 @@ import pandas as pd
 
 from executor.ccxt_collateral import CcxtCollateral
 from executor.ccxt_funding import CcxtFunding
-from executor.ccxt_metadata import contract_from_market, tiers_from_ccxt
+from executor.ccxt_metadata import check_symbol_map, contract_from_market, tiers_from_ccxt
 from executor.ccxt_orders import CcxtOrders
 from executor.plan import Instrument
 from models.book import Book, FuturesPosition
-from models.errors import ValidationError
 from models.instruments import ContractKind
 from models.market import MarketSnapshot
 
@@ -58,10 +57,7 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         markets = self._read("load_markets", self.ex.load_markets, True)  # lots, caps, status today
         decimal_places = self.ex.precisionMode == ccxt.DECIMAL_PLACES
         wanted = {c.symbol: self.exchange_symbol(c) for c in book.contracts}
-        for book_sym, sym in wanted.items():
-            if sym not in markets:
-                raise ValidationError(f"contracts.{book_sym}", f"maps to {sym!r}, which {self.venue} "
-                                      f"does not list", "map it to a listed ccxt symbol")
+        check_symbol_map(book, wanted, markets, self.venue)
         tiers: dict[str, Any] = {}
         if self.ex.has.get("fetchLeverageTiers"):
             tiers = self._read("fetch_leverage_tiers", self.ex.fetch_leverage_tiers,

@@ -22,6 +22,7 @@ import pandas as pd
 
 from executor.plan import Instrument
 from models.book import Book
+from models.errors import ValidationError
 from models.instruments import (
     ContractKind,
     FuturesContract,
@@ -127,3 +128,26 @@ def with_status(market: MarketSnapshot, instruments: Mapping[str, Instrument]) -
     with their status): the optimiser holds those positions and hedges with the others."""
     halted = {s: i.halted for s, i in instruments.items() if i.halted}
     return dataclasses.replace(market, halted=halted) if halted else market
+
+
+def check_symbol_map(book: Book, wanted: Mapping[str, str], markets: Mapping[str, Any],
+                     venue: str) -> None:
+    """Refuse, naming the contract and the fix, a book contract mapped to a ccxt symbol ``venue``
+    does not list, two book contracts on one exchange contract (their positions would be read
+    and traded as one), or a dated contract on a perpetual market or the reverse (it would be
+    read, marked and traded as the other)."""
+    seen: dict[str, str] = {}
+    for c in book.contracts:
+        sym = wanted[c.symbol]
+        if sym not in markets:
+            raise ValidationError(f"contracts.{c.symbol}", f"maps to {sym!r}, which {venue} "
+                                  f"does not list", "map it to a listed ccxt symbol")
+        if sym in seen:
+            raise ValidationError(f"contracts.{c.symbol}", f"maps to {sym!r}, as {seen[sym]} does",
+                                  "give each book contract its own exchange contract")
+        seen[sym] = c.symbol
+        swap = markets[sym].get("swap")
+        if swap is not None and bool(swap) != (c.kind == ContractKind.PERPETUAL):
+            listed = "a perpetual" if swap else "a dated future"
+            raise ValidationError(f"contracts.{c.symbol}.kind", f"is {c.kind.value}, but {sym!r} "
+                                  f"is {listed} on {venue}", "map it to a contract of its kind")

@@ -57,7 +57,7 @@ from executor.plan_parts import (
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
-from models.instruments import MIN_DAYS_TO_EXPIRY, QTY_RTOL, FuturesContract
+from models.instruments import MIN_DAYS_TO_EXPIRY, QTY_RTOL, ContractKind, FuturesContract
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.settings import OptimizerSettings
@@ -91,10 +91,12 @@ class Instrument:
 
 
 def default_exchange_symbol(contract: FuturesContract, quote: str = "USDT") -> str:
-    """ccxt unified symbol of a book contract: ``BTC/USDT:USDT`` (linear), ``BTC/USD:BTC`` (inverse)."""
-    if contract.settlement.value == "inverse":
-        return f"{contract.underlying}/USD:{contract.underlying}"
-    return f"{contract.underlying}/{quote}:{quote}"
+    """ccxt unified symbol of a book contract: ``BTC/USDT:USDT`` (linear), ``BTC/USD:BTC``
+    (inverse), a dated future with its expiry's ``-YYMMDD`` (``BTC/USDT:USDT-250926``)."""
+    u = contract.underlying
+    base = f"{u}/USD:{u}" if contract.settlement.value == "inverse" else f"{u}/{quote}:{quote}"
+    dated = contract.kind == ContractKind.DATED and contract.expiry is not None
+    return f"{base}-{contract.expiry:%y%m%d}" if dated else base
 
 
 def book_instruments(book: Book, symbols: Mapping[str, str] | None = None) -> dict[str, Instrument]:

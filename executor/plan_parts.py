@@ -64,17 +64,23 @@ def trade_parts(symbol: str, q0: float, q1: float, step: float) -> list[TradePar
 
 
 def _split(q: float, c: FuturesContract) -> list[float]:
-    """|q| in chunks of at most max_qty (rounded down to the lot), sign kept."""
+    """|q| in the fewest chunks of at most max_qty, as equal as the lot allows (sizes differ by one
+    lot at most, each at least half of max_qty: a remainder chunk under the min notional is never
+    left), sign kept."""
     if not math.isfinite(c.max_qty) or abs(q) <= c.max_qty:
         return [q]
-    chunk = round_to_step(c.max_qty, c.lot_step, ROUND_FLOOR) if c.lot_step > 0 else c.max_qty
-    if chunk <= 0:
+    if c.lot_step <= 0:
+        n = math.ceil(abs(q) / c.max_qty)
+        return [q / n] * n
+    chunk_lots = int(round_to_step(c.max_qty, c.lot_step, ROUND_FLOOR) / c.lot_step + 0.5)
+    if chunk_lots <= 0:
         raise ValidationError(f"contracts.{c.symbol}.max_qty", f"is {c.max_qty}, below one lot",
                               "check the exchange's market metadata")
-    n_full = int(abs(q) // chunk)
-    rest = round_to_step(abs(q) - n_full * chunk, c.lot_step)
-    sizes = [chunk] * n_full + ([rest] if rest > 0 else [])
-    return [math.copysign(s, q) for s in sizes]
+    lots = int(round_to_step(abs(q), c.lot_step) / c.lot_step + 0.5)
+    n = -(-lots // chunk_lots)
+    base, extra = divmod(lots, n)
+    sizes = [base + 1] * extra + [base] * (n - extra)
+    return [math.copysign(round_to_step(k * c.lot_step, c.lot_step), q) for k in sizes]
 
 
 def _check_not_expired(c: FuturesContract, clock: datetime, q0: float, q1: float) -> None:
@@ -142,11 +148,14 @@ def drop_reason(part: TradePart, c: FuturesContract, npc: float, opts: PlanOptio
         return f"{inst.exchange_symbol} does not trade now (exchange status {inst.halted})"
     if near_expiry is not None and not part.reduce_only:
         return near_expiry
-    notional = abs(part.contracts) * npc
+    # a limit sell is priced (and its notional checked by the exchange) at mark x (1 - guard)
+    at_limit = opts.order_type == "limit" and part.contracts < 0
+    notional = abs(part.contracts) * npc * (1 - opts.slippage_guard if at_limit else 1.0)
     if abs(part.contracts) < c.min_qty - 1e-12:
         return f"below min quantity {c.min_qty:g} contracts"
     if notional < c.min_notional - 1e-9 and not (part.reduce_only and opts.reduce_only_exempt):
-        return f"{notional:,.2f} USD is below the min notional {c.min_notional:,.2f} USD"
+        where = " at its limit price" if at_limit else ""
+        return f"{notional:,.2f} USD{where} is below the min notional {c.min_notional:,.2f} USD"
     return None
 
 
@@ -156,7 +165,9 @@ def move_parts(inst: Instrument, npc: float, q0: float, q1: float, opts: PlanOpt
     and those dropped with the reason: what :func:`drop_reason` refuses, and the part past the
     exchange's position cap at the account's leverage (:func:`capped_target`)."""
     c = inst.contract
-    q_sent = capped_target(c, npc, q0, q1)
+    # a limit buy is priced at mark x (1 + guard): the exchange's cap is checked at that price
+    worst = 1 + opts.slippage_guard if opts.order_type == "limit" and q1 > 0 else 1.0
+    q_sent = capped_target(c, npc * worst, q0, q1)
     kept: list[tuple[TradePart, float]] = []
     dropped: list[tuple[TradePart, float, str]] = []
     for part in trade_parts(c.symbol, q0, q_sent, c.lot_step):

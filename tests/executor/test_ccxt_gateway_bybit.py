@@ -204,10 +204,10 @@ def test_linear_market_orders_split_at_the_market_order_cap(
         bybit: tuple[ccxt.bybit, _InstrumentsInfo]) -> None:
     ex, _ = bybit
     c = contract_from_market(ex.market("BTC/USDT:USDT"), _base())
-    # 150 BTC short (9,000,000 USD) opens in chunks of at most 119 BTC: 119 + 31
+    # 150 BTC short (9,000,000 USD) opens in chunks of at most 119 BTC: two of 75
     plan = _plan(c, "BTC/USDT:USDT", -150 * MARK,
                  limits=Limits(max_order_usd=1e8, max_plan_usd=1e8))
-    assert [(leg.side.value, leg.contracts) for leg in plan.legs] == [("sell", 119.0), ("sell", 31.0)]
+    assert [(leg.side.value, leg.contracts) for leg in plan.legs] == [("sell", 75.0), ("sell", 75.0)]
     assert [leg.client_id for leg in plan.legs] == ["fbr20240601000000abcd-000",
                                                    "fbr20240601000000abcd-001"]
     assert sum(leg.notional for leg in plan.legs) == pytest.approx(-9_000_000.0)

@@ -30,13 +30,13 @@ def test_market_order_cap_reaches_the_instruments_and_splits_big_orders(tmp_path
         assert inst["ETH-PERP"].contract.max_qty == 10_000.0  # no separate market cap
         book = loaded.book  # spot only, no positions
         mark = emu.marks["BTCUSDT"]
-        target = -250.0 * mark  # 250 BTC short: 120 + 120 + 10
+        target = -250.0 * mark  # 250 BTC short: three near-equal orders under the 120 cap
         sol = solution_with({"BTC-PERP": target, "ETH-PERP": 0.0, "SOL-PERP": 0.0})
         market = replace(loaded.market, mark={**loaded.market.mark, "BTC-PERP": mark})
         opts = PlanOptions(limits=Limits(max_order_usd=math.inf, max_plan_usd=math.inf))
         plan = plan_orders(sol, book, market, inst, opts, risk=loaded.risk)
         btc = [leg for leg in plan.legs if leg.symbol == "BTC-PERP"]
-        assert [leg.contracts for leg in btc] == [120.0, 120.0, 10.0]
+        assert [leg.contracts for leg in btc] == [83.334, 83.333, 83.333]
         ex = JournaledExecutor(gw, Journal(tmp_path / "j.sqlite"),
                                PlanBasis(book, market, inst, loaded.risk),
                                retry=RetryPolicy(base_delay_s=0.0))

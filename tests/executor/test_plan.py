@@ -143,7 +143,7 @@ def test_orders_above_max_qty_are_split() -> None:
     c = {"BTC-PERP": FuturesContract("BTC-PERP", "BTC", max_qty=0.007)}
     book = three_asset_book(c)
     plan = _plan(book, {"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0})
-    assert [round(leg.contracts, 9) for leg in plan.legs] == [0.007, 0.007, 0.003]
+    assert [round(leg.contracts, 9) for leg in plan.legs] == [0.006, 0.006, 0.005]  # near-equal
     assert sum(leg.signed_contracts for leg in plan.legs) == pytest.approx(-0.017)
     assert len({leg.client_id for leg in plan.legs}) == 3
 
@@ -282,10 +282,11 @@ def test_split_at_max_qty_by_hand() -> None:
     assert _split(-5.0, plain) == [-5.0]  # no max quantity
     c = FuturesContract("X", "BTC", lot_step=0.001, max_qty=0.0075)  # chunk 0.007 (floored)
     assert _split(0.0075, c) == [0.0075]  # at the max: one order
-    assert [round(s, 9) for s in _split(-0.017, c)] == [-0.007, -0.007, -0.003]
+    # the fewest chunks (3), as equal as the lot allows: no small remainder under a min notional
+    assert [round(s, 9) for s in _split(-0.017, c)] == [-0.006, -0.006, -0.005]
     assert [round(s, 9) for s in _split(0.014, c)] == [0.007, 0.007]  # no empty remainder
     no_lot = FuturesContract("X", "BTC", lot_step=0.0, max_qty=2.5)
-    assert _split(6.0, no_lot) == [2.5, 2.5, 1.0]
+    assert _split(6.0, no_lot) == [2.0, 2.0, 2.0]
     tiny = FuturesContract("X", "BTC", lot_step=0.001, max_qty=0.0005)  # below one lot
     with pytest.raises(ValidationError, match="below one lot") as err:
         _split(0.01, tiny)

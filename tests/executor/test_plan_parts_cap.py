@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from executor.plan import Instrument, PlanOptions
+from executor.plan import Instrument, OrderType, PlanOptions
 from executor.plan_parts import capped_target, move_parts
 from models.instruments import FuturesContract, MarginTiers, TierBracket
 
@@ -55,3 +55,16 @@ def test_the_excess_is_dropped_with_the_reason_and_the_rest_sent() -> None:
     assert (part.contracts, part.reduce_only, npc) == (-5_000.0, False, NPC)
     assert reason == ("past the exchange's position cap at 20x leverage (1,000,000 USD of "
                       "notional): lower the leverage or the target")
+
+
+def test_a_limit_buy_room_is_measured_at_its_limit_price() -> None:
+    """A limit buy goes out at mark x (1 + 0.5%) = 100.5 USD a contract: the exchange checks the
+    cap there, so the room is floor(1,000,000 / 100.5) = 9,950.2 -> 9,950 contracts (10,000 at
+    the mark would be 1,005,000 USD at the limit price: refused). A limit sell is priced below
+    the mark and keeps the room at the mark."""
+    inst = Instrument(SOL, "SOL/USDT:USDT")
+    opts = PlanOptions(order_type=OrderType.LIMIT)
+    kept, dropped = move_parts(inst, NPC, 0.0, 12_000.0, opts, None)
+    assert [p.contracts for p, _ in kept] == [9_950.0] and dropped[0][0].contracts == 2_050.0
+    kept, _ = move_parts(inst, NPC, 0.0, -12_000.0, opts, None)
+    assert [p.contracts for p, _ in kept] == [-10_000.0]
