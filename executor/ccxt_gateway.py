@@ -35,7 +35,7 @@ from executor.ccxt_metadata import check_symbol_map, contract_from_market, tiers
 from executor.ccxt_orders import CcxtOrders
 from executor.plan import Instrument
 from models.book import Book, FuturesPosition
-from models.instruments import ContractKind
+from models.instruments import ContractKind, Settlement
 from models.market import MarketSnapshot
 
 log = logging.getLogger("executor.ccxt")
@@ -113,24 +113,40 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
 
     def _net_positions(self, to_book: Mapping[str, str]) -> tuple[dict[str, FuturesPosition], float]:
         """Net signed position per book contract (rows of one symbol summed: hedge mode's LONG
-        and SHORT rows net out; the entry is the larger row's) and the unrealised PnL (USD)."""
+        and SHORT rows net out) at the entry that keeps their PnL: sum q_i e_i / net for a linear
+        contract, net / sum (q_i / e_i) for an inverse one (signed q_i); and the unrealised PnL
+        (USD)."""
         rows = self._read("fetch_positions", self.ex.fetch_positions, list(to_book))
         net: dict[str, float] = {}
-        entry: dict[str, tuple[float, float]] = {}
+        weighted: dict[str, float] = {}
+        entries: dict[str, list[float]] = {}
         upnl = 0.0
         for row in rows:
             book_sym = to_book.get(str(row.get("symbol")))
             q = float(row.get("contracts") or 0.0)
             if book_sym is None or q == 0:
                 continue
-            sign = -1.0 if row.get("side") == "short" else 1.0
-            net[book_sym] = net.get(book_sym, 0.0) + sign * q
-            if q > entry.get(book_sym, (0.0, 0.0))[0]:
-                entry[book_sym] = (q, float(row.get("entryPrice") or 0.0))
+            signed = -q if row.get("side") == "short" else q
+            e = float(row.get("entryPrice") or 0.0)
+            inverse = self._is_inverse(book_sym)
+            net[book_sym] = net.get(book_sym, 0.0) + signed
+            entries.setdefault(book_sym, []).append(e)
+            weighted[book_sym] = weighted.get(book_sym, 0.0) + (
+                (signed / e if e else 0.0) if inverse else signed * e)
             upnl += float(row.get("unrealizedPnl") or 0.0)
-        futures = {s: FuturesPosition(round(q, 12), entry[s][1]) for s, q in net.items()
-                   if round(q, 12) != 0}
+        futures: dict[str, FuturesPosition] = {}
+        for sym, q in net.items():
+            if round(q, 12) == 0:
+                continue
+            w = weighted[sym]
+            entry = (entries[sym][0] if len(entries[sym]) == 1  # one-way mode: as the exchange says
+                     else (q / w if w else 0.0) if self._is_inverse(sym) else w / q)
+            futures[sym] = FuturesPosition(round(q, 12), entry)
         return futures, upnl
+
+    def _is_inverse(self, book_sym: str) -> bool:
+        c = self._contracts.get(book_sym)
+        return c is not None and c.settlement == Settlement.INVERSE
 
     def account(self, book: Book, market: MarketSnapshot) -> Book:
         """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD)."""
