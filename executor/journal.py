@@ -268,6 +268,14 @@ class Journal:
                              r[13], None if r[14] is None else float(r[14]),
                              None if r[15] is None else int(r[15])) for r in rows]
 
+    def sent_between(self, account: str, since_ms: int, until_ms: int) -> list[JournalOrder]:
+        """Every leg of ``account``'s plans sent in [since_ms, until_ms) (``sent_ms``, ms UTC)."""
+        rows = self._conn.execute(
+            "SELECT o.plan_id, o.leg FROM orders o JOIN plans p ON p.plan_id = o.plan_id "
+            "WHERE p.account = ? AND o.sent_ms >= ? AND o.sent_ms < ? ORDER BY o.sent_ms, o.rowid",
+            (account, since_ms, until_ms)).fetchall()
+        return [self.order(str(r[0]), int(r[1])) for r in rows]
+
     def order(self, plan_id: str, leg: int) -> JournalOrder:
         """One leg's row."""
         for o in self.orders(plan_id):

@@ -19,10 +19,13 @@ settlements when carry matters) the loop
 5. rewrites the health file.
 
 A new UTC day first sends the previous day's summary. Restart: the scheduled grid, the last cycle
-and the plan in flight are in the run tables; a plan a crash left open is resumed first (the
-journaled executor reconciles its legs in doubt and sends only what is missing), then the loop goes
-on where it stopped. One loop per account: the loop holds the account's run lock for its lifetime
-(a second ``fbr run`` is refused; a crashed one releases it).
+and the plan in flight are in the run tables; unless the kill file exists or a stop was requested,
+a plan a crash left open is resumed first (the journaled executor reconciles its legs in doubt and
+sends only what is missing) when the day is not halted by the loss limit and the plan is no older
+than ``check_every`` (:mod:`executor.run_restart`), then the loop goes on where it stopped. A cycle
+whose execution fails is recorded, alerted and run again at the next wake-up; an unexpected error
+(a bug) is alerted and ends the loop. One loop per account: the loop holds the account's run lock
+for its lifetime (a second ``fbr run`` is refused; a crashed one releases it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,13 +41,13 @@ from pathlib import Path
 from executor.alerts import AlertHub, AlertKind, Severity
 from executor.base import ExchangeGateway
 from executor.journal import Journal
-from executor.live import ExecutionUnknownError, JournaledExecutor, PlanBasis
+from executor.live import JournaledExecutor, PlanBasis
 from executor.lock import AccountBusyError, account_lock
 from executor.plan import Instrument, PlanOptions
 from executor.run_cycle import View, read_view
+from executor.run_restart import RestartHandler
 from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
-from executor.run_trade import CycleTrader, filled_notional
 from executor.safety import redact
 from executor.schedule import Clock, next_settlement
 from executor.silence import silence_kept
@@ -81,7 +85,7 @@ class RunSummary:
     alerts: int = 0
 
 
-class Runner(CycleTrader):
+class Runner(RestartHandler):
     """The loop over one account (see the module docstring). ``clock`` is a
     :class:`executor.schedule.WallClock` or a :class:`executor.schedule.SimClock`."""
 
@@ -100,6 +104,7 @@ class Runner(CycleTrader):
         self._instruments_day: date | None = None  # lots, caps, tiers, funding hours: read daily
         self._outage: str | None = None
         self._rerun = False  # a cycle a crash interrupted, not resumed: run one at once
+        self._retry: str | None = None  # a cycle whose execution failed: run it at the next wake-up
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop") -> None:
@@ -115,20 +120,43 @@ class Runner(CycleTrader):
         sends the start alert there, so a dead webhook stops the run before any order)."""
         self.alerts.sinks.append(self._log)
         try:
-            with account_lock(f"run-{self.account}"):
+            with self._run_lock():
                 if preflight is not None:
                     preflight()
-                return self._run()
-        except AccountBusyError as exc:
-            raise RefusedError(f"another fbr run is running on account {self.account}"
-                               f"{_pid_of(str(exc))}: two loops must not trade one account. Fix: "
-                               f"stop it first (systemctl stop, or kill -TERM its pid)") from None
+                try:
+                    return self._run()
+                except Exception as exc:  # a bug or an error no cycle handles: alert, then end
+                    self._died(exc)
+                    raise
         finally:
             self.alerts.sinks.remove(self._log)
             self.store.close()
 
+    def _run_lock(self) -> ExitStack:
+        """The account's run lock, held (only a second ``fbr run`` holding it is refused here; the
+        account lock of an execution in progress is the cycles' business)."""
+        stack = ExitStack()
+        try:
+            stack.enter_context(account_lock(f"run-{self.account}"))
+        except AccountBusyError as exc:
+            raise RefusedError(f"another fbr run is running on account {self.account}"
+                               f"{_pid_of(str(exc))}: two loops must not trade one account. Fix: "
+                               f"stop it first (systemctl stop, or kill -TERM its pid)") from None
+        return stack
+
+    def _died(self, exc: Exception) -> None:
+        """The CRITICAL alert of a loop ending on ``exc`` (its delivery failing is only logged)."""
+        try:
+            self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "fbr run died",
+                             f"{type(exc).__name__}: {redact(str(exc))}. The loop has stopped; "
+                             f"nothing more is sent until it is started again", self._now())
+            self._health("died", self._now())
+        except Exception:  # the original error matters more
+            log.exception("could not alert the loop's death")
+
     def _run(self) -> RunSummary:
-        self._resume_in_flight(self._now())
+        if not self._stopping():  # a kill file or stop at start: nothing is sent, not even a resume
+            self._resume_in_flight(self._now())
         while True:
             now = self._now()
             if self._stopping():
@@ -242,6 +270,9 @@ class Runner(CycleTrader):
         if self._rerun:
             self._rerun = False
             return "restart"
+        if self._retry is not None:
+            self._retry = None
+            return "retry"
         due = self.settings.schedule.next_after(datetime.fromisoformat(last))
         if due is not None and now >= due:
             return "schedule"
@@ -276,10 +307,18 @@ class Runner(CycleTrader):
         ahead = t.funding_ahead if self.gamma_fund > 0 else None  # the first T with T - ahead > now
         if ahead and (nxt := self._next_settlement(now + ahead)) is not None:
             wake = min(wake, nxt - ahead)
+        if ahead and self._outage is not None and self._funding_missed(now, ahead):
+            wake = min(wake, now + t.retry_every)  # before the settlement the read failed for
         until = self.venue.journal.silence_until(self.account) if self.venue.journal else None
         if until is not None:  # no wake-up inside a silence the exchange asked for
             wake = max(wake, datetime.fromtimestamp(until / 1000, tz=UTC))
         return wake
+
+    def _funding_missed(self, now: datetime, ahead: timedelta) -> bool:
+        """The next settlement is within ``ahead`` and its cycle has not run (the read failed)."""
+        nxt = self._next_settlement(now)
+        return (nxt is not None and nxt - now <= ahead
+                and self.store.get("funding_cycle") != nxt.isoformat())
 
     # --- the day ------------------------------------------------------------------------------
     def _day(self, now: datetime, view: View) -> None:
@@ -299,76 +338,15 @@ class Runner(CycleTrader):
         rows = [c for c in self.store.cycles() if start <= c.time < start + timedelta(days=1)]
         traded = [c for c in rows if c.action == "traded"]
         nav0 = float(self.store.get("day_nav") or view.nav)
+        turnover = self._turnover_on(start, view)  # the journal's: rows miss settled legs
         self.alerts.emit(AlertKind.DAILY_SUMMARY, Severity.INFO, f"daily summary {day}",
                          f"{len(rows)} cycles, {len(traded)} traded, turnover "
-                         f"{sum(c.turnover_usd for c in rows):,.2f} USD, NAV {nav0:,.2f} -> "
+                         f"{turnover:,.2f} USD, NAV {nav0:,.2f} -> "
                          f"{view.nav:,.2f} USD, TE {view.tracking_error:.2%}, margin ratio "
                          f"{view.margin_ratio:.1%}", now, day=day, cycles=len(rows),
                          trades=len(traded), nav=view.nav, nav_open=nav0,
-                         turnover_usd=sum(c.turnover_usd for c in rows),
+                         turnover_usd=turnover,
                          tracking_error=view.tracking_error, margin_ratio=view.margin_ratio)
-
-    # --- restart ------------------------------------------------------------------------------
-    def _resume_in_flight(self, now: datetime) -> None:
-        """Finish a plan a crash left open (its legs in doubt reconciled first)."""
-        plan_id = self.store.get("plan_in_flight")
-        journal = self.venue.journal
-        if plan_id is None or journal is None or self.venue.executor is None:
-            return
-        try:
-            still_open = journal.plan_status(plan_id) == "open"
-        except FbrError:  # not in this journal (another file): nothing to resume
-            still_open = False
-        if not still_open:  # done or superseded meanwhile: the interrupted cycle runs again
-            self.store.put("plan_in_flight", None)
-            self._record_finished(plan_id, now)
-            self._rerun = True
-            return
-        self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: resuming a plan",
-                         f"plan {plan_id} was left open by the last run; its legs are reconciled "
-                         f"against the account and only what is missing is sent", now,
-                         plan_id=plan_id)
-        view = self._read(now)
-        if view is None:
-            return
-        executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
-                                                 self.risk))
-        try:
-            report = executor.resume(plan_id)
-        except ExecutionUnknownError as exc:
-            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
-                             redact(str(exc)), now)
-            return
-        except AccountBusyError as exc:  # another run executes now: the next cycle settles it
-            self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: account busy",
-                             redact(str(exc)), now, plan_id=plan_id)
-            return
-        except RefusedError as exc:  # a newer plan superseded it (e.g. a manual fbr execute)
-            self.store.put("plan_in_flight", None)
-            self._rerun = True
-            self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: plan not resumed",
-                             redact(str(exc)), now, plan_id=plan_id)
-            return
-        self.store.put("plan_in_flight", None)
-        self.store.record(self._reported(now, view, "resume", report))
-
-    def _record_finished(self, plan_id: str, now: datetime) -> None:
-        """A cycle row for a plan the crash left unrecorded (done or superseded after its legs
-        were sent): its fills, read back from the journal, count toward the day's turnover
-        (they were lost, and the limit passed: 3,680 USD traded against a 2,500 limit). Dated at
-        its last send, else now."""
-        journal = self.venue.journal
-        view = self._read(now)
-        if journal is None or view is None:
-            return
-        orders = [o for o in journal.orders(plan_id) if o.filled > 0]
-        sent = [o.sent_ms for o in orders if o.sent_ms is not None]
-        when = datetime.fromtimestamp(max(sent) / 1000.0, tz=UTC) if sent else now
-        turnover = float(sum(filled_notional(view, o.symbol, o.filled, o.average) for o in orders))
-        self.store.record(CycleRecord(when, "resume", "recovered", plan_id, view.nav,
-                                      message=f"plan {plan_id} finished before the last run "
-                                      "recorded it: its fills count toward the day's turnover",
-                                      turnover_usd=turnover))
 
     # --- health -------------------------------------------------------------------------------
     def _health(self, status: str, now: datetime) -> None:

@@ -2,7 +2,13 @@
 :class:`executor.run_loop.Runner`): the policy's targets (checked as every execution path checks
 an optimiser's solution), the de-risk, the plan, the cost gate, the day's limits, the execution
 through the journaled executor (or the dry run) and the alerts on its outcome. Every cycle ends as
-one row of the run tables (:class:`executor.run_store.CycleRecord`).
+one row of the run tables (:class:`executor.run_store.CycleRecord`). A cycle whose execution raises
+an :class:`models.errors.FbrError` (the account lock held by a manual ``fbr execute``, a failed
+read while setting up the account, a silence the exchange asked for ...) is recorded as
+``failed``, alerted (CRITICAL) and run again at the next wake-up; the loop goes on.
+
+The day's turnover (the limit's "already today") is what the journal says the account sent
+since 00:00 UTC (:mod:`executor.run_turnover`), legs in doubt counted at their whole size.
 
 Units: USD for notionals, turnover and NAV; fractions for tracking error and margin ratios.
 """
@@ -10,7 +16,7 @@ Units: USD for notionals, turnover and NAV; fractions for tracking error and mar
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +37,7 @@ from executor.run_cycle import (
 )
 from executor.run_settings import RunSettings
 from executor.run_store import CycleRecord, RunStore
+from executor.run_turnover import traded_notional
 from executor.safety import redact
 from models.errors import FbrError
 from models.risk import RiskModel
@@ -52,6 +59,9 @@ class CycleTrader:
     store: RunStore
     summary: RunSummary
     book_path: str
+    account: str
+    #: the reason of a cycle whose execution failed: it runs again at the next wake-up
+    _retry: str | None = None
 
     def _cycle(self, now: datetime, view: View, reason: str) -> None:
         force = reason == "margin"
@@ -133,20 +143,44 @@ class CycleTrader:
     def _limits(self, now: datetime, view: View, plan: OrderPlan,
                 base: CycleRecord) -> CycleRecord | None:
         lim = self.settings.limits
-        nav0 = float(self.store.get("day_nav") or view.nav)
-        if nav0 - view.nav > lim.loss_usd:
-            self.store.put("halted", "loss")
-            msg = (f"NAV {view.nav:,.2f} USD is {nav0 - view.nav:,.2f} below the day's opening "
-                   f"{nav0:,.2f} (limit {lim.loss_usd:,.2f}): no more trading today")
-            self._limit_alert(now, "daily loss limit", msg)
-            return with_fields(base, action="refused", message=msg)
-        used = self.store.turnover_since(self._day_start(now))
+        loss = self._loss_halt(now, view)
+        if loss is not None:
+            return with_fields(base, action="refused", message=loss)
+        used = self._day_turnover(now, view)
         if used + plan_turnover(plan) > lim.turnover_usd:
             msg = (f"the plan trades {plan_turnover(plan):,.2f} USD; with {used:,.2f} already "
                    f"today that passes the daily turnover limit {lim.turnover_usd:,.2f} USD")
             self._limit_alert(now, "daily turnover limit", msg)
             return with_fields(base, action="refused", message=msg)
         return None
+
+    def _loss_halt(self, now: datetime, view: View) -> str | None:
+        """Why trading is halted for the rest of the day (None: it is not): the day is already
+        halted, or NAV is more than ``limits.loss_usd`` below the day's opening (the day is then
+        halted and the limit alerted)."""
+        lim = self.settings.limits
+        nav0 = float(self.store.get("day_nav") or view.nav)
+        if nav0 - view.nav > lim.loss_usd:
+            self.store.put("halted", "loss")
+            msg = (f"NAV {view.nav:,.2f} USD is {nav0 - view.nav:,.2f} below the day's opening "
+                   f"{nav0:,.2f} (limit {lim.loss_usd:,.2f}): no more trading today")
+            self._limit_alert(now, "daily loss limit", msg)
+            return msg
+        if self.store.get("halted"):
+            return "halted for the day: daily loss limit"
+        return None
+
+    def _day_turnover(self, now: datetime, view: View) -> float:
+        """USD the account sent on ``now``'s UTC day (:meth:`_turnover_on`)."""
+        return self._turnover_on(self._day_start(now), view)
+
+    def _turnover_on(self, day: datetime, view: View) -> float:
+        """USD the account sent on the UTC day starting at ``day``, from the journal's orders (see
+        :mod:`executor.run_turnover`; in doubt legs priced at ``view``'s marks); the run tables'
+        rows since ``day`` in a dry run (no journal, nothing sent)."""
+        if self.venue.journal is None:
+            return self.store.turnover_since(day)
+        return traded_notional(self.venue.journal, self.account, day, day + timedelta(days=1), view)
 
     def _limit_alert(self, now: datetime, title: str, msg: str) -> None:
         """A daily limit's alert, once per limit and day (every refused cycle is still recorded,
@@ -171,8 +205,31 @@ class CycleTrader:
             msg = redact(str(exc))
             self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt", msg, now)
             return CycleRecord(now, reason, "unknown", plan.plan_id, view.nav, message=msg)
+        except FbrError as exc:
+            return self._not_executed(now, view, reason, plan, exc)
         self.store.put("plan_in_flight", None)
         return self._reported(now, view, reason, report)
+
+    def _not_executed(self, now: datetime, view: View, reason: str, plan: OrderPlan,
+                      exc: FbrError) -> CycleRecord:
+        """The record of a cycle whose execution raised ``exc``: failed, alerted (CRITICAL), run
+        again at the next wake-up. The plan stays in flight when the journal holds it (a crash
+        now resumes it; the next plan supersedes it, its legs in doubt settled first), else it is
+        forgotten."""
+        msg = f"the plan was not executed: {redact(str(exc))}. The loop tries again at the next wake-up"
+        journal = self.venue.journal
+        try:
+            journalled = journal is not None and journal.plan_status(plan.plan_id) == "open"
+        except FbrError:  # record_plan never ran (the account lock, a silence, an older plan)
+            journalled = False
+        if not journalled:
+            self.store.put("plan_in_flight", None)
+        self._retry = reason
+        self.summary.failures += 1
+        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now,
+                         plan_id=plan.plan_id, error=type(exc).__name__)
+        return CycleRecord(now, reason, "failed", plan.plan_id, view.nav, view.tracking_error,
+                           message=msg)
 
     def _reported(self, now: datetime, view: View, reason: str,
                   report: ExecutionReport) -> CycleRecord:

@@ -24,7 +24,7 @@ from executor.ccxt_wiring import MAX_RETRY_AFTER_S, retry_after_s
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import Instrument, OrderLeg, PlanOptions
-from executor.workflow import prepare_plan
+from executor.workflow import Prepared, prepare_plan
 from fbr.config import load_book_file
 from models.errors import RefusedError
 
@@ -173,6 +173,23 @@ def test_a_long_ban_ends_at_the_time_asked_and_the_same_gateway_reads_again() ->
         assert len(emu.requests) > before and emu.bans == 1
 
 
+def _resumed_only_after_the_wait(emu: BinanceEmulator, clock: SimClock, prep: Prepared,
+                                 executor: Callable[[Any], JournaledExecutor]) -> None:
+    """After a 1,000 s silence met at ``clock.now()``: a resume 10 s later, on a new gateway (a new
+    process), is refused before any request; one after the wait completes the plan, no ban."""
+    clock.sleep(10.0)
+    before = len(emu.requests)
+    with pytest.raises(RefusedError, match="asked this account's runs for silence until"):
+        executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(prep.plan.plan_id)
+    assert len(emu.requests) == before
+    clock.sleep(990.0)
+    done = executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(
+        prep.plan.plan_id)
+    assert done.outcome == Outcome.COMPLETE and emu.bans == 0
+    for book_sym, bsym in BINANCE.items():
+        assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
+
+
 def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes_once(
         tmp_path: Path) -> None:
     """The first order is answered 429 with Retry-After 1,000 s: nothing more is sent, the run
@@ -199,18 +216,8 @@ def test_an_order_answered_with_a_long_wait_stops_the_run_and_a_resume_completes
         assert (last.method, last.path) == ("POST", ORDER)  # the refused order, then silence
         assert report.outcome == Outcome.UNKNOWN and emu.bans == 0
         assert any("asked for 1,000 s without requests" in m for m in report.messages)
-        clock.sleep(10.0)
-        before = len(emu.requests)
-        with pytest.raises(RefusedError, match="asked this account's runs for silence until"):
-            executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(prep.plan.plan_id)
-        assert len(emu.requests) == before
-        clock.sleep(990.0)
-        done = executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(
-            prep.plan.plan_id)
-        assert done.outcome == Outcome.COMPLETE and emu.bans == 0
+        _resumed_only_after_the_wait(emu, clock, prep, executor)
         assert emu.orders_for(prep.plan.legs[0].client_id) == []
-        for book_sym, bsym in BINANCE.items():
-            assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
         j.close()
 
 
@@ -256,17 +263,7 @@ def test_a_long_wait_met_while_reconciling_is_journalled_and_the_resume_waits_fo
         assert report.outcome == Outcome.UNKNOWN and emu.bans == 0
         assert j.silence_until(gw.account_key()) == int(1000 * clock.now()) + 1_000_000
         assert j.order(prep.plan.plan_id, 0).status == OrderStatus.SENDING  # in doubt
-        clock.sleep(10.0)
-        before = len(emu.requests)
-        with pytest.raises(RefusedError, match="asked this account's runs for silence until"):
-            executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(prep.plan.plan_id)
-        assert len(emu.requests) == before
-        clock.sleep(990.0)
-        done = executor(CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)).resume(
-            prep.plan.plan_id)
-        assert done.outcome == Outcome.COMPLETE and emu.bans == 0
-        for book_sym, bsym in BINANCE.items():
-            assert emu.positions[bsym] == pytest.approx(prep.plan.reachable[book_sym], abs=1e-9)
+        _resumed_only_after_the_wait(emu, clock, prep, executor)
         j.close()
 
 
