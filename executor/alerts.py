@@ -108,10 +108,15 @@ class AlertSink(Protocol):
 
 
 def url_label(url: str) -> str:
-    """``scheme://host[:port]`` of a URL: safe to print (no path, query or credentials)."""
+    """``scheme://host[:port]`` of a URL: safe to print (no path, query or credentials); a port
+    that does not parse (``host:bot123:TOKEN/...``, a ``:`` typed for a ``/``) is not printed."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:  # its text may be a token: never echoed
+        return f"{parts.scheme}://{host}:?"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 Post = Callable[..., requests.Response]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,20 +94,25 @@ def load_credentials(exchange_id: str, environ: dict[str, str] | None = None) ->
     return Credentials(key, secret)
 
 
+#: a request signature in a URL an exchange's error echoes (``...&signature=37d4...``): valid for
+#: its recvWindow, so never shown
+_SIGNATURE = re.compile(r"(signature=)[^&\s\"']+", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
+    """``text`` with every registered secret replaced by ``***``, and any ``signature=`` value of a
+    signed request's URL too."""
     for s in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(s, REDACTED)
-    return text
+    return _SIGNATURE.sub(rf"\g<1>{REDACTED}", text)
 
 
 class RedactingFilter(logging.Filter):
     """A logging filter that scrubs registered secrets from a record's message and arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _SECRETS:
-            record.msg = redact(record.getMessage())
-            record.args = None
+        record.msg = redact(record.getMessage())
+        record.args = None
         return True
 
 

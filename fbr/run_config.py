@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from executor.run_settings import DailyLimits, Triggers
 from executor.schedule import Schedule, parse_duration
@@ -190,6 +191,18 @@ def _limits(t: Mapping[str, object]) -> DailyLimits:
                           allow_inf=True))
 
 
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host whose port, if given, is a number (a ``:`` typed for the ``/``
+    after the host makes a bot token the "port"); the URL itself is never echoed (it may hold
+    one)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _alerts(t: Mapping[str, object]) -> AlertSpec:
     check_keys(t, ALERT_KEYS, "alerts")
     if "webhook" in t and "webhook_env" in t:
@@ -204,8 +217,8 @@ def _alerts(t: Mapping[str, object]) -> AlertSpec:
             raise ValidationError("alerts.webhook_env", f"names {name}, which is not set",
                                   f"export {name}=https://... (the webhook URL), or remove it")
         field = f"alerts.webhook_env ({name})"
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise ValidationError(field, "is not an http(s) URL",
+    if url is not None and not _http_url(url):
+        raise ValidationError(field, "is not an http(s) URL with a host and a numeric port (if any)",
                               "give the webhook URL, e.g. https://hooks.example.com/fbr")
     fmt = choice(t.get("format", "json"), "alerts.format", ("json", "telegram"), str)
     chat = string(t["chat_id"], "alerts.chat_id") if "chat_id" in t else ""

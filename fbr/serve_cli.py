@@ -61,6 +61,10 @@ def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr s
         if live and not allow_execute:
             raise CliError("--live only matters with --allow-execute. Fix: add --allow-execute, or "
                            "drop --live")
+        if allow_execute and exchange == ExchangeChoice.DRY_RUN:
+            raise CliError("--allow-execute with --exchange dry-run would send the plan on paper "
+                           "while the page reads no account. Fix: --exchange paper (paper "
+                           "orders), or --exchange binanceusdm --live (real orders)")
         if allow_execute and live != (exchange == ExchangeChoice.BINANCEUSDM):
             raise CliError(f"--allow-execute sends the plan the page shows, on the account it "
                            f"reads: --exchange {exchange.value} with{'' if live else 'out'} --live "

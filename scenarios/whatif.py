@@ -66,8 +66,15 @@ def _weights(book: Book, market: MarketSnapshot) -> np.ndarray:
     return np.asarray((v.spot_values + book.exposure_matrix() @ v.exposure) / v.base, dtype=float)
 
 
-def _te(book: Book, weights: np.ndarray, risk: RiskModel) -> float:
-    return tracking_error(weights - book.target_vector(), risk.subset(book.asset_symbols).covariance)
+def _te(book: Book, market: MarketSnapshot, weights: np.ndarray, risk: RiskModel) -> float:
+    """sqrt(d' Sigma d + z' Sigma_b z), d = ``weights`` - w*, z = x / V (the basis term when the
+    risk model has one for the book's contracts): the TE ``fbr status`` and the solution report."""
+    d = weights - book.target_vector()
+    cov = risk.subset(book.asset_symbols).covariance
+    if risk.basis_cov is not None and risk.basis_cov.shape == (len(book.contracts),) * 2:
+        z = book.futures_exposure(market) / book.base(market)
+        return tracking_error(d, cov, z, risk.basis_cov)
+    return tracking_error(d, cov)
 
 
 def apply_solution(book: Book, market: MarketSnapshot, solution: Solution) -> Book:
@@ -164,7 +171,8 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
         targets=dict(zip(assets, map(float, book.target_vector()), strict=True)),
         weights_before=dict(zip(assets, map(float, w0), strict=True)),
         weights_after=dict(zip(assets, map(float, w1), strict=True)),
-        tracking_error_before=_te(book, w0, risk), tracking_error_after=_te(after, w1, risk1),
+        tracking_error_before=_te(book, market, w0, risk),
+        tracking_error_after=_te(after, shocked, w1, risk1),
         margin_before=m_before, margin_after=m_after, liquidated=liquidated,
         liquidations=out.liquidations, collateral_sale_penalty=out.collateral_sale_penalty,
         insurance_fund=out.insurance_fund,

@@ -324,7 +324,12 @@ class DashboardState:
                                        "book moved); nothing was sent. Fix: reload and confirm "
                                        "the new plan")
 
-        venue = ExchangeChoice.BINANCEUSDM if self.config.live else ExchangeChoice.PAPER
+        venue = self.config.exchange  # the account the page reads is the one traded
+        if venue == ExchangeChoice.DRY_RUN or self.config.live != (venue == ExchangeChoice.BINANCEUSDM):
+            raise RefusedError(f"this dashboard reads {venue.value}"
+                               f"{' with --live' if self.config.live else ''}, which it may not "
+                               f"trade: nothing was sent. Fix: serve --exchange paper, or "
+                               f"--exchange binanceusdm --live")
         journal = self.config.journal or default_journal()
         options = PlanOptions(venue=venue.value)
         return _execute(self.config.book, venue, self.config.live, journal, options, confirm)

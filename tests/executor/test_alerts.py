@@ -127,6 +127,9 @@ def test_sink_body_follows_its_format() -> None:
     (TG_URL, "https://api.telegram.org"),
     ("http://user:pw@127.0.0.1:8080/hook?token=abc#frag", "http://127.0.0.1:8080"),
     ("https://hooks.example.com/services/T000/B000/XXXX", "https://hooks.example.com"),
+    # a ':' typed for the '/' after the host makes the bot token the "port": never printed (it
+    # raised, and the error echoed the token)
+    ("https://api.telegram.org:bot123456789:AAHsecret/sendMessage", "https://api.telegram.org:?"),
 ])
 def test_url_label_shows_scheme_host_port_only(url: str, label: str) -> None:
     assert url_label(url) == label

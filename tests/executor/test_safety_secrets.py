@@ -99,3 +99,14 @@ def test_credentials_and_log_records_hide_the_values(monkeypatch: pytest.MonkeyP
     record = logging.LogRecord("x", logging.INFO, "f", 1, "secret=%s", (CANARY_SECRET,), None)
     assert RedactingFilter().filter(record) and CANARY_SECRET not in record.getMessage()
     assert Credentials("a", "b") != Credentials("a", "c")
+
+
+def test_a_request_signature_in_an_exchange_error_is_never_shown() -> None:
+    """ccxt's message for a signed request's plain-text error carries its URL, signature
+    included (valid for its recvWindow): redact scrubs the value, whatever keys are registered."""
+    from executor.safety import redact
+
+    text = ("binanceusdm GET https://fapi.binance.com/fapi/v1/income?timestamp=1&recvWindow=10000"
+            "&signature=37d4e0aa9b1f54 401 Unauthorized")
+    assert redact(text) == text.replace("37d4e0aa9b1f54", "***")
+    assert redact('{"url": "...&Signature=ab12"}') == '{"url": "...&Signature=***"}'

@@ -186,6 +186,8 @@ def test_bad_input_one_message(tmp_path: Path, extra: str, words: list[str]) -> 
 @pytest.mark.parametrize(("alerts", "field"), [
     ('webhook = "hooks.example.com/SECRETPATH"', "alerts.webhook:"),
     ('webhook_env = "FBR_TEST_HOOK"', "alerts.webhook_env (FBR_TEST_HOOK):"),
+    # a ':' typed for the '/' after the host: the token became the "port" and was echoed
+    ('webhook = "https://api.telegram.org:botSECRETPATH:AAH/sendMessage"', "alerts.webhook:"),
 ])
 def test_bad_webhook_names_where_it_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               alerts: str, field: str) -> None:

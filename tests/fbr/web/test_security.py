@@ -26,9 +26,10 @@ import executor.safety as safety
 from executor.journal import Journal
 from executor.plan import OrderLeg, OrderPlan, OrderType, Side
 from executor.plan_doc import OrderPlanDoc
+from fbr.execute_wiring import ExchangeChoice
 from fbr.web.security import check_bind
 from fbr.web.state import DashboardState, plan_fingerprint
-from models.errors import FbrError, ValidationError
+from models.errors import FbrError, RefusedError, ValidationError
 
 SHOCK_Q = "BTC%3D-30%25"
 PAGES = ("/", "/history", "/plan", f"/whatif?shock={SHOCK_Q}", "/whatif", "/reports",
@@ -136,6 +137,18 @@ def test_serve_refuses_to_trade_another_account_than_it_shows(world: World,
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Fix:" in res.stderr
     assert "would read one account and trade another" in res.stderr
+
+
+def test_serve_refuses_to_execute_a_dry_run(world: World) -> None:
+    """--exchange dry-run reads no account: --allow-execute with it is refused at start (it sent
+    the plan on paper and journalled the fills), and a dashboard so configured sends nothing."""
+    res = run_fbr("serve", str(world.book), "--exchange", "dry-run", "--allow-execute",
+                  "--port", str(free_port()), timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "--exchange dry-run" in res.stderr
+    state = DashboardState(world.config(exchange=ExchangeChoice.DRY_RUN, allow_execute=True))
+    with pytest.raises(RefusedError, match="nothing was sent"):
+        state.execute("any")
 
 
 def test_serve_on_loopback_without_token_serves(world: World,
