@@ -20,12 +20,15 @@ from models.errors import ValidationError
 
 
 def optional_file(data_dir: Path, folder: str, symbol: str) -> Path | None:
-    """``<data_dir>/<folder>/<symbol>`` with the first suffix of SUFFIXES that exists, else None."""
-    for suffix in SUFFIXES:
-        path = data_dir / folder / f"{symbol}{suffix}"
-        if path.is_file():
-            return path
-    return None
+    """``<data_dir>/<folder>/<symbol>`` with the suffix of SUFFIXES that exists, else None; two
+    files for one symbol (``BTC.csv.gz`` beside a corrected ``BTC.csv``) are refused, naming
+    both: reading one would silently ignore the other."""
+    found = [data_dir / folder / f"{symbol}{suffix}" for suffix in SUFFIXES
+             if (data_dir / folder / f"{symbol}{suffix}").is_file()]
+    if len(found) > 1:
+        raise ValidationError(f"data.{folder}.{symbol}", "has " + " and ".join(map(str, found)),
+                              "keep one file per symbol in the folder")
+    return found[0] if found else None
 
 
 def find_file(data_dir: Path, folder: str, symbol: str) -> Path:
@@ -114,3 +117,41 @@ def check_prices(series: pd.Series, symbol: str, path: Path) -> None:
         k = int(np.argmax(bad))
         raise ValidationError(f"data.{symbol}", f"has price {values[k]} at {series.index[k]} "
                               f"in {path}", "fix or drop that row (prices must be finite and > 0)")
+
+
+#: A median |funding rate| per settlement above this is not a rate in fractions: 0.5% a settlement
+#: is over 500%/yr at 8 h (real medians are near 0.01%); the file is in percent
+FUNDING_MEDIAN_MAX = 0.005
+#: Settlements further apart than this inside a funding file are missing data (exchanges settle
+#: every 1-8 h); the gap would be read as zero funding
+FUNDING_GAP_MAX = pd.Timedelta(hours=24)
+
+
+def _check_funding_units(sym: str, values: np.ndarray, path: Path) -> None:
+    """Refuse a funding file whose median |rate| is above :data:`FUNDING_MEDIAN_MAX`."""
+    med = float(np.median(np.abs(values))) if values.size else 0.0
+    if med > FUNDING_MEDIAN_MAX:
+        raise ValidationError(f"data.funding.{sym}", f"has a median |rate| of {med:.4g} per "
+                              f"settlement in {path}: that is percent, not a fraction",
+                              "divide the funding_rate column by 100 (0.01% is 0.0001)")
+
+
+def _check_funding_gaps(sym: str, index: pd.Index, path: Path) -> None:
+    """Refuse a funding file with two consecutive settlements more than :data:`FUNDING_GAP_MAX`
+    apart (a partial fetch or a hand-merged file): the missing ones would count as zero."""
+    times = pd.DatetimeIndex(index)
+    if len(times) < 2:
+        return
+    gaps = times[1:] - times[:-1]
+    k = int(np.argmax(gaps))
+    if gaps[k] > FUNDING_GAP_MAX:
+        raise ValidationError(f"data.funding.{sym}", f"has no settlement between {times[k]} and "
+                              f"{times[k + 1]} in {path}",
+                              "fetch the funding history again (fbr data fetch), or narrow "
+                              "[data] start/end to a span the file covers")
+
+
+def check_funding(sym: str, series: pd.Series, path: Path) -> None:
+    """The unit and gap checks of a funding file's rates (fractions per settlement)."""
+    _check_funding_units(sym, series.to_numpy(dtype=float), path)
+    _check_funding_gaps(sym, series.index, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models import data_files
 from models.data_files import check_prices, find_file, numeric_column, read_frame, read_table
 from models.data_layout import (
     DATA_DIR_ENV,
@@ -200,6 +201,7 @@ def load_funding(data_dir: Path | str, symbols: Sequence[str], *, start: str | N
             k = int(np.argmax(bad))
             raise ValidationError(f"data.funding.{sym}", f"has rate {values[k]} at {s.index[k]} "
                                   f"in {path}", "give funding as a finite fraction in (-1, 1)")
+        data_files.check_funding(sym, s, path)
         series[sym] = s
     frame = pd.concat(series.values(), axis=1, join="outer", sort=True)
     frame.index.name = "timestamp"

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.data_files import read_frame
-from models.data_layout import FUNDING_FOLDER, MARK_FOLDER, SUFFIXES, spot_folder
+from models.data_files import optional_file, read_frame
+from models.data_layout import FUNDING_FOLDER, MARK_FOLDER, spot_folder
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
 from models.io import load_funding, load_mark_closes, load_spot_closes
@@ -36,11 +36,7 @@ MARK_BAR = pd.Timedelta(hours=4)
 
 
 def _has_file(data_dir: Path, folder: str, symbol: str) -> Path | None:
-    for suffix in SUFFIXES:
-        path = data_dir / folder / f"{symbol}{suffix}"
-        if path.is_file():
-            return path
-    return None
+    return optional_file(data_dir, folder, symbol)
 
 
 def _on_grid(series: pd.Series, bar: pd.Timedelta, step: pd.Timedelta) -> pd.Series:

@@ -311,3 +311,44 @@ def test_tier_and_spec_errors(tmp_path: Path) -> None:
     assert spec == {"lot_step": 0.1, "tick": 0.01, "min_notional": 5.0, "contract_size": 1.0}
     with pytest.raises(ValidationError, match="AAA/USDT:USDT"):
         load_contract_spec(specs, "AAB/USDT:USDT")
+
+
+# -- funding files that would give a silently wrong carry ------------------------------------------
+
+def _funding_file(root: Path, sym: str, times: pd.DatetimeIndex, rate: float) -> Path:
+    return _write_csv(root / "funding" / f"{sym}.csv.gz",
+                      {"timestamp": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in times],
+                       "funding_rate": [rate] * len(times)})
+
+
+def test_funding_in_percent_is_refused(tmp_path: Path) -> None:
+    """0.01 per settlement (0.01%, written in percent) is 1% a settlement, 1,095%/yr: the median
+    check names the file and the fix; the same rates as fractions are read."""
+    times = pd.date_range("2024-01-01", periods=30, freq="8h", tz="UTC")
+    _funding_file(tmp_path, "AAA", times, 0.01)
+    with pytest.raises(ValidationError, match="that is percent, not a fraction") as info:
+        load_funding(tmp_path, ["AAA"])
+    assert info.value.field == "data.funding.AAA" and "divide the funding_rate" in str(info.value)
+    _funding_file(tmp_path, "AAA", times, 0.0001)
+    assert float(load_funding(tmp_path, ["AAA"])["AAA"].sum()) == pytest.approx(0.003)
+
+
+def test_a_gap_in_a_funding_file_is_named(tmp_path: Path) -> None:
+    """Settlements every 8 h with two days missing: read as zero funding before; now refused with
+    the first missing span. Four-hourly settlements (a symbol moved to 4 h) are read."""
+    times = pd.date_range("2024-01-01", periods=30, freq="8h", tz="UTC")
+    _funding_file(tmp_path, "AAA", times.delete(range(10, 16)), 0.0001)
+    with pytest.raises(ValidationError,
+                       match=r"between 2024-01-04 00:00:00\+00:00 and 2024-01-06 08:00:00"):
+        load_funding(tmp_path, ["AAA"])
+    _funding_file(tmp_path, "AAA", pd.date_range("2024-01-01", periods=30, freq="4h", tz="UTC"),
+                  0.0001)
+    assert len(load_funding(tmp_path, ["AAA"])) == 30
+
+
+def test_two_files_for_one_symbol_are_refused(tmp_path: Path) -> None:
+    _spot_file(tmp_path, "AAA", "2024-01-01", 5)
+    _spot_file(tmp_path, "AAA", "2024-01-01", 5, suffix=".csv", close=[1.0] * 5)
+    with pytest.raises(ValidationError, match="keep one file per symbol") as info:
+        load_spot_closes(tmp_path, ["AAA"])
+    assert "AAA.csv.gz and" in str(info.value) and info.value.field == "data.spot_1d.AAA"
