@@ -155,3 +155,22 @@ def check_funding(sym: str, series: pd.Series, path: Path) -> None:
     """The unit and gap checks of a funding file's rates (fractions per settlement)."""
     _check_funding_units(sym, series.to_numpy(dtype=float), path)
     _check_funding_gaps(sym, series.index, path)
+
+
+def check_bar_spacing(series: pd.Series, field: str, path: Path, interval: str) -> None:
+    """Refuse bars coarser than their folder's ``interval`` (``spot_4h`` holding daily bars, as a
+    fetch with the wrong interval leaves them): each bar would be stamped as closing one
+    ``interval`` after it opened, its close used before it was known. The median spacing of the
+    timestamps must be at most 1.5 x ``interval`` (missing bars move the median little)."""
+    try:  # '1d' as '1D' (pandas deprecates the lower-case day unit)
+        bar = pd.Timedelta(interval[:-1] + "D" if interval.endswith("d") else interval)
+    except ValueError:
+        return  # a folder name without a bar length: nothing to compare with
+    times = pd.DatetimeIndex(series.index)
+    if len(times) < 3:
+        return
+    spacing = pd.Series(times[1:] - times[:-1]).median()
+    if spacing > 1.5 * bar:
+        raise ValidationError(field, f"has bars {spacing} apart in {path}, which holds {interval} "
+                              f"bars", f"fetch it again with --interval {interval}, or put "
+                              f"these bars in the folder of their length")

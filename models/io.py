@@ -161,6 +161,7 @@ def _load_prices(data_dir: Path | str, folder: str, symbols: Sequence[str], star
             raise ValidationError(f"data.{folder}.{sym}", f"has no rows between {start} and {end}"
                                   f" in {path}", "widen the span or pick another symbol")
         check_prices(s, sym, path)
+        data_files.check_bar_spacing(s, f"data.{folder}.{sym}", path, folder.rsplit("_", 1)[-1])
         series[sym] = s
     return _align(series, folder)
 

@@ -352,3 +352,15 @@ def test_two_files_for_one_symbol_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="keep one file per symbol") as info:
         load_spot_closes(tmp_path, ["AAA"])
     assert "AAA.csv.gz and" in str(info.value) and info.value.field == "data.spot_1d.AAA"
+
+
+def test_daily_bars_in_a_4h_folder_are_refused(tmp_path: Path) -> None:
+    """Daily bars in spot_4h (a fetch with the wrong interval): each close would be stamped 4 h
+    after its bar opened, 20 h before it was known. Refused, naming the spacing; daily bars in
+    spot_1d with a missing day are read."""
+    _spot_file(tmp_path, "AAA", "2024-01-01", 10, folder="spot_4h")
+    with pytest.raises(ValidationError, match=r"has bars 1 days 00:00:00 apart .* holds 4h bars"):
+        load_spot_closes(tmp_path, ["AAA"], interval="4h")
+    _spot_file(tmp_path, "BBB", "2024-01-01", 10)
+    daily = load_spot_closes(tmp_path, ["BBB"])
+    assert len(daily) == 10
