@@ -236,6 +236,7 @@ def with_quarterly_marks(path: MarketPath, contracts: Sequence[FuturesContract],
         expiry = expiry_ns(c)
         assert expiry is not None
         delivery = pd.Timestamp(expiry, tz="UTC")
+        _check_delivery_time(data_dir, f"{c.underlying}{quote}", delivery, c.symbol)
         real = load_quarterly_closes(data_dir, f"{c.underlying}{quote}", delivery)
         values, src = quarterly_marks(path.spot[c.underlying].astype(float), real, expiry, term)
         mark[c.symbol] = values
@@ -244,3 +245,18 @@ def with_quarterly_marks(path: MarketPath, contracts: Sequence[FuturesContract],
     if funding is not None:
         funding = funding.drop(columns=[c.symbol for c in dated if c.symbol in funding.columns])
     return replace(path, mark=mark.astype(float), funding=funding, mark_source=source), term
+
+
+def _check_delivery_time(data_dir: Path | str, pair: str, delivery: pd.Timestamp,
+                         symbol: str) -> None:
+    """Refuse a dated contract whose expiry has the date of a quarterly file but not its time (a
+    bare date, 00:00 UTC, for a contract delivering at 08:00): its real closes would be left out
+    and every mark modelled."""
+    files = quarterly_files(data_dir, pair)
+    if delivery in files:
+        return
+    for when, path in files.items():
+        if when.date() == delivery.date():
+            raise ValidationError(f"contracts.{symbol}.expiry", f"is {delivery}, but {path} "
+                                  f"delivers at {when}",
+                                  f'give expiry = "{when:%Y-%m-%dT%H:%M:%SZ}"')

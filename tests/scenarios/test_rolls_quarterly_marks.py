@@ -137,6 +137,16 @@ def test_contract_without_a_file_is_modelled(data_dir: Path) -> None:
     np.testing.assert_allclose(out.mark["BTC-250411"], expected, rtol=1e-14)
 
 
+def test_an_expiry_with_the_file_s_date_but_not_its_time_is_refused(data_dir: Path) -> None:
+    """``expiry = 2025-01-10`` (a bare date: 00:00 UTC) for the contract whose file delivers at
+    08:00: its real closes were left out and every mark modelled; now one message gives the time."""
+    bare = FuturesContract("BTC-250110", "BTC", kind=ContractKind.DATED,
+                           expiry=datetime(2025, 1, 10, tzinfo=UTC))
+    with pytest.raises(ValidationError, match='give expiry = "2025-01-10T08:00:00Z"') as info:
+        with_quarterly_marks(path8h(), (bare,), data_dir, term=TERM)
+    assert info.value.field == "contracts.BTC-250110.expiry"
+
+
 def test_term_structure_fit_recovers_a_line() -> None:
     days = np.array([3.0, 10.0, 30.0, 60.0, 90.0, 120.0])
     basis = 0.12 - 2e-4 * days
