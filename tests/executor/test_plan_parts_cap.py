@@ -4,6 +4,8 @@ is 1,000,000 USD, at 100 USD per contract and a lot of 0.5 contracts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from executor.plan import Instrument, OrderType, PlanOptions
@@ -68,3 +70,33 @@ def test_a_limit_buy_room_is_measured_at_its_limit_price() -> None:
     assert [p.contracts for p, _ in kept] == [9_950.0] and dropped[0][0].contracts == 2_050.0
     kept, _ = move_parts(inst, NPC, 0.0, -12_000.0, opts, None)
     assert [p.contracts for p, _ in kept] == [-10_000.0]
+
+
+def test_a_contract_worth_more_than_the_cap_by_hand() -> None:
+    """2,000,000 USD a contract against the 1,000,000 cap (lot 0.5): half a contract fits; a held
+    contract past it is kept, not cut, when the target grows."""
+    assert capped_target(SOL, 2_000_000.0, 0.0, 2.0) == 0.5
+    assert capped_target(SOL, 2_000_000.0, 1.0, 2.0) == 1.0
+
+
+def test_one_usd_contracts_are_capped_too() -> None:
+    """Contracts of 1 USD (coin-M style): the room is 1,000,000 of them."""
+    assert capped_target(SOL, 1.0, 0.0, 2_000_000.0) == 1_000_000.0
+
+
+@pytest.mark.parametrize("top", [1e11, 1e12])
+def test_a_bracket_at_or_above_the_no_cap_sentinel_caps_nothing(top: float) -> None:
+    """A last bracket at or above NO_CAP_USD (1e11 USD) is the exchange's "no cap", as in the
+    optimiser's rule: 2e11 and 2e12 USD of position go through."""
+    tiers = MarginTiers((TierBracket(0.0, top, 25.0, 0.01, 0.0),))
+    big = FuturesContract("X-PERP", "X", lot_step=0.5, leverage=20.0, tiers=tiers)
+    assert capped_target(big, NPC, 0.0, 20 * top / NPC) == 20 * top / NPC
+
+
+def test_a_one_contract_limit_buy_is_measured_at_its_limit_price() -> None:
+    """995,100 USD a contract: within the 1,000,000 cap at the mark, 1,000,075.50 at the limit
+    price (x 1.005): the room there is 0.999 contracts on a 0.001 lot."""
+    fine = dataclasses.replace(SOL, lot_step=0.001)
+    kept, _ = move_parts(Instrument(fine, "SOL/USDT:USDT"), 995_100.0, 0.0, 1.0,
+                         PlanOptions(order_type=OrderType.LIMIT), None)
+    assert [p.contracts for p, _ in kept] == [0.999]

@@ -77,3 +77,10 @@ def test_the_limit_sell_the_plan_keeps_is_accepted() -> None:
                     gw.create_order(leg)
                 except OrderRejectedError as exc:  # pragma: no cover - the failure being tested
                     pytest.fail(f"refused: {exc}")
+
+
+def test_the_chunk_is_max_qty_floored_to_the_lot() -> None:
+    """max_qty 0.0075 on a 0.001 lot: chunks of at most 0.007 (0.008 would pass max_qty), so
+    0.015 is three chunks of 0.005."""
+    c = FuturesContract("X", "BTC", lot_step=0.001, max_qty=0.0075)
+    assert _split(0.015, c) == [0.005, 0.005, 0.005]
