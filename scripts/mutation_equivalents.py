@@ -36,15 +36,21 @@ EQUIVALENT: dict[str, str] = {
         "another placeholder (1.0 for sigma, 2.0 for ADV) where the market is unknown: the outer "
         "np.where replaces those entries by 0.0 whatever they hold"),
     # executor/plan.py
-    "executor.plan_parts.x__split__mutmut_8":
-        "chunk = round_to_step(max_qty, lot, FLOOR) also when lot <= 0: round_to_step returns "
-        "float(max_qty) for a step <= 0, the else branch's value",
-    "executor.plan_parts.x__split__mutmut_15":
-        "lot_step >= 0 instead of > 0: the same (see _split__mutmut_8)",
-    "executor.plan_parts.x__split__mutmut_29":
-        "int(|q| / chunk) instead of |q| // chunk: they differ only when the quotient rounds to an "
-        "integer, and then the remainder (a full chunk, or ~0 dropped by rest > 0) restores the "
-        "same leg sizes",
+    "executor.plan_parts.x_capped_target__mutmut_12":
+        "|q1| npc < cap instead of <=: at |q1| npc == cap exactly the room floor(cap / npc) to the "
+        "lot is |q1| (a lot multiple), and a held position past it on q1's side is caught by the "
+        "reduction branch first, so the same q1 comes back",
+    "executor.plan_parts.x_capped_target__mutmut_30":
+        "|q1| < |q0| instead of <= in the reduction branch: at |q1| == |q0| the capped branch returns "
+        "max(room, |q0|) with q1's sign, and |q0| > room there (the position is past the cap): q1",
+    "executor.plan_parts.x_capped_target__mutmut_8":
+        "npc < 0 instead of <= 0: at npc == 0 the next test |q1| x 0 <= cap returns q1 as well",
+    "executor.plan_parts.x_drop_reason__mutmut_11":
+        "part.contracts <= 0 instead of < 0: a trade part is never 0 contracts (trade_parts drops a "
+        "zero delta)",
+    "executor.plan_parts.x_move_parts__mutmut_11":
+        "q1 >= 0 instead of > 0 for the limit-price factor: at q1 == 0 capped_target returns q1 "
+        "whatever npc (|0| npc <= cap)",
     "executor.plan_parts.x__check_not_expired__mutmut_5":
         "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
     "executor.plan_parts.x_near_expiry__mutmut_4":
