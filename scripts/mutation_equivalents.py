@@ -68,7 +68,7 @@ EQUIVALENT: dict[str, str] = {
         "entry per contract symbol, so strictness never triggers",
     "executor.plan.x_plan_orders__mutmut_21": "zip without strict: as x_plan_orders__mutmut_18",
     "executor.plan.x_plan_orders__mutmut_26": "zip(strict=False): as x_plan_orders__mutmut_18",
-    "executor.plan.x_plan_orders__mutmut_192":
+    "executor.plan.x_plan_orders__mutmut_185":
         "te(unrounded) even without a risk model: te() returns None when risk is None",
     "executor.plan_parts.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
@@ -95,7 +95,7 @@ EQUIVALENT: dict[str, str] = {
         "zip(strict=None/False/absent) for the exposure offsets: Book.exposure_offset has one "
         "entry per contract symbol, so strictness never triggers"),
     **dict.fromkeys(
-        [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (58, 59, 62, 63)],
+        [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (59, 60, 63, 64)],
         "the default target of a contract the solution leaves out, with or without the offset: "
         "q0 npc + delta0 returns (q0, q0) at once; q0 npc maps to wanted = q0, rounded to q0, "
         "the same plan (up to float noise in the unrounded figure)"),

@@ -37,6 +37,8 @@ def test_default_symbols_by_kind_and_settlement() -> None:
     assert default_exchange_symbol(inverse) == "BTC/USD:BTC-300926"
     assert default_exchange_symbol(FuturesContract("BTCUSD-PERP", "BTC",
                                                    settlement=Settlement.INVERSE)) == "BTC/USD:BTC"
+    # an expiry on a perpetual (the book file allows it) adds no suffix: only a dated one has it
+    assert default_exchange_symbol(FuturesContract("BTC-PERP", "BTC", expiry=EXPIRY)) == "BTC/USDT:USDT"
 
 
 def test_a_dated_contract_the_exchange_does_not_list_is_refused_not_traded_as_the_perpetual() -> None:
