@@ -44,6 +44,10 @@ class OrderStatus(StrEnum):
                         OrderStatus.CANCELED, OrderStatus.SKIPPED, OrderStatus.NOT_PLACED)
 
 
+#: the journal statuses of a leg whose fate is not known yet (reconciled before anything is sent)
+IN_DOUBT = frozenset({OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN})
+
+
 @dataclass(frozen=True)
 class OrderState:
     """What the exchange says about an order: ``filled`` contracts (>= 0), ``average`` fill price

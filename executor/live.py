@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from executor.base import (
+    IN_DOUBT,
     AmbiguousOrderError,
     ExchangeBannedError,
     ExchangeGateway,
@@ -68,9 +69,6 @@ from models.market import MarketSnapshot
 from models.risk import RiskModel
 
 log = logging.getLogger("executor.live")
-
-_IN_DOUBT = (OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN)
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -187,7 +185,7 @@ class JournaledExecutor:
     def _settle_in_doubt(self, plan: OrderPlan) -> None:
         """Reconcile every in-doubt leg of ``plan``; raise PlanStoppedError when one stays in doubt."""
         for row in self.journal.orders(plan.plan_id):
-            if row.status not in _IN_DOUBT:
+            if row.status not in IN_DOUBT:
                 continue
             if row.symbol not in self.ctx.instruments:
                 self._messages.append(
@@ -343,7 +341,7 @@ class JournaledExecutor:
     def _report(self, plan: OrderPlan) -> ExecutionReport:
         rows = self.journal.orders(plan.plan_id)
         legs = leg_reports(rows)
-        in_doubt = any(r.status in _IN_DOUBT for r in rows)
+        in_doubt = any(r.status in IN_DOUBT for r in rows)
         instruments = self._instruments(plan)
         try:
             after = self.gateway.account(self.ctx.book, self.ctx.market)

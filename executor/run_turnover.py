@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from executor.base import OrderStatus
+from executor.base import IN_DOUBT
 from executor.journal import Journal, JournalOrder
 from executor.run_cycle import View
-
-#: the statuses of a leg whose fate the journal does not know yet
-IN_DOUBT = frozenset({OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN})
 
 
 def leg_notional(view: View, leg: JournalOrder) -> float:
