@@ -25,7 +25,7 @@ Every message that leaves this module goes through :func:`executor.safety.redact
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ccxt
@@ -43,6 +43,40 @@ _STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": O
 #: Fee currencies counted at 1 USD.
 USD_CURRENCIES = frozenset({"USDT", "USDC", "USD"})
 log = logging.getLogger("executor.ccxt")
+#: Rows a history request asks for (Binance userTrades and allOrders: at most 1000, default 500).
+HISTORY_PAGE = 1000
+#: Pages read at most before a history read is refused as too long to read whole.
+HISTORY_MAX_PAGES = 20
+
+
+def all_pages(page: Callable[[int | None, int | None], list[dict[str, Any]]], since_ms: int, *,
+              by_id: bool, what: str) -> list[dict[str, Any]]:
+    """Every row since ``since_ms`` of a history endpoint that answers at most ``HISTORY_PAGE``
+    rows a request, in time order. ``page(since, after_id)`` reads one page. The first page is
+    read from ``since_ms``; while a page is full, the next is read after the last row: on Binance
+    from the largest id + 1 (``fromId`` / ``orderId``, which the exchange refuses beside a start
+    time; ids ascend with time), elsewhere from the latest row's time, the rows already seen (by id)
+    dropped. More than ``HISTORY_MAX_PAGES`` pages, or a full page that adds no row, is a
+    ReadFailedError: the reconciler then judges nothing on a history it could not read whole."""
+    raw = page(since_ms, None)
+    out, seen = list(raw), {str(r.get("id")) for r in raw}
+    for _ in range(HISTORY_MAX_PAGES - 1):
+        if len(raw) < HISTORY_PAGE:
+            return out
+        if by_id:
+            raw = page(None, max(int(r["id"]) for r in raw) + 1)
+        else:
+            raw = page(max(int(r.get("timestamp") or since_ms) for r in raw), None)
+        rows = [r for r in raw if str(r.get("id")) not in seen]
+        if not rows and len(raw) >= HISTORY_PAGE:
+            raise ReadFailedError(f"{what}: over {HISTORY_PAGE} rows at one time; the history "
+                                  f"cannot be paged further")
+        out += rows
+        seen |= {str(r.get("id")) for r in rows}
+    if len(raw) < HISTORY_PAGE:
+        return out
+    raise ReadFailedError(f"{what}: more than {HISTORY_MAX_PAGES * HISTORY_PAGE} rows since "
+                          f"{since_ms} ms; not read whole")
 
 
 def fee_usd(cost: float, currency: str | None, base: str, price: float | None) -> float | None:
@@ -64,10 +98,22 @@ def _base(exchange_symbol: str) -> str:
 class CcxtOrders(CcxtBase):
     """Setup, orders, open orders, past orders and fills of a ccxt gateway."""
 
+    def _history(self, what: str, fetch: Any, symbol: str, since_ms: int,
+                 id_param: str) -> list[dict[str, Any]]:
+        """Every row of a history read since ``since_ms``, page by page (see :func:`all_pages`)."""
+        binance = self.venue.startswith("binance")
+
+        def page(since: int | None, after_id: int | None) -> list[dict[str, Any]]:
+            params = {id_param: after_id} if after_id is not None else {}
+            rows: list[dict[str, Any]] = self._read(what, fetch, symbol, since, HISTORY_PAGE, params)
+            return rows
+
+        return all_pages(page, since_ms, by_id=binance, what=f"{self.venue}: {what} {symbol}")
+
     def orders_since(self, instrument: Instrument, since_ms: int) -> list[OrderState]:
         """The account's orders on one contract since ``since_ms`` (Binance allOrders)."""
-        rows = self._read("fetch_orders", self.ex.fetch_orders, instrument.exchange_symbol,
-                          int(since_ms))
+        rows = self._history("fetch_orders", self.ex.fetch_orders, instrument.exchange_symbol,
+                             int(since_ms), "orderId")
         return [self._order_state(str(r.get("clientOrderId") or ""), instrument.contract.symbol, r)
                 for r in rows]
 
@@ -75,8 +121,8 @@ class CcxtOrders(CcxtBase):
         """The account's fills on one contract since ``since_ms`` (Binance userTrades); fees in USD
         (see :func:`fee_usd`; a fee in a currency without a price here is the contract's taker fee
         on the fill notional, flagged ``fee_estimated``)."""
-        rows = self._read("fetch_my_trades", self.ex.fetch_my_trades, instrument.exchange_symbol,
-                          int(since_ms))
+        rows = self._history("fetch_my_trades", self.ex.fetch_my_trades,
+                             instrument.exchange_symbol, int(since_ms), "fromId")
         c = instrument.contract
         out = []
         index: dict[str, float | None] = {}

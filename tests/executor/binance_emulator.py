@@ -428,6 +428,31 @@ def _page(times: np.ndarray, params: dict[str, str], default_limit: int, max_lim
     return idx[:limit] if lo is not None else idx[-limit:]
 
 
+def _page_from_id(rows: Sequence[EmuTrade | EmuOrder], params: dict[str, str], id_param: str,
+                  default_limit: int) -> np.ndarray:
+    """Indices of ``rows`` (in time order) a Binance account history endpoint returns: from the
+    row whose id is ``params[id_param]`` on (never beside startTime/endTime: -1128), else as
+    :func:`_page` (max 1000 rows)."""
+    if id_param not in params:
+        times = np.array([_row_time(r) for r in rows], dtype=np.int64)
+        return _page(times, params, default_limit, 1000)
+    if "startTime" in params or "endTime" in params:
+        raise _bad(-1128, "Combination of optional parameters invalid.")
+    limit = int(params.get("limit", default_limit))
+    if limit <= 0 or limit > 1000:
+        raise _bad(-1130, "Data sent for parameter 'limit' is not valid (max 1000).")
+    first = int(params[id_param])
+    return np.flatnonzero([_row_id(r) >= first for r in rows]).astype(np.int64)[:limit]
+
+
+def _row_time(row: EmuTrade | EmuOrder) -> int:
+    return row.time_ms
+
+
+def _row_id(row: EmuTrade | EmuOrder) -> int:
+    return row.id if isinstance(row, EmuTrade) else row.orderId
+
+
 # ---------------------------------------------------------------------------------------------
 # Wiring ccxt to the emulator
 
@@ -1628,10 +1653,12 @@ class BinanceEmulator:
                 if o.status == "NEW" and (s is None or o.symbol == s)]
 
     def _user_trades(self, p: dict[str, str]) -> object:
+        """GET /fapi/v1/userTrades: in time order, at most ``limit`` rows (default 500, max 1000):
+        from ``fromId`` (never with a start or end time: -1128), else the first from startTime,
+        else the last up to endTime, else the last."""
         s = self._market(p.get("symbol")).symbol
-        lo = int(p.get("startTime", "0"))
-        rows = [t for t in self.trades if t.symbol == s and t.time_ms >= lo
-                and self._visible(t.order_id)]
+        visible = [t for t in self.trades if t.symbol == s and self._visible(t.order_id)]
+        rows = [visible[i] for i in _page_from_id(visible, p, "fromId", 500)]
         m = self.markets[s]
         return [{"symbol": t.symbol, "id": t.id, "orderId": t.order_id, "side": t.side,
                  "price": _num(t.price), "qty": _fmt(t.qty, m.quantity_precision),
@@ -1639,7 +1666,7 @@ class BinanceEmulator:
                  "commission": self._commission(t), "commissionAsset": self.commission_asset,
                  "time": t.time_ms, "positionSide": "BOTH", "buyer": t.side == "BUY",
                  "maker": False}
-                for t in rows[-int(p.get("limit", "500")):]]
+                for t in rows]
 
     def _commission(self, t: EmuTrade) -> str:
         """The trade's fee in ``commission_asset`` (units of that asset; see the module doc)."""
@@ -1669,10 +1696,10 @@ class BinanceEmulator:
                 for i in idx]
 
     def _all_orders(self, p: dict[str, str]) -> object:
+        """GET /fapi/v1/allOrders: as userTrades, paged by ``orderId`` (orders from that id)."""
         s = self._market(p.get("symbol")).symbol
-        lo = int(p.get("startTime", "0"))
-        return [self._order_json(o) for o in self.orders
-                if o.symbol == s and o.time_ms >= lo and self._visible(o.orderId)]
+        visible = [o for o in self.orders if o.symbol == s and self._visible(o.orderId)]
+        return [self._order_json(visible[i]) for i in _page_from_id(visible, p, "orderId", 500)]
 
 
 def _as_dict(value: object) -> dict[str, object]:
