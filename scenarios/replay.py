@@ -273,9 +273,12 @@ def _tax(book: Book, taxes: ReplayTax, basis: FuturesTaxBasis, state: ReplayStat
          market: MarketSnapshot, end: StepValuation, row: Row) -> StepValuation:
     """Step 6: book the lots (spot tax) and tax the futures PnL realised in the step (the futures
     PnL less the change of unrealised PnL against the average-cost tax entries, ``basis``);
-    returns the valuation after the taxes left the cash."""
+    returns the valuation after the taxes left the cash. A loss the exchange's insurance fund
+    bore (its cover less the liquidation penalty, which it absorbs first as in
+    ``scenarios.metrics``) is not the holder's: it is taken out of the realised loss."""
     spot_tax = book_lots(taxes, state, market)
     realised = futures_realised(book, basis, state, market, float(row["futures_pnl"]))
+    realised += max(float(row["insurance_fund"]) - float(row["liquidation_penalty"]), 0.0)
     fut_tax = pay_futures_tax(taxes, state, realised)
     row.update(tax_spot=spot_tax, tax_futures=fut_tax, tax=spot_tax + fut_tax,
                tax_deferred=deferred_tax(taxes, state, market, basis))
