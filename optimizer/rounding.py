@@ -4,10 +4,12 @@ x_j (USD exposure) -> q_j = x_j / notional_per_contract_j, rounded to the lot st
 position held away from its entry (``ProblemData.exposure_offset`` delta0_j != 0: exposure q0 x size x
 mark / entry, not q0 x size) whose target is its exposure stays q0 (:func:`contracts_of`,
 :func:`exposure_of`; a traded position is re-struck at the mark, so its exposure is q npc).
-A trade whose notional is below the contract's minimum is dropped (the position stays), unless it
-closes the position. After rounding every enabled constraint is re-checked with numpy; while any is
-broken, the single one-lot move toward the current position (or toward flat) that most reduces the
-total violation is applied.
+A move the exchange would not take as orders (:mod:`optimizer.placeable`: a part under the
+contract's min quantity or min notional, a close to flat excepted) is not made: the position
+stays, or a flip whose opening part is too small closes to flat. After rounding every enabled
+constraint is re-checked with numpy; while any is broken, the single placeable move that most
+reduces the total violation is applied: one lot either way of one contract (a move the exchange
+would not take becomes its fallback, as above).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from models.instruments import FuturesContract, contract_arrays
 from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData
+from optimizer.placeable import fallback, placeable_move
 from optimizer.terms import Term
 
 TOL = 1e-9
@@ -139,36 +142,62 @@ def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesCo
                     q0: np.ndarray, constraints: Sequence[Constraint]) -> Rounded:
     """Round ``z`` to tradeable contract quantities and repair constraint breaks (see module doc)."""
     arrays = contract_arrays(tuple(contracts))
-    npc, lot, min_notional = arrays.notional_per_contract(d.prices), arrays.lot, arrays.min_notional
+    npc, lot = arrays.notional_per_contract(d.prices), arrays.lot
+    rules = _Rules(npc, arrays.min_notional, np.array([c.min_qty for c in contracts], dtype=float))
     q_raw = contracts_of(z, d, npc, q0)
     has_lot = lot > 0
     q = np.where(has_lot, np.round(q_raw / np.where(has_lot, lot, 1.0)) * lot, q_raw)
-    trade = np.abs(q - q0) * npc
-    dropped = (trade > 0) & (trade < min_notional) & (q != 0)  # closing a position is always allowed
-    q = np.where(dropped, q0, q)
+    for j in range(len(q)):
+        if not rules.ok(j, q0[j], q[j]):
+            q[j] = rules.fallback(j, q0[j], q[j])
     zq = exposure_of(q, d, npc, q0)
-    repairs = 0
     viol = total_violation(zq, d, constraints)
     if viol <= TOL:  # nothing broken: no row can exceed TOL when their sum does not
         return Rounded(contracts=q, z=zq, repairs=0, broken=())
+    repairs = 0
     while viol > TOL and repairs < 10 * len(q):
-        best: tuple[float, int, float] | None = None
-        for j in range(len(q)):
-            step = lot[j] if lot[j] > 0 else abs(q[j]) * 1e-3
-            for target in (q0[j], 0.0):
-                if q[j] == target:
-                    continue
-                cand = q[j] - np.sign(q[j] - target) * step
-                ztry = zq.copy()
-                ztry[j] = _exposure_at(cand, j, d, npc, q0)
-                v = total_violation(ztry, d, constraints)
-                if v < viol - 1e-15 and (best is None or v < best[0]):
-                    best = (v, j, cand)
+        best = _best_move(q, zq, viol, d, npc, q0, lot, rules, constraints)
         if best is None:
             break
-        viol, j, cand = best
-        q[j] = cand
+        viol, j, q[j] = best
         zq[j] = _exposure_at(q[j], j, d, npc, q0)
         repairs += 1
     return Rounded(contracts=q, z=zq, repairs=repairs,
                    broken=tuple(broken_rows(zq, d, constraints)))
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """Each contract's order minimums (:mod:`optimizer.placeable`): USD per contract, min notional
+    (USD), min quantity (contracts)."""
+
+    npc: np.ndarray
+    min_notional: np.ndarray
+    min_qty: np.ndarray
+
+    def ok(self, j: int, q0: float, q: float) -> bool:
+        return placeable_move(q0, q, self.npc[j], self.min_notional[j], self.min_qty[j])
+
+    def fallback(self, j: int, q0: float, q: float) -> float:
+        return fallback(q0, q, self.npc[j], self.min_notional[j], self.min_qty[j])
+
+
+def _best_move(q: np.ndarray, zq: np.ndarray, viol: float, d: ProblemData, npc: np.ndarray,
+               q0: np.ndarray, lot: np.ndarray, rules: _Rules,
+               constraints: Sequence[Constraint]) -> tuple[float, int, float] | None:
+    """The single move that lowers the total violation most: one lot either way of one contract
+    (where the exchange would not take that move, its :func:`~optimizer.placeable.fallback`);
+    (violation after, contract, position), or None when no move lowers it."""
+    best: tuple[float, int, float] | None = None
+    for j in range(len(q)):
+        step = lot[j] if lot[j] > 0 else abs(q[j]) * 1e-3
+        for move in (q[j] - step, q[j] + step):
+            cand = move if rules.ok(j, q0[j], move) else rules.fallback(j, q0[j], move)
+            if cand == q[j]:
+                continue
+            ztry = zq.copy()
+            ztry[j] = _exposure_at(cand, j, d, npc, q0)
+            v = total_violation(ztry, d, constraints)
+            if v < viol - 1e-15 and (best is None or v < best[0]):
+                best = (v, j, cand)
+    return best

@@ -174,11 +174,21 @@ def test_repair_without_lot_steps_a_thousandth() -> None:
     assert r.repairs == 1
 
 
+def test_a_floor_the_rounding_undershoots_is_repaired_one_lot_away_from_the_start() -> None:
+    contracts = _contracts((1.0, 0.0))
+    d = _data([100.0], 1000.0)
+    # floor 0.65 but the target rounds to 0.6 and q0 = 0: no move toward 0 helps; one lot up
+    # (0.7, away from q0) meets it
+    r = round_positions(np.array([0.6]), d, contracts, np.zeros(1), _cons(Floor((0.65,))))
+    assert r.contracts[0] == 7.0 and r.repairs == 1 and r.broken == ()
+
+
 def test_unrepairable_rows_are_reported() -> None:
     contracts = _contracts((1.0, 0.0))
     d = _data([100.0], 1000.0)
-    # floor 0.65 but target rounds to 0.6 and q0 = 0: no move toward 0 helps -> broken, no repair
-    r = round_positions(np.array([0.6]), d, contracts, np.zeros(1), _cons(Floor((0.65,))))
+    # floor 0.65 and cap 0.6: one lot either way breaks the other row by more -> no repair
+    r = round_positions(np.array([0.6]), d, contracts, np.zeros(1),
+                        _cons(Floor((0.65,)), Cap(0.6)))
     assert r.contracts[0] == 6.0 and r.repairs == 0 and r.broken == ("floor[0]",)
     # an impossible pair: each move only trades one break for another; stops, reports both
     cons = _cons(Cap(0.25), Floor((0.45,)))
@@ -300,8 +310,10 @@ def test_repair_toward_a_long_start_from_a_short() -> None:
 def test_repair_moves_nothing_that_does_not_help() -> None:
     contracts = _contracts((1.0, 0.0), (1.0, 0.0))
     d = _data([100.0, 100.0], 1000.0)
-    # contract 0 breaks a floor no move toward 0 fixes; contract 1's moves change nothing
-    r = round_positions(np.array([0.6, 0.5]), d, contracts, np.zeros(2), _cons(Floor((0.65, -10.0))))
+    # contract 0 breaks a floor that a cap on it keeps it from meeting (one lot up breaks the cap
+    # by 0.1, more than the floor's 0.05); contract 1's moves change nothing
+    r = round_positions(np.array([0.6, 0.5]), d, contracts, np.zeros(2),
+                        _cons(Floor((0.65, -10.0)), Cap(0.6, a=(1.0, 0.0))))
     np.testing.assert_array_equal(r.contracts, [6.0, 5.0])
     assert r.repairs == 0 and r.broken == ("floor[0]",)
 
