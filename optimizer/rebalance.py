@@ -56,6 +56,7 @@ from optimizer.solution_report import (
 )
 from optimizer.spot_book import book_after_spot
 from optimizer.spot_leg import net_trades
+from optimizer.spot_lots import round_spot_lots
 
 DUAL_TOL = 1e-9
 
@@ -254,6 +255,9 @@ class Rebalancer:
                 buy, sell = hp.spot_solution(res)
                 if not d.spot.settings.harvest_losses:  # no wash trades (net_trades)
                     buy, sell = net_trades(buy, sell)
+                if settings.round_lots:
+                    buy, sell = round_spot_lots(buy, sell, d.spot.prices, d.spot.quantities,
+                                                np.array([a.lot_step for a in book.assets]), d.V)
                 spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))
             if isinstance(hp, PlannerProblem) and res.x is not None:
                 plan = plan_of(hp.plan_z(res), d, hp.plan_spot(res))
