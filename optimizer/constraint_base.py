@@ -24,7 +24,7 @@ import numpy as np
 
 from optimizer.context import Context
 from optimizer.data import ProblemData
-from optimizer.spot_leg import after_spot_weights, base_ratio_after, spot_trade
+from optimizer.spot_leg import after_spot_weights, base_ratio_after, spot_objective_size, spot_trade
 from optimizer.terms import BasisRisk, TrackingVariance, terms_for
 
 __all__ = ["NEGLIGIBLE_SHARE", "PREDICTION_SHARE", "STEP_SHARE", "Constraint", "Prediction",
@@ -162,7 +162,8 @@ class Constraint(ABC):
         :meth:`start_step` (at most ``STEP_SHARE`` of the bound) and goes down a 1-2-5 ladder
         until the predicted fall dual_user x step x :meth:`collateral_factor` is at most
         ``PREDICTION_SHARE`` of the objective's size (the sum of its terms' absolute values at the
-        solution; the spot leg's terms count 0 here), so it is never larger than the objective
+        solution, the spot leg's trading cost and tax at its solved trades included), so it is never
+        larger than the objective
         and first order stays close: for a value k (b* - b)^2 of the bound b (no other row
         starting or stopping to bind within the step) a fall of at most a quarter of it errs by
         at most 1/16. The optimal value is convex in the bound, so the actual fall never exceeds
@@ -178,7 +179,7 @@ class Constraint(ABC):
             moved = np.asarray(trade.value, dtype=float)
             d, ratio = after_spot_weights(d, moved), base_ratio_after(d, moved)
         te2 = max(TrackingVariance().value(z, d) + BasisRisk().value(z, d), 0.0)
-        size = sum(abs(t.value(z, d)) for t in terms_for(d.structure))
+        size = sum(abs(t.value(z, d)) for t in terms_for(d.structure)) + spot_objective_size(ctx, d)
         rate = dual_user * self.collateral_factor()
         step = self.start_step(row, d)
         while step > 0 and rate * step > PREDICTION_SHARE * size:

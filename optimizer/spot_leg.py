@@ -288,3 +288,25 @@ def spot_impact_paid(ctx: Context) -> cp.Expression | None:
     """The impact's b^{3/2} + q^{3/2} through this step (N; :meth:`SpotContext.impact_total`)
     when ``ctx`` prices the spot impact, else None."""
     return ctx.impact_total() if isinstance(ctx, SpotContext) and ctx.impact is not None else None
+
+
+def spot_objective_size(ctx: Context, d: ProblemData) -> float:
+    """The spot leg's objective terms at the solved trades b, q (weights; 0 without the spot leg
+    or before a solve): gamma_trade (fee + half spread)'(b + q), gamma_trade c'(b^{3/2} + q^{3/2})
+    when impact is priced, and gamma_tax sum_i T_i(q_i) with tax lots. The numpy terms count these
+    as 0 (their ``value`` re-checks futures positions at fixed spot trades); an explanation's
+    sense of the objective's size needs them."""
+    if not isinstance(ctx, SpotContext) or d.spot is None or ctx.buy.value is None:
+        return 0.0
+    b = np.maximum(np.asarray(ctx.buy.value, dtype=float), 0.0)
+    q = np.maximum(np.asarray(ctx.sell.value, dtype=float), 0.0)
+    st, sd = d.structure, d.spot
+    size = 0.0
+    if st.trading:
+        size += d.gamma_trade * float(sd.lin_cost @ (b + q))
+    if st.spot_impact:
+        size += d.gamma_trade * float(sd.impact_cost @ (b ** 1.5 + q ** 1.5))
+    if st.tax_pieces and sd.curves is not None:
+        size += sd.settings.gamma_tax * sum(abs(c.value(min(float(q[i]), c.holdings)))
+                                            for i, c in enumerate(sd.curves))
+    return size
