@@ -111,7 +111,9 @@ class MarginTiers:
     """Tier brackets of one contract, sorted by notional.
 
     Maintenance margin MM(n) = max_k (mmr_k n - cum_k) (USD, n = |notional| in USD): convex and piecewise
-    linear, equal to the exchange's bracket lookup because ``cum`` makes it continuous.
+    linear, equal to the exchange's bracket lookup because ``cum`` makes it continuous and the rates
+    do not fall from one bracket to the next (mmr_k >= mmr_{k-1}, as on every exchange; a falling
+    rate is refused: the max would then not be the bracket rule).
     Every bracket must have mmr_k <= 1 / max_leverage_k (exchanges guarantee it): then at a leverage L
     the bracket allows, MM(n) <= n / L = IM(n), so the initial-margin constraint implies maintenance.
     """
@@ -130,6 +132,12 @@ class MarginTiers:
                 raise ValidationError(f"{f}.mmr", f"is {b.mmr} at {b.max_leverage}x max leverage "
                                       f"(maintenance above initial margin)",
                                       "give mmr <= 1 / max_leverage, as every exchange bracket has")
+            if k and b.mmr < self.brackets[k - 1].mmr:
+                raise ValidationError(f"{f}.mmr", f"is {b.mmr}, below the previous bracket's "
+                                      f"{self.brackets[k - 1].mmr} (the maintenance rate falls as the "
+                                      "notional grows)",
+                                      "give each bracket an mmr at least the previous bracket's, as the "
+                                      "exchange's brackets have")
             if not math.isfinite(b.cum):
                 raise ValidationError(f"{f}.cum", "is not finite", "give the exchange's cum amount")
             if b.max_notional <= b.min_notional:

@@ -36,7 +36,8 @@ MOVE_XTOL = 1e-12
 
 
 def is_liquidated(book: Book, market: MarketSnapshot) -> bool:
-    """The backtester's rule: a position is open and collateral < maintenance."""
+    """The backtester's rule (``MarginState.liquidated``): a position is open and collateral <=
+    maintenance (equality liquidates)."""
     v = book.valuation(market)
     return margin_state(MarginModel.from_contracts(book.contracts), v.notional, v.collateral).liquidated
 
@@ -48,8 +49,8 @@ class LiquidationMove:
     ``scope``: "book" (every asset moves: the common move) or a contract symbol (its underlying
     moves alone). ``down`` in (-1, 0) / ``up`` > 0: the smallest such moves, None when no move in
     that direction liquidates (down: none above -100%; up: none at all). ``surplus`` is the margin
-    surplus now (USD); when it is already < 0 both moves are 0. ``has_positions``: False when no
-    position is open (nothing to liquidate).
+    surplus now (USD); when it is already <= 0 (liquidated now: equality liquidates) both moves
+    are 0. ``has_positions``: False when no position is open (nothing to liquidate).
     """
 
     scope: str
@@ -110,7 +111,7 @@ def liquidation_move(book: Book, market: MarketSnapshot, assets: Sequence[str] |
     s0 = f(0.0)
     if not np.any(book.futures_notional(market) != 0):
         return LiquidationMove(scope, moving, None, None, s0, has_positions=False)
-    if s0 < 0:
+    if s0 <= 0:
         return LiquidationMove(scope, moving, 0.0, 0.0, s0)
     down: float | None = None
     lo = -1.0 + DOWN_LIMIT

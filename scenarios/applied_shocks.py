@@ -7,6 +7,9 @@ settlement interval; prices USD; covariances annualised.
 
 - prices: spot'_i = spot_i (1 + r_i), r_i = the asset's own move, else ``common``, else 0; marks
   mark'_j = mark_j (1 + r_u(j)) (1 + b_j) with b_j the basis shock of contract j;
+- funding (perpetuals): f'_j = f_j + df_j, and the carry's forecast mean rate (``funding_forecast``,
+  where the market has one) moves by the same df_j; a funding shock aimed only at dated contracts
+  (no funding) is refused: their marks move through a basis shock;
 - risk: vol multipliers m_i and a correlation blend give Sigma' = D' C' D' (D' = diag(m_i sigma_i),
   C' = (1 - lam) C + lam (rho 11' + (1 - rho) I)); spread and liquidity multiply the half spreads and
   ADV the re-solve's cost model sees.
@@ -73,6 +76,25 @@ def _contract_targets(scenario: Scenario, shock: Shock, book: Book) -> list[int]
     raise _unknown(scenario, shock, "a contract or asset", cons + book.asset_symbols)
 
 
+def _funding_targets(scenario: Scenario, shock: Shock, book: Book) -> list[int]:
+    """Contract indices of a funding shock: those of :func:`_contract_targets`, refused when it is
+    aimed only at dated contracts (they pay no funding, so the shock would change nothing); a
+    non-strict scenario skips it instead."""
+    idx = _contract_targets(scenario, shock, book)
+    dated = [book.contracts[j].symbol for j in idx if book.contracts[j].kind != ContractKind.PERPETUAL]
+    if shock.target is None or not idx or len(dated) < len(idx):
+        return idx
+    if not scenario.strict:
+        return []
+    example = f"basis.{dated[0]}=-1%"
+    what = "a dated contract" if len(dated) == 1 else "dated contracts"
+    raise ValidationError(f"scenario {scenario.name!r}: shock {shock.text or shock.key!r}",
+                          f"aims a funding shock at {', '.join(dated)}, {what} "
+                          "(no funding: the shock would change nothing)",
+                          f"shock a dated contract's mark through its basis instead, e.g. {example}; "
+                          "funding shocks apply to perpetuals")
+
+
 def _ordered(shocks: list[Shock]) -> list[Shock]:
     """Global shocks first, then targeted ones (the more specific one wins)."""
     return [s for s in shocks if s.target is None] + [s for s in shocks if s.target is not None]
@@ -99,7 +121,7 @@ def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
     funding = np.zeros(M)
     fshocks = scenario.of_kind(ShockKind.FUNDING)
     for s in _ordered(fshocks):
-        funding[_contract_targets(scenario, s, book)] = s.value
+        funding[_funding_targets(scenario, s, book)] = s.value
     perp = np.array([c.kind == ContractKind.PERPETUAL for c in book.contracts], dtype=bool)
     horizon = scenario.of_kind(ShockKind.HORIZON)
     if horizon and horizon[0].hours is not None:
@@ -138,20 +160,35 @@ def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
                          spot_spread_mult=spot_spread, adv_mult=adv)
 
 
+def _shocked_funding(book: Book, market: MarketSnapshot, applied: AppliedShocks
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """The funding rates and the carry's funding forecasts after the funding shocks: df_j is added
+    to the current rate f_j and, where the market has one, to the forecast mean rate (the rate
+    ``MarketSnapshot.carry_rate`` gives the re-solve's carry); each stays in (-1, 1)."""
+    funding = dict(market.funding)
+    forecast = dict(market.funding_forecast)
+    for j, c in enumerate(book.contracts):
+        add = float(applied.funding_add[j])
+        rates = {"funding": (funding, market.funding_rate(c.symbol) + add)}
+        if c.symbol in forecast:
+            rates["funding_forecast"] = (forecast, float(forecast[c.symbol]) + add)
+        for what, (table, rate) in rates.items():
+            if not abs(rate) < 1.0:
+                raise ValidationError(f"{what}.{c.symbol}", f"becomes {rate:g} per interval",
+                                      "give a funding shock that keeps the rate in (-1, 1)")
+            if add != 0.0 or c.symbol in table:
+                table[c.symbol] = rate
+    return funding, forecast
+
 
 def shock_market(book: Book, market: MarketSnapshot, applied: AppliedShocks) -> MarketSnapshot:
-    """The market after the shocks: prices, marks, funding rates, half spreads and ADV."""
+    """The market after the shocks: prices, marks, funding rates (and their forecasts), half
+    spreads and ADV."""
     moved = move_prices(book, market, applied.returns, applied.mark_factor)
-    funding = dict(market.funding)
+    funding, forecast = _shocked_funding(book, market, applied)
     half = dict(market.half_spread)
     adv = dict(market.adv)
     for j, c in enumerate(book.contracts):
-        rate = market.funding_rate(c.symbol) + float(applied.funding_add[j])
-        if not abs(rate) < 1.0:
-            raise ValidationError(f"funding.{c.symbol}", f"becomes {rate:g} per interval",
-                                  "give a funding shock that keeps the rate in (-1, 1)")
-        if applied.funding_add[j] != 0.0 or c.symbol in funding:
-            funding[c.symbol] = rate
         if applied.spread_mult[j] != 1.0:
             half[c.symbol] = min(market.contract_half_spread(c.symbol) * float(applied.spread_mult[j]),
                                  MAX_HALF_SPREAD)
@@ -164,7 +201,8 @@ def shock_market(book: Book, market: MarketSnapshot, applied: AppliedShocks) -> 
             # from the half spread the optimiser prices a spot trade at: the market's, else its default
             base = market.asset_half_spread(s)
             spot_half[s] = min(base * float(applied.spot_spread_mult[i]), MAX_HALF_SPREAD)
-    return replace(moved, funding=funding, half_spread=half, adv=adv, spot_half_spread=spot_half)
+    return replace(moved, funding=funding, funding_forecast=forecast, half_spread=half, adv=adv,
+                   spot_half_spread=spot_half)
 
 
 def shock_risk(risk: RiskModel, book: Book, applied: AppliedShocks) -> RiskModel:

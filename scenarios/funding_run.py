@@ -8,10 +8,11 @@ hours (its ``funding_interval_h``), n_j times, paying a_j = (f_j + df_j) x'_j ea
 stay at the shocked level, so x'_j and MM are fixed). The surplus after the settlements up to
 time tau is S(tau) = S_0 - sum_j a_j floor(min(tau / h_j, n_j)), S_0 = collateral' - MM' before
 any funding. The book is checked after every settlement time (the shared rule
-``MarginState.liquidated``): at the first tau with S(tau) < 0 it is liquidated and no later
-settlement is paid (no position is left to pay on). So a funding shock over any horizon loses
-at most S_0 plus one settlement time's payments and the penalty: funding stops where the wallet
-is liquidated (``liquidated_after_h``), as the replay would stop it.
+``MarginState.liquidated``, C <= MM with a position open): at the first tau with S(tau) <= 0 it
+is liquidated (equality liquidates) and no later settlement is paid (no position is left to pay
+on); a book with S_0 <= 0 is liquidated by the price move, before any funding. So a funding shock
+over any horizon loses at most S_0 plus one settlement time's payments and the penalty: funding
+stops where the wallet is liquidated (``liquidated_after_h``), as the replay would stop it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class FundingRun:
     ``settled`` n'_j: settlements paid per contract (n_j, or for every contract, with or without
     a position, min(n_j, those at or before the liquidation));
     ``paid`` = sum_j a_j n'_j (USD, + = paid); ``liquidated_after_h``: hours after the shock at
-    which the surplus first went below 0 (0.0: the price move alone; None: never).
+    which the surplus first reached 0 or less (0.0: the price move alone; None: never).
     """
 
     settled: np.ndarray
@@ -67,7 +68,7 @@ def _settled_by(tau: float, hours: np.ndarray, counts: np.ndarray) -> np.ndarray
 
 def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: np.ndarray,
                               surplus0: float, has_positions: bool) -> FundingRun:
-    """Pay settlement times in order until the surplus S(tau) (module docstring) is < 0.
+    """Pay settlement times in order until the surplus S(tau) (module docstring) is <= 0.
 
     ``payments`` a_j (USD per settlement, + = paid), ``counts`` n_j, ``hours`` h_j; ``surplus0``
     S_0 = collateral - maintenance after the price shock. Exact for any horizon: settlement times
@@ -76,11 +77,11 @@ def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: n
     """
     counts = np.asarray(counts, dtype=float)
     active = (counts > 0) & (payments != 0)
-    if has_positions and surplus0 < 0:
+    if has_positions and surplus0 <= 0:
         return FundingRun(np.zeros_like(counts), 0.0, 0.0)
     total = float(payments[active] @ counts[active]) if active.any() else 0.0
     if (not has_positions or not active.any() or np.all(payments[active] <= 0)
-            or (np.all(payments[active] >= 0) and surplus0 - total >= 0)):
+            or (np.all(payments[active] >= 0) and surplus0 - total > 0)):
         return FundingRun(counts.copy(), total, None)
     h, n, a = hours[active], counts[active], payments[active]
     end = float((h * n).max())
@@ -92,7 +93,7 @@ def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: n
         if len(t):
             uniq, first = np.unique(t, return_index=True)
             path = cum + np.cumsum(np.add.reduceat(a[who], first))
-            below = np.flatnonzero(surplus0 - path < 0)
+            below = np.flatnonzero(surplus0 - path <= 0)
             if below.size:
                 tau = float(uniq[below[0]])
                 paid_n = np.minimum(np.floor(tau / h + 1e-9), n)

@@ -4,7 +4,8 @@ Rows of the history are copied whole (returns, funding and basis of one source s
 together, so the cross-section and the funding/return dependence are kept) in blocks: after each
 row the next one continues the block (source row j + 1, circularly) with probability 1 - p, else a
 new block starts at a uniformly drawn row. Block lengths are geometric with mean ``mean_block`` =
-1 / p (in steps). Same seed -> the same path.
+1 / p (in steps). Same seed -> the same path. The history must hold at least ``mean_block`` rows
+(:func:`check_block_rows`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ def stationary_indices(rng: np.random.Generator, rows: int, n: int, mean_block: 
     return out
 
 
+#: Where a Monte Carlo file sets the length of its source history (for the fix of an error).
+SOURCE_HISTORY_FIX = 'give a longer source history ([data] days, or start and end with source = "data")'
+
+
+def check_block_rows(rows: int, mean_block: float) -> None:
+    """A block bootstrap needs a source history of at least one mean block: ``rows`` (returns)
+    >= ``mean_block`` (steps); with fewer every block wraps around the whole history."""
+    if rows < mean_block:
+        raise ValidationError("montecarlo.mean_block", f"is {mean_block:g} steps, longer than the "
+                              f"source history of {rows} returns",
+                              f"{SOURCE_HISTORY_FIX}, or a mean_block of at most {rows}")
+
+
 @dataclass(frozen=True)
 class BlockBootstrap:
     """Stationary block bootstrap of the joint rows of ``history`` (mean block length in steps)."""
@@ -52,6 +66,7 @@ class BlockBootstrap:
         if not (math.isfinite(self.mean_block) and self.mean_block >= 1.0):
             raise ValidationError("montecarlo.mean_block", f"is {self.mean_block!r}",
                                   "give a mean block length >= 1 step")
+        check_block_rows(self.history.rows, self.mean_block)
 
     @property
     def name(self) -> str:

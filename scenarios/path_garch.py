@@ -10,7 +10,8 @@ copula: z_t = F_nu^-1(Phi(L n_t)) * sqrt((nu - 2) / nu), n_t ~ N(0, I), L the Ch
 the correlation R of the fitted standardised residuals (constant conditional correlation:
 per-asset variances lower the unconditional correlation of returns a little). Funding and basis
 are block-bootstrapped from the history (independently of the returns,
-:func:`scenarios.path_bootstrap.stationary_indices`). Simple returns exp(l / 100) - 1 > -1.
+:func:`scenarios.path_bootstrap.stationary_indices`). Simple returns exp(l / 100) - 1 > -1. The fit
+needs at least ``MIN_GARCH_RETURNS`` source returns (and the bootstrap ``mean_block``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import pandas as pd
 from scipy import stats
 
 from models.errors import ValidationError
+from models.trailing_risk import MIN_RISK_ROWS
 from scenarios.market_path import MarketPath
-from scenarios.path_bootstrap import stationary_indices
+from scenarios.path_bootstrap import SOURCE_HISTORY_FIX, check_block_rows, stationary_indices
 from scenarios.path_history import (
     JointHistory,
     PathFrame,
@@ -40,6 +42,9 @@ from scenarios.path_history import (
 #: and lower the unconditional correlation of returns below the fitted R; capping the persistence
 #: keeps clustering (half-life ~34 steps) while keeping the cross-section close to R.
 MAX_PERSISTENCE = 0.98
+#: Fewest source returns a GARCH(1,1)-t is fitted to (5 parameters per asset: mu, omega, alpha,
+#: beta, nu): the project's floor for estimating a risk model from trailing returns.
+MIN_GARCH_RETURNS = MIN_RISK_ROWS
 
 
 @dataclass(frozen=True)
@@ -129,10 +134,17 @@ class GarchT:
         if not (math.isfinite(self.mean_block) and self.mean_block >= 1.0):
             raise ValidationError("montecarlo.mean_block", f"is {self.mean_block!r}",
                                   "give a mean block length >= 1 step")
+        check_block_rows(self.history.rows, self.mean_block)  # funding and basis are bootstrapped
 
     @staticmethod
     def fit(history: JointHistory, frame: PathFrame, mean_block: float = 20.0) -> GarchT:
-        """Fit the marginals to the history's log returns and R to the standardised residuals."""
+        """Fit the marginals to the history's log returns and R to the standardised residuals;
+        refused below ``MIN_GARCH_RETURNS`` returns (the fit would not be identified)."""
+        if history.rows < MIN_GARCH_RETURNS:
+            raise ValidationError("montecarlo.generator", f'is "garch_t" on a source history of '
+                                  f"{history.rows} returns, fewer than the {MIN_GARCH_RETURNS} a "
+                                  "GARCH(1,1)-t fit needs",
+                                  f'{SOURCE_HISTORY_FIX}, or use generator = "bootstrap"')
         params, resid = fit_garch_t(np.log1p(history.returns))
         corr = np.corrcoef(resid, rowvar=False) if resid.shape[1] > 1 else np.ones((1, 1))
         return GarchT(history=history, frame=frame, params=params,

@@ -11,7 +11,7 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
   (perpetuals; longs pay when the rate is > 0), paid from the wallet's cash;
 - NAV' = NAV + spot + futures + funding; effective weights e' = (spot' + B x') / V';
 - margin: the backtester's check (``models.margin.margin_state``, the one margin engine):
-  liquidated when a position is open and collateral' < sum_j MM_j(|x'_j|); then every position is
+  liquidated when a position is open and collateral' <= sum_j MM_j(|x'_j|); then every position is
   closed at mark and ``liquidation_penalty`` x |x'| is paid, a wallet then below 0 is covered by
   pledged spot sold at the penalty, and the rest by the exchange's insurance fund (the wallet back
   at 0): the replay's rule (``scenarios.replay_steps.margin_step``), so the holder never loses
@@ -80,7 +80,8 @@ def _te(book: Book, market: MarketSnapshot, weights: np.ndarray, risk: RiskModel
 def apply_solution(book: Book, market: MarketSnapshot, solution: Solution) -> Book:
     """``book`` holding what ``solution`` proposes: its spot trades (``book_after_spot``: units
     moved, the stablecoin paying the net buys and the spot trading costs), then its futures
-    positions (re-struck at mark, no futures fees): the book to test before it is traded."""
+    positions (traded at the mark, ``Book.with_futures``, no futures fees): the book to test
+    before it is traded."""
     after = book_after_spot(book, solution)
     return after.with_futures({p.symbol: p.contracts for p in solution.target_positions}, market)
 

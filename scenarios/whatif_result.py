@@ -119,7 +119,7 @@ class WhatIfResult:
 
     @property
     def margin_surplus_after(self) -> float:
-        """collateral - maintenance after the shock (USD); < 0 liquidates."""
+        """collateral - maintenance after the shock (USD); <= 0 liquidates (with a position open)."""
         return self.margin_after.collateral - self.margin_after.maintenance
 
     def to_dict(self) -> WhatIfDoc:
