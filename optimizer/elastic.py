@@ -35,6 +35,10 @@ SLACK_WEIGHT = 1e6
 OPPOSING_DUAL = 1e3
 #: the solvers of the elastic problem, in order (it may be conic: no PIQP)
 ELASTIC_CHAIN = (SolverName.CLARABEL, SolverName.SCS)
+#: A slack (weight units) that names its constraint as relaxed (1e-7 of the base: 1 cent a 100k USD)
+SLACK_NAMED = 1e-7
+#: The floor of a slack that is not float noise, named when no slack reaches SLACK_NAMED
+SLACK_NOISE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,16 @@ class ElasticProblem(HedgeProblem):
         return 0.0
 
     def conflicts(self, d: ProblemData) -> tuple[list[Conflict], list[str]]:
-        """The relaxed constraints and the opposing rows of the last unpacked solve."""
+        """The relaxed constraints and the opposing rows of the last unpacked solve: a slack over
+        :data:`SLACK_NAMED` relaxes its constraint; when none is (the book misses feasibility by
+        less, yet the hedge problem was infeasible), those over :data:`SLACK_NOISE` do, so an
+        infeasible answer always names what it relaxed when the re-solve relaxed anything."""
+        slack = [float(sl.value or 0.0) for sl in self.slacks]
+        floor = SLACK_NAMED if any(v > SLACK_NAMED for v in slack) else SLACK_NOISE
         conflicts: list[Conflict] = []
         opposing: list[str] = []
-        for c, sl in zip(self.constraints, self.slacks, strict=True):
-            v = float(sl.value or 0.0)
-            if v > 1e-7:
+        for c, v in zip(self.constraints, slack, strict=True):
+            if v > floor:
                 per = c.per_unit(d)
                 conflicts.append(Conflict(c.name, v, v / per if per else v, c.unit))
             elif c.cons[0].dual_value is not None:
