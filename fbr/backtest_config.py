@@ -262,6 +262,11 @@ def _collateral(value: object) -> CollateralArgs:
         raise ValidationError(path, f"is {value!r}", "give a table [backtest.collateral] with "
                               f"{', '.join(COLLATERAL_KEYS)}, or true / false")
     check_keys(value, COLLATERAL_KEYS, path)
+    if "band" in value and "width" in value:  # band_edges() would use width and drop band
+        raise ValidationError(join(path, "width"), f"is given together with band "
+                              f"({value['band']!r}): band is relative to the target, width an "
+                              f"absolute half-width", "give one of them: band (relative) or "
+                              "width (a fraction of NAV)")
     out = CollateralArgs()
     if "target_fraction" in value:
         out["target_fraction"] = fraction(value["target_fraction"], join(path, "target_fraction"),

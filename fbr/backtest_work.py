@@ -122,7 +122,7 @@ def check_output_dir(path: Path | None, field_name: str) -> None:
     fix = f"give a folder path to {field_name}"
     if path.exists() and not path.is_dir():
         raise ValidationError(field_name, f"is {str(path)!r}, which is a file", fix)
-    _check_writable_parent(path / "x", field_name, fix)
+    _check_writable_parent(path / "x", field_name, fix, shown=path)
 
 
 def _writable(path: Path) -> bool:
@@ -130,14 +130,17 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
-def _check_writable_parent(path: Path, field_name: str, fix: str) -> None:
-    """The nearest existing ancestor of ``path`` must be a writable folder."""
+def _check_writable_parent(path: Path, field_name: str, fix: str, *,
+                           shown: Path | None = None) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable folder; messages quote
+    ``shown`` (default ``path``: a folder's check passes a file inside it)."""
+    quoted = str(path if shown is None else shown)
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if parent.exists() and not parent.is_dir():
-        raise ValidationError(field_name, f"is {str(path)!r}, but {parent} is a file, not a folder",
+        raise ValidationError(field_name, f"is {quoted!r}, but {parent} is a file, not a folder",
                               fix)
     if parent.exists() and not _writable(parent):
-        raise ValidationError(field_name, f"is {str(path)!r}, but the folder {parent} is not "
+        raise ValidationError(field_name, f"is {quoted!r}, but the folder {parent} is not "
                               "writable", fix)

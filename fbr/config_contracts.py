@@ -5,7 +5,9 @@ asset when none is listed), [tier_schedules] shared by name, and spec_from / tie
 references. In tier bracket k, maintenance margin is MM(N) = mmr_k * N - cum_k (N = notional, USD);
 ``cum`` defaults to the continuous value cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) * min_notional_k.
 Brackets read with tiers_from are held to the same continuity as inline ones (a given cum may make
-maintenance margin jump by at most MM_JUMP_TOL_USD at a bracket edge); referenced files must be CSV
+maintenance margin jump by at most MM_JUMP_TOL_USD at a bracket edge, and the first bracket's cum is
+0 within it: MM is 0 at notional 0); values read with spec_from are named "contracts[k].spec_from
+(<file>: <column>)" in errors; referenced files must be CSV
 text (plain or .gz); contract and exchange symbols are ASCII without whitespace.
 """
 
@@ -91,14 +93,18 @@ def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, Margi
     merged, origin = _merge_contract(row, defaults)
 
     def at(key: str) -> str:
-        return join(p if origin.get(key) == "row" else "contract_defaults", key)
+        where = origin.get(key, "contract_defaults")
+        if where in ("row", "contract_defaults"):
+            return join(p if where == "row" else "contract_defaults", key)
+        return where  # a value read with spec_from: "<its path> (<file>: <column>)"
 
     sym = symbol_name(string(merged.get("symbol"), join(p, "symbol")), join(p, "symbol"),
                       contract=True)
     under = string(merged.get("underlying"), join(p, "underlying"))
     known(under, symbols, join(p, "underlying"), "an asset of the book (unknown underlying)")
     if "spec_from" in merged:
-        spec = _spec_from(merged["spec_from"], at("spec_from"), ctx)
+        spec, sources = _spec_from(merged["spec_from"], at("spec_from"), ctx)
+        origin.update({key: sources[key] for key in spec if key not in merged})
         merged = {**spec, **{key: v for key, v in merged.items() if key != "spec_from"}}
     if "tiers" in merged and "tiers_from" in merged:
         raise ValidationError(join(p, "tiers_from"), "is given together with tiers",
@@ -207,11 +213,14 @@ def _quoted(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _spec_from(value: object, path: str, ctx: ParseContext) -> Table:
-    """Contract spec fields (lot_step, tick, ...) read with models.io.load_contract_spec."""
-    from models.io import load_contract_spec
+def _spec_from(value: object, path: str, ctx: ParseContext) -> tuple[Table, dict[str, str]]:
+    """Contract spec fields (lot_step, tick, ...) read with models.io.load_contract_spec, and for
+    each the field path naming where it came from: "<path> (<file>: <column>)"."""
+    from models.io import SPEC_COLUMNS, load_contract_spec
 
     resolved, symbol = _file_ref(value, path, ctx)
+    raw = value["file"] if isinstance(value, dict) else resolved
+    columns = {key: col for col, key in SPEC_COLUMNS.items()}
     try:
         spec = load_contract_spec(resolved, symbol)
     except ValidationError as exc:
@@ -219,7 +228,9 @@ def _spec_from(value: object, path: str, ctx: ParseContext) -> Table:
     except (OSError, KeyError, ValueError) as exc:
         raise ValidationError(path, f"could not be read from {resolved}: {_quoted(exc)}",
                               f"check that the file lists {symbol!r}") from exc
-    return {k: v for k, v in spec.items() if k in _CONTRACT_NUMBERS}
+    kept: Table = {k: v for k, v in spec.items() if k in _CONTRACT_NUMBERS}
+    return kept, {k: f"{path} ({raw}" + (f": {columns[k]})" if k in columns else ")")
+                  for k in kept}
 
 
 def _tiers_from(value: object, path: str, ctx: ParseContext) -> MarginTiers:
@@ -254,6 +265,15 @@ def _check_file_continuity(tiers: MarginTiers, path: str, resolved: Path, symbol
     """Brackets from a file must make maintenance margin continuous at every edge, as inline ones
     must: else the optimiser's MM = max_k (mmr_k n - cum_k) differs from the exchange's lookup."""
     brackets = tiers.brackets
+    first = brackets[0]
+    if _jumps(first.cum, 0.0, first.min_notional):
+        raise ValidationError(path, f"reads {symbol} from {resolved}, whose first bracket "
+                              f"({first.min_notional:,.10g} to {first.max_notional:,.10g} USD, "
+                              f"maintenance rate {first.mmr:g}) has maint_amount_cum "
+                              f"{first.cum:,.10g}: maintenance margin would be "
+                              f"{-first.cum:+,.2f} USD at notional 0, not 0",
+                              "set maint_amount_cum = 0 in that row (the first bracket's cum is "
+                              "0), or use the exchange's unedited file")
     for k in range(1, len(brackets)):
         prev, b = brackets[k - 1], brackets[k]
         lo = b.min_notional
@@ -323,6 +343,11 @@ def _bracket(row: Table, path: str, prev: TierBracket | None) -> TierBracket:
                               "make brackets contiguous and sorted by notional")
     continuous = 0.0 if prev is None else _continuous_cum(prev, mmr, lo)
     cum = continuous if "cum" not in row else number(row["cum"], join(path, "cum"))
+    if prev is None and _jumps(cum, continuous, lo):
+        raise ValidationError(join(path, "cum"), f"is {row['cum']!r} on the first bracket, which "
+                              f"makes maintenance margin {-cum:+.6g} USD at notional 0, not 0 "
+                              f"(MM = mmr x n - cum; the first bracket's cum is 0)",
+                              "set cum = 0 (or leave cum out: fbr computes it)")
     if prev is not None and _jumps(cum, continuous, lo):
         raise ValidationError(join(path, "cum"), f"is {row['cum']!r}, which makes maintenance "
                               f"margin jump by {continuous - cum:+.6g} USD at notional {lo:g}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:  # ccxt and pandas load when the command runs
 
     from executor.ccxt_wiring import ExchangeFactory
     from executor.fetch_history import FetchRequest, FetchSummary
+
+
+#: A quote / settlement asset as exchanges name it (USDT, USDC, ...).
+_ASSET_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 
 
 class ExchangeAccessError(FbrError):
@@ -69,7 +74,8 @@ def _split(value: str) -> tuple[str, ...]:
 
 def build_request(exchange: str, symbols: str, since: str, until: str | None, out: Path,
                   interval: str, quote: str, spot_source: str, tiers: bool) -> FetchRequest:
-    """Validate the command line into a :class:`FetchRequest`."""
+    """Validate the command line into a :class:`FetchRequest`, --out included: every check is
+    made before the first request to the exchange."""
     from executor.fetch_history import FetchRequest, SpotSource
 
     start = _utc(since, "since")
@@ -79,9 +85,32 @@ def build_request(exchange: str, symbols: str, since: str, until: str | None, ou
     except ValueError:
         raise ValidationError("spot-source", f"is {spot_source!r}",
                               f"give one of {[s.value for s in SpotSource]}") from None
-    return FetchRequest(exchange_id=exchange, symbols=_split(symbols.upper()), since=start,
-                        until=_utc(until, "until"), intervals=_split(interval), out_dir=out,
-                        quote=quote.upper(), spot_source=source, tiers=tiers)
+    quote_asset = quote.strip().upper()
+    if not _ASSET_RE.match(quote_asset):
+        raise ValidationError("--quote", f"is {quote!r}",
+                              "give the quote / settlement asset in letters and digits, e.g. USDT")
+    request = FetchRequest(exchange_id=exchange, symbols=_split(symbols.upper()), since=start,
+                           until=_utc(until, "until"), intervals=_split(interval), out_dir=out,
+                           quote=quote_asset, spot_source=source, tiers=tiers)
+    _check_out(request)
+    return request
+
+
+def _check_out(request: FetchRequest) -> None:
+    """--out must be a folder fbr can write (or create), and none of the layout folders the fetch
+    writes into it (spot_<interval>, perp_mark_4h, funding, markets) may be a file."""
+    from fbr.backtest_work import check_output_dir
+    from models.data_layout import FUNDING_FOLDER, MARK_FOLDER, MARKETS_FOLDER, spot_folder
+
+    out = request.out_dir
+    check_output_dir(out, "--out")
+    folders = [*(spot_folder(iv) for iv in request.intervals), MARK_FOLDER, FUNDING_FOLDER,
+               MARKETS_FOLDER]
+    for name in folders:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise ValidationError("--out", f"is {str(out)!r}, where {out / name} is a file, but "
+                                  f"the fetch writes the folder {name}/ there",
+                                  "move that file away, or give another --out folder")
 
 
 def run_fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:

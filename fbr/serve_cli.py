@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from fbr.web.state import DashboardState
 
 TOKEN_ENV = "FBR_SERVE_TOKEN"
+#: The highest TCP port (ports are 1..65535; a larger one would bind its value mod 65536).
+MAX_PORT = 65_535
 
 
 def register(app: typer.Typer) -> None:
@@ -56,20 +58,7 @@ def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr s
         from fbr.web.security import LOOPBACK_HOSTS, check_bind, is_loopback, new_secret
         from fbr.web.state import DashboardState, ServeConfig
 
-        if not book.is_file():
-            raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book")
-        if live and not allow_execute:
-            raise CliError("--live only matters with --allow-execute. Fix: add --allow-execute, or "
-                           "drop --live")
-        if allow_execute and exchange == ExchangeChoice.DRY_RUN:
-            raise CliError("--allow-execute with --exchange dry-run would send the plan on paper "
-                           "while the page reads no account. Fix: --exchange paper (paper "
-                           "orders), or --exchange binanceusdm --live (real orders)")
-        if allow_execute and live != (exchange == ExchangeChoice.BINANCEUSDM):
-            raise CliError(f"--allow-execute sends the plan the page shows, on the account it "
-                           f"reads: --exchange {exchange.value} with{'' if live else 'out'} --live "
-                           f"would read one account and trade another. Fix: --exchange paper "
-                           f"(paper orders), or --exchange binanceusdm --live (real orders)")
+        _check_options(book, exchange, allow_execute, live, port)
         tok = token or os.environ.get(TOKEN_ENV) or None
         if allow_execute and tok is None:
             tok = new_secret()
@@ -85,7 +74,37 @@ def serve(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr s
         what = "read and execute" if allow_execute else "read-only"
         err.print(f"fbr serve: http://{host}:{port}/ ({what})")
         hosts = (*LOOPBACK_HOSTS, host) if is_loopback(host) else None  # off loopback: the token
-        uvicorn.run(create_app(state, tok, hosts), host=host, port=port, log_level="warning")
+        try:
+            uvicorn.run(create_app(state, tok, hosts), host=host, port=port, log_level="warning")
+        except SystemExit as exc:  # uvicorn's own exit (3 on a failed start: fbr's "infeasible")
+            if exc.code in (0, None):
+                raise
+            raise CliError(f"the server did not start on {host}:{port} (uvicorn exit {exc.code}; "
+                           f"see its error above: the port may be in use or not allowed to this "
+                           f"user). Fix: give a free port with --port, or stop what listens on "
+                           f"{port}") from None
+
+
+def _check_options(book: Path, exchange: ExchangeChoice, allow_execute: bool, live: bool,
+                   port: int) -> None:
+    """The usage checks made before anything is loaded or bound (each a CliError, exit code 2)."""
+    if not 1 <= port <= MAX_PORT:
+        raise CliError(f"--port is {port}, outside 1..{MAX_PORT} (a TCP port). Fix: give a port "
+                       f"in that range, e.g. --port 8765")
+    if not book.is_file():
+        raise CliError(f"book file {book} does not exist. Fix: give the path to a TOML book")
+    if live and not allow_execute:
+        raise CliError("--live only matters with --allow-execute. Fix: add --allow-execute, or "
+                       "drop --live")
+    if allow_execute and exchange == ExchangeChoice.DRY_RUN:
+        raise CliError("--allow-execute with --exchange dry-run would send the plan on paper "
+                       "while the page reads no account. Fix: --exchange paper (paper "
+                       "orders), or --exchange binanceusdm --live (real orders)")
+    if allow_execute and live != (exchange == ExchangeChoice.BINANCEUSDM):
+        raise CliError(f"--allow-execute sends the plan the page shows, on the account it "
+                       f"reads: --exchange {exchange.value} with{'' if live else 'out'} --live "
+                       f"would read one account and trade another. Fix: --exchange paper "
+                       f"(paper orders), or --exchange binanceusdm --live (real orders)")
 
 
 def _warm_up(state: DashboardState) -> None:

@@ -27,6 +27,7 @@ from fbr.execute_wiring import (
     _journal_path,
     _load,
     _venue,
+    account_loaded,
     redacting,
 )
 from models.errors import ExitCode
@@ -123,15 +124,29 @@ def status_json(doc: StatusDoc) -> StatusJson:
 
 
 def _status(book_path: Path, exchange: ExchangeChoice, journal_path: Path) -> StatusReport:
+    """``fbr status``: the journal is read only when it exists (a read-only view creates none);
+    on paper (and dry-run, which reads the paper account) the book file's holdings stand in for a
+    paper account not there yet, and an alert says so in solve/whatif's words."""
     from executor.journal import Journal
 
     loaded = _load(book_path)
-    j = Journal(journal_path) if (journal_path.exists() or exchange == ExchangeChoice.PAPER) else None
+    note = _paper_note(loaded, journal_path) if exchange != ExchangeChoice.BINANCEUSDM else None
+    j = Journal(journal_path) if journal_path.exists() else None
     try:
-        return status_report(loaded, exchange, j, venue=_venue(exchange))
+        report = status_report(loaded, exchange, j, venue=_venue(exchange))
     finally:
         if j is not None:
             j.close()
+    return report if note is None else replace(report, alerts=(*report.alerts, note))
+
+
+def _paper_note(loaded: LoadedBook, journal_path: Path) -> str | None:
+    """``holdings: <source>`` as ``fbr solve --exchange paper`` prints it when the journal does
+    not exist yet or holds no paper account for the book (the book file's holdings are used);
+    None when the journal holds the account. Creates nothing (:func:`account_loaded`)."""
+    account = account_loaded(loaded, ExchangeChoice.PAPER, journal_path)
+    # account_loaded returns ``loaded`` itself when no paper account replaced its holdings
+    return f"holdings: {account.source}" if account.loaded is loaded else None
 
 
 def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal | None, *,

@@ -4,7 +4,8 @@
 ``optional_file`` the same, None when there is none);
 ``read_frame`` reads a CSV (gzip or plain) or Parquet file, turning a truncated or corrupt file
 into one :class:`models.errors.ValidationError` naming it; ``read_table`` indexes a per-symbol file
-by its UTC ``timestamp`` column; ``column`` and ``check_prices`` pick and check a price column.
+by its UTC ``timestamp`` column; ``column`` and ``check_prices`` pick and check a price column;
+``cell_number`` reads one numeric cell of a markets file (an empty or NaN cell is refused).
 """
 
 from __future__ import annotations
@@ -75,6 +76,25 @@ def read_frame(path: Path | str) -> pd.DataFrame:
                               ".csv.gz") from None
     except UNREADABLE_ERRORS as exc:
         raise unreadable_file(p, exc) from exc
+
+
+def cell_number(value: object, column: str, row: str, path: Path | str) -> float:
+    """One cell of a markets file (column ``column`` of the row of ``row``) as a finite float. An
+    empty, NaN, infinite or non-numeric cell is refused naming the file, row and column: read as
+    "absent" it would silently become fbr's default instead of the exchange's value."""
+    try:
+        v = float(value)  # type: ignore[arg-type]  # anything float() rejects is refused below
+    except (TypeError, ValueError):
+        v = float("nan")
+    if np.isfinite(v):
+        return v
+    missing = value is None or (isinstance(value, float) and np.isnan(value)) \
+        or (isinstance(value, str) and not value.strip())
+    what = (f"an empty (or NaN) {column!r} cell in the row of {row}" if missing else
+            f"{value!r} in the {column!r} cell of the row of {row}, not a finite number")
+    raise ValidationError(f"data.{path}", f"has {what}",
+                          "write the exchange's value there (or fetch the file again with fbr "
+                          "data fetch); a column the file lacks is left out, not an empty cell")
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -347,7 +347,8 @@ def load_contract_spec(path: Path | str, ccxt_symbol: str) -> dict[str, float]:
     market_max_qty, min_notional (USD), tick, min_price, max_price (USD), price_precision,
     quantity_precision, liquidation_fee, maint_margin_rate and required_margin_rate (fractions),
     contract_size (1 base unit: USD-M contracts are linear) and, for dated futures,
-    delivery_epoch_s (UTC seconds). Keys whose column is absent or empty are left out.
+    delivery_epoch_s (UTC seconds). Keys whose column the file lacks are left out; a cell that is
+    empty, NaN or not a finite number is refused (``data_files.cell_number``), never defaulted.
     """
     frame = _read_markets(path, ("symbol",))
     binance_id, settle = _binance_id(ccxt_symbol)
@@ -358,32 +359,17 @@ def load_contract_spec(path: Path | str, ccxt_symbol: str) -> dict[str, float]:
         known = [_ccxt_name(r) for r in frame.itertuples(index=False)]
         raise _unknown_symbol(path, ccxt_symbol, known)
     row: dict[str, object] = {str(k): v for k, v in rows.iloc[-1].to_dict().items()}
-    spec: dict[str, float] = {}
-    for col, key in SPEC_COLUMNS.items():
-        value = _number(row.get(col))
-        if value is not None:
-            spec[key] = value
+    spec: dict[str, float] = {key: data_files.cell_number(row[col], col, binance_id, path)
+                              for col, key in SPEC_COLUMNS.items() if col in row}
     for col, key in (("maintMarginPercent", "maint_margin_rate"),
                      ("requiredMarginPercent", "required_margin_rate")):
-        value = _number(row.get(col))
-        if value is not None:
-            spec[key] = value / 100.0
+        if col in row:
+            spec[key] = data_files.cell_number(row[col], col, binance_id, path) / 100.0
     spec["contract_size"] = 1.0
     if "_" in binance_id and row.get("deliveryDate_utc") is not None:
         delivery = utc_timestamp(str(row["deliveryDate_utc"]), "deliveryDate_utc")
         spec["delivery_epoch_s"] = delivery.timestamp()
     return spec
-
-
-def _number(value: object) -> float | None:
-    """``value`` as a finite float, or None when it is missing or not a number."""
-    if not isinstance(value, int | float | str | np.number):
-        return None
-    try:
-        v = float(value)
-    except ValueError:
-        return None
-    return v if np.isfinite(v) else None
 
 
 def _ccxt_name(row: object) -> str:

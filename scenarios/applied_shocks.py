@@ -223,6 +223,10 @@ def shock_risk(risk: RiskModel, book: Book, applied: AppliedShocks) -> RiskModel
         if a in pos:
             mult[pos[a]] = applied.vol_mult[i]
     v2 = vol * mult
-    shocked = RiskModel.from_covariance(risk.symbols, C * np.outer(v2, v2),
-                                        method=f"{risk.method} (shocked)")
+    cov2 = C * np.outer(v2, v2)
+    if not np.all(np.isfinite(cov2)):  # else numpy's "Eigenvalues did not converge", no field
+        bad = [s for s, v in zip(risk.symbols, np.diag(cov2), strict=True) if not np.isfinite(v)]
+        raise ValidationError("shock vol", f"makes the variance of {bad or list(risk.symbols)} "
+                              f"overflow (not finite)", "give a smaller vol multiplier")
+    shocked = RiskModel.from_covariance(risk.symbols, cov2, method=f"{risk.method} (shocked)")
     return replace(shocked, basis_cov=risk.basis_cov)

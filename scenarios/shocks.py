@@ -22,7 +22,7 @@ command line, ``fbr whatif --shock``, and in scenario files, ``shocks = [...]``)
 ============================  =================================================================
 
 Values: a return or rate is a fraction (``-0.3``), a percentage (``-30%``) or basis points
-(``5bp``), sign optional; a multiplier is ``x1.5``, ``1.5x`` or ``1.5`` (> 0). Keys are case
+(``5bp``), sign optional; a multiplier is ``x1.5``, ``1.5x`` or ``1.5`` (> 0, at most x100). Keys are case
 sensitive for symbols; the kind words (``common``, ``funding`` ...) are lower case. A target named
 twice is an error. Symbols are checked against a book by ``scenarios.applied_shocks`` (unknown asset or
 contract: a clear error).
@@ -64,6 +64,9 @@ TARGETED = frozenset({ShockKind.FUNDING, ShockKind.BASIS, ShockKind.VOL, ShockKi
                       ShockKind.LIQUIDITY})
 #: Kinds whose value is a multiplier.
 MULTIPLIERS = frozenset({ShockKind.VOL, ShockKind.SPREAD, ShockKind.LIQUIDITY})
+#: The largest vol / spread / liquidity multiplier: x100 vol is a 5,500%/yr BTC, far past any
+#: stress, and beyond it the shocked covariance soon overflows (vol=x1e160: inf, no eigenvalues).
+MAX_MULTIPLIER = 100.0
 #: Kinds whose value is a simple return (must stay above -100%).
 RETURNS = frozenset({ShockKind.PRICE, ShockKind.COMMON, ShockKind.BASIS})
 
@@ -146,13 +149,17 @@ def parse_fraction(text: str, field: str) -> float:
 
 
 def parse_multiplier(text: str, field: str) -> float:
-    """``x1.5``, ``1.5x`` or ``1.5`` -> 1.5 (finite, > 0)."""
+    """``x1.5``, ``1.5x`` or ``1.5`` -> 1.5 (finite, in (0, MAX_MULTIPLIER])."""
     m = _MULT.match(text.strip())
     if m is None:
         raise ValidationError(field, f"has the value {text!r}", 'give a multiplier such as "x1.5"')
     v = float(m.group(1) or m.group(2))
     if not (math.isfinite(v) and v > 0):
         raise ValidationError(field, f"has the multiplier {text!r}", "give a multiplier > 0, e.g. x1.5")
+    if v > MAX_MULTIPLIER:
+        raise ValidationError(field, f"has the multiplier {text!r}, above x{MAX_MULTIPLIER:g}",
+                              f"give a multiplier in (0, {MAX_MULTIPLIER:g}], e.g. x3 "
+                              f"(x{MAX_MULTIPLIER:g} is already an extreme stress)")
     return v
 
 

@@ -94,7 +94,8 @@ entry_price = 61000.0
     assert res.exit_code == 0, res.stdout + res.stderr
     out = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert out["rebalance_due"] is False and out["plan"]["legs"] == []
-    assert len(out["alerts"]) == 1 and "liquidatable now" in out["alerts"][0]
+    # the second alert: no journal yet, the book file's holdings (as solve/whatif say)
+    assert len(out["alerts"]) == 2 and "liquidatable now" in out["alerts"][0]
     assert "add more than 3,500.00 USD" in out["alerts"][0]
     assert out["margin"]["margin_ratio"] is None  # infinite: collateral <= 0 with a position open
     text = CliRunner().invoke(app, ["status", str(path), "--exchange", "paper", "--journal",
