@@ -7,9 +7,9 @@ the optimiser's unit; a contract left out is held at its exposure x0_j, ``Book.f
   contract_size (inverse, USD per contract); trade = q1_j - q0_j contracts. An inverse position
   struck at entry E away from the mark holds the exposure x0 = q0 x size x mark / E (not its face
   q0 x size; ``Book.exposure_offset`` delta0 = x0 - q0 x size): a target within ``QTY_RTOL`` of x0
-  is no trade. A traded position is re-struck at the mark with its PnL realised into cash, as the
-  engine books it (``Book.with_futures``, the replay, the optimiser's solution contracts), so its
-  exposure after the trade is q1 x size = x_j;
+  is no trade; any other target moves it by the exchange's fill rule (``models.fill_rule``, as
+  the engine books it: ``Book.with_futures``, the replay, the optimiser's solution contracts):
+  q1 = q0 + (x_j - x0) / size when it grows, q0 x_j / x0 when it shrinks, x_j / size past a flip;
 - a trade that shrinks a position is reduce-only; one that flips its sign is split into a
   reduce-only close of q0_j and an opening order of q1_j;
 - a leg under the contract's min quantity, or under its min notional (USD, opening legs only when
@@ -57,6 +57,7 @@ from executor.plan_parts import (
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
+from models.fill_rule import contracts_after
 from models.instruments import MIN_DAYS_TO_EXPIRY, QTY_RTOL, ContractKind, FuturesContract
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
@@ -311,12 +312,16 @@ def _target_contracts(c: FuturesContract, mark: float, notional: float,
     """(contracts wanted for ``notional`` USD of exposure at ``mark``, the same rounded to the lot
     step); a rounded target within ``QTY_RTOL`` of the position ``q0`` is ``q0`` (without a lot
     step, the float noise of a notional round trip is no trade), and so is a target within
-    ``QTY_RTOL`` of the held exposure q0 npc + ``offset`` (``Book.exposure_offset``: 0 for linear,
-    an inverse position's USD PnL: its exposure is q0 x size x mark / entry)."""
-    if offset != 0 and math.isclose(notional, q0 * c.notional_per_contract(mark) + offset,
-                                    rel_tol=QTY_RTOL, abs_tol=0.0):
+    ``QTY_RTOL`` of the held exposure x0 = q0 npc + ``offset`` (``Book.exposure_offset``: 0 for
+    linear, an inverse position's USD PnL: its exposure is q0 x size x mark / entry). An inverse
+    position held away from its entry moves by the exchange's fill rule
+    (:func:`models.fill_rule.contracts_after`: it grows by npc of exposure a contract, shrinks in
+    proportion to its exposure, re-opens at the mark past a flip)."""
+    x0 = q0 * c.notional_per_contract(mark) + offset
+    if offset != 0 and math.isclose(notional, x0, rel_tol=QTY_RTOL, abs_tol=0.0):
         return q0, q0
-    wanted = c.contracts_for(notional, mark)
+    wanted = (contracts_after(notional, q0, x0, c.notional_per_contract(mark)) if offset != 0
+              else c.contracts_for(notional, mark))
     q1 = round_to_step(wanted, c.lot_step)
     return wanted, (q0 if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0) else q1)
 

@@ -34,6 +34,7 @@ from executor.plan import Instrument, OrderPlan, tracking_error_of
 from executor.workflow import require_tradeable
 from models.book import Book
 from models.costs import CostModel
+from models.fill_rule import contracts_after
 from models.margin import MarginModel, margin_state
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -94,6 +95,16 @@ def check_orderable(policy: Policy, target: TargetHoldings, book: Book,
     require_tradeable(sol, prepare(book, market, risk, policy.settings))
 
 
+def notional_after(book: Book, market: MarketSnapshot, x: np.ndarray) -> np.ndarray:
+    """The exchange's notional (USD, signed; ``Book.futures_notional``) of the positions that hold
+    the exposures ``x`` (USD) once traded at the mark by the exchange's fill rule
+    (``models.fill_rule.contracts_after``; linear: x itself)."""
+    q0, held = book.contracts_vector(), book.futures_exposure(market)
+    npc = np.array([c.notional_per_contract(market.mark_price(c.symbol)) for c in book.contracts])
+    return np.array([contracts_after(float(x[j]), float(q0[j]), float(held[j]), float(npc[j]))
+                     * npc[j] for j in range(len(x))])
+
+
 def margin_ratio(book: Book, market: MarketSnapshot, notional: np.ndarray) -> float:
     """MM / collateral (fraction) of positions ``notional`` (USD, signed) against the book's
     collateral at ``market``."""
@@ -112,8 +123,8 @@ def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
     whatever the objective prices: a de-risk must not spend the collateral it is saving); lot
     rounding to the nearest lot may still move it by up to half a lot's margin. Targets are USD
     exposure (``Book.futures_exposure``); the margin is on the exchange's notional of the target
-    position, s x_j - delta0_j (``Book.exposure_offset``: 0 for linear; an inverse position keeps
-    its entry's offset, a trade at the mark adding the same to both)."""
+    position (:func:`notional_after`: s x_j for linear; an inverse position held away from its
+    entry moves by the exchange's fill rule)."""
     held = book.futures_exposure(market)
     off = book.exposure_offset(market)
     x = np.array([float(targets.get(s, held[j])) for j, s in enumerate(book.contract_symbols)])
@@ -124,7 +135,7 @@ def derisk(book: Book, market: MarketSnapshot, targets: Mapping[str, float],
 
     def ratio(s: float) -> float:
         paid = costs.total(s * x - held)
-        face = s * x - off if np.any(off) else s * x
+        face = notional_after(book, market, s * x) if np.any(off) else s * x
         return float(margin_state(model, face, collateral - paid).margin_ratio)
 
     if ratio(1.0) <= threshold:

@@ -33,6 +33,7 @@ from executor.run_cycle import (
     derisk,
     gate,
     margin_ratio,
+    notional_after,
     plan_turnover,
 )
 from executor.run_settings import RunSettings
@@ -104,8 +105,8 @@ class CycleTrader:
         held = view.book.futures_exposure(view.market)
         x = np.array([float(asked.get(c, held[j]))
                       for j, c in enumerate(view.book.contract_symbols)])
-        # the targets are exposure; their margin is on the notional x - delta0 (0 for linear)
-        r = margin_ratio(view.book, view.market, x - view.book.exposure_offset(view.market))
+        # the targets are exposure; their margin is on the exchange's notional after the trade
+        r = margin_ratio(view.book, view.market, notional_after(view.book, view.market, x))
         self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "de-risking",
                          f"the targets' margin ratio {r:.1%} is above {threshold:.0%} (now "
                          f"{view.margin_ratio:.1%}): target positions scaled by {s:.3f}", now,

@@ -19,6 +19,7 @@ import numpy as np
 from models.book_checks import check_book
 from models.collateral import CollateralRule, Pledge, as_rule, pledged_collateral
 from models.errors import ValidationError
+from models.fill_rule import inverse_fill
 from models.instruments import FuturesContract, Settlement, SpotAsset
 from models.market import MarketSnapshot
 
@@ -227,10 +228,8 @@ class Book:
         Linear: q x size x mark (its notional, :meth:`futures_notional`). Inverse: the position's
         value is its USD PnL q x size x (1/entry - 1/mark) x mark = q x size x (mark/entry - 1), so
         the exposure is q x size x mark / entry (face x mark / entry), not the face q x size: a
-        short of face F struck at E against spot worth S is flat when S = F x mark / E. A trade of dq
-        contracts at the mark adds dq x size of face and of exposure alike (its entry is the mark),
-        so the target exposure x of a contract is reached with dq = (x - x0) / size contracts
-        (:meth:`exposure_offset`)."""
+        short of face F struck at E against spot worth S is flat when S = F x mark / E. How a trade
+        moves it: ``models.fill_rule``."""
         size, inverse = self._contract_arrays
         q = self.contracts_vector()
         mark = self.marks(market)
@@ -243,10 +242,7 @@ class Book:
     def exposure_offset(self, market: MarketSnapshot) -> np.ndarray:
         """delta0 (M, USD): exposure less notional of each current position, :meth:`futures_exposure`
         - :meth:`futures_notional` = q x size x (mark/entry - 1) for an inverse position (its USD
-        PnL), exactly 0 for a linear one. Trading dq contracts at the mark moves notional and
-        exposure by the same dq x npc, so a target exposure x maps to the notional x - delta0, i.e.
-        to (x - delta0) / npc contracts, and a position of q contracts has exposure q x npc +
-        delta0."""
+        PnL), exactly 0 for a linear one (how a trade at the mark moves both: ``models.fill_rule``)."""
         size, inverse = self._contract_arrays
         if not inverse.any():
             return np.zeros(len(self.contracts))
@@ -330,11 +326,13 @@ class Book:
         return result
 
     def with_futures(self, contracts: Mapping[str, float], market: MarketSnapshot) -> Book:
-        """A copy holding ``contracts`` (by contract symbol), realising PnL of changed positions.
+        """A copy holding ``contracts`` (by contract symbol), traded at the mark (fees are not
+        charged here); NAV and collateral are unchanged by the switch.
 
-        Positions that change are re-struck at mark; their unrealised PnL moves into cash, so NAV and
-        collateral are unchanged by the switch (fees are not charged here).
-        """
+        Linear positions that change are re-struck at the mark, their unrealised PnL moved into
+        cash (a linear exposure does not depend on the entry: the exchange's averaging with the
+        PnL booked sooner). Inverse positions follow the exchange's fill rule
+        (:func:`models.fill_rule.inverse_fill`), as their exposure depends on the entry."""
         new_cash = self.cash
         new_pos: dict[str, FuturesPosition] = {}
         for c in self.contracts:
@@ -344,11 +342,15 @@ class Book:
             if old is not None and old.contracts == q:
                 new_pos[c.symbol] = old
                 continue
+            if old is not None and old.contracts != 0 and c.settlement == Settlement.INVERSE:
+                entry, realised = inverse_fill(old.contracts, old.entry_price, q, c.contract_size,
+                                               mark)
+                new_cash += realised
+                if q != 0:
+                    new_pos[c.symbol] = FuturesPosition(q, entry)
+                continue
             if old is not None and old.contracts != 0:
-                if c.settlement == Settlement.INVERSE:
-                    new_cash += old.contracts * c.contract_size * (1 / old.entry_price - 1 / mark) * mark
-                else:
-                    new_cash += old.contracts * c.contract_size * (mark - old.entry_price)
+                new_cash += old.contracts * c.contract_size * (mark - old.entry_price)
             if q != 0:
                 new_pos[c.symbol] = FuturesPosition(q, mark)
         return self.evolve(futures=new_pos, cash=new_cash)
@@ -395,3 +397,4 @@ class Book:
                 raise ValidationError("cash", f"is {cash}", "give the wallet's stablecoin USD")
             object.__setattr__(new, "cash", float(cash))
         return new
+

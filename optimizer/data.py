@@ -211,8 +211,8 @@ class ProblemData:
     #: delta0 (M, USD): exposure less exchange notional of each held position
     #: (``Book.exposure_offset``; an inverse position's USD PnL q x size x (mark/entry - 1), 0 for
     #: linear). z0 V is the exposure, z0 V - delta0 the held notional the exchange margins. A
-    #: traded position is re-struck at the mark (its exposure is then q npc), one kept at q0 keeps
-    #: z0 V (optimizer.rounding.contracts_of). None: all zero
+    #: traded inverse position moves by the exchange's fill rule (models.fill_rule; one kept at
+    #: q0 keeps z0 V; optimizer.rounding.contracts_of). None: all zero
     exposure_offset: np.ndarray | None = None
     #: per contract, the exchange's status while it does not trade it (``MarketSnapshot.halted``:
     #: its trade is 0, optimizer.constraints.Halted), None while it trades; () when all trade

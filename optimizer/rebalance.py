@@ -252,13 +252,7 @@ class Rebalancer:
             status = "infeasible"
         else:
             if d.spot is not None and res.z is not None:
-                buy, sell = hp.spot_solution(res)
-                if not d.spot.settings.harvest_losses:  # no wash trades (net_trades)
-                    buy, sell = net_trades(buy, sell)
-                if settings.round_lots:
-                    buy, sell = round_spot_lots(buy, sell, d.spot.prices, d.spot.quantities,
-                                                np.array([a.lot_step for a in book.assets]), d.V)
-                spot = (np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0))
+                spot = _spot_trades(hp, res, d, book, settings.round_lots)
             if isinstance(hp, PlannerProblem) and res.x is not None:
                 plan = plan_of(hp.plan_z(res), d, hp.plan_spot(res))
             dp = after_spot(d, spot)
@@ -326,6 +320,21 @@ class Rebalancer:
                 out.append(Binding(lab, du, _plan_explanation(hp, c, lab, du)
                                    or c.explain(lab, du)))
         return tuple(out)
+
+
+def _spot_trades(hp: HedgeProblem, res: RawResult, d: ProblemData, book: Book,
+                 round_lots: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The solved spot (buys, sells) in weights: netted per asset unless losses are harvested (no
+    wash trades, ``net_trades``), on each asset's quantity step when lots are rounded
+    (``optimizer.spot_lots``), solver noise (under ``SPOT_NOISE``) dropped."""
+    assert d.spot is not None
+    buy, sell = hp.spot_solution(res)
+    if not d.spot.settings.harvest_losses:
+        buy, sell = net_trades(buy, sell)
+    if round_lots:
+        buy, sell = round_spot_lots(buy, sell, d.spot.prices, d.spot.quantities,
+                                    np.array([a.lot_step for a in book.assets]), d.V)
+    return np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0)
 
 
 def _plan_explanation(hp: HedgeProblem, c: Constraint, row: str, dual_user: float) -> str | None:

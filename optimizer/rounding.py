@@ -2,8 +2,8 @@
 
 x_j (USD exposure) -> q_j = x_j / notional_per_contract_j, rounded to the lot step; an inverse
 position held away from its entry (``ProblemData.exposure_offset`` delta0_j != 0: exposure q0 x size x
-mark / entry, not q0 x size) whose target is its exposure stays q0 (:func:`contracts_of`,
-:func:`exposure_of`; a traded position is re-struck at the mark, so its exposure is q npc).
+mark / entry, not q0 x size) moves by the exchange's fill rule (``models.fill_rule``;
+:func:`contracts_of`, :func:`exposure_of`): a target equal to its exposure stays q0.
 A move the exchange would not take as orders (:mod:`optimizer.placeable`: a part under the
 contract's min quantity or min notional, a close to flat excepted) is not made: the position
 stays, or a flip whose opening part is too small closes to flat. After rounding every enabled
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.fill_rule import contracts_after, exposure_after
 from models.instruments import FuturesContract, contract_arrays
 from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData
@@ -103,39 +104,37 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
 
 def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:
     """Contracts q (signed) of target exposures ``z`` (weight units): z V / npc, npc the USD
-    notional per contract at the mark, except that an inverse position held away from its entry
-    (delta0 != 0) whose target is its exposure (z = z0) stays q0.
-
-    Why: a position that trades is re-struck at the mark with its PnL realised into USD cash
-    (``Book.with_futures``, the replay's fills), so after the trade its exposure is its notional
-    q npc = z V; one that does not trade keeps the exposure q0 x size x mark / entry = z0 V, which
-    is not q0 npc (the plain conversion would trade q0 (mark/entry - 1) contracts for nothing).
-    Linear contracts (delta0 = 0): bit-for-bit z V / npc."""
+    notional per contract at the mark, except for an inverse position held away from its entry
+    (delta0 != 0), whose exposure after the trade follows the exchange's fill rule
+    (:func:`models.fill_rule.contracts_after`: a growth adds npc of exposure a contract, a
+    reduction scales the held exposure z0, a flip re-opens at the mark), so a target equal to the
+    held exposure is q0. Linear contracts (delta0 = 0): bit-for-bit z V / npc."""
     off = d.exposure_offset
+    plain: np.ndarray = z * d.V / npc
     if off is None or not np.any(off):
-        result: np.ndarray = z * d.V / npc
-        return result
-    out: np.ndarray = np.where((off != 0) & (z == d.z0), q0, z * d.V / npc)
+        return plain
+    out = plain.copy()
+    for j in np.flatnonzero(off != 0):
+        out[j] = contracts_after(float(z[j] * d.V), float(q0[j]), float(d.z0[j] * d.V),
+                                 float(npc[j]))
     return out
 
 
 def exposure_of(q: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:
-    """Exposure z (weight units) of holding q contracts after the rebalance: q npc / V (a traded
-    position is re-struck at the mark), or z0 for a position kept at q0 (see :func:`contracts_of`)."""
-    off = d.exposure_offset
-    if off is None or not np.any(off):
-        result: np.ndarray = q * npc / d.V
-        return result
-    out: np.ndarray = np.where((off != 0) & (q == q0), d.z0, q * npc / d.V)
-    return out
+    """Exposure z (weight units) of holding q contracts after the rebalance: q npc / V, or for an
+    inverse position held away from its entry the exchange's fill rule (see :func:`contracts_of`)."""
+    if d.exposure_offset is None or not np.any(d.exposure_offset):
+        plain: np.ndarray = q * npc / d.V
+        return plain
+    return np.array([_exposure_at(float(q[j]), j, d, npc, q0) for j in range(len(q))])
 
 
 def _exposure_at(q_j: float, j: int, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> float:
     """:func:`exposure_of` for contract j alone."""
     o = d.exposure_offset
-    if o is None or o[j] == 0 or q_j != q0[j]:
+    if o is None or o[j] == 0:
         return float(q_j * npc[j] / d.V)
-    return float(d.z0[j])
+    return exposure_after(q_j, float(q0[j]), float(d.z0[j] * d.V), float(npc[j])) / d.V
 
 
 def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesContract],

@@ -4,8 +4,8 @@
   market known) the 3/2-power impact paid from cash (a declared loss harvest fills as a sale and
   a buy-back);
 - :func:`futures_orders` and :func:`fill_futures`: target exposures to contracts at the marks
-  (reduce-only near expiry, no trade for a held target) and their fills at mark, re-struck
-  through ``Book.with_futures``, fee, half spread and impact paid from cash;
+  (reduce-only near expiry, no trade for a held target) and their fills at mark by the
+  exchange's fill rule through ``Book.with_futures``, fee, half spread and impact paid from cash;
 - :func:`roll_rows`: the rows of the declared rolls that traded.
 
 Each reads and mutates the :class:`~scenarios.replay_state.ReplayState` and records into the
@@ -23,6 +23,7 @@ import numpy as np
 from models.book import Book
 from models.costs import CostModel
 from models.errors import ValidationError
+from models.fill_rule import contracts_after
 from models.instruments import QTY_RTOL, reduce_only_quantity
 from models.market import MarketSnapshot
 from optimizer.policies import TargetHoldings
@@ -143,12 +144,12 @@ def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnaps
     ``reduce_only_quantity(q, q*)`` (same sign and |q*| <= |q|; an increase keeps q, a flip
     closes to 0), as the planner sends only the reduce-only part there.
 
-    The fill re-strikes a changed position at the mark and realises its PnL into (USD) cash
-    (:func:`fill_futures`), so the new position's exposure is its notional q* x npc = x*: the
-    plain conversion is exact here. An inverse position struck at entry E away from the mark holds
-    the exposure q x size x mark / E (``Book.futures_exposure``), not q x npc: a target within
-    ``QTY_RTOL`` of that exposure is no trade either (it is already held; re-striking would trade
-    q (mark/E - 1) contracts for nothing). Linear contracts take the first test only."""
+    The fill (:func:`fill_futures`, ``Book.with_futures``) re-strikes a changed linear position at
+    the mark, so its exposure is its notional q* x npc = x*: the plain conversion is exact. An
+    inverse position struck at entry E away from the mark holds the exposure x = q x size x mark /
+    E (``Book.futures_exposure``), not q x npc, and moves by the exchange's fill rule
+    (``models.fill_rule.contracts_after``: grows by npc a contract, shrinks in proportion, re-opens
+    past a flip); a target within ``QTY_RTOL`` of its exposure is no trade."""
     new_q: dict[str, float] = {}
     dq = np.zeros(len(inputs.cons))
     trade_usd = np.zeros(len(inputs.cons))
@@ -157,20 +158,24 @@ def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnaps
     for j, c in enumerate(inputs.cons):
         pos = held.get(c)
         q_old = pos.contracts if pos is not None else 0.0
-        x_new = float(wanted.get(c, q_old * npc[j]))
+        x_old = q_old * float(npc[j])  # the held exposure: face x mark / entry for an inverse
+        if pos is not None and q_old != 0 and inputs.arrays.inverse[j]:
+            x_old *= float(inputs.mark[k][j]) / pos.entry_price
+        x_new = float(wanted.get(c, x_old))
         if c in expiries and inputs.step_ns[k] >= expiries[c]:
             x_new = 0.0  # an expired dated contract cannot be held
         if not math.isfinite(x_new):
             raise ValidationError(f"policy.futures.{c}", f"is {x_new} at {market.time}",
                                   "a policy must target finite futures notional (USD)")
         q_new = x_new / float(npc[j])
+        if pos is not None and q_old != 0 and inputs.arrays.inverse[j]:
+            q_new = contracts_after(x_new, q_old, x_old, float(npc[j]))
         if inputs.near_expiry[k, j]:
             q_new = reduce_only_quantity(q_old, q_new)  # no opening or increase near expiry
         if math.isclose(q_new, q_old, rel_tol=QTY_RTOL, abs_tol=0.0):
             continue  # the same position (notional round trip): no trade, no re-strike
         if (pos is not None and q_old != 0 and inputs.arrays.inverse[j]
-                and math.isclose(x_new, q_old * float(npc[j]) * float(inputs.mark[k][j]) / pos.entry_price,
-                                 rel_tol=QTY_RTOL, abs_tol=0.0)):
+                and math.isclose(x_new, x_old, rel_tol=QTY_RTOL, abs_tol=0.0)):
             continue  # the inverse position's exposure q size mark / entry is the target already
         new_q[c] = q_new
         dq[j] = q_new - q_old
@@ -181,8 +186,9 @@ def futures_orders(inputs: ReplayInputs, state: ReplayState, market: MarketSnaps
 def fill_futures(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot,
                  k: int, orders: FuturesOrders, row: Row, trades: list[Event]
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(4) Fill the orders at mark through ``Book.with_futures`` (re-struck, PnL realised into
-    cash); fee and slippage (:func:`futures_fill_costs`) are paid from cash. Returns them per
+    """(4) Fill the orders at mark through ``Book.with_futures`` (the exchange's fill rule; a
+    linear position re-struck, its PnL realised into cash); fee and slippage
+    (:func:`futures_fill_costs`) are paid from cash. Returns them per
     contract (USD; zeros when nothing trades)."""
     if not orders.new_q:
         return np.zeros(len(inputs.cons)), np.zeros(len(inputs.cons))

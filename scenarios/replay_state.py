@@ -4,7 +4,7 @@
 signed wallet cash, USD; a negative cash is a stablecoin debt). :func:`value_state` values it in
 one pass (:class:`StepValuation`: spot values, signed notionals, effective weights
 ``e = (spot + B x) / V``, wallet, NAV, collateral, base V); :func:`rebalance_futures` moves
-positions through ``Book.with_futures`` (re-struck at mark, PnL realised into cash).
+positions through ``Book.with_futures`` (the exchange's fill rule, ``models.fill_rule``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ def value_state(book: Book, state: ReplayState, market: MarketSnapshot) -> StepV
 
 def rebalance_futures(book: Book, state: ReplayState, market: MarketSnapshot,
                       contracts: Mapping[str, float]) -> None:
-    """Move positions to ``contracts`` through ``Book.with_futures``: changed positions are re-struck
-    at mark and their PnL realised into cash."""
+    """Move positions to ``contracts`` through ``Book.with_futures`` (linear positions re-struck at
+    mark, their PnL realised into cash; inverse ones by the exchange's fill rule)."""
     moved = state_view(book, state).with_futures(contracts, market)
     state.cash = moved.cash
     state.futures = dict(moved.futures)

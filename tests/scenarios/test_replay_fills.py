@@ -160,9 +160,9 @@ def test_a_bad_futures_target_is_refused_with_its_field(bad: float) -> None:
 
 def test_an_inverse_position_held_at_its_exposure_is_no_trade_and_the_next_contract_trades() -> None:
     """1 BTC-INV contract struck at 50,000, mark 55,000 (step 2): exposure 1 x 100 x 55,000 /
-    50,000 = 110 USD. A target of 110 is held (no re-strike); 110.5 trades to 1.105 contracts,
-    dq x 100 = 10.5 USD at the mark (the re-strike realises the 10 USD of PnL); the BTC-PERP order
-    after the held contract is planned."""
+    50,000 = 110 USD. A target of 110 is held; 110.5 grows it by the exchange's fill rule: 0.5 USD
+    of exposure at the mark is 0.005 contracts (1.005; re-striking it all would have said 1.105),
+    dq x 100 = 0.5 USD traded; the BTC-PERP order after the held contract is planned."""
     inp = inputs()
     m = market_at(inp, 2)
     st = state(futures={"BTC-INV": FuturesPosition(1.0, 50_000.0)})
@@ -170,8 +170,8 @@ def test_an_inverse_position_held_at_its_exposure_is_no_trade_and_the_next_contr
                                                                         "BTC-PERP": 5_500.0}), 2)
     assert held.new_q == {"BTC-PERP": pytest.approx(0.1)}
     moved = futures_orders(inp, st, m, TargetHoldings(spot={}, futures={"BTC-INV": 110.5}), 2)
-    assert moved.new_q == {"BTC-INV": pytest.approx(1.105)}
-    assert moved.trade_usd[0] == pytest.approx(10.5)
+    assert moved.new_q == {"BTC-INV": pytest.approx(1.005)}
+    assert moved.trade_usd[0] == pytest.approx(0.5)
 
 
 # --- rolls ------------------------------------------------------------------------------------

@@ -55,10 +55,11 @@ def test_naive_hedger_does_not_re_strike_a_flat_inverse_hedge() -> None:
     assert exposure_tracking_error(r) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_a_trade_re_strikes_and_reaches_the_target_exposure() -> None:
+def test_a_trade_reaches_the_target_exposure() -> None:
     """Target BTC 0.5 of the invested base (spot value S): the naive target is -S / 2. At 50,000 the
-    held exposure is -50,000: the hedge is cut to 250 contracts (re-struck at the mark, exposure
-    -25,000 = face); after that the weight stays 0.5 at every price with no further trade."""
+    held exposure is -50,000: the hedge is cut to 250 contracts (the exchange's fill rule: the
+    entry is kept, exposure -25,000 = face at the entry's price); after that the weight stays 0.5
+    at every price with no further trade."""
     r = run_backtest(_book(0.5), _path(), NaiveFutures(period="1D"), collateral=NO_SWEEPS)
     (tr,) = r.trades.to_dict("records")
     assert tr["quantity"] == pytest.approx(250.0) and tr["time"] == IDX[0]

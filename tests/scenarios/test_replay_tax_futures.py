@@ -44,8 +44,9 @@ def _days(n: int) -> pd.DatetimeIndex:
 
 
 def test_adding_to_an_inverse_position_realises_nothing() -> None:
-    """Inverse BTC-USD, 100 USD a contract, long 1 from 100; BTC 100 -> 200; the policy asks for
-    300 USD, filled as 3 contracts: an add of 2 at 200. The PnL before the add,
+    """Inverse BTC-USD, 100 USD a contract, long 1 from 100; BTC 100 -> 200 (held exposure
+    1 x 100 x 200 / 100 = 200 USD); the policy asks for 400 USD, filled by the exchange's rule as
+    an add of 2 contracts at 200 (200 USD of exposure). The PnL before the add,
     1 x 100 x (1/100 - 1/200) x 200 = 100 USD, stays unrealised: at the harmonic entry
     3 / (1/100 + 2/200) = 150, 3 x 100 x (1/150 - 1/200) x 200 = 100. Futures tax 0 (the
     contract-weighted entry 166.67 'realised' 40 and taxed 12)."""
@@ -55,7 +56,7 @@ def test_adding_to_an_inverse_position_realises_nothing() -> None:
                 cash=1000.0, futures={"BTC-USD": FuturesPosition(1.0, 100.0)})
     path = MarketPath(spot=pd.DataFrame({"BTC": [100.0, 200.0, 200.0]}, index=_days(3)),
                       half_spread=pd.Series({"BTC-USD": 0.0}))
-    res = run_backtest(book, path, Scripted([None, {"BTC-USD": 300.0}, None]),
+    res = run_backtest(book, path, Scripted([None, {"BTC-USD": 400.0}, None]),
                        collateral=NO_SWEEPS, tax=TAX)
     assert list(res.trades["quantity"]) == [pytest.approx(2.0)]
     assert res.steps["tax_futures"].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
