@@ -3,7 +3,9 @@
 :func:`parse_policy` turns one entry into a :class:`PolicySpec` (kind, display name, parsed
 parameters); the policy object itself is built per run by ``fbr.backtest_run.build_policy``.
 
-Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets such as "7D", "8h"):
+Policy parameters (fractions accept "5%" / "50bp"; a period is a number and a unit, D, h, min or
+W, such as "7D", "8h" or "90min", at least one minute: "30" (nanoseconds to pandas) and "1m"/"1M"
+are refused, see ``fbr.config_values.period``):
 
 - ``no_rebalance``: none
 - ``calendar_spot``: period (default "30D")
@@ -19,9 +21,10 @@ Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets su
   prices). See ``optimizer.edge_bands``.
 - ``te_band_futures``: te_band (required; a tracking error, a fraction a year, not a weight: so
   a ``[montecarlo.grid] band`` does not reach it), inner (in [0, 1], default 1), risk_lookback_days,
-  risk_method (the risk model, as ``optimized``). When the book's tracking error sqrt(d' Sigma d)
-  exceeds te_band, futures scale every hedgeable asset's deviation d_i by inner x te_band / TE (1:
-  to the band's edge, 0: to target). See ``optimizer.te_band``.
+  risk_method (the risk model, as ``optimized``, the same rule for risk_method). When the book's
+  tracking error sqrt(d' Sigma d) exceeds te_band, futures scale every hedgeable asset's
+  deviation d_i by inner x te_band / TE (1: to the band's edge, 0: to target). See
+  ``optimizer.te_band``.
 - ``optimized``: gamma_trade, gamma_fund (override the book's [costs]), risk_lookback_days,
   risk_method. Without ``risk_lookback_days`` the optimiser uses the book file's risk model
   throughout (simple, but the book's model may have been estimated on data after the path's start).
@@ -30,6 +33,15 @@ Policy parameters (fractions accept "5%" / "50bp"; periods are pandas offsets su
   step only (no look-ahead), over the trailing ``risk_lookback_days``; until
   ``models.trailing_risk.MIN_RISK_ROWS`` returns exist the book's model is used. The book's basis
   covariance (if any) is kept. See ``fbr.backtest_risk`` for the default look-ahead-free estimate.
+  ``risk_method`` (the estimator) is read only by such an estimate: given without
+  ``risk_lookback_days`` where the book's model is used as it is (a given model, one estimated up to
+  the path's start, or ``backtest.risk_model = "book"``), it is refused when the policy is built
+  (``fbr.backtest_risk.check_risk_method``: "add risk_lookback_days = 90, or remove risk_method").
+
+The spot policies (``calendar_spot``, ``band_spot``) trade spot to w*_i V: on a book with
+``targets_base = "invested"`` (V = the spot value) whose targets sum below 1 each trade would sell
+the remainder of the spot into the wallet, so the policy refuses such a book at its first call
+(``targets``; ``optimizer.policies.check_spot_targets``): use ``targets_base = "nav"`` there.
 
 Every mistake raises :class:`models.errors.ValidationError` naming the field (``policies[2].band``).
 """
@@ -175,7 +187,9 @@ def _te_band_params(row: Mapping[str, object], params: Mapping[str, PolicyParam]
 
 
 def _optimized_params(row: Mapping[str, object], at: Callable[[str], str]) -> dict[str, PolicyParam]:
-    """gamma_trade, gamma_fund, risk_lookback_days and risk_method of an ``optimized`` entry."""
+    """gamma_trade, gamma_fund, risk_lookback_days and risk_method of an ``optimized`` entry
+    (risk_method alone is checked against the book and path when the policy is built:
+    ``fbr.backtest_risk.check_risk_method``)."""
     from models.risk import RiskMethod
 
     out: dict[str, PolicyParam] = {}

@@ -95,15 +95,32 @@ def _trailing_method(p: Mapping[str, PolicyParam], fallback: RiskModel) -> str:
     return fallback.method if fallback.method in {m.value for m in RiskMethod} else "ledoit_wolf"
 
 
+def check_risk_method(p: Mapping[str, PolicyParam], t_book: pd.Timestamp | None) -> None:
+    """Refuse ``risk_method`` where :func:`risk_input` would not read it: no
+    ``risk_lookback_days`` and the book's model used as it is (``t_book`` None: the model is given,
+    or estimated on data up to the path's start at the latest; else ``risk_model = "book"``).
+    The field is ``policy.risk_method`` (``build_policy`` names the entry: policies[k])."""
+    if "risk_method" not in p:
+        return
+    why = ("the book's risk model is used as it is (given, or estimated before the path's start)"
+           if t_book is None else 'backtest.risk_model = "book" uses the book\'s risk model as it is')
+    raise ValidationError("policy.risk_method",
+                          f"is {p['risk_method']!r} without risk_lookback_days, and {why}: "
+                          "risk_method would be ignored",
+                          "add risk_lookback_days = 90, or remove risk_method")
+
+
 def risk_input(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPath) -> RiskInput:
     """The optimised policy's risk model (see the module docstring): the book's; a
     :class:`TrailingRisk` on the path's returns (``risk_lookback_days``); or, when the book's
     model would look ahead and ``risk_model = "trailing"``, a TrailingRisk on daily closes that
-    start before the path (so its book-model fallback is never reached)."""
+    start before the path (so its book-model fallback is never reached). ``risk_method`` where
+    it would be ignored is refused (:func:`check_risk_method`)."""
     loaded = cfg.loaded
     t_book = risk_lookahead(cfg, path)
     if t_book is None or cfg.risk_model == "book":
         if "risk_lookback_days" not in p:
+            check_risk_method(p, t_book)
             return loaded.risk
         return TrailingRisk(loaded.risk, path.spot, loaded.book.asset_symbols,
                             int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))

@@ -234,15 +234,36 @@ def whole(value: object, path: str, lo: int) -> int:
     return int(value)
 
 
+#: A period: a number and one unit (D days, h hours, min minutes, W weeks; d, H and w also read).
+_PERIOD = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(D|d|h|H|min|W|w)\s*")
+#: The unit spellings pandas keeps (it deprecates d, H and w).
+_PERIOD_UNITS = {"d": "D", "H": "h", "w": "W"}
+#: The shortest period a policy may take (a calendar that fires more often fires at every step).
+MIN_PERIOD = pd.Timedelta("1min")
+
+
 def period(value: object, path: str) -> str:
-    """A pandas offset such as "7D", "30D" or "8h" (> 0), returned as written."""
+    """A period such as "7D", "30D", "8h", "90min" or "2W": a number and an explicit unit (D, h,
+    min, W), at least one minute, returned in pandas' spelling ("8H" -> "8h", "7d" -> "7D").
+    A bare number ("30", which pandas reads as 30 nanoseconds) and "m"/"M" (a minute? a month?)
+    are refused."""
     if not isinstance(value, str):
         raise ValidationError(path, f"is {value!r}", 'give a period in quotes, e.g. "7D" or "8h"')
+    match = _PERIOD.fullmatch(value)
+    if match is None:
+        month = re.fullmatch(r"\s*[\d.]+\s*[mM]\s*", value) is not None
+        raise ValidationError(path, f"is {value!r}, not a number with a unit D, h, min or W"
+                              + (' ("m"/"M" could be a minute or a month)' if month else ""),
+                              'give a number and a unit: D (days), h (hours), min (minutes) or '
+                              'W (weeks), e.g. "7D" or "8h"; use "30D" for a month, "30min" for '
+                              "30 minutes")
+    text = match.group(1) + _PERIOD_UNITS.get(match.group(2), match.group(2))
     try:
-        td = pd.Timedelta(value)
-    except (ValueError, TypeError):
-        raise ValidationError(path, f"is {value!r}, not a period",
-                              'give a period such as "7D", "30D" or "8h"') from None
-    if pd.isna(td) or td <= pd.Timedelta(0):
-        raise ValidationError(path, f"is {value!r}", 'give a period > 0, e.g. "7D"')
-    return value
+        td = pd.Timedelta(text)
+    except (ValueError, OverflowError):
+        raise ValidationError(path, f"is {value!r}, too long a period",
+                              'give a period of at most a few years, e.g. "365D"') from None
+    if td < MIN_PERIOD:
+        raise ValidationError(path, f"is {value!r}, under one minute",
+                              'give a period of at least "1min", e.g. "7D"')
+    return text

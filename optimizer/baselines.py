@@ -24,6 +24,7 @@ from optimizer.policies import (
     Policy,
     TargetHoldings,
     _Trigger,
+    breached,
     current_holdings,
     naive_futures_notional,
 )
@@ -105,7 +106,8 @@ class VolScaledBandFutures(Policy):
     so doubling realised volatility doubles the band (inside the clip). Until ``window`` returns
     have been seen, band_t = clip(base_band, min_band, max_band). When
     max_i |e_i - w*_i| > band_t (``max_drift``: effective weights incl. futures vs targets) the
-    policy targets futures = ``naive_futures_notional`` (USD); otherwise it keeps the book as is.
+    policy targets futures = ``naive_futures_notional`` (USD); otherwise it keeps the book as is
+    (a drift on the band, within ``optimizer.policies.BAND_TOL``, is not past it).
     Spot is never traded.
 
     Price history: a call at the timestamp of the previous call replaces that observation (no
@@ -191,7 +193,8 @@ class DcaFutures(Policy):
 
     A new trigger mid-way restarts the schedule from the book's current position with a fresh x*.
     Mid-way, the band asks whether the *plan* is stale (max |e_i - w*_i| with x* in place of the
-    current futures, at today's prices, exceeds ``band``), not whether the half-built hedge is
+    current futures, at today's prices, exceeds ``band`` by more than
+    ``optimizer.policies.BAND_TOL``), not whether the half-built hedge is
     still off target, which it is by design. The calendar restarts every ``period`` as usual.
     ``step`` (0 when idle) and ``target`` (x*, empty when idle) show the schedule.
     """
@@ -224,7 +227,8 @@ class DcaFutures(Policy):
         p = self.trigger.period
         if p is not None and (self.trigger.last is None or t - self.trigger.last >= p):
             return True
-        return self.trigger.band is not None and self._plan_drift(book, market) > self.trigger.band
+        return self.trigger.band is not None and breached(self._plan_drift(book, market),
+                                                          self.trigger.band)
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
         held = current_holdings(book, market)

@@ -42,7 +42,7 @@ from models.book import Book
 from models.errors import ValidationError, check_finite_positive, check_fraction
 from models.market import MarketSnapshot
 from optimizer.baselines import PriceHistory
-from optimizer.policies import Policy, TargetHoldings, current_holdings
+from optimizer.policies import Policy, TargetHoldings, breached, current_holdings
 
 #: Trailing returns of the vol-scaled widths by default.
 DEFAULT_WINDOW = 30
@@ -76,7 +76,7 @@ def edge_band_exposure(book: Book, market: MarketSnapshot, widths: np.ndarray,
     s = book.spot_values(market)
     out: dict[str, float] = {}
     for i, a in enumerate(book.asset_symbols):
-        if abs(d[i]) > b[i]:
+        if breached(abs(float(d[i])), float(b[i])):
             out[a] = float((w[i] + np.sign(d[i]) * inner * b[i]) * V - s[i])
     return out
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from models.book import Book
+from models.book import Book, TargetsBase
+from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from models.tax import TaxLot
@@ -63,6 +64,19 @@ def current_holdings(book: Book, market: MarketSnapshot) -> TargetHoldings:
                           futures=dict(zip(book.contract_symbols, map(float, x0), strict=True)))
 
 
+#: Slack (weight units) of every drift-vs-band test: a drift on the band in decimal (0.52 - 0.5 =
+#: 0.020000000000000018 against 0.02) is not a breach; a drift past it by more than 1e-12 is.
+BAND_TOL = 1e-12
+#: Slack of the targets' sum (1 - sum w* beyond this is cash left out of the targets).
+TARGET_SUM_TOL = 1e-9
+
+
+def breached(drift: float, band: float) -> bool:
+    """True when ``drift`` exceeds ``band`` (both weights) by more than ``BAND_TOL``: |d| > b as the
+    rules state it, float noise of the weights not counted."""
+    return drift > band + BAND_TOL
+
+
 def max_drift(book: Book, market: MarketSnapshot) -> float:
     """Largest |e_i - w*_i| over assets (effective weights incl. futures)."""
     return float(np.max(np.abs(book.effective_weights(market) - book.target_vector()), initial=0.0))
@@ -95,7 +109,8 @@ class NoRebalance(Policy):
 
 @dataclass
 class _Trigger:
-    """When to act: every ``period`` (calendar) and/or when max drift exceeds ``band``."""
+    """When to act: every ``period`` (calendar) and/or when max drift exceeds ``band`` (by more than
+    ``BAND_TOL``: :func:`breached`)."""
 
     period: pd.Timedelta | None = None
     band: float | None = None
@@ -104,24 +119,41 @@ class _Trigger:
     def due(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> bool:
         if self.period is not None and (self.last is None or t - self.last >= self.period):
             return True
-        return self.band is not None and max_drift(book, market) > self.band
+        return self.band is not None and breached(max_drift(book, market), self.band)
+
+
+def check_spot_targets(book: Book) -> None:
+    """Refuse a spot rebalance (spot traded to w*_i V) on an invested base whose targets sum to
+    S < 1: V is then the spot value itself, so each trade sells 1 - S of the spot into the
+    wallet and the next one sells 1 - S of what is left (constant prices: 90,000 x 0.9^k)."""
+    total = float(book.target_vector().sum())
+    if book.targets_base == TargetsBase.INVESTED and total < 1.0 - TARGET_SUM_TOL:
+        raise ValidationError(
+            "targets", f"sum to {total:.6g} < 1 with targets_base = \"invested\" (V = the spot "
+            f"value): a spot rebalance to w*_i V would sell {1.0 - total:.4g} of the spot into the "
+            "wallet at every trade, shrinking V each time",
+            'set targets_base = "nav" in [book] (the remainder then stays in the wallet), or make '
+            "the targets sum to 1")
 
 
 def _spot_to_target(book: Book, market: MarketSnapshot) -> TargetHoldings:
-    """Spot quantities w*_i V / p_i (futures flat)."""
+    """Spot quantities w*_i V / p_i (futures flat); the targets checked by
+    :func:`check_spot_targets`."""
     V = book.base(market)
     spot = {a: float(book.targets.get(a, 0.0)) * V / market.spot_price(a) for a in book.asset_symbols}
     return TargetHoldings(spot=spot, futures={c: 0.0 for c in book.contract_symbols})
 
 
 class CalendarSpotRebalance(Policy):
-    """Trade spot back to target every ``period``."""
+    """Trade spot back to target every ``period``. Every call refuses targets that sum below 1 on
+    an invested base (:func:`check_spot_targets`), before any trade."""
 
     def __init__(self, period: str | pd.Timedelta = "30D") -> None:
         self.trigger = _Trigger(period=pd.Timedelta(period))
         self.name = f"calendar_spot_{period}"
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        check_spot_targets(book)
         if not self.trigger.due(book, market, t):
             return current_holdings(book, market)
         self.trigger.last = t
@@ -129,13 +161,16 @@ class CalendarSpotRebalance(Policy):
 
 
 class BandSpotRebalance(Policy):
-    """Trade spot back to target when any weight drifts more than ``band`` from its target."""
+    """Trade spot back to target when any weight drifts more than ``band`` from its target (by more
+    than ``BAND_TOL``). Every call refuses targets that sum below 1 on an invested base
+    (:func:`check_spot_targets`), before any trade."""
 
     def __init__(self, band: float = 0.05) -> None:
         self.trigger = _Trigger(band=band)
         self.name = f"band_spot_{band:g}"
 
     def __call__(self, book: Book, market: MarketSnapshot, t: pd.Timestamp) -> TargetHoldings:
+        check_spot_targets(book)
         if not self.trigger.due(book, market, t):
             return current_holdings(book, market)
         return _spot_to_target(book, market)

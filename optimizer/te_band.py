@@ -36,7 +36,7 @@ from models.errors import check_finite_positive, check_fraction
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.edge_bands import deviations, route_exposure
-from optimizer.policies import Policy, TargetHoldings, current_holdings
+from optimizer.policies import Policy, TargetHoldings, breached, current_holdings
 
 #: A fixed risk model, or one per decision time (``models.trailing_risk.TrailingRisk``).
 RiskInput = RiskModel | Callable[[pd.Timestamp], RiskModel]
@@ -49,7 +49,7 @@ def te_band_exposure(book: Book, market: MarketSnapshot, covariance: np.ndarray,
     V = book.base(market)
     d = deviations(book, market)
     te = tracking_error(d, covariance)
-    if not V > 0 or not te > band:
+    if not V > 0 or not breached(te, band):
         return {}
     r = inner * band / te
     w = book.target_vector()
