@@ -22,31 +22,31 @@ TOL_QTY = 1e-12
 TOL_USD = 1e-9
 
 
-def _part_ok(contracts: float, npc: float, min_notional: float, min_qty: float,
-             closes: bool) -> bool:
-    """One order part of |``contracts``| at ``npc`` USD each."""
-    size = abs(contracts)
-    if size < min_qty - TOL_QTY:
-        return False
-    return closes or size * npc >= min_notional - TOL_USD
+def _close_ok(contracts: float, min_qty: float) -> bool:
+    """A reduce-only part that closes the position to flat: only the min quantity applies."""
+    return abs(contracts) >= min_qty - TOL_QTY
+
+
+def _part_ok(contracts: float, npc: float, min_notional: float, min_qty: float) -> bool:
+    """Any other part of |``contracts``| at ``npc`` USD each: the min quantity and the min notional."""
+    return _close_ok(contracts, min_qty) and abs(contracts) * npc >= min_notional - TOL_USD
 
 
 def placeable_move(q0: float, q: float, npc: float, min_notional: float, min_qty: float) -> bool:
     """True when the move q0 -> q (contracts, ``npc`` USD per contract) is sent whole as orders."""
     if q == q0:
         return True
-    if q0 == 0 or (q != 0 and np.sign(q) == np.sign(q0) and abs(q) > abs(q0)):  # opens or grows
-        return _part_ok(q - q0, npc, min_notional, min_qty, closes=False)
-    if q == 0 or np.sign(q) == np.sign(q0):  # closes or shrinks
-        return _part_ok(q - q0, npc, min_notional, min_qty, closes=q == 0)
-    return (_part_ok(q0, npc, min_notional, min_qty, closes=True)  # flips: close, then open
-            and _part_ok(q, npc, min_notional, min_qty, closes=False))
+    if q == 0:  # closes to flat
+        return _close_ok(q0, min_qty)
+    if q0 == 0 or np.sign(q) == np.sign(q0):  # opens, grows, or shrinks leaving a position
+        return _part_ok(q - q0, npc, min_notional, min_qty)
+    return _close_ok(q0, min_qty) and _part_ok(q, npc, min_notional, min_qty)  # flips
 
 
 def fallback(q0: float, q: float, npc: float, min_notional: float, min_qty: float) -> float:
     """The position kept when the move q0 -> q is not placeable: flat for a flip whose close is
     placeable (its opening part is what the exchange refuses), else q0."""
     flips = q0 != 0 and q != 0 and np.sign(q) != np.sign(q0)
-    if flips and placeable_move(q0, 0.0, npc, min_notional, min_qty):
+    if flips and _close_ok(q0, min_qty):
         return 0.0
     return q0

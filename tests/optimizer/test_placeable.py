@@ -16,7 +16,7 @@ from executor.plan import PlanOptions
 from executor.plan_parts import drop_reason, trade_parts
 from models.instruments import FuturesContract
 from optimizer.constraint_base import Constraint
-from optimizer.placeable import fallback, placeable_move
+from optimizer.placeable import TOL_QTY, TOL_USD, fallback, placeable_move
 from optimizer.rounding import round_positions
 
 
@@ -53,16 +53,18 @@ def _contract(lot: float, min_notional: float, min_qty: float = 0.0) -> FuturesC
     (3.0, 1.0, True),     # shrinks by 8 USD
     (3.0, -1.0, False),   # flips: the close is fine, the opening 4 USD is not
     (3.0, -2.0, True),    # flips: opens 8 USD
+    (1.0, -2.0, True),    # flips: the close of 4 USD is exempt, the opening 8 USD is not small
     (3.0, 3.0, True),     # no move
 ])
 def test_placeable_moves_by_hand(q0: float, q: float, ok: bool) -> None:
     """4 USD a contract, min notional 5 USD."""
     assert placeable_move(q0, q, 4.0, 5.0, 0.0) is ok
-    # the planner's own split agrees: every part of a placeable move is sent
+    # the planner's own split agrees: every part of a placeable move is sent, a venue exempting
+    # a close to flat from the min notional (as Binance does every reduce-only order), and no
+    # other part (the rounding does not count on that exemption)
     c = _contract(1.0, 5.0)
-    parts = trade_parts("XUSDT", q0, q, 1.0)
-    sent = [drop_reason(p, c, 4.0, PlanOptions(reduce_only_exempt=False), None) is None
-            for p in parts]
+    sent = [drop_reason(p, c, 4.0, PlanOptions(reduce_only_exempt=p.contracts == -q0), None)
+            is None for p in trade_parts("XUSDT", q0, q, 1.0)]
     assert all(sent) is ok
 
 
@@ -73,10 +75,29 @@ def test_min_qty_holds_for_every_part() -> None:
     assert not placeable_move(0.005, 0.0, 60_000.0, 5.0, 0.01)   # even a close: 0.005 < minQty
 
 
+def test_min_qty_holds_for_the_close_of_a_flip() -> None:
+    """min quantity 2.5: the flip 1 -> -2 closes 1 contract (under it) before it opens 2: not
+    placeable, though a single order of 3 would be."""
+    assert not placeable_move(1.0, -2.0, 4.0, 5.0, 2.5)
+    assert placeable_move(3.0, -3.0, 4.0, 5.0, 2.5)
+
+
+def test_a_part_at_the_minimum_within_its_tolerance_is_placeable() -> None:
+    """The minimums are met within TOL_QTY (contracts) and TOL_USD (USD): a part of exactly
+    min_qty - TOL_QTY, or min_notional - TOL_USD, passes."""
+    assert placeable_move(0.0, 1.0 - TOL_QTY, 1.0, 0.0, 1.0)
+    assert placeable_move(0.0, 5.0 - TOL_USD, 1.0, 5.0, 0.0)
+    assert not placeable_move(0.0, 5.0 - 2 * TOL_USD, 1.0, 5.0, 0.0)
+
+
 def test_fallback_closes_a_flip_and_holds_anything_else() -> None:
     assert fallback(3.0, -1.0, 4.0, 5.0, 0.0) == 0.0
+    assert fallback(2.0, -1.0, 4.0, 5.0, 0.0) == 0.0  # 2 -> 0, not a shrink to 1 (4 USD)
+    assert fallback(1.0, -1.0, 4.0, 5.0, 0.0) == 0.0
+    assert fallback(-3.0, 1.0, 4.0, 5.0, 0.0) == 0.0
     assert fallback(0.0, 1.0, 4.0, 5.0, 0.0) == 0.0
     assert fallback(3.0, 2.0, 4.0, 5.0, 0.0) == 3.0
+    assert fallback(1.0, -2.0, 4.0, 5.0, 2.5) == 1.0  # the close itself is under min quantity
 
 
 def test_the_repair_never_lands_on_a_trade_below_the_min_notional() -> None:
