@@ -10,6 +10,12 @@
   the index is the market's spot price, which :meth:`CcxtGateway.market` sets to the index), and
   spot is raised to at least the wallet quantity. With the mode off only the quote counts as margin
   on USD-M, so nothing is pledged;
+- other USD stablecoins in the futures wallet (:data:`STABLECOINS` less the quote: USDC, FDUSD, ...)
+  are cash: in Multi-Assets mode each adds walletBalance x index x (1 - bidBuffer) USD (its
+  ``assetIndex`` row; a negative balance, a debt, x index x (1 + askBuffer)) to the wallet's cash;
+  with the mode off (or without an ``assetIndex`` row) Binance counts only the quote as margin, so
+  a positive balance adds 0 (a debt its face value); :attr:`CcxtCollateral.stablecoin_notes` says
+  what was done with each;
 - Portfolio Margin (``pledge_source="portfolio_margin"``): tiered collateral rules for the book's
   ``[pledged]`` assets and the futures wallet's assets, from ``GET /sapi/v1/margin/
   crossMarginCollateralRatio`` (ccxt ``sapiGetMarginCrossMarginCollateralRatio``: per group of
@@ -27,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from executor.ccxt_base import CcxtBase
 from models.book import Book
@@ -36,9 +43,65 @@ from models.errors import ValidationError
 
 log = logging.getLogger("executor.ccxt")
 
+#: USD stablecoins a futures wallet may hold; those other than the gateway's quote (USDT) are
+#: counted into the wallet's cash (see the module docstring), never pledged as spot.
+STABLECOINS = ("USDT", "USDC", "FDUSD", "BFUSD", "TUSD", "USDP", "DAI")
+
+
+def stablecoin_balances(bal: Mapping[str, Any], quote: str) -> dict[str, float]:
+    """The futures wallet's USD stablecoins other than ``quote``: asset -> walletBalance (units of
+    the coin, non-zero), from the account's ``info.assets`` rows."""
+    info = bal.get("info") or {}
+    rows = (info.get("assets") or []) if isinstance(info, dict) else []
+    out: dict[str, float] = {}
+    for row in rows:
+        asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
+        if qty != 0 and asset in STABLECOINS and asset != quote:
+            out[asset] = qty
+    return out
+
+
+def stablecoin_value(coin: str, q: float, rate: tuple[float, float, float] | None, multi: bool,
+                     quote: str) -> tuple[float, str]:
+    """(USD counted in cash, the note saying so) for ``q`` units of the stablecoin ``coin`` in the
+    futures wallet. With its ``rate`` (index, bidBuffer, askBuffer; Multi-Assets mode) a holding
+    counts q x index x (1 - bidBuffer), a debt q x index x (1 + askBuffer), as Binance values
+    them; without one (the mode off: Binance counts only ``quote`` as margin; or no assetIndex
+    row) a holding counts 0 and a debt its face value q x 1 USD."""
+    if rate is not None:
+        index, bid, ask = rate
+        value = q * index * (1.0 - bid if q > 0 else 1.0 + ask)
+        how = (f"index {index:g} x (1 - bidBuffer {bid:g})" if q > 0
+               else f"a debt: index {index:g} x (1 + askBuffer {ask:g})")
+    else:
+        value = min(q, 0.0)
+        why = (f"Multi-Assets mode is off, so Binance counts only {quote} as margin" if not multi
+               else "it has no Multi-Assets rate (no assetIndex row)")
+        how = (f"{why}; to count it, switch Multi-Assets mode on or convert it to {quote}" if q > 0
+               else f"a debt, at face value: {why}")
+    return value, f"futures wallet {coin} {q:g}: counted in [book] cash as {value:.2f} USD ({how})"
+
+
+def index_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float, float]]:
+    """(index USD, bidBuffer, askBuffer) per asset from ``GET /fapi/v1/assetIndex`` rows
+    (``<ASSET>USD``) that give an index and a bidBuffer (askBuffer defaults to the bidBuffer)."""
+    out: dict[str, tuple[float, float, float]] = {}
+    for row in rows:
+        sym = str(row.get("symbol") or "")
+        if sym.endswith("USD") and row.get("index") is not None and row.get("bidBuffer") is not None:
+            bid = float(row["bidBuffer"])
+            ask = float(row["askBuffer"]) if row.get("askBuffer") is not None else bid
+            out[sym.removesuffix("USD")] = (float(row["index"]), bid, ask)
+    return out
+
 
 class CcxtCollateral(CcxtBase):
-    """Multi-Assets bidBuffer and Portfolio Margin collateral reads of a ccxt gateway."""
+    """Multi-Assets bidBuffer and Portfolio Margin collateral reads of a ccxt gateway.
+
+    ``stablecoin_notes``: after :meth:`~executor.ccxt_gateway.CcxtGateway.account`, one sentence per
+    stablecoin of the futures wallet other than the quote saying how it was counted in cash."""
+
+    stablecoin_notes: tuple[str, ...] = ()
 
     def multi_assets_mode(self) -> bool:
         """True when the account is in Binance Multi-Assets mode (``GET /fapi/v1/multiAssetsMargin``);
@@ -49,24 +112,40 @@ class CcxtCollateral(CcxtBase):
         answer = self._read("multi_assets_margin", fn)
         return str(answer.get("multiAssetsMargin")).lower() == "true"
 
-    def bid_buffers(self) -> dict[str, float]:
-        """bidBuffer per asset (``GET /fapi/v1/assetIndex``: rows ``<ASSET>USD``), a fraction."""
+    def bid_buffers(self, rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, float]:
+        """bidBuffer per asset (``GET /fapi/v1/assetIndex``: rows ``<ASSET>USD``), a fraction;
+        from ``rows`` when given (already read), else read now."""
         out: dict[str, float] = {}
-        for row in self.asset_index_rows():
+        for row in self.asset_index_rows() if rows is None else rows:
             sym = str(row.get("symbol") or "")
             if sym.endswith("USD") and row.get("bidBuffer") is not None:
                 out[sym.removesuffix("USD")] = float(row["bidBuffer"])
         return out
 
-    def _with_pledged(self, book: Book, held: Mapping[str, float]) -> Book:
+    def stablecoin_cash(self, stables: Mapping[str, float], multi: bool,
+                        rows: Sequence[Mapping[str, Any]]) -> float:
+        """USD the wallet's other stablecoins ``stables`` (coin -> walletBalance) add to its cash
+        (:func:`stablecoin_value`; rates from the ``assetIndex`` ``rows`` in Multi-Assets mode,
+        ``multi``). Sets :attr:`stablecoin_notes`, one sentence a coin."""
+        rates = index_rates(rows) if multi else {}
+        valued = [stablecoin_value(coin, q, rates.get(coin), multi, self._quote)
+                  for coin, q in stables.items()]
+        for _, note in valued:
+            log.info("%s", note)
+        self.stablecoin_notes = tuple(note for _, note in valued)
+        return sum(value for value, _ in valued)
+
+    def _with_pledged(self, book: Book, held: Mapping[str, float], multi: bool,
+                      rows: Sequence[Mapping[str, Any]]) -> Book:
         """``book`` with the wallet's holdings ``held`` (asset -> base units) pledged at
-        quantity x index x (1 - bidBuffer) in Multi-Assets mode (nothing pledged otherwise); spot
-        is raised to at least the wallet quantity."""
-        if not self.multi_assets_mode():
+        quantity x index x (1 - bidBuffer) in Multi-Assets mode (``multi``; bidBuffers from the
+        ``assetIndex`` ``rows``; nothing pledged otherwise); spot is raised to at least the wallet
+        quantity."""
+        if not multi:
             log.warning("futures wallet holds %s but Multi-Assets mode is off: only %s counts as "
                         "margin (switch the mode on to pledge them)", sorted(held), self._quote)
             return dataclasses.replace(book, pledged={})
-        buffers = self.bid_buffers()
+        buffers = self.bid_buffers(rows)
         pledged: dict[str, float | CollateralRule] = {}
         for asset, qty in held.items():
             if asset not in buffers:

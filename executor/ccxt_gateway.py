@@ -14,7 +14,8 @@ The class is assembled from parts, one module each:
 - this module: reading the market (marks, index prices in USD, funding rates as fractions per
   interval), the contracts' metadata, and the account: positions (contracts; rows of one symbol
   are summed: hedge mode gives a LONG and a SHORT row, net = long - short, never overwritten),
-  the wallet's stablecoin cash (USD, unrealised PnL excluded) and pledged spot.
+  the wallet's stablecoin cash (USD, unrealised PnL excluded: the quote's balance plus the other
+  USD stablecoins' collateral value, :mod:`executor.ccxt_collateral`) and pledged spot.
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
@@ -29,7 +30,7 @@ from typing import Any
 import ccxt
 import pandas as pd
 
-from executor.ccxt_collateral import CcxtCollateral
+from executor.ccxt_collateral import STABLECOINS, CcxtCollateral, stablecoin_balances
 from executor.ccxt_funding import CcxtFunding
 from executor.ccxt_metadata import check_symbol_map, contract_from_market, tiers_from_ccxt
 from executor.ccxt_orders import CcxtOrders
@@ -149,29 +150,37 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         return c is not None and c.settlement == Settlement.INVERSE
 
     def account(self, book: Book, market: MarketSnapshot) -> Book:
-        """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD)."""
+        """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD: the
+        quote's balance plus the other stablecoins' value, :meth:`stablecoin_cash`). The
+        Multi-Assets mode and the ``assetIndex`` rows are read once, when a stablecoin or (outside
+        Portfolio Margin) a book asset is in the futures wallet."""
         to_book = {self.exchange_symbol(c): c.symbol for c in book.contracts}
         futures, upnl = self._net_positions(to_book)
         bal = self._read("fetch_balance", self.ex.fetch_balance)
-        cash = self._wallet(bal, upnl)
         held = self._wallet_assets(bal, book)
+        stables = stablecoin_balances(bal, self._quote)
+        portfolio = self._pledge_source == "portfolio_margin"
+        multi = bool(stables or (held and not portfolio)) and self.multi_assets_mode()
+        rows = self.asset_index_rows() if multi else []
+        cash = self._wallet(bal, upnl) + self.stablecoin_cash(stables, multi, rows)
         book = book.evolve(futures=futures, cash=cash)
-        if self._pledge_source == "portfolio_margin":
+        if portfolio:
             return self._with_portfolio_pledges(book, held)
-        return self._with_pledged(book, held) if held else book
+        return self._with_pledged(book, held, multi, rows) if held else book
 
     def _wallet_assets(self, bal: Mapping[str, Any], book: Book) -> dict[str, float]:
-        """Book assets other than the quote held in the futures wallet: asset -> walletBalance
-        (base units, > 0), from the account's ``assets`` rows."""
+        """Book assets other than the stablecoins held in the futures wallet: asset ->
+        walletBalance (base units, > 0), from the account's ``assets`` rows (stablecoins are
+        cash: :meth:`stablecoin_cash`)."""
         info = bal.get("info") or {}
         rows = (info.get("assets") or []) if isinstance(info, dict) else []
-        known = set(book.asset_symbols) - {self._quote}
+        known = set(book.asset_symbols) - {self._quote, *STABLECOINS}
         out: dict[str, float] = {}
         for row in rows:
             asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
             if qty > 0 and asset in known:
                 out[asset] = qty
-            elif qty > 0 and asset != self._quote:
+            elif qty > 0 and asset != self._quote and asset not in STABLECOINS:
                 log.warning("futures wallet holds %s %s, not a book asset: not counted as margin",
                             qty, asset)
         return out
@@ -194,7 +203,7 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         return {s: (futures[s].contracts if s in futures else 0.0) for s in instruments}
 
     def _wallet(self, bal: Mapping[str, Any], upnl: float) -> float:
-        """Stablecoin wallet balance (USD, unrealised PnL excluded)."""
+        """The quote's wallet balance (USD, unrealised PnL excluded)."""
         info = bal.get("info") or {}
         for asset in (info.get("assets") or []) if isinstance(info, dict) else []:
             if asset.get("asset") == self._quote and asset.get("walletBalance") is not None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus, Trade
 from executor.journal import Journal
+from executor.journal_schema import JournalError
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
 from models.book import Book, FuturesPosition
 from models.instruments import FuturesContract, Settlement
@@ -86,6 +87,7 @@ class PaperStore:
 
     def __init__(self, path: str | Path, book_name: str) -> None:
         self.book_name = book_name
+        self.path = Path(path)
         self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
         self._conn.executescript(_STORE_SCHEMA)
 
@@ -207,6 +209,7 @@ class PaperGateway:
             if saved is None:
                 store.init_account(book.futures, book.cash)
             else:
+                check_listed(book, saved[0], store.path)
                 self._book = book.evolve(futures=saved[0], cash=saved[1])
             self.orders = store.orders()
             self._trades = store.trades()
@@ -340,11 +343,29 @@ class PaperGateway:
         return None
 
 
+def check_listed(book: Book, futures: Mapping[str, FuturesPosition], journal_path: Path) -> None:
+    """Refuse a paper account (journal ``journal_path``) holding a position on a contract the book
+    no longer lists: its exposure and PnL would be dropped from the book's NAV, and no plan could
+    close it. Raises :class:`JournalError` naming the contracts (signed contracts) and the fix."""
+    known = set(book.contract_symbols)
+    stray = [f"{s} {p.contracts:.12g} contracts" for s, p in sorted(futures.items())
+             if s not in known and p.contracts != 0]
+    if stray:
+        one = len(stray) == 1
+        held = stray[0] if one else ", ".join(stray[:-1]) + " and " + stray[-1]
+        raise JournalError(
+            f"the paper account (journal {journal_path}) holds {held}, which the book no longer "
+            f"lists. Fix: add the {'contract' if one else 'contracts'} back to the book and close "
+            f"{'it' if one else 'them'}, or start a new journal (--journal)")
+
+
 def paper_book(book: Book, journal: Journal) -> tuple[Book, bool]:
     """``book`` with its paper account (positions and cash) from the journal file; (book, found).
 
     The paper exchange's own tables come first; a journal written before they existed falls back
-    to its latest position snapshot for the book.
+    to its latest position snapshot for the book. An account holding a position on a contract the
+    book does not list is refused (:func:`check_listed`), as every reader of the paper account for
+    a book (status, solve, whatif, execute, resume, run, the dashboard) comes through here.
     """
     store = PaperStore(journal.path, book.name)
     try:
@@ -352,13 +373,12 @@ def paper_book(book: Book, journal: Journal) -> tuple[Book, bool]:
     finally:
         store.close()
     if saved is not None:
-        known = set(book.contract_symbols)
-        return book.evolve(futures={s: p for s, p in saved[0].items() if s in known},
-                           cash=saved[1]), True
+        check_listed(book, saved[0], journal.path)
+        return book.evolve(futures=saved[0], cash=saved[1]), True
     snap = journal.latest_positions(VENUE, book.name)
     if snap is None:
         return book, False
     positions, cash = snap
-    known = set(book.contract_symbols)
-    futures = {s: FuturesPosition(q, e) for s, (q, e) in positions.items() if s in known and q != 0}
+    futures = {s: FuturesPosition(q, e) for s, (q, e) in positions.items() if q != 0}
+    check_listed(book, futures, journal.path)
     return book.evolve(futures=futures, cash=cash), True

@@ -3,13 +3,15 @@
     fbr account import BOOK.toml --exchange binanceusdm [--spot binance] [--yes] [--dry-run] [--json]
 
 reads, through the ccxt gateway of ``fbr execute``, the futures positions (contracts, entry price
-USD), the futures wallet (stablecoin cash USD; in Multi-Assets mode its other assets as pledged
+USD), the futures wallet (stablecoin cash USD: USDT plus the other USD stablecoins' collateral
+value, :mod:`executor.ccxt_collateral`; in Multi-Assets mode its other assets as pledged
 collateral; with ``[book] pledge_source = "portfolio_margin"`` they are valued by Portfolio Margin
 tiers and not written), the contracts' specs and leverage tiers, and with ``--spot binance`` the spot wallet's
 balances (base units, free + locked). :mod:`fbr.account_import` merges them into the book's TOML
 (targets, settings and comments kept); the unified diff is shown, then the file is written after a
 confirmation (``--yes`` in scripts; ``--dry-run`` only shows the diff). Assets held on the exchange
-that the book does not list are named in a note, never added.
+that the book does not list are named in a note, never added; a note says how each stablecoin
+other than USDT was counted (futures wallet: in cash; spot wallet: not at all).
 
 Keys come from ``FBR_BINANCEUSDM_API_KEY`` / ``FBR_BINANCEUSDM_SECRET`` (read-only keys are enough;
 the spot wallet is read with the same Binance keys) and never reach the output, errors or the file.
@@ -110,8 +112,10 @@ def _require_keys(exchange: str) -> None:
 
 
 def _wallet_assets(balance: Mapping[str, object]) -> dict[str, float]:
-    """The futures wallet's non-quote assets: asset -> walletBalance (base units, > 0), from the
-    account's ``info.assets`` rows."""
+    """The futures wallet's assets other than the stablecoins (cash, counted by the gateway):
+    asset -> walletBalance (base units, > 0), from the account's ``info.assets`` rows."""
+    from executor.ccxt_collateral import STABLECOINS
+
     info = balance.get("info")
     rows = info.get("assets") if isinstance(info, Mapping) else None
     out: dict[str, float] = {}
@@ -119,7 +123,7 @@ def _wallet_assets(balance: Mapping[str, object]) -> dict[str, float]:
         if not isinstance(row, Mapping):
             continue
         asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
-        if qty > 0 and asset and asset != QUOTE:
+        if qty > 0 and asset and asset != QUOTE and asset not in STABLECOINS:
             out[asset] = qty
     return out
 
@@ -163,14 +167,27 @@ def read_snapshot(loaded: LoadedBook, exchange: ImportExchange,
     account, _market, instruments = account_view(gw, book, loaded.market)
     held = _wallet_assets(gw.balance())
     spot_wallet = _spot_wallet(spot, exchange.value)
+    spot_coins, spot_rest = _split_stablecoins(spot_wallet or {})
     assets = set(book.asset_symbols)
     foreign = [f"futures wallet {a} {q:g}" for a, q in sorted(held.items()) if a not in assets]
-    foreign += [f"spot {a} {q:g}" for a, q in sorted((spot_wallet or {}).items()) if a not in assets]
+    foreign += [f"spot {a} {q:g}" for a, q in sorted(spot_rest.items()) if a not in assets]
     foreign += _foreign_positions(gw, instruments)
     wallet = {a: q for a, q in held.items() if a in assets}
     snap = snapshot_from_account(book, account, instruments, wallet=wallet,
                                  spot_wallet=spot_wallet, not_in_book=foreign)
-    return snap, _notes(snap, bool(wallet), loaded.pledge_source)
+    coins = [*gw.stablecoin_notes, *(
+        f"spot wallet {a} {q:g}: not counted (a stablecoin in the spot wallet is not futures "
+        f"margin; [book] cash is the futures wallet's: transfer it there to count it)"
+        for a, q in sorted(spot_coins.items()) if a not in assets)]
+    return snap, _notes(snap, bool(wallet), loaded.pledge_source) + tuple(coins)
+
+
+def _split_stablecoins(wallet: Mapping[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(USD stablecoins incl. USDT, everything else) of a wallet (asset -> base units, > 0)."""
+    from executor.ccxt_collateral import STABLECOINS
+
+    coins = {a: q for a, q in wallet.items() if a in STABLECOINS}
+    return coins, {a: q for a, q in wallet.items() if a not in coins}
 
 
 # --- merging, checking, writing --------------------------------------------------------------------

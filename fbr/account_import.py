@@ -3,7 +3,10 @@ TOML document with tomlkit, so the user's targets, settings, comments and key or
 
 What an import writes (units as in the book file, README "Book file format"):
 
-- ``[book] cash``: the futures wallet's stablecoin balance (USD, unrealised PnL excluded);
+- ``[book] cash``: the futures wallet's stablecoin balance (USD, unrealised PnL excluded): USDT
+  plus the other USD stablecoins (USDC, FDUSD, ...) at the value the gateway gives them (Multi-Assets
+  mode: index x (1 - bidBuffer); otherwise 0, :mod:`executor.ccxt_collateral`); negative in
+  Multi-Assets mode when the wallet owes USDT against pledged assets (a debt);
 - ``[spot] ASSET``: base units held, spot wallet (free + locked) plus the futures wallet's holding of
   the asset (pledged spot is spot too); only when the spot wallet was read. An asset written there
   leaves ``[spot_usd]``. Assets with nothing held are written only when the book already lists them;
@@ -103,11 +106,11 @@ def bracket_table(b: TierBracket) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class AccountSnapshot:
-    """What the exchange says, in book units: ``cash`` (USD), ``contracts`` (specs in the book's
-    contract order), ``futures`` (contract -> (signed contracts, entry price USD), non-zero only),
-    ``pledged`` (asset -> (bidBuffer fraction, quantity base units)), ``spot`` (asset -> base units;
-    None when the spot wallet was not read) and ``not_in_book`` (holdings the book does not list,
-    as text for the note)."""
+    """What the exchange says, in book units: ``cash`` (USD, all stablecoins; negative: a debt),
+    ``contracts`` (specs in the book's contract order), ``futures`` (contract -> (signed contracts,
+    entry price USD), non-zero only), ``pledged`` (asset -> (bidBuffer fraction, quantity base
+    units)), ``spot`` (asset -> base units; None when the spot wallet was not read) and
+    ``not_in_book`` (holdings the book does not list, as text for the note)."""
 
     cash: float
     contracts: tuple[ContractSpec, ...] = ()
@@ -221,7 +224,7 @@ def _entries(doc: TomlTable, name: str) -> AoT | None:
 # --- the sections ------------------------------------------------------------------------------
 
 def merge_cash(doc: TomlTable, cash: float) -> None:
-    """``[book] cash`` = the futures wallet's stablecoin balance (USD)."""
+    """``[book] cash`` = the futures wallet's stablecoin balance (USD; negative: a debt)."""
     set_value(_table(doc, "book"), "cash", canonical(cash))
 
 

@@ -28,7 +28,7 @@ from fbr.config_risk import parse_risk
 from fbr.config_settings import parse_settings
 from fbr.config_sources import ParseContext
 from fbr.config_tax import check_lot_dates
-from fbr.config_values import check_keys, choice, string, sub_table, usd_amount
+from fbr.config_values import MAX_HOLDING_USD, check_keys, choice, number, string, sub_table
 from models.book import Book, TargetsBase
 from models.collateral import DEFAULT_PLEDGE_SOURCE, PLEDGE_SOURCES
 from models.errors import ValidationError
@@ -105,7 +105,7 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     spot = spot_quantities(spot_qty, spot_usd, market)
     book = Book(
         assets=assets, contracts=contracts, spot=spot, targets=targets,
-        cash=usd_amount(head.get("cash", 0.0), "book.cash"),
+        cash=book_cash(head.get("cash", 0.0), pledged),
         futures=futures, pledged=pledged,
         targets_base=choice(head.get("targets_base", "invested"), "book.targets_base",
                             [t.value for t in TargetsBase], TargetsBase),
@@ -119,6 +119,23 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     market = data_funding_forecast(sub_table(data, "market", ""), market, contracts,
                                    settings.costs, ctx)
     return LoadedBook(book, market, risk, settings, tuple(ctx.labels), pledge_source)
+
+
+def book_cash(value: object, pledged: Mapping[str, object]) -> float:
+    """``[book] cash``: a finite USD amount of at most MAX_HOLDING_USD in size; negative only when
+    the book pledges spot (``[pledged]`` non-empty: a Binance Multi-Assets debt backed by the
+    pledged collateral, as the exchange lets the USDT balance go negative in that mode)."""
+    v = number(value, "book.cash")
+    if abs(v) > MAX_HOLDING_USD:
+        raise ValidationError("book.cash", f"is {value!r} USD, more than the {MAX_HOLDING_USD:.0e} "
+                              "USD a book may hold", "give a finite USD amount of realistic size "
+                              f"(at most {MAX_HOLDING_USD:.0e})")
+    if v < 0 and not pledged:
+        raise ValidationError(
+            "book.cash", f"is {value!r}: a negative balance (a debt) needs pledged collateral, and "
+            "the book pledges none", "give a value >= 0, or list the spot the exchange holds as "
+            "collateral for the debt in [pledged] (Binance Multi-Assets mode)")
+    return v
 
 
 def parse_pledge_source(value: object) -> str:

@@ -54,7 +54,7 @@ The first timestamp only runs steps 4, 5 and 6 (no t_prev: settlements at or bef
 
 Cash: spot sales credit cash, purchases debit it, and fees, funding and penalties are paid from it,
 so cash may go negative: a negative balance is a stablecoin debt (no interest), counted as such in
-NAV, the wallet and the collateral (``Book`` allows it; a book file's cash must be >= 0).
+NAV, the wallet and the collateral (``Book`` allows it; a book file's only with pledged spot).
 
 Market paths come from the embedded generator (``MarketPath.from_synthetic``) or from real data in
 the shared layout (``MarketPath.from_data``: 4 h / 8 h / 1 d steps, irregular funding kept, ADV
