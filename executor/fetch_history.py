@@ -19,15 +19,25 @@ Choices (documented here because they change what the numbers mean):
   venues; use it where the spot exchange is unreachable). ``volume`` is 0 for index bars.
 - **quote_volume** is ``volume x close``: ccxt's unified OHLCV drops the exchange's exact quote
   volume. It feeds only the backtester's 30-day ADV, where the difference is small.
-- **Only closed bars** are written: a bar is kept when open + bar length <= now.
+- **Only closed bars** are written: a bar is kept when open + bar length <= now, where now is the
+  *exchange's* time (ccxt ``fetch_time``, read once per fetch), never the local clock: a local clock
+  running fast would take the still-open candle for a closed one. A ``since`` at or after it is
+  refused (nothing has closed), before any data request.
 - **Paging**: each series is read from ``since`` forward, ``limit`` rows a call, the cursor moving
   to the last timestamp + 1 ms, until a call returns no new row or the span ends (``until``,
   exclusive, is compared with bar *open* / settlement times). ccxt's rate limiter spaces the calls;
   :func:`executor.ccxt_wiring.retry_read` retries network errors with backoff, waiting at least
-  the exchange's Retry-After after a 429 (Binance bans an IP that calls again sooner).
+  the exchange's Retry-After after a 429 (Binance bans an IP that calls again sooner). An answer
+  asking for more than ``MAX_RETRY_AFTER_S`` seconds stops the fetch at once with a
+  :class:`FetchSilenceError` naming the seconds and the UTC time the wait ends (``fbr data fetch``
+  keeps that time: a fetch started before it is refused without a request).
 - **Leverage tiers** are a signed endpoint on Binance: fetched only when the futures exchange has
   API keys, otherwise skipped with a note (the contract specs need no keys).
-- Files are overwritten; gzip headers carry no time stamp, so the same data gives the same bytes.
+- **All or nothing**: every series is read into memory first; files are written only when all
+  reads succeeded, each under a temporary name then moved into place (``executor.fetch_files``),
+  so a failed fetch leaves the folder as it was. Series files are replaced; the markets files
+  (named by date) keep the rows of symbols fetched earlier that day (``executor.fetch_markets``).
+  gzip headers carry no time stamp, so the same data gives the same bytes.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import enum
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -46,9 +56,30 @@ from typing import Any
 import ccxt
 import pandas as pd
 
-from executor.ccxt_wiring import ExchangeFactory, retry_read
+from executor.ccxt_wiring import ExchangeFactory
+from executor.fetch_files import (
+    Staged,
+    WrittenFile,
+    funding_frame,
+    klines_frame,
+    marks_frame,
+    write_staged,
+)
+from executor.fetch_markets import (
+    MARKETS_PREFIX,
+    SPEC_FILE_COLUMNS,
+    TIER_FILE_COLUMNS,
+    contract_spec_row,
+    merged_rows,
+    tier_rows,
+)
+from executor.fetch_silence import FetchSilenceError, read_or_silence, silence_message
 from models.data_layout import FUNDING_FOLDER, MARK_FOLDER, MARKETS_FOLDER, spot_folder
 from models.errors import ValidationError
+
+__all__ = ["MARKETS_PREFIX", "TIER_FILE_COLUMNS", "FetchRequest", "FetchSilenceError",
+           "FetchSummary", "SpotSource", "WrittenFile", "contract_spec_row", "exchanges_of",
+           "fetch_market_data", "silence_message", "tier_rows"]
 
 #: Folder of the perpetual mark closes (the backtester reads 4 h marks).
 MARK_INTERVAL = "4h"
@@ -56,12 +87,8 @@ MARK_INTERVAL = "4h"
 PAGE_LIMIT = 1000
 #: Spot exchange that holds the spot markets of a derivatives-only ccxt exchange.
 SPOT_EXCHANGE = {"binanceusdm": "binance", "binancecoinm": "binance"}
-#: Prefix of the markets files per exchange (the shared snapshot's names for Binance USD-M).
-MARKETS_PREFIX = {"binanceusdm": "binance_usdm"}
 TIMEFRAME_MS = {"1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
                 "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
-TIER_FILE_COLUMNS = ("symbol", "tier", "currency", "min_notional", "max_notional",
-                     "maintenance_margin_rate", "max_leverage", "maint_amount_cum")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 
 
@@ -97,28 +124,28 @@ class FetchRequest:
         if len(set(self.symbols)) != len(self.symbols):
             raise ValidationError("symbols", f"repeats a symbol: {list(self.symbols)}",
                                   "give each symbol once")
-        for iv in self.intervals:
-            if iv not in TIMEFRAME_MS:
-                raise ValidationError("interval", f"is {iv!r}",
-                                      f"give one or more of {sorted(TIMEFRAME_MS)}, comma separated")
+        self._check_intervals()
         if self.since.tzinfo is None or (self.until is not None and self.until.tzinfo is None):
             raise ValidationError("since", "is not time-zone aware", "give UTC timestamps")
         if self.until is not None and self.until <= self.since:
             raise ValidationError("until", f"({self.until}) is not after since ({self.since})",
                                   "give until > since, or leave it out (up to now)")
 
-
-@dataclass(frozen=True)
-class WrittenFile:
-    """One file written: kind (spot_1d, perp_mark_4h, funding, contracts, tiers), symbol, rows,
-    first and last timestamp (ISO, None for market files)."""
-
-    path: Path
-    kind: str
-    symbol: str
-    rows: int
-    first: str | None
-    last: str | None
+    def _check_intervals(self) -> None:
+        """At least one spot interval (the backtester reads ``spot_<interval>``), each known and
+        given once."""
+        choices = f"{sorted(TIMEFRAME_MS, key=TIMEFRAME_MS.__getitem__)}"
+        if not self.intervals:
+            raise ValidationError("interval", "lists no spot bar interval (--interval is empty), "
+                                  "so no spot_<interval> file would be fetched",
+                                  f"give --interval one or more of {choices}, comma separated")
+        for iv in self.intervals:
+            if iv not in TIMEFRAME_MS:
+                raise ValidationError("interval", f"is {iv!r}",
+                                      f"give one or more of {sorted(TIMEFRAME_MS)}, comma separated")
+        if len(set(self.intervals)) != len(self.intervals):
+            raise ValidationError("interval", f"repeats an interval: {list(self.intervals)}",
+                                  "give each --interval once, e.g. 1d,4h")
 
 
 @dataclass(frozen=True)
@@ -135,6 +162,14 @@ class FetchSummary:
                 "notes": list(self.notes)}
 
 
+def exchanges_of(request: FetchRequest) -> tuple[str, ...]:
+    """The ccxt exchanges whose IP-level silence refuses a fetch of ``request``: the futures
+    exchange and its spot exchange (an index fetch calls only the first, but a silence of either
+    is one operator's limit on this IP: refused to be safe)."""
+    spot_id = SPOT_EXCHANGE.get(request.exchange_id, request.exchange_id)
+    return tuple(dict.fromkeys((request.exchange_id, spot_id)))
+
+
 #: Progress callback: (label of the series, rows so far, expected rows or None).
 Progress = Callable[[str, int, int | None], None]
 
@@ -142,10 +177,10 @@ Progress = Callable[[str, int, int | None], None]
 @dataclass
 class _FetchRun:
     request: FetchRequest
-    now_ms: int
     progress: Progress | None
     sleep: Callable[[float], None]
-    written: list[WrittenFile] = field(default_factory=list)
+    now_ms: int = 0
+    staged: list[Staged] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -157,20 +192,33 @@ class _FetchRun:
         u = self.request.until
         return min(self.now_ms, int(u.timestamp() * 1000)) if u is not None else self.now_ms
 
+    def stage(self, path: Path, kind: str, symbol: str, frame: pd.DataFrame | None,
+              empty: str) -> None:
+        """Keep ``frame`` to write at ``path`` once every read is done; None: note ``empty``."""
+        if frame is None:
+            self.notes.append(f"{kind} {symbol}: {empty}; no file written")
+        else:
+            self.staged.append(Staged(path, frame, kind, symbol))
+
 
 def fetch_market_data(request: FetchRequest, factory: ExchangeFactory, *,
                       now: pd.Timestamp | None = None, progress: Progress | None = None,
                       sleep: Callable[[float], None] | None = None) -> FetchSummary:
     """Fetch spot klines, perp marks, funding, contract specs and (with keys) leverage tiers for
-    ``request.symbols`` and write them in the shared layout under ``request.out_dir``.
+    ``request.symbols`` and write them in the shared layout under ``request.out_dir``: all of
+    them once every read has succeeded, none when one fails (see the module doc).
 
     ``factory(exchange_id)`` gives ccxt instances (the futures exchange and, for
-    ``SpotSource.EXCHANGE``, its spot exchange); ``now`` (default: the wall clock) bounds the
-    closed bars; ``sleep`` is the retry backoff's sleep (tests pass a no-op).
+    ``SpotSource.EXCHANGE``, its spot exchange). Closed bars are those closed by the futures
+    exchange's time (``fetch_time``), or by ``now`` when that is earlier (tests pin it);
+    ``sleep`` is the retry backoff's sleep (tests pass a no-op). Raises ValidationError for a
+    ``since`` at or after that time (before any data request), FetchSilenceError when the
+    exchange asks for a long silence.
     """
-    now_ts = pd.Timestamp.now(tz="UTC") if now is None else now
-    ctx = _FetchRun(request, int(now_ts.timestamp() * 1000), progress, sleep or time.sleep)
+    ctx = _FetchRun(request, progress, sleep or time.sleep)
     futures = factory(request.exchange_id)
+    ctx.now_ms = _exchange_now_ms(ctx, futures, now)
+    _check_since(ctx, str(futures.id))
     _read(ctx, futures.load_markets, futures)
     perps = {s: _market(futures, f"{s}/{request.quote}:{request.quote}", "symbols")
              for s in request.symbols}
@@ -182,22 +230,90 @@ def fetch_market_data(request: FetchRequest, factory: ExchangeFactory, *,
         _read(ctx, spot_ex.load_markets, spot_ex)
         spot_markets = {s: _market(spot_ex, f"{s}/{request.quote}", "symbols")
                         for s in request.symbols}
-    out = request.out_dir
     for sym in request.symbols:
-        for iv in request.intervals:
-            if spot_ex is not None:
-                rows = _ohlcv(ctx, spot_ex, spot_markets[sym], iv, {}, f"spot {iv} {sym}")
-            else:
-                rows = _ohlcv(ctx, futures, perps[sym], iv, {"price": "index"},
-                              f"index {iv} {sym}")
-            _write_klines(ctx, out / spot_folder(iv) / f"{sym}.csv.gz", spot_folder(iv), sym, rows)
-        marks = _ohlcv(ctx, futures, perps[sym], MARK_INTERVAL, {"price": "mark"},
-                       f"mark {MARK_INTERVAL} {sym}")
-        _write_marks(ctx, out / MARK_FOLDER / f"{sym}.csv.gz", sym, marks)
-        funding = _funding(ctx, futures, perps[sym], f"funding {sym}")
-        _write_funding(ctx, out / FUNDING_FOLDER / f"{sym}.csv.gz", sym, funding)
-    _write_markets(ctx, futures, list(perps.values()))
-    return FetchSummary(tuple(ctx.written), tuple(ctx.notes))
+        spot = (spot_ex, spot_markets[sym]) if spot_ex is not None else None
+        _stage_series(ctx, futures, perps[sym], spot, sym)
+    _stage_markets(ctx, futures, list(perps.values()))
+    return FetchSummary(tuple(write_staged(ctx.staged)), tuple(ctx.notes))
+
+
+def _stage_series(ctx: _FetchRun, futures: Any, perp: str, spot: tuple[Any, str] | None,
+                  sym: str) -> None:
+    """Read ``sym``'s spot bars (each interval), 4 h marks and funding; stage their files."""
+    out = ctx.request.out_dir
+    none = "no closed bars in the span"
+    for iv in ctx.request.intervals:
+        if spot is not None:
+            rows = _ohlcv(ctx, spot[0], spot[1], iv, {}, f"spot {iv} {sym}")
+        else:
+            rows = _ohlcv(ctx, futures, perp, iv, {"price": "index"}, f"index {iv} {sym}")
+        ctx.stage(out / spot_folder(iv) / f"{sym}.csv.gz", spot_folder(iv), sym,
+                  klines_frame(rows) if rows else None, none)
+    marks = _ohlcv(ctx, futures, perp, MARK_INTERVAL, {"price": "mark"},
+                   f"mark {MARK_INTERVAL} {sym}")
+    ctx.stage(out / MARK_FOLDER / f"{sym}.csv.gz", "perp_mark_4h", sym,
+              marks_frame(marks) if marks else None, none)
+    funding = _funding(ctx, futures, perp, f"funding {sym}")
+    ctx.stage(out / FUNDING_FOLDER / f"{sym}.csv.gz", "funding", sym,
+              funding_frame(funding) if funding else None, "no settlements in the span")
+
+
+def _stage_markets(ctx: _FetchRun, exchange: Any, symbols: list[str]) -> None:
+    """Stage the contracts file and (with keys) the tiers file of the fetch's date, merged with
+    the same-date files already in ``markets/`` (``executor.fetch_markets.merged_rows``)."""
+    req = ctx.request
+    prefix = MARKETS_PREFIX.get(req.exchange_id, req.exchange_id)
+    date = pd.Timestamp(ctx.now_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+    folder = req.out_dir / MARKETS_FOLDER
+    names = ",".join(req.symbols)
+    specs = [contract_spec_row(exchange.market(s)) for s in symbols]
+    tiers = _tiers(ctx, exchange, symbols)  # read before anything is merged or written
+    path = folder / f"{prefix}_contracts_{date}.csv.gz"
+    frame = merged_rows(path, SPEC_FILE_COLUMNS, specs, [str(r["symbol"]) for r in specs])
+    ctx.staged.append(Staged(path, frame, "contracts", names, index=False))
+    if tiers is not None:
+        path = folder / f"{prefix}_leverage_tiers_{date}.csv.gz"
+        frame = merged_rows(path, TIER_FILE_COLUMNS, tiers, symbols)
+        ctx.staged.append(Staged(path, frame, "tiers", names, index=False))
+
+
+def _tiers(ctx: _FetchRun, exchange: Any, symbols: list[str]) -> list[dict[str, object]] | None:
+    """The leverage-tier rows of ``symbols``; None (with a note) when not asked for, or the
+    signed endpoint cannot be read (no keys, keys refused)."""
+    if not ctx.request.tiers:
+        return None
+    if not exchange.apiKey:
+        ctx.notes.append("leverage tiers skipped: the endpoint is signed and no API key is set "
+                         "(set FBR_<EXCHANGE>_API_KEY and FBR_<EXCHANGE>_SECRET, e.g. "
+                         "FBR_BINANCEUSDM_API_KEY)")
+        return None
+    try:
+        tiers = _read(ctx, lambda: exchange.fetch_leverage_tiers(symbols), exchange)
+    except ccxt.AuthenticationError as exc:
+        ctx.notes.append(f"leverage tiers skipped: the exchange refused the keys "
+                         f"({type(exc).__name__})")
+        return None
+    return [r for s in symbols for r in tier_rows(s, tiers.get(s, []))]
+
+
+def _exchange_now_ms(ctx: _FetchRun, exchange: Any, now: pd.Timestamp | None) -> int:
+    """The exchange's time (ms): ``fetch_time`` when it has one, else the local clock less ccxt's
+    measured offset (``timeDifference``); capped at ``now`` when given."""
+    if exchange.has.get("fetchTime"):
+        server = int(_read(ctx, exchange.fetch_time, exchange))
+    else:
+        server = int(time.time() * 1000) - int(exchange.options.get("timeDifference") or 0)
+    return server if now is None else min(server, int(now.timestamp() * 1000))
+
+
+def _check_since(ctx: _FetchRun, exchange_id: str) -> None:
+    """Refuse a ``since`` at or after the exchange's time: no bar of the span has closed."""
+    if ctx.since_ms >= ctx.now_ms:
+        now = pd.Timestamp(ctx.now_ms, unit="ms", tz="UTC")
+        raise ValidationError("since", f"(--since {ctx.request.since.isoformat()}) is at or after "
+                              f"{exchange_id}'s time now ({now:%Y-%m-%d %H:%M:%S} UTC): no bar "
+                              f"of the span has closed", "give a --since in the past (only closed "
+                              "bars are fetched)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,8 +321,9 @@ def fetch_market_data(request: FetchRequest, factory: ExchangeFactory, *,
 
 
 def _read(ctx: _FetchRun, fn: Callable[[], Any], exchange: Any) -> Any:
-    """``fn()`` retried on network errors, waiting at least ``exchange``'s Retry-After."""
-    return retry_read(fn, sleep=ctx.sleep, exchange=exchange)
+    """``fn()`` retried on network errors, waiting at least ``exchange``'s Retry-After; a wait
+    asked for longer than ``MAX_RETRY_AFTER_S`` raises FetchSilenceError at once."""
+    return read_or_silence(fn, exchange, ctx.sleep)
 
 
 def _market(exchange: Any, symbol: str, field_name: str) -> str:
@@ -267,129 +384,3 @@ def _funding(ctx: _FetchRun, exchange: Any, symbol: str, label: str) -> list[tup
         if ctx.progress is not None:
             ctx.progress(label, len(rows), expected)
     return sorted(rows.items())
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def _stamps(ms: Sequence[int]) -> pd.Index:
-    """ISO 8601 UTC labels of epoch-ms timestamps (the data files' ``timestamp`` column)."""
-    stamps: pd.Index = pd.Index(pd.to_datetime(list(ms), unit="ms", utc=True)
-                                .strftime("%Y-%m-%dT%H:%M:%SZ"), name="timestamp")
-    return stamps
-
-
-def _save(ctx: _FetchRun, frame: pd.DataFrame, path: Path, kind: str, symbol: str,
-          index: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=index, compression={"method": "gzip", "mtime": 0})
-    first = str(frame.index[0]) if index and len(frame) else None
-    last = str(frame.index[-1]) if index and len(frame) else None
-    ctx.written.append(WrittenFile(path, kind, symbol, len(frame), first, last))
-
-
-def _write_klines(ctx: _FetchRun, path: Path, kind: str, symbol: str,
-                  rows: list[list[float]]) -> None:
-    if not rows:
-        ctx.notes.append(f"{kind} {symbol}: no closed bars in the span; no file written")
-        return
-    frame = pd.DataFrame([r[1:6] for r in rows], index=_stamps([int(r[0]) for r in rows]),
-                         columns=["open", "high", "low", "close", "volume"])
-    frame["volume"] = frame["volume"].fillna(0.0)
-    frame["quote_volume"] = frame["volume"] * frame["close"]
-    _save(ctx, frame, path, kind, symbol)
-
-
-def _write_marks(ctx: _FetchRun, path: Path, symbol: str, rows: list[list[float]]) -> None:
-    if not rows:
-        ctx.notes.append(f"perp_mark_4h {symbol}: no closed bars in the span; no file written")
-        return
-    frame = pd.DataFrame({"close": [r[4] for r in rows]},
-                         index=_stamps([int(r[0]) for r in rows]))
-    _save(ctx, frame, path, "perp_mark_4h", symbol)
-
-
-def _write_funding(ctx: _FetchRun, path: Path, symbol: str, rows: list[tuple[int, float]]) -> None:
-    if not rows:
-        ctx.notes.append(f"funding {symbol}: no settlements in the span; no file written")
-        return
-    frame = pd.DataFrame({"funding_rate": [r for _t, r in rows]},
-                         index=_stamps([t for t, _r in rows]))
-    _save(ctx, frame, path, "funding", symbol)
-
-
-def _write_markets(ctx: _FetchRun, exchange: Any, symbols: list[str]) -> None:
-    req = ctx.request
-    prefix = MARKETS_PREFIX.get(req.exchange_id, req.exchange_id)
-    date = pd.Timestamp(ctx.now_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
-    specs = pd.DataFrame([contract_spec_row(exchange.market(s)) for s in symbols])
-    _save(ctx, specs, req.out_dir / MARKETS_FOLDER / f"{prefix}_contracts_{date}.csv.gz",
-          "contracts", ",".join(req.symbols), index=False)
-    if not req.tiers:
-        return
-    if not exchange.apiKey:
-        ctx.notes.append("leverage tiers skipped: the endpoint is signed and no API key is set "
-                         "(set FBR_<EXCHANGE>_API_KEY and FBR_<EXCHANGE>_SECRET, e.g. "
-                         "FBR_BINANCEUSDM_API_KEY)")
-        return
-    try:
-        tiers = _read(ctx, lambda: exchange.fetch_leverage_tiers(symbols), exchange)
-    except ccxt.AuthenticationError as exc:
-        ctx.notes.append(f"leverage tiers skipped: the exchange refused the keys "
-                         f"({type(exc).__name__})")
-        return
-    rows = [r for s in symbols for r in tier_rows(s, tiers.get(s, []))]
-    _save(ctx, pd.DataFrame(rows, columns=list(TIER_FILE_COLUMNS)),
-          req.out_dir / MARKETS_FOLDER / f"{prefix}_leverage_tiers_{date}.csv.gz", "tiers",
-          ",".join(req.symbols), index=False)
-
-
-def contract_spec_row(market: Mapping[str, Any]) -> dict[str, object]:
-    """One contract-spec row in Binance exchangeInfo column names (``models.io.SPEC_COLUMNS``).
-
-    From the raw Binance filters when present, else from ccxt's unified precision and limits."""
-    info = market.get("info") or {}
-    filters = {f.get("filterType"): f for f in info.get("filters", []) if isinstance(f, dict)}
-    lot, mkt = filters.get("LOT_SIZE", {}), filters.get("MARKET_LOT_SIZE", {})
-    price, notional = filters.get("PRICE_FILTER", {}), filters.get("MIN_NOTIONAL", {})
-    limits, precision = market.get("limits", {}), market.get("precision", {})
-    amount, cost = limits.get("amount", {}), limits.get("cost", {})
-    return {
-        "symbol": market.get("id"), "pair": info.get("pair", market.get("id")),
-        "contractType": info.get("contractType", "PERPETUAL" if market.get("swap") else None),
-        "status": info.get("status"), "baseAsset": market.get("baseId"),
-        "quoteAsset": market.get("quoteId"), "marginAsset": market.get("settleId"),
-        "pricePrecision": info.get("pricePrecision"),
-        "quantityPrecision": info.get("quantityPrecision"),
-        "tickSize": price.get("tickSize", precision.get("price")),
-        "minPrice": price.get("minPrice"), "maxPrice": price.get("maxPrice"),
-        "lot_stepSize": lot.get("stepSize", precision.get("amount")),
-        "lot_minQty": lot.get("minQty", amount.get("min")),
-        "lot_maxQty": lot.get("maxQty", amount.get("max")),
-        "mkt_stepSize": mkt.get("stepSize"), "mkt_minQty": mkt.get("minQty"),
-        "mkt_maxQty": mkt.get("maxQty"),
-        "minNotional": notional.get("notional", cost.get("min")),
-        "maintMarginPercent": info.get("maintMarginPercent"),
-        "requiredMarginPercent": info.get("requiredMarginPercent"),
-        "liquidationFee": info.get("liquidationFee"),
-    }
-
-
-def tier_rows(symbol: str, tiers: Sequence[Mapping[str, Any]]) -> list[dict[str, object]]:
-    """Leverage-tier rows of one ccxt symbol. ``maint_amount_cum`` is Binance's ``cum`` when
-    given, else built so MM = mmr n - cum is continuous: cum_k = cum_{k-1} + floor_k (mmr_k -
-    mmr_{k-1})."""
-    rows: list[dict[str, object]] = []
-    cum_prev, mmr_prev = 0.0, 0.0
-    for k, t in enumerate(sorted(tiers, key=lambda t: float(t.get("minNotional") or 0.0))):
-        lo = float(t.get("minNotional") or 0.0)
-        mmr = float(t["maintenanceMarginRate"])
-        raw = (t.get("info") or {}).get("cum")
-        cum = float(raw) if raw is not None else (cum_prev + lo * (mmr - mmr_prev) if k else 0.0)
-        rows.append({"symbol": symbol, "tier": float(t.get("tier") or k + 1),
-                     "currency": t.get("currency"), "min_notional": lo,
-                     "max_notional": float(t["maxNotional"]), "maintenance_margin_rate": mmr,
-                     "max_leverage": float(t["maxLeverage"]), "maint_amount_cum": cum})
-        cum_prev, mmr_prev = cum, mmr
-    return rows

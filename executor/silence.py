@@ -5,7 +5,8 @@ An answer asking for more than ``executor.ccxt_wiring.MAX_RETRY_AFTER_S`` second
 (an execution, a resume, the settling of an earlier plan's legs, ``fbr status``, the dashboard, a
 wake-up of ``fbr run``) records the time it ends in the journal (``Journal.set_silence``, per
 account), and a later run of that account started before then is refused here, before it sends
-anything: a request inside a ban lengthens it.
+anything: a request inside a ban lengthens it. A silence of the IP rather than of an account (a
+rate limit on public endpoints, met by ``fbr data fetch``) is kept under :func:`ip_scope`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from models.errors import RefusedError
 def wall_ms() -> int:
     """The wall clock, ms since the epoch."""
     return int(time.time() * 1000)
+
+
+def ip_scope(exchange_id: str) -> str:
+    """The journal key of a silence ``exchange_id`` asked of this IP, whatever the account (an
+    account key is ``<venue>:<16 hex>``, so the two never meet): ``<exchange id>:ip``."""
+    return f"{exchange_id}:ip"
 
 
 def refuse_in_silence(journal: Journal, account: str, now_ms: int) -> None:

@@ -10,13 +10,18 @@ Public data needs no keys; leverage tiers are a signed Binance endpoint and are 
 the exchange's keys are set, in the same variables ``fbr execute`` reads: ``FBR_<EXCHANGE>_API_KEY``
 and ``FBR_<EXCHANGE>_SECRET`` (e.g. ``FBR_BINANCEUSDM_API_KEY``; never printed or written).
 The 8 h and 4 h backtest steps need ``--interval 4h`` (spot_4h); the 1 d step needs ``1d``.
+A long silence the exchange asks for (over ``MAX_RETRY_AFTER_S``) stops the fetch and is kept in the
+per-user journal under the IP's key (``executor.silence.ip_scope``): a fetch started before it ends
+is refused (exit code 6) without a request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,13 +29,13 @@ import typer
 
 from fbr.console import err, user_errors
 from fbr.console import out as stdout_console
-from models.errors import FbrError, ValidationError
+from models.errors import FbrError, RefusedError, ValidationError
 
 if TYPE_CHECKING:  # ccxt and pandas load when the command runs
     import pandas as pd
 
     from executor.ccxt_wiring import ExchangeFactory
-    from executor.fetch_history import FetchRequest, FetchSummary
+    from executor.fetch_history import FetchRequest, FetchSilenceError, FetchSummary
 
 
 #: A quote / settlement asset as exchanges name it (USDT, USDC, ...).
@@ -114,29 +119,25 @@ def _check_out(request: FetchRequest) -> None:
 
 
 def run_fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:
-    """Fetch with a rich progress bar (one task per series); ccxt errors become one message."""
+    """Fetch with a rich progress bar (one task per series); ccxt errors become one message.
+
+    Refused (exit code 6) before any request while a silence the exchange asked of this IP during
+    an earlier fetch lasts; a long silence asked now stops the fetch (FetchSilenceError, naming its
+    seconds and end) and is kept for the next one (:func:`_refuse_in_silence`)."""
     import ccxt
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-    from executor.fetch_history import fetch_market_data
+    from executor.fetch_history import FetchSilenceError
 
+    _refuse_in_silence(request)
     try:
-        if not show_progress:
-            return fetch_market_data(request, exchange_factory)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, transient=False) as bar:
-            tasks: dict[str, TaskID] = {}
-
-            def progress(label: str, done: int, expected: int | None) -> None:
-                if label not in tasks:
-                    tasks[label] = bar.add_task(label, total=expected)
-                total = max(done, expected or done)
-                bar.update(tasks[label], completed=done, total=total)
-
-            return fetch_market_data(request, exchange_factory, progress=progress)
+        return _fetch(request, show_progress=show_progress)
+    except FetchSilenceError as exc:
+        _record_silence(exc)
+        raise
     except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:
-        raise ExchangeAccessError(f"{request.exchange_id} is rate-limiting this IP ({exc}); wait "
-                                  f"the time it gives, then run the fetch again") from exc
+        raise ExchangeAccessError(f"{request.exchange_id} is rate-limiting this IP ({exc}); fbr "
+                                  f"waited the Retry-After it gave between retries. Fix: wait a "
+                                  f"few minutes, then run the fetch again") from exc
     except ccxt.NetworkError as exc:
         raise ExchangeAccessError(f"could not reach {request.exchange_id} after retries "
                               f"({type(exc).__name__}); check the network and try again") from exc
@@ -145,6 +146,62 @@ def run_fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:
     except ccxt.BaseError as exc:
         raise ExchangeAccessError(f"{request.exchange_id} refused a request "
                               f"({type(exc).__name__}): {exc}") from exc
+
+
+def _fetch(request: FetchRequest, *, show_progress: bool) -> FetchSummary:
+    """:func:`executor.fetch_history.fetch_market_data`, with progress bars when asked."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+    from executor.fetch_history import fetch_market_data
+
+    if not show_progress:
+        return fetch_market_data(request, exchange_factory)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(label: str, done: int, expected: int | None) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=expected)
+            total = max(done, expected or done)
+            bar.update(tasks[label], completed=done, total=total)
+
+        return fetch_market_data(request, exchange_factory, progress=progress)
+
+
+def _refuse_in_silence(request: FetchRequest) -> None:
+    """RefusedError (exit code 6), before any request, while the per-user journal
+    (:func:`fbr.console.default_journal`) holds an IP-level silence not yet over of one of the
+    exchanges the fetch would call (``executor.silence.ip_scope``). Best effort: without a journal,
+    or one that cannot be opened, the fetch goes ahead."""
+    from executor.fetch_history import exchanges_of, silence_message
+    from executor.journal import Journal
+    from executor.silence import ip_scope, wall_ms
+    from fbr.console import default_journal
+
+    path = default_journal()
+    if not path.is_file():
+        return
+    ends: dict[str, int | None] = {}
+    with contextlib.suppress(FbrError, OSError, sqlite3.Error), Journal(path) as j:
+        ends = {ex: j.silence_until(ip_scope(ex)) for ex in exchanges_of(request)}
+    now = wall_ms()
+    for ex, until in ends.items():
+        if until is not None and now < until:
+            raise RefusedError(silence_message(ex, (until - now) / 1000, until, cause=None))
+
+
+def _record_silence(exc: FetchSilenceError) -> None:
+    """Keep the end of the silence ``exc`` asked for in the per-user journal (created when
+    missing), under the IP-level key of its exchange; a later end already kept stays. Best effort:
+    the message of ``exc`` names the end anyway."""
+    from executor.journal import Journal
+    from executor.silence import ip_scope
+    from fbr.console import default_journal
+
+    key = ip_scope(exc.exchange_id)
+    with contextlib.suppress(FbrError, OSError, sqlite3.Error), Journal(default_journal()) as j:
+        j.set_silence(key, max(exc.until_ms, j.silence_until(key) or 0))
 
 
 def fetch(

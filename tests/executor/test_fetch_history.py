@@ -15,7 +15,7 @@ import pytest
 from binance_emulator import BinanceEmulator, Fault
 
 from executor.ccxt_wiring import retry_read
-from executor.fetch_history import FetchRequest, SpotSource, fetch_market_data
+from executor.fetch_history import FetchRequest, FetchSilenceError, SpotSource, fetch_market_data
 from models import io
 from models.book import Book
 from models.errors import ValidationError
@@ -194,7 +194,7 @@ def test_a_long_wait_is_not_retried_into(tmp_path: Path) -> None:
     clock = SimClock()
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
         req = _funding_answered_429(emu, 3_600, tmp_path)
-        with pytest.raises(ccxt.DDoSProtection):
+        with pytest.raises(FetchSilenceError, match="3,600 s"):
             fetch_market_data(req, factory_for(emu), now=NOW, sleep=clock.sleep)
         assert clock.slept == [] and len(emu.requests_to("/fapi/v1/fundingRate")) == 1
         assert emu.bans == 0

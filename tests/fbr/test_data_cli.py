@@ -89,9 +89,11 @@ def test_exchange_down_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path) 
     assert "could not reach binanceusdm" in error
 
 
-def test_a_rate_limit_ban_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path) -> None:
+def test_a_rate_limit_ban_is_one_clear_error(emu: BinanceEmulator, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A 429 asking for an hour: no retry into it, exit 2, a message that says so (not "could
     not reach")."""
+    monkeypatch.setenv("FBR_DATA_HOME", str(tmp_path / "home"))  # the silence it keeps: not shared
     emu.retry_after_s = 3_600
     emu.inject(Fault.HTTP_429, path="/fapi/v1/exchangeInfo")
     error = _fetch_error(tmp_path, "--symbols", "BTC", "--since", "2024-01-01")
