@@ -106,29 +106,36 @@ EQUIVALENT: dict[str, str] = {
         [f"optimizer.rounding.x_broken_rows__mutmut_{n}" for n in (11, 14, 16)],
         "zip strictness: every constraint's rows() and violation() have the same length, so "
         "strict=None/omitted/True pair the same labels"),
-    "optimizer.rounding.x_round_positions__mutmut_34":
-        "the 1.0 divisor where a contract has no lot is never used: np.where keeps q_raw there",
-    "optimizer.rounding.x_round_positions__mutmut_42":
-        "trade >= 0: a zero trade means q == q0, and 'dropping' it sets q to q0 again",
-    "optimizer.rounding.x_round_positions__mutmut_72":
+    **dict.fromkeys(
+        [f"optimizer.rounding.x_round_positions__mutmut_{n}" for n in (14, 16)],
+        "the min quantities' dtype: float, None or omitted build the same float array from floats"),
+    "optimizer.rounding.x_round_positions__mutmut_45":
+        "the divisor where a contract has no lot is never used: np.where keeps q_raw there",
+    "optimizer.rounding.x_round_positions__mutmut_77":
         "viol < TOL: at viol == TOL the loop (viol > TOL) does not run and broken_rows (x > TOL) "
         "finds nothing, so the result is the same",
-    "optimizer.rounding.x_round_positions__mutmut_83":
+    "optimizer.rounding.x_round_positions__mutmut_90":
         "viol >= TOL in the loop: differs only when a repair lands exactly on 1e-9 of total "
         "violation (a float tie at the tolerance); any move must then lower it below 1e-9 - 1e-15",
-    "optimizer.rounding.x_round_positions__mutmut_125":
+    "optimizer.rounding.x__best_move__mutmut_50":
         "v <= viol - 1e-15: differs only on an exact float tie at the 1e-15 improvement threshold",
-    "optimizer.rounding.x__exposure_at__mutmut_7":
-        "o[j] == 1 for a linear contract (o[j] = 0) held at q0 returns z0[j], which is q0 npc / V "
-        "for a linear contract: the same value",
     **dict.fromkeys(
-        ["optimizer.rounding.x_contracts_of__mutmut_19", "optimizer.rounding.x_exposure_of__mutmut_19"],
-        "off != 1 also keeps a linear contract (off = 0) at its target z0 = q0 npc / V: q0 either "
-        "way (contracts_of), z0 either way (exposure_of)"),
+        ["optimizer.rounding.x_round_positions__mutmut_55", "optimizer.rounding.x__best_move__mutmut_22",
+         "optimizer.rounding.x__best_move__mutmut_24", "optimizer.rounding.xǁ_Rulesǁfallback__mutmut_3",
+         "optimizer.rounding.xǁ_Rulesǁfallback__mutmut_4"],
+        "placeable.fallback reads only q0, the flip's sign and the min quantity: npc and the min "
+        "notional are unused (None is never read), an index None gives a one-element array that "
+        "compares the same, and q None only reaches it when q0 == 0 (flips is False first)"),
+    "optimizer.rounding.x__exposure_at__mutmut_5":
+        "o[j] == 1 sends a linear contract (o[j] = 0) through the fill rule, whose x0 = q0 npc makes "
+        "every case q npc: the same exposure",
+    "optimizer.rounding.x_contracts_of__mutmut_12":
+        "off != 1 also sends linear contracts (off = 0) through the fill rule, whose x0 = z0 V = "
+        "q0 npc gives z V / npc in every case",
     **dict.fromkeys(
-        ["optimizer.rounding.x_contracts_of__mutmut_3", "optimizer.rounding.x_exposure_of__mutmut_3"],
-        "'and' for 'or' in the all-zero shortcut: an all-zero offset then takes np.where, whose "
-        "mask (off != 0) is all False: the plain conversion either way (None still shortcuts)"),
+        ["optimizer.rounding.x_contracts_of__mutmut_5", "optimizer.rounding.x_exposure_of__mutmut_1"],
+        "'and' for 'or' in the all-zero shortcut: an all-zero offset then takes the per-contract "
+        "path, which converts no contract (off != 0 nowhere): the plain conversion either way"),
     "optimizer.rounding.x_snap_small_trades__mutmut_34":
         "size > 51 in the early exit: with the objective not ok, viol is inf and the later "
         "'if small.size > 50: return z' returns z for 51 trades all the same",

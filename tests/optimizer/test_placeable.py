@@ -131,3 +131,13 @@ def test_a_band_the_rounding_misses_is_met_one_lot_further_from_the_start() -> N
     cons = cast(list[Constraint], [Row((1.0,), lo=-0.106, hi=-0.094)])
     r = round_positions(np.array([-0.094]), d, (_contract(1.0, 5.0),), np.zeros(1), cons)
     assert r.contracts[0] == -10.0 and r.broken == () and r.repairs == 1
+
+
+def test_the_repair_tries_the_other_way_when_one_way_is_not_an_order() -> None:
+    """Short 1 lot held (4 USD at 4 USD a lot, min notional 5), target the held -1, a floor z >= 0:
+    one lot further short is not an order (its fallback is the held -1: no move), one lot up
+    closes to flat (always an order) and meets the floor: one repair, flat."""
+    d = _data([4.0], 1000.0)
+    cons = cast(list[Constraint], [Row((1.0,), lo=0.0)])
+    r = round_positions(np.array([-0.004]), d, (_contract(1.0, 5.0),), np.array([-1.0]), cons)
+    assert r.contracts[0] == 0.0 and r.repairs == 1 and r.broken == ()
