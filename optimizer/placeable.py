@@ -43,7 +43,7 @@ def placeable_move(q0: float, q: float, npc: float, min_notional: float, min_qty
     return _close_ok(q0, min_qty) and _part_ok(q, npc, min_notional, min_qty)  # flips
 
 
-def fallback(q0: float, q: float, npc: float, min_notional: float, min_qty: float) -> float:
+def fallback(q0: float, q: float, min_qty: float) -> float:
     """The position kept when the move q0 -> q is not placeable: flat for a flip whose close is
     placeable (its opening part is what the exchange refuses), else q0."""
     flips = q0 != 0 and q != 0 and np.sign(q) != np.sign(q0)

@@ -178,7 +178,7 @@ class _Rules:
         return placeable_move(q0, q, self.npc[j], self.min_notional[j], self.min_qty[j])
 
     def fallback(self, j: int, q0: float, q: float) -> float:
-        return fallback(q0, q, self.npc[j], self.min_notional[j], self.min_qty[j])
+        return fallback(q0, q, self.min_qty[j])
 
 
 def _best_move(q: np.ndarray, zq: np.ndarray, viol: float, d: ProblemData, npc: np.ndarray,

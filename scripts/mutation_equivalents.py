@@ -120,12 +120,9 @@ EQUIVALENT: dict[str, str] = {
     "optimizer.rounding.x__best_move__mutmut_50":
         "v <= viol - 1e-15: differs only on an exact float tie at the 1e-15 improvement threshold",
     **dict.fromkeys(
-        ["optimizer.rounding.x_round_positions__mutmut_55", "optimizer.rounding.x__best_move__mutmut_22",
-         "optimizer.rounding.x__best_move__mutmut_24", "optimizer.rounding.xǁ_Rulesǁfallback__mutmut_3",
-         "optimizer.rounding.xǁ_Rulesǁfallback__mutmut_4"],
-        "placeable.fallback reads only q0, the flip's sign and the min quantity: npc and the min "
-        "notional are unused (None is never read), an index None gives a one-element array that "
-        "compares the same, and q None only reaches it when q0 == 0 (flips is False first)"),
+        ["optimizer.rounding.x_round_positions__mutmut_55", "optimizer.rounding.x__best_move__mutmut_22"],
+        "_Rules.fallback(None, ...): the index None gives a one-element min-quantity array, which "
+        "placeable.fallback compares the same (a one-element truth value)"),
     "optimizer.rounding.x__exposure_at__mutmut_5":
         "o[j] == 1 sends a linear contract (o[j] = 0) through the fill rule, whose x0 = q0 npc makes "
         "every case q npc: the same exposure",

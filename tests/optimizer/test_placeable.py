@@ -91,13 +91,13 @@ def test_a_part_at_the_minimum_within_its_tolerance_is_placeable() -> None:
 
 
 def test_fallback_closes_a_flip_and_holds_anything_else() -> None:
-    assert fallback(3.0, -1.0, 4.0, 5.0, 0.0) == 0.0
-    assert fallback(2.0, -1.0, 4.0, 5.0, 0.0) == 0.0  # 2 -> 0, not a shrink to 1 (4 USD)
-    assert fallback(1.0, -1.0, 4.0, 5.0, 0.0) == 0.0
-    assert fallback(-3.0, 1.0, 4.0, 5.0, 0.0) == 0.0
-    assert fallback(0.0, 1.0, 4.0, 5.0, 0.0) == 0.0
-    assert fallback(3.0, 2.0, 4.0, 5.0, 0.0) == 3.0
-    assert fallback(1.0, -2.0, 4.0, 5.0, 2.5) == 1.0  # the close itself is under min quantity
+    assert fallback(3.0, -1.0, 0.0) == 0.0
+    assert fallback(2.0, -1.0, 0.0) == 0.0  # a flip closes to flat
+    assert fallback(1.0, -1.0, 0.0) == 0.0
+    assert fallback(-3.0, 1.0, 0.0) == 0.0
+    assert fallback(0.0, 1.0, 0.0) == 0.0
+    assert fallback(3.0, 2.0, 0.0) == 3.0
+    assert fallback(1.0, -2.0, 2.5) == 1.0  # the close itself is under min quantity
 
 
 def test_the_repair_never_lands_on_a_trade_below_the_min_notional() -> None:
