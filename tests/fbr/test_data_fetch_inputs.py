@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,28 +16,9 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "executor"))
 from binance_emulator import BinanceEmulator
 
-import fbr.data_cli
 from executor.fetch_history import FetchRequest
 from fbr.cli import app
 from models.errors import ValidationError
-
-
-@pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceEmulator]:
-    """A running emulator wired into ``fbr data fetch`` (keyless futures client)."""
-    emulator = BinanceEmulator().start()
-
-    def factory(exchange_id: str) -> Any:
-        if exchange_id == "binanceusdm":
-            return emulator.exchange(api_key="", secret="")
-        return emulator.spot_exchange()
-
-    monkeypatch.setattr(fbr.data_cli, "exchange_factory", factory)
-    monkeypatch.setattr("executor.ccxt_wiring.time.sleep", lambda _s: None)
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 def refused(out: Path, *args: str) -> str:
@@ -55,14 +34,14 @@ def refused(out: Path, *args: str) -> str:
 
 @pytest.mark.parametrize("interval", ["", ",", " , ", "1d,1d", "4h,1d,4h"])
 def test_an_empty_or_repeated_interval_list_is_refused_before_any_request(
-        emu: BinanceEmulator, tmp_path: Path, interval: str) -> None:
+        fetch_emu: BinanceEmulator, tmp_path: Path, interval: str) -> None:
     """--interval '' (or ',', or only blanks) lists no spot interval, '1d,1d' one twice: exit 2,
     the message names interval and --interval, no request sent, nothing written (before the fix
     '' and ',' fetched no spot klines and exited 0)."""
     error = refused(tmp_path, "--since", "2024-01-01", "--until", "2024-01-03",
                     "--interval", interval)
     assert error.startswith("interval") and "--interval" in error, error
-    assert emu.requests == [] and not list(tmp_path.iterdir())
+    assert fetch_emu.requests == [] and not list(tmp_path.iterdir())
 
 
 def test_fetch_request_refuses_no_interval() -> None:
@@ -76,12 +55,12 @@ def test_fetch_request_refuses_no_interval() -> None:
 
 @pytest.mark.parametrize("until", [None, "2100-01-01"])
 def test_a_since_in_the_future_is_refused_before_any_data_request(
-        emu: BinanceEmulator, tmp_path: Path, until: str | None) -> None:
+        fetch_emu: BinanceEmulator, tmp_path: Path, until: str | None) -> None:
     """--since 2099-01-01 (without --until: up to now; or with --until 2100-01-01) is after the
     emulator's time (the wall clock): exit 2, the message starts with since and names --since;
     the only request is the exchange's time (/fapi/v1/time), nothing is written."""
     extra = ("--until", until) if until is not None else ()
     error = refused(tmp_path, "--since", "2099-01-01", *extra)
     assert error.startswith("since") and "--since" in error, error
-    assert [r.path for r in emu.requests] == ["/fapi/v1/time"]
+    assert [r.path for r in fetch_emu.requests] == ["/fapi/v1/time"]
     assert not list(tmp_path.iterdir())
