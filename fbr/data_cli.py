@@ -17,11 +17,11 @@ is refused (exit code 6) without a request.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -183,8 +183,12 @@ def _refuse_in_silence(request: FetchRequest) -> None:
     if not path.is_file():
         return
     ends: dict[str, int | None] = {}
-    with contextlib.suppress(FbrError, OSError, sqlite3.Error), Journal(path) as j:
-        ends = {ex: j.silence_until(ip_scope(ex)) for ex in exchanges_of(request)}
+    try:
+        with Journal(path) as j:
+            ends = {ex: j.silence_until(ip_scope(ex)) for ex in exchanges_of(request)}
+    except (FbrError, OSError, sqlite3.Error) as exc:
+        warnings.warn(f"the journal {path} could not be read for a rate-limit silence kept by an "
+                      f"earlier fetch ({type(exc).__name__}: {exc}); fetching anyway", stacklevel=2)
     now = wall_ms()
     for ex, until in ends.items():
         if until is not None and now < until:
@@ -200,8 +204,13 @@ def _record_silence(exc: FetchSilenceError) -> None:
     from fbr.console import default_journal
 
     key = ip_scope(exc.exchange_id)
-    with contextlib.suppress(FbrError, OSError, sqlite3.Error), Journal(default_journal()) as j:
-        j.set_silence(key, max(exc.until_ms, j.silence_until(key) or 0))
+    path = default_journal()
+    try:
+        with Journal(path) as j:
+            j.set_silence(key, max(exc.until_ms, j.silence_until(key) or 0))
+    except (FbrError, OSError, sqlite3.Error) as err:
+        warnings.warn(f"the silence could not be kept in the journal {path} ({type(err).__name__}: "
+                      f"{err}): wait until the time named below before the next fetch", stacklevel=2)
 
 
 def fetch(

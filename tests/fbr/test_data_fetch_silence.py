@@ -127,3 +127,16 @@ def test_a_silence_of_the_spot_exchange_is_kept_too(emu: BinanceEmulator, tmp_pa
         code, doc = fetch(tmp_path / "data", *extra)
         assert code == 6 and doc["error"].startswith("binance is rate-limiting this IP"), doc
     assert len(emu.requests) == sent and emu.bans == 0
+
+
+def test_an_unreadable_journal_is_said_and_the_fetch_goes_ahead(emu: BinanceEmulator,
+                                                                tmp_path: Path) -> None:
+    """A per-user journal that is not a journal (a text file) cannot say whether an earlier
+    fetch met a silence: the fetch goes ahead and says so in one warning (it was silent)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "journal.sqlite").write_text("not a journal")
+    res = CliRunner().invoke(app, ["data", "fetch", "--symbols", "BTC", "--since", "2024-01-01",
+                                   "--until", "2024-01-03", "--out", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    assert "could not be read for a rate-limit silence" in res.stderr
