@@ -167,7 +167,9 @@ class Constraint(ABC):
         and first order stays close: for a value k (b* - b)^2 of the bound b (no other row
         starting or stopping to bind within the step) a fall of at most a quarter of it errs by
         at most 1/16. The optimal value is convex in the bound, so the actual fall never exceeds
-        the prediction. TE is at the solve's positions and spot trades (before lot rounding).
+        the prediction: the explanation says "at most" (where the dual is not unique, at a bound
+        of 0 say, the solver's may be far above the slope a re-solve shows). TE is at the solve's
+        positions and spot trades (before lot rounding).
         """
         d, ctx = self._data, self._ctx
         if d is None or ctx is None or ctx.z.value is None or not dual_user > 0:
@@ -210,8 +212,9 @@ class Constraint(ABC):
             return (f"{row} holds nothing back: {self.step_phrase(row, p.step)} would change the "
                     f"objective by less than {NEGLIGIBLE_SHARE:g} of its size (its dual is at "
                     f"solver precision: the row may touch its bound or be well inside it)")
-        out = (f"{head}: {self.step_phrase(row, p.step)} would lower the objective by {fall:.3g} "
-               f"(first order; risk and costs now {p.objective_size:.3g})")
+        out = (f"{head}: {self.step_phrase(row, p.step)} would lower the objective by at most "
+               f"{fall:.3g} (first order, an upper bound; risk and costs now "
+               f"{p.objective_size:.3g})")
         worth = []
         if p.tracking_error_after is not None:
             bp = 1e4 * (p.tracking_error_after - p.tracking_error)
@@ -220,7 +223,7 @@ class Constraint(ABC):
                          "at the same costs")
         if p.usd is not None:
             worth.append(f"{p.usd:,.2f} USD less trading cost")
-        return out + (": worth " + ", or ".join(worth) if worth else "")
+        return out + (": worth at most " + ", or ".join(worth) if worth else "")
 
 
 def elastic(slack: cp.Variable | None) -> cp.Expression | float:

@@ -85,9 +85,10 @@ def test_a_usd_row_steps_down_to_a_quarter_of_the_objective_by_hand() -> None:
     assert p.usd == pytest.approx(25.0)  # 0.0005 x 100,000 / gamma_trade 2
     # -52.79 bp = 1e4 x (0.044721 - 0.05)
     assert c.explain("funding_budget", 1e-6) == (
-        "funding_budget binds: 500 USD more funding budget would lower the objective by 0.0005 "
-        "(first order; risk and costs now 0.0025): worth cutting tracking error (before lot "
-        "rounding) from 5.000% to 4.472% (-52.79 bp) at the same costs, or 25.00 USD less trading cost")
+        "funding_budget binds: 500 USD more funding budget would lower the objective by at most "
+        "0.0005 (first order, an upper bound; risk and costs now 0.0025): worth at most cutting "
+        "tracking error (before lot rounding) from 5.000% to 4.472% (-52.79 bp) at the same costs, or 25.00 "
+        "USD less trading cost")
 
 
 def test_a_small_dual_keeps_the_start_step() -> None:
@@ -120,9 +121,10 @@ def test_a_fall_of_exactly_a_quarter_keeps_the_step_and_can_cut_te_to_zero() -> 
     assert p.tracking_error == 0.5 and p.tracking_error_after == 0.0
     assert p.usd == pytest.approx(25_000.0)  # 0.25 x 100,000 / 1
     assert c.explain("vol_cap", 0.25) == (
-        "vol_cap binds: allowing 1 pp more volatility would lower the objective by 0.25 "
-        "(first order; risk and costs now 1): worth cutting tracking error (before lot "
-        "rounding) from 50.000% to 0.000% (-5000.00 bp) at the same costs, or 25,000.00 USD less "
+        "vol_cap binds: allowing 1 pp more volatility would lower the objective by at most 0.25 "
+        "(first order, an upper bound; risk and costs now 1): worth at most cutting tracking "
+        "error (before lot rounding) from 50.000% to 0.000% (-5000.00 bp) at the same costs, or 25,000.00 "
+        "USD less "
         "trading cost")
 
 
@@ -156,8 +158,8 @@ def test_a_fall_above_te2_without_a_trading_weight_is_worth_nothing_named() -> N
     assert p is not None and p.step == 1.0 and p.objective_size == 1.75
     assert p.tracking_error_after is None and p.usd is None
     assert c.explain("vol_cap", 0.4) == (
-        "vol_cap binds: allowing 1 pp more volatility would lower the objective by 0.4 "
-        "(first order; risk and costs now 1.75)")
+        "vol_cap binds: allowing 1 pp more volatility would lower the objective by at most 0.4 "
+        "(first order, an upper bound; risk and costs now 1.75)")
 
 
 def test_a_fall_of_exactly_the_negligible_share_is_still_explained() -> None:
@@ -166,7 +168,8 @@ def test_a_fall_of_exactly_the_negligible_share_is_still_explained() -> None:
     c = _solved(VolatilityCap(), _big(), ZB)
     text = c.explain("vol_cap", NEGLIGIBLE_SHARE)
     assert text.startswith("vol_cap binds: allowing 1 pp more volatility would lower the "
-                           "objective by 1e-06 (first order; risk and costs now 1)"), text
+                           "objective by at most 1e-06 (first order, an upper bound; risk and "
+                           "costs now 1)"), text
 
 
 def test_a_row_that_holds_nothing_back() -> None:
@@ -188,8 +191,9 @@ def test_margin_collateral_buys_budget_at_the_relative_buffer_and_holding_says_s
     assert p.objective_change == pytest.approx(-0.0004) and p.usd == pytest.approx(20.0)
     # sqrt(0.0021) = 0.045826: -41.74 bp
     assert c.explain("margin", 1e-6) == (
-        "margin binds: 500 USD more collateral would lower the objective by 0.0004 (first order; "
-        "risk and costs now 0.0025): worth cutting tracking error (before lot rounding) from "
+        "margin binds: 500 USD more collateral would lower the objective by at most 0.0004 (first "
+        "order, an upper bound; risk and costs now 0.0025): worth at most cutting tracking error (before "
+        "lot rounding) from "
         "5.000% to 4.583% (-41.74 bp) at the same costs, or 20.00 USD less trading cost")
     c.update(_data(margin_budget=SimpleNamespace(holding=True, per_collateral=0.8)))
     p = c.predict("margin", 1e-6)  # 1 USD of budget per USD: as the funding row, 500 USD
@@ -197,7 +201,7 @@ def test_margin_collateral_buys_budget_at_the_relative_buffer_and_holding_says_s
     assert c.explain("margin", 1e-6).startswith(
         "margin binds (at the margin the current positions hold (hysteresis: above the relative "
         "buffer's target, below the hard limit)): 500 USD more margin budget would lower the "
-        "objective by 0.0005 ")
+        "objective by at most 0.0005 ")
 
 
 def test_notes_and_units_before_a_solve() -> None:

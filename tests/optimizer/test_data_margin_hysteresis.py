@@ -214,7 +214,7 @@ def test_collateral_dual_counts_only_the_budget_it_buys(at_target: dict[str, flo
         rows = [b for b in sol.binding_constraints if b.name == "margin"]
         assert rows and rows[0].dual > 0
         # "<step> USD more collateral would lower the objective by <step x dual x slope>"
-        m = re.search(r"([\d,.]+) USD more (?:collateral|margin budget) would lower the objective by "
+        m = re.search(r"([\d,.]+) USD more (?:collateral|margin budget) would lower the objective by at most "
                       r"([\d.e+-]+)", rows[0].explanation)
         assert m is not None, rows[0].explanation
         assert m.group(2) == f"{float(m.group(1).replace(',', '')) * rows[0].dual * slope:.3g}"
