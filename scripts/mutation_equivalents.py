@@ -73,32 +73,37 @@ EQUIVALENT: dict[str, str] = {
     "executor.plan_parts.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
     "executor.plan_parts.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
-    "executor.plan.x__target_contracts__mutmut_35":
-        "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
-    "executor.plan.x__target_contracts__mutmut_36": "isclose without abs_tol: its default is 0.0",
-    "executor.plan.x__target_contracts__mutmut_11":
-        "the held-exposure isclose without rel_tol: its default 1e-9 is QTY_RTOL's value",
-    "executor.plan.x__target_contracts__mutmut_12":
-        "the held-exposure isclose without abs_tol: its default is 0.0",
     "executor.plan.x__target_contracts__mutmut_1":
         "offset's default 1.0 instead of 0.0: the only caller (plan_orders) always passes it",
-    "executor.plan.x__target_contracts__mutmut_15":
-        "notional_per_contract(None) in the held-exposure test: it runs only for offset != 0, an "
+    **dict.fromkeys(
+        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (15, 49)],
+        "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value"),
+    **dict.fromkeys(
+        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (16, 50)],
+        "isclose without abs_tol: its default is 0.0"),
+    **dict.fromkeys(
+        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (20, 31)],
+        "the fill rule for a linear position too (offset 0): its x0 = q0 npc makes every case "
+        "x / npc up to float noise, which the lot rounding removes"),
+    "executor.plan.x__target_contracts__mutmut_29":
+        "notional_per_contract(None) in the fill rule's branch: it runs only for offset != 0, an "
         "inverse position, whose USD per contract is its size whatever the price",
-    "executor.plan.x__target_contracts__mutmut_4":
-        "offset != 1 instead of != 0: for a linear position (offset 0) the early return (q0, q0) "
-        "fires only for a target within 1e-9 of q0 npc, which the final isclose maps to q0 too "
-        "(the unrounded figure differs by under 1e-9 relative); an inverse PnL of exactly 1 USD "
-        "is the other difference",
+    **dict.fromkeys(
+        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (7, 8)],
+        "the early (q0, q0) for a target within 1e-9 of the held exposure taken for a linear "
+        "position too (offset == 0, or != 1): the plain path rounds that target to q0 as well "
+        "(only the unrounded figure differs, by under 1e-9 relative); for an inverse position the "
+        "fill rule maps x0 to q0 + 0 = q0, and an inverse PnL of exactly 1 USD is the one other "
+        "difference"),
     **dict.fromkeys(
         [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (31, 34, 40)],
         "zip(strict=None/False/absent) for the exposure offsets: Book.exposure_offset has one "
         "entry per contract symbol, so strictness never triggers"),
     **dict.fromkeys(
-        [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (59, 60, 63, 64)],
-        "the default target of a contract the solution leaves out, with or without the offset: "
-        "q0 npc + delta0 returns (q0, q0) at once; q0 npc maps to wanted = q0, rounded to q0, "
-        "the same plan (up to float noise in the unrounded figure)"),
+        [f"executor.plan.x_plan_orders__mutmut_{n}" for n in (60, 64)],
+        "the default target of a contract the solution leaves out, the offset added always "
+        "('or True', != 1): for a linear position the offset is 0, the same q0 npc (for an inverse "
+        "one the offset is added either way)"),
     "executor.plan_parts.x_trade_parts__mutmut_28":
         "|q1| >= |q0| with the same sign means q1 == q0, whose delta 0 returned [] above",
     # optimizer/rounding.py

@@ -37,10 +37,10 @@ SCENARIOS: dict[str, str] = {
         "astype(None) on float64 arrays: the same float64 copies"),
     # scenarios/replay_fills.py
     **dict.fromkeys(
-        [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (54, 70)],
+        [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (80, 96)],
         "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value"),
     **dict.fromkeys(
-        [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (55, 71)],
+        [f"scenarios.replay_fills.x_futures_orders__mutmut_{n}" for n in (81, 97)],
         "isclose without abs_tol: its default is 0.0"),
     # scenarios/replay.py
     "scenarios.replay.x_run_backtest__mutmut_33":

@@ -174,6 +174,19 @@ def test_an_inverse_position_held_at_its_exposure_is_no_trade_and_the_next_contr
     assert moved.trade_usd[0] == pytest.approx(0.5)
 
 
+def test_a_target_within_the_tolerance_of_an_inverse_exposure_is_held_and_the_next_trades() -> None:
+    """1 BTC-INV contract struck at 55,000 / 1.2, mark 55,000 (step 2): exposure 100 x 1.2 = 120
+    USD. A target of 120 x (1 + 0.9e-9) is within QTY_RTOL of the exposure, though its contracts
+    1 + 1.08e-9 are not within QTY_RTOL of 1 (the exposure is 1.2 x the face): held; the
+    BTC-PERP order after it is still planned (5,500 USD: 0.1)."""
+    inp = inputs()
+    m = market_at(inp, 2)
+    st = state(futures={"BTC-INV": FuturesPosition(1.0, 55_000.0 / 1.2)})
+    orders = futures_orders(inp, st, m, TargetHoldings(spot={}, futures={
+        "BTC-INV": 120.0 * (1 + 0.9e-9), "BTC-PERP": 5_500.0}), 2)
+    assert orders.new_q == {"BTC-PERP": pytest.approx(0.1)}
+
+
 # --- rolls ------------------------------------------------------------------------------------
 
 
