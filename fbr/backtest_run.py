@@ -34,6 +34,10 @@ class BacktestOptions(TypedDict, total=False):
     tax: SpotLegSettings
 
 
+#: The policy kinds that trade spot to the target weights (``optimizer.policies.check_spot_targets``)
+SPOT_KINDS = ("calendar_spot", "band_spot")
+
+
 def build_policy(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Policy:
     """A fresh policy object for ``spec`` (policies with state must not be shared between runs)."""
     try:
@@ -105,6 +109,20 @@ def backtest_options(cfg: BacktestConfig) -> BacktestOptions:
     return opts
 
 
+def _checked(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Policy:
+    """``build_policy`` (which refuses a parameter the run would ignore), and for a spot policy
+    the book's targets (``optimizer.policies.check_spot_targets``), each named with its policy:
+    every policy of the file is checked before the first one runs."""
+    from optimizer.policies import check_spot_targets
+
+    try:
+        if spec.kind in SPOT_KINDS:
+            check_spot_targets(cfg.loaded.book)
+        return build_policy(spec, cfg, path)
+    except ValidationError as exc:
+        raise ValidationError(exc.field, f"{exc.problem} (policy {spec.name!r})", exc.fix) from exc
+
+
 def run_all(cfg: BacktestConfig, path: MarketPath,
             on_start: Callable[[str, int], Callable[[], None] | None] | None = None
             ) -> dict[str, BacktestResult]:
@@ -117,8 +135,8 @@ def run_all(cfg: BacktestConfig, path: MarketPath,
     opts = backtest_options(cfg)
     n = len(path.spot.index)
     results: dict[str, BacktestResult] = {}
-    for spec in cfg.policies:
-        policy = build_policy(spec, cfg, path)
+    built = [(spec, _checked(spec, cfg, path)) for spec in cfg.policies]  # refusals before any run
+    for spec, policy in built:
         tick = on_start(spec.name, n) if on_start is not None else None
         try:
             results[spec.name] = run_backtest(cfg.loaded.book, path, policy, on_step=tick, **opts)
