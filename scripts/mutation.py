@@ -126,6 +126,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "scenarios/replay_fills.py": REPLAY_TESTS,
     "scenarios/replay.py": ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_steps.py",
                             "tests/scenarios/test_replay_pledged.py", "tests/scenarios/test_replay_tax.py",
+                            "tests/scenarios/test_replay_tax_futures.py",
                             "tests/scenarios/test_replay_funding_forecast.py",
                             "tests/fbr/test_backtest_progress.py",
                             "tests/scenarios/test_replay_hybrid.py", "tests/scenarios/test_rolls.py",

@@ -53,7 +53,7 @@ SCENARIOS: dict[str, str] = {
         "tax_deferred on every taxed step before the row is recorded (and an untaxed frame keeps "
         "only STEP_COLUMNS; TAX_COLUMNS[3] is rebuilt as the cumulative sum)"),
     **dict.fromkeys(
-        [f"scenarios.replay.x__tax__mutmut_{n}" for n in (47, 56, 58)],
+        [f"scenarios.replay.x__tax__mutmut_{n}" for n in (61, 70, 72)],
         "re-valuing the state after no tax was paid: value_state of the unchanged state equals "
         "the end-of-step valuation it replaces"),
     "scenarios.replay.x__result__mutmut_1":
