@@ -48,17 +48,24 @@ log = logging.getLogger("executor.ccxt")
 STABLECOINS = ("USDT", "USDC", "FDUSD", "BFUSD", "TUSD", "USDP", "DAI")
 
 
+def wallet_balances(bal: Mapping[str, Any]) -> dict[str, float]:
+    """The futures wallet's ``walletBalance`` per asset (units of the asset) from the account's
+    ``info.assets`` rows (Binance USD-M ``GET /fapi/v2/account``); rows without one are left out,
+    and the first row of an asset counts."""
+    info = bal.get("info")
+    rows = info.get("assets") if isinstance(info, Mapping) else None
+    out: dict[str, float] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, Mapping) and row.get("walletBalance") is not None:
+            out.setdefault(str(row.get("asset") or ""), float(row["walletBalance"]))
+    return out
+
+
 def stablecoin_balances(bal: Mapping[str, Any], quote: str) -> dict[str, float]:
     """The futures wallet's USD stablecoins other than ``quote``: asset -> walletBalance (units of
-    the coin, non-zero), from the account's ``info.assets`` rows."""
-    info = bal.get("info") or {}
-    rows = (info.get("assets") or []) if isinstance(info, dict) else []
-    out: dict[str, float] = {}
-    for row in rows:
-        asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
-        if qty != 0 and asset in STABLECOINS and asset != quote:
-            out[asset] = qty
-    return out
+    the coin, non-zero; :func:`wallet_balances`)."""
+    return {a: q for a, q in wallet_balances(bal).items()
+            if q != 0 and a in STABLECOINS and a != quote}
 
 
 def stablecoin_value(coin: str, q: float, rate: tuple[float, float, float] | None, multi: bool,

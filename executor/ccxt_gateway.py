@@ -30,7 +30,12 @@ from typing import Any
 import ccxt
 import pandas as pd
 
-from executor.ccxt_collateral import STABLECOINS, CcxtCollateral, stablecoin_balances
+from executor.ccxt_collateral import (
+    STABLECOINS,
+    CcxtCollateral,
+    stablecoin_balances,
+    wallet_balances,
+)
 from executor.ccxt_funding import CcxtFunding
 from executor.ccxt_metadata import check_symbol_map, contract_from_market, tiers_from_ccxt
 from executor.ccxt_orders import CcxtOrders
@@ -172,12 +177,9 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         """Book assets other than the stablecoins held in the futures wallet: asset ->
         walletBalance (base units, > 0), from the account's ``assets`` rows (stablecoins are
         cash: :meth:`stablecoin_cash`)."""
-        info = bal.get("info") or {}
-        rows = (info.get("assets") or []) if isinstance(info, dict) else []
         known = set(book.asset_symbols) - {self._quote, *STABLECOINS}
         out: dict[str, float] = {}
-        for row in rows:
-            asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
+        for asset, qty in wallet_balances(bal).items():
             if qty > 0 and asset in known:
                 out[asset] = qty
             elif qty > 0 and asset != self._quote and asset not in STABLECOINS:
@@ -204,10 +206,9 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
 
     def _wallet(self, bal: Mapping[str, Any], upnl: float) -> float:
         """The quote's wallet balance (USD, unrealised PnL excluded)."""
-        info = bal.get("info") or {}
-        for asset in (info.get("assets") or []) if isinstance(info, dict) else []:
-            if asset.get("asset") == self._quote and asset.get("walletBalance") is not None:
-                return float(asset["walletBalance"])
+        quote = wallet_balances(bal).get(self._quote)
+        if quote is not None:
+            return quote
         total = (bal.get("total") or {}).get(self._quote)
         return float(total or 0.0) - upnl
 

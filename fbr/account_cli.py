@@ -114,18 +114,10 @@ def _require_keys(exchange: str) -> None:
 def _wallet_assets(balance: Mapping[str, object]) -> dict[str, float]:
     """The futures wallet's assets other than the stablecoins (cash, counted by the gateway):
     asset -> walletBalance (base units, > 0), from the account's ``info.assets`` rows."""
-    from executor.ccxt_collateral import STABLECOINS
+    from executor.ccxt_collateral import STABLECOINS, wallet_balances
 
-    info = balance.get("info")
-    rows = info.get("assets") if isinstance(info, Mapping) else None
-    out: dict[str, float] = {}
-    for row in rows if isinstance(rows, list) else []:
-        if not isinstance(row, Mapping):
-            continue
-        asset, qty = str(row.get("asset") or ""), float(row.get("walletBalance") or 0.0)
-        if qty > 0 and asset and asset != QUOTE and asset not in STABLECOINS:
-            out[asset] = qty
-    return out
+    return {asset: qty for asset, qty in wallet_balances(balance).items()
+            if qty > 0 and asset and asset != QUOTE and asset not in STABLECOINS}
 
 
 def _foreign_positions(gw: CcxtGateway, instruments: Mapping[str, Instrument]) -> list[str]:
