@@ -44,15 +44,30 @@ def exposure_after(q: float, q0: float, x0: float, npc: float) -> float:
     return x0 * q / q0
 
 
+def average_entry(q0: float, e0: float, q1: float, price: float, inverse: bool = False) -> float:
+    """The entry after a position of ``q0`` contracts at ``e0`` becomes ``q1`` at ``price``:
+    averaged on an add, kept on a reduction, ``price`` on a new position or a flip. The average
+    keeps the position's unrealised PnL through an add (nothing is realised): weighted by
+    contracts for a linear contract, (q0 e0 + dq p) / q1, and harmonic for an inverse one, whose
+    PnL is q size (1/e - 1/p) coins: q1 / (q0 / e0 + dq / p)."""
+    if q0 == 0 or q0 * q1 < 0:
+        return price
+    if abs(q1) > abs(q0):
+        if inverse:
+            return q1 / (q0 / e0 + (q1 - q0) / price)
+        return (q0 * e0 + (q1 - q0) * price) / q1
+    return e0
+
+
 def inverse_fill(q0: float, e0: float, q: float, size: float, mark: float) -> tuple[float, float]:
     """An inverse position of ``q0`` contracts (``size`` USD each) entered at ``e0`` traded to ``q``
     at ``mark``: (its entry afterwards, the USD PnL realised). Grows: the harmonic average
     q / (q0 / e0 + (q - q0) / mark), nothing realised (its PnL q0 size (1/e0 - 1/mark) stays
     unrealised); shrinks: ``e0`` kept, the part closed realises (q0 - q) size (1/e0 - 1/mark)
-    mark; flips or closes: all of q0 realised, the new position entered at the mark."""
+    mark; flips or closes: all of q0 realised, the new position entered at the mark (the entry
+    :func:`average_entry`; a closed position's is not read)."""
     same = q != 0 and (q > 0) == (q0 > 0)
-    if same and abs(q) > abs(q0):
-        return q / (q0 / e0 + (q - q0) / mark), 0.0
-    closed = q0 - q if same else q0
+    grows = same and abs(q) > abs(q0)
+    closed = 0.0 if grows else (q0 - q if same else q0)
     realised = closed * size * (1 / e0 - 1 / mark) * mark
-    return (e0 if same else mark), realised
+    return average_entry(q0, e0, q, mark, inverse=True), realised

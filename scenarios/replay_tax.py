@@ -52,6 +52,7 @@ from datetime import datetime
 
 from models.book import Book, FuturesPosition
 from models.errors import ValidationError
+from models.fill_rule import average_entry
 from models.instruments import Settlement
 from models.market import MarketSnapshot
 from models.tax import (
@@ -188,25 +189,10 @@ def start_futures_basis(book: Book, market: MarketSnapshot) -> FuturesTaxBasis:
     return FuturesTaxBasis(entries=entries, u=_tax_upnl(book, entries, market))
 
 
-def average_entry(q0: float, e0: float, q1: float, price: float, inverse: bool = False) -> float:
-    """The tax entry after a position of ``q0`` contracts at ``e0`` becomes ``q1`` at ``price``:
-    averaged on an add, kept on a reduction, ``price`` on a new position or a flip. The average
-    keeps the position's unrealised PnL through an add (nothing is realised): weighted by
-    contracts for a linear contract, (q0 e0 + dq p) / q1, and harmonic for an inverse one, whose
-    PnL is q size (1/e - 1/p) coins: q1 / (q0 / e0 + dq / p)."""
-    if q0 == 0 or q0 * q1 < 0:
-        return price
-    if abs(q1) > abs(q0):
-        if inverse:
-            return q1 / (q0 / e0 + (q1 - q0) / price)
-        return (q0 * e0 + (q1 - q0) * price) / q1
-    return e0
-
-
 def futures_realised(book: Book, basis: FuturesTaxBasis, state: ReplayState, market: MarketSnapshot,
                      futures_pnl: float) -> float:
     """The futures PnL realised in the step (USD): ``futures_pnl + u_start - u_end`` with the tax
-    entries moved to the positions now held (:func:`average_entry` at the step's marks).
+    entries moved to the positions now held (:func:`models.fill_rule.average_entry` at the step's marks).
     Updates ``basis``."""
     entries: dict[str, tuple[float, float]] = {}
     inverse = {c.symbol for c in book.contracts if c.settlement == Settlement.INVERSE}

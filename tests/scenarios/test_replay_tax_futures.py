@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from models.book import Book, FuturesPosition
+from models.fill_rule import average_entry
 from models.instruments import FuturesContract, Settlement, SpotAsset
 from models.market import MarketSnapshot
 from models.tax import TaxLot, TaxRates
@@ -19,7 +20,6 @@ from optimizer.settings import SpotLegSettings
 from scenarios.collateral import NO_SWEEPS
 from scenarios.market_path import MarketPath
 from scenarios.replay import run_backtest
-from scenarios.replay_tax import average_entry
 
 OLD_LOT = {"BTC": (TaxLot(1.0, 100.0, datetime(2024, 1, 1, tzinfo=UTC)),)}
 TAX = SpotLegSettings(enabled=False, rates=TaxRates(0.3, 0.15, futures=0.3), lots=OLD_LOT)
