@@ -56,7 +56,7 @@ from optimizer.solution_report import (
 )
 from optimizer.spot_book import book_after_spot
 from optimizer.spot_leg import net_trades
-from optimizer.spot_lots import round_spot_lots
+from optimizer.spot_lots import absorb_spot_gap, round_spot_lots
 
 DUAL_TOL = 1e-9
 
@@ -258,6 +258,9 @@ class Rebalancer:
             dp = after_spot(d, spot)
             z_unrounded = snap_small_trades(np.asarray(res.z), dp, cons, hp.terms,
                                             settings.noise_trade_weight, settings.noise_objective)
+            if spot is not None:  # the futures take up what the spot rounding left out
+                z_unrounded = absorb_spot_gap(z_unrounded, dp, _spot_gap(hp, res, spot), cons,
+                                              hp.terms, settings.noise_trade_weight)
             rounded = (round_positions(z_unrounded, dp, book.contracts, book.contracts_vector(), cons)
                        if settings.round_lots else
                        Rounded(contracts_of(z_unrounded, d, notional_per_contract(book, d),
@@ -335,6 +338,14 @@ def _spot_trades(hp: HedgeProblem, res: RawResult, d: ProblemData, book: Book,
         buy, sell = round_spot_lots(buy, sell, d.spot.prices, d.spot.quantities,
                                     np.array([a.lot_step for a in book.assets]), d.V)
     return np.where(buy > SPOT_NOISE, buy, 0.0), np.where(sell > SPOT_NOISE, sell, 0.0)
+
+
+def _spot_gap(hp: HedgeProblem, res: RawResult, spot: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The net spot trade solved less the one kept (N, weights): what the lot rounding and the
+    noise floor took off each asset (``optimizer.spot_lots.absorb_spot_gap``)."""
+    buy, sell = hp.spot_solution(res)
+    gap: np.ndarray = (buy - sell) - (spot[0] - spot[1])
+    return gap
 
 
 def _plan_explanation(hp: HedgeProblem, c: Constraint, row: str, dual_user: float) -> str | None:

@@ -100,3 +100,40 @@ def test_solve_reports_spot_trades_on_the_steps(tmp_path: Path) -> None:
         gross += abs(t["units"]) * prices[t["asset"]]
     # the default spot fee, 0.1% of the USD traded, on the rounded units
     assert out["spot_costs"]["fees"] == pytest.approx(0.001 * gross, rel=1e-9)
+
+
+def _coarse_hybrid() -> str:
+    """Seed example 1 (0.1 BTC, 1 ETH, 10 SOL at 60,000 / 2,500 / 150: 60/25/15 against
+    50/30/20 of V = 10,000) with the spot leg on, 50 bp perpetuals, no margin rows, and spot steps
+    no trade can meet: 1 BTC (0.1 held: nothing to sell), 10 ETH and 100 SOL (the buys round to 0)."""
+    text = BOOK_SPOT_LOT.replace('lot_step = 0.001', 'lot_step = 1.0', 1)
+    text = text.replace('lot_step = 0.01', 'lot_step = 10.0', 1)
+    text = text.replace('lot_step = 0.1', 'lot_step = 100.0', 1)
+    text = text.replace("leverage = 10.0", 'leverage = 10.0\ntaker_fee = "50bp"')
+    head, _ = text.split("[constraints.caps_usd]")
+    return head + "[solver]\nspot_leg = true\n"
+
+
+def test_futures_take_up_the_spot_trades_rounding_removes(tmp_path: Path) -> None:
+    """Every spot trade rounds away, so the futures must hold the exposure: the solve's answer
+    is then no worse than the plain futures hedge. By hand (vols .55/.70/.95, correlation .7):
+    no trade leaves d = (0.10, -0.05, -0.05), TE^2 = d' Sigma d = 0.00248125; the naive hedge
+    (short 1,000 BTC, long 500 ETH and 500 SOL of perpetuals) reaches the target, TE^2 = 0, for
+    (50 bp fee + 1 bp half spread) x 2,000 / 10,000 = 0.00102. The answer's TE^2 + cost, re-computed
+    by hand from its trades, must be at most that (it was 0.00248: the futures had been sized for
+    the spot trades that rounding removed, and none was left)."""
+    path = tmp_path / "book.toml"
+    path.write_text(_coarse_hybrid())
+    run = subprocess.run([sys.executable, "-m", "fbr.cli", "solve", str(path), "--json"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    out = json.loads(run.stdout)
+    assert not out["spot_trades"]
+    t = np.zeros(3)
+    for tr in out["trades"]:
+        t[["BTC-PERP", "ETH-PERP", "SOL-PERP"].index(tr["symbol"])] = tr["notional"]
+    vols = np.array([0.55, 0.70, 0.95])
+    corr = np.full((3, 3), 0.7) + 0.3 * np.eye(3)
+    dev = np.array([0.10, -0.05, -0.05]) + t / 10_000
+    objective = dev @ (np.outer(vols, vols) * corr) @ dev + 0.0051 * np.abs(t).sum() / 10_000
+    assert objective <= 0.00102 + 1e-6
+    assert t[0] < -900 and t[1] > 400 and t[2] > 400
