@@ -86,8 +86,11 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     ``market.funding[j]`` (0 when missing; the default "last" rule). Only the carry Parameter's
     *values* change with the rule, so the compiled (DPP) problem is the same.
 
-    Dated j: the basis b = mark / spot - 1 decays linearly to expiry, so a long pays
-    ``b x horizon / max(days to expiry, horizon)``.
+    Dated j: the basis b = mark / spot - 1 (DESIGN.md's basis, as the risk model's) decays
+    linearly to expiry, so a long pays ``b x horizon / max(days to expiry, horizon)`` per unit of
+    notional (all of b when it expires within the horizon; 0 once expired). A long of q contracts
+    held to expiry loses exactly q (M - S) = (1 - S / M) of its notional q M, b / (1 + b): the
+    design's b overstates it by b^2 / (1 + b) of the notional (1e-4 at a 1% basis).
 
     Issue 11, item 5 (funding-aware instruments): with this carry the optimiser already holds each
     exposure through the instrument with the lowest fee + carry over the horizon (perpetual, dated
@@ -97,7 +100,8 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     test_rebalance_instruments.py. Dated carry is this linear decay of today's basis (the replay's marks may
     come from real quarterlies or a fitted term structure: scenarios.quarterly_basis.with_quarterly_marks).
     ``min_days_to_expiry`` is enforced by the order planner (executor.plan), and as a row of the
-    optimiser with ``constraints.expiry_row`` (optimizer.constraints.ExpiryGuard).
+    optimiser (optimizer.constraints.ExpiryGuard) with ``constraints.expiry_row`` or whenever a
+    contract is inside it (optimizer.prepare).
     """
     out = np.zeros(len(book.contracts))
     for j, c in enumerate(book.contracts):
@@ -105,8 +109,9 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
             out[j] = market.carry_rate(c.symbol) * horizon_days * HOURS_PER_DAY / c.funding_interval_h
         else:
             assert c.expiry is not None
+            left = (c.expiry.timestamp() - market.time.timestamp()) / 86400.0
+            if left <= 0:  # settled: no carry (optimizer.prepare refuses one still held)
+                continue
             basis = market.mark_price(c.symbol) / market.spot_price(c.underlying) - 1.0
-            expiry = c.expiry.timestamp()
-            days = max((expiry - market.time.timestamp()) / 86400.0, horizon_days)
-            out[j] = basis * horizon_days / days
+            out[j] = basis * horizon_days / max(left, horizon_days)
     return out

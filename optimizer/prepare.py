@@ -86,18 +86,39 @@ def near_expiry_mask(book: Book, market: MarketSnapshot, min_days: float) -> np.
                      else 0.0 for c in book.contracts])
 
 
+def _check_not_settled(book: Book, market: MarketSnapshot) -> None:
+    """Refuse a dated contract held at or past its expiry (the order planner's rule): the exchange
+    settled it, so the book's position in it is stale."""
+    held = book.contracts_vector()
+    for c, q in zip(book.contracts, held, strict=True):
+        days = c.days_to_expiry(market.time)
+        if days is not None and days <= 0 and q != 0:
+            raise ValidationError(f"contracts.{c.symbol}.expiry",
+                                  f"is {-days:.2f} days before the market time: {c.symbol} has "
+                                  f"expired with {q:g} contracts held",
+                                  f"remove {c.symbol} from the book (the exchange settled it at "
+                                  "expiry) and hedge with a live contract (the next dated future "
+                                  "or the perpetual)")
+
+
 def _expiry_inputs(book: Book, market: MarketSnapshot, settings: OptimizerSettings
                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(near_expiry, expiry_days) of :class:`~optimizer.data.ProblemData`: today's near-expiry mask
-    with ``constraints.expiry_row`` on; a plan whose later steps outlive a dated contract carries
+    with ``constraints.expiry_row`` on, or whenever a dated contract of the book is within
+    ``min_days_to_expiry`` at the market time (the order planner and the replay only reduce such a
+    contract, so an answer that opened it would be sent without that leg and leave its other legs
+    unhedged); a plan whose later steps outlive a dated contract carries
     the expiry rows too (the mask all zero today when the row is off) and the days left at each
     step's start (optimizer.plan_expiry); else (None, None)."""
     cs = settings.constraints
-    near_days = cs.min_days_to_expiry if cs.expiry_row else 0.0
+    _check_not_settled(book, market)
+    mask = near_expiry_mask(book, market, cs.min_days_to_expiry)
+    row = cs.expiry_row or bool(mask.any())
+    near_days = cs.min_days_to_expiry if row else 0.0
     expiry_days = (expiry_days_path(book, market, settings.costs.horizon_days, settings.horizon,
                                     near_days) if check_horizon(settings.horizon) > 1 else None)
-    if cs.expiry_row:
-        return near_expiry_mask(book, market, cs.min_days_to_expiry), expiry_days
+    if row:
+        return mask, expiry_days
     return (np.zeros(len(book.contracts)) if expiry_days is not None else None), expiry_days
 
 

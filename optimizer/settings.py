@@ -132,7 +132,8 @@ class ConstraintSettings:
     - min_days_to_expiry: a dated contract is not opened or increased within this many days of its
       expiry (enforced by the order planner, executor.plan; closing and reducing are still allowed);
       ``expiry_row`` (off by default) also makes it a row of the optimiser
-      (optimizer.constraints.ExpiryGuard: within it, 0 <= x_j / x0_j <= 1, x_j = 0 when x0_j = 0)
+      (optimizer.constraints.ExpiryGuard: within it, 0 <= x_j / x0_j <= 1, x_j = 0 when x0_j = 0);
+      the row is on by itself whenever a dated contract is within the window at the market time
     - size_reserve: report the smallest stablecoin reserve that keeps every stress row's surplus
       >= 0 at the target positions, and its yearly opportunity cost (optimizer.reserve; off)
     - stress_preset: ``"each_and_all"`` adds each asset alone +-``stress_preset_move`` and all

@@ -117,18 +117,17 @@ def _btc_legs(plan: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
     return legs, dropped
 
 
-def test_the_book_files_min_days_to_expiry_drops_the_opening_leg(tmp_path: Path) -> None:
-    # 3 days to expiry: the default (2 days) opens the BTC short, a 5-day setting does not
+def test_the_book_files_min_days_to_expiry_keeps_the_opening_out(tmp_path: Path) -> None:
+    # 3 days to expiry: the default (2 days) opens the BTC short; within a 5-day setting the
+    # solve itself holds the contract where it is (the expiry row is on by itself there), so no
+    # leg is sent and none has to be dropped
     default = _strict(runner.invoke(app, ["execute", str(_dated(tmp_path, None)), "--json"]).stdout)
     legs, dropped = _btc_legs(default["plan"])
     assert [leg["notional"] for leg in legs] == [pytest.approx(-1000.0, abs=0.01)] and not dropped
     res = runner.invoke(app, ["execute", str(_dated(tmp_path, 5)), "--json"])
     assert res.exit_code == 0, res.output
     legs, dropped = _btc_legs(_strict(res.stdout)["plan"])
-    assert not legs and len(dropped) == 1
-    assert dropped[0]["notional"] == pytest.approx(-1000.0, abs=0.01)
-    assert "min_days_to_expiry = 5 days" in dropped[0]["reason"]
-    assert "2024-06-04 00:00 UTC" in dropped[0]["reason"]
+    assert not legs and not dropped
 
 
 def test_the_book_files_min_days_to_expiry_reaches_the_paper_execution_and_status(
@@ -138,12 +137,12 @@ def test_the_book_files_min_days_to_expiry_reaches_the_paper_execution_and_statu
     st = _strict(runner.invoke(app, ["status", book, "--exchange", "paper", "--journal", journal,
                                      "--json"]).stdout)
     legs, dropped = _btc_legs(st["plan"])
-    assert not legs and "min_days_to_expiry = 5 days" in dropped[0]["reason"]
+    assert not legs and not dropped
     res = runner.invoke(app, ["execute", book, "--exchange", "paper", "--journal", journal,
                               "--json"])
     out = _strict(res.stdout)
     legs, dropped = _btc_legs(out["plan"])
-    assert not legs and "min_days_to_expiry = 5 days" in dropped[0]["reason"]
+    assert not legs and not dropped
     assert out["report"]["positions"].get("BTC-240604", 0.0) == 0.0
 
 

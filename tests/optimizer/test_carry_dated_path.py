@@ -64,3 +64,10 @@ def test_expiry_inside_the_first_step_and_long_steps() -> None:
     np.testing.assert_allclose(dated_carry_steps(first, 10.0, 4.0, 4),
                                [0.0012, 0.0012, 0.0006, 0.0], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(dated_carry_steps(0.003, -1.0, 1.0, 3), [0.003, 0.0, 0.0])
+
+
+def test_an_expired_contract_carries_nothing() -> None:
+    """Expired 12 h before the market time (and not held): no carry (before, max(days, h) made
+    its whole basis one horizon's carry, 0.3%)."""
+    book, market = _setup(datetime(2024, 12, 31, 12, tzinfo=UTC))
+    assert _carry_per_horizon(book, market, 1.0)[0] == 0.0

@@ -49,6 +49,9 @@ def _risk() -> RiskModel:
 
 
 def _settings(**cons: float) -> OptimizerSettings:
+    # min_days_to_expiry 1 day unless given: the contract, 1.5 days from expiry, may be opened
+    # today (at the default 2 days the expiry row, on by itself then, holds it where it is)
+    cons.setdefault("min_days_to_expiry", 1.0)
     return OptimizerSettings(costs=CostSettings(trading=True, carry=True, horizon_days=1.0),
                              constraints=ConstraintSettings(**cons),  # type: ignore[arg-type]
                              horizon=H)
@@ -70,9 +73,14 @@ def test_the_days_left_at_each_steps_start_by_hand() -> None:
     assert np.all(np.isinf(d.expiry_days[:, 0]))
     # a plan that ends before the expiry, or one step, carries no expiry facts and no rows
     assert expiry_days_path(_book(), _market(), 0.5, 3) is None
-    one = prepare(_book(), _market(), _risk(), OptimizerSettings(horizon=1))
+    one_day = ConstraintSettings(min_days_to_expiry=1.0)
+    one = prepare(_book(), _market(), _risk(), OptimizerSettings(horizon=1, constraints=one_day))
     assert one.expiry_days is None and one.near_expiry is None
     assert one.structure.expiry_guarded == ()
+    # at the default 2 days the contract is inside the window today: the row is on by itself
+    near = prepare(_book(), _market(), _risk(), OptimizerSettings(horizon=1))
+    assert near.near_expiry is not None and list(near.near_expiry) == [0.0, 1.0]
+    assert near.structure.expiry_guarded == (1,)
 
 
 def test_a_settled_contract_is_held_at_zero_and_settles_free() -> None:

@@ -85,10 +85,10 @@ def short_of(fee: float) -> float:
 
 
 def settings(*, row: bool, carry: bool = False, horizon: float = 1.0, margin: bool = False,
-             spot: bool = False) -> OptimizerSettings:
+             spot: bool = False, min_days: float = 2.0) -> OptimizerSettings:
     return OptimizerSettings(
         costs=CostSettings(trading=True, impact=False, carry=carry, horizon_days=horizon),
-        constraints=ConstraintSettings(margin=margin, expiry_row=row, min_days_to_expiry=2.0),
+        constraints=ConstraintSettings(margin=margin, expiry_row=row, min_days_to_expiry=min_days),
         basis_risk=False, round_lots=False,
         spot=SpotLegSettings(enabled=spot, cash_usd=4_000.0 if spot else 0.0))
 
@@ -117,16 +117,26 @@ def test_near_expiry_mask_follows_the_planners_rule() -> None:
     np.testing.assert_array_equal(near_expiry_mask(b, market(cons), 0.0), [0.0, 0.0, 0.0, 1.0])
 
 
-def test_row_is_off_by_default_and_changes_nothing_then() -> None:
-    cons = (perp(), dated(1.0))
-    b, m = book(cons, {"BTC-Q": 1000.0}), market(cons)
+def test_row_is_off_by_default_and_on_by_itself_inside_the_window() -> None:
+    """Off by default, the row changes nothing while no dated contract is inside the window (3 days
+    out): the dated contract (2 bp) takes the whole gap. One day out it is on by itself, whatever
+    the setting (the order planner would not send the increase, and the answer's other legs would
+    go without it): the dated contract stays at its $1,000 and the perp takes the rest."""
     assert ConstraintSettings().expiry_row is False
+    far = (perp(), dated(3.0))
+    b, m = book(far, {"BTC-Q": 1000.0}), market(far)
     d = prepare(b, m, RISK, settings(row=False))
     assert d.near_expiry is None and d.structure.expiry_guarded == ()
     x = positions(b, m, settings(row=False))
-    # the dated contract (2 bp) takes the whole gap: the row is off
     assert x["BTC-Q"] == pytest.approx(4000.0 - short_of(0.0002), abs=1e-3)
     assert x["BTC-PERP"] == pytest.approx(0.0, abs=1e-3)
+    near = (perp(), dated(1.0))
+    b, m = book(near, {"BTC-Q": 1000.0}), market(near)
+    d = prepare(b, m, RISK, settings(row=False))
+    assert d.near_expiry is not None and list(d.near_expiry) == [0.0, 1.0]
+    x = positions(b, m, settings(row=False))
+    assert x["BTC-Q"] == pytest.approx(1000.0, abs=1e-3)
+    assert x["BTC-PERP"] == pytest.approx(3000.0 - short_of(0.0005), abs=1e-3)
 
 
 def test_near_expiry_dated_exposure_moves_to_the_perp() -> None:
@@ -241,14 +251,16 @@ def test_spot_carries_nothing_with_the_spot_leg_on() -> None:
 
 
 def test_expiry_row_and_carry_together() -> None:
-    """The dated contract is the cheapest carry but 1 day from expiry: with the row it cannot be
+    """The dated contract is the cheapest carry but 1 day from expiry: within a window of half a
+    day it takes the exposure; within the 2 days (the row on, or by itself) it cannot be
     increased, so the perp takes the rest of the exposure despite its funding."""
     cons = (perp(0.0005), dated(1.0, fee=0.0005))
     mk = market(cons, mark={"BTC-Q": SPOT * 1.0001}, forecast={"BTC-PERP": 3e-4})
     x0 = {"BTC-Q": 500.0}
     b = book(cons, x0, mark={"BTC-Q": SPOT * 1.0001})
-    free = positions(b, mk, settings(row=False, carry=True))
+    free = positions(b, mk, settings(row=False, carry=True, min_days=0.5))
     assert free["BTC-Q"] > 3900.0
-    x = positions(b, mk, settings(row=True, carry=True))
-    check_row(x, x0, ["BTC-Q"])
-    assert x["BTC-PERP"] > 3400.0
+    for row in (True, False):
+        x = positions(b, mk, settings(row=row, carry=True))
+        check_row(x, x0, ["BTC-Q"])
+        assert x["BTC-PERP"] > 3400.0
