@@ -75,7 +75,8 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         for c in book.contracts:
             sym = wanted[c.symbol]
             rows = tiers.get(sym)
-            t = tiers_from_ccxt(rows) if rows and not markets[sym].get("inverse") else None
+            t = (tiers_from_ccxt(rows, venue=self.venue, symbol=sym)
+                 if rows and not markets[sym].get("inverse") else None)
             contract = contract_from_market(markets[sym], c, decimal_places=decimal_places, tiers=t)
             if sym in hours and c.kind == ContractKind.PERPETUAL:
                 contract = dataclasses.replace(contract, funding_interval_h=hours[sym])

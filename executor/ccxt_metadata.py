@@ -5,9 +5,12 @@
   (sized in USD: Binance coin-M BTC 100 USD per contract, Bybit BTCUSD 1 USD), amount/price
   precision as lot step (contracts) and tick (USD) (TICK_SIZE or DECIMAL_PLACES precision mode),
   amount limits (contracts) and cost limits (USD; the largest order also capped by the market-order
-  maximum, :func:`_max_qty`), fees (fractions of notional) and expiry;
+  maximum, :func:`_max_qty`), fees (fractions of notional), expiry, and the leverage sent to the
+  exchange (a whole number: the book's, capped by the brackets);
 - :func:`tiers_from_ccxt`: ccxt leverage tiers -> :class:`MarginTiers` (notionals and ``cum`` in
-  USD; ``cum`` from the exchange when given, else computed for continuity);
+  USD; ``cum`` from the exchange when given, else computed for continuity), checked as the book's
+  brackets are (rates that do not fall, continuous maintenance margin) with one ValidationError
+  naming "<exchange> leverage tiers of <symbol>: tiers[k].<ccxt field>";
 - :func:`with_instruments`: a book whose contracts carry that metadata.
 """
 
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -29,6 +32,8 @@ from models.instruments import (
     MarginTiers,
     Settlement,
     TierBracket,
+    continuous_cum,
+    first_margin_jump,
 )
 from models.market import MarketSnapshot
 
@@ -41,26 +46,104 @@ def _step(value: Any, decimal_places: bool) -> float:
     return 10.0 ** (-v) if decimal_places else v
 
 
-def tiers_from_ccxt(rows: list[dict[str, Any]]) -> MarginTiers:
+#: ccxt's name of each bracket field fbr's MarginTiers names (for messages about exchange rows).
+_CCXT_FIELD = {"min_notional": "minNotional", "max_notional": "maxNotional",
+               "max_leverage": "maxLeverage", "mmr": "maintenanceMarginRate", "cum": "info.cum"}
+#: What to do about a bracket table the exchange sent that fbr cannot use.
+_EXCHANGE_TIERS_FIX = ("fbr cannot size margin on these brackets: run again later (the exchange may "
+                       "be updating them); if it persists, report the rows ccxt's "
+                       "fetch_leverage_tiers returns for this symbol")
+
+
+class _TierRow(NamedTuple):
+    """One ccxt leverage-tier row's numbers: notionals (USD), max leverage (x), maintenance rate
+    (fraction), the exchange's cum (USD, None when not given) and the row's index in the answer."""
+
+    lo: float
+    hi: float
+    lev: float
+    mmr: float
+    cum: float | None
+    k: int
+
+
+def _tier_number(value: object, field: str, *, allow_inf: bool = False) -> float:
+    """A ccxt tier value as a float: a number or a decimal text (Binance sends some as text); else
+    one ValidationError naming ``field``."""
+    if value is None or value == "":
+        raise ValidationError(field, "is missing", _EXCHANGE_TIERS_FIX)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError(field, f"is {value!r}, not a number", _EXCHANGE_TIERS_FIX)
+    try:
+        v = float(value)
+    except ValueError:
+        raise ValidationError(field, f"is {value!r}, not a number", _EXCHANGE_TIERS_FIX) from None
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValidationError(field, f"is {value!r}, not a finite number", _EXCHANGE_TIERS_FIX)
+    return v
+
+
+def _tier_row(row: object, k: int, where: str) -> _TierRow:
+    """Row ``k`` of a ccxt answer, its fields checked (maxNotional None: open-ended, inf; info.cum
+    None: not given)."""
+    at = f"{where}: tiers[{k}]"
+    if not isinstance(row, Mapping):
+        raise ValidationError(at, f"is {row!r}, not a bracket", _EXCHANGE_TIERS_FIX)
+    info = row.get("info")
+    cum = info.get("cum") if isinstance(info, Mapping) else None
+    hi = row.get("maxNotional")
+    return _TierRow(lo=_tier_number(row.get("minNotional"), f"{at}.minNotional"),
+                    hi=math.inf if hi is None else _tier_number(hi, f"{at}.maxNotional",
+                                                                allow_inf=True),
+                    lev=_tier_number(row.get("maxLeverage"), f"{at}.maxLeverage"),
+                    mmr=_tier_number(row.get("maintenanceMarginRate"),
+                                     f"{at}.maintenanceMarginRate"),
+                    cum=None if cum is None else _tier_number(cum, f"{at}.info.cum"), k=k)
+
+
+def tiers_from_ccxt(rows: Sequence[Mapping[str, Any]], *, venue: str = "exchange",
+                    symbol: str | None = None) -> MarginTiers:
     """ccxt leverage tiers (minNotional, maxNotional, maintenanceMarginRate, maxLeverage, info.cum)
-    -> :class:`MarginTiers`; ``cum`` computed for continuity when the exchange does not give it:
-    cum_k = cum_(k-1) + (mmr_k - mmr_(k-1)) x min_notional_k."""
+    -> :class:`MarginTiers`, sorted by minNotional. Bracket k covers [lo_k, maxNotional_k) with
+    lo_k = maxNotional_(k-1) (OKX-style rows leave a gap of one unit between them; the first keeps
+    its minNotional); ``cum`` (USD) is the exchange's when given, else the continuous value at that
+    lower bound: cum_k = cum_(k-1) + (mmr_k - mmr_(k-1)) x lo_k. The table is then checked as the
+    book's is (:class:`MarginTiers`, then :func:`models.instruments.first_margin_jump`: a given
+    cum that makes maintenance margin jump would make max_k (mmr_k n - cum_k) differ from the
+    exchange's lookup). Errors name "<venue> leverage tiers of <symbol>: tiers[k].<ccxt field>",
+    k the row's index in ``rows``; ``symbol`` defaults to the rows' own ccxt ``symbol``."""
+    if symbol is None:
+        symbol = next((str(r["symbol"]) for r in rows if isinstance(r, Mapping) and r.get("symbol")),
+                      "(symbol not given)")
+    where = f"{venue} leverage tiers of {symbol}"
+    parsed = sorted((_tier_row(row, k, where) for k, row in enumerate(rows)), key=lambda r: r.lo)
     brackets: list[TierBracket] = []
-    prev: TierBracket | None = None
-    for row in sorted(rows, key=lambda r: float(r.get("minNotional") or 0.0)):
-        lo = float(row.get("minNotional") or 0.0)
-        hi = float(row["maxNotional"]) if row.get("maxNotional") is not None else math.inf
-        mmr = float(row["maintenanceMarginRate"])
-        info = row.get("info") or {}
-        cum_raw = info.get("cum") if isinstance(info, dict) else None
-        if cum_raw is not None:
-            cum = float(cum_raw)
-        else:
-            cum = 0.0 if prev is None else prev.cum + (mmr - prev.mmr) * lo
-        b = TierBracket(lo if prev is None else prev.max_notional, hi, float(row["maxLeverage"]), mmr, cum)
-        brackets.append(b)
-        prev = b
-    return MarginTiers(tuple(brackets))
+    for j, r in enumerate(parsed):
+        prev = brackets[-1] if brackets else None
+        if prev is not None and math.isinf(prev.max_notional):
+            raise ValidationError(f"{where}: tiers[{parsed[j - 1].k}].maxNotional", "is missing "
+                                  f"(open-ended), but tiers[{r.k}] starts at {r.lo:,.10g} USD",
+                                  _EXCHANGE_TIERS_FIX)
+        lo = r.lo if prev is None else prev.max_notional
+        continuous = 0.0 if prev is None else continuous_cum(prev, r.mmr, lo)
+        brackets.append(TierBracket(lo, r.hi, r.lev, r.mmr, continuous if r.cum is None else r.cum))
+    try:
+        tiers = MarginTiers(tuple(brackets))
+    except ValidationError as exc:  # the model names fields tiers[j].<name>, j in sorted order
+        j_text, _, name = exc.field.removeprefix("tiers[").partition("].")
+        k = parsed[int(j_text)].k if j_text.isdigit() else None
+        field = where if k is None else f"{where}: tiers[{k}].{_CCXT_FIELD.get(name, name)}"
+        raise ValidationError(field, exc.problem, _EXCHANGE_TIERS_FIX) from exc
+    jump = first_margin_jump(tiers.brackets)
+    if jump is not None:
+        b = tiers.brackets[jump.k]
+        raise ValidationError(f"{where}: tiers[{parsed[jump.k].k}].info.cum",
+                              f"is {b.cum:,.10g} USD, which makes maintenance margin jump from "
+                              f"{jump.below:,.2f} USD just below {b.min_notional:,.10g} USD to "
+                              f"{jump.at:,.2f} USD at it (continuous: cum = {jump.continuous:,.10g}"
+                              f" = cum_k-1 + (mmr_k - mmr_k-1) x minNotional_k)",
+                              _EXCHANGE_TIERS_FIX)
+    return tiers
 
 
 def _max_qty(market: Mapping[str, Any]) -> float:
@@ -86,7 +169,10 @@ def _max_qty(market: Mapping[str, Any]) -> float:
 def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
                          decimal_places: bool = False,
                          tiers: MarginTiers | None = None) -> FuturesContract:
-    """``base`` (the book's contract) with the exchange's metadata from a ccxt unified market."""
+    """``base`` (the book's contract) with the exchange's metadata from a ccxt unified market. Its
+    leverage is the book's, capped at the brackets' largest max leverage and rounded down to a
+    whole number: L = floor(min(L_book, max_k max_leverage_k)), the number sent to the exchange
+    (whole steps only), so initial margin |n| / L (USD) is the exchange's."""
     limits = market.get("limits") or {}
     amount = limits.get("amount") or {}
     cost = limits.get("cost") or {}
@@ -96,6 +182,12 @@ def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
     kind = ContractKind.DATED if expiry and not market.get("swap") else ContractKind.PERPETUAL
     use_tiers = tiers if tiers is not None else base.tiers
     top = max(b.max_leverage for b in use_tiers.brackets)
+    leverage = math.floor(min(base.leverage, top))
+    if leverage < 1:
+        raise ValidationError(f"contracts.{base.symbol}.leverage", f"would be {leverage}x: the "
+                              f"book gives {base.leverage:g}x and the exchange's brackets allow "
+                              f"at most {top:g}x, below the 1x an exchange can be set to",
+                              "give a whole leverage >= 1 on a contract whose brackets allow it")
     fields: dict[str, Any] = {
         "contract_size": float(market.get("contractSize") or 1.0),
         "settlement": settlement,
@@ -108,7 +200,7 @@ def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
         "max_qty": _max_qty(market),
         "min_notional": float(cost.get("min") or 0.0),
         "tiers": use_tiers,
-        "leverage": min(base.leverage, top),
+        "leverage": float(leverage),
     }
     if market.get("taker") is not None:
         fields["taker_fee"] = float(market["taker"])

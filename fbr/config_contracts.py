@@ -5,10 +5,13 @@ asset when none is listed), [tier_schedules] shared by name, and spec_from / tie
 references. In tier bracket k, maintenance margin is MM(N) = mmr_k * N - cum_k (N = notional, USD);
 ``cum`` defaults to the continuous value cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) * min_notional_k.
 Brackets read with tiers_from are held to the same continuity as inline ones (a given cum may make
-maintenance margin jump by at most MM_JUMP_TOL_USD at a bracket edge, and the first bracket's cum is
-0 within it: MM is 0 at notional 0); values read with spec_from are named "contracts[k].spec_from
-(<file>: <column>)" in errors; referenced files must be CSV
-text (plain or .gz); contract and exchange symbols are ASCII without whitespace.
+maintenance margin jump by at most models.instruments.MM_JUMP_TOL_USD at a bracket edge, and the
+first bracket's cum is 0 within it: MM is 0 at notional 0); a bracket table is checked whole (rates
+that fall, or mmr_k x max_leverage_k > 1) before its cum continuity. ``leverage`` is a whole number
+>= 1 (exchanges set leverage in whole steps; initial margin IM(N) = N / leverage must use the
+number sent). Values read with spec_from are named "contracts[k].spec_from (<file>: <column>)" in
+errors; referenced files must be CSV text (plain or .gz); contract and exchange symbols are ASCII
+without whitespace.
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ from fbr.config_values import (
     timestamp,
 )
 from models.errors import ValidationError
-from models.instruments import ContractKind, FuturesContract, MarginTiers, Settlement, TierBracket
+from models.instruments import (
+    ContractKind,
+    FuturesContract,
+    MarginTiers,
+    Settlement,
+    TierBracket,
+    continuous_cum,
+    first_margin_jump,
+)
 
 CONTRACT_SETTING_KEYS = (
     "kind", "settlement", "contract_size", "lot_step", "min_qty", "max_qty", "min_notional", "tick",
@@ -47,8 +58,6 @@ CONTRACT_SETTING_KEYS = (
 CONTRACT_KEYS = ("symbol", "underlying", *CONTRACT_SETTING_KEYS)
 BRACKET_KEYS = ("min_notional", "max_notional", "max_leverage", "mmr", "cum")
 FILE_REF_KEYS = ("file", "symbol")
-#: Tolerance: maintenance margin may jump by this many USD at a bracket edge.
-MM_JUMP_TOL_USD = 0.01
 #: Bytes of a referenced file looked at to tell text from binary.
 SNIFF_BYTES = 65_536
 #: Longest quote of a reader's error message in a ValidationError (characters).
@@ -134,6 +143,20 @@ def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, Margi
         field_path = at(key) if key in merged else join(p, key)
         raise ValidationError(field_path, exc.problem, exc.fix) from exc
 
+
+def _leverage(value: object, path: str) -> float:
+    """The leverage L set on the exchange (x): a whole number >= 1. Exchanges set leverage in whole
+    steps (Binance 1..125) and fbr sends int(L), so a fractional L would plan initial margin
+    IM(N) = N / L (USD) at one leverage and trade at another (2.5 -> 2: 25% more margin)."""
+    v = number(value, path)
+    if v < 1 or not v.is_integer():
+        what = "below 1x" if v < 1 else (f"not a whole number (the exchange would be set to "
+                                         f"{int(v)}x while fbr plans initial margin at {v:g}x)")
+        raise ValidationError(path, f"is {value!r}, {what}",
+                              "give a whole number >= 1: exchanges set leverage in whole steps")
+    return v
+
+
 _CONTRACT_NUMBERS: dict[str, Callable[[object, str], float]] = {
     "contract_size": positive,
     "lot_step": nonneg,
@@ -144,7 +167,7 @@ _CONTRACT_NUMBERS: dict[str, Callable[[object, str], float]] = {
     "maker_fee": lambda v, p: in_range(v, p, -0.01, 0.05),
     "taker_fee": lambda v, p: in_range(v, p, -0.01, 0.05),
     "funding_interval_h": positive,
-    "leverage": positive,
+    "leverage": _leverage,
 }
 
 
@@ -249,24 +272,16 @@ def _tiers_from(value: object, path: str, ctx: ParseContext) -> MarginTiers:
     return tiers
 
 
-def _continuous_cum(prev: TierBracket, mmr: float, lo: float) -> float:
-    """The cum (USD) of a bracket starting at ``lo`` with rate ``mmr`` that keeps maintenance margin
-    continuous after ``prev``: cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) x lo_k."""
-    return prev.cum + (mmr - prev.mmr) * lo
-
-
-def _jumps(cum: float, continuous: float, lo: float) -> bool:
-    """True when ``cum`` makes maintenance margin jump at ``lo`` by more than MM_JUMP_TOL_USD
-    (plus a relative 1e-9 of ``lo`` for float noise)."""
-    return abs(cum - continuous) > MM_JUMP_TOL_USD + 1e-9 * lo
-
-
 def _check_file_continuity(tiers: MarginTiers, path: str, resolved: Path, symbol: str) -> None:
     """Brackets from a file must make maintenance margin continuous at every edge, as inline ones
-    must: else the optimiser's MM = max_k (mmr_k n - cum_k) differs from the exchange's lookup."""
+    must: else the optimiser's MM = max_k (mmr_k n - cum_k) differs from the exchange's lookup
+    (:func:`models.instruments.first_margin_jump`)."""
     brackets = tiers.brackets
-    first = brackets[0]
-    if _jumps(first.cum, 0.0, first.min_notional):
+    jump = first_margin_jump(brackets)
+    if jump is None:
+        return
+    if jump.k == 0:
+        first = brackets[0]
         raise ValidationError(path, f"reads {symbol} from {resolved}, whose first bracket "
                               f"({first.min_notional:,.10g} to {first.max_notional:,.10g} USD, "
                               f"maintenance rate {first.mmr:g}) has maint_amount_cum "
@@ -274,21 +289,16 @@ def _check_file_continuity(tiers: MarginTiers, path: str, resolved: Path, symbol
                               f"{-first.cum:+,.2f} USD at notional 0, not 0",
                               "set maint_amount_cum = 0 in that row (the first bracket's cum is "
                               "0), or use the exchange's unedited file")
-    for k in range(1, len(brackets)):
-        prev, b = brackets[k - 1], brackets[k]
-        lo = b.min_notional
-        continuous = _continuous_cum(prev, b.mmr, lo)
-        if not _jumps(b.cum, continuous, lo):
-            continue
-        below, at = prev.mmr * lo - prev.cum, b.mmr * lo - b.cum
-        raise ValidationError(path, f"reads {symbol} from {resolved}, whose bracket {k + 1} of "
-                              f"{len(brackets)} ({lo:,.10g} to {b.max_notional:,.10g} USD, "
-                              f"maintenance rate {b.mmr:g}) has maint_amount_cum {b.cum:,.10g}: "
-                              f"maintenance margin jumps from {below:,.2f} USD just below "
-                              f"{lo:,.10g} USD to {at:,.2f} USD at it ({at - below:+,.2f} USD)",
-                              f"set maint_amount_cum = {continuous:.10g} in that row (cum_k = "
-                              "cum_k-1 + (mmr_k - mmr_k-1) x min_notional_k), or use the "
-                              "exchange's unedited file")
+    b, lo = brackets[jump.k], brackets[jump.k].min_notional
+    raise ValidationError(path, f"reads {symbol} from {resolved}, whose bracket {jump.k + 1} of "
+                          f"{len(brackets)} ({lo:,.10g} to {b.max_notional:,.10g} USD, "
+                          f"maintenance rate {b.mmr:g}) has maint_amount_cum {b.cum:,.10g}: "
+                          f"maintenance margin jumps from {jump.below:,.2f} USD just below "
+                          f"{lo:,.10g} USD to {jump.at:,.2f} USD at it "
+                          f"({jump.at - jump.below:+,.2f} USD)",
+                          f"set maint_amount_cum = {jump.continuous:.10g} in that row (cum_k = "
+                          "cum_k-1 + (mmr_k - mmr_k-1) x min_notional_k), or use the "
+                          "exchange's unedited file")
 
 
 def _tier_schedules(table: Table) -> dict[str, MarginTiers]:
@@ -306,8 +316,11 @@ def _tiers_value(value: object, path: str, schedules: Mapping[str, MarginTiers])
 
 def _brackets(rows: object, path: str) -> MarginTiers:
     """Brackets sorted by notional. ``min_notional`` defaults to the previous ``max_notional``
-    (0 for the first), ``cum`` to the value that makes maintenance margin continuous; a given
-    ``cum`` that makes MM jump at a bracket edge is rejected."""
+    (0 for the first), ``cum`` to the value that makes maintenance margin continuous. Checked in
+    this order, so the first message names the real fault: each row's values and contiguity, then
+    the table (:class:`MarginTiers`: rates that fall from one bracket to the next, mmr_k x
+    max_leverage_k > 1), then a given ``cum`` that makes MM jump at a bracket edge (a falling rate
+    would otherwise surface as a cum error whose fix leads to the next one)."""
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise ValidationError(path, f"is {rows!r}",
                               "give a non-empty array of brackets, e.g. [{max_notional = 50000, "
@@ -316,14 +329,29 @@ def _brackets(rows: object, path: str) -> MarginTiers:
     for k, row in enumerate(rows):
         out.append(_bracket(row, join(path, k), out[-1] if out else None))
     try:
-        return MarginTiers(tuple(out))
+        tiers = MarginTiers(tuple(out))
     except ValidationError as exc:  # the model names fields tiers[k].key
         raise ValidationError(path + exc.field.removeprefix("tiers"), exc.problem,
                               exc.fix) from exc
+    jump = first_margin_jump(tiers.brackets)
+    if jump is None:
+        return tiers
+    b = tiers.brackets[jump.k]  # a cum fbr computed never jumps: this one was given
+    given = rows[jump.k].get("cum", b.cum)
+    if jump.k == 0:
+        raise ValidationError(join(join(path, 0), "cum"), f"is {given!r} on the first bracket, which "
+                              f"makes maintenance margin {jump.at:+.6g} USD at notional 0, not 0 "
+                              f"(MM = mmr x n - cum; the first bracket's cum is 0)",
+                              "set cum = 0 (or leave cum out: fbr computes it)")
+    raise ValidationError(join(join(path, jump.k), "cum"), f"is {given!r}, which makes maintenance "
+                          f"margin jump by {jump.at - jump.below:+.6g} USD at notional "
+                          f"{b.min_notional:g}",
+                          f"set cum = {jump.continuous:.10g} (or leave cum out: fbr computes it)")
 
 
 def _bracket(row: Table, path: str, prev: TierBracket | None) -> TierBracket:
-    """One bracket, checked for contiguity and MM continuity against ``prev``."""
+    """One bracket, checked for contiguity against ``prev``; ``cum`` defaults to the continuous
+    value cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) x min_notional_k (0 for the first bracket)."""
     check_keys(row, BRACKET_KEYS, path)
     lo_default = prev.max_notional if prev else 0.0
     lo = nonneg(row.get("min_notional", lo_default), join(path, "min_notional"))
@@ -341,15 +369,6 @@ def _bracket(row: Table, path: str, prev: TierBracket | None) -> TierBracket:
         raise ValidationError(join(path, "min_notional"), f"is {row.get('min_notional')!r}, "
                               f"but the previous bracket ends at {prev.max_notional:g}",
                               "make brackets contiguous and sorted by notional")
-    continuous = 0.0 if prev is None else _continuous_cum(prev, mmr, lo)
+    continuous = 0.0 if prev is None else continuous_cum(prev, mmr, lo)
     cum = continuous if "cum" not in row else number(row["cum"], join(path, "cum"))
-    if prev is None and _jumps(cum, continuous, lo):
-        raise ValidationError(join(path, "cum"), f"is {row['cum']!r} on the first bracket, which "
-                              f"makes maintenance margin {-cum:+.6g} USD at notional 0, not 0 "
-                              f"(MM = mmr x n - cum; the first bracket's cum is 0)",
-                              "set cum = 0 (or leave cum out: fbr computes it)")
-    if prev is not None and _jumps(cum, continuous, lo):
-        raise ValidationError(join(path, "cum"), f"is {row['cum']!r}, which makes maintenance "
-                              f"margin jump by {continuous - cum:+.6g} USD at notional {lo:g}",
-                              f"set cum = {continuous:.10g} (or leave cum out: fbr computes it)")
     return TierBracket(lo, hi, lev, mmr, cum)

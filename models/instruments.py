@@ -106,6 +106,48 @@ class TierBracket:
     cum: float
 
 
+#: Tolerance (USD): maintenance margin may jump by this much at a bracket edge (and be this far from
+#: 0 at notional 0) before a bracket table counts as discontinuous.
+MM_JUMP_TOL_USD = 0.01
+
+
+def continuous_cum(prev: TierBracket, mmr: float, lo: float) -> float:
+    """The cum (USD) of a bracket starting at ``lo`` (USD) with rate ``mmr`` that keeps maintenance
+    margin continuous after ``prev``: mmr_{k-1} lo - cum_{k-1} = mmr_k lo - cum_k, so
+    cum_k = cum_{k-1} + (mmr_k - mmr_{k-1}) x lo."""
+    return prev.cum + (mmr - prev.mmr) * lo
+
+
+@dataclass(frozen=True)
+class MarginJump:
+    """Bracket ``k`` (0-based) makes maintenance margin jump: it would need cum ``continuous`` (USD)
+    for continuity; MM is ``below`` USD just below its lower edge and ``at`` USD at it (for k = 0:
+    MM at notional 0, which must be 0, so ``below`` = 0 and ``at`` = -cum_0)."""
+
+    k: int
+    continuous: float
+    below: float
+    at: float
+
+
+def first_margin_jump(brackets: tuple[TierBracket, ...]) -> MarginJump | None:
+    """The first bracket whose ``cum`` breaks continuity, None when there is none. With
+    MM_k(n) = mmr_k n - cum_k, bracket 0 must give MM_0(0) = -cum_0 = 0 and bracket k >= 1 must
+    meet the previous one at its lower edge lo_k: MM_k(lo_k) = MM_{k-1}(lo_k), i.e. cum_k =
+    :func:`continuous_cum`. A miss up to MM_JUMP_TOL_USD (plus 1e-9 x lo_k of float noise) is
+    allowed. Only then does max_k (mmr_k n - cum_k) equal the exchange's bracket lookup."""
+    for k, b in enumerate(brackets):
+        lo = b.min_notional
+        continuous = 0.0 if k == 0 else continuous_cum(brackets[k - 1], b.mmr, lo)
+        if abs(b.cum - continuous) <= MM_JUMP_TOL_USD + 1e-9 * lo:
+            continue
+        if k == 0:
+            return MarginJump(0, 0.0, 0.0, -b.cum)
+        prev = brackets[k - 1]
+        return MarginJump(k, continuous, prev.mmr * lo - prev.cum, b.mmr * lo - b.cum)
+    return None
+
+
 @dataclass(frozen=True)
 class MarginTiers:
     """Tier brackets of one contract, sorted by notional.
