@@ -13,17 +13,33 @@ is liquidated (equality liquidates) and no later settlement is paid (no position
 on); a book with S_0 <= 0 is liquidated by the price move, before any funding. So a funding shock
 over any horizon loses at most S_0 plus one settlement time's payments and the penalty: funding
 stops where the wallet is liquidated (``liquidated_after_h``), as the replay would stop it.
+
+A replayed path's own settlement clock (:func:`settlement_hours`, :func:`interval_notes`): each
+perpetual's spacing measured causally from the settlements it made (the median of its last
+``SPACING_WINDOW`` gaps, hours), and a note for each one whose spacing differs from its
+``funding_interval_h``: the replay pays every settlement of the path, while the optimiser's carry
+counts horizon x 24 / funding_interval_h of them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+
+from models.instruments import ContractKind, FuturesContract
 
 #: Settlement times examined per chunk (the search never holds more in memory).
 FUNDING_CHUNK = 1_000_000
+#: A perpetual's measured settlement spacing is the median of its last this many spacings.
+SPACING_WINDOW = 5
+#: Hours within which a measured spacing counts as the contract's ``funding_interval_h``.
+SPACING_TOL_H = 1.0 / 60.0
+#: Nanoseconds per hour.
+NS_PER_HOUR = 3600e9
 
 
 @dataclass(frozen=True)
@@ -101,3 +117,52 @@ def funding_until_liquidation(payments: np.ndarray, counts: np.ndarray, hours: n
             cum = float(path[-1])
         lo = hi
     return FundingRun(counts.copy(), total, None)
+
+
+def settlement_hours(settle_t: np.ndarray, settles: np.ndarray) -> np.ndarray:
+    """S x M: at settlement row i, contract j's measured spacing, hours: the median of the last
+    ``SPACING_WINDOW`` gaps between its own consecutive settlements at or before row i (fewer
+    while it has fewer; NaN until it has settled twice). Causal: row i reads rows 0..i only.
+
+    ``settle_t`` settlement times, int64 ns (S, sorted); ``settles`` (S x M bool) where each
+    contract settled (``scenarios.replay_inputs.settled_matrix``)."""
+    out = np.full(settles.shape, np.nan)
+    for j in range(settles.shape[1]):
+        rows = np.flatnonzero(settles[:, j])
+        if rows.size < 2:
+            continue
+        gaps = np.diff(settle_t[rows]).astype(float) / NS_PER_HOUR
+        med = pd.Series(gaps).rolling(SPACING_WINDOW, min_periods=1).median().to_numpy(dtype=float)
+        seen = np.cumsum(settles[:, j])  # settlements of j in rows 0..i
+        two = seen >= 2
+        out[two, j] = med[seen[two] - 2]
+    return out
+
+
+def interval_notes(contracts: Sequence[FuturesContract], settled: np.ndarray,
+                   spacing_h: np.ndarray, times: Sequence[pd.Timestamp]) -> tuple[str, ...]:
+    """One note per perpetual j whose measured spacing at some step differs from its
+    ``funding_interval_h`` by more than ``SPACING_TOL_H`` hours.
+
+    ``settled`` (T): settlement rows at or before each step; ``spacing_h`` (S x M,
+    :func:`settlement_hours`) is read at each step's last row (no note before j's second
+    settlement); ``times`` (T) the steps. The note names the spacings seen (hours), how many steps
+    and when: there the replay pays 24 / spacing settlements a day and the optimiser's carry
+    assumes 24 / funding_interval_h_j."""
+    if spacing_h.shape[0] == 0:
+        return ()
+    rows = np.asarray(settled, dtype=np.int64) - 1
+    at = np.where((rows >= 0)[:, None], spacing_h[np.maximum(rows, 0)], np.nan)  # T x M
+    notes: list[str] = []
+    for j, c in enumerate(contracts):
+        h = at[:, j]
+        off = np.flatnonzero(np.isfinite(h) & (np.abs(h - c.funding_interval_h) > SPACING_TOL_H))
+        if c.kind != ContractKind.PERPETUAL or off.size == 0:
+            continue
+        seen = ", ".join(f"{v:g}" for v in np.unique(np.round(h[off], 4)))
+        notes.append(f"{c.symbol} settled every {seen} h (median of its last {SPACING_WINDOW} "
+                     f"spacings) at {off.size} of {len(times)} steps ({times[off[0]]} .. "
+                     f"{times[off[-1]]}), not every {c.funding_interval_h:g} h "
+                     f"(funding_interval_h): the replay pays every settlement, the policy's carry "
+                     f"counts {24.0 / c.funding_interval_h:g} a day")
+    return tuple(notes)

@@ -47,6 +47,28 @@ def _check_half_spreads(name: str, values: pd.Series | None) -> None:
                               f"is {arr[bad[0]]}", "give the half spread as a fraction in [0, 0.5)")
 
 
+def _check_settled(funding: pd.DataFrame | None, settled: pd.DataFrame | None) -> None:
+    """``funding_settled``: bool, on the funding index, a column per funding column, and every
+    cell that did not settle holds a rate of 0 (it pays nothing)."""
+    if settled is None:
+        return
+    if funding is None or not settled.index.equals(funding.index):
+        raise ValidationError("market_path.funding_settled", "is not on the funding index",
+                              "give it the funding frame's settlement times (or leave it out)")
+    missing = [c for c in funding.columns if c not in settled.columns]
+    if missing:
+        raise ValidationError("market_path.funding_settled", f"has no column for {missing}",
+                              "give a column per funding column (True where it settled)")
+    mask = settled[list(funding.columns)]
+    if not all(pd.api.types.is_bool_dtype(t) for t in mask.dtypes):
+        raise ValidationError("market_path.funding_settled", "is not boolean",
+                              "give True where the contract settled, False where it did not")
+    unsettled_rates = funding.to_numpy(dtype=float)[~mask.to_numpy(dtype=bool)]
+    if np.any(unsettled_rates != 0.0):
+        raise ValidationError("market_path.funding", "has a non-zero rate where funding_settled "
+                              "is False", "give 0 where a contract did not settle")
+
+
 @dataclass(frozen=True)
 class MarketPath:
     """Aligned market history for a backtest.
@@ -55,8 +77,14 @@ class MarketPath:
     ``mark``: mark closes per contract symbol on the same index; a contract without a column is
     marked at its underlying's spot. ``funding``: rate per settlement (fraction, positive: longs pay)
     per contract symbol, indexed by settlement timestamps (irregular allowed; a contract without a
-    column pays none). ``half_spread`` (fraction) per contract symbol; a missing half spread
-    defaults to 1 bp (``models.market.DEFAULT_HALF_SPREAD``). ``adv`` (USD/day) per contract
+    column pays none). ``funding_settled`` (optional, bool, on ``funding``'s index with a column for
+    each of its columns; extra columns ignored): True where that contract settled at that time.
+    A False cell is "did not settle" (its rate must be 0: it pays nothing) and is not a rate,
+    whereas a True 0 is a real settlement at a zero rate. None: every row of ``funding`` is a
+    settlement of every contract with a column (an exact 0 is a zero rate, as ``fbr solve`` reads
+    it). ``scenarios.read_history`` fills a union of schedules and sets it.
+    ``half_spread`` (fraction) per contract symbol; a missing half spread defaults to 1 bp
+    (``models.market.DEFAULT_HALF_SPREAD``). ``adv`` (USD/day) per contract
     symbol (its futures trades' impact) and per asset symbol (the spot market's volume: its spot
     trades' impact); no ADV means no impact. ``spot_half_spread`` (fraction) per asset symbol:
     what a spot trade pays on top of its fee (1 bp when missing, as the optimiser's spot leg
@@ -75,6 +103,7 @@ class MarketPath:
     spot_half_spread: pd.Series | None = None
     synthetic: bool = False
     mark_source: pd.DataFrame | None = None
+    funding_settled: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         _check_index("spot", self.spot.index)
@@ -93,6 +122,7 @@ class MarketPath:
         if self.funding is not None:
             _check_index("funding", self.funding.index)
             _check_finite("funding", self.funding)
+        _check_settled(self.funding, self.funding_settled)
         if isinstance(self.adv, pd.DataFrame):
             if not self.adv.index.equals(self.spot.index):
                 raise ValidationError("market_path.adv", "is a frame not on the spot index",
@@ -156,9 +186,11 @@ def path_from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *
     """A market path from files in the shared layout (see ``models.io``; e.g. ``default_data_dir()``).
 
     Steps every ``step`` ("4h", "8h" or "1d"), stamped at bar close; spot of the contracts'
-    underlyings then ``assets``; perp marks (else spot); irregular funding kept; ADV lagged one
+    underlyings then ``assets``; perp marks (else spot); irregular funding kept (with
+    ``funding_settled``: which contract settled at each time); ADV lagged one
     step. See :func:`scenarios.read_history.load_market_data` for the sources, the alignment and
     the warning naming the series that limited the span.
     """
     data = load_market_data(data_dir, contracts, start=start, end=end, step=step, assets=assets)
-    return MarketPath(spot=data.spot, mark=data.mark, funding=data.funding, adv=data.adv)
+    return MarketPath(spot=data.spot, mark=data.mark, funding=data.funding, adv=data.adv,
+                      funding_settled=data.funding_settled)

@@ -106,15 +106,20 @@ class MarketData:
 
     ``spot``: closes (USD) per asset on the steps (tz-aware UTC); ``mark``: mark closes (USD) per
     contract with a mark file, on the same index (None: none has one); ``funding``: rate per
-    settlement (fraction, positive: longs pay) per perpetual, indexed by settlement time (None: no
-    funding file); ``adv``: USD/day on the steps per contract (its underlying's spot volume), then
-    per asset symbol (the asset's spot volume), NaN where unknown (None: no volume).
+    settlement (fraction, positive: longs pay) per perpetual, indexed by settlement time: the union
+    of the perpetuals' schedules, 0 where a contract did not settle (None: no funding file);
+    ``funding_settled``: on the same index and columns, True where the contract settled (its file
+    has that time), so a real rate of exactly 0 (LTC has hundreds in 2020) stays a settlement and a
+    row another contract settled alone does not (None with ``funding``); ``adv``: USD/day on the
+    steps per contract (its underlying's spot volume), then per asset symbol (the asset's spot
+    volume), NaN where unknown (None: no volume).
     """
 
     spot: pd.DataFrame
     mark: pd.DataFrame | None
     funding: pd.DataFrame | None
     adv: pd.DataFrame | None
+    funding_settled: pd.DataFrame | None = None
 
 
 def load_market_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,
@@ -131,7 +136,8 @@ def load_market_data(data_dir: Path | str, contracts: Sequence[FuturesContract],
       bar exist, else the underlying's spot close (dated contracts also use the perp mark;
       ``scenarios.dated_basis.with_dated_marks`` re-prices them from a basis model);
     - **funding** (perpetuals): every settlement of ``funding/<underlying>`` as it is, irregular
-      times kept (the backtest sums those in each step); 0 where another contract settled alone;
+      times kept (the backtest sums those in each step); rate 0 and ``funding_settled`` False
+      where another contract settled alone (:func:`_funding_frame`);
     - **ADV** (USD/day, a frame on the steps): mean daily ``quote_volume`` of the spot bars over
       30 days, lagged one step (bars closed by t - step), where the files have it: a column per
       contract (its underlying's) and one per asset symbol (the spot trades' impact).
@@ -160,17 +166,31 @@ def load_market_data(data_dir: Path | str, contracts: Sequence[FuturesContract],
     index = pd.DatetimeIndex(spot.index, name="timestamp")
     spot.index = index
     mark = _marks(src, contracts, spot, notes)
-    funding = None
-    if fund_cols:
-        frame = pd.concat(list(fund_cols.values()), axis=1, join="outer", sort=True)
-        frame = frame.loc[(frame.index >= index[0]) & (frame.index <= index[-1])]
-        funding = frame.fillna(0.0).astype(float)
-        funding.index = pd.DatetimeIndex(funding.index, name="timestamp")
+    funding, settled = _funding_frame(fund_cols, index)
     adv = _adv_frame(src, contracts, asset_syms, interval, bar, index)
     if notes:
         warnings.warn(f"MarketPath.from_data ({step}, {index[0]} .. {index[-1]}, "
                       f"{len(index)} steps): " + "; ".join(notes), stacklevel=4)
-    return MarketData(spot=spot.astype(float), mark=mark, funding=funding, adv=adv)
+    return MarketData(spot=spot.astype(float), mark=mark, funding=funding, adv=adv,
+                      funding_settled=settled)
+
+
+def _funding_frame(fund_cols: Mapping[str, pd.Series], index: pd.DatetimeIndex
+                   ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The perpetuals' settlements within the steps' span [first step, last step] on the union of
+    their schedules: the rates (fraction per settlement; 0 where a contract did not settle, so it
+    pays nothing there) and the bool mask of where each one settled (its file has the time; the
+    files' rows are finite, ``_funding_columns``). (None, None) without a funding file."""
+    if not fund_cols:
+        return None, None
+    frame = pd.concat(list(fund_cols.values()), axis=1, join="outer", sort=True)
+    frame = frame.loc[(frame.index >= index[0]) & (frame.index <= index[-1])]
+    stamps = pd.DatetimeIndex(frame.index, name="timestamp")
+    settled = frame.notna()
+    settled.index = stamps
+    funding = frame.fillna(0.0).astype(float)
+    funding.index = stamps
+    return funding, settled
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 :func:`resolved_marks` (mark closes, USD; the underlying's spot where the path has none),
 :func:`funding_matrix` (settlement times, int64 ns, and rates, fraction per settlement),
+:func:`settled_matrix` (where each contract settled: a zero rate is a settlement, a row another
+contract settled alone is not),
 :func:`impact_vol` (trailing daily volatility of each contract's underlying for the impact term)
 and :func:`median_step_days` (the path's typical step, days); :class:`ReplayInputs` holds all of
 them as plain arrays read once (:func:`read_inputs`), and :func:`market_at` builds the market
@@ -13,11 +15,20 @@ perpetual's settlements once, and :func:`market_at` puts the forecast made from 
 at or before step k's time into ``MarketSnapshot.funding_forecast`` (causal: the row it reads is
 fixed by how many settlements have happened by then). The default ("last", or no ``costs``)
 fills no forecast: the snapshot is exactly what it was before.
+
+Settlement spacing: the replay pays every settlement of the path, while the optimiser's carry
+counts ``horizon_days x 24 / funding_interval_h`` settlements in its horizon (``optimizer.carry``
+reads the interval from the book's contract; a ``MarketSnapshot`` has no field for it). Where a
+perpetual's measured spacing differs from its ``funding_interval_h`` (SOL settled every 2-4 h in
+November 2022) :func:`read_inputs` labels the path (``ReplayInputs.interval_notes`` and a
+warning; ``scenarios.funding_run.interval_notes``): the policy's carry there counts the
+contract's settlements, not the path's.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +42,7 @@ from models.margin import MarginModel
 from models.market import DEFAULT_HALF_SPREAD, MarketSnapshot
 from optimizer.policies import Policy
 from optimizer.settings import CostSettings, FundingForecastRule
+from scenarios.funding_run import interval_notes, settlement_hours
 from scenarios.market_path import MarketPath
 from scenarios.settlement import expiry_ns
 
@@ -53,7 +65,9 @@ def resolved_marks(book: Book, path: MarketPath) -> pd.DataFrame:
 
 
 def funding_matrix(book: Book, path: MarketPath) -> tuple[np.ndarray, np.ndarray]:
-    """Settlement times (int64 ns) and rates (S x M, book contract order; 0 where none)."""
+    """Settlement times (int64 ns) and rates (S x M, fraction per settlement, book contract order;
+    0 where a contract did not settle, so summing rows pays nothing there; a 0 can also be a real
+    zero rate: :func:`settled_matrix` tells them apart)."""
     if path.funding is None or len(path.funding.index) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros((0, len(book.contracts)))
     f = path.funding
@@ -63,6 +77,22 @@ def funding_matrix(book: Book, path: MarketPath) -> tuple[np.ndarray, np.ndarray
             rates[:, j] = f[c.symbol].to_numpy(dtype=float)
     times = pd.DatetimeIndex(f.index).tz_convert("UTC").as_unit("ns").asi8
     return times, rates
+
+
+def settled_matrix(book: Book, path: MarketPath) -> np.ndarray:
+    """S x M bool, rows as :func:`funding_matrix`, book contract order: True where contract j
+    settled at settlement time i (``MarketPath.funding_settled``; without it every row of j's
+    funding column is a settlement, an exact 0 a zero rate); all False for a contract without a
+    funding column."""
+    n_rows = 0 if path.funding is None else len(path.funding.index)
+    out = np.zeros((n_rows, len(book.contracts)), dtype=bool)
+    if path.funding is None:
+        return out
+    for j, c in enumerate(book.contracts):
+        if c.symbol in path.funding.columns:
+            out[:, j] = (path.funding_settled[c.symbol].to_numpy(dtype=bool)
+                         if path.funding_settled is not None else True)
+    return out
 
 
 def asset_vol(path: MarketPath) -> pd.DataFrame:
@@ -98,9 +128,11 @@ class ReplayInputs:
 
     - ``times`` the step timestamps, ``step_ns`` the same as UTC int64 ns;
     - ``spot`` (T x N) and ``mark`` (T x M) closes, USD;
-    - ``settle_t`` / ``settle_r`` the funding settlements (:func:`funding_matrix`), ``settled``
-      (T) how many of them have timestamps at or before each step; ``last_r`` (S x M) each
-      contract's latest rate at or before each settlement row (:func:`latest_rates`);
+    - ``settle_t`` / ``settle_r`` the funding settlements (:func:`funding_matrix`), ``settles``
+      (S x M bool) where each contract settled (:func:`settled_matrix`), ``settled`` (T) how
+      many rows have timestamps at or before each step; ``last_r`` (S x M) each contract's latest
+      rate at or before each settlement row (:func:`latest_rates`); ``spacing_h`` (S x M) each
+      contract's measured settlement spacing, hours (``scenarios.funding_run.settlement_hours``);
     - ``vol`` the daily impact vol per contract (T x M) and ``spot_vol`` per asset (T x N; both
       None without ADV), ``spot_impact`` each asset's spot impact coefficient (T x N, zeros
       without ADV; :func:`spot_impact_matrix`); ``adv`` (T x len(adv_cols)) or ``adv_static``,
@@ -115,7 +147,9 @@ class ReplayInputs:
       k (``FuturesContract.near_expiry``, the order planner's rule): it may only be reduced there;
     - ``forecast`` ((S + 1) x M, or None: no forecast): row n is each perpetual's forecast mean
       funding rate per settlement over the cost horizon made from the first n settlements
-      (:func:`forecast_matrix`; NaN: no forecast for that contract).
+      (:func:`forecast_matrix`; NaN: no forecast for that contract);
+    - ``interval_notes``: one per perpetual whose measured spacing at some step differs from its
+      ``funding_interval_h`` (``scenarios.funding_run.interval_notes``; empty: none does).
     """
 
     assets: list[str]
@@ -127,6 +161,8 @@ class ReplayInputs:
     step_ns: np.ndarray
     settle_t: np.ndarray
     settle_r: np.ndarray
+    settles: np.ndarray
+    spacing_h: np.ndarray
     last_r: np.ndarray
     settled: np.ndarray
     vol: np.ndarray | None
@@ -149,6 +185,7 @@ class ReplayInputs:
     #: (T x N) each asset's spot impact coefficient per step (:func:`spot_impact_matrix`)
     spot_impact: np.ndarray
     forecast: np.ndarray | None = None
+    interval_notes: tuple[str, ...] = ()
 
 
 def spot_impact_matrix(impact_k: float, assets: list[str], n_steps: int,
@@ -182,19 +219,19 @@ def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[s
     return None, [], {}
 
 
-def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray,
+def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray, settles: np.ndarray,
                     costs: CostSettings) -> np.ndarray:
     """Forecast mean funding rate per settlement over the cost horizon, (S + 1) x M, book order.
 
     Row n is the forecast made after the first n settlements of ``settle_r`` (:func:`funding_matrix`)
-    and reads nothing later: for each perpetual j with a funding column in ``path`` that is not all
-    zero, ``EwmaShrinkForecaster(costs.funding_half_life, costs.funding_reversion_half_life,
+    and reads nothing later: for each perpetual j with a funding column in ``path`` and at least
+    one settlement, ``EwmaShrinkForecaster(costs.funding_half_life, costs.funding_reversion_half_life,
     costs.funding_long_run_rate)`` over H_j = horizon_days x 24 / funding_interval_h_j settlements,
     ``mu + (m - mu) w(H_j)`` with m the EWMA of j's settlements so far (``mu`` before the first).
-    The settlement matrix is the union of every contract's schedule with 0 where a contract did not
-    settle (``scenarios.read_history``), so an exact 0 is read as "no settlement of j" and skipped.
-    Other contracts (dated, or no funding data) get NaN: no forecast, their carry stays on the
-    current rate.
+    j's settlements are the rows where ``settles`` (:func:`settled_matrix`) says it settled: a
+    real rate of 0 is one (it pulls the EWMA to 0), a row of the union schedule another contract
+    settled alone is not. Other contracts (dated, or no funding data) get NaN: no forecast, their
+    carry stays on the current rate.
     """
     from models.funding_forecast import EwmaShrinkForecaster  # scipy.signal: only when asked for
 
@@ -207,25 +244,24 @@ def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray,
     for j, c in enumerate(book.contracts):
         if c.kind != ContractKind.PERPETUAL or c.symbol not in columns:
             continue
-        col = settle_r[:, j]
-        settles = col != 0.0
-        if not settles.any():
+        own = settles[:, j]
+        if not own.any():
             continue
         horizon = costs.horizon_days * 24.0 / c.funding_interval_h
-        mean = fc.mean_rate_path(col[settles], horizon)
-        seen = np.concatenate([[0], np.cumsum(settles)])  # settlements of j among the first n
+        mean = fc.mean_rate_path(settle_r[own, j], horizon)
+        seen = np.concatenate([[0], np.cumsum(own)])  # settlements of j among the first n
         out[:, j] = np.where(seen > 0, mean[np.maximum(seen - 1, 0)], fc.long_run_rate)
     return out
 
 
-def latest_rates(settle_r: np.ndarray) -> np.ndarray:
-    """Row i, contract j: j's latest settlement rate in rows 0..i (0 before its first). The
-    settlement matrix is the union of every contract's schedule with 0 where a contract did not
-    settle (as :func:`forecast_matrix` reads it), so a row where another contract settled alone
-    keeps j's previous rate: the funding rate a snapshot shows is the contract's own last one."""
-    out = settle_r.copy()
+def latest_rates(settle_r: np.ndarray, settles: np.ndarray) -> np.ndarray:
+    """Row i, contract j: j's latest settlement rate in rows 0..i (0 before its first). Rows
+    are the union of every contract's schedule; ``settles`` (:func:`settled_matrix`) says where j
+    settled, so a row where another contract settled alone keeps j's previous rate while a real
+    settlement at 0 sets it to 0: the funding rate a snapshot shows is the contract's own last one."""
+    out = np.where(settles, settle_r, 0.0)
     for i in range(1, out.shape[0]):
-        out[i] = np.where(settle_r[i] != 0.0, settle_r[i], out[i - 1])
+        out[i] = np.where(settles[i], settle_r[i], out[i - 1])
     return out
 
 
@@ -255,11 +291,15 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
     else each asset's ``SpotAsset.fee``). ``costs``: the policy's cost settings; with
     ``funding_forecast = "ewma"`` the snapshots carry the causal funding forecast
     (:func:`forecast_matrix`), otherwise (or None) none. ``min_days_to_expiry`` (days): within
-    it of expiry a dated contract is only reduced (:func:`near_expiry_matrix`)."""
+    it of expiry a dated contract is only reduced (:func:`near_expiry_matrix`). A perpetual whose
+    measured settlement spacing differs from its ``funding_interval_h`` is labelled
+    (``interval_notes``, and a warning naming it)."""
     cons = book.contract_symbols
     spot = path.spot[book.asset_symbols].astype(float).to_numpy(dtype=float)
     mark = resolved_marks(book, path).to_numpy(dtype=float)
     settle_t, settle_r = funding_matrix(book, path)
+    settles = settled_matrix(book, path)
+    spacing_h = settlement_hours(settle_t, settles)
     with_impact = path.adv is not None
     vol = impact_vol(book, path).to_numpy(dtype=float) if with_impact else None
     spot_vol = (asset_vol(path)[list(book.asset_symbols)].to_numpy(dtype=float) if with_impact
@@ -269,12 +309,16 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
     adv, adv_cols, adv_static = _adv_inputs(book, path)
     step_ns = pd.DatetimeIndex(path.spot.index).tz_convert("UTC").as_unit("ns").asi8
     times = [pd.Timestamp(t) for t in path.spot.index]
+    settled = np.searchsorted(settle_t, step_ns, side="right")
+    notes = interval_notes(book.contracts, settled, spacing_h, times)
+    if notes:
+        warnings.warn("the settlement spacing differs from funding_interval_h: " + "; ".join(notes),
+                      stacklevel=2)
     return ReplayInputs(
         assets=list(book.asset_symbols), cons=list(cons), index=path.spot.index,
-        times=times, spot=spot, mark=mark, step_ns=step_ns,
-        settle_t=settle_t, settle_r=settle_r, last_r=latest_rates(settle_r),
-        settled=np.searchsorted(settle_t, step_ns, side="right"), vol=vol, spot_vol=spot_vol, adv=adv,
-        adv_cols=adv_cols,
+        times=times, spot=spot, mark=mark, step_ns=step_ns, settle_t=settle_t, settle_r=settle_r,
+        settles=settles, spacing_h=spacing_h, last_r=latest_rates(settle_r, settles),
+        settled=settled, vol=vol, spot_vol=spot_vol, adv=adv, adv_cols=adv_cols,
         adv_static=adv_static, half_spread=half,
         fee_spot=np.array([spot_fee if spot_fee is not None else a.fee for a in book.assets]),
         spot_half_spread=np.array([float(path.spot_half_spread.get(a, DEFAULT_HALF_SPREAD))
@@ -288,9 +332,10 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         near_expiry=near_expiry_matrix(book, times, min_days_to_expiry),
         spot_impact=spot_impact_matrix(impact_k, list(book.asset_symbols), len(times), spot_vol,
                                        adv, adv_cols, adv_static),
-        forecast=(forecast_matrix(book, path, settle_r, costs)
+        forecast=(forecast_matrix(book, path, settle_r, settles, costs)
                   if costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
-                  else None))
+                  else None),
+        interval_notes=notes)
 
 
 def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:

@@ -86,6 +86,7 @@ from scenarios.replay_inputs import (
     impact_vol,
     latest_rates,
     resolved_marks,
+    settled_matrix,
 )
 from scenarios.replay_state import ReplayState, StepValuation, rebalance_futures, state_view, value_state
 from scenarios.settlement import expiry_ns, settle_expired, spot_at_expiry
@@ -149,7 +150,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
     spot_px = history.spot[assets].astype(float)
     marks = resolved_marks(book, history)
     settle_t, settle_r = funding_matrix(book, history)
-    latest = latest_rates(settle_r)
+    latest = latest_rates(settle_r, settled_matrix(book, history))
     step_ns = pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns").asi8
     with_impact = history.adv is not None
     vol = impact_vol(book, history) if with_impact else None

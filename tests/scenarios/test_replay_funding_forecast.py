@@ -47,7 +47,7 @@ def _book() -> Book:
 
 def _path(seed: int = 3) -> MarketPath:
     """8 h steps; BTC-PERP settles every step, ETH-PERP every other one (its column holds 0 in
-    between, as scenarios.read_history fills a union schedule)."""
+    between and ``funding_settled`` False, as scenarios.read_history fills a union schedule)."""
     rng = np.random.default_rng(seed)
     idx = pd.date_range(T0, periods=N, freq=STEP)
     spot = pd.DataFrame({"BTC": 60_000.0 * np.exp(np.cumsum(rng.normal(0, 0.01, N))),
@@ -55,7 +55,8 @@ def _path(seed: int = 3) -> MarketPath:
     btc = 1e-4 + rng.normal(0, 3e-4, N)
     eth = np.where(np.arange(N) % 2 == 0, 1e-4 + rng.normal(0, 3e-4, N), 0.0)
     funding = pd.DataFrame({"BTC-PERP": btc, "ETH-PERP": eth}, index=idx)
-    return MarketPath(spot=spot, funding=funding,
+    settled = pd.DataFrame({"BTC-PERP": True, "ETH-PERP": np.arange(N) % 2 == 0}, index=idx)
+    return MarketPath(spot=spot, funding=funding, funding_settled=settled,
                       half_spread=pd.Series({"BTC-PERP": 0.0001, "ETH-PERP": 0.0001}))
 
 
@@ -96,14 +97,14 @@ def test_default_fills_no_forecast() -> None:
 
 def test_forecast_is_the_forecasters_own_causal_forecast() -> None:
     """Step k's forecast equals EwmaShrinkForecaster.forecast(settlements, at=t_k, H) on each
-    contract's own settlements (ETH's zeros are not settlements), H = 3 d x 24 / 8 h = 9."""
+    contract's own settlements (ETH's unsettled rows are not), H = 3 d x 24 / 8 h = 9."""
     path = _path()
-    assert path.funding is not None
+    assert path.funding is not None and path.funding_settled is not None
     inputs = _inputs(path, EWMA)
     fc = EwmaShrinkForecaster(5.0, 30.0, 1e-4)
     for sym in ("BTC-PERP", "ETH-PERP"):
         col = path.funding[sym]
-        own = col[col != 0.0]
+        own = col[path.funding_settled[sym]]
         for k in range(N):
             got = market_at(inputs, k).funding_forecast[sym]
             want = fc.forecast(own, at=inputs.times[k], horizon=9.0).mean_rate
@@ -166,9 +167,9 @@ def test_replay_positions_up_to_t_ignore_later_funding() -> None:
 
 def test_a_snapshot_shows_each_contracts_own_last_rate() -> None:
     """BTC settles at 00:00 and 08:00, SOL also alone at 04:00 and 06:00 (the settlement table
-    holds 0 for BTC in those rows). The 4 h step at 04:00 and the one at 08:00 show BTC's own last
-    rate: 1e-4 (set at 00:00), then 3e-4; SOL's 2e-4 then -5e-4 (its last, at 06:00). The
-    snapshot showed BTC at 0 after a row where SOL settled alone."""
+    holds 0 for BTC in those rows and ``funding_settled`` False). The 4 h step at 04:00 and the
+    one at 08:00 show BTC's own last rate: 1e-4 (set at 00:00), then 3e-4; SOL's 2e-4 then -5e-4
+    (its last, at 06:00). The snapshot showed BTC at 0 after a row where SOL settled alone."""
     assets = ("BTC", "SOL")
     book = Book(tuple(SpotAsset(a) for a in assets),
                 tuple(FuturesContract(f"{a}-PERP", a) for a in assets),
@@ -178,8 +179,10 @@ def test_a_snapshot_shows_each_contracts_own_last_rate() -> None:
     times = [T0, T0 + pd.Timedelta(hours=4), T0 + pd.Timedelta(hours=6), T0 + pd.Timedelta(hours=8)]
     funding = pd.DataFrame({"BTC-PERP": [1e-4, 0.0, 0.0, 3e-4],
                             "SOL-PERP": [-1e-4, 2e-4, -5e-4, 0.0]}, index=pd.DatetimeIndex(times))
-    inputs = read_inputs(book, MarketPath(spot=spot, funding=funding), spot_fee=None, impact_k=1.0,
-                         liquidation_penalty=0.0)
+    settled = pd.DataFrame({"BTC-PERP": [True, False, False, True],
+                            "SOL-PERP": [True, True, True, False]}, index=funding.index)
+    inputs = read_inputs(book, MarketPath(spot=spot, funding=funding, funding_settled=settled),
+                         spot_fee=None, impact_k=1.0, liquidation_penalty=0.0)
     seen = [dict(market_at(inputs, k).funding) for k in range(3)]
     assert seen == [{"BTC-PERP": 1e-4, "SOL-PERP": -1e-4}, {"BTC-PERP": 1e-4, "SOL-PERP": 2e-4},
                     {"BTC-PERP": 3e-4, "SOL-PERP": -5e-4}]
