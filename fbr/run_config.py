@@ -142,6 +142,10 @@ def _policy(cfg: BacktestConfig, run: Mapping[str, object]) -> PolicySpec:
         raise ValidationError(spec.where, f"is a {spec.kind} policy, which trades spot",
                               "fbr run sends futures orders only: run a futures policy "
                               "(naive_futures, edge_band_futures, optimized, ...)")
+    if spec.kind == "optimized" and cfg.loaded.settings.spot.enabled:
+        raise ValidationError("solver.spot_leg", f"is true in {cfg.book_path}: the optimiser "
+                              f"({spec.where}) also trades spot, and fbr run sends futures orders "
+                              "only", "set spot_leg = false in the book's [solver] for the loop")
     return spec
 
 

@@ -229,6 +229,20 @@ def test_spot_policy_refused(tmp_path: Path) -> None:
     assert res.returncode == ExitCode.BAD_INPUT and "trades spot" in res.stderr
 
 
+def test_an_optimiser_that_trades_spot_is_refused_before_the_loop(tmp_path: Path) -> None:
+    """An ``optimized`` policy on a book with ``[solver] spot_leg = true`` trades spot too: refused
+    as a spot policy is, before the loop (it had started, failed every cycle that traded spot
+    and ended with status ok, exit 0)."""
+    book = _write(tmp_path, SEED.read_text() + "\n[solver]\nspot_leg = true\n", "hybrid.toml")
+    text = BASE_RUN.replace(f'book = "{SEED}"', f'book = "{book}"').replace(
+        'kind = "naive_futures"\nband = "1%"', 'kind = "optimized"')
+    res = run_fbr("run", str(_write(tmp_path, text)), "--once", "--journal",
+                  str(tmp_path / "j.sqlite"))
+    assert res.returncode == ExitCode.BAD_INPUT, res.stdout + res.stderr
+    assert "solver.spot_leg" in res.stderr and "futures orders only" in res.stderr
+    assert not (tmp_path / "j.sqlite").exists()
+
+
 def _health(path: Path) -> dict[str, Any] | None:
     try:
         doc: dict[str, Any] = json.loads(path.read_text())
