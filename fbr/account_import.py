@@ -349,15 +349,21 @@ def snapshot_from_account(book: Book, account: Book, instruments: Mapping[str, I
                           not_in_book: Sequence[str] = ()) -> AccountSnapshot:
     """The snapshot of the gateway's ``account`` book: ``wallet`` is the futures wallet's holding
     per book asset (base units), ``spot_wallet`` the spot wallet's (free + locked, base units;
-    None when not read). Spot = spot wallet + futures wallet; pledged = the Multi-Assets rules of
-    the wallet's assets."""
+    None when not read). Spot = spot wallet + futures wallet; without the spot wallet only an asset
+    the futures wallet holds more of than the book lists is raised to the futures wallet's holding
+    (the holding is at least that: pledged spot is spot too, and a pledge above the holding is
+    refused); pledged = the Multi-Assets rules of the wallet's assets."""
     specs = tuple(contract_spec(c, instruments[c.symbol].contract) for c in book.contracts)
     futures = {c.symbol: (account.futures[c.symbol].contracts, account.futures[c.symbol].entry_price)
                for c in book.contracts if c.symbol in account.futures}
     pledged = {a: (r.bid_buffer, r.quantity) for a, r in account.pledged.items()
                if a in wallet and isinstance(r, CollateralRule) and r.bid_buffer is not None
                and r.quantity is not None}
-    spot = None if spot_wallet is None else {
-        a: spot_wallet.get(a, 0.0) + wallet.get(a, 0.0) for a in book.asset_symbols}
+    if spot_wallet is None:
+        raised = {a: wallet[a] for a in book.asset_symbols
+                  if wallet.get(a, 0.0) > book.spot.get(a, 0.0) * (1 + 1e-12)}
+        spot = raised or None
+    else:
+        spot = {a: spot_wallet.get(a, 0.0) + wallet.get(a, 0.0) for a in book.asset_symbols}
     return AccountSnapshot(cash=account.cash, contracts=specs, futures=futures, pledged=pledged,
                            spot=spot, not_in_book=tuple(not_in_book))

@@ -176,6 +176,19 @@ def parse_positions(data: Mapping[str, object],
     return out
 
 
+def check_pledged_quantities(pledged: Mapping[str, Pledge], spot: Mapping[str, float]) -> None:
+    """A pledge's ``quantity`` (base units) is at most the holding: pledging more than is held is
+    most likely a typo (5 for 0.5), and would silently pledge the whole holding. ``spot`` is the
+    book's holdings in base units (after [spot_usd])."""
+    for sym, rule in pledged.items():
+        q = rule.quantity if isinstance(rule, CollateralRule) else None
+        held = float(spot.get(sym, 0.0))
+        if q is not None and q > held * (1 + 1e-9) + 1e-12:
+            raise ValidationError(f"pledged.{sym}.quantity", f"is {q:g} units, more than the "
+                                  f"{held:g} units of {sym} held",
+                                  "give at most the holding (leave quantity out to pledge all of it)")
+
+
 def check_holding_values(spot_qty: Mapping[str, float], futures: Mapping[str, FuturesPosition],
                          contracts: Sequence[FuturesContract], market: MarketSnapshot) -> None:
     """Each spot holding (quantity x spot price) and each futures position (|contracts| x notional

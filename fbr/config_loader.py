@@ -15,6 +15,7 @@ from fbr.config_contracts import parse_contracts
 from fbr.config_holdings import (
     check_base,
     check_holding_values,
+    check_pledged_quantities,
     check_references,
     parse_amounts,
     parse_assets,
@@ -103,6 +104,7 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     market = parse_market(sub_table(data, "market", ""), assets, contracts, ctx)
     check_holding_values(spot_qty, futures, contracts, market)
     spot = spot_quantities(spot_qty, spot_usd, market)
+    check_pledged_quantities(pledged, spot)
     book = Book(
         assets=assets, contracts=contracts, spot=spot, targets=targets,
         cash=book_cash(head.get("cash", 0.0), pledged),

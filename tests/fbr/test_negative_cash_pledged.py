@@ -115,7 +115,9 @@ def _import(path: Path) -> Result:
 def test_import_writes_a_multi_assets_debt(emu: BinanceEmulator, tmp_path: Path) -> None:
     """Multi-Assets mode, 0.2 BTC in the futures wallet (bidBuffer 5%), USDT walletBalance -150:
     the import writes cash = -150 (the exchange's walletBalance) and BTC pledged (bid_buffer 0.05,
-    quantity 0.2), and the written book loads with that debt."""
+    quantity 0.2), and the written book loads with that debt. The book lists 0.1 BTC and the spot
+    wallet is not read: the holding is at least the 0.2 the futures wallet holds, so [spot] is
+    raised to it (a pledge above the holding would be refused)."""
     emu.balance = -150.0
     emu.set_multi_assets(True)
     emu.set_wallet_asset("BTC", 0.2, bid_buffer=0.05)
@@ -126,6 +128,7 @@ def test_import_writes_a_multi_assets_debt(emu: BinanceEmulator, tmp_path: Path)
     doc = tomllib.loads(book.read_text())
     assert doc["book"]["cash"] == -150.0
     assert doc["pledged"]["BTC"] == {"bid_buffer": 0.05, "quantity": 0.2}
+    assert doc["spot"]["BTC"] == 0.2 and doc["spot"]["ETH"] == 1.0
     assert load_book_file(book).book.cash == -150.0
 
 
