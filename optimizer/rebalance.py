@@ -303,9 +303,10 @@ class Rebalancer:
         cs, cc = d.settings.constraints, d.settings.costs
         if cs.size_reserve or cc.reserve_cost:  # the reserve at the target positions (off by default)
             x = np.array([p.notional for p in sol.target_positions])
-            sol = replace(sol, reserve=size_reserve(  # on the holdings the spot trades leave
-                book_after_spot(book, sol), market, x, cs.stress, cc.reserve_yield,
-                horizon_days=cc.horizon_days if cc.reserve_cost else None))
+            sol = replace(sol, reserve=size_reserve(  # on the holdings the spot trades leave,
+                book_after_spot(book, sol), market, x, cs.stress, cc.reserve_yield,  # once paid
+                horizon_days=cc.horizon_days if cc.reserve_cost else None,
+                trade_cost_usd=sol.costs.trading))
         return sol
 
     @staticmethod

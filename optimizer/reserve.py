@@ -13,7 +13,9 @@ R + P_0 - IM(x), R_IM = R_now - surplus. The smallest reserve is R = max(0, R_IM
 (closed form, no solve). Its opportunity cost is R x ``reserve_yield`` a year.
 With ``costs.reserve_cost`` the objective prices it too (optimizer.reserve_term: the same R in
 weights, times reserve_yield x horizon_days / 365), and this closed form reports the reserve of the
-positions the solve returns.
+positions the solve returns, once the trade to them is paid (its fees, spread and impact come out
+of the wallet; the objective's term leaves them out, a difference of those costs times
+reserve_yield x horizon_days / 365 in the objective).
 
 Preset scenarios. A long/short overlay barely moves under a common move; ``each_and_all`` also
 moves each asset alone: for N assets and move X, "<asset> -X" and "<asset> +X" for each asset, then
@@ -43,11 +45,13 @@ INITIAL_MARGIN = "initial margin"
 
 def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
                  scenarios: Sequence[StressScenario], reserve_yield: float = 0.04, *,
-                 horizon_days: float | None = None) -> ReserveSizing:
+                 horizon_days: float | None = None, trade_cost_usd: float = 0.0) -> ReserveSizing:
     """The smallest wallet reserve R (USD) that opens futures positions ``positions`` (signed USD
     notional per contract, the book's contract order, at ``market``'s marks: their initial margin)
     and keeps every scenario's stress surplus >= 0: R = max(0, max_s (R_now - surplus_s)) over the
-    scenarios and the "initial margin" row (module docstring).
+    scenarios and the "initial margin" row (module docstring). ``trade_cost_usd`` (>= 0): what the
+    trade to those positions pays from the wallet (fees, spread, impact); every row's surplus is
+    taken after it, so the reserve is enough once the trade is paid.
 
     ``horizon_days``: set when the objective priced the reserve (``costs.reserve_cost``, the
     optimizer.reserve_term term R x reserve_yield x horizon_days / 365); None when only reported."""
@@ -62,12 +66,15 @@ def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
     B = book.exposure_matrix()
     mm = MarginModel.from_contracts(book.contracts)
     assets = list(book.asset_symbols)
-    initial = val.collateral - float(mm.initial(x).sum())  # R + P_0 - IM(x)
+    if not (np.isfinite(trade_cost_usd) and trade_cost_usd >= 0):
+        raise ValidationError("trade_cost_usd", f"is {trade_cost_usd}", "give the trade's cost, >= 0 USD")
+    # R + P_0 - IM(x), after the trade's cost
+    initial = val.collateral - float(mm.initial(x).sum()) - trade_cost_usd
     rows: list[ScenarioReserve] = [ScenarioReserve(INITIAL_MARGIN, initial, val.wallet - initial)]
     for sc in scenarios:
         r = stress_returns(sc, assets)
         g = r @ B
-        surplus = mm.stress_surplus(x, book.stressed_collateral(val, r), g)
+        surplus = mm.stress_surplus(x, book.stressed_collateral(val, r), g) - trade_cost_usd
         rows.append(ScenarioReserve(sc.name, surplus, val.wallet - surplus))
     need = max((s.reserve_usd for s in rows), default=0.0)
     binding = max(rows, key=lambda s: s.reserve_usd).name if rows and need > 0 else None

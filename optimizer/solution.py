@@ -179,8 +179,14 @@ class ReserveSizing:
 
     @property
     def excess_usd(self) -> float:
-        """Wallet above the reserve (USD; negative: the wallet is short of it)."""
-        return self.wallet_now - self.reserve_usd
+        """Wallet above the smallest safe wallet (USD; negative: the wallet is short of it). That
+        is the reserve, except for a wallet already in debt (negative, against pledged spot): it
+        is compared with the unfloored need max(R_IM, max_s R_s), which can be below 0 too (a debt
+        of 5,000 where 34,044 would still be safe is 29,044 above it, not 5,000 short)."""
+        if self.wallet_now >= 0:
+            return self.wallet_now - self.reserve_usd
+        need = max((s.reserve_usd for s in self.scenarios), default=0.0)
+        return self.wallet_now - need
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: reserve, cost, yield, wallet, excess, binding scenario, per scenario."""

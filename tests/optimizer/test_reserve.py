@@ -155,13 +155,17 @@ def test_solve_reports_the_reserve_of_its_positions() -> None:
     assert sol.reserve is not None
     x = np.array([p.notional for p in sol.target_positions])
     scen = with_stress_preset(settings, loaded.book).constraints.stress
-    again = size_reserve(loaded.book, loaded.market, x, scen, 0.05)
+    paid = sol.costs.trading  # the trade's fees, spread and impact, paid from the wallet
+    assert paid > 0
+    again = size_reserve(loaded.book, loaded.market, x, scen, 0.05, trade_cost_usd=paid)
     assert sol.reserve.reserve_usd == pytest.approx(again.reserve_usd)
     assert sol.reserve.reserve_cost_usd_per_year == pytest.approx(0.05 * again.reserve_usd)
-    # the solution's own stress surplus agrees: R_s = wallet - surplus_s
+    # the solution's own stress surplus (before the trade's costs, the design's row) agrees:
+    # R_s = wallet - (surplus_s - paid)
     by_name = {s.name: s.reserve_usd for s in sol.reserve.scenarios}
     for st in sol.margin.stress:
-        assert by_name[st.name] == pytest.approx(sol.reserve.wallet_now - st.surplus, abs=1e-6)
+        assert by_name[st.name] == pytest.approx(sol.reserve.wallet_now - st.surplus + paid,
+                                                 abs=1e-6)
     d = sol.to_dict()["reserve"]
     assert set(d) >= {"reserve_usd", "reserve_cost_usd_per_year", "binding_scenario"}
 
@@ -233,9 +237,10 @@ def test_reserve_is_sized_on_the_holdings_the_spot_trades_leave(tmp_path: Path) 
                   - sum(rate[a] * g for a, g in gross.items()))
     after = book.evolve(spot=spot, cash=cash_after)
     x = np.array([p.notional for p in sol.target_positions])
-    # the wallet at the reserve: cash + uPnL = R
+    # the wallet at the reserve, once the futures trade's fees and spread are paid:
+    # cash + uPnL = R - paid
     upnl = after.valuation(market).wallet - after.cash
-    at_r = after.evolve(cash=sol.reserve.reserve_usd - upnl)
+    at_r = after.evolve(cash=sol.reserve.reserve_usd - upnl - sol.costs.trading)
     val = at_r.valuation(market)
     mm = MarginModel.from_contracts(book.contracts)
     B = book.exposure_matrix()
