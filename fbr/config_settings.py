@@ -143,13 +143,18 @@ def _costs(table: Table) -> CostSettings:
 
 def _cost_to_go(table: Table) -> dict[str, float]:
     """[costs] cost_to_go (kappa >= 0, a multiple of TE^2; 0 = off) and cost_to_go_power (p in
-    [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo)."""
+    [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo).
+    A power given with kappa 0 (absent or 0) would be ignored: refused, as the EWMA keys are."""
     out: dict[str, float] = {}
     if "cost_to_go" in table:
         out["cost_to_go"] = nonneg(table["cost_to_go"], "costs.cost_to_go")
     if "cost_to_go_power" in table:
         out["cost_to_go_power"] = in_range(table["cost_to_go_power"], "costs.cost_to_go_power",
                                            0.0, 1.0)
+        if not out.get("cost_to_go", 0.0) > 0.0:
+            raise ValidationError("costs.cost_to_go_power",
+                                  "is set but costs.cost_to_go is 0, so it would be ignored",
+                                  "set cost_to_go (a multiple of TE^2, e.g. 30), or remove the key")
     return out
 
 

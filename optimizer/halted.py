@@ -14,16 +14,21 @@ import numpy as np
 
 from optimizer.constraint_base import Constraint, elastic, fmt_step
 from optimizer.context import Context
+from optimizer.cvxpy_adapter import assign
 from optimizer.data import ProblemData
 
 __all__ = ["Halted", "halted_messages"]
 
 
 class Halted(Constraint):
-    """u_j <= 0 on the halted contracts H (u_j >= |z_j - z0_j|, weight units): z_j = z0_j, no
-    trade. In a plan's later step z0 is the step before's positions (``Context.held``), so the
-    position is held through the plan. The set H is part of the problem's shape (a status change
-    rebuilds the problem, which happens when an exchange lists or delists, not per rebalance)."""
+    """u_j <= s_j on the halted contracts H (u_j >= |z_j - z0_j|, weight units), s_j a Parameter:
+    s_j = 0 normally, so z_j = z0_j, no trade. In a plan's later step z0 is the step before's
+    positions (``Context.held``), so the position is held through the plan; on a later step where
+    the contract has settled (``d.expired``, optimizer.plan_expiry) its move to 0 is the
+    settlement, not a trade, and s_j = |z0_j| (today's position: the earlier steps held it there,
+    so the settlement is exactly -z0_j; after that step z stays 0 and u_j = 0). The set H is part
+    of the problem's shape (a status change rebuilds the problem, which happens when an exchange
+    lists or delists, not per rebalance); s is a Parameter, so the compiled plan stays DPP."""
 
     name = "halted"
     unit = "USD of trade"
@@ -33,21 +38,24 @@ class Halted(Constraint):
 
     def build(self, ctx: Context, slack: cp.Variable | None = None) -> list[cp.Constraint]:
         self._ctx = ctx
-        self.cons = [ctx.u[self.idx] <= elastic(slack)]
+        self.settle = ctx.param("halted_settle", len(self.idx), nonneg=True)
+        self.cons = [ctx.u[self.idx] <= self.settle + elastic(slack)]
         return self.cons
 
     def update(self, d: ProblemData) -> None:
         self._data = d
+        assign(self.settle, settle_bound(d)[self.idx])
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
-        result: np.ndarray = np.abs(z - d.z0)[self.idx]
+        result: np.ndarray = np.maximum(np.abs(z - d.z0) - settle_bound(d), 0.0)[self.idx]
         return result
 
     def rows(self, d: ProblemData) -> list[str]:
         return [f"halted[{d.contracts[j]}]" for j in self.idx]
 
     def bound(self, row: str, d: ProblemData) -> float:
-        return 0.0
+        j = d.contracts.index(row[len("halted["):-1])
+        return float(settle_bound(d)[j]) * d.V
 
     def step_phrase(self, row: str, step: float) -> str:
         return f"trading {fmt_step(step)} USD of it (were the exchange trading it)"
@@ -58,6 +66,16 @@ class Halted(Constraint):
             return "the exchange does not trade it now"
         j = d.contracts.index(row[len("halted["):-1])
         return f"the exchange does not trade it now: status {d.halted[j]}"
+
+
+def settle_bound(d: ProblemData) -> np.ndarray:
+    """Per contract, the most a halted contract's u_j may be (weight units): |z0_j| on a plan's
+    later step where it has settled (``d.expired`` = 1: the settlement z_j,h-1 -> 0 with
+    z_j,h-1 = z0_j, as no earlier step traded it), else 0 (no trade)."""
+    if d.expired is None:
+        return np.zeros(len(d.contracts))
+    out: np.ndarray = np.where(np.asarray(d.expired) > 0, np.abs(d.z0), 0.0)
+    return out
 
 
 def halted_messages(d: ProblemData) -> list[str]:

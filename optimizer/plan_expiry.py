@@ -8,7 +8,8 @@ In a later step (h >= 2):
 - D_jh <= 0 (settled before the step starts): z_jh = 0 (optimizer.constraints.ExpiryGuard with
   ``expired``), and the step's trade -z_j,h-1 is the settlement: no fee, spread or impact
   (lin_cost_j = impact_cost_j = 0) and no trade limit (tau_j raised to |z0_j| + (h - 1) tau_j, the
-  most the earlier steps can have built up);
+  most the earlier steps can have built up; a halted contract's no-trade row, optimizer.halted,
+  allows that step's settlement of |z0_j| too);
 - 0 < D_jh < ``min_days_to_expiry`` with ``constraints.expiry_row`` on: the near-expiry rule,
   only reduced or closed. Where the contract was near expiry at the step before too
   (``expiry_chained``), against that step's position: 0 <= z_jh / z_j,h-1 <= 1 with the sign of

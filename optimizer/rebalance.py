@@ -168,14 +168,21 @@ class Rebalancer:
 
         The smallest cached problem of the same structure with at least ``d``'s pieces serves;
         with none, but one with fewer pieces (the lots grew), the new problem is built with the
-        pieces rounded up to a power of two, so n growing lots cost O(log n) compiles. ``d`` as
-        it is when the tax term is off or its own structure is cached (single solves unchanged).
+        pieces rounded up to a power of two, so n growing lots cost O(log n) compiles. With
+        ``settings.horizon`` H > 1 the cached problems are the planners of that H (the plan's
+        tax is on step 1, whose structure keys the planner). ``d`` as it is when the tax term is
+        off or its own structure is cached (single solves unchanged).
         """
         sd = d.spot
-        if sd is None or sd.tax_pieces == 0 or d.structure in self._problems:
+        if sd is None or sd.tax_pieces == 0:
             return d
+        horizon = planner_horizon(d.settings)
+        cached = (list(self._problems) if horizon == 1 else
+                  [k for k, h in self._planners if h == horizon])
         st = d.structure
-        siblings = [k.tax_pieces for k in self._problems
+        if st in cached:
+            return d
+        siblings = [k.tax_pieces for k in cached
                     if k.tax_pieces > 0 and replace(k, tax_pieces=st.tax_pieces) == st]
         larger = [k for k in siblings if k > sd.tax_pieces]
         if larger:
