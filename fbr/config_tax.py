@@ -27,6 +27,7 @@ relative; an asset held without lots is such a mismatch). [[lots]] without [tax]
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pandas as pd
@@ -42,6 +43,7 @@ from fbr.config_values import (
     nonneg,
     number,
     positive,
+    price,
     string,
     sub_table,
     table_array,
@@ -50,7 +52,7 @@ from fbr.config_values import (
 )
 from models.book import Book
 from models.errors import ValidationError
-from models.tax import LotMethod, TaxLot, TaxRates
+from models.tax import MAX_LONG_TERM_DAYS, LotMethod, TaxLot, TaxRates
 from optimizer.settings import SpotLegSettings
 from optimizer.spot_data import check_lots
 
@@ -80,9 +82,9 @@ def parse_spot_leg(data: Mapping[str, object], solver: Table, book: Book) -> Spo
         if key not in tax:
             raise ValidationError(f"tax.{key}", "is missing", f'give the {key} rate, e.g. "25%"')
     days = number(tax.get("long_term_days", 365), "tax.long_term_days")
-    if days < 0 or days != int(days):
+    if not 0 <= days <= MAX_LONG_TERM_DAYS or days != int(days):
         raise ValidationError("tax.long_term_days", f"is {tax['long_term_days']!r}",
-                              "give a whole number of days >= 0, e.g. 365")
+                              f"give a whole number of days in [0, {MAX_LONG_TERM_DAYS}], e.g. 365")
     rates = TaxRates(short_term=in_range(tax["short_term"], "tax.short_term", 0.0, 1.0),
                      long_term=in_range(tax["long_term"], "tax.long_term", 0.0, 1.0),
                      long_term_days=int(days),
@@ -101,8 +103,9 @@ def parse_spot_leg(data: Mapping[str, object], solver: Table, book: Book) -> Spo
 
 
 def parse_lots(data: Mapping[str, object], book: Book) -> dict[str, tuple[TaxLot, ...]]:
-    """[[lots]]: asset, quantity (units > 0), cost_basis (USD/unit >= 0), acquired (UTC), grouped
-    by asset in file order."""
+    """[[lots]]: asset, quantity (units > 0), cost_basis (USD/unit: 0 or a realistic price in
+    [MIN_PRICE_USD, MAX_PRICE_USD], fbr.config_values.price), acquired (UTC; :func:`acquired`),
+    grouped by asset in file order."""
     out: dict[str, list[TaxLot]] = {}
     for k, row in enumerate(table_array(data, "lots", "")):
         p = join("lots", k)
@@ -113,9 +116,9 @@ def parse_lots(data: Mapping[str, object], book: Book) -> dict[str, tuple[TaxLot
                                       "give asset, quantity, cost_basis and acquired for each lot")
         asset = string(row["asset"], join(p, "asset"))
         known(asset, book.asset_symbols, join(p, "asset"), "an asset of the book", asset)
-        lot = TaxLot(quantity=positive(row["quantity"], join(p, "quantity")),
-                     cost_basis=nonneg(row["cost_basis"], join(p, "cost_basis")),
-                     acquired=timestamp(row["acquired"], join(p, "acquired")).to_pydatetime())
+        basis = price(nonneg(row["cost_basis"], join(p, "cost_basis")), join(p, "cost_basis"))
+        lot = TaxLot(quantity=positive(row["quantity"], join(p, "quantity")), cost_basis=basis,
+                     acquired=acquired(row["acquired"], join(p, "acquired")).to_pydatetime())
         out.setdefault(asset, []).append(lot)
     return {a: tuple(ls) for a, ls in out.items()}
 
@@ -125,9 +128,24 @@ def check_lot_dates(data: Mapping[str, object], at: pd.Timestamp) -> None:
     date its holding period); else one ValidationError naming the row."""
     for k, row in enumerate(table_array(data, "lots", "")):
         p = join(join("lots", k), "acquired")
-        when = timestamp(row["acquired"], p)
+        when = acquired(row["acquired"], p)
         if when > at:
             raise ValidationError(p, f"is {when.isoformat()}, after the market time "
                                   f"{at.isoformat()}",
                                   "give the date the lot was bought, on or before market.time")
 
+
+#: the ISO 8601 texts an ``acquired`` string may be: YYYY-MM-DD, optionally THH:MM[:SS[.fff]] and
+#: then Z or +hh:mm / -hh:mm
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?")
+
+
+def acquired(value: object, path: str) -> pd.Timestamp:
+    """A lot's acquisition time as a UTC timestamp: a TOML date / datetime (naive: UTC) or a
+    strict ISO text ``YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|+hh:mm]``. Any other text (01/06/2023, whose
+    day and month a lenient parser guesses; 2023-06 or 2023, a partial date) is one
+    ValidationError naming ``path``: the date fixes the holding period, so the tax rate."""
+    if isinstance(value, str) and ISO_TIME.fullmatch(value) is None:
+        raise ValidationError(path, f"is {value!r}, not an ISO date",
+                              "give the date as YYYY-MM-DD (or a TOML date, acquired = 2023-11-28)")
+    return timestamp(value, path)

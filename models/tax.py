@@ -94,13 +94,19 @@ class TaxLot:
         object.__setattr__(self, "acquired", _check_utc("lot.acquired", self.acquired))
 
 
+#: the longest holding period (days) ``TaxRates.long_term_days`` may give: 100 years (no tax code
+#: waits longer; a far longer one dates a lot's long-term day past datetime's year 9999)
+MAX_LONG_TERM_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class TaxRates:
     """Tax rates as fractions of a realised gain.
 
     - ``short_term``: lots held ``long_term_days`` or less;
-    - ``long_term``: lots held more than ``long_term_days`` (365: "more than a year"), counted
-      on UTC calendar dates with whole years for each 365 days (see :func:`is_long_term`);
+    - ``long_term``: lots held more than ``long_term_days`` (365: "more than a year"; a whole
+      number in [0, MAX_LONG_TERM_DAYS]), counted on UTC calendar dates with whole years for each
+      365 days (see :func:`is_long_term`);
     - ``futures``: realised futures PnL (None: the short-term rate, as for ordinary income).
     """
 
@@ -115,9 +121,9 @@ class TaxRates:
         if self.futures is not None:
             check_fraction("tax.futures", self.futures)
         if isinstance(self.long_term_days, bool) or not isinstance(self.long_term_days, int) \
-                or self.long_term_days < 0:
+                or not 0 <= self.long_term_days <= MAX_LONG_TERM_DAYS:
             raise ValidationError("tax.long_term_days", f"is {self.long_term_days!r}",
-                                  "give a whole number of days >= 0")
+                                  f"give a whole number of days in [0, {MAX_LONG_TERM_DAYS}]")
 
     @property
     def futures_rate(self) -> float:

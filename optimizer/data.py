@@ -188,6 +188,11 @@ class ProblemData:
     risk_note: str | None = None
     #: the spot leg's numbers (None: overlay only, spot untouched)
     spot: SpotLegData | None = None
+    #: per contract, c_j = gamma_tax x futures rate x max(U_j, 0) / |x0_j| (fraction of V per unit
+    #: of weight by which position j is reduced; optimizer.spot_data.futures_tax_coefficients),
+    #: with or without the spot leg (equal to ``spot.futures_tax_coef`` when it is on); None: the
+    #: tax of realising futures gains is not priced
+    futures_tax_coef: np.ndarray | None = None
     #: per contract, 1.0 when it is a dated contract within ``min_days_to_expiry`` of its expiry at
     #: the market time (only reduced or closed: optimizer.constraints.ExpiryGuard), else 0.0;
     #: None when ``constraints.expiry_row`` is off
@@ -251,7 +256,7 @@ class ProblemData:
             tax_pieces=self.spot.tax_pieces if self.spot is not None else 0,
             expiry_guarded=self._expiry_guarded(),
             reserve_cost=st.costs.reserve_cost and bool(self.stress_names),
-            futures_tax=self.spot is not None and self.spot.futures_tax_coef is not None,
+            futures_tax=self.futures_tax_coef is not None,
             cost_to_go=self.cost_to_go_root is not None,
             pledge_assets=pledge.assets if pledge is not None else (),
             pledge_pieces=pledge.pieces if pledge is not None else 0,

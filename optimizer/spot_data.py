@@ -204,6 +204,8 @@ def futures_tax_coefficients(book: Book, market: MarketSnapshot,
     ``settings.futures_tax`` is off or there is no futures rate."""
     if not settings.futures_tax or settings.rates is None or not book.contracts:
         return None
+    if not (math.isfinite(settings.gamma_tax) and settings.gamma_tax >= 0):
+        raise ValidationError("tax.gamma", f"is {settings.gamma_tax}", "give a weight >= 0")
     rate = settings.rates.futures_rate
     x0 = np.abs(book.futures_exposure(market))  # |z0| V: the optimiser's exposure units
     out = np.zeros(len(book.contracts))

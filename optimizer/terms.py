@@ -250,8 +250,8 @@ class FuturesTax(Term):
 
     @staticmethod
     def _coefficients(d: ProblemData) -> tuple[np.ndarray, np.ndarray]:
-        assert d.spot is not None and d.spot.futures_tax_coef is not None
-        c = d.spot.futures_tax_coef
+        c = d.spot.futures_tax_coef if d.spot is not None else d.futures_tax_coef  # spot leg off
+        assert c is not None
         return c * np.sign(d.z0), c * np.abs(d.z0)
 
     def update(self, d: ProblemData) -> None:
@@ -390,8 +390,8 @@ def terms_for(st: Structure) -> list[Term]:
             out.append(SpotImpactCost())
         if st.tax_pieces:
             out.append(SpotTax())
-        if st.futures_tax:
-            out.append(FuturesTax())
+    if st.futures_tax:  # with or without the spot leg
+        out.append(FuturesTax())
     if st.reserve_cost:  # costs.reserve_cost with a stress scenario
         out.append(ReserveCost())
     if st.cost_to_go:  # costs.cost_to_go > 0

@@ -184,7 +184,7 @@ def run_backtest(book: Book, history: MarketPath, policy: Policy, *,
             if tau is None:
                 tau = initial_reserve(now)
         else:
-            now = _carry(book, inputs, state, market, k, prev_end, row, log, pledged)
+            now = _carry(book, inputs, state, market, k, prev_end, row, log, pledged, taxes)
         prev_end = _act(book, inputs, policy, collateral, tau, state, market, k, now, row, log,
                         pledged)
         if taxes is not None:
@@ -234,14 +234,33 @@ def _check_options(book: Book, history: MarketPath, liquidation_penalty: float,
 
 
 def _carry(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketSnapshot, k: int,
-           before: StepValuation, row: Row, log: ReplayLog, pledged: bool) -> StepValuation:
+           before: StepValuation, row: Row, log: ReplayLog, pledged: bool,
+           taxes: ReplayTax | None = None) -> StepValuation:
     """Steps 1-3 of step k > 0: mark to market against the previous step's end valuation (nothing
-    changed the state since), funding, settlement of expired dated futures, margin check."""
+    changed the state since), funding, settlement of expired dated futures, margin check. With
+    ``taxes``, a margin check that sold spot (pledged collateral after a liquidation) has its sale
+    booked against the lots at once (:func:`_book_forced_sale`), before the policy sees them."""
     now = mark_to_market(book, state, market, before, row)
     now = funding_step(inputs, state, now, k, row)
     now = settlement_step(book, inputs, state, market, k, now, row, log.trades)
-    return margin_step(book, inputs, state, market, now, row, log.liquidations, log.trades,
-                       pledged=pledged)
+    held = dict(state.spot)
+    now = margin_step(book, inputs, state, market, now, row, log.liquidations, log.trades,
+                      pledged=pledged)
+    if taxes is None or state.spot == held:
+        return now
+    return _book_forced_sale(book, taxes, state, market, now, row)
+
+
+def _book_forced_sale(book: Book, taxes: ReplayTax, state: ReplayState, market: MarketSnapshot,
+                      now: StepValuation, row: Row) -> StepValuation:
+    """Book the spot the margin check sold (``scenarios.collateral.cover_with_pledged``) against
+    the lots by the lot method at ``market``'s closes (``book_lots``: tax = sum over the lots
+    consumed of q_l x rate_l x (S - basis_l), USD, a loss credited), pay it from cash and add it
+    to the step's ``tax_spot``: the policy then gets lots that add up to the spot held. Returns
+    the valuation after the tax left the cash."""
+    paid = book_lots(taxes, state, market)
+    row["tax_spot"] = float(row["tax_spot"]) + paid
+    return value_state(book, state, market) if paid != 0 else now
 
 
 def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: CollateralPolicy,
@@ -271,12 +290,13 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
 
 def _tax(book: Book, taxes: ReplayTax, basis: FuturesTaxBasis, state: ReplayState,
          market: MarketSnapshot, end: StepValuation, row: Row) -> StepValuation:
-    """Step 6: book the lots (spot tax) and tax the futures PnL realised in the step (the futures
-    PnL less the change of unrealised PnL against the average-cost tax entries, ``basis``);
-    returns the valuation after the taxes left the cash. A loss the exchange's insurance fund
+    """Step 6: book the lots (spot tax, added to that of a forced sale booked at step 3) and tax
+    the futures PnL realised in the step (the futures PnL less the change of unrealised PnL
+    against the average-cost tax entries, ``basis``); returns the valuation after the taxes left
+    the cash. A loss the exchange's insurance fund
     bore (its cover less the liquidation penalty, which it absorbs first as in
     ``scenarios.metrics``) is not the holder's: it is taken out of the realised loss."""
-    spot_tax = book_lots(taxes, state, market)
+    spot_tax = float(row["tax_spot"]) + book_lots(taxes, state, market)
     realised = futures_realised(book, basis, state, market, float(row["futures_pnl"]))
     realised += max(float(row["insurance_fund"]) - float(row["liquidation_penalty"]), 0.0)
     fut_tax = pay_futures_tax(taxes, state, realised)

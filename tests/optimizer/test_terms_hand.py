@@ -197,11 +197,12 @@ def test_terms_for_follows_the_structure() -> None:
                  tax_pieces=2, futures_tax=True) == [
         "tracking_error", "trading_cost", "spot_trading_cost", "spot_impact_cost", "spot_tax",
         "futures_tax"]
-    # spot costs need trading on; the spot-only terms need the spot leg
+    # spot costs need trading on; the spot-only terms need the spot leg; the futures tax is
+    # priced with or without it ([tax] price_futures on an overlay-only book)
     assert names(n_basis_factors=0, trading=False, impact=False, carry=False, spot_leg=True) == \
         ["tracking_error"]
     assert names(n_basis_factors=0, trading=False, impact=False, carry=False, spot_impact=True,
-                 tax_pieces=2, futures_tax=True) == ["tracking_error"]
+                 tax_pieces=2, futures_tax=True) == ["tracking_error", "futures_tax"]
 
 
 def test_spot_terms_need_the_spot_context() -> None:
