@@ -48,13 +48,13 @@ from executor.run_cycle import View, read_view
 from executor.run_restart import RestartHandler
 from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
+from executor.run_trade import LoopRisk
 from executor.safety import redact
 from executor.schedule import Clock, next_settlement
 from executor.silence import silence_kept
 from models.book import Book
 from models.errors import FbrError, RefusedError
 from models.market import MarketSnapshot
-from models.risk import RiskModel
 from optimizer.policies import Policy
 
 log = logging.getLogger("executor.run")
@@ -87,9 +87,12 @@ class RunSummary:
 
 class Runner(RestartHandler):
     """The loop over one account (see the module docstring). ``clock`` is a
-    :class:`executor.schedule.WallClock` or a :class:`executor.schedule.SimClock`."""
+    :class:`executor.schedule.WallClock` or a :class:`executor.schedule.SimClock`. ``risk`` (the
+    cost gate's, the recorded tracking error's, the plan's residual TE's) is the book's model, or
+    a model per cycle time ``risk(t)``, read at each wake-up's time (a simulation over history
+    must not read returns after t: fbr.run_sim)."""
 
-    def __init__(self, venue: Venue, book: Book, risk: RiskModel, policy: Policy,
+    def __init__(self, venue: Venue, book: Book, risk: LoopRisk, policy: Policy,
                  settings: RunSettings, options: PlanOptions, clock: Clock, alerts: AlertHub,
                  *, book_path: str = "", gamma_fund: float = 0.0) -> None:
         self.venue, self.book, self.risk, self.policy = venue, book, risk, policy
@@ -210,7 +213,7 @@ class Runner(RestartHandler):
                     self._instruments = self.venue.gateway.instruments(self.book)
                     self._instruments_day = now.date()
                 view = read_view(self.venue.gateway, self.book, self.venue.fallback(now), now,
-                                 self.risk, self._instruments)
+                                 self._risk(now), self._instruments)
         except FbrError as exc:
             msg = redact(str(exc))
             self.summary.failures += 1

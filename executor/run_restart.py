@@ -102,7 +102,7 @@ class RestartHandler(CycleTrader):
                          f"against the account and only what is missing is sent", now,
                          plan_id=plan_id)
         executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
-                                                 self.risk))
+                                                 self._risk(now)))
         try:
             report = executor.resume(plan_id)
         except ExecutionUnknownError as exc:

@@ -15,6 +15,7 @@ Units: USD for notionals, turnover and NAV; fractions for tracking error and mar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -47,12 +48,16 @@ from optimizer.policies import Policy
 if TYPE_CHECKING:
     from executor.run_loop import RunSummary, Venue
 
+#: The loop's risk model: a fixed one (live: the book's), or one per cycle time, ``risk(t)`` (a
+#: simulation's trailing estimate on returns up to t: no look-ahead; models.trailing_risk).
+LoopRisk = RiskModel | Callable[[pd.Timestamp], RiskModel]
+
 
 class CycleTrader:
     """The trading cycle (see the module docstring); the loop's state is the Runner's."""
 
     venue: Venue
-    risk: RiskModel
+    risk: LoopRisk
     policy: Policy
     settings: RunSettings
     options: PlanOptions
@@ -63,6 +68,11 @@ class CycleTrader:
     account: str
     #: the reason of a cycle whose execution failed: it runs again at the next wake-up
     _retry: str | None = None
+
+    def _risk(self, now: datetime) -> RiskModel:
+        """The risk model (annualised covariance) at the cycle time ``now`` (UTC): the fixed
+        model, or the per-time one read at ``now`` (the time the policy is asked at)."""
+        return self.risk(pd.Timestamp(now)) if callable(self.risk) else self.risk
 
     def _cycle(self, now: datetime, view: View, reason: str) -> None:
         force = reason == "margin"
@@ -96,7 +106,7 @@ class CycleTrader:
             if s < 1.0:
                 self._derisk_alert(now, view, asked, threshold, s)
         return plan_orders(targets, view.book, view.market, view.instruments, self.options,
-                           risk=self.risk, now=now)
+                           risk=self._risk(now), now=now)
 
     def _derisk_alert(self, now: datetime, view: View, asked: dict[str, float], threshold: float,
                       s: float) -> None:
@@ -135,7 +145,7 @@ class CycleTrader:
         if not plan.legs:
             return base
         if self.settings.gate and not force:
-            g = gate(view, plan, self.risk, self.settings.costs, self.venue.daily_vol)
+            g = gate(view, plan, self._risk(now), self.settings.costs, self.venue.daily_vol)
             if not g.open:
                 return with_fields(base, action="held", te_after=g.te_after,
                              message=f"TE^2 fall {g.benefit:.3g} <= cost {g.cost:.3g}")
@@ -198,7 +208,7 @@ class CycleTrader:
             return CycleRecord(now, reason, "dry_run", plan.plan_id, view.nav, view.tracking_error,
                                plan.tracking_error_residual, 0.0, f"{len(plan.legs)} legs shown")
         executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
-                                                 self.risk))
+                                                 self._risk(now)))
         self.store.put("plan_in_flight", plan.plan_id)
         try:
             report = executor.execute(plan, self.book_path)

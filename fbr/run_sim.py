@@ -9,6 +9,12 @@ account, asks the policy, plans and executes through the journaled executor. Wit
 every trigger off, lot-free or lot-aligned contracts and no min notional, its trades are the
 backtest's (``tests/fbr/test_run_simulate.py`` checks it to 1e-9); the loop does not sweep
 collateral or trade spot, so compare with ``[backtest] collateral = false`` and a futures policy.
+
+The loop's risk model (its cost gate, the tracking error it records, the plans' residual TE) is
+read at each cycle time t and never looks past it (:func:`loop_risk`): the book's model is used
+as it is only when it does not look ahead (given, or estimated on data up to the path's start) or
+``[backtest] risk_model = "book"`` asks for it; otherwise it is re-estimated from returns up to t,
+as ``fbr backtest`` does for the policies with a risk model (fbr.backtest_risk).
 """
 
 from __future__ import annotations
@@ -29,11 +35,16 @@ from executor.paper import PaperGateway, PaperStore
 from executor.plan import OrderType, PlanOptions, with_book_settings
 from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import RunSettings
+from executor.run_trade import LoopRisk
 from executor.schedule import Schedule, SimClock
+from fbr.backtest_config import BacktestConfig
+from fbr.backtest_risk import risk_input
 from fbr.backtest_run import backtest_options
 from fbr.run_config import RunConfig
 from fbr.run_wiring import loop_policy
-from optimizer.policies import Policy
+from models.errors import ValidationError
+from optimizer.policies import OptimizedFutures, Policy
+from optimizer.te_band import TrackingErrorBandFutures
 from scenarios.backtest_result import BacktestResult
 from scenarios.market_path import MarketPath
 from scenarios.replay import policy_costs
@@ -80,6 +91,7 @@ def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Pa
     bt = cfg.backtest
     book = bt.loaded.book
     policy = loop_policy(cfg, bt, path)
+    risk = loop_risk(bt, policy, path)
     opts = backtest_options(bt)
     inputs = read_inputs(book, path, spot_fee=opts.get("spot_fee"), impact_k=1.0,
                          liquidation_penalty=opts.get("liquidation_penalty", 0.01),
@@ -94,17 +106,36 @@ def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Pa
             feed.vol.update(feed.vol_at(0))
             paper.set_market(market_at(inputs, 0), feed.vol)
             clock = SimClock(start, end=inputs.times[-1].to_pydatetime(), on_advance=[feed.advance])
-            runner = _runner(cfg, policy, paper, journal, journal_path, feed, clock, state_dir,
-                             alerts)
+            runner = _runner(cfg, (policy, risk), paper, journal, journal_path, feed, clock,
+                             state_dir, alerts)
             return runner.run(preflight)
         finally:
             store.close()
 
 
-def _runner(cfg: RunConfig, policy: Policy, paper: PaperGateway, journal: Journal,
-            journal_path: Path, feed: HistoryFeed, clock: SimClock, state_dir: Path,
-            alerts: AlertHub) -> Runner:
-    """The loop on the paper venue, scheduled at every step of the path."""
+def loop_risk(bt: BacktestConfig, policy: Policy, path: MarketPath) -> LoopRisk:
+    """The simulated loop's risk model, risk(t) (annualised covariance) at each cycle time t: the
+    policy's own per-time model when it has one (its trailing estimate, so gate and policy agree),
+    else :func:`fbr.backtest_risk.risk_input` of an entry without risk keys: the book's model when
+    it does not look ahead (given, or estimated up to the path's start) or ``risk_model = "book"``
+    asks for it, else a trailing estimate on daily returns up to t. Refused (ValidationError, before
+    any work) when fewer than ``MIN_RISK_ROWS`` returns precede the path's start for that estimate."""
+    if isinstance(policy, OptimizedFutures | TrackingErrorBandFutures) and callable(policy.risk):
+        return policy.risk
+    try:
+        return risk_input({}, bt, path)
+    except ValidationError as exc:
+        raise ValidationError(exc.field, "the simulated loop's cost gate and recorded tracking "
+                              f"error need a risk model without look-ahead, and {exc.problem}",
+                              exc.fix) from exc
+
+
+def _runner(cfg: RunConfig, policy_risk: tuple[Policy, LoopRisk], paper: PaperGateway,
+            journal: Journal, journal_path: Path, feed: HistoryFeed, clock: SimClock,
+            state_dir: Path, alerts: AlertHub) -> Runner:
+    """The loop on the paper venue, scheduled at every step of the path, with the policy and
+    the loop's risk model (:func:`loop_risk`)."""
+    policy, risk = policy_risk
     settings = cfg.backtest.loaded.settings
     step = feed.inputs.times[1] - feed.inputs.times[0] if len(feed.inputs.times) > 1 else None
     schedule = (Schedule(interval=step.to_pytimedelta()) if step is not None else cfg.schedule)
@@ -125,7 +156,7 @@ def _runner(cfg: RunConfig, policy: Policy, paper: PaperGateway, journal: Journa
                   fallback=lambda t: market_at(feed.inputs, feed.k),
                   daily_vol=feed.vol)
     loaded = cfg.backtest.loaded
-    return Runner(venue, loaded.book, loaded.risk, policy, run_settings, options, clock, alerts,
+    return Runner(venue, loaded.book, risk, policy, run_settings, options, clock, alerts,
                   gamma_fund=settings.costs.gamma_fund)
 
 
