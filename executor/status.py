@@ -34,7 +34,7 @@ from executor.base import ExchangeGateway
 from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
 from executor.plan_doc import OrderPlanDoc
-from executor.safety import redact
+from executor.safety import SafetyError, redact
 from executor.workflow import require_tradeable
 from models.book import Book
 from models.errors import FbrError, InfeasibleError, RefusedError
@@ -309,14 +309,15 @@ def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings:
     """(plan, due test, alerts) of a rebalance now: the plan ``fbr execute`` would send.
     A liquidatable or infeasible book plans nothing and says why. A solution that also trades
     spot plans nothing either (fbr sends futures orders only): the alert names the spot trades to
-    make by hand, and the rebalance is due when its benefit beats its cost (``--exit-code`` 7)."""
+    make by hand, and the rebalance is due when its benefit beats its cost (``--exit-code`` 7);
+    so does a plan above a safety limit (per order, per plan): the alert names the limit."""
     try:
         solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings)
         require_tradeable(solution, prepare(book, market, risk, settings))
         plan = plan_orders(solution, book, market, instruments, options, risk=risk)
     except InfeasibleError as exc:
         return no_plan(book, options.venue, positions), NOTHING_DUE, (redact(str(exc)),)
-    except RefusedError as exc:
+    except (RefusedError, SafetyError) as exc:  # fbr execute would refuse it: shown, not sent
         test = due(solution, no_plan(book, options.venue, positions), settings.costs.gamma_trade)
         return (no_plan(book, options.venue, positions),
                 replace(test, due=test.benefit > test.cost), (redact(str(exc)),))
