@@ -47,6 +47,9 @@ class MarketSnapshot:
     ``halted`` (by contract symbol, optional): the exchange's status of a contract it does not
     trade now (``SETTLING``, ``DELIVERING``, ``CLOSE`` ...); the optimiser holds its position where
     it is and hedges with the others (optimizer.constraints.Halted). None named: all trade.
+    ``funding_interval_h`` (by contract symbol, hours, optional): the spacing of its settlements
+    when it differs from the contract's own ``funding_interval_h`` (a replay measures it on the
+    path); the optimiser's carry counts horizon x 24 / that many settlements.
     """
 
     time: pd.Timestamp
@@ -59,6 +62,7 @@ class MarketSnapshot:
     synthetic: bool = False
     funding_forecast: Mapping[str, float] = field(default_factory=dict)
     halted: Mapping[str, str] = field(default_factory=dict)
+    funding_interval_h: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_prices("spot", self.spot)
@@ -73,6 +77,10 @@ class MarketSnapshot:
             if not math.isfinite(float(h)) or not 0 <= float(h) < 0.5:
                 raise ValidationError(f"market.half_spread.{sym}", f"is {h}",
                                       "give the half spread as a fraction in [0, 0.5)")
+        for sym, h in self.funding_interval_h.items():
+            if not math.isfinite(float(h)) or float(h) <= 0:
+                raise ValidationError(f"market.funding_interval_h.{sym}", f"is {h}",
+                                      "give the hours between settlements (> 0)")
         for sym, a in self.adv.items():
             if math.isnan(float(a)) or float(a) <= 0:
                 raise ValidationError(f"market.adv.{sym}", f"is {a}",
@@ -97,6 +105,12 @@ class MarketSnapshot:
     def funding_rate(self, contract: str) -> float:
         """Funding rate per interval of ``contract`` (0 when not given)."""
         return float(self.funding.get(contract, 0.0))
+
+    def funding_hours(self, contract: str, default: float) -> float:
+        """Hours between ``contract``'s funding settlements: the market's (a replay measures them
+        on the path, ``scenarios.funding_run.settlement_hours``) when it names the contract, else
+        ``default`` (the contract's ``funding_interval_h``)."""
+        return float(self.funding_interval_h.get(contract, default))
 
     def carry_rate(self, contract: str) -> float:
         """The funding rate per interval the optimiser's carry assumes for ``contract``: its

@@ -45,7 +45,7 @@ def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: n
     for j, c in enumerate(book.contracts):
         if c.kind != ContractKind.PERPETUAL or c.symbol not in market.funding_forecast:
             continue
-        n = costs.horizon_days * HOURS_PER_DAY / c.funding_interval_h
+        n = costs.horizon_days * HOURS_PER_DAY / market.funding_hours(c.symbol, c.funding_interval_h)
         rbar = first[j] / n
         out[:, j] = n * (mu + (rbar - mu) * phi ** (n * np.arange(horizon)))
     return out
@@ -79,8 +79,10 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     receives it). In the objective it multiplies z_j = x_j / V, so ``gamma_fund carry' z`` is the
     expected carry in weight units (USD / V) and ``carry_j x_j`` is USD.
 
-    Perpetual j: ``carry_j = H_j rbar_j`` with ``H_j = horizon_days x 24 / funding_interval_h_j``
-    settlements in the horizon and ``rbar_j`` the mean rate per settlement assumed over them:
+    Perpetual j: ``carry_j = H_j rbar_j`` with ``H_j = horizon_days x 24 / h_j`` (h_j the hours
+    between settlements: ``market.funding_interval_h[j]`` when the market measured them, else the
+    contract's ``funding_interval_h``) settlements in the horizon and ``rbar_j`` the mean rate per
+    settlement assumed over them:
     ``market.funding_forecast[j]`` when the market gives one (e.g. the replay's causal EWMA
     forecast, ``[costs] funding_forecast = "ewma"``), else the current rate
     ``market.funding[j]`` (0 when missing; the default "last" rule). Only the carry Parameter's
@@ -106,7 +108,8 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     out = np.zeros(len(book.contracts))
     for j, c in enumerate(book.contracts):
         if c.kind == ContractKind.PERPETUAL:
-            out[j] = market.carry_rate(c.symbol) * horizon_days * HOURS_PER_DAY / c.funding_interval_h
+            hours = market.funding_hours(c.symbol, c.funding_interval_h)
+            out[j] = market.carry_rate(c.symbol) * horizon_days * HOURS_PER_DAY / hours
         else:
             assert c.expiry is not None
             left = (c.expiry.timestamp() - market.time.timestamp()) / 86400.0

@@ -139,30 +139,44 @@ def settlement_hours(settle_t: np.ndarray, settles: np.ndarray) -> np.ndarray:
     return out
 
 
-def interval_notes(contracts: Sequence[FuturesContract], settled: np.ndarray,
-                   spacing_h: np.ndarray, times: Sequence[pd.Timestamp]) -> tuple[str, ...]:
-    """One note per perpetual j whose measured spacing at some step differs from its
-    ``funding_interval_h`` by more than ``SPACING_TOL_H`` hours.
-
-    ``settled`` (T): settlement rows at or before each step; ``spacing_h`` (S x M,
-    :func:`settlement_hours`) is read at each step's last row (no note before j's second
-    settlement); ``times`` (T) the steps. The note names the spacings seen (hours), how many steps
-    and when: there the replay pays 24 / spacing settlements a day and the optimiser's carry
-    assumes 24 / funding_interval_h_j."""
-    if spacing_h.shape[0] == 0:
-        return ()
+def measured_intervals(contracts: Sequence[FuturesContract], settled: np.ndarray,
+                       spacing_h: np.ndarray) -> np.ndarray | None:
+    """T x M: perpetual j's measured spacing (hours, :func:`settlement_hours` at each step's last
+    settlement row) where it differs from its ``funding_interval_h`` by more than
+    ``SPACING_TOL_H``, NaN elsewhere (the contract's own interval holds, or j has not settled twice
+    yet); None when no step of any contract differs. ``settled`` (T): settlement rows at or before
+    each step. Causal: step k reads rows up to its own."""
+    n_steps = len(settled)
+    if spacing_h.shape[0] == 0 or n_steps == 0:
+        return None
     rows = np.asarray(settled, dtype=np.int64) - 1
     at = np.where((rows >= 0)[:, None], spacing_h[np.maximum(rows, 0)], np.nan)  # T x M
+    own = np.array([c.funding_interval_h for c in contracts])
+    perp = np.array([c.kind == ContractKind.PERPETUAL for c in contracts])
+    off = np.isfinite(at) & (np.abs(at - own) > SPACING_TOL_H) & perp
+    if not off.any():
+        return None
+    out: np.ndarray = np.where(off, at, np.nan)
+    return out
+
+
+def interval_notes(contracts: Sequence[FuturesContract], measured: np.ndarray | None,
+                   times: Sequence[pd.Timestamp]) -> tuple[str, ...]:
+    """One note per perpetual j whose measured spacing (``measured``, :func:`measured_intervals`)
+    differs from its ``funding_interval_h`` at some step: the spacings seen (hours), how many steps
+    and when. There the replay pays 24 / spacing settlements a day, and the policy's carry counts
+    the same (the snapshot's ``funding_interval_h``)."""
+    if measured is None:
+        return ()
     notes: list[str] = []
     for j, c in enumerate(contracts):
-        h = at[:, j]
-        off = np.flatnonzero(np.isfinite(h) & (np.abs(h - c.funding_interval_h) > SPACING_TOL_H))
-        if c.kind != ContractKind.PERPETUAL or off.size == 0:
+        off = np.flatnonzero(np.isfinite(measured[:, j]))
+        if off.size == 0:
             continue
-        seen = ", ".join(f"{v:g}" for v in np.unique(np.round(h[off], 4)))
+        seen = ", ".join(f"{v:g}" for v in np.unique(np.round(measured[off, j], 4)))
         notes.append(f"{c.symbol} settled every {seen} h (median of its last {SPACING_WINDOW} "
                      f"spacings) at {off.size} of {len(times)} steps ({times[off[0]]} .. "
                      f"{times[off[-1]]}), not every {c.funding_interval_h:g} h "
-                     f"(funding_interval_h): the replay pays every settlement, the policy's carry "
-                     f"counts {24.0 / c.funding_interval_h:g} a day")
+                     f"(funding_interval_h): the replay pays every settlement and the policy's "
+                     f"carry counts the measured spacing there")
     return tuple(notes)

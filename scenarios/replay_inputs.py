@@ -16,13 +16,13 @@ at or before step k's time into ``MarketSnapshot.funding_forecast`` (causal: the
 fixed by how many settlements have happened by then). The default ("last", or no ``costs``)
 fills no forecast: the snapshot is exactly what it was before.
 
-Settlement spacing: the replay pays every settlement of the path, while the optimiser's carry
-counts ``horizon_days x 24 / funding_interval_h`` settlements in its horizon (``optimizer.carry``
-reads the interval from the book's contract; a ``MarketSnapshot`` has no field for it). Where a
-perpetual's measured spacing differs from its ``funding_interval_h`` (SOL settled every 2-4 h in
-November 2022) :func:`read_inputs` labels the path (``ReplayInputs.interval_notes`` and a
-warning; ``scenarios.funding_run.interval_notes``): the policy's carry there counts the
-contract's settlements, not the path's.
+Settlement spacing: the replay pays every settlement of the path, and the optimiser's carry
+counts ``horizon_days x 24 / h`` settlements in its horizon. Where a perpetual's measured spacing
+(causal: the median of its last gaps up to the step) differs from its ``funding_interval_h`` (SOL
+settled every 2-4 h in November 2022), :func:`market_at` gives that spacing as the snapshot's
+``funding_interval_h`` (``ReplayInputs.interval_h``), so the carry counts the settlements the
+replay pays, and :func:`read_inputs` labels the path (``ReplayInputs.interval_notes`` and a
+warning). The EWMA forecast's half-lives stay counted in settlements.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from models.margin import MarginModel
 from models.market import DEFAULT_HALF_SPREAD, MarketSnapshot
 from optimizer.policies import Policy
 from optimizer.settings import CostSettings, FundingForecastRule
-from scenarios.funding_run import interval_notes, settlement_hours
+from scenarios.funding_run import interval_notes, measured_intervals, settlement_hours
 from scenarios.market_path import MarketPath
 from scenarios.settlement import expiry_ns
 
@@ -148,6 +148,9 @@ class ReplayInputs:
     - ``forecast`` ((S + 1) x M, or None: no forecast): row n is each perpetual's forecast mean
       funding rate per settlement over the cost horizon made from the first n settlements
       (:func:`forecast_matrix`; NaN: no forecast for that contract);
+    - ``interval_h`` (T x M, hours, or None): each perpetual's measured settlement spacing at
+      each step where it differs from its ``funding_interval_h``, NaN elsewhere
+      (``scenarios.funding_run.measured_intervals``; None: it never does);
     - ``interval_notes``: one per perpetual whose measured spacing at some step differs from its
       ``funding_interval_h`` (``scenarios.funding_run.interval_notes``; empty: none does).
     """
@@ -185,6 +188,7 @@ class ReplayInputs:
     #: (T x N) each asset's spot impact coefficient per step (:func:`spot_impact_matrix`)
     spot_impact: np.ndarray
     forecast: np.ndarray | None = None
+    interval_h: np.ndarray | None = None
     interval_notes: tuple[str, ...] = ()
 
 
@@ -292,8 +296,8 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
     ``funding_forecast = "ewma"`` the snapshots carry the causal funding forecast
     (:func:`forecast_matrix`), otherwise (or None) none. ``min_days_to_expiry`` (days): within
     it of expiry a dated contract is only reduced (:func:`near_expiry_matrix`). A perpetual whose
-    measured settlement spacing differs from its ``funding_interval_h`` is labelled
-    (``interval_notes``, and a warning naming it)."""
+    measured settlement spacing differs from its ``funding_interval_h`` is carried at that
+    spacing (``interval_h``) and labelled (``interval_notes``, and a warning naming it)."""
     cons = book.contract_symbols
     spot = path.spot[book.asset_symbols].astype(float).to_numpy(dtype=float)
     mark = resolved_marks(book, path).to_numpy(dtype=float)
@@ -310,7 +314,8 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
     step_ns = pd.DatetimeIndex(path.spot.index).tz_convert("UTC").as_unit("ns").asi8
     times = [pd.Timestamp(t) for t in path.spot.index]
     settled = np.searchsorted(settle_t, step_ns, side="right")
-    notes = interval_notes(book.contracts, settled, spacing_h, times)
+    measured = measured_intervals(book.contracts, settled, spacing_h)
+    notes = interval_notes(book.contracts, measured, times)
     if notes:
         warnings.warn("the settlement spacing differs from funding_interval_h: " + "; ".join(notes),
                       stacklevel=2)
@@ -335,7 +340,7 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         forecast=(forecast_matrix(book, path, settle_r, settles, costs)
                   if costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
                   else None),
-        interval_notes=notes)
+        interval_h=measured, interval_notes=notes)
 
 
 def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
@@ -355,7 +360,17 @@ def market_at(inputs: ReplayInputs, k: int) -> MarketSnapshot:
                           half_spread=inputs.half_spread, adv=adv, synthetic=inputs.synthetic,
                           spot_half_spread=dict(zip(inputs.assets, inputs.spot_half_spread.tolist(),
                                                     strict=True)),
-                          funding_forecast=_forecast_at(inputs, n_settled))
+                          funding_forecast=_forecast_at(inputs, n_settled),
+                          funding_interval_h=_interval_at(inputs, k))
+
+
+def _interval_at(inputs: ReplayInputs, k: int) -> dict[str, float]:
+    """The measured settlement spacing (hours) at step k of each perpetual whose spacing differs
+    from its ``funding_interval_h`` ({} where none does)."""
+    if inputs.interval_h is None:
+        return {}
+    row = inputs.interval_h[k].tolist()
+    return {c: v for c, v in zip(inputs.cons, row, strict=True) if math.isfinite(v)}
 
 
 def _forecast_at(inputs: ReplayInputs, n_settled: int) -> dict[str, float]:

@@ -128,7 +128,7 @@ class RollingPolicy(Policy):
 
         mk = replace(market, mark={**relabel(market.mark), self.front: mark},
                      funding=relabel(market.funding), half_spread=relabel(market.half_spread),
-                     adv=relabel(market.adv))
+                     adv=relabel(market.adv), funding_interval_h=relabel(market.funding_interval_h))
         return view, mk, notional
 
     def optimiser(self) -> OptimizedFutures | None:

@@ -24,7 +24,7 @@ from optimizer.policies import NoRebalance
 from optimizer.rebalance import solve_rebalance
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
 from scenarios.collateral import NO_SWEEPS
-from scenarios.funding_run import interval_notes, settlement_hours
+from scenarios.funding_run import interval_notes, measured_intervals, settlement_hours
 from scenarios.market_path import MarketPath
 from scenarios.replay import run_backtest
 from scenarios.replay_inputs import market_at, read_inputs
@@ -55,10 +55,16 @@ def test_interval_notes_by_hand() -> None:
     t0 = pd.Timestamp("2022-11-10T00:00:00Z")
     times = [t0 + pd.Timedelta(hours=h) for h in (8, 24, 34)]
     contracts = (FuturesContract("A-PERP", "A"), FuturesContract("B-PERP", "B", funding_interval_h=16.0))
-    notes = interval_notes(contracts, np.array([2, 5, 8]), spacing, times)
+    measured = measured_intervals(contracts, np.array([2, 5, 8]), spacing)
+    assert measured is not None
+    np.testing.assert_array_equal(measured, [[np.nan, np.nan], [6.0, np.nan], [4.0, np.nan]])
+    notes = interval_notes(contracts, measured, times)
     assert notes == (f"A-PERP settled every 4, 6 h (median of its last 5 spacings) at 2 of 3 steps "
                      f"({times[1]} .. {times[2]}), not every 8 h (funding_interval_h): the replay "
-                     f"pays every settlement, the policy's carry counts 3 a day",)
+                     f"pays every settlement and the policy's carry counts the measured spacing "
+                     f"there",)
+    same = measured_intervals(contracts[1:], np.array([2, 5, 8]), spacing[:, 1:])
+    assert same is None and interval_notes(contracts[1:], same, times) == ()
 
 
 def _book() -> Book:
@@ -102,11 +108,9 @@ def test_a_path_settling_every_8h_is_not_labelled() -> None:
     assert inputs.interval_notes == ()
 
 
-@pytest.mark.xfail(strict=True, reason="optimizer.carry counts horizon x 24 / "
-                   "FuturesContract.funding_interval_h settlements; the measured spacing needs a "
-                   "MarketSnapshot field (models/market.py) read by optimizer/carry.py")
 def test_carry_assumes_the_settlements_the_replay_pays() -> None:
-    """Every 4 h, horizon 1 day: the replay pays 6 R x a day; the carry should be 6 R x too."""
+    """Every 4 h, horizon 1 day: the replay pays 6 R x a day; the carry counts 6 R x too (it had
+    counted 24 / 8 = 3 settlements, the contract's funding_interval_h)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inputs = read_inputs(_book(), _path("4h"), spot_fee=None, impact_k=1.0,
@@ -116,7 +120,9 @@ def test_carry_assumes_the_settlements_the_replay_pays() -> None:
                                               horizon_days=1.0, gamma_fund=0.0),
                            constraints=ConstraintSettings(margin=False), basis_risk=False,
                            round_lots=False)
-    sol = solve_rebalance(_book(), market_at(inputs, 0), risk, st)
+    market = market_at(inputs, 0)
+    assert market.funding_interval_h == {"SOL-PERP": 4.0}
+    sol = solve_rebalance(_book(), market, risk, st)
     x = {p.symbol: p.notional for p in sol.target_positions}["SOL-PERP"]
     assert sol.costs.funding_carry == pytest.approx(6 * R * x, rel=1e-6)
 
