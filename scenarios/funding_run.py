@@ -147,12 +147,12 @@ def measured_intervals(contracts: Sequence[FuturesContract], settled: np.ndarray
     yet); None when no step of any contract differs. ``settled`` (T): settlement rows at or before
     each step. Causal: step k reads rows up to its own."""
     n_steps = len(settled)
-    if spacing_h.shape[0] == 0 or n_steps == 0:
+    if spacing_h.shape[0] == 0 or n_steps == 0 or not contracts:
         return None
     rows = np.asarray(settled, dtype=np.int64) - 1
     at = np.where((rows >= 0)[:, None], spacing_h[np.maximum(rows, 0)], np.nan)  # T x M
-    own = np.array([c.funding_interval_h for c in contracts])
-    perp = np.array([c.kind == ContractKind.PERPETUAL for c in contracts])
+    own = np.array([c.funding_interval_h for c in contracts], dtype=float)
+    perp = np.array([c.kind == ContractKind.PERPETUAL for c in contracts], dtype=bool)
     off = np.isfinite(at) & (np.abs(at - own) > SPACING_TOL_H) & perp
     if not off.any():
         return None

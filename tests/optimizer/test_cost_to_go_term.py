@@ -374,7 +374,11 @@ def test_book_file_keys() -> None:
     assert (cs.cost_to_go, cs.cost_to_go_power) == (0.0, 0.5)
     cs = _costs(cost_to_go=2, cost_to_go_power=0.25)
     assert (cs.cost_to_go, cs.cost_to_go_power) == (2.0, 0.25)
-    assert _costs(cost_to_go_power=1).cost_to_go_power == 1.0
+    assert _costs(cost_to_go=1, cost_to_go_power=1).cost_to_go_power == 1.0
+    # a power without kappa would be ignored: refused (fbr/config_settings._cost_to_go)
+    with pytest.raises(ValidationError) as err:
+        _costs(cost_to_go_power=1)
+    assert err.value.field == "costs.cost_to_go_power"
 
 
 @pytest.mark.parametrize(("key", "value"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -25,7 +26,6 @@ from optimizer.settings import OptimizerSettings, SpotLegSettings
 from optimizer.terms import FuturesTax, terms_for
 
 ROOT = Path(__file__).resolve().parents[2]
-FBR = ROOT / ".venv" / "bin" / "fbr"
 SEED1 = ROOT / "examples" / "seed_example_1.toml"
 RATES = TaxRates(short_term=0.30, long_term=0.15, futures=0.30)
 
@@ -98,7 +98,8 @@ def test_price_futures_is_priced_by_fbr_solve_on_an_overlay_only_book(tmp_path: 
     expected = z.value * V
     assert expected[0] == pytest.approx(-2400.0, abs=0.5)
 
-    r = subprocess.run([str(FBR), "solve", str(path), "--json"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "fbr.cli", "solve", str(path), "--json"],
+                       capture_output=True, text=True,
                        cwd=str(ROOT), check=False)
     assert r.returncode == 0, r.stderr
     got = {p["underlying"]: p["notional"] for p in json.loads(r.stdout)["target_positions"]}
