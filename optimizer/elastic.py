@@ -117,14 +117,18 @@ class ElasticProblem(HedgeProblem):
 
     def spot_trades(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(buys, sells) in weights of the last unpacked solve (clipped at 0), spot leg on; else None."""
-        ctx = self.ctx
-        if not isinstance(ctx, SpotContext):
-            return None
-        n = self.structure.n_assets
-        return (np.clip(np.asarray(ctx.buy.value if ctx.buy.value is not None else np.zeros(n)),
-                        0.0, None),
-                np.clip(np.asarray(ctx.sell.value if ctx.sell.value is not None else np.zeros(n)),
-                        0.0, None))
+        return solved_spot(self.ctx, self.structure.n_assets)
+
+
+def solved_spot(ctx: object, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(buys, sells) in weights of ``ctx``'s last unpacked values (clipped at 0) when it is a spot
+    leg's context; else None."""
+    if not isinstance(ctx, SpotContext):
+        return None
+    return (np.clip(np.asarray(ctx.buy.value if ctx.buy.value is not None else np.zeros(n)),
+                    0.0, None),
+            np.clip(np.asarray(ctx.sell.value if ctx.sell.value is not None else np.zeros(n)),
+                    0.0, None))
 
 
 def elastic_resolve(d: ProblemData) -> ElasticResult:

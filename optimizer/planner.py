@@ -116,12 +116,13 @@ class StepProblem:
         """The sum of this step's terms (unscaled)."""
         return cp.sum([t.build(self.ctx) for t in self.terms])
 
-    def rows(self) -> list[cp.Constraint]:
+    def rows(self, slacks: Sequence[cp.Variable] | None = None) -> list[cp.Constraint]:
         """The helper rows (a >= |z|, u >= |z - held|, spot rows, the shared factor exposure's
-        definition) and every constraint's rows."""
+        definition) and every constraint's rows; with ``slacks`` (one per constraint) each
+        constraint relaxed by its slack (the elastic plan, optimizer.elastic_plan)."""
         cons = base_constraints(self.ctx.structure, self.ctx)
-        for c in self.constraints:
-            cons.extend(c.build(self.ctx))
+        for k, c in enumerate(self.constraints):
+            cons.extend(c.build(self.ctx, slacks[k] if slacks is not None else None))
         return cons
 
     def update(self, d: ProblemData) -> None:
@@ -169,8 +170,16 @@ class PlannerProblem(HedgeProblem):
     builds: ClassVar[int] = 0
 
     def __init__(self, structure: Structure, horizon: int) -> None:
-        check_planner(horizon)
         PlannerProblem.builds += 1
+        self._build_steps(structure, horizon)
+        objective = structure.objective_scale * cp.sum([s.objective() for s in self.steps])
+        cons = [row for s in self.steps for row in s.rows()]
+        self._compile(objective, cons)
+
+    def _build_steps(self, structure: Structure, horizon: int) -> None:
+        """The H steps (each step's trade from the step before), step 1's context, terms and
+        constraints as the problem's own (its z is the output variable)."""
+        check_planner(horizon)
         self.structure = structure
         self.horizon = horizon
         self.steps: list[StepProblem] = []
@@ -181,9 +190,6 @@ class PlannerProblem(HedgeProblem):
         if isinstance(first.ctx, SpotContext) and isinstance(last, SpotContext):
             first.ctx.taxed_sell = last.spot_sold()  # the plan's sales, taxed once (SpotTax)
         self.ctx, self.terms, self.constraints = first.ctx, first.terms, first.constraints
-        objective = structure.objective_scale * cp.sum([s.objective() for s in self.steps])
-        cons = [row for s in self.steps for row in s.rows()]
-        self._compile(objective, cons)
         self.step_inputs: tuple[ProblemData, ...] = ()
         self._slices: dict[str, list[slice]] = {}
 

@@ -26,6 +26,7 @@ from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
 from optimizer.data import ProblemData, Structure
 from optimizer.elastic import ElasticResult, elastic_resolve
+from optimizer.elastic_plan import elastic_plan_resolve
 from optimizer.engines import INFEASIBLE, UNBOUNDED, RawResult
 from optimizer.halted import halted_messages
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
@@ -112,11 +113,20 @@ def solve_or_diagnose(hp: HedgeProblem, d: ProblemData, solvers: tuple[SolverNam
     try:
         return hp.solve(solvers), None
     except SolverFailedError as exc:
-        el = elastic_resolve(d)
+        el = diagnose(hp, d)
         if not el.conflicts:
             raise
         failed = RawResult(None, INFEASIBLE, "elastic", 0.0, 0, float("nan"))
         return SolveOutcome(failed, (("solvers", str(exc)), ("elastic", INFEASIBLE))), el
+
+
+def diagnose(hp: HedgeProblem, d: ProblemData) -> ElasticResult:
+    """The least-violation re-solve of ``hp``'s problem: over every step of a plan (H > 1,
+    optimizer.elastic_plan: a plan may break a row only at a later step), else the single-period
+    one (optimizer.elastic)."""
+    if isinstance(hp, PlannerProblem) and hp.horizon > 1:
+        return elastic_plan_resolve(d, hp.horizon)
+    return elastic_resolve(d)
 
 
 def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...]) -> list[str]:
@@ -128,8 +138,12 @@ def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...
         tried = ", ".join(f"{s} ({st})" for s, st in el.tried) or "none"
         out.append(f"the least-violation re-solve failed ({tried}): the conflicting constraints are "
                    f"unknown and the positions shown are today's")
-    out.append(f"infeasible: these constraints conflict: {names}. The positions shown are the "
-               f"least-violation book: they still break those constraints by the amounts listed.")
+    later = bool(conflicts) and all(" at step " in c.name for c in conflicts)
+    out.append(f"infeasible: these constraints conflict: {names}. " + (
+        "The plan breaks them only at those later steps: the positions shown are step 1's of the "
+        "least-violation plan." if later else
+        "The positions shown are the least-violation book: they still break those constraints "
+        "by the amounts listed."))
     return out
 
 
@@ -248,7 +262,7 @@ class Rebalancer:
         spot: tuple[np.ndarray, np.ndarray] | None = None
         plan: Plan | None = None
         if res.status == INFEASIBLE:
-            el = diagnosed or elastic_resolve(d)
+            el = diagnosed or diagnose(hp, d)
             spot, opposing = el.spot, el.opposing
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             messages += _infeasible_messages(el, conflicts)
