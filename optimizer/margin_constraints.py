@@ -155,9 +155,18 @@ class InitialMargin(Constraint):
         return ""
 
 
+#: The surplus a stress row keeps (weight units): the exchange liquidates at collateral <=
+#: maintenance (models.margin), so a row held at exactly 0 within the solver's tolerance would
+#: leave a book that ``fbr whatif`` calls liquidated in its own scenario. Twice the tolerance the
+#: lot rounding's re-check accepts (optimizer.rounding.TOL, 1e-9), so an accepted row still
+#: leaves a surplus above 0 (2e-9 of V: 0.2 cent per million USD).
+STRESS_CUSHION = 2e-9
+
+
 class StressMargin(Constraint):
-    """No liquidation in scenario s: C_s + g_s' z - sum_j MM_j(|z_j| (1 + g_sj)) >= 0, with
-    MM_j(n) = max_k (mmr_jk n - cum_jk / V) >= 0, g_s = B' r_s, C_s = collateral(r_s) / V.
+    """No liquidation in scenario s: C_s + g_s' z - sum_j MM_j(|z_j| (1 + g_sj)) >= c, with
+    MM_j(n) = max_k (mmr_jk n - cum_jk / V) >= 0, g_s = B' r_s, C_s = collateral(r_s) / V and c
+    = :data:`STRESS_CUSHION` (liquidation is at a surplus <= 0, so the row keeps it above).
     The per-contract coefficients mmr_jk (1 + g_sj) are precomputed into one Parameter (DPP).
     """
 
@@ -211,7 +220,7 @@ class StressMargin(Constraint):
         assign(self.coef, d.mmr * (1.0 + g)[:, None])
         assign(self.cum, d.cum)
         assign(self.g, g)
-        assign(self.coll, float(d.stress_coll[self.index]))
+        assign(self.coll, float(d.stress_coll[self.index]) - STRESS_CUSHION)
         if self.gain is not None:
             assign(self.gain, stress_spot_gain(d, self.index))
             assign(self.fee, spot_fee_rate(d))
@@ -227,7 +236,7 @@ class StressMargin(Constraint):
         return float(d.stress_coll[self.index] + g @ z - mm.sum())
 
     def violation(self, z: np.ndarray, d: ProblemData) -> np.ndarray:
-        return np.array([max(-self.surplus(z, d), 0.0)])
+        return np.array([max(STRESS_CUSHION - self.surplus(z, d), 0.0)])
 
     def bound(self, row: str, d: ProblemData) -> float:
         return float(d.stress_coll[self.index]) * d.V

@@ -81,7 +81,11 @@ def test_stress_margin_by_hand() -> None:
     np.testing.assert_array_equal(c.violation(Z, d), [0.0])
     low = _data(stress_coll=np.array([0.01]))
     assert c.surplus(Z, low) == pytest.approx(-0.0108)
-    np.testing.assert_allclose(c.violation(Z, low), [0.0108])
+    # the row keeps a surplus of 2e-9 (liquidation is at a surplus <= 0): violated by 0.0108 + 2e-9
+    np.testing.assert_allclose(c.violation(Z, low), [0.0108 + 2e-9], rtol=0, atol=1e-15)
+    edge = _data(stress_coll=np.array([0.0208]))  # a surplus of exactly 0: liquidated, so broken
+    assert c.surplus(Z, edge) == pytest.approx(0.0, abs=1e-15)
+    assert c.violation(Z, edge)[0] == pytest.approx(2e-9, abs=1e-15)
     assert c.name == "stress[crash]" and c.rows(d) == ["stress[crash]"]
     assert c.bound("stress[crash]", d) == pytest.approx(500.0)
 

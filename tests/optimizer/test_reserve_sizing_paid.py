@@ -161,3 +161,20 @@ def test_negative_wallet_safe_book_is_not_reported_short_of_the_reserve(tmp_path
     assert d["reserve"]["excess_usd"] >= 0, (
         f"excess_usd {d['reserve']['excess_usd']}: the stress-safe wallet is reported below the "
         f"reserve (hand: {W - smallest_wallet:.2f} USD above the smallest safe wallet)")
+
+
+def test_a_binding_stress_row_keeps_the_book_off_its_liquidation_edge(tmp_path: Path) -> None:
+    """No cash, BTC pledged through the tiers (0.1 BTC): the stress rows bind. Liquidation is at
+    collateral <= maintenance, so every listed scenario must leave a strictly positive surplus by
+    hand (a row held at 0 within the solver's tolerance had left -2.7e-5 USD in BTC +40%), and
+    fbr's own what-if on the solution agrees that the worst scenario does not liquidate it."""
+    book = write(tmp_path, "b.toml", cash="0.0", pledged=TIERED, trading="false")
+    d = solve(book)
+    assert d["status"] == "optimal" and not d["rounding"]["broken"] and not d["blockers"]
+    x = np.array([p["notional"] for p in d["target_positions"]])
+    worst = min((surplus(0.0, x, r, pledged_tiered), n) for n, r in scenarios())
+    assert 0 < worst[0] < 1.0, worst  # binding (within a dollar), yet off the edge
+    proc = subprocess.run([sys.executable, "-m", "fbr.cli", "whatif", str(book), "--with-solution",
+                           "--scenario", f"book:{worst[1]}", "--no-resolve", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert json.loads(proc.stdout)["scenarios"][0]["liquidated"] is False

@@ -32,7 +32,7 @@ from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import require_orderable
 from optimizer.data import ProblemData
-from optimizer.margin_constraints import InitialMargin, StressMargin
+from optimizer.margin_constraints import STRESS_CUSHION, InitialMargin, StressMargin
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import (
@@ -139,8 +139,9 @@ def test_rows_equal_their_numpy_rechecks_after_the_trade(impact: bool) -> None:
                 zero = float(np.max(row.expr.value))
                 ctx.impact.value = iota
                 gaps.append(float(np.max(row.expr.value)) - zero)
-            if isinstance(r, StressMargin):  # surplus after the shock >= 0
-                assert -float(row.expr.value) == pytest.approx(r.surplus(z, dp), abs=1e-12)
+            if isinstance(r, StressMargin):  # surplus after the shock >= the cushion
+                assert -float(row.expr.value) == pytest.approx(
+                    r.surplus(z, dp) - STRESS_CUSHION, abs=1e-12)
             else:  # the IM row: inv_lev' |z| - budget after the trade <= 0
                 assert float(np.max(row.expr.value)) == pytest.approx(
                     float(d.inv_lev @ np.abs(z)) - dp.im_budget, abs=1e-12)
