@@ -48,7 +48,6 @@ from executor.run_cycle import View, read_view
 from executor.run_restart import RestartHandler
 from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
-from executor.run_trade import LoopRisk
 from executor.safety import redact
 from executor.schedule import Clock, next_settlement
 from executor.silence import silence_kept
@@ -56,6 +55,7 @@ from models.book import Book
 from models.errors import FbrError, RefusedError
 from models.market import MarketSnapshot
 from optimizer.policies import Policy
+from optimizer.te_band import RiskInput
 
 log = logging.getLogger("executor.run")
 
@@ -92,7 +92,7 @@ class Runner(RestartHandler):
     a model per cycle time ``risk(t)``, read at each wake-up's time (a simulation over history
     must not read returns after t: fbr.run_sim)."""
 
-    def __init__(self, venue: Venue, book: Book, risk: LoopRisk, policy: Policy,
+    def __init__(self, venue: Venue, book: Book, risk: RiskInput, policy: Policy,
                  settings: RunSettings, options: PlanOptions, clock: Clock, alerts: AlertHub,
                  *, book_path: str = "", gamma_fund: float = 0.0) -> None:
         self.venue, self.book, self.risk, self.policy = venue, book, risk, policy

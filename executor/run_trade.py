@@ -15,7 +15,6 @@ Units: USD for notionals, turnover and NAV; fractions for tracking error and mar
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -44,20 +43,19 @@ from executor.safety import redact
 from models.errors import FbrError
 from models.risk import RiskModel
 from optimizer.policies import Policy
+from optimizer.te_band import RiskInput
 
 if TYPE_CHECKING:
     from executor.run_loop import RunSummary, Venue
-
-#: The loop's risk model: a fixed one (live: the book's), or one per cycle time, ``risk(t)`` (a
-#: simulation's trailing estimate on returns up to t: no look-ahead; models.trailing_risk).
-LoopRisk = RiskModel | Callable[[pd.Timestamp], RiskModel]
 
 
 class CycleTrader:
     """The trading cycle (see the module docstring); the loop's state is the Runner's."""
 
     venue: Venue
-    risk: LoopRisk
+    #: a fixed model (live: the book's), or one per cycle time, ``risk(t)`` (a simulation's
+    #: trailing estimate on returns up to t: no look-ahead; models.trailing_risk)
+    risk: RiskInput
     policy: Policy
     settings: RunSettings
     options: PlanOptions

@@ -35,7 +35,6 @@ from executor.paper import PaperGateway, PaperStore
 from executor.plan import OrderType, PlanOptions, with_book_settings
 from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import RunSettings
-from executor.run_trade import LoopRisk
 from executor.schedule import Schedule, SimClock
 from fbr.backtest_config import BacktestConfig
 from fbr.backtest_risk import risk_input
@@ -44,7 +43,7 @@ from fbr.run_config import RunConfig
 from fbr.run_wiring import loop_policy
 from models.errors import ValidationError
 from optimizer.policies import OptimizedFutures, Policy
-from optimizer.te_band import TrackingErrorBandFutures
+from optimizer.te_band import RiskInput, TrackingErrorBandFutures
 from scenarios.backtest_result import BacktestResult
 from scenarios.market_path import MarketPath
 from scenarios.replay import policy_costs
@@ -113,7 +112,7 @@ def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Pa
             store.close()
 
 
-def loop_risk(bt: BacktestConfig, policy: Policy, path: MarketPath) -> LoopRisk:
+def loop_risk(bt: BacktestConfig, policy: Policy, path: MarketPath) -> RiskInput:
     """The simulated loop's risk model, risk(t) (annualised covariance) at each cycle time t: the
     policy's own per-time model when it has one (its trailing estimate, so gate and policy agree),
     else :func:`fbr.backtest_risk.risk_input` of an entry without risk keys: the book's model when
@@ -130,7 +129,7 @@ def loop_risk(bt: BacktestConfig, policy: Policy, path: MarketPath) -> LoopRisk:
                               exc.fix) from exc
 
 
-def _runner(cfg: RunConfig, policy_risk: tuple[Policy, LoopRisk], paper: PaperGateway,
+def _runner(cfg: RunConfig, policy_risk: tuple[Policy, RiskInput], paper: PaperGateway,
             journal: Journal, journal_path: Path, feed: HistoryFeed, clock: SimClock,
             state_dir: Path, alerts: AlertHub) -> Runner:
     """The loop on the paper venue, scheduled at every step of the path, with the policy and
