@@ -39,7 +39,7 @@ from optimizer.problem import (
     check_bounded,
 )
 from optimizer.proxy import proxy_hedge_messages
-from optimizer.reserve import size_reserve, with_stress_preset
+from optimizer.reserve import with_reserve, with_stress_preset
 from optimizer.rounding import Rounded, contracts_of, round_positions, snap_small_trades
 from optimizer.settings import OptimizerSettings, SolverName
 from optimizer.solution import (
@@ -55,7 +55,6 @@ from optimizer.solution_report import (
     notional_per_contract,
     rounding_messages,
 )
-from optimizer.spot_book import book_after_spot
 from optimizer.spot_leg import net_trades
 from optimizer.spot_lots import absorb_spot_gap, round_spot_lots
 
@@ -321,14 +320,7 @@ class Rebalancer:
                         bindings=bindings, conflicts=dec.conflicts, messages=tuple(messages),
                         labels=labels, blockers=blockers, opposing=dec.opposing, spot=dec.spot,
                         plan=dec.plan)
-        cs, cc = d.settings.constraints, d.settings.costs
-        if cs.size_reserve or cc.reserve_cost:  # the reserve at the target positions (off by default)
-            x = np.array([p.notional for p in sol.target_positions])
-            sol = replace(sol, reserve=size_reserve(  # on the holdings the spot trades leave,
-                book_after_spot(book, sol), market, x, cs.stress, cc.reserve_yield,  # once paid
-                horizon_days=cc.horizon_days if cc.reserve_cost else None,
-                trade_cost_usd=sol.costs.trading))
-        return sol
+        return with_reserve(sol, book, market, d.settings)  # and the stress rows once paid
 
     @staticmethod
     def _bindings(hp: HedgeProblem, solver: str, d: ProblemData,

@@ -35,7 +35,8 @@ from models.margin import MarginModel
 from models.market import MarketSnapshot
 from optimizer.prepare import _stress_returns as stress_returns
 from optimizer.settings import OptimizerSettings, StressScenario
-from optimizer.solution import ReserveSizing, ScenarioReserve
+from optimizer.solution import ReserveSizing, ScenarioReserve, Solution
+from optimizer.spot_book import book_after_spot
 
 #: the presets ``constraints.stress_preset`` accepts
 STRESS_PRESETS = ("each_and_all",)
@@ -83,6 +84,31 @@ def size_reserve(book: Book, market: MarketSnapshot, positions: np.ndarray,
     return ReserveSizing(reserve_usd=max(0.0, need), reserve_yield=reserve_yield,
                          wallet_now=val.wallet, binding=binding, scenarios=tuple(rows),
                          horizon_days=horizon_days)
+
+
+def with_reserve(sol: Solution, book: Book, market: MarketSnapshot,
+                 settings: OptimizerSettings) -> Solution:
+    """``sol`` with its reserve sized (``constraints.size_reserve`` or ``costs.reserve_cost``; else
+    ``sol``) at its target positions, on the holdings its spot trades leave, once its trade is
+    paid (:func:`size_reserve`), and a message for each stress scenario whose surplus the trade's
+    own fees, spread and impact (USD, paid from the wallet) take to 0 or below: the optimiser's
+    rows use the collateral before them (DESIGN.md's row), so such a book is stress-safe only
+    once that much more collateral is there."""
+    cs, cc = settings.constraints, settings.costs
+    paid = sol.costs.trading
+    short = [f"{s.name} ({s.surplus - paid:,.2f} USD)" for s in sol.margin.stress
+             if s.surplus > 0 >= s.surplus - paid]
+    if short:
+        sol = dataclasses.replace(sol, messages=(*sol.messages, (
+            f"this trade's fees, spread and impact ({paid:,.2f} USD, paid from the wallet) leave "
+            f"no margin surplus in: {', '.join(short)}; the stress rows count the collateral "
+            f"before them: add at least that much collateral to stay stress-safe")))
+    if not (cs.size_reserve or cc.reserve_cost):
+        return sol
+    x = np.array([p.notional for p in sol.target_positions])
+    return dataclasses.replace(sol, reserve=size_reserve(
+        book_after_spot(book, sol), market, x, cs.stress, cc.reserve_yield,
+        horizon_days=cc.horizon_days if cc.reserve_cost else None, trade_cost_usd=paid))
 
 
 def each_and_all(assets: Sequence[str], move: float = 0.4) -> tuple[StressScenario, ...]:

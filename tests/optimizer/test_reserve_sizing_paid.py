@@ -178,3 +178,18 @@ def test_a_binding_stress_row_keeps_the_book_off_its_liquidation_edge(tmp_path: 
                            "--scenario", f"book:{worst[1]}", "--no-resolve", "--json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert json.loads(proc.stdout)["scenarios"][0]["liquidated"] is False
+
+
+def test_a_stress_row_the_trades_costs_break_is_named(tmp_path: Path) -> None:
+    """No cash, trading costs on: the stress rows count the collateral before the trade's fees
+    and spread (DESIGN.md's row), so a binding scenario is left below 0 once they are paid. By
+    hand: the worst scenario's surplus less the costs <= 0, and the answer names that scenario and
+    the costs (it had said nothing)."""
+    d = solve(write(tmp_path, "b.toml", cash="0.0", pledged=TIERED, trading="true"))
+    x = np.array([p["notional"] for p in d["target_positions"]])
+    paid = d["costs"]["trading"]
+    assert paid > 0
+    worst, name = min((surplus(0.0, x, r, pledged_tiered), n) for n, r in scenarios())
+    assert worst - paid <= 0 < worst
+    (msg,) = [m for m in d["messages"] if "leave no margin surplus" in m]
+    assert name in msg and f"{paid:,.2f} USD" in msg
