@@ -60,8 +60,10 @@ def test_single_period_solve_has_no_plan(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("section", "line", "words"), [
-    ("[solver]", "horizon = 0", ["solver.horizon", "whole number >= 1"]),
-    ("[solver]", "horizon = 1.5", ["solver.horizon", "whole number >= 1"]),
+    ("[solver]", "horizon = 0", ["solver.horizon", "whole number in [1, 1000]"]),
+    ("[solver]", "horizon = 1.5", ["solver.horizon", "whole number in [1, 1000]"]),
+    # a typo of days for steps would compile and solve a problem 100,000 periods long
+    ("[solver]", "horizon = 100000", ["solver.horizon", "whole number in [1, 1000]"]),
     ("[costs]", "cost_to_go = -1", ["costs.cost_to_go", ">= 0"]),
     ("[costs]", "cost_to_go_power = 2", ["costs.cost_to_go_power", "between 0.0 and 1.0"]),
 ])
