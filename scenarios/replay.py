@@ -248,19 +248,18 @@ def _carry(book: Book, inputs: ReplayInputs, state: ReplayState, market: MarketS
                       pledged=pledged)
     if taxes is None or state.spot == held:
         return now
-    return _book_forced_sale(book, taxes, state, market, now, row)
+    return _book_forced_sale(book, taxes, state, market, row)
 
 
 def _book_forced_sale(book: Book, taxes: ReplayTax, state: ReplayState, market: MarketSnapshot,
-                      now: StepValuation, row: Row) -> StepValuation:
+                      row: Row) -> StepValuation:
     """Book the spot the margin check sold (``scenarios.collateral.cover_with_pledged``) against
     the lots by the lot method at ``market``'s closes (``book_lots``: tax = sum over the lots
     consumed of q_l x rate_l x (S - basis_l), USD, a loss credited), pay it from cash and add it
     to the step's ``tax_spot``: the policy then gets lots that add up to the spot held. Returns
-    the valuation after the tax left the cash."""
-    paid = book_lots(taxes, state, market)
-    row["tax_spot"] = float(row["tax_spot"]) + paid
-    return value_state(book, state, market) if paid != 0 else now
+    the valuation after the tax left the cash (a forced sale is rare: valued afresh)."""
+    row["tax_spot"] = float(row["tax_spot"]) + book_lots(taxes, state, market)
+    return value_state(book, state, market)
 
 
 def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: CollateralPolicy,

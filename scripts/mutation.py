@@ -109,7 +109,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                            "tests/optimizer/test_reserve_term.py",
                            "tests/optimizer/test_tax_term_futures.py",
                            "tests/optimizer/test_cost_to_go_term.py", "tests/optimizer/test_spot_leg.py",
-                           "tests/optimizer/test_context.py"),
+                           "tests/optimizer/test_context.py",
+                           "tests/optimizer/test_futures_tax_overlay.py"),
     "optimizer/clarabel_native.py": ("tests/optimizer/test_clarabel_native.py",
                                      "tests/optimizer/test_engines.py"),
     "optimizer/constraints.py": CONSTRAINT_TESTS,
@@ -133,7 +134,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                             "tests/scenarios/test_replay_backtest.py",
                             "tests/scenarios/test_replay_inverse_exposure.py",
                             "tests/scenarios/test_replay_min_days.py",
-                            "tests/scenarios/test_replay_unsolved.py"),
+                            "tests/scenarios/test_replay_unsolved.py",
+                            "tests/scenarios/test_replay_forced_sale_lots.py"),
 }
 
 

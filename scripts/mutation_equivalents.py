@@ -230,8 +230,7 @@ EQUIVALENT: dict[str, str] = {
         "the same function and values; the choice is solver robustness at N >= 200 (benchmarks/"
         "large_universe.py), not observable at unit-test size (accepted)"),
     **dict.fromkeys(
-        ["optimizer.terms.xǁSpotTaxǁupdate__mutmut_1",
-         "optimizer.terms.xǁFuturesTaxǁ_coefficients__mutmut_1"],
+        ["optimizer.terms.xǁSpotTaxǁupdate__mutmut_1"],
         "an internal assert written with or: it only differs (AttributeError/TypeError instead of "
         "AssertionError) on data the structure never pairs with the term"),
     **dict.fromkeys(

@@ -47,15 +47,19 @@ SCENARIOS: dict[str, str] = {
         "CollateralPolicy() also for a spot-only book: with no contract no position is ever open, "
         "and a sweep needs an open position (sweep_collateral returns Sweep())",
     **dict.fromkeys(
-        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (79, 82, 84, 85, 86)],
+        [f"scenarios.replay.x_run_backtest__mutmut_{n}" for n in (85,)],
         "the tax columns' zero start values (their values, their slice, or their being set "
         "only when untaxed): _tax sets tax_spot, tax_futures, tax and "
         "tax_deferred on every taxed step before the row is recorded (and an untaxed frame keeps "
         "only STEP_COLUMNS; TAX_COLUMNS[3] is rebuilt as the cumulative sum)"),
     **dict.fromkeys(
-        [f"scenarios.replay.x__tax__mutmut_{n}" for n in (61, 70, 72)],
+        [f"scenarios.replay.x__tax__mutmut_{n}" for n in (65, 74, 76)],
         "re-valuing the state after no tax was paid: value_state of the unchanged state equals "
         "the end-of-step valuation it replaces"),
+    "scenarios.replay.x__carry__mutmut_40":
+        "the spot held before the margin step taken as None: the forced-sale booking then runs on "
+        "every taxed step, and with no sale book_lots books nothing (0 USD) and value_state of "
+        "the unchanged state equals the valuation it replaces",
     "scenarios.replay.x__result__mutmut_1":
         "the default of taxed is never used: run_backtest always passes it",
     **dict.fromkeys(

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.book import Book
+from models.book import Book, FuturesPosition
 from models.instruments import FuturesContract, MarginTiers, SpotAsset
 from models.risk import RiskModel
 from models.tax import LotMethod, TaxLot, TaxRates
-from optimizer.policies import OptimizedFutures
+from optimizer.policies import NoRebalance, OptimizedFutures
 from optimizer.settings import OptimizerSettings, SpotLegSettings
 from scenarios.collateral import NO_SWEEPS
 from scenarios.market_path import MarketPath
@@ -82,3 +82,31 @@ def test_a_pledged_collateral_sale_is_taxed_lot_by_lot_and_the_replay_goes_on() 
         assert float(got) == pytest.approx(hand.get(t, 0.0), abs=0.01)
     assert float(res.steps["tax"].sum()) == pytest.approx(
         float((res.steps["tax_spot"] + res.steps["tax_futures"]).sum()), abs=1e-9)
+
+
+def test_the_nav_after_a_forced_sale_counts_its_tax() -> None:
+    """The same crash with a policy that does not trade afterwards (``NoRebalance``; the tax of
+    the replay's lots from ``tax=``): the step's NAV is the valuation after the forced sale's tax
+    left (or, a loss, came back to) the cash. By hand from the step's own columns: NAV = cash +
+    spot value + the futures' unrealised PnL (none left after the liquidation), and the sale's
+    tax is in that cash."""
+    flat = MarginTiers.flat(max_leverage=20.0, mmr=0.005)
+    perp = FuturesContract("ETH-PERP", "ETH", lot_step=0.0, min_notional=0.0, tiers=flat)
+    book = Book(assets=(SpotAsset("BTC", fee=0.05), SpotAsset("ETH", fee=0.05)), contracts=(perp,),
+                spot={"BTC": 2.0, "ETH": 0.0}, targets={"BTC": 0.6, "ETH": 0.4}, cash=0.0,
+                pledged={"BTC": 0.9}, futures={"ETH-PERP": FuturesPosition(40.0, 2_500.0)})
+    idx = pd.DatetimeIndex([T0, T0 + pd.Timedelta(days=1), T0 + pd.Timedelta(days=2)])
+    spot = pd.DataFrame({"BTC": [60_000.0, 6_000.0, 6_000.0], "ETH": [2_500.0, 250.0, 250.0]},
+                        index=idx)
+    path = MarketPath(spot=spot, mark=pd.DataFrame({"ETH-PERP": spot["ETH"]}))
+    lots = {"BTC": (TaxLot(1.0, 10_000.0, OLD), TaxLot(1.0, 50_000.0, NEW))}
+    tax = SpotLegSettings(enabled=True, rates=TaxRates(0.3, 0.15), lots=lots,
+                          lot_method=LotMethod.HIFO)
+    res = run_backtest(book, path, NoRebalance(), collateral=NO_SWEEPS, liquidation_penalty=0.01,
+                       pledged=True, tax=tax)
+    day = res.steps.iloc[1]
+    assert bool(day["liquidated"]) and float(day["tax_spot"]) != 0.0
+    sales = res.trades[res.trades["kind"] == "collateral_sale"]
+    held_btc = 2.0 + float(sales["quantity"].sum())  # a sale is a negative quantity
+    assert held_btc < 2.0  # pledged BTC was sold
+    assert float(day["nav"]) == pytest.approx(float(day["cash"]) + held_btc * 6_000.0, abs=1e-6)
