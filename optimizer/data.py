@@ -190,8 +190,7 @@ class ProblemData:
     spot: SpotLegData | None = None
     #: per contract, c_j = gamma_tax x futures rate x max(U_j, 0) / |x0_j| (fraction of V per unit
     #: of weight by which position j is reduced; optimizer.spot_data.futures_tax_coefficients),
-    #: with or without the spot leg (equal to ``spot.futures_tax_coef`` when it is on); None: the
-    #: tax of realising futures gains is not priced
+    #: with or without the spot leg; None: the tax of realising futures gains is not priced
     futures_tax_coef: np.ndarray | None = None
     #: per contract, 1.0 when it is a dated contract within ``min_days_to_expiry`` of its expiry at
     #: the market time (only reduced or closed: optimizer.constraints.ExpiryGuard), else 0.0;

@@ -33,7 +33,7 @@ from optimizer.settings import (
     StressScenario,
     check_horizon,
 )
-from optimizer.spot_data import SpotLegData, futures_tax_coefficients, prepare_spot
+from optimizer.spot_data import futures_tax_coefficients, prepare_spot
 
 
 def check_cost_to_go(costs: CostSettings) -> tuple[float, float]:
@@ -232,17 +232,6 @@ def _cluster_members(assets: list[str], cs: ConstraintSettings) -> list[tuple[in
     return members
 
 
-def _futures_tax_coef(sd: SpotLegData | None, book: Book, market: MarketSnapshot,
-                      settings: OptimizerSettings) -> np.ndarray | None:
-    """c_j (per contract, fraction of V per unit of weight reduced) of the tax of realising futures
-    gains (optimizer.spot_data.futures_tax_coefficients): the spot leg's when it is on, else
-    computed for the overlay alone, so ``[tax] price_futures`` prices an overlay-only book too.
-    None when the futures tax is not priced."""
-    if sd is not None:
-        return sd.futures_tax_coef
-    return futures_tax_coefficients(book, market, settings.spot)
-
-
 def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
             settings: OptimizerSettings) -> ProblemData:
     """Turn user-unit inputs into the weight-unit arrays of one rebalance (validating as it goes)."""
@@ -294,9 +283,9 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
-        spot=(sd := (prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k,
-                                  stress_r=stress_r) if settings.spot.enabled else None)),
-        futures_tax_coef=_futures_tax_coef(sd, book, market, settings),
+        spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k,
+                           stress_r=stress_r) if settings.spot.enabled else None),
+        futures_tax_coef=futures_tax_coefficients(book, market, settings.spot),
         dated=tuple(c.kind == ContractKind.DATED and c.expiry is not None for c in book.contracts),
         near_expiry=near_expiry, expiry_days=expiry_days,
         cost_to_go_root=cost_to_go_root(risk, cc),

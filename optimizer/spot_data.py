@@ -77,9 +77,6 @@ class SpotLegData:
     rates: TaxRates | None
     now: datetime
     settings: SpotLegSettings
-    #: per contract, gamma_tax x futures rate x max(U_j, 0) / |x0_j| (tax per unit of weight by
-    #: which the position is reduced; 0 without a position or a gain); None: not priced
-    futures_tax_coef: np.ndarray | None = None
     #: True when the target base is the spot value (``targets_base = "invested"``), so it moves
     #: with the net spot trade (see :func:`target_shift`); False for a NAV base
     base_follows: bool = False
@@ -182,7 +179,6 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
                      impact_cost=impact, holdings=hold, cash=spot_budget(book, settings) / V,
                      curves=curves, tax_pieces=pieces, lots=lots, rates=settings.rates, now=now,
                      settings=settings,
-                     futures_tax_coef=futures_tax_coefficients(book, market, settings),
                      base_follows=book.targets_base == TargetsBase.INVESTED)
     return sd if stress_r is None else _with_collateral(sd, book, V, stress_r)
 

@@ -250,7 +250,7 @@ class FuturesTax(Term):
 
     @staticmethod
     def _coefficients(d: ProblemData) -> tuple[np.ndarray, np.ndarray]:
-        c = d.spot.futures_tax_coef if d.spot is not None else d.futures_tax_coef  # spot leg off
+        c = d.futures_tax_coef
         assert c is not None
         return c * np.sign(d.z0), c * np.abs(d.z0)
 

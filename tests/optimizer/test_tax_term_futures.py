@@ -54,8 +54,8 @@ def test_coefficient_and_value_by_hand() -> None:
     1/12 costs 0.12 x 1/12 = 0.01 (1,500 USD / V = 30% of half the 10,000 gain); adding costs 0."""
     book, market, risk = _book()
     d = prepare(book, market, risk, _settings(True))
-    assert d.spot is not None and d.spot.futures_tax_coef is not None
-    np.testing.assert_allclose(d.spot.futures_tax_coef, [0.12, 0.0], atol=1e-12)
+    assert d.spot is not None and d.futures_tax_coef is not None
+    np.testing.assert_allclose(d.futures_tax_coef, [0.12, 0.0], atol=1e-12)
     assert d.structure.futures_tax and not prepare(book, market, risk, _settings(False)).structure.futures_tax
     term = FuturesTax()
     assert term.value(np.array([1 / 12, 0.0]), d) == pytest.approx(0.01, abs=1e-12)
@@ -63,8 +63,8 @@ def test_coefficient_and_value_by_hand() -> None:
     # given gains replace the position's own PnL (a replay's average-cost entries)
     s = _settings(True)
     d2 = prepare(book, market, risk, replace(s, spot=replace(s.spot, futures_gains={"BTC-PERP": 2_500.0})))
-    assert d2.spot is not None and d2.spot.futures_tax_coef is not None
-    assert d2.spot.futures_tax_coef[0] == pytest.approx(0.3 * 2_500.0 / 25_000.0)
+    assert d2.spot is not None and d2.futures_tax_coef is not None
+    assert d2.futures_tax_coef[0] == pytest.approx(0.3 * 2_500.0 / 25_000.0)
 
 
 def test_a_taxed_gain_keeps_the_position_and_sells_untaxed_spot_instead() -> None:

@@ -46,7 +46,7 @@ def _data(**kw: Any) -> Any:
         stress_names=("crash",), stress_coll=np.array([0.06]), nav=0.95, V=1.0,
         collateral=0.06, inv_lev=np.array([0.1, 0.1]),
         settings=SimpleNamespace(costs=SimpleNamespace(reserve_yield=0.04, horizon_days=36.5)),
-        spot=SimpleNamespace(futures_tax_coef=np.array([0.2, 0.3])))
+        futures_tax_coef=np.array([0.2, 0.3]))
     for k, v in kw.items():
         setattr(d, k, v)
     return d
