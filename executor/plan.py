@@ -45,7 +45,6 @@ from executor.plan_doc import OrderPlanDoc
 from executor.plan_ids import ClientIdRule, client_id_rule, new_plan_id
 from executor.plan_parts import (
     TradePart,
-    _check_not_expired,
     _Rounded,
     _rounding_warning,
     _split,
@@ -58,7 +57,13 @@ from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
 from models.fill_rule import contracts_after
-from models.instruments import MIN_DAYS_TO_EXPIRY, QTY_RTOL, ContractKind, FuturesContract
+from models.instruments import (
+    MIN_DAYS_TO_EXPIRY,
+    QTY_RTOL,
+    ContractKind,
+    FuturesContract,
+    check_not_expired,
+)
 from models.market import MarketSnapshot
 from models.risk import RiskModel, tracking_error
 from optimizer.settings import OptimizerSettings
@@ -374,7 +379,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         start[sym], target[sym], unrounded[sym] = q0, q1, wanted
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc, c.lot_step * npc,
                                  c.lot_step))
-        _check_not_expired(c, clock, q0, q1)
+        check_not_expired(c, clock, q0, q1)
         sent, dropped_here = move_parts(inst, npc, q0, q1, opts,
                                     near_expiry(c, clock, opts.min_days_to_expiry))
         kept += sent

@@ -83,19 +83,6 @@ def _split(q: float, c: FuturesContract) -> list[float]:
     return [math.copysign(round_to_step(k * c.lot_step, c.lot_step), q) for k in sizes]
 
 
-def _check_not_expired(c: FuturesContract, clock: datetime, q0: float, q1: float) -> None:
-    """Refuse a contract at or past its expiry that holds a position or would be traded."""
-    days = c.days_to_expiry(clock)
-    if days is None or c.expiry is None or days > 0 or (q0 == 0 and q1 == 0):
-        return
-    raise ValidationError(f"contracts.{c.symbol}.expiry",
-                          f"is {_iso(c.expiry)}, {-days:.2f} days before the market time "
-                          f"{_iso(clock)}: {c.symbol} has expired and cannot be traded (position "
-                          f"{q0:g}, target {q1:g} contracts)",
-                          f"remove {c.symbol} from the book (the exchange settled it at expiry) and "
-                          "hedge with a live contract (the next dated future or the perpetual)")
-
-
 def near_expiry(c: FuturesContract, clock: datetime, min_days: float) -> str | None:
     """Why an opening leg of ``c`` is dropped when ``c`` expires within ``min_days`` days
     (:meth:`FuturesContract.near_expiry`, the rule the backtest applies too), else None."""

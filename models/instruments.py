@@ -333,6 +333,26 @@ def reduce_only_quantity(q_old: float, q_new: float) -> float:
     return 0.0  # a flip (or an opening from 0): only the close of q_old may trade
 
 
+def check_not_expired(c: FuturesContract, at: datetime, position: float,
+                      target: float | None = None) -> None:
+    """Refuse a dated contract at or past its expiry (``at``, UTC) that holds a ``position`` or
+    would be traded to ``target`` (contracts; None: the solve, before any target): the exchange
+    settled it, so the position is stale. One ValidationError on ``contracts.<SYM>.expiry``, the
+    order planner's and the solve's alike."""
+    days = c.days_to_expiry(at)
+    if days is None or c.expiry is None or days > 0 or (position == 0 and not target):
+        return
+    stamp = "%Y-%m-%d %H:%M UTC"
+    held = (f"position {position:g}, target {target:g} contracts" if target is not None
+            else f"position {position:g} contracts")
+    raise ValidationError(f"contracts.{c.symbol}.expiry",
+                          f"is {_as_utc(c.expiry).strftime(stamp)}, {-days:.2f} days before the "
+                          f"market time {_as_utc(at).strftime(stamp)}: {c.symbol} has expired and "
+                          f"cannot be traded ({held})",
+                          f"remove {c.symbol} from the book (the exchange settled it at expiry) and "
+                          "hedge with a live contract (the next dated future or the perpetual)")
+
+
 @dataclass(frozen=True)
 class ContractArrays:
     """Per-contract instrument numbers as arrays (M), for vectorised sizing: contract size (base

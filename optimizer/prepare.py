@@ -17,7 +17,7 @@ import numpy as np
 from models.book import Book, Valuation
 from models.costs import CostModel
 from models.errors import ValidationError
-from models.instruments import ContractKind
+from models.instruments import ContractKind, check_not_expired
 from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -86,21 +86,6 @@ def near_expiry_mask(book: Book, market: MarketSnapshot, min_days: float) -> np.
                      else 0.0 for c in book.contracts])
 
 
-def _check_not_settled(book: Book, market: MarketSnapshot) -> None:
-    """Refuse a dated contract held at or past its expiry (the order planner's rule): the exchange
-    settled it, so the book's position in it is stale."""
-    held = book.contracts_vector()
-    for c, q in zip(book.contracts, held, strict=True):
-        days = c.days_to_expiry(market.time)
-        if days is not None and days <= 0 and q != 0:
-            raise ValidationError(f"contracts.{c.symbol}.expiry",
-                                  f"is {-days:.2f} days before the market time: {c.symbol} has "
-                                  f"expired with {q:g} contracts held",
-                                  f"remove {c.symbol} from the book (the exchange settled it at "
-                                  "expiry) and hedge with a live contract (the next dated future "
-                                  "or the perpetual)")
-
-
 def _expiry_inputs(book: Book, market: MarketSnapshot, settings: OptimizerSettings
                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(near_expiry, expiry_days) of :class:`~optimizer.data.ProblemData`: today's near-expiry mask
@@ -111,7 +96,8 @@ def _expiry_inputs(book: Book, market: MarketSnapshot, settings: OptimizerSettin
     the expiry rows too (the mask all zero today when the row is off) and the days left at each
     step's start (optimizer.plan_expiry); else (None, None)."""
     cs = settings.constraints
-    _check_not_settled(book, market)
+    for c, q in zip(book.contracts, book.contracts_vector(), strict=True):
+        check_not_expired(c, market.time, float(q))  # the order planner's refusal
     mask = near_expiry_mask(book, market, cs.min_days_to_expiry)
     row = cs.expiry_row or bool(mask.any())
     near_days = cs.min_days_to_expiry if row else 0.0

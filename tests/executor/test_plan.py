@@ -565,8 +565,8 @@ def test_option_errors_in_full() -> None:
 def test_an_expired_contract_is_refused_in_full() -> None:
     from datetime import datetime
 
-    from executor.plan_parts import _check_not_expired
     from models.instruments import ContractKind
+    from models.instruments import check_not_expired as _check_not_expired
 
     c = FuturesContract("BTC-0628", "BTC", kind=ContractKind.DATED, expiry=datetime(2024, 6, 28, 8, 0))
     _check_not_expired(c, datetime(2024, 6, 28, 7, 0), 1.0, 2.0)  # an hour before: fine
