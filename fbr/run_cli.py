@@ -154,10 +154,10 @@ def _simulate(cfg: RunConfig, journal: Path | None) -> dict[str, object]:
                            f"journal. Fix: give a new path, or leave --journal out (a temporary "
                            f"one is used)")
         sdir = Path(tmp) / "state"
-        summary = simulate(cfg, path, journal_path, sdir, hub,
-                           preflight=lambda: check_webhooks(hub, "simulate", "paper"))
-        return _result(summary, journal_path if journal else None, None, "simulate",
-                       fills=_fills(journal_path, cfg.backtest.loaded.book.name))
+        sim = simulate(cfg, path, journal_path, sdir, hub,
+                       preflight=lambda: check_webhooks(hub, "simulate", "paper"))
+        return _result(sim.summary, journal_path if journal else None, None, "simulate",
+                       labels=sim.labels, fills=_fills(journal_path, cfg.backtest.loaded.book.name))
 
 
 def _fills(journal_path: Path, book_name: str) -> list[dict[str, object]]:
@@ -187,6 +187,9 @@ def _print(result: Mapping[str, object]) -> None:
     out.print(f"fbr run ({result['mode']}): {result['run']} after {result['cycles']} cycles, "
               f"{result['trades']} with trades, {result['failures']} failures, "
               f"{result['alerts']} alerts")
+    labels = result.get("labels")
+    for label in labels if isinstance(labels, list) else []:
+        out.print(str(label))
     if result.get("journal"):
         out.print(f"journal: {result['journal']}")
     if result.get("health_file"):

@@ -37,7 +37,7 @@ from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import RunSettings
 from executor.schedule import Schedule, SimClock
 from fbr.backtest_config import BacktestConfig
-from fbr.backtest_risk import risk_input
+from fbr.backtest_risk import risk_input, risk_lookahead, utc
 from fbr.backtest_run import backtest_options
 from fbr.run_config import RunConfig
 from fbr.run_wiring import loop_policy
@@ -84,13 +84,22 @@ class HistoryFeed:
             self.paper.settle_funding(dict(zip(self.inputs.cons, rates.tolist(), strict=True)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """A simulated loop's summary and the labels its output carries (:func:`lookahead_labels`)."""
+
+    summary: RunSummary
+    labels: list[str]
+
+
 def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Path,
-             alerts: AlertHub, preflight: Callable[[], None] | None = None) -> RunSummary:
+             alerts: AlertHub, preflight: Callable[[], None] | None = None) -> Simulation:
     """Run the loop of ``cfg`` over ``path`` on the paper venue (journal at ``journal_path``)."""
     bt = cfg.backtest
     book = bt.loaded.book
     policy = loop_policy(cfg, bt, path)
     risk = loop_risk(bt, policy, path)
+    labels = lookahead_labels(bt, risk, path)
     opts = backtest_options(bt)
     inputs = read_inputs(book, path, spot_fee=opts.get("spot_fee"), impact_k=1.0,
                          liquidation_penalty=opts.get("liquidation_penalty", 0.01),
@@ -107,7 +116,7 @@ def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Pa
             clock = SimClock(start, end=inputs.times[-1].to_pydatetime(), on_advance=[feed.advance])
             runner = _runner(cfg, (policy, risk), paper, journal, journal_path, feed, clock,
                              state_dir, alerts)
-            return runner.run(preflight)
+            return Simulation(runner.run(preflight), labels)
         finally:
             store.close()
 
@@ -127,6 +136,19 @@ def loop_risk(bt: BacktestConfig, policy: Policy, path: MarketPath) -> RiskInput
         raise ValidationError(exc.field, "the simulated loop's cost gate and recorded tracking "
                               f"error need a risk model without look-ahead, and {exc.problem}",
                               exc.fix) from exc
+
+
+def lookahead_labels(bt: BacktestConfig, risk: RiskInput, path: MarketPath) -> list[str]:
+    """"LOOK-AHEAD" when the loop reads the book's model as it is (``risk_model = "book"``) and
+    that model is estimated on data after the path's first step (as ``fbr backtest`` labels it);
+    none otherwise (a given model, one estimated before the start, or a per-time estimate)."""
+    t_book = risk_lookahead(bt, path)
+    if callable(risk) or t_book is None:
+        return []
+    return [f"LOOK-AHEAD: the loop's risk model (its cost gate, recorded tracking error and the "
+            f"policy's, if it reads one) is the book's full-sample model, estimated on data up to "
+            f"{t_book:%Y-%m-%d}, after the simulation's start {utc(path.spot.index[0]):%Y-%m-%d} "
+            '(backtest.risk_model = "book")']
 
 
 def _runner(cfg: RunConfig, policy_risk: tuple[Policy, RiskInput], paper: PaperGateway,

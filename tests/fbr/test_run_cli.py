@@ -95,7 +95,7 @@ def _simulated_vs_backtest(tmp_path: Path, kind: str, params: str, lot: str
     cfg = load_run_file(_write(tmp_path, text))
     path = build_path(cfg.backtest)
     book = cfg.backtest.loaded.book
-    summary = simulate(cfg, path, tmp_path / "j.sqlite", tmp_path / "state", AlertHub())
+    summary = simulate(cfg, path, tmp_path / "j.sqlite", tmp_path / "state", AlertHub()).summary
     assert summary.status == "finished" and summary.cycles == 45 and summary.failures == 0
     bt = run_backtest(book, path, build_policy(cfg.policy, cfg.backtest, path),
                       **backtest_options(cfg.backtest))

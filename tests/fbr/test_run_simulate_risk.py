@@ -180,3 +180,20 @@ def test_loop_risk_is_the_policy_own_trailing_model(tmp_path: Path,
     assert isinstance(loop_risk(cfg.backtest, naive, path), TrailingRisk)
     book = dataclasses.replace(cfg.backtest, risk_model="book")
     assert loop_risk(book, naive, path) is cfg.backtest.loaded.risk
+
+
+def test_simulate_labels_the_book_model_as_look_ahead(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """risk_model = "book" on a book estimated after the path's start: the simulation's labels say
+    LOOK-AHEAD and name the model's end (2024-12-30) and the start (2024-01-01), as fbr backtest's
+    do; the default trailing estimate carries no such label (before the fix neither had one)."""
+    _history_before(monkeypatch)
+    cfg = _config(tmp_path)
+    path = build_path(cfg.backtest)
+    trailing = simulate(cfg, path, tmp_path / "a.sqlite", tmp_path / "sa", AlertHub())
+    assert not any("LOOK-AHEAD" in x for x in trailing.labels)
+    book = dataclasses.replace(cfg, backtest=dataclasses.replace(cfg.backtest, risk_model="book"))
+    sim = simulate(book, path, tmp_path / "b.sqlite", tmp_path / "sb", AlertHub())
+    assert sim.summary.cycles == trailing.summary.cycles == DAYS
+    assert [x for x in sim.labels if x.startswith("LOOK-AHEAD")] == sim.labels and len(sim.labels) == 1
+    assert "2024-12-30" in sim.labels[0] and "2024-01-01" in sim.labels[0]
