@@ -86,7 +86,8 @@ class BasisModel:
 
         - with funding in ``path.funding``: the funding-implied carry
           ``b = mean(f over settlements in (s - window, s]) x 8760 / h`` (s the last settlement at
-          or before t; 8 h: ``mean f x 3 x 365``);
+          or before t; 8 h: ``mean f x 3 x 365``; only the perpetual's own settlements: rows
+          where it did not settle, ``MarketPath.funding_settled``, are left out);
         - else with a perp mark in ``path.mark``: the premium as a per-interval rate proxy,
           ``b = mean(mark / spot - 1 over steps in (t - window, t]) x 8760 / h``;
         - else (no perpetual on u, or neither series): ``default`` (the synthetic carry).
@@ -100,8 +101,8 @@ class BasisModel:
             if c.kind != ContractKind.PERPETUAL or u in rates:
                 continue
             per_year = HOURS_PER_YEAR / c.funding_interval_h
-            if path.funding is not None and c.symbol in path.funding.columns:
-                f = path.funding[c.symbol].astype(float)
+            f = path.settlements(c.symbol)
+            if f is not None:
                 rates[u] = f.rolling(win).mean() * per_year
             elif path.mark is not None and c.symbol in path.mark.columns and u in path.spot.columns:
                 premium = path.mark[c.symbol].astype(float) / path.spot[u].astype(float) - 1.0

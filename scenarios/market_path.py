@@ -132,6 +132,17 @@ class MarketPath:
                 raise ValidationError("market_path.adv", "has values <= 0 or infinite",
                                       "give ADV in USD/day (> 0), NaN where unknown")
 
+    def settlements(self, symbol: str) -> pd.Series | None:
+        """Contract ``symbol``'s funding rates (fractions per settlement) at its own settlements
+        only: the rows of ``funding`` where ``funding_settled`` says it did not settle (a zero
+        filled in for another contract's schedule) are dropped; None when it has no column."""
+        if self.funding is None or symbol not in self.funding.columns:
+            return None
+        col = self.funding[symbol].astype(float)
+        if self.funding_settled is None:
+            return col
+        return col[self.funding_settled[symbol].to_numpy(dtype=bool)]
+
     @staticmethod
     def from_data(data_dir: Path | str, contracts: Sequence[FuturesContract], *,
                   start: str | None = None, end: str | None = None, step: str = "8h",

@@ -96,7 +96,8 @@ class JointHistory:
         Per asset the funding and basis come from its first perpetual among ``contracts`` (an asset
         without one has no funding and mark = spot). Settlements are put on a regular grid of
         ``interval`` (that perpetual's funding interval) ending at each step's timestamp: the rate at
-        grid time s is the last settlement at or before s (0 before the first), so a step of length
+        grid time s is the perpetual's last settlement at or before s (0 before the first; rows where
+        it did not settle, ``MarketPath.funding_settled``, are not settlements), so a step of length
         ``step`` holds ``step / interval`` settlements. The step is the median spacing of the path.
         """
         syms = list(assets)
@@ -133,8 +134,8 @@ class JointHistory:
             pc = perp.get(a)
             if pc is None:
                 continue
-            if path.funding is not None and pc.symbol in path.funding.columns:
-                col = path.funding[pc.symbol].astype(float)
+            col = path.settlements(pc.symbol)
+            if col is not None:
                 for s, off in enumerate(offsets):
                     pos = col.index.searchsorted(ends - off, side="right") - 1
                     values = col.to_numpy(dtype=float)[np.maximum(pos, 0)]
