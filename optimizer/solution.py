@@ -249,10 +249,16 @@ class Plan:
         """Net USD of spot traded per asset over the whole plan (signed sum of the steps')."""
         return _summed(st.spot_trades for st in self.steps)
 
+    def note(self) -> str:
+        """Why today's trade is what it is, in one sentence (:func:`optimizer.plan_note.plan_note`)."""
+        from optimizer.plan_note import plan_note
+
+        return plan_note(self)
+
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready: step length, H and per step the positions and trades (USD)."""
+        """JSON-ready: step length, H, per step the positions and trades (USD), and the note."""
         return {"step_days": self.step_days, "horizon": self.horizon,
-                "steps": [asdict(s) for s in self.steps]}
+                "steps": [asdict(s) for s in self.steps], "note": self.note()}
 
 
 @dataclass(frozen=True)

@@ -161,11 +161,12 @@ class PlanStepDoc(TypedDict):
 
 
 class MultiPeriodPlanDoc(TypedDict):
-    """``Plan.to_dict()``: the planner's step length (days), H and steps."""
+    """``Plan.to_dict()``: the planner's step length (days), H, steps and the one-line note."""
 
     step_days: float
     horizon: int
     steps: list[PlanStepDoc]
+    note: str
 
 
 class SolutionDoc(TypedDict):

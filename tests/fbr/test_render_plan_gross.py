@@ -55,3 +55,15 @@ def test_a_partly_reversed_plan_counts_the_gross_trade() -> None:
     note = str(plan_note(sol))
     assert "60% of the planned trade is made now" in note
     assert "trade back 1,000.00 USD" in note
+
+
+def test_the_plan_note_is_in_the_json_answer() -> None:
+    """``Solution.to_dict()['plan']['note']`` is the line printed under the plan's table (before
+    the fix --json carried the steps but not the note): the case above, 60% made now."""
+    sol = _with(Plan(step_days=1.0, steps=(
+        PlanStep(1, {"P": 3_000.0, "Q": 0.0}, {"P": 3_000.0, "Q": 0.0}),
+        PlanStep(2, {"P": 2_000.0, "Q": -1_000.0}, {"P": -1_000.0, "Q": -1_000.0}))))
+    plan = sol.to_dict()["plan"]
+    assert isinstance(plan, dict)
+    assert plan["note"] == plan_note(sol)
+    assert "60% of the planned trade is made now" in plan["note"]
