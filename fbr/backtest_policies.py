@@ -25,8 +25,10 @@ are refused, see ``fbr.config_values.period``):
   tracking error sqrt(d' Sigma d) exceeds te_band, futures scale every hedgeable asset's
   deviation d_i by inner x te_band / TE (1: to the band's edge, 0: to target). See
   ``optimizer.te_band``.
-- ``optimized``: gamma_trade, gamma_fund (override the book's [costs]), risk_lookback_days,
-  risk_method. Without ``risk_lookback_days`` the optimiser uses the book file's risk model
+- ``optimized``: gamma_trade, gamma_fund, cost_to_go, cost_to_go_power (override the book's
+  [costs]), horizon (overrides [solver] horizon: the multi-period planner), risk_lookback_days,
+  risk_method. So one file compares the single-period policy, the cost-to-go and the planner.
+  Without ``risk_lookback_days`` the optimiser uses the book file's risk model
   throughout (simple, but the book's model may have been estimated on data after the path's start).
   With it, the model is re-estimated with models.risk.estimate_risk every
   ``models.trailing_risk.RISK_REESTIMATE_DAYS`` days from the path's spot returns up to the current
@@ -67,7 +69,8 @@ POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     "dca_futures": ("steps", "period", "band"),
     "edge_band_futures": ("band", "inner", "scaling", "window"),
     "te_band_futures": ("te_band", "inner", "risk_lookback_days", "risk_method"),
-    "optimized": ("gamma_trade", "gamma_fund", "risk_lookback_days", "risk_method"),
+    "optimized": ("gamma_trade", "gamma_fund", "risk_lookback_days", "risk_method", "horizon",
+                  "cost_to_go", "cost_to_go_power"),
 }
 #: One parsed policy parameter: a fraction or weight, a whole number, or a text (period, method).
 PolicyParam = float | int | str
@@ -111,13 +114,13 @@ def parse_policy(row: Mapping[str, object], where: str) -> PolicySpec:
     if kind == "edge_band_futures":
         params.update(_edge_params(row, params, at))
     if kind == "te_band_futures":
-        params.update(_te_band_params(row, params, at))
+        params.update(_te_band_params(row, params, where))
     if kind == "dca_futures":
         if "steps" not in row:
             raise ValidationError(at("steps"), "is missing", "give steps = 3 (a whole number >= 1)")
         params["steps"] = whole(row["steps"], at("steps"), 1)
     if kind == "optimized":
-        params.update(_optimized_params(row, at))
+        params.update(_optimized_params(row, where))
     name = string(row["name"], at("name")) if "name" in row else _default_name(kind, params)
     return PolicySpec(kind=kind, name=name, params=params, where=where)
 
@@ -175,24 +178,34 @@ def _edge_params(row: Mapping[str, object], params: Mapping[str, PolicyParam],
 
 
 def _te_band_params(row: Mapping[str, object], params: Mapping[str, PolicyParam],
-                    at: Callable[[str], str]) -> dict[str, PolicyParam]:
+                    where: str) -> dict[str, PolicyParam]:
     """inner and the risk model's keys of a ``te_band_futures`` entry (te_band already parsed)."""
+    def at(key: str) -> str:
+        return join(where, key)
+
     if "te_band" not in params:
         raise ValidationError(at("te_band"), "is missing",
                               'give te_band = "1%" (a tracking error, a fraction a year)')
-    out = {k: v for k, v in _optimized_params(row, at).items() if k.startswith("risk_")}
+    out = {k: v for k, v in _optimized_params(row, where).items() if k.startswith("risk_")}
     if "inner" in row:
         out["inner"] = fraction(row["inner"], at("inner"))
     return out
 
 
-def _optimized_params(row: Mapping[str, object], at: Callable[[str], str]) -> dict[str, PolicyParam]:
-    """gamma_trade, gamma_fund, risk_lookback_days and risk_method of an ``optimized`` entry
-    (risk_method alone is checked against the book and path when the policy is built:
-    ``fbr.backtest_risk.check_risk_method``)."""
+def _optimized_params(row: Mapping[str, object], where: str) -> dict[str, PolicyParam]:
+    """gamma_trade, gamma_fund, cost_to_go, cost_to_go_power, horizon, risk_lookback_days and
+    risk_method of an ``optimized`` entry (risk_method alone is checked against the book and path
+    when the policy is built: ``fbr.backtest_risk.check_risk_method``)."""
+    from fbr.config_settings import cost_to_go_keys
     from models.risk import RiskMethod
+    from optimizer.settings import check_horizon
 
-    out: dict[str, PolicyParam] = {}
+    def at(key: str) -> str:
+        return join(where, key)
+
+    out: dict[str, PolicyParam] = dict(cost_to_go_keys(row, where))
+    if "horizon" in row:
+        out["horizon"] = check_horizon(row["horizon"], at("horizon"))
     for key in ("gamma_trade", "gamma_fund"):
         if key in row:
             v = number(row[key], at(key))
@@ -216,7 +229,7 @@ def _default_name(kind: str, params: Mapping[str, PolicyParam]) -> str:
     """``kind key=value ...`` from the entry's main parameters (when it has no ``name``)."""
     parts = [kind]
     for key in ("period", "band", "base_band", "te_band", "steps", "risk_lookback_days", "scaling",
-                "inner"):
+                "inner", "horizon", "cost_to_go"):
         if key in params:
             v = params[key]
             parts.append(f"{key}={v:g}" if isinstance(v, float) else f"{key}={v}")

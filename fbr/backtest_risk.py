@@ -146,11 +146,18 @@ def trailing_basis(cfg: BacktestConfig, lookback: int) -> Callable[[pd.Timestamp
 
 def optimized_inputs(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPath
                      ) -> tuple[RiskInput, OptimizerSettings]:
-    """(risk, settings) of the optimised policy: the book's, with the entry's overrides."""
+    """(risk, settings) of the optimised policy: the book's, with the entry's overrides of
+    [costs] (gamma_trade, gamma_fund, cost_to_go, cost_to_go_power) and of [solver] horizon."""
     settings = cfg.loaded.settings
-    if "gamma_trade" in p or "gamma_fund" in p:
-        costs = dataclasses.replace(settings.costs,
-                                    gamma_trade=float(p.get("gamma_trade", settings.costs.gamma_trade)),
-                                    gamma_fund=float(p.get("gamma_fund", settings.costs.gamma_fund)))
-        settings = dataclasses.replace(settings, costs=costs)
+    c = settings.costs
+
+    def value(key: str, default: float) -> float:
+        return float(p.get(key, default))
+
+    costs = dataclasses.replace(c, gamma_trade=value("gamma_trade", c.gamma_trade),
+                                gamma_fund=value("gamma_fund", c.gamma_fund),
+                                cost_to_go=value("cost_to_go", c.cost_to_go),
+                                cost_to_go_power=value("cost_to_go_power", c.cost_to_go_power))
+    horizon = int(p.get("horizon", settings.horizon))
+    settings = dataclasses.replace(settings, costs=costs, horizon=horizon)
     return risk_input(p, cfg, path), settings

@@ -137,23 +137,24 @@ def _costs(table: Table) -> CostSettings:
     if "reserve_yield" in table:
         kwargs["reserve_yield"] = nonneg(table["reserve_yield"], "costs.reserve_yield", percent=True)
     kwargs.update(_funding_forecast(table))
-    kwargs.update(_cost_to_go(table))
+    kwargs.update(cost_to_go_keys(table))
     return CostSettings(**kwargs)
 
 
-def _cost_to_go(table: Table) -> dict[str, float]:
-    """[costs] cost_to_go (kappa >= 0, a multiple of TE^2; 0 = off) and cost_to_go_power (p in
-    [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*) (optimizer.terms.CostToGo).
-    A power given with kappa 0 (absent or 0) would be ignored: refused, as the EWMA keys are."""
+def cost_to_go_keys(table: Mapping[str, object], where: str = "costs") -> dict[str, float]:
+    """[costs] (or ``where``'s) cost_to_go (kappa >= 0, a multiple of TE^2; 0 = off) and
+    cost_to_go_power (p in [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*)
+    (optimizer.terms.CostToGo). A power given without a kappa > 0 beside it would be ignored:
+    refused, as the EWMA keys are."""
     out: dict[str, float] = {}
     if "cost_to_go" in table:
-        out["cost_to_go"] = nonneg(table["cost_to_go"], "costs.cost_to_go")
+        out["cost_to_go"] = nonneg(table["cost_to_go"], f"{where}.cost_to_go")
     if "cost_to_go_power" in table:
-        out["cost_to_go_power"] = in_range(table["cost_to_go_power"], "costs.cost_to_go_power",
+        out["cost_to_go_power"] = in_range(table["cost_to_go_power"], f"{where}.cost_to_go_power",
                                            0.0, 1.0)
         if not out.get("cost_to_go", 0.0) > 0.0:
-            raise ValidationError("costs.cost_to_go_power",
-                                  "is set but costs.cost_to_go is 0, so it would be ignored",
+            raise ValidationError(f"{where}.cost_to_go_power",
+                                  f"is set but {where}.cost_to_go is 0, so it would be ignored",
                                   "set cost_to_go (a multiple of TE^2, e.g. 30), or remove the key")
     return out
 

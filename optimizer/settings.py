@@ -238,12 +238,13 @@ class OptimizerSettings:
 MAX_HORIZON = 1_000
 
 
-def check_horizon(horizon: object) -> int:
-    """The multi-period planner's H (``[solver] horizon``), validated: a whole number in
-    [1, MAX_HORIZON]. The one check for the book file, ``prepare`` and the planner alike."""
+def check_horizon(horizon: object, where: str = "solver.horizon") -> int:
+    """The multi-period planner's H (``[solver] horizon``, or ``where``), validated: a whole number
+    in [1, MAX_HORIZON]. The one check for the book file, ``prepare``, the planner and a
+    backtest's policy entry alike."""
     if (isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral)
             or not 1 <= int(horizon) <= MAX_HORIZON):
-        raise ValidationError("solver.horizon", f"is {horizon!r}",
+        raise ValidationError(where, f"is {horizon!r}",
                               "give the number of rebalancing steps to plan ahead as a whole number "
                               f"in [1, {MAX_HORIZON}] (1: the single-period problem)")
     steps = int(horizon)
