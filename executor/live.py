@@ -5,7 +5,8 @@ Under the account's lock (:mod:`executor.lock`: one run per account; a crashed h
 1. open plans of the account that this plan supersedes get their in-doubt legs reconciled
    (:mod:`executor.reconcile`) before anything new is sent;
 2. every leg still ``sending``/``unknown``/``open`` in this plan is reconciled against the account;
-   a leg that stays in doubt stops the plan (outcome UNKNOWN, the leg named);
+   a leg that stays in doubt stops the plan (outcome UNKNOWN, the leg named), as does an fbr order
+   open on a plan contract that another journal sent (:mod:`executor.open_elsewhere`);
 3. rounds (at most ``RetryPolicy.max_rounds``): the account's positions are read and the legs that
    move each contract from where it is now to the plan's target are sent (the plan's own legs in the
    first round when the account is where the plan started, re-planned legs otherwise, with fresh
@@ -49,6 +50,7 @@ from executor.base import (
 from executor.journal import Journal, JournalOrder
 from executor.legs import legs_toward, within_lot
 from executor.lock import account_lock
+from executor.open_elsewhere import open_fbr_orders, open_orders_message
 from executor.plan import (
     Instrument,
     OrderLeg,
@@ -128,6 +130,7 @@ class JournaledExecutor:
         self._reconciler = Reconciler(gateway, delays_s=self.retry.reconcile_delays_s, sleep=sleep,
                                       settle_s=self.retry.settle_s, clock_ms=self._clock)
         self._messages: list[str] = []
+        self._open_elsewhere = False
 
     # --- public -------------------------------------------------------------------------------
     def execute(self, plan: OrderPlan, book_path: str = "") -> ExecutionReport:
@@ -136,6 +139,7 @@ class JournaledExecutor:
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
             self._messages = []
+            self._open_elsewhere = False
             for old in self.journal.open_plans(account):
                 try:
                     self._settle_in_doubt(self.journal.plan(old))
@@ -152,6 +156,7 @@ class JournaledExecutor:
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
             self._messages = []
+            self._open_elsewhere = False
             plan = self.journal.plan(plan_id)
             check_resumable(self.journal, plan_id, account)
             if self.journal.plan_status(plan_id) == "done":
@@ -166,6 +171,7 @@ class JournaledExecutor:
         self.gateway.prepare(self._instruments(plan))
         try:
             self._settle_in_doubt(plan)
+            self._check_open_orders(plan)
             self._rounds(plan)
         except PlanStoppedError:
             pass
@@ -178,6 +184,15 @@ class JournaledExecutor:
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
                                   f"when the exchange answers again")
         return self._report(plan)
+
+    def _check_open_orders(self, plan: OrderPlan) -> None:
+        """Stop before any send while an fbr order of another journal rests open on a contract
+        the plan trades (:mod:`executor.open_elsewhere`); the plan stays open (unknown, exit 5)."""
+        rows = open_fbr_orders(self.gateway, self._instruments(plan))
+        if rows:
+            self._open_elsewhere = True
+            self._messages.append(open_orders_message(rows, self.gateway.venue, plan.plan_id))
+            raise PlanStoppedError
 
     def _instruments(self, plan: OrderPlan) -> dict[str, Instrument]:
         return {s: self.ctx.instruments[s] for s in plan.reachable}
@@ -267,9 +282,8 @@ class JournaledExecutor:
 
     def _check_limits(self, plan: OrderPlan, rows: Sequence[JournalOrder],
                       legs: Sequence[OrderLeg], options: PlanOptions) -> None:
-        """The per-order and per-plan USD limits on re-planned legs, the plan's fills so far
-        (|filled| x notional per contract at the plan's marks) counted against the per-plan one;
-        a breach stops the plan before anything more is sent."""
+        """The USD limits on re-planned legs, the plan's fills so far (|filled| x notional per
+        contract at the plan's marks) counted against the per-plan one; a breach stops the plan."""
         traded = sum(abs(r.filled) * self.ctx.instruments[r.symbol].contract.notional_per_contract(
             self.ctx.market.mark_price(r.symbol)) for r in rows if r.symbol in self.ctx.instruments)
         try:
@@ -300,26 +314,25 @@ class JournaledExecutor:
         except AmbiguousOrderError as exc:
             log.warning("leg %s: ambiguous answer (%s); reconciling against the account",
                         leg.client_id, redact(str(exc)))
-            finding = self._reconciler.reconcile(
-                SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)),
-                exists=exc.exists, wait_s=exc.wait_s)
-            self._apply(plan.plan_id, leg, finding)
-            if finding.verdict == Verdict.UNKNOWN:
-                self._stop(plan.plan_id, leg, finding)
+            self._settle_sent(plan.plan_id, SentLeg(leg, inst, before, sent_ms, self._known_orders(
+                plan.plan_id, leg.index)), exc.exists, exc.wait_s)
             return True
         if not state.status.final:  # accepted, not done: journalled, and never "not placed"
             self.journal.record_state(plan.plan_id, leg.index, state, "accepted; reconciling")
-            finding = self._reconciler.reconcile(
-                SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index)),
-                exists=True)
-            self._apply(plan.plan_id, leg, finding)
-            if finding.verdict == Verdict.UNKNOWN:
-                self._stop(plan.plan_id, leg, finding)
+            self._settle_sent(plan.plan_id, SentLeg(leg, inst, before, sent_ms, self._known_orders(
+                plan.plan_id, leg.index)), True, 0.0)
             return True
         self.journal.record_state(plan.plan_id, leg.index, state)
         log.info("leg %s %s: %s filled %.10g", leg.client_id, leg.symbol, state.status.value,
                  state.filled)
         return True
+
+    def _settle_sent(self, plan_id: str, sent: SentLeg, exists: bool, wait_s: float) -> None:
+        """Reconcile a sent leg whose answer was not final, journal it; stop when still in doubt."""
+        finding = self._reconciler.reconcile(sent, exists=exists, wait_s=wait_s)
+        self._apply(plan_id, sent.leg, finding)
+        if finding.verdict == Verdict.UNKNOWN:
+            self._stop(plan_id, sent.leg, finding)
 
     def _apply(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
         """Journal a reconcile's finding."""
@@ -341,7 +354,7 @@ class JournaledExecutor:
     def _report(self, plan: OrderPlan) -> ExecutionReport:
         rows = self.journal.orders(plan.plan_id)
         legs = leg_reports(rows)
-        in_doubt = any(r.status in IN_DOUBT for r in rows)
+        in_doubt = self._open_elsewhere or any(r.status in IN_DOUBT for r in rows)
         instruments = self._instruments(plan)
         try:
             after = self.gateway.account(self.ctx.book, self.ctx.market)
@@ -373,9 +386,8 @@ class JournaledExecutor:
 
     def _unread_report(self, plan: OrderPlan, legs: tuple[LegReport, ...]) -> ExecutionReport:
         return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=self.mode, legs=legs,
-                               positions={}, target=dict(plan.reachable),
-                               tracking_error_residual=None, messages=tuple(self._messages),
-                               gaps={}, outcome=Outcome.UNKNOWN)
+                               positions={}, target=dict(plan.reachable), tracking_error_residual=None,
+                               messages=tuple(self._messages), gaps={}, outcome=Outcome.UNKNOWN)
 
 
 def _options_of(plan: OrderPlan) -> PlanOptions:

@@ -10,6 +10,9 @@ from datetime import UTC, datetime
 
 from models.errors import ValidationError
 
+#: The prefix of every client order id fbr sends.
+CLIENT_ID_PREFIX = "fbr"
+
 
 @dataclass(frozen=True)
 class ClientIdRule:
@@ -22,7 +25,7 @@ class ClientIdRule:
 
     def make(self, plan_id: str, leg: int) -> str:
         """``fbr{plan_id}{sep}{leg:03d}``, checked against the rule."""
-        cid = f"fbr{plan_id}{self.separator}{leg:03d}"
+        cid = f"{CLIENT_ID_PREFIX}{plan_id}{self.separator}{leg:03d}"
         if len(cid) > self.max_len or not re.fullmatch(f"{self.alphabet}+", cid):
             raise ValidationError("plan_id", f"gives client order id {cid!r}, outside the venue's rule "
                                   f"(<= {self.max_len} of {self.alphabet})",
