@@ -3,7 +3,6 @@ error that names the TOML field and quotes the offending value. No network."""
 
 from __future__ import annotations
 
-import copy
 import math
 import tomllib
 from collections.abc import Callable
@@ -24,8 +23,7 @@ from optimizer.rebalance import Rebalancer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-TIERS_FILE = SHARED_DATA / "markets" / "binance_usdm_leverage_tiers_2026-05-07.csv.gz"
+TIERS_NAME = "binance_usdm_leverage_tiers_2026-05-07.csv.gz"
 TEN = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "AVAX", "LINK", "LTC"]
 
 
@@ -271,9 +269,9 @@ def test_parse_book_from_dict() -> None:
 
 
 @pytest.mark.shared_data
-def test_tiers_from_file(tmp_path: Path) -> None:
+def test_tiers_from_file(tmp_path: Path, shared_data_dir: Path) -> None:
     def change(doc: dict[str, Any]) -> None:
-        doc["contract_defaults"]["tiers_from"] = {"file": str(TIERS_FILE),
+        doc["contract_defaults"]["tiers_from"] = {"file": str(shared_data_dir / "markets" / TIERS_NAME),
                                                   "symbol": "BTC/USDT:USDT"}
     lb = load_mutated(tmp_path, change)
     tiers = lb.book.contracts[0].tiers
@@ -282,9 +280,9 @@ def test_tiers_from_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_data_market_and_risk(tmp_path: Path) -> None:
+def test_data_market_and_risk(tmp_path: Path, shared_data_dir: Path) -> None:
     def change(doc: dict[str, Any]) -> None:
-        doc["market"] = {"source": "data", "data_dir": str(SHARED_DATA), "time": "2024-06-01"}
+        doc["market"] = {"source": "data", "data_dir": str(shared_data_dir), "time": "2024-06-01"}
         doc["risk"] = {"source": "data", "lookback_days": 180}
     with pytest.warns(UserWarning):  # SOL starts later than BTC/ETH: the loader says so
         lb = load_mutated(tmp_path, change)
@@ -436,10 +434,10 @@ def test_nan_literal_in_toml_text(tmp_path: Path) -> None:
 
 
 def test_seed_doc_is_not_shared_between_tests() -> None:
+    """A change to one seed_doc() leaves the next call's as the file has it (BTC = 0.5)."""
     a = seed_doc()
-    b = copy.deepcopy(a)
     a["targets"]["BTC"] = 0.1
-    assert b["targets"]["BTC"] == 0.5
+    assert seed_doc()["targets"]["BTC"] == 0.5
 
 
 @pytest.mark.parametrize("kind", ["book", "backtest", "montecarlo", "scenario"])
