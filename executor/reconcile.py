@@ -28,7 +28,10 @@ safe); and the window reaches at least ``settle_s`` after the send (:data:`SETTL
 exchange): an "execution status unknown" answer bounds nothing, so the last check waits for an
 order the backend may still execute. Anything else (reads failing, a trade nobody can attribute,
 no position recorded before the send, an exchange that said the order exists) is UNKNOWN: the
-plan stops and the leg is named. A long silence the exchange asks for (an ExchangeBannedError)
+plan stops and the leg is named. An order the exchange said exists that no lookup finds more than
+:data:`ARCHIVED_AFTER_MS` after the send, with the position as before and no trade since, ended
+canceled or expired with nothing filled (the venue no longer lists such orders): final, 0 filled.
+A long silence the exchange asks for (an ExchangeBannedError)
 ends the reconcile at once; the run records it and the leg stays in doubt.
 """
 
@@ -62,6 +65,10 @@ DEFAULT_DELAYS_S: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 #: exchange's backend may still execute the order; this is twelve times the 10 s recvWindow ccxt
 #: signs orders with, so the verdict NOT_PLACED (and a resend) waits for a last check at this age.
 SETTLE_S = 120.0
+#: Per venue, the age of an order (ms after its creation) past which the exchange stops finding
+#: it when it ended canceled or expired with no fill. Binance USD-M "Query Order" / "All Orders":
+#: such orders "will not be found" once "created time + 3 days < current time".
+ARCHIVED_AFTER_MS: dict[str, int] = {"binanceusdm": 3 * 86_400_000}
 
 
 class Verdict(StrEnum):
@@ -192,10 +199,26 @@ class Reconciler:
             return Finding(Verdict.UNKNOWN, None, f"position unchanged but {len(trades)} trade(s) "
                            f"on {sent.leg.symbol} since the send that cannot be attributed")
         if exists:
-            return Finding(Verdict.UNKNOWN, None, "the exchange says the client id exists, but "
-                           "no order, fill or position change shows it")
+            return self._archived(sent) or Finding(
+                Verdict.UNKNOWN, None, "the exchange says the client id exists, but no order, fill "
+                "or position change shows it")
         return Finding(Verdict.NOT_PLACED, None, f"not found over {span_s:g} s; "
                        f"position unchanged; no trades since the send")
+
+    def _archived(self, sent: SentLeg) -> Finding | None:
+        """An order known to exist that no lookup finds, with the position unchanged and no trade
+        since the send, once the send is older than the venue's archive age
+        (:data:`ARCHIVED_AFTER_MS`): by the venue's rule it ended canceled or expired with
+        nothing filled, so the leg is final with 0 filled (None: younger, or no such rule)."""
+        after = ARCHIVED_AFTER_MS.get(self.gw.venue)
+        if after is None or self._clock_ms is None or self._clock_ms() - sent.sent_ms <= after:
+            return None
+        days = after / 86_400_000
+        return Finding(Verdict.PLACED, OrderState(sent.leg.client_id, None, OrderStatus.CANCELED,
+                                                  0.0, None),
+                       f"not found more than {days:g} days after the send, position unchanged, no "
+                       f"trade since: {self.gw.venue} no longer lists an order that ended canceled "
+                       f"or expired with nothing filled after {days:g} days, so it filled nothing")
 
     def _unexplained(self, sent: SentLeg) -> list[Trade]:
         """Trades on the contract since the send that no other known order explains: not one the

@@ -1544,6 +1544,14 @@ class BinanceEmulator:
             order.status = "EXPIRED"
         return self._order_json(order)
 
+    def _listed(self, o: EmuOrder) -> bool:
+        """Found by Query Order and All Orders: visible (:meth:`_visible`) and not archived:
+        Binance stops listing an order that ended CANCELED or EXPIRED with no fill once "created
+        time + 3 days < current time"."""
+        archived = (o.status in ("CANCELED", "EXPIRED") and o.executedQty == 0
+                    and o.time_ms + 3 * DAY_MS < self.now_ms())
+        return self._visible(o.orderId) and not archived
+
     def _visible(self, order_id: int) -> bool:
         """False while the order's lookup lag lasts."""
         return self._visible_at.get(order_id, -math.inf) <= self.lag_clock()
@@ -1627,7 +1635,7 @@ class BinanceEmulator:
         else:
             raise _bad(-1102, "Param 'orderId' or 'origClientOrderId' must be sent, but both "
                        "were empty/null!")
-        hits = [o for o in hits if self._visible(o.orderId)]
+        hits = [o for o in hits if self._listed(o)]
         if not hits:
             raise _bad(-2013, "Order does not exist.")
         return hits[-1]
@@ -1698,7 +1706,7 @@ class BinanceEmulator:
     def _all_orders(self, p: dict[str, str]) -> object:
         """GET /fapi/v1/allOrders: as userTrades, paged by ``orderId`` (orders from that id)."""
         s = self._market(p.get("symbol")).symbol
-        visible = [o for o in self.orders if o.symbol == s and self._visible(o.orderId)]
+        visible = [o for o in self.orders if o.symbol == s and self._listed(o)]
         return [self._order_json(visible[i]) for i in _page_from_id(visible, p, "orderId", 500)]
 
 
