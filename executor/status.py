@@ -120,6 +120,8 @@ class StatusReport:
     plan: OrderPlan
     positions: dict[str, float] = field(default_factory=dict)
     alerts: tuple[str, ...] = ()
+    #: no plan is possible: the constraints cannot all hold, or the book is liquidatable now
+    infeasible: bool = False
 
     def to_dict(self) -> StatusDoc:
         """JSON-ready dict."""
@@ -185,6 +187,7 @@ class StatusDoc(TypedDict):
     plan: OrderPlanDoc
     positions: dict[str, float]
     alerts: tuple[str, ...]
+    infeasible: bool
 
 
 def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> float | None:
@@ -257,10 +260,12 @@ class DueTest:
     cost: float
     tracking_error_after: float | None
     trading_cost_usd: float
+    #: the solve found no point meeting every hard constraint (a book liquidatable now included)
+    infeasible: bool = False
 
 
 #: the test of a book that plans nothing (infeasible): nothing is due
-NOTHING_DUE = DueTest(False, 0.0, 0.0, None, 0.0)
+NOTHING_DUE = DueTest(False, 0.0, 0.0, None, 0.0, infeasible=True)
 
 
 def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> DueTest:
@@ -299,7 +304,7 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
                         rebalance_due=test.due, benefit=test.benefit, cost=test.cost,
                         tracking_error_after=test.tracking_error_after,
                         trading_cost_usd=test.trading_cost_usd, plan=plan, positions=q,
-                        alerts=alerts)
+                        alerts=alerts, infeasible=test.infeasible)
 
 
 def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings: OptimizerSettings,

@@ -49,7 +49,8 @@ def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr 
            journal: JournalOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
            exit_code: Annotated[bool, typer.Option(
-               "--exit-code", help="Exit with 7 when a rebalance is due (0 when not).")] = False,
+               "--exit-code", help="Exit with 7 when a rebalance is due, 3 when no plan is possible "
+               "(infeasible, or liquidatable now), 0 otherwise.")] = False,
            ) -> None:
     """Weights vs targets, tracking error, margin and distance to liquidation, funding since the last
     rebalance, open orders, and whether a rebalance is due (with the plan it would send)."""
@@ -61,6 +62,8 @@ def status(book: Annotated[Path, typer.Argument(help="Book file (TOML), as `fbr 
             _emit({"status": "ok", **status_json(rep.to_dict())})
         else:
             _print_status(rep)
+    if exit_code and rep.infeasible:
+        raise typer.Exit(code=int(ExitCode.INFEASIBLE))
     if exit_code and rep.rebalance_due:
         raise typer.Exit(code=int(ExitCode.REBALANCE_DUE))
 
@@ -100,6 +103,7 @@ class StatusJson(TypedDict):
     plan: OrderPlanDoc
     positions: dict[str, float]
     alerts: tuple[str, ...]
+    infeasible: bool
 
 
 def status_json(doc: StatusDoc) -> StatusJson:
@@ -125,12 +129,12 @@ def status_json(doc: StatusDoc) -> StatusJson:
 
 def _status(book_path: Path, exchange: ExchangeChoice, journal_path: Path) -> StatusReport:
     """``fbr status``: the journal is read only when it exists (a read-only view creates none);
-    on paper (and dry-run, which reads the paper account) the book file's holdings stand in for a
-    paper account not there yet, and an alert says so in solve/whatif's words."""
+    on paper the book file's holdings stand in for a paper account not there yet, and an alert
+    says so in solve/whatif's words; dry-run reads the book file alone, as solve and whatif do."""
     from executor.journal import Journal
 
     loaded = _load(book_path)
-    note = _paper_note(loaded, journal_path) if exchange != ExchangeChoice.BINANCEUSDM else None
+    note = _paper_note(loaded, journal_path) if exchange == ExchangeChoice.PAPER else None
     j = Journal(journal_path) if journal_path.exists() else None
     try:
         report = status_report(loaded, exchange, j, venue=_venue(exchange))
@@ -151,8 +155,9 @@ def _paper_note(loaded: LoadedBook, journal_path: Path) -> str | None:
 
 def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal | None, *,
                     live: bool = True) -> tuple[ExchangeGateway, Book]:
-    """The venue's gateway and the account's book: for ``paper`` and ``dry-run`` a paper gateway
-    over the journal's paper account (the book file's holdings without a journal); for an exchange
+    """The venue's gateway and the account's book: for ``paper`` a paper gateway over the
+    journal's paper account (the book file's holdings without a journal), for ``dry-run`` one over
+    the book file's holdings (as ``fbr solve`` and ``whatif`` read them); for an exchange
     its ccxt gateway (keys from the environment; ``live=False``: missing keys are named as a read
     needs them, :func:`fbr.execute_wiring._gateway`; pledged spot read as the book's
     ``[book] pledge_source`` says) and the book file's holdings, which the gateway's account
@@ -161,7 +166,8 @@ def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journ
 
     if exchange not in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
         return _gateway(exchange, live=live, pledge_source=loaded.pledge_source), loaded.book
-    acc = paper_book(loaded.book, journal)[0] if journal is not None else loaded.book
+    acc = (paper_book(loaded.book, journal)[0]
+           if exchange == ExchangeChoice.PAPER and journal is not None else loaded.book)
     return PaperGateway(acc, loaded.market), acc
 
 
