@@ -213,8 +213,8 @@ class Constraint(ABC):
                     f"objective by less than {NEGLIGIBLE_SHARE:g} of its size (its dual is at "
                     f"solver precision: the row may touch its bound or be well inside it)")
         out = (f"{head}: {self.step_phrase(row, p.step)} would lower the objective by at most "
-               f"{fall:.3g} (first order, an upper bound; risk and costs now "
-               f"{p.objective_size:.3g})")
+               f"{fall:.3g} (first order, an upper bound; the objective's terms now total "
+               f"{p.objective_size:.3g} in absolute value)")
         worth = []
         if p.tracking_error_after is not None:
             bp = 1e4 * (p.tracking_error_after - p.tracking_error)

@@ -54,7 +54,7 @@ class GrossLeverage(Constraint):
 
     def step_phrase(self, row: str, step: float) -> str:
         lmax = self._data.max_gross if self._data is not None else math.nan
-        return f"allowing {step:g}x more gross leverage ({lmax:.2f}x -> {lmax + step:.2f}x)"
+        return f"allowing {step:g}x more gross leverage ({lmax:.6g}x -> {lmax + step:.6g}x)"
 
 
 class PositionLimit(Constraint):

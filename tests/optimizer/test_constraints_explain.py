@@ -86,9 +86,9 @@ def test_a_usd_row_steps_down_to_a_quarter_of_the_objective_by_hand() -> None:
     # -52.79 bp = 1e4 x (0.044721 - 0.05)
     assert c.explain("funding_budget", 1e-6) == (
         "funding_budget binds: 500 USD more funding budget would lower the objective by at most "
-        "0.0005 (first order, an upper bound; risk and costs now 0.0025): worth at most cutting "
-        "tracking error (before lot rounding) from 5.000% to 4.472% (-52.79 bp) at the same costs, or 25.00 "
-        "USD less trading cost")
+        "0.0005 (first order, an upper bound; the objective's terms now total 0.0025 in absolute "
+        "value): worth at most cutting tracking error (before lot rounding) from 5.000% to 4.472% "
+        "(-52.79 bp) at the same costs, or 25.00 USD less trading cost")
 
 
 def test_a_small_dual_keeps_the_start_step() -> None:
@@ -122,7 +122,8 @@ def test_a_fall_of_exactly_a_quarter_keeps_the_step_and_can_cut_te_to_zero() -> 
     assert p.usd == pytest.approx(25_000.0)  # 0.25 x 100,000 / 1
     assert c.explain("vol_cap", 0.25) == (
         "vol_cap binds: allowing 1 pp more volatility would lower the objective by at most 0.25 "
-        "(first order, an upper bound; risk and costs now 1): worth at most cutting tracking "
+        "(first order, an upper bound; the objective's terms now total 1 in absolute value): "
+        "worth at most cutting tracking "
         "error (before lot rounding) from 50.000% to 0.000% (-5000.00 bp) at the same costs, or 25,000.00 "
         "USD less "
         "trading cost")
@@ -159,7 +160,8 @@ def test_a_fall_above_te2_without_a_trading_weight_is_worth_nothing_named() -> N
     assert p.tracking_error_after is None and p.usd is None
     assert c.explain("vol_cap", 0.4) == (
         "vol_cap binds: allowing 1 pp more volatility would lower the objective by at most 0.4 "
-        "(first order, an upper bound; risk and costs now 1.75)")
+        "(first order, an upper bound; the objective's terms now total 1.75 in absolute "
+        "value)")
 
 
 def test_a_fall_of_exactly_the_negligible_share_is_still_explained() -> None:
@@ -168,8 +170,8 @@ def test_a_fall_of_exactly_the_negligible_share_is_still_explained() -> None:
     c = _solved(VolatilityCap(), _big(), ZB)
     text = c.explain("vol_cap", NEGLIGIBLE_SHARE)
     assert text.startswith("vol_cap binds: allowing 1 pp more volatility would lower the "
-                           "objective by at most 1e-06 (first order, an upper bound; risk and "
-                           "costs now 1)"), text
+                           "objective by at most 1e-06 (first order, an upper bound; the "
+                           "objective's terms now total 1 in absolute value)"), text
 
 
 def test_a_row_that_holds_nothing_back() -> None:
@@ -192,7 +194,8 @@ def test_margin_collateral_buys_budget_at_the_relative_buffer_and_holding_says_s
     # sqrt(0.0021) = 0.045826: -41.74 bp
     assert c.explain("margin", 1e-6) == (
         "margin binds: 500 USD more collateral would lower the objective by at most 0.0004 (first "
-        "order, an upper bound; risk and costs now 0.0025): worth at most cutting tracking error (before "
+        "order, an upper bound; the objective's terms now total 0.0025 in absolute value): "
+        "worth at most cutting tracking error (before "
         "lot rounding) from "
         "5.000% to 4.583% (-41.74 bp) at the same costs, or 20.00 USD less trading cost")
     c.update(_data(margin_budget=SimpleNamespace(holding=True, per_collateral=0.8)))
@@ -238,7 +241,10 @@ def test_gross_leverage_phrase_names_the_bound_before_and_after() -> None:
     c = GrossLeverage()
     assert c.step_phrase("gross_leverage", 0.1) == "allowing 0.1x more gross leverage (nanx -> nanx)"
     _solved(c, _data(), Z)
-    assert c.step_phrase("gross_leverage", 0.1) == "allowing 0.1x more gross leverage (1.50x -> 1.60x)"
+    assert c.step_phrase("gross_leverage", 0.1) == "allowing 0.1x more gross leverage (1.5x -> 1.6x)"
+    # a step below the second decimal still shows the bound moving: 1.5 + 0.005 = 1.505
+    assert c.step_phrase("gross_leverage", 0.005) == (
+        "allowing 0.005x more gross leverage (1.5x -> 1.505x)")
 
 
 def test_the_default_phrase_and_note() -> None:

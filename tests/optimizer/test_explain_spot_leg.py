@@ -106,7 +106,8 @@ def test_the_explained_step_is_sized_on_the_whole_objective(tmp_path: Path) -> N
     size = (sol.tracking_error_unrounded ** 2
             + (sol.spot_costs.fees + sol.spot_costs.spread + sol.spot_costs.tax_optimiser) / V)
     cap = next(b for b in sol.binding_constraints if b.name == "position_cap[BTC-PERP]")
-    m = re.search(r"raising the cap by ([\d.,]+) USD .* risk and costs now ([\d.e-]+)\)",
+    m = re.search(r"raising the cap by ([\d.,]+) USD .* the objective's terms now total ([\d.e-]+) "
+                  r"in absolute value\)",
                   cap.explanation)
     assert m is not None, cap.explanation
     assert float(m.group(2)) == pytest.approx(size, rel=0.05)
