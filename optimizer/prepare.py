@@ -205,6 +205,18 @@ def _trade_limits(book: Book, market: MarketSnapshot, cs: ConstraintSettings,
     return tl
 
 
+def unlimited_by_adv(book: Book, market: MarketSnapshot, cs: ConstraintSettings) -> list[str]:
+    """A message naming the contracts ``trade_limit_adv`` leaves unlimited because the market
+    gives no ADV for them (an unknown ADV bounds nothing); none when the limit is off."""
+    if cs.trade_limit_adv is None:
+        return []
+    missing = [c for c in book.contract_symbols if not math.isfinite(market.contract_adv(c))]
+    if not missing:
+        return []
+    return [f"trade_limit_adv does not limit {', '.join(missing)}: the market gives no ADV for "
+            f"{'it' if len(missing) == 1 else 'them'} (give [market.adv], or trade_limit_usd)"]
+
+
 def _cluster_members(assets: list[str], cs: ConstraintSettings) -> list[tuple[int, ...]]:
     """Per cluster, its assets' indices (sorted); an unknown asset is an error."""
     members: list[tuple[int, ...]] = []

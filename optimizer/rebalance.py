@@ -30,7 +30,7 @@ from optimizer.elastic_plan import elastic_plan_resolve
 from optimizer.engines import INFEASIBLE, UNBOUNDED, RawResult
 from optimizer.halted import halted_messages
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
-from optimizer.prepare import prepare
+from optimizer.prepare import prepare, unlimited_by_adv
 from optimizer.problem import (
     HedgeProblem,
     SolveOutcome,
@@ -309,7 +309,7 @@ class Rebalancer:
                 messages.append(f"binding constraints unavailable ({type(exc).__name__}: {exc})")
         messages += rounding_messages(book, dec.post, dec.z_unrounded, dec.rounded.z)
         messages += proxy_hedge_messages(d, dec.rounded.z)
-        messages += halted_messages(d)
+        messages += halted_messages(d) + unlimited_by_adv(book, market, settings.constraints)
         if d.risk_note:
             messages.append(d.risk_note)
         # the margin rows on the collateral after the spot trades (dec.post)
