@@ -134,6 +134,10 @@ def _costs(table: Table) -> CostSettings:
             kwargs[key] = nonneg(table[key], f"costs.{key}")
     if "horizon_days" in table:
         kwargs["horizon_days"] = positive(table["horizon_days"], "costs.horizon_days")
+        if kwargs["horizon_days"] > MAX_HORIZON_DAYS:
+            raise ValidationError("costs.horizon_days", f"is {table['horizon_days']!r}",
+                                  f"give the carry horizon in days, at most {MAX_HORIZON_DAYS:,} "
+                                  "(ten years; the default is 1)")
     if "reserve_yield" in table:
         kwargs["reserve_yield"] = nonneg(table["reserve_yield"], "costs.reserve_yield", percent=True)
     kwargs.update(_funding_forecast(table))
@@ -158,6 +162,10 @@ def cost_to_go_keys(table: Mapping[str, object], where: str = "costs") -> dict[s
                                   "set cost_to_go (a multiple of TE^2, e.g. 30), or remove the key")
     return out
 
+
+#: The longest carry horizon (days) a book may give: ten years. A carry of a funding rate held
+#: longer is no forecast, and a horizon of 1e308 days overflows the objective's coefficients.
+MAX_HORIZON_DAYS = 3_650
 
 #: [costs] keys of the EWMA funding forecaster (meaningful only with funding_forecast = "ewma")
 FORECAST_KEYS = ("funding_half_life", "funding_reversion_half_life", "funding_long_run_rate")

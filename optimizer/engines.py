@@ -46,6 +46,7 @@ from optimizer.cvxpy_adapter import (
     scale_duals,
     solution_status,
 )
+from optimizer.native_output import stdout_to_stderr
 
 __all__ = ["CLARABEL_SETTINGS", "FAILED", "INFEASIBLE", "OPTIMAL", "OPTIMAL_INACCURATE",
            "PIQP_SETTINGS", "STRICT_ENV", "UNBOUNDED", "ClarabelEngine", "CvxpyDataEngine", "Engine",
@@ -270,7 +271,8 @@ class CvxpyDataEngine:
 
     def _attempt(self, t0: float) -> RawResult:
         """One solve through cvxpy's interface; exceptions propagate."""
-        raw = self.compiled.solve_via_data(self.data, self.options)
+        with stdout_to_stderr():  # SCS prints from C to stdout whatever its verbosity
+            raw = self.compiled.solve_via_data(self.data, self.options)
         sol = self.compiled.invert(raw, self.inv_last, self.options)
         self.raw = raw
         status, x, iters, objective = solution_status(sol)

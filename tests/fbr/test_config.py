@@ -403,6 +403,8 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
      lambda d: d["contract_defaults"].update(tiers_from={"file": "no/such.csv",
                                                          "symbol": "BTC/USDT:USDT"}),
      "contract_defaults.tiers_from.file", "no/such.csv"),
+    ("carry horizon past ten years (1e308 overflowed the objective)",
+     lambda d: d["costs"].update(horizon_days=1e308), "costs.horizon_days", "1e+308"),
 ]
 
 
