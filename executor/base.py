@@ -51,7 +51,9 @@ IN_DOUBT = frozenset({OrderStatus.SENDING, OrderStatus.UNKNOWN, OrderStatus.OPEN
 @dataclass(frozen=True)
 class OrderState:
     """What the exchange says about an order: ``filled`` contracts (>= 0), ``average`` fill price
-    (USD), ``fee`` (USD)."""
+    (USD), ``fee`` (USD). ``fee_estimated``: the answer carried no fee (Binance's order answer
+    has none), so ``fee`` is the contract's taker fee on the filled notional until the account's
+    trades replace it (:func:`executor.order_fees.with_traded_fee`)."""
 
     client_id: str
     exchange_id: str | None
@@ -59,6 +61,7 @@ class OrderState:
     filled: float
     average: float | None
     fee: float = 0.0
+    fee_estimated: bool = False
 
 
 @dataclass(frozen=True)

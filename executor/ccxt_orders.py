@@ -210,7 +210,7 @@ class CcxtOrders(CcxtBase):
         else:
             fee = 0.0
         return OrderState(client_id, str(order.get("id")) if order.get("id") else None, status,
-                          filled, avg, fee)
+                          filled, avg, fee, fee_estimated=answered is None and filled > 0)
 
     def create_order(self, leg: OrderLeg) -> OrderState:
         """One order with the leg's client id; ccxt never resends it."""

@@ -43,6 +43,7 @@ from executor.base import (
     ExecutionReport,
     LegReport,
     OrderRejectedError,
+    OrderState,
     OrderStatus,
     Outcome,
     ReadFailedError,
@@ -51,6 +52,7 @@ from executor.journal import Journal, JournalOrder
 from executor.legs import legs_toward, within_lot
 from executor.lock import account_lock
 from executor.open_elsewhere import open_fbr_orders, open_orders_message
+from executor.order_fees import with_traded_fee
 from executor.plan import (
     Instrument,
     OrderLeg,
@@ -58,6 +60,7 @@ from executor.plan import (
     OrderType,
     PlanOptions,
     Side,
+    plan_options,
     tracking_error_of,
 )
 from executor.plan_parts import round_to_step
@@ -218,7 +221,7 @@ class JournaledExecutor:
                        row.sent_ms if row.sent_ms is not None else self._clock(),
                        self._known_orders(plan.plan_id, leg.index))
         finding = self._reconciler.reconcile(sent, exists=row.exchange_id is not None)
-        self._apply(plan.plan_id, leg, finding)
+        self._apply(plan.plan_id, sent, finding)
         return finding
 
     def _known_orders(self, plan_id: str, leg: int) -> frozenset[str]:
@@ -242,7 +245,7 @@ class JournaledExecutor:
 
     def _rounds(self, plan: OrderPlan) -> None:
         blocked: set[str] = set()
-        options = _options_of(plan)
+        options = plan_options(plan)
         for k in range(self.retry.max_rounds):
             instruments = self._instruments(plan)
             positions = self.gateway.positions(instruments)
@@ -322,7 +325,7 @@ class JournaledExecutor:
             self._settle_sent(plan.plan_id, SentLeg(leg, inst, before, sent_ms, self._known_orders(
                 plan.plan_id, leg.index)), True, 0.0)
             return True
-        self.journal.record_state(plan.plan_id, leg.index, state)
+        self._record(plan.plan_id, SentLeg(leg, inst, before, sent_ms, frozenset()), state, "")
         log.info("leg %s %s: %s filled %.10g", leg.client_id, leg.symbol, state.status.value,
                  state.filled)
         return True
@@ -330,17 +333,24 @@ class JournaledExecutor:
     def _settle_sent(self, plan_id: str, sent: SentLeg, exists: bool, wait_s: float) -> None:
         """Reconcile a sent leg whose answer was not final, journal it; stop when still in doubt."""
         finding = self._reconciler.reconcile(sent, exists=exists, wait_s=wait_s)
-        self._apply(plan_id, sent.leg, finding)
+        self._apply(plan_id, sent, finding)
         if finding.verdict == Verdict.UNKNOWN:
             self._stop(plan_id, sent.leg, finding)
 
-    def _apply(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
+    def _apply(self, plan_id: str, sent: SentLeg, finding: Finding) -> None:
         """Journal a reconcile's finding."""
         if finding.verdict == Verdict.PLACED and finding.state is not None:
-            self.journal.record_state(plan_id, leg.index, finding.state, finding.reason)
+            self._record(plan_id, sent, finding.state, finding.reason)
             return
         status = OrderStatus.NOT_PLACED if finding.verdict == Verdict.NOT_PLACED else OrderStatus.UNKNOWN
-        self.journal.set_status(plan_id, leg.index, status, finding.reason)
+        self.journal.set_status(plan_id, sent.leg.index, status, finding.reason)
+
+    def _record(self, plan_id: str, sent: SentLeg, state: OrderState, reason: str) -> None:
+        """Journal an order's state, its fee from the account's trades when the answer had none."""
+        state, note = with_traded_fee(self.gateway, sent.instrument, state,
+                                      sent.sent_ms - self._reconciler.skew_ms)
+        self.journal.record_state(plan_id, sent.leg.index, state,
+                                  "; ".join(x for x in (reason, note) if x))
 
     def _stop(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
         self._messages.append(
@@ -388,13 +398,3 @@ class JournaledExecutor:
         return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=self.mode, legs=legs,
                                positions={}, target=dict(plan.reachable), tracking_error_residual=None,
                                messages=tuple(self._messages), gaps={}, outcome=Outcome.UNKNOWN)
-
-
-def _options_of(plan: OrderPlan) -> PlanOptions:
-    """How the plan priced and checked its legs (its slippage guard, limits, expiry rule ...),
-    for re-planned legs; a plan journalled without them keeps its venue and order type and the
-    defaults."""
-    if plan.options is not None:
-        return plan.options
-    kind = plan.legs[0].order_type if plan.legs else OrderType.MARKET
-    return PlanOptions(venue=plan.venue, order_type=kind)

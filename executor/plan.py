@@ -52,14 +52,13 @@ from executor.plan_parts import (
     move_parts,
     near_expiry,
     round_to_step,
+    target_contracts,
 )
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
-from models.fill_rule import contracts_after
 from models.instruments import (
     MIN_DAYS_TO_EXPIRY,
-    QTY_RTOL,
     ContractKind,
     FuturesContract,
     check_not_expired,
@@ -312,25 +311,6 @@ def _instrument(instruments: Mapping[str, Instrument], sym: str) -> Instrument:
     return instruments[sym]
 
 
-def _target_contracts(c: FuturesContract, mark: float, notional: float,
-                      q0: float, offset: float = 0.0) -> tuple[float, float]:
-    """(contracts wanted for ``notional`` USD of exposure at ``mark``, the same rounded to the lot
-    step); a rounded target within ``QTY_RTOL`` of the position ``q0`` is ``q0`` (without a lot
-    step, the float noise of a notional round trip is no trade), and so is a target within
-    ``QTY_RTOL`` of the held exposure x0 = q0 npc + ``offset`` (``Book.exposure_offset``: 0 for
-    linear, an inverse position's USD PnL: its exposure is q0 x size x mark / entry). An inverse
-    position held away from its entry moves by the exchange's fill rule
-    (:func:`models.fill_rule.contracts_after`: it grows by npc of exposure a contract, shrinks in
-    proportion to its exposure, re-opens at the mark past a flip)."""
-    x0 = q0 * c.notional_per_contract(mark) + offset
-    if offset != 0 and math.isclose(notional, x0, rel_tol=QTY_RTOL, abs_tol=0.0):
-        return q0, q0
-    wanted = (contracts_after(notional, q0, x0, c.notional_per_contract(mark)) if offset != 0
-              else c.contracts_for(notional, mark))
-    q1 = round_to_step(wanted, c.lot_step)
-    return wanted, (q0 if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0) else q1)
-
-
 def _dropped_orders(parts: Sequence[tuple[TradePart, float, str]], target: Mapping[str, float],
                     instruments: Mapping[str, Instrument],
                     te: Callable[[Mapping[str, float]], float | None]) -> list[DroppedOrder]:
@@ -375,7 +355,7 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
         npc = c.notional_per_contract(mark)
         q0, off = q0_all[sym], off_all[sym]
         held_x = q0 * npc + off if off != 0 else q0 * npc  # the held exposure (USD)
-        wanted, q1 = _target_contracts(c, mark, targets.get(sym, held_x), q0, off)
+        wanted, q1 = target_contracts(c, mark, targets.get(sym, held_x), q0, off)
         start[sym], target[sym], unrounded[sym] = q0, q1, wanted
         rounding.append(_Rounded(sym, (wanted - q0) * npc, (q1 - q0) * npc, c.lot_step * npc,
                                  c.lot_step))
@@ -402,3 +382,12 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
                      tracking_error_solution=te_target, tracking_error_residual=te(reachable),
                      warnings=() if warning is None else (warning,), options=opts)
 
+
+def plan_options(plan: OrderPlan) -> PlanOptions:
+    """How the plan priced and checked its legs (its slippage guard, limits, expiry rule ...),
+    for re-planned legs; a plan journalled without them keeps its venue and order type and the
+    defaults."""
+    if plan.options is not None:
+        return plan.options
+    kind = plan.legs[0].order_type if plan.legs else OrderType.MARKET
+    return PlanOptions(venue=plan.venue, order_type=kind)

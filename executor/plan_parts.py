@@ -15,7 +15,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING
 
 from models.errors import ValidationError
-from models.instruments import FuturesContract
+from models.fill_rule import contracts_after
+from models.instruments import QTY_RTOL, FuturesContract
 
 if TYPE_CHECKING:
     from executor.plan import Instrument, PlanOptions
@@ -211,3 +212,22 @@ def _rounding_warning(rows: Sequence[_Rounded], share: float, te_now: float | No
             f"{_pct_text(te_now)}, solution before rounding {_pct_text(te_unrounded)}, after "
             f"rounding {_pct_text(te_rounded)}. Fix: use contracts with a finer lot step, or "
             "rebalance a larger book")
+
+
+def target_contracts(c: FuturesContract, mark: float, notional: float,
+                      q0: float, offset: float = 0.0) -> tuple[float, float]:
+    """(contracts wanted for ``notional`` USD of exposure at ``mark``, the same rounded to the lot
+    step); a rounded target within ``QTY_RTOL`` of the position ``q0`` is ``q0`` (without a lot
+    step, the float noise of a notional round trip is no trade), and so is a target within
+    ``QTY_RTOL`` of the held exposure x0 = q0 npc + ``offset`` (``Book.exposure_offset``: 0 for
+    linear, an inverse position's USD PnL: its exposure is q0 x size x mark / entry). An inverse
+    position held away from its entry moves by the exchange's fill rule
+    (:func:`models.fill_rule.contracts_after`: it grows by npc of exposure a contract, shrinks in
+    proportion to its exposure, re-opens at the mark past a flip)."""
+    x0 = q0 * c.notional_per_contract(mark) + offset
+    if offset != 0 and math.isclose(notional, x0, rel_tol=QTY_RTOL, abs_tol=0.0):
+        return q0, q0
+    wanted = (contracts_after(notional, q0, x0, c.notional_per_contract(mark)) if offset != 0
+              else c.contracts_for(notional, mark))
+    q1 = round_to_step(wanted, c.lot_step)
+    return wanted, (q0 if math.isclose(q1, q0, rel_tol=QTY_RTOL, abs_tol=0.0) else q1)
