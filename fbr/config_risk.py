@@ -66,11 +66,16 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
         ctx.labels.append("risk model: vols and correlation given in the book file")
     else:
         model = _estimated_risk(table, source, symbols, market, market_table, ctx)
+    if not basis_on:  # no basis term anywhere: solve, status, whatif and the loop's gate alike
+        if "basis_vols" in table:
+            raise ValidationError("risk.basis_vols", "is given but risk.basis_risk = false, so it "
+                                  "would be ignored", "remove basis_vols, or set basis_risk = true")
+        return model
     if "basis_vols" in table:
         model = _with_basis(model, sub_table(table, "basis_vols", "risk"), book)
     elif source == "synthetic":
         model = _synthetic_basis(model, table, book, market, market_table, ctx)
-    elif source == "data" and book.contracts and basis_on:
+    elif source == "data" and book.contracts:
         from fbr.config_basis import data_basis
 
         lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2)
