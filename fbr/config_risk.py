@@ -45,6 +45,7 @@ from models.book import Book
 from models.errors import FbrError, ValidationError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
+from models.trailing_risk import MIN_RISK_ROWS
 
 RISK_EXPLICIT_KEYS = ("vols", "correlation")
 RISK_ESTIMATE_KEYS = (
@@ -52,6 +53,9 @@ RISK_ESTIMATE_KEYS = (
 )
 RISK_KEYS = ("source", *RISK_EXPLICIT_KEYS, *RISK_ESTIMATE_KEYS, "basis_risk", "basis_vols")
 DEFAULT_LOOKBACK_DAYS = 365
+#: A correlation matrix (or an estimated covariance, relative to its mean variance) whose
+#: smallest eigenvalue is at most this is singular: refused, as its hedges would tie.
+SINGULAR_EIG = 1e-8
 
 
 def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: Table,
@@ -145,12 +149,18 @@ def _correlation(value: object, order: Sequence[str]) -> np.ndarray:
         np.fill_diagonal(corr, 1.0)
     else:
         corr = _matrix(value, n, path, order)
-    lam_min = float(np.linalg.eigvalsh(corr).min()) if n else 0.0
-    if lam_min < -1e-8:
+    lam_min = float(np.linalg.eigvalsh(corr).min()) if n else 1.0
+    if lam_min < -SINGULAR_EIG:
         raise ValidationError(path, f"is {value!r}, which is not positive semi-definite "
                               f"(smallest eigenvalue {lam_min:.3g})",
                               "give a valid correlation matrix (e.g. estimate it from returns); "
                               "pairwise values cannot be set independently")
+    if lam_min <= SINGULAR_EIG:
+        raise ValidationError(path, f"is {value!r}, which is singular (smallest eigenvalue "
+                              f"{lam_min:.3g}): some mix of the assets would carry no risk, so "
+                              "many hedges would tie and the answer would be arbitrary",
+                              "give correlations strictly inside (-1, 1), e.g. 0.99 for two "
+                              "assets that move almost as one")
     return corr
 
 
@@ -194,9 +204,11 @@ def _estimated_risk(table: Table, source: str, symbols: Sequence[str], market: M
         raise ValidationError("risk.n_factors", f"is {n_factors!r}", "give a whole number >= 1")
     returns, what = _risk_returns(table, source, symbols, market, market_table, ctx)
     returns = returns.tail(lookback)
-    if len(returns) < 2:
-        raise ValidationError("risk.lookback_days", f"leaves {len(returns)} return rows",
-                              "use a longer lookback or a later market time")
+    if len(returns) < MIN_RISK_ROWS:
+        raise ValidationError("risk.lookback_days", f"is {lookback} and leaves {len(returns)} "
+                              f"daily returns up to market.time (an estimate needs at least "
+                              f"{MIN_RISK_ROWS})", "use a longer lookback or a later market time, "
+                              "or give risk.vols and risk.correlation")
     try:
         model = estimate_risk(returns, method, periods_per_year=365.0, halflife=halflife,
                               n_factors=n_factors)
@@ -205,8 +217,21 @@ def _estimated_risk(table: Table, source: str, symbols: Sequence[str], market: M
     except ValueError as exc:
         raise ValidationError("risk.method", f"is {method!r}: {exc}",
                               "use a method models.risk.estimate_risk knows") from exc
+    _check_not_singular(model.subset(list(symbols)).covariance, len(returns), method)
     ctx.labels.append(f"risk model: {method} estimated on {len(returns)} days of {what}")
     return model.subset(list(symbols))
+
+
+def _check_not_singular(cov: np.ndarray, rows: int, method: str) -> None:
+    """An estimate whose covariance is singular (a sample or EWMA estimate on fewer returns than
+    assets, say) leaves hedges that tie at zero risk: the answer would be arbitrary. Refused."""
+    lam = np.linalg.eigvalsh(cov)
+    if lam.size and lam.min() <= SINGULAR_EIG * max(float(np.trace(cov)) / lam.size, 1e-300):
+        raise ValidationError("risk.method", f"is {method!r} and its estimate on {rows} daily "
+                              f"returns of {lam.size} assets is singular (smallest eigenvalue "
+                              f"{lam.min():.3g}): some mix of the assets would carry no risk",
+                              "use method = \"ledoit_wolf\", or a longer lookback_days (more "
+                              "returns than assets)")
 
 
 def _risk_returns(table: Table, source: str, symbols: Sequence[str], market: MarketSnapshot,
