@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from models.errors import ValidationError
+from models.factor_form import factor_form
 from models.instruments import FuturesContract
 from models.margin import MarginModel
-from models.risk import RiskModel, factor_form
+from models.risk import RiskModel
 from optimizer.settings import OptimizerSettings
 
 #: MarginModel per contracts tuple (by identity): contracts are immutable and a replay keeps the
@@ -67,7 +68,7 @@ def solver_risk(risk: RiskModel, assets: list[str],
     not that model itself.
 
     With N >= ``settings.factor_min_assets`` assets and more than ``settings.factor_max`` loading
-    columns, the K-factor form of :func:`models.risk.factor_form` (K <= factor_max): the tracking
+    columns, the K-factor form of :func:`models.factor_form.factor_form` (K <= factor_max): the tracking
     error then costs O(N K) Parameters instead of O(N^2), and compiling it O(N^2) memory instead of
     O(N^3). Cached per model, so a replay fits once.
     """

@@ -218,7 +218,7 @@ class OptimizerSettings:
     noise_objective: float = 1e-9
     #: from this many assets on, a risk model with more than ``factor_max`` loading columns (e.g.
     #: a full covariance, N columns) is solved in its K-factor form F F' + diag(d), K <=
-    #: ``factor_max`` (models.risk.factor_form; exact when Sigma has that structure, else the
+    #: ``factor_max`` (models.factor_form; exact when Sigma has that structure, else the
     #: residual is reported): the dense form's compiled problem needs O(N^3) memory (about
     #: 120 GiB at N = 2,000), the factor form's O(N^2)
     factor_min_assets: int = 100

@@ -21,9 +21,10 @@ from fbr.config import load_book_file
 from fbr.render import render_solution
 from models.book import Book, FuturesPosition
 from models.errors import ExitCode, InfeasibleError
+from models.factor_form import factor_form
 from models.instruments import FuturesContract, MarginTiers, SpotAsset, TierBracket
 from models.market import MarketSnapshot
-from models.risk import RiskModel, factor_form
+from models.risk import RiskModel
 from optimizer.checks import LiquidatableBookError, position_breaches, require_orderable
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
