@@ -3,16 +3,25 @@
 Look-ahead of the book's risk model: a book whose [risk] is *estimated* (source "data" or
 "synthetic") is estimated on returns up to its market time T_book. When the path starts at
 t0 < T_book, using that model from t0 on would use returns from (t0, T_book]. So by default
-(``risk_model = "trailing"``) the optimised policies then estimate the model themselves at each
-refresh t (every ``RISK_REESTIMATE_DAYS`` of models.trailing_risk) from daily returns with close
-time <= t only, over the trailing ``risk_lookback_days`` (default ``DEFAULT_TRAILING_DAYS``): for
-a data path these are the data folder's daily closes, the history before t0 included (at least
-``MIN_RISK_ROWS`` returns must precede t0, else the file is refused); for a synthetic path, the
-path's own returns (so the path must not start before the book's estimate ends: refused
+(``risk_model = "trailing"``) the optimised policies then re-estimate the book's model themselves
+at each refresh t (every ``RISK_REESTIMATE_DAYS`` of models.trailing_risk) from daily returns with
+close time <= t only, with the book's estimator (:func:`book_estimator`: its [risk] method,
+halflife in days, n_factors) over the trailing ``risk_lookback_days`` (default: the book's
+``lookback_days``), so at t = T_book, on the book's own data, the estimate is the book's model.
+For a data path these are the data folder's daily closes, the history before t0 included (at
+least ``MIN_RISK_ROWS`` returns must precede t0, else the file is refused); for a synthetic path,
+the path's own returns (so the path must not start before the book's estimate ends: refused
 otherwise). The basis risk, when the book's was estimated from the data folder too
-(fbr.config_basis), is re-estimated with it from the folder's marks up to t. ``risk_model =
-"book"`` uses the book's full-sample model as it is; the CLI output, the JSON and the HTML report
-then say "LOOK-AHEAD". An explicit risk model (vols + correlation in the book) is used as given.
+(fbr.config_basis), is re-estimated with it from the folder's marks up to t, over the same
+window. ``risk_model = "book"`` uses the book's full-sample model as it is; the CLI output, the
+JSON and the HTML report then say "LOOK-AHEAD". An explicit risk model (vols + correlation in the
+book) is used as given.
+
+An entry's ``risk_lookback_days`` (days) asks for a trailing estimate on the path's own returns
+(at the path's step) where the book's model would be used as it is, and sets the window of the
+default one. Every trailing estimate uses the book's estimator (:func:`trailing_estimator`;
+``ledoit_wolf`` with a 30-day half-life, over ``DEFAULT_TRAILING_DAYS`` when no window is set,
+when the book's model is given); an entry's ``risk_method`` overrides the method.
 
 Times are UTC; closes are USD; the estimate is :class:`models.trailing_risk.TrailingRisk`.
 """
@@ -29,15 +38,19 @@ import pandas as pd
 
 from fbr.backtest_config import BacktestConfig
 from fbr.backtest_policies import PolicyParam
+from fbr.config_risk import DEFAULT_LOOKBACK_DAYS
+from fbr.config_values import positive, whole
 from models.errors import ValidationError
 from models.risk import RiskMethod, RiskModel
-from models.trailing_risk import MIN_RISK_ROWS, TrailingRisk
+from models.toml_file import read_toml
+from models.trailing_risk import DEFAULT_HALFLIFE_DAYS, MIN_RISK_ROWS, TrailingRisk
 from optimizer.settings import OptimizerSettings
 
 if TYPE_CHECKING:
     from scenarios.market_path import MarketPath
 
-#: Trailing window (days) of the default look-ahead-free risk estimate.
+#: Trailing window (days) of a re-estimate of a given (explicit) risk model without
+#: risk_lookback_days; an estimated model's is the book's [risk] lookback_days.
 DEFAULT_TRAILING_DAYS = 365
 #: A risk input of the optimised policy: a fixed model, or one per decision time.
 RiskInput = RiskModel | Callable[[pd.Timestamp], RiskModel]
@@ -88,11 +101,42 @@ def check_trailing_history(closes: pd.DataFrame, t0: pd.Timestamp, t_book: pd.Ti
             "use the book's full-sample model (look-ahead, stated in the output and the report)")
 
 
-def _trailing_method(p: Mapping[str, PolicyParam], fallback: RiskModel) -> str:
-    """The entry's risk_method, else the book's estimator when it is one estimate_risk knows."""
-    if "risk_method" in p:
-        return str(p["risk_method"])
-    return fallback.method if fallback.method in {m.value for m in RiskMethod} else "ledoit_wolf"
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+    """The settings of a trailing re-estimate (models.risk.estimate_risk's): ``method``, the
+    window ``lookback_days`` (days of returns), the EWMA half-life ``halflife_days`` (days; the
+    TrailingRisk converts both to the path's step) and PCA's ``n_factors`` (None: the default)."""
+
+    method: str
+    lookback_days: int
+    halflife_days: float = DEFAULT_HALFLIFE_DAYS
+    n_factors: int | None = None
+
+
+def book_estimator(cfg: BacktestConfig) -> Estimator | None:
+    """The book's [risk] estimator when its model is estimated (method, lookback_days, halflife,
+    n_factors; fbr.config_risk's defaults where the file gives none), None for a given model. The
+    loaded book keeps the model, not these settings: they are read from the book file's [risk]
+    again (validated when the book was loaded)."""
+    method = cfg.loaded.risk.method
+    if method not in {m.value for m in RiskMethod}:
+        return None
+    table = read_toml(cfg.book_path, "book", "examples/ for complete ones").get("risk", {})
+    risk: Mapping[str, object] = table if isinstance(table, Mapping) else {}
+    n = risk.get("n_factors")
+    return Estimator(method, whole(risk.get("lookback_days", DEFAULT_LOOKBACK_DAYS),
+                                   "risk.lookback_days", 2),
+                     positive(risk.get("halflife", DEFAULT_HALFLIFE_DAYS), "risk.halflife"),
+                     None if n is None else whole(n, "risk.n_factors", 1))
+
+
+def trailing_estimator(p: Mapping[str, PolicyParam], cfg: BacktestConfig) -> Estimator:
+    """The entry's trailing estimator: the book's (:func:`book_estimator`; for a given model
+    ``ledoit_wolf`` over ``DEFAULT_TRAILING_DAYS``), its ``risk_lookback_days`` and ``risk_method``
+    overriding the window and the method."""
+    book = book_estimator(cfg) or Estimator("ledoit_wolf", DEFAULT_TRAILING_DAYS)
+    return dataclasses.replace(book, method=str(p.get("risk_method", book.method)),
+                               lookback_days=int(p.get("risk_lookback_days", book.lookback_days)))
 
 
 def check_risk_method(p: Mapping[str, PolicyParam], t_book: pd.Timestamp | None) -> None:
@@ -114,21 +158,22 @@ def risk_input(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: MarketPa
     """The optimised policy's risk model (see the module docstring): the book's; a
     :class:`TrailingRisk` on the path's returns (``risk_lookback_days``); or, when the book's
     model would look ahead and ``risk_model = "trailing"``, a TrailingRisk on daily closes that
-    start before the path (so its book-model fallback is never reached). ``risk_method`` where
-    it would be ignored is refused (:func:`check_risk_method`)."""
+    start before the path (so its book-model fallback is never reached). Both re-estimate with
+    :func:`trailing_estimator`. ``risk_method`` where it would be ignored is refused
+    (:func:`check_risk_method`)."""
     loaded = cfg.loaded
     t_book = risk_lookahead(cfg, path)
-    if t_book is None or cfg.risk_model == "book":
-        if "risk_lookback_days" not in p:
-            check_risk_method(p, t_book)
-            return loaded.risk
-        return TrailingRisk(loaded.risk, path.spot, loaded.book.asset_symbols,
-                            int(p["risk_lookback_days"]), str(p.get("risk_method", "ledoit_wolf")))
-    closes = trailing_closes(cfg, path)
-    check_trailing_history(closes, utc(path.spot.index[0]), t_book)
-    lookback = int(p.get("risk_lookback_days", DEFAULT_TRAILING_DAYS))
-    return TrailingRisk(loaded.risk, closes, loaded.book.asset_symbols, lookback,
-                        _trailing_method(p, loaded.risk), basis=trailing_basis(cfg, lookback))
+    if (t_book is None or cfg.risk_model == "book") and "risk_lookback_days" not in p:
+        check_risk_method(p, t_book)
+        return loaded.risk
+    est = trailing_estimator(p, cfg)
+    closes, basis = path.spot, None
+    if t_book is not None and cfg.risk_model != "book":
+        closes = trailing_closes(cfg, path)
+        check_trailing_history(closes, utc(path.spot.index[0]), t_book)
+        basis = trailing_basis(cfg, est.lookback_days)
+    return TrailingRisk(loaded.risk, closes, loaded.book.asset_symbols, est.lookback_days,
+                        est.method, basis, halflife_days=est.halflife_days, n_factors=est.n_factors)
 
 
 def trailing_basis(cfg: BacktestConfig, lookback: int) -> Callable[[pd.Timestamp], np.ndarray] | None:

@@ -3,8 +3,10 @@
 :class:`TrailingRisk` is a callable ``risk(t) -> RiskModel``: until ``MIN_RISK_ROWS`` returns with
 timestamps <= t exist it returns the fallback model (e.g. a book's); from then on it returns
 :func:`models.risk.estimate_risk` on the last ``lookback_days`` of returns up to t, refreshed every
-``RISK_REESTIMATE_DAYS`` days of path time. Returns are simple returns of the spot closes (USD);
-vols are annualised at the path's own step (365 days a year).
+``RISK_REESTIMATE_DAYS`` days of path time, with the estimator's settings in days of path time:
+``halflife_days`` (EWMA) is converted to periods (bars) of the path's step, as ``lookback_days``
+is to rows, so a 4 h path and a daily one weigh the same span of time. Returns are simple returns
+of the spot closes (USD); vols are annualised at the path's own step (365 days a year).
 """
 
 from __future__ import annotations
@@ -21,18 +23,23 @@ from models.risk import RiskModel, estimate_risk, returns_from_prices
 RISK_REESTIMATE_DAYS = 30
 #: Fewest trailing returns a re-estimate needs; before that the fallback model is used.
 MIN_RISK_ROWS = 30
+#: EWMA half-life (days of path time) when none is given: a book's [risk] halflife default.
+DEFAULT_HALFLIFE_DAYS = 30.0
 
 
 class TrailingRisk:
     """risk(t): the fallback model until ``MIN_RISK_ROWS`` trailing returns exist, then
     models.risk.estimate_risk on the spot returns with timestamps <= t (no look-ahead) over the
-    last ``lookback_days``, refreshed every ``RISK_REESTIMATE_DAYS`` days. The basis covariance
-    is ``basis(t)`` at each refresh when given (a trailing estimate of its own, the contracts'
-    M x M), else the fallback's (if any)."""
+    last ``lookback_days``, refreshed every ``RISK_REESTIMATE_DAYS`` days, with ``method``,
+    ``n_factors`` (PCA's K; None: estimate_risk's default) and the EWMA half-life
+    ``halflife_days`` (days; ``halflife`` holds it in periods of the path's step). The basis
+    covariance is ``basis(t)`` at each refresh when given (a trailing estimate of its own, the
+    contracts' M x M), else the fallback's (if any)."""
 
     def __init__(self, fallback: RiskModel, spot: pd.DataFrame, symbols: Sequence[str],
                  lookback_days: int, method: str = "ledoit_wolf",
-                 basis: Callable[[pd.Timestamp], np.ndarray] | None = None) -> None:
+                 basis: Callable[[pd.Timestamp], np.ndarray] | None = None, *,
+                 halflife_days: float = DEFAULT_HALFLIFE_DAYS, n_factors: int | None = None) -> None:
         self.fallback = fallback
         self.basis = basis
         self.symbols = list(symbols)
@@ -43,6 +50,8 @@ class TrailingRisk:
         self.periods_per_year = 365.0 / step_days if step_days > 0 else 365.0
         self.rows = max(2, round(lookback_days / step_days)) if step_days > 0 else lookback_days
         self.method = method
+        self.halflife = halflife_days / step_days if step_days > 0 else halflife_days
+        self.n_factors = n_factors
         self.current: RiskModel = fallback
         self.refreshed: pd.Timestamp | None = None
         self.estimates = 0
@@ -54,7 +63,8 @@ class TrailingRisk:
         past = self.returns.loc[self.returns.index <= t].tail(self.rows)
         if len(past) < MIN_RISK_ROWS:
             return self.fallback
-        est = estimate_risk(past, self.method, periods_per_year=self.periods_per_year)
+        est = estimate_risk(past, self.method, periods_per_year=self.periods_per_year,
+                            halflife=self.halflife, n_factors=self.n_factors)
         basis, how = ((self.fallback.basis_cov, self.fallback.basis_method) if self.basis is None
                       else (self.basis(t), "estimated"))
         self.current = dataclasses.replace(est.subset(self.symbols), basis_cov=basis, basis_method=how)

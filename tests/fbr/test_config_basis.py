@@ -128,7 +128,8 @@ def test_a_backtest_from_before_the_books_time_re_estimates_the_basis_without_lo
         tmp_path: Path) -> None:
     """The book's basis is estimated up to its market time (2024-04-01); a backtest from
     2024-03-01 re-estimates it at each refresh t of its trailing risk model from the marks up to t
-    only (fbr.backtest_risk.trailing_basis): at t = 2024-03-15 it is the hand estimate up to t."""
+    only (fbr.backtest_risk.trailing_basis), over the book's lookback_days (60, as the book's own
+    basis): at t = 2024-03-15 it is the hand estimate of the 60 daily changes up to t."""
     from fbr.backtest_config import build_path, load_backtest_file
     from fbr.backtest_risk import risk_input
     from models.trailing_risk import TrailingRisk
@@ -151,9 +152,9 @@ kind = "optimized"
     t = pd.Timestamp("2024-03-15T00:00:00Z")
     cov = risk(t).basis_cov
     assert cov is not None and risk(t).basis_method == "estimated"
-    changes = pd.DataFrame({a: _basis_by_hand(data, a, end=t, lookback=365)
+    changes = pd.DataFrame({a: _basis_by_hand(data, a, end=t)  # the book's lookback_days
                             for a in ("BTC", "ETH")}).diff().dropna()
-    assert len(changes) == 73  # closes 2024-01-02 .. 2024-03-15: every one up to t, none after
+    assert len(changes) == LOOKBACK and changes.index[-1] == t  # the last 60 up to t, none after
     np.testing.assert_allclose(cov[:2, :2], 365.0 * np.cov(changes.to_numpy(), rowvar=False, ddof=1),
                                rtol=1e-10, atol=0)
     book_cov = cfg.loaded.risk.basis_cov
