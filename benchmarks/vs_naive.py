@@ -47,9 +47,11 @@ positions and the wallet carry over. The windows that do not overlap Nov-Dec 202
 Figures per policy and window: tracking error (annualised, realised: book PnL per unit of
 invested base minus the target portfolio's return, so costs count), trading cost = exchange fees
 + spread + impact of the policy's trades + the spot fees of collateral sweeps (bp of mean NAV per
-year), funding (bp/yr, > 0 paid), total cost (trading + funding + penalties) and total incl. the
-reserve's opportunity cost (4%/yr on the wallet), liquidations, peak margin use (maintenance /
-collateral).
+year), funding (bp/yr, > 0 paid), total cost (trading + funding + the liquidation penalties the
+holder paid: ``scenarios.metrics.penalty_paid``, less what the insurance fund absorbed) and total
+incl. the reserve's opportunity cost (4%/yr on the wallet), liquidations, peak margin use
+(maintenance / collateral; inf at a step whose collateral was gone with positions open, as
+``compute_metrics``).
 
 Families: ``spot`` (every spot-only policy), ``naive`` (every naive overlay), ``optimised``.
 A family's frontier in a window is its Pareto set of (TE, trading cost). The cost of a family
@@ -132,7 +134,12 @@ from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettin
 from scenarios.backtest_result import BacktestResult  # noqa: E402
 from scenarios.collateral import NO_SWEEPS, CollateralPolicy  # noqa: E402
 from scenarios.market_path import MarketPath  # noqa: E402
-from scenarios.metrics import STABLECOIN_YIELD, compute_metrics, steps_per_year  # noqa: E402
+from scenarios.metrics import (  # noqa: E402
+    STABLECOIN_YIELD,
+    compute_metrics,
+    penalty_paid,
+    steps_per_year,
+)
 from scenarios.replay import run_backtest  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -331,12 +338,13 @@ def masked_metrics(res: BacktestResult, mask: np.ndarray) -> dict[str, float]:
     wallet_prev[1:] = s["wallet"].to_numpy(dtype=float)[:-1]
     util = np.fmax(s["margin_ratio"].to_numpy(dtype=float),
                    s["margin_ratio_end"].to_numpy(dtype=float))[mask]
-    util = util[np.isfinite(util)]
+    util = util[~np.isnan(util)]  # inf (collateral gone, positions open) is kept, as compute_metrics
     exch = bps("fee_spot") + bps("fee_futures")
     slip = bps("slippage_spot") + bps("slippage_futures")
     sweep = bps("sweep_fees")
     funding = bps("funding")
-    penalty = bps("liquidation_penalty")
+    # what the holder paid: the penalty less what the insurance fund absorbed (compute_metrics)
+    penalty = float(penalty_paid(s).to_numpy(dtype=float)[mask].sum()) / scale * 1e4
     traded = (s["traded_spot"] + s["traded_futures"] + s["sweep_in"] + s["sweep_out"]).to_numpy(
         dtype=float)[mask].sum()
     return {
@@ -373,15 +381,28 @@ def all_windows(res: BacktestResult) -> dict[str, dict[str, float]]:
     return out
 
 
+def relative_gap(a: float, b: float) -> float:
+    """|a - b| / |a| (|a| at least 1e-12); two equal values (both inf, or both NaN) have none, an
+    infinite or NaN value against a different one an infinite gap."""
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return 0.0
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.inf
+    return abs(a - b) / max(abs(a), 1e-12)
+
+
 def check_against_compute_metrics(res: BacktestResult) -> float:
-    """Largest relative gap between masked_metrics on the full span and compute_metrics."""
+    """Largest relative gap (:func:`relative_gap`) between masked_metrics on the full span and
+    compute_metrics."""
     m = compute_metrics(res)
     mine = masked_metrics(res, np.ones(len(res.steps), dtype=bool))
     pairs = [(m.tracking_error, mine["tracking_error"]), (m.fees_bps, mine["fees_bps"]),
-             (m.funding_bps, mine["funding_bps"]),
+             (m.funding_bps, mine["funding_bps"]), (m.penalty_bps, mine["penalty_bps"]),
+             (m.total_cost_bps, mine["total_cost_bps"]),
              (m.reserve_opportunity_cost_bps, mine["reserve_opportunity_cost_bps"]),
-             (m.peak_margin_ratio, mine["peak_margin_use"])]
-    return max(abs(a - b) / max(abs(a), 1e-12) for a, b in pairs)
+             (m.peak_margin_ratio, mine["peak_margin_use"]),
+             (float(m.liquidations), float(mine["liquidations"]))]
+    return max(relative_gap(a, b) for a, b in pairs)
 
 
 # ---------------------------------------------------------------------------------------------

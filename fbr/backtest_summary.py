@@ -3,7 +3,8 @@
 ``dated_mark_labels`` and ``risk_labels`` are lines for the CLI output, the JSON and the HTML
 report's labels; ``actual_span``, ``span_notes`` and ``span_dict`` the steps actually replayed
 (a ``data.end`` beyond the data runs over the span the data cover, and says so); ``metrics_dict``
-one policy's ``scenarios.metrics.compute_metrics`` as JSON values. Times are UTC.
+one policy's ``scenarios.metrics.compute_metrics`` as JSON values, the reserve's opportunity cost at
+the book's ``[costs] reserve_yield`` (``book_reserve_yield``). Times are UTC.
 """
 
 from __future__ import annotations
@@ -167,11 +168,21 @@ def is_timing(key: str) -> bool:
     return "time" in key and key.endswith(("_ms", "_s"))
 
 
-def metrics_dict(result: BacktestResult) -> dict[str, MetricValue]:
-    """scenarios.metrics.compute_metrics as a JSON-ready dict (nan/inf become None)."""
-    from scenarios.metrics import compute_metrics
+def book_reserve_yield(cfg: BacktestConfig) -> float:
+    """The yearly yield the book's stablecoin reserve forgoes: its ``[costs] reserve_yield``
+    (4% when the book does not set it), which prices ``reserve_opportunity_cost_bps``."""
+    return float(cfg.loaded.settings.costs.reserve_yield)
 
-    m = compute_metrics(result)
+
+def metrics_dict(result: BacktestResult, *, reserve_yield: float | None = None
+                 ) -> dict[str, MetricValue]:
+    """scenarios.metrics.compute_metrics as a JSON-ready dict (nan/inf become None), the wallet's
+    opportunity cost at ``reserve_yield`` (a fraction a year: the book's, ``book_reserve_yield``;
+    None: scenarios.metrics.STABLECOIN_YIELD)."""
+    from scenarios.metrics import STABLECOIN_YIELD, compute_metrics
+
+    m = compute_metrics(result, stablecoin_yield=STABLECOIN_YIELD if reserve_yield is None
+                        else reserve_yield)
     out: dict[str, MetricValue] = {}
     for k, v in dataclasses.asdict(m).items():
         if isinstance(v, float) and not math.isfinite(v):

@@ -181,12 +181,13 @@ def _run_with_progress(cfg: BacktestConfig, path: MarketPath, show: bool
 
 
 def _write_report(results: dict[str, BacktestResult], path: Path, title: str, labels: list[str],
-                  png_dir: Path | None) -> tuple[Path | None, str | None]:
+                  png_dir: Path | None, reserve_yield: float) -> tuple[Path | None, str | None]:
     """Write the HTML report (scenarios.report.write_report): (the path written, no note)."""
     from scenarios.report import write_report
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_report(results, path, title=title, labels=labels, png_dir=png_dir)
+    write_report(results, path, title=title, labels=labels, png_dir=png_dir,
+                 reserve_yield=reserve_yield)
     return path, None
 
 
@@ -197,6 +198,7 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
 
     from fbr.backtest_config import build_path
     from fbr.backtest_summary import (
+        book_reserve_yield,
         dated_mark_labels,
         is_timing,
         metrics_dict,
@@ -217,14 +219,15 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
     notes.extend(spans)
     results = _run_with_progress(cfg, path, show_progress)
     notes.extend(unsolved_notes(results))
-    raw = {name: metrics_dict(r) for name, r in results.items()}
+    reserve_yield = book_reserve_yield(cfg)  # the book's [costs] reserve_yield
+    raw = {name: metrics_dict(r, reserve_yield=reserve_yield) for name, r in results.items()}
     # deterministic metrics apart from wall-clock timings (same file -> same "policies")
     metrics = {name: {k: v for k, v in m.items() if not is_timing(k)} for name, m in raw.items()}
     timings = {name: {k: v for k, v in m.items() if is_timing(k)} for name, m in raw.items()}
     labels = [*cfg.labels, *extra]
     written: Path | None = None
     if report is not None:
-        written, note = _write_report(results, report, title, labels, cfg.png_dir)
+        written, note = _write_report(results, report, title, labels, cfg.png_dir, reserve_yield)
         if note:
             notes.append(note)
     summary: BacktestSummary = {"policies": metrics, "report": str(written) if written else None,

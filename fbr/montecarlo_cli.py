@@ -56,7 +56,8 @@ def build_spec(cfg: MonteCarloConfig) -> tuple[MonteCarloSpec, list[str]]:
                           paths=cfg.paths, steps=cfg.steps, seed=cfg.seed,
                           liquidation_penalty=float(opts["liquidation_penalty"]),
                           spot_fee=opts["spot_fee"], collateral=opts.get("collateral"),
-                          pledged=bool(opts.get("pledged", False)), tax=opts.get("tax"))
+                          pledged=bool(opts.get("pledged", False)), tax=opts.get("tax"),
+                          reserve_yield=bt.loaded.settings.costs.reserve_yield)
     labels = [*bt.loaded.labels, f"source history: {bt.data.label()}",
               f"{cfg.paths} SYNTHETIC paths x {cfg.steps} steps of {cfg.step} ({generator.name}), "
               f"seed {cfg.seed}"]

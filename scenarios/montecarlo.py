@@ -39,7 +39,7 @@ from optimizer.policies import Policy
 from optimizer.settings import SpotLegSettings
 from scenarios.collateral import CollateralPolicy
 from scenarios.market_path import MarketPath
-from scenarios.metrics import compute_metrics, opening_nav, percentile
+from scenarios.metrics import STABLECOIN_YIELD, compute_metrics, opening_nav, percentile
 from scenarios.path_history import PathGenerator
 from scenarios.replay import run_backtest
 from scenarios.sweep import EngineSpec, run_sweep
@@ -165,6 +165,9 @@ class MonteCarloSpec:
     #: the book's [tax]: every policy's replay pays tax on its realised gains (None: no tax
     #: but the one an optimiser's spot leg prices)
     tax: SpotLegSettings | None = None
+    #: the yearly yield the wallet forgoes (the book's [costs] reserve_yield), pricing each path's
+    #: reserve_opportunity_cost_bps
+    reserve_yield: float = STABLECOIN_YIELD
 
     def __post_init__(self) -> None:
         for name, value in (("paths", self.paths), ("steps", self.steps)):
@@ -209,7 +212,7 @@ class MonteCarloWork:
         res = run_backtest(s.book, path, policy, liquidation_penalty=s.liquidation_penalty,
                            spot_fee=s.spot_fee, collateral=s.collateral, impact_k=s.impact_k,
                            pledged=s.pledged, tax=s.tax)
-        m = dataclasses.asdict(compute_metrics(res))
+        m = dataclasses.asdict(compute_metrics(res, stablecoin_yield=s.reserve_yield))
         metrics = {k: float(v) for k, v in m.items() if k not in TIMING_FIELDS}
         nav = res.steps["nav"].to_numpy(dtype=float)
         return PathOutcome(metrics=metrics, nav=nav / opening_nav(res))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from scenarios.backtest_result import BacktestResult
-from scenarios.metrics import BacktestMetrics
+from scenarios.metrics import STABLECOIN_YIELD, BacktestMetrics
 from scenarios.report_charts import TE_WINDOW, Chart, _metric, _metrics, build_charts, total_cost_bps
 from scenarios.report_render import CSS, _chart_html, _plotly_js, write_pngs
 
@@ -167,13 +167,14 @@ def report_html(results: Mapping[str, BacktestResult], *, title: str = "fbr back
 
 def render_report(results: Mapping[str, BacktestResult], path: Path, *, title: str = "fbr backtest",
                   labels: Sequence[str] = (), png_dir: Path | None = None,
-                  te_window: int = TE_WINDOW) -> ReportFiles:
+                  te_window: int = TE_WINDOW, reserve_yield: float = STABLECOIN_YIELD) -> ReportFiles:
     """Write the HTML report to ``path`` (and the PNGs to ``png_dir`` when given); say what was
-    written. ``results``: policy label -> result, in display order."""
+    written. ``results``: policy label -> result, in display order; ``reserve_yield``: the book's
+    ``[costs] reserve_yield`` (a fraction a year), pricing the reserve's opportunity cost."""
     if not results:
         raise ValueError("write_report needs at least one backtest result")
     path = Path(path)
-    metrics = _metrics(results)
+    metrics = _metrics(results, reserve_yield)
     charts = build_charts(results, te_window=te_window, metrics=metrics)
     text = report_html(results, title=title, labels=labels, charts=charts, metrics=metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,8 +184,10 @@ def render_report(results: Mapping[str, BacktestResult], path: Path, *, title: s
 
 
 def write_report(results: Mapping[str, BacktestResult], path: Path, *, title: str = "fbr backtest",
-                 labels: Sequence[str] = (), png_dir: Path | None = None) -> Path:
+                 labels: Sequence[str] = (), png_dir: Path | None = None,
+                 reserve_yield: float = STABLECOIN_YIELD) -> Path:
     """Write one self-contained HTML report (and, with ``png_dir``, one PNG per chart, named
     ``<chart key>.png``; :func:`render_report` returns their paths too). Returns ``path``."""
-    return render_report(results, path, title=title, labels=labels, png_dir=png_dir).html
+    return render_report(results, path, title=title, labels=labels, png_dir=png_dir,
+                         reserve_yield=reserve_yield).html
 

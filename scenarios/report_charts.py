@@ -24,6 +24,7 @@ import pandas as pd
 
 from scenarios.backtest_result import BacktestResult
 from scenarios.metrics import (
+    STABLECOIN_YIELD,
     BacktestMetrics,
     book_returns,
     compute_metrics,
@@ -40,17 +41,20 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 #: Colour per asset in the weights chart (cycled).
 ASSET_PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6",
                  "#9d755d", "#bab0ac", "#eeca3b")
-#: Cost kinds of the cumulative-cost chart: the step columns summed for each (missing ones skipped).
+#: Cost kinds of the cumulative-cost chart: the step columns summed for each (missing ones skipped:
+#: ``tax`` exists only when the replay charged taxes). Together they are what total_cost_bps counts.
 COST_KINDS: dict[str, tuple[str, ...]] = {
     "fees": ("fee_spot", "fee_futures", "sweep_fees"),
     "slippage": ("slippage_spot", "slippage_futures"),
     "funding": ("funding",),
     "penalties": ("liquidation_penalty",),
+    "tax": ("tax",),
 }
 
 Dash = Literal["solid", "dash", "dot", "dashdot"]
 Mode = Literal["lines", "markers", "markers+text"]
-COST_DASH: dict[str, Dash] = {"fees": "solid", "slippage": "dash", "funding": "dot", "penalties": "dashdot"}
+COST_DASH: dict[str, Dash] = {"fees": "solid", "slippage": "dash", "funding": "dot", "penalties": "dashdot",
+                              "tax": "dashdot"}
 
 # ---------------------------------------------------------------------------------------------
 # Chart descriptions (renderer-neutral)
@@ -129,11 +133,14 @@ def _default_policy(names: Sequence[str]) -> str:
     return names[0]
 
 
-def _metrics(results: Mapping[str, BacktestResult]) -> dict[str, BacktestMetrics | None]:
+def _metrics(results: Mapping[str, BacktestResult], reserve_yield: float = STABLECOIN_YIELD
+             ) -> dict[str, BacktestMetrics | None]:
+    """compute_metrics per policy (None where it fails), the wallet's opportunity cost at
+    ``reserve_yield`` (a fraction a year: the book's ``[costs] reserve_yield``)."""
     out: dict[str, BacktestMetrics | None] = {}
     for name, res in results.items():
         try:
-            out[name] = compute_metrics(res)
+            out[name] = compute_metrics(res, stablecoin_yield=reserve_yield)
         except (KeyError, ValueError, ZeroDivisionError, IndexError):
             out[name] = None
     return out
@@ -150,12 +157,13 @@ def _metric(m: BacktestMetrics | None, name: str) -> float:
 
 
 def total_cost_bps(m: BacktestMetrics | None) -> float:
-    """Annual total cost in bps of mean NAV: fees (with slippage) + funding + penalties (a
-    ``total_cost_bps`` field of the metrics, when it has one, wins)."""
+    """Annual total cost in bps of mean NAV: fees (with slippage) + funding + penalties + sweep
+    fees + tax (a ``total_cost_bps`` field of the metrics, when it has one, wins)."""
     own = _metric(m, "total_cost_bps")
     if math.isfinite(own):
         return own
-    parts = [_metric(m, k) for k in ("fees_bps", "funding_bps", "penalty_bps")]
+    parts = [_metric(m, k) for k in ("fees_bps", "funding_bps", "penalty_bps", "sweep_cost_bps",
+                                     "tax_bps")]
     parts = [p for p in parts if math.isfinite(p)]
     return float(sum(parts)) if parts else math.nan
 
@@ -225,7 +233,9 @@ def _costs_chart(results: Mapping[str, BacktestResult]) -> Chart:
             series.append(Trace(f"{name}: {kind}", _times(total.index), _finite(total), _color(i),
                                  dash=COST_DASH.get(kind, "solid")))
     return Chart("costs", "Cumulative costs by kind", "time (UTC)", "USD (cumulative, > 0 is a cost)",
-                 tuple(series), note="solid: fees, dashed: slippage, dotted: funding (negative: received)")
+                 tuple(series), note="solid: fees (with collateral sweeps), dashed: slippage, dotted: "
+                 "funding (negative: received), dash-dot: liquidation penalties paid and tax "
+                 "(negative: a credit), when there are any")
 
 
 def _margin_chart(results: Mapping[str, BacktestResult]) -> Chart:
@@ -268,7 +278,8 @@ def _frontier_chart(results: Mapping[str, BacktestResult],
         series.append(Trace(name, [x], [y], _color(i), mode="markers+text", text=[name]))
     return Chart("frontier", "Tracking error vs total cost", "total cost (bps of NAV per year)",
                  "tracking error (annualised)", tuple(series), percent=True,
-                 note="one point per policy; cost = fees + slippage + funding + liquidation penalties")
+                 note="one point per policy; cost = exchange fees + slippage + collateral sweep fees "
+                 "+ funding + liquidation penalties paid + tax")
 
 
 def build_charts(results: Mapping[str, BacktestResult], *, te_window: int = TE_WINDOW,
