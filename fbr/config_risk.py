@@ -269,11 +269,15 @@ def _risk_history(table: Table, symbols: Sequence[str], market: MarketSnapshot,
 
 
 def _data_returns(data_dir: Path, symbols: Sequence[str], end: pd.Timestamp) -> pd.DataFrame:
-    """Daily simple returns of the data folder's spot closes up to ``end``, common span only."""
+    """Daily simple returns of the data folder's spot closes up to ``end``, common span only, each
+    over one day: where a bar is missing (in any symbol's file) the return across the gap spans
+    two days or more and is left out, not counted as one day's."""
     from models.risk import returns_from_prices
 
     closes = until(spot_closes(data_dir, symbols, "risk"), end)
-    return returns_from_prices(closes)
+    returns = returns_from_prices(closes)
+    spans = pd.Series(pd.DatetimeIndex(closes.index)).diff().iloc[1:].to_numpy()
+    return pd.DataFrame(returns.loc[spans == np.timedelta64(1, "D")])
 
 
 def _synthetic_basis(model: RiskModel, table: Table, book: Book, market: MarketSnapshot,
