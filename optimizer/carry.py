@@ -111,9 +111,8 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
             hours = market.funding_hours(c.symbol, c.funding_interval_h)
             out[j] = market.carry_rate(c.symbol) * horizon_days * HOURS_PER_DAY / hours
         else:
-            assert c.expiry is not None
-            left = (c.expiry.timestamp() - market.time.timestamp()) / 86400.0
-            if left <= 0:  # settled: no carry (optimizer.prepare refuses one still held)
+            left = c.days_to_expiry(market.time)  # naive times read as UTC
+            if left is None or left <= 0:  # settled: no carry (optimizer.prepare refuses one still held)
                 continue
             basis = market.mark_price(c.symbol) / market.spot_price(c.underlying) - 1.0
             out[j] = basis * horizon_days / max(left, horizon_days)

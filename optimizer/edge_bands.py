@@ -42,7 +42,7 @@ from models.book import Book
 from models.errors import ValidationError, check_finite_positive, check_fraction
 from models.market import MarketSnapshot
 from optimizer.baselines import PriceHistory
-from optimizer.policies import Policy, TargetHoldings, breached, current_holdings
+from optimizer.policies import Policy, TargetHoldings, breached, current_holdings, hedge_contracts
 
 #: Trailing returns of the vol-scaled widths by default.
 DEFAULT_WINDOW = 30
@@ -92,15 +92,14 @@ def edge_band_notional(book: Book, market: MarketSnapshot, widths: np.ndarray,
 
 def route_exposure(book: Book, market: MarketSnapshot, moved: Mapping[str, float]) -> dict[str, float]:
     """Futures notional (USD) by contract: the held notional x0, except that each asset in
-    ``moved`` (by symbol, its new futures exposure X_i' in USD) gets X_i' on its first contract
-    (book order) and 0 on its others; an asset without a contract is left as it is."""
+    ``moved`` (by symbol, its new futures exposure X_i' in USD) gets X_i' on its hedge contract
+    (:func:`optimizer.policies.hedge_contracts`: the first in book order not near expiry) and 0
+    on its others; an asset without a contract is left as it is."""
     fut = dict(current_holdings(book, market).futures)
-    routed: set[str] = set()
+    route = hedge_contracts(book, market)
     for c in book.contracts:
-        if c.underlying not in moved:
-            continue
-        fut[c.symbol] = moved[c.underlying] if c.underlying not in routed else 0.0
-        routed.add(c.underlying)
+        if c.underlying in moved:
+            fut[c.symbol] = moved[c.underlying] if route.get(c.underlying) == c.symbol else 0.0
     return fut
 
 

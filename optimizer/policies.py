@@ -21,6 +21,7 @@ import pandas as pd
 
 from models.book import Book, TargetsBase
 from models.errors import ValidationError
+from models.instruments import MIN_DAYS_TO_EXPIRY
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from models.tax import TaxLot
@@ -176,18 +177,34 @@ class BandSpotRebalance(Policy):
         return _spot_to_target(book, market)
 
 
+def hedge_contracts(book: Book, market: MarketSnapshot,
+                    min_days: float = MIN_DAYS_TO_EXPIRY) -> dict[str, str]:
+    """The contract each asset's naive hedge goes through at ``market.time``: its first contract
+    (book order) that is not within ``min_days`` of expiry, so a dated one rolls into the next
+    when it nears expiry (where no position may grow); else its first one not yet expired (only
+    reduced there); none when every one has expired (the asset stays unhedged)."""
+    out: dict[str, str] = {}
+    for c in book.contracts:
+        if c.underlying not in out and not c.near_expiry(market.time, min_days):
+            out[c.underlying] = c.symbol
+    for c in book.contracts:
+        if c.underlying not in out and not c.near_expiry(market.time, 0.0):
+            out[c.underlying] = c.symbol
+    return out
+
+
 def naive_futures_notional(book: Book, market: MarketSnapshot) -> dict[str, float]:
-    """The seed rule: B x = w* V - spot, through each asset's first contract (others flat).
+    """The seed rule: B x = w* V - spot, through each asset's hedge contract
+    (:func:`hedge_contracts`; the others flat).
 
     Returns futures notional (USD) by contract. Assets without a contract stay unhedged.
     """
     V = book.base(market)
     spot = book.spot_values(market)
     gap = dict(zip(book.asset_symbols, book.target_vector() * V - spot, strict=True))
-    out: dict[str, float] = {}
-    for c in book.contracts:
-        out[c.symbol] = gap.pop(c.underlying, 0.0)
-    return out
+    route = hedge_contracts(book, market)
+    return {c.symbol: gap[c.underlying] if route.get(c.underlying) == c.symbol else 0.0
+            for c in book.contracts}
 
 
 class NaiveFutures(Policy):
