@@ -9,7 +9,8 @@ the difference is fee x slippage, about 1e-7 of the notional), so a paper accoun
 fed the same prices and decisions keep the same NAV. A position that shrinks realises PnL
 against its average entry (linear: q x size x (p - entry); inverse: q x size x (1/entry - 1/p) x p,
 USD); one that grows averages its entry (arithmetic for linear, harmonic for inverse).
-Limit legs fill only when p is within the limit (else they are cancelled, like IOC).
+Limit legs fill only when p is within the limit (else they are cancelled, like IOC). A dated
+position settles once the market reaches its expiry (:meth:`PaperGateway.settle_expired`).
 
 The paper exchange keeps its account (positions, wallet cash), its orders and its trades in its
 own tables of the journal file (:class:`PaperStore`), written in one transaction per fill, just as a
@@ -24,7 +25,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +124,7 @@ class PaperStore:
     def save_fill(self, state: OrderState, symbol: str, trade: Trade | None,
                   futures: Mapping[str, FuturesPosition], cash: float) -> None:
         """An order, its trade and the account after it, in one transaction."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cur:
             cur.execute("INSERT INTO paper_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (state.client_id, self.book_name, state.exchange_id or "", symbol,
                          state.status.value, state.filled, state.average, state.fee,
@@ -135,37 +135,33 @@ class PaperStore:
                             (self.book_name, symbol, trade.order_id, trade.contracts, trade.price,
                              trade.fee, trade.time_ms))
             self._write_account(cur, futures, cash)
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
 
     def save_account(self, futures: Mapping[str, FuturesPosition], cash: float,
                      funding: Mapping[str, float] | None = None, time_ms: int = 0) -> None:
         """Overwrite this book's account after a funding settlement, with its payments (USD
         received by contract, at ``time_ms``) in the journal's funding table, in one
         transaction."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cur:
             self._write_account(cur, futures, cash)
             cur.executemany("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "
                             "VALUES (?, ?, ?, ?, ?)",
                             [(VENUE, self.book_name, sym, amount, time_ms)
                              for sym, amount in (funding or {}).items()])
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
 
     def init_account(self, futures: Mapping[str, FuturesPosition], cash: float) -> None:
         """Open this book's paper account at ``futures`` and ``cash`` (no-op when it exists)."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cur:
             if cur.execute("SELECT 1 FROM paper_account WHERE book_name = ?",
                            (self.book_name,)).fetchone() is None:
                 self._write_account(cur, futures, cash)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A cursor inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
         except BaseException:
             cur.execute("ROLLBACK")
             raise
@@ -214,14 +210,38 @@ class PaperGateway:
             self.orders = store.orders()
             self._trades = store.trades()
 
-    def set_market(self, market: MarketSnapshot,
-                   daily_vol: Mapping[str, float] | None = None) -> None:
+    def set_market(self, market: MarketSnapshot, daily_vol: Mapping[str, float] | None = None,
+                   expiry_prices: Mapping[str, float] | None = None) -> float:
         """Move the paper exchange to ``market`` (a simulated clock's new step); ``daily_vol``
-        replaces the impact term's daily vols when given."""
+        replaces the impact term's daily vols when given. Dated positions at or past their expiry
+        then settle (:meth:`settle_expired`, at ``expiry_prices``); returns their fees (USD)."""
         self._market = market
         self._traded_now = {}
         if daily_vol is not None:
             self._daily_vol = dict(daily_vol)
+        return self.settle_expired(expiry_prices)
+
+    def settle_expired(self, prices: Mapping[str, float] | None = None) -> float:
+        """Close every dated position at or past its expiry at the market's time, as the backtest
+        settles it (``scenarios.settlement``): at S = ``prices[symbol]`` (the spot at the expiry),
+        else the underlying's spot now, the PnL at S realised into cash, the fee ``taker_fee x |q|
+        x npc(S)`` paid from it; a filled order and trade ``settle-<symbol>-<ms>``. Returns fees."""
+        fees = 0.0
+        for sym, pos in list(self._book.futures.items()):
+            c = self._contracts[sym]
+            if (days := c.days_to_expiry(self._market.time)) is None or days > 0:
+                continue
+            px = float((prices or {}).get(sym, self._market.spot_price(c.underlying)))
+            fee = c.taker_fee * abs(pos.contracts) * c.notional_per_contract(px)
+            cash = self._book.cash + apply_fill(pos, -pos.contracts, px, c)[1] - fee
+            futures = {s: p for s, p in self._book.futures.items() if s != sym}
+            self._book = self._book.evolve(futures=futures, cash=cash)
+            ms = int(self._market.time.timestamp() * 1000)
+            oid = f"settle-{sym}-{ms}"
+            self._keep(sym, OrderState(oid, oid, OrderStatus.FILLED, abs(pos.contracts), px, fee),
+                       Trade(oid, -pos.contracts, px, fee, ms))
+            fees += fee
+        return fees
 
     def settle_funding(self, rates: Mapping[str, float]) -> float:
         """Pay funding at the current marks: for each contract j with summed rate r_j (fraction,
@@ -310,15 +330,14 @@ class PaperGateway:
                                 or leg.contracts > abs(pos.contracts) + 1e-12):
             raise OrderRejectedError(f"reduce-only order {leg.client_id} would open or increase "
                                      f"{leg.symbol}")
-        fee = c.taker_fee * leg.contracts * c.notional_per_contract(self._market.mark_price(leg.symbol))
+        at_mark = leg.contracts * c.notional_per_contract(self._market.mark_price(leg.symbol))
+        fee = c.taker_fee * at_mark
         new_pos, realised = apply_fill(pos, leg.signed_contracts, price, c)
         futures = {s: p for s, p in self._book.futures.items() if s != leg.symbol}
         if new_pos is not None:
             futures[leg.symbol] = new_pos
         self._book = self._book.evolve(futures=futures, cash=self._book.cash + realised - fee)
-        mark = self._market.mark_price(leg.symbol)
-        self._traded_now[leg.symbol] = (self._traded_now.get(leg.symbol, 0.0)
-                                        + leg.contracts * c.notional_per_contract(mark))
+        self._traded_now[leg.symbol] = self._traded_now.get(leg.symbol, 0.0) + at_mark
         trade = Trade(oid, leg.signed_contracts, price, fee, self._clock())
         return self._keep(leg.symbol, OrderState(leg.client_id, oid, OrderStatus.FILLED,
                                                  leg.contracts, price, fee), trade)
@@ -367,11 +386,8 @@ def paper_book(book: Book, journal: Journal) -> tuple[Book, bool]:
     book does not list is refused (:func:`check_listed`), as every reader of the paper account for
     a book (status, solve, whatif, execute, resume, run, the dashboard) comes through here.
     """
-    store = PaperStore(journal.path, book.name)
-    try:
+    with closing(PaperStore(journal.path, book.name)) as store:
         saved = store.load()
-    finally:
-        store.close()
     if saved is not None:
         check_listed(book, saved[0], journal.path)
         return book.evolve(futures=saved[0], cash=saved[1]), True

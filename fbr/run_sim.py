@@ -4,11 +4,15 @@ venue, the very policy object ``fbr backtest`` replays.
 The clock starts at the path's first step and ends at its last; each jump to a later step k
 moves the paper exchange to the step's market (``scenarios.replay_inputs.market_at``: closes,
 marks, funding, spreads, ADV) and impact vols, and pays every funding settlement in
-(t_{k-1}, t_k] at step k's marks, as the backtest's funding step does. The loop then reads the
+(t_{k-1}, t_k] at step k's marks, as the backtest's funding step does; a dated position whose
+expiry T the jump reaches settles at the underlying's spot at T (interpolated between the steps
+around T, the backtest's settlement price and fee: :func:`expiry_spots`,
+``PaperGateway.settle_expired``), a fill of the paper account. The loop then reads the
 account, asks the policy, plans and executes through the journaled executor. With the gate off,
 every trigger off, lot-free or lot-aligned contracts and no min notional, its trades are the
-backtest's (``tests/fbr/test_run_simulate.py`` checks it to 1e-9); the loop does not sweep
-collateral or trade spot, so compare with ``[backtest] collateral = false`` and a futures policy.
+backtest's (``tests/fbr/test_run_cli.py`` checks it to 1e-9, ``tests/fbr/test_run_sim_dated.py``
+with an expiry on the path); the loop does not sweep collateral or trade spot, so compare with
+``[backtest] collateral = false`` and a futures policy.
 
 The loop's risk model (its cost gate, the tracking error it records, the plans' residual TE) is
 read at each cycle time t and never looks past it (:func:`loop_risk`): the book's model is used
@@ -41,6 +45,7 @@ from fbr.backtest_risk import risk_input, risk_lookahead, utc
 from fbr.backtest_run import backtest_options
 from fbr.run_config import RunConfig
 from fbr.run_wiring import loop_policy
+from models.book import Book
 from models.errors import ValidationError
 from optimizer.policies import OptimizedFutures, Policy
 from optimizer.te_band import RiskInput, TrackingErrorBandFutures
@@ -48,6 +53,7 @@ from scenarios.backtest_result import BacktestResult
 from scenarios.market_path import MarketPath
 from scenarios.replay import policy_costs
 from scenarios.replay_inputs import ReplayInputs, market_at, read_inputs
+from scenarios.replay_steps import expiry_prices
 
 
 @dataclasses.dataclass
@@ -58,6 +64,7 @@ class HistoryFeed:
     paper: PaperGateway
     k: int = 0
     vol: dict[str, float] = dataclasses.field(default_factory=dict)
+    book: Book | None = None
 
     def vol_at(self, k: int) -> dict[str, float]:
         """Daily impact vol per contract at step k (0 where unknown or without ADV)."""
@@ -68,20 +75,34 @@ class HistoryFeed:
                 for c, v in zip(self.inputs.cons, row.tolist(), strict=True)}
 
     def advance(self, t_from: datetime, t_to: datetime) -> None:
-        """Step to the last path step at or before ``t_to``: new market, then its funding."""
+        """Step to the last path step at or before ``t_to``: new market (dated positions it
+        reaches the expiry of settle at :func:`expiry_spots`), then its funding."""
         del t_from
         ns = pd.Timestamp(t_to).value
         k = int(np.searchsorted(self.inputs.step_ns, ns, side="right")) - 1
         if k <= self.k:
             return
         lo, hi = int(self.inputs.settled[self.k]), int(self.inputs.settled[k])
+        prices = expiry_spots(self.book, self.inputs, self.k, k) if self.book is not None else None
         self.k = k
         self.vol.clear()
         self.vol.update(self.vol_at(k))
-        self.paper.set_market(market_at(self.inputs, k), self.vol)
+        self.paper.set_market(market_at(self.inputs, k), self.vol, prices)
         if hi > lo:
             rates = self.inputs.settle_r[lo:hi].sum(axis=0)
             self.paper.settle_funding(dict(zip(self.inputs.cons, rates.tolist(), strict=True)))
+
+
+def expiry_spots(book: Book, inputs: ReplayInputs, k0: int, k: int) -> dict[str, float]:
+    """Per dated contract whose expiry T is in (t_k0, t_k]: the price the backtest settles it at,
+    on the first step m at or after T (``scenarios.replay_steps.expiry_prices``: the spot
+    interpolated linearly in time between steps m - 1 and m), USD."""
+    out: dict[str, float] = {}
+    for sym, expiry in inputs.expiries.items():
+        m = int(np.searchsorted(inputs.step_ns, expiry, side="left"))
+        if k0 < m <= k:
+            out[sym] = expiry_prices(book, inputs, m)[sym]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +131,7 @@ def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Pa
         try:
             paper = PaperGateway(book, market_at(inputs, 0), store=store,
                                  clock=lambda: int(clock.now().timestamp() * 1000))
-            feed = HistoryFeed(inputs, paper)
+            feed = HistoryFeed(inputs, paper, book=book)
             feed.vol.update(feed.vol_at(0))
             paper.set_market(market_at(inputs, 0), feed.vol)
             clock = SimClock(start, end=inputs.times[-1].to_pydatetime(), on_advance=[feed.advance])

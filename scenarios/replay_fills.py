@@ -212,20 +212,26 @@ def fill_futures(book: Book, inputs: ReplayInputs, state: ReplayState, market: M
 def roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, k: int,
               trade_usd: np.ndarray, fee_j: np.ndarray, slip_j: np.ndarray) -> list[Event]:
     """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded; basis =
-    opened x (P_to - P_from) / P_to (USD, > 0 a cost)."""
+    opened x (P_to - P_from) / P_to (USD, > 0 a cost). Pairs rolling into one contract share its
+    leg (notional, fee, slippage) in proportion to their closed legs' |notional| (equally when
+    none closed), so the table's fees add up to the step's."""
     out: list[Event] = []
     for a, b in target.rolls:
         for sym in (a, b):
             if sym not in cons:
                 raise ValidationError(f"policy.rolls.{sym}", f"is not a contract of the book at "
                                       f"{market.time}", f"roll between {list(cons)}")
-        ja, jb = cons.index(a), cons.index(b)
-        if trade_usd[ja] == 0 and trade_usd[jb] == 0:
-            continue
+    pairs = [(cons.index(a), cons.index(b)) for a, b in target.rolls
+             if trade_usd[cons.index(a)] != 0 or trade_usd[cons.index(b)] != 0]
+    for ja, jb in pairs:
+        peers = [abs(float(trade_usd[i])) for i, j in pairs if j == jb]
+        w = abs(float(trade_usd[ja])) / sum(peers) if sum(peers) > 0 else 1.0 / len(peers)
+        a, b = cons[ja], cons[jb]
         pa, pb = market.mark_price(a), market.mark_price(b)
-        opened = float(trade_usd[jb])
+        opened = w * float(trade_usd[jb])
         out.append({"time": market.time, "step": k, "from": a, "to": b, "from_price": pa,
                     "to_price": pb, "notional": -float(trade_usd[ja]), "opened": opened,
-                    "fee": float(fee_j[ja] + fee_j[jb]), "slippage": float(slip_j[ja] + slip_j[jb]),
+                    "fee": float(fee_j[ja] + w * fee_j[jb]),
+                    "slippage": float(slip_j[ja] + w * slip_j[jb]),
                     "basis": opened * (pb - pa) / pb})
     return out

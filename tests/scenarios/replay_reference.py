@@ -98,21 +98,27 @@ QTY_RTOL = 1e-9
 def _roll_rows(target: RollTargets, cons: Sequence[str], market: MarketSnapshot, k: int,
                trade_usd: np.ndarray, fee_j: np.ndarray, slip_j: np.ndarray
                ) -> list[dict[str, object]]:
-    """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded."""
+    """``BacktestResult.rolls`` rows for the declared (from, to) pairs with a leg traded; pairs
+    into one contract share its leg in proportion to their closed legs' |notional| (equally
+    when none closed)."""
     out: list[dict[str, object]] = []
     for a, b in target.rolls:
         for sym in (a, b):
             if sym not in cons:
                 raise ValidationError(f"policy.rolls.{sym}", f"is not a contract of the book at "
                                       f"{market.time}", f"roll between {list(cons)}")
+    traded = [(a, b) for a, b in target.rolls
+              if trade_usd[cons.index(a)] != 0 or trade_usd[cons.index(b)] != 0]
+    for a, b in traded:
         ja, jb = cons.index(a), cons.index(b)
-        if trade_usd[ja] == 0 and trade_usd[jb] == 0:
-            continue
+        closed = [abs(float(trade_usd[cons.index(x)])) for x, y in traded if y == b]
+        share = abs(float(trade_usd[ja])) / sum(closed) if sum(closed) > 0 else 1.0 / len(closed)
         pa, pb = market.mark_price(a), market.mark_price(b)
-        opened = float(trade_usd[jb])
+        opened = share * float(trade_usd[jb])
         out.append({"time": market.time, "step": k, "from": a, "to": b, "from_price": pa,
                     "to_price": pb, "notional": -float(trade_usd[ja]), "opened": opened,
-                    "fee": float(fee_j[ja] + fee_j[jb]), "slippage": float(slip_j[ja] + slip_j[jb]),
+                    "fee": float(fee_j[ja] + share * fee_j[jb]),
+                    "slippage": float(slip_j[ja] + share * slip_j[jb]),
                     "basis": opened * (pb - pa) / pb})
     return out
 

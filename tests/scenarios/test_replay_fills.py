@@ -192,7 +192,9 @@ def test_a_target_within_the_tolerance_of_an_inverse_exposure_is_held_and_the_ne
 
 def test_roll_rows_by_hand() -> None:
     """Pairs: (BTC-Q -> BTC-PERP) traded on one leg only, (BTC-INV -> BTC-Q) not traded, then
-    (BTC-INV -> BTC-PERP) traded: a row for the first and the last. Marks 40,000 (step 1), so
+    (BTC-INV -> BTC-PERP) traded: a row for the first and the last. Both roll into BTC-PERP and
+    neither closed anything, so they share its leg equally (2,000 USD, fee 1.0, slippage 0.2
+    each: the rows add up to the 4,000 USD leg, not twice it). Marks 40,000 (step 1), so
     basis = opened x (P_to - P_from) / P_to = 0."""
     inp = inputs()
     m = market_at(inp, 1)
@@ -204,7 +206,8 @@ def test_roll_rows_by_hand() -> None:
     assert [(r["from"], r["to"]) for r in rows] == [("BTC-Q", "BTC-PERP"), ("BTC-INV", "BTC-PERP")]
     assert rows[0] == {"time": m.time, "step": 1, "from": "BTC-Q", "to": "BTC-PERP",
                        "from_price": 40_000.0, "to_price": 40_000.0, "notional": -0.0,
-                       "opened": 4_000.0, "fee": 2.0, "slippage": 0.4, "basis": 0.0}
+                       "opened": 2_000.0, "fee": 1.0, "slippage": 0.2, "basis": 0.0}
+    assert (rows[1]["opened"], rows[1]["fee"], rows[1]["slippage"]) == (2_000.0, 1.0, 0.2)
     only_from = roll_rows(RollTargets(spot={}, futures={}, rolls=(("BTC-PERP", "BTC-Q"),)),
                           inp.cons, m, 1, trade_usd, fee, slip)
     assert [(r["notional"], r["opened"]) for r in only_from] == [(-4_000.0, 0.0)]
