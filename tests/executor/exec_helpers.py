@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 from binance_emulator import BinanceEmulator
 
+from executor.journal import Journal
+from executor.live import JournaledExecutor
+from executor.workflow import Prepared
 from models.book import Book, FuturesPosition
 from models.instruments import FuturesContract
 from models.market import MarketSnapshot
@@ -118,3 +121,29 @@ class SimClock:
         """Advance by ``dt`` seconds (recorded)."""
         self.slept.append(dt)
         self.t += max(float(dt), 0.0)
+
+
+def seed_executor(emu: BinanceEmulator, journal: Path, clock: SimClock, *,
+                  lock_dir: Path | None = None, t0_ms: int = 0
+                  ) -> tuple[Prepared, Journal, JournaledExecutor]:
+    """The seed book's plan on the emulator through real ccxt, its journal at ``journal`` and a
+    journaled executor on ``clock`` (ms: ``t0_ms`` + the clock's seconds x 1000)."""
+    from executor.ccxt_gateway import CcxtGateway
+    from executor.live import PlanBasis, RetryPolicy
+    from executor.plan import PlanOptions
+    from executor.workflow import prepare_plan
+    from fbr.config import load_book_file
+
+    loaded = load_book_file(SEED_BOOK)
+    gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
+    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
+    j = Journal(journal)
+    ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk),
+                           retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep,
+                           clock=lambda: t0_ms + int(1000 * clock.now()), lock_dir=lock_dir)
+    return prep, j, ex
+
+
+def filled(emu: BinanceEmulator, symbol: str) -> float:
+    """Signed quantity the emulator's trades on ``symbol`` (e.g. BTCUSDT) add up to."""
+    return float(sum(t.qty if t.side == "BUY" else -t.qty for t in emu.trades if t.symbol == symbol))

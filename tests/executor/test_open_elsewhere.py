@@ -11,38 +11,16 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator
-from exec_helpers import SEED_BOOK, SimClock
+from exec_helpers import SimClock, filled, seed_executor
 
 from executor.base import Outcome
-from executor.ccxt_gateway import CcxtGateway
-from executor.journal import Journal
-from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
-from executor.plan import PlanOptions
-from executor.workflow import Prepared, prepare_plan
-from fbr.config import load_book_file
-
-
-def _setup(emu: BinanceEmulator, journal: Path, clock: SimClock, locks: Path
-           ) -> tuple[Prepared, Journal, JournaledExecutor]:
-    loaded = load_book_file(SEED_BOOK)
-    gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
-    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
-    j = Journal(journal)
-    ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk),
-                           retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep,
-                           clock=lambda: int(1000 * clock.now()), lock_dir=locks)
-    return prep, j, ex
-
-
-def _filled(emu: BinanceEmulator, symbol: str) -> float:
-    return float(sum(t.qty if t.side == "BUY" else -t.qty for t in emu.trades if t.symbol == symbol))
 
 
 def test_a_second_journal_waits_for_the_first_journals_open_order(tmp_path: Path) -> None:
     clock = SimClock()
     locks = tmp_path / "locks"
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
-        prep_a, ja, ex_a = _setup(emu, tmp_path / "a.sqlite", clock, locks)
+        prep_a, ja, ex_a = seed_executor(emu, tmp_path / "a.sqlite", clock, lock_dir=locks)
         emu.answer_new_next(300.0)
         assert ex_a.execute(prep_a.plan).outcome == Outcome.UNKNOWN
         leg = next(x for x in prep_a.plan.legs if x.symbol == "BTC-PERP")
@@ -50,7 +28,7 @@ def test_a_second_journal_waits_for_the_first_journals_open_order(tmp_path: Path
         assert [o.clientOrderId for o in emu.orders if o.status == "NEW"] == [leg.client_id]
         sent_before = len(emu.orders)
 
-        prep_b, jb, ex_b = _setup(emu, tmp_path / "b.sqlite", clock, locks)
+        prep_b, jb, ex_b = seed_executor(emu, tmp_path / "b.sqlite", clock, lock_dir=locks)
         rep_b = ex_b.execute(prep_b.plan)
         assert rep_b.outcome == Outcome.UNKNOWN
         assert len(emu.orders) == sent_before  # nothing sent by run B
@@ -59,9 +37,9 @@ def test_a_second_journal_waits_for_the_first_journals_open_order(tmp_path: Path
 
         clock.sleep(400.0)
         emu.exchange().fetch_time()  # A's order fills on the next request served
-        assert _filled(emu, "BTCUSDT") == pytest.approx(want, abs=1e-12)
+        assert filled(emu, "BTCUSDT") == pytest.approx(want, abs=1e-12)
         done = ex_b.resume(prep_b.plan.plan_id)
-        assert _filled(emu, "BTCUSDT") == pytest.approx(want, abs=1e-12)  # still one BTC trade
+        assert filled(emu, "BTCUSDT") == pytest.approx(want, abs=1e-12)  # still one BTC trade
         assert done.positions["BTC-PERP"] == pytest.approx(prep_b.plan.reachable["BTC-PERP"])
         ja.close()
         jb.close()

@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator
-from exec_helpers import SEED_BOOK, SimClock
+from exec_helpers import SimClock, seed_executor
 
 from executor.base import Outcome
-from executor.ccxt_gateway import CcxtGateway
-from executor.journal import Journal
-from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
-from executor.plan import PlanOptions
-from executor.workflow import prepare_plan
-from fbr.config import load_book_file
 
 T0_MS = 1_750_000_000_000
 
@@ -27,15 +21,7 @@ def test_a_plain_fill_is_journalled_at_the_commission_charged(tmp_path: Path) ->
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
         emu.set_time(T0_MS + int(1000 * clock.now()))  # the exchange and the executor agree
         emu.commission_asset = "BNB"  # the BNB discount: 10% off, paid in BNB
-        loaded = load_book_file(SEED_BOOK)
-        gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
-        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings,
-                            PlanOptions())
-        j = Journal(tmp_path / "j.sqlite")
-        ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments,
-                                                loaded.risk),
-                               retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep,
-                               clock=lambda: T0_MS + int(1000 * clock.now()))
+        prep, j, ex = seed_executor(emu, tmp_path / "j.sqlite", clock, t0_ms=T0_MS)
         assert ex.execute(prep.plan).outcome == Outcome.COMPLETE
         for leg in prep.plan.legs:
             row = j.order(prep.plan.plan_id, leg.index)

@@ -12,34 +12,11 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import DAY_MS, BinanceEmulator
-from exec_helpers import SEED_BOOK, SimClock
+from exec_helpers import SimClock, filled, seed_executor
 
 from executor.base import OrderStatus, Outcome
-from executor.ccxt_gateway import CcxtGateway
-from executor.journal import Journal
-from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
-from executor.plan import PlanOptions
-from executor.workflow import Prepared, prepare_plan
-from fbr.config import load_book_file
 
 T0_MS = 1_750_000_000_000
-
-
-def _setup(emu: BinanceEmulator, journal: Path, clock: SimClock
-           ) -> tuple[Prepared, Journal, JournaledExecutor]:
-    loaded = load_book_file(SEED_BOOK)
-    gw = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
-    prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings, PlanOptions())
-    j = Journal(journal)
-    ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments, loaded.risk),
-                           retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep,
-                           clock=lambda: T0_MS + int(1000 * clock.now()),
-                           lock_dir=journal.parent / "locks")
-    return prep, j, ex
-
-
-def _filled(emu: BinanceEmulator, symbol: str) -> float:
-    return float(sum(t.qty if t.side == "BUY" else -t.qty for t in emu.trades if t.symbol == symbol))
 
 
 @pytest.mark.parametrize("days", [2, 4])
@@ -50,7 +27,8 @@ def test_an_expired_unfilled_leg_is_settled_before_and_after_binance_archives_it
     clock = SimClock()
     with BinanceEmulator(lag_clock=clock.now).start() as emu:
         emu.set_time(T0_MS)
-        prep, j, ex = _setup(emu, tmp_path / "j.sqlite", clock)
+        prep, j, ex = seed_executor(emu, tmp_path / "j.sqlite", clock, lock_dir=tmp_path / "locks",
+                                  t0_ms=T0_MS)
         lags = iter([250.0])
         emu.lookup_lag_s = lambda: next(lags, 0.0)
         emu.answer_new_next(10_000.0)  # accepted, answered NEW; invisible to lookups for 250 s
@@ -66,7 +44,7 @@ def test_an_expired_unfilled_leg_is_settled_before_and_after_binance_archives_it
         assert done.outcome == Outcome.COMPLETE, done.messages
         want = prep.plan.reachable[leg0.symbol] - prep.plan.start[leg0.symbol]
         symbol = leg0.exchange_symbol.split("/")[0] + "USDT"
-        assert _filled(emu, symbol) == pytest.approx(want, abs=1e-9)
+        assert filled(emu, symbol) == pytest.approx(want, abs=1e-9)
         row = next(r for r in j.orders(prep.plan.plan_id) if r.leg == leg0.index)
         assert row.status in (OrderStatus.CANCELED, OrderStatus.PARTIAL) and row.filled == 0.0
         j.close()
