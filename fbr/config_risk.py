@@ -44,7 +44,7 @@ from fbr.config_values import (
 from models.book import Book
 from models.errors import FbrError, ValidationError
 from models.market import MarketSnapshot
-from models.risk import RiskModel
+from models.risk import SINGULAR_EIG, RiskModel, singular_eigenvalue
 from models.trailing_risk import MIN_RISK_ROWS
 
 RISK_EXPLICIT_KEYS = ("vols", "correlation")
@@ -53,9 +53,6 @@ RISK_ESTIMATE_KEYS = (
 )
 RISK_KEYS = ("source", *RISK_EXPLICIT_KEYS, *RISK_ESTIMATE_KEYS, "basis_risk", "basis_vols")
 DEFAULT_LOOKBACK_DAYS = 365
-#: A correlation matrix (or an estimated covariance, relative to its mean variance) whose
-#: smallest eigenvalue is at most this is singular: refused, as its hedges would tie.
-SINGULAR_EIG = 1e-8
 
 
 def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: Table,
@@ -225,11 +222,11 @@ def _estimated_risk(table: Table, source: str, symbols: Sequence[str], market: M
 def _check_not_singular(cov: np.ndarray, rows: int, method: str) -> None:
     """An estimate whose covariance is singular (a sample or EWMA estimate on fewer returns than
     assets, say) leaves hedges that tie at zero risk: the answer would be arbitrary. Refused."""
-    lam = np.linalg.eigvalsh(cov)
-    if lam.size and lam.min() <= SINGULAR_EIG * max(float(np.trace(cov)) / lam.size, 1e-300):
+    lam = singular_eigenvalue(cov)
+    if lam is not None:
         raise ValidationError("risk.method", f"is {method!r} and its estimate on {rows} daily "
-                              f"returns of {lam.size} assets is singular (smallest eigenvalue "
-                              f"{lam.min():.3g}): some mix of the assets would carry no risk",
+                              f"returns of {cov.shape[0]} assets is singular (smallest eigenvalue "
+                              f"{lam:.3g}): some mix of the assets would carry no risk",
                               "use method = \"ledoit_wolf\", or a longer lookback_days (more "
                               "returns than assets)")
 

@@ -253,6 +253,21 @@ def pca_factor_model(symbols: tuple[str, ...], cov: np.ndarray, n_factors: int) 
     return RiskModel(symbols, F, idio, method=RiskMethod.PCA.value)
 
 
+#: A correlation matrix (or a covariance, relative to its mean variance) whose smallest
+#: eigenvalue is at most this is singular: some mix of the assets would carry no risk, so many
+#: hedges would tie at zero tracking error and the optimiser's answer would be arbitrary.
+SINGULAR_EIG = 1e-8
+
+
+def singular_eigenvalue(matrix: np.ndarray) -> float | None:
+    """The smallest eigenvalue of a symmetric ``matrix`` (a correlation or a covariance) when it
+    is at most ``SINGULAR_EIG`` x its mean diagonal (singular), else None."""
+    if matrix.size == 0:
+        return None
+    lam = float(np.linalg.eigvalsh(0.5 * (matrix + matrix.T)).min())
+    scale = max(float(np.trace(matrix)) / matrix.shape[0], 1e-300)
+    return lam if lam <= SINGULAR_EIG * scale else None
+
 
 def estimate_risk(returns: pd.DataFrame, method: RiskMethod | str = RiskMethod.LEDOIT_WOLF, *,
                   periods_per_year: float = 365.0, halflife: float = 30.0,

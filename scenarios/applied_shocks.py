@@ -28,7 +28,7 @@ from models.errors import ValidationError
 from models.instruments import ContractKind
 from models.market import MarketSnapshot
 from models.price_moves import move_prices
-from models.risk import RiskModel
+from models.risk import RiskModel, singular_eigenvalue
 from scenarios.shocks import Scenario, Shock, ShockKind
 
 #: Half spreads are capped below the market snapshot's limit of 0.5.
@@ -228,5 +228,10 @@ def shock_risk(risk: RiskModel, book: Book, applied: AppliedShocks) -> RiskModel
         bad = [s for s, v in zip(risk.symbols, np.diag(cov2), strict=True) if not np.isfinite(v)]
         raise ValidationError("shock vol", f"makes the variance of {bad or list(risk.symbols)} "
                               f"overflow (not finite)", "give a smaller vol multiplier")
+    if applied.corr is not None and (low := singular_eigenvalue(C)) is not None:
+        raise ValidationError("shock corr", f"makes the correlation singular (smallest eigenvalue "
+                              f"{low:.3g}): some mix of the assets would carry no risk and the "
+                              "next move would be arbitrary", "give a correlation below 1, e.g. "
+                              "corr=0.99, or blend part of the way, e.g. corr=1@90%")
     shocked = RiskModel.from_covariance(risk.symbols, cov2, method=f"{risk.method} (shocked)")
     return replace(shocked, basis_cov=risk.basis_cov)
