@@ -13,10 +13,11 @@ from models.risk import PCA_IDIO_FLOOR, PCA_MAX_DEFAULT_FACTORS, RiskModel
 
 #: A factor fit with at most this relative off-diagonal residual reproduces Sigma (rounding).
 EXACT_RESIDUAL = 1e-9
-#: :func:`factor_form` adds a factor while the fit is not exact and one more factor at least
-#: halves the residual (a factor the eigenvalue count missed: a weak one beside a very volatile
-#: asset); a smaller fall is the least-squares misfit of a Sigma without that structure.
-MISSING_FACTOR_DROP = 0.5
+#: :func:`factor_form` adds a factor while the fit is not exact and one more factor cuts the
+#: residual to at most this share of it: m equal factors the eigenvalue count missed (weak ones
+#: beside a very volatile asset) fall by sqrt((m - 1) / m) a factor (0.71 for two, 0.89 for five),
+#: while the least-squares misfit of a Sigma without that structure falls by a few percent.
+MISSING_FACTOR_DROP = 0.9
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def factor_form(model: RiskModel, max_factors: int = PCA_MAX_DEFAULT_FACTORS, *,
     d = max(diag(Sigma - F F'), floor) and one Rayleigh-Ritz step of Sigma - diag(d) on the current
     K-dimensional subspace (its top-K eigenpairs give F = V sqrt(lambda)), until d moves by less than
     ``tol`` x max_i Sigma_ii. While the fit is not exact (residual above ``EXACT_RESIDUAL``) and
-    K + 1 factors (started from Sigma less the K-factor fit's d) at least halve the residual, K
-    grows by one (the eigenvalue count misses a weak factor beside a very volatile asset).
+    K + 1 factors (started from Sigma less the K-factor fit's d) cut the residual to at most
+    ``MISSING_FACTOR_DROP`` of it, K grows by one (the eigenvalue count misses weak factors
+    beside a very volatile asset).
     When Sigma has that structure with K <= ``max_factors``
     the fit is exact up to rounding (the residual says how close); otherwise it is the usual
     least-squares (ULS) factor model. Each

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.book import Book
-from models.factor_form import factor_form
+from models.factor_form import MISSING_FACTOR_DROP, factor_form
 from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
@@ -21,28 +22,36 @@ N = 120
 SYMS = [f"A{i}" for i in range(N)]
 
 
-def _sigma() -> np.ndarray:
+def _sigma(sectors: int = 1) -> np.ndarray:
+    """An exact (1 + sectors)-factor Sigma: a market factor (0.5 on every asset), ``sectors``
+    weak ones (0.35 on 12 assets each) and one very volatile asset (variance 2.5 + 0.25)."""
     rng = np.random.default_rng(1)
-    sector = np.zeros(N)
-    sector[:12] = 0.35
-    F = np.column_stack([np.full(N, 0.5), sector])
+    loadings = [np.full(N, 0.5)]
+    for k in range(sectors):
+        sector = np.zeros(N)
+        sector[12 * k:12 * (k + 1)] = 0.35
+        loadings.append(sector)
+    F = np.column_stack(loadings)
     d = rng.uniform(0.05, 0.3, N)
     d[50] = 2.5
     out: np.ndarray = F @ F.T + np.diag(d)
     return out
 
 
-def test_a_weak_second_factor_is_kept_and_the_fit_is_exact() -> None:
-    cov = _sigma()
+@pytest.mark.parametrize("sectors", [1, 2, 3])
+def test_weak_sector_factors_are_kept_and_the_fit_is_exact(sectors: int) -> None:
+    """The count keeps the market factor only; each missed sector is found (two equal ones cut
+    the residual by 1/sqrt 2 a factor, three by sqrt(2/3): a halving rule stopped at one)."""
+    cov = _sigma(sectors)
     fit = factor_form(RiskModel.from_covariance(SYMS, cov), 20)
-    assert fit.model.loadings.shape[1] == 2
+    assert fit.model.loadings.shape[1] == 1 + sectors
     assert np.max(np.abs(fit.model.covariance - cov)) < 1e-10
 
 
 def test_a_sigma_without_the_structure_keeps_the_counted_factors() -> None:
     """A sample covariance of 400 seeded Gaussian days of 150 assets: no small exact structure;
-    K stays where the count put it unless one more factor halves the misfit (checked here by
-    refitting with K and K + 1 directly)."""
+    K stays where the count put it unless one more factor cuts the misfit to MISSING_FACTOR_DROP
+    of it (checked here by refitting with K and K + 1 directly)."""
     rng = np.random.default_rng(3)
     X = rng.standard_normal((400, 150)) @ (np.eye(150) + 0.1 * rng.standard_normal((150, 150)))
     cov = np.cov(X.T) * 0.02 ** 2 * 365
@@ -51,7 +60,7 @@ def test_a_sigma_without_the_structure_keeps_the_counted_factors() -> None:
     k = fit.model.loadings.shape[1]
     assert fit.residual > 1e-9
     if k < 20:
-        assert factor_form(model, k + 1).residual > 0.5 * fit.residual
+        assert factor_form(model, k + 1).residual > MISSING_FACTOR_DROP * fit.residual
 
 
 def _book() -> tuple[Book, MarketSnapshot]:
@@ -72,11 +81,12 @@ def _book() -> tuple[Book, MarketSnapshot]:
     return book, market
 
 
-def test_the_factored_solve_equals_the_dense_solve() -> None:
+@pytest.mark.parametrize("sectors", [1, 2])
+def test_the_factored_solve_equals_the_dense_solve(sectors: int) -> None:
     """A0 has no contract and is 5x overweight: the other perps hedge it through Sigma. The
     factored solve (N = 120 >= factor_min_assets) and the dense one agree to 1e-6 of NAV."""
     book, market = _book()
-    model = RiskModel.from_covariance(SYMS, _sigma())
+    model = RiskModel.from_covariance(SYMS, _sigma(sectors))
     dense = Rebalancer().solve(book, market, model,
                                OptimizerSettings(factor_min_assets=10_000, round_lots=False))
     factored = Rebalancer().solve(book, market, model, OptimizerSettings(round_lots=False))
