@@ -203,7 +203,7 @@ def _optimized_params(row: Mapping[str, object], where: str) -> dict[str, Policy
     def at(key: str) -> str:
         return join(where, key)
 
-    out: dict[str, PolicyParam] = dict(cost_to_go_keys(row, where))
+    out: dict[str, PolicyParam] = dict(cost_to_go_keys(row, where, pair=False))
     if "horizon" in row:
         out["horizon"] = check_horizon(row["horizon"], at("horizon"))
     for key in ("gamma_trade", "gamma_fund"):

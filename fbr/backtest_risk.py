@@ -203,6 +203,10 @@ def optimized_inputs(p: Mapping[str, PolicyParam], cfg: BacktestConfig, path: Ma
                                 gamma_fund=value("gamma_fund", c.gamma_fund),
                                 cost_to_go=value("cost_to_go", c.cost_to_go),
                                 cost_to_go_power=value("cost_to_go_power", c.cost_to_go_power))
+    if "cost_to_go_power" in p and not costs.cost_to_go > 0.0:
+        raise ValidationError("policy.cost_to_go_power", "is set but cost_to_go is 0 (in the "
+                              "entry and the book's [costs]), so it would be ignored",
+                              "set cost_to_go (a multiple of TE^2, e.g. 30), or remove the key")
     horizon = int(p.get("horizon", settings.horizon))
     settings = dataclasses.replace(settings, costs=costs, horizon=horizon)
     return risk_input(p, cfg, path), settings

@@ -145,18 +145,20 @@ def _costs(table: Table) -> CostSettings:
     return CostSettings(**kwargs)
 
 
-def cost_to_go_keys(table: Mapping[str, object], where: str = "costs") -> dict[str, float]:
+def cost_to_go_keys(table: Mapping[str, object], where: str = "costs", *,
+                    pair: bool = True) -> dict[str, float]:
     """[costs] (or ``where``'s) cost_to_go (kappa >= 0, a multiple of TE^2; 0 = off) and
     cost_to_go_power (p in [0, 1]) of the quadratic cost-to-go kappa (e - w*)' Q_p (e - w*)
-    (optimizer.terms.CostToGo). A power given without a kappa > 0 beside it would be ignored:
-    refused, as the EWMA keys are."""
+    (optimizer.terms.CostToGo). With ``pair``, a power given without a kappa > 0 beside it would
+    be ignored: refused, as the EWMA keys are (a backtest entry's kappa may come from its book:
+    checked when the policy is built, fbr.backtest_risk.optimized_inputs)."""
     out: dict[str, float] = {}
     if "cost_to_go" in table:
         out["cost_to_go"] = nonneg(table["cost_to_go"], f"{where}.cost_to_go")
     if "cost_to_go_power" in table:
         out["cost_to_go_power"] = in_range(table["cost_to_go_power"], f"{where}.cost_to_go_power",
                                            0.0, 1.0)
-        if not out.get("cost_to_go", 0.0) > 0.0:
+        if pair and not out.get("cost_to_go", 0.0) > 0.0:
             raise ValidationError(f"{where}.cost_to_go_power",
                                   f"is set but {where}.cost_to_go is 0, so it would be ignored",
                                   "set cost_to_go (a multiple of TE^2, e.g. 30), or remove the key")

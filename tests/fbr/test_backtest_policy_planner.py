@@ -52,7 +52,6 @@ def test_entries_override_the_book_horizon_and_cost_to_go(tmp_path: Path) -> Non
     ("horizon = 0", "policies[1].horizon"),
     ("horizon = 2.5", "policies[1].horizon"),
     ("cost_to_go = -1", "policies[1].cost_to_go"),
-    ("cost_to_go_power = 0.5", "policies[1].cost_to_go_power"),
     ("cost_to_go = 30\ncost_to_go_power = 2", "policies[1].cost_to_go_power"),
 ])
 def test_bad_values_name_the_entry_field(line: str, field: str) -> None:
@@ -63,3 +62,30 @@ def test_bad_values_name_the_entry_field(line: str, field: str) -> None:
     with pytest.raises(ValidationError) as exc:
         parse_policy(row, "policies[1]")
     assert exc.value.field == field
+
+
+def _power_only(tmp_path: Path, book_kappa: str) -> Path:
+    """A backtest file whose optimized entry sets cost_to_go_power only, on the example book with
+    ``book_kappa`` added to its [costs] (or nothing)."""
+    text = (EXAMPLES / "backtest_book.toml").read_text()
+    if book_kappa:
+        text = text.replace("[costs]\n", f"[costs]\n{book_kappa}\n", 1)
+    (tmp_path / "book.toml").write_text(text)
+    f = tmp_path / "bt.toml"
+    f.write_text('book = "book.toml"\n[data]\nsource = "synthetic"\nseed = 12\ndays = 12\n'
+                 'start = "2024-01-01"\n[[policies]]\nkind = "optimized"\ncost_to_go_power = 0.4\n')
+    return f
+
+
+def test_a_power_alone_takes_the_books_kappa(tmp_path: Path) -> None:
+    """The book's kappa 30 with the entry's p 0.4 (the entry's power had been refused as ignored
+    whatever the book said); without a kappa anywhere it is refused when the policy is built,
+    before any replay, naming the entry's field."""
+    cfg = load_backtest_file(_power_only(tmp_path, "cost_to_go = 30"))
+    policy = build_policy(cfg.policies[0], cfg, build_path(cfg))
+    assert isinstance(policy, OptimizedFutures)
+    assert (policy.settings.costs.cost_to_go, policy.settings.costs.cost_to_go_power) == (30.0, 0.4)
+    cfg = load_backtest_file(_power_only(tmp_path, ""))
+    with pytest.raises(ValidationError) as exc:
+        build_policy(cfg.policies[0], cfg, build_path(cfg))
+    assert exc.value.field == "policies[0].cost_to_go_power" and "ignored" in exc.value.problem
