@@ -24,7 +24,7 @@ def _path(close_hour: int = 0) -> MarketPath:
                          "SOL": [30.0, 31.0, 29.0, 30.5]},
                         index=pd.date_range(T0 + pd.Timedelta(hours=close_hour), periods=4,
                                             freq="1D"))
-    idx = pd.date_range(T0 + pd.Timedelta(hours=4), T0 + pd.Timedelta(days=3), freq="4h")
+    idx = pd.date_range(T0 + pd.Timedelta(hours=4), T0 + pd.Timedelta(days=3, hours=4), freq="4h")
     btc_settles = np.asarray([t.hour % 8 == 0 for t in idx])
     funding = pd.DataFrame({"BTC-PERP": np.where(btc_settles, 1e-4, 0.0),
                             "SOL-PERP": np.full(len(idx), 3e-4)}, index=idx)
@@ -35,14 +35,15 @@ def _path(close_hour: int = 0) -> MarketPath:
 
 def test_monte_carlo_history_reads_btc_at_its_own_settlements() -> None:
     """Closes at 06:00, a daily step on an 8 h interval: grid times 06:00, 22:00 and 14:00, each
-    given the last BTC settlement at or before it (00:00, 16:00, 08:00): 1e-4 everywhere. Before
-    the fix the last row at or before was SOL's 04:00, 20:00 and 12:00 settlement, where BTC's
-    column holds a zero that is not a BTC settlement."""
+    the sum of BTC's settlements in the 8 h before it (00:00, 16:00, 08:00): 1e-4 everywhere.
+    Before the fix the last row at or before was SOL's 04:00, 20:00 and 12:00 settlement, where
+    BTC's column holds a zero that is not a BTC settlement."""
     contracts = [FuturesContract("BTC-PERP", "BTC"), FuturesContract("SOL-PERP", "SOL")]
     h = JointHistory.from_market_path(_path(close_hour=6), contracts, ["BTC", "SOL"])
     assert h.funding.shape == (3, 3, 2)
-    np.testing.assert_allclose(h.funding[:, :, 0], 1e-4, rtol=0, atol=0)
-    np.testing.assert_allclose(h.funding[:, :, 1], 3e-4, rtol=0, atol=0)
+    np.testing.assert_allclose(h.funding[:, :, 0], 1e-4, rtol=1e-12, atol=0)
+    # SOL settles every 4 h: each 8 h slot sums its two settlements, 6e-4 (the day's 1.8e-3)
+    np.testing.assert_allclose(h.funding[:, :, 1], 6e-4, rtol=1e-12, atol=0)
 
 
 def test_basis_fit_averages_btc_own_settlements() -> None:
