@@ -707,3 +707,40 @@ def test_without_a_lot_step_float_noise_of_a_held_position_is_no_trade() -> None
     real = _plan(book, {"BTC-PERP": q0 * 60_000.0 * (1 + 1e-7), "ETH-PERP": 0.0, "SOL-PERP": 0.0})
     (leg,) = real.legs
     assert leg.symbol == "BTC-PERP" and leg.contracts == pytest.approx(q0 * 1e-7, rel=1e-6)
+
+
+def test_closing_an_expired_position_is_refused_naming_both_quantities() -> None:
+    """The planner refuses an expired contract held at 0.5 whose target is 0 (the exchange
+    settled it: nothing to close), naming the position and the target (the position alone passed
+    as the target would let the close through)."""
+    from datetime import datetime
+
+    from models.instruments import ContractKind
+
+    dated = FuturesContract("BTC-PERP", "BTC", kind=ContractKind.DATED,
+                            expiry=datetime(2024, 5, 31, 8, 0))
+    book = three_asset_book({"BTC-PERP": dated},
+                            futures={"BTC-PERP": FuturesPosition(0.5, 60_000.0)})
+    with pytest.raises(ValidationError) as err:
+        _plan(book, {"BTC-PERP": 0.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0})
+    assert err.value.field == "contracts.BTC-PERP.expiry"
+    assert "(position 0.5, target 0 contracts)" in err.value.problem
+
+
+def test_plan_options_of_a_plan_journalled_without_them() -> None:
+    """Re-planned legs of a plan journalled without options keep its venue and its first leg's
+    order type (market when it has no leg); a plan with options returns them as they are."""
+    from dataclasses import replace
+
+    from executor.plan import plan_options
+
+    opts = PlanOptions(venue="binanceusdm", order_type=OrderType.LIMIT, slippage_guard=0.002)
+    plan = _plan(three_asset_book(), {"BTC-PERP": -1000.0, "ETH-PERP": 500.0, "SOL-PERP": 0.0},
+                 options=opts)
+    assert plan_options(plan) is plan.options
+    bare = replace(plan, options=None)
+    got = plan_options(bare)
+    assert (got.venue, got.order_type) == ("binanceusdm", OrderType.LIMIT)
+    assert got.slippage_guard == PlanOptions().slippage_guard
+    empty = plan_options(replace(bare, legs=()))
+    assert (empty.venue, empty.order_type) == ("binanceusdm", OrderType.MARKET)
