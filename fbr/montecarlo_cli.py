@@ -128,15 +128,14 @@ def _summary_table(result: MonteCarloResult, title: str) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
+    from scenarios.mc_report import figure_text
     from scenarios.montecarlo import SUMMARY_METRICS
 
     pct = {"tracking_error": True, "total_cost_bps": False, "max_drawdown": True,
            "peak_margin_ratio": True}
 
-    def cell(v: float, as_pct: bool) -> str:
-        if v != v:
-            return "-"
-        return f"{100 * v:.2f}" if as_pct else f"{v:,.1f}"
+    def cell(v: float, as_pct: bool) -> str:  # as the HTML report: "-" missing, "unbounded" +inf
+        return figure_text(v, as_pct, sign=False)
 
     t = Table(title=title, title_justify="left")
     t.add_column("policy", overflow="fold")
@@ -146,8 +145,8 @@ def _summary_table(result: MonteCarloResult, title: str) -> Table:
         t.add_column(f"{label}{unit}\nmedian [5, 95]", justify="right", overflow="fold")
     t.add_column("P(liq) %", justify="right", overflow="fold")
     for name, r in result.summary().iterrows():
-        cells = [f"{cell(r[f'{c}_p50'], pct[c])} [{cell(r[f'{c}_p5'], pct[c])}, "
-                 f"{cell(r[f'{c}_p95'], pct[c])}]" for c, _ in SUMMARY_METRICS]
+        cells = [escape(f"{cell(r[f'{c}_p50'], pct[c])} [{cell(r[f'{c}_p5'], pct[c])}, "
+                        f"{cell(r[f'{c}_p95'], pct[c])}]") for c, _ in SUMMARY_METRICS]  # [a, b]: no tag
         t.add_row(escape(str(name)), str(int(r["paths"])), *cells,
                   f"{100 * r['p_liquidation']:.1f} ± {100 * r['p_liquidation_se']:.1f}")
     return t

@@ -173,6 +173,20 @@ def parse_montecarlo(data: Mapping[str, object], *, source: Path) -> MonteCarloC
     return cfg
 
 
+def _check_repeat(where: str, run: PolicyRun, earlier: list[PolicyRun]) -> None:
+    """Refuse a grid value given before (``run`` against the runs of the earlier values of its
+    parameter), as parsed ("2%" and 0.02 are one value) or as the run label shows it: two runs of
+    one policy with one label are refused later, after the source history is loaded."""
+    (_key, value), = run.params
+    for prev in earlier:
+        (_key, before), = prev.params
+        if before == value:
+            raise ValidationError(where, f"repeats {value!r}", "give each value once")
+        if prev.label == run.label:
+            raise ValidationError(where, f"repeats {before!r} as the run label shows it "
+                                  f"({run.label!r})", "give each value once")
+
+
 def policy_runs(cfg: MonteCarloConfig) -> tuple[PolicyRun, ...]:
     """One run per policy entry and point of the grid restricted to its parameters; grid values
     are parsed like the entry's own keys (``"5%"`` -> 0.05)."""
@@ -192,13 +206,17 @@ def policy_runs(cfg: MonteCarloConfig) -> tuple[PolicyRun, ...]:
         parsed: list[list[ParamValue]] = []
         for key in keys:
             vals: list[ParamValue] = []
+            seen: list[PolicyRun] = []
             for j, raw in enumerate(cfg.grid[key]):
                 row = {"kind": spec.kind, "name": spec.name, **spec.params, key: raw}
                 try:
-                    vals.append(_policy(row, f"policies[{k}]").params[key])
+                    value = _policy(row, f"policies[{k}]").params[key]
                 except ValidationError as exc:
                     raise ValidationError(f"montecarlo.grid.{key}[{j}]",
                                           f"{exc.problem} (for policy {spec.name!r})", exc.fix) from exc
+                seen.append(PolicyRun(spec.name, factory, ((key, value),)))
+                _check_repeat(f"montecarlo.grid.{key}[{j}]", seen[-1], seen[:-1])
+                vals.append(value)
             parsed.append(vals)
         for point in itertools.product(*parsed):
             runs.append(PolicyRun(spec.name, factory, tuple(zip(keys, point, strict=True))))

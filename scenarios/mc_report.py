@@ -8,6 +8,10 @@
 - histograms (one overlaid trace per policy, shared equal-width bins) of tracking error, total
   cost (bps of NAV per year), max drawdown and worst margin use over the K paths.
 
+An unbounded figure (+inf: worst margin use of a path whose collateral was gone with positions
+open) reads ``unbounded`` in the table (:func:`figure_text`, also used by the CLI table; ``-`` is a
+missing value); a histogram cannot place it, so its title counts the unbounded paths per policy.
+
 Generated paths are synthetic by construction: the page carries the SYNTHETIC banner.
 """
 
@@ -35,6 +39,8 @@ HISTOGRAMS = (("tracking_error", "Tracking error (annualised)", "tracking error"
               ("total_cost_bps", "Total cost", "bps of mean NAV per year", False),
               ("max_drawdown", "Max drawdown", "fall from peak NAV", True),
               ("peak_margin_ratio", "Worst margin use", "peak maintenance / collateral", True))
+#: A +inf summary figure (a path whose collateral was gone), in the report and the CLI table.
+UNBOUNDED = "unbounded"
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -77,12 +83,26 @@ def fan_figure(result: MonteCarloResult) -> Any:
     return fig
 
 
+def unbounded_note(result: MonteCarloResult, column: str) -> str:
+    """The histogram's note on the paths it cannot draw: per policy, how many of its paths have an
+    unbounded (+/-inf) ``column`` ("" when none)."""
+    parts = []
+    for name in result.policies:
+        v = result.metrics.loc[result.metrics["policy"] == name, column].to_numpy(dtype=float)
+        n = int(np.isinf(v).sum())
+        if n:
+            parts.append(f"{html.escape(name)}: {n} of {len(v)} paths")
+    return f"unbounded, not drawn: {'; '.join(parts)}" if parts else ""
+
+
 def histogram_figure(result: MonteCarloResult, column: str, title: str, xlabel: str,
                      percent: bool) -> Any:
-    """Overlaid histograms of one metric across paths, one trace per policy."""
+    """Overlaid histograms of one metric across paths, one trace per policy; the unbounded
+    paths (no place on the axis) are counted in the title (:func:`unbounded_note`)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    note = unbounded_note(result, column)
     allv = result.metrics[column].to_numpy(dtype=float)
     allv = allv[np.isfinite(allv)]
     lo, hi = (float(allv.min()), float(allv.max())) if len(allv) else (0.0, 1.0)
@@ -95,17 +115,25 @@ def histogram_figure(result: MonteCarloResult, column: str, title: str, xlabel: 
         v = v[np.isfinite(v)]
         fig.add_trace(go.Histogram(x=v.tolist(), name=name, opacity=0.6, xbins=bins,
                                    autobinx=False, marker={"color": PALETTE[i % len(PALETTE)]}))
-    fig.update_layout(barmode="overlay", title={"text": title},
+    fig.update_layout(barmode="overlay",
+                      title={"text": f"{title}<br><sup>{note}</sup>" if note else title},
                       xaxis={"title": {"text": xlabel}, "tickformat": ".1%" if percent else None},
                       yaxis={"title": {"text": "paths"}}, template="plotly_white", height=340,
-                      margin={"l": 70, "r": 30, "t": 60, "b": 50})
+                      margin={"l": 70, "r": 30, "t": 80 if note else 60, "b": 50})
     return fig
 
 
-def _cell(v: float, percent: bool) -> str:
-    if not math.isfinite(v):
+def figure_text(v: float, percent: bool, *, sign: bool = True) -> str:
+    """A summary figure as text, the same in the report and the CLI table: ``-`` when missing
+    (NaN), ``unbounded`` (``-unbounded``) for +inf (-inf), else a percentage (``%`` unless
+    ``sign`` is False) or a number."""
+    if math.isnan(v):
         return "-"
-    return f"{100 * v:.2f}%" if percent else f"{v:,.1f}"
+    if math.isinf(v):
+        return UNBOUNDED if v > 0 else f"-{UNBOUNDED}"
+    if percent:
+        return f"{100 * v:.2f}%" if sign else f"{100 * v:.2f}"
+    return f"{v:,.1f}"
 
 
 def summary_table_html(result: MonteCarloResult) -> str:
@@ -117,8 +145,8 @@ def summary_table_html(result: MonteCarloResult) -> str:
     rows = []
     for name, r in summ.iterrows():
         cells = "".join(
-            f"<td>{_cell(r[f'{c}_p50'], pct[c])} [{_cell(r[f'{c}_p5'], pct[c])}, "
-            f"{_cell(r[f'{c}_p95'], pct[c])}]</td>" for c, _label in SUMMARY_METRICS)
+            f"<td>{figure_text(r[f'{c}_p50'], pct[c])} [{figure_text(r[f'{c}_p5'], pct[c])}, "
+            f"{figure_text(r[f'{c}_p95'], pct[c])}]</td>" for c, _label in SUMMARY_METRICS)
         p, se = float(r["p_liquidation"]), float(r["p_liquidation_se"])
         rows.append(f"<tr><th class='policy'>{html.escape(str(name))}</th><td>{int(r['paths'])}</td>"
                     f"{cells}<td>{100 * p:.1f}% ± {100 * se:.1f}%</td></tr>")
@@ -149,8 +177,9 @@ def report_html(result: MonteCarloResult, *, title: str = "fbr Monte Carlo") -> 
         f"<div class='labels'>{chips}</div>",
         "<h2>Distributions over paths</h2>", summary_table_html(result),
         "<p class='note' style='margin-left:0'>tracking error annualised; costs in bps of mean NAV "
-        "per year; worst margin use: peak maintenance / collateral on the path; P(liquidation): "
-        "share of paths with at least one liquidation</p>",
+        "per year; worst margin use: peak maintenance / collateral on the path (unbounded: the "
+        "collateral was gone with positions open); P(liquidation): share of paths with at least "
+        "one liquidation</p>",
         *charts, "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -163,4 +192,5 @@ def write_mc_report(result: MonteCarloResult, path: Path, *, title: str = "fbr M
     return path
 
 
-__all__ = ["fan_figure", "histogram_figure", "report_html", "summary_table_html", "write_mc_report"]
+__all__ = ["UNBOUNDED", "fan_figure", "figure_text", "histogram_figure", "report_html",
+           "summary_table_html", "unbounded_note", "write_mc_report"]
