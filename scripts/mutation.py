@@ -70,7 +70,7 @@ REPLAY_TESTS = ("tests/scenarios/test_replay.py", "tests/scenarios/test_replay_s
                 "tests/scenarios/test_collateral.py", "tests/scenarios/test_settlement.py",
                 "tests/scenarios/test_whatif.py", "tests/scenarios/test_replay_fills.py",
                 "tests/scenarios/test_replay_steps_by_hand.py",
-                "tests/scenarios/test_replay_unsolved.py")
+                "tests/scenarios/test_replay_unsolved.py", "tests/scenarios/test_rolls_shared_leg.py")
 MODULES: dict[str, tuple[str, ...]] = {
     "executor/plan.py": ("tests/executor/test_plan.py", "tests/executor/test_plan_checks.py",
                          "tests/executor/test_journal.py", "tests/executor/test_paper.py",

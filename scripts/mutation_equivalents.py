@@ -51,8 +51,6 @@ EQUIVALENT: dict[str, str] = {
     "executor.plan_parts.x_move_parts__mutmut_11":
         "q1 >= 0 instead of > 0 for the limit-price factor: at q1 == 0 capped_target returns q1 "
         "whatever npc (|0| npc <= cap)",
-    "executor.plan_parts.x__check_not_expired__mutmut_5":
-        "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
     "executor.plan_parts.x_near_expiry__mutmut_4":
         "days is None and expiry is None: days_to_expiry is None exactly when expiry is None",
     "executor.plan.x_order_legs__mutmut_22":
@@ -73,23 +71,24 @@ EQUIVALENT: dict[str, str] = {
     "executor.plan_parts.x_round_to_step__mutmut_14":
         "to_integral_value(rounding=None) uses the decimal context's rounding, ROUND_HALF_EVEN",
     "executor.plan_parts.x_round_to_step__mutmut_20": 'Decimal("1E-9") == Decimal("1e-9")',
-    "executor.plan.x__target_contracts__mutmut_1":
-        "offset's default 1.0 instead of 0.0: the only caller (plan_orders) always passes it",
+    "executor.plan_parts.x_target_contracts__mutmut_1":
+        "offset's default 1.0 instead of 0.0: the only caller (executor.plan.plan_orders) always "
+        "passes it",
     **dict.fromkeys(
-        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (15, 49)],
+        [f"executor.plan_parts.x_target_contracts__mutmut_{n}" for n in (15, 49)],
         "isclose without rel_tol: its default 1e-9 is QTY_RTOL's value"),
     **dict.fromkeys(
-        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (16, 50)],
+        [f"executor.plan_parts.x_target_contracts__mutmut_{n}" for n in (16, 50)],
         "isclose without abs_tol: its default is 0.0"),
     **dict.fromkeys(
-        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (20, 31)],
+        [f"executor.plan_parts.x_target_contracts__mutmut_{n}" for n in (20, 31)],
         "the fill rule for a linear position too (offset 0): its x0 = q0 npc makes every case "
         "x / npc up to float noise, which the lot rounding removes"),
-    "executor.plan.x__target_contracts__mutmut_29":
+    "executor.plan_parts.x_target_contracts__mutmut_29":
         "notional_per_contract(None) in the fill rule's branch: it runs only for offset != 0, an "
         "inverse position, whose USD per contract is its size whatever the price",
     **dict.fromkeys(
-        [f"executor.plan.x__target_contracts__mutmut_{n}" for n in (7, 8)],
+        [f"executor.plan_parts.x_target_contracts__mutmut_{n}" for n in (7, 8)],
         "the early (q0, q0) for a target within 1e-9 of the held exposure taken for a linear "
         "position too (offset == 0, or != 1): the plain path rounds that target to q0 as well "
         "(only the unrounded figure differs, by under 1e-9 relative); for an inverse position the "

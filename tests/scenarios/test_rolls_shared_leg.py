@@ -63,3 +63,23 @@ def test_two_contracts_rolled_into_one_share_its_leg() -> None:
     assert rolls["fee"].sum() == pytest.approx(3.0)
     assert rolls["opened"].sum() == pytest.approx(-3_000.0)
     assert rolls["slippage"].sum() == pytest.approx(0.0) and rolls["basis"].sum() == pytest.approx(0.0)
+
+
+def test_the_split_is_proportional_for_legs_under_a_dollar() -> None:
+    """roll_rows on two pairs into C closing 0.3 and 0.6 USD (a leg of 0.9 USD sold in C, fee
+    0.09, slippage 0.009): C's leg is split 1/3 and 2/3 by hand, however small the notionals."""
+    import numpy as np
+
+    from scenarios.backtest_result import RollTargets
+    from scenarios.replay_fills import roll_rows
+
+    cons = ["A", "B", "C"]
+    market = MarketSnapshot(time=pd.Timestamp("2025-01-10", tz="UTC"), spot={"BTC": 100.0},
+                            mark={"A": 100.0, "B": 100.0, "C": 100.0})
+    target = RollTargets(spot={}, futures={}, rolls=(("A", "C"), ("B", "C")))
+    rows = roll_rows(target, cons, market, 0, np.array([0.3, 0.6, -0.9]),
+                     np.array([0.03, 0.06, 0.09]), np.array([0.003, 0.006, 0.009]))
+    by = {r["from"]: r for r in rows}
+    assert by["A"]["opened"] == pytest.approx(-0.3) and by["B"]["opened"] == pytest.approx(-0.6)
+    assert by["A"]["fee"] == pytest.approx(0.03 + 0.03) and by["B"]["fee"] == pytest.approx(0.06 + 0.06)
+    assert by["A"]["slippage"] == pytest.approx(0.006)
