@@ -734,13 +734,14 @@ def test_plan_options_of_a_plan_journalled_without_them() -> None:
 
     from executor.plan import plan_options
 
-    opts = PlanOptions(venue="binanceusdm", order_type=OrderType.LIMIT, slippage_guard=0.002)
-    plan = _plan(three_asset_book(), {"BTC-PERP": -1000.0, "ETH-PERP": 500.0, "SOL-PERP": 0.0},
+    opts = PlanOptions(venue="paper", order_type=OrderType.LIMIT, slippage_guard=0.002)
+    assert PlanOptions().venue != "paper"  # the venue below is the plan's, not a default
+    plan = _plan(three_asset_book(), {"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0},
                  options=opts)
-    assert plan_options(plan) is plan.options
+    assert plan_options(plan) is plan.options and len(plan.legs) == 1
     bare = replace(plan, options=None)
-    got = plan_options(bare)
-    assert (got.venue, got.order_type) == ("binanceusdm", OrderType.LIMIT)
+    got = plan_options(bare)  # its one leg's order type
+    assert (got.venue, got.order_type) == ("paper", OrderType.LIMIT)
     assert got.slippage_guard == PlanOptions().slippage_guard
     empty = plan_options(replace(bare, legs=()))
-    assert (empty.venue, empty.order_type) == ("binanceusdm", OrderType.MARKET)
+    assert (empty.venue, empty.order_type) == ("paper", OrderType.MARKET)
