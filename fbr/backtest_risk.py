@@ -5,7 +5,7 @@ Look-ahead of the book's risk model: a book whose [risk] is *estimated* (source 
 t0 < T_book, using that model from t0 on would use returns from (t0, T_book]. So by default
 (``risk_model = "trailing"``) the optimised policies then re-estimate the book's model themselves
 at each refresh t (every ``RISK_REESTIMATE_DAYS`` of models.trailing_risk) from daily returns with
-close time <= t only, with the book's estimator (:func:`book_estimator`: its [risk] method,
+close time <= t only, with the book's estimator (``LoadedBook.risk_estimator``: its [risk] method,
 halflife in days, n_factors) over the trailing ``risk_lookback_days`` (default: the book's
 ``lookback_days``), so at t = T_book, on the book's own data, the estimate is the book's model.
 For a data path these are the data folder's daily closes, the history before t0 included (at
@@ -38,12 +38,9 @@ import pandas as pd
 
 from fbr.backtest_config import BacktestConfig
 from fbr.backtest_policies import PolicyParam
-from fbr.config_risk import DEFAULT_LOOKBACK_DAYS
-from fbr.config_values import positive, whole
 from models.errors import ValidationError
-from models.risk import RiskMethod, RiskModel
-from models.toml_file import read_toml
-from models.trailing_risk import DEFAULT_HALFLIFE_DAYS, MIN_RISK_ROWS, TrailingRisk
+from models.risk import RiskModel
+from models.trailing_risk import MIN_RISK_ROWS, RiskEstimator, TrailingRisk
 from optimizer.settings import OptimizerSettings
 
 if TYPE_CHECKING:
@@ -101,40 +98,12 @@ def check_trailing_history(closes: pd.DataFrame, t0: pd.Timestamp, t_book: pd.Ti
             "use the book's full-sample model (look-ahead, stated in the output and the report)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Estimator:
-    """The settings of a trailing re-estimate (models.risk.estimate_risk's): ``method``, the
-    window ``lookback_days`` (days of returns), the EWMA half-life ``halflife_days`` (days; the
-    TrailingRisk converts both to the path's step) and PCA's ``n_factors`` (None: the default)."""
-
-    method: str
-    lookback_days: int
-    halflife_days: float = DEFAULT_HALFLIFE_DAYS
-    n_factors: int | None = None
-
-
-def book_estimator(cfg: BacktestConfig) -> Estimator | None:
-    """The book's [risk] estimator when its model is estimated (method, lookback_days, halflife,
-    n_factors; fbr.config_risk's defaults where the file gives none), None for a given model. The
-    loaded book keeps the model, not these settings: they are read from the book file's [risk]
-    again (validated when the book was loaded)."""
-    method = cfg.loaded.risk.method
-    if method not in {m.value for m in RiskMethod}:
-        return None
-    table = read_toml(cfg.book_path, "book", "examples/ for complete ones").get("risk", {})
-    risk: Mapping[str, object] = table if isinstance(table, Mapping) else {}
-    n = risk.get("n_factors")
-    return Estimator(method, whole(risk.get("lookback_days", DEFAULT_LOOKBACK_DAYS),
-                                   "risk.lookback_days", 2),
-                     positive(risk.get("halflife", DEFAULT_HALFLIFE_DAYS), "risk.halflife"),
-                     None if n is None else whole(n, "risk.n_factors", 1))
-
-
-def trailing_estimator(p: Mapping[str, PolicyParam], cfg: BacktestConfig) -> Estimator:
-    """The entry's trailing estimator: the book's (:func:`book_estimator`; for a given model
-    ``ledoit_wolf`` over ``DEFAULT_TRAILING_DAYS``), its ``risk_lookback_days`` and ``risk_method``
-    overriding the window and the method."""
-    book = book_estimator(cfg) or Estimator("ledoit_wolf", DEFAULT_TRAILING_DAYS)
+def trailing_estimator(p: Mapping[str, PolicyParam], cfg: BacktestConfig) -> RiskEstimator:
+    """The entry's trailing estimator: the book's (``LoadedBook.risk_estimator``, its [risk]
+    method, lookback_days, halflife and n_factors as loaded; for a given model ``ledoit_wolf`` over
+    ``DEFAULT_TRAILING_DAYS``), its ``risk_lookback_days`` and ``risk_method`` overriding the
+    window and the method."""
+    book = cfg.loaded.risk_estimator or RiskEstimator("ledoit_wolf", DEFAULT_TRAILING_DAYS)
     return dataclasses.replace(book, method=str(p.get("risk_method", book.method)),
                                lookback_days=int(p.get("risk_lookback_days", book.lookback_days)))
 

@@ -36,6 +36,7 @@ from models.errors import ValidationError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from models.toml_file import read_toml
+from models.trailing_risk import RiskEstimator
 from optimizer.settings import OptimizerSettings
 
 #: Top-level sections of a book file (anything else is a typo).
@@ -63,6 +64,9 @@ class LoadedBook:
     settings: OptimizerSettings
     labels: tuple[str, ...]
     pledge_source: str = DEFAULT_PLEDGE_SOURCE
+    #: the estimator's settings of an estimated [risk] model (None: given explicitly), which a
+    #: backtest's look-ahead-free re-estimate repeats (fbr.backtest_risk)
+    risk_estimator: RiskEstimator | None = None
 
 
 def load_book_file(path: str | Path) -> LoadedBook:
@@ -115,12 +119,12 @@ def parse_document(data: Mapping[str, object], ctx: ParseContext, default_name: 
     )
     check_base(book, market)
     risk_table = sub_table(data, "risk", "")
-    risk = parse_risk(risk_table, book, market, sub_table(data, "market", ""), ctx)
+    risk, estimator = parse_risk(risk_table, book, market, sub_table(data, "market", ""), ctx)
     settings = parse_settings(data, risk_table, book)
     check_lot_dates(data, market.time)
     market = data_funding_forecast(sub_table(data, "market", ""), market, contracts,
                                    settings.costs, ctx)
-    return LoadedBook(book, market, risk, settings, tuple(ctx.labels), pledge_source)
+    return LoadedBook(book, market, risk, settings, tuple(ctx.labels), pledge_source, estimator)
 
 
 def book_cash(value: object, pledged: Mapping[str, object]) -> float:

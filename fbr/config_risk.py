@@ -45,7 +45,7 @@ from models.book import Book
 from models.errors import FbrError, ValidationError
 from models.market import MarketSnapshot
 from models.risk import SINGULAR_EIG, RiskModel, singular_eigenvalue
-from models.trailing_risk import MIN_RISK_ROWS
+from models.trailing_risk import DEFAULT_HALFLIFE_DAYS, MIN_RISK_ROWS, RiskEstimator
 
 RISK_EXPLICIT_KEYS = ("vols", "correlation")
 RISK_ESTIMATE_KEYS = (
@@ -56,22 +56,24 @@ DEFAULT_LOOKBACK_DAYS = 365
 
 
 def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: Table,
-               ctx: ParseContext) -> RiskModel:
-    """[risk]: explicit vols + correlation, or estimated from synthetic or real returns."""
+               ctx: ParseContext) -> tuple[RiskModel, RiskEstimator | None]:
+    """[risk]: explicit vols + correlation, or estimated from synthetic or real returns; with the
+    estimator's settings of an estimated model (None for an explicit one)."""
     check_keys(table, RISK_KEYS, "risk")
     basis_on = boolean(table.get("basis_risk", True), "risk.basis_risk")  # checked before any read
     symbols = book.asset_symbols
     source = _risk_source(table, market_table)
+    est: RiskEstimator | None = None
     if source == "explicit":
         model = _explicit_risk(table, symbols)
         ctx.labels.append("risk model: vols and correlation given in the book file")
     else:
-        model = _estimated_risk(table, source, symbols, market, market_table, ctx)
+        model, est = _estimated_risk(table, source, symbols, market, market_table, ctx)
     if not basis_on:  # no basis term anywhere: solve, status, whatif and the loop's gate alike
         if "basis_vols" in table:
             raise ValidationError("risk.basis_vols", "is given but risk.basis_risk = false, so it "
                                   "would be ignored", "remove basis_vols, or set basis_risk = true")
-        return model
+        return model, est
     if "basis_vols" in table:
         model = _with_basis(model, sub_table(table, "basis_vols", "risk"), book)
     elif source == "synthetic":
@@ -82,7 +84,7 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
         lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2)
         cov = data_basis(book, _data_dir(table, market_table, ctx), market.time, lookback, ctx)
         model = dataclasses.replace(model, basis_cov=cov, basis_method="estimated")
-    return model
+    return model, est
 
 
 def _risk_source(table: Table, market_table: Table) -> str:
@@ -186,15 +188,16 @@ def _matrix(value: list[object], n: int, path: str, order: Sequence[str]) -> np.
 
 
 def _estimated_risk(table: Table, source: str, symbols: Sequence[str], market: MarketSnapshot,
-                    market_table: Table, ctx: ParseContext) -> RiskModel:
-    """models.risk.estimate_risk on daily returns up to the market time (no look-ahead)."""
+                    market_table: Table, ctx: ParseContext) -> tuple[RiskModel, RiskEstimator]:
+    """models.risk.estimate_risk on daily returns up to the market time (no look-ahead), and the
+    estimator's settings."""
     from models.risk import estimate_risk
 
     method = string(table.get("method", "ledoit_wolf"), "risk.method")
     lookback = table.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
     if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 2:
         raise ValidationError("risk.lookback_days", f"is {lookback!r}", "give whole days >= 2")
-    halflife = positive(table.get("halflife", 30.0), "risk.halflife")
+    halflife = positive(table.get("halflife", DEFAULT_HALFLIFE_DAYS), "risk.halflife")
     n_factors = table.get("n_factors")
     if n_factors is not None and (isinstance(n_factors, bool) or not isinstance(n_factors, int)
                                   or n_factors < 1):
@@ -216,7 +219,7 @@ def _estimated_risk(table: Table, source: str, symbols: Sequence[str], market: M
                               "use a method models.risk.estimate_risk knows") from exc
     _check_not_singular(model.subset(list(symbols)).covariance, len(returns), method)
     ctx.labels.append(f"risk model: {method} estimated on {len(returns)} days of {what}")
-    return model.subset(list(symbols))
+    return model.subset(list(symbols)), RiskEstimator(method, lookback, halflife, n_factors)
 
 
 def _check_not_singular(cov: np.ndarray, rows: int, method: str) -> None:

@@ -27,6 +27,19 @@ MIN_RISK_ROWS = 30
 DEFAULT_HALFLIFE_DAYS = 30.0
 
 
+@dataclasses.dataclass(frozen=True)
+class RiskEstimator:
+    """The settings of an estimated risk model (:func:`models.risk.estimate_risk`'s), kept with
+    the book so a trailing re-estimate uses the same: ``method``, the window ``lookback_days``
+    (days of returns), the EWMA half-life ``halflife_days`` (days; a :class:`TrailingRisk`
+    converts both to its path's step) and PCA's ``n_factors`` (None: the default)."""
+
+    method: str
+    lookback_days: int
+    halflife_days: float = DEFAULT_HALFLIFE_DAYS
+    n_factors: int | None = None
+
+
 class TrailingRisk:
     """risk(t): the fallback model until ``MIN_RISK_ROWS`` trailing returns exist, then
     models.risk.estimate_risk on the spot returns with timestamps <= t (no look-ahead) over the
