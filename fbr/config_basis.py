@@ -81,18 +81,24 @@ def nearest_maturity_changes(bases: Mapping[pd.Timestamp, pd.Series], tau_days: 
     change never spans two contracts or a gap in a file. Indexed by close time, sorted."""
     rows: list[pd.DataFrame] = []
     for delivery, b in sorted(bases.items()):
-        b = until(b.to_frame("b"), end)["b"]
-        idx = pd.DatetimeIndex(b.index)
-        consecutive = np.zeros(len(idx), dtype=bool)
-        consecutive[1:] = (idx[1:] - idx[:-1]) == DAY
-        tau = (delivery - idx) / DAY
-        rows.append(pd.DataFrame({"change": b.diff().to_numpy(), "dist": np.abs(tau - tau_days)},
-                                 index=idx)[consecutive])
+        change = daily_changes(until(b.to_frame("b"), end)["b"])
+        tau = (delivery - pd.DatetimeIndex(change.index)) / DAY
+        rows.append(pd.DataFrame({"change": change.to_numpy(), "dist": np.abs(tau - tau_days)},
+                                 index=change.index))
     if not rows:
         return pd.Series(dtype=float)
     frame = pd.concat(rows).sort_values("dist", kind="stable")
     first = frame[~frame.index.duplicated(keep="first")]
     return first["change"].sort_index()
+
+
+def daily_changes(b: pd.Series) -> pd.Series:
+    """b_t - b_{t - 1 day} on each day whose previous day ``b`` has: a change across a missing
+    day spans two days or more and is left out, not counted as one day's."""
+    idx = pd.DatetimeIndex(b.index)
+    consecutive = np.zeros(len(idx), dtype=bool)
+    consecutive[1:] = (idx[1:] - idx[:-1]) == DAY
+    return b.diff()[consecutive].dropna()
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ class BasisHistory:
         changes: dict[str, pd.Series] = {}
         for asset in self.basis.columns:
             b = until(self.basis[[asset]].dropna(), end)[asset].tail(lookback + 1)
-            change = b.diff().dropna()
+            change = daily_changes(b)
             if len(change) < MIN_BASIS_DAYS:
                 skipped[str(asset)] = f"{len(change)} daily basis changes in the window"
             else:

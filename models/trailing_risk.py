@@ -6,7 +6,9 @@ timestamps <= t exist it returns the fallback model (e.g. a book's); from then o
 ``RISK_REESTIMATE_DAYS`` days of path time, with the estimator's settings in days of path time:
 ``halflife_days`` (EWMA) is converted to periods (bars) of the path's step, as ``lookback_days``
 is to rows, so a 4 h path and a daily one weigh the same span of time. Returns are simple returns
-of the spot closes (USD); vols are annualised at the path's own step (365 days a year).
+of the spot closes (USD) over one step of the path (its median spacing): a return across a missing
+bar spans two steps or more and is left out, not counted as one step's; vols are annualised at the
+path's own step (365 days a year).
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ class RiskEstimator:
     n_factors: int | None = None
 
 
+def one_step_returns(prices: pd.DataFrame) -> pd.DataFrame:
+    """Simple returns p_t / p_{t-1} - 1 of ``prices`` over one step (the median spacing of its
+    index): a row after a missing bar (spacing above the step) is left out, as its return spans two
+    steps or more."""
+    returns = returns_from_prices(prices)
+    spans = pd.Series(pd.DatetimeIndex(prices.index)).diff().iloc[1:].reset_index(drop=True)
+    return returns.loc[(spans <= spans.median()).to_numpy()]
+
+
 class TrailingRisk:
     """risk(t): the fallback model until ``MIN_RISK_ROWS`` trailing returns exist, then
     models.risk.estimate_risk on the spot returns with timestamps <= t (no look-ahead) over the
@@ -56,7 +67,7 @@ class TrailingRisk:
         self.fallback = fallback
         self.basis = basis
         self.symbols = list(symbols)
-        self.returns = returns_from_prices(spot[self.symbols].astype(float))
+        self.returns = one_step_returns(spot[self.symbols].astype(float))
         idx = pd.DatetimeIndex(spot.index)
         step_days = (float(pd.Series(idx).diff().dropna().median() / pd.Timedelta(days=1))
                      if len(idx) > 1 else 1.0)

@@ -303,3 +303,30 @@ def test_a_bad_quarterly_file_is_one_clear_message(tmp_path: Path) -> None:
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "BTCUSDT_240329.csv.gz" in errors[0]
     assert "Fix: drop the post-delivery rows" in errors[0]
+
+
+def test_a_basis_change_across_a_missing_mark_day_is_left_out(tmp_path: Path) -> None:
+    """BTC's marks lack the bars of 2024-03-10 (the 00:00 close of 03-11 among them): the basis
+    change from 03-10 to 03-12 spans two days and is left out of the estimate, not counted as one
+    day's (fbr.config_basis.daily_changes). Independent: b by hand per asset (its last 61 closes),
+    changes b_t - b_{t - 1 day} on consecutive days only, the days both assets have, cov x 365."""
+    data = _write_data(tmp_path / "data")
+    marks_file = data / "perp_mark_4h" / "BTC.csv.gz"
+    marks = pd.read_csv(marks_file)
+    ts = pd.to_datetime(marks["timestamp"], utc=True)
+    gap = (ts >= pd.Timestamp("2024-03-10T20:00Z")) & (ts < pd.Timestamp("2024-03-11T20:00Z"))
+    marks[~gap.to_numpy()].to_csv(marks_file, index=False)
+    lb = load_book_file(_write_book(tmp_path / "book.toml", data))
+    cov = lb.risk.basis_cov
+    assert cov is not None
+
+    def one_day_changes(asset: str) -> pd.Series:
+        b = _basis_by_hand(data, asset)
+        prev = b.reindex(pd.DatetimeIndex(b.index) - pd.Timedelta(days=1)).to_numpy()
+        return pd.Series(b.to_numpy() - prev, index=b.index).dropna()
+
+    btc = one_day_changes("BTC")
+    assert pd.Timestamp("2024-03-12T00:00Z") not in btc.index and len(btc) == LOOKBACK - 1
+    both = pd.concat({"BTC": btc, "ETH": one_day_changes("ETH")}, axis=1, join="inner")
+    np.testing.assert_allclose(cov[:2, :2], 365.0 * np.cov(both.to_numpy(), rowvar=False, ddof=1),
+                               rtol=1e-10, atol=0)
