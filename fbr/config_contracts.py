@@ -17,6 +17,7 @@ without whitespace.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -252,8 +253,14 @@ def _spec_from(value: object, path: str, ctx: ParseContext) -> tuple[Table, dict
         raise ValidationError(path, f"could not be read from {resolved}: {_quoted(exc)}",
                               f"check that the file lists {symbol!r}") from exc
     kept: Table = {k: v for k, v in spec.items() if k in _CONTRACT_NUMBERS}
-    return kept, {k: f"{path} ({raw}" + (f": {columns[k]})" if k in columns else ")")
-                  for k in kept}
+    where = {k: f"{path} ({raw}" + (f": {columns[k]})" if k in columns else ")") for k in kept}
+    market_max = spec.get("market_max_qty", math.inf)
+    if 0 < market_max < spec.get("max_qty", math.inf):
+        # one cap serves both order types (as executor.ccxt_metadata._max_qty): market orders, fbr's
+        # default, have their own lower maximum (Binance MARKET_LOT_SIZE), so larger ones are split
+        kept["max_qty"] = float(market_max)
+        where["max_qty"] = f"{path} ({raw}: {columns['market_max_qty']})"
+    return kept, where
 
 
 def _tiers_from(value: object, path: str, ctx: ParseContext) -> MarginTiers:

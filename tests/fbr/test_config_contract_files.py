@@ -188,3 +188,26 @@ def test_first_file_bracket_cum_zero_loads(tmp_path: Path) -> None:
                     "BTC/USDT:USDT,50000,1000000,0.005,100,50\n", encoding="utf-8")
     lb = load(book(tmp_path, 'tiers_from = { file = "tiers.csv", symbol = "BTC/USDT:USDT" }'))
     assert float(lb.book.contracts[0].tiers.maintenance(100.0)) == pytest.approx(0.40)
+
+
+def _spec_with_market_cap(tmp_path: Path, mkt_max: str) -> Path:
+    """specs.csv whose BTCUSDT row also has Binance's MARKET_LOT_SIZE columns."""
+    header = (*SPEC_HEADER, "mkt_stepSize", "mkt_minQty", "mkt_maxQty")
+    row = {**SPEC_ROW, "mkt_stepSize": "0.001", "mkt_minQty": "0.001", "mkt_maxQty": mkt_max}
+    path = tmp_path / "specs.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(row[c] for c in header) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("mkt_max", "expected"), [("120", 120.0), ("5000", 1000.0)])
+def test_the_contracts_max_qty_is_the_smaller_of_the_lot_and_market_order_caps(
+        tmp_path: Path, mkt_max: str, expected: float) -> None:
+    """Binance checks a market order (fbr's default) against MARKET_LOT_SIZE maxQty (mkt_maxQty,
+    -4005 above it), a limit order against LOT_SIZE maxQty (lot_maxQty 1000): one cap serves both
+    order types, min(1000, mkt_maxQty), as the exchange path takes it
+    (executor.ccxt_metadata._max_qty), so the book-file plan splits as the exchange path does."""
+    _spec_with_market_cap(tmp_path, mkt_max)
+    lb = load(book(tmp_path, btc_extra=f"spec_from = {SPEC_REF}"))
+    btc = next(c for c in lb.book.contracts if c.symbol == "BTC-PERP")
+    assert btc.max_qty == expected
