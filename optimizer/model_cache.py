@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.errors import ValidationError
-from models.factor_form import factor_form
+from models.factor_form import EXACT_RESIDUAL, factor_form
 from models.instruments import FuturesContract
 from models.margin import MarginModel
 from models.risk import RiskModel
@@ -59,7 +59,7 @@ def cached_basis_factor(risk: RiskModel, n_contracts: int) -> np.ndarray | None:
 
 
 #: the factor form per (risk model, assets, settings) (by identity): a replay re-uses one risk model
-_FACTOR_CACHE: dict[tuple[int, tuple[str, ...], int, int], tuple[RiskModel, RiskModel, str | None]] = {}
+_FACTOR_CACHE: dict[tuple[int, tuple[str, ...], int, int, int], tuple[RiskModel, RiskModel, str | None]] = {}
 
 
 def solver_risk(risk: RiskModel, assets: list[str],
@@ -68,11 +68,16 @@ def solver_risk(risk: RiskModel, assets: list[str],
     not that model itself.
 
     With N >= ``settings.factor_min_assets`` assets and more than ``settings.factor_max`` loading
-    columns, the K-factor form of :func:`models.factor_form.factor_form` (K <= factor_max): the tracking
-    error then costs O(N K) Parameters instead of O(N^2), and compiling it O(N^2) memory instead of
-    O(N^3). Cached per model, so a replay fits once.
+    columns, the K-factor form of :func:`models.factor_form.factor_form` (K <= factor_max) when it
+    reproduces Sigma (off-diagonal residual <= ``EXACT_RESIDUAL``): the tracking error then costs
+    O(N K) Parameters instead of O(N^2), and compiling it O(N^2) memory instead of O(N^3). A Sigma
+    without that structure is solved as it is below ``settings.factor_approx_assets`` assets
+    (exact; the dense compile's memory is still small there) and in its K-factor form from there
+    on, an approximation the note states with its residual. Cached per model, so a replay fits
+    once.
     """
-    key = (id(risk), tuple(assets), settings.factor_min_assets, settings.factor_max)
+    key = (id(risk), tuple(assets), settings.factor_min_assets, settings.factor_max,
+           settings.factor_approx_assets)
     hit = _FACTOR_CACHE.get(key)
     if hit is not None and hit[0] is risk:
         return hit[1], hit[2]
@@ -82,10 +87,18 @@ def solver_risk(risk: RiskModel, assets: list[str],
         return sub, None
     fit = factor_form(sub, settings.factor_max)
     kf = fit.model.loadings.shape[1]
-    note = (f"risk model: {n} assets with {k} loading columns (a full covariance); solved with its "
-            f"{kf}-factor form F F' + diag(d), off-diagonal residual {fit.residual:.2g} of "
-            f"||Sigma|| (0 = exact)")
+    exact = fit.residual <= EXACT_RESIDUAL
+    chosen: RiskModel = fit.model
+    note: str | None = (
+        f"risk model: {n} assets with {k} loading columns (a full covariance); solved with its "
+        f"{kf}-factor form F F' + diag(d), off-diagonal residual {fit.residual:.2g} of ||Sigma|| "
+        + ("(exact)" if exact else
+           f"(an approximation: Sigma has no {settings.factor_max}-factor structure; from "
+           f"{settings.factor_approx_assets} assets on the full form's compile would need too "
+           f"much memory)"))
+    if not exact and n < settings.factor_approx_assets:
+        chosen, note = sub, None
     if len(_FACTOR_CACHE) > 16:
         _FACTOR_CACHE.clear()
-    _FACTOR_CACHE[key] = (risk, fit.model, note)
-    return fit.model, note
+    _FACTOR_CACHE[key] = (risk, chosen, note)
+    return chosen, note

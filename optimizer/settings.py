@@ -223,6 +223,10 @@ class OptimizerSettings:
     #: 120 GiB at N = 2,000), the factor form's O(N^2)
     factor_min_assets: int = 100
     factor_max: int = 20
+    #: ... a Sigma without that structure (the fit's residual above models.factor_form's
+    #: EXACT_RESIDUAL) is solved as it is below this many assets (the full form's compile takes
+    #: about 1 GiB at 400), and in its K-factor form (an approximation, stated) from there on
+    factor_approx_assets: int = 400
     #: the spot leg with tax lots (off: overlay only, the default)
     spot: SpotLegSettings = field(default_factory=SpotLegSettings)
     #: the multi-period planner (optimizer.planner): the number H >= 1 of rebalancing steps of
