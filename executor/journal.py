@@ -66,6 +66,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: SQLite's primary result codes of storage that cannot be written or read (PERM, BUSY, LOCKED,
+#: READONLY, IOERR, FULL, CANTOPEN): the file may well be an fbr journal.
+_STORAGE_ERRORS = frozenset({3, 5, 6, 8, 10, 13, 14})
+
+
 class Journal:
     """A SQLite journal file. Use as a context manager or call :meth:`close`."""
 
@@ -84,6 +89,10 @@ class Journal:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _STORAGE_ERRORS:
+                raise JournalError(f"journal {self.path} cannot be written (SQLite says: {exc}). "
+                                   f"Fix: free disk space, or make the file and its folder "
+                                   f"writable, and run again") from None
             raise JournalError(f"journal {self.path} is not an fbr journal (SQLite says: {exc}). "
                                f"Fix: give --journal the file fbr execute wrote, or a new file "
                                f"name") from None

@@ -30,6 +30,7 @@ showed it could not send (each listed with the tracking error it leaves).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,6 @@ from executor.base import (
     ExchangeBannedError,
     ExchangeGateway,
     ExecutionReport,
-    LegReport,
     OrderRejectedError,
     OrderState,
     OrderStatus,
@@ -49,6 +49,7 @@ from executor.base import (
     ReadFailedError,
 )
 from executor.journal import Journal, JournalOrder
+from executor.leg_limits import check_leg_limits
 from executor.legs import legs_toward, within_lot
 from executor.lock import account_lock
 from executor.open_elsewhere import open_fbr_orders, open_orders_message
@@ -57,15 +58,19 @@ from executor.plan import (
     Instrument,
     OrderLeg,
     OrderPlan,
-    OrderType,
     PlanOptions,
-    Side,
     plan_options,
     tracking_error_of,
 )
 from executor.plan_parts import round_to_step
 from executor.reconcile import DEFAULT_DELAYS_S, SETTLE_S, Finding, Reconciler, SentLeg, Verdict
-from executor.resumable import check_resumable, finished_report, leg_reports
+from executor.resumable import (
+    check_resumable,
+    finished_report,
+    journalled_leg,
+    leg_reports,
+    unread_report,
+)
 from executor.safety import SafetyError, redact
 from executor.silence import record_silence, silence_kept
 from models.book import Book
@@ -182,6 +187,12 @@ class JournaledExecutor:
             record_silence(self.journal, self.gateway.account_key(), self._clock(), exc)
             self._messages.append(f"{redact(str(exc))}; nothing more was sent. Fix: `fbr execute "
                                   f"--resume {plan.plan_id}` after that time")
+        except sqlite3.Error as exc:  # a leg may be in flight: its row says "sending" at most
+            raise ExecutionUnknownError(
+                f"the journal {self.journal.path} failed ({redact(str(exc))}): an order of plan "
+                f"{plan.plan_id} may have been sent and not journalled; nothing more was sent. Fix: "
+                f"free disk space or make the journal writable, then `fbr execute --resume "
+                f"{plan.plan_id}`") from None
         except ReadFailedError as exc:  # nothing is in flight: the leg had not been sent
             self._messages.append(f"the account could not be read ({redact(str(exc))}); nothing "
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
@@ -234,14 +245,7 @@ class JournaledExecutor:
         for leg in plan.legs:
             if leg.index == row.leg:
                 return leg
-        inst = self.ctx.instruments[row.symbol]
-        side = Side(row.side)
-        mark = self.ctx.market.mark_price(row.symbol)
-        sign = 1.0 if side == Side.BUY else -1.0
-        return OrderLeg(index=row.leg, client_id=row.client_id, symbol=row.symbol,
-                        exchange_symbol=inst.exchange_symbol, side=side, contracts=row.contracts,
-                        notional=sign * row.contracts * inst.contract.notional_per_contract(mark),
-                        price=mark, reduce_only=row.reduce_only, order_type=OrderType.MARKET)
+        return journalled_leg(row, self.ctx.instruments[row.symbol], self.ctx.market)
 
     def _rounds(self, plan: OrderPlan) -> None:
         blocked: set[str] = set()
@@ -269,6 +273,7 @@ class JournaledExecutor:
         rows = self.journal.orders(plan.plan_id)
         untouched = all(r.attempts == 0 and r.status == OrderStatus.PLANNED for r in rows)
         if first and untouched and self._at_start(plan, positions):
+            self._check_limits(plan, rows, plan.legs, options, "the plan's orders at today's marks")
             return list(plan.legs)
         for r in rows:
             if r.status == OrderStatus.PLANNED:
@@ -278,22 +283,20 @@ class JournaledExecutor:
         nxt = max((r.leg for r in rows), default=-1) + 1
         remaining = legs_toward(positions, target, self.ctx.instruments, self.ctx.market, options,
                                 plan.plan_id, nxt)
-        self._check_limits(plan, rows, remaining.legs, options)
+        self._check_limits(plan, rows, remaining.legs, options,
+                           "the orders re-planned from the account's positions")
         if remaining.legs:
             self.journal.add_legs(plan.plan_id, remaining.legs)
         return list(remaining.legs)
 
     def _check_limits(self, plan: OrderPlan, rows: Sequence[JournalOrder],
-                      legs: Sequence[OrderLeg], options: PlanOptions) -> None:
-        """The USD limits on re-planned legs, the plan's fills so far (|filled| x notional per
-        contract at the plan's marks) counted against the per-plan one; a breach stops the plan."""
-        traded = sum(abs(r.filled) * self.ctx.instruments[r.symbol].contract.notional_per_contract(
-            self.ctx.market.mark_price(r.symbol)) for r in rows if r.symbol in self.ctx.instruments)
+                      legs: Sequence[OrderLeg], options: PlanOptions, what: str) -> None:
+        """The USD limits on the legs about to be sent, at today's marks, the plan's fills so far
+        counted against the per-plan one (executor.leg_limits); a breach stops the plan."""
         try:
-            options.limits.check((leg.notional for leg in legs), already_usd=traded)
+            check_leg_limits(options.limits, rows, legs, self.ctx.instruments, self.ctx.market)
         except SafetyError as exc:
-            self._messages.append(f"the orders re-planned from the account's positions break a "
-                                  f"limit, so nothing more was sent: {exc}")
+            self._messages.append(f"{what} break a limit, so nothing more was sent: {exc}")
             raise PlanStoppedError from None
 
     def _at_start(self, plan: OrderPlan, positions: Mapping[str, float]) -> bool:
@@ -372,7 +375,7 @@ class JournaledExecutor:
             if isinstance(exc, ExchangeBannedError):
                 record_silence(self.journal, self.gateway.account_key(), self._clock(), exc)
             self._messages.append(f"the final positions could not be read: {redact(str(exc))}")
-            return self._unread_report(plan, legs)
+            return unread_report(plan, legs, self.mode, self._messages)
         now = {s: (after.futures[s].contracts if s in after.futures else 0.0) for s in instruments}
         positions = {s: round_to_step(now[s], instruments[s].contract.lot_step)
                      for s in plan.reachable}
@@ -393,8 +396,3 @@ class JournaledExecutor:
                                positions=positions, target=dict(plan.reachable),
                                tracking_error_residual=te, messages=tuple(self._messages),
                                gaps=gaps, outcome=outcome)
-
-    def _unread_report(self, plan: OrderPlan, legs: tuple[LegReport, ...]) -> ExecutionReport:
-        return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=self.mode, legs=legs,
-                               positions={}, target=dict(plan.reachable), tracking_error_residual=None,
-                               messages=tuple(self._messages), gaps={}, outcome=Outcome.UNKNOWN)

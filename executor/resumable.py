@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 
 from executor.base import ExecutionReport, LegReport, Outcome
 from executor.journal import Journal, JournalOrder
-from executor.plan import OrderPlan
+from executor.plan import Instrument, OrderLeg, OrderPlan, OrderType, Side
 from models.errors import RefusedError
+from models.market import MarketSnapshot
 
 
 def check_resumable(journal: Journal, plan_id: str, account: str) -> None:
@@ -54,3 +55,23 @@ def finished_report(plan: OrderPlan, journal: Journal, mode: str,
                            positions=dict(positions), target=dict(plan.reachable),
                            tracking_error_residual=None, messages=(note,), gaps={},
                            outcome=Outcome.COMPLETE)
+
+
+def unread_report(plan: OrderPlan, legs: tuple[LegReport, ...], mode: str,
+                  messages: Sequence[str]) -> ExecutionReport:
+    """The report of a run whose final positions could not be read: outcome unknown."""
+    return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=mode, legs=legs,
+                           positions={}, target=dict(plan.reachable), tracking_error_residual=None,
+                           messages=tuple(messages), gaps={}, outcome=Outcome.UNKNOWN)
+
+
+def journalled_leg(row: JournalOrder, inst: Instrument, market: MarketSnapshot) -> OrderLeg:
+    """A re-planned leg read back from its journal row (such legs are only in the orders table):
+    a market order, its notional (USD, signed) at ``market``'s mark."""
+    side = Side(row.side)
+    mark = market.mark_price(row.symbol)
+    sign = 1.0 if side == Side.BUY else -1.0
+    return OrderLeg(index=row.leg, client_id=row.client_id, symbol=row.symbol,
+                    exchange_symbol=inst.exchange_symbol, side=side, contracts=row.contracts,
+                    notional=sign * row.contracts * inst.contract.notional_per_contract(mark),
+                    price=mark, reduce_only=row.reduce_only, order_type=OrderType.MARKET)

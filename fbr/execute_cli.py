@@ -13,7 +13,7 @@ wiring (exchanges, gateway, options) is in :mod:`fbr.execute_wiring`, text outpu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired, TypedDict
@@ -42,7 +42,7 @@ from models.errors import ExitCode
 
 if TYPE_CHECKING:
     from executor.base import ExecutionReport
-    from executor.plan import OrderLeg, OrderPlan, PlanOptions
+    from executor.plan import Instrument, OrderLeg, OrderPlan, PlanOptions
     from executor.plan_doc import OrderPlanDoc
     from fbr.config_loader import LoadedBook
     from models.book import Book
@@ -241,6 +241,7 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
         try:
             with account_silence(gw, ExchangeChoice(plan.venue), j):
                 acc_b, market, instruments = account_view(gw, acc, loaded.market)
+            _check_same_instruments(plan, instruments, path)
             with _progress(len(plan.legs)) as step:
                 ex = JournaledExecutor(gw, j, PlanBasis(acc_b, market, instruments, loaded.risk),
                                        retry=_retry(mode == "paper"), mode=mode, on_leg=step)
@@ -261,6 +262,20 @@ def _check_same_book(plan: OrderPlan, book: Book, path: Path) -> None:
         raise CliError(f"plan {plan.plan_id} was made for book {plan.book_name!r}, but {path}: "
                        f"{what}. Fix: resume with the book file the plan was made from (or omit "
                        f"the book: the journal remembers it)")
+
+
+def _check_same_instruments(plan: OrderPlan, instruments: Mapping[str, Instrument], path: Path) -> None:
+    """A plan resumes only on the exchange instruments its legs were sent on: a contract the book
+    now maps to another one (a quarterly rolled under the same name) would be reconciled and
+    traded on the wrong instrument, beside the position the plan opened."""
+    moved = sorted({f"{leg.symbol} ({leg.exchange_symbol} in the plan, "
+                    f"{instruments[leg.symbol].exchange_symbol} now)" for leg in plan.legs
+                    if leg.symbol in instruments
+                    and instruments[leg.symbol].exchange_symbol != leg.exchange_symbol})
+    if moved:
+        raise CliError(f"plan {plan.plan_id} was sent on other instruments than {path} names: "
+                       f"{'; '.join(moved)}. Fix: resume with the book as it was when the plan was "
+                       f"made, or settle the plan's contracts by hand and make a new plan")
 
 
 @contextmanager

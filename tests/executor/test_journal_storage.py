@@ -1,0 +1,38 @@
+"""A journal on storage that cannot be written (a full disk) is called that, not "not an fbr
+journal" with the fix "give a new file name" (which fails the same way on the same disk); a file
+that is not SQLite still is. The full disk is SQLite's own: the connection may not grow the file
+(PRAGMA max_page_count), so the error is SQLITE_FULL as on a real full disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from executor.journal import Journal
+from executor.journal_schema import JournalError
+
+
+def test_a_new_journal_on_a_full_disk_says_it_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sqlite3.connect
+
+    def full_disk(*a: Any, **k: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = real(*a, **k)
+        conn.execute("PRAGMA max_page_count = 1")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", full_disk)
+    with pytest.raises(JournalError) as err:
+        Journal(tmp_path / "j.sqlite")
+    msg = str(err.value)
+    assert "cannot be written" in msg and "full" in msg and "not an fbr journal" not in msg
+
+
+def test_a_file_that_is_not_sqlite_is_not_an_fbr_journal(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    path.write_bytes(b"this is a text file, not a database" * 100)
+    with pytest.raises(JournalError, match="not an fbr journal"):
+        Journal(path)
