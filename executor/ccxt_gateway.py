@@ -6,7 +6,8 @@ The class is assembled from parts, one module each:
 - :mod:`executor.ccxt_base`: the ccxt instance, settings, reads with retry, position mode;
 - :mod:`executor.ccxt_errors`: transient vs definite failures, order errors;
 - :mod:`executor.ccxt_metadata`: markets -> :class:`FuturesContract` (contract size, inverse,
-  lot step, tick, limits, fees), leverage tiers -> :class:`MarginTiers`;
+  lot step, tick, limits, fees) and the limit-price band (PERCENT_PRICE), leverage tiers ->
+  :class:`MarginTiers`;
 - :mod:`executor.ccxt_collateral`: spot pledged as margin (Multi-Assets bidBuffer, Portfolio
   Margin tiers);
 - :mod:`executor.ccxt_orders`: setup (hedge mode refused, margin mode, leverage), orders, fills;
@@ -37,7 +38,12 @@ from executor.ccxt_collateral import (
     wallet_balances,
 )
 from executor.ccxt_funding import CcxtFunding
-from executor.ccxt_metadata import check_symbol_map, contract_from_market, tiers_from_ccxt
+from executor.ccxt_metadata import (
+    check_symbol_map,
+    contract_from_market,
+    percent_price_band,
+    tiers_from_ccxt,
+)
 from executor.ccxt_orders import CcxtOrders
 from executor.plan import Instrument
 from models.book import Book, FuturesPosition
@@ -83,7 +89,8 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
             if sym in fees:
                 contract = dataclasses.replace(contract, maker_fee=fees[sym][0],
                                                taker_fee=fees[sym][1])
-            out[c.symbol] = Instrument(contract, sym, _halted(markets[sym]))
+            out[c.symbol] = Instrument(contract, sym, _halted(markets[sym]),
+                                       percent_price_band(markets[sym]))
             self._to_book[sym] = c.symbol
             self._contracts[c.symbol] = contract
         return out

@@ -11,6 +11,8 @@
   USD; ``cum`` from the exchange when given, else computed for continuity), checked as the book's
   brackets are (rates that do not fall, continuous maintenance margin) with one ValidationError
   naming "<exchange> leverage tiers of <symbol>: tiers[k].<ccxt field>";
+- :func:`percent_price_band`: Binance's PERCENT_PRICE filter (``info.filters``) as the band a
+  limit price must lie in, (multiplierDown, multiplierUp) x mark (None where not stated);
 - :func:`with_instruments`: a book whose contracts carry that metadata.
 """
 
@@ -207,6 +209,27 @@ def contract_from_market(market: Mapping[str, Any], base: FuturesContract, *,
     if market.get("maker") is not None:
         fields["maker_fee"] = float(market["maker"])
     return dataclasses.replace(base, **fields)
+
+
+def percent_price_band(market: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(multiplierDown, multiplierUp) of the market's PERCENT_PRICE filter (Binance USD-M
+    ``info.filters``, e.g. 0.95 / 1.05): a LIMIT BUY above mark x multiplierUp is refused (-4016),
+    a SELL below mark x multiplierDown too (-4024). Fractions of the mark price. None when the
+    market states no such filter (Bybit, OKX) or one fbr cannot read (not finite numbers with
+    0 < multiplierDown < multiplierUp): the limit price is then the slippage guard's alone."""
+    info = market.get("info")
+    filters = info.get("filters") if isinstance(info, Mapping) else None
+    if not isinstance(filters, Sequence):
+        return None
+    for f in filters:
+        if isinstance(f, Mapping) and f.get("filterType") == "PERCENT_PRICE":
+            try:
+                down, up = float(f["multiplierDown"]), float(f["multiplierUp"])
+            except (KeyError, TypeError, ValueError):
+                return None
+            ok = math.isfinite(down) and math.isfinite(up) and 0 < down < up
+            return (down, up) if ok else None
+    return None
 
 
 def with_instruments(book: Book, instruments: Mapping[str, Instrument]) -> Book:

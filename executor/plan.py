@@ -22,7 +22,8 @@ the optimiser's unit; a contract left out is held at its exposure x0_j, ``Book.f
 - each leg gets a deterministic client order id from the plan id and its index, within the venue's
   length and alphabet rule; reduce-only legs come first (they free margin for the opening ones);
 - market orders, or limit orders at mark x (1 +/- slippage guard) rounded to the tick (away from
-  the guard, so the limit never exceeds it).
+  the guard, so the limit never exceeds it), held inside the exchange's price band
+  (``Instrument.price_band``, Binance PERCENT_PRICE; :mod:`executor.price_band`), with a warning.
 
 The residual tracking error (annualised fraction) of the positions the plan can reach is reported.
 When lot rounding removes most of the solution's trades (a share >= ``rounding_warn_share`` of their
@@ -48,12 +49,12 @@ from executor.plan_parts import (
     _Rounded,
     _rounding_warning,
     _split,
-    _tick_round,
     move_parts,
     near_expiry,
     round_to_step,
     target_contracts,
 )
+from executor.price_band import band_warning, limit_price
 from executor.safety import Limits
 from models.book import Book
 from models.errors import ValidationError
@@ -93,6 +94,9 @@ class Instrument:
     #: the exchange's status of the contract while it does not trade it (``SETTLING``,
     #: ``DELIVERING``, ``CLOSE`` ...): its parts are dropped, with the reason; None while it trades
     halted: str | None = None
+    #: (multiplierDown, multiplierUp): a limit price must lie within mark x these (fractions of
+    #: the mark; Binance PERCENT_PRICE); None where the venue states none (book instruments)
+    price_band: tuple[float, float] | None = None
 
 
 def default_exchange_symbol(contract: FuturesContract, quote: str = "USDT") -> str:
@@ -185,7 +189,7 @@ class OrderPlan:
     ``start`` / ``target`` / ``reachable``: contracts per book contract now, at the lot-rounded
     target, and after dropped orders. Tracking errors are annualised fractions (None without risk).
     ``warnings``: what the user should know before sending (lot rounding that removed most of the
-    solution), one sentence each.
+    solution, limit prices held inside the exchange's price band), one sentence each.
     """
 
     plan_id: str
@@ -264,7 +268,8 @@ def order_legs(kept: Sequence[tuple[TradePart, float]], instruments: Mapping[str
                market: MarketSnapshot, opts: PlanOptions, rule: ClientIdRule,
                pid: str, first_index: int = 0) -> list[OrderLeg]:
     """The orders of the kept parts (``npc``: USD per contract), reduce-only ones first, each split
-    at the max quantity and numbered (from ``first_index``) with its client order id."""
+    at the max quantity and numbered (from ``first_index``) with its client order id; limit prices
+    (USD) by :func:`executor.price_band.limit_price`."""
     ordered = sorted(kept, key=lambda pn: not pn[0].reduce_only)  # reduce-only first (stable)
     legs: list[OrderLeg] = []
     for part, npc in ordered:
@@ -273,11 +278,8 @@ def order_legs(kept: Sequence[tuple[TradePart, float]], instruments: Mapping[str
         mark = market.mark_price(part.symbol)
         for q in _split(part.contracts, c):
             side = Side.BUY if q > 0 else Side.SELL
-            limit = None
-            if opts.order_type == OrderType.LIMIT:
-                g = opts.slippage_guard
-                limit = (_tick_round(mark * (1 + g), c.tick, up=False) if side == Side.BUY
-                         else _tick_round(mark * (1 - g), c.tick, up=True))
+            limit = (limit_price(mark, side == Side.BUY, opts.slippage_guard, c.tick, inst.price_band)
+                     if opts.order_type == OrderType.LIMIT else None)
             idx = first_index + len(legs)
             legs.append(OrderLeg(index=idx, client_id=rule.make(pid, idx), symbol=part.symbol,
                                  exchange_symbol=inst.exchange_symbol, side=side, contracts=abs(q),
@@ -375,12 +377,13 @@ def plan_orders(solution: Solution | Mapping[str, float], book: Book, market: Ma
     te_before, te_target = te(start), te(target)
     warning = _rounding_warning(rounding, opts.rounding_warn_share, te_before,
                                 te(unrounded) if risk is not None else None, te_target)
+    warnings = (warning, band_warning(legs, instruments, opts.slippage_guard))
     created = now.isoformat()
     return OrderPlan(plan_id=pid, venue=opts.venue, created=created, book_name=book.name,
                      legs=tuple(legs), dropped=tuple(dropped), start=start, target=target,
                      reachable=reachable, tracking_error_before=te_before,
                      tracking_error_solution=te_target, tracking_error_residual=te(reachable),
-                     warnings=() if warning is None else (warning,), options=opts)
+                     warnings=tuple(w for w in warnings if w is not None), options=opts)
 
 
 def plan_options(plan: OrderPlan) -> PlanOptions:

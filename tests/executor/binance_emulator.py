@@ -60,7 +60,10 @@ Order rules: MARKET orders fill at once at the mark; LIMIT orders fill at the ma
 TRADING (:attr:`BinanceEmulator.status`; else -1122), quantity a multiple of
 the LOT_SIZE step (-1111), >= minQty (-4003... Binance answers -1013 ``Filter failure: LOT_SIZE``;
 we send -4003 which ccxt maps to BadRequest too), <= maxQty (-4005), price a multiple of the tick
-(-4014), reduceOnly that would open or increase (-2022), a position growing past the largest
+(-4014), a LIMIT price inside PERCENT_PRICE at the current mark M (a BUY above M x multiplierUp:
+-4016 "Price is higher than mark price multiplier cap."; a SELL below M x multiplierDown: -4024
+"Price is lower than mark price multiplier floor."; ccxt maps both to BadRequest), reduceOnly
+that would open or increase (-2022), a position growing past the largest
 notionalCap of the brackets whose initialLeverage allows the symbol's leverage (-2027), notional
 qty x price (mark for MARKET) below MIN_NOTIONAL unless reduceOnly (-4164), initial margin after
 the order above the margin balance (-2019). IM = sum |position| x mark / leverage + sum open-order
@@ -176,8 +179,9 @@ def brackets_from(rows: Sequence[tuple[float, int, float]]) -> tuple[Bracket, ..
 @dataclass(frozen=True)
 class EmuMarket:
     """A USD-M perpetual: Binance id (``BTCUSDT``), base/quote, LOT_SIZE step/min/max (base
-    units), tick (USD), min notional (USD), initial mark (USD), leverage brackets, and the
-    MARKET_LOT_SIZE max for market orders (``max_mkt_qty``; None = the LOT_SIZE max)."""
+    units), tick (USD), min notional (USD), initial mark (USD), leverage brackets, the
+    MARKET_LOT_SIZE max for market orders (``max_mkt_qty``; None = the LOT_SIZE max), and the
+    PERCENT_PRICE multipliers (fractions of the mark; decimal text, as Binance sends them)."""
 
     symbol: str
     base: str
@@ -190,6 +194,8 @@ class EmuMarket:
     price: float
     brackets: tuple[Bracket, ...]
     max_mkt_qty: str | None = None
+    multiplier_up: str = "1.0500"
+    multiplier_down: str = "0.9500"
 
     @property
     def market_max_qty(self) -> str:
@@ -1118,8 +1124,8 @@ class BinanceEmulator:
                      "maxQty": m.market_max_qty},
                     {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                     {"filterType": "MIN_NOTIONAL", "notional": _num(m.min_notional)},
-                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
-                     "multiplierDown": "0.9500", "multiplierDecimal": "4"},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": m.multiplier_up,
+                     "multiplierDown": m.multiplier_down, "multiplierDecimal": "4"},
                 ],
                 "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
                                "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
@@ -1508,6 +1514,7 @@ class BinanceEmulator:
             price_d = _decimal(p.get("price"), "price")
             if price_d <= 0 or price_d % Decimal(m.tick) != 0:
                 raise _bad(-4014, "Price not increased by tick size.")
+            self._check_percent_price(m, side, price_d)
             price = float(price_d)
             tif = p.get("timeInForce", "GTC")
         signed_qty = float(qty) if side == "BUY" else -float(qty)
@@ -1543,6 +1550,16 @@ class BinanceEmulator:
         elif tif in ("IOC", "FOK"):  # not marketable: Binance expires it at once, nothing filled
             order.status = "EXPIRED"
         return self._order_json(order)
+
+    def _check_percent_price(self, m: EmuMarket, side: str, price: Decimal) -> None:
+        """Binance's PERCENT_PRICE on a LIMIT order at the current mark M (USD, decimal): a BUY
+        priced above M x multiplierUp is refused (-4016), a SELL below M x multiplierDown
+        (-4024), with Binance's messages (ccxt: BadRequest)."""
+        mark = Decimal(repr(float(self.marks[m.symbol])))
+        if side == "BUY" and price > mark * Decimal(m.multiplier_up):
+            raise _bad(-4016, "Price is higher than mark price multiplier cap.")
+        if side == "SELL" and price < mark * Decimal(m.multiplier_down):
+            raise _bad(-4024, "Price is lower than mark price multiplier floor.")
 
     def _listed(self, o: EmuOrder) -> bool:
         """Found by Query Order and All Orders: visible (:meth:`_visible`) and not archived:
