@@ -13,17 +13,18 @@ Limit legs fill only when p is within the limit (else they are cancelled, like I
 position settles once the market reaches its expiry (:meth:`PaperGateway.settle_expired`).
 
 The paper exchange keeps its account (positions, wallet cash), its orders and its trades in its
-own tables of the journal file (:class:`PaperStore`), written in one transaction per fill, just as a
-real exchange keeps them on its side. So the paper venue has the live venue's semantics: an order is
-journalled before it is sent, ``--resume`` reads positions from the paper account and sends only
-what is still missing (a finished plan sends nothing and charges nothing), and successive
-``fbr execute --exchange paper`` runs build on each other.
+own tables of the journal file (:class:`PaperStore`), just as a real exchange keeps them on its
+side: a gateway over the store reads the account from it at every read, and applies each fill to
+the stored account in one transaction that reads and writes it. So the paper venue has the live
+venue's semantics: an order is journalled before it is sent, ``--resume`` reads positions from the
+paper account and sends only what is still missing (a finished plan sends nothing and charges
+nothing), successive ``fbr execute --exchange paper`` runs build on each other, and an ``fbr run``
+loop sees (and builds on) a manual ``fbr execute --exchange paper`` made between its cycles.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -33,152 +34,23 @@ from typing import Any
 from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus, Trade
 from executor.journal import Journal
 from executor.journal_schema import JournalError
+from executor.paper_store import VENUE, PaperAccount, PaperStore, apply_fill
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
 from models.book import Book, FuturesPosition
-from models.instruments import FuturesContract, Settlement
 from models.market import MarketSnapshot
 
-VENUE = "paper"
-
-
-def apply_fill(pos: FuturesPosition | None, dq: float, price: float,
-               c: FuturesContract) -> tuple[FuturesPosition | None, float]:
-    """(new position, realised PnL in USD) after trading ``dq`` signed contracts at ``price``."""
-    q = pos.contracts if pos else 0.0
-    e = pos.entry_price if pos else price
-    new = q + dq
-    if abs(new) < 1e-12:
-        new = 0.0
-    inverse = c.settlement == Settlement.INVERSE
-    realised = 0.0
-    if q == 0 or q * dq > 0:
-        if inverse:
-            entry = (abs(q) + abs(dq)) / (abs(q) / e + abs(dq) / price)
-        else:
-            entry = (abs(q) * e + abs(dq) * price) / (abs(q) + abs(dq))
-    else:
-        closed = min(abs(dq), abs(q)) * math.copysign(1.0, q)
-        if inverse:
-            realised = closed * c.contract_size * (1.0 / e - 1.0 / price) * price
-        else:
-            realised = closed * c.contract_size * (price - e)
-        entry = price if abs(dq) > abs(q) else e
-    return (FuturesPosition(new, entry) if new != 0 else None), realised
-
-
-_STORE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS paper_account (book_name TEXT PRIMARY KEY, cash REAL NOT NULL,
-    updated_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS paper_positions (book_name TEXT NOT NULL, symbol TEXT NOT NULL,
-    contracts REAL NOT NULL, entry REAL NOT NULL, PRIMARY KEY (book_name, symbol));
-CREATE TABLE IF NOT EXISTS paper_orders (client_id TEXT PRIMARY KEY, book_name TEXT NOT NULL,
-    exchange_id TEXT NOT NULL, symbol TEXT NOT NULL, status TEXT NOT NULL, filled REAL NOT NULL,
-    average REAL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS funding (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, venue TEXT NOT NULL, book_name TEXT NOT NULL,
-    symbol TEXT NOT NULL, amount REAL NOT NULL, time_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS paper_trades (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    book_name TEXT NOT NULL, symbol TEXT NOT NULL, order_id TEXT NOT NULL, contracts REAL NOT NULL,
-    price REAL NOT NULL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
-"""
-
-
-class PaperStore:
-    """The paper exchange's side of the account, in tables of the journal file (one per book
-    name): positions (signed contracts, entry USD), cash (USD), orders and trades."""
-
-    def __init__(self, path: str | Path, book_name: str) -> None:
-        self.book_name = book_name
-        self.path = Path(path)
-        self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-        self._conn.executescript(_STORE_SCHEMA)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
-
-    def load(self) -> tuple[dict[str, FuturesPosition], float] | None:
-        """(positions, cash) of this book's paper account, None before its first fill."""
-        row = self._conn.execute("SELECT cash FROM paper_account WHERE book_name = ?",
-                                 (self.book_name,)).fetchone()
-        if row is None:
-            return None
-        rows = self._conn.execute("SELECT symbol, contracts, entry FROM paper_positions WHERE "
-                                  "book_name = ? AND contracts != 0", (self.book_name,)).fetchall()
-        return {r[0]: FuturesPosition(float(r[1]), float(r[2])) for r in rows}, float(row[0])
-
-    def orders(self) -> dict[str, OrderState]:
-        """Every paper order of this book by client id."""
-        rows = self._conn.execute("SELECT client_id, exchange_id, status, filled, average, fee FROM "
-                                  "paper_orders WHERE book_name = ?", (self.book_name,)).fetchall()
-        return {r[0]: OrderState(r[0], r[1], OrderStatus(r[2]), float(r[3]), r[4], float(r[5]))
-                for r in rows}
-
-    def trades(self) -> list[tuple[str, Trade]]:
-        """(book symbol, trade) of this book, in fill order."""
-        rows = self._conn.execute("SELECT symbol, order_id, contracts, price, fee, time_ms FROM "
-                                  "paper_trades WHERE book_name = ? ORDER BY id",
-                                  (self.book_name,)).fetchall()
-        return [(r[0], Trade(r[1], float(r[2]), float(r[3]), float(r[4]), int(r[5]))) for r in rows]
-
-    def save_fill(self, state: OrderState, symbol: str, trade: Trade | None,
-                  futures: Mapping[str, FuturesPosition], cash: float) -> None:
-        """An order, its trade and the account after it, in one transaction."""
-        with self._transaction() as cur:
-            cur.execute("INSERT INTO paper_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (state.client_id, self.book_name, state.exchange_id or "", symbol,
-                         state.status.value, state.filled, state.average, state.fee,
-                         trade.time_ms if trade else 0))
-            if trade is not None:
-                cur.execute("INSERT INTO paper_trades (book_name, symbol, order_id, contracts, price, "
-                            "fee, time_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (self.book_name, symbol, trade.order_id, trade.contracts, trade.price,
-                             trade.fee, trade.time_ms))
-            self._write_account(cur, futures, cash)
-
-    def save_account(self, futures: Mapping[str, FuturesPosition], cash: float,
-                     funding: Mapping[str, float] | None = None, time_ms: int = 0) -> None:
-        """Overwrite this book's account after a funding settlement, with its payments (USD
-        received by contract, at ``time_ms``) in the journal's funding table, in one
-        transaction."""
-        with self._transaction() as cur:
-            self._write_account(cur, futures, cash)
-            cur.executemany("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            [(VENUE, self.book_name, sym, amount, time_ms)
-                             for sym, amount in (funding or {}).items()])
-
-    def init_account(self, futures: Mapping[str, FuturesPosition], cash: float) -> None:
-        """Open this book's paper account at ``futures`` and ``cash`` (no-op when it exists)."""
-        with self._transaction() as cur:
-            if cur.execute("SELECT 1 FROM paper_account WHERE book_name = ?",
-                           (self.book_name,)).fetchone() is None:
-                self._write_account(cur, futures, cash)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """A cursor inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
-
-    def _write_account(self, cur: sqlite3.Cursor, futures: Mapping[str, FuturesPosition],
-                       cash: float) -> None:
-        cur.execute("INSERT OR REPLACE INTO paper_account VALUES (?, ?, ?)",
-                    (self.book_name, cash, int(time.time() * 1000)))
-        cur.execute("DELETE FROM paper_positions WHERE book_name = ?", (self.book_name,))
-        cur.executemany("INSERT INTO paper_positions VALUES (?, ?, ?, ?)",
-                        [(self.book_name, s, p.contracts, p.entry_price) for s, p in futures.items()])
+__all__ = ["VENUE", "PaperGateway", "PaperStore", "apply_fill", "check_listed", "paper_book"]
 
 
 class PaperGateway:
     """An :class:`~executor.base.ExchangeGateway` over a simulated account (see module doc):
     in memory, or persisted in a :class:`PaperStore` when one is given.
+
+    With a store, the stored account is the account: every read (account, positions, orders,
+    trades) reloads it, and every change (a fill, an expiry settlement, funding) is made on the
+    stored account inside one transaction (:meth:`PaperStore.update`), so another run trading the
+    same paper account (a manual ``fbr execute --exchange paper`` between two cycles of an
+    ``fbr run`` loop) is seen, and built on, rather than overwritten.
 
     ``daily_vol`` maps a contract to its underlying's daily volatility (fraction) for the impact
     term; ``impact_k`` is its coefficient; ``clock`` gives fill times (ms, UTC).
@@ -199,16 +71,48 @@ class PaperGateway:
         self._clock = clock or (lambda: int(time.time() * 1000))
         self.orders: dict[str, OrderState] = {}
         self._trades: list[tuple[str, Trade]] = []
+        self._seen = (0, 0)  # the last stored order row and trade id read
+        self._cleared: set[str] = set()  # contracts past their expiry, settled (or found flat)
         self._book = book
         if store is not None:
-            saved = store.load()
-            if saved is None:
+            if store.load() is None:
                 store.init_account(book.futures, book.cash)
-            else:
-                check_listed(book, saved[0], store.path)
-                self._book = book.evolve(futures=saved[0], cash=saved[1])
-            self.orders = store.orders()
-            self._trades = store.trades()
+            self._sync()
+
+    def _sync(self) -> None:
+        """Reload the account, and the orders and trades stored since the last read, from the
+        store (no-op without one). Raises :class:`JournalError` when the account holds a contract
+        the book does not list (:func:`check_listed`)."""
+        if self._store is None:
+            return
+        saved = self._store.load()
+        if saved is not None:
+            check_listed(self._book, saved[0], self._store.path)
+            self._book = self._book.evolve(futures=saved[0], cash=saved[1])
+        orders, last_order = self._store.orders_after(self._seen[0])
+        trades, last_trade = self._store.trades_after(self._seen[1])
+        self.orders.update(orders)
+        self._trades.extend(trades)
+        self._seen = (last_order, last_trade)
+
+    @contextmanager
+    def _update(self) -> Iterator[PaperAccount]:
+        """The account to change: the stored one, read and written in one store transaction (so a
+        change lands on what is stored, not on this gateway's copy), else the in-memory one. The
+        gateway's account, orders and trades follow once the change is made."""
+        if self._store is not None:
+            with self._store.update((self._book.futures, self._book.cash)) as acct:
+                check_listed(self._book, acct.futures, self._store.path)
+                yield acct
+            self._sync()
+            return
+        acct = PaperAccount(dict(self._book.futures), self._book.cash)
+        yield acct
+        self._book = self._book.evolve(futures=acct.futures, cash=acct.cash)
+        for symbol, state, trade in acct.fills:
+            self.orders[state.client_id] = state
+            if trade is not None:
+                self._trades.append((symbol, trade))
 
     def set_market(self, market: MarketSnapshot, daily_vol: Mapping[str, float] | None = None,
                    expiry_prices: Mapping[str, float] | None = None) -> float:
@@ -225,23 +129,36 @@ class PaperGateway:
         """Close every dated position at or past its expiry at the market's time, as the backtest
         settles it (``scenarios.settlement``): at S = ``prices[symbol]`` (the spot at the expiry),
         else the underlying's spot now, the PnL at S realised into cash, the fee ``taker_fee x |q|
-        x npc(S)`` paid from it; a filled order and trade ``settle-<symbol>-<ms>``. Returns fees."""
+        x npc(S)`` paid from it; a filled order and trade ``settle-<symbol>-<ms>``. Returns fees.
+        The account is the stored one, read (and settled, in one transaction) once after each
+        contract's expiry and whenever the account last read holds an expired position: no plan
+        opens a contract past its expiry (``executor.plan``), so a contract found flat then stays
+        flat."""
+        due = {s for s in self._contracts if s not in self._cleared and self._expired(s)}
+        if not due and not any(self._expired(s) for s in self._book.futures):
+            return 0.0
         fees = 0.0
-        for sym, pos in list(self._book.futures.items()):
-            c = self._contracts[sym]
-            if (days := c.days_to_expiry(self._market.time)) is None or days > 0:
-                continue
-            px = float((prices or {}).get(sym, self._market.spot_price(c.underlying)))
-            fee = c.taker_fee * abs(pos.contracts) * c.notional_per_contract(px)
-            cash = self._book.cash + apply_fill(pos, -pos.contracts, px, c)[1] - fee
-            futures = {s: p for s, p in self._book.futures.items() if s != sym}
-            self._book = self._book.evolve(futures=futures, cash=cash)
-            ms = int(self._market.time.timestamp() * 1000)
-            oid = f"settle-{sym}-{ms}"
-            self._keep(sym, OrderState(oid, oid, OrderStatus.FILLED, abs(pos.contracts), px, fee),
-                       Trade(oid, -pos.contracts, px, fee, ms))
-            fees += fee
+        with self._update() as acct:
+            for sym, pos in list(acct.futures.items()):
+                if not self._expired(sym):
+                    continue
+                c = self._contracts[sym]
+                px = float((prices or {}).get(sym, self._market.spot_price(c.underlying)))
+                fee = c.taker_fee * abs(pos.contracts) * c.notional_per_contract(px)
+                acct.cash += apply_fill(pos, -pos.contracts, px, c)[1] - fee
+                acct.set_position(sym, None)
+                ms = int(self._market.time.timestamp() * 1000)
+                oid = f"settle-{sym}-{ms}"
+                acct.fills.append((sym, OrderState(oid, oid, OrderStatus.FILLED, abs(pos.contracts),
+                                                   px, fee), Trade(oid, -pos.contracts, px, fee, ms)))
+                fees += fee
+        self._cleared |= due
         return fees
+
+    def _expired(self, symbol: str) -> bool:
+        """Whether ``symbol`` is a dated contract at or past its expiry at the market's time."""
+        days = self._contracts[symbol].days_to_expiry(self._market.time)
+        return days is not None and days <= 0
 
     def settle_funding(self, rates: Mapping[str, float]) -> float:
         """Pay funding at the current marks: for each contract j with summed rate r_j (fraction,
@@ -249,20 +166,21 @@ class PaperGateway:
         positive rate); the account is persisted with one row per contract in the journal's
         ``funding`` table (as an exchange's income history is copied there), so ``fbr status``
         and the dashboard see paper funding too. Returns the amount received (USD, signed)."""
-        received: dict[str, float] = {}
-        for sym, r in rates.items():
-            pos = self._book.futures.get(sym)
-            if pos is None or r == 0:
-                continue
-            c = self._contracts[sym]
-            received[sym] = -float(r) * pos.contracts * c.notional_per_contract(
-                self._market.mark_price(sym))
-        total = sum(received.values())
-        if received:
-            self._book = self._book.evolve(cash=self._book.cash + total)
-            if self._store is not None:
-                self._store.save_account(self._book.futures, self._book.cash, received,
-                                         self._clock())
+        self._sync()
+        if not any(r != 0 and s in self._book.futures for s, r in rates.items()):
+            return 0.0
+        with self._update() as acct:
+            for sym, r in rates.items():
+                pos = acct.futures.get(sym)
+                if pos is None or r == 0:
+                    continue
+                c = self._contracts[sym]
+                acct.funding[sym] = -float(r) * pos.contracts * c.notional_per_contract(
+                    self._market.mark_price(sym))
+            total = sum(acct.funding.values())
+            if acct.funding:
+                acct.cash += total
+                acct.funding_ms = self._clock()
         return total
 
     def account_key(self) -> str:
@@ -276,20 +194,25 @@ class PaperGateway:
         return self._market
 
     def account(self, book: Book, market: MarketSnapshot) -> Book:
+        """The paper account (the stored one, read now, with a store)."""
+        self._sync()
         return self._book
 
     def positions(self, instruments: Mapping[str, Instrument]) -> dict[str, float]:
         """Signed contracts per book contract (0 when flat)."""
+        self._sync()
         return {s: (self._book.futures[s].contracts if s in self._book.futures else 0.0)
                 for s in instruments}
 
     def orders_since(self, instrument: Instrument, since_ms: int) -> list[OrderState]:
         """Paper orders on the contract (all of them: the paper venue keeps its whole history)."""
+        self._sync()
         ids = {t.order_id for s, t in self._trades if s == instrument.contract.symbol}
         return [o for o in self.orders.values() if o.exchange_id in ids]
 
     def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
         """Paper fills on the contract at or after ``since_ms``."""
+        self._sync()
         return [t for s, t in self._trades
                 if s == instrument.contract.symbol and t.time_ms >= since_ms]
 
@@ -315,6 +238,8 @@ class PaperGateway:
         return mark * (1.0 + slip if leg.side == Side.BUY else 1.0 - slip)
 
     def create_order(self, leg: OrderLeg) -> OrderState:
+        """Fill ``leg`` on the account (the stored one, in one transaction, with a store)."""
+        self._sync()
         if leg.client_id in self.orders:
             raise OrderRejectedError(f"client order id {leg.client_id} is already used")
         c = self._contracts[leg.symbol]
@@ -323,35 +248,29 @@ class PaperGateway:
         if leg.limit_price is not None and (
                 (leg.side == Side.BUY and price > leg.limit_price)
                 or (leg.side == Side.SELL and price < leg.limit_price)):
-            return self._keep(leg.symbol, OrderState(leg.client_id, oid, OrderStatus.CANCELED,
-                                                     0.0, None, 0.0), None)
-        pos = self._book.futures.get(leg.symbol)
-        if leg.reduce_only and (pos is None or pos.contracts * leg.signed_contracts >= 0
-                                or leg.contracts > abs(pos.contracts) + 1e-12):
-            raise OrderRejectedError(f"reduce-only order {leg.client_id} would open or increase "
-                                     f"{leg.symbol}")
+            state = OrderState(leg.client_id, oid, OrderStatus.CANCELED, 0.0, None, 0.0)
+            with self._update() as acct:
+                acct.fills.append((leg.symbol, state, None))
+            return state
         at_mark = leg.contracts * c.notional_per_contract(self._market.mark_price(leg.symbol))
         fee = c.taker_fee * at_mark
-        new_pos, realised = apply_fill(pos, leg.signed_contracts, price, c)
-        futures = {s: p for s, p in self._book.futures.items() if s != leg.symbol}
-        if new_pos is not None:
-            futures[leg.symbol] = new_pos
-        self._book = self._book.evolve(futures=futures, cash=self._book.cash + realised - fee)
+        state = OrderState(leg.client_id, oid, OrderStatus.FILLED, leg.contracts, price, fee)
+        with self._update() as acct:
+            pos = acct.futures.get(leg.symbol)
+            if leg.reduce_only and (pos is None or pos.contracts * leg.signed_contracts >= 0
+                                    or leg.contracts > abs(pos.contracts) + 1e-12):
+                raise OrderRejectedError(f"reduce-only order {leg.client_id} would open or increase "
+                                         f"{leg.symbol}")
+            new_pos, realised = apply_fill(pos, leg.signed_contracts, price, c)
+            acct.set_position(leg.symbol, new_pos)
+            acct.cash += realised - fee
+            acct.fills.append((leg.symbol, state, Trade(oid, leg.signed_contracts, price, fee,
+                                                        self._clock())))
         self._traded_now[leg.symbol] = self._traded_now.get(leg.symbol, 0.0) + at_mark
-        trade = Trade(oid, leg.signed_contracts, price, fee, self._clock())
-        return self._keep(leg.symbol, OrderState(leg.client_id, oid, OrderStatus.FILLED,
-                                                 leg.contracts, price, fee), trade)
-
-    def _keep(self, symbol: str, state: OrderState, trade: Trade | None) -> OrderState:
-        """Remember (and persist) an order, its trade and the account after it."""
-        if self._store is not None:
-            self._store.save_fill(state, symbol, trade, self._book.futures, self._book.cash)
-        self.orders[state.client_id] = state
-        if trade is not None:
-            self._trades.append((symbol, trade))
         return state
 
     def find_order(self, leg: OrderLeg) -> OrderState | None:
+        self._sync()
         return self.orders.get(leg.client_id)
 
     def open_orders(self, instruments: Mapping[str, Instrument]) -> list[dict[str, Any]]:

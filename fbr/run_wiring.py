@@ -138,7 +138,9 @@ class OpenVenue:
 
 
 def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
-    """The journal's paper account, at the book file's market."""
+    """The journal's paper account, at the book file's market. The gateway lives as long as the
+    loop but reads the account from the journal at every read (and fills it there), so a manual
+    ``fbr execute --exchange paper`` on the same journal between two cycles is seen by the next."""
     from executor.paper import PaperGateway, PaperStore, paper_book
     from fbr.execute_cli import _daily_vol
     from fbr.execute_wiring import _retry
