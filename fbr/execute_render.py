@@ -100,6 +100,9 @@ def _print_result(result: ExecuteResult) -> None:
 
     out = _console()
     out.rule(f"fbr execute: {result['mode']}")
+    solution = result.get("solution")
+    for m in [] if solution is None else solution["messages"]:  # as `fbr solve` prints them
+        out.print(f"[bold]note:[/bold] {escape(redact(m))}")
     _print_plan(result["plan"], out)
     rep = result["report"]
     if result["mode"] != "dry-run":
