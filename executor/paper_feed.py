@@ -13,7 +13,6 @@ account has no record of it): a paper account is an approximation, its funding i
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -23,15 +22,7 @@ from executor.base import ExchangeGateway
 from executor.paper import PaperGateway
 from models.book import Book
 from models.instruments import ContractKind
-from models.market import MarketSnapshot
-
-HOUR_S = 3600.0
-
-
-def settlements_between(t0: datetime, t1: datetime, interval_h: float) -> int:
-    """Number of funding times k x ``interval_h`` hours (UTC epoch grid) in (t0, t1]."""
-    step = interval_h * HOUR_S
-    return max(0, math.floor(t1.timestamp() / step) - math.floor(t0.timestamp() / step))
+from models.market import MarketSnapshot, settlements_between
 
 
 class LivePrices:

@@ -40,14 +40,12 @@ from models.book import Book
 from models.errors import FbrError, InfeasibleError, RefusedError
 from models.liquidation_distance import liquidation_move as exact_liquidation_move
 from models.margin import MarginModel, margin_state
-from models.market import MarketSnapshot
+from models.market import MarketSnapshot, settlements_between
 from models.risk import RiskModel
 from optimizer.prepare import prepare
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
-
-HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -238,9 +236,9 @@ def funding_view(book: Book, market: MarketSnapshot, gateway: ExchangeGateway,
                            last.plan_id, None, note)
     x = book.futures_notional(market)
     by = {}
-    elapsed_h = (now_ms() - since) / HOUR_MS
+    t0, t1 = (datetime.fromtimestamp(ms / 1000.0, UTC) for ms in (since, now_ms()))
     for j, c in enumerate(book.contracts):
-        n = math.floor(elapsed_h / c.funding_interval_h)
+        n = settlements_between(t0, t1, c.funding_interval_h)
         if x[j] != 0 and n > 0:
             by[c.symbol] = -float(x[j]) * market.funding_rate(c.symbol) * n
     return FundingView(since, float(sum(by.values())), by, FundingSource.MODEL, last.plan_id, None,

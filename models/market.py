@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
 
@@ -131,3 +132,10 @@ class MarketSnapshot:
     def contract_adv(self, contract: str) -> float:
         """ADV of ``contract`` in USD/day (infinite when not given: no impact)."""
         return float(self.adv.get(contract, math.inf))
+
+
+def settlements_between(t0: datetime, t1: datetime, interval_h: float) -> int:
+    """Number of funding times k x ``interval_h`` hours on the UTC epoch grid (00/08/16 UTC for
+    8 h, as exchanges settle) in (t0, t1]."""
+    step = interval_h * 3600.0
+    return max(0, math.floor(t1.timestamp() / step) - math.floor(t0.timestamp() / step))

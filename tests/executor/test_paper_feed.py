@@ -12,9 +12,9 @@ from exec_helpers import market, three_asset_book
 
 from executor.journal import Journal
 from executor.paper import PaperGateway, PaperStore
-from executor.paper_feed import LivePrices, settlements_between
+from executor.paper_feed import LivePrices
 from models.book import Book, FuturesPosition
-from models.market import MarketSnapshot
+from models.market import MarketSnapshot, settlements_between
 
 
 def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
