@@ -277,11 +277,13 @@ class Rebalancer:
                 plan = plan_of(hp.plan_z(res), d, hp.plan_spot(res))
             dp = after_spot(d, spot)
             z_unrounded = snap_small_trades(np.asarray(res.z), dp, cons, hp.terms,
-                                            settings.noise_trade_weight, settings.noise_objective)
+                                            settings.noise_trade_weight, settings.noise_objective,
+                                            settings.noise_objective_rel)
             if spot is not None:  # the futures take up what the spot rounding left out
                 z_unrounded = absorb_spot_gap(z_unrounded, dp, _spot_gap(hp, res, spot), cons,
                                               hp.terms, settings.noise_trade_weight)
-            rounded = (round_positions(z_unrounded, dp, book.contracts, book.contracts_vector(), cons)
+            rounded = (round_positions(z_unrounded, dp, book.contracts, book.contracts_vector(), cons,
+                                       hp.terms)
                        if settings.round_lots else
                        Rounded(contracts_of(z_unrounded, d, notional_per_contract(book, d),
                                             book.contracts_vector()),

@@ -61,10 +61,12 @@ def objective_value(z: np.ndarray, d: ProblemData, terms: Sequence[Term]) -> flo
 
 
 def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Constraint],
-                      terms: Sequence[Term], threshold: float, objective_tol: float) -> np.ndarray:
+                      terms: Sequence[Term], threshold: float, objective_tol: float,
+                      objective_rel: float = 0.0) -> np.ndarray:
     """Cancel trades that are solver noise: set z_j = z0_j where |z_j - z0_j| < ``threshold`` (weight
-    units) when that neither raises the objective (numpy, by more than ``objective_tol``, in TE^2
-    units: 1e-9 is 0.005 bp of TE at a 1% TE) nor breaks a constraint more.
+    units) when that neither raises the objective f (numpy) by more than ``objective_tol`` +
+    ``objective_rel`` x |f(z)| (TE^2 units; a solver's accuracy is relative to its objective) nor
+    breaks a constraint more.
 
     Solvers stop at a tolerance, so re-solving from a solution would otherwise trade dust; with
     linear costs the exact optimum of such a re-solve is z0 itself, which this recovers. All the
@@ -75,6 +77,7 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     if small.size == 0:
         return z
     best_obj = objective_value(z, d, terms)
+    objective_tol += objective_rel * abs(best_obj)
     cand = z.copy()
     cand[small] = d.z0[small]
     obj = objective_value(cand, d, terms)
@@ -138,8 +141,10 @@ def _exposure_at(q_j: float, j: int, d: ProblemData, npc: np.ndarray, q0: np.nda
 
 
 def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesContract],
-                    q0: np.ndarray, constraints: Sequence[Constraint]) -> Rounded:
-    """Round ``z`` to tradeable contract quantities and repair constraint breaks (see module doc)."""
+                    q0: np.ndarray, constraints: Sequence[Constraint],
+                    terms: Sequence[Term] = ()) -> Rounded:
+    """Round ``z`` to tradeable contract quantities and repair constraint breaks (see module doc;
+    ``terms``, the objective's, choose between repair moves that leave the same violation)."""
     arrays = contract_arrays(tuple(contracts))
     npc, lot = arrays.notional_per_contract(d.prices), arrays.lot
     rules = _Rules(npc, arrays.min_notional, np.array([c.min_qty for c in contracts], dtype=float))
@@ -155,7 +160,7 @@ def round_positions(z: np.ndarray, d: ProblemData, contracts: Sequence[FuturesCo
         return Rounded(contracts=q, z=zq, repairs=0, broken=())
     repairs = 0
     while viol > TOL and repairs < 10 * len(q):
-        best = _best_move(q, zq, viol, d, npc, q0, lot, rules, constraints)
+        best = _best_move(q, zq, viol, d, npc, q0, lot, rules, constraints, terms)
         if best is None:
             break
         viol, j, q[j] = best
@@ -182,12 +187,14 @@ class _Rules:
 
 
 def _best_move(q: np.ndarray, zq: np.ndarray, viol: float, d: ProblemData, npc: np.ndarray,
-               q0: np.ndarray, lot: np.ndarray, rules: _Rules,
-               constraints: Sequence[Constraint]) -> tuple[float, int, float] | None:
+               q0: np.ndarray, lot: np.ndarray, rules: _Rules, constraints: Sequence[Constraint],
+               terms: Sequence[Term]) -> tuple[float, int, float] | None:
     """The single move that lowers the total violation most: one lot either way of one contract
     (where the exchange would not take that move, its :func:`~optimizer.placeable.fallback`);
-    (violation after, contract, position), or None when no move lowers it."""
-    best: tuple[float, int, float] | None = None
+    among moves within ``TOL`` of that violation, the one of lowest objective (``terms``; a tie
+    goes to the first contract). (violation after, contract, position), or None when no move
+    lowers it."""
+    moves: list[tuple[float, int, float, np.ndarray]] = []
     for j in range(len(q)):
         step = lot[j] if lot[j] > 0 else abs(q[j]) * 1e-3
         for move in (q[j] - step, q[j] + step):
@@ -197,6 +204,12 @@ def _best_move(q: np.ndarray, zq: np.ndarray, viol: float, d: ProblemData, npc: 
             ztry = zq.copy()
             ztry[j] = _exposure_at(cand, j, d, npc, q0)
             v = total_violation(ztry, d, constraints)
-            if v < viol - 1e-15 and (best is None or v < best[0]):
-                best = (v, j, cand)
-    return best
+            if v < viol - 1e-15:
+                moves.append((v, j, cand, ztry))
+    if not moves:
+        return None
+    least = min(m[0] for m in moves)
+    tied = [m for m in moves if m[0] <= least + TOL]
+    v, j, cand, _ = (tied[0] if len(tied) == 1 or not terms else
+                     min(tied, key=lambda m: objective_value(m[3], d, terms)))
+    return v, j, cand

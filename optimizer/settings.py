@@ -214,8 +214,14 @@ class OptimizerSettings:
     #: trades smaller than this fraction of the base are cancelled when cancelling them does not
     #: raise the objective (solver noise, not a decision; see optimizer.rounding.snap_small_trades)
     noise_trade_weight: float = 1e-4
-    #: ... and when cancelling raises the objective (TE^2 + costs, annualised) by at most this
-    noise_objective: float = 1e-9
+    #: ... and when cancelling raises the objective f (TE^2 + costs, annualised) by at most
+    #: noise_objective + noise_objective_rel x |f| (the solvers' accuracy is relative to f: a
+    #: re-solve can swap 1e-5 of the base between two contracts on one asset for 2e-10 of an
+    #: objective of 0.09). With f near 0 (costs off, on target after the trade) a trade of delta
+    #: (weight) whose cancellation costs sigma^2 delta^2 is kept from about 2e-6 of the base on
+    #: (1e-9 alone had cancelled real hedges up to 6e-5 of it); 0 for all turns it off
+    noise_objective: float = 1e-12
+    noise_objective_rel: float = 1e-8
     #: from this many assets on, a risk model with more than ``factor_max`` loading columns (e.g.
     #: a full covariance, N columns) is solved in its K-factor form F F' + diag(d), K <=
     #: ``factor_max`` (models.factor_form; exact when Sigma has that structure, else the
