@@ -121,8 +121,14 @@ EQUIVALENT: dict[str, str] = {
     "optimizer.rounding.x_round_positions__mutmut_90":
         "viol >= TOL in the loop: differs only when a repair lands exactly on 1e-9 of total "
         "violation (a float tie at the tolerance); any move must then lower it below 1e-9 - 1e-15",
-    "optimizer.rounding.x__best_move__mutmut_50":
+    "optimizer.rounding.x__best_move__mutmut_49":
         "v <= viol - 1e-15: differs only on an exact float tie at the 1e-15 improvement threshold",
+    "optimizer.rounding.x__best_move__mutmut_59":
+        "m[0] < least + TOL: differs only on an exact float tie at the 1e-9 tie band",
+    **dict.fromkeys(
+        ["optimizer.rounding.x__best_move__mutmut_62", "optimizer.rounding.x__best_move__mutmut_65"],
+        "the min over the tied moves taken also for one tied move or without terms: one move is its "
+        "own min, and without terms every objective is 0, so min keeps the first tied move"),
     **dict.fromkeys(
         ["optimizer.rounding.x_round_positions__mutmut_55", "optimizer.rounding.x__best_move__mutmut_22"],
         "_Rules.fallback(None, ...): the index None gives a one-element min-quantity array, which "
@@ -137,15 +143,15 @@ EQUIVALENT: dict[str, str] = {
         ["optimizer.rounding.x_contracts_of__mutmut_5", "optimizer.rounding.x_exposure_of__mutmut_1"],
         "'and' for 'or' in the all-zero shortcut: an all-zero offset then takes the per-contract "
         "path, which converts no contract (off != 0 nowhere): the plain conversion either way"),
-    "optimizer.rounding.x_snap_small_trades__mutmut_34":
+    "optimizer.rounding.x_snap_small_trades__mutmut_39":
         "size > 51 in the early exit: with the objective not ok, viol is inf and the later "
         "'if small.size > 50: return z' returns z for 51 trades all the same",
-    "optimizer.rounding.x_snap_small_trades__mutmut_44":
+    "optimizer.rounding.x_snap_small_trades__mutmut_49":
         "viol < TOL: at viol == TOL the next test (obj_ok and viol <= best_viol + TOL, best_viol >= 0) "
         "returns the same candidate",
-    "optimizer.rounding.x_snap_small_trades__mutmut_53":
+    "optimizer.rounding.x_snap_small_trades__mutmut_58":
         "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
-    "optimizer.rounding.x_snap_small_trades__mutmut_78":
+    "optimizer.rounding.x_snap_small_trades__mutmut_83":
         "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
     # executor/journal.py
     **dict.fromkeys(

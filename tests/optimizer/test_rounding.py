@@ -495,3 +495,21 @@ max_gross_leverage = 1.0
     assert sol.rounding_broken == () and sol.rounding_repairs >= 1
     gross = sum(abs(w) for w in sol.effective_weights_after.values())
     assert gross <= 1.0 + 1e-9
+
+
+def test_snap_tolerance_is_relative_to_the_objective_only_when_asked() -> None:
+    """A dust trade of 5e-5 whose cancellation raises the objective by 1e-3 x (5e-5)^2 = 2.5e-12,
+    beside a held deviation that makes the objective 0.1 x 1^2 = 0.1: above an absolute 1e-12, so
+    kept by default (objective_rel 0); within 1e-12 + 1e-8 x 0.1 = 1.001e-9, so cancelled when the
+    tolerance is relative too."""
+    d = _data([100.0, 100.0], 1000.0, z0=[0.0, 1.0])
+    z = np.array([5e-5, 1.0])
+    terms = _terms(Quad((1e-3, 0.1), (5e-5, 0.0)))
+    kept = snap_small_trades(z, d, [], terms, threshold=1e-4, objective_tol=1e-12)
+    np.testing.assert_array_equal(kept, z)
+    out = snap_small_trades(z, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
+    np.testing.assert_array_equal(out, [0.0, 1.0])
+    # 1e-8 x 0.1 = 1e-9 alone would not cover a raise of 2.5e-12 + 1e-9: kept
+    terms = _terms(Quad((1e-3 + 1e-9 / 2.5e-9, 0.1), (5e-5, 0.0)))
+    kept = snap_small_trades(z, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
+    np.testing.assert_array_equal(kept, z)
