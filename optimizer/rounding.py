@@ -64,9 +64,9 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
                       terms: Sequence[Term], threshold: float, objective_tol: float,
                       objective_rel: float = 0.0) -> np.ndarray:
     """Cancel trades that are solver noise: set z_j = z0_j where |z_j - z0_j| < ``threshold`` (weight
-    units) when that neither raises the objective f (numpy) by more than ``objective_tol`` +
-    ``objective_rel`` x |f(z)| (TE^2 units; a solver's accuracy is relative to its objective) nor
-    breaks a constraint more.
+    units) when that neither raises the objective f (numpy) by more than its allowance
+    (:func:`_allowance`: ``objective_tol``, TE^2 units, plus ``objective_rel`` x |f(z)| for a
+    cancellation that leaves the assets' exposure as it is) nor breaks a constraint more.
 
     Solvers stop at a tolerance, so re-solving from a solution would otherwise trade dust; with
     linear costs the exact optimum of such a re-solve is z0 itself, which this recovers. All the
@@ -77,11 +77,10 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     if small.size == 0:
         return z
     best_obj = objective_value(z, d, terms)
-    objective_tol += objective_rel * abs(best_obj)
     cand = z.copy()
     cand[small] = d.z0[small]
     obj = objective_value(cand, d, terms)
-    obj_ok = obj <= best_obj + objective_tol
+    obj_ok = obj <= best_obj + _allowance(z, cand, d, objective_tol, objective_rel * abs(best_obj))
     if not obj_ok and small.size > 50:
         return z
     viol = total_violation(cand, d, constraints) if obj_ok else math.inf
@@ -97,12 +96,26 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
         cand = best.copy()
         cand[j] = d.z0[j]
         obj = objective_value(cand, d, terms)
-        if obj > best_obj + objective_tol:
+        if obj > best_obj + _allowance(best, cand, d, objective_tol, objective_rel * abs(best_obj)):
             continue
         viol = total_violation(cand, d, constraints)
         if viol <= best_viol + TOL:
             best, best_obj, best_viol = cand, obj, viol
     return best
+
+
+def _allowance(z: np.ndarray, cand: np.ndarray, d: ProblemData, tol: float, relative: float) -> float:
+    """How far cancelling ``z`` to ``cand`` may raise the objective (TE^2 units): ``tol``, plus
+    ``relative`` (objective_rel x |f|) when the cancellation moves the assets' exposure by at most
+    ``tol`` in Sigma's metric, (B dz)' Sigma (B dz) <= tol, dz = z - cand: a shift between
+    contracts on one asset, which only its carry, basis and costs price and which solvers leave
+    within their accuracy, relative to f. A cancellation that moves exposure (a real hedge, whose
+    worth sigma^2 dz^2 has nothing to do with the size of f) gets ``tol`` alone."""
+    if relative <= 0:
+        return tol
+    de = d.B @ (z - cand)
+    moved = float(np.sum((d.F.T @ de) ** 2) + np.sum((d.sqrt_idio * de) ** 2))
+    return tol + relative if moved <= tol else tol
 
 
 def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:

@@ -497,19 +497,99 @@ max_gross_leverage = 1.0
     assert gross <= 1.0 + 1e-9
 
 
-def test_snap_tolerance_is_relative_to_the_objective_only_when_asked() -> None:
-    """A dust trade of 5e-5 whose cancellation raises the objective by 1e-3 x (5e-5)^2 = 2.5e-12,
-    beside a held deviation that makes the objective 0.1 x 1^2 = 0.1: above an absolute 1e-12, so
-    kept by default (objective_rel 0); within 1e-12 + 1e-8 x 0.1 = 1.001e-9, so cancelled when the
-    tolerance is relative too."""
-    d = _data([100.0, 100.0], 1000.0, z0=[0.0, 1.0])
-    z = np.array([5e-5, 1.0])
-    terms = _terms(Quad((1e-3, 0.1), (5e-5, 0.0)))
-    kept = snap_small_trades(z, d, [], terms, threshold=1e-4, objective_tol=1e-12)
-    np.testing.assert_array_equal(kept, z)
-    out = snap_small_trades(z, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
-    np.testing.assert_array_equal(out, [0.0, 1.0])
-    # 1e-8 x 0.1 = 1e-9 alone would not cover a raise of 2.5e-12 + 1e-9: kept
-    terms = _terms(Quad((1e-3 + 1e-9 / 2.5e-9, 0.1), (5e-5, 0.0)))
-    kept = snap_small_trades(z, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
-    np.testing.assert_array_equal(kept, z)
+def test_snap_tolerance_is_relative_to_the_objective_only_for_a_shift_between_contracts() -> None:
+    """Two contracts on asset 0 (z_0, z_1) and one on asset 1 (z_2, held at 1.0, so the objective
+    is 0.1 x 1^2 = 0.1). A shift of 5e-5 from contract 1 to contract 0 leaves asset 0's exposure as
+    it is; cancelling it raises the objective by 2 x 1e-3 x (5e-5)^2 = 5e-12 (either leg alone by
+    half that, and it moves the exposure): above an absolute 1e-12, so kept by default
+    (objective_rel 0), and within 1e-12 + 1e-8 x 0.1 = 1.001e-9 when the tolerance is relative
+    too. A one-sided trade of the same size moves asset 0's exposure (by
+    (0.5^2 + 0.1^2) x (5e-5)^2 = 6.5e-10 in Sigma's metric): a real hedge, judged by the absolute
+    tolerance alone, so kept even with objective_rel."""
+    d: Any = SimpleNamespace(prices=np.array([100.0] * 3), V=1000.0, exposure_offset=None,
+                             z0=np.array([0.5, 0.5, 1.0]), F=np.array([[0.5], [0.0]]),
+                             B=np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+                             sqrt_idio=np.array([0.1, 0.2]))
+    shift = np.array([0.5 + 5e-5, 0.5 - 5e-5, 1.0])
+    target = (0.5 + 5e-5, 0.5 - 5e-5, 0.0)
+    terms = _terms(Quad((1e-3, 1e-3, 0.1), target))
+    kept = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12)
+    np.testing.assert_array_equal(kept, shift)
+    out = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
+    np.testing.assert_array_equal(out, [0.5, 0.5, 1.0])
+    one_sided = np.array([0.5 + 5e-5, 0.5, 1.0])
+    kept = snap_small_trades(one_sided, d, [], terms, threshold=1e-4, objective_tol=1e-12,
+                             objective_rel=1e-8)
+    np.testing.assert_array_equal(kept, one_sided)
+    # a raise of 2 x 0.201 x (5e-5)^2 = 1.005e-9 is past 1.001e-9: the shift is kept
+    terms = _terms(Quad((0.201, 0.201, 0.1), target))
+    kept = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
+    np.testing.assert_array_equal(kept, shift)
+
+
+def test_a_small_real_hedge_is_kept_beside_a_large_unhedgeable_objective(tmp_path: Path) -> None:
+    """As above, 3e-5 off target on a 1e9 USD book, beside XRP held at 0.3 of the base with no
+    contract and no correlation: TE^2 0.09 stays whatever the hedges do, so a tolerance relative to
+    the objective (1e-8 x 0.09) would cancel the 30,000 USD hedges (their worth is about 2.3e-10
+    of TE^2). They move the assets' exposure, so only the absolute tolerance applies. Reference:
+    least squares z = -(B' S B)^-1 B' S (s - w*) (numpy), here the naive hedge (a review)."""
+    from fbr.config import load_book_file
+    from optimizer.rebalance import Rebalancer
+
+    V, d = 1e9, 3e-5
+    text = f"""
+[book]
+cash = {0.1 * V}
+[targets]
+BTC = 0.4
+ETH = 0.3
+[spot]
+BTC = {(0.4 + d) * V / 60000.0}
+ETH = {(0.3 - d) * V / 2500.0}
+XRP = {0.3 * V / 0.5}
+[contract_defaults]
+lot_step = 1e-8
+min_notional = 0.0
+[[contracts]]
+symbol = "BTC-PERP"
+underlying = "BTC"
+[[contracts]]
+symbol = "ETH-PERP"
+underlying = "ETH"
+[market]
+time = 2024-06-01T00:00:00Z
+mark_from_spot = true
+[market.spot]
+BTC = 60000.0
+ETH = 2500.0
+XRP = 0.5
+[risk]
+basis_risk = false
+correlation = [[1.0, 0.7, 0.0], [0.7, 1.0, 0.0], [0.0, 0.0, 1.0]]
+[risk.vols]
+BTC = 0.55
+ETH = 0.70
+XRP = 1.0
+[costs]
+trading = false
+carry = false
+[constraints]
+margin = false
+"""
+    path = tmp_path / "b.toml"
+    path.write_text(text, encoding="utf-8")
+    lb = load_book_file(path)
+    sol = Rebalancer().solve(lb.book, lb.market, lb.risk, lb.settings)
+    Vb = sol.base
+    # independent least squares
+    vols = np.array([0.55, 0.70, 1.0])
+    corr = np.array([[1, .7, 0], [.7, 1, 0], [0, 0, 1.0]])
+    S = corr * np.outer(vols, vols)
+    s = np.array([(0.4 + d) * V, (0.3 - d) * V, 0.3 * V]) / Vb
+    w = np.array([0.4, 0.3, 0.0])
+    assert abs(Vb - V) < 1.0
+    B = np.vstack([np.eye(2), np.zeros(2)])
+    z = -np.linalg.solve(B.T @ S @ B, B.T @ S @ (s - w))
+    x = {p.symbol: p.notional for p in sol.target_positions}
+    assert x["BTC-PERP"] == pytest.approx(z[0] * Vb, rel=1e-4)
+    assert x["ETH-PERP"] == pytest.approx(z[1] * Vb, rel=1e-4)
