@@ -95,7 +95,11 @@ class JointHistory:
 
         Per asset the funding and basis come from its first perpetual among ``contracts`` (an asset
         without one has no funding and mark = spot). Settlements are put on a regular grid of
-        ``interval`` (that perpetual's funding interval) ending at each step's timestamp: the rate at
+        ``interval``, the longest of the perpetuals' funding intervals and of the source's own
+        spacings of their settlements (the median gap; a source that settled every 8 h under a
+        book that says 4 h gives 8 h slots, so a replay of a generated path measures the spacing
+        whose rates it pays, rather than every other slot at 0), ending at each step's timestamp:
+        the rate at
         grid time s is the sum of the perpetual's settlements in (s - interval, s] (0 when none;
         rows where it did not settle, ``MarketPath.funding_settled``, are not settlements), so each
         step's funding is the source's whatever its spacing, and a step of length ``step`` holds
@@ -115,12 +119,8 @@ class JointHistory:
         for c in contracts:
             if c.kind == ContractKind.PERPETUAL and c.underlying in syms and c.underlying not in perp:
                 perp[c.underlying] = c
-        hours = {c.funding_interval_h for c in perp.values()} or {DEFAULT_FUNDING_HOURS}
-        if len(hours) > 1:
-            raise ValidationError("contracts.funding_interval_h", f"differs between perpetuals "
-                                  f"({sorted(hours)})", "give the book's perpetuals one funding "
-                                  "interval for Monte Carlo")
-        interval = pd.Timedelta(hours=float(hours.pop()))
+        hours = [max(source_hours(path, c), c.funding_interval_h) for c in perp.values()]
+        interval = pd.Timedelta(hours=max(hours, default=DEFAULT_FUNDING_HOURS))
         ratio = step / interval
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
             raise ValidationError("montecarlo.step", f"is {step}, not a whole number of funding "
@@ -201,6 +201,16 @@ class PathFrame:
                 raise ValidationError(f"contracts.{c.symbol}.underlying",
                                       f"is {c.underlying!r}, which has no start price",
                                       "give every underlying a start price")
+
+
+def source_hours(path: MarketPath, contract: FuturesContract) -> float:
+    """The spacing of ``contract``'s settlements in ``path`` (hours, the median gap between its
+    own settlements), or its funding interval when the path holds fewer than two."""
+    col = path.settlements(contract.symbol)
+    if col is None or len(col) < 2:
+        return float(contract.funding_interval_h)
+    gaps = pd.Series(pd.DatetimeIndex(col.index)).diff().dropna() / pd.Timedelta(hours=1)
+    return float(gaps.median())
 
 
 def build_market_path(history: JointHistory, frame: PathFrame, returns: np.ndarray,
