@@ -66,9 +66,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-#: SQLite's primary result codes of storage that cannot be written or read (PERM, BUSY, LOCKED,
-#: READONLY, IOERR, FULL, CANTOPEN): the file may well be an fbr journal.
-_STORAGE_ERRORS = frozenset({3, 5, 6, 8, 10, 13, 14})
+#: SQLite's primary result codes of storage that cannot be written or read (PERM, READONLY, IOERR,
+#: FULL, CANTOPEN): the file may well be an fbr journal.
+_STORAGE_ERRORS = frozenset({3, 8, 10, 13, 14})
+#: ... and of a journal another connection holds (BUSY, LOCKED) past the 30 s busy timeout.
+_BUSY_ERRORS = frozenset({5, 6})
 
 
 class Journal:
@@ -89,7 +91,12 @@ class Journal:
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _STORAGE_ERRORS:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in _BUSY_ERRORS:
+                raise JournalError(f"journal {self.path} is in use by another process (SQLite "
+                                   f"says: {exc}). Fix: wait for the other fbr run or resume on "
+                                   f"it to finish, or stop it, and run again") from None
+            if code in _STORAGE_ERRORS:
                 raise JournalError(f"journal {self.path} cannot be written (SQLite says: {exc}). "
                                    f"Fix: free disk space, or make the file and its folder "
                                    f"writable, and run again") from None

@@ -1,4 +1,5 @@
-"""The USD safety limits (:class:`executor.safety.Limits`) on the legs a run is about to send.
+"""The legs a run is about to send, at the run's marks, and the USD safety limits
+(:class:`executor.safety.Limits`) on them.
 
 A plan's legs were checked when it was made, at that plan's marks; a run sends them later (a
 resume after a crash, the market moved) or re-plans them from the account's positions. Either
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from executor.journal import JournalOrder
 from executor.plan import Instrument, OrderLeg, Side
+from executor.price_band import limit_price
 from executor.safety import Limits
 from models.market import MarketSnapshot
 
@@ -27,6 +29,23 @@ def repriced(legs: Iterable[OrderLeg], instruments: Mapping[str, Instrument],
         npc = instruments[leg.symbol].contract.notional_per_contract(mark)
         sign = 1.0 if leg.side == Side.BUY else -1.0
         out.append(dataclasses.replace(leg, notional=sign * leg.contracts * npc, price=mark))
+    return out
+
+
+def at_marks(legs: Iterable[OrderLeg], instruments: Mapping[str, Instrument], market: MarketSnapshot,
+             guard: float) -> list[OrderLeg]:
+    """``legs`` priced at ``market``'s marks (:func:`repriced`), a limit leg's price again the
+    slippage ``guard``'s from today's mark, held inside the exchange's band
+    (:func:`executor.price_band.limit_price`), as a re-planned leg is: a plan resumed after the
+    market moved sends no limit priced from the old marks (past today's band, or a guard that is
+    no longer the user's)."""
+    out: list[OrderLeg] = []
+    for leg in repriced(legs, instruments, market):
+        if leg.limit_price is not None:
+            inst = instruments[leg.symbol]
+            leg = dataclasses.replace(leg, limit_price=limit_price(
+                leg.price, leg.side == Side.BUY, guard, inst.contract.tick, inst.price_band))
+        out.append(leg)
     return out
 
 

@@ -49,7 +49,7 @@ from executor.base import (
     ReadFailedError,
 )
 from executor.journal import Journal, JournalOrder
-from executor.leg_limits import check_leg_limits
+from executor.leg_limits import at_marks, check_leg_limits
 from executor.legs import legs_toward, within_lot
 from executor.lock import account_lock
 from executor.open_elsewhere import open_fbr_orders, open_orders_message
@@ -191,8 +191,8 @@ class JournaledExecutor:
             raise ExecutionUnknownError(
                 f"the journal {self.journal.path} failed ({redact(str(exc))}): an order of plan "
                 f"{plan.plan_id} may have been sent and not journalled; nothing more was sent. Fix: "
-                f"free disk space or make the journal writable, then `fbr execute --resume "
-                f"{plan.plan_id}`") from None
+                f"free disk space, make the journal writable or stop another process holding it, "
+                f"then `fbr execute --resume {plan.plan_id}`") from None
         except ReadFailedError as exc:  # nothing is in flight: the leg had not been sent
             self._messages.append(f"the account could not be read ({redact(str(exc))}); nothing "
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
@@ -273,8 +273,9 @@ class JournaledExecutor:
         rows = self.journal.orders(plan.plan_id)
         untouched = all(r.attempts == 0 and r.status == OrderStatus.PLANNED for r in rows)
         if first and untouched and self._at_start(plan, positions):
-            self._check_limits(plan, rows, plan.legs, options, "the plan's orders at today's marks")
-            return list(plan.legs)
+            legs = at_marks(plan.legs, self.ctx.instruments, self.ctx.market, options.slippage_guard)
+            self._check_limits(plan, rows, legs, options, "the plan's orders at today's marks")
+            return legs
         for r in rows:
             if r.status == OrderStatus.PLANNED:
                 self.journal.set_status(plan.plan_id, r.leg, OrderStatus.SKIPPED,

@@ -36,3 +36,30 @@ def test_a_file_that_is_not_sqlite_is_not_an_fbr_journal(tmp_path: Path) -> None
     path.write_bytes(b"this is a text file, not a database" * 100)
     with pytest.raises(JournalError, match="not an fbr journal"):
         Journal(path)
+
+
+def test_a_journal_another_process_holds_is_called_in_use(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another connection holds the write lock past the busy timeout (SQLITE_BUSY, code 5): the
+    journal is in use, not unwritable; the fix is to wait for the other fbr process or stop it,
+    not to free disk space (a review of this session's diff)."""
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    real = sqlite3.connect
+
+    def fast(*a: Any, **k: Any) -> sqlite3.Connection:  # the 30 s busy timeout, shortened
+        k["timeout"] = 0.2
+        conn: sqlite3.Connection = real(*a, **k)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", fast)
+    try:
+        with pytest.raises(JournalError) as err:
+            Journal(path)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    msg = str(err.value)
+    assert "in use by another process" in msg and "free disk space" not in msg

@@ -26,7 +26,7 @@ from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import OrderType, PlanOptions, plan_orders
-from executor.workflow import Prepared, prepare_plan
+from executor.workflow import Prepared, account_view, prepare_plan
 from fbr.config import load_book_file
 
 ETH = "ETH/USDT:USDT"
@@ -152,3 +152,30 @@ def test_a_guard_inside_the_band_leaves_the_plan_unchanged() -> None:
         again = plan_orders(prep.solution, prep.book, prep.market, bandless, prep.plan.options,
                             plan_id=prep.plan.plan_id)
         assert again.legs == prep.plan.legs and again.warnings == ()
+
+
+def test_resume_after_a_move_keeps_limit_legs_inside_todays_band(tmp_path: Path) -> None:
+    """A plan journalled, then a crash before its first send; ETH's mark falls 3% before the
+    resume. The plan's ETH buy limit (3,061.39, the band's edge at the old mark 3,001.37 x 1.02)
+    is above today's cap 2,911.33 x 1.02 = 2,969.5566 (Binance refuses it, -4016): the resume
+    prices its limit legs at today's marks, as it re-plans (executor.leg_limits.at_marks), so no
+    leg is refused and the plan completes (a review of this session's diff)."""
+    clock = SimClock()
+    with BinanceEmulator(markets=_markets(), lag_clock=clock.now).start() as emu:
+        gw, prep = _prepared(emu, 0.10)
+        j = Journal(tmp_path / "j.sqlite")
+        j.record_plan(prep.plan, str(SEED_BOOK), gw.account_key())  # journalled, then a crash
+        emu.set_mark("ETHUSDT", round(MARKS["ETHUSDT"] * 0.97, 2))  # 2,911.33
+        loaded = load_book_file(SEED_BOOK)
+        acc_b, market, instruments = account_view(gw, loaded.book, loaded.market)
+        ex = JournaledExecutor(gw, j, PlanBasis(acc_b, market, instruments, loaded.risk),
+                               retry=RetryPolicy(base_delay_s=0.0), sleep=clock.sleep)
+        report = ex.resume(prep.plan.plan_id)
+        rows = j.orders(prep.plan.plan_id)
+        cap = 2_911.33 * 1.02
+        eth = [leg for leg in prep.plan.legs if leg.symbol == "ETH-PERP"]
+        assert eth and eth[0].limit_price is not None
+        rejected = [r for r in rows if r.status == OrderStatus.REJECTED]
+        assert rejected == [], f"ETH buy limit {eth[0].limit_price} > today's cap {cap:.4f}"
+        assert report.outcome == Outcome.COMPLETE
+        j.close()
