@@ -56,7 +56,6 @@ EQUIVALENT: dict[str, str] = {
     "executor.plan.x_order_legs__mutmut_22":
         "q >= 0 instead of q > 0: no leg has q == 0 (trade_parts drops a zero delta, _split keeps "
         "the sign of a nonzero q)",
-    "executor.plan.x_order_legs__mutmut_32": "up=None instead of up=False: both falsy (ROUND_FLOOR)",
     "executor.plan_parts.x__rounding_warning__mutmut_8":
         "asked < 0 instead of <= 0: asked == 0 means every row asked 0, so removed == 0 < 1 USD "
         "returns None on the next test",

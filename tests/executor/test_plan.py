@@ -179,6 +179,9 @@ def test_limit_orders_carry_the_slippage_guard_on_the_tick() -> None:
     assert plan.legs[0].limit_price == 2502.0  # rounded down: never above the guard
     with pytest.raises(ValidationError, match="slippage_guard"):
         PlanOptions(slippage_guard=0.7)
+    # market orders (the default) carry no limit price
+    plan = _plan(book, {"BTC-PERP": -1000.0, "ETH-PERP": 500.0, "SOL-PERP": 0.0})
+    assert plan.legs and all(leg.limit_price is None for leg in plan.legs)
 
 
 def test_notional_limits_per_order_and_per_plan() -> None:
