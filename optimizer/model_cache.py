@@ -67,10 +67,12 @@ def solver_risk(risk: RiskModel, assets: list[str],
     """The risk model the problem is built from (``risk`` over ``assets``), and a note when it is
     not that model itself.
 
-    With N >= ``settings.factor_min_assets`` assets and more than ``settings.factor_max`` loading
-    columns, the K-factor form of :func:`models.factor_form.factor_form` (K <= factor_max) when it
-    reproduces Sigma (off-diagonal residual <= ``EXACT_RESIDUAL``): the tracking error then costs
-    O(N K) Parameters instead of O(N^2), and compiling it O(N^2) memory instead of O(N^3). A Sigma
+    A model of at most ``settings.factor_max`` loading columns, or of at most N / 2 (a factor
+    model already, whose own form costs O(N K)), is used as it is. With N >=
+    ``settings.factor_min_assets`` assets and more columns (a full covariance), the K-factor form
+    of :func:`models.factor_form.factor_form` (K <= factor_max) when it reproduces Sigma
+    (off-diagonal residual <= ``EXACT_RESIDUAL``): the tracking error then costs O(N K)
+    Parameters instead of O(N^2), and compiling it O(N^2) memory instead of O(N^3). A Sigma
     without that structure is solved as it is below ``settings.factor_approx_assets`` assets
     (exact; the dense compile's memory is still small there) and in its K-factor form from there
     on, an approximation the note states with its residual. Cached per model, so a replay fits
@@ -83,14 +85,14 @@ def solver_risk(risk: RiskModel, assets: list[str],
         return hit[1], hit[2]
     sub = risk.subset(assets)
     n, k = sub.loadings.shape
-    if n < settings.factor_min_assets or k <= settings.factor_max:
+    if n < settings.factor_min_assets or k <= settings.factor_max or 2 * k <= n:
         return sub, None
     fit = factor_form(sub, settings.factor_max)
     kf = fit.model.loadings.shape[1]
     exact = fit.residual <= EXACT_RESIDUAL
     chosen: RiskModel = fit.model
     note: str | None = (
-        f"risk model: {n} assets with {k} loading columns (a full covariance); solved with its "
+        f"risk model: {n} assets with {k} loading columns; solved with its "
         f"{kf}-factor form F F' + diag(d), off-diagonal residual {fit.residual:.2g} of ||Sigma|| "
         + ("(exact)" if exact else
            f"(an approximation: Sigma has no {settings.factor_max}-factor structure; from "
