@@ -2,9 +2,10 @@
 
 The source is explicit prices, the synthetic generator, or a data folder (spot: the last daily close;
 perpetuals: the last 4 h mark close and the last funding settlement at or before the market time,
-:func:`data_funding_forecast` adds the EWMA funding forecast); explicit [market.*] sub-tables are
-written over the source's values, and marks can be filled from spot (no basis). Explicit prices must
-be realistic (config_values.price: finite, at most 1e9 USD).
+and the spacing of those settlements where it differs from ``funding_interval_h``, measured as a
+backtest does; :func:`data_funding_forecast` adds the EWMA funding forecast); explicit [market.*]
+sub-tables are written over the source's values, and marks can be filled from spot (no basis).
+Explicit prices must be realistic (config_values.price: finite, at most 1e9 USD).
 Units: prices USD, funding per funding interval, half spreads fractions, ADV USD per day.
 """
 
@@ -15,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fbr.config_sources import (
@@ -72,7 +74,7 @@ def parse_market(table: Table, assets: Sequence[SpotAsset], contracts: Sequence[
     if source == "synthetic":
         snap = _synthetic_market(table, symbols, contracts, at, ctx)
     elif source == "data":
-        snap = _data_market(table, symbols, contracts, at, ctx)
+        snap = _data_market(table, symbols, contracts, at, ctx, set(overrides["funding"]))
     else:
         snap = _explicit_market(at, ctx)
     snap = _apply_overrides(snap, overrides)
@@ -120,16 +122,17 @@ def _explicit_market(at: pd.Timestamp | None, ctx: ParseContext) -> MarketSnapsh
 
 def _apply_overrides(snap: MarketSnapshot,
                      overrides: Mapping[str, Mapping[str, float]]) -> MarketSnapshot:
-    """The snapshot with the file's values written over the source's."""
+    """The snapshot with the file's values written over the source's (its other fields, such as
+    a data market's measured ``funding_interval_h``, kept)."""
     if not any(overrides.get(key) for key in _MARKET_SUBTABLES):
         return snap
     given: dict[str, Mapping[str, float]] = {
         "spot": snap.spot, "mark": snap.mark, "funding": snap.funding,
         "half_spread": snap.half_spread, "adv": snap.adv, "spot_half_spread": snap.spot_half_spread}
     m = {key: {**given[key], **overrides.get(key, {})} for key in _MARKET_SUBTABLES}
-    return MarketSnapshot(time=snap.time, spot=m["spot"], mark=m["mark"], funding=m["funding"],
-                          half_spread=m["half_spread"], adv=m["adv"],
-                          spot_half_spread=m["spot_half_spread"], synthetic=snap.synthetic)
+    return dataclasses.replace(snap, spot=m["spot"], mark=m["mark"], funding=m["funding"],
+                               half_spread=m["half_spread"], adv=m["adv"],
+                               spot_half_spread=m["spot_half_spread"])
 
 
 def _marks_from_spot(snap: MarketSnapshot, contracts: Sequence[FuturesContract],
@@ -176,10 +179,12 @@ def _synthetic_market(table: Table, symbols: Sequence[str],
 
 
 def _data_market(table: Table, symbols: Sequence[str], contracts: Sequence[FuturesContract],
-                 at: pd.Timestamp | None, ctx: ParseContext) -> MarketSnapshot:
+                 at: pd.Timestamp | None, ctx: ParseContext, pinned: set[str]) -> MarketSnapshot:
     """Spot = the last daily close at or before ``at`` (the last one when not given); the market
-    time is that close's time. Perpetuals: mark and funding from the folder (:func:`_perp_data`);
-    contracts left without a mark (no mark file, dated contracts) are set to spot by the caller."""
+    time is that close's time. Perpetuals: mark, funding and measured settlement spacing from the
+    folder (:func:`_perp_data`; ``pinned``: contracts whose rate [market.funding] gives, whose
+    spacing stays their ``funding_interval_h``); contracts left without a mark (no mark file,
+    dated contracts) are set to spot by the caller."""
     d = resolve_data_dir(table, "market", ctx)
     closes = until(spot_closes(d, symbols, "market"), at)
     if closes.empty:
@@ -193,9 +198,9 @@ def _data_market(table: Table, symbols: Sequence[str], contracts: Sequence[Futur
     when = pd.Timestamp(closes.index[-1])
     when = when.tz_localize("UTC") if when.tzinfo is None else when
     ctx.labels.append(f"market data: daily spot closes from {d} at {when:%Y-%m-%d}")
-    mark, funding = _perp_data(d, contracts, when, ctx)
+    mark, funding, hours = _perp_data(d, contracts, when, ctx, pinned)
     return MarketSnapshot(time=when, spot={s: float(row[s]) for s in symbols}, mark=mark,
-                          funding=funding)
+                          funding=funding, funding_interval_h=hours)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,29 +269,66 @@ def _last_value(series: pd.Series | None, what: str, path: str, when: pd.Timesta
 
 
 def _perp_data(data_dir: Path, contracts: Sequence[FuturesContract], when: pd.Timestamp,
-               ctx: ParseContext) -> tuple[dict[str, float], dict[str, float]]:
-    """(marks USD, funding rates per settlement) of the perpetuals at ``when`` (UTC): the last 4 h
-    mark close (``perp_mark_4h/<SYM>``) and the last funding settlement (``funding/<SYM>``) at or
-    before it. A missing file leaves the contract out, with a label naming the file (its mark then
-    falls back to spot, its funding to 0)."""
+               ctx: ParseContext, pinned: set[str]
+               ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(marks USD, funding rates per settlement, measured settlement spacings h) of the perpetuals
+    at ``when`` (UTC): the last 4 h mark close (``perp_mark_4h/<SYM>``) and the last funding
+    settlement (``funding/<SYM>``) at or before it, and the spacing of those settlements where it
+    differs from the contract's ``funding_interval_h`` (:func:`_measured_spacing`, labelled; the
+    carry then counts horizon_days x 24 / h settlements, as a backtest at that time does; not for
+    a contract in ``pinned``). A missing file leaves the contract out, with a label naming the
+    file (its mark then falls back to spot, its funding to 0)."""
     mark: dict[str, float] = {}
     funding: dict[str, float] = {}
+    hours: dict[str, float] = {}
     notes: list[str] = []
+    by_symbol = {c.symbol: c for c in contracts}
     for asset, symbols in _perpetual_underlyings(contracts).items():
         m = _last_value(_mark_closes(data_dir, asset, when), "perpetual mark",
                         str(data_dir / MARK_FOLDER / f"{asset}.csv.gz"), when, notes)
-        r = _last_value(_settlements(data_dir, asset, when), "funding",
-                        str(data_dir / FUNDING_FOLDER / f"{asset}.csv.gz"), when, notes)
+        settled = _settlements(data_dir, asset, when)
+        r = _last_value(settled, "funding", str(data_dir / FUNDING_FOLDER / f"{asset}.csv.gz"),
+                        when, notes)
         for sym in symbols:
             if m is not None:
                 mark[sym] = m
             if r is not None:
                 funding[sym] = r
+            h = (_measured_spacing(by_symbol[sym], settled)
+                 if settled is not None and sym not in pinned else None)
+            if h is not None:
+                hours[sym] = h
+                notes.append(_spacing_note(by_symbol[sym], h, when))
     if mark or funding:
         ctx.labels.append(f"market data: perpetual marks (last 4 h close) and funding (last "
                           f"settlement) at or before {when:%Y-%m-%d %H:%M} from {data_dir}")
     ctx.labels.extend(f"market data: {note}" for note in dict.fromkeys(notes))
-    return mark, funding
+    return mark, funding, hours
+
+
+def _measured_spacing(contract: FuturesContract, settled: pd.Series) -> float | None:
+    """Hours between ``contract``'s settlements ``settled`` (those at or before the market time)
+    measured as a backtest measures them at that time (``scenarios.funding_run.settlement_hours``:
+    the median of the last ``SPACING_WINDOW`` = 5 gaps, hours) when that differs from its
+    ``funding_interval_h`` by more than ``SPACING_TOL_H`` (``measured_intervals``); None when it
+    does not, or before two settlements."""
+    from scenarios.funding_run import measured_intervals, settlement_hours
+
+    times = pd.DatetimeIndex(settled.index).as_unit("ns").asi8
+    spacing = settlement_hours(times, np.ones((times.size, 1), dtype=bool))
+    measured = measured_intervals([contract], np.array([times.size]), spacing)
+    return None if measured is None else float(measured[0, 0])
+
+
+def _spacing_note(contract: FuturesContract, hours: float, when: pd.Timestamp) -> str:
+    """The label of a perpetual whose measured settlement spacing ``hours`` differs from its
+    ``funding_interval_h`` at the market time ``when``."""
+    from scenarios.funding_run import SPACING_WINDOW
+
+    return (f"{contract.symbol} settled every {hours:g} h (median of its last {SPACING_WINDOW} "
+            f"spacings up to {when:%Y-%m-%d %H:%M}), not every {contract.funding_interval_h:g} h "
+            f"(funding_interval_h): the carry counts {24.0 / hours:g} settlements a day there, as "
+            "a backtest does")
 
 
 def data_funding_forecast(table: Table, market: MarketSnapshot,
@@ -294,19 +336,22 @@ def data_funding_forecast(table: Table, market: MarketSnapshot,
                           ctx: ParseContext) -> MarketSnapshot:
     """``market`` with ``funding_forecast`` set for a [market] taken from a data folder when
     ``[costs] funding_forecast = "ewma"``: per perpetual with a funding file and no rate pinned in
-    [market.funding], ``models.funding_forecast.EwmaShrinkForecaster`` (the costs' half-lives and
-    long-run level) over H = horizon_days x 24 / funding_interval_h settlements, from the
-    settlements at or before the market time (fraction per settlement; what the optimiser's carry
-    reads, ``MarketSnapshot.carry_rate``). Any other source or rule: ``market`` unchanged (the
-    carry then assumes the last settlement, ``market.funding``)."""
+    [market.funding], ``models.funding_forecast.EwmaShrinkForecaster`` (the costs' half-lives, in
+    settlements) from the settlements at or before the market time, over H = horizon_days x 24 / h
+    settlements with h the hours between them the carry counts (``market.funding_hours``: the
+    measured spacing where it differs, else ``funding_interval_h``) and the long-run level
+    ``funding_long_run_rate`` x h / 8 per settlement (that level is per 8 h settlement,
+    ``models.funding_forecast.long_run_rate_per_settlement``). Fraction per settlement; what the
+    optimiser's carry reads, ``MarketSnapshot.carry_rate``. Any other source or rule: ``market``
+    unchanged (the carry then assumes the last settlement, ``market.funding``)."""
     source = choice(table.get("source", "explicit"), "market.source", MARKET_SOURCES, str)
     if source != "data" or costs.funding_forecast != FundingForecastRule.EWMA:
         return market
-    from models.funding_forecast import EwmaShrinkForecaster  # scipy.signal: only when asked for
+    from models.funding_forecast import (  # scipy.signal: only when asked for
+        EwmaShrinkForecaster,
+        long_run_rate_per_settlement,
+    )
 
-    fc = EwmaShrinkForecaster(half_life=costs.funding_half_life,
-                              reversion_half_life=costs.funding_reversion_half_life,
-                              long_run_rate=costs.funding_long_run_rate)
     pinned = set(sub_table(table, "funding", "market"))
     data_dir = resolve_data_dir(table, "market", ctx)
     forecast: dict[str, float] = {}
@@ -319,13 +364,18 @@ def data_funding_forecast(table: Table, market: MarketSnapshot,
             continue
         if rates.empty:
             unsettled.append(c.symbol)
-        horizon = costs.horizon_days * 24.0 / c.funding_interval_h
-        forecast[c.symbol] = fc.forecast(rates, market.time, horizon).mean_rate
+        hours = market.funding_hours(c.symbol, c.funding_interval_h)
+        fc = EwmaShrinkForecaster(
+            half_life=costs.funding_half_life, reversion_half_life=costs.funding_reversion_half_life,
+            long_run_rate=long_run_rate_per_settlement(costs.funding_long_run_rate, hours))
+        forecast[c.symbol] = fc.forecast(rates, market.time, costs.horizon_days * 24.0 / hours).mean_rate
     if not forecast:
         return market
     ctx.labels.append(f"funding forecast: EWMA of the settlements up to {market.time:%Y-%m-%d %H:%M} "
                       f"(half-life {costs.funding_half_life:g}, reversion "
                       f"{costs.funding_reversion_half_life:g} settlements) for {', '.join(forecast)}"
                       + (f"; no settlement yet for {', '.join(unsettled)}: the long-run level "
-                         f"{costs.funding_long_run_rate:g} per settlement" if unsettled else ""))
+                         f"{costs.funding_long_run_rate:g} per 8 h settlement (h / 8 of it "
+                         "per settlement h hours apart)"
+                         if unsettled else ""))
     return dataclasses.replace(market, funding_forecast={**market.funding_forecast, **forecast})

@@ -192,8 +192,8 @@ def _funding_forecast(table: Table) -> dict[str, float | FundingForecastRule]:
         mu = number(table["funding_long_run_rate"], "costs.funding_long_run_rate", percent=True)
         if not abs(mu) < 1:
             raise ValidationError("costs.funding_long_run_rate", f"is {table['funding_long_run_rate']!r}",
-                                  "give the long-run funding rate per settlement as a fraction in "
-                                  '(-1, 1), e.g. 0.0001 or "0.01%" (Binance\'s 8 h interest part)')
+                                  "give the long-run funding rate per 8 h settlement as a fraction "
+                                  'in (-1, 1), e.g. 0.0001 or "0.01%" (Binance\'s interest part)')
         out["funding_long_run_rate"] = mu
     return out
 

@@ -21,8 +21,9 @@ Realised settlements ``r_1 .. r_t`` at or before the forecast time ``t`` (nothin
 
    (recursively ``num_t = r_t + lam num_{t-1}``, ``den_t = 1 + lam den_{t-1}``, ``m_t = num_t/den_t``;
    pandas ``ewm(halflife=L, adjust=True).mean()`` computes the same).
-2. Mean reversion: the deviation of the funding premium from its long-run level ``mu`` (default
-   0.01 % per settlement, Binance's interest component at 8 h) decays continuously,
+2. Mean reversion: the deviation of the funding premium from its long-run level ``mu`` (a
+   fraction per settlement of the series read; default 0.01 %, Binance's interest component of
+   0.03 %/day at an 8 h interval) decays continuously,
    ``E[premium(t+s)] - mu = (m_t - mu) phi^s`` for ``s >= 0`` settlements ahead, ``phi = 2^(-1/T)``
    with a reversion half-life ``T`` settlements (``T = inf``: no reversion, ``phi = 1``).
 3. Settlement ``t+k`` pays the premium averaged over its interval ``(t+k-1, t+k]`` (that is how the
@@ -36,6 +37,13 @@ Realised settlements ``r_1 .. r_t`` at or before the forecast time ``t`` (nothin
 
 With no settlement at or before ``t`` the forecast is ``mu`` (``w`` taken as 0).
 
+Intervals: a book's long-run level (``[costs] funding_long_run_rate``, ``mu_8``) is quoted per
+8 h settlement (``LONG_RUN_RATE_HOURS``), a daily level of ``3 mu_8``; a contract settling every
+``h`` hours has ``mu = mu_8 h / 8`` per settlement (:func:`long_run_rate_per_settlement`; 1.25e-5
+at 1 h for the default 1e-4), so its ``24 / h`` settlements a day pay the same ``3 mu_8`` at the
+long-run level. ``EwmaShrinkForecaster.long_run_rate`` is per settlement of the series it reads:
+callers scale the book's level. The half-lives ``L`` and ``T`` stay counted in settlements.
+
 Baselines (same interface): ``LastRateForecaster`` (``rbar = r_t``, the latest settlement) and
 ``ZeroForecaster`` (``rbar = 0``).
 """
@@ -44,7 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, overload
 
 import numpy as np
 import pandas as pd
@@ -55,6 +63,8 @@ from models.errors import ValidationError
 DEFAULT_LONG_RUN_RATE = 1e-4
 #: Settlements per year at the standard 8 h interval (365-day year).
 SETTLEMENTS_PER_YEAR_8H = 3 * 365
+#: Hours of the settlement a book's long-run level (``funding_long_run_rate``) is quoted per.
+LONG_RUN_RATE_HOURS = 8.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,6 +99,38 @@ def horizon_weight(phi: float, horizon: float) -> float:
     if x == 0.0:
         return 1.0
     return -math.expm1(-x) / x
+
+
+def horizon_weights(phi: float, horizons: np.ndarray) -> np.ndarray:
+    """:func:`horizon_weight` element by element: ``w(H) = (1 - phi^H) / (H ln(1/phi))`` for each
+    ``H`` of ``horizons`` (settlements, finite, >= 0; ``w(0) = 1``; ``w = 1`` when ``phi = 1``)."""
+    if not 0.0 < phi <= 1.0:
+        raise ValidationError("phi", f"is {phi!r}", "give a decay factor in (0, 1]")
+    h = np.asarray(horizons, dtype=float)
+    if not (np.isfinite(h) & (h >= 0)).all():
+        raise ValidationError("horizon", "has values that are not finite or are < 0",
+                              "give finite horizons >= 0 in settlements")
+    x = h * -math.log(phi)
+    safe = np.where(x > 0, x, 1.0)
+    return np.asarray(np.where(x > 0, -np.expm1(-safe) / safe, 1.0), dtype=float)
+
+
+@overload
+def long_run_rate_per_settlement(rate_8h: float, hours: float) -> float: ...
+
+
+@overload
+def long_run_rate_per_settlement(rate_8h: float, hours: np.ndarray) -> np.ndarray: ...
+
+
+def long_run_rate_per_settlement(rate_8h: float, hours: float | np.ndarray) -> float | np.ndarray:
+    """The long-run level per settlement of a contract settling every ``hours`` hours:
+    ``mu = mu_8 x hours / 8`` (``rate_8h`` = ``mu_8``, fraction per 8 h settlement,
+    ``LONG_RUN_RATE_HOURS``): the same daily level ``3 mu_8`` whatever the interval (1e-4 at 8 h
+    is 5e-5 at 4 h, 1.25e-5 at 1 h). Fraction per settlement, a float or an array as ``hours``."""
+    if isinstance(hours, np.ndarray):
+        return np.asarray(float(rate_8h) * hours.astype(float) / LONG_RUN_RATE_HOURS)
+    return float(rate_8h) * float(hours) / LONG_RUN_RATE_HOURS
 
 
 def ewma_path(rates: np.ndarray, half_life: float) -> np.ndarray:
@@ -218,7 +260,9 @@ class EwmaShrinkForecaster:
 
     ``half_life``: EWMA half-life ``L`` (settlements); ``reversion_half_life``: half-life ``T`` of a
     deviation from the long-run level (settlements; ``inf``: no shrinkage); ``long_run_rate``: ``mu``
-    (fraction per settlement, default 1e-4 = 0.01 %/8 h). Forecast over ``H`` settlements:
+    (fraction per settlement of the series read, default 1e-4 = 0.01 % for an 8 h series; scale a
+    book's 8 h level for another interval, :func:`long_run_rate_per_settlement`). Forecast over
+    ``H`` settlements:
     ``rbar = mu + (m_t - mu) (1 - phi^H) / (H ln(1/phi))``, ``phi = 2^(-1/T)`` (module docstring).
     """
 

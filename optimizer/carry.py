@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.book import Book
-from models.funding_forecast import decay_from_half_life
+from models.funding_forecast import decay_from_half_life, long_run_rate_per_settlement
 from models.instruments import ContractKind
 from models.market import MarketSnapshot
 from optimizer.settings import CostSettings, FundingForecastRule
@@ -25,13 +25,16 @@ def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: n
     today's :func:`_carry_per_horizon`).
 
     Perpetual j with the ``ewma`` rule and a market forecast: the forecast's premium over the
-    long-run level mu decays by phi = 2^(-1/T) per settlement (T the reversion half-life,
-    ``funding_reversion_half_life``), so with n_j settlements per step and rbar_1 = first_j / n_j
-    the mean rate of step h is mu + (rbar_1 - mu) phi^(n_j (h - 1)) and its carry n_j times that
-    (models.funding_forecast: the same shrinkage as the forecast itself). Otherwise (the ``last``
-    rule, no forecast): today's rate persists. Dated j: :func:`dated_carry_steps` (the basis
-    decays linearly to expiry: each whole step before expiry pays ``first_j``, the step holding the
-    expiry its share, every later step 0).
+    long-run level mu_j decays by phi = 2^(-1/T) per settlement (T the reversion half-life,
+    ``funding_reversion_half_life``, settlements), so with n_j = horizon_days x 24 / h_j
+    settlements per step (h_j hours apart, as :func:`_carry_per_horizon`) and rbar_1 = first_j / n_j
+    the mean rate of step h is mu_j + (rbar_1 - mu_j) phi^(n_j (h - 1)) and its carry n_j times that
+    (models.funding_forecast: the same shrinkage as the forecast itself). mu_j =
+    ``funding_long_run_rate`` x h_j / 8 per settlement (that level is per 8 h settlement:
+    ``models.funding_forecast.long_run_rate_per_settlement``), so every interval tends to the same
+    3 mu a day. Otherwise (the ``last`` rule, no forecast): today's rate persists. Dated j:
+    :func:`dated_carry_steps` (the basis decays linearly to expiry: each whole step before expiry
+    pays ``first_j``, the step holding the expiry its share, every later step 0).
     """
     out = np.tile(np.asarray(first, dtype=float), (horizon, 1))
     for j, c in enumerate(book.contracts):
@@ -40,12 +43,13 @@ def carry_path(book: Book, market: MarketSnapshot, costs: CostSettings, first: n
             out[:, j] = dated_carry_steps(float(first[j]), days, costs.horizon_days, horizon)
     if costs.funding_forecast != FundingForecastRule.EWMA:
         return out
-    mu = costs.funding_long_run_rate
     phi = decay_from_half_life(costs.funding_reversion_half_life)
     for j, c in enumerate(book.contracts):
         if c.kind != ContractKind.PERPETUAL or c.symbol not in market.funding_forecast:
             continue
-        n = costs.horizon_days * HOURS_PER_DAY / market.funding_hours(c.symbol, c.funding_interval_h)
+        hours = market.funding_hours(c.symbol, c.funding_interval_h)
+        n = costs.horizon_days * HOURS_PER_DAY / hours
+        mu = long_run_rate_per_settlement(costs.funding_long_run_rate, hours)
         rbar = first[j] / n
         out[:, j] = n * (mu + (rbar - mu) * phi ** (n * np.arange(horizon)))
     return out
@@ -80,7 +84,8 @@ def _carry_per_horizon(book: Book, market: MarketSnapshot, horizon_days: float) 
     expected carry in weight units (USD / V) and ``carry_j x_j`` is USD.
 
     Perpetual j: ``carry_j = H_j rbar_j`` with ``H_j = horizon_days x 24 / h_j`` (h_j the hours
-    between settlements: ``market.funding_interval_h[j]`` when the market measured them, else the
+    between settlements: ``market.funding_interval_h[j]`` when the market measured them (a replay
+    at each step, a ``source = "data"`` market at its time), else the
     contract's ``funding_interval_h``) settlements in the horizon and ``rbar_j`` the mean rate per
     settlement assumed over them:
     ``market.funding_forecast[j]`` when the market gives one (e.g. the replay's causal EWMA

@@ -25,8 +25,8 @@ class SolverName(StrEnum):
 
 
 #: the EWMA funding forecaster's defaults (models.funding_forecast.EwmaShrinkForecaster: L = 21,
-#: T = 90 settlements, mu = 1e-4 per settlement), repeated here so that reading settings does not
-#: import scipy.signal (about 1 s); tests/optimizer/test_terms_funding_carry.py checks they agree
+#: T = 90 settlements, mu = 1e-4 per 8 h settlement), repeated here so that reading settings does
+#: not import scipy.signal (about 1 s); tests/optimizer/test_terms_funding_carry.py checks they agree
 FUNDING_HALF_LIFE = 21.0
 FUNDING_REVERSION_HALF_LIFE = 90.0
 FUNDING_LONG_RUN_RATE = 1e-4
@@ -74,10 +74,13 @@ class CostSettings:
 
     ``funding_forecast`` picks the funding rate the carry assumes (:class:`FundingForecastRule`;
     "last" by default). For "ewma": ``funding_half_life`` L and ``funding_reversion_half_life`` T
-    in settlements (> 0) and ``funding_long_run_rate`` mu, a fraction per settlement in (-1, 1);
-    the forecast over H = horizon_days x 24 / funding_interval_h settlements is
-    ``mu + (m_t - mu) (1 - phi^H) / (H ln(1/phi))``, m_t the EWMA, phi = 2^(-1/T). Defaults are
-    the forecaster's (L = 21, T = 90, mu = 1e-4, benchmarks/results/funding_forecast.md).
+    in settlements (> 0, whatever their spacing) and ``funding_long_run_rate`` mu, a fraction per
+    8 h settlement in (-1, 1) (0.03 %/day at the default): a perpetual settling every h hours is
+    shrunk towards mu_h = mu h / 8 per settlement (models.funding_forecast.
+    long_run_rate_per_settlement), the same level a day. The forecast over H = horizon_days x 24 / h
+    settlements (h the measured spacing where the market gives one, else funding_interval_h) is
+    ``mu_h + (m_t - mu_h) (1 - phi^H) / (H ln(1/phi))``, m_t the EWMA, phi = 2^(-1/T). Defaults
+    are the forecaster's (L = 21, T = 90, mu = 1e-4, benchmarks/results/funding_forecast.md).
     """
 
     trading: bool = True
@@ -215,10 +218,11 @@ class OptimizerSettings:
     #: raise the objective (solver noise, not a decision; see optimizer.rounding.snap_small_trades)
     noise_trade_weight: float = 1e-4
     #: ... and when cancelling raises the objective f (TE^2 + costs, annualised) by at most
-    #: noise_objective + noise_objective_rel x |f| (the solvers' accuracy is relative to f: a
-    #: re-solve can swap 1e-5 of the base between two contracts on one asset for 2e-10 of an
-    #: objective of 0.09). With f near 0 (costs off, on target after the trade) a trade of delta
-    #: (weight) whose cancellation costs sigma^2 delta^2 is kept from about 2e-6 of the base on
+    #: noise_objective, or noise_objective + noise_objective_rel x |f| for a cancellation that
+    #: leaves the assets' exposure as it is (a shift between contracts on one asset: solvers leave
+    #: such shifts within their accuracy, relative to f; a re-solve moved 1e-5 of the base between
+    #: two contracts for 2e-10 of an objective of 0.09). A trade that moves exposure by delta
+    #: (weight), worth about sigma^2 delta^2, is kept from about 2e-6 of the base on whatever f is
     #: (1e-9 alone had cancelled real hedges up to 6e-5 of it); 0 for all turns it off
     noise_objective: float = 1e-12
     noise_objective_rel: float = 1e-8

@@ -22,7 +22,9 @@ counts ``horizon_days x 24 / h`` settlements in its horizon. Where a perpetual's
 settled every 2-4 h in November 2022), :func:`market_at` gives that spacing as the snapshot's
 ``funding_interval_h`` (``ReplayInputs.interval_h``), so the carry counts the settlements the
 replay pays, and :func:`read_inputs` labels the path (``ReplayInputs.interval_notes`` and a
-warning). The EWMA forecast's half-lives stay counted in settlements.
+warning). The EWMA forecast counts its horizon in the same settlements (the spacing the snapshot
+carries) and scales the long-run level, quoted per 8 h, to that spacing; its half-lives stay
+counted in settlements.
 """
 
 from __future__ import annotations
@@ -119,7 +121,6 @@ def median_step_days(index: pd.DatetimeIndex) -> float:
     """Median spacing of ``index`` in days (whatever the index's time unit); needs two stamps."""
     ns = index.as_unit("ns").asi8
     return float(np.median(np.diff(ns))) / 86400e9
-
 
 
 @dataclass(frozen=True)
@@ -224,37 +225,50 @@ def _adv_inputs(book: Book, path: MarketPath) -> tuple[np.ndarray | None, list[s
 
 
 def forecast_matrix(book: Book, path: MarketPath, settle_r: np.ndarray, settles: np.ndarray,
-                    costs: CostSettings) -> np.ndarray:
+                    costs: CostSettings, spacing_h: np.ndarray) -> np.ndarray:
     """Forecast mean funding rate per settlement over the cost horizon, (S + 1) x M, book order.
 
     Row n is the forecast made after the first n settlements of ``settle_r`` (:func:`funding_matrix`)
     and reads nothing later: for each perpetual j with a funding column in ``path`` and at least
-    one settlement, ``EwmaShrinkForecaster(costs.funding_half_life, costs.funding_reversion_half_life,
-    costs.funding_long_run_rate)`` over H_j = horizon_days x 24 / funding_interval_h_j settlements,
-    ``mu + (m - mu) w(H_j)`` with m the EWMA of j's settlements so far (``mu`` before the first).
+    one settlement, the EWMA shrunk forecast of ``models.funding_forecast`` (half-lives
+    ``costs.funding_half_life`` L and ``costs.funding_reversion_half_life`` T, settlements)
+    ``rbar = mu_j + (m - mu_j) w(H_j)``, m the EWMA of j's settlements so far, with
+    - h_j (hours) the spacing the snapshot after those n settlements carries (:func:`market_at`):
+      j's measured spacing at row n - 1 (``spacing_h``) where it differs from its
+      ``funding_interval_h`` (``scenarios.funding_run.measured_intervals``), else that;
+    - H_j = horizon_days x 24 / h_j settlements (the carry's count, optimizer.carry);
+    - mu_j = ``costs.funding_long_run_rate`` x h_j / 8 (that level is per 8 h settlement,
+      ``models.funding_forecast.long_run_rate_per_settlement``); ``mu_j`` before j's first
+      settlement.
     j's settlements are the rows where ``settles`` (:func:`settled_matrix`) says it settled: a
     real rate of 0 is one (it pulls the EWMA to 0), a row of the union schedule another contract
     settled alone is not. Other contracts (dated, or no funding data) get NaN: no forecast, their
-    carry stays on the current rate.
+    carry stays on the current rate. ``spacing_h`` (S x M, hours): ``ReplayInputs.spacing_h``.
     """
-    from models.funding_forecast import EwmaShrinkForecaster  # scipy.signal: only when asked for
+    from models.funding_forecast import (  # scipy.signal: only when asked for
+        EwmaShrinkForecaster,
+        horizon_weights,
+        long_run_rate_per_settlement,
+    )
 
     fc = EwmaShrinkForecaster(half_life=costs.funding_half_life,
                               reversion_half_life=costs.funding_reversion_half_life,
                               long_run_rate=costs.funding_long_run_rate)
-    n_settle = settle_r.shape[0]
-    out = np.full((n_settle + 1, len(book.contracts)), np.nan)
+    # row n: j's spacing at row n - 1 where it differs from funding_interval_h (read_inputs' rule)
+    hours = measured_intervals(book.contracts, np.arange(settle_r.shape[0] + 1), spacing_h)
+    out = np.full((settle_r.shape[0] + 1, len(book.contracts)), np.nan)
     columns = set(path.funding.columns) if path.funding is not None else set()
     for j, c in enumerate(book.contracts):
-        if c.kind != ContractKind.PERPETUAL or c.symbol not in columns:
+        if c.kind != ContractKind.PERPETUAL or c.symbol not in columns or not settles[:, j].any():
             continue
-        own = settles[:, j]
-        if not own.any():
-            continue
-        horizon = costs.horizon_days * 24.0 / c.funding_interval_h
-        mean = fc.mean_rate_path(settle_r[own, j], horizon)
-        seen = np.concatenate([[0], np.cumsum(own)])  # settlements of j among the first n
-        out[:, j] = np.where(seen > 0, mean[np.maximum(seen - 1, 0)], fc.long_run_rate)
+        h = np.full(out.shape[0], c.funding_interval_h)
+        if hours is not None:
+            h = np.where(np.isfinite(hours[:, j]), hours[:, j], h)
+        mu = long_run_rate_per_settlement(fc.long_run_rate, h)
+        level = fc.level_path(settle_r[settles[:, j], j])
+        seen = np.concatenate([[0], np.cumsum(settles[:, j])])  # settlements of j among the first n
+        m = np.where(seen > 0, level[np.maximum(seen - 1, 0)], mu)
+        out[:, j] = mu + (m - mu) * horizon_weights(fc.phi, costs.horizon_days * 24.0 / h)
     return out
 
 
@@ -337,7 +351,7 @@ def read_inputs(book: Book, path: MarketPath, *, spot_fee: float | None, impact_
         near_expiry=near_expiry_matrix(book, times, min_days_to_expiry),
         spot_impact=spot_impact_matrix(impact_k, list(book.asset_symbols), len(times), spot_vol,
                                        adv, adv_cols, adv_static),
-        forecast=(forecast_matrix(book, path, settle_r, settles, costs)
+        forecast=(forecast_matrix(book, path, settle_r, settles, costs, spacing_h)
                   if costs is not None and costs.funding_forecast == FundingForecastRule.EWMA
                   else None),
         interval_h=measured, interval_notes=notes)

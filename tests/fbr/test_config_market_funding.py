@@ -207,7 +207,8 @@ def test_a_perpetual_with_no_settlement_yet_is_forecast_at_the_long_run_level_an
                                    lb.book.contracts, costs, ctx)
     assert market.funding_forecast["BTC-PERP"] == pytest.approx(3e-4, rel=1e-12)
     (label,) = [x for x in ctx.labels if x.startswith("funding forecast: EWMA")]
-    assert label.endswith("no settlement yet for BTC-PERP: the long-run level 0.0003 per settlement")
+    assert label.endswith("no settlement yet for BTC-PERP: the long-run level 0.0003 per 8 h "
+                          "settlement (h / 8 of it per settlement h hours apart)")
 
 
 def test_solve_reports_the_funding_carry_of_a_data_market(tmp_path: Path) -> None:

@@ -97,18 +97,24 @@ def test_default_fills_no_forecast() -> None:
 
 def test_forecast_is_the_forecasters_own_causal_forecast() -> None:
     """Step k's forecast equals EwmaShrinkForecaster.forecast(settlements, at=t_k, H) on each
-    contract's own settlements (ETH's unsettled rows are not), H = 3 d x 24 / 8 h = 9."""
+    contract's own settlements (ETH's unsettled rows are not), over the settlements the step's
+    carry counts: H = 3 d x 24 / h with h = 8 h for BTC, and for ETH, which settles every 16 h,
+    16 h once it has settled twice (the measured spacing the snapshot carries), H = 4.5; the
+    long-run level 1e-4 per 8 h is 1e-4 x h / 8 per settlement."""
     path = _path()
     assert path.funding is not None and path.funding_settled is not None
-    inputs = _inputs(path, EWMA)
-    fc = EwmaShrinkForecaster(5.0, 30.0, 1e-4)
+    with pytest.warns(UserWarning, match="ETH-PERP settled every 16 h"):
+        inputs = _inputs(path, EWMA)
     for sym in ("BTC-PERP", "ETH-PERP"):
         col = path.funding[sym]
         own = col[path.funding_settled[sym]]
         for k in range(N):
-            got = market_at(inputs, k).funding_forecast[sym]
-            want = fc.forecast(own, at=inputs.times[k], horizon=9.0).mean_rate
-            assert got == pytest.approx(want, rel=1e-12, abs=1e-18), (sym, k)
+            snap = market_at(inputs, k)
+            hours = 16.0 if sym == "ETH-PERP" and k >= 2 else 8.0
+            assert snap.funding_hours(sym, 8.0) == hours
+            fc = EwmaShrinkForecaster(5.0, 30.0, 1e-4 * hours / 8.0)
+            want = fc.forecast(own, at=inputs.times[k], horizon=HORIZON_DAYS * 24.0 / hours).mean_rate
+            assert snap.funding_forecast[sym] == pytest.approx(want, rel=1e-12, abs=1e-18), (sym, k)
 
 
 def test_contracts_without_funding_data_get_no_forecast() -> None:
