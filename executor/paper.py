@@ -24,6 +24,7 @@ loop sees (and builds on) a manual ``fbr execute --exchange paper`` made between
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,7 @@ from executor.journal_schema import JournalError
 from executor.paper_store import VENUE, PaperAccount, PaperStore, apply_fill
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
 from models.book import Book, FuturesPosition
+from models.instruments import ContractKind
 from models.market import MarketSnapshot
 
 __all__ = ["VENUE", "PaperGateway", "PaperStore", "apply_fill", "check_listed", "paper_book"]
@@ -187,8 +189,26 @@ class PaperGateway:
         """``paper:<book name>``."""
         return f"paper:{self._book.name}"
 
+    def set_funding_intervals(self, hours: Mapping[str, float]) -> None:
+        """Give the perpetuals named in ``hours`` (book symbol -> hours between settlements, > 0)
+        that funding interval: the exchange's, when the paper venue follows an exchange's market
+        (``executor.paper_feed``). The account read (:meth:`account`) and the instruments
+        reported (:meth:`instruments`) then carry it, so the carry (rate per settlement x the
+        settlements in the horizon) and the next settlement count the exchange's settlements."""
+        new = {s: dataclasses.replace(c, funding_interval_h=float(hours[s]))
+               for s, c in self._contracts.items()
+               if s in hours and c.kind == ContractKind.PERPETUAL}
+        if not new:
+            return
+        self._contracts.update(new)
+        self._book = dataclasses.replace(self._book, contracts=tuple(
+            self._contracts.get(c.symbol, c) for c in self._book.contracts))
+
     def instruments(self, book: Book) -> dict[str, Instrument]:
-        return book_instruments(book)
+        """The book's contracts as this paper venue lists them (its own metadata: the exchange's
+        funding intervals after :meth:`set_funding_intervals`), default exchange symbols."""
+        return book_instruments(dataclasses.replace(book, contracts=tuple(
+            self._contracts.get(c.symbol, c) for c in book.contracts)))
 
     def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
         return self._market

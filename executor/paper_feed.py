@@ -3,9 +3,24 @@
 
 At each read of the loop, :class:`LivePrices` moves the paper exchange to the source's market (its
 marks, index prices as spot and funding rates: public endpoints, no keys; spreads and ADV from the
-book file) and pays every funding settlement passed since its previous read: for a contract with
-interval h hours, the settlements are the times k x h on the UTC epoch grid in (t_prev, t], each
-paid at the rate read now (cash -= n x r x q x npc(mark), :meth:`PaperGateway.settle_funding`).
+book file) and pays every funding settlement passed since its previous read: for a perpetual j with
+interval h_j hours, the settlements are the times k x h_j on the UTC epoch grid in (t_prev, t], n_j
+of them, each paid at the rate r_j read now (fraction per settlement): cash -= n_j x r_j x q_j x
+npc_j(mark_j) USD (q_j signed contracts, npc_j the USD notional per contract,
+:meth:`PaperGateway.settle_funding`). A 10 SOL short at mark 150 with r = 5e-4 and h = 4 over
+(01:00, 09:00] holds the 04:00 and 08:00 settlements: 2 x 5e-4 x 10 x 150 = 1.50 USD received.
+
+h_j is the exchange's interval, not the book file's: Binance settles most perpetuals every 8 h and
+moves some to 4 h or 1 h, listed in its public ``GET /fapi/v1/fundingInfo`` (read by
+:func:`exchange_intervals`, as the exchange path reads it, ``executor.ccxt_funding``). The paper
+venue's contracts carry that interval too (:meth:`PaperGateway.set_funding_intervals`), so the
+instruments it reports and the account it reads give the loop's carry (rate per settlement x the
+settlements in the horizon) and its next settlement the exchange's count, as
+``executor.ccxt_metadata.with_instruments`` does on the exchange path. The intervals are read at
+the feed's first read and whenever the loop reads the venue's instruments (:class:`LivePaperGateway`:
+at its first read and once a UTC day). A perpetual the source states no interval for keeps the
+book file's.
+
 The first read pays nothing, and neither does a restart for the time the loop was down (the paper
 account has no record of it): a paper account is an approximation, its funding is the rate now.
 """
@@ -19,35 +34,91 @@ from datetime import datetime
 import pandas as pd
 
 from executor.base import ExchangeGateway
-from executor.paper import PaperGateway
+from executor.paper import PaperGateway, PaperStore
+from executor.plan import Instrument
 from models.book import Book
 from models.instruments import ContractKind
 from models.market import MarketSnapshot, settlements_between
 
 
+def exchange_intervals(source: ExchangeGateway, book: Book) -> dict[str, float]:
+    """Hours between funding settlements of each of ``book``'s perpetuals on ``source``'s
+    exchange (book symbol -> hours): the source's ``funding_hours`` of the contract's exchange
+    symbol (a ccxt gateway: the exchange's funding-info list, a public endpoint, and 8 h for the
+    Binance perpetuals it leaves out), else the book's ``funding_interval_h`` (a source that
+    states none)."""
+    perps = [c for c in book.contracts if c.kind == ContractKind.PERPETUAL]
+    read = getattr(source, "funding_hours", None)
+    symbol_of = getattr(source, "exchange_symbol", None)
+    listed: dict[str, float] = {}
+    if perps and read is not None and symbol_of is not None:
+        names = {c.symbol: str(symbol_of(c)) for c in perps}
+        hours: Mapping[str, float] = read(list(names.values()))
+        listed = {s: float(hours[x]) for s, x in names.items() if x in hours}
+    return {c.symbol: listed.get(c.symbol, c.funding_interval_h) for c in perps}
+
+
 class LivePrices:
     """The fallback market of a paper loop that follows ``source``'s prices (see the module
-    docstring)."""
+    docstring). ``hours``: the funding interval of each perpetual (book symbol -> hours), the
+    exchange's, once read; ``paid``: the funding received so far (USD, signed)."""
 
     def __init__(self, paper: PaperGateway, source: ExchangeGateway, book: Book,
                  fallback: MarketSnapshot) -> None:
         self.paper, self.source, self.book, self.fallback = paper, source, book, fallback
         self.last: datetime | None = None
         self.paid: float = 0.0
+        self.hours: dict[str, float] | None = None
+
+    def refresh(self) -> dict[str, float]:
+        """Read the exchange's funding intervals (:func:`exchange_intervals`) and give them to the
+        paper venue (its instruments and account carry them from now on)."""
+        self.hours = exchange_intervals(self.source, self.book)
+        self.paper.set_funding_intervals(self.hours)
+        return self.hours
 
     def __call__(self, t: datetime) -> MarketSnapshot:
         """The market at ``t`` (the source's, stamped ``t``); the paper exchange moved to it and
-        the funding since the previous call settled."""
+        the funding since the previous call settled at the exchange's intervals."""
+        hours = self.hours if self.hours is not None else self.refresh()
         market = dataclasses.replace(self.source.market(self.book, self.fallback),
                                      time=pd.Timestamp(t))
         self.paper.set_market(market)
         if self.last is not None:
-            self.paid += self.paper.settle_funding(self._rates(market, self.last, t))
+            self.paid += self.paper.settle_funding(self._rates(market, hours, self.last, t))
         self.last = t
         return market
 
-    def _rates(self, market: MarketSnapshot, t0: datetime, t1: datetime) -> Mapping[str, float]:
-        """Per perpetual: the rate now x the settlements in (t0, t1]."""
-        return {c.symbol: market.funding_rate(c.symbol) * settlements_between(
-                    t0, t1, c.funding_interval_h)
-                for c in self.book.contracts if c.kind == ContractKind.PERPETUAL}
+    @staticmethod
+    def _rates(market: MarketSnapshot, hours: Mapping[str, float], t0: datetime,
+               t1: datetime) -> dict[str, float]:
+        """Per perpetual j: r_j x n_j, the rate now (fraction per settlement) x the settlements
+        k x h_j hours on the UTC epoch grid in (t0, t1] (``hours``: h_j by book symbol)."""
+        return {s: market.funding_rate(s) * settlements_between(t0, t1, h) for s, h in hours.items()}
+
+
+class LivePaperGateway(PaperGateway):
+    """The paper venue of a loop on an exchange's prices: a :class:`PaperGateway` whose
+    instruments are read through its ``feed`` (:meth:`LivePrices.refresh`, the exchange's funding
+    intervals) each time the loop asks for them, which it does before it reads the market (at its
+    first read and once a UTC day), as the exchange path reads the exchange's instruments."""
+
+    feed: LivePrices | None = None
+
+    def instruments(self, book: Book) -> dict[str, Instrument]:
+        """The exchange's funding intervals read, then the paper venue's instruments."""
+        if self.feed is not None:
+            self.feed.refresh()
+        return super().instruments(book)
+
+
+def live_paper(account: Book, book: Book, market: MarketSnapshot, source: ExchangeGateway, *,
+               daily_vol: Mapping[str, float], store: PaperStore | None
+               ) -> tuple[LivePaperGateway, LivePrices]:
+    """The paper venue on ``source``'s prices and its feed: the paper account ``account`` (the
+    journal's), the book file ``book`` (its contracts, spreads and ADV), ``market`` the book
+    file's market (what the source does not give), ``daily_vol`` per contract (impact)."""
+    gw = LivePaperGateway(account, market, daily_vol=daily_vol, store=store)
+    feed = LivePrices(gw, source, book, market)
+    gw.feed = feed
+    return gw, feed

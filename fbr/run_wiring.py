@@ -26,7 +26,7 @@ from executor.base import ExchangeGateway
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis
 from executor.paper import PaperGateway
-from executor.paper_feed import LivePrices
+from executor.paper_feed import live_paper
 from executor.run_loop import Runner, Venue
 from executor.safety import redact
 from fbr.backtest_config import BacktestConfig
@@ -138,9 +138,12 @@ class OpenVenue:
 
 
 def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
-    """The journal's paper account, at the book file's market. The gateway lives as long as the
-    loop but reads the account from the journal at every read (and fills it there), so a manual
-    ``fbr execute --exchange paper`` on the same journal between two cycles is seen by the next."""
+    """The journal's paper account, at the book file's market, or with ``prices = "binanceusdm"``
+    at the exchange's (:mod:`executor.paper_feed`: its marks, funding rates and funding intervals,
+    so the instruments the venue reports carry the exchange's intervals, as on the exchange path).
+    The gateway lives as long as the loop but reads the account from the journal at every read
+    (and fills it there), so a manual ``fbr execute --exchange paper`` on the same journal between
+    two cycles is seen by the next."""
     from executor.paper import PaperGateway, PaperStore, paper_book
     from fbr.execute_cli import _daily_vol
     from fbr.execute_wiring import _retry
@@ -150,7 +153,17 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     acc, _ = paper_book(loaded.book, journal)
     store = PaperStore(journal.path, loaded.book.name)
     vol = _daily_vol(loaded)
-    gw = PaperGateway(acc, loaded.market, daily_vol=vol, store=store)
+    feed: Callable[[datetime], MarketSnapshot]
+    gw: PaperGateway
+    if cfg.prices == "binanceusdm":
+        source = public_gateway(cfg.prices, pledge_source=loaded.pledge_source)
+        gw, feed = live_paper(acc, loaded.book, loaded.market, source, daily_vol=vol, store=store)
+    else:
+        gw = PaperGateway(acc, loaded.market, daily_vol=vol, store=store)
+
+        def feed(_t: datetime) -> MarketSnapshot:
+            gw.set_market(loaded.market)
+            return loaded.market
 
     def executor(basis: PlanBasis) -> JournaledExecutor:
         return JournaledExecutor(gw, journal, basis, retry=_retry(True), mode="paper")
@@ -159,14 +172,6 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
         store.close()
         journal.close()
 
-    def fallback(_t: datetime) -> MarketSnapshot:
-        gw.set_market(loaded.market)
-        return loaded.market
-
-    feed: Callable[[datetime], MarketSnapshot] = fallback
-    if cfg.prices == "binanceusdm":
-        feed = LivePrices(gw, public_gateway(cfg.prices, pledge_source=loaded.pledge_source),
-                          loaded.book, loaded.market)
     return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close)
 
 

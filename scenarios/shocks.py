@@ -10,6 +10,9 @@ command line, ``fbr whatif --shock``, and in scenario files, ``shocks = [...]``)
                               own price shock (as ``common`` in ``[[constraints.stress]]``)
 ``funding=+0.1%``             funding spike, added to every perpetual's rate per interval
 ``funding.ETH=+0.1%``         ... to the perpetuals on asset ETH; ``funding.ETH-PERP=`` one contract
+``funding=+0.3%/8h``          a funding spike stated per duration p (``/8h``, ``/1d``): a contract
+                              settling every h_j hours gets df x h_j / p per settlement (+0.15% per
+                              settlement of a 4 h one), so every contract pays df per p hours
 ``basis=-5%``                 basis shock: every mark moves by (1 + b) on top of its spot move,
                               mark' = mark (1 + r_i) (1 + b); ``basis.BTC`` / ``basis.BTC-PERP``
 ``vol=x1.5``                  volatility multiplier of every asset (``vol.SOL=x2``: one asset)
@@ -27,6 +30,13 @@ sensitive for symbols; the kind words (``common``, ``funding`` ...) are lower ca
 twice is an error. Symbols are checked against a book by ``scenarios.applied_shocks`` (unknown asset or
 contract: a clear error).
 
+Funding units: ``funding=+x%`` is a rate per settlement, whatever the contract's interval (a 1 h
+contract gets +x% at each of its 24 settlements a day, an 8 h one at each of its 3);
+``funding=+x%/p`` is a rate per p hours, df_j = x h_j / p per settlement of contract j (interval
+h_j hours), so over a duration T (hours) every contract pays x T / p of its notional: +0.3%/8h for
+a week (``horizon=7d``) is 21 x 0.3% = 6.3% of notional whether it settles every 8 h (21 x 0.3%),
+4 h (42 x 0.15%) or 1 h (168 x 0.0375%).
+
 Horizon: a scenario lasts ``horizon`` funding settlements; without ``horizon`` it lasts one settlement
 when it has a funding shock and none otherwise (an instantaneous price shock pays no funding).
 """
@@ -41,8 +51,9 @@ from enum import StrEnum
 
 from models.errors import ValidationError
 
-GRAMMAR_HINT = ("write KEY=VALUE, e.g. BTC=-30%, common=-20%, funding.ETH=+0.1%, basis.BTC-PERP=-5%, "
-                "vol=x1.5, corr=0.9, spread=x3, liquidity=x0.5, horizon=21 or horizon=7d")
+GRAMMAR_HINT = ("write KEY=VALUE, e.g. BTC=-30%, common=-20%, funding.ETH=+0.1% (or +0.3%/8h), "
+                "basis.BTC-PERP=-5%, vol=x1.5, corr=0.9, spread=x3, liquidity=x0.5, horizon=21 or "
+                "horizon=7d")
 
 
 class ShockKind(StrEnum):
@@ -76,9 +87,11 @@ class Shock:
     """One shock: ``kind``, an optional ``target`` symbol (asset or contract), ``value``.
 
     Units: PRICE/COMMON/BASIS a simple return (fraction, > -1); FUNDING an additive rate per funding
-    interval (fraction); VOL/SPREAD/LIQUIDITY a multiplier (> 0); CORR the target correlation rho in
-    [0, 1] with ``weight`` lam in (0, 1] (how far toward rho); HORIZON a number of settlements
-    (``value``) or, when ``hours`` is set, a duration in hours.
+    interval (fraction) or, when ``per_hours`` p is set, per p hours (``funding=+0.3%/8h``: a
+    contract settling every h hours gets value x h / p per settlement); VOL/SPREAD/LIQUIDITY a
+    multiplier (> 0); CORR the target correlation rho in [0, 1] with ``weight`` lam in (0, 1] (how
+    far toward rho); HORIZON a number of settlements (``value``) or, when ``hours`` is set, a
+    duration in hours.
     """
 
     kind: ShockKind
@@ -87,6 +100,7 @@ class Shock:
     weight: float = 1.0
     hours: float | None = None
     text: str = ""
+    per_hours: float | None = None
 
     @property
     def key(self) -> str:
@@ -200,6 +214,26 @@ def _parse_horizon(value: str, field: str, text: str) -> Shock:
     return Shock(ShockKind.HORIZON, None, n, text=text)
 
 
+def _parse_funding(value: str, field: str, target: str | None, text: str) -> Shock:
+    """``+0.1%`` (per settlement) or ``+0.3%/8h`` (per p = 8 hours: ``per_hours``), the rate a
+    fraction in (-1, 1) and p a duration > 0 (``h``, ``d`` or ``w``)."""
+    rate_text, slash, per_text = value.partition("/")
+    v = parse_fraction(rate_text, field)
+    if abs(v) >= 1.0:
+        raise ValidationError(field, f"is a funding change of {rate_text.strip()!r}",
+                              "give a rate per funding interval as a fraction in (-1, 1), e.g. +0.1% "
+                              "(or per a duration, e.g. +0.3%/8h)")
+    if not slash:
+        return Shock(ShockKind.FUNDING, target, v, text=text)
+    m = _DURATION.match(per_text.strip())
+    hours = float(m.group(1)) * {"h": 1.0, "d": 24.0, "w": 168.0}[m.group(2)] if m else math.nan
+    if not (math.isfinite(hours) and hours > 0):
+        raise ValidationError(field, f"states the rate per {per_text.strip()!r}",
+                              "give the rate per a duration > 0 after the slash, e.g. +0.3%/8h or "
+                              "+0.9%/1d (scaled to each contract's funding interval)")
+    return Shock(ShockKind.FUNDING, target, v, text=text, per_hours=hours)
+
+
 def parse_shock(text: str) -> Shock:
     """One ``KEY=VALUE`` string -> :class:`Shock` (see the module docstring for the grammar)."""
     raw = str(text).strip()
@@ -234,12 +268,10 @@ def parse_shock(text: str) -> Shock:
         return Shock(kind, None, rho, weight=lam, text=raw)
     if kind in MULTIPLIERS:
         return Shock(kind, tgt, parse_multiplier(value, field), text=raw)
+    if kind == ShockKind.FUNDING:
+        return _parse_funding(value, field, tgt, raw)
     v = parse_fraction(value, field)
-    if kind in RETURNS:
-        _check_return(v, field, value)
-    elif abs(v) >= 1.0:
-        raise ValidationError(field, f"is a funding change of {value!r}",
-                              "give a rate per funding interval as a fraction in (-1, 1), e.g. +0.1%")
+    _check_return(v, field, value)
     return Shock(kind, tgt, v, text=raw)
 
 
@@ -251,7 +283,8 @@ def format_shock(s: Shock) -> str:
         return f"corr={s.value:g}" + (f"@{100 * s.weight:g}%" if s.weight != 1.0 else "")
     if s.kind in MULTIPLIERS:
         return f"{s.key}=x{s.value:g}"
-    return f"{s.key}={100 * s.value:+g}%"
+    per = f"/{s.per_hours:g}h" if s.kind == ShockKind.FUNDING and s.per_hours is not None else ""
+    return f"{s.key}={100 * s.value:+g}%{per}"
 
 
 def parse_scenario(name: str, shocks: Iterable[str], *, description: str = "",

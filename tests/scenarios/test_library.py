@@ -37,7 +37,12 @@ def test_hypothetical_library() -> None:
     assert values("crash-30") == {"common": pytest.approx(-0.3)}
     assert values("alt-crash") == {"common": pytest.approx(-0.5), "BTC": pytest.approx(-0.2),
                                    "ETH": pytest.approx(-0.3)}
-    assert values("funding-spike-week") == {"funding": pytest.approx(0.003), "horizon": 21.0}
+    # +0.3% per 8 h for a week: a rate per 8 h (scaled to each contract's interval) and a
+    # duration (168 h; its settlement count is per contract, so the value is NaN)
+    spike = next(s for s in hypothetical_scenarios() if s.name == "funding-spike-week")
+    assert [(s.key, s.per_hours, s.hours) for s in spike.shocks] == [("funding", 8.0, None),
+                                                                     ("horizon", None, 168.0)]
+    assert spike.shocks[0].value == pytest.approx(0.003) and np.isnan(spike.shocks[1].value)
     assert values("basis-5") == {"basis": pytest.approx(-0.05)}
     assert all(not s.strict and s.source == "library" for s in hypothetical_scenarios())
 
