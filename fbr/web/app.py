@@ -35,8 +35,9 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from executor.safety import redact
-from fbr.console import iso_utc, json_ready
+from fbr.console import json_ready
 from fbr.web import charts
+from fbr.web.journal_rows import FundingRow
 from fbr.web.security import (
     CSRF_COOKIE,
     HEADERS,
@@ -47,7 +48,7 @@ from fbr.web.security import (
     same,
     state_change_allowed,
 )
-from fbr.web.state import DashboardState, FundingRow, PlanChangedError, plan_fingerprint
+from fbr.web.state import DashboardState, PlanChangedError, plan_fingerprint
 from models.errors import FbrError
 
 if TYPE_CHECKING:
@@ -129,10 +130,7 @@ class Views:
 
     def book_name(self) -> str:
         """The book's ``[book] name`` (the file's name when the file does not load)."""
-        try:
-            return self.state.loaded().book.name
-        except (FbrError, OSError):
-            return self.state.config.book.name
+        return self.state.book_name()
 
     def failed(self, request: Request, exc: FbrError) -> Response:
         """A page that names what went wrong (the error's own message, secrets scrubbed)."""
@@ -156,7 +154,10 @@ class Views:
         return self.page(request, "book.html", title="Book", s=doc, chart=chart)
 
     async def history(self, request: Request) -> Response:
-        h = self.state.history()
+        try:
+            h = self.state.history()
+        except FbrError as exc:
+            return self.failed(request, exc)
         cycles = [c for c in h["cycles"] if c["nav"] is not None]
         t = [c["time"] for c in cycles]
         nav = charts.lines_chart("nav", "NAV per cycle (USD)", t, {"NAV": [c["nav"] for c in cycles]})
@@ -166,10 +167,9 @@ class Views:
                                            "margin ratio": [_pct(c["margin_ratio"]) for c in cycles]})
         funding = _cumulative(h["funding"])
         fund = charts.lines_chart("funding", "Funding received, cumulative (USD)",
-                                  [str(iso_utc(f["time_ms"])) for f in h["funding"]], {"funding": funding})
-        fills = [{**f, "time": iso_utc(f["time_ms"])} for f in h["fills"]][-200:]
+                                  [f["time"] for f in h["funding"]], {"funding": funding})
         return self.page(request, "history.html", title="History", charts=[nav, te, fund],
-                         cycles=h["cycles"][-50:][::-1], fills=fills[::-1])
+                         cycles=h["cycles"][-50:][::-1], fills=h["fills"][-200:][::-1])
 
     async def plan(self, request: Request) -> Response:
         try:
@@ -210,11 +210,18 @@ class Views:
         return HTMLResponse(redact(path.read_text()))
 
     async def orders(self, request: Request) -> Response:
-        rows = [{**o, "updated": iso_utc(o["updated_ms"])} for o in self.state.orders()]
+        try:
+            rows = self.state.orders()
+        except FbrError as exc:
+            return self.failed(request, exc)
         return self.page(request, "orders.html", title="Orders", orders=rows)
 
     async def run(self, request: Request) -> Response:
-        return self.page(request, "run.html", title="Run", r=self.state.run_state())
+        try:
+            r = self.state.run_state()
+        except FbrError as exc:
+            return self.failed(request, exc)
+        return self.page(request, "run.html", title="Run", r=r)
 
     async def execute(self, request: Request) -> Response:
         if not self.state.config.allow_execute:
@@ -284,13 +291,13 @@ class Views:
         return self._api(self.plan_doc)
 
     async def api_history(self, request: Request) -> Response:
-        return self.json(self.state.history())
+        return self._api_doc(self.state.history)
 
     async def api_orders(self, request: Request) -> Response:
-        return self.json(self.state.orders())
+        return self._api_doc(self.state.orders)
 
     async def api_run(self, request: Request) -> Response:
-        return self.json(self.state.run_state())
+        return self._api_doc(self.state.run_state)
 
     async def api_reports(self, request: Request) -> Response:
         return self.json(self.state.reports())
@@ -309,9 +316,18 @@ class Views:
         return self._api(doc)
 
     def _api(self, make: Callable[[], Mapping[str, object]]) -> Response:
+        """``{"status": "ok", **make()}``, or ``{"status": "error", "error": ...}`` (422)."""
         try:
             return self.json({"status": "ok", **make()})
         except (FbrError, ValueError) as exc:
+            return self.json({"status": "error", "error": redact(str(exc))}, 422)
+
+    def _api_doc(self, make: Callable[[], object]) -> Response:
+        """``make()``'s document as it is (a journal's rows), or ``{"status": "error", "error":
+        ...}`` (422) when the journal or the account cannot be read."""
+        try:
+            return self.json(make())
+        except FbrError as exc:
             return self.json({"status": "error", "error": redact(str(exc))}, 422)
 
 

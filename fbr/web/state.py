@@ -2,21 +2,22 @@
 (paper account, plans, orders, fills, funding, the loop's cycles and alerts), the exchange account
 and the report files.
 
-:class:`DashboardState` keeps the loaded book (re-read when the file changes) and one
-:class:`optimizer.rebalance.Rebalancer` (problems compiled once, re-solved per request), so a page
-costs a solve, not a compile. Every figure is in the units of the CLI: USD, fractions, ISO times.
+:class:`DashboardState` keeps the loaded book (:mod:`fbr.web.book_cache`: re-read when the file
+changes, and at every request when its market or risk model reads a data folder or the clock, so
+every page prices the book as the CLI does now) and one :class:`optimizer.rebalance.Rebalancer`
+(problems compiled once, re-solved per request), so a page costs a solve, not a compile. Every
+figure is in the units of the CLI: USD, fractions, ISO times (:mod:`fbr.web.journal_rows`).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, TypedDict
 
 from executor.base import ExchangeGateway
 from executor.journal import Journal
@@ -24,9 +25,19 @@ from executor.plan import PlanOptions, plan_orders, with_book_settings
 from executor.safety import redact
 from executor.status import StatusReport
 from executor.workflow import account_view, require_tradeable
-from fbr.config_loader import LoadedBook, load_book_file
+from fbr.config_loader import LoadedBook
 from fbr.execute_wiring import ExchangeChoice
 from fbr.status_cli import account_gateway, account_silence, status_report
+from fbr.web.book_cache import BookCache
+from fbr.web.journal_rows import (
+    AlertRow,
+    History,
+    OrderRow,
+    alert_rows,
+    empty_history,
+    history_rows,
+    order_rows,
+)
 from fbr.web.security import same
 from models.book import Book
 from models.errors import FbrError, RefusedError
@@ -40,95 +51,16 @@ if TYPE_CHECKING:
     from fbr.execute_cli import ExecuteResult
     from scenarios.whatif_result import WhatIfDoc
 
-_Row = TypeVar("_Row")
-
-
-class CycleRow(TypedDict):
-    """One ``fbr run`` cycle (USD, annualised TE and ratios as fractions, ISO time)."""
-
-    time: str
-    reason: str
-    action: str
-    nav: float | None
-    te_before: float | None
-    te_after: float | None
-    turnover_usd: float
-    margin_ratio: float | None
-    max_drift: float | None
-    message: str
-
-
-class FillRow(TypedDict):
-    """One fill of a journalled order: contracts, price (USD), fee (USD), time (ms, UTC)."""
-
-    time_ms: int
-    symbol: str
-    side: str
-    contracts: float
-    price: float | None
-    fee: float
-    plan_id: str
-
-
-class FundingRow(TypedDict):
-    """One funding payment (USD, > 0 received) at ``time_ms`` (ms, UTC)."""
-
-    time_ms: int
-    symbol: str
-    amount: float
-
-
-class PositionRow(TypedDict):
-    """A position snapshot after a plan: contracts and the wallet cash (USD)."""
-
-    time_ms: int
-    symbol: str
-    contracts: float
-    cash: float
-    plan_id: str
-
-
-class History(TypedDict):
-    """What ``/history`` shows."""
-
-    cycles: list[CycleRow]
-    fills: list[FillRow]
-    funding: list[FundingRow]
-    positions: list[PositionRow]
-
-
-class OrderRow(TypedDict):
-    """One journalled leg with its fill (contracts, USD)."""
-
-    plan_id: str
-    venue: str
-    leg: int
-    client_id: str
-    symbol: str
-    side: str
-    contracts: float
-    status: str
-    filled: float
-    average: float | None
-    fee: float
-    message: str
-    updated_ms: int
-
-
-class AlertRow(TypedDict):
-    """One alert the loop sent."""
-
-    time: str
-    kind: str
-    severity: str
-    title: str
-    text: str
+#: The loop's state file in ``--state-dir`` (``fbr run`` rewrites it every cycle).
+HEALTH_FILE = "health.json"
 
 
 class RunState(TypedDict):
-    """``fbr run``'s health file (None when absent) and its latest alerts."""
+    """``fbr run``'s health file (None when absent or unreadable; ``health_error`` then says why,
+    else None) and its latest alerts."""
 
     health: dict[str, object] | None
+    health_error: str | None
     alerts: list[AlertRow]
 
 
@@ -155,27 +87,27 @@ class ServeConfig:
     live: bool = False
 
 
-#: a plan of this account (its key), or one journalled before plans kept their account (its venue
-#: and book name): the parameters (account, venue, book name)
-_PLAN_OF = "(p.account = ? OR (p.account = '' AND p.venue = ? AND p.book_name = ?))"
-
-
 @dataclass
 class DashboardState:
     """The dashboard's data access (see the module docstring)."""
 
     config: ServeConfig
     rebalancer: Rebalancer = field(default_factory=Rebalancer)
-    _loaded: LoadedBook | None = None
-    _mtime: float = -1.0
+    _book: BookCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._book = BookCache(self.config.book)
 
     # --- the book ---------------------------------------------------------------------------
     def loaded(self) -> LoadedBook:
-        """The book file, re-read when it changed on disk."""
-        mtime = self.config.book.stat().st_mtime
-        if self._loaded is None or mtime != self._mtime:
-            self._loaded, self._mtime = load_book_file(self.config.book), mtime
-        return self._loaded
+        """The book as the CLI loads it now (:class:`fbr.web.book_cache.BookCache`: the kept copy
+        while the book file did not change, unless its market or risk reads a data folder or the
+        clock; a book file gone or broken raises the loader's :class:`FbrError`)."""
+        return self._book.load()
+
+    def book_name(self) -> str:
+        """``[book] name`` for the page header (the file's name when the book does not load)."""
+        return self._book.name()
 
     @contextmanager
     def journal(self) -> Iterator[Journal | None]:
@@ -248,30 +180,13 @@ class DashboardState:
 
     def history(self) -> History:
         """From the journal: this account's loop cycles (NAV, TE), and this book's fills, funding
-        and position snapshots on this venue."""
+        and position snapshots on this venue (times ISO 8601 UTC)."""
         with self.journal() as j:
             if j is None:
-                return {"cycles": [], "fills": [], "funding": [], "positions": []}
+                return empty_history()
             account, venue, name = self._whose(j)
-            conn = _reader(j.path)
-        try:
-            return {"cycles": _rows(conn, "SELECT time, reason, action, nav, te_before, te_after, "
-                                          "turnover_usd, margin_ratio, max_drift, message FROM "
-                                          "run_cycles WHERE account = ? ORDER BY id", (account,),
-                                    kind=CycleRow),
-                    "fills": _rows(conn, "SELECT f.time_ms, o.symbol, o.side, f.contracts, f.price, "
-                                         "f.fee, f.plan_id FROM fills f JOIN orders o ON "
-                                         "o.plan_id = f.plan_id AND o.leg = f.leg JOIN plans p ON "
-                                         f"p.plan_id = f.plan_id WHERE {_PLAN_OF} ORDER BY f.id",
-                                   (account, venue, name), kind=FillRow),
-                    "funding": _rows(conn, "SELECT time_ms, symbol, amount FROM funding WHERE "
-                                           "venue = ? AND book_name = ? ORDER BY time_ms",
-                                     (venue, name), kind=FundingRow),
-                    "positions": _rows(conn, "SELECT time_ms, symbol, contracts, cash, plan_id FROM "
-                                             "positions WHERE venue = ? AND book_name = ? ORDER BY id",
-                                       (venue, name), kind=PositionRow)}
-        finally:
-            conn.close()
+            path = j.path
+        return history_rows(path, account, venue, name)
 
     def orders(self, limit: int = 200) -> list[OrderRow]:
         """The latest orders of this account's plans (newest first) with their fills."""
@@ -279,34 +194,19 @@ class DashboardState:
             if j is None:
                 return []
             account, venue, name = self._whose(j)
-            conn = _reader(j.path)
-        try:
-            return _rows(conn, "SELECT o.plan_id, p.venue, o.leg, o.client_id, o.symbol, o.side, "
-                               "o.contracts, o.status, o.filled, o.average, o.fee, o.message, "
-                               "o.updated_ms FROM orders o JOIN plans p ON p.plan_id = o.plan_id "
-                               f"WHERE {_PLAN_OF} ORDER BY o.updated_ms DESC, o.leg LIMIT ?",
-                         (account, venue, name, limit), kind=OrderRow)
-        finally:
-            conn.close()
+            path = j.path
+        return order_rows(path, account, venue, name, limit)
 
     def run_state(self) -> RunState:
-        """``fbr run``'s health file and its latest alerts (from the journal)."""
-        health: dict[str, object] | None = None
-        sdir = self.config.state_dir
-        if sdir is not None and (sdir / "health.json").is_file():
-            health = json.loads((sdir / "health.json").read_text())
-        alerts: list[AlertRow] = []
+        """``fbr run``'s health file (an unreadable one named in ``health_error``) and its latest
+        alerts (from the journal)."""
+        health, problem = read_health(self.config.state_dir)
+        where: tuple[str, Path] | None = None
         with self.journal() as j:
             if j is not None:
-                account = self._whose(j)[0]
-                conn = _reader(j.path)
-                try:
-                    alerts = _rows(conn, "SELECT time, kind, severity, title, text FROM run_alerts "
-                                         "WHERE account = ? ORDER BY id DESC LIMIT 50", (account,),
-                                   kind=AlertRow)
-                finally:
-                    conn.close()
-        return {"health": health, "alerts": alerts}
+                where = self._whose(j)[0], j.path
+        alerts: list[AlertRow] = [] if where is None else alert_rows(where[1], where[0])
+        return {"health": health, "health_error": problem, "alerts": alerts}
 
     def execute(self, confirmed: str) -> ExecuteResult:
         """Send the plan now (``fbr execute`` on the configured venue: paper, or live when the
@@ -353,23 +253,24 @@ class DashboardState:
         return path if path.is_file() and path.resolve().parent == folder.resolve() else None
 
 
-def _reader(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the journal file."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-
-
-def _rows(conn: sqlite3.Connection, sql: str, args: tuple[int | str, ...] = (), *,
-          kind: type[_Row]) -> list[_Row]:
-    """Rows as ``kind`` dicts, one key per selected column (an absent table, e.g. before the
-    first ``fbr run``, gives none)."""
+def read_health(state_dir: Path | None) -> tuple[dict[str, object] | None, str | None]:
+    """(``fbr run``'s health file in ``state_dir``, None when there is none or it cannot be read;
+    why it cannot be read, else None). A file cut short (a loop killed mid-write, a full disk) is
+    named, not fatal: the loop rewrites it every cycle."""
+    if state_dir is None or not (state_dir / HEALTH_FILE).is_file():
+        return None, None
+    path = state_dir / HEALTH_FILE
     try:
-        cur = conn.execute(sql, args)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    names = [d[0] for d in cur.description]
-    return [cast(_Row, dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        if isinstance(doc, dict):
+            return doc, None
+        why = f"holds a JSON {type(doc).__name__}, not an object"
+    return None, (f"health file {path} is unreadable ({why}). fbr run rewrites it every cycle. "
+                  f"Fix: wait for the loop's next cycle; if fbr run is not running, start it again "
+                  f"or delete the file")
 
 
 class PlanChangedError(RefusedError):

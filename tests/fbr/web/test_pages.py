@@ -362,7 +362,7 @@ def test_pages_without_a_journal(make_client: Callable[..., TestClient], world: 
         assert close(doc[key], world.dry_status[key]) == [], key
     assert c.get("/api/history").json() == {"cycles": [], "fills": [], "funding": [], "positions": []}
     assert c.get("/api/orders").json() == []
-    assert c.get("/api/run").json() == {"health": None, "alerts": []}
+    assert c.get("/api/run").json() == {"health": None, "health_error": None, "alerts": []}
     assert "The journal holds no order yet." in get_html(c, "/orders")
     assert "The journal holds no cycles or fills yet" in get_html(c, "/history")
     assert "No health file" in get_html(c, "/run")
