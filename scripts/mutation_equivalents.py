@@ -122,6 +122,8 @@ EQUIVALENT: dict[str, str] = {
         "violation (a float tie at the tolerance); any move must then lower it below 1e-9 - 1e-15",
     "optimizer.rounding.x__best_move__mutmut_49":
         "v <= viol - 1e-15: differs only on an exact float tie at the 1e-15 improvement threshold",
+    "optimizer.rounding.x__allowance__mutmut_18":
+        "moved < tol: differs only on an exact float tie at the tolerance",
     "optimizer.rounding.x__best_move__mutmut_59":
         "m[0] < least + TOL: differs only on an exact float tie at the 1e-9 tie band",
     **dict.fromkeys(
@@ -142,15 +144,15 @@ EQUIVALENT: dict[str, str] = {
         ["optimizer.rounding.x_contracts_of__mutmut_5", "optimizer.rounding.x_exposure_of__mutmut_1"],
         "'and' for 'or' in the all-zero shortcut: an all-zero offset then takes the per-contract "
         "path, which converts no contract (off != 0 nowhere): the plain conversion either way"),
-    "optimizer.rounding.x_snap_small_trades__mutmut_39":
+    "optimizer.rounding.x_snap_small_trades__mutmut_47":
         "size > 51 in the early exit: with the objective not ok, viol is inf and the later "
         "'if small.size > 50: return z' returns z for 51 trades all the same",
-    "optimizer.rounding.x_snap_small_trades__mutmut_49":
+    "optimizer.rounding.x_snap_small_trades__mutmut_57":
         "viol < TOL: at viol == TOL the next test (obj_ok and viol <= best_viol + TOL, best_viol >= 0) "
         "returns the same candidate",
-    "optimizer.rounding.x_snap_small_trades__mutmut_58":
+    "optimizer.rounding.x_snap_small_trades__mutmut_66":
         "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
-    "optimizer.rounding.x_snap_small_trades__mutmut_83":
+    "optimizer.rounding.x_snap_small_trades__mutmut_103":
         "viol < best_viol + TOL: differs only on an exact float tie at the 1e-9 tolerance",
     # executor/journal.py
     **dict.fromkeys(
@@ -159,6 +161,9 @@ EQUIVALENT: dict[str, str] = {
             ("xǁJournalǁ_init_schema", (5, 13)),
             ("xǁJournalǁ_insert_legs", (6, 7, 9, 10)),
             ("xǁJournalǁbook_path", (7, 8)),
+            ("xǁJournalǁsent_between", (7, 8, 10, 11)),
+            ("xǁJournalǁset_silence", (6, 7)),
+            ("xǁJournalǁsilence_until", (7, 8)),
             ("xǁJournalǁclose_plan", (8, 9)),
             ("xǁJournalǁfills", (7, 8, 10, 11)),
             ("xǁJournalǁfills_with_legs", (7, 8, 10, 11)),
@@ -185,6 +190,9 @@ EQUIVALENT: dict[str, str] = {
     "executor.journal_schema.x__migrate__mutmut_11":
         "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
         "(no quoted literal changes case)",
+    "executor.journal.xǁJournalǁ__init____mutmut_37":
+        "getattr default 1 for 0: an error without SQLite's code is then SQLITE_ERROR (1), which "
+        "is neither busy nor storage, the same message as 0",
     "executor.journal.xǁJournalǁ__init____mutmut_14":
         "sqlite3.connect without isolation_level=None: every write runs inside _tx's explicit BEGIN "
         "IMMEDIATE ... COMMIT/ROLLBACK, so Python's implicit transactions never open one",

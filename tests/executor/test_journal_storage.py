@@ -63,3 +63,16 @@ def test_a_journal_another_process_holds_is_called_in_use(tmp_path: Path,
         other.close()
     msg = str(err.value)
     assert "in use by another process" in msg and "free disk space" not in msg
+
+
+def test_an_error_without_sqlites_code_is_not_an_fbr_journal(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DatabaseError raised without SQLite's result code (no ``sqlite_errorcode``: raised by a
+    driver layer, not by SQLite) is read as code 0: neither busy nor storage, so the file is
+    named as not an fbr journal."""
+    def broken(self: Journal) -> None:
+        raise sqlite3.DatabaseError("file is not a database")
+
+    monkeypatch.setattr(Journal, "_init_schema", broken)
+    with pytest.raises(JournalError, match="is not an fbr journal"):
+        Journal(tmp_path / "j.sqlite")

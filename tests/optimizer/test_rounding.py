@@ -521,6 +521,13 @@ def test_snap_tolerance_is_relative_to_the_objective_only_for_a_shift_between_co
     kept = snap_small_trades(one_sided, d, [], terms, threshold=1e-4, objective_tol=1e-12,
                              objective_rel=1e-8)
     np.testing.assert_array_equal(kept, one_sided)
+    # a trade on asset 1, which no factor loads: it moves the exposure through the idiosyncratic
+    # part alone, (0.2 x 5e-5)^2 = 1e-10 in Sigma's metric, so it is a hedge, kept
+    idio_only = np.array([0.5, 0.5, 1.0 + 5e-5])
+    idio_terms = _terms(Quad((0.1, 0.0, 1e-3), (-0.5, 0.0, 1.0 + 5e-5)))
+    kept = snap_small_trades(idio_only, d, [], idio_terms, threshold=1e-4, objective_tol=1e-12,
+                             objective_rel=1e-8)
+    np.testing.assert_array_equal(kept, idio_only)
     # a raise of 2 x 0.201 x (5e-5)^2 = 1.005e-9 is past 1.001e-9: the shift is kept
     terms = _terms(Quad((0.201, 0.201, 0.1), target))
     kept = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
