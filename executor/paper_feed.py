@@ -28,8 +28,9 @@ account has no record of it): a paper account is an approximation, its funding i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -37,8 +38,18 @@ from executor.base import ExchangeGateway
 from executor.paper import PaperGateway, PaperStore
 from executor.plan import Instrument
 from models.book import Book
-from models.instruments import ContractKind
+from models.instruments import ContractKind, FuturesContract
 from models.market import MarketSnapshot, settlements_between
+
+
+@runtime_checkable
+class FundingIntervals(Protocol):
+    """A price source that states its exchange's funding intervals (``executor.ccxt_gateway``:
+    the exchange's symbols and its funding-info list)."""
+
+    def exchange_symbol(self, contract: FuturesContract) -> str: ...
+
+    def funding_hours(self, symbols: Iterable[str]) -> dict[str, float]: ...
 
 
 def exchange_intervals(source: ExchangeGateway, book: Book) -> dict[str, float]:
@@ -48,12 +59,10 @@ def exchange_intervals(source: ExchangeGateway, book: Book) -> dict[str, float]:
     Binance perpetuals it leaves out), else the book's ``funding_interval_h`` (a source that
     states none)."""
     perps = [c for c in book.contracts if c.kind == ContractKind.PERPETUAL]
-    read = getattr(source, "funding_hours", None)
-    symbol_of = getattr(source, "exchange_symbol", None)
     listed: dict[str, float] = {}
-    if perps and read is not None and symbol_of is not None:
-        names = {c.symbol: str(symbol_of(c)) for c in perps}
-        hours: Mapping[str, float] = read(list(names.values()))
+    if perps and isinstance(source, FundingIntervals):
+        names = {c.symbol: source.exchange_symbol(c) for c in perps}
+        hours = source.funding_hours(list(names.values()))
         listed = {s: float(hours[x]) for s, x in names.items() if x in hours}
     return {c.symbol: listed.get(c.symbol, c.funding_interval_h) for c in perps}
 
