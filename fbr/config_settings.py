@@ -55,7 +55,7 @@ CONSTRAINT_KEYS = tuple(f.name for f in dataclasses.fields(ConstraintSettings))
 STRESS_KEYS = ("name", "returns", "common")
 CLUSTER_KEYS = ("name", "assets", "band")
 SOLVER_KEYS = ("solvers", "objective_scale", "round_lots", "noise_trade_weight", "noise_objective",
-               "noise_objective_rel", "horizon", *SPOT_SOLVER_KEYS)
+               "noise_objective_flat", "horizon", *SPOT_SOLVER_KEYS)
 
 
 def parse_settings(data: Mapping[str, object], risk_table: Table, book: Book) -> OptimizerSettings:
@@ -78,7 +78,7 @@ def parse_settings(data: Mapping[str, object], risk_table: Table, book: Book) ->
         kwargs["objective_scale"] = positive(solver["objective_scale"], "solver.objective_scale")
     if "round_lots" in solver:
         kwargs["round_lots"] = boolean(solver["round_lots"], "solver.round_lots")
-    for key in ("noise_trade_weight", "noise_objective", "noise_objective_rel"):
+    for key in ("noise_trade_weight", "noise_objective", "noise_objective_flat"):
         if key in solver:
             kwargs[key] = nonneg(solver[key], f"solver.{key}")
     # the spot leg: [solver] spot_leg, [tax], [[lots]] (fbr.config_tax); off unless asked for

@@ -276,7 +276,7 @@ class Rebalancer:
             if isinstance(hp, PlannerProblem) and res.x is not None:
                 plan = plan_of(hp.plan_z(res), d, hp.plan_spot(res))
             dp = after_spot(d, spot)
-            noise = settings.noise_trade_weight, settings.noise_objective, settings.noise_objective_rel
+            noise = settings.noise_trade_weight, settings.noise_objective, settings.noise_objective_flat
             z_unrounded = snap_small_trades(np.asarray(res.z), dp, cons, hp.terms, *noise)
             if spot is not None:  # the futures take up what the spot rounding left out
                 z_unrounded = absorb_spot_gap(z_unrounded, dp, _spot_gap(hp, res, spot), cons,

@@ -62,11 +62,12 @@ def objective_value(z: np.ndarray, d: ProblemData, terms: Sequence[Term]) -> flo
 
 def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Constraint],
                       terms: Sequence[Term], threshold: float, objective_tol: float,
-                      objective_rel: float = 0.0) -> np.ndarray:
+                      flat_tol: float = 0.0) -> np.ndarray:
     """Cancel trades that are solver noise: set z_j = z0_j where |z_j - z0_j| < ``threshold`` (weight
     units) when that neither raises the objective f (numpy) by more than its allowance
-    (:func:`_allowance`: ``objective_tol``, TE^2 units, plus ``objective_rel`` x |f(z)| for a
-    cancellation that leaves the assets' exposure as it is) nor breaks a constraint more.
+    (:func:`_allowance`: ``objective_tol``, TE^2 units, or ``flat_tol`` for a cancellation that
+    moves no asset's exposure by more than ``NOISE_EXPOSURE`` of the base) nor breaks a constraint
+    more.
 
     Solvers stop at a tolerance, so re-solving from a solution would otherwise trade dust; with
     linear costs the exact optimum of such a re-solve is z0 itself, which this recovers. All the
@@ -80,7 +81,7 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     cand = z.copy()
     cand[small] = d.z0[small]
     obj = objective_value(cand, d, terms)
-    obj_ok = obj <= best_obj + _allowance(z, cand, d, objective_tol, objective_rel * abs(best_obj))
+    obj_ok = obj <= best_obj + _allowance(z, cand, d, objective_tol, flat_tol)
     if not obj_ok and small.size > 50:
         return z
     viol = total_violation(cand, d, constraints) if obj_ok else math.inf
@@ -96,7 +97,7 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
         cand = best.copy()
         cand[j] = d.z0[j]
         obj = objective_value(cand, d, terms)
-        if obj > best_obj + _allowance(best, cand, d, objective_tol, objective_rel * abs(best_obj)):
+        if obj > best_obj + _allowance(best, cand, d, objective_tol, flat_tol):
             continue
         viol = total_violation(cand, d, constraints)
         if viol <= best_viol + TOL:
@@ -104,18 +105,22 @@ def snap_small_trades(z: np.ndarray, d: ProblemData, constraints: Sequence[Const
     return best
 
 
-def _allowance(z: np.ndarray, cand: np.ndarray, d: ProblemData, tol: float, relative: float) -> float:
-    """How far cancelling ``z`` to ``cand`` may raise the objective (TE^2 units): ``tol``, plus
-    ``relative`` (objective_rel x |f|) when the cancellation moves the assets' exposure by at most
-    ``tol`` in Sigma's metric, (B dz)' Sigma (B dz) <= tol, dz = z - cand: a shift between
-    contracts on one asset, which only its carry, basis and costs price and which solvers leave
-    within their accuracy, relative to f. A cancellation that moves exposure (a real hedge, whose
-    worth sigma^2 dz^2 has nothing to do with the size of f) gets ``tol`` alone."""
-    if relative <= 0:
+#: A cancellation that moves no asset's exposure by more than this (weight units: a fraction of
+#: the base; the accuracy to which fbr's answers are checked against an independent reference)
+#: changes nothing a user or a reference can see.
+NOISE_EXPOSURE = 1e-5
+
+
+def _allowance(z: np.ndarray, cand: np.ndarray, d: ProblemData, tol: float, flat: float) -> float:
+    """How far cancelling ``z`` to ``cand`` may raise the objective (TE^2 units): ``flat`` when the
+    cancellation moves no asset's exposure by more than :data:`NOISE_EXPOSURE` of the base,
+    max_i |(B (z - cand))_i| (a shift between contracts on one asset, or dust: solvers leave such
+    moves within their accuracy, about 1e-9 of f's units), else ``tol`` (a real hedge, whose worth
+    sigma^2 dz^2 can be far below 1e-9 and is kept from about 2e-6 of the base at tol 1e-12)."""
+    if flat <= tol:
         return tol
-    de = d.B @ (z - cand)
-    moved = float(np.sum((d.F.T @ de) ** 2) + np.sum((d.sqrt_idio * de) ** 2))
-    return tol + relative if moved <= tol else tol
+    moved = float(np.max(np.abs(d.B @ (z - cand)), initial=0.0))
+    return flat if moved <= NOISE_EXPOSURE else tol
 
 
 def contracts_of(z: np.ndarray, d: ProblemData, npc: np.ndarray, q0: np.ndarray) -> np.ndarray:

@@ -218,14 +218,14 @@ class OptimizerSettings:
     #: raise the objective (solver noise, not a decision; see optimizer.rounding.snap_small_trades)
     noise_trade_weight: float = 1e-4
     #: ... and when cancelling raises the objective f (TE^2 + costs, annualised) by at most
-    #: noise_objective, or noise_objective + noise_objective_rel x |f| for a cancellation that
-    #: leaves the assets' exposure as it is (a shift between contracts on one asset: solvers leave
-    #: such shifts within their accuracy, relative to f; a re-solve moved 1e-5 of the base between
-    #: two contracts for 2e-10 of an objective of 0.09). A trade that moves exposure by delta
-    #: (weight), worth about sigma^2 delta^2, is kept from about 2e-6 of the base on whatever f is
-    #: (1e-9 alone had cancelled real hedges up to 6e-5 of it); 0 for all turns it off
+    #: noise_objective, or noise_objective_flat for a cancellation that moves no asset's exposure by
+    #: more than optimizer.rounding.NOISE_EXPOSURE (1e-5) of the base (a shift between contracts on
+    #: one asset, or dust: solvers leave such moves within about 1e-9; a re-solve moved 1e-5 of the
+    #: base between a perpetual and a quarterly for 2e-10). A trade that moves exposure by more,
+    #: worth about sigma^2 delta^2, is kept from about 2e-6 of the base on (1e-9 for every trade
+    #: had cancelled real hedges up to 6e-5 of it); 0 for all turns the cancellation off
     noise_objective: float = 1e-12
-    noise_objective_rel: float = 1e-8
+    noise_objective_flat: float = 1e-9
     #: from this many assets on, a risk model with more than ``factor_max`` loading columns (e.g.
     #: a full covariance, N columns) is solved in its K-factor form F F' + diag(d), K <=
     #: ``factor_max`` (models.factor_form; exact when Sigma has that structure, else the

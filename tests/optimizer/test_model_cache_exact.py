@@ -15,6 +15,7 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.rebalance import Rebalancer
+from optimizer.rounding import NOISE_EXPOSURE
 from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
 
 N = 150
@@ -112,5 +113,7 @@ def test_a_25_factor_model_at_400_assets_is_solved_as_it_is() -> None:
     x = np.array([p.notional for p in sol.target_positions]) / V
     d1 = s + B @ z_ref - w
     assert not any("factor form" in m for m in sol.messages)
-    assert np.max(np.abs(x - z_ref)) <= 1e-6
-    assert abs(sol.tracking_error_after - np.sqrt(d1 @ S @ d1)) <= 1e-7
+    # within the reference accuracy, 1e-5 of the base: a hedge moving exposure by no more may be
+    # cancelled as solver noise (optimizer.rounding.NOISE_EXPOSURE); the 20-factor fit was 5.5e-4 off
+    assert np.max(np.abs(x - z_ref)) <= NOISE_EXPOSURE
+    assert abs(sol.tracking_error_after - np.sqrt(d1 @ S @ d1)) <= 1e-6

@@ -14,6 +14,7 @@ import pytest
 from models.instruments import FuturesContract
 from optimizer.constraint_base import Constraint
 from optimizer.rounding import (
+    NOISE_EXPOSURE,
     TOL,
     broken_rows,
     objective_value,
@@ -497,40 +498,39 @@ max_gross_leverage = 1.0
     assert gross <= 1.0 + 1e-9
 
 
-def test_snap_tolerance_is_relative_to_the_objective_only_for_a_shift_between_contracts() -> None:
-    """Two contracts on asset 0 (z_0, z_1) and one on asset 1 (z_2, held at 1.0, so the objective
-    is 0.1 x 1^2 = 0.1). A shift of 5e-5 from contract 1 to contract 0 leaves asset 0's exposure as
-    it is; cancelling it raises the objective by 2 x 1e-3 x (5e-5)^2 = 5e-12 (either leg alone by
-    half that, and it moves the exposure): above an absolute 1e-12, so kept by default
-    (objective_rel 0), and within 1e-12 + 1e-8 x 0.1 = 1.001e-9 when the tolerance is relative
-    too. A one-sided trade of the same size moves asset 0's exposure (by
-    (0.5^2 + 0.1^2) x (5e-5)^2 = 6.5e-10 in Sigma's metric): a real hedge, judged by the absolute
-    tolerance alone, so kept even with objective_rel."""
+def test_snap_flat_tolerance_only_for_a_cancellation_that_moves_no_exposure() -> None:
+    """Two contracts on asset 0 (z_0, z_1) and one on asset 1 (z_2). A shift of 5e-5 from contract
+    1 to contract 0 leaves asset 0's exposure as it is; cancelling it raises the objective by
+    2 x 1e-3 x (5e-5)^2 = 5e-12: above the strict 1e-12, so kept by default (flat_tol 0), and
+    within flat_tol = 1e-9, which a cancellation moving no asset's exposure by more than
+    NOISE_EXPOSURE (1e-5 of the base) may use. A one-sided trade of 5e-5 moves asset 0's exposure
+    by 5e-5: a real hedge, judged by the strict tolerance alone; one of 5e-6 (dust) by 5e-6, within
+    NOISE_EXPOSURE: cancelled within flat_tol (its cancellation costs 0.1 x (5e-6)^2 = 2.5e-12)."""
     d: Any = SimpleNamespace(prices=np.array([100.0] * 3), V=1000.0, exposure_offset=None,
-                             z0=np.array([0.5, 0.5, 1.0]), F=np.array([[0.5], [0.0]]),
-                             B=np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
-                             sqrt_idio=np.array([0.1, 0.2]))
+                             z0=np.array([0.5, 0.5, 1.0]),
+                             B=np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    assert NOISE_EXPOSURE == 1e-5
     shift = np.array([0.5 + 5e-5, 0.5 - 5e-5, 1.0])
     target = (0.5 + 5e-5, 0.5 - 5e-5, 0.0)
-    terms = _terms(Quad((1e-3, 1e-3, 0.1), target))
+    terms = _terms(Quad((1e-3, 1e-3, 0.0), target))
     kept = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12)
     np.testing.assert_array_equal(kept, shift)
-    out = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
+    out = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, flat_tol=1e-9)
     np.testing.assert_array_equal(out, [0.5, 0.5, 1.0])
     one_sided = np.array([0.5 + 5e-5, 0.5, 1.0])
-    kept = snap_small_trades(one_sided, d, [], terms, threshold=1e-4, objective_tol=1e-12,
-                             objective_rel=1e-8)
+    kept = snap_small_trades(one_sided, d, [], _terms(Quad((1e-3, 0.0, 0.0), (0.5 + 5e-5, 0.0, 0.0))),
+                             threshold=1e-4, objective_tol=1e-12, flat_tol=1e-9)
     np.testing.assert_array_equal(kept, one_sided)
-    # a trade on asset 1, which no factor loads: it moves the exposure through the idiosyncratic
-    # part alone, (0.2 x 5e-5)^2 = 1e-10 in Sigma's metric, so it is a hedge, kept
-    idio_only = np.array([0.5, 0.5, 1.0 + 5e-5])
-    idio_terms = _terms(Quad((0.1, 0.0, 1e-3), (-0.5, 0.0, 1.0 + 5e-5)))
-    kept = snap_small_trades(idio_only, d, [], idio_terms, threshold=1e-4, objective_tol=1e-12,
-                             objective_rel=1e-8)
-    np.testing.assert_array_equal(kept, idio_only)
-    # a raise of 2 x 0.201 x (5e-5)^2 = 1.005e-9 is past 1.001e-9: the shift is kept
-    terms = _terms(Quad((0.201, 0.201, 0.1), target))
-    kept = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, objective_rel=1e-8)
+    dust = np.array([0.5 + 5e-6, 0.5, 1.0])
+    dust_terms = _terms(Quad((0.1, 0.0, 0.0), (0.5 + 5e-6, 0.0, 0.0)))
+    np.testing.assert_array_equal(snap_small_trades(dust, d, [], dust_terms, threshold=1e-4,
+                                                    objective_tol=1e-12), dust)
+    out = snap_small_trades(dust, d, [], dust_terms, threshold=1e-4, objective_tol=1e-12,
+                            flat_tol=1e-9)
+    np.testing.assert_array_equal(out, [0.5, 0.5, 1.0])
+    # a raise of 2 x 0.201 x (5e-5)^2 = 1.005e-9 is past flat_tol: the shift is kept
+    terms = _terms(Quad((0.201, 0.201, 0.0), target))
+    kept = snap_small_trades(shift, d, [], terms, threshold=1e-4, objective_tol=1e-12, flat_tol=1e-9)
     np.testing.assert_array_equal(kept, shift)
 
 
