@@ -272,12 +272,9 @@ def _data_returns(data_dir: Path, symbols: Sequence[str], end: pd.Timestamp) -> 
     """Daily simple returns of the data folder's spot closes up to ``end``, common span only, each
     over one day: where a bar is missing (in any symbol's file) the return across the gap spans
     two days or more and is left out, not counted as one day's."""
-    from models.risk import returns_from_prices
+    from models.trailing_risk import one_step_returns
 
-    closes = until(spot_closes(data_dir, symbols, "risk"), end)
-    returns = returns_from_prices(closes)
-    spans = pd.Series(pd.DatetimeIndex(closes.index)).diff().iloc[1:].to_numpy()
-    return pd.DataFrame(returns.loc[spans == np.timedelta64(1, "D")])
+    return one_step_returns(until(spot_closes(data_dir, symbols, "risk"), end), pd.Timedelta(days=1))
 
 
 def _synthetic_basis(model: RiskModel, table: Table, book: Book, market: MarketSnapshot,

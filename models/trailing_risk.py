@@ -42,13 +42,13 @@ class RiskEstimator:
     n_factors: int | None = None
 
 
-def one_step_returns(prices: pd.DataFrame) -> pd.DataFrame:
-    """Simple returns p_t / p_{t-1} - 1 of ``prices`` over one step (the median spacing of its
-    index): a row after a missing bar (spacing above the step) is left out, as its return spans two
-    steps or more."""
+def one_step_returns(prices: pd.DataFrame, step: pd.Timedelta | None = None) -> pd.DataFrame:
+    """Simple returns p_t / p_{t-1} - 1 of ``prices`` over one step (``step``, else the median
+    spacing of its index): a row after a missing bar (spacing above the step) is left out, as its
+    return spans two steps or more."""
     returns = returns_from_prices(prices)
     spans = pd.Series(pd.DatetimeIndex(prices.index)).diff().iloc[1:].reset_index(drop=True)
-    return returns.loc[(spans <= spans.median()).to_numpy()]
+    return pd.DataFrame(returns.loc[(spans <= (spans.median() if step is None else step)).to_numpy()])
 
 
 class TrailingRisk:
