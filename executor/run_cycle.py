@@ -15,7 +15,9 @@
 5. **gate** (:func:`gate`): trade only when the fall in squared tracking error beats the cost,
    TE_before^2 - TE_after^2 > gamma_trade x C / V, C the plan's trading cost (USD: fees, half
    spread and 3/2-power impact of ``models.costs.CostModel`` on the legs' notionals) and V the base
-   (USD); the same rule as ``fbr status``'s "rebalance due". A de-risk skips the gate.
+   (USD); the same rule as ``fbr status``'s "rebalance due". A de-risk skips the gate, and so
+   does a plan of an optimising policy that mends a broken hard margin row by more than it costs
+   (:func:`repair_check`, ``fbr status``'s other "due").
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import pandas as pd
 from executor.base import ExchangeGateway
 from executor.ccxt_metadata import with_instruments, with_status
 from executor.plan import Instrument, OrderPlan, tracking_error_of
+from executor.repair import Repair, repair_of
 from executor.workflow import require_tradeable
 from models.book import Book
 from models.costs import CostModel
@@ -174,6 +177,8 @@ class Gate:
     cost: float
     te_before: float
     te_after: float
+    #: the plan's trading cost C (USD)
+    cost_usd: float = 0.0
 
     @property
     def open(self) -> bool:
@@ -193,7 +198,20 @@ def gate(view: View, plan: OrderPlan, risk: RiskModel, costs: CostSettings,
     c = plan_cost(view.book, view.market, plan, daily_vol if costs.impact else {},
                   costs.impact_k)
     cost = gamma_trade * c / base if base > 0 else math.inf
-    return Gate(te0 ** 2 - te1 ** 2, cost, te0, te1)
+    return Gate(te0 ** 2 - te1 ** 2, cost, te0, te1, c)
+
+
+def repair_check(policy: Policy, book: Book, market: MarketSnapshot, plan: OrderPlan,
+                 trading_cost_usd: float) -> Repair | None:
+    """The repair the plan makes to the hard margin rows of an optimising policy's book
+    (:mod:`executor.repair`: due when it mends more shortfall than its trading cost, USD), so a
+    gate shut on tracking error still lets a plan through that restores a broken stress row;
+    None for other policies (their targets keep no such rows)."""
+    if not isinstance(policy, OptimizedFutures):
+        return None
+    risk = policy.risk(market.time) if callable(policy.risk) else policy.risk
+    d = prepare(book, market, risk, policy.settings)
+    return repair_of(d, book, market, plan.start, plan.reachable, trading_cost_usd)
 
 
 def plan_turnover(plan: OrderPlan) -> float:

@@ -325,10 +325,12 @@ class Runner(RestartHandler):
 
     # --- the day ------------------------------------------------------------------------------
     def _day(self, now: datetime, view: View) -> None:
-        """On a new UTC day: the previous day's summary, then the new day's opening NAV."""
+        """On a new UTC day: the previous day's summary, then the new day's opening NAV. A clock
+        stepped back to an earlier day (an NTP correction across midnight) starts no day: the
+        later day's halt, opening NAV and summary stand (ISO dates compare as strings)."""
         today = now.date().isoformat()
         day = self.store.get("day")
-        if day == today:
+        if day is not None and today <= day:
             return
         if day is not None:
             self._summary(now, day, view)

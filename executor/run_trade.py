@@ -35,6 +35,7 @@ from executor.run_cycle import (
     margin_ratio,
     notional_after,
     plan_turnover,
+    repair_check,
 )
 from executor.run_settings import RunSettings
 from executor.run_store import CycleRecord, RunStore
@@ -144,9 +145,16 @@ class CycleTrader:
             return base
         if self.settings.gate and not force:
             g = gate(view, plan, self._risk(now), self.settings.costs, self.venue.daily_vol)
-            if not g.open:
+            repair = None if g.open else repair_check(self.policy, view.book, view.market, plan,
+                                                      g.cost_usd)
+            if not g.open and (repair is None or not repair.due):
                 return with_fields(base, action="held", te_after=g.te_after,
                              message=f"TE^2 fall {g.benefit:.3g} <= cost {g.cost:.3g}")
+            if repair is not None:
+                self.alerts.emit(AlertKind.MARGIN, Severity.WARNING, "repairing a hard margin row",
+                                 f"{'; '.join(repair.broken)}: the plan mends it for "
+                                 f"{repair.trading_cost_usd:,.2f} USD of trading cost, although "
+                                 f"its TE^2 fall {g.benefit:.3g} <= cost {g.cost:.3g}", now)
         return None if force else self._limits(now, view, plan, base)
 
     def _limits(self, now: datetime, view: View, plan: OrderPlan,

@@ -18,7 +18,9 @@ and whether a rebalance is due (with the plan it would send).
      current funding rate, n_j = floor(hours since the rebalance / funding interval) settlements;
 - a rebalance is due when the plan has legs and its fall in TE^2 beats its trading cost in the
   optimiser's units: TE_before^2 - TE_after^2 > gamma_trade x trading cost / V, TE_after the TE
-  the plan's lot-rounded orders reach (the solution's own when the plan has no risk model).
+  the plan's lot-rounded orders reach (the solution's own when the plan has no risk model); or
+  when the positions break a hard margin row (maintenance, initial margin, a stress scenario) and
+  the plan mends more of that shortfall (USD) than it costs (:mod:`executor.repair`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from executor.base import ExchangeGateway
 from executor.journal import Journal, now_ms
 from executor.plan import Instrument, OrderPlan, PlanOptions, plan_orders, tracking_error_of
 from executor.plan_doc import OrderPlanDoc
+from executor.repair import Repair, repair_of
 from executor.safety import SafetyError, redact
 from executor.workflow import require_tradeable
 from models.book import Book
@@ -120,6 +123,8 @@ class StatusReport:
     alerts: tuple[str, ...] = ()
     #: no plan is possible: the constraints cannot all hold, or the book is liquidatable now
     infeasible: bool = False
+    #: the hard margin rows the positions break that make the rebalance due (``DueTest.repairs``)
+    repairs: tuple[str, ...] = ()
 
     def to_dict(self) -> StatusDoc:
         """JSON-ready dict."""
@@ -186,6 +191,7 @@ class StatusDoc(TypedDict):
     positions: dict[str, float]
     alerts: tuple[str, ...]
     infeasible: bool
+    repairs: tuple[str, ...]
 
 
 def liquidation_move(book: Book, market: MarketSnapshot, direction: float) -> float | None:
@@ -260,24 +266,31 @@ class DueTest:
     trading_cost_usd: float
     #: the solve found no point meeting every hard constraint (a book liquidatable now included)
     infeasible: bool = False
+    #: the hard margin rows the positions break now, when the plan mends more of that shortfall
+    #: than it costs (``executor.repair``): due for safety, whatever the TE rule says
+    repairs: tuple[str, ...] = ()
 
 
 #: the test of a book that plans nothing (infeasible): nothing is due
 NOTHING_DUE = DueTest(False, 0.0, 0.0, None, 0.0, infeasible=True)
 
 
-def due(solution: Solution, plan: OrderPlan, gamma_trade: float) -> DueTest:
+def due(solution: Solution, plan: OrderPlan, gamma_trade: float,
+        repair: Repair | None = None) -> DueTest:
     """The due test of ``plan`` (the spot leg's trades' cost counts too): see the module
     docstring. The fall is to the TE the plan reaches (lot-rounded, after dropped orders) when the
     plan knows it, else to the solution's: a plan whose lots cannot get nearer the target than
-    the book is now is not due, however far the unrounded solution would go."""
+    the book is now is not due, however far the unrounded solution would go. A plan that mends a
+    broken hard margin row by more than it costs (``repair``, :mod:`executor.repair`) is due too."""
     reached = plan.tracking_error_residual
     after = solution.tracking_error_after if reached is None else reached
     benefit = solution.tracking_error_before ** 2 - after ** 2
     spot = solution.spot_costs.trading if solution.spot_costs is not None else 0.0
     trading = solution.costs.trading + spot
     cost = gamma_trade * trading / solution.base if solution.base > 0 else math.inf
-    return DueTest(bool(plan.legs) and benefit > cost, benefit, cost, after, trading)
+    repairs = repair.broken if repair is not None and repair.due else ()
+    return DueTest(bool(plan.legs) and (benefit > cost or bool(repairs)), benefit, cost, after,
+                   trading, repairs=repairs if plan.legs else ())
 
 
 def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot, risk: RiskModel,
@@ -302,7 +315,7 @@ def account_status(gateway: ExchangeGateway, book: Book, market: MarketSnapshot,
                         rebalance_due=test.due, benefit=test.benefit, cost=test.cost,
                         tracking_error_after=test.tracking_error_after,
                         trading_cost_usd=test.trading_cost_usd, plan=plan, positions=q,
-                        alerts=alerts, infeasible=test.infeasible)
+                        alerts=alerts, infeasible=test.infeasible, repairs=test.repairs)
 
 
 def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings: OptimizerSettings,
@@ -316,7 +329,8 @@ def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings:
     so does a plan above a safety limit (per order, per plan): the alert names the limit."""
     try:
         solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings)
-        require_tradeable(solution, prepare(book, market, risk, settings))
+        data = prepare(book, market, risk, settings)
+        require_tradeable(solution, data)
         plan = plan_orders(solution, book, market, instruments, options, risk=risk)
     except InfeasibleError as exc:
         return no_plan(book, options.venue, positions), NOTHING_DUE, (redact(str(exc)),)
@@ -324,7 +338,9 @@ def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings:
         test = due(solution, no_plan(book, options.venue, positions), settings.costs.gamma_trade)
         return (no_plan(book, options.venue, positions),
                 replace(test, due=test.benefit > test.cost), (redact(str(exc)),))
-    return plan, due(solution, plan, settings.costs.gamma_trade), ()
+    trading = solution.costs.trading
+    repair = repair_of(data, book, market, plan.start, plan.reachable, trading)
+    return plan, due(solution, plan, settings.costs.gamma_trade, repair), ()
 
 
 def no_plan(book: Book, venue: str, positions: Mapping[str, float]) -> OrderPlan:

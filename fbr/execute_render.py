@@ -162,8 +162,13 @@ def _print_status(rep: StatusReport) -> None:
 
 def due_text(rep: StatusReport) -> str:
     """The due test in user units: the tracking error the plan reaches and its trading cost, then
-    the rule's figures (TE^2 fall against gamma_trade x cost / base, squared annualised)."""
+    the rule's figures (TE^2 fall against gamma_trade x cost / base, squared annualised), and the
+    broken hard rows that make it due for safety (rich markup escaped)."""
+    from rich.markup import escape
+
     te = ("" if rep.tracking_error_after is None else
           f"tracking error {_pct(rep.tracking_error)} -> {_pct(rep.tracking_error_after)} for ")
+    repair = ("" if not rep.repairs else
+              f"; due to repair: {escape('; '.join(rep.repairs))}, which the plan mends")
     return (f"{te}{rep.trading_cost_usd:,.2f} USD of trading cost (due when the fall in TE² beats "
-            f"gamma_trade x cost / base: {rep.benefit:.3g} vs {rep.cost:.3g})")
+            f"gamma_trade x cost / base: {rep.benefit:.3g} vs {rep.cost:.3g}){repair}")

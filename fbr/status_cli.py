@@ -104,6 +104,7 @@ class StatusJson(TypedDict):
     positions: dict[str, float]
     alerts: tuple[str, ...]
     infeasible: bool
+    repairs: tuple[str, ...]
 
 
 def status_json(doc: StatusDoc) -> StatusJson:

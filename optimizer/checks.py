@@ -86,6 +86,25 @@ def position_breaches(d: ProblemData, x: np.ndarray) -> tuple[str, ...]:
     return tuple(out)
 
 
+def hard_row_gaps(d: ProblemData, x: np.ndarray) -> dict[str, float]:
+    """The USD by which positions ``x`` (USD, ``d.contracts`` order) break each hard margin row of
+    the module docstring (> 0: broken by that much; <= 0: kept with that much to spare), by row
+    label: ``maintenance`` = sum_j MM_j(|x_j|) - C (only with a position open), ``margin`` =
+    sum_j IM_j(|x_j|) - (the hard initial-margin budget x V) (only when the margin row is on),
+    ``stress[name]`` = - the scenario's margin surplus."""
+    model = d.margin_model
+    state = margin_state(model, x, d.collateral)
+    gaps: dict[str, float] = {}
+    if np.any(x != 0):
+        gaps["maintenance"] = state.maintenance - state.collateral
+    if d.settings.constraints.margin and d.margin_budget is not None:
+        gaps["margin"] = state.initial - d.margin_budget.hard * d.V
+    for k, name in enumerate(d.stress_names):
+        gaps[f"stress[{name}]"] = -model.stress_surplus(x, float(d.stress_coll[k]) * d.V,
+                                                        d.stress_g[k])
+    return gaps
+
+
 def order_blockers(status: str, conflicts: tuple[ConflictReport, ...], d: ProblemData,
                    x: np.ndarray, opposing: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Why a solution must not become orders: an infeasible status (naming the conflicting

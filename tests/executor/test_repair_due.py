@@ -1,0 +1,114 @@
+"""A rebalance due for safety (``executor.repair``): positions that break a hard margin row make a
+plan that mends it due in ``fbr status`` and let it through the daily loop's cost gate, even when
+it raises tracking error; a breach no larger than the repair's trading cost does not.
+
+The book (``exec_helpers.three_asset_book``): 0.1 BTC, 1 ETH, 10 SOL against 50/30/20, one linear
+perp each (taker fee 5 bp, flat maintenance 0.5 %, leverage 50: initial margin 39.60 USD), no
+half spread. At BTC 70,000 / ETH 3,000 / SOL 200 the naive hedge is -0.014 / +0.2 / +2 contracts
+(-980 / +600 / +400 USD), which the book already holds (entries at the marks: no uPnL), on 50 USD
+of cash. The scenario "sol alone -60%" moves SOL only: the long 400 USD of SOL-PERP loses 240 USD
+and its maintenance falls to 0.005 x 160, so the surplus is, by hand,
+
+    50 - 240 - 0.005 x (980 + 600 + 160) = -198.70 USD,
+
+a breach of 198.70 USD that a repair costing cents mends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+from exec_helpers import market, risk_model, three_asset_book
+
+from executor.paper import PaperGateway
+from executor.plan import PlanOptions, book_instruments
+from executor.repair import Repair
+from executor.status import account_status, due
+from models.book import Book, FuturesPosition
+from models.instruments import FuturesContract, MarginTiers
+from models.market import MarketSnapshot
+from optimizer.checks import hard_row_gaps
+from optimizer.prepare import prepare
+from optimizer.settings import OptimizerSettings, StressScenario
+
+PRICES = {"BTC": 70_000.0, "ETH": 3_000.0, "SOL": 200.0}
+HEDGE = {"BTC-PERP": -0.014, "ETH-PERP": 0.2, "SOL-PERP": 2.0}
+SOL_ALONE = StressScenario("sol alone -60%", {"SOL": -0.6})
+
+
+def _contracts() -> dict[str, FuturesContract]:
+    return {f"{a}-PERP": FuturesContract(f"{a}-PERP", a, tiers=MarginTiers.flat(50.0, 0.005),
+                                         leverage=50.0)
+            for a in ("BTC", "ETH", "SOL")}
+
+
+def _book(cash: float = 50.0) -> Book:
+    futures = {s: FuturesPosition(q, PRICES[s.split("-")[0]]) for s, q in HEDGE.items()}
+    return three_asset_book(_contracts(), futures=futures, cash=cash)
+
+
+def _market() -> MarketSnapshot:
+    return dataclasses.replace(market(PRICES), time=pd.Timestamp("2024-06-01", tz="UTC"))
+
+
+def _settings(*stress: StressScenario) -> OptimizerSettings:
+    base = OptimizerSettings()
+    return dataclasses.replace(base, constraints=dataclasses.replace(base.constraints, stress=stress))
+
+
+def test_hard_row_gaps_by_hand() -> None:
+    book, m = _book(), _market()
+    d = prepare(book, m, risk_model(), _settings(SOL_ALONE))
+    gaps = hard_row_gaps(d, d.z0 * d.V)
+    assert gaps["stress[sol alone -60%]"] == pytest.approx(198.70, abs=1e-6)
+    # maintenance now: 0.005 x (980 + 600 + 400) = 9.90 USD against 50 USD of collateral; initial
+    # margin 1,980 / 50 = 39.60 USD against the same 50 (no buffer)
+    assert gaps["maintenance"] == pytest.approx(9.90 - 50.0, abs=1e-6)
+    assert gaps["margin"] == pytest.approx(39.60 - 50.0, abs=1e-6)
+
+
+def test_status_calls_a_plan_that_mends_a_broken_stress_row_due() -> None:
+    book, m = _book(), _market()
+    settings = _settings(SOL_ALONE)
+    rep = account_status(PaperGateway(book, m), book, m, risk_model(), settings,
+                         PlanOptions(venue="paper"), book_instruments(book), None)
+    # the book sits on the naive hedge: mending the row raises TE, so the TE rule alone says no
+    assert rep.plan.legs and rep.benefit <= rep.cost
+    assert rep.rebalance_due
+    assert rep.repairs == ("stress[sol alone -60%] broken by 198.70 USD",)
+    # the plan's positions keep the row (the optimiser's own, before the fills' fees)
+    held = book.with_futures(rep.plan.reachable, m)
+    d = prepare(held, m, risk_model(), settings)
+    assert hard_row_gaps(d, d.z0 * d.V)["stress[sol alone -60%]"] <= 1e-6 * d.V
+    assert rep.trading_cost_usd < 1.0  # cents of fees mend 198.70 USD of shortfall
+
+
+def test_status_without_the_scenario_is_not_due() -> None:
+    book, m = _book(), _market()
+    rep = account_status(PaperGateway(book, m), book, m, risk_model(), _settings(),
+                         PlanOptions(venue="paper"), book_instruments(book), None)
+    assert not rep.rebalance_due and rep.repairs == ()
+
+
+@pytest.mark.parametrize(("now", "after", "cost", "is_due"),
+                         [(10.0, 0.0, 12.0, False), (10.0, 0.0, 8.0, True),
+                          (10.0, 3.0, 8.0, False), (10.0, 10.0, 0.0, False)])
+def test_a_repair_is_due_when_it_mends_more_than_it_costs(now: float, after: float, cost: float,
+                                                           is_due: bool) -> None:
+    """S(now) - S(after) > C (USD): 10 - 0 > 8 is due, 10 - 0 > 12 is not, nor a plan that mends
+    7 of 10 for 8, nor one that mends nothing."""
+    from exec_helpers import solution_with
+
+    from executor.plan import plan_orders
+
+    book = three_asset_book()
+    sol = dataclasses.replace(solution_with({"BTC-PERP": -1000.0}), tracking_error_before=0.02,
+                              tracking_error_after=0.03, base=10_000.0)
+    plan = plan_orders(sol, book, market(), book_instruments(book), PlanOptions(venue="paper"))
+    repair = Repair(("stress[x] broken by 10.00 USD",), now, after, cost)
+    test = due(sol, plan, 1.0, repair)
+    assert test.benefit < 0 and test.due == is_due
+    assert test.repairs == (("stress[x] broken by 10.00 USD",) if is_due else ())
+
