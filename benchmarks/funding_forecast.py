@@ -10,14 +10,20 @@ settlements, ``mean(r_{t+1} .. r_{t+H})``, and each forecaster predicts it from 
 counted as they are: SOL's 2 h settlements of Nov 2022 count one each.
 
 Forecasters (``models/funding_forecast.py``):
-- ``ewma_shrunk``: EWMA (half-life ``--half-life``) shrunk towards ``--long-run`` (default 1e-4 =
-  0.01 %/8 h) with reversion half-life ``--reversion-half-life``:
+- ``ewma_shrunk``: EWMA (half-life ``--half-life``) shrunk towards the long-run level ``mu`` with
+  reversion half-life ``--reversion-half-life``:
   ``mu + (m_t - mu) (1 - phi^H) / (H ln(1/phi))``, ``phi = 2^(-1/T)``. Its defaults (L = 21, T = 90
-  settlements, i.e. 7 and 30 days) were fixed before any evaluation was run;
+  settlements, i.e. 7 and 30 days) were fixed before any evaluation was run. ``mu`` is per
+  settlement at the series' own spacing, built as the tool builds it: ``--long-run`` (default
+  1e-4 = 0.01 %/8 h) is per 8 h settlement and ``mu = long_run x h / 8`` with ``h`` the spacing at
+  the origin (``models.funding_forecast.long_run_rate_per_settlement``; ``h`` measured as a replay
+  measures it, the median of the last five gaps, ``scenarios.funding_run.settlement_hours``), so a
+  4 h series shrinks to 5e-5 per settlement, the same 3e-4 a day;
 - ``ewma_tuned`` (with ``--tune``): the same form with (L, T) picked per horizon from a small grid by
   the pooled MAE over every symbol's settlements *before* the evaluation period (walk-forward);
 - ``ewma``: the EWMA alone (no shrinkage, T = inf);
-- ``last_rate``: the latest settlement; ``zero``: 0; ``const_mu``: the long-run level alone.
+- ``last_rate``: the latest settlement; ``zero``: 0; ``const_mu``: the long-run level ``mu`` alone
+  (per settlement at the series' spacing, as above).
 
 Figures: MAE and RMSE of forecast - realised, in bp per settlement (1 bp/settlement = 1e-4 per
 settlement, about 11 %/yr at three settlements a day); ``n`` origins and ``n/H``, the number of
@@ -38,6 +44,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,13 +59,16 @@ if str(ROOT) not in sys.path:
 from models.data_layout import FUNDING_FOLDER  # noqa: E402
 from models.funding_forecast import (  # noqa: E402
     DEFAULT_LONG_RUN_RATE,
+    LONG_RUN_RATE_HOURS,
     EwmaShrinkForecaster,
     FundingForecaster,
     LastRateForecaster,
     ZeroForecaster,
+    long_run_rate_per_settlement,
     realised_mean_path,
 )
 from models.io import default_data_dir, load_funding  # noqa: E402
+from scenarios.funding_run import settlement_hours  # noqa: E402
 
 BP = 1e4
 TUNE_HALF_LIVES = (1.0, 2.0, 3.0, 6.0, 9.0, 21.0, 63.0)
@@ -84,10 +94,44 @@ class ConstantForecaster:
 
 @dataclass(frozen=True)
 class Named:
-    """A forecaster under a table label."""
+    """A forecaster under a table label: ``make(mu)`` builds it for the long-run level ``mu``
+    (fraction per settlement of the series it reads, :func:`forecast_path`)."""
 
     label: str
-    model: FundingForecaster
+    make: Callable[[float], FundingForecaster]
+
+
+def shrunk(half_life: float, reversion_half_life: float) -> Callable[[float], FundingForecaster]:
+    """``mu -> EwmaShrinkForecaster(L, T, mu)`` (half-lives in settlements)."""
+    def make(mu: float) -> FundingForecaster:
+        return EwmaShrinkForecaster(half_life=half_life, reversion_half_life=reversion_half_life,
+                                    long_run_rate=mu)
+    return make
+
+
+def series_hours(rates: pd.Series) -> np.ndarray:
+    """The series' own spacing at each settlement (hours, to the minute): the median of its last
+    five gaps up to there, as a replay measures it (``scenarios.funding_run.settlement_hours``);
+    ``LONG_RUN_RATE_HOURS`` (8 h) before its second settlement."""
+    times = pd.DatetimeIndex(rates.index).as_unit("ns").asi8
+    hours = settlement_hours(times, np.ones((times.size, 1), dtype=bool))[:, 0]
+    return np.where(np.isfinite(hours), np.round(hours * 60.0) / 60.0, LONG_RUN_RATE_HOURS)
+
+
+def forecast_path(model: Named, rates: pd.Series, horizon: int, long_run_8h: float) -> np.ndarray:
+    """The forecast mean rate over the next ``horizon`` settlements at every origin (fraction per
+    settlement), each from ``model`` built with the long-run level per settlement at the origin's
+    spacing h (:func:`series_hours`): ``long_run_8h`` x h / 8, as the tool scales a book's 8 h
+    level (``models.funding_forecast.long_run_rate_per_settlement``). Causal: the spacing and the
+    forecast at origin t read settlements up to t only."""
+    r = rates.to_numpy(dtype=float)
+    hours = series_hours(rates)
+    out = np.empty(r.size)
+    for h in np.unique(hours):
+        at = hours == h
+        mu = long_run_rate_per_settlement(long_run_8h, float(h))
+        out[at] = model.make(mu).mean_rate_path(r, horizon)[at]
+    return out
 
 
 @dataclass(frozen=True)
@@ -126,43 +170,47 @@ def origin_mask(index: pd.DatetimeIndex, horizon: int, start: pd.Timestamp | Non
     return ok
 
 
-def errors_for(model: FundingForecaster, rates: pd.Series, horizon: int, start: pd.Timestamp | None,
-               end: pd.Timestamp) -> np.ndarray:
-    """Forecast minus realised mean over the next ``horizon`` settlements at every valid origin."""
+def errors_for(model: Named, rates: pd.Series, horizon: int, start: pd.Timestamp | None,
+               end: pd.Timestamp, long_run: float) -> np.ndarray:
+    """Forecast (:func:`forecast_path`, ``long_run`` per 8 h settlement) minus realised mean over
+    the next ``horizon`` settlements at every valid origin."""
     r = rates.to_numpy(dtype=float)
     mask = origin_mask(pd.DatetimeIndex(rates.index), horizon, start, end)
     target = realised_mean_path(r, horizon)
-    fc = model.mean_rate_path(r, horizon)
+    fc = forecast_path(model, rates, horizon, long_run)
     return np.asarray((fc - target)[mask], dtype=float)
 
 
 def tune(rates: dict[str, pd.Series], horizon: int, before: pd.Timestamp,
-         long_run: float) -> tuple[EwmaShrinkForecaster, float, int]:
-    """(L, T) minimising the pooled MAE over origins whose whole window ends before ``before``."""
+         long_run: float) -> tuple[tuple[float, float], float, int]:
+    """((L, T), pooled MAE, origins) minimising the pooled MAE over origins whose whole window
+    ends before ``before`` (``long_run`` per 8 h settlement, :func:`forecast_path`)."""
     end = before - pd.Timedelta(seconds=1)
-    best: tuple[float, EwmaShrinkForecaster, int] | None = None
+    best: tuple[float, tuple[float, float], int] | None = None
     for hl, rev in itertools.product(TUNE_HALF_LIVES, TUNE_REVERSION):
-        model = EwmaShrinkForecaster(half_life=hl, reversion_half_life=rev, long_run_rate=long_run)
-        err = np.concatenate([errors_for(model, s, horizon, None, end) for s in rates.values()])
+        model = Named("ewma_tuned", shrunk(hl, rev))
+        err = np.concatenate([errors_for(model, s, horizon, None, end, long_run)
+                              for s in rates.values()])
         if err.size == 0:
             continue
         mae = float(np.mean(np.abs(err)))
         if best is None or mae < best[0]:
-            best = (mae, model, int(err.size))
+            best = (mae, (hl, rev), int(err.size))
     if best is None:
         raise SystemExit(f"funding_forecast: --tune: no settlements before {before.date()} to tune on")
     return best[1], best[0], best[2]
 
 
 def evaluate(rates: dict[str, pd.Series], models: list[Named], horizon: int, start: pd.Timestamp,
-             end: pd.Timestamp) -> dict[str, dict[str, Errors]]:
-    """Per symbol (and ``all``, pooled) and per forecaster: the errors over the period."""
+             end: pd.Timestamp, long_run: float) -> dict[str, dict[str, Errors]]:
+    """Per symbol (and ``all``, pooled) and per forecaster: the errors over the period
+    (``long_run`` per 8 h settlement, :func:`forecast_path`)."""
     out: dict[str, dict[str, Errors]] = {}
     pooled: dict[str, list[np.ndarray]] = {m.label: [] for m in models}
     for sym, s in rates.items():
         row: dict[str, Errors] = {}
         for m in models:
-            err = errors_for(m.model, s, horizon, start, end)
+            err = errors_for(m, s, horizon, start, end, long_run)
             pooled[m.label].append(err)
             row[m.label] = _errors(err)
         if next(iter(row.values())).n > 0:
@@ -201,7 +249,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reversion-half-life", type=float, default=90.0,
                     help="half-life of a deviation from the long-run level (settlements; inf: none)")
     ap.add_argument("--long-run", type=float, default=DEFAULT_LONG_RUN_RATE,
-                    help="long-run level (fraction per settlement)")
+                    help="long-run level (fraction per 8 h settlement; x h / 8 per settlement "
+                    "of a series h hours apart)")
     ap.add_argument("--tune", action="store_true", help="also pick (L, T) per horizon on the data "
                     "before --start (walk-forward)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
@@ -228,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     rates = load_symbol_rates(Path(data), symbols)
     start, end = _utc(a.start), _utc(a.end)
     horizons = [int(h) for h in a.horizons.split(",")]
-    base = EwmaShrinkForecaster(half_life=a.half_life, reversion_half_life=a.reversion_half_life,
-                                long_run_rate=a.long_run)
     report: dict[str, Any] = {"settings": {"start": str(start), "end": str(end), "half_life": a.half_life,
                                            "reversion_half_life": a.reversion_half_life,
                                            "long_run": a.long_run, "tune": a.tune},
@@ -238,19 +285,19 @@ def main(argv: list[str] | None = None) -> int:
                               "horizons": {}}
     md: list[str] = []
     for h in horizons:
-        models = [Named("ewma_shrunk", base)]
+        models = [Named("ewma_shrunk", shrunk(a.half_life, a.reversion_half_life))]
         tuned_note = ""
         if a.tune:
-            tm, tmae, tn = tune(rates, h, start, a.long_run)
-            models.append(Named("ewma_tuned", tm))
-            tuned_note = (f"ewma_tuned: L = {tm.half_life:g}, T = {tm.reversion_half_life:g} "
+            (t_hl, t_rev), tmae, tn = tune(rates, h, start, a.long_run)
+            models.append(Named("ewma_tuned", shrunk(t_hl, t_rev)))
+            tuned_note = (f"ewma_tuned: L = {t_hl:g}, T = {t_rev:g} "
                           f"(pooled MAE {tmae * BP:.3f} bp on {tn} origins before {start.date()})")
-        models += [Named("ewma", EwmaShrinkForecaster(half_life=a.half_life, reversion_half_life=math.inf,
-                                                      long_run_rate=a.long_run)),
-                   Named("last_rate", LastRateForecaster()), Named("zero", ZeroForecaster()),
-                   Named("const_mu", ConstantForecaster(a.long_run))]
+        models += [Named("ewma", shrunk(a.half_life, math.inf)),
+                   Named("last_rate", lambda _mu: LastRateForecaster()),
+                   Named("zero", lambda _mu: ZeroForecaster()),
+                   Named("const_mu", ConstantForecaster)]
         labels = [m.label for m in models]
-        res = evaluate(rates, models, h, start, end)
+        res = evaluate(rates, models, h, start, end, a.long_run)
         report["horizons"][str(h)] = {"tuned": tuned_note, "results": {
             sym: {k: {"n": e.n, "mae": e.mae, "rmse": e.rmse} for k, e in row.items()}
             for sym, row in res.items()}}
@@ -270,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Forecast origins from {start} to the last one whose H settlements end by {end}; the "
             f"history before warms the EWMA up. MAE and RMSE of forecast minus the realised mean "
             f"rate over the next H settlements, in bp per settlement (1e-4). ewma_shrunk: L = "
-            f"{a.half_life:g}, T = {a.reversion_half_life:g} settlements, mu = {a.long_run:g}. "
+            f"{a.half_life:g}, T = {a.reversion_half_life:g} settlements, mu = {a.long_run:g} per "
+            f"8 h settlement (x h / 8 per settlement of a series h hours apart). "
             "n/H: non-overlapping windows.", "",
             "Spans: " + "; ".join(f"{s} {v.index[0].date()}..{v.index[-1].date()} ({len(v)})"
                                   for s, v in rates.items()), ""]

@@ -41,7 +41,8 @@ from models.book import Book, FuturesPosition
 from models.instruments import ContractKind
 from models.market import MarketSnapshot
 
-__all__ = ["VENUE", "PaperGateway", "PaperStore", "apply_fill", "check_listed", "paper_book"]
+__all__ = ["VENUE", "PaperGateway", "PaperStore", "apply_fill", "check_listed", "paper_book",
+           "with_funding_intervals"]
 
 
 class PaperGateway:
@@ -194,15 +195,19 @@ class PaperGateway:
         that funding interval: the exchange's, when the paper venue follows an exchange's market
         (``executor.paper_feed``). The account read (:meth:`account`) and the instruments
         reported (:meth:`instruments`) then carry it, so the carry (rate per settlement x the
-        settlements in the horizon) and the next settlement count the exchange's settlements."""
-        new = {s: dataclasses.replace(c, funding_interval_h=float(hours[s]))
-               for s, c in self._contracts.items()
-               if s in hours and c.kind == ContractKind.PERPETUAL}
-        if not new:
+        settlements in the horizon) and the next settlement count the exchange's settlements.
+        With a store the intervals are kept in it too (:meth:`PaperStore.save_funding_intervals`),
+        so every other reader of this paper account (:func:`paper_book`: ``fbr status``,
+        ``solve``/``whatif``/``execute --exchange paper``, the dashboard) counts the same ones."""
+        book = with_funding_intervals(self._book, hours)
+        perps = {c.symbol: c.funding_interval_h for c in book.contracts
+                 if c.symbol in hours and c.kind == ContractKind.PERPETUAL}
+        if not perps:
             return
-        self._contracts.update(new)
-        self._book = dataclasses.replace(self._book, contracts=tuple(
-            self._contracts.get(c.symbol, c) for c in self._book.contracts))
+        self._book = book
+        self._contracts.update({c.symbol: c for c in book.contracts})
+        if self._store is not None:
+            self._store.save_funding_intervals(perps)
 
     def instruments(self, book: Book) -> dict[str, Instrument]:
         """The book's contracts as this paper venue lists them (its own metadata: the exchange's
@@ -317,16 +322,30 @@ def check_listed(book: Book, futures: Mapping[str, FuturesPosition], journal_pat
             f"{'it' if one else 'them'}, or start a new journal (--journal)")
 
 
+def with_funding_intervals(book: Book, hours: Mapping[str, float]) -> Book:
+    """``book`` whose perpetuals named in ``hours`` (book symbol -> hours between settlements)
+    carry that ``funding_interval_h``; ``book`` itself when none is named."""
+    if not any(c.symbol in hours and c.kind == ContractKind.PERPETUAL for c in book.contracts):
+        return book
+    return dataclasses.replace(book, contracts=tuple(
+        dataclasses.replace(c, funding_interval_h=float(hours[c.symbol]))
+        if c.symbol in hours and c.kind == ContractKind.PERPETUAL else c for c in book.contracts))
+
+
 def paper_book(book: Book, journal: Journal) -> tuple[Book, bool]:
     """``book`` with its paper account (positions and cash) from the journal file; (book, found).
 
     The paper exchange's own tables come first; a journal written before they existed falls back
     to its latest position snapshot for the book. An account holding a position on a contract the
     book does not list is refused (:func:`check_listed`), as every reader of the paper account for
-    a book (status, solve, whatif, execute, resume, run, the dashboard) comes through here.
+    a book (status, solve, whatif, execute, resume, run, the dashboard) comes through here. The
+    perpetuals carry the funding intervals the paper venue uses (:meth:`PaperStore.
+    funding_intervals`: those an ``fbr run`` loop on an exchange's prices read from the exchange,
+    :mod:`executor.paper_feed`), else the book file's.
     """
     with closing(PaperStore(journal.path, book.name)) as store:
         saved = store.load()
+        book = with_funding_intervals(book, store.funding_intervals())
     if saved is not None:
         check_listed(book, saved[0], journal.path)
         return book.evolve(futures=saved[0], cash=saved[1]), True

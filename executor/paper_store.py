@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS funding (
 CREATE TABLE IF NOT EXISTS paper_trades (id INTEGER PRIMARY KEY AUTOINCREMENT,
     book_name TEXT NOT NULL, symbol TEXT NOT NULL, order_id TEXT NOT NULL, contracts REAL NOT NULL,
     price REAL NOT NULL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS paper_intervals (book_name TEXT NOT NULL, symbol TEXT NOT NULL,
+    hours REAL NOT NULL, PRIMARY KEY (book_name, symbol));
 """
 
 
@@ -97,7 +99,8 @@ class PaperAccount:
 
 class PaperStore:
     """The paper exchange's side of the account, in tables of the journal file (one per book
-    name): positions (signed contracts, entry USD), cash (USD), orders and trades."""
+    name): positions (signed contracts, entry USD), cash (USD), orders and trades, and the hours
+    between the perpetuals' funding settlements the venue uses (:meth:`funding_intervals`)."""
 
     def __init__(self, path: str | Path, book_name: str) -> None:
         self.book_name = book_name
@@ -112,6 +115,22 @@ class PaperStore:
     def load(self) -> tuple[dict[str, FuturesPosition], float] | None:
         """(positions, cash) of this book's paper account, None before its first fill."""
         return _read(self._conn.cursor(), self.book_name)
+
+    def funding_intervals(self) -> dict[str, float]:
+        """Hours between funding settlements of this book's perpetuals as the paper venue last
+        set them (book symbol -> hours; ``PaperGateway.set_funding_intervals``: the exchange's
+        when a loop follows its prices); {} when none was set (the book file's stand)."""
+        rows = self._conn.execute("SELECT symbol, hours FROM paper_intervals WHERE book_name = ?",
+                                  (self.book_name,)).fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    def save_funding_intervals(self, hours: Mapping[str, float]) -> None:
+        """Replace this book's stored funding intervals by ``hours`` (book symbol -> hours > 0),
+        in one transaction."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM paper_intervals WHERE book_name = ?", (self.book_name,))
+            cur.executemany("INSERT INTO paper_intervals VALUES (?, ?, ?)",
+                            [(self.book_name, s, float(h)) for s, h in hours.items()])
 
     def orders(self) -> dict[str, OrderState]:
         """Every paper order of this book by client id."""

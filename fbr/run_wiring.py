@@ -143,7 +143,10 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     so the instruments the venue reports carry the exchange's intervals, as on the exchange path).
     The gateway lives as long as the loop but reads the account from the journal at every read
     (and fills it there), so a manual ``fbr execute --exchange paper`` on the same journal between
-    two cycles is seen by the next."""
+    two cycles is seen by the next. The funding intervals the venue uses (the exchange's, or the
+    book file's with ``prices = "book"``) are kept in the journal's paper tables, so ``fbr status``,
+    ``solve``/``whatif --exchange paper`` and the dashboard, which read the account through
+    ``executor.paper.paper_book``, count the loop's settlements."""
     from executor.paper import PaperGateway, PaperStore, paper_book
     from fbr.execute_cli import _daily_vol
     from fbr.execute_wiring import _retry
@@ -160,6 +163,9 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
         gw, feed = live_paper(acc, loaded.book, loaded.market, source, daily_vol=vol, store=store)
     else:
         gw = PaperGateway(acc, loaded.market, daily_vol=vol, store=store)
+        # the book file's rates are per its own intervals: those replace any an earlier loop on an
+        # exchange's prices stored for this paper account
+        gw.set_funding_intervals({c.symbol: c.funding_interval_h for c in loaded.book.contracts})
 
         def feed(_t: datetime) -> MarketSnapshot:
             gw.set_market(loaded.market)

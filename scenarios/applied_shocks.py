@@ -9,13 +9,17 @@ settlement interval; prices USD; covariances annualised.
   mark'_j = mark_j (1 + r_u(j)) (1 + b_j) with b_j the basis shock of contract j;
 - funding (perpetuals): f'_j = f_j + df_j, and the carry's forecast mean rate (``funding_forecast``,
   where the market has one) moves by the same df_j; df_j is the shock's rate per settlement, or for
-  a shock stated per p hours (``funding=+0.3%/8h``) df_j = rate x h_j / p with h_j the contract's
-  funding interval (hours), so every contract pays the same rate per p hours (+0.3%/8h: +0.15% per
-  settlement of a 4 h contract, +0.0375% of a 1 h one); a funding shock aimed only at dated
-  contracts (no funding) is refused: their marks move through a basis shock;
+  a shock stated per p hours (``funding=+0.3%/8h``) df_j = rate x h_j / p with h_j the hours
+  between the contract's settlements, so every contract pays the same rate per p hours
+  (+0.3%/8h: +0.15% per settlement of a 4 h contract, +0.0375% of a 1 h one); a funding shock
+  aimed only at dated contracts (no funding) is refused: their marks move through a basis shock;
 - settlements: n_j = ``horizon`` (a count, the same for every contract), or for a duration T hours
   n_j = floor(T / h_j) (``horizon=7d``: 21 settlements at 8 h, 42 at 4 h, 168 at 1 h); without a
   horizon one settlement with a funding shock, none without;
+- h_j (:func:`settlement_hours`): the spacing the optimiser's carry counts,
+  ``MarketSnapshot.funding_hours`` (a data market's measured spacing where it differs from the
+  contract's ``funding_interval_h``, ``fbr.config_market``), so a what-if and ``fbr solve`` on one
+  book count the same settlements a day; without a market the contract's ``funding_interval_h``;
 - risk: vol multipliers m_i and a correlation blend give Sigma' = D' C' D' (D' = diag(m_i sigma_i),
   C' = (1 - lam) C + lam (rho 11' + (1 - rho) I)); spread and liquidity multiply the half spreads and
   ADV the re-solve's cost model sees.
@@ -31,7 +35,7 @@ import numpy as np
 
 from models.book import Book
 from models.errors import ValidationError
-from models.instruments import ContractKind, FuturesContract
+from models.instruments import ContractKind
 from models.market import MarketSnapshot
 from models.price_moves import move_prices
 from models.risk import RiskModel, singular_eigenvalue
@@ -47,7 +51,9 @@ class AppliedShocks:
 
     ``returns`` r_i; ``mark_factor`` (1 + r_u(j)) (1 + b_j); ``funding_add`` df_j (per interval);
     ``settlements`` n_j (0 for dated futures); ``vol_mult`` m_i; ``corr`` (rho, lam) or None;
-    ``spread_mult`` (contracts) and ``spot_spread_mult`` (assets); ``adv_mult`` (contracts).
+    ``spread_mult`` (contracts) and ``spot_spread_mult`` (assets); ``adv_mult`` (contracts);
+    ``hours`` h_j, the hours between contract j's settlements that df_j and n_j count
+    (:func:`settlement_hours`).
     """
 
     returns: np.ndarray
@@ -59,6 +65,7 @@ class AppliedShocks:
     spread_mult: np.ndarray
     spot_spread_mult: np.ndarray
     adv_mult: np.ndarray
+    hours: np.ndarray
 
 
 def _unknown(scenario: Scenario, shock: Shock, what: str, known: Sequence[str]) -> ValidationError:
@@ -106,38 +113,50 @@ def _ordered(shocks: list[Shock]) -> list[Shock]:
     return [s for s in shocks if s.target is None] + [s for s in shocks if s.target is not None]
 
 
-def funding_per_settlement(shock: Shock, contract: FuturesContract) -> float:
-    """df_j of a funding shock on ``contract`` (fraction per settlement): the shock's rate, or
-    rate x h_j / p for a rate stated per p = ``shock.per_hours`` hours (h_j the contract's funding
-    interval, hours): +0.3%/8h is +0.3% per 8 h settlement, +0.15% per 4 h, +0.0375% per 1 h."""
+def settlement_hours(book: Book, market: MarketSnapshot | None = None) -> np.ndarray:
+    """h_j per contract (M, hours between settlements): ``market.funding_hours``, the spacing
+    the optimiser's carry counts (a data market's measured spacing, else the contract's
+    ``funding_interval_h``); each contract's ``funding_interval_h`` when ``market`` is None."""
+    return np.array([c.funding_interval_h if market is None
+                     else market.funding_hours(c.symbol, c.funding_interval_h)
+                     for c in book.contracts], dtype=float)
+
+
+def funding_per_settlement(shock: Shock, hours: float) -> float:
+    """df_j of a funding shock on a contract settling every ``hours`` hours (fraction per
+    settlement): the shock's rate, or rate x h_j / p for a rate stated per p = ``shock.per_hours``
+    hours: +0.3%/8h is +0.3% per 8 h settlement, +0.15% per 4 h, +0.0375% per 1 h."""
     if shock.per_hours is None:
         return float(shock.value)
-    return float(shock.value) * contract.funding_interval_h / float(shock.per_hours)
+    return float(shock.value) * hours / float(shock.per_hours)
 
 
-def _funding_and_settlements(scenario: Scenario, book: Book) -> tuple[np.ndarray, np.ndarray]:
-    """(df_j, n_j) per contract (see the module docstring): the funding shocks (global ones first,
-    the more specific one wins; :func:`funding_per_settlement`) and the settlements the scenario
-    lasts (0 for dated futures)."""
+def _funding_and_settlements(scenario: Scenario, book: Book,
+                             hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(df_j, n_j) per contract (see the module docstring; ``hours`` h_j): the funding shocks
+    (global ones first, the more specific one wins; :func:`funding_per_settlement`) and the
+    settlements the scenario lasts (0 for dated futures)."""
     funding = np.zeros(len(book.contracts))
     fshocks = scenario.of_kind(ShockKind.FUNDING)
     for s in _ordered(fshocks):
         for j in _funding_targets(scenario, s, book):
-            funding[j] = funding_per_settlement(s, book.contracts[j])
+            funding[j] = funding_per_settlement(s, float(hours[j]))
     perp = np.array([c.kind == ContractKind.PERPETUAL for c in book.contracts], dtype=bool)
     horizon = scenario.of_kind(ShockKind.HORIZON)
     if horizon and horizon[0].hours is not None:
-        hours = float(horizon[0].hours)
-        n = np.array([math.floor(hours / c.funding_interval_h + 1e-9) for c in book.contracts],
-                     dtype=float)
+        span = float(horizon[0].hours)
+        n = np.array([math.floor(span / h + 1e-9) for h in hours], dtype=float)
     else:
         count = horizon[0].value if horizon else (1.0 if fshocks else 0.0)
         n = np.full(len(book.contracts), count)
     return funding, np.where(perp, n, 0.0)
 
 
-def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
-    """Resolve ``scenario`` against ``book``: unknown symbols are a clear error."""
+def resolve_shocks(scenario: Scenario, book: Book,
+                   market: MarketSnapshot | None = None) -> AppliedShocks:
+    """Resolve ``scenario`` against ``book``, its settlements at ``market``'s spacing
+    (:func:`settlement_hours`; None: the contracts' ``funding_interval_h``): unknown symbols are a
+    clear error."""
     assets = book.asset_symbols
     N, M = len(assets), len(book.contracts)
     common = scenario.of_kind(ShockKind.COMMON)
@@ -154,7 +173,8 @@ def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
     under = np.array([assets.index(c.underlying) for c in book.contracts], dtype=int)
     mark_factor = (1.0 + returns[under]) * (1.0 + basis) if M else np.zeros(0)
 
-    funding, settlements = _funding_and_settlements(scenario, book)
+    hours = settlement_hours(book, market)
+    funding, settlements = _funding_and_settlements(scenario, book, hours)
     vol = np.ones(N)
     for s in _ordered(scenario.of_kind(ShockKind.VOL)):
         if s.target is None:
@@ -179,7 +199,7 @@ def resolve_shocks(scenario: Scenario, book: Book) -> AppliedShocks:
         adv[_contract_targets(scenario, s, book)] = s.value
     return AppliedShocks(returns=returns, mark_factor=mark_factor, funding_add=funding,
                          settlements=settlements, vol_mult=vol, corr=corr, spread_mult=spread,
-                         spot_spread_mult=spot_spread, adv_mult=adv)
+                         spot_spread_mult=spot_spread, adv_mult=adv, hours=hours)
 
 
 def _shocked_funding(book: Book, market: MarketSnapshot, applied: AppliedShocks

@@ -22,8 +22,11 @@ Applying a scenario (book with spot q_i, positions x_j (signed USD at mark), cas
   up move gains collateral at the next tier's lower rate only: tiers [0, 1M, 0.95], [1M, 5M, 0.9]
   and u = 900k USD with r = +30% give C = 0.95 x 1M + 0.9 x 0.17M = 1,103,000 USD (not
   0.95 x 1.17M = 1,111,500). ``pledged_before`` / ``pledged_after`` report sum_i C_i (USD);
-- funding until liquidation: settlement by settlement, stopped at the first settlement time at
-  which the margin surplus goes below 0 (``scenarios.funding_run``);
+- funding until liquidation: settlement by settlement, h_j hours apart, stopped at the first
+  settlement time at which the margin surplus goes below 0 (``scenarios.funding_run``); h_j is the
+  spacing ``fbr solve``'s carry counts (``MarketSnapshot.funding_hours``: a data market's measured
+  spacing where it differs from ``funding_interval_h``, ``scenarios.applied_shocks.
+  settlement_hours``), so the what-if's funding a day is the carry's;
 - risk: vol multipliers m_i and a correlation blend give Sigma' = D' C' D' (D' = diag(m_i sigma_i),
   C' = (1 - lam) C + lam (rho 11' + (1 - rho) I)); spread and liquidity multiply the half spreads and
   ADV the re-solve's cost model sees;
@@ -98,14 +101,14 @@ def _liquidations(book: Book, mm: MarginModel, notional: np.ndarray,
 def _funding(book: Book, shocked: MarketSnapshot, applied: AppliedShocks,
              mm: MarginModel) -> FundingRun:
     """The scenario's funding on ``book`` at the ``shocked`` market (a_j = rate'_j x'_j USD per
-    settlement, + = paid), paid until the wallet is liquidated (``scenarios.funding_run``)."""
+    settlement, + = paid, every ``applied.hours`` h_j hours: the spacing the optimiser's carry
+    counts), paid until the wallet is liquidated (``scenarios.funding_run``)."""
     v1 = book.valuation(shocked)
     rates = np.array([shocked.funding_rate(c) for c in book.contract_symbols], dtype=float)
     m_shock = margin_state(mm, v1.notional, v1.collateral)
-    return funding_until_liquidation(
-        rates * v1.notional, applied.settlements,
-        np.array([c.funding_interval_h for c in book.contracts], dtype=float),
-        m_shock.collateral - m_shock.maintenance, m_shock.has_positions)
+    return funding_until_liquidation(rates * v1.notional, applied.settlements, applied.hours,
+                                     m_shock.collateral - m_shock.maintenance,
+                                     m_shock.has_positions)
 
 
 def _close_all(book: Book, book1: Book, shocked: MarketSnapshot, mm: MarginModel,
@@ -147,7 +150,7 @@ def run_whatif(book: Book, market: MarketSnapshot, risk: RiskModel, scenario: Sc
     positions tested ("current" or "solution", see :func:`apply_solution`); ``distances``:
     compute the liquidation moves.
     """
-    applied = resolve_shocks(scenario, book)
+    applied = resolve_shocks(scenario, book, market)
     mm = MarginModel.from_contracts(book.contracts)
     v0 = book.valuation(market)
     shocked = shock_market(book, market, applied)
