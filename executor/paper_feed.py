@@ -88,14 +88,16 @@ class LivePrices:
 
     def __call__(self, t: datetime) -> MarketSnapshot:
         """The market at ``t`` (the source's, stamped ``t``); the paper exchange moved to it and
-        the funding since the previous call settled at the exchange's intervals."""
+        the funding since the previous call settled at the exchange's intervals. ``last`` never
+        moves back: after a wall clock stepped back (an NTP correction) the settlements already
+        paid up to ``last`` are not paid again."""
         hours = self.hours if self.hours is not None else self.refresh()
         market = dataclasses.replace(self.source.market(self.book, self.fallback),
                                      time=pd.Timestamp(t))
         self.paper.set_market(market)
         if self.last is not None:
             self.paid += self.paper.settle_funding(self._rates(market, hours, self.last, t))
-        self.last = t
+        self.last = t if self.last is None else max(self.last, t)
         return market
 
     @staticmethod
