@@ -15,12 +15,15 @@ Pages (HTML), and the same data as JSON under ``/api``:
 - ``/run`` (``/api/run``): ``fbr run``'s health file and recent alerts;
 - ``/execute``: with execution enabled only: the plan and a confirmation form (token + CSRF).
 
-Safety rules: :mod:`fbr.web.security`. Every page is read-only except ``POST /execute``.
+Safety rules: :mod:`fbr.web.security`. Every page is read-only except ``POST /execute``; the guard
+refuses a cross-site state change before any view runs, and every page states its own content
+security policy (its chart scripts by hash; a report's, a sandbox).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -30,7 +33,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
@@ -42,9 +45,13 @@ from fbr.web.security import (
     CSRF_COOKIE,
     HEADERS,
     LOOPBACK_HOSTS,
+    REPORT_CSP,
     TOKEN_COOKIE,
     authorised,
+    cross_site_refusal,
     new_secret,
+    normal_origin,
+    page_csp,
     same,
     state_change_allowed,
 )
@@ -59,6 +66,9 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 Handler = Callable[[Request], Awaitable[Response]]
+#: The inline scripts of a chart fragment (plotly's drawing call), whose hashes the page's CSP
+#: admits.
+INLINE_SCRIPT = re.compile(r"<script[^>]*>(.*?)</script>", re.DOTALL)
 PAGES = (("/", "Book"), ("/history", "History"), ("/plan", "Plan"), ("/whatif", "What-if"),
          ("/reports", "Reports"), ("/orders", "Orders"), ("/run", "Run"))
 
@@ -91,21 +101,31 @@ def create_app(state: DashboardState, token: str | None = None,
 
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
                     ) -> Response:
-        if request.url.path != "/login" and not authorised(token, request.headers,
-                                                             request.cookies):
-            response: Response = HTMLResponse("401: this dashboard needs its token. Open "
-                                              "/login?token=... once (or send Authorization: "
-                                              "Bearer ...).", status_code=401)
+        own = normal_origin(request.url.scheme, request.url.netloc)  # scheme + Host
+        why = cross_site_refusal(request.method, request.headers, own)
+        if why is not None:
+            response: Response = refused(request, why)
+        elif request.url.path != "/login" and not authorised(token, request.headers,
+                                                               request.cookies):
+            response = HTMLResponse("401: this dashboard needs its token. Open /login?token=... "
+                                    "once (or send Authorization: Bearer ...).", status_code=401)
         else:
             response = await call_next(request)
-        for k, v in HEADERS.items():
-            response.headers[k] = v
+        for k, v in HEADERS.items():  # a page's or a report's own policy stays
+            response.headers.setdefault(k, v)
         return response
 
     middleware = [Middleware(BaseHTTPMiddleware, dispatch=guard)]
     if hosts is not None:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts)))
     return Starlette(routes=routes, middleware=middleware)
+
+
+def refused(request: Request, why: str) -> Response:
+    """403 with ``why``: JSON under ``/api``, else one line of text."""
+    if request.url.path.startswith("/api/"):
+        return Views.json({"status": "error", "error": why}, 403)
+    return PlainTextResponse(f"403: {why}", status_code=403)
 
 
 class Views:
@@ -123,7 +143,9 @@ class Views:
             request=request, pages=PAGES, path=request.url.path, book=self.book_name(),
             exchange=self.state.config.exchange.value, execute=self.state.config.allow_execute,
             csrf=csrf, **context)
-        response = HTMLResponse(redact(html))
+        scripts = [redact(s) for c in _charts(context) for s in INLINE_SCRIPT.findall(c)]
+        response = HTMLResponse(redact(html),
+                                headers={"Content-Security-Policy": page_csp(scripts)})
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
         return response
@@ -207,7 +229,8 @@ class Views:
         path = self.state.report_path(request.path_params["name"])
         if path is None:
             return HTMLResponse("404: no such report", status_code=404)
-        return HTMLResponse(redact(path.read_text()))
+        return HTMLResponse(redact(path.read_text()),
+                            headers={"Content-Security-Policy": REPORT_CSP})
 
     async def orders(self, request: Request) -> Response:
         try:
@@ -329,6 +352,13 @@ class Views:
             return self.json(make())
         except FbrError as exc:
             return self.json({"status": "error", "error": redact(str(exc))}, 422)
+
+
+def _charts(context: Mapping[str, object]) -> list[str]:
+    """The chart fragments a page renders (its ``chart`` and ``charts`` values)."""
+    one, many = context.get("chart"), context.get("charts")
+    return [c for c in ([one] + (list(many) if isinstance(many, list) else []))
+            if isinstance(c, str)]
 
 
 def _shocks(values: list[str]) -> list[str]:

@@ -142,3 +142,77 @@ def test_login_in_the_browser(browser_paths: tuple[str, str], world: World) -> N
             assert errors == []
     finally:
         d.quit()
+
+
+def _plotly_report(path: Path) -> None:
+    """A report as fbr's commands write them: one HTML file, plotly.js and the chart's drawing
+    script inlined, a style element, a dropdown (plotly's updatemenus) and a probe of what the
+    page's script may reach (the dashboard's cookies and its API)."""
+    import plotly.graph_objects as go  # type: ignore[import-untyped]
+    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
+    fig = go.Figure([go.Scatter(x=[1, 2, 3], y=[1.0, 3.0, 2.0], name="equity")])
+    fig.update_layout(updatemenus=[{"buttons": [{"label": "a", "method": "update", "args": [{}]}]}])
+    chart = fig.to_html(full_html=False, include_plotlyjs=False, div_id="fbr-chart-equity")
+    probe = ("<script>var probe = {origin: window.origin, cookie: null, api: 'pending'};"
+             "try { probe.cookie = document.cookie; } catch (e) { probe.cookie = 'blocked'; }"
+             "fetch('/api/status').then(function () { probe.api = 'read'; },"
+             " function () { probe.api = 'blocked'; });</script>")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><style>body{{margin:9px}}"
+                    f"</style><script>{get_plotlyjs()}</script></head><body><h1>Backtest</h1>"
+                    f"{chart}{probe}</body></html>")
+
+
+def test_report_draws_in_its_sandbox(browser_paths: tuple[str, str], driver: Any,
+                                     world: World, tmp_path: Path) -> None:
+    """A plotly report under its sandbox policy: the chart draws, but its scripts run in an opaque
+    origin: no cookie of the dashboard (which the page set), no call to its API. The only console
+    errors are the blocked call's."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _plotly_report(tmp_path / "plotly.html")
+    state = DashboardState(world.config(reports=tmp_path))
+    with serve(state, None) as url:
+        load(driver, url + "/reports")  # sets the dashboard's CSRF cookie
+        console_errors(driver)
+        load(driver, url + "/reports/plotly.html")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return probe.api") != "pending")
+        probe = driver.execute_script("return probe")
+        assert probe == {"origin": "null", "cookie": "blocked", "api": "blocked"}, probe
+        assert driver.execute_script(ALL_DRAWN) and driver.find_elements("css selector",
+                                                                         ".updatemenu-container")
+        assert all("connect-src" in e or "api/status" in e for e in console_errors(driver))
+
+
+def test_execute_form_posts_from_the_browser(browser_paths: tuple[str, str], world: World,
+                                            tmp_path: Path) -> None:
+    """The Execute page's form submitted by Chromium (which sends Origin and Sec-Fetch-Site:
+    same-origin) passes the cross-site rules: the plan is sent on paper and the journal holds
+    it."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from web_world import TEN
+
+    from executor.journal import Journal
+
+    shutil.copy(TEN, tmp_path / "book.toml")
+    journal = tmp_path / "journal.sqlite"
+    state = DashboardState(world.config(book=tmp_path / "book.toml", journal=journal,
+                                        allow_execute=True))
+    d = browser(*browser_paths)
+    try:
+        with serve(state, TOKEN) as url:
+            d.get(f"{url}/login?token={TOKEN}")
+            load(d, url + "/execute")
+            d.find_element(By.CSS_SELECTOR, "input[name=confirm]").click()
+            d.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
+            WebDriverWait(d, LOAD_TIMEOUT_S).until(lambda dr: "/execute" in dr.current_url and not
+                                                   dr.find_elements(By.NAME, "confirm"))
+            body = d.find_element(By.TAG_NAME, "body").text
+            assert "(paper)" in body and "403" not in body, body[:500]
+        with Journal(journal) as j:
+            assert [o for p in j.plan_ids() for o in j.orders(p)]
+    finally:
+        d.quit()

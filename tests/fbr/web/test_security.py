@@ -241,9 +241,11 @@ def test_login_without_a_configured_token(client: TestClient) -> None:
 def _assert_security_headers(r: httpx.Response) -> None:
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["x-frame-options"] == "DENY"
-    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["referrer-policy"] == "same-origin"
     csp = r.headers["content-security-policy"]
-    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "'unsafe-inline'" not in csp.split("script-src", 1)[1].split(";")[0] or (
+        csp.startswith("sandbox allow-scripts") and "allow-same-origin" not in csp)
 
 
 @pytest.mark.parametrize("path", [*PAGES, *APIS, "/api/whatif", "/api/whatif?shock=XYZ%3D1",
@@ -251,8 +253,9 @@ def _assert_security_headers(r: httpx.Response) -> None:
                                   "/login", "/nowhere"])
 def test_security_headers_on_every_response(client: TestClient, guarded: TestClient,
                                             path: str) -> None:
-    """nosniff, DENY framing, no referrer and a same-origin CSP on every answer: pages, JSON,
-    errors (401, 403, 404, 422) and static files."""
+    """nosniff, DENY framing, no referrer to another origin and a CSP that loads nothing by
+    default and no inline script but by hash (a report's: an opaque-origin sandbox) on every
+    answer: pages, JSON, errors (401, 403, 404, 422) and static files."""
     _assert_security_headers(client.get(path, follow_redirects=False))
     _assert_security_headers(guarded.get(path, follow_redirects=False))
 
