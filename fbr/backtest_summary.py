@@ -43,15 +43,16 @@ class SpanDict(TypedDict):
 
 class BacktestSummary(TypedDict):
     """``fbr backtest --json``'s document (without ``status``): metrics per policy, the report
-    written (None: none), the data labels, the span replayed; wall-clock timings per policy and
-    notes when there are any; ``days`` for the demo's backtest."""
+    written (None: none), the data labels, the span replayed, wall-clock timings per policy and
+    the notes (both always there, empty when there are none: the README's keys); ``days`` for
+    the demo's backtest."""
 
     policies: dict[str, dict[str, MetricValue]]
     report: str | None
     labels: list[str]
     span: SpanDict
-    timings: NotRequired[dict[str, dict[str, MetricValue]]]
-    notes: NotRequired[list[str]]
+    timings: dict[str, dict[str, MetricValue]]
+    notes: list[str]
     days: NotRequired[int]
 
 

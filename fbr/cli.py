@@ -231,11 +231,8 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
         if note:
             notes.append(note)
     summary: BacktestSummary = {"policies": metrics, "report": str(written) if written else None,
-                               "labels": labels, "span": span_dict(cfg, path)}
-    if any(timings.values()):
-        summary["timings"] = timings
-    if notes:
-        summary["notes"] = notes
+                               "labels": labels, "span": span_dict(cfg, path),
+                               "timings": timings, "notes": notes}
     return results, summary
 
 

@@ -95,6 +95,19 @@ def _merge_contract(row: Table, defaults: Table) -> tuple[Table, dict[str, str]]
     return merged, origin
 
 
+def _with_spec(merged: Table, origin: dict[str, str], path: str, ctx: ParseContext) -> Table:
+    """``merged`` with the exchange facts of its ``spec_from`` file (lot step, tick, limits,
+    contract size): a key the contract's own row names wins, the file's values win over
+    ``[contract_defaults]``' (generic defaults for contracts without a file: the seed examples'
+    1e-8 lot step would pass orders the exchange refuses), and the defaults fill what the file
+    lacks. ``origin`` (key -> where it came from) is updated in place."""
+    spec, sources = _spec_from(merged["spec_from"], path, ctx)
+    own = {k: v for k, v in merged.items() if origin.get(k) == "row" and k != "spec_from"}
+    fill = {k: v for k, v in merged.items() if k not in own and k != "spec_from"}
+    origin.update({key: sources[key] for key in spec if key not in own})
+    return {**fill, **spec, **own}
+
+
 def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, MarginTiers],
               symbols: Sequence[str], ctx: ParseContext) -> FuturesContract:
     """One [[contracts]] entry (with defaults applied) as a FuturesContract."""
@@ -113,9 +126,7 @@ def _contract(row: Table, k: int, defaults: Table, schedules: Mapping[str, Margi
     under = string(merged.get("underlying"), join(p, "underlying"))
     known(under, symbols, join(p, "underlying"), "an asset of the book (unknown underlying)")
     if "spec_from" in merged:
-        spec, sources = _spec_from(merged["spec_from"], at("spec_from"), ctx)
-        origin.update({key: sources[key] for key in spec if key not in merged})
-        merged = {**spec, **{key: v for key, v in merged.items() if key != "spec_from"}}
+        merged = _with_spec(merged, origin, at("spec_from"), ctx)
     if "tiers" in merged and "tiers_from" in merged:
         raise ValidationError(join(p, "tiers_from"), "is given together with tiers",
                               "give the brackets inline (tiers) or from a file (tiers_from), "

@@ -33,7 +33,10 @@ def test_backtest_json_every_policy_deterministic(tmp_path: Path) -> None:
     second.pop("timings", None)
     assert json.dumps(first) == json.dumps(second)
     res = first
-    assert set(res) >= {"policies", "report", "labels"}
+    # the README's keys, every one present (notes empty when there is nothing to note)
+    assert set(res) | {"timings"} >= {"status", "policies", "report", "labels", "span", "timings",
+                                      "notes"}
+    assert "timings" in json.loads(runs[0].stdout) and isinstance(res["notes"], list)
     assert list(res["policies"]) == POLICY_NAMES
     for name, m in res["policies"].items():
         for key in ("tracking_error", "total_return", "volatility", "max_drawdown", "fees_bps",

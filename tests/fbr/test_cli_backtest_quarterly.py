@@ -235,10 +235,10 @@ def test_without_dated_contracts_the_json_is_as_before(tmp_path: Path,
             pd.testing.assert_frame_equal(a, b, check_exact=True)
     monkeypatch.setattr(bc, "build_path", old_build_path)
     _, before = run_backtest_config(cfg, report=None, show_progress=False, title="t")
-    before.pop("timings", None)
+    plain = {k: v for k, v in before.items() if k != "timings"}  # wall-clock times differ
     doc.pop("timings", None)
     assert doc.pop("status") == "ok"  # --json adds the top-level status to the summary
-    assert json.loads(json.dumps(before)) == doc
+    assert json.loads(json.dumps(plain)) == doc
 
     bare = write_data(tmp_path / "bare", quarterly=False)
     other = write_backtest(tmp_path / "bt2.toml", write_book(tmp_path / "book2.toml", dated=None),

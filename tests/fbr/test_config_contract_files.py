@@ -211,3 +211,17 @@ def test_the_contracts_max_qty_is_the_smaller_of_the_lot_and_market_order_caps(
     lb = load(book(tmp_path, btc_extra=f"spec_from = {SPEC_REF}"))
     btc = next(c for c in lb.book.contracts if c.symbol == "BTC-PERP")
     assert btc.max_qty == expected
+
+
+def test_the_files_facts_win_over_contract_defaults_and_the_row_over_the_file(tmp_path: Path) -> None:
+    """Generic [contract_defaults] (the seed examples' lot 1e-8 and min notional 0) gave a contract
+    with spec_from a step the exchange refuses; the file's exchange facts win over the defaults, a
+    key the contract's own row writes wins over the file, and the defaults fill what the file
+    lacks (no tickSize column here: the default tick 0.5)."""
+    spec_file(tmp_path, drop="tickSize")
+    generic = "lot_step = 1e-8\nmin_notional = 0.0\ntick = 0.5"
+    btc = load(book(tmp_path, f"spec_from = {SPEC_REF}", defaults_extra=generic)).book.contracts[0]
+    assert (btc.lot_step, btc.min_notional, btc.tick) == (0.001, 100.0, 0.5)
+    own = load(book(tmp_path, f"spec_from = {SPEC_REF}\nmin_notional = 5.0",
+                    defaults_extra=generic)).book.contracts[0]
+    assert (own.lot_step, own.min_notional) == (0.001, 5.0)
