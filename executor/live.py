@@ -70,6 +70,7 @@ from executor.resumable import (
     journalled_leg,
     leg_reports,
     unread_report,
+    unreconcilable,
 )
 from executor.safety import SafetyError, redact
 from executor.silence import record_silence, silence_kept
@@ -216,11 +217,9 @@ class JournaledExecutor:
         for row in self.journal.orders(plan.plan_id):
             if row.status not in IN_DOUBT:
                 continue
-            if row.symbol not in self.ctx.instruments:
-                self._messages.append(
-                    f"plan {plan.plan_id} leg {row.leg} ({row.symbol}, client id {row.client_id}) "
-                    f"is in doubt and {row.symbol} is not in this book. Fix: resume that plan "
-                    f"with the book it was made from")
+            why = unreconcilable(plan, row, self.ctx.instruments)
+            if why is not None:
+                self._messages.append(why)
                 raise PlanStoppedError
             finding = self._reconcile_row(plan, row)
             if finding.verdict == Verdict.UNKNOWN:

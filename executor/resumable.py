@@ -30,6 +30,23 @@ def check_resumable(journal: Journal, plan_id: str, account: str) -> None:
                            f"execute --resume {newer}`, or run `fbr execute` again for a fresh plan")
 
 
+def unreconcilable(plan: OrderPlan, row: JournalOrder,
+                   instruments: Mapping[str, Instrument]) -> str | None:
+    """Why the in-doubt journal ``row`` of ``plan`` cannot be reconciled with the book's
+    ``instruments`` (None: it can): its contract is not in the book, or the book now maps it to
+    another exchange instrument than the leg was sent on (a quarterly rolled under the same name:
+    the reconcile would read the wrong instrument's trades and position)."""
+    where = f"plan {plan.plan_id} leg {row.leg} ({row.symbol}, client id {row.client_id}) is in doubt"
+    fix = "Fix: resume that plan with the book it was made from"
+    if row.symbol not in instruments:
+        return f"{where} and {row.symbol} is not in this book. {fix}"
+    sent_on = next((leg.exchange_symbol for leg in plan.legs if leg.index == row.leg), None)
+    now = instruments[row.symbol].exchange_symbol
+    if sent_on is not None and sent_on != now:
+        return f"{where} on {sent_on}, which this book now maps to {now}. {fix}"
+    return None
+
+
 def leg_reports(rows: Sequence[JournalOrder]) -> tuple[LegReport, ...]:
     """Planned vs filled per journalled leg."""
     return tuple(LegReport(index=r.leg, client_id=r.client_id, symbol=r.symbol, side=r.side,
