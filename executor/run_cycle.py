@@ -94,7 +94,7 @@ def check_orderable(policy: Policy, target: TargetHoldings, book: Book,
     sol = target.solution
     if sol is None or not isinstance(policy, OptimizedFutures):
         return
-    risk = policy.risk(market.time) if callable(policy.risk) else policy.risk
+    risk = policy.risk(pd.Timestamp(market.time)) if callable(policy.risk) else policy.risk
     require_tradeable(sol, prepare(book, market, risk, policy.settings))
 
 
@@ -209,7 +209,7 @@ def repair_check(policy: Policy, book: Book, market: MarketSnapshot, plan: Order
     None for other policies (their targets keep no such rows)."""
     if not isinstance(policy, OptimizedFutures):
         return None
-    risk = policy.risk(market.time) if callable(policy.risk) else policy.risk
+    risk = policy.risk(pd.Timestamp(market.time)) if callable(policy.risk) else policy.risk
     d = prepare(book, market, risk, policy.settings)
     return repair_of(d, book, market, plan.start, plan.reachable, trading_cost_usd)
 

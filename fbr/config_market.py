@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fbr.config_sources import (
     MARKET_SOURCES,
@@ -33,6 +34,7 @@ from fbr.config_values import (
     boolean,
     check_keys,
     choice,
+    instant,
     join,
     known,
     number,
@@ -40,7 +42,6 @@ from fbr.config_values import (
     price,
     sub_table,
     symbol_map,
-    timestamp,
 )
 from models.data_files import optional_file
 from models.data_layout import FUNDING_FOLDER, MARK_BAR_HOURS, MARK_FOLDER
@@ -48,6 +49,9 @@ from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from optimizer.settings import CostSettings, FundingForecastRule
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 MARKET_KEYS = (
     "source", "time", "seed", "days", "start", "data_dir", "mark_from_spot",
@@ -64,17 +68,19 @@ def parse_market(table: Table, assets: Sequence[SpotAsset], contracts: Sequence[
     symbols = [a.symbol for a in assets]
     csyms = [c.symbol for c in contracts]
     overrides = _market_overrides(table, symbols, csyms)
-    at = timestamp(table["time"], "market.time") if "time" in table else None
+    at = instant(table["time"], "market.time") if "time" in table else None
     if source != "synthetic":
         for key in ("seed", "days", "start"):
             if key in table:
                 raise ValidationError(join("market", key), f"is {table[key]!r} but the market "
                                       f"source is {source!r}",
                                       'remove it, or set market.source = "synthetic"')
-    if source == "synthetic":
-        snap = _synthetic_market(table, symbols, contracts, at, ctx)
-    elif source == "data":
-        snap = _data_market(table, symbols, contracts, at, ctx, set(overrides["funding"]))
+    if source in ("synthetic", "data"):
+        import pandas as pd
+
+        ts = None if at is None else pd.Timestamp(at)
+        snap = (_synthetic_market(table, symbols, contracts, ts, ctx) if source == "synthetic" else
+                _data_market(table, symbols, contracts, ts, ctx, set(overrides["funding"])))
     else:
         snap = _explicit_market(at, ctx)
     snap = _apply_overrides(snap, overrides)
@@ -111,10 +117,11 @@ def _market_overrides(table: Table, symbols: Sequence[str],
     return out
 
 
-def _explicit_market(at: pd.Timestamp | None, ctx: ParseContext) -> MarketSnapshot:
-    """An empty snapshot at market.time (else now); the file's [market.*] values fill it."""
+def _explicit_market(at: datetime | None, ctx: ParseContext) -> MarketSnapshot:
+    """An empty snapshot at market.time (else now, to the second); the file's [market.*] values
+    fill it."""
     if at is None:
-        at = pd.Timestamp.now(tz="UTC").floor("s")
+        at = datetime.now(UTC).replace(microsecond=0)
         ctx.labels.append("market time not given: using the current time")
     ctx.labels.append("market prices given in the book file")
     return MarketSnapshot(time=at, spot={}, mark={})
@@ -185,6 +192,7 @@ def _data_market(table: Table, symbols: Sequence[str], contracts: Sequence[Futur
     folder (:func:`_perp_data`; ``pinned``: contracts whose rate [market.funding] gives, whose
     spacing stays their ``funding_interval_h``); contracts left without a mark (no mark file,
     dated contracts) are set to spot by the caller."""
+    import pandas as pd
     d = resolve_data_dir(table, "market", ctx)
     closes = until(spot_closes(d, symbols, "market"), at)
     if closes.empty:
@@ -207,9 +215,9 @@ def _data_market(table: Table, symbols: Sequence[str], contracts: Sequence[Futur
 # perpetuals from a data folder: marks, funding, funding forecast
 
 #: A mark close or funding settlement older than this before the market time gets a label.
-STALE_AFTER = pd.Timedelta(days=1)
+STALE_AFTER = timedelta(days=1)
 #: Bar length of the perpetual mark closes (a bar stamped by its open time closes this later).
-MARK_BAR = pd.Timedelta(hours=MARK_BAR_HOURS)
+MARK_BAR = timedelta(hours=MARK_BAR_HOURS)
 
 
 def _perpetual_underlyings(contracts: Sequence[FuturesContract]) -> dict[str, list[str]]:
@@ -224,6 +232,8 @@ def _perpetual_underlyings(contracts: Sequence[FuturesContract]) -> dict[str, li
 def mark_closes(data_dir: Path, asset: str) -> pd.Series | None:
     """Perpetual mark closes of ``asset`` (USD) indexed by close time (bar open + 4 h); None when
     the folder has no mark file for it."""
+    import pandas as pd
+
     from models.io import load_mark_closes
 
     if optional_file(data_dir, MARK_FOLDER, asset) is None:
@@ -243,6 +253,8 @@ def _settlements(data_dir: Path, asset: str, when: pd.Timestamp) -> pd.Series | 
     """Funding settlements of ``asset``'s perpetual (fraction per settlement, > 0: longs pay)
     indexed by settlement time, those at or before ``when`` only; None when the folder has no
     funding file for it."""
+    import pandas as pd
+
     from models.io import load_funding
 
     if optional_file(data_dir, FUNDING_FOLDER, asset) is None:
@@ -255,6 +267,7 @@ def _last_value(series: pd.Series | None, what: str, path: str, when: pd.Timesta
                 notes: list[str]) -> float | None:
     """The last value of ``series`` (None when there is none, with a note naming ``path``); a note
     when it is more than ``STALE_AFTER`` older than ``when``."""
+    import pandas as pd
     if series is None:
         notes.append(f"no {what} file {path}")
         return None
@@ -312,6 +325,8 @@ def _measured_spacing(contract: FuturesContract, settled: pd.Series) -> float | 
     the median of the last ``SPACING_WINDOW`` = 5 gaps, hours) when that differs from its
     ``funding_interval_h`` by more than ``SPACING_TOL_H`` (``measured_intervals``); None when it
     does not, or before two settlements."""
+    import pandas as pd
+
     from scenarios.funding_run import measured_intervals, settlement_hours
 
     times = pd.DatetimeIndex(settled.index).as_unit("ns").asi8
@@ -347,6 +362,8 @@ def data_funding_forecast(table: Table, market: MarketSnapshot,
     source = choice(table.get("source", "explicit"), "market.source", MARKET_SOURCES, str)
     if source != "data" or costs.funding_forecast != FundingForecastRule.EWMA:
         return market
+    import pandas as pd
+
     from models.funding_forecast import (  # scipy.signal: only when asked for
         EwmaShrinkForecaster,
         long_run_rate_per_settlement,
@@ -359,7 +376,7 @@ def data_funding_forecast(table: Table, market: MarketSnapshot,
     for c in contracts:
         if c.kind != ContractKind.PERPETUAL or c.symbol in pinned:
             continue
-        rates = _settlements(data_dir, c.underlying, market.time)
+        rates = _settlements(data_dir, c.underlying, pd.Timestamp(market.time))
         if rates is None:
             continue
         if rates.empty:
@@ -368,7 +385,8 @@ def data_funding_forecast(table: Table, market: MarketSnapshot,
         fc = EwmaShrinkForecaster(
             half_life=costs.funding_half_life, reversion_half_life=costs.funding_reversion_half_life,
             long_run_rate=long_run_rate_per_settlement(costs.funding_long_run_rate, hours))
-        forecast[c.symbol] = fc.forecast(rates, market.time, costs.horizon_days * 24.0 / hours).mean_rate
+        forecast[c.symbol] = fc.forecast(rates, pd.Timestamp(market.time),
+                                         costs.horizon_days * 24.0 / hours).mean_rate
     if not forecast:
         return market
     ctx.labels.append(f"funding forecast: EWMA of the settlements up to {market.time:%Y-%m-%d %H:%M} "

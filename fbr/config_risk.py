@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fbr.config_sources import (
     MARKET_SOURCES,
@@ -46,6 +46,9 @@ from models.errors import FbrError, ValidationError
 from models.market import MarketSnapshot
 from models.risk import SINGULAR_EIG, RiskModel, singular_eigenvalue
 from models.trailing_risk import DEFAULT_HALFLIFE_DAYS, MIN_RISK_ROWS, RiskEstimator
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 RISK_EXPLICIT_KEYS = ("vols", "correlation")
 RISK_ESTIMATE_KEYS = (
@@ -79,10 +82,13 @@ def parse_risk(table: Table, book: Book, market: MarketSnapshot, market_table: T
     elif source == "synthetic":
         model = _synthetic_basis(model, table, book, market, market_table, ctx)
     elif source == "data" and book.contracts:
+        import pandas as pd
+
         from fbr.config_basis import data_basis
 
         lookback = whole(table.get("lookback_days", DEFAULT_LOOKBACK_DAYS), "risk.lookback_days", 2)
-        cov = data_basis(book, _data_dir(table, market_table, ctx), market.time, lookback, ctx)
+        cov = data_basis(book, _data_dir(table, market_table, ctx), pd.Timestamp(market.time),
+                         lookback, ctx)
         model = dataclasses.replace(model, basis_cov=cov, basis_method="estimated")
     return model, est
 
@@ -244,8 +250,10 @@ def _risk_returns(table: Table, source: str, symbols: Sequence[str], market: Mar
         if key in table:
             raise ValidationError(join("risk", key), f"is {table[key]!r} but risk.source is "
                                   "'data'", 'remove it, or set risk.source = "synthetic"')
+    import pandas as pd
+
     d = _data_dir(table, market_table, ctx)
-    return _data_returns(d, symbols, market.time), f"daily spot returns from {d}"
+    return _data_returns(d, symbols, pd.Timestamp(market.time)), f"daily spot returns from {d}"
 
 
 def _data_dir(table: Table, market_table: Table, ctx: ParseContext) -> Path:
@@ -262,16 +270,20 @@ def _risk_history(table: Table, symbols: Sequence[str], market: MarketSnapshot,
     When the market is synthetic too, missing seed/days/start come from [market] (one shared
     history) and the history is cut at the market time (no look-ahead).
     """
+    import pandas as pd
+
     same = str(market_table.get("source", "")).lower() == "synthetic"
     seed, days, start = synthetic_params(table, "risk", market_table if same else None)
     hist = synthetic_history(symbols, seed, days, start, ctx, "risk")
-    return hist, (market.time if same else None), seed
+    return hist, (pd.Timestamp(market.time) if same else None), seed
 
 
 def _data_returns(data_dir: Path, symbols: Sequence[str], end: pd.Timestamp) -> pd.DataFrame:
     """Daily simple returns of the data folder's spot closes up to ``end``, common span only, each
     over one day: where a bar is missing (in any symbol's file) the return across the gap spans
     two days or more and is left out, not counted as one day's."""
+    import pandas as pd
+
     from models.trailing_risk import one_step_returns
 
     return one_step_returns(until(spot_closes(data_dir, symbols, "risk"), end), pd.Timedelta(days=1))

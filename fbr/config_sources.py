@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Protocol
 
 from fbr.config_values import Table, join, string, timestamp, whole
 from models.data_layout import SPOT_DAILY_FOLDER
 from models.errors import ValidationError
 from models.instruments import FuturesContract
 from models.market import MarketSnapshot
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 MARKET_SOURCES = ("explicit", "synthetic", "data")
 DEFAULT_SYNTHETIC_DAYS = 730
@@ -109,6 +110,8 @@ def resolve_data_dir(table: Table, path: str, ctx: ParseContext) -> Path:
 def spot_closes(data_dir: Path, symbols: Sequence[str], section: str) -> pd.DataFrame:
     """Daily spot closes from models.io.load_spot_closes, indexed by close time (bar open + 1 day,
     so a cut at time t never uses a close from after t); errors name the book file's section."""
+    import pandas as pd
+
     from models.io import load_spot_closes
 
     try:
@@ -122,6 +125,7 @@ def spot_closes(data_dir: Path, symbols: Sequence[str], section: str) -> pd.Data
 
 def until(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
     """Rows with index <= ``end`` (all rows when None); naive indexes are read as UTC."""
+    import pandas as pd
     if end is None:
         return frame
     idx = pd.DatetimeIndex(frame.index)

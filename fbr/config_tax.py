@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-
-import pandas as pd
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fbr.config_values import (
     Table,
@@ -55,6 +55,9 @@ from models.errors import ValidationError
 from models.tax import MAX_LONG_TERM_DAYS, LotMethod, TaxLot, TaxRates
 from optimizer.settings import SpotLegSettings
 from optimizer.spot_data import check_lots
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 TAX_KEYS = ("short_term", "long_term", "long_term_days", "futures", "lot_method", "harvest_losses",
             "gamma", "price_futures")
@@ -123,7 +126,7 @@ def parse_lots(data: Mapping[str, object], book: Book) -> dict[str, tuple[TaxLot
     return {a: tuple(ls) for a, ls in out.items()}
 
 
-def check_lot_dates(data: Mapping[str, object], at: pd.Timestamp) -> None:
+def check_lot_dates(data: Mapping[str, object], at: datetime) -> None:
     """Every [[lots]] row was acquired on or before the market time ``at`` (a sale then cannot
     date its holding period); else one ValidationError naming the row."""
     for k, row in enumerate(table_array(data, "lots", "")):

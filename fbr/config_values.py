@@ -13,13 +13,14 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime, time
-from typing import TypeVar
-
-import pandas as pd
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 from models.errors import ValidationError
 from models.instruments import check_symbol
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 #: A TOML table as parsed by tomllib (keys are text, values any TOML value).
 Table = dict[str, object]
@@ -182,6 +183,7 @@ def choice(value: object, path: str, options: Sequence[str], make: Callable[[str
 
 def timestamp(value: object, path: str) -> pd.Timestamp:
     """A TOML date/datetime or ISO text as a tz-aware UTC timestamp (naive times are UTC)."""
+    import pandas as pd
     if isinstance(value, time) or not isinstance(value, str | date | datetime):
         raise ValidationError(path, f"is {value!r}",
                               "give a date or time, e.g. 2024-06-01T00:00:00Z")
@@ -193,6 +195,17 @@ def timestamp(value: object, path: str) -> pd.Timestamp:
     if pd.isna(ts):
         raise ValidationError(path, f"is {value!r}", "give a date")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def instant(value: object, path: str) -> datetime:
+    """:func:`timestamp` as a ``datetime``: a TOML date or datetime is converted without pandas
+    (a plain solve's start-up time: a naive time is UTC, an offset converted, a date is 00:00
+    UTC); text goes through :func:`timestamp` (a ``pd.Timestamp``, itself a ``datetime``)."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return timestamp(value, path)
 
 
 def symbol_map(table: Mapping[str, object], path: str,
@@ -239,7 +252,7 @@ _PERIOD = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(D|d|h|H|min|W|w)\s*")
 #: The unit spellings pandas keeps (it deprecates d, H and w).
 _PERIOD_UNITS = {"d": "D", "H": "h", "w": "W"}
 #: The shortest period a policy may take (a calendar that fires more often fires at every step).
-MIN_PERIOD = pd.Timedelta("1min")
+MIN_PERIOD = timedelta(minutes=1)
 
 
 def period(value: object, path: str) -> str:
@@ -247,6 +260,7 @@ def period(value: object, path: str) -> str:
     min, W), at least one minute, returned in pandas' spelling ("8H" -> "8h", "7d" -> "7D").
     A bare number ("30", which pandas reads as 30 nanoseconds) and "m"/"M" (a minute? a month?)
     are refused."""
+    import pandas as pd
     if not isinstance(value, str):
         raise ValidationError(path, f"is {value!r}", 'give a period in quotes, e.g. "7D" or "8h"')
     match = _PERIOD.fullmatch(value)

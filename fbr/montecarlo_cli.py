@@ -34,6 +34,8 @@ def build_spec(cfg: MonteCarloConfig) -> tuple[MonteCarloSpec, list[str]]:
     """(MonteCarloSpec, labels): the source history, the fitted generator and the policy runs."""
     import warnings
 
+    import pandas as pd
+
     from fbr.backtest_config import build_path
     from fbr.backtest_run import backtest_options
     from scenarios.montecarlo import MonteCarloSpec
@@ -47,7 +49,7 @@ def build_spec(cfg: MonteCarloConfig) -> tuple[MonteCarloSpec, list[str]]:
         source = build_path(bt)
     history = JointHistory.from_market_path(source, book.contracts, book.asset_symbols)
     market = bt.loaded.market
-    frame = PathFrame(start=market.time, start_prices={a: market.spot_price(a)
+    frame = PathFrame(start=pd.Timestamp(market.time), start_prices={a: market.spot_price(a)
                                                        for a in book.asset_symbols},
                       contracts=tuple(book.contracts))
     generator = make_generator(cfg.generator, history, frame, cfg.mean_block)

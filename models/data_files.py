@@ -11,13 +11,17 @@ by its UTC ``timestamp`` column; ``column`` and ``check_prices`` pick and check 
 from __future__ import annotations
 
 import zlib
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from models.data_layout import DATA_DIR_ENV, SUFFIXES
 from models.errors import ValidationError
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 
 def optional_file(data_dir: Path, folder: str, symbol: str) -> Path | None:
@@ -46,10 +50,10 @@ def find_file(data_dir: Path, folder: str, symbol: str) -> Path:
                           f"{DATA_DIR_ENV} at a directory in that layout")
 
 
-#: What pandas (and gzip, zlib, pyarrow) raise on a truncated, corrupt or undecodable file.
+#: What pandas (and gzip, zlib, pyarrow) raise on a truncated, corrupt or undecodable file
+#: (pandas' ParserError and EmptyDataError are ValueErrors).
 UNREADABLE_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError, OSError, zlib.error, UnicodeDecodeError, ValueError, pd.errors.ParserError,
-    pd.errors.EmptyDataError)
+    EOFError, OSError, zlib.error, UnicodeDecodeError, ValueError)
 
 
 def unreadable_file(path: Path | str, exc: BaseException) -> ValidationError:
@@ -65,6 +69,7 @@ def unreadable_file(path: Path | str, exc: BaseException) -> ValidationError:
 def read_frame(path: Path | str) -> pd.DataFrame:
     """``pd.read_csv`` / ``pd.read_parquet`` of ``path`` (by suffix); a truncated or corrupt file
     raises :func:`unreadable_file` (naming the file) instead of a bare EOFError / zlib error."""
+    import pandas as pd
     p = Path(path)
     try:
         if p.name.endswith(".parquet"):
@@ -99,6 +104,7 @@ def cell_number(value: object, column: str, row: str, path: Path | str) -> float
 
 def read_table(path: Path) -> pd.DataFrame:
     """A per-symbol file as a frame indexed by UTC ``timestamp`` (sorted, unique)."""
+    import pandas as pd
     raw = read_frame(path)
     if path.name.endswith(".parquet") and "timestamp" not in raw.columns \
             and raw.index.name == "timestamp":
@@ -122,6 +128,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """``frame[column]`` as floats (non-numbers become NaN); a clear error when it is missing."""
+    import pandas as pd
     if column not in frame.columns:
         raise ValidationError(f"data.{path}", f"has no '{column}' column (columns: "
                               f"{list(frame.columns)[:8]})",
@@ -144,7 +151,7 @@ def check_prices(series: pd.Series, symbol: str, path: Path) -> None:
 FUNDING_MEDIAN_MAX = 0.005
 #: Settlements further apart than this inside a funding file are missing data (exchanges settle
 #: every 1-8 h); the gap would be read as zero funding
-FUNDING_GAP_MAX = pd.Timedelta(hours=24)
+FUNDING_GAP_MAX = timedelta(hours=24)
 
 
 def _check_funding_units(sym: str, values: np.ndarray, path: Path) -> None:
@@ -159,6 +166,7 @@ def _check_funding_units(sym: str, values: np.ndarray, path: Path) -> None:
 def _check_funding_gaps(sym: str, index: pd.Index, path: Path) -> None:
     """Refuse a funding file with two consecutive settlements more than :data:`FUNDING_GAP_MAX`
     apart (a partial fetch or a hand-merged file): the missing ones would count as zero."""
+    import pandas as pd
     times = pd.DatetimeIndex(index)
     if len(times) < 2:
         return
@@ -182,6 +190,7 @@ def check_bar_spacing(series: pd.Series, field: str, path: Path, interval: str) 
     fetch with the wrong interval leaves them): each bar would be stamped as closing one
     ``interval`` after it opened, its close used before it was known. The median spacing of the
     timestamps must be at most 1.5 x ``interval`` (missing bars move the median little)."""
+    import pandas as pd
     try:  # '1d' as '1D' (pandas deprecates the lower-case day unit)
         bar = pd.Timedelta(interval[:-1] + "D" if interval.endswith("d") else interval)
     except ValueError:

@@ -52,12 +52,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, overload
+from typing import TYPE_CHECKING, ClassVar, Protocol, overload
 
 import numpy as np
-import pandas as pd
 
 from models.errors import ValidationError
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 #: Binance's interest component of the funding rate: 0.03 %/day = 0.01 % per 8 h settlement.
 DEFAULT_LONG_RUN_RATE = 1e-4
@@ -172,6 +174,7 @@ def _check_horizon(horizon: float) -> float:
 
 def _clean_series(rates: pd.Series) -> pd.Series:
     """Sorted, finite settlements with a DatetimeIndex (NaN: no settlement, dropped)."""
+    import pandas as pd
     if not isinstance(rates.index, pd.DatetimeIndex):
         raise ValidationError("rates", "is not indexed by time",
                               "give a pandas Series indexed by settlement time (DatetimeIndex)")
@@ -238,6 +241,7 @@ def forecast_at(forecaster: FundingForecaster, rates: pd.Series, at: pd.Timestam
     Only settlements with timestamp ``<= at`` are read (strictly causal). With none, the forecast is
     ``empty_rate`` (the long-run level for the shrunk forecaster).
     """
+    import pandas as pd
     h = _check_horizon(horizon)
     stamp = pd.Timestamp(at)
     s = _clean_series(rates)

@@ -13,10 +13,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from models.errors import ValidationError
+
+if TYPE_CHECKING:  # pandas stays off the import path of a plain solve (fbr solve's start-up time)
+    pass
 
 
 def _check_prices(kind: str, prices: Mapping[str, float]) -> None:
@@ -53,7 +55,7 @@ class MarketSnapshot:
     path); the optimiser's carry counts horizon x 24 / that many settlements.
     """
 
-    time: pd.Timestamp
+    time: datetime
     spot: Mapping[str, float]
     mark: Mapping[str, float]
     funding: Mapping[str, float] = field(default_factory=dict)
@@ -132,6 +134,12 @@ class MarketSnapshot:
     def contract_adv(self, contract: str) -> float:
         """ADV of ``contract`` in USD/day (infinite when not given: no impact)."""
         return float(self.adv.get(contract, math.inf))
+
+
+def as_datetime(t: datetime) -> datetime:
+    """``t`` as a plain ``datetime`` (a ``pd.Timestamp``, which subclasses it, converted; its
+    nanoseconds dropped): a market's time is either."""
+    return datetime.combine(t.date(), t.timetz())
 
 
 def settlements_between(t0: datetime, t1: datetime, interval_h: float) -> int:

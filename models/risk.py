@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
 from models.errors import ValidationError
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 DAYS_PER_YEAR = 365.0
 BasisMethod = Literal["given", "estimated"]  # how a basis covariance came (RiskModel.basis_method)
@@ -167,6 +169,7 @@ def _check_positive(field: str, value: float) -> float:
 
 def _clean_returns(returns: pd.DataFrame) -> pd.DataFrame:
     """Check a return table (rows: time, columns: symbols) and return it as float64."""
+    import pandas as pd
     if not isinstance(returns, pd.DataFrame):
         raise ValidationError("returns", f"is a {type(returns).__name__}, not a DataFrame",
                               "pass a pandas DataFrame, one column per symbol")
@@ -298,6 +301,7 @@ def returns_from_prices(prices: pd.DataFrame) -> pd.DataFrame:
 
     Prices must be finite and > 0: a bad one raises naming the column and its first timestamp.
     """
+    import pandas as pd
     if not isinstance(prices, pd.DataFrame):
         raise ValidationError("prices", f"is a {type(prices).__name__}, not a DataFrame",
                               "pass a pandas DataFrame of prices, one column per symbol")

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from models.risk import RiskModel, estimate_risk, returns_from_prices
+
+if TYPE_CHECKING:  # pandas is imported where it runs: off a plain solve's start-up path
+    import pandas as pd
 
 #: The re-estimated risk model is refreshed this often (days of path time).
 RISK_REESTIMATE_DAYS = 30
@@ -46,6 +49,7 @@ def one_step_returns(prices: pd.DataFrame, step: pd.Timedelta | None = None) -> 
     """Simple returns p_t / p_{t-1} - 1 of ``prices`` over one step (``step``, else the median
     spacing of its index): a row after a missing bar (spacing above the step) is left out, as its
     return spans two steps or more."""
+    import pandas as pd
     returns = returns_from_prices(prices)
     spans = pd.Series(pd.DatetimeIndex(prices.index)).diff().iloc[1:].reset_index(drop=True)
     return pd.DataFrame(returns.loc[(spans <= (spans.median() if step is None else step)).to_numpy()])
@@ -64,6 +68,7 @@ class TrailingRisk:
                  lookback_days: int, method: str = "ledoit_wolf",
                  basis: Callable[[pd.Timestamp], np.ndarray] | None = None, *,
                  halflife_days: float = DEFAULT_HALFLIFE_DAYS, n_factors: int | None = None) -> None:
+        import pandas as pd
         self.fallback = fallback
         self.basis = basis
         self.symbols = list(symbols)
@@ -82,6 +87,7 @@ class TrailingRisk:
 
     def __call__(self, t: pd.Timestamp) -> RiskModel:
         """The model at ``t`` (estimated from returns with timestamps <= t only)."""
+        import pandas as pd
         if self.refreshed is not None and t - self.refreshed < pd.Timedelta(days=RISK_REESTIMATE_DAYS):
             return self.current
         past = self.returns.loc[self.returns.index <= t].tail(self.rows)

@@ -19,7 +19,7 @@ import numpy as np
 from models.book import Book, TargetsBase
 from models.costs import impact_coefficient
 from models.errors import ValidationError
-from models.market import MarketSnapshot
+from models.market import MarketSnapshot, as_datetime
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
 from optimizer.pledge_pieces import PledgePieces, pledge_pieces
 from optimizer.settings import SpotLegSettings
@@ -161,7 +161,7 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
         raise ValidationError("spot.cash_usd", f"is {settings.cash_usd}", "give USD >= 0")
     if not (math.isfinite(settings.gamma_tax) and settings.gamma_tax >= 0):
         raise ValidationError("tax.gamma", f"is {settings.gamma_tax}", "give a weight >= 0")
-    now = market.time.to_pydatetime()
+    now = as_datetime(market.time)
     hold = qty * prices / V
     lots = tuple(tuple(settings.lots.get(a, ())) for a in assets)
     curves: tuple[TaxCurve, ...] | None = None

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from models.book import Book
 from models.costs import CostModel
@@ -239,15 +240,16 @@ def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSn
     fallbacks are recorded when it gives them. An optimiser that trades spot is handed the tax lots
     as they stand when the replay tracks them and, when it prices the futures tax, each position's
     unrealised PnL against its average-cost tax entry."""
+    t = pd.Timestamp(market.time)
     if state.lots is not None and isinstance(policy, OptimizedFutures) and policy.trades_spot:
         lots: dict[str, tuple[TaxLot, ...]] = {a: ls for a, ls in state.lots.items() if ls}
         if policy.settings.spot.futures_tax and state.futures_basis is not None:
-            target = policy(state_view(book, state), market, market.time, lots=lots,
+            target = policy(state_view(book, state), market, t, lots=lots,
                             futures_gains=futures_gains(book, state.futures_basis, market))
         else:
-            target = policy(state_view(book, state), market, market.time, lots=lots)
+            target = policy(state_view(book, state), market, t, lots=lots)
     else:
-        target = policy(state_view(book, state), market, market.time)
+        target = policy(state_view(book, state), market, t)
     if target.solve_time_ms is not None:
         row["solve_time_ms"] = float(target.solve_time_ms)
         row["solver_fallbacks"] = float(target.solver_fallbacks)

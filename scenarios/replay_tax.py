@@ -54,7 +54,7 @@ from models.book import Book, FuturesPosition
 from models.errors import ValidationError
 from models.fill_rule import average_entry
 from models.instruments import Settlement
-from models.market import MarketSnapshot
+from models.market import MarketSnapshot, as_datetime
 from models.tax import (
     LotMethod,
     TaxLot,
@@ -118,7 +118,7 @@ def book_lots(tax: ReplayTax, state: ReplayState, market: MarketSnapshot) -> flo
     """Book every asset's net quantity change against its lots at ``market`` (see the module
     docstring); the tax (USD, negative: a credit) is paid from cash. Returns it."""
     assert state.lots is not None
-    now: datetime = market.time.to_pydatetime()
+    now: datetime = as_datetime(market.time)
     paid = 0.0
     for a, held in state.spot.items():
         lots = state.lots.get(a, ())
@@ -166,7 +166,7 @@ def deferred_tax(tax: ReplayTax, state: ReplayState, market: MarketSnapshot,
     plus, with a futures rate and ``basis``, that rate times the futures PnL not yet realised
     (``basis.u``, against the average-cost entries: what closing every position would tax)."""
     assert state.lots is not None
-    now: datetime = market.time.to_pydatetime()
+    now: datetime = as_datetime(market.time)
     spot = math.fsum(lot.quantity * tax_per_unit(lot, market.spot_price(a), now, tax.rates)
                      for a, lots in state.lots.items() for lot in lots)
     if basis is None or not tax.futures_on:

@@ -181,7 +181,7 @@ def test_snapshot_default_last_day(hist: SyntheticHistory) -> None:
     assert set(snap.spot) == set(NAMED)
     assert snap.spot["BTC"] == hist.spot["BTC"].iloc[-1]
     assert snap.mark["BTCUSDT"] == hist.mark["BTC"].iloc[-1]
-    assert snap.funding["BTCUSDT"] == hist.funding.loc[snap.time, "BTC"]
+    assert snap.funding["BTCUSDT"] == hist.funding.loc[pd.Timestamp(snap.time), "BTC"]
     assert snap.half_spread["BTCUSDT"] == hist.half_spread["BTC"]
     assert snap.adv["BTCUSDT"] == hist.adv_usd["BTC"]
 

@@ -66,7 +66,7 @@ def test_a_spot_buy_by_hand_and_an_asset_left_out_is_held() -> None:
     assert row["fee_spot"] == pytest.approx(25.0)
     assert row["slippage_spot"] == pytest.approx(5.0)
     assert row["traded_spot"] == pytest.approx(25_000.0)
-    assert trades == [spot_row(m.time, 0.5, 50_000.0)]
+    assert trades == [spot_row(pd.Timestamp(m.time), 0.5, 50_000.0)]
 
 
 def test_nothing_to_trade_returns_false() -> None:
@@ -97,7 +97,8 @@ def test_a_declared_round_trip_fills_a_sale_then_a_buy() -> None:
     m = market_at(inp, 1)
     target = TargetHoldings(spot={"BTC": 2.0}, futures={}, spot_gross={"BTC": (1.0, 1.0)})
     assert fill_spot(inp, st, m, 1, target, row, trades) is True
-    assert trades == [spot_row(m.time, -1.0, 40_000.0), spot_row(m.time, 1.0, 40_000.0)]
+    t = pd.Timestamp(m.time)
+    assert trades == [spot_row(t, -1.0, 40_000.0), spot_row(t, 1.0, 40_000.0)]
     assert st.cash == pytest.approx(10_000.0 - 96.0)
     assert st.spot["BTC"] == 2.0 and st.sold_first == {"BTC": 1.0}
     assert row["fee_spot"] == pytest.approx(80.0)
@@ -118,7 +119,7 @@ def test_a_round_trip_without_both_legs_fills_the_net_trade(held: float, target_
     target = TargetHoldings(spot={"BTC": target_q}, futures={})
     object.__setattr__(target, "spot_gross", {"BTC": gross})  # as a policy may declare it
     assert fill_spot(inp, st, m, 1, target, new_row(), trades) is True
-    assert trades == [spot_row(m.time, net, 40_000.0)]
+    assert trades == [spot_row(pd.Timestamp(m.time), net, 40_000.0)]
     assert st.spot["BTC"] == target_q and st.sold_first == {}
 
 
