@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pandas as pd
 import pytest
 from exec_helpers import market, risk_model, three_asset_book
 
@@ -46,11 +45,13 @@ def _contracts() -> dict[str, FuturesContract]:
 
 def _book(cash: float = 50.0) -> Book:
     futures = {s: FuturesPosition(q, PRICES[s.split("-")[0]]) for s, q in HEDGE.items()}
-    return three_asset_book(_contracts(), futures=futures, cash=cash)
+    book: Book = three_asset_book(_contracts(), futures=futures, cash=cash)
+    return book
 
 
 def _market() -> MarketSnapshot:
-    return dataclasses.replace(market(PRICES), time=pd.Timestamp("2024-06-01", tz="UTC"))
+    m: MarketSnapshot = market(PRICES)  # at 2024-06-01 00:00 UTC
+    return m
 
 
 def _settings(*stress: StressScenario) -> OptimizerSettings:
@@ -78,6 +79,14 @@ def test_status_calls_a_plan_that_mends_a_broken_stress_row_due() -> None:
     assert rep.plan.legs and rep.benefit <= rep.cost
     assert rep.rebalance_due
     assert rep.repairs == ("stress[sol alone -60%] broken by 198.70 USD",)
+    from rich.console import Console
+
+    from fbr.execute_render import due_text  # fbr status's line says why, as printed
+
+    console = Console(record=True, width=400)
+    console.print(due_text(rep))
+    assert console.export_text().strip().endswith(
+        "; due to repair: stress[sol alone -60%] broken by 198.70 USD, which the plan mends")
     # the plan's positions keep the row (the optimiser's own, before the fills' fees)
     held = book.with_futures(rep.plan.reachable, m)
     d = prepare(held, m, risk_model(), settings)
