@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from executor.plan import Instrument, OrderLeg
 from models.book import Book
-from models.errors import FbrError
+from models.errors import ExitCode, FbrError, RefusedError
 from models.market import MarketSnapshot
 
 
@@ -254,3 +254,16 @@ def planned_vs_filled(plan_legs: Sequence[OrderLeg],
         row = out.setdefault(leg.symbol, {"planned": 0.0, "filled": 0.0})
         row["filled"] += sign * leg.filled
     return out
+
+
+class ExecutionUnknownError(FbrError):
+    """An order's fate could not be established; nothing more was sent (exit code 5)."""
+
+    exit_code = ExitCode.UNKNOWN
+
+
+class AccountMovedError(RefusedError):
+    """The account's positions moved between the plan and its send (another process traded it
+    while this one waited for the account's lock): a run that must send the plan as made (the
+    legs a user confirmed, a loop's plan checked against its daily limits) sent nothing, and the
+    plan's legs are journalled skipped (exit code 6)."""

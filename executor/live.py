@@ -42,6 +42,7 @@ from executor.base import (
     ExchangeBannedError,
     ExchangeGateway,
     ExecutionReport,
+    ExecutionUnknownError,
     OrderRejectedError,
     OrderState,
     OrderStatus,
@@ -69,13 +70,13 @@ from executor.resumable import (
     finished_report,
     journalled_leg,
     leg_reports,
+    moved_error,
     unread_report,
     unreconcilable,
 )
 from executor.safety import SafetyError, redact
 from executor.silence import record_silence, silence_kept
 from models.book import Book
-from models.errors import ExitCode, FbrError
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 
@@ -107,12 +108,6 @@ class PlanBasis:
     risk: RiskModel | None = None
 
 
-class ExecutionUnknownError(FbrError):
-    """An order's fate could not be established; nothing more was sent (exit code 5)."""
-
-    exit_code = ExitCode.UNKNOWN
-
-
 class PlanStoppedError(Exception):
     """A leg's fate is unknown: nothing more is sent (internal signal)."""
 
@@ -140,10 +135,15 @@ class JournaledExecutor:
                                       settle_s=self.retry.settle_s, clock_ms=self._clock)
         self._messages: list[str] = []
         self._open_elsewhere = False
+        self._exact = False
 
     # --- public -------------------------------------------------------------------------------
-    def execute(self, plan: OrderPlan, book_path: str = "") -> ExecutionReport:
-        """Journal the plan (superseding the account's open plans), then run it."""
+    def execute(self, plan: OrderPlan, book_path: str = "", *, exact: bool = False
+                ) -> ExecutionReport:
+        """Journal the plan (superseding the account's open plans), then run it. ``exact``: send
+        the plan's own legs or nothing (what a user confirmed, what a loop checked against its
+        limits): an account moved since the plan raises :class:`AccountMovedError` before any send."""
+        self._exact = exact
         account = self.gateway.account_key()
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
@@ -275,6 +275,8 @@ class JournaledExecutor:
             legs = at_marks(plan.legs, self.ctx.instruments, self.ctx.market, options.slippage_guard)
             self._check_limits(plan, rows, legs, options, "the plan's orders at today's marks")
             return legs
+        if first and untouched and self._exact:
+            raise moved_error(plan, positions, self.journal)
         for r in rows:
             if r.status == OrderStatus.PLANNED:
                 self.journal.set_status(plan.plan_id, r.leg, OrderStatus.SKIPPED,

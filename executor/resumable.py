@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from executor.base import ExecutionReport, LegReport, Outcome
+from executor.base import AccountMovedError, ExecutionReport, LegReport, OrderStatus, Outcome
 from executor.journal import Journal, JournalOrder
 from executor.plan import Instrument, OrderLeg, OrderPlan, OrderType, Side
 from models.errors import RefusedError
@@ -28,6 +28,23 @@ def check_resumable(journal: Journal, plan_id: str, account: str) -> None:
         raise RefusedError(f"plan {plan_id} is superseded by the newer plan {newer} for the same "
                            f"account; resuming it would trade toward a stale target. Fix: `fbr "
                            f"execute --resume {newer}`, or run `fbr execute` again for a fresh plan")
+
+
+def moved_error(plan: OrderPlan, positions: Mapping[str, float],
+                journal: Journal) -> AccountMovedError:
+    """The refusal of an exact run whose account is no longer where ``plan`` started (contracts by
+    symbol now, ``positions``): the plan's planned legs are journalled skipped and the plan
+    closed (nothing of it is ever sent, by a resume either), nothing is sent."""
+    for row in journal.orders(plan.plan_id):
+        if row.status == OrderStatus.PLANNED:
+            journal.set_status(plan.plan_id, row.leg, OrderStatus.SKIPPED,
+                               "the account moved before the send: nothing sent")
+    journal.close_plan(plan.plan_id, "stopped")
+    moved = "; ".join(f"{s} {positions.get(s, 0.0):g} (planned from {q:g})"
+                      for s, q in plan.start.items() if positions.get(s, 0.0) != q)
+    return AccountMovedError(f"plan {plan.plan_id} was not sent: the account moved since it was "
+                             f"made (another process traded it: {moved}). Fix: look at the new "
+                             f"plan and send that one")
 
 
 def unreconcilable(plan: OrderPlan, row: JournalOrder,

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from executor.alerts import AlertKind, Severity
-from executor.live import ExecutionUnknownError, PlanBasis
+from executor.base import ExecutionUnknownError
+from executor.live import PlanBasis
 from executor.lock import AccountBusyError
 from executor.plan import OrderPlan
 from executor.run_cycle import View

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from executor.alerts import AlertHub, AlertKind, Severity
-from executor.base import ExecutionReport, Outcome
+from executor.base import ExecutionReport, ExecutionUnknownError, Outcome
 from executor.dryrun import DryRunExecutor
-from executor.live import ExecutionUnknownError, PlanBasis
+from executor.live import PlanBasis
 from executor.plan import OrderPlan, PlanOptions, plan_orders
 from executor.run_cycle import (
     View,
@@ -217,7 +217,7 @@ class CycleTrader:
                                                  self._risk(now)))
         self.store.put("plan_in_flight", plan.plan_id)
         try:
-            report = executor.execute(plan, self.book_path)
+            report = executor.execute(plan, self.book_path, exact=True)  # as the limits saw it
         except ExecutionUnknownError as exc:
             msg = redact(str(exc))
             self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt", msg, now)

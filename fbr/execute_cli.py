@@ -183,7 +183,8 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
                                                           loaded.risk), retry=_retry(True),
                                            mode="paper",
                                            on_leg=step)
-                    report = ex.execute(prep.plan, str(book_path.resolve()))
+                    report = ex.execute(prep.plan, str(book_path.resolve()),
+                                        exact=confirm is not None)
             finally:
                 store.close()
         return _result(prep.plan, report, journal_path, prep.solution)
@@ -198,7 +199,8 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
         ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments,
                                               loaded.risk), retry=_retry(False), mode="live",
                                on_leg=step)
-        report = ex.execute(prep.plan, str(book_path.resolve()))
+        report = ex.execute(prep.plan, str(book_path.resolve()),
+                            exact=confirm is not None)
     return _result(prep.plan, report, journal_path, prep.solution)
 
 

@@ -213,7 +213,10 @@ class DashboardState:
         dashboard was started with ``--live``) if it is the plan of fingerprint ``confirmed``
         (:func:`plan_fingerprint`): the plan is checked after its last solve, just before the
         first order, so a price move since the page was shown stops it (:class:`PlanChangedError`,
-        nothing sent). The result in ``fbr execute --json``'s form."""
+        nothing sent), and so does an account another process traded before this one held its
+        lock (the executor sends the confirmed legs or nothing: ``AccountMovedError``). The
+        result in ``fbr execute --json``'s form."""
+        from executor.base import AccountMovedError
         from executor.plan import PlanOptions
         from fbr.console import default_journal
         from fbr.execute_cli import _execute
@@ -232,7 +235,10 @@ class DashboardState:
                                f"--exchange binanceusdm --live")
         journal = self.config.journal or default_journal()
         options = PlanOptions(venue=venue.value)
-        return _execute(self.config.book, venue, self.config.live, journal, options, confirm)
+        try:
+            return _execute(self.config.book, venue, self.config.live, journal, options, confirm)
+        except AccountMovedError as exc:
+            raise PlanChangedError(f"{exc} (reload and confirm it)") from exc
 
     def reports(self) -> list[ReportRow]:
         """The HTML reports of the reports folder (backtests, Monte Carlo), newest first."""

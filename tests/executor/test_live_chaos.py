@@ -37,10 +37,10 @@ import pytest
 from binance_emulator import BinanceEmulator, Fault
 from exec_helpers import SEED_BOOK, SimClock
 
-from executor.base import ExecutionReport, Outcome
+from executor.base import ExecutionReport, ExecutionUnknownError, Outcome
 from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal
-from executor.live import ExecutionUnknownError, JournaledExecutor, PlanBasis, RetryPolicy
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.lock import AccountBusyError
 from executor.plan import PlanOptions
 from executor.workflow import Prepared, prepare_plan

@@ -15,10 +15,10 @@ import pytest
 from binance_emulator import BinanceEmulator
 from exec_helpers import SEED_BOOK, SimClock
 
-from executor.base import OrderStatus
+from executor.base import ExecutionUnknownError, OrderStatus
 from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal
-from executor.live import ExecutionUnknownError, JournaledExecutor, PlanBasis, RetryPolicy
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import Instrument, OrderLeg, PlanOptions
 from executor.workflow import Prepared, prepare_plan
 from fbr.config import load_book_file

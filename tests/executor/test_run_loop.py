@@ -632,8 +632,9 @@ def test_a_plan_finished_before_the_crash_counts_toward_the_daily_turnover(make:
         def __init__(self, ex: JournaledExecutor) -> None:
             self.ex = ex
 
-        def execute(self, plan: OrderPlan, book_path: str = "") -> ExecutionReport:
-            self.ex.execute(plan, book_path)  # every leg filled and journalled ...
+        def execute(self, plan: OrderPlan, book_path: str = "", *,
+                    exact: bool = False) -> ExecutionReport:
+            self.ex.execute(plan, book_path, exact=exact)  # every leg filled and journalled ...
             raise Crash  # ... then the process dies before the cycle row
 
         def resume(self, plan_id: str) -> ExecutionReport:

@@ -1,0 +1,77 @@
+"""The daily loop checks its turnover limit (and its gate) on the account it read at the start of
+the cycle, before its executor holds the account's lock. When another process trades the account
+in between, the executor must send the plan as checked or nothing: it re-planned from the new
+positions and sent orders the limit never saw.
+
+Rig (tests/executor/test_run_loop): book 0.1 BTC / 1 ETH / 10 SOL against 50/30/20 at BTC 70,000,
+ETH 3,000, SOL 200, no spread or ADV; the naive hedge is -0.014 BTC / +0.2 ETH / +2 SOL =
+980 + 600 + 400 = 1,980 USD. Daily turnover limit 2,500 USD. After the loop read the account (flat)
+and passed its limit (0 + 1,980 <= 2,500), a manual `fbr execute --exchange paper` (its own
+journal and paper-store connections on the same file, the same lock folder) buys 0.01 BTC-PERP
+(700 USD). Expected (README, [limits]: manual runs count toward the day): 700 + 1,980 > 2,500, so
+the loop sends nothing that day; it sent 2,680 USD re-planned from +0.01 BTC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import test_run_loop as rig  # tests/executor, on sys.path (its paper venue and clock)
+from test_run_loop import BTC_UP, T0, H, Make, ms, snapshot
+
+from executor.journal import Journal
+from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
+from executor.paper import PaperGateway, PaperStore
+from executor.plan import PlanOptions, book_instruments, plan_orders
+from executor.run_settings import DailyLimits
+from optimizer.policies import NaiveFutures
+
+# the rig's fixtures: its loop factory, and the lock folder in tmp_path (autouse)
+make = rig.make
+_lock_dir = rig._lock_dir
+
+
+def _manual_buy(journal_path: Path, clock_ms: Callable[[], int]) -> None:
+    """Another process: fbr execute --exchange paper buying 0.01 BTC-PERP (700 USD at 70,000)."""
+    book = rig.plain_book()
+    market = snapshot(BTC_UP, T0)
+    with Journal(journal_path) as j:
+        store = PaperStore(j.path, book.name)
+        try:
+            gw = PaperGateway(book, market, store=store, clock=clock_ms)
+            acc = gw.account(book, market)
+            inst = book_instruments(acc)
+            plan = plan_orders({"BTC-PERP": 700.0}, acc, market, inst, PlanOptions(venue="paper"),
+                               now=T0)
+            (leg,) = plan.legs
+            assert leg.symbol == "BTC-PERP" and leg.contracts == pytest.approx(0.01)
+            JournaledExecutor(gw, j, PlanBasis(acc, market, inst), mode="paper",
+                              retry=RetryPolicy(base_delay_s=0.0, reconcile_delays_s=()),
+                              clock=clock_ms).execute(plan)
+        finally:
+            store.close()
+
+
+def test_a_trade_before_the_loop_holds_the_lock_keeps_the_day_within_its_limit(make: Make) -> None:
+    loop = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + H,
+                limits=DailyLimits(turnover_usd=2_500.0))
+    inner = loop.runner.venue.executor
+    assert inner is not None
+    fired: list[bool] = []
+
+    def executor(basis: PlanBasis) -> JournaledExecutor:
+        if not fired:  # the manual run takes the account's lock first
+            fired.append(True)
+            _manual_buy(loop.journal.path, lambda: ms(loop.clock.now()))
+        ex: JournaledExecutor = inner(basis)
+        return ex
+
+    loop.runner.venue.executor = executor
+    loop.run()
+    assert fired
+    sent = sum(abs(t.contracts) * t.price for _, t in loop.trades())
+    assert sent == pytest.approx(700.0, rel=1e-9)  # the manual buy alone
+    first = loop.cycles()[0]
+    assert first.action == "failed" and first.message is not None
+    assert "the account moved since it was made" in first.message
