@@ -88,12 +88,13 @@ class PaperGateway:
         the book does not list (:func:`check_listed`)."""
         if self._store is None:
             return
-        saved = self._store.load()
+        with self._store.reading():  # the account, its orders and trades: one committed state
+            saved = self._store.load()
+            orders, last_order = self._store.orders_after(self._seen[0])
+            trades, last_trade = self._store.trades_after(self._seen[1])
         if saved is not None:
             check_listed(self._book, saved[0], self._store.path)
             self._book = self._book.evolve(futures=saved[0], cash=saved[1])
-        orders, last_order = self._store.orders_after(self._seen[0])
-        trades, last_trade = self._store.trades_after(self._seen[1])
         self.orders.update(orders)
         self._trades.extend(trades)
         self._seen = (last_order, last_trade)

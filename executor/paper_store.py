@@ -113,8 +113,24 @@ class PaperStore:
         self._conn.close()
 
     def load(self) -> tuple[dict[str, FuturesPosition], float] | None:
-        """(positions, cash) of this book's paper account, None before its first fill."""
-        return _read(self._conn.cursor(), self.book_name)
+        """(positions, cash) of this book's paper account, None before its first fill: one
+        committed state (:meth:`reading`), never a fill's cash without its position."""
+        with self.reading():
+            return _read(self._conn.cursor(), self.book_name)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """The reads inside see one committed state of the journal (a read transaction, BEGIN ...
+        COMMIT; inside a transaction already, that one): another process's write cannot land
+        between two of them."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
 
     def funding_intervals(self) -> dict[str, float]:
         """Hours between funding settlements of this book's perpetuals as the paper venue last
