@@ -73,6 +73,13 @@ _STORAGE_ERRORS = frozenset({3, 8, 10, 13, 14})
 _BUSY_ERRORS = frozenset({5, 6})
 
 
+def journal_busy(exc: BaseException) -> bool:
+    """True when ``exc`` is SQLite's answer for a journal another connection held past the busy
+    timeout (BUSY, LOCKED): a wait, not a fault of the journal."""
+    return isinstance(exc, sqlite3.OperationalError) and \
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY_ERRORS
+
+
 class Journal:
     """A SQLite journal file. Use as a context manager or call :meth:`close`."""
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from executor.alerts import AlertHub, AlertKind, Severity
 from executor.base import ExchangeGateway
-from executor.journal import Journal
+from executor.journal import Journal, journal_busy
 from executor.live import JournaledExecutor, PlanBasis
 from executor.lock import AccountBusyError, account_lock
 from executor.plan import Instrument, PlanOptions
@@ -164,12 +165,28 @@ class Runner(RestartHandler):
             now = self._now()
             if self._stopping():
                 break
-            self._tick(now)
+            try:
+                self._tick(now)
+            except sqlite3.OperationalError as exc:
+                if not journal_busy(exc):
+                    raise
+                self._busy(now, exc)
             self._health("running", now)
             if self._finished(now):
                 break
             self.clock.sleep_until(self._next_wake(now), self._stopping)
         return self._end(self._now())
+
+    def _busy(self, now: datetime, exc: sqlite3.OperationalError) -> None:
+        """A wake-up cut short by a journal another process held past SQLite's 30 s wait (a
+        stopped process, a sqlite3 shell): alerted (CRITICAL), and the loop goes on to its next
+        wake-up, as after a failed read. Orders in flight are the executor's business: its own
+        journal failures end their plan in doubt (exit 5), resumed like any other."""
+        self.summary.failures += 1
+        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "journal busy",
+                         f"journal {self.venue.journal_path} is held by another process "
+                         f"({redact(str(exc))}): this wake-up stopped there. The loop retries at "
+                         f"the next wake-up; stop the process holding it", now)
 
     def _finished(self, now: datetime) -> bool:
         cap = self.settings.max_cycles

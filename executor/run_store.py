@@ -21,6 +21,7 @@ healthy one by ``updated``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -31,6 +32,8 @@ from pathlib import Path
 
 from executor.alerts import Alert
 from executor.safety import redact
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_cycles (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
@@ -147,8 +150,13 @@ class AlertLog:
         self.store = store
 
     def send(self, alert: Alert) -> bool:
-        """Record the alert."""
-        self.store.record_alert(alert)
+        """Record the alert (False, logged, when the journal cannot take it now: a sink never
+        raises for a delivery failure)."""
+        try:
+            self.store.record_alert(alert)
+        except sqlite3.Error as exc:
+            log.warning("alert %s not recorded in the run tables: %s", alert.kind.value, exc)
+            return False
         return True
 
 
