@@ -64,6 +64,18 @@ def fail(message: str, as_json: bool, code: ExitCode = ExitCode.BAD_INPUT) -> No
     raise typer.Exit(code=int(code))
 
 
+def _journal_busy(exc: Exception, as_json: bool) -> None:
+    """A journal another process held past SQLite's wait, met outside the executor's own
+    handling (before a plan is journalled: nothing sent): exit 6 with the fix, not "internal
+    error"."""
+    from executor.journal import journal_busy
+
+    if journal_busy(exc):
+        fail(f"the journal is in use by another process (SQLite says: {exc}); nothing was sent. "
+             f"Fix: wait for the other fbr run to finish, or stop it, and run again", as_json,
+             ExitCode.REFUSED)
+
+
 @contextmanager
 def user_errors(as_json: bool) -> Iterator[None]:
     """Turn fbr's own errors into one message and the error's exit code (bad input: 2; see
@@ -78,6 +90,7 @@ def user_errors(as_json: bool) -> Iterator[None]:
     except (ValueError, OSError) as exc:
         fail(str(exc), as_json, ExitCode.BAD_INPUT)
     except Exception as exc:  # an internal error: still no traceback unless asked
+        _journal_busy(exc, as_json)
         if os.environ.get("FBR_DEBUG"):
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (set FBR_DEBUG=1 for the traceback)",

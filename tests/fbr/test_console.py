@@ -196,3 +196,26 @@ def test_status_says_what_a_rebalance_buys_in_user_units() -> None:
     assert doc["trading_cost_usd"] == pytest.approx(2_000 * (0.0005 + 0.0001))
     assert doc["tracking_error_after"] == pytest.approx(0.0, abs=1e-6)
     assert doc["cost"] == pytest.approx(doc["trading_cost_usd"] / 10_000)
+
+
+def test_a_busy_journal_is_exit_6_with_its_fix_not_an_internal_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite's BUSY (code 5) from a journal another process holds, raised outside the executor's
+    own handling (before a plan is journalled), is exit 6 (refused) naming the fix; any other
+    OperationalError stays an internal error (exit 1)."""
+    import sqlite3
+
+    import typer
+
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = 5  # what the sqlite3 module sets
+    with pytest.raises(typer.Exit) as info, console.user_errors(as_json=True):
+        raise busy
+    assert info.value.exit_code == 6
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "error" and "in use by another process" in doc["error"]
+    other = sqlite3.OperationalError("no such table: plans")
+    other.sqlite_errorcode = 1
+    with pytest.raises(typer.Exit) as info, console.user_errors(as_json=True):
+        raise other
+    assert info.value.exit_code == 1
