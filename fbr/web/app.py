@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -262,7 +263,8 @@ class Views:
         if why is not None:
             return HTMLResponse(f"403: {why}", status_code=403)
         try:
-            done = self.state.execute(form.get("plan") or "")
+            # in a worker thread: a live reconcile can wait minutes, and the other pages go on
+            done = await run_in_threadpool(self.state.execute, form.get("plan") or "")
         except PlanChangedError as exc:
             return HTMLResponse(f"409: {exc}", status_code=409)
         except FbrError as exc:

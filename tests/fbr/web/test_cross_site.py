@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -194,3 +195,31 @@ def test_report_is_sandboxed(client: TestClient) -> None:
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["content-type"].startswith("text/html")
+
+
+def test_execute_runs_off_the_event_loop(executing: tuple[TestClient, World],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /execute runs the executor in a worker thread: a live reconcile can wait minutes, and
+    in the event loop's thread it froze every other page meanwhile. Inside the send there is no
+    running event loop (there is one in the handler's thread)."""
+    import asyncio
+
+    from fbr.web.state import DashboardState
+
+    c, _ = executing
+    form = form_of(c.get("/execute").text)
+    seen: list[bool] = []
+    real = DashboardState.execute
+
+    def watched(self: DashboardState, confirmed: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)
+        except RuntimeError:
+            seen.append(False)
+        return real(self, confirmed)
+
+    monkeypatch.setattr(DashboardState, "execute", watched)
+    r = c.post("/execute", data=form, headers={"Origin": OWN, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200, r.text[:500]
+    assert seen == [False]
