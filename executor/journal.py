@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from executor.journal_schema import (
 )
 from executor.plan import OrderLeg, OrderPlan
 from executor.safety import redact
+from executor.sqlite_tx import immediate
 
 
 @dataclass(frozen=True)
@@ -127,17 +128,9 @@ class Journal:
                 _migrate(cur)
 
     # --- plumbing -----------------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _tx(self) -> AbstractContextManager[sqlite3.Cursor]:
         """One transaction: committed on success, rolled back on any error."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+        return immediate(self._conn)
 
     def close(self) -> None:
         """Close the connection."""

@@ -15,11 +15,12 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from executor.base import OrderState, OrderStatus, Trade
+from executor.sqlite_tx import immediate, reading
 from models.book import FuturesPosition
 from models.instruments import FuturesContract, Settlement
 
@@ -118,19 +119,10 @@ class PaperStore:
         with self.reading():
             return _read(self._conn.cursor(), self.book_name)
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """The reads inside see one committed state of the journal (a read transaction, BEGIN ...
-        COMMIT; inside a transaction already, that one): another process's write cannot land
-        between two of them."""
-        if self._conn.in_transaction:
-            yield
-            return
-        self._conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self._conn.execute("COMMIT")
+    def reading(self) -> AbstractContextManager[None]:
+        """The reads inside see one committed state of the journal
+        (:func:`executor.sqlite_tx.reading`): another process's write cannot land between two."""
+        return reading(self._conn)
 
     def funding_intervals(self) -> dict[str, float]:
         """Hours between funding settlements of this book's perpetuals as the paper venue last
@@ -204,17 +196,9 @@ class PaperStore:
                            (self.book_name,)).fetchone() is None:
                 self._write_account(cur, futures, cash)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         """A cursor inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
-        cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+        return immediate(self._conn)
 
     def _write_change(self, cur: sqlite3.Cursor, acct: PaperAccount) -> None:
         """The orders and trades of ``acct``, its touched positions and its cash."""
