@@ -247,7 +247,7 @@ class Journal:
                 for r in rows]
 
     def plan_status(self, plan_id: str) -> str:
-        """open | done | superseded | stopped."""
+        """open | done | superseded | stopped | refused (an exact run's, its account moved)."""
         row = self._conn.execute("SELECT status FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
         if row is None:
             raise JournalError(f"plan {plan_id!r} is not in journal {self.path}")
@@ -259,13 +259,15 @@ class Journal:
             cur.execute("UPDATE plans SET status = ? WHERE plan_id = ?", (status, plan_id))
 
     def last_rebalance(self, venue: str, book_name: str) -> LastRebalance | None:
-        """The last rebalance of this venue and book: its latest journalled plan; the time is when
+        """The last rebalance of this venue and book: its latest journalled plan (one refused before
+        any order, its account moved, is none); the time is when
         that plan completed (its closing position snapshot) when done, else when it was created
         (an interrupted plan may already have moved positions)."""
         row = self._conn.execute(
             "SELECT p.plan_id, p.created_ms, p.status, (SELECT MAX(s.time_ms) FROM positions s "
             "WHERE s.plan_id = p.plan_id) FROM plans p WHERE p.venue = ? AND p.book_name = ? "
-            "ORDER BY p.created_ms DESC, p.rowid DESC LIMIT 1", (venue, book_name)).fetchone()
+            "AND p.status != 'refused' ORDER BY p.created_ms DESC, p.rowid DESC LIMIT 1",
+            (venue, book_name)).fetchone()
         if row is None:
             return None
         done = row[2] == "done"

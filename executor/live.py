@@ -164,8 +164,7 @@ class JournaledExecutor:
         account = self.gateway.account_key()
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
-            self._messages = []
-            self._open_elsewhere = False
+            self._messages, self._open_elsewhere, self._exact = [], False, False
             plan = self.journal.plan(plan_id)
             check_resumable(self.journal, plan_id, account)
             if self.journal.plan_status(plan_id) == "done":

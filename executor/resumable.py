@@ -14,10 +14,18 @@ from executor.plan import Instrument, OrderLeg, OrderPlan, OrderType, Side
 from models.errors import RefusedError
 from models.market import MarketSnapshot
 
+#: the journal status of a plan an exact run refused because its account moved (nothing sent)
+REFUSED = "refused"
+
 
 def check_resumable(journal: Journal, plan_id: str, account: str) -> None:
     """Raise :class:`RefusedError` (exit code 6) when plan ``plan_id`` was sent on another account
-    than ``account``, or is superseded by a newer plan of its account."""
+    than ``account``, is superseded by a newer plan of its account, or was refused because its
+    account moved before the send (what was confirmed is not what a resume would send)."""
+    if journal.plan_status(plan_id) == REFUSED:
+        raise RefusedError(f"plan {plan_id} was refused before any order: its account moved since "
+                           f"it was made, so it is not the plan that was confirmed. Fix: run `fbr "
+                           f"execute` (or the dashboard) for a fresh plan")
     owner = journal.plan_account(plan_id)
     if owner and owner != account:
         raise RefusedError(f"plan {plan_id} was sent on another account than the one these "
@@ -39,7 +47,7 @@ def moved_error(plan: OrderPlan, positions: Mapping[str, float],
         if row.status == OrderStatus.PLANNED:
             journal.set_status(plan.plan_id, row.leg, OrderStatus.SKIPPED,
                                "the account moved before the send: nothing sent")
-    journal.close_plan(plan.plan_id, "stopped")
+    journal.close_plan(plan.plan_id, REFUSED)
     moved = "; ".join(f"{s} {positions.get(s, 0.0):g} (planned from {q:g})"
                       for s, q in plan.start.items() if positions.get(s, 0.0) != q)
     return AccountMovedError(f"plan {plan.plan_id} was not sent: the account moved since it was "

@@ -75,3 +75,40 @@ def test_a_trade_before_the_loop_holds_the_lock_keeps_the_day_within_its_limit(m
     first = loop.cycles()[0]
     assert first.action == "failed" and first.message is not None
     assert "the account moved since it was made" in first.message
+
+
+def test_a_plan_refused_as_moved_is_never_sent_by_a_resume(tmp_path: Path) -> None:
+    """Plan P buys 0.02 BTC-PERP (1,400 USD at 70,000) from flat; another process buys 0.01 first;
+    P sent exactly is refused (AccountMovedError) and journalled "refused"; `fbr execute --resume
+    P` is refused too (it re-planned toward P's target and bought the 0.01 nobody confirmed), the
+    account stays at the other process's +0.01, and P is no "last rebalance"."""
+    from executor.base import AccountMovedError
+    from models.errors import RefusedError
+
+    book = rig.plain_book()
+    market = snapshot(BTC_UP, T0)
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as j:
+        store = PaperStore(j.path, book.name)
+        try:
+            gw = PaperGateway(book, market, store=store)
+            acc = gw.account(book, market)
+            inst = book_instruments(acc)
+            plan = plan_orders({"BTC-PERP": 1_400.0}, acc, market, inst, PlanOptions(venue="paper"),
+                               now=T0)
+            _manual_buy(path, lambda: ms(T0))
+
+            def executor() -> JournaledExecutor:
+                return JournaledExecutor(gw, j, PlanBasis(acc, market, inst), mode="paper",
+                                         retry=RetryPolicy(base_delay_s=0.0, reconcile_delays_s=()))
+
+            with pytest.raises(AccountMovedError):
+                executor().execute(plan, exact=True)
+            assert j.plan_status(plan.plan_id) == "refused"
+            with pytest.raises(RefusedError, match="refused before any order"):
+                executor().resume(plan.plan_id)
+            assert gw.positions(inst)["BTC-PERP"] == pytest.approx(0.01)
+            last = j.last_rebalance("paper", book.name)
+            assert last is not None and last.plan_id != plan.plan_id
+        finally:
+            store.close()
