@@ -325,8 +325,9 @@ def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings:
     """(plan, due test, alerts) of a rebalance now: the plan ``fbr execute`` would send.
     A liquidatable or infeasible book plans nothing and says why. A solution that also trades
     spot plans nothing either (fbr sends futures orders only): the alert names the spot trades to
-    make by hand, and the rebalance is due when its benefit beats its cost (``--exit-code`` 7);
-    so does a plan above a safety limit (per order, per plan): the alert names the limit."""
+    make by hand, and the rebalance is due when its benefit beats its cost or it mends a broken
+    hard row (``--exit-code`` 7); so does a plan above a safety limit (per order, per plan): the
+    alert names the limit."""
     try:
         solution = (rebalancer or Rebalancer()).solve(book, market, risk, settings)
         data = prepare(book, market, risk, settings)
@@ -335,9 +336,13 @@ def rebalance_now(book: Book, market: MarketSnapshot, risk: RiskModel, settings:
     except InfeasibleError as exc:
         return no_plan(book, options.venue, positions), NOTHING_DUE, (redact(str(exc)),)
     except (RefusedError, SafetyError) as exc:  # fbr execute would refuse it: shown, not sent
-        test = due(solution, no_plan(book, options.venue, positions), settings.costs.gamma_trade)
-        return (no_plan(book, options.venue, positions),
-                replace(test, due=test.benefit > test.cost), (redact(str(exc)),))
+        shown = no_plan(book, options.venue, positions)
+        target = {p.symbol: p.contracts for p in solution.target_positions}
+        repair = repair_of(data, book, market, positions, target, solution.costs.trading)
+        test = due(solution, shown, settings.costs.gamma_trade)
+        repairs = repair.broken if repair.due else ()  # the solution's repair, as its TE fall
+        return shown, replace(test, due=test.benefit > test.cost or bool(repairs),
+                              repairs=repairs), (redact(str(exc)),)
     trading = solution.costs.trading
     repair = repair_of(data, book, market, plan.start, plan.reachable, trading)
     return plan, due(solution, plan, settings.costs.gamma_trade, repair), ()

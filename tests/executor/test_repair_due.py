@@ -121,3 +121,44 @@ def test_a_repair_is_due_when_it_mends_more_than_it_costs(now: float, after: flo
     assert test.benefit < 0 and test.due == is_due
     assert test.repairs == (("stress[x] broken by 10.00 USD",) if is_due else ())
 
+
+
+def test_a_broken_row_stays_due_when_the_plan_is_above_a_safety_limit() -> None:
+    """A plan above a per-order limit is not sent but still judged: the book breaks its row by
+    198.70 USD and the solution mends it, so status stays due and names the row."""
+    from executor.safety import Limits
+
+    book, m = _book(), _market()
+    capped = account_status(PaperGateway(book, m), book, m, risk_model(), _settings(SOL_ALONE),
+                            PlanOptions(venue="paper", limits=Limits(max_order_usd=1.0)),
+                            book_instruments(book), None)
+    assert capped.alerts and not capped.plan.legs
+    assert capped.rebalance_due
+    assert capped.repairs == ("stress[sol alone -60%] broken by 198.70 USD",)
+
+
+def test_the_rows_of_an_inverse_position_are_on_its_face() -> None:
+    """BTC-PERP inverse (100 USD a contract, flat mmr 0.5%), long 10 contracts entered at 50,000,
+    mark 70,000, cash -394: face 1,000 USD, uPnL 1,000 x (70,000 / 50,000 - 1) = 400, margin
+    balance 6.00; maintenance on the face 5.00 < 6.00 (the exchange keeps it, as fbr status's
+    margin view says); its initial margin 1,000 / 50 = 20.00 breaks the margin row by 14.00. The
+    repair named "maintenance broken by 1.00 USD" and the margin row by 22.00 from the exposure
+    (1,400 USD: MM 7.00, IM 28.00)."""
+    from exec_helpers import market, three_asset_book
+
+    from executor.repair import repair_of
+    from executor.status import margin_view
+    from models.instruments import Settlement
+
+    btc = FuturesContract("BTC-PERP", "BTC", settlement=Settlement.INVERSE, contract_size=100.0,
+                          tiers=MarginTiers.flat(50.0, 0.005), leverage=50.0)
+    book: Book = three_asset_book({"BTC-PERP": btc},
+                                  futures={"BTC-PERP": FuturesPosition(10.0, 50_000.0)}, cash=-394.0)
+    m: MarketSnapshot = market(PRICES)
+    assert book.collateral(m) == pytest.approx(6.0)
+    assert margin_view(book, m).maintenance == pytest.approx(5.0)
+    d = prepare(book, m, risk_model(), OptimizerSettings())
+    q = dict(zip(book.contract_symbols, map(float, book.contracts_vector()), strict=True))
+    gaps = hard_row_gaps(d, d.held_notional())
+    assert gaps["maintenance"] == pytest.approx(5.0 - 6.0)
+    assert repair_of(d, book, m, q, q, 0.0).broken == ("margin broken by 14.00 USD",)
