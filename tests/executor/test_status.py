@@ -67,13 +67,17 @@ def test_funding_since_the_last_rebalance_modelled_for_paper(tmp_path: Path) -> 
         plan = plan_orders(solution_with({"BTC-PERP": -1000.0, "ETH-PERP": 0.0, "SOL-PERP": 0.0}), book,
                            m, book_instruments(book), PlanOptions(venue="paper"), plan_id="F1")
         j.record_plan(plan)
+    # the plan made 17 h before the last 8 h settlement on the UTC grid: three settlements since
+    # (16 h, 8 h and 0 h before that one), whatever the time of day the test runs at (a window of
+    # 25 h before now held three or four)
+    step = 8 * 3_600_000
     con = sqlite3.connect(tmp_path / "j.sqlite")
-    con.execute("UPDATE plans SET created_ms = ?", (now_ms() - 25 * 3_600_000,))
+    con.execute("UPDATE plans SET created_ms = ?", (now_ms() // step * step - 17 * 3_600_000,))
     con.commit()
     con.close()
     with Journal(tmp_path / "j.sqlite") as j:
         fv = funding_view(book, m, gw, j, {})
-        # 25 h = 3 settlements of 8 h; a 1,000 USD short receives 0.01% each: +0.30 USD
+        # 3 settlements; a 1,000 USD short receives 0.01% each: +0.30 USD
         assert fv.total == pytest.approx(3 * 1000 * 0.0001) and fv.by_symbol.keys() == {"BTC-PERP"}
         j.record_funding("paper", book.name, "BTC-PERP", -0.7, now_ms())
         assert funding_view(book, m, gw, j, {}).total == pytest.approx(-0.7)  # journal rows win
