@@ -197,6 +197,9 @@ EQUIVALENT: dict[str, str] = {
     "executor.journal.xǁJournalǁ__init____mutmut_37":
         "getattr default 1 for 0: an error without SQLite's code is then SQLITE_ERROR (1), which "
         "is neither busy nor storage, the same message as 0",
+    "executor.journal.x_journal_busy__mutmut_11":
+        "getattr default 1 for 0: an error without SQLite's code is then SQLITE_ERROR (1), not "
+        "busy either",
     "executor.journal.xǁJournalǁ__init____mutmut_14":
         "sqlite3.connect without isolation_level=None: every write runs inside _tx's explicit BEGIN "
         "IMMEDIATE ... COMMIT/ROLLBACK, so Python's implicit transactions never open one",

@@ -76,3 +76,28 @@ def test_an_error_without_sqlites_code_is_not_an_fbr_journal(tmp_path: Path,
     monkeypatch.setattr(Journal, "_init_schema", broken)
     with pytest.raises(JournalError, match="is not an fbr journal"):
         Journal(tmp_path / "j.sqlite")
+
+
+@pytest.mark.parametrize(("error", "code", "busy"), [
+    (sqlite3.OperationalError, 5, True), (sqlite3.OperationalError, 6, True),
+    (sqlite3.OperationalError, 5 | 256, True),  # SQLITE_BUSY_RECOVERY: an extended BUSY code
+    (sqlite3.OperationalError, 1, False), (sqlite3.OperationalError, 13, False),
+    (sqlite3.OperationalError, 4, False), (sqlite3.OperationalError, 7, False),
+    (sqlite3.DatabaseError, 5, False)])
+def test_journal_busy_is_busy_or_locked_only(error: type[sqlite3.Error], code: int,
+                                             busy: bool) -> None:
+    """SQLite's BUSY (5) and LOCKED (6), extended codes included (the low byte), on an
+    OperationalError: a journal another process holds; any other code or class is not."""
+    from executor.journal import journal_busy
+
+    exc = error("database is locked")
+    exc.sqlite_errorcode = code
+    assert journal_busy(exc) is busy
+
+
+def test_journal_busy_without_a_code_is_not_busy() -> None:
+    """An OperationalError raised by Python code carries no SQLite code: not busy."""
+    from executor.journal import journal_busy
+
+    assert journal_busy(sqlite3.OperationalError("database is locked")) is False
+    assert journal_busy(RuntimeError("database is locked")) is False
