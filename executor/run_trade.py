@@ -217,7 +217,9 @@ class CycleTrader:
                                                  self._risk(now)))
         self.store.put("plan_in_flight", plan.plan_id)
         try:
-            report = executor.execute(plan, self.book_path, exact=True)  # as the limits saw it
+            # as the gate and the limits saw it; a margin de-risk (which they skip) re-plans
+            # from the account rather than wait for the next wake-up
+            report = executor.execute(plan, self.book_path, exact=reason != "margin")
         except ExecutionUnknownError as exc:
             msg = redact(str(exc))
             self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt", msg, now)

@@ -112,3 +112,45 @@ def test_a_plan_refused_as_moved_is_never_sent_by_a_resume(tmp_path: Path) -> No
             assert last is not None and last.plan_id != plan.plan_id
         finally:
             store.close()
+
+
+def test_a_margin_de_risk_is_sent_although_the_account_moved(make: Make) -> None:
+    """A de-risk skips the gate and the limits, so it is not held to the plan as checked: the
+    margin book (short 0.3 BTC-PERP at 50,000 on 100 USD, ratio 75% against a 50% threshold)
+    de-risks to 0.9 x 50%: MM 45 USD = 0.5% of 9,000 USD, 0.18 BTC short (test_run_loop's hand
+    figures). Another process buys 0.05 BTC-PERP before the loop's executor holds the lock; the
+    de-risk re-plans from -0.25 and the account still ends at -0.18 (refused, it would have stayed
+    at -0.25, above the threshold's aim until the next wake-up)."""
+    book = rig._margin_book()
+    market = snapshot(rig.AT_TARGET, T0)
+    loop = make(rig.Fixed({"BTC-PERP": -20_000.0}), book=book, end=T0,
+                triggers=rig.Triggers(margin_ratio=0.5, check_every=6 * H))
+    inner = loop.runner.venue.executor
+    assert inner is not None
+    fired: list[bool] = []
+
+    def executor(basis: PlanBasis) -> JournaledExecutor:
+        if not fired:  # another process buys 0.05 BTC-PERP (2,500 USD) first
+            fired.append(True)
+            with Journal(loop.journal.path) as j:
+                store = PaperStore(j.path, book.name)
+                try:
+                    gw = PaperGateway(book, market, store=store, clock=lambda: ms(T0))
+                    acc = gw.account(book, market)
+                    inst = book_instruments(acc)
+                    plan = plan_orders({"BTC-PERP": -0.25 * 50_000.0}, acc, market, inst,
+                                       PlanOptions(venue="paper"), now=T0)
+                    JournaledExecutor(gw, j, PlanBasis(acc, market, inst), mode="paper",
+                                      retry=RetryPolicy(base_delay_s=0.0, reconcile_delays_s=()),
+                                      clock=lambda: ms(T0)).execute(plan)
+                finally:
+                    store.close()
+        ex: JournaledExecutor = inner(basis)
+        return ex
+
+    loop.runner.venue.executor = executor
+    loop.run()
+    assert fired
+    (cycle,) = loop.cycles()
+    assert (cycle.reason, cycle.action) == ("margin", "traded")
+    assert loop.positions()["BTC-PERP"] == pytest.approx(-0.18, abs=1e-9)
