@@ -10,7 +10,10 @@ fed the same prices and decisions keep the same NAV. A position that shrinks rea
 against its average entry (linear: q x size x (p - entry); inverse: q x size x (1/entry - 1/p) x p,
 USD); one that grows averages its entry (arithmetic for linear, harmonic for inverse).
 Limit legs fill only when p is within the limit (else they are cancelled, like IOC). A dated
-position settles once the market reaches its expiry (:meth:`PaperGateway.settle_expired`).
+position settles once the market reaches its expiry (:meth:`PaperGateway.settle_expired`). The
+exchange's margin rules (:mod:`executor.paper_margin`): an order that opens or increases a position
+is refused when the initial margin after it exceeds the collateral, and a feed that moves the
+market calls :meth:`PaperGateway.liquidate_if_due` (collateral <= maintenance closes everything).
 
 The paper exchange keeps its account (positions, wallet cash), its orders and its trades in its
 own tables of the journal file (:class:`PaperStore`), just as a real exchange keeps them on its
@@ -35,10 +38,12 @@ from typing import Any
 from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus, Trade
 from executor.journal import Journal
 from executor.journal_schema import JournalError
+from executor.paper_margin import Liquidation, insufficient_margin, liquidate, opens
 from executor.paper_store import VENUE, PaperAccount, PaperStore, apply_fill
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
 from models.book import Book, FuturesPosition
 from models.instruments import ContractKind
+from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
 
 __all__ = ["VENUE", "PaperGateway", "PaperStore", "apply_fill", "check_listed", "paper_book",
@@ -77,6 +82,7 @@ class PaperGateway:
         self._seen = (0, 0)  # the last stored order row and trade id read
         self._cleared: set[str] = set()  # contracts past their expiry, settled (or found flat)
         self._book = book
+        self.liquidations: list[Liquidation] = []
         if store is not None:
             if store.load() is None:
                 store.init_account(book.futures, book.cash)
@@ -187,6 +193,21 @@ class PaperGateway:
                 acct.funding_ms = self._clock()
         return total
 
+    def liquidate_if_due(self, penalty_rate: float = LIQUIDATION_PENALTY) -> Liquidation | None:
+        """The exchange's rule, after a market move and its funding: a position open and
+        collateral <= maintenance at the marks closes every position at its mark, charges
+        ``penalty_rate x |notional|`` and lets the insurance fund cover a deficit
+        (:func:`executor.paper_margin.liquidate`), in one store transaction; the event is returned
+        and kept in ``liquidations`` (None: nothing to do)."""
+        self._sync()
+        if not self._book.futures:
+            return None
+        with self._update() as acct:
+            event = liquidate(acct, self._book, self._market, penalty_rate)
+        if event is not None:
+            self.liquidations.append(event)
+        return event
+
     def account_key(self) -> str:
         """``paper:<book name>``."""
         return f"paper:{self._book.name}"
@@ -290,6 +311,9 @@ class PaperGateway:
             new_pos, realised = apply_fill(pos, leg.signed_contracts, price, c)
             acct.set_position(leg.symbol, new_pos)
             acct.cash += realised - fee
+            if opens(pos, new_pos) and (why := insufficient_margin(self._book, acct,
+                                                                   self._market)) is not None:
+                raise OrderRejectedError(f"order {leg.client_id} on {leg.symbol}: {why}")
             acct.fills.append((leg.symbol, state, Trade(oid, leg.signed_contracts, price, fee,
                                                         self._clock())))
         self._traded_now[leg.symbol] = self._traded_now.get(leg.symbol, 0.0) + at_mark

@@ -21,6 +21,10 @@ the feed's first read and whenever the loop reads the venue's instruments (:clas
 at its first read and once a UTC day). A perpetual the source states no interval for keeps the
 book file's.
 
+After the funding, the paper exchange applies the exchange's liquidation rule at the new marks
+(:meth:`PaperGateway.liquidate_if_due`: collateral <= maintenance closes every position at its
+mark, 1% penalty, the insurance fund covering a deficit; kept in ``paper.liquidations``).
+
 The first read pays nothing, and neither does a restart for the time the loop was down (the paper
 account has no record of it): a paper account is an approximation, its funding is the rate now.
 """
@@ -97,6 +101,7 @@ class LivePrices:
         self.paper.set_market(market)
         if self.last is not None:
             self.paid += self.paper.settle_funding(self._rates(market, hours, self.last, t))
+        self.paper.liquidate_if_due()  # the exchange's rule at the new marks (paper.liquidations)
         self.last = t if self.last is None else max(self.last, t)
         return market
 

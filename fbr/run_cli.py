@@ -157,7 +157,8 @@ def _simulate(cfg: RunConfig, journal: Path | None) -> dict[str, object]:
         sim = simulate(cfg, path, journal_path, sdir, hub,
                        preflight=lambda: check_webhooks(hub, "simulate", "paper"))
         return _result(sim.summary, journal_path if journal else None, None, "simulate",
-                       labels=sim.labels, fills=_fills(journal_path, cfg.backtest.loaded.book.name))
+                       labels=sim.labels, fills=_fills(journal_path, cfg.backtest.loaded.book.name),
+                       liquidations=sim.liquidation_doc())
 
 
 def _fills(journal_path: Path, book_name: str) -> list[dict[str, object]]:
@@ -187,6 +188,12 @@ def _print(result: Mapping[str, object]) -> None:
     out.print(f"fbr run ({result['mode']}): {result['run']} after {result['cycles']} cycles, "
               f"{result['trades']} with trades, {result['failures']} failures, "
               f"{result['alerts']} alerts")
+    liq = result.get("liquidations")
+    if isinstance(liq, dict) and liq.get("count"):
+        n = int(liq["count"])
+        out.print(f"LIQUIDATED: {n} liquidation{'s' if n != 1 else ''} of the paper account, "
+                  f"penalty {liq['penalty']:,.2f} USD, insurance fund {liq['insurance_fund']:,.2f} "
+                  f"USD (first at {liq['events'][0]['time']})")
     labels = result.get("labels")
     for label in labels if isinstance(labels, list) else []:
         out.print(str(label))

@@ -1,15 +1,21 @@
 """``fbr run --simulate``: the loop over the file's market path on a simulated clock and the paper
 venue, the very policy object ``fbr backtest`` replays.
 
-The clock starts at the path's first step and ends at its last; each jump to a later step k
-moves the paper exchange to the step's market (``scenarios.replay_inputs.market_at``: closes,
+The clock starts at the path's first step and ends at its last and stops only at the path's steps
+(:class:`PathClock`); the loop keeps the run file's schedule (``interval`` / ``cron``), a scheduled
+time the path has no step for served at the next step. Each jump to a later step k moves the
+paper exchange to the step's market (``scenarios.replay_inputs.market_at``: closes,
 marks, funding, spreads, ADV) and impact vols, and pays every funding settlement in
 (t_{k-1}, t_k] at step k's marks, as the backtest's funding step does; a dated position whose
 expiry T the jump reaches settles at the underlying's spot at T (interpolated between the steps
 around T, the backtest's settlement price and fee: :func:`expiry_spots`,
 ``PaperGateway.settle_expired``), a fill of the paper account. The loop then reads the
-account, asks the policy, plans and executes through the journaled executor. With the gate off,
-every trigger off, lot-free or lot-aligned contracts and no min notional, its trades are the
+account, asks the policy, plans and executes through the journaled executor (the run file's
+``max_order_usd`` / ``max_plan_usd``). After the step's funding the paper exchange applies the
+exchange's liquidation rule at the backtest's penalty (``PaperGateway.liquidate_if_due``; each
+liquidation a CRITICAL margin alert and in :attr:`Simulation.liquidations`). With the gate off,
+every trigger off, a schedule firing at every step (``interval`` = the path's step), lot-free or
+lot-aligned contracts, no min notional and orders within the limits, its trades are the
 backtest's (``tests/fbr/test_run_cli.py`` checks it to 1e-9, ``tests/fbr/test_run_sim_dated.py``
 with an expiry on the path); the loop does not sweep collateral or trade spot, so compare with
 ``[backtest] collateral = false`` and a futures policy.
@@ -23,6 +29,7 @@ as ``fbr backtest`` does for the policies with a risk model (fbr.backtest_risk).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Callable
@@ -32,14 +39,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from executor.alerts import AlertHub
+from executor.alerts import AlertHub, AlertKind, Severity
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.paper import PaperGateway, PaperStore
+from executor.paper_margin import Liquidation
 from executor.plan import OrderType, PlanOptions, with_book_settings
 from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import RunSettings
-from executor.schedule import Schedule, SimClock
+from executor.safety import Limits
+from executor.schedule import SimClock
 from fbr.backtest_config import BacktestConfig
 from fbr.backtest_risk import risk_input, risk_lookahead, utc
 from fbr.backtest_run import backtest_options
@@ -65,6 +74,8 @@ class HistoryFeed:
     k: int = 0
     vol: dict[str, float] = dataclasses.field(default_factory=dict)
     book: Book | None = None
+    alerts: AlertHub | None = None
+    liquidations: list[Liquidation] = dataclasses.field(default_factory=list)
 
     def vol_at(self, k: int) -> dict[str, float]:
         """Daily impact vol per contract at step k (0 where unknown or without ADV)."""
@@ -76,7 +87,9 @@ class HistoryFeed:
 
     def advance(self, t_from: datetime, t_to: datetime) -> None:
         """Step to the last path step at or before ``t_to``: new market (dated positions it
-        reaches the expiry of settle at :func:`expiry_spots`), then its funding."""
+        reaches the expiry of settle at :func:`expiry_spots`), then its funding, then the
+        exchange's liquidation rule (:meth:`PaperGateway.liquidate_if_due`, at the backtest's
+        penalty; reported by :meth:`liquidated`), the backtest's order of a step."""
         del t_from
         ns = pd.Timestamp(t_to).value
         k = int(np.searchsorted(self.inputs.step_ns, ns, side="right")) - 1
@@ -91,6 +104,22 @@ class HistoryFeed:
         if hi > lo:
             rates = self.inputs.settle_r[lo:hi].sum(axis=0)
             self.paper.settle_funding(dict(zip(self.inputs.cons, rates.tolist(), strict=True)))
+        event = self.paper.liquidate_if_due(self.inputs.liquidation_penalty)
+        if event is not None:
+            self.liquidated(event)
+
+    def liquidated(self, event: Liquidation) -> None:
+        """Keep ``event`` and send its CRITICAL margin alert (the loop's alert hub)."""
+        self.liquidations.append(event)
+        if self.alerts is None:
+            return
+        closed = ", ".join(f"{s} {q:+.8g}" for s, q in event.contracts.items())
+        self.alerts.emit(AlertKind.MARGIN, Severity.CRITICAL, "paper account liquidated",
+                         f"collateral {event.collateral:,.2f} USD <= maintenance "
+                         f"{event.maintenance:,.2f} USD: closed {closed} at the marks, penalty "
+                         f"{event.penalty:,.2f} USD, insurance fund {event.insurance:,.2f} USD",
+                         event.time, penalty=event.penalty, insurance_fund=event.insurance,
+                         collateral=event.collateral, maintenance=event.maintenance)
 
 
 def expiry_spots(book: Book, inputs: ReplayInputs, k0: int, k: int) -> dict[str, float]:
@@ -105,12 +134,37 @@ def expiry_spots(book: Book, inputs: ReplayInputs, k0: int, k: int) -> dict[str,
     return out
 
 
+@dataclasses.dataclass
+class PathClock(SimClock):
+    """A simulated clock that stops only at the path's step times ``steps`` (ascending, UTC): a
+    wake-up the loop asks for at t (its schedule, ``check_every``, a retry) lands on the first
+    step at or after t. So every read and cycle sees the market of its own time, and a scheduled
+    time the path has no bar for (a gap in the data) is served at the next step, as a loop whose
+    exchange was down then runs its overdue cycle when it answers again."""
+
+    steps: tuple[datetime, ...] = ()
+
+    def sleep_until(self, t: datetime, stop: Callable[[], bool]) -> None:
+        """Jump to the first step at or after ``t`` (the last step when none is)."""
+        k = bisect.bisect_left(self.steps, t)
+        super().sleep_until(self.steps[min(k, len(self.steps) - 1)] if self.steps else t, stop)
+
+
 @dataclasses.dataclass(frozen=True)
 class Simulation:
-    """A simulated loop's summary and the labels its output carries (:func:`lookahead_labels`)."""
+    """A simulated loop's summary, the labels its output carries (:func:`lookahead_labels`) and
+    the paper account's liquidations (:meth:`HistoryFeed.liquidated`)."""
 
     summary: RunSummary
     labels: list[str]
+    liquidations: list[Liquidation] = dataclasses.field(default_factory=list)
+
+    def liquidation_doc(self) -> dict[str, object]:
+        """``{count, penalty, insurance_fund, events}`` (USD; events: :meth:`Liquidation.doc`)."""
+        return {"count": len(self.liquidations),
+                "penalty": sum(e.penalty for e in self.liquidations),
+                "insurance_fund": sum(e.insurance for e in self.liquidations),
+                "events": [e.doc() for e in self.liquidations]}
 
 
 def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Path,
@@ -131,13 +185,15 @@ def simulate(cfg: RunConfig, path: MarketPath, journal_path: Path, state_dir: Pa
         try:
             paper = PaperGateway(book, market_at(inputs, 0), store=store,
                                  clock=lambda: int(clock.now().timestamp() * 1000))
-            feed = HistoryFeed(inputs, paper, book=book)
+            feed = HistoryFeed(inputs, paper, book=book, alerts=alerts)
             feed.vol.update(feed.vol_at(0))
             paper.set_market(market_at(inputs, 0), feed.vol)
-            clock = SimClock(start, end=inputs.times[-1].to_pydatetime(), on_advance=[feed.advance])
+            clock = PathClock(start, end=inputs.times[-1].to_pydatetime(),
+                              on_advance=[feed.advance],
+                              steps=tuple(t.to_pydatetime() for t in inputs.times))
             runner = _runner(cfg, (policy, risk), paper, journal, journal_path, feed, clock,
                              state_dir, alerts)
-            return Simulation(runner.run(preflight), labels)
+            return Simulation(runner.run(preflight), labels, feed.liquidations)
         finally:
             store.close()
 
@@ -175,17 +231,18 @@ def lookahead_labels(bt: BacktestConfig, risk: RiskInput, path: MarketPath) -> l
 def _runner(cfg: RunConfig, policy_risk: tuple[Policy, RiskInput], paper: PaperGateway,
             journal: Journal, journal_path: Path, feed: HistoryFeed, clock: SimClock,
             state_dir: Path, alerts: AlertHub) -> Runner:
-    """The loop on the paper venue, scheduled at every step of the path, with the policy and
-    the loop's risk model (:func:`loop_risk`)."""
+    """The loop on the paper venue, on the run file's schedule (``interval`` / ``cron``; the
+    clock wakes only at the path's steps, :class:`PathClock`) and order limits (``max_order_usd``,
+    ``max_plan_usd``, as ``fbr run`` passes them), with the policy and the loop's risk model
+    (:func:`loop_risk`)."""
     policy, risk = policy_risk
     settings = cfg.backtest.loaded.settings
-    step = feed.inputs.times[1] - feed.inputs.times[0] if len(feed.inputs.times) > 1 else None
-    schedule = (Schedule(interval=step.to_pytimedelta()) if step is not None else cfg.schedule)
-    run_settings = RunSettings(schedule=schedule, mode="paper", gate=cfg.gate,
+    run_settings = RunSettings(schedule=cfg.schedule, mode="paper", gate=cfg.gate,
                                health_file=state_dir / "health.json",
                                kill_file=state_dir / "KILL", triggers=cfg.triggers,
                                limits=cfg.limits, costs=settings.costs)
-    options = with_book_settings(PlanOptions(venue="paper", order_type=OrderType(cfg.order_type)),
+    options = with_book_settings(PlanOptions(venue="paper", order_type=OrderType(cfg.order_type),
+                                             limits=Limits(cfg.max_order_usd, cfg.max_plan_usd)),
                                  settings)
 
     def executor(basis: PlanBasis) -> JournaledExecutor:

@@ -107,7 +107,10 @@ def test_funding_is_paid_on_the_stored_position(tmp_path: Path) -> None:
 
 
 EXPIRY = datetime(2024, 6, 1, 8, tzinfo=UTC)
-BTC_Q = FuturesContract("BTC-Q", "BTC", kind=ContractKind.DATED, expiry=EXPIRY, taker_fee=0.0005)
+# 20x: the 30,000 USD short below needs 1,500 USD of initial margin against the 3,000 USD wallet
+# (at the default 10x it needs 3,000 > 2,985 after its fee: the paper venue's -2019 refuses it)
+BTC_Q = FuturesContract("BTC-Q", "BTC", kind=ContractKind.DATED, expiry=EXPIRY, taker_fee=0.0005,
+                        leverage=20.0)
 
 
 def _dated_market(time: str, btc: float) -> MarketSnapshot:

@@ -14,12 +14,12 @@ other process's positions."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_fbr
 
 import executor.live as live
 from executor.journal import Journal
@@ -30,7 +30,6 @@ from fbr.web.state import DashboardState, PlanChangedError, ServeConfig, plan_fi
 
 ROOT = Path(__file__).resolve().parents[3]
 SEED = (ROOT / "examples" / "seed_example_1.toml").read_text()
-FBR = str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "fbr")
 
 
 def test_execute_sends_the_confirmed_legs_or_nothing(tmp_path: Path,
@@ -55,10 +54,9 @@ def test_execute_sends_the_confirmed_legs_or_nothing(tmp_path: Path,
     @contextlib.contextmanager
     def other_first(account: str, directory: Path | None = None) -> Iterator[Path]:
         if not ran:  # the other process takes the account first
-            ran.append(subprocess.run(
-                [FBR, "execute", str(other), "--exchange", "paper", "--journal", str(journal),
-                 "--json"], env={**os.environ, "FBR_LOCK_DIR": str(locks)}, capture_output=True,
-                text=True, timeout=120))
+            ran.append(run_fbr("execute", str(other), "--exchange", "paper", "--journal",
+                               str(journal), "--json", env={"FBR_LOCK_DIR": str(locks)},
+                               timeout=120))
             assert ran[0].returncode == 0, ran[0].stderr
         with real_lock(account, directory) as held:
             yield held
