@@ -48,13 +48,13 @@ class Limits:
         for n in order_notionals:
             if abs(n) > self.max_order_usd + 1e-9:
                 raise SafetyError(f"an order of {abs(n):,.2f} USD exceeds the per-order limit "
-                                  f"{self.max_order_usd:,.2f} USD. Fix: raise --max-order-usd or "
-                                  f"rebalance in smaller steps")
+                                  f"{self.max_order_usd:,.2f} USD. Fix: raise --max-order-usd "
+                                  f"(fbr run: [run] max_order_usd) or rebalance in smaller steps")
             total += abs(n)
         if total > self.max_plan_usd + 1e-9:
             raise SafetyError(f"the plan trades {total:,.2f} USD, above the per-plan limit "
-                              f"{self.max_plan_usd:,.2f} USD. Fix: raise --max-plan-usd or rebalance "
-                              f"in smaller steps")
+                              f"{self.max_plan_usd:,.2f} USD. Fix: raise --max-plan-usd (fbr run: "
+                              f"[run] max_plan_usd) or rebalance in smaller steps")
 
 
 @dataclass(frozen=True)
