@@ -68,7 +68,11 @@ CREATE TABLE IF NOT EXISTS paper_trades (id INTEGER PRIMARY KEY AUTOINCREMENT,
     price REAL NOT NULL, fee REAL NOT NULL, time_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS paper_intervals (book_name TEXT NOT NULL, symbol TEXT NOT NULL,
     hours REAL NOT NULL, PRIMARY KEY (book_name, symbol));
+CREATE TABLE IF NOT EXISTS paper_prices (book_name TEXT PRIMARY KEY, source TEXT NOT NULL);
 """
+
+#: The price source of a paper account no loop has named: the book file's market.
+BOOK_PRICES = "book"
 
 
 @dataclass
@@ -101,7 +105,8 @@ class PaperAccount:
 class PaperStore:
     """The paper exchange's side of the account, in tables of the journal file (one per book
     name): positions (signed contracts, entry USD), cash (USD), orders and trades, and the hours
-    between the perpetuals' funding settlements the venue uses (:meth:`funding_intervals`)."""
+    between the perpetuals' funding settlements the venue uses (:meth:`funding_intervals`), and
+    whose prices the account follows (:meth:`price_source`)."""
 
     def __init__(self, path: str | Path, book_name: str) -> None:
         self.book_name = book_name
@@ -139,6 +144,21 @@ class PaperStore:
             cur.execute("DELETE FROM paper_intervals WHERE book_name = ?", (self.book_name,))
             cur.executemany("INSERT INTO paper_intervals VALUES (?, ?, ?)",
                             [(self.book_name, s, float(h)) for s, h in hours.items()])
+
+    def price_source(self) -> str:
+        """Whose prices this book's paper account follows: :data:`BOOK_PRICES` (the book file's
+        market), or the exchange an ``fbr run`` loop last followed it on (``[run] prices``, e.g.
+        ``"binanceusdm"``), so a manual trade or read of the account values it where the loop
+        does."""
+        row = self._conn.execute("SELECT source FROM paper_prices WHERE book_name = ?",
+                                 (self.book_name,)).fetchone()
+        return BOOK_PRICES if row is None else str(row[0])
+
+    def save_price_source(self, source: str) -> None:
+        """Record that this book's paper account follows ``source``'s prices (see
+        :meth:`price_source`)."""
+        with self._transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO paper_prices VALUES (?, ?)", (self.book_name, source))
 
     def orders(self) -> dict[str, OrderState]:
         """Every paper order of this book by client id."""

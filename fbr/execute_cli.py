@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from executor.base import ExecutionReport
     from executor.plan import Instrument, OrderLeg, OrderPlan, PlanOptions
     from executor.plan_doc import OrderPlanDoc
-    from fbr.config_loader import LoadedBook
     from models.book import Book
     from optimizer.solution import Solution
 
@@ -154,9 +153,10 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
     from executor.dryrun import DryRunExecutor
     from executor.journal import Journal
     from executor.live import JournaledExecutor, PlanBasis
-    from executor.paper import PaperGateway, PaperStore, paper_book
+    from executor.paper import PaperStore, paper_book
     from executor.plan import book_instruments, plan_orders, with_book_settings
     from executor.workflow import orderable_solution, prepare_plan
+    from fbr.paper_prices import paper_gateway
 
     loaded = _load(book_path)
     options = with_book_settings(options, loaded.settings)
@@ -173,8 +173,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
             acc, _ = paper_book(loaded.book, j)
             store = PaperStore(j.path, loaded.book.name)
             try:
-                gw: Any = PaperGateway(acc, loaded.market, daily_vol=_daily_vol(loaded),
-                                       store=store)
+                gw: Any = paper_gateway(loaded, acc, store.price_source(), store=store)
                 prep = prepare_plan(gw, acc, loaded.market, loaded.risk, loaded.settings, options,
                                     labels=loaded.labels)
                 _confirmed(confirm, prep.plan)
@@ -214,9 +213,10 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
             journal_path: Path) -> ExecuteResult:
     from executor.journal import Journal
     from executor.live import JournaledExecutor, PlanBasis
-    from executor.paper import PaperGateway, PaperStore, paper_book
+    from executor.paper import PaperStore, paper_book
     from executor.safety import SafetyError
     from executor.workflow import account_view
+    from fbr.paper_prices import paper_gateway
 
     if not journal_path.exists():
         raise CliError(f"journal {journal_path} does not exist. Fix: give the --journal the plan "
@@ -230,7 +230,7 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
         if plan.venue == "paper":
             acc, _ = paper_book(loaded.book, j)
             store = PaperStore(j.path, loaded.book.name)
-            gw: Any = PaperGateway(acc, loaded.market, daily_vol=_daily_vol(loaded), store=store)
+            gw: Any = paper_gateway(loaded, acc, store.price_source(), store=store)
             mode = "paper"
         else:
             if not live:
@@ -299,12 +299,6 @@ def _progress(n_legs: int) -> Iterator[Callable[[OrderLeg], None]]:
 
         yield step
         bar.update(task, completed=n_legs)
-
-
-def _daily_vol(loaded: LoadedBook) -> dict[str, float]:
-    """Daily vol of each contract's underlying (for the paper impact term)."""
-    vol = dict(zip(loaded.risk.symbols, map(float, loaded.risk.daily_vol), strict=True))
-    return {c.symbol: vol.get(c.underlying, 0.0) for c in loaded.book.contracts}
 
 
 def _result(plan: OrderPlan, report: ExecutionReport, journal_path: Path | None,

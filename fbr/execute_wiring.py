@@ -212,11 +212,14 @@ def silence_journal(journal_path: Path, gw: ExchangeGateway, *,
 
 
 def _paper_loaded(loaded: LoadedBook, journal_path: Path) -> AccountLoaded:
-    """The paper account of ``journal_path`` (see :func:`account_loaded`); a missing journal is
-    not created."""
+    """The paper account of ``journal_path`` (see :func:`account_loaded`) at the market it follows
+    (:mod:`fbr.paper_prices`: the book file's, or the exchange's live prices an ``fbr run`` loop
+    follows it on); a missing journal is not created."""
     from executor.journal import Journal
     from executor.journal_schema import check_journal_path
     from executor.paper import paper_book
+    from executor.paper_store import BOOK_PRICES
+    from fbr.paper_prices import followed_prices, paper_gateway
 
     check_journal_path(journal_path)
     if not journal_path.is_file():
@@ -224,11 +227,16 @@ def _paper_loaded(loaded: LoadedBook, journal_path: Path) -> AccountLoaded:
                                      f"the book file's holdings)")
     with Journal(journal_path) as j:
         book, found = paper_book(loaded.book, j)
+        prices = followed_prices(j, loaded.book.name)
     if not found:
         return AccountLoaded(loaded, f"paper account (journal {journal_path} has none for book "
                                      f"{loaded.book.name!r} yet: the book file's holdings)")
-    return AccountLoaded(dataclasses.replace(loaded, book=book),
-                         f"paper account (journal {journal_path})")
+    if prices == BOOK_PRICES:
+        return AccountLoaded(dataclasses.replace(loaded, book=book),
+                             f"paper account (journal {journal_path})")
+    market = paper_gateway(loaded, book, prices).market(book, loaded.market)
+    return AccountLoaded(dataclasses.replace(loaded, book=book, market=market),
+                         f"paper account (journal {journal_path}) at {prices} prices")
 
 
 def solve_loaded(loaded: LoadedBook) -> Solution:

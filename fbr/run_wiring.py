@@ -22,13 +22,13 @@ from types import FrameType
 from typing import Any
 
 from executor.alerts import Alert, AlertHub, AlertKind, Severity, WebhookSink, url_label
-from executor.base import ExchangeGateway
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis
 from executor.paper import PaperGateway
 from executor.paper_feed import live_paper
 from executor.run_loop import Runner, Venue
 from executor.safety import redact
+from fbr import paper_prices
 from fbr.backtest_config import BacktestConfig
 from fbr.console import CliError
 from fbr.run_config import RunConfig
@@ -146,20 +146,22 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     two cycles is seen by the next. The funding intervals the venue uses (the exchange's, or the
     book file's with ``prices = "book"``) are kept in the journal's paper tables, so ``fbr status``,
     ``solve``/``whatif --exchange paper`` and the dashboard, which read the account through
-    ``executor.paper.paper_book``, count the loop's settlements."""
+    ``executor.paper.paper_book``, count the loop's settlements. The prices the account follows
+    are kept there too, so those readers and a manual paper trade read the same market
+    (:mod:`fbr.paper_prices`)."""
     from executor.paper import PaperGateway, PaperStore, paper_book
-    from fbr.execute_cli import _daily_vol
     from fbr.execute_wiring import _retry
 
     loaded = cfg.backtest.loaded
     journal = Journal(journal_path)
     acc, _ = paper_book(loaded.book, journal)
     store = PaperStore(journal.path, loaded.book.name)
-    vol = _daily_vol(loaded)
+    store.save_price_source(cfg.prices)  # a manual trade or read of the account follows it too
+    vol = paper_prices.daily_vol(loaded)
     feed: Callable[[datetime], MarketSnapshot]
     gw: PaperGateway
     if cfg.prices == "binanceusdm":
-        source = public_gateway(cfg.prices, pledge_source=loaded.pledge_source)
+        source = paper_prices.public_gateway(cfg.prices, pledge_source=loaded.pledge_source)
         gw, feed = live_paper(acc, loaded.book, loaded.market, source, daily_vol=vol, store=store)
     else:
         gw = PaperGateway(acc, loaded.market, daily_vol=vol, store=store)
@@ -181,21 +183,9 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close)
 
 
-def public_gateway(exchange: str, *, pledge_source: str = "multi_assets") -> ExchangeGateway:
-    """A ccxt gateway without keys: public market data only (marks, index prices, funding);
-    ``pledge_source`` is the book's ``[book] pledge_source``, as every gateway of a book gets it."""
-    from executor.ccxt_gateway import CcxtGateway
-    from executor.safety import Credentials
-    from fbr.execute_wiring import BACKOFF_S, EXCHANGE_FACTORIES
-
-    return CcxtGateway(EXCHANGE_FACTORIES[exchange](Credentials("", "")), base_delay_s=BACKOFF_S,
-                       pledge_source=pledge_source)
-
-
 def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
     """Binance USD-M (keys from the environment): live orders with ``live``, else plans shown;
     the account's pledged spot is read as the book's ``[book] pledge_source`` says."""
-    from fbr.execute_cli import _daily_vol
     from fbr.execute_wiring import ExchangeChoice, _gateway, _retry
 
     loaded = cfg.backtest.loaded
@@ -206,17 +196,16 @@ def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
         return JournaledExecutor(gw, journal, basis, retry=_retry(False), mode="live")
 
     return OpenVenue(Venue(gw, journal_path, journal, executor if live else None,
-                           lambda _t: loaded.market, _daily_vol(loaded)), journal.close)
+                           lambda _t: loaded.market, paper_prices.daily_vol(loaded)), journal.close)
 
 
 def dry_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     """The book file's holdings; plans are shown, nothing is sent."""
-    from fbr.execute_cli import _daily_vol
 
     loaded = cfg.backtest.loaded
     gw = DryGateway(loaded.book, loaded.market)
     return OpenVenue(Venue(gw, journal_path, None, None, lambda _t: loaded.market,
-                           _daily_vol(loaded)), lambda: None)
+                           paper_prices.daily_vol(loaded)), lambda: None)
 
 
 class DryGateway(PaperGateway):

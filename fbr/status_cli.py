@@ -157,19 +157,22 @@ def _paper_note(loaded: LoadedBook, journal_path: Path) -> str | None:
 def account_gateway(loaded: LoadedBook, exchange: ExchangeChoice, journal: Journal | None, *,
                     live: bool = True) -> tuple[ExchangeGateway, Book]:
     """The venue's gateway and the account's book: for ``paper`` a paper gateway over the
-    journal's paper account (the book file's holdings without a journal), for ``dry-run`` one over
+    journal's paper account at the prices it follows (:mod:`fbr.paper_prices`; the book file's
+    holdings and market without a journal), for ``dry-run`` one over
     the book file's holdings (as ``fbr solve`` and ``whatif`` read them); for an exchange
     its ccxt gateway (keys from the environment; ``live=False``: missing keys are named as a read
     needs them, :func:`fbr.execute_wiring._gateway`; pledged spot read as the book's
     ``[book] pledge_source`` says) and the book file's holdings, which the gateway's account
     replaces (``account_view``)."""
     from executor.paper import PaperGateway, paper_book
+    from fbr.paper_prices import followed_prices, paper_gateway
 
     if exchange not in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
         return _gateway(exchange, live=live, pledge_source=loaded.pledge_source), loaded.book
-    acc = (paper_book(loaded.book, journal)[0]
-           if exchange == ExchangeChoice.PAPER and journal is not None else loaded.book)
-    return PaperGateway(acc, loaded.market), acc
+    if exchange == ExchangeChoice.DRY_RUN or journal is None:
+        return PaperGateway(loaded.book, loaded.market), loaded.book
+    acc = paper_book(loaded.book, journal)[0]
+    return paper_gateway(loaded, acc, followed_prices(journal, loaded.book.name)), acc
 
 
 def account_silence(gw: ExchangeGateway, exchange: ExchangeChoice,

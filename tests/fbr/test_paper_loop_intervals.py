@@ -99,9 +99,9 @@ def _run_config(tmp: Path, prices: str) -> RunConfig:
 def _loop_reads(tmp: Path, journal: Path, prices: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop's paper venue (``fbr run``'s constructor) on :class:`StatedSource`'s prices (or
     the book file's), its instruments read once (the loop's first read), then closed."""
-    from fbr import run_wiring
+    from fbr import paper_prices, run_wiring
 
-    monkeypatch.setattr(run_wiring, "public_gateway", lambda *a, **k: StatedSource())
+    monkeypatch.setattr(paper_prices, "public_gateway", lambda *a, **k: StatedSource())
     cfg = _run_config(tmp, prices)
     opened = run_wiring.paper_venue(cfg, journal)
     try:
@@ -132,7 +132,7 @@ def test_solve_on_the_paper_account_counts_the_loop_s_4h(tmp_path: Path, journal
     of BTC and ETH (8 h): funding_carry = sum_j x_j r_j 48 / h_j (the book's 8 h: 6 for SOL)."""
     doc = _invoke_json("solve", str(tmp_path / "book.toml"), "--exchange", "paper",
                        "--journal", str(journal))
-    assert doc["holdings_source"] == f"paper account (journal {journal})"
+    assert doc["holdings_source"] == f"paper account (journal {journal}) at binanceusdm prices"
     x = {p["symbol"]: p["notional"] for p in doc["target_positions"]}
     assert abs(x["SOL-PERP"]) > 100.0  # a real SOL position, so its count matters
     hours = {"BTC-PERP": 8.0, "ETH-PERP": 8.0, "SOL-PERP": 4.0}

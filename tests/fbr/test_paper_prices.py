@@ -1,0 +1,136 @@
+"""A paper account an ``fbr run`` loop follows on an exchange's prices is traded and read at them.
+
+The loop (``[run] prices = "binanceusdm"``) moves its paper account to the exchange's marks at
+every read. A manual ``fbr execute --exchange paper`` between two cycles filled at the book file's
+market instead (stale, possibly by months), booking its fills and the account's PnL at prices the
+account never traded at, and ``fbr status``/``solve --exchange paper`` valued it there. Here a fake
+exchange quotes every price 10% above the book file's; expected fills by hand: mark x (1 +- half
+spread), the book's half spread 0.05%, no impact (no ADV given)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fbr.cli import app
+from models.book import Book
+from models.market import MarketSnapshot
+
+BOOK_MARKS = {"BTC-PERP": 60000.0, "ETH-PERP": 2500.0, "SOL-PERP": 150.0}
+#: the exchange's marks: 10% above the book file's
+LIVE_MARKS = {s: 1.1 * m for s, m in BOOK_MARKS.items()}
+HALF_SPREAD = 0.0005
+BOOK = """[book]
+name = "paper prices"
+cash = 3000.0
+[targets]
+BTC = 0.50
+ETH = 0.30
+SOL = 0.20
+[spot]
+BTC = 0.1
+ETH = 1.0
+SOL = 30.0
+[contract_defaults]
+lot_step = 1e-8
+min_notional = 0.0
+leverage = 10.0
+[market]
+time = 2024-06-01T00:00:00Z
+mark_from_spot = true
+[market.spot]
+BTC = 60000.0
+ETH = 2500.0
+SOL = 150.0
+[market.half_spread]
+"BTC-PERP" = 0.0005
+"ETH-PERP" = 0.0005
+"SOL-PERP" = 0.0005
+[risk]
+correlation = 0.7
+[risk.vols]
+BTC = 0.55
+ETH = 0.70
+SOL = 0.95
+"""
+
+
+class LiveSource:
+    """An exchange quoting spot and marks 10% above the book file's market (spreads, ADV and
+    funding the book file's), stating no funding interval."""
+
+    venue = "fake"
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        return MarketSnapshot(time=fallback.time, spot={a: 1.1 * p for a, p in fallback.spot.items()},
+                              mark=dict(LIVE_MARKS), funding=fallback.funding,
+                              half_spread=fallback.half_spread, adv=fallback.adv)
+
+
+def _json(*args: str) -> dict[str, Any]:
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    doc: dict[str, Any] = json.loads(res.stdout)
+    return doc
+
+
+@pytest.fixture
+def followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The journal of a paper loop that followed :class:`LiveSource` (its venue opened and
+    closed, as ``fbr run`` opens it); the fake source stays in place for the test."""
+    from fbr import paper_prices, run_wiring
+    from fbr.run_config import load_run_file
+
+    monkeypatch.setenv("FBR_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(paper_prices, "public_gateway", lambda *a, **k: LiveSource())
+    (tmp_path / "book.toml").write_text(BOOK, encoding="utf-8")
+    run = tmp_path / "run.toml"
+    run.write_text('book = "book.toml"\n[[policies]]\nkind = "naive_futures"\nband = "1%"\n'
+                   'name = "naive"\n[run]\nexchange = "paper"\nprices = "binanceusdm"\n',
+                   encoding="utf-8")
+    journal = tmp_path / "j.sqlite"
+    run_wiring.paper_venue(load_run_file(run), journal).close()
+    return journal
+
+
+def _fills(doc: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    return {leg["symbol"]: (leg["side"], leg["average"]) for leg in doc["report"]["legs"]
+            if leg["filled"] > 0}
+
+
+def test_a_manual_paper_trade_fills_at_the_prices_the_loop_follows(
+        tmp_path: Path, followed: Path) -> None:
+    doc = _json("execute", str(tmp_path / "book.toml"), "--exchange", "paper",
+                "--journal", str(followed))
+    fills = _fills(doc)
+    assert fills, doc["report"]
+    for symbol, (side, price) in fills.items():
+        sign = 1.0 if side == "buy" else -1.0
+        assert price == pytest.approx(LIVE_MARKS[symbol] * (1 + sign * HALF_SPREAD), rel=1e-12)
+
+
+def test_status_and_solve_value_the_account_at_those_prices(tmp_path: Path, followed: Path) -> None:
+    """NAV on the exchange's prices: cash 3,000 + spot 0.1 x 66,000 + 1 x 2,750 + 30 x 165
+    = 17,300 USD (no futures yet); the book file's market gives 15,730."""
+    book = str(tmp_path / "book.toml")
+    st = _json("status", book, "--exchange", "paper", "--journal", str(followed))
+    assert st["nav"] == pytest.approx(3000 + 6600 + 2750 + 4950, rel=1e-12)
+    sol = _json("solve", book, "--exchange", "paper", "--journal", str(followed))
+    assert sol["holdings_source"].endswith("at binanceusdm prices")
+    assert sol["nav"] == pytest.approx(17300.0, rel=1e-12)
+
+
+def test_an_account_no_loop_followed_on_an_exchange_trades_at_the_book_s_market(
+        tmp_path: Path) -> None:
+    (tmp_path / "book.toml").write_text(BOOK, encoding="utf-8")
+    doc = _json("execute", str(tmp_path / "book.toml"), "--exchange", "paper",
+                "--journal", str(tmp_path / "j.sqlite"))
+    fills = _fills(doc)
+    assert fills
+    for symbol, (side, price) in fills.items():
+        sign = 1.0 if side == "buy" else -1.0
+        assert price == pytest.approx(BOOK_MARKS[symbol] * (1 + sign * HALF_SPREAD), rel=1e-12)
