@@ -262,6 +262,12 @@ class ExecutionUnknownError(FbrError):
     exit_code = ExitCode.UNKNOWN
 
 
+class PlanFinishedError(RefusedError):
+    """A run that resumes only an open plan (the daily loop's restart) found it finished by
+    another run once it held the account's lock: nothing was sent, and its fills are that run's,
+    not this one's (exit code 6)."""
+
+
 class AccountMovedError(RefusedError):
     """The account's positions moved between the plan and its send (another process traded it
     while this one waited for the account's lock): a run that must send the plan as made (the

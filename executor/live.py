@@ -159,14 +159,15 @@ class JournaledExecutor:
             self.journal.record_plan(plan, book_path, account)
             return self._run(plan)
 
-    def resume(self, plan_id: str) -> ExecutionReport:
-        """Finish a journalled plan from the account's positions now (nothing is replayed)."""
+    def resume(self, plan_id: str, *, open_only: bool = False) -> ExecutionReport:
+        """Finish a journalled plan from the account's positions now (nothing is replayed);
+        ``open_only``: one finished meanwhile raises (:func:`check_resumable`)."""
         account = self.gateway.account_key()
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
             self._messages, self._open_elsewhere, self._exact = [], False, False
             plan = self.journal.plan(plan_id)
-            check_resumable(self.journal, plan_id, account)
+            check_resumable(self.journal, plan_id, account, open_only)
             if self.journal.plan_status(plan_id) == "done":
                 return finished_report(plan, self.journal, self.mode,
                                        self.gateway.positions(self._instruments(plan)))

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from executor.base import AccountMovedError, ExecutionReport, LegReport, OrderStatus, Outcome
+from executor.base import (
+    AccountMovedError,
+    ExecutionReport,
+    LegReport,
+    OrderStatus,
+    Outcome,
+    PlanFinishedError,
+)
 from executor.journal import Journal, JournalOrder
 from executor.plan import Instrument, OrderLeg, OrderPlan, OrderType, Side
 from models.errors import RefusedError
@@ -18,11 +25,17 @@ from models.market import MarketSnapshot
 REFUSED = "refused"
 
 
-def check_resumable(journal: Journal, plan_id: str, account: str) -> None:
+def check_resumable(journal: Journal, plan_id: str, account: str, open_only: bool = False) -> None:
     """Raise :class:`RefusedError` (exit code 6) when plan ``plan_id`` was sent on another account
     than ``account``, is superseded by a newer plan of its account, or was refused because its
-    account moved before the send (what was confirmed is not what a resume would send)."""
-    if journal.plan_status(plan_id) == REFUSED:
+    account moved before the send (what was confirmed is not what a resume would send); with
+    ``open_only``, :class:`PlanFinishedError` when it is finished ('done': by another run, since
+    the caller saw it open)."""
+    status = journal.plan_status(plan_id)
+    if open_only and status == "done":
+        raise PlanFinishedError(f"plan {plan_id} was finished by another run while this one "
+                                f"waited for the account; nothing was sent")
+    if status == REFUSED:
         raise RefusedError(f"plan {plan_id} was refused before any order: its account moved since "
                            f"it was made, so it is not the plan that was confirmed. Fix: run `fbr "
                            f"execute` (or the dashboard) for a fresh plan")

@@ -5,7 +5,9 @@ The loop calls it only when no kill file or stop request is present (a kill send
 
 1. a plan no longer open (done, or superseded by a newer plan) is not resumed: its fills, read
    back from the journal, are recorded as a ``recovered`` cycle and the interrupted cycle runs
-   again at once;
+   again at once; so is a plan another run closes between this look and the account's lock (a
+   manual ``fbr execute --resume`` that finished it: its fills are not reported as this loop's
+   trade);
 2. the account is read (a failed read: the plan stays in flight and the loop goes on; the next
    plan sent supersedes it, the executor settling its legs in doubt first) and the day's state is
    brought up to date (a new UTC day: the summary and the new opening NAV);
@@ -30,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from executor.alerts import AlertKind, Severity
-from executor.base import ExecutionUnknownError
+from executor.base import ExecutionUnknownError, PlanFinishedError
 from executor.live import PlanBasis
 from executor.lock import AccountBusyError
 from executor.plan import OrderPlan
@@ -105,7 +107,10 @@ class RestartHandler(CycleTrader):
         executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
                                                  self._risk(now)))
         try:
-            report = executor.resume(plan_id)
+            report = executor.resume(plan_id, open_only=True)
+        except PlanFinishedError as exc:  # another run (a manual --resume) finished it meanwhile
+            self._not_ours(plan_id, now, str(exc))
+            return
         except ExecutionUnknownError as exc:
             self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
                              redact(str(exc)), now)
@@ -115,13 +120,22 @@ class RestartHandler(CycleTrader):
                              redact(str(exc)), now, plan_id=plan_id)
             return
         except RefusedError as exc:  # a newer plan superseded it (e.g. a manual fbr execute)
-            self.store.put("plan_in_flight", None)
-            self._rerun = True
-            self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: plan not resumed",
-                             redact(str(exc)), now, plan_id=plan_id)
+            self._not_ours(plan_id, now, str(exc))
             return
         self.store.put("plan_in_flight", None)
         self.store.record(self._reported(now, view, "resume", report))
+
+    def _not_ours(self, plan_id: str, now: datetime, why: str) -> None:
+        """The plan was closed by another run between the loop's look at it and the account's
+        lock (finished by a manual ``--resume``, superseded by a manual ``fbr execute``): as when
+        it was closed before the restart, its fills are recorded as ``recovered`` (they count
+        toward the day's turnover; no trade of this loop's is reported) and the interrupted cycle
+        runs again at once."""
+        self.store.put("plan_in_flight", None)
+        self._record_finished(plan_id, now)
+        self._rerun = True
+        self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: plan not resumed",
+                         redact(why), now, plan_id=plan_id)
 
     def _record_finished(self, plan_id: str, now: datetime) -> None:
         """A cycle row for a plan the crash left unrecorded (done or superseded after its legs

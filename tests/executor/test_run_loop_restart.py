@@ -21,6 +21,7 @@ from test_run_loop import (
     DAY,
     SYMS,
     T0,
+    TURNOVER_UP,
     Crash,
     H,
     Make,
@@ -28,7 +29,8 @@ from test_run_loop import (
     ms,
 )
 
-from executor.base import OrderStatus
+from executor.base import ExecutionReport, OrderStatus
+from executor.live import JournaledExecutor, PlanBasis
 from executor.paper import PaperGateway
 from executor.plan import OrderLeg
 from executor.run_settings import DailyLimits
@@ -161,4 +163,45 @@ def test_a_restart_days_later_settles_the_stale_plan_and_plans_afresh(make: Make
     assert second.journal.plan_status(plan_id) == "superseded"
     settled = second.journal.order(plan_id, eth_leg.leg)
     assert settled.status == OrderStatus.FILLED and settled.filled == pytest.approx(0.2)
+    assert second.state("plan_in_flight") is None
+
+
+def test_a_plan_a_manual_resume_finishes_while_the_restart_waits_is_recovered(make: Make) -> None:
+    """The loop died after the hedge's BTC leg. At the restart it sees the plan open; before it
+    holds the account's lock a manual ``fbr execute --resume`` of the same plan sends the ETH and
+    SOL legs and finishes it. The loop sends nothing and reports no trade of its own: the plan's
+    fills (the whole hedge, 1,980 USD) are a ``recovered`` cycle counted toward the day's
+    turnover, as for a plan finished before the restart; the interrupted cycle then runs again
+    and finds the account on target."""
+    first, _ = _crashed_first_run(make)
+    plan_id = first.state("plan_in_flight")
+    assert plan_id is not None
+    first.journal.close()
+    first.store.close()
+
+    second = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 6 * H)
+    loops = second.runner.venue.executor
+    assert loops is not None
+
+    def racing(basis: PlanBasis) -> JournaledExecutor:
+        ex: JournaledExecutor = loops(basis)
+        own = ex.resume
+
+        def resume(pid: str, *, open_only: bool = False) -> ExecutionReport:
+            manual = loops(basis).resume(pid)  # the other process, first to the lock
+            assert manual.complete and manual.plan_id == pid
+            return own(pid, open_only=open_only)
+
+        setattr(ex, "resume", resume)  # noqa: B010 (the racing run, on this one object)
+        return ex
+
+    second.runner.venue.executor = racing
+    second.run()
+    assert sorted(s for s, _ in second.trades()) == sorted(SYMS)  # each leg once
+    assert second.alerts("trade") == []
+    assert second.reasons()[0] == (T0, "resume", "recovered")
+    assert second.cycles()[0].turnover_usd == pytest.approx(TURNOVER_UP, rel=1e-12)
+    assert all(action != "traded" for _, _, action in second.reasons())
+    assert [a.title for a in second.alerts("restart")] == ["restart: resuming a plan",
+                                                           "restart: plan not resumed"]
     assert second.state("plan_in_flight") is None
