@@ -18,6 +18,10 @@ Pages (HTML), and the same data as JSON under ``/api``:
 Safety rules: :mod:`fbr.web.security`. Every page is read-only except ``POST /execute``; the guard
 refuses a cross-site state change before any view runs, and every page states its own content
 security policy (its chart scripts by hash; a report's, a sandbox).
+
+Threads: every view that solves, reads the journal, the book or a file runs in a worker thread
+(:func:`threaded`, ``starlette.concurrency.run_in_threadpool``), so a page's solve never holds up
+the other requests; the state serialises what they share (:class:`fbr.web.state.DashboardState`).
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ from starlette.templating import Jinja2Templates
 from executor.safety import redact
 from fbr.console import json_ready
 from fbr.web import charts
-from fbr.web.journal_rows import FundingRow
 from fbr.web.security import (
     CSRF_COOKIE,
     HEADERS,
@@ -67,6 +70,8 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 Handler = Callable[[Request], Awaitable[Response]]
+#: A blocking view: run in a worker thread (:func:`threaded`).
+View = Callable[[Request], Response]
 #: The inline scripts of a chart fragment (plotly's drawing call), whose hashes the page's CSP
 #: admits.
 INLINE_SCRIPT = re.compile(r"<script[^>]*>(.*?)</script>", re.DOTALL)
@@ -90,15 +95,17 @@ def create_app(state: DashboardState, token: str | None = None,
     DNS rebinding; None: any, for a bind off loopback, which the token guards; see
     :mod:`fbr.web.security`)."""
     views = Views(state, token)
-    routes = [Route("/", views.book), Route("/history", views.history), Route("/plan", views.plan),
-              Route("/whatif", views.whatif), Route("/reports", views.reports),
-              Route("/reports/{name}", views.report), Route("/orders", views.orders),
-              Route("/run", views.run), Route("/execute", views.execute, methods=["GET", "POST"]),
-              Route("/login", views.login), Route("/static/{name}", views.static),
-              Route("/api/status", views.api_status), Route("/api/plan", views.api_plan),
-              Route("/api/history", views.api_history), Route("/api/orders", views.api_orders),
-              Route("/api/run", views.api_run), Route("/api/reports", views.api_reports),
-              Route("/api/whatif", views.api_whatif)]
+    blocking: list[tuple[str, View]] = [
+        ("/", views.book), ("/history", views.history), ("/plan", views.plan),
+        ("/whatif", views.whatif), ("/reports", views.reports), ("/reports/{name}", views.report),
+        ("/orders", views.orders), ("/run", views.run), ("/static/{name}", views.static),
+        ("/api/status", views.api_status), ("/api/plan", views.api_plan),
+        ("/api/history", views.api_history), ("/api/orders", views.api_orders),
+        ("/api/run", views.api_run), ("/api/reports", views.api_reports),
+        ("/api/whatif", views.api_whatif)]
+    routes = [Route(path, threaded(view)) for path, view in blocking]
+    routes += [Route("/execute", views.execute, methods=["GET", "POST"]),
+               Route("/login", views.login)]
 
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
                     ) -> Response:
@@ -122,6 +129,16 @@ def create_app(state: DashboardState, token: str | None = None,
     return Starlette(routes=routes, middleware=middleware)
 
 
+def threaded(view: View) -> Handler:
+    """An endpoint that runs ``view`` in a worker thread (``run_in_threadpool``): its solve, its
+    journal, book and file reads and its rendering leave the event loop free for other requests."""
+
+    async def endpoint(request: Request) -> Response:
+        return await run_in_threadpool(view, request)
+
+    return endpoint
+
+
 def refused(request: Request, why: str) -> Response:
     """403 with ``why``: JSON under ``/api``, else one line of text."""
     if request.url.path.startswith("/api/"):
@@ -130,7 +147,9 @@ def refused(request: Request, why: str) -> Response:
 
 
 class Views:
-    """The request handlers (each renders one page or one JSON document)."""
+    """The request handlers (each renders one page or one JSON document). The plain methods block
+    (solves, journal and file reads) and are served through :func:`threaded`; the coroutines
+    (:meth:`execute`, :meth:`login`) run their blocking parts in worker threads themselves."""
 
     def __init__(self, state: DashboardState, token: str | None) -> None:
         self.state = state
@@ -168,7 +187,7 @@ class Views:
         return Response(redact(text), status_code=status, media_type="application/json")
 
     # --- pages --------------------------------------------------------------------------------
-    async def book(self, request: Request) -> Response:
+    def book(self, request: Request) -> Response:
         try:
             doc = self.status_doc()
         except FbrError as exc:
@@ -176,7 +195,7 @@ class Views:
         chart = charts.weights_chart(doc["weights_before"], doc["targets"])
         return self.page(request, "book.html", title="Book", s=doc, chart=chart)
 
-    async def history(self, request: Request) -> Response:
+    def history(self, request: Request) -> Response:
         try:
             h = self.state.history()
         except FbrError as exc:
@@ -185,16 +204,16 @@ class Views:
         t = [c["time"] for c in cycles]
         nav = charts.lines_chart("nav", "NAV per cycle (USD)", t, {"NAV": [c["nav"] for c in cycles]})
         te = charts.lines_chart("risk", "Tracking error, largest drift and margin ratio per cycle "
-                                "(%)", t, {"TE": [_pct(c["te_before"]) for c in cycles],
-                                           "largest drift": [_pct(c["max_drift"]) for c in cycles],
-                                           "margin ratio": [_pct(c["margin_ratio"]) for c in cycles]})
-        funding = _cumulative(h["funding"])
+                                "(%)", t, {"TE": [charts.pct(c["te_before"]) for c in cycles],
+                                           "largest drift": [charts.pct(c["max_drift"]) for c in cycles],
+                                           "margin ratio": [charts.pct(c["margin_ratio"]) for c in cycles]})
+        funding = charts.cumulative(h["funding"])
         fund = charts.lines_chart("funding", "Funding received, cumulative (USD)",
                                   [f["time"] for f in h["funding"]], {"funding": funding})
         return self.page(request, "history.html", title="History", charts=[nav, te, fund],
                          cycles=h["cycles"][-50:][::-1], fills=h["fills"][-200:][::-1])
 
-    async def plan(self, request: Request) -> Response:
+    def plan(self, request: Request) -> Response:
         try:
             sol, doc = self._plan_docs()
         except FbrError as exc:
@@ -203,7 +222,7 @@ class Views:
         chart = charts.bars_chart("trades", "Trades (USD, + = buy)", trades)
         return self.page(request, "plan.html", title="Plan", d=doc, chart=chart)
 
-    async def whatif(self, request: Request) -> Response:
+    def whatif(self, request: Request) -> Response:
         from fbr.whatif_cli import scenario_json
 
         shocks = _shocks(request.query_params.getlist("shock"))
@@ -223,24 +242,24 @@ class Views:
                          r=None if result is None else scenario_json(result), error=error,
                          chart=chart, notes=notes)
 
-    async def reports(self, request: Request) -> Response:
+    def reports(self, request: Request) -> Response:
         return self.page(request, "reports.html", title="Reports", reports=self.state.reports())
 
-    async def report(self, request: Request) -> Response:
+    def report(self, request: Request) -> Response:
         path = self.state.report_path(request.path_params["name"])
         if path is None:
             return HTMLResponse("404: no such report", status_code=404)
         return HTMLResponse(redact(path.read_text()),
                             headers={"Content-Security-Policy": REPORT_CSP})
 
-    async def orders(self, request: Request) -> Response:
+    def orders(self, request: Request) -> Response:
         try:
             rows = self.state.orders()
         except FbrError as exc:
             return self.failed(request, exc)
         return self.page(request, "orders.html", title="Orders", orders=rows)
 
-    async def run(self, request: Request) -> Response:
+    def run(self, request: Request) -> Response:
         try:
             r = self.state.run_state()
         except FbrError as exc:
@@ -252,19 +271,28 @@ class Views:
             return HTMLResponse("403: this dashboard is read-only (start fbr serve with "
                                 "--allow-execute to send plans)", status_code=403)
         if request.method == "GET":
-            try:
-                doc = self.plan_doc()
-            except FbrError as exc:
-                return self.failed(request, exc)
-            return self.page(request, "execute.html", title="Execute", d=doc, done=None,
-                             fingerprint=plan_fingerprint(doc["plan"]))
+            return await run_in_threadpool(self.confirm_page, request)
         form = {k: str(v) for k, v in (await request.form()).items()}
         why = state_change_allowed(self.token, request.headers, request.cookies, form)
         if why is not None:
             return HTMLResponse(f"403: {why}", status_code=403)
+        # in a worker thread: a live reconcile can wait minutes, and the other pages go on
+        return await run_in_threadpool(self.send, request, form.get("plan") or "")
+
+    def confirm_page(self, request: Request) -> Response:
+        """``GET /execute``: the plan and its confirmation form (blocking: a solve)."""
         try:
-            # in a worker thread: a live reconcile can wait minutes, and the other pages go on
-            done = await run_in_threadpool(self.state.execute, form.get("plan") or "")
+            doc = self.plan_doc()
+        except FbrError as exc:
+            return self.failed(request, exc)
+        return self.page(request, "execute.html", title="Execute", d=doc, done=None,
+                         fingerprint=plan_fingerprint(doc["plan"]))
+
+    def send(self, request: Request, confirmed: str) -> Response:
+        """``POST /execute`` once allowed: send the plan of fingerprint ``confirmed`` and show the
+        result (blocking: the executor)."""
+        try:
+            done = self.state.execute(confirmed)
         except PlanChangedError as exc:
             return HTMLResponse(f"409: {exc}", status_code=409)
         except FbrError as exc:
@@ -279,7 +307,7 @@ class Views:
         response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
         return response
 
-    async def static(self, request: Request) -> Response:
+    def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name == "plotly.js":
             from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
@@ -309,25 +337,25 @@ class Views:
         sol_doc = sol.to_dict()
         return sol_doc, {"solution": solution_json(sol_doc), "plan": plan, "blocked": blocked}
 
-    async def api_status(self, request: Request) -> Response:
+    def api_status(self, request: Request) -> Response:
         return self._api(self.status_doc)
 
-    async def api_plan(self, request: Request) -> Response:
+    def api_plan(self, request: Request) -> Response:
         return self._api(self.plan_doc)
 
-    async def api_history(self, request: Request) -> Response:
+    def api_history(self, request: Request) -> Response:
         return self._api_doc(self.state.history)
 
-    async def api_orders(self, request: Request) -> Response:
+    def api_orders(self, request: Request) -> Response:
         return self._api_doc(self.state.orders)
 
-    async def api_run(self, request: Request) -> Response:
+    def api_run(self, request: Request) -> Response:
         return self._api_doc(self.state.run_state)
 
-    async def api_reports(self, request: Request) -> Response:
+    def api_reports(self, request: Request) -> Response:
         return self.json(self.state.reports())
 
-    async def api_whatif(self, request: Request) -> Response:
+    def api_whatif(self, request: Request) -> Response:
         shocks = _shocks(request.query_params.getlist("shock"))
         if not shocks:
             return self.json({"status": "error", "error": "give at least one ?shock=ASSET=-30%"},
@@ -366,20 +394,6 @@ def _charts(context: Mapping[str, object]) -> list[str]:
 def _shocks(values: list[str]) -> list[str]:
     """Shock texts from query values, each possibly a comma-separated list."""
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
-
-
-def _pct(x: float | None) -> float | None:
-    """A fraction in percent (None stays None: a gap in the line)."""
-    return None if x is None else 100.0 * float(x)
-
-
-def _cumulative(rows: Sequence[FundingRow]) -> list[float]:
-    """Running sum of ``amount`` (USD)."""
-    out, total = [], 0.0
-    for r in rows:
-        total += float(r["amount"])
-        out.append(total)
-    return out
 
 
 __all__ = ["create_app"]

@@ -69,7 +69,9 @@ def _file_refs(value: object) -> Iterator[str]:
 
 @dataclass
 class BookCache:
-    """The book file ``path`` as the CLI loads it now (see the module docstring)."""
+    """The book file ``path`` as the CLI loads it now (see the module docstring). Not thread-safe
+    by itself (:meth:`load` and :meth:`name` read and rewrite the kept copy and its stamps): its
+    owner, :class:`fbr.web.state.DashboardState`, calls it under its lock."""
 
     path: Path
     _loaded: LoadedBook | None = None

@@ -10,6 +10,8 @@ from typing import Any
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import plotly.io as pio  # type: ignore[import-untyped]
 
+from fbr.web.journal_rows import FundingRow
+
 LAYOUT: dict[str, Any] = {"margin": {"l": 50, "r": 20, "t": 40, "b": 40}, "height": 320,
                           "template": "plotly_white", "legend": {"orientation": "h"}}
 
@@ -45,3 +47,17 @@ def lines_chart(name: str, title: str, x: Sequence[str],
                      for label, y in series.items()])
     fig.update_layout(title=title)
     return fragment(fig, name)
+
+
+def pct(x: float | None) -> float | None:
+    """A fraction in percent (None stays None: a gap in the line)."""
+    return None if x is None else 100.0 * float(x)
+
+
+def cumulative(rows: Sequence[FundingRow]) -> list[float]:
+    """Running sum of ``amount`` (USD)."""
+    out, total = [], 0.0
+    for r in rows:
+        total += float(r["amount"])
+        out.append(total)
+    return out

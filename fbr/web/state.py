@@ -7,11 +7,15 @@ changes, and at every request when its market or risk model reads a data folder 
 every page prices the book as the CLI does now) and one :class:`optimizer.rebalance.Rebalancer`
 (problems compiled once, re-solved per request), so a page costs a solve, not a compile. Every
 figure is in the units of the CLI: USD, fractions, ISO times (:mod:`fbr.web.journal_rows`).
+
+The dashboard's handlers call this state from worker threads, so two requests may use it at once;
+:class:`DashboardState` serialises its shared, mutable parts with one lock (see its docstring).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,11 +93,29 @@ class ServeConfig:
 
 @dataclass
 class DashboardState:
-    """The dashboard's data access (see the module docstring)."""
+    """The dashboard's data access (see the module docstring).
+
+    Thread safety: the web handlers run in worker threads, so requests use this state
+    concurrently. ``_lock`` (one re-entrant lock) guards what they share and write:
+
+    - ``rebalancer``'s compiled cvxpy problems, whose Parameters every solve writes (two threads in
+      one problem at once would solve a mix of two books) and whose caches a new structure fills:
+      held for the whole of every use, the solves of :meth:`status`, :meth:`plan` and
+      :meth:`whatif`;
+    - the book cache (``_book``, :class:`fbr.web.book_cache.BookCache`), read and rewritten by
+      :meth:`loaded` and :meth:`book_name`.
+
+    It is re-entrant because :meth:`status` holds it while it calls :meth:`loaded`. It is not held
+    across journal, report or health-file reads that use neither (each opens its own journal
+    connection), nor by :meth:`execute`, which uses neither either (``fbr execute``'s own load and
+    a fresh :class:`Rebalancer`): a live send may wait minutes, and every page would wait with it.
+    """
 
     config: ServeConfig
     rebalancer: Rebalancer = field(default_factory=Rebalancer)
     _book: BookCache = field(init=False)
+    _lock: threading.RLock = field(init=False, repr=False, compare=False,
+                                   default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self._book = BookCache(self.config.book)
@@ -102,12 +124,16 @@ class DashboardState:
     def loaded(self) -> LoadedBook:
         """The book as the CLI loads it now (:class:`fbr.web.book_cache.BookCache`: the kept copy
         while the book file did not change, unless its market or risk reads a data folder or the
-        clock; a book file gone or broken raises the loader's :class:`FbrError`)."""
-        return self._book.load()
+        clock; a book file gone or broken raises the loader's :class:`FbrError`). Under the lock:
+        the cache is shared by the request threads."""
+        with self._lock:
+            return self._book.load()
 
     def book_name(self) -> str:
-        """``[book] name`` for the page header (the file's name when the book does not load)."""
-        return self._book.name()
+        """``[book] name`` for the page header (the file's name when the book does not load). Under
+        the lock, as :meth:`loaded`."""
+        with self._lock:
+            return self._book.name()
 
     @contextmanager
     def journal(self) -> Iterator[Journal | None]:
@@ -126,22 +152,24 @@ class DashboardState:
 
     # --- pages ------------------------------------------------------------------------------
     def status(self) -> StatusReport:
-        """The book now: weights, drift, TE, margin and liquidation distance, funding, the plan."""
-        loaded = self.loaded()
-        with self.journal() as j:
-            return status_report(loaded, self.config.exchange, j, live=False,
+        """The book now: weights, drift, TE, margin and liquidation distance, funding, the plan.
+        Under the lock throughout: the account read and the solve are one call."""
+        with self._lock, self.journal() as j:
+            return status_report(self.loaded(), self.config.exchange, j, live=False,
                                  rebalancer=self.rebalancer)
 
     def plan(self) -> tuple[Solution, OrderPlanDoc, str | None]:
         """(the solution with its binding constraints, the order plan as a dict, why it may not
-        be traded or None)."""
+        be traded or None). The solve under the lock (the account read and the order plan need
+        none)."""
         loaded = self.loaded()
         with self.journal() as j:
             gw, acc = self._gateway(loaded, j)
             with account_silence(gw, self.config.exchange, j):
                 book, market, instruments = account_view(gw, acc, loaded.market)
-        sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True,
-                                    labels=loaded.labels)
+        with self._lock:
+            sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True,
+                                        labels=loaded.labels)
         blocked: str | None = None
         try:
             require_tradeable(sol, prepare(book, market, loaded.risk, loaded.settings))
@@ -156,7 +184,8 @@ class DashboardState:
         exchange's holdings and marks, as ``fbr whatif --exchange`` reads them; it used the book
         file's) (``WhatIfResult.to_dict()``; ``fbr.whatif_cli.scenario_json`` gives the CLI's
         language), and notes. The book is read as ``fbr whatif`` reads it: a futures-only book
-        on the NAV base (:func:`fbr.whatif_cli.load_whatif_book`; it was refused)."""
+        on the NAV base (:func:`fbr.whatif_cli.load_whatif_book`; it was refused). The shocked
+        book's re-solve under the lock."""
         from fbr.whatif_cli import load_whatif_book
         from scenarios.shocks import parse_scenario
         from scenarios.whatif import run_whatif
@@ -167,8 +196,9 @@ class DashboardState:
             with account_silence(gw, self.config.exchange, j):
                 book, market, _ = account_view(gw, acc, loaded.market)
         scenario = parse_scenario("dashboard", shocks)
-        result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
-                            rebalancer=self.rebalancer)
+        with self._lock:
+            result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
+                                rebalancer=self.rebalancer)
         return result.to_dict(), notes
 
     def _whose(self, journal: Journal) -> tuple[str, str, str]:
@@ -215,7 +245,9 @@ class DashboardState:
         first order, so a price move since the page was shown stops it (:class:`PlanChangedError`,
         nothing sent), and so does an account another process traded before this one held its
         lock (the executor sends the confirmed legs or nothing: ``AccountMovedError``). The
-        result in ``fbr execute --json``'s form."""
+        result in ``fbr execute --json``'s form. It does not take the state's lock: it loads the
+        book and solves as ``fbr execute`` does (its own load, a fresh Rebalancer), touching no
+        shared compiled problem or cache; two sends are serialised by the account's lock."""
         from executor.base import AccountMovedError
         from executor.plan import PlanOptions
         from fbr.console import default_journal
