@@ -83,6 +83,8 @@ class PaperGateway:
         self._cleared: set[str] = set()  # contracts past their expiry, settled (or found flat)
         self._book = book
         self.liquidations: list[Liquidation] = []
+        #: called with each liquidation as it happens (``fbr run``'s paper loop: its alert)
+        self.on_liquidation: Callable[[Liquidation], None] | None = None
         if store is not None:
             if store.load() is None:
                 store.init_account(book.futures, book.cash)
@@ -198,7 +200,7 @@ class PaperGateway:
         collateral <= maintenance at the marks closes every position at its mark, charges
         ``penalty_rate x |notional|`` and lets the insurance fund cover a deficit
         (:func:`executor.paper_margin.liquidate`), in one store transaction; the event is returned
-        and kept in ``liquidations`` (None: nothing to do)."""
+        and kept in ``liquidations``, and given to ``on_liquidation`` (None: nothing to do)."""
         self._sync()
         if not self._book.futures:
             return None
@@ -206,6 +208,8 @@ class PaperGateway:
             event = liquidate(acct, self._book, self._market, penalty_rate)
         if event is not None:
             self.liquidations.append(event)
+            if self.on_liquidation is not None:
+                self.on_liquidation(event)
         return event
 
     def account_key(self) -> str:

@@ -23,6 +23,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from executor.alerts import AlertHub, AlertKind, Severity
 from executor.base import OrderState, OrderStatus, Trade
 from executor.paper_store import PaperAccount, apply_fill
 from models.book import Book, FuturesPosition
@@ -55,6 +56,18 @@ class Liquidation:
                 "marks": dict(self.marks), "notional": dict(self.notional),
                 "collateral": self.collateral, "maintenance": self.maintenance,
                 "penalty": self.penalty, "insurance_fund": self.insurance}
+
+
+def liquidation_alert(alerts: AlertHub, event: Liquidation) -> None:
+    """Send ``event``'s CRITICAL margin alert: the positions closed, the collateral and
+    maintenance that triggered it, the penalty and the insurance fund's cover (USD)."""
+    closed = ", ".join(f"{s} {q:+.8g}" for s, q in event.contracts.items())
+    alerts.emit(AlertKind.MARGIN, Severity.CRITICAL, "paper account liquidated",
+                f"collateral {event.collateral:,.2f} USD <= maintenance "
+                f"{event.maintenance:,.2f} USD: closed {closed} at the marks, penalty "
+                f"{event.penalty:,.2f} USD, insurance fund {event.insurance:,.2f} USD",
+                event.time, penalty=event.penalty, insurance_fund=event.insurance,
+                collateral=event.collateral, maintenance=event.maintenance)
 
 
 def account_margin(book: Book, futures: dict[str, FuturesPosition], cash: float,

@@ -17,6 +17,7 @@ from fbr.console import CliError, out, user_errors
 from fbr.execute_wiring import JournalOpt, _emit, redacting
 
 if TYPE_CHECKING:
+    from executor.alerts import AlertHub
     from executor.run_loop import RunSummary
     from fbr.run_config import RunConfig
     from fbr.run_wiring import OpenVenue
@@ -69,7 +70,7 @@ def _journal(cfg: RunConfig, journal: Path | None) -> Path:
     return path
 
 
-def _open(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
+def _open(cfg: RunConfig, journal_path: Path, live: bool, alerts: AlertHub) -> OpenVenue:
     from fbr.run_wiring import dry_venue, exchange_venue, paper_venue
 
     if live and cfg.exchange != "binanceusdm":
@@ -78,7 +79,7 @@ def _open(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
     if cfg.exchange == "binanceusdm":
         return exchange_venue(cfg, journal_path, live)
     if cfg.exchange == "paper":
-        return paper_venue(cfg, journal_path)
+        return paper_venue(cfg, journal_path, alerts)
     return dry_venue(cfg, journal_path)
 
 
@@ -110,7 +111,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     bt = replace(cfg.backtest, risk_model="book")
     policy = loop_policy(cfg, bt, build_path(bt))
     hub = alert_hub(cfg)
-    opened = _open(cfg, journal_path, live)
+    opened = _open(cfg, journal_path, live, hub)
     mode = "live" if live else ("paper" if cfg.exchange == "paper" else "dry-run")
     sdir = state_dir(cfg, journal_path)
     settings = RunSettings(schedule=cfg.schedule, mode=mode, health_file=sdir / "health.json",

@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from executor.alerts import AlertHub, AlertKind, Severity
+from executor.alerts import AlertHub
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.paper import PaperGateway, PaperStore
-from executor.paper_margin import Liquidation
+from executor.paper_margin import Liquidation, liquidation_alert
 from executor.plan import OrderType, PlanOptions, with_book_settings
 from executor.run_loop import Runner, RunSummary, Venue
 from executor.run_settings import RunSettings
@@ -111,15 +111,8 @@ class HistoryFeed:
     def liquidated(self, event: Liquidation) -> None:
         """Keep ``event`` and send its CRITICAL margin alert (the loop's alert hub)."""
         self.liquidations.append(event)
-        if self.alerts is None:
-            return
-        closed = ", ".join(f"{s} {q:+.8g}" for s, q in event.contracts.items())
-        self.alerts.emit(AlertKind.MARGIN, Severity.CRITICAL, "paper account liquidated",
-                         f"collateral {event.collateral:,.2f} USD <= maintenance "
-                         f"{event.maintenance:,.2f} USD: closed {closed} at the marks, penalty "
-                         f"{event.penalty:,.2f} USD, insurance fund {event.insurance:,.2f} USD",
-                         event.time, penalty=event.penalty, insurance_fund=event.insurance,
-                         collateral=event.collateral, maintenance=event.maintenance)
+        if self.alerts is not None:
+            liquidation_alert(self.alerts, event)
 
 
 def expiry_spots(book: Book, inputs: ReplayInputs, k0: int, k: int) -> dict[str, float]:

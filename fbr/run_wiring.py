@@ -9,6 +9,7 @@ on the same account (:class:`executor.run_loop.Runner` holds the account's run l
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -26,6 +27,7 @@ from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis
 from executor.paper import PaperGateway
 from executor.paper_feed import live_paper
+from executor.paper_margin import liquidation_alert
 from executor.run_loop import Runner, Venue
 from executor.safety import redact
 from fbr import paper_prices
@@ -137,7 +139,7 @@ class OpenVenue:
     close: Callable[[], None]
 
 
-def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
+def paper_venue(cfg: RunConfig, journal_path: Path, alerts: AlertHub | None = None) -> OpenVenue:
     """The journal's paper account, at the book file's market, or with ``prices = "binanceusdm"``
     at the exchange's (:mod:`executor.paper_feed`: its marks, funding rates and funding intervals,
     so the instruments the venue reports carry the exchange's intervals, as on the exchange path).
@@ -148,7 +150,8 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
     ``solve``/``whatif --exchange paper`` and the dashboard, which read the account through
     ``executor.paper.paper_book``, count the loop's settlements. The prices the account follows
     are kept there too, so those readers and a manual paper trade read the same market
-    (:mod:`fbr.paper_prices`)."""
+    (:mod:`fbr.paper_prices`). A liquidation the paper exchange applies at the exchange's marks
+    sends its CRITICAL alert to ``alerts``."""
     from executor.paper import PaperGateway, PaperStore, paper_book
     from fbr.execute_wiring import _retry
 
@@ -172,6 +175,9 @@ def paper_venue(cfg: RunConfig, journal_path: Path) -> OpenVenue:
         def feed(_t: datetime) -> MarketSnapshot:
             gw.set_market(loaded.market)
             return loaded.market
+
+    if alerts is not None:
+        gw.on_liquidation = functools.partial(liquidation_alert, alerts)
 
     def executor(basis: PlanBasis) -> JournaledExecutor:
         return JournaledExecutor(gw, journal, basis, retry=_retry(True), mode="paper")

@@ -134,3 +134,51 @@ def test_an_account_no_loop_followed_on_an_exchange_trades_at_the_book_s_market(
     for symbol, (side, price) in fills.items():
         sign = 1.0 if side == "buy" else -1.0
         assert price == pytest.approx(BOOK_MARKS[symbol] * (1 + sign * HALF_SPREAD), rel=1e-12)
+
+
+class CrashSource(LiveSource):
+    """An exchange quoting BTC at 59,000 (the book file's 60,000 less 1,000 USD)."""
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        marks = {**fallback.mark, "BTC-PERP": 59_000.0}
+        return MarketSnapshot(time=fallback.time, spot={**fallback.spot, "BTC": 59_000.0},
+                              mark=marks, funding=fallback.funding,
+                              half_spread=fallback.half_spread, adv=fallback.adv)
+
+
+def test_a_liquidation_at_the_exchange_s_marks_is_alerted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's paper account holds 1 BTC-PERP long (entry 60,000) on 1,000 USD of wallet cash.
+    At the exchange's 59,000 its collateral is 1,000 - 1 x 1,000 = 0 USD <= maintenance: the
+    paper exchange closes the position, and the loop's alert hub gets one CRITICAL margin alert
+    naming it (it had none: the liquidation was only kept in a list no one read)."""
+    from contextlib import closing
+    from datetime import UTC, datetime
+
+    from executor.alerts import AlertHub, AlertKind, MemorySink, Severity
+    from executor.paper_store import PaperStore
+    from fbr import paper_prices, run_wiring
+    from fbr.run_config import load_run_file
+
+    monkeypatch.setenv("FBR_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(paper_prices, "public_gateway", lambda *a, **k: CrashSource())
+    book = BOOK.replace("cash = 3000.0", "cash = 1000.0") + (
+        '[[futures]]\nsymbol = "BTC-PERP"\ncontracts = 1.0\nentry_price = 60000.0\n')
+    (tmp_path / "book.toml").write_text(book, encoding="utf-8")
+    run = tmp_path / "run.toml"
+    run.write_text('book = "book.toml"\n[[policies]]\nkind = "naive_futures"\nband = "1%"\n'
+                   'name = "naive"\n[run]\nexchange = "paper"\nprices = "binanceusdm"\n',
+                   encoding="utf-8")
+    hub = AlertHub([sink := MemorySink()], book="paper prices")
+    opened = run_wiring.paper_venue(load_run_file(run), tmp_path / "j.sqlite", hub)
+    try:
+        opened.venue.fallback(datetime(2024, 6, 1, 1, tzinfo=UTC))  # the loop's read
+    finally:
+        opened.close()
+    with closing(PaperStore(tmp_path / "j.sqlite", "paper prices")) as store:
+        saved = store.load()
+    assert saved is not None and "BTC-PERP" not in saved[0]  # closed in the stored account
+    (alert,) = sink.alerts
+    assert (alert.kind, alert.severity, alert.title) == (AlertKind.MARGIN, Severity.CRITICAL,
+                                                         "paper account liquidated")
+    assert "collateral 0.00 USD" in alert.text and "BTC-PERP +1" in alert.text
