@@ -86,21 +86,26 @@ class HistoryFeed:
                 for c, v in zip(self.inputs.cons, row.tolist(), strict=True)}
 
     def advance(self, t_from: datetime, t_to: datetime) -> None:
-        """Step to the last path step at or before ``t_to``: new market (dated positions it
-        reaches the expiry of settle at :func:`expiry_spots`), then its funding, then the
-        exchange's liquidation rule (:meth:`PaperGateway.liquidate_if_due`, at the backtest's
-        penalty; reported by :meth:`liquidated`), the backtest's order of a step."""
+        """Step through every path step after the current one up to the last at or before
+        ``t_to`` (a wake-up may pass several: ``check_every`` longer than the path's step), each
+        as the backtest steps: its market (dated positions it reaches the expiry of settle at
+        :func:`expiry_spots`), then its funding at its marks, then the exchange's liquidation rule
+        (:meth:`PaperGateway.liquidate_if_due`, at the backtest's penalty; reported by
+        :meth:`liquidated`)."""
         del t_from
         ns = pd.Timestamp(t_to).value
         k = int(np.searchsorted(self.inputs.step_ns, ns, side="right")) - 1
-        if k <= self.k:
-            return
-        lo, hi = int(self.inputs.settled[self.k]), int(self.inputs.settled[k])
-        prices = expiry_spots(self.book, self.inputs, self.k, k) if self.book is not None else None
-        self.k = k
+        for m in range(self.k + 1, k + 1):
+            self._step(m)
+
+    def _step(self, m: int) -> None:
+        """Move the paper exchange from step m - 1 to step m (see :meth:`advance`)."""
+        lo, hi = int(self.inputs.settled[m - 1]), int(self.inputs.settled[m])
+        prices = expiry_spots(self.book, self.inputs, m - 1, m) if self.book is not None else None
+        self.k = m
         self.vol.clear()
-        self.vol.update(self.vol_at(k))
-        self.paper.set_market(market_at(self.inputs, k), self.vol, prices)
+        self.vol.update(self.vol_at(m))
+        self.paper.set_market(market_at(self.inputs, m), self.vol, prices)
         if hi > lo:
             rates = self.inputs.settle_r[lo:hi].sum(axis=0)
             self.paper.settle_funding(dict(zip(self.inputs.cons, rates.tolist(), strict=True)))
