@@ -31,17 +31,15 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any
 
 from executor.base import FundingPayment, OrderRejectedError, OrderState, OrderStatus, Trade
-from executor.journal import Journal
-from executor.journal_schema import JournalError
+from executor.paper_book import check_listed, paper_book, with_funding_intervals
 from executor.paper_margin import Liquidation, insufficient_margin, liquidate, opens
 from executor.paper_store import VENUE, PaperAccount, PaperStore, apply_fill
 from executor.plan import Instrument, OrderLeg, Side, book_instruments
-from models.book import Book, FuturesPosition
+from models.book import Book
 from models.instruments import ContractKind
 from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
@@ -81,6 +79,7 @@ class PaperGateway:
         self._trades: list[tuple[str, Trade]] = []
         self._seen = (0, 0)  # the last stored order row and trade id read
         self._cleared: set[str] = set()  # contracts past their expiry, settled (or found flat)
+        self._paid_to: int | None = None  # funding paid up to (ms, UTC), without a store
         self._book = book
         self.liquidations: list[Liquidation] = []
         #: called with each liquidation as it happens (``fbr run``'s paper loop: its alert)
@@ -182,17 +181,42 @@ class PaperGateway:
         if not any(r != 0 and s in self._book.futures for s, r in rates.items()):
             return 0.0
         with self._update() as acct:
-            for sym, r in rates.items():
-                pos = acct.futures.get(sym)
-                if pos is None or r == 0:
-                    continue
-                c = self._contracts[sym]
-                acct.funding[sym] = -float(r) * pos.contracts * c.notional_per_contract(
-                    self._market.mark_price(sym))
-            total = sum(acct.funding.values())
-            if acct.funding:
-                acct.cash += total
-                acct.funding_ms = self._clock()
+            total = self._fund(acct, rates)
+        return total
+
+    def settle_funding_to(self, t_ms: int,
+                          rates_between: Callable[[int, int], Mapping[str, float]]) -> float:
+        """Pay the settlements between the time the account's funding is paid up to, t0, and
+        ``t_ms`` (ms, UTC), at ``rates_between(t0, t_ms)`` (summed rate per contract), on the
+        positions held now, and move that time to ``t_ms``; all in one store transaction, so a
+        settlement is paid once whichever process (the loop, a cron run, a manual trade) reads
+        first, and before a trade that follows it. The first read of an account (no t0) pays
+        nothing; the time never moves back. Returns the amount received (USD, signed)."""
+        if self._store is None:
+            t0, self._paid_to = self._paid_to, max(t_ms, self._paid_to or t_ms)
+            return 0.0 if t0 is None or t_ms <= t0 else self.settle_funding(rates_between(t0, t_ms))
+        total = 0.0
+        with self._update() as acct:
+            t0 = acct.paid_to_ms
+            acct.pay_to(t_ms)
+            if t0 is not None and t_ms > t0:
+                total = self._fund(acct, rates_between(t0, t_ms))
+        return total
+
+    def _fund(self, acct: PaperAccount, rates: Mapping[str, float]) -> float:
+        """Book funding at ``rates`` (summed rate per contract) on ``acct`` (see
+        :meth:`settle_funding`); the amount received (USD, signed)."""
+        for sym, r in rates.items():
+            pos = acct.futures.get(sym)
+            if pos is None or r == 0:
+                continue
+            c = self._contracts[sym]
+            acct.funding[sym] = -float(r) * pos.contracts * c.notional_per_contract(
+                self._market.mark_price(sym))
+        total = sum(acct.funding.values())
+        if acct.funding:
+            acct.cash += total
+            acct.funding_ms = self._clock()
         return total
 
     def liquidate_if_due(self, penalty_rate: float = LIQUIDATION_PENALTY) -> Liquidation | None:
@@ -333,55 +357,3 @@ class PaperGateway:
     def funding_since(self, since_ms: int,
                       instruments: Mapping[str, Instrument]) -> list[FundingPayment] | None:
         return None
-
-
-def check_listed(book: Book, futures: Mapping[str, FuturesPosition], journal_path: Path) -> None:
-    """Refuse a paper account (journal ``journal_path``) holding a position on a contract the book
-    no longer lists: its exposure and PnL would be dropped from the book's NAV, and no plan could
-    close it. Raises :class:`JournalError` naming the contracts (signed contracts) and the fix."""
-    known = set(book.contract_symbols)
-    stray = [f"{s} {p.contracts:.12g} contracts" for s, p in sorted(futures.items())
-             if s not in known and p.contracts != 0]
-    if stray:
-        one = len(stray) == 1
-        held = stray[0] if one else ", ".join(stray[:-1]) + " and " + stray[-1]
-        raise JournalError(
-            f"the paper account (journal {journal_path}) holds {held}, which the book no longer "
-            f"lists. Fix: add the {'contract' if one else 'contracts'} back to the book and close "
-            f"{'it' if one else 'them'}, or start a new journal (--journal)")
-
-
-def with_funding_intervals(book: Book, hours: Mapping[str, float]) -> Book:
-    """``book`` whose perpetuals named in ``hours`` (book symbol -> hours between settlements)
-    carry that ``funding_interval_h``; ``book`` itself when none is named."""
-    if not any(c.symbol in hours and c.kind == ContractKind.PERPETUAL for c in book.contracts):
-        return book
-    return dataclasses.replace(book, contracts=tuple(
-        dataclasses.replace(c, funding_interval_h=float(hours[c.symbol]))
-        if c.symbol in hours and c.kind == ContractKind.PERPETUAL else c for c in book.contracts))
-
-
-def paper_book(book: Book, journal: Journal) -> tuple[Book, bool]:
-    """``book`` with its paper account (positions and cash) from the journal file; (book, found).
-
-    The paper exchange's own tables come first; a journal written before they existed falls back
-    to its latest position snapshot for the book. An account holding a position on a contract the
-    book does not list is refused (:func:`check_listed`), as every reader of the paper account for
-    a book (status, solve, whatif, execute, resume, run, the dashboard) comes through here. The
-    perpetuals carry the funding intervals the paper venue uses (:meth:`PaperStore.
-    funding_intervals`: those an ``fbr run`` loop on an exchange's prices read from the exchange,
-    :mod:`executor.paper_feed`), else the book file's.
-    """
-    with closing(PaperStore(journal.path, book.name)) as store:
-        saved = store.load()
-        book = with_funding_intervals(book, store.funding_intervals())
-    if saved is not None:
-        check_listed(book, saved[0], journal.path)
-        return book.evolve(futures=saved[0], cash=saved[1]), True
-    snap = journal.latest_positions(VENUE, book.name)
-    if snap is None:
-        return book, False
-    positions, cash = snap
-    futures = {s: FuturesPosition(q, e) for s, (q, e) in positions.items() if q != 0}
-    check_listed(book, futures, journal.path)
-    return book.evolve(futures=futures, cash=cash), True

@@ -3,8 +3,10 @@
 
 At each read of the loop, :class:`LivePrices` moves the paper exchange to the source's market (its
 marks, index prices as spot and funding rates: public endpoints, no keys; spreads and ADV from the
-book file) and pays every funding settlement passed since its previous read: for a perpetual j with
-interval h_j hours, the settlements are the times k x h_j on the UTC epoch grid in (t_prev, t], n_j
+book file) and pays every funding settlement passed since the account's funding was last paid (a
+time kept with the paper account, :meth:`PaperGateway.settle_funding_to`, so whichever process reads
+it first pays each settlement once): for a perpetual j with interval h_j hours, the settlements are
+the times k x h_j on the UTC epoch grid in (t_prev, t], n_j
 of them, each paid at the rate r_j read now (fraction per settlement): cash -= n_j x r_j x q_j x
 npc_j(mark_j) USD (q_j signed contracts, npc_j the USD notional per contract,
 :meth:`PaperGateway.settle_funding`). A 10 SOL short at mark 150 with r = 5e-4 and h = 4 over
@@ -21,19 +23,24 @@ the feed's first read and whenever the loop reads the venue's instruments (:clas
 at its first read and once a UTC day). A perpetual the source states no interval for keeps the
 book file's.
 
-After the funding, the paper exchange applies the exchange's liquidation rule at the new marks
+After the funding, the loop's feed applies the exchange's liquidation rule at the new marks
 (:meth:`PaperGateway.liquidate_if_due`: collateral <= maintenance closes every position at its
-mark, 1% penalty, the insurance fund covering a deficit; kept in ``paper.liquidations``).
+mark, 1% penalty, the insurance fund covering a deficit; kept in ``paper.liquidations``); a one-off
+read (``liquidate=False``: a manual trade, a status read, :mod:`fbr.paper_prices`) leaves that to
+the loop, which alerts it.
 
-The first read pays nothing, and neither does a restart for the time the loop was down (the paper
-account has no record of it): a paper account is an approximation, its funding is the rate now.
+The first read of an account pays nothing. A loop restarted, or run from cron (``--once``), pays the
+settlements since the last read of any process at the rates read now: a paper account is an
+approximation, its funding is the rate now, and each settlement is paid on the positions held at
+the first read after it (a position opened between a settlement and the next read pays none for
+it when the trade itself read the prices first, as every paper trade does).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
@@ -77,9 +84,9 @@ class LivePrices:
     exchange's, once read; ``paid``: the funding received so far (USD, signed)."""
 
     def __init__(self, paper: PaperGateway, source: ExchangeGateway, book: Book,
-                 fallback: MarketSnapshot) -> None:
+                 fallback: MarketSnapshot, *, liquidate: bool = True) -> None:
         self.paper, self.source, self.book, self.fallback = paper, source, book, fallback
-        self.last: datetime | None = None
+        self.liquidate = liquidate
         self.paid: float = 0.0
         self.hours: dict[str, float] | None = None
 
@@ -92,17 +99,22 @@ class LivePrices:
 
     def __call__(self, t: datetime) -> MarketSnapshot:
         """The market at ``t`` (the source's, stamped ``t``); the paper exchange moved to it and
-        the funding since the previous call settled at the exchange's intervals. ``last`` never
-        moves back: after a wall clock stepped back (an NTP correction) the settlements already
-        paid up to ``last`` are not paid again."""
+        the funding settlements since the account's were last paid settled at the exchange's
+        intervals (:meth:`PaperGateway.settle_funding_to`: the time is kept with the account, so
+        a cron run or a manual trade pays the settlements since the last read of any process,
+        each once, and it never moves back after a wall clock stepped back), then, with
+        ``liquidate``, the exchange's liquidation rule at the new marks."""
         hours = self.hours if self.hours is not None else self.refresh()
         market = dataclasses.replace(self.source.market(self.book, self.fallback),
                                      time=pd.Timestamp(t))
         self.paper.set_market(market)
-        if self.last is not None:
-            self.paid += self.paper.settle_funding(self._rates(market, hours, self.last, t))
-        self.paper.liquidate_if_due()  # the exchange's rule at the new marks (paper.liquidations)
-        self.last = t if self.last is None else max(self.last, t)
+
+        def rates(t0_ms: int, t1_ms: int) -> dict[str, float]:
+            return self._rates(market, hours, _utc(t0_ms), _utc(t1_ms))
+
+        self.paid += self.paper.settle_funding_to(int(t.timestamp() * 1000), rates)
+        if self.liquidate:
+            self.paper.liquidate_if_due()  # the exchange's rule at the new marks
         return market
 
     @staticmethod
@@ -111,6 +123,11 @@ class LivePrices:
         """Per perpetual j: r_j x n_j, the rate now (fraction per settlement) x the settlements
         k x h_j hours on the UTC epoch grid in (t0, t1] (``hours``: h_j by book symbol)."""
         return {s: market.funding_rate(s) * settlements_between(t0, t1, h) for s, h in hours.items()}
+
+
+def _utc(t_ms: int) -> datetime:
+    """``t_ms`` (ms since the epoch) as an aware UTC datetime."""
+    return datetime.fromtimestamp(t_ms / 1000.0, tz=UTC)
 
 
 class LivePaperGateway(PaperGateway):
@@ -129,12 +146,13 @@ class LivePaperGateway(PaperGateway):
 
 
 def live_paper(account: Book, book: Book, market: MarketSnapshot, source: ExchangeGateway, *,
-               daily_vol: Mapping[str, float], store: PaperStore | None
+               daily_vol: Mapping[str, float], store: PaperStore | None, liquidate: bool = True
                ) -> tuple[LivePaperGateway, LivePrices]:
     """The paper venue on ``source``'s prices and its feed: the paper account ``account`` (the
     journal's), the book file ``book`` (its contracts, spreads and ADV), ``market`` the book
-    file's market (what the source does not give), ``daily_vol`` per contract (impact)."""
+    file's market (what the source does not give), ``daily_vol`` per contract (impact);
+    ``liquidate``: the feed applies the liquidation rule (the loop's; not a one-off read's)."""
     gw = LivePaperGateway(account, market, daily_vol=daily_vol, store=store)
-    feed = LivePrices(gw, source, book, market)
+    feed = LivePrices(gw, source, book, market, liquidate=liquidate)
     gw.feed = feed
     return gw, feed

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS paper_trades (id INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE TABLE IF NOT EXISTS paper_intervals (book_name TEXT NOT NULL, symbol TEXT NOT NULL,
     hours REAL NOT NULL, PRIMARY KEY (book_name, symbol));
 CREATE TABLE IF NOT EXISTS paper_prices (book_name TEXT PRIMARY KEY, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS paper_funding_clock (book_name TEXT PRIMARY KEY,
+    paid_to_ms INTEGER NOT NULL);
 """
 
 #: The price source of a paper account no loop has named: the book file's market.
@@ -80,7 +82,7 @@ class PaperAccount:
     """A paper account being changed (:meth:`PaperStore.update`): positions (signed contracts,
     entry USD) and cash (USD) as read, changed by the caller, and what the change records: orders
     with their trades (book symbol, order, trade or None), funding received (USD by contract, at
-    ``funding_ms``)."""
+    ``funding_ms``), and the time its funding is paid up to (``paid_to_ms``, stored with it)."""
 
     futures: dict[str, FuturesPosition]
     cash: float
@@ -88,6 +90,14 @@ class PaperAccount:
     funding: dict[str, float] = field(default_factory=dict)
     funding_ms: int = 0
     touched: set[str] = field(default_factory=set)
+    #: the time (ms, UTC) up to which the account's funding settlements are paid (None: never)
+    paid_to_ms: int | None = None
+    paid_to_moved: bool = False
+
+    def pay_to(self, t_ms: int) -> None:
+        """Record that the settlements up to ``t_ms`` are paid (the clock never moves back)."""
+        if self.paid_to_ms is None or t_ms > self.paid_to_ms:
+            self.paid_to_ms, self.paid_to_moved = t_ms, True
 
     def set_position(self, symbol: str, pos: FuturesPosition | None) -> None:
         """Hold ``pos`` on ``symbol`` (None: flat)."""
@@ -99,7 +109,7 @@ class PaperAccount:
     @property
     def changed(self) -> bool:
         """Whether the change wrote anything."""
-        return bool(self.fills or self.funding or self.touched)
+        return bool(self.fills or self.funding or self.touched or self.paid_to_moved)
 
 
 class PaperStore:
@@ -197,6 +207,9 @@ class PaperStore:
                 self._write_account(cur, *opening)
                 saved = dict(opening[0]), opening[1]
             acct = PaperAccount(saved[0], saved[1])
+            row = cur.execute("SELECT paid_to_ms FROM paper_funding_clock WHERE book_name = ?",
+                              (self.book_name,)).fetchone()
+            acct.paid_to_ms = None if row is None else int(row[0])
             yield acct
             if acct.changed:
                 self._write_change(cur, acct)
@@ -241,6 +254,9 @@ class PaperStore:
         cur.execute("UPDATE paper_account SET cash = ?, updated_ms = ? WHERE book_name = ?",
                     (acct.cash, int(time.time() * 1000), self.book_name))
         self._write_funding(cur, acct.funding, acct.funding_ms)
+        if acct.paid_to_moved and acct.paid_to_ms is not None:
+            cur.execute("INSERT OR REPLACE INTO paper_funding_clock VALUES (?, ?)",
+                        (self.book_name, acct.paid_to_ms))
 
     def _write_funding(self, cur: sqlite3.Cursor, funding: Mapping[str, float], time_ms: int) -> None:
         cur.executemany("INSERT INTO funding (venue, book_name, symbol, amount, time_ms) "

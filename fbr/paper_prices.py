@@ -7,14 +7,22 @@ account (``fbr execute``/``--resume``, ``status``, ``solve`` and ``whatif --exch
 dashboard) then reads the same source once, so a manual paper trade between two cycles fills at
 the exchange's price now and the account is valued where the loop values it, not at the book file's
 (possibly months old) market. An account no loop followed an exchange on stays on the book file's
-market. A read pays no funding (the loop pays the settlements at its next read); the exchange's
-liquidation rule at the marks read applies as it does in the loop.
+market. A trade's read first pays the funding settlements since the account's were last paid (the
+time kept with the account: :meth:`executor.paper.PaperGateway.settle_funding_to`), so its fill
+comes after them, as on the exchange; a read that changes nothing (status, solve, what-if, the
+dashboard: no store) pays none. None applies the liquidation rule: that is the loop's, which
+records and alerts it; a trade on an account at or below maintenance is refused by the margin
+checks of the plan.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from executor.base import ReadFailedError
+from executor.safety import redact
+from models.errors import FbrError
 
 if TYPE_CHECKING:
     from executor.base import ExchangeGateway
@@ -68,6 +76,15 @@ def paper_gateway(loaded: LoadedBook, account: Book, source: str, *,
     if source == BOOK_PRICES:
         return PaperGateway(account, loaded.market, daily_vol=vol, store=store)
     exchange = public_gateway(source, pledge_source=loaded.pledge_source)
-    gw, feed = live_paper(account, loaded.book, loaded.market, exchange, daily_vol=vol, store=store)
-    feed(datetime.now(UTC))
+    gw, feed = live_paper(account, loaded.book, loaded.market, exchange, daily_vol=vol, store=store,
+                          liquidate=False)
+    try:
+        feed(datetime.now(UTC))
+    except FbrError as exc:
+        raise ReadFailedError(
+            f"the paper account of book {loaded.book.name!r} follows {source}'s live prices (an "
+            f"`fbr run` with [run] prices = \"{source}\" recorded it), and they could not be read: "
+            f"{redact(str(exc))}. Fix: check the network and run again; to trade or read the "
+            f"account at the book file's market instead, run its loop once with prices = "
+            f"\"book\" (`fbr run RUN.toml --once`)") from None
     return gw

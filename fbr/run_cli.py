@@ -127,7 +127,11 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
                         WallClock(), hub, book_path=str(cfg.backtest.book_path),
                         gamma_fund=loaded.settings.costs.gamma_fund)
         with signals(runner):
-            summary = runner.run(preflight=lambda: check_webhooks(hub, mode, runner.account))
+            def preflight() -> None:  # the run lock is held: check the webhook, then record
+                check_webhooks(hub, mode, runner.account)
+                opened.started()
+
+            summary = runner.run(preflight=preflight)
     finally:
         opened.close()
         _drop_handler(handler)

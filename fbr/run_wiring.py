@@ -9,6 +9,7 @@ on the same account (:class:`executor.run_loop.Runner` holds the account's run l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -133,10 +134,12 @@ def _handler(runner: Runner, why: str) -> Callable[[int, FrameType | None], None
 
 @dataclass
 class OpenVenue:
-    """A venue and what must be closed after the loop."""
+    """A venue, what must be closed after the loop, and what it records once the loop holds the
+    account's run lock (``started``: a second loop refused at the lock writes nothing)."""
 
     venue: Venue
     close: Callable[[], None]
+    started: Callable[[], None] = lambda: None
 
 
 def paper_venue(cfg: RunConfig, journal_path: Path, alerts: AlertHub | None = None) -> OpenVenue:
@@ -159,7 +162,6 @@ def paper_venue(cfg: RunConfig, journal_path: Path, alerts: AlertHub | None = No
     journal = Journal(journal_path)
     acc, _ = paper_book(loaded.book, journal)
     store = PaperStore(journal.path, loaded.book.name)
-    store.save_price_source(cfg.prices)  # a manual trade or read of the account follows it too
     vol = paper_prices.daily_vol(loaded)
     feed: Callable[[datetime], MarketSnapshot]
     gw: PaperGateway
@@ -168,13 +170,19 @@ def paper_venue(cfg: RunConfig, journal_path: Path, alerts: AlertHub | None = No
         gw, feed = live_paper(acc, loaded.book, loaded.market, source, daily_vol=vol, store=store)
     else:
         gw = PaperGateway(acc, loaded.market, daily_vol=vol, store=store)
-        # the book file's rates are per its own intervals: those replace any an earlier loop on an
-        # exchange's prices stored for this paper account
-        gw.set_funding_intervals({c.symbol: c.funding_interval_h for c in loaded.book.contracts})
 
-        def feed(_t: datetime) -> MarketSnapshot:
-            gw.set_market(loaded.market)
-            return loaded.market
+        def feed(t: datetime) -> MarketSnapshot:  # the book file's prices at the loop's time
+            market = dataclasses.replace(loaded.market, time=t)
+            gw.set_market(market)  # a dated position reaching its expiry settles
+            return market
+
+    def started() -> None:
+        """Once the run lock is held: a manual trade or read of the account follows this loop's
+        prices (:mod:`fbr.paper_prices`); on the book file's, its rates are per its own
+        intervals, which replace any an earlier loop on an exchange's prices stored."""
+        store.save_price_source(cfg.prices)
+        if cfg.prices != "binanceusdm":
+            gw.set_funding_intervals({c.symbol: c.funding_interval_h for c in loaded.book.contracts})
 
     if alerts is not None:
         gw.on_liquidation = functools.partial(liquidation_alert, alerts)
@@ -186,7 +194,7 @@ def paper_venue(cfg: RunConfig, journal_path: Path, alerts: AlertHub | None = No
         store.close()
         journal.close()
 
-    return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close)
+    return OpenVenue(Venue(gw, journal_path, journal, executor, feed, vol), close, started)
 
 
 def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:

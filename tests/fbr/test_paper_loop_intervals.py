@@ -104,6 +104,7 @@ def _loop_reads(tmp: Path, journal: Path, prices: str, monkeypatch: pytest.Monke
     monkeypatch.setattr(paper_prices, "public_gateway", lambda *a, **k: StatedSource())
     cfg = _run_config(tmp, prices)
     opened = run_wiring.paper_venue(cfg, journal)
+    opened.started()  # the loop holds its run lock
     try:
         inst = opened.venue.gateway.instruments(cfg.backtest.loaded.book)
         assert inst["SOL-PERP"].contract.funding_interval_h == (4.0 if prices != "book" else 8.0)
