@@ -53,6 +53,9 @@ if TYPE_CHECKING:
     from executor.plan import OrderPlan
     from executor.plan_doc import OrderPlanDoc
     from fbr.execute_cli import ExecuteResult
+    from models.market import MarketSnapshot
+    from models.risk import RiskModel
+    from optimizer.settings import OptimizerSettings
     from scenarios.whatif_result import WhatIfDoc
 
 #: The loop's state file in ``--state-dir`` (``fbr run`` rewrites it every cycle).
@@ -91,31 +94,49 @@ class ServeConfig:
     live: bool = False
 
 
+class SerialRebalancer(Rebalancer):
+    """A :class:`Rebalancer` whose solves run one at a time (its own lock held for the whole of
+    each): the dashboard's request threads share its compiled problems."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._serial = threading.Lock()
+
+    def solve(self, book: Book, market: MarketSnapshot, risk: RiskModel,
+              settings: OptimizerSettings, *, explain: bool = True,
+              labels: tuple[str, ...] = ()) -> Solution:
+        """:meth:`Rebalancer.solve`, under the lock."""
+        with self._serial:
+            return Rebalancer.solve(self, book, market, risk, settings, explain=explain,
+                                    labels=labels)
+
+
 @dataclass
 class DashboardState:
     """The dashboard's data access (see the module docstring).
 
     Thread safety: the web handlers run in worker threads, so requests use this state
-    concurrently. ``_lock`` (one re-entrant lock) guards what they share and write:
+    concurrently. Two locks guard what they share and write, each held only for that:
 
     - ``rebalancer``'s compiled cvxpy problems, whose Parameters every solve writes (two threads in
       one problem at once would solve a mix of two books) and whose caches a new structure fills:
-      held for the whole of every use, the solves of :meth:`status`, :meth:`plan` and
-      :meth:`whatif`;
+      :class:`SerialRebalancer` holds its own lock for the whole of each solve (those of
+      :meth:`status`, :meth:`plan` and :meth:`whatif`), and no longer: an account read (an
+      exchange's, or the live prices a paper account follows) holds no lock, so a slow exchange
+      holds up no other page;
     - the book cache (``_book``, :class:`fbr.web.book_cache.BookCache`), read and rewritten by
-      :meth:`loaded` and :meth:`book_name`.
+      :meth:`loaded` and :meth:`book_name` under ``_lock``.
 
-    It is re-entrant because :meth:`status` holds it while it calls :meth:`loaded`. It is not held
-    across journal, report or health-file reads that use neither (each opens its own journal
-    connection), nor by :meth:`execute`, which uses neither either (``fbr execute``'s own load and
-    a fresh :class:`Rebalancer`): a live send may wait minutes, and every page would wait with it.
+    Neither is held across journal, report or health-file reads (each opens its own journal
+    connection), nor by :meth:`execute`, which uses neither (``fbr execute``'s own load and a
+    fresh :class:`Rebalancer`): a live send may wait minutes, and every page would wait with it.
     """
 
     config: ServeConfig
-    rebalancer: Rebalancer = field(default_factory=Rebalancer)
+    rebalancer: Rebalancer = field(default_factory=lambda: SerialRebalancer())
     _book: BookCache = field(init=False)
-    _lock: threading.RLock = field(init=False, repr=False, compare=False,
-                                   default_factory=threading.RLock)
+    _lock: threading.Lock = field(init=False, repr=False, compare=False,
+                                  default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._book = BookCache(self.config.book)
@@ -153,23 +174,24 @@ class DashboardState:
     # --- pages ------------------------------------------------------------------------------
     def status(self) -> StatusReport:
         """The book now: weights, drift, TE, margin and liquidation distance, funding, the plan.
-        Under the lock throughout: the account read and the solve are one call."""
-        with self._lock, self.journal() as j:
-            return status_report(self.loaded(), self.config.exchange, j, live=False,
+        The account read holds no lock; the solve holds the rebalancer's
+        (:class:`SerialRebalancer`)."""
+        loaded = self.loaded()
+        with self.journal() as j:
+            return status_report(loaded, self.config.exchange, j, live=False,
                                  rebalancer=self.rebalancer)
 
     def plan(self) -> tuple[Solution, OrderPlanDoc, str | None]:
         """(the solution with its binding constraints, the order plan as a dict, why it may not
-        be traded or None). The solve under the lock (the account read and the order plan need
-        none)."""
+        be traded or None). The solve holds the rebalancer's lock (the account read and the
+        order plan need none)."""
         loaded = self.loaded()
         with self.journal() as j:
             gw, acc = self._gateway(loaded, j)
             with account_silence(gw, self.config.exchange, j):
                 book, market, instruments = account_view(gw, acc, loaded.market)
-        with self._lock:
-            sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True,
-                                        labels=loaded.labels)
+        sol = self.rebalancer.solve(book, market, loaded.risk, loaded.settings, explain=True,
+                                    labels=loaded.labels)
         blocked: str | None = None
         try:
             require_tradeable(sol, prepare(book, market, loaded.risk, loaded.settings))
@@ -185,7 +207,7 @@ class DashboardState:
         file's) (``WhatIfResult.to_dict()``; ``fbr.whatif_cli.scenario_json`` gives the CLI's
         language), and notes. The book is read as ``fbr whatif`` reads it: a futures-only book
         on the NAV base (:func:`fbr.whatif_cli.load_whatif_book`; it was refused). The shocked
-        book's re-solve under the lock."""
+        book's re-solve holds the rebalancer's lock."""
         from fbr.whatif_cli import load_whatif_book
         from scenarios.shocks import parse_scenario
         from scenarios.whatif import run_whatif
@@ -196,15 +218,20 @@ class DashboardState:
             with account_silence(gw, self.config.exchange, j):
                 book, market, _ = account_view(gw, acc, loaded.market)
         scenario = parse_scenario("dashboard", shocks)
-        with self._lock:
-            result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
-                                rebalancer=self.rebalancer)
+        result = run_whatif(book, market, loaded.risk, scenario, loaded.settings,
+                            rebalancer=self.rebalancer)
         return result.to_dict(), notes
 
     def _whose(self, journal: Journal) -> tuple[str, str, str]:
         """(account key, venue, book name) of the account this dashboard shows: a journal may
         hold other accounts' and books' runs (a dry-run loop, a paper loop, another book)."""
+        from executor.paper import PaperGateway
+
         loaded = self.loaded()
+        if self.config.exchange in (ExchangeChoice.PAPER, ExchangeChoice.DRY_RUN):
+            # the paper venue's key and name need no read of the prices its account follows
+            paper = PaperGateway(loaded.book, loaded.market)
+            return paper.account_key(), paper.venue, loaded.book.name
         gw, _ = self._gateway(loaded, journal)
         return gw.account_key(), gw.venue, loaded.book.name
 

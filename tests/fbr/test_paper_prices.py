@@ -9,7 +9,10 @@ spread), the book's half spread 0.05%, no impact (no ADV given)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fbr.cli import app
+from fbr.web.state import DashboardState
 from models.book import Book
 from models.market import MarketSnapshot
 
@@ -93,7 +97,9 @@ def followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                    'name = "naive"\n[run]\nexchange = "paper"\nprices = "binanceusdm"\n',
                    encoding="utf-8")
     journal = tmp_path / "j.sqlite"
-    run_wiring.paper_venue(load_run_file(run), journal).close()
+    opened = run_wiring.paper_venue(load_run_file(run), journal)
+    opened.started()  # the loop holds its run lock: it records the prices it follows
+    opened.close()
     return journal
 
 
@@ -182,3 +188,158 @@ def test_a_liquidation_at_the_exchange_s_marks_is_alerted(
     assert (alert.kind, alert.severity, alert.title) == (AlertKind.MARGIN, Severity.CRITICAL,
                                                          "paper account liquidated")
     assert "collateral 0.00 USD" in alert.text and "BTC-PERP +1" in alert.text
+
+
+RUN_FILE = ('book = "book.toml"\n[[policies]]\nkind = "naive_futures"\nband = "1%"\n'
+            'name = "naive"\n[run]\nexchange = "paper"\nprices = "{prices}"\n')
+
+
+def _followed_short(tmp_path: Path, prices: str, entry: float) -> Path:
+    """A paper account short 0.5 BTC-PERP at ``entry`` on 3,100 USD (spot not pledged), whose loop
+    (``prices``) has started."""
+    from executor.paper_store import PaperStore
+    from fbr import run_wiring
+    from fbr.run_config import load_run_file
+    from models.book import FuturesPosition
+
+    journal = tmp_path / "short.sqlite"
+    store = PaperStore(journal, "paper prices")
+    store.init_account({"BTC-PERP": FuturesPosition(-0.5, entry)}, 3100.0)
+    store.close()
+    (tmp_path / "run.toml").write_text(RUN_FILE.format(prices=prices), encoding="utf-8")
+    opened = run_wiring.paper_venue(load_run_file(tmp_path / "run.toml"), journal)
+    opened.started()
+    opened.close()
+    return journal
+
+
+def test_a_second_loop_refused_at_the_lock_leaves_the_price_source(
+        tmp_path: Path, followed: Path) -> None:
+    """A loop on the exchange's prices runs (its run lock held); a second ``fbr run`` on the
+    book file's prices is refused ("another fbr run is running"): it records nothing, and a
+    manual paper trade still fills at the exchange's marks +- the half spread (it recorded
+    "book" before it met the lock, and the trade filled 10% off)."""
+    from executor.lock import account_lock
+
+    (tmp_path / "static.toml").write_text(RUN_FILE.format(prices="book"), encoding="utf-8")
+    with account_lock("run-paper:paper prices"):
+        res = CliRunner().invoke(app, ["run", str(tmp_path / "static.toml"), "--once",
+                                       "--journal", str(followed), "--json"])
+        assert res.exit_code == 6 and "another fbr run" in res.output, res.output
+    doc = _json("execute", str(tmp_path / "book.toml"), "--exchange", "paper",
+                "--journal", str(followed))
+    fills = _fills(doc)
+    assert fills
+    for symbol, (side, price) in fills.items():
+        sign = 1.0 if side == "buy" else -1.0
+        assert price == pytest.approx(LIVE_MARKS[symbol] * (1 + sign * HALF_SPREAD), rel=1e-12)
+
+
+def test_reads_and_a_refused_trade_leave_a_liquidatable_account_to_the_loop(
+        tmp_path: Path, followed: Path) -> None:
+    """Short 0.5 BTC-PERP from 60,000 at the exchange's 66,000 on 3,100 USD: collateral
+    C = 3,100 - 0.5 x 6,000 = 100 USD, at or below maintenance. ``fbr status`` reports that
+    account (NAV = 3,100 + 0.1 x 66,000 + 2,750 + 30 x 165 - 3,000 = 14,400 USD), not one its read
+    liquidated in memory; ``fbr execute`` is refused by the plan's margin checks and leaves the
+    journal's account as it is (its read had liquidated it, silently, with a 330 USD penalty)."""
+    from executor.paper_store import PaperStore
+
+    journal = _followed_short(tmp_path, "binanceusdm", 60000.0)
+    book = str(tmp_path / "book.toml")
+    st = _json("status", book, "--exchange", "paper", "--journal", str(journal))
+    assert st["positions"]["BTC-PERP"] == pytest.approx(-0.5)
+    assert st["margin"]["collateral"] == pytest.approx(100.0, abs=1e-6)
+    assert st["nav"] == pytest.approx(14400.0, rel=1e-12)
+    res = CliRunner().invoke(app, ["execute", book, "--exchange", "paper", "--journal",
+                                   str(journal), "--json"])
+    assert res.exit_code != 0
+    with closing(PaperStore(journal, "paper prices")) as store:
+        saved = store.load()
+    assert saved is not None and saved[0]["BTC-PERP"].contracts == -0.5 and saved[1] == 3100.0
+
+
+def test_the_exchange_down_is_one_message_naming_the_account_and_the_fix(
+        tmp_path: Path, followed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from executor.base import ReadFailedError
+    from fbr import paper_prices
+
+    class Down(LiveSource):
+        def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+            raise ReadFailedError("binanceusdm: fetch_funding_rate failed 4 times: NetworkError")
+
+    monkeypatch.setattr(paper_prices, "public_gateway", lambda *a, **k: Down())
+    res = CliRunner().invoke(app, ["status", str(tmp_path / "book.toml"), "--exchange", "paper",
+                                   "--journal", str(followed), "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "error"
+    assert "paper account of book 'paper prices' follows binanceusdm's live prices" in doc["error"]
+    assert "NetworkError" in doc["error"] and "Fix: check the network" in doc["error"]
+
+
+class Gated(LiveSource):
+    """:class:`LiveSource`, counting its reads; each waits for ``gate`` when one is set."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        self.reads += 1
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        return super().market(book, fallback)
+
+
+def _dashboard(tmp_path: Path, followed: Path, source: Gated,
+               monkeypatch: pytest.MonkeyPatch) -> DashboardState:
+    from fbr import paper_prices
+    from fbr.execute_wiring import ExchangeChoice
+    from fbr.web.state import ServeConfig
+
+    monkeypatch.setattr(paper_prices, "public_gateway", lambda *a, **k: source)
+    return DashboardState(ServeConfig(book=tmp_path / "book.toml", exchange=ExchangeChoice.PAPER,
+                                      journal=followed, state_dir=tmp_path / "state",
+                                      reports=tmp_path / "reports"))
+
+
+def test_the_dashboard_s_journal_pages_read_no_prices(
+        tmp_path: Path, followed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/history, /orders and /run show journal rows and the health file: they read no price (they
+    read the exchange's, to learn the account's key)."""
+    source = Gated()
+    state = _dashboard(tmp_path, followed, source, monkeypatch)
+    state.history()
+    state.orders()
+    state.run_state()
+    assert source.reads == 0
+
+
+def test_a_slow_price_read_holds_up_no_other_page(
+        tmp_path: Path, followed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While /api/status waits for the exchange's prices, /reports answers (the state's lock was
+    held across that read, and every page's header waited for it)."""
+    import httpx
+
+    from fbr.web.app import create_app
+
+    source = Gated()
+    source.gate = threading.Event()
+    state = _dashboard(tmp_path, followed, source, monkeypatch)
+
+    async def scenario() -> tuple[bool, int]:
+        transport = httpx.ASGITransport(app=create_app(state, None))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as c:
+            first = asyncio.ensure_future(c.get("/api/status"))
+            while not source.entered.is_set():
+                await asyncio.sleep(0.01)
+            other = await asyncio.wait_for(c.get("/reports"), 20)
+            waiting = not first.done()
+            assert source.gate is not None
+            source.gate.set()
+            assert (await first).status_code == 200
+            return waiting, other.status_code
+
+    waiting, code = asyncio.run(scenario())
+    assert waiting and code == 200

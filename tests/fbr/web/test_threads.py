@@ -22,7 +22,8 @@ import pytest
 from web_world import SHOCK, World
 
 from fbr.web.app import create_app
-from fbr.web.state import DashboardState
+from fbr.web.state import DashboardState, SerialRebalancer
+from optimizer.rebalance import Rebalancer
 
 BASE = "http://127.0.0.1:8765"
 SHOCK_Q = "BTC%3D-30%25"
@@ -62,9 +63,11 @@ class Overlap:
 
 @pytest.fixture
 def solves(shared_state: DashboardState, monkeypatch: pytest.MonkeyPatch) -> Iterator[Overlap]:
-    """The shared state's compiled-problem solves, watched (:class:`Overlap`)."""
-    watch = Overlap(shared_state.rebalancer.solve)
-    monkeypatch.setattr(shared_state.rebalancer, "solve", watch)
+    """The shared state's compiled-problem solves, watched (:class:`Overlap`) inside the
+    rebalancer's lock, where they use the compiled problems."""
+    assert isinstance(shared_state.rebalancer, SerialRebalancer)
+    watch = Overlap(Rebalancer.solve)
+    monkeypatch.setattr(Rebalancer, "solve", watch)
     yield watch
 
 
@@ -133,8 +136,8 @@ def test_concurrent_pages_solve_one_at_a_time_off_the_loop(shared_state: Dashboa
 def test_the_state_serialises_solves_across_threads(shared_state: DashboardState,
                                                     solves: Overlap) -> None:
     """The state itself, called from three threads at once (plan, status, what-if, twice each):
-    the compiled problems are used by one thread at a time, and nothing deadlocks (the lock is
-    re-entrant: status holds it while it loads the book)."""
+    the compiled problems are used by one thread at a time, and nothing deadlocks (the
+    rebalancer's lock is held for a solve only)."""
     calls: list[Callable[[], object]] = [shared_state.plan, shared_state.status,
                                          lambda: shared_state.whatif([SHOCK])] * 2
     with ThreadPoolExecutor(max_workers=3) as pool:
