@@ -9,10 +9,18 @@ A webhook is an HTTP(S) URL that takes a JSON POST. Two bodies:
 - ``"telegram"`` (the Bot API's ``sendMessage``): ``{"chat_id", "text", "disable_web_page_preview"}``,
   ``text`` the title and text on two lines.
 
-Delivery: at most ``1 + retries`` POSTs per alert, ``backoff_s`` x 2^k seconds apart, each with a
-``timeout_s`` timeout; a 2xx answer is delivered, a 4xx other than 429 is final (the body will not
-become acceptable), anything else is retried. An alert that cannot be delivered is logged once and
-counted; it never stops the loop. Secrets never reach a payload: every string goes through
+Delivery: at most ``1 + retries`` POSTs per alert, ``backoff_s`` x 2^k seconds apart (each pause at
+most :data:`MAX_BACKOFF_S`, 30 s); a 2xx answer is delivered, a 4xx other than 429 is final (the body
+will not become acceptable), anything else is retried. Each POST has a total deadline of
+``timeout_s`` seconds (connect, headers and body together: ``requests``' own timeout bounds each
+socket read only, so a receiver that drips its answer would hold it for as long as it likes): the
+POST runs in a daemon worker thread and an answer not complete by the deadline is a failed attempt.
+At most one worker per sink is ever alive: a POST that is still hanging is left to finish on its
+own, and the next attempt first waits for it (within its own deadline) and fails, without a new
+POST, while it still hangs. So one alert holds the loop at most ``(1 + retries) x timeout_s`` plus
+the pauses (with the run file's bounds, retries <= 5 and timeout_s <= 60 s, and ``backoff_s`` = 1:
+6 x 60 + 1 + 2 + 4 + 8 + 16 = 391 s). An alert that cannot be delivered is logged once and counted;
+it never stops the loop. Secrets never reach a payload: every string goes through
 :func:`executor.safety.redact`, and the URL (a Telegram URL carries the bot token) is never part
 of a payload, a log line or an error message (:func:`url_label` shows its scheme and host only).
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +44,9 @@ import requests
 from executor.safety import redact
 
 log = logging.getLogger("executor.alerts")
+
+#: Longest pause between two POSTs of one alert (seconds): ``backoff_s`` x 2^k is capped here.
+MAX_BACKOFF_S = 30.0
 
 
 class AlertKind(StrEnum):
@@ -125,8 +137,10 @@ Post = Callable[..., requests.Response]
 @dataclass
 class WebhookSink:
     """POST alerts to ``url`` as ``fmt`` (``"json"`` or ``"telegram"``; Telegram needs
-    ``chat_id``), with bounded retries (see the module docstring). ``post`` and ``sleep`` are
-    injected in tests."""
+    ``chat_id``), with bounded retries and a total deadline per POST (see the module docstring):
+    ``retries`` extra POSTs, ``backoff_s`` seconds before the first retry (doubling, at most
+    :data:`MAX_BACKOFF_S`), ``timeout_s`` seconds per POST. ``post`` and ``sleep`` are injected
+    in tests."""
 
     url: str
     fmt: str = "json"
@@ -138,13 +152,15 @@ class WebhookSink:
     sleep: Callable[[float], None] = time.sleep
     failed: int = 0
     delivered: int = 0
+    #: The worker of a POST that missed its deadline and may still be running (None: none).
+    _hung: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
 
     def body(self, alert: Alert) -> dict[str, object]:
         """The payload of ``alert`` in this sink's format."""
         return alert.telegram_body(self.chat_id) if self.fmt == "telegram" else alert.json_body()
 
     def send(self, alert: Alert) -> bool:
-        """POST the alert; True when a 2xx answer came within the retries."""
+        """POST the alert; True when a 2xx answer came within the retries (never raises)."""
         ok, why = self.try_send(alert)
         if ok:
             self.delivered += 1
@@ -154,24 +170,59 @@ class WebhookSink:
         return False
 
     def try_send(self, alert: Alert) -> tuple[bool, str]:
-        """(delivered, the last failure's reason) after at most ``1 + retries`` POSTs."""
+        """(delivered, the last failure's reason) after at most ``1 + retries`` POSTs; takes at
+        most ``(1 + retries) x timeout_s`` seconds plus the backoff pauses."""
         data = json.dumps(self.body(alert), allow_nan=False, default=str)
         why = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                self.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                answer = self.post(self.url, data=data, timeout=self.timeout_s,
-                                   headers={"Content-Type": "application/json"})
-            except requests.RequestException as exc:
-                why = f"{type(exc).__name__}"
+                self.sleep(self.backoff_delay(attempt))
+            status, why = self._post_once(data)
+            if status is None:
                 continue
-            if 200 <= answer.status_code < 300:
+            if 200 <= status < 300:
                 return True, ""
-            why = f"HTTP {answer.status_code}"
-            if 400 <= answer.status_code < 500 and answer.status_code != 429:
+            why = f"HTTP {status}"
+            if 400 <= status < 500 and status != 429:
                 break
         return False, why
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1, 2, ...): ``backoff_s`` x
+        2^(attempt - 1), at most :data:`MAX_BACKOFF_S`."""
+        return min(self.backoff_s * 2.0 ** min(attempt - 1, 64), MAX_BACKOFF_S)
+
+    def _post_once(self, data: str) -> tuple[int | None, str]:
+        """One POST with a total deadline of ``timeout_s`` seconds, run in a daemon worker thread:
+        (the HTTP status, "") or (None, why it failed). Never raises."""
+        deadline = time.monotonic() + self.timeout_s
+        if self._hung is not None:  # one worker per sink at most: wait for the hanging one
+            self._hung.join(self.timeout_s)
+            if self._hung.is_alive():
+                return None, f"an earlier POST still hangs (no answer within {self.timeout_s:g} s)"
+            self._hung = None
+        outcome: list[int | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(self.post(self.url, data=data, timeout=self.timeout_s,
+                                         headers={"Content-Type": "application/json"}).status_code)
+            except Exception as exc:  # any failure of the POST is a failed attempt
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work, name="fbr-webhook", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError as exc:  # no thread could be started
+            return None, type(exc).__name__
+        worker.join(max(deadline - time.monotonic(), 0.0))
+        if worker.is_alive() or not outcome:
+            self._hung = worker
+            return None, f"no complete answer within {self.timeout_s:g} s"
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            return None, type(result).__name__
+        return result, ""
 
 
 @dataclass

@@ -13,7 +13,8 @@ and runs it on an account (``fbr run``).
 - ``[limits]``: ``daily_turnover_usd``, ``daily_loss_usd``;
 - ``[alerts]``: ``webhook`` (a URL) or ``webhook_env`` (the name of an environment variable that
   holds it: a Telegram URL carries the bot token), ``format`` (``"json"`` or ``"telegram"``),
-  ``chat_id`` (Telegram), ``retries``, ``timeout_s``.
+  ``chat_id`` (Telegram), ``retries`` (a whole number, 0 to :data:`MAX_ALERT_RETRIES` = 5),
+  ``timeout_s`` (seconds per POST, > 0 and at most :data:`MAX_ALERT_TIMEOUT_S` = 60).
 """
 
 from __future__ import annotations
@@ -52,11 +53,16 @@ ALERT_KEYS = ("webhook", "webhook_env", "format", "chat_id", "retries", "timeout
 EXCHANGES = ("dry-run", "paper", "binanceusdm")
 #: Policies that trade spot: the loop sends futures orders only.
 SPOT_POLICIES = ("calendar_spot", "band_spot")
+#: Most retries of one alert (``1 + retries`` POSTs): each undelivered alert holds the loop.
+MAX_ALERT_RETRIES = 5
+#: Longest total deadline of one alert POST (seconds).
+MAX_ALERT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
 class AlertSpec:
-    """Where alerts go (``url`` None: nowhere but the log)."""
+    """Where alerts go (``url`` None: nowhere but the log); ``retries`` extra POSTs per alert
+    (0..5), ``timeout_s`` the total deadline of one POST (seconds, (0, 60])."""
 
     url: str | None = None
     fmt: str = "json"
@@ -229,7 +235,27 @@ def _alerts(t: Mapping[str, object]) -> AlertSpec:
     if fmt == "telegram" and not chat:
         raise ValidationError("alerts.chat_id", "is missing for format = \"telegram\"",
                               "give the chat id the bot posts to: chat_id = \"123456\"")
-    return AlertSpec(url=url, fmt=fmt, chat_id=chat,
-                     retries=whole(t.get("retries", 2), "alerts.retries", 0),
-                     timeout_s=positive(t.get("timeout_s", 5.0), "alerts.timeout_s"))
+    return AlertSpec(url=url, fmt=fmt, chat_id=chat, retries=_alert_retries(t),
+                     timeout_s=_alert_timeout(t))
+
+
+def _alert_retries(t: Mapping[str, object]) -> int:
+    """``alerts.retries``: a whole number from 0 to MAX_ALERT_RETRIES (default 2)."""
+    retries = whole(t.get("retries", 2), "alerts.retries", 0)
+    if retries > MAX_ALERT_RETRIES:
+        raise ValidationError("alerts.retries", f"is {retries}, more than {MAX_ALERT_RETRIES}: an "
+                              "undelivered alert holds the loop through every retry",
+                              f"give a whole number from 0 to {MAX_ALERT_RETRIES}, e.g. retries = 2")
+    return retries
+
+
+def _alert_timeout(t: Mapping[str, object]) -> float:
+    """``alerts.timeout_s``: seconds per POST, > 0 and at most MAX_ALERT_TIMEOUT_S (default 5)."""
+    timeout = positive(t.get("timeout_s", 5.0), "alerts.timeout_s")
+    if timeout > MAX_ALERT_TIMEOUT_S:
+        raise ValidationError("alerts.timeout_s", f"is {timeout:g} s, more than "
+                              f"{MAX_ALERT_TIMEOUT_S:g} s: a silent webhook holds the loop that long "
+                              "per POST", f"give seconds > 0 and at most {MAX_ALERT_TIMEOUT_S:g}, "
+                              "e.g. timeout_s = 5")
+    return timeout
 
