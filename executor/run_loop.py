@@ -23,9 +23,13 @@ and the plan in flight are in the run tables; unless the kill file exists or a s
 a plan a crash left open is resumed first (the journaled executor reconciles its legs in doubt and
 sends only what is missing) when the day is not halted by the loss limit and the plan is no older
 than ``check_every`` (:mod:`executor.run_restart`), then the loop goes on where it stopped. A cycle
-whose execution fails is recorded, alerted and run again at the next wake-up; an unexpected error
-(a bug) is alerted and ends the loop. One loop per account: the loop holds the account's run lock
-for its lifetime (a second ``fbr run`` is refused; a crashed one releases it).
+whose execution fails is recorded, alerted and run again at the next wake-up, in this process or
+the next (the pending retry is in the run tables: a cron ``--once`` run retries it; every gate
+still applies); an unexpected error (a bug) is alerted and ends the loop. The health file's
+``last_error`` is the latest error not yet over (a failed read until the exchange answers; a failed
+cycle, a busy journal until a cycle runs through; the error the loop died of). One loop per
+account: the loop holds the account's run lock for its lifetime (a second ``fbr run`` is refused; a
+crashed one releases it).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from executor.run_cycle import View, read_view
 from executor.run_restart import RestartHandler
 from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
+from executor.run_summary import READ, send_daily_summary
+from executor.run_trade import RETRY
 from executor.safety import redact
 from executor.schedule import Clock, next_settlement
 from executor.silence import silence_kept
@@ -108,7 +114,7 @@ class Runner(RestartHandler):
         self._instruments_day: date | None = None  # lots, caps, tiers, funding hours: read daily
         self._outage: str | None = None
         self._rerun = False  # a cycle a crash interrupted, not resumed: run one at once
-        self._retry: str | None = None  # a cycle whose execution failed: run it at the next wake-up
+        self._last_error: str | None = None  # the health file's last_error (run_trade.CycleTrader)
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop") -> None:
@@ -150,9 +156,10 @@ class Runner(RestartHandler):
 
     def _died(self, exc: Exception) -> None:
         """The CRITICAL alert of a loop ending on ``exc`` (its delivery failing is only logged)."""
+        self._last_error = f"{type(exc).__name__}: {redact(str(exc))}"
         try:
             self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "fbr run died",
-                             f"{type(exc).__name__}: {redact(str(exc))}. The loop has stopped; "
+                             f"{self._last_error}. The loop has stopped; "
                              f"nothing more is sent until it is started again", self._now())
             self._health("died", self._now())
         except Exception:  # the original error matters more
@@ -183,6 +190,7 @@ class Runner(RestartHandler):
         wake-up, as after a failed read. Orders in flight are the executor's business: its own
         journal failures end their plan in doubt (exit 5), resumed like any other."""
         self.summary.failures += 1
+        self._last_error = f"journal busy: {redact(str(exc))}"
         self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "journal busy",
                          f"journal {self.venue.journal_path} is held by another process "
                          f"({redact(str(exc))}): this wake-up stopped there. The loop retries at "
@@ -234,18 +242,20 @@ class Runner(RestartHandler):
         except FbrError as exc:
             msg = redact(str(exc))
             self.summary.failures += 1
-            self.store.record(CycleRecord(now, "read", "failed", message=msg))
+            self.store.record(CycleRecord(now, READ, "failed", message=msg))
             if self.store.get(OUTAGE) is None:  # once per outage, across restarts (cron)
                 self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "account read failed",
                                  f"{msg}. The loop retries at the next wake-up", now)
                 self.store.put(OUTAGE, msg)
-            self._outage = msg
+            self._outage = self._last_error = msg
             return None
         was = self.store.get(OUTAGE)
         if was is not None:
             self.alerts.emit(AlertKind.FAILURE, Severity.INFO, "exchange answers again",
                              f"after: {was}", now)
             self.store.put(OUTAGE, None)
+        if self._last_error is not None and self._last_error == self._outage:
+            self._last_error = None  # the read's own error: over once the exchange answers
         self._outage = None
         return view
 
@@ -290,8 +300,8 @@ class Runner(RestartHandler):
         if self._rerun:
             self._rerun = False
             return "restart"
-        if self._retry is not None:
-            self._retry = None
+        if self.store.get(RETRY) is not None:  # a failed execution, in this process or the last
+            self.store.put(RETRY, None)
             return "retry"
         due = self.settings.schedule.next_after(datetime.fromisoformat(last))
         if due is not None and now >= due:
@@ -356,19 +366,10 @@ class Runner(RestartHandler):
         self.store.put("halted", None)
 
     def _summary(self, now: datetime, day: str, view: View) -> None:
-        start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-        rows = [c for c in self.store.cycles() if start <= c.time < start + timedelta(days=1)]
-        traded = [c for c in rows if c.action == "traded"]
-        nav0 = float(self.store.get("day_nav") or view.nav)
-        turnover = self._turnover_on(start, view)  # the journal's: rows miss settled legs
-        self.alerts.emit(AlertKind.DAILY_SUMMARY, Severity.INFO, f"daily summary {day}",
-                         f"{len(rows)} cycles, {len(traded)} traded, turnover "
-                         f"{turnover:,.2f} USD, NAV {nav0:,.2f} -> "
-                         f"{view.nav:,.2f} USD, TE {view.tracking_error:.2%}, margin ratio "
-                         f"{view.margin_ratio:.1%}", now, day=day, cycles=len(rows),
-                         trades=len(traded), nav=view.nav, nav_open=nav0,
-                         turnover_usd=turnover,
-                         tracking_error=view.tracking_error, margin_ratio=view.margin_ratio)
+        """The summary of ``day`` (:mod:`executor.run_summary`); its turnover is the journal's (the
+        run tables' rows miss legs settled after their cycle)."""
+        turnover = self._turnover_on(datetime.fromisoformat(day).replace(tzinfo=UTC), view)
+        send_daily_summary(self.alerts, self.store, now, day, view, turnover)
 
     # --- health -------------------------------------------------------------------------------
     def _health(self, status: str, now: datetime) -> None:
@@ -379,7 +380,7 @@ class Runner(RestartHandler):
             "updated": now.isoformat(), "wall_time": datetime.now(UTC).isoformat(),
             "last_cycle": last, "next_cycle": due.isoformat() if due else None,
             "cycles": self.summary.cycles, "trades": self.summary.trades,
-            "failures": self.summary.failures, "last_error": self._outage})
+            "failures": self.summary.failures, "last_error": self._last_error})
 
 
 #: the run-state key of an account-read outage (its first message), kept across restarts

@@ -5,7 +5,11 @@ through the journaled executor (or the dry run) and the alerts on its outcome. E
 one row of the run tables (:class:`executor.run_store.CycleRecord`). A cycle whose execution raises
 an :class:`models.errors.FbrError` (the account lock held by a manual ``fbr execute``, a failed
 read while setting up the account, a silence the exchange asked for ...) is recorded as
-``failed``, alerted (CRITICAL) and run again at the next wake-up; the loop goes on.
+``failed``, alerted (CRITICAL) and run again at the next wake-up (reason ``retry``); the loop goes
+on. The pending retry is kept in the run state (key :data:`RETRY`), so a loop woken by cron
+(``--once``) retries it too; it is only a reason to run a cycle: the kill file, a stop and the
+day's loss halt still apply. A cycle that runs through (neither ``failed`` nor ``unknown``) clears
+it, and clears the loop's last error (the health file's ``last_error``).
 
 The day's turnover (the limit's "already today") is what the journal says the account sent
 since 00:00 UTC (:mod:`executor.run_turnover`), legs in doubt counted at their whole size.
@@ -65,8 +69,9 @@ class CycleTrader:
     summary: RunSummary
     book_path: str
     account: str
-    #: the reason of a cycle whose execution failed: it runs again at the next wake-up
-    _retry: str | None = None
+    #: the latest error not yet resolved (the health file's ``last_error``): set by a failed read
+    #: or cycle, a busy journal, the loop's death; cleared by a cycle that runs through
+    _last_error: str | None = None
 
     def _risk(self, now: datetime) -> RiskModel:
         """The risk model (annualised covariance) at the cycle time ``now`` (UTC): the fixed
@@ -83,14 +88,17 @@ class CycleTrader:
             self._failed(now, reason, view, f"no plan: {redact(str(exc))}")
             return
         if plan is None:
-            self.store.record(CycleRecord(now, reason, "refused", None, view.nav,
-                                          view.tracking_error,
-                                          message="halted for the day: daily loss limit"))
-            return
-        record = self._gated(now, view, reason, plan, force)
-        if record is None:
-            record = self._send(now, view, reason, plan)
-        self.store.record(with_fields(record, margin_ratio=view.margin_ratio, max_drift=view.max_drift))
+            record = CycleRecord(now, reason, "refused", None, view.nav, view.tracking_error,
+                                 message="halted for the day: daily loss limit")
+        else:
+            sent = self._gated(now, view, reason, plan, force)
+            if sent is None:
+                sent = self._send(now, view, reason, plan)
+            record = with_fields(sent, margin_ratio=view.margin_ratio, max_drift=view.max_drift)
+        self.store.record(record)
+        if record.action not in ("failed", "unknown"):  # ran through: nothing left to retry
+            self.store.put(RETRY, None)
+            self._last_error = None
 
     def _plan(self, now: datetime, view: View, force: bool) -> OrderPlan | None:
         """The policy's targets, de-risked, as an order plan (None: halted for the day)."""
@@ -243,7 +251,8 @@ class CycleTrader:
             journalled = False
         if not journalled:
             self.store.put("plan_in_flight", None)
-        self._retry = reason
+        self.store.put(RETRY, reason)  # in the run state: a cron wake-up retries it too
+        self._last_error = msg
         self.summary.failures += 1
         self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now,
                          plan_id=plan.plan_id, error=type(exc).__name__)
@@ -275,13 +284,20 @@ class CycleTrader:
                            report.tracking_error_residual, turnover, " ".join(report.messages))
 
     def _failed(self, now: datetime, reason: str, view: View, msg: str) -> None:
+        """A cycle that made no plan: recorded ``failed`` and alerted (CRITICAL)."""
         self.summary.failures += 1
+        self._last_error = msg
         self.store.record(CycleRecord(now, reason, "failed", None, view.nav, message=msg))
         self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now)
 
     def _day_start(self, now: datetime) -> datetime:
         """00:00 UTC of ``now``'s day."""
         return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
+
+#: the run-state key of a cycle whose execution failed (its reason): the next wake-up runs a
+#: ``retry`` cycle, whichever process it is in (the loop, or the next cron ``--once`` run)
+RETRY = "retry"
 
 
 def with_fields(rec: CycleRecord, **changes: object) -> CycleRecord:
