@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
+import logging.handlers
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -100,8 +101,10 @@ class JsonLines(logging.Formatter):
 
 
 def structured_logs(path: Path | None) -> logging.Handler:
-    """JSON-lines logs of the ``executor`` loggers to ``path`` (appended) or stderr."""
-    handler: logging.Handler = (logging.FileHandler(path) if path is not None
+    """JSON-lines logs of the ``executor`` loggers to ``path`` (appended; reopened when logrotate
+    or a hand moves or deletes it, so a loop running for months follows the rotation) or
+    stderr."""
+    handler: logging.Handler = (logging.handlers.WatchedFileHandler(path) if path is not None
                                 else logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonLines())
     root = logging.getLogger("executor")
