@@ -19,6 +19,8 @@ Units: USD for notionals, turnover and NAV; fractions for tracking error and mar
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -49,6 +51,8 @@ from models.errors import FbrError
 from models.risk import RiskModel
 from optimizer.policies import Policy
 from optimizer.te_band import RiskInput
+
+log = logging.getLogger("executor.run_trade")
 
 if TYPE_CHECKING:
     from executor.run_loop import RunSummary, Venue
@@ -98,6 +102,7 @@ class CycleTrader:
         self.store.record(record)
         if record.action not in ("failed", "unknown"):  # ran through: nothing left to retry
             self.store.put(RETRY, None)
+            self.store.put(FAILING, None)
             self._last_error = None
 
     def _plan(self, now: datetime, view: View, force: bool) -> OrderPlan | None:
@@ -254,8 +259,7 @@ class CycleTrader:
         self.store.put(RETRY, reason)  # in the run state: a cron wake-up retries it too
         self._last_error = msg
         self.summary.failures += 1
-        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now,
-                         plan_id=plan.plan_id, error=type(exc).__name__)
+        self._failure_alert(now, msg, plan_id=plan.plan_id, error=type(exc).__name__)
         return CycleRecord(now, reason, "failed", plan.plan_id, view.nav, view.tracking_error,
                            message=msg)
 
@@ -288,7 +292,20 @@ class CycleTrader:
         self.summary.failures += 1
         self._last_error = msg
         self.store.record(CycleRecord(now, reason, "failed", None, view.nav, message=msg))
-        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now)
+        self._failure_alert(now, msg)
+
+    def _failure_alert(self, now: datetime, msg: str, **fields: str | None) -> None:
+        """The CRITICAL "cycle failed" alert, once per UTC day for one failure that repeats (its
+        text with ids and numbers masked, :func:`failure_shape`): a cycle failing the same way at
+        every wake-up alerted at every one (24 a day at ``check_every`` = 1 h). Each failure is
+        still a cycle row, counted in the health file and the daily summary, and logged; a
+        different failure, a new day, or the first after a cycle that ran through alerts again."""
+        key = f"{now.date().isoformat()} {failure_shape(msg)}"
+        if self.store.get(FAILING) == key:
+            log.warning("cycle failed again (alerted earlier today): %s", msg)
+            return
+        self.store.put(FAILING, key)
+        self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now, **fields)
 
     def _day_start(self, now: datetime) -> datetime:
         """00:00 UTC of ``now``'s day."""
@@ -298,6 +315,14 @@ class CycleTrader:
 #: the run-state key of a cycle whose execution failed (its reason): the next wake-up runs a
 #: ``retry`` cycle, whichever process it is in (the loop, or the next cron ``--once`` run)
 RETRY = "retry"
+#: the run-state key of the failure alerted last (its UTC day and shape): not alerted again that day
+FAILING = "failing"
+
+
+def failure_shape(msg: str) -> str:
+    """``msg`` with ids, times and numbers masked (runs of digits and hex ids of 8 or more
+    characters become ``#``): the same failure at two wake-ups has one shape."""
+    return re.sub(r"[0-9a-f]*\d[0-9a-f]*", "#", msg)
 
 
 def with_fields(rec: CycleRecord, **changes: object) -> CycleRecord:
