@@ -106,3 +106,23 @@ class CcxtFunding(CcxtBase):
         if not self.offers_funding_history:
             return None
         return [p for p in self.funding_history(since_ms, instruments) if p.contract is not None]
+
+    def funding_rate_history(self, symbol: str, since_ms: int, until_ms: int
+                             ) -> list[tuple[int, float]]:
+        """The settled funding rates of the perpetual ``symbol`` (ccxt symbol) with since_ms <
+        time <= until_ms (ms): (settlement time ms, rate per settlement, fraction), oldest first.
+        A public read (Binance ``GET /fapi/v1/fundingRate`` through ccxt
+        ``fetch_funding_rate_history``, no keys), paged forward :data:`FUNDING_PAGE` rows a call."""
+        rates: dict[int, float] = {}
+        cursor = int(since_ms) + 1
+        while cursor <= until_ms:
+            page: list[dict[str, Any]] = self._read(
+                "fetch_funding_rate_history", self.ex.fetch_funding_rate_history, symbol, cursor,
+                FUNDING_PAGE)
+            times = [int(r.get("timestamp") or 0) for r in page]
+            rates.update({t: float(r.get("fundingRate") or 0.0) for t, r in zip(times, page, strict=True)
+                          if since_ms < t <= until_ms})
+            if len(page) < FUNDING_PAGE:
+                break
+            cursor = max(max(times) + 1, cursor + 1)
+        return sorted(rates.items())

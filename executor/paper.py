@@ -184,6 +184,10 @@ class PaperGateway:
             total = self._fund(acct, rates)
         return total
 
+    def funding_paid_to(self) -> int | None:
+        """The time (ms, UTC) the account's funding is paid up to (None: never paid)."""
+        return self._store.funding_paid_to() if self._store is not None else self._paid_to
+
     def settle_funding_to(self, t_ms: int,
                           rates_between: Callable[[int, int], Mapping[str, float]]) -> float:
         """Pay the settlements between the time the account's funding is paid up to, t0, and

@@ -6,11 +6,13 @@ marks, index prices as spot and funding rates: public endpoints, no keys; spread
 book file) and pays every funding settlement passed since the account's funding was last paid (a
 time kept with the paper account, :meth:`PaperGateway.settle_funding_to`, so whichever process reads
 it first pays each settlement once): for a perpetual j with interval h_j hours, the settlements are
-the times k x h_j on the UTC epoch grid in (t_prev, t], n_j
-of them, each paid at the rate r_j read now (fraction per settlement): cash -= n_j x r_j x q_j x
-npc_j(mark_j) USD (q_j signed contracts, npc_j the USD notional per contract,
-:meth:`PaperGateway.settle_funding`). A 10 SOL short at mark 150 with r = 5e-4 and h = 4 over
-(01:00, 09:00] holds the 04:00 and 08:00 settlements: 2 x 5e-4 x 10 x 150 = 1.50 USD received.
+the times k x h_j on the UTC epoch grid in (t_prev, t], n_j of them, each paid at its settled rate
+r_jk where the source serves the exchange's funding-rate history (:class:`FundingRateHistory`:
+Binance's public ``GET /fapi/v1/fundingRate``), else at the rate r_j read now (fraction per
+settlement): cash -= sum_k r_jk x q_j x npc_j(mark_j) USD (q_j signed contracts, npc_j the USD
+notional per contract at the mark now, :meth:`PaperGateway.settle_funding`). A 10 SOL short at mark
+150 with r = 5e-4 and h = 4 over (01:00, 09:00] holds the 04:00 and 08:00 settlements:
+2 x 5e-4 x 10 x 150 = 1.50 USD received.
 
 h_j is the exchange's interval, not the book file's: Binance settles most perpetuals every 8 h and
 moves some to 4 h or 1 h, listed in its public ``GET /fapi/v1/fundingInfo`` (read by
@@ -30,15 +32,17 @@ read (``liquidate=False``: a manual trade, a status read, :mod:`fbr.paper_prices
 the loop, which alerts it.
 
 The first read of an account pays nothing. A loop restarted, or run from cron (``--once``), pays the
-settlements since the last read of any process at the rates read now: a paper account is an
-approximation, its funding is the rate now, and each settlement is paid on the positions held at
-the first read after it (a position opened between a settlement and the next read pays none for
-it when the trade itself read the prices first, as every paper trade does).
+settlements since the last read of any process, at their settled rates (the rate now for any the
+exchange's history does not give): a paper account is an approximation, and each settlement is
+paid on the positions held, at the marks, of the first read after it (a position opened between
+a settlement and the next read pays none for it when the trade itself read the prices first, as
+every paper trade does).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -48,9 +52,13 @@ import pandas as pd
 from executor.base import ExchangeGateway
 from executor.paper import PaperGateway, PaperStore
 from executor.plan import Instrument
+from executor.safety import redact
 from models.book import Book
+from models.errors import FbrError
 from models.instruments import ContractKind, FuturesContract
 from models.market import MarketSnapshot, settlements_between
+
+log = logging.getLogger("executor.paper_feed")
 
 
 @runtime_checkable
@@ -61,6 +69,17 @@ class FundingIntervals(Protocol):
     def exchange_symbol(self, contract: FuturesContract) -> str: ...
 
     def funding_hours(self, symbols: Iterable[str]) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class FundingRateHistory(Protocol):
+    """A price source that serves its exchange's settled funding rates (``executor.ccxt_funding``:
+    the public funding-rate history)."""
+
+    def exchange_symbol(self, contract: FuturesContract) -> str: ...
+
+    def funding_rate_history(self, symbol: str, since_ms: int,
+                             until_ms: int) -> list[tuple[int, float]]: ...
 
 
 def exchange_intervals(source: ExchangeGateway, book: Book) -> dict[str, float]:
@@ -108,21 +127,52 @@ class LivePrices:
         market = dataclasses.replace(self.source.market(self.book, self.fallback),
                                      time=pd.Timestamp(t))
         self.paper.set_market(market)
+        t_ms = int(t.timestamp() * 1000)
+        paid_to = self.paper.funding_paid_to()
+        settled = {} if paid_to is None else self._settled(paid_to, t_ms, hours)
 
         def rates(t0_ms: int, t1_ms: int) -> dict[str, float]:
-            return self._rates(market, hours, _utc(t0_ms), _utc(t1_ms))
+            return _rates(market, hours, t0_ms, t1_ms, settled)
 
-        self.paid += self.paper.settle_funding_to(int(t.timestamp() * 1000), rates)
+        self.paid += self.paper.settle_funding_to(t_ms, rates)
         if self.liquidate:
             self.paper.liquidate_if_due()  # the exchange's rule at the new marks
         return market
 
-    @staticmethod
-    def _rates(market: MarketSnapshot, hours: Mapping[str, float], t0: datetime,
-               t1: datetime) -> dict[str, float]:
-        """Per perpetual j: r_j x n_j, the rate now (fraction per settlement) x the settlements
-        k x h_j hours on the UTC epoch grid in (t0, t1] (``hours``: h_j by book symbol)."""
-        return {s: market.funding_rate(s) * settlements_between(t0, t1, h) for s, h in hours.items()}
+    def _settled(self, t0_ms: int, t1_ms: int,
+                 hours: Mapping[str, float]) -> dict[str, list[tuple[int, float]]]:
+        """The exchange's settled rates in (t0, t1] of each perpetual with a settlement there, when
+        the source serves them (:class:`FundingRateHistory`; read before the payment's
+        transaction, so no network read holds the journal); {} for a source that does not, or a
+        contract whose read fails (logged: the rate now stands in)."""
+        if not isinstance(self.source, FundingRateHistory):
+            return {}
+        out: dict[str, list[tuple[int, float]]] = {}
+        for c in self.book.contracts:
+            h = hours.get(c.symbol)
+            if h is None or settlements_between(_utc(t0_ms), _utc(t1_ms), h) == 0:
+                continue
+            try:
+                out[c.symbol] = self.source.funding_rate_history(self.source.exchange_symbol(c),
+                                                                 t0_ms, t1_ms)
+            except FbrError as exc:
+                log.warning("funding rates of %s unread (%s): the rate now stands in", c.symbol,
+                            redact(str(exc)))
+        return out
+
+
+def _rates(market: MarketSnapshot, hours: Mapping[str, float], t0_ms: int, t1_ms: int,
+           settled: Mapping[str, list[tuple[int, float]]]) -> dict[str, float]:
+    """Per perpetual j, the summed rate of its n_j settlements k x h_j hours on the UTC epoch grid
+    in (t0, t1] (``hours``: h_j by book symbol): the exchange's settled rates where ``settled``
+    holds them (at most n_j, those in (t0, t1]), and the rate now (fraction per settlement) for
+    each of the others."""
+    out: dict[str, float] = {}
+    for s, h in hours.items():
+        n = settlements_between(_utc(t0_ms), _utc(t1_ms), h)
+        known = [r for t, r in settled.get(s, []) if t0_ms < t <= t1_ms][:n]
+        out[s] = sum(known) + (n - len(known)) * market.funding_rate(s)
+    return out
 
 
 def _utc(t_ms: int) -> datetime:

@@ -164,6 +164,12 @@ class PaperStore:
                                  (self.book_name,)).fetchone()
         return BOOK_PRICES if row is None else str(row[0])
 
+    def funding_paid_to(self) -> int | None:
+        """The time (ms, UTC) this book's paper funding is paid up to (None: never paid)."""
+        row = self._conn.execute("SELECT paid_to_ms FROM paper_funding_clock WHERE book_name = ?",
+                                 (self.book_name,)).fetchone()
+        return None if row is None else int(row[0])
+
     def save_price_source(self, source: str) -> None:
         """Record that this book's paper account follows ``source``'s prices (see
         :meth:`price_source`)."""
@@ -207,9 +213,7 @@ class PaperStore:
                 self._write_account(cur, *opening)
                 saved = dict(opening[0]), opening[1]
             acct = PaperAccount(saved[0], saved[1])
-            row = cur.execute("SELECT paid_to_ms FROM paper_funding_clock WHERE book_name = ?",
-                              (self.book_name,)).fetchone()
-            acct.paid_to_ms = None if row is None else int(row[0])
+            acct.paid_to_ms = self.funding_paid_to()  # in this transaction: this connection's
             yield acct
             if acct.changed:
                 self._write_change(cur, acct)

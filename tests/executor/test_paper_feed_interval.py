@@ -20,7 +20,9 @@ from models.book import FuturesPosition
 
 
 def utc(h: int, d: int = 1) -> datetime:
-    return datetime(2024, 6, d, h, 0, tzinfo=UTC)
+    """A time after the emulator's settled-rate history (2024-01-01 + 400 days), so each
+    settlement is paid at the rate now (the history's rates: :func:`test_settled_rates_are_paid`)."""
+    return datetime(2026, 6, d, h, 0, tzinfo=UTC)
 
 
 def _emulator_4h_sol(emu: BinanceEmulator) -> None:
@@ -126,3 +128,25 @@ def test_run_wiring_builds_the_paper_venue_on_the_exchange_intervals(
                   "/fapi/v1/commissionRate"}
         assert not [r.path for r in emu.requests if r.path in signed]
         assert [r.path for r in emu.requests if r.path == "/fapi/v1/fundingInfo"]
+
+
+def test_settled_rates_are_paid_where_the_exchange_serves_them() -> None:
+    """A 0.1 BTC short read at 2024-06-01 01:00 and 17:00 holds the 08:00 and 16:00 settlements,
+    inside the emulator's funding-rate history (``GET /fapi/v1/fundingRate``): each is paid at
+    its settled rate r_k, not at the rate now (set to 0.003 here): received
+    sum_k r_k x 0.1 x 60,000 USD, the r_k read from the emulator's own history (it had paid
+    2 x 0.003 x 6,000 = 36 USD)."""
+    with BinanceEmulator() as emu:
+        emu.set_mark("BTCUSDT", 60_000.0)
+        emu.set_funding("BTCUSDT", 0.003)
+        src = CcxtGateway(emu.exchange(timeout=400), base_delay_s=0.0)
+        book = three_asset_book(futures={"BTC-PERP": FuturesPosition(-0.1, 60_000.0)}, cash=3000.0)
+        feed = LivePrices(PaperGateway(book, market()), src, book, market())
+        t0, t1 = datetime(2024, 6, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, 17, tzinfo=UTC)
+        feed(t0)
+        feed(t1)
+        h = emu.history["BTCUSDT"]
+        window = (h.funding_ms > t0.timestamp() * 1000) & (h.funding_ms <= t1.timestamp() * 1000)
+        assert int(window.sum()) == 2
+        settled = [round(float(r), 8) for r in h.funding[window]]  # served with 8 decimals
+        assert feed.paid == pytest.approx(sum(settled) * 0.1 * 60_000.0, rel=1e-9)

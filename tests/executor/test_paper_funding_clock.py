@@ -133,3 +133,35 @@ def test_a_one_off_read_does_not_liquidate(journal: Path) -> None:
         gw2, feed2 = live_paper(bk, bk, market(), gateway(Squeeze()), daily_vol={}, store=store)
         feed2(at(2.0))
         assert len(gw2.liquidations) == 1
+
+
+class Settled(Source):
+    """:class:`Source` that also serves settled rates: 0.0002 at 08:00 only (16:00 not yet
+    published), its calls recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def exchange_symbol(self, contract: FuturesContract) -> str:
+        return f"{contract.underlying}/USDT:USDT"
+
+    def funding_rate_history(self, symbol: str, since_ms: int,
+                             until_ms: int) -> list[tuple[int, float]]:
+        self.calls.append((symbol, since_ms, until_ms))
+        return [(int(at(8).timestamp() * 1000), 0.0002)]
+
+
+def test_settled_rates_first_the_rate_now_for_the_rest(journal: Path) -> None:
+    """Reads at 07:30 and 16:30 hold the 08:00 and 16:00 settlements: 08:00 at its settled
+    0.0002, 16:00 (not served) at the rate now 0.0005: the short receives
+    (0.0002 + 0.0005) x 10 x 150 = 1.05 USD. The history is asked once, for (07:30, 16:30]."""
+    src = Settled()
+    bk = book(True)
+    with closing(PaperStore(journal, bk.name)) as store:
+        _, feed = live_paper(bk, bk, market(), gateway(src), daily_vol={}, store=store)
+        feed(at(7.5))
+        assert src.calls == []  # the first read pays nothing: no history needed
+        feed(at(16.5))
+    ms = [int(at(h).timestamp() * 1000) for h in (7.5, 16.5)]
+    assert src.calls == [("SOL/USDT:USDT", ms[0], ms[1])]
+    assert feed.paid == pytest.approx(1.05, rel=1e-12)
