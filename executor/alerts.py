@@ -256,3 +256,8 @@ class AlertHub:
         for sink in self.sinks:
             sink.send(alert)
         return alert
+
+    @property
+    def undelivered(self) -> int:
+        """Alerts a webhook never took (after every retry), over this hub's webhook sinks."""
+        return sum(s.failed for s in self.sinks if isinstance(s, WebhookSink))

@@ -380,7 +380,8 @@ class Runner(RestartHandler):
             "updated": now.isoformat(), "wall_time": datetime.now(UTC).isoformat(),
             "last_cycle": last, "next_cycle": due.isoformat() if due else None,
             "cycles": self.summary.cycles, "trades": self.summary.trades,
-            "failures": self.summary.failures, "last_error": self._last_error})
+            "failures": self.summary.failures, "last_error": self._last_error,
+            "alerts_undelivered": self.alerts.undelivered})
 
 
 #: the run-state key of an account-read outage (its first message), kept across restarts

@@ -14,9 +14,10 @@ journal file, and the health file it rewrites after every wake-up.
 
 The health file is one JSON object written atomically (a temporary file renamed over it):
 ``{status, pid, account, mode, updated, wall_time, last_cycle, next_cycle, cycles, trades, failures,
-last_error}``, times ISO 8601 UTC, so a supervisor (systemd, a cron check, a dashboard) can tell a
-stuck loop from a healthy one by ``updated``, and a failing one by ``last_error`` (the latest error
-not yet over: :class:`executor.run_loop.Runner`).
+last_error, alerts_undelivered}``, times ISO 8601 UTC, so a supervisor (systemd, a cron check, a
+dashboard) can tell a stuck loop from a healthy one by ``updated``, a failing one by ``last_error``
+(the latest error not yet over: :class:`executor.run_loop.Runner`), and a webhook that lost
+alerts by ``alerts_undelivered``.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     finally:
         opened.close()
         _drop_handler(handler)
-    return _result(summary, journal_path, sdir, mode)
+    return _result(summary, journal_path, sdir, mode, alerts_undelivered=hub.undelivered)
 
 
 def _drop_handler(handler: logging.Handler) -> None:
@@ -190,9 +190,11 @@ def _result(summary: RunSummary, journal_path: Path | None, sdir: Path | None, m
 
 
 def _print(result: Mapping[str, object]) -> None:
+    lost = result.get("alerts_undelivered")
     out.print(f"fbr run ({result['mode']}): {result['run']} after {result['cycles']} cycles, "
               f"{result['trades']} with trades, {result['failures']} failures, "
-              f"{result['alerts']} alerts")
+              f"{result['alerts']} alerts" + (f" ({lost} not delivered to the webhook: see the "
+                                               f"journal's run_alerts)" if lost else ""))
     liq = result.get("liquidations")
     if isinstance(liq, dict) and liq.get("count"):
         n = int(liq["count"])
