@@ -20,7 +20,9 @@ The loop calls it only when no kill file or stop request is present (a kill send
      interrupted cycle runs again at once on the account as it is now; that cycle's execution
      settles the old plan's legs in doubt against the account before it sends anything (the
      journaled executor does so for every open plan of the account) and supersedes it;
-4. otherwise the plan is resumed: its legs in doubt reconciled, only what is missing sent.
+4. otherwise the plan is resumed: its legs in doubt reconciled, only what is missing sent; a retry
+   the failed cycle left pending (a cycle whose plan was journalled and then failed, e.g. setting
+   the account up) is done with it.
 
 Fills of a plan not resumed count toward the turnover of the day they were sent on (the limit
 reads the journal: :mod:`executor.run_turnover`).
@@ -38,7 +40,7 @@ from executor.lock import AccountBusyError
 from executor.plan import OrderPlan
 from executor.run_cycle import View
 from executor.run_store import CycleRecord
-from executor.run_trade import CycleTrader, filled_notional
+from executor.run_trade import RETRY, CycleTrader, filled_notional
 from executor.safety import redact
 from models.errors import FbrError, RefusedError
 
@@ -123,6 +125,7 @@ class RestartHandler(CycleTrader):
             self._not_ours(plan_id, now, str(exc))
             return
         self.store.put("plan_in_flight", None)
+        self.store.put(RETRY, None)  # the failed cycle's plan is finished: nothing to retry
         self.store.record(self._reported(now, view, "resume", report))
 
     def _not_ours(self, plan_id: str, now: datetime, why: str) -> None:

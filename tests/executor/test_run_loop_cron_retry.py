@@ -124,3 +124,28 @@ def test_a_pending_retry_does_not_pass_the_daily_loss_limit(make: Make) -> None:
     third = _once(make, T0 + 2 * H, prices=BTC_DOWN, limits=limits)
     third.run()
     assert len(third.cycles()) == 2 and third.positions() == NO_TRADE
+
+
+def test_a_failed_plan_resumed_at_the_next_wakeup_is_not_retried_as_well(make: Make) -> None:
+    """00:00: the start plan is journalled, then setting the account up fails (a 503): the plan
+    stays open and a retry is pending. 01:00 (cron --once): the restart resumes that plan (the
+    hedge: -0.014 / +0.2 / +2 contracts), which is the failed cycle's work done; no ``retry``
+    cycle follows it in the same run (it planned again from the account and found nothing)."""
+    from test_run_loop_health_error import PrepareFails
+
+    from executor.base import ReadFailedError
+
+    error = ReadFailedError("binanceusdm: set_leverage failed: 503")
+    first = _once(make, T0, wrap=lambda p, c: PrepareFails(p, c, error, fails=1))
+    first.run()
+    assert first.reasons() == [(T0, "start", "failed")] and first.state("retry") == "start"
+    assert first.state("plan_in_flight") is not None
+    _close(first)
+
+    second = _once(make, T0 + H)
+    second.run()
+    assert [(t, r) for t, r, _ in second.reasons()] == [(T0, "start"), (T0 + H, "resume")]
+    assert second.reasons()[1][2] == "traded"
+    assert second.positions() == pytest.approx(HEDGE_UP, abs=1e-9)
+    assert second.state("retry") is None
+    _close(second)
