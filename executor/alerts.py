@@ -152,8 +152,10 @@ class WebhookSink:
     sleep: Callable[[float], None] = time.sleep
     failed: int = 0
     delivered: int = 0
-    #: The worker of a POST that missed its deadline and may still be running (None: none).
-    _hung: threading.Thread | None = field(default=None, init=False, repr=False, compare=False)
+    #: The worker of a POST that missed its deadline and may still be running, the list its
+    #: answer lands in and the delivery (one ``try_send``) it belongs to (None: none).
+    _hung: tuple[threading.Thread, list[int | BaseException], object] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def body(self, alert: Alert) -> dict[str, object]:
         """The payload of ``alert`` in this sink's format."""
@@ -173,11 +175,11 @@ class WebhookSink:
         """(delivered, the last failure's reason) after at most ``1 + retries`` POSTs; takes at
         most ``(1 + retries) x timeout_s`` seconds plus the backoff pauses."""
         data = json.dumps(self.body(alert), allow_nan=False, default=str)
-        why = ""
+        why, delivery = "", object()  # a late answer counts for its own delivery only
         for attempt in range(self.retries + 1):
             if attempt:
                 self.sleep(self.backoff_delay(attempt))
-            status, why = self._post_once(data)
+            status, why = self._post_once(data, delivery)
             if status is None:
                 continue
             if 200 <= status < 300:
@@ -192,15 +194,20 @@ class WebhookSink:
         2^(attempt - 1), at most :data:`MAX_BACKOFF_S`."""
         return min(self.backoff_s * 2.0 ** min(attempt - 1, 64), MAX_BACKOFF_S)
 
-    def _post_once(self, data: str) -> tuple[int | None, str]:
+    def _post_once(self, data: str, delivery: object) -> tuple[int | None, str]:
         """One POST with a total deadline of ``timeout_s`` seconds, run in a daemon worker thread:
-        (the HTTP status, "") or (None, why it failed). Never raises."""
+        (the HTTP status, "") or (None, why it failed). A POST of the same ``delivery`` that
+        missed its deadline and then answered 2xx delivered it: that answer is returned, and
+        nothing is POSTed again. Never raises."""
         deadline = time.monotonic() + self.timeout_s
         if self._hung is not None:  # one worker per sink at most: wait for the hanging one
-            self._hung.join(self.timeout_s)
-            if self._hung.is_alive():
+            worker, late, owner = self._hung
+            worker.join(self.timeout_s)
+            if worker.is_alive():
                 return None, f"an earlier POST still hangs (no answer within {self.timeout_s:g} s)"
             self._hung = None
+            if owner is delivery and late and isinstance(late[0], int) and 200 <= late[0] < 300:
+                return late[0], ""  # this alert's late answer took it: it is not POSTed again
         outcome: list[int | BaseException] = []
 
         def work() -> None:
@@ -217,7 +224,7 @@ class WebhookSink:
             return None, type(exc).__name__
         worker.join(max(deadline - time.monotonic(), 0.0))
         if worker.is_alive() or not outcome:
-            self._hung = worker
+            self._hung = worker, outcome, delivery
             return None, f"no complete answer within {self.timeout_s:g} s"
         result = outcome[0]
         if isinstance(result, BaseException):

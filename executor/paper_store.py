@@ -172,9 +172,13 @@ class PaperStore:
 
     def save_price_source(self, source: str) -> None:
         """Record that this book's paper account follows ``source``'s prices (see
-        :meth:`price_source`)."""
+        :meth:`price_source`). On the book file's prices no exchange settlement is paid, so its
+        funding clock is dropped with it: a later loop on an exchange's prices starts afresh (its
+        first read pays nothing) rather than pay every settlement since the last exchange read."""
         with self._transaction() as cur:
             cur.execute("INSERT OR REPLACE INTO paper_prices VALUES (?, ?)", (self.book_name, source))
+            if source == BOOK_PRICES:
+                cur.execute("DELETE FROM paper_funding_clock WHERE book_name = ?", (self.book_name,))
 
     def orders(self) -> dict[str, OrderState]:
         """Every paper order of this book by client id."""

@@ -114,7 +114,6 @@ class Runner(RestartHandler):
         self._instruments_day: date | None = None  # lots, caps, tiers, funding hours: read daily
         self._outage: str | None = None
         self._rerun = False  # a cycle a crash interrupted, not resumed: run one at once
-        self._last_error: str | None = None  # the health file's last_error (run_trade.CycleTrader)
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop") -> None:
@@ -156,10 +155,11 @@ class Runner(RestartHandler):
 
     def _died(self, exc: Exception) -> None:
         """The CRITICAL alert of a loop ending on ``exc`` (its delivery failing is only logged)."""
-        self._last_error = f"{type(exc).__name__}: {redact(str(exc))}"
+        died = f"{type(exc).__name__}: {redact(str(exc))}"
         try:
+            self._error(died)
             self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "fbr run died",
-                             f"{self._last_error}. The loop has stopped; "
+                             f"{died}. The loop has stopped; "
                              f"nothing more is sent until it is started again", self._now())
             self._health("died", self._now())
         except Exception:  # the original error matters more
@@ -190,7 +190,7 @@ class Runner(RestartHandler):
         wake-up, as after a failed read. Orders in flight are the executor's business: its own
         journal failures end their plan in doubt (exit 5), resumed like any other."""
         self.summary.failures += 1
-        self._last_error = f"journal busy: {redact(str(exc))}"
+        self._error(f"journal busy: {redact(str(exc))}")
         self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "journal busy",
                          f"journal {self.venue.journal_path} is held by another process "
                          f"({redact(str(exc))}): this wake-up stopped there. The loop retries at "
@@ -247,15 +247,16 @@ class Runner(RestartHandler):
                 self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "account read failed",
                                  f"{msg}. The loop retries at the next wake-up", now)
                 self.store.put(OUTAGE, msg)
-            self._outage = self._last_error = msg
+            self._outage = msg
+            self._error(msg, read=True)
             return None
         was = self.store.get(OUTAGE)
         if was is not None:
             self.alerts.emit(AlertKind.FAILURE, Severity.INFO, "exchange answers again",
                              f"after: {was}", now)
             self.store.put(OUTAGE, None)
-        if self._last_error is not None and self._last_error == self._outage:
-            self._last_error = None  # the read's own error: over once the exchange answers
+        if self._read_error():
+            self._error(None)  # the read's own error: over once the exchange answers
         self._outage = None
         return view
 
@@ -380,7 +381,7 @@ class Runner(RestartHandler):
             "updated": now.isoformat(), "wall_time": datetime.now(UTC).isoformat(),
             "last_cycle": last, "next_cycle": due.isoformat() if due else None,
             "cycles": self.summary.cycles, "trades": self.summary.trades,
-            "failures": self.summary.failures, "last_error": self._last_error,
+            "failures": self.summary.failures, "last_error": self._last_error(),
             "alerts_undelivered": self.alerts.undelivered})
 
 

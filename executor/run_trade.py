@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -73,9 +74,29 @@ class CycleTrader:
     summary: RunSummary
     book_path: str
     account: str
-    #: the latest error not yet resolved (the health file's ``last_error``): set by a failed read
-    #: or cycle, a busy journal, the loop's death; cleared by a cycle that runs through
-    _last_error: str | None = None
+    #: this process's latest error and whether it is an account read's (None: none set here)
+    _err: tuple[str | None, bool] | None = None
+
+    def _error(self, msg: str | None, *, read: bool = False) -> None:
+        """Record the latest error not yet over, the health file's ``last_error`` (None: over):
+        set by a failed read or cycle, a busy journal, the loop's death; cleared by a cycle that
+        runs through, or (``read``: an account read's own error) once the exchange answers. Kept
+        in the run state too, so a cron wake-up's health file still names it (best effort: a
+        journal another process holds keeps it in this process only)."""
+        self._err = (msg, read and msg is not None)
+        try:
+            self.store.put(LAST_ERROR, msg)
+            self.store.put(LAST_ERROR_READ, "1" if read and msg is not None else None)
+        except sqlite3.Error:
+            log.warning("the last error is not in the run state (journal busy): %s", msg)
+
+    def _last_error(self) -> str | None:
+        """The latest error not yet over: this process's, else the run state's."""
+        return self._err[0] if self._err is not None else self.store.get(LAST_ERROR)
+
+    def _read_error(self) -> bool:
+        """Whether the latest error is an account read's (over once the exchange answers)."""
+        return self._err[1] if self._err is not None else self.store.get(LAST_ERROR_READ) is not None
 
     def _risk(self, now: datetime) -> RiskModel:
         """The risk model (annualised covariance) at the cycle time ``now`` (UTC): the fixed
@@ -103,7 +124,7 @@ class CycleTrader:
         if record.action not in ("failed", "unknown"):  # ran through: nothing left to retry
             self.store.put(RETRY, None)
             self.store.put(FAILING, None)
-            self._last_error = None
+            self._error(None)
 
     def _plan(self, now: datetime, view: View, force: bool) -> OrderPlan | None:
         """The policy's targets, de-risked, as an order plan (None: halted for the day)."""
@@ -257,7 +278,7 @@ class CycleTrader:
         if not journalled:
             self.store.put("plan_in_flight", None)
         self.store.put(RETRY, reason)  # in the run state: a cron wake-up retries it too
-        self._last_error = msg
+        self._error(msg)
         self.summary.failures += 1
         self._failure_alert(now, msg, plan_id=plan.plan_id, error=type(exc).__name__)
         return CycleRecord(now, reason, "failed", plan.plan_id, view.nav, view.tracking_error,
@@ -290,7 +311,7 @@ class CycleTrader:
     def _failed(self, now: datetime, reason: str, view: View, msg: str) -> None:
         """A cycle that made no plan: recorded ``failed`` and alerted (CRITICAL)."""
         self.summary.failures += 1
-        self._last_error = msg
+        self._error(msg)
         self.store.record(CycleRecord(now, reason, "failed", None, view.nav, message=msg))
         self._failure_alert(now, msg)
 
@@ -299,13 +320,16 @@ class CycleTrader:
         text with ids and numbers masked, :func:`failure_shape`): a cycle failing the same way at
         every wake-up alerted at every one (24 a day at ``check_every`` = 1 h). Each failure is
         still a cycle row, counted in the health file and the daily summary, and logged; a
-        different failure, a new day, or the first after a cycle that ran through alerts again."""
+        different failure, a new day, or the first after a cycle that ran through alerts again, and
+        so does the next failure after an alert the webhook did not take."""
         key = f"{now.date().isoformat()} {failure_shape(msg)}"
         if self.store.get(FAILING) == key:
             log.warning("cycle failed again (alerted earlier today): %s", msg)
             return
-        self.store.put(FAILING, key)
+        lost = self.alerts.undelivered
         self.alerts.emit(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", msg, now, **fields)
+        if self.alerts.undelivered == lost:  # a webhook that did not take it hears the next one
+            self.store.put(FAILING, key)
 
     def _day_start(self, now: datetime) -> datetime:
         """00:00 UTC of ``now``'s day."""
@@ -317,6 +341,9 @@ class CycleTrader:
 RETRY = "retry"
 #: the run-state key of the failure alerted last (its UTC day and shape): not alerted again that day
 FAILING = "failing"
+#: the run-state keys of the health file's ``last_error``, and whether it is an account read's
+LAST_ERROR = "last_error"
+LAST_ERROR_READ = "last_error_read"
 
 
 def failure_shape(msg: str) -> str:

@@ -5,6 +5,7 @@ refused alert cannot put the loop to sleep for years."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -168,3 +169,53 @@ def test_backoff_delay_of_a_huge_attempt_does_not_overflow() -> None:
     sink = WebhookSink("https://hooks.example.com/fbr", backoff_s=0.5)
     assert [sink.backoff_delay(k) for k in (1, 2, 3)] == [0.5, 1.0, 2.0]
     assert sink.backoff_delay(10_000) == 30.0
+
+
+def _answer200() -> requests.Response:
+    answer = requests.Response()
+    answer.status_code = 200
+    return answer
+
+
+def _alert_text(text: str) -> Alert:
+    return Alert(AlertKind.FAILURE, Severity.CRITICAL, "cycle failed", text,
+                 datetime(2024, 6, 1, tzinfo=UTC))
+
+
+def test_a_late_2xx_of_the_same_alert_is_not_posted_again() -> None:
+    """The first POST answers 200 after 0.6 s; ``timeout_s`` 0.4, one retry: the retry waits for
+    that worker, which ends with 200, so the alert is delivered with one POST (a review: it was
+    POSTed again, received twice, and counted as failed)."""
+    posts: list[str] = []
+    lock = threading.Lock()
+
+    def post(url: str, data: str = "", **kwargs: Any) -> requests.Response:
+        with lock:
+            posts.append(data)
+            first = len(posts) == 1
+        if first:
+            time.sleep(0.6)
+        return _answer200()
+
+    sink = WebhookSink("https://hooks.example/x", retries=1, timeout_s=0.4, backoff_s=0.0,
+                       post=post, sleep=lambda s: None)
+    assert sink.send(_alert_text("x"))
+    assert len(posts) == 1 and (sink.delivered, sink.failed) == (1, 0)
+
+
+def test_a_late_2xx_of_another_alert_does_not_deliver_this_one() -> None:
+    """Alert A's only POST (no retry) answers 200 after its deadline; alert B's attempt waits for
+    that worker and then POSTs B itself: A's late answer is not taken as B's."""
+    posts: list[str] = []
+
+    def post(url: str, data: str = "", **kwargs: Any) -> requests.Response:
+        posts.append(json.loads(data)["text"])
+        if len(posts) == 1:
+            time.sleep(0.6)
+        return _answer200()
+
+    sink = WebhookSink("https://hooks.example/x", retries=0, timeout_s=0.4, backoff_s=0.0,
+                       post=post, sleep=lambda s: None)
+    assert not sink.send(_alert_text("A"))
+    assert sink.send(_alert_text("B"))
+    assert posts == ["A", "B"]

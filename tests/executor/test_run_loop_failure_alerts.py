@@ -9,10 +9,14 @@ daily and read every 6 h; setting the account up for trading fails with a 503 (a
 
 from __future__ import annotations
 
+import json
+
+import requests
 import test_run_loop as rig  # tests/executor, on sys.path (its paper venue and clock)
 from test_run_loop import BTC_UP, DAY, T0, H, Make
 from test_run_loop_health_error import PrepareFails
 
+from executor.alerts import WebhookSink
 from executor.base import ReadFailedError
 from executor.run_settings import Triggers
 from executor.run_trade import failure_shape
@@ -67,3 +71,29 @@ def test_the_shape_masks_ids_and_numbers() -> None:
     b = "plan 20240601060000a1f2 was not executed: set_leverage failed 4 times: HTTP 503"
     assert failure_shape(a) == failure_shape(b)
     assert failure_shape(a) != failure_shape("plan 2024 was not executed: margin -2019")
+
+
+def test_a_failure_alert_the_webhook_did_not_take_is_sent_again(make: Make) -> None:
+    """The webhook refuses the three POSTs of 00:00's alert (a 503 for a few seconds) and takes
+    everything after: 06:00's failure, the same one, is alerted again and reaches it (a review:
+    the day's one alert was marked sent whatever its delivery, so the webhook heard nothing that
+    day)."""
+    delivered: list[str] = []
+    posts = [0]
+
+    def post(url: str, data: str = "", **kwargs: object) -> requests.Response:
+        posts[0] += 1
+        answer = requests.Response()
+        answer.status_code = 503 if posts[0] <= 3 else 200
+        if answer.status_code == 200:
+            delivered.append(json.loads(data)["title"])
+        return answer
+
+    error = ReadFailedError("binanceusdm: set_leverage failed: 503")
+    loop = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 12 * H,
+                wrap=lambda p, c: PrepareFails(p, c, error, fails=10_000))
+    loop.runner.alerts.sinks.append(WebhookSink("https://hooks.example/x", retries=2,
+                                                timeout_s=5.0, post=post, sleep=lambda s: None))
+    loop.run()
+    alerted = [a.time for a in loop.alerts("failure", "cycle failed")]
+    assert alerted[:2] == [T0, T0 + 6 * H] and delivered.count("cycle failed") == 1

@@ -11,6 +11,7 @@ asleep between wake-ups) reads the health file the last wake-up wrote. Nothing h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from datetime import datetime, timedelta
@@ -155,3 +156,21 @@ def test_last_error_names_a_busy_journal(make: Make) -> None:
     assert "locked" in seen[T0 + 6 * H]
     assert seen[T0 + 12 * H] is None
     assert [c.reason for c in loop.cycles()][-1] == "drift"
+
+
+def test_a_cron_wakeup_still_names_the_failed_cycle(make: Make) -> None:
+    """cron (``--once``): 00:00's start cycle fails (the policy raises); 01:00's process runs no
+    cycle (nothing due). No cycle ran through since, so its health file still names the failure
+    (a review: it was kept in the process's memory, and the next process wrote null)."""
+    first = make(Fixed({}, fail=True), end=T0 + DAY, triggers=Triggers(check_every=H))
+    first.runner.settings = dataclasses.replace(first.runner.settings, once=True)
+    first.run()
+    assert [(c.reason, c.action) for c in first.cycles()] == [("start", "failed")]
+    first.journal.close()
+    first.store.close()
+    second = make(Fixed({}), clock_start=T0 + H, end=T0 + DAY, triggers=Triggers(check_every=H))
+    second.runner.settings = dataclasses.replace(second.runner.settings, once=True)
+    second.run()
+    assert len(second.cycles()) == 1  # no new cycle
+    last = _health(second)["last_error"]
+    assert last is not None and "the policy broke" in last
