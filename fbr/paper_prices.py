@@ -84,7 +84,7 @@ def paper_gateway(loaded: LoadedBook, account: Book, source: str, *,
         raise ReadFailedError(
             f"the paper account of book {loaded.book.name!r} follows {source}'s live prices (an "
             f"`fbr run` with [run] prices = \"{source}\" recorded it), and they could not be read: "
-            f"{redact(str(exc))}. Fix: check the network and run again; to trade or read the "
-            f"account at the book file's market instead, run its loop once with prices = "
-            f"\"book\" (`fbr run RUN.toml --once`)") from None
+            f"{redact(str(exc))}. Fix: check the network and run again (the account is read and "
+            f"traded at the book file's market again once a loop on it runs with prices = "
+            f"\"book\"; such a loop trades as any loop does)") from None
     return gw
