@@ -9,8 +9,11 @@ At each check:
 1. the order by client id, then the account's order history on the contract since the send
    (ms, with ``skew_ms`` of slack for clock differences): found -> PLACED, with the exchange's
    fills (a non-final state is polled on until the window ends);
-2. the contract's position against the position journalled before the send: any change ->
-   the order was placed (this executor holds the account's lock: nothing else trades it). A change
+2. the contract's position against the position journalled before the send, less the fills of
+   any other order the history shows on the contract since the send (a trade by hand, another
+   bot: the account's lock keeps other fbr runs out, not them): any change left -> the order was
+   placed. When such other fills are in the window, only a change of exactly the whole order is
+   taken as this order's; any other change left is UNKNOWN (it cannot be told apart). A change
    of the whole order settles it at once when the trade history since the send accounts for the
    whole quantity; otherwise (the trades lag the position, as the order does) the window goes on
    so the lookup or the trades can confirm it. The fills are then taken from the position change
@@ -146,11 +149,13 @@ class Reconciler:
         blind = False
         looked = False
         whole = False  # the position showed the whole order at some check
+        tangled = False  # another order's fills on the contract since the send (netted out)
         for k, delay in enumerate(checks):
             if delay > 0:
                 self._sleep(delay)
             try:
-                moved = self._moved(sent)
+                moved, other = self._moved(sent)
+                tangled = tangled or other
                 blind = False
             except ExchangeBannedError:  # a silence: stop at once, the run records it
                 raise
@@ -174,16 +179,21 @@ class Reconciler:
                 return Finding(Verdict.PLACED, found, "found by client id")
         if whole:  # the position showed it all; neither the lookup nor the trades ever did
             return self._from_position(sent, sent.leg.signed_contracts)
-        return self._verdict(sent, found, moved, blind or not looked, exists, span_s)
+        return self._verdict(sent, found, moved, blind or not looked, exists, span_s, tangled)
 
     def _verdict(self, sent: SentLeg, found: OrderState | None, moved: float | None, blind: bool,
-                 exists: bool, span_s: float) -> Finding:
+                 exists: bool, span_s: float, tangled: bool = False) -> Finding:
         """The verdict at the end of the window (``span_s`` seconds of checks); ``blind``: the
         last position read or order lookup failed."""
         if found is not None:  # found but not final: it may still fill
             return Finding(Verdict.UNKNOWN, found, f"order {sent.leg.client_id} is still "
                            f"{found.status.value} on the exchange")
         if moved is not None and moved != 0.0 and not blind:
+            if tangled:  # not the whole order (that settles earlier): another order's fills too
+                return Finding(Verdict.UNKNOWN, None, f"{sent.leg.symbol} moved by {moved:+g} "
+                               f"contracts since the send besides the fills of another order (not "
+                               f"fbr's: a trade by hand?), which this order "
+                               f"({sent.leg.signed_contracts:+g}) does not explain")
             return self._from_position(sent, moved)
         if blind or moved is None:
             why = ("no position was journalled before the send" if sent.position_before is None
@@ -223,14 +233,24 @@ class Reconciler:
     def _unexplained(self, sent: SentLeg) -> list[Trade]:
         """Trades on the contract since the send that no other known order explains: not one the
         journal holds, nor one the order history shows under another client id."""
+        return self._trades(sent)[0]
+
+    def _trades(self, sent: SentLeg) -> tuple[list[Trade], list[Trade]]:
+        """(the trades on the contract since the send that no other known order explains, those
+        of an order the history shows under another client id that the journal does not hold,
+        filled at or after the send (so after the position journalled before it: not this plan's,
+        nor an earlier run's fill the slack of ``skew_ms`` reaches back to; a trade by hand or
+        another bot's))."""
         since = sent.sent_ms - self.skew_ms
         trades = _optional(lambda: self.gw.trades_since(sent.instrument, since), "trade history")
         if not trades:
-            return []
+            return [], []
         history = _optional(lambda: self.gw.orders_since(sent.instrument, since), "order history")
         others = {o.exchange_id for o in history
                   if o.client_id != sent.leg.client_id and o.exchange_id}
-        return [t for t in trades if t.order_id not in sent.known_orders | others]
+        foreign = others - sent.known_orders
+        return ([t for t in trades if t.order_id not in sent.known_orders | others],
+                [t for t in trades if t.order_id in foreign and t.time_ms >= sent.sent_ms])
 
     def _lookup(self, sent: SentLeg) -> OrderState | None:
         """By client id, then in the order history since the send."""
@@ -243,13 +263,15 @@ class Reconciler:
                 return o
         return None
 
-    def _moved(self, sent: SentLeg) -> float | None:
-        """Signed position change since the send (contracts), None when none was journalled."""
+    def _moved(self, sent: SentLeg) -> tuple[float | None, bool]:
+        """(signed position change since the send less the fills of orders not fbr's in that time
+        (contracts; None when no position was journalled), whether there were such fills)."""
         if sent.position_before is None:
-            return None
+            return None, False
         now = self.gw.positions({sent.leg.symbol: sent.instrument}).get(sent.leg.symbol, 0.0)
-        delta = now - sent.position_before
-        return 0.0 if abs(delta) < 1e-12 else delta
+        foreign = self._trades(sent)[1]
+        delta = now - sent.position_before - sum(t.contracts for t in foreign)
+        return (0.0 if abs(delta) < 1e-12 else delta), bool(foreign)
 
     def _from_trades(self, sent: SentLeg, moved: float) -> Finding | None:
         """PLACED from the position change when the trade history since the send accounts for all
