@@ -10,8 +10,9 @@ Under the account's lock (:mod:`executor.lock`: one run per account; a crashed h
 3. rounds (at most ``RetryPolicy.max_rounds``): the account's positions are read and the legs that
    move each contract from where it is now to the plan's target are sent (the plan's own legs in the
    first round when the account is where the plan started, re-planned legs otherwise, with fresh
-   client ids). Per leg the journal records ``sending``, the contract's position just before and
-   the send time *before* the order goes out; then:
+   client ids; an exact run stops instead when the account is not where the plan's own orders put
+   it, :func:`executor.resumable.moved_by_others`). Per leg the journal records ``sending``, the
+   contract's position just before and the send time *before* the order goes out; then:
    - accepted -> the exchange's state is journalled (one not yet final, e.g. NEW, is then
      reconciled as an order that exists: never ``not_placed``);
    - a definite rejection (min notional, margin, bad parameters) -> journalled; that contract is
@@ -24,8 +25,7 @@ Under the account's lock (:mod:`executor.lock`: one run per account; a crashed h
    when every contract is within one lot step, else INCOMPLETE with each gap named.
 
 The target is the plan's ``reachable`` positions: the lot-rounded target less the parts the plan
-showed it could not send (each listed with the tracking error it leaves).
-"""
+showed it could not send (each with the tracking error it leaves)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,10 @@ from executor.reconcile import DEFAULT_DELAYS_S, SETTLE_S, Finding, Reconciler, 
 from executor.resumable import (
     check_resumable,
     finished_report,
+    in_doubt_message,
     journalled_leg,
     leg_reports,
+    moved_by_others,
     moved_error,
     unread_report,
     unreconcilable,
@@ -277,6 +279,9 @@ class JournaledExecutor:
             return legs
         if first and untouched and self._exact:
             raise moved_error(plan, positions, self.journal)
+        if self._exact and (why := moved_by_others(plan, positions, rows, self.ctx.instruments)):
+            self._messages.append(why)
+            raise PlanStoppedError
         for r in rows:
             if r.status == OrderStatus.PLANNED:
                 self.journal.set_status(plan.plan_id, r.leg, OrderStatus.SKIPPED,
@@ -311,6 +316,7 @@ class JournaledExecutor:
         before = self.gateway.positions({leg.symbol: inst}).get(leg.symbol, 0.0)
         sent_ms = self._clock()
         self.journal.mark_sending(plan.plan_id, leg.index, before, sent_ms)
+        sent = SentLeg(leg, inst, before, sent_ms, self._known_orders(plan.plan_id, leg.index))
         try:
             state = self.gateway.create_order(leg)
         except OrderRejectedError as exc:
@@ -322,15 +328,13 @@ class JournaledExecutor:
         except AmbiguousOrderError as exc:
             log.warning("leg %s: ambiguous answer (%s); reconciling against the account",
                         leg.client_id, redact(str(exc)))
-            self._settle_sent(plan.plan_id, SentLeg(leg, inst, before, sent_ms, self._known_orders(
-                plan.plan_id, leg.index)), exc.exists, exc.wait_s)
+            self._settle_sent(plan.plan_id, sent, exc.exists, exc.wait_s)
             return True
         if not state.status.final:  # accepted, not done: journalled, and never "not placed"
             self.journal.record_state(plan.plan_id, leg.index, state, "accepted; reconciling")
-            self._settle_sent(plan.plan_id, SentLeg(leg, inst, before, sent_ms, self._known_orders(
-                plan.plan_id, leg.index)), True, 0.0)
+            self._settle_sent(plan.plan_id, sent, True, 0.0)
             return True
-        self._record(plan.plan_id, SentLeg(leg, inst, before, sent_ms, frozenset()), state, "")
+        self._record(plan.plan_id, sent, state, "")
         log.info("leg %s %s: %s filled %.10g", leg.client_id, leg.symbol, state.status.value,
                  state.filled)
         return True
@@ -358,11 +362,7 @@ class JournaledExecutor:
                                   "; ".join(x for x in (reason, note) if x))
 
     def _stop(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
-        self._messages.append(
-            f"leg {leg.index} ({leg.symbol} {leg.side.value} {leg.contracts:g}, client id "
-            f"{leg.client_id}): state unknown: {finding.reason}. The plan stopped; nothing more "
-            f"was sent. Check the order and the {leg.symbol} position on {self.gateway.venue}, "
-            f"then `fbr execute --resume {plan_id}`")
+        self._messages.append(in_doubt_message(plan_id, leg, finding.reason, self.gateway.venue))
         raise PlanStoppedError
 
     # --- the report ---------------------------------------------------------------------------

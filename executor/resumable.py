@@ -68,6 +68,38 @@ def moved_error(plan: OrderPlan, positions: Mapping[str, float],
                              f"plan and send that one")
 
 
+def in_doubt_message(plan_id: str, leg: OrderLeg, reason: str, venue: str) -> str:
+    """The message of a plan stopped on a leg whose state is unknown (``reason``: the
+    reconcile's), naming the leg and what to check before the resume."""
+    return (f"leg {leg.index} ({leg.symbol} {leg.side.value} {leg.contracts:g}, client id "
+            f"{leg.client_id}): state unknown: {reason}. The plan stopped; nothing more was sent. "
+            f"Check the order and the {leg.symbol} position on {venue}, then `fbr execute "
+            f"--resume {plan_id}`")
+
+
+def moved_by_others(plan: OrderPlan, positions: Mapping[str, float], rows: Sequence[JournalOrder],
+                    instruments: Mapping[str, Instrument]) -> str | None:
+    """Why an exact run stops after its first round (None: it goes on): a contract whose position
+    (signed contracts, ``positions``) is not the plan's start plus this plan's own journalled
+    fills, beyond a lot step (or 1e-9 relative): another process traded it between the plan's
+    orders, so a re-planned order would be one nobody confirmed (an exact run sends the plan as
+    made, and tops up only its own orders' shortfall)."""
+    own: dict[str, float] = {}
+    for r in rows:
+        own[r.symbol] = own.get(r.symbol, 0.0) + (r.filled if r.side == Side.BUY.value else -r.filled)
+    off = []
+    for s, q0 in plan.start.items():
+        want, now = q0 + own.get(s, 0.0), positions.get(s, 0.0)
+        tol = max(instruments[s].contract.lot_step * (1 - 1e-9), 1e-9 * max(1.0, abs(want)))
+        if abs(now - want) >= tol:
+            off.append(f"{s} {now:g} (the plan's own fills put it at {want:g})")
+    if not off:
+        return None
+    return (f"the account moved between the plan's orders (another process traded it: "
+            f"{'; '.join(off)}), so nothing more was sent: this run sends the plan as made. Fix: "
+            f"look at the account, then run `fbr execute` (or the dashboard) for a fresh plan")
+
+
 def unreconcilable(plan: OrderPlan, row: JournalOrder,
                    instruments: Mapping[str, Instrument]) -> str | None:
     """Why the in-doubt journal ``row`` of ``plan`` cannot be reconciled with the book's
