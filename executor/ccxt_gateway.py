@@ -16,7 +16,10 @@ The class is assembled from parts, one module each:
   interval), the contracts' metadata, and the account: positions (contracts; rows of one symbol
   are summed: hedge mode gives a LONG and a SHORT row, net = long - short, never overwritten),
   the wallet's stablecoin cash (USD, unrealised PnL excluded: the quote's balance plus the other
-  USD stablecoins' collateral value, :mod:`executor.ccxt_collateral`) and pledged spot.
+  USD stablecoins' collateral value, :mod:`executor.ccxt_collateral`) and pledged spot. An
+  account holding a USD-M position on a contract the book does not list is refused
+  (:func:`foreign_positions`, :class:`ForeignPositionError`): its unrealised PnL and maintenance
+  margin belong to the cross margin fbr computes, and no plan would hedge or close it.
 
 Every message that leaves this module goes through :func:`executor.safety.redact`.
 """
@@ -26,11 +29,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import ccxt
 import pandas as pd
 
+from executor.base import OrderState
 from executor.ccxt_collateral import (
     STABLECOINS,
     CcxtCollateral,
@@ -45,12 +49,23 @@ from executor.ccxt_metadata import (
     tiers_from_ccxt,
 )
 from executor.ccxt_orders import CcxtOrders
-from executor.plan import Instrument
+from executor.plan import Instrument, OrderLeg
 from models.book import Book, FuturesPosition
+from models.errors import ExitCode, FbrError
 from models.instruments import ContractKind, Settlement
 from models.market import MarketSnapshot
 
 log = logging.getLogger("executor.ccxt")
+
+#: ccxt market types of a USD-M position row: perpetual (swap) and dated (future) contracts
+POSITION_TYPES = ("swap", "future")
+
+
+class ForeignPositionError(FbrError):
+    """The exchange account holds a position on a contract the book does not list (exit code 2,
+    as the paper venue's refusal of the same case, :func:`executor.paper_book.check_listed`)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
@@ -63,6 +78,12 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
     ``"portfolio_margin"``; ``clock`` (seconds, default ``time.time``) times the end of a silence
     the exchange asked for (:meth:`~executor.ccxt_base.CcxtBase.check_silence`).
     """
+
+    #: an order was sent since the last :meth:`account` read (its check only warns then)
+    _sent_since_read: bool = False
+    #: :meth:`account` refuses a position outside the book (False: a reader that only lists it,
+    #: e.g. ``fbr account import``'s notes, sets this and gets a warning instead)
+    refuse_foreign: bool = True
 
     # --- metadata -------------------------------------------------------------------------------
     def instruments(self, book: Book) -> dict[str, Instrument]:
@@ -125,12 +146,16 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
                               half_spread=dict(fallback.half_spread), adv=dict(fallback.adv),
                               spot_half_spread=dict(fallback.spot_half_spread))
 
-    def _net_positions(self, to_book: Mapping[str, str]) -> tuple[dict[str, FuturesPosition], float]:
+    def _net_positions(self, to_book: Mapping[str, str],
+                       rows: Sequence[Mapping[str, Any]] | None = None,
+                       ) -> tuple[dict[str, FuturesPosition], float]:
         """Net signed position per book contract (rows of one symbol summed: hedge mode's LONG
         and SHORT rows net out) at the entry that keeps their PnL: sum q_i e_i / net for a linear
         contract, net / sum (q_i / e_i) for an inverse one (signed q_i); and the unrealised PnL
-        (USD)."""
-        rows = self._read("fetch_positions", self.ex.fetch_positions, list(to_book))
+        (USD). ``rows``: the account's position rows already read (ccxt unified; read now, only
+        the book's symbols, when None); rows of other symbols are left out here."""
+        if rows is None:
+            rows = self._read("fetch_positions", self.ex.fetch_positions, list(to_book))
         net: dict[str, float] = {}
         weighted: dict[str, float] = {}
         entries: dict[str, list[float]] = {}
@@ -166,9 +191,17 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         """``book`` with the exchange's positions (contracts, entry) and wallet cash (USD: the
         quote's balance plus the other stablecoins' value, :meth:`stablecoin_cash`). The
         Multi-Assets mode and the ``assetIndex`` rows are read once, when a stablecoin or (outside
-        Portfolio Margin) a book asset is in the futures wallet."""
+        Portfolio Margin) a book asset is in the futures wallet. Every position row of the account
+        is read (one request): a USD-M position on a contract the book does not list is refused
+        before anything else (:meth:`check_foreign`, :class:`ForeignPositionError`), except on the
+        first read after this gateway sent an order (an execution's report of what it did: the
+        orders are out, so the position, opened meanwhile, is logged as a warning; the next read,
+        a status or the next plan, refuses it) and while :attr:`refuse_foreign` is False."""
         to_book = {self.exchange_symbol(c): c.symbol for c in book.contracts}
-        futures, upnl = self._net_positions(to_book)
+        rows = self.all_positions()  # every symbol, one request (Binance: positionRisk, no symbol)
+        self.check_foreign(rows, to_book, refuse=self.refuse_foreign and not self._sent_since_read)
+        self._sent_since_read = False
+        futures, upnl = self._net_positions(to_book, rows)
         bal = self._read("fetch_balance", self.ex.fetch_balance)
         held = self._wallet_assets(bal, book)
         stables = stablecoin_balances(bal, self._quote)
@@ -180,6 +213,31 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         if portfolio:
             return self._with_portfolio_pledges(book, held)
         return self._with_pledged(book, held, multi, rows) if held else book
+
+    def check_foreign(self, rows: Sequence[Mapping[str, Any]], to_book: Mapping[str, str], *,
+                      refuse: bool = True) -> None:
+        """Raise :class:`ForeignPositionError` (``refuse``; else log it as a warning) when the
+        position ``rows`` (ccxt unified, every symbol of the account) hold a non-zero position on a
+        symbol not in ``to_book`` (the book's contracts' exchange symbols) that shares the account's
+        cross margin (:func:`foreign_positions`; a row settled in another USD stablecoin than the
+        quote shares it only in Multi-Assets mode, asked only when there is such a row)."""
+        foreign = foreign_positions(rows, to_book, self.ex.markets or {}, self._quote)
+        other = {s for s, f in foreign.items() if f.settle != self._quote}
+        if other and not self.multi_assets_mode():
+            log.warning("the account holds %s, settled outside %s: Multi-Assets mode is off, so "
+                        "their margin is not %s's (left out)", ", ".join(sorted(other)),
+                        self._quote, self._quote)
+            foreign = {s: v for s, v in foreign.items() if s not in other}
+        if foreign and refuse:
+            raise ForeignPositionError(foreign_message(foreign, self.venue))
+        if foreign:
+            log.warning("%s", foreign_message(foreign, self.venue))
+
+    def create_order(self, leg: OrderLeg) -> OrderState:
+        """One order (:meth:`CcxtOrders.create_order`); the next :meth:`account` read is then this
+        execution's report, which warns of a position outside the book instead of refusing."""
+        self._sent_since_read = True
+        return super().create_order(leg)
 
     def _wallet_assets(self, bal: Mapping[str, Any], book: Book) -> dict[str, float]:
         """Book assets other than the stablecoins held in the futures wallet: asset ->
@@ -227,3 +285,62 @@ def _halted(market: Mapping[str, Any]) -> str | None:
     if market.get("active") is not False:
         return None
     return str((market.get("info") or {}).get("status") or "not active")
+
+
+class Foreign(NamedTuple):
+    """A position on a contract the book does not list: its settle asset, the exchange's own
+    symbol (Binance ``ETHUSDT``) and the signed contracts of each non-zero row (one row in one-way
+    mode; LONG and SHORT in hedge mode)."""
+
+    settle: str
+    exchange_id: str
+    sizes: list[float]
+
+
+def foreign_positions(rows: Sequence[Mapping[str, Any]], to_book: Mapping[str, str],
+                      markets: Mapping[str, Mapping[str, Any]], quote: str) -> dict[str, Foreign]:
+    """The account's USD-M positions on symbols not in ``to_book``, by ccxt symbol. Kept: linear
+    perpetual or dated contracts (``markets``' type swap / future; a symbol missing from
+    ``markets`` is kept) settled in ``quote`` or another USD stablecoin; zero-size rows and
+    coin-margined (inverse) contracts, another margin pool, are left out."""
+    out: dict[str, Foreign] = {}
+    for row in rows:
+        sym = str(row.get("symbol"))
+        q = abs(float(row.get("contracts") or 0.0))
+        if sym in to_book or q == 0:
+            continue
+        m = markets.get(sym) or {}
+        if m.get("inverse") or m.get("linear") is False or (
+                m.get("type") is not None and m.get("type") not in POSITION_TYPES):
+            continue
+        raw = row.get("info")
+        info: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        settle = str(m.get("settle") or info.get("marginAsset")
+                     or (sym.split(":")[1].split("-")[0] if ":" in sym else quote))
+        if settle != quote and settle not in STABLECOINS:
+            continue
+        exchange_id = str(m.get("id") or info.get("symbol") or sym)
+        out.setdefault(sym, Foreign(settle, exchange_id, [])).sizes.append(
+            -q if row.get("side") == "short" else q)
+    return out
+
+
+def foreign_message(foreign: Mapping[str, Foreign], venue: str) -> str:
+    """The refusal of the positions ``foreign`` (:func:`foreign_positions`) on ``venue``: each
+    symbol (the exchange's and ccxt's) with its signed size in contracts, and the fix."""
+    held = []
+    for sym, f in sorted(foreign.items()):
+        size = f"{sum(f.sizes):+.12g} contracts"
+        if len(f.sizes) > 1:
+            size += f" net ({' and '.join(f'{q:+.12g}' for q in f.sizes)}: LONG and SHORT rows)"
+        held.append(f"{f.exchange_id} ({sym}) {size}")
+    one = len(held) == 1
+    names = held[0] if one else ", ".join(held[:-1]) + " and " + held[-1]
+    it, its = ("it", "its") if one else ("them", "their")
+    return (f"the {venue} account holds {names}, {'a position' if one else 'positions'} on "
+            f"{'a contract' if one else 'contracts'} the book does not list: {its} unrealised PnL "
+            f"and maintenance margin would be left out of the collateral, margin ratio and weights "
+            f"fbr computes, and no plan would hedge or close {it}. Nothing was sent. Fix: add the "
+            f"{'contract' if one else 'contracts'} to the book (it is then hedged and counted) or "
+            f"close {it} on the exchange; fbr needs the account, or a sub-account, to itself: a "
+            f"position it does not know changes the cross margin it computes")

@@ -1,11 +1,9 @@
-"""The order journal: SQLite (standard library) with plans, orders, fills, positions and funding.
+"""The order journal: SQLite with plans, orders, fills, positions and funding, one book's per account
+(:func:`executor.journal_schema.one_book`); money in USD, contracts, ms (UTC); never an API key.
 
-Every state change is one transaction, written *before* the action it announces when the action
-can fail half-way (a leg is marked ``sending`` before its order goes out), so a crash leaves a
-journal from which ``resume`` can finish the plan without sending any leg twice. The schema is
-versioned (``meta.schema_version``). Money in USD, quantities in contracts, times in ms (UTC).
-API keys never reach it (nothing here takes them).
-"""
+Every state change is one transaction, written *before* the action it announces when that can fail
+half-way (a leg is ``sending`` before its order goes out): after a crash ``resume`` finishes the
+plan sending no leg twice. The schema is versioned (``meta.schema_version``)."""
 
 from __future__ import annotations
 
@@ -25,6 +23,7 @@ from executor.journal_schema import (
     JournalError,
     _migrate,
     check_journal_path,
+    one_book,
 )
 from executor.plan import OrderLeg, OrderPlan
 from executor.safety import redact
@@ -158,6 +157,7 @@ class Journal:
                 raise JournalError(f"plan {plan.plan_id} is already in the journal. Fix: "
                                    f"`fbr execute --resume {plan.plan_id}` to finish it")
             if account:
+                one_book(cur, plan.venue, plan.book_name, account)
                 cur.execute("UPDATE plans SET status = 'superseded', superseded_by = ? WHERE "
                             "account = ? AND status = 'open'", (plan.plan_id, account))
             cur.execute("INSERT INTO plans (plan_id, venue, book_name, created_ms, status, plan_json, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from models.errors import FbrError
+from models.errors import FbrError, RefusedError
 
 SCHEMA_VERSION = 2
 
@@ -71,3 +71,19 @@ def _migrate(cur: sqlite3.Cursor) -> None:
         if column not in have:
             cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
     cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, account: str) -> None:
+    """Refuse a plan of book ``book_name`` on ``account`` (on ``venue``) when this journal's
+    latest plan on that account is another book's: each book reads the account's whole position
+    on a contract and its whole wallet as its own, so two books on one account undo each other's
+    hedges and count the same collateral twice. Raises :class:`RefusedError` naming both books and
+    the fix (exit code 6)."""
+    row = cur.execute("SELECT book_name FROM plans WHERE account = ? AND venue = ? "
+                      "ORDER BY created_ms DESC, rowid DESC LIMIT 1", (account, venue)).fetchone()
+    if row is not None and str(row[0]) != book_name:
+        raise RefusedError(
+            f"this {venue} account is traded by book {row[0]!r} in this journal; book "
+            f"{book_name!r} would read that book's positions and wallet as its own and trade "
+            f"against it. Fix: give each book an account (or sub-account) of its own; if book "
+            f"{row[0]!r} no longer trades this account, start a new journal (--journal)")

@@ -156,6 +156,7 @@ def read_snapshot(loaded: LoadedBook, exchange: ImportExchange,
 
     book = loaded.book
     gw = _gateway(ExchangeChoice(exchange.value), pledge_source=loaded.pledge_source)
+    gw.refuse_foreign = False  # an import lists a position outside the book as a note
     account, _market, instruments = account_view(gw, book, loaded.market)
     held = _wallet_assets(gw.balance())
     spot_wallet = _spot_wallet(spot, exchange.value)

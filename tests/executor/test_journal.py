@@ -433,3 +433,23 @@ def test_a_flat_snapshot_stores_a_zero_placeholder(tmp_path: Path, clock: _Clock
     rows = con.execute("SELECT symbol, contracts, entry_price, cash FROM positions").fetchall()
     con.close()
     assert rows == [("", 0.0, 0.0, 9.5)]
+
+
+def test_an_account_s_plans_are_one_book_s(tmp_path: Path) -> None:
+    """A plan of another book on an account this journal's latest plan gave to a book is refused
+    (exit code 6), naming both; the same book again, another account, or another venue pass."""
+    import dataclasses
+
+    from models.errors import RefusedError
+
+    a = _plan("20240601000000aaaa")
+    b = dataclasses.replace(_plan("20240601000000bbbb"), book_name="other book")
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.record_plan(a, account="binanceusdm:k1")
+        with pytest.raises(RefusedError, match=r"traded by book 'test book'.*'other book'"):
+            j.record_plan(b, account="binanceusdm:k1")
+        assert j.plan_ids() == [a.plan_id]  # nothing recorded
+        j.record_plan(b, account="binanceusdm:k2")
+        j.record_plan(dataclasses.replace(_plan("20240601000000cccc")), account="binanceusdm:k1")
+        j.record_plan(dataclasses.replace(_plan("20240601000000dddd"), book_name="other book",
+                                          venue="paper"), account="binanceusdm:k1")
