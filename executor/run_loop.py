@@ -3,8 +3,8 @@
 Each wake-up (every ``triggers.check_every``, at each scheduled time and ahead of funding
 settlements when carry matters) the loop
 
-1. stops when the kill file exists or a kill/stop was requested (a signal sets a flag; the wake-up
-   in progress finishes first, so a plan is never cut in the middle by the loop itself);
+1. stops when the kill file exists, a kill/stop was requested (a signal sets a flag; the wake-up
+   in progress finishes first: the loop never cuts a plan) or its book file changed (run_book_watch);
 2. reads the account (:func:`executor.run_cycle.read_view`); a failed read is recorded and alerted
    once per outage (and once when the exchange answers again) and the loop waits for the next
    wake-up, never one inside a silence the exchange asked for (an IP ban: executor.silence);
@@ -49,6 +49,7 @@ from executor.journal import Journal, journal_busy
 from executor.live import JournaledExecutor, PlanBasis
 from executor.lock import AccountBusyError, account_lock
 from executor.plan import Instrument, PlanOptions
+from executor.run_book_watch import BookWatch
 from executor.run_cycle import View, read_view
 from executor.run_restart import RestartHandler
 from executor.run_settings import RunSettings
@@ -83,7 +84,7 @@ class Venue:
 
 @dataclass
 class RunSummary:
-    """How the loop ended: ``status`` (``stopped``, ``killed``, ``finished``), counts."""
+    """How the loop ended: ``status`` (``stopped``, ``killed``, ``finished``, ``book_changed``), counts."""
 
     status: str
     cycles: int = 0
@@ -92,7 +93,7 @@ class RunSummary:
     alerts: int = 0
 
 
-class Runner(RestartHandler):
+class Runner(BookWatch, RestartHandler):
     """The loop over one account (see the module docstring). ``clock`` is a
     :class:`executor.schedule.WallClock` or a :class:`executor.schedule.SimClock`. ``risk`` (the
     cost gate's, the recorded tracking error's, the plan's residual TE's) is the book's model, or
@@ -101,10 +102,11 @@ class Runner(RestartHandler):
 
     def __init__(self, venue: Venue, book: Book, risk: RiskInput, policy: Policy,
                  settings: RunSettings, options: PlanOptions, clock: Clock, alerts: AlertHub,
-                 *, book_path: str = "", gamma_fund: float = 0.0) -> None:
+                 *, book_path: str = "", gamma_fund: float = 0.0,
+                 book_changed: Callable[[], str | None] | None = None) -> None:
         self.venue, self.book, self.risk, self.policy = venue, book, risk, policy
         self.settings, self.options, self.clock, self.alerts = settings, options, clock, alerts
-        self.book_path, self.gamma_fund = book_path, gamma_fund
+        self.book_path, self.gamma_fund, self.book_changed = book_path, gamma_fund, book_changed
         self.account = venue.gateway.account_key()
         self.store = RunStore(venue.journal_path, self.account)
         self._log = AlertLog(self.store)
@@ -170,7 +172,7 @@ class Runner(RestartHandler):
             self._resume_in_flight(self._now())
         while True:
             now = self._now()
-            if self._stopping():
+            if self._stopping() or self._book_edited(now):  # executor.run_book_watch
                 break
             try:
                 self._tick(now)
@@ -204,7 +206,7 @@ class Runner(RestartHandler):
 
     def _end(self, now: datetime) -> RunSummary:
         killed = self._stop == "kill" or self.settings.kill_file.exists()
-        status = "killed" if killed else ("stopped" if self._stop else "finished")
+        status = "killed" if killed else ("stopped" if self._stop == "stop" else self._stop or "finished")
         kind = AlertKind.KILL if killed else AlertKind.STOP
         why = (f"kill switch ({self.settings.kill_file} or SIGUSR1): no further order"
                if killed else f"the loop ended ({status})")

@@ -6,15 +6,16 @@ the loop starts are in :mod:`fbr.run_wiring`; the file format in :mod:`fbr.run_c
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from executor.safety import install_log_redaction
-from fbr.console import CliError, out, user_errors
+from fbr.console import CliError, err, out, user_errors
 from fbr.execute_wiring import JournalOpt, _emit, redacting
+from models.errors import ExitCode
 
 if TYPE_CHECKING:
     from executor.alerts import AlertHub
@@ -54,11 +55,25 @@ def run(config: Annotated[Path, typer.Argument(help="Run file (TOML): a backtest
                            f"file (see examples/run_paper.toml)")
         cfg = load_run_file(config)
         result = (_simulate(cfg, journal) if simulate
-                  else _loop(cfg, journal, live, max_cycles, once))
+                  else _loop(cfg, journal, live, max_cycles, once, _watch(cfg)))
+        changed = result.pop("book_change", None)
         if as_json:
-            _emit({"status": "ok", **result})
+            _emit({"status": "ok", **result} if changed is None else
+                  {"status": "error", "exit_code": int(ExitCode.REFUSED), "error": changed, **result})
         else:
             _print(result)
+        if changed is not None:  # exit 6, so that a supervisor (Restart=on-failure) restarts it
+            _book_changed(str(changed), as_json)
+
+
+def _book_changed(message: str, as_json: bool) -> None:
+    """The end of a loop stopped because its book file changed: the message on stderr (the JSON
+    object on stdout already holds it) and exit code 6, so that a supervisor restarts the loop on
+    the file as it is now."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=int(ExitCode.REFUSED))
 
 
 def _journal(cfg: RunConfig, journal: Path | None) -> Path:
@@ -83,8 +98,17 @@ def _open(cfg: RunConfig, journal_path: Path, live: bool, alerts: AlertHub) -> O
     return dry_venue(cfg, journal_path)
 
 
+def _watch(cfg: RunConfig) -> Callable[[], str | None]:
+    """The loop's check of its book file (:mod:`fbr.book_watch`), made right after the run file
+    loaded the book: an edit from then on stops the loop at its next wake-up."""
+    from fbr.book_watch import book_watcher
+
+    return book_watcher(cfg.backtest.book_path)
+
+
 def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | None,
-          once: bool = False) -> dict[str, object]:
+          once: bool = False, book_changed: Callable[[], str | None] | None = None
+          ) -> dict[str, object]:
     from dataclasses import replace
 
     from executor.plan import OrderType, PlanOptions, with_book_settings
@@ -125,7 +149,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     try:
         runner = Runner(opened.venue, loaded.book, loaded.risk, policy, settings, options,
                         WallClock(), hub, book_path=str(cfg.backtest.book_path),
-                        gamma_fund=loaded.settings.costs.gamma_fund)
+                        gamma_fund=loaded.settings.costs.gamma_fund, book_changed=book_changed)
         with signals(runner):
             def preflight() -> None:  # the run lock is held: check the webhook, then record
                 check_webhooks(hub, mode, runner.account)
@@ -135,7 +159,8 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     finally:
         opened.close()
         _drop_handler(handler)
-    return _result(summary, journal_path, sdir, mode, alerts_undelivered=hub.undelivered)
+    return _result(summary, journal_path, sdir, mode, alerts_undelivered=hub.undelivered,
+                   **({"book_change": runner.book_change} if runner.book_change else {}))
 
 
 def _drop_handler(handler: logging.Handler) -> None:
