@@ -111,6 +111,10 @@ EXECUTOR: dict[str, str] = {
     "executor.journal_schema.x__migrate__mutmut_11":
         "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
         "(no quoted literal changes case)",
+    **dict.fromkeys(
+        [f"executor.journal_schema.x_one_book__mutmut_{n}" for n in (7, 8, 10, 11)],
+        "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
+        "(no quoted literal changes case)"),
     "executor.journal.xǁJournalǁ__init____mutmut_37":
         "getattr default 1 for 0: an error without SQLite's code is then SQLITE_ERROR (1), which "
         "is neither busy nor storage, the same message as 0",
