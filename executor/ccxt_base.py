@@ -135,6 +135,14 @@ class CcxtBase:
                     offset)
         return True
 
+    def now_ms(self) -> int:
+        """The exchange's time now (ms, UTC): the local clock less the offset ccxt measured to the
+        exchange's (``timeDifference``, local - exchange, which its signed requests subtract; 0
+        before it is measured). The journaled executor stamps its sends with it, so a send time
+        compares with the exchange's own fill times (the reconcile nets fills of other orders
+        after the send) however far the local clock is off."""
+        return int(self.ex.milliseconds() - float(self.ex.options.get("timeDifference") or 0))
+
     # --- reads with retry ----------------------------------------------------------------------
     def _read(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` through :func:`~executor.ccxt_wiring.retry_read` with this gateway's

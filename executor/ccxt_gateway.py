@@ -198,9 +198,9 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         orders are out, so the position, opened meanwhile, is logged as a warning; the next read,
         a status or the next plan, refuses it) and while :attr:`refuse_foreign` is False."""
         to_book = {self.exchange_symbol(c): c.symbol for c in book.contracts}
+        after_send, self._sent_since_read = self._sent_since_read, False  # whatever the read does
         rows = self.all_positions()  # every symbol, one request (Binance: positionRisk, no symbol)
-        self.check_foreign(rows, to_book, refuse=self.refuse_foreign and not self._sent_since_read)
-        self._sent_since_read = False
+        self.check_foreign(rows, to_book, refuse=self.refuse_foreign and not after_send)
         futures, upnl = self._net_positions(to_book, rows)
         bal = self._read("fetch_balance", self.ex.fetch_balance)
         held = self._wallet_assets(bal, book)
@@ -231,7 +231,7 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         if foreign and refuse:
             raise ForeignPositionError(foreign_message(foreign, self.venue))
         if foreign:
-            log.warning("%s", foreign_message(foreign, self.venue))
+            log.warning("%s", foreign_message(foreign, self.venue).replace(" Nothing was sent.", ""))
 
     def create_order(self, leg: OrderLeg) -> OrderState:
         """One order (:meth:`CcxtOrders.create_order`); the next :meth:`account` read is then this

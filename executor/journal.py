@@ -157,7 +157,7 @@ class Journal:
                 raise JournalError(f"plan {plan.plan_id} is already in the journal. Fix: "
                                    f"`fbr execute --resume {plan.plan_id}` to finish it")
             if account:
-                one_book(cur, plan.venue, plan.book_name, account)
+                one_book(cur, plan.venue, plan.book_name, book_path, account)
                 cur.execute("UPDATE plans SET status = 'superseded', superseded_by = ? WHERE "
                             "account = ? AND status = 'open'", (plan.plan_id, account))
             cur.execute("INSERT INTO plans (plan_id, venue, book_name, created_ms, status, plan_json, "

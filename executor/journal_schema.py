@@ -4,6 +4,7 @@ a journal path made before any long work; :mod:`executor.journal` reads and writ
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -73,17 +74,26 @@ def _migrate(cur: sqlite3.Cursor) -> None:
     cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
-def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, account: str) -> None:
-    """Refuse a plan of book ``book_name`` on ``account`` (on ``venue``) when this journal's
-    latest plan on that account is another book's: each book reads the account's whole position
-    on a contract and its whole wallet as its own, so two books on one account undo each other's
-    hedges and count the same collateral twice. Raises :class:`RefusedError` naming both books and
-    the fix (exit code 6)."""
-    row = cur.execute("SELECT book_name FROM plans WHERE account = ? AND venue = ? "
+def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, book_path: str, account: str) -> None:
+    """Refuse a plan of a book on ``account`` (on ``venue``) when this journal's latest plan on
+    that account is another book's: another name (``book_name``), or, when both are known,
+    another book file (``book_path``, compared resolved: two files named ``book.toml`` in two
+    folders have the same default name). Each book reads the account's whole position on a
+    contract and its whole wallet as its own, so two books on one account undo each other's
+    hedges and count the same collateral twice. Raises :class:`RefusedError` naming both books
+    and the fix (exit code 6)."""
+    row = cur.execute("SELECT book_name, book_path FROM plans WHERE account = ? AND venue = ? "
                       "ORDER BY created_ms DESC, rowid DESC LIMIT 1", (account, venue)).fetchone()
-    if row is not None and str(row[0]) != book_name:
-        raise RefusedError(
-            f"this {venue} account is traded by book {row[0]!r} in this journal; book "
-            f"{book_name!r} would read that book's positions and wallet as its own and trade "
-            f"against it. Fix: give each book an account (or sub-account) of its own; if book "
-            f"{row[0]!r} no longer trades this account, start a new journal (--journal)")
+    if row is None:
+        return
+    name, path = str(row[0]), str(row[1] or "")
+    if name == book_name and (not path or not book_path
+                              or os.path.realpath(path) == os.path.realpath(book_path)):
+        return
+    other = f"{name!r}" + (f" ({path})" if path else "")
+    this = f"{book_name!r}" + (f" ({book_path})" if book_path else "")
+    raise RefusedError(
+        f"this {venue} account is traded by book {other} in this journal; book {this} would read "
+        f"that book's positions and wallet as its own and trade against it. Fix: give each book "
+        f"an account (or sub-account) of its own; if book {name!r} no longer trades this account "
+        f"(retired, renamed or moved), start a new journal (--journal)")

@@ -161,13 +161,13 @@ class JournaledExecutor:
             self.journal.record_plan(plan, book_path, account)
             return self._run(plan)
 
-    def resume(self, plan_id: str, *, open_only: bool = False) -> ExecutionReport:
-        """Finish a journalled plan from the account's positions now (nothing is replayed);
-        ``open_only``: one finished meanwhile raises (:func:`check_resumable`)."""
+    def resume(self, plan_id: str, *, open_only: bool = False, exact: bool = False) -> ExecutionReport:
+        """Finish a journalled plan from the account's positions now (nothing is replayed); ``open_only``:
+        one finished meanwhile raises (:func:`check_resumable`); ``exact``: as :meth:`execute`'s."""
         account = self.gateway.account_key()
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
-            self._messages, self._open_elsewhere, self._exact = [], False, False
+            self._messages, self._open_elsewhere, self._exact = [], False, exact
             plan = self.journal.plan(plan_id)
             check_resumable(self.journal, plan_id, account, open_only)
             if self.journal.plan_status(plan_id) == "done":

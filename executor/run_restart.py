@@ -20,7 +20,9 @@ The loop calls it only when no kill file or stop request is present (a kill send
      interrupted cycle runs again at once on the account as it is now; that cycle's execution
      settles the old plan's legs in doubt against the account before it sends anything (the
      journaled executor does so for every open plan of the account) and supersedes it;
-4. otherwise the plan is resumed: its legs in doubt reconciled, only what is missing sent; a retry
+4. otherwise the plan is resumed: its legs in doubt reconciled, only what is missing of its own
+   orders sent (exactly: an account another process traded since stops it, naming the contract,
+   as a loop's plan is sent as made or not at all); a retry
    the failed cycle left pending (a cycle whose plan was journalled and then failed, e.g. setting
    the account up) is done with it.
 
@@ -109,7 +111,7 @@ class RestartHandler(CycleTrader):
         executor = self.venue.executor(PlanBasis(view.book, view.market, view.instruments,
                                                  self._risk(now)))
         try:
-            report = executor.resume(plan_id, open_only=True)
+            report = executor.resume(plan_id, open_only=True, exact=True)
         except PlanFinishedError as exc:  # another run (a manual --resume) finished it meanwhile
             self._not_ours(plan_id, now, str(exc))
             return

@@ -197,7 +197,7 @@ def _execute(book_path: Path, exchange: ExchangeChoice, live: bool, journal_path
     with Journal(journal_path) as j, _progress(len(prep.plan.legs)) as step:
         ex = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments,
                                               loaded.risk), retry=_retry(False), mode="live",
-                               on_leg=step)
+                               on_leg=step, clock=gw.now_ms)
         report = ex.execute(prep.plan, str(book_path.resolve()),
                             exact=confirm is not None)
     return _result(prep.plan, report, journal_path, prep.solution)
@@ -246,7 +246,8 @@ def _resume(plan_id: str, book: Path | None, exchange: ExchangeChoice, live: boo
             _check_same_instruments(plan, instruments, path)
             with _progress(len(plan.legs)) as step:
                 ex = JournaledExecutor(gw, j, PlanBasis(acc_b, market, instruments, loaded.risk),
-                                       retry=_retry(mode == "paper"), mode=mode, on_leg=step)
+                                       retry=_retry(mode == "paper"), mode=mode, on_leg=step,
+                                       clock=gw.now_ms if mode == "live" else None)
                 report = ex.resume(plan_id)
         finally:
             if store is not None:

@@ -148,7 +148,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     handler = structured_logs(cfg.log_file)
     try:
         runner = Runner(opened.venue, loaded.book, loaded.risk, policy, settings, options,
-                        WallClock(), hub, book_path=str(cfg.backtest.book_path),
+                        WallClock(), hub, book_path=str(cfg.backtest.book_path.resolve()),
                         gamma_fund=loaded.settings.costs.gamma_fund, book_changed=book_changed)
         with signals(runner):
             def preflight() -> None:  # the run lock is held: check the webhook, then record

@@ -209,8 +209,9 @@ def exchange_venue(cfg: RunConfig, journal_path: Path, live: bool) -> OpenVenue:
     gw = _gateway(ExchangeChoice.BINANCEUSDM, live, pledge_source=loaded.pledge_source)
     journal = Journal(journal_path)
 
-    def executor(basis: PlanBasis) -> JournaledExecutor:
-        return JournaledExecutor(gw, journal, basis, retry=_retry(False), mode="live")
+    def executor(basis: PlanBasis) -> JournaledExecutor:  # sends stamped on the exchange's clock
+        return JournaledExecutor(gw, journal, basis, retry=_retry(False), mode="live",
+                                 clock=gw.now_ms)
 
     return OpenVenue(Venue(gw, journal_path, journal, executor if live else None,
                            lambda _t: loaded.market, paper_prices.daily_vol(loaded)), journal.close)

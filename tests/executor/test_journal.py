@@ -453,3 +453,20 @@ def test_an_account_s_plans_are_one_book_s(tmp_path: Path) -> None:
         j.record_plan(dataclasses.replace(_plan("20240601000000cccc")), account="binanceusdm:k1")
         j.record_plan(dataclasses.replace(_plan("20240601000000dddd"), book_name="other book",
                                           venue="paper"), account="binanceusdm:k1")
+
+
+def test_two_book_files_of_one_default_name_are_two_books(tmp_path: Path) -> None:
+    """Two ``book.toml`` files in two folders (a book's name defaults to its file's stem) are two
+    books: the second is refused; the first again, by another spelling of its path, is not."""
+    from models.errors import RefusedError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = str(tmp_path / "a" / "book.toml"), str(tmp_path / "b" / "book.toml")
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.record_plan(_plan("20240601000000aaaa"), a, account="binanceusdm:k1")
+        with pytest.raises(RefusedError, match=r"a/book\.toml"):
+            j.record_plan(_plan("20240601000000bbbb"), b, account="binanceusdm:k1")
+        j.record_plan(_plan("20240601000000cccc"), str(tmp_path / "b" / ".." / "a" / "book.toml"),
+                      account="binanceusdm:k1")
+        j.record_plan(_plan("20240601000000dddd"), "", account="binanceusdm:k1")

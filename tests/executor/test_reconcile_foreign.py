@@ -118,3 +118,43 @@ def test_the_position_change_is_netted_of_another_order_s_fills(
     finding = rec.reconcile(_sent())
     assert finding.verdict == verdict, finding.reason
     assert (finding.state.filled if finding.state else 0.0) == pytest.approx(filled)
+
+
+def test_sends_are_stamped_on_the_exchange_s_clock(tmp_path: Path) -> None:
+    """The same hand sell, with this machine's clock 1 s ahead of the exchange's: the send time is
+    the exchange's (``CcxtGateway.now_ms``: the local clock less the offset ccxt measured), so the
+    hand fill 0.25 s after the send is after it on the exchange's clock too and is netted out (on
+    the local clock it looked 0.75 s before the send, and the leg was journalled FILLED): leg 0
+    is NOT_PLACED (a review)."""
+    import time
+
+    clock = SimClock()
+    with BinanceEmulator(lag_clock=clock.now).start() as emu:
+        loaded = load_book_file(SEED_BOOK)
+        ex = emu.exchange(timeout=400)
+        real = ex.milliseconds
+        setattr(ex, "milliseconds", lambda: real() + 1000)  # noqa: B010 (this machine's clock)
+        ex.load_time_difference()  # as the markets' load measures it
+        gw = CcxtGateway(ex, base_delay_s=0.0)
+        assert abs(gw.now_ms() - time.time() * 1000) < 300
+        prep = prepare_plan(gw, loaded.book, loaded.market, loaded.risk, loaded.settings,
+                            PlanOptions())
+        hand = emu.exchange(timeout=2000)
+        done = {"hand": False}
+
+        def sleep(dt: float) -> None:
+            clock.sleep(dt)
+            if not done["hand"]:
+                done["hand"] = True
+                time.sleep(0.25)
+                hand.create_order("BTC/USDT:USDT", "market", "sell", 0.012)
+
+        emu.inject(Fault.TIMEOUT_BEFORE_ACCEPT, path=ORDER, method="POST", delay_s=1.0)
+        with Journal(tmp_path / "j.sqlite") as j:
+            ex_ = JournaledExecutor(gw, j, PlanBasis(prep.book, prep.market, prep.instruments,
+                                                     loaded.risk),
+                                    retry=RetryPolicy(base_delay_s=0.0), sleep=sleep,
+                                    clock=gw.now_ms)
+            ex_.execute(prep.plan)
+            row = j.order(prep.plan.plan_id, 0)
+            assert row.status == OrderStatus.NOT_PLACED, (row.status, row.message)

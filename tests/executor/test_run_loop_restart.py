@@ -32,7 +32,7 @@ from test_run_loop import (
 from executor.base import ExecutionReport, OrderStatus
 from executor.live import JournaledExecutor, PlanBasis
 from executor.paper import PaperGateway
-from executor.plan import OrderLeg
+from executor.plan import OrderLeg, OrderType, Side
 from executor.run_settings import DailyLimits
 from executor.schedule import SimClock
 from optimizer.policies import NaiveFutures
@@ -187,10 +187,10 @@ def test_a_plan_a_manual_resume_finishes_while_the_restart_waits_is_recovered(ma
         ex: JournaledExecutor = loops(basis)
         own = ex.resume
 
-        def resume(pid: str, *, open_only: bool = False) -> ExecutionReport:
+        def resume(pid: str, *, open_only: bool = False, exact: bool = False) -> ExecutionReport:
             manual = loops(basis).resume(pid)  # the other process, first to the lock
             assert manual.complete and manual.plan_id == pid
-            return own(pid, open_only=open_only)
+            return own(pid, open_only=open_only, exact=exact)
 
         setattr(ex, "resume", resume)  # noqa: B010 (the racing run, on this one object)
         return ex
@@ -205,3 +205,26 @@ def test_a_plan_a_manual_resume_finishes_while_the_restart_waits_is_recovered(ma
     assert [a.title for a in second.alerts("restart")] == ["restart: resuming a plan",
                                                            "restart: plan not resumed"]
     assert second.state("plan_in_flight") is None
+
+
+def test_a_restart_resumes_its_plan_as_made_after_a_hand_trade(make: Make) -> None:
+    """The loop died after its plan's BTC leg (-0.014); the user bought 0.005 BTC by hand before
+    the restart. The restart's resume is exact, as the loop's plans are: BTC is at -0.009, not the
+    -0.014 its own fill put it at, so it sends nothing (it re-planned and sold 0.005 more, an
+    order nobody planned: a review) and the cycle is incomplete, naming BTC-PERP."""
+    first, _ = _crashed_first_run(make)
+    plan_id = first.state("plan_in_flight")
+    assert plan_id is not None
+    first.journal.close()
+    first.store.close()
+
+    second = make(NaiveFutures(band=0.01), prices=BTC_UP, end=T0 + 6 * H)
+    second.paper.create_order(OrderLeg(0, "hand-1", "BTC-PERP", "BTC/USDT:USDT", Side.BUY, 0.005,
+                                       350.0, 70_000.0, False, OrderType.MARKET))
+    second.run()
+    fbr_at_restart = [(s, t.contracts) for s, t in second.trades()
+                      if t.time_ms == ms(T0) and not t.order_id.startswith("paper-hand")]
+    assert [s for s, _ in fbr_at_restart].count("BTC-PERP") == 1  # the crashed run's leg only
+    resumed = next(c for c in second.cycles() if c.reason == "resume")
+    assert resumed.action == "incomplete" and resumed.plan_id == plan_id
+    assert "BTC-PERP -0.009 (the plan's own fills put it at -0.014)" in resumed.message
