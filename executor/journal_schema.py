@@ -76,9 +76,10 @@ def _migrate(cur: sqlite3.Cursor) -> None:
 
 def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, book_path: str, account: str) -> None:
     """Refuse a plan of a book on ``account`` (on ``venue``) when this journal's latest plan on
-    that account is another book's: another name (``book_name``), or, when both are known,
-    another book file (``book_path``, compared resolved: two files named ``book.toml`` in two
-    folders have the same default name). Each book reads the account's whole position on a
+    that account is another book's: another name (``book_name``), or the same name taken by
+    default from two files of one stem in two folders (``book_path``, compared resolved: two
+    ``book.toml`` without ``[book] name``; a name given in the file names the book wherever the
+    file is). Each book reads the account's whole position on a
     contract and its whole wallet as its own, so two books on one account undo each other's
     hedges and count the same collateral twice. Raises :class:`RefusedError` naming both books
     and the fix (exit code 6)."""
@@ -87,8 +88,7 @@ def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, book_path: str, ac
     if row is None:
         return
     name, path = str(row[0]), str(row[1] or "")
-    if name == book_name and (not path or not book_path
-                              or os.path.realpath(path) == os.path.realpath(book_path)):
+    if name == book_name and not _default_named_apart(name, path, book_path):
         return
     other = f"{name!r}" + (f" ({path})" if path else "")
     this = f"{book_name!r}" + (f" ({book_path})" if book_path else "")
@@ -97,3 +97,12 @@ def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, book_path: str, ac
         f"that book's positions and wallet as its own and trade against it. Fix: give each book "
         f"an account (or sub-account) of its own; if book {name!r} no longer trades this account "
         f"(retired, renamed or moved), start a new journal (--journal)")
+
+
+def _default_named_apart(name: str, path: str, book_path: str) -> bool:
+    """Whether two plans of the book name ``name`` come from two different files (resolved paths,
+    both known) whose stem is that name: the name the loader gives a book without ``[book] name``,
+    so they are two books."""
+    if not path or not book_path or os.path.realpath(path) == os.path.realpath(book_path):
+        return False
+    return Path(path).stem == name == Path(book_path).stem

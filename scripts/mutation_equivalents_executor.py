@@ -111,6 +111,11 @@ EXECUTOR: dict[str, str] = {
     "executor.journal_schema.x__migrate__mutmut_11":
         "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "
         "(no quoted literal changes case)",
+    "executor.journal_schema.x__default_named_apart__mutmut_2":
+        "`not path and not book_path` for `or`: with one path empty, the realpath of '' (the "
+        "working folder) differs from the other, and the stem check then compares the book's "
+        "name with '' (the empty path's stem), false for every book (a name is never empty): "
+        "False either way",
     **dict.fromkeys(
         [f"executor.journal_schema.x_one_book__mutmut_{n}" for n in (7, 8, 10, 11)],
         "SQL keywords and identifiers upper- or lower-cased: SQLite is case-insensitive for both "

@@ -11,7 +11,7 @@ from exec_helpers import market, solution_with, three_asset_book
 from executor.base import OrderState, OrderStatus
 from executor.journal import Journal
 from executor.journal_schema import SCHEMA_VERSION, JournalError
-from executor.plan import PlanOptions, book_instruments, plan_orders
+from executor.plan import OrderPlan, PlanOptions, book_instruments, plan_orders
 
 
 def _plan(pid: str = "20240601000000aaaa"):  # type: ignore[no-untyped-def]
@@ -458,20 +458,30 @@ def test_an_account_s_plans_are_one_book_s(tmp_path: Path) -> None:
 
 
 def test_two_book_files_of_one_default_name_are_two_books(tmp_path: Path) -> None:
-    """Two ``book.toml`` files in two folders (a book's name defaults to its file's stem) are two
-    books: the second is refused; the first again, by another spelling of its path, is not."""
+    """Two ``book.toml`` files in two folders without ``[book] name`` (the loader names a book
+    after its file's stem: both "book") are two books: the second is refused; the first again, by
+    another spelling of its path, is not. A name given in the file names the book wherever its
+    file is (a copy of the file elsewhere is the same book)."""
+    import dataclasses
+
     from models.errors import RefusedError
+
+    def plan(pid: str, name: str = "book") -> OrderPlan:
+        made: OrderPlan = _plan(pid)
+        return dataclasses.replace(made, book_name=name)
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b = str(tmp_path / "a" / "book.toml"), str(tmp_path / "b" / "book.toml")
     with Journal(tmp_path / "j.sqlite") as j:
-        j.record_plan(_plan("20240601000000aaaa"), a, account="binanceusdm:k1")
+        j.record_plan(plan("20240601000000aaaa"), a, account="binanceusdm:k1")
         with pytest.raises(RefusedError) as refused:
-            j.record_plan(_plan("20240601000000bbbb"), b, account="binanceusdm:k1")
-        assert (f"traded by book 'test book' ({a}) in this journal; book 'test book' ({b}) would"
+            j.record_plan(plan("20240601000000bbbb"), b, account="binanceusdm:k1")
+        assert (f"traded by book 'book' ({a}) in this journal; book 'book' ({b}) would"
                 in str(refused.value))
-        j.record_plan(_plan("20240601000000cccc"), str(tmp_path / "b" / ".." / "a" / "book.toml"),
+        j.record_plan(plan("20240601000000cccc"), str(tmp_path / "b" / ".." / "a" / "book.toml"),
                       account="binanceusdm:k1")
-        j.record_plan(_plan("20240601000000dddd"), "", account="binanceusdm:k1")
-        j.record_plan(_plan("20240601000000eeee"), a, account="binanceusdm:k1")  # after a path-less
+        j.record_plan(plan("20240601000000dddd"), "", account="binanceusdm:k1")
+        j.record_plan(plan("20240601000000eeee"), a, account="binanceusdm:k1")  # after a path-less
+        j.record_plan(plan("20240601000000ffff", "test book"), a, account="binanceusdm:k2")
+        j.record_plan(plan("20240601000000ffee", "test book"), b, account="binanceusdm:k2")
