@@ -119,6 +119,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     from fbr.backtest_config import build_path
     from fbr.run_wiring import (
         alert_hub,
+        check_one_book,
         check_webhooks,
         loop_policy,
         signals,
@@ -153,6 +154,9 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
         with signals(runner):
             def preflight() -> None:  # the run lock is held: check the webhook, then record
                 check_webhooks(hub, mode, runner.account)
+                if opened.venue.executor is not None:  # a loop that trades: one book an account
+                    check_one_book(journal_path, opened.venue.gateway.venue, loaded.book.name,
+                                   runner.book_path, runner.account)
                 opened.started()
 
             summary = runner.run(preflight=preflight)

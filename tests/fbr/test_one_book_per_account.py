@@ -99,3 +99,24 @@ def test_a_second_book_on_the_account_is_refused_before_any_order(
     code, _, out = _run("execute", str(SEED), "--exchange", "binanceusdm", "--live",
                          "--journal", journal)
     assert code == 0, out
+
+
+def test_a_loop_of_a_second_book_is_refused_at_start(emu: BinanceEmulator, tmp_path: Path) -> None:
+    """``fbr run --live`` of book B on the account book A trades in the journal stops before its
+    first cycle, exit 6, one message (it failed a cycle at every wake-up, each plan refused when
+    recorded); nothing is sent."""
+    book_b = tmp_path / "book_b.toml"
+    book_b.write_text(BOOK_B, encoding="utf-8")
+    journal = str(tmp_path / "j.sqlite")
+    code, _, out = _run("execute", str(SEED), "--exchange", "binanceusdm", "--live",
+                        "--journal", journal)
+    assert code == 0, out
+    orders = len(emu.accepted_orders())
+    run = tmp_path / "run.toml"
+    run.write_text(f'book = "{book_b}"\n[[policies]]\nkind = "naive_futures"\nband = "1%"\n'
+                   f'name = "naive"\n[run]\nexchange = "binanceusdm"\ninterval = "1d"\n',
+                   encoding="utf-8")
+    res = runner.invoke(app, ["run", str(run), "--live", "--once", "--journal", journal])
+    assert res.exit_code == 6, res.output
+    assert "is traded by book" in res.output and "'book b'" in res.output
+    assert len(emu.accepted_orders()) == orders
