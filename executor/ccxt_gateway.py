@@ -231,7 +231,7 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         if foreign and refuse:
             raise ForeignPositionError(foreign_message(foreign, self.venue))
         if foreign:
-            log.warning("%s", foreign_message(foreign, self.venue).replace(" Nothing was sent.", ""))
+            log.warning("%s", foreign_message(foreign, self.venue, refused=False))
 
     def create_order(self, leg: OrderLeg) -> OrderState:
         """One order (:meth:`CcxtOrders.create_order`); the next :meth:`account` read is then this
@@ -325,9 +325,10 @@ def foreign_positions(rows: Sequence[Mapping[str, Any]], to_book: Mapping[str, s
     return out
 
 
-def foreign_message(foreign: Mapping[str, Foreign], venue: str) -> str:
+def foreign_message(foreign: Mapping[str, Foreign], venue: str, *, refused: bool = True) -> str:
     """The refusal of the positions ``foreign`` (:func:`foreign_positions`) on ``venue``: each
-    symbol (the exchange's and ccxt's) with its signed size in contracts, and the fix."""
+    symbol (the exchange's and ccxt's) with its signed size in contracts, and the fix;
+    ``refused=False``: the warning of an execution's report (its orders went out)."""
     held = []
     for sym, f in sorted(foreign.items()):
         size = f"{sum(f.sizes):+.12g} contracts"
@@ -340,7 +341,8 @@ def foreign_message(foreign: Mapping[str, Foreign], venue: str) -> str:
     return (f"the {venue} account holds {names}, {'a position' if one else 'positions'} on "
             f"{'a contract' if one else 'contracts'} the book does not list: {its} unrealised PnL "
             f"and maintenance margin would be left out of the collateral, margin ratio and weights "
-            f"fbr computes, and no plan would hedge or close {it}. Nothing was sent. Fix: add the "
+            f"fbr computes, and no plan would hedge or close {it}."
+            f"{' Nothing was sent.' if refused else ''} Fix: add the "
             f"{'contract' if one else 'contracts'} to the book (it is then hedged and counted) or "
             f"close {it} on the exchange; fbr needs the account, or a sub-account, to itself: a "
             f"position it does not know changes the cross margin it computes")
