@@ -142,6 +142,23 @@ def _assert_feasible(inst: Instance, x: np.ndarray, V: float, what: str) -> None
     assert not bad, f"{what} breaks (USD): {bad}"
 
 
+def _assert_reference_finds_no_feasible_point(inst: Instance, V: float) -> None:
+    """fbr said infeasible: the independent reference must say so too, or claim a point that breaks.
+
+    A claimed solution counts only if it satisfies every constraint (the numpy re-check, TOL x V):
+    SCS, the reference's retry when the tight Clarabel stops, can return "optimal_inaccurate" on an
+    infeasible problem with caps broken by percents of NAV (seen on CI's machine).
+    """
+    ref = solve_reference(inst)
+    if ref.status == "solver_error":  # the tight Clarabel stopped: the reference's own retry
+        ref = solve_reference(inst, cp.SCS, eps_abs=1e-9, eps_rel=1e-9, max_iters=200_000)
+    if ref.status in ("infeasible", "infeasible_inaccurate"):
+        return
+    assert ref.x is not None, f"fbr says infeasible, the reference says {ref.status}"
+    broken = {k: v for k, v in violations(inst, ref.x).items() if v > TOL * V}
+    assert broken, f"fbr says infeasible, the reference ({ref.status}) found a feasible point"
+
+
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=SLOW)
 @given(problems())
 def test_solution_satisfies_every_enabled_constraint(inst: Instance) -> None:
@@ -164,11 +181,7 @@ def test_solution_satisfies_every_enabled_constraint(inst: Instance) -> None:
         for conflict in sol.conflicts:
             event(f"conflict {conflict.name.split('[')[0]}")
         assert all(conflict.violation > 0 for conflict in sol.conflicts)
-        ref = solve_reference(inst)
-        if ref.status == "solver_error":  # the tight Clarabel stopped: the reference's own retry
-            ref = solve_reference(inst, cp.SCS, eps_abs=1e-9, eps_rel=1e-9, max_iters=200_000)
-        assert ref.status in ("infeasible", "infeasible_inaccurate"), (
-            f"fbr says infeasible, the reference says {ref.status}")
+        _assert_reference_finds_no_feasible_point(inst, V)
         return
     assert sol.status in ("optimal", "optimal_inaccurate")
     x = _positions(sol.target_positions)
