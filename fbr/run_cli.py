@@ -152,11 +152,11 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
                         WallClock(), hub, book_path=str(cfg.backtest.book_path.resolve()),
                         gamma_fund=loaded.settings.costs.gamma_fund, book_changed=book_changed)
         with signals(runner):
-            def preflight() -> None:  # the run lock is held: check the webhook, then record
-                check_webhooks(hub, mode, runner.account)
+            def preflight() -> None:  # the run lock is held: one book, the webhook, then record
                 if opened.venue.executor is not None:  # a loop that trades: one book an account
                     check_one_book(journal_path, opened.venue.gateway.venue, loaded.book.name,
                                    runner.book_path, runner.account)
+                check_webhooks(hub, mode, runner.account)  # a refused run never says "started"
                 opened.started()
 
             summary = runner.run(preflight=preflight)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +115,40 @@ def test_a_loop_of_a_second_book_is_refused_at_start(emu: BinanceEmulator, tmp_p
     assert code == 0, out
     orders = len(emu.accepted_orders())
     run = tmp_path / "run.toml"
-    run.write_text(f'book = "{book_b}"\n[[policies]]\nkind = "naive_futures"\nband = "1%"\n'
-                   f'name = "naive"\n[run]\nexchange = "binanceusdm"\ninterval = "1d"\n',
-                   encoding="utf-8")
-    res = runner.invoke(app, ["run", str(run), "--live", "--once", "--journal", journal])
+    with _Receiver() as hook:
+        run.write_text(f'book = "{book_b}"\n[[policies]]\nkind = "naive_futures"\nband = "1%"\n'
+                       f'name = "naive"\n[run]\nexchange = "binanceusdm"\ninterval = "1d"\n'
+                       f'[alerts]\nwebhook = "{hook.url}"\n', encoding="utf-8")
+        res = runner.invoke(app, ["run", str(run), "--live", "--once", "--journal", journal])
     assert res.exit_code == 6, res.output
     assert "is traded by book" in res.output and "'book b'" in res.output
     assert len(emu.accepted_orders()) == orders
+    assert hook.bodies == []  # a refused loop never announced "fbr run started"
+
+
+class _Receiver:
+    """A webhook receiver on 127.0.0.1 that answers 200 and keeps every body it was sent."""
+
+    def __init__(self) -> None:
+        bodies: list[bytes] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.bodies = bodies
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> _Receiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
