@@ -28,7 +28,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: venv
 	$(BIN)/python benchmarks/solve_speed.py

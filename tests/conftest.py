@@ -4,10 +4,17 @@ the next solver) unless a test is marked ``solver_fallback``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Terminal size comes from each test's own environment (CliRunner's env={"COLUMNS": ...}): rich's
+# consoles, made when fbr.console is imported, fix their width for good when COLUMNS is set then
+# (pytest-xdist's workers start with COLUMNS=80, LINES=24), so the harness's values go first.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 #: optimizer.engines.STRICT_ENV (spelled out so that collecting a test imports no solver stack)
 STRICT_ENV = "FBR_STRICT_SOLVERS"

@@ -108,8 +108,7 @@ entry_price = 61000.0
 @pytest.mark.parametrize(("args", "error"), [
     (["solve", "--json"], "Missing argument 'book'."),
     (["whatif", "examples/seed_example_1.toml", "--exchange", "foo", "--json"],
-     "Invalid value for '--exchange': Value error, 'foo' is not one of 'dry-run', 'paper', "
-     "'binanceusdm'."),
+     "Invalid value for '--exchange': 'foo' is not one of 'dry-run', 'paper', 'binanceusdm'."),
     (["solve", "--json", "examples/seed_example_1.toml", "--bogus"], "No such option: --bogus"),
 ])
 def test_a_usage_error_with_json_is_one_json_line(args: list[str], error: str) -> None:
