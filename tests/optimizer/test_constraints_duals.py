@@ -26,9 +26,12 @@ wrong by a factor fails. Rows holding a position at a kink of |z| or |z - z0| (t
 cap of 0) have non-unique duals and are checked against the bracket's lower side only.
 
 Predictions. Re-solving with the bound loosened by the explanation's step must lower the
-objective by at most the predicted fall (convexity), and by at least 75% of it on at least 90% of
+objective by at most the predicted fall (convexity), and by at least 75% of it on at least 85% of
 the rows (first order: the step is at most 10% of the bound and its predicted fall a quarter of
-the objective's size, Constraint.predict; the rest change the active set within the step).
+the objective's size, Constraint.predict; the rest change the active set within the step). Over
+seeds 0-479 (twelve sets of 40), 64 of 947 rows fell short (6.8%; at most 10.1% in one set), so
+15% leaves a set of 40 seeds about three standard deviations; a dual wrong by a factor fails
+nearly every row.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ OBJ_RTOL = 1e-9
 #: a loosening by the explanation's step lowers the objective by at least this share of the
 #: prediction
 FIRST_ORDER_SHARE = 0.75
+#: the share of rows allowed to fall short of it (the module docstring's measured rate and margin)
+POOR_SHARE = 0.15
 SEEDS = tuple(range(40))
 
 
@@ -147,22 +152,34 @@ def moved(c: Constraint, row: int, t: float) -> Iterator[None]:
 
 def tight_objective(hp: HedgeProblem) -> float:
     """The unscaled optimal objective of ``hp``'s cvxpy form at its current Parameter values,
-    solved by Clarabel at 1e-12, else 1e-10, else 1e-9 (the first that ends optimal: the tighter
-    ones end "inaccurate" on some books; the last one's "inaccurate" is accepted)."""
-    ladder = [CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, CLARABEL_1E9]
+    solved by Clarabel at 1e-12, else 1e-10, else 1e-9, else 1e-9 without equilibration or with
+    shorter steps (the first that ends optimal: the tighter ones end "inaccurate" on some books,
+    and on some conic books every default-setting rung stops with a SolverError, "insufficient
+    progress", that the other two settings do not; the last rung's "inaccurate" is accepted)."""
+    ladder = [CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, CLARABEL_1E9,
+              {**CLARABEL_1E9, "equilibrate_enable": False}, {**CLARABEL_1E9, "max_step_fraction": 0.9}]
+    stopped: list[str] = []
+    inaccurate: float | None = None
     for opts in ladder:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="invalid value encountered in matmul",
                                     category=RuntimeWarning)
             warnings.filterwarnings("ignore", message="Solution may be inaccurate",
                                     category=UserWarning)
-            hp.problem.solve(solver=cp.CLARABEL, **opts)
+            try:
+                hp.problem.solve(solver=cp.CLARABEL, **opts)
+            except cp.SolverError as exc:
+                stopped.append(f"{opts}: {exc}")
+                continue
         if hp.problem.status == cp.OPTIMAL:
             return float(hp.problem.value) / hp.structure.objective_scale
-    # Clarabel's "almost solved" at 1e-9 (its reduced tolerances are 1e-5 of the gap; seen on one
-    # conic book): accepted, the bracket's tolerance then decides
-    assert hp.problem.status == cp.OPTIMAL_INACCURATE, hp.problem.status
-    return float(hp.problem.value) / hp.structure.objective_scale
+        if hp.problem.status == cp.OPTIMAL_INACCURATE:
+            inaccurate = float(hp.problem.value) / hp.structure.objective_scale
+        stopped.append(f"{opts}: {hp.problem.status}")
+    # Clarabel's "almost solved" (its reduced tolerances are 1e-5 of the gap; seen on one conic
+    # book): the loosest rung's is accepted, the bracket's tolerance then decides
+    assert inaccurate is not None, stopped
+    return inaccurate
 
 
 @dataclass(frozen=True)
@@ -303,7 +320,7 @@ def test_reported_duals_match_finite_differences() -> None:
 def test_explanations_predict_a_concrete_loosening() -> None:
     """Loosening each binding row by its explanation's step lowers the re-solved objective by at
     most the printed first-order fall (convexity: always), and by at least 75% of it for at least
-    90% of the rows (first order is exact until the loosening changes which rows bind or moves a
+    85% of the rows (first order is exact until the loosening changes which rows bind or moves a
     position through 0, the kink of |z|, which a small step rarely does). The fall is at most a
     quarter of the objective's size, and the text prints it, the step and the tracking errors.
     Rows whose fall is below NEGLIGIBLE_SHARE of the objective (a dual at solver precision) are
@@ -340,7 +357,7 @@ def test_explanations_predict_a_concrete_loosening() -> None:
                 poor.append((cs.seed, b.name, actual / fall))
             checked += 1
     assert checked >= 40, checked
-    assert len(poor) <= 0.1 * checked, (poor, checked)
+    assert len(poor) <= POOR_SHARE * checked, (poor, checked)
 
 
 def test_the_ten_asset_example_explains_its_band_in_bp_and_usd() -> None:

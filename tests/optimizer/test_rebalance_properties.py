@@ -26,7 +26,9 @@ from hypothesis import strategies as st
 from optcases import (
     Instance,
     base_value,
+    is_conic,
     maintenance,
+    objective,
     random_instance,
     ref_data,
     solve_reference,
@@ -58,6 +60,10 @@ pytestmark = [
 SOLVED = ("optimal", "optimal_inaccurate")
 
 TOL = 1e-6  # of V (USD checks) / absolute (weights)
+#: a conic re-solve's noise in trades (x V): Clarabel stops within its gap tolerance on an objective
+#: that is flat along some trades (a hypothesis example traded 3.5e-5 x V with the objective 2.5e-10
+#: worse than holding)
+CONIC_NOISE = 1e-4
 LOT = 1e-9
 SLOW = (HealthCheck.too_slow,)
 
@@ -216,6 +222,13 @@ def _with_cash_floor(inst: Instance) -> Instance:
 
 def _resolve_trades(inst: Instance) -> tuple[dict[str, float], float]:
     """Solve, hold the answer, solve again: the second solve's trades (USD) and V."""
+    trades, V, _x, _held = _resolve_held(inst)
+    return trades, V
+
+
+def _resolve_held(inst: Instance) -> tuple[dict[str, float], float, np.ndarray, Instance]:
+    """:func:`_resolve_trades`, with the second solve's positions (USD) and the instance whose book
+    holds the first answer."""
     inst = _with_cash_floor(inst)
     first = Rebalancer().solve(inst.book, inst.market, inst.risk, inst.settings)
     assume(first.status in SOLVED)
@@ -224,7 +237,8 @@ def _resolve_trades(inst: Instance) -> tuple[dict[str, float], float]:
     assert book2.nav(inst.market) == pytest.approx(inst.book.nav(inst.market), rel=1e-12)
     second = Rebalancer().solve(book2, inst.market, inst.risk, inst.settings)
     assert second.status in SOLVED
-    return {t.symbol: t.notional for t in second.trades}, second.base
+    return ({t.symbol: t.notional for t in second.trades}, second.base,
+            _positions(second.target_positions), replace(inst, book=book2))
 
 
 # Linear trading costs are positively homogeneous, so the first solve's optimum is an optimum of the
@@ -247,8 +261,15 @@ def test_resolving_from_the_solution_makes_no_real_trade(inst: Instance) -> None
 @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=SLOW)
 @given(RESOLVE)
 def test_resolving_from_the_solution_trades_nothing(inst: Instance) -> None:
-    trades, V = _resolve_trades(inst)
+    """Nothing above 1e-6 x V, but on a conic problem (vol cap: Clarabel's accuracy) nothing above
+    CONIC_NOISE x V, and there only where the second answer is no better than holding by the numpy
+    objective (holding is an optimum of the second problem: a gain means the first answer was not)."""
+    trades, V, x2, held = _resolve_held(inst)
     big = {k: v for k, v in trades.items() if abs(v) >= TOL * V}
+    if big and is_conic(inst):
+        gain = objective(held, ref_data(held).x0) - objective(held, x2)
+        assert gain <= 1e-9, f"the re-solve beats holding by {gain:.3g} (V = {V:.2f}): {big}"
+        big = {k: v for k, v in big.items() if abs(v) >= CONIC_NOISE * V}
     assert not big, f"re-solving from the solution trades {big} (V = {V:.2f})"
 
 
