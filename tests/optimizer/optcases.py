@@ -49,6 +49,15 @@ CLARABEL_TIGHT: dict[str, float | int] = {
 CLARABEL_TIGHT_CONIC: dict[str, float | int] = {
     "tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 400,
 }
+#: the tight Clarabel's retries when it stops with a SolverError ("insufficient progress": seen on
+#: another machine's CPU, whose kernels round differently): 1e-9 without equilibration, then with
+#: shorter steps
+CLARABEL_RETRIES: tuple[dict[str, float | int | bool], ...] = (
+    {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400,
+     "equilibrate_enable": False},
+    {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400,
+     "max_step_fraction": 0.9},
+)
 #: PIQP through cvxpy's ordinary path: the second opinion on QP instances.
 PIQP_TIGHT: dict[str, float | int] = {
     "eps_abs": 1e-10, "eps_rel": 1e-10, "eps_duality_gap_abs": 1e-10, "eps_duality_gap_rel": 1e-10,
@@ -488,19 +497,24 @@ def solve_reference(inst: Instance, solver: str = cp.CLARABEL,
     """Solve the reference problem; status is cvxpy's."""
     r = ref_data(inst)
     prob, z, kinds = reference_problem(inst, r)
-    options: dict[str, float | int] = dict(opts)
+    ladder: list[dict[str, float | int | bool]] = [dict(opts)]
     if solver == cp.CLARABEL and not opts:
-        options = dict(CLARABEL_TIGHT_CONIC if is_conic(inst) else CLARABEL_TIGHT)
-    try:
-        with warnings.catch_warnings():
-            # cvxpy's bound propagation computes 0 * inf for B @ z with structural zeros (harmless)
-            warnings.filterwarnings("ignore", message="invalid value encountered in matmul",
-                                    category=RuntimeWarning)
-            # "solution may be inaccurate": the status says so and the callers check it
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate",
-                                    category=UserWarning)
-            prob.solve(solver=solver, **options)
-    except cp.SolverError:
+        tight = dict(CLARABEL_TIGHT_CONIC if is_conic(inst) else CLARABEL_TIGHT)
+        ladder = [tight, *CLARABEL_RETRIES]
+    for options in ladder:
+        try:
+            with warnings.catch_warnings():
+                # cvxpy's bound propagation computes 0 * inf for B @ z with structural zeros
+                warnings.filterwarnings("ignore", message="invalid value encountered in matmul",
+                                        category=RuntimeWarning)
+                # "solution may be inaccurate": the status says so and the callers check it
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate",
+                                        category=UserWarning)
+                prob.solve(solver=solver, **options)
+            break
+        except cp.SolverError:
+            continue
+    else:
         return RefResult("solver_error", None, math.nan)
     if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and z.value is not None:
         binding = frozenset(k for k, c in zip(kinds, prob.constraints, strict=True)
