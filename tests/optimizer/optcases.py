@@ -492,29 +492,36 @@ def is_conic(inst: Instance) -> bool:
     return inst.settings.costs.impact or inst.settings.constraints.vol_cap is not None
 
 
+def solve_clarabel(prob: cp.Problem, **first: float | int | bool) -> None:
+    """``prob.solve`` by Clarabel at ``first``'s settings, then at each of :data:`CLARABEL_RETRIES`
+    after a ``SolverError`` (the last one's is raised); the caller reads ``prob.status``."""
+    for k, options in enumerate((first, *CLARABEL_RETRIES)):
+        try:
+            prob.solve(solver=cp.CLARABEL, **options)
+            return
+        except cp.SolverError:
+            if k == len(CLARABEL_RETRIES):
+                raise
+
+
 def solve_reference(inst: Instance, solver: str = cp.CLARABEL,
                     **opts: float | int) -> RefResult:
     """Solve the reference problem; status is cvxpy's."""
     r = ref_data(inst)
     prob, z, kinds = reference_problem(inst, r)
-    ladder: list[dict[str, float | int | bool]] = [dict(opts)]
-    if solver == cp.CLARABEL and not opts:
-        tight = dict(CLARABEL_TIGHT_CONIC if is_conic(inst) else CLARABEL_TIGHT)
-        ladder = [tight, *CLARABEL_RETRIES]
-    for options in ladder:
-        try:
-            with warnings.catch_warnings():
-                # cvxpy's bound propagation computes 0 * inf for B @ z with structural zeros
-                warnings.filterwarnings("ignore", message="invalid value encountered in matmul",
-                                        category=RuntimeWarning)
-                # "solution may be inaccurate": the status says so and the callers check it
-                warnings.filterwarnings("ignore", message="Solution may be inaccurate",
-                                        category=UserWarning)
-                prob.solve(solver=solver, **options)
-            break
-        except cp.SolverError:
-            continue
-    else:
+    try:
+        with warnings.catch_warnings():
+            # cvxpy's bound propagation computes 0 * inf for B @ z with structural zeros (harmless)
+            warnings.filterwarnings("ignore", message="invalid value encountered in matmul",
+                                    category=RuntimeWarning)
+            # "solution may be inaccurate": the status says so and the callers check it
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate",
+                                    category=UserWarning)
+            if solver == cp.CLARABEL and not opts:
+                solve_clarabel(prob, **(CLARABEL_TIGHT_CONIC if is_conic(inst) else CLARABEL_TIGHT))
+            else:
+                prob.solve(solver=solver, **opts)
+    except cp.SolverError:
         return RefResult("solver_error", None, math.nan)
     if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and z.value is not None:
         binding = frozenset(k for k, c in zip(kinds, prob.constraints, strict=True)

@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.linalg as sla
-from optcases import CLARABEL_TIGHT, Instance, random_instance, ref_data, reference_problem
+from optcases import (
+    CLARABEL_TIGHT,
+    Instance,
+    random_instance,
+    ref_data,
+    reference_problem,
+    solve_clarabel,
+)
 
 from fbr.config import parse_book
 from models.book import Book
@@ -236,7 +243,7 @@ def _reference_with_term(inst: Instance) -> tuple[str, np.ndarray | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
-        full.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
+        solve_clarabel(full, **CLARABEL_TIGHT)
     if full.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and z.value is not None:
         return full.status, np.asarray(z.value) * r.V
     return full.status, None

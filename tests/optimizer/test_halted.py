@@ -22,6 +22,7 @@ from optcases import (
     random_instance,
     ref_data,
     reference_problem,
+    solve_clarabel,
 )
 
 from fbr.config import load_book_file
@@ -52,7 +53,7 @@ def _reference(inst: Instance, j: int) -> tuple[str, np.ndarray | None]:
     opts = CLARABEL_TIGHT_CONIC if is_conic(inst) else CLARABEL_TIGHT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": the status says so
-        prob.solve(solver=cp.CLARABEL, **opts)
+        solve_clarabel(prob, **opts)
     ok = prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and z.value is not None
     return prob.status, (np.asarray(z.value) * r.V if ok else None)
 

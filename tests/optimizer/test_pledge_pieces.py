@@ -20,6 +20,7 @@ import cvxpy as cp
 import numpy as np
 import pandas as pd
 import pytest
+from optcases import solve_clarabel
 
 from models.book import Book, TargetsBase
 from models.collateral import CollateralRule, bid_buffer_rule, flat_rule, tiered_rule
@@ -309,7 +310,7 @@ def _reference(book: Book, market: MarketSnapshot, risk: RiskModel,
     cons = [b >= 0, q >= 0, q <= s, cp.sum(b) - cp.sum(q) <= min(st.spot.cash_usd, book.cash) / V,
             *rows_im, *rows_stress]
     prob = cp.Problem(cp.Minimize(1e4 * obj), cons)
-    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    solve_clarabel(prob, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
     if prob.status != cp.OPTIMAL:
         return str(prob.status), np.zeros(n), np.zeros(n), V, False
     assert z.value is not None and b.value is not None and q.value is not None

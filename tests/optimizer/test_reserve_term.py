@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import tomli_w
-from optcases import CLARABEL_TIGHT, Instance, random_instance, ref_data, reference_problem
+from optcases import (
+    CLARABEL_TIGHT,
+    Instance,
+    random_instance,
+    ref_data,
+    reference_problem,
+    solve_clarabel,
+)
 
 from fbr.config import load_book_file
 from fbr.config_loader import LoadedBook
@@ -198,7 +205,7 @@ def _solve_reference_with_reserve(inst: Instance) -> RefReserve:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             warnings.filterwarnings("ignore", category=UserWarning)
-            full.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
+            solve_clarabel(full, **CLARABEL_TIGHT)
     except cp.SolverError:
         return RefReserve("solver_error", None, math.nan)
     if full.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and z.value is not None:

@@ -24,6 +24,7 @@ import cvxpy as cp
 import numpy as np
 import pandas as pd
 import pytest
+from optcases import solve_clarabel
 
 from models.book import Book
 from models.errors import ValidationError
@@ -340,7 +341,7 @@ def lot_tax(c: Case, sold: cp.Expression, i: int, r: RefNumbers) -> tuple[cp.Exp
 def solve_tight(prob: cp.Problem, conic: bool) -> None:
     """Clarabel far past fbr's tolerances (a conic problem retried a notch looser), 'optimal'."""
     for tol in ((1e-10, 1e-9) if conic else (1e-12,)):
-        prob.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=400)
+        solve_clarabel(prob, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=400)
         if prob.status == cp.OPTIMAL:
             break
     assert prob.status == cp.OPTIMAL, prob.status
