@@ -71,7 +71,12 @@ def test_engine_options_are_checked() -> None:
 
 def test_unreachable_scheduler_is_a_clear_error() -> None:
     import dask
+    import distributed  # noqa: F401  (its config defaults first: see below)
 
+    # dask.config.set drops on exit every top-level key that was not there when it began: without
+    # distributed imported first it would drop the whole "distributed" section that importing
+    # distributed inside the block filled in, and a later cluster in this process fails on
+    # KeyError: 'distributed' (seen with the tests in random order)
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
             pytest.raises(ValidationError, match=r"scheduler.*dask scheduler"):
         run_sweep(_work(), [1, 2], EngineSpec(Engine.DASK, address="tcp://127.0.0.1:9"))
