@@ -154,7 +154,7 @@ class Reconciler:
             if delay > 0:
                 self._sleep(delay)
             try:
-                moved, other = self._moved(sent)
+                moved, unexplained, other = self._moved(sent)
                 tangled = tangled or other
                 blind = False
             except ExchangeBannedError:  # a silence: stop at once, the run records it
@@ -164,7 +164,7 @@ class Reconciler:
                 log.warning("reconcile %s check %d: %s", sent.leg.client_id, k, redact(str(exc)))
             if not blind and moved is not None and abs(moved - sent.leg.signed_contracts) < 1e-12:
                 whole = True  # placed and filled: no doubt; done once the trades show it all
-                early = self._from_trades(sent, moved)
+                early = self._from_trades(sent, moved, unexplained)
                 if early is not None:
                     return early
             try:
@@ -263,25 +263,21 @@ class Reconciler:
                 return o
         return None
 
-    def _moved(self, sent: SentLeg) -> tuple[float | None, bool]:
+    def _moved(self, sent: SentLeg) -> tuple[float | None, list[Trade], bool]:
         """(signed position change since the send less the fills of orders not fbr's in that time
-        (contracts; None when no position was journalled), whether there were such fills)."""
+        (contracts; None when no position was journalled), the trades since the send no known
+        order explains (:meth:`_trades`, read once for both), whether there were such fills)."""
         if sent.position_before is None:
-            return None, False
+            return None, [], False
         now = self.gw.positions({sent.leg.symbol: sent.instrument}).get(sent.leg.symbol, 0.0)
-        foreign = self._trades(sent)[1]
+        unexplained, foreign = self._trades(sent)
         delta = now - sent.position_before - sum(t.contracts for t in foreign)
-        return (0.0 if abs(delta) < 1e-12 else delta), bool(foreign)
+        return (0.0 if abs(delta) < 1e-12 else delta), unexplained, bool(foreign)
 
-    def _from_trades(self, sent: SentLeg, moved: float) -> Finding | None:
-        """PLACED from the position change when the trade history since the send accounts for all
-        of it (contracts); None while it does not (or cannot be read): the window goes on."""
-        try:
-            trades = self._unexplained(sent)
-        except ExchangeBannedError:  # a silence: stop at once, the run records it
-            raise
-        except ReadFailedError:
-            return None
+    def _from_trades(self, sent: SentLeg, moved: float, trades: list[Trade]) -> Finding | None:
+        """PLACED from the position change when ``trades`` (the check's trades since the send that
+        no known order explains) account for all of it (contracts); None while they do not: the
+        window goes on."""
         if abs(_quantity(trades) - abs(moved)) > 1e-9 * max(abs(moved), 1.0):
             return None
         return self._from_position(sent, moved, trades)
