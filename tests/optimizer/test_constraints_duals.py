@@ -45,7 +45,13 @@ from dataclasses import dataclass, replace
 import cvxpy as cp
 import numpy as np
 import pytest
-from optcases import CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, Instance, random_instance
+from optcases import (
+    CLARABEL_RETRIES,
+    CLARABEL_TIGHT,
+    CLARABEL_TIGHT_CONIC,
+    Instance,
+    random_instance,
+)
 
 from models.errors import FbrError
 from optimizer.constraint_base import NEGLIGIBLE_SHARE, PREDICTION_SHARE, Constraint, Prediction
@@ -156,8 +162,7 @@ def tight_objective(hp: HedgeProblem) -> float:
     shorter steps (the first that ends optimal: the tighter ones end "inaccurate" on some books,
     and on some conic books every default-setting rung stops with a SolverError, "insufficient
     progress", that the other two settings do not; the last rung's "inaccurate" is accepted)."""
-    ladder = [CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, CLARABEL_1E9,
-              {**CLARABEL_1E9, "equilibrate_enable": False}, {**CLARABEL_1E9, "max_step_fraction": 0.9}]
+    ladder = [CLARABEL_TIGHT, CLARABEL_TIGHT_CONIC, CLARABEL_1E9, *CLARABEL_RETRIES]
     stopped: list[str] = []
     inaccurate: float | None = None
     for opts in ladder:
