@@ -47,10 +47,25 @@ __all__ = [
 ]
 
 
+def gather(vals: np.ndarray, pos: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``vals[pos]`` written into ``out`` (positions in range). A new temporary per gather costs
+    about as much as the gather itself at tens of thousands of entries (the equilibration makes
+    dozens a solve), and ``np.take`` buffers an ``out`` unless told how to treat a position out of
+    range: 'clip', which no position here needs."""
+    return np.take(vals, pos, out=out, mode="clip")
+
+
 def limit_scaling(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Clarabel's clip of a norm before it becomes a scale: below ``lo`` -> 1 (a zero or tiny row
     or column is left alone), above ``hi`` -> ``hi``."""
     return np.minimum(np.where(s < lo, 1.0, s), hi)
+
+
+def limit_scaling_in_place(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """:func:`limit_scaling` written over ``s`` (no temporary of the rows' length)."""
+    s[s < lo] = 1.0
+    np.minimum(s, hi, out=s)
+    return s
 
 
 class SegmentMax:
@@ -74,6 +89,8 @@ class SegmentMax:
             ids = np.flatnonzero(counts == k)
             if ids.size:
                 self.short.append((ids, [order[starts[ids] + j] for j in range(k)]))
+        #: per group size: two work arrays (the running maximum, the next column)
+        self.work = [(np.empty(ids.size), np.empty(ids.size)) for ids, _ in self.short]
         self.long_ids = np.flatnonzero(counts > self.SHORT)
         long_counts = counts[self.long_ids]
         #: each long group's first entry in :attr:`long_pos`
@@ -81,16 +98,18 @@ class SegmentMax:
         within = np.arange(int(long_counts.sum())) - np.repeat(self.long_starts, long_counts)
         #: the long groups' entries, group after group
         self.long_pos = order[np.repeat(starts[self.long_ids], long_counts) + within]
+        self.long_vals = np.empty(self.long_pos.size)
 
     def __call__(self, vals: np.ndarray) -> np.ndarray:
         out = np.zeros(self.size)
-        for ids, cols in self.short:
-            top = vals[cols[0]]
+        for (ids, cols), (top, nxt) in zip(self.short, self.work, strict=True):
+            gather(vals, cols[0], top)
             for col in cols[1:]:
-                np.maximum(top, vals[col], out=top)
+                np.maximum(top, gather(vals, col, nxt), out=top)
             out[ids] = top
         if self.long_ids.size:
-            out[self.long_ids] = np.maximum.reduceat(vals[self.long_pos], self.long_starts)
+            long_vals = gather(vals, self.long_pos, self.long_vals)
+            out[self.long_ids] = np.maximum.reduceat(long_vals, self.long_starts)
         return out
 
 
@@ -111,7 +130,7 @@ class Equilibrator:
     by 1/sqrt(row norm of A) (norms clipped by :func:`limit_scaling`, rows as well as columns),
     then scales the cost by 1/max(|q|_inf, mean column norm of P). After the passes every cone
     block's row scale is set to its mean (``blocks``: ``Compiled.cone_blocks``). ``P`` is the
-    upper triangle.
+    upper triangle. One call at a time: the passes share work arrays of A's length.
     """
 
     def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, blocks: Sequence[tuple[int, int]]) -> None:
@@ -128,6 +147,16 @@ class Equilibrator:
             else np.zeros(0, dtype=np.intp)
         self.block_ids = np.repeat(np.arange(len(blocks)), [z - a for a, z in blocks])
         self.block_sizes = np.array([z - a for a, z in blocks], dtype=float)
+        #: work arrays for A's scaled values (the absolute values, the column scales gathered)
+        self.a_work = (np.empty(A.nnz), np.empty(A.nnz))
+
+    def _a_abs(self, a0: np.ndarray, d: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """|e_i A_ij d_j| in the pattern's order, computed as (|A_ij| e_i) d_j, into a work array
+        (valid until the next call)."""
+        out, cols = self.a_work
+        np.multiply(a0, gather(e, self.a_rows, out), out=out)
+        np.multiply(out, gather(d, self.a_cols, cols), out=out)
+        return out
 
     def _p_col_norms(self, p_abs: np.ndarray) -> np.ndarray:
         """Column norms of P from its upper triangle (each entry counts for its row too)."""
@@ -141,10 +170,11 @@ class Equilibrator:
         p0, a0, q0 = np.abs(p_data), np.abs(a_data), np.abs(q)
         for _ in range(passes):
             p_abs = p0 * d[self.p_rows] * d[self.p_cols] * c
-            a_abs = a0 * e[self.a_rows] * d[self.a_cols]
+            a_abs = self._a_abs(a0, d, e)
             col = np.maximum(self._p_col_norms(p_abs), self.a_by_col(a_abs))
             d = d / np.sqrt(limit_scaling(col, lo, hi))
-            e = e / np.sqrt(limit_scaling(self.a_by_row(a_abs), lo, hi))
+            row = limit_scaling_in_place(self.a_by_row(a_abs), lo, hi)
+            e /= np.sqrt(row, out=row)
             mean_p = float(self._p_col_norms(p0 * d[self.p_rows] * d[self.p_cols] * c).mean())
             q_inf = float(np.max(q0 * d)) * c
             if mean_p != 0.0 and q_inf != 0.0:
