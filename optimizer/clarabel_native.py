@@ -55,17 +55,15 @@ def gather(vals: np.ndarray, pos: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.take(vals, pos, out=out, mode="clip")
 
 
-def limit_scaling(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Clarabel's clip of a norm before it becomes a scale: below ``lo`` -> 1 (a zero or tiny row
-    or column is left alone), above ``hi`` -> ``hi``."""
-    return np.minimum(np.where(s < lo, 1.0, s), hi)
-
-
-def limit_scaling_in_place(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """:func:`limit_scaling` written over ``s`` (no temporary of the rows' length)."""
-    s[s < lo] = 1.0
-    np.minimum(s, hi, out=s)
-    return s
+def bounded_scale(norms: np.ndarray, scale: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The scales after one Ruiz pass as Clarabel takes them: ``scale`` / sqrt(norm), an empty row
+    or column (norm 0) left as it is, the result kept within [lo, hi] (Clarabel clips the pass's
+    factor to [lo / scale, hi / scale]: the same up to rounding). Written over ``norms``."""
+    norms[norms == 0.0] = 1.0
+    np.sqrt(norms, out=norms)
+    np.divide(scale, norms, out=norms)
+    np.clip(norms, lo, hi, out=norms)
+    return norms
 
 
 class SegmentMax:
@@ -123,14 +121,21 @@ class Scaling:
 
 
 class Equilibrator:
-    """Modified Ruiz equilibration of (P, A) as Clarabel computes it, for a fixed sparsity pattern.
+    """Modified Ruiz equilibration of (P, A) as Clarabel (0.7 to 0.11 at least) computes it, for a
+    fixed sparsity pattern.
 
     Each pass takes the infinity norm of every column of the KKT matrix [P A'; A 0] (the upper
     triangle of P read symmetrically), scales variables by 1/sqrt(column norm of [P; A]) and rows
-    by 1/sqrt(row norm of A) (norms clipped by :func:`limit_scaling`, rows as well as columns),
-    then scales the cost by 1/max(|q|_inf, mean column norm of P). After the passes every cone
-    block's row scale is set to its mean (``blocks``: ``Compiled.cone_blocks``). ``P`` is the
-    upper triangle. One call at a time: the passes share work arrays of A's length.
+    by 1/sqrt(row norm of A), each factor bounded so that the scale it reaches stays in [lo, hi]
+    (:func:`bounded_scale`), then scales the cost by 1/max(|q|_inf, mean column norm of P's upper
+    triangle; Clarabel holds P as that triangle and reads these norms one-sided), that factor
+    bounded so that c stays in [lo, hi]. After the passes every cone block's row scale is set to
+    its mean (``blocks``: ``Compiled.cone_blocks``). ``P`` is the upper triangle. One call at a
+    time: the passes share work arrays of A's length.
+
+    The norms are taken of the original data times the scales so far, where Clarabel rescales its
+    copy of the data in place: the same scaling up to rounding (``tests/optimizer/
+    test_clarabel_native.py`` solves random problems both ways to the same iterations).
     """
 
     def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, blocks: Sequence[tuple[int, int]]) -> None:
@@ -172,13 +177,12 @@ class Equilibrator:
             p_abs = p0 * d[self.p_rows] * d[self.p_cols] * c
             a_abs = self._a_abs(a0, d, e)
             col = np.maximum(self._p_col_norms(p_abs), self.a_by_col(a_abs))
-            d = d / np.sqrt(limit_scaling(col, lo, hi))
-            row = limit_scaling_in_place(self.a_by_row(a_abs), lo, hi)
-            e /= np.sqrt(row, out=row)
-            mean_p = float(self._p_col_norms(p0 * d[self.p_rows] * d[self.p_cols] * c).mean())
+            e = bounded_scale(self.a_by_row(a_abs), e, lo, hi)
+            d = bounded_scale(col, d, lo, hi)
+            mean_p = float(self.p_by_col(p0 * d[self.p_rows] * d[self.p_cols] * c).mean())
             q_inf = float(np.max(q0 * d)) * c
             if mean_p != 0.0 and q_inf != 0.0:
-                c /= float(limit_scaling(np.array(max(q_inf, mean_p)), lo, hi))
+                c *= min(max(1.0 / max(q_inf, mean_p), lo / c), hi / c)
         if self.block_rows.size:
             means = np.bincount(self.block_ids, weights=e[self.block_rows]) / self.block_sizes
             e[self.block_rows] = means[self.block_ids]
