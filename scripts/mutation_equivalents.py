@@ -274,8 +274,28 @@ EQUIVALENT: dict[str, str] = {
     "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_24":
         "groups of SHORT + 1 entries read by gathers as well as by the reduction: both compute "
         "the same maximum",
-    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_33":
+    "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_36":
         "groups of SHORT entries reduced by both paths: each writes the same maximum",
+    # the work arrays the equilibration writes into (performance only: the same values)
+    **dict.fromkeys(
+        ["optimizer.clarabel_native.x_gather__mutmut_4", "optimizer.clarabel_native.x_gather__mutmut_8"],
+        "np.take's mode 'raise' in place of 'clip': every position is in range, so the values are "
+        "the same (numpy then buffers the output: slower only)"),
+    **dict.fromkeys(
+        [*(f"optimizer.clarabel_native.xǁEquilibratorǁ_a_abs__mutmut_{n}" for n in (10, 22)),
+         *(f"optimizer.clarabel_native.xǁSegmentMaxǁ__call____mutmut_{n}" for n in (26, 34)),
+         "optimizer.clarabel_native.xǁSegmentMaxǁ__init____mutmut_55"],
+        "a gather into a new array in place of a kept work array: the same values (a temporary "
+        "per gather: slower only)"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁSegmentMaxǁ__call____mutmut_{n}" for n in (5, 8, 9)],
+        "zip without strict=True: the work arrays are built one per group size, as many as the "
+        "groups, so the lengths always agree"),
+    **dict.fromkeys(
+        [f"optimizer.clarabel_native.xǁNativeClarabelǁ_settings__mutmut_{n}" for n in (1, 2, 5)],
+        "new settings from the options in place of the kept solver's: the equilibration reads "
+        "only its passes and bounds from them, the same in both (the kept settings differ only in "
+        "the gap tolerances load_scaled sets)"),
     **EXECUTOR,
     **SCENARIOS,
 }

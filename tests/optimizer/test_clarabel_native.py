@@ -103,6 +103,30 @@ def test_equilibration_edge_cases_equal_the_dense_passes(case: str) -> None:
     assert (got.c == 1.0) == (case != "no cones")
 
 
+def test_the_bounds_on_the_scales_bind_as_in_the_dense_passes() -> None:
+    """Entries of A from 1e-12 to 1e12 and a column of 1e-12 only (P diagonal): some row and
+    column scales end at LO or HI exactly, the tiny column's at HI."""
+    _P, q, A, _b = _random_problem(4)
+    A.data = np.logspace(-12, 12, A.nnz)[np.random.default_rng(4).permutation(A.nnz)]
+    A.data[A.indptr[0]:A.indptr[1]] = 1e-12
+    P = sp.csc_matrix(np.diag(np.r_[1e-12, np.ones(A.shape[1] - 1)]))
+    got = _matched_equilibration(P, q, A, [(5, 9)])
+    assert got.d[0] == HI and {LO, HI} <= set(got.e) | set(got.d[1:])
+
+
+@pytest.mark.parametrize("case", ["P's norms above |q|", "a tiny objective"])
+def test_the_cost_scale_follows_the_dense_passes(case: str) -> None:
+    """The cost scale taken from the mean column norm of P when it exceeds |q|_inf; for an
+    objective of 1e-9 the scale that would reach 1e9 stops at HI."""
+    P, q, A, _b = _random_problem(5)
+    if case == "P's norms above |q|":
+        q = q * 1e-7
+    else:
+        P, q = P * 1e-9, q * 1e-9
+    got = _matched_equilibration(P, q, A, [(5, 9)])
+    assert (got.c == HI) == (case == "a tiny objective")
+
+
 def test_a_badly_scaled_qp_solves_as_clarabels_own() -> None:
     """A random QP with entries over seven orders of magnitude (orthant rows only), through the
     kept solver at Clarabel's defaults and at an objective times 3: x as Clarabel's own tight
