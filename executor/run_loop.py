@@ -54,7 +54,7 @@ from executor.run_cycle import View, read_view
 from executor.run_restart import RestartHandler
 from executor.run_settings import RunSettings
 from executor.run_store import AlertLog, CycleRecord, RunStore, write_health
-from executor.run_summary import READ, send_daily_summary
+from executor.run_summary import READ, days_to_close, send_daily_summary
 from executor.run_trade import RETRY
 from executor.safety import redact
 from executor.schedule import Clock, next_settlement
@@ -355,24 +355,25 @@ class Runner(BookWatch, RestartHandler):
 
     # --- the day ------------------------------------------------------------------------------
     def _day(self, now: datetime, view: View) -> None:
-        """On a new UTC day: the previous day's summary, then the new day's opening NAV. A clock
-        stepped back to an earlier day (an NTP correction across midnight) starts no day: the
-        later day's halt, opening NAV and summary stand (ISO dates compare as strings)."""
+        """On a new UTC day: the summaries of the days since the last one read (a day between with
+        no read: no opening NAV), then the new day's opening NAV. A clock stepped back (NTP across
+        midnight) starts no day: the later day's halt, opening NAV and summary stand."""
         today = now.date().isoformat()
         day = self.store.get("day")
         if day is not None and today <= day:
             return
-        if day is not None:
-            self._summary(now, day, view)
+        for past in days_to_close(day, today) if day is not None else []:
+            opening = self.store.get("day_nav") if past == day else None
+            self._summary(now, past, view, float(opening) if opening else None)
         self.store.put("day", today)
         self.store.put("day_nav", repr(view.nav))
         self.store.put("halted", None)
 
-    def _summary(self, now: datetime, day: str, view: View) -> None:
+    def _summary(self, now: datetime, day: str, view: View, nav_open: float | None) -> None:
         """The summary of ``day`` (:mod:`executor.run_summary`); its turnover is the journal's (the
         run tables' rows miss legs settled after their cycle)."""
         turnover = self._turnover_on(datetime.fromisoformat(day).replace(tzinfo=UTC), view)
-        send_daily_summary(self.alerts, self.store, now, day, view, turnover)
+        send_daily_summary(self.alerts, self.store, now, day, view, turnover, nav_open)
 
     # --- health -------------------------------------------------------------------------------
     def _health(self, status: str, now: datetime) -> None:

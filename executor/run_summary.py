@@ -1,5 +1,8 @@
 """The daily loop's daily summary (:func:`send_daily_summary`): one ``daily_summary`` alert per UTC
-day, sent by :class:`executor.run_loop.Runner` when a new day starts.
+day, sent by :class:`executor.run_loop.Runner` when a new day starts: at the first successful
+account read of a later day, one per day since the last day the loop read the account
+(:func:`days_to_close`), so a day the exchange never answered gets its summary too (its cycles
+0, its failed reads counted, its opening NAV not read).
 
 Its ``cycles`` are the day's cycles as the loop counts them (the health file's and ``--json``'s
 ``cycles``): a failed account read is a row of the run tables (reason ``read``) but no cycle, so it
@@ -8,7 +11,7 @@ is counted apart (``read_failures``). Money in USD; tracking error and margin ra
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from executor.alerts import AlertHub, AlertKind, Severity
 from executor.run_cycle import View
@@ -24,20 +27,28 @@ def day_rows(store: RunStore, start: datetime) -> tuple[list[CycleRecord], list[
     return [c for c in rows if c.reason != READ], [c for c in rows if c.reason == READ]
 
 
+def days_to_close(last: str, today: str) -> list[str]:
+    """The ISO dates from ``last`` (the last UTC day the loop read the account) to the day before
+    ``today``: the days whose summaries are due."""
+    first = date.fromisoformat(last)
+    return [(first + timedelta(days=k)).isoformat()
+            for k in range((date.fromisoformat(today) - first).days)]
+
+
 def send_daily_summary(alerts: AlertHub, store: RunStore, now: datetime, day: str, view: View,
-                       turnover: float) -> None:
+                       turnover: float, nav_open: float | None) -> None:
     """Alert the summary of ``day`` (ISO date, UTC): its cycles, how many traded, its failed
-    account reads (when any), ``turnover`` (USD, the journal's), NAV at the day's opening (the run
-    state's ``day_nav``, else ``view``'s) and now, and ``view``'s tracking error and margin
-    ratio."""
+    account reads (when any), ``turnover`` (USD, the journal's), NAV at the day's opening
+    (``nav_open``; None: the account was not read that day) and now, and ``view``'s tracking
+    error and margin ratio (``view``: the account now)."""
     cycles, reads = day_rows(store, datetime.fromisoformat(day).replace(tzinfo=UTC))
     traded = [c for c in cycles if c.action == "traded"]
-    nav0 = float(store.get("day_nav") or view.nav)
     failed_reads = f", {len(reads)} account reads failed" if reads else ""
+    opening = f"{nav_open:,.2f}" if nav_open is not None else "(not read that day)"
     alerts.emit(AlertKind.DAILY_SUMMARY, Severity.INFO, f"daily summary {day}",
                 f"{len(cycles)} cycles, {len(traded)} traded{failed_reads}, turnover "
-                f"{turnover:,.2f} USD, NAV {nav0:,.2f} -> {view.nav:,.2f} USD, TE "
+                f"{turnover:,.2f} USD, NAV {opening} -> {view.nav:,.2f} USD now, TE "
                 f"{view.tracking_error:.2%}, margin ratio {view.margin_ratio:.1%}", now,
                 day=day, cycles=len(cycles), trades=len(traded), read_failures=len(reads),
-                nav=view.nav, nav_open=nav0, turnover_usd=turnover,
+                nav=view.nav, nav_open=nav_open, turnover_usd=turnover,
                 tracking_error=view.tracking_error, margin_ratio=view.margin_ratio)

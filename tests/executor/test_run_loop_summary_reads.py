@@ -9,6 +9,7 @@ nothing is ever traded. Nothing here is random.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import test_run_loop as rig  # tests/executor, on sys.path (its paper venue and clock)
 from test_run_loop import DAY, T0, Fixed, H, Make, Reads
@@ -17,6 +18,8 @@ from executor.base import ReadFailedError
 from executor.paper import PaperGateway
 from executor.run_settings import Triggers
 from executor.schedule import SimClock
+from models.book import Book
+from models.market import MarketSnapshot
 
 # the rig's fixtures: its loop factory, and the lock folder in tmp_path (autouse)
 make = rig.make
@@ -54,3 +57,47 @@ def test_a_day_without_failed_reads_says_nothing_of_them(make: Make) -> None:
     (day0,) = loop.alerts("daily_summary")
     assert day0.fields["cycles"] == 1 and day0.fields["read_failures"] == 0
     assert day0.text.startswith("1 cycles, 0 traded, turnover 0.00 USD")
+
+
+class Outage:
+    """The paper gateway, its account reads (``market()``) failing from ``start`` (inclusive) to
+    ``end`` (exclusive), loop-clock time."""
+
+    def __init__(self, inner: PaperGateway, clock: SimClock, start: datetime, end: datetime) -> None:
+        self.inner, self.clock, self.start, self.end = inner, clock, start, end
+        self.venue = inner.venue
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        if self.start <= self.clock.now() < self.end:
+            raise ReadFailedError("503 maintenance")
+        return self.inner.market(book, fallback)
+
+
+def test_a_day_the_exchange_never_answered_gets_its_summary(make: Make) -> None:
+    """Reads fail from day 0 12:00 to day 2 01:00: at the first read that answers (day 2, 01:00)
+    the loop sends day 0's summary (the 00:00 start cycle, its opening NAV) and day 1's (no cycle,
+    every read failed, the opening NAV not read), in that order; day 2's follows at day 3.
+    By hand: 6-hourly reads while no cycle is due, so day 0 fails at 12:00 and 18:00 (2); from
+    day 1's 00:00 schedule on a cycle is overdue and the loop retries every 5 min (retry_every):
+    24 x 12 = 288 failed reads on day 1, 12 on day 2 (00:00 .. 00:55), whose 01:00 read runs the
+    overdue cycle (day 2: 1 cycle)."""
+    outage: list[Outage] = []
+
+    def wrap(paper: PaperGateway, clock: SimClock) -> Outage:
+        outage.append(Outage(paper, clock, T0 + 12 * H, T0 + 2 * DAY + H))
+        return outage[0]
+
+    loop = make(Fixed({}), end=T0 + 3 * DAY, wrap=wrap, triggers=Triggers(check_every=6 * H))
+    loop.run()
+    day0, day1, day2 = loop.alerts("daily_summary")
+    days = [(T0 + k * DAY).date().isoformat() for k in range(3)]
+    assert [a.fields["day"] for a in (day0, day1, day2)] == days
+    assert day0.time == day1.time == T0 + 2 * DAY + H
+    counts = [(a.fields["cycles"], a.fields["read_failures"]) for a in (day0, day1, day2)]
+    assert counts == [(1, 2), (0, 288), (1, 12)]
+    assert day0.fields["nav_open"] == day0.fields["nav"]  # nothing traded: the NAV did not move
+    assert day1.fields["nav_open"] is None and day2.fields["nav_open"] is not None
+    assert "NAV (not read that day) -> " in day1.text
