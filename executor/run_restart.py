@@ -42,6 +42,7 @@ from executor.lock import AccountBusyError
 from executor.plan import OrderPlan
 from executor.run_cycle import View
 from executor.run_store import CycleRecord
+from executor.run_summary import RESUME
 from executor.run_trade import RETRY, CycleTrader, filled_notional
 from executor.safety import redact
 from models.errors import FbrError, RefusedError
@@ -94,7 +95,7 @@ class RestartHandler(CycleTrader):
                f"and the plan's legs in doubt are settled before the next plan is sent")
         self.store.put("plan_in_flight", None)
         self._rerun = halt is None
-        self.store.record(CycleRecord(now, "resume", "refused", plan.plan_id, view.nav,
+        self.store.record(CycleRecord(now, RESUME, "refused", plan.plan_id, view.nav,
                                       view.tracking_error, message=why,
                                       turnover_usd=self._fills_usd(plan.plan_id, view)))
         self.alerts.emit(AlertKind.RESTART, Severity.WARNING, "restart: plan not resumed", why,
@@ -128,7 +129,7 @@ class RestartHandler(CycleTrader):
             return
         self.store.put("plan_in_flight", None)
         self.store.put(RETRY, None)  # the failed cycle's plan is finished: nothing to retry
-        self.store.record(self._reported(now, view, "resume", report))
+        self.store.record(self._reported(now, view, RESUME, report))
 
     def _not_ours(self, plan_id: str, now: datetime, why: str) -> None:
         """The plan was closed by another run between the loop's look at it and the account's
@@ -151,7 +152,7 @@ class RestartHandler(CycleTrader):
             return
         sent = [o.sent_ms for o in journal.orders(plan_id) if o.filled > 0 and o.sent_ms is not None]
         when = datetime.fromtimestamp(max(sent) / 1000.0, tz=UTC) if sent else now
-        self.store.record(CycleRecord(when, "resume", "recovered", plan_id, view.nav,
+        self.store.record(CycleRecord(when, RESUME, "recovered", plan_id, view.nav,
                                       message=f"plan {plan_id} finished before the last run "
                                       "recorded it: its fills count toward the day's turnover",
                                       turnover_usd=self._fills_usd(plan_id, view)))

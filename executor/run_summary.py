@@ -6,7 +6,10 @@ account read of a later day, one per day since the last day the loop read the ac
 
 Its ``cycles`` are the day's cycles as the loop counts them (the health file's and ``--json``'s
 ``cycles``): a failed account read is a row of the run tables (reason ``read``) but no cycle, so it
-is counted apart (``read_failures``). Money in USD; tracking error and margin ratio fractions.
+is counted apart (``read_failures``), and so is a plan a restart found open (reason ``resume``:
+resumed, not resumed, or finished by another run; ``resumed``). Its ``trades`` are the rows that
+traded, a resumed plan's among them (as the health file counts them). Money in USD; tracking
+error and margin ratio fractions.
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from executor.run_store import CycleRecord, RunStore
 
 #: the reason of the run-table row of a failed account read (not a cycle)
 READ = "read"
+#: the reason of the run-table row of a plan a restart found open (not a cycle)
+RESUME = "resume"
 
 
-def day_rows(store: RunStore, start: datetime) -> tuple[list[CycleRecord], list[CycleRecord]]:
-    """The cycles of the UTC day starting at ``start`` and, apart, its failed account reads."""
+def day_rows(store: RunStore, start: datetime) -> dict[str, list[CycleRecord]]:
+    """The run-table rows of the UTC day starting at ``start`` by kind: ``cycles``, ``reads``
+    (failed account reads) and ``resumes`` (plans a restart found open)."""
     rows = [c for c in store.cycles() if start <= c.time < start + timedelta(days=1)]
-    return [c for c in rows if c.reason != READ], [c for c in rows if c.reason == READ]
+    return {"cycles": [c for c in rows if c.reason not in (READ, RESUME)],
+            "reads": [c for c in rows if c.reason == READ],
+            "resumes": [c for c in rows if c.reason == RESUME]}
 
 
 def days_to_close(last: str, today: str) -> list[str]:
@@ -41,14 +49,16 @@ def send_daily_summary(alerts: AlertHub, store: RunStore, now: datetime, day: st
     account reads (when any), ``turnover`` (USD, the journal's), NAV at the day's opening
     (``nav_open``; None: the account was not read that day) and now, and ``view``'s tracking
     error and margin ratio (``view``: the account now)."""
-    cycles, reads = day_rows(store, datetime.fromisoformat(day).replace(tzinfo=UTC))
-    traded = [c for c in cycles if c.action == "traded"]
+    rows = day_rows(store, datetime.fromisoformat(day).replace(tzinfo=UTC))
+    cycles, reads, resumes = rows["cycles"], rows["reads"], rows["resumes"]
+    traded = [c for c in cycles + resumes if c.action == "traded"]
     failed_reads = f", {len(reads)} account reads failed" if reads else ""
+    restarts = f", {len(resumes)} open plans met on restart" if resumes else ""
     opening = f"{nav_open:,.2f}" if nav_open is not None else "(not read that day)"
     alerts.emit(AlertKind.DAILY_SUMMARY, Severity.INFO, f"daily summary {day}",
-                f"{len(cycles)} cycles, {len(traded)} traded{failed_reads}, turnover "
+                f"{len(cycles)} cycles, {len(traded)} traded{failed_reads}{restarts}, turnover "
                 f"{turnover:,.2f} USD, NAV {opening} -> {view.nav:,.2f} USD now, TE "
                 f"{view.tracking_error:.2%}, margin ratio {view.margin_ratio:.1%}", now,
                 day=day, cycles=len(cycles), trades=len(traded), read_failures=len(reads),
-                nav=view.nav, nav_open=nav_open, turnover_usd=turnover,
+                resumed=len(resumes), nav=view.nav, nav_open=nav_open, turnover_usd=turnover,
                 tracking_error=view.tracking_error, margin_ratio=view.margin_ratio)

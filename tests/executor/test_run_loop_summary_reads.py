@@ -101,3 +101,28 @@ def test_a_day_the_exchange_never_answered_gets_its_summary(make: Make) -> None:
     assert day0.fields["nav_open"] == day0.fields["nav"]  # nothing traded: the NAV did not move
     assert day1.fields["nav_open"] is None and day2.fields["nav_open"] is not None
     assert "NAV (not read that day) -> " in day1.text
+
+
+def test_a_plan_met_on_restart_is_no_cycle_of_the_summary(make: Make) -> None:
+    """A restart finds the crashed run's plan superseded (a manual execute in between): its row
+    (reason ``resume``, action ``recovered``) is no cycle of the loop's; the interrupted cycle
+    runs again at once and trades (reason ``restart``). Day 0's summary: 1 cycle (as the loop
+    counted it), 1 traded, 1 open plan met on restart; the loop's own count on day 0 is the
+    same 1 (its total, 2, adds day 1's 00:00 schedule cycle)."""
+    first, _ = rig._crashed_first_run(make)
+    plan_id = first.state("plan_in_flight")
+    old = first.journal.plan(plan_id)
+    first.journal.record_plan(rig.dataclasses.replace(old, plan_id=old.plan_id[:-4] + "beef",
+                                                      legs=()), "", first.runner.account)
+    first.journal.close()
+    first.store.close()
+
+    second = make(rig.NaiveFutures(band=0.01), prices=rig.BTC_UP, end=T0 + DAY)
+    summary = second.run()
+    assert [(r, a) for _, r, a in second.reasons()] == [("resume", "recovered"),
+                                                        ("restart", "traded"),
+                                                        ("schedule", "no_trade")]
+    assert summary.cycles == 2
+    (day0,) = second.alerts("daily_summary")
+    assert (day0.fields["cycles"], day0.fields["trades"], day0.fields["resumed"]) == (1, 1, 1)
+    assert day0.text.startswith("1 cycles, 1 traded, 1 open plans met on restart, turnover ")
