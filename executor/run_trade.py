@@ -347,8 +347,10 @@ LAST_ERROR_READ = "last_error_read"
 
 
 def failure_shape(msg: str) -> str:
-    """``msg`` with ids, times and numbers masked (runs of digits and hex ids of 8 or more
-    characters become ``#``): the same failure at two wake-ups has one shape."""
+    """``msg`` with ids, times and numbers masked: every run of hex characters that holds a digit
+    becomes ``#`` (``2026-12-07T10:00`` -> ``#-#-#T#:#``, ``-2019`` -> ``-#``, ``1000SHIBUSDT`` ->
+    ``#SHIBUSDT``; a word without a digit stays): the same failure at two wake-ups has one
+    shape."""
     return re.sub(r"[0-9a-f]*\d[0-9a-f]*", "#", msg)
 
 

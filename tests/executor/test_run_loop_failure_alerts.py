@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import requests
 import test_run_loop as rig  # tests/executor, on sys.path (its paper venue and clock)
 from test_run_loop import BTC_UP, DAY, T0, H, Make
@@ -71,6 +72,15 @@ def test_the_shape_masks_ids_and_numbers() -> None:
     b = "plan 20240601060000a1f2 was not executed: set_leverage failed 4 times: HTTP 503"
     assert failure_shape(a) == failure_shape(b)
     assert failure_shape(a) != failure_shape("plan 2024 was not executed: margin -2019")
+
+
+@pytest.mark.parametrize(("msg", "shape"), [
+    ("2026-12-07T10:00", "#-#-#T#:#"), ("-2019", "-#"), ("1000SHIBUSDT", "#SHIBUSDT"),
+    ("deadbeef cafe", "deadbeef cafe"), ("plan 20261207abc1 leg 2", "plan # leg #")])
+def test_the_shape_masks_each_hex_run_that_holds_a_digit(msg: str, shape: str) -> None:
+    """By hand, as the docstring states: a run of hex characters with a digit in it is one '#';
+    letters past 'f' end the run; a hex word without a digit stays."""
+    assert failure_shape(msg) == shape
 
 
 def test_a_failure_alert_the_webhook_did_not_take_is_sent_again(make: Make) -> None:
