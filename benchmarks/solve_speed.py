@@ -707,6 +707,8 @@ class SizeResult:
     inaccurate_days: list[str] = field(default_factory=list)
     failed_days: list[str] = field(default_factory=list)
     native_failed_days: int = 0
+    #: days fbr's engine needed more than one attempt (Clarabel's ladder: the first stalled)
+    retried_days: int = 0
     cvxpy_inaccurate_days: int = 0
     cvxpy_failed_days: int = 0
     builds_after_day0: int = 0
@@ -746,6 +748,7 @@ class SizeResult:
             **self._paired_summary(),
             "native_mode": self.native_mode, "fbr_inaccurate_days": self.inaccurate_days,
             "fbr_failed_days": self.failed_days, "native_failed_days": self.native_failed_days,
+            "fbr_retried_days": self.retried_days,
             "cvxpy_default_inaccurate_days": self.cvxpy_inaccurate_days,
             "cvxpy_default_failed_days": self.cvxpy_failed_days,
             "builds_after_day0": self.builds_after_day0, "builds_at_end": self.builds_at_end,
@@ -930,6 +933,7 @@ def run_size(config: str, n: int, days: int, seed: int, profile: bool,
             res.inaccurate_days.append(f"day {day}: {out.result.solver} {out.result.status}")
         if out is not None:
             res.iterations.append(out.result.iterations)
+            res.retried_days += out.result.attempts > 1
         if profiler is not None:
             profiler.enable()
             fbr_once()
@@ -1087,6 +1091,9 @@ def print_table(config: str, rows: list[dict[str, Any]]) -> list[str]:
             print(f"  fbr {config} N={r['n']}: {what} on {len(days)} day(s) ({_ranges(days)})")
         if r["native_failed_days"]:
             print(f"  native {config} N={r['n']}: no solution on {r['native_failed_days']} day(s)")
+        if r.get("fbr_retried_days"):
+            print(f"  fbr {config} N={r['n']}: first attempt short of the accepted tolerances on "
+                  f"{r['fbr_retried_days']} of {r['days']} day(s) (answered by a later attempt)")
         fbr_it, cvx_it = r["ms_per_iteration_median"]
         print(f"  {config} N={r['n']}: median iterations fbr {r['median_iterations']:.1f}, cvxpy "
               f"default {r['cvxpy_default_median_iterations']:.1f}; ms per iteration fbr "

@@ -133,7 +133,7 @@ class RawResult:
     ``x`` is the solver's whole primal vector (None unless a solution is present), for callers
     that read variables other than z (a multi-period plan's later steps).
     ``errors``: :func:`error_status` texts of exceptions the engine recovered from by a retry of
-    its own before this result (the chain lists them in ``tried`` ahead of this result's status).
+    its own (``tried`` lists them ahead of this status); ``attempts``: the solves run for it.
     """
 
     z: np.ndarray | None
@@ -144,6 +144,7 @@ class RawResult:
     objective: float
     x: np.ndarray | None = None
     errors: tuple[str, ...] = ()
+    attempts: int = 1
 
 
 OPTIMAL = "optimal"
@@ -356,7 +357,7 @@ class ClarabelEngine(CvxpyDataEngine):
         errors: list[str] = []
         crash: Exception | None = None
         kept: tuple[RawResult, Any, dict[str, float], float] | None = None
-        for options, scale in self._attempts():
+        for tries, (options, scale) in enumerate(self._attempts(), start=1):
             self.attempt_options, self.scale = options, scale
             try:
                 res = self._attempt(t0)
@@ -367,14 +368,14 @@ class ClarabelEngine(CvxpyDataEngine):
                 errors.append(error_status(exc))
                 continue
             if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED):
-                return replace(res, errors=tuple(errors))
+                return replace(res, errors=tuple(errors), attempts=tries)
             if kept is None or (kept[0].status == FAILED and res.status == OPTIMAL_INACCURATE):
                 kept = (res, self.raw, options, scale)
         if kept is None:
             assert crash is not None
             raise crash
         res, self.raw, self.attempt_options, self.scale = kept
-        return replace(res, seconds=time.perf_counter() - t0, errors=tuple(errors))
+        return replace(res, seconds=time.perf_counter() - t0, errors=tuple(errors), attempts=tries)
 
     def _attempts(self) -> Iterator[tuple[dict[str, float], float]]:
         """:data:`CLARABEL_ATTEMPTS` with this engine's options in place of CLARABEL_SETTINGS

@@ -169,7 +169,7 @@ def test_the_attempt_ladder(monkeypatch: pytest.MonkeyPatch, statuses: list[str]
 
     monkeypatch.setattr(ClarabelEngine, "_call", scripted)
     got = eng.solve()
-    assert got.status == served
+    assert got.status == served and got.attempts == attempts
     unit = 1.0 / max(np.abs(eng.P.data).max(), np.abs(eng.q).max())
     ladder = [(dict(o), unit if sc == engines.TO_UNIT else sc)
               for o, sc in engines.CLARABEL_ATTEMPTS]
