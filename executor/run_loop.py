@@ -362,7 +362,7 @@ class Runner(BookWatch, RestartHandler):
         day = self.store.get("day")
         if day is not None and today <= day:
             return
-        for past in days_to_close(day, today) if day is not None else []:
+        for past in days_to_close(self.store, day, today) if day is not None else []:
             opening = self.store.get("day_nav") if past == day else None
             self._summary(now, past, view, float(opening) if opening else None)
         self.store.put("day", today)

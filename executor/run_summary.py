@@ -1,8 +1,8 @@
 """The daily loop's daily summary (:func:`send_daily_summary`): one ``daily_summary`` alert per UTC
 day, sent by :class:`executor.run_loop.Runner` when a new day starts: at the first successful
-account read of a later day, one per day since the last day the loop read the account
-(:func:`days_to_close`), so a day the exchange never answered gets its summary too (its cycles
-0, its failed reads counted, its opening NAV not read).
+account read of a later day, one per day since the last day the loop read the account on which
+it ran (:func:`days_to_close`), so a day the exchange never answered gets its summary too (its
+cycles 0, its failed reads counted, its opening NAV not read).
 
 Its ``cycles`` are the day's cycles as the loop counts them (the health file's and ``--json``'s
 ``cycles``): a failed account read is a row of the run tables (reason ``read``) but no cycle, so it
@@ -35,12 +35,14 @@ def day_rows(store: RunStore, start: datetime) -> dict[str, list[CycleRecord]]:
             "resumes": [c for c in rows if c.reason == RESUME]}
 
 
-def days_to_close(last: str, today: str) -> list[str]:
-    """The ISO dates from ``last`` (the last UTC day the loop read the account) to the day before
-    ``today``: the days whose summaries are due."""
-    first = date.fromisoformat(last)
-    return [(first + timedelta(days=k)).isoformat()
-            for k in range((date.fromisoformat(today) - first).days)]
+def days_to_close(store: RunStore, last: str, today: str) -> list[str]:
+    """The days whose summaries are due on ``today`` (ISO dates): ``last`` (the last UTC day the
+    loop read the account) and every later day before ``today`` with a row of the run tables (a
+    failed read at least); a day the loop did not run at all (stopped, or a cron job off) has none
+    and gets no summary."""
+    first, end = date.fromisoformat(last), date.fromisoformat(today)
+    seen = {c.time.date() for c in store.cycles() if first < c.time.date() < end}
+    return [last, *(d.isoformat() for d in sorted(seen))] if first < end else []
 
 
 def send_daily_summary(alerts: AlertHub, store: RunStore, now: datetime, day: str, view: View,

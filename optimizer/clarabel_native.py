@@ -135,7 +135,7 @@ class Equilibrator:
 
     The norms are taken of the original data times the scales so far, where Clarabel rescales its
     copy of the data in place: the same scaling up to rounding (``tests/optimizer/
-    test_clarabel_native.py`` solves random problems both ways to the same iterations).
+    test_clarabel_native.py`` stops both after k iterations on random problems: the same iterate).
     """
 
     def __init__(self, P: sp.csc_matrix, A: sp.csc_matrix, blocks: Sequence[tuple[int, int]]) -> None:

@@ -126,3 +126,19 @@ def test_a_plan_met_on_restart_is_no_cycle_of_the_summary(make: Make) -> None:
     (day0,) = second.alerts("daily_summary")
     assert (day0.fields["cycles"], day0.fields["trades"], day0.fields["resumed"]) == (1, 1, 1)
     assert day0.text.startswith("1 cycles, 1 traded, 1 open plans met on restart, turnover ")
+
+
+def test_days_the_loop_did_not_run_get_no_summary(make: Make) -> None:
+    """The loop runs on day 0 until 06:00, then is off until day 3 (stopped, not failing): the
+    first read of day 3 sends day 0's summary only; days 1 and 2 have no row of the run tables
+    and get none (an outage's days have their failed reads: the test above)."""
+    first = make(Fixed({}), end=T0 + 6 * H, triggers=Triggers(check_every=6 * H))
+    first.run()
+    first.journal.close()
+    first.store.close()
+    second = make(Fixed({}), end=T0 + 3 * DAY + H, clock_start=T0 + 3 * DAY,
+                  triggers=Triggers(check_every=6 * H))
+    second.run()
+    (day0,) = second.alerts("daily_summary")
+    assert day0.fields["day"] == T0.date().isoformat() and day0.time == T0 + 3 * DAY
+    assert (day0.fields["cycles"], day0.fields["read_failures"]) == (1, 0)
