@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from models.errors import FbrError, RefusedError
@@ -97,6 +98,17 @@ def one_book(cur: sqlite3.Cursor, venue: str, book_name: str, book_path: str, ac
         f"that book's positions and wallet as its own and trade against it. Fix: give each book "
         f"an account (or sub-account) of its own; if book {name!r} no longer trades this account "
         f"(retired, renamed or moved), start a new journal (--journal)")
+
+
+def check_one_book(path: Path, venue: str, book_name: str, book_path: str, account: str) -> None:
+    """:func:`one_book` on the journal file at ``path`` before anything else opens it (a loop's
+    start-up): nothing to refuse when the file or its plans table does not exist yet."""
+    if not path.is_file():
+        return
+    with closing(sqlite3.connect(str(path), timeout=30.0)) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'plans'").fetchone() is None:
+            return
+        one_book(conn.cursor(), venue, book_name, book_path, account)
 
 
 def _default_named_apart(name: str, path: str, book_path: str) -> bool:

@@ -111,6 +111,7 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
           ) -> dict[str, object]:
     from dataclasses import replace
 
+    from executor.journal_schema import check_one_book
     from executor.plan import OrderType, PlanOptions, with_book_settings
     from executor.run_loop import Runner
     from executor.run_settings import RunSettings
@@ -119,7 +120,6 @@ def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | No
     from fbr.backtest_config import build_path
     from fbr.run_wiring import (
         alert_hub,
-        check_one_book,
         check_webhooks,
         loop_policy,
         signals,

@@ -76,24 +76,6 @@ def alert_hub(cfg: RunConfig) -> AlertHub:
     return hub
 
 
-def check_one_book(journal_path: Path, venue: str, book_name: str, book_path: str,
-                   account: str) -> None:
-    """Refuse to start a loop whose account this journal's latest plan gave to another book
-    (:func:`executor.journal_schema.one_book`, exit code 6), before any cycle: every plan it made
-    would be refused when recorded, a failed cycle at every wake-up."""
-    import sqlite3
-    from contextlib import closing
-
-    from executor.journal_schema import one_book
-
-    if not journal_path.is_file():
-        return
-    with closing(sqlite3.connect(str(journal_path), timeout=30.0)) as conn:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'plans'").fetchone() is None:
-            return
-        one_book(conn.cursor(), venue, book_name, book_path, account)
-
-
 def check_webhooks(hub: AlertHub, mode: str, account: str) -> None:
     """Send the start alert; a webhook that does not take it stops the run before any order."""
     alert = Alert(AlertKind.START, Severity.INFO, "fbr run started",

@@ -485,3 +485,30 @@ def test_two_book_files_of_one_default_name_are_two_books(tmp_path: Path) -> Non
         j.record_plan(plan("20240601000000eeee"), a, account="binanceusdm:k1")  # after a path-less
         j.record_plan(plan("20240601000000ffff", "test book"), a, account="binanceusdm:k2")
         j.record_plan(plan("20240601000000ffee", "test book"), b, account="binanceusdm:k2")
+
+
+def test_the_start_up_check_reads_the_journal_file_as_the_record_does(tmp_path: Path) -> None:
+    """``journal_schema.check_one_book`` before anything opens the journal: no file and a file
+    without plans pass (nothing recorded yet); the book of the account's latest plan passes, any
+    other is refused as recording its plan would be, and the file is left as it was."""
+    import dataclasses
+
+    from executor.journal_schema import check_one_book
+    from models.errors import RefusedError
+
+    path = tmp_path / "j.sqlite"
+    check_one_book(path, "paper", "other book", "", "binanceusdm:k1")  # no file yet
+    assert not path.exists()
+    sqlite3.connect(path).close()  # an empty database: no plans table
+    check_one_book(path, "paper", "other book", "", "binanceusdm:k1")
+    plan = _plan("20240601000000aaaa")
+    with Journal(path) as j:
+        j.record_plan(plan, account="binanceusdm:k1")
+        with pytest.raises(RefusedError) as recorded:
+            j.record_plan(dataclasses.replace(_plan("20240601000000bbbb"), book_name="other book"),
+                          account="binanceusdm:k1")
+    check_one_book(path, plan.venue, plan.book_name, "", "binanceusdm:k1")
+    check_one_book(path, plan.venue, "other book", "", "binanceusdm:k2")
+    with pytest.raises(RefusedError) as checked:
+        check_one_book(path, plan.venue, "other book", "", "binanceusdm:k1")
+    assert str(checked.value) == str(recorded.value)
