@@ -51,7 +51,7 @@ from executor.ccxt_metadata import (
 from executor.ccxt_orders import CcxtOrders
 from executor.plan import Instrument, OrderLeg
 from models.book import Book, FuturesPosition
-from models.errors import ExitCode, FbrError
+from models.errors import ExitCode, FbrError, spoken_list
 from models.instruments import ContractKind, Settlement
 from models.market import MarketSnapshot
 
@@ -336,7 +336,7 @@ def foreign_message(foreign: Mapping[str, Foreign], venue: str, *, refused: bool
             size += f" net ({' and '.join(f'{q:+.12g}' for q in f.sizes)}: LONG and SHORT rows)"
         held.append(f"{f.exchange_id} ({sym}) {size}")
     one = len(held) == 1
-    names = held[0] if one else ", ".join(held[:-1]) + " and " + held[-1]
+    names = spoken_list(held)
     it, its = ("it", "its") if one else ("them", "their")
     return (f"the {venue} account holds {names}, {'a position' if one else 'positions'} on "
             f"{'a contract' if one else 'contracts'} the book does not list: {its} unrealised PnL "

@@ -12,6 +12,7 @@ from executor.journal import Journal
 from executor.journal_schema import JournalError
 from executor.paper_store import VENUE, PaperStore
 from models.book import Book, FuturesPosition
+from models.errors import spoken_list
 from models.instruments import ContractKind
 
 
@@ -24,7 +25,7 @@ def check_listed(book: Book, futures: Mapping[str, FuturesPosition], journal_pat
              if s not in known and p.contracts != 0]
     if stray:
         one = len(stray) == 1
-        held = stray[0] if one else ", ".join(stray[:-1]) + " and " + stray[-1]
+        held = spoken_list(stray)
         raise JournalError(
             f"the paper account (journal {journal_path}) holds {held}, which the book no longer "
             f"lists. Fix: add the {'contract' if one else 'contracts'} back to the book and close "

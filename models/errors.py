@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -88,3 +89,10 @@ def check_fraction(field: str, value: float, *, lo: float = 0.0, hi: float = 1.0
     if v != v or not (lo <= v <= hi):
         raise ValidationError(field, f"is {v}", f"give a number between {lo} and {hi}")
     return v
+
+
+def spoken_list(items: Sequence[str]) -> str:
+    """``items`` as a message names them: "A", "A and B", "A, B and C" ("" for none)."""
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
