@@ -1,14 +1,16 @@
-"""The daily loop's watch on its book file (:class:`BookWatch`, a part of
+"""The daily loop's watch on its book file and run file (:class:`BookWatch`, a part of
 :class:`executor.run_loop.Runner`).
 
-``fbr run`` loads the book file once, at start. A loop must never trade a book its file no longer
-says, so at each wake-up, before the account is read or anything traded, the Runner asks its
-``book_changed`` check (built by the CLI, :func:`fbr.book_watch.book_watcher`: the book file and
-the files it names, by content). When it answers, the loop sends one CRITICAL ``stop`` alert,
-names the change in the health file's ``last_error`` and ends with the status ``book_changed``
-(``fbr run`` exits with code 6), so that it is started again on the file as it is now (a
-supervisor such as systemd with ``Restart=on-failure`` does it). No check (None, as in
-``--simulate`` and in tests of the Runner alone): the loop never stops for it.
+``fbr run`` loads the run file and the book file once, at start. A loop must never trade a book
+its file no longer says, nor under limits its run file no longer says, so at each wake-up, before
+the account is read or anything traded, the Runner asks its ``book_changed`` check (built by the
+CLI, :func:`fbr.book_watch.run_watcher`: the run file, the book file and the files it names, by
+content). When it answers, the loop sends one CRITICAL ``stop`` alert titled by the change ("book
+file changed" or "run file changed"), names the change in the health file's ``last_error`` and
+ends with the status ``book_changed`` (for either file; ``fbr run`` exits with code 6), so that it
+is started again on the files as they are now (a supervisor such as systemd with
+``Restart=on-failure`` does it). No check (None, as in ``--simulate`` and in tests of the Runner
+alone): the loop never stops for it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ BOOK_CHANGED = "book_changed"
 class BookWatch(CycleTrader):
     """Stops the loop when its book file changed (see the module docstring)."""
 
-    #: what changed in the book file since the loop loaded it ("book file changed: ..."), or None
+    #: what changed in the book or run file since the loop loaded it ("book file changed: ...",
+    #: "run file changed: ..."), or None
     book_changed: Callable[[], str | None] | None = None
     #: the change that stopped this loop (None: none)
     book_change: str | None = None
@@ -45,6 +48,7 @@ class BookWatch(CycleTrader):
                 f"it); nothing was sent after the change was seen")
         self.book_change, self._stop = text, BOOK_CHANGED
         self._err = (text, False)
-        self.alerts.emit(AlertKind.STOP, Severity.CRITICAL, "book file changed: fbr run stopped",
+        what_changed = what.split(":", 1)[0]  # "book file changed" or "run file changed"
+        self.alerts.emit(AlertKind.STOP, Severity.CRITICAL, f"{what_changed}: fbr run stopped",
                          text, now)
         return True

@@ -1,9 +1,11 @@
-"""``fbr run``'s check that its book file is still the one it loaded (used by
+"""``fbr run``'s check that its run file and its book file are still the ones it loaded (used by
 :class:`executor.run_book_watch.BookWatch` at each wake-up).
 
-The book file and the files it names with ``file = ...`` (found as the dashboard finds them:
-:func:`fbr.web.book_cache.book_inputs`) are compared by content (SHA-256), so a save that changes
-nothing (same bytes, a new mtime) is no change, and an edit within one mtime tick is one.
+The run file, the book file and the files the book names with ``file = ...`` (found as the
+dashboard finds them: :func:`fbr.web.book_cache.book_inputs`) are compared by content (SHA-256), so
+a save that changes nothing (same bytes, a new mtime) is no change, and an edit within one mtime
+tick is one. The run file holds the loop's policy, schedule, triggers, limits and alerts, all read
+once at start: an edit to them would otherwise be ignored until the next start.
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ def book_watcher(book_path: Path) -> Callable[[], str | None]:
             how = "can no longer be read" if now is None else "is not what the loop loaded"
             return f"book file changed: {where} {how}"
         return None
+
+    return changed
+
+
+def run_watcher(run_path: Path, book_path: Path) -> Callable[[], str | None]:
+    """:func:`book_watcher`'s check, preceded by one of the run file ``run_path`` itself (call it
+    right after the run file and its book are loaded): None while nothing changed, else a message
+    naming the first file that changed ("run file changed: ..." or "book file changed: ...")."""
+    run, was = Path(run_path), _digest(Path(run_path))
+    book_changed = book_watcher(book_path)
+
+    def changed() -> str | None:
+        now = _digest(run)
+        if now != was:
+            how = "can no longer be read" if now is None else "is not what the loop loaded"
+            return f"run file changed: {run} {how}"
+        return book_changed()
 
     return changed
 

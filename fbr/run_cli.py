@@ -55,7 +55,7 @@ def run(config: Annotated[Path, typer.Argument(help="Run file (TOML): a backtest
                            f"file (see examples/run_paper.toml)")
         cfg = load_run_file(config)
         result = (_simulate(cfg, journal) if simulate
-                  else _loop(cfg, journal, live, max_cycles, once, _watch(cfg)))
+                  else _loop(cfg, journal, live, max_cycles, once, _watch(cfg, config)))
         changed = result.pop("book_change", None)
         if as_json:
             _emit({"status": "ok", **result} if changed is None else
@@ -98,12 +98,12 @@ def _open(cfg: RunConfig, journal_path: Path, live: bool, alerts: AlertHub) -> O
     return dry_venue(cfg, journal_path)
 
 
-def _watch(cfg: RunConfig) -> Callable[[], str | None]:
-    """The loop's check of its book file (:mod:`fbr.book_watch`), made right after the run file
-    loaded the book: an edit from then on stops the loop at its next wake-up."""
-    from fbr.book_watch import book_watcher
+def _watch(cfg: RunConfig, run_path: Path) -> Callable[[], str | None]:
+    """The loop's check of its run file and its book file (:mod:`fbr.book_watch`), made right
+    after the run file loaded the book: an edit from then on stops the loop at its next wake-up."""
+    from fbr.book_watch import run_watcher
 
-    return book_watcher(cfg.backtest.book_path)
+    return run_watcher(run_path, cfg.backtest.book_path)
 
 
 def _loop(cfg: RunConfig, journal: Path | None, live: bool, max_cycles: int | None,

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from executor.schedule import SimClock
-from fbr.book_watch import book_watcher
+from fbr.book_watch import book_watcher, run_watcher
 from fbr.cli import app
 from models.errors import ExitCode
 
@@ -51,6 +51,26 @@ def test_the_check_compares_contents_of_the_book_and_the_files_it_names(tmp_path
     assert check() is None
     book.unlink()
     assert check() == f"book file changed: {book} can no longer be read"
+
+
+def test_the_run_check_names_the_run_file_first_then_the_book(tmp_path: Path) -> None:
+    """The run file's own bytes, then the book's check: unchanged -> None; the book edited -> the
+    book's message; the run file edited too -> the run file's (the first checked); the run file
+    back as loaded -> the book's again; the run file gone -> 'can no longer be read'."""
+    book, run = _run_file(tmp_path)
+    check = run_watcher(run, book)
+    assert check() is None
+    run.write_bytes(run.read_bytes())  # saved again, the same bytes
+    assert check() is None
+    loaded_book, loaded_run = book.read_text(), run.read_text()
+    book.write_text(loaded_book + "\n# edited\n")
+    assert check() == f"book file changed: {book} is not what the loop loaded"
+    run.write_text(loaded_run.replace('check_every = "6h"', 'check_every = "1h"'))
+    assert check() == f"run file changed: {run} is not what the loop loaded"
+    run.write_text(loaded_run)
+    assert check() == f"book file changed: {book} is not what the loop loaded"
+    run.unlink()
+    assert check() == f"run file changed: {run} can no longer be read"
 
 
 def _run_file(tmp_path: Path) -> tuple[Path, Path]:
@@ -97,6 +117,26 @@ def test_fbr_run_ends_with_book_changed_and_exit_6(tmp_path: Path, monkeypatch: 
         assert f"book file changed: {book}" in res.stderr.replace("\n", "")
     health = json.loads((tmp_path / "st" / "health.json").read_text())
     assert health["status"] == "book_changed" and str(book) in health["last_error"]
+
+
+def test_fbr_run_ends_when_its_run_file_changes(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run file's daily loss limit added after the first cycle (the book untouched): the next
+    wake-up ends the loop as a book edit does (one cycle, exit code 6, ``book_changed``), the
+    message naming the run file, so that the new limit is not ignored until a restart."""
+    _book, run = _run_file(tmp_path)
+
+    def edit(_t0: datetime, _t1: datetime) -> None:
+        if "[limits]" not in run.read_text():
+            run.write_text(run.read_text() + '[limits]\ndaily_loss_usd = 1000\n')
+
+    _clock(monkeypatch, edit)
+    res = CliRunner().invoke(app, ["run", str(run), "--journal", str(tmp_path / "j.sqlite"),
+                                   "--json"])
+    assert res.exit_code == ExitCode.REFUSED, res.output
+    doc = json.loads(res.stdout)
+    assert (doc["status"], doc["run"], doc["cycles"]) == ("error", "book_changed", 1)
+    assert doc["error"].startswith(f"run file changed: {run} is not what the loop loaded")
 
 
 def test_fbr_run_on_an_unchanged_book_runs_on(tmp_path: Path,
