@@ -21,35 +21,36 @@ def book_watcher(book_path: Path) -> Callable[[], str | None]:
     """A check of ``book_path`` and of the files it names, as they are now (call it right after
     the book is loaded): the check returns None while each file holds the same bytes, else a
     message naming the first that changed or can no longer be read."""
-    book = Path(book_path)
-    kept = {p: _digest(p) for p in (book, *book_inputs(book)[1])}
-
-    def changed() -> str | None:
-        for path, was in kept.items():
-            now = _digest(path)
-            if now == was:
-                continue
-            where = (f"{book}" if path == book else f"{path} (named by the book file {book})")
-            how = "can no longer be read" if now is None else "is not what the loop loaded"
-            return f"book file changed: {where} {how}"
-        return None
-
-    return changed
+    return _watcher(_book_files(Path(book_path)))
 
 
 def run_watcher(run_path: Path, book_path: Path) -> Callable[[], str | None]:
     """:func:`book_watcher`'s check, preceded by one of the run file ``run_path`` itself (call it
     right after the run file and its book are loaded): None while nothing changed, else a message
     naming the first file that changed ("run file changed: ..." or "book file changed: ...")."""
-    run, was = Path(run_path), _digest(Path(run_path))
-    book_changed = book_watcher(book_path)
+    run = Path(run_path)
+    return _watcher([(run, f"run file changed: {run}"), *_book_files(Path(book_path))])
+
+
+def _book_files(book: Path) -> list[tuple[Path, str]]:
+    """The book file and the files it names, each with how a change of it is named."""
+    named = [(p, f"book file changed: {p} (named by the book file {book})")
+             for p in book_inputs(book)[1]]
+    return [(book, f"book file changed: {book}"), *named]
+
+
+def _watcher(files: list[tuple[Path, str]]) -> Callable[[], str | None]:
+    """A check of ``files`` (path, how its change is named) against their bytes now: None while
+    each holds the same bytes, else the first change's name and whether the file is unreadable or
+    different."""
+    kept = [(path, name, _digest(path)) for path, name in files]
 
     def changed() -> str | None:
-        now = _digest(run)
-        if now != was:
-            how = "can no longer be read" if now is None else "is not what the loop loaded"
-            return f"run file changed: {run} {how}"
-        return book_changed()
+        for path, name, was in kept:
+            now = _digest(path)
+            if now != was:
+                return f"{name} {'can no longer be read' if now is None else 'is not what the loop loaded'}"
+        return None
 
     return changed
 
