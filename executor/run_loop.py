@@ -362,18 +362,16 @@ class Runner(BookWatch, RestartHandler):
         day = self.store.get("day")
         if day is not None and today <= day:
             return
-        for past in days_to_close(self.store, day, today) if day is not None else []:
+        rows = self.store.cycles()  # read once for every due day
+        for past in days_to_close(rows, day, today):
             opening = self.store.get("day_nav") if past == day else None
-            self._summary(now, past, view, float(opening) if opening else None)
+            # the journal's turnover: the run tables' rows miss legs settled after their cycle
+            turnover = self._turnover_on(datetime.fromisoformat(past).replace(tzinfo=UTC), view)
+            send_daily_summary(self.alerts, rows, now, past, view, turnover,
+                               float(opening) if opening else None)
         self.store.put("day", today)
         self.store.put("day_nav", repr(view.nav))
         self.store.put("halted", None)
-
-    def _summary(self, now: datetime, day: str, view: View, nav_open: float | None) -> None:
-        """The summary of ``day`` (:mod:`executor.run_summary`); its turnover is the journal's (the
-        run tables' rows miss legs settled after their cycle)."""
-        turnover = self._turnover_on(datetime.fromisoformat(day).replace(tzinfo=UTC), view)
-        send_daily_summary(self.alerts, self.store, now, day, view, turnover, nav_open)
 
     # --- health -------------------------------------------------------------------------------
     def _health(self, status: str, now: datetime) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from executor.alerts import AlertHub, AlertKind, Severity
 from executor.run_cycle import View
-from executor.run_store import CycleRecord, RunStore
+from executor.run_store import CycleRecord
 
 #: the reason of the run-table row of a failed account read (not a cycle)
 READ = "read"
@@ -26,33 +26,36 @@ READ = "read"
 RESUME = "resume"
 
 
-def day_rows(store: RunStore, start: datetime) -> dict[str, list[CycleRecord]]:
-    """The run-table rows of the UTC day starting at ``start`` by kind: ``cycles``, ``reads``
-    (failed account reads) and ``resumes`` (plans a restart found open)."""
-    rows = [c for c in store.cycles() if start <= c.time < start + timedelta(days=1)]
+def day_rows(rows: list[CycleRecord], start: datetime) -> dict[str, list[CycleRecord]]:
+    """Of the account's run-table ``rows`` (:meth:`RunStore.cycles`), those of the UTC day starting
+    at ``start`` by kind: ``cycles``, ``reads`` (failed account reads) and ``resumes`` (plans a
+    restart found open)."""
+    rows = [c for c in rows if start <= c.time < start + timedelta(days=1)]
     return {"cycles": [c for c in rows if c.reason not in (READ, RESUME)],
             "reads": [c for c in rows if c.reason == READ],
             "resumes": [c for c in rows if c.reason == RESUME]}
 
 
-def days_to_close(store: RunStore, last: str, today: str) -> list[str]:
+def days_to_close(rows: list[CycleRecord], last: str | None, today: str) -> list[str]:
     """The days whose summaries are due on ``today`` (ISO dates): ``last`` (the last UTC day the
-    loop read the account) and every later day before ``today`` with a row of the run tables (a
-    failed read at least); a day the loop did not run at all (stopped, or a cron job off) has none
-    and gets no summary."""
+    loop read the account; None: none yet, nothing due) and every later day before ``today`` with
+    one of the account's run-table ``rows`` (a failed read at least); a day the loop did not run
+    at all (stopped, or a cron job off) has none and gets no summary."""
+    if last is None:
+        return []
     first, end = date.fromisoformat(last), date.fromisoformat(today)
-    seen = {c.time.date() for c in store.cycles() if first < c.time.date() < end}
+    seen = {c.time.date() for c in rows if first < c.time.date() < end}
     return [last, *(d.isoformat() for d in sorted(seen))] if first < end else []
 
 
-def send_daily_summary(alerts: AlertHub, store: RunStore, now: datetime, day: str, view: View,
-                       turnover: float, nav_open: float | None) -> None:
+def send_daily_summary(alerts: AlertHub, rows: list[CycleRecord], now: datetime, day: str,
+                       view: View, turnover: float, nav_open: float | None) -> None:
     """Alert the summary of ``day`` (ISO date, UTC): its cycles, how many traded, its failed
     account reads (when any), ``turnover`` (USD, the journal's), NAV at the day's opening
     (``nav_open``; None: the account was not read that day) and now, and ``view``'s tracking
-    error and margin ratio (``view``: the account now)."""
-    rows = day_rows(store, datetime.fromisoformat(day).replace(tzinfo=UTC))
-    cycles, reads, resumes = rows["cycles"], rows["reads"], rows["resumes"]
+    error and margin ratio (``view``: the account now); ``rows``: the account's run-table rows."""
+    kinds = day_rows(rows, datetime.fromisoformat(day).replace(tzinfo=UTC))
+    cycles, reads, resumes = kinds["cycles"], kinds["reads"], kinds["resumes"]
     traded = [c for c in cycles + resumes if c.action == "traded"]
     failed_reads = f", {len(reads)} account reads failed" if reads else ""
     restarts = f", {len(resumes)} open plans met on restart" if resumes else ""
