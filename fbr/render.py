@@ -163,9 +163,11 @@ def render_solution(sol: Solution, console: Console) -> None:
         console.print(plan)
         console.print(f"[bold]plan:[/bold] {escape(plan_note(sol) or '')}")
     console.print(summary_table(sol))
-    if sol.binding_constraints:
-        lines = [Text(f"- {b.explanation}") for b in sol.binding_constraints]
-        console.print(Panel(Group(*lines), title="binding constraints"))
+    # rows whose dual is at solver precision hold nothing back: in --json only (holds_back false)
+    held = [b for b in sol.binding_constraints if b.holds_back]
+    if held:
+        console.print(Panel(Group(*[Text(f"- {b.explanation}") for b in held]),
+                            title="binding constraints"))
     if sol.conflicts:
         lines = [Text(f"- {c.name}: relaxed by {c.violation:.6g} {c.unit}") for c in sol.conflicts]
         lines += [Text(f"- {row}: binding against them") for row in sol.opposing]

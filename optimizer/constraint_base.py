@@ -196,6 +196,13 @@ class Constraint(ABC):
                                                 else None),
                           usd=fall * d.V / d.gamma_trade if d.gamma_trade > 0 else None)
 
+    def holds_back(self, row: str, dual_user: float) -> bool:
+        """False when :meth:`predict`'s loosening of ``row`` moves the objective by less than
+        ``NEGLIGIBLE_SHARE`` of its size (a dual at solver precision: the row holds nothing back,
+        whether it touches its bound or not); True otherwise, also without a prediction."""
+        p = self.predict(row, dual_user)
+        return p is None or -p.objective_change >= NEGLIGIBLE_SHARE * p.objective_size
+
     def explain(self, row: str, dual_user: float) -> str:
         """One line saying what a concrete loosening of ``row`` does, in user units: the predicted
         fall of the objective (first order, from the dual), as the cut of tracking error it equals

@@ -23,7 +23,7 @@ from models.instruments import contract_arrays
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.checks import check_not_liquidatable, order_blockers
-from optimizer.constraint_base import NEGLIGIBLE_SHARE, Constraint
+from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData, Structure
 from optimizer.elastic import ElasticResult, elastic_resolve
 from optimizer.elastic_plan import elastic_plan_resolve
@@ -336,7 +336,7 @@ class Rebalancer:
                     continue
                 du = float(dual) * c.per_unit(d) / d.structure.objective_scale
                 out.append(Binding(lab, du, _plan_explanation(hp, c, lab, du)
-                                   or c.explain(lab, du)))
+                                   or c.explain(lab, du), c.holds_back(lab, du)))
         return tuple(out)
 
 
@@ -371,8 +371,7 @@ def _plan_explanation(hp: HedgeProblem, c: Constraint, row: str, dual_user: floa
     if not isinstance(hp, PlannerProblem) or hp.horizon <= 1:
         return None
     where = f"at step 1 of the {hp.horizon}-step plan"
-    p = c.predict(row, dual_user)
-    if p is not None and -p.objective_change < NEGLIGIBLE_SHARE * p.objective_size:
+    if not c.holds_back(row, dual_user):
         return f"{row} holds nothing back {where} (its dual is at solver precision)"
     return (f"{row} binds {where}: loosening it lowers the plan's objective (risk and costs over "
             f"all {hp.horizon} steps) by {dual_user:.3g} per {c.unit} (first order)")

@@ -76,11 +76,16 @@ class Binding:
     the objective (objective units per user unit of the bound: USD, pp, x of leverage; the
     objective is TE^2 + gamma-weighted costs / V, optimizer.terms); and a one-line explanation of
     a concrete loosening's first-order effect on tracking error (bp) and trading cost (USD)
-    (optimizer.constraint_base.Constraint.explain)."""
+    (optimizer.constraint_base.Constraint.explain). ``holds_back`` is False for a row whose dual
+    is at solver precision (its explanation's loosening moves the objective by less than
+    ``NEGLIGIBLE_SHARE`` of its size, :meth:`optimizer.constraint_base.Constraint.holds_back`): an
+    interior-point solver leaves a small positive dual on rows well inside their bounds too, so
+    such a row is not reported as binding, whether it touches its bound or not."""
 
     name: str
     dual: float
     explanation: str
+    holds_back: bool = True
 
 
 @dataclass(frozen=True)

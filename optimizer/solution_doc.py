@@ -82,6 +82,7 @@ class BindingDoc(TypedDict):
     name: str
     dual: float
     explanation: str
+    holds_back: bool
 
 
 class ConflictDoc(TypedDict):

@@ -141,7 +141,7 @@ class WhatIfResult:
                    "trades": [{"symbol": t.symbol, "notional": t.notional, "contracts": t.contracts}
                               for t in s.trades],
                    "trading_cost": s.costs.trading, "maintenance_ratio": s.margin.maintenance_ratio,
-                   "binding_constraints": [b.name for b in s.binding_constraints],
+                   "binding_constraints": [b.name for b in s.binding_constraints if b.holds_back],
                    "messages": list(s.messages)}
             if s.spot_costs is not None:  # the spot leg: its trades are part of the move
                 nxt["spot_trades"] = [{"asset": t.asset, "notional": t.notional, "units": t.units}

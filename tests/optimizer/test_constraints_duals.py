@@ -342,6 +342,7 @@ def test_explanations_predict_a_concrete_loosening() -> None:
             fall = -p.objective_change
             assert 0 < fall <= PREDICTION_SHARE * p.objective_size * (1 + 1e-12)
             assert c.step_phrase(b.name, p.step) in b.explanation, b.explanation
+            assert b.holds_back == (fall >= NEGLIGIBLE_SHARE * p.objective_size), b
             if fall < NEGLIGIBLE_SHARE * p.objective_size:
                 assert "holds nothing back" in b.explanation, b.explanation
                 continue
