@@ -240,10 +240,18 @@ def fraction(value: object, path: str, *, upper: float = 1.0, upper_open: bool =
     return v
 
 
+#: The largest whole number a file may give: TOML's own limit (a 64-bit signed integer), which
+#: Python's TOML reader does not enforce; above it numpy and pandas overflow.
+MAX_WHOLE = 2**63 - 1
+
+
 def whole(value: object, path: str, lo: int) -> int:
-    """A whole number >= ``lo`` (not a boolean)."""
+    """A whole number from ``lo`` to :data:`MAX_WHOLE` (not a boolean)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValidationError(path, f"is {value!r}", f"give a whole number >= {lo}")
+    if value > MAX_WHOLE:
+        raise ValidationError(path, f"is {value!r}, beyond a 64-bit integer (TOML's limit)",
+                              f"give a whole number from {lo} to {MAX_WHOLE:,}")
     return int(value)
 
 
