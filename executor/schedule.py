@@ -1,8 +1,8 @@
 """When the daily loop rebalances: a fixed interval or a cron expression, and the clock it runs on.
 
-- ``interval``: a duration (``"30m"``, ``"8h"``, ``"1d"``; > 0) counted from the Unix epoch, so an
-  8 h interval fires at 00:00, 08:00 and 16:00 UTC, whenever the loop started, and a restart keeps
-  the same grid;
+- ``interval``: a duration (``"30m"`` or ``"30min"``, ``"8h"``, ``"1d"`` or ``"1D"``, ``"2W"``; > 0)
+  counted from the Unix epoch, so an 8 h interval fires at 00:00, 08:00 and 16:00 UTC, whenever
+  the loop started, and a restart keeps the same grid;
 - ``cron``: a five-field crontab expression in UTC (APScheduler's ``CronTrigger``, numeric
   weekdays read crontab's way: 0 and 7 = Sunday, 1 = Monday), e.g. ``"5 0 * * *"`` (00:05 every
   day). An expression that never fires (``"0 0 30 2 *"``, 30 February)
@@ -26,17 +26,23 @@ from models.book import Book
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|min|m|h|H|d|D|w|W)\s*$")
+#: Seconds per unit: the run file's own spellings (s, m, h, d) and those of a policy's period in
+#: the same file (min, h, D, W; H and w also read, as there: ``fbr.config_values.period``).
+_UNIT_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "H": 3600.0, "d": 86400.0,
+           "D": 86400.0, "w": 604800.0, "W": 604800.0}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_duration(text: str, where: str) -> timedelta:
-    """``"30m"`` / ``"8h"`` / ``"1d"`` / ``"90s"`` as a positive timedelta."""
+    """``"30m"`` / ``"30min"`` / ``"8h"`` / ``"1d"`` / ``"1D"`` / ``"2W"`` / ``"90s"`` as a positive
+    timedelta (a policy's period in the same file reads "min", "D" and "W": both spellings
+    are taken here)."""
     m = _DURATION.match(str(text))
     if m is None or float(m.group(1)) <= 0:
         raise ValidationError(where, f"is {text!r}",
-                              'give a positive duration with a unit: "30m", "8h" or "1d"')
+                              'give a positive duration with a unit: s, min (or m), h, D (or d) '
+                              'or W, e.g. "30min", "8h" or "1D"')
     return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
 
 

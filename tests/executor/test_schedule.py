@@ -22,12 +22,15 @@ def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetim
 @pytest.mark.parametrize(("text", "seconds"), [
     ("30m", 1800.0), ("8h", 28_800.0), ("1d", 86_400.0), ("90s", 90.0), (" 1.5h ", 5400.0),
     ("2 d", 172_800.0),
+    # the spellings of a policy's period in the same run file (fbr.config_values.period)
+    ("30min", 1800.0), ("1D", 86_400.0), ("2W", 1_209_600.0), ("8H", 28_800.0), ("1w", 604_800.0),
 ])
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text, "run.interval") == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["0h", "-1h", "8", "abc", "", "1w", "h", "0.0m"])
+@pytest.mark.parametrize("text", ["0h", "-1h", "8", "abc", "", "1M", "1y", "h", "0.0m", "1h30m",
+                                  "30mins"])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValidationError) as err:
         parse_duration(text, "run.interval")
