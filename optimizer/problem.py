@@ -225,8 +225,10 @@ class HedgeProblem:
         if res is not None:
             return SolveOutcome(res, tried)
         detail = ", ".join(f"{n}: {st}" for n, st in tried)
-        raise NoAnswerError(f"every solver failed ({detail}). Try scaling the book, loosening "
-                            f"tolerances, or another solver with [solver] solvers = [...].")
+        raise NoAnswerError(f"every solver failed ({detail}). Fix: look for a value many orders "
+                            "of magnitude off the others (a cost weight, a buffer, a cap or a "
+                            "bound), move [solver] objective_scale (default 1e4) by a factor of "
+                            "10 either way, or try another order of [solver] solvers")
 
     def run_chain(self, chain: tuple[SolverName, ...]
                   ) -> tuple[RawResult | None, tuple[tuple[str, str], ...]]:
