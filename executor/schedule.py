@@ -23,27 +23,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from models.book import Book
+from models.durations import UNITS_HINT, duration_seconds
 from models.errors import ValidationError
 from models.instruments import ContractKind, FuturesContract
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|min|m|h|H|d|D|w|W)\s*$")
-#: Seconds per unit: the run file's own spellings (s, m, h, d) and those of a policy's period in
-#: the same file (min, h, D, W; H and w also read, as there: ``fbr.config_values.period``).
-_UNIT_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "H": 3600.0, "d": 86400.0,
-           "D": 86400.0, "w": 604800.0, "W": 604800.0}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_duration(text: str, where: str) -> timedelta:
     """``"30m"`` / ``"30min"`` / ``"8h"`` / ``"1d"`` / ``"1D"`` / ``"2W"`` / ``"90s"`` as a positive
-    timedelta (a policy's period in the same file reads "min", "D" and "W": both spellings
-    are taken here)."""
-    m = _DURATION.match(str(text))
-    if m is None or float(m.group(1)) <= 0:
-        raise ValidationError(where, f"is {text!r}",
-                              'give a positive duration with a unit: s, min (or m), h, D (or d) '
-                              'or W, e.g. "30min", "8h" or "1D"')
-    return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+    timedelta (models.durations: the units of a policy's period in the same file read too)."""
+    seconds = duration_seconds(text)
+    if seconds is None or seconds <= 0:
+        raise ValidationError(where, f"is {text!r}", f"give a positive duration with a unit: "
+                              f'{UNITS_HINT}, e.g. "30min", "8h" or "1D"')
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValidationError(where, f"is {text!r}, too long a duration",
+                              'give a duration of at most a few years, e.g. "365D"') from None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ command line, ``fbr whatif --shock``, and in scenario files, ``shocks = [...]``)
 ============================  =================================================================
 
 Values: a return or rate is a fraction (``-0.3``), a percentage (``-30%``) or basis points
-(``5bp``), sign optional; a multiplier is ``x1.5``, ``1.5x`` or ``1.5`` (> 0, at most x100). Keys are case
+(``5bp``), sign optional; a multiplier is ``x1.5``, ``1.5x`` or ``1.5`` (> 0, at most x100); a
+duration is a number and a unit, ``s``, ``min`` (or ``m``), ``h``, ``D`` (or ``d``) or ``W`` (or
+``w``) (models.durations: as the run file's). Keys are case
 sensitive for symbols; the kind words (``common``, ``funding`` ...) are lower case. A target named
 twice is an error. Symbols are checked against a book by ``scenarios.applied_shocks`` (unknown asset or
 contract: a clear error).
@@ -49,6 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from models.durations import UNITS_HINT, duration_seconds
 from models.errors import ValidationError
 
 GRAMMAR_HINT = ("write KEY=VALUE, e.g. BTC=-30%, common=-20%, funding.ETH=+0.1% (or +0.3%/8h), "
@@ -144,7 +147,6 @@ class Scenario:
 _NUMBER = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _FRACTION = re.compile(rf"^({_NUMBER})\s*(%|bps|bp)?$")
 _MULT = re.compile(rf"^(?:[xX]\s*({_NUMBER})|({_NUMBER})\s*[xX]?)$")
-_DURATION = re.compile(rf"^({_NUMBER})\s*(h|d|w)$")
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-/:]*$")
 
 
@@ -198,17 +200,14 @@ def _parse_corr(value: str, field: str) -> tuple[float, float]:
 
 def _parse_horizon(value: str, field: str, text: str) -> Shock:
     v = value.strip()
-    m = _DURATION.match(v)
-    if m is not None:
-        hours = float(m.group(1)) * {"h": 1.0, "d": 24.0, "w": 168.0}[m.group(2)]
-        if not (math.isfinite(hours) and hours >= 0):
-            raise ValidationError(field, f"is {v!r}", "give a duration >= 0, e.g. 7d or 8h")
-        return Shock(ShockKind.HORIZON, None, math.nan, hours=hours, text=text)
+    seconds = duration_seconds(v)
+    if seconds is not None:
+        return Shock(ShockKind.HORIZON, None, math.nan, hours=seconds / 3600.0, text=text)
     try:
         n = float(v)
     except ValueError:
         raise ValidationError(field, f"is {v!r}", "give a number of funding settlements (21) or a "
-                              "duration (7d, 8h, 1w)") from None
+                              f"duration >= 0 with a unit, {UNITS_HINT} (7D, 8h, 1W)") from None
     if not (math.isfinite(n) and n >= 0 and n == int(n)):
         raise ValidationError(field, f"is {v!r}", "give a whole number of settlements >= 0")
     return Shock(ShockKind.HORIZON, None, n, text=text)
@@ -216,7 +215,7 @@ def _parse_horizon(value: str, field: str, text: str) -> Shock:
 
 def _parse_funding(value: str, field: str, target: str | None, text: str) -> Shock:
     """``+0.1%`` (per settlement) or ``+0.3%/8h`` (per p = 8 hours: ``per_hours``), the rate a
-    fraction in (-1, 1) and p a duration > 0 (``h``, ``d`` or ``w``)."""
+    fraction in (-1, 1) and p a duration > 0 (models.durations)."""
     rate_text, slash, per_text = value.partition("/")
     v = parse_fraction(rate_text, field)
     if abs(v) >= 1.0:
@@ -225,9 +224,9 @@ def _parse_funding(value: str, field: str, target: str | None, text: str) -> Sho
                               "(or per a duration, e.g. +0.3%/8h)")
     if not slash:
         return Shock(ShockKind.FUNDING, target, v, text=text)
-    m = _DURATION.match(per_text.strip())
-    hours = float(m.group(1)) * {"h": 1.0, "d": 24.0, "w": 168.0}[m.group(2)] if m else math.nan
-    if not (math.isfinite(hours) and hours > 0):
+    seconds = duration_seconds(per_text.strip())
+    hours = math.nan if seconds is None else seconds / 3600.0
+    if not hours > 0:
         raise ValidationError(field, f"states the rate per {per_text.strip()!r}",
                               "give the rate per a duration > 0 after the slash, e.g. +0.3%/8h or "
                               "+0.9%/1d (scaled to each contract's funding interval)")

@@ -114,3 +114,16 @@ def test_scenario_from_returns() -> None:
 def test_percent_text_is_the_return(percent: float) -> None:
     s = parse_shock(f"BTC={percent!r}%")
     assert s.value == pytest.approx(percent / 100.0, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(("text", "hours"), [("horizon=3D", 72.0), ("horizon=1W", 168.0),
+                                             ("horizon=90min", 1.5), ("horizon=72h", 72.0)])
+def test_horizon_reads_the_run_files_units(text: str, hours: float) -> None:
+    # one duration grammar (models.durations): "3D" and "1W" as a policy period writes them
+    assert parse_shock(text).hours == pytest.approx(hours, rel=1e-15)
+
+
+def test_funding_per_duration_reads_the_same_units() -> None:
+    assert parse_shock("funding=+0.9%/1D").per_hours == 24.0
+    with pytest.raises(ValidationError):
+        parse_shock("funding=+0.9%/1M")
