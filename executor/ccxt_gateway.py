@@ -201,6 +201,9 @@ class CcxtGateway(CcxtOrders, CcxtFunding, CcxtCollateral):
         after_send, self._sent_since_read = self._sent_since_read, False  # whatever the read does
         rows = self.all_positions()  # every symbol, one request (Binance: positionRisk, no symbol)
         self.check_foreign(rows, to_book, refuse=self.refuse_foreign and not after_send)
+        isolated = isolated_positions(rows, to_book)
+        if isolated:
+            raise IsolatedPositionError(isolated_message(isolated, self.venue))
         futures, upnl = self._net_positions(to_book, rows)
         bal = self._read("fetch_balance", self.ex.fetch_balance)
         held = self._wallet_assets(bal, book)
@@ -285,6 +288,41 @@ def _halted(market: Mapping[str, Any]) -> str | None:
     if market.get("active") is not False:
         return None
     return str((market.get("info") or {}).get("status") or "not active")
+
+
+class IsolatedPositionError(FbrError):
+    """A book contract's position is held in isolated margin (exit code 2): fbr's collateral and
+    margin figures are the account's cross margin, which that position does not share."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+def isolated_positions(rows: Sequence[Mapping[str, Any]], to_book: Mapping[str, str]
+                       ) -> dict[str, float]:
+    """Signed contracts of the non-zero position rows (ccxt unified) on the book's contracts
+    (``to_book``: exchange symbol -> book symbol) whose ``marginMode`` is "isolated" (ccxt reads
+    Binance's ``marginType``, or an ``isolatedMargin`` other than 0 where the row has none), by the
+    exchange's symbol."""
+    out: dict[str, float] = {}
+    for row in rows:
+        q = abs(float(row.get("contracts") or 0.0))
+        raw = row.get("info")
+        info: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        exchange_id = str(info.get("symbol") or row.get("symbol"))
+        if q > 0 and str(row.get("marginMode") or "").lower() == "isolated" and (
+                exchange_id in to_book or str(row.get("symbol")) in to_book):
+            out[exchange_id] = out.get(exchange_id, 0.0) + (-q if row.get("side") == "short" else q)
+    return out
+
+
+def isolated_message(isolated: Mapping[str, float], venue: str) -> str:
+    """The refusal of the book positions held in isolated margin, each with its signed size."""
+    held = spoken_list([f"{s} {q:+.12g} contracts" for s, q in sorted(isolated.items())])
+    return (f"the {venue} account holds {held} in isolated margin: fbr counts one cross-margin "
+            "collateral for every position (the wallet, unrealised PnL and pledged spot), which an "
+            "isolated position does not share, so its margin ratio, stress surplus and liquidation "
+            "figures would be wrong. Nothing was sent. Fix: close the isolated position on the "
+            "exchange (fbr sets each contract to cross margin before it trades), then run again")
 
 
 class Foreign(NamedTuple):

@@ -19,7 +19,8 @@ What is emulated (one-way position mode, USDT collateral, linear contracts of si
   server time - timestamp <= recvWindow, default 5,000, over 60,000 refused with -1131): ``/fapi/v3/account``,
   ``/fapi/v2/account``, ``/fapi/v2/balance``, ``/fapi/v3/positionRisk``, ``/fapi/v2/positionRisk``,
   ``/fapi/v1/leverageBracket``, ``/fapi/v1/order`` (POST/GET/DELETE), ``/fapi/v1/openOrders``,
-  ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType``,
+  ``/fapi/v1/allOrders``, ``/fapi/v1/leverage``, ``/fapi/v1/marginType`` (-4046 when already set,
+  -4048 while the contract has a position, -4047 while it has open orders, as Binance),
   ``/fapi/v1/positionSide/dual``, ``/fapi/v1/commissionRate``, ``/fapi/v1/income`` (income
   history: symbol, incomeType, startTime/endTime/limit, default 100 rows, max 1000; neither time
   given: the last 7 days),
@@ -1458,6 +1459,11 @@ class BinanceEmulator:
             raise _bad(-1102, "Mandatory parameter 'marginType' was not sent or is invalid.")
         if self.margin_type[s] == mode:
             raise _bad(-4046, "No need to change margin type.")
+        if self.positions.get(s, 0.0) != 0.0 or any(
+                h != 0.0 for h in self.hedge_rows.get(s, (0.0, 0.0))):
+            raise _bad(-4048, "Margin type cannot be changed if there exists position.")
+        if any(o.symbol == s and o.status in ("NEW", "PARTIALLY_FILLED") for o in self.orders):
+            raise _bad(-4047, "Margin type cannot be changed if there exists open orders.")
         self.margin_type[s] = mode
         return {"code": 200, "msg": "success"}
 
