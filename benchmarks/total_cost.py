@@ -632,7 +632,8 @@ def plot(raw: dict[str, Any], out: Path, case: str, view: str) -> None:
         ax.set_xlabel("tracking error, % a year")
         ax.set_ylabel("total cost, bp of NAV a year")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # a regime with no points has no legend
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
@@ -774,16 +775,18 @@ def main() -> int:
 
 
 def generic_windows(start: str, end: str) -> dict[str, tuple[str, str]]:
-    """select = the first year; oos = the rest; full; and each calendar year after select."""
+    """select = the first year, or the first half of a span under two years (so that a short
+    span, such as one year held back, still has an out-of-sample part); oos = the rest; full; and
+    each calendar year after select (of at least 30 days)."""
     s, e = pd.Timestamp(start), pd.Timestamp(end)
-    sel_end = s + pd.DateOffset(years=1)
+    sel_end = min(s + pd.DateOffset(years=1), s + (e - s) / 2)
     fmt_d = "%Y-%m-%d"
     out = {"select": (s.strftime(fmt_d), sel_end.strftime(fmt_d)),
            "oos": (sel_end.strftime(fmt_d), (e + pd.Timedelta(days=1)).strftime(fmt_d)),
            "full": (s.strftime(fmt_d), (e + pd.Timedelta(days=1)).strftime(fmt_d))}
     for y in range(sel_end.year, e.year + 1):
         lo, hi = max(sel_end, pd.Timestamp(f"{y}-01-01")), min(e, pd.Timestamp(f"{y + 1}-01-01"))
-        if hi > lo:
+        if hi - lo >= pd.Timedelta(days=30):  # a sliver of a year is no regime
             out[f"y{y}"] = (lo.strftime(fmt_d), hi.strftime(fmt_d))
     return out
 
