@@ -735,6 +735,13 @@ def main() -> int:
             print("total_cost: skipped: no data folder (give --data, set FBR_DATA_DIR or provide "
                   "../shared/data)")
             return 0
+        start = warmed_start(data, vn.START, args.lookback)
+        if start != vn.START:
+            print(f"the data's spot history begins too late for a {args.lookback}-day risk model "
+                  f"at {vn.START[:10]}: the run starts at {start} instead (the warm-up)")
+            vn.START = start
+            vn.WINDOWS = generic_windows(vn.START, vn.END)
+            vn.REGIMES = tuple(w for w in vn.WINDOWS if w != "select")
         t0 = time.perf_counter()
         SETUP = build_setup(data, args.nav, args.lookback, args.impact_k)
         jobs = [(f, p, c) for c in cases for f, p in grid(args.quick, c)]
@@ -772,6 +779,19 @@ def main() -> int:
             plot(raw, args.out / f"{stem}_{case}_{view}_frontier.png", case, view)
     print(f"\nwrote {out_json}")
     return 0
+
+
+def warmed_start(data: Path, start: str, lookback: int) -> str:
+    """``start``, or, when the data folder's 8 h spot history of the book's assets (all of them)
+    begins less than ``lookback`` days before it, the day ``lookback`` days after that beginning:
+    the trailing risk model's warm-up (a held-back folder may start where its span does)."""
+    hist = vn.spot_history(data, "2000-01-01", vn.END).dropna()
+    if hist.empty:
+        raise SystemExit(f"total_cost: no spot history of {', '.join(vn.ASSETS)} in {data}")
+    ready = (hist.index[0] + pd.Timedelta(days=lookback)).normalize()
+    asked = pd.Timestamp(start, tz=hist.index.tz) if pd.Timestamp(start).tz is None \
+        else pd.Timestamp(start)
+    return start if asked >= ready else ready.strftime("%Y-%m-%d")
 
 
 def generic_windows(start: str, end: str) -> dict[str, tuple[str, str]]:
