@@ -122,6 +122,16 @@ def quarterlies(data: Path, perps: Sequence[FuturesContract]) -> tuple[FuturesCo
     return tuple(out)
 
 
+def covered_until(dated: Sequence[FuturesContract]) -> pd.Timestamp | None:
+    """The last time every underlying of ``dated`` still has two unexpired quarterlies (the
+    second-last expiry of the chain with the fewest), None without two on some underlying."""
+    chains: dict[str, list[pd.Timestamp]] = {}
+    for c in dated:
+        chains.setdefault(c.underlying, []).append(pd.Timestamp(c.expiry))
+    ends = [sorted(e)[-2] for e in chains.values() if len(e) >= 2]
+    return min(ends) if ends and len(ends) == len(chains) else None
+
+
 def front_window(perps: Sequence[FuturesContract], chains: Mapping[str, Sequence[FuturesContract]],
                  t: pd.Timestamp) -> tuple[FuturesContract, ...]:
     """Per perpetual (in order): it, then the first two quarterlies of its chain unexpired at t."""
@@ -282,9 +292,20 @@ def main() -> int:
               "provide ../shared/data)")
         return 0
     vn.ASSETS, vn.TARGETS = ASSETS, TARGETS
+    start = vn.warmed_start(data, args.start, args.end, args.lookback)
+    if start != args.start:
+        print(f"the data's spot history begins too late for a {args.lookback}-day risk model at "
+              f"{args.start[:10]}: the run starts at {start} instead (the warm-up)")
+        args.start = start
     t0 = time.perf_counter()
     perps = vn.contracts(data, max(args.start, vn.TIERS_FIRST))
     dated = quarterlies(data, perps)
+    last = covered_until(dated)
+    if last is None or pd.Timestamp(args.end, tz="UTC") >= last:
+        print(f"instruments: the quarterly files give two unexpired contracts per asset until "
+              f"{'never' if last is None else f'{last:%Y-%m-%d %H:%M}'} UTC, not through --end "
+              f"{args.end}: give an earlier --end (the shared data's files: 2025-03-10)")
+        return 2
     cons = perps + dated
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

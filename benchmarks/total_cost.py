@@ -735,7 +735,7 @@ def main() -> int:
             print("total_cost: skipped: no data folder (give --data, set FBR_DATA_DIR or provide "
                   "../shared/data)")
             return 0
-        start = warmed_start(data, vn.START, args.lookback)
+        start = vn.warmed_start(data, vn.START, vn.END, args.lookback)
         if start != vn.START:
             print(f"the data's spot history begins too late for a {args.lookback}-day risk model "
                   f"at {vn.START[:10]}: the run starts at {start} instead (the warm-up)")
@@ -779,19 +779,6 @@ def main() -> int:
             plot(raw, args.out / f"{stem}_{case}_{view}_frontier.png", case, view)
     print(f"\nwrote {out_json}")
     return 0
-
-
-def warmed_start(data: Path, start: str, lookback: int) -> str:
-    """``start``, or, when the data folder's 8 h spot history of the book's assets (all of them)
-    begins less than ``lookback`` days before it, the day ``lookback`` days after that beginning:
-    the trailing risk model's warm-up (a held-back folder may start where its span does)."""
-    hist = vn.spot_history(data, "2000-01-01", vn.END).dropna()
-    if hist.empty:
-        raise SystemExit(f"total_cost: no spot history of {', '.join(vn.ASSETS)} in {data}")
-    ready = (hist.index[0] + pd.Timedelta(days=lookback)).normalize()
-    asked = pd.Timestamp(start, tz=hist.index.tz) if pd.Timestamp(start).tz is None \
-        else pd.Timestamp(start)
-    return start if asked >= ready else ready.strftime("%Y-%m-%d")
 
 
 def generic_windows(start: str, end: str) -> dict[str, tuple[str, str]]:

@@ -242,6 +242,19 @@ def spot_history(data: Path, start: str, end: str) -> pd.DataFrame:
     return raw.loc[raw.index.floor(STEP) == raw.index].astype(float)
 
 
+def warmed_start(data: Path, start: str, end: str, lookback: int) -> str:
+    """``start``, or, when the data folder's 8 h spot history of ``ASSETS`` (all of them)
+    begins less than ``lookback`` days before it, the day ``lookback`` days after that beginning:
+    the trailing risk model's warm-up (a held-back folder may start where its span does)."""
+    hist = spot_history(data, "2000-01-01", end).dropna()
+    if hist.empty:
+        raise SystemExit(f"no spot history of {', '.join(ASSETS)} in {data}")
+    ready = (hist.index[0] + pd.Timedelta(days=lookback)).normalize()
+    asked = pd.Timestamp(start, tz=hist.index.tz) if pd.Timestamp(start).tz is None \
+        else pd.Timestamp(start)
+    return start if asked >= ready else ready.strftime("%Y-%m-%d")
+
+
 def books(path: MarketPath, cons: tuple[FuturesContract, ...]) -> tuple[Book, Book]:
     """(spot-only book, overlay book with the reserve), spot at the targets at the first close."""
     px = path.spot.iloc[0]
