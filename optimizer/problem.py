@@ -39,6 +39,7 @@ from optimizer.engines import (
     strict_solvers,
 )
 from optimizer.settings import SolverName
+from optimizer.solution import CONFIRMS, fallbacks_in
 from optimizer.spot_leg import (
     SpotContext,
     after_spot_trade,
@@ -76,8 +77,8 @@ class SolveOutcome:
 
     @property
     def fallbacks(self) -> int:
-        """How many solvers failed before the one that served."""
-        return max(len(self.tried) - 1, 0)
+        """How many solvers failed before the one that served (optimizer.solution.fallbacks_in)."""
+        return fallbacks_in(self.tried)
 
 
 def check_bounded(d: ProblemData) -> None:
@@ -232,15 +233,19 @@ class HedgeProblem:
 
     def run_chain(self, chain: tuple[SolverName, ...]
                   ) -> tuple[RawResult | None, tuple[tuple[str, str], ...]]:
-        """Try ``chain`` in order: the first optimal, infeasible or unbounded answer, else the first
-        inaccurate one (an interior-point solver's is served at once; SCS's only when no later
-        solver does better; one that breaks a constraint by more than :data:`INACCURATE_TOL` is
-        refused, :meth:`breach`), else None; with (solver, status) of every try. A numerical failure is
-        a status and passes on; an exception is a crash: re-raised in strict mode, else recorded
-        as ``error: ...`` and passed on."""
+        """Try ``chain`` in order: the first optimal or inaccurate answer (an interior-point
+        solver's is served at once; SCS's only when no later solver does better; one that breaks
+        a constraint by more than :data:`INACCURATE_TOL` is refused, :meth:`breach`), or a verdict
+        of no solution, else None; with (solver, status) of every try. A verdict of no solution
+        (infeasible, unbounded) is put to the next solver of the chain, when there is one: an
+        answer there refutes it (noted in ``tried``), the same verdict confirms it
+        (``CONFIRMS``), and without a second opinion it stands. A numerical failure is a status
+        and passes on; an exception is a crash: re-raised in strict mode, else recorded as
+        ``error: ...`` and passed on."""
         tried: list[tuple[str, str]] = []
         inaccurate: RawResult | None = None
-        for s in chain:
+        verdict: tuple[RawResult, int] | None = None  # a first "no solution", its row in tried
+        for i, s in enumerate(chain):
             try:
                 res = self.engine(s).solve()
             except Exception as exc:  # a crash: loud in strict mode, else recorded and passed on
@@ -255,11 +260,24 @@ class HedgeProblem:
                 if breach > INACCURATE_TOL:  # not an answer: the next solver, else a failure
                     tried[-1] = (s.value, f"{res.status}, rows broken by {breach:.3g}: refused")
                     continue
-            if res.status in (OPTIMAL, INFEASIBLE, UNBOUNDED) or (
-                    res.status == OPTIMAL_INACCURATE and s != SolverName.SCS):
+            if res.status in (INFEASIBLE, UNBOUNDED):
+                if verdict is None and i < len(chain) - 1:
+                    verdict = (res, len(tried) - 1)  # asks the next solver
+                    continue
+                if verdict is not None:
+                    also = CONFIRMS if res.status == verdict[0].status else ": disagrees with "
+                    tried[-1] = (s.value, f"{res.status}{also}{verdict[0].solver}")
+                    return verdict[0], tuple(tried)
+                return res, tuple(tried)
+            if res.status == OPTIMAL or (res.status == OPTIMAL_INACCURATE and s != SolverName.SCS):
+                if verdict is not None:
+                    first, row = verdict
+                    tried[row] = (first.solver, f"{first.status}: refuted by {s.value}")
                 return res, tuple(tried)
             if res.status == OPTIMAL_INACCURATE:
                 inaccurate = inaccurate or res
+        if verdict is not None:  # no second opinion could be had (SCS's inaccurate one is none)
+            return verdict[0], tuple(tried)
         return inaccurate, tuple(tried)
 
     def breach(self, res: RawResult) -> float:

@@ -47,6 +47,7 @@ from optimizer.solution import (
     ConflictReport,
     Plan,
     Solution,
+    fallbacks_in,
 )
 from optimizer.solution_report import (
     SPOT_NOISE,
@@ -87,8 +88,8 @@ class Decision:
 
     @property
     def fallbacks(self) -> int:
-        """Solvers that failed before the one that served."""
-        return max(len(self.tried) - 1, 0)
+        """Solvers that failed before the one that served (optimizer.solution.fallbacks_in)."""
+        return fallbacks_in(self.tried)
 
     @property
     def post(self) -> ProblemData:

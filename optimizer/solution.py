@@ -60,6 +60,19 @@ class SpotCosts:
         return self.fees + self.spread + self.impact
 
 
+#: In a solver's ``tried`` status: its answer confirms the verdict of no solution (infeasible or
+#: unbounded) the solver before it gave (optimizer.problem.HedgeProblem.run_chain): a second
+#: opinion, not a fallback.
+CONFIRMS = ": confirms "
+
+
+def fallbacks_in(tried: Iterable[tuple[str, str]]) -> int:
+    """How many solvers failed before the one that served: every try but the last, less the
+    second opinions that confirmed the served verdict (:data:`CONFIRMS`)."""
+    rows = list(tried)
+    return max(len(rows) - 1 - sum(CONFIRMS in status for _, status in rows), 0)
+
+
 @dataclass(frozen=True)
 class Position:
     """A target futures position: signed USD notional and contracts."""
@@ -318,8 +331,8 @@ class Solution:
 
     @property
     def fallbacks(self) -> int:
-        """Solvers that failed before the one that served."""
-        return max(len(self.solvers_tried) - 1, 0)
+        """Solvers that failed before the one that served (:func:`fallbacks_in`)."""
+        return fallbacks_in(self.solvers_tried)
 
     def trade_vector(self) -> dict[str, float]:
         """Trades as symbol -> USD notional."""
