@@ -123,6 +123,25 @@ def _checked(spec: PolicySpec, cfg: BacktestConfig, path: MarketPath) -> Policy:
         raise ValidationError(exc.field, f"{exc.problem} (policy {spec.name!r})", exc.fix) from exc
 
 
+def check_lots_dated(cfg: BacktestConfig, path: MarketPath) -> None:
+    """Refuse, before any policy runs, a book whose tax lots (``[tax]`` with ``[[lots]]``: every
+    policy's replay books its sales against them) include one acquired after the path's first
+    step: the first sale would meet a lot from the future."""
+    spot = cfg.loaded.settings.spot
+    if spot.rates is None or not spot.lots or not len(path.spot.index):
+        return
+    start = path.spot.index[0]
+    late = sorted((lot.acquired, asset) for asset, lots in spot.lots.items() for lot in lots
+                  if lot.acquired > start)
+    if late:
+        when, asset = late[-1]
+        raise ValidationError(
+            "lots", f"hold {len(late)} lot(s) acquired after the backtest's first step "
+            f"{start:%Y-%m-%d %H:%M} UTC (the latest: {asset} on {when:%Y-%m-%d})",
+            "start the backtest ([data] start) on or after the last acquisition, or date the "
+            "book's lots on or before its start")
+
+
 def run_all(cfg: BacktestConfig, path: MarketPath,
             on_start: Callable[[str, int], Callable[[], None] | None] | None = None
             ) -> dict[str, BacktestResult]:
@@ -135,6 +154,7 @@ def run_all(cfg: BacktestConfig, path: MarketPath,
     opts = backtest_options(cfg)
     n = len(path.spot.index)
     results: dict[str, BacktestResult] = {}
+    check_lots_dated(cfg, path)
     built = [(spec, _checked(spec, cfg, path)) for spec in cfg.policies]  # refusals before any run
     for spec, policy in built:
         tick = on_start(spec.name, n) if on_start is not None else None

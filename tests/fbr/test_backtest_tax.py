@@ -13,6 +13,7 @@ from fbr.backtest_config import build_path, load_backtest_file
 from fbr.backtest_run import run_all
 from fbr.montecarlo_cli import build_spec
 from fbr.montecarlo_config import load_montecarlo_file
+from models.errors import ValidationError
 from scenarios.montecarlo import run_montecarlo
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -53,6 +54,27 @@ def test_every_policy_pays_the_books_tax(tmp_path: Path) -> None:
     taxed = spot.steps["tax_spot"][spot.steps["tax_spot"] != 0.0]
     assert list(taxed.index) == list(by_step.index)
     assert taxed.to_numpy() == pytest.approx(by_step.to_numpy(), abs=0.005)
+
+
+def test_a_lot_acquired_after_the_start_is_refused_before_any_policy_runs(tmp_path: Path) -> None:
+    """The replay books each sale against the lots; a lot dated after the backtest's first step
+    was met at the first sale, inside the first policy's run ("lot.acquired: ... (policy 'opt')").
+    Now the file is refused before any policy runs, naming ``lots`` and the latest date."""
+    bt = _files(tmp_path)  # the book's market time: 2024-01-01 (its lots may not be later)
+    book = tmp_path / "book.toml"
+    book.write_text(book.read_text().replace("acquired = 2022-01-01\n", "acquired = 2023-10-15\n", 1))
+    bt.write_text(bt.read_text().replace('start = "2024-01-01"', 'start = "2023-09-01"'))
+    cfg = load_backtest_file(bt)
+    started: list[str] = []
+
+    def on_start(name: str, steps: int) -> None:
+        started.append(name)
+
+    with pytest.raises(ValidationError) as info:
+        run_all(cfg, build_path(cfg), on_start)
+    assert started == []
+    assert info.value.field == "lots" and "(the latest: BTC on 2023-10-15)" in info.value.problem
+    assert "2023-09-01 00:00 UTC" in info.value.problem and "[data] start" in info.value.fix
 
 
 def test_monte_carlo_runs_carry_the_books_tax(tmp_path: Path) -> None:
