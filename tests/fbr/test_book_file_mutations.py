@@ -78,8 +78,14 @@ def _mutated(path: tuple[str | int, ...], new: object) -> str:
     return tomli_w.dumps(doc)
 
 
-@pytest.mark.parametrize(("path", "new"), _cases(),
-                         ids=lambda x: ".".join(map(str, x)) if isinstance(x, tuple) else repr(x))
+def _case_id(x: object) -> str:
+    """A stable test id (the same in every xdist worker): the dotted path, or the new value."""
+    if isinstance(x, tuple):
+        return ".".join(map(str, x))
+    return "deleted" if x is DELETE else repr(x)
+
+
+@pytest.mark.parametrize(("path", "new"), _cases(), ids=_case_id)
 def test_a_mutated_book_is_answered_or_refused_by_name(tmp_path: Path,
                                                         path: tuple[str | int, ...],
                                                         new: object) -> None:
