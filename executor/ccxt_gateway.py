@@ -305,14 +305,24 @@ def isolated_positions(rows: Sequence[Mapping[str, Any]], to_book: Mapping[str, 
     exchange's symbol."""
     out: dict[str, float] = {}
     for row in rows:
-        q = abs(float(row.get("contracts") or 0.0))
-        raw = row.get("info")
-        info: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        exchange_id = str(info.get("symbol") or row.get("symbol"))
-        if q > 0 and str(row.get("marginMode") or "").lower() == "isolated" and (
+        q = signed_contracts(row)
+        exchange_id = str(row_info(row).get("symbol") or row.get("symbol"))
+        if q != 0 and str(row.get("marginMode") or "").lower() == "isolated" and (
                 exchange_id in to_book or str(row.get("symbol")) in to_book):
-            out[exchange_id] = out.get(exchange_id, 0.0) + (-q if row.get("side") == "short" else q)
+            out[exchange_id] = out.get(exchange_id, 0.0) + q
     return out
+
+
+def row_info(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The exchange's own fields of a ccxt position row (``info``; {} when absent)."""
+    raw = row.get("info")
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def signed_contracts(row: Mapping[str, Any]) -> float:
+    """A ccxt position row's size in contracts, signed by its ``side`` (short < 0)."""
+    q = abs(float(row.get("contracts") or 0.0))
+    return -q if row.get("side") == "short" else q
 
 
 def isolated_message(isolated: Mapping[str, float], venue: str) -> str:
@@ -344,22 +354,20 @@ def foreign_positions(rows: Sequence[Mapping[str, Any]], to_book: Mapping[str, s
     out: dict[str, Foreign] = {}
     for row in rows:
         sym = str(row.get("symbol"))
-        q = abs(float(row.get("contracts") or 0.0))
+        q = signed_contracts(row)
         if sym in to_book or q == 0:
             continue
         m = markets.get(sym) or {}
         if m.get("inverse") or m.get("linear") is False or (
                 m.get("type") is not None and m.get("type") not in POSITION_TYPES):
             continue
-        raw = row.get("info")
-        info: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        info = row_info(row)
         settle = str(m.get("settle") or info.get("marginAsset")
                      or (sym.split(":")[1].split("-")[0] if ":" in sym else quote))
         if settle != quote and settle not in STABLECOINS:
             continue
         exchange_id = str(m.get("id") or info.get("symbol") or sym)
-        out.setdefault(sym, Foreign(settle, exchange_id, [])).sizes.append(
-            -q if row.get("side") == "short" else q)
+        out.setdefault(sym, Foreign(settle, exchange_id, [])).sizes.append(q)
     return out
 
 
