@@ -34,7 +34,6 @@ from fbr.config_values import (
     in_range,
     join,
     known,
-    nonneg,
     number,
     positive,
     string,
@@ -135,12 +134,20 @@ def _explicit_risk(table: Table, symbols: Sequence[str]) -> RiskModel:
     return model.subset(list(symbols))
 
 
-def _vol(value: object, path: str) -> float:
-    """An annualised volatility: a fraction > 0 ("60%" allowed)."""
+#: The largest annualised vol a book may state (a fraction: 100 = 10,000% a year). The most
+#: volatile listed coins run at 1-3; past this bound the number is a typo or a unit slip, and its
+#: square would swamp every other term of the objective.
+MAX_VOL = 100.0
+
+
+def _vol(value: object, path: str, *, zero: bool = False) -> float:
+    """An annualised volatility: a fraction in (0, MAX_VOL] ("60%" allowed); 0 too when ``zero``."""
     v = number(value, path, percent=True)
-    if v <= 0:
-        raise ValidationError(path, f"is {value!r}",
-                              'give an annualised vol > 0, e.g. 0.6 or "60%"')
+    if v < 0 or (v == 0 and not zero) or v > MAX_VOL:
+        low = ">= 0" if zero else "> 0"
+        raise ValidationError(path, f"is {value!r}, not a realistic annualised vol",
+                              f'give an annualised vol {low} and at most {MAX_VOL:g} '
+                              f'({100 * MAX_VOL:,.0f}%), e.g. 0.6 or "60%"')
     return v
 
 
@@ -311,6 +318,6 @@ def _with_basis(model: RiskModel, table: Table, book: Book) -> RiskModel:
     csyms = book.contract_symbols
     for sym, v in table.items():
         known(sym, csyms, f"risk.basis_vols.{sym}", "a contract", v)
-    vols = [nonneg(table[s], f"risk.basis_vols.{s}", percent=True) if s in table else 0.0
+    vols = [_vol(table[s], f"risk.basis_vols.{s}", zero=True) if s in table else 0.0
             for s in csyms]
     return dataclasses.replace(model, basis_cov=np.diag(np.square(vols)))
