@@ -65,13 +65,17 @@ family's frontier at its TE there (``vs_naive.at_te``: within 5% or interpolated
 strictest comparison). "Best naive" = the cheapest of spot, naive_reserve and naive_pledged.
 
 Run: ``python benchmarks/total_cost.py [--book2] [--nav USD] [--taxes 0,25hifo,25fifo]
-[--start DATE --end DATE] [--data DIR] [--jobs N] [--quick] [--tag T] [--analyse-only]``.
-Writes ``benchmarks/results/total_cost[_tag].json`` and ``..._frontier.png``.
+[--start DATE --end DATE] [--data DIR] [--jobs N] [--quick] [--tag T] [--analyse-only]
+[--verify K]``. Writes ``benchmarks/results/total_cost[_tag].json`` and ``..._frontier.png``;
+``--verify K`` writes nothing: it re-runs K of the recorded runs (seeded, one per family first) and
+says whether each window metric is where the recording has it (exit 1 when one moved: the
+recorded tables are stale).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -79,7 +83,7 @@ import multiprocessing as mp
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -704,6 +708,8 @@ def main() -> int:
     ap.add_argument("--tag", default="", help="suffix of the output names")
     ap.add_argument("--out", type=Path, default=vn.DEFAULT_OUT, help="output folder")
     ap.add_argument("--analyse-only", action="store_true", help="re-analyse the JSON, no runs")
+    ap.add_argument("--verify", type=int, default=0, metavar="K",
+                    help="re-run K recorded runs (seeded sample) and compare; writes nothing")
     args = ap.parse_args()
     if args.book2:
         vn.use_book2()
@@ -749,12 +755,9 @@ def main() -> int:
                 and (args.only is None or args.only in f"{j[2]}|{j[0]}|{j[1]}")]
         # the slow ones first, so the pool stays busy
         jobs.sort(key=lambda j: (not j[0].startswith("fbr"), j[0] != "fbr_hybrid"))
-        doc["setup"] = {"assets": vn.ASSETS, "targets": vn.TARGETS, "start": vn.START, "end": vn.END,
-                        "nav_usd": args.nav, "windows": vn.WINDOWS, "taxes": cases,
-                        "reserve_yield": STABLECOIN_YIELD, "tax_rate": TAX_RATE,
-                        "stress_move": STRESS_MOVE, "bid_buffer": BID_BUFFER,
-                        "other_bid_buffer": OTHER_BID_BUFFER, "impact_k": args.impact_k,
-                        "lookback_days": args.lookback}
+        if args.verify:
+            return verify(doc, args.verify, args.jobs, setup_record(args, cases))
+        doc["setup"] = setup_record(args, cases)
         print(f"{len(jobs)} runs on {args.jobs} processes; path {len(SETUP.path.spot)} steps",
               flush=True)
         with mp.get_context("fork").Pool(args.jobs) as pool:
@@ -779,6 +782,91 @@ def main() -> int:
             plot(raw, args.out / f"{stem}_{case}_{view}_frontier.png", case, view)
     print(f"\nwrote {out_json}")
     return 0
+
+
+def setup_record(args: argparse.Namespace, cases: list[str]) -> dict[str, Any]:
+    """The settings a recorded JSON was made with (its ``setup``), as JSON would hold them."""
+    rec = {"assets": vn.ASSETS, "targets": vn.TARGETS, "start": vn.START, "end": vn.END,
+           "nav_usd": args.nav, "windows": vn.WINDOWS, "taxes": cases,
+           "reserve_yield": STABLECOIN_YIELD, "tax_rate": TAX_RATE,
+           "stress_move": STRESS_MOVE, "bid_buffer": BID_BUFFER,
+           "other_bid_buffer": OTHER_BID_BUFFER, "impact_k": args.impact_k,
+           "lookback_days": args.lookback}
+    out: dict[str, Any] = json.loads(json.dumps(rec, default=str))
+    return out
+
+
+#: A re-run metric agrees with the recorded one within this share of max(1, |recorded|): the
+#: replays are deterministic, so anything larger means the code moved since the table was made.
+VERIFY_RTOL = 1e-6
+#: The settings a re-run must share with the recording (the tax cases may be any subset).
+VERIFY_SETUP_KEYS = ("assets", "targets", "start", "end", "nav_usd", "windows", "reserve_yield",
+                     "tax_rate", "stress_move", "bid_buffer", "other_bid_buffer", "impact_k",
+                     "lookback_days")
+
+
+def sample_keys(raw: dict[str, Any], k: int, seed: int = 0) -> list[str]:
+    """k recorded run keys, seeded: one per family first (in family order), then at random."""
+    rng = np.random.default_rng(seed)
+    keys = sorted(raw)
+    by_family: dict[str, list[str]] = {}
+    for key in keys:
+        by_family.setdefault(raw[key]["family"], []).append(key)
+    picked = [str(rng.choice(v)) for _, v in sorted(by_family.items())][:k]
+    rest = [key for key in keys if key not in picked]
+    extra = rng.choice(len(rest), size=max(0, min(k - len(picked), len(rest))), replace=False)
+    return picked + [rest[int(i)] for i in extra]
+
+
+def largest_gap(old: dict[str, Any], new: dict[str, Any]) -> tuple[float, str]:
+    """The largest |new - old| / max(1, |old|) over every window metric both hold, and where."""
+    worst, where = 0.0, "-"
+    for win, metrics in old["windows"].items():
+        for name, a in metrics.items():
+            b = new["windows"].get(win, {}).get(name)
+            if not isinstance(a, int | float) or not isinstance(b, int | float):
+                continue
+            x, y = float(a), float(b)
+            if math.isnan(x) and math.isnan(y):
+                continue
+            gap = (abs(y - x) / max(1.0, abs(x)) if math.isfinite(x) and math.isfinite(y)
+                   else 0.0 if x == y else math.inf)
+            if gap > worst:
+                worst, where = gap, f"{win}.{name}: {x:.6g} -> {y:.6g}"
+    return worst, where
+
+
+def verify(doc: dict[str, Any], k: int, jobs: int, setup: dict[str, Any],
+           run: Callable[[tuple[str, str, str]], tuple[str, dict[str, Any]]] = run_one) -> int:
+    """Re-run k recorded runs at this code (``run``, on ``jobs`` forked processes; in this one
+    when ``jobs`` <= 1) and compare every window metric with the recording
+    (:data:`VERIFY_RTOL`). 0 when all agree, 1 when any moved (the table is stale), 2 when the
+    recording was made with other settings (the comparison would mean nothing)."""
+    rec = doc.get("setup", {})
+    differ = [key for key in VERIFY_SETUP_KEYS if rec.get(key) != setup.get(key)]
+    if differ:
+        print(f"verify: the recording was made with other settings ({', '.join(differ)}): give "
+              "the options it was run with (--book2, --nav, --start/--end, --lookback, --impact-k)")
+        return 2
+    raw = {key: r for key, r in doc.get("runs", {}).items() if r["case"] in setup["taxes"]}
+    keys = sample_keys(raw, k)
+    print(f"verify: re-running {len(keys)} of {len(raw)} recorded runs on {jobs} processes")
+    jobs_list = [(raw[key]["family"], raw[key]["param"], raw[key]["case"]) for key in keys]
+    moved = 0
+    with contextlib.ExitStack() as stack:
+        results: Iterable[tuple[str, dict[str, Any]]] = map(run, jobs_list)
+        if jobs > 1:
+            pool = stack.enter_context(mp.get_context("fork").Pool(jobs))
+            results = pool.imap_unordered(run, jobs_list)
+        for key, r in results:
+            gap, where = largest_gap(raw[key], r)
+            ok = gap <= VERIFY_RTOL
+            moved += not ok
+            print(f"  {'same ' if ok else 'MOVED'} {key:40s} largest gap {gap:.1e} ({where})",
+                  flush=True)
+    print(f"verify: {moved} of {len(keys)} runs moved" + (": the recorded tables are stale, re-run "
+          "them" if moved else f" (every metric within {VERIFY_RTOL:g} of the recording)"))
+    return 1 if moved else 0
 
 
 def generic_windows(start: str, end: str) -> dict[str, tuple[str, str]]:
