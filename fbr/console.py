@@ -149,6 +149,21 @@ def pp_text(fraction: float | None, digits: int = 2) -> str:
     return "-" if fraction is None else f"{_rounded(100.0 * float(fraction), digits):+.{digits}f} pp"
 
 
+#: A margin share (margin / collateral) above this prints as "> 1,000%": a near-zero collateral
+#: makes the ratio run to hundreds of digits, none of them telling more than "far past 100%".
+RATIO_SHOWN_UP_TO = 10.0
+
+
+def margin_share_text(share: float | None, digits: int = 2) -> str:
+    """Margin / collateral (a fraction) as a percentage with ``digits`` decimals: '-' for None,
+    "> 1,000%" above :data:`RATIO_SHOWN_UP_TO` or when infinite (no collateral to divide by)."""
+    if share is None:
+        return "-"
+    if not share <= RATIO_SHOWN_UP_TO:
+        return f"> {100 * RATIO_SHOWN_UP_TO:,.0f}%"
+    return f"{100 * share:.{digits}f}%"
+
+
 def signed_pct(fraction: float | None, digits: int = 2) -> str:
     """A fraction as a signed percentage, e.g. ``-9.55%`` ('-' for None): returns such as the
     moves that liquidate a book; a value that rounds to zero prints ``+0.00%``."""

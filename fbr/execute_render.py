@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from executor.safety import redact
-from fbr.console import pp_text, signed_pct, wide
+from fbr.console import margin_share_text, pp_text, signed_pct, wide
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -140,8 +140,8 @@ def _print_status(rep: StatusReport) -> None:
     m = rep.margin
     out.print(f"NAV {rep.nav:,.2f} USD, base {rep.base:,.2f} USD, tracking error {_pct(rep.tracking_error)}")
     out.print(f"margin: collateral {m.collateral:,.2f} USD, initial {m.initial:,.2f}, maintenance "
-              f"{m.maintenance:,.2f}, margin ratio {_pct(m.margin_ratio)}; liquidation at a common "
-              f"move of {signed_pct(m.liquidation_move_down, 3)} down / "
+              f"{m.maintenance:,.2f}, margin ratio {margin_share_text(m.margin_ratio, 3)}; "
+              f"liquidation at a common move of {signed_pct(m.liquidation_move_down, 3)} down / "
               f"{signed_pct(m.liquidation_move_up, 3)} up ('-' = none)")
     f = rep.funding
     since = ("" if f.since_ms is None else

@@ -8,7 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from fbr.console import pp_text
+from fbr.console import margin_share_text, pp_text
 from optimizer.solution import Solution
 
 
@@ -86,9 +86,9 @@ def summary_table(sol: Solution) -> Table:
          _usd(sol.costs.funding_carry)),
         ("collateral (USD)", _usd(sol.margin.collateral)),
         ("initial margin (USD, % of collateral)",
-         f"{_usd(sol.margin.initial)} ({_pct(sol.margin.initial_utilisation)})"),
+         f"{_usd(sol.margin.initial)} ({margin_share_text(sol.margin.initial_utilisation)})"),
         ("maintenance margin (USD, ratio)",
-         f"{_usd(sol.margin.maintenance)} ({_pct(sol.margin.maintenance_ratio)})"),
+         f"{_usd(sol.margin.maintenance)} ({margin_share_text(sol.margin.maintenance_ratio)})"),
         ("gross / net exposure (x base)", f"{sol.gross_leverage:.3f} / {sol.net_exposure:.3f}"),
     ]
     rows += [(f"stress {s.name}: margin surplus (USD)", _usd(s.surplus)) for s in sol.margin.stress]

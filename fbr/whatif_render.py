@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fbr.console import pp_text, signed_pct
+from fbr.console import RATIO_SHOWN_UP_TO, margin_share_text, pp_text, signed_pct
 from models.liquidation_distance import LiquidationMove
 from models.margin import MarginState
 from scenarios.whatif_result import WhatIfResult
@@ -32,19 +32,14 @@ def move_text(m: LiquidationMove | None) -> str:
     return " / ".join(parts)
 
 
-#: a margin ratio above this (MM / C, a fraction) prints as "above" it: C is then all but gone,
-#: and the figure (1e11% for a collateral of 1e-9 USD) says nothing more than "liquidated"
-RATIO_SHOWN_UP_TO = 10.0
-
-
 def ratio_text(m: MarginState) -> str:
     """MM / collateral as a percentage, or why there is none (collateral <= 0, or so small that
     the ratio is above :data:`RATIO_SHOWN_UP_TO`)."""
     if m.collateral <= 0:
         return "no collateral" if m.maintenance <= 0 else "collateral <= 0"
     if m.margin_ratio > RATIO_SHOWN_UP_TO:
-        return f"> {100 * RATIO_SHOWN_UP_TO:,.0f}% (collateral {m.collateral:.2g} USD)"
-    return f"{100 * m.margin_ratio:.2f}%"
+        return f"{margin_share_text(m.margin_ratio)} (collateral {m.collateral:.2g} USD)"
+    return margin_share_text(m.margin_ratio)
 
 
 def _book_move(moves: Sequence[LiquidationMove]) -> LiquidationMove | None:

@@ -53,6 +53,34 @@ def test_a_margin_ratio_of_a_vanished_collateral_is_not_printed_as_a_figure() ->
     assert ratio_text(MarginState(-1.0, 0.0, 5.0, True)) == "collateral <= 0"
 
 
+def test_the_solve_summary_prints_margin_shares_of_a_vanished_collateral_as_past_1000pct(
+        tmp_path: Path) -> None:
+    """Seed example 1 with 1e-300 USD of cash: initial margin 200 USD (notional 2,000 at 10x) and
+    maintenance 10 USD are 2e302 and 1e301 of the collateral; the summary prints "> 1,000%", not
+    300 digits. The shares stay figures where they are (cash 3,000: 200 / 3,000 = 6.67%)."""
+    from fbr.console import margin_share_text
+    from fbr.render import summary_table
+
+    assert margin_share_text(2e302) == margin_share_text(float("inf")) == "> 1,000%"
+    assert margin_share_text(10.0) == "1000.00%" and margin_share_text(None) == "-"
+    assert margin_share_text(float("nan")) == "> 1,000%"
+    doc = tomllib.loads((EXAMPLES / "seed_example_1.toml").read_text(encoding="utf-8"))
+    rows = {}
+    for cash in (1e-300, 3000.0):
+        doc["book"]["cash"] = cash
+        path = tmp_path / "b.toml"
+        path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+        loaded = load_book_file(path)
+        sol = Rebalancer().solve(loaded.book, loaded.market, loaded.risk, loaded.settings)
+        console = Console(record=True, width=80)
+        console.print(summary_table(sol))
+        text = console.export_text()
+        rows[cash] = [line for line in text.splitlines() if "margin (USD" in line]
+        assert max(len(line) for line in text.splitlines()) <= 80
+    assert all("200.00 (> 1,000%)" in r or "10.00 (> 1,000%)" in r for r in rows[1e-300])
+    assert "200.00 (6.67%)" in rows[3000.0][0] and "10.00 (0.33%)" in rows[3000.0][1]
+
+
 def _seed_solution() -> Solution:
     """Seed example 1 solved (the solution a plan is attached to)."""
     loaded = load_book_file(EXAMPLES / "seed_example_1.toml")
