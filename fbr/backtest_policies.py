@@ -53,7 +53,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from fbr.config_values import check_keys, fraction, join, number, period, string, whole
+from fbr.config_values import check_keys, fraction, join, period, string, weight, whole
 from models.errors import ValidationError
 from models.trailing_risk import MIN_RISK_ROWS
 
@@ -208,10 +208,7 @@ def _optimized_params(row: Mapping[str, object], where: str) -> dict[str, Policy
         out["horizon"] = check_horizon(row["horizon"], at("horizon"))
     for key in ("gamma_trade", "gamma_fund"):
         if key in row:
-            v = number(row[key], at(key))
-            if v < 0:
-                raise ValidationError(at(key), f"is {row[key]!r}", "give a weight >= 0")
-            out[key] = v
+            out[key] = weight(row[key], at(key))
     if "risk_lookback_days" in row:
         out["risk_lookback_days"] = whole(row["risk_lookback_days"], at("risk_lookback_days"),
                                           MIN_RISK_ROWS)

@@ -36,6 +36,7 @@ from fbr.config_values import (
     sub_table,
     symbol_map,
     table_array,
+    weight,
 )
 from models.book import Book
 from models.errors import ValidationError
@@ -131,7 +132,7 @@ def _costs(table: Table) -> CostSettings:
             kwargs[key] = boolean(table[key], f"costs.{key}")
     for key in ("impact_k", "gamma_trade", "gamma_fund"):
         if key in table:
-            kwargs[key] = nonneg(table[key], f"costs.{key}")
+            kwargs[key] = weight(table[key], f"costs.{key}")
     if "horizon_days" in table:
         kwargs["horizon_days"] = positive(table["horizon_days"], "costs.horizon_days")
         if kwargs["horizon_days"] > MAX_HORIZON_DAYS:
@@ -154,7 +155,7 @@ def cost_to_go_keys(table: Mapping[str, object], where: str = "costs", *,
     checked when the policy is built, fbr.backtest_risk.optimized_inputs)."""
     out: dict[str, float] = {}
     if "cost_to_go" in table:
-        out["cost_to_go"] = nonneg(table["cost_to_go"], f"{where}.cost_to_go")
+        out["cost_to_go"] = weight(table["cost_to_go"], f"{where}.cost_to_go")
     if "cost_to_go_power" in table:
         out["cost_to_go_power"] = in_range(table["cost_to_go_power"], f"{where}.cost_to_go_power",
                                            0.0, 1.0)

@@ -49,6 +49,7 @@ from fbr.config_values import (
     table_array,
     timestamp,
     usd_amount,
+    weight,
 )
 from models.book import Book
 from models.errors import ValidationError
@@ -97,7 +98,7 @@ def parse_spot_leg(data: Mapping[str, object], solver: Table, book: Book) -> Spo
                     [m.value for m in LotMethod], LotMethod)
     harvest = boolean(tax["harvest_losses"], "tax.harvest_losses") \
         if "harvest_losses" in tax else False
-    gamma = nonneg(tax.get("gamma", 1.0), "tax.gamma")
+    gamma = weight(tax.get("gamma", 1.0), "tax.gamma")
     futures_tax = boolean(tax["price_futures"], "tax.price_futures") \
         if "price_futures" in tax else False
     return SpotLegSettings(enabled=enabled, rates=rates, lots=lots, lot_method=method,

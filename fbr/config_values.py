@@ -113,6 +113,25 @@ def nonneg(value: object, path: str, *, percent: bool = False) -> float:
     return v
 
 
+#: The largest weight an objective term may take (gamma_trade, gamma_fund, tax.gamma,
+#: cost_to_go, impact_k). The terms they weigh are costs in fractions of the base (1e-5 .. 1e-2)
+#: set against a squared tracking error (1e-6 .. 1e-2): at a weight of 1e4 a book already trades
+#: nothing, and past about 1e11 the objective's coefficients leave the solvers' range (a
+#: gamma_trade of 1e12 was reported "unbounded", 1e308 "infeasible"). Every term at 1e6 together
+#: still solves to optimality.
+MAX_WEIGHT = 1e6
+
+
+def weight(value: object, path: str) -> float:
+    """An objective term's weight: a finite number in [0, MAX_WEIGHT]."""
+    v = nonneg(value, path)
+    if v > MAX_WEIGHT:
+        raise ValidationError(path, f"is {value!r}, past any useful weight",
+                              f"give a weight in [0, {MAX_WEIGHT:g}] (the trade-off against TE^2 "
+                              "is already all one way at about 1e4)")
+    return v
+
+
 def usd_amount(value: object, path: str) -> float:
     """A USD amount (cash, a holding's value): finite, >= 0 and at most MAX_HOLDING_USD."""
     v = nonneg(value, path)
