@@ -36,6 +36,7 @@ from fbr.config_values import (
     sub_table,
     symbol_map,
     table_array,
+    usd_limit,
     weight,
 )
 from models.book import Book
@@ -208,22 +209,29 @@ def _half_life(value: object, path: str) -> float:
     return v
 
 
+def _positive_usd(value: object, path: str) -> float:
+    """A USD limit > 0 (a cap, a trade limit): :func:`fbr.config_values.usd_limit`."""
+    return usd_limit(value, path, strict=True)
+
+
 def _constraints(table: Table, book: Book) -> ConstraintSettings:
     """[constraints]: each limit is off unless given."""
     check_keys(table, CONSTRAINT_KEYS, "constraints")
     p = "constraints"
     kwargs: dict[str, Any] = {
-        "margin_buffer_usd": nonneg(table.get("margin_buffer_usd", 0.0), f"{p}.margin_buffer_usd"),
+        "margin_buffer_usd": usd_limit(table.get("margin_buffer_usd", 0.0),
+                                       f"{p}.margin_buffer_usd"),
         "margin_buffer_fraction": _fraction_below_one(table.get("margin_buffer_fraction", 0.0),
                                                       f"{p}.margin_buffer_fraction"),
         "max_gross_leverage": optional(table, "max_gross_leverage", p, positive),
-        "default_cap_usd": optional(table, "default_cap_usd", p, positive),
+        "default_cap_usd": optional(table, "default_cap_usd", p, _positive_usd),
         "vol_cap": optional(table, "vol_cap", p, lambda v, q: positive(v, q, percent=True)),
         "rho_min": optional(table, "rho_min", p, lambda v, q: in_range(v, q, -1.0, 1.0)),
-        "funding_budget_usd": optional(table, "funding_budget_usd", p, number),
+        "funding_budget_usd": optional(table, "funding_budget_usd", p,
+                                       lambda v, q: usd_limit(v, q, signed=True)),
         "trade_limit_adv": optional(table, "trade_limit_adv", p,
                                     lambda v, q: positive(v, q, percent=True)),
-        "trade_limit_usd": optional(table, "trade_limit_usd", p, positive),
+        "trade_limit_usd": optional(table, "trade_limit_usd", p, _positive_usd),
         "caps_usd": _caps(sub_table(table, "caps_usd", p), book),
         "stress": tuple(_stress(row, k, book) for k, row in enumerate(table_array(table, "stress", p))),
         "clusters": tuple(_cluster(row, k, book)
@@ -294,7 +302,7 @@ def _caps(table: Table, book: Book) -> dict[str, float]:
     (a position held in it is closed)."""
     for sym, v in table.items():
         known(sym, book.contract_symbols, f"constraints.caps_usd.{sym}", "a contract", v)
-    return symbol_map(table, "constraints.caps_usd", nonneg)
+    return symbol_map(table, "constraints.caps_usd", usd_limit)
 
 
 def _stress(row: Table, k: int, book: Book) -> StressScenario:

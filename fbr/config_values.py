@@ -142,6 +142,20 @@ def usd_amount(value: object, path: str) -> float:
     return v
 
 
+def usd_limit(value: object, path: str, *, signed: bool = False, strict: bool = False) -> float:
+    """A USD limit of a constraint (a cap, a buffer, a budget): finite, at most MAX_HOLDING_USD
+    in size, >= 0 (> 0 with ``strict``; any sign with ``signed``). A limit past what any book can
+    hold is no limit: the key is to be left out instead (a 1e308 buffer made every solver fail)."""
+    v = number(value, path)
+    if not signed and (v < 0 or (strict and v == 0)):
+        raise ValidationError(path, f"is {value!r}", f"give a value {'> 0' if strict else '>= 0'} (USD)")
+    if abs(v) > MAX_HOLDING_USD:
+        raise ValidationError(path, f"is {value!r} USD, past the {MAX_HOLDING_USD:.0e} USD a book "
+                              "may hold", f"give at most {MAX_HOLDING_USD:.0e} USD in size, or "
+                              "leave the key out where no limit is meant")
+    return v
+
+
 def price(value: object, path: str) -> float:
     """A price in USD per unit: finite and, when > 0, within [MIN_PRICE_USD, MAX_PRICE_USD]
     (zero and negative prices are left to MarketSnapshot, which names the field)."""
