@@ -35,6 +35,20 @@ from optimizer.settings import (
 )
 from optimizer.spot_data import futures_tax_coefficients, prepare_spot
 
+#: A bound in weight units (a multiple of the base V) past which it cannot bind any book: a
+#: position, trade, gross exposure or carry of a million times the base. Such a bound is no bound
+#: (inf: its rows are left out, as with the key unset); given to a solver it is a row 1e6-1e9
+#: bases wide, and Clarabel fails on those (solver_error with a 1e13 USD trade limit or cap on a
+#: 10,000 USD book, SCS then answering only 'inaccurate'). A book whose positions would need it
+#: is unbounded: the solve says so.
+LOOSE_BOUND = 1e6
+
+
+def no_looser_than(bound: np.ndarray | float) -> np.ndarray:
+    """``bound`` (weight units) with every entry past :data:`LOOSE_BOUND` made inf (no bound)."""
+    b = np.asarray(bound, dtype=float)
+    return np.where(b > LOOSE_BOUND, math.inf, b)
+
 
 def check_cost_to_go(costs: CostSettings) -> tuple[float, float]:
     """(kappa, p) = (``costs.cost_to_go``, ``costs.cost_to_go_power``), validated: kappa finite and
@@ -144,7 +158,8 @@ def _caps(book: Book, spot: np.ndarray, risk: RiskModel, settings: OptimizerSett
         if cands:
             cap, name = min(cands)
             caps[j], source[j] = cap, name
-    return caps, tuple(source)
+    loose = caps > LOOSE_BOUND
+    return no_looser_than(caps), tuple("" if out else s for s, out in zip(source, loose, strict=True))
 
 
 def _reachable_tiers(mm: MarginModel, caps_usd: np.ndarray,
@@ -202,7 +217,7 @@ def _trade_limits(book: Book, market: MarketSnapshot, cs: ConstraintSettings,
         tl = np.minimum(tl, cs.trade_limit_adv * adv / V)
     if cs.trade_limit_usd is not None:
         tl = np.minimum(tl, cs.trade_limit_usd / V)
-    return tl
+    return no_looser_than(tl)
 
 
 def unlimited_by_adv(book: Book, market: MarketSnapshot, cs: ConstraintSettings) -> list[str]:
@@ -273,12 +288,14 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         inv_lev=inv_lev, im_budget=mb.budget,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),
-        max_gross=cs.max_gross_leverage if cs.max_gross_leverage is not None else math.inf,
+        max_gross=(float(no_looser_than(cs.max_gross_leverage))
+                   if cs.max_gross_leverage is not None else math.inf),
         caps=caps, cap_source=cap_source, cluster_members=tuple(members),
         cluster_names=tuple(cl.name for cl in cs.clusters),
         cluster_bands=np.array([cl.band for cl in cs.clusters], dtype=float),
         vol_cap=cs.vol_cap if cs.vol_cap is not None else math.inf,
-        funding_budget=(cs.funding_budget_usd / V) if cs.funding_budget_usd is not None else math.inf,
+        funding_budget=(float(no_looser_than(cs.funding_budget_usd / V))
+                        if cs.funding_budget_usd is not None else math.inf),
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
         spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k,

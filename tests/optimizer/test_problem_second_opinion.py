@@ -1,16 +1,19 @@
 """A verdict of no solution is put to the next solver of the chain (``HedgeProblem.run_chain``).
 
-PIQP called a feasible book infeasible: the backtest demo's book with ``max_gross_leverage = 1e29``
-(a loose cap written as "no limit"; below PIQP's 1e30 infinity, so the row stays in with a huge
-bound) came back "infeasible", and ``fbr solve`` printed "infeasible: these constraints
-conflict: (none found)", exit 3. Clarabel, asked next, answers it; its answer is the book's
-optimum with that row loose (the same positions as with a cap of 3x, re-solved by PIQP alone).
-A truly infeasible book gets the same verdict from both (``CONFIRMS``: a second opinion, not a
-fallback). The chain's rules are also checked on scripted engines.
+PIQP called a feasible book infeasible: the backtest demo's book with ``max_gross_leverage =
+1e29`` (a loose cap written as "no limit"; below PIQP's 1e30 infinity, so the row stayed in with
+a huge bound; such a bound is now left out when the data are prepared,
+optimizer.prepare.LOOSE_BOUND, so the test sets it on the prepared data) came back
+"infeasible", and ``fbr solve`` printed "infeasible: these constraints conflict: (none found)",
+exit 3. Clarabel, asked next, answers it; its answer is the book's optimum with that row loose
+(the same positions as with a cap of 3x, re-solved by PIQP alone). A truly infeasible book gets
+the same verdict from both (``CONFIRMS``: a second opinion, not a fallback). The chain's rules
+are also checked on scripted engines.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +24,7 @@ import pytest
 
 from fbr.config import load_book_file
 from optimizer.engines import FAILED, INFEASIBLE, OPTIMAL, UNBOUNDED, RawResult
+from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import ConstraintSettings, OptimizerSettings, SolverName
@@ -39,18 +43,27 @@ def _demo_book(tmp_path: Path, cap: str) -> Path:
 
 
 def test_a_false_infeasible_verdict_is_refuted_by_the_next_solver(tmp_path: Path) -> None:
-    loose = load_book_file(_demo_book(tmp_path, "1e29"))
-    sol = Rebalancer().solve(loose.book, loose.market, loose.risk, loose.settings)
-    assert sol.status == "optimal" and sol.solver == "CLARABEL", sol.solvers_tried
-    assert sol.solvers_tried == (("PIQP", "infeasible: refuted by CLARABEL"),
-                                 ("CLARABEL", "optimal"))
-    assert sol.fallbacks == 1
+    """The demo book's data with its gross-leverage bound set to 1e29 after preparation (a book
+    file's bound that large is no bound since: optimizer.prepare.LOOSE_BOUND leaves the row out;
+    here the row stays, as it did, to put PIQP's false verdict to the chain)."""
     ref = load_book_file(_demo_book(tmp_path, "3"))
+    rb = Rebalancer()
+    d = prepare(ref.book, ref.market, ref.risk, ref.settings)
+    assert d.structure.leverage
+    loose = dataclasses.replace(d, max_gross=1e29)
+    hp = rb.problem_for(loose)
+    hp.update(loose)
+    out = hp.solve((SolverName.PIQP, SolverName.CLARABEL))
+    assert out.result.solver == "CLARABEL" and out.result.status == OPTIMAL, out.tried
+    assert out.tried == (("PIQP", "infeasible: refuted by CLARABEL"), ("CLARABEL", "optimal"))
+    assert out.fallbacks == 1
     want = Rebalancer().solve(ref.book, ref.market, ref.risk, ref.settings)
     assert want.status == "optimal" and want.solver == "PIQP"
-    got = {p.symbol: p.notional for p in sol.target_positions}
+    z = out.result.z
+    assert z is not None
+    got = dict(zip(ref.book.contract_symbols, z * d.V, strict=True))
     for p in want.target_positions:
-        assert got[p.symbol] == pytest.approx(p.notional, abs=1e-5 * sol.base), p.symbol
+        assert got[p.symbol] == pytest.approx(p.notional, abs=1e-5 * want.base), p.symbol
 
 
 def test_a_true_infeasible_verdict_is_confirmed_not_a_fallback() -> None:
