@@ -293,9 +293,9 @@ def main() -> int:
         return 0
     vn.ASSETS, vn.TARGETS = ASSETS, TARGETS
     start = vn.warmed_start(data, args.start, args.end, args.lookback)
-    if start != args.start:
-        print(f"the data's spot history begins too late for a {args.lookback}-day risk model at "
-              f"{args.start[:10]}: the run starts at {start} instead (the warm-up)")
+    note = vn.warm_up_note(args.start, start, args.lookback)
+    if note:
+        print(note)
         args.start = start
     t0 = time.perf_counter()
     perps = vn.contracts(data, max(args.start, vn.TIERS_FIRST))

@@ -742,9 +742,9 @@ def main() -> int:
                   "../shared/data)")
             return 0
         start = vn.warmed_start(data, vn.START, vn.END, args.lookback)
-        if start != vn.START:
-            print(f"the data's spot history begins too late for a {args.lookback}-day risk model "
-                  f"at {vn.START[:10]}: the run starts at {start} instead (the warm-up)")
+        note = vn.warm_up_note(vn.START, start, args.lookback)
+        if note:
+            print(note)
             vn.START = start
             vn.WINDOWS = generic_windows(vn.START, vn.END)
             vn.REGIMES = tuple(w for w in vn.WINDOWS if w != "select")

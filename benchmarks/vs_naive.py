@@ -255,6 +255,15 @@ def warmed_start(data: Path, start: str, end: str, lookback: int) -> str:
     return start if asked >= ready else ready.strftime("%Y-%m-%d")
 
 
+def warm_up_note(asked: str, start: str, lookback: int) -> str | None:
+    """What a script says when :func:`warmed_start` moved its start from ``asked`` to ``start``
+    (None when it did not): the risk model's warm-up of ``lookback`` days."""
+    if start == asked:
+        return None
+    return (f"the data's spot history begins too late for a {lookback}-day risk model at "
+            f"{asked[:10]}: the run starts at {start} instead (the warm-up)")
+
+
 def books(path: MarketPath, cons: tuple[FuturesContract, ...]) -> tuple[Book, Book]:
     """(spot-only book, overlay book with the reserve), spot at the targets at the first close."""
     px = path.spot.iloc[0]
