@@ -50,6 +50,11 @@ def no_looser_than(bound: np.ndarray | float) -> np.ndarray:
     return np.where(b > LOOSE_BOUND, math.inf, b)
 
 
+def scalar_bound(bound: float | None) -> float:
+    """One bound in weight units: inf (no bound) when unset (None) or past :data:`LOOSE_BOUND`."""
+    return math.inf if bound is None else float(no_looser_than(bound))
+
+
 def check_cost_to_go(costs: CostSettings) -> tuple[float, float]:
     """(kappa, p) = (``costs.cost_to_go``, ``costs.cost_to_go_power``), validated: kappa finite and
     >= 0 (a dimensionless multiple of TE^2), p in [0, 1]."""
@@ -288,14 +293,12 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         inv_lev=inv_lev, im_budget=mb.budget,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),
-        max_gross=(float(no_looser_than(cs.max_gross_leverage))
-                   if cs.max_gross_leverage is not None else math.inf),
+        max_gross=scalar_bound(cs.max_gross_leverage),
         caps=caps, cap_source=cap_source, cluster_members=tuple(members),
         cluster_names=tuple(cl.name for cl in cs.clusters),
         cluster_bands=np.array([cl.band for cl in cs.clusters], dtype=float),
         vol_cap=cs.vol_cap if cs.vol_cap is not None else math.inf,
-        funding_budget=(float(no_looser_than(cs.funding_budget_usd / V))
-                        if cs.funding_budget_usd is not None else math.inf),
+        funding_budget=scalar_bound(None if cs.funding_budget_usd is None else cs.funding_budget_usd / V),
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,
         gamma_trade=cc.gamma_trade, gamma_fund=cc.gamma_fund, margin_budget=mb, risk_note=risk_note,
         spot=(prepare_spot(book, market, risk.daily_vol, V, settings.spot, cc.impact_k,
