@@ -4,7 +4,9 @@ The plan (optimizer.planner) holds every constraint at every step, so it can be 
 a later step: a dated contract, an asset's only hedge, settles inside the horizon and leaves a
 cluster band that step 1 meets broken at step 3. The single-period elastic problem
 (optimizer.elastic) sees step 1 only and relaxes nothing there. Here every constraint of every
-step carries its own slack s_hk >= 0:
+step carries its own slack s_hk >= 0, solved in the same two stages (optimizer.elastic's module
+doc): the least total violation t* = min sum_h sum_k s_hk first (at or below SLACK_NOISE: the plan
+is feasible, nothing is named), then
 
     minimise  SLACK_WEIGHT * sum_h sum_k s_hk + sum_h (TE^2 + costs)_h   (unscaled)
     s.t.      constraint k of step h relaxed by s_hk, the helper rows of every step
@@ -23,12 +25,15 @@ from optimizer.elastic import (
     ELASTIC_CHAIN,
     SLACK_NAMED,
     SLACK_NOISE,
-    SLACK_WEIGHT,
     Conflict,
     ElasticResult,
+    Stage,
+    proves_feasible,
+    solve_in_stages,
     solved_spot,
+    staged_objective,
 )
-from optimizer.engines import OPTIMAL, OPTIMAL_INACCURATE, RawResult
+from optimizer.engines import RawResult
 from optimizer.planner import PlannerProblem
 from optimizer.settings import SolverName
 
@@ -37,15 +42,20 @@ class ElasticPlanProblem(PlannerProblem):
     """The plan of one :class:`Structure` and H with a slack on every constraint of every step (see
     the module docstring). Built per infeasible plan, so not counted in ``PlannerProblem.builds``."""
 
-    def __init__(self, structure: Structure, horizon: int) -> None:
+    def __init__(self, structure: Structure, horizon: int, stage: Stage = Stage.CLOSEST) -> None:
         self._build_steps(structure, horizon)
         self.slacks = [[cp.Variable(nonneg=True, name=f"slack_{h}_{k}")
                         for k in range(len(step.constraints))] for h, step in enumerate(self.steps)]
         cons = [row for step, sl in zip(self.steps, self.slacks, strict=True)
                 for row in step.rows(sl)]
-        every = [v for sl in self.slacks for v in sl]
-        total = cp.sum(cp.hstack(every)) if every else cp.Constant(0.0)
-        self._compile(SLACK_WEIGHT * total + cp.sum([s.objective() for s in self.steps]), cons)
+        steps_objective = cp.sum([s.objective() for s in self.steps])  # builds every step's terms
+        objective = steps_objective if stage == Stage.CLOSEST else None
+        self._compile(staged_objective([v for sl in self.slacks for v in sl], objective,
+                                       self.ctx.z), cons)
+
+    def total_slack(self) -> float:
+        """The total slack over every step of the last unpacked solve (weight units)."""
+        return sum(float(v.value or 0.0) for sl in self.slacks for v in sl)
 
     def default_chain(self) -> tuple[SolverName, ...]:
         return ELASTIC_CHAIN
@@ -72,14 +82,15 @@ class ElasticPlanProblem(PlannerProblem):
 
 
 def elastic_plan_resolve(d: ProblemData, horizon: int) -> ElasticResult:
-    """Solve :class:`ElasticPlanProblem` for today's ``d`` over ``horizon`` steps: step 1's
-    positions of the closest feasible plan and the conflicts by step. When no solver answers,
-    ``z`` is today's book and nothing is named; ``tried`` says why."""
-    ep = ElasticPlanProblem(d.structure, horizon)
-    ep.update(d)
-    res, tried = ep.run_chain(ep.default_chain())
-    if res is None or res.z is None or res.status not in (OPTIMAL, OPTIMAL_INACCURATE):
-        return ElasticResult(z=np.asarray(d.z0, dtype=float), tried=tried)
-    ep.unpack(res.solver)
-    return ElasticResult(z=np.asarray(res.z, dtype=float), conflicts=tuple(ep.conflicts()),
-                         spot=solved_spot(ep.ctx, d.structure.n_assets), tried=tried)
+    """Solve :class:`ElasticPlanProblem` for today's ``d`` over ``horizon`` steps in stages: step
+    1's positions of the closest feasible plan and the conflicts by step. When stage 1 gets no
+    answer, ``z`` is today's book and nothing is named, ``tried`` says why; when it proves the
+    plan feasible, nothing is named either."""
+    run = solve_in_stages(lambda stage: ElasticPlanProblem(d.structure, horizon, stage), d)
+    ep, res = run.problem, run.result
+    if ep is None or res is None or res.z is None:
+        return ElasticResult(z=np.asarray(d.z0, dtype=float), tried=run.tried)
+    conflicts = ep.conflicts() if not proves_feasible(run.least) else []
+    return ElasticResult(z=np.asarray(res.z, dtype=float), conflicts=tuple(conflicts),
+                         spot=solved_spot(ep.ctx, d.structure.n_assets), tried=run.tried,
+                         solved=True, least=run.least)

@@ -105,15 +105,19 @@ class InsufficientCollateralError(FbrError):
 def solve_or_diagnose(hp: HedgeProblem, d: ProblemData, solvers: tuple[SolverName, ...]
                       ) -> tuple[SolveOutcome, ElasticResult | None]:
     """``hp.solve(solvers)``; when no solver answers, the elastic re-solve (every row with a
-    slack, always feasible) decides: rows it must relax mean the book cannot meet its constraints,
-    an answer (status infeasible, with that elastic result for the caller to name the conflicts
-    from); none relaxed, or no answer there either, and the failure stands
-    (:class:`SolverFailedError`). Interior-point solvers can stall on an infeasible problem
-    without proving it. The elastic result is None when a solver answered."""
+    slack, always feasible) decides: a least total violation past float noise proves the book
+    cannot meet its constraints, an answer (status infeasible, with that elastic result for the
+    caller to name the conflicts from); none (the book is feasible: said in the error), or no
+    answer there either, and the failure stands (:class:`SolverFailedError`). Interior-point
+    solvers can stall on an infeasible problem without proving it. The elastic result is None
+    when a solver answered."""
     try:
         return hp.solve(solvers), None
     except SolverFailedError as exc:
         el = diagnose(hp, d)
+        if el.feasible:
+            raise type(exc)(f"{exc}. A least-violation check finds a book that meets every "
+                            "constraint: the book is feasible and the solvers failed on it") from exc
         if not el.conflicts:
             raise
         failed = RawResult(None, INFEASIBLE, "elastic", 0.0, 0, float("nan"))
@@ -131,9 +135,14 @@ def diagnose(hp: HedgeProblem, d: ProblemData) -> ElasticResult:
 
 def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...]) -> list[str]:
     """What an infeasible answer says: the conflicting constraints (and, when the least-violation
-    re-solve itself failed, which solvers failed and that the positions are today's)."""
+    re-solve itself failed, which solvers failed and that the positions are today's; when it
+    proves the book feasible, that the solvers' verdict is in doubt)."""
     names = ", ".join([c.name for c in conflicts] + list(el.opposing)) or "(none found)"
     out: list[str] = []
+    if el.feasible:
+        out.append("the solvers answered infeasible, yet a least-violation check finds a book that "
+                   "meets every constraint (the positions shown): the verdict is in doubt; nothing "
+                   "is ordered")
     if not el.solved:
         tried = ", ".join(f"{s} ({st})" for s, st in el.tried) or "none"
         out.append(f"the least-violation re-solve failed ({tried}): the conflicting constraints are "

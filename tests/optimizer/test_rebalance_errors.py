@@ -274,11 +274,12 @@ def test_a_failed_elastic_resolve_fails_a_strict_test_run(monkeypatch: pytest.Mo
 def test_a_numerical_failure_of_the_elastic_resolve_passes_to_scs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Clarabel stalls on the elastic problem (a status, not a crash: no exception even in strict
-    mode): SCS answers, the conflict is named as when Clarabel serves, and the record says so."""
+    mode): SCS answers, in both stages (the least violation, then the closest book), the conflict
+    is named as when Clarabel serves, and the record says so."""
     book, market, settings = _infeasible_budget()
     calls = _elastic_engines(monkeypatch, {SolverName.CLARABEL: FAILED})
     sol = Rebalancer().solve(book, market, _risk(), settings)
-    assert calls == ["CLARABEL", "SCS"]
+    assert calls == ["CLARABEL", "SCS", "CLARABEL", "SCS"]
     assert sol.status == "infeasible"
     assert [c.name for c in sol.conflicts] == ["funding_budget"]
     assert sol.conflicts[0].violation == pytest.approx(5.0, rel=1e-3)
