@@ -68,6 +68,12 @@ class UnboundedBookError(FbrError):
     """The book admits a riskless carry trade with no bound: refuse rather than return nonsense."""
 
 
+#: what to try when no solver answers a sound book
+NO_ANSWER_FIX = ("Fix: look for a value many orders of magnitude off the others (a cost weight, a "
+                 "buffer, a cap or a bound), move [solver] objective_scale (default 1e4) by a "
+                 "factor of 10 either way, or try another order of [solver] solvers")
+
+
 @dataclass(frozen=True)
 class SolveOutcome:
     """A raw solve plus the fallback record: ``tried`` lists (solver, status) in order."""
@@ -106,6 +112,42 @@ def check_bounded(d: ProblemData) -> None:
                     f"nothing bounds them, so a long/short pair earns carry risk-free without limit. "
                     f"Fix: switch on the margin constraint, set caps_usd or a trade limit for one of "
                     f"them, or give the basis risk model.")
+
+
+def bounded_reason(d: ProblemData) -> str | None:
+    """Why the objective is bounded below on the feasible set, when the structure alone shows it;
+    else None. Every term but the carry is non-negative (TE^2, basis risk, cost-to-go: quadratic
+    forms; trading, impact, futures tax, reserve: costs) or a function of the spot trades alone,
+    which the spot rows bound (0 <= q <= holdings, sum(b) - sum(q) <= cash); the carry
+    gamma_fund r'z is linear in the positions z. So the objective is bounded below when the
+    carry is off or zero, or when every position is bounded: by the initial-margin row, by the
+    stress scenarios' maintenance rows (tiered, mmr > 0), or by a cap, a trade limit or a halt
+    on each contract."""
+    st = d.structure
+    if not st.carry or d.gamma_fund == 0 or not np.any(d.carry):
+        return "no term of the objective pays without limit (the carry is off or zero)"
+    if st.margin:
+        return "the initial-margin row bounds every position"
+    if st.stress_names:
+        return "the stress scenarios' maintenance rows bound every position"
+    if set(st.capped) | set(st.trade_limited) | set(st.halted) >= set(range(st.n_contracts)):
+        return "a cap, a trade limit or a halt bounds every position"
+    return None
+
+
+def refuse_unbounded(status: str, d: ProblemData) -> None:
+    """The solver's own unboundedness verdict (check_bounded catches the known cases first):
+    :class:`UnboundedBookError`, or :class:`NoAnswerError` when :func:`bounded_reason` shows the
+    objective bounded below (the verdict is then a numerical failure, not an answer)."""
+    if status != UNBOUNDED:
+        return
+    reason = bounded_reason(d)
+    if reason is not None:
+        raise NoAnswerError(f"the solver reports the book unbounded, yet {reason}: a numerical "
+                            f"failure, not an answer. {NO_ANSWER_FIX}")
+    raise UnboundedBookError("the solver reports the book unbounded: a position can grow without "
+                             "limit (a carry trade, or an asset with zero variance). Fix: switch "
+                             "on margin, or cap the contracts.")
 
 
 def base_constraints(st: Structure, ctx: Context) -> list[cp.Constraint]:
@@ -226,10 +268,7 @@ class HedgeProblem:
         if res is not None:
             return SolveOutcome(res, tried)
         detail = ", ".join(f"{n}: {st}" for n, st in tried)
-        raise NoAnswerError(f"every solver failed ({detail}). Fix: look for a value many orders "
-                            "of magnitude off the others (a cost weight, a buffer, a cap or a "
-                            "bound), move [solver] objective_scale (default 1e4) by a factor of "
-                            "10 either way, or try another order of [solver] solvers")
+        raise NoAnswerError(f"every solver failed ({detail}). {NO_ANSWER_FIX}")
 
     def run_chain(self, chain: tuple[SolverName, ...]
                   ) -> tuple[RawResult | None, tuple[tuple[str, str], ...]]:

@@ -27,7 +27,7 @@ from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData, Structure
 from optimizer.elastic import ElasticResult, elastic_resolve
 from optimizer.elastic_plan import elastic_plan_resolve
-from optimizer.engines import INFEASIBLE, UNBOUNDED, RawResult
+from optimizer.engines import INFEASIBLE, RawResult
 from optimizer.halted import halted_messages
 from optimizer.planner import PlannerProblem, plan_of, planner_horizon
 from optimizer.prepare import prepare, unlimited_by_adv
@@ -35,8 +35,8 @@ from optimizer.problem import (
     HedgeProblem,
     SolveOutcome,
     SolverFailedError,
-    UnboundedBookError,
     check_bounded,
+    refuse_unbounded,
 )
 from optimizer.proxy import proxy_hedge_messages
 from optimizer.reserve import with_reserve, with_stress_preset
@@ -239,7 +239,7 @@ class Rebalancer:
         hp = self.problem_for(d)
         hp.update(d)
         out, _ = solve_or_diagnose(hp, d, d.settings.solvers)
-        _refuse_unbounded(out.result.status)
+        refuse_unbounded(out.result.status, d)
         if out.result.z is None:
             return d.z0.copy(), hp, out.result.status, out.result.seconds
         return out.result.z, hp, out.result.solver, out.result.seconds
@@ -260,7 +260,7 @@ class Rebalancer:
         hp.update(d)
         outcome, diagnosed = solve_or_diagnose(hp, d, settings.solvers)
         res = outcome.result
-        _refuse_unbounded(res.status)
+        refuse_unbounded(res.status, d)
         cons = hp.constraints
         messages: list[str] = []
         if outcome.fallbacks:
@@ -385,14 +385,6 @@ def _plan_explanation(hp: HedgeProblem, c: Constraint, row: str, dual_user: floa
         return f"{row} holds nothing back {where} (its dual is at solver precision)"
     return (f"{row} binds {where}: loosening it lowers the plan's objective (risk and costs over "
             f"all {hp.horizon} steps) by {dual_user:.3g} per {c.unit} (first order)")
-
-
-def _refuse_unbounded(status: str) -> None:
-    """The solver's own unboundedness verdict (check_bounded catches the known cases first)."""
-    if status == UNBOUNDED:
-        raise UnboundedBookError("the solver reports the book unbounded: a position can grow without "
-                                 "limit (a carry trade, or an asset with zero variance). Fix: switch "
-                                 "on margin, or cap the contracts.")
 
 
 def solve_rebalance(book: Book, market: MarketSnapshot, risk: RiskModel,
