@@ -36,7 +36,7 @@ from optimizer.constraint_base import Constraint
 from optimizer.constraints import constraints_for
 from optimizer.data import ProblemData, Structure
 from optimizer.engines import OPTIMAL, OPTIMAL_INACCURATE, RawResult
-from optimizer.problem import HedgeProblem, base_constraints
+from optimizer.problem import NO_ANSWER_FIX, HedgeProblem, NoAnswerError, base_constraints
 from optimizer.settings import SolverName
 from optimizer.spot_leg import SpotContext, make_context
 from optimizer.terms import terms_for
@@ -245,3 +245,14 @@ def elastic_resolve(d: ProblemData) -> ElasticResult:
     return ElasticResult(z=np.asarray(res.z, dtype=float), conflicts=tuple(conflicts),
                          opposing=tuple(opposing), spot=ep.spot_trades(), tried=run.tried,
                          solved=True, least=run.least)
+
+
+def refute_infeasible(el: ElasticResult) -> ElasticResult:
+    """``el``, the least-violation re-solve of a book the solvers answered infeasible; when its
+    stage 1 proves the book feasible, :class:`NoAnswerError` instead: the verdict is a numerical
+    failure, not an answer."""
+    if el.feasible:
+        raise NoAnswerError("the solvers answered infeasible, yet a least-violation check finds a "
+                            "book that meets every constraint: a numerical failure, not an "
+                            f"answer. {NO_ANSWER_FIX}")
+    return el

@@ -25,7 +25,7 @@ from models.risk import RiskModel
 from optimizer.checks import check_not_liquidatable, order_blockers
 from optimizer.constraint_base import Constraint
 from optimizer.data import ProblemData, Structure
-from optimizer.elastic import ElasticResult, elastic_resolve
+from optimizer.elastic import ElasticResult, elastic_resolve, refute_infeasible
 from optimizer.elastic_plan import elastic_plan_resolve
 from optimizer.engines import INFEASIBLE, RawResult
 from optimizer.halted import halted_messages
@@ -135,14 +135,9 @@ def diagnose(hp: HedgeProblem, d: ProblemData) -> ElasticResult:
 
 def _infeasible_messages(el: ElasticResult, conflicts: tuple[ConflictReport, ...]) -> list[str]:
     """What an infeasible answer says: the conflicting constraints (and, when the least-violation
-    re-solve itself failed, which solvers failed and that the positions are today's; when it
-    proves the book feasible, that the solvers' verdict is in doubt)."""
+    re-solve itself failed, which solvers failed and that the positions are today's)."""
     names = ", ".join([c.name for c in conflicts] + list(el.opposing)) or "(none found)"
     out: list[str] = []
-    if el.feasible:
-        out.append("the solvers answered infeasible, yet a least-violation check finds a book that "
-                   "meets every constraint (the positions shown): the verdict is in doubt; nothing "
-                   "is ordered")
     if not el.solved:
         tried = ", ".join(f"{s} ({st})" for s, st in el.tried) or "none"
         out.append(f"the least-violation re-solve failed ({tried}): the conflicting constraints are "
@@ -271,7 +266,7 @@ class Rebalancer:
         spot: tuple[np.ndarray, np.ndarray] | None = None
         plan: Plan | None = None
         if res.status == INFEASIBLE:
-            el = diagnosed or diagnose(hp, d)
+            el = refute_infeasible(diagnosed or diagnose(hp, d))
             spot, opposing = el.spot, el.opposing
             conflicts = tuple(ConflictReport(c.name, c.violation_user, c.unit) for c in el.conflicts)
             messages += _infeasible_messages(el, conflicts)

@@ -12,6 +12,7 @@ a cap the book can meet (position_limit, 2,500 USD) and called the book infeasib
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -21,9 +22,10 @@ from test_rebalance_errors import SYMS, _market, _perps, _risk, _seed_book
 from models.book import Book, FuturesPosition
 from models.market import MarketSnapshot
 from optimizer.elastic import SLACK_NOISE, elastic_resolve
+from optimizer.engines import INFEASIBLE, RawResult
 from optimizer.planner import PlannerProblem
 from optimizer.prepare import prepare
-from optimizer.problem import HedgeProblem, SolverFailedError
+from optimizer.problem import HedgeProblem, NoAnswerError, SolveOutcome, SolverFailedError
 from optimizer.rebalance import Rebalancer
 from optimizer.settings import ClusterBand, ConstraintSettings, CostSettings, OptimizerSettings
 
@@ -126,3 +128,20 @@ def test_an_infeasible_plan_proves_a_positive_least_violation() -> None:
     sol = Rebalancer().solve(book, market, risk, st)
     assert sol.status == "infeasible"
     assert "cluster_band at step 3" in [c.name for c in sol.conflicts]
+
+
+def test_an_infeasible_verdict_on_a_feasible_book_is_a_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The solvers answer "infeasible" (confirmed by the second opinion) on the feasible book:
+    stage 1 proves it feasible, so the answer is a solver failure, not an infeasible book with
+    nothing named."""
+    book, market, st = _book_and_settings(gamma_trade=1.0)
+
+    def says_infeasible(self: HedgeProblem, solvers: tuple[object, ...] = ()) -> SolveOutcome:
+        res = RawResult(None, INFEASIBLE, "CLARABEL", 0.0, 0, math.nan)
+        return SolveOutcome(res, (("CLARABEL", INFEASIBLE), ("SCS", "infeasible: confirms CLARABEL")))
+
+    monkeypatch.setattr(HedgeProblem, "solve", says_infeasible)
+    with pytest.raises(NoAnswerError, match="the solvers answered infeasible, yet a least-violation "
+                                           "check finds a book that meets every constraint"):
+        Rebalancer().solve(book, market, _risk(), st)
