@@ -40,6 +40,7 @@ from fbr.config_values import (
     weight,
 )
 from models.book import Book
+from models.bounds import MAX_HORIZON_DAYS
 from models.errors import ValidationError
 from optimizer.settings import (
     ClusterBand,
@@ -166,10 +167,6 @@ def cost_to_go_keys(table: Mapping[str, object], where: str = "costs", *,
                                   "set cost_to_go (a multiple of TE^2, e.g. 30), or remove the key")
     return out
 
-
-#: The longest carry horizon (days) a book may give: ten years. A carry of a funding rate held
-#: longer is no forecast, and a horizon of 1e308 days overflows the objective's coefficients.
-MAX_HORIZON_DAYS = 3_650
 
 #: [costs] keys of the EWMA funding forecaster (meaningful only with funding_forecast = "ewma")
 FORECAST_KEYS = ("funding_half_life", "funding_reversion_half_life", "funding_long_run_rate")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+from models.bounds import MAX_WEIGHT
 from models.errors import ValidationError
 from models.instruments import check_symbol
 
@@ -111,15 +112,6 @@ def nonneg(value: object, path: str, *, percent: bool = False) -> float:
     if v < 0:
         raise ValidationError(path, f"is {value!r}", "give a value >= 0")
     return v
-
-
-#: The largest weight an objective term may take (gamma_trade, gamma_fund, tax.gamma,
-#: cost_to_go, impact_k). The terms they weigh are costs in fractions of the base (1e-5 .. 1e-2)
-#: set against a squared tracking error (1e-6 .. 1e-2): at a gamma_trade of 1e4 the test books
-#: already trade nothing (at a cost_to_go of 1e6 they go to target), and past about 1e11 the
-#: objective's coefficients leave the solvers' range (a gamma_trade of 1e12 was reported
-#: "unbounded", 1e308 "infeasible"). Every term at 1e6 together still solves to optimality.
-MAX_WEIGHT = 1e6
 
 
 def weight(value: object, path: str) -> float:

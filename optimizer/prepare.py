@@ -22,6 +22,7 @@ from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.carry import _carry_per_horizon, carry_path
+from optimizer.cost_checks import check_costs, check_weight
 from optimizer.cost_to_go import power_shape_root
 from optimizer.data import ProblemData, margin_budget
 from optimizer.model_cache import cached_basis_factor, cached_margin_model, solver_risk
@@ -56,18 +57,14 @@ def scalar_bound(bound: float | None) -> float:
 
 
 def check_cost_to_go(costs: CostSettings) -> tuple[float, float]:
-    """(kappa, p) = (``costs.cost_to_go``, ``costs.cost_to_go_power``), validated: kappa finite and
-    >= 0 (a dimensionless multiple of TE^2), p in [0, 1]."""
-    kappa, p = costs.cost_to_go, costs.cost_to_go_power
-    if not (isinstance(kappa, int | float) and math.isfinite(kappa) and kappa >= 0):
-        raise ValidationError("costs.cost_to_go", f"is {kappa!r}",
-                              "give the cost-to-go weight kappa as a number >= 0, a multiple of "
-                              "the tracking-error term (0: off), e.g. 1")
+    """(kappa, p) = (``costs.cost_to_go``, ``costs.cost_to_go_power``), validated: kappa a weight
+    (a dimensionless multiple of TE^2, in [0, MAX_WEIGHT]), p in [0, 1]."""
+    kappa, p = check_weight(costs.cost_to_go, "costs.cost_to_go"), costs.cost_to_go_power
     if not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
         raise ValidationError("costs.cost_to_go_power", f"is {p!r}",
                               "give the cost-to-go shape power p in [0, 1] (1: Sigma's shape, 0: "
                               "the identity's), e.g. 0.5")
-    return float(kappa), float(p)
+    return kappa, float(p)
 
 
 def cost_to_go_root(risk: RiskModel, costs: CostSettings) -> np.ndarray | None:
@@ -261,7 +258,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     val = book.valuation(market)
     V = val.base
     _check_base(V)
-    cs, cc = settings.constraints, settings.costs
+    cs, cc = settings.constraints, check_costs(settings.costs)
     spot = val.spot_values
     B = book.exposure_matrix()
     # x0: USD exposure (inverse q x size x mark / entry) for TE and trades; the margin already

@@ -21,6 +21,7 @@ from models.costs import impact_coefficient
 from models.errors import ValidationError
 from models.market import MarketSnapshot, as_datetime
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
+from optimizer.cost_checks import check_weight
 from optimizer.pledge_pieces import PledgePieces, pledge_pieces
 from optimizer.settings import SpotLegSettings
 
@@ -159,8 +160,7 @@ def prepare_spot(book: Book, market: MarketSnapshot, daily_vol: np.ndarray, V: f
     impact = impact_coefficient(impact_k, daily_vol, adv) * math.sqrt(V)  # weight units
     if not (math.isfinite(settings.cash_usd) and settings.cash_usd >= 0):
         raise ValidationError("spot.cash_usd", f"is {settings.cash_usd}", "give USD >= 0")
-    if not (math.isfinite(settings.gamma_tax) and settings.gamma_tax >= 0):
-        raise ValidationError("tax.gamma", f"is {settings.gamma_tax}", "give a weight >= 0")
+    check_weight(settings.gamma_tax, "tax.gamma")
     now = as_datetime(market.time)
     hold = qty * prices / V
     lots = tuple(tuple(settings.lots.get(a, ())) for a in assets)
@@ -200,8 +200,7 @@ def futures_tax_coefficients(book: Book, market: MarketSnapshot,
     ``settings.futures_tax`` is off or there is no futures rate."""
     if not settings.futures_tax or settings.rates is None or not book.contracts:
         return None
-    if not (math.isfinite(settings.gamma_tax) and settings.gamma_tax >= 0):
-        raise ValidationError("tax.gamma", f"is {settings.gamma_tax}", "give a weight >= 0")
+    check_weight(settings.gamma_tax, "tax.gamma")
     rate = settings.rates.futures_rate
     x0 = np.abs(book.futures_exposure(market))  # |z0| V: the optimiser's exposure units
     out = np.zeros(len(book.contracts))

@@ -13,7 +13,7 @@ import tomli_w
 
 from fbr.backtest_policies import _optimized_params
 from fbr.config import load_book_file
-from fbr.config_values import MAX_WEIGHT
+from models.bounds import MAX_WEIGHT
 from models.errors import ValidationError
 from optimizer.rebalance import Rebalancer
 

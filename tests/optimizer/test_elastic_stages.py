@@ -4,23 +4,27 @@ constraint, and a weighted stage 2 that relaxes more than that is not served.
 
 The book: the seed book (BTC 0.1, ETH 1, SOL 10 at 60,000 / 2,500 / 150 USD; targets 50/30/20)
 long 0.05 BTC-PERP (3,000 USD) under a 500 USD cap on BTC-PERP, with a trading weight of 1e10
-(past what a book file may hold: the config layer refuses weights over 1e6). Meeting the cap
-means selling 2,500 USD of BTC-PERP, which costs the weighted objective more than the slack
-weight (1e6 per weight unit) charges for breaking the cap: one weighted problem alone "relaxed"
-a cap the book can meet (position_limit, 2,500 USD) and called the book infeasible.
+written into the prepared data (settings refuse weights over 1e6, optimizer.cost_checks; a
+carry weight of 1e6 over a ten-year horizon weighs about as much). Meeting the cap means selling
+2,500 USD of BTC-PERP, which costs the weighted objective more than the slack weight (1e6 per
+weight unit) charges for breaking the cap: one weighted problem alone "relaxed" a cap the book
+can meet (position_limit, 2,500 USD) and called the book infeasible.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from test_elastic_plan import _inputs
 from test_rebalance_errors import SYMS, _market, _perps, _risk, _seed_book
 
+import optimizer.rebalance as rebalance_module
 from models.book import Book, FuturesPosition
 from models.market import MarketSnapshot
+from optimizer.data import ProblemData
 from optimizer.elastic import SLACK_NOISE, elastic_resolve
 from optimizer.engines import INFEASIBLE, RawResult
 from optimizer.planner import PlannerProblem
@@ -33,15 +37,31 @@ CAP_USD = 500.0
 HELD_USD = 3_000.0
 
 
-def _book_and_settings(funding_budget_usd: float | None = None, gamma_trade: float = 1e10
+#: the trading weight written into the prepared data
+HUGE = 1e10
+
+
+def _book_and_settings(funding_budget_usd: float | None = None
                        ) -> tuple[Book, MarketSnapshot, OptimizerSettings]:
     contracts = _perps(*SYMS, lot_step=1e-8, min_notional=0.0)
     book = replace(_seed_book(contracts),
                    futures={"BTC-PERP": FuturesPosition(HELD_USD / 60_000.0, 60_000.0)})
     cons = ConstraintSettings(caps_usd={"BTC-PERP": CAP_USD}, funding_budget_usd=funding_budget_usd)
-    st = OptimizerSettings(costs=CostSettings(trading=True, gamma_trade=gamma_trade),
-                           constraints=cons, round_lots=False)
+    st = OptimizerSettings(costs=CostSettings(trading=True), constraints=cons, round_lots=False)
     return book, _market(contracts), st
+
+
+def _prepared(st: OptimizerSettings, gamma_trade: float = HUGE) -> ProblemData:
+    book, market, _ = _book_and_settings()
+    return replace(prepare(book, market, _risk(), st), gamma_trade=gamma_trade)
+
+
+def _huge_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebalancer's prepared data carry a trading weight of :data:`HUGE`."""
+    def prepared(*args: Any) -> ProblemData:
+        return replace(prepare(*args), gamma_trade=HUGE)
+
+    monkeypatch.setattr(rebalance_module, "prepare", prepared)
 
 
 def _no_solver_answers(monkeypatch: pytest.MonkeyPatch, cls: type[HedgeProblem]) -> None:
@@ -51,9 +71,11 @@ def _no_solver_answers(monkeypatch: pytest.MonkeyPatch, cls: type[HedgeProblem])
     monkeypatch.setattr(cls, "solve", fail)
 
 
-def test_the_book_is_feasible_and_solved_when_a_solver_answers() -> None:
+def test_the_book_is_feasible_and_solved_when_a_solver_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The reference: the solvers meet the cap (the trading weight keeps the rest of the book as
     it is: BTC-PERP at the cap's edge, +500 USD)."""
+    _huge_weight(monkeypatch)
     book, market, st = _book_and_settings()
     sol = Rebalancer().solve(book, market, _risk(), st)
     assert sol.status == "optimal"
@@ -62,9 +84,7 @@ def test_the_book_is_feasible_and_solved_when_a_solver_answers() -> None:
 
 
 def test_stage_one_proves_the_book_feasible() -> None:
-    book, market, st = _book_and_settings()
-    d = prepare(book, market, _risk(), st)
-    el = elastic_resolve(d)
+    el = elastic_resolve(_prepared(_book_and_settings()[2]))
     assert el.solved and el.feasible
     assert el.least is not None and el.least <= SLACK_NOISE
     assert el.conflicts == () and el.opposing == ()
@@ -74,6 +94,7 @@ def test_no_solver_answering_a_feasible_book_is_a_failure_not_infeasible(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: status "infeasible", position_limit relaxed by 2,500 USD."""
     book, market, st = _book_and_settings()
+    _huge_weight(monkeypatch)
     _no_solver_answers(monkeypatch, HedgeProblem)
     with pytest.raises(SolverFailedError) as exc:
         Rebalancer().solve(book, market, _risk(), st)
@@ -88,6 +109,7 @@ def test_an_infeasible_book_names_only_what_no_book_can_meet(
     too (2,500 USD, to save the trade): not served; stage 1's answer names the budget alone, by
     5 USD, with BTC-PERP within its cap. Before: position_limit and funding_budget named."""
     book, market, st = _book_and_settings(funding_budget_usd=-5.0)
+    _huge_weight(monkeypatch)
     _no_solver_answers(monkeypatch, HedgeProblem)
     sol = Rebalancer().solve(book, market, _risk(), st)
     assert sol.status == "infeasible" and not sol.orderable
@@ -101,8 +123,7 @@ def test_at_a_useful_weight_the_closest_book_is_served() -> None:
     """At gamma_trade = 1 stage 2 relaxes no more than stage 1 (5 USD on the budget): its answer,
     tuned by the objective, is served: BTC-PERP at -500 USD, the cap's edge toward the target
     (BTC 1,000 USD over its 5,000 USD target), as when the book has no budget at all."""
-    book, market, st = _book_and_settings(funding_budget_usd=-5.0, gamma_trade=1.0)
-    d = prepare(book, market, _risk(), st)
+    d = _prepared(_book_and_settings(funding_budget_usd=-5.0)[2], gamma_trade=1.0)
     el = elastic_resolve(d)
     assert [c.name for c in el.conflicts] == ["funding_budget"]
     assert el.conflicts[0].violation_user == pytest.approx(5.0, rel=1e-6)
@@ -135,7 +156,7 @@ def test_an_infeasible_verdict_on_a_feasible_book_is_a_failure(
     """The solvers answer "infeasible" (confirmed by the second opinion) on the feasible book:
     stage 1 proves it feasible, so the answer is a solver failure, not an infeasible book with
     nothing named."""
-    book, market, st = _book_and_settings(gamma_trade=1.0)
+    book, market, st = _book_and_settings()
 
     def says_infeasible(self: HedgeProblem, solvers: tuple[object, ...] = ()) -> SolveOutcome:
         res = RawResult(None, INFEASIBLE, "CLARABEL", 0.0, 0, math.nan)

@@ -1,0 +1,48 @@
+"""The cost settings' coefficients, checked where the optimiser takes them (:func:`check_costs`, at
+the start of :func:`optimizer.prepare.prepare`): settings built in code pass here as well as those
+read from a book file (whose reader refuses the same values first, by the file's keys).
+
+- the weights gamma_trade, gamma_fund and impact_k: finite, in [0, MAX_WEIGHT]. A negative one
+  turns its cost into a reward: a negative gamma_fund or horizon prices the carry the wrong way
+  round (the book "earns" the funding it pays), and was solved to "optimal";
+- the carry horizon: finite, in (0, MAX_HORIZON_DAYS] days;
+- the reserve's yield: finite, >= 0 (a fraction a year).
+"""
+
+from __future__ import annotations
+
+import math
+
+from models.bounds import MAX_HORIZON_DAYS, MAX_WEIGHT
+from models.errors import ValidationError
+from optimizer.settings import CostSettings
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_weight(value: float, path: str) -> float:
+    """An objective weight: a finite number in [0, MAX_WEIGHT], else :class:`ValidationError`."""
+    if not (_finite(value) and 0.0 <= value <= MAX_WEIGHT):
+        raise ValidationError(path, f"is {value!r}",
+                              f"give a weight in [0, {MAX_WEIGHT:g}] (the trade-off against TE^2 "
+                              "is already all one way at about 1e4)")
+    return float(value)
+
+
+def check_costs(costs: CostSettings) -> CostSettings:
+    """``costs`` when its weights, horizon and reserve yield are in range (module doc), else
+    :class:`ValidationError` naming the first field out of it."""
+    for name, value in (("gamma_trade", costs.gamma_trade), ("gamma_fund", costs.gamma_fund),
+                        ("impact_k", costs.impact_k)):
+        check_weight(value, f"costs.{name}")
+    h = costs.horizon_days
+    if not (_finite(h) and 0.0 < h <= MAX_HORIZON_DAYS):
+        raise ValidationError("costs.horizon_days", f"is {h!r}",
+                              f"give the carry horizon in days, > 0 and at most "
+                              f"{MAX_HORIZON_DAYS:,} (ten years)")
+    if not (_finite(costs.reserve_yield) and costs.reserve_yield >= 0.0):
+        raise ValidationError("costs.reserve_yield", f"is {costs.reserve_yield!r}",
+                              "give the reserve's yearly yield as a fraction >= 0, e.g. 0.04")
+    return costs
