@@ -11,6 +11,7 @@ cost-to-go root. The carry is ``optimizer.carry``'s; the cached risk, basis and 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -234,17 +235,27 @@ def unlimited_by_adv(book: Book, market: MarketSnapshot, cs: ConstraintSettings)
             f"{'it' if len(missing) == 1 else 'them'} (give [market.adv], or trade_limit_usd)"]
 
 
-def _cluster_members(assets: list[str], cs: ConstraintSettings) -> list[tuple[int, ...]]:
-    """Per cluster, its assets' indices (sorted); an unknown asset is an error."""
-    members: list[tuple[int, ...]] = []
+class Clusters(NamedTuple):
+    """The cluster bands the problem holds: per cluster its assets' indices (sorted), its name and
+    its band (weights)."""
+
+    members: tuple[tuple[int, ...], ...]
+    names: tuple[str, ...]
+    bands: np.ndarray
+
+
+def _clusters(assets: list[str], cs: ConstraintSettings) -> Clusters:
+    """The clusters of ``cs`` whose band is within :data:`LOOSE_BOUND` (a band past a million
+    bases bounds nothing: no row, as for the other bounds); an unknown asset is an error in any."""
     idx = {s: i for i, s in enumerate(assets)}
     for cl in cs.clusters:
         for a in cl.assets:
             if a not in idx:
                 raise ValidationError(f"constraints.clusters.{cl.name}.assets", f"names unknown asset {a!r}",
                                       f"use assets of the book: {assets}")
-        members.append(tuple(sorted(idx[a] for a in cl.assets)))
-    return members
+    kept = [cl for cl in cs.clusters if not cl.band > LOOSE_BOUND]
+    return Clusters(tuple(tuple(sorted(idx[a] for a in cl.assets)) for cl in kept),
+                    tuple(cl.name for cl in kept), np.array([cl.band for cl in kept], dtype=float))
 
 
 def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
@@ -274,7 +285,7 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
     caps, cap_source = _caps(book, spot, risk, settings, V)
     mmr, cum = _reachable_tiers(mm, caps * V, stress_g)
     tl = _trade_limits(book, market, cs, V)
-    members = _cluster_members(assets, cs)
+    clusters = _clusters(assets, cs)
     inv_lev = 1.0 / mm.leverage
     mb = margin_budget(collateral, float(inv_lev @ np.abs(val.notional)), V, settings)
     near_expiry, expiry_days = _expiry_inputs(book, market, settings)
@@ -291,9 +302,8 @@ def prepare(book: Book, market: MarketSnapshot, risk: RiskModel,
         mmr=mmr, cum=cum / V, stress_g=stress_g, stress_coll=stress_coll,
         stress_names=tuple(sc.name for sc in scen),
         max_gross=scalar_bound(cs.max_gross_leverage),
-        caps=caps, cap_source=cap_source, cluster_members=tuple(members),
-        cluster_names=tuple(cl.name for cl in cs.clusters),
-        cluster_bands=np.array([cl.band for cl in cs.clusters], dtype=float),
+        caps=caps, cap_source=cap_source, cluster_members=clusters.members,
+        cluster_names=clusters.names, cluster_bands=clusters.bands,
         vol_cap=cs.vol_cap if cs.vol_cap is not None else math.inf,
         funding_budget=scalar_bound(None if cs.funding_budget_usd is None else cs.funding_budget_usd / V),
         trade_limits=tl, prices=prices, costs=costs, margin_model=mm, settings=settings,

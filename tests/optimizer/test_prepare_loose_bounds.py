@@ -1,6 +1,7 @@
 """optimizer.prepare: a bound past LOOSE_BOUND (a million bases) cannot bind and is no bound: the
-data and the answer are those of the key unset. Given to Clarabel, a 1e13 USD trade limit, cap or
-funding budget on a book of a few thousand USD was a solver_error and an 'inaccurate' SCS answer."""
+data and the answer are those of the key unset (a cluster band: the cluster left out). Given to
+Clarabel, a 1e13 USD trade limit, cap or funding budget on a book of a few thousand USD was a
+solver_error and an 'inaccurate' SCS answer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from fbr.config import load_book_file
 from optimizer.prepare import LOOSE_BOUND, no_looser_than, prepare
 from optimizer.rebalance import Rebalancer
+from optimizer.settings import ClusterBand
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed_example_2.toml"
 
@@ -58,3 +60,36 @@ def test_a_bound_inside_the_rule_stays_a_row() -> None:
     lb, s = _loaded(trade_limit_usd=LOOSE_BOUND * V)
     d = prepare(lb.book, lb.market, lb.risk, s)
     assert d.trade_limits == pytest.approx(np.full(len(lb.book.contracts), LOOSE_BOUND), rel=1e-12)
+
+
+@pytest.mark.parametrize("example", ["ten_assets", "backtest_book"])
+def test_a_loose_cluster_band_is_no_cluster(example: str) -> None:
+    """A cluster of the book's first two assets with a band of 1e15 was a row 1e15 bases wide:
+    PIQP and Clarabel failed on it and SCS answered 'inaccurate' (on the everything-on CLI test
+    book the least-violation re-solve then called the book infeasible, 'margin' relaxed by 0.05
+    USD). Now the cluster is left out, and the answer is that of no cluster, from the first
+    solver."""
+    lb = load_book_file(SEED.parent / f"{example}.toml")
+    pair = ClusterBand("pair", tuple(lb.book.asset_symbols[:2]), 1e15)
+    runs = {}
+    for label, clusters in (("loose", (pair,)), ("none", ())):
+        cs = dataclasses.replace(lb.settings.constraints, clusters=clusters)
+        st = dataclasses.replace(lb.settings, constraints=cs)
+        d = prepare(lb.book, lb.market, lb.risk, st)
+        assert d.cluster_members == () and d.cluster_names == () and d.cluster_bands.size == 0
+        runs[label] = Rebalancer().solve(lb.book, lb.market, lb.risk, st)
+    assert runs["loose"].status == runs["none"].status == "optimal"
+    assert runs["loose"].solvers_tried == runs["none"].solvers_tried
+    assert len(runs["loose"].solvers_tried) == 1
+    assert [t.notional for t in runs["loose"].trades] == pytest.approx(
+        [t.notional for t in runs["none"].trades], abs=1e-6)
+
+
+def test_a_cluster_band_inside_the_rule_stays_a_row() -> None:
+    lb, _ = _loaded()
+    assets = lb.book.asset_symbols[:2]
+    band = ClusterBand("pair", tuple(assets), LOOSE_BOUND)
+    lb, s = _loaded(clusters=(band,))
+    d = prepare(lb.book, lb.market, lb.risk, s)
+    assert d.cluster_names == ("pair",) and d.cluster_bands.tolist() == [LOOSE_BOUND]
+    assert d.cluster_members == ((0, 1),)
