@@ -223,7 +223,8 @@ def fbr_policy(gamma: float, spot_leg: SpotLegSettings | None, *, cost_to_go: fl
 
 def grid(quick: bool, case: str) -> list[tuple[str, str]]:
     """(family, parameter) of every run of one tax case; with tax the hybrid also runs over the
-    tax weight gamma_tax (``GAMMA_TAX``)."""
+    tax weight gamma_tax (``GAMMA_TAX``) and the futures tax on and off, each without and with the
+    cost-to-go (as at 0% tax and for the overlay: the hybrid's settings hold the overlay's)."""
     cal = ("7D",) if quick else CAL
     bands = (0.01, 0.05) if quick else BANDS
     gammas = (1.0, 8.0) if quick else GAMMAS_RUN
@@ -239,8 +240,15 @@ def grid(quick: bool, case: str) -> list[tuple[str, str]]:
     if case == "0":
         return out + [("fbr_hybrid", f"gt {g:g}") for g in gammas] + [
             ("fbr_hybrid", ctg_param(g)) for g in gammas] + planned
-    return out + [("fbr_hybrid", f"gt {g:g}" + ("" if x == 1.0 else f" gx {x:g}") + ("" if ft else " nf"))
-                  for ft in (True, False) for x in GAMMA_TAX for g in gammas] + planned
+    taxed = [base + tax_suffix(x, ft) for ft in (True, False) for x in GAMMA_TAX for g in gammas
+             for base in (f"gt {g:g}", ctg_param(g))]
+    return out + [("fbr_hybrid", p) for p in taxed] + planned
+
+
+def tax_suffix(gamma_tax: float, futures_tax: bool) -> str:
+    """A taxed hybrid's parameter suffix: `` gx X`` (gamma_tax, unless 1), then `` nf`` (the
+    futures tax not priced); last, after any ``key value`` pairs."""
+    return ("" if gamma_tax == 1.0 else f" gx {gamma_tax:g}") + ("" if futures_tax else " nf")
 
 
 def ctg_param(gamma: float, carry: bool = True) -> str:
@@ -272,21 +280,42 @@ def naive_policy(kind: str, value: str) -> Policy:
 
 
 def make_policy(family: str, param: str, case: str) -> Policy:
-    kind, value, *extra = param.split()
+    kind, value, *_ = param.split()
     if family == "spot":
         return CalendarSpotRebalance(value) if kind == "cal" else BandSpotRebalance(float(value))
     if family.startswith("naive"):
         return naive_policy(kind, value)
     s = shared()
+    fp = parse_fbr(param)
     leg = tax_setting(case, s.pledged_book, s.start, spot_leg=True) if family == "fbr_hybrid" else None
-    if leg is not None and "gx" in extra:
-        leg = dataclasses.replace(leg, gamma_tax=float(extra[extra.index("gx") + 1]))
-    if leg is not None and "nf" in extra:  # the futures tax not priced
-        leg = dataclasses.replace(leg, futures_tax=False)
+    if leg is not None and leg.rates is not None:
+        leg = dataclasses.replace(leg, gamma_tax=fp.gamma_tax, futures_tax=fp.futures_tax)
+    return fbr_policy(fp.gamma_trade, leg, cost_to_go=fp.cost_to_go, power=fp.power,
+                      horizon=fp.horizon, gamma_fund=fp.gamma_fund)
+
+
+@dataclasses.dataclass(frozen=True)
+class FbrParam:
+    """An fbr run's parameter string read back: ``gt G [ctg K p P gf F] [h H] [gx X] [nf]``."""
+
+    gamma_trade: float
+    cost_to_go: float = 0.0
+    power: float = 0.5
+    horizon: int = 1
+    gamma_fund: float = 1.0
+    #: the hybrid's tax weight and whether it prices the futures tax (with a tax rate only)
+    gamma_tax: float = 1.0
+    futures_tax: bool = True
+
+
+def parse_fbr(param: str) -> FbrParam:
+    """:class:`FbrParam` of ``param`` (``key value`` pairs after ``gt G``, then ``nf`` last)."""
+    _, value, *extra = param.split()
     opts = dict(zip(extra[::2], extra[1::2], strict=False))
-    return fbr_policy(float(value), leg, cost_to_go=float(opts.get("ctg", 0.0)),
-                      power=float(opts.get("p", 0.5)), horizon=int(opts.get("h", 1)),
-                      gamma_fund=float(opts.get("gf", 1.0)))
+    return FbrParam(float(value), cost_to_go=float(opts.get("ctg", 0.0)),
+                    power=float(opts.get("p", 0.5)), horizon=int(opts.get("h", 1)),
+                    gamma_fund=float(opts.get("gf", 1.0)), gamma_tax=float(opts.get("gx", 1.0)),
+                    futures_tax="nf" not in extra)
 
 
 def run_one(job: tuple[str, str, str]) -> tuple[str, dict[str, Any]]:
