@@ -786,7 +786,7 @@ def main() -> int:
         jobs.sort(key=lambda j: (not j[0].startswith("fbr"), j[0] != "fbr_hybrid"))
         if args.verify:
             return verify(doc, args.verify, args.jobs, setup_record(args, cases))
-        doc["setup"] = setup_record(args, cases)
+        doc["setup"] = setup_record(args, recorded_cases(doc, cases))
         print(f"{len(jobs)} runs on {args.jobs} processes; path {len(SETUP.path.spot)} steps",
               flush=True)
         with mp.get_context("fork").Pool(args.jobs) as pool:
@@ -799,7 +799,8 @@ def main() -> int:
                       f"{f['liquidations']}", flush=True)
                 doc["runs"] = raw
                 out_json.write_text(json.dumps(doc, indent=1, default=str))
-        doc["runtime_s"] = time.perf_counter() - t0
+        # the time spent making the runs the JSON holds (a run adding runs adds its time)
+        doc["runtime_s"] = float(doc.get("runtime_s", 0.0)) + time.perf_counter() - t0
     ana = analyse(raw, [c for c in cases if any(r["case"] == c for r in raw.values())], budgets)
     doc["runs"], doc["analysis"] = raw, ana
     out_json.write_text(json.dumps(doc, indent=1, default=str))
@@ -811,6 +812,13 @@ def main() -> int:
             plot(raw, args.out / f"{stem}_{case}_{view}_frontier.png", case, view)
     print(f"\nwrote {out_json}")
     return 0
+
+
+def recorded_cases(doc: dict[str, Any], cases: list[str]) -> list[str]:
+    """The tax cases a JSON holds once ``cases`` are run into it: those it held and ``cases``, in
+    the order 0, 25hifo, 25fifo (a run adding cases to a JSON keeps the others' record)."""
+    held = set(doc.get("setup", {}).get("taxes", [])) | set(cases)
+    return [c for c in ("0", "25hifo", "25fifo") if c in held]
 
 
 def setup_record(args: argparse.Namespace, cases: list[str]) -> dict[str, Any]:

@@ -40,3 +40,12 @@ def test_each_taxed_setting_reads_back(gamma_tax: float, futures_tax: bool, suff
 
 def test_a_planned_setting_reads_back() -> None:
     assert TC.parse_fbr(f"gt 8 h {TC.PLAN_H}") == TC.FbrParam(8.0, horizon=TC.PLAN_H)
+
+
+def test_a_run_adding_tax_cases_keeps_the_record_of_the_others() -> None:
+    """Running `--taxes 25hifo,25fifo` into a JSON that holds all three cases recorded only the
+    two in its setup."""
+    doc = {"setup": {"taxes": ["0", "25hifo", "25fifo"]}}
+    assert TC.recorded_cases(doc, ["25hifo", "25fifo"]) == ["0", "25hifo", "25fifo"]
+    assert TC.recorded_cases({}, ["25fifo", "0"]) == ["0", "25fifo"]
+    assert TC.recorded_cases({"setup": {"taxes": ["25hifo"]}}, ["0"]) == ["0", "25hifo"]
