@@ -109,8 +109,7 @@ class ElasticProblem(HedgeProblem):
     """The elastic problem for one :class:`Structure` and :class:`Stage`: a :class:`HedgeProblem`
     (the same context, constraints, engines and chain) whose constraints each carry a slack, with
     the total slack weighted by :data:`SLACK_WEIGHT` in the objective (stage CLOSEST: the terms
-    too). Built per infeasible answer, so not counted in
-    ``HedgeProblem.builds``."""
+    too). Built per infeasible answer, so not counted in ``HedgeProblem.builds``."""
 
     def __init__(self, structure: Structure, stage: Stage = Stage.CLOSEST) -> None:
         self.structure = structure
@@ -229,8 +228,7 @@ def solve_in_stages(make: Callable[[Stage], _P], d: ProblemData) -> Staged[_P]:
         second.unpack(res2.solver)
         if second.total_slack() <= least * (1.0 + EXCESS_RTOL) + SLACK_NAMED:
             return Staged(second, res2, tried + tried2, least)
-        first.unpack(res.solver)
-    return Staged(first, res, tried + tried2, least)
+    return Staged(first, res, tried + tried2, least)  # first's values are still unpacked
 
 
 def elastic_resolve(d: ProblemData) -> ElasticResult:

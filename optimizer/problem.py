@@ -120,11 +120,12 @@ def bounded_reason(d: ProblemData) -> str | None:
     forms; trading, impact, futures tax, reserve: costs) or a function of the spot trades alone,
     which the spot rows bound (0 <= q <= holdings, sum(b) - sum(q) <= cash); the carry
     gamma_fund r'z is linear in the positions z. So the objective is bounded below when the
-    carry is off or zero, or when every position is bounded: by the initial-margin row, by the
-    stress scenarios' maintenance rows (tiered, mmr > 0), or by a cap, a trade limit or a halt
-    on each contract."""
+    carry is off or zero (today's and, in a plan, every step's), or when every position is
+    bounded: by the initial-margin row, by the stress scenarios' maintenance rows (tiered,
+    mmr > 0), or by a cap, a trade limit or a halt on each contract."""
     st = d.structure
-    if not st.carry or d.gamma_fund == 0 or not np.any(d.carry):
+    no_carry = not np.any(d.carry) and (d.carry_steps is None or not np.any(d.carry_steps))
+    if not st.carry or d.gamma_fund == 0 or no_carry:
         return "no term of the objective pays without limit (the carry is off or zero)"
     if st.margin:
         return "the initial-margin row bounds every position"

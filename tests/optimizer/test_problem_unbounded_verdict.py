@@ -9,6 +9,7 @@ book unbounded ... Fix: switch on margin"."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -87,3 +88,17 @@ def test_through_the_rebalancer(monkeypatch: pytest.MonkeyPatch) -> None:
                                    basis_risk=False)
     with pytest.raises(UnboundedBookError):
         Rebalancer().solve(_seed_book(contracts), market, risk, margin_off)
+
+
+def test_a_plan_whose_later_steps_carry_can_be_unbounded() -> None:
+    """Zero carry today is a bound below only when no step of a plan carries either."""
+    contracts = _perps(*SYMS)
+    d = prepare(_seed_book(contracts), _market(contracts), _risk(),
+                OptimizerSettings(costs=CARRY, constraints=ConstraintSettings(margin=False),
+                                  basis_risk=False, horizon=3))
+    flat = replace(d, carry=np.zeros(3), carry_steps=np.zeros((3, 3)))
+    with pytest.raises(NoAnswerError, match="carry is off or zero"):
+        refuse_unbounded(UNBOUNDED, flat)
+    later = replace(flat, carry_steps=np.array([[0.0] * 3, [1e-4] * 3, [1e-4] * 3]))
+    with pytest.raises(UnboundedBookError):
+        refuse_unbounded(UNBOUNDED, later)
