@@ -112,7 +112,7 @@ class ElasticProblem(HedgeProblem):
     too). Built per infeasible answer, so not counted in ``HedgeProblem.builds``."""
 
     def __init__(self, structure: Structure, stage: Stage = Stage.CLOSEST) -> None:
-        self.structure = structure
+        self.structure, self.stage = structure, stage
         self.ctx = make_context(structure)
         self.terms = terms_for(structure) if stage == Stage.CLOSEST else []
         self.constraints: list[Constraint] = constraints_for(structure)

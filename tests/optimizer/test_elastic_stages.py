@@ -25,13 +25,19 @@ import optimizer.rebalance as rebalance_module
 from models.book import Book, FuturesPosition
 from models.market import MarketSnapshot
 from optimizer.data import ProblemData
-from optimizer.elastic import SLACK_NOISE, elastic_resolve
-from optimizer.engines import INFEASIBLE, RawResult
+from optimizer.elastic import SLACK_NOISE, ElasticProblem, Stage, elastic_resolve
+from optimizer.engines import FAILED, INFEASIBLE, RawResult
 from optimizer.planner import PlannerProblem
 from optimizer.prepare import prepare
 from optimizer.problem import HedgeProblem, NoAnswerError, SolveOutcome, SolverFailedError
 from optimizer.rebalance import Rebalancer
-from optimizer.settings import ClusterBand, ConstraintSettings, CostSettings, OptimizerSettings
+from optimizer.settings import (
+    ClusterBand,
+    ConstraintSettings,
+    CostSettings,
+    OptimizerSettings,
+    SolverName,
+)
 
 CAP_USD = 500.0
 HELD_USD = 3_000.0
@@ -166,3 +172,33 @@ def test_an_infeasible_verdict_on_a_feasible_book_is_a_failure(
     with pytest.raises(NoAnswerError, match="the solvers answered infeasible, yet a least-violation "
                                            "check finds a book that meets every constraint"):
         Rebalancer().solve(book, market, _risk(), st)
+
+
+def test_stage_one_stands_when_stage_two_gets_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every solver of stage 2 fails (a status, not a crash): the infeasible budget book is still
+    named from stage 1 (the budget, 5 USD), and the record holds both stages' solvers."""
+    real = ElasticProblem.engine
+
+    def engine(self: ElasticProblem, solver: SolverName) -> object:
+        if self.stage == Stage.CLOSEST:
+            return _Failing(solver.value)
+        return real(self, solver)
+
+    monkeypatch.setattr(ElasticProblem, "engine", engine)
+    d = _prepared(_book_and_settings(funding_budget_usd=-5.0)[2], gamma_trade=1.0)
+    el = elastic_resolve(d)
+    assert el.solved and not el.feasible
+    assert [c.name for c in el.conflicts] == ["funding_budget"]
+    assert el.conflicts[0].violation_user == pytest.approx(5.0, rel=1e-6)
+    assert [s for s, _ in el.tried] == ["CLARABEL", "CLARABEL", "SCS"]
+    assert el.tried[-1] == ("SCS", FAILED) and el.tried[-2] == ("CLARABEL", FAILED)
+
+
+class _Failing:
+    """An engine whose every solve is a numerical failure."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def solve(self) -> RawResult:
+        return RawResult(None, FAILED, self.name, 0.0, 0, math.nan)
