@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
-from models.bounds import MAX_WEIGHT
+from models.bounds import check_weight
 from models.errors import ValidationError
 from models.instruments import check_symbol
 
@@ -116,12 +116,7 @@ def nonneg(value: object, path: str, *, percent: bool = False) -> float:
 
 def weight(value: object, path: str) -> float:
     """An objective term's weight: a finite number in [0, MAX_WEIGHT]."""
-    v = nonneg(value, path)
-    if v > MAX_WEIGHT:
-        raise ValidationError(path, f"is {value!r}, past any useful weight",
-                              f"give a weight in [0, {MAX_WEIGHT:g}] (the trade-off against TE^2 "
-                              "is already all one way at about 1e4)")
-    return v
+    return check_weight(nonneg(value, path), path)
 
 
 def usd_amount(value: object, path: str) -> float:

@@ -13,22 +13,13 @@ from __future__ import annotations
 
 import math
 
-from models.bounds import MAX_HORIZON_DAYS, MAX_WEIGHT
+from models.bounds import MAX_HORIZON_DAYS, check_weight
 from models.errors import ValidationError
 from optimizer.settings import CostSettings
 
 
 def _finite(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_weight(value: float, path: str) -> float:
-    """An objective weight: a finite number in [0, MAX_WEIGHT], else :class:`ValidationError`."""
-    if not (_finite(value) and 0.0 <= value <= MAX_WEIGHT):
-        raise ValidationError(path, f"is {value!r}",
-                              f"give a weight in [0, {MAX_WEIGHT:g}] (the trade-off against TE^2 "
-                              "is already all one way at about 1e4)")
-    return float(value)
 
 
 def check_costs(costs: CostSettings) -> CostSettings:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from models.book import Book, Valuation
+from models.bounds import check_weight
 from models.costs import CostModel
 from models.errors import ValidationError
 from models.instruments import ContractKind, check_not_expired
@@ -23,7 +24,7 @@ from models.margin import MarginModel
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from optimizer.carry import _carry_per_horizon, carry_path
-from optimizer.cost_checks import check_costs, check_weight
+from optimizer.cost_checks import check_costs
 from optimizer.cost_to_go import power_shape_root
 from optimizer.data import ProblemData, margin_budget
 from optimizer.model_cache import cached_basis_factor, cached_margin_model, solver_risk

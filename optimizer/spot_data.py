@@ -17,11 +17,11 @@ from datetime import datetime
 import numpy as np
 
 from models.book import Book, TargetsBase
+from models.bounds import check_weight
 from models.costs import impact_coefficient
 from models.errors import ValidationError
 from models.market import MarketSnapshot, as_datetime
 from models.tax import TaxCurve, TaxLot, TaxRates, breakpoints, total_quantity
-from optimizer.cost_checks import check_weight
 from optimizer.pledge_pieces import PledgePieces, pledge_pieces
 from optimizer.settings import SpotLegSettings
 
