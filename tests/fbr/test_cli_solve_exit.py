@@ -158,3 +158,32 @@ def test_no_solver_answering_a_feasible_book_is_one_message(tmp_path: Path,
     text = CliRunner().invoke(app, ["solve", str(book)])
     assert text.exit_code == res.exit_code and "Traceback" not in text.output
     assert "error: every solver failed" in " ".join(text.output.split())
+
+
+@pytest.mark.parametrize("verdict", ["infeasible", "unbounded"])
+def test_a_solver_verdict_the_book_refutes_is_one_message(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         verdict: str) -> None:
+    """The solvers call a feasible book with margin on 'infeasible' or 'unbounded': the
+    least-violation check (infeasible) or the book's structure (unbounded: no carry, and margin
+    on) refutes it, and ``fbr solve`` ends in one error naming why, in --json and as one line on
+    stderr, no traceback."""
+    import math
+
+    from optimizer.engines import RawResult
+    from optimizer.problem import HedgeProblem, SolveOutcome
+
+    def says(self: HedgeProblem, solvers: tuple[object, ...] = ()) -> SolveOutcome:
+        return SolveOutcome(RawResult(None, verdict, "CLARABEL", 0.0, 0, math.nan),
+                            (("CLARABEL", verdict),))
+
+    monkeypatch.setattr(HedgeProblem, "solve", says)
+    book = _book(tmp_path, 3000.0, True)
+    why = ("a least-violation check finds a book that meets every constraint"
+           if verdict == "infeasible" else "the solver reports the book unbounded, yet ")
+    res = CliRunner().invoke(app, ["solve", str(book), "--json"])
+    doc = json.loads(res.stdout)
+    assert res.exit_code != 0 and doc["status"] == "error" and why in doc["error"]
+    text = CliRunner().invoke(app, ["solve", str(book)])
+    assert text.exit_code == res.exit_code and "Traceback" not in text.output
+    assert why in " ".join(text.output.split())
