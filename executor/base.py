@@ -110,6 +110,11 @@ class OrderRejectedError(FbrError):
     """The exchange refused the order for good (min notional, margin, bad parameters)."""
 
 
+class PriceBandRefusedError(OrderRejectedError):
+    """The exchange refused a limit price outside its band at its current mark (Binance -4016,
+    -4024): not placed; the mark moved since the leg was priced (:mod:`executor.band_refusal`)."""
+
+
 class ReadFailedError(FbrError):
     """A read (balance, positions, order lookup) kept failing after its retries."""
 

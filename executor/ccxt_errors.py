@@ -8,7 +8,8 @@
   429, unparseable answers) and Binance's "status unknown" codes -1000, -1001, -1006, -1007;
 - :func:`order_error`: a failed ``create_order`` as :class:`~executor.base.AmbiguousOrderError`
   (transient, or -4116: the client id is taken by an open order, so the order exists, ``exists=True``)
-  or :class:`~executor.base.OrderRejectedError` (everything else).
+  or :class:`~executor.base.OrderRejectedError` (everything else; a limit price outside the
+  exchange's band at its mark, -4016 / -4024, as :class:`~executor.base.PriceBandRefusedError`).
 
 Every message goes through :func:`executor.safety.redact`.
 """
@@ -19,7 +20,7 @@ import re
 
 import ccxt
 
-from executor.base import AmbiguousOrderError, OrderRejectedError
+from executor.base import AmbiguousOrderError, OrderRejectedError, PriceBandRefusedError
 from executor.safety import redact
 from models.errors import FbrError
 
@@ -35,6 +36,9 @@ DUPLICATE_CLIENT_ID = -4116
 #: Binance: "Timestamp for this request is outside of the recvWindow" (refused before processing;
 #: ccxt's InvalidNonce, a NetworkError, so an order so refused is reconciled like any transient one).
 TIMESTAMP_REFUSED = -1021
+#: Binance: a LIMIT BUY above mark x multiplierUp (-4016), a SELL below mark x multiplierDown
+#: (-4024): refused before the book (ccxt: BadRequest), so definitely not placed.
+PRICE_BAND_CODES = frozenset({-4016, -4024})
 _CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
 
 
@@ -59,6 +63,8 @@ def order_error(exc: Exception, wait_s: float = 0.0) -> FbrError:
         return AmbiguousOrderError(text, exists=True, wait_s=wait_s)
     if transient(exc):
         return AmbiguousOrderError(text, wait_s=wait_s)
+    if code in PRICE_BAND_CODES:
+        return PriceBandRefusedError(text)
     if isinstance(exc, ccxt.InsufficientFunds):
         return OrderRejectedError(f"insufficient margin: {redact(str(exc))}")
     return OrderRejectedError(text)

@@ -16,26 +16,32 @@ Under the account's lock (:mod:`executor.lock`: one run per account; a crashed h
    - accepted -> the exchange's state is journalled (one not yet final, e.g. NEW, is then
      reconciled as an order that exists: never ``not_placed``);
    - a definite rejection (min notional, margin, bad parameters) -> journalled; that contract is
-     not tried again;
+     not tried again, unless the refusal was of a limit price outside the exchange's band at a
+     mark that moved since (:mod:`executor.band_refusal`: re-planned next round at the contract's
+     mark now, its limit held to the refused one);
    - an ambiguous answer (timeout, 5xx, 429, Binance -1000/-1001/-1006/-1007, -4116) -> reconcile:
      placed -> journalled as filled; provably not placed (nothing seen up to ``settle_s``
      after the send) -> ``not_placed`` (the next round re-plans it); in doubt -> ``unknown``,
      the plan stops; a long silence asked for -> journalled, the plan stops;
 4. the final positions are read from the account and compared with the plan's target: COMPLETE
-   when every contract is within one lot step, else INCOMPLETE with each gap named.
+   when every contract is within one lot step, else INCOMPLETE with each gap named
+   (:mod:`executor.final_report`).
 
 The target is the plan's ``reachable`` positions: the lot-rounded target less the parts the plan
 showed it could not send (each with the tracking error it leaves)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
+from executor.band_refusal import SKIPPED_NOTE, BandRefusals, held_to_refused, marks_now
 from executor.base import (
     IN_DOUBT,
     AmbiguousOrderError,
@@ -46,9 +52,10 @@ from executor.base import (
     OrderRejectedError,
     OrderState,
     OrderStatus,
-    Outcome,
+    PriceBandRefusedError,
     ReadFailedError,
 )
+from executor.final_report import final_report
 from executor.journal import Journal, JournalOrder
 from executor.leg_limits import at_marks, check_leg_limits
 from executor.legs import legs_toward, within_lot
@@ -61,19 +68,15 @@ from executor.plan import (
     OrderPlan,
     PlanOptions,
     plan_options,
-    tracking_error_of,
 )
-from executor.plan_parts import round_to_step
 from executor.reconcile import DEFAULT_DELAYS_S, SETTLE_S, Finding, Reconciler, SentLeg, Verdict
 from executor.resumable import (
     check_resumable,
     finished_report,
     in_doubt_message,
     journalled_leg,
-    leg_reports,
     moved_by_others,
     moved_error,
-    unread_report,
     unreconcilable,
 )
 from executor.safety import SafetyError, redact
@@ -110,6 +113,15 @@ class PlanBasis:
     risk: RiskModel | None = None
 
 
+class Sent(Enum):
+    """How a send ended: OK (sent, or settled by a reconcile), REJECTED (refused for good),
+    BAND (a limit refused at the exchange's price band: re-planned next round)."""
+
+    OK = "ok"
+    REJECTED = "rejected"
+    BAND = "band"
+
+
 class PlanStoppedError(Exception):
     """A leg's fate is unknown: nothing more is sent (internal signal)."""
 
@@ -138,6 +150,7 @@ class JournaledExecutor:
         self._messages: list[str] = []
         self._open_elsewhere = False
         self._exact = False
+        self._band = BandRefusals()
 
     # --- public -------------------------------------------------------------------------------
     def execute(self, plan: OrderPlan, book_path: str = "", *, exact: bool = False
@@ -149,8 +162,7 @@ class JournaledExecutor:
         account = self.gateway.account_key()
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
-            self._messages = []
-            self._open_elsewhere = False
+            self._messages, self._open_elsewhere, self._band = [], False, BandRefusals()
             for old in self.journal.open_plans(account):
                 try:
                     self._settle_in_doubt(self.journal.plan(old))
@@ -168,6 +180,7 @@ class JournaledExecutor:
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
             self._messages, self._open_elsewhere, self._exact = [], False, exact
+            self._band = BandRefusals()
             plan = self.journal.plan(plan_id)
             check_resumable(self.journal, plan_id, account, open_only)
             if self.journal.plan_status(plan_id) == "done":
@@ -200,7 +213,9 @@ class JournaledExecutor:
             self._messages.append(f"the account could not be read ({redact(str(exc))}); nothing "
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
                                   f"when the exchange answers again")
-        return self._report(plan)
+        return final_report(self.gateway, self.journal, plan, self._instruments(plan),
+                            (self.ctx.book, self.ctx.market, self.ctx.risk), self.mode,
+                            self._messages, open_elsewhere=self._open_elsewhere, clock=self._clock)
 
     def _check_open_orders(self, plan: OrderPlan) -> None:
         """Stop before any send while an fbr order of another journal rests open on a contract
@@ -252,20 +267,31 @@ class JournaledExecutor:
         blocked: set[str] = set()
         options = plan_options(plan)
         for k in range(self.retry.max_rounds):
+            self._read_stale_marks()
             instruments = self._instruments(plan)
             positions = self.gateway.positions(instruments)
             legs = self._round_legs(plan, positions, options, blocked, first=k == 0)
             if not legs:
                 return
+            later: set[str] = set()  # refused at the price band: re-planned next round
             for leg in legs:
                 if self._on_leg is not None:
                     self._on_leg(leg)
-                if leg.symbol in blocked:
+                if leg.symbol in blocked or leg.symbol in later:
                     self.journal.set_status(plan.plan_id, leg.index, OrderStatus.SKIPPED,
+                                            SKIPPED_NOTE if leg.symbol in later else
                                             "an earlier leg on this contract was rejected")
                     continue
-                if not self._send(plan, leg):
-                    blocked.add(leg.symbol)
+                sent = self._send(plan, leg)
+                if sent is not Sent.OK:
+                    (later if sent is Sent.BAND else blocked).add(leg.symbol)
+
+    def _read_stale_marks(self) -> None:
+        """The marks of the contracts refused at the price band, read again (executor.band_refusal)."""
+        if self._band.stale:
+            market = marks_now(self.gateway, self.ctx.book, self.ctx.market, self._band.stale)
+            self.ctx = dataclasses.replace(self.ctx, market=market)
+            self._band.stale.clear()
 
     def _round_legs(self, plan: OrderPlan, positions: Mapping[str, float], options: PlanOptions,
                     blocked: set[str], *, first: bool) -> list[OrderLeg]:
@@ -290,11 +316,11 @@ class JournaledExecutor:
         nxt = max((r.leg for r in rows), default=-1) + 1
         remaining = legs_toward(positions, target, self.ctx.instruments, self.ctx.market, options,
                                 plan.plan_id, nxt)
-        self._check_limits(plan, rows, remaining.legs, options,
-                           "the orders re-planned from the account's positions")
-        if remaining.legs:
-            self.journal.add_legs(plan.plan_id, remaining.legs)
-        return list(remaining.legs)
+        legs = held_to_refused(remaining.legs, self._band.refused)
+        self._check_limits(plan, rows, legs, options, "the orders re-planned from the account's positions")
+        if legs:
+            self.journal.add_legs(plan.plan_id, legs)
+        return legs
 
     def _check_limits(self, plan: OrderPlan, rows: Sequence[JournalOrder],
                       legs: Sequence[OrderLeg], options: PlanOptions, what: str) -> None:
@@ -310,8 +336,9 @@ class JournaledExecutor:
         return all(within_lot(positions.get(s, 0.0), q, self.ctx.instruments[s].contract.lot_step)
                    for s, q in plan.start.items())
 
-    def _send(self, plan: OrderPlan, leg: OrderLeg) -> bool:
-        """One send; False when the exchange rejected the leg for good. Raises PlanStoppedError."""
+    def _send(self, plan: OrderPlan, leg: OrderLeg) -> Sent:
+        """One send: OK (sent or settled), REJECTED (refused for good: the contract is not tried
+        again), BAND (a limit refused at the exchange's price band). Raises PlanStoppedError."""
         inst = self.ctx.instruments[leg.symbol]
         before = self.gateway.positions({leg.symbol: inst}).get(leg.symbol, 0.0)
         sent_ms = self._clock()
@@ -322,22 +349,26 @@ class JournaledExecutor:
         except OrderRejectedError as exc:
             msg = redact(str(exc))
             self.journal.set_status(plan.plan_id, leg.index, OrderStatus.REJECTED, msg)
-            self._messages.append(f"leg {leg.index} ({leg.symbol}) rejected: {msg}")
             log.warning("leg %s rejected: %s", leg.client_id, msg)
-            return False
+            band = isinstance(exc, PriceBandRefusedError)
+            self._messages.append(f"leg {leg.index} ({leg.symbol}) rejected: {msg}" + (
+                "; the mark moved since it was priced: re-planned at the mark now" if band else ""))
+            if band:
+                self._band.add(leg)
+            return Sent.BAND if band else Sent.REJECTED
         except AmbiguousOrderError as exc:
             log.warning("leg %s: ambiguous answer (%s); reconciling against the account",
                         leg.client_id, redact(str(exc)))
             self._settle_sent(plan.plan_id, sent, exc.exists, exc.wait_s)
-            return True
+            return Sent.OK
         if not state.status.final:  # accepted, not done: journalled, and never "not placed"
             self.journal.record_state(plan.plan_id, leg.index, state, "accepted; reconciling")
             self._settle_sent(plan.plan_id, sent, True, 0.0)
-            return True
+            return Sent.OK
         self._record(plan.plan_id, sent, state, "")
         log.info("leg %s %s: %s filled %.10g", leg.client_id, leg.symbol, state.status.value,
                  state.filled)
-        return True
+        return Sent.OK
 
     def _settle_sent(self, plan_id: str, sent: SentLeg, exists: bool, wait_s: float) -> None:
         """Reconcile a sent leg whose answer was not final, journal it; stop when still in doubt."""
@@ -364,37 +395,3 @@ class JournaledExecutor:
     def _stop(self, plan_id: str, leg: OrderLeg, finding: Finding) -> None:
         self._messages.append(in_doubt_message(plan_id, leg, finding.reason, self.gateway.venue))
         raise PlanStoppedError
-
-    # --- the report ---------------------------------------------------------------------------
-    def _report(self, plan: OrderPlan) -> ExecutionReport:
-        rows = self.journal.orders(plan.plan_id)
-        legs = leg_reports(rows)
-        in_doubt = self._open_elsewhere or any(r.status in IN_DOUBT for r in rows)
-        instruments = self._instruments(plan)
-        try:
-            after = self.gateway.account(self.ctx.book, self.ctx.market)
-        except ReadFailedError as exc:
-            if isinstance(exc, ExchangeBannedError):
-                record_silence(self.journal, self.gateway.account_key(), self._clock(), exc)
-            self._messages.append(f"the final positions could not be read: {redact(str(exc))}")
-            return unread_report(plan, legs, self.mode, self._messages)
-        now = {s: (after.futures[s].contracts if s in after.futures else 0.0) for s in instruments}
-        positions = {s: round_to_step(now[s], instruments[s].contract.lot_step)
-                     for s in plan.reachable}
-        self.journal.record_positions(
-            plan.plan_id, plan.venue, plan.book_name,
-            {s: (p.contracts, p.entry_price) for s, p in after.futures.items()}, after.cash)
-        gaps = {s: positions[s] - t for s, t in plan.reachable.items()
-                if not within_lot(now.get(s, 0.0), t, instruments[s].contract.lot_step)}
-        outcome = Outcome.UNKNOWN if in_doubt else Outcome.INCOMPLETE if gaps else Outcome.COMPLETE
-        for s, g in gaps.items():
-            self._messages.append(f"{s}: {positions[s]:g} contracts, target {plan.reachable[s]:g} "
-                                  f"(gap {g:+g})")
-        if outcome != Outcome.UNKNOWN:
-            self.journal.close_plan(plan.plan_id, "done" if not gaps else "stopped")
-        te = (None if self.ctx.risk is None else
-              tracking_error_of(self.ctx.book, self.ctx.market, self.ctx.risk, positions))
-        return ExecutionReport(plan_id=plan.plan_id, venue=plan.venue, mode=self.mode, legs=legs,
-                               positions=positions, target=dict(plan.reachable),
-                               tracking_error_residual=te, messages=tuple(self._messages),
-                               gaps=gaps, outcome=outcome)
