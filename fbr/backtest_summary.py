@@ -152,13 +152,14 @@ def span_dict(cfg: BacktestConfig, path: MarketPath) -> SpanDict:
 
 
 def unsolved_notes(results: Mapping[str, BacktestResult]) -> list[str]:
-    """One note per policy with steps where no solver answered (``BacktestResult.unsolved``):
-    how many, the first one's time (ISO, UTC) and that the book was held there."""
+    """One note per policy with steps where it had no answer to trade (``BacktestResult.unsolved``:
+    no solver answered, or the answer was infeasible): how many, the first one's time (ISO, UTC)
+    and reason, and that the book was held there."""
     notes = []
     for name, r in results.items():
         if len(r.unsolved):
             first = pd.Timestamp(r.unsolved["time"].iloc[0]).isoformat()
-            notes.append(f"{name}: no solver answered at {len(r.unsolved)} of {len(r.steps)} "
+            notes.append(f"{name}: no answer to trade at {len(r.unsolved)} of {len(r.steps)} "
                          f"steps (first {first}: {r.unsolved['reason'].iloc[0]}); the book was "
                          f"held as it stood there")
     return notes

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from models.book import Book, TargetsBase
-from models.errors import ValidationError
+from models.errors import InfeasibleError, ValidationError
 from models.instruments import MIN_DAYS_TO_EXPIRY
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from models.tax import TaxLot
+from optimizer.checks import blocked_message, order_blockers
 from optimizer.rebalance import Decision, Rebalancer
 from optimizer.settings import OptimizerSettings
 from optimizer.solution import Solution
@@ -271,7 +272,10 @@ class OptimizedFutures(Policy):
 
     ``report=True`` attaches the full :class:`Solution` (risk, costs, margin, effective weights;
     with ``explain`` also the binding constraints) to every decision; a replay, which records only
-    the positions, leaves it off. The positions are the same either way.
+    the positions, leaves it off. The positions are the same either way; without the report, a
+    decision no execution path would send (infeasible, or positions that break a hard margin row:
+    ``optimizer.checks.order_blockers``, the rule of ``executor.workflow.require_tradeable``)
+    raises :class:`~models.errors.InfeasibleError` instead (a replay holds the book there).
     """
 
     name = "optimized_futures"
@@ -323,6 +327,9 @@ class OptimizedFutures(Policy):
             return TargetHoldings(spot=spot, futures=fut, solution=sol, spot_gross=legs)
         dec = self.rebalancer.decide(book, market, risk, settings)
         x = dec.rounded.z * dec.data.V
+        blockers = order_blockers(dec.status, dec.conflicts, dec.post, x, dec.opposing)
+        if blockers:  # what every execution path refuses to send (executor.workflow)
+            raise InfeasibleError(blocked_message(blockers))
         fut = dict(zip(book.contract_symbols, map(float, x), strict=True))
         spot = spot_after_decision(book, dec) if dec.spot is not None else held.spot
         gross: dict[str, tuple[float, float]] = {}

@@ -11,7 +11,7 @@ import pandas as pd
 
 from optimizer.policies import TargetHoldings
 
-#: Columns of ``BacktestResult.unsolved``: a step where no solver answered the policy.
+#: Columns of ``BacktestResult.unsolved``: a step where the policy had no answer to trade.
 UNSOLVED_COLUMNS = ["time", "step", "reason"]
 #: Columns of ``BacktestResult.rolls``.
 ROLL_COLUMNS = ["time", "step", "from", "to", "from_price", "to_price", "notional", "opened",
@@ -61,10 +61,11 @@ class BacktestResult:
     ``nav_open``: the NAV at the first step's prices before its trades (USD; NaN when unknown):
     the first row's nav is after them, so nav_0 = nav_open - the first step's costs, and the total
     return counts from nav_open.
-    ``unsolved``: one row per step where no solver answered the policy (time, step: position in
-    the index, reason: the solvers tried and how each failed); the book was held as it stood
-    there (no policy trade; sweeps and the engine steps ran), as a daily loop sends no order
-    without an answer.
+    ``unsolved``: one row per step where the policy had no answer to trade (time, step: position
+    in the index, reason: the solvers tried and how each failed, or why the answer may not be
+    traded: infeasible, naming the conflicting constraints, or a hard margin row broken); the
+    book was held as it stood there (no policy trade; sweeps and the engine steps ran), as a
+    daily loop sends no order without a tradeable answer.
     """
 
     steps: pd.DataFrame

@@ -66,7 +66,8 @@ class BacktestMetrics:
     (steps with a liquidation).
     Solver (steps whose policy returned a solution): solves, solve_time_median_ms,
     solve_time_p99_ms (NaN without solves), solver_fallbacks (total failed solver attempts),
-    unsolved_steps (steps where no solver answered and the book was held:
+    unsolved_steps (steps where the policy had no answer to trade, no solver answering or an
+    infeasible one, and the book was held:
     ``BacktestResult.unsolved``).
     years: the span.
     """

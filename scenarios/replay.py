@@ -28,8 +28,10 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    k sigma |notional|^{3/2} / sqrt(ADV) (``scenarios.replay_fills.SpotRates``); futures cost:
    the linear part of ``models.costs.CostModel`` (taker fee + half spread) plus its 3/2-power
    impact when an ADV is given. Futures trades go through ``Book.with_futures``; every cost is paid from cash.
-   A step where no solver answers an optimising policy (``optimizer.problem.NoAnswerError``)
-   holds the book as it stands and is listed in ``BacktestResult.unsolved``;
+   A step where an optimising policy has no answer to trade (no solver answers,
+   ``optimizer.problem.NoAnswerError``; or the answer is infeasible or breaks a hard margin row,
+   ``models.errors.InfeasibleError``, which no execution path sends) holds the book as it stands
+   and is listed in ``BacktestResult.unsolved``;
 5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
    contracts): while positions are open, a wallet balance outside its band around the reserve
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
@@ -77,7 +79,7 @@ import numpy as np
 import pandas as pd
 
 from models.book import Book, TargetsBase
-from models.errors import ValidationError
+from models.errors import InfeasibleError, ValidationError
 from models.instruments import QTY_RTOL
 from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
@@ -271,7 +273,7 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     current: StepValuation | None = now
     try:
         target = policy_step(policy, book, state, market, row)
-    except NoAnswerError as exc:
+    except (NoAnswerError, InfeasibleError) as exc:
         target = hold_step(state, market, k, str(exc), log.unsolved)
     if fill_spot(inputs, state, market, k, target, row, log.trades):
         current = None

@@ -258,10 +258,10 @@ def policy_step(policy: Policy, book: Book, state: ReplayState, market: MarketSn
 
 def hold_step(state: ReplayState, market: MarketSnapshot, k: int, reason: str,
               unsolved: list[Event]) -> TargetHoldings:
-    """(4, no answer) The step's policy got no answer from any solver: record it in ``unsolved``
-    (time, step k, ``reason``) and hold the book as it stands (spot as held; no futures target,
-    so every position stays: ``futures_orders``), as a daily loop sends no order without an
-    answer."""
+    """(4, no answer) The step's policy got no answer to trade (no solver answered, or its answer
+    was infeasible or broke a hard margin row): record it in ``unsolved`` (time, step k,
+    ``reason``) and hold the book as it stands (spot as held; no futures target, so every
+    position stays: ``futures_orders``), as a daily loop sends no order without such an answer."""
     unsolved.append({"time": market.time, "step": k, "reason": reason})
     return TargetHoldings(spot=dict(state.spot), futures={})
 

@@ -23,7 +23,7 @@ def test_one_note_per_policy_with_unsolved_steps() -> None:
         {"time": T0, "step": 0, "reason": "every solver failed (CLARABEL: solver_error)"},
         {"time": T0 + pd.Timedelta(hours=8), "step": 1, "reason": "every solver failed (..)"}]
     notes = unsolved_notes({"fbr": _result(5, rows), "band": _result(5, [])})
-    assert notes == ["fbr: no solver answered at 2 of 5 steps (first 2021-10-29T08:00:00+00:00: "
+    assert notes == ["fbr: no answer to trade at 2 of 5 steps (first 2021-10-29T08:00:00+00:00: "
                      "every solver failed (CLARABEL: solver_error)); the book was held as it "
                      "stood there"]
     assert unsolved_notes({"band": _result(5, [])}) == []

@@ -1,10 +1,12 @@
-"""A replay step where no solver answers the policy holds the book and the replay goes on.
+"""A replay step where the policy has no answer to trade holds the book and the replay goes on.
 
 A long replay used to stop at the first step whose every solver failed (a large book under a
 strong trade aversion, one step in three years). The replay now holds the book as it stands there,
 as a daily loop sends no order without an answer, and lists the step in
 ``BacktestResult.unsolved`` (and ``unsolved_steps`` of the metrics); a configuration error (no
-solver of the chain takes the problem) still stops it.
+solver of the chain takes the problem) still stops it. So does a step whose answer is infeasible
+(the least-violation book breaks constraints: no execution path sends it), where the replay
+used to trade that book.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from models.instruments import FuturesContract, SpotAsset
 from models.market import MarketSnapshot
 from models.risk import RiskModel
 from models.synthetic import generate_history
-from optimizer.policies import NaiveFutures, OptimizedFutures, Policy, TargetHoldings, current_holdings
+from optimizer.policies import (
+    NaiveFutures,
+    NoRebalance,
+    OptimizedFutures,
+    Policy,
+    TargetHoldings,
+    current_holdings,
+)
 from optimizer.problem import HedgeProblem, NoAnswerError, SolverFailedError
-from optimizer.settings import CostSettings, OptimizerSettings
+from optimizer.settings import ConstraintSettings, CostSettings, OptimizerSettings
 from scenarios.backtest_result import UNSOLVED_COLUMNS
 from scenarios.market_path import MarketPath
 from scenarios.metrics import compute_metrics
@@ -126,3 +135,30 @@ def test_an_optimiser_whose_solvers_all_fail_once_holds_there_and_goes_on(
     contracts = got.futures_notional / path.mark[list(got.futures_notional.columns)]
     np.testing.assert_allclose(contracts.iloc[FAIL_AT], contracts.iloc[FAIL_AT - 1], rtol=1e-12)
     assert got.steps["traded_futures"].iloc[FAIL_AT + 1:].sum() > 0  # and it trades again after
+
+
+def test_an_infeasible_answer_is_the_book_held_not_the_least_violation_book() -> None:
+    """A funding budget of -1,000,000 USD (earn a million in funding over the horizon on a
+    120,000 USD book) conflicts with the margin row at every step: ``fbr solve`` answers
+    infeasible and no execution path sends its least-violation book. The replay holds the book at
+    every step (no trade, the positions as they started: none), lists each step with the conflict
+    named, and its frames equal a run of a policy that never trades (the replay traded the
+    least-violation book before: turnover in the hundreds of times NAV)."""
+    book, path = _case()
+    logp = np.log(path.spot[["BTC", "ETH"]].to_numpy(dtype=float))
+    risk = RiskModel.from_covariance(["BTC", "ETH"], np.cov(np.diff(logp, axis=0).T) * 365)
+    settings = OptimizerSettings(costs=CostSettings(horizon_days=7.0), round_lots=False,
+                                 constraints=ConstraintSettings(funding_budget_usd=-1e6))
+    got = run_backtest(book, path, OptimizedFutures(risk, settings))
+    never = run_backtest(book, path, NoRebalance())
+    n = len(path.spot.index)
+    assert got.unsolved["step"].tolist() == list(range(n))
+    assert all("infeasible: these constraints conflict: funding_budget" in r
+               for r in got.unsolved["reason"])
+    assert float(got.steps["traded_futures"].abs().sum()) == 0.0
+    assert float(got.futures_notional.abs().to_numpy().sum()) == 0.0
+    pd.testing.assert_frame_equal(got.steps.drop(columns=["solve_time_ms", "solver_fallbacks"],
+                                                 errors="ignore"),
+                                  never.steps.drop(columns=["solve_time_ms", "solver_fallbacks"],
+                                                   errors="ignore"), check_exact=True)
+    assert compute_metrics(got).unsolved_steps == n
