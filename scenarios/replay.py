@@ -30,8 +30,10 @@ Per step t (UTC timestamps of ``MarketPath.spot``), see DESIGN.md "Backtest sema
    impact when an ADV is given. Futures trades go through ``Book.with_futures``; every cost is paid from cash.
    A step where an optimising policy has no answer to trade (no solver answers,
    ``optimizer.problem.NoAnswerError``; or the answer is infeasible or breaks a hard margin row,
-   ``models.errors.InfeasibleError``, which no execution path sends) holds the book as it stands
-   and is listed in ``BacktestResult.unsolved``;
+   ``models.errors.InfeasibleError``, which no execution path sends; or the wallet cannot carry
+   the smallest hedge, ``optimizer.rebalance.InsufficientCollateralError``) holds the book as it
+   stands and is listed in ``BacktestResult.unsolved``, as a daily loop's cycle trades nothing
+   then and alerts;
 5. **collateral sweeps** (``CollateralPolicy``, on by default for a book that lists futures
    contracts): while positions are open, a wallet balance outside its band around the reserve
    target ``tau x NAV`` is brought back to the target by selling spot pro rata to spot values
@@ -85,6 +87,7 @@ from models.margin import LIQUIDATION_PENALTY
 from models.market import MarketSnapshot
 from optimizer.policies import Policy
 from optimizer.problem import NoAnswerError
+from optimizer.rebalance import InsufficientCollateralError
 from optimizer.settings import CostSettings, SpotLegSettings
 from scenarios.backtest_result import (
     LIQUIDATION_COLUMNS,
@@ -273,7 +276,7 @@ def _act(book: Book, inputs: ReplayInputs, policy: Policy, collateral: Collatera
     current: StepValuation | None = now
     try:
         target = policy_step(policy, book, state, market, row)
-    except (NoAnswerError, InfeasibleError) as exc:
+    except (NoAnswerError, InfeasibleError, InsufficientCollateralError) as exc:
         target = hold_step(state, market, k, str(exc), log.unsolved)
     if fill_spot(inputs, state, market, k, target, row, log.trades):
         current = None

@@ -162,3 +162,23 @@ def test_an_infeasible_answer_is_the_book_held_not_the_least_violation_book() ->
                                   never.steps.drop(columns=["solve_time_ms", "solver_fallbacks"],
                                                    errors="ignore"), check_exact=True)
     assert compute_metrics(got).unsolved_steps == n
+
+
+def test_a_wallet_too_small_for_any_hedge_is_the_book_held() -> None:
+    """No cash and the margin row on: the margin budget cannot open the smallest lot, so the
+    optimiser refuses at every step (``fbr solve``: "collateral too small for any hedge", exit 2)
+    and a daily loop's cycle trades nothing. The replay holds the book at every step with that
+    reason, and goes on to the end (it stopped at the first step before)."""
+    book, path = _case()
+    book = Book(book.assets, book.contracts, spot=dict(book.spot), targets=dict(book.targets),
+                cash=0.0)
+    logp = np.log(path.spot[["BTC", "ETH"]].to_numpy(dtype=float))
+    risk = RiskModel.from_covariance(["BTC", "ETH"], np.cov(np.diff(logp, axis=0).T) * 365)
+    settings = OptimizerSettings(costs=CostSettings(horizon_days=7.0), round_lots=False,
+                                 constraints=ConstraintSettings(margin=True))
+    got = run_backtest(book, path, OptimizedFutures(risk, settings))
+    n = len(path.spot.index)
+    assert got.unsolved["step"].tolist() == list(range(n))
+    assert all("collateral too small for any hedge" in r for r in got.unsolved["reason"])
+    assert float(got.steps["traded_futures"].abs().sum()) == 0.0
+    assert compute_metrics(got).unsolved_steps == n
