@@ -43,6 +43,7 @@ def _executor(emu: BinanceEmulator, tmp_path: Path, clock: SimClock,
     return prep, j, ex
 
 
+@pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize(("bsym", "moved", "code", "new_limit"), [
     # ETH falls 3% after the plan: cap 2,911.33 x 1.02 = 2,969.5566 < 3,061.39 -> -4016;
     # re-priced: min(2,911.33 x 1.10, 2,969.5566) down to the tick = 2,969.55
@@ -52,12 +53,14 @@ def _executor(emu: BinanceEmulator, tmp_path: Path, clock: SimClock,
     ("BTCUSDT", 63_730.86, "-4024", 60_544.4),
 ])
 def test_a_limit_refused_at_the_band_after_the_mark_moved_is_repriced_and_fills(
-        tmp_path: Path, bsym: str, moved: float, code: str, new_limit: float) -> None:
+        tmp_path: Path, bsym: str, moved: float, code: str, new_limit: float, exact: bool) -> None:
+    """``exact``: the daily loop's run (the plan's own legs or nothing): the refused leg is the
+    plan's, so the re-planned one is sent all the same."""
     clock = SimClock()
     with BinanceEmulator(markets=_markets(), lag_clock=clock.now).start() as emu:
         prep, j, ex = _executor(emu, tmp_path, clock)
         emu.set_mark(bsym, moved)  # the mark moves after the plan was made
-        report = ex.execute(prep.plan)
+        report = ex.execute(prep.plan, exact=exact)
         assert report.outcome == Outcome.COMPLETE, report.messages
         book_sym = next(s for s, b in BINANCE.items() if b == bsym)
         rows = [r for r in j.orders(prep.plan.plan_id) if r.symbol == book_sym]
