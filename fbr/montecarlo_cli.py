@@ -234,6 +234,8 @@ def _print_mc(result: MonteCarloResult, cfg: MonteCarloConfig, config: Path, lab
         out.print(f"[yellow]{escape(label)}[/yellow]")
     out.print(f"engine: {escape(engine.describe())}")
     print_wide(_summary_table(result, f"{cfg.paths} paths x {cfg.steps} steps"), width=150)
+    for note in result.held_notes():
+        out.print(f"[yellow]note: {escape(note)}[/yellow]")
     if written:
         out.print(f"report written to [bold]{escape(str(written))}[/bold]")
 

@@ -252,8 +252,24 @@ class MonteCarloResult:
             rows[name] = row
         return pd.DataFrame.from_dict(rows, orient="index")
 
+    def held_notes(self) -> list[str]:
+        """One note per policy that had no answer to trade at some step (``unsolved_steps``: no
+        solver answered, or the answer was infeasible; scenarios.replay holds the book there):
+        the steps in all and on how many paths."""
+        notes: list[str] = []
+        if "unsolved_steps" not in self.metrics:
+            return notes
+        for name in self.policies:
+            held = self.metrics.loc[self.metrics["policy"] == name, "unsolved_steps"]
+            steps = int(held.sum())
+            if steps:
+                notes.append(f"{name}: no answer to trade at {steps} steps on {int((held > 0).sum())} "
+                             f"of {len(held)} paths; the book was held as it stood there")
+        return notes
+
     def to_dict(self, *, per_path: bool = True) -> dict[str, Any]:
-        """JSON-ready: summary per policy (and the per-path rows); nan/inf become None."""
+        """JSON-ready: summary per policy (and the per-path rows), the :meth:`held_notes`; nan/inf
+        become None."""
         def clean(v: Any) -> Any:
             if isinstance(v, bool | np.bool_):
                 return bool(v)
@@ -266,7 +282,8 @@ class MonteCarloResult:
         out: dict[str, Any] = {
             "summary": {name: {k: clean(v) for k, v in row.items()}
                         for name, row in self.summary().to_dict(orient="index").items()},
-            "generator": self.generator, "engine": self.engine, "labels": list(self.labels)}
+            "generator": self.generator, "engine": self.engine, "labels": list(self.labels),
+            "notes": self.held_notes()}
         if per_path:
             out["per_path"] = [{k: clean(v) for k, v in r.items()}
                                for r in self.metrics.to_dict(orient="records")]

@@ -150,3 +150,18 @@ def test_grid_and_spec_validation(small_spec: MonteCarloSpec) -> None:
         dataclasses.replace(small_spec, policies=(runs[0], runs[0]))
     with pytest.raises(ValidationError, match="policy"):
         SimplePolicy("naive_futures", (("bogus", 1.0),))(small_spec.path(0), {})
+
+
+def test_held_notes_count_the_steps_and_paths_where_a_policy_was_held() -> None:
+    """Hand-built per-path metrics: policy "a" held at 3 + 0 + 2 steps over 3 paths (5 steps on 2
+    of 3 paths), "b" never: one note, for "a"; a table without the column gives none."""
+    from scenarios.montecarlo import MonteCarloResult
+
+    rows = [{"path": k, "policy": name, "unsolved_steps": held}
+            for name, counts in (("a", (3, 0, 2)), ("b", (0, 0, 0)))
+            for k, held in enumerate(counts)]
+    res = MonteCarloResult(metrics=pd.DataFrame(rows), fan=pd.DataFrame())
+    assert res.held_notes() == ["a: no answer to trade at 5 steps on 2 of 3 paths; the book was "
+                                "held as it stood there"]
+    bare = MonteCarloResult(metrics=pd.DataFrame([{"path": 0, "policy": "a"}]), fan=pd.DataFrame())
+    assert bare.held_notes() == []
