@@ -352,7 +352,8 @@ class JournaledExecutor:
             log.warning("leg %s rejected: %s", leg.client_id, msg)
             band = isinstance(exc, PriceBandRefusedError)
             self._messages.append(f"leg {leg.index} ({leg.symbol}) rejected: {msg}" + (
-                "; the mark moved since it was priced: re-planned at the mark now" if band else ""))
+                "; the mark moved since it was priced: re-planned at the mark read again, rounds "
+                "permitting" if band else ""))
             if band:
                 self._band.add(leg)
             return Sent.BAND if band else Sent.REJECTED

@@ -66,7 +66,7 @@ def test_a_limit_refused_at_the_band_after_the_mark_moved_is_repriced_and_fills(
         rows = [r for r in j.orders(prep.plan.plan_id) if r.symbol == book_sym]
         assert [r.status for r in rows] == [OrderStatus.REJECTED, OrderStatus.FILLED]
         assert code in rows[0].message
-        assert any("re-planned at the mark now" in m for m in report.messages)
+        assert any("re-planned at the mark read again" in m for m in report.messages)
         sent = [o for o in emu.accepted_orders() if o.symbol == bsym]
         assert len(sent) == 1 and float(sent[0].price) == pytest.approx(new_limit, abs=1e-9)
         for s, b in BINANCE.items():
