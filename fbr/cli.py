@@ -218,13 +218,14 @@ def run_backtest_config(cfg: BacktestConfig, *, report: Path | None, show_progre
     extra = [*spans, *dated_mark_labels(cfg, path), *risk_labels(cfg, path)]
     notes.extend(spans)
     results = _run_with_progress(cfg, path, show_progress)
-    notes.extend(unsolved_notes(results))
+    held = unsolved_notes(results)  # also in the report's labels: steps held are read there too
+    notes.extend(held)
     reserve_yield = book_reserve_yield(cfg)  # the book's [costs] reserve_yield
     raw = {name: metrics_dict(r, reserve_yield=reserve_yield) for name, r in results.items()}
     # deterministic metrics apart from wall-clock timings (same file -> same "policies")
     metrics = {name: {k: v for k, v in m.items() if not is_timing(k)} for name, m in raw.items()}
     timings = {name: {k: v for k, v in m.items() if is_timing(k)} for name, m in raw.items()}
-    labels = [*cfg.labels, *extra]
+    labels = [*cfg.labels, *extra, *held]
     written: Path | None = None
     if report is not None:
         written, note = _write_report(results, report, title, labels, cfg.png_dir, reserve_yield)

@@ -336,3 +336,31 @@ risk_lookback_days = 30
     assert isinstance(policy, TrackingErrorBandFutures)
     assert (policy.band, policy.inner) == (0.015, 0.5)
     assert isinstance(policy.risk, TrailingRisk)
+
+
+def test_steps_held_on_an_infeasible_answer_are_noted_in_json_table_and_report(
+        tmp_path: Path) -> None:
+    """The example book with a funding budget of -1,000,000 USD (earn a million in funding over
+    the horizon: infeasible against the margin row at every step, as ``fbr solve`` answers): the
+    optimiser trades nothing in the replay, and the note (every step held, the first one's
+    conflict named) is in --json's notes and labels, under the table, and in the HTML report."""
+    book = tmp_path / "book.toml"
+    book.write_text((EXAMPLES / "backtest_book.toml").read_text().replace(
+        "[constraints]\n", "[constraints]\nfunding_budget_usd = -1000000\n", 1))
+    cfg = tmp_path / "bt.toml"
+    cfg.write_text('book = "book.toml"\n[data]\nsource = "synthetic"\nseed = 12\ndays = 3\n'
+                   'start = "2024-01-01"\n[[policies]]\nkind = "optimized"\nname = "optimised"\n')
+    report = tmp_path / "bt.html"
+    proc = run_fbr("backtest", str(cfg), "--json", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    want = "optimised: no answer to trade at 3 of 3 steps (first 2024-01-01T00:00:00+00:00: "
+    (note,) = [n for n in res["notes"] if n.startswith(want)]
+    assert "infeasible: these constraints conflict: funding_budget" in note
+    assert note in res["labels"]
+    assert res["policies"]["optimised"]["turnover"] == 0.0
+    assert res["policies"]["optimised"]["unsolved_steps"] == 3
+    assert "no answer to trade at 3 of 3 steps" in report.read_text()
+    table = run_fbr("backtest", str(cfg), "--no-report")
+    assert table.returncode == 0, table.stderr
+    assert "no answer to trade at 3 of 3 steps" in " ".join(table.stdout.split())
