@@ -6,7 +6,8 @@ Under the account's lock (:mod:`executor.lock`: one run per account; a crashed h
    (:mod:`executor.reconcile`) before anything new is sent;
 2. every leg still ``sending``/``unknown``/``open`` in this plan is reconciled against the account;
    a leg that stays in doubt stops the plan (outcome UNKNOWN, the leg named), as does an fbr order
-   open on a plan contract that another journal sent (:mod:`executor.open_elsewhere`);
+   open on a plan contract that another journal sent (:mod:`executor.open_elsewhere`); the
+   account's legs journalled not placed are looked up once more (:mod:`executor.late_fills`);
 3. rounds (at most ``RetryPolicy.max_rounds``): the account's positions are read and the legs that
    move each contract from where it is now to the plan's target are sent (the plan's own legs in the
    first round when the account is where the plan started, re-planned legs otherwise, with fresh
@@ -57,6 +58,7 @@ from executor.base import (
 )
 from executor.final_report import final_report
 from executor.journal import Journal, JournalOrder
+from executor.late_fills import find_late_fills
 from executor.leg_limits import at_marks, check_leg_limits
 from executor.legs import legs_toward, within_lot
 from executor.lock import account_lock
@@ -114,8 +116,7 @@ class PlanBasis:
 
 
 class Sent(Enum):
-    """How a send ended: OK (sent, or settled by a reconcile), REJECTED (refused for good),
-    BAND (a limit refused at the exchange's price band: re-planned next round)."""
+    """How a send ended: OK (sent or settled), REJECTED (for good), BAND (at the price band)."""
 
     OK = "ok"
     REJECTED = "rejected"
@@ -148,9 +149,7 @@ class JournaledExecutor:
         self._reconciler = Reconciler(gateway, delays_s=self.retry.reconcile_delays_s, sleep=sleep,
                                       settle_s=self.retry.settle_s, clock_ms=self._clock)
         self._messages: list[str] = []
-        self._open_elsewhere = False
-        self._exact = False
-        self._band = BandRefusals()
+        self._open_elsewhere, self._exact, self._band = False, False, BandRefusals()
 
     # --- public -------------------------------------------------------------------------------
     def execute(self, plan: OrderPlan, book_path: str = "", *, exact: bool = False
@@ -179,8 +178,7 @@ class JournaledExecutor:
         account = self.gateway.account_key()
         with account_lock(account, self._lock_dir), \
                 silence_kept(self.journal, account, self._clock):
-            self._messages, self._open_elsewhere, self._exact = [], False, exact
-            self._band = BandRefusals()
+            self._messages, self._open_elsewhere, self._exact, self._band = [], False, exact, BandRefusals()
             plan = self.journal.plan(plan_id)
             check_resumable(self.journal, plan_id, account, open_only)
             if self.journal.plan_status(plan_id) == "done":
@@ -195,6 +193,9 @@ class JournaledExecutor:
         self.gateway.prepare(self._instruments(plan))
         try:
             self._settle_in_doubt(plan)
+            self._messages += find_late_fills(self.gateway, self.journal, self.gateway.account_key(),
+                                              self._clock(), int(1000 * self.retry.settle_s),
+                                              self.ctx.instruments, self.ctx.market)
             self._check_open_orders(plan)
             self._rounds(plan)
         except PlanStoppedError:
