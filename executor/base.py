@@ -218,7 +218,9 @@ class ExecutionReport:
     """The outcome of a plan: legs, positions reached (contracts per book contract, read from the
     account), the target they are compared with, the gap per contract that is more than one lot
     step off (position - target, contracts), and the residual tracking error (annualised
-    fraction, None without a risk model)."""
+    fraction, None without a risk model). ``late_fills``: legs of earlier plans journalled not
+    placed that the exchange executed after all, one sentence each (:mod:`executor.late_fills`;
+    also in ``messages``)."""
 
     plan_id: str
     venue: str
@@ -230,6 +232,7 @@ class ExecutionReport:
     messages: tuple[str, ...] = ()
     gaps: dict[str, float] = field(default_factory=dict)
     outcome: Outcome = Outcome.COMPLETE
+    late_fills: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:

@@ -76,6 +76,7 @@ from executor.resumable import (
     check_resumable,
     finished_report,
     in_doubt_message,
+    journal_failed,
     journalled_leg,
     moved_by_others,
     moved_error,
@@ -191,11 +192,13 @@ class JournaledExecutor:
         """Reconcile, then send rounds. The account is set up for trading first (position mode
         checked, margin mode and leverage set), a resumed plan included: a round may send."""
         self.gateway.prepare(self._instruments(plan))
+        late: list[str] = []
         try:
             self._settle_in_doubt(plan)
-            self._messages += find_late_fills(self.gateway, self.journal, self.gateway.account_key(),
-                                              self._clock(), int(1000 * self.retry.settle_s),
-                                              self.ctx.instruments, self.ctx.market)
+            late = find_late_fills(self.gateway, self.journal, self.gateway.account_key(),
+                                   self._clock(), int(1000 * self.retry.settle_s),
+                                   self.ctx.instruments, self.ctx.market)
+            self._messages += late
             self._check_open_orders(plan)
             self._rounds(plan)
         except PlanStoppedError:
@@ -205,18 +208,15 @@ class JournaledExecutor:
             self._messages.append(f"{redact(str(exc))}; nothing more was sent. Fix: `fbr execute "
                                   f"--resume {plan.plan_id}` after that time")
         except sqlite3.Error as exc:  # a leg may be in flight: its row says "sending" at most
-            raise ExecutionUnknownError(
-                f"the journal {self.journal.path} failed ({redact(str(exc))}): an order of plan "
-                f"{plan.plan_id} may have been sent and not journalled; nothing more was sent. Fix: "
-                f"free disk space, make the journal writable or stop another process holding it, "
-                f"then `fbr execute --resume {plan.plan_id}`") from None
+            raise journal_failed(self.journal.path, plan.plan_id, exc) from None
         except ReadFailedError as exc:  # nothing is in flight: the leg had not been sent
             self._messages.append(f"the account could not be read ({redact(str(exc))}); nothing "
                                   f"more was sent. Fix: `fbr execute --resume {plan.plan_id}` "
                                   f"when the exchange answers again")
-        return final_report(self.gateway, self.journal, plan, self._instruments(plan),
-                            (self.ctx.book, self.ctx.market, self.ctx.risk), self.mode,
-                            self._messages, open_elsewhere=self._open_elsewhere, clock=self._clock)
+        report = final_report(self.gateway, self.journal, plan, self._instruments(plan),
+                              (self.ctx.book, self.ctx.market, self.ctx.risk), self.mode,
+                              self._messages, open_elsewhere=self._open_elsewhere, clock=self._clock)
+        return dataclasses.replace(report, late_fills=tuple(late))
 
     def _check_open_orders(self, plan: OrderPlan) -> None:
         """Stop before any send while an fbr order of another journal rests open on a contract

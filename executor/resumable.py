@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from executor.base import (
     AccountMovedError,
     ExecutionReport,
+    ExecutionUnknownError,
     LegReport,
     OrderStatus,
     Outcome,
@@ -18,11 +19,23 @@ from executor.base import (
 )
 from executor.journal import Journal, JournalOrder
 from executor.plan import Instrument, OrderLeg, OrderPlan, OrderType, Side
+from executor.safety import redact
 from models.errors import RefusedError
 from models.market import MarketSnapshot
 
 #: the journal status of a plan an exact run refused because its account moved (nothing sent)
 REFUSED = "refused"
+
+
+def journal_failed(path: object, plan_id: str, exc: BaseException) -> ExecutionUnknownError:
+    """The error of a run whose journal file ``path`` failed (``exc``) while plan ``plan_id`` ran:
+    a leg may be in flight (its row says "sending" at most), so nothing more is sent, and the fix
+    is a resume once the journal is writable."""
+    return ExecutionUnknownError(
+        f"the journal {path} failed ({redact(str(exc))}): an order of plan {plan_id} may have "
+        f"been sent and not journalled; nothing more was sent. Fix: free disk space, make the "
+        f"journal writable or stop another process holding it, then `fbr execute --resume "
+        f"{plan_id}`")
 
 
 def check_resumable(journal: Journal, plan_id: str, account: str, open_only: bool = False) -> None:

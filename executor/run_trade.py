@@ -293,13 +293,8 @@ class CycleTrader:
                          if leg.filled > 0)
         action = {Outcome.UNKNOWN: "unknown", Outcome.INCOMPLETE: "incomplete"}.get(
             report.outcome, "traded")
-        if report.outcome == Outcome.UNKNOWN:
-            self.alerts.emit(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
-                             " ".join(report.messages) or "an order's fate is unknown", now,
-                             plan_id=report.plan_id)
-        elif report.outcome == Outcome.INCOMPLETE:
-            self.alerts.emit(AlertKind.FAILURE, Severity.WARNING, "plan incomplete",
-                             f"gaps (contracts): {report.gaps}", now, plan_id=report.plan_id)
+        for kind, severity, title, text in report_alerts(report):
+            self.alerts.emit(kind, severity, title, text, now, plan_id=report.plan_id)
         if legs:
             self.summary.trades += 1
             self.alerts.emit(AlertKind.TRADE, Severity.INFO, f"rebalanced ({reason})",
@@ -364,3 +359,20 @@ def filled_notional(view: View, symbol: str, contracts: float, price: float | No
     if price is None or price <= 0:
         return 0.0
     return abs(contracts) * view.instruments[symbol].contract.notional_per_contract(price)
+
+
+def report_alerts(report: ExecutionReport) -> list[tuple[AlertKind, Severity, str, str]]:
+    """The alerts (kind, severity, title, text) an executed plan's report raises besides its
+    trade: an order in doubt (critical), a plan left short of its target (warning), and each leg
+    of an earlier plan journalled not placed that the exchange executed after all (critical: a
+    second order reached the account; :mod:`executor.late_fills`)."""
+    out: list[tuple[AlertKind, Severity, str, str]] = []
+    if report.outcome == Outcome.UNKNOWN:
+        out.append((AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt",
+                    " ".join(report.messages) or "an order's fate is unknown"))
+    elif report.outcome == Outcome.INCOMPLETE:
+        out.append((AlertKind.FAILURE, Severity.WARNING, "plan incomplete",
+                    f"gaps (contracts): {report.gaps}"))
+    out += [(AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order executed late", text)
+            for text in report.late_fills]
+    return out

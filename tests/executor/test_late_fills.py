@@ -6,18 +6,22 @@ against the emulator on a simulated clock."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator
 from exec_helpers import SEED_BOOK, SimClock
 
+from executor.alerts import AlertKind, Severity
 from executor.base import ExecutionReport, OrderStatus, Outcome
 from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import PlanOptions
 from executor.reconcile import SETTLE_S
+from executor.run_trade import report_alerts
 from executor.workflow import Prepared, prepare_plan
 from fbr.config import load_book_file
 
@@ -66,6 +70,12 @@ def test_an_order_executed_after_settle_s_is_found_by_the_next_run(tmp_path: Pat
         assert f"over {SETTLE_S:g} s" not in row.message
         (said,) = [m for m in report2.messages if "was executed late" in m]
         assert f"leg 0 of plan {first.plan.plan_id} (BTC-PERP" in said
+        assert report2.late_fills == (said,)
+        assert json.loads(json.dumps(report2.to_dict()))["late_fills"] == [said]
+        assert report1.late_fills == ()
+        # the daily loop's alerts of that report: the late fill, critical (a second order)
+        assert report_alerts(report2) == [
+            (AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order executed late", said)]
         assert report2.outcome == Outcome.COMPLETE
         assert emu.positions["BTCUSDT"] == pytest.approx(second.plan.reachable["BTC-PERP"],
                                                          abs=1e-9)  # the extra traded back
@@ -86,3 +96,16 @@ def test_an_order_never_executed_stays_not_placed(tmp_path: Path) -> None:
         assert j.order(first.plan.plan_id, 0).status == OrderStatus.NOT_PLACED
         assert not [m for m in report.messages if "executed late" in m]
         j.close()
+
+
+def test_report_alerts_of_an_unknown_and_an_incomplete_plan() -> None:
+    """By hand: an order in doubt -> one critical alert with the messages; a plan short of its
+    target -> one warning naming the gaps; a complete plan -> none (late fills aside)."""
+    base = ExecutionReport("p", "binanceusdm", "live", (), {}, {}, None, ("leg 0 in doubt",))
+    unknown = dataclasses.replace(base, outcome=Outcome.UNKNOWN)
+    short = dataclasses.replace(base, outcome=Outcome.INCOMPLETE, gaps={"BTC-PERP": -0.001})
+    assert report_alerts(unknown) == [
+        (AlertKind.UNKNOWN_LEG, Severity.CRITICAL, "order in doubt", "leg 0 in doubt")]
+    assert report_alerts(short) == [
+        (AlertKind.FAILURE, Severity.WARNING, "plan incomplete", "gaps (contracts): {'BTC-PERP': -0.001}")]
+    assert report_alerts(base) == []
