@@ -77,7 +77,12 @@ def summary_table(r: WhatIfResult) -> Table:
     t.add_row("common move to liquidation, after", move_text(_book_move(r.distance_after)))
     t.add_row("tracking error before -> after", f"{100 * r.tracking_error_before:.2f}% -> "
               f"{100 * r.tracking_error_after:.2f}%")
-    if r.next_solution is not None:
+    if r.next_solution is not None and r.next_solution.status == "infeasible":
+        s = r.next_solution
+        names = ", ".join([c.name for c in s.conflicts] + list(s.opposing)) or "(none identified)"
+        t.add_row("next move (re-solve)", escape(f"infeasible, no order would be sent: these "
+                                                 f"constraints conflict: {names}"))
+    elif r.next_solution is not None:
         s = r.next_solution
         spot = s.spot_costs
         trades = (f"{len(s.trades)} trades" if spot is None else
@@ -120,11 +125,14 @@ def distance_table(r: WhatIfResult) -> Table:
 
 
 def trades_table(r: WhatIfResult) -> Table | None:
-    """The re-solve's trades (None without any)."""
+    """The re-solve's trades (None without any); an infeasible re-solve's are its least-violation
+    book's, titled as not tradeable."""
     s = r.next_solution
     if s is None or not (s.trades or s.spot_trades):
         return None
-    t = Table(title="next move: trades of the re-solve", title_justify="left")
+    title = ("infeasible re-solve: the least-violation book's trades (not tradeable)"
+             if s.status == "infeasible" else "next move: trades of the re-solve")
+    t = Table(title=title, title_justify="left")
     for head in ("contract / spot", "notional USD", "contracts / units"):
         t.add_column(head, justify="left" if head == "contract / spot" else "right", overflow="fold")
     for tr in s.trades:

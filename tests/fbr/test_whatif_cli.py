@@ -281,3 +281,23 @@ def test_status_and_whatif_give_a_down_move_with_one_sign(tmp_path: Path) -> Non
     table = runner.invoke(app, ["status", str(book), "--exchange", "paper", "--journal",
                                 str(tmp_path / "j.sqlite")], env={"COLUMNS": "200"})
     assert f"{100 * down:+.3f}% down" in table.stdout
+
+
+def test_an_infeasible_re_solve_is_no_next_move(tmp_path: Path) -> None:
+    """The backtest example book with a funding budget of -1,000,000 USD (infeasible against the
+    margin row): the re-solve after a shock is shown as infeasible with the conflicting
+    constraints and no order, not as "infeasible: 5 trades, TE ..."; its least-violation trades are
+    titled as not tradeable; --json keeps the status."""
+    book = tmp_path / "book.toml"
+    book.write_text((EXAMPLES / "backtest_book.toml").read_text().replace(
+        "[constraints]\n", "[constraints]\nfunding_budget_usd = -1000000\n", 1))
+    res = runner.invoke(app, ["whatif", str(book), "--shock", "BTC=-10%"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert ("next move (re-solve) │ infeasible, no order would be sent: these constraints "
+            "conflict: funding_budget, margin") in text
+    assert "infeasible: " not in text.split("next move (re-solve)")[1].split("│")[1]
+    assert "the least-violation book's trades (not tradeable)" in text
+    assert "next move: trades of the re-solve" not in text
+    doc = whatif_json(str(book), "--shock", "BTC=-10%")
+    assert doc["scenarios"][0]["next"]["status"] == "infeasible"

@@ -223,6 +223,25 @@ def test_whatif_on_a_futures_only_book(tmp_path: Path,
     assert "10,000.00 → 9,400.00 USD" in page and doc["notes"][0] in html.unescape(page)
 
 
+def test_whatif_page_shows_an_infeasible_re_solve_as_no_order(
+        tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
+    """The backtest example book with a funding budget of -1,000,000 USD (infeasible against the
+    margin row): the page says the re-solve is infeasible and that no order would be sent, with
+    the conflict named, and heads its trades as the least-violation book's (not tradeable)."""
+    book = tmp_path / "book.toml"
+    book.write_text((Path(__file__).resolve().parents[3] / "examples" / "backtest_book.toml")
+                    .read_text().replace("[constraints]\n",
+                                         "[constraints]\nfunding_budget_usd = -1000000\n", 1))
+    c = make_client(ServeConfig(book=book, journal=tmp_path / "none.sqlite"))
+    doc = c.get("/api/whatif", params={"shock": "BTC=-10%"}).json()
+    assert doc["next"]["status"] == "infeasible"
+    page = html.unescape(get_html(c, "/whatif?shock=BTC%3D-10%25"))
+    assert '<p class="error">infeasible, no order would be sent. ' in page
+    assert "funding_budget" in page.split("no order would be sent.")[1].split("</p>")[0]
+    assert "the least-violation book's trade (USD, not tradeable)" in page
+    assert "<p>infeasible: TE" not in page
+
+
 def test_whatif_comma_separated_shocks(client: TestClient) -> None:
     """Two shocks in one comma-separated value are two shocks."""
     doc = client.get("/api/whatif", params={"shock": "BTC=-30%, ETH=-10%"}).json()
