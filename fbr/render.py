@@ -21,8 +21,11 @@ def _usd(x: float) -> str:
 
 
 def trades_table(sol: Solution) -> Table:
-    """Trades: contract, side, USD notional, contracts, price."""
-    t = Table(title="Trades (futures)", title_justify="left")
+    """Trades: contract, side, USD notional, contracts, price (an infeasible solution's are its
+    least-violation book's, titled as not tradeable)."""
+    title = ("Trades (futures) of the least-violation book: infeasible, not tradeable"
+             if sol.status == "infeasible" else "Trades (futures)")
+    t = Table(title=title, title_justify="left")
     for col in ("contract", "underlying", "side", "notional USD", "contracts", "price"):
         t.add_column(col, justify="right" if col not in ("contract", "underlying", "side") else "left",
                      overflow="fold")

@@ -52,6 +52,10 @@ def test_infeasible_book_exits_3_after_the_tables(tmp_path: Path) -> None:
     assert res.exit_code == 3
     assert "conflicting constraints" in res.stdout and "status infeasible" in res.stdout
     assert "cluster_band[btc]" in res.stderr
+    text = " ".join(res.stdout.split())
+    assert "Trades (futures) of the least-violation book: infeasible, not tradeable" in text
+    feasible = CliRunner().invoke(app, ["solve", str(_book(tmp_path, 3000.0, True, CLUSTER))])
+    assert feasible.exit_code == 0 and "least-violation" not in feasible.stdout
 
 
 def test_feasible_book_exits_0(tmp_path: Path) -> None:
