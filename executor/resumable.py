@@ -7,6 +7,7 @@ harmless, and one days later cannot trade the account back to an old target)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from executor.base import (
     AccountMovedError,
@@ -27,7 +28,7 @@ from models.market import MarketSnapshot
 REFUSED = "refused"
 
 
-def journal_failed(path: object, plan_id: str, exc: BaseException) -> ExecutionUnknownError:
+def journal_failed(path: Path, plan_id: str, exc: BaseException) -> ExecutionUnknownError:
     """The error of a run whose journal file ``path`` failed (``exc``) while plan ``plan_id`` ran:
     a leg may be in flight (its row says "sending" at most), so nothing more is sent, and the fix
     is a resume once the journal is writable."""
