@@ -183,8 +183,9 @@ class DashboardState:
 
     def plan(self) -> tuple[Solution, OrderPlanDoc, str | None]:
         """(the solution with its binding constraints, the order plan as a dict, why it may not
-        be traded or None). The solve holds the rebalancer's lock (the account read and the
-        order plan need none)."""
+        be traded or None). A solution that may not be traded plans no order (every position
+        held: its least-violation book's orders would only trip the order limits' checks). The
+        solve holds the rebalancer's lock (the account read and the order plan need none)."""
         loaded = self.loaded()
         with self.journal() as j:
             gw, acc = self._gateway(loaded, j)
@@ -198,7 +199,8 @@ class DashboardState:
         except FbrError as exc:
             blocked = redact(str(exc))
         options = with_book_settings(PlanOptions(venue=gw.venue), loaded.settings)
-        plan = plan_orders(sol, book, market, instruments, options, risk=loaded.risk)
+        plan = plan_orders({} if blocked else sol, book, market, instruments, options,
+                           risk=loaded.risk)
         return sol, plan.to_dict(), blocked
 
     def whatif(self, shocks: list[str]) -> tuple[WhatIfDoc, list[str]]:

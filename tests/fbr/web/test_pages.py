@@ -226,8 +226,9 @@ def test_whatif_on_a_futures_only_book(tmp_path: Path,
 def test_whatif_page_shows_an_infeasible_re_solve_as_no_order(
         tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     """The backtest example book with a funding budget of -1,000,000 USD (infeasible against the
-    margin row): the page says the re-solve is infeasible and that no order would be sent, with
-    the conflict named, and heads its trades as the least-violation book's (not tradeable)."""
+    margin row): the what-if page says the re-solve is infeasible and that no order would be
+    sent, with the conflict named, and heads its trades as the least-violation book's (not
+    tradeable); the plan page names the conflict and plans no order."""
     book = tmp_path / "book.toml"
     book.write_text((Path(__file__).resolve().parents[3] / "examples" / "backtest_book.toml")
                     .read_text().replace("[constraints]\n",
@@ -240,6 +241,14 @@ def test_whatif_page_shows_an_infeasible_re_solve_as_no_order(
     assert "funding_budget" in page.split("no order would be sent.")[1].split("</p>")[0]
     assert "the least-violation book's trade (USD, not tradeable)" in page
     assert "<p>infeasible: TE" not in page
+    # the plan page: not tradeable, the conflict named, no order (it answered 422 with the
+    # least-violation book's 147,000 USD ETH order past the 50,000 USD per-order limit)
+    plan = html.unescape(get_html(c, "/plan"))
+    assert '<p class="error">Not tradeable: the solution may not be traded' in plan
+    assert "funding_budget" in plan.split("Not tradeable:")[1].split("</p>")[0]
+    assert "none: the solution may not be traded (above)" in plan
+    doc = c.get("/api/plan").json()
+    assert doc["plan"]["legs"] == [] and "infeasible" in doc["blocked"]
 
 
 def test_whatif_comma_separated_shocks(client: TestClient) -> None:
