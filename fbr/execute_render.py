@@ -152,8 +152,11 @@ def _print_status(rep: StatusReport) -> None:
     if f.note:
         out.print(f"[yellow]note:[/yellow] {escape(redact(f.note))}")
     out.print(f"open orders: {len(rep.open_orders)}")
-    verdict = "[bold green]due[/bold green]" if rep.rebalance_due else "not due"
-    out.print(f"rebalance {verdict}: {due_text(rep)}")
+    if rep.infeasible:  # the alert above says why: no plan, so no figures to weigh
+        out.print("rebalance not possible: the solution may not be traded (the alert above says why)")
+    else:
+        verdict = "[bold green]due[/bold green]" if rep.rebalance_due else "not due"
+        out.print(f"rebalance {verdict}: {due_text(rep)}")
     if rep.plan.legs:
         _print_plan(rep.plan.to_dict(), out)
     else:

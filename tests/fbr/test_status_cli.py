@@ -57,7 +57,11 @@ def test_exit_code_is_3_on_a_book_liquidatable_now(tmp_path: Path) -> None:
     args = ["status", str(book), "--exchange", "dry-run", "--journal", str(tmp_path / "j.sqlite")]
     doc = _json(*args, "--exit-code", code=3)
     assert doc["infeasible"] is True and doc["rebalance_due"] is False and doc["alerts"]
-    assert runner.invoke(app, args).exit_code == 0  # without --exit-code: printed, exit 0
+    printed = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert printed.exit_code == 0  # without --exit-code: printed, exit 0
+    text = " ".join(printed.stdout.split())
+    assert "rebalance not possible: the solution may not be traded (the alert above says why)" in text
+    assert "rebalance not due" not in text  # not "0.00 USD of trading cost ... 0 vs 0"
     ok = _json("status", str(SEED), "--exchange", "dry-run", "--journal", str(tmp_path / "k.sqlite"),
                "--exit-code", code=7)  # the seed book: drifted, a rebalance is due
     assert ok["infeasible"] is False
