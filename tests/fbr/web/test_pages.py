@@ -249,6 +249,9 @@ def test_whatif_page_shows_an_infeasible_re_solve_as_no_order(
     assert "none: the solution may not be traded (above)" in plan
     doc = c.get("/api/plan").json()
     assert doc["plan"]["legs"] == [] and "infeasible" in doc["blocked"]
+    home = html.unescape(get_html(c, "/"))  # the book page: not possible, the alert says why
+    assert "<h3>Rebalance</h3><p>not possible</p>" in home
+    assert '<p class="error">the solution may not be traded' in home
 
 
 def test_whatif_comma_separated_shocks(client: TestClient) -> None:
