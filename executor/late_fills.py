@@ -48,14 +48,16 @@ def find_late_fills(gateway: ExchangeGateway, journal: Journal, account: str, no
         state = gateway.find_order(journalled_leg(row, inst, market))
         if state is None or state.filled <= 0:
             continue
-        state, note = with_traded_fee(gateway, inst, state, row.sent_ms or now_ms - WATCH_MS)
+        assert row.sent_ms is not None  # sent_between selects the rows by their send time
+        state, note = with_traded_fee(gateway, inst, state, row.sent_ms)
         why = ("executed by the exchange after it was proven not placed (nothing showed it "
                f"{settle_ms / 1000:g} s after the send): a second order on the contract")
         journal.record_state(row.plan_id, row.leg, state, "; ".join(x for x in (why, note) if x))
+        price = "an unreported price" if state.average is None else f"{state.average:,.10g}"
         msg = (f"leg {row.leg} of plan {row.plan_id} ({row.symbol}, {row.side} {row.contracts:g}), "
-               f"journalled not placed, was executed late: {state.filled:g} contracts at "
-               f"{state.average or 0.0:,.10g}. The account held that much more than the plan meant; "
-               f"this run starts from the account as it is")
+               f"journalled not placed, was executed late: {state.filled:g} contracts at {price}. "
+               f"The account held that much more than the plan meant; this run starts from the "
+               f"account as it is")
         log.warning("%s", msg)
         out.append(msg)
     return out

@@ -142,6 +142,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                             "tests/scenarios/test_replay_min_days.py",
                             "tests/scenarios/test_replay_unsolved.py",
                             "tests/scenarios/test_replay_forced_sale_lots.py"),
+    "executor/band_refusal.py": ("tests/executor/test_band_refusal.py",),
+    "executor/late_fills.py": ("tests/executor/test_late_fills.py",),
 }
 
 

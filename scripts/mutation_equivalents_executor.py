@@ -138,4 +138,8 @@ EXECUTOR: dict[str, str] = {
         "rewrites the same schema_version",
     "executor.journal.xǁJournalǁrecord_state__mutmut_27":
         "filled >= prev + 1e-15: differs only on an exact float tie at the 1e-15 tolerance",
+    # executor/late_fills.py
+    "executor.late_fills.x_find_late_fills__mutmut_62":
+        "log.warning(msg) instead of log.warning('%s', msg): the same record unless msg holds a "
+        "'%', and it holds only journal ids, a contract symbol, a side and numbers",
 }

@@ -17,16 +17,18 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator
-from exec_helpers import SEED_BOOK, SimClock
+from exec_helpers import SEED_BOOK, SimClock, market, three_asset_book
 from test_percent_price import MARKS, _markets, _prepared
 
-from executor.band_refusal import held_to_refused
+from executor.band_refusal import held_to_refused, marks_now
 from executor.base import OrderStatus, Outcome
 from executor.journal import Journal
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
 from executor.plan import OrderLeg, OrderType, Side
 from executor.workflow import Prepared
 from fbr.config import load_book_file
+from models.book import Book
+from models.market import MarketSnapshot
 
 BINANCE = {"BTC-PERP": "BTCUSDT", "ETH-PERP": "ETHUSDT", "SOL-PERP": "SOLUSDT"}
 
@@ -114,3 +116,27 @@ def test_held_to_refused_by_hand() -> None:
             _leg("B", Side.BUY, None)]
     held = [leg.limit_price for leg in held_to_refused(legs, refused)]
     assert held == [100.0, 99.0, 50.0, 52.0, 120.0, 200.0, None]
+
+
+class _Market:
+    """A gateway whose ``market`` answers ``now`` and counts its reads."""
+
+    def __init__(self, now: MarketSnapshot) -> None:
+        self.now, self.market_reads = now, 0
+
+    def market(self, book: Book, fallback: MarketSnapshot) -> MarketSnapshot:
+        self.market_reads += 1
+        return self.now
+
+
+def test_marks_now_takes_the_refused_contracts_marks_only() -> None:
+    """The market read again answers new marks for every contract; only the refused one's is
+    taken (BTC 61,000), the others keep the run's (ETH 2,500, SOL 150); nothing refused: no read."""
+    now = market({"BTC": 61_000.0, "ETH": 2_600.0, "SOL": 160.0})
+    gw = _Market(now)
+    book = three_asset_book()
+    old = market()
+    assert marks_now(gw, book, old, set()) is old and gw.market_reads == 0  # type: ignore[arg-type]
+    got = marks_now(gw, book, old, {"BTC-PERP"})  # type: ignore[arg-type]
+    assert dict(got.mark) == {"BTC-PERP": 61_000.0, "ETH-PERP": 2_500.0, "SOL-PERP": 150.0}
+    assert got.spot == old.spot and gw.market_reads == 1

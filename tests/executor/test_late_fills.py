@@ -12,14 +12,22 @@ from pathlib import Path
 
 import pytest
 from binance_emulator import BinanceEmulator
-from exec_helpers import SEED_BOOK, SimClock
+from exec_helpers import SEED_BOOK, SimClock, market, solution_with, three_asset_book
 
 from executor.alerts import AlertKind, Severity
-from executor.base import ExecutionReport, OrderStatus, Outcome
+from executor.base import ExecutionReport, OrderState, OrderStatus, Outcome, Trade
 from executor.ccxt_gateway import CcxtGateway
 from executor.journal import Journal
+from executor.late_fills import WATCH_MS, find_late_fills
 from executor.live import JournaledExecutor, PlanBasis, RetryPolicy
-from executor.plan import PlanOptions
+from executor.plan import (
+    Instrument,
+    OrderLeg,
+    OrderPlan,
+    PlanOptions,
+    book_instruments,
+    plan_orders,
+)
 from executor.reconcile import SETTLE_S
 from executor.run_trade import report_alerts
 from executor.workflow import Prepared, prepare_plan
@@ -109,3 +117,100 @@ def test_report_alerts_of_an_unknown_and_an_incomplete_plan() -> None:
     assert report_alerts(short) == [
         (AlertKind.FAILURE, Severity.WARNING, "plan incomplete", "gaps (contracts): {'BTC-PERP': -0.001}")]
     assert report_alerts(base) == []
+
+
+# --- by hand: a fake gateway and a real journal ---------------------------------------------------
+
+class _Gateway:
+    """``find_order`` answers from ``found`` by client id; ``trades_since`` records its since_ms
+    and gives ``trades``."""
+
+    def __init__(self, found: dict[str, OrderState], trades: list[Trade] | None = None) -> None:
+        self.found, self.trades = found, trades or []
+        self.looked: list[str] = []
+        self.since: list[int] = []
+
+    def find_order(self, leg: OrderLeg) -> OrderState | None:
+        self.looked.append(leg.client_id)
+        return self.found.get(leg.client_id)
+
+    def trades_since(self, instrument: Instrument, since_ms: int) -> list[Trade]:
+        self.since.append(since_ms)
+        return self.trades
+
+
+
+def _journal(tmp_path: Path) -> tuple[Journal, OrderPlan]:
+    """The seed plan (BTC sell, ETH buy, SOL buy: legs 0-2) journalled for account "acct", sent at
+    1,000,000 / 1,100,000 / 1,200,000 ms: leg 0 filled, legs 1 and 2 not placed."""
+    book = three_asset_book()
+    plan = plan_orders(solution_with({"BTC-PERP": -1000.0, "ETH-PERP": 500.0, "SOL-PERP": 500.0}),
+                       book, market(), book_instruments(book), PlanOptions(),
+                       plan_id="20240601000000aaaa")
+    j = Journal(tmp_path / "j.sqlite")
+    j.record_plan(plan, "", "acct")
+    for leg, t in zip(plan.legs, (1_000_000, 1_100_000, 1_200_000), strict=True):
+        j.mark_sending(plan.plan_id, leg.index, 0.0, t)
+    j.record_state(plan.plan_id, 0, OrderState(plan.legs[0].client_id, "x0", OrderStatus.FILLED,
+                                               plan.legs[0].contracts, 60_000.0, 0.3))
+    j.set_status(plan.plan_id, 1, OrderStatus.NOT_PLACED, "proven not placed")
+    j.set_status(plan.plan_id, 2, OrderStatus.NOT_PLACED, "proven not placed")
+    return j, plan
+
+
+def _find(gw: _Gateway, j: Journal, now_ms: int, settle_ms: int = 120_000) -> list[str]:
+    book = three_asset_book()
+    return find_late_fills(gw, j, "acct", now_ms, settle_ms,  # type: ignore[arg-type]
+                           book_instruments(book), market())
+
+
+def test_only_legs_journalled_not_placed_are_looked_up_and_filled_ones_journalled(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Leg 0 (filled) is not looked up; leg 1 (ETH) is found canceled with nothing filled: left
+    not placed, not named; leg 2 (SOL) is found filled 3.33 at 151.2 with its fee from the trades
+    since its send (1,200,000 ms): journalled filled with the why, named once (and logged as a
+    warning), exactly."""
+    j, plan = _journal(tmp_path)
+    eth, sol = plan.legs[1], plan.legs[2]
+    gw = _Gateway({eth.client_id: OrderState(eth.client_id, "x1", OrderStatus.CANCELED, 0.0, None),
+                   sol.client_id: OrderState(sol.client_id, "x2", OrderStatus.FILLED, sol.contracts,
+                                             151.2, 0.25, fee_estimated=True)},
+                  [Trade("x2", sol.contracts, 151.2, 0.2, 1_300_000)])
+    said = _find(gw, j, 2_000_000)
+    assert gw.looked == [eth.client_id, sol.client_id] and gw.since == [1_200_000]
+    assert j.order(plan.plan_id, 1).status == OrderStatus.NOT_PLACED
+    row = j.order(plan.plan_id, 2)
+    assert (row.status, row.filled, row.average, row.fee) == (OrderStatus.FILLED, sol.contracts,
+                                                             151.2, 0.2)
+    assert row.message == ("executed by the exchange after it was proven not placed (nothing "
+                           "showed it 120 s after the send): a second order on the contract")
+    assert said == [f"leg 2 of plan {plan.plan_id} (SOL-PERP, buy {sol.contracts:g}), journalled "
+                    f"not placed, was executed late: {sol.contracts:g} contracts at 151.2. The "
+                    "account held that much more than the plan meant; this run starts from the "
+                    "account as it is"]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "executor.late_fills"] == [("WARNING", said[0])]
+    j.close()
+
+
+def test_the_window_is_three_days_back_to_settle_s_ago(tmp_path: Path) -> None:
+    """Sends at 1.1e6 and 1.2e6 ms: at now = 1,300,000 with settle 120 s only leg 1 (sent
+    200 s before) is looked up, leg 2 (100 s) not yet; 1 ms past three days after leg 1's send it
+    is out of the window and leg 2 still in (exactly three days: both); a fill with no average
+    price is named as such, and a fee the trades cannot show is kept and the note says so."""
+    j, plan = _journal(tmp_path)
+    gw = _Gateway({})
+    assert _find(gw, j, 1_300_000) == [] and gw.looked == [plan.legs[1].client_id]
+    gw.looked.clear()
+    assert _find(gw, j, 1_100_001 + WATCH_MS) == [] and gw.looked == [plan.legs[2].client_id]
+    gw.looked.clear()
+    assert _find(gw, j, 1_100_000 + WATCH_MS) == [] and len(gw.looked) == 2  # [since, until)
+    sol = plan.legs[2]
+    gw = _Gateway({sol.client_id: OrderState(sol.client_id, "x2", OrderStatus.FILLED, sol.contracts,
+                                             None, 0.25, fee_estimated=True)})
+    (said,) = _find(gw, j, 2_000_000)
+    assert f"was executed late: {sol.contracts:g} contracts at an unreported price. The" in said
+    row = j.order(plan.plan_id, 2)
+    assert row.fee == 0.25 and row.message.endswith(
+        "; fee estimated at the taker fee (the account's trades do not show it all)")
+    j.close()
