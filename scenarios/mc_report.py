@@ -163,8 +163,8 @@ def report_html(result: MonteCarloResult, *, title: str = "fbr Monte Carlo") -> 
         div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"mc-{key}",
                           config={"displaylogo": False, "responsive": True})
         charts.append(f"<section class='chart' data-chart='{key}'>{div}</section>")
-    chips = "".join(f"<span>{html.escape(label)}</span>"
-                    for label in (*result.labels, result.generator, result.engine) if label)
+    chips = "".join(f"<span>{html.escape(label)}</span>" for label in
+                    (*result.labels, result.generator, result.engine, *result.held_notes()) if label)
     manifest = json.dumps([f"mc-{k}" for k, _ in figs])
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",

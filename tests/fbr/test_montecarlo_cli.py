@@ -182,3 +182,28 @@ def test_a_band_grid_does_not_reach_the_tracking_error_band(tmp_path: Path) -> N
                 extra='[[policies]]\nkind = "te_band_futures"\nte_band = "1%"\nname = "te"\n')
     runs = policy_runs(load_montecarlo_file(f))
     assert [r.label for r in runs] == ["hold", "naive [band=0.02]", "naive [band=0.05]", "te"]
+
+
+def test_steps_held_on_an_infeasible_answer_are_noted_in_json_table_and_report(
+        tmp_path: Path) -> None:
+    """The example book with a funding budget of -1,000,000 USD (infeasible against the margin
+    row at every step): the optimiser is held at every step of every path (3 paths of 5 daily
+    steps: 6 steps each, the start included), and one note says so in --json's notes, under the
+    table and in the HTML report's labels."""
+    book = tmp_path / "book.toml"
+    book.write_text((EXAMPLES / "backtest_book.toml").read_text().replace(
+        "[constraints]\n", "[constraints]\nfunding_budget_usd = -1000000\n", 1))
+    cfg = tmp_path / "mc.toml"
+    cfg.write_text('book = "book.toml"\n[data]\nsource = "synthetic"\nseed = 12\ndays = 200\n'
+                   'start = "2022-01-01"\n[montecarlo]\npaths = 3\nsteps = 5\nseed = 1\n'
+                   '[[policies]]\nkind = "optimized"\nname = "optimised"\n')
+    report = tmp_path / "mc.html"
+    proc = run_fbr("montecarlo", str(cfg), "--json", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    note = ("optimised: no answer to trade at 18 steps on 3 of 3 paths; the book was held as it "
+            "stood there")
+    assert json.loads(proc.stdout)["notes"] == [note]
+    assert note in report.read_text()
+    table = run_fbr("montecarlo", str(cfg), "--no-report")
+    assert table.returncode == 0, table.stderr
+    assert f"note: {note}" in " ".join(table.stdout.split())
