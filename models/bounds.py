@@ -21,10 +21,15 @@ MAX_WEIGHT = 1e6
 MAX_HORIZON_DAYS = 3_650
 
 
+def finite_number(value: object) -> bool:
+    """True for a finite int or float (not a bool, not nan or +-inf)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_weight(value: float, path: str) -> float:
     """An objective term's weight: a finite number in [0, MAX_WEIGHT], else
     :class:`ValidationError` naming ``path``."""
-    finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    finite = finite_number(value)
     if not (finite and 0.0 <= value <= MAX_WEIGHT):
         past = ", past any useful weight" if finite and value > MAX_WEIGHT else ""
         raise ValidationError(path, f"is {value!r}{past}",

@@ -11,15 +11,9 @@ read from a book file (whose reader refuses the same values first, by the file's
 
 from __future__ import annotations
 
-import math
-
-from models.bounds import MAX_HORIZON_DAYS, check_weight
+from models.bounds import MAX_HORIZON_DAYS, check_weight, finite_number
 from models.errors import ValidationError
 from optimizer.settings import CostSettings
-
-
-def _finite(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_costs(costs: CostSettings) -> CostSettings:
@@ -29,11 +23,11 @@ def check_costs(costs: CostSettings) -> CostSettings:
                         ("impact_k", costs.impact_k)):
         check_weight(value, f"costs.{name}")
     h = costs.horizon_days
-    if not (_finite(h) and 0.0 < h <= MAX_HORIZON_DAYS):
+    if not (finite_number(h) and 0.0 < h <= MAX_HORIZON_DAYS):
         raise ValidationError("costs.horizon_days", f"is {h!r}",
                               f"give the carry horizon in days, > 0 and at most "
                               f"{MAX_HORIZON_DAYS:,} (ten years)")
-    if not (_finite(costs.reserve_yield) and costs.reserve_yield >= 0.0):
+    if not (finite_number(costs.reserve_yield) and costs.reserve_yield >= 0.0):
         raise ValidationError("costs.reserve_yield", f"is {costs.reserve_yield!r}",
                               "give the reserve's yearly yield as a fraction >= 0, e.g. 0.04")
     return costs
